@@ -1,0 +1,1 @@
+"""INT8 calibration: data, entropy/percentile thresholds, Q/DQ export, TensorRT cache."""

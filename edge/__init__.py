@@ -1,0 +1,1 @@
+"""Runtime: sources, camera control, pipeline, AGC, outputs."""

@@ -1,0 +1,62 @@
+"""The one abstract output and its URI factory (after jetson-utils' videoOutput)."""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Dict, Optional
+
+from ..frame import Frame
+from ..uri import URI, parse_uri
+
+
+class OutputError(RuntimeError):
+    """An output that cannot be opened (port in use, unwritable path, no GStreamer)."""
+
+
+class Output(ABC):
+    """Receives finished frames. ``write`` must be cheap: never block the pipeline.
+
+    ``stats_provider`` (set by the pipeline) returns the live stats dict for outputs
+    that show it.
+    """
+
+    def __init__(self, uri: URI):
+        self.uri = uri
+        self.stats_provider: Optional[Callable[[], Dict[str, Any]]] = None
+
+    def start(self) -> "Output":
+        return self
+
+    @abstractmethod
+    def write(self, frame: Frame) -> None:
+        ...
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+_REGISTRY: Dict[str, str] = {
+    "http": "tir.edge.outputs.http:HTTPOutput",
+    "file": "tir.edge.outputs.recorder:Recorder",
+    "display": "tir.edge.outputs.window:WindowOutput",
+    "rtsp": "tir.edge.outputs.rtsp:RTSPOutput",
+}
+
+
+def open_output(uri, **options) -> Output:
+    if not isinstance(uri, URI):
+        uri = parse_uri(uri)
+    uri.options.update({k: str(v) for k, v in options.items() if v is not None})
+    if uri.scheme not in _REGISTRY:
+        raise OutputError(
+            f"unknown output scheme {uri.scheme!r} in {uri.text!r}; "
+            f"known: {', '.join(sorted(s + '://' for s in _REGISTRY))}"
+        )
+    module, cls = _REGISTRY[uri.scheme].split(":")
+    return getattr(importlib.import_module(module), cls)(uri)

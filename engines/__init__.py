@@ -1,0 +1,1 @@
+"""Models, pruning, training, export, inference backends and the engine cache."""

@@ -1,0 +1,1 @@
+"""Inference backends: ONNX Runtime (CPU/CUDA), torch, TensorRT (lazy import)."""

@@ -1,0 +1,72 @@
+"""The inference interface every backend implements.
+
+An engine takes a batch of *normalised* frames, float32 N×1×H×W (values roughly in
+[0, 1], see :mod:`tir.edge.pipeline.normalize`) and returns the restored batch in the same
+layout. Frames of any size are padded (reflect) to the model's spatial multiple and
+cropped back, so callers never think about it.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+class EngineError(RuntimeError):
+    """An engine that cannot be loaded or run; the message says why and what to do."""
+
+
+def pad_to_multiple(batch: np.ndarray, multiple: int) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """Reflect-pad H and W of an N×C×H×W batch up to ``multiple``; returns (padded, (H, W))."""
+    h, w = batch.shape[-2:]
+    ph = (-h) % multiple
+    pw = (-w) % multiple
+    if ph == 0 and pw == 0:
+        return batch, (h, w)
+    mode = "reflect" if (ph < h and pw < w) else "edge"
+    padded = np.pad(batch, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
+    return padded, (h, w)
+
+
+class Engine(ABC):
+    """One loaded model on one backend."""
+
+    #: spatial multiple the model needs (e.g. 4 for two pixel-unshuffles by 2)
+    multiple: int = 1
+    #: backend name, e.g. "onnxruntime", "torch", "tensorrt"
+    backend: str = ""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def input_shape(self) -> Tuple[Optional[int], ...]:
+        """N, C, H, W with ``None`` for dynamic axes."""
+        return (None, 1, None, None)
+
+    @property
+    def output_shape(self) -> Tuple[Optional[int], ...]:
+        return self.input_shape
+
+    @abstractmethod
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Run on an already padded, contiguous float32 batch."""
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim == 2:
+            batch = batch[None, None]
+        elif batch.ndim == 3:
+            batch = batch[:, None]
+        if batch.ndim != 4 or batch.shape[1] != 1:
+            raise EngineError(f"{self.name}: expected N×1×H×W input, got {batch.shape}")
+        padded, (h, w) = pad_to_multiple(batch, self.multiple)
+        out = self._run(np.ascontiguousarray(padded))
+        return out[..., :h, :w]
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} on {self.backend}>"

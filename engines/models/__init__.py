@@ -1,0 +1,1 @@
+"""Architectures, one file each, with a config dataclass and presets by name."""

@@ -1,0 +1,2 @@
+"""The ``tir`` command line."""
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""``tir MODE [options]``: one entry point, modes as verbs (after ``yolo`` / ``polygraphy``).
+
+Each mode lives in its own module ``tir.tools.<mode>`` exposing ``add_arguments(parser)``
+and ``main(args) -> int``; modules are imported only when their mode runs, so
+``tir run`` never imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+
+MODES = {
+    "run": ("run", "capture, restore and stream thermal video"),
+    "bench": ("bench", "benchmark model-only and full-pipeline latency"),
+    "doctor": ("doctor", "report what this machine has and what it means for tir run"),
+    "camera": ("camera", "list, inspect and control thermal cameras (FFC, gain, ...)"),
+    "train": ("train", "train the open-world restoration model (whole continual sequence)"),
+    "learn": ("learn", "add one new degradation task to an existing bundle"),
+    "eval": ("eval", "evaluate a bundle and baselines on clean frames with seeded degradations"),
+    "export": ("export", "export a bundle's routes to ONNX with parity check and op audit"),
+    "calibrate": ("calibrate", "INT8 calibration: Q/DQ models, TensorRT cache, accuracy gate"),
+    "build": ("build", "build TensorRT engines from a bundle"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tir", description="tir-edge: real-time thermal video restoration")
+    parser.add_argument("--version", action="version", version=f"tir-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="mode", metavar="MODE")
+    for mode, (_, help_text) in MODES.items():
+        sub.add_parser(mode, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    # Parse only up to the mode; the mode's own parser takes the rest.
+    mode_index = next((i for i, a in enumerate(argv) if a in MODES), None)
+    if mode_index is None:
+        args = top.parse_args(argv)
+        top.print_help()
+        return 0 if not argv else 2
+    top_args = top.parse_args(argv[: mode_index + 1])
+    mode = argv[mode_index]
+    module = importlib.import_module(f"tir.tools.{MODES[mode][0]}")
+    parser = argparse.ArgumentParser(prog=f"tir {mode}", description=MODES[mode][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[mode_index + 1 :])
+    logging.basicConfig(
+        level=logging.DEBUG if top_args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(module.main(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
