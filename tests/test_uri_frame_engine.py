@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from tir.edge.frame import Frame, FrameError, check_frame
+from tir.edge.uri import parse_size, parse_uri
+from tir.edge.sources import SourceError, open_source
+from tir.edge.outputs import OutputError, open_output
+from tir.engines.engine import Engine, EngineError, pad_to_multiple
+
+
+def test_parse_uri_forms():
+    u = parse_uri("synthetic://?size=320x256&fps=9&seed=3")
+    assert u.scheme == "synthetic" and u.get("fps", cast=int) == 9 and u.get("seed", cast=int) == 3
+    assert parse_size(u.get("size")) == (320, 256)
+    assert parse_uri("2").path == "/dev/video2" and parse_uri("2").scheme == "v4l2"
+    assert parse_uri("/dev/video1").scheme == "v4l2"
+    h = parse_uri("http://0.0.0.0:8081")
+    assert (h.scheme, h.host, h.port) == ("http", "0.0.0.0", 8081)
+    f = parse_uri("clip.tiff")
+    assert f.scheme == "file" and f.path.endswith("clip.tiff")
+    assert parse_uri("file:///tmp/x?loop=1").get("loop", cast=bool) is True
+
+
+def test_parse_size_rejects_garbage():
+    with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+        parse_size("640by512")
+
+
+def test_unknown_schemes_name_the_known_ones():
+    with pytest.raises(SourceError, match="synthetic://"):
+        open_source("gopher://x")
+    with pytest.raises(OutputError, match="http://"):
+        open_output("gopher://x")
+
+
+def test_frame_stamps_and_checks():
+    raw = np.zeros((4, 6), np.uint16)
+    f = Frame(raw=raw, seq=1, t_capture=1.0)
+    assert f.stamps["capture"] == 1.0 and f.shape == (4, 6)
+    f.stamp("infer")
+    assert f.stamps["infer"] >= 0
+    check_frame(raw, (4, 6))
+    with pytest.raises(FrameError) as e:
+        check_frame(raw.astype(np.uint8))
+    assert e.value.kind == "dtype"
+    with pytest.raises(FrameError) as e:
+        check_frame(raw, (6, 4))
+    assert e.value.kind == "shape"
+
+
+class Doubler(Engine):
+    multiple = 8
+    backend = "numpy"
+
+    def _run(self, batch):
+        assert batch.shape[-1] % 8 == 0 and batch.shape[-2] % 8 == 0
+        return batch * 2
+
+
+def test_engine_pads_and_crops_any_size():
+    x = np.random.default_rng(0).random((1, 1, 13, 21), dtype=np.float32)
+    y = Doubler("double").infer(x)
+    assert y.shape == x.shape
+    np.testing.assert_allclose(y, 2 * x)
+    assert Doubler("double").infer(x[0, 0]).shape == (1, 1, 13, 21)
+    with pytest.raises(EngineError):
+        Doubler("double").infer(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_pad_to_multiple_tiny_frames_use_edge_mode():
+    padded, hw = pad_to_multiple(np.ones((1, 1, 2, 3), np.float32), 8)
+    assert padded.shape == (1, 1, 8, 8) and hw == (2, 3)
