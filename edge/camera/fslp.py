@@ -1,0 +1,198 @@
+"""Boson FSLP framing and the command-packet header: pure bytes, no serial I/O.
+
+Wire frame (thermal_io.md §1.2, FLIR SDK ``FSLP create_frame`` / ``CLIENT_dispatcher``)::
+
+    0x8E | CH | SEQ(4) FID(4) STATUS(4) DATA(n) | CRC(2) | 0xAE
+
+Everything after the channel byte (header, data and both CRC bytes) is byte-stuffed as the
+FLIR SDK does it (§1.3: 0x8E -> 9E 81, 0x9E -> 9E 91, 0xAE -> 9E A1); flirpy stuffs only the
+data, which breaks when a CRC byte needs escaping. The CRC (crc.py, init 0x1D0F) covers the
+unescaped bytes from the channel to the last data byte (§1.4). Integers are big-endian.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from .crc import crc16_boson
+
+START = 0x8E
+END = 0xAE
+ESCAPE = 0x9E
+_ESCAPED = {0x8E: 0x81, 0x9E: 0x91, 0xAE: 0xA1}  # raw byte -> byte sent after 0x9E
+_UNESCAPED = {v: k for k, v in _ESCAPED.items()}
+
+COMMAND_CHANNEL = 0x00
+REQUEST_STATUS = 0xFFFFFFFF  # status field of every host request (§1.2)
+HEADER = struct.Struct(">III")  # seq, function id, status
+MIN_FRAME_BYTES = 17  # start + channel + 12 header + 2 CRC + end, no data (§1.2)
+MAX_FRAME_BYTES = 2 * 1544  # flirpy reads replies up to 1544 bytes; allow all of it escaped
+
+
+class FSLPError(ValueError):
+    """A frame that cannot be decoded (missing start/end byte, bad escape, too short)."""
+
+
+class FSLPCRCError(FSLPError):
+    """A frame whose CRC does not match its contents."""
+
+
+def stuff(data: bytes) -> bytes:
+    """Escape the three reserved bytes (0x8E, 0x9E, 0xAE)."""
+    out = bytearray()
+    for b in data:
+        if b in _ESCAPED:
+            out += bytes((ESCAPE, _ESCAPED[b]))
+        else:
+            out.append(b)
+    return bytes(out)
+
+
+def unstuff(data: bytes) -> bytes:
+    """Undo :func:`stuff`; raise :class:`FSLPError` on a dangling or unknown escape."""
+    out = bytearray()
+    escaped = False
+    for b in data:
+        if escaped:
+            if b not in _UNESCAPED:
+                raise FSLPError(f"invalid escape sequence 9E {b:02X}")
+            out.append(_UNESCAPED[b])
+            escaped = False
+        elif b == ESCAPE:
+            escaped = True
+        else:
+            out.append(b)
+    if escaped:
+        raise FSLPError("frame ends inside an escape sequence")
+    return bytes(out)
+
+
+def frame(payload: bytes, channel: int = COMMAND_CHANNEL) -> bytes:
+    """Wrap ``payload`` into a wire frame: start, channel, stuffed payload+CRC, end."""
+    body = bytes((channel,)) + bytes(payload)
+    crc = struct.pack(">H", crc16_boson(body))
+    return bytes((START, channel)) + stuff(bytes(payload) + crc) + bytes((END,))
+
+
+def split_body(body: bytes) -> Tuple[int, bytes]:
+    """Check an unescaped ``channel + payload + CRC`` body; return (channel, payload)."""
+    if len(body) < 3:
+        raise FSLPError(f"frame body of {len(body)} bytes is too short for channel and CRC")
+    want = crc16_boson(body[:-2])
+    got = struct.unpack(">H", body[-2:])[0]
+    if want != got:
+        raise FSLPCRCError(f"CRC mismatch: frame carries 0x{got:04X}, contents give 0x{want:04X}")
+    return body[0], body[1:-2]
+
+
+def unframe(wire: bytes) -> Tuple[int, bytes]:
+    """Decode one complete wire frame; return (channel, payload) or raise FSLPError/FSLPCRCError."""
+    wire = bytes(wire)
+    if len(wire) < 4 or wire[0] != START or wire[-1] != END:
+        raise FSLPError(f"not an FSLP frame (needs 0x8E ... 0xAE): {wire[:8].hex(' ')}")
+    return split_body(bytes((wire[1],)) + unstuff(wire[2:-1]))
+
+
+@dataclass(frozen=True)
+class Packet:
+    """The command layer inside a frame's payload (SDK ``CLIENT_dispatcher``)."""
+
+    seq: int
+    function_id: int
+    status: int
+    data: bytes = b""
+
+
+def encode_packet(seq: int, function_id: int, data: bytes = b"", status: int = REQUEST_STATUS) -> bytes:
+    return HEADER.pack(seq & 0xFFFFFFFF, function_id, status) + bytes(data)
+
+
+def decode_packet(payload: bytes) -> Packet:
+    if len(payload) < HEADER.size:
+        raise FSLPError(f"payload of {len(payload)} bytes is shorter than the 12-byte command header")
+    seq, function_id, status = HEADER.unpack_from(payload)
+    return Packet(seq, function_id, status, bytes(payload[HEADER.size:]))
+
+
+def command_frame(seq: int, function_id: int, data: bytes = b"", status: int = REQUEST_STATUS,
+                  channel: int = COMMAND_CHANNEL) -> bytes:
+    """The complete wire bytes of one command (request, or reply when ``status`` is a result)."""
+    return frame(encode_packet(seq, function_id, data, status), channel)
+
+
+@dataclass(frozen=True)
+class ReceivedFrame:
+    """One frame cut out of a byte stream; ``error`` names what is wrong with it, else None."""
+
+    channel: int
+    payload: bytes
+    error: Optional[str] = None  # None | "crc" | "escape" | "short"
+
+
+class FrameReader:
+    """Cuts frames out of a byte stream fed in arbitrary chunks.
+
+    Bytes outside 0x8E ... 0xAE are garbage and dropped (counted in ``garbage_bytes``). A start
+    byte inside a frame can only mean the previous frame was truncated (reserved bytes never
+    appear unescaped inside a frame), so the partial frame is dropped (``truncated_frames``)
+    and a new one begins. Frames longer than ``max_frame_bytes`` are dropped (``oversize_frames``).
+    """
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES):
+        self.max_frame_bytes = max_frame_bytes
+        self.garbage_bytes = 0
+        self.truncated_frames = 0
+        self.oversize_frames = 0
+        self._buf: Optional[bytearray] = None  # wire bytes after the start byte, None when idle
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of a frame that has started but not ended (0 when idle)."""
+        return 0 if self._buf is None else len(self._buf) + 1
+
+    def reset(self) -> None:
+        """Forget a partially received frame (counted as truncated)."""
+        if self._buf is not None:
+            self.truncated_frames += 1
+        self._buf = None
+
+    def feed(self, data: bytes) -> List[ReceivedFrame]:
+        frames: List[ReceivedFrame] = []
+        for b in bytes(data):
+            if self._buf is None:
+                if b == START:
+                    self._buf = bytearray()
+                else:
+                    self.garbage_bytes += 1
+            elif b == START:
+                self.truncated_frames += 1
+                self._buf = bytearray()
+            elif b == END:
+                frames.append(self._decode(bytes(self._buf)))
+                self._buf = None
+            else:
+                self._buf.append(b)
+                if len(self._buf) > self.max_frame_bytes:
+                    self.oversize_frames += 1
+                    self.garbage_bytes += len(self._buf) + 1
+                    self._buf = None
+        return frames
+
+    @staticmethod
+    def _decode(wire: bytes) -> ReceivedFrame:
+        """``wire`` is everything between start and end: raw channel byte, then stuffed bytes."""
+        if not wire:
+            return ReceivedFrame(0, b"", "short")
+        channel = wire[0]
+        try:
+            body = bytes((channel,)) + unstuff(wire[1:])
+        except FSLPError:
+            return ReceivedFrame(channel, b"", "escape")
+        if len(body) < 3:
+            return ReceivedFrame(channel, b"", "short")
+        try:
+            split_body(body)
+        except FSLPCRCError:
+            return ReceivedFrame(channel, body[1:-2], "crc")
+        return ReceivedFrame(channel, body[1:-2])
