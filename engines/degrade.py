@@ -1,0 +1,429 @@
+"""Thermal degradation synthesis: the ECMRNet recipe on float frames in [0, 1].
+
+Source of every operator and range: /work/shared/reference/ecmrnet.md §1.3 (ECMRNet,
+codes/utils/Tir_Degradation.py). The recipe works on 8-bit grey levels; here quantities given
+in grey levels are divided by 255 and every step clips to [0, 1] as the 8-bit pipeline does.
+
+A degradation is a :class:`DegradationSpec`: a name and an ordered list of steps, each a dict
+``{"op": ..., <parameter>: [lo, hi], "p": 1.0}``. Built-in specs live in ``engines/specs/*.json``;
+a user can write a new JSON spec (other ranges, other order) and pass its path anywhere a task
+name is accepted.
+
+Random draws are made step by step from one ``np.random.Generator``, each step drawing all of
+its parameters and noise for the whole batch before the next step starts. So
+``degrade(x, "CB", np.random.default_rng(s))`` equals
+``degrade(degrade(x, "contrast", g), "blur", g)`` with ``g = np.random.default_rng(s)``.
+
+Choices where the source is silent or unconfirmed (documented, not from the paper):
+- contrast: albumentations' RandomBrightnessContrast computes ``x·α + β·max`` (its docstring:
+  "img = img * alpha + beta * beta_factor", brightness_by_max=True) with α = 1 + U(contrast) and
+  β = U(brightness); that is the default ``"pivot": "zero"``. ``"pivot": "mean"`` scales around the
+  frame mean instead, ``(x − m)·α + m + β``. The brightness sign is +, as the limits are positive.
+- vignetting (defined, unused in ECMRNet, formula not recorded): ``x · (1 − s·r^γ)`` with r the
+  distance to the frame centre normalised to 1 at the corners.
+- dead/hot pixels: PixelDropout with probability 0.002 to 0 (dead) and 0.001 to 1 (hot).
+- jpeg: heavy JPEG blocking, quality 5–15 (cv2.imencode); NOT an ECMRNet task. It is an unseen
+  degradation used to test the router's "unknown" answer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+TASKS = ("contrast", "blur", "noise", "CB", "CN", "BN", "CBN")
+SINGLE_TASKS = ("contrast", "blur", "noise")
+COMPOUND_PARTS = {
+    "CB": ("contrast", "blur"),
+    "CN": ("contrast", "noise"),
+    "BN": ("blur", "noise"),
+    "CBN": ("contrast", "blur", "noise"),
+}
+SPEC_DIR = Path(__file__).resolve().parent / "specs"
+GREY = 255.0  # the recipe's grey-level scale (8-bit)
+
+Rng = Union[np.random.Generator, int, None]
+
+
+class DegradationError(ValueError):
+    """A bad spec, task name, image array or data folder; the message says what exists."""
+
+
+# ---------------------------------------------------------------------------------------------
+# operators: each takes (batch float32 N×H×W, step dict, rng) and returns the new batch
+# ---------------------------------------------------------------------------------------------
+
+def _uniform(rng: np.random.Generator, rng_range, n: int) -> np.ndarray:
+    lo, hi = _as_range(rng_range)
+    return rng.uniform(lo, hi, size=n).astype(np.float32)
+
+
+def _integers(rng: np.random.Generator, rng_range, n: int, odd: bool = False) -> np.ndarray:
+    lo, hi = (int(round(v)) for v in _as_range(rng_range))
+    if odd:
+        choices = np.arange(lo | 1, hi + 1, 2)
+        if choices.size == 0:
+            raise DegradationError(f"no odd integer in range [{lo}, {hi}]")
+        return choices[rng.integers(0, choices.size, size=n)]
+    return rng.integers(lo, hi + 1, size=n)
+
+
+def _as_range(value) -> Tuple[float, float]:
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    lo, hi = value
+    if hi < lo:
+        raise DegradationError(f"range [{lo}, {hi}] has hi < lo")
+    return float(lo), float(hi)
+
+
+def _op_contrast(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+    """RandomBrightnessContrast: α = 1 + U(contrast), β = U(brightness)·max [ecmrnet.md §1.3]."""
+    n = x.shape[0]
+    alpha = (1.0 + _uniform(rng, step.get("contrast", (-0.8, -0.4)), n))[:, None, None]
+    beta = _uniform(rng, step.get("brightness", (0.1, 0.2)), n)[:, None, None]
+    pivot = step.get("pivot", "zero")
+    if pivot == "zero":
+        return x * alpha + beta
+    if pivot == "mean":
+        mean = x.mean(axis=(1, 2), keepdims=True)
+        return (x - mean) * alpha + mean + beta
+    raise DegradationError(f"contrast pivot must be 'zero' or 'mean', got {pivot!r}")
+
+
+def _op_blur(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian blur, odd kernel 7–17, σ U(1, 2) [ecmrnet.md §1.3]."""
+    n = x.shape[0]
+    kernels = _integers(rng, step.get("kernel", (7, 17)), n, odd=True)
+    sigmas = _uniform(rng, step.get("sigma", (1.0, 2.0)), n)
+    out = np.empty_like(x)
+    for i in range(n):
+        k = int(kernels[i])
+        out[i] = cv2.GaussianBlur(x[i], (k, k), float(sigmas[i]))
+    return out
+
+
+def _radial(n: int, h: int, w: int, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
+    """Distance of every pixel to a per-image centre, normalised to 1 at the farthest corner."""
+    yy = np.arange(h, dtype=np.float32)[None, :, None]
+    xx = np.arange(w, dtype=np.float32)[None, None, :]
+    cy = cy.astype(np.float32)[:, None, None]
+    cx = cx.astype(np.float32)[:, None, None]
+    dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+    far = np.sqrt(np.maximum(cy, h - 1 - cy) ** 2 + np.maximum(cx, w - 1 - cx) ** 2)
+    return dist / np.maximum(far, 1e-6)
+
+
+def _op_nonuniformity(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+    """Optical non-uniformity: n = cos(p·π/2)⁴ around a random centre; add δ·n or δ·(1−n)."""
+    n, h, w = x.shape
+    cy = rng.uniform(0, h - 1, size=n)
+    cx = rng.uniform(0, w - 1, size=n)
+    delta = _integers(rng, step.get("delta", (15, 55)), n).astype(np.float32) / GREY
+    inverted = rng.random(n) < float(step.get("inverted_p", 0.5))
+    shade = _radial(n, h, w, cy, cx)
+    shade *= np.float32(np.pi / 2)
+    np.cos(shade, out=shade)
+    shade *= shade
+    shade *= shade
+    shade[inverted] = 1.0 - shade[inverted]
+    shade *= delta[:, None, None]
+    shade += x
+    return shade
+
+
+def _op_stripes(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+    """Column (or row, 50/50) gain g~N(0,s_g²) and offset b~N(0,s_b²): x += x·g + b."""
+    n, h, w = x.shape
+    s_g = _uniform(rng, step.get("gain_std", (0.03, 0.07)), n)
+    s_b = _uniform(rng, step.get("offset_std", (0.0, 3.0)), n) / GREY
+    columns = rng.random(n) < float(step.get("column_p", 0.5))
+    col_noise = rng.standard_normal((2, n, w), dtype=np.float32)
+    row_noise = rng.standard_normal((2, n, h), dtype=np.float32)
+    # zero the unused orientation, then one broadcast sum builds each N×H×W field
+    col_noise *= (columns * np.array([s_g, s_b]))[:, :, None].astype(np.float32)
+    row_noise *= (~columns * np.array([s_g, s_b]))[:, :, None].astype(np.float32)
+    gain = col_noise[0][:, None, :] + row_noise[0][:, :, None]
+    gain += 1.0
+    gain *= x
+    gain += col_noise[1][:, None, :]
+    gain += row_noise[1][:, :, None]
+    return gain
+
+
+def _op_gaussian_noise(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+    """Additive Gaussian noise, σ U(5, 15) grey levels (GaussNoise std_range) [ecmrnet.md §1.3]."""
+    n = x.shape[0]
+    sigma = _uniform(rng, step.get("sigma", (5.0, 15.0)), n) / GREY
+    noise = rng.standard_normal(x.shape, dtype=np.float32)
+    noise *= sigma[:, None, None]
+    noise += x
+    return noise
+
+
+def _op_pixel_dropout(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+    """Dead (→0) and hot (→1) pixels, PixelDropout 0.002 / 0.001 [ecmrnet.md §1.3]."""
+    u = rng.random(x.shape, dtype=np.float32)
+    dead = float(step.get("dead_p", 0.002))
+    hot = float(step.get("hot_p", 0.001))
+    out = x.copy()
+    out[u < dead] = 0.0
+    out[(u >= dead) & (u < dead + hot)] = 1.0
+    return out
+
+
+def _op_vignetting(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+    """TIR vignetting, strength 0.30–0.48, γ 1.2–1.8 [ecmrnet.md §1.3; formula is ours]."""
+    n, h, w = x.shape
+    strength = _uniform(rng, step.get("strength", (0.30, 0.48)), n)[:, None, None]
+    gamma = _uniform(rng, step.get("gamma", (1.2, 1.8)), n)[:, None, None]
+    centre_y = np.full(n, (h - 1) / 2.0)
+    centre_x = np.full(n, (w - 1) / 2.0)
+    r = _radial(n, h, w, centre_y, centre_x)
+    return x * (1.0 - strength * r ** gamma)
+
+
+def _op_jpeg(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+    """Heavy JPEG blocking via cv2.imencode, quality 5–15 (unseen degradation, not ECMRNet)."""
+    n = x.shape[0]
+    qualities = _integers(rng, step.get("quality", (5, 15)), n)
+    out = np.empty_like(x)
+    for i in range(n):
+        grey = np.clip(np.rint(x[i] * GREY), 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", grey, [int(cv2.IMWRITE_JPEG_QUALITY), int(qualities[i])])
+        if not ok:
+            raise DegradationError("cv2.imencode failed to write JPEG")
+        out[i] = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / GREY
+    return out
+
+
+OPS = {
+    "contrast": _op_contrast,
+    "blur": _op_blur,
+    "nonuniformity": _op_nonuniformity,
+    "stripes": _op_stripes,
+    "gaussian_noise": _op_gaussian_noise,
+    "pixel_dropout": _op_pixel_dropout,
+    "vignetting": _op_vignetting,
+    "jpeg": _op_jpeg,
+}
+OP_KEYS = {
+    "contrast": {"contrast", "brightness", "pivot"},
+    "blur": {"kernel", "sigma"},
+    "nonuniformity": {"delta", "inverted_p"},
+    "stripes": {"gain_std", "offset_std", "column_p"},
+    "gaussian_noise": {"sigma"},
+    "pixel_dropout": {"dead_p", "hot_p"},
+    "vignetting": {"strength", "gamma"},
+    "jpeg": {"quality"},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# specs
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class DegradationSpec:
+    """A named, ordered list of degradation steps (see the module docstring)."""
+
+    name: str
+    steps: List[dict] = field(default_factory=list)
+    description: str = ""
+
+    def __post_init__(self):
+        if not self.steps:
+            raise DegradationError(f"degradation spec {self.name!r} has no steps")
+        for i, step in enumerate(self.steps):
+            op = step.get("op") if isinstance(step, dict) else None
+            if op not in OPS:
+                raise DegradationError(
+                    f"spec {self.name!r} step {i}: unknown op {op!r}; known ops: {', '.join(OPS)}")
+            unknown = set(step) - OP_KEYS[op] - {"op", "p"}
+            if unknown:
+                raise DegradationError(
+                    f"spec {self.name!r} step {i} ({op}): unknown keys {sorted(unknown)}; "
+                    f"allowed: {sorted(OP_KEYS[op] | {'p'})}")
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "description": self.description,
+                           "steps": self.steps}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: Union[str, dict]) -> "DegradationSpec":
+        data = json.loads(text) if isinstance(text, str) else dict(text)
+        if "name" not in data or "steps" not in data:
+            raise DegradationError("a degradation spec needs 'name' and 'steps'")
+        return cls(name=str(data["name"]), steps=[dict(s) for s in data["steps"]],
+                   description=str(data.get("description", "")))
+
+
+def list_specs() -> List[str]:
+    """Built-in spec names: the 7 tasks in training order, then the extras alphabetically."""
+    names = sorted(p.stem for p in SPEC_DIR.glob("*.json"))
+    return [t for t in TASKS if t in names] + [n for n in names if n not in TASKS]
+
+
+def load_spec(name_or_path: Union[str, Path, DegradationSpec]) -> DegradationSpec:
+    """A built-in spec by name (case-insensitive) or a JSON spec file by path."""
+    if isinstance(name_or_path, DegradationSpec):
+        return name_or_path
+    text = str(name_or_path)
+    builtin = {n.lower(): n for n in list_specs()}
+    if text.lower() in builtin:
+        path = SPEC_DIR / f"{builtin[text.lower()]}.json"
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise DegradationError(
+                f"no degradation {text!r}: not a built-in ({', '.join(list_specs())}) "
+                f"and no such JSON file")
+    try:
+        return DegradationSpec.from_json(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DegradationError(f"{path}: not valid JSON ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# applying
+# ---------------------------------------------------------------------------------------------
+
+def as_generator(rng: Rng) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
+
+
+def degrade(images: np.ndarray, task: Union[str, Path, DegradationSpec], rng: Rng) -> np.ndarray:
+    """Degrade float images (H,W) or (N,H,W) in [0,1]; parameters are drawn per image."""
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise DegradationError(
+            f"degrade expects float images in [0, 1], got dtype {images.dtype}; divide 8-bit "
+            "frames by 255 (or use load_roadscene/load_folder)")
+    if images.ndim not in (2, 3):
+        raise DegradationError(f"degrade expects (H,W) or (N,H,W), got shape {images.shape}")
+    spec = load_spec(task)
+    gen = as_generator(rng)
+    batch = np.array(images, dtype=np.float32, copy=True)
+    single = batch.ndim == 2
+    if single:
+        batch = batch[None]
+    for step in spec.steps:
+        prob = float(step.get("p", 1.0))
+        out = OPS[step["op"]](batch, step, gen)
+        if prob < 1.0:
+            apply = gen.random(batch.shape[0]) < prob
+            out = np.where(apply[:, None, None], out, batch)
+        batch = np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+    return batch[0] if single else batch
+
+
+def task_seed(task: Union[str, DegradationSpec], seed: int) -> int:
+    """A stable (process-independent) seed mixing a task name into ``seed``."""
+    name = task.name if isinstance(task, DegradationSpec) else load_spec(task).name
+    return (zlib.crc32(name.encode("utf-8")) ^ (int(seed) * 0x9E3779B1)) & 0xFFFFFFFF
+
+
+def make_eval_set(clean_images: np.ndarray, task: Union[str, Path, DegradationSpec],
+                  seed: int = 0) -> np.ndarray:
+    """Fixed degraded copies: image i depends only on (i, task name, seed), not on the batch."""
+    clean = np.asarray(clean_images, dtype=np.float32)
+    if clean.ndim == 2:
+        clean = clean[None]
+    spec = load_spec(task)
+    base = task_seed(spec, seed)
+    out = np.empty_like(clean)
+    for i in range(clean.shape[0]):
+        out[i] = degrade(clean[i], spec, np.random.default_rng([base, i]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# clean frames
+# ---------------------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm")
+
+
+def roadscene_candidates(root: Optional[Union[str, Path]] = None) -> List[Path]:
+    """Where RoadScene infrared frames are looked for, in order."""
+    if root is not None:
+        return [Path(root)]
+    paths = []
+    if os.environ.get("TIR_DATA"):
+        paths.append(Path(os.environ["TIR_DATA"]))
+    repo = Path(__file__).resolve().parents[1]
+    paths.append((repo / ".." / "shared" / "data" / "roadscene-ir").resolve())
+    paths.append((Path.cwd() / ".." / "shared" / "data" / "roadscene-ir").resolve())
+    return paths
+
+
+def to_unit_float(image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
+    """8-bit -> /255; 16-bit (or wider) -> robust percentile stretch to [0,1]; grey float32."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / GREY
+    if np.issubdtype(image.dtype, np.floating) and image.max() <= 1.0 and image.min() >= 0.0:
+        return image.astype(np.float32)
+    data = image.astype(np.float32)
+    lo, hi = np.percentile(data, (low_pct, high_pct))
+    return np.clip((data - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def _read_frames(paths: Sequence[Path], size: Optional[Tuple[int, int]]) -> np.ndarray:
+    frames = []
+    for path in paths:
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise DegradationError(f"cannot read image {path}")
+        frame = to_unit_float(raw)
+        if size is not None:
+            frame = cv2.resize(frame, tuple(int(v) for v in size), interpolation=cv2.INTER_AREA)
+        frames.append(frame)
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise DegradationError(f"frames have different sizes {sorted(shapes)}; pass size=(w, h)")
+    return np.stack(frames).astype(np.float32)
+
+
+def load_roadscene(split: str, root: Optional[Union[str, Path]] = None,
+                   size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """RoadScene IR frames of ``split`` (train/val/test) as float32 (N,H,W) in [0,1].
+
+    The split list is ``<root>/../roadscene-ir-<split>.txt``; ``size`` is (w, h) to resize to.
+    """
+    tried = roadscene_candidates(root)
+    found = next((p for p in tried if p.is_dir()), None)
+    if found is None:
+        raise DegradationError(
+            "RoadScene frames not found; tried " + ", ".join(str(p) for p in tried)
+            + ". Set $TIR_DATA or pass --data DIR")
+    list_file = found.parent / f"roadscene-ir-{split}.txt"
+    if not list_file.is_file():
+        existing = sorted(p.name for p in found.parent.glob("roadscene-ir-*.txt"))
+        raise DegradationError(f"no split list {list_file}; existing: {existing or 'none'}")
+    names = [ln.strip() for ln in list_file.read_text().splitlines() if ln.strip()]
+    missing = [n for n in names if not (found / n).is_file()]
+    if missing:
+        raise DegradationError(f"{len(missing)} frames of {list_file.name} missing in {found}, "
+                               f"e.g. {missing[0]}")
+    return _read_frames([found / n for n in names], size)
+
+
+def load_folder(directory: Union[str, Path], size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """Every image in a folder of clean frames (8- or 16-bit), sorted by name, as (N,H,W)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DegradationError(f"no such folder {directory}")
+    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DegradationError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {directory}")
+    return _read_frames(paths, size)
