@@ -137,9 +137,14 @@ let spotBusy = false;
 function spotUnderCursor(img, view) {
   img.addEventListener("mousemove", async (ev) => {
     if (spotBusy || !img.naturalWidth) return;
+    // The image is letterboxed (object-fit: contain): map through the drawn content box.
     const r = img.getBoundingClientRect();
-    const x = Math.floor(((ev.clientX - r.left) / r.width) * img.naturalWidth);
-    const y = Math.floor(((ev.clientY - r.top) / r.height) * img.naturalHeight);
+    const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const left = r.left + (r.width - img.naturalWidth * scale) / 2;
+    const top = r.top + (r.height - img.naturalHeight * scale) / 2;
+    const x = Math.floor((ev.clientX - left) / scale);
+    const y = Math.floor((ev.clientY - top) / scale);
+    if (x < 0 || y < 0 || x >= img.naturalWidth || y >= img.naturalHeight) return;
     spotBusy = true;
     try {
       const s = await (await fetch(`/spot.json?x=${x}&y=${y}&view=${view}`, { cache: "no-store" })).json();

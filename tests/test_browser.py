@@ -1,0 +1,179 @@
+"""The live page in a real headless Chromium: both videos play and the stats move."""
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tir.edge.frame import Frame, now
+from tir.edge.outputs import open_output
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+W, H = 160, 120
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)",
+)
+webdriver = pytest.importorskip("selenium.webdriver", reason="needs the selenium package")
+
+
+def make_frame(seq):
+    """Warm background, a hot disc circling the frame, fine noise (deterministic per seq)."""
+    rng = np.random.default_rng(seq)
+    yy, xx = np.mgrid[0:H, 0:W]
+    angle = seq * 0.35
+    cx, cy = W / 2 + 45 * np.cos(angle), H / 2 + 35 * np.sin(angle)
+    disc = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 120.0)
+    clean = 29000 + 6 * yy + 1800 * disc
+    raw = (clean + rng.normal(0, 40, (H, W))).astype(np.uint16)
+    frame = Frame(raw=raw, seq=seq, t_capture=now())
+    frame.restored = clean.astype(np.uint16)
+    frame.meta["temperature_k"] = 0.01  # TLinear: 0.01 K per count, so the page shows °C
+    return frame
+
+
+class LivePipeline:
+    """Feeds frames and serves stats the way a running pipeline would."""
+
+    def __init__(self, output):
+        self.output = output
+        self.seq = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        output.stats_provider = self.stats
+
+    def stats(self):
+        n = self.seq
+        return {
+            "fps": 20.0 + (n % 5) * 0.1,
+            "frames": n,
+            "connected": True,
+            "source": "synthetic://?size=160x120",
+            "task": "denoise+destripe",
+            "confidence": 0.87,
+            "drops": {"capture": n // 10, "corrupt": 0},
+            "latency_ms": {
+                "capture": {"p50": 0.4, "p90": 0.6, "p99": 0.9, "mean": 0.45, "max": 1.2},
+                "restore": {"p50": 8.0 + n % 3, "p90": 9.5, "p99": 12.0, "mean": 8.4, "max": 14.0},
+                "e2e": {"p50": 11.0 + n % 3, "p90": 13.0, "p99": 18.0, "mean": 11.6, "max": 21.0},
+            },
+        }
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.output.write(make_frame(self.seq))
+            self.seq += 1
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+
+
+# Draw an <img> into a canvas and hash its pixels: proves the browser has decoded new frames.
+PIXEL_HASH_JS = """
+const img = document.getElementById(arguments[0]);
+if (!img.naturalWidth) return null;
+const c = document.createElement('canvas');
+c.width = img.naturalWidth; c.height = img.naturalHeight;
+const ctx = c.getContext('2d');
+ctx.drawImage(img, 0, 0);
+const d = ctx.getImageData(0, 0, c.width, c.height).data;
+let h = 0;
+for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2]) >>> 0; }
+return [img.naturalWidth, img.naturalHeight, h];
+"""
+
+
+@pytest.fixture
+def browser():
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="tir-chromium-")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 "--window-size=1280,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    # A fixed driver path: selenium-manager never downloads anything.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_page_plays_both_streams_and_updates_stats(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    out = open_output("http://127.0.0.1:0").start()
+    try:
+        with LivePipeline(out):
+            browser.get(out.url)
+            hashes = {}
+            for view in ("raw", "restored"):
+                first = wait_for(lambda: browser.execute_script(PIXEL_HASH_JS, view),
+                                 what=f"the {view} image to load")
+                assert first[:2] == [W, H], f"{view} shows {first[:2]}, expected {W}x{H}"
+                hashes[view] = first[2]
+            frames_before = int(wait_for(
+                lambda: browser.find_element(By.ID, "frames").text.strip().isdigit()
+                and browser.find_element(By.ID, "frames").text, what="the frames counter"))
+            for view in ("raw", "restored"):
+                wait_for(lambda: browser.execute_script(PIXEL_HASH_JS, view)[2] != hashes[view],
+                         what=f"the {view} image to change")
+            wait_for(lambda: int(browser.find_element(By.ID, "frames").text) > frames_before,
+                     what="the frames counter to increase")
+
+            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+            assert float(text("fps")) >= 20.0
+            assert float(text("e2e-p50")) >= 11.0 and text("e2e-p99") == "18.0"
+            assert text("status") == "LIVE"
+            assert text("task") == "denoise+destripe" and text("confidence") == "87 %"
+            assert "restore" in text("stages") and "e2e" in text("stages")
+            assert "°C" in text("scene")
+            assert not browser.find_element(By.ID, "banner").is_displayed()
+
+            # Hovering a video shows the temperature of the pixel under the cursor.
+            ActionChains(browser).move_to_element(browser.find_element(By.ID, "raw")).perform()
+            wait_for(lambda: "°C" in text("spot"), what="a spot temperature")
+            x, y = map(int, re.match(r"raw \((\d+), (\d+)\)", text("spot")).groups())
+            assert abs(x - W // 2) <= 1 and abs(y - H // 2) <= 1, "spot is not under the cursor"
+
+            shot = tmp_path / "web-page.png"
+            browser.save_screenshot(str(shot))
+            assert shot.stat().st_size > 10000
+            if os.environ.get("TIR_SAVE_SCREENSHOT"):
+                shutil.copy(shot, os.environ["TIR_SAVE_SCREENSHOT"])
+
+        # The feed stops: the page must say so instead of freezing on the last frame.
+        out.stats_provider = lambda: {"connected": False}
+        wait_for(lambda: browser.find_element(By.ID, "status").text == "NO SIGNAL",
+                 what="the NO SIGNAL badge")
+        assert browser.find_element(By.ID, "banner").is_displayed()
+    finally:
+        out.close()
