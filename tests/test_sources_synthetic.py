@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+
+from tir.edge.frame import check_frame
+from tir.edge.sources import SourceError, open_source
+from tir.edge.sources.file import EndOfStream
+from tir.edge.sources.synthetic import DRIFT_PER_SECOND, MAX_COUNT, SIZES, ThermalSceneRenderer, render_frames
+
+
+def read_all(source):
+    frames = []
+    while True:
+        try:
+            frame = source.read(timeout=1.0)
+        except EndOfStream:
+            return frames
+        if frame is not None:
+            frames.append(frame)
+
+
+def test_small_source_fixture_gives_finite_14bit_frames(small_source):
+    frames = read_all(small_source)
+    assert len(frames) == 8
+    assert [f.seq for f in frames] == list(range(8))
+    for f in frames:
+        check_frame(f.raw, (120, 160))
+        assert f.raw.max() <= MAX_COUNT
+        assert f.meta["camera"] == "synthetic" and f.meta["bits"] == 14
+        assert f.meta["source"].startswith("synthetic://")
+    assert small_source.stats()["frames"] == 8
+    assert small_source.size == (160, 120)
+
+
+def test_same_seed_same_sequence_other_seed_differs():
+    a = read_all(open_source("synthetic://?size=160x120&realtime=0&frames=5&seed=3"))
+    b = read_all(open_source("synthetic://?size=160x120&realtime=0&frames=5&seed=3"))
+    c = read_all(open_source("synthetic://?size=160x120&realtime=0&frames=5&seed=4"))
+    for fa, fb, fc in zip(a, b, c):
+        np.testing.assert_array_equal(fa.raw, fb.raw)
+        assert not np.array_equal(fa.raw, fc.raw)
+    np.testing.assert_array_equal(np.stack([f.raw for f in a]), render_frames(5, (160, 120), seed=3))
+
+
+def test_every_size_renders_within_14_bits():
+    for w, h in SIZES:
+        frames = render_frames(2, size=(w, h), seed=1)
+        assert frames.shape == (2, h, w) and frames.dtype == np.uint16
+        assert frames.max() <= MAX_COUNT
+
+
+def test_objects_move_and_noise_is_temporal(synthetic_frames):
+    r = ThermalSceneRenderer((160, 120), 30, seed=0)
+    clean = [r.render(k, clean=True)[1].astype(int) for k in (0, 1, 30)]
+    moved = np.abs(clean[2] - clean[0]) > 40  # > 1 K
+    assert moved.sum() > 50, "warm objects must move across the scene"
+    diff = synthetic_frames[1].astype(int) - synthetic_frames[0].astype(int)
+    static = clean[1] == clean[0]
+    static[r.dead_pixels] = static[r.hot_pixels] = False
+    assert 2.0 < np.std(diff[static]) < 4.0, "temporal noise of about 2 counts per frame"
+
+
+def test_clean_ground_truth_and_sensor_artifacts():
+    source = open_source("synthetic://?size=320x256&realtime=0&clean=1&frames=1")
+    frame = source.read()
+    clean = frame.meta["clean"]
+    check_frame(clean, (256, 320))
+    r = source.renderer
+    raw = frame.raw.astype(np.float64)
+    assert np.all(frame.raw[r.dead_pixels] == 0)
+    assert np.all(frame.raw[r.hot_pixels] == MAX_COUNT)
+    # column fixed-pattern noise: the raw-minus-truth residual has column structure
+    residual = raw - clean
+    good = np.ones_like(residual, bool)
+    good[r.dead_pixels] = good[r.hot_pixels] = False
+    column_means = np.array([residual[good[:, j], j].mean() for j in range(320)])
+    assert np.std(np.diff(column_means)) > 4.0
+    # vignetting: the scene signal is weaker in the corners than in the centre
+    assert r._gain[0, 0] < r._gain[128, 160] - 0.03
+
+
+def test_ffc_freezes_video_and_resets_drift():
+    r = ThermalSceneRenderer((160, 120), fps=10, seed=2, ffc_period_s=2.0)  # FFC at frame 20
+    assert r.ffc_length == 2
+    flags = [r.is_ffc(k) for k in range(45)]
+    assert [k for k, f in enumerate(flags) if f] == [20, 21, 40, 41]
+    before, _, _ = r.render(19)
+    during, _, ffc = r.render(20)
+    assert ffc
+    np.testing.assert_array_equal(before, during)
+    # the offset drift grows through the FFC period and is gone right after it
+    static = r.render(1, clean=True)[1] == r.render(22, clean=True)[1]
+    static &= r.render(19, clean=True)[1] == r.render(2, clean=True)[1]
+    static[r.dead_pixels] = static[r.hot_pixels] = False
+
+    def drift_level(k):
+        raw, clean, _ = r.render(k, clean=True)
+        return np.mean(raw[static].astype(float) - clean[static])
+
+    expected = DRIFT_PER_SECOND * 1.8 * float(np.mean(r._drift[static]))  # 18 frames at 10 fps
+    assert expected > 0.5
+    assert abs((drift_level(19) - drift_level(1)) - expected) < 0.3
+    assert abs(drift_level(22) - drift_level(2)) < 0.3
+    source = open_source("synthetic://?size=160x120&realtime=0&fps=10&ffc=2&frames=22")
+    assert [f.meta["ffc"] for f in read_all(source)][19:] == [False, True, True]
+
+
+def test_realtime_pacing_skips_frames_for_a_slow_reader():
+    import time
+
+    source = open_source("synthetic://?size=160x120&fps=60")
+    assert source.live
+    first = source.read(timeout=1.0)
+    time.sleep(0.2)  # the camera keeps running: about 12 frames pass meanwhile
+    newest = source.read(timeout=1.0)
+    assert newest.seq - first.seq > 3
+    assert source.stats()["dropped"] == newest.seq - first.seq - 1
+
+
+def test_bad_options_are_named():
+    with pytest.raises(SourceError, match="640x512"):
+        open_source("synthetic://?size=100x100")
+    with pytest.raises(SourceError, match="fps"):
+        open_source("synthetic://?fps=200")
