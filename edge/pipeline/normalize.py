@@ -1,0 +1,122 @@
+"""Raw sensor counts <-> the model's float32 [0, 1] input, invertibly.
+
+The restoration model was trained on 8-bit thermal images scaled to [0, 1], so a raw
+14/16-bit frame is mapped linearly between two robust percentiles (0.5 % / 99.5 % of a
+subsampled frame by default; min/max would let one dead or hot pixel set the scale,
+thermal_io.md §4.2). The percentiles are smoothed over time with an EMA so the scale does
+not flicker, and the span never drops below ``min_span`` counts (the max-gain analogue:
+a flat scene is not stretched into noise). The mapping used for each frame travels with
+the frame as :class:`NormParams`, so :meth:`Normalizer.inverse` maps the restored frame
+back to counts exactly as it came in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NormParams:
+    """The linear map used for one frame: ``x = (counts - lo) / (hi - lo)``."""
+
+    lo: float
+    hi: float
+
+    @property
+    def span(self) -> float:
+        return self.hi - self.lo
+
+
+def robust_range(raw: np.ndarray, low_pct: float, high_pct: float, stride: int = 4) -> Tuple[float, float]:
+    """Percentiles ``low_pct``/``high_pct`` of every ``stride``-th pixel in each direction."""
+    sample = raw[::stride, ::stride].ravel() if stride > 1 else raw.ravel()
+    n = sample.size
+    if n == 0:
+        raise ValueError("empty frame")
+    k_lo = int(round(low_pct / 100.0 * (n - 1)))
+    k_hi = int(round(high_pct / 100.0 * (n - 1)))
+    part = np.partition(sample, (k_lo, k_hi))
+    return float(part[k_lo]), float(part[k_hi])
+
+
+class Normalizer:
+    """Stateful counts -> [0, 1] mapping with temporal smoothing; see the module docstring.
+
+    ``alpha`` is the EMA weight of the newest frame's percentiles (1.0 = no smoothing).
+    ``max_count`` is the top of the valid count range that :meth:`inverse` clips to
+    (65535 for 16-bit cameras, 16383 for 14-bit ones).
+    """
+
+    def __init__(
+        self,
+        low_pct: float = 0.5,
+        high_pct: float = 99.5,
+        alpha: float = 0.1,
+        min_span: float = 64.0,
+        stride: int = 4,
+        clip: bool = True,
+        max_count: int = 65535,
+    ):
+        if not 0.0 <= low_pct < high_pct <= 100.0:
+            raise ValueError(f"need 0 <= low_pct < high_pct <= 100, got {low_pct}, {high_pct}")
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        if min_span <= 0:
+            raise ValueError(f"min_span must be > 0 counts, got {min_span}")
+        self.low_pct = low_pct
+        self.high_pct = high_pct
+        self.alpha = alpha
+        self.min_span = float(min_span)
+        self.stride = max(1, int(stride))
+        self.clip = clip
+        self.max_count = int(max_count)
+        self._lo: Optional[float] = None
+        self._hi: Optional[float] = None
+
+    def reset(self) -> None:
+        self._lo = self._hi = None
+
+    def update(self, raw: np.ndarray) -> NormParams:
+        """Fold this frame's percentiles into the smoothed range and return the params."""
+        lo, hi = robust_range(raw, self.low_pct, self.high_pct, self.stride)
+        if self._lo is None:
+            self._lo, self._hi = lo, hi
+        else:
+            a = self.alpha
+            self._lo = a * lo + (1.0 - a) * self._lo
+            self._hi = a * hi + (1.0 - a) * self._hi
+        lo, hi = self._lo, self._hi
+        if hi - lo < self.min_span:
+            centre = 0.5 * (lo + hi)
+            lo = centre - 0.5 * self.min_span
+            hi = centre + 0.5 * self.min_span
+            if lo < 0.0:
+                lo, hi = 0.0, self.min_span
+            elif hi > self.max_count:
+                lo, hi = self.max_count - self.min_span, float(self.max_count)
+        return NormParams(lo, hi)
+
+    def forward(self, raw: np.ndarray, params: Optional[NormParams] = None) -> Tuple[np.ndarray, NormParams]:
+        """uint16 counts (H×W) -> (float32 H×W in [0, 1], params). ``params`` skips the update."""
+        if params is None:
+            params = self.update(raw)
+        x = np.empty(raw.shape, dtype=np.float32)
+        np.subtract(raw, np.float32(params.lo), out=x)
+        np.multiply(x, np.float32(1.0 / params.span), out=x)
+        if self.clip:
+            np.clip(x, 0.0, 1.0, out=x)
+        return x, params
+
+    def inverse(self, y: np.ndarray, params: NormParams) -> np.ndarray:
+        """Model output (…×H×W float) -> uint16 counts H×W, rounded and clipped to the valid range."""
+        y = np.asarray(y, dtype=np.float32)
+        while y.ndim > 2:
+            if y.shape[0] != 1:
+                raise ValueError(f"inverse expects one frame, got shape {y.shape}")
+            y = y[0]
+        counts = y * np.float32(params.span)
+        counts += np.float32(params.lo + 0.5)  # +0.5 then truncation = round half up
+        np.clip(counts, 0.0, float(self.max_count), out=counts)
+        return counts.astype(np.uint16)

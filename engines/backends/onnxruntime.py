@@ -1,0 +1,116 @@
+"""ONNX Runtime backend: the same ONNX file on CPU, CUDA, or any provider ORT offers.
+
+The spatial multiple a model needs is read from the ONNX metadata key ``tir.multiple``
+(written by our exporters); models without it get :data:`DEFAULT_MULTIPLE` = 4, the
+pixel-unshuffle ×4 of the reference design, which also satisfies ×2 models.
+Height and width are dynamic: any frame size runs, padded by :class:`Engine`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+
+from ..engine import Engine, EngineError
+
+DEFAULT_MULTIPLE = 4
+MULTIPLE_KEY = "tir.multiple"
+
+_PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+
+
+def available_providers() -> List[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def resolve_providers(providers: Union[None, str, Sequence[str]] = None) -> List[str]:
+    """``None``/``"auto"`` -> CUDA then CPU where CUDA exists, else CPU; names or aliases
+    (``cpu``, ``cuda``; comma-separated allowed) are checked against what ORT offers."""
+    have = available_providers()
+    if providers is None or providers == "auto":
+        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in have else []) + ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [p for p in providers.split(",") if p.strip()]
+    chosen = []
+    for p in providers:
+        name = _PROVIDER_ALIASES.get(p.strip().lower(), p.strip())
+        if name not in have:
+            raise EngineError(
+                f"ONNX Runtime provider {p!r} is not available here; available: {', '.join(have)} "
+                "(CUDA needs the onnxruntime-gpu package, on a Jetson the JetPack wheel)"
+            )
+        chosen.append(name)
+    return chosen
+
+
+class ONNXRuntimeEngine(Engine):
+    """One ONNX model in an ``onnxruntime.InferenceSession``.
+
+    ``threads`` sets the intra-op pool (None: ORT's default, one per physical core).
+    ``spinning=False`` stops idle pool threads from busy-waiting for the next call, which
+    leaves the CPU to the other pipeline stages on small machines.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, path, providers=None, threads: Optional[int] = None,
+                 spinning: Optional[bool] = None, name: Optional[str] = None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise EngineError(f"ONNX model {str(path)!r} does not exist")
+        super().__init__(name or path.stem)
+        self.path = path
+        self.providers = resolve_providers(providers)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        if spinning is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        self.threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=self.providers)
+        except Exception as exc:  # ORT raises its own exception types for bad files
+            raise EngineError(f"ONNX Runtime cannot load {str(path)!r}: {exc}") from exc
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise EngineError(
+                f"{path.name}: expected one input and one output, got "
+                f"{[i.name for i in inputs]} -> {[o.name for o in outputs]}"
+            )
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self._input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
+        self._output_shape = tuple(d if isinstance(d, int) else None for d in outputs[0].shape)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.multiple = int(self.metadata.get(MULTIPLE_KEY, DEFAULT_MULTIPLE))
+
+    @property
+    def input_shape(self):
+        return self._input_shape
+
+    @property
+    def output_shape(self):
+        return self._output_shape
+
+    @property
+    def provider(self) -> str:
+        """The provider that actually runs the model (the first one ORT accepted)."""
+        return self.session.get_providers()[0]
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def __repr__(self) -> str:
+        return f"<ONNXRuntimeEngine {self.name} on {self.provider}>"

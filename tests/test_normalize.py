@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from tir.edge.pipeline.normalize import NormParams, Normalizer, robust_range
+
+
+def scene(seed=0, base=20000, spread=1500, shape=(120, 160)):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    img = base + spread * (xx / shape[1]) + rng.normal(0, 30, shape)
+    return np.clip(img, 0, 65535).astype(np.uint16)
+
+
+def test_round_trip_within_one_count():
+    raw = scene()
+    norm = Normalizer(low_pct=0.0, high_pct=100.0, stride=1)
+    x, params = norm.forward(raw)
+    assert x.dtype == np.float32 and x.shape == raw.shape
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    back = norm.inverse(x, params)
+    assert back.dtype == np.uint16 and back.shape == raw.shape
+    assert np.abs(back.astype(np.int32) - raw.astype(np.int32)).max() <= 1
+
+
+def test_inverse_accepts_model_batch_layout():
+    raw = scene()
+    norm = Normalizer()
+    x, params = norm.forward(raw)
+    back = norm.inverse(x[None, None], params)
+    assert back.shape == raw.shape
+
+
+def test_percentiles_ignore_hot_pixel_and_clip():
+    raw = scene()
+    raw[5, 5] = 65000  # one hot pixel must not set the scale
+    norm = Normalizer(stride=1)
+    x, params = norm.forward(raw)
+    assert params.hi < 30000
+    assert x[5, 5] == 1.0
+    # an outlier is clipped into range on the way back, the bulk is restored
+    back = norm.inverse(x, params)
+    inside = (raw >= params.lo) & (raw <= params.hi)
+    assert inside.mean() > 0.98
+    assert np.abs(back[inside].astype(np.int32) - raw[inside]).max() <= 1
+
+
+def test_min_span_for_flat_scene():
+    raw = np.full((64, 64), 1000, np.uint16)
+    norm = Normalizer(min_span=100)
+    x, params = norm.forward(raw)
+    assert params.span == pytest.approx(100)
+    assert np.allclose(x, 0.5)
+    flat_low = np.full((64, 64), 10, np.uint16)
+    _, params_low = Normalizer(min_span=100).forward(flat_low)
+    assert params_low.lo == 0.0 and params_low.hi == 100.0
+
+
+def test_ema_smooths_then_converges():
+    norm = Normalizer(alpha=0.25, low_pct=0, high_pct=100, stride=1)
+    first = scene(base=10000)
+    second = scene(base=20000)
+    _, p0 = norm.forward(first)
+    _, p1 = norm.forward(second)
+    lo_new, _ = robust_range(second, 0, 100, 1)
+    assert p0.lo < p1.lo < lo_new  # moved towards the new scene, not jumped
+    for _ in range(60):
+        _, p = norm.forward(second)
+    assert p.lo == pytest.approx(lo_new, abs=1.0)
+
+
+def test_inverse_clips_to_valid_count_range():
+    norm = Normalizer(max_count=16383)
+    params = NormParams(100.0, 16000.0)
+    y = np.array([[-1.0, 0.0, 1.0, 5.0]], np.float32)
+    back = norm.inverse(y, params)
+    assert back.tolist() == [[0, 100, 16000, 16383]]
+
+
+def test_bad_settings_rejected():
+    with pytest.raises(ValueError):
+        Normalizer(low_pct=60, high_pct=40)
+    with pytest.raises(ValueError):
+        Normalizer(alpha=0)
