@@ -1,0 +1,148 @@
+"""Recorder: bit-exact 16-bit round trip, preview video, drops, crash safety, bad paths."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+
+from tir.edge.frame import Frame, now
+from tir.edge.outputs import OutputError, open_output
+from tir.edge.outputs.recorder import INDEX_NAME, PREVIEW_NAME, read_recording
+
+W, H = 48, 32
+
+
+def make_frame(seq, with_restored=True):
+    """Full 16-bit range noise (every bit matters for the round trip), seeded by seq."""
+    rng = np.random.default_rng(seq)
+    frame = Frame(raw=rng.integers(0, 65536, (H, W), dtype=np.uint16), seq=seq, t_capture=now())
+    if with_restored:
+        frame.restored = rng.integers(0, 65536, (H, W), dtype=np.uint16)
+    return frame
+
+
+def test_round_trip_is_bit_exact_and_preview_has_every_frame(tmp_path):
+    sent = [make_frame(seq) for seq in range(12)]
+    with open_output(f"file://{tmp_path}/rec?what=both&fps=10") as rec:
+        for frame in sent:
+            rec.write(frame)
+    assert rec.written == 12 and rec.dropped == 0 and rec.errors == 0
+
+    raw, index = read_recording(tmp_path / "rec", what="raw")
+    restored, _ = read_recording(tmp_path / "rec", what="restored")
+    assert raw.dtype == np.uint16 and raw.shape == (12, H, W)
+    assert np.array_equal(raw, np.stack([f.raw for f in sent]))
+    assert np.array_equal(restored, np.stack([f.restored for f in sent]))
+    assert [int(row["seq"]) for row in index] == list(range(12))
+    assert [float(row["t_capture"]) for row in index] == pytest.approx([f.t_capture for f in sent])
+
+    video = cv2.VideoCapture(str(tmp_path / "rec" / PREVIEW_NAME))
+    assert video.isOpened()
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    decoded = 0
+    while True:
+        ok, image = video.read()
+        if not ok:
+            break
+        assert image.shape == (H, 2 * W, 3)
+        decoded += 1
+    assert decoded == 12
+
+
+def test_without_a_model_the_raw_frame_is_kept_as_raw(tmp_path):
+    with open_output(f"file://{tmp_path}/rec?preview=0") as rec:
+        sent = [make_frame(seq, with_restored=False) for seq in range(3)]
+        for frame in sent:
+            rec.write(frame)
+    frames, index = read_recording(tmp_path / "rec")
+    assert np.array_equal(frames, np.stack([f.raw for f in sent]))
+    assert all(row["restored"] == "" for row in index)
+    assert not (tmp_path / "rec" / PREVIEW_NAME).exists()
+    with pytest.raises(ValueError, match="no restored image"):
+        read_recording(tmp_path / "rec", what="restored")
+
+
+def test_a_slow_disk_drops_and_counts_instead_of_blocking(tmp_path):
+    rec = open_output(f"file://{tmp_path}/rec?queue=1&compression=9").start()
+    for seq in range(40):
+        rec.write(make_frame(seq))
+    rec.close()
+    assert rec.written + rec.dropped == 40
+    frames, index = read_recording(tmp_path / "rec")
+    assert len(frames) == rec.written
+    seqs = [int(row["seq"]) for row in index]
+    assert seqs == sorted(seqs)
+    for frame, seq in zip(frames, seqs):
+        assert np.array_equal(frame, make_frame(seq).restored)
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_recorder import make_frame
+    from tir.edge.outputs import open_output
+    with open_output({uri!r}) as rec:
+        seq = 0
+        while True:
+            rec.write(make_frame(seq))
+            seq += 1
+            if rec.written >= 5 and seq % 5 == 0:
+                print("ready", flush=True)
+            time.sleep(0.002)
+""")
+
+
+def run_child_until_ready(uri):
+    code = CHILD.format(tests=os.path.dirname(__file__), uri=uri)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
+def test_a_recording_cut_short_reads_back_bit_exact(tmp_path, sig):
+    child = run_child_until_ready(f"file://{tmp_path}/rec?what=both")
+    child.send_signal(sig)
+    child.wait(timeout=30)
+    raw, index = read_recording(tmp_path / "rec", what="raw")
+    restored, _ = read_recording(tmp_path / "rec", what="restored")
+    assert len(raw) >= 5 and len(raw) == len(restored) == len(index)
+    for frame_raw, frame_restored, row in zip(raw, restored, index):
+        expected = make_frame(int(row["seq"]))
+        assert np.array_equal(frame_raw, expected.raw)
+        assert np.array_equal(frame_restored, expected.restored)
+    assert not list((tmp_path / "rec").glob("*/*.part")) or sig == signal.SIGKILL
+    if sig == signal.SIGINT:
+        # Ctrl-C runs close(): the preview video is finalised and holds every indexed frame.
+        video = cv2.VideoCapture(str(tmp_path / "rec" / PREVIEW_NAME))
+        assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(index)
+
+
+def test_unwritable_path_names_the_path(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the recording folder should go")
+    with pytest.raises(OutputError, match="not-a-folder/rec"):
+        open_output(f"file://{blocker}/rec").start()
+
+
+def test_an_existing_recording_is_not_overwritten_by_accident(tmp_path):
+    with open_output(f"file://{tmp_path}/rec?preview=0") as rec:
+        rec.write(make_frame(0))
+    with pytest.raises(OutputError, match="already holds a recording"):
+        open_output(f"file://{tmp_path}/rec").start()
+    with open_output(f"file://{tmp_path}/rec?preview=0&overwrite=1") as rec:
+        rec.write(make_frame(7))
+    frames, index = read_recording(tmp_path / "rec")
+    assert [row["seq"] for row in index] == ["7"] and (tmp_path / "rec" / INDEX_NAME).exists()
+    assert [p.name for p in (tmp_path / "rec" / "restored").iterdir()] == ["000000007.png"]
+
+
+def test_bad_options_are_refused(tmp_path):
+    with pytest.raises(OutputError, match="what='all'"):
+        open_output(f"file://{tmp_path}/rec?what=all")
+    with pytest.raises(FileNotFoundError, match="no frames.csv"):
+        read_recording(tmp_path)
