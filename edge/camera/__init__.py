@@ -1,0 +1,1 @@
+"""Real thermal cameras: raw frame layouts by USB VID:PID (formats.py) and serial control."""
