@@ -15,10 +15,12 @@ its parameters and noise for the whole batch before the next step starts. So
 ``degrade(degrade(x, "contrast", g), "blur", g)`` with ``g = np.random.default_rng(s)``.
 
 Choices where the source is silent or unconfirmed (documented, not from the paper):
-- contrast: albumentations' RandomBrightnessContrast computes ``x·α + β·max`` (its docstring:
-  "img = img * alpha + beta * beta_factor", brightness_by_max=True) with α = 1 + U(contrast) and
-  β = U(brightness); that is the default ``"pivot": "zero"``. ``"pivot": "mean"`` scales around the
-  frame mean instead, ``(x − m)·α + m + β``. The brightness sign is +, as the limits are positive.
+- contrast: albumentations' RandomBrightnessContrast computes ``x·α + β·max`` (its functional
+  code builds a LUT ``lut *= alpha; lut += beta * max_value`` with brightness_by_max=True, then
+  clips), α = 1 + U(contrast), β = U(brightness): the default ``"pivot": "zero"``, so the frame
+  gets darker-and-flatter plus a positive offset. ``"pivot": "mean"`` scales around the frame mean
+  instead, ``(x − m)·α + m + β``; it is harsher (CBN on RoadScene test, seed 0: 11.5 dB vs 15.7 dB
+  with "zero"; cpu_budget.md's calibration run reported 11.4 dB, i.e. it likely used "mean").
 - vignetting (defined, unused in ECMRNet, formula not recorded): ``x · (1 − s·r^γ)`` with r the
   distance to the frame centre normalised to 1 at the corners.
 - dead/hot pixels: PixelDropout with probability 0.002 to 0 (dead) and 0.001 to 1 (hot).
