@@ -1,0 +1,440 @@
+"""FLIR Boson control over its USB CDC-ACM serial port (/dev/ttyACM*, 921600 8N1).
+
+The protocol lives in fslp.py (framing, CRC) and here (command table, sequence/echo checks,
+status codes); the client only needs an object with ``read(n)``, ``write(b)`` and
+``reset_input_buffer()``, so it drives a real tty, the pty emulator (emulator.py) or pyserial's
+``loop://`` alike. Facts: thermal_io.md §1 (FLIR SDK FunctionCodes.h / ReturnCodes.h / EnumTypes.h).
+
+Errors, all subclasses of :class:`BosonError`:
+
+- :class:`BosonPortError`: the port cannot be opened (missing, busy) or fails mid-command.
+- :class:`BosonTimeout`: no reply within ``timeout`` (a stalled camera);
+  :class:`BosonTruncatedReply` (a BosonTimeout) when a frame started but never ended.
+- :class:`BosonCRCError`: the reply's CRC is wrong.
+- :class:`BosonFramingError`: undecodable reply (bad escape, short header, wrong data length).
+- :class:`BosonSequenceError`: the reply echoes another sequence number (SDK 0x131).
+- :class:`BosonFunctionMismatch`: the reply echoes another function id (SDK 0x132).
+- :class:`BosonStatusError`: the camera answered with a non-zero FLR_RESULT; one subclass per
+  code in :data:`STATUS_ERRORS` (e.g. BosonBadCommand 0x0161, BosonRangeError 0x0203).
+
+Link errors (timeout, CRC, framing, sequence, function id) and the transient statuses
+BosonBusy / BosonNotReady are retried up to ``retries`` times with a fresh sequence number; a
+command never takes longer than ``timeout * (retries + 1)``. Other status errors are raised at once.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Dict, Tuple, Type, Union
+
+from . import fslp
+
+BOSON_BAUDRATE = 921600  # thermal_io.md §1.1 (flirpy default; SDK examples)
+BOSON_USB_ID = (0x09CB, 0x4007)  # VID, PID of the Boson's CDC-ACM + UVC interfaces (§1.1)
+
+
+# ---------------------------------------------------------------------------------- errors
+class BosonError(Exception):
+    """Anything that went wrong talking to a Boson."""
+
+
+class BosonPortError(BosonError):
+    """The serial port cannot be opened or used (missing, busy, unplugged)."""
+
+
+class BosonTimeout(BosonError):
+    """No (complete) reply within the timeout."""
+
+
+class BosonTruncatedReply(BosonTimeout):
+    """A reply frame started but its end byte never came."""
+
+
+class BosonCRCError(BosonError):
+    """A reply frame with a wrong CRC."""
+
+
+class BosonFramingError(BosonError):
+    """A reply that cannot be decoded (bad escape, short header, unexpected data length)."""
+
+
+class BosonSequenceError(BosonError):
+    """The reply's sequence number is not the request's (SDK R_SDK_DSPCH_SEQUENCE_MISMATCH)."""
+
+
+class BosonFunctionMismatch(BosonError):
+    """The reply's function id is not the request's (SDK R_SDK_DSPCH_ID_MISMATCH)."""
+
+
+class BosonStatusError(BosonError):
+    """The camera answered with a non-zero FLR_RESULT ``code``."""
+
+    def __init__(self, code: int, command: str):
+        self.code = code
+        self.command = command
+        name = STATUS_NAMES.get(code, "unknown FLR_RESULT")
+        super().__init__(f"{command}: camera returned status 0x{code:04X} ({name})")
+
+
+class BosonBadCommand(BosonStatusError):
+    """0x0161: the camera does not know the function id."""
+
+
+class BosonBadPayload(BosonStatusError):
+    """0x0162: bad payload status."""
+
+
+class BosonPayloadSizeError(BosonStatusError):
+    """0x0170/0x017D/0x017E/0x017F: the request's payload size is wrong or overflowed."""
+
+
+class BosonFeatureNotEnabled(BosonStatusError):
+    """0x01B0: this camera model lacks the feature."""
+
+
+class BosonCameraError(BosonStatusError):
+    """0x0201: generic FLR_ERROR."""
+
+
+class BosonNotReady(BosonStatusError):
+    """0x0202: not ready (e.g. still booting, ~3 s after power-up)."""
+
+
+class BosonRangeError(BosonStatusError):
+    """0x0203: an argument is out of range."""
+
+
+class BosonUndefinedFunction(BosonStatusError):
+    """0x0207: undefined function."""
+
+
+class BosonBusy(BosonStatusError):
+    """0x0283: the camera is busy."""
+
+
+# FLR_RESULT codes (ReturnCodes.h, thermal_io.md §1.6) -> (name, exception class).
+STATUS_ERRORS: Dict[int, Tuple[str, Type[BosonStatusError]]] = {
+    0x0161: ("R_CAM_DSPCH_BAD_CMD_ID", BosonBadCommand),
+    0x0162: ("R_CAM_DSPCH_BAD_PAYLOAD_STATUS", BosonBadPayload),
+    0x0170: ("R_CAM_PKG_UNSPECIFIED", BosonPayloadSizeError),
+    0x017D: ("R_CAM_PKG_INSUFFICIENT_BYTES", BosonPayloadSizeError),
+    0x017E: ("R_CAM_PKG_EXCESS_BYTES", BosonPayloadSizeError),
+    0x017F: ("R_CAM_PKG_BUFFER_OVERFLOW", BosonPayloadSizeError),
+    0x01B0: ("FEATURE_NOT_ENABLED", BosonFeatureNotEnabled),
+    0x0201: ("FLR_ERROR", BosonCameraError),
+    0x0202: ("FLR_NOT_READY", BosonNotReady),
+    0x0203: ("FLR_RANGE_ERROR", BosonRangeError),
+    0x0207: ("FLR_UNDEFINED_FUNCTION", BosonUndefinedFunction),
+    0x0283: ("FLR_CAM_BUSY", BosonBusy),
+}
+STATUS_NAMES = {code: name for code, (name, _) in STATUS_ERRORS.items()}
+STATUS_NAMES[0] = "FLR_OK"
+
+RETRYABLE = (BosonTimeout, BosonCRCError, BosonFramingError, BosonSequenceError,
+             BosonFunctionMismatch, BosonBusy, BosonNotReady)
+
+
+def status_error(code: int, command: str) -> BosonStatusError:
+    cls = STATUS_ERRORS.get(code, (None, BosonStatusError))[1]
+    return cls(code, command)
+
+
+# ---------------------------------------------------------------------------------- enums
+class FFCMode(enum.IntEnum):
+    """FLR_BOSON_FFCMODE_E (thermal_io.md §1.6)."""
+
+    MANUAL = 0
+    AUTO = 1
+    EXTERNAL = 2
+    SHUTTER_TEST = 3
+
+
+class GainMode(enum.IntEnum):
+    """FLR_BOSON_GAINMODE_E (SDK EnumTypes.h, thermal_io.md §1.6)."""
+
+    HIGH = 0
+    LOW = 1
+    AUTO = 2
+    DUAL = 3
+    MANUAL = 4
+
+
+class FFCStatus(enum.IntEnum):
+    """FLR_BOSON_FFCSTATUS_E (thermal_io.md §1.6)."""
+
+    NONE = 0  # no FFC performed yet
+    IMMINENT = 1
+    IN_PROGRESS = 2
+    COMPLETE = 3
+
+
+def parse_enum(cls: Type[enum.IntEnum], value) -> enum.IntEnum:
+    """``value`` as a member of ``cls``: a member, its int, or its name (any case, '-' for '_')."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        text = value.strip().upper().replace("-", "_")
+        if text in cls.__members__:
+            return cls[text]
+        if text.lstrip("-").isdigit():
+            value = int(text)
+    if isinstance(value, int):
+        try:
+            return cls(value)
+        except ValueError:
+            pass
+    choices = ", ".join(f"{m.name.lower()} ({m.value})" for m in cls)
+    raise ValueError(f"{value!r} is not a {cls.__name__}; choose one of: {choices}")
+
+
+def decode_enum(cls: Type[enum.IntEnum], value: int):
+    """A camera-reported enum value: the member when known, else the plain int."""
+    try:
+        return cls(value)
+    except ValueError:
+        return value
+
+
+# ---------------------------------------------------------------------------------- commands
+@dataclass(frozen=True)
+class Command:
+    """One Boson function: its id and the struct formats of request and reply data."""
+
+    function_id: int
+    arg: str = ""  # struct format of the request data, big-endian ('' = no data)
+    reply: str = ""  # struct format of the reply data
+
+
+# Function codes from FLIR SDK FunctionCodes.h (thermal_io.md §1.6). Adding a command is one line.
+COMMANDS: Dict[str, Command] = {
+    "get_camera_sn": Command(0x00050002, reply=">I"),
+    "get_camera_pn": Command(0x00050004, reply="20s"),
+    "get_sensor_sn": Command(0x00050006, reply=">I"),
+    "run_ffc": Command(0x00050007),
+    "set_ffc_temp_threshold": Command(0x00050008, arg=">H"),  # °C x 10
+    "get_ffc_temp_threshold": Command(0x00050009, reply=">H"),
+    "set_ffc_frame_threshold": Command(0x0005000A, arg=">I"),
+    "get_ffc_frame_threshold": Command(0x0005000B, reply=">I"),
+    "get_ffc_in_progress": Command(0x0005000C, reply=">h"),
+    "set_ffc_mode": Command(0x00050012, arg=">i"),
+    "get_ffc_mode": Command(0x00050013, reply=">i"),
+    "set_gain_mode": Command(0x00050014, arg=">i"),
+    "get_gain_mode": Command(0x00050015, reply=">i"),
+    "get_software_rev": Command(0x00050022, reply=">III"),  # major, minor, patch
+    "get_fpa_temp_cx10": Command(0x00050030, reply=">h"),  # signed: flirpy's '>H' is wrong < 0 °C
+    "get_fpa_temp_kx10": Command(0x00050031, reply=">H"),
+    "get_ffc_status": Command(0x00050054, reply=">i"),
+}
+COMMAND_NAMES = {cmd.function_id: name for name, cmd in COMMANDS.items()}
+
+
+# ---------------------------------------------------------------------------------- port
+def open_serial_port(port: str, baudrate: int = BOSON_BAUDRATE, timeout: float = 0.02):
+    """Open ``port`` (a device path or a pyserial URL such as ``loop://``) exclusively, 8N1.
+
+    Raises :class:`BosonPortError` saying whether the port is missing or busy.
+    """
+    import serial  # the protocol code above needs no serial import
+
+    if "://" not in port and not os.path.exists(port):
+        raise BosonPortError(f"serial port {port} does not exist")
+    try:
+        return serial.serial_for_url(port, baudrate=baudrate, bytesize=8, parity="N", stopbits=1,
+                                     timeout=timeout, write_timeout=1.0, exclusive=True)
+    except serial.SerialException as exc:
+        text = str(exc)
+        if "lock" in text.lower() or "busy" in text.lower() or "Errno 16" in text:
+            raise BosonPortError(f"serial port {port} is busy (open in another program?): {text}") from exc
+        raise BosonPortError(f"cannot open serial port {port}: {text}") from exc
+
+
+class BosonClient:
+    """Commands to one Boson over ``port_or_serial`` (a path/URL, or an open serial-like object).
+
+    Sequence numbers increment per attempt and are checked on each reply together with the
+    function id, CRC and status; see the module docstring for the exceptions and retry policy.
+    Thread-safe: one command at a time.
+    """
+
+    def __init__(self, port_or_serial: Union[str, os.PathLike, object], timeout: float = 1.0,
+                 retries: int = 2, baudrate: int = BOSON_BAUDRATE, poll_s: float = 0.02):
+        if timeout <= 0 or retries < 0:
+            raise ValueError(f"timeout must be > 0 and retries >= 0, got {timeout}, {retries}")
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        if isinstance(port_or_serial, (str, os.PathLike)):
+            self.port_name = os.fspath(port_or_serial)
+            self._port = open_serial_port(self.port_name, baudrate, timeout=min(poll_s, timeout))
+            self._owns_port = True
+        else:
+            self._port = port_or_serial
+            self.port_name = str(getattr(port_or_serial, "port", None) or port_or_serial)
+            self._owns_port = False
+            if hasattr(self._port, "timeout"):  # reads must return often enough to check deadlines
+                self._port.timeout = min(poll_s, timeout)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._reader = fslp.FrameReader()
+        self._abandoned = deque(maxlen=16)  # seqs of failed attempts: late replies are skipped
+        self.counters = {"commands": 0, "retries": 0, "timeouts": 0, "crc_errors": 0,
+                         "framing_errors": 0, "sequence_errors": 0, "function_errors": 0,
+                         "status_errors": 0, "stale_replies": 0}
+
+    # -- lifecycle
+    def close(self) -> None:
+        if self._owns_port:
+            self._port.close()
+
+    def __enter__(self) -> "BosonClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stats(self) -> dict:
+        return dict(self.counters, garbage_bytes=self._reader.garbage_bytes,
+                    truncated_frames=self._reader.truncated_frames)
+
+    # -- protocol
+    def call(self, name: str, *args):
+        """Run command ``name`` from :data:`COMMANDS`; returns its decoded reply (one value or a tuple)."""
+        if name not in COMMANDS:
+            raise ValueError(f"unknown Boson command {name!r}; known: {', '.join(sorted(COMMANDS))}")
+        cmd = COMMANDS[name]
+        if not cmd.arg and args:
+            raise ValueError(f"{name} takes no arguments, got {args!r}")
+        try:
+            data = struct.pack(cmd.arg, *args) if cmd.arg else b""
+        except struct.error as exc:
+            raise ValueError(f"{name}: bad arguments {args!r} for format {cmd.arg!r}: {exc}") from exc
+        reply = self.transact(cmd.function_id, data, struct.calcsize(cmd.reply) if cmd.reply else 0, name)
+        if not cmd.reply:
+            return None
+        values = struct.unpack(cmd.reply, reply)
+        return values[0] if len(values) == 1 else values
+
+    def transact(self, function_id: int, data: bytes = b"", reply_size=None, name: str = "") -> bytes:
+        """Send one request and return the reply data, with checks and bounded retries."""
+        name = name or COMMAND_NAMES.get(function_id, f"function 0x{function_id:08X}")
+        with self._lock:
+            self.counters["commands"] += 1
+            end = time.monotonic() + self.timeout * (self.retries + 1)
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    self.counters["retries"] += 1
+                seq = self._seq
+                self._seq = (self._seq + 1) & 0xFFFFFFFF
+                deadline = min(time.monotonic() + self.timeout, end)
+                try:
+                    return self._attempt(seq, function_id, data, reply_size, name, deadline)
+                except RETRYABLE as exc:
+                    self._abandoned.append(seq)
+                    self._count(exc)
+                    remaining = end - time.monotonic()
+                    if attempt == self.retries or remaining <= 0:
+                        raise
+                    if isinstance(exc, (BosonBusy, BosonNotReady)):
+                        time.sleep(min(self.timeout / 4, remaining))
+                except BosonStatusError as exc:
+                    self._count(exc)
+                    raise
+        raise AssertionError("unreachable")
+
+    def _count(self, exc: BosonError) -> None:
+        for cls, key in ((BosonTimeout, "timeouts"), (BosonCRCError, "crc_errors"),
+                         (BosonFramingError, "framing_errors"), (BosonSequenceError, "sequence_errors"),
+                         (BosonFunctionMismatch, "function_errors"), (BosonStatusError, "status_errors")):
+            if isinstance(exc, cls):
+                self.counters[key] += 1
+
+    def _attempt(self, seq: int, function_id: int, data: bytes, reply_size, name: str,
+                 deadline: float) -> bytes:
+        self._reader.reset()
+        try:
+            self._port.reset_input_buffer()
+            self._port.write(fslp.command_frame(seq, function_id, data))
+            while True:
+                if time.monotonic() >= deadline:
+                    if self._reader.pending_bytes:
+                        raise BosonTruncatedReply(
+                            f"{name}: reply truncated ({self._reader.pending_bytes} bytes, no end byte) "
+                            f"within {self.timeout:g} s on {self.port_name}")
+                    raise BosonTimeout(f"{name}: no reply within {self.timeout:g} s on {self.port_name}")
+                waiting = getattr(self._port, "in_waiting", 0) or 1
+                for received in self._reader.feed(self._port.read(waiting)):
+                    reply = self._check(received, seq, function_id, reply_size, name)
+                    if reply is not None:
+                        return reply
+        except OSError as exc:  # serial.SerialException is an OSError
+            raise BosonPortError(f"{name}: serial port {self.port_name} failed: {exc}") from exc
+
+    def _check(self, received: fslp.ReceivedFrame, seq: int, function_id: int, reply_size, name: str):
+        """The reply data if ``received`` answers this request, None to keep reading, else raise."""
+        if received.error == "crc":
+            raise BosonCRCError(f"{name}: reply with a bad CRC")
+        if received.error:
+            raise BosonFramingError(f"{name}: undecodable reply frame ({received.error})")
+        if received.channel != fslp.COMMAND_CHANNEL:
+            return None
+        try:
+            packet = fslp.decode_packet(received.payload)
+        except fslp.FSLPError as exc:
+            raise BosonFramingError(f"{name}: {exc}") from exc
+        if packet.seq != seq:
+            if packet.seq in self._abandoned:  # a late answer to an attempt we gave up on
+                self.counters["stale_replies"] += 1
+                return None
+            raise BosonSequenceError(f"{name}: reply has sequence number {packet.seq}, sent {seq}")
+        if packet.function_id != function_id:
+            raise BosonFunctionMismatch(
+                f"{name}: reply is for function 0x{packet.function_id:08X}, sent 0x{function_id:08X}")
+        if packet.status != 0:
+            raise status_error(packet.status, name)
+        if reply_size is not None and len(packet.data) != reply_size:
+            raise BosonFramingError(f"{name}: reply carries {len(packet.data)} data bytes, expected {reply_size}")
+        return packet.data
+
+    # -- commands
+    def run_ffc(self) -> None:
+        """Close the shutter and recompute per-pixel offsets (flat-field correction)."""
+        self.call("run_ffc")
+
+    def get_ffc_mode(self):
+        return decode_enum(FFCMode, self.call("get_ffc_mode"))
+
+    def set_ffc_mode(self, mode) -> None:
+        self.call("set_ffc_mode", int(parse_enum(FFCMode, mode)))
+
+    def get_ffc_status(self):
+        return decode_enum(FFCStatus, self.call("get_ffc_status"))
+
+    def get_ffc_in_progress(self) -> bool:
+        return self.call("get_ffc_in_progress") != 0
+
+    def get_gain_mode(self):
+        return decode_enum(GainMode, self.call("get_gain_mode"))
+
+    def set_gain_mode(self, mode) -> None:
+        self.call("set_gain_mode", int(parse_enum(GainMode, mode)))
+
+    def get_camera_sn(self) -> int:
+        return self.call("get_camera_sn")
+
+    def get_sensor_sn(self) -> int:
+        return self.call("get_sensor_sn")
+
+    def get_camera_pn(self) -> str:
+        """Part number: 20 ASCII bytes, NUL/space padded."""
+        return self.call("get_camera_pn").split(b"\x00", 1)[0].decode("ascii", "replace").strip()
+
+    def get_software_rev(self) -> Tuple[int, int, int]:
+        return tuple(self.call("get_software_rev"))
+
+    def get_fpa_temp_c(self) -> float:
+        """Focal-plane-array temperature in °C (camera reports signed °C x 10)."""
+        return self.call("get_fpa_temp_cx10") / 10.0

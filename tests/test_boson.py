@@ -1,0 +1,159 @@
+"""BosonClient against the pty emulator through real pyserial, plus loop:// and error mapping."""
+import time
+
+import pytest
+import serial
+
+from tir.edge.camera import boson
+from tir.edge.camera.boson import (BosonBadCommand, BosonClient, BosonError, BosonPayloadSizeError,
+                                   BosonPortError, BosonRangeError, BosonStatusError, FFCMode,
+                                   FFCStatus, GainMode)
+from tir.edge.camera.emulator import BosonEmulator
+
+TIMEOUT = 0.3
+
+
+def h(text: str) -> bytes:
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+@pytest.fixture
+def emu():
+    with BosonEmulator(fpa_temp_c=-12.3, fpa_drift_c=0.0, ffc_duration_s=0.3) as device:
+        yield device
+
+
+@pytest.fixture
+def client(emu):
+    with BosonClient(emu.port, timeout=TIMEOUT, retries=1) as c:
+        yield c
+
+
+def test_requests_on_the_wire_match_reference_vectors(emu, client):
+    client.run_ffc()
+    client.get_camera_sn()
+    client.get_fpa_temp_c()
+    # RunFFC seq 0, then the captured GetCameraSN / FPA-temp TX frames at seq 1 and 2 re-sequenced.
+    assert bytes(emu.rx[:17]) == h("8E 00 00000000 00050007 FFFFFFFF C9 7F AE")
+    assert bytes(emu.rx[17:34]) == h("8E 00 00000001 00050002 FFFFFFFF 01 0B AE")
+    assert bytes(emu.rx[34:44]) == h("8E 00 00000002 00050030")
+
+
+def test_identity_commands(client):
+    assert client.get_camera_sn() == 93588
+    assert client.get_sensor_sn() == 771234
+    assert client.get_camera_pn() == "20640A050-6PAAX"
+    assert client.get_software_rev() == (4, 1, 22)
+
+
+def test_fpa_temperature_is_signed(client):
+    assert client.get_fpa_temp_c() == pytest.approx(-12.3)
+    assert client.call("get_fpa_temp_kx10") == round((-12.3 + 273.15) * 10)
+
+
+@pytest.mark.parametrize("mode", list(FFCMode))
+def test_ffc_mode_round_trip(client, mode):
+    client.set_ffc_mode(mode.name.lower())
+    assert client.get_ffc_mode() is mode
+
+
+@pytest.mark.parametrize("mode", list(GainMode))
+def test_gain_mode_round_trip(client, mode):
+    client.set_gain_mode(int(mode))
+    assert client.get_gain_mode() is mode
+
+
+def test_ffc_status_progresses(emu, client):
+    assert client.get_ffc_status() is FFCStatus.NONE
+    client.run_ffc()
+    assert client.get_ffc_status() is FFCStatus.IN_PROGRESS
+    assert client.get_ffc_in_progress() is True
+    time.sleep(0.35)
+    assert client.get_ffc_status() is FFCStatus.COMPLETE
+    assert client.get_ffc_in_progress() is False
+    assert emu.ffc_count == 1
+
+
+def test_every_command_in_the_table_is_answered(emu, client):
+    for name, cmd in boson.COMMANDS.items():
+        args = (1,) if cmd.arg else ()
+        client.call(name, *args)
+    assert set(emu.requests) == set(boson.COMMANDS)
+    assert client.call("get_ffc_temp_threshold") == 1
+    assert client.call("get_ffc_frame_threshold") == 1
+
+
+def test_camera_errors_map_to_named_exceptions(client):
+    with pytest.raises(BosonRangeError) as info:
+        client.call("set_ffc_mode", 9)
+    assert info.value.code == 0x0203 and "FLR_RANGE_ERROR" in str(info.value)
+    with pytest.raises(BosonBadCommand):
+        client.transact(0x00059999)
+    with pytest.raises(BosonPayloadSizeError) as info:
+        client.transact(boson.COMMANDS["set_gain_mode"].function_id, b"\x00")
+    assert info.value.code == 0x017D
+    assert client.get_camera_sn() == 93588  # still usable
+
+
+def test_bad_arguments_are_rejected_before_sending(emu, client):
+    with pytest.raises(ValueError, match="choose one of: manual"):
+        client.set_ffc_mode("sometimes")
+    with pytest.raises(ValueError, match="takes no arguments"):
+        client.call("run_ffc", 1)
+    with pytest.raises(ValueError, match="unknown Boson command"):
+        client.call("self_destruct")
+    assert emu.rx == b""
+
+
+def test_status_table_classes():
+    for code, (name, cls) in boson.STATUS_ERRORS.items():
+        exc = boson.status_error(code, "cmd")
+        assert type(exc) is cls and isinstance(exc, BosonError) and exc.code == code
+        assert name in str(exc)
+    assert type(boson.status_error(0x1234, "cmd")) is BosonStatusError
+
+
+def test_parse_enum_accepts_names_numbers_members():
+    assert boson.parse_enum(GainMode, "dual") is GainMode.DUAL
+    assert boson.parse_enum(FFCMode, "shutter-test") is FFCMode.SHUTTER_TEST
+    assert boson.parse_enum(FFCMode, "2") is FFCMode.EXTERNAL
+    assert boson.parse_enum(GainMode, GainMode.LOW) is GainMode.LOW
+    with pytest.raises(ValueError, match="not a GainMode"):
+        boson.parse_enum(GainMode, 7)
+
+
+def test_missing_and_busy_ports_give_clear_errors(emu):
+    with pytest.raises(BosonPortError, match="does not exist"):
+        BosonClient("/dev/ttyACM_nonexistent_tir")
+    holder = serial.Serial(emu.port, 921600, exclusive=True)
+    try:
+        with pytest.raises(BosonPortError, match="busy"):
+            BosonClient(emu.port)
+    finally:
+        holder.close()
+    with BosonClient(emu.port, timeout=TIMEOUT) as c:
+        assert c.get_camera_sn() == 93588
+
+
+def test_client_drives_an_open_serial_object(emu):
+    port = serial.Serial(emu.port, 921600, timeout=1.0)
+    try:
+        c = BosonClient(port, timeout=TIMEOUT)
+        assert c.get_camera_sn() == 93588
+        c.close()  # does not close a port it did not open
+        assert port.is_open
+    finally:
+        port.close()
+
+
+def test_transport_independent_over_loop_url():
+    # loop:// echoes the request, whose status field is 0xFFFFFFFF: decoded as a status error.
+    with BosonClient("loop://", timeout=TIMEOUT, retries=0) as c:
+        with pytest.raises(BosonStatusError) as info:
+            c.run_ffc()
+    assert info.value.code == 0xFFFFFFFF
+
+
+def test_constructor_validates_timeout():
+    with pytest.raises(ValueError, match="timeout"):
+        BosonClient("loop://", timeout=0)
