@@ -1,0 +1,195 @@
+"""Window output (``display://0``): the side-by-side view in an OpenCV window.
+
+OpenCV's GUI must be driven from one thread that also pumps events (``waitKey``), so
+the window lives in its own thread, which shows the newest frame written; ``write``
+only hands the frame over. Pressing ``q``/Esc or closing the window sets
+``quit_requested`` (the pipeline may poll it). Options: ``view`` (side|raw|restored),
+``title``, ``scale`` (window size factor, default 1).
+
+Fails early and clearly where no window can open: a headless OpenCV build, or no
+reachable X/Wayland display (checked before touching Qt, which would abort the process).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from typing import Callable, Optional
+
+import cv2
+
+from ..frame import Frame
+from ..uri import URI
+from .base import Output, OutputError
+from .jpeg import VIEWS, view_image
+
+READY_TIMEOUT_S = 10.0
+QUIT_KEYS = (ord("q"), ord("Q"), 27)
+
+
+class NewestFrameWorker:
+    """A thread that hands only the newest frame offered to ``handle``; older ones are skipped.
+
+    ``setup`` runs first in the thread, ``idle`` after each wait of at most ``poll_s``
+    (e.g. to pump GUI events), ``teardown`` last. An exception ends the thread and is
+    kept in ``failure``. ``skipped`` counts frames replaced before they were handled.
+    """
+
+    def __init__(self, name: str, handle: Callable[[Frame], None],
+                 setup: Callable[[], None] = lambda: None, idle: Callable[[], None] = lambda: None,
+                 teardown: Callable[[], None] = lambda: None, poll_s: float = 0.03):
+        self.name, self.poll_s = name, poll_s
+        self._handle, self._setup, self._idle, self._teardown = handle, setup, idle, teardown
+        self._frame: Optional[Frame] = None
+        self._new = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.failure: Optional[BaseException] = None
+        self.handled = 0
+        self.skipped = 0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def offer(self, frame: Frame) -> None:
+        with self._new:
+            if self._frame is not None:
+                self.skipped += 1
+            self._frame = frame
+            self._new.notify()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._new:
+            self._new.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._thread = None
+
+    def _loop(self) -> None:
+        try:
+            self._setup()
+            while not self._stop.is_set():
+                with self._new:
+                    self._new.wait_for(lambda: self._frame is not None or self._stop.is_set(),
+                                       timeout=self.poll_s)
+                    frame, self._frame = self._frame, None
+                if self._stop.is_set():
+                    break
+                if frame is not None:
+                    self._handle(frame)
+                    self.handled += 1
+                self._idle()
+        except Exception as exc:  # reported to the owner through .failure
+            self.failure = exc
+        finally:
+            self._teardown()
+
+
+def gui_problem() -> Optional[str]:
+    """Why no OpenCV window can open here, or None when one can."""
+    info = cv2.getBuildInformation()
+    gui = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                if line.strip().startswith("GUI:")), "")
+    if gui.upper() in ("", "NONE"):
+        return ("this OpenCV build has no GUI (opencv-python-headless?); install opencv-python "
+                "or JetPack's OpenCV, or watch in a browser with http://0.0.0.0:8080")
+    if sys.platform.startswith("linux"):
+        display, wayland = os.environ.get("DISPLAY"), os.environ.get("WAYLAND_DISPLAY")
+        if not display and not wayland:
+            return ("no display: $DISPLAY is not set (headless machine, or SSH without -X); "
+                    "watch in a browser with http://0.0.0.0:8080 instead")
+        if display and not wayland:
+            return _x_display_problem(display)
+    return None
+
+
+def _x_display_problem(display: str) -> Optional[str]:
+    """Check that the X server of ``display`` (":0", "localhost:10.0") accepts connections."""
+    host, _, number = display.rpartition(":")
+    number = number.split(".")[0]
+    if not number.isdigit():
+        return f"$DISPLAY={display!r} is not an X display name like :0 or localhost:10.0"
+    try:
+        if host in ("", "unix"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect(f"/tmp/.X11-unix/X{number}")
+        else:
+            socket.create_connection((host, 6000 + int(number)), timeout=2).close()
+    except OSError as exc:
+        return (f"cannot reach X display {display} ({exc.strerror or exc}); start X or fix "
+                f"$DISPLAY, or watch in a browser with http://0.0.0.0:8080")
+    return None
+
+
+class WindowOutput(Output):
+    """Shows one view of the newest frame in an OpenCV window."""
+
+    def __init__(self, uri: URI):
+        super().__init__(uri)
+        self.view = uri.get("view", "side")
+        if self.view not in VIEWS:
+            raise OutputError(f"view={self.view!r} is not one of {', '.join(VIEWS)}")
+        self.title = uri.get("title", "tir-edge")
+        self.scale = uri.get("scale", 1.0, float)
+        self.quit_requested = False
+        self._ready = threading.Event()
+        self._shown = False
+        self.worker = NewestFrameWorker("window-output", self._show, setup=self._open,
+                                        idle=self._pump_events, teardown=self._destroy)
+
+    def start(self) -> "WindowOutput":
+        if self.worker.running:
+            return self
+        problem = gui_problem()
+        if problem:
+            raise OutputError(f"cannot open a window for {self.uri.text}: {problem}")
+        self.worker.start()
+        self._ready.wait(READY_TIMEOUT_S)
+        started = self._ready.is_set() and self.worker.running
+        if self.worker.failure is not None or not started:
+            self.worker.stop()
+            raise OutputError(f"cannot open a window for {self.uri.text}: "
+                              f"{self.worker.failure or 'the GUI did not start'}")
+        return self
+
+    def write(self, frame: Frame) -> None:
+        self.worker.offer(frame)
+
+    def close(self) -> None:
+        self.worker.stop()
+
+    # -- GUI thread ----------------------------------------------------------------
+    def _open(self) -> None:
+        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+        self._ready.set()
+
+    def _show(self, frame: Frame) -> None:
+        image = view_image(frame, self.view)
+        if not self._shown:
+            h, w = image.shape[:2]
+            cv2.resizeWindow(self.title, int(w * self.scale), int(h * self.scale))
+        cv2.imshow(self.title, image)
+        self._shown = True
+
+    def _pump_events(self) -> None:
+        key = cv2.waitKey(1) & 0xFF
+        if key in QUIT_KEYS:
+            self.quit_requested = True
+        if self._shown and cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            self.quit_requested = True  # the user closed the window
+
+    def _destroy(self) -> None:
+        self._ready.set()
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
