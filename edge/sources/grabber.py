@@ -1,0 +1,237 @@
+"""Always the newest frame from a live device, and reconnection when it goes away.
+
+A live camera must be read continuously: OpenCV's V4L2 backend queues ~4 buffers, so a
+consumer slower than the camera gets ever older frames (pipelines.md pain point 1,
+recommendation 1: a capture thread with a one-slot "latest frame" mailbox, drop-oldest,
+count the drops). :class:`Grabber` is that thread around any :class:`Source`:
+
+- it reads as fast as the source delivers and puts each frame in a :class:`LatestFrameSlot`,
+  which replaces an unread frame (counted as dropped) instead of queueing it;
+- when the source fails (``read`` raises, or no frame arrives for ``stall_timeout``) it
+  closes it and calls ``source_factory()`` again after 0.5 s, 1 s, 2 s, ... capped at 5 s,
+  until the device is back; the run goes on and ``read`` returns None meanwhile;
+- a finite source's :class:`EndOfStream` ends the grabber; ``read`` then re-raises it.
+
+How live sources get one: ``V4L2Source.start()`` runs a Grabber over fresh
+``V4L2Camera`` objects, so anything that uses the :class:`Source` interface (``start()``
+or ``with source:``) gets newest-frame reads and reconnection; an unstarted V4L2Source
+reads the device directly (probing, ``tir doctor``). ``Grabber.for_uri(uri)`` wraps any
+other live source the same way. ``synthetic://`` needs no thread: it simulates a live
+camera by rendering the frame the wall clock says is due and counting the ones skipped.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Dict, Iterator, Optional
+
+from ..frame import Frame, now
+from ..uri import URI
+from .base import Source, SourceError, open_source
+from .file import EndOfStream
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 5.0
+
+
+def backoff_delays(initial: float = BACKOFF_INITIAL_S, cap: float = BACKOFF_MAX_S) -> Iterator[float]:
+    """0.5, 1, 2, 4, 5, 5, ... seconds (doubling, capped)."""
+    delay = initial
+    while True:
+        yield min(delay, cap)
+        delay = min(delay * 2.0, cap)
+
+
+class LatestFrameSlot:
+    """Thread-safe mailbox holding one frame: ``put`` replaces, ``get`` takes the newest.
+
+    A frame replaced before anyone took it is counted in ``dropped``. ``get`` returns each
+    frame at most once, or None when no new frame arrives within ``timeout``.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._frame: Optional[Frame] = None
+        self._fresh = False
+        self._closed = False
+        self.dropped = 0
+        self.puts = 0
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            if self._fresh:
+                self.dropped += 1
+            self._frame, self._fresh = frame, True
+            self.puts += 1
+            self._cond.notify_all()
+
+    def get(self, timeout: Optional[float] = None) -> Optional[Frame]:
+        with self._cond:
+            self._cond.wait_for(lambda: self._fresh or self._closed, timeout)
+            if not self._fresh:
+                return None
+            self._fresh = False
+            return self._frame
+
+    @property
+    def pending(self) -> bool:
+        """True while a frame waits to be taken."""
+        with self._cond:
+            return self._fresh
+
+    def close(self) -> None:
+        """Wake every waiting ``get``; frames still in the slot can be taken."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class Grabber(Source):
+    """A reader thread over ``source_factory()`` sources (see the module docstring).
+
+    The first source is opened here (or passed as ``first_source``), so a device that is
+    missing at start-up fails loudly with its :class:`SourceError`; later losses are retried.
+    """
+
+    live = True
+
+    def __init__(self, source_factory: Callable[[], Source], uri: Optional[URI] = None,
+                 first_source: Optional[Source] = None, backoff_initial: float = BACKOFF_INITIAL_S,
+                 backoff_max: float = BACKOFF_MAX_S, stall_timeout: float = 2.0, read_timeout: float = 0.5):
+        self.source_factory = source_factory
+        self._source = first_source if first_source is not None else source_factory()
+        super().__init__(uri if uri is not None else self._source.uri)
+        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        self.stall_timeout, self.read_timeout = stall_timeout, read_timeout
+        self._size = self._source.size
+        self._fps = self._source.fps
+        self.slot = LatestFrameSlot()
+        self.connected = True
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._ended: Optional[EndOfStream] = None
+        self._frames = 0
+        self._reconnects = 0
+        self._last_error: Optional[str] = None
+        self._closed_counts = {"dropped": 0, "corrupt": 0}  # from sources already closed
+
+    @classmethod
+    def for_uri(cls, uri, **options) -> "Grabber":
+        """A grabber that (re)opens ``open_source(uri, **options)``."""
+        text = uri.text if isinstance(uri, URI) else str(uri)
+        return cls(lambda: open_source(text, **options))
+
+    @property
+    def size(self):
+        return self._size
+
+    @property
+    def fps(self):
+        return self._fps
+
+    # ---- the thread ------------------------------------------------------------------
+    def start(self) -> "Grabber":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"grabber {self.uri.text}", daemon=True)
+            self._thread.start()
+        return self
+
+    def _fail(self, source: Optional[Source], exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._last_error = message
+            self.connected = False
+            if source is not None:
+                counts = source.stats()
+                for key in self._closed_counts:
+                    self._closed_counts[key] += int(counts.get(key, 0))
+                self._source = None
+        if source is not None:
+            log.warning("%s lost (%s); reconnecting", self.uri.text, message)
+            try:
+                source.close()
+            except Exception as close_exc:  # a vanished device may fail to close; keep going
+                log.debug("closing %s failed: %s", self.uri.text, close_exc)
+
+    def _reopen(self, delays: Iterator[float]) -> Optional[Source]:
+        if self._stop.wait(next(delays)):
+            return None
+        try:
+            source = self.source_factory()
+        except Exception as exc:  # device still missing or unusable: try again later
+            self._fail(None, exc)
+            return None
+        with self._lock:
+            self._source = source
+            self._size = source.size
+            self._fps = source.fps or self._fps
+            self._reconnects += 1
+            self.connected = True
+        log.warning("%s reconnected", self.uri.text)
+        return source
+
+    def _run(self) -> None:
+        source = self._source
+        delays = backoff_delays(self.backoff_initial, self.backoff_max)
+        last_frame = now()
+        while not self._stop.is_set():
+            if source is None:
+                source = self._reopen(delays)
+                last_frame = now()
+                continue
+            try:
+                frame = source.read(timeout=self.read_timeout)
+            except EndOfStream as exc:
+                self._ended = exc
+                break
+            except Exception as exc:  # device gone, driver error, cv2.error: reconnect
+                self._fail(source, exc)
+                source = None
+                continue
+            if frame is None:
+                if now() - last_frame > self.stall_timeout:
+                    self._fail(source, SourceError(f"no frame for {self.stall_timeout:g} s"))
+                    source = None
+                continue
+            last_frame = now()
+            delays = backoff_delays(self.backoff_initial, self.backoff_max)
+            with self._lock:
+                self._frames += 1
+            self.slot.put(frame)
+        self.slot.close()
+
+    # ---- consumer side ---------------------------------------------------------------
+    def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        """The newest frame not yet returned, or None if none arrives within ``timeout``."""
+        self.start()
+        frame = self.slot.get(timeout)
+        if frame is None and self._ended is not None and not self.slot.pending:
+            raise self._ended
+        return frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self.slot.close()
+        if self._thread is not None:
+            self._thread.join(timeout=self.read_timeout + 2.0)
+        with self._lock:
+            source, self._source = self._source, None
+        if source is not None:
+            source.close()
+
+    def stats(self) -> Dict[str, object]:
+        with self._lock:
+            source = self._source
+            counts = dict(self._closed_counts)
+            live = source.stats() if source is not None else {}
+            return {
+                "frames": self._frames,
+                "dropped": self.slot.dropped + counts["dropped"] + int(live.get("dropped", 0)),
+                "corrupt": counts["corrupt"] + int(live.get("corrupt", 0)),
+                "reconnects": self._reconnects,
+                "connected": self.connected,
+                "last_error": self._last_error,
+            }
