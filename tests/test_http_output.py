@@ -240,3 +240,20 @@ def test_close_ends_open_streams_promptly():
     assert out.clients == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", out.port), timeout=1).close()
+
+
+def test_frames_from_the_synthetic_camera_stream_at_their_size(server):
+    from tir.edge.sources import open_source
+
+    source = open_source("synthetic://?size=160x120&realtime=0&frames=5").start()
+    try:
+        for _ in range(5):
+            server.write(source.read(timeout=5))
+    finally:
+        source.close()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/stream/side.mjpg")
+    (part,) = read_mjpeg_parts(conn.getresponse(), 1)
+    conn.close()
+    assert decode(part).shape == (120, 320, 3)
+    assert json.loads(get(server, "/stats.json")[1])["frame"]["seq"] == 4
