@@ -27,6 +27,7 @@ from typing import Deque, Dict, List, Optional, Tuple
 
 from . import fslp
 from .crc import crc16_boson
+from . import tau
 from .boson import COMMAND_NAMES, COMMANDS, FFCMode, FFCStatus, GainMode
 
 FAULTS = ("garbage", "bad_crc", "truncated", "stall", "wrong_seq", "wrong_function", "status", "late")
@@ -87,11 +88,13 @@ class PtyDevice(abc.ABC):
     def __exit__(self, *exc) -> None:
         self.close()
 
+    faults = FAULTS
+
     def inject(self, fault: str, count: int = 1, status: Optional[int] = None, delay_s: float = 0.5) -> None:
         """Apply ``fault`` to the next ``count`` replies (``status``: the code for "status",
         ``delay_s``: the delay for "late")."""
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; choose one of: {', '.join(FAULTS)}")
+        if fault not in self.faults:
+            raise ValueError(f"unknown fault {fault!r}; choose one of: {', '.join(self.faults)}")
         with self._lock:
             self._faults.extend([(fault, status, delay_s)] * count)
 
@@ -291,3 +294,90 @@ class BosonEmulator(PtyDevice):
         elif fault == "garbage":
             wire = GARBAGE + wire + GARBAGE
         return wire
+
+
+class TauEmulator(PtyDevice):
+    """A Tau2 answering every command in :data:`tau.COMMANDS` (no sequence numbers, so every
+    fault but ``wrong_seq``). Unknown functions get status 0x06, out-of-range enums 0x03,
+    wrong argument lengths 0x09."""
+
+    name = "tau2"
+    faults = tuple(f for f in FAULTS if f != "wrong_seq")
+
+    def __init__(self, serial_number: int = 412345, sensor_serial_number: int = 98765,
+                 revision: Tuple[int, int, int, int] = (1, 5, 2, 1), fpa_temp_c: float = 31.5,
+                 ffc_mode: tau.TauFFCMode = tau.TauFFCMode.MANUAL,
+                 gain_mode: tau.TauGainMode = tau.TauGainMode.HIGH, reply_delay_s: float = 0.0):
+        super().__init__(reply_delay_s)
+        self.serial_number = serial_number
+        self.sensor_serial_number = sensor_serial_number
+        self.revision = tuple(revision)
+        self.fpa_temp_c = fpa_temp_c
+        self.ffc_mode = tau.TauFFCMode(ffc_mode)
+        self.gain_mode = tau.TauGainMode(gain_mode)
+        self.ffc_count = 0
+        self._reader = tau.TauPacketReader()
+        # (function, has argument) -> command name
+        self._names: Dict[Tuple[int, bool], str] = {
+            (cmd.function, bool(cmd.arg)): name for name, cmd in tau.COMMANDS.items()}
+
+    def _set_enum(self, cls, attr: str, value: int) -> tuple:
+        try:
+            setattr(self, attr, cls(value))
+        except ValueError:
+            raise _StatusReply(0x03) from None
+        return (value,)
+
+    def _answer(self, name: str, args: tuple) -> tuple:
+        if name == "do_ffc":
+            self.ffc_count += 1
+            return ()
+        handlers = {
+            "serial_number": lambda: (self.serial_number, self.sensor_serial_number),
+            "get_revision": lambda: self.revision,
+            "get_gain_mode": lambda: (int(self.gain_mode),),
+            "set_gain_mode": lambda v: self._set_enum(tau.TauGainMode, "gain_mode", v),
+            "get_ffc_mode": lambda: (int(self.ffc_mode),),
+            "set_ffc_mode": lambda v: self._set_enum(tau.TauFFCMode, "ffc_mode", v),
+            "read_sensor": lambda which: (int(round(self.fpa_temp_c * 10)),) if which == 0
+            else (int(round(self.fpa_temp_c * 100)),),
+        }
+        return handlers[name](*args)
+
+    def respond(self, packet: tau.TauPacket) -> Tuple[int, bytes]:
+        name = self._names.get((packet.function, bool(packet.arg)))
+        self.requests[name or f"0x{packet.function:02X}"] += 1
+        if name is None:
+            known = {fn for fn, _ in self._names}
+            return (0x09 if packet.function in known else 0x06), b""
+        cmd = tau.COMMANDS[name]
+        if len(packet.arg) != (struct.calcsize(cmd.arg) if cmd.arg else 0):
+            return 0x09, b""
+        try:
+            values = self._answer(name, struct.unpack(cmd.arg, packet.arg) if cmd.arg else ())
+        except _StatusReply as exc:
+            return exc.code, b""
+        return 0, (struct.pack(cmd.reply, *values) if cmd.reply else b"")
+
+    def handle(self, data: bytes) -> bytes:
+        out = bytearray()
+        for packet in self._reader.feed(data):
+            if packet.error:
+                continue
+            fault, fault_status = self._take_fault()
+            if fault == "status":
+                status, arg = (fault_status if fault_status is not None else 0x04), b""
+            else:
+                status, arg = self.respond(packet)
+            if fault == "stall":
+                continue
+            function = packet.function ^ 0x01 if fault == "wrong_function" else packet.function
+            wire = tau.encode_packet(function, arg, status)
+            if fault == "bad_crc":
+                wire = wire[:-2] + bytes((wire[-2] ^ 0x5A, wire[-1] ^ 0xA5))
+            elif fault == "truncated":
+                wire = wire[: max(9, len(wire) - 3)]
+            elif fault == "garbage":
+                wire = GARBAGE + wire + GARBAGE
+            out += wire
+        return bytes(out)

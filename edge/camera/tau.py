@@ -1,0 +1,353 @@
+"""FLIR Tau2 serial control: packets, CRC and a client with the Boson client's shape.
+
+Packet (thermal_io.md §2, flirpy ``tau.py``), no framing bytes, no escaping, big-endian::
+
+    0x6E | STATUS | 0x00 | FN | COUNT(2) | CRC1(2) over bytes 0-5 | ARG(COUNT) | CRC2(2)
+
+CRC is CRC-16/XMODEM (crc.py). CRC2 covers everything before it, which equals the CRC of the
+argument alone because the CRC of header+CRC1 is 0 (§2). Replies have a fixed length per
+command (flirpy ``tau_config``). Requests carry status 0; replies carry the camera's status.
+
+Errors, all subclasses of :class:`TauError`: :class:`TauPortError`, :class:`TauTimeout`
+(:class:`TauTruncatedReply` when a reply started but never completed), :class:`TauCRCError`,
+:class:`TauFunctionMismatch`, :class:`TauStatusError` (one subclass per status in
+:data:`STATUS_ERRORS`). Link errors and TauNotReady are retried ``retries`` times; a command
+never takes longer than ``timeout * (retries + 1)``.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple, Type, Union
+
+from .boson import BosonPortError, decode_enum, open_serial_port, parse_enum
+from .crc import crc16_xmodem
+
+PROCESS_CODE = 0x6E
+HEADER = struct.Struct(">BBBBH")  # process code, status, reserved, function, byte count
+TAU_BAUDRATE = 921600  # flirpy default; Tau2 is also commonly run at 57600 (§2, unconfirmed)
+MAX_ARG_BYTES = 512
+
+
+class TauError(Exception):
+    """Anything that went wrong talking to a Tau2."""
+
+
+class TauPortError(TauError):
+    """The serial port cannot be opened or used."""
+
+
+class TauTimeout(TauError):
+    """No complete reply within the timeout."""
+
+
+class TauTruncatedReply(TauTimeout):
+    """A reply started but did not complete within the timeout."""
+
+
+class TauCRCError(TauError):
+    """A reply whose CRC2 (argument CRC) is wrong."""
+
+
+class TauFunctionMismatch(TauError):
+    """The reply is for another function code, or has an unexpected length."""
+
+
+class TauStatusError(TauError):
+    """The camera answered with a non-zero status byte ``code``."""
+
+    def __init__(self, code: int, command: str):
+        self.code = code
+        self.command = command
+        super().__init__(f"{command}: Tau2 returned status 0x{code:02X} ({STATUS_NAMES.get(code, 'unknown')})")
+
+
+class TauNotReady(TauStatusError):
+    """0x02: camera not ready."""
+
+
+class TauRangeError(TauStatusError):
+    """0x03: argument out of range."""
+
+
+class TauUndefinedError(TauStatusError):
+    """0x04: undefined error."""
+
+
+class TauUndefinedProcess(TauStatusError):
+    """0x05: undefined process code."""
+
+
+class TauUndefinedFunction(TauStatusError):
+    """0x06: undefined function code."""
+
+
+class TauCameraTimeout(TauStatusError):
+    """0x07: the camera timed out internally."""
+
+
+class TauByteCountError(TauStatusError):
+    """0x09: the argument has the wrong length."""
+
+
+class TauFeatureNotEnabled(TauStatusError):
+    """0x0A: this camera lacks the feature."""
+
+
+# Status byte (thermal_io.md §2, flirpy tau_config) -> (name, exception class).
+STATUS_ERRORS: Dict[int, Tuple[str, Type[TauStatusError]]] = {
+    0x02: ("CAM_NOT_READY", TauNotReady),
+    0x03: ("CAM_RANGE_ERROR", TauRangeError),
+    0x04: ("CAM_UNDEFINED_ERROR", TauUndefinedError),
+    0x05: ("CAM_UNDEFINED_PROCESS_ERROR", TauUndefinedProcess),
+    0x06: ("CAM_UNDEFINED_FUNCTION_ERROR", TauUndefinedFunction),
+    0x07: ("CAM_TIMEOUT_ERROR", TauCameraTimeout),
+    0x09: ("CAM_BYTE_COUNT_ERROR", TauByteCountError),
+    0x0A: ("CAM_FEATURE_NOT_ENABLED", TauFeatureNotEnabled),
+}
+STATUS_NAMES = {code: name for code, (name, _) in STATUS_ERRORS.items()}
+RETRYABLE = (TauTimeout, TauCRCError, TauFunctionMismatch, TauNotReady)
+
+
+class TauFFCMode(enum.IntEnum):
+    """FFC_MODE argument: 0 manual (§2 example); 1 auto, 2 external per the Tau2 IDD [unverified]."""
+
+    MANUAL = 0
+    AUTO = 1
+    EXTERNAL = 2
+
+
+class TauGainMode(enum.IntEnum):
+    """GAIN_MODE argument (flirpy-based tools: 0x0002 = "High Gain Only")."""
+
+    AUTO = 0
+    LOW = 1
+    HIGH = 2
+    MANUAL = 3
+
+
+# -------------------------------------------------------------------------------- packets
+def encode_packet(function: int, arg: bytes = b"", status: int = 0) -> bytes:
+    head = HEADER.pack(PROCESS_CODE, status, 0, function, len(arg))
+    crc1 = struct.pack(">H", crc16_xmodem(head))
+    return head + crc1 + bytes(arg) + struct.pack(">H", crc16_xmodem(head + crc1 + bytes(arg)))
+
+
+@dataclass(frozen=True)
+class TauPacket:
+    status: int
+    function: int
+    arg: bytes = b""
+    error: Optional[str] = None  # None | "crc" (CRC2 wrong)
+
+
+def decode_packet(data: bytes) -> TauPacket:
+    """Decode one complete packet; raise ValueError naming what is wrong."""
+    packets = TauPacketReader().feed(data)
+    if len(packets) != 1:
+        raise ValueError(f"not exactly one Tau2 packet in {bytes(data).hex(' ')}")
+    if packets[0].error:
+        raise ValueError(f"Tau2 packet with bad CRC2: {bytes(data).hex(' ')}")
+    return packets[0]
+
+
+class TauPacketReader:
+    """Cuts packets out of a byte stream: a packet starts at 0x6E with a valid CRC1; bytes that
+    do not start one are garbage (``garbage_bytes``)."""
+
+    def __init__(self):
+        self._buf = bytearray()
+        self.garbage_bytes = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._buf)
+
+    def reset(self) -> None:
+        self._buf.clear()
+
+    def feed(self, data: bytes) -> List[TauPacket]:
+        self._buf += data
+        packets: List[TauPacket] = []
+        while True:
+            start = self._buf.find(PROCESS_CODE)
+            if start < 0:
+                self.garbage_bytes += len(self._buf)
+                self._buf.clear()
+                return packets
+            if start:
+                self.garbage_bytes += start
+                del self._buf[:start]
+            if len(self._buf) < 8:
+                return packets
+            head = bytes(self._buf[:6])
+            count = HEADER.unpack(head)[4]
+            if struct.unpack(">H", self._buf[6:8])[0] != crc16_xmodem(head) or count > MAX_ARG_BYTES:
+                self.garbage_bytes += 1  # not a header: resync on the next 0x6E
+                del self._buf[:1]
+                continue
+            total = 8 + count + 2
+            if len(self._buf) < total:
+                return packets
+            whole = bytes(self._buf[:total])
+            del self._buf[:total]
+            arg = whole[8:8 + count]
+            ok = struct.unpack(">H", whole[-2:])[0] == crc16_xmodem(whole[:-2])
+            packets.append(TauPacket(whole[1], whole[3], arg, None if ok else "crc"))
+
+
+# -------------------------------------------------------------------------------- commands
+@dataclass(frozen=True)
+class TauCommand:
+    function: int
+    arg: str = ""  # struct format of the argument
+    reply: str = ""  # struct format of the (fixed-length) reply argument
+
+
+# flirpy tau_config.py codes and byte counts (thermal_io.md §2). One line per command.
+COMMANDS: Dict[str, TauCommand] = {
+    "serial_number": TauCommand(0x04, reply=">II"),  # camera SN, sensor SN
+    "get_revision": TauCommand(0x05, reply=">HHHH"),  # software major/minor, firmware major/minor [U]
+    "get_gain_mode": TauCommand(0x0A, reply=">H"),
+    "set_gain_mode": TauCommand(0x0A, arg=">H", reply=">H"),
+    "get_ffc_mode": TauCommand(0x0B, reply=">H"),
+    "set_ffc_mode": TauCommand(0x0B, arg=">H", reply=">H"),
+    "do_ffc": TauCommand(0x0C),  # short form, no argument
+    "read_sensor": TauCommand(0x20, arg=">H", reply=">h"),  # arg 0: FPA temperature, °C x 10
+}
+READ_SENSOR_FPA = 0x0000
+
+
+class TauClient:
+    """Commands to one Tau2 over ``port_or_serial`` (a path/URL or an open serial-like object)."""
+
+    def __init__(self, port_or_serial: Union[str, os.PathLike, object], timeout: float = 1.0,
+                 retries: int = 2, baudrate: int = TAU_BAUDRATE, poll_s: float = 0.02):
+        if timeout <= 0 or retries < 0:
+            raise ValueError(f"timeout must be > 0 and retries >= 0, got {timeout}, {retries}")
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        if isinstance(port_or_serial, (str, os.PathLike)):
+            self.port_name = os.fspath(port_or_serial)
+            try:
+                self._port = open_serial_port(self.port_name, baudrate, timeout=min(poll_s, timeout))
+            except BosonPortError as exc:
+                raise TauPortError(str(exc)) from exc
+            self._owns_port = True
+        else:
+            self._port = port_or_serial
+            self.port_name = str(getattr(port_or_serial, "port", None) or port_or_serial)
+            self._owns_port = False
+            if hasattr(self._port, "timeout"):
+                self._port.timeout = min(poll_s, timeout)
+        self._lock = threading.Lock()
+        self._reader = TauPacketReader()
+        self.counters = {"commands": 0, "retries": 0, "timeouts": 0, "crc_errors": 0,
+                         "function_errors": 0, "status_errors": 0}
+
+    def close(self) -> None:
+        if self._owns_port:
+            self._port.close()
+
+    def __enter__(self) -> "TauClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stats(self) -> dict:
+        return dict(self.counters, garbage_bytes=self._reader.garbage_bytes)
+
+    def call(self, name: str, *args):
+        if name not in COMMANDS:
+            raise ValueError(f"unknown Tau2 command {name!r}; known: {', '.join(sorted(COMMANDS))}")
+        cmd = COMMANDS[name]
+        if not cmd.arg and args:
+            raise ValueError(f"{name} takes no arguments, got {args!r}")
+        try:
+            arg = struct.pack(cmd.arg, *args) if cmd.arg else b""
+        except struct.error as exc:
+            raise ValueError(f"{name}: bad arguments {args!r} for format {cmd.arg!r}: {exc}") from exc
+        reply = self.transact(cmd.function, arg, struct.calcsize(cmd.reply) if cmd.reply else 0, name)
+        if not cmd.reply:
+            return None
+        values = struct.unpack(cmd.reply, reply)
+        return values[0] if len(values) == 1 else values
+
+    def transact(self, function: int, arg: bytes, reply_size: int, name: str = "") -> bytes:
+        name = name or f"function 0x{function:02X}"
+        with self._lock:
+            self.counters["commands"] += 1
+            end = time.monotonic() + self.timeout * (self.retries + 1)
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    self.counters["retries"] += 1
+                deadline = min(time.monotonic() + self.timeout, end)
+                try:
+                    return self._attempt(function, arg, reply_size, name, deadline)
+                except TauError as exc:
+                    for cls, key in ((TauTimeout, "timeouts"), (TauCRCError, "crc_errors"),
+                                     (TauFunctionMismatch, "function_errors"), (TauStatusError, "status_errors")):
+                        if isinstance(exc, cls):
+                            self.counters[key] += 1
+                    if not isinstance(exc, RETRYABLE) or attempt == self.retries or time.monotonic() >= end:
+                        raise
+        raise AssertionError("unreachable")
+
+    def _attempt(self, function: int, arg: bytes, reply_size: int, name: str, deadline: float) -> bytes:
+        self._reader.reset()
+        try:
+            self._port.reset_input_buffer()
+            self._port.write(encode_packet(function, arg))
+            while time.monotonic() < deadline:
+                waiting = getattr(self._port, "in_waiting", 0) or 1
+                for packet in self._reader.feed(self._port.read(waiting)):
+                    if packet.error:
+                        raise TauCRCError(f"{name}: reply with a bad CRC")
+                    if packet.function != function:
+                        raise TauFunctionMismatch(
+                            f"{name}: reply is for function 0x{packet.function:02X}, sent 0x{function:02X}")
+                    if packet.status:
+                        raise STATUS_ERRORS.get(packet.status, (None, TauStatusError))[1](packet.status, name)
+                    if len(packet.arg) != reply_size:
+                        raise TauFunctionMismatch(
+                            f"{name}: reply carries {len(packet.arg)} bytes, expected {reply_size}")
+                    return packet.arg
+        except OSError as exc:
+            raise TauPortError(f"{name}: serial port {self.port_name} failed: {exc}") from exc
+        if self._reader.pending_bytes:
+            raise TauTruncatedReply(f"{name}: reply incomplete ({self._reader.pending_bytes} bytes) "
+                                    f"within {self.timeout:g} s on {self.port_name}")
+        raise TauTimeout(f"{name}: no reply within {self.timeout:g} s on {self.port_name}")
+
+    # -- the Boson client's command names, where Tau2 has the function
+    def run_ffc(self) -> None:
+        self.call("do_ffc")
+
+    def get_ffc_mode(self):
+        return decode_enum(TauFFCMode, self.call("get_ffc_mode"))
+
+    def set_ffc_mode(self, mode) -> None:
+        self.call("set_ffc_mode", int(parse_enum(TauFFCMode, mode)))
+
+    def get_gain_mode(self):
+        return decode_enum(TauGainMode, self.call("get_gain_mode"))
+
+    def set_gain_mode(self, mode) -> None:
+        self.call("set_gain_mode", int(parse_enum(TauGainMode, mode)))
+
+    def get_camera_sn(self) -> int:
+        return self.call("serial_number")[0]
+
+    def get_sensor_sn(self) -> int:
+        return self.call("serial_number")[1]
+
+    def get_software_rev(self) -> Tuple[int, ...]:
+        return tuple(self.call("get_revision"))
+
+    def get_fpa_temp_c(self) -> float:
+        return self.call("read_sensor", READ_SENSOR_FPA) / 10.0

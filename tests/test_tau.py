@@ -1,0 +1,126 @@
+"""Tau2 packets (thermal_io.md §2 vectors) and TauClient against the pty TauEmulator."""
+import time
+
+import pytest
+
+from tir.edge.camera import tau
+from tir.edge.camera.crc import crc16_xmodem
+from tir.edge.camera.emulator import TauEmulator
+from tir.edge.camera.tau import TauClient, TauFFCMode, TauGainMode
+
+TIMEOUT = 0.2
+
+
+def h(text: str) -> bytes:
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+def test_xmodem_check_value():
+    assert crc16_xmodem(b"123456789") == 0x31C3
+
+
+@pytest.mark.parametrize("function, arg, wire", [
+    (0x0C, b"", "6E 00 00 0C 00 00 AA DA 00 00"),  # DO_FFC
+    (0x20, h("0000"), "6E 00 00 20 00 02 79 3F 00 00 00 00"),  # READ_SENSOR FPA temperature
+    (0x0B, h("0000"), "6E 00 00 0B 00 02 0F 08 00 00 00 00"),  # SET_FFC_MODE manual
+])
+def test_packets_match_reference(function, arg, wire):
+    assert tau.encode_packet(function, arg) == h(wire)
+    assert tau.decode_packet(h(wire)) == tau.TauPacket(0, function, arg)
+
+
+def test_crc2_over_all_preceding_bytes_equals_crc_of_argument():
+    wire = tau.encode_packet(0x0B, h("0001"))
+    assert int.from_bytes(wire[-2:], "big") == crc16_xmodem(h("0001")) == crc16_xmodem(wire[:-2])
+
+
+def test_reader_resyncs_after_garbage_and_flags_bad_crc2():
+    good = tau.encode_packet(0x0A, h("0002"), status=0)
+    bad = bytearray(tau.encode_packet(0x20, h("0123")))
+    bad[-1] ^= 0xFF
+    reader = tau.TauPacketReader()
+    stream = b"\x6e\x01\x02\x03\x04\x05\x06\x07\x08" + good + bytes(bad) + good
+    packets = []
+    for i in range(0, len(stream), 5):
+        packets += reader.feed(stream[i:i + 5])
+    assert [(p.function, p.arg, p.error) for p in packets] == [
+        (0x0A, h("0002"), None), (0x20, h("0123"), "crc"), (0x0A, h("0002"), None)]
+    assert reader.garbage_bytes == 9
+    with pytest.raises(ValueError, match="bad CRC2"):
+        tau.decode_packet(bytes(bad))
+
+
+@pytest.fixture
+def emu():
+    with TauEmulator() as device:
+        yield device
+
+
+@pytest.fixture
+def client(emu):
+    with TauClient(emu.port, timeout=TIMEOUT, retries=1) as c:
+        yield c
+
+
+def test_every_command(emu, client):
+    assert client.get_camera_sn() == 412345
+    assert client.get_sensor_sn() == 98765
+    assert client.get_software_rev() == (1, 5, 2, 1)
+    assert client.get_fpa_temp_c() == pytest.approx(31.5)
+    client.run_ffc()
+    assert emu.ffc_count == 1
+    for mode in TauFFCMode:
+        client.set_ffc_mode(mode.name.lower())
+        assert client.get_ffc_mode() is mode
+    for mode in TauGainMode:
+        client.set_gain_mode(mode)
+        assert client.get_gain_mode() is mode
+    assert set(emu.requests) == set(tau.COMMANDS)
+    assert bytes(emu.rx[:10]) == tau.encode_packet(0x04)  # SERIAL_NUMBER request, first on the wire
+
+
+def test_camera_status_errors(client):
+    with pytest.raises(tau.TauRangeError) as info:
+        client.call("set_ffc_mode", 7)
+    assert info.value.code == 0x03 and "CAM_RANGE_ERROR" in str(info.value)
+    with pytest.raises(tau.TauUndefinedFunction):
+        client.transact(0x99, b"", 0)
+    assert client.get_camera_sn() == 412345
+
+
+EXPECTED = {
+    "garbage": None,
+    "bad_crc": tau.TauCRCError,
+    "truncated": tau.TauTruncatedReply,
+    "stall": tau.TauTimeout,
+    "wrong_function": tau.TauFunctionMismatch,
+    "status": tau.TauUndefinedError,
+    "late": tau.TauTimeout,
+}
+
+
+@pytest.mark.parametrize("fault", TauEmulator.faults)
+def test_faults(emu, fault):
+    assert set(EXPECTED) == set(TauEmulator.faults)
+    strict = TauClient(emu.port, timeout=TIMEOUT, retries=0)
+    emu.inject(fault, delay_s=1.5 * TIMEOUT)
+    start = time.monotonic()
+    if EXPECTED[fault] is None:
+        assert strict.get_camera_sn() == 412345
+    else:
+        with pytest.raises(EXPECTED[fault]):
+            strict.get_camera_sn()
+    assert time.monotonic() - start < TIMEOUT + 1.0
+    strict.close()
+    time.sleep(2 * TIMEOUT if fault == "late" else 0)
+    retrying = TauClient(emu.port, timeout=TIMEOUT, retries=2)
+    if fault != "status":
+        emu.inject(fault, delay_s=1.5 * TIMEOUT)
+    assert retrying.get_fpa_temp_c() == pytest.approx(31.5)
+    assert retrying.get_camera_sn() == 412345
+    retrying.close()
+
+
+def test_missing_port(emu):
+    with pytest.raises(tau.TauPortError, match="does not exist"):
+        TauClient("/dev/ttyUSB_nonexistent_tir")
