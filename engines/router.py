@@ -1,0 +1,408 @@
+"""Automatic degradation routing: which restoration route a frame needs.
+
+ECMRNet's released code takes the degradation label as an argument and has no identifier
+(ecmrnet.md §1.1, §6); this module adds one in the spirit of UDAIR (ecmrnet.md §3): a small CNN
+maps a frame to an L2-normalised embedding, a codebook holds one learnable entry per class,
+logits are cosine similarity / temperature, and a supervised contrastive loss over the batch
+pulls frames with the same degradation but different content together.
+
+Classes are the restoration tasks plus ``"clean"``: a clean frame has its own codebook entry and
+is routed to pass-through (identity), the least harmful thing to do to a frame that needs no
+restoration. A frame whose best cosine similarity is below a threshold (calibrated on held-out
+in-distribution frames) is ``"unknown"``; the runtime keeps its current route then.
+
+The exported ``router.onnx`` takes the full frame, N×1×512×640 in [0, 1] (frames of other sizes
+are resized to ``input_size`` first, :func:`prepare_frames`), and outputs the normalised
+embedding N×D. Inside, fixed (non-learned) layers make a degradation-sensitive, content-light
+input at 128×160: the 4×-pooled frame (global contrast, brightness, shading) and the log local
+energy of three frequency bands measured at full resolution (blur removes the fine bands, noise
+fills them; a 4× downscale alone would hide σ = 1–2 px blur and per-pixel noise). The learned
+part is four strided 3×3 convs, mean+std pooling and a 2-layer head (about 0.05 GMAC).
+
+numpy/cv2 only at import time (the runtime path must not import torch); torch is imported by
+the training and export functions.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CLEAN = "clean"
+UNKNOWN = "unknown"
+ROUTER_INPUT_SIZE = (640, 512)  # (w, h) every frame is resized to before routing
+FEATURE_POOL = 4                # learned trunk runs at (h/4, w/4) = 128×160
+FEATURES = "pooled-frame + log energy of bands (x-G1, G1-G2.5 full res, m-G2 at 1/4) v1"
+DEFAULT_TEMPERATURE = 0.1
+DEFAULT_THRESHOLD_PERCENTILE = 2.0
+
+
+def router_classes(tasks: Sequence[str]) -> List[str]:
+    """The router's classes: the tasks in order, then ``clean`` (routed to pass-through)."""
+    tasks = list(tasks)
+    return tasks if CLEAN in tasks else tasks + [CLEAN]
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy side (runtime)
+# ---------------------------------------------------------------------------------------------
+
+def prepare_frames(frames: np.ndarray, input_size: Sequence[int] = ROUTER_INPUT_SIZE) -> np.ndarray:
+    """(N,H,W) / (N,1,H,W) / (H,W) float frames -> N×1×h×w float32 at ``input_size`` (w, h)."""
+    x = np.asarray(frames, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    elif x.ndim == 4:
+        if x.shape[1] != 1:
+            raise ValueError(f"router expects single-channel frames, got {x.shape}")
+        x = x[:, 0]
+    if x.ndim != 3:
+        raise ValueError(f"router expects (N,H,W) or (N,1,H,W) frames, got {x.shape}")
+    w, h = int(input_size[0]), int(input_size[1])
+    if x.shape[1:] != (h, w):
+        interp = cv2.INTER_AREA if x.shape[1] >= h else cv2.INTER_LINEAR
+        x = np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in x])
+    return np.ascontiguousarray(x[:, None], dtype=np.float32)
+
+
+def cosine_scores(embeddings: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """N×K cosine similarities between (re-normalised) embeddings and codebook entries."""
+    e = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
+    c = np.asarray(codebook, dtype=np.float64)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    return e @ c.T
+
+
+def classify(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str],
+             threshold, temperature: float = DEFAULT_TEMPERATURE) -> List[dict]:
+    """Nearest codebook entry per embedding.
+
+    Returns one dict per frame: ``task`` (class name, or "unknown"), ``nearest`` (the nearest
+    class even when unknown), ``confidence`` (softmax probability of the nearest entry over
+    cosine/temperature), ``similarity`` (its cosine) and ``unknown`` (similarity below the
+    threshold: one float, or one per class).
+    """
+    sims = cosine_scores(embeddings, codebook)
+    if sims.shape[1] != len(classes):
+        raise ValueError(f"codebook has {sims.shape[1]} entries for {len(classes)} classes")
+    thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(classes),))
+    logits = sims / float(temperature)
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    out = []
+    for i in range(len(sims)):
+        k = int(np.argmax(sims[i]))
+        unknown = bool(sims[i, k] < thr[k])
+        out.append({"task": UNKNOWN if unknown else classes[k], "nearest": classes[k],
+                    "confidence": float(probs[i, k]), "similarity": float(sims[i, k]),
+                    "unknown": unknown})
+    return out
+
+
+def confusion(true: Sequence[str], pred: Sequence[str], classes: Sequence[str]) -> dict:
+    """Confusion counts {true: {pred: n}} over classes (+ unknown column), and accuracies."""
+    cols = list(classes) + [UNKNOWN]
+    table = {t: {c: 0 for c in cols} for t in sorted(set(true), key=lambda t: (t not in classes, t))}
+    for t, p in zip(true, pred):
+        table[t][p if p in cols else UNKNOWN] += 1
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# torch side (training / export)
+# ---------------------------------------------------------------------------------------------
+
+def _gaussian_taps(sigma: float) -> np.ndarray:
+    radius = int(math.ceil(3.0 * sigma))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-x * x / (2 * sigma * sigma))
+    return (g / g.sum()).astype(np.float32)
+
+
+def build_router_net(dim: int = 48, width: int = 32):
+    """The router network (torch): fixed band-energy features + learned trunk -> unit embedding."""
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    class GaussianBlur(nn.Module):
+        """Separable Gaussian with reflect padding; weights fixed (a buffer, not a parameter)."""
+
+        def __init__(self, sigma: float):
+            super().__init__()
+            taps = torch.from_numpy(_gaussian_taps(sigma))
+            self.pad = len(taps) // 2
+            self.register_buffer("wx", taps.view(1, 1, 1, -1).clone())
+            self.register_buffer("wy", taps.view(1, 1, -1, 1).clone())
+
+        def forward(self, x):
+            x = F.pad(x, (self.pad, self.pad, self.pad, self.pad), mode="reflect")
+            return F.conv2d(F.conv2d(x, self.wx), self.wy)
+
+    class BandFeatures(nn.Module):
+        """Frame N×1×H×W -> N×4×H/4×W/4: pooled frame and log energy of three bands."""
+
+        def __init__(self):
+            super().__init__()
+            self.g1 = GaussianBlur(1.0)
+            self.g25 = GaussianBlur(2.5)
+            self.g2_low = GaussianBlur(2.0)
+
+        @staticmethod
+        def _log_energy(x):
+            return (torch.log(x + 1e-6) + 8.0) * 0.25
+
+        def forward(self, x):
+            s1 = self.g1(x)
+            hp1 = x - s1
+            bp2 = s1 - self.g25(x)
+            pooled = F.avg_pool2d(x, FEATURE_POOL)
+            e1 = F.avg_pool2d(hp1 * hp1, FEATURE_POOL)
+            e2 = F.avg_pool2d(bp2 * bp2, FEATURE_POOL)
+            bp3 = pooled - self.g2_low(pooled)
+            e3 = F.avg_pool2d(bp3 * bp3, 3, stride=1, padding=1, count_include_pad=False)
+            return torch.cat([pooled, self._log_energy(e1), self._log_energy(e2),
+                              self._log_energy(e3)], dim=1)
+
+    def block(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    class RouterNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = BandFeatures()
+            self.trunk = nn.Sequential(block(4, width), block(width, int(width * 1.5)),
+                                       block(int(width * 1.5), width * 2),
+                                       block(width * 2, width * 3))
+            self.head = nn.Sequential(nn.Linear(width * 6, 128), nn.ReLU(inplace=True),
+                                      nn.Linear(128, dim))
+
+        def embed_maps(self, maps):
+            """Feature maps (from :attr:`features`) -> unit embeddings N×dim."""
+            y = self.trunk(maps)
+            mean = y.mean(dim=(2, 3))
+            std = torch.sqrt((y * y).mean(dim=(2, 3)) - mean * mean + 1e-6)
+            return F.normalize(self.head(torch.cat([mean, std], dim=1)), dim=1)
+
+        def forward(self, frame):
+            return self.embed_maps(self.features(frame))
+
+    return RouterNet()
+
+
+def supervised_contrastive_loss(z, labels, tau: float = DEFAULT_TEMPERATURE):
+    """SupCon (Khosla et al. 2020): for each anchor, -mean log p(positive) over the batch.
+
+    Positives are other samples with the same degradation (different content, by batch
+    construction); every other sample is in the denominator.
+    """
+    import torch
+
+    sim = z @ z.t() / tau
+    n = z.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, -1e9)
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    count = pos.sum(1).clamp(min=1)
+    return -(log_prob * pos).sum(1).div(count).mean()
+
+
+def _feature_cache(net, images: np.ndarray, classes: Sequence[str], draws: int, seed: int,
+                   desc: str, input_size: Sequence[int] = ROUTER_INPUT_SIZE, chunk: int = 8):
+    """Degrade every frame ``draws`` times per class and keep the band-feature maps (float16)."""
+    import torch
+    from tqdm import tqdm
+
+    from . import degrade as deg
+
+    frames = prepare_frames(images, input_size)[:, 0]
+    maps, labels = [], []
+    total = len(classes) * draws * math.ceil(len(frames) / chunk)
+    with torch.no_grad(), tqdm(total=total, desc=desc, unit="chunk", leave=False) as bar:
+        for k, name in enumerate(classes):
+            for d in range(draws):
+                rng = np.random.default_rng([seed, k, d])
+                for s in range(0, len(frames), chunk):
+                    batch = frames[s:s + chunk]
+                    if name != CLEAN:
+                        batch = deg.degrade(batch, name, rng)
+                    m = net.features(torch.from_numpy(np.ascontiguousarray(batch[:, None])))
+                    maps.append(m.numpy().astype(np.float16))
+                    labels.extend([k] * len(batch))
+                    bar.update(1)
+                if name == CLEAN:
+                    break  # a clean frame has no random draw
+    return np.concatenate(maps), np.asarray(labels, dtype=np.int64)
+
+
+def _embed_maps(net, maps: np.ndarray, batch: int = 64) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(maps), batch):
+            out.append(net.embed_maps(torch.from_numpy(maps[s:s + batch].astype(np.float32))).numpy())
+    return np.concatenate(out)
+
+
+def export_router_onnx(net, path: Path, input_size: Sequence[int] = ROUTER_INPUT_SIZE) -> Path:
+    """router.onnx: input ``frame`` N×1×h×w, output ``embedding`` N×D (opset 17)."""
+    import torch
+
+    net = net.eval()
+    w, h = int(input_size[0]), int(input_size[1])
+    dummy = torch.rand(1, 1, h, w)
+    torch.onnx.export(net, (dummy,), str(path), input_names=["frame"], output_names=["embedding"],
+                      dynamic_axes={"frame": {0: "batch"}, "embedding": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    return Path(path)
+
+
+def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=".",
+                 steps: int = 1500, seed: int = 0, crop: Sequence[int] = (112, 144),
+                 batch: int = 64, threads: Optional[int] = 1, val_images: Optional[np.ndarray] = None,
+                 draws: int = 3, dim: int = 48, temperature: float = DEFAULT_TEMPERATURE,
+                 contrastive_weight: float = 0.5, lr: float = 2e-3,
+                 threshold_percentile: float = DEFAULT_THRESHOLD_PERCENTILE,
+                 outliers: Sequence[str] = ("dead_pixels", "vignetting"), outlier_weight: float = 0.5,
+                 unseen: Sequence[str] = ("jpeg",),
+                 input_size: Sequence[int] = ROUTER_INPUT_SIZE) -> dict:
+    """Train the router on clean frames degraded per class, calibrate "unknown", export ONNX.
+
+    ``clean_images`` (N,H,W) in [0,1] are the training frames; ``val_images`` pick the unknown
+    threshold (the ``threshold_percentile``-th percentile of the best cosine similarity on
+    in-distribution val frames); without them 15% of ``clean_images`` are held out. Each frame
+    is degraded ``draws`` times per class up front (feature maps cached as float16: degrading
+    640×512 frames in Python costs more than the router step, cpu_budget.md); every step draws
+    a class-balanced batch, random ``crop`` (h, w) of the 128×160 maps and random flips.
+    ``outliers`` (degradations that are neither a task nor the ``unseen`` test ones) are used
+    for outlier exposure (Hendrycks et al. 2019): their softmax over the codebook is pushed to
+    uniform, so frames unlike every class get a low best similarity. ``unseen`` degradations are
+    only measured on val (reported, never used for choosing or training).
+    The unknown threshold is per class (``thresholds``: the percentile of class-k val frames'
+    similarity to entry k; a tight cluster gets a tight threshold); ``threshold`` is their minimum.
+    Returns the manifest entry: file, codebook, threshold, thresholds, input_size [w, h], tasks
+    (classes incl. "clean"), temperature, features, metrics.
+    """
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from . import degrade as deg
+
+    tasks = list(deg.TASKS if tasks is None else tasks)
+    classes = router_classes(tasks)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    clean_images = np.asarray(clean_images, dtype=np.float32)
+    if val_images is None:
+        order = rng.permutation(len(clean_images))
+        n_val = max(1, int(round(0.15 * len(clean_images))))
+        val_images = clean_images[order[:n_val]]
+        clean_images = clean_images[order[n_val:]]
+    if len(clean_images) < 2:
+        raise ValueError("train_router needs at least 2 training frames")
+
+    t0 = time.monotonic()
+    net = build_router_net(dim=dim)
+    train_maps, train_labels = _feature_cache(net, clean_images, classes, draws, seed, "router cache", input_size)
+    val_maps, val_labels = _feature_cache(net, val_images, classes, 4, seed + 1000, "router val", input_size)
+    outliers = [o for o in outliers if o not in classes and o not in unseen]
+    if outliers:
+        out_maps, _ = _feature_cache(net, clean_images, outliers, 1, seed + 3000, "router outliers", input_size)
+    log.info("router: cached %d train / %d val feature maps in %.0f s", len(train_maps),
+             len(val_maps), time.monotonic() - t0)
+
+    codebook = torch.nn.Parameter(F.normalize(torch.randn(len(classes), dim), dim=1))
+    params = list(net.trunk.parameters()) + list(net.head.parameters()) + [codebook]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    by_class = [np.flatnonzero(train_labels == k) for k in range(len(classes))]
+    per_class = max(2, batch // len(classes))
+    ch, cw = int(crop[0]), int(crop[1])
+    mh, mw = train_maps.shape[2:]
+    ch, cw = min(ch, mh), min(cw, mw)
+
+    net.train()
+    losses = []
+    for step in tqdm(range(steps), desc="router", unit="step"):
+        idx = np.concatenate([rng.choice(ix, per_class, replace=len(ix) < per_class) for ix in by_class])
+        y0 = rng.integers(0, mh - ch + 1, len(idx))
+        x0 = rng.integers(0, mw - cw + 1, len(idx))
+        crops = np.stack([train_maps[i, :, a:a + ch, b:b + cw] for i, a, b in zip(idx, y0, x0)])
+        crops = crops.astype(np.float32)
+        flip_h = rng.random(len(idx)) < 0.5
+        crops[flip_h] = crops[flip_h][..., ::-1]
+        flip_v = rng.random(len(idx)) < 0.5
+        crops[flip_v] = crops[flip_v][..., ::-1, :]
+        labels = torch.from_numpy(train_labels[idx])
+        n_in = len(idx)
+        if outliers:
+            oi = rng.integers(0, len(out_maps), per_class)
+            a, b = rng.integers(0, mh - ch + 1), rng.integers(0, mw - cw + 1)
+            crops = np.concatenate([crops, out_maps[oi, :, a:a + ch, b:b + cw].astype(np.float32)])
+        z = net.embed_maps(torch.from_numpy(np.ascontiguousarray(crops)))
+        logits = z @ F.normalize(codebook, dim=1).t() / temperature
+        loss = F.cross_entropy(logits[:n_in], labels) + contrastive_weight * supervised_contrastive_loss(
+            z[:n_in], labels, temperature)
+        if outliers:
+            loss = loss - outlier_weight * F.log_softmax(logits[n_in:], dim=1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    net.eval()
+
+    book = F.normalize(codebook.detach(), dim=1).numpy()
+    val_emb = _embed_maps(net, val_maps)
+    sims = cosine_scores(val_emb, book)
+    val_pred = sims.argmax(1)
+    thresholds = []
+    for k in range(len(classes)):
+        own = sims[(val_labels == k) & (val_pred == k), k]
+        own = own if own.size else sims[val_labels == k, k]
+        thresholds.append(float(np.percentile(own, threshold_percentile)))
+    threshold = float(min(thresholds))
+
+    def unknown_rate(s):
+        k = s.argmax(1)
+        return float(np.mean(s[np.arange(len(s)), k] < np.asarray(thresholds)[k]))
+    metrics = {
+        "train_frames": int(len(clean_images)), "val_frames": int(len(val_images)),
+        "steps": int(steps), "batch": int(per_class * len(classes)), "draws": int(draws),
+        "final_loss": float(np.mean(losses[-50:])),
+        "val_accuracy": float(np.mean(val_pred == val_labels)),
+        "val_accuracy_tasks": float(np.mean((val_pred == val_labels)[val_labels < len(tasks)])),
+        "threshold_percentile": float(threshold_percentile),
+        "val_false_unknown": unknown_rate(sims),
+        "train_seconds": round(time.monotonic() - t0, 1),
+    }
+    for name in unseen:
+        maps, _ = _feature_cache(net, val_images, [name], 2, seed + 2000, f"router {name}", input_size)
+        metrics[f"val_unknown_rate_{name}"] = unknown_rate(cosine_scores(_embed_maps(net, maps), book))
+    path = export_router_onnx(net, out_dir / "router.onnx", input_size)
+    torch.save({"state_dict": net.state_dict(), "codebook": book, "classes": classes,
+                "dim": dim}, out_dir / "router.pt")
+    log.info("router: val accuracy %.3f, threshold %.3f, %s", metrics["val_accuracy"], threshold,
+             {k: v for k, v in metrics.items() if k.startswith("val_unknown")})
+    return {"file": path.name, "codebook": book.astype(float).round(6).tolist(),
+            "threshold": threshold, "thresholds": thresholds, "temperature": float(temperature),
+            "input_size": [int(input_size[0]), int(input_size[1])],
+            "tasks": classes, "features": FEATURES, "metrics": metrics}

@@ -1,0 +1,112 @@
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from tir.engines import degrade as deg
+from tir.engines import router
+
+SIZE = (160, 128)  # (w, h): small router input for tests
+
+
+def scenes(n, seed=0, h=128, w=160):
+    """Synthetic thermal-like scenes: sky-to-road gradient, warm blobs, fine texture."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = []
+    for _ in range(n):
+        img = 0.25 + 0.4 * yy / h + 0.05 * np.sin(xx / rng.uniform(3, 9))
+        for _ in range(4):
+            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(6, 20)
+            img += rng.uniform(0.2, 0.5) * (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r)
+        img += 0.03 * rng.standard_normal((h, w)).astype(np.float32).cumsum(1) / np.sqrt(w)
+        out.append(np.clip(img, 0, 1))
+    return np.stack(out).astype(np.float32)
+
+
+def test_router_classes_add_clean_once():
+    assert router.router_classes(deg.TASKS) == list(deg.TASKS) + ["clean"]
+    assert router.router_classes(["blur", "clean"]) == ["blur", "clean"]
+
+
+def test_prepare_frames_resizes_and_checks_shape():
+    x = router.prepare_frames(np.zeros((2, 64, 80), np.float32), SIZE)
+    assert x.shape == (2, 1, 128, 160) and x.dtype == np.float32
+    assert router.prepare_frames(np.zeros((128, 160)), SIZE).shape == (1, 1, 128, 160)
+    with pytest.raises(ValueError, match="single-channel"):
+        router.prepare_frames(np.zeros((1, 3, 8, 8)), SIZE)
+
+
+def test_classify_nearest_confidence_and_unknown():
+    book = np.eye(3)
+    emb = np.array([[1.0, 0.1, 0.0], [0.0, 0.0, 2.0], [0.5, 0.5, 0.5]])
+    res = router.classify(emb, book, ["a", "b", "clean"], threshold=0.8, temperature=0.1)
+    assert [r["task"] for r in res] == ["a", "clean", "unknown"]
+    assert res[2]["nearest"] in ("a", "b", "clean") and res[2]["unknown"]
+    assert res[1]["similarity"] == pytest.approx(1.0)
+    assert res[0]["confidence"] > 0.99
+    # per-class thresholds: a tight class can reject what a loose one accepts
+    res = router.classify(emb[:1], book, ["a", "b", "clean"], threshold=[0.999, 0.1, 0.1])
+    assert res[0]["unknown"]
+    with pytest.raises(ValueError, match="codebook"):
+        router.classify(emb, book, ["a", "b"], threshold=0.5)
+
+
+def test_confusion_counts_unknown_column():
+    table = router.confusion(["a", "a", "jpeg"], ["a", "unknown", "a"], ["a", "b"])
+    assert table["a"] == {"a": 1, "b": 0, "unknown": 1}
+    assert table["jpeg"]["a"] == 1
+
+
+def test_supervised_contrastive_prefers_clustered_embeddings():
+    labels = torch.tensor([0, 0, 1, 1])
+    clustered = torch.nn.functional.normalize(torch.tensor(
+        [[1.0, 0.05], [1.0, -0.05], [-0.05, 1.0], [0.05, 1.0]]), dim=1)
+    mixed = clustered[[0, 2, 1, 3]]
+    assert router.supervised_contrastive_loss(clustered, labels) < router.supervised_contrastive_loss(mixed, labels)
+
+
+def test_features_see_blur_and_noise():
+    net = router.build_router_net(dim=16).eval()
+    clean = torch.from_numpy(scenes(2)[:, None])
+    blurred = torch.from_numpy(deg.degrade(scenes(2)[:, :, :], "blur", 0)[:, None])
+    noisy = torch.from_numpy(deg.degrade(scenes(2), "noise", 0)[:, None])
+    with torch.no_grad():
+        e = [net.features(x)[:, 1].mean().item() for x in (clean, blurred, noisy)]
+    assert e[1] < e[0] < e[2]  # fine-band energy: blur removes it, noise adds it
+
+
+def test_train_router_separates_tasks_and_exports_onnx(tmp_path):
+    train = scenes(10, seed=1)
+    val = scenes(4, seed=2)
+    res = router.train_router(train, tasks=("contrast", "noise"), out_dir=tmp_path, steps=60, seed=0,
+                              crop=(24, 32), batch=24, threads=1, val_images=val, draws=2, dim=16,
+                              outliers=(), unseen=(), input_size=SIZE)
+    assert res["tasks"] == ["contrast", "noise", "clean"]
+    assert res["input_size"] == list(SIZE)
+    assert len(res["codebook"]) == 3 and len(res["codebook"][0]) == 16
+    assert len(res["thresholds"]) == 3 and res["threshold"] == min(res["thresholds"])
+    assert res["metrics"]["val_accuracy"] >= 0.9
+
+    # exported ONNX: unit-norm embeddings that classify fresh frames correctly
+    sess = ort.InferenceSession(str(tmp_path / res["file"]), providers=["CPUExecutionProvider"])
+    test = scenes(4, seed=3)
+    truth, frames = [], []
+    for name in res["tasks"]:
+        frames.append(test if name == "clean" else deg.degrade(test, name, 7))
+        truth += [name] * len(test)
+    emb = sess.run(None, {"frame": router.prepare_frames(np.concatenate(frames), SIZE)})[0]
+    assert emb.shape == (12, 16)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    pred = router.classify(emb, np.array(res["codebook"]), res["tasks"], threshold=-1.0)
+    acc = np.mean([p["task"] == t for p, t in zip(pred, truth)])
+    assert acc >= 0.9
+
+    # ONNX matches the saved torch network
+    ckpt = torch.load(tmp_path / "router.pt", weights_only=False)
+    net = router.build_router_net(dim=16)
+    net.load_state_dict(ckpt["state_dict"])
+    with torch.no_grad():
+        ref = net.eval()(torch.from_numpy(router.prepare_frames(test, SIZE))).numpy()
+    got = sess.run(None, {"frame": router.prepare_frames(test, SIZE)})[0]
+    assert np.allclose(ref, got, atol=1e-4)
