@@ -122,7 +122,6 @@ class ThermalSceneRenderer:
         self.ffc_period = int(round(ffc_period_s * self.fps)) if ffc_period_s > 0 else 0
         self.ffc_length = max(1, int(round(FFC_FREEZE_SECONDS * self.fps)))
         rng = np.random.default_rng([self.seed, self.width, self.height])
-        h, w = self.height, self.width
         self._background = COUNTS_PER_KELVIN * (self._build_scene(rng) - T0)  # counts rel. to C0
         self._sprites = self._build_sprites(rng)
         self._build_sensor(rng)

@@ -1,0 +1,245 @@
+"""``v4l2:///dev/videoN`` -- raw 16-bit frames from a UVC thermal camera through OpenCV.
+
+Recipe (thermal_io.md 3.1): ``cv2.VideoCapture(path, cv2.CAP_V4L2)``, then in this order
+width/height, FOURCC (``"Y16 "`` with the trailing space, or the format's own), CONVERT_RGB
+= 0 (a number: some builds reject ``False``), BUFFERSIZE = 1; every ``set`` return value is
+checked and a refusal logged. The first frames are verified at open: dtype/shape must give
+a 16-bit frame (flattened 1-D/1xN buffers from some OpenCV versions are reshaped), else a
+:class:`SourceError` says what arrived. Later bad frames are dropped and counted.
+
+The raw layout comes from the USB VID:PID (edge/camera/formats.py) or ``format=`` (y16,
+boson, lepton, tc001). Other options: ``size=WxH``, ``fps=N``, ``bits=16``.
+
+:class:`V4L2Camera` is one open device read directly; :class:`V4L2Source` is the public
+source: after ``start()`` a :class:`~tir.edge.sources.grabber.Grabber` thread keeps only the
+newest frame and reopens the device when it goes away. Both take a ``capture_factory``
+(default ``cv2.VideoCapture``) so the decode path can be driven by frames in tests.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import itertools
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from ..camera.formats import RawFormat, format_for, get_format
+from ..frame import Frame, FrameError, check_frame, now
+from ..uri import URI, parse_size
+from .base import Source, SourceError
+from .devices import describe_video_devices, video_device_info
+from .grabber import Grabber
+
+log = logging.getLogger(__name__)
+
+VERIFY_FRAMES = 3  # bad frames tolerated at open before giving up (mode switch glitches)
+MAX_FAILED_READS = 3  # consecutive failed reads that mean the device is gone
+
+CaptureFactory = Callable[[Any, int], Any]  # (path, api) -> object like cv2.VideoCapture
+
+
+def choose_format(uri: URI, vid: Optional[int], pid: Optional[int]) -> RawFormat:
+    """``format=`` if given, else the camera table entry for VID:PID, else generic Y16."""
+    name = uri.get("format")
+    if name:
+        try:
+            return get_format(name)
+        except ValueError as exc:
+            raise SourceError(f"{uri.text}: {exc}") from exc
+    if vid is not None and pid is not None:
+        known = format_for(vid, pid)
+        if known is not None:
+            return known
+    return get_format("y16")
+
+
+def configure_capture(cap, fmt: RawFormat, size: Optional[Tuple[int, int]], fps: Optional[float]
+                      ) -> List[Tuple[str, Any, bool]]:
+    """Set the capture properties in the order that works; returns (name, value, accepted)."""
+    steps: List[Tuple[str, int, Any]] = []
+    if size is not None:
+        steps += [("FRAME_WIDTH", cv2.CAP_PROP_FRAME_WIDTH, int(size[0])),
+                  ("FRAME_HEIGHT", cv2.CAP_PROP_FRAME_HEIGHT, int(size[1]))]
+    if fps:
+        steps.append(("FPS", cv2.CAP_PROP_FPS, float(fps)))
+    steps += [("FOURCC", cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fmt.fourcc)),
+              ("CONVERT_RGB", cv2.CAP_PROP_CONVERT_RGB, 0),  # a number, not False (3.1 step 3)
+              ("BUFFERSIZE", cv2.CAP_PROP_BUFFERSIZE, 1)]
+    results = []
+    for name, prop, value in steps:
+        accepted = bool(cap.set(prop, value))
+        if not accepted:
+            log.warning("capture refused %s=%r", name, value)
+        results.append((name, value, accepted))
+    return results
+
+
+class V4L2Camera(Source):
+    """One open V4L2 device, read directly (blocking) and decoded to uint16 counts."""
+
+    live = True
+
+    def __init__(self, uri: URI, capture_factory: Optional[CaptureFactory] = None,
+                 sysfs_root: str = "/sys", dev_root: str = "/dev", sequence: Optional[Iterator[int]] = None):
+        super().__init__(uri)
+        self.path = uri.path or "/dev/video0"
+        self._sequence = sequence if sequence is not None else itertools.count()
+        self._sysfs_root, self._dev_root = sysfs_root, dev_root
+        if capture_factory is None and not os.path.exists(self.path):
+            raise SourceError(f"{self.path} does not exist; {describe_video_devices(sysfs_root, dev_root)}")
+        self.device = video_device_info(self.path, sysfs_root, dev_root)
+        vid, pid = (self.device.vid, self.device.pid) if self.device else (None, None)
+        self.format = choose_format(uri, vid, pid)
+        requested = parse_size(uri.get("size")) if uri.get("size") else self.format.capture_size
+        self.bits = uri.get("bits", 16, int)
+        self._counts = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0, "failed_reads": 0}
+        self._failed_in_row = 0
+        self._logged_kinds: set = set()
+        self.cap = (capture_factory or cv2.VideoCapture)(self.path, cv2.CAP_V4L2)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise SourceError(f"OpenCV (V4L2) cannot open {self._describe()}; is another program using "
+                              f"it? {describe_video_devices(sysfs_root, dev_root)}")
+        self.settings = configure_capture(self.cap, self.format, requested, uri.get("fps", None, float))
+        width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        self.capture_size = (width, height) if width and height else requested
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self._fps = float(fps) if fps and 0 < fps < 1000 else uri.get("fps", None, float)
+        self._pending: Optional[Frame] = None
+        try:
+            self._pending = self._verify()
+        except SourceError:
+            self.cap.release()
+            raise
+        self._shape = self._pending.raw.shape
+
+    def _describe(self) -> str:
+        return self.device.describe() if self.device else self.path
+
+    def _verify(self) -> Frame:
+        """Read the first frames; the device must deliver 16-bit frames of this format."""
+        problems = []
+        for _ in range(VERIFY_FRAMES):
+            ok, buffer = self.cap.read()
+            t = now()
+            if not ok or buffer is None:
+                problems.append("no frame")
+                continue
+            try:
+                counts, extra = self.format.unpack(buffer, self.capture_size)
+                return self._frame(check_frame(counts), extra, t)
+            except FrameError as exc:
+                problems.append(f"{getattr(buffer, 'dtype', '?')} {getattr(buffer, 'shape', '?')}: {exc}")
+        refused = [f"{name}={value}" for name, value, ok in self.settings if not ok]
+        raise SourceError(
+            f"{self._describe()} does not deliver 16-bit '{self.format.name}' frames "
+            f"({self.format.description}); got: {'; '.join(problems)}. "
+            f"Settings refused by the device/OpenCV: {', '.join(refused) or 'none'}. "
+            f"OpenCV {cv2.__version__}: Y16 needs the V4L2 backend and CONVERT_RGB=0 "
+            "(opencv-python 4.9.0.80 is known good, 4.11 returns flattened frames: thermal_io.md 3.1); "
+            "try format=y16|boson|lepton|tc001 or size=WxH")
+
+    def _frame(self, counts: np.ndarray, extra: Dict[str, Any], t: float) -> Frame:
+        meta = {"source": self.uri.text, "device": self.path,
+                "camera": (self.device.camera.name if self.device and self.device.camera
+                           else (self.device.name if self.device and self.device.name else "v4l2")),
+                "format": self.format.name, "bits": self.bits,
+                "kelvin_per_count": self.format.kelvin_per_count}
+        meta.update(extra)
+        frame = Frame(raw=np.ascontiguousarray(counts), seq=next(self._sequence), t_capture=t, meta=meta)
+        self._counts["frames"] += 1
+        return frame
+
+    @property
+    def size(self):
+        return (self._shape[1], self._shape[0])
+
+    @property
+    def fps(self) -> Optional[float]:
+        return self._fps
+
+    def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        """Next frame (blocking in OpenCV); None for a failed read; SourceError when gone."""
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        while True:
+            ok, buffer = self.cap.read()
+            t = now()
+            if not ok or buffer is None:
+                self._counts["failed_reads"] += 1
+                self._failed_in_row += 1
+                if self._failed_in_row >= MAX_FAILED_READS:
+                    raise SourceError(f"{self._describe()} stopped delivering frames "
+                                      f"({self._failed_in_row} failed reads)")
+                return None
+            self._failed_in_row = 0
+            try:
+                counts, extra = self.format.unpack(buffer, self.capture_size)
+                return self._frame(check_frame(counts, self._shape), extra, t)
+            except FrameError as exc:
+                self._counts["corrupt"] += 1
+                if exc.kind not in self._logged_kinds:
+                    self._logged_kinds.add(exc.kind)
+                    log.warning("%s: dropping frame (%s): %s; further '%s' drops are only counted",
+                                self.path, exc.kind, exc, exc.kind)
+
+    def close(self) -> None:
+        self.cap.release()
+
+    def stats(self) -> Dict[str, int]:
+        return dict(self._counts)
+
+
+class V4L2Source(Source):
+    """A V4L2 thermal camera; ``start()`` adds the newest-frame grabber with reconnection."""
+
+    live = True
+
+    def __init__(self, uri: URI, capture_factory: Optional[CaptureFactory] = None,
+                 sysfs_root: str = "/sys", dev_root: str = "/dev", **grabber_options):
+        super().__init__(uri)
+        sequence = itertools.count()  # frame numbers keep counting across reconnects
+        self._open = lambda: V4L2Camera(uri, capture_factory, sysfs_root, dev_root, sequence)
+        self.camera = self._open()  # fails now if the device is missing or not 16-bit
+        self.grabber: Optional[Grabber] = None
+        self._grabber_options = grabber_options
+
+    @property
+    def format(self) -> RawFormat:
+        return self.camera.format
+
+    @property
+    def size(self):
+        return self.grabber.size if self.grabber else self.camera.size
+
+    @property
+    def fps(self) -> Optional[float]:
+        return self.grabber.fps if self.grabber else self.camera.fps
+
+    @property
+    def connected(self) -> bool:
+        return self.grabber.connected if self.grabber else True
+
+    def start(self) -> "V4L2Source":
+        if self.grabber is None:
+            self.grabber = Grabber(self._open, uri=self.uri, first_source=self.camera,
+                                   **self._grabber_options).start()
+        return self
+
+    def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        if self.grabber is not None:
+            return self.grabber.read(timeout)
+        return self.camera.read(timeout)
+
+    def close(self) -> None:
+        if self.grabber is not None:
+            self.grabber.close()
+        else:
+            self.camera.close()
+
+    def stats(self) -> Dict[str, object]:
+        return self.grabber.stats() if self.grabber else self.camera.stats()
