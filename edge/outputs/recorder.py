@@ -2,19 +2,25 @@
 
 Layout of a recording folder::
 
-    recording.json     what was recorded, frame size, start time
-    frames.csv         one line per frame: seq, t_capture, t_wall, raw file, restored file
-    raw/000000042.png  16-bit grayscale PNG of frame.raw        (what=raw|both)
-    restored/...png    16-bit grayscale PNG of frame.restored   (what=restored|both)
-    preview.avi        8-bit MJPEG of the side-by-side display view (preview=0 to skip)
+    recording.json   what was recorded and how (format, dtype, byte order)
+    frames.csv       one line per frame: seq, t_capture, t_wall, width, height, raw, restored,
+                     preview (raw/restored: byte offset into the stream, or PNG file name)
+    raw.u16          format=u16 (default): the raw frames back to back, little-endian uint16
+    restored.u16     ... and the restored ones (what=restored|both)
+    raw/*.png        format=png: one 16-bit grayscale PNG per frame instead (smaller, slower)
+    preview.avi      8-bit MJPEG of the side-by-side display view (preview=0 to skip)
 
-Crash-safe: each PNG is written under a temporary name and renamed into place, and its
-index line is appended (and flushed) only afterwards, so a recording cut by Ctrl-C or a
-kill still reads back every indexed frame, bit-exact. Writing runs in its own thread
-behind a bounded queue; when the disk is slower than the camera, frames are dropped
-and counted, the pipeline never waits. Options: ``what`` (restored|raw|both, default
-restored), ``preview`` (1), ``fps`` (preview rate, 30), ``queue`` (64), ``overwrite`` (0),
-``compression`` (PNG level 0-9, 1).
+Crash-safe: a frame's bytes are written and flushed before its index line is appended
+(PNGs are written under a temporary name and renamed into place), so a recording cut by
+Ctrl-C or a kill reads back every indexed frame, bit-exact; a partly written frame is
+simply not indexed. Writing runs in its own thread behind a bounded queue: when the disk
+is slower than the camera, frames are dropped and counted, the pipeline never waits. The
+preview is best-effort: it skips frames while the queue is more than half full, so the
+lossless frames keep priority (the index says which frames made it into the preview).
+
+Options: ``what`` (restored|raw|both, default restored; without a model the raw frame is
+kept, as raw), ``format`` (u16|png), ``preview`` (1), ``fps`` (preview rate, 30),
+``queue`` (64), ``overwrite`` (0), ``compression`` (PNG level 0-9, 1).
 """
 from __future__ import annotations
 
@@ -38,8 +44,10 @@ from .jpeg import side_by_side
 INDEX_NAME = "frames.csv"
 INFO_NAME = "recording.json"
 PREVIEW_NAME = "preview.avi"
-INDEX_FIELDS = ["seq", "t_capture", "t_wall", "raw", "restored"]
+INDEX_FIELDS = ["seq", "t_capture", "t_wall", "width", "height", "raw", "restored", "preview"]
 WHAT_CHOICES = ("restored", "raw", "both")
+FORMATS = ("u16", "png")
+STREAM_DTYPE = np.dtype("<u2")
 _STOP = object()
 
 
@@ -54,6 +62,9 @@ class Recorder(Output):
         self.what = uri.get("what", "restored")
         if self.what not in WHAT_CHOICES:
             raise OutputError(f"what={self.what!r} is not one of {', '.join(WHAT_CHOICES)}")
+        self.format = uri.get("format", "u16")
+        if self.format not in FORMATS:
+            raise OutputError(f"format={self.format!r} is not one of {', '.join(FORMATS)}")
         self.preview = uri.get("preview", True, bool)
         self.fps = uri.get("fps", 30.0, float)
         self.compression = max(0, min(9, uri.get("compression", 1, int)))
@@ -61,11 +72,14 @@ class Recorder(Output):
         self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, uri.get("queue", 64, int)))
         self.written = 0
         self.dropped = 0
+        self.preview_frames = 0
+        self.preview_skipped = 0
         self.errors = 0
         self.last_error: Optional[str] = None
         self._thread: Optional[threading.Thread] = None
         self._index_file = None
         self._index: Optional[csv.writer] = None
+        self._streams: Dict[str, object] = {}
         self._video: Optional[cv2.VideoWriter] = None
         self._video_size: Optional[Tuple[int, int]] = None
         self._closed = False
@@ -83,12 +97,12 @@ class Recorder(Output):
                     f"or add ?overwrite=1")
             if index_path.exists():
                 self._remove_old_recording()
-            for sub in self._subfolders():
-                (self.path / sub).mkdir(exist_ok=True)
             (self.path / INFO_NAME).write_text(json.dumps({
-                "format": "tir-edge recording 1",
+                "recorder": "tir-edge",
+                "format": self.format,
+                "dtype": "uint16 little-endian (<u2), sensor counts, row-major H x W",
                 "what": self.what,
-                "frames": "16-bit grayscale PNG, sensor counts",
+                "index": INDEX_NAME,
                 "preview": PREVIEW_NAME if self.preview else None,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }, indent=2))
@@ -106,14 +120,12 @@ class Recorder(Output):
 
     def _remove_old_recording(self) -> None:
         """overwrite=1: delete the previous recording's own files (nothing else)."""
-        for sub in ("raw", "restored"):
-            for png in (self.path / sub).glob("*.png*"):
+        for kind in ("raw", "restored"):
+            for png in (self.path / kind).glob("*.png*"):
                 png.unlink()
+            (self.path / f"{kind}.u16").unlink(missing_ok=True)
         for name in (INDEX_NAME, INFO_NAME, PREVIEW_NAME):
             (self.path / name).unlink(missing_ok=True)
-
-    def _subfolders(self) -> List[str]:
-        return ["raw", "restored"] if self.what == "both" else [self.what]
 
     def write(self, frame: Frame) -> None:
         """Queue a private copy of the frame; drop and count when the queue is full."""
@@ -131,7 +143,7 @@ class Recorder(Output):
             self.dropped += 1
 
     def close(self) -> None:
-        """Write everything queued, then close the index and the preview video."""
+        """Write everything queued, then close the streams, the index and the preview."""
         if self._closed:
             return
         self._closed = True
@@ -142,12 +154,16 @@ class Recorder(Output):
         if self._video is not None:
             self._video.release()
             self._video = None
+        for stream in self._streams.values():
+            stream.close()
+        self._streams = {}
         if self._index_file is not None:
             self._index_file.close()
             self._index_file = None
 
     def stats(self) -> Dict[str, object]:
         return {"written": self.written, "dropped": self.dropped, "queued": self._queue.qsize(),
+                "preview_frames": self.preview_frames, "preview_skipped": self.preview_skipped,
                 "errors": self.errors, "last_error": self.last_error, "path": str(self.path)}
 
     # -- writer thread ------------------------------------------------------------
@@ -163,34 +179,54 @@ class Recorder(Output):
                 self.errors += 1
                 self.last_error = f"frame {frame.seq}: {exc}"
 
-    def _write_frame(self, frame: Frame) -> None:
-        files = {"raw": "", "restored": ""}
-        for what in self._subfolders():
-            counts = frame.restored if what == "restored" else frame.raw
-            if counts is None:
-                # No model ran: keep the raw frame, recorded honestly as raw.
-                what, counts = "raw", frame.raw
-                (self.path / "raw").mkdir(exist_ok=True)
-            files[what] = f"{what}/{frame.seq:09d}.png"
-            self._write_png(self.path / files[what], counts)
-        self._index.writerow([frame.seq, f"{frame.t_capture:.6f}", f"{frame.meta['t_wall']:.6f}",
-                              files["raw"], files["restored"]])
-        self._index_file.flush()
-        if self.preview:
-            self._write_preview(side_by_side(frame))
+    def _kinds(self) -> List[str]:
+        return ["raw", "restored"] if self.what == "both" else [self.what]
 
-    def _write_png(self, target: Path, counts: np.ndarray) -> None:
-        if counts.dtype != np.uint16 or counts.ndim != 2:
-            raise ValueError(f"expected a 2-D uint16 frame, got {counts.dtype} {counts.shape}")
+    def _write_frame(self, frame: Frame) -> None:
+        where = {"raw": "", "restored": ""}
+        for kind in self._kinds():
+            counts = frame.restored if kind == "restored" else frame.raw
+            if counts is None:
+                kind, counts = "raw", frame.raw  # no model ran: keep the raw frame, as raw
+            if counts.dtype != np.uint16 or counts.ndim != 2:
+                raise ValueError(f"expected a 2-D uint16 frame, got {counts.dtype} {counts.shape}")
+            if self.format == "png":
+                where[kind] = self._write_png(kind, frame.seq, counts)
+            else:
+                where[kind] = str(self._append(kind, counts))
+        in_preview = self.preview and self._queue.qsize() <= self._queue.maxsize // 2
+        if in_preview:
+            in_preview = self._write_preview(side_by_side(frame))
+        elif self.preview:
+            self.preview_skipped += 1
+        h, w = frame.raw.shape
+        self._index.writerow([frame.seq, f"{frame.t_capture:.6f}", f"{frame.meta['t_wall']:.6f}",
+                              w, h, where["raw"], where["restored"], int(in_preview)])
+        self._index_file.flush()
+
+    def _append(self, kind: str, counts: np.ndarray) -> int:
+        """Append the frame to ``<kind>.u16``; returns its byte offset."""
+        stream = self._streams.get(kind)
+        if stream is None:
+            stream = self._streams[kind] = open(self.path / f"{kind}.u16", "ab")
+        offset = stream.tell()
+        stream.write(np.ascontiguousarray(counts, dtype=STREAM_DTYPE).tobytes())
+        stream.flush()
+        return offset
+
+    def _write_png(self, kind: str, seq: int, counts: np.ndarray) -> str:
+        name = f"{kind}/{seq:09d}.png"
+        (self.path / kind).mkdir(exist_ok=True)
         ok, png = cv2.imencode(".png", counts, [cv2.IMWRITE_PNG_COMPRESSION, self.compression])
         if not ok:
-            raise ValueError(f"PNG encoding failed for {target.name}")
-        partial = target.with_suffix(".png.part")
+            raise ValueError(f"PNG encoding failed for {name}")
+        partial = self.path / (name + ".part")
         with open(partial, "wb") as f:
             f.write(png.tobytes())
-        os.replace(partial, target)
+        os.replace(partial, self.path / name)
+        return name
 
-    def _write_preview(self, image: np.ndarray) -> None:
+    def _write_preview(self, image: np.ndarray) -> bool:
         if self._video is None:
             h, w = image.shape[:2]
             video = cv2.VideoWriter(str(self.path / PREVIEW_NAME),
@@ -200,11 +236,13 @@ class Recorder(Output):
                 self.errors += 1
                 self.last_error = (f"cannot open {self.path / PREVIEW_NAME} for an MJPEG video; "
                                    f"recording the 16-bit frames only")
-                return
+                return False
             self._video, self._video_size = video, (w, h)
         if (image.shape[1], image.shape[0]) != self._video_size:
             image = cv2.resize(image, self._video_size, interpolation=cv2.INTER_AREA)
         self._video.write(image)
+        self.preview_frames += 1
+        return True
 
 
 def _read_index(path: Path) -> List[Dict[str, str]]:
@@ -214,7 +252,7 @@ def _read_index(path: Path) -> List[Dict[str, str]]:
     rows = []
     with open(index_path, newline="") as f:
         for row in csv.DictReader(f):
-            # A line cut short by a crash lacks fields or names a file never renamed in.
+            # A line cut short by a crash lacks fields.
             if None in row.values() or not row.get("seq", "").isdigit():
                 continue
             rows.append(row)
@@ -222,24 +260,39 @@ def _read_index(path: Path) -> List[Dict[str, str]]:
 
 
 def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[str, str]]]:
-    """Yield (uint16 frame, index row) for each recorded frame, in order."""
+    """Yield (H×W uint16 frame, index row) for each recorded frame, in order.
+
+    ``what``: ``raw``, ``restored``, or ``auto`` (restored when every frame has it)."""
     path = Path(path)
     rows = _read_index(path)
     if what == "auto":
         what = "restored" if rows and all(r["restored"] for r in rows) else "raw"
     if what not in ("raw", "restored"):
         raise ValueError(f"what={what!r}: read 'raw', 'restored' or 'auto'")
-    for row in rows:
-        name = row[what]
-        if not name:
-            have = [k for k in ("raw", "restored") if row[k]]
-            raise ValueError(f"frame {row['seq']} in {path} has no {what} image; it has {have}")
-        counts = cv2.imread(str(path / name), cv2.IMREAD_UNCHANGED)
-        if counts is None:
-            if row is rows[-1]:
-                return  # the last frame of a killed recording
-            raise FileNotFoundError(f"{path / name} is listed in {INDEX_NAME} but unreadable")
-        yield counts, row
+    stream = None
+    try:
+        for row in rows:
+            where = row[what]
+            if not where:
+                have = [k for k in ("raw", "restored") if row[k]]
+                raise ValueError(f"frame {row['seq']} in {path} has no {what} image; it has {have}")
+            if where.endswith(".png"):
+                counts = cv2.imread(str(path / where), cv2.IMREAD_UNCHANGED)
+                if counts is None:
+                    raise FileNotFoundError(f"{path / where} is listed in {INDEX_NAME} but unreadable")
+            else:
+                if stream is None:
+                    stream = open(path / f"{what}.u16", "rb")
+                h, w = int(row["height"]), int(row["width"])
+                stream.seek(int(where))
+                data = stream.read(h * w * STREAM_DTYPE.itemsize)
+                if len(data) != h * w * STREAM_DTYPE.itemsize:
+                    raise ValueError(f"{path / (what + '.u16')} ends inside frame {row['seq']}")
+                counts = np.frombuffer(data, STREAM_DTYPE).reshape(h, w).astype(np.uint16)
+            yield counts, row
+    finally:
+        if stream is not None:
+            stream.close()
 
 
 def read_recording(path, what: str = "auto") -> Tuple[np.ndarray, List[Dict[str, str]]]:
