@@ -198,7 +198,8 @@ def test_missing_device_lists_what_exists(fake_sysfs):
     message = str(info.value)
     assert "video7 does not exist" in message and "[09cb:4007 FLIR Boson]" in message
     # the real OpenCV path on this machine, through the scheme registry
-    with pytest.raises(SourceError, match="/dev/video99 does not exist"):
-        open_source("v4l2:///dev/video99")
+    for uri in ("v4l2:///dev/video99", "v4l2://99", "99"):
+        with pytest.raises(SourceError, match="/dev/video99 does not exist"):
+            open_source(uri)
     with pytest.raises(SourceError, match="cannot open"):
         V4L2Source(parse_uri(f"v4l2://{dev}/video2"), FakeCapture([], opened=False), sysfs, dev)

@@ -84,7 +84,7 @@ class V4L2Camera(Source):
     def __init__(self, uri: URI, capture_factory: Optional[CaptureFactory] = None,
                  sysfs_root: str = "/sys", dev_root: str = "/dev", sequence: Optional[Iterator[int]] = None):
         super().__init__(uri)
-        self.path = uri.path or "/dev/video0"
+        self.path = uri.path or (f"/dev/video{uri.location}" if uri.location.isdigit() else "/dev/video0")
         self._sequence = sequence if sequence is not None else itertools.count()
         self._sysfs_root, self._dev_root = sysfs_root, dev_root
         if capture_factory is None and not os.path.exists(self.path):
