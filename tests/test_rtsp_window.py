@@ -1,5 +1,12 @@
 """Window and RTSP outputs: their refusals where they cannot work here, pipelines, newest-frame worker."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -88,6 +95,55 @@ def test_window_with_unreachable_x_display_is_refused(monkeypatch):
 def test_window_bad_view_is_refused():
     with pytest.raises(OutputError, match="view='thermal'"):
         open_output("display://0?view=thermal")
+
+
+@pytest.fixture
+def xvfb_display():
+    """A private virtual X display (Xvfb), or a skip where Xvfb is not installed."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.skip("needs Xvfb for a real window (apt-get install xvfb)")
+    number = next(n for n in range(90, 200) if not os.path.exists(f"/tmp/.X11-unix/X{n}"))
+    server = subprocess.Popen([xvfb, f":{number}", "-screen", "0", "800x600x24", "-nolisten",
+                               "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(f"/tmp/.X11-unix/X{number}"):
+        assert server.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
+        time.sleep(0.05)
+    yield f":{number}"
+    server.terminate()
+    server.wait(5)
+
+
+WINDOW_CHILD = textwrap.dedent("""
+    import json, time
+    import numpy as np
+    from tir.edge.frame import Frame, now
+    from tir.edge.outputs import open_output
+    window = open_output("display://0?view=side&title=test").start()
+    for seq in range(20):
+        raw = np.random.default_rng(seq).integers(0, 16000, (60, 80)).astype(np.uint16)
+        window.write(Frame(raw=raw, seq=seq, t_capture=now()))
+        time.sleep(0.02)
+    deadline = time.monotonic() + 5
+    while window.worker.handled == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    handled, failure = window.worker.handled, window.worker.failure
+    window.close()
+    print(json.dumps({"handled": handled, "failure": str(failure) if failure else None,
+                      "running": window.worker.running}))
+""")
+
+
+def test_window_shows_frames_on_a_real_x_display(xvfb_display):
+    # In a child process: a Qt failure there cannot take the test run down with it.
+    env = dict(os.environ, DISPLAY=xvfb_display)
+    env.pop("WAYLAND_DISPLAY", None)
+    done = subprocess.run([sys.executable, "-c", WINDOW_CHILD], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["failure"] is None and result["handled"] >= 1 and not result["running"]
 
 
 # --- the newest-frame worker behind both ---------------------------------------------
