@@ -1,0 +1,255 @@
+"""Flat-field correction in the pipeline: trigger FFC, mark the frames it spoils, report stats.
+
+During FFC the camera closes its shutter and recomputes per-pixel offsets; the video shows the
+shutter or freezes for a fraction of a second (thermal_io.md §5). Those frames must not feed
+the router's statistics. :class:`FFCController` owns the camera client in one background
+thread (periodic / on-demand RunFFC, ~1 Hz polling of FPA temperature and FFC status) and
+keeps a few time windows [FFC start, FFC end + settle]; :meth:`FFCController.annotate` only
+compares a frame's capture time with them, so the frame path never waits on the serial port.
+
+Pipeline hook (capture thread, right after the source returns a frame)::
+
+    ffc = FFCController(client, period_s=300)   # or open_camera_control(port) for the client
+    ffc.start()
+    frame = source.read(timeout)
+    if frame is not None:
+        ffc.annotate(frame)                      # sets frame.meta["ffc"] = True / False
+    ...
+    if not frame.meta.get("ffc"): router.observe(frame)   # skip shutter frames in statistics
+    stats.update(ffc.stats())                    # fpa_temp_c, ffc_state, last_ffc_age_s, ffc_count
+    ffc.close()
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import Callable, Deque, List, Optional
+
+from ..frame import Frame, now
+from .boson import BOSON_USB_ID, BosonClient, BosonError, FFCStatus
+from .tau import TauClient, TauError
+
+log = logging.getLogger(__name__)
+
+FFC_META_KEY = "ffc"
+CONTROL_ERRORS = (BosonError, TauError, OSError)
+PROTOCOLS = ("boson", "tau")
+_BUSY = (FFCStatus.IMMINENT, FFCStatus.IN_PROGRESS)
+
+
+class CameraNotFound(LookupError):
+    """No serial port of a known camera is plugged in; the message lists the ports that exist."""
+
+
+def find_boson_port(sysfs_root: str = "/sys", dev_root: str = "/dev") -> str:
+    """Path of the first serial port with the Boson's USB VID:PID (09CB:4007, thermal_io.md §1.1)."""
+    from ..sources.devices import describe_serial_ports, list_serial_ports
+
+    for port in list_serial_ports(sysfs_root, dev_root):
+        if (port.vid, port.pid) == BOSON_USB_ID:
+            return port.path
+    raise CameraNotFound(f"no FLIR Boson serial port (USB 09cb:4007) found; "
+                         f"{describe_serial_ports(sysfs_root, dev_root)}; pass --port DEV")
+
+
+def open_camera_control(port: Optional[str] = None, protocol: str = "boson", timeout: float = 1.0,
+                        retries: int = 2, **find_kwargs):
+    """A connected :class:`BosonClient` or :class:`TauClient`; ``port=None`` finds a Boson by
+    VID:PID (a Tau2 sits behind a generic USB-serial adapter, so it needs ``port``)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown camera protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    if port is None:
+        if protocol == "tau":
+            from ..sources.devices import describe_serial_ports
+
+            raise CameraNotFound("a Tau2 has no USB ID of its own; pass --port DEV "
+                                 f"({describe_serial_ports(**find_kwargs)})")
+        port = find_boson_port(**find_kwargs)
+    cls = BosonClient if protocol == "boson" else TauClient
+    return cls(port, timeout=timeout, retries=retries)
+
+
+class FFCController:
+    """Runs FFC every ``period_s`` seconds (None: only on :meth:`request_ffc`) through ``client``
+    and marks frames captured from the RunFFC until ``settle_s`` after the camera reports the
+    FFC complete (``meta["ffc"] = True``). Camera-initiated FFCs (AUTO mode) seen while polling
+    are marked too. Clients without an FFC status (Tau2) are assumed busy for ``assumed_ffc_s``.
+    """
+
+    def __init__(self, client, period_s: Optional[float] = None, settle_s: float = 0.3,
+                 poll_s: float = 1.0, assumed_ffc_s: float = 0.5, ffc_timeout_s: float = 5.0,
+                 clock: Callable[[], float] = now):
+        if period_s is not None and period_s <= 0:
+            raise ValueError(f"FFC period must be > 0 seconds (or None for on demand), got {period_s}")
+        self.client = client
+        self.period_s = period_s
+        self.settle_s = settle_s
+        self.poll_s = poll_s
+        self.assumed_ffc_s = assumed_ffc_s
+        self.ffc_timeout_s = ffc_timeout_s
+        self.clock = clock
+        self._has_status = callable(getattr(client, "get_ffc_status", None))
+        self._lock = threading.Lock()  # guards the state below; never held during serial I/O
+        self._windows: Deque[List[Optional[float]]] = deque(maxlen=8)  # [start, end or None]
+        self._fpa_temp_c: Optional[float] = None
+        self._state = "unknown"
+        self._last_ffc_end: Optional[float] = None
+        self._ffc_count = 0  # FFCs this controller ran or saw
+        self._camera_ffcs = 0  # of which the camera started by itself
+        self._frames = 0
+        self._frames_marked = 0
+        self._errors = 0
+        self._last_error: Optional[str] = None
+        self._requested = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ffc-controller", daemon=True)
+
+    # -- lifecycle
+    def start(self) -> "FFCController":
+        if not self._thread.is_alive():
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the thread (the client stays open: it is the caller's)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.ffc_timeout_s + 2 * getattr(self.client, "timeout", 1.0))
+
+    def __enter__(self) -> "FFCController":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- frame path (cheap, never touches the serial port)
+    def annotate(self, frame: Frame) -> Frame:
+        """Set ``frame.meta["ffc"]``: True when it was captured during an FFC or its settle time."""
+        t = frame.t_capture
+        with self._lock:
+            marked = any(start <= t and (end is None or t <= end + self.settle_s) for start, end in self._windows)
+            self._frames += 1
+            self._frames_marked += marked
+        frame.meta[FFC_META_KEY] = marked
+        return frame
+
+    def request_ffc(self) -> None:
+        """Ask for an FFC as soon as the controller thread is free (returns at once)."""
+        self._requested.set()
+        self._wake.set()
+
+    def in_ffc(self, t: Optional[float] = None) -> bool:
+        """Whether time ``t`` (default: now) falls in an FFC window."""
+        t = self.clock() if t is None else t
+        with self._lock:
+            return any(start <= t and (end is None or t <= end + self.settle_s) for start, end in self._windows)
+
+    def stats(self) -> dict:
+        t = self.clock()
+        with self._lock:
+            busy = any(end is None for _, end in self._windows)
+            age = 0.0 if busy else (None if self._last_ffc_end is None else t - self._last_ffc_end)
+            return {"fpa_temp_c": self._fpa_temp_c, "ffc_state": self._state, "last_ffc_age_s": age,
+                    "ffc_count": self._ffc_count, "ffc_camera_initiated": self._camera_ffcs,
+                    "ffc_frames": self._frames_marked, "frames_seen": self._frames,
+                    "ffc_errors": self._errors, "ffc_last_error": self._last_error,
+                    "ffc_period_s": self.period_s}
+
+    # -- controller thread
+    def _run(self) -> None:
+        last_trigger = self.clock()
+        next_poll = self.clock()
+        while not self._stop.is_set():
+            t = self.clock()
+            due = self.period_s is not None and t - last_trigger >= self.period_s
+            if self._requested.is_set() or due:
+                self._requested.clear()
+                self._run_ffc()
+                last_trigger = self.clock()
+                next_poll = self.clock()
+            if self.clock() >= next_poll:
+                self._poll()
+                next_poll = self.clock() + self.poll_s
+            wait = next_poll - self.clock()
+            if self.period_s is not None:
+                wait = min(wait, last_trigger + self.period_s - self.clock())
+            self._wake.wait(max(0.0, wait))
+            self._wake.clear()
+
+    def _error(self, exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._errors += 1
+            repeated = text == self._last_error
+            self._last_error = text
+        if not repeated:
+            log.warning("camera control: %s", text)
+
+    def _open_window(self, start: float) -> None:
+        with self._lock:
+            self._windows.append([start, None])
+            self._state = FFCStatus.IN_PROGRESS.name.lower()
+            self._ffc_count += 1
+
+    def _close_window(self, end: float, state: str) -> None:
+        with self._lock:
+            for window in self._windows:
+                if window[1] is None:
+                    window[1] = end
+            self._last_ffc_end = end
+            self._state = state
+
+    def _run_ffc(self) -> None:
+        start = self.clock()
+        self._open_window(start)
+        try:
+            self.client.run_ffc()
+        except CONTROL_ERRORS as exc:
+            self._error(exc)
+            self._close_window(self.clock(), "error")
+            return
+        self._wait_for_ffc(start, seen_busy=False)
+
+    def _wait_for_ffc(self, start: float, seen_busy: bool) -> None:
+        """Poll the FFC status quickly until the FFC is over, then close its window."""
+        state = "complete"
+        if not self._has_status:
+            self._stop.wait(self.assumed_ffc_s)
+        else:
+            while not self._stop.is_set() and self.clock() - start < self.ffc_timeout_s:
+                try:
+                    status = self.client.get_ffc_status()
+                except CONTROL_ERRORS as exc:
+                    self._error(exc)
+                    state = "error"
+                    break
+                if status in _BUSY:
+                    seen_busy = True
+                elif seen_busy or self.clock() - start >= self.assumed_ffc_s:
+                    state = getattr(status, "name", str(status)).lower()
+                    break
+                self._stop.wait(0.05)
+            else:
+                state = "timeout" if not self._stop.is_set() else state
+        self._close_window(self.clock(), state)
+
+    def _poll(self) -> None:
+        try:
+            temp = self.client.get_fpa_temp_c()
+            status = self.client.get_ffc_status() if self._has_status else None
+        except CONTROL_ERRORS as exc:
+            self._error(exc)
+            return
+        with self._lock:
+            self._fpa_temp_c = temp
+            if status is not None:
+                self._state = getattr(status, "name", str(status)).lower()
+        if status in _BUSY:  # the camera started an FFC by itself (AUTO mode)
+            with self._lock:
+                self._camera_ffcs += 1
+            start = self.clock()
+            self._open_window(start)
+            self._wait_for_ffc(start, seen_busy=True)
