@@ -1,0 +1,285 @@
+"""The frame path as one straight line: source -> stages -> outputs, one thread per stage.
+
+    capture -> preprocess -> infer -> postprocess -> display -> output
+            slot         slot     slot           slot       slot
+
+Every hand-off is a :class:`LatestWinsSlot`, so a slow stage makes frames drop (counted
+per stage) instead of queueing, and latency stays bounded (pipelines.md (d)1). Each frame
+is stamped at every boundary; :class:`PipelineStats` turns the stamps into per-stage and
+end-to-end latency. A source that times out (``read`` -> ``None``) leaves the pipeline
+running in the no-signal state; outputs keep serving.
+
+Non-live sources (files, ``synthetic://?realtime=0``) can produce frames faster than any
+stage, and every frame of a file should count; there the pipeline runs *lossless*: a
+stage waits for room in the next slot instead of replacing, and the capture stage reads
+a new frame only while fewer than ``max_in_flight`` frames (default 2) are inside. Two
+in flight keep the bottleneck stage busy (the next frame is ready when it finishes) while
+at most one frame waits. ``max_in_flight=1`` gives the lowest latency and no overlap.
+Live sources are never held back: a camera frame nobody is ready for is dropped.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..frame import Frame, FrameError, check_frame, now
+from ..sources.base import SourceError
+from .normalize import Normalizer
+from .slots import LatestWinsSlot
+from .stages import Deliver, Display, Infer, Postprocess, Preprocess, StageThread
+from .stats import PipelineStats
+
+log = logging.getLogger(__name__)
+
+CAPTURE = "capture"  # stamped by the source at capture time
+READ = "read"  # stamped when the capture thread got the frame from the source
+DEFAULT_NON_LIVE_IN_FLIGHT = 2
+
+
+class PipelineError(RuntimeError):
+    """A stage failed in a way that stopped the pipeline; the message names the stage."""
+
+
+class Pipeline:
+    """Run ``source`` through ``model`` to ``outputs``.
+
+    ``model``: anything with ``infer(batch)`` (an Engine or a Restorer); ``None`` shows the
+    raw view only. ``frames``/``duration`` stop the run after that many frames reached the
+    outputs or that many seconds. ``agc``/``palette``/``agc_options`` configure both views.
+    The pipeline starts and closes the source and the outputs; the model stays the caller's.
+    """
+
+    def __init__(self, source, model=None, outputs: Sequence = (), *, agc: str = "percentile",
+                 palette: str = "white-hot", agc_options: Optional[Dict[str, Any]] = None,
+                 normalizer: Optional[Normalizer] = None, frames: Optional[int] = None,
+                 duration: Optional[float] = None, max_in_flight: Optional[int] = None,
+                 lossless: Optional[bool] = None, read_timeout: float = 0.5, stats_window: int = 1000):
+        self.source = source
+        self.model = model
+        self.outputs = list(outputs)
+        self.frames = frames
+        self.duration = duration
+        self.read_timeout = read_timeout
+        live = bool(getattr(source, "live", False))
+        self.lossless = (not live) if lossless is None else bool(lossless)
+        if max_in_flight is None and self.lossless:
+            max_in_flight = DEFAULT_NON_LIVE_IN_FLIGHT
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+
+        normalizer = normalizer or Normalizer()
+        work: List = []
+        if model is not None:
+            work += [Preprocess(normalizer), Infer(model), Postprocess(normalizer)]
+        work.append(Display(agc, palette, restored=model is not None, **(agc_options or {})))
+        self.stage_names = [w.name for w in work] + ["output"]
+        self.stats = PipelineStats([CAPTURE, READ] + self.stage_names, window=stats_window,
+                                   drop_points=self.stage_names)
+        work.append(Deliver(self.outputs, self.stats))
+        self.stats.source_uri = str(getattr(getattr(source, "uri", None), "text", "") or source)
+        self.stats.source_stats = getattr(source, "stats", None)
+        self.stats.in_flight = lambda: self._in_flight
+        if model is not None:
+            status = getattr(model, "status", None)
+            self.stats.model_status = status if callable(status) else (
+                lambda: {"name": getattr(model, "name", type(model).__name__),
+                         "backend": getattr(model, "backend", "")})
+
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._flow = threading.Condition()
+        self._in_flight = 0
+        self._source_ended = False
+        self.error: Optional[BaseException] = None
+        self.error_stage: Optional[str] = None
+        self.slots = [LatestWinsSlot(w.name, on_drop=self._dropper(w.name)) for w in work]
+        self.threads: List[threading.Thread] = [threading.Thread(target=self._capture, name="tir-capture", daemon=True)]
+        for i, w in enumerate(work):
+            last = i == len(work) - 1
+            self.threads.append(StageThread(
+                w, self.slots[i], self.stats, self._stop, self._leave, self._fatal,
+                outbox=None if last else self.slots[i + 1], on_done=self._done_frame if last else None,
+                lossless=self.lossless))
+        self._started = False
+        self._stopped = False
+        self._t_start: Optional[float] = None
+
+    # --- frame accounting ---
+    def _dropper(self, stage: str):
+        def drop(frame: Frame) -> None:
+            self.stats.drop(stage)
+            self._leave(frame)
+        return drop
+
+    def _leave(self, frame: Frame) -> None:
+        with self._flow:
+            self._in_flight -= 1
+            self._flow.notify_all()
+            if self._source_ended and self._in_flight <= 0:
+                self._done.set()
+
+    def _done_frame(self, frame: Frame) -> None:
+        self.stats.frame_done(frame)
+        self._leave(frame)
+        if self.frames is not None and self.stats.output >= self.frames:
+            self._done.set()
+
+    def _fatal(self, stage: str, exc: BaseException) -> None:
+        if self.error is None:
+            self.error, self.error_stage = exc, stage
+            log.error("stage %s failed: %s: %s", stage, type(exc).__name__, exc)
+        self._done.set()
+
+    # --- capture ---
+    def _wait_for_room(self) -> bool:
+        if self.max_in_flight is None:
+            return True
+        with self._flow:
+            while self._in_flight >= self.max_in_flight:
+                if self._stop.is_set():
+                    return False
+                self._flow.wait(0.1)
+        return True
+
+    def _capture(self) -> None:
+        first_slot = self.slots[0]
+        shape = None
+        while not self._stop.is_set():
+            if not self._wait_for_room():
+                return
+            try:
+                frame = self.source.read(self.read_timeout)
+            except FrameError as exc:
+                self.stats.corrupt_frame(exc.kind)
+                continue
+            except SourceError as exc:
+                self._end_of_source(exc)
+                return
+            except Exception as exc:
+                self.stats.error(READ, exc)
+                self._fatal(READ, exc)
+                return
+            if frame is None:
+                self.stats.read_timeout()
+                continue
+            try:
+                check_frame(frame.raw, shape)
+            except FrameError as exc:
+                self.stats.corrupt_frame(exc.kind)
+                continue
+            shape = frame.raw.shape
+            frame.stamp(READ)
+            self.stats.frame_captured()
+            with self._flow:
+                self._in_flight += 1
+            if not self.lossless:
+                first_slot.put(frame)
+            elif not first_slot.put_when_empty(frame):
+                return
+
+    def _end_of_source(self, exc: SourceError) -> None:
+        from ..sources.file import EndOfStream  # finite sources end with this
+
+        ended = isinstance(exc, EndOfStream)
+        self.stats.ended = "end of stream" if ended else f"source error: {exc}"
+        if not ended:
+            self.stats.error(READ, exc)
+            if self.error is None:
+                self.error, self.error_stage = exc, READ
+        log.info("source ended: %s", exc)
+        with self._flow:
+            self._source_ended = True
+            if self._in_flight <= 0:
+                self._done.set()
+
+    # --- lifecycle ---
+    def start(self) -> "Pipeline":
+        if self._started:
+            return self
+        started = []
+        try:
+            self.source.start()
+            for output in self.outputs:
+                output.stats_provider = self.snapshot
+                output.start()
+                started.append(output)
+        except BaseException:
+            for output in started:
+                _quietly(output.close)
+            _quietly(self.source.close)
+            raise
+        self._started = True
+        self._t_start = now()
+        self.stats.t_start = self._t_start
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the run is done (frame/duration limit, end of stream, error) or ``timeout``."""
+        if self.duration is not None and self._t_start is not None:
+            left = self._t_start + self.duration - now()
+            if timeout is None or left < timeout:
+                done = self._done.wait(max(0.0, left))
+                return done or now() >= self._t_start + self.duration
+        return self._done.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stopped and not self._done.is_set()
+
+    def run(self) -> Dict[str, Any]:
+        """Start, wait for the limit (or Ctrl-C), stop; return the final stats snapshot."""
+        self.start()
+        try:
+            while not self.wait(0.5):
+                pass
+        finally:
+            self.stop()
+        if self.error is not None:
+            raise PipelineError(f"stage {self.error_stage} failed: {type(self.error).__name__}: {self.error}") from self.error
+        return self.snapshot()
+
+    def stop(self, join_timeout: float = 5.0) -> None:
+        """Stop every stage, join the threads, close outputs (files get closed) and the source."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        self._done.set()
+        for slot in self.slots:
+            slot.close()
+        with self._flow:
+            self._flow.notify_all()
+        current = threading.current_thread()
+        for thread in self.threads:
+            if thread.is_alive() and thread is not current:
+                thread.join(join_timeout)
+                if thread.is_alive():
+                    log.warning("thread %s did not stop within %.1f s", thread.name, join_timeout)
+        for output in self.outputs:
+            _quietly(output.close)
+        _quietly(self.source.close)
+
+    def snapshot(self) -> Dict[str, Any]:
+        snap = self.stats.snapshot()
+        source_dropped = snap.get("source", {}).get("dropped")
+        if isinstance(source_dropped, int):
+            snap["drops"] = {"source": source_dropped, **snap["drops"]}
+        snap["stages"] = [CAPTURE, READ] + self.stage_names
+        return snap
+
+    def __enter__(self) -> "Pipeline":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _quietly(fn) -> None:
+    try:
+        fn()
+    except Exception as exc:  # closing must go on for the rest
+        log.warning("while closing: %s: %s", type(exc).__name__, exc)

@@ -1,0 +1,172 @@
+"""The work of each pipeline stage, and the thread that runs one stage.
+
+Each stage is a small callable that changes a :class:`Frame` in place:
+:class:`Preprocess` (counts -> normalised float32), :class:`Infer` (the model),
+:class:`Postprocess` (back to uint16 counts in ``frame.restored``), :class:`Display`
+(AGC + palette into ``frame.display``) and :class:`Deliver` (hand to the outputs).
+:class:`StageThread` takes frames from its inbox slot, runs the work, stamps the frame
+with the stage's name and offers it to the next slot.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Optional, Sequence
+
+from ..agc import DisplayMapper
+from ..frame import Frame, FrameError, now
+from .normalize import NormParams, Normalizer
+from .slots import LatestWinsSlot
+from .stats import PipelineStats
+
+log = logging.getLogger(__name__)
+
+# transient per-frame arrays live in meta under these keys and are removed by Postprocess
+_INPUT_KEY = "_model_input"
+_OUTPUT_KEY = "_model_output"
+
+
+class Preprocess:
+    """Raw counts -> float32 [0, 1] with the frame's mapping stored in ``meta["norm"]``."""
+
+    name = "preprocess"
+
+    def __init__(self, normalizer: Optional[Normalizer] = None):
+        self.normalizer = normalizer or Normalizer()
+        self._bits_seen = False
+
+    def __call__(self, frame: Frame) -> None:
+        if not self._bits_seen:
+            bits = frame.meta.get("bits")
+            if isinstance(bits, int) and 8 <= bits <= 16:
+                self.normalizer.max_count = (1 << bits) - 1
+            self._bits_seen = True
+        x, params = self.normalizer.forward(frame.raw)
+        frame.meta["norm"] = {"lo": params.lo, "hi": params.hi}
+        frame.meta[_INPUT_KEY] = x
+
+
+class Infer:
+    """Any model with ``infer(N×1×H×W float32) -> same`` (an Engine or a Restorer); batch 1."""
+
+    name = "infer"
+
+    def __init__(self, model):
+        if not callable(getattr(model, "infer", None)):
+            raise TypeError(f"the model {model!r} has no infer(batch) method")
+        self.model = model
+
+    def __call__(self, frame: Frame) -> None:
+        x = frame.meta.pop(_INPUT_KEY)
+        y = self.model.infer(x[None, None])
+        if y.shape[-2:] != x.shape:
+            raise RuntimeError(f"model returned shape {y.shape} for input {x.shape}")
+        frame.meta[_OUTPUT_KEY] = y
+
+
+class Postprocess:
+    """Model output -> uint16 counts in ``frame.restored`` (the inverse of Preprocess)."""
+
+    name = "postprocess"
+
+    def __init__(self, normalizer: Normalizer):
+        self.normalizer = normalizer
+
+    def __call__(self, frame: Frame) -> None:
+        y = frame.meta.pop(_OUTPUT_KEY)
+        norm = frame.meta["norm"]
+        frame.restored = self.normalizer.inverse(y, NormParams(norm["lo"], norm["hi"]))
+
+
+class Display:
+    """AGC + palette for each view; every view has its own mapper built from the same settings."""
+
+    name = "display"
+
+    def __init__(self, agc: str = "percentile", palette: str = "white-hot", restored: bool = True, **agc_options):
+        self.raw = DisplayMapper(agc, palette, **agc_options)
+        self.restored = DisplayMapper(agc, palette, **agc_options) if restored else None
+
+    def __call__(self, frame: Frame) -> None:
+        frame.display["raw"] = self.raw(frame.raw)
+        if self.restored is not None and frame.restored is not None:
+            frame.display["restored"] = self.restored(frame.restored)
+
+
+class Deliver:
+    """Write the frame to every output; an output that fails is counted, the others go on."""
+
+    name = "output"
+
+    def __init__(self, outputs: Sequence, stats: PipelineStats):
+        self.outputs = list(outputs)
+        self.stats = stats
+        self._warned = set()
+
+    def __call__(self, frame: Frame) -> None:
+        for output in self.outputs:
+            try:
+                output.write(frame)
+            except Exception as exc:
+                self.stats.error("output", exc)
+                key = (id(output), type(exc))
+                if key not in self._warned:
+                    self._warned.add(key)
+                    log.warning("output %s failed: %s", getattr(output, "uri", output), exc)
+
+
+class StageThread(threading.Thread):
+    """Runs one stage: inbox -> work -> stamp -> outbox (or ``on_done`` for the last stage).
+
+    ``on_leave(frame)`` is called for a frame that leaves the pipeline here (corrupt or
+    failed); ``on_fatal(stage, exc)`` for an unexpected error, after which the thread ends.
+    ``lossless`` waits for room in the outbox instead of replacing (non-live sources).
+    """
+
+    def __init__(self, work: Callable[[Frame], None], inbox: LatestWinsSlot, stats: PipelineStats,
+                 stop: threading.Event, on_leave: Callable[[Frame], None],
+                 on_fatal: Callable[[str, BaseException], None],
+                 outbox: Optional[LatestWinsSlot] = None, on_done: Optional[Callable[[Frame], None]] = None,
+                 lossless: bool = False, poll_s: float = 0.1):
+        super().__init__(name=f"tir-{work.name}", daemon=True)
+        self.lossless = lossless
+        self.work = work
+        self.stage = work.name
+        self.inbox = inbox
+        self.outbox = outbox
+        self.on_done = on_done
+        self.stats = stats
+        self.stop_event = stop
+        self.on_leave = on_leave
+        self.on_fatal = on_fatal
+        self.poll_s = poll_s
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            frame = self.inbox.get(self.poll_s)
+            if frame is None:
+                if self.inbox.closed:
+                    return
+                continue
+            t0 = now()
+            try:
+                self.work(frame)
+            except FrameError as exc:
+                self.stats.corrupt_frame(exc.kind)
+                self.on_leave(frame)
+                continue
+            except Exception as exc:
+                self.stats.error(self.stage, exc)
+                self.on_leave(frame)
+                self.on_fatal(self.stage, exc)
+                return
+            frame.stamp(self.stage)
+            self.stats.busy(self.stage, frame.stamps[self.stage] - t0)
+            if self.outbox is not None:
+                if not self.lossless:
+                    self.outbox.put(frame)
+                elif not self.outbox.put_when_empty(frame):
+                    return  # closed: the pipeline is stopping
+            elif self.on_done is not None:
+                self.on_done(frame)
+
