@@ -266,6 +266,13 @@ def export_router_onnx(net, path: Path, input_size: Sequence[int] = ROUTER_INPUT
     torch.onnx.export(net, (dummy,), str(path), input_names=["frame"], output_names=["embedding"],
                       dynamic_axes={"frame": {0: "batch"}, "embedding": {0: "batch"}},
                       opset_version=17, dynamo=False)
+    import onnx
+
+    model = onnx.load(str(path))
+    # the 4× pooling needs H and W divisible by 4 (read by the ONNX Runtime backend)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "tir.multiple", str(FEATURE_POOL)
+    onnx.save(model, str(path))
     return Path(path)
 
 

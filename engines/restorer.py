@@ -1,0 +1,220 @@
+"""Runtime routing: restore each frame with the route its degradation needs.
+
+A :class:`Restorer` wraps a model bundle (engines/bundle.py): one restoration engine per task
+(loaded lazily, on the first frame routed to it) and the degradation router (engines/router.py).
+It looks like an engine to the pipeline: ``infer(batch) -> batch``, ``multiple``, ``name``.
+
+Routing policy:
+- the router runs on the newest frame of a batch every ``every`` frames; frames whose meta says
+  ``ffc`` (the camera is doing a flat-field correction, thermal_io.md §5: a shutter image, not
+  the scene) are not looked at. Pass ``meta`` to :meth:`infer` (a dict, or one per frame) or call
+  :meth:`observe` yourself;
+- a new route is taken only after the router has named the same new task ``hysteresis``
+  times in a row (no flicker between routes on borderline frames); at start-up, with no route
+  yet, the first confident decision is taken at once;
+- ``clean`` routes to pass-through (the frame is returned unchanged);
+- ``unknown`` (best codebook similarity below the calibrated threshold) keeps the current route
+  (pass-through when there is none yet) and is counted and reported by :meth:`status`;
+- ``task=...`` forces one route and never runs the router.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, classify, prepare_frames
+
+log = logging.getLogger(__name__)
+
+PASSTHROUGH = "passthrough"
+
+
+def _as_batch(batch) -> np.ndarray:
+    x = np.asarray(batch, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None, None]
+    elif x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"Restorer expects N×1×H×W frames, got shape {x.shape}")
+    return x
+
+
+def _is_ffc(meta) -> bool:
+    """True when the newest frame's meta says a flat-field correction is in progress."""
+    if meta is None:
+        return False
+    if isinstance(meta, (list, tuple)):
+        return bool(meta) and _is_ffc(meta[-1])
+    return bool(meta.get("ffc", False))
+
+
+class Restorer:
+    """Bundle + router as one engine-like object; see the module docstring for the policy."""
+
+    def __init__(self, bundle_or_path, backend: str = "auto", task: Optional[str] = None,
+                 every: int = 8, hysteresis: int = 3, threads: Optional[int] = None):
+        from .bundle import Bundle, load_bundle
+
+        self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
+        if int(every) < 1 or int(hysteresis) < 1:
+            raise ValueError(f"every and hysteresis must be ≥ 1, got every={every}, hysteresis={hysteresis}")
+        self.backend = backend
+        self.threads = threads
+        self.every = int(every)
+        self.hysteresis = int(hysteresis)
+        self.routes = list(self.bundle.tasks)
+        self._engines: Dict[str, object] = {}
+        self._router_engine = None
+        self.router_info = self.bundle.router
+        self.forced = task is not None
+        if self.forced:
+            if task not in self.routes and task not in (CLEAN, PASSTHROUGH):
+                raise ValueError(f"bundle {self.bundle.name!r} has no route {task!r}; routes: "
+                                 f"{', '.join(self.routes)} (or {CLEAN} for pass-through)")
+            self.current: Optional[str] = CLEAN if task == PASSTHROUGH else task
+        else:
+            self.current = None
+            if self.router_info is None:
+                log.warning("bundle %s has no router and no --task was given: frames pass through; "
+                            "force a route with --task (routes: %s)", self.bundle.name, ", ".join(self.routes))
+        if self.router_info is not None:
+            self._codebook = np.asarray(self.router_info["codebook"], dtype=np.float64)
+            self._classes = list(self.router_info["tasks"])
+            self._threshold = self.router_info.get("thresholds", self.router_info.get("threshold", -1.0))
+            self._temperature = float(self.router_info.get("temperature", DEFAULT_TEMPERATURE))
+            self._input_size = tuple(self.router_info.get("input_size", (640, 512)))
+        self.frames = 0
+        self.switches = 0
+        self.unknowns = 0
+        self.decisions = 0
+        self.skipped_ffc = 0
+        self._candidate: Optional[str] = None
+        self._streak = 0
+        self._last: dict = {"task": None, "confidence": None, "unknown": False, "nearest": None}
+        self.router_ms: Optional[float] = None
+
+    # --------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return f"restorer:{self.bundle.name}"
+
+    @property
+    def multiple(self) -> int:
+        return self.bundle.multiple
+
+    @property
+    def loaded_routes(self) -> List[str]:
+        return list(self._engines)
+
+    @property
+    def route(self) -> str:
+        """The route frames go through now (``passthrough`` for clean / none yet)."""
+        return PASSTHROUGH if self.current in (None, CLEAN) else self.current
+
+    def _load(self, path: Path):
+        from .backends import load_engine
+
+        kw = {} if self.threads is None else {"threads": self.threads}
+        return load_engine(path, backend=self.backend, **kw)
+
+    def engine(self, task: str):
+        """The engine of one route, loaded on first use."""
+        if task not in self._engines:
+            t0 = time.monotonic()
+            self._engines[task] = self._load(self.bundle.route_path(task))
+            log.info("route %s loaded in %.0f ms", task, 1000 * (time.monotonic() - t0))
+        return self._engines[task]
+
+    # --------------------------------------------------------------------------------------
+    def classify(self, batch) -> List[dict]:
+        """Run the router on every frame of a batch (no state change): one decision per frame."""
+        if self.router_info is None:
+            raise ValueError(f"bundle {self.bundle.name!r} has no router")
+        if self._router_engine is None:
+            self._router_engine = self._load(self.bundle.router_path)
+        frames = prepare_frames(_as_batch(batch), self._input_size)
+        t0 = time.perf_counter()
+        emb = np.asarray(self._router_engine.infer(frames)).reshape(len(frames), -1)
+        self.router_ms = 1000.0 * (time.perf_counter() - t0) / len(frames)
+        return classify(emb, self._codebook, self._classes, self._threshold, self._temperature)
+
+    def observe(self, batch, meta=None) -> Optional[dict]:
+        """Count frames and, every ``every`` frames, route on the newest one; returns the decision
+        taken this call (or None when the router did not run)."""
+        x = _as_batch(batch)
+        first = self.frames
+        self.frames += len(x)
+        if self.forced or self.router_info is None:
+            return None
+        if _is_ffc(meta):
+            self.skipped_ffc += 1
+            return None
+        # run when this batch holds a frame index that is a multiple of `every` (frame 0 counts)
+        if -(-first // self.every) * self.every >= self.frames:
+            return None
+        decision = self.classify(x[-1:])[0]
+        self._decide(decision)
+        return decision
+
+    def _decide(self, decision: dict) -> None:
+        self.decisions += 1
+        self._last = {k: decision[k] for k in ("task", "confidence", "unknown", "nearest")}
+        task = decision["task"]
+        if task != UNKNOWN and task != CLEAN and task not in self.routes:
+            log.warning("router named %s, which this bundle has no route for; treated as unknown", task)
+            task = UNKNOWN
+            self._last["unknown"] = True
+        if task == UNKNOWN:
+            self.unknowns += 1
+            self._candidate, self._streak = None, 0
+            return
+        if task == self.current:
+            self._candidate, self._streak = None, 0
+            return
+        if self.current is None:  # start-up: nothing to flicker away from
+            self._switch(task)
+            return
+        if task == self._candidate:
+            self._streak += 1
+        else:
+            self._candidate, self._streak = task, 1
+        if self._streak >= self.hysteresis:
+            self._switch(task)
+
+    def _switch(self, task: str) -> None:
+        log.info("route %s -> %s", self.route, PASSTHROUGH if task == CLEAN else task)
+        self.current = task
+        self.switches += 1
+        self._candidate, self._streak = None, 0
+
+    # --------------------------------------------------------------------------------------
+    def infer(self, batch, meta=None) -> np.ndarray:
+        """Restore a batch N×1×H×W (float32, normalised) with the current route."""
+        x = _as_batch(batch)
+        self.observe(x, meta)
+        if self.route == PASSTHROUGH:
+            return x.copy()
+        return np.asarray(self.engine(self.current).infer(x), dtype=np.float32)
+
+    def status(self) -> dict:
+        return {"task": self.route, "confidence": self._last["confidence"],
+                "unknown": bool(self._last["unknown"]), "switches": self.switches,
+                "router_ms": self.router_ms, "decision": self._last["task"],
+                "nearest": self._last["nearest"], "forced": self.forced, "frames": self.frames,
+                "decisions": self.decisions, "unknowns": self.unknowns,
+                "skipped_ffc": self.skipped_ffc, "loaded_routes": self.loaded_routes}
+
+    def close(self) -> None:
+        for engine in list(self._engines.values()) + [self._router_engine]:
+            if engine is not None and hasattr(engine, "close"):
+                engine.close()
+        self._engines.clear()
+        self._router_engine = None
+
+    def __repr__(self) -> str:
+        return f"<Restorer {self.bundle.name} route={self.route} routes={self.routes}>"

@@ -1,0 +1,150 @@
+import numpy as np
+import pytest
+import torch
+
+from tir.engines.bundle import write_bundle
+from tir.engines.restorer import PASSTHROUGH, Restorer
+
+H, W = 24, 32
+# router classes; frame means that the tiny router maps onto each codebook entry
+MEANS = {"a": 0.2, "b": 0.5, "clean": 0.8}
+
+
+class Scale(torch.nn.Module):
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+class MeanRouter(torch.nn.Module):
+    """Embedding peaked at the codebook entry whose centre is nearest the frame mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("centres", torch.tensor(list(MEANS.values())))
+
+    def forward(self, x):
+        m = x.mean(dim=(1, 2, 3))[:, None]
+        return torch.exp(-(((m - self.centres) / 0.05) ** 2)) + 1e-3
+
+
+def _export(module, path):
+    torch.onnx.export(module, (torch.rand(1, 1, H, W),), str(path), input_names=["frame"],
+                      output_names=["out"], opset_version=17, dynamo=False,
+                      dynamic_axes={"frame": {0: "n", 2: "h", 3: "w"}, "out": {0: "n"}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bundle")
+    routes = {"a": _export(Scale(2.0), tmp / "a.onnx"), "b": _export(Scale(3.0), tmp / "b.onnx")}
+    router = _export(MeanRouter(), tmp / "router.onnx")
+    meta = {"name": "tiny", "router": {"codebook": np.eye(3).tolist(), "tasks": list(MEANS),
+                                       "threshold": 0.9, "temperature": 0.1, "input_size": [W, H]}}
+    write_bundle(tmp / "bundle", routes, router, meta)
+    write_bundle(tmp / "norouter", routes, None, {"name": "norouter"})
+    return tmp
+
+
+def frame(kind, n=1):
+    value = 0.35 if kind == "unknown" else MEANS[kind]
+    return np.full((n, 1, H, W), value, np.float32)
+
+
+def test_lazy_loading_and_startup_route(bundle_dir):
+    r = Restorer(bundle_dir / "bundle", every=1, hysteresis=3)
+    assert r.loaded_routes == [] and r.status()["task"] == PASSTHROUGH
+    out = r.infer(frame("a"))
+    assert np.allclose(out, frame("a") * 2.0)  # first decision taken at once
+    assert r.loaded_routes == ["a"]
+    s = r.status()
+    assert s["task"] == "a" and s["switches"] == 1 and s["confidence"] > 0.9 and not s["unknown"]
+    assert s["router_ms"] is not None
+    assert r.multiple == 4 and r.name == "restorer:tiny"
+
+
+def test_hysteresis_needs_same_decision_in_a_row(bundle_dir):
+    r = Restorer(bundle_dir / "bundle", every=1, hysteresis=3)
+    r.infer(frame("a"))
+    for _ in range(2):
+        assert np.allclose(r.infer(frame("b")), frame("b") * 2.0)  # still route a
+    assert np.allclose(r.infer(frame("b")), frame("b") * 3.0)      # third in a row: switch
+    assert r.status()["switches"] == 2 and r.loaded_routes == ["a", "b"]
+    # alternating decisions never build a streak: no flicker
+    for i in range(12):
+        r.infer(frame("a" if i % 2 else "clean"))
+    assert r.status()["task"] == "b" and r.status()["switches"] == 2
+
+
+def test_unknown_keeps_route_and_is_reported(bundle_dir):
+    r = Restorer(bundle_dir / "bundle", every=1, hysteresis=2)
+    assert np.allclose(r.infer(frame("unknown")), frame("unknown"))  # no route yet: pass-through
+    assert r.status()["unknown"] and r.status()["task"] == PASSTHROUGH
+    r.infer(frame("b"))
+    for _ in range(5):
+        out = r.infer(frame("unknown"))
+    assert np.allclose(out, frame("unknown") * 3.0)
+    s = r.status()
+    assert s["task"] == "b" and s["unknown"] and s["unknowns"] == 6 and s["nearest"] in MEANS
+    # an unknown breaks a streak: b, a, unknown, a does not switch with hysteresis 2
+    r.infer(frame("a"))
+    r.infer(frame("unknown"))
+    r.infer(frame("a"))
+    assert r.status()["task"] == "b"
+    r.infer(frame("a"))
+    assert r.status()["task"] == "a"
+
+
+def test_clean_routes_to_passthrough(bundle_dir):
+    r = Restorer(bundle_dir / "bundle", every=1, hysteresis=1)
+    r.infer(frame("a"))
+    out = r.infer(frame("clean"))
+    assert np.array_equal(out, frame("clean")) and r.status()["task"] == PASSTHROUGH
+
+
+def test_router_runs_every_k_frames_and_skips_ffc(bundle_dir):
+    r = Restorer(bundle_dir / "bundle", every=8, hysteresis=1)
+    for _ in range(20):
+        r.infer(frame("a"))
+    assert r.status()["decisions"] == 3  # frames 0, 8, 16
+    r2 = Restorer(bundle_dir / "bundle", every=4, hysteresis=1)
+    r2.infer(frame("a", n=9))             # a batch holding frames 0..8 routes once
+    assert r2.status()["decisions"] == 1
+    r3 = Restorer(bundle_dir / "bundle", every=1, hysteresis=1)
+    out = r3.infer(frame("a"), meta={"ffc": True})
+    assert r3.status()["decisions"] == 0 and r3.status()["skipped_ffc"] == 1
+    assert np.array_equal(out, frame("a"))
+    r3.infer(frame("a"), meta=[{"ffc": True}, {"ffc": False}])  # newest frame is not FFC
+    assert r3.status()["task"] == "a"
+
+
+def test_forced_task_never_routes(bundle_dir):
+    r = Restorer(bundle_dir / "bundle", task="b", every=1)
+    for kind in ("a", "clean", "unknown"):
+        assert np.allclose(r.infer(frame(kind)), frame(kind) * 3.0)
+    s = r.status()
+    assert s["forced"] and s["decisions"] == 0 and s["router_ms"] is None and s["task"] == "b"
+    assert r.loaded_routes == ["b"]
+    with pytest.raises(ValueError, match="routes: a, b"):
+        Restorer(bundle_dir / "bundle", task="nope")
+
+
+def test_bundle_without_router_passes_through_unless_forced(bundle_dir):
+    r = Restorer(bundle_dir / "norouter")
+    assert np.array_equal(r.infer(frame("a")), frame("a"))
+    assert Restorer(bundle_dir / "norouter", task="a").infer(frame("b")).mean() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no router"):
+        r.classify(frame("a"))
+
+
+def test_classify_reports_each_frame(bundle_dir):
+    r = Restorer(bundle_dir / "bundle")
+    batch = np.concatenate([frame("a"), frame("b"), frame("clean"), frame("unknown")])
+    assert [d["task"] for d in r.classify(batch)] == ["a", "b", "clean", "unknown"]
+    assert r.status()["decisions"] == 0  # classify does not change state
+    with pytest.raises(ValueError, match="N×1×H×W"):
+        r.infer(np.zeros((1, 2, H, W), np.float32))
