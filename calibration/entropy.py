@@ -80,37 +80,52 @@ class Histogram:
 
 def kl_threshold(counts: np.ndarray, bin_width: float, num_quantized_bins: int = NUM_QUANTIZED_BINS,
                  start: Optional[int] = None, stride: int = 1) -> float:
-    """The KL-optimal amax for a histogram of |x| (see the module docstring)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    n = counts.size
-    if bin_width <= 0.0 or counts.sum() == 0:
+    """The KL-optimal amax for a histogram of |x| (see the module docstring).
+
+    For candidate i, P = counts[:i] with the outliers sum(counts[i:]) added to P[i-1]; the i bins
+    form ``num_quantized_bins`` groups of (nearly) equal size and Q spreads each group's in-range
+    mass evenly over the group's non-empty bins of P. Since Q is constant inside a group,
+    KL(P||Q) = Σp·log p / S_P − log S_P − Σ_g P_g·log q_g / S_P + log S_Q, which evaluates every
+    candidate at once from cumulative sums (no loop over i). Candidates where Q is 0 on a bin
+    with P > 0 (infinite KL) are skipped.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    n = c.size
+    total = c.sum()
+    if bin_width <= 0.0 or total == 0:
         return 0.0
     start = num_quantized_bins if start is None else max(int(start), num_quantized_bins)
     if start >= n:
         return n * bin_width
-    last_nonzero = int(np.nonzero(counts)[0][-1])
+    last_nonzero = int(np.nonzero(c)[0][-1])
     if last_nonzero < num_quantized_bins:  # the whole distribution fits into 128 levels as is
         return (last_nonzero + 1) * bin_width
-    suffix = np.concatenate((np.cumsum(counts[::-1])[::-1], [0.0]))  # suffix[i] = sum(counts[i:])
-    best_i, best_kl = n, np.inf
-    for i in range(start, n + 1, stride):
-        p = counts[:i].copy()
-        p[i - 1] += suffix[i]
-        nonzero = p != 0
-        # group the i bins into num_quantized_bins groups of (nearly) equal size; Q spreads each
-        # group's in-range mass evenly over the group's non-empty bins of P
-        edges = (np.arange(num_quantized_bins + 1) * i) // num_quantized_bins
-        group_sum = np.add.reduceat(counts[:i], edges[:-1])
-        group_nonzero = np.add.reduceat(nonzero.astype(np.float64), edges[:-1])
-        per_bin = np.divide(group_sum, group_nonzero, out=np.zeros_like(group_sum), where=group_nonzero > 0)
-        q = np.repeat(per_bin, np.diff(edges)) * nonzero
-        if np.any(q[nonzero] == 0):  # KL(P||Q) is infinite
-            continue
-        pn = p[nonzero] / p.sum()
-        qn = q[nonzero] / q.sum()
-        kl = float(np.sum(pn * np.log(pn / qn)))
-        if kl < best_kl:
-            best_kl, best_i = kl, i
+    cs = np.concatenate(([0.0], np.cumsum(c)))
+    cnz = np.concatenate(([0.0], np.cumsum(c > 0)))
+    clogc = np.where(c > 0, c * np.log(np.where(c > 0, c, 1.0)), 0.0)
+    cl = np.concatenate(([0.0], np.cumsum(clogc)))
+    cand = np.arange(start, n + 1, max(1, int(stride)))
+    edges = (np.arange(num_quantized_bins + 1)[None, :] * cand[:, None]) // num_quantized_bins
+    group_sum = cs[edges[:, 1:]] - cs[edges[:, :-1]]
+    group_nz = cnz[edges[:, 1:]] - cnz[edges[:, :-1]]
+    outliers = total - cs[cand]
+    last = c[cand - 1]
+    group_nz[:, -1] += (last == 0) & (outliers > 0)  # bin i-1 holds the outliers
+    p_group = group_sum.copy()
+    p_group[:, -1] += outliers
+    q_sum = cs[cand]
+    per_bin = np.divide(group_sum, group_nz, out=np.zeros_like(group_sum), where=group_nz > 0)
+    infinite = np.any((p_group > 0) & (per_bin == 0), axis=1) | (q_sum == 0)
+    p_last = last + outliers
+    plogp = cl[cand - 1] + np.where(p_last > 0, p_last * np.log(np.where(p_last > 0, p_last, 1.0)), 0.0)
+    log_q = np.log(np.where(per_bin > 0, per_bin, 1.0))
+    cross = np.sum(np.where(p_group > 0, p_group * log_q, 0.0), axis=1)
+    with np.errstate(divide="ignore"):
+        kl = plogp / total - np.log(total) - cross / total + np.log(np.where(q_sum > 0, q_sum, 1.0))
+    kl[infinite] = np.inf
+    if not np.isfinite(kl).any():
+        return n * bin_width
+    best_i = int(cand[int(np.argmin(kl))])
     return (best_i + 0.5) * bin_width if best_i < n else n * bin_width
 
 

@@ -97,7 +97,7 @@ class ExportReport:
 
 
 def _initializer_like(model, name: str, producers: dict) -> bool:
-    """True if tensor ``name`` is an initializer, a Constant, or DequantizeLinear of one."""
+    """True if tensor ``name`` is an initializer or Constant, possibly behind Q/DQ nodes."""
     inits = {i.name for i in model.graph.initializer}
     if name in inits:
         return True
@@ -106,7 +106,7 @@ def _initializer_like(model, name: str, producers: dict) -> bool:
         return False
     if node.op_type in ("Constant", "Identity"):
         return node.op_type == "Constant" or _initializer_like(model, node.input[0], producers)
-    if node.op_type == "DequantizeLinear":
+    if node.op_type in ("DequantizeLinear", "QuantizeLinear"):  # int8 weights, or QAT-style Q→DQ
         return _initializer_like(model, node.input[0], producers)
     return False
 

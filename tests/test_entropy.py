@@ -78,3 +78,36 @@ def test_asymmetric_range_for_relu_output():
     c.update({"relu": np.random.default_rng(5).uniform(0, 2, 50_000).astype(np.float32)})
     lo, hi = c.ranges("minmax")["relu"].asymmetric()
     assert lo == 0.0 and hi == pytest.approx(2.0, abs=1e-3)
+
+
+def _kl_reference(counts, bin_width, nq=128):
+    """Direct transcription of the published algorithm (one KL per candidate, loops)."""
+    counts = np.asarray(counts, np.float64)
+    best, best_i = np.inf, counts.size
+    for i in range(nq, counts.size + 1):
+        p = counts[:i].copy()
+        p[i - 1] += counts[i:].sum()
+        edges = [(g * i) // nq for g in range(nq + 1)]
+        q = np.zeros(i)
+        for g in range(nq):
+            a, b = edges[g], edges[g + 1]
+            nonzero = p[a:b] != 0
+            if nonzero.any():
+                q[a:b][nonzero] = counts[a:b].sum() / nonzero.sum()
+        m = p > 0
+        if np.any(q[m] == 0):
+            continue
+        pn, qn = p / p.sum(), q / q.sum()
+        kl = np.sum(pn[m] * np.log(pn[m] / qn[m]))
+        if kl < best:
+            best, best_i = kl, i
+    return (best_i + 0.5) * bin_width if best_i < counts.size else counts.size * bin_width
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_vectorised_kl_matches_direct_algorithm(seed):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.laplace(0, 0.2, 50_000), rng.normal(0, 1.5, 2_000)]).astype(np.float32)
+    h = Histogram(512)  # smaller histogram keeps the loop reference quick
+    h.update(x)
+    assert kl_threshold(h.counts, h.bin_width) == pytest.approx(_kl_reference(h.counts, h.bin_width), rel=1e-9)

@@ -1,0 +1,277 @@
+"""Calibration frames, normalised exactly like the pipeline feeds the model.
+
+Sources (``calibration_set(source, ...)``):
+
+- ``synthetic``: the virtual camera (:class:`tir.edge.sources.synthetic.ThermalSceneRenderer`),
+  several scenes (seeds) sampled sparsely in time so the set is varied, 14-bit counts mapped to
+  [0, 1] by :class:`tir.edge.pipeline.normalize.Normalizer` as ``tir run`` does;
+- ``roadscene``: RoadScene IR frames (train split; the held-out part uses val) degraded on the
+  fly with every task of :mod:`tir.engines.degrade` plus clean copies, since the model sees
+  degraded frames at run time;
+- a folder: recordings (16-bit PNG/TIFF frames, ``.npy`` stacks N×H×W or single H×W) or 8-bit
+  image folders, searched recursively; 16-bit data goes through the pipeline's Normalizer,
+  8-bit is divided by 255, float data is taken as already normalised.
+
+NVIDIA's guideline quoted by Ultralytics is ≥ 500 representative frames (pipelines.md rec. 5),
+hence the default ``n``. Frames are produced lazily and deterministically (frame i depends only on
+(source, seed, i)), so 500 full-resolution frames never sit in memory at once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+DEFAULT_FRAMES = 500
+DEFAULT_SIZE = (640, 512)  # (w, h)
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".pgm", ".bmp", ".jpg", ".jpeg")
+SOURCES = ("synthetic", "roadscene")
+FRAME_STRIDE = 7  # synthetic: frames apart in time (~0.23 s at 30 fps)
+FRAMES_PER_SCENE = 50
+
+log = logging.getLogger(__name__)
+
+
+class CalibrationDataError(ValueError):
+    """No usable calibration frames; the message says what was looked for."""
+
+
+class CalibrationSet:
+    """``n`` normalised frames, each float32 H×W in [0, 1], produced on demand."""
+
+    def __init__(self, name: str, n: int, size: Tuple[int, int], frame: Callable[[int], np.ndarray],
+                 pair: Optional[Callable[[int], Tuple[np.ndarray, np.ndarray]]] = None):
+        if n <= 0:
+            raise CalibrationDataError(f"{name}: need at least one frame, got n={n}")
+        self.name, self.n, self.size = name, int(n), (int(size[0]), int(size[1]))
+        self._frame = frame
+        self._pair = pair
+
+    @property
+    def has_references(self) -> bool:
+        """True when clean targets exist (the accuracy gate then measures dB lost vs clean)."""
+        return self._pair is not None
+
+    def pair(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(model input, clean target), both float32 H×W in [0, 1] on the same scale."""
+        if self._pair is None:
+            raise CalibrationDataError(f"{self.name} has no clean references")
+        if not 0 <= i < self.n:
+            raise IndexError(f"{self.name}: frame {i} out of range 0..{self.n - 1}")
+        x, y = self._pair(i)
+        return _fit(np.asarray(x, np.float32), self.size), _fit(np.asarray(y, np.float32), self.size)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not 0 <= i < self.n:
+            raise IndexError(f"{self.name}: frame {i} out of range 0..{self.n - 1}")
+        x = np.asarray(self._frame(i), dtype=np.float32)
+        return _fit(x, self.size)
+
+    def batches(self, batch_size: int = 1, progress: bool = False, desc: str = "calibration") -> Iterator[np.ndarray]:
+        """N×1×H×W float32 batches in order."""
+        indices = range(0, self.n, batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            indices = tqdm(indices, desc=desc, unit="batch")
+        for start in indices:
+            stop = min(start + batch_size, self.n)
+            yield np.stack([self[i] for i in range(start, stop)])[:, None]
+
+    def array(self) -> np.ndarray:
+        """All frames as N×1×H×W (only for small sets)."""
+        return np.stack([self[i] for i in range(self.n)])[:, None]
+
+    def __repr__(self) -> str:
+        return f"<CalibrationSet {self.name}: {self.n} frames {self.size[0]}x{self.size[1]}>"
+
+
+def _fit(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    if x.shape != (size[1], size[0]):
+        import cv2
+
+        x = cv2.resize(x, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def normalise_counts(raw: np.ndarray) -> np.ndarray:
+    """One frame of raw counts → [0, 1] the way the pipeline does (steady-state Normalizer)."""
+    from tir.edge.pipeline.normalize import Normalizer
+
+    return Normalizer(alpha=1.0).forward(np.asarray(raw))[0]
+
+
+def to_model_input(image: np.ndarray) -> np.ndarray:
+    """Any frame (uint8, uint16 counts or float) → float32 [0, 1]."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        import cv2
+
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.shape[2] == 3 else image[..., 0]
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if np.issubdtype(image.dtype, np.integer):
+        return normalise_counts(image.astype(np.uint16, copy=False))
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def synthetic_set(n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, seed: int = 0) -> CalibrationSet:
+    from tir.edge.sources.synthetic import ThermalSceneRenderer
+
+    scenes = max(1, -(-n // FRAMES_PER_SCENE))
+    renderers: dict = {}
+
+    def render(i: int, clean: bool):
+        scene = i % scenes
+        if scene not in renderers:
+            renderers[scene] = ThermalSceneRenderer(size, 30.0, seed * 1000 + scene)
+        k = (i // scenes) * FRAME_STRIDE + 3 * scene
+        return renderers[scene].render(k, clean=clean)
+
+    def frame(i: int) -> np.ndarray:
+        return normalise_counts(render(i, False)[0])
+
+    def pair(i: int):
+        from tir.edge.pipeline.normalize import Normalizer
+
+        raw, truth, _ = render(i, True)
+        norm = Normalizer(alpha=1.0)
+        x, params = norm.forward(raw)
+        return x, norm.forward(truth, params)[0]  # clean counts on the same scale as the input
+
+    return CalibrationSet(f"synthetic(seed={seed})", n, size, frame, pair)
+
+
+def roadscene_set(n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, seed: int = 0, split: str = "train",
+                  data_root=None, tasks: Optional[Sequence[str]] = None) -> CalibrationSet:
+    from tir.engines import degrade as dg
+
+    clean = dg.load_roadscene(split, root=data_root, size=tuple(size))
+    clean_u8 = np.round(clean * 255.0).astype(np.uint8)  # lossless: the frames are 8-bit
+    del clean
+    variants: List[Optional[str]] = [None] + list(tasks if tasks is not None else dg.TASKS)
+
+    def pair(i: int):
+        k = i % len(clean_u8)
+        task = variants[(i + i // len(clean_u8)) % len(variants)]
+        y = clean_u8[k].astype(np.float32) / 255.0
+        if task is None:
+            return y, y
+        return dg.degrade(y, task, np.random.default_rng([seed, i, dg.task_seed(task, seed)])), y
+
+    def frame(i: int) -> np.ndarray:
+        return pair(i)[0]
+
+    return CalibrationSet(f"roadscene-{split}", n, size, frame, pair)
+
+
+def _folder_index(directory: Path) -> List[Tuple[Path, Optional[int]]]:
+    entries: List[Tuple[Path, Optional[int]]] = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            arr = np.load(path, mmap_mode="r")
+            if arr.ndim == 2:
+                entries.append((path, None))
+            elif arr.ndim == 3:
+                entries.extend((path, j) for j in range(arr.shape[0]))
+            else:
+                log.warning("skipping %s: shape %s is neither H×W nor N×H×W", path, arr.shape)
+        elif suffix in IMAGE_SUFFIXES:
+            entries.append((path, None))
+    return entries
+
+
+def folder_set(directory, n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, part: str = "calib") -> CalibrationSet:
+    """Frames of a recording/image folder; every 10th frame is held out (``part="holdout"``)."""
+    import cv2
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CalibrationDataError(
+            f"calibration source {directory} is not a folder; use one of {SOURCES} or a folder of "
+            "16-bit PNG/TIFF, .npy recordings or 8-bit images")
+    entries = _folder_index(directory)
+    if not entries:
+        raise CalibrationDataError(f"no frames ({', '.join(IMAGE_SUFFIXES)}, .npy) under {directory}")
+    held = [e for j, e in enumerate(entries) if j % 10 == 9]
+    entries = held if part == "holdout" else [e for j, e in enumerate(entries) if j % 10 != 9]
+    if not entries:
+        raise CalibrationDataError(f"{directory}: too few frames to hold out a part (have {len(entries)})")
+    if len(entries) < n:
+        log.warning("%s has %d %s frames, fewer than the %d asked for; using them all", directory,
+                    len(entries), part, n)
+        picked = entries
+    else:  # spread over the whole recording
+        picked = [entries[j] for j in np.linspace(0, len(entries) - 1, n).round().astype(int)]
+
+    def frame(i: int) -> np.ndarray:
+        path, index = picked[i]
+        if index is None and path.suffix.lower() != ".npy":
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise CalibrationDataError(f"cannot read image {path}")
+        else:
+            arr = np.load(path, mmap_mode="r")
+            image = np.array(arr if index is None else arr[index])
+        return to_model_input(image)
+
+    return CalibrationSet(f"folder({directory.name}, {part})", len(picked), size, frame)
+
+
+def calibration_set(source: str, n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, seed: int = 0,
+                    holdout: bool = False, data_root=None, tasks: Optional[Sequence[str]] = None) -> CalibrationSet:
+    """The calibration (or, with ``holdout=True``, the disjoint held-out) frames of ``source``.
+
+    ``tasks`` restricts RoadScene degradations (e.g. to one route's task); None = clean + all tasks.
+    """
+    size = (int(size[0]), int(size[1]))
+    if source == "synthetic":
+        # held-out frames come from other scenes (seeds) than the calibration frames
+        return synthetic_set(n, size, seed + 7919 if holdout else seed)
+    if source == "roadscene":
+        return roadscene_set(n, size, seed + (1 if holdout else 0), split="val" if holdout else "train",
+                             data_root=data_root, tasks=tasks)
+    if os.path.isdir(source):
+        return folder_set(source, n, size, part="holdout" if holdout else "calib")
+    raise CalibrationDataError(f"unknown calibration source {source!r}: use one of {SOURCES} or an existing folder")
+
+
+class FrameDataReader:
+    """An ONNX Runtime ``CalibrationDataReader`` over a :class:`CalibrationSet`.
+
+    ORT's ABC recognises any class with ``get_next`` (``__subclasshook__``), so this needs no
+    onnxruntime import.
+    """
+
+    def __init__(self, frames: CalibrationSet, input_name: str = "input", batch_size: int = 1,
+                 progress: bool = False):
+        self.frames, self.input_name, self.batch_size, self.progress = frames, input_name, batch_size, progress
+        self.rewind()
+
+    def rewind(self) -> None:
+        self._iter = self.frames.batches(self.batch_size, progress=self.progress)
+
+    def get_next(self):
+        batch = next(self._iter, None)
+        return None if batch is None else {self.input_name: batch}
+
+    def __len__(self) -> int:
+        return -(-len(self.frames) // self.batch_size)
+
+    def __iter__(self):
+        self.rewind()
+        return self
+
+    def __next__(self):
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+

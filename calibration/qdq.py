@@ -1,0 +1,251 @@
+"""Calibrated ranges → INT8 models: a TensorRT Q/DQ ONNX and a CPU (ONNX Runtime) U8S8 ONNX.
+
+One calibration (:func:`collect_ranges`: the fp32 model run on the calibration frames with
+every float tensor exposed, histograms in :mod:`tir.calibration.entropy`) feeds both flavours:
+
+- **TensorRT** (:func:`write_trt_qdq`), following TensorRT's explicit-quantization rules
+  (tensorrt_int8.md §1.3): symmetric INT8 with zero point 0 given as an explicit INT8 tensor
+  (the TRT 8.5 DequantizeLinear importer asserts 3 inputs), positive scales, per-channel
+  weights on axis 0 (K of KCRS), per-tensor activations; Q/DQ on the activation input and the
+  weights of every Conv (weights as float → Q → DQ, the QAT form both parsers fold) and on both
+  inputs of residual Adds so the add fuses as an INT8 epilogue; normalisation, GELU/Erf,
+  sigmoid and shuffles are left in higher precision (built with the FP16 flag).
+- **CPU** (:func:`quantize_cpu`): ``onnxruntime.quantization.quantize_static`` in QDQ format
+  with uint8 activations and int8 per-channel weights (U8S8), the fast integer path on x86;
+  signed-int8 activations (S8S8) run slower than fp32 on this CPU (cpu_budget.md). The same
+  ranges go in through ORT's JSON range cache (``calibration_cache_path``), clipped to the
+  calibrated amax and made asymmetric from the observed min/max.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .entropy import RangeCollector, TensorRange
+
+INT8_MAX = 127.0
+WEIGHTED_OPS = ("Conv", "ConvTranspose")
+
+
+@dataclass
+class QdqReport:
+    path: str
+    quantized_convs: List[str] = field(default_factory=list)
+    quantized_adds: List[str] = field(default_factory=list)
+    excluded: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)  # tensors without a usable range
+
+
+def _float_tensors(model) -> List[str]:
+    """Graph inputs and node outputs of float type (after shape inference)."""
+    import onnx
+    from onnx import TensorProto
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        types[vi.name] = vi.type.tensor_type.elem_type
+    inits = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    for node in model.graph.node:  # Constant outputs too: ORT quantises e.g. a Mul by a constant
+        names.extend(o for o in node.output if o)
+    return [n for n in dict.fromkeys(names) if types.get(n) == TensorProto.FLOAT]
+
+
+def collect_ranges(onnx_path, frames, batch_size: int = 1, num_bins: int = 2048, threads: int = 2,
+                   progress: bool = True) -> RangeCollector:
+    """Run the fp32 model over ``frames`` and histogram every float tensor."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    model = onnx.load(os.fspath(onnx_path))
+    names = _float_tensors(model)
+    existing = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in existing:
+            model.graph.output.append(helper.make_empty_tensor_value_info(name))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    input_name = sess.get_inputs()[0].name
+    out_names = [o.name for o in sess.get_outputs()]
+    collector = RangeCollector(num_bins)
+    for batch in frames.batches(batch_size, progress=progress, desc="calibration"):
+        values = sess.run(out_names, {input_name: batch})
+        collector.update({n: v for n, v in zip(out_names, values) if n in names or n == input_name})
+    return collector
+
+
+def _consumers(model) -> Dict[str, list]:
+    out: Dict[str, list] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            out.setdefault(name, []).append((node, i))
+    return out
+
+
+def qdq_targets(model) -> Dict[str, list]:
+    """{activation tensor: [(node index, input index)]} that TensorRT wants quantised."""
+    inits = {i.name for i in model.graph.initializer}
+    constants = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    fixed = inits | constants
+    targets: Dict[str, list] = {}
+    for k, node in enumerate(model.graph.node):
+        if node.op_type in WEIGHTED_OPS and node.input[0] not in fixed:
+            targets.setdefault(node.input[0], []).append((k, 0))
+        elif node.op_type == "Add" and len(node.input) == 2 and not (set(node.input) & fixed):
+            for i in range(2):
+                targets.setdefault(node.input[i], []).append((k, i))
+    return targets
+
+
+def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
+                  exclude_nodes: Iterable[str] = (), per_channel: bool = True,
+                  quantize_adds: bool = True) -> QdqReport:
+    """Insert TensorRT-style Q/DQ pairs (see the module docstring).
+
+    ``exclude_nodes``: node names left unquantised (they run FP16 when built with the FP16 flag);
+    ``quantize_adds=False`` leaves residual Adds in higher precision.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(os.fspath(onnx_path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise ValueError(f"{onnx_path}: opset {opset} < 13 has no per-channel Q/DQ; re-export with opset 17")
+    exclude = set(exclude_nodes)
+    report = QdqReport(path=os.fspath(out_path), excluded=sorted(exclude))
+    inits = {i.name: i for i in model.graph.initializer}
+    new_nodes: Dict[int, list] = {}  # insert before node index
+    graph_nodes = list(model.graph.node)
+    new_inits = []
+
+    def add_qdq(tensor: str, scale: np.ndarray, axis: Optional[int], before: int, tag: str) -> str:
+        scale = np.asarray(scale, np.float32)
+        zp = np.zeros(scale.shape, np.int8)
+        s_name, z_name = f"{tag}_scale", f"{tag}_zero_point"
+        new_inits.extend([numpy_helper.from_array(scale, s_name), numpy_helper.from_array(zp, z_name)])
+        attrs = {"axis": axis} if axis is not None else {}
+        q_out, dq_out = f"{tag}_quantized", f"{tag}_dequantized"
+        new_nodes.setdefault(before, []).extend([
+            helper.make_node("QuantizeLinear", [tensor, s_name, z_name], [q_out], name=f"{tag}_QuantizeLinear", **attrs),
+            helper.make_node("DequantizeLinear", [q_out, s_name, z_name], [dq_out], name=f"{tag}_DequantizeLinear", **attrs),
+        ])
+        return dq_out
+
+    # activations: one Q/DQ pair per tensor, shared by all its targeted consumers
+    for tensor, uses in qdq_targets(model).items():
+        uses = [(k, i) for k, i in uses if graph_nodes[k].name not in exclude
+                and (quantize_adds or graph_nodes[k].op_type != "Add")]
+        if not uses:
+            continue
+        r = ranges.get(tensor)
+        if r is None or not r.amax > 0:
+            report.skipped.append(tensor)
+            continue
+        first = min(k for k, _ in uses)
+        dq = add_qdq(tensor, np.float32(r.amax / INT8_MAX), None, first, _safe(tensor))
+        for k, i in uses:
+            n = graph_nodes[k]
+            n.input[i] = dq
+            bucket = report.quantized_convs if n.op_type in WEIGHTED_OPS else report.quantized_adds
+            if n.name not in bucket:
+                bucket.append(n.name)
+
+    # weights: per output channel for Conv (axis 0 = K of KCRS), per tensor for ConvTranspose
+    done: Dict[str, str] = {}
+    for k, node in enumerate(graph_nodes):
+        if node.op_type not in WEIGHTED_OPS or node.name in exclude or len(node.input) < 2:
+            continue
+        w_name = node.input[1]
+        if w_name in done:
+            node.input[1] = done[w_name]
+            continue
+        if w_name not in inits:
+            report.skipped.append(w_name)
+            continue
+        w = numpy_helper.to_array(inits[w_name]).astype(np.float32)
+        if per_channel and node.op_type == "Conv":
+            amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+            axis = 0
+        else:
+            amax = np.array(np.abs(w).max(), np.float32)
+            axis = None
+        scale = np.maximum(amax, 1e-8) / INT8_MAX  # TensorRT: scales must all be positive
+        done[w_name] = node.input[1] = add_qdq(w_name, scale, axis, k, _safe(w_name))
+
+    nodes = []
+    for k, node in enumerate(graph_nodes):
+        nodes.extend(new_nodes.get(k, []))
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(new_inits)
+    onnx.checker.check_model(model)
+    os.makedirs(os.path.dirname(os.path.abspath(report.path)), exist_ok=True)
+    onnx.save(model, report.path)
+    return report
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name).strip("_") or "t"
+
+
+def _tensors_data(ranges: Mapping[str, TensorRange]):
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
+    data = {}
+    for name, r in ranges.items():
+        lo, hi = r.asymmetric()
+        if hi - lo <= 0:
+            hi = lo + 1e-6
+        data[name] = TensorData(lowest=np.array(lo, np.float32), highest=np.array(hi, np.float32))
+    return TensorsData(CalibrationMethod.MinMax, data)
+
+
+def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activation: str = "uint8",
+                 per_channel: bool = True, reader=None, exclude_nodes: Sequence[str] = ()) -> str:
+    """ORT static QDQ quantisation from our ranges; ``activation`` "uint8" (U8S8) or "int8" (S8S8)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
+    out_path = os.fspath(out_path)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    tensors = _tensors_data(ranges)
+    kwargs = dict(quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8,
+                  per_channel=per_channel, reduce_range=False, calibrate_method=CalibrationMethod.MinMax,
+                  nodes_to_exclude=list(exclude_nodes) or None,
+                  extra_options={"ActivationSymmetric": activation == "int8", "WeightSymmetric": True})
+    if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        with tempfile.TemporaryDirectory(prefix="tir-qdq-") as tmp:
+            cache = os.path.join(tmp, "ranges.json")
+            save_tensors_data(tensors, cache)
+            quantize_static(os.fspath(onnx_path), out_path, calibration_data_reader=None,
+                            calibration_cache_path=cache, **kwargs)
+    else:  # older ORT: pin every range through TensorQuantOverrides, calibration pass still runs
+        if reader is None:
+            raise ValueError("this onnxruntime has no calibration_cache_path; pass reader= (a FrameDataReader)")
+        kwargs["extra_options"]["TensorQuantOverrides"] = {
+            name: [{"rmin": float(td.lowest), "rmax": float(td.highest)}] for name, td in tensors.items()}
+        quantize_static(os.fspath(onnx_path), out_path, calibration_data_reader=reader, **kwargs)
+    return out_path
+
+
+def trt_cache_from_ranges(ranges: Mapping[str, TensorRange], path, version: str = "8.5.2",
+                          algorithm: str = "EntropyCalibration2"):
+    """The same ranges as a native TensorRT calibration cache (implicit path, TRT 8.5 / DLA)."""
+    from .trt_cache import TrtCalibrationCache
+
+    cache = TrtCalibrationCache.from_amax({k: r.amax for k, r in ranges.items() if r.amax > 0}, version, algorithm)
+    cache.write(path)
+    return cache

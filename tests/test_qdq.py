@@ -1,0 +1,108 @@
+"""calibration/qdq.py: TensorRT Q/DQ ONNX and the CPU U8S8 model from one calibration."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from tir.calibration.data import calibration_set
+from tir.calibration.qdq import collect_ranges, quantize_cpu, trt_cache_from_ranges, write_trt_qdq
+from tir.calibration.trt_cache import TrtCalibrationCache
+from tir.engines.export import audit_onnx, export_onnx, ort_session
+from tir.engines.metrics import psnr
+
+
+class ResNetLite(nn.Module):
+    def __init__(self, c=8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+        self.head = nn.Conv2d(4, c, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1))
+        self.tail = nn.Conv2d(c, 4, 3, padding=1)
+
+    def forward(self, x):
+        f = self.head(self.down(x))
+        f = f + self.block(f)
+        return x + 0.1 * self.up(self.tail(f))
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    d = tmp_path_factory.mktemp("qdq")
+    fp32 = d / "fp32.onnx"
+    export_onnx(ResNetLite(), fp32, input_shape=(1, 1, 32, 32))
+    frames = calibration_set("synthetic", 6, (48, 32))
+    ranges = collect_ranges(fp32, frames, progress=False).ranges("entropy")
+    held = calibration_set("synthetic", 2, (48, 32), holdout=True).array()
+    ref = ort_session(fp32).run(None, {"input": held})[0]
+    return d, fp32, ranges, held, ref
+
+
+def _inits(model):
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def test_trt_qdq_follows_tensorrt_rules(calibrated):
+    d, fp32, ranges, held, ref = calibrated
+    report = write_trt_qdq(fp32, ranges, d / "trt.onnx")
+    assert len(report.quantized_convs) == 4 and len(report.quantized_adds) == 2
+    model = onnx.load(d / "trt.onnx")
+    assert audit_onnx(model).ok  # 3-input DQ, int8 zero point 0, positive scales, 8.5 + 10
+    inits = _inits(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            assert len(node.input) == 3
+            zp = inits[node.input[2]]
+            assert zp.dtype == np.int8 and not zp.any()
+            assert np.all(inits[node.input[1]] > 0)
+        if node.op_type == "Conv":
+            assert producers[node.input[0]].op_type == "DequantizeLinear"
+            w_dq = producers[node.input[1]]
+            assert w_dq.op_type == "DequantizeLinear"
+            k = inits[producers[w_dq.input[0]].input[0]].shape[0]
+            assert inits[w_dq.input[1]].shape == (k,)  # per output channel
+            assert next(a.i for a in w_dq.attribute if a.name == "axis") == 0
+    out = ort_session(d / "trt.onnx").run(None, {"input": held})[0]
+    assert psnr(ref, out) > 30.0
+
+
+def test_exclusions_stay_float(calibrated):
+    d, fp32, ranges, held, ref = calibrated
+    report = write_trt_qdq(fp32, ranges, d / "trt_ex.onnx", exclude_nodes=["/tail/Conv"], quantize_adds=False)
+    assert "/tail/Conv" not in report.quantized_convs and report.quantized_adds == []
+    model = onnx.load(d / "trt_ex.onnx")
+    producers = {o: n for n in model.graph.node for o in n.output}
+    tail = next(n for n in model.graph.node if n.name == "/tail/Conv")
+    assert tail.input[0] not in producers or producers[tail.input[0]].op_type != "DequantizeLinear"
+    for add in (n for n in model.graph.node if n.op_type == "Add"):
+        assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in add.input)
+
+
+def test_cpu_u8s8_model(calibrated):
+    d, fp32, ranges, held, ref = calibrated
+    path = quantize_cpu(fp32, ranges, d / "u8s8.onnx")
+    model = onnx.load(path)
+    inits = _inits(model)
+    q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert q_nodes
+    zps = [inits[n.input[2]] for n in q_nodes if len(n.input) > 2 and n.input[2] in inits]
+    assert zps and all(z.dtype == np.uint8 for z in zps)  # U8 activations
+    weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                 and inits[n.input[0]].ndim == 4]
+    assert weight_dq and all(inits[n.input[0]].dtype == np.int8 for n in weight_dq)  # S8 weights
+    assert all(inits[n.input[1]].ndim == 1 for n in weight_dq)  # per channel
+    out = ort_session(path).run(None, {"input": held})[0]
+    assert psnr(ref, out) > 30.0
+
+
+def test_trt_cache_from_same_ranges(calibrated, tmp_path):
+    _, _, ranges, _, _ = calibrated
+    cache = trt_cache_from_ranges(ranges, tmp_path / "calib.cache", version="10.3.0")
+    back = TrtCalibrationCache.read(tmp_path / "calib.cache")
+    assert back.header == "TRT-100300-EntropyCalibration2"
+    assert "input" in back.scales
+    assert back.amax["input"] == pytest.approx(ranges["input"].amax, rel=1e-6)
+    assert set(back.scales) == set(cache.scales)
