@@ -1,0 +1,179 @@
+"""``tir camera list|info|ffc|get|set``: find thermal cameras and control them over serial.
+
+    tir camera list                          # UVC thermal cameras (by VID:PID), formats, serial ports
+    tir camera info [--port DEV]             # serial/part numbers, firmware, FPA temp, FFC, gain
+    tir camera ffc [--no-wait]               # run a flat-field correction
+    tir camera get fpa-temp | serial | ...   # one value
+    tir camera set ffc-mode manual           # change a setting, read it back
+
+Without ``--port`` the Boson's CDC-ACM port is found by USB VID:PID 09CB:4007; ``--protocol tau``
+speaks Tau2 instead (needs ``--port``).
+"""
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import time
+
+from tir.edge.camera.boson import BosonError, BosonPortError, FFCStatus
+from tir.edge.camera.ffc import PROTOCOLS, CameraNotFound, open_camera_control
+from tir.edge.camera.tau import TauError, TauPortError
+
+# name -> client method; a name whose method a client lacks is "not available over <protocol>".
+GETTERS = {
+    "serial": "get_camera_sn",
+    "sensor-serial": "get_sensor_sn",
+    "part-number": "get_camera_pn",
+    "software-rev": "get_software_rev",
+    "fpa-temp": "get_fpa_temp_c",
+    "ffc-mode": "get_ffc_mode",
+    "ffc-status": "get_ffc_status",
+    "gain-mode": "get_gain_mode",
+}
+SETTERS = {"ffc-mode": "set_ffc_mode", "gain-mode": "set_gain_mode"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--port", metavar="DEV", help="serial port (default: find a Boson by USB VID:PID)")
+    common.add_argument("--protocol", choices=PROTOCOLS, default="boson", help="control protocol")
+    common.add_argument("--timeout", type=float, default=1.0, help="seconds per attempt (default 1.0)")
+    common.add_argument("--retries", type=int, default=2, help="retries after a failed attempt")
+    common.add_argument("--sysfs-root", default="/sys", help=argparse.SUPPRESS)
+    common.add_argument("--dev-root", default="/dev", help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("list", parents=[common], help="thermal video devices, their formats and serial ports")
+    info = sub.add_parser("info", parents=[common], help="everything the camera reports")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ffc = sub.add_parser("ffc", parents=[common], help="run a flat-field correction")
+    ffc.add_argument("--no-wait", action="store_true", help="do not wait for the FFC to complete")
+    get = sub.add_parser("get", parents=[common], help="read one value")
+    get.add_argument("name", choices=sorted(GETTERS))
+    set_ = sub.add_parser("set", parents=[common], help="change a setting")
+    set_.add_argument("name", choices=sorted(SETTERS))
+    set_.add_argument("value", help="e.g. manual / auto / external (ffc-mode), high / low / auto (gain-mode)")
+
+
+def format_value(value) -> str:
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    if isinstance(value, tuple):
+        return ".".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _json_value(value):
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _read(client, name: str, protocol: str):
+    method = getattr(client, GETTERS[name], None)
+    if method is None:
+        raise ValueError(f"{name} is not available over the {protocol} protocol; "
+                         f"available: {', '.join(n for n, m in GETTERS.items() if hasattr(client, m))}")
+    return method()
+
+
+def list_cameras(args) -> int:
+    from tir.edge.camera.formats import format_for
+    from tir.edge.sources.devices import list_serial_ports, list_video_devices
+
+    videos = list_video_devices(args.sysfs_root, args.dev_root)
+    ports = list_serial_ports(args.sysfs_root, args.dev_root)
+    thermal = [d for d in videos if d.camera is not None]
+    if thermal:
+        print("thermal video devices:")
+        for device in thermal:
+            fmt = format_for(device.vid, device.pid)
+            size = "x".join(map(str, fmt.capture_size)) if fmt.capture_size else "device size"
+            node = "capture" if device.index in (0, None) else f"index {device.index} (metadata)"
+            control = [p.path for p in ports if (p.vid, p.pid) == (device.vid, device.pid)
+                       and (not device.serial or not p.serial or p.serial == device.serial)]
+            print(f"  {device.path}  {device.camera.name} [{device.usb_id}] {node}  "
+                  f"format {fmt.name}: {fmt.fourcc.strip()} {size}  "
+                  f"serial {', '.join(control) if control else '-'}")
+    else:
+        print("no thermal video devices found (known: FLIR Boson 09cb:4007, Lepton/PureThermal 1e4e:0100, "
+              "TC001/P2 Pro 0bda:5830)")
+    others = [d for d in videos if d.camera is None]
+    if others:
+        print("other video devices:")
+        for device in others:
+            print(f"  {device.describe()}")
+    print("serial ports:" if ports else "no USB serial ports (ttyACM*, ttyUSB*) found")
+    for port in ports:
+        print(f"  {port.describe()}")
+    return 0
+
+
+def _port_error_text(exc: Exception, args) -> str:
+    from tir.edge.sources.devices import describe_serial_ports
+
+    text = str(exc)
+    if "does not exist" in text:
+        text += f"; {describe_serial_ports(args.sysfs_root, args.dev_root)}"
+    return text
+
+
+def main(args) -> int:
+    if args.action == "list":
+        return list_cameras(args)
+    try:
+        client = open_camera_control(args.port, args.protocol, timeout=args.timeout, retries=args.retries,
+                                     sysfs_root=args.sysfs_root, dev_root=args.dev_root)
+    except CameraNotFound as exc:
+        print(f"tir camera: {exc}")
+        return 2
+    except (BosonPortError, TauPortError) as exc:
+        print(f"tir camera: {_port_error_text(exc, args)}")
+        return 2
+    try:
+        with client:
+            return _act(client, args)
+    except ValueError as exc:
+        print(f"tir camera: {exc}")
+        return 2
+    except (BosonError, TauError) as exc:
+        print(f"tir camera: camera error on {client.port_name}: {exc}")
+        return 1
+
+
+def _act(client, args) -> int:
+    if args.action == "get":
+        print(format_value(_read(client, args.name, args.protocol)))
+    elif args.action == "set":
+        getattr(client, SETTERS[args.name])(args.value)
+        print(f"{args.name}: {format_value(_read(client, args.name, args.protocol))}")
+    elif args.action == "info":
+        values = {name: _read(client, name, args.protocol) for name, method in GETTERS.items()
+                  if hasattr(client, method)}
+        if args.json:
+            print(json.dumps({"port": client.port_name, "protocol": args.protocol,
+                              **{k: _json_value(v) for k, v in values.items()}}))
+        else:
+            print(f"{'port':14s} {client.port_name} ({args.protocol})")
+            for name, value in values.items():
+                print(f"{name:14s} {format_value(value)}{' °C' if name == 'fpa-temp' else ''}")
+    elif args.action == "ffc":
+        start = time.monotonic()
+        client.run_ffc()
+        status = _wait_for_ffc(client, start) if not args.no_wait else None
+        done = f", status {format_value(status)}" if status is not None else ""
+        print(f"FFC {'started' if status is None else 'done'} in {time.monotonic() - start:.2f} s{done}")
+    return 0
+
+
+def _wait_for_ffc(client, start: float, limit_s: float = 5.0):
+    """Poll the FFC status until it is no longer imminent/in progress (None if the client has none)."""
+    if not hasattr(client, "get_ffc_status"):
+        return None
+    status = client.get_ffc_status()
+    while status in (FFCStatus.IMMINENT, FFCStatus.IN_PROGRESS) and time.monotonic() - start < limit_s:
+        time.sleep(0.05)
+        status = client.get_ffc_status()
+    return status
