@@ -13,6 +13,10 @@ class SourceError(RuntimeError):
     """A source that cannot be opened or read; the message says what exists instead."""
 
 
+class EndOfStream(SourceError):
+    """A finite source (file without ``loop=1``, ``synthetic://?frames=N``) has ended."""
+
+
 class Source(ABC):
     """Yields :class:`~tir.edge.frame.Frame` objects holding raw uint16 counts.
 
@@ -46,7 +50,7 @@ class Source(ABC):
     def close(self) -> None:
         pass
 
-    def stats(self) -> Dict[str, int]:
+    def stats(self) -> Dict[str, object]:
         return {}
 
     def __enter__(self):

@@ -25,17 +25,13 @@ import numpy as np
 
 from ..frame import Frame, FrameError, check_frame, now
 from ..uri import URI
-from .base import Source, SourceError
+from .base import EndOfStream, Source, SourceError  # EndOfStream re-exported for importers of .file
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".pgm", ".bmp", ".jpg", ".jpeg")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 DEFAULT_IMAGE_FPS = 30.0
-
-
-class EndOfStream(SourceError):
-    """A finite source (file without ``loop=1``, ``synthetic://?frames=N``) has ended."""
 
 
 def describe_missing(path: str) -> str:
