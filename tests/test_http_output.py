@@ -147,7 +147,9 @@ def test_stats_json_merges_provider_and_counters(server):
     assert stats["http"]["frames_in"] == 2
     assert stats["frame"] == {"seq": 1, "width": W, "height": H,
                               "age_ms": stats["frame"]["age_ms"]}
-    assert stats["scene"]["max_counts"] == 12000
+    # make_frame(1): restored = raw // 2 + 1000; 256 of 6144 pixels in the hot square.
+    assert stats["scene"]["max_counts"] == 12000 // 2 + 1000
+    assert stats["scene"]["of"] == "restored"
     assert stats["no_signal"] is False
     assert calls
 
@@ -257,3 +259,13 @@ def test_frames_from_the_synthetic_camera_stream_at_their_size(server):
     conn.close()
     assert decode(part).shape == (120, 320, 3)
     assert json.loads(get(server, "/stats.json")[1])["frame"]["seq"] == 4
+
+
+def test_scene_range_ignores_a_few_dead_and_hot_pixels(server):
+    frame = make_frame(0)
+    frame.restored = None
+    frame.raw[0, 0], frame.raw[2, 2] = 0, 65535  # both on the sampled grid
+    server.write(frame)
+    scene = json.loads(get(server, "/stats.json")[1])["scene"]
+    assert scene["of"] == "raw"
+    assert 4000 <= scene["min_counts"] and scene["max_counts"] == 12000

@@ -66,6 +66,15 @@ def counts_to_celsius(counts: float, meta: Dict[str, Any]) -> Optional[float]:
         return None
 
 
+def scene_range(frame: Frame) -> Dict[str, Any]:
+    """Robust min/max counts of the scene: the 0.1 and 99.9 percentiles of every other
+    pixel of the restored frame (or raw), so a few dead or hot pixels do not set them."""
+    counts = frame.restored if frame.restored is not None else frame.raw
+    lo, hi = np.percentile(counts[::2, ::2], (0.1, 99.9))
+    return {"min_counts": int(lo), "max_counts": int(round(hi)),
+            "of": "restored" if frame.restored is not None else "raw"}
+
+
 class LatestFrame:
     """The newest frame, a generation counter, and its JPEGs encoded on demand."""
 
@@ -245,8 +254,8 @@ class HTTPOutput(Output):
                 "height": int(frame.raw.shape[0]),
                 "age_ms": round((now() - frame.t_capture) * 1000.0, 1),
             }
-            lo, hi = int(frame.raw.min()), int(frame.raw.max())
-            scene = {"min_counts": lo, "max_counts": hi}
+            scene = scene_range(frame)
+            lo, hi = scene["min_counts"], scene["max_counts"]
             lo_c, hi_c = counts_to_celsius(lo, frame.meta), counts_to_celsius(hi, frame.meta)
             if lo_c is not None:
                 scene.update(min_c=lo_c, max_c=hi_c)
