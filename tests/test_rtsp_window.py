@@ -1,4 +1,4 @@
-"""Window and RTSP outputs: their refusals where they cannot work here, pipelines, newest-frame worker."""
+"""Window and RTSP outputs: refusals where they cannot work, pipelines, newest-frame worker."""
 import json
 import os
 import shutil

@@ -279,7 +279,8 @@ def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[
             if where.endswith(".png"):
                 counts = cv2.imread(str(path / where), cv2.IMREAD_UNCHANGED)
                 if counts is None:
-                    raise FileNotFoundError(f"{path / where} is listed in {INDEX_NAME} but unreadable")
+                    raise FileNotFoundError(
+                        f"{path / where} is listed in {INDEX_NAME} but unreadable")
             else:
                 if stream is None:
                     stream = open(path / f"{what}.u16", "rb")
