@@ -46,6 +46,7 @@ _REGISTRY: Dict[str, str] = {
     "file": "tir.edge.outputs.recorder:Recorder",
     "display": "tir.edge.outputs.window:WindowOutput",
     "rtsp": "tir.edge.outputs.rtsp:RTSPOutput",
+    "rtp": "tir.edge.outputs.rtsp:RTSPOutput",
 }
 
 
