@@ -120,3 +120,12 @@ def test_frame_reader_drops_oversize_frames():
     assert reader.oversize_frames == 1
     frames = reader.feed(fslp.command_frame(5, 0x00050007))
     assert len(frames) == 1 and frames[0].error is None
+
+
+def test_protocol_modules_do_not_import_serial():
+    import subprocess
+    import sys
+    code = ("import sys, tir.edge.camera.fslp, tir.edge.camera.boson, tir.edge.camera.tau; "
+            "print('serial' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

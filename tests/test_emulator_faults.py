@@ -61,18 +61,20 @@ def test_fault_with_retries_succeeds(emu, fault):
     start = time.monotonic()
     assert client.get_camera_sn() == 93588
     assert time.monotonic() - start < 3 * TIMEOUT + HANG_MARGIN_S
-    expected_retries = 0 if fault == "garbage" else 1
-    assert client.stats()["retries"] == expected_retries
+    # "late" may land in the second or the third attempt, depending on scheduling
+    expected_retries = {"garbage": {0}, "late": {1, 2}}.get(fault, {1})
+    assert client.stats()["retries"] in expected_retries
     assert client.get_fpa_temp_c() == pytest.approx(35.0, abs=0.6)
     client.close()
 
 
 def test_late_reply_to_an_abandoned_request_is_skipped(emu):
-    client = BosonClient(emu.port, timeout=TIMEOUT, retries=1)
-    emu.inject("late", delay_s=1.5 * TIMEOUT)
+    # attempt 1 (seq 0) times out at 0.4 s; its reply arrives at 0.6 s, inside attempt 2 (seq 1)
+    client = BosonClient(emu.port, timeout=0.4, retries=1)
+    emu.inject("late", delay_s=0.6)
     assert client.get_camera_sn() == 93588
     stats = client.stats()
-    assert stats["timeouts"] == 1 and stats["stale_replies"] + stats["retries"] >= 1
+    assert stats["timeouts"] == 1 and stats["retries"] == 1 and stats["stale_replies"] == 1
     assert client.get_software_rev() == (4, 1, 22)
 
 
