@@ -1,0 +1,260 @@
+"""TensorRT engine cache: plans keyed by everything that makes a plan valid, refused otherwise.
+
+A serialized TensorRT plan only runs on the TensorRT version and GPU that built it
+("engines are not portable across different GPU architectures", "by default engines only work
+with the TRT version that built them": tensorrt_int8.md §3), and users keep hitting stale plans
+after JetPack upgrades (pipelines.md pain point 3). jetson-inference keys on the TRT version and
+precision but not the GPU; here the key is (pipelines.md recommendation 4):
+
+    sha256(ONNX) + TensorRT version + GPU name + compute capability + L4T/JetPack release
+    + precision + input profile + calibration-cache hash + builder flags
+
+Plans live in ``~/.cache/tir-edge/engines/`` (override: ``$TIR_ENGINE_CACHE``), not in the
+package folder: site-packages is often read-only (system Python on JetPack, root-owned venvs),
+a plan belongs to one machine while the package is shared, and a package upgrade must not
+carry plans along. Each plan ``<route>-<precision>-<key16>.plan`` has a JSON sidecar with the
+full key, the build command and timings. Loading a plan whose sidecar disagrees with this
+machine is refused with the differing fields and the exact ``tir build`` command to rebuild.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+PathLike = Union[str, os.PathLike]
+ENV_VAR = "TIR_ENGINE_CACHE"
+KEY_VERSION = 1
+PLATFORM_FIELDS = ("trt_version", "gpu_name", "compute_capability", "l4t_release")
+
+
+class EngineCacheError(RuntimeError):
+    """A plan that does not match this machine/model; the message has the rebuild command."""
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tir-edge" / "engines"
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_l4t_release(text: str) -> Optional[str]:
+    """``/etc/nv_tegra_release`` first line → "35.4.1" (``# R35 (release), REVISION: 4.1, ...``)."""
+    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
+def l4t_release(path: str = "/etc/nv_tegra_release") -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return parse_l4t_release(f.read())
+    except OSError:
+        return None
+
+
+# JetPack ↔ L4T (tensorrt_int8.md §5: JetPack 6.2 = L4T 36.4.x; JetPack 5.1.x = L4T 35.x)
+def jetpack_major(l4t: Optional[str]) -> Optional[int]:
+    if not l4t:
+        return None
+    major = int(l4t.split(".")[0])
+    return {35: 5, 36: 6, 38: 7}.get(major)
+
+
+def current_platform() -> Dict[str, Optional[str]]:
+    """TensorRT version, GPU name, compute capability, L4T release of this machine.
+
+    Needs tensorrt and a CUDA device query (pycuda, else torch); raises EngineCacheError if absent.
+    """
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise EngineCacheError(f"tensorrt is not importable ({exc}); see docs/jetson.md") from None
+    name = cc = None
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        dev = cuda.Device(0)
+        name = dev.name()
+        cc = "%d.%d" % dev.compute_capability()
+    except Exception:  # pycuda missing or no context: try torch
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                name = torch.cuda.get_device_name(0)
+                cc = "%d.%d" % torch.cuda.get_device_capability(0)
+        except ImportError:
+            pass
+    if name is None:
+        raise EngineCacheError("no CUDA device found (pycuda and torch.cuda could not query one)")
+    return {"trt_version": trt.__version__, "gpu_name": name, "compute_capability": cc,
+            "l4t_release": l4t_release()}
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    onnx_sha256: str
+    trt_version: str
+    gpu_name: str
+    compute_capability: str
+    l4t_release: Optional[str]
+    precision: str  # fp32 | fp16 | int8-qdq | int8-calib
+    profile: Tuple[Tuple[str, Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]], ...]
+    calib_sha256: Optional[str] = None
+    flags: Tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["profile"] = [[n, list(a), list(b), list(c)] for n, a, b, c in self.profile]
+        d["flags"] = list(self.flags)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EngineKey":
+        d = dict(d)
+        d["profile"] = tuple((n, tuple(a), tuple(b), tuple(c)) for n, a, b, c in d.get("profile", ()))
+        d["flags"] = tuple(d.get("flags", ()))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def digest(self) -> str:
+        blob = json.dumps({"v": KEY_VERSION, **self.to_dict()}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def differences(self, other: "EngineKey") -> List[str]:
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: plan has {a[k]!r}, expected {b[k]!r}" for k in a if a[k] != b[k]]
+
+
+def profile_for_sizes(sizes: Sequence[Tuple[int, int]], input_name: str = "input", batch: int = 1,
+                      multiple: int = 1):
+    """One optimisation profile covering the camera sizes (w, h), padded up to ``multiple``."""
+    if not sizes:
+        raise ValueError("need at least one --size WxH")
+    hs = [-(-h // multiple) * multiple for _, h in sizes]
+    ws = [-(-w // multiple) * multiple for w, _ in sizes]
+    lo = (1, 1, min(hs), min(ws))
+    opt = (batch, 1, hs[0], ws[0])
+    hi = (batch, 1, max(hs), max(ws))
+    return ((input_name, lo, opt, hi),)
+
+
+def build_command(bundle: Optional[PathLike], precision: str, sizes: Sequence[Tuple[int, int]],
+                  route: Optional[str] = None) -> str:
+    parts = ["tir", "build", "--bundle", str(bundle) if bundle else "DIR", "--precision", precision]
+    for w, h in sizes:
+        parts += ["--size", f"{w}x{h}"]
+    if route:
+        parts += ["--route", route]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+@dataclass
+class CacheEntry:
+    plan: Path
+    key: EngineKey
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def rebuild_command(self) -> str:
+        return self.meta.get("rebuild_command") or build_command(None, self.key.precision, [])
+
+
+class EngineCache:
+    """Plans + sidecars under one folder (see the module docstring)."""
+
+    def __init__(self, root: Optional[PathLike] = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def plan_path(self, key: EngineKey, name: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        return self.root / f"{safe}-{key.precision}-{key.digest()[:16]}.plan"
+
+    @staticmethod
+    def sidecar(plan: PathLike) -> Path:
+        return Path(plan).with_suffix(".json")
+
+    def store(self, key: EngineKey, plan_bytes: bytes, name: str, meta: Optional[dict] = None) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.plan_path(key, name)
+        tmp = path.with_suffix(".plan.tmp")
+        tmp.write_bytes(bytes(plan_bytes))
+        os.replace(tmp, path)
+        doc = {"key": key.to_dict(), "digest": key.digest(), "name": name,
+               "plan_sha256": hashlib.sha256(bytes(plan_bytes)).hexdigest(),
+               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        doc.update(meta or {})
+        side = self.sidecar(path)
+        side.with_suffix(".json.tmp").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        os.replace(side.with_suffix(".json.tmp"), side)
+        return path
+
+    def read_entry(self, plan: PathLike) -> CacheEntry:
+        plan = Path(plan)
+        side = self.sidecar(plan)
+        if not plan.is_file():
+            raise EngineCacheError(f"no TensorRT plan at {plan}; build one with `tir build`")
+        if not side.is_file():
+            raise EngineCacheError(f"plan {plan} has no sidecar {side.name}: cannot tell what it was built "
+                                   "for; rebuild it with `tir build`")
+        try:
+            doc = json.loads(side.read_text(encoding="utf-8"))
+            key = EngineKey.from_dict(doc["key"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EngineCacheError(f"unreadable sidecar {side}: {exc}; rebuild with `tir build`") from None
+        if doc.get("plan_sha256") and sha256_file(plan) != doc["plan_sha256"]:
+            raise EngineCacheError(f"plan {plan} does not match its sidecar (sha256 differs): rebuild with "
+                                   f"`{doc.get('rebuild_command', 'tir build')}`")
+        return CacheEntry(plan, key, doc)
+
+    def lookup(self, key: EngineKey, name: str) -> Optional[CacheEntry]:
+        path = self.plan_path(key, name)
+        if not path.is_file():
+            return None
+        entry = self.read_entry(path)
+        return entry if entry.key == key else None
+
+    def check_platform(self, entry: CacheEntry, platform: Dict[str, Optional[str]]) -> None:
+        """Refuse a plan built on another TensorRT/GPU/L4T than ``platform``."""
+        key = entry.key.to_dict()
+        diffs = [f"{f}: plan built for {key[f]!r}, this machine has {platform.get(f)!r}"
+                 for f in PLATFORM_FIELDS if key.get(f) != platform.get(f)]
+        if diffs:
+            raise EngineCacheError(
+                f"refusing TensorRT plan {entry.plan.name}: " + "; ".join(diffs)
+                + f". Rebuild it on this machine with: {entry.rebuild_command}")
+
+    def check_key(self, entry: CacheEntry, expected: EngineKey) -> None:
+        """Refuse a plan whose full key (model, precision, profile, calibration...) differs."""
+        diffs = entry.key.differences(expected)
+        if diffs:
+            raise EngineCacheError(f"refusing TensorRT plan {entry.plan.name}: " + "; ".join(diffs)
+                                   + f". Rebuild it with: {entry.rebuild_command}")
+
+    def entries(self) -> List[CacheEntry]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for plan in sorted(self.root.glob("*.plan")):
+            try:
+                out.append(self.read_entry(plan))
+            except EngineCacheError:
+                continue
+        return out

@@ -1,0 +1,88 @@
+"""engines/cache.py: engine keys, plan + sidecar storage, refusal with the rebuild command."""
+import json
+
+import pytest
+
+from tir.engines.cache import (EngineCache, EngineCacheError, EngineKey, build_command, default_cache_dir,
+                               jetpack_major, parse_l4t_release, profile_for_sizes)
+
+PLATFORM = {"trt_version": "8.5.2.2", "gpu_name": "Orin", "compute_capability": "8.7", "l4t_release": "35.4.1"}
+
+
+def _key(**changes):
+    base = dict(onnx_sha256="ab" * 32, precision="int8-qdq", profile=profile_for_sizes([(640, 512)], multiple=4),
+                calib_sha256="cd" * 32, flags=("fp16",), **PLATFORM)
+    base.update(changes)
+    return EngineKey(**base)
+
+
+def test_default_dir_and_env_override(monkeypatch, tmp_path):
+    monkeypatch.delenv("TIR_ENGINE_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert str(default_cache_dir()).endswith(".cache/tir-edge/engines")
+    monkeypatch.setenv("TIR_ENGINE_CACHE", str(tmp_path / "plans"))
+    assert default_cache_dir() == tmp_path / "plans"
+    assert EngineCache().root == tmp_path / "plans"
+
+
+def test_key_digest_depends_on_every_field():
+    base = _key()
+    assert base.digest() == _key().digest()
+    for change in (dict(onnx_sha256="00" * 32), dict(trt_version="10.3.0"), dict(gpu_name="Xavier"),
+                   dict(compute_capability="7.2"), dict(l4t_release="36.4.0"), dict(precision="fp16"),
+                   dict(profile=profile_for_sizes([(320, 256)])), dict(calib_sha256=None), dict(flags=())):
+        assert _key(**change).digest() != base.digest(), change
+    assert EngineKey.from_dict(json.loads(json.dumps(base.to_dict()))) == base
+
+
+def test_store_lookup_and_sidecar(tmp_path):
+    cache = EngineCache(tmp_path)
+    key = _key()
+    cmd = build_command("bundles/edge", "int8", [(640, 512)], route="noise")
+    path = cache.store(key, b"PLAN", "noise", {"rebuild_command": cmd})
+    assert path.name.startswith("noise-int8-qdq-") and path.suffix == ".plan"
+    side = json.loads(cache.sidecar(path).read_text())
+    assert side["key"]["gpu_name"] == "Orin" and side["rebuild_command"] == cmd
+    entry = cache.lookup(key, "noise")
+    assert entry is not None and entry.plan == path and entry.key == key
+    assert cache.lookup(_key(precision="fp16"), "noise") is None
+    assert [e.plan for e in cache.entries()] == [path]
+
+
+def test_mismatched_platform_is_refused_with_rebuild_command(tmp_path):
+    cache = EngineCache(tmp_path)
+    cmd = build_command("/opt/bundle", "int8", [(640, 512)], route="noise")
+    entry = cache.read_entry(cache.store(_key(), b"PLAN", "noise", {"rebuild_command": cmd}))
+    cache.check_platform(entry, PLATFORM)  # same machine: fine
+    other = dict(PLATFORM, trt_version="10.3.0", l4t_release="36.4.0")
+    with pytest.raises(EngineCacheError) as err:
+        cache.check_platform(entry, other)
+    msg = str(err.value)
+    assert "trt_version: plan built for '8.5.2.2', this machine has '10.3.0'" in msg
+    assert "l4t_release" in msg and "gpu_name" not in msg
+    assert msg.endswith("tir build --bundle /opt/bundle --precision int8 --size 640x512 --route noise")
+    with pytest.raises(EngineCacheError, match="onnx_sha256"):
+        cache.check_key(entry, _key(onnx_sha256="ff" * 32))
+
+
+def test_tampered_or_orphan_plans(tmp_path):
+    cache = EngineCache(tmp_path)
+    path = cache.store(_key(), b"PLAN", "noise")
+    path.write_bytes(b"OTHER")
+    with pytest.raises(EngineCacheError, match="sha256 differs"):
+        cache.read_entry(path)
+    orphan = tmp_path / "x.plan"
+    orphan.write_bytes(b"P")
+    with pytest.raises(EngineCacheError, match="no sidecar"):
+        cache.read_entry(orphan)
+    with pytest.raises(EngineCacheError, match="tir build"):
+        cache.read_entry(tmp_path / "missing.plan")
+
+
+def test_l4t_parsing_and_profiles():
+    line = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1"
+    assert parse_l4t_release(line) == "35.4.1"
+    assert parse_l4t_release("garbage") is None
+    assert jetpack_major("35.4.1") == 5 and jetpack_major("36.4.0") == 6 and jetpack_major(None) is None
+    (name, lo, opt, hi), = profile_for_sizes([(640, 512), (320, 250)], multiple=4)
+    assert name == "input" and opt == (1, 1, 512, 640) and lo == (1, 1, 252, 320) and hi == (1, 1, 512, 640)
