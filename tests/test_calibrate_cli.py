@@ -1,0 +1,79 @@
+"""tools/calibrate.py, tools/build.py, tools/export.py on a tiny bundle."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tir.calibration.trt_cache import TrtCalibrationCache
+from tir.engines.bundle import write_bundle
+from tir.engines.export import audit_onnx, export_onnx
+from tir.tools import cli
+
+
+class Tiny(nn.Module):
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+        self.body = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
+
+    def forward(self, x):
+        return x + 0.1 * self.up(self.body(self.down(x)))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bundle")
+    routes = {}
+    for i, task in enumerate(("noise", "blur")):
+        routes[task] = d / f"{task}.onnx"
+        export_onnx(Tiny(i), routes[task], input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
+    return write_bundle(d / "b", routes, None, {"name": "tiny", "multiple": 2})
+
+
+def test_calibrate_writes_models_cache_and_report(bundle, tmp_path, capsys):
+    out = tmp_path / "int8"
+    rc = cli.main(["calibrate", "--bundle", str(bundle.path), "--frames", "4", "--holdout", "2",
+                   "--size", "32x24", "--out", str(out), "--bench-runs", "2", "--threads", "1"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "noise" in text and "blur" in text and "cpu-u8s8" in text and "trt-qdq" in text
+    report = json.loads((out / "calibration.json").read_text())
+    assert set(report["routes"]) == {"noise", "blur"}
+    for route, r in report["routes"].items():
+        assert audit_onnx(r["files"]["int8-trt.onnx"]).ok
+        cache = TrtCalibrationCache.read(r["files"]["calib.cache"])
+        assert cache.header == "TRT-8502-EntropyCalibration2" and "input" in cache.scales
+        assert {g["flavour"] for g in r["gate"]} == {"cpu-u8s8", "trt-qdq"}
+        assert all(np.isfinite(g["fidelity_db"]) for g in r["gate"])
+        assert set(r["latency_ms"]) == {"fp32", "int8-cpu-u8s8", "int8-trt-s8s8-on-ort"}
+
+
+def test_calibrate_rejects_unknown_route_and_source(bundle, tmp_path, capsys):
+    assert cli.main(["calibrate", "--bundle", str(bundle.path), "--routes", "fog", "--out", str(tmp_path)]) == 2
+    assert "no route(s) ['fog']" in capsys.readouterr().out
+    assert cli.main(["calibrate", "--bundle", str(bundle.path), "--source", "nowhere", "--out",
+                     str(tmp_path), "--frames", "2", "--size", "32x24"]) == 2
+    assert "unknown calibration source 'nowhere'" in capsys.readouterr().out
+
+
+def test_build_without_tensorrt_says_what_to_install(bundle, capsys):
+    pytest.importorskip("tir.tools.build")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here")
+    except ImportError:
+        pass
+    rc = cli.main(["build", "--bundle", str(bundle.path), "--precision", "fp16", "--size", "640x512"])
+    out = capsys.readouterr().out
+    assert rc == 3
+    assert "tensorrt" in out and "JetPack" in out and "pycuda" in out
+
+
+def test_export_validates_bundle(bundle, capsys):
+    rc = cli.main(["export", "--bundle", str(bundle.path), "--size", "32x24"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "noise" in out and "blur" in out and "ok" in out

@@ -1,0 +1,196 @@
+"""``tir calibrate``: INT8 calibration of every route of a bundle, with an accuracy gate.
+
+For each route: run the fp32 ONNX over the calibration frames (``--source``), compute activation
+ranges (``--method``), and write into ``--out``:
+
+- ``<route>.int8-trt.onnx``   TensorRT explicit-quantization model (symmetric S8 Q/DQ, §1.3 rules)
+- ``<route>.int8-cpu.onnx``   ONNX Runtime U8S8 QDQ model for the CPU (same ranges)
+- ``<route>.calib.cache``     native TensorRT calibration cache (implicit path: TRT 8.5 / DLA)
+- ``<route>.ranges.json``     the ranges themselves
+- ``<route>.int8-trt-mixed.onnx`` only when the TensorRT flavour fails the gate and keeping
+  some layers in FP16 makes it pass (the layers are named in the report)
+- ``calibration.json``        report: gate verdicts (PSNR INT8 vs FP32 on held-out frames) and
+  ORT CPU latency fp32 vs int8 per route; the same table is printed.
+
+The TensorRT flavour's numbers here are ONNX Runtime CPU simulating its Q/DQ (S8S8); on the
+device, re-check with ``tir bench --backend tensorrt``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("tir.calibrate")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--bundle", required=True, help="model bundle folder (manifest.json + route-*.onnx)")
+    parser.add_argument("--frames", type=int, default=500, help="calibration frames (default 500)")
+    parser.add_argument("--source", default="synthetic",
+                        help="synthetic | roadscene | a folder of recordings/images (default synthetic)")
+    parser.add_argument("--method", default="entropy", choices=("entropy", "percentile", "minmax"))
+    parser.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--size", default="640x512", help="frame size WxH (default 640x512)")
+    parser.add_argument("--holdout", type=int, default=16, help="held-out frames for the gate (default 16)")
+    parser.add_argument("--routes", default=None, help="comma-separated routes (default: all)")
+    parser.add_argument("--max-loss-db", type=float, default=0.3, help="gate: max dB lost vs fp32 (0.3)")
+    parser.add_argument("--min-fidelity-db", type=float, default=40.0,
+                        help="gate without clean references: min PSNR(int8, fp32) (40)")
+    parser.add_argument("--trt-version", default="8.5.2", help="header version of the TRT cache (8.5.2)")
+    parser.add_argument("--bench-runs", type=int, default=20, help="timed ORT runs per model (20)")
+    parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (2)")
+    parser.add_argument("--no-fp16-search", action="store_true", help="skip the FP16-layer search on refusal")
+    parser.add_argument("--data", default=None, help="RoadScene folder (default ../shared/data/roadscene-ir)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _latency(path: str, size, threads: int, runs: int) -> dict:
+    from tir.engines.backends.onnxruntime import ONNXRuntimeEngine
+    from tir.tools.bench import bench_model
+
+    w, h = size
+    batch = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
+    engine = ONNXRuntimeEngine(path, providers="cpu", threads=threads, name=Path(path).stem)
+    try:
+        stats = bench_model(engine, [batch], warmup=max(2, runs // 5), n=runs, progress=False)
+    finally:
+        engine.close()
+    return stats["latency_ms"]
+
+
+def _runner(path: str, threads: int):
+    from tir.engines.export import ort_session
+
+    sess = ort_session(path, threads=threads)
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+
+
+def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
+    from tir.calibration import gate
+    from tir.calibration.data import calibration_set
+    from tir.calibration.qdq import collect_ranges, qdq_targets, quantize_cpu, trt_cache_from_ranges, write_trt_qdq
+    from tir.engines.degrade import TASKS
+
+    fp32 = str(bundle.route_path(route))
+    tasks = [route] if route in TASKS else None
+    frames = calibration_set(args.source, args.frames, size, seed=args.seed, data_root=args.data, tasks=tasks)
+    held = calibration_set(args.source, args.holdout, size, seed=args.seed, holdout=True,
+                           data_root=args.data, tasks=tasks)
+    log.info("%s: calibrating on %s (%d frames), gate on %s (%d frames)", route, frames.name, len(frames),
+             held.name, len(held))
+    t0 = time.perf_counter()
+    collector = collect_ranges(fp32, frames, threads=args.threads, progress=True)
+    ranges = collector.ranges(args.method, percentile=args.percentile)
+    t_collect = time.perf_counter() - t0
+
+    files = {k: str(out / f"{route}.{k}") for k in ("int8-trt.onnx", "int8-cpu.onnx", "calib.cache", "ranges.json")}
+    Path(files["ranges.json"]).write_text(json.dumps(
+        {k: {"amax": r.amax, "min": r.min, "max": r.max} for k, r in ranges.items()}, indent=1) + "\n")
+    trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"])
+    quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8")
+    trt_cache_from_ranges(ranges, files["calib.cache"], version=args.trt_version)
+
+    ref = gate.held_out_outputs(_runner(fp32, args.threads), held)
+    verdicts = []
+    for flavour, path in (("cpu-u8s8", files["int8-cpu.onnx"]), ("trt-qdq", files["int8-trt.onnx"])):
+        v = gate.gate_route(route, flavour, None, _runner(path, args.threads), held,
+                            args.max_loss_db, args.min_fidelity_db, fp32_outputs=ref)
+        if flavour == "trt-qdq" and not v.passed and not args.no_fp16_search:
+            import onnx
+
+            model = onnx.load(fp32)
+            nodes = list(model.graph.node)
+            candidates = list(dict.fromkeys(nodes[k].name for uses in qdq_targets(model).values() for k, _ in uses))
+            work = out / f".{route}-fp16-search"
+            work.mkdir(exist_ok=True)
+            layers, numbers, passed, mixed = gate.find_fp16_layers(
+                fp32, ranges, held, work, candidates, args.max_loss_db, args.min_fidelity_db,
+                fp32_outputs=ref, progress=True)
+            v.fp16_layers, v.mixed_passed = layers, passed
+            v.mixed_loss_db = numbers.get("loss_db", None) if numbers else None
+            if passed:
+                files["int8-trt-mixed.onnx"] = str(out / f"{route}.int8-trt-mixed.onnx")
+                os.replace(mixed, files["int8-trt-mixed.onnx"])
+        verdicts.append(v)
+
+    latency = {}
+    if args.bench_runs > 0:
+        for label, path in (("fp32", fp32), ("int8-cpu-u8s8", files["int8-cpu.onnx"]),
+                            ("int8-trt-s8s8-on-ort", files["int8-trt.onnx"])):
+            latency[label] = _latency(path, size, args.threads, args.bench_runs)
+    return {
+        "route": route, "fp32_onnx": fp32, "files": files, "calibration_frames": len(frames),
+        "holdout_frames": len(held), "calibration_source": frames.name, "holdout_source": held.name,
+        "collect_s": round(t_collect, 1), "tensors": len(ranges),
+        "trt_qdq": {"convs": len(trt_report.quantized_convs), "adds": len(trt_report.quantized_adds),
+                    "skipped": trt_report.skipped},
+        "gate": [v.to_dict() for v in verdicts], "latency_ms": latency,
+    }, verdicts
+
+
+def latency_table(results) -> str:
+    head = f"{'route':<12} {'fp32 p50':>9} {'u8s8 p50':>9} {'s8s8 p50':>9}  (ms, ONNX Runtime CPU)"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lat = r["latency_ms"]
+        if not lat:
+            continue
+        cells = [lat.get(k, {}).get("p50") for k in ("fp32", "int8-cpu-u8s8", "int8-trt-s8s8-on-ort")]
+        lines.append(f"{r['route']:<12} " + " ".join(f"{c:9.1f}" if c is not None else f"{'':>9}" for c in cells))
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    from tir.calibration import gate
+    from tir.calibration.data import CalibrationDataError
+    from tir.edge.uri import parse_size
+    from tir.engines.bundle import BundleError, load_bundle
+
+    try:
+        bundle = load_bundle(args.bundle)
+        size = parse_size(args.size)
+    except (BundleError, ValueError) as exc:
+        print(f"tir calibrate: {exc}")
+        return 2
+    routes = bundle.tasks if not args.routes else [r.strip() for r in args.routes.split(",") if r.strip()]
+    unknown = [r for r in routes if r not in bundle.tasks]
+    if unknown:
+        print(f"tir calibrate: bundle {bundle.name!r} has no route(s) {unknown}; routes: {', '.join(bundle.tasks)}")
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, verdicts = [], []
+    try:
+        for route in routes:
+            result, v = calibrate_route(bundle, route, args, size, out)
+            results.append(result)
+            verdicts.extend(v)
+    except CalibrationDataError as exc:
+        print(f"tir calibrate: {exc}")
+        return 2
+    report = {
+        "bundle": str(bundle.path), "bundle_name": bundle.name, "source": args.source, "frames": args.frames,
+        "method": args.method, "size": f"{size[0]}x{size[1]}", "threads": args.threads,
+        "max_loss_db": args.max_loss_db, "trt_cache_version": args.trt_version,
+        "command": "tir calibrate " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if v not in (None, False) and k not in ("func",)),
+        "routes": {r["route"]: r for r in results},
+    }
+    (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(gate.format_table(verdicts))
+    print()
+    print(latency_table(results))
+    refused = [f"{v.route}/{v.flavour}" for v in verdicts if not v.passed]
+    if refused:
+        print(f"\nREFUSED INT8 for: {', '.join(refused)} (see reasons above; such routes stay fp32/fp16 "
+              "unless the listed FP16 layers make them pass)")
+    print(f"\nwrote {out / 'calibration.json'}")
+    return 0

@@ -1,0 +1,91 @@
+"""``tir export --bundle DIR``: validate every ONNX of a bundle for TensorRT and ONNX Runtime.
+
+Per route (and the router): TensorRT operator/opset/Q-DQ audit (:func:`tir.engines.export.audit_onnx`,
+TRT 8.5 and 10 parsers), ONNX Runtime load, a run at ``--size`` and at a second size (the dynamic
+H/W axes), finite outputs of the input's shape (routes), and the ``tir.multiple`` metadata.
+Exports from PyTorch happen in ``tir train`` through :func:`tir.engines.export.export_onnx`, which
+adds the torch-vs-ORT parity check; this command re-checks shipped files without torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--bundle", required=True, help="model bundle folder")
+    parser.add_argument("--size", default="640x512", help="test frame size WxH (default 640x512)")
+    parser.add_argument("--targets", default="8.5,10", help="TensorRT parsers to audit for (default 8.5,10)")
+
+
+def check_onnx(path, size, targets, is_route: bool = True) -> dict:
+    from tir.engines.export import audit_onnx, ort_session, read_metadata
+
+    result = {"file": str(path), "errors": [], "warnings": []}
+    audit = audit_onnx(str(path), targets)
+    result["ops"] = sum(audit.ops.values())
+    result["errors"] += audit.errors
+    result["warnings"] += audit.warnings
+    meta = read_metadata(str(path))
+    multiple = int(meta.get("tir.multiple", 1))
+    result["multiple"] = multiple
+    try:
+        sess = ort_session(str(path))
+    except Exception as exc:  # ORT raises its own types
+        result["errors"].append(f"ONNX Runtime cannot load it: {exc}")
+        return result
+    name = sess.get_inputs()[0].name
+    def up(v: int) -> int:
+        return max(multiple, -(-v // multiple) * multiple)
+
+    w, h = size
+    rng = np.random.default_rng(0)
+    for shape in ((1, 1, up(h), up(w)), (1, 1, up(h // 2), up(w // 2))):
+        x = rng.random(shape, dtype=np.float32)
+        try:
+            y = sess.run(None, {name: x})[0]
+        except Exception as exc:
+            result["errors"].append(f"run at {shape[3]}x{shape[2]} failed: {exc}")
+            continue
+        if not np.all(np.isfinite(y)):
+            result["errors"].append(f"non-finite output at {shape[3]}x{shape[2]}")
+        if is_route and y.shape != x.shape:
+            result["errors"].append(f"output {y.shape} != input {x.shape} at {shape[3]}x{shape[2]}")
+    if is_route and "tir.multiple" not in meta:
+        result["warnings"].append("no tir.multiple metadata (engines assume 4)")
+    return result
+
+
+def main(args) -> int:
+    from tir.edge.uri import parse_size
+    from tir.engines.bundle import BundleError, load_bundle
+
+    try:
+        bundle = load_bundle(args.bundle)
+        size = parse_size(args.size)
+    except (BundleError, ValueError) as exc:
+        print(f"tir export: {exc}")
+        return 2
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    items = [(route, bundle.route_path(route), True) for route in bundle.tasks]
+    if bundle.router_path is not None:
+        items.append(("router", bundle.router_path, False))
+    rows = []
+    failed = False
+    for label, path, is_route in items:
+        try:
+            r = check_onnx(path, size, targets, is_route)
+        except ValueError as exc:
+            r = {"errors": [str(exc)], "warnings": [], "ops": 0, "multiple": "?"}
+        failed |= bool(r["errors"])
+        rows.append((label, r))
+    head = f"{'model':<12} {'nodes':>6} {'multiple':>8}  status"
+    print(head)
+    print("-" * len(head))
+    for label, r in rows:
+        status = "ok" if not r["errors"] else "FAIL"
+        print(f"{label:<12} {r['ops']:>6} {r['multiple']:>8}  {status}")
+        for e in r["errors"]:
+            print(f"    error: {e}")
+        for w in r["warnings"]:
+            print(f"    note: {w}")
+    return 1 if failed else 0
