@@ -9,6 +9,7 @@ with the stage's name and offers it to the next slot.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from typing import Callable, Optional, Sequence
@@ -46,8 +47,17 @@ class Preprocess:
         frame.meta[_INPUT_KEY] = x
 
 
+def _accepts_meta(fn) -> bool:
+    try:
+        return "meta" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class Infer:
-    """Any model with ``infer(N×1×H×W float32) -> same`` (an Engine or a Restorer); batch 1."""
+    """Any model with ``infer(N×1×H×W float32) -> same`` (an Engine or a Restorer); batch 1.
+    A model whose ``infer`` takes ``meta`` (the Restorer: it skips routing on FFC frames)
+    gets the frame's meta."""
 
     name = "infer"
 
@@ -55,10 +65,14 @@ class Infer:
         if not callable(getattr(model, "infer", None)):
             raise TypeError(f"the model {model!r} has no infer(batch) method")
         self.model = model
+        self.with_meta = _accepts_meta(model.infer)
 
     def __call__(self, frame: Frame) -> None:
         x = frame.meta.pop(_INPUT_KEY)
-        y = self.model.infer(x[None, None])
+        if self.with_meta:
+            y = self.model.infer(x[None, None], meta=frame.meta)
+        else:
+            y = self.model.infer(x[None, None])
         if y.shape[-2:] != x.shape:
             raise RuntimeError(f"model returned shape {y.shape} for input {x.shape}")
         frame.meta[_OUTPUT_KEY] = y

@@ -68,6 +68,8 @@ class PipelineStats:
         self.last_error: Optional[str] = None
         self.no_signal_since: Optional[float] = None
         self.last_e2e: Optional[float] = None
+        self.first_output_t: Optional[float] = None
+        self.last_output_t: Optional[float] = None
         self.ended: Optional[str] = None
         # filled in by the pipeline
         self.source_uri = ""
@@ -123,7 +125,11 @@ class PipelineStats:
                 self.last_e2e = last - first
                 self._latency["e2e"].append(self.last_e2e)
             self.output += 1
-            self._output_times.append(last if last is not None else now())
+            t_out = last if last is not None else now()
+            self._output_times.append(t_out)
+            if self.first_output_t is None:
+                self.first_output_t = t_out
+            self.last_output_t = t_out
 
     # --- reading ---
     def latency(self, stage: str = "e2e") -> Dict[str, float]:
@@ -151,6 +157,11 @@ class PipelineStats:
                 "frame_age_ms": None if self.last_e2e is None else round(self.last_e2e * 1000.0, 3),
                 "ended": self.ended,
             }
+            if self.output > 1 and self.last_output_t > self.first_output_t:
+                # whole-run rate, from the first output on (start-up excluded)
+                snap["fps_mean"] = round((self.output - 1) / (self.last_output_t - self.first_output_t), 3)
+            else:
+                snap["fps_mean"] = 0.0
             no_signal_since = self.no_signal_since
         snap["fps"] = round(rate(output_times, self.fps_horizon_s, t), 2)
         snap["fps_capture"] = round(rate(capture_times, self.fps_horizon_s, t), 2)

@@ -1,0 +1,124 @@
+import json
+
+import numpy as np
+import pytest
+
+from tir.engines.models.plainnet import export_plainnet_onnx
+from tir.tools import bench, run
+from tir.tools.cli import main
+
+SOURCE = "synthetic://?size=160x120&realtime=0"
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    return export_plainnet_onnx("tiny", tmp_path_factory.mktemp("m") / "tiny.onnx")
+
+
+def test_bench_both_modes_writes_json(tmp_path, capsys, tiny_onnx):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--model", str(tiny_onnx), "--size", "160x120", "--frames", "8", "--warmup", "2",
+                 "--source", SOURCE, "--json", str(out), "--no-progress"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "pipeline (e2e)" in text and "infer" in text
+    report = json.loads(out.read_text())
+    result = report["results"][0]
+    assert result["backend"] == "onnxruntime"
+    model = result["model_only"]
+    assert model["frames"] == 8 and model["size"] == "160x120"
+    assert {"p50", "p90", "p99", "max"} <= set(model["latency_ms"])
+    pipe = result["pipeline"]
+    assert pipe["frames"] >= 8 and pipe["latency_ms"]["e2e"]["n"] >= 8
+    assert result["ratio_pipeline_over_model"] > 0
+    assert report["machine"]["cpus"] >= 1
+
+
+def test_bench_compares_backends_and_reports_missing_ones(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    code = main(["bench", "--mode", "model", "--model", "plainnet:tiny", "--backends", "onnxruntime", "torch",
+                 "tensorrt", "--size", "64x48", "--frames", "3", "--warmup", "1", "--json", str(out), "--no-progress"])
+    assert code == 0
+    results = {r["requested"] if "requested" in r else r["backend"]: r for r in json.loads(out.read_text())["results"]}
+    assert results["onnxruntime"]["model_only"]["size"] == "64x48"
+    assert results["torch"]["backend"] == "torch" and results["torch"]["model_only"]["frames"] == 3
+    if "tensorrt" not in __import__("tir.engines.backends", fromlist=["x"]).available_backends():
+        assert "pycuda" in results["tensorrt"]["error"] or "tensorrt" in results["tensorrt"]["error"]
+
+
+def test_bench_model_function_is_reusable():
+    class Doubler:
+        def infer(self, batch):
+            return batch * 2
+
+    batches = bench.synthetic_batches((96, 80), count=2)
+    assert batches[0].shape == (1, 1, 80, 96) and batches[0].dtype == np.float32
+    assert 0.0 <= batches[0].min() and batches[0].max() <= 1.0
+    result = bench.bench_model(Doubler(), batches, warmup=1, n=5, progress=False)
+    assert result["frames"] == 5 and result["fps"] > 0 and result["latency_ms"]["n"] == 5
+
+
+def test_bench_bad_size_is_explained(capsys):
+    assert main(["bench", "--size", "big"]) == 2
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_run_records_restored_frames(tmp_path, capsys, tiny_onnx):
+    recorder = pytest.importorskip("tir.edge.outputs.recorder", reason="H3's recorder output not present")
+    folder = tmp_path / "rec"
+    code = main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "6",
+                 "--output", f"file://{folder}?preview=0", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    frames, index = recorder.read_recording(folder)
+    assert len(index) >= 6
+    assert frames.dtype == np.uint16 and frames.shape[1:] == (120, 160)
+
+
+def test_run_status_line_and_limits(capsys, tiny_onnx, tmp_path):
+    pytest.importorskip("tir.edge.outputs.recorder", reason="H3's recorder output not present")
+    code = main(["run", "--source", "synthetic://?size=160x120", "--model", str(tiny_onnx), "--duration", "1.5",
+                 "--output", f"file://{tmp_path / 'r'}?preview=0"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "fps" in out and "e2e p50" in out and "connected" in out
+
+
+def test_run_without_bundle_says_how_to_get_one(capsys, monkeypatch):
+    import tir.engines.bundle as bundle_module
+
+    monkeypatch.setattr(bundle_module, "default_bundle_path", lambda: None)
+    assert main(["run", "--source", SOURCE, "--frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no model bundle" in err and "--model" in err
+
+
+def test_run_bad_source_and_model_exit_2(capsys, tiny_onnx):
+    assert main(["run", "--source", "v4l2:///dev/video99", "--model", str(tiny_onnx), "--frames", "1"]) == 2
+    assert "video99" in capsys.readouterr().err
+    assert main(["run", "--source", SOURCE, "--model", "/nonexistent/model.onnx", "--frames", "1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["run", "--source", "nosuch://x", "--model", str(tiny_onnx), "--frames", "1"]) == 2
+    assert "unknown source scheme" in capsys.readouterr().err
+
+
+def test_run_port_in_use_exits_2(capsys, tiny_onnx):
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        code = main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "1",
+                     "--output", f"http://127.0.0.1:{port}"])
+    finally:
+        busy.close()
+    assert code == 2
+    assert "in use" in capsys.readouterr().err
+
+
+def test_status_line_text():
+    line = run.status_line({"fps": 29.5, "latency_ms": {"e2e": {"p50": 31.0, "p99": 40.0}}, "frames": 100,
+                            "drops": {"infer": 2, "display": 1}, "task": "noise", "confidence": 0.9,
+                            "connected": False})
+    assert "fps  29.5" in line and "drops 3" in line and "task noise 0.90" in line and "NO SIGNAL" in line

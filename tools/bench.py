@@ -1,0 +1,330 @@
+"""``tir bench``: model-only and full-pipeline latency, side by side (after trtexec / yolo benchmark).
+
+    tir bench                                   # both modes, 640x512, installed bundle or plainnet:bench
+    tir bench --mode model --backend onnxruntime torch --frames 200
+    tir bench --mode pipeline --duration 300 --json bench.json   # frame age sampled every 10 s
+
+Model-only pushes the same synthetic frames through ``engine.infer`` back to back;
+pipeline runs the real pipeline (capture -> ... -> output, no clients needed) on
+``synthetic://?realtime=0`` or ``--source``. ``both`` reports pipeline fps / model fps,
+the share of the model's speed the pipeline keeps (pipelines.md (c)7: why app latency
+differs from the engine's). Reusable pieces: :func:`bench_model`, :func:`bench_pipeline`,
+:func:`synthetic_batches`, :func:`machine_info`, :func:`format_table`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tir.edge.pipeline.stats import summarize_ms
+
+from .run import ModelNotFound, add_common_model_arguments, load_model
+
+DEFAULT_SIZE = "640x512"
+DEFAULT_FALLBACK_MODEL = "plainnet:bench"
+
+
+# ----------------------------------------------------------------------------------------
+# reusable measurements
+# ----------------------------------------------------------------------------------------
+def synthetic_batches(size: Tuple[int, int], count: int = 8, seed: int = 0) -> List[np.ndarray]:
+    """``count`` normalised 1×1×H×W float32 frames of the synthetic camera at ``size`` (w, h)."""
+    import cv2
+
+    from tir.edge.pipeline.normalize import Normalizer
+    from tir.edge.sources.synthetic import SIZES, render_frames
+
+    w, h = size
+    native = (w, h) if (w, h) in SIZES else (640, 512)
+    raws = render_frames(count, size=native, seed=seed)
+    norm = Normalizer(alpha=1.0)
+    batches = []
+    for raw in raws:
+        if native != (w, h):
+            raw = cv2.resize(raw, (w, h), interpolation=cv2.INTER_LINEAR)
+        x, _ = norm.forward(raw)
+        batches.append(x[None, None])
+    return batches
+
+
+def bench_model(engine, batches: Sequence[np.ndarray], warmup: int = 10, n: int = 100,
+                progress: bool = True, desc: str = "model") -> Dict[str, Any]:
+    """Time ``engine.infer`` on ``n`` calls (after ``warmup``), cycling through ``batches``.
+
+    Returns latency percentiles (ms), fps (frames per wall second, batch size counted)
+    and the counts. Works for anything with ``infer(batch)``."""
+    from tqdm import tqdm
+
+    for i in range(warmup):
+        engine.infer(batches[i % len(batches)])
+    times = []
+    frames = 0
+    cpu_start = time.process_time()
+    t_start = time.perf_counter()
+    for i in tqdm(range(n), desc=desc, unit="frame", disable=not progress, leave=False):
+        batch = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        engine.infer(batch)
+        times.append(time.perf_counter() - t0)
+        frames += batch.shape[0]
+    wall = time.perf_counter() - t_start
+    cpu = time.process_time() - cpu_start
+    h, w = batches[0].shape[-2:]
+    return {
+        "mode": "model",
+        "size": f"{w}x{h}",
+        "batch": int(batches[0].shape[0]),
+        "warmup": warmup,
+        "frames": frames,
+        "wall_s": round(wall, 3),
+        "fps": round(frames / wall, 3) if wall > 0 else 0.0,
+        "cpu_ms_per_frame": round(1000.0 * cpu / max(frames, 1), 3),
+        "latency_ms": summarize_ms(times),
+    }
+
+
+def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duration: Optional[float] = None,
+                   sample_every: float = 10.0, agc: str = "percentile", progress: bool = True,
+                   outputs: Sequence = (), warmup_batch: Optional[np.ndarray] = None) -> Dict[str, Any]:
+    """Run the full pipeline until ``frames`` reached the outputs or ``duration`` s passed.
+
+    Samples the age of the newest output frame (capture -> output) every ``sample_every``
+    seconds, so a long run shows whether latency grows. Returns the final stats plus the
+    samples."""
+    from tqdm import tqdm
+
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.sources.base import open_source
+
+    if frames is None and duration is None:
+        raise ValueError("bench_pipeline needs frames or duration")
+    if warmup_batch is not None:
+        for _ in range(3):
+            model.infer(warmup_batch)
+    source = open_source(source_uri)
+    window = max(1000, frames or 0, int((duration or 0) * 120))
+    pipeline = Pipeline(source, model, outputs, agc=agc, frames=frames, duration=duration, stats_window=window)
+    samples = []
+    total = frames if frames is not None else duration
+    bar = tqdm(total=total, desc="pipeline", unit="frame" if frames is not None else "s",
+               disable=not progress, leave=False)
+    pipeline.start()
+    cpu_start = time.process_time()
+    t0 = time.monotonic()
+    next_sample = t0 + sample_every
+    shown = 0
+    try:
+        while not pipeline.wait(0.5):
+            t = time.monotonic()
+            snap = pipeline.snapshot() if t >= next_sample else None
+            if snap is not None:
+                samples.append(_age_sample(snap, t - t0))
+                next_sample += sample_every
+            progress_now = pipeline.stats.output if frames is not None else min(duration, t - t0)
+            bar.update(progress_now - shown)
+            shown = progress_now
+    finally:
+        pipeline.stop()
+        bar.close()
+    cpu = time.process_time() - cpu_start
+    final = pipeline.snapshot()
+    samples.append(_age_sample(final, time.monotonic() - t0))
+    if pipeline.error is not None:
+        raise RuntimeError(f"pipeline stage {pipeline.error_stage} failed: {pipeline.error}")
+    return {
+        "mode": "pipeline",
+        "source": source_uri,
+        "frames": final["frames"],
+        "wall_s": round(final["uptime_s"], 3),
+        "fps": final["fps_mean"],
+        "cpu_ms_per_frame": round(1000.0 * cpu / max(final["frames"], 1), 3),
+        "latency_ms": final["latency_ms"],
+        "busy_ms": final["busy_ms"],
+        "drops": final["drops"],
+        "corrupt": final["corrupt_total"],
+        "captured": final["captured"],
+        "lossless": pipeline.lossless,
+        "max_in_flight": pipeline.max_in_flight,
+        "age_samples": samples,
+    }
+
+
+def _age_sample(snap: Dict[str, Any], t: float) -> Dict[str, Any]:
+    e2e = snap["latency_ms"].get("e2e", {})
+    return {"t_s": round(t, 1), "frames": snap["frames"], "frame_age_ms": snap["frame_age_ms"],
+            "e2e_p50_ms": e2e.get("p50"), "e2e_p99_ms": e2e.get("p99"), "fps": snap["fps"],
+            "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+
+
+def machine_info() -> Dict[str, Any]:
+    """What the numbers were measured on (pipelines.md (d)7: versions in every report)."""
+    info: Dict[str, Any] = {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime"] = ort.__version__
+        info["ort_providers"] = ort.get_available_providers()
+    except ImportError:
+        pass
+    import cv2
+
+    info["opencv"] = cv2.__version__
+    if "torch" in sys.modules:
+        info["torch"] = sys.modules["torch"].__version__
+    return info
+
+
+def _cpu_model() -> Optional[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """A plain fixed-width table."""
+    cells = [[str(h) for h in header]] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _ms(stats: Dict[str, Any], key: str):
+    return None if stats.get(key) is None else f"{stats[key]:.1f}"
+
+
+# ----------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------
+def add_arguments(parser) -> None:
+    parser.add_argument("--mode", choices=("model", "pipeline", "both"), default="both")
+    add_common_model_arguments(parser)
+    parser.set_defaults(backend=None)
+    parser.add_argument("--backends", nargs="+", metavar="BACKEND",
+                        help="compare several backends (e.g. onnxruntime torch); overrides --backend")
+    parser.add_argument("--size", default=DEFAULT_SIZE, help="frame size WxH for model-only and the "
+                                                             "default synthetic source (default 640x512)")
+    parser.add_argument("--frames", type=int, default=200, help="frames to time (default 200)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed model-only calls first (default 10)")
+    parser.add_argument("--duration", type=float, help="pipeline: run this many seconds instead of --frames")
+    parser.add_argument("--sample-every", type=float, default=10.0,
+                        help="pipeline: seconds between frame-age samples (default 10)")
+    parser.add_argument("--source", help="pipeline source URI (default synthetic://?size=SIZE&realtime=0)")
+    parser.add_argument("--agc", default="percentile", choices=("percentile", "plateau", "clahe"))
+    parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+
+
+def main(args) -> int:
+    from tir.edge.uri import parse_size
+    from tir.engines.engine import EngineError
+
+    try:
+        size = parse_size(args.size)
+    except ValueError as exc:
+        return _fail(str(exc))
+    backends = args.backends or [args.backend or "auto"]
+    source = args.source or f"synthetic://?size={size[0]}x{size[1]}&realtime=0"
+    progress = not args.no_progress
+    results: List[Dict[str, Any]] = []
+    batches = synthetic_batches(size)
+    for backend in backends:
+        try:
+            model, description = load_model(args.model, backend, args.task, args.threads,
+                                            fallback=DEFAULT_FALLBACK_MODEL)
+        except (ModelNotFound, EngineError, ValueError, RuntimeError) as exc:
+            print(f"tir bench: {backend}: {exc}", file=sys.stderr, flush=True)
+            results.append({"backend": backend, "error": str(exc)})
+            continue
+        print(f"tir bench: {backend}: {description}", flush=True)
+        entry: Dict[str, Any] = {"backend": getattr(model, "backend", backend), "requested": backend,
+                                 "model": description}
+        try:
+            if args.mode in ("model", "both"):
+                entry["model_only"] = bench_model(model, batches, args.warmup, args.frames, progress,
+                                                  desc=f"model {backend}")
+            if args.mode in ("pipeline", "both"):
+                entry["pipeline"] = bench_pipeline(
+                    model, source, frames=None if args.duration else args.frames, duration=args.duration,
+                    sample_every=args.sample_every, agc=args.agc, progress=progress, warmup_batch=batches[0])
+            if "model_only" in entry and "pipeline" in entry and entry["model_only"]["fps"] > 0:
+                entry["ratio_pipeline_over_model"] = round(entry["pipeline"]["fps"] / entry["model_only"]["fps"], 3)
+        except Exception as exc:  # one backend failing must not hide the others' results
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            print(f"tir bench: {backend}: {entry['error']}", file=sys.stderr, flush=True)
+        finally:
+            close = getattr(model, "close", None)
+            if callable(close):
+                close()
+        results.append(entry)
+    report = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "machine": machine_info(), "size": f"{size[0]}x{size[1]}", "results": results}
+    print(render_report(results), flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"tir bench: wrote {args.json}", flush=True)
+    return 0 if any("error" not in r for r in results) else 2
+
+
+def render_report(results: Sequence[Dict[str, Any]]) -> str:
+    rows = []
+    for r in results:
+        if "model_only" in r:
+            m = r["model_only"]
+            lat = m["latency_ms"]
+            rows.append(["model", r["backend"], m["size"], m["frames"], f"{m['fps']:.1f}",
+                         _ms(lat, "p50"), _ms(lat, "p90"), _ms(lat, "p99"), _ms(lat, "max"),
+                         f"{m['cpu_ms_per_frame']:.1f}", "-", "-"])
+        if "pipeline" in r:
+            p = r["pipeline"]
+            lat = p["latency_ms"]["e2e"]
+            rows.append(["pipeline (e2e)", r["backend"], "", p["frames"], f"{p['fps']:.1f}",
+                         _ms(lat, "p50"), _ms(lat, "p90"), _ms(lat, "p99"), _ms(lat, "max"),
+                         f"{p['cpu_ms_per_frame']:.1f}", sum(p["drops"].values()),
+                         r.get("ratio_pipeline_over_model", "-")])
+        if "error" in r:
+            rows.append(["error", r.get("backend"), r["error"][:60], "", "", "", "", "", "", "", "", ""])
+    text = [format_table(rows, ["mode", "backend", "size", "frames", "fps", "p50 ms", "p90 ms", "p99 ms",
+                                "max ms", "cpu ms/f", "drops", "pipe/model"])]
+    for r in results:
+        if "pipeline" not in r:
+            continue
+        p = r["pipeline"]
+        stage_rows = []
+        for stage, lat in p["latency_ms"].items():
+            busy = p["busy_ms"].get(stage, {})
+            stage_rows.append([stage, _ms(lat, "p50"), _ms(lat, "p90"), _ms(lat, "p99"), _ms(lat, "max"),
+                               _ms(busy, "p50"), p["drops"].get(stage, "")])
+        text.append(f"\npipeline stages ({r['backend']}): latency = since the previous stamp (wait + work); "
+                    "busy = work only")
+        text.append(format_table(stage_rows, ["stage", "p50 ms", "p90 ms", "p99 ms", "max ms", "busy p50", "drops"]))
+        if len(p["age_samples"]) > 2:
+            text.append("\nframe age at output over time")
+            text.append(format_table([[s["t_s"], s["frames"], s["frame_age_ms"], s["e2e_p50_ms"], s["e2e_p99_ms"],
+                                       s["fps"], s["load_avg_1m"]] for s in p["age_samples"]],
+                                     ["t s", "frames", "age ms", "e2e p50 ms", "e2e p99 ms", "fps", "load 1m"]))
+    return "\n".join(text)
+
+
+def _fail(message: str) -> int:
+    print(f"tir bench: error: {message}", file=sys.stderr, flush=True)
+    return 2

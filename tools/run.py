@@ -1,0 +1,213 @@
+"""``tir run``: capture, restore and stream thermal video.
+
+    tir run                                   # first thermal camera (else synthetic://), bundled model, http://127.0.0.1:8080
+    tir run --source synthetic://?size=320x256 --model path/to/bundle --record /tmp/rec
+    tir run --model route.onnx --backend onnxruntime --output http://0.0.0.0:8080 --output display://0
+
+Prints one status line a second (fps, end-to-end p50/p99, drops, route/confidence, signal).
+Errors from sources, outputs and models are printed as one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Tuple
+
+log = logging.getLogger("tir.run")
+
+DEFAULT_OUTPUT = "http://127.0.0.1:8080"
+AGC_CHOICES = ("percentile", "plateau", "clahe")
+BACKEND_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt")
+
+
+class ModelNotFound(RuntimeError):
+    """No model given and none installed; the message says how to get one."""
+
+
+NO_BUNDLE_HELP = (
+    "no model bundle is installed (engines/bundles/edge/ has no manifest.json) and no --model was given. "
+    "Train one with `tir train` and export it with `tir export` (see README), or pass --model PATH to a "
+    "bundle folder or an .onnx file. (`tir bench --model plainnet:bench` measures speed with the "
+    "random-weight reference network; it does not restore anything.)"
+)
+
+
+def add_common_model_arguments(parser) -> None:
+    parser.add_argument("--model", help="bundle folder, .onnx/.pt/.engine file, or plainnet:PRESET "
+                                        "(default: the installed bundle)")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                        help="inference backend (default auto: from the file type)")
+    parser.add_argument("--task", help="force one route of the bundle instead of automatic routing")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime intra-op threads (default: one per core)")
+
+
+def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] = None,
+               threads: Optional[int] = None, fallback: Optional[str] = None) -> Tuple[object, str]:
+    """The model to run and a one-line description.
+
+    ``spec``: None (the installed bundle, else ``fallback``), a bundle folder, a model file,
+    or ``plainnet:PRESET`` (the reference network, exported on the fly). Raises
+    :class:`ModelNotFound`, ``EngineError`` or ``BundleError`` with a message to print.
+    """
+    from tir.engines.backends import EngineError, load_engine
+
+    if spec is None:
+        from tir.engines.bundle import default_bundle_path
+
+        bundle = default_bundle_path()
+        if bundle is None:
+            if fallback is None:
+                raise ModelNotFound(NO_BUNDLE_HELP)
+            spec = fallback
+        else:
+            spec = str(bundle)
+    if spec.startswith("plainnet:"):
+        if task is not None:
+            raise ModelNotFound("--task picks a route of a bundle; plainnet has none")
+        return _plainnet_engine(spec, backend, threads), f"{spec} (seeded-random reference weights)"
+    path = Path(spec)
+    if path.is_dir():
+        from tir.engines.restorer import Restorer
+
+        restorer = Restorer(path, backend=backend, task=task, threads=threads)
+        return restorer, f"bundle {path} ({restorer.name}, routes: {', '.join(restorer.routes)})"
+    if not path.exists():
+        raise ModelNotFound(f"model {spec!r} does not exist; pass a bundle folder, an .onnx/.pt/.engine "
+                            "file or plainnet:bench")
+    if task is not None:
+        raise ModelNotFound(f"--task picks a route of a bundle; {path.name} is a single model")
+    kw = {"threads": threads} if threads is not None and _runs_on_ort(path, backend) else {}
+    engine = load_engine(path, backend=backend, **kw)
+    if not callable(getattr(engine, "infer", None)):
+        raise EngineError(f"{path} did not load as a model")
+    return engine, f"{path} on {engine.backend}"
+
+
+def _runs_on_ort(path: Path, backend: str) -> bool:
+    return backend == "onnxruntime" or (backend == "auto" and path.suffix.lower() == ".onnx")
+
+
+def _plainnet_engine(spec: str, backend: str, threads: Optional[int]):
+    from tir.engines.backends import load_engine
+    from tir.engines.models.plainnet import build_plainnet, export_plainnet_onnx
+
+    if backend == "torch":
+        return load_engine(build_plainnet(spec), backend="torch")
+    with tempfile.TemporaryDirectory(prefix="tir-plainnet-") as folder:
+        onnx_path = export_plainnet_onnx(spec, Path(folder) / f"{spec.split(':', 1)[1]}.onnx")
+        kw = {"threads": threads} if threads is not None and backend in ("auto", "onnxruntime") else {}
+        # the session holds the model in memory; the temporary file can go
+        return load_engine(onnx_path, backend="onnxruntime" if backend == "auto" else backend, **kw)
+
+
+def default_source() -> str:
+    """The first thermal UVC camera, else ``synthetic://`` (saying which devices were seen)."""
+    from tir.edge.sources.devices import describe_video_devices, find_thermal_camera
+
+    found = find_thermal_camera()
+    if found is not None:
+        path, fmt = found
+        print(f"tir run: thermal camera at {path} ({getattr(fmt, 'name', fmt)})", flush=True)
+        return f"v4l2://{path}"
+    print(f"tir run: no thermal camera found ({describe_video_devices()}); using synthetic://", flush=True)
+    return "synthetic://"
+
+
+def status_line(snap: dict) -> str:
+    e2e = snap.get("latency_ms", {}).get("e2e", {})
+    drops = sum(v for v in snap.get("drops", {}).values() if isinstance(v, int))
+    parts = [
+        f"fps {snap.get('fps', 0.0):5.1f}",
+        f"e2e p50 {e2e.get('p50', float('nan')):6.1f} ms p99 {e2e.get('p99', float('nan')):6.1f} ms",
+        f"frames {snap.get('frames', 0)}",
+        f"drops {drops}",
+    ]
+    if snap.get("corrupt_total"):
+        parts.append(f"corrupt {snap['corrupt_total']}")
+    task = snap.get("task")
+    if task is not None:
+        conf = snap.get("confidence")
+        parts.append(f"task {task}" + (f" {conf:.2f}" if isinstance(conf, (int, float)) else ""))
+    parts.append("connected" if snap.get("connected") else "NO SIGNAL")
+    return " | ".join(parts)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--source", help="source URI (default: first thermal UVC camera, else synthetic://)")
+    add_common_model_arguments(parser)
+    parser.add_argument("--output", action="append", default=None,
+                        help=f"output URI, repeatable (default {DEFAULT_OUTPUT})")
+    parser.add_argument("--record", metavar="PATH", help="also record to this folder (a file:// recorder output)")
+    parser.add_argument("--agc", default="percentile", choices=AGC_CHOICES, help="display AGC (default percentile)")
+    parser.add_argument("--palette", default="white-hot", choices=("white-hot", "black-hot", "ironbow", "inferno"))
+    parser.add_argument("--frames", type=int, help="stop after N frames reached the outputs")
+    parser.add_argument("--duration", type=float, help="stop after S seconds")
+    parser.add_argument("--quiet", action="store_true", help="no per-second status line")
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"tir run: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(args) -> int:
+    from tir.edge.outputs.base import OutputError, open_output
+    from tir.edge.pipeline import Pipeline, PipelineError
+    from tir.edge.sources.base import SourceError, open_source
+    from tir.edge.uri import parse_uri
+    from tir.engines.engine import EngineError
+
+    try:
+        from tir.engines.bundle import BundleError
+    except ImportError:  # bundle support not installed: nothing of that kind can be raised
+        BundleError = ModelNotFound  # noqa: N806
+
+    model = None
+    try:
+        model, description = load_model(args.model, args.backend, args.task, args.threads)
+        print(f"tir run: model {description}", flush=True)
+        source = open_source(args.source or default_source())
+        uris = list(args.output or [DEFAULT_OUTPUT])
+        if args.record:
+            uris.append(parse_uri(args.record).text if "://" in args.record else f"file://{Path(args.record).resolve()}")
+        outputs = [open_output(uri) for uri in uris]
+        pipeline = Pipeline(source, model, outputs, agc=args.agc, palette=args.palette,
+                            frames=args.frames, duration=args.duration)
+        pipeline.start()
+    except (ModelNotFound, EngineError, BundleError, SourceError, OutputError, ValueError) as exc:
+        _close_model(model)
+        return _fail(str(exc))
+    for output in outputs:
+        where = getattr(output, "url", None)
+        print(f"tir run: output {where if isinstance(where, str) else output.uri.text}", flush=True)
+    code = 0
+    try:
+        while not pipeline.wait(1.0):
+            if not args.quiet:
+                print(status_line(pipeline.snapshot()), flush=True)
+    except KeyboardInterrupt:
+        print("tir run: stopping", flush=True)
+    finally:
+        pipeline.stop()
+        _close_model(model)
+    snap = pipeline.snapshot()
+    if not args.quiet:
+        print(status_line(snap), flush=True)
+    if pipeline.error is not None:
+        device_error = isinstance(pipeline.error, (SourceError, OutputError))
+        code = _fail(f"stage {pipeline.error_stage} failed: {pipeline.error}", 2 if device_error else 1)
+    elif snap.get("ended"):
+        print(f"tir run: source {snap['ended']}", flush=True)
+    return code
+
+
+def _close_model(model) -> None:
+    close = getattr(model, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception as exc:
+            log.warning("closing the model: %s", exc)
