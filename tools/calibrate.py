@@ -43,25 +43,37 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-fidelity-db", type=float, default=40.0,
                         help="gate without clean references: min PSNR(int8, fp32) (40)")
     parser.add_argument("--trt-version", default="8.5.2", help="header version of the TRT cache (8.5.2)")
-    parser.add_argument("--bench-runs", type=int, default=20, help="timed ORT runs per model (20)")
+    parser.add_argument("--bench-runs", type=int, default=20,
+                        help="timed ORT runs per model, interleaved across fp32/u8s8/s8s8 (20; 0 = skip)")
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (2)")
     parser.add_argument("--no-fp16-search", action="store_true", help="skip the FP16-layer search on refusal")
     parser.add_argument("--data", default=None, help="RoadScene folder (default ../shared/data/roadscene-ir)")
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _latency(path: str, size, threads: int, runs: int) -> dict:
+def _latency(paths: dict, size, threads: int, runs: int) -> dict:
+    """p50/p90/... ms per model, runs interleaved (A, B, C, A, B, C, ...) so load drift on a shared
+    machine hits every model alike."""
+    from tir.edge.pipeline.stats import summarize_ms
     from tir.engines.backends.onnxruntime import ONNXRuntimeEngine
-    from tir.tools.bench import bench_model
 
     w, h = size
     batch = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
-    engine = ONNXRuntimeEngine(path, providers="cpu", threads=threads, name=Path(path).stem)
+    engines = {k: ONNXRuntimeEngine(p, providers="cpu", threads=threads, name=Path(p).stem) for k, p in paths.items()}
+    times = {k: [] for k in engines}
     try:
-        stats = bench_model(engine, [batch], warmup=max(2, runs // 5), n=runs, progress=False)
+        for _ in range(max(2, runs // 5)):
+            for e in engines.values():
+                e.infer(batch)
+        for _ in range(runs):
+            for k, e in engines.items():
+                t0 = time.perf_counter()
+                e.infer(batch)
+                times[k].append(time.perf_counter() - t0)
     finally:
-        engine.close()
-    return stats["latency_ms"]
+        for e in engines.values():
+            e.close()
+    return {k: summarize_ms(v) for k, v in times.items()}
 
 
 def _runner(path: str, threads: int):
@@ -122,9 +134,8 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
 
     latency = {}
     if args.bench_runs > 0:
-        for label, path in (("fp32", fp32), ("int8-cpu-u8s8", files["int8-cpu.onnx"]),
-                            ("int8-trt-s8s8-on-ort", files["int8-trt.onnx"])):
-            latency[label] = _latency(path, size, args.threads, args.bench_runs)
+        latency = _latency({"fp32": fp32, "int8-cpu-u8s8": files["int8-cpu.onnx"],
+                            "int8-trt-s8s8-on-ort": files["int8-trt.onnx"]}, size, args.threads, args.bench_runs)
     return {
         "route": route, "fp32_onnx": fp32, "files": files, "calibration_frames": len(frames),
         "holdout_frames": len(held), "calibration_source": frames.name, "holdout_source": held.name,
