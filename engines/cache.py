@@ -258,3 +258,34 @@ class EngineCache:
             except EngineCacheError:
                 continue
         return out
+
+
+PRECISION_PREFERENCE = ("int8-qdq", "int8-calibrator", "fp16", "fp32")
+
+
+def resolve_plan(onnx_path: PathLike, precision: Optional[str] = None, cache: Optional[EngineCache] = None,
+                 platform: Optional[Dict[str, Optional[str]]] = None) -> CacheEntry:
+    """The cached plan built from ``onnx_path`` (a bundle route) for this machine.
+
+    Plans built from the route's Q/DQ variant carry the route ONNX's hash as ``source_onnx_sha256``.
+    Preference without ``precision``: INT8, FP16, FP32. Raises EngineCacheError naming the
+    ``tir build`` command when nothing fits.
+    """
+    cache = cache or EngineCache()
+    digest = sha256_file(onnx_path)
+    candidates = [e for e in cache.entries()
+                  if digest in (e.key.onnx_sha256, e.meta.get("source_onnx_sha256"))]
+    if platform is not None:
+        candidates = [e for e in candidates if all(e.key.to_dict().get(f) == platform.get(f) for f in PLATFORM_FIELDS)]
+    if precision is not None:
+        candidates = [e for e in candidates if e.key.precision.startswith(precision)]
+    if not candidates:
+        bundle = Path(onnx_path).resolve().parent
+        route = Path(onnx_path).stem.replace("route-", "")
+        raise EngineCacheError(
+            f"no TensorRT plan for {Path(onnx_path).name} in {cache.root} for this machine"
+            + (f" at precision {precision}" if precision else "")
+            + f"; build it with: {build_command(bundle, precision or 'fp16', [(640, 512)], route=route)}")
+    rank = {p: i for i, p in enumerate(PRECISION_PREFERENCE)}
+    candidates.sort(key=lambda e: (rank.get(e.key.precision, 99), -e.plan.stat().st_mtime))
+    return candidates[0]

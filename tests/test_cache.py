@@ -86,3 +86,22 @@ def test_l4t_parsing_and_profiles():
     assert jetpack_major("35.4.1") == 5 and jetpack_major("36.4.0") == 6 and jetpack_major(None) is None
     (name, lo, opt, hi), = profile_for_sizes([(640, 512), (320, 250)], multiple=4)
     assert name == "input" and opt == (1, 1, 512, 640) and lo == (1, 1, 252, 320) and hi == (1, 1, 512, 640)
+
+
+def test_resolve_plan_for_a_route_onnx(tmp_path):
+    from tir.engines.cache import resolve_plan, sha256_file
+
+    route = tmp_path / "route-noise.onnx"
+    route.write_bytes(b"fp32 onnx")
+    qdq = tmp_path / "noise.int8-trt.onnx"
+    qdq.write_bytes(b"qdq onnx")
+    cache = EngineCache(tmp_path / "plans")
+    with pytest.raises(EngineCacheError, match="tir build --bundle .* --precision fp16 --size 640x512 --route noise"):
+        resolve_plan(route, cache=cache, platform=PLATFORM)
+    fp16 = cache.store(_key(onnx_sha256=sha256_file(route), precision="fp16"), b"A", "noise")
+    int8 = cache.store(_key(onnx_sha256=sha256_file(qdq), precision="int8-qdq"), b"B", "noise",
+                       {"source_onnx_sha256": sha256_file(route)})
+    assert resolve_plan(route, cache=cache, platform=PLATFORM).plan == int8  # INT8 preferred
+    assert resolve_plan(route, precision="fp16", cache=cache, platform=PLATFORM).plan == fp16
+    with pytest.raises(EngineCacheError, match="no TensorRT plan"):
+        resolve_plan(route, cache=cache, platform=dict(PLATFORM, gpu_name="Xavier"))

@@ -153,6 +153,7 @@ def main(args) -> int:
             continue
         path = cache.store(key, plan, name, {
             "route": name, "bundle": str(bundle.path), "onnx": str(onnx_path), "multiple": multiple,
+            "source_onnx_sha256": sha256_file(fp32),
             "fp16_layers": fp16_layers, "flags": opts.flags,
             "rebuild_command": build_command(bundle.path, args.precision, sizes, route=name)})
         print(f"{name}: wrote {path}" + (f" (FP16 layers: {', '.join(fp16_layers)})" if fp16_layers else ""))

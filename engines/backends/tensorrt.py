@@ -42,16 +42,22 @@ class TensorRTEngine(Engine):
 
     backend = "tensorrt"
 
-    def __init__(self, path, name: Optional[str] = None, check_platform: bool = True, device: int = 0):
-        from ..cache import EngineCache, EngineCacheError, current_platform
+    def __init__(self, path, name: Optional[str] = None, check_platform: bool = True, device: int = 0,
+                 precision: Optional[str] = None, cache_dir=None):
+        from ..cache import EngineCache, EngineCacheError, current_platform, resolve_plan
         from ..cuda_pipeline import cuda_driver, primary_context, pushed
 
         path = Path(path)
         if not path.is_file():
             raise EngineError(f"TensorRT plan {str(path)!r} does not exist; build it with `tir build`")
-        super().__init__(name or path.stem)
         trt = _import_tensorrt()
         self.cuda = cuda_driver()
+        if path.suffix.lower() == ".onnx":  # a bundle route: use the plan `tir build` cached for it
+            try:
+                path = resolve_plan(path, precision, EngineCache(cache_dir), current_platform()).plan
+            except EngineCacheError as exc:
+                raise EngineError(str(exc)) from None
+        super().__init__(name or path.stem)
         self.trt, self.path = trt, path
         self.meta: dict = {}
         sidecar = EngineCache.sidecar(path)
