@@ -1,0 +1,55 @@
+"""calibration/data.py: calibration sets from the synthetic camera, folders and recordings."""
+import cv2
+import numpy as np
+import pytest
+
+from tir.calibration.data import CalibrationDataError, FrameDataReader, calibration_set
+
+
+def test_synthetic_is_deterministic_varied_and_normalised():
+    a = calibration_set("synthetic", 6, (64, 48), seed=1)
+    b = calibration_set("synthetic", 6, (64, 48), seed=1)
+    assert len(a) == 6 and a[0].shape == (48, 64) and a[0].dtype == np.float32
+    np.testing.assert_array_equal(a[3], b[3])
+    assert 0.0 <= a[2].min() and a[2].max() <= 1.0
+    assert not np.array_equal(a[0], a[1])  # different scenes / times
+    held = calibration_set("synthetic", 2, (64, 48), seed=1, holdout=True)
+    assert not np.array_equal(held[0], a[0])
+    x, clean = held.pair(0)
+    assert held.has_references and x.shape == clean.shape == (48, 64)
+    with pytest.raises(IndexError):
+        a[6]
+
+
+def test_folder_of_16bit_pngs_and_npy(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(9):
+        cv2.imwrite(str(tmp_path / f"f{i:02d}.png"), rng.integers(7000, 9000, (24, 32), dtype=np.uint16))
+    np.save(tmp_path / "rec.npy", rng.integers(7000, 9000, (11, 24, 32), dtype=np.uint16))
+    calib = calibration_set(str(tmp_path), 500, (32, 24))
+    held = calibration_set(str(tmp_path), 500, (32, 24), holdout=True)
+    assert len(calib) + len(held) == 20 and len(held) == 2  # every 10th frame is held out
+    frame = calib[0]
+    assert frame.shape == (24, 32) and 0.0 <= frame.min() and frame.max() <= 1.0 and frame.std() > 0.1
+    assert not held.has_references
+    resized = calibration_set(str(tmp_path), 4, (16, 12))
+    assert len(resized) == 4 and resized[3].shape == (12, 16)
+
+
+def test_bad_sources_name_what_exists(tmp_path):
+    with pytest.raises(CalibrationDataError, match="synthetic"):
+        calibration_set("nowhere", 4, (32, 24))
+    with pytest.raises(CalibrationDataError, match="no frames"):
+        calibration_set(str(tmp_path), 4, (32, 24))
+
+
+def test_reader_feeds_onnxruntime_shape():
+    from onnxruntime.quantization import CalibrationDataReader
+
+    reader = FrameDataReader(calibration_set("synthetic", 5, (32, 24)), batch_size=2)
+    assert isinstance(reader, CalibrationDataReader) and len(reader) == 3
+    shapes = [item["input"].shape for item in reader]
+    assert shapes == [(2, 1, 24, 32), (2, 1, 24, 32), (1, 1, 24, 32)]
+    assert reader.get_next() is None
+    reader.rewind()
+    assert reader.get_next()["input"].shape == (2, 1, 24, 32)
