@@ -197,8 +197,9 @@ def main(args) -> int:
     }
     (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(gate.format_table(verdicts))
-    print()
-    print(latency_table(results))
+    if any(r["latency_ms"] for r in results):
+        print()
+        print(latency_table(results))
     refused = [f"{v.route}/{v.flavour}" for v in verdicts if not v.passed]
     if refused:
         print(f"\nREFUSED INT8 for: {', '.join(refused)} (see reasons above; such routes stay fp32/fp16 "
