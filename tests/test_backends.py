@@ -33,7 +33,9 @@ def test_onnxruntime_engine_runs_any_size(tiny):
 
 
 def test_onnxruntime_threads_and_spinning_options(tiny):
-    engine = ONNXRuntimeEngine(tiny[1], providers="cpu", threads=1, spinning=False)
+    assert ONNXRuntimeEngine(tiny[1]).spinning is False  # off unless asked for
+    engine = ONNXRuntimeEngine(tiny[1], providers="cpu", threads=1, spinning=True)
+    assert engine.spinning is True and engine.threads == 1
     assert engine.infer(np.zeros((1, 1, 16, 16), np.float32)).shape == (1, 1, 16, 16)
 
 

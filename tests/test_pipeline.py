@@ -223,3 +223,23 @@ def test_in_flight_one_has_no_overlap(tiny_engine):
     out.pipeline = pipeline
     pipeline.run()
     assert max(out.seen_in_flight) == 1
+
+
+def test_light_stages_can_yield_cpu_to_inference():
+    import os
+
+    class PriorityModel(SlowModel):
+        def infer(self, batch):
+            self.nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return super().infer(batch)
+
+    class PriorityCollector(Collector):
+        def write(self, frame):
+            self.nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            super().write(frame)
+
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    model, out = PriorityModel(0.0), PriorityCollector()
+    Pipeline(open_source("synthetic://?size=160x120&realtime=0"), model, [out], frames=3, light_nice=3).run()
+    assert model.nice == base
+    assert out.nice == min(base + 3, 19)

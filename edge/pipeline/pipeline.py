@@ -27,7 +27,7 @@ from ..frame import Frame, FrameError, check_frame, now
 from ..sources.base import SourceError
 from .normalize import Normalizer
 from .slots import LatestWinsSlot
-from .stages import Deliver, Display, Infer, Postprocess, Preprocess, StageThread
+from .stages import Deliver, Display, Infer, Postprocess, Preprocess, StageThread, lower_thread_priority
 from .stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,15 @@ class Pipeline:
                  palette: str = "white-hot", agc_options: Optional[Dict[str, Any]] = None,
                  normalizer: Optional[Normalizer] = None, frames: Optional[int] = None,
                  duration: Optional[float] = None, max_in_flight: Optional[int] = None,
-                 lossless: Optional[bool] = None, read_timeout: float = 0.5, stats_window: int = 1000):
+                 lossless: Optional[bool] = None, light_nice: int = 0, read_timeout: float = 0.5,
+                 stats_window: int = 1000):
         self.source = source
         self.model = model
         self.outputs = list(outputs)
         self.frames = frames
         self.duration = duration
         self.read_timeout = read_timeout
+        self.light_nice = light_nice
         live = bool(getattr(source, "live", False))
         self.lossless = (not live) if lossless is None else bool(lossless)
         if max_in_flight is None and self.lossless:
@@ -101,7 +103,7 @@ class Pipeline:
             self.threads.append(StageThread(
                 w, self.slots[i], self.stats, self._stop, self._leave, self._fatal,
                 outbox=None if last else self.slots[i + 1], on_done=self._done_frame if last else None,
-                lossless=self.lossless))
+                lossless=self.lossless, nice=0 if w.name == "infer" else light_nice))
         self._started = False
         self._stopped = False
         self._t_start: Optional[float] = None
@@ -144,6 +146,7 @@ class Pipeline:
         return True
 
     def _capture(self) -> None:
+        lower_thread_priority(self.light_nice)
         first_slot = self.slots[0]
         shape = None
         while not self._stop.is_set():

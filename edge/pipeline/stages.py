@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
 from typing import Callable, Optional, Sequence
 
@@ -129,6 +130,17 @@ class Deliver:
                     log.warning("output %s failed: %s", getattr(output, "uri", output), exc)
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Raise this thread's nice value by ``nice`` (Linux: per thread); no-op elsewhere or at 0."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as exc:
+        log.debug("cannot lower thread priority: %s", exc)
+
+
 class StageThread(threading.Thread):
     """Runs one stage: inbox -> work -> stamp -> outbox (or ``on_done`` for the last stage).
 
@@ -141,9 +153,10 @@ class StageThread(threading.Thread):
                  stop: threading.Event, on_leave: Callable[[Frame], None],
                  on_fatal: Callable[[str, BaseException], None],
                  outbox: Optional[LatestWinsSlot] = None, on_done: Optional[Callable[[Frame], None]] = None,
-                 lossless: bool = False, poll_s: float = 0.1):
+                 lossless: bool = False, nice: int = 0, poll_s: float = 0.1):
         super().__init__(name=f"tir-{work.name}", daemon=True)
         self.lossless = lossless
+        self.nice = nice
         self.work = work
         self.stage = work.name
         self.inbox = inbox
@@ -156,6 +169,7 @@ class StageThread(threading.Thread):
         self.poll_s = poll_s
 
     def run(self) -> None:
+        lower_thread_priority(self.nice)
         while not self.stop_event.is_set():
             frame = self.inbox.get(self.poll_s)
             if frame is None:

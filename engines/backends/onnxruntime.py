@@ -56,14 +56,17 @@ class ONNXRuntimeEngine(Engine):
     """One ONNX model in an ``onnxruntime.InferenceSession``.
 
     ``threads`` sets the intra-op pool (None: ORT's default, one per physical core).
-    ``spinning=False`` stops idle pool threads from busy-waiting for the next call, which
-    leaves the CPU to the other pipeline stages on small machines.
+    ``spinning`` (ORT's ``session.intra_op.allow_spinning``) lets idle pool threads
+    busy-wait for work. ORT turns it on by default; here it is off unless asked for:
+    in a pipeline the spinning threads take the CPU the other stages need, and on a
+    shared or small machine that costs far more than the wake-up it saves
+    (docs/pipeline-bench.md has the measurement).
     """
 
     backend = "onnxruntime"
 
     def __init__(self, path, providers=None, threads: Optional[int] = None,
-                 spinning: Optional[bool] = None, name: Optional[str] = None):
+                 spinning: bool = False, name: Optional[str] = None):
         import onnxruntime as ort
 
         path = Path(path)
@@ -77,8 +80,8 @@ class ONNXRuntimeEngine(Engine):
         if threads is not None:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
-        if spinning is not None:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        self.spinning = bool(spinning)
         self.threads = threads
         try:
             self.session = ort.InferenceSession(str(path), options, providers=self.providers)
