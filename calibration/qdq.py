@@ -212,8 +212,13 @@ def _tensors_data(ranges: Mapping[str, TensorRange]):
 
 
 def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activation: str = "uint8",
-                 per_channel: bool = True, reader=None, exclude_nodes: Sequence[str] = ()) -> str:
-    """ORT static QDQ quantisation from our ranges; ``activation`` "uint8" (U8S8) or "int8" (S8S8)."""
+                 per_channel: bool = True, reader=None, exclude_nodes: Sequence[str] = (),
+                 reduce_range: bool = False) -> str:
+    """ORT static QDQ quantisation from our ranges; ``activation`` "uint8" (U8S8) or "int8" (S8S8).
+
+    ``reduce_range``: 7-bit weights, ORT's advice for x86 without VNNI (AVX2's u8×s8 multiply-add
+    saturates int16 with full-range weights); with VNNI keep it off (tensorrt_int8.md §2).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
@@ -221,7 +226,7 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     tensors = _tensors_data(ranges)
     kwargs = dict(quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8,
-                  per_channel=per_channel, reduce_range=False, calibrate_method=CalibrationMethod.MinMax,
+                  per_channel=per_channel, reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax,
                   nodes_to_exclude=list(exclude_nodes) or None,
                   extra_options={"ActivationSymmetric": activation == "int8", "WeightSymmetric": True})
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:

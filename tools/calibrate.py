@@ -46,6 +46,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bench-runs", type=int, default=20,
                         help="timed ORT runs per model, interleaved across fp32/u8s8/s8s8 (20; 0 = skip)")
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (2)")
+    parser.add_argument("--reduce-range", action="store_true",
+                        help="CPU model: 7-bit weights (ORT's advice for x86 CPUs without VNNI)")
     parser.add_argument("--no-fp16-search", action="store_true", help="skip the FP16-layer search on refusal")
     parser.add_argument("--data", default=None, help="RoadScene folder (default ../shared/data/roadscene-ir)")
     parser.add_argument("--seed", type=int, default=0)
@@ -106,7 +108,7 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
     Path(files["ranges.json"]).write_text(json.dumps(
         {k: {"amax": r.amax, "min": r.min, "max": r.max} for k, r in ranges.items()}, indent=1) + "\n")
     trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"])
-    quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8")
+    quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8", reduce_range=args.reduce_range)
     trt_cache_from_ranges(ranges, files["calib.cache"], version=args.trt_version)
 
     ref = gate.held_out_outputs(_runner(fp32, args.threads), held)
