@@ -24,6 +24,7 @@ the training and export functions.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -42,6 +43,7 @@ FEATURE_POOL = 4                # learned trunk runs at (h/4, w/4) = 128×160
 FEATURES = "pooled-frame + log energy of bands (x-G1, G1-G2.5 full res, m-G2 at 1/4) v1"
 DEFAULT_TEMPERATURE = 0.1
 DEFAULT_THRESHOLD_PERCENTILE = 2.0
+ROUTER_JSON = "router.json"
 
 
 def router_classes(tasks: Sequence[str]) -> List[str]:
@@ -409,7 +411,23 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
                 "dim": dim}, out_dir / "router.pt")
     log.info("router: val accuracy %.3f, threshold %.3f, %s", metrics["val_accuracy"], threshold,
              {k: v for k, v in metrics.items() if k.startswith("val_unknown")})
-    return {"file": path.name, "codebook": book.astype(float).round(6).tolist(),
-            "threshold": threshold, "thresholds": thresholds, "temperature": float(temperature),
-            "input_size": [int(input_size[0]), int(input_size[1])],
-            "tasks": classes, "features": FEATURES, "metrics": metrics}
+    entry = {"file": path.name, "codebook": book.astype(float).round(6).tolist(),
+             "threshold": threshold, "thresholds": thresholds, "temperature": float(temperature),
+             "input_size": [int(input_size[0]), int(input_size[1])],
+             "tasks": classes, "features": FEATURES, "metrics": metrics}
+    (out_dir / ROUTER_JSON).write_text(json.dumps(entry, indent=1) + "\n")
+    return entry
+
+
+def load_router_entry(path) -> Tuple[Path, dict]:
+    """(router.onnx path, manifest entry) from a folder or JSON written by :func:`train_router`."""
+    path = Path(path)
+    meta = path / ROUTER_JSON if path.is_dir() else path
+    if not meta.is_file():
+        raise FileNotFoundError(f"no router description {meta}; train_router writes {ROUTER_JSON} "
+                                "next to router.onnx")
+    entry = json.loads(meta.read_text())
+    onnx_path = meta.parent / entry["file"]
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"{meta} names {entry['file']}, which is not in {meta.parent}")
+    return onnx_path, entry

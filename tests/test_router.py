@@ -87,6 +87,8 @@ def test_train_router_separates_tasks_and_exports_onnx(tmp_path):
     assert len(res["codebook"]) == 3 and len(res["codebook"][0]) == 16
     assert len(res["thresholds"]) == 3 and res["threshold"] == min(res["thresholds"])
     assert res["metrics"]["val_accuracy"] >= 0.9
+    onnx_path, entry = router.load_router_entry(tmp_path)
+    assert onnx_path == tmp_path / "router.onnx" and entry["codebook"] == res["codebook"]
 
     # exported ONNX: unit-norm embeddings that classify fresh frames correctly
     sess = ort.InferenceSession(str(tmp_path / res["file"]), providers=["CPUExecutionProvider"])

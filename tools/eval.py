@@ -1,0 +1,81 @@
+"""``tir eval``: a bundle, its router and the baselines on clean frames with seeded degradations.
+
+Prints the per-task PSNR/SSIM table, the continual table (model after each task), route costs
+and timings, router accuracy with its confusion matrix and the unknown rate on unseen
+degradations; writes JSON (``--json``) and a bar chart (``--plot``). See docs/eval.md.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+log = logging.getLogger("tir.eval")
+
+BASELINES = ("classical", "sequential", "joint")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--bundle", default=None,
+                        help="model bundle folder (default: the shipped bundle; 'none' to skip our model)")
+    parser.add_argument("--router", default=None,
+                        help="router folder/JSON from train_router, evaluated instead of the bundle's router")
+    parser.add_argument("--data", default=None, help="folder of clean thermal frames (default: RoadScene split)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
+                        help="RoadScene split when --data is not given (default: test)")
+    parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
+    parser.add_argument("--baselines", default="classical",
+                        help=f"comma list from {','.join(BASELINES)} or 'none' (default: classical)")
+    parser.add_argument("--sequential", default=None, help="folder with sequential-after-<task>.onnx")
+    parser.add_argument("--joint", default=None, help="joint.onnx (or its folder)")
+    parser.add_argument("--tasks", default=None, help="comma list of tasks (default: the bundle's)")
+    parser.add_argument("--unseen", default="jpeg", help="unseen degradations for the router's unknown rate")
+    parser.add_argument("--max-frames", type=int, default=None, help="evaluate the first N frames only")
+    parser.add_argument("--backend", default="auto", help="engine backend (auto, onnxruntime, torch, tensorrt)")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads per engine")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--plot", default=None, metavar="PATH", help="write a PNG bar chart")
+
+
+def _split(text):
+    return [] if not text or text == "none" else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def main(args) -> int:
+    from tir.engines.bundle import BundleError, default_bundle_path
+    from tir.engines.degrade import DegradationError
+    from tir.engines.engine import EngineError
+    from tir.engines.evaluate import evaluate, format_report, plot_report
+
+    baselines = _split(args.baselines)
+    bad = [b for b in baselines if b not in BASELINES]
+    if bad:
+        print(f"tir eval: unknown baselines {bad}; choose from {', '.join(BASELINES)}", file=sys.stderr)
+        return 2
+    bundle = args.bundle
+    if bundle is None:
+        bundle = default_bundle_path()
+        if bundle is None:
+            print("tir eval: no shipped bundle found; pass --bundle DIR (from `tir train`) or "
+                  "--bundle none to evaluate baselines/router only", file=sys.stderr)
+            return 2
+    elif bundle == "none":
+        bundle = None
+    try:
+        result = evaluate(bundle=bundle, data=args.data, split=args.split, seed=args.seed,
+                          baselines=baselines, sequential=args.sequential, joint=args.joint,
+                          router=args.router, max_frames=args.max_frames, backend=args.backend,
+                          threads=args.threads, tasks=_split(args.tasks) or None,
+                          unseen=_split(args.unseen))
+    except (BundleError, DegradationError, EngineError, FileNotFoundError, ValueError) as exc:
+        print(f"tir eval: {exc}", file=sys.stderr)
+        return 2
+    result["command"] = "tir eval " + " ".join(sys.argv[sys.argv.index("eval") + 1:]) if "eval" in sys.argv else ""
+    print(format_report(result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=1)
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        print(f"wrote {plot_report(result, args.plot)}")
+    return 0
