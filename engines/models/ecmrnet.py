@@ -1,0 +1,299 @@
+"""ECMRNet-family restoration networks: the paper's grouped U-Net and a CPU/INT8 edge design.
+
+Presets by name (``create_model("edge")``):
+
+* ``paper`` - ECMRNet's GroupAE body as read in Kust-lp/ECMRNet ``codes/model/GroupAE.py``
+  (ecmrnet.md §1.1): 3×3 stem 1→32, six stages of GroupResBlocks (GroupNorm, two grouped
+  3×3 convs, GELU, SCA gate, beta residual initialised to 0) at widths 32/128/512 with
+  PixelUnshuffle/PixelShuffle(2) between them, a shared 1×1 bottom, skips scaled by
+  per-channel vectors, 3×3 out conv, no global residual. ≈97 GMAC at 640×512; kept for
+  fidelity and cost comparisons, not trained here.
+* ``edge`` - built for this CPU (cpu_budget.md: pixel-unshuffle ×4 first, dense 3×3 convs at
+  ≥32 channels on the H/4 grid run near the GEMM rate; grouped convs/GroupNorm/GELU at full
+  resolution run ~20× slower). Stem PixelUnshuffle(4) + 3×3 conv + ReLU; a branch of dense
+  residual blocks at H/4 (32 ch) and H/8 (64 ch) with a global-statistics FiLM at H/8
+  (most CBN error is global brightness/contrast, cpu_budget.md); a linear reconstruction
+  conv + PixelShuffle(4); global residual to the input. No normalisation, ReLU only,
+  opset-17 ops. Spatial multiple 8.
+* ``tiny`` - the edge design at toy widths, for tests.
+
+The edge network is split into :class:`EdgeStem`, :class:`EdgeBranch` and :class:`EdgeRecon`
+so the open-world model (:mod:`tir.engines.continual`) can share the stem and reconstruction
+and give every task its own branch. A branch returns a *feature delta*; the restored image is
+``x + recon.residual(delta)`` where ``residual`` is the reconstruction conv without bias (it is
+linear, so this equals ``recon(stem + delta) - recon(stem) + x``): a new branch whose output
+projection is zero starts as the identity.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ECMRNetConfig:
+    """Numbers that define one network; ``family`` picks the block type."""
+
+    name: str = "edge"
+    family: str = "edge"                 # "edge" (dense, ReLU) or "paper" (grouped, GroupNorm)
+    # edge family
+    unshuffle: int = 4                   # stem pixel-unshuffle factor
+    width: int = 32                      # channels on the H/unshuffle grid
+    low_width: int = 64                  # channels on the H/(2·unshuffle) grid
+    blocks: Tuple[int, int, int] = (1, 2, 1)   # residual blocks: high in, low, high out
+    stats_hidden: int = 16               # global-statistics MLP width
+    miner_rank: int = 4                  # low-rank mixing matrix rank (compound miner)
+    miner_hidden: int = 16
+    # paper family (ecmrnet.md §1.1)
+    paper_widths: Tuple[int, int, int] = (32, 128, 512)
+    paper_groups: Tuple[int, int, int] = (8, 16, 32)
+    paper_blocks: Tuple[int, int, int] = (2, 4, 8)
+
+    @property
+    def multiple(self) -> int:
+        """Input H and W must be multiples of this."""
+        if self.family == "paper":
+            return 4
+        return self.unshuffle * 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ECMRNetConfig":
+        data = dict(data)
+        for key in ("blocks", "paper_widths", "paper_groups", "paper_blocks"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+PRESETS: Dict[str, ECMRNetConfig] = {
+    "paper": ECMRNetConfig(name="paper", family="paper"),
+    "edge": ECMRNetConfig(name="edge"),
+    "tiny": ECMRNetConfig(name="tiny", width=8, low_width=16, blocks=(1, 1, 1), stats_hidden=8,
+                          miner_rank=2, miner_hidden=8),
+}
+
+
+def get_config(preset: Union[str, ECMRNetConfig]) -> ECMRNetConfig:
+    if isinstance(preset, ECMRNetConfig):
+        return preset
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    return PRESETS[preset]
+
+
+def conv3x3(cin: int, cout: int, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1, groups=groups)
+
+
+def conv1x1(cin: int, cout: int, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, groups=groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# edge family
+# ---------------------------------------------------------------------------------------------
+
+class DenseResBlock(nn.Module):
+    """x + conv(relu(conv(x))): ``mid`` is the prunable inner width."""
+
+    def __init__(self, channels: int, mid: Optional[int] = None):
+        super().__init__()
+        mid = channels if mid is None else mid
+        self.conv1 = conv3x3(channels, mid)
+        self.conv2 = conv3x3(mid, channels)
+
+    @property
+    def mid(self) -> int:
+        return self.conv1.out_channels
+
+    def inner(self, x: torch.Tensor) -> torch.Tensor:
+        """The post-ReLU inner activation (what pruning looks at)."""
+        return F.relu(self.conv1(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.inner(x))
+
+
+class GlobalStats(nn.Module):
+    """FiLM from pooled features: x·(1 + scale) + shift, both per channel and per frame."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.fc1 = conv1x1(channels, hidden)
+        self.fc2 = conv1x1(hidden, 2 * channels)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3), keepdim=True)
+        scale, shift = self.fc2(F.relu(self.fc1(pooled))).chunk(2, dim=1)
+        return x * (1.0 + scale) + shift
+
+
+class EdgeStem(nn.Module):
+    """PixelUnshuffle(r) then 3×3 conv + ReLU on the H/r grid."""
+
+    def __init__(self, cfg: ECMRNetConfig):
+        super().__init__()
+        self.unshuffle = nn.PixelUnshuffle(cfg.unshuffle)
+        self.conv = conv3x3(cfg.unshuffle ** 2, cfg.width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(self.unshuffle(x)))
+
+
+class EdgeRecon(nn.Module):
+    """3×3 conv to r² channels then PixelShuffle(r); linear, so deltas decode without bias."""
+
+    def __init__(self, cfg: ECMRNetConfig):
+        super().__init__()
+        self.conv = conv3x3(cfg.width, cfg.unshuffle ** 2)
+        self.shuffle = nn.PixelShuffle(cfg.unshuffle)
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        """Features -> image (clean autoencoder pretraining)."""
+        return self.shuffle(self.conv(features))
+
+    def residual(self, delta: torch.Tensor) -> torch.Tensor:
+        """Feature delta -> image delta (the same conv without its bias)."""
+        return self.shuffle(F.conv2d(delta, self.conv.weight, None, padding=1))
+
+
+class EdgeBranch(nn.Module):
+    """One task's body: blocks at H/r, down to H/2r with a global-statistics FiLM, back up.
+
+    ``mids`` optionally gives each block's inner width (after pruning), in block order.
+    """
+
+    def __init__(self, cfg: ECMRNetConfig, mids: Optional[Sequence[int]] = None):
+        super().__init__()
+        c, lc = cfg.width, cfg.low_width
+        n_in, n_low, n_out = cfg.blocks
+        widths = [c] * n_in + [lc] * n_low + [c] * n_out
+        mids = list(widths) if mids is None else list(mids)
+        if len(mids) != len(widths):
+            raise ValueError(f"branch has {len(widths)} blocks, got {len(mids)} inner widths")
+        self.high_in = nn.Sequential(*[DenseResBlock(c, m) for m in mids[:n_in]])
+        self.down = nn.Sequential(nn.PixelUnshuffle(2), conv1x1(4 * c, lc))
+        self.low = nn.Sequential(*[DenseResBlock(lc, m) for m in mids[n_in:n_in + n_low]])
+        self.stats = GlobalStats(lc, cfg.stats_hidden)
+        self.up = nn.Sequential(conv1x1(lc, 4 * c), nn.PixelShuffle(2))
+        self.high_out = nn.Sequential(*[DenseResBlock(c, m) for m in mids[n_in + n_low:]])
+        self.out = conv1x1(c, c)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def res_blocks(self) -> List[DenseResBlock]:
+        return [*self.high_in, *self.low, *self.high_out]
+
+    def mids(self) -> List[int]:
+        return [b.mid for b in self.res_blocks()]
+
+    def body(self, s: torch.Tensor) -> torch.Tensor:
+        """Features before the output projection (what a compound miner refines)."""
+        h = self.high_in(s)
+        low = self.stats(self.low(self.down(h)))
+        return self.high_out(h + self.up(low))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(s))
+
+
+class EdgeNet(nn.Module):
+    """Single-route edge network: x + recon.residual(branch(stem(x)))."""
+
+    def __init__(self, cfg: ECMRNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.stem = EdgeStem(cfg)
+        self.branch = EdgeBranch(cfg)
+        self.recon = EdgeRecon(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.recon.residual(self.branch(self.stem(x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# paper family (ecmrnet.md §1.1, read from codes/model/GroupAE.py)
+# ---------------------------------------------------------------------------------------------
+
+class GroupResBlock(nn.Module):
+    """GN -> grouped 3×3 -> grouped 3×3 -> GELU -> SCA gate -> x + beta·y (beta starts at 0)."""
+
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels)
+        self.conv1 = conv3x3(channels, channels, groups)
+        self.conv2 = conv3x3(channels, channels, groups)
+        self.sca = conv1x1(channels, channels, groups)
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.gelu(self.conv2(self.conv1(self.norm(x))))
+        y = y * torch.sigmoid(self.sca(y.mean(dim=(2, 3), keepdim=True)))
+        return x + self.beta * y
+
+
+class GroupStage(nn.Module):
+    """1×1 in -> N GroupResBlocks -> 1×1 out."""
+
+    def __init__(self, channels: int, groups: int, n_blocks: int):
+        super().__init__()
+        self.conv_in = conv1x1(channels, channels)
+        self.blocks = nn.Sequential(*[GroupResBlock(channels, groups) for _ in range(n_blocks)])
+        self.conv_out = conv1x1(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Returns (post-1×1-in feature for the skip, stage output)."""
+        entry = self.conv_in(x)
+        return entry, self.conv_out(self.blocks(entry))
+
+
+class PaperNet(nn.Module):
+    """ECMRNet's six-stage grouped U-Net with widths 32/128/512 (one task's full body)."""
+
+    def __init__(self, cfg: ECMRNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        (c1, c2, c3), (g1, g2, g3), (n1, n2, n3) = cfg.paper_widths, cfg.paper_groups, cfg.paper_blocks
+        if c2 != 4 * c1 or c3 != 4 * c2:
+            raise ValueError("paper widths must grow ×4 per PixelUnshuffle(2)")
+        self.stem = conv3x3(1, c1)
+        self.e1, self.e2, self.e3 = GroupStage(c1, g1, n1), GroupStage(c2, g2, n2), GroupStage(c3, g3, n3)
+        self.bottom = conv1x1(c3, c3)
+        self.d1, self.d2, self.d3 = GroupStage(c3, g3, n3), GroupStage(c2, g2, n2), GroupStage(c1, g1, n1)
+        self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+        self.skip_a = nn.Parameter(torch.ones(1, c1, 1, 1))
+        self.skip_b = nn.Parameter(torch.ones(1, c2, 1, 1))
+        self.skip_c = nn.Parameter(torch.ones(1, c3, 1, 1))
+        self.out = conv3x3(c1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s1, h = self.e1(self.stem(x))
+        s2, h = self.e2(self.down(h))
+        s3, h = self.e3(self.down(h))
+        h = self.bottom(h)
+        _, h = self.d1(h)
+        h = h + self.skip_c * s3
+        _, h = self.d2(self.up(h))
+        h = h + self.skip_b * s2
+        _, h = self.d3(self.up(h))
+        h = h + self.skip_a * s1
+        return self.out(h)
+
+
+def create_model(preset: Union[str, ECMRNetConfig] = "edge") -> nn.Module:
+    """A single-route network for ``preset`` (a name in :data:`PRESETS` or a config)."""
+    cfg = get_config(preset)
+    if cfg.family == "paper":
+        return PaperNet(cfg)
+    if cfg.family == "edge":
+        return EdgeNet(cfg)
+    raise ValueError(f"unknown family {cfg.family!r}; families: edge, paper")

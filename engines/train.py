@@ -1,0 +1,455 @@
+"""Training of the open-world model: the whole continual sequence, resumable by stage.
+
+Stages, in order (ecmrnet.md §1.2): ``pretrain`` (clean→clean: stem, reconstruction and clean
+branch), then per task ``<task>-train`` → ``<task>-prune`` → ``<task>-finetune``, then
+``router`` (tir.engines.router.train_router) and ``bundle`` (one ONNX per route through
+tir.engines.export.export_onnx, tir.engines.bundle.write_bundle). After every stage the model
+(``model.pt``: architecture + state dict) and ``state.json`` (finished stages and their
+metrics) are written to the work dir; a restart loads them and skips finished stages.
+
+Training pairs come from a pool of whole degraded frames per task (crops + flips drawn per
+step; a quarter of the pool is re-degraded every ``refresh_every`` steps). Degrading whole
+frames keeps the non-uniformity map's geometry of the recipe (ecmrnet.md §1.3), and costs
+~1.5-11 ms per 640×512 frame in engines/degrade.py, measured on this machine.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import degrade as deg
+from .continual import CLEAN, OpenWorldModel, RouteModule
+from .losses import RestorationLoss
+from .macs import count_macs
+from .metrics import psnr
+from .pruning import apply_plans, collect_picks, select_groups
+
+log = logging.getLogger("tir.train")
+
+FRAME = (1, 1, 512, 640)          # the project's reference frame for MAC counts
+P_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass
+class TrainSettings:
+    preset: str = "edge"
+    tasks: Sequence[str] = deg.TASKS
+    steps: int = 1500                  # training steps per single-degradation task
+    compound_steps: Optional[int] = None   # per compound task (None: ``steps``)
+    pretrain_steps: int = 600
+    finetune_steps: int = 500
+    crop: int = 128
+    batch: int = 12
+    lr: float = 2e-3
+    seed: int = 0
+    threads: int = 2
+    data: Optional[str] = None         # RoadScene folder (default: ../shared/data/roadscene-ir)
+    group: int = 4                     # channels per pruning group
+    prune_p: Optional[float] = None    # None: smallest p on P_GRID reaching target_reduction
+    target_reduction: float = 0.40
+    prune_samples: int = 32
+    refresh_every: int = 100
+    router: bool = True
+    router_steps: int = 1500
+    bundle_dir: Optional[str] = None
+    val_limit: Optional[int] = None    # evaluate on the first N val frames (tests)
+    init_from: Optional[Dict[str, str]] = None   # task -> branch to copy (default: clean)
+    command: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+
+class DegradedPool:
+    """Whole clean frames and a degraded copy of each per task; random aligned crops."""
+
+    def __init__(self, clean: np.ndarray, spec, seed: int):
+        self.clean = np.asarray(clean, dtype=np.float32)
+        self.spec = deg.load_spec(spec)
+        self.rng = np.random.default_rng(seed)
+        self.degraded = deg.degrade(self.clean, self.spec, self.rng)
+
+    def refresh(self, fraction: float = 0.25) -> None:
+        n = max(1, int(len(self.clean) * fraction))
+        idx = self.rng.choice(len(self.clean), n, replace=False)
+        self.degraded[idx] = deg.degrade(self.clean[idx], self.spec, self.rng)
+
+    def batch(self, size: int, crop: int):
+        n, h, w = self.clean.shape
+        crop_h, crop_w = min(crop, h), min(crop, w)
+        idx = self.rng.integers(0, n, size)
+        ys = self.rng.integers(0, h - crop_h + 1, size)
+        xs = self.rng.integers(0, w - crop_w + 1, size)
+        inp = np.empty((size, 1, crop_h, crop_w), np.float32)
+        tgt = np.empty_like(inp)
+        for k in range(size):
+            a = self.degraded[idx[k], ys[k]:ys[k] + crop_h, xs[k]:xs[k] + crop_w]
+            b = self.clean[idx[k], ys[k]:ys[k] + crop_h, xs[k]:xs[k] + crop_w]
+            if self.rng.random() < 0.5:
+                a, b = a[:, ::-1], b[:, ::-1]
+            if self.rng.random() < 0.5:
+                a, b = a[::-1], b[::-1]
+            inp[k, 0], tgt[k, 0] = a, b
+        return torch.from_numpy(inp), torch.from_numpy(tgt)
+
+
+def crop_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
+    h, w = images.shape[-2:]
+    return images[..., : h - h % multiple, : w - w % multiple]
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation and costs
+# ---------------------------------------------------------------------------------------------
+
+def evaluate_route(model: OpenWorldModel, task: str, degraded: np.ndarray, clean: np.ndarray,
+                   batch: int = 4) -> float:
+    """Mean per-frame PSNR of ``task``'s route on fixed degraded frames."""
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for i in range(0, len(degraded), batch):
+            x = torch.from_numpy(degraded[i:i + batch, None])
+            y = model.route_forward(x, task).clamp(0, 1).numpy()[:, 0]
+            scores += [psnr(y[k], clean[i + k]) for k in range(len(y))]
+    return float(np.mean(scores))
+
+
+def route_costs(model: OpenWorldModel, task: str) -> dict:
+    """GMAC per 640×512 frame of the whole route and of the task's own branch (+ miner)."""
+    report = count_macs(RouteModule(model, task), FRAME)
+    own = (f"model.branches.{task}.", f"model.miners.{task}.")
+    own_macs = sum(v for k, v in report.per_layer.items() if k.startswith(own))
+    return {"gmac": report.macs / 1e9, "branch_gmac": own_macs / 1e9, "params": model.route_params(task)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the runner
+# ---------------------------------------------------------------------------------------------
+
+class ContinualTrainer:
+    """Runs (or resumes) the stage sequence in ``work_dir``."""
+
+    def __init__(self, settings: TrainSettings, work_dir, train_clean: Optional[np.ndarray] = None,
+                 val_clean: Optional[np.ndarray] = None):
+        self.s = settings
+        self.work = Path(work_dir)
+        self.work.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(int(settings.threads))
+        self._setup_log()
+        self.state = self._load_state()
+        if train_clean is None:
+            train_clean = deg.load_roadscene("train", settings.data)
+        if val_clean is None:
+            val_clean = deg.load_roadscene("val", settings.data)
+        if settings.val_limit:
+            val_clean = val_clean[: settings.val_limit]
+        self.model = self._load_model()
+        m = self.model.cfg.multiple
+        self.train_clean = crop_to_multiple(train_clean, m)
+        self.val_clean = crop_to_multiple(val_clean, m)
+        self.loss = RestorationLoss(settings.crop)
+        self._val_sets: Dict[str, np.ndarray] = {}
+
+    # ---------------------------------------------------------------- bookkeeping
+    def _setup_log(self) -> None:
+        path = self.work / "train.log"
+        if not any(getattr(h, "baseFilename", None) == str(path) for h in log.handlers):
+            handler = logging.FileHandler(path)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+
+    def _load_state(self) -> dict:
+        path = self.work / "state.json"
+        state = {"done": [], "metrics": {}, "started": now_iso(), "wall_s": {}, "runs": []}
+        if path.is_file():
+            state = json.loads(path.read_text())
+        state["settings"] = asdict(self.s)             # the settings of the latest run
+        state.setdefault("runs", []).append({"date": now_iso(), "command": self.s.command})
+        return state
+
+    def _save(self) -> None:
+        torch.save({"architecture": self.model.architecture(), "state_dict": self.model.state_dict()},
+                   self.work / "model.pt.tmp")
+        os.replace(self.work / "model.pt.tmp", self.work / "model.pt")
+        tmp = self.work / "state.json.tmp"
+        tmp.write_text(json.dumps(self.state, indent=2, default=float))
+        os.replace(tmp, self.work / "state.json")
+
+    def _load_model(self) -> OpenWorldModel:
+        path = self.work / "model.pt"
+        if path.is_file():
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            model = OpenWorldModel.from_architecture(ckpt["architecture"])
+            model.load_state_dict(ckpt["state_dict"])
+            log.info("resumed from %s (done: %s)", path, ", ".join(self.state["done"]) or "nothing")
+            return model
+        torch.manual_seed(self.s.seed)
+        return OpenWorldModel(self.s.preset)
+
+    def stages(self) -> List[str]:
+        names = ["pretrain"]
+        for t in self.s.tasks:
+            names += [f"{t}-train", f"{t}-prune", f"{t}-finetune"]
+        if self.s.router:
+            names.append("router")
+        if self.s.bundle_dir:
+            names.append("bundle")
+        return names
+
+    def run(self) -> dict:
+        for stage in self.stages():
+            if stage in self.state["done"] and stage != "bundle":   # the bundle is always rewritten
+                log.info("stage %s: done, skipped", stage)
+                continue
+            t0 = time.monotonic()
+            log.info("stage %s: start", stage)
+            self._run_stage(stage)
+            if stage not in self.state["done"]:
+                self.state["done"].append(stage)
+            self.state["wall_s"][stage] = round(time.monotonic() - t0, 1)
+            self._save()
+            log.info("stage %s: finished in %.0f s", stage, time.monotonic() - t0)
+        return self.state
+
+    def _run_stage(self, stage: str) -> None:
+        if stage == "pretrain":
+            self.pretrain()
+        elif stage == "router":
+            self.train_router()
+        elif stage == "bundle":
+            self.write_bundle(self.s.bundle_dir)
+        else:
+            task, _, kind = stage.rpartition("-")
+            {"train": self.train_task, "prune": self.prune_task, "finetune": self.finetune_task}[kind](task)
+
+    # ---------------------------------------------------------------- stages
+    def _metrics(self, task: str) -> dict:
+        return self.state["metrics"].setdefault(task, {})
+
+    def val_set(self, task: str) -> np.ndarray:
+        if task not in self._val_sets:
+            self._val_sets[task] = deg.make_eval_set(self.val_clean, self.spec(task), seed=self.s.seed)
+        return self._val_sets[task]
+
+    def spec(self, task: str):
+        specs = self.state.setdefault("specs", {})
+        if task in specs:
+            return deg.DegradationSpec.from_json(specs[task])
+        spec = deg.load_spec(task)
+        specs[task] = json.loads(spec.to_json())
+        return spec
+
+    def _optimise(self, params, steps: int, forward, pool: DegradedPool, desc: str, lr: float) -> float:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-5, betas=(0.9, 0.999))
+        warm = max(1, steps // 20)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: (i + 1) / warm if i < warm else
+            0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, steps - warm))))
+        self.model.train()
+        running = None
+        bar = tqdm(range(steps), desc=desc, mininterval=5.0, dynamic_ncols=True)
+        for step in bar:
+            if step and step % self.s.refresh_every == 0:
+                pool.refresh()
+            x, y = pool.batch(self.s.batch, self.s.crop)
+            loss = self.loss(forward(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+            if (step + 1) % 200 == 0:
+                log.info("%s step %d/%d loss %.4f", desc, step + 1, steps, running)
+        return float(running or 0.0)
+
+    def pretrain(self) -> None:
+        self.model.unfreeze_autoencoder()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        pool = _CleanPool(self.train_clean, self.s.seed)
+        loss = self._optimise(params, self.s.pretrain_steps, self.model.autoencode, pool, "pretrain", self.s.lr)
+        self.model.eval()
+        with torch.no_grad():
+            x = torch.from_numpy(self.val_clean[:4, None])
+            ae = float(np.mean([psnr(a, b) for a, b in
+                                zip(self.model.autoencode(x).clamp(0, 1).numpy()[:, 0], self.val_clean[:4])]))
+        self.model.freeze_except(None)
+        self.state["metrics"]["pretrain"] = {"loss": loss, "val_psnr_autoencoder": ae}
+        log.info("pretrain: loss %.4f, autoencoder val PSNR %.2f dB", loss, ae)
+
+    def train_task(self, task: str) -> None:
+        parts = deg.COMPOUND_PARTS.get(task, ())
+        if task not in self.model.branches:
+            init = (self.s.init_from or {}).get(task, CLEAN)
+            self.model.add_task(task, parts=parts, init=init)
+        steps = self.s.compound_steps if parts and self.s.compound_steps is not None else self.s.steps
+        self._train(task, steps, "train", self.s.lr)
+        m = self._metrics(task)
+        m["val_psnr_degraded"] = float(np.mean([psnr(a, b) for a, b in zip(self.val_set(task), self.val_clean)]))
+        m["val_psnr_trained"] = evaluate_route(self.model, task, self.val_set(task), self.val_clean)
+        m.update({f"unpruned_{k}": v for k, v in route_costs(self.model, task).items()})
+        log.info("%s: val PSNR degraded %.2f -> trained %.2f dB", task, m["val_psnr_degraded"],
+                 m["val_psnr_trained"])
+
+    def _train(self, task: str, steps: int, kind: str, lr: float) -> float:
+        self.model.freeze_except(task)
+        params = self.model.trainable_parameters(task)
+        pool = DegradedPool(self.train_clean, self.spec(task), self.s.seed + len(self.state["done"]))
+        loss = self._optimise(params, steps, lambda x: self.model.route_forward(x, task), pool,
+                              f"{task} {kind}", lr)
+        self.model.freeze_except(None)
+        self._metrics(task)[f"{kind}_loss"] = loss
+        return loss
+
+    def prune_task(self, task: str) -> None:
+        m = self._metrics(task)
+        pool = DegradedPool(self.train_clean, self.spec(task), self.s.seed + 7919)
+        n = min(self.s.prune_samples, len(pool.clean))
+        samples = [torch.from_numpy(pool.degraded[i:i + 2, None]) for i in range(0, n, 2)]
+        self.model.eval()
+        blocks = _blocks_of(self.model, task)
+        plans, means, n_samples = collect_picks(blocks, lambda x: self.model.route_forward(x, task),
+                                                tqdm(samples, desc=f"{task} SE picks", mininterval=5.0),
+                                                self.s.group)
+        before = route_costs(self.model, task)
+        choice = None
+        for p in ([self.s.prune_p] if self.s.prune_p is not None else P_GRID):
+            trial = copy.deepcopy(self.model)
+            select_groups(plans, n_samples, p)
+            apply_plans(_blocks_of(trial, task), plans, self.s.group, means)
+            cost = route_costs(trial, task)
+            reduction = 1.0 - cost["branch_gmac"] / before["branch_gmac"]
+            choice = (p, trial, cost, reduction)
+            if reduction >= self.s.target_reduction:
+                break
+        p, self.model, after, reduction = choice
+        m.update({"prune_p": p, "prune_samples": n_samples, "group": self.s.group,
+                  "pick_counts": {k: v.counts for k, v in plans.items()},
+                  "kept_mids": self.model.branches[task].mids(),
+                  "branch_gmac_before": before["branch_gmac"], "branch_gmac_after": after["branch_gmac"],
+                  "route_gmac_after": after["gmac"], "params_after": after["params"],
+                  "branch_mac_reduction": reduction,
+                  "val_psnr_pruned": evaluate_route(self.model, task, self.val_set(task), self.val_clean)})
+        log.info("%s: pruned with p=%.2f, branch %.3f -> %.3f GMAC (-%.0f%%), val PSNR %.2f", task, p,
+                 before["branch_gmac"], after["branch_gmac"], 100 * reduction, m["val_psnr_pruned"])
+
+    def finetune_task(self, task: str) -> None:
+        self._train(task, self.s.finetune_steps, "finetune", self.s.lr * 0.5)
+        m = self._metrics(task)
+        m["val_psnr_finetuned"] = evaluate_route(self.model, task, self.val_set(task), self.val_clean)
+        m["psnr_loss_from_pruning"] = m["val_psnr_trained"] - m["val_psnr_finetuned"]
+        m.update(route_costs(self.model, task))
+        log.info("%s: fine-tuned val PSNR %.2f dB (unpruned %.2f)", task, m["val_psnr_finetuned"],
+                 m["val_psnr_trained"])
+
+    def train_router(self) -> None:
+        from .router import train_router
+
+        out = self.work / "router"
+        info = train_router(self.train_clean, list(self.s.tasks), out_dir=out, steps=self.s.router_steps,
+                            seed=self.s.seed, threads=self.s.threads, val_images=self.val_clean)
+        self.state["router"] = info
+
+    def write_bundle(self, out_dir):
+        return export_bundle(self.model, self.state, self.work, out_dir, self.s)
+
+
+class _CleanPool:
+    """Clean→clean pairs for autoencoder pretraining."""
+
+    def __init__(self, clean: np.ndarray, seed: int):
+        self.pool = DegradedPool.__new__(DegradedPool)
+        self.pool.clean = clean
+        self.pool.degraded = clean
+        self.pool.rng = np.random.default_rng(seed)
+
+    def refresh(self, fraction: float = 0.25) -> None:
+        pass
+
+    def batch(self, size: int, crop: int):
+        return self.pool.batch(size, crop)
+
+
+def _blocks_of(model: OpenWorldModel, task: str) -> dict:
+    blocks = {f"branch.{i}": b for i, b in enumerate(model.branches[task].res_blocks())}
+    if task in model.miners:
+        blocks["miner.refine"] = model.miners[task].refine
+    return blocks
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+
+CHECKPOINT_FILE = "model.pt"
+NORMALISATION = {"input": "float32 N×1×H×W in [0,1]: 8-bit frames /255, 16-bit frames robust "
+                          "percentile stretch (tir.engines.degrade.to_unit_float)",
+                 "output": "same scale as the input; clip to [0,1]"}
+
+
+def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, settings: TrainSettings):
+    """Export every route to ONNX, then write the bundle (routes, router, manifest, checkpoint)."""
+    from .bundle import sha256_file, write_bundle
+    from .export import export_onnx
+
+    work, out = Path(work), Path(out_dir)
+    onnx_dir = work / "onnx"
+    routes, entries = {}, []
+    m = model.cfg.multiple
+    for task in model.tasks:
+        path = onnx_dir / f"{task}.onnx"
+        meta = {"task": task, "preset": model.cfg.name, "multiple": m}
+        export_onnx(RouteModule(model, task), path, input_shape=(1, 1, 8 * m, 8 * m), metadata=meta)
+        routes[task] = path
+        metrics = state["metrics"].get(task, {})
+        cost = route_costs(model, task)
+        entries.append({"name": task, "params": cost["params"], "gmac_640x512": round(cost["gmac"], 4),
+                        "branch_gmac_640x512": round(cost["branch_gmac"], 4),
+                        "parts": list(model.parts.get(task, ())),
+                        "spec": state.get("specs", {}).get(task),
+                        "metrics": {k: v for k, v in metrics.items() if k != "pick_counts"}})
+    router_info = state.get("router")
+    router_file = None
+    if router_info:
+        router_file = router_info.get("file")
+        if router_file and not Path(router_file).is_absolute():
+            router_file = work / "router" / router_file
+        router_info = {k: v for k, v in router_info.items() if k != "file"}
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / CHECKPOINT_FILE
+    torch.save({"architecture": model.architecture(), "state_dict": model.state_dict(),
+                "specs": state.get("specs", {})}, ckpt)
+    manifest = {
+        "name": out.name, "preset": model.cfg.name, "multiple": m, "normalisation": NORMALISATION,
+        "tasks": entries, "router": router_info,
+        "training": {"data": settings.data or "../shared/data/roadscene-ir (train split; val for choices)",
+                     "command": settings.command or state.get("settings", {}).get("command", ""),
+                     "date": now_iso(), "started": state.get("started"),
+                     "settings": {k: v for k, v in state.get("settings", {}).items()},
+                     "stages": state.get("done", []), "wall_s": state.get("wall_s", {}),
+                     "pretrain": state.get("metrics", {}).get("pretrain")},
+        "checkpoint": {"file": CHECKPOINT_FILE, "sha256": sha256_file(ckpt),
+                       "note": "architecture + state dict of the open-world model; tir learn expands it"},
+        "config": model.cfg.to_dict(),
+    }
+    return write_bundle(out, routes, router_file, manifest)

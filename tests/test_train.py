@@ -1,0 +1,114 @@
+"""Loss, data pool, the resumable stage runner, bundle writing and `tir learn` (tiny preset)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tir.engines.losses import RestorationLoss, ms_ssim, scales_for
+from tir.engines.train import ContinualTrainer, DegradedPool, TrainSettings
+
+torch.set_num_threads(1)
+
+
+def frames(n=6, h=64, w=96, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / float(h)
+    return np.stack([np.clip(0.4 + 0.3 * np.sin(3 * xx + k) * np.cos(2 * yy) + 0.05 * rng.random((h, w)), 0, 1)
+                     for k in range(n)]).astype(np.float32)
+
+
+def settings(**kw):
+    base = dict(preset="tiny", tasks=("contrast", "blur"), steps=2, pretrain_steps=2, finetune_steps=1,
+                crop=32, batch=2, prune_samples=2, router=False, threads=1, val_limit=2)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def test_loss_is_zero_on_identity_and_scales_fit_the_crop():
+    assert scales_for(256) == 5 and scales_for(128) == 4 and scales_for(32) == 2 and scales_for(16) == 1
+    x = torch.rand(2, 1, 64, 64)
+    assert ms_ssim(x, x, 3).item() == pytest.approx(1.0, abs=1e-5)
+    loss = RestorationLoss(64)
+    assert loss(x, x).item() == pytest.approx(0.0, abs=1e-5)
+    assert loss(x * 0.5, x).item() > 0.1
+
+
+def test_pool_gives_aligned_crops_and_refreshes():
+    clean = frames()
+    pool = DegradedPool(clean, "blur", seed=0)
+    x, y = pool.batch(4, 32)
+    assert x.shape == y.shape == (4, 1, 32, 32)
+    assert not torch.equal(x, y)
+    old = pool.degraded.copy()
+    pool.refresh(fraction=1.0)
+    assert not np.array_equal(old, pool.degraded)
+
+
+class RefusesToTrain(ContinualTrainer):
+    def pretrain(self):
+        raise AssertionError("pretrain should have been skipped")
+
+    def train_task(self, task):
+        raise AssertionError(f"{task} should have been skipped")
+
+
+def test_training_resumes_and_skips_finished_stages(tmp_path):
+    clean = frames()
+    state = ContinualTrainer(settings(), tmp_path, clean, clean[:2]).run()
+    assert state["done"] == ["pretrain", "contrast-train", "contrast-prune", "contrast-finetune",
+                             "blur-train", "blur-prune", "blur-finetune"]
+    m = state["metrics"]["blur"]
+    assert {"val_psnr_degraded", "val_psnr_trained", "val_psnr_pruned", "val_psnr_finetuned",
+            "branch_mac_reduction", "gmac", "params"} <= set(m)
+    mtime = (tmp_path / "model.pt").stat().st_mtime_ns
+    again = RefusesToTrain(settings(), tmp_path, clean, clean[:2]).run()
+    assert again["done"] == state["done"]
+    assert (tmp_path / "model.pt").stat().st_mtime_ns == mtime
+    # forget the last stage: only it runs again
+    saved = json.loads((tmp_path / "state.json").read_text())
+    saved["done"].remove("blur-finetune")
+    (tmp_path / "state.json").write_text(json.dumps(saved))
+    ran = []
+
+    class Records(RefusesToTrain):
+        def finetune_task(self, task):
+            ran.append(task)
+            super().finetune_task(task)
+
+    Records(settings(), tmp_path, clean, clean[:2]).run()
+    assert ran == ["blur"]
+
+
+def test_bundle_and_learn_keep_earlier_routes(tmp_path):
+    import onnxruntime as ort
+
+    from tir.engines.bundle import load_bundle
+    from tir.engines.degrade import load_spec
+    from tir.tools.learn import prepare_work_dir
+
+    clean = frames()
+    out = tmp_path / "bundle"
+    ContinualTrainer(settings(bundle_dir=str(out)), tmp_path / "work", clean, clean[:2]).run()
+    bundle = load_bundle(out)
+    assert bundle.tasks == ["contrast", "blur"] and bundle.multiple == 8
+    info = bundle.task_info("blur")
+    assert info["gmac_640x512"] > 0 and "val_psnr_finetuned" in info["metrics"]
+    x = clean[:1, None, :64, :64].copy()
+    run = lambda b, t: ort.InferenceSession(str(b.route_path(t)), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})[0]
+    before = run(bundle, "contrast")
+
+    spec = load_spec("vignetting")
+    seeded = prepare_work_dir(bundle, tmp_path / "learn", spec, "vig")
+    assert seeded["tasks"] == ["contrast", "blur"]
+    learn = settings(tasks=("contrast", "blur", "vig"), bundle_dir=str(tmp_path / "bundle2"),
+                     init_from={"vig": "contrast"})
+    RefusesToTrainOld = type("R", (ContinualTrainer,), {
+        "pretrain": lambda self: (_ for _ in ()).throw(AssertionError("pretrain ran again"))})
+    RefusesToTrainOld(learn, tmp_path / "learn", clean, clean[:2]).run()
+    grown = load_bundle(tmp_path / "bundle2")
+    assert grown.tasks == ["contrast", "blur", "vig"]
+    assert np.array_equal(run(grown, "contrast"), before)
+    with pytest.raises(ValueError, match="already has a route"):
+        prepare_work_dir(grown, tmp_path / "again", spec, "blur")
