@@ -39,6 +39,7 @@ from .pruning import apply_plans, collect_picks, select_groups
 log = logging.getLogger("tir.train")
 
 FRAME = (1, 1, 512, 640)          # the project's reference frame for MAC counts
+SMALL_FRAME = (1, 1, 64, 80)      # same aspect, for cheap MAC ratios while choosing p
 P_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -128,9 +129,9 @@ def evaluate_route(model: OpenWorldModel, task: str, degraded: np.ndarray, clean
     return float(np.mean(scores))
 
 
-def route_costs(model: OpenWorldModel, task: str) -> dict:
+def route_costs(model: OpenWorldModel, task: str, frame=FRAME) -> dict:
     """GMAC per 640×512 frame of the whole route and of the task's own branch (+ miner)."""
-    report = count_macs(RouteModule(model, task), FRAME)
+    report = count_macs(RouteModule(model, task), frame)
     own = (f"model.branches.{task}.", f"model.miners.{task}.")
     own_macs = sum(v for k, v in report.per_layer.items() if k.startswith(own))
     return {"gmac": report.macs / 1e9, "branch_gmac": own_macs / 1e9, "params": model.route_params(task)}
@@ -328,17 +329,21 @@ class ContinualTrainer:
                                                 tqdm(samples, desc=f"{task} SE picks", mininterval=5.0),
                                                 self.s.group)
         before = route_costs(self.model, task)
+        before_small = route_costs(self.model, task, SMALL_FRAME)
         choice = None
         for p in ([self.s.prune_p] if self.s.prune_p is not None else P_GRID):
             trial = copy.deepcopy(self.model)
             select_groups(plans, n_samples, p)
             apply_plans(_blocks_of(trial, task), plans, self.s.group, means)
-            cost = route_costs(trial, task)
-            reduction = 1.0 - cost["branch_gmac"] / before["branch_gmac"]
+            # conv MACs scale with pixels, so the ratio is taken on a small frame
+            cost = route_costs(trial, task, SMALL_FRAME)
+            reduction = 1.0 - cost["branch_gmac"] / before_small["branch_gmac"]
             choice = (p, trial, cost, reduction)
             if reduction >= self.s.target_reduction:
                 break
-        p, self.model, after, reduction = choice
+        p, self.model, _, _ = choice
+        after = route_costs(self.model, task)
+        reduction = 1.0 - after["branch_gmac"] / before["branch_gmac"]
         m.update({"prune_p": p, "prune_samples": n_samples, "group": self.s.group,
                   "pick_counts": {k: v.counts for k, v in plans.items()},
                   "kept_mids": self.model.branches[task].mids(),
