@@ -102,7 +102,7 @@ def parse_onnx(trt, builder, logger, onnx_path: str):
 
 
 def _apply_precision(trt, config, network, opts: BuildOptions) -> None:
-    if opts.precision in ("fp16", "int8"):
+    if opts.precision in ("fp16", "int8") and hasattr(trt.BuilderFlag, "FP16"):  # removed in TRT 11
         config.set_flag(trt.BuilderFlag.FP16)
         opts.flags.append("fp16")
     if opts.precision == "int8":

@@ -43,7 +43,9 @@ class TensorRTEngine(Engine):
     backend = "tensorrt"
 
     def __init__(self, path, name: Optional[str] = None, check_platform: bool = True, device: int = 0,
-                 precision: Optional[str] = None, cache_dir=None):
+                 precision: Optional[str] = None, cache_dir=None, threads: Optional[int] = None):
+        # ``threads`` is accepted for interface parity with the CPU backends and ignored: the GPU
+        # does the work here.
         from ..cache import EngineCache, EngineCacheError, current_platform, resolve_plan
         from ..cuda_pipeline import cuda_driver, primary_context, pushed
 
