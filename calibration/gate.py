@@ -111,12 +111,12 @@ def _loss(numbers: Mapping[str, float], min_fidelity_db: float) -> float:
 def find_fp16_layers(fp32_path, ranges, frames, work_dir, candidates: Sequence[str],
                      max_loss_db: float = MAX_LOSS_DB, min_fidelity_db: float = MIN_FIDELITY_DB,
                      max_layers: int = 8, fp32_outputs: Optional[List[np.ndarray]] = None,
-                     progress: bool = False):
+                     progress: bool = False, qdq_options: Optional[dict] = None):
     """Greedy search for TensorRT layers to keep in FP16 until the route passes.
 
     Sensitivity of a layer = how close to fp32 the model gets when only that layer is excluded
     from INT8 (fidelity, stable even when the clean-reference loss is noisy).
-    Layers are excluded in that order. Returns (layers, numbers, passed, path of the mixed Q/DQ ONNX).
+    Layers are excluded in that order; ``qdq_options`` go to ``write_trt_qdq``. Returns (layers, numbers, passed, path of the mixed Q/DQ ONNX).
     """
     from tir.engines.export import ort_session
 
@@ -127,7 +127,7 @@ def find_fp16_layers(fp32_path, ranges, frames, work_dir, candidates: Sequence[s
 
     def evaluate(excluded: Sequence[str], tag: str):
         path = os.path.join(os.fspath(work_dir), f"{tag}.onnx")
-        write_trt_qdq(fp32_path, ranges, path, exclude_nodes=excluded)
+        write_trt_qdq(fp32_path, ranges, path, exclude_nodes=excluded, **(qdq_options or {}))
         outs = held_out_outputs(_session_runner(ort_session(path)), frames)
         return measure(ref, outs, frames), path
 

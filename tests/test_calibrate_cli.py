@@ -77,3 +77,37 @@ def test_export_validates_bundle(bundle, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "noise" in out and "blur" in out and "ok" in out
+
+
+def test_refused_route_is_reported_with_fp16_search(bundle, tmp_path, capsys):
+    out = tmp_path / "int8"
+    rc = cli.main(["calibrate", "--bundle", str(bundle.path), "--routes", "noise", "--frames", "3", "--holdout",
+                   "2", "--size", "32x24", "--out", str(out), "--bench-runs", "0", "--max-loss-db", "-100"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "REFUSED INT8 for: noise/cpu-u8s8, noise/trt-qdq" in text
+    trt = next(g for g in json.loads((out / "calibration.json").read_text())["routes"]["noise"]["gate"]
+               if g["flavour"] == "trt-qdq")
+    assert not trt["passed"] and trt["fp16_layers"] and trt["mixed_passed"] is False
+    assert "limit -100" in trt["reason"]
+
+
+def test_build_picks_int8_model_from_gate_verdicts(tmp_path):
+    from tir.tools.build import _int8_source
+
+    (tmp_path / "a.int8-trt-mixed.onnx").write_bytes(b"x")
+    report = {"routes": {
+        "ok": {"gate": [{"flavour": "trt-qdq", "passed": True}]},
+        "a": {"gate": [{"flavour": "trt-qdq", "passed": False, "reason": "INT8 loses 0.9 dB",
+                        "mixed_passed": True, "fp16_layers": ["/tail/Conv"]}]},
+        "bad": {"gate": [{"flavour": "trt-qdq", "passed": False, "reason": "INT8 loses 2.0 dB",
+                          "mixed_passed": False, "fp16_layers": ["/x"]}]},
+    }}
+    onnx_path, _, layers = _int8_source("ok", tmp_path, report, "qdq")
+    assert onnx_path.name == "ok.int8-trt.onnx" and layers == []
+    onnx_path, _, layers = _int8_source("a", tmp_path, report, "qdq")
+    assert onnx_path.name == "a.int8-trt-mixed.onnx" and layers == ["/tail/Conv"]
+    with pytest.raises(ValueError, match="refused by the accuracy gate .*2.0 dB.*--precision fp16"):
+        _int8_source("bad", tmp_path, report, "qdq")
+    with pytest.raises(ValueError, match="run `tir calibrate"):
+        _int8_source("missing", tmp_path, report, "qdq")

@@ -47,7 +47,9 @@ def _inits(model):
 def test_trt_qdq_follows_tensorrt_rules(calibrated):
     d, fp32, ranges, held, ref = calibrated
     report = write_trt_qdq(fp32, ranges, d / "trt.onnx")
-    assert len(report.quantized_convs) == 4 and len(report.quantized_adds) == 2
+    # the block residual Add is quantised, the image-level skip (input + correction) is not
+    assert len(report.quantized_convs) == 4 and len(report.quantized_adds) == 1
+    assert len(write_trt_qdq(fp32, ranges, d / "trt_all.onnx", global_skip=True).quantized_adds) == 2
     model = onnx.load(d / "trt.onnx")
     assert audit_onnx(model).ok  # 3-input DQ, int8 zero point 0, positive scales, 8.5 + 10
     inits = _inits(model)

@@ -48,6 +48,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (2)")
     parser.add_argument("--reduce-range", action="store_true",
                         help="CPU model: 7-bit weights (ORT's advice for x86 CPUs without VNNI)")
+    parser.add_argument("--trt-adds", default="inner", choices=("inner", "all", "none"),
+                        help="TensorRT Q/DQ on residual Adds: inner (default; not the image-level skip), all, none")
     parser.add_argument("--no-fp16-search", action="store_true", help="skip the FP16-layer search on refusal")
     parser.add_argument("--data", default=None, help="RoadScene folder (default ../shared/data/roadscene-ir)")
     parser.add_argument("--seed", type=int, default=0)
@@ -107,7 +109,8 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
     files = {k: str(out / f"{route}.{k}") for k in ("int8-trt.onnx", "int8-cpu.onnx", "calib.cache", "ranges.json")}
     Path(files["ranges.json"]).write_text(json.dumps(
         {k: {"amax": r.amax, "min": r.min, "max": r.max} for k, r in ranges.items()}, indent=1) + "\n")
-    trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"])
+    qdq_options = {"quantize_adds": args.trt_adds != "none", "global_skip": args.trt_adds == "all"}
+    trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"], **qdq_options)
     quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8", reduce_range=args.reduce_range)
     trt_cache_from_ranges(ranges, files["calib.cache"], version=args.trt_version)
 
@@ -121,12 +124,14 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
 
             model = onnx.load(fp32)
             nodes = list(model.graph.node)
-            candidates = list(dict.fromkeys(nodes[k].name for uses in qdq_targets(model).values() for k, _ in uses))
+            candidates = list(dict.fromkeys(
+                nodes[k].name for uses in qdq_targets(model, qdq_options["global_skip"]).values() for k, _ in uses
+                if qdq_options["quantize_adds"] or nodes[k].op_type != "Add"))
             work = out / f".{route}-fp16-search"
             work.mkdir(exist_ok=True)
             layers, numbers, passed, mixed = gate.find_fp16_layers(
                 fp32, ranges, held, work, candidates, args.max_loss_db, args.min_fidelity_db,
-                fp32_outputs=ref, progress=True)
+                fp32_outputs=ref, progress=True, qdq_options=qdq_options)
             v.fp16_layers, v.mixed_passed = layers, passed
             v.mixed_loss_db = numbers.get("loss_db", None) if numbers else None
             if passed:
