@@ -122,3 +122,35 @@ def test_status_line_text():
                             "drops": {"infer": 2, "display": 1}, "task": "noise", "confidence": 0.9,
                             "connected": False})
     assert "fps  29.5" in line and "drops 3" in line and "task noise 0.90" in line and "NO SIGNAL" in line
+
+
+def test_normalizer_follows_bundle_percentiles():
+    class FakeBundle:
+        normalisation = {"low_pct": 1.0, "high_pct": 99.0, "input": "text is ignored"}
+
+    class BundleModel:
+        bundle = FakeBundle()
+
+    norm = run.normalizer_for(BundleModel())
+    assert (norm.low_pct, norm.high_pct) == (1.0, 99.0)
+    default = run.normalizer_for(object())
+    assert (default.low_pct, default.high_pct) == (0.5, 99.5)
+
+
+def test_run_with_a_bundle_and_forced_task(tmp_path, capsys, tiny_onnx):
+    recorder = pytest.importorskip("tir.edge.outputs.recorder", reason="H3's recorder output not present")
+    from tir.engines.bundle import write_bundle
+
+    write_bundle(tmp_path / "bundle", {"noise": tiny_onnx}, None,
+                 {"name": "test", "normalisation": {"low_pct": 1.0, "high_pct": 99.0}, "multiple": 4})
+    folder = tmp_path / "rec"
+    code = main(["run", "--source", SOURCE, "--model", str(tmp_path / "bundle"), "--task", "noise",
+                 "--frames", "4", "--output", f"file://{folder}?preview=0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "task noise" in captured.out and "bundle" in captured.out
+    frames, index = recorder.read_recording(folder)
+    assert len(index) >= 4
+    assert main(["run", "--source", SOURCE, "--model", str(tmp_path / "bundle"), "--task", "nosuch",
+                 "--frames", "1"]) == 2
+    assert "nosuch" in capsys.readouterr().err

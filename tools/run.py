@@ -103,6 +103,16 @@ def _plainnet_engine(spec: str, backend: str, threads: Optional[int]):
         return load_engine(onnx_path, backend="onnxruntime" if backend == "auto" else backend, **kw)
 
 
+def normalizer_for(model):
+    """The pipeline's input normalisation, taking the bundle's percentiles where it names them
+    (``normalisation: {"low_pct": .., "high_pct": ..}`` in manifest.json)."""
+    from tir.edge.pipeline.normalize import Normalizer
+
+    spec = getattr(getattr(model, "bundle", None), "normalisation", None) or {}
+    kw = {k: float(spec[k]) for k in ("low_pct", "high_pct") if isinstance(spec.get(k), (int, float))}
+    return Normalizer(**kw)
+
+
 def default_source() -> str:
     """The first thermal UVC camera, else ``synthetic://`` (saying which devices were seen)."""
     from tir.edge.sources.devices import describe_video_devices, find_thermal_camera
@@ -175,7 +185,7 @@ def main(args) -> int:
             uris.append(parse_uri(args.record).text if "://" in args.record else f"file://{Path(args.record).resolve()}")
         outputs = [open_output(uri) for uri in uris]
         pipeline = Pipeline(source, model, outputs, agc=args.agc, palette=args.palette,
-                            frames=args.frames, duration=args.duration)
+                            normalizer=normalizer_for(model), frames=args.frames, duration=args.duration)
         pipeline.start()
     except (ModelNotFound, EngineError, BundleError, SourceError, OutputError, ValueError) as exc:
         _close_model(model)

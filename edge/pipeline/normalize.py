@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+import cv2
 import numpy as np
 
 
@@ -116,7 +117,9 @@ class Normalizer:
             if y.shape[0] != 1:
                 raise ValueError(f"inverse expects one frame, got shape {y.shape}")
             y = y[0]
-        counts = y * np.float32(params.span)
-        counts += np.float32(params.lo + 0.5)  # +0.5 then truncation = round half up
-        np.clip(counts, 0.0, float(self.max_count), out=counts)
-        return counts.astype(np.uint16)
+        # one OpenCV pass: scale, shift, round to nearest and saturate to 0..65535
+        y = np.ascontiguousarray(y)
+        counts = cv2.addWeighted(y, params.span, y, 0.0, params.lo, dtype=cv2.CV_16U)
+        if self.max_count < 65535:
+            cv2.min(counts, self.max_count, dst=counts)
+        return counts
