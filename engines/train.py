@@ -355,9 +355,19 @@ class ContinualTrainer:
                  before["branch_gmac"], after["branch_gmac"], 100 * reduction, m["val_psnr_pruned"])
 
     def finetune_task(self, task: str) -> None:
-        self._train(task, self.s.finetune_steps, "finetune", self.s.lr * 0.5)
+        """Fine-tune the pruned branch; keep the fine-tuned weights only if val improves."""
         m = self._metrics(task)
+        pruned = [copy.deepcopy(mod.state_dict()) for mod in self.model.task_modules(task)]
+        self._train(task, self.s.finetune_steps, "finetune", self.s.lr * 0.5)
         m["val_psnr_finetuned"] = evaluate_route(self.model, task, self.val_set(task), self.val_clean)
+        m["val_psnr_finetune_raw"] = m["val_psnr_finetuned"]
+        m["finetune_kept"] = m["val_psnr_finetuned"] >= m.get("val_psnr_pruned", -math.inf)
+        if not m["finetune_kept"]:
+            for mod, state in zip(self.model.task_modules(task), pruned):
+                mod.load_state_dict(state)
+            log.info("%s: fine-tuning lowered val PSNR (%.2f < %.2f); pruned weights kept", task,
+                     m["val_psnr_finetuned"], m["val_psnr_pruned"])
+            m["val_psnr_finetuned"] = m["val_psnr_pruned"]
         m["psnr_loss_from_pruning"] = m["val_psnr_trained"] - m["val_psnr_finetuned"]
         m.update(route_costs(self.model, task))
         log.info("%s: fine-tuned val PSNR %.2f dB (unpruned %.2f)", task, m["val_psnr_finetuned"],
