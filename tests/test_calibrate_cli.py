@@ -111,3 +111,11 @@ def test_build_picks_int8_model_from_gate_verdicts(tmp_path):
         _int8_source("bad", tmp_path, report, "qdq")
     with pytest.raises(ValueError, match="run `tir calibrate"):
         _int8_source("missing", tmp_path, report, "qdq")
+
+
+def test_fast_int8_by_compute_capability():
+    from tir.tools.build import fast_int8
+
+    assert fast_int8("8.7") and fast_int8("7.2")  # Orin, Xavier
+    assert not fast_int8("5.3") and not fast_int8("6.2")  # Nano, TX2
+    assert not fast_int8(None)

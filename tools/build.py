@@ -36,6 +36,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cache-dir", default=None, help="engine cache folder (default $TIR_ENGINE_CACHE or "
                         "~/.cache/tir-edge/engines)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching plan exists")
+    parser.add_argument("--allow-slow-int8", action="store_true",
+                        help="build INT8 even on GPUs without fast INT8 (SM < 7: Jetson Nano, TX2)")
 
 
 def _missing_tensorrt_message(exc: Exception) -> str:
@@ -47,6 +49,17 @@ def _missing_tensorrt_message(exc: Exception) -> str:
             "  Jetson, JetPack 6.x: TensorRT 10.x ships with JetPack; pip install pycuda\n"
             "  x86 + NVIDIA GPU:    pip install tensorrt pycuda\n"
             "Check with `tir doctor`.")
+
+
+def fast_int8(compute_capability) -> bool:
+    """INT8 is only faster than FP16 from Volta/Xavier (SM 7.x) on; Jetson Nano (5.3) and TX2 (6.2)
+    run it slower than FP16 (torch2trt#255: 44 vs 90 FPS on Nano; pipelines.md pain point 5).
+    Decided from the compute capability, not the deprecated ``platform_has_fast_int8``."""
+    try:
+        major = int(str(compute_capability).split(".")[0])
+    except ValueError:
+        return False
+    return major >= 7
 
 
 def _gate_for(report: dict, route: str) -> dict:
@@ -97,6 +110,10 @@ def main(args) -> int:
         platform = current_platform()
     except (BundleError, ValueError, EngineCacheError) as exc:
         print(f"tir build: {exc}")
+        return 2
+    if args.precision == "int8" and not fast_int8(platform["compute_capability"]) and not args.allow_slow_int8:
+        print(f"tir build: REFUSED INT8 on {platform['gpu_name']} (SM {platform['compute_capability']}): this GPU has "
+              "no fast INT8 and runs it slower than FP16. Use --precision fp16, or --allow-slow-int8 to build anyway.")
         return 2
     cache = EngineCache(args.cache_dir)
     calib = Path(args.calib) if args.calib else bundle.path / "int8"
