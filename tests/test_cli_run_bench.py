@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from tir.engines.backends import available_backends
 from tir.engines.models.plainnet import export_plainnet_onnx
 from tir.tools import bench, run
 from tir.tools.cli import main
@@ -36,13 +37,13 @@ def test_bench_both_modes_writes_json(tmp_path, capsys, tiny_onnx):
 
 def test_bench_compares_backends_and_reports_missing_ones(tmp_path, capsys):
     out = tmp_path / "b.json"
-    code = main(["bench", "--mode", "model", "--model", "plainnet:tiny", "--backends", "onnxruntime", "torch",
+    code = main(["bench", "--mode", "model", "--model", "plainnet:tiny", "--backend", "onnxruntime", "torch",
                  "tensorrt", "--size", "64x48", "--frames", "3", "--warmup", "1", "--json", str(out), "--no-progress"])
     assert code == 0
     results = {r["requested"] if "requested" in r else r["backend"]: r for r in json.loads(out.read_text())["results"]}
     assert results["onnxruntime"]["model_only"]["size"] == "64x48"
     assert results["torch"]["backend"] == "torch" and results["torch"]["model_only"]["frames"] == 3
-    if "tensorrt" not in __import__("tir.engines.backends", fromlist=["x"]).available_backends():
+    if "tensorrt" not in available_backends():
         assert "pycuda" in results["tensorrt"]["error"] or "tensorrt" in results["tensorrt"]["error"]
 
 

@@ -133,3 +133,12 @@ def test_slot_close_wakes_waiters():
     t.join(2)
     assert not t.is_alive() and got == [None]
     assert slot.put_when_empty(1) is False
+
+
+def test_latency_values_last_n():
+    stats = PipelineStats(STAMPS)
+    for i in range(5):
+        stats.frame_done(frame_with_stamps(0.0, [0.001 * (i + 1), 0.0, 0.0]))
+    assert stats.latency_values("read", last=2) == pytest.approx([0.004, 0.005])
+    assert len(stats.latency_values("read")) == 5
+    assert len(stats.latency_values("read", last=50)) == 5

@@ -1,7 +1,7 @@
 """``tir bench``: model-only and full-pipeline latency, side by side (after trtexec / yolo benchmark).
 
     tir bench                                   # both modes, 640x512, installed bundle or plainnet:bench
-    tir bench --mode model --backend onnxruntime torch --frames 200
+    tir bench --mode model --backend onnxruntime torch tensorrt --frames 200
     tir bench --mode pipeline --duration 300 --json bench.json   # frame age sampled every 10 s
 
 Model-only pushes the same synthetic frames through ``engine.infer`` back to back;
@@ -92,7 +92,8 @@ def bench_model(engine, batches: Sequence[np.ndarray], warmup: int = 10, n: int 
 
 def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duration: Optional[float] = None,
                    sample_every: float = 10.0, agc: str = "percentile", progress: bool = True,
-                   outputs: Sequence = (), warmup_batch: Optional[np.ndarray] = None) -> Dict[str, Any]:
+                   outputs: Sequence = (), warmup_batch: Optional[np.ndarray] = None,
+                   max_in_flight: Optional[int] = None) -> Dict[str, Any]:
     """Run the full pipeline until ``frames`` reached the outputs or ``duration`` s passed.
 
     Samples the age of the newest output frame (capture -> output) every ``sample_every``
@@ -109,8 +110,9 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         for _ in range(3):
             model.infer(warmup_batch)
     source = open_source(source_uri)
-    window = max(1000, frames or 0, int((duration or 0) * 120))
-    pipeline = Pipeline(source, model, outputs, agc=agc, frames=frames, duration=duration, stats_window=window)
+    window = max(1000, frames or 0, int((duration or 0) * 200))
+    pipeline = Pipeline(source, model, outputs, agc=agc, frames=frames, duration=duration, stats_window=window,
+                        max_in_flight=max_in_flight)
     samples = []
     total = frames if frames is not None else duration
     bar = tqdm(total=total, desc="pipeline", unit="frame" if frames is not None else "s",
@@ -120,12 +122,14 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
     t0 = time.monotonic()
     next_sample = t0 + sample_every
     shown = 0
+    sampled = 0  # frames output at the previous sample
     try:
         while not pipeline.wait(0.5):
             t = time.monotonic()
             snap = pipeline.snapshot() if t >= next_sample else None
             if snap is not None:
-                samples.append(_age_sample(snap, t - t0))
+                samples.append(_age_sample(snap, t - t0, pipeline.stats, snap["frames"] - sampled))
+                sampled = snap["frames"]
                 next_sample += sample_every
             progress_now = pipeline.stats.output if frames is not None else min(duration, t - t0)
             bar.update(progress_now - shown)
@@ -135,7 +139,7 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         bar.close()
     cpu = time.process_time() - cpu_start
     final = pipeline.snapshot()
-    samples.append(_age_sample(final, time.monotonic() - t0))
+    samples.append(_age_sample(final, time.monotonic() - t0, pipeline.stats, final["frames"] - sampled))
     if pipeline.error is not None:
         raise RuntimeError(f"pipeline stage {pipeline.error_stage} failed: {pipeline.error}")
     return {
@@ -156,10 +160,12 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
     }
 
 
-def _age_sample(snap: Dict[str, Any], t: float) -> Dict[str, Any]:
-    e2e = snap["latency_ms"].get("e2e", {})
+def _age_sample(snap: Dict[str, Any], t: float, stats, new_frames: int) -> Dict[str, Any]:
+    """The newest output frame's age, and e2e percentiles of the frames since the last sample."""
+    e2e = summarize_ms(stats.latency_values("e2e", last=new_frames)) if new_frames > 0 else {}
     return {"t_s": round(t, 1), "frames": snap["frames"], "frame_age_ms": snap["frame_age_ms"],
-            "e2e_p50_ms": e2e.get("p50"), "e2e_p99_ms": e2e.get("p99"), "fps": snap["fps"],
+            "e2e_p50_ms": e2e.get("p50"), "e2e_p99_ms": e2e.get("p99"), "e2e_max_ms": e2e.get("max"),
+            "fps": snap["fps"],
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
 
@@ -217,10 +223,8 @@ def _ms(stats: Dict[str, Any], key: str):
 # ----------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
     parser.add_argument("--mode", choices=("model", "pipeline", "both"), default="both")
-    add_common_model_arguments(parser)
-    parser.set_defaults(backend=None)
-    parser.add_argument("--backends", nargs="+", metavar="BACKEND",
-                        help="compare several backends (e.g. onnxruntime torch); overrides --backend")
+    add_common_model_arguments(parser, several_backends=True,
+                               default_model=f"the installed bundle, else {DEFAULT_FALLBACK_MODEL}")
     parser.add_argument("--size", default=DEFAULT_SIZE, help="frame size WxH for model-only and the "
                                                              "default synthetic source (default 640x512)")
     parser.add_argument("--frames", type=int, default=200, help="frames to time (default 200)")
@@ -229,6 +233,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sample-every", type=float, default=10.0,
                         help="pipeline: seconds between frame-age samples (default 10)")
     parser.add_argument("--source", help="pipeline source URI (default synthetic://?size=SIZE&realtime=0)")
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="pipeline: frames inside the pipeline at once for non-live sources (default 2: "
+                             "full overlap; 1: lowest latency, no overlap)")
     parser.add_argument("--agc", default="percentile", choices=("percentile", "plateau", "clahe"))
     parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
@@ -242,7 +249,7 @@ def main(args) -> int:
         size = parse_size(args.size)
     except ValueError as exc:
         return _fail(str(exc))
-    backends = args.backends or [args.backend or "auto"]
+    backends = list(dict.fromkeys(args.backend))  # in the order given, once each
     source = args.source or f"synthetic://?size={size[0]}x{size[1]}&realtime=0"
     progress = not args.no_progress
     results: List[Dict[str, Any]] = []
@@ -265,7 +272,8 @@ def main(args) -> int:
             if args.mode in ("pipeline", "both"):
                 entry["pipeline"] = bench_pipeline(
                     model, source, frames=None if args.duration else args.frames, duration=args.duration,
-                    sample_every=args.sample_every, agc=args.agc, progress=progress, warmup_batch=batches[0])
+                    sample_every=args.sample_every, agc=args.agc, progress=progress, warmup_batch=batches[0],
+                    max_in_flight=args.max_in_flight)
             if "model_only" in entry and "pipeline" in entry and entry["model_only"]["fps"] > 0:
                 entry["ratio_pipeline_over_model"] = round(entry["pipeline"]["fps"] / entry["model_only"]["fps"], 3)
         except Exception as exc:  # one backend failing must not hide the others' results
@@ -318,10 +326,11 @@ def render_report(results: Sequence[Dict[str, Any]]) -> str:
                     "busy = work only")
         text.append(format_table(stage_rows, ["stage", "p50 ms", "p90 ms", "p99 ms", "max ms", "busy p50", "drops"]))
         if len(p["age_samples"]) > 2:
-            text.append("\nframe age at output over time")
+            text.append("\nframe age at output over time (e2e columns: the frames since the previous row)")
             text.append(format_table([[s["t_s"], s["frames"], s["frame_age_ms"], s["e2e_p50_ms"], s["e2e_p99_ms"],
-                                       s["fps"], s["load_avg_1m"]] for s in p["age_samples"]],
-                                     ["t s", "frames", "age ms", "e2e p50 ms", "e2e p99 ms", "fps", "load 1m"]))
+                                       s["e2e_max_ms"], s["fps"], s["load_avg_1m"]] for s in p["age_samples"]],
+                                     ["t s", "frames", "newest age ms", "e2e p50 ms", "e2e p99 ms", "e2e max ms",
+                                      "fps", "load 1m"]))
     return "\n".join(text)
 
 

@@ -34,11 +34,17 @@ NO_BUNDLE_HELP = (
 )
 
 
-def add_common_model_arguments(parser) -> None:
+def add_common_model_arguments(parser, several_backends: bool = False,
+                               default_model: str = "the installed bundle") -> None:
     parser.add_argument("--model", help="bundle folder, .onnx/.pt/.engine file, or plainnet:PRESET "
-                                        "(default: the installed bundle)")
-    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
-                        help="inference backend (default auto: from the file type)")
+                                        f"(default: {default_model})")
+    if several_backends:
+        parser.add_argument("--backend", "--backends", dest="backend", nargs="+", default=["auto"],
+                            choices=BACKEND_CHOICES, metavar="BACKEND",
+                            help="one or more of auto, onnxruntime, torch, tensorrt to compare (default auto)")
+    else:
+        parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                            help="inference backend (default auto: from the file type)")
     parser.add_argument("--task", help="force one route of the bundle instead of automatic routing")
     parser.add_argument("--threads", type=int, default=None,
                         help="ONNX Runtime intra-op threads (default: one per core)")

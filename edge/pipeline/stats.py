@@ -133,9 +133,13 @@ class PipelineStats:
 
     # --- reading ---
     def latency(self, stage: str = "e2e") -> Dict[str, float]:
+        return summarize_ms(self.latency_values(stage))
+
+    def latency_values(self, stage: str = "e2e", last: Optional[int] = None) -> list:
+        """The window's latencies of ``stage`` in seconds, oldest first (only the ``last`` n)."""
         with self._lock:
             values = list(self._latency[stage])
-        return summarize_ms(values)
+        return values if last is None else values[len(values) - min(last, len(values)):]
 
     def snapshot(self) -> Dict[str, Any]:
         t = now()
