@@ -36,7 +36,7 @@ class PercentileAGC:
     name = "percentile"
 
     def __init__(self, low_pct: float = 1.0, high_pct: float = 99.0, alpha: float = 0.2,
-                 min_span: float = 64.0, stride: int = 4):
+                 min_span: float = 64.0, stride: int = 8):
         self._range = Normalizer(low_pct, high_pct, alpha=alpha, min_span=min_span, stride=stride)
 
     def reset(self) -> None:

@@ -30,8 +30,13 @@ class NormParams:
         return self.hi - self.lo
 
 
-def robust_range(raw: np.ndarray, low_pct: float, high_pct: float, stride: int = 4) -> Tuple[float, float]:
-    """Percentiles ``low_pct``/``high_pct`` of every ``stride``-th pixel in each direction."""
+MIN_SAMPLES = 4096  # a subsample never goes below this many pixels (small frames use a finer stride)
+
+
+def robust_range(raw: np.ndarray, low_pct: float, high_pct: float, stride: int = 8) -> Tuple[float, float]:
+    """Percentiles ``low_pct``/``high_pct`` of every ``stride``-th pixel in each direction
+    (a finer stride on small frames, so at least :data:`MIN_SAMPLES` pixels are used)."""
+    stride = max(1, min(stride, int((raw.size / MIN_SAMPLES) ** 0.5)))
     sample = raw[::stride, ::stride].ravel() if stride > 1 else raw.ravel()
     n = sample.size
     if n == 0:
@@ -56,7 +61,7 @@ class Normalizer:
         high_pct: float = 99.5,
         alpha: float = 0.1,
         min_span: float = 64.0,
-        stride: int = 4,
+        stride: int = 8,
         clip: bool = True,
         max_count: int = 65535,
     ):
