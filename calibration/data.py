@@ -8,8 +8,9 @@ Sources (``calibration_set(source, ...)``):
 - ``roadscene``: RoadScene IR frames (train split; the held-out part uses val) degraded on the
   fly with every task of :mod:`tir.engines.degrade` plus clean copies, since the model sees
   degraded frames at run time;
-- a folder: recordings (16-bit PNG/TIFF frames, ``.npy`` stacks N×H×W or single H×W) or 8-bit
-  image folders, searched recursively; 16-bit data goes through the pipeline's Normalizer,
+- a folder: ``tir run --record`` recordings (their raw frames, via ``frames.csv``), 16-bit PNG/TIFF
+  frames, ``.npy`` stacks N×H×W or single H×W, or 8-bit image folders, searched recursively;
+  16-bit data goes through the pipeline's Normalizer,
   8-bit is divided by 255, float data is taken as already normalised.
 
 NVIDIA's guideline quoted by Ultralytics is ≥ 500 representative frames (pipelines.md rec. 5),
@@ -171,9 +172,53 @@ def roadscene_set(n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, seed: int = 0, spl
     return CalibrationSet(f"roadscene-{split}", n, size, frame, pair)
 
 
-def _folder_index(directory: Path) -> List[Tuple[Path, Optional[int]]]:
-    entries: List[Tuple[Path, Optional[int]]] = []
+RECORDING_INDEX = "frames.csv"  # tir's recorder (edge/outputs/recorder.py) writes this per recording
+
+
+def _recording_rows(directory: Path) -> List[dict]:
+    """Index rows of a ``tir run --record`` folder that hold a raw frame (the model's input)."""
+    import csv
+
+    rows = []
+    with open(directory / RECORDING_INDEX, newline="") as f:
+        for row in csv.DictReader(f):
+            if None in row.values() or not row.get("seq", "").isdigit():  # a line cut by a crash
+                continue
+            if row.get("raw"):
+                rows.append(row)
+    if not rows:
+        log.warning("recording %s has no raw frames (recorded with what=restored?); skipped", directory)
+    return rows
+
+
+def _read_recorded(directory: Path, row: dict) -> np.ndarray:
+    """One raw frame of a recording: a 16-bit PNG, or little-endian uint16 at a byte offset of raw.u16."""
+    import cv2
+
+    where = row["raw"]
+    if where.endswith(".png"):
+        image = cv2.imread(str(directory / where), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise CalibrationDataError(f"{directory / where} is listed in {RECORDING_INDEX} but unreadable")
+        return image
+    h, w = int(row["height"]), int(row["width"])
+    with open(directory / "raw.u16", "rb") as f:
+        f.seek(int(where))
+        data = f.read(h * w * 2)
+    if len(data) != h * w * 2:
+        raise CalibrationDataError(f"{directory / 'raw.u16'} ends inside frame {row['seq']}")
+    return np.frombuffer(data, "<u2").reshape(h, w).astype(np.uint16)
+
+
+def _folder_index(directory: Path) -> List[Tuple[Path, object]]:
+    """(file, None) images, (file, k) frames of .npy stacks, (recording folder, row) recorded frames."""
+    entries: List[Tuple[Path, object]] = []
+    recordings = sorted(p.parent for p in directory.rglob(RECORDING_INDEX))
+    for rec in recordings:
+        entries.extend((rec, row) for row in _recording_rows(rec))
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        if any(rec == path.parent or rec in path.parents for rec in recordings):
+            continue  # files of a recording are read through its index
         suffix = path.suffix.lower()
         if suffix == ".npy":
             arr = np.load(path, mmap_mode="r")
@@ -199,7 +244,7 @@ def folder_set(directory, n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, part: str 
             "16-bit PNG/TIFF, .npy recordings or 8-bit images")
     entries = _folder_index(directory)
     if not entries:
-        raise CalibrationDataError(f"no frames ({', '.join(IMAGE_SUFFIXES)}, .npy) under {directory}")
+        raise CalibrationDataError(f"no frames ({', '.join(IMAGE_SUFFIXES)}, .npy, tir recordings) under {directory}")
     held = [e for j, e in enumerate(entries) if j % 10 == 9]
     entries = held if part == "holdout" else [e for j, e in enumerate(entries) if j % 10 != 9]
     if not entries:
@@ -213,7 +258,9 @@ def folder_set(directory, n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, part: str 
 
     def frame(i: int) -> np.ndarray:
         path, index = picked[i]
-        if index is None and path.suffix.lower() != ".npy":
+        if isinstance(index, dict):
+            image = _read_recorded(path, index)
+        elif index is None and path.suffix.lower() != ".npy":
             image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if image is None:
                 raise CalibrationDataError(f"cannot read image {path}")

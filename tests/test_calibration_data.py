@@ -53,3 +53,22 @@ def test_reader_feeds_onnxruntime_shape():
     assert reader.get_next() is None
     reader.rewind()
     assert reader.get_next()["input"].shape == (2, 1, 24, 32)
+
+
+def test_tir_recording_folder_raw_frames(tmp_path):
+    from tir.edge.frame import Frame
+    from tir.edge.outputs.recorder import Recorder, read_recording
+    from tir.edge.uri import parse_uri
+
+    rng = np.random.default_rng(1)
+    rec = Recorder(parse_uri(f"file://{tmp_path / 'rec'}?what=raw&preview=0")).start()
+    for k in range(12):
+        rec.write(Frame(raw=rng.integers(7000, 9000, (24, 32), dtype=np.uint16), seq=k, t_capture=float(k)))
+    rec.close()
+    raw, _ = read_recording(tmp_path / "rec", "raw")
+    calib = calibration_set(str(tmp_path), 500, (32, 24))
+    held = calibration_set(str(tmp_path), 500, (32, 24), holdout=True)
+    assert len(calib) == 11 and len(held) == 1  # only the indexed frames, no double counting
+    from tir.calibration.data import normalise_counts
+
+    np.testing.assert_array_equal(calib[0], normalise_counts(raw[0]))
