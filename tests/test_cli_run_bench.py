@@ -19,7 +19,7 @@ def tiny_onnx(tmp_path_factory):
 def test_bench_both_modes_writes_json(tmp_path, capsys, tiny_onnx):
     out = tmp_path / "bench.json"
     code = main(["bench", "--model", str(tiny_onnx), "--size", "160x120", "--frames", "8", "--warmup", "2",
-                 "--source", SOURCE, "--json", str(out), "--no-progress"])
+                 "--source", SOURCE, "--json", str(out), "--no-progress", "--repeat", "2"])
     assert code == 0
     text = capsys.readouterr().out
     assert "pipeline (e2e)" in text and "infer" in text
@@ -32,6 +32,8 @@ def test_bench_both_modes_writes_json(tmp_path, capsys, tiny_onnx):
     pipe = result["pipeline"]
     assert pipe["frames"] >= 8 and pipe["latency_ms"]["e2e"]["n"] >= 8
     assert result["ratio_pipeline_over_model"] > 0
+    assert len(result["rounds"]) == 2 and all(r["ratio"] > 0 for r in result["rounds"])
+    assert "rounds (onnxruntime)" in text
     assert report["machine"]["cpus"] >= 1
 
 

@@ -237,6 +237,9 @@ def add_arguments(parser) -> None:
                         help="pipeline: frames inside the pipeline at once for non-live sources (default 2: "
                              "full overlap; 1: lowest latency, no overlap)")
     parser.add_argument("--agc", default="percentile", choices=("percentile", "plateau", "clahe"))
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="alternate model-only and pipeline runs N times; the ratio is the median "
+                             "(steadier on a shared machine)")
     parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
 
@@ -266,16 +269,22 @@ def main(args) -> int:
         entry: Dict[str, Any] = {"backend": getattr(model, "backend", backend), "requested": backend,
                                  "model": description}
         try:
-            if args.mode in ("model", "both"):
-                entry["model_only"] = bench_model(model, batches, args.warmup, args.frames, progress,
-                                                  desc=f"model {backend}")
-            if args.mode in ("pipeline", "both"):
-                entry["pipeline"] = bench_pipeline(
-                    model, source, frames=None if args.duration else args.frames, duration=args.duration,
-                    sample_every=args.sample_every, agc=args.agc, progress=progress, warmup_batch=batches[0],
-                    max_in_flight=args.max_in_flight)
-            if "model_only" in entry and "pipeline" in entry and entry["model_only"]["fps"] > 0:
-                entry["ratio_pipeline_over_model"] = round(entry["pipeline"]["fps"] / entry["model_only"]["fps"], 3)
+            rounds = []
+            for _ in range(max(1, args.repeat)):
+                if args.mode in ("model", "both"):
+                    entry["model_only"] = bench_model(model, batches, args.warmup, args.frames, progress,
+                                                      desc=f"model {backend}")
+                if args.mode in ("pipeline", "both"):
+                    entry["pipeline"] = bench_pipeline(
+                        model, source, frames=None if args.duration else args.frames, duration=args.duration,
+                        sample_every=args.sample_every, agc=args.agc, progress=progress,
+                        warmup_batch=batches[0], max_in_flight=args.max_in_flight)
+                rounds.append(_round_summary(entry))
+            if args.repeat > 1:
+                entry["rounds"] = rounds
+            ratios = [r["ratio"] for r in rounds if r.get("ratio") is not None]
+            if ratios:
+                entry["ratio_pipeline_over_model"] = round(float(np.median(ratios)), 3)
         except Exception as exc:  # one backend failing must not hide the others' results
             entry["error"] = f"{type(exc).__name__}: {exc}"
             print(f"tir bench: {backend}: {entry['error']}", file=sys.stderr, flush=True)
@@ -284,13 +293,29 @@ def main(args) -> int:
             if callable(close):
                 close()
         results.append(entry)
-    report = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "machine": machine_info(), "size": f"{size[0]}x{size[1]}", "results": results}
-    print(render_report(results), flush=True)
-    if args.json:
+    report = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "machine": machine_info(),
+              "size": f"{size[0]}x{size[1]}", "results": results}
+    if args.json:  # first, so the results survive whatever happens to stdout
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(render_report(results), flush=True)
+    if args.json:
         print(f"tir bench: wrote {args.json}", flush=True)
     return 0 if any("error" not in r for r in results) else 2
+
+
+def _round_summary(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """One model-only + pipeline round: fps of each, their ratio, e2e p50, the load."""
+    model, pipe = entry.get("model_only"), entry.get("pipeline")
+    summary: Dict[str, Any] = {"load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    if model:
+        summary["model_fps"] = model["fps"]
+    if pipe:
+        summary["pipeline_fps"] = pipe["fps"]
+        summary["e2e_p50_ms"] = pipe["latency_ms"]["e2e"].get("p50")
+    if model and pipe and model["fps"] > 0:
+        summary["ratio"] = round(pipe["fps"] / model["fps"], 3)
+    return summary
 
 
 def render_report(results: Sequence[Dict[str, Any]]) -> str:
@@ -313,6 +338,12 @@ def render_report(results: Sequence[Dict[str, Any]]) -> str:
             rows.append(["error", r.get("backend"), r["error"][:60], "", "", "", "", "", "", "", "", ""])
     text = [format_table(rows, ["mode", "backend", "size", "frames", "fps", "p50 ms", "p90 ms", "p99 ms",
                                 "max ms", "cpu ms/f", "drops", "pipe/model"])]
+    for r in results:
+        if "rounds" in r:
+            text.append(f"\nrounds ({r['backend']}), model-only and pipeline alternated; pipe/model above is the median")
+            text.append(format_table([[i + 1, x.get("model_fps"), x.get("pipeline_fps"), x.get("ratio"),
+                                       x.get("e2e_p50_ms"), x.get("load_avg_1m")] for i, x in enumerate(r["rounds"])],
+                                     ["round", "model fps", "pipeline fps", "pipe/model", "e2e p50 ms", "load 1m"]))
     for r in results:
         if "pipeline" not in r:
             continue
