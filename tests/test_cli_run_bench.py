@@ -157,3 +157,33 @@ def test_run_with_a_bundle_and_forced_task(tmp_path, capsys, tiny_onnx):
     assert main(["run", "--source", SOURCE, "--model", str(tmp_path / "bundle"), "--task", "nosuch",
                  "--frames", "1"]) == 2
     assert "nosuch" in capsys.readouterr().err
+
+
+def test_run_ctrl_c_shuts_down_cleanly(tmp_path, tiny_onnx):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recorder = pytest.importorskip("tir.edge.outputs.recorder", reason="H3's recorder output not present")
+    folder = tmp_path / "rec"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tir.tools.cli", "run", "--source", "synthetic://?size=160x120&fps=30",
+         "--model", str(tiny_onnx), "--duration", "60", "--output", f"file://{folder}?preview=0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until frames are being recorded
+            index = folder / "frames.csv"
+            if index.exists() and index.read_text().count("\n") > 3:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopping" in out and "Traceback" not in err
+    frames, index = recorder.read_recording(folder)
+    assert len(index) > 3 and frames.shape[1:] == (120, 160)

@@ -191,6 +191,23 @@ def machine_info() -> Dict[str, Any]:
     info["opencv"] = cv2.__version__
     if "torch" in sys.modules:
         info["torch"] = sys.modules["torch"].__version__
+    if "tensorrt" in sys.modules:
+        info["tensorrt"] = getattr(sys.modules["tensorrt"], "__version__", None)
+    info.update(_jetson_info())
+    return info
+
+
+def _jetson_info() -> Dict[str, Any]:
+    """L4T release and power mode on a Jetson (pipelines.md (d)7, pain point 10), else nothing."""
+    from .doctor import TEGRA_RELEASE, _run, parse_tegra_release
+
+    if not os.path.exists(TEGRA_RELEASE):
+        return {}
+    with open(TEGRA_RELEASE, encoding="utf-8", errors="replace") as f:
+        info: Dict[str, Any] = {"l4t": parse_tegra_release(f.read())}
+    mode = _run(["nvpmodel", "-q"])
+    if mode:
+        info["nvpmodel"] = mode.strip().splitlines()[0]
     return info
 
 
