@@ -38,7 +38,7 @@ class SubDegradationMiner(nn.Module):
     ΔU = g·(A·V − U); the output is refine(ref + adapt(ΔU)).
     """
 
-    def __init__(self, channels: int, parts: int, rank: int, hidden: int):
+    def __init__(self, channels: int, parts: int, rank: int, hidden: int, refine_mid: Optional[int] = None):
         super().__init__()
         c = channels
         self.channels, self.rank = c, rank
@@ -52,7 +52,7 @@ class SubDegradationMiner(nn.Module):
         self.gate = nn.Sequential(conv1x1(2 * c, hidden), nn.ReLU(), conv1x1(hidden, c))
         nn.init.constant_(self.gate[2].bias, -3.0)
         self.adapt = conv1x1(c, c)
-        self.refine = DenseResBlock(c)
+        self.refine = DenseResBlock(c, refine_mid)
         nn.init.zeros_(self.refine.conv2.weight)
         nn.init.zeros_(self.refine.conv2.bias)
 
@@ -100,6 +100,7 @@ class OpenWorldModel(nn.Module):
             "config": self.cfg.to_dict(),
             "clean_mids": self.branches[CLEAN].mids(),
             "tasks": [{"name": t, "parts": list(self.parts.get(t, ())), "mids": self.branches[t].mids(),
+                       "miner_mid": self.miners[t].refine.mid if t in self.miners else None,
                        "init": self.init_from.get(t, CLEAN)} for t in self.tasks],
         }
 
@@ -108,15 +109,33 @@ class OpenWorldModel(nn.Module):
         model = cls(ECMRNetConfig.from_dict(arch["config"]))
         model.branches[CLEAN] = EdgeBranch(model.cfg, arch.get("clean_mids"))
         for task in arch["tasks"]:
-            model._attach(task["name"], tuple(task["parts"]), task["mids"])
+            model._attach(task["name"], tuple(task["parts"]), task["mids"], task.get("miner_mid"))
             model.init_from[task["name"]] = task.get("init", CLEAN)
         return model
 
-    def _attach(self, name: str, parts: Tuple[str, ...], mids: Optional[Sequence[int]]) -> None:
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "OpenWorldModel":
+        """Rebuild and load a ``{"architecture", "state_dict"}`` checkpoint.
+
+        Pruned miner widths missing from older architectures are read off the weights.
+        """
+        arch = dict(ckpt["architecture"])
+        state = ckpt["state_dict"]
+        arch["tasks"] = [dict(t) for t in arch["tasks"]]
+        for task in arch["tasks"]:
+            key = f"miners.{task['name']}.refine.conv1.weight"
+            if task.get("miner_mid") is None and key in state:
+                task["miner_mid"] = int(state[key].shape[0])
+        model = cls.from_architecture(arch)
+        model.load_state_dict(state)
+        return model
+
+    def _attach(self, name: str, parts: Tuple[str, ...], mids: Optional[Sequence[int]],
+                miner_mid: Optional[int] = None) -> None:
         self.branches[name] = EdgeBranch(self.cfg, mids)
         if parts:
             self.miners[name] = SubDegradationMiner(self.cfg.width, len(parts), self.cfg.miner_rank,
-                                                    self.cfg.miner_hidden)
+                                                    self.cfg.miner_hidden, miner_mid)
             self.parts[name] = tuple(parts)
 
     def add_task(self, name: str, parts: Sequence[str] = (), init: str = CLEAN) -> None:

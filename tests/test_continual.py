@@ -129,3 +129,23 @@ def test_compound_route_exports_to_onnx(tmp_path, model):
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     want = model.route_forward(torch.from_numpy(x), "CB").detach().numpy()
     assert np.abs(got - want).max() < 1e-4
+
+
+def test_checkpoint_round_trip_after_pruning_a_compound(model):
+    from tir.engines.pruning import prune_block
+
+    for t in ("contrast", "blur"):
+        model.add_task(t)
+    model.add_task("CB", parts=("contrast", "blur"))
+    _train(model, "CB")
+    prune_block(model.miners["CB"].refine, [0, 1, 2, 3])
+    prune_block(model.branches["CB"].res_blocks()[0], [4, 5, 6, 7])
+    ckpt = {"architecture": model.architecture(), "state_dict": model.state_dict()}
+    clone = OpenWorldModel.from_checkpoint(ckpt)
+    x = torch.rand(1, 1, 16, 16)
+    assert torch.equal(clone.route_forward(x, "CB"), model.route_forward(x, "CB"))
+    # checkpoints written before miner widths were recorded still load
+    for task in ckpt["architecture"]["tasks"]:
+        task.pop("miner_mid")
+    old = OpenWorldModel.from_checkpoint(ckpt)
+    assert old.miners["CB"].refine.mid == 4

@@ -59,7 +59,7 @@ def prepare_work_dir(bundle, work: Path, spec, name: str) -> dict:
             "open-world model's weights. Bundles written by `tir train` carry it; re-run tir train "
             "or copy WORK_DIR/model.pt of the run that made this bundle into the bundle folder")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model = OpenWorldModel.from_architecture(ckpt["architecture"])
+    model = OpenWorldModel.from_checkpoint(ckpt)
     if name in model.tasks or name == "clean":
         raise ValueError(f"bundle already has a route {name!r}; routes: {', '.join(model.tasks)}")
     work.mkdir(parents=True, exist_ok=True)
