@@ -306,6 +306,7 @@ def main(args) -> int:
             entry["error"] = f"{type(exc).__name__}: {exc}"
             print(f"tir bench: {backend}: {entry['error']}", file=sys.stderr, flush=True)
         finally:
+            entry["backend"] = _backend_of(model, entry["backend"])
             close = getattr(model, "close", None)
             if callable(close):
                 close()
@@ -319,6 +320,18 @@ def main(args) -> int:
     if args.json:
         print(f"tir bench: wrote {args.json}", flush=True)
     return 0 if any("error" not in r for r in results) else 2
+
+
+def _backend_of(model, fallback: str) -> str:
+    """The backend that ran: a Restorer reports the one of the route it used."""
+    name = getattr(model, "backend", fallback)
+    route = getattr(model, "route", None)
+    if name == "auto" and route not in (None, "passthrough") and callable(getattr(model, "engine", None)):
+        try:
+            name = getattr(model.engine(route), "backend", name)
+        except Exception:  # a route that cannot load has already been reported as an error
+            pass
+    return name
 
 
 def _round_summary(entry: Dict[str, Any]) -> Dict[str, Any]:
