@@ -171,7 +171,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 def main(args) -> int:
     from tir.edge.outputs.base import OutputError, open_output
-    from tir.edge.pipeline import Pipeline, PipelineError
+    from tir.edge.pipeline import Pipeline
     from tir.edge.sources.base import SourceError, open_source
     from tir.edge.uri import parse_uri
     from tir.engines.engine import EngineError
