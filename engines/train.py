@@ -64,6 +64,7 @@ class TrainSettings:
     refresh_every: int = 100
     router: bool = True
     router_steps: int = 1500
+    router_from: Optional[str] = None  # folder with router.json + its ONNX from train_router: reuse it
     bundle_dir: Optional[str] = None
     val_limit: Optional[int] = None    # evaluate on the first N val frames (tests)
     init_from: Optional[Dict[str, str]] = None   # task -> branch to copy (default: clean)
@@ -372,15 +373,39 @@ class ContinualTrainer:
                  m["val_psnr_trained"])
 
     def train_router(self) -> None:
-        from .router import train_router
-
         out = self.work / "router"
-        info = train_router(self.train_clean, list(self.s.tasks), out_dir=out, steps=self.s.router_steps,
-                            seed=self.s.seed, threads=self.s.threads, val_images=self.val_clean)
+        if self.s.router_from:
+            info = reuse_router(Path(self.s.router_from), out, self.model.tasks)
+        else:
+            from .router import train_router
+
+            info = train_router(self.train_clean, list(self.s.tasks), out_dir=out,
+                                steps=self.s.router_steps, seed=self.s.seed, threads=self.s.threads,
+                                val_images=self.val_clean)
         self.state["router"] = info
 
     def write_bundle(self, out_dir):
         return export_bundle(self.model, self.state, self.work, out_dir, self.s)
+
+
+def reuse_router(src: Path, out: Path, tasks: Sequence[str]) -> dict:
+    """Copy a router trained earlier by ``train_router`` (``router.json`` = its return value)."""
+    import shutil
+
+    meta_path = src / "router.json"
+    if not meta_path.is_file():
+        raise ValueError(f"no router.json in {src}; it must hold what train_router returned")
+    info = json.loads(meta_path.read_text())
+    onnx_path = src / info.get("file", "router.onnx")
+    if not onnx_path.is_file():
+        raise ValueError(f"router.json in {src} names {onnx_path.name}, which is missing")
+    missing = [t for t in tasks if t not in info.get("tasks", [])]
+    if missing:
+        raise ValueError(f"router in {src} does not know tasks {missing}; its classes: {info.get('tasks')}")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_path, out / onnx_path.name)
+    info["source"] = str(src)
+    return info
 
 
 class _CleanPool:

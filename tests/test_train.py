@@ -112,3 +112,20 @@ def test_bundle_and_learn_keep_earlier_routes(tmp_path):
     assert np.array_equal(run(grown, "contrast"), before)
     with pytest.raises(ValueError, match="already has a route"):
         prepare_work_dir(grown, tmp_path / "again", spec, "blur")
+
+
+def test_reuse_router_copies_and_checks_tasks(tmp_path):
+    from tir.engines.train import reuse_router
+
+    src = tmp_path / "router"
+    src.mkdir()
+    torch.onnx.export(torch.nn.Conv2d(1, 1, 3, padding=1), torch.zeros(1, 1, 8, 8), str(src / "router.onnx"),
+                      dynamo=False, opset_version=17, input_names=["input"], output_names=["output"])
+    info = {"file": "router.onnx", "tasks": ["contrast", "blur", "clean"], "threshold": 0.5, "codebook": [[1.0]]}
+    (src / "router.json").write_text(json.dumps(info))
+    got = reuse_router(src, tmp_path / "work" / "router", ["contrast", "blur"])
+    assert got["threshold"] == 0.5 and (tmp_path / "work" / "router" / "router.onnx").is_file()
+    with pytest.raises(ValueError, match="noise"):
+        reuse_router(src, tmp_path / "w2", ["contrast", "noise"])
+    with pytest.raises(ValueError, match="router.json"):
+        reuse_router(tmp_path, tmp_path / "w3", ["contrast"])

@@ -45,6 +45,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prune-samples", type=int, default=32, help="frames N for the SE picks")
     parser.add_argument("--no-router", action="store_true", help="skip the router stage")
     parser.add_argument("--router-steps", type=int, default=1500)
+    parser.add_argument("--router-from", default=None,
+                        help="reuse a router trained by train_router: folder with router.json + ONNX")
 
 
 def main(args) -> int:
@@ -61,6 +63,7 @@ def main(args) -> int:
         batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads, data=args.data,
         group=args.group, prune_p=args.prune_p, target_reduction=args.target_reduction,
         prune_samples=args.prune_samples, router=not args.no_router, router_steps=args.router_steps,
+        router_from=args.router_from,
         bundle_dir=out, command="tir train " + " ".join(shlex.quote(a) for a in _mode_args()))
     t0 = time.monotonic()
     try:
