@@ -4,7 +4,7 @@
 - ``classical``: a fixed chain with no learning: row/column destriping by a high-pass of the
   row/column profile (subtracting whole-frame column/row means flattens the sky-to-road gradient
   of road scenes: 13.4 dB on noise vs 21.2 for the input, cpu_budget.md), non-local means with
-  its strength set from an estimate of the noise level, a robust linear contrast stretch, CLAHE
+  its strength set from an estimate of the noise level, a gated robust linear contrast stretch, (optionally CLAHE)
   and unsharp masking.
 - ``sequential``: one edge-sized network fine-tuned task after task through the seven tasks
   (no freezing, no replay), evaluated on every task after each one: the forgetting that
@@ -97,7 +97,7 @@ def classical_chain(frames: np.ndarray, steps: Sequence[str] = ("destripe", "den
     where the estimated noise σ exceeds ``noise_gate``; the contrast stretch only where the
     0.5–99.5 percentile span is below ``stretch_below`` (clean RoadScene val frames span
     0.76–0.96, contrast-degraded ones 0.18–0.50). CLAHE is available but not in the default
-    chain: on RoadScene val it cost 3–13 dB on every task but CN/CBN (docs/eval.md).
+    chain: on RoadScene val it cost 2–11 dB on every task but CN/CBN (docs/eval.md).
     """
     unknown = [s for s in steps if s not in CLASSICAL_STEPS]
     if unknown:
