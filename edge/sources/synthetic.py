@@ -14,7 +14,10 @@ URI options: ``size`` (160x120, 256x192, 320x256, 640x512; default 640x512), ``f
 (9..60, default 30), ``seed`` (0), ``frames`` (count, then end of stream), ``realtime``
 (1: paced by the wall clock like a live camera, frames the reader is too slow for are
 skipped and counted as dropped; 0: as fast as possible), ``clean=1`` (noise-free ground
-truth counts in ``meta["clean"]``), ``ffc`` (seconds between FFCs, 0 = never; default 30).
+truth counts in ``meta["clean"]``), ``ffc`` (seconds between FFCs, 0 = never; default 30),
+``radiometric`` (1, default: frames carry the renderer's count -> kelvin map
+``meta["temperature_k"] = {"scale": 1/R, "offset": T0 - C0/R}``, exact for the clean counts and
+within the vignette/FPN error for raw ones; 0: counts only, like a Boson).
 
 Frame ``k`` depends only on (seed, size, fps, k): the same seed gives the same sequence.
 """
@@ -47,6 +50,8 @@ PIXEL_GAIN_SIGMA = 0.01
 VIGNETTE_DEPTH = 0.12  # relative responsivity loss in the corners
 DRIFT_PER_SECOND = 1.2  # counts per second of pattern-scale drift after an FFC
 FFC_FREEZE_SECONDS = 0.25
+# the inverse of raw = C0 + R * (T - T0): K = counts / R + (T0 - C0 / R)
+TEMPERATURE_K = {"scale": 1.0 / COUNTS_PER_KELVIN, "offset": T0 - COUNT_AT_T0 / COUNTS_PER_KELVIN}
 
 
 def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
@@ -308,6 +313,7 @@ class SyntheticSource(Source):
         self.frames_total = uri.get("frames", None, int)
         self.live = uri.get("realtime", True, bool)
         self.clean = uri.get("clean", False, bool)
+        self.temperature_k = dict(TEMPERATURE_K) if uri.get("radiometric", True, bool) else None
         self.renderer = ThermalSceneRenderer(size, fps, uri.get("seed", 0, int), uri.get("ffc", 30.0, float))
         self._next = 0  # next frame index to deliver
         self._t0: Optional[float] = None
@@ -351,7 +357,8 @@ class SyntheticSource(Source):
         self._next = k + 1
         t = now()
         raw, truth, ffc = self.renderer.render(k, clean=self.clean)
-        meta = {"source": self.uri.text, "camera": "synthetic", "bits": 14, "index": k, "ffc": ffc}
+        meta = {"source": self.uri.text, "camera": "synthetic", "bits": 14, "index": k, "ffc": ffc,
+                "temperature_k": self.temperature_k}
         if truth is not None:
             meta["clean"] = truth
         self._counts["frames"] += 1

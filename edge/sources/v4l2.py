@@ -8,7 +8,9 @@ a 16-bit frame (flattened 1-D/1xN buffers from some OpenCV versions are reshaped
 :class:`SourceError` says what arrived. Later bad frames are dropped and counted.
 
 The raw layout comes from the USB VID:PID (edge/camera/formats.py) or ``format=`` (y16,
-boson, lepton, tc001). Other options: ``size=WxH``, ``fps=N``, ``bits=16``.
+boson, lepton, tc001). Other options: ``size=WxH``, ``fps=N``, ``bits=16``. A radiometric
+format puts its count -> kelvin map on every frame as ``meta["temperature_k"] = {"scale": s,
+"offset": o}`` (K = counts * s + o: Lepton TLinear s = 0.01, TC001 s = 1/64); None otherwise (Boson).
 
 :class:`V4L2Camera` is one open device read directly; :class:`V4L2Source` is the public
 source: after ``start()`` a :class:`~tir.edge.sources.grabber.Grabber` thread keeps only the
@@ -55,6 +57,13 @@ def choose_format(uri: URI, vid: Optional[int], pid: Optional[int]) -> RawFormat
     return get_format("y16")
 
 
+def temperature_map(fmt: RawFormat) -> Optional[Dict[str, float]]:
+    """``{"scale": K per count, "offset": K}`` of a radiometric format, None for counts only."""
+    if fmt.kelvin_per_count is None:
+        return None
+    return {"scale": float(fmt.kelvin_per_count), "offset": 0.0}
+
+
 def configure_capture(cap, fmt: RawFormat, size: Optional[Tuple[int, int]], fps: Optional[float]
                       ) -> List[Tuple[str, Any, bool]]:
     """Set the capture properties in the order that works; returns (name, value, accepted)."""
@@ -92,6 +101,7 @@ class V4L2Camera(Source):
         self.device = video_device_info(self.path, sysfs_root, dev_root)
         vid, pid = (self.device.vid, self.device.pid) if self.device else (None, None)
         self.format = choose_format(uri, vid, pid)
+        self._temperature_k = temperature_map(self.format)
         requested = parse_size(uri.get("size")) if uri.get("size") else self.format.capture_size
         self.bits = uri.get("bits", 16, int)
         self._counts = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0, "failed_reads": 0}
@@ -147,7 +157,7 @@ class V4L2Camera(Source):
                 "camera": (self.device.camera.name if self.device and self.device.camera
                            else (self.device.name if self.device and self.device.name else "v4l2")),
                 "format": self.format.name, "bits": self.bits,
-                "kelvin_per_count": self.format.kelvin_per_count}
+                "kelvin_per_count": self.format.kelvin_per_count, "temperature_k": self._temperature_k}
         meta.update(extra)
         frame = Frame(raw=np.ascontiguousarray(counts), seq=next(self._sequence), t_capture=t, meta=meta)
         self._counts["frames"] += 1
