@@ -119,8 +119,9 @@ def test_reuse_router_copies_and_checks_tasks(tmp_path):
 
     src = tmp_path / "router"
     src.mkdir()
-    torch.onnx.export(torch.nn.Conv2d(1, 1, 3, padding=1), torch.zeros(1, 1, 8, 8), str(src / "router.onnx"),
-                      dynamo=False, opset_version=17, input_names=["input"], output_names=["output"])
+    from tir.engines.export import export_onnx
+
+    export_onnx(torch.nn.Conv2d(1, 1, 3, padding=1), src / "router.onnx", input_shape=(1, 1, 8, 8))
     info = {"file": "router.onnx", "tasks": ["contrast", "blur", "clean"], "threshold": 0.5, "codebook": [[1.0]]}
     (src / "router.json").write_text(json.dumps(info))
     got = reuse_router(src, tmp_path / "work" / "router", ["contrast", "blur"])
