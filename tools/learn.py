@@ -3,7 +3,7 @@
 The bundle's ``model.pt`` (architecture + weights of the open-world model, written by
 ``tir train``) is expanded with one new branch, initialised from the existing single-
 degradation branch (or the clean branch) that restores the new degradation best on val;
-every earlier parameter stays frozen, so the earlier routes' ONNX files come out identical.
+every earlier parameter stays frozen, so the earlier routes give bit-identical outputs.
 The new branch is trained, pruned and fine-tuned like the others, then every route is
 exported again and the bundle rewritten (``--out``, default: in place). The router is kept
 as it was; it does not know the new task until it is retrained.
