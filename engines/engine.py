@@ -63,7 +63,9 @@ class Engine(ABC):
             raise EngineError(f"{self.name}: expected N×1×H×W input, got {batch.shape}")
         padded, (h, w) = pad_to_multiple(batch, self.multiple)
         out = self._run(np.ascontiguousarray(padded))
-        return out[..., :h, :w]
+        if out.ndim == 4 and out.shape[-2:] == padded.shape[-2:]:
+            return out[..., :h, :w]  # an image: crop the padding back off
+        return out  # not an image (e.g. the router's embedding): nothing to crop
 
     def close(self) -> None:
         pass

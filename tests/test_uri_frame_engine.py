@@ -70,3 +70,16 @@ def test_engine_pads_and_crops_any_size():
 def test_pad_to_multiple_tiny_frames_use_edge_mode():
     padded, hw = pad_to_multiple(np.ones((1, 1, 2, 3), np.float32), 8)
     assert padded.shape == (1, 1, 8, 8) and hw == (2, 3)
+
+
+class Embedder(Engine):
+    multiple = 4
+    backend = "numpy"
+
+    def _run(self, batch):
+        return np.full((batch.shape[0], 700), 1.0, np.float32)
+
+
+def test_engine_leaves_non_image_outputs_uncropped():
+    out = Embedder("embed").infer(np.zeros((1, 1, 10, 10), np.float32))
+    assert out.shape == (1, 700)
