@@ -1,7 +1,24 @@
-"""The frame path: stages in threads joined by latest-wins slots, with per-stage stats."""
-from .normalize import NormParams, Normalizer
-from .pipeline import Pipeline, PipelineError
-from .slots import LatestWinsSlot
-from .stats import PipelineStats, summarize_ms
+"""The frame path: stages in threads joined by latest-wins slots, with per-stage stats.
 
-__all__ = ["LatestWinsSlot", "NormParams", "Normalizer", "Pipeline", "PipelineError", "PipelineStats", "summarize_ms"]
+Names are imported on first use, so ``tir.edge.agc`` can use the normaliser without
+pulling in the pipeline (which itself uses the AGC).
+"""
+import importlib
+
+_EXPORTS = {
+    "NormParams": "normalize",
+    "Normalizer": "normalize",
+    "Pipeline": "pipeline",
+    "PipelineError": "pipeline",
+    "LatestWinsSlot": "slots",
+    "PipelineStats": "stats",
+    "summarize_ms": "stats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
