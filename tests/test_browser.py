@@ -177,3 +177,29 @@ def test_page_plays_both_streams_and_updates_stats(browser, tmp_path):
         assert browser.find_element(By.ID, "banner").is_displayed()
     finally:
         out.close()
+
+
+def test_camera_card_shows_fpa_and_its_button_requests_ffc(browser):
+    from selenium.webdriver.common.by import By
+
+    out = open_output("http://127.0.0.1:0").start()
+    requested = []
+    try:
+        with LivePipeline(out) as live:
+            browser.get(out.url)
+            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+            wait_for(lambda: text("frames").strip().isdigit(), what="the first stats")
+            assert not browser.find_element(By.ID, "camera-card").is_displayed()  # no camera control
+
+            camera = {"fpa_temp_c": 35.24, "ffc_state": "complete", "last_ffc_age_s": 12.0, "ffc_count": 3}
+            out.stats_provider = lambda: {**live.stats(), "camera": camera}
+            out.actions["ffc"] = lambda: requested.append(time.monotonic())
+            wait_for(lambda: text("fpa") == "35.2 °C", what="the FPA temperature")
+            assert text("ffc-state") == "FFC complete, last 12 s ago (3 so far)"
+            button = wait_for(lambda: browser.find_element(By.ID, "ffc-button").is_displayed()
+                              and browser.find_element(By.ID, "ffc-button"), what="the FFC button")
+            button.click()
+            wait_for(lambda: requested, what="POST /ffc from the button")
+            assert len(requested) == 1
+    finally:
+        out.close()

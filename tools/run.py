@@ -3,6 +3,12 @@
     tir run                                   # first thermal camera (else synthetic://), bundled model, http://127.0.0.1:8080
     tir run --source synthetic://?size=320x256 --model path/to/bundle --record /tmp/rec
     tir run --model route.onnx --backend onnxruntime --output http://0.0.0.0:8080 --output display://0
+    tir run --camera-port auto --ffc-period 300   # Boson control: FFC every 5 min, FFC frames marked
+
+Camera control (FFC, FPA temperature) opens with ``--camera-port DEV|auto``; without it, a v4l2
+Boson (USB 09CB:4007) whose serial port is found is controlled automatically. ``--ffc-period 0``
+leaves FFC to the camera's own mode (its FFCs are still seen and marked); the page's FFC
+button runs one on demand.
 
 Prints one status line a second (fps, end-to-end p50/p99, drops, route/confidence, signal).
 Errors from sources, outputs and models are printed as one line and exit with status 2.
@@ -147,6 +153,11 @@ def status_line(snap: dict) -> str:
     if task is not None:
         conf = snap.get("confidence")
         parts.append(f"task {task}" + (f" {conf:.2f}" if isinstance(conf, (int, float)) else ""))
+    camera = snap.get("camera")
+    if camera:
+        fpa = camera.get("fpa_temp_c")
+        parts.append((f"FPA {fpa:.1f} C" if isinstance(fpa, (int, float)) else "FPA -")
+                     + f" FFC {camera.get('ffc_state', '-')} x{camera.get('ffc_count', 0)}")
     parts.append("connected" if snap.get("connected") else "NO SIGNAL")
     return " | ".join(parts)
 
@@ -162,6 +173,64 @@ def add_arguments(parser) -> None:
     parser.add_argument("--frames", type=int, help="stop after N frames reached the outputs")
     parser.add_argument("--duration", type=float, help="stop after S seconds")
     parser.add_argument("--quiet", action="store_true", help="no per-second status line")
+    parser.add_argument("--camera-port", metavar="DEV|auto",
+                        help="camera control serial port (auto: find a Boson by USB id); default: "
+                             "automatic for a v4l2 Boson whose serial port is found, else none")
+    parser.add_argument("--camera-protocol", default="boson", choices=("boson", "tau"),
+                        help="camera control protocol (default boson)")
+    parser.add_argument("--ffc-period", type=float, default=0.0, metavar="SECONDS",
+                        help="run FFC every SECONDS (default 0: the camera's own FFC mode; "
+                             "FFC frames are marked either way)")
+
+
+def boson_serial_port(source) -> Optional[str]:
+    """The serial port of the Boson a v4l2 source captures from (same USB serial number if
+    several are plugged in), or None when the source is not a Boson or no port is found."""
+    from tir.edge.camera.boson import BOSON_USB_ID
+    from tir.edge.sources.devices import list_serial_ports
+
+    camera = getattr(source, "camera", None)
+    device = getattr(camera, "device", None)
+    if device is None or (device.vid, device.pid) != BOSON_USB_ID:
+        return None
+    ports = [p for p in list_serial_ports(camera.sysfs_root, camera.dev_root) if (p.vid, p.pid) == BOSON_USB_ID]
+    same = [p for p in ports if device.serial and p.serial == device.serial]
+    return (same or ports)[0].path if ports else None
+
+
+def open_ffc(args, source):
+    """(FFCController not yet started, client) for ``--camera-port``, or for a v4l2 Boson found
+    by USB id; (None, None) when there is no camera control. A port that was asked for and
+    does not answer raises CameraControlError; an automatic one that does not is skipped."""
+    from tir.edge.camera.ffc import CONTROL_ERRORS, CameraNotFound, FFCController, open_camera_control
+
+    port = args.camera_port
+    asked = port is not None
+    if not asked:
+        port = boson_serial_port(source)
+        if port is None:
+            return None, None
+    period = args.ffc_period
+    if period < 0:
+        raise CameraControlError(f"--ffc-period must be >= 0 seconds (0: the camera's own mode), got {period:g}")
+    client = None
+    try:
+        client = open_camera_control(None if port == "auto" else port, args.camera_protocol)
+        fpa = client.get_fpa_temp_c()  # the camera must answer before the run relies on it
+    except (CameraNotFound, ValueError) + CONTROL_ERRORS as exc:
+        if client is not None:
+            client.close()
+        if asked:
+            raise CameraControlError(f"camera control on {port}: {exc}") from exc
+        print(f"tir run: no camera control ({port} did not answer: {exc})", flush=True)
+        return None, None
+    print(f"tir run: camera control {args.camera_protocol} on {client.port_name}, FPA {fpa:.1f} C, FFC "
+          + (f"every {period:g} s" if period > 0 else "in the camera's own mode"), flush=True)
+    return FFCController(client, period_s=period if period > 0 else None), client
+
+
+class CameraControlError(RuntimeError):
+    """--camera-port was given and the camera cannot be controlled there."""
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -181,20 +250,26 @@ def main(args) -> int:
     except ImportError:  # bundle support not installed: nothing of that kind can be raised
         BundleError = ModelNotFound  # noqa: N806
 
-    model = None
+    model = source = client = pipeline = None
     try:
         model, description = load_model(args.model, args.backend, args.task, args.threads)
         print(f"tir run: model {description}", flush=True)
         source = open_source(args.source or default_source())
+        ffc, client = open_ffc(args, source)
         uris = list(args.output or [DEFAULT_OUTPUT])
         if args.record:
             uris.append(parse_uri(args.record).text if "://" in args.record else f"file://{Path(args.record).resolve()}")
         outputs = [open_output(uri) for uri in uris]
         pipeline = Pipeline(source, model, outputs, agc=args.agc, palette=args.palette,
-                            normalizer=normalizer_for(model), frames=args.frames, duration=args.duration)
+                            normalizer=normalizer_for(model), frames=args.frames, duration=args.duration,
+                            ffc=ffc)
         pipeline.start()
-    except (ModelNotFound, EngineError, BundleError, SourceError, OutputError, ValueError) as exc:
+    except (ModelNotFound, EngineError, BundleError, SourceError, OutputError, CameraControlError,
+            ValueError) as exc:
         _close_model(model)
+        _close_quietly(client)
+        if pipeline is None:  # a pipeline that failed to start has closed the source itself
+            _close_quietly(source)
         return _fail(str(exc))
     for output in outputs:
         where = getattr(output, "url", None)
@@ -209,6 +284,7 @@ def main(args) -> int:
     finally:
         pipeline.stop()
         _close_model(model)
+        _close_quietly(client)
     snap = pipeline.snapshot()
     if not args.quiet:
         print(status_line(snap), flush=True)
@@ -221,9 +297,13 @@ def main(args) -> int:
 
 
 def _close_model(model) -> None:
-    close = getattr(model, "close", None)
+    _close_quietly(model)
+
+
+def _close_quietly(thing) -> None:
+    close = getattr(thing, "close", None)
     if callable(close):
         try:
             close()
         except Exception as exc:
-            log.warning("closing the model: %s", exc)
+            log.warning("closing %s: %s", type(thing).__name__, exc)

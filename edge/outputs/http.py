@@ -8,11 +8,13 @@ Endpoints::
     /stats.json                pipeline stats + this output's counters + "no_signal"
     /spot.json?x=&y=&view=     counts (and temperature where known) at one pixel
     /healthz                   liveness
+    POST /ffc                  flat-field correction now (when the run has camera control)
 
 ``write`` only stores the newest frame (never blocks the pipeline). JPEG encoding is
 lazy: a view is encoded only when some client asks for it, at most once per frame and
 quality, and the bytes are shared by every client. A slow client simply skips to the
-newest frame; nothing queues up. Options: ``quality`` (JPEG, default 80),
+newest frame; nothing queues up. ``actions`` maps a POST path's name to a callable the
+pipeline provides (``{"ffc": controller.request_ffc}``), like ``stats_provider``. Options: ``quality`` (JPEG, default 80),
 ``no_signal_after`` (seconds, default 2).
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -127,6 +129,7 @@ class HTTPOutput(Output):
         self.quality = clamp_quality(uri.get("quality", 80))
         self.no_signal_after = uri.get("no_signal_after", 2.0, float)
         self.latest = LatestFrame()
+        self.actions: Dict[str, Callable[[], Any]] = {}  # POST /<name> -> callable, set by the pipeline
         self.clients = 0
         self.frames_served = 0
         self.closing = threading.Event()
@@ -245,6 +248,7 @@ class HTTPOutput(Output):
             "frames_served": self.frames_served,
             "encodes": self.latest.encodes,
             "quality": self.quality,
+            "actions": sorted(self.actions),
         }
         stats.setdefault("frames", self.latest.frames_in)
         if frame is not None:
@@ -262,6 +266,19 @@ class HTTPOutput(Output):
             stats["scene"] = scene
         stats["no_signal"] = self.signal_lost(stats)
         return stats
+
+    def act(self, name: str) -> Tuple[int, Dict[str, Any]]:
+        """Run the action ``name`` (POST /<name>): (HTTP status, JSON reply)."""
+        action = self.actions.get(name)
+        if action is None:
+            if name == "ffc":
+                return 409, {"error": "no camera control in this run; start tir run with --camera-port DEV|auto"}
+            return 404, {"error": f"no action {name!r}; known: {', '.join(sorted(self.actions)) or 'none'}"}
+        try:
+            action()
+        except Exception as exc:  # the camera side reports its own failures in stats
+            return 500, {"error": f"{name} failed: {type(exc).__name__}: {exc}"}
+        return 202, {"ok": True, "requested": name}
 
     def spot(self, x: int, y: int, view: str) -> Dict[str, Any]:
         frame, _ = self.latest.snapshot()
@@ -312,6 +329,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(404, f"no page {path}; try / or /stats.json\n".encode(), "text/plain")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass  # the client went away
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(min(length, 65536))  # the actions take no body
+        name = urlsplit(self.path).path.strip("/")
+        try:
+            code, reply = self.output.act(name)
+            self._send_json(reply, code)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
 
     def _known_view(self, view: str) -> bool:
         if view in VIEWS:

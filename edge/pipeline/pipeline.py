@@ -16,6 +16,12 @@ a new frame only while fewer than ``max_in_flight`` frames (default 2) are insid
 in flight keep the bottleneck stage busy (the next frame is ready when it finishes) while
 at most one frame waits. ``max_in_flight=1`` gives the lowest latency and no overlap.
 Live sources are never held back: a camera frame nobody is ready for is dropped.
+
+With ``ffc`` (an :class:`~tir.edge.camera.ffc.FFCController`) the capture thread marks each
+frame right after the read (``meta["ffc"]``, no serial I/O on the frame path), the stats
+snapshot carries the controller's stats under ``"camera"``, and outputs with an ``actions``
+dict get ``{"ffc": request}`` (the page's FFC button). The pipeline starts and closes the
+controller; its serial client stays the caller's.
 """
 from __future__ import annotations
 
@@ -55,8 +61,9 @@ class Pipeline:
                  normalizer: Optional[Normalizer] = None, frames: Optional[int] = None,
                  duration: Optional[float] = None, max_in_flight: Optional[int] = None,
                  lossless: Optional[bool] = None, light_nice: int = 0, read_timeout: float = 0.5,
-                 stats_window: int = 1000):
+                 stats_window: int = 1000, ffc=None):
         self.source = source
+        self.ffc = ffc
         self.model = model
         self.outputs = list(outputs)
         self.frames = frames
@@ -83,6 +90,8 @@ class Pipeline:
         self.stats.source_uri = str(getattr(getattr(source, "uri", None), "text", "") or source)
         self.stats.source_stats = getattr(source, "stats", None)
         self.stats.in_flight = lambda: self._in_flight
+        if ffc is not None:
+            self.stats.camera_stats = ffc.stats
         if model is not None:
             status = getattr(model, "status", None)
             self.stats.model_status = status if callable(status) else (
@@ -167,6 +176,8 @@ class Pipeline:
             if frame is None:
                 self.stats.read_timeout()
                 continue
+            if self.ffc is not None:
+                self._mark_ffc(frame)
             try:
                 check_frame(frame.raw, shape)
             except FrameError as exc:
@@ -181,6 +192,14 @@ class Pipeline:
                 first_slot.put(frame)
             elif not first_slot.put_when_empty(frame):
                 return
+
+    def _mark_ffc(self, frame: Frame) -> None:
+        """The controller's shutter windows mark the frame; a source that knows a frame is an
+        FFC frame (``meta["ffc"]`` already True) keeps its mark."""
+        from_source = frame.meta.get("ffc") is True
+        self.ffc.annotate(frame)
+        if from_source:
+            frame.meta["ffc"] = True
 
     def _end_of_source(self, exc: SourceError) -> None:
         from ..sources.file import EndOfStream  # finite sources end with this
@@ -206,6 +225,8 @@ class Pipeline:
             self.source.start()
             for output in self.outputs:
                 output.stats_provider = self.snapshot
+                if self.ffc is not None and isinstance(getattr(output, "actions", None), dict):
+                    output.actions["ffc"] = self.ffc.request_ffc
                 output.start()
                 started.append(output)
         except BaseException:
@@ -213,6 +234,8 @@ class Pipeline:
                 _quietly(output.close)
             _quietly(self.source.close)
             raise
+        if self.ffc is not None:
+            self.ffc.start()
         self._started = True
         self._t_start = now()
         self.stats.t_start = self._t_start
@@ -265,6 +288,8 @@ class Pipeline:
         for output in self.outputs:
             _quietly(output.close)
         _quietly(self.source.close)
+        if self.ffc is not None:
+            _quietly(self.ffc.close)
 
     def snapshot(self) -> Dict[str, Any]:
         snap = self.stats.snapshot()

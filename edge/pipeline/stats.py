@@ -1,6 +1,7 @@
 """Rolling pipeline statistics: per-stage and end-to-end latency, fps, drops, signal, model.
 
-Latency of a stage is read off each finished frame's stamps (pipelines.md (d)8, per-frame
+With camera control, ``camera`` holds the FFC controller's stats (fpa_temp_c, ffc_state,
+last_ffc_age_s, ffc_count, ...). Latency of a stage is read off each finished frame's stamps (pipelines.md (d)8, per-frame
 flow tracking): the time from the previous boundary to this stage's boundary, so it holds
 the wait in the slot plus the work, and the stages add up to the end-to-end
 capture -> output latency. ``busy`` is the work alone. Windows keep the last ``window``
@@ -76,6 +77,7 @@ class PipelineStats:
         self.source_stats: Optional[Callable[[], Dict[str, Any]]] = None
         self.model_status: Optional[Callable[[], Dict[str, Any]]] = None
         self.in_flight: Optional[Callable[[], int]] = None
+        self.camera_stats: Optional[Callable[[], Dict[str, Any]]] = None  # camera control (FFC)
 
     # --- recording (called from the stage threads) ---
     def frame_captured(self) -> None:
@@ -186,6 +188,11 @@ class PipelineStats:
         snap["source"] = source
         if self.in_flight is not None:
             snap["in_flight"] = self.in_flight()
+        if self.camera_stats is not None:
+            try:
+                snap["camera"] = dict(self.camera_stats() or {})
+            except Exception as exc:
+                snap["camera"] = {"stats_error": f"{type(exc).__name__}: {exc}"}
         if self.model_status is not None:
             try:
                 status = dict(self.model_status() or {})

@@ -95,7 +95,7 @@ class V4L2Camera(Source):
         super().__init__(uri)
         self.path = uri.path or (f"/dev/video{uri.location}" if uri.location.isdigit() else "/dev/video0")
         self._sequence = sequence if sequence is not None else itertools.count()
-        self._sysfs_root, self._dev_root = sysfs_root, dev_root
+        self.sysfs_root, self.dev_root = sysfs_root, dev_root  # where the camera was looked up
         if capture_factory is None and not os.path.exists(self.path):
             raise SourceError(f"{self.path} does not exist; {describe_video_devices(sysfs_root, dev_root)}")
         self.device = video_device_info(self.path, sysfs_root, dev_root)

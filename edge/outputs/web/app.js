@@ -102,6 +102,7 @@ function render(stats) {
   } else if (scene && typeof scene.min_counts === "number") {
     text("scene", `${scene.min_counts} / ${scene.max_counts} counts`);
   }
+  renderCamera(stats.camera, (stats.http && stats.http.actions) || []);
   const f = stats.frame;
   if (f) {
     text("raw-size", `${f.width}×${f.height}`);
@@ -110,6 +111,29 @@ function render(stats) {
   text("raw-stats", JSON.stringify(stats, null, 2));
   text("updated", new Date().toLocaleTimeString());
 }
+
+// Camera control (tir run --camera-port): FPA temperature, FFC state, and the FFC button.
+function renderCamera(cam, actions) {
+  $("camera-card").classList.toggle("hidden", !cam);
+  $("ffc-button").classList.toggle("hidden", !actions.includes("ffc"));
+  if (!cam) return;
+  text("fpa", typeof cam.fpa_temp_c === "number" ? `${fmt(cam.fpa_temp_c, 1)} °C` : "-");
+  const age = typeof cam.last_ffc_age_s === "number" ? `, last ${fmt(cam.last_ffc_age_s, 0)} s ago` : "";
+  text("ffc-state", `FFC ${cam.ffc_state || "-"}${age} (${cam.ffc_count ?? 0} so far)`);
+}
+async function requestFFC() {
+  const button = $("ffc-button");
+  button.disabled = true;
+  try {
+    const reply = await (await fetch("/ffc", { method: "POST" })).json();
+    if (reply.error) text("ffc-state", reply.error);
+  } catch (err) {
+    text("ffc-state", "FFC request failed");
+  } finally {
+    setTimeout(() => { button.disabled = false; }, 1000);
+  }
+}
+$("ffc-button").addEventListener("click", requestFFC);
 
 async function poll() {
   try {
