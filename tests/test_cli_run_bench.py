@@ -120,6 +120,46 @@ def test_run_port_in_use_exits_2(capsys, tiny_onnx):
     assert "in use" in capsys.readouterr().err
 
 
+def test_run_port_option_busy_is_one_line_exit_2(capsys, tiny_onnx):
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        code = main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "1", "--port", str(port)])
+    finally:
+        busy.close()
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err == (f"tir run: error: port {port} on 127.0.0.1 is in use; pick another with --port / "
+                   f"http://127.0.0.1:PORT\n")
+
+
+def test_run_host_and_port_options_move_the_page(capsys, tiny_onnx):
+    code = main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "2", "--quiet",
+                 "--host", "0.0.0.0", "--port", "0"])
+    assert code == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("tir run: output http")][0]
+    port = int(line.rsplit(":", 1)[1].strip("/"))
+    assert port not in (0, 8080)
+    assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "1", "--port", "70000"]) == 2
+    assert "0..65535" in capsys.readouterr().err
+
+
+def test_http_address_goes_to_the_one_http_output():
+    assert run.with_http_address(["http://127.0.0.1:8080"], None, None) == ["http://127.0.0.1:8080"]
+    assert run.with_http_address(["http://127.0.0.1:8080"], None, 9000) == ["http://127.0.0.1:9000"]
+    assert run.with_http_address(["file:///tmp/r", "http://10.0.0.2:81?quality=60"], "0.0.0.0", None) == [
+        "file:///tmp/r", "http://0.0.0.0:81?quality=60"]
+    assert run.with_http_address(["http://localhost"], None, 5) == ["http://localhost:5"]
+    with pytest.raises(ValueError, match="no http:// output"):
+        run.with_http_address(["file:///tmp/r"], None, 9000)
+    with pytest.raises(ValueError, match="there are 2"):
+        run.with_http_address(["http://127.0.0.1:1", "http://127.0.0.1:2"], None, 9000)
+
+
 def test_status_line_text():
     line = run.status_line({"fps": 29.5, "latency_ms": {"e2e": {"p50": 31.0, "p99": 40.0}}, "frames": 100,
                             "drops": {"infer": 2, "display": 1}, "task": "noise", "confidence": 0.9,

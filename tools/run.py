@@ -4,6 +4,7 @@
     tir run --source synthetic://?size=320x256 --model path/to/bundle --record /tmp/rec
     tir run --model route.onnx --backend onnxruntime --output http://0.0.0.0:8080 --output display://0
     tir run --camera-port auto --ffc-period 300   # Boson control: FFC every 5 min, FFC frames marked
+    tir run --host 0.0.0.0 --port 8090            # the page on every interface, port 8090
 
 Camera control (FFC, FPA temperature) opens with ``--camera-port DEV|auto``; without it, a v4l2
 Boson (USB 09CB:4007) whose serial port is found is controlled automatically. ``--ffc-period 0``
@@ -19,7 +20,8 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
+from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger("tir.run")
 
@@ -167,6 +169,9 @@ def add_arguments(parser) -> None:
     add_common_model_arguments(parser)
     parser.add_argument("--output", action="append", default=None,
                         help=f"output URI, repeatable (default {DEFAULT_OUTPUT})")
+    parser.add_argument("--host", help="address the HTTP output listens on (default 127.0.0.1; "
+                                       "0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, help="port of the HTTP output (default 8080; 0: any free port)")
     parser.add_argument("--record", metavar="PATH", help="also record to this folder (a file:// recorder output)")
     parser.add_argument("--agc", default="percentile", choices=AGC_CHOICES, help="display AGC (default percentile)")
     parser.add_argument("--palette", default="white-hot", choices=("white-hot", "black-hot", "ironbow", "inferno"))
@@ -181,6 +186,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ffc-period", type=float, default=0.0, metavar="SECONDS",
                         help="run FFC every SECONDS (default 0: the camera's own FFC mode; "
                              "FFC frames are marked either way)")
+
+
+def with_http_address(uris: List[str], host: Optional[str], port: Optional[int]) -> List[str]:
+    """``uris`` with ``--host``/``--port`` applied to the one http:// output (the default one
+    unless --output names another); ValueError when there is none or more than one."""
+    if host is None and port is None:
+        return list(uris)
+    if port is not None and not 0 <= port <= 65535:
+        raise ValueError(f"--port {port} is not a port number (0..65535; 0 = any free port)")
+    http = [i for i, uri in enumerate(uris) if urlsplit(uri).scheme == "http"]
+    if len(http) != 1:
+        raise ValueError("--host/--port set the address of the HTTP output, but "
+                         + ("no http:// output is given" if not http else
+                            f"there are {len(http)}; give each its address in --output http://HOST:PORT"))
+    out = list(uris)
+    parts = urlsplit(out[http[0]])
+    host = host if host is not None else (parts.hostname or "127.0.0.1")
+    port = port if port is not None else parts.port
+    out[http[0]] = urlunsplit(parts._replace(netloc=host if port is None else f"{host}:{port}"))
+    return out
 
 
 def boson_serial_port(source) -> Optional[str]:
@@ -256,7 +281,7 @@ def main(args) -> int:
         print(f"tir run: model {description}", flush=True)
         source = open_source(args.source or default_source())
         ffc, client = open_ffc(args, source)
-        uris = list(args.output or [DEFAULT_OUTPUT])
+        uris = with_http_address(list(args.output or [DEFAULT_OUTPUT]), args.host, args.port)
         if args.record:
             uris.append(parse_uri(args.record).text if "://" in args.record else f"file://{Path(args.record).resolve()}")
         outputs = [open_output(uri) for uri in uris]
