@@ -31,7 +31,8 @@ def test_tegra_release_parsing(tmp_path):
 def test_doctor_runs_cleanly_here(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    for what in ("OpenCV V4L2", "OpenCV GStreamer", "ONNX Runtime", "torch", "TensorRT", "model bundle", "Jetson"):
+    for what in ("OpenCV V4L2", "OpenCV GStreamer", "ONNX Runtime", "torch", "TensorRT", "INT8", "TensorRT plans",
+                 "model bundle", "Jetson"):
         assert f"] {what}:" in out
     assert "check failed" not in out
     assert all(" -- " in line for line in out.splitlines() if line.startswith("[warn]"))
@@ -41,3 +42,28 @@ def test_doctor_json(capsys):
     assert main(["doctor", "--json"]) == 0
     findings = json.loads(capsys.readouterr().out)
     assert {f["status"] for f in findings} <= {"ok", "warn", "no", "info"}
+
+
+def test_int8_speed_from_compute_capability():
+    orin = doctor.check_int8(("Orin", "8.7"))[0]
+    assert orin.status == "ok" and "fast INT8" in orin.finding
+    nano = doctor.check_int8(("NVIDIA Tegra X1", "5.3"))[0]
+    assert nano.status == "warn" and "no fast INT8" in nano.finding and "fp16" in nano.meaning
+    assert doctor.check_int8(False)[0].finding == "no CUDA GPU here"
+
+
+def test_cached_plans_are_listed(tmp_path):
+    from tir.engines.cache import EngineCache, EngineKey, profile_for_sizes
+
+    cache = EngineCache(tmp_path / "engines")
+    assert "none in" in doctor.check_engine_cache(cache)[0].finding
+    key = EngineKey("ab" * 32, "8.5.2", "Orin", "8.7", "35.4.1", "int8-qdq", profile_for_sizes([(640, 512)]))
+    plan = cache.store(key, b"plan bytes", "denoise")
+    (cache.root / "orphan-fp16-0000.plan").write_bytes(b"x")  # no sidecar
+    findings = doctor.check_engine_cache(cache)
+    assert findings[0].finding == f"2 in {cache.root}"
+    listed = [f for f in findings if plan.name in f.finding]
+    assert len(listed) == 1 and "int8-qdq, TensorRT 8.5.2, Orin (SM 8.7)" in listed[0].finding
+    assert "cannot check" in listed[0].meaning  # no TensorRT on this machine
+    orphan = [f for f in findings if "orphan" in f.finding]
+    assert len(orphan) == 1 and orphan[0].status == "warn"

@@ -2,8 +2,9 @@
 
 Checks (pipelines.md (d)10): OpenCV build (V4L2 / GStreamer), video devices and their
 formats (Y16 for raw 16-bit capture), serial ports for camera control, ONNX Runtime and
-its providers, torch, TensorRT + pycuda, the model bundle, and on a Jetson the L4T
-release and power mode. Every line is ``[status] what: finding -- meaning``.
+its providers, torch, TensorRT + pycuda, the GPU's INT8 speed, cached TensorRT plans
+(engines/cache.py) and whether they fit this machine, the model bundle, and on a Jetson the
+L4T release and power mode. Every line is ``[status] what: finding -- meaning``.
 """
 from __future__ import annotations
 
@@ -165,6 +166,74 @@ def check_inference() -> List[Finding]:
     return out
 
 
+def gpu_compute_capability() -> Optional[tuple]:
+    """(GPU name, "major.minor") of CUDA device 0 through torch or pycuda, None without a GPU."""
+    if _importable("torch"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0), "%d.%d" % torch.cuda.get_device_capability(0)
+    if _importable("pycuda"):
+        try:
+            import pycuda.driver as cuda
+
+            cuda.init()
+            device = cuda.Device(0)
+            return device.name(), "%d.%d" % device.compute_capability()
+        except Exception:  # no driver or no device
+            return None
+    return None
+
+
+def check_int8(gpu: Optional[tuple] = None) -> List[Finding]:
+    from tir.tools.build import fast_int8
+
+    gpu = gpu_compute_capability() if gpu is None else gpu
+    if not gpu:
+        return [Finding(INFO, "INT8", "no CUDA GPU here", "INT8 TensorRT engines are built and run on the "
+                        "Jetson/GPU itself; ONNX Runtime runs the FP32 model here")]
+    name, cc = gpu
+    if fast_int8(cc):
+        return [Finding(OK, "INT8", f"{name}, compute capability {cc}: fast INT8",
+                        "tir build --precision int8 gives the fastest engines")]
+    return [Finding(WARN, "INT8", f"{name}, compute capability {cc}: no fast INT8",
+                    "INT8 runs slower than FP16 below SM 7 (Jetson Nano, TX2): build --precision fp16")]
+
+
+def check_engine_cache(cache=None) -> List[Finding]:
+    from tir.engines.cache import EngineCache, EngineCacheError, current_platform
+
+    cache = cache or EngineCache()
+    plans = sorted(cache.root.glob("*.plan")) if cache.root.is_dir() else []
+    if not plans:
+        return [Finding(INFO, "TensorRT plans", f"none in {cache.root}",
+                        "tir build --bundle DIR builds them on this machine (they only run where built)")]
+    entries = cache.entries()
+    out = [Finding(INFO, "TensorRT plans", f"{len(plans)} in {cache.root}")]
+    try:
+        platform_now = current_platform()
+    except EngineCacheError as exc:
+        platform_now, why = None, str(exc)
+    for entry in entries:
+        key = entry.key
+        what = (f"{entry.plan.name}: {key.precision}, TensorRT {key.trt_version}, {key.gpu_name} "
+                f"(SM {key.compute_capability}), built {entry.meta.get('created', '?')}")
+        if platform_now is None:
+            out.append(Finding(INFO, "  plan", what, f"cannot check it against this machine ({why})"))
+            continue
+        try:
+            cache.check_platform(entry, platform_now)
+            out.append(Finding(OK, "  plan", what, "fits this machine's TensorRT and GPU"))
+        except EngineCacheError as exc:
+            out.append(Finding(WARN, "  plan", what, str(exc)))
+    readable = {entry.plan for entry in entries}
+    for plan in plans:
+        if plan not in readable:
+            out.append(Finding(WARN, "  plan", f"{plan.name}: no readable sidecar or it does not match",
+                               "delete it and rebuild with tir build"))
+    return out
+
+
 def check_bundle() -> List[Finding]:
     try:
         from tir.engines.bundle import default_bundle_path
@@ -198,7 +267,8 @@ def check_jetson(release_file: str = TEGRA_RELEASE) -> List[Finding]:
     return out
 
 
-CHECKS = (check_system, check_opencv, check_cameras, check_inference, check_bundle, check_jetson)
+CHECKS = (check_system, check_opencv, check_cameras, check_inference, check_int8, check_engine_cache,
+          check_bundle, check_jetson)
 
 
 def collect() -> List[Finding]:
