@@ -188,11 +188,15 @@ class FFCController:
         if not repeated:
             log.warning("camera control: %s", text)
 
-    def _open_window(self, start: float) -> None:
+    def _open_window(self) -> float:
+        """Open an FFC window starting now; the start is read under the lock, so no frame
+        annotated after it can miss the window."""
         with self._lock:
+            start = self.clock()
             self._windows.append([start, None])
             self._state = FFCStatus.IN_PROGRESS.name.lower()
             self._ffc_count += 1
+        return start
 
     def _close_window(self, end: float, state: str) -> None:
         with self._lock:
@@ -203,8 +207,7 @@ class FFCController:
             self._state = state
 
     def _run_ffc(self) -> None:
-        start = self.clock()
-        self._open_window(start)
+        start = self._open_window()
         try:
             self.client.run_ffc()
         except CONTROL_ERRORS as exc:
@@ -250,6 +253,5 @@ class FFCController:
         if status in _BUSY:  # the camera started an FFC by itself (AUTO mode)
             with self._lock:
                 self._camera_ffcs += 1
-            start = self.clock()
-            self._open_window(start)
+            start = self._open_window()
             self._wait_for_ffc(start, seen_busy=True)
