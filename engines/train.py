@@ -57,7 +57,7 @@ class TrainSettings:
     seed: int = 0
     threads: int = 2
     data: Optional[str] = None         # RoadScene folder (default: ../shared/data/roadscene-ir)
-    group: int = 4                     # channels per pruning group
+    group: int = 8                     # channels per pruning group (keeps widths multiples of 8)
     prune_p: Optional[float] = None    # None: smallest p on P_GRID reaching target_reduction
     target_reduction: float = 0.40
     prune_samples: int = 32

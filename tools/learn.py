@@ -40,7 +40,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--group", type=int, default=4)
+    parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--prune-p", type=float, default=None)
     parser.add_argument("--prune-samples", type=int, default=32)
 

@@ -37,7 +37,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--group", type=int, default=4, help="channels per pruning group")
+    parser.add_argument("--group", type=int, default=8,
+                        help="channels per pruning group (8 keeps widths multiples of 8)")
     parser.add_argument("--prune-p", type=float, default=None,
                         help="SE survival threshold p (default: smallest p reaching --target-reduction)")
     parser.add_argument("--target-reduction", type=float, default=0.40,
