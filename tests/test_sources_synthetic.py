@@ -121,3 +121,16 @@ def test_bad_options_are_named():
         open_source("synthetic://?size=100x100")
     with pytest.raises(SourceError, match="fps"):
         open_source("synthetic://?fps=200")
+
+
+def test_loop_replays_identical_read_only_frames():
+    from tir.edge.sources import open_source
+
+    src = open_source("synthetic://?size=160x120&realtime=0&loop=3&frames=7")
+    frames = [src.read() for _ in range(7)]
+    assert [f.seq for f in frames] == list(range(7))
+    assert frames[3].raw is frames[0].raw and frames[6].raw is frames[0].raw
+    assert not np.array_equal(frames[0].raw, frames[1].raw)
+    assert not frames[0].raw.flags.writeable
+    fresh = open_source("synthetic://?size=160x120&realtime=0").read()
+    np.testing.assert_array_equal(fresh.raw, frames[0].raw)

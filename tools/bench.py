@@ -6,7 +6,7 @@
 
 Model-only pushes the same synthetic frames through ``engine.infer`` back to back;
 pipeline runs the real pipeline (capture -> ... -> output, no clients needed) on
-``synthetic://?realtime=0`` or ``--source``. ``both`` reports pipeline fps / model fps,
+``synthetic://?realtime=0&loop=60`` (frames rendered once, replayed) or ``--source``. ``both`` reports pipeline fps / model fps,
 the share of the model's speed the pipeline keeps (pipelines.md (c)7: why app latency
 differs from the engine's). Reusable pieces: :func:`bench_model`, :func:`bench_pipeline`,
 :func:`synthetic_batches`, :func:`machine_info`, :func:`format_table`.
@@ -249,7 +249,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--duration", type=float, help="pipeline: run this many seconds instead of --frames")
     parser.add_argument("--sample-every", type=float, default=10.0,
                         help="pipeline: seconds between frame-age samples (default 10)")
-    parser.add_argument("--source", help="pipeline source URI (default synthetic://?size=SIZE&realtime=0)")
+    parser.add_argument("--source", help="pipeline source URI (default synthetic://?size=SIZE&realtime=0&loop=60: 60 frames rendered once and replayed, so the camera simulation is not timed)")
     parser.add_argument("--max-in-flight", type=int, default=None,
                         help="pipeline: frames inside the pipeline at once for non-live sources (default 2: "
                              "full overlap; 1: lowest latency, no overlap)")
@@ -270,7 +270,7 @@ def main(args) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     backends = list(dict.fromkeys(args.backend))  # in the order given, once each
-    source = args.source or f"synthetic://?size={size[0]}x{size[1]}&realtime=0"
+    source = args.source or f"synthetic://?size={size[0]}x{size[1]}&realtime=0&loop=60"
     progress = not args.no_progress
     results: List[Dict[str, Any]] = []
     batches = synthetic_batches(size)

@@ -17,7 +17,9 @@ skipped and counted as dropped; 0: as fast as possible), ``clean=1`` (noise-free
 truth counts in ``meta["clean"]``), ``ffc`` (seconds between FFCs, 0 = never; default 30),
 ``radiometric`` (1, default: frames carry the renderer's count -> kelvin map
 ``meta["temperature_k"] = {"scale": 1/R, "offset": T0 - C0/R}``, exact for the clean counts and
-within the vignette/FPN error for raw ones; 0: counts only, like a Boson).
+within the vignette/FPN error for raw ones; 0: counts only, like a Boson), ``loop=N``
+(render frames 0..N-1 once and replay them, read-only: ``tir bench`` uses it so the numbers
+measure the pipeline, not the camera simulation).
 
 Frame ``k`` depends only on (seed, size, fps, k): the same seed gives the same sequence.
 """
@@ -315,6 +317,10 @@ class SyntheticSource(Source):
         self.clean = uri.get("clean", False, bool)
         self.temperature_k = dict(TEMPERATURE_K) if uri.get("radiometric", True, bool) else None
         self.renderer = ThermalSceneRenderer(size, fps, uri.get("seed", 0, int), uri.get("ffc", 30.0, float))
+        # loop=N: render frames 0..N-1 once and replay them (read-only arrays), so a benchmark
+        # measures the pipeline rather than the camera simulation
+        self.loop = uri.get("loop", 0, int)
+        self._cache: Dict[int, Tuple[np.ndarray, Optional[np.ndarray], bool]] = {}
         self._next = 0  # next frame index to deliver
         self._t0: Optional[float] = None
         self._counts = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0}
@@ -356,13 +362,25 @@ class SyntheticSource(Source):
         self._counts["dropped"] += k - self._next
         self._next = k + 1
         t = now()
-        raw, truth, ffc = self.renderer.render(k, clean=self.clean)
+        raw, truth, ffc = self._render(k)
         meta = {"source": self.uri.text, "camera": "synthetic", "bits": 14, "index": k, "ffc": ffc,
                 "temperature_k": self.temperature_k}
         if truth is not None:
             meta["clean"] = truth
         self._counts["frames"] += 1
         return Frame(raw=raw, seq=k, t_capture=t, meta=meta)
+
+    def _render(self, k: int):
+        if self.loop <= 0:
+            return self.renderer.render(k, clean=self.clean)
+        key = k % self.loop
+        if key not in self._cache:
+            raw, truth, ffc = self.renderer.render(key, clean=self.clean)
+            for array in (raw, truth):
+                if array is not None:
+                    array.setflags(write=False)
+            self._cache[key] = (raw, truth, ffc)
+        return self._cache[key]
 
     def stats(self) -> Dict[str, int]:
         return dict(self._counts)
