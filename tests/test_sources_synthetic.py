@@ -134,3 +134,29 @@ def test_loop_replays_identical_read_only_frames():
     assert not frames[0].raw.flags.writeable
     fresh = open_source("synthetic://?size=160x120&realtime=0").read()
     np.testing.assert_array_equal(fresh.raw, frames[0].raw)
+
+
+def test_degrade_option_applies_a_stable_named_degradation():
+    from tir.edge.sources import open_source
+
+    plain = open_source("synthetic://?size=160x120&realtime=0&seed=2")
+    noisy = open_source("synthetic://?size=160x120&realtime=0&seed=2&degrade=noise")
+    a, b = plain.read(), noisy.read()
+    assert b.meta["degradation"] == "noise" and b.raw.dtype == np.uint16
+    assert int(b.raw.max()) <= 16383
+    residual = b.raw.astype(np.float64) - a.raw
+    a2, b2 = plain.read(), noisy.read()
+    temporal = (a2.raw.astype(np.float64) - a.raw).std()  # the camera's own frame-to-frame change
+    assert residual.std() > 5 * temporal
+    # the same parameters within a period: the degradation pattern does not flicker
+    residual2 = b2.raw.astype(np.float64) - a2.raw
+    assert np.corrcoef(residual.ravel(), residual2.ravel())[0, 1] > 0.9
+
+
+def test_degrade_cycle_walks_clean_then_every_task():
+    from tir.edge.sources import open_source
+    from tir.engines.degrade import TASKS
+
+    src = open_source("synthetic://?size=160x120&realtime=0&fps=10&degrade=cycle&degrade_period=0.1")
+    names = [src.read().meta["degradation"] for _ in range(len(TASKS) + 1)]
+    assert names == ["clean", *TASKS]

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 log = logging.getLogger("tir.run")
 
 DEFAULT_OUTPUT = "http://127.0.0.1:8080"
+DEMO_SOURCE = "synthetic://?degrade=noise"
 AGC_CHOICES = ("percentile", "plateau", "clahe")
 BACKEND_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt")
 
@@ -128,7 +129,7 @@ def normalizer_for(model):
 
 
 def default_source() -> str:
-    """The first thermal UVC camera, else ``synthetic://`` (saying which devices were seen)."""
+    """The first thermal UVC camera, else :data:`DEMO_SOURCE` (saying which devices were seen)."""
     from tir.edge.sources.devices import describe_video_devices, find_thermal_camera
 
     found = find_thermal_camera()
@@ -136,8 +137,10 @@ def default_source() -> str:
         path, fmt = found
         print(f"tir run: thermal camera at {path} ({getattr(fmt, 'name', fmt)})", flush=True)
         return f"v4l2://{path}"
-    print(f"tir run: no thermal camera found ({describe_video_devices()}); using synthetic://", flush=True)
-    return "synthetic://"
+    print(f"tir run: no thermal camera found ({describe_video_devices()}); using {DEMO_SOURCE} "
+          "(the virtual thermal camera with the noise degradation added, so there is something to "
+          "restore; plain synthetic:// is the clean camera)", flush=True)
+    return DEMO_SOURCE
 
 
 def status_line(snap: dict) -> str:
@@ -165,7 +168,7 @@ def status_line(snap: dict) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--source", help="source URI (default: first thermal UVC camera, else synthetic://)")
+    parser.add_argument("--source", help="source URI (default: first thermal UVC camera, else synthetic://?degrade=noise)")
     add_common_model_arguments(parser)
     parser.add_argument("--output", action="append", default=None,
                         help=f"output URI, repeatable (default {DEFAULT_OUTPUT})")

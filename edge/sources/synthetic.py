@@ -19,7 +19,11 @@ truth counts in ``meta["clean"]``), ``ffc`` (seconds between FFCs, 0 = never; de
 ``meta["temperature_k"] = {"scale": 1/R, "offset": T0 - C0/R}``, exact for the clean counts and
 within the vignette/FPN error for raw ones; 0: counts only, like a Boson), ``loop=N``
 (render frames 0..N-1 once and replay them, read-only: ``tir bench`` uses it so the numbers
-measure the pipeline, not the camera simulation).
+measure the pipeline, not the camera simulation), ``degrade`` (a degradation from
+:mod:`tir.engines.degrade` applied to the counts: a task name such as ``noise`` or ``CBN``, a
+JSON spec path, or ``cycle`` = clean, then each of the seven tasks in turn, ``degrade_period``
+seconds each (default 10); parameters are fixed within a period, so the picture is stable
+while the restorer's router has something to find; ``meta["degradation"]`` names it).
 
 Frame ``k`` depends only on (seed, size, fps, k): the same seed gives the same sequence.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -321,6 +326,10 @@ class SyntheticSource(Source):
         # measures the pipeline rather than the camera simulation
         self.loop = uri.get("loop", 0, int)
         self._cache: Dict[int, Tuple[np.ndarray, Optional[np.ndarray], bool]] = {}
+        self.degradation = uri.get("degrade", None)
+        self.degrade_period = uri.get("degrade_period", 10.0, float)
+        self._seed = uri.get("seed", 0, int)
+        self._degrade_range: Optional[Tuple[float, float]] = None
         self._next = 0  # next frame index to deliver
         self._t0: Optional[float] = None
         self._counts = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0}
@@ -365,6 +374,8 @@ class SyntheticSource(Source):
         raw, truth, ffc = self._render(k)
         meta = {"source": self.uri.text, "camera": "synthetic", "bits": 14, "index": k, "ffc": ffc,
                 "temperature_k": self.temperature_k}
+        if self.degradation:
+            raw, meta["degradation"] = self._degrade(raw, k)
         if truth is not None:
             meta["clean"] = truth
         self._counts["frames"] += 1
@@ -381,6 +392,30 @@ class SyntheticSource(Source):
                     array.setflags(write=False)
             self._cache[key] = (raw, truth, ffc)
         return self._cache[key]
+
+    def _degrade(self, raw: np.ndarray, k: int) -> Tuple[np.ndarray, str]:
+        """Apply the ``degrade`` option to one frame of counts (see the module docstring)."""
+        from tir.engines.degrade import TASKS, degrade  # numpy + OpenCV only
+
+        segment = int(k / (self._fps * self.degrade_period)) if self.degrade_period > 0 else 0
+        name = self.degradation
+        if name == "cycle":
+            name = ("clean",) + TASKS
+            name = name[segment % len(name)]
+            if name == "clean":
+                return raw, name
+        if self._degrade_range is None:
+            # a fixed counts <-> [0, 1] map from the first frame, with headroom so hot objects
+            # are not clipped by the degradation's [0, 1] range
+            lo, hi = float(raw.min()), float(raw.max())
+            pad = 0.1 * max(hi - lo, 1.0)
+            self._degrade_range = (max(lo - pad, 0.0), min(hi + pad, float(MAX_COUNT)))
+        lo, hi = self._degrade_range
+        x = (raw.astype(np.float32) - lo) / (hi - lo)
+        rng = np.random.default_rng([self._seed, segment, zlib.crc32(name.encode())])
+        y = degrade(x, name, rng)
+        counts = np.clip(y * (hi - lo) + lo + 0.5, 0, MAX_COUNT).astype(np.uint16)
+        return counts, name
 
     def stats(self) -> Dict[str, int]:
         return dict(self._counts)
