@@ -147,7 +147,7 @@ def test_degrade_option_applies_a_stable_named_degradation():
     residual = b.raw.astype(np.float64) - a.raw
     a2, b2 = plain.read(), noisy.read()
     temporal = (a2.raw.astype(np.float64) - a.raw).std()  # the camera's own frame-to-frame change
-    assert residual.std() > 5 * temporal
+    assert residual.std() > 3 * temporal
     # the same parameters within a period: the degradation pattern does not flicker
     residual2 = b2.raw.astype(np.float64) - a2.raw
     assert np.corrcoef(residual.ravel(), residual2.ravel())[0, 1] > 0.9

@@ -407,8 +407,9 @@ class SyntheticSource(Source):
         if self._degrade_range is None:
             # a fixed counts <-> [0, 1] map from the first frame, with headroom so hot objects
             # are not clipped by the degradation's [0, 1] range
-            lo, hi = float(raw.min()), float(raw.max())
-            pad = 0.1 * max(hi - lo, 1.0)
+            # (robust percentiles: dead and hot pixels must not set the scale)
+            lo, hi = (float(v) for v in np.percentile(raw[::2, ::2], (0.5, 99.5)))
+            pad = 0.15 * max(hi - lo, 1.0)
             self._degrade_range = (max(lo - pad, 0.0), min(hi + pad, float(MAX_COUNT)))
         lo, hi = self._degrade_range
         x = (raw.astype(np.float32) - lo) / (hi - lo)
