@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from .bundle import sha256_file  # one implementation of the file hash for bundles and plans
+
 PathLike = Union[str, os.PathLike]
 ENV_VAR = "TIR_ENGINE_CACHE"
 KEY_VERSION = 1
@@ -44,14 +46,6 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "tir-edge" / "engines"
-
-
-def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_l4t_release(text: str) -> Optional[str]:
