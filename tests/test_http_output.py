@@ -269,3 +269,21 @@ def test_scene_range_ignores_a_few_dead_and_hot_pixels(server):
     scene = json.loads(get(server, "/stats.json")[1])["scene"]
     assert scene["of"] == "raw"
     assert 4000 <= scene["min_counts"] and scene["max_counts"] == 12000
+
+
+def test_wants_display_only_while_watched(server):
+    assert server.wants_display() is False  # nobody is looking: the pipeline can skip the AGC
+    with Feeder(server):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/stream/raw.mjpg")
+        resp = conn.getresponse()
+        read_mjpeg_parts(resp, 1)
+        assert server.wants_display() is True
+        resp.close()
+        conn.close()
+    deadline = time.monotonic() + 10  # the server notices on its next write (NO SIGNAL card)
+    while server.wants_display() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.wants_display() is False  # the stream's client left
+    get(server, "/snapshot/raw.jpg")
+    assert server.wants_display() is True  # a snapshot keeps the views fresh for a while

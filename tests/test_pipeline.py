@@ -243,3 +243,35 @@ def test_light_stages_can_yield_cpu_to_inference():
     Pipeline(open_source("synthetic://?size=160x120&realtime=0"), model, [out], frames=3, light_nice=3).run()
     assert model.nice == base
     assert out.nice == min(base + 3, 19)
+
+
+class Headless(Collector):
+    """An output that keeps only the 16-bit frames: it never needs the AGC views."""
+
+    def __init__(self, watching=False):
+        super().__init__()
+        self.watching = watching
+
+    def wants_display(self):
+        return self.watching
+
+
+def test_display_views_only_while_an_output_wants_them(tiny_engine):
+    def run(outputs, **kw):
+        src = open_source("synthetic://?size=160x120&realtime=0&frames=6")
+        Pipeline(src, tiny_engine, outputs, **kw).run()
+
+    headless = Headless()
+    run([headless])
+    assert len(headless.frames) == 6
+    assert all(f.display == {} and f.restored is not None for f in headless.frames)
+
+    watched, quiet = Headless(watching=True), Headless()
+    run([watched, quiet])  # one output wants the views: every output sees them
+    assert all(set(f.display) == {"raw", "restored"} for f in watched.frames)
+
+    forced = Headless()
+    run([forced], display="always")
+    assert all(set(f.display) == {"raw", "restored"} for f in forced.frames)
+    with pytest.raises(ValueError, match="display"):
+        Pipeline(open_source("synthetic://?size=160x120"), None, [], display="sometimes")

@@ -93,8 +93,11 @@ def bench_model(engine, batches: Sequence[np.ndarray], warmup: int = 10, n: int 
 def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duration: Optional[float] = None,
                    sample_every: float = 10.0, agc: str = "percentile", progress: bool = True,
                    outputs: Sequence = (), warmup_batch: Optional[np.ndarray] = None,
-                   max_in_flight: Optional[int] = None) -> Dict[str, Any]:
+                   max_in_flight: Optional[int] = None, display: str = "always") -> Dict[str, Any]:
     """Run the full pipeline until ``frames`` reached the outputs or ``duration`` s passed.
+
+    ``display="always"`` computes the AGC views on every frame, as with a viewer attached;
+    ``"auto"`` leaves them to the outputs' interest (none here), as a headless deployment would.
 
     Samples the age of the newest output frame (capture -> output) every ``sample_every``
     seconds, so a long run shows whether latency grows. Returns the final stats plus the
@@ -112,7 +115,7 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
     source = open_source(source_uri)
     window = max(1000, frames or 0, int((duration or 0) * 200))
     pipeline = Pipeline(source, model, outputs, agc=agc, frames=frames, duration=duration, stats_window=window,
-                        max_in_flight=max_in_flight)
+                        max_in_flight=max_in_flight, display=display)
     samples = []
     total = frames if frames is not None else duration
     bar = tqdm(total=total, desc="pipeline", unit="frame" if frames is not None else "s",
@@ -254,6 +257,9 @@ def add_arguments(parser) -> None:
                         help="pipeline: frames inside the pipeline at once for non-live sources (default 2: "
                              "full overlap; 1: lowest latency, no overlap)")
     parser.add_argument("--agc", default="percentile", choices=("percentile", "plateau", "clahe"))
+    parser.add_argument("--display", default="always", choices=("always", "auto"),
+                        help="pipeline: always compute the AGC views, as with a viewer attached (default), "
+                             "or auto: only when an output wants them (none in the bench: headless)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="alternate model-only and pipeline runs N times; the ratio is the median "
                              "(steadier on a shared machine)")
@@ -295,7 +301,7 @@ def main(args) -> int:
                     entry["pipeline"] = bench_pipeline(
                         model, source, frames=None if args.duration else args.frames, duration=args.duration,
                         sample_every=args.sample_every, agc=args.agc, progress=progress,
-                        warmup_batch=batches[0], max_in_flight=args.max_in_flight)
+                        warmup_batch=batches[0], max_in_flight=args.max_in_flight, display=args.display)
                 rounds.append(_round_summary(entry))
             if args.repeat > 1:
                 entry["rounds"] = rounds

@@ -31,6 +31,12 @@ class Output(ABC):
     def write(self, frame: Frame) -> None:
         ...
 
+    def wants_display(self) -> bool:
+        """Whether frames written next need ``frame.display`` (the AGC views). The pipeline's
+        display stage skips the AGC when no output wants it; outputs that can tell nobody is
+        looking (an HTTP server without viewers) say False."""
+        return True
+
     def close(self) -> None:
         pass
 

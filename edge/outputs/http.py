@@ -47,6 +47,7 @@ WEB_FILES = {
 BOUNDARY = "tirframe"
 NO_SIGNAL_REPEAT_S = 1.0  # how often a stream repeats the NO SIGNAL card
 STATS_POLL_S = 0.5  # the streams consult stats_provider() at most this often
+VIEW_INTEREST_S = 2.0  # a snapshot keeps the AGC views computed this long (frame.display)
 
 
 def counts_to_celsius(counts: float, meta: Dict[str, Any]) -> Optional[float]:
@@ -131,6 +132,7 @@ class HTTPOutput(Output):
         self.latest = LatestFrame()
         self.actions: Dict[str, Callable[[], Any]] = {}  # POST /<name> -> callable, set by the pipeline
         self.clients = 0
+        self._view_requested_at = -VIEW_INTEREST_S  # last snapshot request (pipeline clock)
         self.frames_served = 0
         self.closing = threading.Event()
         self._counters = threading.Lock()
@@ -233,6 +235,10 @@ class HTTPOutput(Output):
             return self.no_signal_jpeg(view, quality)
         return self.latest.jpeg(view, quality)[1]
 
+    def wants_display(self) -> bool:
+        """AGC views are needed while a stream is open or a snapshot was asked for lately."""
+        return self.clients > 0 or now() - self._view_requested_at < VIEW_INTEREST_S
+
     def count_served(self, clients_delta: int = 0, frames: int = 0) -> None:
         with self._counters:
             self.clients += clients_delta
@@ -321,6 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._stream(view, clamp_quality(query.get("quality"), self.output.quality))
             elif path.startswith("/snapshot/") and path.endswith(".jpg"):
                 view = path[len("/snapshot/"):-len(".jpg")]
+                self.output._view_requested_at = now()
                 if self._known_view(view):
                     q = clamp_quality(query.get("quality"), self.output.quality)
                     self._send(200, self.output.current_jpeg(view, q), "image/jpeg")

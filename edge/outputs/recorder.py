@@ -127,6 +127,9 @@ class Recorder(Output):
         for name in (INDEX_NAME, INFO_NAME, PREVIEW_NAME):
             (self.path / name).unlink(missing_ok=True)
 
+    def wants_display(self) -> bool:
+        return self.preview  # the side-by-side display view feeds preview.avi only
+
     def write(self, frame: Frame) -> None:
         """Queue a private copy of the frame; drop and count when the queue is full."""
         if self._closed or self._thread is None:

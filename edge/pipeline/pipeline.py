@@ -61,7 +61,9 @@ class Pipeline:
                  normalizer: Optional[Normalizer] = None, frames: Optional[int] = None,
                  duration: Optional[float] = None, max_in_flight: Optional[int] = None,
                  lossless: Optional[bool] = None, light_nice: int = 0, read_timeout: float = 0.5,
-                 stats_window: int = 1000, ffc=None):
+                 stats_window: int = 1000, ffc=None, display: str = "auto"):
+        if display not in ("auto", "always"):
+            raise ValueError(f"display must be 'auto' or 'always', got {display!r}")
         self.source = source
         self.ffc = ffc
         self.model = model
@@ -82,7 +84,10 @@ class Pipeline:
         work: List = []
         if model is not None:
             work += [Preprocess(normalizer), Infer(model), Postprocess(normalizer)]
-        work.append(Display(agc, palette, restored=model is not None, **(agc_options or {})))
+        # display="auto": the AGC views are computed only while some output wants them
+        # (Output.wants_display: e.g. an HTTP server with a viewer, a recorder's preview)
+        wanted = None if display == "always" else self._display_wanted
+        work.append(Display(agc, palette, restored=model is not None, wanted=wanted, **(agc_options or {})))
         self.stage_names = [w.name for w in work] + ["output"]
         self.stats = PipelineStats([CAPTURE, READ] + self.stage_names, window=stats_window,
                                    drop_points=self.stage_names)
@@ -118,6 +123,13 @@ class Pipeline:
         self._t_start: Optional[float] = None
 
     # --- frame accounting ---
+    def _display_wanted(self) -> bool:
+        for output in self.outputs:
+            wants = getattr(output, "wants_display", None)
+            if wants is None or wants():
+                return True
+        return False
+
     def _dropper(self, stage: str):
         def drop(frame: Frame) -> None:
             self.stats.drop(stage)

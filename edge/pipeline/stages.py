@@ -98,11 +98,17 @@ class Display:
 
     name = "display"
 
-    def __init__(self, agc: str = "percentile", palette: str = "white-hot", restored: bool = True, **agc_options):
+    def __init__(self, agc: str = "percentile", palette: str = "white-hot", restored: bool = True,
+                 wanted: Optional[Callable[[], bool]] = None, **agc_options):
         self.raw = DisplayMapper(agc, palette, **agc_options)
         self.restored = DisplayMapper(agc, palette, **agc_options) if restored else None
+        self.wanted = wanted  # None: always; else asked per frame (no viewer -> no AGC work)
+        self.skipped = 0
 
     def __call__(self, frame: Frame) -> None:
+        if self.wanted is not None and not self.wanted():
+            self.skipped += 1
+            return
         frame.display["raw"] = self.raw(frame.raw)
         if self.restored is not None and frame.restored is not None:
             frame.display["restored"] = self.restored(frame.restored)
