@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import enum
 import os
-import struct
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Dict, Tuple, Type, Union
 
 from . import fslp
+from .command_client import CommandClient
 
 BOSON_BAUDRATE = 921600  # thermal_io.md §1.1 (flirpy default; SDK examples)
 BOSON_USB_ID = (0x09CB, 0x4007)  # VID, PID of the Boson's CDC-ACM + UVC interfaces (§1.1)
@@ -253,7 +252,7 @@ def open_serial_port(port: str, baudrate: int = BOSON_BAUDRATE, timeout: float =
         raise BosonPortError(f"cannot open serial port {port}: {text}") from exc
 
 
-class BosonClient:
+class BosonClient(CommandClient):
     """Commands to one Boson over ``port_or_serial`` (a path/URL, or an open serial-like object).
 
     Sequence numbers increment per attempt and are checked on each reply together with the
@@ -261,62 +260,26 @@ class BosonClient:
     Thread-safe: one command at a time.
     """
 
+    product = "Boson"
+    commands = COMMANDS
+
     def __init__(self, port_or_serial: Union[str, os.PathLike, object], timeout: float = 1.0,
                  retries: int = 2, baudrate: int = BOSON_BAUDRATE, poll_s: float = 0.02):
-        if timeout <= 0 or retries < 0:
-            raise ValueError(f"timeout must be > 0 and retries >= 0, got {timeout}, {retries}")
-        self.timeout = float(timeout)
-        self.retries = int(retries)
-        if isinstance(port_or_serial, (str, os.PathLike)):
-            self.port_name = os.fspath(port_or_serial)
-            self._port = open_serial_port(self.port_name, baudrate, timeout=min(poll_s, timeout))
-            self._owns_port = True
-        else:
-            self._port = port_or_serial
-            self.port_name = str(getattr(port_or_serial, "port", None) or port_or_serial)
-            self._owns_port = False
-            if hasattr(self._port, "timeout"):  # reads must return often enough to check deadlines
-                self._port.timeout = min(poll_s, timeout)
+        super().__init__(port_or_serial, timeout, retries, baudrate, poll_s, open_serial_port)
         self._seq = 0
-        self._lock = threading.Lock()
         self._reader = fslp.FrameReader()
         self._abandoned = deque(maxlen=16)  # seqs of failed attempts: late replies are skipped
         self.counters = {"commands": 0, "retries": 0, "timeouts": 0, "crc_errors": 0,
                          "framing_errors": 0, "sequence_errors": 0, "function_errors": 0,
                          "status_errors": 0, "stale_replies": 0}
 
-    # -- lifecycle
-    def close(self) -> None:
-        if self._owns_port:
-            self._port.close()
-
-    def __enter__(self) -> "BosonClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def stats(self) -> dict:
         return dict(self.counters, garbage_bytes=self._reader.garbage_bytes,
                     truncated_frames=self._reader.truncated_frames)
 
     # -- protocol
-    def call(self, name: str, *args):
-        """Run command ``name`` from :data:`COMMANDS`; returns its decoded reply (one value or a tuple)."""
-        if name not in COMMANDS:
-            raise ValueError(f"unknown Boson command {name!r}; known: {', '.join(sorted(COMMANDS))}")
-        cmd = COMMANDS[name]
-        if not cmd.arg and args:
-            raise ValueError(f"{name} takes no arguments, got {args!r}")
-        try:
-            data = struct.pack(cmd.arg, *args) if cmd.arg else b""
-        except struct.error as exc:
-            raise ValueError(f"{name}: bad arguments {args!r} for format {cmd.arg!r}: {exc}") from exc
-        reply = self.transact(cmd.function_id, data, struct.calcsize(cmd.reply) if cmd.reply else 0, name)
-        if not cmd.reply:
-            return None
-        values = struct.unpack(cmd.reply, reply)
-        return values[0] if len(values) == 1 else values
+    def _function_of(self, command: "Command") -> int:
+        return command.function_id
 
     def transact(self, function_id: int, data: bytes = b"", reply_size=None, name: str = "") -> bytes:
         """Send one request and return the reply data, with checks and bounded retries."""

@@ -19,12 +19,12 @@ from __future__ import annotations
 import enum
 import os
 import struct
-import threading
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple, Type, Union
 
 from .boson import BosonPortError, decode_enum, open_serial_port, parse_enum
+from .command_client import CommandClient
 from .crc import crc16_xmodem
 
 PROCESS_CODE = 0x6E
@@ -222,61 +222,31 @@ COMMANDS: Dict[str, TauCommand] = {
 READ_SENSOR_FPA = 0x0000
 
 
-class TauClient:
+def _open_tau_port(port: str, baudrate: int, timeout: float):
+    try:
+        return open_serial_port(port, baudrate, timeout=timeout)
+    except BosonPortError as exc:  # the same pyserial opening, reported in Tau2 terms
+        raise TauPortError(str(exc)) from exc
+
+
+class TauClient(CommandClient):
     """Commands to one Tau2 over ``port_or_serial`` (a path/URL or an open serial-like object)."""
+
+    product = "Tau2"
+    commands = COMMANDS
 
     def __init__(self, port_or_serial: Union[str, os.PathLike, object], timeout: float = 1.0,
                  retries: int = 2, baudrate: int = TAU_BAUDRATE, poll_s: float = 0.02):
-        if timeout <= 0 or retries < 0:
-            raise ValueError(f"timeout must be > 0 and retries >= 0, got {timeout}, {retries}")
-        self.timeout = float(timeout)
-        self.retries = int(retries)
-        if isinstance(port_or_serial, (str, os.PathLike)):
-            self.port_name = os.fspath(port_or_serial)
-            try:
-                self._port = open_serial_port(self.port_name, baudrate, timeout=min(poll_s, timeout))
-            except BosonPortError as exc:
-                raise TauPortError(str(exc)) from exc
-            self._owns_port = True
-        else:
-            self._port = port_or_serial
-            self.port_name = str(getattr(port_or_serial, "port", None) or port_or_serial)
-            self._owns_port = False
-            if hasattr(self._port, "timeout"):
-                self._port.timeout = min(poll_s, timeout)
-        self._lock = threading.Lock()
+        super().__init__(port_or_serial, timeout, retries, baudrate, poll_s, _open_tau_port)
         self._reader = TauPacketReader()
         self.counters = {"commands": 0, "retries": 0, "timeouts": 0, "crc_errors": 0,
                          "function_errors": 0, "status_errors": 0}
 
-    def close(self) -> None:
-        if self._owns_port:
-            self._port.close()
-
-    def __enter__(self) -> "TauClient":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def stats(self) -> dict:
         return dict(self.counters, garbage_bytes=self._reader.garbage_bytes)
 
-    def call(self, name: str, *args):
-        if name not in COMMANDS:
-            raise ValueError(f"unknown Tau2 command {name!r}; known: {', '.join(sorted(COMMANDS))}")
-        cmd = COMMANDS[name]
-        if not cmd.arg and args:
-            raise ValueError(f"{name} takes no arguments, got {args!r}")
-        try:
-            arg = struct.pack(cmd.arg, *args) if cmd.arg else b""
-        except struct.error as exc:
-            raise ValueError(f"{name}: bad arguments {args!r} for format {cmd.arg!r}: {exc}") from exc
-        reply = self.transact(cmd.function, arg, struct.calcsize(cmd.reply) if cmd.reply else 0, name)
-        if not cmd.reply:
-            return None
-        values = struct.unpack(cmd.reply, reply)
-        return values[0] if len(values) == 1 else values
+    def _function_of(self, command: TauCommand) -> int:
+        return command.function
 
     def transact(self, function: int, arg: bytes, reply_size: int, name: str = "") -> bytes:
         name = name or f"function 0x{function:02X}"
