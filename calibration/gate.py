@@ -16,6 +16,8 @@ from typing import Callable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from tir.engines.metrics import psnr
+
 MAX_LOSS_DB = 0.3
 MIN_FIDELITY_DB = 40.0
 
@@ -42,11 +44,6 @@ class RouteVerdict:
         return asdict(self)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
-
-
 def _mean_db(values: Sequence[float]) -> float:
     finite = [v for v in values if np.isfinite(v)]
     return float(np.mean(finite)) if finite else float("inf")
@@ -63,12 +60,12 @@ def held_out_outputs(run: Runner, frames, clip: bool = True) -> List[np.ndarray]
 
 def measure(fp32_outputs: Sequence[np.ndarray], int8_outputs: Sequence[np.ndarray], frames=None) -> dict:
     """Mean dB numbers; clean-reference numbers only when ``frames`` has references."""
-    fidelity = _mean_db([_psnr(a, b) for a, b in zip(fp32_outputs, int8_outputs)])
+    fidelity = _mean_db([psnr(a, b) for a, b in zip(fp32_outputs, int8_outputs)])
     out = {"fidelity_db": fidelity}
     if frames is not None and frames.has_references:
         clean = [frames.pair(i)[1] for i in range(len(frames))]
-        p32 = _mean_db([_psnr(a, c) for a, c in zip(fp32_outputs, clean)])
-        p8 = _mean_db([_psnr(a, c) for a, c in zip(int8_outputs, clean)])
+        p32 = _mean_db([psnr(a, c) for a, c in zip(fp32_outputs, clean)])
+        p8 = _mean_db([psnr(a, c) for a, c in zip(int8_outputs, clean)])
         out.update(psnr_fp32=p32, psnr_int8=p8, loss_db=p32 - p8)
     return out
 

@@ -85,6 +85,7 @@ def choose_init(trainer, name: str) -> str:
     import numpy as np
 
     from tir.engines.continual import CLEAN
+    from tir.engines.metrics import psnr
     from tir.engines.train import evaluate_route
 
     model = trainer.model
@@ -92,17 +93,11 @@ def choose_init(trainer, name: str) -> str:
     val = trainer.val_set(name)[:8]
     clean = trainer.val_clean[:8]
     scores = {t: evaluate_route(model, t, val, clean) for t in candidates}
-    scores[CLEAN] = float(np.mean([_psnr(a, b) for a, b in zip(val, clean)]))
+    scores[CLEAN] = float(np.mean([psnr(a, b) for a, b in zip(val, clean)]))
     best = max(scores, key=scores.get)
     log.info("init for %s: %s (val PSNR per route: %s)", name, best,
              ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
     return best
-
-
-def _psnr(a, b):
-    from tir.engines.metrics import psnr
-
-    return psnr(a, b)
 
 
 def main(args) -> int:
