@@ -69,9 +69,9 @@ def nlm_denoise(frame: np.ndarray, strength: float = 1.0) -> np.ndarray:
     return out.astype(np.float32) / 255.0
 
 
-def contrast_stretch(frame: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Linear map of the [low, high] percentiles onto [0, 1]."""
-    lo, hi = np.percentile(frame, (low, high))
+def contrast_stretch(frame: np.ndarray, low: float = 0.5, high: float = 99.5, bounds=None) -> np.ndarray:
+    """Linear map of the [low, high] percentiles (or given ``bounds`` (lo, hi)) onto [0, 1]."""
+    lo, hi = np.percentile(frame, (low, high)) if bounds is None else bounds
     return np.clip((frame - lo) / max(float(hi - lo), 1e-3), 0.0, 1.0).astype(np.float32)
 
 
@@ -116,7 +116,7 @@ def classical_chain(frames: np.ndarray, steps: Sequence[str] = ("destripe", "den
             elif step == "stretch":
                 lo, hi = np.percentile(f, (0.5, 99.5))
                 if hi - lo < stretch_below:
-                    f = contrast_stretch(f)
+                    f = contrast_stretch(f, bounds=(lo, hi))
             elif step == "clahe":
                 f = clahe(f)
             elif step == "sharpen":
