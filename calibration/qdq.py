@@ -9,7 +9,8 @@ every float tensor exposed, histograms in :mod:`tir.calibration.entropy`) feeds 
   weights on axis 0 (K of KCRS), per-tensor activations; Q/DQ on the activation input and the
   weights of every Conv (weights as float → Q → DQ, the QAT form both parsers fold) and on both
   inputs of residual Adds so the add fuses as an INT8 epilogue; normalisation, GELU/Erf,
-  sigmoid and shuffles are left in higher precision (built with the FP16 flag).
+  sigmoid and shuffles are left in higher precision (built with the FP16 flag), and so is all
+  input preprocessing before the stem (:func:`preprocess_nodes`: unshuffle, tone head).
 - **CPU** (:func:`quantize_cpu`): ``onnxruntime.quantization.quantize_static`` in QDQ format
   with uint8 activations and int8 per-channel weights (U8S8), the fast integer path on x86;
   signed-int8 activations (S8S8) run slower than fp32 on this CPU (cpu_budget.md). The same
@@ -91,24 +92,69 @@ def _consumers(model) -> Dict[str, list]:
     return out
 
 
+def _spatial_ones(model) -> set:
+    """Tensors whose inferred H and W are both 1 (global statistics, per-frame MLP vectors)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ones = set()
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) == 4 and all(d.HasField("dim_value") and d.dim_value == 1 for d in dims[2:]):
+            ones.add(vi.name)
+    return ones
+
+
+def preprocess_nodes(model) -> List[str]:
+    """Nodes that run before the stem convolution: kept in higher precision in both flavours.
+
+    The stem is the first weighted node that works on an image (its input is not 1×1 spatially);
+    everything it depends on is input preprocessing: the pixel unshuffle and, in tone-head
+    routes, the whole-frame statistics, their per-frame MLP and the affine tone correction
+    (tir.engines.models.ecmrnet.ToneHead). Quantising them would put the whole frame (or its
+    few global statistics, which span different scales) through 8 bits before anything is
+    learned from it; they cost next to nothing in higher precision.
+    """
+    ones = _spatial_ones(model)
+    inits = {i.name for i in model.graph.initializer}
+    stem = next((n for n in model.graph.node if n.op_type in WEIGHTED_OPS
+                 and n.input[0] not in inits and n.input[0] not in ones), None)
+    if stem is None:
+        return []
+    producer = {o: n for n in model.graph.node for o in n.output}
+    seen, stack = {}, [stem.input[0]]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen[node.name] = node
+        stack.extend(i for i in node.input if i)
+    return [n.name for n in model.graph.node if n.name in seen]
+
+
 def qdq_targets(model, global_skip: bool = False) -> Dict[str, list]:
     """{activation tensor: [(node index, input index)]} that TensorRT wants quantised.
 
-    An Add fed directly by a graph input is the image-level skip (output = input + correction);
-    quantising it would put the whole frame through 8 bits (measured on PlainNet: 49 dB → 62 dB
-    fidelity to fp32 when it is left in higher precision), so it is excluded unless
-    ``global_skip=True``.
+    Nodes before the stem (:func:`preprocess_nodes`) are never targets. An Add fed directly by
+    the graph input or by a preprocessing output is the image-level skip (output = input +
+    correction); quantising it would put the whole frame through 8 bits (measured on PlainNet:
+    49 dB → 62 dB fidelity to fp32 when it is left in higher precision), so it is excluded
+    unless ``global_skip=True``.
     """
     inits = {i.name for i in model.graph.initializer}
     constants = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    graph_inputs = {i.name for i in model.graph.input} - inits
+    pre = set(preprocess_nodes(model))
+    image = {i.name for i in model.graph.input} - inits
+    image |= {o for n in model.graph.node if n.name in pre for o in n.output}
     fixed = inits | constants
     targets: Dict[str, list] = {}
     for k, node in enumerate(model.graph.node):
+        if node.name in pre:
+            continue
         if node.op_type in WEIGHTED_OPS and node.input[0] not in fixed:
             targets.setdefault(node.input[0], []).append((k, 0))
         elif node.op_type == "Add" and len(node.input) == 2 and not (set(node.input) & fixed):
-            if not global_skip and set(node.input) & graph_inputs:
+            if not global_skip and set(node.input) & image:
                 continue
             for i in range(2):
                 targets.setdefault(node.input[i], []).append((k, i))
@@ -133,6 +179,7 @@ def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
         raise ValueError(f"{onnx_path}: opset {opset} < 13 has no per-channel Q/DQ; re-export with opset 17")
     exclude = set(exclude_nodes)
     report = QdqReport(path=os.fspath(out_path), excluded=sorted(exclude))
+    exclude |= set(preprocess_nodes(model))
     inits = {i.name: i for i in model.graph.initializer}
     new_nodes: Dict[int, list] = {}  # insert before node index
     graph_nodes = list(model.graph.node)
@@ -231,8 +278,11 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    import onnx
+
     act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
     out_path = os.fspath(out_path)
+    exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + preprocess_nodes(onnx.load(os.fspath(onnx_path)))))
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     tensors = _tensors_data(ranges)
     kwargs = dict(quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8,

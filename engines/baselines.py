@@ -11,8 +11,9 @@
   ECMRNet's frozen branches avoid.
 - ``joint``: the same network trained on all seven tasks at once for the same total steps.
 
-The two networks use H6's single-route edge architecture (engines/models/ecmrnet.py
-``create_model("edge")``) and the project's loss (engines/losses.py: L1 + 0.5·(1 − MS-SSIM) +
+The two networks use the single-route edge architecture (engines/models/ecmrnet.py
+``create_model("edge")``, tone head included, trained on crops that carry their whole frame's
+tone statistics like ours) and the project's loss (engines/losses.py: L1 + 0.5·(1 − MS-SSIM) +
 0.1·Sobel L1, ecmrnet.md §1.2), so the only difference to ours is how tasks share weights.
 """
 from __future__ import annotations
@@ -132,20 +133,35 @@ def classical_chain(frames: np.ndarray, steps: Sequence[str] = ("destripe", "den
 class _TaskPool:
     """Clean frames and one degraded copy per task (float16), re-degraded in part now and then."""
 
-    def __init__(self, clean: np.ndarray, tasks: Sequence[str], seed: int):
+    def __init__(self, clean: np.ndarray, tasks: Sequence[str], seed: int, tone_pool: Optional[int] = None):
         from . import degrade as deg
 
         self.deg = deg
         self.clean = np.asarray(clean, np.float32)
         self.tasks = list(tasks)
         self.rng = np.random.default_rng(seed)
+        self.tone_pool = tone_pool
         self.degraded = {t: deg.degrade(self.clean, t, self.rng).astype(np.float16) for t in self.tasks}
+        self.stats = {t: self._stats(t, np.arange(len(self.clean))) for t in self.tasks}
+
+    def _stats(self, task: str, idx: np.ndarray):
+        """Whole-frame tone statistics of degraded frames (None when the network has no tone head)."""
+        if self.tone_pool is None:
+            return None
+        import torch
+
+        from .models.ecmrnet import tone_stats
+
+        with torch.no_grad():
+            return tone_stats(torch.from_numpy(self.degraded[task][idx, None].astype(np.float32)), self.tone_pool)
 
     def refresh(self, fraction: float = 0.25) -> None:
         n = max(1, int(len(self.clean) * fraction))
         for t in self.tasks:
             idx = self.rng.choice(len(self.clean), n, replace=False)
             self.degraded[t][idx] = self.deg.degrade(self.clean[idx], t, self.rng).astype(np.float16)
+            if self.stats[t] is not None:
+                self.stats[t][idx] = self._stats(t, idx)
 
     def batch(self, size: int, crop: int):
         import torch
@@ -154,6 +170,7 @@ class _TaskPool:
         ch, cw = min(crop, h), min(crop, w)
         inp = np.empty((size, 1, ch, cw), np.float32)
         tgt = np.empty_like(inp)
+        stats = []
         for k in range(size):
             t = self.tasks[self.rng.integers(len(self.tasks))]
             i, y, x = self.rng.integers(n), self.rng.integers(h - ch + 1), self.rng.integers(w - cw + 1)
@@ -162,7 +179,9 @@ class _TaskPool:
             if self.rng.random() < 0.5:
                 a, b = a[:, ::-1], b[:, ::-1]
             inp[k, 0], tgt[k, 0] = a, b
-        return torch.from_numpy(inp), torch.from_numpy(tgt)
+            if self.stats[t] is not None:
+                stats.append(self.stats[t][i])
+        return torch.from_numpy(inp), torch.from_numpy(tgt), (torch.stack(stats) if stats else None)
 
 
 def _crop_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
@@ -197,8 +216,8 @@ def _fit(model, pool: _TaskPool, steps: int, crop: int, batch: int, lr: float, d
     for step in tqdm(range(steps), desc=desc, unit="step"):
         if step and step % 100 == 0:
             pool.refresh()
-        x, y = pool.batch(batch, crop)
-        loss = loss_fn(model(x), y)
+        x, y, stats = pool.batch(batch, crop)
+        loss = loss_fn(model(x, stats), y)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -241,7 +260,9 @@ def train_network_baseline(mode: str, clean_train: np.ndarray, out_dir, tasks: S
         torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     model = create_model(preset)
-    multiple = get_config(preset).multiple
+    cfg = get_config(preset)
+    multiple = cfg.multiple
+    tone_pool = cfg.tone_pool if getattr(cfg, "tone", False) else None
     evals = None
     if eval_clean is not None:
         ev = _crop_multiple(np.asarray(eval_clean, np.float32), multiple)
@@ -253,7 +274,7 @@ def train_network_baseline(mode: str, clean_train: np.ndarray, out_dir, tasks: S
     if mode == "sequential":
         summary["forgetting_psnr"] = {}
         for t in tasks:
-            pool = _TaskPool(clean_train, [t], seed + tasks.index(t))
+            pool = _TaskPool(clean_train, [t], seed + tasks.index(t), tone_pool)
             summary["final_loss"][t] = _fit(model, pool, steps_per_task, crop, batch, lr, f"sequential {t}")
             name = f"sequential-after-{t}.onnx"
             _export(model, out / name, multiple)
@@ -263,7 +284,7 @@ def train_network_baseline(mode: str, clean_train: np.ndarray, out_dir, tasks: S
                 summary["forgetting_psnr"][t] = row
                 log.info("sequential after %s: %s", t, {u: round(v, 2) for u, v in row.items()})
     else:
-        pool = _TaskPool(clean_train, tasks, seed)
+        pool = _TaskPool(clean_train, tasks, seed, tone_pool)
         summary["final_loss"]["all"] = _fit(model, pool, steps_per_task * len(tasks), crop, batch, lr, "joint")
         if evals is not None:
             summary["psnr"] = {u: _eval_psnr(model, *evals[u]) for u in tasks}

@@ -12,7 +12,14 @@ its parts (each part branch runs once per frame), mixes them with an input-condi
 low-rank mixing matrix behind a sigmoid gate that starts nearly closed (bias −3), and a small
 residual block of its own refines the result.
 
-A route is ``x + recon.residual(features - stem(x))``; :class:`RouteModule` wraps one route
+Every task also owns a :class:`~tir.engines.models.ecmrnet.ToneHead` (when the config has
+``tone``): a per-frame global affine correction from whole-frame statistics, applied before the
+stem, so a route sees the frame's global contrast even when it is trained on small crops (the
+crops carry their whole frame's statistics). Compound routes feed the toned frame to their
+parts too.
+
+A route is ``t + recon.residual(features - stem(t))`` with ``t = tone(x)``
+(``t = x`` without a tone head); :class:`RouteModule` wraps one route
 for ONNX export (the graph holds only the stem, the branches the route needs and the recon).
 """
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models.ecmrnet import (DenseResBlock, ECMRNetConfig, EdgeBranch, EdgeRecon, EdgeStem,
-                             conv1x1, get_config)
+                             ToneHead, conv1x1, get_config)
 
 CLEAN = "clean"
 
@@ -85,6 +92,7 @@ class OpenWorldModel(nn.Module):
         self.recon = EdgeRecon(cfg)
         self.branches = nn.ModuleDict({CLEAN: EdgeBranch(cfg)})
         self.miners = nn.ModuleDict()
+        self.tones = nn.ModuleDict()
         self.parts: Dict[str, Tuple[str, ...]] = {}
         self.init_from: Dict[str, str] = {}
 
@@ -133,6 +141,8 @@ class OpenWorldModel(nn.Module):
     def _attach(self, name: str, parts: Tuple[str, ...], mids: Optional[Sequence[int]],
                 miner_mid: Optional[int] = None) -> None:
         self.branches[name] = EdgeBranch(self.cfg, mids)
+        if self.cfg.tone:
+            self.tones[name] = ToneHead(self.cfg.tone_hidden, self.cfg.tone_pool)
         if parts:
             self.miners[name] = SubDegradationMiner(self.cfg.width, len(parts), self.cfg.miner_rank,
                                                     self.cfg.miner_hidden, miner_mid)
@@ -161,8 +171,10 @@ class OpenWorldModel(nn.Module):
         self.freeze_except(name)
 
     def task_modules(self, name: str) -> List[nn.Module]:
-        """The modules that belong to ``name`` alone (its branch and miner)."""
+        """The modules that belong to ``name`` alone (its branch, tone head and miner)."""
         mods = [self.branches[name]]
+        if name in self.tones:
+            mods.append(self.tones[name])
         if name in self.miners:
             mods.append(self.miners[name])
         return mods
@@ -210,16 +222,22 @@ class OpenWorldModel(nn.Module):
             feats = self.miners[task](feats, part_feats)
         return s, feats
 
-    def route_forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
-        """Restore ``x`` (N×1×H×W, H and W multiples of ``cfg.multiple``) with ``task``'s route."""
+    def route_forward(self, x: torch.Tensor, task: str, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Restore ``x`` (N×1×H×W, H and W multiples of ``cfg.multiple``) with ``task``'s route.
+
+        ``stats``: whole-frame tone statistics (:func:`~tir.engines.models.ecmrnet.tone_stats`)
+        when ``x`` is a crop of a larger frame (training); by default they are taken from ``x``.
+        """
         m = self.cfg.multiple
         if x.shape[-1] % m or x.shape[-2] % m:
             raise ValueError(f"input {tuple(x.shape[-2:])} is not a multiple of {m}; pad it first")
+        if task in self.tones:
+            x = self.tones[task](x, stats)
         s, feats = self.route_features(x, task)
         return x + self.recon.residual(feats - s)
 
-    def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
-        return self.route_forward(x, task)
+    def forward(self, x: torch.Tensor, task: str, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.route_forward(x, task, stats)
 
 
 class RouteModule(nn.Module):

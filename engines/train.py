@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from . import degrade as deg
 from .continual import CLEAN, OpenWorldModel, RouteModule
+from .models.ecmrnet import tone_stats
 from .losses import RestorationLoss
 from .macs import count_macs
 from .metrics import psnr
@@ -65,6 +66,7 @@ class TrainSettings:
     router: bool = True
     router_steps: int = 1500
     router_from: Optional[str] = None  # folder with router.json + its ONNX from train_router: reuse it
+    router_recalibrate: bool = True    # re-choose a reused router's unknown thresholds on this val set
     bundle_dir: Optional[str] = None
     val_limit: Optional[int] = None    # evaluate on the first N val frames (tests)
     init_from: Optional[Dict[str, str]] = None   # task -> branch to copy (default: clean)
@@ -78,18 +80,30 @@ class TrainSettings:
 class DegradedPool:
     """Whole clean frames and a degraded copy of each per task; random aligned crops."""
 
-    def __init__(self, clean: np.ndarray, spec, seed: int):
+    def __init__(self, clean: np.ndarray, spec, seed: int, tone_pool: Optional[int] = None):
         self.clean = np.asarray(clean, dtype=np.float32)
         self.spec = deg.load_spec(spec)
         self.rng = np.random.default_rng(seed)
+        self.tone_pool = tone_pool
         self.degraded = deg.degrade(self.clean, self.spec, self.rng)
+        self.stats = self._stats(np.arange(len(self.clean)))
+
+    def _stats(self, idx: np.ndarray) -> Optional[torch.Tensor]:
+        """Whole-frame tone statistics of degraded frames ``idx`` (None without a tone head)."""
+        if self.tone_pool is None:
+            return None
+        with torch.no_grad():
+            return tone_stats(torch.from_numpy(self.degraded[idx, None]), self.tone_pool)
 
     def refresh(self, fraction: float = 0.25) -> None:
         n = max(1, int(len(self.clean) * fraction))
         idx = self.rng.choice(len(self.clean), n, replace=False)
         self.degraded[idx] = deg.degrade(self.clean[idx], self.spec, self.rng)
+        if self.stats is not None:
+            self.stats[idx] = self._stats(idx)
 
     def batch(self, size: int, crop: int):
+        """(degraded crops, clean crops, whole-frame tone stats of each crop's frame or None)."""
         n, h, w = self.clean.shape
         crop_h, crop_w = min(crop, h), min(crop, w)
         idx = self.rng.integers(0, n, size)
@@ -105,7 +119,8 @@ class DegradedPool:
             if self.rng.random() < 0.5:
                 a, b = a[::-1], b[::-1]
             inp[k, 0], tgt[k, 0] = a, b
-        return torch.from_numpy(inp), torch.from_numpy(tgt)
+        stats = None if getattr(self, "stats", None) is None else self.stats[idx]
+        return torch.from_numpy(inp), torch.from_numpy(tgt), stats
 
 
 def crop_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
@@ -133,7 +148,7 @@ def evaluate_route(model: OpenWorldModel, task: str, degraded: np.ndarray, clean
 def route_costs(model: OpenWorldModel, task: str, frame=FRAME) -> dict:
     """GMAC per 640×512 frame of the whole route and of the task's own branch (+ miner)."""
     report = count_macs(RouteModule(model, task), frame)
-    own = (f"model.branches.{task}.", f"model.miners.{task}.")
+    own = (f"model.branches.{task}.", f"model.miners.{task}.", f"model.tones.{task}.")
     own_macs = sum(v for k, v in report.per_layer.items() if k.startswith(own))
     return {"gmac": report.macs / 1e9, "branch_gmac": own_macs / 1e9, "params": model.route_params(task)}
 
@@ -238,6 +253,10 @@ class ContinualTrainer:
             {"train": self.train_task, "prune": self.prune_task, "finetune": self.finetune_task}[kind](task)
 
     # ---------------------------------------------------------------- stages
+    @property
+    def tone_pool(self) -> Optional[int]:
+        return self.model.cfg.tone_pool if self.model.cfg.tone else None
+
     def _metrics(self, task: str) -> dict:
         return self.state["metrics"].setdefault(task, {})
 
@@ -266,8 +285,8 @@ class ContinualTrainer:
         for step in bar:
             if step and step % self.s.refresh_every == 0:
                 pool.refresh()
-            x, y = pool.batch(self.s.batch, self.s.crop)
-            loss = self.loss(forward(x), y)
+            x, y, stats = pool.batch(self.s.batch, self.s.crop)
+            loss = self.loss(forward(x, stats), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -283,7 +302,8 @@ class ContinualTrainer:
         self.model.unfreeze_autoencoder()
         params = [p for p in self.model.parameters() if p.requires_grad]
         pool = _CleanPool(self.train_clean, self.s.seed)
-        loss = self._optimise(params, self.s.pretrain_steps, self.model.autoencode, pool, "pretrain", self.s.lr)
+        loss = self._optimise(params, self.s.pretrain_steps, lambda x, _stats: self.model.autoencode(x), pool,
+                              "pretrain", self.s.lr)
         self.model.eval()
         with torch.no_grad():
             x = torch.from_numpy(self.val_clean[:4, None])
@@ -310,8 +330,9 @@ class ContinualTrainer:
     def _train(self, task: str, steps: int, kind: str, lr: float) -> float:
         self.model.freeze_except(task)
         params = self.model.trainable_parameters(task)
-        pool = DegradedPool(self.train_clean, self.spec(task), self.s.seed + len(self.state["done"]))
-        loss = self._optimise(params, steps, lambda x: self.model.route_forward(x, task), pool,
+        pool = DegradedPool(self.train_clean, self.spec(task), self.s.seed + len(self.state["done"]),
+                            self.tone_pool)
+        loss = self._optimise(params, steps, lambda x, stats: self.model.route_forward(x, task, stats), pool,
                               f"{task} {kind}", lr)
         self.model.freeze_except(None)
         self._metrics(task)[f"{kind}_loss"] = loss
@@ -376,6 +397,12 @@ class ContinualTrainer:
         out = self.work / "router"
         if self.s.router_from:
             info = reuse_router(Path(self.s.router_from), out, self.model.tasks)
+            if self.s.router_recalibrate:
+                from .router import recalibrate_router
+
+                info = recalibrate_router(out, out, self.val_clean, threads=self.s.threads,
+                                          seed=self.s.seed + 1000)
+                log.info("router: thresholds re-chosen on val: %s", info["metrics"])
         else:
             from .router import train_router
 
@@ -405,6 +432,7 @@ def reuse_router(src: Path, out: Path, tasks: Sequence[str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, out / onnx_path.name)
     info["source"] = str(src)
+    (out / "router.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 
 

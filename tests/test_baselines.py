@@ -82,3 +82,29 @@ def test_network_baselines_train_export_and_report(tmp_path, mode):
 def test_unknown_network_baseline_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="sequential, joint"):
         bl.train_network_baseline("bagging", np.zeros((2, 32, 32), np.float32), tmp_path)
+
+
+def test_tir_train_baseline_mode_trains_the_comparison_network(tmp_path, capsys):
+    import cv2
+
+    from tir.tools import cli
+
+    root = tmp_path / "roadscene-ir"
+    root.mkdir()
+    for split, names in (("train", ["a", "b", "c"]), ("val", ["d", "e"])):
+        for k, name in enumerate(names):
+            cv2.imwrite(str(root / f"{name}.png"), (255 * scene(k, 32, 40)).astype(np.uint8))
+        (tmp_path / f"roadscene-ir-{split}.txt").write_text("".join(f"{n}.png\n" for n in names))
+    work = tmp_path / "joint"
+    rc = cli.main(["train", "--baseline", "joint", "--preset", "tiny", "--data", str(root), "--work-dir", str(work),
+                   "--tasks", "contrast,noise", "--steps", "2", "--crop", "16", "--batch", "2", "--threads", "1"])
+    assert rc == 0
+    summary = json.loads((work / "joint.json").read_text())
+    assert summary["total_steps"] == 4 and set(summary["psnr"]) == {"contrast", "noise"}
+    assert summary["command"].startswith("tir train --baseline joint")
+    sess = ort.InferenceSession(str(work / "joint.onnx"), providers=["CPUExecutionProvider"])
+    x = scene(3, 32, 40)[None, None]
+    assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape == x.shape
+    assert "joint network" in capsys.readouterr().out
+    assert cli.main(["train", "--baseline", "joint", "--data", str(tmp_path / "nowhere"),
+                     "--work-dir", str(work)]) == 2

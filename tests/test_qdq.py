@@ -108,3 +108,41 @@ def test_trt_cache_from_same_ranges(calibrated, tmp_path):
     assert "input" in back.scales
     assert back.amax["input"] == pytest.approx(ranges["input"].amax, rel=1e-6)
     assert set(back.scales) == set(cache.scales)
+
+
+def test_tone_head_route_keeps_preprocessing_in_higher_precision(tmp_path):
+    """A tone-head route: stats, MLP and affine before the stem get no Q/DQ in either flavour."""
+    from tir.calibration.qdq import preprocess_nodes, qdq_targets
+    from tir.engines.continual import OpenWorldModel, RouteModule
+
+    torch.manual_seed(0)
+    model = OpenWorldModel("tiny")
+    model.add_task("contrast")
+    with torch.no_grad():  # a non-identity tone head, so the float path matters
+        model.tones["contrast"].fc2.weight.normal_(std=0.1)
+    fp32 = tmp_path / "route.onnx"
+    export_onnx(RouteModule(model, "contrast"), fp32, input_shape=(1, 1, 32, 32))
+    graph = onnx.load(fp32)
+    pre = set(preprocess_nodes(graph))
+    tone_convs = [n.name for n in graph.graph.node if n.op_type == "Conv"
+                  and n.input[1].startswith("model.tones.")]
+    assert len(tone_convs) == 2 and set(tone_convs) <= pre
+    assert any(n.op_type == "ReduceMin" for n in graph.graph.node if n.name in pre)
+    stem = next(n for n in graph.graph.node if n.op_type == "Conv" and n.input[1] == "model.stem.conv.weight")
+    assert stem.name not in pre
+    nodes = list(graph.graph.node)
+    targeted = {nodes[k].name for uses in qdq_targets(graph).values() for k, _ in uses}
+    assert stem.name in targeted and not targeted & pre
+    assert nodes[-1].op_type == "Add" and nodes[-1].name not in targeted   # the image-level skip
+
+    frames = calibration_set("synthetic", 4, (48, 32))
+    ranges = collect_ranges(fp32, frames, progress=False).ranges("entropy")
+    for path in (write_trt_qdq(fp32, ranges, tmp_path / "trt.onnx").path,
+                 quantize_cpu(fp32, ranges, tmp_path / "cpu.onnx")):
+        q = onnx.load(path)
+        producers = {o: n for n in q.graph.node for o in n.output}
+        tone = [n for n in q.graph.node if n.op_type == "Conv" and n.input[1].startswith("model.tones.")]
+        assert len(tone) == 2, path            # weights still float initialisers, not DQ outputs
+        assert all(producers[n.input[0]].op_type != "DequantizeLinear" for n in tone), path
+        stem_q = next(n for n in q.graph.node if n.op_type == "Conv" and "stem" in n.name)
+        assert producers[stem_q.input[0]].op_type == "DequantizeLinear", path

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -112,3 +114,38 @@ def test_train_router_separates_tasks_and_exports_onnx(tmp_path):
         ref = net.eval()(torch.from_numpy(router.prepare_frames(test, SIZE))).numpy()
     got = sess.run(None, {"frame": router.prepare_frames(test, SIZE)})[0]
     assert np.allclose(ref, got, atol=1e-4)
+
+
+def test_recalibrated_thresholds_follow_the_percentile_and_match_torch(tmp_path):
+    train, val = scenes(8, seed=4), scenes(3, seed=5)
+    res = router.train_router(train, tasks=("contrast", "noise"), out_dir=tmp_path, steps=30, seed=0,
+                              crop=(24, 32), batch=24, threads=1, val_images=val, draws=1, dim=16,
+                              outliers=(), unseen=(), input_size=SIZE, calibration_draws=2)
+    assert res["metrics"]["calibration_draws"] == 2 and res["metrics"]["threshold_percentile"] == 0.5
+    loose = router.recalibrate_router(tmp_path, tmp_path / "loose", val, draws=3, percentile=0.0,
+                                      unseen=("jpeg",), progress=False)
+    tight = router.recalibrate_router(tmp_path, tmp_path / "tight", val, draws=3, percentile=50.0,
+                                      unseen=("jpeg",), progress=False)
+    assert (tmp_path / "loose" / "router.onnx").is_file()
+    assert json.loads((tmp_path / "loose" / "router.json").read_text())["thresholds"] == loose["thresholds"]
+    assert loose["codebook"] == res["codebook"] and loose["calibrated_from"] == str(tmp_path)
+    assert all(a < b for a, b in zip(loose["thresholds"], tight["thresholds"]))
+    m_loose, m_tight = loose["metrics"], tight["metrics"]
+    # percentile 0: only frames routed to the wrong class can fall under their nearest's threshold
+    assert m_loose["val_false_unknown"] <= 1.0 - m_loose["val_accuracy"] + 1e-9
+    assert m_tight["val_false_unknown"] > 0.3            # half of every class is under its median
+    assert m_tight["val_accuracy_tasks_strict"] < m_loose["val_accuracy_tasks_strict"]
+    assert 0.0 <= m_loose["val_unknown_rate_jpeg"] <= 1.0 and m_loose["calibration_draws"] == 3
+
+    # the ONNX the runtime uses and the torch network give the same thresholds
+    ckpt = torch.load(tmp_path / "router.pt", weights_only=False)
+    net = router.build_router_net(dim=16)
+    net.load_state_dict(ckpt["state_dict"])
+    net.eval()
+
+    def embed(x):
+        with torch.no_grad():
+            return net(torch.from_numpy(x)).numpy()
+    ref = router.calibrate_thresholds(embed, np.array(res["codebook"]), res["tasks"], val, draws=3,
+                                      percentile=0.0, unseen=(), input_size=SIZE, progress=False)
+    assert np.allclose(ref["thresholds"], loose["thresholds"], atol=1e-4)

@@ -37,12 +37,30 @@ def test_loss_is_zero_on_identity_and_scales_fit_the_crop():
 def test_pool_gives_aligned_crops_and_refreshes():
     clean = frames()
     pool = DegradedPool(clean, "blur", seed=0)
-    x, y = pool.batch(4, 32)
+    x, y, stats = pool.batch(4, 32)
     assert x.shape == y.shape == (4, 1, 32, 32)
+    assert stats is None
     assert not torch.equal(x, y)
     old = pool.degraded.copy()
     pool.refresh(fraction=1.0)
     assert not np.array_equal(old, pool.degraded)
+
+
+def test_pool_crops_carry_their_whole_frames_tone_stats():
+    from tir.engines.models.ecmrnet import tone_stats
+
+    clean = frames()
+    pool = DegradedPool(clean, "contrast", seed=0, tone_pool=8)
+    whole = tone_stats(torch.from_numpy(pool.degraded[:, None]), 8)
+    assert torch.equal(pool.stats, whole)
+    pool.rng = np.random.default_rng(5)
+    x, _, stats = pool.batch(6, 16)
+    # a 16-px crop has its own (narrower) range; the stats are those of the frame it came from
+    assert stats.shape == (6, 5, 1, 1)
+    assert any(torch.equal(stats[k], whole[i]) for k in range(6) for i in range(len(whole)))
+    assert not torch.allclose(tone_stats(x, 8), stats)
+    pool.refresh(fraction=1.0)
+    assert torch.equal(pool.stats, tone_stats(torch.from_numpy(pool.degraded[:, None]), 8))
 
 
 class RefusesToTrain(ContinualTrainer):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import shlex
 import sys
 
 from . import __version__
@@ -52,6 +53,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=f"tir {mode}", description=MODES[mode][1])
     module.add_arguments(parser)
     args = parser.parse_args(argv[mode_index + 1 :])
+    args.command_line = f"tir {mode} " + " ".join(shlex.quote(a) for a in argv[mode_index + 1:])
     logging.basicConfig(
         level=logging.DEBUG if top_args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from pathlib import Path
 import sys
 import time
 
@@ -47,7 +48,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-router", action="store_true", help="skip the router stage")
     parser.add_argument("--router-steps", type=int, default=1500)
     parser.add_argument("--router-from", default=None,
-                        help="reuse a router trained by train_router: folder with router.json + ONNX")
+                        help="reuse a router trained by train_router: folder with router.json + ONNX; "
+                             "its unknown thresholds are re-chosen on this run's val frames")
+    parser.add_argument("--baseline", choices=("sequential", "joint"), default=None,
+                        help="train a comparison network instead (tir eval --sequential/--joint): one "
+                             "edge network fine-tuned task after task, or trained on all tasks at once; "
+                             "--steps is then the steps per task, files go to --work-dir")
+    parser.add_argument("--router-keep-thresholds", action="store_true",
+                        help="with --router-from: keep the router's own thresholds")
 
 
 def main(args) -> int:
@@ -57,6 +65,9 @@ def main(args) -> int:
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     from pathlib import Path
 
+    if args.baseline:
+        return _train_baseline(args, tasks)
+
     out = args.out or str(Path(args.work_dir) / "bundle")
     settings = TrainSettings(
         preset=args.preset, tasks=tasks, steps=args.steps, compound_steps=args.compound_steps,
@@ -64,8 +75,8 @@ def main(args) -> int:
         batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads, data=args.data,
         group=args.group, prune_p=args.prune_p, target_reduction=args.target_reduction,
         prune_samples=args.prune_samples, router=not args.no_router, router_steps=args.router_steps,
-        router_from=args.router_from,
-        bundle_dir=out, command="tir train " + " ".join(shlex.quote(a) for a in _mode_args()))
+        router_from=args.router_from, router_recalibrate=not args.router_keep_thresholds,
+        bundle_dir=out, command=_command(args))
     t0 = time.monotonic()
     try:
         trainer = ContinualTrainer(settings, args.work_dir)
@@ -84,7 +95,38 @@ def main(args) -> int:
     return 0
 
 
-def _mode_args():
-    """The command-line words after ``train`` (for the manifest's exact command)."""
+def _train_baseline(args, tasks) -> int:
+    import json
+
+    from tir.engines import degrade as deg
+    from tir.engines.baselines import train_network_baseline
+    from tir.engines.degrade import DegradationError
+
+    t0 = time.monotonic()
+    try:
+        train = deg.load_roadscene("train", args.data)
+        val = deg.load_roadscene("val", args.data)[:8]
+        res = train_network_baseline(args.baseline, train, args.work_dir, tasks=list(tasks),
+                                     steps_per_task=args.steps, crop=args.crop, batch=args.batch,
+                                     lr=args.lr, seed=args.seed, threads=args.threads,
+                                     preset=args.preset, eval_clean=val)
+    except (DegradationError, ValueError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+    res["command"] = _command(args)
+    path = Path(args.work_dir) / f"{args.baseline}.json"
+    path.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"finished in {time.monotonic() - t0:.0f} s; {args.baseline} network: "
+          f"{Path(args.work_dir) / res['file']}; summary: {path}")
+    final = res.get("psnr") or (res.get("forgetting_psnr") or {}).get(tasks[-1], {})
+    for task, value in final.items():
+        print(f"{task:>9} {value:7.2f} dB (first 8 val frames)")
+    return 0
+
+
+def _command(args) -> str:
+    """The exact command (for the manifest): what tir.tools.cli parsed, else sys.argv."""
+    if getattr(args, "command_line", None):
+        return args.command_line
     argv = sys.argv[1:]
-    return argv[argv.index("train") + 1:] if "train" in argv else argv
+    return "tir train " + " ".join(shlex.quote(a) for a in (argv[argv.index("train") + 1:] if "train" in argv else argv))

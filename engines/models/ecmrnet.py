@@ -48,6 +48,9 @@ class ECMRNetConfig:
     stats_hidden: int = 16               # global-statistics MLP width
     miner_rank: int = 4                  # low-rank mixing matrix rank (compound miner)
     miner_hidden: int = 16
+    tone: bool = True                    # per-route global tone head before the stem (ToneHead)
+    tone_pool: int = 8                   # the tone statistics are taken on an 8×8-average frame
+    tone_hidden: int = 16
     # paper family (ecmrnet.md §1.1)
     paper_widths: Tuple[int, int, int] = (32, 128, 512)
     paper_groups: Tuple[int, int, int] = (8, 16, 32)
@@ -69,6 +72,7 @@ class ECMRNetConfig:
         for key in ("blocks", "paper_widths", "paper_groups", "paper_blocks"):
             if key in data:
                 data[key] = tuple(data[key])
+        data.setdefault("tone", False)     # configs written before the tone head existed
         return cls(**data)
 
 
@@ -135,6 +139,52 @@ class GlobalStats(nn.Module):
         pooled = x.mean(dim=(2, 3), keepdim=True)
         scale, shift = self.fc2(F.relu(self.fc1(pooled))).chunk(2, dim=1)
         return x * (1.0 + scale) + shift
+
+
+TONE_FEATURES = 5
+
+
+def tone_stats(x: torch.Tensor, pool: int = 8) -> torch.Tensor:
+    """Whole-frame tone statistics, N×5×1×1: mean, low, high, log(high−low), log(std).
+
+    Taken on the ``pool``×``pool``-averaged frame so single hot/dead pixels and per-pixel noise
+    barely move the extremes. Flip-invariant, so training crops can carry the statistics of the
+    whole frame they were cut from (a crop's own range is not the frame's).
+    """
+    p = F.avg_pool2d(x, pool) if pool > 1 else x
+    mean = p.mean(dim=(2, 3), keepdim=True)
+    std = (p - mean).pow(2).mean(dim=(2, 3), keepdim=True).add(1e-6).sqrt()
+    lo = p.amin(dim=(2, 3), keepdim=True)
+    hi = p.amax(dim=(2, 3), keepdim=True)
+    return torch.cat([mean, lo, hi, torch.log(hi - lo + 1e-3), torch.log(std + 1e-3)], dim=1)
+
+
+class ToneHead(nn.Module):
+    """Per-frame global affine tone correction from whole-frame statistics.
+
+    x' = low + shift + exp(gain)·(x − low), with (gain, shift) from a small MLP on
+    :func:`tone_stats`. Low contrast (x·α + β, ecmrnet.md §1.3) is inverted by gain = −log α,
+    shift = −β-ish: a linear function of the log-range and low statistics, which a convolutional
+    body on 128-px training crops cannot see. The last layer starts at zero, so a new head is
+    the identity.
+    """
+
+    def __init__(self, hidden: int = 16, pool: int = 8):
+        super().__init__()
+        self.pool = pool
+        self.fc1 = conv1x1(TONE_FEATURES, hidden)
+        self.fc2 = conv1x1(hidden, 2)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def stats(self, x: torch.Tensor) -> torch.Tensor:
+        return tone_stats(x, self.pool)
+
+    def forward(self, x: torch.Tensor, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
+        f = self.stats(x) if stats is None else stats
+        gain, shift = self.fc2(F.relu(self.fc1(f))).chunk(2, dim=1)
+        lo = f[:, 1:2]
+        return lo + shift + torch.exp(gain) * (x - lo)
 
 
 class EdgeStem(nn.Module):
@@ -207,16 +257,20 @@ class EdgeBranch(nn.Module):
 
 
 class EdgeNet(nn.Module):
-    """Single-route edge network: x + recon.residual(branch(stem(x)))."""
+    """Single-route edge network: t + recon.residual(branch(stem(t))), t = tone(x) (or x)."""
 
     def __init__(self, cfg: ECMRNetConfig):
         super().__init__()
         self.cfg = cfg
+        self.tone = ToneHead(cfg.tone_hidden, cfg.tone_pool) if cfg.tone else None
         self.stem = EdgeStem(cfg)
         self.branch = EdgeBranch(cfg)
         self.recon = EdgeRecon(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``stats``: whole-frame :func:`tone_stats` when ``x`` is a training crop."""
+        if self.tone is not None:
+            x = self.tone(x, stats)
         return x + self.recon.residual(self.branch(self.stem(x)))
 
 
