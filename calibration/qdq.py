@@ -10,7 +10,8 @@ every float tensor exposed, histograms in :mod:`tir.calibration.entropy`) feeds 
   weights of every Conv (weights as float → Q → DQ, the QAT form both parsers fold) and on both
   inputs of residual Adds so the add fuses as an INT8 epilogue; normalisation, GELU/Erf,
   sigmoid and shuffles are left in higher precision (built with the FP16 flag), and so is all
-  input preprocessing before the stem (:func:`preprocess_nodes`: unshuffle, tone head).
+  input preprocessing before the stem and post-processing after the image-level skip
+  (:func:`float_nodes`: unshuffle, tone head, field head).
 - **CPU** (:func:`quantize_cpu`): ``onnxruntime.quantization.quantize_static`` in QDQ format
   with uint8 activations and int8 per-channel weights (U8S8), the fast integer path on x86;
   signed-int8 activations (S8S8) run slower than fp32 on this CPU (cpu_budget.md). The same
@@ -132,10 +133,37 @@ def preprocess_nodes(model) -> List[str]:
     return [n.name for n in model.graph.node if n.name in seen]
 
 
+def postprocess_nodes(model) -> List[str]:
+    """Nodes after the image-level skip Add (``input + correction``): e.g. a route's whole-frame
+    field head (tir.engines.models.ecmrnet.FieldHead), which pools the restored image and adds
+    a smooth field to it. Like the preprocessing they work on the image itself, cost next to
+    nothing and stay in higher precision."""
+    pre = set(preprocess_nodes(model))
+    inits = {i.name for i in model.graph.initializer}
+    image = ({i.name for i in model.graph.input} - inits) | {o for n in model.graph.node if n.name in pre for o in n.output}
+    consumers = _consumers(model)
+    start = [o for n in model.graph.node if n.op_type == "Add" and n.name not in pre
+             and len(set(n.input) & image) == 1 for o in n.output]
+    seen: Dict[str, None] = {}
+    stack = list(start)
+    while stack:
+        for node, _ in consumers.get(stack.pop(), []):
+            if node.name not in seen:
+                seen[node.name] = None
+                stack.extend(node.output)
+    return [n.name for n in model.graph.node if n.name in seen]
+
+
+def float_nodes(model) -> List[str]:
+    """Everything kept out of INT8 by rule: :func:`preprocess_nodes` + :func:`postprocess_nodes`."""
+    return list(dict.fromkeys(preprocess_nodes(model) + postprocess_nodes(model)))
+
+
 def qdq_targets(model, global_skip: bool = False) -> Dict[str, list]:
     """{activation tensor: [(node index, input index)]} that TensorRT wants quantised.
 
-    Nodes before the stem (:func:`preprocess_nodes`) are never targets. An Add fed directly by
+    Nodes before the stem or after the image-level skip (:func:`float_nodes`) are never
+    targets. An Add fed directly by
     the graph input or by a preprocessing output is the image-level skip (output = input +
     correction); quantising it would put the whole frame through 8 bits (measured on PlainNet:
     49 dB → 62 dB fidelity to fp32 when it is left in higher precision), so it is excluded
@@ -146,10 +174,11 @@ def qdq_targets(model, global_skip: bool = False) -> Dict[str, list]:
     pre = set(preprocess_nodes(model))
     image = {i.name for i in model.graph.input} - inits
     image |= {o for n in model.graph.node if n.name in pre for o in n.output}
+    skip_float = pre | set(postprocess_nodes(model))
     fixed = inits | constants
     targets: Dict[str, list] = {}
     for k, node in enumerate(model.graph.node):
-        if node.name in pre:
+        if node.name in skip_float:
             continue
         if node.op_type in WEIGHTED_OPS and node.input[0] not in fixed:
             targets.setdefault(node.input[0], []).append((k, 0))
@@ -179,7 +208,7 @@ def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
         raise ValueError(f"{onnx_path}: opset {opset} < 13 has no per-channel Q/DQ; re-export with opset 17")
     exclude = set(exclude_nodes)
     report = QdqReport(path=os.fspath(out_path), excluded=sorted(exclude))
-    exclude |= set(preprocess_nodes(model))
+    exclude |= set(float_nodes(model))
     inits = {i.name: i for i in model.graph.initializer}
     new_nodes: Dict[int, list] = {}  # insert before node index
     graph_nodes = list(model.graph.node)
@@ -282,7 +311,7 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
 
     act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
     out_path = os.fspath(out_path)
-    exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + preprocess_nodes(onnx.load(os.fspath(onnx_path)))))
+    exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + float_nodes(onnx.load(os.fspath(onnx_path)))))
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     tensors = _tensors_data(ranges)
     kwargs = dict(quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8,

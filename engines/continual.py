@@ -12,6 +12,10 @@ its parts (each part branch runs once per frame), mixes them with an input-condi
 low-rank mixing matrix behind a sigmoid gate that starts nearly closed (bias −3), and a small
 residual block of its own refines the result.
 
+Every task can also own a :class:`~tir.engines.models.ecmrnet.FieldHead` (config ``field``):
+a whole-frame low-frequency correction of the route's output, trained on whole frames in its
+own stage after the branch.
+
 Every task also owns a :class:`~tir.engines.models.ecmrnet.ToneHead` (when the config has
 ``tone``): a per-frame global affine correction from whole-frame statistics, applied before the
 stem, so a route sees the frame's global contrast even when it is trained on small crops (the
@@ -31,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models.ecmrnet import (DenseResBlock, ECMRNetConfig, EdgeBranch, EdgeRecon, EdgeStem,
-                             ToneHead, conv1x1, get_config)
+                             FieldHead, ToneHead, conv1x1, get_config)
 
 CLEAN = "clean"
 
@@ -93,6 +97,7 @@ class OpenWorldModel(nn.Module):
         self.branches = nn.ModuleDict({CLEAN: EdgeBranch(cfg)})
         self.miners = nn.ModuleDict()
         self.tones = nn.ModuleDict()
+        self.fields = nn.ModuleDict()
         self.parts: Dict[str, Tuple[str, ...]] = {}
         self.init_from: Dict[str, str] = {}
 
@@ -143,6 +148,8 @@ class OpenWorldModel(nn.Module):
         self.branches[name] = EdgeBranch(self.cfg, mids)
         if self.cfg.tone:
             self.tones[name] = ToneHead(self.cfg.tone_hidden, self.cfg.tone_pool)
+        if self.cfg.field:
+            self.fields[name] = FieldHead(self.cfg.field, self.cfg.field_width)
         if parts:
             self.miners[name] = SubDegradationMiner(self.cfg.width, len(parts), self.cfg.miner_rank,
                                                     self.cfg.miner_hidden, miner_mid)
@@ -175,6 +182,8 @@ class OpenWorldModel(nn.Module):
         mods = [self.branches[name]]
         if name in self.tones:
             mods.append(self.tones[name])
+        if name in self.fields:
+            mods.append(self.fields[name])
         if name in self.miners:
             mods.append(self.miners[name])
         return mods
@@ -222,11 +231,14 @@ class OpenWorldModel(nn.Module):
             feats = self.miners[task](feats, part_feats)
         return s, feats
 
-    def route_forward(self, x: torch.Tensor, task: str, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def route_forward(self, x: torch.Tensor, task: str, stats: Optional[torch.Tensor] = None,
+                      field: bool = True) -> torch.Tensor:
         """Restore ``x`` (N×1×H×W, H and W multiples of ``cfg.multiple``) with ``task``'s route.
 
         ``stats``: whole-frame tone statistics (:func:`~tir.engines.models.ecmrnet.tone_stats`)
         when ``x`` is a crop of a larger frame (training); by default they are taken from ``x``.
+        ``field=False`` leaves out the route's whole-frame field head (training on crops, and
+        the inputs of the field stage).
         """
         m = self.cfg.multiple
         if x.shape[-1] % m or x.shape[-2] % m:
@@ -234,7 +246,10 @@ class OpenWorldModel(nn.Module):
         if task in self.tones:
             x = self.tones[task](x, stats)
         s, feats = self.route_features(x, task)
-        return x + self.recon.residual(feats - s)
+        y = x + self.recon.residual(feats - s)
+        if field and task in self.fields:
+            y = self.fields[task](y)
+        return y
 
     def forward(self, x: torch.Tensor, task: str, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.route_forward(x, task, stats)

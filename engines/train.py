@@ -40,7 +40,7 @@ from .pruning import apply_plans, collect_picks, select_groups
 log = logging.getLogger("tir.train")
 
 FRAME = (1, 1, 512, 640)          # the project's reference frame for MAC counts
-SMALL_FRAME = (1, 1, 64, 80)      # same aspect, for cheap MAC ratios while choosing p
+SMALL_FRAME = (1, 1, 128, 160)    # same aspect, multiple of 32, for cheap MAC ratios while choosing p
 P_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -52,6 +52,8 @@ class TrainSettings:
     compound_steps: Optional[int] = None   # per compound task (None: ``steps``)
     pretrain_steps: int = 600
     finetune_steps: int = 500
+    field_steps: int = 600             # whole-frame steps of a route's field head (presets with ``field``)
+    field_batch: int = 8
     crop: int = 128
     batch: int = 12
     lr: float = 2e-3
@@ -95,12 +97,14 @@ class DegradedPool:
         with torch.no_grad():
             return tone_stats(torch.from_numpy(self.degraded[idx, None]), self.tone_pool)
 
-    def refresh(self, fraction: float = 0.25) -> None:
+    def refresh(self, fraction: float = 0.25) -> np.ndarray:
+        """Re-degrade a random ``fraction`` of the pool; returns the indices that changed."""
         n = max(1, int(len(self.clean) * fraction))
         idx = self.rng.choice(len(self.clean), n, replace=False)
         self.degraded[idx] = deg.degrade(self.clean[idx], self.spec, self.rng)
         if self.stats is not None:
             self.stats[idx] = self._stats(idx)
+        return idx
 
     def batch(self, size: int, crop: int):
         """(degraded crops, clean crops, whole-frame tone stats of each crop's frame or None)."""
@@ -133,14 +137,14 @@ def crop_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 def evaluate_route(model: OpenWorldModel, task: str, degraded: np.ndarray, clean: np.ndarray,
-                   batch: int = 4) -> float:
+                   batch: int = 4, field: bool = True) -> float:
     """Mean per-frame PSNR of ``task``'s route on fixed degraded frames."""
     model.eval()
     scores = []
     with torch.no_grad():
         for i in range(0, len(degraded), batch):
             x = torch.from_numpy(degraded[i:i + batch, None])
-            y = model.route_forward(x, task).clamp(0, 1).numpy()[:, 0]
+            y = model.route_forward(x, task, field=field).clamp(0, 1).numpy()[:, 0]
             scores += [psnr(y[k], clean[i + k]) for k in range(len(y))]
     return float(np.mean(scores))
 
@@ -148,7 +152,7 @@ def evaluate_route(model: OpenWorldModel, task: str, degraded: np.ndarray, clean
 def route_costs(model: OpenWorldModel, task: str, frame=FRAME) -> dict:
     """GMAC per 640×512 frame of the whole route and of the task's own branch (+ miner)."""
     report = count_macs(RouteModule(model, task), frame)
-    own = (f"model.branches.{task}.", f"model.miners.{task}.", f"model.tones.{task}.")
+    own = (f"model.branches.{task}.", f"model.miners.{task}.", f"model.tones.{task}.", f"model.fields.{task}.")
     own_macs = sum(v for k, v in report.per_layer.items() if k.startswith(own))
     return {"gmac": report.macs / 1e9, "branch_gmac": own_macs / 1e9, "params": model.route_params(task)}
 
@@ -220,6 +224,8 @@ class ContinualTrainer:
         names = ["pretrain"]
         for t in self.s.tasks:
             names += [f"{t}-train", f"{t}-prune", f"{t}-finetune"]
+            if self.model.cfg.field:
+                names.append(f"{t}-field")
         if self.s.router:
             names.append("router")
         if self.s.bundle_dir:
@@ -250,7 +256,8 @@ class ContinualTrainer:
             self.write_bundle(self.s.bundle_dir)
         else:
             task, _, kind = stage.rpartition("-")
-            {"train": self.train_task, "prune": self.prune_task, "finetune": self.finetune_task}[kind](task)
+            {"train": self.train_task, "prune": self.prune_task, "finetune": self.finetune_task,
+             "field": self.field_task}[kind](task)
 
     # ---------------------------------------------------------------- stages
     @property
@@ -332,7 +339,8 @@ class ContinualTrainer:
         params = self.model.trainable_parameters(task)
         pool = DegradedPool(self.train_clean, self.spec(task), self.s.seed + len(self.state["done"]),
                             self.tone_pool)
-        loss = self._optimise(params, steps, lambda x, stats: self.model.route_forward(x, task, stats), pool,
+        loss = self._optimise(params, steps, lambda x, stats: self.model.route_forward(x, task, stats, field=False),
+                              pool,
                               f"{task} {kind}", lr)
         self.model.freeze_except(None)
         self._metrics(task)[f"{kind}_loss"] = loss
@@ -345,7 +353,7 @@ class ContinualTrainer:
         samples = [torch.from_numpy(pool.degraded[i:i + 2, None]) for i in range(0, n, 2)]
         self.model.eval()
         blocks = _blocks_of(self.model, task)
-        plans, means, n_samples = collect_picks(blocks, lambda x: self.model.route_forward(x, task),
+        plans, means, n_samples = collect_picks(blocks, lambda x: self.model.route_forward(x, task, field=False),
                                                 tqdm(samples, desc=f"{task} SE picks", mininterval=5.0),
                                                 self.s.group)
         before = route_costs(self.model, task)
@@ -392,6 +400,64 @@ class ContinualTrainer:
         m.update(route_costs(self.model, task))
         log.info("%s: fine-tuned val PSNR %.2f dB (unpruned %.2f)", task, m["val_psnr_finetuned"],
                  m["val_psnr_trained"])
+
+    def field_task(self, task: str) -> None:
+        """Fit the route's field head on whole frames; keep it only if val improves.
+
+        The route without its head is frozen and run once per pool frame (again for re-degraded
+        frames), so a step costs only the head: avg-pool, a few convs on the 16×20 thumbnail,
+        upsample, L1 against the clean whole frame.
+        """
+        m = self._metrics(task)
+        head = self.model.fields[task]
+        pool = DegradedPool(self.train_clean, self.spec(task), self.s.seed + 4241 + len(self.state["done"]),
+                            self.tone_pool)
+        self.model.freeze_except(None)
+        self.model.eval()
+
+        def base(idx) -> torch.Tensor:
+            out = []
+            with torch.no_grad():
+                for i in range(0, len(idx), 2):
+                    x = torch.from_numpy(pool.degraded[idx[i:i + 2], None])
+                    out.append(self.model.route_forward(x, task, field=False))
+            return torch.cat(out)
+
+        t0 = time.monotonic()
+        outputs = base(np.arange(len(pool.clean)))
+        clean = torch.from_numpy(pool.clean[:, None])
+        before = evaluate_route(self.model, task, self.val_set(task), self.val_clean, field=False)
+        params = list(head.parameters())
+        for q in params:
+            q.requires_grad_(True)
+        steps = self.s.field_steps
+        opt = torch.optim.AdamW(params, lr=self.s.lr, weight_decay=1e-5)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.s.lr, total_steps=max(1, steps), pct_start=0.05)
+        rng = np.random.default_rng(self.s.seed + 17)
+        running = None
+        for step in tqdm(range(steps), desc=f"{task} field", mininterval=5.0, dynamic_ncols=True):
+            if step and step % self.s.refresh_every == 0:
+                idx = pool.refresh()
+                outputs[idx] = base(idx)
+            idx = rng.choice(len(outputs), min(self.s.field_batch, len(outputs)), replace=False)
+            loss = (head(outputs[idx]) - clean[idx]).abs().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        self.model.freeze_except(None)
+        after = evaluate_route(self.model, task, self.val_set(task), self.val_clean)
+        kept = after > before
+        if not kept:  # a zero output conv makes the head the exact identity again
+            with torch.no_grad():
+                head.out.weight.zero_()
+                head.out.bias.zero_()
+        m.update({"field_loss": float(running or 0.0), "val_psnr_before_field": before,
+                  "val_psnr_field": after, "field_kept": kept, "field_seconds": round(time.monotonic() - t0, 1)})
+        m.update(route_costs(self.model, task))
+        log.info("%s: field head val PSNR %.2f -> %.2f dB (%s)", task, before, after,
+                 "kept" if kept else "dropped: identity")
 
     def train_router(self) -> None:
         out = self.work / "router"

@@ -8,12 +8,12 @@ from tir.engines.models.ecmrnet import (PRESETS, ECMRNetConfig, EdgeNet, GroupRe
                                         create_model, get_config)
 
 
-def test_edge_and_tiny_keep_shape_and_need_multiple_8():
-    for name in ("edge", "tiny"):
+def test_edge_and_tiny_keep_shape_and_need_their_multiple():
+    for name, multiple in (("edge", 32), ("tiny", 8)):   # edge: two unshuffles (8) and the H/32 field head
         model = create_model(name)
         assert isinstance(model, EdgeNet)
-        assert model.cfg.multiple == 8
-        x = torch.rand(2, 1, 32, 48)
+        assert model.cfg.multiple == multiple
+        x = torch.rand(2, 1, 32, 64)
         assert model(x).shape == x.shape
 
 

@@ -110,20 +110,30 @@ def test_trt_cache_from_same_ranges(calibrated, tmp_path):
     assert set(back.scales) == set(cache.scales)
 
 
-def test_tone_head_route_keeps_preprocessing_in_higher_precision(tmp_path):
-    """A tone-head route: stats, MLP and affine before the stem get no Q/DQ in either flavour."""
-    from tir.calibration.qdq import preprocess_nodes, qdq_targets
+def test_tone_and_field_heads_stay_in_higher_precision(tmp_path):
+    """Tone head (before the stem) and field head (after the image-level skip): no Q/DQ in
+    either flavour; the stem and the branch convs are quantised."""
+    import dataclasses
+
+    from tir.calibration.qdq import postprocess_nodes, preprocess_nodes, qdq_targets
     from tir.engines.continual import OpenWorldModel, RouteModule
+    from tir.engines.models.ecmrnet import PRESETS
 
     torch.manual_seed(0)
-    model = OpenWorldModel("tiny")
+    model = OpenWorldModel(dataclasses.replace(PRESETS["tiny"], field=16))
     model.add_task("contrast")
-    with torch.no_grad():  # a non-identity tone head, so the float path matters
+    with torch.no_grad():  # non-identity heads, so the float paths matter
         model.tones["contrast"].fc2.weight.normal_(std=0.1)
+        model.fields["contrast"].out.weight.normal_(std=0.1)
     fp32 = tmp_path / "route.onnx"
     export_onnx(RouteModule(model, "contrast"), fp32, input_shape=(1, 1, 32, 32))
     graph = onnx.load(fp32)
     pre = set(preprocess_nodes(graph))
+    post = set(postprocess_nodes(graph))
+    field_convs = [n.name for n in graph.graph.node if n.op_type == "Conv" and n.input[1].startswith("model.fields.")]
+    assert len(field_convs) == 5 and set(field_convs) <= post
+    assert any(n.op_type == "Resize" for n in graph.graph.node if n.name in post)
+    assert not pre & post
     tone_convs = [n.name for n in graph.graph.node if n.op_type == "Conv"
                   and n.input[1].startswith("model.tones.")]
     assert len(tone_convs) == 2 and set(tone_convs) <= pre
@@ -132,8 +142,10 @@ def test_tone_head_route_keeps_preprocessing_in_higher_precision(tmp_path):
     assert stem.name not in pre
     nodes = list(graph.graph.node)
     targeted = {nodes[k].name for uses in qdq_targets(graph).values() for k, _ in uses}
-    assert stem.name in targeted and not targeted & pre
-    assert nodes[-1].op_type == "Add" and nodes[-1].name not in targeted   # the image-level skip
+    assert stem.name in targeted and not targeted & (pre | post)
+    skip = [n for n in nodes if n.op_type == "Add" and n.name not in pre | post
+            and any(i == o for i in n.input for m in nodes if m.name in pre for o in m.output)]
+    assert len(skip) == 1 and skip[0].name not in targeted                # the image-level skip
 
     frames = calibration_set("synthetic", 4, (48, 32))
     ranges = collect_ranges(fp32, frames, progress=False).ranges("entropy")
@@ -141,8 +153,8 @@ def test_tone_head_route_keeps_preprocessing_in_higher_precision(tmp_path):
                  quantize_cpu(fp32, ranges, tmp_path / "cpu.onnx")):
         q = onnx.load(path)
         producers = {o: n for n in q.graph.node for o in n.output}
-        tone = [n for n in q.graph.node if n.op_type == "Conv" and n.input[1].startswith("model.tones.")]
-        assert len(tone) == 2, path            # weights still float initialisers, not DQ outputs
-        assert all(producers[n.input[0]].op_type != "DequantizeLinear" for n in tone), path
+        heads = [n for n in q.graph.node if n.op_type == "Conv" and n.input[1].startswith(("model.tones.", "model.fields."))]
+        assert len(heads) == 7, path           # weights still float initialisers, not DQ outputs
+        assert all(producers[n.input[0]].op_type != "DequantizeLinear" for n in heads), path
         stem_q = next(n for n in q.graph.node if n.op_type == "Conv" and "stem" in n.name)
         assert producers[stem_q.input[0]].op_type == "DequantizeLinear", path

@@ -98,6 +98,34 @@ def test_training_resumes_and_skips_finished_stages(tmp_path):
     assert ran == ["blur"]
 
 
+def test_field_stage_fits_the_whole_frame_head_and_keeps_it_only_if_val_improves(tmp_path):
+    import dataclasses
+
+    from tir.engines.models.ecmrnet import PRESETS
+    from tir.engines.train import evaluate_route
+
+    clean = frames(6, 64, 96)
+    cfg = dataclasses.replace(PRESETS["tiny"], field=16)
+    trainer = ContinualTrainer(settings(preset=cfg, tasks=("noise",), field_steps=40, field_batch=3), tmp_path,
+                               clean, clean[:2])
+    state = trainer.run()
+    assert state["done"][-1] == "noise-field"
+    m = state["metrics"]["noise"]
+    model, val = trainer.model, trainer.val_set("noise")
+    head = model.fields["noise"]
+    x = torch.from_numpy(val[:, None])
+    with torch.no_grad():
+        with_head, without = model.route_forward(x, "noise"), model.route_forward(x, "noise", field=False)
+    if m["field_kept"]:
+        assert m["val_psnr_field"] > m["val_psnr_before_field"]
+        assert head.out.weight.abs().sum() > 0 and not torch.equal(with_head, without)
+    else:   # dropped: the head is exactly the identity again
+        assert torch.equal(with_head, without) and head.out.weight.abs().sum() == 0
+    assert evaluate_route(model, "noise", val, trainer.val_clean) == pytest.approx(m["val_psnr_field"]
+                                                                                    if m["field_kept"] else m["val_psnr_before_field"])
+    assert m["val_psnr_before_field"] == pytest.approx(m["val_psnr_finetuned"])
+
+
 def test_bundle_and_learn_keep_earlier_routes(tmp_path):
     import onnxruntime as ort
 

@@ -33,6 +33,8 @@ def add_arguments(parser) -> None:
                         help="training steps per compound task (default --steps)")
     parser.add_argument("--pretrain-steps", type=int, default=600, help="clean→clean pretraining steps")
     parser.add_argument("--finetune-steps", type=int, default=500, help="fine-tuning steps after pruning")
+    parser.add_argument("--field-steps", type=int, default=600,
+                        help="whole-frame steps of each route's field head (presets with a field head)")
     parser.add_argument("--crop", type=int, default=128, help="training crop size in pixels")
     parser.add_argument("--batch", type=int, default=12, help="batch size")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine)")
@@ -71,7 +73,8 @@ def main(args) -> int:
     out = args.out or str(Path(args.work_dir) / "bundle")
     settings = TrainSettings(
         preset=args.preset, tasks=tasks, steps=args.steps, compound_steps=args.compound_steps,
-        pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps, crop=args.crop,
+        pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
+        field_steps=args.field_steps, crop=args.crop,
         batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads, data=args.data,
         group=args.group, prune_p=args.prune_p, target_reduction=args.target_reduction,
         prune_samples=args.prune_samples, router=not args.no_router, router_steps=args.router_steps,
