@@ -126,8 +126,13 @@ def test_field_stage_fits_the_whole_frame_head_and_keeps_it_only_if_val_improves
     assert m["val_psnr_before_field"] == pytest.approx(m["val_psnr_finetuned"])
 
 
-def test_bundle_and_learn_keep_earlier_routes(tmp_path):
+@pytest.mark.parametrize("field", [0, 16])
+def test_bundle_and_learn_keep_earlier_routes(tmp_path, field):
+    import dataclasses
+
     import onnxruntime as ort
+
+    from tir.engines.models.ecmrnet import PRESETS
 
     from tir.engines.bundle import load_bundle
     from tir.engines.degrade import load_spec
@@ -135,9 +140,11 @@ def test_bundle_and_learn_keep_earlier_routes(tmp_path):
 
     clean = frames()
     out = tmp_path / "bundle"
-    ContinualTrainer(settings(bundle_dir=str(out)), tmp_path / "work", clean, clean[:2]).run()
+    cfg = dataclasses.replace(PRESETS["tiny"], field=field)
+    ContinualTrainer(settings(bundle_dir=str(out), preset=cfg, field_steps=5, field_batch=2), tmp_path / "work",
+                     clean, clean[:2]).run()
     bundle = load_bundle(out)
-    assert bundle.tasks == ["contrast", "blur"] and bundle.multiple == 8
+    assert bundle.tasks == ["contrast", "blur"] and bundle.multiple == (16 if field else 8)
     info = bundle.task_info("blur")
     assert info["gmac_640x512"] > 0 and "val_psnr_finetuned" in info["metrics"]
     x = clean[:1, None, :64, :64].copy()
@@ -149,10 +156,18 @@ def test_bundle_and_learn_keep_earlier_routes(tmp_path):
     seeded = prepare_work_dir(bundle, tmp_path / "learn", spec, "vig")
     assert seeded["tasks"] == ["contrast", "blur"]
     learn = settings(tasks=("contrast", "blur", "vig"), bundle_dir=str(tmp_path / "bundle2"),
-                     init_from={"vig": "contrast"})
+                     init_from={"vig": "contrast"}, preset=cfg, field_steps=5, field_batch=2)
+    fields_run = []
+
+    def field_task(self, task):
+        fields_run.append(task)
+        assert task == "vig", f"the field stage of earlier task {task} ran again"
+        ContinualTrainer.field_task(self, task)
     RefusesToTrainOld = type("R", (ContinualTrainer,), {
-        "pretrain": lambda self: (_ for _ in ()).throw(AssertionError("pretrain ran again"))})
+        "pretrain": lambda self: (_ for _ in ()).throw(AssertionError("pretrain ran again")),
+        "field_task": field_task})
     RefusesToTrainOld(learn, tmp_path / "learn", clean, clean[:2]).run()
+    assert fields_run == (["vig"] if field else [])
     grown = load_bundle(tmp_path / "bundle2")
     assert grown.tasks == ["contrast", "blur", "vig"]
     assert np.array_equal(run(grown, "contrast"), before)

@@ -65,7 +65,7 @@ def prepare_work_dir(bundle, work: Path, spec, name: str) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ckpt_path, work / "model.pt")
     old = model.tasks
-    done = ["pretrain"] + [f"{t}-{k}" for t in old for k in ("train", "prune", "finetune")]
+    done = ["pretrain"] + [f"{t}-{k}" for t in old for k in ("train", "prune", "finetune", "field")]
     specs = dict(ckpt.get("specs") or {})
     specs[name] = json.loads(spec.to_json())
     metrics = {t["name"]: t.get("metrics", {}) for t in bundle.manifest["tasks"]}
