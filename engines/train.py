@@ -234,8 +234,8 @@ class ContinualTrainer:
 
     def run(self) -> dict:
         for stage in self.stages():
-            if stage in self.state["done"] and stage != "bundle":   # the bundle is always rewritten
-                log.info("stage %s: done, skipped", stage)
+            if stage in self.state["done"] and stage != "bundle" and not self._router_changed(stage):
+                log.info("stage %s: done, skipped", stage)   # the bundle is always rewritten
                 continue
             t0 = time.monotonic()
             log.info("stage %s: start", stage)
@@ -246,6 +246,17 @@ class ContinualTrainer:
             self._save()
             log.info("stage %s: finished in %.0f s", stage, time.monotonic() - t0)
         return self.state
+
+    def _router_changed(self, stage: str) -> bool:
+        """A finished router stage runs again when ``--router-from`` names another router."""
+        if stage != "router" or not self.s.router_from:
+            return False
+        source = (self.state.get("router") or {}).get("source")
+        changed = source is not None and Path(source).resolve() != Path(self.s.router_from).resolve()
+        if changed:
+            log.info("router: --router-from %s differs from the finished stage's %s; running it again",
+                     self.s.router_from, source)
+        return changed
 
     def _run_stage(self, stage: str) -> None:
         if stage == "pretrain":

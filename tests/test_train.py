@@ -191,3 +191,31 @@ def test_reuse_router_copies_and_checks_tasks(tmp_path):
         reuse_router(src, tmp_path / "w2", ["contrast", "noise"])
     with pytest.raises(ValueError, match="router.json"):
         reuse_router(tmp_path, tmp_path / "w3", ["contrast"])
+
+
+def test_a_different_router_from_reruns_only_the_router_stage(tmp_path):
+    from tir.engines.export import export_onnx
+
+    def fake_router(name, threshold):
+        src = tmp_path / name
+        src.mkdir()
+        export_onnx(torch.nn.Conv2d(1, 1, 3, padding=1), src / "router.onnx", input_shape=(1, 1, 8, 8))
+        (src / "router.json").write_text(json.dumps({"file": "router.onnx", "tasks": ["contrast", "clean"],
+                                                     "threshold": threshold, "codebook": [[1.0], [0.0]]}))
+        return src
+
+    a, b = fake_router("a", 0.1), fake_router("b", 0.2)
+    clean = frames()
+    run = lambda src, cls=ContinualTrainer: cls(settings(tasks=("contrast",), router=True, router_from=str(src),
+                                                         router_recalibrate=False), tmp_path / "work",
+                                                clean, clean[:2]).run()
+    assert run(a)["router"]["threshold"] == 0.1
+    assert run(b, RefusesToTrain)["router"]["threshold"] == 0.2      # only the router stage ran
+    ran = []
+
+    class Watches(RefusesToTrain):
+        def train_router(self):
+            ran.append(1)
+            super().train_router()
+    run(b, Watches)
+    assert ran == []                                                  # same router: skipped
