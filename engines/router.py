@@ -120,6 +120,27 @@ def confusion(true: Sequence[str], pred: Sequence[str], classes: Sequence[str]) 
     return table
 
 
+def degraded_batches(frames: np.ndarray, classes: Sequence[str], draws: int, seed: int, chunk: int = 8,
+                     desc: str = "", progress: bool = True):
+    """Yield (class index, N×1×h×w float32 batch) for (N,h,w) ``frames``: every frame degraded
+    ``draws`` times per class, draw d of class k seeded by ``[seed, k, d]``; a clean frame once."""
+    from tqdm import tqdm
+
+    from . import degrade as deg
+
+    total = sum(1 if n == CLEAN else draws for n in classes) * math.ceil(len(frames) / chunk)
+    with tqdm(total=total, desc=desc, unit="chunk", leave=False, disable=not progress) as bar:
+        for k, name in enumerate(classes):
+            for d in range(1 if name == CLEAN else draws):
+                rng = np.random.default_rng([seed, k, d])
+                for i in range(0, len(frames), chunk):
+                    batch = frames[i:i + chunk]
+                    if name != CLEAN:
+                        batch = deg.degrade(batch, name, rng)
+                    yield k, np.ascontiguousarray(batch[:, None], dtype=np.float32)
+                    bar.update(1)
+
+
 def calibrate_thresholds(embed: Callable[[np.ndarray], np.ndarray], codebook: np.ndarray,
                          classes: Sequence[str], val_images: np.ndarray,
                          draws: int = DEFAULT_CALIBRATION_DRAWS, seed: int = 1000,
@@ -137,27 +158,14 @@ def calibrate_thresholds(embed: Callable[[np.ndarray], np.ndarray], codebook: np
     frames) and the 0.5th percentile. ``unseen`` degradations are only measured, never used.
     Returns {"thresholds", "threshold" (their minimum), "metrics"}.
     """
-    from tqdm import tqdm
-
-    from . import degrade as deg
-
     frames = prepare_frames(val_images, input_size)[:, 0]
     book = np.asarray(codebook, dtype=np.float64)
 
     def similarities(names, n_draws, base):
         sims, labels = [], []
-        total = sum(1 if n == CLEAN else n_draws for n in names) * math.ceil(len(frames) / chunk)
-        with tqdm(total=total, desc="router thresholds", unit="chunk", leave=False, disable=not progress) as bar:
-            for k, name in enumerate(names):
-                for d in range(1 if name == CLEAN else n_draws):
-                    rng = np.random.default_rng([base, k, d])
-                    for i in range(0, len(frames), chunk):
-                        batch = frames[i:i + chunk]
-                        if name != CLEAN:
-                            batch = deg.degrade(batch, name, rng)
-                        sims.append(cosine_scores(embed(np.ascontiguousarray(batch[:, None])), book))
-                        labels += [k] * len(batch)
-                        bar.update(1)
+        for k, batch in degraded_batches(frames, names, n_draws, base, chunk, "router thresholds", progress):
+            sims.append(cosine_scores(embed(batch), book))
+            labels += [k] * len(batch)
         return np.concatenate(sims), np.asarray(labels)
 
     sims, labels = similarities(list(classes), int(draws), seed)
@@ -321,27 +329,13 @@ def _feature_cache(net, images: np.ndarray, classes: Sequence[str], draws: int, 
                    desc: str, input_size: Sequence[int] = ROUTER_INPUT_SIZE, chunk: int = 8):
     """Degrade every frame ``draws`` times per class and keep the band-feature maps (float16)."""
     import torch
-    from tqdm import tqdm
-
-    from . import degrade as deg
 
     frames = prepare_frames(images, input_size)[:, 0]
     maps, labels = [], []
-    total = len(classes) * draws * math.ceil(len(frames) / chunk)
-    with torch.no_grad(), tqdm(total=total, desc=desc, unit="chunk", leave=False) as bar:
-        for k, name in enumerate(classes):
-            for d in range(draws):
-                rng = np.random.default_rng([seed, k, d])
-                for s in range(0, len(frames), chunk):
-                    batch = frames[s:s + chunk]
-                    if name != CLEAN:
-                        batch = deg.degrade(batch, name, rng)
-                    m = net.features(torch.from_numpy(np.ascontiguousarray(batch[:, None])))
-                    maps.append(m.numpy().astype(np.float16))
-                    labels.extend([k] * len(batch))
-                    bar.update(1)
-                if name == CLEAN:
-                    break  # a clean frame has no random draw
+    with torch.no_grad():
+        for k, batch in degraded_batches(frames, classes, draws, seed, chunk, desc):
+            maps.append(net.features(torch.from_numpy(batch)).numpy().astype(np.float16))
+            labels.extend([k] * len(batch))
     return np.concatenate(maps), np.asarray(labels, dtype=np.int64)
 
 
