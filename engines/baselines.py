@@ -145,15 +145,9 @@ class _TaskPool:
         self.stats = {t: self._stats(t, np.arange(len(self.clean))) for t in self.tasks}
 
     def _stats(self, task: str, idx: np.ndarray):
-        """Whole-frame tone statistics of degraded frames (None when the network has no tone head)."""
-        if self.tone_pool is None:
-            return None
-        import torch
+        from .models.ecmrnet import frame_tone_stats
 
-        from .models.ecmrnet import tone_stats
-
-        with torch.no_grad():
-            return tone_stats(torch.from_numpy(self.degraded[task][idx, None].astype(np.float32)), self.tone_pool)
+        return frame_tone_stats(self.degraded[task][idx], self.tone_pool)
 
     def refresh(self, fraction: float = 0.25) -> None:
         n = max(1, int(len(self.clean) * fraction))

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from . import degrade as deg
 from .continual import CLEAN, OpenWorldModel, RouteModule
-from .models.ecmrnet import tone_stats
+from .models.ecmrnet import frame_tone_stats
 from .losses import RestorationLoss
 from .macs import count_macs
 from .metrics import psnr
@@ -92,10 +92,7 @@ class DegradedPool:
 
     def _stats(self, idx: np.ndarray) -> Optional[torch.Tensor]:
         """Whole-frame tone statistics of degraded frames ``idx`` (None without a tone head)."""
-        if self.tone_pool is None:
-            return None
-        with torch.no_grad():
-            return tone_stats(torch.from_numpy(self.degraded[idx, None]), self.tone_pool)
+        return frame_tone_stats(self.degraded[idx], self.tone_pool)
 
     def refresh(self, fraction: float = 0.25) -> np.ndarray:
         """Re-degrade a random ``fraction`` of the pool; returns the indices that changed."""

@@ -164,6 +164,17 @@ def tone_stats(x: torch.Tensor, pool: int = 8) -> torch.Tensor:
     return torch.cat([mean, lo, hi, torch.log(hi - lo + 1e-3), torch.log(std + 1e-3)], dim=1)
 
 
+def frame_tone_stats(frames, pool: Optional[int]) -> Optional[torch.Tensor]:
+    """:func:`tone_stats` of (N,H,W) numpy frames without autograd; None when ``pool`` is None
+    (a network without a tone head). Used by the training pools for their whole frames."""
+    if pool is None:
+        return None
+    import numpy as np
+
+    with torch.no_grad():
+        return tone_stats(torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)[:, None]), pool)
+
+
 class ToneHead(nn.Module):
     """Per-frame global affine tone correction from whole-frame statistics.
 
