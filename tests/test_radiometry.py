@@ -1,9 +1,6 @@
 """Radiometry end to end: sources put one count -> kelvin map on each frame
 (``meta["temperature_k"] = {"scale", "offset"}``), and the HTTP page reads °C from it."""
-import http.client
-import json
 
-import cv2
 import numpy as np
 import pytest
 
@@ -15,16 +12,8 @@ from tir.edge.sources.synthetic import COUNT_AT_T0, COUNTS_PER_KELVIN, T0
 from tir.edge.sources.v4l2 import V4L2Source
 from tir.edge.uri import parse_uri
 
+from http_json import get_json
 from test_sources_v4l2 import FakeCapture
-
-
-def get_json(out, path):
-    conn = http.client.HTTPConnection("127.0.0.1", out.port, timeout=5)
-    conn.request("GET", path)
-    resp = conn.getresponse()
-    body = json.loads(resp.read())
-    conn.close()
-    return body
 
 
 @pytest.fixture

@@ -1,5 +1,4 @@
 """FFC in the pipeline: a real BosonEmulator on a pty (pyserial talks to it) + the synthetic camera."""
-import http.client
 import json
 import time
 
@@ -16,6 +15,8 @@ from tir.edge.sources import open_source
 from tir.engines.models.plainnet import export_plainnet_onnx
 from tir.tools import run
 from tir.tools.cli import main
+
+from http_json import get_json, post
 
 # the synthetic camera's own simulated FFC is off: only the controller marks frames here
 SOURCE = "synthetic://?size=160x120&fps=30&ffc=0"
@@ -98,23 +99,6 @@ def test_source_marked_ffc_frames_stay_marked(emulator):
     client.close()
     assert [f.meta["ffc"] for f in collect.frames] == [source.renderer.is_ffc(f.seq) for f in collect.frames]
     assert any(f.meta["ffc"] for f in collect.frames)
-
-
-def post(out, path):
-    conn = http.client.HTTPConnection("127.0.0.1", out.port, timeout=5)
-    conn.request("POST", path)
-    resp = conn.getresponse()
-    body = json.loads(resp.read())
-    conn.close()
-    return resp.status, body
-
-
-def get_json(out, path):
-    conn = http.client.HTTPConnection("127.0.0.1", out.port, timeout=5)
-    conn.request("GET", path)
-    body = json.loads(conn.getresponse().read())
-    conn.close()
-    return body
 
 
 def test_post_ffc_on_the_page_runs_one(emulator):
