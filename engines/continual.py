@@ -31,7 +31,6 @@ from __future__ import annotations
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .models.ecmrnet import (DenseResBlock, ECMRNetConfig, EdgeBranch, EdgeRecon, EdgeStem,

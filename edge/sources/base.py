@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 from ..frame import Frame
 from ..uri import URI, parse_uri
