@@ -106,75 +106,86 @@ def _spatial_ones(model) -> set:
     return ones
 
 
-def preprocess_nodes(model) -> List[str]:
-    """Nodes that run before the stem convolution: kept in higher precision in both flavours.
+@dataclass
+class FloatRegions:
+    """The parts of a route graph kept out of INT8 by rule (node names), and the image tensors."""
+    pre: set      # before the stem: unshuffle, tone head
+    post: set     # after the image-level skip: field head
+    image: set    # graph inputs and preprocessing outputs (what an image-level skip Add reads)
 
-    The stem is the first weighted node that works on an image (its input is not 1×1 spatially);
-    everything it depends on is input preprocessing: the pixel unshuffle and, in tone-head
-    routes, the whole-frame statistics, their per-frame MLP and the affine tone correction
-    (tir.engines.models.ecmrnet.ToneHead). Quantising them would put the whole frame (or its
-    few global statistics, which span different scales) through 8 bits before anything is
-    learned from it; they cost next to nothing in higher precision.
+
+def float_regions(model) -> FloatRegions:
+    """Find the preprocessing and post-processing of ``model`` (one shape inference).
+
+    Preprocessing: the stem is the first weighted node that works on an image (its input is not
+    1×1 spatially); everything it depends on is input preprocessing: the pixel unshuffle and, in
+    tone-head routes, the whole-frame statistics, their per-frame MLP and the affine tone
+    correction (tir.engines.models.ecmrnet.ToneHead). Post-processing: every node after the
+    image-level skip Add (``input + correction``), e.g. a route's whole-frame field head
+    (tir.engines.models.ecmrnet.FieldHead), which pools the restored image and adds a smooth
+    field to it. Quantising either would put the whole frame (or its few global statistics,
+    which span different scales) through 8 bits; they cost next to nothing in higher precision.
     """
     ones = _spatial_ones(model)
     inits = {i.name for i in model.graph.initializer}
+    pre: set = set()
     stem = next((n for n in model.graph.node if n.op_type in WEIGHTED_OPS
                  and n.input[0] not in inits and n.input[0] not in ones), None)
-    if stem is None:
-        return []
-    producer = {o: n for n in model.graph.node for o in n.output}
-    seen, stack = {}, [stem.input[0]]
+    if stem is not None:
+        producer = {o: n for n in model.graph.node for o in n.output}
+        stack = [stem.input[0]]
+        while stack:
+            node = producer.get(stack.pop())
+            if node is not None and node.name not in pre:
+                pre.add(node.name)
+                stack.extend(i for i in node.input if i)
+    image = ({i.name for i in model.graph.input} - inits) | {o for n in model.graph.node if n.name in pre
+                                                             for o in n.output}
+    consumers = _consumers(model)
+    stack = [o for n in model.graph.node if n.op_type == "Add" and n.name not in pre
+             and len(set(n.input) & image) == 1 for o in n.output]
+    post: set = set()
     while stack:
-        node = producer.get(stack.pop())
-        if node is None or node.name in seen:
-            continue
-        seen[node.name] = node
-        stack.extend(i for i in node.input if i)
-    return [n.name for n in model.graph.node if n.name in seen]
+        for node, _ in consumers.get(stack.pop(), []):
+            if node.name not in post:
+                post.add(node.name)
+                stack.extend(node.output)
+    return FloatRegions(pre, post, image)
+
+
+def _in_graph_order(model, names: set) -> List[str]:
+    return [n.name for n in model.graph.node if n.name in names]
+
+
+def preprocess_nodes(model) -> List[str]:
+    """Nodes before the stem, in graph order (:func:`float_regions`)."""
+    return _in_graph_order(model, float_regions(model).pre)
 
 
 def postprocess_nodes(model) -> List[str]:
-    """Nodes after the image-level skip Add (``input + correction``): e.g. a route's whole-frame
-    field head (tir.engines.models.ecmrnet.FieldHead), which pools the restored image and adds
-    a smooth field to it. Like the preprocessing they work on the image itself, cost next to
-    nothing and stay in higher precision."""
-    pre = set(preprocess_nodes(model))
-    inits = {i.name for i in model.graph.initializer}
-    image = ({i.name for i in model.graph.input} - inits) | {o for n in model.graph.node if n.name in pre for o in n.output}
-    consumers = _consumers(model)
-    start = [o for n in model.graph.node if n.op_type == "Add" and n.name not in pre
-             and len(set(n.input) & image) == 1 for o in n.output]
-    seen: Dict[str, None] = {}
-    stack = list(start)
-    while stack:
-        for node, _ in consumers.get(stack.pop(), []):
-            if node.name not in seen:
-                seen[node.name] = None
-                stack.extend(node.output)
-    return [n.name for n in model.graph.node if n.name in seen]
+    """Nodes after the image-level skip Add, in graph order (:func:`float_regions`)."""
+    return _in_graph_order(model, float_regions(model).post)
 
 
 def float_nodes(model) -> List[str]:
-    """Everything kept out of INT8 by rule: :func:`preprocess_nodes` + :func:`postprocess_nodes`."""
-    return list(dict.fromkeys(preprocess_nodes(model) + postprocess_nodes(model)))
+    """Everything kept out of INT8 by rule: before the stem and after the image-level skip."""
+    regions = float_regions(model)
+    return _in_graph_order(model, regions.pre | regions.post)
 
 
-def qdq_targets(model, global_skip: bool = False) -> Dict[str, list]:
+def qdq_targets(model, global_skip: bool = False, regions: Optional[FloatRegions] = None) -> Dict[str, list]:
     """{activation tensor: [(node index, input index)]} that TensorRT wants quantised.
 
-    Nodes before the stem or after the image-level skip (:func:`float_nodes`) are never
-    targets. An Add fed directly by
-    the graph input or by a preprocessing output is the image-level skip (output = input +
-    correction); quantising it would put the whole frame through 8 bits (measured on PlainNet:
-    49 dB → 62 dB fidelity to fp32 when it is left in higher precision), so it is excluded
-    unless ``global_skip=True``.
+    Nodes before the stem or after the image-level skip (:func:`float_regions`, computed here
+    unless given) are never targets. An Add fed directly by the graph input or by a
+    preprocessing output is the image-level skip (output = input + correction); quantising it
+    would put the whole frame through 8 bits (measured on PlainNet: 49 dB → 62 dB fidelity to
+    fp32 when it is left in higher precision), so it is excluded unless ``global_skip=True``.
     """
+    regions = regions or float_regions(model)
     inits = {i.name for i in model.graph.initializer}
     constants = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    pre = set(preprocess_nodes(model))
-    image = {i.name for i in model.graph.input} - inits
-    image |= {o for n in model.graph.node if n.name in pre for o in n.output}
-    skip_float = pre | set(postprocess_nodes(model))
+    skip_float = regions.pre | regions.post
     fixed = inits | constants
     targets: Dict[str, list] = {}
     for k, node in enumerate(model.graph.node):
@@ -183,7 +194,7 @@ def qdq_targets(model, global_skip: bool = False) -> Dict[str, list]:
         if node.op_type in WEIGHTED_OPS and node.input[0] not in fixed:
             targets.setdefault(node.input[0], []).append((k, 0))
         elif node.op_type == "Add" and len(node.input) == 2 and not (set(node.input) & fixed):
-            if not global_skip and set(node.input) & image:
+            if not global_skip and set(node.input) & regions.image:
                 continue
             for i in range(2):
                 targets.setdefault(node.input[i], []).append((k, i))
@@ -208,7 +219,8 @@ def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
         raise ValueError(f"{onnx_path}: opset {opset} < 13 has no per-channel Q/DQ; re-export with opset 17")
     exclude = set(exclude_nodes)
     report = QdqReport(path=os.fspath(out_path), excluded=sorted(exclude))
-    exclude |= set(float_nodes(model))
+    regions = float_regions(model)
+    exclude |= regions.pre | regions.post
     inits = {i.name: i for i in model.graph.initializer}
     new_nodes: Dict[int, list] = {}  # insert before node index
     graph_nodes = list(model.graph.node)
@@ -228,7 +240,7 @@ def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
         return dq_out
 
     # activations: one Q/DQ pair per tensor, shared by all its targeted consumers
-    for tensor, uses in qdq_targets(model, global_skip).items():
+    for tensor, uses in qdq_targets(model, global_skip, regions).items():
         uses = [(k, i) for k, i in uses if graph_nodes[k].name not in exclude
                 and (quantize_adds or graph_nodes[k].op_type != "Add")]
         if not uses:
