@@ -232,7 +232,8 @@ def _export(model, path: Path, multiple: int) -> Path:
 def train_network_baseline(mode: str, clean_train: np.ndarray, out_dir, tasks: Sequence[str] = None,
                            steps_per_task: int = 300, crop: int = 128, batch: int = 8,
                            lr: float = 2e-3, seed: int = 0, threads: Optional[int] = 1,
-                           preset: str = "edge", eval_clean: Optional[np.ndarray] = None) -> dict:
+                           preset: str = "edge", eval_clean: Optional[np.ndarray] = None,
+                           command: str = "") -> dict:
     """Train the ``sequential`` or ``joint`` baseline; write ONNX files and a JSON summary.
 
     Both see ``steps_per_task × len(tasks)`` steps of ``batch`` crops in total. ``sequential``
@@ -264,7 +265,7 @@ def train_network_baseline(mode: str, clean_train: np.ndarray, out_dir, tasks: S
     t0 = time.monotonic()
     summary = {"mode": mode, "preset": preset, "tasks": tasks, "steps_per_task": steps_per_task,
                "total_steps": steps_per_task * len(tasks), "crop": crop, "batch": batch, "lr": lr,
-               "seed": seed, "files": {}, "final_loss": {}}
+               "seed": seed, "command": command, "files": {}, "final_loss": {}}
     if mode == "sequential":
         summary["forgetting_psnr"] = {}
         for t in tasks:

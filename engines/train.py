@@ -120,7 +120,7 @@ class DegradedPool:
             if self.rng.random() < 0.5:
                 a, b = a[::-1], b[::-1]
             inp[k, 0], tgt[k, 0] = a, b
-        stats = None if getattr(self, "stats", None) is None else self.stats[idx]
+        stats = None if self.stats is None else self.stats[idx]
         return torch.from_numpy(inp), torch.from_numpy(tgt), stats
 
 
@@ -133,17 +133,20 @@ def crop_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
 # evaluation and costs
 # ---------------------------------------------------------------------------------------------
 
+def route_outputs(model: OpenWorldModel, task: str, degraded: np.ndarray, batch: int = 4,
+                  field: bool = True) -> torch.Tensor:
+    """``task``'s route on (N,H,W) frames, ``batch`` at a time, without autograd: N×1×H×W."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model.route_forward(torch.from_numpy(degraded[i:i + batch, None]), task, field=field)
+                          for i in range(0, len(degraded), batch)])
+
+
 def evaluate_route(model: OpenWorldModel, task: str, degraded: np.ndarray, clean: np.ndarray,
                    batch: int = 4, field: bool = True) -> float:
     """Mean per-frame PSNR of ``task``'s route on fixed degraded frames."""
-    model.eval()
-    scores = []
-    with torch.no_grad():
-        for i in range(0, len(degraded), batch):
-            x = torch.from_numpy(degraded[i:i + batch, None])
-            y = model.route_forward(x, task, field=field).clamp(0, 1).numpy()[:, 0]
-            scores += [psnr(y[k], clean[i + k]) for k in range(len(y))]
-    return float(np.mean(scores))
+    y = route_outputs(model, task, degraded, batch, field).clamp(0, 1).numpy()[:, 0]
+    return float(np.mean([psnr(a, b) for a, b in zip(y, clean)]))
 
 
 def route_costs(model: OpenWorldModel, task: str, frame=FRAME) -> dict:
@@ -421,15 +424,9 @@ class ContinualTrainer:
         pool = DegradedPool(self.train_clean, self.spec(task), self.s.seed + 4241 + len(self.state["done"]),
                             self.tone_pool)
         self.model.freeze_except(None)
-        self.model.eval()
 
         def base(idx) -> torch.Tensor:
-            out = []
-            with torch.no_grad():
-                for i in range(0, len(idx), 2):
-                    x = torch.from_numpy(pool.degraded[idx[i:i + 2], None])
-                    out.append(self.model.route_forward(x, task, field=False))
-            return torch.cat(out)
+            return route_outputs(self.model, task, pool.degraded[idx], batch=2, field=False)
 
         t0 = time.monotonic()
         outputs = base(np.arange(len(pool.clean)))
@@ -517,6 +514,7 @@ class _CleanPool:
         self.pool = DegradedPool.__new__(DegradedPool)
         self.pool.clean = clean
         self.pool.degraded = clean
+        self.pool.stats = None
         self.pool.rng = np.random.default_rng(seed)
 
     def refresh(self, fraction: float = 0.25) -> None:

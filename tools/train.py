@@ -8,10 +8,8 @@ Example (the shipped bundle, see docs/model.md)::
 from __future__ import annotations
 
 import logging
-import shlex
-from pathlib import Path
-import sys
 import time
+from pathlib import Path
 
 log = logging.getLogger("tir.train")
 
@@ -79,7 +77,7 @@ def main(args) -> int:
         group=args.group, prune_p=args.prune_p, target_reduction=args.target_reduction,
         prune_samples=args.prune_samples, router=not args.no_router, router_steps=args.router_steps,
         router_from=args.router_from, router_recalibrate=not args.router_keep_thresholds,
-        bundle_dir=out, command=_command(args))
+        bundle_dir=out, command=args.command_line)
     t0 = time.monotonic()
     try:
         trainer = ContinualTrainer(settings, args.work_dir)
@@ -99,8 +97,6 @@ def main(args) -> int:
 
 
 def _train_baseline(args, tasks) -> int:
-    import json
-
     from tir.engines import degrade as deg
     from tir.engines.baselines import train_network_baseline
     from tir.engines.degrade import DegradationError
@@ -112,24 +108,14 @@ def _train_baseline(args, tasks) -> int:
         res = train_network_baseline(args.baseline, train, args.work_dir, tasks=list(tasks),
                                      steps_per_task=args.steps, crop=args.crop, batch=args.batch,
                                      lr=args.lr, seed=args.seed, threads=args.threads,
-                                     preset=args.preset, eval_clean=val)
+                                     preset=args.preset, eval_clean=val, command=args.command_line)
     except (DegradationError, ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
-    res["command"] = _command(args)
-    path = Path(args.work_dir) / f"{args.baseline}.json"
-    path.write_text(json.dumps(res, indent=1) + "\n")
+    path = Path(args.work_dir) / f"{args.baseline}.json"      # written by train_network_baseline
     print(f"finished in {time.monotonic() - t0:.0f} s; {args.baseline} network: "
           f"{Path(args.work_dir) / res['file']}; summary: {path}")
     final = res.get("psnr") or (res.get("forgetting_psnr") or {}).get(tasks[-1], {})
     for task, value in final.items():
         print(f"{task:>9} {value:7.2f} dB (first 8 val frames)")
     return 0
-
-
-def _command(args) -> str:
-    """The exact command (for the manifest): what tir.tools.cli parsed, else sys.argv."""
-    if getattr(args, "command_line", None):
-        return args.command_line
-    argv = sys.argv[1:]
-    return "tir train " + " ".join(shlex.quote(a) for a in (argv[argv.index("train") + 1:] if "train" in argv else argv))
