@@ -22,11 +22,12 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
 
+from .engine import DEFAULT_MULTIPLE
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ROUTER_FILE = "router.onnx"
 REQUIRED_KEYS = ("format_version", "name", "tasks", "router", "normalisation", "files")
-DEFAULT_MULTIPLE = 4
 
 PathLike = Union[str, Path]
 

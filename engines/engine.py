@@ -17,6 +17,33 @@ class EngineError(RuntimeError):
     """An engine that cannot be loaded or run; the message says why and what to do."""
 
 
+#: The one ONNX metadata key that states a model's spatial multiple (H and W of its input must
+#: be multiples of it). Every exporter writes it, every backend reads it, and a bundle's
+#: manifest ``multiple`` must agree with it (engines/restorer.py checks at load).
+MULTIPLE_KEY = "tir.multiple"
+#: The multiple assumed for a foreign ONNX model that does not state one (the reference
+#: design's pixel-unshuffle ×4, which also satisfies ×2 models).
+DEFAULT_MULTIPLE = 4
+
+
+def read_multiple(metadata, default: int = DEFAULT_MULTIPLE, where: str = "model") -> int:
+    """The spatial multiple stated in ``metadata`` (a str -> str map) under :data:`MULTIPLE_KEY`.
+
+    Returns ``default`` when the key is absent. Raises :class:`EngineError` when the value is
+    not a positive integer, naming ``where``.
+    """
+    value = metadata.get(MULTIPLE_KEY) if metadata else None
+    if value is None:
+        return int(default)
+    try:
+        multiple = int(value)
+    except (TypeError, ValueError):
+        multiple = 0
+    if multiple < 1:
+        raise EngineError(f"{where}: metadata {MULTIPLE_KEY}={value!r} is not a positive integer")
+    return multiple
+
+
 def pad_to_multiple(batch: np.ndarray, multiple: int) -> Tuple[np.ndarray, Tuple[int, int]]:
     """Reflect-pad H and W of an N×C×H×W batch up to ``multiple``; returns (padded, (H, W))."""
     h, w = batch.shape[-2:]

@@ -126,7 +126,18 @@ class Restorer:
         """The engine of one route, loaded on first use."""
         if task not in self._engines:
             t0 = time.monotonic()
-            self._engines[task] = self._load(self.bundle.route_path(task))
+            engine = self._load(self.bundle.route_path(task))
+            multiple = int(getattr(engine, "multiple", 1))
+            if multiple != self.bundle.multiple and self.bundle.multiple % multiple != 0:
+                from .engine import MULTIPLE_KEY, EngineError
+
+                engine.close()
+                raise EngineError(
+                    f"bundle {self.bundle.name!r}: route {task} states {MULTIPLE_KEY}={multiple} but the "
+                    f"manifest says multiple={self.bundle.multiple}; re-export the route "
+                    "(tir export) so the two agree")
+            engine.multiple = max(multiple, self.bundle.multiple)
+            self._engines[task] = engine
             log.info("route %s loaded in %.0f ms", task, 1000 * (time.monotonic() - t0))
         return self._engines[task]
 

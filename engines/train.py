@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from . import degrade as deg
 from .continual import CLEAN, OpenWorldModel, RouteModule
+from .engine import MULTIPLE_KEY
 from .models.ecmrnet import frame_tone_stats
 from .losses import RestorationLoss
 from .macs import count_macs
@@ -556,7 +557,7 @@ def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, setti
     m = model.cfg.multiple
     for task in model.tasks:
         path = onnx_dir / f"{task}.onnx"
-        meta = {"task": task, "preset": model.cfg.name, "multiple": m}
+        meta = {"task": task, "preset": model.cfg.name, MULTIPLE_KEY: m}
         export_onnx(RouteModule(model, task), path, input_shape=(1, 1, 8 * m, 8 * m), metadata=meta)
         routes[task] = path
         metrics = state["metrics"].get(task, {})

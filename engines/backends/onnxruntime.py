@@ -1,8 +1,8 @@
 """ONNX Runtime backend: the same ONNX file on CPU, CUDA, or any provider ORT offers.
 
 The spatial multiple a model needs is read from the ONNX metadata key ``tir.multiple``
-(written by our exporters); models without it get :data:`DEFAULT_MULTIPLE` = 4, the
-pixel-unshuffle ×4 of the reference design, which also satisfies ×2 models.
+(:data:`tir.engines.engine.MULTIPLE_KEY`, written by every exporter); foreign models without
+it get :data:`DEFAULT_MULTIPLE` = 4, the pixel-unshuffle ×4 of the reference design.
 Height and width are dynamic: any frame size runs, padded by :class:`Engine`.
 """
 from __future__ import annotations
@@ -12,10 +12,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..engine import Engine, EngineError
-
-DEFAULT_MULTIPLE = 4
-MULTIPLE_KEY = "tir.multiple"
+from ..engine import DEFAULT_MULTIPLE, MULTIPLE_KEY, Engine, EngineError, read_multiple  # noqa: F401
 
 _PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -97,7 +94,7 @@ class ONNXRuntimeEngine(Engine):
         self._input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
         self._output_shape = tuple(d if isinstance(d, int) else None for d in outputs[0].shape)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.multiple = int(self.metadata.get(MULTIPLE_KEY, DEFAULT_MULTIPLE))
+        self.multiple = read_multiple(self.metadata, where=path.name)
 
     @property
     def input_shape(self):

@@ -22,9 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..engine import Engine, EngineError
-
-DEFAULT_MULTIPLE = 4
+from ..engine import DEFAULT_MULTIPLE, Engine, EngineError
 
 
 def _import_tensorrt():

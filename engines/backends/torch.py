@@ -11,8 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..engine import Engine, EngineError
-from .onnxruntime import DEFAULT_MULTIPLE
+from ..engine import DEFAULT_MULTIPLE, Engine, EngineError
 
 
 def _load_module(path: Path):
