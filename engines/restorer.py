@@ -13,8 +13,10 @@ Routing policy:
   times in a row (no flicker between routes on borderline frames); at start-up, with no route
   yet, the first confident decision is taken at once;
 - ``clean`` routes to pass-through (the frame is returned unchanged);
-- ``unknown`` (best codebook similarity below the calibrated threshold) keeps the current route
-  (pass-through when there is none yet) and is counted and reported by :meth:`status`;
+- do no harm: ``unknown`` (best codebook similarity below the calibrated threshold) and an
+  uncertain verdict (probability of the nearest class below ``min_confidence``) are votes for
+  pass-through, with the same hysteresis as any switch (never "keep the last route": a clean
+  scene after a degraded one must not stay on that route); both are counted in :meth:`status`;
 - ``task=...`` forces one route and never runs the router.
 """
 from __future__ import annotations
@@ -31,6 +33,8 @@ from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, classify, prepare_frame
 log = logging.getLogger(__name__)
 
 PASSTHROUGH = "passthrough"
+#: below this softmax probability of the nearest class a verdict counts as uncertain
+DEFAULT_MIN_CONFIDENCE = 0.5
 
 
 def _as_batch(batch) -> np.ndarray:
@@ -57,7 +61,8 @@ class Restorer:
     """Bundle + router as one engine-like object; see the module docstring for the policy."""
 
     def __init__(self, bundle_or_path, backend: str = "auto", task: Optional[str] = None,
-                 every: int = 8, hysteresis: int = 3, threads: Optional[int] = None):
+                 every: int = 8, hysteresis: int = 3, threads: Optional[int] = None,
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE):
         from .bundle import Bundle, load_bundle
 
         self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
@@ -66,6 +71,10 @@ class Restorer:
         self.backend = backend
         self.threads = threads
         self.every = int(every)
+        if not 0.0 <= float(min_confidence) < 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1), got {min_confidence}")
+        self.min_confidence = float(min_confidence)
+        self.uncertain = 0
         self.hysteresis = int(hysteresis)
         self.routes = list(self.bundle.tasks)
         self._engines: Dict[str, object] = {}
@@ -175,15 +184,27 @@ class Restorer:
     def _decide(self, decision: dict) -> None:
         self.decisions += 1
         self._last = {k: decision[k] for k in ("task", "confidence", "unknown", "nearest")}
+        self._last["uncertain"] = False
         task = decision["task"]
         if task != UNKNOWN and task != CLEAN and task not in self.routes:
             log.warning("router named %s, which this bundle has no route for; treated as unknown", task)
             task = UNKNOWN
             self._last["unknown"] = True
         if task == UNKNOWN:
+            # uncertain: do no harm. Pass-through is the candidate (same hysteresis as any
+            # switch), never "keep whatever route the last confident verdict chose".
             self.unknowns += 1
-            self._candidate, self._streak = None, 0
-            return
+            if self.current is None:
+                self._candidate, self._streak = None, 0
+                return  # nothing chosen yet: frames already pass through
+            task = CLEAN
+        elif decision.get("confidence") is not None and decision["confidence"] < self.min_confidence:
+            self.uncertain += 1
+            self._last["uncertain"] = True
+            if self.current is None:
+                self._candidate, self._streak = None, 0
+                return
+            task = CLEAN
         if task == self.current:
             self._candidate, self._streak = None, 0
             return
@@ -217,7 +238,7 @@ class Restorer:
                 "unknown": bool(self._last["unknown"]), "switches": self.switches,
                 "router_ms": self.router_ms, "decision": self._last["task"],
                 "nearest": self._last["nearest"], "forced": self.forced, "frames": self.frames,
-                "decisions": self.decisions, "unknowns": self.unknowns,
+                "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "loaded_routes": self.loaded_routes}
 
     def close(self) -> None:

@@ -12,7 +12,8 @@ restoration. A frame whose best cosine similarity is below a threshold (calibrat
 in-distribution frames) is ``"unknown"``; the runtime keeps its current route then.
 
 The exported ``router.onnx`` takes the full frame, N×1×512×640 in [0, 1] (frames of other sizes
-are resized to ``input_size`` first, :func:`prepare_frames`), and outputs the normalised
+are centre-cropped or mirror-extended to ``input_size`` at their native pixel scale first,
+:func:`prepare_frames`), and outputs the normalised
 embedding N×D. Inside, fixed (non-learned) layers make a degradation-sensitive, content-light
 input at 128×160: the 4×-pooled frame (global contrast, brightness, shading) and the log local
 energy of three frequency bands measured at full resolution (blur removes the fine bands, noise
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 CLEAN = "clean"
 UNKNOWN = "unknown"
-ROUTER_INPUT_SIZE = (640, 512)  # (w, h) every frame is resized to before routing
+ROUTER_INPUT_SIZE = (640, 512)  # (w, h) every frame is cropped / mirror-extended to before routing
 FEATURE_POOL = 4                # learned trunk runs at (h/4, w/4) = 128×160
 FEATURES = "pooled-frame + log energy of bands (x-G1, G1-G2.5 full res, m-G2 at 1/4) v1"
 DEFAULT_TEMPERATURE = 0.1
@@ -57,8 +58,36 @@ def router_classes(tasks: Sequence[str]) -> List[str]:
 # numpy side (runtime)
 # ---------------------------------------------------------------------------------------------
 
+def fit_native(frame: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """One H×W frame -> h×w (``size`` = (w, h)) at its native pixel scale, never resampled.
+
+    A larger side is centre-cropped; a smaller one is mirror-extended (reflect, repeated as
+    often as needed, the frame centred). Degradations live at the pixel scale (noise per pixel,
+    blur of σ pixels): resizing a 160×120 Lepton frame ×4 to the router's 640×512 smoothed its
+    noise away so it read as clean; mirroring keeps every pixel's statistics and adds no edge.
+    """
+    w, h = int(size[0]), int(size[1])
+    f = np.asarray(frame)
+    fh, fw = f.shape
+    if fh > h:
+        y0 = (fh - h) // 2
+        f = f[y0:y0 + h]
+    if fw > w:
+        x0 = (fw - w) // 2
+        f = f[:, x0:x0 + w]
+    ph, pw = h - f.shape[0], w - f.shape[1]
+    if ph > 0 or pw > 0:
+        mode = "reflect" if min(f.shape) > 1 else "edge"
+        f = np.pad(f, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode=mode)
+    return f
+
+
 def prepare_frames(frames: np.ndarray, input_size: Sequence[int] = ROUTER_INPUT_SIZE) -> np.ndarray:
-    """(N,H,W) / (N,1,H,W) / (H,W) float frames -> N×1×h×w float32 at ``input_size`` (w, h)."""
+    """(N,H,W) / (N,1,H,W) / (H,W) float frames -> N×1×h×w float32 at ``input_size`` (w, h),
+    each frame at its native pixel scale (:func:`fit_native`: centre crop or mirror extension).
+
+    Raises ValueError for anything but single-channel frames.
+    """
     x = np.asarray(frames, dtype=np.float32)
     if x.ndim == 2:
         x = x[None]
@@ -70,8 +99,7 @@ def prepare_frames(frames: np.ndarray, input_size: Sequence[int] = ROUTER_INPUT_
         raise ValueError(f"router expects (N,H,W) or (N,1,H,W) frames, got {x.shape}")
     w, h = int(input_size[0]), int(input_size[1])
     if x.shape[1:] != (h, w):
-        interp = cv2.INTER_AREA if x.shape[1] >= h else cv2.INTER_LINEAR
-        x = np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in x])
+        x = np.stack([fit_native(f, (w, h)) for f in x])
     return np.ascontiguousarray(x[:, None], dtype=np.float32)
 
 

@@ -85,3 +85,29 @@ def test_bad_settings_rejected():
         Normalizer(low_pct=60, high_pct=40)
     with pytest.raises(ValueError):
         Normalizer(alpha=0)
+
+
+def test_display_referred_8bit_source_gets_the_fixed_full_scale_map():
+    """An 8-bit stream (AGC already applied by the camera/file) is mapped by full scale, not
+    re-stretched: a low-contrast frame stays low-contrast for the model, and 8-bit grey v
+    becomes exactly v/255, the routes' training domain."""
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import Preprocess
+
+    grey = np.tile(np.arange(100, 150, dtype=np.uint16), (8, 1))  # a flat, low-contrast frame
+    pre = Preprocess()
+    frame = Frame(raw=grey << 6, seq=0, t_capture=0.0, meta={"bits": 14, "source_bits": 8})
+    pre(frame)
+    x = frame.meta["_model_input"]
+    assert np.allclose(x, grey / 255.0, atol=1e-6)
+    assert frame.meta["norm"] == {"lo": 0.0, "hi": 255.0 * 64}
+    # raw counts keep the percentile stretch (the normaliser is the AGC there)
+    raw = Preprocess()
+    f2 = Frame(raw=(grey * 40).astype(np.uint16), seq=0, t_capture=0.0, meta={"bits": 14})
+    raw(f2)
+    assert f2.meta["_model_input"].max() > 0.999 and f2.meta["_model_input"].min() == 0.0
+
+
+def test_fixed_range_must_be_increasing():
+    with pytest.raises(ValueError, match="hi > lo"):
+        Normalizer().set_fixed_range(10, 10)

@@ -80,23 +80,35 @@ def test_hysteresis_needs_same_decision_in_a_row(bundle_dir):
     assert r.status()["task"] == "b" and r.status()["switches"] == 2
 
 
-def test_unknown_keeps_route_and_is_reported(bundle_dir):
+def test_unknown_falls_back_to_passthrough_and_is_reported(bundle_dir):
+    """Do no harm: an unknown verdict is a vote for pass-through, not for the last route."""
     r = Restorer(bundle_dir / "bundle", every=1, hysteresis=2)
     assert np.allclose(r.infer(frame("unknown")), frame("unknown"))  # no route yet: pass-through
     assert r.status()["unknown"] and r.status()["task"] == PASSTHROUGH
     r.infer(frame("b"))
-    for _ in range(5):
-        out = r.infer(frame("unknown"))
-    assert np.allclose(out, frame("unknown") * 3.0)
+    assert r.status()["task"] == "b"
+    assert np.allclose(r.infer(frame("unknown")), frame("unknown") * 3.0)  # one vote: hysteresis
+    assert np.array_equal(r.infer(frame("unknown")), frame("unknown"))      # two: pass-through
     s = r.status()
-    assert s["task"] == "b" and s["unknown"] and s["unknowns"] == 6 and s["nearest"] in MEANS
-    # an unknown breaks a streak: b, a, unknown, a does not switch with hysteresis 2
+    assert s["task"] == PASSTHROUGH and s["unknown"] and s["unknowns"] == 3 and s["nearest"] in MEANS
+    # an unknown breaks a streak toward a task: a, unknown, a does not switch with hysteresis 2
     r.infer(frame("a"))
     r.infer(frame("unknown"))
     r.infer(frame("a"))
-    assert r.status()["task"] == "b"
+    assert r.status()["task"] == PASSTHROUGH
     r.infer(frame("a"))
     assert r.status()["task"] == "a"
+
+
+def test_uncertain_verdict_falls_back_to_passthrough(bundle_dir):
+    r = Restorer(bundle_dir / "bundle", every=1, hysteresis=1, min_confidence=0.6)
+    r.infer(frame("b"))
+    assert r.status()["task"] == "b"
+    r._decide({"task": "a", "confidence": 0.4, "unknown": False, "nearest": "a"})
+    s = r.status()
+    assert s["task"] == PASSTHROUGH and s["uncertain"] == 1 and s["decision"] == "a"
+    with pytest.raises(ValueError, match="min_confidence"):
+        Restorer(bundle_dir / "bundle", min_confidence=1.5)
 
 
 def test_clean_routes_to_passthrough(bundle_dir):

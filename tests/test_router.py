@@ -149,3 +149,24 @@ def test_recalibrated_thresholds_follow_the_percentile_and_match_torch(tmp_path)
     ref = router.calibrate_thresholds(embed, np.array(res["codebook"]), res["tasks"], val, draws=3,
                                       percentile=0.0, unseen=(), input_size=SIZE, progress=False)
     assert np.allclose(ref["thresholds"], loose["thresholds"], atol=1e-4)
+
+
+def test_prepare_frames_keeps_native_pixel_scale():
+    """Small sensors are mirror-extended, large ones centre-cropped: never resampled, so the
+    per-pixel noise and blur the router looks for keep their scale."""
+    from tir.engines.router import prepare_frames
+
+    rng = np.random.default_rng(0)
+    small = rng.random((120, 160), dtype=np.float32)
+    x = prepare_frames(small, (640, 512))
+    assert x.shape == (1, 1, 512, 640)
+    y0, x0 = (512 - 120) // 2, (640 - 160) // 2
+    assert np.array_equal(x[0, 0, y0:y0 + 120, x0:x0 + 160], small)
+    # pixel-to-pixel differences keep the frame's statistics (a resize ×4 would cut them ~4×)
+    d_in, d_out = np.std(np.diff(small, axis=1)), np.std(np.diff(x[0, 0], axis=1))
+    assert abs(d_out / d_in - 1.0) < 0.05
+    big = rng.random((1024, 1280), dtype=np.float32)
+    z = prepare_frames(big[None], (640, 512))
+    assert np.array_equal(z[0, 0], big[256:768, 320:960])
+    odd = prepare_frames(rng.random((2, 1, 60, 80), dtype=np.float32), (640, 512))
+    assert odd.shape == (2, 1, 512, 640) and np.isfinite(odd).all()

@@ -1,7 +1,14 @@
 """Raw sensor counts <-> the model's float32 [0, 1] input, invertibly.
 
-The restoration model was trained on 8-bit thermal images scaled to [0, 1], so a raw
-14/16-bit frame is mapped linearly between two robust percentiles (0.5 % / 99.5 % of a
+Two kinds of input, told apart by the source (``meta["source_bits"]``):
+
+- **display-referred** (8-bit streams: a camera's or a file's AGC already ran, e.g. MJPEG,
+  8-bit PNG/video): the map is fixed, full scale -> [0, 1] (:meth:`Normalizer.set_fixed_range`).
+  The image is what the camera meant to show; a low-contrast 8-bit frame stays low-contrast
+  for the model, which is exactly the domain the restoration routes were trained in
+  (8-bit frames / 255, ecmrnet.md §1.3).
+- **scene-referred** (raw 14/16-bit counts, Y16): the normaliser is the AGC. A raw frame is
+  mapped linearly between two robust percentiles (0.5 % / 99.5 % of a
 subsampled frame by default; min/max would let one dead or hot pixel set the scale,
 thermal_io.md §4.2). The percentiles are smoothed over time with an EMA so the scale does
 not flicker, and the span never drops below ``min_span`` counts (the max-gain analogue:
@@ -80,12 +87,25 @@ class Normalizer:
         self.max_count = int(max_count)
         self._lo: Optional[float] = None
         self._hi: Optional[float] = None
+        self.fixed: Optional[NormParams] = None
 
     def reset(self) -> None:
         self._lo = self._hi = None
 
+    def set_fixed_range(self, lo: float, hi: float) -> None:
+        """Map counts ``lo..hi`` to 0..1 for every frame (display-referred input); no percentiles.
+
+        Raises ValueError unless ``hi > lo``.
+        """
+        if not float(hi) > float(lo):
+            raise ValueError(f"fixed range needs hi > lo, got {lo}..{hi}")
+        self.fixed = NormParams(float(lo), float(hi))
+
     def update(self, raw: np.ndarray) -> NormParams:
-        """Fold this frame's percentiles into the smoothed range and return the params."""
+        """Fold this frame's percentiles into the smoothed range and return the params
+        (the fixed range instead, when one is set)."""
+        if self.fixed is not None:
+            return self.fixed
         lo, hi = robust_range(raw, self.low_pct, self.high_pct, self.stride)
         if self._lo is None:
             self._lo, self._hi = lo, hi

@@ -28,8 +28,24 @@ _INPUT_KEY = "_model_input"
 _OUTPUT_KEY = "_model_output"
 
 
+def display_referred_range(meta) -> Optional[tuple]:
+    """(lo, hi) counts of the fixed full-scale map for an 8-bit (display-referred) source, or
+    None for raw counts. An 8-bit source states ``source_bits`` 8; its counts are the 8-bit grey
+    levels shifted into ``bits`` (file:// shifts << 6 into 14 bits), so full scale is
+    255 << (bits - 8)."""
+    if meta.get("source_bits") != 8:
+        return None
+    bits = meta.get("bits", 8)
+    shift = int(bits) - 8 if isinstance(bits, int) and 8 <= bits <= 16 else 0
+    return 0.0, float(255 << shift)
+
+
 class Preprocess:
-    """Raw counts -> float32 [0, 1] with the frame's mapping stored in ``meta["norm"]``."""
+    """Raw counts -> float32 [0, 1] with the frame's mapping stored in ``meta["norm"]``.
+
+    The first frame's meta picks the map (edge/pipeline/normalize.py): a fixed full-scale map
+    for display-referred 8-bit sources, the robust-percentile normaliser for raw counts.
+    """
 
     name = "preprocess"
 
@@ -42,6 +58,9 @@ class Preprocess:
             bits = frame.meta.get("bits")
             if isinstance(bits, int) and 8 <= bits <= 16:
                 self.normalizer.max_count = (1 << bits) - 1
+            fixed = display_referred_range(frame.meta)
+            if fixed is not None and self.normalizer.fixed is None:
+                self.normalizer.set_fixed_range(*fixed)
             self._bits_seen = True
         x, params = self.normalizer.forward(frame.raw)
         frame.meta["norm"] = {"lo": params.lo, "hi": params.hi}
