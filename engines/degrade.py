@@ -354,6 +354,17 @@ def make_eval_set(clean_images: np.ndarray, task: Union[str, Path, DegradationSp
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm")
 
 
+def counts_range(raw: np.ndarray, pad: float = 0.15) -> Tuple[float, float]:
+    """The counts <-> [0, 1] map used to degrade raw (scene-referred) counts: the 0.5/99.5
+    percentiles of every other pixel (dead and hot pixels do not set it), widened by ``pad`` of
+    the span on each side so hot objects are not clipped by the degradation's [0, 1] range,
+    within 0..65535. Used by the virtual camera (``synthetic://?degrade=``) and by the
+    per-camera evaluation (engines/camera_eval.py) alike."""
+    lo, hi = (float(v) for v in np.percentile(np.asarray(raw)[::2, ::2], (0.5, 99.5)))
+    margin = pad * max(hi - lo, 1.0)
+    return max(lo - margin, 0.0), min(hi + margin, 65535.0)
+
+
 def roadscene_candidates(root: Optional[Union[str, Path]] = None) -> List[Path]:
     """Where RoadScene infrared frames are looked for, in order."""
     if root is not None:

@@ -119,3 +119,17 @@ def summarize(values: Iterable[float]) -> dict:
         return {"mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
     return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
             "max": float(v.max()), "n": int(v.size)}
+
+
+def column_fpn(frame, sigma: float = 2.0) -> float:
+    """Column fixed-pattern noise of one H×W frame: the standard deviation (across columns) of
+    the column means of the horizontal high-pass ``x − G_σ,x * x`` (a 1-D Gaussian along each
+    row). Scene structure averages out down a column; a per-column offset (the FPN of a
+    microbolometer read out column by column without NUC) does not. Units of ``frame``.
+    """
+    x = np.asarray(frame, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"column_fpn expects one H×W frame, got {x.shape}")
+    k = 2 * int(np.ceil(3 * sigma)) + 1
+    high = x - cv2.GaussianBlur(x, (k, 1), sigmaX=sigma, sigmaY=0, borderType=cv2.BORDER_REFLECT)
+    return float(np.std(high.mean(axis=0)))

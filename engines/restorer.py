@@ -181,6 +181,14 @@ class Restorer:
         self._decide(decision)
         return decision
 
+    def reset(self) -> None:
+        """Forget the routing state (route, streak, last verdict; counters stay): the next
+        frame is routed as at start-up. For independent frames (evaluation, a new scene)."""
+        if not self.forced:
+            self.current = None
+        self._candidate, self._streak = None, 0
+        self._last = {"task": None, "confidence": None, "unknown": False, "nearest": None}
+
     def _decide(self, decision: dict) -> None:
         self.decisions += 1
         self._last = {k: decision[k] for k in ("task", "confidence", "unknown", "nearest")}

@@ -149,20 +149,24 @@ def confusion(true: Sequence[str], pred: Sequence[str], classes: Sequence[str]) 
 
 
 def degraded_batches(frames: np.ndarray, classes: Sequence[str], draws: int, seed: int, chunk: int = 8,
-                     desc: str = "", progress: bool = True):
+                     desc: str = "", progress: bool = True, augment: Optional[Callable] = None):
     """Yield (class index, N×1×h×w float32 batch) for (N,h,w) ``frames``: every frame degraded
-    ``draws`` times per class, draw d of class k seeded by ``[seed, k, d]``; a clean frame once."""
+    ``draws`` times per class, draw d of class k seeded by ``[seed, k, d]``; a clean frame once
+    (``draws`` times when ``augment`` is given). ``augment(batch, rng)`` (e.g.
+    :func:`tir.engines.domain.randomize`) re-renders the clean batch before the degradation."""
     from tqdm import tqdm
 
     from . import degrade as deg
 
-    total = sum(1 if n == CLEAN else draws for n in classes) * math.ceil(len(frames) / chunk)
+    total = sum(1 if n == CLEAN and augment is None else draws for n in classes) * math.ceil(len(frames) / chunk)
     with tqdm(total=total, desc=desc, unit="chunk", leave=False, disable=not progress) as bar:
         for k, name in enumerate(classes):
-            for d in range(1 if name == CLEAN else draws):
+            for d in range(1 if name == CLEAN and augment is None else draws):
                 rng = np.random.default_rng([seed, k, d])
                 for i in range(0, len(frames), chunk):
                     batch = frames[i:i + chunk]
+                    if augment is not None:
+                        batch = augment(batch, rng)
                     if name != CLEAN:
                         batch = deg.degrade(batch, name, rng)
                     yield k, np.ascontiguousarray(batch[:, None], dtype=np.float32)
@@ -174,7 +178,7 @@ def calibrate_thresholds(embed: Callable[[np.ndarray], np.ndarray], codebook: np
                          draws: int = DEFAULT_CALIBRATION_DRAWS, seed: int = 1000,
                          percentile: float = DEFAULT_THRESHOLD_PERCENTILE, unseen: Sequence[str] = ("jpeg",),
                          input_size: Sequence[int] = ROUTER_INPUT_SIZE, chunk: int = 8,
-                         progress: bool = True) -> dict:
+                         progress: bool = True, augment: Optional[Callable] = None) -> dict:
     """Per-class "unknown" thresholds from held-out (val) frames, and what they give on val.
 
     Every val frame is degraded ``draws`` times per class (seeded; a clean frame once) and
@@ -191,7 +195,8 @@ def calibrate_thresholds(embed: Callable[[np.ndarray], np.ndarray], codebook: np
 
     def similarities(names, n_draws, base):
         sims, labels = [], []
-        for k, batch in degraded_batches(frames, names, n_draws, base, chunk, "router thresholds", progress):
+        for k, batch in degraded_batches(frames, names, n_draws, base, chunk, "router thresholds", progress,
+                                         augment):
             sims.append(cosine_scores(embed(batch), book))
             labels += [k] * len(batch)
         return np.concatenate(sims), np.asarray(labels)
@@ -354,14 +359,15 @@ def supervised_contrastive_loss(z, labels, tau: float = DEFAULT_TEMPERATURE):
 
 
 def _feature_cache(net, images: np.ndarray, classes: Sequence[str], draws: int, seed: int,
-                   desc: str, input_size: Sequence[int] = ROUTER_INPUT_SIZE, chunk: int = 8):
+                   desc: str, input_size: Sequence[int] = ROUTER_INPUT_SIZE, chunk: int = 8,
+                   augment: Optional[Callable] = None):
     """Degrade every frame ``draws`` times per class and keep the band-feature maps (float16)."""
     import torch
 
     frames = prepare_frames(images, input_size)[:, 0]
     maps, labels = [], []
     with torch.no_grad():
-        for k, batch in degraded_batches(frames, classes, draws, seed, chunk, desc):
+        for k, batch in degraded_batches(frames, classes, draws, seed, chunk, desc, augment=augment):
             maps.append(net.features(torch.from_numpy(batch)).numpy().astype(np.float16))
             labels.extend([k] * len(batch))
     return np.concatenate(maps), np.asarray(labels, dtype=np.int64)
@@ -406,8 +412,16 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
                  calibration_draws: int = DEFAULT_CALIBRATION_DRAWS,
                  outliers: Sequence[str] = ("dead_pixels", "vignetting"), outlier_weight: float = 0.5,
                  unseen: Sequence[str] = ("jpeg",),
-                 input_size: Sequence[int] = ROUTER_INPUT_SIZE) -> dict:
+                 input_size: Sequence[int] = ROUTER_INPUT_SIZE, augment: Optional[Callable] = None,
+                 cache_size: Optional[Sequence[int]] = None) -> dict:
     """Train the router on clean frames degraded per class, calibrate "unknown", export ONNX.
+
+    ``augment(batch, rng)`` re-renders each clean batch before it is degraded, for training and
+    for the threshold calibration alike (:func:`tir.engines.domain.randomize`: clean as many
+    cameras deliver it). ``cache_size`` (w, h): train on centre crops of that size at native
+    pixel scale instead of ``input_size`` (4× cheaper at 320×256; the trunk ends in mean/std
+    pooling, so it runs on the full ``input_size`` frame at run time; thresholds are always
+    chosen on full ``input_size`` frames).
 
     ``clean_images`` (N,H,W) in [0,1] are the training frames; ``val_images`` pick the unknown
     thresholds (:func:`calibrate_thresholds`, ``calibration_draws`` draws per frame and class,
@@ -450,10 +464,13 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
 
     t0 = time.monotonic()
     net = build_router_net(dim=dim)
-    train_maps, train_labels = _feature_cache(net, clean_images, classes, draws, seed, "router cache", input_size)
+    cache_size = tuple(cache_size or input_size)
+    train_maps, train_labels = _feature_cache(net, clean_images, classes, draws, seed, "router cache", cache_size,
+                                              augment=augment)
     outliers = [o for o in outliers if o not in classes and o not in unseen]
     if outliers:
-        out_maps, _ = _feature_cache(net, clean_images, outliers, 1, seed + 3000, "router outliers", input_size)
+        out_maps, _ = _feature_cache(net, clean_images, outliers, 1, seed + 3000, "router outliers", cache_size,
+                                     augment=augment)
     log.info("router: cached %d train feature maps in %.0f s", len(train_maps), time.monotonic() - t0)
 
     codebook = torch.nn.Parameter(F.normalize(torch.randn(len(classes), dim), dim=1))
@@ -503,7 +520,8 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
         with torch.no_grad():
             return net(torch.from_numpy(frames)).numpy()
     cal = calibrate_thresholds(embed, book, classes, val_images, draws=calibration_draws, seed=seed + 1000,
-                               percentile=threshold_percentile, unseen=unseen, input_size=input_size)
+                               percentile=threshold_percentile, unseen=unseen, input_size=input_size,
+                               augment=augment)
     thresholds, threshold = cal["thresholds"], cal["threshold"]
     metrics = {
         "train_frames": int(len(clean_images)), "val_frames": int(len(val_images)),

@@ -125,6 +125,18 @@ class DegradedPool:
         return torch.from_numpy(inp), torch.from_numpy(tgt), stats
 
 
+def load_split(data: Optional[str], split: str) -> np.ndarray:
+    """Clean frames of ``split`` as (N, H, W) float32 [0, 1]: ``data`` names registered data sets
+    (``roadscene,hit_uav``: engines/datasets.py, brought to 640×512 at native scale) or a
+    RoadScene folder (None: the shared RoadScene set)."""
+    from . import datasets as dsets
+
+    names = [n.strip() for n in (data or "").split(",") if n.strip()]
+    if names and all(n in dsets.DATASETS or n == dsets.ALL for n in names):
+        return dsets.load_unit_frames(names, split)
+    return deg.load_roadscene(split, data)
+
+
 def crop_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
     h, w = images.shape[-2:]
     return images[..., : h - h % multiple, : w - w % multiple]
@@ -174,9 +186,9 @@ class ContinualTrainer:
         self._setup_log()
         self.state = self._load_state()
         if train_clean is None:
-            train_clean = deg.load_roadscene("train", settings.data)
+            train_clean = load_split(settings.data, "train")
         if val_clean is None:
-            val_clean = deg.load_roadscene("val", settings.data)
+            val_clean = load_split(settings.data, "val")
         if settings.val_limit:
             val_clean = val_clean[: settings.val_limit]
         self.model = self._load_model()
@@ -581,7 +593,7 @@ def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, setti
     manifest = {
         "name": out.name, "preset": model.cfg.name, "multiple": m, "normalisation": NORMALISATION,
         "tasks": entries, "router": router_info,
-        "training": {"data": settings.data or "../shared/data/roadscene-ir (train split; val for choices)",
+        "training": {"data": settings.data or "roadscene (train split; val for choices)",
                      "command": settings.command or state.get("settings", {}).get("command", ""),
                      "date": now_iso(), "started": state.get("started"),
                      "settings": {k: v for k, v in state.get("settings", {}).items()},
@@ -592,3 +604,54 @@ def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, setti
         "config": model.cfg.to_dict(),
     }
     return write_bundle(out, routes, router_file, manifest)
+
+
+def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 1500, seed: int = 0,
+                            threads: int = 2, draws: int = 3, randomize: bool = True,
+                            max_frames: Optional[int] = None, command: str = "",
+                            cache_size=(320, 256), crop=(56, 72), calibration_draws: int = 4) -> Path:
+    """Train a new router for an existing bundle on several cameras' frames and write a copy of
+    the bundle with it (routes, checkpoint and their hashes unchanged; the original untouched).
+
+    ``sets``: registered data sets (engines/datasets.py); their ``train`` splits train the
+    router, their ``val`` splits choose the "unknown" thresholds. ``randomize`` applies the
+    clean-pool domain randomisation (engines/domain.py) before every degradation. The new
+    manifest records the sets (``training.router_data``). Returns the new bundle's folder.
+    Raises DatasetError / BundleError with the reason.
+    """
+    import shutil
+
+    from . import datasets as dsets
+    from .bundle import load_bundle, write_bundle
+    from .domain import randomize as randomize_fn
+    from .router import ROUTER_INPUT_SIZE, train_router
+
+    src = load_bundle(bundle_dir)
+    names = dsets.parse_sets(sets)
+    train = dsets.load_unit_frames(names, "train", ROUTER_INPUT_SIZE, max_frames=max_frames)
+    val = dsets.load_unit_frames(names, "val", ROUTER_INPUT_SIZE, max_frames=max_frames)
+    log.info("router: %d train / %d val frames from %s", len(train), len(val), ", ".join(names))
+    work = Path(work_dir)
+    info = train_router(train, list(src.tasks), out_dir=work / "router", steps=steps, seed=seed,
+                        threads=threads, val_images=val, draws=draws, outliers=(),
+                        augment=randomize_fn if randomize else None, cache_size=cache_size,
+                        crop=crop, calibration_draws=calibration_draws)
+    manifest = json.loads((src.path / "manifest.json").read_text())
+    manifest.pop("files", None)
+    router_entry = {k: v for k, v in info.items() if k != "file"}
+    router_entry["training"] = {"sets": dsets.describe(names), "steps": steps, "seed": seed, "draws": draws,
+                                "cache_size": list(cache_size), "crop": list(crop),
+                                "calibration_draws": calibration_draws,
+                                "domain_randomisation": bool(randomize), "command": command,
+                                "date": now_iso()}
+    manifest["router"] = router_entry
+    manifest.setdefault("training", {})["router_data"] = names
+    routes = {t: src.route_path(t) for t in src.tasks}
+    out = Path(out_dir)
+    if out.resolve() == src.path.resolve():
+        raise ValueError("write the new bundle to another folder; the original is kept")
+    bundle = write_bundle(out, routes, work / "router" / info["file"], manifest)
+    ckpt = (manifest.get("checkpoint") or {}).get("file")
+    if ckpt and (src.path / ckpt).is_file():
+        shutil.copyfile(src.path / ckpt, out / ckpt)
+    return bundle.path

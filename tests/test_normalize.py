@@ -111,3 +111,44 @@ def test_display_referred_8bit_source_gets_the_fixed_full_scale_map():
 def test_fixed_range_must_be_increasing():
     with pytest.raises(ValueError, match="hi > lo"):
         Normalizer().set_fixed_range(10, 10)
+
+
+def test_hot_objects_beyond_the_robust_range_keep_their_counts():
+    """The normaliser clips at its 0.5/99.5 % range; Postprocess gives the clipped counts back,
+    so a small hot object (a person, an engine) is not saturated in the restored counts."""
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import Infer, Postprocess, Preprocess
+
+    class Identity:
+        def infer(self, x):
+            return x
+
+    raw = np.full((120, 160), 7000, np.uint16) + np.arange(160, dtype=np.uint16)[None, :]
+    raw[50:53, 70:73] = 12000  # 9 px: far above the 99.5th percentile
+    raw[0, 0] = 100            # one dead-cold pixel below the 0.5th
+    frame = Frame(raw=raw, seq=0, t_capture=0.0, meta={"bits": 16})
+    pre = Preprocess()
+    pre(frame)
+    Infer(Identity())(frame)
+    Postprocess(pre.normalizer)(frame)
+    assert frame.restored[51, 71] == 12000 and frame.restored[0, 0] == 100
+    assert np.abs(frame.restored.astype(int) - raw.astype(int)).max() <= 1
+
+
+def test_passthrough_frames_come_back_bit_exact():
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import Infer, Postprocess, Preprocess
+
+    class Passthrough:
+        route = "passthrough"
+
+        def infer(self, x):
+            return x * 0.0  # whatever it returns, a pass-through frame keeps its raw counts
+
+    raw = (np.random.default_rng(0).random((60, 80)) * 16383).astype(np.uint16)
+    frame = Frame(raw=raw, seq=0, t_capture=0.0, meta={"bits": 14})
+    pre = Preprocess()
+    pre(frame)
+    Infer(Passthrough())(frame)
+    Postprocess(pre.normalizer)(frame)
+    assert np.array_equal(frame.restored, raw) and "_passthrough" not in frame.meta

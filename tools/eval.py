@@ -20,9 +20,14 @@ def add_arguments(parser) -> None:
                         help="model bundle folder (default: the shipped bundle; 'none' to skip our model)")
     parser.add_argument("--router", default=None,
                         help="router folder/JSON from train_router, evaluated instead of the bundle's router")
-    parser.add_argument("--data", default=None, help="folder of clean thermal frames (default: RoadScene split)")
+    parser.add_argument("--data", default=None,
+                        help="SET[,SET...] registered camera sets (engines/datasets.py; 'all' = every set): "
+                             "per-camera table through the live preprocessing and automatic routing; "
+                             "or a folder of clean frames (default: the RoadScene split, with baselines)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"),
-                        help="RoadScene split when --data is not given (default: test)")
+                        help="split of the sets (default: test)")
+    parser.add_argument("--no-true-routes", action="store_true",
+                        help="per-camera table: skip the forced true-route column (faster)")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
     parser.add_argument("--baselines", default="classical",
                         help=f"comma list from {','.join(BASELINES)} or 'none' (default: classical)")
@@ -61,6 +66,8 @@ def main(args) -> int:
             return 2
     elif bundle == "none":
         bundle = None
+    if args.data and _is_sets(args.data):
+        return _cameras(args, bundle)
     try:
         result = evaluate(bundle=bundle, data=args.data, split=args.split, seed=args.seed,
                           baselines=baselines, sequential=args.sequential, joint=args.joint,
@@ -78,4 +85,41 @@ def main(args) -> int:
         print(f"\nwrote {args.json}")
     if args.plot:
         print(f"wrote {plot_report(result, args.plot)}")
+    return 0
+
+
+def _is_sets(text: str) -> bool:
+    from tir.engines.datasets import ALL, DATASETS
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    return bool(names) and all(n in DATASETS or n == ALL for n in names)
+
+
+def _cameras(args, bundle) -> int:
+    """``--data SET[,SET]``: the per-camera table (engines/camera_eval.py)."""
+    from tir.engines.bundle import BundleError
+    from tir.engines.camera_eval import evaluate_cameras, format_cameras
+    from tir.engines.datasets import DatasetError
+    from tir.engines.engine import EngineError
+
+    if bundle is None:
+        print("tir eval: the per-camera table needs a bundle (--bundle DIR)", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate_cameras(bundle, args.data, split=args.split, seed=args.seed,
+                                  max_frames=args.max_frames, backend=args.backend, threads=args.threads,
+                                  true_routes=not args.no_true_routes)
+    except (BundleError, DatasetError, EngineError, ValueError) as exc:
+        print(f"tir eval: {exc}", file=sys.stderr)
+        return 2
+    result["command"] = "tir eval " + " ".join(sys.argv[sys.argv.index("eval") + 1:]) if "eval" in sys.argv else ""
+    print(format_cameras(result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=1)
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        from tir.engines.camera_eval import plot_cameras
+
+        print(f"wrote {plot_cameras(result, args.plot)}")
     return 0

@@ -19,8 +19,9 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--preset", default="edge", help="network preset: edge (default) or tiny")
     parser.add_argument("--data", default=None,
-                        help="RoadScene folder (default ../shared/data/roadscene-ir or $TIR_DATA); "
-                             "splits are read from roadscene-ir-{train,val}.txt beside it")
+                        help="SET[,SET...] registered data sets (roadscene, hit_uav, m3svd_magnity, anti_uav, "
+                             "chips_lepton35, flir_raw16_mixed; see engines/datasets.py) or a RoadScene folder "
+                             "(default: roadscene); train split trains, val split chooses")
     parser.add_argument("--tasks", default=",".join(TASKS),
                         help=f"comma-separated tasks in learning order (default {','.join(TASKS)})")
     parser.add_argument("--work-dir", required=True,
@@ -54,6 +55,14 @@ def add_arguments(parser) -> None:
                         help="train a comparison network instead (tir eval --sequential/--joint): one "
                              "edge network fine-tuned task after task, or trained on all tasks at once; "
                              "--steps is then the steps per task, files go to --work-dir")
+    parser.add_argument("--router-only", action="store_true",
+                        help="train only a new router for --bundle on --data and write a copy of the bundle to --out")
+    parser.add_argument("--bundle", default=None, help="with --router-only: the bundle (default: the shipped one)")
+    parser.add_argument("--router-draws", type=int, default=3, help="degradation draws per frame and class (router)")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="with --router-only: at most N frames per set and split (quick runs)")
+    parser.add_argument("--no-randomize", action="store_true",
+                        help="no domain randomisation of the clean frames (engines/domain.py)")
     parser.add_argument("--router-keep-thresholds", action="store_true",
                         help="with --router-from: keep the router's own thresholds")
 
@@ -67,6 +76,8 @@ def main(args) -> int:
 
     if args.baseline:
         return _train_baseline(args, tasks)
+    if args.router_only:
+        return _train_router_only(args)
 
     out = args.out or str(Path(args.work_dir) / "bundle")
     settings = TrainSettings(
@@ -93,6 +104,34 @@ def main(args) -> int:
               f"{m.get('val_psnr_trained', float('nan')):8.2f} {m.get('val_psnr_pruned', float('nan')):7.2f} "
               f"{m.get('val_psnr_finetuned', float('nan')):7.2f} "
               f"{100 * m.get('branch_mac_reduction', float('nan')):7.0f}% {m.get('gmac', float('nan')):6.2f}")
+    return 0
+
+
+def _train_router_only(args) -> int:
+    from tir.engines.bundle import BundleError, default_bundle_path
+    from tir.engines.datasets import DatasetError
+    from tir.engines.train import train_router_for_bundle
+
+    bundle = args.bundle or default_bundle_path()
+    if not args.out:
+        log.error("--router-only writes a copy of the bundle: pass --out DIR")
+        return 2
+    t0 = time.monotonic()
+    try:
+        out = train_router_for_bundle(bundle, args.out, args.data or "roadscene", args.work_dir,
+                                      steps=args.router_steps, seed=args.seed, threads=args.threads,
+                                      draws=args.router_draws, randomize=not args.no_randomize,
+                                      max_frames=args.max_frames,
+                                      command=args.command_line)
+    except (DatasetError, BundleError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    import json
+
+    info = json.loads((out / "manifest.json").read_text())["router"]["metrics"]
+    print(f"finished in {time.monotonic() - t0:.0f} s; bundle with the new router: {out}")
+    print(f"val: accuracy {100 * info['val_accuracy']:.1f} %, tasks strict "
+          f"{100 * info['val_accuracy_tasks_strict']:.1f} %, false unknown {100 * info['val_false_unknown']:.1f} %")
     return 0
 
 

@@ -15,6 +15,9 @@ import os
 import threading
 from typing import Callable, Optional, Sequence
 
+import cv2
+import numpy as np
+
 from ..agc import DisplayMapper
 from ..frame import Frame, FrameError, now
 from .normalize import NormParams, Normalizer
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 # transient per-frame arrays live in meta under these keys and are removed by Postprocess
 _INPUT_KEY = "_model_input"
 _OUTPUT_KEY = "_model_output"
+_PASSTHROUGH_KEY = "_passthrough"  # the restorer passed this frame through: restored = raw, exactly
 
 
 def display_referred_range(meta) -> Optional[tuple]:
@@ -96,10 +100,18 @@ class Infer:
         if y.shape[-2:] != x.shape:
             raise RuntimeError(f"model returned shape {y.shape} for input {x.shape}")
         frame.meta[_OUTPUT_KEY] = y
+        if getattr(self.model, "route", None) == "passthrough":
+            frame.meta[_PASSTHROUGH_KEY] = True
 
 
 class Postprocess:
-    """Model output -> uint16 counts in ``frame.restored`` (the inverse of Preprocess)."""
+    """Model output -> uint16 counts in ``frame.restored`` (the inverse of Preprocess).
+
+    Do no harm to counts: a frame the restorer passed through gets its raw counts back
+    exactly; and counts the normaliser clipped away (beyond its robust 0.5/99.5 % range: the
+    hottest and coldest objects) are added back onto the restored frame, so a hot object keeps
+    its counts (and temperature) instead of saturating at the range's end.
+    """
 
     name = "postprocess"
 
@@ -109,7 +121,18 @@ class Postprocess:
     def __call__(self, frame: Frame) -> None:
         y = frame.meta.pop(_OUTPUT_KEY)
         norm = frame.meta["norm"]
-        frame.restored = self.normalizer.inverse(y, NormParams(norm["lo"], norm["hi"]))
+        if frame.meta.pop(_PASSTHROUGH_KEY, False):
+            frame.restored = frame.raw.copy()
+            return
+        restored = self.normalizer.inverse(y, NormParams(norm["lo"], norm["hi"]))
+        if self.normalizer.clip:
+            lo, hi = norm["lo"], norm["hi"]
+            low, high = cv2.minMaxLoc(frame.raw)[:2]
+            if low < lo or high > hi:
+                raw = frame.raw.astype(np.int32)
+                excess = raw - np.clip(raw, int(np.ceil(lo)), int(np.floor(hi)))
+                restored = np.clip(restored.astype(np.int32) + excess, 0, self.normalizer.max_count).astype(np.uint16)
+        frame.restored = restored
 
 
 class Display:

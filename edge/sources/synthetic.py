@@ -395,7 +395,7 @@ class SyntheticSource(Source):
 
     def _degrade(self, raw: np.ndarray, k: int) -> Tuple[np.ndarray, str]:
         """Apply the ``degrade`` option to one frame of counts (see the module docstring)."""
-        from tir.engines.degrade import TASKS, degrade  # numpy + OpenCV only
+        from tir.engines.degrade import TASKS, counts_range, degrade  # numpy + OpenCV only
 
         segment = int(k / (self._fps * self.degrade_period)) if self.degrade_period > 0 else 0
         name = self.degradation
@@ -405,12 +405,9 @@ class SyntheticSource(Source):
             if name == "clean":
                 return raw, name
         if self._degrade_range is None:
-            # a fixed counts <-> [0, 1] map from the first frame, with headroom so hot objects
-            # are not clipped by the degradation's [0, 1] range
-            # (robust percentiles: dead and hot pixels must not set the scale)
-            lo, hi = (float(v) for v in np.percentile(raw[::2, ::2], (0.5, 99.5)))
-            pad = 0.15 * max(hi - lo, 1.0)
-            self._degrade_range = (max(lo - pad, 0.0), min(hi + pad, float(MAX_COUNT)))
+            # a fixed counts <-> [0, 1] map from the first frame (robust, with headroom)
+            lo, hi = counts_range(raw)
+            self._degrade_range = (lo, min(hi, float(MAX_COUNT)))
         lo, hi = self._degrade_range
         x = (raw.astype(np.float32) - lo) / (hi - lo)
         rng = np.random.default_rng([self._seed, segment, zlib.crc32(name.encode())])

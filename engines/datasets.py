@@ -1,0 +1,216 @@
+"""Registry of the real thermal frame sets the project trains and evaluates on.
+
+Each set is a folder of frames from one camera under the data root (``../shared/data`` beside
+the repository, or ``$TIR_DATA_ROOT``), with fixed split lists ``<folder>-{train,val,test}.txt``
+(names relative to the folder; split by recording so near-identical frames never straddle two
+splits). Facts per set (camera, bit depth, licence) are from ``shared/data/README.md``. A set
+without split lists (``lynred_nonuc``: real degraded frames, no clean target) only has ``all``.
+
+Frames load as stored: grey ``uint8`` for 8-bit (AGC'd, display-referred) sets, ``uint16`` raw
+counts for 16-bit sets, a list of H×W arrays (sizes may differ within a set).
+
+Add a set with :func:`register_dataset`; ``--data SET[,SET…]`` on ``tir train`` and
+``tir eval`` takes registered names.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+ALL = "all"
+
+
+class DatasetError(ValueError):
+    """An unknown set, a missing folder, split list or frame; the message says what exists."""
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One camera's frame set.
+
+    ``bits``: 8 (AGC'd grey levels, display-referred) or 16 (raw sensor counts, Y16).
+    ``permissive``: its licence allows shipping a model trained on it (README's licence column).
+    ``clean``: frames usable as clean targets (False for real degraded input such as non-NUC'd).
+    """
+
+    name: str
+    folder: str
+    camera: str
+    bits: int
+    licence: str
+    permissive: bool
+    clean: bool = True
+    splits: bool = True
+    content: str = ""
+
+
+DATASETS: Dict[str, DataSet] = {}
+
+
+def register_dataset(ds: DataSet) -> DataSet:
+    """Add ``ds`` to :data:`DATASETS`; raises DatasetError on a duplicate name or bad bits."""
+    if ds.name in DATASETS:
+        raise DatasetError(f"data set {ds.name!r} is registered already")
+    if ds.bits not in (8, 16):
+        raise DatasetError(f"data set {ds.name!r}: bits must be 8 or 16, got {ds.bits}")
+    DATASETS[ds.name] = ds
+    return ds
+
+
+for _ds in (
+    DataSet("roadscene", "roadscene-ir", "FLIR ADAS (RoadScene, Xu et al. AAAI 2020)", 8,
+            "research use", False, content="roads, cars, pedestrians, day and night"),
+    DataSet("hit_uav", "hit_uav", "UAV thermal camera (HIT-UAV, Suo et al. 2023)", 8, "CC BY 4.0", True,
+            content="aerial, 60-130 m, JPEG"),
+    DataSet("m3svd_magnity", "m3svd_magnity", "Magnity MAG64AI-series (M3SVD)", 8, "MIT", True,
+            content="night campus and streets, H.264"),
+    DataSet("anti_uav", "anti_uav", "Anti-UAV infrared channel", 8, "MIT", True,
+            content="sky with strong vignetting, JPEG"),
+    DataSet("chips_lepton35", "chips_lepton35", "FLIR Lepton 3.5 (160x120)", 8, "non-commercial research",
+            False, content="indoor people and faces, JPEG"),
+    DataSet("flir_raw16_mixed", "flir_raw16_mixed", "19 FLIR models, raw 16-bit counts", 16,
+            "per file GPL-3 / MIT / CC", False, content="birds, buildings, people, aerial"),
+    DataSet("lynred_nonuc", "lynred_nonuc", "Lynred microbolometer without NUC", 8, "none stated", False,
+            clean=False, splits=False, content="real column FPN, dead pixels, vignetting; MJPEG"),
+):
+    register_dataset(_ds)
+
+
+def data_root(root: Optional[Union[str, Path]] = None) -> Path:
+    """The folder holding the sets: ``root``, ``$TIR_DATA_ROOT``, ``<repo>/../shared/data`` or
+    ``<cwd>/../shared/data``, the first that exists. Raises DatasetError listing what was tried."""
+    tried = [Path(root)] if root is not None else []
+    if root is None:
+        if os.environ.get("TIR_DATA_ROOT"):
+            tried.append(Path(os.environ["TIR_DATA_ROOT"]))
+        tried.append((Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve())
+        tried.append((Path.cwd() / ".." / "shared" / "data").resolve())
+    for path in tried:
+        if path.is_dir():
+            return path
+    raise DatasetError("no data root found; tried " + ", ".join(map(str, tried))
+                       + " (set $TIR_DATA_ROOT or pass --data-root)")
+
+
+def dataset(name: str) -> DataSet:
+    """The registered set ``name``; raises DatasetError listing the known ones."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def parse_sets(text: Union[str, Sequence[str]]) -> List[str]:
+    """``"a,b"`` (or a list, or ``"all"`` = every registered set) -> validated names."""
+    names = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)
+    names = [n for n in names if n]
+    if names == [ALL]:
+        return list(DATASETS)
+    for n in names:
+        dataset(n)
+    if not names:
+        raise DatasetError(f"no data set named; known: {', '.join(DATASETS)}")
+    return names
+
+
+def split_files(name: str, split: str, root: Optional[Union[str, Path]] = None) -> List[Path]:
+    """Frame paths of ``split`` (train/val/test, or ``all``) of set ``name``, in list order.
+
+    Raises DatasetError for a set without that split, a missing folder, list or frame.
+    """
+    ds = dataset(name)
+    if split not in SPLITS and split != ALL:
+        raise DatasetError(f"unknown split {split!r}; choose from {', '.join(SPLITS + (ALL,))}")
+    if not ds.splits and split != ALL:
+        raise DatasetError(f"data set {name} has no {split} split (real degraded frames, no clean "
+                           f"target); use split '{ALL}'")
+    base = data_root(root)
+    folder = base / ds.folder
+    if not folder.is_dir():
+        raise DatasetError(f"data set {name}: no folder {folder}")
+    if split == ALL and not ds.splits:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".png", ".tif", ".tiff"))
+    splits = SPLITS if split == ALL else (split,)
+    paths: List[Path] = []
+    for s in splits:
+        listing = base / f"{ds.folder}-{s}.txt"
+        if not listing.is_file():
+            raise DatasetError(f"data set {name}: no split list {listing}")
+        paths += [folder / ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetError(f"data set {name}: {len(missing)} listed frames missing, e.g. {missing[0]}")
+    return paths
+
+
+def read_counts(path: Path, bits: int) -> np.ndarray:
+    """One frame as stored: grey uint8 (8-bit sets, colour converted) or uint16 counts.
+
+    Raises DatasetError for an unreadable file or a bit depth other than the set's.
+    """
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise DatasetError(f"cannot decode {path}")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    want = np.uint8 if bits == 8 else np.uint16
+    if image.dtype != want:
+        raise DatasetError(f"{path}: {image.dtype} frame in a {bits}-bit set")
+    return image
+
+
+def load_counts(name: str, split: str, root: Optional[Union[str, Path]] = None,
+                max_frames: Optional[int] = None) -> List[np.ndarray]:
+    """The frames of one split as stored (uint8 or uint16 H×W arrays; sizes may differ)."""
+    ds = dataset(name)
+    paths = split_files(name, split, root)
+    if max_frames:
+        paths = paths[: int(max_frames)]
+    return [read_counts(p, ds.bits) for p in paths]
+
+
+def to_unit(counts: np.ndarray, bits: int, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
+    """Stored frame -> float32 [0, 1] as the live preprocessing sees it: 8-bit (display-referred)
+    by full scale /255, raw counts by the robust percentile stretch of the pipeline's
+    normaliser (edge/pipeline/normalize.py, one frame, no smoothing)."""
+    if bits == 8:
+        return counts.astype(np.float32) / 255.0
+    from tir.edge.pipeline.normalize import Normalizer
+
+    return Normalizer(low_pct, high_pct, alpha=1.0).forward(counts)[0]
+
+
+def load_unit_frames(sets: Union[str, Sequence[str]], split: str, size=(640, 512),
+                     root: Optional[Union[str, Path]] = None, max_frames: Optional[int] = None,
+                     clean_only: bool = True) -> np.ndarray:
+    """Frames of several sets as one float32 (N, h, w) stack in [0, 1] (``size`` = (w, h)).
+
+    Each frame is mapped as the live preprocessing would (:func:`to_unit`) and brought to
+    ``size`` at its native pixel scale (centre crop or mirror extension,
+    :func:`tir.engines.router.fit_native`), never resampled. ``max_frames`` limits each set.
+    Sets without clean frames are refused when ``clean_only``.
+    """
+    from .router import fit_native
+
+    out = []
+    for name in parse_sets(sets):
+        ds = dataset(name)
+        if clean_only and not ds.clean:
+            raise DatasetError(f"data set {name} holds real degraded frames, not clean targets")
+        for counts in load_counts(name, split, root, max_frames):
+            out.append(fit_native(to_unit(counts, ds.bits), size))
+    if not out:
+        raise DatasetError(f"no frames in {sets} ({split})")
+    return np.stack(out).astype(np.float32)
+
+
+def describe(sets: Union[str, Sequence[str]]) -> List[dict]:
+    """Manifest-ready facts of the named sets (name, camera, bits, licence)."""
+    return [{"name": n, "camera": dataset(n).camera, "bits": dataset(n).bits, "licence": dataset(n).licence}
+            for n in parse_sets(sets)]

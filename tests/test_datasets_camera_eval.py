@@ -1,0 +1,152 @@
+"""Dataset registry, domain randomisation, column FPN metric and the per-camera evaluation
+through the live pipeline's stages (synthetic frames in a temporary data root)."""
+import cv2
+import numpy as np
+import pytest
+
+from tir.engines import datasets as ds
+from tir.engines.camera_eval import degrade_counts, evaluate_set, user_path
+from tir.engines.domain import randomize
+from tir.engines.metrics import column_fpn
+
+
+def _scene(h, w, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    img = 0.5 + 0.3 * np.sin(6 * x + seed) * np.cos(4 * y) + 0.05 * rng.standard_normal((h, w))
+    return np.clip(cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.0), 0, 1)
+
+
+@pytest.fixture()
+def data_root(tmp_path, monkeypatch):
+    """A root with two registered-looking sets: 8-bit 96x64 frames and 16-bit raw 80x60."""
+    for folder, bits, (w, h) in (("cam8", 8, (96, 64)), ("cam16", 16, (80, 60))):
+        d = tmp_path / folder
+        d.mkdir()
+        for split in ("train", "val", "test"):
+            names = []
+            for i in range(2):
+                f = _scene(h, w, hash((folder, split, i)) % 1000)
+                img = np.rint(f * 255).astype(np.uint8) if bits == 8 else (7000 + f * 3000).astype(np.uint16)
+                name = f"{split}{i}.png"
+                cv2.imwrite(str(d / name), img)
+                names.append(name)
+            (tmp_path / f"{folder}-{split}.txt").write_text("\n".join(names) + "\n")
+    for name, bits in (("cam8", 8), ("cam16", 16)):
+        monkeypatch.setitem(ds.DATASETS, name, ds.DataSet(name, name, "test camera", bits, "MIT", True))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def test_registry_lists_and_refuses():
+    assert {"roadscene", "hit_uav", "lynred_nonuc", "flir_raw16_mixed"} <= set(ds.DATASETS)
+    with pytest.raises(ds.DatasetError, match="known: roadscene"):
+        ds.parse_sets("roadscene,nosuchcam")
+    with pytest.raises(ds.DatasetError, match="no train split"):
+        ds.split_files("lynred_nonuc", "train", root=".")  # refused before any file is read
+
+
+def test_load_counts_keeps_bits_and_sizes(data_root):
+    eight = ds.load_counts("cam8", "test")
+    raw = ds.load_counts("cam16", "train")
+    assert eight[0].dtype == np.uint8 and eight[0].shape == (64, 96)
+    assert raw[0].dtype == np.uint16 and raw[0].shape == (60, 80) and raw[0].max() > 255
+    stack = ds.load_unit_frames("cam8,cam16", "val", size=(96, 64))
+    assert stack.shape == (4, 64, 96) and stack.dtype == np.float32
+    assert 0.0 <= stack.min() and stack.max() <= 1.0
+
+
+def test_degrade_counts_8bit_is_requantised_and_raw_stays_counts():
+    rng = np.random.default_rng(0)
+    clean8 = np.rint(_scene(64, 96, 1) * 255).astype(np.uint8)
+    d, c, meta, peak = degrade_counts(clean8, 8, "noise", rng)
+    assert meta == {"bits": 14, "source_bits": 8} and peak == 255 * 64
+    assert d.dtype == np.uint16 and np.all(d % 64 == 0) and np.array_equal(c, clean8.astype(np.uint16) << 6)
+    raw = (7000 + _scene(60, 80, 2) * 3000).astype(np.uint16)
+    d, c, meta, peak = degrade_counts(raw, 16, "contrast", rng)
+    from tir.engines.degrade import counts_range
+
+    lo, hi = counts_range(raw)
+    assert meta["source_bits"] == 16 and d.dtype == np.uint16 and peak == pytest.approx(hi - lo)
+    assert d.max() - d.min() < 0.7 * (raw.max() - raw.min())  # contrast α ≤ 0.6 of the range
+    same, _, _, _ = degrade_counts(raw, 16, "clean", rng)
+    assert np.array_equal(same, raw)
+
+
+class _Identity:
+    def infer(self, x):
+        return x
+
+
+def test_user_path_identity_model_returns_the_counts():
+    """Preprocess -> identity -> Postprocess gives back the counts (8-bit exactly; raw counts
+    within the clipped percentile range)."""
+    clean8 = np.rint(_scene(64, 96, 3) * 255).astype(np.uint16) << 6
+    out = user_path(_Identity(), clean8, {"bits": 14, "source_bits": 8})
+    assert np.array_equal(out, clean8)
+    raw = (7000 + _scene(60, 80, 4) * 3000).astype(np.uint16)
+    out = user_path(_Identity(), raw, {"bits": 16, "source_bits": 16})
+    inside = (raw > np.percentile(raw, 1)) & (raw < np.percentile(raw, 99))
+    assert np.abs(out.astype(int) - raw.astype(int))[inside].max() <= 1
+
+
+def test_domain_randomisation_keeps_frames_clean_and_in_range():
+    x = np.stack([_scene(64, 96, s) for s in range(6)])
+    y = randomize(x, np.random.default_rng(0))
+    assert y.shape == x.shape and y.dtype == np.float32 and y.min() >= 0 and y.max() <= 1
+    assert not np.array_equal(x, y)
+    assert np.array_equal(randomize(x, np.random.default_rng(5)), randomize(x, np.random.default_rng(5)))
+    # clean stays clean: the high-frequency energy stays far below the noise task's (σ ≥ 5/255)
+    hp = y - np.stack([cv2.GaussianBlur(f, (0, 0), 1.0) for f in y])
+    assert hp.std() < 4.0 / 255
+
+
+def test_column_fpn_measures_column_offsets_not_the_scene():
+    scene = _scene(120, 160, 7) * 255
+    offsets = np.random.default_rng(1).normal(0, 3.0, 160).astype(np.float32)
+    assert column_fpn(scene) < 0.5
+    assert 1.5 < column_fpn(scene + offsets[None, :]) < 3.5
+
+
+def test_evaluate_set_through_a_bundle(data_root, tmp_path):
+    """The per-camera evaluation runs a bundle end to end on 8-bit and raw sets."""
+    torch = pytest.importorskip("torch")
+    from tir.engines.bundle import write_bundle
+    from tir.engines.export import export_onnx
+
+    class Half(torch.nn.Module):
+        def forward(self, x):
+            return x * 0.5 + 0.25
+
+    path = tmp_path / "r.onnx"
+    export_onnx(Half(), path, input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
+    b = write_bundle(tmp_path / "b", {"noise": path}, None, {"name": "t", "multiple": 2})
+    for name in ("cam8", "cam16"):
+        r = evaluate_set(b.path, name, progress=False)
+        assert r["frames"] == 2 and set(r["per_task"]) == {"noise"}
+        # no router: frames pass through, so a clean frame is exactly itself
+        assert r["clean_identity"]["median"] == 99.0
+        assert r["per_task"]["noise"]["true_route"] < r["per_task"]["noise"]["degraded"] + 20
+
+
+def test_tir_eval_data_sets_prints_the_per_camera_table(data_root, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    import json
+
+    from tir.engines.bundle import write_bundle
+    from tir.engines.export import export_onnx
+    from tir.tools import cli
+
+    class Same(torch.nn.Module):
+        def forward(self, x):
+            return x * 1.0
+
+    path = tmp_path / "r.onnx"
+    export_onnx(Same(), path, input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
+    b = write_bundle(tmp_path / "b", {"noise": path}, None, {"name": "t", "multiple": 2})
+    out = tmp_path / "cams.json"
+    assert cli.main(["eval", "--bundle", str(b.path), "--data", "cam8,cam16", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "cam8" in text and "cam16" in text and "per camera" in text
+    assert set(json.loads(out.read_text())["sets"]) == {"cam8", "cam16"}
+    assert cli.main(["eval", "--bundle", str(b.path), "--data", "cam8,nosuch"]) == 2  # a folder that is not there
