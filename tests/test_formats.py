@@ -66,16 +66,17 @@ def test_lepton_tlinear_with_and_without_telemetry_rows():
     with_footer = np.vstack([image, telemetry])
     plain, meta = fmt.unpack(image, capture_size=(160, 120))
     np.testing.assert_array_equal(plain, image)
-    assert meta == {}
+    assert meta == {"layout": "lepton 3.x", "kelvin_per_count": 0.01}
     for buffer in (with_footer, with_footer.reshape(1, -1)):
         out, meta = fmt.unpack(buffer, capture_size=(160, 122))
         np.testing.assert_array_equal(out, image)
         np.testing.assert_array_equal(meta["telemetry"], telemetry)
+        assert meta["layout"] == "lepton 3.x + telemetry"
     kelvin = fmt.to_kelvin(out)
     assert kelvin[0, 0] == pytest.approx(300.0) and kelvin[15, 35] == pytest.approx(310.25)
     assert kelvin[15, 35] - 273.15 == pytest.approx(37.1, abs=1e-4)  # deg C = raw/100 - 273.15
-    with pytest.raises(FrameError, match="telemetry"):
-        fmt.decode(np.zeros((100, 160), np.uint16))
+    with pytest.raises(FrameError, match="160x122"):  # flattened, of no size anyone reported
+        fmt.decode(np.zeros(100 * 160, np.uint16))
 
 
 def test_tc001_lower_half_is_raw_in_64ths_of_a_kelvin():
@@ -100,3 +101,89 @@ def test_tc001_lower_half_is_raw_in_64ths_of_a_kelvin():
     assert kelvin[100, 50] - 273.15 == pytest.approx(100.00625, abs=1e-4)  # deg C = raw/64 - 273.15
     with pytest.raises(FrameError, match="YUYV"):
         fmt.decode(np.zeros((192, 256, 2), np.uint8))  # the image-only 256x192 mode
+
+
+def lepton_telemetry(words_per_row, rows, frame_counter=123456, fpa_k100=30815):
+    """Telemetry rows with row A filled as the Lepton datasheet lays it out (32-bit values
+    least significant word first)."""
+    t = np.zeros(words_per_row * rows, np.uint16)
+    t[0] = 14  # revision
+    t[1], t[2] = 5000 & 0xFFFF, 5000 >> 16  # time counter, ms
+    t[20], t[21] = frame_counter & 0xFFFF, frame_counter >> 16
+    t[22] = 29999  # frame mean
+    t[24] = fpa_k100  # FPA temperature K x 100
+    t[29] = 30790  # FPA temperature at the last FFC
+    t[30], t[31] = 70000 & 0xFFFF, 70000 >> 16
+    return t.reshape(rows, words_per_row)
+
+
+@pytest.mark.parametrize("position", ["bottom", "top"])
+def test_lepton_2x_80x60_and_80x63_with_3_telemetry_rows(position):
+    fmt = get_format("lepton") if position == "bottom" else get_format("lepton").with_telemetry("top")
+    image = np.full((60, 80), 29815, np.uint16)
+    image[30, 40] = 31015  # 310.15 K = 37.00 deg C
+    telemetry = lepton_telemetry(80, 3)
+    capture = np.vstack([image, telemetry] if position == "bottom" else [telemetry, image])
+    plain, meta = fmt.unpack(image, capture_size=(80, 60))
+    assert plain.shape == (60, 80) and meta["layout"] == "lepton 2.x" and meta["kelvin_per_count"] == 0.01
+    assert fmt.to_kelvin(plain)[30, 40] - np.float32(273.15) == pytest.approx(37.00, abs=1e-3)
+    # proper 2-D, flattened 1xN with the reported size, raw bytes: all the same frame
+    buffers = [capture, capture.reshape(1, -1),
+               np.frombuffer(capture.astype("<u2").tobytes(), np.uint8).reshape(1, -1)]
+    for buffer in buffers:
+        out, meta = fmt.unpack(buffer, capture_size=(80, 63))
+        np.testing.assert_array_equal(out, image)
+        np.testing.assert_array_equal(meta["telemetry"], telemetry)
+        assert meta["layout"] == "lepton 2.x + telemetry"
+        assert meta["telemetry_fields"] == {
+            "revision": 14, "time_counter_ms": 5000, "frame_counter": 123456, "frame_mean": 29999,
+            "fpa_temp_k": 308.15, "fpa_temp_last_ffc_k": 307.9, "time_counter_last_ffc_ms": 70000}
+    # a flattened buffer with a wrong (or no) reported size: the word count picks the layout
+    out, meta = fmt.unpack(capture.reshape(-1), capture_size=(160, 120))
+    np.testing.assert_array_equal(out, image)
+    with pytest.raises(ValueError, match="telemetry=top"):
+        get_format("lepton").with_telemetry("middle")
+
+
+def test_lepton_3x_telemetry_header_rows_are_dropped_from_the_top():
+    fmt = get_format("lepton").with_telemetry("top")
+    image = np.random.default_rng(3).integers(27000, 32000, (120, 160), dtype=np.uint16)
+    telemetry = lepton_telemetry(160, 2, frame_counter=7)
+    out, meta = fmt.unpack(np.vstack([telemetry, image]), capture_size=(160, 122))
+    np.testing.assert_array_equal(out, image)
+    assert meta["telemetry_fields"]["frame_counter"] == 7 and meta["telemetry_fields"]["fpa_temp_k"] == 308.15
+
+
+@pytest.mark.parametrize("name, capture, frame, scale", [
+    ("boson", (320, 256), (256, 320), None),
+    ("boson", (640, 512), (512, 640), None),
+    ("boson", (1024, 768), (768, 1024), None),  # not in the table: generic, whole frame
+    ("lepton", (160, 120), (120, 160), 0.01),
+    ("lepton", (80, 60), (60, 80), 0.01),
+    ("lepton", (120, 90), (90, 120), 0.01),  # unknown Lepton size: generic, family scale
+    ("y16", (384, 288), (288, 384), None),
+    ("y16", (80, 63), (63, 80), None),  # generic Y16 knows no telemetry
+])
+def test_y16_geometry_comes_from_the_device_for_every_size(name, capture, frame, scale):
+    fmt = get_format(name)
+    w, h = capture
+    image = counts(h, w, seed=w)
+    for buffer in (image, image.reshape(1, -1)):
+        out, meta = fmt.unpack(buffer, capture_size=capture)
+        assert out.shape == frame and meta["kelvin_per_count"] == scale
+        np.testing.assert_array_equal(out, image[:frame[0]])
+
+
+def test_infiray_stacked_halves_for_other_sizes_and_refused_modes():
+    fmt = get_format("tc001")
+    raw = counts(288, 384, seed=5)  # a 384x288 module: capture 384x576
+    yuyv = np.zeros((576, 384, 2), np.uint8)
+    yuyv[288:] = raw.astype("<u2").view(np.uint8).reshape(288, 384, 2)
+    for buffer in (yuyv, yuyv.reshape(1, -1)):
+        out, meta = fmt.unpack(buffer, capture_size=(384, 576))
+        np.testing.assert_array_equal(out, raw)
+        assert meta["kelvin_per_count"] == 1 / 64 and "stacked" in meta["layout"]
+    with pytest.raises(FrameError, match="not the stacked image"):
+        fmt.decode(np.zeros((300, 256, 2), np.uint8))
+    with pytest.raises(FrameError, match="size=256x384"):
+        fmt.decode(np.zeros((192, 256, 2), np.uint8).reshape(1, -1), capture_size=(256, 192))

@@ -203,3 +203,37 @@ def test_missing_device_lists_what_exists(fake_sysfs):
             open_source(uri)
     with pytest.raises(SourceError, match="cannot open"):
         V4L2Source(parse_uri(f"v4l2://{dev}/video2"), FakeCapture([], opened=False), sysfs, dev)
+
+
+@pytest.mark.parametrize("native, rows, telemetry", [((80, 60), 0, None), ((80, 63), 3, None),
+                                                     ((80, 63), 3, "top"), ((160, 122), 2, None)])
+def test_lepton_on_purethermal_by_usb_id_takes_the_size_the_device_reports(tmp_path, native, rows, telemetry):
+    """Lepton 2.x (80x60, 80x63 with 3 telemetry rows) and 3.x on the same USB id 1e4e:0100."""
+    from conftest import usb_device, video_node
+
+    sysfs, dev = tmp_path / "sys", tmp_path / "dev"
+    dev.mkdir()
+    video_node(sysfs, usb_device(sysfs, "pci0/usb1/1-4", "1e4e", "0100", "PureThermal (fw:v1.3.0)"),
+               "video0", "PureThermal (fw:v1.3.0): PureTh", 0)
+    (dev / "video0").write_text("")
+    w, h = native
+    image = np.full((h - rows, w), 29815, np.uint16)
+    image[5, 7] = 31015  # 37.00 deg C in TLinear 0.01 K
+    tele = np.arange(rows * w, dtype=np.uint16).reshape(rows, w)
+    capture = np.vstack([tele, image] if telemetry == "top" else [image, tele])
+    cap = FakeCapture([capture, capture.reshape(1, -1)], native=native)
+    query = "?telemetry=top" if telemetry else ""
+    source = V4L2Source(parse_uri(f"v4l2://{dev}/video0{query}"), cap, str(sysfs), str(dev))
+    assert "W" not in dict(cap.calls)  # no size requested: the device's own is taken
+    assert source.format.name == "lepton" and source.size == (w, h - rows)
+    for _ in range(2):
+        frame = source.read()
+        np.testing.assert_array_equal(frame.raw, image)
+        assert frame.meta["kelvin_per_count"] == 0.01 and frame.meta["temperature_k"] == {"scale": 0.01, "offset": 0.0}
+        assert float(frame.raw[5, 7]) * 0.01 - 273.15 == pytest.approx(37.00)
+        if rows:
+            np.testing.assert_array_equal(frame.meta["telemetry"], tele)
+        else:
+            assert "telemetry" not in frame.meta
+    with pytest.raises(SourceError, match="telemetry=top"):
+        V4L2Source(parse_uri(f"v4l2://{dev}/video0?telemetry=left"), FakeCapture([]), str(sysfs), str(dev))

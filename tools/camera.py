@@ -2,7 +2,8 @@
 
     tir camera list                          # UVC thermal cameras (by VID:PID), formats, serial ports
     tir camera info [--port DEV]             # serial/part numbers, firmware, FPA temp, FFC, gain
-    tir camera ffc [--no-wait]               # run a flat-field correction
+                                             # ("not supported" for what the firmware lacks)
+    tir camera ffc [--no-wait]               # run a flat-field correction, say how it was confirmed
     tir camera get fpa-temp | serial | ...   # one value
     tir camera set ffc-mode manual           # change a setting, read it back
 
@@ -16,9 +17,13 @@ import enum
 import json
 import time
 
-from tir.edge.camera.boson import BosonError, BosonPortError, FFCStatus
-from tir.edge.camera.ffc import PROTOCOLS, CameraNotFound, open_camera_control
+from tir.edge.camera.boson import BosonError, BosonPortError
+from tir.edge.camera.ffc import (ASSUMED_FFC_S, PROTOCOLS, UNSUPPORTED, CameraNotFound, FFCProgress,
+                                 open_camera_control)
 from tir.edge.camera.tau import TauError, TauPortError
+
+NOT_SUPPORTED = "not supported"
+FFC_WAIT_LIMIT_S = 5.0  # longest wait for an FFC the camera reports as still running
 
 # name -> client method; a name whose method a client lacks is "not available over <protocol>".
 GETTERS = {
@@ -138,6 +143,9 @@ def main(args) -> int:
     except ValueError as exc:
         print(f"tir camera: {exc}")
         return 2
+    except UNSUPPORTED as exc:
+        print(f"tir camera: {getattr(args, 'name', args.action)}: {NOT_SUPPORTED} by this camera's firmware ({exc})")
+        return 1
     except (BosonError, TauError) as exc:
         print(f"tir camera: camera error on {client.port_name}: {exc}")
         return 1
@@ -150,30 +158,75 @@ def _act(client, args) -> int:
         getattr(client, SETTERS[args.name])(args.value)
         print(f"{args.name}: {format_value(_read(client, args.name, args.protocol))}")
     elif args.action == "info":
-        values = {name: _read(client, name, args.protocol) for name, method in GETTERS.items()
-                  if hasattr(client, method)}
-        if args.json:
-            print(json.dumps({"port": client.port_name, "protocol": args.protocol,
-                              **{k: _json_value(v) for k, v in values.items()}}))
-        else:
-            print(f"{'port':14s} {client.port_name} ({args.protocol})")
-            for name, value in values.items():
-                print(f"{name:14s} {format_value(value)}{' °C' if name == 'fpa-temp' else ''}")
+        return _info(client, args)
     elif args.action == "ffc":
         start = time.monotonic()
-        client.run_ffc()
-        status = _wait_for_ffc(client, start) if not args.no_wait else None
-        done = f", status {format_value(status)}" if status is not None else ""
-        print(f"FFC {'started' if status is None else 'done'} in {time.monotonic() - start:.2f} s{done}")
+        client.run_ffc()  # raises unless the camera acknowledged the command
+        if args.no_wait:
+            print(f"FFC started (acknowledged) in {time.monotonic() - start:.2f} s")
+        else:
+            text, finished = _wait_for_ffc(client, start)
+            print(text)
+            return 0 if finished else 1
     return 0
 
 
-def _wait_for_ffc(client, start: float, limit_s: float = 5.0):
-    """Poll the FFC status until it is no longer imminent/in progress (None if the client has none)."""
-    if not hasattr(client, "get_ffc_status"):
-        return None
-    status = client.get_ffc_status()
-    while status in (FFCStatus.IMMINENT, FFCStatus.IN_PROGRESS) and time.monotonic() - start < limit_s:
+def _info(client, args) -> int:
+    """Every value the camera reports; "not supported" for queries its firmware lacks.
+
+    Exit 0 when the camera answered at least one query (an "unsupported" reply is an answer);
+    a link failure before any answer is raised (exit 1), after one it is shown for that field.
+    """
+    values, unsupported, errors = {}, [], {}
+    for name, method in GETTERS.items():
+        if not hasattr(client, method):
+            continue
+        try:
+            values[name] = _read(client, name, args.protocol)
+        except UNSUPPORTED:
+            unsupported.append(name)
+            values[name] = None
+        except (BosonError, TauError) as exc:
+            if not values:
+                raise
+            errors[name] = str(exc)
+            values[name] = None
+    if args.json:
+        print(json.dumps({"port": client.port_name, "protocol": args.protocol,
+                          **{k: _json_value(v) for k, v in values.items()},
+                          "not_supported": unsupported, "errors": errors}))
+    else:
+        print(f"{'port':14s} {client.port_name} ({args.protocol})")
+        for name, value in values.items():
+            if name in unsupported:
+                text = NOT_SUPPORTED
+            elif name in errors:
+                text = f"error: {errors[name]}"
+            else:
+                text = f"{format_value(value)}{' °C' if name == 'fpa-temp' else ''}"
+            print(f"{name:14s} {text}")
+    return 0
+
+
+def _wait_for_ffc(client, start: float, limit_s: float = FFC_WAIT_LIMIT_S):
+    """Wait for the FFC the camera acknowledged; (line saying how its end was confirmed,
+    False if still running after ``limit_s``). Confirmation: the FFC status, else the
+    FFC-in-progress flag (whichever the firmware supports), else the assumed FFC time
+    (:data:`~tir.edge.camera.ffc.ASSUMED_FFC_S`) with nothing to confirm it."""
+    progress = FFCProgress(client)
+    busy = progress.busy()
+    while busy and time.monotonic() - start < limit_s:
         time.sleep(0.05)
-        status = client.get_ffc_status()
-    return status
+        busy = progress.busy()
+    skipped = f"; {', '.join(progress.unsupported)} {NOT_SUPPORTED}" if progress.unsupported else ""
+    if busy is None:
+        time.sleep(max(0.0, start + ASSUMED_FFC_S - time.monotonic()))
+        asked = ", ".join(progress.unsupported) or "ffc-status"
+        return (f"FFC sent and acknowledged; waited the assumed FFC time of {ASSUMED_FFC_S:g} s "
+                f"(not confirmed: this camera cannot report {asked})"), True
+    elapsed = time.monotonic() - start
+    if busy:
+        return f"FFC still in progress after {elapsed:.2f} s ({progress.method}: {progress.state}{skipped})", False
+    if progress.method == "ffc-status":
+        return f"FFC done in {elapsed:.2f} s, status {progress.state} (confirmed by ffc-status)", True
+    return f"FFC done in {elapsed:.2f} s (confirmed by ffc-in-progress: cleared{skipped})", True

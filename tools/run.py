@@ -230,7 +230,7 @@ def open_ffc(args, source):
     """(FFCController not yet started, client) for ``--camera-port``, or for a v4l2 Boson found
     by USB id; (None, None) when there is no camera control. A port that was asked for and
     does not answer raises CameraControlError; an automatic one that does not is skipped."""
-    from tir.edge.camera.ffc import CONTROL_ERRORS, CameraNotFound, FFCController, open_camera_control
+    from tir.edge.camera.ffc import CONTROL_ERRORS, UNSUPPORTED, CameraNotFound, FFCController, open_camera_control
 
     port = args.camera_port
     asked = port is not None
@@ -244,7 +244,10 @@ def open_ffc(args, source):
     client = None
     try:
         client = open_camera_control(None if port == "auto" else port, args.camera_protocol)
-        fpa = client.get_fpa_temp_c()  # the camera must answer before the run relies on it
+        try:
+            fpa = client.get_fpa_temp_c()  # the camera must answer before the run relies on it
+        except UNSUPPORTED:
+            fpa = None  # it answered: its firmware lacks the FPA temperature query
     except (CameraNotFound, ValueError) + CONTROL_ERRORS as exc:
         if client is not None:
             client.close()
@@ -252,7 +255,8 @@ def open_ffc(args, source):
             raise CameraControlError(f"camera control on {port}: {exc}") from exc
         print(f"tir run: no camera control ({port} did not answer: {exc})", flush=True)
         return None, None
-    print(f"tir run: camera control {args.camera_protocol} on {client.port_name}, FPA {fpa:.1f} C, FFC "
+    fpa_text = "FPA temperature not supported" if fpa is None else f"FPA {fpa:.1f} C"
+    print(f"tir run: camera control {args.camera_protocol} on {client.port_name}, {fpa_text}, FFC "
           + (f"every {period:g} s" if period > 0 else "in the camera's own mode"), flush=True)
     return FFCController(client, period_s=period if period > 0 else None), client
 

@@ -23,7 +23,7 @@ import threading
 import time
 import tty
 from collections import Counter, deque
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Deque, Dict, Iterable, List, Optional, Tuple
 
 from . import fslp
 from .crc import crc16_boson
@@ -149,6 +149,10 @@ class BosonEmulator(PtyDevice):
     NONE -> IN_PROGRESS (for ``ffc_duration_s`` after RunFFC) -> COMPLETE; in AUTO mode with
     ``auto_ffc_period_s`` the camera also starts FFC by itself. Unknown function ids get 0x0161,
     out-of-range enums 0x0203, wrong payload sizes 0x017D / 0x017E, as a camera would.
+
+    ``unsupported``: command names (keys of :data:`boson.COMMANDS`) this firmware lacks; they
+    are answered FLR_UNDEFINED_FUNCTION 0x0207 with no data, as Boson firmware versions without
+    an optional function do (ReturnCodes.h, thermal_io.md §1.6). Settable later as well.
     """
 
     name = "boson"
@@ -157,8 +161,14 @@ class BosonEmulator(PtyDevice):
                  part_number: str = "20640A050-6PAAX", software_rev: Tuple[int, int, int] = (4, 1, 22),
                  fpa_temp_c: float = 35.0, fpa_drift_c: float = 0.5, ffc_duration_s: float = 0.5,
                  ffc_mode: FFCMode = FFCMode.AUTO, gain_mode: GainMode = GainMode.HIGH,
-                 auto_ffc_period_s: Optional[float] = None, reply_delay_s: float = 0.0):
+                 auto_ffc_period_s: Optional[float] = None, reply_delay_s: float = 0.0,
+                 unsupported: Iterable[str] = ()):
         super().__init__(reply_delay_s)
+        self.unsupported = set(unsupported)
+        unknown = self.unsupported - set(COMMANDS)
+        if unknown:
+            raise ValueError(f"unsupported: unknown Boson command(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(sorted(COMMANDS))}")
         self.serial_number = serial_number
         self.sensor_serial_number = sensor_serial_number
         self.part_number = part_number
@@ -243,6 +253,8 @@ class BosonEmulator(PtyDevice):
         self.requests[name or f"0x{packet.function_id:08X}"] += 1
         if name is None:
             return 0x0161, b""
+        if name in self.unsupported:
+            return 0x0207, b""  # FLR_UNDEFINED_FUNCTION: this firmware lacks the function
         cmd = COMMANDS[name]
         size = struct.calcsize(cmd.arg) if cmd.arg else 0
         if len(packet.data) != size:

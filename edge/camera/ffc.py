@@ -27,8 +27,9 @@ from collections import deque
 from typing import Callable, Deque, List, Optional
 
 from ..frame import Frame, now
-from .boson import BOSON_USB_ID, BosonClient, BosonError, FFCStatus
-from .tau import TauClient, TauError
+from .boson import (BOSON_USB_ID, BosonBadCommand, BosonClient, BosonError, BosonFeatureNotEnabled,
+                    BosonUndefinedFunction, FFCStatus)
+from .tau import TauClient, TauError, TauFeatureNotEnabled, TauUndefinedFunction
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,63 @@ FFC_META_KEY = "ffc"
 CONTROL_ERRORS = (BosonError, TauError, OSError)
 PROTOCOLS = ("boson", "tau")
 _BUSY = (FFCStatus.IMMINENT, FFCStatus.IN_PROGRESS)
+
+# Replies meaning "this camera/firmware does not implement that function" (not a link fault):
+# Boson FLR_UNDEFINED_FUNCTION 0x0207, R_CAM_DSPCH_BAD_CMD_ID 0x0161, FEATURE_NOT_ENABLED 0x01B0
+# (ReturnCodes.h, thermal_io.md §1.6); Tau2 status 0x06 undefined function, 0x0A feature not
+# enabled (thermal_io.md §2). Boson firmware versions differ in which optional commands they have.
+UNSUPPORTED = (BosonUndefinedFunction, BosonBadCommand, BosonFeatureNotEnabled,
+               TauUndefinedFunction, TauFeatureNotEnabled)
+
+# How long to wait for an FFC the camera acknowledged when its firmware offers no way to see
+# it end: the shutter closes, N frames are integrated (Boson default 8) and the video freezes
+# "for a fraction of a second" (thermal_io.md §5), so 1 s covers it.
+ASSUMED_FFC_S = 1.0
+
+
+class FFCProgress:
+    """Whether an FFC is running, asked the best way this camera's firmware supports.
+
+    Tries, in order, ``get_ffc_status`` (Boson bosonGetFFCStatus 0x00050054: IMMINENT /
+    IN_PROGRESS = busy) and ``get_ffc_in_progress`` (bosonGetFFCInProgress 0x0005000C, non-zero
+    = busy); a query the client lacks or the camera answers with an :data:`UNSUPPORTED` code is
+    dropped for good (logged once). ``method`` names the query in use, "none" when no query is
+    left: then :meth:`busy` returns None and the caller waits the assumed FFC time.
+    """
+
+    QUERIES = (("ffc-status", "get_ffc_status"), ("ffc-in-progress", "get_ffc_in_progress"))
+
+    def __init__(self, client):
+        self.client = client
+        self._queries = [(name, method) for name, method in self.QUERIES
+                         if callable(getattr(client, method, None))]
+        self.unsupported = []  # queries the camera refused as unsupported
+        self.state = "unknown"  # last answer: FFC status name, or "in_progress" / "idle"
+
+    @property
+    def method(self) -> str:
+        return self._queries[0][0] if self._queries else "none"
+
+    def busy(self) -> Optional[bool]:
+        """True while an FFC runs, False when none does, None when no query is supported.
+        Link errors (timeouts, CRC, ...) are raised as the client raises them."""
+        while self._queries:
+            name, method = self._queries[0]
+            try:
+                value = getattr(self.client, method)()
+            except UNSUPPORTED as exc:
+                self._queries.pop(0)
+                self.unsupported.append(name)
+                log.info("camera does not support %s (%s); %s", name, exc,
+                         f"using {self.method}" if self._queries else
+                         f"FFC completion will be assumed after {ASSUMED_FFC_S:g} s")
+                continue
+            if name == "ffc-status":
+                self.state = getattr(value, "name", str(value)).lower()
+                return value in _BUSY
+            self.state = "in_progress" if value else "idle"
+            return bool(value)
+        return None
 
 
 class CameraNotFound(LookupError):
@@ -74,7 +132,10 @@ class FFCController:
     """Runs FFC every ``period_s`` seconds (None: only on :meth:`request_ffc`) through ``client``
     and marks frames captured from the RunFFC until ``settle_s`` after the camera reports the
     FFC complete (``meta["ffc"] = True``). Camera-initiated FFCs (AUTO mode) seen while polling
-    are marked too. Clients without an FFC status (Tau2) are assumed busy for ``assumed_ffc_s``.
+    are marked too. The end of an FFC is seen through :class:`FFCProgress` (FFC status, else the
+    FFC-in-progress flag, whichever the firmware implements); clients or firmware with neither
+    (Tau2, older Boson firmware) are assumed busy for ``assumed_ffc_s``; ``stats()["ffc_confirmed_by"]``
+    says which. An FPA-temperature query the firmware lacks is dropped (``fpa_temp_c`` None).
     """
 
     def __init__(self, client, period_s: Optional[float] = None, settle_s: float = 0.3,
@@ -89,7 +150,8 @@ class FFCController:
         self.assumed_ffc_s = assumed_ffc_s
         self.ffc_timeout_s = ffc_timeout_s
         self.clock = clock
-        self._has_status = callable(getattr(client, "get_ffc_status", None))
+        self._progress = FFCProgress(client)
+        self._fpa_supported = callable(getattr(client, "get_fpa_temp_c", None))
         self._lock = threading.Lock()  # guards the state below; never held during serial I/O
         self._windows: Deque[List[Optional[float]]] = deque(maxlen=8)  # [start, end or None]
         self._fpa_temp_c: Optional[float] = None
@@ -156,7 +218,11 @@ class FFCController:
                     "ffc_count": self._ffc_count, "ffc_camera_initiated": self._camera_ffcs,
                     "ffc_frames": self._frames_marked, "frames_seen": self._frames,
                     "ffc_errors": self._errors, "ffc_last_error": self._last_error,
-                    "ffc_period_s": self.period_s}
+                    "ffc_period_s": self.period_s, "ffc_confirmed_by": self._confirmed_by()}
+
+    def _confirmed_by(self) -> str:
+        method = self._progress.method
+        return f"assumed {self.assumed_ffc_s:g} s" if method == "none" else method
 
     # -- controller thread
     def _run(self) -> None:
@@ -217,40 +283,47 @@ class FFCController:
         self._wait_for_ffc(start, seen_busy=False)
 
     def _wait_for_ffc(self, start: float, seen_busy: bool) -> None:
-        """Poll the FFC status quickly until the FFC is over, then close its window."""
+        """Poll the FFC progress quickly until the FFC is over, then close its window."""
         state = "complete"
-        if not self._has_status:
-            self._stop.wait(self.assumed_ffc_s)
+        while not self._stop.is_set() and self.clock() - start < self.ffc_timeout_s:
+            try:
+                busy = self._progress.busy()
+            except CONTROL_ERRORS as exc:
+                self._error(exc)
+                state = "error"
+                break
+            if busy is None:  # no way to see it: wait the assumed duration
+                self._stop.wait(max(0.0, start + self.assumed_ffc_s - self.clock()))
+                break
+            if busy:
+                seen_busy = True
+            elif seen_busy or self.clock() - start >= self.assumed_ffc_s:
+                state = self._progress.state if self._progress.method == "ffc-status" else "complete"
+                break
+            self._stop.wait(0.05)
         else:
-            while not self._stop.is_set() and self.clock() - start < self.ffc_timeout_s:
-                try:
-                    status = self.client.get_ffc_status()
-                except CONTROL_ERRORS as exc:
-                    self._error(exc)
-                    state = "error"
-                    break
-                if status in _BUSY:
-                    seen_busy = True
-                elif seen_busy or self.clock() - start >= self.assumed_ffc_s:
-                    state = getattr(status, "name", str(status)).lower()
-                    break
-                self._stop.wait(0.05)
-            else:
-                state = "timeout" if not self._stop.is_set() else state
+            state = "timeout" if not self._stop.is_set() else state
         self._close_window(self.clock(), state)
 
     def _poll(self) -> None:
+        temp = None
         try:
-            temp = self.client.get_fpa_temp_c()
-            status = self.client.get_ffc_status() if self._has_status else None
+            if self._fpa_supported:
+                try:
+                    temp = self.client.get_fpa_temp_c()
+                except UNSUPPORTED as exc:
+                    self._fpa_supported = False
+                    log.info("camera does not support the FPA temperature query (%s)", exc)
+            busy = self._progress.busy()
         except CONTROL_ERRORS as exc:
             self._error(exc)
             return
         with self._lock:
-            self._fpa_temp_c = temp
-            if status is not None:
-                self._state = getattr(status, "name", str(status)).lower()
-        if status in _BUSY:  # the camera started an FFC by itself (AUTO mode)
+            if temp is not None:
+                self._fpa_temp_c = temp
+            if busy is not None and self._progress.method == "ffc-status":
+                self._state = self._progress.state  # the flag alone keeps the last FFC's state
+        if busy:  # the camera started an FFC by itself (AUTO mode)
             with self._lock:
                 self._camera_ffcs += 1
             start = self._open_window()

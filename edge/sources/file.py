@@ -2,7 +2,8 @@
 
 Accepted paths: a folder of images (sorted by name; .png .tif .tiff .pgm .bmp .jpg .jpeg),
 a multi-page TIFF (``cv2.imreadmulti``), a single image, an ``.npy`` stack (N, H, W) or
-(H, W), or any video OpenCV can decode (``cv2.VideoCapture``). 16-bit data is kept as is;
+(H, W), or any video OpenCV can decode (``cv2.VideoCapture``; 16-bit video such as FFV1
+gray16 or Y4M mono16 keeps its stored counts, see :class:`_VideoReader`). 16-bit data is kept as is;
 8-bit data is shifted ``<< 6`` into the 14-bit range. ``meta["bits"]`` is the bit depth to
 normalise by (14 for scaled 8-bit; for 16-bit data 14 if the first frame fits in 14 bits,
 else 16; override with ``bits=``), ``meta["source_bits"]`` what the file held.
@@ -101,31 +102,117 @@ class _ListReader(_Reader):
         self.index = 0
 
 
+# libavcodec raw pixel-format tags (libavcodec/raw.c, ff_raw_pix_fmt_tags), which OpenCV's
+# FFmpeg backend reports as CAP_PROP_CODEC_PIXEL_FORMAT: little-endian formats of more than 8
+# bits per sample end with the bit depth (e.g. 'Y1' 0 16 = gray16le, 'Y3' 11 10 = yuv420p10le,
+# 'RGB' 48 = rgb48le, i.e. b"RGB0"), big-endian ones start with it (16 0 '1' 'Y' = gray16be).
+GRAY16LE_TAG = b"Y1\x00\x10"
+GRAY16BE_TAG = b"\x10\x001Y"
+PNG_CODECS = (b"MPNG", b"png ")  # PNG-coded video: every packet is a whole PNG image
+RAW_CODECS = (b"\x00\x00\x00\x00", b"raw ", b"b16g")  # uncompressed video: packets are the pixels
+LOSSLESS_16BIT_HINT = "convert it losslessly with: ffmpeg -i IN -pix_fmt gray16le -c:v ffv1 OUT.mkv"
+
+
+def _fourcc_bytes(value: float) -> bytes:
+    code = int(value) & 0xFFFFFFFF
+    return bytes((code >> (8 * i)) & 0xFF for i in range(4))
+
+
+DEEP_RGB_TAGS = (b"RGB0", b"BGR0", b"0RGB", b"0BGR", b"RBA@", b"BRA@", b"@ABR", b"@ARB")  # 48/64-bit RGB(A)
+
+
+def _deep_pixel_format(tag: bytes) -> bool:
+    """Whether a raw pixel-format tag has more than 8 bits per sample (see above)."""
+    if tag in DEEP_RGB_TAGS:
+        return True
+    return len(tag) == 4 and (9 <= tag[3] <= 16 and tag[0] in b"YG" or 9 <= tag[0] <= 16 and tag[3] in b"YG")
+
+
 class _VideoReader(_Reader):
+    """A video file through ``cv2.VideoCapture`` that keeps 16-bit streams' stored counts.
+
+    OpenCV's FFmpeg backend converts every stream to 8-bit BGR unless opened with
+    ``CAP_PROP_CONVERT_RGB`` = 0, so the pixel format (``CAP_PROP_CODEC_PIXEL_FORMAT``) is
+    read first and picks how frames are read (``mode``):
+
+    - ``gray16``: gray16le (FFV1, Y4M ``Cmono16``, raw video in NUT, ...): opened with
+      CONVERT_RGB = 0, frames are uint16 (H, W) counts as stored.
+    - ``png16`` / ``raw16be``: gray16be, which the backend cannot hand over without
+      CONVERT_RGB cutting it to 8 bits: opened with ``CAP_PROP_FORMAT`` = -1 (undecoded
+      packets), a PNG packet is decoded with ``cv2.imdecode`` and an uncompressed one read as
+      big-endian uint16.
+    - ``deep``: another pixel format of more than 8 bits: CONVERT_RGB = 0; the frames must come
+      back as uint16, else SourceError (with a lossless conversion command), never 8 bits.
+    - ``8bit``: everything else, decoded to BGR as before (``to_counts`` shifts it << 6).
+    """
+
     def __init__(self, path: str):
         self.path = path
-        self.cap = cv2.VideoCapture(path)
-        if not self.cap.isOpened():
+        probe = cv2.VideoCapture(path)
+        if not probe.isOpened():
             raise SourceError(f"{path}: OpenCV cannot open this file as video or image sequence")
-        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        tag = _fourcc_bytes(probe.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT))
+        codec = _fourcc_bytes(probe.get(cv2.CAP_PROP_FOURCC))
+        self.size = (int(probe.get(cv2.CAP_PROP_FRAME_WIDTH)), int(probe.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        fps = probe.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else None
-        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        count = int(probe.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.count = count if count > 0 else None
-        self.source_bits = 8
+        if tag == GRAY16LE_TAG:
+            self.mode = "gray16"
+        elif tag == GRAY16BE_TAG and codec in PNG_CODECS:
+            self.mode = "png16"
+        elif tag == GRAY16BE_TAG and codec in RAW_CODECS:
+            self.mode = "raw16be"
+        elif _deep_pixel_format(tag):
+            self.mode = "deep"
+        else:
+            self.mode = "8bit"
+        self.pixel_format, self.codec = tag, codec
+        self.source_bits = 8 if self.mode == "8bit" else 16
+        if self.mode == "8bit":
+            self.cap = probe
+        else:
+            probe.release()
+            self.cap = self._open()
+
+    def _open(self):
+        """The capture opened for this file's ``mode`` (see the class docstring)."""
+        if self.mode == "8bit":
+            cap = cv2.VideoCapture(self.path)
+        elif self.mode in ("png16", "raw16be"):
+            cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_FORMAT, -1])
+        else:
+            cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_CONVERT_RGB, 0])
+        if not cap.isOpened():
+            raise SourceError(f"{self.path}: OpenCV cannot reopen this 16-bit video to read its counts "
+                              f"(pixel format {self.pixel_format!r}); {LOSSLESS_16BIT_HINT}")
+        return cap
 
     def next(self):
         ok, image = self.cap.read()
         if not ok:
             return None
-        counts = to_counts(image, self.path)
-        if image.dtype == np.uint16:
-            self.source_bits = 16
-        return counts
+        if self.mode == "png16":
+            image = cv2.imdecode(np.ascontiguousarray(image).reshape(-1), cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise FrameError("corrupt", f"{self.path}: a PNG frame cannot be decoded")
+        elif self.mode == "raw16be":
+            w, h = self.size
+            if image.size != 2 * w * h:
+                raise FrameError("shape", f"{self.path}: raw frame of {image.size} bytes, expected {2 * w * h} "
+                                          f"({w}x{h} gray16be)")
+            image = np.frombuffer(np.ascontiguousarray(image).tobytes(), ">u2").reshape(h, w).astype(np.uint16)
+        elif self.mode in ("gray16", "deep") and image.dtype != np.uint16:
+            raise SourceError(f"{self.path}: a {'16' if self.mode == 'gray16' else 'more than 8'}-bit video "
+                              f"(pixel format {self.pixel_format!r}) that this OpenCV returns as "
+                              f"{image.dtype} {image.shape}, which would lose its counts; {LOSSLESS_16BIT_HINT}")
+        return to_counts(image, self.path)
 
     def rewind(self):
         if not self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
             self.cap.release()
-            self.cap = cv2.VideoCapture(self.path)
+            self.cap = self._open()
 
     def close(self):
         self.cap.release()

@@ -7,10 +7,14 @@ checked and a refusal logged. The first frames are verified at open: dtype/shape
 a 16-bit frame (flattened 1-D/1xN buffers from some OpenCV versions are reshaped), else a
 :class:`SourceError` says what arrived. Later bad frames are dropped and counted.
 
-The raw layout comes from the USB VID:PID (edge/camera/formats.py) or ``format=`` (y16,
-boson, lepton, tc001). Other options: ``size=WxH``, ``fps=N``, ``bits=16``. A radiometric
-format puts its count -> kelvin map on every frame as ``meta["temperature_k"] = {"scale": s,
-"offset": o}`` (K = counts * s + o: Lepton TLinear s = 0.01, TC001 s = 1/64); None otherwise (Boson).
+The camera family comes from the USB VID:PID (edge/camera/formats.py) or ``format=`` (y16,
+boson, lepton, tc001); each frame's layout (size, telemetry rows, radiometric scale) from the
+size the device reports and the buffer it delivers (``meta["layout"]``). Other options:
+``size=WxH``, ``fps=N``, ``bits=16``, ``telemetry=bottom|top`` (Lepton telemetry footer or
+header). A radiometric layout puts its count -> kelvin map on every frame as
+``meta["temperature_k"] = {"scale": s, "offset": o}`` (K = counts * s + o: Lepton TLinear
+s = 0.01, TC001 s = 1/64); None otherwise (Boson). Lepton telemetry rows are dropped from the
+image and kept as ``meta["telemetry"]`` (raw rows) and ``meta["telemetry_fields"]`` (row A).
 
 :class:`V4L2Camera` is one open device read directly; :class:`V4L2Source` is the public
 source: after ``start()`` a :class:`~tir.edge.sources.grabber.Grabber` thread keeps only the
@@ -43,25 +47,28 @@ CaptureFactory = Callable[[Any, int], Any]  # (path, api) -> object like cv2.Vid
 
 
 def choose_format(uri: URI, vid: Optional[int], pid: Optional[int]) -> RawFormat:
-    """``format=`` if given, else the camera table entry for VID:PID, else generic Y16."""
+    """``format=`` if given, else the camera table entry for VID:PID, else generic Y16;
+    ``telemetry=top|bottom`` places the telemetry rows. Raises SourceError for bad options."""
     name = uri.get("format")
-    if name:
-        try:
-            return get_format(name)
-        except ValueError as exc:
-            raise SourceError(f"{uri.text}: {exc}") from exc
-    if vid is not None and pid is not None:
-        known = format_for(vid, pid)
-        if known is not None:
-            return known
-    return get_format("y16")
+    try:
+        if name:
+            fmt = get_format(name)
+        else:
+            fmt = (format_for(vid, pid) if vid is not None and pid is not None else None) or get_format("y16")
+        if uri.get("telemetry"):
+            fmt = fmt.with_telemetry(uri.get("telemetry"))
+    except ValueError as exc:
+        raise SourceError(f"{uri.text}: {exc}") from exc
+    return fmt
 
 
-def temperature_map(fmt: RawFormat) -> Optional[Dict[str, float]]:
-    """``{"scale": K per count, "offset": K}`` of a radiometric format, None for counts only."""
-    if fmt.kelvin_per_count is None:
+def temperature_map(fmt_or_scale) -> Optional[Dict[str, float]]:
+    """``{"scale": K per count, "offset": K}`` of a radiometric format (or a K-per-count
+    number), None for counts only."""
+    scale = getattr(fmt_or_scale, "kelvin_per_count", fmt_or_scale)
+    if scale is None:
         return None
-    return {"scale": float(fmt.kelvin_per_count), "offset": 0.0}
+    return {"scale": float(scale), "offset": 0.0}
 
 
 def configure_capture(cap, fmt: RawFormat, size: Optional[Tuple[int, int]], fps: Optional[float]
@@ -158,7 +165,9 @@ class V4L2Camera(Source):
                            else (self.device.name if self.device and self.device.name else "v4l2")),
                 "format": self.format.name, "bits": self.bits,
                 "kelvin_per_count": self.format.kelvin_per_count, "temperature_k": self._temperature_k}
-        meta.update(extra)
+        meta.update(extra)  # the layout's own scale, telemetry
+        if meta["kelvin_per_count"] != self.format.kelvin_per_count:
+            meta["temperature_k"] = temperature_map(meta["kelvin_per_count"])
         frame = Frame(raw=np.ascontiguousarray(counts), seq=next(self._sequence), t_capture=t, meta=meta)
         self._counts["frames"] += 1
         return frame
