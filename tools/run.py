@@ -302,6 +302,8 @@ def main(args) -> int:
     for output in outputs:
         where = getattr(output, "url", None)
         print(f"tir run: output {where if isinstance(where, str) else output.uri.text}", flush=True)
+        for line in getattr(output, "start_lines", lambda: [])():  # HTTP: token, exposure warning
+            print(f"tir run: {line}", flush=True)
     code = 0
     try:
         while not pipeline.wait(1.0):
