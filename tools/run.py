@@ -262,7 +262,9 @@ class CameraControlError(RuntimeError):
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"tir run: error: {message}", file=sys.stderr, flush=True)
+    """Print ``message`` as error lines (one per problem, e.g. each manifest violation)."""
+    for line in str(message).splitlines() or [""]:
+        print(f"tir run: error: {line}", file=sys.stderr, flush=True)
     return code
 
 
