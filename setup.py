@@ -41,6 +41,8 @@ setup(
         "onnxruntime>=1.16",
         "pyserial>=3.5",
         "tqdm>=4.60",
+        # the HTTP output's server (request parsing, limits, backlog); <4: see edge/outputs/http.py
+        "aiohttp>=3.9,<4",
     ],
     extras_require={
         "train": ["torch>=2.1", "onnx>=1.14", "matplotlib>=3.5"],

@@ -3,20 +3,25 @@
 Layout::
 
     <bundle>/manifest.json      format_version, name, preset, tasks, router, normalisation,
-                                training, files {name: sha256}, multiple, caller extras
+                                training, files {name: sha256}, multiple, checkpoint, config, notes
     <bundle>/route-<task>.onnx  one restoration model per task (input N×1×H×W)
     <bundle>/router.onnx        optional degradation router (input N×1×H×W)
+    <bundle>/model.pt           optional training checkpoint (tensors only; ``tir learn``)
 
-:func:`load_bundle` refuses a bundle whose files are missing, altered (sha256), of another
-format version, or not N×1×H×W ONNX models, with a message naming the file. Unknown extra files
-in the folder are ignored.
+:func:`load_bundle` refuses a bundle whose manifest breaks the schema (:func:`validate_manifest`:
+unknown keys, wrong types, out-of-range router values, a codebook that does not match the
+router's task list), whose listed files (routes, router, the training checkpoint ``model.pt``)
+are missing or altered (sha256), of another format version, or not N×1×H×W ONNX models, with a
+message naming the file or key. Unknown extra files in the folder are ignored and never used.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -185,13 +190,16 @@ def write_bundle(out_dir: PathLike, routes: Mapping[str, PathLike], router: Opti
                  manifest: Mapping) -> Bundle:
     """Copy route and router ONNX files into ``out_dir``, hash them, write manifest.json.
 
-    ``manifest`` supplies name, preset, normalisation, training, multiple, any extra keys,
+    ``manifest`` supplies name, preset, normalisation, training, multiple, checkpoint, config, notes,
     ``tasks`` (a list of dicts whose "name" matches a key of ``routes``: their keys are merged
     into that route's entry) and ``router`` (a dict of router metadata such as codebook,
     threshold, input_size, tasks). Returns the bundle as :func:`load_bundle` reads it back.
     """
     if not routes:
         raise BundleError("a bundle needs at least one route")
+    unknown = sorted(set(manifest) - set(TOP_KEYS))
+    if unknown:
+        raise BundleError(f"unknown manifest keys {unknown}; known: {', '.join(TOP_KEYS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(manifest)
@@ -262,22 +270,229 @@ def _short(digest: str) -> str:
     return f"{digest[:12]}…"
 
 
+# ---------------------------------------------------------------------------------------------
+# the manifest schema, checked at load time
+# ---------------------------------------------------------------------------------------------
+
+#: top-level keys of manifest.json; any other key is refused (a typo would otherwise be ignored)
+TOP_KEYS = ("format_version", "name", "preset", "multiple", "tasks", "router", "normalisation",
+            "training", "files", "checkpoint", "config", "notes")
+#: keys of the router entry (written by engines.router.train_router / calibrate_router)
+ROUTER_KEYS = ("file", "sha256", "codebook", "tasks", "threshold", "thresholds", "temperature",
+               "input_size", "features", "metrics", "source", "calibrated_from")
+MAX_MULTIPLE = 256
+MAX_INPUT_SIDE = 16384
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_plain_name(name) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name \
+        and "\\" not in name
+
+
+def _check_file_ref(where: str, entry: dict, problems: List[str]) -> None:
+    name, digest = entry.get("file"), entry.get("sha256")
+    if not _is_plain_name(name):
+        problems.append(f"{where}.file {name!r} must be a plain name inside the folder")
+    if not (isinstance(digest, str) and _HEX64.fullmatch(digest)):
+        problems.append(f"{where}.sha256 must be 64 lowercase hex digits, got {str(digest)[:20]!r}")
+
+
+def _check_router(router: dict, problems: List[str]) -> None:
+    unknown = sorted(set(router) - set(ROUTER_KEYS))
+    if unknown:
+        problems.append(f"router: unknown keys {unknown}; known: {', '.join(ROUTER_KEYS)}")
+    lacking = [k for k in ("file", "sha256", "codebook", "tasks") if k not in router]
+    if lacking:
+        problems.append(f"router lacks {lacking}")
+    _check_file_ref("router", router, problems)
+    rows = None
+    book = router.get("codebook")
+    if "codebook" in router:
+        if (not isinstance(book, list) or not book or not all(isinstance(r, list) and r for r in book)
+                or not all(_is_number(v) for r in book for v in r)):
+            problems.append("router.codebook must be a non-empty list of rows of finite numbers")
+        elif len({len(r) for r in book}) != 1:
+            problems.append(f"router.codebook rows differ in length: {sorted({len(r) for r in book})}")
+        else:
+            rows = len(book)
+    tasks = router.get("tasks")
+    if "tasks" in router:
+        if not isinstance(tasks, list) or not all(isinstance(t, str) and t for t in tasks):
+            problems.append("router.tasks must be a list of task names")
+        elif len(set(tasks)) != len(tasks):
+            problems.append(f"router.tasks has duplicates: {tasks}")
+        elif rows is not None and len(tasks) != rows:
+            problems.append(f"router.tasks lists {len(tasks)} classes but router.codebook has {rows} rows; "
+                            "they must match one to one")
+    # thresholds are cosine similarities of an embedding to a codebook row: within [-1, 1]
+    if "threshold" in router and not (_is_number(router["threshold"]) and -1.0 <= router["threshold"] <= 1.0):
+        problems.append(f"router.threshold {router['threshold']!r} must be a cosine similarity in [-1, 1]")
+    if "thresholds" in router:
+        th = router["thresholds"]
+        if not isinstance(th, list) or not all(_is_number(v) and -1.0 <= v <= 1.0 for v in th):
+            problems.append("router.thresholds must be a list of cosine similarities in [-1, 1]")
+        elif rows is not None and len(th) != rows:
+            problems.append(f"router.thresholds has {len(th)} values for {rows} codebook rows")
+    if "temperature" in router and not (_is_number(router["temperature"]) and router["temperature"] > 0):
+        problems.append(f"router.temperature {router['temperature']!r} must be a number > 0")
+    if "input_size" in router:
+        size = router["input_size"]
+        if not (isinstance(size, list) and len(size) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_INPUT_SIDE
+                        for v in size)):
+            problems.append(f"router.input_size {size!r} must be [width, height] in pixels, "
+                            f"each 1..{MAX_INPUT_SIDE}")
+
+
+def validate_manifest(manifest: dict) -> List[str]:
+    """Every schema violation of a parsed manifest.json, one line each (empty when valid).
+
+    Checked: known top-level and router keys; types; ``multiple`` a power of two in 1..256
+    (the frame is padded to it, so the model's down-sampling must divide it); route and
+    router entries name plain files with 64-hex sha256; ``files`` maps plain names to 64-hex
+    digests; the router's ``codebook`` is a rectangular list of finite numbers with one row per
+    name in ``tasks``, ``threshold``/``thresholds`` are cosine similarities in [-1, 1] and
+    ``temperature`` > 0; ``checkpoint`` names a plain file with a sha256. File existence and
+    hashes are checked by :func:`load_bundle`.
+    """
+    problems: List[str] = []
+    unknown = sorted(set(manifest) - set(TOP_KEYS))
+    if unknown:
+        problems.append(f"unknown keys {unknown}; known: {', '.join(TOP_KEYS)}")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        problems.append(f"lacks required keys {missing}")
+    name = manifest.get("name")
+    if "name" in manifest and not (isinstance(name, str) and name):
+        problems.append(f"name must be a non-empty string, got {name!r}")
+    preset = manifest.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        problems.append(f"preset must be a string or null, got {preset!r}")
+    if "multiple" in manifest:
+        m = manifest["multiple"]
+        if not (isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= MAX_MULTIPLE and m & (m - 1) == 0):
+            problems.append(f"multiple {m!r} must be a power of two from 1 to {MAX_MULTIPLE}")
+    for key in ("normalisation", "training", "config"):
+        if key in manifest and manifest[key] is not None and not isinstance(manifest[key], dict):
+            problems.append(f"{key} must be an object")
+    files = manifest.get("files")
+    if "files" in manifest:
+        if not isinstance(files, dict):
+            problems.append("files must be an object {file name: sha256}")
+        else:
+            for fname, digest in files.items():
+                if not _is_plain_name(fname):
+                    problems.append(f"files: {fname!r} must be a plain name inside the folder")
+                if not (isinstance(digest, str) and _HEX64.fullmatch(digest)):
+                    problems.append(f"files: {fname!r} sha256 must be 64 lowercase hex digits")
+    tasks = manifest.get("tasks")
+    if "tasks" in manifest:
+        if not isinstance(tasks, list) or not tasks:
+            problems.append("tasks must be a non-empty list")
+        else:
+            seen = []
+            for i, task in enumerate(tasks):
+                if not isinstance(task, dict):
+                    problems.append(f"tasks[{i}] must be an object")
+                    continue
+                lacking = [k for k in ("name", "file", "sha256") if k not in task]
+                if lacking:
+                    problems.append(f"task entry {i} lacks {lacking}")
+                tname = task.get("name")
+                if not (isinstance(tname, str) and _TASK_NAME.fullmatch(tname)):
+                    problems.append(f"tasks[{i}].name {tname!r} must be letters, digits, '-' or '_'")
+                else:
+                    seen.append(tname)
+                _check_file_ref(f"tasks[{i}]", task, problems)
+                for key in ("params",):
+                    v = task.get(key)
+                    if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+                        problems.append(f"tasks[{i}].{key} {v!r} must be a count ≥ 0 or null")
+                for key in ("sub_tasks", "parts"):
+                    v = task.get(key)
+                    if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+                        problems.append(f"tasks[{i}].{key} must be a list of task names")
+            if len(set(seen)) != len(seen):
+                problems.append(f"duplicate task names in {seen}")
+    router = manifest.get("router")
+    if router is not None:
+        if not isinstance(router, dict):
+            problems.append("router must be null or an object")
+        else:
+            _check_router(router, problems)
+    ckpt = manifest.get("checkpoint")
+    if ckpt is not None:
+        if not isinstance(ckpt, dict):
+            problems.append("checkpoint must be null or an object {file, sha256}")
+        else:
+            _check_file_ref("checkpoint", ckpt, problems)
+    return problems
+
+
+def listed_files(manifest: dict) -> Dict[str, str]:
+    """{file name: sha256} of every file a (schema-valid) manifest names: ``files``, the route
+    and router entries and the training ``checkpoint``. Raises BundleError when one name is
+    given two different digests."""
+    out: Dict[str, str] = {}
+    refs = [(t["file"], t["sha256"]) for t in manifest["tasks"]]
+    for key in ("router", "checkpoint"):
+        if manifest.get(key):
+            refs.append((manifest[key]["file"], manifest[key]["sha256"]))
+    for name, digest in list(manifest["files"].items()) + refs:
+        if out.setdefault(name, digest) != digest:
+            raise BundleError(f"{name} has two different sha256 values listed in {MANIFEST}")
+    return out
+
+
 def _verify_file(root: Path, name: str, expected: str) -> None:
-    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+    if not _is_plain_name(name):
         raise BundleError(f"bundle {root}: file name {name!r} must be a plain name inside the folder")
     path = root / name
     if not path.is_file():
         raise BundleError(f"incomplete bundle {root}: {name} is listed in {MANIFEST} but missing; "
                           "rebuild with `tir train` or restore the file")
-    actual = sha256_file(path)
+    _check_digest(name, sha256_file(path), expected)
+
+
+def _check_digest(name: str, actual: str, expected: str) -> None:
     if actual != expected:
         raise BundleError(f"tampered or mismatched bundle: {name} sha256 is {_short(actual)}, "
                           f"manifest says {_short(str(expected))}; rebuild with `tir train` "
                           "or restore the file")
 
 
+def read_verified(bundle: "Bundle", name: str) -> bytes:
+    """The bytes of ``name`` in ``bundle``, hashed in memory against the manifest's sha256.
+
+    Use this instead of opening the file when its contents are deserialised (torch.load):
+    the bytes checked are the bytes used, so a file swapped after :func:`load_bundle` is still
+    refused. Raises BundleError when the file is not listed, missing or altered.
+    """
+    digests = listed_files(bundle.manifest)
+    if name not in digests:
+        raise BundleError(f"bundle {bundle.path}: {name} is not listed in {MANIFEST}, so it cannot be "
+                          "verified; only files the manifest hashes are used")
+    path = bundle.path / name
+    if not path.is_file():
+        raise BundleError(f"incomplete bundle {bundle.path}: {name} is listed in {MANIFEST} but missing")
+    data = path.read_bytes()
+    _check_digest(name, hashlib.sha256(data).hexdigest(), digests[name])
+    return data
+
+
 def load_bundle(path: PathLike) -> Bundle:
-    """Read and verify a bundle folder (or its manifest.json); raise BundleError on any problem."""
+    """Read and verify a bundle folder (or its manifest.json); raise BundleError on any problem.
+
+    Order: manifest JSON → format_version → schema (:func:`validate_manifest`, every violation
+    reported, one line each) → sha256 of every listed file (routes, router, checkpoint,
+    ``files``) → each ONNX model's input is N×1×H×W.
+    """
     path = Path(path)
     root = path.parent if path.name == MANIFEST else path
     manifest_path = root / MANIFEST
@@ -296,33 +511,18 @@ def load_bundle(path: PathLike) -> Bundle:
     if version != FORMAT_VERSION:
         raise BundleError(f"{manifest_path}: format_version {version!r}, this tir reads "
                           f"{FORMAT_VERSION}; rebuild the bundle with this version's `tir train`")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise BundleError(f"{manifest_path} lacks required keys {missing}")
-    files = manifest["files"]
-    tasks = manifest["tasks"]
-    if not isinstance(files, dict) or not isinstance(tasks, list) or not tasks:
-        raise BundleError(f"{manifest_path}: 'files' must be an object and 'tasks' a non-empty list")
-
-    onnx_files = []
-    for i, task in enumerate(tasks):
-        lacking = [k for k in ("name", "file", "sha256") if k not in task]
-        if lacking:
-            raise BundleError(f"{manifest_path}: task entry {i} lacks {lacking}")
-        onnx_files.append((task["file"], task["sha256"]))
-    names = [t["name"] for t in tasks]
-    if len(set(names)) != len(names):
-        raise BundleError(f"{manifest_path}: duplicate task names in {names}")
-    router = manifest["router"]
-    if router is not None:
-        if not isinstance(router, dict) or "file" not in router or "sha256" not in router:
-            raise BundleError(f"{manifest_path}: router must be null or have 'file' and 'sha256'")
-        onnx_files.append((router["file"], router["sha256"]))
-    for name, digest in onnx_files:
-        if files.get(name, digest) != digest:
-            raise BundleError(f"{manifest_path}: {name} has two different sha256 values listed")
-    for name, digest in {**files, **dict(onnx_files)}.items():
+    problems = validate_manifest(manifest)
+    if problems:
+        raise BundleError("\n".join(f"{manifest_path}: {p}" for p in problems))
+    try:
+        digests = listed_files(manifest)
+    except BundleError as exc:
+        raise BundleError(f"{manifest_path}: {exc}") from None
+    for name, digest in digests.items():
         _verify_file(root, name, digest)
-    for name, _ in onnx_files:
+    onnx_files = [t["file"] for t in manifest["tasks"]]
+    if manifest["router"] is not None:
+        onnx_files.append(manifest["router"]["file"])
+    for name in onnx_files:
         check_onnx_input(root / name)
     return Bundle(root, manifest)

@@ -200,25 +200,47 @@ class EngineCache:
         os.replace(side.with_suffix(".json.tmp"), side)
         return path
 
-    def read_entry(self, plan: PathLike) -> CacheEntry:
-        plan = Path(plan)
+    def _read_sidecar(self, plan: Path) -> Tuple[EngineKey, dict]:
         side = self.sidecar(plan)
         if not plan.is_file():
             raise EngineCacheError(f"no TensorRT plan at {plan}; build one with `tir build`")
         if not side.is_file():
-            raise EngineCacheError(f"plan {plan} has no sidecar {side.name}: cannot tell what it was built "
-                                   "for; rebuild it with `tir build`")
+            raise EngineCacheError(f"refusing TensorRT plan {plan}: it has no sidecar {side.name}, so "
+                                   "nothing tells what it was built for; delete it and rebuild with `tir build`")
         try:
             doc = json.loads(side.read_text(encoding="utf-8"))
             key = EngineKey.from_dict(doc["key"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise EngineCacheError(f"unreadable sidecar {side}: {exc}; rebuild with `tir build`") from None
-        if doc.get("plan_sha256") and sha256_file(plan) != doc["plan_sha256"]:
-            raise EngineCacheError(f"plan {plan} does not match its sidecar (sha256 differs): rebuild with "
-                                   f"`{doc.get('rebuild_command', 'tir build')}`")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise EngineCacheError(f"refusing TensorRT plan {plan}: unreadable sidecar {side.name} ({exc}); "
+                                   "delete both and rebuild with `tir build`") from None
+        return key, doc
+
+    def read_entry(self, plan: PathLike) -> CacheEntry:
+        """The plan's entry after its integrity check; raises EngineCacheError naming the reason.
+
+        A plan is refused when its sidecar is missing or unreadable, when the sidecar has no
+        ``plan_sha256`` (nothing to check the plan against), or when the plan's sha256 differs
+        from it (the plan was altered after ``tir build`` wrote it). Deserialising a TensorRT
+        plan runs its plugins, so an unchecked plan is never handed on.
+        """
+        plan = Path(plan)
+        key, doc = self._read_sidecar(plan)
+        rebuild = doc.get("rebuild_command") or "tir build"
+        expected = doc.get("plan_sha256")
+        if not isinstance(expected, str) or not re.fullmatch(r"[0-9a-f]{64}", expected):
+            raise EngineCacheError(f"refusing TensorRT plan {plan}: its sidecar {self.sidecar(plan).name} has no "
+                                   f"valid plan_sha256, so its integrity cannot be checked; delete it and "
+                                   f"rebuild with `{rebuild}`")
+        actual = sha256_file(plan)
+        if actual != expected:
+            raise EngineCacheError(f"refusing TensorRT plan {plan}: tampered or corrupt, sha256 is "
+                                   f"{actual[:12]}…, its sidecar says {expected[:12]}…; delete it and "
+                                   f"rebuild with `{rebuild}`")
         return CacheEntry(plan, key, doc)
 
     def lookup(self, key: EngineKey, name: str) -> Optional[CacheEntry]:
+        """The verified entry for ``key`` (None when no plan is stored for it); a stored plan
+        that fails its integrity check raises EngineCacheError."""
         path = self.plan_path(key, name)
         if not path.is_file():
             return None
@@ -242,16 +264,26 @@ class EngineCache:
             raise EngineCacheError(f"refusing TensorRT plan {entry.plan.name}: " + "; ".join(diffs)
                                    + f". Rebuild it with: {entry.rebuild_command}")
 
-    def entries(self) -> List[CacheEntry]:
+    def scan(self) -> Tuple[List[CacheEntry], List[Tuple[Path, Optional[dict], str]]]:
+        """(verified entries, refused plans) of the folder; a refused plan is
+        (plan path, its sidecar dict or None when unreadable, the reason)."""
         if not self.root.is_dir():
-            return []
-        out = []
+            return [], []
+        good, refused = [], []
         for plan in sorted(self.root.glob("*.plan")):
             try:
-                out.append(self.read_entry(plan))
-            except EngineCacheError:
-                continue
-        return out
+                good.append(self.read_entry(plan))
+            except EngineCacheError as exc:
+                try:
+                    doc = self._read_sidecar(plan)[1]
+                except EngineCacheError:
+                    doc = None
+                refused.append((plan, doc, str(exc)))
+        return good, refused
+
+    def entries(self) -> List[CacheEntry]:
+        """The verified entries; plans failing their integrity check are left out (see scan)."""
+        return self.scan()[0]
 
 
 PRECISION_PREFERENCE = ("int8-qdq", "int8-calibrator", "fp16", "fp32")
@@ -263,11 +295,25 @@ def resolve_plan(onnx_path: PathLike, precision: Optional[str] = None, cache: Op
 
     Plans built from the route's Q/DQ variant carry the route ONNX's hash as ``source_onnx_sha256``.
     Preference without ``precision``: INT8, FP16, FP32. Raises EngineCacheError naming the
-    ``tir build`` command when nothing fits.
+    ``tir build`` command when nothing fits, and the reason when a plan for this route fails
+    its integrity check (altered plan, sidecar without ``plan_sha256``, unreadable sidecar, or
+    a plan named for this route with no sidecar at all).
     """
     cache = cache or EngineCache()
     digest = sha256_file(onnx_path)
-    candidates = [e for e in cache.entries()
+    route = Path(onnx_path).stem.replace("route-", "")
+    entries, refused = cache.scan()
+    for plan, doc, reason in refused:
+        # A plan that may belong to this route (its sidecar names the ONNX, or is unreadable)
+        # and fails its integrity check is an error, never silently skipped.
+        if doc is None:
+            mine = plan.name.startswith(re.sub(r"[^A-Za-z0-9_.-]", "_", route) + "-")
+        else:
+            key = doc.get("key") if isinstance(doc.get("key"), dict) else {}
+            mine = digest in (key.get("onnx_sha256"), doc.get("source_onnx_sha256"))
+        if mine:
+            raise EngineCacheError(reason)
+    candidates = [e for e in entries
                   if digest in (e.key.onnx_sha256, e.meta.get("source_onnx_sha256"))]
     if platform is not None:
         candidates = [e for e in candidates if all(e.key.to_dict().get(f) == platform.get(f) for f in PLATFORM_FIELDS)]
@@ -275,7 +321,6 @@ def resolve_plan(onnx_path: PathLike, precision: Optional[str] = None, cache: Op
         candidates = [e for e in candidates if e.key.precision.startswith(precision)]
     if not candidates:
         bundle = Path(onnx_path).resolve().parent
-        route = Path(onnx_path).stem.replace("route-", "")
         raise EngineCacheError(
             f"no TensorRT plan for {Path(onnx_path).name} in {cache.root} for this machine"
             + (f" at precision {precision}" if precision else "")

@@ -530,7 +530,8 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
         "train_seconds": round(time.monotonic() - t0, 1),
     }
     path = export_router_onnx(net, out_dir / "router.onnx", input_size)
-    torch.save({"state_dict": net.state_dict(), "codebook": book, "classes": classes,
+    # tensors and plain containers only, so torch.load(weights_only=True) reads it back
+    torch.save({"state_dict": net.state_dict(), "codebook": torch.from_numpy(book.copy()), "classes": list(classes),
                 "dim": dim}, out_dir / "router.pt")
     log.info("router: val accuracy %.3f, threshold %.3f, %s", metrics["val_accuracy"], threshold,
              {k: v for k, v in metrics.items() if k.startswith("val_unknown")})

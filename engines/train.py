@@ -227,7 +227,7 @@ class ContinualTrainer:
     def _load_model(self) -> OpenWorldModel:
         path = self.work / "model.pt"
         if path.is_file():
-            model = OpenWorldModel.from_checkpoint(torch.load(path, map_location="cpu", weights_only=False))
+            model = OpenWorldModel.from_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
             log.info("resumed from %s (done: %s)", path, ", ".join(self.state["done"]) or "nothing")
             return model
         torch.manual_seed(self.s.seed)

@@ -60,9 +60,32 @@ def test_torch_engine_matches_onnx(tiny, tmp_path):
     x = np.random.default_rng(1).random((2, 1, 32, 40), dtype=np.float32)
     assert np.abs(engine.infer(x) - load_engine(path).infer(x)).max() < 1e-4
     saved = tmp_path / "tiny.pt"
-    torch.save(model, saved)
+    torch.jit.save(torch.jit.trace(model.eval(), torch.from_numpy(x)), str(saved))
     from_file = load_engine(saved)
     assert np.abs(from_file.infer(x) - engine.infer(x)).max() < 1e-6
+
+
+def test_pickled_module_is_refused_without_running_it(tiny, tmp_path):
+    """torch.load(weights_only=False) would run a pickled file's code: never done (issue 10 item 9)."""
+    import os
+    import pickle
+
+    flag = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {flag}",))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump(Evil(), f, protocol=2)
+    with pytest.raises(EngineError, match="as weights only .*torch.jit.save"):
+        load_engine(path)
+    pickled = tmp_path / "module.pt"
+    torch.save(tiny[0], pickled)
+    with pytest.raises(EngineError, match="a pickled module runs code when loaded"):
+        load_engine(pickled)
+    assert not flag.exists()
 
 
 def test_torch_state_dict_is_explained(tiny, tmp_path):

@@ -47,7 +47,9 @@ def make(tmp_path, sources, **extra):
     manifest = {
         "name": "tiny", "preset": "edge-s",
         "tasks": [{"name": "CB", "gmac_640x512": 1.7, "psnr_val": 17.8}],
-        "router": {"codebook": ["blur", "CB", "unknown"], "threshold": 0.6, "input_size": [64, 64]},
+        "router": {"codebook": [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+                   "tasks": ["blur", "CB", "clean"], "threshold": 0.6, "temperature": 0.1,
+                   "input_size": [64, 64]},
         "normalisation": {"low_pct": 0.5, "high_pct": 99.5},
         "training": {"data": "roadscene-ir train", "steps": 100},
         "multiple": 8, "notes": "test bundle",
@@ -69,7 +71,7 @@ def test_write_then_load_round_trip(tmp_path, sources):
     assert info["params"] == 9
     assert info["sha256"] == B.sha256_file(bundle.route_path("CB"))
     assert bundle.router_path == tmp_path / "bundle" / "router.onnx"
-    assert bundle.router["threshold"] == 0.6 and bundle.router["codebook"][-1] == "unknown"
+    assert bundle.router["threshold"] == 0.6 and bundle.router["tasks"][-1] == "clean"
     assert bundle.normalisation == {"low_pct": 0.5, "high_pct": 99.5}
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["format_version"] == 1 and manifest["notes"] == "test bundle"
@@ -184,3 +186,100 @@ def test_default_bundle_path_is_shipped_folder_or_none():
     assert path is None or (path / "manifest.json").is_file()
     if path is not None:
         assert path.name == "edge" and path.parent.name == "bundles"
+
+
+# --- issue 10 items 9 and 13: every listed file hash-checked, the manifest validated at load --------
+
+@pytest.mark.parametrize("change,line", [
+    (lambda m: m["router"].update(threshold=99),
+     "router.threshold 99 must be a cosine similarity in [-1, 1]"),
+    (lambda m: m["router"].update(thresholds=[0.5, 1.5, 0.2]),
+     "router.thresholds must be a list of cosine similarities in [-1, 1]"),
+    (lambda m: m["router"].update(temperature=-5), "router.temperature -5 must be a number > 0"),
+    (lambda m: m["router"].update(temperature=0), "router.temperature 0 must be a number > 0"),
+    (lambda m: m.update(multiple=0), "multiple 0 must be a power of two from 1 to 256"),
+    (lambda m: m.update(multiple=12), "multiple 12 must be a power of two from 1 to 256"),
+    (lambda m: m.update(multiple=512), "multiple 512 must be a power of two from 1 to 256"),
+    (lambda m: m.update(multiple="8"), "multiple '8' must be a power of two"),
+    (lambda m: m["router"].update(tasks=["blur", "CB"]),
+     "router.tasks lists 2 classes but router.codebook has 3 rows"),
+    (lambda m: m["router"].update(codebook=[[1.0, 0.0], [0.0]]), "router.codebook rows differ in length"),
+    (lambda m: m["router"].update(codebook=[["a"]]), "router.codebook must be a non-empty list of rows"),
+    (lambda m: m["router"].update(input_size=[0, 64]), "router.input_size [0, 64] must be [width, height]"),
+    (lambda m: m["router"].pop("tasks"), "router lacks ['tasks']"),
+    (lambda m: m["router"].update(thershold=0.5), "router: unknown keys ['thershold']"),
+    (lambda m: m.update(mutliple=8), "unknown keys ['mutliple']; known: format_version"),
+    (lambda m: m["tasks"][0].update(sha256="abc"), "tasks[0].sha256 must be 64 lowercase hex digits"),
+    (lambda m: m["tasks"][1].update(name="../x"), "tasks[1].name '../x' must be letters, digits"),
+    (lambda m: m.update(name=""), "name must be a non-empty string"),
+    (lambda m: m.update(checkpoint={"file": "/etc/passwd", "sha256": "0" * 64}),
+     "checkpoint.file '/etc/passwd' must be a plain name inside the folder"),
+])
+def test_schema_violation_is_refused_at_load_with_one_line(tmp_path, sources, change, line):
+    make(tmp_path, sources)
+    edit_manifest(tmp_path, change)
+    with pytest.raises(B.BundleError) as err:
+        B.load_bundle(tmp_path / "bundle")
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(str(tmp_path / "bundle" / "manifest.json") + ": ")
+    assert line in lines[0]
+
+
+def test_every_violation_gets_its_own_line(tmp_path, sources):
+    make(tmp_path, sources)
+    edit_manifest(tmp_path, lambda m: (m["router"].update(threshold=99, temperature=-5), m.update(multiple=0)))
+    with pytest.raises(B.BundleError) as err:
+        B.load_bundle(tmp_path / "bundle")
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3
+    assert any("multiple 0" in x for x in lines) and any("threshold 99" in x for x in lines)
+    assert any("temperature -5" in x for x in lines)
+
+
+def test_write_bundle_refuses_unknown_keys(tmp_path, sources):
+    routes, _ = sources
+    with pytest.raises(B.BundleError, match=r"unknown manifest keys \['treshold'\]"):
+        B.write_bundle(tmp_path / "b", {"blur": routes["blur"]}, None, {"treshold": 0.5})
+    assert not (tmp_path / "b").exists()
+
+
+def test_shipped_bundle_with_router_tasks_cut_to_three_is_refused_at_load(tmp_path):
+    import shutil
+
+    shipped = B.default_bundle_path()
+    if shipped is None:
+        pytest.skip("the shipped bundle engines/bundles/edge/ is not installed")
+    assert B.validate_manifest(json.loads((shipped / "manifest.json").read_text())) == []
+    copy = tmp_path / "edge"
+    shutil.copytree(shipped, copy)
+    path = copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["router"]["tasks"] = manifest["router"]["tasks"][:3]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(B.BundleError, match="router.tasks lists 3 classes but router.codebook has 8 rows"):
+        B.load_bundle(copy)
+
+
+def test_checkpoint_is_hash_checked_at_load_and_when_read(tmp_path, sources):
+    torch = pytest.importorskip("torch")
+    import io
+
+    ckpt = tmp_path / "src" / "model.pt"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, ckpt)
+    make(tmp_path, sources)
+    (tmp_path / "bundle" / "model.pt").write_bytes(ckpt.read_bytes())
+    edit_manifest(tmp_path, lambda m: m.update(checkpoint={"file": "model.pt", "sha256": B.sha256_file(ckpt)}))
+    bundle = B.load_bundle(tmp_path / "bundle")
+    data = B.read_verified(bundle, "model.pt")
+    assert torch.load(io.BytesIO(data), weights_only=True)["state_dict"]["w"].tolist() == [1.0, 1.0]
+
+    # swapped after load: the bytes read are checked again
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "bundle" / "model.pt")
+    with pytest.raises(B.BundleError, match=r"tampered or mismatched bundle: model\.pt sha256 is"):
+        B.read_verified(bundle, "model.pt")
+    with pytest.raises(B.BundleError, match=r"tampered or mismatched bundle: model\.pt sha256 is"):
+        B.load_bundle(tmp_path / "bundle")
+    (tmp_path / "bundle" / "other.pt").write_bytes(ckpt.read_bytes())
+    with pytest.raises(B.BundleError, match="other.pt is not listed in manifest.json"):
+        B.read_verified(bundle, "other.pt")

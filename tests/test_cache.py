@@ -69,7 +69,7 @@ def test_tampered_or_orphan_plans(tmp_path):
     cache = EngineCache(tmp_path)
     path = cache.store(_key(), b"PLAN", "noise")
     path.write_bytes(b"OTHER")
-    with pytest.raises(EngineCacheError, match="sha256 differs"):
+    with pytest.raises(EngineCacheError, match="tampered or corrupt, sha256 is"):
         cache.read_entry(path)
     orphan = tmp_path / "x.plan"
     orphan.write_bytes(b"P")
@@ -105,3 +105,49 @@ def test_resolve_plan_for_a_route_onnx(tmp_path):
     assert resolve_plan(route, precision="fp16", cache=cache, platform=PLATFORM).plan == fp16
     with pytest.raises(EngineCacheError, match="no TensorRT plan"):
         resolve_plan(route, cache=cache, platform=dict(PLATFORM, gpu_name="Xavier"))
+
+
+def test_plan_integrity_is_refused_with_the_reason_not_skipped(tmp_path):
+    """A tampered plan, or a sidecar without plan_sha256, is an error naming why (issue 10 item 14)."""
+    import json
+
+    from tir.engines.cache import resolve_plan, sha256_file
+
+    route = tmp_path / "route-noise.onnx"
+    route.write_bytes(b"fp32 onnx")
+    cache = EngineCache(tmp_path / "plans")
+    plan = cache.store(_key(onnx_sha256=sha256_file(route), precision="fp16"), b"GOOD", "noise",
+                       {"rebuild_command": "tir build --bundle B --precision fp16 --route noise"})
+    assert resolve_plan(route, cache=cache, platform=PLATFORM).plan == plan
+    plan.write_bytes(b"EVIL")
+    with pytest.raises(EngineCacheError) as err:
+        resolve_plan(route, cache=cache, platform=PLATFORM)
+    msg = str(err.value)
+    assert msg.startswith(f"refusing TensorRT plan {plan}: tampered or corrupt, sha256 is "
+                          f"{sha256_file(plan)[:12]}")
+    assert "no TensorRT plan" not in msg and "tir build --bundle B --precision fp16 --route noise" in msg
+    assert cache.entries() == [] and [r[0] for r in cache.scan()[1]] == [plan]
+
+    plan.write_bytes(b"GOOD")
+    side = cache.sidecar(plan)
+    doc = json.loads(side.read_text())
+    del doc["plan_sha256"]
+    side.write_text(json.dumps(doc))
+    with pytest.raises(EngineCacheError, match="has no valid plan_sha256, so its integrity cannot be checked"):
+        resolve_plan(route, cache=cache, platform=PLATFORM)
+    with pytest.raises(EngineCacheError, match="no valid plan_sha256"):
+        cache.lookup(_key(onnx_sha256=sha256_file(route), precision="fp16"), "noise")
+    doc["plan_sha256"] = 12
+    side.write_text(json.dumps(doc))
+    with pytest.raises(EngineCacheError, match="no valid plan_sha256"):
+        cache.read_entry(plan)
+
+    # a plan of another route that fails its check does not block this one
+    other = tmp_path / "route-blur.onnx"
+    other.write_bytes(b"blur onnx")
+    good = cache.store(_key(onnx_sha256=sha256_file(other), precision="fp16"), b"B", "blur")
+    assert resolve_plan(other, cache=cache, platform=PLATFORM).plan == good
+    # an orphan plan named for this route (no sidecar) is refused, not skipped
+    side.unlink()
+    with pytest.raises(EngineCacheError, match="has no sidecar"):
+        resolve_plan(route, cache=cache, platform=PLATFORM)

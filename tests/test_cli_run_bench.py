@@ -141,9 +141,22 @@ def test_run_host_and_port_options_move_the_page(capsys, tiny_onnx):
     code = main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "2", "--quiet",
                  "--host", "0.0.0.0", "--port", "0"])
     assert code == 0
-    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("tir run: output http")][0]
+    lines = capsys.readouterr().out.splitlines()
+    line = [s for s in lines if s.startswith("tir run: output http")][0]
     port = int(line.rsplit(":", 1)[1].strip("/"))
     assert port not in (0, 8080)
+    # every interface: a warning, then the URLs this machine's addresses give (issue 10 item 8)
+    warning = [s for s in lines if s.startswith("tir run: warning: listening on 0.0.0.0")]
+    assert len(warning) == 1 and "--host 127.0.0.1" in warning[0]
+    reachable = [s for s in lines if s.startswith("tir run: reachable at ")]
+    assert len(reachable) == 1 and f":{port}/" in reachable[0] and "127.0.0.1" not in reachable[0]
+    token = [s for s in lines if s.startswith("tir run: POST token (X-Tir-Token header")]
+    assert len(token) == 1 and len(token[0].rsplit(" ", 1)[1]) >= 32
+    assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "1", "--quiet",
+                 "--output", "http://127.0.0.1:0?token=fixed-token-for-this-test"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "tir run: POST token (X-Tir-Token header; the page carries it): fixed-token-for-this-test" in lines
+    assert not [s for s in lines if "warning" in s or "reachable" in s]
     assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "1", "--port", "70000"]) == 2
     assert "0..65535" in capsys.readouterr().err
 

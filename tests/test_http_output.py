@@ -67,12 +67,14 @@ def get(out, path, timeout=5):
     return resp, resp.read()
 
 
-def read_mjpeg_parts(resp, count):
-    """Parse multipart/x-mixed-replace parts by their boundary and Content-Length."""
+def read_mjpeg_parts(resp, count, first=True):
+    """Parse multipart/x-mixed-replace parts by their boundary and Content-Length
+    (``first=False``: the opening boundary was read by an earlier call)."""
     ctype = resp.getheader("Content-Type")
     assert ctype.startswith("multipart/x-mixed-replace")
     boundary = ctype.split("boundary=")[1].encode()
-    assert resp.fp.readline().strip() == b"--" + boundary
+    if first:
+        assert resp.fp.readline().strip() == b"--" + boundary
     parts = []
     while len(parts) < count:
         headers = {}
@@ -287,3 +289,257 @@ def test_wants_display_only_while_watched(server):
     assert server.wants_display() is False  # the stream's client left
     get(server, "/snapshot/raw.jpg")
     assert server.wants_display() is True  # a snapshot keeps the views fresh for a while
+
+
+# --- issue 10 items 8, 10, 11, 12: token, Origin/Host checks, bounded bodies, viewers, backlog ---
+
+def raw_request(out, data, timeout=5):
+    """Send raw bytes, return (status code, whole reply) of the first response."""
+    with socket.create_connection(("127.0.0.1", out.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return int(reply.split(b" ", 2)[1]), reply
+
+
+def post_ffc(out, headers=None, body=b""):
+    conn = http.client.HTTPConnection("127.0.0.1", out.port, timeout=5)
+    try:
+        conn.request("POST", "/ffc", body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def ffc_server():
+    out = open_output("http://127.0.0.1:0").start()
+    requested = []
+    out.actions["ffc"] = lambda: requested.append(1)
+    yield out, requested
+    out.close()
+
+
+def test_post_needs_the_token_and_refuses_other_origins(ffc_server):
+    out, requested = ffc_server
+    # the issue's attack: a text/plain POST from another site's page (no preflight)
+    code, reply = post_ffc(out, {"Origin": "http://evil.example", "Content-Type": "text/plain"}, b"x")
+    assert code == 403 and "cross-origin POST from 'http://evil.example' refused" in reply["error"]
+    # the token does not help a foreign page either
+    code, _ = post_ffc(out, {"Origin": "http://evil.example", "X-Tir-Token": out.token})
+    assert code == 403
+    code, reply = post_ffc(out)
+    assert code == 403 and reply["error"].startswith("missing X-Tir-Token header")
+    code, reply = post_ffc(out, {"X-Tir-Token": out.token[:-1] + "x"})
+    assert code == 403 and reply["error"].startswith("wrong X-Tir-Token header")
+    assert requested == []
+    code, reply = post_ffc(out, {"X-Tir-Token": out.token})
+    assert code == 202 and reply == {"ok": True, "requested": "ffc"}
+    code, _ = post_ffc(out, {"X-Tir-Token": out.token, "Origin": f"http://127.0.0.1:{out.port}"})
+    assert code == 202 and len(requested) == 2  # the page's own origin
+    code, _ = post_ffc(out, {"X-Tir-Token": out.token, "Origin": f"http://localhost:{out.port}"})
+    assert code == 202
+    for origin in ("null", f"http://127.0.0.1:{out.port + 1}", f"https://127.0.0.1:{out.port}",
+                   f"http://127.0.0.1:{out.port}.evil.example"):
+        assert post_ffc(out, {"X-Tir-Token": out.token, "Origin": origin})[0] == 403, origin
+    assert len(requested) == 3
+    stats = json.loads(get(out, "/stats.json")[1])["http"]["refused"]
+    assert stats["origin"] == 6 and stats["token"] == 2
+
+
+def test_page_carries_the_token_and_tokens_differ_per_run(ffc_server):
+    out, _ = ffc_server
+    resp, page = get(out, "/")
+    assert f'<meta name="tir-token" content="{out.token}">'.encode() in page
+    assert b"{{TIR_TOKEN}}" not in page and resp.getheader("X-Frame-Options") == "DENY"
+    other = open_output("http://127.0.0.1:0").start()
+    try:
+        assert other.token != out.token and len(out.token) >= 32
+    finally:
+        other.close()
+    fixed = HTTPOutput(parse_uri("http://127.0.0.1:0?token=0123456789abcdef"))
+    assert fixed.token == "0123456789abcdef"
+    with pytest.raises(OutputError, match="use at least 16"):
+        HTTPOutput(parse_uri("http://127.0.0.1:0?token=short"))
+
+
+def test_foreign_host_header_is_refused_dns_rebinding(ffc_server):
+    out, requested = ffc_server
+    for host in ("evil.example", f"evil.example:{out.port}", f"127.0.0.1:{out.port + 1}", "[::1:80", ""):
+        code, reply = raw_request(out, f"GET /stats.json HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert code in (421, 400), (host, reply)
+    code, reply = raw_request(out, (f"POST /ffc HTTP/1.1\r\nHost: rebound.example:{out.port}\r\n"
+                                    f"X-Tir-Token: {out.token}\r\nContent-Length: 0\r\n\r\n").encode())
+    assert code == 421 and requested == []
+    for host in (f"127.0.0.1:{out.port}", f"localhost:{out.port}", f"LOCALHOST:{out.port}"):
+        assert raw_request(out, f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())[0] == 200
+    named = HTTPOutput(parse_uri("http://127.0.0.1:0?allow_host=thermal.lan")).start()
+    try:
+        assert raw_request(named, f"GET /healthz HTTP/1.1\r\nHost: thermal.lan:{named.port}\r\n\r\n"
+                           .encode())[0] == 200
+    finally:
+        named.close()
+
+
+def test_oversized_or_malformed_bodies_are_refused_without_reading_them(ffc_server):
+    """400 MB announced, nothing sent: the answer comes at once, so the body was never awaited."""
+    out, requested = ffc_server
+    head = f"POST /ffc HTTP/1.1\r\nHost: 127.0.0.1:{out.port}\r\nX-Tir-Token: {out.token}\r\n"
+    code, reply = raw_request(out, (head + "Content-Length: 400000000\r\n\r\n").encode())
+    assert code == 413 and b"takes no body" in reply
+    code, _ = raw_request(out, (head + "Transfer-Encoding: chunked\r\n\r\n").encode())
+    assert code == 413
+    for bad in ("-1", "abc", "1e9", "0x10", " ", "99999999999999999999999999"):
+        code, reply = raw_request(out, (head + f"Content-Length: {bad}\r\n\r\n").encode())
+        assert code == 400, (bad, reply)
+    code, _ = raw_request(out, (head + "Content-Length: 1\r\nContent-Length: 2\r\n\r\nab").encode())
+    assert code == 400
+    assert requested == []
+    code, _ = raw_request(out, (head + "Content-Length: 2\r\n\r\n{}").encode())  # a tiny body is fine
+    assert code == 202 and requested == [1]
+    refused = json.loads(get(out, "/stats.json")[1])["http"]["refused"]
+    assert refused["body"] == 2 and refused["malformed"] == 7
+
+
+@pytest.mark.parametrize("path", [
+    "/../../etc/passwd", "/..%2f..%2fetc%2fpasswd", "/%2e%2e/%2e%2e/etc/passwd", "/%2e%2e%2f%2e%2e%2fetc/passwd",
+    "/....//....//etc/passwd", "/..\\..\\etc\\passwd", "/%5c..%5c..%5cetc%5cpasswd", "/web/../http.py",
+    "/app.js/../../http.py", "/style.css%00.html", "/index.html%00", "/%252e%252e/etc/passwd",
+    "//etc/passwd", "/./../http.py", "/stream/../../../etc/passwd.mjpg", "/snapshot/..%2fhttp.jpg",
+    "/stream/%2e%2e.mjpg", "/..;/..;/etc/passwd", "/.%2e/.%2e/etc/passwd", "/%c0%ae%c0%ae/etc/passwd",
+    "/web/app.js", "/edge/outputs/http.py", "/.git/config", "/manifest.json",
+])
+def test_path_traversal_variants_are_404(server, path):
+    code, reply = raw_request(server, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
+    assert code == 404, reply[:200]
+    assert b"root:" not in reply and b"import" not in reply
+
+
+@pytest.mark.parametrize("request_bytes,codes", [
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", (400, 414)),
+    (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n", (400, 431)),
+    (b"GET / HTTP/1.1\r\nX-Big: " + b"y" * 20000 + b"\r\n\r\n", (400, 431)),
+    (b"\x00\x01\x02garbage\r\n\r\n", (400,)),
+    (b"GET / HTTP/9.9\r\n\r\n", (400, 505)),
+    (b"GET / HTTP/1.1\r\nbad header line\r\n\r\n", (400,)),
+])
+def test_oversize_and_garbage_requests_get_an_error_code_and_no_traceback(server, request_bytes, codes, capfd):
+    code, _ = raw_request(server, request_bytes)
+    assert code in codes
+    assert get(server, "/healthz")[0].status == 200  # the server lives on
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_quality_snaps_to_a_fixed_set_so_encodes_stay_bounded(server):
+    from tir.edge.outputs.jpeg import QUALITIES, snap_quality
+
+    assert [snap_quality(q) for q in (1, 10, 59, 60, 61, 75, 85, 100)] == [50, 50, 50, 70, 70, 80, 90, 90]
+    assert snap_quality("junk") == 80 and snap_quality(None, 90) == 90 and snap_quality("nan") == 80
+    server.write(make_frame(1))
+    for q in range(1, 101, 3):  # 34 distinct requested qualities
+        resp, body = get(server, f"/snapshot/raw.jpg?quality={q}")
+        assert resp.status == 200 and decode(body).shape == (H, W, 3)
+    assert server.latest.encodes == len(QUALITIES) == 4
+
+
+def test_thirty_streams_with_distinct_qualities_share_four_encodes_per_frame():
+    server = HTTPOutput(parse_uri("http://127.0.0.1:0?max_viewers=31")).start()
+    conns = []
+    try:
+        server.write(make_frame(0))
+        for q in range(5, 96, 3):  # 31 streams
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", f"/stream/restored.mjpg?quality={q}")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            read_mjpeg_parts(resp, 1)
+            conns.append((conn, resp))
+        before = server.latest.encodes
+        server.write(make_frame(1))
+        for _, resp in conns:
+            read_mjpeg_parts(resp, 1, first=False)  # every viewer got the new frame
+        assert server.latest.encodes - before <= 4
+    finally:
+        for conn, _ in conns:
+            conn.close()
+        server.close()
+
+
+def test_viewer_cap_per_view_answers_503():
+    out = HTTPOutput(parse_uri("http://127.0.0.1:0?max_viewers=2")).start()
+    conns = []
+    try:
+        out.write(make_frame(0))
+        for _ in range(2):
+            conn = http.client.HTTPConnection("127.0.0.1", out.port, timeout=10)
+            conn.request("GET", "/stream/raw.mjpg")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            read_mjpeg_parts(resp, 1)
+            conns.append(conn)
+        resp, body = get(out, "/stream/raw.mjpg")
+        assert resp.status == 503 and b"2 viewers already watch the raw stream" in body
+        assert b"max_viewers=N" in body
+        conn = http.client.HTTPConnection("127.0.0.1", out.port, timeout=10)  # another view is free
+        conn.request("GET", "/stream/side.mjpg")
+        side = conn.getresponse()
+        assert side.status == 200
+        read_mjpeg_parts(side, 1)
+        conns.append(conn)
+        stats = json.loads(get(out, "/stats.json")[1])["http"]
+        assert stats["viewers"] == {"raw": 2, "restored": 0, "side": 1} and stats["refused"]["viewers"] == 1
+    finally:
+        for conn in conns:
+            conn.close()
+        out.close()
+    with pytest.raises(OutputError, match="max_viewers=0"):
+        HTTPOutput(parse_uri("http://127.0.0.1:0?max_viewers=0"))
+
+
+def test_fifty_simultaneous_connects_are_all_accepted(server):
+    """The listen backlog (128) holds a burst: 50 connects queued before any is served all get
+    answers (issue 10 item 12: with backlog 5 the kernel dropped SYNs and clients retried)."""
+    import select
+
+    from tir.edge.outputs.http import BACKLOG
+
+    assert BACKLOG >= 50
+    socks = []
+    try:
+        for _ in range(50):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", server.port))
+            socks.append(sock)
+        for sock in socks:  # each handshake completes: none is left waiting in SYN retry
+            _, writable, _ = select.select([], [sock], [], 5)
+            assert writable and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            sock.setblocking(True)
+            sock.settimeout(10)
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
+        answers = [sock.recv(64) for sock in socks]
+        assert all(a.startswith(b"HTTP/1.1 200") for a in answers)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_close_with_requests_in_flight_does_not_raise():
+    out = open_output("http://127.0.0.1:0").start()
+    out.write(make_frame(0))
+    half = socket.create_connection(("127.0.0.1", out.port), timeout=5)
+    half.sendall(b"POST /ffc HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never finished
+    conn = http.client.HTTPConnection("127.0.0.1", out.port, timeout=10)
+    conn.request("GET", "/stream/side.mjpg")
+    read_mjpeg_parts(conn.getresponse(), 1)
+    out.close()
+    out.close()  # twice is fine
+    half.close()
+    conn.close()
+    assert out.clients == 0

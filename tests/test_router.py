@@ -107,7 +107,7 @@ def test_train_router_separates_tasks_and_exports_onnx(tmp_path):
     assert acc >= 0.9
 
     # ONNX matches the saved torch network
-    ckpt = torch.load(tmp_path / "router.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "router.pt", weights_only=True)
     net = router.build_router_net(dim=16)
     net.load_state_dict(ckpt["state_dict"])
     with torch.no_grad():
@@ -138,7 +138,7 @@ def test_recalibrated_thresholds_follow_the_percentile_and_match_torch(tmp_path)
     assert 0.0 <= m_loose["val_unknown_rate_jpeg"] <= 1.0 and m_loose["calibration_draws"] == 3
 
     # the ONNX the runtime uses and the torch network give the same thresholds
-    ckpt = torch.load(tmp_path / "router.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "router.pt", weights_only=True)
     net = router.build_router_net(dim=16)
     net.load_state_dict(ckpt["state_dict"])
     net.eval()

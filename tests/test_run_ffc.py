@@ -111,6 +111,10 @@ def test_post_ffc_on_the_page_runs_one(emulator):
         stats = get_json(http_out, "/stats.json")
         assert stats["http"]["actions"] == ["ffc"] and stats["camera"]["ffc_count"] == 0
         assert emulator.ffc_count == 0
+        code, reply = post(http_out, "/ffc", token=False)  # another site's page has no token
+        assert code == 403 and "X-Tir-Token" in reply["error"]
+        time.sleep(0.3)
+        assert emulator.ffc_count == 0 and emulator.requests["run_ffc"] == 0
         code, reply = post(http_out, "/ffc")
         assert code == 202 and reply == {"ok": True, "requested": "ffc"}
         assert wait_for(lambda: get_json(http_out, "/stats.json")["camera"]["ffc_state"] == "complete")

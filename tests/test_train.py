@@ -219,3 +219,48 @@ def test_a_different_router_from_reruns_only_the_router_stage(tmp_path):
             super().train_router()
     run(b, Watches)
     assert ran == []                                                  # same router: skipped
+
+
+def test_learn_refuses_a_tampered_or_code_carrying_checkpoint(tmp_path):
+    """tir learn on a bundle whose model.pt was swapped: refused by hash, and even a pickle whose
+    hash was also forged in the manifest is never unpickled beyond weights (issue 10 item 9)."""
+    import io
+    import os
+    import pickle
+    import shutil
+
+    from tir.engines.bundle import BundleError, default_bundle_path, load_bundle, sha256_file
+    from tir.engines.degrade import load_spec
+    from tir.tools.cli import main
+    from tir.tools.learn import prepare_work_dir
+
+    shipped = default_bundle_path()
+    if shipped is None:
+        pytest.skip("the shipped bundle engines/bundles/edge/ is not installed")
+    copy = tmp_path / "edge"
+    shutil.copytree(shipped, copy)
+    flag = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {flag}",))
+
+    bundle = load_bundle(copy)
+    good = (copy / "model.pt").read_bytes()
+    with open(copy / "model.pt", "wb") as f:
+        pickle.dump(Evil(), f, protocol=2)
+    spec = load_spec("vignetting")
+    with pytest.raises(BundleError, match=r"tampered or mismatched bundle: model\.pt sha256 is "
+                                          + sha256_file(copy / "model.pt")[:12]):
+        prepare_work_dir(bundle, tmp_path / "w1", spec, "vig")
+    assert main(["learn", "--bundle", str(copy), "--spec", "vignetting", "--name", "vig",
+                 "--work-dir", str(tmp_path / "w2")]) == 2
+    # the attacker also rewrote the manifest's hash: the weights-only loader still refuses
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["checkpoint"]["sha256"] = sha256_file(copy / "model.pt")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="not a weights-only checkpoint"):
+        prepare_work_dir(load_bundle(copy), tmp_path / "w3", spec, "vig")
+    assert not flag.exists(), "the pickle ran code"
+    # the shipped checkpoint itself is tensors and plain containers only
+    assert torch.load(io.BytesIO(good), weights_only=True)["architecture"]["config"]["name"] == "edge"

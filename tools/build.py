@@ -156,9 +156,15 @@ def main(args) -> int:
                         calib_sha256=sha256_file(calib_file) if calib_file else None,
                         flags=tuple(sorted(fp16_layers)) + ((f"dla{args.dla}",) if args.dla is not None else ()),
                         **platform)
-        if not args.force and cache.lookup(key, name) is not None:
-            print(f"{name}: up to date {cache.plan_path(key, name)}")
-            continue
+        if not args.force:
+            try:
+                cached = cache.lookup(key, name)
+            except EngineCacheError as exc:  # altered plan or bad sidecar: this build replaces it
+                print(f"{name}: {exc}; building a new one")
+                cached = None
+            if cached is not None:
+                print(f"{name}: up to date {cache.plan_path(key, name)}")
+                continue
         opts = BuildOptions(precision=precision, int8_mode=args.int8_mode, profile=key.profile,
                             workspace_bytes=args.workspace_mb << 20, timing_cache=str(cache.root / "timing.cache"),
                             calibrator=calibrator, dla_core=args.dla, fp16_layers=fp16_layers)

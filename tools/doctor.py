@@ -208,7 +208,7 @@ def check_engine_cache(cache=None) -> List[Finding]:
     if not plans:
         return [Finding(INFO, "TensorRT plans", f"none in {cache.root}",
                         "tir build --bundle DIR builds them on this machine (they only run where built)")]
-    entries = cache.entries()
+    entries, refused = cache.scan()
     out = [Finding(INFO, "TensorRT plans", f"{len(plans)} in {cache.root}")]
     try:
         platform_now = current_platform()
@@ -226,11 +226,8 @@ def check_engine_cache(cache=None) -> List[Finding]:
             out.append(Finding(OK, "  plan", what, "fits this machine's TensorRT and GPU"))
         except EngineCacheError as exc:
             out.append(Finding(WARN, "  plan", what, str(exc)))
-    readable = {entry.plan for entry in entries}
-    for plan in plans:
-        if plan not in readable:
-            out.append(Finding(WARN, "  plan", f"{plan.name}: no readable sidecar or it does not match",
-                               "delete it and rebuild with tir build"))
+    for plan, _, reason in refused:
+        out.append(Finding(WARN, "  plan", f"{plan.name}: refused", reason))
     return out
 
 

@@ -1,7 +1,8 @@
 """``tir learn``: add one new degradation task to an existing bundle (open-world expansion).
 
 The bundle's ``model.pt`` (architecture + weights of the open-world model, written by
-``tir train``) is expanded with one new branch, initialised from the existing single-
+``tir train``; sha256-checked against the manifest's ``checkpoint`` entry and loaded with
+``torch.load(weights_only=True)``, so it can hold tensors and plain containers only) is expanded with one new branch, initialised from the existing single-
 degradation branch (or the clean branch) that restores the new degradation best on val;
 every earlier parameter stays frozen, so the earlier routes give bit-identical outputs.
 The new branch is trained, pruned and fine-tuned like the others, then every route is
@@ -47,23 +48,32 @@ def add_arguments(parser) -> None:
 
 def prepare_work_dir(bundle, work: Path, spec, name: str) -> dict:
     """Seed ``work`` so the resumable trainer sees every earlier stage as done."""
+    import io
+
     import torch
 
+    from tir.engines.bundle import read_verified
     from tir.engines.continual import OpenWorldModel
 
-    info = bundle.manifest.get("checkpoint") or {}
-    ckpt_path = bundle.path / info.get("file", "model.pt")
-    if not ckpt_path.is_file():
+    info = bundle.manifest.get("checkpoint")
+    if not info:
         raise ValueError(
-            f"bundle {bundle.path} holds no training checkpoint ({ckpt_path.name}); tir learn needs the "
-            "open-world model's weights. Bundles written by `tir train` carry it; re-run tir train "
-            "or copy WORK_DIR/model.pt of the run that made this bundle into the bundle folder")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            f"bundle {bundle.path} lists no training checkpoint in its manifest.json; tir learn needs the "
+            "open-world model's weights, hash-checked. Bundles written by `tir train` carry it; re-run "
+            "tir train (or tir learn on a bundle it wrote)")
+    # The bytes hashed are the bytes loaded, and only tensors and plain containers are
+    # unpickled (weights_only=True): a tampered model.pt is refused before it can run code.
+    data = read_verified(bundle, info["file"])
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch's UnpicklingError names the refused global
+        raise ValueError(f"{bundle.path / info['file']}: not a weights-only checkpoint ({exc}); "
+                         "re-save it with tensors and plain containers only") from None
     model = OpenWorldModel.from_checkpoint(ckpt)
     if name in model.tasks or name == "clean":
         raise ValueError(f"bundle already has a route {name!r}; routes: {', '.join(model.tasks)}")
     work.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ckpt_path, work / "model.pt")
+    (work / "model.pt").write_bytes(data)
     old = model.tasks
     done = ["pretrain"] + [f"{t}-{k}" for t in old for k in ("train", "prune", "finetune", "field")]
     specs = dict(ckpt.get("specs") or {})

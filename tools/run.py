@@ -266,7 +266,9 @@ class CameraControlError(RuntimeError):
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"tir run: error: {message}", file=sys.stderr, flush=True)
+    """Print ``message`` as error lines (one per problem, e.g. each manifest violation)."""
+    for line in str(message).splitlines() or [""]:
+        print(f"tir run: error: {line}", file=sys.stderr, flush=True)
     return code
 
 
@@ -306,6 +308,8 @@ def main(args) -> int:
     for output in outputs:
         where = getattr(output, "url", None)
         print(f"tir run: output {where if isinstance(where, str) else output.uri.text}", flush=True)
+        for line in getattr(output, "start_lines", lambda: [])():  # HTTP: token, exposure warning
+            print(f"tir run: {line}", flush=True)
     code = 0
     try:
         while not pipeline.wait(1.0):

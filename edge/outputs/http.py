@@ -2,7 +2,7 @@
 
 Endpoints::
 
-    /                          the page (edge/outputs/web/)
+    /                          the page (edge/outputs/web/), with this run's token in a <meta>
     /stream/<view>.mjpg        multipart/x-mixed-replace MJPEG, view = raw | restored | side
     /snapshot/<view>.jpg       one JPEG of the newest frame
     /stats.json                pipeline stats + this output's counters + "no_signal"
@@ -10,30 +10,54 @@ Endpoints::
     /healthz                   liveness
     POST /ffc                  flat-field correction now (when the run has camera control)
 
-``write`` only stores the newest frame (never blocks the pipeline). JPEG encoding is
-lazy: a view is encoded only when some client asks for it, at most once per frame and
-quality, and the bytes are shared by every client. A slow client simply skips to the
-newest frame; nothing queues up. ``actions`` maps a POST path's name to a callable the
-pipeline provides (``{"ffc": controller.request_ffc}``), like ``stats_provider``. Options: ``quality`` (JPEG, default 80),
-``no_signal_after`` (seconds, default 2).
+The server is aiohttp (its event loop runs in a daemon thread); request parsing, header and
+body limits and the listen backlog are aiohttp's. ``write`` only stores the newest frame (never
+blocks the pipeline). JPEG encoding is lazy: a view is encoded only when some client asks for
+it, at most once per frame and quality, on a worker thread, and the bytes are shared by every
+client. Requested qualities snap to a fixed set (:data:`~.jpeg.QUALITIES`), so the encodes per
+frame are bounded however many clients ask. A slow client simply skips to the newest frame;
+nothing queues up. ``actions`` maps a POST path's name to a callable the pipeline provides
+(``{"ffc": controller.request_ffc}``), like ``stats_provider``.
+
+Security (a page any web site can point a browser at must not drive the camera):
+
+- every request's ``Host`` must be a name or address this server listens as (DNS-rebinding
+  defence), else 421;
+- a POST needs the run's token in the ``X-Tir-Token`` header (the page carries it; ``tir run``
+  prints it), else 403; a POST whose ``Origin`` is not this server is 403 whatever it carries;
+- a POST body is at most :data:`MAX_BODY` bytes (413, the body is never read), malformed
+  requests get aiohttp's 400, and each view serves at most ``max_viewers`` streams (503).
+
+URI options: ``quality`` (JPEG, default 80, snapped), ``no_signal_after`` (seconds, default 2),
+``token`` (fixed token instead of a random one per run), ``max_viewers`` (streams per view,
+default 16), ``allow_host`` (extra comma-separated host names accepted in ``Host``, e.g. a
+reverse proxy's name).
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import errno
+import hmac
+import ipaddress
 import json
+import logging
+import secrets
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
+from aiohttp import web
 
 from ..frame import Frame, now
 from ..uri import URI
 from .base import Output, OutputError
-from .jpeg import VIEWS, clamp_quality, encode_jpeg, no_signal_image, view_image, view_size
+from .jpeg import VIEWS, encode_jpeg, no_signal_image, snap_quality, view_image, view_size
+
+log = logging.getLogger("tir.http")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -44,10 +68,21 @@ WEB_FILES = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
+TOKEN_PLACEHOLDER = b"{{TIR_TOKEN}}"  # in index.html, replaced by the run's token when served
+TOKEN_HEADER = "X-Tir-Token"
 BOUNDARY = "tirframe"
 NO_SIGNAL_REPEAT_S = 1.0  # how often a stream repeats the NO SIGNAL card
 STATS_POLL_S = 0.5  # the streams consult stats_provider() at most this often
 VIEW_INTEREST_S = 2.0  # a snapshot keeps the AGC views computed this long (frame.display)
+BACKLOG = 128  # listen queue: a burst of browser tabs / viewers connecting at once waits in it
+MAX_BODY = 4096  # bytes; the POST actions take no body, so anything bigger is refused (413)
+MAX_LINE = 8190  # request line / header line limits handed to aiohttp's parser (its defaults)
+MAX_HEADERS = 64
+DEFAULT_MAX_VIEWERS = 16  # open streams per view
+WRITE_TIMEOUT_S = 10.0  # a client that stops reading for this long is dropped
+SHUTDOWN_S = 2.0  # close(): how long in-flight requests get before they are cancelled
+ENCODE_THREADS = 2
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def counts_to_celsius(counts: float, meta: Dict[str, Any]) -> Optional[float]:
@@ -79,7 +114,10 @@ def scene_range(frame: Frame) -> Dict[str, Any]:
 
 
 class LatestFrame:
-    """The newest frame, a generation counter, and its JPEGs encoded on demand."""
+    """The newest frame, a generation counter, and its JPEGs encoded on demand.
+
+    Thread-safe: the pipeline puts from its thread, encodes run on the server's worker threads.
+    """
 
     def __init__(self):
         self.changed = threading.Condition()
@@ -91,6 +129,7 @@ class LatestFrame:
         self._jpegs: Dict[Tuple[str, int], Tuple[int, bytes]] = {}
         self._encode_locks: Dict[Tuple[str, int], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self.on_put: Optional[Callable[[], None]] = None  # called after each put (any thread)
 
     def put(self, frame: Frame) -> None:
         with self.changed:
@@ -99,6 +138,8 @@ class LatestFrame:
             self.frames_in += 1
             self.t_last = now()
             self.changed.notify_all()
+        if self.on_put is not None:
+            self.on_put()
 
     def snapshot(self) -> Tuple[Optional[Frame], int]:
         with self.changed:
@@ -120,80 +161,341 @@ class LatestFrame:
             return generation, data
 
 
+class _ServerLog(logging.LoggerAdapter):
+    """aiohttp's request-handler log (logger ``tir.http.server``) without the "Error handling
+    request" traceback for requests its parser refused (bad Content-Length, over-long lines,
+    too many headers, garbage): the client already got a 400, and a traceback per junk request
+    would flood the console. Those are counted in the output's ``refused["malformed"]``."""
+
+    def __init__(self, output: "HTTPOutput"):
+        super().__init__(logging.getLogger("tir.http.server"), {})
+        self.output = output
+
+    def log(self, level, msg, *args, **kwargs):  # every level method of the adapter ends here
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, tuple):
+            exc = exc[1]
+        if isinstance(exc, HttpProcessingError):
+            self.output._refuse("malformed")
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
+def _split_host(value: str) -> Tuple[str, Optional[int]]:
+    """("name", port or None) of a Host header or an Origin's netloc ("[::1]:80" -> ("::1", 80))."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            raise ValueError(value)
+        name, rest = value[1:end], value[end + 1:]
+        if rest and not rest.startswith(":"):
+            raise ValueError(value)
+        port = rest[1:] if rest else None
+    else:
+        name, _, port = value.partition(":")
+        port = port if _ else None
+    if port is not None:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(value)
+        port = int(port)
+    if not name:
+        raise ValueError(value)
+    return name.rstrip("."), port
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def local_addresses() -> List[str]:
+    """This machine's own interface addresses (IPv4 then IPv6, loopback excluded), read from the
+    kernel: SIOCGIFADDR per interface and /proc/net/if_inet6 on Linux, else the addresses the
+    local resolver gives this host's name. Nothing is sent on any network."""
+    v4: List[str] = []
+    v6: List[str] = []
+    try:
+        import fcntl
+        import struct
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _, name in socket.if_nameindex():
+                try:
+                    # SIOCGIFADDR (0x8915, linux/sockios.h): struct ifreq -> sockaddr_in at offset 20
+                    packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+                except OSError:
+                    continue  # interface without an IPv4 address
+                v4.append(socket.inet_ntoa(packed[20:24]))
+    except (ImportError, OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as f:
+            for line in f:
+                raw = line.split()[0]
+                v6.append(str(ipaddress.IPv6Address(int(raw, 16))))
+    except (OSError, ValueError, IndexError):
+        pass
+    if not v4 and not v6:
+        try:
+            infos = socket.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_STREAM,
+                                       flags=getattr(socket, "AI_ADDRCONFIG", 0))
+            for info in infos:
+                (v6 if info[0] == socket.AF_INET6 else v4).append(info[4][0])
+        except OSError:
+            pass
+    out: List[str] = []
+    for addr in v4 + v6:
+        ip = ipaddress.ip_address(addr.split("%")[0])
+        if not ip.is_loopback and not ip.is_unspecified and str(ip) not in out:
+            out.append(str(ip))
+    return out
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
 class HTTPOutput(Output):
-    """Serves the newest frames over HTTP from a daemon thread."""
+    """Serves the newest frames over HTTP (aiohttp, event loop in a daemon thread)."""
 
     def __init__(self, uri: URI):
         super().__init__(uri)
-        self.host = uri.host or DEFAULT_HOST
+        self.host = DEFAULT_HOST if uri.host is None else uri.host
         self.port = DEFAULT_PORT if uri.port is None else uri.port
-        self.quality = clamp_quality(uri.get("quality", 80))
+        self.quality = snap_quality(uri.get("quality", 80))
         self.no_signal_after = uri.get("no_signal_after", 2.0, float)
+        try:
+            self.max_viewers = uri.get("max_viewers", DEFAULT_MAX_VIEWERS, int)
+        except ValueError:
+            raise OutputError(f"max_viewers in {uri.text!r} is not a whole number") from None
+        if self.max_viewers < 1:
+            raise OutputError(f"max_viewers={self.max_viewers} in {uri.text!r}: give at least 1 stream per view")
+        token = uri.get("token", None)
+        if token is not None and len(str(token)) < 16:
+            raise OutputError(f"token in {uri.text!r} is {len(str(token))} characters; use at least 16 "
+                              "(or leave it out for a random one per run)")
+        self.token = str(token) if token is not None else secrets.token_urlsafe(24)
+        self.extra_hosts = [h.strip().lower() for h in str(uri.get("allow_host", "") or "").split(",") if h.strip()]
         self.latest = LatestFrame()
         self.actions: Dict[str, Callable[[], Any]] = {}  # POST /<name> -> callable, set by the pipeline
         self.clients = 0
+        self.viewers: Dict[str, int] = {v: 0 for v in VIEWS}
+        self.refused = {"host": 0, "origin": 0, "token": 0, "body": 0, "viewers": 0, "malformed": 0}
         self._view_requested_at = -VIEW_INTEREST_S  # last snapshot request (pipeline clock)
         self.frames_served = 0
         self.closing = threading.Event()
         self._counters = threading.Lock()
-        self._server: Optional[ThreadingHTTPServer] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
+        self._runner: Optional[web.AppRunner] = None
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._frame_event: Optional[asyncio.Event] = None
+        self._pages: Dict[str, bytes] = {}
+        self._allowed_hosts: Set[str] = set()
         self._no_signal_jpegs: Dict[Tuple[str, int, int, int], bytes] = {}
         self._connected_cache: Tuple[float, Optional[bool]] = (-1e9, None)
         self._frame_size = (320, 256)
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> "HTTPOutput":
-        if self._server is not None:
+        if self._runner is not None:
             return self
-        handler = type("BoundHandler", (_Handler,), {"output": self})
+        self._pages = {path: (WEB_DIR / name).read_bytes() for path, (name, _) in WEB_FILES.items()}
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=self._run_loop, args=(loop,), name="http-output", daemon=True)
+        thread.start()
         try:
-            server = ThreadingHTTPServer((self.host, self.port), handler)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise OutputError(
-                    f"port {self.port} on {self.host} is in use; pick another with --port / "
-                    f"http://{self.host}:PORT"
-                ) from exc
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise OutputError(
-                    f"address {self.host} is not on this machine; use 127.0.0.1 (local) "
-                    f"or 0.0.0.0 (all interfaces)"
-                ) from exc
-            if exc.errno == errno.EACCES:
-                raise OutputError(
-                    f"no permission to listen on port {self.port}; ports below 1024 need "
-                    f"root, pick e.g. http://{self.host}:8080"
-                ) from exc
-            raise OutputError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
-        server.daemon_threads = True
-        self._server = server
-        self.port = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2},
-            name=f"http-output:{self.port}", daemon=True)
-        self._thread.start()
+            asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=30)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            if not thread.is_alive():
+                loop.close()
+            raise self._listen_error(exc) from exc
+        self._loop, self._thread = loop, thread
+        thread.name = f"http-output:{self.port}"
+        self._allowed_hosts = self._host_names()
+        self.latest.on_put = self._frame_arrived
         return self
+
+    def _listen_error(self, exc: BaseException) -> BaseException:
+        if not isinstance(exc, OSError):
+            return OutputError(f"cannot start the HTTP server on {self.host}:{self.port}: "
+                               f"{type(exc).__name__}: {exc}")
+        if exc.errno == errno.EADDRINUSE:
+            return OutputError(f"port {self.port} on {self.host} is in use; pick another with --port / "
+                               f"http://{self.host}:PORT")
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return OutputError(f"address {self.host} is not on this machine; use 127.0.0.1 (local) "
+                               f"or 0.0.0.0 (all interfaces)")
+        if exc.errno == errno.EACCES:
+            return OutputError(f"no permission to listen on port {self.port}; ports below 1024 need "
+                               f"root, pick e.g. http://{self.host}:8080")
+        if isinstance(exc, socket.gaierror):
+            return OutputError(f"cannot resolve the listen address {self.host!r} ({exc.strerror}); "
+                               "use an address of this machine, 127.0.0.1 or 0.0.0.0")
+        return OutputError(f"cannot listen on {self.host}:{self.port}: {exc}")
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            except Exception as exc:  # shutting down must never take the process with it
+                log.debug("http loop shutdown: %s", exc)
+
+    async def _serve(self) -> None:
+        self._frame_event = asyncio.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="http-jpeg")
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
+        for path in WEB_FILES:
+            app.router.add_get(path, self._page)
+        app.router.add_get("/stats.json", self._stats)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/spot.json", self._spot)
+        app.router.add_get("/stream/{view}.mjpg", self._stream)
+        app.router.add_get("/snapshot/{view}.jpg", self._snapshot)
+        app.router.add_post("/{name}", self._post)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_S,
+                               logger=_ServerLog(self),
+                               max_line_size=MAX_LINE, max_field_size=MAX_LINE, max_headers=MAX_HEADERS,
+                               keepalive_timeout=15.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host or None, self.port, backlog=BACKLOG)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            self._pool.shutdown(wait=False)
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}/"
+        host = "127.0.0.1" if _is_wildcard(self.host) else self.host
+        return _url(host, self.port)
+
+    @property
+    def exposed(self) -> bool:
+        """True when the server listens on a non-loopback address (others can reach it)."""
+        return not _is_loopback(self.host)
+
+    def reachable_urls(self) -> List[str]:
+        """The URLs other machines can use: this machine's interface addresses for 0.0.0.0/::,
+        else the listen address itself."""
+        if not _is_wildcard(self.host):
+            return [] if _is_loopback(self.host) else [_url(self.host, self.port)]
+        # IPv6 link-local addresses need a %zone in a URL: not offered
+        addrs = [a for a in local_addresses() if not (":" in a and ipaddress.ip_address(a).is_link_local)]
+        if self.host == "0.0.0.0":
+            addrs = [a for a in addrs if ":" not in a]
+        return [_url(a, self.port) for a in addrs]
+
+    def start_lines(self) -> List[str]:
+        """What ``tir run`` prints once this output listens: the token and, when others can
+        reach the server, a warning with the reachable URLs."""
+        lines = [f"POST token ({TOKEN_HEADER} header; the page carries it): {self.token}"]
+        if self.exposed:
+            urls = self.reachable_urls()
+            lines.append(f"warning: listening on {self.host or 'all interfaces'}: anyone who can reach "
+                         f"this machine can watch the streams and read the token from the page; use "
+                         f"--host 127.0.0.1 unless that is intended")
+            lines.append("reachable at " + (", ".join(urls) if urls else
+                                            f"port {self.port} of this machine's addresses (none found)"))
+        return lines
+
+    def _host_names(self) -> Set[str]:
+        """Names/addresses accepted in the Host header."""
+        names: Set[str] = set(self.extra_hosts)
+        if _is_wildcard(self.host):
+            names.update(LOOPBACK_NAMES)
+            names.update(local_addresses())
+            try:
+                names.add(socket.gethostname().lower())
+            except OSError:
+                pass
+        else:
+            names.add(self.host.lower().strip("[]"))
+            if _is_loopback(self.host):
+                names.update(LOOPBACK_NAMES)
+        return names
+
+    def host_allowed(self, value: str) -> bool:
+        """Whether a Host header (or an Origin's host[:port]) names this server."""
+        try:
+            name, port = _split_host(value)
+        except ValueError:
+            return False
+        if port is None:
+            port = 80
+        return port == self.port and name in self._allowed_hosts
 
     def write(self, frame: Frame) -> None:
         self.latest.put(frame)
 
+    def _frame_arrived(self) -> None:
+        loop = self._loop
+        if loop is not None and self.clients > 0:
+            try:
+                loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:  # the loop has closed
+                pass
+
+    def _wake(self) -> None:
+        event = self._frame_event
+        if event is not None:
+            self._frame_event = asyncio.Event()
+            event.set()
+
     def close(self) -> None:
+        """Stop serving: open streams end, in-flight requests get SHUTDOWN_S, the port is freed.
+        Never raises (a failure here is logged)."""
         self.closing.set()
+        self.latest.on_put = None
         with self.latest.changed:
             self.latest.changed.notify_all()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        loop, thread, runner = self._loop, self._thread, self._runner
+        self._loop = self._thread = self._runner = None
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._wake)
+            if runner is not None:
+                asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=SHUTDOWN_S + 5)
+        except Exception as exc:  # noqa: BLE001 - closing must not abort the caller
+            log.warning("HTTP output on port %s did not shut down cleanly: %s", self.port, exc)
+        finally:
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:
+                pass
+            if thread is not None:
+                thread.join(timeout=5)
+            if thread is None or not thread.is_alive():
+                loop.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- what the handlers ask --------------------------------------------------
     def pipeline_stats(self) -> Dict[str, Any]:
@@ -250,11 +552,14 @@ class HTTPOutput(Output):
         frame, _ = self.latest.snapshot()
         stats["http"] = {
             "clients": self.clients,
+            "viewers": dict(self.viewers),
+            "max_viewers": self.max_viewers,
             "frames_in": self.latest.frames_in,
             "frames_served": self.frames_served,
             "encodes": self.latest.encodes,
             "quality": self.quality,
             "actions": sorted(self.actions),
+            "refused": dict(self.refused),
         }
         stats.setdefault("frames", self.latest.frames_in)
         if frame is not None:
@@ -298,123 +603,196 @@ class HTTPOutput(Output):
         return {"x": x, "y": y, "view": view, "counts": counts,
                 "celsius": counts_to_celsius(counts, frame.meta)}
 
+    def _refuse(self, kind: str) -> None:
+        with self._counters:
+            self.refused[kind] += 1
 
-class _Handler(BaseHTTPRequestHandler):
-    output: HTTPOutput  # set on the bound subclass
-    server_version = "tir-edge"
-    timeout = 10  # a client that stops reading for this long is dropped
+    # -- aiohttp handlers (run on the event loop thread) -------------------------
+    @web.middleware
+    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+        host = request.headers.get("Host")
+        if host is not None and not self.host_allowed(host):
+            self._refuse("host")
+            return _text(421, f"Host {host[:100]!r} is not a name this server listens as; open "
+                              f"{self.url} (or add the name with ?allow_host=NAME)\n", close=True)
+        return await handler(request)
 
-    def log_message(self, format, *args):  # noqa: A002 - silence per-request logging
-        pass
+    async def _page(self, request: web.Request) -> web.Response:
+        name, ctype = WEB_FILES[request.path]
+        body = self._pages[request.path]
+        if name == "index.html":
+            body = body.replace(TOKEN_PLACEHOLDER, self.token.encode())
+        return web.Response(body=body, content_type=ctype.split(";")[0], charset="utf-8",
+                            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                                     "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"})
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        parts = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        path = parts.path
+    async def _stats(self, request: web.Request) -> web.Response:
+        return _json(self.stats())
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return _json({"ok": True, "frames_in": self.latest.frames_in})
+
+    async def _spot(self, request: web.Request) -> web.Response:
         try:
-            if path in WEB_FILES:
-                name, ctype = WEB_FILES[path]
-                self._send(200, (WEB_DIR / name).read_bytes(), ctype)
-            elif path == "/stats.json":
-                self._send_json(self.output.stats())
-            elif path == "/healthz":
-                self._send_json({"ok": True, "frames_in": self.output.latest.frames_in})
-            elif path == "/spot.json":
-                self._spot(query)
-            elif path.startswith("/stream/") and path.endswith(".mjpg"):
-                view = path[len("/stream/"):-len(".mjpg")]
-                if self._known_view(view):
-                    self._stream(view, clamp_quality(query.get("quality"), self.output.quality))
-            elif path.startswith("/snapshot/") and path.endswith(".jpg"):
-                view = path[len("/snapshot/"):-len(".jpg")]
-                self.output._view_requested_at = now()
-                if self._known_view(view):
-                    q = clamp_quality(query.get("quality"), self.output.quality)
-                    self._send(200, self.output.current_jpeg(view, q), "image/jpeg")
-                    self.output.count_served(frames=1)
-            else:
-                self._send(404, f"no page {path}; try / or /stats.json\n".encode(), "text/plain")
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass  # the client went away
-
-    def do_POST(self):  # noqa: N802
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(min(length, 65536))  # the actions take no body
-        name = urlsplit(self.path).path.strip("/")
-        try:
-            code, reply = self.output.act(name)
-            self._send_json(reply, code)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass
-
-    def _known_view(self, view: str) -> bool:
-        if view in VIEWS:
-            return True
-        self._send(404, f"unknown view {view!r}; known: {', '.join(VIEWS)}\n".encode(),
-                   "text/plain")
-        return False
-
-    def _spot(self, query: Dict[str, str]) -> None:
-        try:
-            x, y = int(query["x"]), int(query["y"])
+            x, y = int(request.query["x"]), int(request.query["y"])
         except (KeyError, ValueError):
-            self._send_json({"error": "give integer pixel coordinates: /spot.json?x=10&y=20"}, 400)
-            return
-        self._send_json(self.output.spot(x, y, query.get("view", "raw")))
+            return _json({"error": "give integer pixel coordinates: /spot.json?x=10&y=20"}, 400)
+        return _json(self.spot(x, y, request.query.get("view", "raw")))
 
-    def _send(self, code: int, body: bytes, ctype: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+    async def _not_found(self, request: web.Request) -> web.Response:
+        if request.method not in ("GET", "HEAD"):
+            return _text(405, f"{request.method} is not served here; GET a page or POST an action\n",
+                         close=request.body_exists)
+        return _text(404, f"no page {request.path[:200]}; try / or /stats.json\n")
 
-    def _send_json(self, data: Dict[str, Any], code: int = 200) -> None:
-        body = json.dumps(data, default=_json_default).encode()
-        self._send(code, body, "application/json")
+    async def _post(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._same_origin(origin):
+            self._refuse("origin")
+            return _json({"error": f"cross-origin POST from {origin[:100]!r} refused; use the page at "
+                                   f"{self.url}"}, 403, close=True)
+        given = request.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode()):
+            self._refuse("token")
+            return _json({"error": f"{'wrong' if given else 'missing'} {TOKEN_HEADER} header; the page "
+                                   f"at {self.url} sends it, tir run prints it"}, 403, close=True)
+        length = request.content_length
+        if (length is not None and length > MAX_BODY) or (length is None and request.body_exists):
+            self._refuse("body")
+            return _json({"error": f"POST /{name} takes no body; at most {MAX_BODY} bytes with a "
+                                   "Content-Length are accepted"}, 413, close=True)
+        if length:
+            await request.read()  # bounded by Content-Length <= MAX_BODY (client_max_size too)
+        code, reply = self.act(name)
+        return _json(reply, code)
 
-    def _stream(self, view: str, quality: int) -> None:
-        out = self.output
-        self.send_response(200)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        # Each part is followed at once by the next boundary, so browsers show a frame
-        # when it arrives rather than when the next one starts.
-        self.wfile.write(f"--{BOUNDARY}\r\n".encode())
-        out.count_served(clients_delta=1)
+    def _same_origin(self, origin: str) -> bool:
+        scheme, sep, rest = origin.partition("://")
+        return bool(sep) and scheme.lower() == "http" and "/" not in rest and self.host_allowed(rest)
+
+    def _known_view(self, view: str) -> Optional[web.Response]:
+        if view in VIEWS:
+            return None
+        return _text(404, f"unknown view {view[:50]!r}; known: {', '.join(VIEWS)}\n")
+
+    async def _encode(self, view: str, quality: int) -> Tuple[int, bytes]:
+        """(generation, JPEG) of the newest frame on a worker thread; the card while no signal
+        (generation -1)."""
+        loop = asyncio.get_running_loop()
+        if self.signal_lost():
+            return -1, await loop.run_in_executor(self._pool, self.no_signal_jpeg, view, quality)
+        return await loop.run_in_executor(self._pool, self.latest.jpeg, view, quality)
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        view = request.match_info["view"]
+        self._view_requested_at = now()
+        refusal = self._known_view(view)
+        if refusal is not None:
+            return refusal
+        q = snap_quality(request.query.get("quality"), self.quality)
+        _, data = await self._encode(view, q)
+        self.count_served(frames=1)
+        return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        view = request.match_info["view"]
+        refusal = self._known_view(view)
+        if refusal is not None:
+            return refusal
+        quality = snap_quality(request.query.get("quality"), self.quality)
+        with self._counters:
+            full = self.viewers[view] >= self.max_viewers
+            if not full:
+                self.viewers[view] += 1
+                self.clients += 1
+        if full:
+            self._refuse("viewers")
+            return _text(503, f"{self.max_viewers} viewers already watch the {view} stream (the limit); "
+                              f"close one, or start tir run with --output 'http://HOST:PORT?max_viewers=N'\n",
+                         headers={"Retry-After": "5"})
+        resp = _CloseDelimitedResponse(headers={
+            "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+            "Cache-Control": "no-store", "Connection": "close"})
+        resp.force_close()
         try:
+            await resp.prepare(request)
+            # Each part is followed at once by the next boundary, so browsers show a frame
+            # when it arrives rather than when the next one starts.
+            await self._send(resp, f"--{BOUNDARY}\r\n".encode())
             sent_generation, sent_no_signal_at = -1, -1e9
-            while not out.closing.is_set():
-                with out.latest.changed:
-                    out.latest.changed.wait_for(
-                        lambda: out.closing.is_set() or out.latest.generation != sent_generation,
-                        timeout=NO_SIGNAL_REPEAT_S / 2)
-                if out.closing.is_set():
+            while not self.closing.is_set():
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    break  # the client went away
+                if self.latest.generation == sent_generation or self.signal_lost():
+                    await self._wait_frame(sent_generation, NO_SIGNAL_REPEAT_S / 2)
+                if self.closing.is_set():
                     break
-                if out.signal_lost():
-                    sent_generation = out.latest.generation
+                if self.signal_lost():
+                    sent_generation = self.latest.generation
                     if time.monotonic() - sent_no_signal_at >= NO_SIGNAL_REPEAT_S:
-                        self._part(out.no_signal_jpeg(view, quality))
+                        _, card = await self._encode(view, quality)
+                        await self._part(resp, card)
                         sent_no_signal_at = time.monotonic()
                     continue
-                if out.latest.generation == sent_generation:
+                if self.latest.generation == sent_generation:
                     continue
-                sent_generation, data = out.latest.jpeg(view, quality)
-                self._part(data)
+                generation, data = await self._encode(view, quality)
+                if generation < 0:
+                    continue
+                sent_generation = generation
+                await self._part(resp, data)
                 sent_no_signal_at = -1e9
+        except (ConnectionError, asyncio.TimeoutError, asyncio.CancelledError, RuntimeError):
+            pass  # the client went away or stopped reading, or the server is closing
         finally:
-            out.count_served(clients_delta=-1)
-        self.close_connection = True
+            with self._counters:
+                self.viewers[view] -= 1
+                self.clients -= 1
+        return resp
 
-    def _part(self, jpeg: bytes) -> None:
-        head = (f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n").encode()
-        self.wfile.write(head + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
-        self.wfile.flush()
-        self.output.count_served(frames=1)
+    async def _wait_frame(self, generation: int, timeout: float) -> None:
+        event = self._frame_event
+        if self.latest.generation != generation or self.closing.is_set() or event is None:
+            return
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _send(self, resp: web.StreamResponse, data: bytes) -> None:
+        await asyncio.wait_for(resp.write(data), WRITE_TIMEOUT_S)
+
+    async def _part(self, resp: web.StreamResponse, jpeg: bytes) -> None:
+        head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+        await self._send(resp, head + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
+        self.count_served(frames=1)
+
+
+class _CloseDelimitedResponse(web.StreamResponse):
+    """A streamed body delimited by closing the connection, not chunked: the MJPEG wire format
+    every MJPEG client reads (browsers, OpenCV, ffmpeg, VLC, embedded viewers). aiohttp would
+    chunk an HTTP/1.1 body of unknown length; ``_length_check = False`` is how its own
+    FileResponse/WebSocketResponse opt out (aiohttp 3.x, pinned <4 in setup.py)."""
+
+    _length_check = False
+
+
+def _text(status: int, text: str, close: bool = False, headers: Optional[Dict[str, str]] = None) -> web.Response:
+    resp = web.Response(status=status, text=text, content_type="text/plain",
+                        headers={"Cache-Control": "no-store", **(headers or {})})
+    if close:
+        resp.force_close()  # the request body (if any) is never read
+    return resp
+
+
+def _json(data: Dict[str, Any], status: int = 200, close: bool = False) -> web.Response:
+    resp = web.Response(status=status, body=json.dumps(data, default=_json_default).encode(),
+                        content_type="application/json", headers={"Cache-Control": "no-store"})
+    if close:
+        resp.force_close()
+    return resp
 
 
 def _json_default(value):

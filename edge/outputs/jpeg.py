@@ -7,6 +7,7 @@ stretch so every output can still show something honest.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import cv2
@@ -16,6 +17,9 @@ from ..frame import Frame
 
 VIEWS = ("raw", "restored", "side")
 DEFAULT_QUALITY = 80
+#: the JPEG qualities a server encodes; a requested quality snaps to the nearest, so the
+#: encodes per frame stay bounded by len(VIEWS) * len(QUALITIES) however many clients ask
+QUALITIES = (50, 70, 80, 90)
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _LABEL_BG = (24, 24, 24)
@@ -123,3 +127,15 @@ def clamp_quality(value, default: int = DEFAULT_QUALITY) -> int:
         return max(1, min(100, int(value)))
     except (TypeError, ValueError):
         return default
+
+
+def snap_quality(value, default: int = DEFAULT_QUALITY) -> int:
+    """The member of :data:`QUALITIES` nearest to ``value`` (ties go to the higher one);
+    junk (None, text, NaN, inf) gives the one nearest to ``default``."""
+    try:
+        q = float(value)
+    except (TypeError, ValueError):
+        q = float("nan")
+    if not math.isfinite(q):
+        q = float(default)
+    return min(QUALITIES, key=lambda c: (abs(c - q), -c))

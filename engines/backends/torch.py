@@ -22,16 +22,21 @@ def _load_module(path: Path):
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception:
-        pass  # not TorchScript: try a pickled module
+        pass  # not TorchScript
+    # Never a full unpickle: weights_only=True admits tensors and plain containers, so a file
+    # cannot run code when loaded. A pickled nn.Module is therefore refused (save it with
+    # torch.jit.save, or export ONNX).
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise EngineError(f"torch cannot load {str(path)!r}: {exc}") from exc
-    if isinstance(obj, torch.nn.Module):
-        return obj
+        raise EngineError(
+            f"torch will not load {str(path)!r} as weights only ({str(exc).splitlines()[0]}); a pickled "
+            "module runs code when loaded: save it with torch.jit.save(torch.jit.script(model), PATH) "
+            "or export ONNX") from None
     raise EngineError(
         f"{path.name} holds a {type(obj).__name__}, not a module (a state_dict needs its "
-        "architecture: build the module and pass it to TorchEngine, or export to ONNX)"
+        "architecture: build the module and pass it to TorchEngine, save it with torch.jit.save, "
+        "or export to ONNX)"
     )
 
 

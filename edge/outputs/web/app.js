@@ -3,6 +3,8 @@
 
 const POLL_MS = 500;
 const $ = (id) => document.getElementById(id);
+// The run's token, put in the page by the server: POSTs carry it so no other site can send them.
+const TOKEN = (document.querySelector('meta[name="tir-token"]') || {}).content || "";
 
 // A number from obj under any of the given keys ("p50" or "p50_ms" ...), else undefined.
 function pick(obj, keys) {
@@ -125,7 +127,7 @@ async function requestFFC() {
   const button = $("ffc-button");
   button.disabled = true;
   try {
-    const reply = await (await fetch("/ffc", { method: "POST" })).json();
+    const reply = await (await fetch("/ffc", { method: "POST", headers: { "X-Tir-Token": TOKEN } })).json();
     if (reply.error) text("ffc-state", reply.error);
   } catch (err) {
     text("ffc-state", "FFC request failed");
