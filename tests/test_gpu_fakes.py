@@ -4,6 +4,8 @@ The real GPU tests are tests/test_tensorrt_gpu.py (marker ``gpu``); these run ev
 check what does not need a GPU: plan build + cache + load, buffers and events, frames in
 flight on separate streams, order, nothing lost, and the event arithmetic.
 """
+import json
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,106 @@ def test_stream_pipeline_keeps_three_in_flight_in_order(fake, tmp_path, tiny_onn
     pipe.close()
     engine.close()
     assert fake.memory == {}  # every device allocation freed
+
+
+# ------------------------------------------------------------------------------------------------
+# tir build --precision LIST, tir bench --precision LIST --trt-style, on a tiny bundle
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def calibrated_bundle(tmp_path_factory):
+    from test_calibrate_cli import Tiny
+    from tir.engines.bundle import write_bundle
+    from tir.engines.export import export_onnx
+    from tir.tools import cli
+
+    d = tmp_path_factory.mktemp("bundle")
+    routes = {}
+    for i, task in enumerate(("noise", "blur")):
+        routes[task] = d / f"{task}.onnx"
+        export_onnx(Tiny(i), routes[task], input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
+    bundle = write_bundle(d / "b", routes, None, {"name": "tiny", "multiple": 2})
+    assert cli.main(["calibrate", "--bundle", str(bundle.path), "--frames", "4", "--holdout", "2",
+                     "--size", "32x24", "--bench-runs", "1", "--threads", "1", "--out", str(bundle.path / "int8")]) == 0
+    return bundle
+
+
+def test_precision_list_parsing():
+    import argparse
+
+    from tir.tools.build import precision_list
+
+    assert precision_list("fp16,int8") == ["fp16", "int8"]
+    assert precision_list(" FP32 , fp16,fp32") == ["fp32", "fp16"]
+    with pytest.raises(argparse.ArgumentTypeError, match="'fp8'.*fp32, fp16, int8"):
+        precision_list("fp16,fp8")
+    with pytest.raises(argparse.ArgumentTypeError):
+        precision_list(",")
+
+
+def test_build_several_precisions_then_bench_them(fake, tmp_path, calibrated_bundle, capsys):
+    from tir.tools import cli
+
+    path = str(calibrated_bundle.path)
+    assert cli.main(["build", "--bundle", path, "--precision", "fp16,int8", "--size", "32x24"]) == 0
+    out = capsys.readouterr().out
+    assert "== fp16" in out and "== int8" in out
+    assert out.count("wrote") == 4  # two routes × two precisions (no router in this bundle)
+    flags = sorted(tuple(b["flags"]) for b in fake.builds)
+    assert flags == [("FP16",), ("FP16",), ("FP16", "INT8"), ("FP16", "INT8")]
+    assert all(b["onnx"].endswith(".int8-trt.onnx") for b in fake.builds if "INT8" in b["flags"])
+    assert cli.main(["build", "--bundle", path, "--precision", "fp16", "--size", "32x24"]) == 0
+    assert capsys.readouterr().out.count("up to date") == 2  # the cache is hit, nothing rebuilt
+
+    report = tmp_path / "bench.json"
+    rc = cli.main(["bench", "--mode", "model", "--model", path, "--task", "noise", "--backend", "tensorrt",
+                   "onnxruntime", "--precision", "fp32,fp16,int8", "--size", "32x24", "--frames", "4",
+                   "--warmup", "1", "--no-progress", "--json", str(report)])
+    assert rc == 0
+    results = {(r["requested"] if "requested" in r else r["backend"], r.get("precision")): r
+               for r in json.loads(report.read_text())["results"]}
+    assert "no TensorRT plan" in results[("tensorrt", "fp32")]["error"]  # fp32 was not built: said, not hidden
+    for precision in ("fp16", "int8"):
+        assert results[("tensorrt", precision)]["model_only"]["frames"] == 4
+        assert results[("tensorrt", precision)]["backend"] == "tensorrt"
+    assert results[("onnxruntime", "fp32")]["model_only"]["frames"] == 4
+    assert "fp32 model" in results[("onnxruntime", "int8")]["skipped"]
+    assert fake.executions >= 2 * (4 + 1)
+
+
+def test_trt_style_breakdown_from_cuda_events(fake, tmp_path, calibrated_bundle, capsys):
+    from tir.tools import cli
+
+    path = str(calibrated_bundle.path)
+    assert cli.main(["build", "--bundle", path, "--precision", "fp16", "--size", "32x24"]) == 0
+    report = tmp_path / "bench.json"
+    rc = cli.main(["bench", "--mode", "model", "--model", path, "--task", "blur", "--backend", "tensorrt",
+                   "--trt-style", "--in-flight", "3", "--size", "32x24", "--frames", "6", "--warmup", "2",
+                   "--no-progress", "--json", str(report)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Throughput:" in out and "GPU Compute Time: min = 2.0000 ms" in out and "H2D Latency" in out
+    t = json.loads(report.read_text())["results"][0]["trt_style"]
+    copy_ms = 32 * 24 * 4 / COPY_BYTES_PER_MS
+    assert t["timing"] == "cuda-events" and t["route"] == "blur" and t["in_flight"] == 3
+    assert t["frames"] == 6 and t["gpu_compute_ms"]["n"] == 6  # warm-up frames not counted
+    assert t["gpu_compute_ms"]["median"] == pytest.approx(2.0)
+    assert t["h2d_ms"]["mean"] == pytest.approx(copy_ms, abs=1e-4)
+    assert t["latency_ms"]["median"] == pytest.approx(2.0 + 2 * copy_ms, abs=1e-4)  # H2D + compute + D2H
+    assert t["total_gpu_compute_s"] == pytest.approx(0.012)
+    assert fake.peak_busy_streams == 3
+
+
+def test_trt_style_summary_arithmetic_and_host_fallback(tiny_onnx):
+    from tir.engines.backends import load_engine
+    from tir.tools.bench import bench_trt_style, trt_style_summary
+
+    s = trt_style_summary({"h2d": [1, 1, 1, 1], "compute": [2, 4, 6, 8], "d2h": [0.5] * 4,
+                           "enqueue": [0.1] * 4, "latency": [9, 9, 9, 9]}, 4, 2.0, 2, "cuda-events")
+    assert s["throughput_qps"] == 2.0 and s["total_gpu_compute_s"] == 0.02
+    assert s["latency_ms"]["min"] == 3.5 and s["latency_ms"]["max"] == 9.5 and s["latency_ms"]["median"] == 6.5
+    assert s["gpu_compute_ms"]["p90"] == pytest.approx(7.4)
+    with pytest.raises(ValueError, match="counts differ"):
+        trt_style_summary({"h2d": [1], "compute": [1, 2], "d2h": [1]}, 2, 1.0, 1, "cuda-events")
+    engine = load_engine(tiny_onnx, backend="onnxruntime")  # no CUDA events: host-timed
+    t = bench_trt_style(engine, [np.zeros((1, 1, 24, 32), np.float32)], warmup=1, n=3)
+    assert t["timing"] == "host" and t["gpu_compute_ms"]["n"] == 3 and t["h2d_ms"] == {"n": 0}
