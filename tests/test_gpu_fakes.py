@@ -145,23 +145,27 @@ def test_trt_style_breakdown_from_cuda_events(fake, tmp_path, calibrated_bundle,
     from tir.tools import cli
 
     path = str(calibrated_bundle.path)
-    assert cli.main(["build", "--bundle", path, "--precision", "fp16", "--size", "32x24"]) == 0
+    assert cli.main(["build", "--bundle", path, "--precision", "fp16", "--size", "160x120"]) == 0
     report = tmp_path / "bench.json"
-    rc = cli.main(["bench", "--mode", "model", "--model", path, "--task", "blur", "--backend", "tensorrt",
-                   "--trt-style", "--in-flight", "3", "--size", "32x24", "--frames", "6", "--warmup", "2",
+    rc = cli.main(["bench", "--mode", "both", "--model", path, "--task", "blur", "--backend", "tensorrt",
+                   "--trt-style", "--in-flight", "3", "--size", "160x120", "--frames", "6", "--warmup", "2",
                    "--no-progress", "--json", str(report)])
     assert rc == 0
     out = capsys.readouterr().out
     assert "Throughput:" in out and "GPU Compute Time: min = 2.0000 ms" in out and "H2D Latency" in out
-    t = json.loads(report.read_text())["results"][0]["trt_style"]
-    copy_ms = 32 * 24 * 4 / COPY_BYTES_PER_MS
+    result = json.loads(report.read_text())["results"][0]
+    assert "error" not in result, result.get("error")
+    pipe = result["pipeline"]  # the full pipeline, its infer stage on two CUDA streams
+    assert pipe["infer_in_flight"] == 2 and pipe["frames"] >= 6 and sum(pipe["drops"].values()) == 0
+    t = result["trt_style"]
+    copy_ms = 160 * 120 * 4 / COPY_BYTES_PER_MS
     assert t["timing"] == "cuda-events" and t["route"] == "blur" and t["in_flight"] == 3
     assert t["frames"] == 6 and t["gpu_compute_ms"]["n"] == 6  # warm-up frames not counted
     assert t["gpu_compute_ms"]["median"] == pytest.approx(2.0)
     assert t["h2d_ms"]["mean"] == pytest.approx(copy_ms, abs=1e-4)
     assert t["latency_ms"]["median"] == pytest.approx(2.0 + 2 * copy_ms, abs=1e-4)  # H2D + compute + D2H
     assert t["total_gpu_compute_s"] == pytest.approx(0.012)
-    assert fake.peak_busy_streams == 3
+    assert fake.peak_busy_streams >= 3
 
 
 def test_trt_style_summary_arithmetic_and_host_fallback(tiny_onnx):
@@ -178,3 +182,92 @@ def test_trt_style_summary_arithmetic_and_host_fallback(tiny_onnx):
     engine = load_engine(tiny_onnx, backend="onnxruntime")  # no CUDA events: host-timed
     t = bench_trt_style(engine, [np.zeros((1, 1, 24, 32), np.float32)], warmup=1, n=3)
     assert t["timing"] == "host" and t["gpu_compute_ms"]["n"] == 3 and t["h2d_ms"] == {"n": 0}
+
+
+# ------------------------------------------------------------------------------------------------
+# the pipeline's infer stage fed by the multi-slot CudaStreamPipeline
+# ------------------------------------------------------------------------------------------------
+def _frame(seq, value):
+    from tir.edge.frame import Frame, now
+    from tir.edge.pipeline.stages import _INPUT_KEY
+
+    frame = Frame(raw=np.zeros((48, 64), np.uint16), seq=seq, t_capture=now())
+    frame.meta[_INPUT_KEY] = np.random.default_rng(value).random((48, 64), dtype=np.float32)
+    return frame
+
+
+def test_pipelined_infer_keeps_n_in_flight_and_order(fake, tmp_path, tiny_onnx):
+    from tir.edge.pipeline.stages import _INPUT_KEY, _OUTPUT_KEY, PipelinedInfer
+    from tir.engines.backends.tensorrt import TensorRTEngine
+
+    engine = TensorRTEngine(_plan(tmp_path, tiny_onnx))
+    work = PipelinedInfer(engine, in_flight=3)
+    frames = [_frame(i, i) for i in range(5)]
+    inputs = [f.meta[_INPUT_KEY].copy() for f in frames]
+    for f in frames[:3]:
+        work.submit(f)
+    assert work.pending == 3 and fake.busy_streams() == 3  # three frames queued on three streams
+    with pytest.raises(RuntimeError, match="3 frames already in flight"):
+        work.submit(frames[3])
+    done = [work.collect()[0]]
+    work.submit(frames[3])
+    done.append(work.collect()[0])
+    work.submit(frames[4])
+    while work.pending:
+        done.append(work.collect()[0])
+    assert [f.seq for f in done] == [0, 1, 2, 3, 4]  # in order, none lost
+    for f, x in zip(done, inputs):
+        np.testing.assert_allclose(f.meta[_OUTPUT_KEY], _ort(tiny_onnx, x[None, None]), atol=1e-6)
+    work.close()
+    engine.close()
+    assert fake.memory == {}
+
+
+class _Collector:
+    """An output keeping (seq, restored) of what it is given."""
+
+    wants_display = None
+
+    def __init__(self):
+        from tir.edge.uri import parse_uri
+
+        self.uri, self.got = parse_uri("collect://"), []
+
+    def start(self):
+        return self
+
+    def write(self, frame):
+        self.got.append((frame.seq, frame.restored.copy()))
+
+    def close(self):
+        pass
+
+
+def _run_pipeline(model, frames=10, **kw):
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.sources import open_source
+
+    out = _Collector()
+    pipeline = Pipeline(open_source("synthetic://?size=160x120&realtime=0&seed=3"), model, [out], frames=frames, **kw)
+    pipeline.run()
+    return pipeline, out.got
+
+
+def test_pipeline_infer_stage_runs_on_cuda_streams(fake, tmp_path, tiny_onnx):
+    from tir.edge.pipeline.stages import PipelinedInfer
+    from tir.engines.backends import load_engine
+    from tir.engines.backends.tensorrt import TensorRTEngine
+
+    engine = TensorRTEngine(_plan(tmp_path, tiny_onnx, sizes=((160, 120),)))
+    pipeline, got = _run_pipeline(engine, frames=10)
+    assert pipeline.infer_in_flight == 2 and pipeline.max_in_flight == 3  # TensorRT: auto
+    assert any(isinstance(t.work, PipelinedInfer) for t in pipeline.threads[1:])
+    assert [seq for seq, _ in got][:10] == sorted(seq for seq, _ in got)[:10]  # in order
+    assert sum(pipeline.snapshot()["drops"].values()) == 0 and len(got) >= 10  # lossless: none lost
+    assert fake.executions >= 10
+    _, reference = _run_pipeline(load_engine(tiny_onnx, backend="onnxruntime"), frames=10)
+    ref = dict(reference)
+    for seq, restored in got[:10]:  # same frames, same counts as ONNX Runtime
+        assert np.abs(restored.astype(np.int32) - ref[seq].astype(np.int32)).max() <= 1
+    engine.close()
+    assert fake.memory == {}  # the infer thread freed its stream pipelines

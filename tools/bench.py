@@ -159,6 +159,7 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         "captured": final["captured"],
         "lossless": pipeline.lossless,
         "max_in_flight": pipeline.max_in_flight,
+        "infer_in_flight": pipeline.infer_in_flight,
         "age_samples": samples,
     }
 
