@@ -268,6 +268,14 @@ class CudaStreamPipeline:
     def in_flight(self) -> int:
         return len(self._order)
 
+    def oldest_ready(self) -> bool:
+        """True when the oldest batch in flight has reached the host (its last event completed),
+        so :meth:`collect` will not block; False when none is in flight or it is still running."""
+        if not self._order:
+            return False
+        with pushed(self.ctx):
+            return bool(self._order[0].events[3].query())
+
     def run(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Keep every slot busy; yield outputs in order."""
         for batch in batches:

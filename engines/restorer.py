@@ -62,7 +62,7 @@ class Restorer:
 
     def __init__(self, bundle_or_path, backend: str = "auto", task: Optional[str] = None,
                  every: int = 8, hysteresis: int = 3, threads: Optional[int] = None,
-                 min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE, precision: Optional[str] = None):
         from .bundle import Bundle, load_bundle
 
         self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
@@ -70,6 +70,7 @@ class Restorer:
             raise ValueError(f"every and hysteresis must be ≥ 1, got every={every}, hysteresis={hysteresis}")
         self.backend = backend
         self.threads = threads
+        self.precision = precision  # TensorRT plan precision (fp32/fp16/int8); None: the best one built
         self.every = int(every)
         if not 0.0 <= float(min_confidence) < 1.0:
             raise ValueError(f"min_confidence must be in [0, 1), got {min_confidence}")
@@ -125,10 +126,13 @@ class Restorer:
         """The route frames go through now (``passthrough`` for clean / none yet)."""
         return PASSTHROUGH if self.current in (None, CLEAN) else self.current
 
-    def _load(self, path: Path):
+    def _load(self, path: Path, router: bool = False):
         from .backends import load_engine
 
         kw = {} if self.threads is None else {"threads": self.threads}
+        if self.precision is not None and self.backend == "tensorrt":
+            # `tir build --precision int8` builds the router in FP16 (it is not calibrated)
+            kw["precision"] = "fp16" if router and self.precision == "int8" else self.precision
         return load_engine(path, backend=self.backend, **kw)
 
     def engine(self, task: str):
@@ -156,7 +160,7 @@ class Restorer:
         if self.router_info is None:
             raise ValueError(f"bundle {self.bundle.name!r} has no router")
         if self._router_engine is None:
-            self._router_engine = self._load(self.bundle.router_path)
+            self._router_engine = self._load(self.bundle.router_path, router=True)
         frames = prepare_frames(_as_batch(batch), self._input_size)
         t0 = time.perf_counter()
         emb = np.asarray(self._router_engine.infer(frames)).reshape(len(frames), -1)

@@ -159,6 +159,7 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         "captured": final["captured"],
         "lossless": pipeline.lossless,
         "max_in_flight": pipeline.max_in_flight,
+        "infer_in_flight": pipeline.infer_in_flight,
         "age_samples": samples,
     }
 
@@ -263,6 +264,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="alternate model-only and pipeline runs N times; the ratio is the median "
                              "(steadier on a shared machine)")
+    add_gpu_arguments(parser)
     parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
 
@@ -280,18 +282,28 @@ def main(args) -> int:
     progress = not args.no_progress
     results: List[Dict[str, Any]] = []
     batches = synthetic_batches(size)
-    for backend in backends:
+    for backend, precision in backend_precisions(backends, args.precision):
+        skipped = precision_skip_reason(backend, precision)
+        if skipped:
+            print(f"tir bench: {backend} {precision}: skipped: {skipped}", flush=True)
+            results.append({"backend": backend, "precision": precision, "skipped": skipped})
+            continue
+        label = backend if precision is None else f"{backend} {precision}"
         try:
             model, description = load_model(args.model, backend, args.task, args.threads,
-                                            fallback=DEFAULT_FALLBACK_MODEL)
+                                            fallback=DEFAULT_FALLBACK_MODEL, precision=precision)
         except (ModelNotFound, EngineError, ValueError, RuntimeError) as exc:
-            print(f"tir bench: {backend}: {exc}", file=sys.stderr, flush=True)
-            results.append({"backend": backend, "error": str(exc)})
+            print(f"tir bench: {label}: {exc}", file=sys.stderr, flush=True)
+            results.append({"backend": backend, "precision": precision, "error": str(exc)})
             continue
-        print(f"tir bench: {backend}: {description}", flush=True)
+        print(f"tir bench: {label}: {description}", flush=True)
         entry: Dict[str, Any] = {"backend": getattr(model, "backend", backend), "requested": backend,
                                  "model": description}
+        if precision is not None:
+            entry["precision"] = precision
         try:
+            if args.trt_style and args.mode in ("model", "both"):
+                entry["trt_style"] = bench_trt_style(model, batches, args.warmup, args.frames, args.in_flight)
             rounds = []
             for _ in range(max(1, args.repeat)):
                 if args.mode in ("model", "both"):
@@ -323,9 +335,180 @@ def main(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(render_report(results), flush=True)
+    if any("trt_style" in r for r in results):
+        print(render_trt_style(results), flush=True)
     if args.json:
         print(f"tir bench: wrote {args.json}", flush=True)
-    return 0 if any("error" not in r for r in results) else 2
+    return 0 if any("error" not in r and "skipped" not in r for r in results) else 2
+
+
+# ----------------------------------------------------------------------------------------
+# --precision lists and --trt-style (the GPU check, docs/gpu-check.md)
+# ----------------------------------------------------------------------------------------
+TRT_STYLE_PERCENTILES = (90, 95, 99)
+
+
+def add_gpu_arguments(parser) -> None:
+    from .build import precision_list
+
+    parser.add_argument("--precision", type=precision_list, default=None, metavar="P[,P...]",
+                        help="TensorRT plan precision(s) to compare, e.g. fp32,fp16,int8 (each needs `tir build` "
+                             "first); other backends run fp32 only. Default: the best plan built")
+    parser.add_argument("--trt-style", action="store_true",
+                        help="model-only breakdown after trtexec: throughput, latency, enqueue, H2D, GPU compute, "
+                             "D2H (min/mean/median/p90/p95/p99), from CUDA events with frames in flight on "
+                             "separate streams (TensorRT); host-timed where a backend has no CUDA events")
+    parser.add_argument("--in-flight", type=int, default=2, choices=(1, 2, 3, 4),
+                        help="--trt-style: frames in flight on separate CUDA streams (default 2)")
+
+
+def backend_precisions(backends: Sequence[str], precisions: Optional[Sequence[str]]):
+    """(backend, precision) pairs in the order given; precision None when no list was given."""
+    if not precisions:
+        return [(b, None) for b in backends]
+    return [(b, p) for b in backends for p in precisions]
+
+
+def precision_skip_reason(backend: str, precision: Optional[str]) -> Optional[str]:
+    """Why a (backend, precision) pair is not run, or None. Only TensorRT has plans per precision;
+    the other backends run the fp32 ONNX/torch model."""
+    if precision is None or precision == "fp32" or backend == "tensorrt":
+        return None
+    return (f"{backend} runs the fp32 model; {precision} is a TensorRT plan precision (`tir build`). "
+            "The CPU INT8 (U8S8) model is timed by `tir calibrate --bench-runs`")
+
+
+def _single_engine(model):
+    """(engine, route) for --trt-style: a Restorer's forced route, else its first route; an
+    engine is itself."""
+    from tir.engines.router import CLEAN
+
+    routes = getattr(model, "routes", None)
+    if routes is None or not callable(getattr(model, "engine", None)):
+        return model, None
+    route = model.current if getattr(model, "forced", False) and model.current not in (None, CLEAN) else routes[0]
+    return model.engine(route), route
+
+
+def trt_style_stats(values_ms: Sequence[float]) -> Dict[str, float]:
+    """trtexec's statistics of one quantity: min, max, mean, median and p90/p95/p99 (ms), n."""
+    v = np.asarray(values_ms, np.float64)
+    if v.size == 0:
+        return {"n": 0}
+    out = {"min": float(v.min()), "max": float(v.max()), "mean": float(v.mean()), "median": float(np.median(v))}
+    for q, value in zip(TRT_STYLE_PERCENTILES, np.percentile(v, TRT_STYLE_PERCENTILES)):
+        out[f"p{q}"] = float(value)
+    out = {k: round(x, 4) for k, x in out.items()}
+    out["n"] = int(v.size)
+    return out
+
+
+def trt_style_summary(parts: Dict[str, Sequence[float]], frames: int, wall_s: float, in_flight: int,
+                      timing: str) -> Dict[str, Any]:
+    """trtexec's performance summary from per-frame part times in ms.
+
+    ``parts``: ``h2d``, ``compute``, ``d2h`` (CUDA events), ``enqueue`` (host time to submit) and
+    ``latency`` (host: submit -> result on the host), lists of equal length (``h2d``/``d2h`` may be
+    empty when ``timing == "host"``). As trtexec defines it (TensorRT developer guide, "trtexec",
+    performance summary), *Latency* is H2D + GPU compute + D2H of one inference and *Throughput*
+    is inferences per second of wall time; *Total GPU Compute Time* is the sum of compute times.
+    """
+    compute = np.asarray(parts.get("compute", []), np.float64)
+    h2d = np.asarray(parts.get("h2d", []), np.float64)
+    d2h = np.asarray(parts.get("d2h", []), np.float64)
+    if timing == "cuda-events":
+        if not (len(h2d) == len(compute) == len(d2h)):
+            raise ValueError(f"h2d/compute/d2h counts differ: {len(h2d)}/{len(compute)}/{len(d2h)}")
+        latency = h2d + compute + d2h
+    else:
+        latency = np.asarray(parts.get("latency", compute), np.float64)
+    return {
+        "timing": timing,
+        "in_flight": int(in_flight),
+        "frames": int(frames),
+        "throughput_qps": round(frames / wall_s, 3) if wall_s > 0 else 0.0,
+        "latency_ms": trt_style_stats(latency),
+        "enqueue_ms": trt_style_stats(parts.get("enqueue", [])),
+        "h2d_ms": trt_style_stats(h2d),
+        "gpu_compute_ms": trt_style_stats(compute),
+        "d2h_ms": trt_style_stats(d2h),
+        "host_latency_ms": trt_style_stats(parts.get("latency", [])),
+        "total_host_walltime_s": round(wall_s, 4),
+        "total_gpu_compute_s": round(float(compute.sum()) / 1000.0, 4),
+    }
+
+
+def bench_trt_style(model, batches: Sequence[np.ndarray], warmup: int = 10, n: int = 100,
+                    in_flight: int = 2) -> Dict[str, Any]:
+    """``n`` frames (after ``warmup``) through ``in_flight`` CUDA streams, timed like trtexec.
+
+    An engine with ``pipeline(shape, in_flight)`` (TensorRT) runs a
+    :class:`~tir.engines.cuda_pipeline.CudaStreamPipeline`; its CUDA events give H2D / compute /
+    D2H per frame. Any other engine is timed on the host, one ``infer`` at a time (compute =
+    the call's wall time; no H2D/D2H): ``timing`` says which. Batches are padded to the model's
+    multiple as ``infer`` does. Returns :func:`trt_style_summary` plus ``route``."""
+    from tir.engines.engine import pad_to_multiple
+
+    engine, route = _single_engine(model)
+    multiple = int(getattr(engine, "multiple", 1) or 1)
+    padded = [np.ascontiguousarray(pad_to_multiple(np.asarray(b, np.float32), multiple)[0]) for b in batches]
+    feed = lambda count: (padded[i % len(padded)] for i in range(count))  # noqa: E731
+    if callable(getattr(engine, "pipeline", None)):
+        from tir.engines.cuda_pipeline import PartTimes
+
+        pipe = engine.pipeline(padded[0].shape, in_flight=in_flight)
+        try:
+            for _ in pipe.run(feed(warmup)):
+                pass
+            pipe.times = PartTimes()
+            t0 = time.perf_counter()
+            frames = sum(1 for _ in pipe.run(feed(n)))
+            wall = time.perf_counter() - t0
+            times = pipe.times
+        finally:
+            pipe.close()
+        parts = {k: getattr(times, k) for k in ("h2d", "compute", "d2h", "enqueue", "latency")}
+        summary = trt_style_summary(parts, frames, wall, in_flight, "cuda-events")
+    else:
+        for b in feed(warmup):
+            engine.infer(b)
+        compute = []
+        t0 = time.perf_counter()
+        for b in feed(n):
+            t = time.perf_counter()
+            engine.infer(b)
+            compute.append((time.perf_counter() - t) * 1000.0)
+        wall = time.perf_counter() - t0
+        summary = trt_style_summary({"compute": compute, "latency": compute}, len(compute), wall, 1, "host")
+    h, w = batches[0].shape[-2:]
+    summary.update({"size": f"{w}x{h}", "route": route, "engine": getattr(engine, "backend", type(engine).__name__)})
+    return summary
+
+
+def render_trt_style(results: Sequence[Dict[str, Any]]) -> str:
+    """One trtexec-like block per result that has ``trt_style``."""
+    text = []
+    for r in results:
+        t = r.get("trt_style")
+        if not t:
+            continue
+        title = f"{r.get('backend')}" + (f" {r['precision']}" if r.get("precision") else "")
+        text.append(f"\n=== Performance summary ({title}, {t['size']}, {t['frames']} frames, "
+                    f"{t['in_flight']} in flight, timing: {t['timing']}) ===")
+        text.append(f"Throughput: {t['throughput_qps']:.2f} qps")
+        for label, key in (("Latency", "latency_ms"), ("Enqueue Time", "enqueue_ms"), ("H2D Latency", "h2d_ms"),
+                           ("GPU Compute Time", "gpu_compute_ms"), ("D2H Latency", "d2h_ms"),
+                           ("Host Latency", "host_latency_ms")):
+            s = t[key]
+            if not s.get("n"):
+                text.append(f"{label}: n/a" + (" (no CUDA events on this backend)" if t["timing"] == "host" else ""))
+                continue
+            text.append(f"{label}: min = {s['min']:.4f} ms, max = {s['max']:.4f} ms, mean = {s['mean']:.4f} ms, "
+                        f"median = {s['median']:.4f} ms, percentile(90%) = {s['p90']:.4f} ms, "
+                        f"percentile(95%) = {s['p95']:.4f} ms, percentile(99%) = {s['p99']:.4f} ms")
+        text.append(f"Total Host Walltime: {t['total_host_walltime_s']:.4f} s")
+        text.append(f"Total GPU Compute Time: {t['total_gpu_compute_s']:.4f} s")
+    return "\n".join(text)
 
 
 def _backend_of(model, fallback: str) -> str:

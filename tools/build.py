@@ -1,6 +1,7 @@
 """``tir build``: build TensorRT plans for a bundle's routes (and router) on this machine.
 
     tir build --bundle DIR --precision fp16|int8|fp32 --size 640x512 [--size 320x256 ...]
+    tir build --bundle DIR --precision fp16,int8 --size 640x512    # several precisions, one run
 
 INT8 uses the outputs of ``tir calibrate`` (``--calib DIR``, default ``<bundle>/int8``): the Q/DQ
 ONNX (explicit quantization, default; TRT ≥ 8.5) or, with ``--int8-mode calibrator`` (TRT 8.5,
@@ -24,7 +25,8 @@ EXIT_NO_TENSORRT = 3
 
 def add_arguments(parser) -> None:
     parser.add_argument("--bundle", required=True, help="model bundle folder")
-    parser.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--precision", default=["fp16"], type=precision_list, metavar="P[,P...]",
+                        help="fp32, fp16 or int8, or several comma-separated (fp16,int8); default fp16")
     parser.add_argument("--size", action="append", default=None,
                         help="camera frame size WxH; repeat for several (default 640x512)")
     parser.add_argument("--route", action="append", default=None, help="only these routes (repeatable)")
@@ -38,6 +40,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching plan exists")
     parser.add_argument("--allow-slow-int8", action="store_true",
                         help="build INT8 even on GPUs without fast INT8 (SM < 7: Jetson Nano, TX2)")
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def precision_list(text: str):
+    """``"fp16,int8"`` -> ``["fp16", "int8"]`` (order kept, duplicates dropped); argparse type.
+
+    Raises argparse.ArgumentTypeError naming the bad entry and the choices."""
+    import argparse
+
+    items = [p.strip().lower() for p in str(text).split(",") if p.strip()]
+    bad = [p for p in items if p not in PRECISIONS]
+    if not items or bad:
+        what = f"{bad[0]!r} (in {text!r})" if bad else repr(text)
+        raise argparse.ArgumentTypeError(f"precision {what}: use {', '.join(PRECISIONS)} or a comma-separated "
+                                         "list of them (fp16,int8)")
+    return list(dict.fromkeys(items))
 
 
 def _missing_tensorrt_message(exc: Exception) -> str:
@@ -97,12 +117,9 @@ def main(args) -> int:
     except ImportError as exc:
         print(_missing_tensorrt_message(exc))
         return EXIT_NO_TENSORRT
-    from tir.calibration.data import calibration_set
     from tir.edge.uri import parse_size
     from tir.engines.bundle import BundleError, load_bundle
-    from tir.engines.cache import (EngineCache, EngineCacheError, EngineKey, build_command, current_platform,
-                                   profile_for_sizes, sha256_file)
-    from tir.engines.trt_build import BuildError, BuildOptions, build_serialized
+    from tir.engines.cache import EngineCache, EngineCacheError, current_platform
 
     try:
         bundle = load_bundle(args.bundle)
@@ -111,14 +128,31 @@ def main(args) -> int:
     except (BundleError, ValueError, EngineCacheError) as exc:
         print(f"tir build: {exc}")
         return 2
-    if args.precision == "int8" and not fast_int8(platform["compute_capability"]) and not args.allow_slow_int8:
+    cache = EngineCache(args.cache_dir)
+    rc = 0
+    for precision in args.precision:  # one precision failing does not stop the next
+        if len(args.precision) > 1:
+            print(f"== {precision}", flush=True)
+        rc = max(rc, _build_precision(args, precision, bundle, sizes, platform, cache))
+    return rc
+
+
+def _build_precision(args, precision_arg: str, bundle, sizes, platform, cache) -> int:
+    """Build (or find up to date) every target at one precision.
+
+    Returns 0 (all built or up to date), 1 (some target failed or was refused by the gate) or
+    2 (this precision was refused before any build: slow INT8, no calibration report)."""
+    from tir.calibration.data import calibration_set
+    from tir.engines.cache import EngineKey, build_command, profile_for_sizes, sha256_file
+    from tir.engines.trt_build import BuildError, BuildOptions, build_serialized
+
+    if precision_arg == "int8" and not fast_int8(platform["compute_capability"]) and not args.allow_slow_int8:
         print(f"tir build: REFUSED INT8 on {platform['gpu_name']} (SM {platform['compute_capability']}): this GPU has "
               "no fast INT8 and runs it slower than FP16. Use --precision fp16, or --allow-slow-int8 to build anyway.")
         return 2
-    cache = EngineCache(args.cache_dir)
     calib = Path(args.calib) if args.calib else bundle.path / "int8"
     report = {}
-    if args.precision == "int8":
+    if precision_arg == "int8":
         try:
             report = json.loads((calib / "calibration.json").read_text())
         except OSError:
@@ -132,7 +166,7 @@ def main(args) -> int:
     failures = 0
     for name, fp32 in targets:
         onnx_path, calib_file, fp16_layers, calibrator = fp32, None, [], None
-        precision = args.precision
+        precision = precision_arg
         if precision == "int8":
             if name == "router":
                 precision = "fp16"  # the router is tiny; it is not calibrated
@@ -178,6 +212,6 @@ def main(args) -> int:
             "route": name, "bundle": str(bundle.path), "onnx": str(onnx_path), "multiple": multiple,
             "source_onnx_sha256": sha256_file(fp32),
             "fp16_layers": fp16_layers, "flags": opts.flags,
-            "rebuild_command": build_command(bundle.path, args.precision, sizes, route=name)})
+            "rebuild_command": build_command(bundle.path, precision_arg, sizes, route=name)})
         print(f"{name}: wrote {path}" + (f" (FP16 layers: {', '.join(fp16_layers)})" if fp16_layers else ""))
     return 1 if failures else 0

@@ -60,11 +60,14 @@ def add_common_model_arguments(parser, several_backends: bool = False,
 
 
 def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] = None,
-               threads: Optional[int] = None, fallback: Optional[str] = None) -> Tuple[object, str]:
+               threads: Optional[int] = None, fallback: Optional[str] = None,
+               precision: Optional[str] = None) -> Tuple[object, str]:
     """The model to run and a one-line description.
 
     ``spec``: None (the installed bundle, else ``fallback``), a bundle folder, a model file,
-    or ``plainnet:PRESET`` (the reference network, exported on the fly). Raises
+    or ``plainnet:PRESET`` (the reference network, exported on the fly). ``precision``
+    (fp32/fp16/int8) picks which cached TensorRT plan a bundle route or .onnx file runs
+    (``tir build``); None takes the best one built (INT8 > FP16 > FP32). Raises
     :class:`ModelNotFound`, ``EngineError`` or ``BundleError`` with a message to print.
     """
     from tir.engines.backends import EngineError, load_engine
@@ -87,7 +90,7 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     if path.is_dir():
         from tir.engines.restorer import Restorer
 
-        restorer = Restorer(path, backend=backend, task=task, threads=threads)
+        restorer = Restorer(path, backend=backend, task=task, threads=threads, precision=precision)
         return restorer, f"bundle {path} ({restorer.name}, routes: {', '.join(restorer.routes)})"
     if not path.exists():
         raise ModelNotFound(f"model {spec!r} does not exist; pass a bundle folder, an .onnx/.pt/.engine "
@@ -95,6 +98,8 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     if task is not None:
         raise ModelNotFound(f"--task picks a route of a bundle; {path.name} is a single model")
     kw = {"threads": threads} if threads is not None and _runs_on_ort(path, backend) else {}
+    if precision is not None and backend == "tensorrt":
+        kw["precision"] = precision
     engine = load_engine(path, backend=backend, **kw)
     if not callable(getattr(engine, "infer", None)):
         raise EngineError(f"{path} did not load as a model")

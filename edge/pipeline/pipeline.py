@@ -17,6 +17,12 @@ in flight keep the bottleneck stage busy (the next frame is ready when it finish
 at most one frame waits. ``max_in_flight=1`` gives the lowest latency and no overlap.
 Live sources are never held back: a camera frame nobody is ready for is dropped.
 
+On TensorRT the infer stage keeps ``infer_in_flight`` frames (default 2 for a model whose
+``backend`` is ``tensorrt``, else 1) on the GPU at once, each on its own CUDA stream
+(:class:`~tir.edge.pipeline.stages.PipelinedInfer`), so one frame's copies overlap the
+previous one's compute; frames still leave in order. Non-live sources then let
+``infer_in_flight + 1`` frames in by default, so the GPU slots can fill.
+
 With ``ffc`` (an :class:`~tir.edge.camera.ffc.FFCController`) the capture thread marks each
 frame right after the read (``meta["ffc"]``, no serial I/O on the frame path), the stats
 snapshot carries the controller's stats under ``"camera"``, and outputs with an ``actions``
@@ -33,7 +39,8 @@ from ..frame import Frame, FrameError, check_frame, now
 from ..sources.base import SourceError
 from .normalize import Normalizer
 from .slots import LatestWinsSlot
-from .stages import Deliver, Display, Infer, Postprocess, Preprocess, StageThread, lower_thread_priority
+from .stages import (Deliver, Display, Infer, PipelinedInfer, PipelinedStageThread, Postprocess, Preprocess,
+                     StageThread, lower_thread_priority)
 from .stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -61,9 +68,15 @@ class Pipeline:
                  normalizer: Optional[Normalizer] = None, frames: Optional[int] = None,
                  duration: Optional[float] = None, max_in_flight: Optional[int] = None,
                  lossless: Optional[bool] = None, light_nice: int = 0, read_timeout: float = 0.5,
-                 stats_window: int = 1000, ffc=None, display: str = "auto"):
+                 stats_window: int = 1000, ffc=None, display: str = "auto",
+                 infer_in_flight: Optional[int] = None):
         if display not in ("auto", "always"):
             raise ValueError(f"display must be 'auto' or 'always', got {display!r}")
+        if infer_in_flight is None:
+            infer_in_flight = 2 if getattr(model, "backend", None) == "tensorrt" else 1
+        if not 1 <= int(infer_in_flight) <= 4:
+            raise ValueError(f"infer_in_flight must be 1..4, got {infer_in_flight}")
+        self.infer_in_flight = int(infer_in_flight) if model is not None else 0
         self.source = source
         self.ffc = ffc
         self.model = model
@@ -75,7 +88,7 @@ class Pipeline:
         live = bool(getattr(source, "live", False))
         self.lossless = (not live) if lossless is None else bool(lossless)
         if max_in_flight is None and self.lossless:
-            max_in_flight = DEFAULT_NON_LIVE_IN_FLIGHT
+            max_in_flight = max(DEFAULT_NON_LIVE_IN_FLIGHT, self.infer_in_flight + 1)
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.max_in_flight = max_in_flight
@@ -83,7 +96,8 @@ class Pipeline:
         normalizer = normalizer or Normalizer()
         work: List = []
         if model is not None:
-            work += [Preprocess(normalizer), Infer(model), Postprocess(normalizer)]
+            infer = PipelinedInfer(model, self.infer_in_flight) if self.infer_in_flight > 1 else Infer(model)
+            work += [Preprocess(normalizer), infer, Postprocess(normalizer)]
         # display="auto": the AGC views are computed only while some output wants them
         # (Output.wants_display: e.g. an HTTP server with a viewer, a recorder's preview)
         wanted = None if display == "always" else self._display_wanted
@@ -114,7 +128,8 @@ class Pipeline:
         self.threads: List[threading.Thread] = [threading.Thread(target=self._capture, name="tir-capture", daemon=True)]
         for i, w in enumerate(work):
             last = i == len(work) - 1
-            self.threads.append(StageThread(
+            thread_class = PipelinedStageThread if isinstance(w, PipelinedInfer) else StageThread
+            self.threads.append(thread_class(
                 w, self.slots[i], self.stats, self._stop, self._leave, self._fatal,
                 outbox=None if last else self.slots[i + 1], on_done=self._done_frame if last else None,
                 lossless=self.lossless, nice=0 if w.name == "infer" else light_nice))

@@ -1,7 +1,9 @@
 """The work of each pipeline stage, and the thread that runs one stage.
 
 Each stage is a small callable that changes a :class:`Frame` in place:
-:class:`Preprocess` (counts -> normalised float32), :class:`Infer` (the model),
+:class:`Preprocess` (counts -> normalised float32), :class:`Infer` (the model; or
+:class:`PipelinedInfer` run by :class:`PipelinedStageThread`: several frames in flight on
+separate CUDA streams),
 :class:`Postprocess` (back to uint16 counts in ``frame.restored``), :class:`Display`
 (AGC + palette into ``frame.display``) and :class:`Deliver` (hand to the outputs).
 :class:`StageThread` takes frames from its inbox slot, runs the work, stamps the frame
@@ -13,12 +15,15 @@ import inspect
 import logging
 import os
 import threading
-from typing import Callable, Optional, Sequence
+from collections import deque
+from typing import Callable, Deque, Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from ..agc import DisplayMapper
+import numpy as np
+
 from ..frame import Frame, FrameError, now
 from .normalize import NormParams, Normalizer
 from .slots import LatestWinsSlot
@@ -102,6 +107,104 @@ class Infer:
         frame.meta[_OUTPUT_KEY] = y
         if getattr(self.model, "route", None) == "passthrough":
             frame.meta[_PASSTHROUGH_KEY] = True
+
+
+class PipelinedInfer:
+    """The infer stage with up to ``in_flight`` frames on the GPU at once (TensorRT).
+
+    :meth:`submit` queues a frame's H2D → model → D2H on a free slot of a
+    :class:`~tir.engines.cuda_pipeline.CudaStreamPipeline` (one per engine and padded frame
+    size, made on first use, each with its own CUDA streams) and returns at once;
+    :meth:`collect` waits for the oldest frame and puts its output where :class:`Infer` would.
+    Frames come out in the order they went in. A Restorer routes each frame on submit
+    (``observe``); a pass-through frame, or an engine without ``pipeline()`` (ONNX Runtime,
+    torch), is computed at submit and waits in the same queue, so the order holds.
+    All calls come from one thread (the pipeline's infer thread), which owns the CUDA work.
+    """
+
+    name = "infer"
+
+    def __init__(self, model, in_flight: int = 2):
+        if not callable(getattr(model, "infer", None)):
+            raise TypeError(f"the model {model!r} has no infer(batch) method")
+        if not 1 <= int(in_flight) <= 4:
+            raise ValueError(f"in_flight must be 1..4, got {in_flight}")
+        self.model = model
+        self.in_flight = int(in_flight)
+        self.with_meta = _accepts_meta(model.infer)
+        self._pipes: Dict[Tuple[int, tuple], object] = {}
+        # (frame, pipe or None, (h, w), output if computed at submit, host seconds spent)
+        self._queue: Deque[list] = deque()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def _engine_for(self, batch, meta):
+        """The engine for this frame, or None for pass-through (a Restorer on the clean route)."""
+        model = self.model
+        if callable(getattr(model, "observe", None)) and callable(getattr(model, "engine", None)):
+            model.observe(batch, meta)
+            if model.route == "passthrough":
+                return None
+            return model.engine(model.current)
+        return model
+
+    def _pipe(self, engine, shape):
+        key = (id(engine), tuple(shape))
+        if key not in self._pipes:
+            self._pipes[key] = engine.pipeline(tuple(shape), in_flight=self.in_flight)
+        return self._pipes[key]
+
+    def submit(self, frame: Frame) -> None:
+        from tir.engines.engine import pad_to_multiple
+
+        if len(self._queue) >= self.in_flight:
+            raise RuntimeError(f"{self.in_flight} frames already in flight: collect() first")
+        t0 = now()
+        x = frame.meta.pop(_INPUT_KEY)
+        batch = np.ascontiguousarray(x[None, None], dtype=np.float32)
+        engine = self._engine_for(batch, frame.meta)
+        if engine is None:
+            self._queue.append([frame, None, x.shape, batch.copy(), now() - t0])
+        elif not callable(getattr(engine, "pipeline", None)):
+            self._queue.append([frame, None, x.shape, engine.infer(batch), now() - t0])
+        else:
+            padded, hw = pad_to_multiple(batch, int(getattr(engine, "multiple", 1) or 1))
+            pipe = self._pipe(engine, padded.shape)
+            pipe.submit(np.ascontiguousarray(padded))
+            self._queue.append([frame, pipe, hw, None, now() - t0])
+
+    def oldest_ready(self) -> bool:
+        """True when :meth:`collect` would not wait (the oldest output is on the host)."""
+        if not self._queue:
+            return False
+        pipe = self._queue[0][1]
+        return pipe is None or pipe.oldest_ready()
+
+    def collect(self) -> Tuple[Frame, float]:
+        """The oldest frame with its output in meta, and the host seconds spent on it."""
+        entry = self._queue.popleft()
+        frame, pipe, (h, w), y, spent = entry
+        t0 = now()
+        if pipe is not None:
+            try:
+                _, y = pipe.collect()
+            except BaseException:
+                self._queue.appendleft(entry)  # still ours: the thread hands it back on exit
+                raise
+            y = y[..., :h, :w]
+        if y.shape[-2:] != (h, w):
+            raise RuntimeError(f"model returned shape {y.shape} for input {(h, w)}")
+        frame.meta[_OUTPUT_KEY] = y
+        return frame, spent + (now() - t0)
+
+    def close(self) -> None:
+        """Drop what is still queued and free every stream pipeline's buffers."""
+        self._queue.clear()
+        for pipe in self._pipes.values():
+            pipe.close()
+        self._pipes.clear()
 
 
 class Postprocess:
@@ -246,3 +349,68 @@ class StageThread(threading.Thread):
             elif self.on_done is not None:
                 self.on_done(frame)
 
+
+
+class PipelinedStageThread(StageThread):
+    """Runs a :class:`PipelinedInfer`: keeps up to ``work.in_flight`` frames on the GPU.
+
+    It submits a frame as soon as one arrives and a slot is free; it collects the oldest one
+    when all slots are busy, when it has finished (``oldest_ready``), or when no new frame came
+    within ``overlap_wait_s`` (so a lone frame is never held back waiting for company). Frames
+    leave in arrival order, stamped ``infer`` when their output reached the host; ``busy`` is
+    the host time spent submitting and collecting that frame. A failed submit or collect stops
+    the pipeline like any stage error; the frames still in flight are handed to ``on_leave``.
+    """
+
+    def __init__(self, work: PipelinedInfer, *args, overlap_wait_s: float = 0.002, **kw):
+        super().__init__(work, *args, **kw)
+        self.overlap_wait_s = overlap_wait_s
+
+    def _emit(self) -> bool:
+        frame, spent = self.work.collect()
+        frame.stamp(self.stage)
+        self.stats.busy(self.stage, spent)
+        if self.outbox is not None:
+            if not self.lossless:
+                self.outbox.put(frame)
+            elif not self.outbox.put_when_empty(frame):
+                return False
+        elif self.on_done is not None:
+            self.on_done(frame)
+        return True
+
+    def _step(self) -> bool:
+        work = self.work
+        if work.pending >= work.in_flight or work.oldest_ready():
+            return self._emit()
+        frame = self.inbox.get(self.overlap_wait_s if work.pending else self.poll_s)
+        if frame is None:
+            if work.pending:
+                return self._emit()
+            return not self.inbox.closed
+        try:
+            work.submit(frame)
+        except FrameError as exc:
+            self.stats.corrupt_frame(exc.kind)
+            self.on_leave(frame)
+        except Exception:
+            self.on_leave(frame)
+            raise
+        return True
+
+    def run(self) -> None:
+        lower_thread_priority(self.nice)
+        try:
+            while not self.stop_event.is_set():
+                if not self._step():
+                    return
+        except Exception as exc:
+            self.stats.error(self.stage, exc)
+            self.on_fatal(self.stage, exc)
+        finally:
+            for entry in list(self.work._queue):
+                self.on_leave(entry[0])
+            try:
+                self.work.close()
+            except Exception as exc:  # freeing must not hide the run's own error
+                log.warning("infer stage close: %s: %s", type(exc).__name__, exc)
