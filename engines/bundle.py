@@ -279,7 +279,7 @@ TOP_KEYS = ("format_version", "name", "preset", "multiple", "tasks", "router", "
             "training", "files", "checkpoint", "config", "notes")
 #: keys of the router entry (written by engines.router.train_router / calibrate_router)
 ROUTER_KEYS = ("file", "sha256", "codebook", "tasks", "threshold", "thresholds", "temperature",
-               "input_size", "features", "metrics", "source", "calibrated_from")
+               "input_size", "features", "metrics", "source", "calibrated_from", "training")
 MAX_MULTIPLE = 256
 MAX_INPUT_SIDE = 16384
 _HEX64 = re.compile(r"[0-9a-f]{64}")
