@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     top_args = top.parse_args(argv[: mode_index + 1])
     mode = argv[mode_index]
     module = importlib.import_module(f"tir.tools.{MODES[mode][0]}")
-    parser = argparse.ArgumentParser(prog=f"tir {mode}", description=MODES[mode][1])
+    parser = argparse.ArgumentParser(prog=f"tir {mode}", description=MODES[mode][1],
+                                     epilog=getattr(module, "EXIT_CODES_HELP", None))
     module.add_arguments(parser)
     args = parser.parse_args(argv[mode_index + 1 :])
     args.command_line = f"tir {mode} " + " ".join(shlex.quote(a) for a in argv[mode_index + 1:])
