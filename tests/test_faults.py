@@ -88,3 +88,35 @@ def test_a_second_signal_during_the_shutdown_does_not_cut_it_short(tmp_path):
     assert child.returncode == 0, out
     assert "Traceback" not in out
     assert_valid_recording(tmp_path / "rec")
+
+
+def test_exit_with_snapshot_requests_in_flight_is_clean(tmp_path):
+    """Issue 10 item 3: six parallel /snapshot/side.jpg loops until the run's --duration ends;
+    the process must exit 0, never SIGABRT ('terminate called without an active exception')."""
+    for attempt in range(3):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        child = subprocess.Popen([sys.executable, "-m", "tir.tools", "run", "--duration", "4", "--port", "0",
+                                  "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env=env, cwd=tmp_path)
+        url = read_until(child, "tir run: output http")[-1].split("output ", 1)[1].strip()
+        stop = threading.Event()
+        served = []
+
+        def fetch():
+            while not stop.is_set():
+                try:
+                    with urllib.request.urlopen(url + "snapshot/side.jpg", timeout=5) as reply:
+                        served.append(len(reply.read()))
+                except OSError:
+                    time.sleep(0.01)
+
+        loops = [threading.Thread(target=fetch, daemon=True) for _ in range(6)]
+        for loop in loops:
+            loop.start()
+        out, _ = child.communicate(timeout=120)
+        stop.set()
+        for loop in loops:
+            loop.join(10)
+        assert child.returncode == 0, f"attempt {attempt}: exit {child.returncode}\n{out}"
+        assert "terminate called" not in out and "threads still running" not in out
+        assert served, "no snapshot was served: the test did not load the server"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
@@ -402,12 +403,38 @@ def _run(args) -> int:
                      EXIT_DEVICE if device_error else EXIT_MODEL)
     elif snap.get("ended"):
         print(f"tir run: source {snap['ended']}", flush=True)
+    join_leftover_threads()
     failed = pipeline.failed_outputs()
     if failed and code == EXIT_OK:
         for failure in failed.values():
             _fail(failure)
         code = EXIT_RECORDING
     return code
+
+
+def join_leftover_threads(timeout: float = 5.0) -> list:
+    """Wait up to ``timeout`` s for every other Python thread to end; returns the names of those
+    still running (logged).
+
+    After the pipeline stopped, request handler threads of the outputs (daemon threads) may
+    still be inside native code (a JPEG encode for a snapshot). Returning from ``main`` then
+    lets the interpreter finalise and C++ static destructors run under them, which ended runs
+    with ``terminate called without an active exception`` (SIGABRT, exit -6) when snapshot
+    requests were in flight at the end (issue 10, item 3). Joining them first closes that window.
+    """
+    import threading
+
+    current = threading.current_thread()
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread is current or thread is threading.main_thread() or not thread.is_alive():
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in threading.enumerate()
+            if t is not current and t is not threading.main_thread() and t.is_alive()]
+    if left:
+        log.warning("threads still running at exit: %s", ", ".join(left))
+    return left
 
 
 def check_arguments(args) -> None:
