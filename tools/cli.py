@@ -60,6 +60,9 @@ def main(argv=None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    from tir.edge.logs import install_rate_limit
+
+    install_rate_limit()  # a fault repeating every frame logs once per kind every 10 s
     try:
         return int(module.main(args) or 0)
     except KeyboardInterrupt:
