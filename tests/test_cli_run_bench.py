@@ -227,3 +227,28 @@ def test_run_ctrl_c_shuts_down_cleanly(tmp_path, tiny_onnx):
     assert "stopping" in out and "Traceback" not in err
     frames, index = recorder.read_recording(folder)
     assert len(index) > 3 and frames.shape[1:] == (120, 160)
+
+
+@pytest.mark.parametrize("limit", [["--frames", "-3"], ["--frames", "0"], ["--duration", "-1"]])
+def test_run_refuses_limits_that_mean_nothing(capsys, limit):
+    assert main(["run", "--source", SOURCE, "--model", "plainnet:tiny", *limit]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tir run: error: {limit[0]} {limit[1]}") and err.count("\n") == 1
+
+
+def test_run_with_a_backend_that_cannot_run_the_bundle_fails_at_start(capsys):
+    from tir.engines.bundle import default_bundle_path
+
+    if default_bundle_path() is None:
+        pytest.skip("no bundle installed")
+    assert main(["run", "--source", SOURCE, "--backend", "torch", "--frames", "3", "--port", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert "is ONNX: run it with --backend onnxruntime or tensorrt, not torch" in err
+    assert "tir run: output" not in out  # refused before anything was opened
+
+
+def test_run_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 the recording failed" in out and "SIGTERM" in out
