@@ -187,6 +187,7 @@ def _disk_full_after(monkeypatch, good_writes):
     monkeypatch.setattr(recorder_module, "_write_all", write_all)
 
 
+@pytest.mark.faults
 def test_a_full_disk_stops_the_recorder_and_keeps_what_was_written(tmp_path, monkeypatch):
     # the header line, then 3 frames x (raw, restored, index line), then half of frame 3's raw
     _disk_full_after(monkeypatch, 1 + 3 * 3)
@@ -210,6 +211,7 @@ def test_a_full_disk_stops_the_recorder_and_keeps_what_was_written(tmp_path, mon
     assert np.array_equal(restored, np.stack([f.restored for f in sent[:3]]))
 
 
+@pytest.mark.faults
 def test_a_full_disk_cut_inside_the_index_line_keeps_the_index_valid(tmp_path, monkeypatch):
     _disk_full_after(monkeypatch, 1 + 2 * 3 + 2)  # frame 2's raw and restored written, its index line cut
     with open_output(f"file://{tmp_path}/rec?preview=0") as rec:
@@ -222,6 +224,7 @@ def test_a_full_disk_cut_inside_the_index_line_keeps_the_index_valid(tmp_path, m
     assert len(raw) == 2 and (tmp_path / "rec" / "raw.u16").stat().st_size == 2 * H * W * 2
 
 
+@pytest.mark.faults
 def test_a_full_disk_reaches_stats_status_line_and_exit_code(tmp_path, monkeypatch, capsys):
     from tir.tools.cli import main
 
@@ -237,6 +240,7 @@ def test_a_full_disk_reaches_stats_status_line_and_exit_code(tmp_path, monkeypat
     assert len(frames) == 2
 
 
+@pytest.mark.faults
 def test_a_failed_recorder_shows_in_the_pipeline_snapshot(tmp_path, monkeypatch):
     from tir.edge.pipeline import Pipeline
     from tir.edge.sources import open_source

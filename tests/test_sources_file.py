@@ -130,6 +130,7 @@ def write_pngs(folder, frames, names=None):
         assert cv2.imwrite(str(folder / (names[i] if names else f"f{i:03d}.png")), image)
 
 
+@pytest.mark.faults
 def test_a_damaged_png_is_refused_before_libpng_and_counted_by_the_pipeline(tmp_path, synthetic_frames, capfd):
     from tir.edge.pipeline import Pipeline
     from tir.tools.run import status_line
@@ -169,6 +170,7 @@ def file_source(uri):
     return FileSource(parse_uri(uri), backoff_initial=0.01, backoff_max=0.02)
 
 
+@pytest.mark.faults
 def test_a_lost_folder_is_no_signal_and_replay_resumes_when_it_returns(tmp_path, synthetic_frames, caplog):
     folder, away = tmp_path / "seq", tmp_path / "away"
     write_pngs(folder, synthetic_frames)
@@ -195,6 +197,7 @@ def test_a_lost_folder_is_no_signal_and_replay_resumes_when_it_returns(tmp_path,
     assert stats["connected"] is True and stats["reconnects"] == 1
 
 
+@pytest.mark.faults
 def test_a_lost_source_shows_no_signal_in_the_pipeline(tmp_path, synthetic_frames):
     import shutil
     import time
