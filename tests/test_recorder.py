@@ -253,3 +253,29 @@ def test_a_failed_recorder_shows_in_the_pipeline_snapshot(tmp_path, monkeypatch)
     assert "No space left on device" in snap["last_error"]
     assert list(snap["output_failures"]) == [rec.uri.text]
     assert snap["recording"]["written"] == 0 and snap["recording"]["lost"] == 5
+
+
+@pytest.mark.faults
+def test_a_full_disk_in_png_format_removes_the_failed_frames_files(tmp_path, monkeypatch):
+    import errno
+
+    from tir.edge.outputs.recorder import Recorder
+
+    real = Recorder._write_png
+    calls = {"n": 0}
+
+    def write_png(self, kind, seq, counts):
+        calls["n"] += 1
+        if calls["n"] == 6:  # frame 2's restored PNG: its raw PNG is already in place
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, kind, seq, counts)
+
+    monkeypatch.setattr(Recorder, "_write_png", write_png)
+    with open_output(f"file://{tmp_path}/rec?format=png&preview=0") as rec:
+        for seq in range(5):
+            rec.write(make_frame(seq))
+    assert rec.written == 2 and "frame 2" in rec.failure and rec.lost == 3
+    assert sorted(p.name for p in (tmp_path / "rec" / "raw").iterdir()) == ["000000000.png", "000000001.png"]
+    assert not list((tmp_path / "rec").glob("*/*.part"))
+    raw, index = read_recording(tmp_path / "rec", what="raw")
+    assert len(index) == 2 and np.array_equal(raw[1], make_frame(1).raw)

@@ -97,6 +97,7 @@ class Recorder(Output):
         self._index_file: Optional[io.FileIO] = None
         self._streams: Dict[str, io.FileIO] = {}
         self._good: Dict[str, int] = {}  # file name -> size after the last complete frame
+        self._frame_pngs: List[Path] = []  # the PNGs of the frame being written (format=png)
         self._video: Optional[cv2.VideoWriter] = None
         self._video_size: Optional[Tuple[int, int]] = None
         self._closed = False
@@ -231,6 +232,8 @@ class Recorder(Output):
             self._truncate(self._index_file, self._good[INDEX_NAME])
         for partial in self.path.glob("*/*.png.part"):
             partial.unlink(missing_ok=True)
+        for png in self._frame_pngs:  # the failed frame's complete PNGs: not indexed
+            png.unlink(missing_ok=True)
         self.failure = (f"recording to {self.path} stopped at frame {frame.seq}: {reason}; "
                         f"frames kept, readable: {self.written}")
         log.error("%s", self.failure)
@@ -249,6 +252,7 @@ class Recorder(Output):
 
     def _write_frame(self, frame: Frame) -> None:
         where = {"raw": "", "restored": ""}
+        self._frame_pngs = []
         for kind in self._kinds():
             counts = frame.restored if kind == "restored" else frame.raw
             if counts is None:
@@ -296,6 +300,7 @@ class Recorder(Output):
             partial.unlink(missing_ok=True)
             raise
         os.replace(partial, self.path / name)
+        self._frame_pngs.append(self.path / name)
         return name
 
     def _write_preview(self, image: np.ndarray) -> bool:
