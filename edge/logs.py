@@ -6,8 +6,8 @@ next ones of the same kind within ``interval_s`` are only counted, and the first
 the interval says how many were held back.
 
 - :class:`RateLimiter` for code that knows the kind (``limiter.log(log, WARNING, "corrupt", msg)``);
-- :class:`RateLimitFilter` on the CLI's log handler, keyed by logger, level and message
-  template, so every other repeated line is limited the same way;
+- :class:`RateLimitFilter` on the CLI's log handler (``tir.tools.cli``), keyed by logger,
+  level, message template and ``kind``, so every other repeated line is limited the same way;
 - :func:`quiet_opencv` sets OpenCV's log level to errors, so its ``imread_(...): can't
   open/read file`` warnings no longer reach stderr (the project reads images with
   ``np.fromfile`` + ``cv2.imdecode`` and counts the failures itself).
@@ -51,7 +51,7 @@ class RateLimiter:
             return False
         if held:
             msg += f" [{held} more of this kind in the last {self.interval_s:g} s, not shown]"
-        logger.log(level, msg, *args)
+        logger.log(level, msg, *args, extra={"kind": kind})  # a RateLimitFilter keys by it too
         return True
 
 
@@ -73,13 +73,6 @@ class RateLimitFilter(logging.Filter):
                           f"{self.limiter.interval_s:g} s, not shown]")
             record.args = ()
         return True
-
-
-def install_rate_limit(interval_s: float = DEFAULT_INTERVAL_S) -> None:
-    """Add a :class:`RateLimitFilter` to every handler of the root logger (once)."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RateLimitFilter) for f in handler.filters):
-            handler.addFilter(RateLimitFilter(interval_s))
 
 
 def quiet_opencv() -> None:

@@ -295,3 +295,26 @@ def test_a_recording_replays_at_its_recorded_pace(tmp_path, synthetic_frames):
     source.read()
     assert source.reader.step_s() == pytest.approx(0.25)
     assert source.read(timeout=0.05) is None  # the next frame is due 0.25 s later, not 1/30 s
+
+
+def test_the_cli_handler_keys_source_drops_by_kind():
+    """A source's drop lines of two kinds share one template; the CLI's filter must pass both."""
+    from tir.edge.logs import RateLimiter, RateLimitFilter
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep()
+    handler.addFilter(RateLimitFilter())
+    logger = logging.getLogger("tir.test.kinds")
+    logger.addHandler(handler)
+    try:
+        limiter = RateLimiter()
+        for kind in ("corrupt", "shape", "corrupt", "shape"):
+            limiter.log(logger, logging.WARNING, kind, "dropping frame (%s): %s", kind, "x")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["dropping frame (corrupt): x", "dropping frame (shape): x"]

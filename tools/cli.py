@@ -55,14 +55,17 @@ def main(argv=None) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(argv[mode_index + 1 :])
     args.command_line = f"tir {mode} " + " ".join(shlex.quote(a) for a in argv[mode_index + 1:])
+    from tir.edge.logs import RateLimitFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RateLimitFilter())  # a line repeating every frame: once per kind every 10 s
+    # (basicConfig does nothing where logging is already configured, e.g. inside pytest)
     logging.basicConfig(
         level=logging.DEBUG if top_args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        handlers=[handler],
     )
-    from tir.edge.logs import install_rate_limit
-
-    install_rate_limit()  # a fault repeating every frame logs once per kind every 10 s
     try:
         return int(module.main(args) or 0)
     except KeyboardInterrupt:
