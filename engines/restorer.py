@@ -69,6 +69,12 @@ class Restorer:
         if int(every) < 1 or int(hysteresis) < 1:
             raise ValueError(f"every and hysteresis must be ≥ 1, got every={every}, hysteresis={hysteresis}")
         self.backend = backend
+        from .backends import check_backend
+
+        # routes load on first use; a backend that cannot run their files fails here, at start
+        for path in [self.bundle.route_path(t) for t in self.bundle.tasks] + [self.bundle.router_path]:
+            if path is not None:
+                check_backend(path, backend)
         self.threads = threads
         self.precision = precision  # TensorRT plan precision (fp32/fp16/int8); None: the best one built
         self.every = int(every)

@@ -240,3 +240,64 @@ def test_run_ctrl_c_shuts_down_cleanly(tmp_path, tiny_onnx):
     assert "stopping" in out and "Traceback" not in err
     frames, index = recorder.read_recording(folder)
     assert len(index) > 3 and frames.shape[1:] == (120, 160)
+
+
+@pytest.mark.parametrize("limit", [["--frames", "-3"], ["--frames", "0"], ["--duration", "-1"]])
+def test_run_refuses_limits_that_mean_nothing(capsys, limit):
+    assert main(["run", "--source", SOURCE, "--model", "plainnet:tiny", *limit]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tir run: error: {limit[0]} {limit[1]}") and err.count("\n") == 1
+
+
+def test_run_with_a_backend_that_cannot_run_the_bundle_fails_at_start(capsys):
+    from tir.engines.bundle import default_bundle_path
+
+    if default_bundle_path() is None:
+        pytest.skip("no bundle installed")
+    assert main(["run", "--source", SOURCE, "--backend", "torch", "--frames", "3", "--port", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert "is ONNX: run it with --backend onnxruntime or tensorrt, not torch" in err
+    assert "tir run: output" not in out  # refused before anything was opened
+
+
+def test_run_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 the recording failed" in out and "SIGTERM" in out
+
+
+def test_default_bench_times_a_real_route_and_says_which(tmp_path, capsys):
+    from tir.engines.bundle import default_bundle_path
+
+    if default_bundle_path() is None:
+        pytest.skip("no bundle installed")
+    out = tmp_path / "b.json"
+    assert main(["bench", "--size", "320x256", "--frames", "4", "--warmup", "1", "--no-progress",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    result = report["results"][0]
+    # the default frames carry the noise degradation: the router runs a restoration route, not passthrough
+    from tir.engines.bundle import load_bundle
+
+    routes = set(load_bundle(default_bundle_path()).tasks)
+    assert result["model_only"]["route"] in routes and result["pipeline"]["route"] in routes
+    assert "degrade=noise" in result["pipeline"]["source"]
+    assert report["args"]["display"] == "auto" and report["args"]["degrade"] == "noise"
+    header = next(line for line in text.splitlines() if line.startswith("mode"))
+    assert header.split()[:3] == ["mode", "backend", "route"]
+    model_row = next(line for line in text.splitlines() if line.startswith("model "))
+    assert model_row.split()[2] == result["model_only"]["route"]
+    assert "passthrough:" not in text
+
+
+def test_bench_on_clean_frames_says_nothing_was_restored(capsys):
+    from tir.engines.bundle import default_bundle_path
+
+    if default_bundle_path() is None:
+        pytest.skip("no bundle installed")
+    assert main(["bench", "--mode", "model", "--size", "320x256", "--frames", "3", "--warmup", "1",
+                 "--no-progress", "--degrade", "none"]) == 0
+    text = capsys.readouterr().out
+    assert " passthrough " in text and "these rows time no restoration" in text

@@ -165,3 +165,117 @@ def test_a_half_written_last_frame_is_ignored(tmp_path):
         index.write("3,12.5,")
     frames, index = read_recording(tmp_path / "rec")
     assert np.array_equal(frames, np.stack([f.restored for f in sent]))
+
+
+def _disk_full_after(monkeypatch, good_writes):
+    """Make the recorder's writes fail with ENOSPC after ``good_writes`` successful ones."""
+    import errno
+
+    from tir.edge.outputs import recorder as recorder_module
+
+    real = recorder_module._write_all
+    calls = {"n": 0}
+
+    def write_all(stream, data):
+        calls["n"] += 1
+        if calls["n"] > good_writes:
+            # a partial write first, as a filling disk does, then the error
+            stream.write(bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(stream, data)
+
+    monkeypatch.setattr(recorder_module, "_write_all", write_all)
+
+
+@pytest.mark.faults
+def test_a_full_disk_stops_the_recorder_and_keeps_what_was_written(tmp_path, monkeypatch):
+    # the header line, then 3 frames x (raw, restored, index line), then half of frame 3's raw
+    _disk_full_after(monkeypatch, 1 + 3 * 3)
+    rec = open_output(f"file://{tmp_path}/rec?preview=0").start()
+    sent = [make_frame(seq) for seq in range(8)]
+    for frame in sent:
+        rec.write(frame)
+    rec.close()
+    assert rec.written == 3
+    assert rec.failure is not None and "ENOSPC" in rec.failure and "frame 3" in rec.failure
+    assert "frames kept, readable: 3" in rec.failure
+    assert rec.lost == 5 and rec.written + rec.lost + rec.dropped == 8
+    assert rec.stats()["failure"] == rec.failure
+    # the half-written frame was cut off: the streams hold exactly the indexed frames
+    assert (tmp_path / "rec" / "raw.u16").stat().st_size == 3 * H * W * 2
+    assert (tmp_path / "rec" / "restored.u16").stat().st_size == 3 * H * W * 2
+    raw, index = read_recording(tmp_path / "rec", what="raw")
+    restored, _ = read_recording(tmp_path / "rec", what="restored")
+    assert [int(r["seq"]) for r in index] == [0, 1, 2]
+    assert np.array_equal(raw, np.stack([f.raw for f in sent[:3]]))
+    assert np.array_equal(restored, np.stack([f.restored for f in sent[:3]]))
+
+
+@pytest.mark.faults
+def test_a_full_disk_cut_inside_the_index_line_keeps_the_index_valid(tmp_path, monkeypatch):
+    _disk_full_after(monkeypatch, 1 + 2 * 3 + 2)  # frame 2's raw and restored written, its index line cut
+    with open_output(f"file://{tmp_path}/rec?preview=0") as rec:
+        for seq in range(4):
+            rec.write(make_frame(seq))
+    assert rec.written == 2 and "frame 2" in rec.failure
+    text = (tmp_path / "rec" / INDEX_NAME).read_text()
+    assert text.count("\n") == 3 and text.endswith("\n")  # header + 2 complete lines, nothing half
+    raw, index = read_recording(tmp_path / "rec", what="raw")
+    assert len(raw) == 2 and (tmp_path / "rec" / "raw.u16").stat().st_size == 2 * H * W * 2
+
+
+@pytest.mark.faults
+def test_a_full_disk_reaches_stats_status_line_and_exit_code(tmp_path, monkeypatch, capsys):
+    from tir.tools.cli import main
+
+    _disk_full_after(monkeypatch, 1 + 2 * 2)  # raw only (no model): 2 frames, then the disk is full
+    code = main(["run", "--source", "synthetic://?size=160x120&realtime=0", "--frames", "30",
+                 "--model", "plainnet:tiny", "--backend", "torch",
+                 "--output", f"file://{tmp_path}/rec?preview=0&what=raw"])
+    out, err = capsys.readouterr()
+    assert code == 3, err
+    assert "FAILED: recording to" in out and "No space left on device" in out
+    assert "frames kept, readable: 2" in err
+    frames, index = read_recording(tmp_path / "rec", what="raw")
+    assert len(frames) == 2
+
+
+@pytest.mark.faults
+def test_a_failed_recorder_shows_in_the_pipeline_snapshot(tmp_path, monkeypatch):
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.sources import open_source
+
+    _disk_full_after(monkeypatch, 1)
+    rec = open_output(f"file://{tmp_path}/rec?preview=0")
+    source = open_source("synthetic://?size=160x120&realtime=0&frames=5")
+    snap = Pipeline(source, None, [rec], frames=5).run()
+    assert snap["errors"]["output"] == 1
+    assert "No space left on device" in snap["last_error"]
+    assert list(snap["output_failures"]) == [rec.uri.text]
+    assert snap["recording"]["written"] == 0 and snap["recording"]["lost"] == 5
+
+
+@pytest.mark.faults
+def test_a_full_disk_in_png_format_removes_the_failed_frames_files(tmp_path, monkeypatch):
+    import errno
+
+    from tir.edge.outputs.recorder import Recorder
+
+    real = Recorder._write_png
+    calls = {"n": 0}
+
+    def write_png(self, kind, seq, counts):
+        calls["n"] += 1
+        if calls["n"] == 6:  # frame 2's restored PNG: its raw PNG is already in place
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, kind, seq, counts)
+
+    monkeypatch.setattr(Recorder, "_write_png", write_png)
+    with open_output(f"file://{tmp_path}/rec?format=png&preview=0") as rec:
+        for seq in range(5):
+            rec.write(make_frame(seq))
+    assert rec.written == 2 and "frame 2" in rec.failure and rec.lost == 3
+    assert sorted(p.name for p in (tmp_path / "rec" / "raw").iterdir()) == ["000000000.png", "000000001.png"]
+    assert not list((tmp_path / "rec").glob("*/*.part"))
+    raw, index = read_recording(tmp_path / "rec", what="raw")
+    assert len(index) == 2 and np.array_equal(raw[1], make_frame(1).raw)

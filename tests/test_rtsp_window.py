@@ -44,7 +44,7 @@ def test_rtsp_without_gstreamer_says_how_to_get_it():
         out.start()
     message = str(err.value)
     assert "without GStreamer" in message and "JetPack" in message
-    assert "http://0.0.0.0:8080" in message
+    assert "--output http://127.0.0.1:8080" in message and "http://0.0.0.0" not in message
 
 
 def test_rtp_pipeline_sends_h264_over_udp_without_sync():
@@ -79,8 +79,10 @@ def test_rtsp_bad_options_are_refused():
 def test_window_without_display_is_refused(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    with pytest.raises(OutputError, match="DISPLAY is not set|no GUI"):
+    with pytest.raises(OutputError, match="DISPLAY is not set|no GUI") as err:
         open_output("display://0").start()
+    # a browsable local address, not 0.0.0.0 (issue 10 item 20)
+    assert "open http://127.0.0.1:8080" in str(err.value) and "http://0.0.0.0" not in str(err.value)
 
 
 def test_window_with_unreachable_x_display_is_refused(monkeypatch):

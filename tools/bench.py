@@ -6,7 +6,11 @@
 
 Model-only pushes the same synthetic frames through ``engine.infer`` back to back;
 pipeline runs the real pipeline (capture -> ... -> output, no clients needed) on
-``synthetic://?realtime=0&loop=60`` (frames rendered once, replayed) or ``--source``. ``both`` reports pipeline fps / model fps,
+``synthetic://?realtime=0&loop=60&degrade=noise`` (frames rendered once, replayed) or ``--source``.
+Both use frames with the ``noise`` degradation by default (``--degrade``), so a bundle's
+router picks a real route: on clean frames it passes them through and the bench would time
+no model work. Every row names the route that ran (``route``: the bundle route, ``passthrough``,
+or ``-`` for a single model), in the table and the JSON. ``both`` reports pipeline fps / model fps,
 the share of the model's speed the pipeline keeps (pipelines.md (c)7: why app latency
 differs from the engine's). Reusable pieces: :func:`bench_model`, :func:`bench_pipeline`,
 :func:`synthetic_batches`, :func:`machine_info`, :func:`format_table`.
@@ -29,13 +33,18 @@ from .run import ModelNotFound, add_common_model_arguments, load_model
 
 DEFAULT_SIZE = "640x512"
 DEFAULT_FALLBACK_MODEL = "plainnet:bench"
+DEFAULT_DEGRADE = "noise"  # the demo source's degradation (tir run's synthetic://?degrade=noise)
+DEFAULT_DISPLAY = "auto"  # headless, as measured in docs/BENCHMARKS.md (AGC only when an output wants it)
 
 
 # ----------------------------------------------------------------------------------------
 # reusable measurements
 # ----------------------------------------------------------------------------------------
-def synthetic_batches(size: Tuple[int, int], count: int = 8, seed: int = 0) -> List[np.ndarray]:
-    """``count`` normalised 1×1×H×W float32 frames of the synthetic camera at ``size`` (w, h)."""
+def synthetic_batches(size: Tuple[int, int], count: int = 8, seed: int = 0,
+                      degrade: Optional[str] = None) -> List[np.ndarray]:
+    """``count`` normalised 1×1×H×W float32 frames of the synthetic camera at ``size`` (w, h),
+    with the degradation ``degrade`` (a task name of tir.engines.degrade, as the synthetic
+    source's ``degrade=`` option) or clean."""
     import cv2
 
     from tir.edge.pipeline.normalize import Normalizer
@@ -43,7 +52,17 @@ def synthetic_batches(size: Tuple[int, int], count: int = 8, seed: int = 0) -> L
 
     w, h = size
     native = (w, h) if (w, h) in SIZES else (640, 512)
-    raws = render_frames(count, size=native, seed=seed)
+    if degrade:
+        from tir.edge.sources.base import open_source
+
+        source = open_source(f"synthetic://?size={native[0]}x{native[1]}&realtime=0&seed={seed}"
+                             f"&degrade={degrade}&frames={count}")
+        try:
+            raws = [source.read().raw for _ in range(count)]
+        finally:
+            source.close()
+    else:
+        raws = render_frames(count, size=native, seed=seed)
     norm = Normalizer(alpha=1.0)
     batches = []
     for raw in raws:
@@ -79,6 +98,7 @@ def bench_model(engine, batches: Sequence[np.ndarray], warmup: int = 10, n: int 
     h, w = batches[0].shape[-2:]
     return {
         "mode": "model",
+        "route": route_of(engine),
         "size": f"{w}x{h}",
         "batch": int(batches[0].shape[0]),
         "warmup": warmup,
@@ -147,6 +167,7 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         raise RuntimeError(f"pipeline stage {pipeline.error_stage} failed: {pipeline.error}")
     return {
         "mode": "pipeline",
+        "route": route_of(model),
         "source": source_uri,
         "frames": final["frames"],
         "wall_s": round(final["uptime_s"], 3),
@@ -162,6 +183,13 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         "infer_in_flight": pipeline.infer_in_flight,
         "age_samples": samples,
     }
+
+
+def route_of(model) -> str:
+    """The route a bundle's Restorer ran last (``passthrough``: no model work), or ``-`` for a
+    single model."""
+    route = getattr(model, "route", None)
+    return route if isinstance(route, str) else "-"
 
 
 def _age_sample(snap: Dict[str, Any], t: float, stats, new_frames: int) -> Dict[str, Any]:
@@ -253,14 +281,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--duration", type=float, help="pipeline: run this many seconds instead of --frames")
     parser.add_argument("--sample-every", type=float, default=10.0,
                         help="pipeline: seconds between frame-age samples (default 10)")
-    parser.add_argument("--source", help="pipeline source URI (default synthetic://?size=SIZE&realtime=0&loop=60: 60 frames rendered once and replayed, so the camera simulation is not timed)")
+    parser.add_argument("--source", help="pipeline source URI (default synthetic://?size=SIZE&realtime=0&loop=60"
+                                         "&degrade=DEGRADE: 60 frames rendered once and replayed, so the camera "
+                                         "simulation is not timed)")
+    parser.add_argument("--degrade", default=DEFAULT_DEGRADE,
+                        help=f"degradation of the default frames, model-only and pipeline (default "
+                             f"{DEFAULT_DEGRADE}, so a bundle's router runs a real route; 'none': clean "
+                             "frames, which a bundle passes through untouched)")
     parser.add_argument("--max-in-flight", type=int, default=None,
                         help="pipeline: frames inside the pipeline at once for non-live sources (default 2: "
                              "full overlap; 1: lowest latency, no overlap)")
     parser.add_argument("--agc", default="percentile", choices=("percentile", "plateau", "clahe"))
-    parser.add_argument("--display", default="always", choices=("always", "auto"),
-                        help="pipeline: always compute the AGC views, as with a viewer attached (default), "
-                             "or auto: only when an output wants them (none in the bench: headless)")
+    parser.add_argument("--display", default=DEFAULT_DISPLAY, choices=("always", "auto"),
+                        help="pipeline: auto (default): the AGC views only when an output wants them "
+                             "(none in the bench: headless), or always, as with a viewer attached")
     parser.add_argument("--repeat", type=int, default=1,
                         help="alternate model-only and pipeline runs N times; the ratio is the median "
                              "(steadier on a shared machine)")
@@ -278,10 +312,12 @@ def main(args) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     backends = list(dict.fromkeys(args.backend))  # in the order given, once each
-    source = args.source or f"synthetic://?size={size[0]}x{size[1]}&realtime=0&loop=60"
+    degrade = None if args.degrade in ("", "none") else args.degrade
+    source = args.source or (f"synthetic://?size={size[0]}x{size[1]}&realtime=0&loop=60"
+                             + (f"&degrade={degrade}" if degrade else ""))
     progress = not args.no_progress
     results: List[Dict[str, Any]] = []
-    batches = synthetic_batches(size)
+    batches = synthetic_batches(size, degrade=degrade)
     for backend, precision in backend_precisions(backends, args.precision):
         skipped = precision_skip_reason(backend, precision)
         if skipped:
@@ -543,20 +579,24 @@ def render_report(results: Sequence[Dict[str, Any]]) -> str:
         if "model_only" in r:
             m = r["model_only"]
             lat = m["latency_ms"]
-            rows.append(["model", r["backend"], m["size"], m["frames"], f"{m['fps']:.1f}",
+            rows.append(["model", r["backend"], m.get("route", "-"), m["size"], m["frames"], f"{m['fps']:.1f}",
                          _ms(lat, "p50"), _ms(lat, "p90"), _ms(lat, "p99"), _ms(lat, "max"),
                          f"{m['cpu_ms_per_frame']:.1f}", "-", "-"])
         if "pipeline" in r:
             p = r["pipeline"]
             lat = p["latency_ms"]["e2e"]
-            rows.append(["pipeline (e2e)", r["backend"], "", p["frames"], f"{p['fps']:.1f}",
+            rows.append(["pipeline (e2e)", r["backend"], p.get("route", "-"), "", p["frames"], f"{p['fps']:.1f}",
                          _ms(lat, "p50"), _ms(lat, "p90"), _ms(lat, "p99"), _ms(lat, "max"),
                          f"{p['cpu_ms_per_frame']:.1f}", sum(p["drops"].values()),
                          r.get("ratio_pipeline_over_model", "-")])
         if "error" in r:
-            rows.append(["error", r.get("backend"), r["error"][:60], "", "", "", "", "", "", "", "", ""])
-    text = [format_table(rows, ["mode", "backend", "size", "frames", "fps", "p50 ms", "p90 ms", "p99 ms",
-                                "max ms", "cpu ms/f", "drops", "pipe/model"])]
+            rows.append(["error", r.get("backend"), "", r["error"][:60], "", "", "", "", "", "", "", "", ""])
+    text = [format_table(rows, ["mode", "backend", "route", "size", "frames", "fps", "p50 ms", "p90 ms",
+                                "p99 ms", "max ms", "cpu ms/f", "drops", "pipe/model"])]
+    if any("passthrough" in (r.get(k) or {}).get("route", "") for r in results
+           for k in ("model_only", "pipeline")):
+        text.append("note: route passthrough: the router found the frames clean and ran no model; "
+                    "these rows time no restoration (use --degrade TASK or --task TASK)")
     for r in results:
         if "rounds" in r:
             text.append(f"\nrounds ({r['backend']}), model-only and pipeline alternated; pipe/model above is the median")

@@ -50,14 +50,21 @@ def main(argv=None) -> int:
     top_args = top.parse_args(argv[: mode_index + 1])
     mode = argv[mode_index]
     module = importlib.import_module(f"tir.tools.{MODES[mode][0]}")
-    parser = argparse.ArgumentParser(prog=f"tir {mode}", description=MODES[mode][1])
+    parser = argparse.ArgumentParser(prog=f"tir {mode}", description=MODES[mode][1],
+                                     epilog=getattr(module, "EXIT_CODES_HELP", None))
     module.add_arguments(parser)
     args = parser.parse_args(argv[mode_index + 1 :])
     args.command_line = f"tir {mode} " + " ".join(shlex.quote(a) for a in argv[mode_index + 1:])
+    from tir.edge.logs import RateLimitFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RateLimitFilter())  # a line repeating every frame: once per kind every 10 s
+    # (basicConfig does nothing where logging is already configured, e.g. inside pytest)
     logging.basicConfig(
         level=logging.DEBUG if top_args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        handlers=[handler],
     )
     try:
         return int(module.main(args) or 0)

@@ -4,7 +4,11 @@
 #
 # Each fault kind is one function `fault_<kind>`; add new kinds the same way (they get the
 # server's $PORT, $TOKEN, $WORK and $TIR, and call pass/fail once per fault they replay).
-# Kinds here (issue 10, security): malformed_http, cross_origin_post, tampered_bundle.
+# Kinds (issue 10): security: malformed_http, cross_origin_post, tampered_bundle; data loss and
+# silent failure: runtime (the pytest 'faults' tests: injected ENOSPC, SIGTERM/SIGINT/SIGHUP at
+# start-up and while streaming, a second signal during shutdown, exit with snapshot requests in
+# flight, a replay folder removed and restored, damaged PNGs), disk_full (a real 2 MB tmpfs,
+# needs root), soak (only when named: `tools/faults.sh soak`, SOAK_S seconds, default 600).
 set -u
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -142,8 +146,49 @@ fault_tampered_bundle() {
     else fail learn-tampered-checkpoint "exit $code: ${err:0:200}"; fi
 }
 
+fault_runtime() {
+    if (cd "$ROOT" && "$PY" -m pytest -q -m faults -p no:cacheprovider >"$WORK/pytest.out" 2>&1); then
+        pass runtime "$(tail -n1 "$WORK/pytest.out")"
+    else
+        fail runtime "$(tail -n3 "$WORK/pytest.out" | tr '\n' ' ')"
+    fi
+}
+
+fault_disk_full() {
+    if [[ "$(id -u)" -ne 0 ]] || ! command -v mount >/dev/null; then
+        pass disk-full "skipped: needs root to mount a tmpfs (the runtime kind injects ENOSPC)"; return
+    fi
+    local dir="$WORK/tmpfs" code
+    mkdir -p "$dir"
+    if ! mount -t tmpfs -o size=2m tmpfs "$dir" 2>/dev/null; then
+        pass disk-full "skipped: cannot mount a tmpfs here (the runtime kind injects ENOSPC)"; return
+    fi
+    "$TIR" run --duration 8 --port 0 --quiet --record "$dir/rec" >"$WORK/disk.log" 2>&1
+    code=$?
+    if "$PY" - "$dir/rec" "$code" <<'PYEOF' >"$WORK/disk.check" 2>&1
+import sys
+from tir.edge.outputs.recorder import read_recording
+folder, code = sys.argv[1], int(sys.argv[2])
+raw, index = read_recording(folder, "raw")
+restored, _ = read_recording(folder, "restored")
+assert code == 3, f"exit {code}, expected 3 (recording failed)"
+assert len(raw) == len(restored) == len(index) >= 1, (len(raw), len(restored), len(index))
+print(f"exit {code}, {len(index)} frames kept, bit-exact readable")
+PYEOF
+    then pass disk-full "$(cat "$WORK/disk.check")"; else fail disk-full "$(tail -n2 "$WORK/disk.check" | tr '\n' ' ')"; fi
+    umount "$dir" 2>/dev/null || true
+}
+
+fault_soak() {
+    if "$PY" -m tir.tools.soak --seconds "${SOAK_S:-600}" --csv "$WORK/soak.csv" >"$WORK/soak.out" 2>&1; then
+        pass soak "$(tail -n1 "$WORK/soak.out")"
+    else
+        fail soak "$(tail -n2 "$WORK/soak.out" | tr '\n' ' ')"
+    fi
+}
+
 KINDS=("$@")
-[[ ${#KINDS[@]} -gt 0 ]] || KINDS=(malformed_http cross_origin_post tampered_bundle)
+[[ ${#KINDS[@]} -gt 0 ]] || KINDS=(malformed_http cross_origin_post tampered_bundle runtime disk_full)
 NEEDS_SERVER=0
 for kind in "${KINDS[@]}"; do
     declare -F "fault_$kind" >/dev/null || { echo "FAIL $kind: unknown fault kind; known: $(declare -F | sed -n 's/.*fault_//p' | tr '\n' ' ')"; exit 1; }

@@ -11,14 +11,21 @@ Boson (USB 09CB:4007) whose serial port is found is controlled automatically. ``
 leaves FFC to the camera's own mode (its FFCs are still seen and marked); the page's FFC
 button runs one on demand.
 
-Prints one status line a second (fps, end-to-end p50/p99, drops, route/confidence, signal).
-Errors from sources, outputs and models are printed as one line and exit with status 2.
+Prints one status line a second (fps, end-to-end p50/p99, drops, route/confidence, signal,
+and ``FAILED: ...`` for an output that stopped, e.g. a recording on a full disk).
+SIGINT, SIGTERM and SIGHUP (systemd, ``docker stop``) stop the run cleanly, also during
+start-up: outputs closed, the recording indexed and its preview finalised.
+
+Exit status: 0 the run ended (limit, end of file, stop signal); 1 a model stage failed;
+2 bad arguments, or a source or output could not be opened or failed; 3 the recording
+failed (disk full, I/O error: the frames written before it are kept and readable).
 """
 from __future__ import annotations
 
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
@@ -169,6 +176,8 @@ def status_line(snap: dict) -> str:
         parts.append((f"FPA {fpa:.1f} C" if isinstance(fpa, (int, float)) else "FPA -")
                      + f" FFC {camera.get('ffc_state', '-')} x{camera.get('ffc_count', 0)}")
     parts.append("connected" if snap.get("connected") else "NO SIGNAL")
+    for failure in (snap.get("output_failures") or {}).values():
+        parts.append(f"FAILED: {failure.split(';')[0]}")  # the whole line is printed at exit
     return " | ".join(parts)
 
 
@@ -277,7 +286,62 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+EXIT_OK = 0  # the run ended: frame/duration limit, end of file, or SIGINT/SIGTERM/SIGHUP
+EXIT_MODEL = 1  # a model stage failed
+EXIT_DEVICE = 2  # bad arguments, or a source/output could not be opened or failed
+EXIT_RECORDING = 3  # the recording failed (disk full, I/O error); what was written is kept
+EXIT_CODES_HELP = ("exit status: 0 the run ended (limit, end of file, SIGINT/SIGTERM/SIGHUP: clean stop); "
+                   "1 a model stage failed; 2 bad arguments, a source or output failed; "
+                   "3 the recording failed (disk full: the frames written before are kept)")
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM/SIGHUP (systemd, docker stop, a closed terminal): stop as on Ctrl-C."""
+
+
+def install_stop_handlers():
+    """SIGINT, SIGTERM and SIGHUP raise :class:`KeyboardInterrupt` in the main thread once;
+    later ones during the clean shutdown are reported and ignored (SIGKILL still ends it).
+    Returns a function that restores the previous handlers."""
+    import signal
+
+    state = {"stopping": False}
+
+    def handler(signum, _frame):
+        name = signal.Signals(signum).name
+        if state["stopping"]:
+            print(f"tir run: {name}: already stopping (SIGKILL forces it)", file=sys.stderr, flush=True)
+            return
+        state["stopping"] = True
+        print(f"tir run: {name}: stopping", flush=True)
+        raise StopRequested(name)
+
+    previous = {}
+    for name in STOP_SIGNALS:
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            previous[signum] = signal.signal(signum, handler)
+
+    def restore():
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+    return restore
+
+
 def main(args) -> int:
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+        return _run(args)
+    restore = install_stop_handlers()
+    try:
+        return _run(args)
+    finally:
+        restore()
+
+
+def _run(args) -> int:
     from tir.edge.outputs.base import OutputError, open_output
     from tir.edge.pipeline import Pipeline
     from tir.edge.sources.base import SourceError, open_source
@@ -290,51 +354,113 @@ def main(args) -> int:
         BundleError = ModelNotFound  # noqa: N806
 
     model = source = client = pipeline = None
+    outputs: list = []
     try:
-        model, description = load_model(args.model, args.backend, args.task, args.threads)
-        print(f"tir run: model {description}", flush=True)
-        source = open_source(args.source or default_source())
-        ffc, client = open_ffc(args, source)
-        uris = with_http_address(list(args.output or [DEFAULT_OUTPUT]), args.host, args.port)
-        if args.record:
-            uris.append(parse_uri(args.record).text if "://" in args.record else f"file://{Path(args.record).resolve()}")
-        outputs = [open_output(uri) for uri in uris]
-        pipeline = Pipeline(source, model, outputs, agc=args.agc, palette=args.palette,
-                            normalizer=normalizer_for(model), frames=args.frames, duration=args.duration,
-                            ffc=ffc)
-        pipeline.start()
+        try:
+            check_arguments(args)
+            model, description = load_model(args.model, args.backend, args.task, args.threads)
+            print(f"tir run: model {description}", flush=True)
+            source = open_source(args.source or default_source())
+            ffc, client = open_ffc(args, source)
+            uris = with_http_address(list(args.output or [DEFAULT_OUTPUT]), args.host, args.port)
+            if args.record:
+                uris.append(parse_uri(args.record).text if "://" in args.record
+                            else f"file://{Path(args.record).resolve()}")
+            for uri in uris:
+                outputs.append(open_output(uri))
+            pipeline = Pipeline(source, model, outputs, agc=args.agc, palette=args.palette,
+                                normalizer=normalizer_for(model), frames=args.frames, duration=args.duration,
+                                ffc=ffc)
+            pipeline.start()
+        except BaseException:
+            # a pipeline that failed to start has closed the source and outputs itself
+            if pipeline is None or not pipeline.started:
+                for output in outputs:
+                    _close_quietly(output)
+                _close_quietly(source)
+            pipeline = None
+            _close_model(model)
+            _close_quietly(client)
+            raise
+    except KeyboardInterrupt:
+        print("tir run: stopped during start-up", flush=True)
+        return EXIT_OK
     except (ModelNotFound, EngineError, BundleError, SourceError, OutputError, CameraControlError,
             ValueError) as exc:
-        _close_model(model)
-        _close_quietly(client)
-        if pipeline is None:  # a pipeline that failed to start has closed the source itself
-            _close_quietly(source)
         return _fail(str(exc))
     for output in outputs:
         where = getattr(output, "url", None)
         print(f"tir run: output {where if isinstance(where, str) else output.uri.text}", flush=True)
         for line in getattr(output, "start_lines", lambda: [])():  # HTTP: token, exposure warning
             print(f"tir run: {line}", flush=True)
-    code = 0
+    code = EXIT_OK
     try:
-        while not pipeline.wait(1.0):
-            if not args.quiet:
-                print(status_line(pipeline.snapshot()), flush=True)
-    except KeyboardInterrupt:
-        print("tir run: stopping", flush=True)
-    finally:
-        pipeline.stop()
-        _close_model(model)
-        _close_quietly(client)
+        try:
+            for output in outputs:
+                where = getattr(output, "url", None)
+                print(f"tir run: output {where if isinstance(where, str) else output.uri.text}", flush=True)
+            while not pipeline.wait(1.0):
+                if not args.quiet:
+                    print(status_line(pipeline.snapshot()), flush=True)
+        except KeyboardInterrupt:
+            print("tir run: stopping", flush=True)
+        finally:
+            pipeline.stop()
+            _close_model(model)
+            _close_quietly(client)
+    except KeyboardInterrupt:  # a stop signal raced the handler's own bookkeeping; cleanup went on
+        pass
     snap = pipeline.snapshot()
     if not args.quiet:
         print(status_line(snap), flush=True)
     if pipeline.error is not None:
         device_error = isinstance(pipeline.error, (SourceError, OutputError))
-        code = _fail(f"stage {pipeline.error_stage} failed: {pipeline.error}", 2 if device_error else 1)
+        code = _fail(f"stage {pipeline.error_stage} failed: {pipeline.error}",
+                     EXIT_DEVICE if device_error else EXIT_MODEL)
     elif snap.get("ended"):
         print(f"tir run: source {snap['ended']}", flush=True)
+    join_leftover_threads()
+    failed = pipeline.failed_outputs()
+    if failed and code == EXIT_OK:
+        for failure in failed.values():
+            _fail(failure)
+        code = EXIT_RECORDING
     return code
+
+
+def join_leftover_threads(timeout: float = 5.0) -> list:
+    """Wait up to ``timeout`` s for every other Python thread to end; returns the names of those
+    still running (logged).
+
+    After the pipeline stopped, request handler threads of the outputs (daemon threads) may
+    still be inside native code (a JPEG encode for a snapshot). Returning from ``main`` then
+    lets the interpreter finalise and C++ static destructors run under them, which ended runs
+    with ``terminate called without an active exception`` (SIGABRT, exit -6) when snapshot
+    requests were in flight at the end (issue 10, item 3). Joining them first closes that window.
+    """
+    import threading
+
+    current = threading.current_thread()
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread is current or thread is threading.main_thread() or not thread.is_alive():
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in threading.enumerate()
+            if t is not current and t is not threading.main_thread() and t.is_alive()]
+    if left:
+        log.warning("threads still running at exit: %s", ", ".join(left))
+    return left
+
+
+def check_arguments(args) -> None:
+    """Refuse limits that cannot mean anything (ValueError with the option's name)."""
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames {args.frames}: give a number of frames >= 1 (or leave it out to run "
+                         "until stopped)")
+    if args.duration is not None and not args.duration > 0:
+        raise ValueError(f"--duration {args.duration:g}: give seconds > 0 (or leave it out to run until "
+                         "stopped)")
 
 
 def _close_model(model) -> None:

@@ -17,8 +17,12 @@ class Output(ABC):
     """Receives finished frames. ``write`` must be cheap: never block the pipeline.
 
     ``stats_provider`` (set by the pipeline) returns the live stats dict for outputs
-    that show it.
+    that show it. ``failure`` is None while the output works, else one line saying why it
+    stopped for good (a recorder whose disk is full); the pipeline reports it everywhere and
+    ``tir run`` exits non-zero.
     """
+
+    failure: Optional[str] = None
 
     def __init__(self, uri: URI):
         self.uri = uri

@@ -18,14 +18,28 @@ is slower than the camera, frames are dropped and counted, the pipeline never wa
 preview is best-effort: it skips frames while the queue is more than half full, so the
 lossless frames keep priority (the index says which frames made it into the preview).
 
-Options: ``what`` (restored|raw|both, default restored; without a model the raw frame is
-kept, as raw), ``format`` (u16|png), ``preview`` (1), ``fps`` (preview rate, 30),
-``queue`` (64), ``overwrite`` (0), ``compression`` (PNG level 0-9, 1).
+A write that fails (disk full: ``OSError`` ENOSPC, EDQUOT, EIO, ...) stops the recorder, never
+silently: the bytes of the frame being written are cut off again (streams and index are
+truncated back to the last complete frame, a half-written PNG is removed), the preview is
+closed, ``failure`` holds one line saying what happened and how many frames are kept, and
+every frame offered afterwards is counted in ``lost``. The pipeline reports ``failure`` on
+the status line, the page and ``/stats.json``, and ``tir run`` exits with status 3.
+
+A recording folder is itself a source: ``file://REC`` replays it (see
+:mod:`tir.edge.sources.file`), with its recorded timing.
+
+Options: ``what`` (both|raw|restored, default both: the analysis needs the input as well as
+the output; without a model the raw frame is kept, as raw), ``format`` (u16|png),
+``preview`` (1), ``fps`` (preview rate, 30), ``queue`` (64), ``overwrite`` (0),
+``compression`` (PNG level 0-9, 1).
 """
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
+import logging
 import os
 import queue
 import threading
@@ -48,6 +62,7 @@ INDEX_FIELDS = ["seq", "t_capture", "t_wall", "width", "height", "raw", "restore
 WHAT_CHOICES = ("restored", "raw", "both")
 FORMATS = ("u16", "png")
 STREAM_DTYPE = np.dtype("<u2")
+log = logging.getLogger(__name__)
 _STOP = object()
 
 
@@ -59,7 +74,7 @@ class Recorder(Output):
         if not uri.path:
             raise OutputError(f"{uri.text!r} names no folder; use file:///path/to/recording")
         self.path = Path(uri.path)
-        self.what = uri.get("what", "restored")
+        self.what = uri.get("what", "both")
         if self.what not in WHAT_CHOICES:
             raise OutputError(f"what={self.what!r} is not one of {', '.join(WHAT_CHOICES)}")
         self.format = uri.get("format", "u16")
@@ -76,10 +91,13 @@ class Recorder(Output):
         self.preview_skipped = 0
         self.errors = 0
         self.last_error: Optional[str] = None
+        self.failure: Optional[str] = None  # set once when a write fails; the recorder is stopped
+        self.lost = 0  # frames offered or queued after the failure, not written
         self._thread: Optional[threading.Thread] = None
-        self._index_file = None
-        self._index: Optional[csv.writer] = None
-        self._streams: Dict[str, object] = {}
+        self._index_file: Optional[io.FileIO] = None
+        self._streams: Dict[str, io.FileIO] = {}
+        self._good: Dict[str, int] = {}  # file name -> size after the last complete frame
+        self._frame_pngs: List[Path] = []  # the PNGs of the frame being written (format=png)
         self._video: Optional[cv2.VideoWriter] = None
         self._video_size: Optional[Tuple[int, int]] = None
         self._closed = False
@@ -106,13 +124,14 @@ class Recorder(Output):
                 "preview": PREVIEW_NAME if self.preview else None,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }, indent=2))
-            self._index_file = open(index_path, "w", newline="")
+            # unbuffered: what the OS accepted is on disk, nothing waits in a Python buffer that a
+            # later flush could write after a truncation
+            self._index_file = open(index_path, "wb", buffering=0)
+            _write_all(self._index_file, _csv_line(INDEX_FIELDS))
+            self._good[INDEX_NAME] = self._index_file.tell()
         except OSError as exc:
             raise OutputError(
                 f"cannot write a recording to {self.path}: {exc.strerror or exc}") from exc
-        self._index = csv.writer(self._index_file)
-        self._index.writerow(INDEX_FIELDS)
-        self._index_file.flush()
         self._thread = threading.Thread(target=self._run, name=f"recorder:{self.path.name}",
                                         daemon=True)
         self._thread.start()
@@ -131,8 +150,12 @@ class Recorder(Output):
         return self.preview  # the side-by-side display view feeds preview.avi only
 
     def write(self, frame: Frame) -> None:
-        """Queue a private copy of the frame; drop and count when the queue is full."""
+        """Queue a private copy of the frame; drop and count when the queue is full, count as
+        ``lost`` once the recorder has failed."""
         if self._closed or self._thread is None:
+            return
+        if self.failure is not None:
+            self.lost += 1
             return
         copy = Frame(raw=frame.raw.copy(), seq=frame.seq, t_capture=frame.t_capture,
                      meta={"t_wall": time.time()})
@@ -154,20 +177,29 @@ class Recorder(Output):
             self._queue.put(_STOP)
             self._thread.join()
             self._thread = None
+        self._close_files()
+
+    def _close_files(self) -> None:
         if self._video is not None:
             self._video.release()
             self._video = None
-        for stream in self._streams.values():
-            stream.close()
+            preview = self.path / PREVIEW_NAME
+            if self.failure is not None and preview.exists() and preview.stat().st_size == 0:
+                preview.unlink()  # the disk was full before the first preview byte: no empty file
+        for stream in list(self._streams.values()) + [self._index_file]:
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError as exc:  # unbuffered: nothing is lost here
+                    log.warning("closing %s: %s", stream.name, exc)
         self._streams = {}
-        if self._index_file is not None:
-            self._index_file.close()
-            self._index_file = None
+        self._index_file = None
 
     def stats(self) -> Dict[str, object]:
-        return {"written": self.written, "dropped": self.dropped, "queued": self._queue.qsize(),
-                "preview_frames": self.preview_frames, "preview_skipped": self.preview_skipped,
-                "errors": self.errors, "last_error": self.last_error, "path": str(self.path)}
+        return {"written": self.written, "dropped": self.dropped, "lost": self.lost,
+                "queued": self._queue.qsize(), "preview_frames": self.preview_frames,
+                "preview_skipped": self.preview_skipped, "errors": self.errors,
+                "last_error": self.last_error, "failure": self.failure, "path": str(self.path)}
 
     # -- writer thread ------------------------------------------------------------
     def _run(self) -> None:
@@ -175,18 +207,52 @@ class Recorder(Output):
             frame = self._queue.get()
             if frame is _STOP:
                 return
+            if self.failure is not None:
+                self.lost += 1
+                continue
             try:
                 self._write_frame(frame)
                 self.written += 1
-            except (OSError, ValueError, cv2.error) as exc:
+            except OSError as exc:
+                self._fail(frame, exc)
+            except (ValueError, cv2.error) as exc:  # this frame only (bad shape, encoder)
                 self.errors += 1
                 self.last_error = f"frame {frame.seq}: {exc}"
+
+    def _fail(self, frame: Frame, exc: OSError) -> None:
+        """A write failed: cut the files back to the last complete frame and stop recording."""
+        self.errors += 1
+        self.lost += 1
+        name = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+        reason = f"{exc.strerror or exc}" + (f" ({name})" if name else "")
+        self.last_error = f"frame {frame.seq}: {reason}"
+        for kind, stream in self._streams.items():
+            self._truncate(stream, self._good.get(f"{kind}.u16", 0))
+        if self._index_file is not None:
+            self._truncate(self._index_file, self._good[INDEX_NAME])
+        for partial in self.path.glob("*/*.png.part"):
+            partial.unlink(missing_ok=True)
+        for png in self._frame_pngs:  # the failed frame's complete PNGs: not indexed
+            png.unlink(missing_ok=True)
+        self.failure = (f"recording to {self.path} stopped at frame {frame.seq}: {reason}; "
+                        f"frames kept, readable: {self.written}")
+        log.error("%s", self.failure)
+        self._close_files()
+
+    @staticmethod
+    def _truncate(stream: io.FileIO, size: int) -> None:
+        try:
+            os.ftruncate(stream.fileno(), size)
+            stream.seek(size)
+        except OSError as exc:
+            log.error("cannot cut %s back to %d bytes: %s", stream.name, size, exc)
 
     def _kinds(self) -> List[str]:
         return ["raw", "restored"] if self.what == "both" else [self.what]
 
     def _write_frame(self, frame: Frame) -> None:
         where = {"raw": "", "restored": ""}
+        self._frame_pngs = []
         for kind in self._kinds():
             counts = frame.restored if kind == "restored" else frame.raw
             if counts is None:
@@ -203,18 +269,21 @@ class Recorder(Output):
         elif self.preview:
             self.preview_skipped += 1
         h, w = frame.raw.shape
-        self._index.writerow([frame.seq, f"{frame.t_capture:.6f}", f"{frame.meta['t_wall']:.6f}",
-                              w, h, where["raw"], where["restored"], int(in_preview)])
-        self._index_file.flush()
+        _write_all(self._index_file, _csv_line([frame.seq, f"{frame.t_capture:.6f}", f"{frame.meta['t_wall']:.6f}",
+                                                w, h, where["raw"], where["restored"], int(in_preview)]))
+        # the frame is complete (bytes, then its index line): this is where a failure cuts back to
+        self._good[INDEX_NAME] = self._index_file.tell()
+        for kind, stream in self._streams.items():
+            self._good[f"{kind}.u16"] = stream.tell()
 
     def _append(self, kind: str, counts: np.ndarray) -> int:
         """Append the frame to ``<kind>.u16``; returns its byte offset."""
         stream = self._streams.get(kind)
         if stream is None:
-            stream = self._streams[kind] = open(self.path / f"{kind}.u16", "ab")
+            stream = self._streams[kind] = open(self.path / f"{kind}.u16", "ab", buffering=0)
+            self._good[f"{kind}.u16"] = stream.tell()
         offset = stream.tell()
-        stream.write(np.ascontiguousarray(counts, dtype=STREAM_DTYPE).tobytes())
-        stream.flush()
+        _write_all(stream, np.ascontiguousarray(counts, dtype=STREAM_DTYPE).tobytes())
         return offset
 
     def _write_png(self, kind: str, seq: int, counts: np.ndarray) -> str:
@@ -224,9 +293,14 @@ class Recorder(Output):
         if not ok:
             raise ValueError(f"PNG encoding failed for {name}")
         partial = self.path / (name + ".part")
-        with open(partial, "wb") as f:
-            f.write(png.tobytes())
+        try:
+            with open(partial, "wb") as f:
+                f.write(png.tobytes())
+        except OSError:
+            partial.unlink(missing_ok=True)
+            raise
         os.replace(partial, self.path / name)
+        self._frame_pngs.append(self.path / name)
         return name
 
     def _write_preview(self, image: np.ndarray) -> bool:
@@ -246,6 +320,23 @@ class Recorder(Output):
         self._video.write(image)
         self.preview_frames += 1
         return True
+
+
+def _csv_line(fields) -> bytes:
+    text = io.StringIO()
+    csv.writer(text).writerow(fields)
+    return text.getvalue().encode("utf-8")
+
+
+def _write_all(stream: io.FileIO, data: bytes) -> None:
+    """Write all of ``data`` to an unbuffered file (a raw write may take only part of it);
+    OSError (ENOSPC, EIO, ...) propagates."""
+    view = memoryview(data)
+    while view:
+        n = stream.write(view)
+        if n is None or n <= 0:
+            raise OSError(errno.EIO, f"write to {stream.name} accepted no bytes")
+        view = view[n:]
 
 
 def _read_index(path: Path) -> List[Dict[str, str]]:

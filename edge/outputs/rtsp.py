@@ -52,7 +52,8 @@ def gstreamer_problem() -> Optional[str]:
         f"stream RTSP/RTP. On a Jetson use JetPack's system OpenCV: `pip uninstall "
         f"opencv-python` in a venv made with --system-site-packages (python3 -c 'import cv2; "
         f"print(cv2.getBuildInformation())' must show GStreamer: YES). Elsewhere build OpenCV "
-        f"with -DWITH_GSTREAMER=ON. Until then, http://0.0.0.0:8080 streams MJPEG to any browser."
+        f"with -DWITH_GSTREAMER=ON. Until then, the HTTP output streams MJPEG to any browser: "
+        f"`tir run --output http://127.0.0.1:8080` (the default), or --host 0.0.0.0 for other machines."
     )
 
 

@@ -92,6 +92,13 @@ class NewestFrameWorker:
             self._teardown()
 
 
+# the default HTTP output, local only; --host 0.0.0.0 would serve every interface, and
+# 0.0.0.0 is not an address a browser can open
+BROWSER_HINT = ("watch in a browser: `tir run --output http://127.0.0.1:8080` (the default), "
+                "then open http://127.0.0.1:8080 (from another machine: add --host 0.0.0.0 and open "
+                "http://THIS-HOST:8080)")
+
+
 def gui_problem() -> Optional[str]:
     """Why no OpenCV window can open here, or None when one can."""
     info = cv2.getBuildInformation()
@@ -99,12 +106,12 @@ def gui_problem() -> Optional[str]:
                 if line.strip().startswith("GUI:")), "")
     if gui.upper() in ("", "NONE"):
         return ("this OpenCV build has no GUI (opencv-python-headless?); install opencv-python "
-                "or JetPack's OpenCV, or watch in a browser with http://0.0.0.0:8080")
+                "or JetPack's OpenCV, or " + BROWSER_HINT)
     if sys.platform.startswith("linux"):
         display, wayland = os.environ.get("DISPLAY"), os.environ.get("WAYLAND_DISPLAY")
         if not display and not wayland:
             return ("no display: $DISPLAY is not set (headless machine, or SSH without -X); "
-                    "watch in a browser with http://0.0.0.0:8080 instead")
+                    + BROWSER_HINT)
         if display and not wayland:
             return _x_display_problem(display)
     return None
@@ -125,7 +132,7 @@ def _x_display_problem(display: str) -> Optional[str]:
             socket.create_connection((host, 6000 + int(number)), timeout=2).close()
     except OSError as exc:
         return (f"cannot reach X display {display} ({exc.strerror or exc}); start X or fix "
-                f"$DISPLAY, or watch in a browser with http://0.0.0.0:8080")
+                "$DISPLAY, or " + BROWSER_HINT)
     return None
 
 

@@ -280,6 +280,11 @@ class Pipeline:
         return self._done.wait(timeout)
 
     @property
+    def started(self) -> bool:
+        """True once :meth:`start` succeeded (it then owns the source and the outputs)."""
+        return self._started
+
+    @property
     def running(self) -> bool:
         return self._started and not self._stopped and not self._done.is_set()
 
@@ -318,12 +323,30 @@ class Pipeline:
         if self.ffc is not None:
             _quietly(self.ffc.close)
 
+    def failed_outputs(self) -> Dict[str, str]:
+        """URI -> failure line of each output that stopped for good (see ``Output.failure``)."""
+        failed = {}
+        for output in self.outputs:
+            failure = getattr(output, "failure", None)
+            if isinstance(failure, str):
+                failed[str(getattr(getattr(output, "uri", None), "text", output))] = failure
+        return failed
+
     def snapshot(self) -> Dict[str, Any]:
         snap = self.stats.snapshot()
         source_dropped = snap.get("source", {}).get("dropped")
         if isinstance(source_dropped, int):
             snap["drops"] = {"source": source_dropped, **snap["drops"]}
         snap["stages"] = [CAPTURE, READ] + self.stage_names
+        failed = self.failed_outputs()
+        snap["output_failures"] = failed
+        if failed:
+            snap["errors"]["output"] = snap["errors"].get("output", 0) + len(failed)
+            snap["last_error"] = "output: " + next(iter(failed.values()))
+        for output in self.outputs:
+            stats = getattr(output, "stats", None)
+            if getattr(getattr(output, "uri", None), "scheme", None) == "file" and callable(stats):
+                snap["recording"] = stats()
         return snap
 
     def __enter__(self) -> "Pipeline":

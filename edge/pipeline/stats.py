@@ -1,6 +1,9 @@
 """Rolling pipeline statistics: per-stage and end-to-end latency, fps, drops, signal, model.
 
-With camera control, ``camera`` holds the FFC controller's stats (fpa_temp_c, ffc_state,
+``corrupt``/``corrupt_total`` count the frames dropped as unusable wherever that happened:
+in the pipeline, or in the source (its ``stats()["corrupt_kinds"]``, else its ``corrupt``
+total under the kind ``source``), so the status line, ``/stats.json`` and ``tir bench --json``
+read the same numbers. With camera control, ``camera`` holds the FFC controller's stats (fpa_temp_c, ffc_state,
 last_ffc_age_s, ffc_count, ...). Latency of a stage is read off each finished frame's stamps (pipelines.md (d)8, per-frame
 flow tracking): the time from the previous boundary to this stage's boundary, so it holds
 the wait in the slot plus the work, and the stages add up to the end-to-end
@@ -183,6 +186,16 @@ class PipelineStats:
                 source.update(self.source_stats() or {})
             except Exception as exc:  # a stats call must never break the pipeline's reporting
                 source["stats_error"] = f"{type(exc).__name__}: {exc}"
+        # one set of counters (issue 10 item 5): frames the source dropped as corrupt, missing
+        # or misshapen count here with the pipeline's own, by kind (a total alone: "source")
+        kinds = source.get("corrupt_kinds")
+        if isinstance(kinds, dict):
+            for kind, n in kinds.items():
+                if isinstance(n, int) and n:
+                    snap["corrupt"][kind] = snap["corrupt"].get(kind, 0) + n
+        elif isinstance(source.get("corrupt"), int) and source["corrupt"]:
+            snap["corrupt"]["source"] = snap["corrupt"].get("source", 0) + source["corrupt"]
+        snap["corrupt_total"] = sum(snap["corrupt"].values())
         connected = source.get("connected", True)
         snap["connected"] = bool(connected) and not snap["no_signal"] and self.ended is None
         snap["source"] = source

@@ -8,44 +8,116 @@ gray16 or Y4M mono16 keeps its stored counts, see :class:`_VideoReader`). 16-bit
 normalise by (14 for scaled 8-bit; for 16-bit data 14 if the first frame fits in 14 bits,
 else 16; override with ``bits=``), ``meta["source_bits"]`` what the file held.
 
+A folder written by the recorder (``tir run --record``: ``frames.csv`` + ``recording.json``)
+is replayed as a recording: ``stream=raw`` (default: the camera's input) or
+``stream=restored``, paced at its recorded timing (``t_capture`` of the index; ``rate=max``
+reads as fast as possible); ``file://REC/raw.u16`` or ``.../restored.u16`` picks the stream
+too. Each frame's ``meta`` holds ``recorded_seq`` and ``t_recorded``.
+
 Options: ``loop=1`` (start again at the end), ``rate=native|max`` (native paces at the
 file's frame rate, or ``fps=``, default 30 for images; max reads as fast as possible),
-``bits=14|16``. A corrupt or unreadable image, or a frame whose shape differs from the
-first one, is dropped, counted in ``stats()["corrupt"]`` and logged once per kind.
+``bits=14|16``. Images are read with ``np.fromfile`` + ``cv2.imdecode`` (PNG chunk CRCs
+checked first, so a damaged PNG is refused here rather than by libpng on stderr). A corrupt,
+vanished or unreadable image, or a frame whose shape differs from the first one, is dropped,
+counted in ``stats()["corrupt"]`` (by kind in ``stats()["corrupt_kinds"]``; the pipeline's
+counters include them) and logged at most once per kind every 10 s.
+
+Loss: when the file or folder itself disappears (an unmounted disk, a deleted folder) the
+source does not end: ``read`` returns None (the pipeline shows NO SIGNAL,
+``stats()["connected"]`` is False) and the path is reopened after 0.5, 1, 2, 4, 5, 5 ... s
+(as a camera is); when it is back, replay starts again from its first frame and
+``stats()["reconnects"]`` counts it. Only a real end of file (without ``loop=1``) ends the run.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import struct
 import time
+import zlib
 from abc import ABC, abstractmethod
-from typing import Callable, Dict, List, Optional, Tuple
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from ..frame import Frame, FrameError, check_frame, now
+from ..logs import RateLimiter, quiet_opencv
 from ..uri import URI
 from .base import EndOfStream, Source, SourceError  # EndOfStream re-exported for importers of .file
 
 log = logging.getLogger(__name__)
+quiet_opencv()  # failures are counted here; OpenCV's own imread warnings would flood stderr
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".pgm", ".bmp", ".jpg", ".jpeg")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 DEFAULT_IMAGE_FPS = 30.0
+MAX_RECORDED_GAP_S = 5.0  # a longer pause in a recording replays as this long
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class SourceLost(SourceError):
+    """The file or folder being replayed is gone (the source retries, as for a camera)."""
 
 
 def describe_missing(path: str) -> str:
-    """Error text for a path that does not exist, naming what its folder holds."""
+    """Error text for a path that does not exist, naming the entries of its folder whose names
+    are close to it (at most 5), or saying the folder is missing too."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
     text = f"no such file or folder: {path}"
     if os.path.isdir(folder):
         names = sorted(os.listdir(folder))
-        shown = ", ".join(names[:20]) + (f", ... ({len(names)} entries)" if len(names) > 20 else "")
-        text += f"; {folder} holds: {shown or '(nothing)'}"
+        close = difflib.get_close_matches(os.path.basename(path), names, n=5, cutoff=0.6)
+        if close:
+            text += f"; did you mean {', '.join(os.path.join(folder, n) for n in close)}?"
+        else:
+            text += f" ({folder} exists, with {len(names)} entries, none named like it)"
     else:
         text += f" (folder {folder} does not exist either)"
     return text
+
+
+def png_problem(data: bytes) -> Optional[str]:
+    """Why a PNG byte string is damaged (bad signature, a chunk whose CRC does not match, cut
+    before IEND), or None when its chunk structure is intact. Chunk layout and CRC-32 over
+    type + data: PNG specification (ISO/IEC 15948, W3C PNG 2nd ed.) section 5.3."""
+    if not data.startswith(PNG_SIGNATURE):
+        return "no PNG signature"
+    pos = len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            return f"cut inside chunk {kind.decode('latin-1')!r}"
+        (crc,) = struct.unpack(">I", data[end - 4:end])
+        if zlib.crc32(data[pos + 4:end - 4]) != crc:
+            return f"CRC mismatch in chunk {kind.decode('latin-1')!r} at byte {pos}"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "cut before the IEND chunk"
+
+
+def read_image(path: str) -> np.ndarray:
+    """Decode an image file as stored (``IMREAD_UNCHANGED``); raises FrameError ``missing``
+    (gone or unreadable) or ``corrupt`` (empty, damaged PNG, not decodable)."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise FrameError("missing", f"{path}: {exc.strerror or exc}") from exc
+    if data.size == 0:
+        raise FrameError("corrupt", f"{path}: empty file")
+    if path.lower().endswith(".png"):
+        problem = png_problem(data.tobytes())
+        if problem is not None:
+            raise FrameError("corrupt", f"{path}: damaged PNG ({problem})")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FrameError("corrupt", f"{path}: cannot be decoded")
+    return image
 
 
 def to_counts(image: np.ndarray, what: str) -> np.ndarray:
@@ -77,7 +149,16 @@ class _Reader(ABC):
 
     @abstractmethod
     def rewind(self) -> None:
-        """Go back to the first frame."""
+        """Go back to the first frame (SourceLost when the path is gone)."""
+
+    def step_s(self) -> Optional[float]:
+        """Seconds from the frame just returned to the next, where the file records it
+        (a recording's timestamps); None: the constant rate."""
+        return None
+
+    def meta(self) -> Dict[str, object]:
+        """Extra ``Frame.meta`` of the frame just returned."""
+        return {}
 
     def close(self) -> None:
         pass
@@ -219,7 +300,106 @@ class _VideoReader(_Reader):
 
 
 def _image_reader(files: List[str]) -> _Reader:
-    return _ListReader(lambda i: (cv2.imread(files[i], cv2.IMREAD_UNCHANGED), files[i]), len(files))
+    return _ListReader(lambda i: (read_image(files[i]), files[i]), len(files))
+
+
+def _list_images(path: str) -> Tuple[List[str], List[str]]:
+    """(image files, all names) of a folder, sorted by name."""
+    names = sorted(os.listdir(path))
+    return [os.path.join(path, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)], names
+
+
+class _FolderReader(_ListReader):
+    """The images of a folder; the folder is listed again at every rewind (files may come
+    and go between passes), and a vanished folder is a loss, not a run of missing files."""
+
+    def __init__(self, path: str, files: List[str]):
+        self.path, self.files = path, files
+        super().__init__(self._load, len(files))
+
+    def _load(self, i: int):
+        try:
+            return read_image(self.files[i]), self.files[i]
+        except FrameError as exc:
+            if exc.kind == "missing" and not os.path.isdir(self.path):
+                raise SourceLost(f"{self.path}: the folder is gone") from exc
+            raise
+
+    def rewind(self):
+        if not os.path.isdir(self.path):
+            raise SourceLost(f"{self.path}: the folder is gone")
+        self.files, _ = _list_images(self.path)
+        self.count = len(self.files)
+        super().rewind()
+
+
+def is_recording(path: str) -> bool:
+    """True for a folder written by the recorder output (its index and description)."""
+    from ..outputs.recorder import INDEX_NAME, INFO_NAME
+
+    return os.path.isfile(os.path.join(path, INDEX_NAME)) and os.path.isfile(os.path.join(path, INFO_NAME))
+
+
+class _RecordingReader(_Reader):
+    """The frames of a recorder folder, one stream (raw or restored), with their timestamps."""
+
+    def __init__(self, path: str, stream: str):
+        from ..outputs.recorder import INDEX_NAME, STREAM_DTYPE, _read_index
+
+        if stream not in ("raw", "restored"):
+            raise SourceError(f"stream={stream!r}: a recording holds stream=raw or stream=restored")
+        self.path, self.stream, self.dtype = path, stream, STREAM_DTYPE
+        self.rows = _read_index(Path(path))
+        if not self.rows:
+            raise SourceError(f"{path}: the recording has no complete frame in its {INDEX_NAME}")
+        have = [r for r in self.rows if r[stream]]
+        if not have:
+            other = "restored" if stream == "raw" else "raw"
+            raise SourceError(f"{path}: the recording holds no {stream} frames; use ?stream={other}")
+        self.rows = have
+        self.count = len(self.rows)
+        self.times = [float(r["t_capture"]) for r in self.rows]
+        steps = [b - a for a, b in zip(self.times, self.times[1:]) if b > a]
+        self.fps = 1.0 / float(np.median(steps)) if steps else None
+        self.index = 0
+
+    def next(self):
+        if self.index >= self.count:
+            return None
+        row = self.rows[self.index]
+        self.index += 1
+        where = row[self.stream]
+        if where.endswith(".png"):
+            image = read_image(os.path.join(self.path, where))
+        else:
+            h, w = int(row["height"]), int(row["width"])
+            name = os.path.join(self.path, f"{self.stream}.u16")
+            try:
+                image = np.fromfile(name, dtype=self.dtype, count=h * w, offset=int(where))
+            except OSError as exc:
+                if not os.path.isdir(self.path):
+                    raise SourceLost(f"{self.path}: the recording is gone") from exc
+                raise FrameError("missing", f"{name}: {exc.strerror or exc}") from exc
+            if image.size != h * w:
+                raise FrameError("corrupt", f"{name} ends inside frame {row['seq']}")
+            image = image.reshape(h, w).astype(np.uint16)
+        self.source_bits = 16
+        return to_counts(image, where)
+
+    def step_s(self):
+        i = self.index  # the frame just returned is index - 1
+        if 0 < i < self.count:
+            return min(max(self.times[i] - self.times[i - 1], 0.0), MAX_RECORDED_GAP_S)
+        return None
+
+    def meta(self):
+        row = self.rows[self.index - 1]
+        return {"recorded_seq": int(row["seq"]), "t_recorded": float(row["t_capture"])}
+
+    def rewind(self):
+        if not os.path.isdir(self.path):
+            raise SourceLost(f"{self.path}: the recording is gone")
+        self.index = 0
 
 
 def _tiff_reader(path: str) -> _Reader:
@@ -241,17 +421,22 @@ def _npy_reader(path: str) -> _Reader:
     return _ListReader(lambda i: (np.array(stack[i]), f"{path}[{i}]"), len(stack))
 
 
-def open_reader(path: str) -> _Reader:
-    """Pick the reader for ``path`` (folder, TIFF, npy, image or video)."""
+def open_reader(path: str, stream: Optional[str] = None) -> _Reader:
+    """Pick the reader for ``path`` (recording, folder, TIFF, npy, image or video);
+    ``stream`` (raw|restored, default raw) for a recording."""
     if not os.path.exists(path):
         raise SourceError(describe_missing(path))
+    parent = os.path.dirname(os.path.abspath(path))
+    if path.endswith(".u16") and os.path.isfile(path) and is_recording(parent):
+        return _RecordingReader(parent, stream or os.path.basename(path)[:-len(".u16")])
     if os.path.isdir(path):
-        names = sorted(os.listdir(path))
-        files = [os.path.join(path, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+        if is_recording(path):
+            return _RecordingReader(path, stream or "raw")
+        files, names = _list_images(path)
         if not files:
             shown = ", ".join(names[:20]) or "(nothing)"
             raise SourceError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder; it holds: {shown}")
-        return _image_reader(files)
+        return _FolderReader(path, files)
     lower = path.lower()
     if lower.endswith(".npy"):
         return _npy_reader(path)
@@ -267,7 +452,7 @@ class FileSource(Source):
 
     live = False
 
-    def __init__(self, uri: URI):
+    def __init__(self, uri: URI, backoff_initial: float = 0.5, backoff_max: float = 5.0):
         super().__init__(uri)
         self.path = uri.path
         self.loop = uri.get("loop", False, bool)
@@ -275,13 +460,21 @@ class FileSource(Source):
         if rate not in ("native", "max"):
             raise SourceError(f"{uri.text}: rate={rate!r}; use rate=native or rate=max")
         self.paced = rate == "native"
-        self.reader = open_reader(self.path)
+        self.stream = uri.get("stream", None)
+        self.reader = open_reader(self.path, self.stream)
         self._fps = uri.get("fps", None, float) or self.reader.fps or DEFAULT_IMAGE_FPS
         self._counts = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0, "loops": 0}
-        self._logged_kinds: set = set()
+        self._kinds: Counter = Counter()
+        self._limiter = RateLimiter()
+        self.connected = True
+        self.last_error: Optional[str] = None
+        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        self._delays: Optional[Iterator[float]] = None
+        self._t_retry = 0.0
         self._seq = 0
         self._t_next: Optional[float] = None
         self._pending = self._first_frame()
+        self._pending_meta = self.reader.meta()
         self._shape = self._pending.shape
         bits = uri.get("bits", None, int)
         if bits is None:
@@ -302,10 +495,34 @@ class FileSource(Source):
 
     def _drop(self, exc: FrameError) -> None:
         self._counts["corrupt"] += 1
-        if exc.kind not in self._logged_kinds:
-            self._logged_kinds.add(exc.kind)
-            log.warning("dropping frame (%s): %s; further '%s' drops are only counted",
-                        exc.kind, exc, exc.kind)
+        self._kinds[exc.kind] += 1
+        self._limiter.log(log, logging.WARNING, exc.kind, "dropping frame (%s): %s", exc.kind, exc)
+
+    # ---- loss and return --------------------------------------------------------------
+    def _lose(self, exc: SourceError) -> None:
+        from .grabber import backoff_delays
+
+        self.connected = False
+        self.last_error = str(exc)
+        self._delays = backoff_delays(self.backoff_initial, self.backoff_max)
+        self._t_retry = now() + next(self._delays)
+        self._limiter.log(log, logging.WARNING, "lost", "%s lost (%s); retrying", self.uri.text, exc)
+
+    def _retry(self) -> bool:
+        """Try to reopen the lost path; True when it is back."""
+        try:
+            reader = open_reader(self.path, self.stream)
+        except SourceError as exc:
+            self.last_error = str(exc)
+            self._t_retry = now() + next(self._delays)
+            return False
+        self.reader.close()
+        self.reader = reader
+        self.connected = True
+        self._counts["reconnects"] += 1
+        self._t_next = None
+        log.warning("%s is back; replaying from its first frame", self.uri.text)
+        return True
 
     @property
     def size(self):
@@ -324,6 +541,8 @@ class FileSource(Source):
             try:
                 image = self.reader.next()
                 if image is None:
+                    if not os.path.exists(self.path):
+                        raise SourceLost(f"{self.path} is gone")
                     if not self.loop or restarted:
                         raise EndOfStream(f"{self.uri.text}: end of file after {self._counts['frames']} "
                                           "frames (add loop=1 to repeat)")
@@ -336,6 +555,16 @@ class FileSource(Source):
                 self._drop(exc)
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        """The next frame, or None within ``timeout`` when it is not due yet (paced) or the
+        path is lost (then it is retried); EndOfStream at the end without ``loop=1``."""
+        if not self.connected:
+            wait = self._t_retry - now()
+            if wait > 0:
+                time.sleep(min(wait, max(0.0, timeout)))
+                if wait > timeout:
+                    return None
+            if not self._retry():
+                return None
         if self.paced:
             t = now()
             if self._t_next is None:
@@ -346,12 +575,23 @@ class FileSource(Source):
                 return None
             if wait > 0:
                 time.sleep(wait)
+        try:
+            raw = self._next_counts()
+        except SourceLost as exc:
+            self._lose(exc)
+            return None
+        if self._pending_meta is not None:
+            extra, self._pending_meta = self._pending_meta, None
+        else:
+            extra = self.reader.meta()
+        if self.paced:
             # never build up a backlog: a slow reader continues at the native rate from now
-            self._t_next = max(self._t_next, now() - 1.0 / self._fps) + 1.0 / self._fps
-        raw = self._next_counts()
+            step = self.reader.step_s()
+            step = 1.0 / self._fps if step is None else step
+            self._t_next = max(self._t_next, now() - step) + step
         frame = Frame(raw=raw, seq=self._seq, t_capture=now(),
                       meta={"source": self.uri.text, "camera": "file", "bits": self.bits,
-                            "source_bits": self.reader.source_bits})
+                            "source_bits": self.reader.source_bits, **extra})
         self._seq += 1
         self._counts["frames"] += 1
         return frame
@@ -359,5 +599,7 @@ class FileSource(Source):
     def close(self) -> None:
         self.reader.close()
 
-    def stats(self) -> Dict[str, int]:
-        return dict(self._counts)
+    def stats(self) -> Dict[str, object]:
+        """frames, dropped, corrupt (total), corrupt_kinds, reconnects, loops, connected, last_error."""
+        return {**self._counts, "corrupt_kinds": dict(self._kinds), "connected": self.connected,
+                "last_error": self.last_error}

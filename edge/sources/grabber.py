@@ -117,6 +117,7 @@ class Grabber(Source):
         self._reconnects = 0
         self._last_error: Optional[str] = None
         self._closed_counts = {"dropped": 0, "corrupt": 0}  # from sources already closed
+        self._closed_kinds: Dict[str, int] = {}
 
     @classmethod
     def for_uri(cls, uri, **options) -> "Grabber":
@@ -148,6 +149,8 @@ class Grabber(Source):
                 counts = source.stats()
                 for key in self._closed_counts:
                     self._closed_counts[key] += int(counts.get(key, 0))
+                for kind, n in (counts.get("corrupt_kinds") or {}).items():
+                    self._closed_kinds[kind] = self._closed_kinds.get(kind, 0) + int(n)
                 self._source = None
         if source is not None:
             log.warning("%s lost (%s); reconnecting", self.uri.text, message)
@@ -227,7 +230,10 @@ class Grabber(Source):
             source = self._source
             counts = dict(self._closed_counts)
             live = source.stats() if source is not None else {}
-            return {
+            kinds = dict(self._closed_kinds)
+            for kind, n in (live.get("corrupt_kinds") or {}).items():
+                kinds[kind] = kinds.get(kind, 0) + int(n)
+            result = {
                 "frames": self._frames,
                 "dropped": self.slot.dropped + counts["dropped"] + int(live.get("dropped", 0)),
                 "corrupt": counts["corrupt"] + int(live.get("corrupt", 0)),
@@ -235,3 +241,6 @@ class Grabber(Source):
                 "connected": self.connected,
                 "last_error": self._last_error,
             }
+            if kinds:  # sources that count by kind: the pipeline shows them by kind
+                result["corrupt_kinds"] = kinds
+            return result

@@ -67,6 +67,15 @@ def _tensorrt_engine(path, **kw) -> Engine:
     return module.TensorRTEngine(path, **kw)
 
 
+def check_backend(path, backend: str) -> None:
+    """Raise EngineError now when ``backend`` cannot run the model file ``path`` by its type
+    (torch cannot run .onnx), so a bundle whose routes load lazily fails at start, not at
+    its first frame."""
+    path = Path(path)
+    if backend == "torch" and path.suffix.lower() == ".onnx":
+        raise EngineError(f"{path.name} is ONNX: run it with --backend onnxruntime or tensorrt, not torch")
+
+
 def load_engine(path_or_module, backend: str = "auto", **kw) -> Engine:
     """An :class:`Engine` for a model file or a torch module; ``kw`` go to the backend class."""
     if backend not in ("auto",) + BACKENDS:
@@ -87,8 +96,7 @@ def load_engine(path_or_module, backend: str = "auto", **kw) -> Engine:
     if backend == "tensorrt" or (backend == "auto" and suffix in _TENSORRT_SUFFIXES):
         return _tensorrt_engine(path, **kw)
     if backend == "torch" or (backend == "auto" and suffix in _TORCH_SUFFIXES):
-        if suffix == ".onnx":
-            raise EngineError(f"{path.name} is ONNX: run it with --backend onnxruntime or tensorrt, not torch")
+        check_backend(path, "torch")
         from .torch import TorchEngine
 
         return TorchEngine(path, **kw)
@@ -102,4 +110,5 @@ def load_engine(path_or_module, backend: str = "auto", **kw) -> Engine:
     )
 
 
-__all__ = ["BACKENDS", "Engine", "EngineError", "available_backends", "backend_details", "load_engine"]
+__all__ = ["BACKENDS", "Engine", "EngineError", "available_backends", "backend_details", "check_backend",
+           "load_engine"]

@@ -75,6 +75,10 @@ function renderStatus(stats) {
   status.textContent = lost ? "NO SIGNAL" : "LIVE";
   status.className = "badge " + (lost ? "bad" : "live");
   $("banner").classList.toggle("hidden", !lost);
+  // an output that stopped for good (a recording on a full disk): one line each, until the run ends
+  const failures = Object.values(stats.output_failures || {});
+  text("failure-banner", failures.map((f) => "FAILED: " + f).join(" | "));
+  $("failure-banner").classList.toggle("hidden", failures.length === 0);
 }
 
 function render(stats) {

@@ -1,0 +1,87 @@
+"""Log lines rate-limited by kind, and OpenCV's own log quieted.
+
+A fault that repeats every frame (a vanished folder read at 30 fps, a corrupt file on every
+loop) must not flood the log (issue 10, item 6): the first line of a kind is written, the
+next ones of the same kind within ``interval_s`` are only counted, and the first line after
+the interval says how many were held back.
+
+- :class:`RateLimiter` for code that knows the kind (``limiter.log(log, WARNING, "corrupt", msg)``);
+- :class:`RateLimitFilter` on the CLI's log handler (``tir.tools.cli``), keyed by logger,
+  level, message template and ``kind``, so every other repeated line is limited the same way;
+- :func:`quiet_opencv` sets OpenCV's log level to errors, so its ``imread_(...): can't
+  open/read file`` warnings no longer reach stderr (the project reads images with
+  ``np.fromfile`` + ``cv2.imdecode`` and counts the failures itself).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Dict, Hashable, Optional, Tuple
+
+DEFAULT_INTERVAL_S = 10.0
+
+
+class RateLimiter:
+    """At most one line per key every ``interval_s`` seconds (monotonic clock ``clock``)."""
+
+    def __init__(self, interval_s: float = DEFAULT_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
+        self.interval_s = interval_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._state: Dict[Hashable, Tuple[float, int]] = {}  # key -> (time of last line, held back since)
+
+    def admit(self, key: Hashable) -> Optional[int]:
+        """None when a line of ``key`` must be held back now; else the number held back
+        since the last line of that key (0 the first time)."""
+        t = self.clock()
+        with self._lock:
+            last, held = self._state.get(key, (None, 0))
+            if last is not None and t - last < self.interval_s:
+                self._state[key] = (last, held + 1)
+                return None
+            self._state[key] = (t, 0)
+            return held
+
+    def log(self, logger: logging.Logger, level: int, kind: Hashable, msg: str, *args) -> bool:
+        """Log ``msg % args`` unless a line of this kind was logged within the interval;
+        returns whether it was written."""
+        held = self.admit((logger.name, kind))
+        if held is None:
+            return False
+        if held:
+            msg += f" [{held} more of this kind in the last {self.interval_s:g} s, not shown]"
+        logger.log(level, msg, *args, extra={"kind": kind})  # a RateLimitFilter keys by it too
+        return True
+
+
+class RateLimitFilter(logging.Filter):
+    """A handler filter: records with the same logger, level and message template (and
+    ``kind`` attribute, if given via ``extra``) pass at most once per ``interval_s``."""
+
+    def __init__(self, interval_s: float = DEFAULT_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.limiter = RateLimiter(interval_s, clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg), getattr(record, "kind", None))
+        held = self.limiter.admit(key)
+        if held is None:
+            return False
+        if held:
+            record.msg = (f"{record.getMessage()} [{held} more like this in the last "
+                          f"{self.limiter.interval_s:g} s, not shown]")
+            record.args = ()
+        return True
+
+
+def quiet_opencv() -> None:
+    """OpenCV logs errors only (its imread/VideoCapture warnings go; failures stay visible
+    as return values the callers count)."""
+    import cv2
+
+    utils_logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if utils_logging is not None:
+        utils_logging.setLogLevel(utils_logging.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):  # builds without cv2.utils.logging
+        cv2.setLogLevel(2)  # 2 = LOG_LEVEL_ERROR (OpenCV utils/logger.defines.hpp)
