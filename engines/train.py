@@ -60,7 +60,8 @@ class TrainSettings:
     lr: float = 2e-3
     seed: int = 0
     threads: int = 2
-    data: Optional[str] = None         # RoadScene folder (default: ../shared/data/roadscene-ir)
+    data: Optional[str] = None         # registered sets "a,b" or a RoadScene folder (default: roadscene)
+    randomize: bool = False            # domain-randomise the clean pool (engines/domain.py)
     group: int = 8                     # channels per pruning group (keeps widths multiples of 8)
     prune_p: Optional[float] = None    # None: smallest p on P_GRID reaching target_reduction
     target_reduction: float = 0.40
@@ -83,13 +84,26 @@ class TrainSettings:
 class DegradedPool:
     """Whole clean frames and a degraded copy of each per task; random aligned crops."""
 
-    def __init__(self, clean: np.ndarray, spec, seed: int, tone_pool: Optional[int] = None):
-        self.clean = np.asarray(clean, dtype=np.float32)
+    def __init__(self, clean: np.ndarray, spec, seed: int, tone_pool: Optional[int] = None,
+                 randomize: bool = False):
+        self.base = np.asarray(clean, dtype=np.float32)
         self.spec = deg.load_spec(spec)
         self.rng = np.random.default_rng(seed)
         self.tone_pool = tone_pool
+        self.randomize = bool(randomize)
+        # the clean target is the (randomised) rendering; its degraded copy is made from it
+        self.clean = self._render(np.arange(len(self.base)))
         self.degraded = deg.degrade(self.clean, self.spec, self.rng)
         self.stats = self._stats(np.arange(len(self.clean)))
+
+    def _render(self, idx: np.ndarray) -> np.ndarray:
+        """Clean frames ``idx``, re-rendered as another camera might (engines/domain.py) when
+        the pool randomises; a copy of the base frames otherwise."""
+        if not self.randomize:
+            return self.base[idx].copy()
+        from .domain import randomize
+
+        return randomize(self.base[idx], self.rng)
 
     def _stats(self, idx: np.ndarray) -> Optional[torch.Tensor]:
         """Whole-frame tone statistics of degraded frames ``idx`` (None without a tone head)."""
@@ -99,6 +113,8 @@ class DegradedPool:
         """Re-degrade a random ``fraction`` of the pool; returns the indices that changed."""
         n = max(1, int(len(self.clean) * fraction))
         idx = self.rng.choice(len(self.clean), n, replace=False)
+        if self.randomize:
+            self.clean[idx] = self._render(idx)
         self.degraded[idx] = deg.degrade(self.clean[idx], self.spec, self.rng)
         if self.stats is not None:
             self.stats[idx] = self._stats(idx)
@@ -362,7 +378,7 @@ class ContinualTrainer:
         self.model.freeze_except(task)
         params = self.model.trainable_parameters(task)
         pool = DegradedPool(self.train_clean, self.spec(task), self.s.seed + len(self.state["done"]),
-                            self.tone_pool)
+                            self.tone_pool, randomize=self.s.randomize)
         loss = self._optimise(params, steps, lambda x, stats: self.model.route_forward(x, task, stats, field=False),
                               pool,
                               f"{task} {kind}", lr)
@@ -435,7 +451,7 @@ class ContinualTrainer:
         m = self._metrics(task)
         head = self.model.fields[task]
         pool = DegradedPool(self.train_clean, self.spec(task), self.s.seed + 4241 + len(self.state["done"]),
-                            self.tone_pool)
+                            self.tone_pool, randomize=self.s.randomize)
         self.model.freeze_except(None)
 
         def base(idx) -> torch.Tensor:

@@ -61,6 +61,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--router-draws", type=int, default=3, help="degradation draws per frame and class (router)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="with --router-only: at most N frames per set and split (quick runs)")
+    parser.add_argument("--randomize", action="store_true",
+                        help="full training: domain-randomise the clean pool of every route (engines/domain.py)")
     parser.add_argument("--no-randomize", action="store_true",
                         help="no domain randomisation of the clean frames (engines/domain.py)")
     parser.add_argument("--router-keep-thresholds", action="store_true",
@@ -88,6 +90,7 @@ def main(args) -> int:
         group=args.group, prune_p=args.prune_p, target_reduction=args.target_reduction,
         prune_samples=args.prune_samples, router=not args.no_router, router_steps=args.router_steps,
         router_from=args.router_from, router_recalibrate=not args.router_keep_thresholds,
+        randomize=args.randomize,
         bundle_dir=out, command=args.command_line)
     t0 = time.monotonic()
     try:
