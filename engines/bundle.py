@@ -266,6 +266,37 @@ def write_bundle(out_dir: PathLike, routes: Mapping[str, PathLike], router: Opti
     return load_bundle(out)
 
 
+def _manifest_text(doc: Mapping) -> str:
+    """manifest.json text: indent 2, with lists of numbers (codebook rows, matrices) kept on
+    one line each so embedding statistics stay readable and small."""
+    text = json.dumps(doc, indent=2) + "\n"
+    return re.sub(r"\[\s*([-+0-9.eE]+(?:,\s*[-+0-9.eE]+)*)\s*\]",
+                  lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+
+
+def save_manifest(bundle_dir: PathLike, manifest: Mapping) -> Bundle:
+    """Replace ``bundle_dir``/manifest.json with ``manifest`` (atomically) and read the bundle
+    back with :func:`load_bundle`, so every listed file is re-verified against its sha256.
+    Only the metadata changes; use :func:`write_bundle` to add or replace model files."""
+    out = Path(bundle_dir)
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(_manifest_text(manifest), encoding="utf-8")
+    os.replace(tmp, out / MANIFEST)
+    return load_bundle(out)
+
+
+def copy_bundle(src: PathLike, dst: PathLike) -> Path:
+    """Copy a verified bundle folder to ``dst`` (a new folder; BundleError if it exists or is
+    the source), every file byte for byte; returns ``dst``. The source is not touched."""
+    bundle = load_bundle(src)
+    dst = Path(dst)
+    if dst.exists():
+        raise BundleError(f"{dst} already exists; choose a new folder for the copy (the original stays "
+                          f"in {bundle.path})")
+    shutil.copytree(bundle.path, dst, ignore=shutil.ignore_patterns(MANIFEST + ".tmp"))
+    return dst
+
+
 def _short(digest: str) -> str:
     return f"{digest[:12]}…"
 
