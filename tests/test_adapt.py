@@ -296,3 +296,40 @@ def test_restorer_status_during_online_adaptation(adapt_bundle, tmp_path):
     for i in range(8):
         refused.infer(x[i][None, None])
     assert refused.status()["adapt"]["state"].startswith("refused: 8 frames are too few")
+
+
+def test_tir_run_adapt_shows_state_in_status_line_and_stats(adapt_bundle, tmp_path, capsys):
+    save = tmp_path / "online"
+    code = tir(["run", "--model", str(adapt_bundle / "bundle"), "--source", SOURCE_URI + "&frames=60",
+                "--frames", "60", "--adapt", "40", "--adapt-save", str(save),
+                "--output", f"file://{tmp_path / 'rec'}?preview=0"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "adapting the router on the first 40 frames" in out.out
+    status = [line for line in out.out.splitlines() if line.startswith("fps")]
+    assert "adapt adapted" in status[-1] and "adapt collecting" not in status[-1]
+    assert load_bundle(save).router[A.ADAPTATION_KEY]["source"] == SOURCE_URI + "&frames=60"
+
+
+def test_pipeline_stats_carry_the_adapt_state(adapt_bundle):
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.sources import open_source
+
+    restorer = Restorer(adapt_bundle / "bundle", adapt=1000)
+    pipeline = Pipeline(open_source(SOURCE_URI + "&frames=5"), restorer, [], frames=5)
+    pipeline.start()
+    pipeline.wait(30)
+    pipeline.stop()
+    assert pipeline.snapshot()["model"]["adapt"] == {"state": "collecting 5/1000", "frames": 1000, "saved": None}
+
+
+def test_tir_run_adapt_option_errors(adapt_bundle, capsys):
+    bundle = str(adapt_bundle / "bundle")
+    assert tir(["run", "--model", bundle, "--source", SOURCE_URI, "--adapt-save", "/tmp/x", "--frames", "1"]) == 2
+    assert "--adapt-save DIR needs --adapt N" in capsys.readouterr().err
+    assert tir(["run", "--model", bundle, "--source", SOURCE_URI, "--adapt", "40", "--task", "noise",
+                "--frames", "1"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert tir(["run", "--model", str(adapt_bundle / "nostats"), "--source", SOURCE_URI, "--adapt", "40",
+                "--frames", "1"]) == 2
+    assert "no router source statistics" in capsys.readouterr().err
