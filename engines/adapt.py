@@ -256,8 +256,9 @@ def fit_adaptation(target, source: dict, codebook, classes: Sequence[str],
     if after < before - SIMILARITY_TOLERANCE:
         raise AdaptationRefused(
             f"the fitted map moves these frames away from the router's classes (mean best similarity "
-            f"{before:.3f} -> {after:.3f}): this camera differs from the training one in a way an affine "
-            "map of the router's embeddings cannot undo (e.g. far lower resolution); keep the unadapted router")
+            f"{before:.3f} -> {after:.3f}): an affine map of the router's embeddings cannot align this camera "
+            "(e.g. far lower resolution), or the frames do not cover the degradations in about the training "
+            "mix; the router stays unadapted")
     return {"A": a.tolist(), "b": b.tolist(), "frames": int(n), "shrinkage": alpha,
             "condition": cond, "clusters": counts, "similarity_before": before, "similarity_after": after,
             "alignment": cluster_alignment(z, {"A": a, "b": b}, source, book, classes)}
@@ -604,7 +605,7 @@ def measure_adaptation(bundle_path, sets: Sequence[str], data_root, frames: int 
 
 def format_measurement(result: dict) -> str:
     """The before/after table of :func:`measure_adaptation` (Markdown)."""
-    lines = ["| set | camera frames | test frames × classes | router accuracy on tasks before → after | "
+    lines = ["| set | frame size | test frames × classes | router accuracy on tasks before → after | "
              "nearest entry before → after | with clean before → after | unknown before → after |",
              "|---|---|---|---|---|---|---|"]
     for name, row in result["sets"].items():

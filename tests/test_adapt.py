@@ -127,7 +127,7 @@ def test_degenerate_input_is_refused(source_setup):
     # away from the codebook, which the label-free check catches
     lone, _ = _clusters(rng, book[:1], 200, 0.02)
     with pytest.raises(A.AdaptationRefused, match="moves these frames away"):
-        A.fit_adaptation(lone, stats, book, names, pull_rounds=0)
+        A.fit_adaptation(lone, stats, book, names)
 
 
 def test_apply_adaptation_identity_renormalises_and_checks_shape():
@@ -333,3 +333,32 @@ def test_tir_run_adapt_option_errors(adapt_bundle, capsys):
     assert tir(["run", "--model", str(adapt_bundle / "nostats"), "--source", SOURCE_URI, "--adapt", "40",
                 "--frames", "1"]) == 2
     assert "no router source statistics" in capsys.readouterr().err
+
+
+def test_measure_adaptation_reports_before_and_after(adapt_bundle, tmp_path, capsys):
+    import cv2
+
+    from tir.engines.degrade import make_eval_set
+    from tir.engines.evaluate import RouterRunner
+
+    frames = render_frames(10, size=SIZE, seed=7)
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), (f >> 6).astype(np.uint8))  # 14-bit counts -> 8 bit
+    (tmp_path / "cam-train.txt").write_text("".join(f"{i:02d}.png\n" for i in range(7)))
+    (tmp_path / "cam-test.txt").write_text("".join(f"{i:02d}.png\n" for i in range(7, 10)))
+    assert tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--measure", "cam", "--data-root", str(tmp_path),
+                "--frames", "48", "--json", str(tmp_path / "m.json")]) == 0
+    assert "| `cam` | 160×120 | 3 × 8 |" in capsys.readouterr().out
+    row = json.loads((tmp_path / "m.json").read_text())["sets"]["cam"]
+    # "before" is the plain router on the test frames degraded once per task (+ clean)
+    bundle = load_bundle(adapt_bundle / "bundle")
+    runner = RouterRunner(bundle.router_path, bundle.router)
+    test = (frames[7:] >> 6).astype(np.float32) / 255.0
+    right = sum(d["task"] == t for t in TASKS for d in runner.classify(make_eval_set(test, t, 0)))
+    assert row["before"]["tasks"] == pytest.approx(right / (3 * len(TASKS)))
+    assert (row["after"] is None) == ("refused" in row)
+    assert tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--measure", "nosuch",
+                "--data-root", str(tmp_path)]) == 2
+    assert "sets with a train split there: cam" in capsys.readouterr().err
