@@ -516,38 +516,25 @@ def adapt_bundle(bundle_path, source_uri: str, frames: int, out_dir, normalizer=
 # measurement: router accuracy on held-out cameras before / after adaptation
 # ---------------------------------------------------------------------------------------------
 
-def _load_split(root, name: str, split: str) -> np.ndarray:
-    """Frames of ``<root>/<name>-<split>.txt`` (names relative to ``<root>/<name>``) as (N,H,W)
-    float32 [0,1] (8-bit /255, 16-bit percentile-stretched: ``degrade.to_unit_float``)."""
-    from pathlib import Path
-
-    from .degrade import DegradationError, _read_frames
-
-    root = Path(root)
-    listing = root / f"{name}-{split}.txt"
-    if not listing.is_file():
-        have = sorted(p.name[:-len(f"-{split}.txt")] for p in root.glob(f"*-{split}.txt"))
-        raise DegradationError(f"no split list {listing}; sets with a {split} split there: {', '.join(have) or 'none'}")
-    names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
-    return _read_frames([root / name / n for n in names], None)
-
-
-def measure_adaptation(bundle_path, sets: Sequence[str], data_root, frames: int = DEFAULT_FRAMES, seed: int = 0,
+def measure_adaptation(bundle_path, sets: Sequence[str], data_root=None, frames: int = DEFAULT_FRAMES, seed: int = 0,
                        backend: str = "auto", threads: Optional[int] = None, progress: bool = True,
                        **fit_options) -> dict:
     """Router accuracy on held-out cameras before and after :func:`fit_adaptation` (issue 9 item 6).
 
-    Per set in ``sets`` (folders of ``data_root`` with ``<set>-{train,test}.txt``):
-    ``frames`` unlabeled fitting frames are drawn from the train split (frames in seeded
-    random order, each with a seeded random class of the router, tasks + clean, degraded with
-    ``degrade.degrade``; the fit never sees the class); the report is on the test split
-    degraded once per task (``degrade.make_eval_set``, ``seed``) plus the clean frames.
+    Per registered set in ``sets`` (engines/datasets.py; ``data_root`` as
+    ``datasets.data_root``), frames mapped to [0, 1] as the live preprocessing does
+    (``datasets.to_unit``) at their native size: ``frames`` unlabeled fitting frames are
+    drawn from the train split (frames in seeded random order, each with a seeded random class
+    of the router, tasks + clean, degraded with ``degrade.degrade``; the fit never sees the
+    class); the report is on the test split degraded once per task (frame i with the seed
+    ``[degrade.task_seed(task, seed), i]``, as ``degrade.make_eval_set``) plus the clean frames.
     Accuracies: ``tasks`` (the router's decision on task frames, unknown counted wrong; what
     the runtime routes by), ``tasks_nearest`` (nearest codebook entry), ``with_clean``.
     A refused fit is reported with its reason and the unadapted accuracy.
     """
     from tqdm import tqdm
 
+    from . import datasets
     from . import degrade as deg
     from .bundle import load_bundle
     from .evaluate import RouterRunner
@@ -558,7 +545,7 @@ def measure_adaptation(bundle_path, sets: Sequence[str], data_root, frames: int 
     stats = source_of(router, bundle.name)
     classes = list(router["tasks"])
     runner = RouterRunner(bundle.router_path, router, backend, threads)
-    result = {"bundle": str(bundle.path), "frames": int(frames), "seed": int(seed), "data_root": str(data_root),
+    result = {"bundle": str(bundle.path), "frames": int(frames), "seed": int(seed), "data_root": str(datasets.data_root(data_root)),
               "sets": {}}
 
     def accuracy(decisions, labels):
@@ -570,27 +557,34 @@ def measure_adaptation(bundle_path, sets: Sequence[str], data_root, frames: int 
                 "with_clean": float(np.mean(task == truth)),
                 "unknown": float(np.mean(task == "unknown"))}
 
-    for name in sets:
-        train, test = _load_split(data_root, name, "train"), _load_split(data_root, name, "test")
+    for name in datasets.parse_sets(sets):
+        bits = datasets.dataset(name).bits
+        train, test = ([datasets.to_unit(c, bits) for c in datasets.load_counts(name, split, data_root)]
+                       for split in ("train", "test"))
         rng = np.random.default_rng([int(seed), 9])
         order = np.concatenate([rng.permutation(len(train)) for _ in range(-(-int(frames) // len(train)))])
         fit_frames = []
         for i in tqdm(order[: int(frames)], desc=f"{name}: fitting frames", unit="frame", disable=not progress):
             cls = classes[int(rng.integers(len(classes)))]  # the class is drawn, used to degrade, then dropped
             fit_frames.append(train[i] if cls == CLEAN else deg.degrade(train[i], cls, rng))
-        target = runner.embed(np.stack(fit_frames))
-        eval_frames, labels = [], []
+        target = np.concatenate([runner.embed(f[None]) for f in fit_frames])  # sizes may differ
+        emb, labels = [], []
         for cls in classes:
-            eval_frames.append(test if cls == CLEAN else deg.make_eval_set(test, cls, seed))
-            labels += [cls] * len(test)
-        emb = runner.embed(np.concatenate(eval_frames))
+            for i, f in enumerate(test):
+                if cls != CLEAN:
+                    f = deg.degrade(f, cls, np.random.default_rng([deg.task_seed(cls, seed), i]))
+                emb.append(runner.embed(f[None]))
+                labels.append(cls)
+        emb = np.concatenate(emb)
 
         def decide(adaptation):
             from .router import DEFAULT_TEMPERATURE, classify
 
             return classify(apply_adaptation(emb, adaptation), runner.codebook, classes, runner.threshold,
                             float(router.get("temperature", DEFAULT_TEMPERATURE)))
-        row = {"train_frames": int(len(train)), "test_frames": int(len(test)), "classes": len(classes), "frame_size": list(test.shape[1:][::-1]),
+        sizes = sorted({f.shape[::-1] for f in test + train})
+        row = {"train_frames": int(len(train)), "test_frames": int(len(test)), "classes": len(classes),
+               "frame_size": list(sizes[0]) if len(sizes) == 1 else "mixed",
                "before": accuracy(decide(None), labels)}
         try:
             fit = fit_adaptation(target, stats, router["codebook"], classes, **fit_options)
@@ -613,7 +607,7 @@ def format_measurement(result: dict) -> str:
 
         def pair(key):
             return f"{100 * b[key]:.1f} % → " + ("refused" if a is None else f"{100 * a[key]:.1f} %")
-        size = "×".join(str(v) for v in row["frame_size"])
+        size = row["frame_size"] if isinstance(row["frame_size"], str) else "×".join(map(str, row["frame_size"]))
         lines.append(f"| `{name}` | {size} | {row['test_frames']} × {row['classes']} | {pair('tasks')} | {pair('tasks_nearest')} | "
                      f"{pair('with_clean')} | {pair('unknown')} |")
     for name, row in result["sets"].items():

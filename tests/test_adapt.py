@@ -335,9 +335,10 @@ def test_tir_run_adapt_option_errors(adapt_bundle, capsys):
     assert "no router source statistics" in capsys.readouterr().err
 
 
-def test_measure_adaptation_reports_before_and_after(adapt_bundle, tmp_path, capsys):
+def test_measure_adaptation_reports_before_and_after(adapt_bundle, tmp_path, capsys, monkeypatch):
     import cv2
 
+    from tir.engines import datasets
     from tir.engines.degrade import make_eval_set
     from tir.engines.evaluate import RouterRunner
 
@@ -348,6 +349,7 @@ def test_measure_adaptation_reports_before_and_after(adapt_bundle, tmp_path, cap
         cv2.imwrite(str(folder / f"{i:02d}.png"), (f >> 6).astype(np.uint8))  # 14-bit counts -> 8 bit
     (tmp_path / "cam-train.txt").write_text("".join(f"{i:02d}.png\n" for i in range(7)))
     (tmp_path / "cam-test.txt").write_text("".join(f"{i:02d}.png\n" for i in range(7, 10)))
+    monkeypatch.setitem(datasets.DATASETS, "cam", datasets.DataSet("cam", "cam", "synthetic", 8, "test", True))
     assert tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--measure", "cam", "--data-root", str(tmp_path),
                 "--frames", "48", "--json", str(tmp_path / "m.json")]) == 0
     assert "| `cam` | 160×120 | 3 × 8 |" in capsys.readouterr().out
@@ -361,4 +363,22 @@ def test_measure_adaptation_reports_before_and_after(adapt_bundle, tmp_path, cap
     assert (row["after"] is None) == ("refused" in row)
     assert tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--measure", "nosuch",
                 "--data-root", str(tmp_path)]) == 2
-    assert "sets with a train split there: cam" in capsys.readouterr().err
+    assert "unknown data set 'nosuch'" in capsys.readouterr().err
+
+
+def test_bundle_schema_checks_the_adaptation_entries(adapt_bundle, tmp_path):
+    from tir.engines.bundle import BundleError, validate_manifest
+
+    bundle = load_bundle(adapt_bundle / "bundle")
+    manifest = json.loads(json.dumps(bundle.manifest))
+    assert validate_manifest(manifest) == []
+    manifest["router"][A.ADAPTATION_KEY] = {"A": np.eye(5).tolist(), "b": [0.0] * 6}
+    assert any("router.adaptation must hold A (6×6)" in p for p in validate_manifest(manifest))
+    manifest["router"].pop(A.ADAPTATION_KEY)
+    manifest["router"][A.SOURCE_KEY]["mean"] = [float("nan")] * 6
+    assert any("router.adapt_source must hold mean (6)" in p for p in validate_manifest(manifest))
+    copy = A.write_adapted_bundle(adapt_bundle / "bundle", tmp_path / "c", {"A": np.eye(6).tolist(), "b": [0.0] * 6})
+    text = (copy.path / "manifest.json").read_text().replace('"b": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]', '"b": [0.0]')
+    (copy.path / "manifest.json").write_text(text)
+    with pytest.raises(BundleError, match="router.adaptation must hold"):
+        load_bundle(copy.path)

@@ -35,10 +35,11 @@ def add_arguments(parser) -> None:
                         help="with --source-stats: folder of the router's training frames (default: RoadScene "
                              "train split)")
     parser.add_argument("--measure", default=None, metavar="SET[,SET]",
-                        help="router accuracy before/after adaptation on held-out camera sets")
+                        help="router accuracy before/after adaptation on held-out camera sets "
+                             "(registered names, engines/datasets.py)")
     parser.add_argument("--data-root", default=None,
-                        help="with --measure: folder holding <set>/ and <set>-{train,test}.txt "
-                             "(default: ../shared/data beside the repository)")
+                        help="with --measure: folder holding the sets (default: $TIR_DATA_ROOT, else "
+                             "../shared/data beside the repository)")
     parser.add_argument("--seed", type=int, default=0, help="with --measure: degradation seed (default 0)")
     parser.add_argument("--backend", default="auto", help="router backend (auto, onnxruntime, tensorrt)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads of the router")
@@ -66,6 +67,7 @@ def main(args) -> int:
     from tir.edge.sources.base import SourceError
     from tir.engines.adapt import AdaptationRefused
     from tir.engines.bundle import BundleError, default_bundle_path
+    from tir.engines.datasets import DatasetError
     from tir.engines.degrade import DegradationError
     from tir.engines.engine import EngineError
 
@@ -82,8 +84,8 @@ def main(args) -> int:
             result = _measure(bundle, args)
         else:
             result = _adapt(bundle, args)
-    except (AdaptationRefused, BundleError, DegradationError, EngineError, SourceError, FileNotFoundError,
-            ValueError) as exc:
+    except (AdaptationRefused, BundleError, DegradationError, DatasetError, EngineError, SourceError,
+            FileNotFoundError, ValueError) as exc:
         return _fail(str(exc) if not isinstance(exc, AdaptationRefused) else f"refused: {exc}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
@@ -127,9 +129,7 @@ def _source_stats(bundle, args) -> dict:
 def _measure(bundle, args) -> dict:
     from tir.engines.adapt import format_measurement, measure_adaptation
 
-    root = args.data_root or str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
-    sets = [s.strip() for s in args.measure.split(",") if s.strip()]
-    result = measure_adaptation(bundle, sets, root, frames=args.frames, seed=args.seed, backend=args.backend,
+    result = measure_adaptation(bundle, args.measure, args.data_root, frames=args.frames, seed=args.seed, backend=args.backend,
                                 threads=args.threads, balance=args.balanced)
     result["command"] = getattr(args, "command_line", "")
     print(format_measurement(result))
