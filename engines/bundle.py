@@ -266,6 +266,37 @@ def write_bundle(out_dir: PathLike, routes: Mapping[str, PathLike], router: Opti
     return load_bundle(out)
 
 
+def _manifest_text(doc: Mapping) -> str:
+    """manifest.json text: indent 2, with lists of numbers (codebook rows, matrices) kept on
+    one line each so embedding statistics stay readable and small."""
+    text = json.dumps(doc, indent=2) + "\n"
+    return re.sub(r"\[\s*([-+0-9.eE]+(?:,\s*[-+0-9.eE]+)*)\s*\]",
+                  lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+
+
+def save_manifest(bundle_dir: PathLike, manifest: Mapping) -> Bundle:
+    """Replace ``bundle_dir``/manifest.json with ``manifest`` (atomically) and read the bundle
+    back with :func:`load_bundle`, so every listed file is re-verified against its sha256.
+    Only the metadata changes; use :func:`write_bundle` to add or replace model files."""
+    out = Path(bundle_dir)
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(_manifest_text(manifest), encoding="utf-8")
+    os.replace(tmp, out / MANIFEST)
+    return load_bundle(out)
+
+
+def copy_bundle(src: PathLike, dst: PathLike) -> Path:
+    """Copy a verified bundle folder to ``dst`` (a new folder; BundleError if it exists or is
+    the source), every file byte for byte; returns ``dst``. The source is not touched."""
+    bundle = load_bundle(src)
+    dst = Path(dst)
+    if dst.exists():
+        raise BundleError(f"{dst} already exists; choose a new folder for the copy (the original stays "
+                          f"in {bundle.path})")
+    shutil.copytree(bundle.path, dst, ignore=shutil.ignore_patterns(MANIFEST + ".tmp"))
+    return dst
+
+
 def _short(digest: str) -> str:
     return f"{digest[:12]}…"
 
@@ -276,10 +307,12 @@ def _short(digest: str) -> str:
 
 #: top-level keys of manifest.json; any other key is refused (a typo would otherwise be ignored)
 TOP_KEYS = ("format_version", "name", "preset", "multiple", "tasks", "router", "normalisation",
-            "training", "files", "checkpoint", "config", "notes")
-#: keys of the router entry (written by engines.router.train_router / calibrate_router)
+            "training", "files", "checkpoint", "config", "notes", "adapted_from")
+#: keys of the router entry (written by engines.router.train_router / calibrate_router;
+#: adapt_source and adaptation by engines.adapt)
 ROUTER_KEYS = ("file", "sha256", "codebook", "tasks", "threshold", "thresholds", "temperature",
-               "input_size", "features", "metrics", "source", "calibrated_from", "training")
+               "input_size", "features", "metrics", "source", "calibrated_from", "training", "adapt_source",
+               "adaptation")
 MAX_MULTIPLE = 256
 MAX_INPUT_SIDE = 16384
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -304,6 +337,7 @@ def _check_file_ref(where: str, entry: dict, problems: List[str]) -> None:
 
 
 def _check_router(router: dict, problems: List[str]) -> None:
+    _check_adaptation(router, problems)
     unknown = sorted(set(router) - set(ROUTER_KEYS))
     if unknown:
         problems.append(f"router: unknown keys {unknown}; known: {', '.join(ROUTER_KEYS)}")
@@ -348,6 +382,35 @@ def _check_router(router: dict, problems: List[str]) -> None:
                         for v in size)):
             problems.append(f"router.input_size {size!r} must be [width, height] in pixels, "
                             f"each 1..{MAX_INPUT_SIDE}")
+
+
+def _is_matrix(value, rows: int, cols: int) -> bool:
+    return (isinstance(value, list) and len(value) == rows
+            and all(isinstance(r, list) and len(r) == cols and all(_is_number(v) for v in r) for r in value))
+
+
+def _is_vector(value, n: int) -> bool:
+    return isinstance(value, list) and len(value) == n and all(_is_number(v) for v in value)
+
+
+def _check_adaptation(router: dict, problems: List[str]) -> None:
+    """router.adapt_source (mean D, covariance D×D) and router.adaptation (A D×D, b D), with D
+    the codebook's embedding size (engines/adapt.py)."""
+    book = router.get("codebook")
+    if not (isinstance(book, list) and book and isinstance(book[0], list)):
+        return  # already reported by _check_router
+    d = len(book[0])
+    stats = router.get("adapt_source")
+    if stats is not None:
+        if not isinstance(stats, dict) or not _is_vector(stats.get("mean"), d) \
+                or not _is_matrix(stats.get("covariance"), d, d):
+            problems.append(f"router.adapt_source must hold mean ({d}) and covariance ({d}×{d}) of finite numbers; "
+                            "recompute it with `tir adapt --source-stats`")
+    fit = router.get("adaptation")
+    if fit is not None:
+        if not isinstance(fit, dict) or not _is_matrix(fit.get("A"), d, d) or not _is_vector(fit.get("b"), d):
+            problems.append(f"router.adaptation must hold A ({d}×{d}) and b ({d}) of finite numbers; "
+                            "re-run `tir adapt`")
 
 
 def validate_manifest(manifest: dict) -> List[str]:

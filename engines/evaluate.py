@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from . import degrade as deg
+from .adapt import ADAPTATION_KEY, apply_adaptation
 from .metrics import psnr, ssim
 from .router import CLEAN, UNKNOWN, classify, confusion, prepare_frames
 
@@ -64,7 +65,8 @@ def time_engine(engine, frame: np.ndarray, repeats: int = 3) -> float:
 
 
 class RouterRunner:
-    """A router ONNX plus its manifest entry: classify frames (no routing state)."""
+    """A router ONNX plus its manifest entry: classify frames (no routing state). The entry's
+    ``adaptation`` map (engines/adapt.py), when present, is applied before classification."""
 
     def __init__(self, onnx_path, entry: dict, backend: str = "auto", threads: Optional[int] = None):
         from .backends import load_engine
@@ -77,10 +79,18 @@ class RouterRunner:
         self.threshold = entry.get("thresholds", entry.get("threshold", -1.0))
         self.temperature = float(entry.get("temperature", 0.1))
         self.input_size = tuple(entry.get("input_size", (640, 512)))
+        self.adaptation = entry.get(ADAPTATION_KEY)
 
-    def classify(self, frames: np.ndarray) -> List[dict]:
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        """Raw router embeddings N×D (no adaptation) of (N,H,W) frames, one frame at a time."""
         x = prepare_frames(frames, self.input_size)
-        emb = np.concatenate([np.asarray(self.engine.infer(x[i:i + 1])).reshape(1, -1) for i in range(len(x))])
+        return np.concatenate([np.asarray(self.engine.infer(x[i:i + 1])).reshape(1, -1) for i in range(len(x))])
+
+    def classify(self, frames: np.ndarray, adaptation="entry") -> List[dict]:
+        """One decision per frame; ``adaptation``: "entry" (the entry's map, if any), None
+        (raw router) or a map dict."""
+        adaptation = self.adaptation if adaptation == "entry" else adaptation
+        emb = apply_adaptation(self.embed(frames), adaptation)
         return classify(emb, self.codebook, self.classes, self.threshold, self.temperature)
 
 

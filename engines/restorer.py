@@ -18,6 +18,13 @@ Routing policy:
   pass-through, with the same hysteresis as any switch (never "keep the last route": a clean
   scene after a degraded one must not stay on that route); both are counted in :meth:`status`;
 - ``task=...`` forces one route and never runs the router.
+
+Adaptation to the user's camera (engines/adapt.py): a router entry with an ``adaptation`` map
+(written by ``tir adapt``) is applied to every embedding before classification. With
+``adapt=N`` (``tir run --adapt N``) the router runs on every frame of the first N non-FFC
+frames, their embeddings are collected, the map is fitted at N and used from then on (in
+memory; ``adapt_save=DIR`` also writes an adapted copy of the bundle there). The state
+(``collecting k/N``, ``adapted``, ``refused: reason``) is in :meth:`status` under ``adapt``.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
 from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, classify, prepare_frames
 
 log = logging.getLogger(__name__)
@@ -62,7 +70,8 @@ class Restorer:
 
     def __init__(self, bundle_or_path, backend: str = "auto", task: Optional[str] = None,
                  every: int = 8, hysteresis: int = 3, threads: Optional[int] = None,
-                 min_confidence: float = DEFAULT_MIN_CONFIDENCE, precision: Optional[str] = None):
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE, precision: Optional[str] = None,
+                 adapt: Optional[int] = None, adapt_save=None, source_uri: str = ""):
         from .bundle import Bundle, load_bundle
 
         self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
@@ -104,6 +113,13 @@ class Restorer:
             self._threshold = self.router_info.get("thresholds", self.router_info.get("threshold", -1.0))
             self._temperature = float(self.router_info.get("temperature", DEFAULT_TEMPERATURE))
             self._input_size = tuple(self.router_info.get("input_size", (640, 512)))
+        self._adaptation = None if self.router_info is None else self.router_info.get(ADAPTATION_KEY)
+        self.adapter: Optional[OnlineAdapter] = None
+        self.adapt_save = adapt_save
+        self.adapt_saved: Optional[str] = None
+        if adapt is not None and not self.forced:
+            # raises AdaptationRefused (a ValueError) when the bundle cannot be adapted
+            self.adapter = OnlineAdapter(self.router_info, int(adapt), source_uri, self.bundle.name)
         self.frames = 0
         self.switches = 0
         self.unknowns = 0
@@ -161,8 +177,8 @@ class Restorer:
         return self._engines[task]
 
     # --------------------------------------------------------------------------------------
-    def classify(self, batch) -> List[dict]:
-        """Run the router on every frame of a batch (no state change): one decision per frame."""
+    def embed(self, batch) -> np.ndarray:
+        """The router's raw embeddings (N×D float32, before any adaptation) of a batch."""
         if self.router_info is None:
             raise ValueError(f"bundle {self.bundle.name!r} has no router")
         if self._router_engine is None:
@@ -171,6 +187,14 @@ class Restorer:
         t0 = time.perf_counter()
         emb = np.asarray(self._router_engine.infer(frames)).reshape(len(frames), -1)
         self.router_ms = 1000.0 * (time.perf_counter() - t0) / len(frames)
+        return emb
+
+    def classify(self, batch, embeddings: Optional[np.ndarray] = None) -> List[dict]:
+        """Run the router on every frame of a batch (no state change): one decision per frame,
+        after the adaptation map when there is one. ``embeddings`` (from :meth:`embed`) skips
+        running the router again."""
+        emb = self.embed(batch) if embeddings is None else embeddings
+        emb = apply_adaptation(emb, self._adaptation)
         return classify(emb, self._codebook, self._classes, self._threshold, self._temperature)
 
     def observe(self, batch, meta=None) -> Optional[dict]:
@@ -185,9 +209,17 @@ class Restorer:
             self.skipped_ffc += 1
             return None
         # run when this batch holds a frame index that is a multiple of `every` (frame 0 counts)
-        if -(-first // self.every) * self.every >= self.frames:
+        scheduled = -(-first // self.every) * self.every < self.frames
+        if self.adapter is not None and not self.adapter.done:
+            emb = self.embed(x)  # while collecting the router sees every frame
+            self._collect(emb)
+            if not scheduled:
+                return None
+            decision = self.classify(x[-1:], emb[-1:])[0]
+        elif not scheduled:
             return None
-        decision = self.classify(x[-1:])[0]
+        else:
+            decision = self.classify(x[-1:])[0]
         self._decide(decision)
         return decision
 
@@ -198,6 +230,21 @@ class Restorer:
             self.current = None
         self._candidate, self._streak = None, 0
         self._last = {"task": None, "confidence": None, "unknown": False, "nearest": None}
+
+    def _collect(self, emb: np.ndarray) -> None:
+        fitted = self.adapter.add(emb)
+        if fitted is None:
+            return
+        self._adaptation = fitted
+        if self.adapt_save:
+            from .adapt import write_adapted_bundle
+
+            try:
+                self.adapt_saved = str(write_adapted_bundle(self.bundle.path, self.adapt_save, fitted).path)
+                log.info("adapted bundle written to %s", self.adapt_saved)
+            except (OSError, ValueError, RuntimeError) as exc:
+                self.adapt_saved = f"not written: {exc}"
+                log.warning("adapted bundle not written to %s: %s", self.adapt_save, exc)
 
     def _decide(self, decision: dict) -> None:
         self.decisions += 1
@@ -257,7 +304,18 @@ class Restorer:
                 "router_ms": self.router_ms, "decision": self._last["task"],
                 "nearest": self._last["nearest"], "forced": self.forced, "frames": self.frames,
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
-                "skipped_ffc": self.skipped_ffc, "loaded_routes": self.loaded_routes}
+                "skipped_ffc": self.skipped_ffc, "loaded_routes": self.loaded_routes,
+                "adapt": self.adapt_status()}
+
+    def adapt_status(self) -> Optional[dict]:
+        """``{"state", "frames", "saved"}`` while/after ``adapt=N``; ``{"state": "adapted"}``
+        for a bundle adapted offline (``tir adapt``); None when the router is not adapted."""
+        if self.adapter is not None:
+            return {"state": self.adapter.state, "frames": self.adapter.frames, "saved": self.adapt_saved}
+        if self._adaptation is not None:
+            return {"state": "adapted", "frames": self._adaptation.get("frames"),
+                    "source": self._adaptation.get("source"), "date": self._adaptation.get("date")}
+        return None
 
     def close(self) -> None:
         for engine in list(self._engines.values()) + [self._router_engine]:

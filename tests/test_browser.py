@@ -203,3 +203,27 @@ def test_camera_card_shows_fpa_and_its_button_requests_ffc(browser):
             assert len(requested) == 1
     finally:
         out.close()
+
+
+def test_router_adaptation_state_shows_on_the_page(browser):
+    from selenium.webdriver.common.by import By
+
+    out = open_output("http://127.0.0.1:0").start()
+    try:
+        with LivePipeline(out) as live:
+            browser.get(out.url)
+            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+            wait_for(lambda: text("frames").strip().isdigit(), what="the first stats")
+            assert not browser.find_element(By.ID, "adapt-fact").is_displayed()  # no adaptation
+
+            state = {"state": "collecting 12/200", "frames": 200, "saved": None}
+            out.stats_provider = lambda: {**live.stats(), "model": {"adapt": state}}
+            wait_for(lambda: text("adapt") == "collecting 12/200", what="the collecting state")
+            state = {"state": "adapted", "frames": 200, "saved": None}
+            wait_for(lambda: text("adapt") == "adapted", what="the adapted state")
+            state = {"state": "refused: 8 frames are too few", "frames": 8, "saved": None}
+            wait_for(lambda: text("adapt") == "not adapted (refused: 8 frames are too few)",
+                     what="the refused state")
+            assert "bad" in browser.find_element(By.ID, "adapt").get_attribute("class")
+    finally:
+        out.close()

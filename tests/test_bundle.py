@@ -283,3 +283,20 @@ def test_checkpoint_is_hash_checked_at_load_and_when_read(tmp_path, sources):
     (tmp_path / "bundle" / "other.pt").write_bytes(ckpt.read_bytes())
     with pytest.raises(B.BundleError, match="other.pt is not listed in manifest.json"):
         B.read_verified(bundle, "other.pt")
+
+
+def test_schema_checks_router_adaptation_entries():
+    """router.adapt_source / router.adaptation (engines/adapt.py) must match the codebook width."""
+    def manifest(**router_extra):
+        router = {"file": "router.onnx", "sha256": "0" * 64, "codebook": np.eye(3).tolist(),
+                  "tasks": ["a", "b", "clean"], **router_extra}
+        return {"format_version": B.FORMAT_VERSION, "name": "x", "tasks": [], "router": router,
+                "normalisation": {}, "files": {}, "adapted_from": "/some/bundle"}
+
+    good = {"adapt_source": {"mean": [0.0] * 3, "covariance": np.eye(3).tolist(), "count": 9},
+            "adaptation": {"A": np.eye(3).tolist(), "b": [0.0] * 3, "frames": 200}}
+    assert not [p for p in B.validate_manifest(manifest(**good)) if "adapt" in p]
+    bad_map = {"adaptation": {"A": np.eye(2).tolist(), "b": [0.0] * 3}}
+    assert any("router.adaptation must hold A (3×3) and b (3)" in p for p in B.validate_manifest(manifest(**bad_map)))
+    bad_stats = {"adapt_source": {"mean": [float("nan")] * 3, "covariance": np.eye(3).tolist()}}
+    assert any("router.adapt_source must hold mean (3)" in p for p in B.validate_manifest(manifest(**bad_stats)))

@@ -25,6 +25,7 @@ MODES = {
     "export": ("export", "export a bundle's routes to ONNX with parity check and op audit"),
     "calibrate": ("calibrate", "INT8 calibration: Q/DQ models, TensorRT cache, accuracy gate"),
     "build": ("build", "build TensorRT engines from a bundle"),
+    "adapt": ("adapt", "adapt a bundle's router to your camera from unlabeled frames (UDAIR / CORAL)"),
 }
 
 

@@ -68,14 +68,17 @@ def add_common_model_arguments(parser, several_backends: bool = False,
 
 def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] = None,
                threads: Optional[int] = None, fallback: Optional[str] = None,
-               precision: Optional[str] = None) -> Tuple[object, str]:
+               precision: Optional[str] = None, adapt: Optional[int] = None,
+               adapt_save: Optional[str] = None, source_uri: str = "") -> Tuple[object, str]:
     """The model to run and a one-line description.
 
     ``spec``: None (the installed bundle, else ``fallback``), a bundle folder, a model file,
     or ``plainnet:PRESET`` (the reference network, exported on the fly). ``precision``
     (fp32/fp16/int8) picks which cached TensorRT plan a bundle route or .onnx file runs
-    (``tir build``); None takes the best one built (INT8 > FP16 > FP32). Raises
-    :class:`ModelNotFound`, ``EngineError`` or ``BundleError`` with a message to print.
+    (``tir build``); None takes the best one built (INT8 > FP16 > FP32). ``adapt`` (a bundle
+    only): adapt its router online on the first ``adapt`` frames (engines/adapt.py),
+    ``adapt_save`` writes the adapted copy there. Raises :class:`ModelNotFound`,
+    ``EngineError``, ``BundleError`` or ``AdaptationRefused`` with a message to print.
     """
     from tir.engines.backends import EngineError, load_engine
 
@@ -89,6 +92,12 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
             spec = fallback
         else:
             spec = str(bundle)
+    if adapt is None and adapt_save is not None:
+        raise ModelNotFound("--adapt-save DIR needs --adapt N (the number of frames to adapt the router on)")
+    if adapt is not None and task is not None:
+        raise ModelNotFound("--adapt adapts the router, which --task switches off; give one of them")
+    if adapt is not None and (spec.startswith("plainnet:") or not Path(spec).is_dir()):
+        raise ModelNotFound(f"--adapt adapts a bundle's router; {spec} is a single model")
     if spec.startswith("plainnet:"):
         if task is not None:
             raise ModelNotFound("--task picks a route of a bundle; plainnet has none")
@@ -97,8 +106,10 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     if path.is_dir():
         from tir.engines.restorer import Restorer
 
-        restorer = Restorer(path, backend=backend, task=task, threads=threads, precision=precision)
-        return restorer, f"bundle {path} ({restorer.name}, routes: {', '.join(restorer.routes)})"
+        restorer = Restorer(path, backend=backend, task=task, threads=threads, precision=precision,
+                            adapt=adapt, adapt_save=adapt_save, source_uri=source_uri)
+        adapting = f", adapting the router on the first {adapt} frames" if adapt is not None else ""
+        return restorer, f"bundle {path} ({restorer.name}, routes: {', '.join(restorer.routes)}{adapting})"
     if not path.exists():
         raise ModelNotFound(f"model {spec!r} does not exist; pass a bundle folder, an .onnx/.pt/.engine "
                             "file or plainnet:bench")
@@ -170,6 +181,9 @@ def status_line(snap: dict) -> str:
     if task is not None:
         conf = snap.get("confidence")
         parts.append(f"task {task}" + (f" {conf:.2f}" if isinstance(conf, (int, float)) else ""))
+    adapt = (snap.get("model") or {}).get("adapt")
+    if adapt:
+        parts.append(f"adapt {adapt.get('state', '-')}")
     camera = snap.get("camera")
     if camera:
         fpa = camera.get("fpa_temp_c")
@@ -200,6 +214,11 @@ def add_arguments(parser) -> None:
                              "automatic for a v4l2 Boson whose serial port is found, else none")
     parser.add_argument("--camera-protocol", default="boson", choices=("boson", "tau"),
                         help="camera control protocol (default boson)")
+    parser.add_argument("--adapt", type=int, metavar="N",
+                        help="adapt the bundle's router to this camera on the first N frames (unlabeled; "
+                             "see tir adapt and docs/adapt.md); the state shows on the page")
+    parser.add_argument("--adapt-save", metavar="DIR",
+                        help="with --adapt: also write the adapted copy of the bundle to DIR")
     parser.add_argument("--ffc-period", type=float, default=0.0, metavar="SECONDS",
                         help="run FFC every SECONDS (default 0: the camera's own FFC mode; "
                              "FFC frames are marked either way)")
@@ -358,9 +377,12 @@ def _run(args) -> int:
     try:
         try:
             check_arguments(args)
-            model, description = load_model(args.model, args.backend, args.task, args.threads)
+            source_uri = args.source or default_source()
+            model, description = load_model(args.model, args.backend, args.task, args.threads,
+                                            adapt=getattr(args, "adapt", None),
+                                            adapt_save=getattr(args, "adapt_save", None), source_uri=source_uri)
             print(f"tir run: model {description}", flush=True)
-            source = open_source(args.source or default_source())
+            source = open_source(source_uri)
             ffc, client = open_ffc(args, source)
             uris = with_http_address(list(args.output or [DEFAULT_OUTPUT]), args.host, args.port)
             if args.record:

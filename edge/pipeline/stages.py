@@ -31,8 +31,9 @@ from .stats import PipelineStats
 
 log = logging.getLogger(__name__)
 
-# transient per-frame arrays live in meta under these keys and are removed by Postprocess
-_INPUT_KEY = "_model_input"
+# transient per-frame arrays live in meta under these keys and are removed by Postprocess;
+# MODEL_INPUT_KEY is public for code that uses Preprocess outside the pipeline (tir adapt)
+MODEL_INPUT_KEY = _INPUT_KEY = "_model_input"
 _OUTPUT_KEY = "_model_output"
 _PASSTHROUGH_KEY = "_passthrough"  # the restorer passed this frame through: restored = raw, exactly
 

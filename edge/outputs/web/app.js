@@ -101,6 +101,7 @@ function render(stats) {
   text("task", typeof task === "string" ? task : (task && (task.name || JSON.stringify(task))) || "-");
   const conf = stats.confidence;
   text("confidence", typeof conf === "number" ? (conf <= 1 ? (100 * conf).toFixed(0) + " %" : fmt(conf, 2)) : "-");
+  renderAdapt(stats.model && stats.model.adapt);
 
   const scene = stats.scene;
   if (scene && typeof scene.min_c === "number") {
@@ -116,6 +117,16 @@ function render(stats) {
   }
   text("raw-stats", JSON.stringify(stats, null, 2));
   text("updated", new Date().toLocaleTimeString());
+}
+
+// Router adaptation (tir run --adapt N, or a bundle adapted by tir adapt): "collecting k/N",
+// "adapted" or "refused: reason"; hidden when the router is not adapted.
+function renderAdapt(adapt) {
+  $("adapt-fact").classList.toggle("hidden", !adapt);
+  if (!adapt) return;
+  const state = typeof adapt.state === "string" ? adapt.state : "-";
+  text("adapt", state.startsWith("refused") ? "not adapted (" + state + ")" : state);
+  $("adapt").className = state.startsWith("refused") ? "bad" : "";
 }
 
 // Camera control (tir run --camera-port): FPA temperature, FFC state, and the FFC button.

@@ -1,0 +1,384 @@
+"""Router adaptation (engines/adapt.py, tir adapt, Restorer adapt=N) on synthetic embeddings/frames."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tir.edge.sources.synthetic import render_frames
+from tir.engines import adapt as A
+from tir.engines.bundle import load_bundle, sha256_file, write_bundle
+from tir.engines.degrade import TASKS
+from tir.engines.restorer import Restorer
+from tir.tools.cli import main as tir
+
+CLASSES = list(TASKS) + ["clean"]
+SIZE = (160, 120)  # router input (w, h) of the test bundle
+SOURCE_URI = "synthetic://?size=160x120&realtime=0&ffc=0&degrade=cycle&degrade_period=0.2"
+
+
+# ---------------------------------------------------------------------------------------------
+# math on synthetic embeddings
+# ---------------------------------------------------------------------------------------------
+
+def _clusters(rng, centres, per_class, spread, transform=None, offsets=None):
+    """Unit embeddings around each centre; labels; optional per-class offsets and a transform."""
+    emb, labels = [], []
+    for k, c in enumerate(centres):
+        x = c + spread * rng.standard_normal((per_class, len(c)))
+        if offsets is not None:
+            x = x + offsets[k]
+        emb.append(x)
+        labels += [k] * per_class
+    x = np.concatenate(emb)
+    if transform is not None:
+        x = transform(x)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.array(labels)
+
+
+@pytest.fixture
+def source_setup():
+    rng = np.random.default_rng(0)
+    d, k = 12, 4
+    book = np.linalg.qr(rng.standard_normal((d, d)))[0][:k]  # orthonormal codebook rows
+    emb, labels = _clusters(rng, book, 400, 0.15)
+    names = [f"c{i}" for i in range(k)]
+    return book, names, A.source_stats(emb, labels, names)
+
+
+def test_ledoit_wolf_shrinks_small_samples_and_not_large_ones():
+    rng = np.random.default_rng(1)
+    few = rng.standard_normal((20, 48))
+    cov, alpha = A.ledoit_wolf(few)
+    assert 0.3 < alpha <= 1.0                          # 20 samples in 48-D: heavy shrinkage
+    assert np.linalg.eigvalsh(cov).min() > 0           # positive definite although rank(S) < 48
+    many = rng.standard_normal((20000, 4)) @ np.diag([1.0, 2.0, 3.0, 4.0])
+    cov, alpha = A.ledoit_wolf(many)
+    assert alpha < 0.01
+    np.testing.assert_allclose(np.diag(cov), [1, 4, 9, 16], rtol=0.05)
+
+
+def test_source_stats_are_moments_per_class(source_setup):
+    book, names, stats = source_setup
+    assert stats["count"] == 1600 and stats["classes"]["c2"]["count"] == 400
+    mean = np.array(stats["classes"]["c1"]["mean"])
+    assert np.dot(mean / np.linalg.norm(mean), book[1]) > 0.95  # the class mean points at its entry
+    cov = np.array(stats["covariance"])
+    np.testing.assert_allclose(cov, cov.T)
+
+
+def test_coral_maps_target_mean_and_covariance_to_source(source_setup):
+    book, names, stats = source_setup
+    rng = np.random.default_rng(2)
+    mix = np.eye(12) + 0.3 * rng.standard_normal((12, 12))
+    target, _ = _clusters(rng, book, 150, 0.15, transform=lambda x: 0.6 * x @ mix.T + 0.2)
+    fit = A.fit_adaptation(target, stats, book, names, pull_rounds=0)
+    a, b = np.array(fit["A"]), np.array(fit["b"])
+    y = target @ a.T + b  # the affine map itself, before the runtime renormalises
+    np.testing.assert_allclose(y.mean(axis=0), stats["mean"], atol=1e-9)
+    shrunk, alpha = A.ledoit_wolf(target)
+    assert fit["shrinkage"] == pytest.approx(alpha)
+    np.testing.assert_allclose(a @ shrunk @ a.T, stats["covariance"], atol=1e-9)  # re-coloured exactly
+    assert fit["similarity_after"] > fit["similarity_before"]
+
+
+def test_pull_moves_clusters_toward_their_source_centres(source_setup):
+    book, names, stats = source_setup
+    rng = np.random.default_rng(3)
+    offsets = 0.25 * rng.standard_normal((4, 12))  # a different shift per class: not affine-global
+    target, labels = _clusters(rng, book, 150, 0.15, offsets=offsets)
+    centres = np.array([stats["classes"][n]["mean"] for n in names])
+
+    def gap(fit):
+        y = target @ np.array(fit["A"]).T + np.array(fit["b"])  # the pull works before renormalising
+        return np.mean([np.linalg.norm(y[labels == k].mean(axis=0) - centres[k]) for k in range(4)])
+    coral = A.fit_adaptation(target, stats, book, names, pull_rounds=0)
+    pulled = A.fit_adaptation(target, stats, book, names, pull_rounds=3)
+    assert gap(pulled) < 0.75 * gap(coral)
+    assert sum(pulled["clusters"].values()) == len(target)
+
+
+def test_balanced_assignment_follows_the_prior():
+    # every row is nearest to class 0; rows further down are less far from class 1
+    sims = np.column_stack([np.full(10, 0.9), 0.5 + 0.04 * np.arange(10)])
+    assert not np.argmax(sims, axis=1).any()
+    # the rows nearest class 1 move there, about as many as the prior asks (the plan is soft)
+    assert A.balanced_assignment(sims, [0.5, 0.5]).tolist() == [0] * 5 + [1] * 5
+    fifth = A.balanced_assignment(sims, [0.8, 0.2])
+    assert fifth.tolist() == sorted(fifth.tolist()) and 1 <= fifth.sum() <= 2
+
+
+def test_degenerate_input_is_refused(source_setup):
+    book, names, stats = source_setup
+    rng = np.random.default_rng(4)
+    good, _ = _clusters(rng, book, 50, 0.15)
+    with pytest.raises(A.AdaptationRefused, match="10 frames are too few"):
+        A.fit_adaptation(good[:10], stats, book, names)
+    same = np.repeat(good[:1], 64, axis=0) + 1e-7 * rng.standard_normal((64, 12))
+    with pytest.raises(A.AdaptationRefused, match="barely differ"):
+        A.fit_adaptation(same, stats, book, names)
+    bad = good.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(A.AdaptationRefused, match="non-finite"):
+        A.fit_adaptation(bad, stats, book, names)
+    with pytest.raises(A.AdaptationRefused, match="ill-conditioned"):
+        A.fit_adaptation(good, stats, book, names, max_condition=1.0)
+    # one class only, far from its centre: re-colouring it to the whole source spread scatters it
+    # away from the codebook, which the label-free check catches
+    lone, _ = _clusters(rng, book[:1], 200, 0.02)
+    with pytest.raises(A.AdaptationRefused, match="moves these frames away"):
+        A.fit_adaptation(lone, stats, book, names)
+
+
+def test_apply_adaptation_identity_renormalises_and_checks_shape():
+    e = np.random.default_rng(5).standard_normal((5, 6))
+    np.testing.assert_array_equal(A.apply_adaptation(e, None), e)
+    y = A.apply_adaptation(e, {"A": 2 * np.eye(6), "b": np.zeros(6)})
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0)
+    np.testing.assert_allclose(y, e / np.linalg.norm(e, axis=1, keepdims=True))
+    with pytest.raises(ValueError, match="re-run tir adapt"):
+        A.apply_adaptation(e, {"A": np.eye(4), "b": np.zeros(4)})
+
+
+def test_online_adapter_states(source_setup):
+    book, names, stats = source_setup
+    router = {"codebook": book.tolist(), "tasks": names, A.SOURCE_KEY: stats}
+    target, _ = _clusters(np.random.default_rng(6), book, 20, 0.15)
+    adapter = A.OnlineAdapter(router, frames=64, source_uri="synthetic://")
+    assert adapter.state == "collecting 0/64"
+    assert adapter.add(target[:40]) is None and adapter.state == "collecting 40/64"
+    entry = adapter.add(target[40:])
+    assert adapter.state == "adapted" and entry["frames"] == 64 and entry["source"] == "synthetic://"
+    assert adapter.add(target[:5]) is None  # done: later frames are not collected
+    few = A.OnlineAdapter(router, frames=8)
+    few.add(target[:8])
+    assert few.state.startswith("refused: 8 frames are too few")
+    with pytest.raises(A.AdaptationRefused, match="no router source statistics"):
+        A.OnlineAdapter({"codebook": book.tolist(), "tasks": names})
+
+
+# ---------------------------------------------------------------------------------------------
+# a tiny real bundle: 7 tasks + clean, a router of hand-made degradation features
+# ---------------------------------------------------------------------------------------------
+
+class Scale(torch.nn.Module):
+    def forward(self, x):
+        return x * 1.0
+
+
+class FeatureRouter(torch.nn.Module):
+    """Unit embedding of 6 fixed features: mean, contrast, fine and coarse band energy, gradients."""
+
+    def forward(self, x):
+        f = torch.nn.functional
+        m = x.mean(dim=(1, 2, 3))
+        s = ((x - m[:, None, None, None]) ** 2).mean(dim=(1, 2, 3)).sqrt()
+        hp = x - f.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        low = f.avg_pool2d(x, 4)
+        bp = low - f.avg_pool2d(low, 3, 1, 1, count_include_pad=False)
+        e1 = torch.log((hp * hp).mean(dim=(1, 2, 3)) + 1e-6)
+        e2 = torch.log((bp * bp).mean(dim=(1, 2, 3)) + 1e-6)
+        gx = (x[..., 1:] - x[..., :-1]).abs().mean(dim=(1, 2, 3))
+        gy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+        feats = torch.stack([4 * m - 2, 8 * s - 1, e1 / 4 + 2, e2 / 4 + 2, 20 * gx - 1, 20 * gy - 1], dim=1)
+        return f.normalize(feats, dim=1)
+
+
+def _export(module, path):
+    torch.onnx.export(module, (torch.rand(1, 1, SIZE[1], SIZE[0]),), str(path), input_names=["frame"],
+                      output_names=["out"], opset_version=17, dynamo=False,
+                      dynamic_axes={"frame": {0: "n", 2: "h", 3: "w"}, "out": {0: "n"}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapt_bundle(tmp_path_factory):
+    """A bundle whose codebook is the normalised class means of its router on synthetic frames,
+    with source statistics added by add_source_stats."""
+    from tir.engines.router import degraded_batches, prepare_frames
+    import onnxruntime as ort
+
+    tmp = tmp_path_factory.mktemp("adapt")
+    scale = _export(Scale(), tmp / "scale.onnx")
+    router = _export(FeatureRouter(), tmp / "router.onnx")
+    raw = render_frames(6, size=SIZE, seed=3).astype(np.float32)
+    frames = (raw - raw.min()) / (raw.max() - raw.min())
+    sess = ort.InferenceSession(str(router), providers=["CPUExecutionProvider"])
+    means = np.zeros((len(CLASSES), 6))
+    for k, batch in degraded_batches(prepare_frames(frames, SIZE)[:, 0], CLASSES, 1, 0, progress=False):
+        means[k] += sess.run(None, {"frame": batch})[0].sum(axis=0)
+    book = means / np.linalg.norm(means, axis=1, keepdims=True)
+    meta = {"name": "tiny-adapt", "router": {"codebook": book.tolist(), "tasks": CLASSES, "threshold": -1.0,
+                                             "temperature": 0.1, "input_size": list(SIZE)}}
+    write_bundle(tmp / "bundle", {t: scale for t in TASKS}, router, meta)
+    write_bundle(tmp / "nostats", {t: scale for t in TASKS}, router, meta)
+    A.add_source_stats(tmp / "bundle", frames, "synthetic seed 3", draws=2, progress=False)
+    return tmp
+
+
+def test_source_stats_stored_in_manifest_with_hashes_intact(adapt_bundle):
+    bundle = load_bundle(adapt_bundle / "bundle")  # verifies every sha256
+    stats = bundle.router[A.SOURCE_KEY]
+    assert stats["frames"] == 6 and stats["draws"] == 2 and stats["count"] == 6 * (7 * 2 + 1)
+    assert set(stats["classes"]) == set(CLASSES) and np.array(stats["covariance"]).shape == (6, 6)
+    assert stats["data"] == "synthetic seed 3"
+
+
+def test_adapted_bundle_is_a_verified_copy_and_original_is_untouched(adapt_bundle, tmp_path):
+    src = adapt_bundle / "bundle"
+    before = {p.name: sha256_file(p) for p in src.iterdir()}
+    entry = {"A": np.eye(6).tolist(), "b": [0.0] * 6, "frames": 64, "source": "synthetic://"}
+    copy = A.write_adapted_bundle(src, tmp_path / "copy", entry)
+    assert {p.name: sha256_file(p) for p in src.iterdir()} == before
+    assert A.ADAPTATION_KEY not in load_bundle(src).router
+    again = load_bundle(tmp_path / "copy")  # re-verifies every file against its sha256
+    assert again.router[A.ADAPTATION_KEY]["frames"] == 64 and again.manifest["adapted_from"] == str(src)
+    assert again.manifest["files"] == load_bundle(src).manifest["files"]
+    with pytest.raises(Exception, match="already exists"):
+        A.write_adapted_bundle(src, tmp_path / "copy", entry)
+
+
+def test_tir_adapt_end_to_end_on_synthetic(adapt_bundle, tmp_path, capsys):
+    out = tmp_path / "adapted"
+    report = tmp_path / "adapt.json"
+    code = tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--source", SOURCE_URI, "--frames", "48",
+                "--out", str(out), "--json", str(report)])
+    text = capsys.readouterr()
+    assert code == 0, text.err
+    assert "router decisions on the 48 collected frames" in text.out and "adapted bundle written to" in text.out
+    adapted = load_bundle(out)
+    entry = adapted.router[A.ADAPTATION_KEY]
+    assert entry["frames"] == 48 and entry["source"] == SOURCE_URI and entry["mode"] == "offline"
+    assert np.array(entry["A"]).shape == (6, 6)
+    result = json.loads(report.read_text())
+    assert sum(result["before"].values()) == sum(result["after"].values()) == 48
+    # the runtime applies the stored map: the copy and the original classify differently in general,
+    # and exactly as apply_adaptation says
+    frame = np.random.default_rng(0).random((1, 1, SIZE[1], SIZE[0])).astype(np.float32)
+    r = Restorer(out)
+    emb = r.embed(frame)
+    expected = A.apply_adaptation(emb, entry) @ np.array(adapted.router["codebook"]).T
+    assert r.classify(frame)[0]["similarity"] == pytest.approx(expected.max(), abs=1e-6)
+    assert r.status()["adapt"]["state"] == "adapted"
+
+
+def test_tir_adapt_errors_are_one_line(adapt_bundle, tmp_path, capsys):
+    assert tir(["adapt", "--bundle", str(adapt_bundle / "nostats"), "--source", SOURCE_URI, "--frames", "40",
+                "--out", str(tmp_path / "x")]) == 2
+    assert "no router source statistics" in capsys.readouterr().err
+    assert tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--source", SOURCE_URI + "&frames=10",
+                "--frames", "40", "--out", str(tmp_path / "y")]) == 2
+    assert "ended after 10 of 40" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+    assert tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--frames", "40"]) == 2
+    assert "exactly one of" in capsys.readouterr().err
+
+
+def test_restorer_status_during_online_adaptation(adapt_bundle, tmp_path):
+    save = tmp_path / "online"
+    r = Restorer(adapt_bundle / "bundle", every=8, adapt=40, adapt_save=save, source_uri=SOURCE_URI)
+    assert r.status()["adapt"] == {"state": "collecting 0/40", "frames": 40, "saved": None}
+    x = A.collect_frames(SOURCE_URI, 60, progress=False)
+    for i in range(39):
+        r.infer(x[i][None, None])
+    assert r.status()["adapt"]["state"] == "collecting 39/40"
+    r.infer(x[39][None, None], meta={"ffc": True})  # FFC frames are not collected
+    assert r.status()["adapt"]["state"] == "collecting 39/40"
+    r.infer(x[40][None, None])
+    status = r.status()["adapt"]
+    assert status["state"] == "adapted" and status["saved"] == str(save)
+    assert load_bundle(save).router[A.ADAPTATION_KEY]["mode"] == "online"
+    decisions = r.decisions
+    for i in range(41, 60):
+        r.infer(x[i][None, None])
+    assert r.decisions - decisions == 2  # back to every 8th frame (48, 56) after collecting
+    refused = Restorer(adapt_bundle / "bundle", adapt=8)
+    for i in range(8):
+        refused.infer(x[i][None, None])
+    assert refused.status()["adapt"]["state"].startswith("refused: 8 frames are too few")
+
+
+def test_tir_run_adapt_shows_state_in_status_line_and_stats(adapt_bundle, tmp_path, capsys):
+    save = tmp_path / "online"
+    code = tir(["run", "--model", str(adapt_bundle / "bundle"), "--source", SOURCE_URI + "&frames=60",
+                "--frames", "60", "--adapt", "40", "--adapt-save", str(save),
+                "--output", f"file://{tmp_path / 'rec'}?preview=0"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "adapting the router on the first 40 frames" in out.out
+    status = [line for line in out.out.splitlines() if line.startswith("fps")]
+    assert "adapt adapted" in status[-1] and "adapt collecting" not in status[-1]
+    assert load_bundle(save).router[A.ADAPTATION_KEY]["source"] == SOURCE_URI + "&frames=60"
+
+
+def test_pipeline_stats_carry_the_adapt_state(adapt_bundle):
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.sources import open_source
+
+    restorer = Restorer(adapt_bundle / "bundle", adapt=1000)
+    pipeline = Pipeline(open_source(SOURCE_URI + "&frames=5"), restorer, [], frames=5)
+    pipeline.start()
+    pipeline.wait(30)
+    pipeline.stop()
+    assert pipeline.snapshot()["model"]["adapt"] == {"state": "collecting 5/1000", "frames": 1000, "saved": None}
+
+
+def test_tir_run_adapt_option_errors(adapt_bundle, capsys):
+    bundle = str(adapt_bundle / "bundle")
+    assert tir(["run", "--model", bundle, "--source", SOURCE_URI, "--adapt-save", "/tmp/x", "--frames", "1"]) == 2
+    assert "--adapt-save DIR needs --adapt N" in capsys.readouterr().err
+    assert tir(["run", "--model", bundle, "--source", SOURCE_URI, "--adapt", "40", "--task", "noise",
+                "--frames", "1"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert tir(["run", "--model", str(adapt_bundle / "nostats"), "--source", SOURCE_URI, "--adapt", "40",
+                "--frames", "1"]) == 2
+    assert "no router source statistics" in capsys.readouterr().err
+
+
+def test_measure_adaptation_reports_before_and_after(adapt_bundle, tmp_path, capsys, monkeypatch):
+    import cv2
+
+    from tir.engines import datasets
+    from tir.engines.degrade import make_eval_set
+    from tir.engines.evaluate import RouterRunner
+
+    frames = render_frames(10, size=SIZE, seed=7)
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), (f >> 6).astype(np.uint8))  # 14-bit counts -> 8 bit
+    (tmp_path / "cam-train.txt").write_text("".join(f"{i:02d}.png\n" for i in range(7)))
+    (tmp_path / "cam-test.txt").write_text("".join(f"{i:02d}.png\n" for i in range(7, 10)))
+    monkeypatch.setitem(datasets.DATASETS, "cam", datasets.DataSet("cam", "cam", "synthetic", 8, "test", True))
+    assert tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--measure", "cam", "--data-root", str(tmp_path),
+                "--frames", "48", "--json", str(tmp_path / "m.json")]) == 0
+    assert "| `cam` | 160×120 | 3 × 8 |" in capsys.readouterr().out
+    row = json.loads((tmp_path / "m.json").read_text())["sets"]["cam"]
+    # "before" is the plain router on the test frames degraded once per task (+ clean)
+    bundle = load_bundle(adapt_bundle / "bundle")
+    runner = RouterRunner(bundle.router_path, bundle.router)
+    test = (frames[7:] >> 6).astype(np.float32) / 255.0
+    right = sum(d["task"] == t for t in TASKS for d in runner.classify(make_eval_set(test, t, 0)))
+    assert row["before"]["tasks"] == pytest.approx(right / (3 * len(TASKS)))
+    assert (row["after"] is None) == ("refused" in row)
+    assert tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--measure", "nosuch",
+                "--data-root", str(tmp_path)]) == 2
+    assert "unknown data set 'nosuch'" in capsys.readouterr().err
+
+
+def test_bundle_schema_checks_the_adaptation_entries(adapt_bundle, tmp_path):
+    from tir.engines.bundle import BundleError, validate_manifest
+
+    bundle = load_bundle(adapt_bundle / "bundle")
+    manifest = json.loads(json.dumps(bundle.manifest))
+    assert validate_manifest(manifest) == []
+    manifest["router"][A.ADAPTATION_KEY] = {"A": np.eye(5).tolist(), "b": [0.0] * 6}
+    assert any("router.adaptation must hold A (6×6)" in p for p in validate_manifest(manifest))
+    manifest["router"].pop(A.ADAPTATION_KEY)
+    manifest["router"][A.SOURCE_KEY]["mean"] = [float("nan")] * 6
+    assert any("router.adapt_source must hold mean (6)" in p for p in validate_manifest(manifest))
+    copy = A.write_adapted_bundle(adapt_bundle / "bundle", tmp_path / "c", {"A": np.eye(6).tolist(), "b": [0.0] * 6})
+    text = (copy.path / "manifest.json").read_text().replace('"b": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]', '"b": [0.0]')
+    (copy.path / "manifest.json").write_text(text)
+    with pytest.raises(BundleError, match="router.adaptation must hold"):
+        load_bundle(copy.path)

@@ -1,0 +1,136 @@
+"""``tir adapt``: adapt a bundle's degradation router to the user's camera (UDAIR / CORAL).
+
+    tir adapt --source v4l2:///dev/video0 --frames 200 --out ~/bundle-boson   # the shipped bundle
+    tir adapt --bundle DIR --source file:///rec/clip.mp4 --frames 200 --stride 5 --out DIR2
+    tir adapt --source-stats --bundle DIR            # add the router's source statistics (one-off)
+    tir adapt --measure hit_uav,m3svd_magnity,chips_lepton35   # accuracy before/after on held-out cameras
+
+Collects unlabeled frames from any source URI through the pipeline's preprocessing, fits one
+affine map of the router's embeddings (engines/adapt.py) and writes a copy of the bundle with
+the adapted router (the original is untouched); prints the router's decisions on the
+collected frames before and after. See docs/adapt.md.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--bundle", default=None, help="model bundle folder (default: the shipped bundle)")
+    parser.add_argument("--source", help="source URI of the user's camera (synthetic://, file://, v4l2://)")
+    parser.add_argument("--frames", type=int, default=200, help="unlabeled frames to fit on (default 200)")
+    parser.add_argument("--stride", type=int, default=1,
+                        help="take every STRIDE-th frame (a live camera's consecutive frames are near copies)")
+    parser.add_argument("--out", help="folder for the adapted copy of the bundle (must not exist)")
+    parser.add_argument("--balanced", action="store_true",
+                        help="assign clusters in the source class proportions (when the frames cover every "
+                             "degradation about equally)")
+    parser.add_argument("--source-stats", action="store_true",
+                        help="compute the router's source statistics on its training frames and store them "
+                             "in --bundle's manifest (in place)")
+    parser.add_argument("--data", default=None,
+                        help="with --source-stats: folder of the router's training frames (default: RoadScene "
+                             "train split)")
+    parser.add_argument("--measure", default=None, metavar="SET[,SET]",
+                        help="router accuracy before/after adaptation on held-out camera sets "
+                             "(registered names, engines/datasets.py)")
+    parser.add_argument("--data-root", default=None,
+                        help="with --measure: folder holding the sets (default: $TIR_DATA_ROOT, else "
+                             "../shared/data beside the repository)")
+    parser.add_argument("--seed", type=int, default=0, help="with --measure: degradation seed (default 0)")
+    parser.add_argument("--backend", default="auto", help="router backend (auto, onnxruntime, tensorrt)")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of the router")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
+
+
+def _fail(message: str) -> int:
+    print(f"tir adapt: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _histogram_table(before: dict, after: dict, alignment: dict) -> str:
+    """Decisions per class before/after, and each cluster's distance from its source class
+    (in source standard deviations; '-' for fewer than 3 frames)."""
+    def gap(v):
+        return "-" if v is None else f"{v:.2f}"
+    lines = [f"{'decision':<10}{'before':>8}{'after':>8}{'gap before':>12}{'gap after':>11}"]
+    for n in before:
+        g = alignment.get(n, [None, None])
+        lines.append(f"{n:<10}{before[n]:>8}{after[n]:>8}{gap(g[0]):>12}{gap(g[1]):>11}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    from tir.edge.sources.base import SourceError
+    from tir.engines.adapt import AdaptationRefused
+    from tir.engines.bundle import BundleError, default_bundle_path
+    from tir.engines.datasets import DatasetError
+    from tir.engines.degrade import DegradationError
+    from tir.engines.engine import EngineError
+
+    bundle = args.bundle or default_bundle_path()
+    if bundle is None:
+        return _fail("no shipped bundle found; pass --bundle DIR (from `tir train`)")
+    modes = [m for m in (args.source, args.source_stats, args.measure) if m]
+    if len(modes) != 1:
+        return _fail("give exactly one of --source URI (adapt), --source-stats, --measure SETS")
+    try:
+        if args.source_stats:
+            result = _source_stats(bundle, args)
+        elif args.measure:
+            result = _measure(bundle, args)
+        else:
+            result = _adapt(bundle, args)
+    except (AdaptationRefused, BundleError, DegradationError, DatasetError, EngineError, SourceError,
+            FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc) if not isinstance(exc, AdaptationRefused) else f"refused: {exc}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _adapt(bundle, args) -> dict:
+    from tir.engines.adapt import adapt_bundle
+    from tir.engines.bundle import load_bundle
+    from tir.tools.run import normalizer_for
+
+    if not args.out:
+        raise ValueError("--out DIR is needed: the adapted bundle is written as a copy, the original is kept")
+    original = load_bundle(bundle)
+    result = adapt_bundle(original.path, args.source, args.frames, args.out,
+                          normalizer=normalizer_for(SimpleNamespace(bundle=original)), stride=args.stride,
+                          backend=args.backend, threads=args.threads, balance=args.balanced)
+    fit = result["fit"]
+    print(f"router decisions on the {fit['frames']} collected frames (mean best similarity "
+          f"{fit['similarity_before']:.3f} -> {fit['similarity_after']:.3f}, map condition {fit['condition']:.1f}):")
+    print(_histogram_table(result["before"], result["after"], fit.get("alignment", {})))
+    print(f"adapted bundle written to {result['bundle'].path} (original kept in {original.path}); "
+          f"run it with `tir run --model {result['bundle'].path}`")
+    return {"bundle": str(result["bundle"].path), "before": result["before"], "after": result["after"],
+            "fit": {k: v for k, v in fit.items() if k not in ("A", "b")}}
+
+
+def _source_stats(bundle, args) -> dict:
+    from tir.engines.adapt import add_source_stats
+    from tir.engines.evaluate import load_clean
+
+    frames, where = load_clean(args.data, "train")
+    updated = add_source_stats(bundle, frames, where, threads=args.threads)
+    stats = updated.router["adapt_source"]
+    print(f"source statistics of {stats['count']} embeddings ({stats['frames']} frames of {where}, "
+          f"{stats['draws']} draws per class) written to {Path(updated.path) / 'manifest.json'}")
+    return {"bundle": str(updated.path), "count": stats["count"], "data": where}
+
+
+def _measure(bundle, args) -> dict:
+    from tir.engines.adapt import format_measurement, measure_adaptation
+
+    result = measure_adaptation(bundle, args.measure, args.data_root, frames=args.frames, seed=args.seed, backend=args.backend,
+                                threads=args.threads, balance=args.balanced)
+    result["command"] = getattr(args, "command_line", "")
+    print(format_measurement(result))
+    return result
