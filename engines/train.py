@@ -654,6 +654,7 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
                         crop=crop, calibration_draws=calibration_draws)
     manifest = json.loads((src.path / "manifest.json").read_text())
     manifest.pop("files", None)
+    manifest.pop("adapted_from", None)
     router_entry = {k: v for k, v in info.items() if k != "file"}
     router_entry["training"] = {"sets": dsets.describe(names), "steps": steps, "seed": seed, "draws": draws,
                                 "cache_size": list(cache_size), "crop": list(crop),
@@ -670,4 +671,9 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     ckpt = (manifest.get("checkpoint") or {}).get("file")
     if ckpt and (src.path / ckpt).is_file():
         shutil.copyfile(src.path / ckpt, out / ckpt)
+    # the embedding statistics test-time adaptation aligns to (engines/adapt.py), for this router
+    from .adapt import add_source_stats
+
+    add_source_stats(out, train, ",".join(names) + " (train)", threads=threads,
+                     augment=randomize_fn if randomize else None)
     return bundle.path

@@ -32,8 +32,8 @@ def add_arguments(parser) -> None:
                         help="compute the router's source statistics on its training frames and store them "
                              "in --bundle's manifest (in place)")
     parser.add_argument("--data", default=None,
-                        help="with --source-stats: folder of the router's training frames (default: RoadScene "
-                             "train split)")
+                        help="with --source-stats: the router's training frames: registered sets SET[,SET] or a "
+                             "folder (default: the sets the router's manifest entry names, else RoadScene train)")
     parser.add_argument("--measure", default=None, metavar="SET[,SET]",
                         help="router accuracy before/after adaptation on held-out camera sets "
                              "(registered names, engines/datasets.py)")
@@ -118,8 +118,21 @@ def _source_stats(bundle, args) -> dict:
     from tir.engines.adapt import add_source_stats
     from tir.engines.evaluate import load_clean
 
-    frames, where = load_clean(args.data, "train")
-    updated = add_source_stats(bundle, frames, where, threads=args.threads)
+    from tir.engines.bundle import load_bundle
+    from tir.engines.datasets import DATASETS, load_unit_frames
+
+    names = [n.strip() for n in (args.data or "").split(",") if n.strip()]
+    router_training = (load_bundle(bundle).router or {}).get("training") or {}
+    if not names and router_training.get("sets"):
+        names = [d["name"] for d in router_training["sets"]]  # the sets the router was trained on
+    augment = None
+    if names and all(n in DATASETS for n in names):
+        frames, where = load_unit_frames(names, "train"), ",".join(names) + " (train)"
+        if router_training.get("domain_randomisation"):
+            from tir.engines.domain import randomize as augment
+    else:
+        frames, where = load_clean(args.data, "train")
+    updated = add_source_stats(bundle, frames, where, threads=args.threads, augment=augment)
     stats = updated.router["adapt_source"]
     print(f"source statistics of {stats['count']} embeddings ({stats['frames']} frames of {where}, "
           f"{stats['draws']} draws per class) written to {Path(updated.path) / 'manifest.json'}")
