@@ -21,8 +21,10 @@ Scores are PSNR of restored vs clean counts with the peak = the frame's full sca
 - per task: mean PSNR of the degraded input, of the automatic route, of the true route, and the
   gain (automatic minus degraded);
 - sets of real degraded frames without a clean target (``lynred_nonuc``): share routed to a
-  noise-carrying task, column FPN (:func:`tir.engines.metrics.column_fpn`) before/after, and the
-  scene kept (PSNR between Gaussian low-passes, σ = 4 px, of input and output).
+  noise-carrying task, column FPN (:func:`tir.engines.metrics.column_fpn`) before/after, in grey
+  levels and relative to the scene's contrast (p1-p99 of the low-passed frame: a contrast
+  stretch scales FPN and scene alike), and the scene kept (PSNR between Gaussian low-passes,
+  σ = 4 px, of input and output).
 """
 from __future__ import annotations
 
@@ -85,6 +87,13 @@ def _lowpass(x: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(x.astype(np.float32), (0, 0), SCENE_SIGMA, borderType=cv2.BORDER_REFLECT)
 
 
+def _scene_span(x: np.ndarray) -> float:
+    """The scene's contrast: 1st to 99th percentile of the low-passed frame (same units as x);
+    column FPN divided by it is FPN relative to the picture, unchanged by a contrast stretch."""
+    lo, hi = np.percentile(_lowpass(x), (1, 99))
+    return float(max(hi - lo, 1e-6))
+
+
 def _summary(values: Sequence[float]) -> dict:
     v = np.asarray([min(x, 99.0) for x in values], dtype=np.float64)  # identical frames: inf -> 99 dB
     return {"mean": float(v.mean()), "median": float(np.median(v)), "p5": float(np.percentile(v, 5)),
@@ -109,7 +118,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                                  "seed": seed, "tasks": tasks}
     t0 = time.monotonic()
     if not ds.clean:  # real degraded frames: no reference, no-reference checks only
-        routed, fpn_in, fpn_out, scene = [], [], [], []
+        routed, fpn_in, fpn_out, scene, fpn_rel_in, fpn_rel_out = [], [], [], [], [], []
         for f in tqdm(frames, desc=name, unit="frame", disable=not progress):
             counts, _, meta, peak = degrade_counts(f, ds.bits, CLEAN, None)
             auto.reset()
@@ -117,12 +126,16 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             routed.append(auto.route)
             fpn_in.append(column_fpn(counts / peak * 255.0))
             fpn_out.append(column_fpn(out / peak * 255.0))
+            fpn_rel_in.append(fpn_in[-1] / _scene_span(counts / peak * 255.0))
+            fpn_rel_out.append(fpn_out[-1] / _scene_span(out / peak * 255.0))
             scene.append(psnr(_lowpass(out) / peak, _lowpass(counts) / peak))
         result.update({
             "routes": {r: routed.count(r) for r in sorted(set(routed))},
             "noise_routed": float(np.mean([r in NOISE_TASKS for r in routed])),
             "column_fpn_in": float(np.mean(fpn_in)), "column_fpn_out": float(np.mean(fpn_out)),
             "column_fpn_cut": float(1.0 - np.mean(fpn_out) / max(np.mean(fpn_in), 1e-9)),
+            "column_fpn_rel_in": float(np.mean(fpn_rel_in)), "column_fpn_rel_out": float(np.mean(fpn_rel_out)),
+            "column_fpn_rel_cut": float(1.0 - np.mean(fpn_rel_out) / max(np.mean(fpn_rel_in), 1e-9)),
             "scene_psnr": _summary(scene), "seconds": round(time.monotonic() - t0, 1)})
         auto.close()
         return result
@@ -204,7 +217,9 @@ def format_cameras(result: dict) -> str:
             lines.append("")
             lines.append(f"{name} (real degraded, no reference): {100 * r['noise_routed']:.0f}% routed to a "
                          f"noise task {r['routes']}; column FPN {r['column_fpn_in']:.2f} -> "
-                         f"{r['column_fpn_out']:.2f} grey levels ({100 * r['column_fpn_cut']:+.0f}% cut); "
+                         f"{r['column_fpn_out']:.2f} grey levels ({100 * r['column_fpn_cut']:+.0f}% cut), relative to "
+                         f"the scene's contrast {100 * r['column_fpn_rel_in']:.2f}% -> {100 * r['column_fpn_rel_out']:.2f}% "
+                         f"({100 * r['column_fpn_rel_cut']:+.0f}% cut); "
                          f"scene kept at {r['scene_psnr']['median']:.1f} dB (low-pass, median)")
     return "\n".join(lines)
 

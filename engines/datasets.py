@@ -48,6 +48,7 @@ class DataSet:
     clean: bool = True
     splits: bool = True
     content: str = ""
+    virtual: bool = False  # rendered by the project's virtual camera, not read from a folder
 
 
 DATASETS: Dict[str, DataSet] = {}
@@ -78,8 +79,14 @@ for _ds in (
             "per file GPL-3 / MIT / CC", False, content="birds, buildings, people, aerial"),
     DataSet("lynred_nonuc", "lynred_nonuc", "Lynred microbolometer without NUC", 8, "none stated", False,
             clean=False, splits=False, content="real column FPN, dead pixels, vignetting; MJPEG"),
+    DataSet("synthetic", "", "tir virtual camera (synthetic://, 14-bit counts with FPN and drift)", 16,
+            "project's own", True, content="procedural scenes at 640x512, 320x256 and 160x120", virtual=True),
 ):
     register_dataset(_ds)
+
+#: frames per split of the virtual camera, and the sizes it renders them at
+VIRTUAL_FRAMES = 24
+VIRTUAL_SIZES = ((640, 512), (320, 256), (160, 120))
 
 
 def data_root(root: Optional[Union[str, Path]] = None) -> Path:
@@ -169,6 +176,8 @@ def load_counts(name: str, split: str, root: Optional[Union[str, Path]] = None,
                 max_frames: Optional[int] = None) -> List[np.ndarray]:
     """The frames of one split as stored (uint8 or uint16 H×W arrays; sizes may differ)."""
     ds = dataset(name)
+    if ds.virtual:
+        return _render_virtual(split, int(max_frames or VIRTUAL_FRAMES))
     paths = split_files(name, split, root)
     if max_frames:
         paths = paths[: int(max_frames)]
@@ -214,3 +223,20 @@ def describe(sets: Union[str, Sequence[str]]) -> List[dict]:
     """Manifest-ready facts of the named sets (name, camera, bits, licence)."""
     return [{"name": n, "camera": dataset(n).camera, "bits": dataset(n).bits, "licence": dataset(n).licence}
             for n in parse_sets(sets)]
+
+
+def _render_virtual(split: str, n: int) -> List[np.ndarray]:
+    """``n`` raw frames (uint16, 14-bit counts) of the virtual camera, as ``synthetic://``
+    delivers them; each split has its own scenes (seeds), sizes cycle through
+    :data:`VIRTUAL_SIZES`, frames of one scene are 2 s apart."""
+    from tir.edge.sources.synthetic import ThermalSceneRenderer
+
+    base = {"train": 0, "val": 1000, "test": 2000, ALL: 3000}.get(split)
+    if base is None:
+        raise DatasetError(f"unknown split {split!r}; choose from {', '.join(SPLITS + (ALL,))}")
+    frames = []
+    for i in range(n):
+        size = VIRTUAL_SIZES[i % len(VIRTUAL_SIZES)]
+        renderer = ThermalSceneRenderer(size, 30.0, seed=base + i // 4)
+        frames.append(renderer.render(60 * (i % 4) + 15, clean=False)[0])
+    return frames

@@ -205,6 +205,31 @@ def _op_jpeg(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def _op_sensor_fpn(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+    """Fixed-pattern noise of an uncalibrated (non-NUC'd) microbolometer, all at once: a column
+    offset per column, a smaller row offset per row, a per-pixel offset, and a per-column gain,
+    each a standard deviation drawn relative to the frame's scene span (1st-99th percentile).
+
+    Default ranges bracket what was measured on real non-NUC'd Lynred frames
+    (shared/data/lynred_nonuc, `engines/metrics.column_fpn` and its row analogue, per-pixel MAD
+    of the high-pass): column 2.5 %, row 1.0 %, pixel 2.7 % of the scene span, against
+    0.3-0.5 % column FPN on NUC'd cameras (docs/cameras.md). Column readout makes column FPN
+    dominate; its offsets are redrawn per frame here (a router must not learn one sensor).
+    """
+    n, h, w = x.shape
+    lo, hi = np.percentile(x[:, ::4, ::4].reshape(n, -1), (1, 99), axis=1)
+    span = np.maximum(hi - lo, 0.02).astype(np.float32)[:, None, None]
+    col = _uniform(rng, step.get("column_rel", (0.015, 0.04)), n)[:, None, None]
+    row = _uniform(rng, step.get("row_rel", (0.003, 0.015)), n)[:, None, None]
+    pix = _uniform(rng, step.get("pixel_rel", (0.005, 0.03)), n)[:, None, None]
+    gain = _uniform(rng, step.get("column_gain_std", (0.005, 0.02)), n)[:, None, None]
+    out = x * (1.0 + gain * rng.standard_normal((n, 1, w), dtype=np.float32))
+    out += span * (col * rng.standard_normal((n, 1, w), dtype=np.float32)
+                   + row * rng.standard_normal((n, h, 1), dtype=np.float32)
+                   + pix * rng.standard_normal((n, h, w), dtype=np.float32))
+    return out.astype(np.float32)
+
+
 OPS = {
     "contrast": _op_contrast,
     "blur": _op_blur,
@@ -214,6 +239,7 @@ OPS = {
     "pixel_dropout": _op_pixel_dropout,
     "vignetting": _op_vignetting,
     "jpeg": _op_jpeg,
+    "sensor_fpn": _op_sensor_fpn,
 }
 OP_KEYS = {
     "contrast": {"contrast", "brightness", "pivot"},
@@ -224,6 +250,7 @@ OP_KEYS = {
     "pixel_dropout": {"dead_p", "hot_p"},
     "vignetting": {"strength", "gamma"},
     "jpeg": {"quality"},
+    "sensor_fpn": {"column_rel", "row_rel", "pixel_rel", "column_gain_std"},
 }
 
 

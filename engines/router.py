@@ -48,6 +48,12 @@ DEFAULT_CALIBRATION_DRAWS = 16  # degradation draws per val frame and class for 
 ROUTER_JSON = "router.json"
 
 
+#: the noise-carrying classes also drawn as real uncalibrated microbolometers show them
+#: (engines/specs/*_sensor.json: column/row/pixel FPN, weak white noise): the routes of the same
+#: name remove it, so the router must name it (docs/cameras.md)
+SENSOR_VARIANTS = {t: [t, f"{t}_sensor"] for t in ("noise", "CN", "BN", "CBN")}
+
+
 def router_classes(tasks: Sequence[str]) -> List[str]:
     """The router's classes: the tasks in order, then ``clean`` (routed to pass-through)."""
     tasks = list(tasks)
@@ -149,11 +155,14 @@ def confusion(true: Sequence[str], pred: Sequence[str], classes: Sequence[str]) 
 
 
 def degraded_batches(frames: np.ndarray, classes: Sequence[str], draws: int, seed: int, chunk: int = 8,
-                     desc: str = "", progress: bool = True, augment: Optional[Callable] = None):
+                     desc: str = "", progress: bool = True, augment: Optional[Callable] = None,
+                     variants: Optional[dict] = None):
     """Yield (class index, N×1×h×w float32 batch) for (N,h,w) ``frames``: every frame degraded
     ``draws`` times per class, draw d of class k seeded by ``[seed, k, d]``; a clean frame once
     (``draws`` times when ``augment`` is given). ``augment(batch, rng)`` (e.g.
-    :func:`tir.engines.domain.randomize`) re-renders the clean batch before the degradation."""
+    :func:`tir.engines.domain.randomize`) re-renders the clean batch before the degradation.
+    ``variants`` {class: [spec, ...]}: draw d of that class uses spec ``d % len`` (e.g.
+    :data:`SENSOR_VARIANTS`: the noise classes also as real non-NUC'd sensors show them)."""
     from tqdm import tqdm
 
     from . import degrade as deg
@@ -168,7 +177,8 @@ def degraded_batches(frames: np.ndarray, classes: Sequence[str], draws: int, see
                     if augment is not None:
                         batch = augment(batch, rng)
                     if name != CLEAN:
-                        batch = deg.degrade(batch, name, rng)
+                        options = (variants or {}).get(name) or [name]
+                        batch = deg.degrade(batch, options[d % len(options)], rng)
                     yield k, np.ascontiguousarray(batch[:, None], dtype=np.float32)
                     bar.update(1)
 
@@ -178,7 +188,8 @@ def calibrate_thresholds(embed: Callable[[np.ndarray], np.ndarray], codebook: np
                          draws: int = DEFAULT_CALIBRATION_DRAWS, seed: int = 1000,
                          percentile: float = DEFAULT_THRESHOLD_PERCENTILE, unseen: Sequence[str] = ("jpeg",),
                          input_size: Sequence[int] = ROUTER_INPUT_SIZE, chunk: int = 8,
-                         progress: bool = True, augment: Optional[Callable] = None) -> dict:
+                         progress: bool = True, augment: Optional[Callable] = None,
+                         variants: Optional[dict] = None) -> dict:
     """Per-class "unknown" thresholds from held-out (val) frames, and what they give on val.
 
     Every val frame is degraded ``draws`` times per class (seeded; a clean frame once) and
@@ -196,7 +207,7 @@ def calibrate_thresholds(embed: Callable[[np.ndarray], np.ndarray], codebook: np
     def similarities(names, n_draws, base):
         sims, labels = [], []
         for k, batch in degraded_batches(frames, names, n_draws, base, chunk, "router thresholds", progress,
-                                         augment):
+                                         augment, variants):
             sims.append(cosine_scores(embed(batch), book))
             labels += [k] * len(batch)
         return np.concatenate(sims), np.asarray(labels)
@@ -360,14 +371,15 @@ def supervised_contrastive_loss(z, labels, tau: float = DEFAULT_TEMPERATURE):
 
 def _feature_cache(net, images: np.ndarray, classes: Sequence[str], draws: int, seed: int,
                    desc: str, input_size: Sequence[int] = ROUTER_INPUT_SIZE, chunk: int = 8,
-                   augment: Optional[Callable] = None):
+                   augment: Optional[Callable] = None, variants: Optional[dict] = None):
     """Degrade every frame ``draws`` times per class and keep the band-feature maps (float16)."""
     import torch
 
     frames = prepare_frames(images, input_size)[:, 0]
     maps, labels = [], []
     with torch.no_grad():
-        for k, batch in degraded_batches(frames, classes, draws, seed, chunk, desc, augment=augment):
+        for k, batch in degraded_batches(frames, classes, draws, seed, chunk, desc, augment=augment,
+                                         variants=variants):
             maps.append(net.features(torch.from_numpy(batch)).numpy().astype(np.float16))
             labels.extend([k] * len(batch))
     return np.concatenate(maps), np.asarray(labels, dtype=np.int64)
@@ -413,7 +425,7 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
                  outliers: Sequence[str] = ("dead_pixels", "vignetting"), outlier_weight: float = 0.5,
                  unseen: Sequence[str] = ("jpeg",),
                  input_size: Sequence[int] = ROUTER_INPUT_SIZE, augment: Optional[Callable] = None,
-                 cache_size: Optional[Sequence[int]] = None) -> dict:
+                 cache_size: Optional[Sequence[int]] = None, variants: Optional[dict] = None) -> dict:
     """Train the router on clean frames degraded per class, calibrate "unknown", export ONNX.
 
     ``augment(batch, rng)`` re-renders each clean batch before it is degraded, for training and
@@ -466,7 +478,7 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
     net = build_router_net(dim=dim)
     cache_size = tuple(cache_size or input_size)
     train_maps, train_labels = _feature_cache(net, clean_images, classes, draws, seed, "router cache", cache_size,
-                                              augment=augment)
+                                              augment=augment, variants=variants)
     outliers = [o for o in outliers if o not in classes and o not in unseen]
     if outliers:
         out_maps, _ = _feature_cache(net, clean_images, outliers, 1, seed + 3000, "router outliers", cache_size,
@@ -521,7 +533,7 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
             return net(torch.from_numpy(frames)).numpy()
     cal = calibrate_thresholds(embed, book, classes, val_images, draws=calibration_draws, seed=seed + 1000,
                                percentile=threshold_percentile, unseen=unseen, input_size=input_size,
-                               augment=augment)
+                               augment=augment, variants=variants)
     thresholds, threshold = cal["thresholds"], cal["threshold"]
     metrics = {
         "train_frames": int(len(clean_images)), "val_frames": int(len(val_images)),

@@ -625,7 +625,8 @@ def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, setti
 def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 1500, seed: int = 0,
                             threads: int = 2, draws: int = 3, randomize: bool = True,
                             max_frames: Optional[int] = None, command: str = "",
-                            cache_size=(320, 256), crop=(56, 72), calibration_draws: int = 4) -> Path:
+                            cache_size=(320, 256), crop=(56, 72), calibration_draws: int = 4,
+                            sensor_variants: bool = True) -> Path:
     """Train a new router for an existing bundle on several cameras' frames and write a copy of
     the bundle with it (routes, checkpoint and their hashes unchanged; the original untouched).
 
@@ -640,7 +641,7 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     from . import datasets as dsets
     from .bundle import load_bundle, write_bundle
     from .domain import randomize as randomize_fn
-    from .router import ROUTER_INPUT_SIZE, train_router
+    from .router import ROUTER_INPUT_SIZE, SENSOR_VARIANTS, train_router
 
     src = load_bundle(bundle_dir)
     names = dsets.parse_sets(sets)
@@ -651,13 +652,15 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     info = train_router(train, list(src.tasks), out_dir=work / "router", steps=steps, seed=seed,
                         threads=threads, val_images=val, draws=draws, outliers=(),
                         augment=randomize_fn if randomize else None, cache_size=cache_size,
-                        crop=crop, calibration_draws=calibration_draws)
+                        crop=crop, calibration_draws=calibration_draws,
+                        variants=SENSOR_VARIANTS if sensor_variants else None)
     manifest = json.loads((src.path / "manifest.json").read_text())
     manifest.pop("files", None)
     manifest.pop("adapted_from", None)
     router_entry = {k: v for k, v in info.items() if k != "file"}
     router_entry["training"] = {"sets": dsets.describe(names), "steps": steps, "seed": seed, "draws": draws,
                                 "cache_size": list(cache_size), "crop": list(crop),
+                                "sensor_variants": bool(sensor_variants),
                                 "calibration_draws": calibration_draws,
                                 "domain_randomisation": bool(randomize), "command": command,
                                 "date": now_iso()}
@@ -675,5 +678,6 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     from .adapt import add_source_stats
 
     add_source_stats(out, train, ",".join(names) + " (train)", threads=threads,
-                     augment=randomize_fn if randomize else None)
+                     augment=randomize_fn if randomize else None,
+                     variants=SENSOR_VARIANTS if sensor_variants else None)
     return bundle.path

@@ -150,3 +150,12 @@ def test_tir_eval_data_sets_prints_the_per_camera_table(data_root, tmp_path, cap
     assert "cam8" in text and "cam16" in text and "per camera" in text
     assert set(json.loads(out.read_text())["sets"]) == {"cam8", "cam16"}
     assert cli.main(["eval", "--bundle", str(b.path), "--data", "cam8,nosuch"]) == 2  # a folder that is not there
+
+
+def test_virtual_camera_is_a_set():
+    frames = ds.load_counts("synthetic", "test", max_frames=3)
+    assert [f.shape for f in frames] == [(512, 640), (256, 320), (120, 160)]
+    assert all(f.dtype == np.uint16 and f.max() <= 16383 for f in frames)
+    again = ds.load_counts("synthetic", "test", max_frames=1)[0]
+    assert np.array_equal(again, frames[0])  # seeded: the same frames every time
+    assert not np.array_equal(ds.load_counts("synthetic", "val", max_frames=1)[0], frames[0])

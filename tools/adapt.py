@@ -125,14 +125,16 @@ def _source_stats(bundle, args) -> dict:
     router_training = (load_bundle(bundle).router or {}).get("training") or {}
     if not names and router_training.get("sets"):
         names = [d["name"] for d in router_training["sets"]]  # the sets the router was trained on
-    augment = None
+    augment = variants = None
     if names and all(n in DATASETS for n in names):
         frames, where = load_unit_frames(names, "train"), ",".join(names) + " (train)"
         if router_training.get("domain_randomisation"):
             from tir.engines.domain import randomize as augment
+        if router_training.get("sensor_variants"):
+            from tir.engines.router import SENSOR_VARIANTS as variants
     else:
         frames, where = load_clean(args.data, "train")
-    updated = add_source_stats(bundle, frames, where, threads=args.threads, augment=augment)
+    updated = add_source_stats(bundle, frames, where, threads=args.threads, augment=augment, variants=variants)
     stats = updated.router["adapt_source"]
     print(f"source statistics of {stats['count']} embeddings ({stats['frames']} frames of {where}, "
           f"{stats['draws']} draws per class) written to {Path(updated.path) / 'manifest.json'}")
