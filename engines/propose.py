@@ -36,7 +36,8 @@ Estimators (units as the spec's: grey levels are 1/255 of the op range):
   (local gradient maxima in the top 2 %).
 - ``jpeg.quality``: JPEG ghosts (Farid 2009, "Exposing digital forgeries from JPEG ghosts",
   IEEE TIFS 4(1)): the frame's 8-bit grey levels re-encoded at quality q change least at the
-  quality they were encoded with; detected first by 8×8 blockiness (mean absolute step
+  quality they were encoded with (the local minimum of the re-encoding error lowest
+  relative to its neighbours: near-lossless high qualities are small everywhere); detected first by 8×8 blockiness (mean absolute step
   across block boundaries over that inside blocks, > ``BLOCKINESS_FLOOR``).
 - ``contrast``: the spread of the 0.5/99.5 % percentiles against the clean spread of the
   op space (``reference`` = the clean frame's percentiles in op space; the virtual camera's
@@ -61,7 +62,7 @@ NOISE_FLOOR = 1.5          # grey levels: below, no gaussian_noise step
 STRIPE_FLOOR = 2.0         # grey levels (effective column/row pattern std)
 GAIN_FLOOR = 0.01          # relative gain FPN std below which gains are "not significant"
 VIGNETTING_FLOOR = 0.1     # strength
-BLUR_FLOOR = 0.8           # pixels
+BLUR_FLOOR = 0.9           # pixels (heavy JPEG alone reads 0.75-0.99)
 BLOCKINESS_FLOOR = 1.3     # ratio
 CONTRAST_FLOOR = 0.8       # alpha below this: a contrast step
 DROPOUT_FLOOR = 5e-4       # share of pixels
@@ -236,7 +237,11 @@ def estimate_jpeg(x: np.ndarray, qualities: Sequence[int] = tuple(range(2, 96)))
         ok, buf = cv2.imencode(".jpg", grey, [int(cv2.IMWRITE_JPEG_QUALITY), int(q)])
         errors.append(float(np.mean((cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) - ref) ** 2)))
     errors = np.asarray(errors)
-    k = int(np.argmin(errors))
+    # the ghost is a sharp local minimum; near-lossless re-encoding (high q) is small
+    # everywhere, so take the local minimum lowest relative to its neighbours
+    local = [i for i in range(1, len(errors) - 1) if errors[i] < errors[i - 1] and errors[i] <= errors[i + 1]]
+    sharp = lambda i: errors[i] / max(min(errors[i - 1], errors[i + 1]), 1e-12)  # noqa: E731
+    k = min(local, key=sharp) if local else int(np.argmin(errors))
     return {"quality": int(qualities[k]), "blockiness": block, "ghost_mse": float(errors[k]),
             "ghost_depth": float(np.median(errors) / max(errors[k], 1e-9)), "present": True}
 
