@@ -454,7 +454,7 @@ def plot_tree(nodes: List[Dict], path: Path) -> None:
         text += f"\nspread {node['spread']:.3f}"
         if node.get("labels"):
             top = next(iter(node["labels"]))
-            text += f"\n{top} {100 * node['purity']:.0f} %"
+            text += f"\n{Path(top).stem[:18]} {100 * node['purity']:.0f} %"  # a spec path: its name
         ax.text(x, y, text, ha="center", va="center", fontsize=7,
                 bbox={"boxstyle": "round", "fc": "white", "ec": colour, "lw": 1.5})
     ax.set_xlim(-0.8, order[0] - 0.2)
