@@ -48,6 +48,8 @@ setup(
         "train": ["torch>=2.1", "onnx>=1.14", "matplotlib>=3.5"],
         # TensorRT and pycuda come from JetPack on the device; imported lazily.
         "jetson": ["pycuda>=2022.1"],
+        # tir discover's tree and exemplar plots (the JSON report needs nothing extra)
+        "discover": ["matplotlib>=3.5"],
         "test": [
             "pytest>=7",
             "torch>=2.1",

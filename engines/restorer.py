@@ -129,6 +129,8 @@ class Restorer:
         self._streak = 0
         self._last: dict = {"task": None, "confidence": None, "unknown": False, "nearest": None}
         self.router_ms: Optional[float] = None
+        self.last_embeddings: Optional[np.ndarray] = None
+        self.last_decision: Optional[dict] = None
 
     # --------------------------------------------------------------------------------------
     @property
@@ -186,6 +188,7 @@ class Restorer:
         frames = prepare_frames(_as_batch(batch), self._input_size)
         t0 = time.perf_counter()
         emb = np.asarray(self._router_engine.infer(frames)).reshape(len(frames), -1)
+        self.last_embeddings = emb
         self.router_ms = 1000.0 * (time.perf_counter() - t0) / len(frames)
         return emb
 
@@ -221,6 +224,9 @@ class Restorer:
         else:
             decision = self.classify(x[-1:])[0]
         self._decide(decision)
+        # the verdict on this batch's newest frame with its router embedding (D floats), for
+        # the open-world collector (edge/outputs/collect.py); ``decisions`` counts them
+        self.last_decision = {**decision, "embedding": self.last_embeddings[-1].copy()}
         return decision
 
     def reset(self) -> None:

@@ -5,6 +5,7 @@
     tir run --model route.onnx --backend onnxruntime --output http://0.0.0.0:8080 --output display://0
     tir run --camera-port auto --ffc-period 300   # Boson control: FFC every 5 min, FFC frames marked
     tir run --host 0.0.0.0 --port 8090            # the page on every interface, port 8090
+    tir run --collect /data/unknown               # keep frames the router calls unknown (tir discover)
 
 Camera control (FFC, FPA temperature) opens with ``--camera-port DEV|auto``; without it, a v4l2
 Boson (USB 09CB:4007) whose serial port is found is controlled automatically. ``--ffc-period 0``
@@ -189,6 +190,9 @@ def status_line(snap: dict) -> str:
         fpa = camera.get("fpa_temp_c")
         parts.append((f"FPA {fpa:.1f} C" if isinstance(fpa, (int, float)) else "FPA -")
                      + f" FFC {camera.get('ffc_state', '-')} x{camera.get('ffc_count', 0)}")
+    collect = snap.get("collect")
+    if collect and "frames" in collect:
+        parts.append(f"collected {collect['frames']} (unknown {collect.get('unknown', 0)})")
     parts.append("connected" if snap.get("connected") else "NO SIGNAL")
     for failure in (snap.get("output_failures") or {}).values():
         parts.append(f"FAILED: {failure.split(';')[0]}")  # the whole line is printed at exit
@@ -204,6 +208,15 @@ def add_arguments(parser) -> None:
                                        "0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, help="port of the HTTP output (default 8080; 0: any free port)")
     parser.add_argument("--record", metavar="PATH", help="also record to this folder (a file:// recorder output)")
+    parser.add_argument("--collect", metavar="DIR",
+                        help="keep frames the router calls unknown (raw counts + router embedding) in a "
+                             "bounded ring in DIR for `tir discover` (default: nothing is collected)")
+    parser.add_argument("--collect-max-frames", type=int, default=500, metavar="N",
+                        help="--collect: at most N frames, the oldest are deleted first (default 500)")
+    parser.add_argument("--collect-max-mb", type=float, default=256.0, metavar="MB",
+                        help="--collect: at most MB megabytes of frames (default 256)")
+    parser.add_argument("--collect-rate", type=float, default=2.0, metavar="FPS",
+                        help="--collect: at most FPS frames kept per second (default 2)")
     parser.add_argument("--agc", default="percentile", choices=AGC_CHOICES, help="display AGC (default percentile)")
     parser.add_argument("--palette", default="white-hot", choices=("white-hot", "black-hot", "ironbow", "inferno"))
     parser.add_argument("--frames", type=int, help="stop after N frames reached the outputs")
@@ -388,8 +401,20 @@ def _run(args) -> int:
             if args.record:
                 uris.append(parse_uri(args.record).text if "://" in args.record
                             else f"file://{Path(args.record).resolve()}")
+            if args.collect:
+                if getattr(model, "router_info", None) is None:
+                    raise ValueError("--collect keeps frames the router calls unknown, but this model has no "
+                                     "router (give a bundle with a router and no --task)")
+                if getattr(model, "forced", False):
+                    raise ValueError("--collect needs the router, and --task turns routing off; drop --task")
+                uris.append(f"collect://{Path(args.collect).expanduser().resolve()}?max_frames="
+                            f"{args.collect_max_frames}&max_mb={args.collect_max_mb:g}&rate={args.collect_rate:g}")
             for uri in uris:
                 outputs.append(open_output(uri))
+            collectors = [o for o in outputs if callable(getattr(o, "collect_stats", None))]
+            for output in outputs:  # the page shows the collector's thumbnails
+                if collectors and hasattr(output, "collector"):
+                    output.collector = collectors[0]
             pipeline = Pipeline(source, model, outputs, agc=args.agc, palette=args.palette,
                                 normalizer=normalizer_for(model), frames=args.frames, duration=args.duration,
                                 ffc=ffc)

@@ -57,6 +57,7 @@ _REGISTRY: Dict[str, str] = {
     "display": "tir.edge.outputs.window:WindowOutput",
     "rtsp": "tir.edge.outputs.rtsp:RTSPOutput",
     "rtp": "tir.edge.outputs.rtsp:RTSPOutput",
+    "collect": "tir.edge.outputs.collect:Collector",
 }
 
 

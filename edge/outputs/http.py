@@ -289,6 +289,7 @@ class HTTPOutput(Output):
         self.extra_hosts = [h.strip().lower() for h in str(uri.get("allow_host", "") or "").split(",") if h.strip()]
         self.latest = LatestFrame()
         self.actions: Dict[str, Callable[[], Any]] = {}  # POST /<name> -> callable, set by the pipeline
+        self.collector = None  # the collect:// output (tir run --collect): GET /collect/<id>.jpg
         self.clients = 0
         self.viewers: Dict[str, int] = {v: 0 for v in VIEWS}
         self.refused = {"host": 0, "origin": 0, "token": 0, "body": 0, "viewers": 0, "malformed": 0}
@@ -374,6 +375,7 @@ class HTTPOutput(Output):
         app.router.add_get("/spot.json", self._spot)
         app.router.add_get("/stream/{view}.mjpg", self._stream)
         app.router.add_get("/snapshot/{view}.jpg", self._snapshot)
+        app.router.add_get("/collect/{ident}.jpg", self._collected)
         app.router.add_post("/{name}", self._post)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_S,
@@ -693,6 +695,19 @@ class HTTPOutput(Output):
         q = snap_quality(request.query.get("quality"), self.quality)
         _, data = await self._encode(view, q)
         self.count_served(frames=1)
+        return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    async def _collected(self, request: web.Request) -> web.Response:
+        """A thumbnail of one of the last frames the collector kept (ids in stats collect.thumbs)."""
+        if self.collector is None:
+            return _text(404, "nothing is collected in this run; start it with tir run --collect DIR\n")
+        try:
+            ident = int(request.match_info["ident"])
+        except ValueError:
+            return _text(404, "give a collected frame's id: /collect/<id>.jpg (ids in /stats.json collect.thumbs)\n")
+        data = self.collector.thumbnail(ident)
+        if data is None:
+            return _text(404, f"collected frame {ident} is not among the last thumbnails; see /stats.json collect.thumbs\n")
         return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:

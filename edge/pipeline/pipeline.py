@@ -111,6 +111,9 @@ class Pipeline:
         self.stats.in_flight = lambda: self._in_flight
         if ffc is not None:
             self.stats.camera_stats = ffc.stats
+        for output in self.outputs:  # the open-world collector's counters (collect://)
+            if callable(getattr(output, "collect_stats", None)):
+                self.stats.collect_stats = output.collect_stats
         if model is not None:
             status = getattr(model, "status", None)
             self.stats.model_status = status if callable(status) else (

@@ -77,6 +77,25 @@ class Preprocess:
         frame.meta[_INPUT_KEY] = x
 
 
+ROUTER_KEY = "router"  # meta key of the router's verdict on this frame (open-world collector)
+
+
+def _decisions(model) -> Optional[int]:
+    """How many router verdicts a Restorer has taken so far (None for a plain engine)."""
+    value = getattr(model, "decisions", None)
+    return value if isinstance(value, int) else None
+
+
+def _attach_verdict(model, before: Optional[int], meta) -> None:
+    """Put the router's verdict on this frame into ``meta["router"]`` when the router ran on it
+    (the Restorer's ``decisions`` grew): task, nearest, similarity, confidence, unknown and the
+    embedding (read by the ``collect://`` output)."""
+    if before is not None and _decisions(model) != before:
+        decision = getattr(model, "last_decision", None)
+        if decision is not None:
+            meta[ROUTER_KEY] = decision
+
+
 def _accepts_meta(fn) -> bool:
     try:
         return "meta" in inspect.signature(fn).parameters
@@ -99,10 +118,12 @@ class Infer:
 
     def __call__(self, frame: Frame) -> None:
         x = frame.meta.pop(_INPUT_KEY)
+        before = _decisions(self.model)
         if self.with_meta:
             y = self.model.infer(x[None, None], meta=frame.meta)
         else:
             y = self.model.infer(x[None, None])
+        _attach_verdict(self.model, before, frame.meta)
         if y.shape[-2:] != x.shape:
             raise RuntimeError(f"model returned shape {y.shape} for input {x.shape}")
         frame.meta[_OUTPUT_KEY] = y
@@ -145,7 +166,10 @@ class PipelinedInfer:
         """The engine for this frame, or None for pass-through (a Restorer on the clean route)."""
         model = self.model
         if callable(getattr(model, "observe", None)) and callable(getattr(model, "engine", None)):
+            before = _decisions(model)
             model.observe(batch, meta)
+            if meta is not None:
+                _attach_verdict(model, before, meta)
             if model.route == "passthrough":
                 return None
             return model.engine(model.current)

@@ -81,6 +81,7 @@ class PipelineStats:
         self.model_status: Optional[Callable[[], Dict[str, Any]]] = None
         self.in_flight: Optional[Callable[[], int]] = None
         self.camera_stats: Optional[Callable[[], Dict[str, Any]]] = None  # camera control (FFC)
+        self.collect_stats: Optional[Callable[[], Dict[str, Any]]] = None  # collect:// output
 
     # --- recording (called from the stage threads) ---
     def frame_captured(self) -> None:
@@ -206,6 +207,11 @@ class PipelineStats:
                 snap["camera"] = dict(self.camera_stats() or {})
             except Exception as exc:
                 snap["camera"] = {"stats_error": f"{type(exc).__name__}: {exc}"}
+        if self.collect_stats is not None:
+            try:
+                snap["collect"] = dict(self.collect_stats() or {})
+            except Exception as exc:
+                snap["collect"] = {"stats_error": f"{type(exc).__name__}: {exc}"}
         if self.model_status is not None:
             try:
                 status = dict(self.model_status() or {})

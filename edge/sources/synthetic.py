@@ -23,7 +23,8 @@ measure the pipeline, not the camera simulation), ``degrade`` (a degradation fro
 :mod:`tir.engines.degrade` applied to the counts: a task name such as ``noise`` or ``CBN``, a
 JSON spec path, or ``cycle`` = clean, then each of the seven tasks in turn, ``degrade_period``
 seconds each (default 10); parameters are fixed within a period, so the picture is stable
-while the restorer's router has something to find; ``meta["degradation"]`` names it).
+while the restorer's router has something to find; ``meta["degradation"]`` names it and
+``meta["degrade_range"]`` = [lo, hi] is the counts <-> [0, 1] map the ops worked in).
 
 Frame ``k`` depends only on (seed, size, fps, k): the same seed gives the same sequence.
 """
@@ -376,6 +377,8 @@ class SyntheticSource(Source):
                 "temperature_k": self.temperature_k}
         if self.degradation:
             raw, meta["degradation"] = self._degrade(raw, k)
+            if self._degrade_range is not None:
+                meta["degrade_range"] = list(self._degrade_range)
         if truth is not None:
             meta["clean"] = truth
         self._counts["frames"] += 1

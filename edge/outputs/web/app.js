@@ -110,6 +110,7 @@ function render(stats) {
     text("scene", `${scene.min_counts} / ${scene.max_counts} counts`);
   }
   renderCamera(stats.camera, (stats.http && stats.http.actions) || []);
+  renderCollect(stats.collect);
   const f = stats.frame;
   if (f) {
     text("raw-size", `${f.width}×${f.height}`);
@@ -127,6 +128,26 @@ function renderAdapt(adapt) {
   const state = typeof adapt.state === "string" ? adapt.state : "-";
   text("adapt", state.startsWith("refused") ? "not adapted (" + state + ")" : state);
   $("adapt").className = state.startsWith("refused") ? "bad" : "";
+}
+
+// Open-world collection (tir run --collect DIR): kept count, raw counts, last thumbnails.
+function renderCollect(c) {
+  $("collect-card").classList.toggle("hidden", !c);
+  if (!c) return;
+  text("collect-count", `${c.frames ?? 0} kept (${fmt(c.mb, 1)} MB)`);
+  text("collect-detail", `router verdicts ${c.seen ?? 0}, unknown ${c.unknown ?? 0}, rate-limited ` +
+    `${c.rate_limited ?? 0}, queue full ${c.queue_full ?? 0}, oldest dropped ${c.evicted ?? 0} -> ${c.folder || ""}`);
+  const box = $("collect-thumbs");
+  const ids = (c.thumbs || []).join(",");
+  if (box.dataset.ids === ids) return;
+  box.dataset.ids = ids;
+  box.replaceChildren(...(c.thumbs || []).map((id) => {
+    const img = document.createElement("img");
+    img.src = `/collect/${id}.jpg`;
+    img.alt = `collected frame ${id}`;
+    img.title = `collected frame ${id}`;
+    return img;
+  }));
 }
 
 // Camera control (tir run --camera-port): FPA temperature, FFC state, and the FFC button.

@@ -1,0 +1,339 @@
+"""Propose a degradation spec for a cluster of unknown frames (issue 13 item 3).
+
+For each op of :mod:`tir.engines.degrade` an estimator measures its parameter from image
+statistics of one frame in the ops' space (float H×W in [0, 1], the counts mapped by the
+collection's ``op_range``; see :func:`to_op_space`). :func:`fit_frames` runs them on every
+frame of a cluster; :func:`propose` turns the per-frame estimates into a spec (steps in the
+canonical order contrast → blur → vignetting → stripes → gaussian_noise → pixel_dropout →
+jpeg, each range the 10th–90th percentile of the frames' estimates) with each fit's residual.
+Whether the composition reproduces the cluster is judged in the router's embedding space by
+``tir discover`` (engines/discover.py), which says "no fit" with the residual instead of
+guessing.
+
+Estimators (units as the spec's: grey levels are 1/255 of the op range):
+
+- ``gaussian_noise.sigma``: Immerkær (1996), "Fast noise variance estimation", CVIU 64(2):
+  the frame convolved with N = [[1,-2,1],[-2,4,-2],[1,-2,1]] (a difference of two Laplacians:
+  zero on planes and on column- or row-constant patterns, so stripes do not count) has
+  standard deviation 6σ for white noise σ; the robust scale is the median absolute value
+  / 0.6745 (Donoho & Johnstone 1994's MAD estimator), so scene edges do not count either.
+- ``stripes``: column (row) fixed-pattern noise from the horizontal (vertical) second
+  difference c = x[:, j] − (x[:, j−1] + x[:, j+1]) / 2, which removes the scene's smooth part
+  and shading and turns i.i.d. column offsets of std s into a pattern of std √1.5·s. Per
+  column, a line c ≈ G_j·x + B_j is fitted over the rows (least squares, then again without
+  residuals beyond 3 robust σ: edges); gain_std and offset_std are the robust stds (1.4826 ×
+  MAD) of G and B over the columns / √1.5. When the gains are not significant (robust std
+  below ``GAIN_FLOOR``) gain_std is 0 and the offsets are the column medians of c.
+  Orientation: the one with the larger pattern; ``column_p`` is the share of column frames.
+- ``vignetting.strength, gamma``: the model x = scene·(1 − s·r^γ) (degrade.py's op, r the
+  distance to the centre, 1 at the corners) fitted in log space on a 4× area-downsampled
+  frame (at most 80 pixels wide), the scene modelled as one value per row (thermal scenes are layered: sky, facades,
+  road), by a grid search over (s, γ) minimising the mean absolute deviation from the row
+  medians, refined on a finer grid around the best cell. Residual: that deviation.
+- ``blur.sigma``: re-blur ratio at edges (Elder & Zucker 1998; Hu & de Haan 2006): at a
+  step edge blurred with σ, the peak gradient falls by R = √(σ² + σ_b²)/σ when the frame is
+  blurred again with σ_b, so σ = σ_b / √(R² − 1); the median over the strongest edge pixels
+  (local gradient maxima in the top 2 %).
+- ``jpeg.quality``: JPEG ghosts (Farid 2009, "Exposing digital forgeries from JPEG ghosts",
+  IEEE TIFS 4(1)): the frame's 8-bit grey levels re-encoded at quality q change least at the
+  quality they were encoded with (the local minimum of the re-encoding error lowest
+  relative to its neighbours: near-lossless high qualities are small everywhere); detected first by 8×8 blockiness (mean absolute step
+  across block boundaries over that inside blocks, > ``BLOCKINESS_FLOOR``).
+- ``contrast``: the spread of the 0.5/99.5 % percentiles against the clean spread of the
+  op space (``reference`` = the clean frame's percentiles in op space; the virtual camera's
+  map pads 15 % on each side: [0.115, 0.885]): α = spread / reference spread, β from the low
+  percentile; ``contrast`` = α − 1 as the op draws it.
+- ``pixel_dropout.dead_p, hot_p``: the share of pixels at 0 (≤ 1/255) or 1 (≥ 254/255) that
+  differ from their 3×3 median by more than 0.25.
+
+Each estimator also says whether its op is present (a floor above what a clean frame of the
+virtual camera gives: its own sensor FPN, noise and dead pixels).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+GREY = 255.0
+NOISE_FLOOR = 1.5          # grey levels: below, no gaussian_noise step
+STRIPE_FLOOR = 2.0         # grey levels (effective column/row pattern std)
+GAIN_FLOOR = 0.01          # relative gain FPN std below which gains are "not significant"
+VIGNETTING_FLOOR = 0.1     # strength
+BLUR_FLOOR = 0.9           # pixels (heavy JPEG alone reads 0.75-0.99)
+BLOCKINESS_FLOOR = 1.3     # ratio
+CONTRAST_FLOOR = 0.8       # alpha below this: a contrast step
+DROPOUT_FLOOR = 5e-4       # share of pixels
+CLEAN_REFERENCE = (0.15 / 1.3, 1.15 / 1.3)  # clean 0.5/99.5 % in the virtual camera's op space
+ORDER = ("contrast", "blur", "vignetting", "stripes", "gaussian_noise", "pixel_dropout", "jpeg")
+
+
+def robust_std(values: np.ndarray) -> float:
+    """1.4826 × median absolute deviation (the std for Gaussian data, robust to outliers)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+def to_op_space(raw: np.ndarray, op_range: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Raw counts (H×W) -> float32 in the ops' [0, 1] space: ``(raw − lo) / (hi − lo)`` with
+    ``op_range`` = (lo, hi) where the collection states it, else
+    :func:`tir.engines.degrade.counts_range` of the frame itself (an estimate: amplitudes are
+    then relative to the degraded frame's own range)."""
+    from .degrade import counts_range
+
+    lo, hi = op_range if op_range is not None else counts_range(raw)
+    if hi <= lo:
+        raise ValueError(f"op range [{lo}, {hi}] is empty; the collection's op_range must have hi > lo")
+    return ((np.asarray(raw, np.float32) - float(lo)) / float(hi - lo)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# estimators: one frame in op space -> dict
+# ---------------------------------------------------------------------------------------------
+
+IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def estimate_noise(x: np.ndarray) -> Dict:
+    """Gaussian noise σ in grey levels (Immerkær 1996 mask, MAD scale); see the module docstring."""
+    resp = cv2.filter2D(np.asarray(x, np.float32), -1, IMMERKAER, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
+    inner = np.asarray(x)[1:-1, 1:-1]
+    ok = (inner > 0.002) & (inner < 0.998)  # clipped pixels carry no noise
+    sigma = float(np.median(np.abs(resp[ok])) / 0.6745 / 6.0) * GREY if ok.any() else 0.0
+    return {"sigma": sigma, "present": sigma > NOISE_FLOOR}
+
+
+def _column_pattern(x: np.ndarray) -> Dict:
+    """Column FPN of one orientation: per-column gain and offset from the second difference."""
+    x = np.asarray(x, np.float64)
+    c = x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:])
+    v = x[:, 1:-1]
+    offsets_only = np.median(c, axis=0)
+    # per-column least squares c = G x + B, then once more without outliers (scene edges)
+    keep = np.ones_like(c, dtype=bool)
+    for _ in range(2):
+        n = keep.sum(0).clip(min=2)
+        mx = (v * keep).sum(0) / n
+        mc = (c * keep).sum(0) / n
+        dx = (v - mx) * keep
+        var = (dx * dx).sum(0)
+        gain = np.where(var > 1e-9, (dx * (c - mc)).sum(0) / np.maximum(var, 1e-12), 0.0)
+        off = mc - gain * mx
+        resid = c - (gain * v + off)
+        scale = 1.4826 * np.median(np.abs(resid), axis=0) + 1e-9
+        keep = np.abs(resid) <= 3.0 * scale
+    gain_std = robust_std(gain) / math.sqrt(1.5)
+    if gain_std < GAIN_FLOOR:
+        return {"gain_std": 0.0, "offset_std": robust_std(offsets_only) / math.sqrt(1.5) * GREY,
+                "effective": robust_std(offsets_only) / math.sqrt(1.5) * GREY}
+    effective = robust_std(off + gain * float(np.median(v))) / math.sqrt(1.5) * GREY
+    return {"gain_std": gain_std, "offset_std": robust_std(off) / math.sqrt(1.5) * GREY, "effective": effective}
+
+
+def estimate_stripes(x: np.ndarray) -> Dict:
+    """Column or row gain/offset FPN (``gain_std`` relative, ``offset_std`` grey levels);
+    ``columns`` True for a column pattern; see the module docstring."""
+    col = _column_pattern(x)
+    row = _column_pattern(np.asarray(x).T)
+    columns = col["effective"] >= row["effective"]
+    best = col if columns else row
+    return {**best, "columns": bool(columns), "present": best["effective"] > STRIPE_FLOOR}
+
+
+def _radius(h: int, w: int) -> np.ndarray:
+    yy = np.arange(h, dtype=np.float64)[:, None] - (h - 1) / 2.0
+    xx = np.arange(w, dtype=np.float64)[None, :] - (w - 1) / 2.0
+    return np.sqrt(yy * yy + xx * xx) / math.hypot((h - 1) / 2.0, (w - 1) / 2.0)
+
+
+def estimate_vignetting(x: np.ndarray, factor: Optional[int] = None) -> Dict:
+    """Vignetting strength s and exponent γ of x = scene·(1 − s·r^γ), scene one value per row
+    (log-space grid search, mean absolute deviation as residual); see the module docstring."""
+    x = np.asarray(x, np.float32)
+    h, w = x.shape
+    factor = int(factor or max(4, w // 80))
+    small = cv2.resize(x, (max(8, w // factor), max(8, h // factor)), interpolation=cv2.INTER_AREA)
+    hs, ws = small.shape
+    # the downsampled grid's pixel centres in full-frame coordinates, radius as degrade.py's
+    yy = (np.arange(hs) + 0.5) * (h / hs) - 0.5 - (h - 1) / 2.0
+    xx = (np.arange(ws) + 0.5) * (w / ws) - 0.5 - (w - 1) / 2.0
+    r = np.sqrt(yy[:, None] ** 2 + xx[None, :] ** 2) / math.hypot((h - 1) / 2.0, (w - 1) / 2.0)
+    log_x = np.log(np.clip(small, 0.01, None).astype(np.float64))
+    valid = (small > 0.01) & (small < 0.999)
+    log_r = np.log(np.maximum(r, 1e-6))
+
+    def cost(s: float, g: float) -> float:
+        shade = 1.0 - s * np.exp(g * log_r)
+        if shade.min() <= 0.02:
+            return float("inf")
+        res = log_x - np.log(shade)
+        res = np.where(valid, res, np.nan)
+        dev = np.abs(res - np.nanmedian(res, axis=1, keepdims=True))
+        return float(np.nanmean(dev))
+
+    best = (cost(0.0, 1.0), 0.0, 1.0)
+    for s in np.arange(0.02, 0.81, 0.04):
+        for g in np.arange(0.6, 3.61, 0.2):
+            c = cost(float(s), float(g))
+            if c < best[0]:
+                best = (c, float(s), float(g))
+    _, s0, g0 = best
+    for s in np.arange(max(0.0, s0 - 0.04), s0 + 0.041, 0.01):
+        for g in np.arange(max(0.4, g0 - 0.2), g0 + 0.201, 0.05):
+            c = cost(float(s), float(g))
+            if c < best[0]:
+                best = (c, float(s), float(g))
+    residual, s, g = best
+    return {"strength": s, "gamma": g, "residual": residual, "residual_none": cost(0.0, 1.0),
+            "present": s > VIGNETTING_FLOOR}
+
+
+def estimate_blur(x: np.ndarray, sigma_b: float = 2.0) -> Dict:
+    """Gaussian blur σ in pixels by the re-blur gradient ratio at strong edges; see the module docstring."""
+    x = np.asarray(x, np.float32)
+
+    def grad(img):
+        gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        return np.sqrt(gx * gx + gy * gy)
+
+    g = grad(x)
+    gb = grad(cv2.GaussianBlur(x, (0, 0), sigma_b))
+    peak = g >= cv2.dilate(g, np.ones((3, 3), np.uint8))
+    strong = peak & (g >= np.percentile(g, 98.0)) & (gb > 1e-6)
+    if strong.sum() < 20:
+        return {"sigma": 0.0, "edges": int(strong.sum()), "present": False}
+    ratio = np.median(g[strong] / gb[strong])
+    sigma = float(sigma_b / math.sqrt(ratio * ratio - 1.0)) if ratio > 1.0 + 1e-6 else float("inf")
+    return {"sigma": sigma, "edges": int(strong.sum()), "present": BLUR_FLOOR < sigma < 50.0}
+
+
+def blockiness(grey: np.ndarray) -> float:
+    """Mean |step| across 8×8 block boundaries over the mean |step| inside blocks (rows and columns)."""
+    g = np.asarray(grey, np.float64)
+    ratios = []
+    for d in (np.abs(np.diff(g, axis=1)), np.abs(np.diff(g, axis=0)).T):
+        idx = np.arange(d.shape[1])
+        at = (idx % 8) == 7  # the step between pixel 8k+7 and 8k+8
+        inside = d[:, ~at].mean()
+        ratios.append(d[:, at].mean() / max(inside, 1e-9))
+    return float(np.mean(ratios))
+
+
+def estimate_jpeg(x: np.ndarray, qualities: Sequence[int] = tuple(range(2, 96))) -> Dict:
+    """JPEG quality by the JPEG-ghost minimum (Farid 2009), detected by 8×8 blockiness."""
+    grey = np.clip(np.rint(np.asarray(x) * GREY), 0, 255).astype(np.uint8)
+    block = blockiness(grey)
+    if block <= BLOCKINESS_FLOOR:
+        return {"quality": None, "blockiness": block, "present": False}
+    ref = grey.astype(np.float32)
+    errors = []
+    for q in qualities:
+        ok, buf = cv2.imencode(".jpg", grey, [int(cv2.IMWRITE_JPEG_QUALITY), int(q)])
+        errors.append(float(np.mean((cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) - ref) ** 2)))
+    errors = np.asarray(errors)
+    # the ghost is a sharp local minimum; near-lossless re-encoding (high q) is small
+    # everywhere, so take the local minimum lowest relative to its neighbours
+    local = [i for i in range(1, len(errors) - 1) if errors[i] < errors[i - 1] and errors[i] <= errors[i + 1]]
+    sharp = lambda i: errors[i] / max(min(errors[i - 1], errors[i + 1]), 1e-12)  # noqa: E731
+    k = min(local, key=sharp) if local else int(np.argmin(errors))
+    return {"quality": int(qualities[k]), "blockiness": block, "ghost_mse": float(errors[k]),
+            "ghost_depth": float(np.median(errors) / max(errors[k], 1e-9)), "present": True}
+
+
+def estimate_contrast(x: np.ndarray, reference: Sequence[float] = CLEAN_REFERENCE) -> Dict:
+    """Contrast α, brightness β of x = α·clean + β against the clean reference percentiles."""
+    lo, hi = (float(v) for v in np.percentile(np.asarray(x)[::2, ::2], (0.5, 99.5)))
+    alpha = (hi - lo) / max(reference[1] - reference[0], 1e-6)
+    beta = lo - alpha * reference[0]
+    return {"contrast": alpha - 1.0, "brightness": beta, "alpha": alpha, "present": alpha < CONTRAST_FLOOR}
+
+
+def estimate_dropout(x: np.ndarray) -> Dict:
+    """Shares of dead (→0) and hot (→1) pixels that stand out of their 3×3 median."""
+    x = np.asarray(x, np.float32)
+    med = cv2.medianBlur(np.clip(x, 0, 1), 3)
+    odd = np.abs(x - med) > 0.25
+    dead = float(np.mean(odd & (x <= 1.0 / GREY)))
+    hot = float(np.mean(odd & (x >= 254.0 / GREY)))
+    return {"dead_p": dead, "hot_p": hot, "present": dead + hot > DROPOUT_FLOOR}
+
+
+ESTIMATORS = {
+    "contrast": estimate_contrast,
+    "blur": estimate_blur,
+    "vignetting": estimate_vignetting,
+    "stripes": estimate_stripes,
+    "gaussian_noise": estimate_noise,
+    "pixel_dropout": estimate_dropout,
+    "jpeg": estimate_jpeg,
+}
+
+
+def fit_frame(x: np.ndarray) -> Dict[str, Dict]:
+    """Every estimator on one op-space frame: {op: estimate dict with "present"}."""
+    return {op: fn(x) for op, fn in ESTIMATORS.items()}
+
+
+def fit_frames(frames: Sequence[np.ndarray], progress: bool = False) -> List[Dict[str, Dict]]:
+    """:func:`fit_frame` on each op-space frame (tqdm progress when asked)."""
+    from tqdm import tqdm
+
+    return [fit_frame(x) for x in tqdm(frames, desc="fit ops", unit="frame", disable=not progress)]
+
+
+def _range(values: Sequence[float], digits: int = 3) -> List[float]:
+    v = np.asarray([float(a) for a in values if a is not None and np.isfinite(a)])
+    lo, hi = np.percentile(v, (10, 90))
+    return [round(float(lo), digits), round(float(hi), digits)]
+
+
+def propose(fits: Sequence[Dict[str, Dict]], name: str, presence: float = 0.5) -> Dict:
+    """A spec from per-frame fits: an op is a step when more than ``presence`` of the frames
+    show it; each parameter's range is the 10th–90th percentile of the frames' estimates.
+    Returns {"name", "description", "steps", "fit"}: ``fit`` per op holds the share of frames
+    showing it, the median estimate of each parameter and the op's residual where it has one.
+    Raises ValueError for an empty cluster."""
+    if not fits:
+        raise ValueError(f"cluster {name!r} has no frames to fit")
+    steps, fit = [], {}
+    for op in ORDER:
+        est = [f[op] for f in fits]
+        share = float(np.mean([e["present"] for e in est]))
+        shown = [e for e in est if e["present"]] or est
+        fit[op] = {"share": round(share, 3)}
+        if op == "contrast":
+            params = {"contrast": _range([e["contrast"] for e in shown]),
+                      "brightness": _range([e["brightness"] for e in shown]), "pivot": "zero"}
+        elif op == "blur":
+            sig = _range([e["sigma"] for e in shown])
+            kernel = [max(3, 2 * math.ceil(3 * s) + 1) for s in sig]
+            params = {"kernel": kernel, "sigma": sig}
+        elif op == "vignetting":
+            params = {"strength": _range([e["strength"] for e in shown]), "gamma": _range([e["gamma"] for e in shown])}
+            fit[op]["residual"] = round(float(np.median([e["residual"] for e in shown])), 5)
+            fit[op]["residual_without"] = round(float(np.median([e["residual_none"] for e in shown])), 5)
+        elif op == "stripes":
+            params = {"gain_std": _range([e["gain_std"] for e in shown], 4),
+                      "offset_std": _range([e["offset_std"] for e in shown]),
+                      "column_p": round(float(np.mean([e["columns"] for e in shown])), 3)}
+        elif op == "gaussian_noise":
+            params = {"sigma": _range([e["sigma"] for e in shown])}
+        elif op == "pixel_dropout":
+            params = {"dead_p": round(float(np.median([e["dead_p"] for e in shown])), 6),
+                      "hot_p": round(float(np.median([e["hot_p"] for e in shown])), 6)}
+        else:  # jpeg
+            qs = [e["quality"] for e in shown if e.get("quality") is not None]
+            params = {"quality": [int(v) for v in _range(qs, 0)]} if qs else {}
+            fit[op]["blockiness"] = round(float(np.median([e["blockiness"] for e in est])), 3)
+        fit[op]["median"] = {k: (round(float(np.mean(v)), 4) if isinstance(v, list) else v) for k, v in params.items()}
+        if share > presence and params:
+            steps.append({"op": op, **params})
+    return {"name": name, "description": f"proposed by tir discover from {len(fits)} collected frames "
+                                         "(engines/propose.py estimators; ranges = 10th-90th percentile)",
+            "steps": steps, "fit": fit}

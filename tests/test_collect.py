@@ -1,0 +1,186 @@
+"""The open-world collector (collect://, tir run --collect): ring limits, index, lossless counts,
+pipeline wiring, the page's thumbnails."""
+import http.client
+import json
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from tir.edge.frame import Frame
+from tir.edge.outputs import OutputError, open_output
+from tir.edge.outputs.collect import Collector, load_frame, read_index
+from tir.edge.uri import parse_uri
+
+
+def unknown_frame(seq, unknown=True, value=None, shape=(24, 32)):
+    raw = np.full(shape, 1000 + seq if value is None else value, np.uint16)
+    raw[0, 0] = 7  # not flat: the PNG must keep every count
+    verdict = {"task": "unknown" if unknown else "noise", "nearest": "noise", "similarity": 0.1,
+               "confidence": 0.4, "unknown": unknown, "embedding": np.arange(4, dtype=np.float32) * seq}
+    return Frame(raw=raw, seq=seq, t_capture=0.0, meta={"router": verdict, "bits": 14, "degradation": "vs",
+                                                     "degrade_range": [900.0, 3000.0]})
+
+
+def collector(tmp_path, **options):
+    query = "&".join(f"{k}={v}" for k, v in options.items())
+    return open_output(f"collect://{tmp_path}/c" + (f"?{query}" if query else "")).start()
+
+
+def test_only_unknown_verdicts_are_kept_with_counts_and_embedding(tmp_path):
+    col = collector(tmp_path, rate=1000)
+    col.write(unknown_frame(1))
+    col.write(unknown_frame(2, unknown=False))
+    col.write(Frame(raw=np.zeros((4, 4), np.uint16), seq=3, t_capture=0.0, meta={}))  # router did not run
+    col.close()
+    index = read_index(tmp_path / "c")
+    assert [e["seq"] for e in index["entries"]] == [1]
+    assert index["counts"]["seen"] == 2 and index["counts"]["unknown"] == 1 and index["counts"]["kept"] == 1
+    entry = index["entries"][0]
+    assert entry["embedding"] == [0.0, 1.0, 2.0, 3.0]
+    assert entry["label"] == "vs" and entry["op_range"] == [900.0, 3000.0] and entry["nearest"] == "noise"
+    np.testing.assert_array_equal(load_frame(tmp_path / "c", entry), unknown_frame(1).raw)
+
+
+def test_ring_drops_oldest_beyond_max_frames_and_files_go(tmp_path):
+    col = collector(tmp_path, rate=1000, max_frames=3)
+    for seq in range(1, 6):
+        col.write(unknown_frame(seq))
+        time.sleep(0.01)
+    col.close()
+    index = read_index(tmp_path / "c")
+    assert [e["seq"] for e in index["entries"]] == [3, 4, 5]
+    assert index["counts"]["evicted"] == 2
+    assert sorted(p.name for p in (tmp_path / "c" / "frames").iterdir()) == [
+        f"{e['id']:08d}.png" for e in index["entries"]]
+
+
+def test_ring_respects_max_mb(tmp_path):
+    rng = np.random.default_rng(0)
+    col = collector(tmp_path, rate=1000, max_mb=0.05)  # ~50 kB: a noisy 128x160 PNG is ~40 kB
+    for seq in range(4):
+        f = unknown_frame(seq, shape=(128, 160))
+        f.raw[:] = rng.integers(0, 16384, f.raw.shape)
+        col.write(f)
+        time.sleep(0.01)
+    col.close()
+    index = read_index(tmp_path / "c")
+    assert sum(e["bytes"] for e in index["entries"]) <= 50_000
+    assert len(index["entries"]) >= 1 and index["counts"]["evicted"] == 4 - len(index["entries"])
+
+
+def test_rate_limit_counts_what_it_refuses(tmp_path):
+    col = collector(tmp_path, rate=0.5)  # one frame per 2 s
+    for seq in range(5):
+        col.write(unknown_frame(seq))
+    col.close()
+    index = read_index(tmp_path / "c")
+    assert index["counts"]["kept"] == 1 and index["counts"]["rate_limited"] == 4
+    assert index["counts"]["unknown"] == 5
+
+
+def test_a_second_run_continues_the_index(tmp_path):
+    for seq in (1, 2):
+        col = collector(tmp_path, rate=1000)
+        col.write(unknown_frame(seq))
+        col.close()
+    index = read_index(tmp_path / "c")
+    assert [e["id"] for e in index["entries"]] == [0, 1]
+    assert index["counts"]["kept"] == 2
+
+
+def test_bad_options_and_foreign_index_are_one_clear_error(tmp_path):
+    with pytest.raises(OutputError, match="rate"):
+        open_output(f"collect://{tmp_path}/c?rate=0")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "index.json").write_text('{"something": "else"}')
+    with pytest.raises(OutputError, match="not a tir collection index"):
+        open_output(f"collect://{tmp_path}/d").start()
+
+
+def test_stats_and_thumbnails(tmp_path):
+    col = collector(tmp_path, rate=1000)
+    col.write(unknown_frame(1))
+    col.close()
+    stats = col.collect_stats()
+    assert stats["frames"] == 1 and stats["thumbs"] == [0] and stats["kept"] == 1
+    thumb = cv2.imdecode(np.frombuffer(col.thumbnail(0), np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert thumb.shape == (24, 32)
+    assert col.thumbnail(99) is None
+
+
+class FakeRestorer:
+    """Restorer-like: routes every 2nd frame, calls frames with odd seq parity unknown."""
+
+    name = "fake"
+    route = "passthrough"
+
+    def __init__(self):
+        self.decisions = 0
+        self.frames = 0
+        self.last_decision = None
+
+    def infer(self, batch, meta=None):
+        if self.frames % 2 == 0:
+            self.decisions += 1
+            unknown = (self.frames // 2) % 2 == 0
+            self.last_decision = {"task": "unknown" if unknown else "clean", "nearest": "clean",
+                                  "similarity": 0.2, "confidence": 0.9, "unknown": unknown,
+                                  "embedding": np.ones(3, np.float32)}
+        self.frames += 1
+        return batch.copy()
+
+
+def test_pipeline_hands_router_verdicts_to_the_collector(tmp_path):
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.sources.base import open_source
+
+    source = open_source("synthetic://?size=160x120&realtime=0&frames=16&degrade=jpeg")
+    col = open_output(f"collect://{tmp_path}/c?rate=1000")
+    snap = Pipeline(source, FakeRestorer(), [col], display="auto").run()
+    index = read_index(tmp_path / "c")
+    # router ran on frames 0, 2, ..., 14 (8 verdicts), unknown on 0, 4, 8, 12
+    assert index["counts"]["seen"] == 8 and index["counts"]["unknown"] == 4
+    assert [e["seq"] for e in index["entries"]] == [0, 4, 8, 12]
+    assert snap["collect"]["frames"] == 4
+    assert all(e["label"] == "jpeg" and len(e["op_range"]) == 2 for e in index["entries"])
+
+
+def test_restorer_exposes_verdict_with_embedding():
+    from tir.engines.bundle import default_bundle_path
+    from tir.engines.restorer import Restorer
+
+    path = default_bundle_path()
+    if path is None:
+        pytest.skip("no shipped bundle")
+    r = Restorer(path, every=1, threads=1)
+    x = np.random.default_rng(0).random((1, 1, 128, 160), dtype=np.float32)
+    r.infer(x)
+    d = r.last_decision
+    assert r.decisions == 1 and d["embedding"].shape == (len(r.router_info["codebook"][0]),)
+    assert abs(float(np.linalg.norm(d["embedding"])) - 1.0) < 1e-3
+    assert d["task"] == r.status()["decision"]
+
+
+def test_page_serves_collected_thumbnails(tmp_path):
+    col = collector(tmp_path, rate=1000)
+    col.write(unknown_frame(1))
+    col.close()
+    http_out = open_output("http://127.0.0.1:0").start()
+    try:
+        http_out.collector = col
+        http_out.stats_provider = lambda: {"collect": col.collect_stats()}
+        conn = http.client.HTTPConnection("127.0.0.1", http_out.port, timeout=5)
+        conn.request("GET", "/collect/0.jpg")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Type") == "image/jpeg"
+        assert resp.read()[:2] == b"\xff\xd8"
+        conn.request("GET", "/collect/5.jpg")
+        resp = conn.getresponse()
+        assert resp.status == 404 and b"last thumbnails" in resp.read()
+        conn.request("GET", "/stats.json")
+        assert json.loads(conn.getresponse().read())["collect"]["thumbs"] == [0]
+        conn.close()
+    finally:
+        http_out.close()
