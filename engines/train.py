@@ -670,10 +670,11 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     out = Path(out_dir)
     if out.resolve() == src.path.resolve():
         raise ValueError("write the new bundle to another folder; the original is kept")
-    bundle = write_bundle(out, routes, work / "router" / info["file"], manifest)
     ckpt = (manifest.get("checkpoint") or {}).get("file")
-    if ckpt and (src.path / ckpt).is_file():
+    if ckpt and (src.path / ckpt).is_file():  # in place before write_bundle verifies every listed file
+        out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src.path / ckpt, out / ckpt)
+    bundle = write_bundle(out, routes, work / "router" / info["file"], manifest)
     # the embedding statistics test-time adaptation aligns to (engines/adapt.py), for this router
     from .adapt import add_source_stats
 

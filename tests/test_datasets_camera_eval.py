@@ -159,3 +159,28 @@ def test_virtual_camera_is_a_set():
     again = ds.load_counts("synthetic", "test", max_frames=1)[0]
     assert np.array_equal(again, frames[0])  # seeded: the same frames every time
     assert not np.array_equal(ds.load_counts("synthetic", "val", max_frames=1)[0], frames[0])
+
+
+def test_leave_one_out_refuses_what_it_cannot_leave_out(tmp_path):
+    from tir.engines.leave_out import leave_one_out
+
+    with pytest.raises(ValueError, match="at least two"):
+        leave_one_out("engines/bundles/edge", "roadscene", tmp_path)
+    with pytest.raises(ds.DatasetError, match="lynred_nonuc cannot be left out"):
+        leave_one_out("engines/bundles/edge", "roadscene,lynred_nonuc", tmp_path)
+
+
+def test_leave_one_out_end_to_end_on_two_tiny_cameras(data_root, tmp_path):
+    """Each camera is measured with a router that never saw it (a few steps: the protocol,
+    not the accuracy, is under test)."""
+    pytest.importorskip("torch")
+    from tir.engines.leave_out import format_leave_out, leave_one_out
+
+    r = leave_one_out("engines/bundles/edge", "cam8,cam16", tmp_path / "loo", steps=2, draws=1, threads=2,
+                      adapt_frames=8)
+    assert set(r["sets"]) == {"cam8", "cam16"}
+    assert r["sets"]["cam8"]["trained_on"] == ["cam16"] and r["sets"]["cam16"]["trained_on"] == ["cam8"]
+    for row in r["sets"].values():
+        assert 0.0 <= row["router_before_adapt"] <= 1.0 and "median" in row["clean_identity"]
+    assert (tmp_path / "loo" / "cam8" / "bundle" / "manifest.json").is_file()
+    assert "cam16" in format_leave_out(r)

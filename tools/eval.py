@@ -26,6 +26,11 @@ def add_arguments(parser) -> None:
                              "or a folder of clean frames (default: the RoadScene split, with baselines)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"),
                         help="split of the sets (default: test)")
+    parser.add_argument("--leave-out", default=None, metavar="SET[,SET]",
+                        help="leave-one-camera-out: per set, train a router on the other sets, measure this "
+                             "one before/after tir adapt (engines/leave_out.py); needs --work-dir")
+    parser.add_argument("--work-dir", default=None, help="with --leave-out: where the routers are trained")
+    parser.add_argument("--router-steps", type=int, default=1500, help="with --leave-out: router steps")
     parser.add_argument("--no-true-routes", action="store_true",
                         help="per-camera table: skip the forced true-route column (faster)")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
@@ -66,6 +71,8 @@ def main(args) -> int:
             return 2
     elif bundle == "none":
         bundle = None
+    if args.leave_out:
+        return _leave_out(args, bundle)
     if args.data and _is_sets(args.data):
         return _cameras(args, bundle)
     try:
@@ -122,4 +129,27 @@ def _cameras(args, bundle) -> int:
         from tir.engines.camera_eval import plot_cameras
 
         print(f"wrote {plot_cameras(result, args.plot)}")
+    return 0
+
+
+def _leave_out(args, bundle) -> int:
+    from tir.engines.bundle import BundleError
+    from tir.engines.datasets import DatasetError
+    from tir.engines.leave_out import format_leave_out, leave_one_out
+
+    if bundle is None or not args.work_dir:
+        print("tir eval: --leave-out needs a bundle and --work-dir DIR", file=sys.stderr)
+        return 2
+    command = "tir eval " + " ".join(sys.argv[sys.argv.index("eval") + 1:]) if "eval" in sys.argv else ""
+    try:
+        result = leave_one_out(bundle, args.leave_out, args.work_dir, steps=args.router_steps, seed=args.seed,
+                               threads=args.threads or 2, max_frames=args.max_frames, command=command)
+    except (BundleError, DatasetError, ValueError) as exc:
+        print(f"tir eval: {exc}", file=sys.stderr)
+        return 2
+    print(format_leave_out(result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=1)
+        print(f"\nwrote {args.json}")
     return 0
