@@ -14,7 +14,8 @@ keeps it clean (full range, sharp, low noise) but varies what differs between ca
   detector pitch; never an upscale, which would look like blur), mirror-extended back;
 - sensor noise floor: Gaussian σ U(0, 1.2) grey levels (a NETD-level floor that every
   real frame carries, far below the noise task's 5-15);
-- compression: JPEG quality U(55, 95) (sets stored as JPEG/H.264 carry mild blocking).
+- compression: JPEG quality U(80, 95) (sets stored as JPEG/H.264 carry mild blocking; heavy
+  JPEG, quality 5-15, stays an unseen degradation the router can call unknown).
 
 Every choice is drawn from the caller's generator, so a seeded draw is reproducible.
 Ranges are chosen to stay clearly apart from the tasks' ranges (ecmrnet.md §1.3): contrast
@@ -31,7 +32,8 @@ P_PLATEAU = 0.2
 P_CLAHE = 0.2
 P_SCALE = 0.35
 P_NOISE_FLOOR = 0.6
-P_JPEG = 0.35
+P_JPEG = 0.25
+JPEG_QUALITY = (80, 96)  # [lo, hi): the mild compression real stored frames carry; heavy JPEG stays unseen
 
 
 def _fit(frame: np.ndarray, shape) -> np.ndarray:
@@ -76,7 +78,7 @@ def randomize_frame(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     y = np.clip(y, 0.0, 1.0)
     if rng.random() < P_JPEG:
         grey = np.rint(y * 255).astype(np.uint8)
-        ok, data = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(55, 96))])
+        ok, data = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*JPEG_QUALITY))])
         if ok:
             y = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
     return y.astype(np.float32)

@@ -636,10 +636,8 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     manifest records the sets (``training.router_data``). Returns the new bundle's folder.
     Raises DatasetError / BundleError with the reason.
     """
-    import shutil
-
     from . import datasets as dsets
-    from .bundle import load_bundle, write_bundle
+    from .bundle import load_bundle
     from .domain import randomize as randomize_fn
     from .router import ROUTER_INPUT_SIZE, SENSOR_VARIANTS, train_router
 
@@ -654,16 +652,32 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
                         augment=randomize_fn if randomize else None, cache_size=cache_size,
                         crop=crop, calibration_draws=calibration_draws,
                         variants=SENSOR_VARIANTS if sensor_variants else None)
+    training = {"sets": dsets.describe(names), "steps": steps, "seed": seed, "draws": draws,
+                "cache_size": list(cache_size), "crop": list(crop), "sensor_variants": bool(sensor_variants),
+                "calibration_draws": calibration_draws, "domain_randomisation": bool(randomize),
+                "command": command, "date": now_iso()}
+    return bundle_with_router(src.path, work / "router", out_dir, names, training, train, threads)
+
+
+def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, train_frames: np.ndarray,
+                       threads: int = 2) -> Path:
+    """A copy of a bundle with the router that ``train_router`` wrote to ``router_dir``
+    (router.json + ONNX), ``training`` recorded in its entry, and the router's source
+    statistics for test-time adaptation computed on ``train_frames`` with the same
+    randomisation and variants (engines/adapt.py). Returns the new folder."""
+    import shutil
+
+    from .bundle import load_bundle, write_bundle
+    from .domain import randomize as randomize_fn
+    from .router import SENSOR_VARIANTS, load_router_entry
+
+    src = load_bundle(bundle_dir)
+    router_onnx, info = load_router_entry(router_dir)
     manifest = json.loads((src.path / "manifest.json").read_text())
     manifest.pop("files", None)
     manifest.pop("adapted_from", None)
     router_entry = {k: v for k, v in info.items() if k != "file"}
-    router_entry["training"] = {"sets": dsets.describe(names), "steps": steps, "seed": seed, "draws": draws,
-                                "cache_size": list(cache_size), "crop": list(crop),
-                                "sensor_variants": bool(sensor_variants),
-                                "calibration_draws": calibration_draws,
-                                "domain_randomisation": bool(randomize), "command": command,
-                                "date": now_iso()}
+    router_entry["training"] = dict(training)
     manifest["router"] = router_entry
     manifest.setdefault("training", {})["router_data"] = names
     routes = {t: src.route_path(t) for t in src.tasks}
@@ -674,11 +688,11 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     if ckpt and (src.path / ckpt).is_file():  # in place before write_bundle verifies every listed file
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src.path / ckpt, out / ckpt)
-    bundle = write_bundle(out, routes, work / "router" / info["file"], manifest)
+    bundle = write_bundle(out, routes, router_onnx, manifest)
     # the embedding statistics test-time adaptation aligns to (engines/adapt.py), for this router
     from .adapt import add_source_stats
 
-    add_source_stats(out, train, ",".join(names) + " (train)", threads=threads,
-                     augment=randomize_fn if randomize else None,
-                     variants=SENSOR_VARIANTS if sensor_variants else None)
+    add_source_stats(out, train_frames, ",".join(names) + " (train)", threads=threads,
+                     augment=randomize_fn if training.get("domain_randomisation") else None,
+                     variants=SENSOR_VARIANTS if training.get("sensor_variants") else None)
     return bundle.path
