@@ -129,6 +129,14 @@ def _cameras(args, bundle) -> int:
         from tir.engines.camera_eval import plot_cameras
 
         print(f"wrote {plot_cameras(result, args.plot)}")
+        from pathlib import Path
+
+        from tir.engines.camera_eval import before_after
+
+        for name, r in result["sets"].items():
+            if "router" not in r:  # no clean target: the picture is the evidence
+                pic = Path(args.plot).with_name(f"{Path(args.plot).stem}-{name}.png")
+                print(f"wrote {before_after(bundle, name, pic, threads=args.threads)}")
     return 0
 
 
