@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Set, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -21,6 +21,8 @@ class URI:
     path: str = ""
     options: Dict[str, str] = field(default_factory=dict)
     text: str = ""
+    #: option names the object built from this URI asked for (``get``): the options it knows
+    asked: Set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
     def host(self) -> str:
@@ -33,12 +35,27 @@ class URI:
         return None
 
     def get(self, key: str, default=None, cast=str):
+        """Option ``key`` cast with ``cast`` (``default`` when absent). Raises ValueError naming
+        the option and the URI when the value does not cast."""
+        self.asked.add(key)
         if key not in self.options:
             return default
         value = self.options[key]
         if cast is bool:
             return value.lower() in ("1", "true", "yes", "on")
-        return cast(value)
+        try:
+            return cast(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"option {key}={value!r} in {self.text or self.scheme + '://'}: {exc}") from exc
+
+    def check_options(self, kind: str = "") -> None:
+        """Raise ValueError for options the object built from this URI never asked for (a typo
+        such as ``degarde=noise`` must not pass silently), listing the ones it knows."""
+        unknown = sorted(set(self.options) - self.asked)
+        if unknown:
+            known = ", ".join(sorted(self.asked)) or "none"
+            raise ValueError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
+                             f"{kind or self.scheme + '://'} ({self.text}); known: {known}")
 
     def __str__(self) -> str:
         return self.text

@@ -14,8 +14,7 @@ keeps it clean (full range, sharp, low noise) but varies what differs between ca
   detector pitch; never an upscale, which would look like blur), mirror-extended back;
 - sensor noise floor: Gaussian σ U(0, 1.2) grey levels (a NETD-level floor that every
   real frame carries, far below the noise task's 5-15);
-- compression: JPEG quality U(80, 95) (sets stored as JPEG/H.264 carry mild blocking; heavy
-  JPEG, quality 5-15, stays an unseen degradation the router can call unknown).
+- compression: JPEG quality U(55, 95) (sets stored as JPEG/H.264 carry blocking).
 
 Every choice is drawn from the caller's generator, so a seeded draw is reproducible.
 Ranges are chosen to stay clearly apart from the tasks' ranges (ecmrnet.md §1.3): contrast
@@ -32,8 +31,8 @@ P_PLATEAU = 0.2
 P_CLAHE = 0.2
 P_SCALE = 0.35
 P_NOISE_FLOOR = 0.6
-P_JPEG = 0.25
-JPEG_QUALITY = (80, 96)  # [lo, hi): the mild compression real stored frames carry; heavy JPEG stays unseen
+P_JPEG = 0.35
+JPEG_QUALITY = (55, 96)  # [lo, hi): the compression stored frames carry (q 80-95 alone was tried: docs/cameras.md)
 
 
 def _fit(frame: np.ndarray, shape) -> np.ndarray:

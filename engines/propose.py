@@ -127,6 +127,12 @@ def _column_pattern(x: np.ndarray) -> Dict:
         resid = c - (gain * v + off)
         scale = 1.4826 * np.median(np.abs(resid), axis=0) + 1e-9
         keep = np.abs(resid) <= 3.0 * scale
+    # Second differences centred on either side of an 8-pixel block boundary measure JPEG/MPEG
+    # blocking (ITU-T T.81 8x8 DCT blocks), not column FPN: leave those columns out. Independent
+    # column offsets keep the same spread on the other 6 of every 8 columns.
+    centre = np.arange(1, x.shape[1] - 1)
+    grid = np.isin(centre % 8, (0, 7))
+    gain, off, offsets_only = gain[~grid], off[~grid], offsets_only[~grid]
     gain_std = robust_std(gain) / math.sqrt(1.5)
     if gain_std < GAIN_FLOOR:
         return {"gain_std": 0.0, "offset_std": robust_std(offsets_only) / math.sqrt(1.5) * GREY,

@@ -290,6 +290,10 @@ class Restorer:
             self._switch(task)
 
     def _switch(self, task: str) -> None:
+        if (PASSTHROUGH if task == CLEAN else task) == self.route:  # e.g. none yet -> clean: no switch
+            self.current = task
+            self._candidate, self._streak = None, 0
+            return
         log.info("route %s -> %s", self.route, PASSTHROUGH if task == CLEAN else task)
         self.current = task
         self.switches += 1

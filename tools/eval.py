@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 log = logging.getLogger("tir.eval")
@@ -73,6 +74,14 @@ def main(args) -> int:
         bundle = None
     if args.leave_out:
         return _leave_out(args, bundle)
+    if args.data and not os.path.exists(args.data) and os.sep not in args.data and not _is_sets(args.data):
+        from tir.engines.datasets import DatasetError, parse_sets
+
+        try:  # a name, not a folder: say which sets exist
+            parse_sets(args.data)
+        except DatasetError as exc:
+            print(f"tir eval: {exc} (or give a folder of clean frames)", file=sys.stderr)
+            return 2
     if args.data and _is_sets(args.data):
         return _cameras(args, bundle)
     try:

@@ -435,17 +435,14 @@ def _run(args) -> int:
     except (ModelNotFound, EngineError, BundleError, SourceError, OutputError, CameraControlError,
             ValueError) as exc:
         return _fail(str(exc))
-    for output in outputs:
-        where = getattr(output, "url", None)
-        print(f"tir run: output {where if isinstance(where, str) else output.uri.text}", flush=True)
-        for line in getattr(output, "start_lines", lambda: [])():  # HTTP: token, exposure warning
-            print(f"tir run: {line}", flush=True)
     code = EXIT_OK
     try:
         try:
             for output in outputs:
                 where = getattr(output, "url", None)
                 print(f"tir run: output {where if isinstance(where, str) else output.uri.text}", flush=True)
+                for line in getattr(output, "start_lines", lambda: [])():  # HTTP: token, exposure warning
+                    print(f"tir run: {line}", flush=True)
             while not pipeline.wait(1.0):
                 if not args.quiet:
                     print(status_line(pipeline.snapshot()), flush=True)

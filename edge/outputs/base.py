@@ -71,4 +71,12 @@ def open_output(uri, **options) -> Output:
             f"known: {', '.join(sorted(s + '://' for s in _REGISTRY))}"
         )
     module, cls = _REGISTRY[uri.scheme].split(":")
-    return getattr(importlib.import_module(module), cls)(uri)
+    obj = getattr(importlib.import_module(module), cls)(uri)
+    try:
+        uri.check_options(uri.scheme + "://")
+    except ValueError as exc:
+        try:
+            obj.close()
+        finally:
+            raise OutputError(str(exc)) from None
+    return obj

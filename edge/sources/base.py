@@ -83,4 +83,12 @@ def open_source(uri, **options) -> Source:
             f"known: {', '.join(sorted(s + '://' for s in _REGISTRY))}"
         )
     module, cls = _REGISTRY[uri.scheme].split(":")
-    return getattr(importlib.import_module(module), cls)(uri)
+    obj = getattr(importlib.import_module(module), cls)(uri)
+    try:
+        uri.check_options(uri.scheme + "://")
+    except ValueError as exc:
+        try:
+            obj.close()
+        finally:
+            raise SourceError(str(exc)) from None
+    return obj

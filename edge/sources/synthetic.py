@@ -328,6 +328,15 @@ class SyntheticSource(Source):
         self.loop = uri.get("loop", 0, int)
         self._cache: Dict[int, Tuple[np.ndarray, Optional[np.ndarray], bool]] = {}
         self.degradation = uri.get("degrade", None)
+        if self.degradation not in (None, "", "cycle", "none"):
+            from tir.engines.degrade import DegradationError, load_spec
+
+            try:  # refused before anything starts, not at the first frame
+                load_spec(self.degradation)
+            except DegradationError as exc:
+                raise ValueError(f"option degrade={self.degradation!r}: {exc}") from None
+        if self.degradation in ("", "none"):
+            self.degradation = None
         self.degrade_period = uri.get("degrade_period", 10.0, float)
         self._seed = uri.get("seed", 0, int)
         self._degrade_range: Optional[Tuple[float, float]] = None
