@@ -28,7 +28,7 @@ def test_folder_of_16bit_png_keeps_counts_and_drops_corrupt(tmp_path, synthetic_
         assert cv2.imwrite(str(folder / f"f{i:03d}.png"), image)
     (folder / "f001b.png").write_bytes(b"not a png at all")  # corrupt, sorts between f001 and f002
     (folder / "f001c.png").write_bytes(b"also broken")
-    cv2.imwrite(str(folder / "f002b.png"), np.zeros((60, 80), np.uint16))  # wrong shape
+    cv2.imwrite(str(folder / "f002b.png"), np.zeros((60, 80), np.uint16))  # another size: skipped, kind "size"
     (folder / "notes.txt").write_text("ignored")
     with caplog.at_level(logging.WARNING):
         source = open_source(f"file://{folder}?rate=max")
@@ -41,7 +41,7 @@ def test_folder_of_16bit_png_keeps_counts_and_drops_corrupt(tmp_path, synthetic_
     assert source.size == (160, 120)
     corrupt_logs = [r for r in caplog.records if "(corrupt)" in r.getMessage()]
     assert len(corrupt_logs) == 1, "each kind of drop is logged once"
-    assert any("(shape)" in r.getMessage() for r in caplog.records)
+    assert any("(size)" in r.getMessage() and "replay one size per folder" in r.getMessage() for r in caplog.records)
 
 
 def test_8bit_images_are_scaled_to_14_bits(tmp_path):
@@ -318,3 +318,18 @@ def test_the_cli_handler_keys_source_drops_by_kind():
     finally:
         logger.removeHandler(handler)
     assert [r.getMessage() for r in records] == ["dropping frame (corrupt): x", "dropping frame (shape): x"]
+
+
+def test_a_frame_of_another_size_is_skipped_with_a_clear_reason(tmp_path, caplog):
+    from tir.edge.sources.base import open_source
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((12, 16), 1000, np.uint16))
+    cv2.imwrite(str(tmp_path / "b.png"), np.full((24, 32), 1000, np.uint16))
+    cv2.imwrite(str(tmp_path / "c.png"), np.full((12, 16), 2000, np.uint16))
+    source = open_source(f"file://{tmp_path}/?rate=max")
+    with caplog.at_level(logging.WARNING):
+        frames = [source.read(), source.read()]
+    assert [f.raw.shape for f in frames] == [(12, 16), (12, 16)] and frames[1].raw[0, 0] == 2000
+    assert source.stats()["corrupt_kinds"] == {"size": 1}
+    assert "replay one size per folder" in caplog.text and "32x24 frame in a 16x12 replay" in caplog.text
+    source.close()

@@ -550,6 +550,10 @@ class FileSource(Source):
                     self._counts["loops"] += 1
                     restarted = True
                     continue
+                if image.ndim == 2 and image.shape != tuple(self._shape):
+                    raise FrameError("size", f"a {image.shape[1]}x{image.shape[0]} frame in a "
+                                     f"{self._shape[1]}x{self._shape[0]} replay is skipped: a source keeps "
+                                     "one frame size, as a camera does (replay one size per folder)")
                 return check_frame(image, self._shape)
             except FrameError as exc:
                 self._drop(exc)
