@@ -21,11 +21,12 @@ from . import datasets as dsets
 
 def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draws: int = 2,
                   seed: int = 0, threads: int = 2, max_frames: Optional[int] = None,
-                  adapt_frames: int = 200, command: str = "") -> dict:
+                  adapt_frames: int = 200, command: str = "", only: Optional[Sequence[str]] = None) -> dict:
     """Run the protocol above for every set; returns (and writes ``work_dir/leave_out.json``)
     {"sets": {k: {"trained_on", "camera", "router_before_adapt", "router_after_adapt",
     "clean_identity", "min_gain_auto", "per_task", "seconds"}}}. Raises DatasetError for an
-    unknown set or one without clean frames, ValueError for fewer than two sets."""
+    unknown set or one without clean frames, ValueError for fewer than two sets. ``only``: leave
+    out just these sets (each still trained on all the others), e.g. to spread the work."""
     from .adapt import measure_adaptation
     from .camera_eval import evaluate_set
     from .train import train_router_for_bundle
@@ -40,7 +41,10 @@ def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draw
     work.mkdir(parents=True, exist_ok=True)
     out = {"bundle": str(bundle), "steps": steps, "draws": draws, "seed": seed, "command": command,
            "sets": {}}
-    for k in names:
+    targets = names if not only else [k for k in names if k in set(only)]
+    if only and len(targets) != len(set(only)):
+        raise ValueError(f"--leave-out-only {list(only)} must name sets of --leave-out {names}")
+    for k in targets:
         t0 = time.monotonic()
         rest = [n for n in names if n != k]
         b = train_router_for_bundle(bundle, work / k / "bundle", rest, work / k, steps=steps, seed=seed,

@@ -184,3 +184,10 @@ def test_leave_one_out_end_to_end_on_two_tiny_cameras(data_root, tmp_path):
         assert 0.0 <= row["router_before_adapt"] <= 1.0 and "median" in row["clean_identity"]
     assert (tmp_path / "loo" / "cam8" / "bundle" / "manifest.json").is_file()
     assert "cam16" in format_leave_out(r)
+
+
+def test_leave_out_only_must_name_a_listed_set(tmp_path):
+    from tir.engines.leave_out import leave_one_out
+
+    with pytest.raises(ValueError, match="must name sets of --leave-out"):
+        leave_one_out("engines/bundles/edge", "roadscene,hit_uav", tmp_path, only=["anti_uav"])

@@ -30,6 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--leave-out", default=None, metavar="SET[,SET]",
                         help="leave-one-camera-out: per set, train a router on the other sets, measure this "
                              "one before/after tir adapt (engines/leave_out.py); needs --work-dir")
+    parser.add_argument("--leave-out-only", default=None, metavar="SET[,SET]",
+                        help="with --leave-out: leave out only these sets (each trained on all the others)")
     parser.add_argument("--work-dir", default=None, help="with --leave-out: where the routers are trained")
     parser.add_argument("--router-steps", type=int, default=1500, help="with --leave-out: router steps")
     parser.add_argument("--no-true-routes", action="store_true",
@@ -160,7 +162,8 @@ def _leave_out(args, bundle) -> int:
     command = "tir eval " + " ".join(sys.argv[sys.argv.index("eval") + 1:]) if "eval" in sys.argv else ""
     try:
         result = leave_one_out(bundle, args.leave_out, args.work_dir, steps=args.router_steps, seed=args.seed,
-                               threads=args.threads or 2, max_frames=args.max_frames, command=command)
+                               threads=args.threads or 2, max_frames=args.max_frames, command=command,
+                               only=[n.strip() for n in args.leave_out_only.split(",")] if args.leave_out_only else None)
     except (BundleError, DatasetError, ValueError) as exc:
         print(f"tir eval: {exc}", file=sys.stderr)
         return 2
