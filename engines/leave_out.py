@@ -23,8 +23,10 @@ def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draw
                   seed: int = 0, threads: int = 2, max_frames: Optional[int] = None,
                   adapt_frames: int = 200, command: str = "", only: Optional[Sequence[str]] = None) -> dict:
     """Run the protocol above for every set; returns (and writes ``work_dir/leave_out.json``)
-    {"sets": {k: {"trained_on", "camera", "router_before_adapt", "router_after_adapt",
-    "clean_identity", "min_gain_auto", "per_task", "seconds"}}}. Raises DatasetError for an
+    {"sets": {k: {"trained_on", "camera", "router_live" (live path, engines/camera_eval.py),
+    "router_before_adapt" / "router_after_adapt" (both in tir adapt --measure's protocol),
+    "clean_identity", "min_gain_auto", "per_task", "seconds"}}}. The two protocols differ
+    (the live path degrades counts before the preprocessing), so only before/after compare. Raises DatasetError for an
     unknown set or one without clean frames, ValueError for fewer than two sets. ``only``: leave
     out just these sets (each still trained on all the others), e.g. to spread the work."""
     from .adapt import measure_adaptation
@@ -53,7 +55,8 @@ def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draw
         a = measure_adaptation(b, [k], frames=adapt_frames, seed=seed, threads=threads)["sets"][k]
         out["sets"][k] = {
             "trained_on": rest, "camera": dsets.dataset(k).camera,
-            "router_before_adapt": r["router"]["accuracy_tasks"],
+            "router_live": r["router"]["accuracy_tasks"],
+            "router_before_adapt": (a.get("before") or {}).get("tasks"),
             "router_after_adapt": (a.get("after") or {}).get("tasks"),
             "adapt": a, "clean_identity": r["clean_identity"], "min_gain_auto": r["min_gain_auto"],
             "per_task": r["per_task"], "seconds": round(time.monotonic() - t0, 1)}
@@ -63,11 +66,13 @@ def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draw
 
 def format_leave_out(result: dict) -> str:
     """One row per left-out camera."""
-    head = (f"{'left out':<17} {'router':>7} {'adapted':>8} {'clean med':>9} {'p5':>6} {'min gain':>8}  trained on")
+    head = (f"{'left out':<17} {'router':>7} {'adapt: before':>13} {'after':>8} {'clean med':>9} {'p5':>6} "
+            f"{'min gain':>8}  trained on")
     lines = [head, "-" * len(head)]
     for k, r in result["sets"].items():
-        after = r["router_after_adapt"]
-        lines.append(f"{k:<17} {100 * r['router_before_adapt']:>6.1f}% "
+        before, after = r["router_before_adapt"], r["router_after_adapt"]
+        lines.append(f"{k:<17} {100 * r['router_live']:>6.1f}% "
+                     f"{(f'{100 * before:.1f}%' if before is not None else '-'):>13} "
                      f"{(f'{100 * after:.1f}%' if after is not None else 'refused'):>8} "
                      f"{r['clean_identity']['median']:>9.2f} {r['clean_identity']['p5']:>6.2f} "
                      f"{r['min_gain_auto']:>+8.2f}  {','.join(r['trained_on'])}")
