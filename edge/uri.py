@@ -85,3 +85,17 @@ def parse_size(text: str) -> Tuple[int, int]:
     if not m:
         raise ValueError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 640x512")
     return int(m.group(1)), int(m.group(2))
+
+
+def build_checked(uri: URI, factory, error):
+    """``factory(uri)``, then :meth:`URI.check_options`: an object whose URI carries an option it
+    never asked for is closed and refused as ``error`` (SourceError, OutputError, ...)."""
+    obj = factory(uri)
+    try:
+        uri.check_options(uri.scheme + "://")
+    except ValueError as exc:
+        try:
+            obj.close()
+        finally:
+            raise error(str(exc)) from None
+    return obj

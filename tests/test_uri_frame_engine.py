@@ -83,3 +83,17 @@ class Embedder(Engine):
 def test_engine_leaves_non_image_outputs_uncropped():
     out = Embedder("embed").infer(np.zeros((1, 1, 10, 10), np.float32))
     assert out.shape == (1, 700)
+
+
+def test_a_misspelt_uri_option_is_refused_naming_the_known_ones():
+    from tir.edge.outputs.base import OutputError, open_output
+    from tir.edge.sources.base import SourceError, open_source
+
+    with pytest.raises(SourceError, match=r"unknown option degarde .*known: .*degrade"):
+        open_source("synthetic://?degarde=noise")
+    with pytest.raises(ValueError, match=r"option fps='abc'"):
+        open_source("synthetic://?fps=abc")
+    with pytest.raises(OutputError, match=r"unknown option max_viewer .*known: .*max_viewers"):
+        open_output("http://127.0.0.1:0?max_viewer=1")
+    source = open_source("synthetic://?size=160x120&degrade=noise")  # known options still work
+    source.close()

@@ -95,12 +95,9 @@ def main(args) -> int:
     except (BundleError, DegradationError, EngineError, FileNotFoundError, ValueError) as exc:
         print(f"tir eval: {exc}", file=sys.stderr)
         return 2
-    result["command"] = "tir eval " + " ".join(sys.argv[sys.argv.index("eval") + 1:]) if "eval" in sys.argv else ""
+    result["command"] = _command()
     print(format_report(result))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=1)
-        print(f"\nwrote {args.json}")
+    _write_json(args, result)
     if args.plot:
         print(f"wrote {plot_report(result, args.plot)}")
     return 0
@@ -130,12 +127,9 @@ def _cameras(args, bundle) -> int:
     except (BundleError, DatasetError, EngineError, ValueError) as exc:
         print(f"tir eval: {exc}", file=sys.stderr)
         return 2
-    result["command"] = "tir eval " + " ".join(sys.argv[sys.argv.index("eval") + 1:]) if "eval" in sys.argv else ""
+    result["command"] = _command()
     print(format_cameras(result))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=1)
-        print(f"\nwrote {args.json}")
+    _write_json(args, result)
     if args.plot:
         from tir.engines.camera_eval import plot_cameras
 
@@ -159,7 +153,7 @@ def _leave_out(args, bundle) -> int:
     if bundle is None or not args.work_dir:
         print("tir eval: --leave-out needs a bundle and --work-dir DIR", file=sys.stderr)
         return 2
-    command = "tir eval " + " ".join(sys.argv[sys.argv.index("eval") + 1:]) if "eval" in sys.argv else ""
+    command = _command()
     try:
         result = leave_one_out(bundle, args.leave_out, args.work_dir, steps=args.router_steps, seed=args.seed,
                                threads=args.threads or 2, max_frames=args.max_frames, command=command,
@@ -168,8 +162,17 @@ def _leave_out(args, bundle) -> int:
         print(f"tir eval: {exc}", file=sys.stderr)
         return 2
     print(format_leave_out(result))
+    _write_json(args, result)
+    return 0
+
+
+def _command() -> str:
+    """The command line as typed (recorded in the JSON next to the numbers)."""
+    return "tir eval " + " ".join(sys.argv[sys.argv.index("eval") + 1:]) if "eval" in sys.argv else ""
+
+
+def _write_json(args, result: dict) -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=1)
         print(f"\nwrote {args.json}")
-    return 0

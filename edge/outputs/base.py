@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, Dict, Optional
 
 from ..frame import Frame
-from ..uri import URI, parse_uri
+from ..uri import URI, build_checked, parse_uri
 
 
 class OutputError(RuntimeError):
@@ -71,12 +71,4 @@ def open_output(uri, **options) -> Output:
             f"known: {', '.join(sorted(s + '://' for s in _REGISTRY))}"
         )
     module, cls = _REGISTRY[uri.scheme].split(":")
-    obj = getattr(importlib.import_module(module), cls)(uri)
-    try:
-        uri.check_options(uri.scheme + "://")
-    except ValueError as exc:
-        try:
-            obj.close()
-        finally:
-            raise OutputError(str(exc)) from None
-    return obj
+    return build_checked(uri, getattr(importlib.import_module(module), cls), OutputError)

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from typing import Dict, Optional
 
 from ..frame import Frame
-from ..uri import URI, parse_uri
+from ..uri import URI, build_checked, parse_uri
 
 
 class SourceError(RuntimeError):
@@ -83,12 +83,4 @@ def open_source(uri, **options) -> Source:
             f"known: {', '.join(sorted(s + '://' for s in _REGISTRY))}"
         )
     module, cls = _REGISTRY[uri.scheme].split(":")
-    obj = getattr(importlib.import_module(module), cls)(uri)
-    try:
-        uri.check_options(uri.scheme + "://")
-    except ValueError as exc:
-        try:
-            obj.close()
-        finally:
-            raise SourceError(str(exc)) from None
-    return obj
+    return build_checked(uri, getattr(importlib.import_module(module), cls), SourceError)
