@@ -543,9 +543,12 @@ class FileSource(Source):
                 if image is None:
                     if not os.path.exists(self.path):
                         raise SourceLost(f"{self.path} is gone")
-                    if not self.loop or restarted:
+                    if not self.loop:
                         raise EndOfStream(f"{self.uri.text}: end of file after {self._counts['frames']} "
                                           "frames (add loop=1 to repeat)")
+                    if restarted:  # a whole pass without one readable frame (e.g. files still
+                        # being written back): a loss, reopened (and re-listed) after the back-off
+                        raise SourceLost(f"{self.path}: no readable frame in a whole pass")
                     self.reader.rewind()
                     self._counts["loops"] += 1
                     restarted = True
