@@ -141,7 +141,6 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
         auto.close()
         return result
 
-    forced = {t: Restorer(auto.bundle, backend=backend, task=t, threads=threads) for t in tasks} if true_routes else {}
     classes = tasks + [CLEAN]
     per = {c: {"degraded": [], "auto": [], "true": [], "verdicts": []} for c in classes}
     for i, f in enumerate(tqdm(frames, desc=name, unit="frame", disable=not progress)):
@@ -158,7 +157,8 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                 continue
             per[c]["degraded"].append(psnr(counts / peak, clean / peak))
             if true_routes:
-                per[c]["true"].append(psnr(user_path(forced[c], counts, meta) / peak, clean / peak))
+                # the true route: the same engine the automatic path loads (Restorer.engine caches it)
+                per[c]["true"].append(psnr(user_path(auto.engine(c), counts, meta) / peak, clean / peak))
     verdict_tasks = [v == c for c in tasks for v in per[c]["verdicts"]]
     result["router"] = {
         "accuracy_tasks": float(np.mean(verdict_tasks)),
@@ -177,8 +177,6 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     result["min_gain_auto"] = min(r["gain_auto"] for r in result["per_task"].values())
     result["seconds"] = round(time.monotonic() - t0, 1)
     auto.close()
-    for r in forced.values():
-        r.close()
     return result
 
 
@@ -273,8 +271,11 @@ def before_after(bundle, name: str, path, frames: int = 2, backend: str = "auto"
     from .restorer import Restorer
 
     ds = dsets.dataset(name)
-    data = dsets.load_counts(name, dsets.ALL if not ds.splits else "test", root)
-    picks = [data[int(i)] for i in np.linspace(0, len(data) - 1, frames)]
+    if ds.virtual:
+        picks = dsets.load_counts(name, "test", root, frames)
+    else:  # decode only the frames shown
+        paths = dsets.split_files(name, dsets.ALL if not ds.splits else "test", root)
+        picks = [dsets.read_counts(paths[int(i)], ds.bits) for i in np.linspace(0, len(paths) - 1, frames)]
     auto = Restorer(bundle, backend=backend, every=1, hysteresis=1, threads=threads)
     fig, axes = plt.subplots(frames, 2, figsize=(10, 3.9 * frames), squeeze=False)
     for row, f in zip(axes, picks):

@@ -261,20 +261,19 @@ class Restorer:
             log.warning("router named %s, which this bundle has no route for; treated as unknown", task)
             task = UNKNOWN
             self._last["unknown"] = True
-        if task == UNKNOWN:
-            # uncertain: do no harm. Pass-through is the candidate (same hysteresis as any
-            # switch), never "keep whatever route the last confident verdict chose".
-            self.unknowns += 1
+        unsure = task != UNKNOWN and decision.get("confidence") is not None \
+            and decision["confidence"] < self.min_confidence
+        if task == UNKNOWN or unsure:
+            # do no harm: pass-through is the candidate (same hysteresis as any switch), never
+            # "keep whatever route the last confident verdict chose"
+            if unsure:
+                self.uncertain += 1
+                self._last["uncertain"] = True
+            else:
+                self.unknowns += 1
             if self.current is None:
                 self._candidate, self._streak = None, 0
                 return  # nothing chosen yet: frames already pass through
-            task = CLEAN
-        elif decision.get("confidence") is not None and decision["confidence"] < self.min_confidence:
-            self.uncertain += 1
-            self._last["uncertain"] = True
-            if self.current is None:
-                self._candidate, self._streak = None, 0
-                return
             task = CLEAN
         if task == self.current:
             self._candidate, self._streak = None, 0

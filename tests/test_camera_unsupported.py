@@ -9,6 +9,7 @@ from tir.edge.camera.boson import BosonClient, BosonUndefinedFunction, FFCMode
 from tir.edge.camera.emulator import BosonEmulator
 from tir.edge.camera.ffc import ASSUMED_FFC_S, FFCController, FFCProgress
 from tir.tools.cli import main
+from waiting import wait_until
 
 NO_FFC_QUERIES = ("get_ffc_status", "get_ffc_in_progress")
 
@@ -16,15 +17,6 @@ NO_FFC_QUERIES = ("get_ffc_status", "get_ffc_in_progress")
 def run(capsys, *argv):
     code = main(["camera", *argv])
     return code, capsys.readouterr().out
-
-
-def wait_until(predicate, limit_s=5.0):
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_emulator_answers_0x0207_for_the_functions_its_firmware_lacks():

@@ -11,19 +11,11 @@ from tir.edge.camera.emulator import BosonEmulator, TauEmulator
 from tir.edge.camera.ffc import CameraNotFound, FFCController, open_camera_control
 from tir.edge.camera.tau import TauClient
 from tir.edge.frame import Frame, now
+from waiting import wait_until
 
 
 def make_frame(seq: int) -> Frame:
     return Frame(raw=np.zeros((4, 4), np.uint16), seq=seq, t_capture=now())
-
-
-def wait_until(predicate, limit_s=5.0):
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_periodic_ffc_marks_shutter_frames_and_fills_stats():
