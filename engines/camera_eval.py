@@ -20,6 +20,17 @@ Scores are PSNR of restored vs clean counts with the peak = the frame's full sca
 - do no harm: PSNR of the output of a clean frame against itself (median, 5th percentile);
 - per task: mean PSNR of the degraded input, of the automatic route, of the true route, and the
   gain (automatic minus degraded);
+- routing regret per task: mean PSNR of the automatic route minus the true route's (0 = the
+  router's choice cost nothing; positive = it chose better than the label);
+- raw counts (scene-referred input, the normaliser is the AGC): a global contrast/brightness
+  change of the counts is an affine map that the live percentile normaliser undoes exactly, so
+  the user's picture does not show it, and for a radiometric camera the counts are the scene's
+  temperatures, not something to "restore". Such sets are therefore also scored as the user
+  sees them (``display``): restored and clean each through the pipeline's display map (robust
+  0.5-99.5 % linear range, :func:`tir.edge.pipeline.normalize.robust_range`), and the router
+  against the *visible* task (the contrast part dropped: contrast -> clean, CB -> blur,
+  CN -> noise, CBN -> BN; :func:`visible_task`). The strict count-domain numbers stay in the
+  result next to them;
 - sets of real degraded frames without a clean target (``lynred_nonuc``): share routed to a
   noise-carrying task, column FPN (:func:`tir.engines.metrics.column_fpn`) before/after, in grey
   levels and relative to the scene's contrast (p1-p99 of the low-passed frame: a contrast
@@ -41,6 +52,33 @@ from .router import CLEAN
 
 NOISE_TASKS = ("noise", "CN", "BN", "CBN")
 SCENE_SIGMA = 4.0
+
+
+def visible_task(task: str, bits: int) -> str:
+    """The task a frame still shows after the live preprocessing.
+
+    8-bit (display-referred) frames keep every degradation: ``task`` unchanged. Raw counts
+    (``bits`` > 8, scene-referred) lose the contrast part, since the robust-percentile
+    normaliser is invariant to an affine change of the counts: "contrast" -> "clean", "CB" ->
+    "blur", "CN" -> "noise", "CBN" -> "BN"; others unchanged.
+    """
+    if bits <= 8 or task == CLEAN:
+        return task
+    if task == "contrast":
+        return CLEAN
+    if task.startswith("C") and task != "C":
+        rest = task[1:]
+        return {"B": "blur", "N": "noise"}.get(rest, rest)
+    return task
+
+
+def display_map(counts: np.ndarray) -> np.ndarray:
+    """Counts (H×W, any dtype) -> float64 [0, 1] through the display map the pipeline applies
+    to raw frames: linear between the robust 0.5 % / 99.5 % percentiles, clipped."""
+    from tir.edge.pipeline.normalize import robust_range
+
+    lo, hi = robust_range(counts, 0.5, 99.5)
+    return np.clip((counts.astype(np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
 
 
 def degrade_counts(clean: np.ndarray, bits: int, task: str, rng) -> Tuple[np.ndarray, np.ndarray, dict, float]:
@@ -142,7 +180,9 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
         return result
 
     classes = tasks + [CLEAN]
-    per = {c: {"degraded": [], "auto": [], "true": [], "verdicts": []} for c in classes}
+    scene_referred = ds.bits > 8
+    per = {c: {"degraded": [], "auto": [], "true": [], "verdicts": [],
+               "d_degraded": [], "d_auto": [], "d_true": []} for c in classes}
     for i, f in enumerate(tqdm(frames, desc=name, unit="frame", disable=not progress)):
         for k, c in enumerate(classes):
             rng = np.random.default_rng([seed, i, k])
@@ -153,12 +193,20 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             per[c]["verdicts"].append(status["decision"] if status["decision"] is not None else PASSTHROUGH)
             per[c].setdefault("routes", []).append(auto.route)
             per[c]["auto"].append(psnr(out / peak, clean / peak))
+            if scene_referred:
+                d_clean = display_map(clean)
+                per[c]["d_auto"].append(psnr(display_map(out), d_clean))
             if c == CLEAN:
                 continue
             per[c]["degraded"].append(psnr(counts / peak, clean / peak))
+            if scene_referred:
+                per[c]["d_degraded"].append(psnr(display_map(counts), d_clean))
             if true_routes:
                 # the true route: the same engine the automatic path loads (Restorer.engine caches it)
-                per[c]["true"].append(psnr(user_path(auto.engine(c), counts, meta) / peak, clean / peak))
+                true_out = user_path(auto.engine(c), counts, meta)
+                per[c]["true"].append(psnr(true_out / peak, clean / peak))
+                if scene_referred:
+                    per[c]["d_true"].append(psnr(display_map(true_out), d_clean))
     verdict_tasks = [v == c for c in tasks for v in per[c]["verdicts"]]
     result["router"] = {
         "accuracy_tasks": float(np.mean(verdict_tasks)),
@@ -166,15 +214,29 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
         "clean_verdict_clean": float(np.mean([v == CLEAN for v in per[CLEAN]["verdicts"]])),
         "confusion": {c: {v: per[c]["verdicts"].count(v) for v in sorted(set(per[c]["verdicts"]))}
                       for c in classes}}
+    if scene_referred:
+        visible = [v == visible_task(c, ds.bits) for c in tasks for v in per[c]["verdicts"]]
+        result["router"]["accuracy_visible"] = float(np.mean(visible))
     result["clean_identity"] = _summary(per[CLEAN]["auto"])
-    result["per_task"] = {}
-    for t in tasks:
-        row = {"degraded": float(np.mean(per[t]["degraded"])), "auto": float(np.mean(per[t]["auto"]))}
-        if true_routes:
-            row["true_route"] = float(np.mean(per[t]["true"]))
-        row["gain_auto"] = row["auto"] - row["degraded"]
-        result["per_task"][t] = row
+
+    def rows(key_deg, key_auto, key_true):
+        out = {}
+        for t in tasks:
+            row = {"degraded": float(np.mean(per[t][key_deg])), "auto": float(np.mean(per[t][key_auto]))}
+            if true_routes:
+                row["true_route"] = float(np.mean(per[t][key_true]))
+                row["regret"] = float(np.mean(np.minimum(per[t][key_auto], 99.0)
+                                              - np.minimum(per[t][key_true], 99.0)))
+            row["gain_auto"] = row["auto"] - row["degraded"]
+            out[t] = row
+        return out
+
+    result["per_task"] = rows("degraded", "auto", "true")
     result["min_gain_auto"] = min(r["gain_auto"] for r in result["per_task"].values())
+    if scene_referred:
+        result["display"] = {"clean_identity": _summary(per[CLEAN]["d_auto"]),
+                             "per_task": rows("d_degraded", "d_auto", "d_true")}
+        result["display"]["min_gain_auto"] = min(r["gain_auto"] for r in result["display"]["per_task"].values())
     result["seconds"] = round(time.monotonic() - t0, 1)
     auto.close()
     return result
@@ -206,12 +268,21 @@ def format_cameras(result: dict) -> str:
                      f"{100 * r['router']['clean_to_passthrough']:>10.1f}% {r['clean_identity']['median']:>12.2f} "
                      f"{r['clean_identity']['p5']:>6.2f} {r['min_gain_auto']:>+8.2f}")
     for name, r in result["sets"].items():
+        if "accuracy_visible" in r.get("router", {}):
+            lines.append(f"{name}: raw counts; router {100 * r['router']['accuracy_visible']:.1f}% against the task "
+                         f"visible after the live normaliser (contrast part dropped), display-referred min gain "
+                         f"{r['display']['min_gain_auto']:+.2f} dB")
+    for name, r in result["sets"].items():
         if "per_task" in r:
-            lines.append("")
-            lines.append(f"{name}: PSNR dB  degraded / auto route / true route (gain of auto)")
-            for t, row in r["per_task"].items():
-                true = f"{row['true_route']:6.2f}" if "true_route" in row else "     -"
-                lines.append(f"  {t:<9} {row['degraded']:6.2f} / {row['auto']:6.2f} / {true}  ({row['gain_auto']:+.2f})")
+            views = [("counts", r["per_task"])] + ([("display", r["display"]["per_task"])] if "display" in r else [])
+            for view, table in views:
+                lines.append("")
+                lines.append(f"{name} ({view}): PSNR dB  degraded / auto route / true route (gain of auto, regret)")
+                for t, row in table.items():
+                    true = f"{row['true_route']:6.2f}" if "true_route" in row else "     -"
+                    regret = f", {row['regret']:+.2f}" if "regret" in row else ""
+                    lines.append(f"  {t:<9} {row['degraded']:6.2f} / {row['auto']:6.2f} / {true}  "
+                                 f"({row['gain_auto']:+.2f}{regret})")
         else:
             lines.append("")
             lines.append(f"{name} (real degraded, no reference): {100 * r['noise_routed']:.0f}% routed to a "

@@ -127,6 +127,41 @@ def test_evaluate_set_through_a_bundle(data_root, tmp_path):
         # no router: frames pass through, so a clean frame is exactly itself
         assert r["clean_identity"]["median"] == 99.0
         assert r["per_task"]["noise"]["true_route"] < r["per_task"]["noise"]["degraded"] + 20
+        # no router: the automatic path passes through, the true route halves the contrast
+        row = r["per_task"]["noise"]
+        assert row["regret"] == pytest.approx(row["auto"] - row["true_route"], abs=1e-9)
+        if name == "cam16":  # raw counts: also scored as the user sees them
+            assert set(r["display"]["per_task"]) == {"noise"}
+            assert r["display"]["clean_identity"]["median"] == 99.0
+            # x*0.5+0.25 is affine: in counts it costs dB, on the display it is (up to the
+            # normaliser's clipped tails) the degraded input again
+            d = r["display"]["per_task"]["noise"]
+            assert row["true_route"] < row["degraded"] - 1.0
+            assert abs(d["true_route"] - d["degraded"]) < 1.0
+            assert 0.0 <= r["router"]["accuracy_visible"] <= 1.0
+        else:
+            assert "display" not in r and "accuracy_visible" not in r["router"]
+
+
+def test_visible_task_drops_contrast_only_on_raw_counts():
+    from tir.engines.camera_eval import visible_task
+
+    assert [visible_task(t, 8) for t in ("contrast", "CB", "CN", "CBN", "noise", "clean")] == \
+        ["contrast", "CB", "CN", "CBN", "noise", "clean"]
+    assert [visible_task(t, 16) for t in ("contrast", "CB", "CN", "CBN", "blur", "noise", "BN", "clean")] == \
+        ["clean", "blur", "noise", "BN", "blur", "noise", "BN", "clean"]
+
+
+def test_display_map_is_invariant_to_an_affine_change_of_counts():
+    """What the raw-count 'display' scores rest on: a global contrast/brightness change of
+    the counts gives the same picture after the display map."""
+    from tir.engines.camera_eval import display_map
+    from tir.engines.metrics import psnr
+
+    counts = (_scene(120, 160, 3) * 3000 + 8000).astype(np.uint16)
+    low = (counts.astype(np.float64) * 0.4 + 2000).round().astype(np.uint16)
+    assert psnr(display_map(low), display_map(counts)) > 45
+    assert psnr(low / 65535.0, counts / 65535.0) < 25
 
 
 def test_tir_eval_data_sets_prints_the_per_camera_table(data_root, tmp_path, capsys):
