@@ -5,9 +5,15 @@
 Starts ``tir run --port 0 --duration SECONDS`` (default source and model unless given after
 ``--``), opens ``/stream/side.mjpg`` and reads it for the whole run (one viewer), and every
 ``--every`` seconds writes: t, the process' resident memory (VmRSS of /proc/PID/status, MiB),
-``/stats.json``'s e2e p50/p99 (ms), frame age (ms), fps, frames, drops, the 1-minute load.
-Prints start vs end (mean of the first and last three samples after the first minute) and
-the change in percent. Exit status: tir run's.
+``/stats.json``'s e2e p50/p99 (ms), frame age (ms), fps, frames, drops, the 1-minute load, and
+the CPU time ``tir run`` spent per frame since the last sample (utime + stime of
+/proc/PID/stat, ms per frame: unlike wall-clock latency it hardly moves when other processes
+share the cores, so it shows whether the pipeline itself gets slower).
+
+Prints, for each measure over the steady part (after the first minute): start vs end (median
+of the first and of the last ``--window`` seconds) and the drift of a robust straight-line fit
+over the whole run (Theil-Sen: the median of the slopes of all sample pairs, Sen 1968), as a
+share of the run's median. Exit status: tir run's.
 """
 from __future__ import annotations
 
@@ -22,7 +28,54 @@ import threading
 import time
 import urllib.request
 
-FIELDS = ["t_s", "rss_mib", "e2e_p50_ms", "e2e_p99_ms", "frame_age_ms", "fps", "frames", "drops", "load_1m"]
+FIELDS = ["t_s", "rss_mib", "e2e_p50_ms", "e2e_p99_ms", "frame_age_ms", "fps", "frames", "drops", "load_1m",
+          "cpu_ms_per_frame"]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its waited-for children), in seconds (proc(5): fields 14-17)."""
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
+
+
+def theil_sen_slope(t, y) -> float:
+    """Median of the pairwise slopes (y_j - y_i) / (t_j - t_i) (Sen 1968): a straight-line trend
+    that a minority of outliers (a noisy neighbour for a few samples) cannot move."""
+    slopes = [(y[j] - y[i]) / (t[j] - t[i]) for i in range(len(t)) for j in range(i + 1, len(t)) if t[j] > t[i]]
+    slopes.sort()
+    n = len(slopes)
+    if n == 0:
+        return 0.0
+    return slopes[n // 2] if n % 2 else 0.5 * (slopes[n // 2 - 1] + slopes[n // 2])
+
+
+def _median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+
+
+def drift_report(rows, window: float = 60.0, skip: float = 60.0):
+    """{measure: (start, end, drift %)} over the samples after ``skip`` seconds; start/end are
+    medians of the first/last ``window`` seconds, drift = Theil-Sen slope × duration / median."""
+    steady = [r for r in rows if r["t_s"] >= skip] or rows
+    out = {}
+    if len(steady) < 6:
+        return out
+    t_first, t_last = steady[0]["t_s"], steady[-1]["t_s"]
+    for key in ("rss_mib", "e2e_p50_ms", "fps", "cpu_ms_per_frame"):
+        pts = [(r["t_s"], r[key]) for r in steady if r.get(key) is not None]
+        if len(pts) < 6:
+            continue
+        t, y = [p[0] for p in pts], [p[1] for p in pts]
+        start = _median([v for (ti, v) in pts if ti <= t_first + window])
+        end = _median([v for (ti, v) in pts if ti >= t_last - window])
+        med = _median(y)
+        drift = 100.0 * theil_sen_slope(t, y) * (t[-1] - t[0]) / med if med else 0.0
+        out[key] = (start, end, drift)
+    return out
 
 
 def rss_mib(pid: int) -> float:
@@ -37,6 +90,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--every", type=float, default=10.0)
+    parser.add_argument("--window", type=float, default=60.0, help="seconds at each end for start/end medians")
     parser.add_argument("--csv", required=True)
     parser.add_argument("extra", nargs="*", help="more tir run options (after --)")
     args = parser.parse_args(argv)
@@ -69,6 +123,7 @@ def main(argv=None) -> int:
 
     threading.Thread(target=viewer, daemon=True).start()
     rows = []
+    last_cpu = last_frames = None
     t0 = time.monotonic()
     with open(args.csv, "w", newline="") as f:
         out = csv.writer(f)
@@ -79,23 +134,27 @@ def main(argv=None) -> int:
                 with urllib.request.urlopen(f"{url}/stats.json", timeout=5) as reply:
                     stats = json.load(reply)
                 rss = rss_mib(child.pid)
+                cpu = cpu_seconds(child.pid)
             except (OSError, RuntimeError, ValueError):
                 continue
+            frames = stats.get("frames")
+            cpu_per_frame = None
+            if last_cpu is not None and isinstance(frames, int) and frames > last_frames:
+                cpu_per_frame = round(1000.0 * (cpu - last_cpu) / (frames - last_frames), 2)
+            if isinstance(frames, int):
+                last_cpu, last_frames = cpu, frames
             e2e = stats.get("latency_ms", {}).get("e2e", {})
             drops = sum(v for v in stats.get("drops", {}).values() if isinstance(v, int))
             row = [round(time.monotonic() - t0, 1), round(rss, 1), e2e.get("p50"), e2e.get("p99"),
                    stats.get("frame_age_ms"), stats.get("fps"), stats.get("frames"), drops,
-                   round(os.getloadavg()[0], 2)]
+                   round(os.getloadavg()[0], 2), cpu_per_frame]
             out.writerow(row)
             f.flush()
             rows.append(dict(zip(FIELDS, row)))
     code = child.wait()
-    steady = [r for r in rows if r["t_s"] >= 60] or rows
-    if len(steady) >= 6:
-        for key in ("rss_mib", "e2e_p50_ms", "fps"):
-            start = sum(r[key] for r in steady[:3]) / 3
-            end = sum(r[key] for r in steady[-3:]) / 3
-            print(f"soak: {key} start {start:.1f} end {end:.1f} ({100 * (end - start) / start:+.1f} %)")
+    for key, (start, end, drift) in drift_report(rows, args.window).items():
+        print(f"soak: {key} start {start:.1f} end {end:.1f} (medians of the first/last {args.window:.0f} s, "
+              f"{100 * (end - start) / start:+.1f} %); trend over the run {drift:+.1f} % (Theil-Sen)")
     print(f"soak: {len(rows)} samples, viewer read {viewed['bytes'] / 1e6:.0f} MB, tir run exit {code}")
     return code
 

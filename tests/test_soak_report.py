@@ -1,0 +1,35 @@
+"""The soak's trend arithmetic (tools/soak.py): robust to a few outliers, exact on a line."""
+import os
+
+import pytest
+
+from tir.tools.soak import cpu_seconds, drift_report, theil_sen_slope
+
+
+def test_theil_sen_recovers_a_line_and_ignores_a_few_outliers():
+    t = list(range(0, 600, 10))
+    y = [50.0 + 0.01 * ti for ti in t]
+    assert theil_sen_slope(t, y) == pytest.approx(0.01)
+    y[5] += 40.0  # a noisy neighbour for two samples
+    y[30] -= 30.0
+    assert theil_sen_slope(t, y) == pytest.approx(0.01, abs=1e-3)
+
+
+def test_drift_report_flat_run_with_spikes_is_flat_and_growth_is_seen():
+    rows = []
+    for i, t in enumerate(range(0, 610, 10)):
+        latency = 60.0 + (30.0 if i in (20, 21, 40) else 0.0)
+        rows.append({"t_s": float(t), "rss_mib": 100.0 + 0.01 * t, "e2e_p50_ms": latency, "fps": 30.0,
+                     "cpu_ms_per_frame": None if i == 0 else 40.0})
+    rep = drift_report(rows)
+    start, end, drift = rep["e2e_p50_ms"]
+    assert start == end == 60.0 and drift == pytest.approx(0.0)
+    # rss grows 0.01 MiB/s over 540 s of steady run: +5.4 MiB on a median of ~103.5
+    assert rep["rss_mib"][2] == pytest.approx(100 * 0.01 * 540 / 103.5, rel=0.02)
+    assert rep["cpu_ms_per_frame"][2] == 0.0
+
+
+def test_cpu_seconds_of_this_process_grows_with_work():
+    before = cpu_seconds(os.getpid())
+    sum(i * i for i in range(2_000_000))
+    assert cpu_seconds(os.getpid()) > before
