@@ -8,7 +8,7 @@ import pytest
 from tir.edge.frame import Frame, now
 from tir.edge.sources import Source, SourceError, open_source
 from tir.edge.sources.file import EndOfStream
-from tir.edge.sources.grabber import Grabber, LatestFrameSlot, backoff_delays
+from tir.edge.sources.grabber import Grabber, backoff_delays
 from tir.edge.uri import parse_uri
 
 
@@ -23,29 +23,6 @@ def wait_until(condition, timeout=5.0):
             return True
         time.sleep(0.01)
     return False
-
-
-def test_slot_keeps_only_the_newest_and_counts_overwrites():
-    slot = LatestFrameSlot()
-    assert slot.get(timeout=0.01) is None
-    for i in range(3):
-        slot.put(frame(i))
-    assert slot.get(timeout=0.01).seq == 2
-    assert slot.dropped == 2
-    assert slot.get(timeout=0.01) is None, "a frame is handed out once"
-    slot.put(frame(3))
-    assert slot.get(timeout=0.01).seq == 3 and slot.dropped == 2
-
-
-def test_slot_wakes_a_waiting_consumer():
-    slot = LatestFrameSlot()
-    got = []
-    consumer = threading.Thread(target=lambda: got.append(slot.get(timeout=5.0)))
-    consumer.start()
-    time.sleep(0.05)
-    slot.put(frame(7))
-    consumer.join(5.0)
-    assert got and got[0].seq == 7
 
 
 def test_backoff_doubles_from_half_a_second_to_a_five_second_cap():

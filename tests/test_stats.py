@@ -1,11 +1,9 @@
 import json
-import threading
 
 import numpy as np
 import pytest
 
 from tir.edge.frame import Frame
-from tir.edge.pipeline.slots import LatestWinsSlot
 from tir.edge.pipeline.stats import PipelineStats, rate, summarize_ms
 
 STAMPS = ["capture", "read", "infer", "output"]
@@ -93,46 +91,6 @@ def test_broken_status_provider_is_reported_not_raised():
 
     stats.model_status = broken
     assert "gone" in stats.snapshot()["model"]["status_error"]
-
-
-def test_slot_latest_wins_and_counts_drops():
-    dropped = []
-    slot = LatestWinsSlot("x", on_drop=dropped.append)
-    slot.put(1)
-    slot.put(2)
-    slot.put(3)
-    assert slot.get(0) == 3
-    assert slot.dropped == 2 and dropped == [1, 2]
-    assert slot.get(0.01) is None
-
-
-def test_slot_put_when_empty_waits_for_consumer():
-    slot = LatestWinsSlot("x")
-    slot.put("a")
-    done = threading.Event()
-
-    def producer():
-        slot.put_when_empty("b")
-        done.set()
-
-    t = threading.Thread(target=producer)
-    t.start()
-    assert not done.wait(0.1)  # blocked: "a" not taken yet
-    assert slot.get(1) == "a"
-    assert done.wait(2)
-    assert slot.get(1) == "b" and slot.dropped == 0
-    t.join()
-
-
-def test_slot_close_wakes_waiters():
-    slot = LatestWinsSlot("x")
-    got = []
-    t = threading.Thread(target=lambda: got.append(slot.get(10)))
-    t.start()
-    slot.close()
-    t.join(2)
-    assert not t.is_alive() and got == [None]
-    assert slot.put_when_empty(1) is False
 
 
 def test_latency_values_last_n():

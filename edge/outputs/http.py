@@ -53,6 +53,7 @@ import numpy as np
 from aiohttp import web
 
 from ..frame import Frame, now
+from ..pipeline.slots import LatestWinsSlot
 from ..uri import URI
 from .base import Output, OutputError
 from .jpeg import VIEWS, encode_jpeg, no_signal_image, snap_quality, view_image, view_size
@@ -116,15 +117,14 @@ def scene_range(frame: Frame) -> Dict[str, Any]:
 class LatestFrame:
     """The newest frame, a generation counter, and its JPEGs encoded on demand.
 
+    The frame is held in a :class:`~tir.edge.pipeline.slots.LatestWinsSlot` that every
+    client only peeks at (nobody takes it); ``generation`` is the slot's ``puts``.
     Thread-safe: the pipeline puts from its thread, encodes run on the server's worker threads.
     """
 
     def __init__(self):
-        self.changed = threading.Condition()
-        self.frame: Optional[Frame] = None
-        self.generation = 0
+        self.slot: LatestWinsSlot[Frame] = LatestWinsSlot("http")
         self.t_last: Optional[float] = None
-        self.frames_in = 0
         self.encodes = 0
         self._jpegs: Dict[Tuple[str, int], Tuple[int, bytes]] = {}
         self._encode_locks: Dict[Tuple[str, int], threading.Lock] = {}
@@ -132,18 +132,23 @@ class LatestFrame:
         self.on_put: Optional[Callable[[], None]] = None  # called after each put (any thread)
 
     def put(self, frame: Frame) -> None:
-        with self.changed:
-            self.frame = frame
-            self.generation += 1
-            self.frames_in += 1
-            self.t_last = now()
-            self.changed.notify_all()
+        self.slot.put(frame)
+        self.t_last = now()
         if self.on_put is not None:
             self.on_put()
 
+    @property
+    def generation(self) -> int:
+        """Frames put so far: a new value means a new frame."""
+        return self.slot.puts
+
+    @property
+    def frames_in(self) -> int:
+        return self.slot.puts
+
     def snapshot(self) -> Tuple[Optional[Frame], int]:
-        with self.changed:
-            return self.frame, self.generation
+        """(newest frame or None, its generation)."""
+        return self.slot.peek()
 
     def jpeg(self, view: str, quality: int) -> Tuple[int, bytes]:
         """(generation, JPEG bytes) of ``view``; encodes only if this frame has not been."""
@@ -475,8 +480,7 @@ class HTTPOutput(Output):
         Never raises (a failure here is logged)."""
         self.closing.set()
         self.latest.on_put = None
-        with self.latest.changed:
-            self.latest.changed.notify_all()
+        self.latest.slot.close()
         loop, thread, runner = self._loop, self._thread, self._runner
         self._loop = self._thread = self._runner = None
         if loop is None:

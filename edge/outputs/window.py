@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import cv2
 
 from ..frame import Frame
+from ..pipeline.slots import LatestWinsSlot
 from ..uri import URI
 from .base import Output, OutputError
 from .jpeg import VIEWS, view_image
@@ -31,9 +32,10 @@ QUIT_KEYS = (ord("q"), ord("Q"), 27)
 class NewestFrameWorker:
     """A thread that hands only the newest frame offered to ``handle``; older ones are skipped.
 
-    ``setup`` runs first in the thread, ``idle`` after each wait of at most ``poll_s``
-    (e.g. to pump GUI events), ``teardown`` last. An exception ends the thread and is
-    kept in ``failure``. ``skipped`` counts frames replaced before they were handled.
+    The frames wait in a :class:`~tir.edge.pipeline.slots.LatestWinsSlot` (``slot``), so a
+    frame replaced before it was handled is counted there (``skipped``). ``setup`` runs first
+    in the thread, ``idle`` after each wait of at most ``poll_s`` (e.g. to pump GUI events),
+    ``teardown`` last. An exception ends the thread and is kept in ``failure``.
     """
 
     def __init__(self, name: str, handle: Callable[[Frame], None],
@@ -41,33 +43,34 @@ class NewestFrameWorker:
                  teardown: Callable[[], None] = lambda: None, poll_s: float = 0.03):
         self.name, self.poll_s = name, poll_s
         self._handle, self._setup, self._idle, self._teardown = handle, setup, idle, teardown
-        self._frame: Optional[Frame] = None
-        self._new = threading.Condition()
+        self.slot: LatestWinsSlot[Frame] = LatestWinsSlot(name)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.failure: Optional[BaseException] = None
         self.handled = 0
-        self.skipped = 0
+
+    @property
+    def skipped(self) -> int:
+        """Frames replaced by a newer one before they were handled."""
+        return self.slot.dropped
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
+        if self.slot.closed:  # started again after stop(): a fresh slot
+            self.slot = LatestWinsSlot(self.name)
+        self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
 
     def offer(self, frame: Frame) -> None:
-        with self._new:
-            if self._frame is not None:
-                self.skipped += 1
-            self._frame = frame
-            self._new.notify()
+        self.slot.put(frame)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        with self._new:
-            self._new.notify()
+        self.slot.close()  # wakes the thread at once
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._thread = None
@@ -76,10 +79,7 @@ class NewestFrameWorker:
         try:
             self._setup()
             while not self._stop.is_set():
-                with self._new:
-                    self._new.wait_for(lambda: self._frame is not None or self._stop.is_set(),
-                                       timeout=self.poll_s)
-                    frame, self._frame = self._frame, None
+                frame = self.slot.get(self.poll_s)
                 if self._stop.is_set():
                     break
                 if frame is not None:

@@ -5,7 +5,8 @@ consumer slower than the camera gets ever older frames (pipelines.md pain point 
 recommendation 1: a capture thread with a one-slot "latest frame" mailbox, drop-oldest,
 count the drops). :class:`Grabber` is that thread around any :class:`Source`:
 
-- it reads as fast as the source delivers and puts each frame in a :class:`LatestFrameSlot`,
+- it reads as fast as the source delivers and puts each frame in a
+  :class:`~tir.edge.pipeline.slots.LatestWinsSlot`,
   which replaces an unread frame (counted as dropped) instead of queueing it;
 - when the source fails (``read`` raises, or no frame arrives for ``stall_timeout``) it
   closes it and calls ``source_factory()`` again after 0.5 s, 1 s, 2 s, ... capped at 5 s,
@@ -26,6 +27,7 @@ import threading
 from typing import Callable, Dict, Iterator, Optional
 
 from ..frame import Frame, now
+from ..pipeline.slots import LatestWinsSlot
 from ..uri import URI
 from .base import Source, SourceError, open_source
 from .file import EndOfStream
@@ -42,50 +44,6 @@ def backoff_delays(initial: float = BACKOFF_INITIAL_S, cap: float = BACKOFF_MAX_
     while True:
         yield min(delay, cap)
         delay = min(delay * 2.0, cap)
-
-
-class LatestFrameSlot:
-    """Thread-safe mailbox holding one frame: ``put`` replaces, ``get`` takes the newest.
-
-    A frame replaced before anyone took it is counted in ``dropped``. ``get`` returns each
-    frame at most once, or None when no new frame arrives within ``timeout``.
-    """
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._frame: Optional[Frame] = None
-        self._fresh = False
-        self._closed = False
-        self.dropped = 0
-        self.puts = 0
-
-    def put(self, frame: Frame) -> None:
-        with self._cond:
-            if self._fresh:
-                self.dropped += 1
-            self._frame, self._fresh = frame, True
-            self.puts += 1
-            self._cond.notify_all()
-
-    def get(self, timeout: Optional[float] = None) -> Optional[Frame]:
-        with self._cond:
-            self._cond.wait_for(lambda: self._fresh or self._closed, timeout)
-            if not self._fresh:
-                return None
-            self._fresh = False
-            return self._frame
-
-    @property
-    def pending(self) -> bool:
-        """True while a frame waits to be taken."""
-        with self._cond:
-            return self._fresh
-
-    def close(self) -> None:
-        """Wake every waiting ``get``; frames still in the slot can be taken."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
 
 class Grabber(Source):
@@ -107,7 +65,7 @@ class Grabber(Source):
         self.stall_timeout, self.read_timeout = stall_timeout, read_timeout
         self._size = self._source.size
         self._fps = self._source.fps
-        self.slot = LatestFrameSlot()
+        self.slot: LatestWinsSlot[Frame] = LatestWinsSlot("grabber")
         self.connected = True
         self._lock = threading.Lock()
         self._stop = threading.Event()
