@@ -11,6 +11,7 @@ import pytest
 from tir.edge.frame import Frame
 from tir.edge.outputs import OutputError, open_output
 from tir.edge.outputs.collect import Collector, load_frame, read_index
+from tir.edge.pipeline.stats import CollectStats, StatsSnapshot
 from tir.edge.uri import parse_uri
 
 
@@ -170,7 +171,7 @@ def test_page_serves_collected_thumbnails(tmp_path):
     http_out = open_output("http://127.0.0.1:0").start()
     try:
         http_out.collector = col
-        http_out.stats_provider = lambda: {"collect": col.collect_stats()}
+        http_out.attach(lambda: StatsSnapshot(collect=CollectStats(**col.collect_stats())))
         conn = http.client.HTTPConnection("127.0.0.1", http_out.port, timeout=5)
         conn.request("GET", "/collect/0.jpg")
         resp = conn.getresponse()

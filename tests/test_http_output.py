@@ -12,6 +12,7 @@ import pytest
 from tir.edge.frame import Frame, now
 from tir.edge.outputs import OutputError, open_output
 from tir.edge.outputs.http import HTTPOutput
+from tir.edge.pipeline.stats import LatencySummary, StatsSnapshot
 from tir.edge.uri import parse_uri
 
 W, H = 96, 64
@@ -135,10 +136,10 @@ def test_stats_json_merges_provider_and_counters(server):
 
     def provider():
         calls.append(1)
-        return {"fps": 25.0, "connected": True, "task": "denoise",
-                "latency_ms": {"e2e": {"p50": 12.5, "p99": 30.0}}}
+        return StatsSnapshot(fps=25.0, connected=True, task="denoise",
+                             latency_ms={"e2e": LatencySummary(n=2, p50=12.5, p99=30.0)})
 
-    server.stats_provider = provider
+    server.attach(provider)
     server.write(make_frame(0))
     server.write(make_frame(1))
     resp, body = get(server, "/stats.json")
@@ -160,7 +161,7 @@ def test_stats_provider_failure_is_reported_not_fatal(server):
     def broken():
         raise RuntimeError("stats exploded")
 
-    server.stats_provider = broken
+    server.attach(broken)
     server.write(make_frame(0))
     stats = json.loads(get(server, "/stats.json")[1])
     assert "stats exploded" in stats["stats_error"]
@@ -192,7 +193,7 @@ def test_no_signal_before_frames_and_after_silence():
 
 
 def test_source_disconnected_means_no_signal(server):
-    server.stats_provider = lambda: {"connected": False}
+    server.attach(lambda: StatsSnapshot(connected=False))
     server.write(make_frame(0))
     assert json.loads(get(server, "/stats.json")[1])["no_signal"] is True
 
@@ -320,7 +321,7 @@ def post_ffc(out, headers=None, body=b""):
 def ffc_server():
     out = open_output("http://127.0.0.1:0").start()
     requested = []
-    out.actions["ffc"] = lambda: requested.append(1)
+    out.attach(StatsSnapshot, {"ffc": lambda: requested.append(1)})
     yield out, requested
     out.close()
 

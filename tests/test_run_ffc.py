@@ -81,7 +81,7 @@ def test_periodic_ffc_marks_shutter_frames_and_reports_camera_stats(emulator):
     assert camera["ffc_count"] >= 2 and camera["ffc_period_s"] == 0.6
     assert camera["fpa_temp_c"] == pytest.approx(35.0, abs=0.6)  # the emulator's FPA: 35 ± 0.5 °C
     assert camera["last_ffc_age_s"] is not None and camera["ffc_errors"] == 0
-    json.dumps(snap)  # the snapshot stays JSON for /stats.json
+    json.dumps(snap.to_dict())  # the snapshot's JSON form, as /stats.json serves it
     marks = [f.meta["ffc"] for f in collect.frames]
     assert any(marks) and not all(marks)
     # each frame is marked exactly when its capture time falls in an FFC window (+ settle)

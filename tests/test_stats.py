@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tir.edge.frame import Frame
-from tir.edge.pipeline.stats import PipelineStats, rate, summarize_ms
+from tir.edge.pipeline.stats import LatencySummary, PipelineStats, rate, summarize_ms
 
 STAMPS = ["capture", "read", "infer", "output"]
 
@@ -53,7 +53,7 @@ def test_missing_stage_is_skipped_not_zero():
     del f.stamps["infer"]
     stats.frame_done(f)
     lat = stats.snapshot()["latency_ms"]
-    assert lat["infer"] == {"n": 0}
+    assert lat["infer"] == LatencySummary(n=0) and lat["infer"].p50 is None
     assert lat["output"]["p50"] == pytest.approx(12.0, abs=1e-6)
 
 
@@ -78,7 +78,7 @@ def test_counters_signal_and_model_status_are_json():
     assert snap["corrupt"] == {"dtype": 1} and snap["corrupt_total"] == 1
     assert snap["no_signal"] is True and snap["connected"] is False
     assert snap["task"] == "noise" and snap["confidence"] == pytest.approx(0.75)
-    json.dumps(snap)  # serialisable, numpy scalars converted
+    json.dumps(snap.to_dict())  # serialisable, numpy scalars converted
     stats.frame_captured()
     assert stats.snapshot()["connected"] is True
 

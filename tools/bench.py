@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tir.edge.pipeline.stats import summarize_ms
+from tir.edge.pipeline.stats import StatsSnapshot, summarize_ms
 
 from .run import ModelNotFound, add_common_model_arguments, load_model
 
@@ -151,8 +151,8 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
             t = time.monotonic()
             snap = pipeline.snapshot() if t >= next_sample else None
             if snap is not None:
-                samples.append(_age_sample(snap, t - t0, pipeline.stats, snap["frames"] - sampled))
-                sampled = snap["frames"]
+                samples.append(_age_sample(snap, t - t0, pipeline.stats, snap.frames - sampled))
+                sampled = snap.frames
                 next_sample += sample_every
             progress_now = pipeline.stats.output if frames is not None else min(duration, t - t0)
             bar.update(progress_now - shown)
@@ -162,22 +162,24 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         bar.close()
     cpu = time.process_time() - cpu_start
     final = pipeline.snapshot()
-    samples.append(_age_sample(final, time.monotonic() - t0, pipeline.stats, final["frames"] - sampled))
+    samples.append(_age_sample(final, time.monotonic() - t0, pipeline.stats, final.frames - sampled))
     if pipeline.error is not None:
         raise RuntimeError(f"pipeline stage {pipeline.error_stage} failed: {pipeline.error}")
+    stats = final.to_dict()  # the stats schema's JSON form (tir.edge.pipeline.stats), as /stats.json
     return {
         "mode": "pipeline",
         "route": route_of(model),
         "source": source_uri,
-        "frames": final["frames"],
-        "wall_s": round(final["uptime_s"], 3),
-        "fps": final["fps_mean"],
-        "cpu_ms_per_frame": round(1000.0 * cpu / max(final["frames"], 1), 3),
-        "latency_ms": final["latency_ms"],
-        "busy_ms": final["busy_ms"],
-        "drops": final["drops"],
-        "corrupt": final["corrupt_total"],
-        "captured": final["captured"],
+        "stats_schema_version": stats["schema_version"],
+        "frames": stats["frames"],
+        "wall_s": round(stats["uptime_s"], 3),
+        "fps": stats["fps_mean"],
+        "cpu_ms_per_frame": round(1000.0 * cpu / max(stats["frames"], 1), 3),
+        "latency_ms": stats["latency_ms"],
+        "busy_ms": stats["busy_ms"],
+        "drops": stats["drops"],
+        "corrupt": stats["corrupt_total"],
+        "captured": stats["captured"],
         "lossless": pipeline.lossless,
         "max_in_flight": pipeline.max_in_flight,
         "infer_in_flight": pipeline.infer_in_flight,
@@ -192,12 +194,12 @@ def route_of(model) -> str:
     return route if isinstance(route, str) else "-"
 
 
-def _age_sample(snap: Dict[str, Any], t: float, stats, new_frames: int) -> Dict[str, Any]:
+def _age_sample(snap: StatsSnapshot, t: float, stats, new_frames: int) -> Dict[str, Any]:
     """The newest output frame's age, and e2e percentiles of the frames since the last sample."""
     e2e = summarize_ms(stats.latency_values("e2e", last=new_frames)) if new_frames > 0 else {}
-    return {"t_s": round(t, 1), "frames": snap["frames"], "frame_age_ms": snap["frame_age_ms"],
+    return {"t_s": round(t, 1), "frames": snap.frames, "frame_age_ms": snap.frame_age_ms,
             "e2e_p50_ms": e2e.get("p50"), "e2e_p99_ms": e2e.get("p99"), "e2e_max_ms": e2e.get("max"),
-            "fps": snap["fps"],
+            "fps": snap.fps,
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
 

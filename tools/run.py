@@ -167,12 +167,14 @@ def default_source() -> str:
     return DEMO_SOURCE
 
 
-def status_line(snap: dict) -> str:
-    e2e = snap.get("latency_ms", {}).get("e2e", {})
+def status_line(snap) -> str:
+    """One line of a stats snapshot (a StatsSnapshot, or its JSON form)."""
+    e2e = snap.get("latency_ms", {}).get("e2e") or {}
     drops = sum(v for v in snap.get("drops", {}).values() if isinstance(v, int))
+    p50, p99 = e2e.get("p50"), e2e.get("p99")
     parts = [
         f"fps {snap.get('fps', 0.0):5.1f}",
-        f"e2e p50 {e2e.get('p50', float('nan')):6.1f} ms p99 {e2e.get('p99', float('nan')):6.1f} ms",
+        f"e2e p50 {float('nan') if p50 is None else p50:6.1f} ms p99 {float('nan') if p99 is None else p99:6.1f} ms",
         f"frames {snap.get('frames', 0)}",
         f"drops {drops}",
     ]
@@ -182,7 +184,7 @@ def status_line(snap: dict) -> str:
     if task is not None:
         conf = snap.get("confidence")
         parts.append(f"task {task}" + (f" {conf:.2f}" if isinstance(conf, (int, float)) else ""))
-    adapt = (snap.get("model") or {}).get("adapt")
+    adapt = snap.get("adapt")
     if adapt:
         parts.append(f"adapt {adapt.get('state', '-')}")
     camera = snap.get("camera")

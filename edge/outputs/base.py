@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from ..frame import Frame
 from ..uri import URI, build_checked, parse_uri
+
+if TYPE_CHECKING:
+    from ..pipeline.stats import StatsSnapshot
 
 
 class OutputError(RuntimeError):
@@ -16,8 +19,10 @@ class OutputError(RuntimeError):
 class Output(ABC):
     """Receives finished frames. ``write`` must be cheap: never block the pipeline.
 
-    ``stats_provider`` (set by the pipeline) returns the live stats dict for outputs
-    that show it. ``failure`` is None while the output works, else one line saying why it
+    The pipeline calls :meth:`attach` before :meth:`start`: ``stats_provider`` then returns
+    the live :class:`~tir.edge.pipeline.stats.StatsSnapshot` for outputs that show it, and
+    ``actions`` maps an action's name to what runs it (``{"ffc": ...}`` with camera control).
+    ``failure`` is None while the output works, else one line saying why it
     stopped for good (a recorder whose disk is full); the pipeline reports it everywhere and
     ``tir run`` exits non-zero.
     """
@@ -26,7 +31,19 @@ class Output(ABC):
 
     def __init__(self, uri: URI):
         self.uri = uri
-        self.stats_provider: Optional[Callable[[], Dict[str, Any]]] = None
+        self.stats_provider: Optional[Callable[[], "StatsSnapshot"]] = None
+        self.actions: Dict[str, Callable[[], Any]] = {}
+
+    def attach(self, stats: Callable[[], "StatsSnapshot"],
+               actions: Optional[Mapping[str, Callable[[], Any]]] = None) -> None:
+        """Give the output the pipeline's stats (``stats()`` -> a
+        :class:`~tir.edge.pipeline.stats.StatsSnapshot`, callable from any thread) and the
+        actions it may offer (name -> callable taking no argument). Raises TypeError when
+        ``stats`` is not callable."""
+        if not callable(stats):
+            raise TypeError(f"attach: stats must be a callable returning a StatsSnapshot, got {stats!r}")
+        self.stats_provider = stats
+        self.actions = dict(actions or {})
 
     def start(self) -> "Output":
         return self

@@ -1,11 +1,13 @@
 """HTTP output: MJPEG streams, snapshots, live stats and a web page (``http://HOST:PORT``).
 
-Endpoints::
+Endpoints (the table :data:`ROUTES` at the end of this module is the one place they are
+set up)::
 
     /                          the page (edge/outputs/web/), with this run's token in a <meta>
     /stream/<view>.mjpg        multipart/x-mixed-replace MJPEG, view = raw | restored | side
     /snapshot/<view>.jpg       one JPEG of the newest frame
-    /stats.json                pipeline stats + this output's counters + "no_signal"
+    /stats.json                the stats schema's JSON form (tir.edge.pipeline.stats.StatsSnapshot):
+                               pipeline stats + this output's counters + "no_signal"
     /spot.json?x=&y=&view=     counts (and temperature where known) at one pixel
     /healthz                   liveness
     POST /ffc                  flat-field correction now (when the run has camera control)
@@ -16,8 +18,8 @@ blocks the pipeline). JPEG encoding is lazy: a view is encoded only when some cl
 it, at most once per frame and quality, on a worker thread, and the bytes are shared by every
 client. Requested qualities snap to a fixed set (:data:`~.jpeg.QUALITIES`), so the encodes per
 frame are bounded however many clients ask. A slow client simply skips to the newest frame;
-nothing queues up. ``actions`` maps a POST path's name to a callable the pipeline provides
-(``{"ffc": controller.request_ffc}``), like ``stats_provider``.
+nothing queues up. The pipeline hands the output its stats and ``actions`` (a POST path's
+name -> callable, ``{"ffc": controller.request_ffc}``) through :meth:`Output.attach`.
 
 Security (a page any web site can point a browser at must not drive the camera):
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import errno
 import hmac
 import ipaddress
@@ -54,6 +57,7 @@ from aiohttp import web
 
 from ..frame import Frame, now
 from ..pipeline.slots import LatestWinsSlot
+from ..pipeline.stats import FrameInfo, HttpStats, SceneRange, StatsSnapshot
 from ..uri import URI
 from .base import Output, OutputError
 from .jpeg import VIEWS, encode_jpeg, no_signal_image, snap_quality, view_image, view_size
@@ -105,13 +109,13 @@ def counts_to_celsius(counts: float, meta: Dict[str, Any]) -> Optional[float]:
         return None
 
 
-def scene_range(frame: Frame) -> Dict[str, Any]:
+def scene_range(frame: Frame) -> SceneRange:
     """Robust min/max counts of the scene: the 0.1 and 99.9 percentiles of every other
     pixel of the restored frame (or raw), so a few dead or hot pixels do not set them."""
     counts = frame.restored if frame.restored is not None else frame.raw
     lo, hi = np.percentile(counts[::2, ::2], (0.1, 99.9))
-    return {"min_counts": int(lo), "max_counts": int(round(hi)),
-            "of": "restored" if frame.restored is not None else "raw"}
+    return SceneRange(min_counts=int(lo), max_counts=int(round(hi)),
+                      of="restored" if frame.restored is not None else "raw")
 
 
 class LatestFrame:
@@ -293,7 +297,6 @@ class HTTPOutput(Output):
         self.token = str(token) if token is not None else secrets.token_urlsafe(24)
         self.extra_hosts = [h.strip().lower() for h in str(uri.get("allow_host", "") or "").split(",") if h.strip()]
         self.latest = LatestFrame()
-        self.actions: Dict[str, Callable[[], Any]] = {}  # POST /<name> -> callable, set by the pipeline
         self.collector = None  # the collect:// output (tir run --collect): GET /collect/<id>.jpg
         self.clients = 0
         self.viewers: Dict[str, int] = {v: 0 for v in VIEWS}
@@ -373,16 +376,14 @@ class HTTPOutput(Output):
         self._frame_event = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="http-jpeg")
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
-        for path in WEB_FILES:
-            app.router.add_get(path, self._page)
-        app.router.add_get("/stats.json", self._stats)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/spot.json", self._spot)
-        app.router.add_get("/stream/{view}.mjpg", self._stream)
-        app.router.add_get("/snapshot/{view}.jpg", self._snapshot)
-        app.router.add_get("/collect/{ident}.jpg", self._collected)
-        app.router.add_post("/{name}", self._post)
-        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        for method, path, handler, needs_token in ROUTES:
+            bound = handler.__get__(self, type(self))
+            if needs_token:
+                bound = self._token_checked(bound)
+            if method == "GET":
+                app.router.add_get(path, bound)  # answers HEAD too
+            else:
+                app.router.add_route(method, path, bound)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_S,
                                logger=_ServerLog(self),
                                max_line_size=MAX_LINE, max_field_size=MAX_LINE, max_headers=MAX_HEADERS,
@@ -504,27 +505,35 @@ class HTTPOutput(Output):
                 self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- what the handlers ask --------------------------------------------------
-    def pipeline_stats(self) -> Dict[str, Any]:
+    def pipeline_stats(self) -> StatsSnapshot:
+        """The attached pipeline's snapshot; an empty one (``frames`` from this output's own
+        count) before :meth:`attach`, one with ``stats_error`` when the provider failed."""
         if self.stats_provider is None:
-            return {}
+            return StatsSnapshot(frames=self.latest.frames_in)
         try:
-            return dict(self.stats_provider() or {})
+            snap = self.stats_provider()
+            if not isinstance(snap, StatsSnapshot):
+                raise TypeError(f"the stats provider returned {type(snap).__name__}, not a StatsSnapshot")
+            return dataclasses.replace(snap)  # a copy: the fields set below stay this reader's
         except Exception as exc:  # a broken provider must not take the page down
-            return {"stats_error": f"{type(exc).__name__}: {exc}"}
+            return StatsSnapshot(frames=self.latest.frames_in, stats_error=f"{type(exc).__name__}: {exc}")
 
     def _connected(self) -> Optional[bool]:
         t, value = self._connected_cache
         if now() - t >= STATS_POLL_S:
-            value = self.pipeline_stats().get("connected")
+            value = self.pipeline_stats().connected if self.stats_provider is not None else None
             self._connected_cache = (now(), value)
         return value
 
-    def signal_lost(self, stats: Optional[Dict[str, Any]] = None) -> bool:
+    def signal_lost(self, stats: Optional[StatsSnapshot] = None) -> bool:
         """True when no frame has come for ``no_signal_after`` s or the source says so."""
         t_last = self.latest.t_last
         if t_last is None or now() - t_last > self.no_signal_after:
             return True
-        connected = stats.get("connected") if stats is not None else self._connected()
+        if stats is not None:
+            connected = stats.connected if self.stats_provider is not None and stats.stats_error is None else None
+        else:
+            connected = self._connected()
         return connected is False
 
     def no_signal_jpeg(self, view: str, quality: int) -> bytes:
@@ -552,36 +561,32 @@ class HTTPOutput(Output):
             self.clients += clients_delta
             self.frames_served += frames
 
-    def stats(self) -> Dict[str, Any]:
-        """stats_provider() plus this output's counters, the newest frame's facts, no_signal."""
+    def stats(self) -> StatsSnapshot:
+        """The pipeline's snapshot plus this output's counters (``http``), the newest frame's
+        facts (``frame``, ``scene``) and ``no_signal`` as this output sees it."""
         stats = self.pipeline_stats()
         frame, _ = self.latest.snapshot()
-        stats["http"] = {
-            "clients": self.clients,
-            "viewers": dict(self.viewers),
-            "max_viewers": self.max_viewers,
-            "frames_in": self.latest.frames_in,
-            "frames_served": self.frames_served,
-            "encodes": self.latest.encodes,
-            "quality": self.quality,
-            "actions": sorted(self.actions),
-            "refused": dict(self.refused),
-        }
-        stats.setdefault("frames", self.latest.frames_in)
+        stats.http = HttpStats(
+            clients=self.clients,
+            viewers=dict(self.viewers),
+            max_viewers=self.max_viewers,
+            frames_in=self.latest.frames_in,
+            frames_served=self.frames_served,
+            encodes=self.latest.encodes,
+            quality=self.quality,
+            actions=sorted(self.actions),
+            refused=dict(self.refused),
+        )
         if frame is not None:
-            stats["frame"] = {
-                "seq": frame.seq,
-                "width": int(frame.raw.shape[1]),
-                "height": int(frame.raw.shape[0]),
-                "age_ms": round((now() - frame.t_capture) * 1000.0, 1),
-            }
+            stats.frame = FrameInfo(seq=frame.seq, width=int(frame.raw.shape[1]), height=int(frame.raw.shape[0]),
+                                    age_ms=round((now() - frame.t_capture) * 1000.0, 1))
             scene = scene_range(frame)
-            lo, hi = scene["min_counts"], scene["max_counts"]
-            lo_c, hi_c = counts_to_celsius(lo, frame.meta), counts_to_celsius(hi, frame.meta)
+            lo_c = counts_to_celsius(scene.min_counts, frame.meta)
+            hi_c = counts_to_celsius(scene.max_counts, frame.meta)
             if lo_c is not None:
-                scene.update(min_c=lo_c, max_c=hi_c)
-            stats["scene"] = scene
-        stats["no_signal"] = self.signal_lost(stats)
+                scene.min_c, scene.max_c = lo_c, hi_c
+            stats.scene = scene
+        stats.no_signal = self.signal_lost(stats)
         return stats
 
     def act(self, name: str) -> Tuple[int, Dict[str, Any]]:
@@ -633,7 +638,7 @@ class HTTPOutput(Output):
                                      "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"})
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return _json(self.stats())
+        return _json(self.stats().to_dict())
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return _json({"ok": True, "frames_in": self.latest.frames_in})
@@ -651,26 +656,33 @@ class HTTPOutput(Output):
                          close=request.body_exists)
         return _text(404, f"no page {request.path[:200]}; try / or /stats.json\n")
 
+    def _token_checked(self, handler):
+        """``handler`` behind the checks of a route that needs the token: same origin, the
+        run's token in the X-Tir-Token header, at most MAX_BODY bytes of body."""
+        async def checked(request: web.Request) -> web.StreamResponse:
+            origin = request.headers.get("Origin")
+            if origin is not None and not self._same_origin(origin):
+                self._refuse("origin")
+                return _json({"error": f"cross-origin POST from {origin[:100]!r} refused; use the page at "
+                                       f"{self.url}"}, 403, close=True)
+            given = request.headers.get(TOKEN_HEADER, "")
+            if not hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode()):
+                self._refuse("token")
+                return _json({"error": f"{'wrong' if given else 'missing'} {TOKEN_HEADER} header; the page "
+                                       f"at {self.url} sends it, tir run prints it"}, 403, close=True)
+            length = request.content_length
+            if (length is not None and length > MAX_BODY) or (length is None and request.body_exists):
+                self._refuse("body")
+                return _json({"error": f"{request.method} {request.path[:100]} takes no body; at most "
+                                       f"{MAX_BODY} bytes with a Content-Length are accepted"}, 413, close=True)
+            if length:
+                await request.read()  # bounded by Content-Length <= MAX_BODY (client_max_size too)
+            return await handler(request)
+        return checked
+
     async def _post(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        origin = request.headers.get("Origin")
-        if origin is not None and not self._same_origin(origin):
-            self._refuse("origin")
-            return _json({"error": f"cross-origin POST from {origin[:100]!r} refused; use the page at "
-                                   f"{self.url}"}, 403, close=True)
-        given = request.headers.get(TOKEN_HEADER, "")
-        if not hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode()):
-            self._refuse("token")
-            return _json({"error": f"{'wrong' if given else 'missing'} {TOKEN_HEADER} header; the page "
-                                   f"at {self.url} sends it, tir run prints it"}, 403, close=True)
-        length = request.content_length
-        if (length is not None and length > MAX_BODY) or (length is None and request.body_exists):
-            self._refuse("body")
-            return _json({"error": f"POST /{name} takes no body; at most {MAX_BODY} bytes with a "
-                                   "Content-Length are accepted"}, 413, close=True)
-        if length:
-            await request.read()  # bounded by Content-Length <= MAX_BODY (client_max_size too)
-        code, reply = self.act(name)
+        """POST /<name>: run the action ``name`` (behind :meth:`_token_checked`)."""
+        code, reply = self.act(request.match_info["name"])
         return _json(reply, code)
 
     def _same_origin(self, origin: str) -> bool:
@@ -787,6 +799,22 @@ class HTTPOutput(Output):
         head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
         await self._send(resp, head + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
         self.count_served(frames=1)
+
+
+# Every route the server answers, in match order: (method, path, handler, needs_token).
+# needs_token: the request must pass HTTPOutput._token_checked (same origin, X-Tir-Token,
+# no body). aiohttp's GET routes answer HEAD too; the last row catches everything else.
+ROUTES: List[Tuple[str, str, Callable, bool]] = [
+    *[("GET", path, HTTPOutput._page, False) for path in WEB_FILES],
+    ("GET", "/stats.json", HTTPOutput._stats, False),
+    ("GET", "/healthz", HTTPOutput._healthz, False),
+    ("GET", "/spot.json", HTTPOutput._spot, False),
+    ("GET", "/stream/{view}.mjpg", HTTPOutput._stream, False),
+    ("GET", "/snapshot/{view}.jpg", HTTPOutput._snapshot, False),
+    ("GET", "/collect/{ident}.jpg", HTTPOutput._collected, False),
+    ("POST", "/{name}", HTTPOutput._post, True),
+    ("*", "/{tail:.*}", HTTPOutput._not_found, False),
+]
 
 
 class _CloseDelimitedResponse(web.StreamResponse):

@@ -25,9 +25,9 @@ previous one's compute; frames still leave in order. Non-live sources then let
 
 With ``ffc`` (an :class:`~tir.edge.camera.ffc.FFCController`) the capture thread marks each
 frame right after the read (``meta["ffc"]``, no serial I/O on the frame path), the stats
-snapshot carries the controller's stats under ``"camera"``, and outputs with an ``actions``
-dict get ``{"ffc": request}`` (the page's FFC button). The pipeline starts and closes the
-controller; its serial client stays the caller's.
+snapshot carries the controller's stats under ``"camera"``, and every output gets
+``{"ffc": request}`` as its actions through :meth:`Output.attach` (the page's FFC button).
+The pipeline starts and closes the controller; its serial client stays the caller's.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from .normalize import Normalizer
 from .slots import LatestWinsSlot
 from .stages import (Deliver, Display, Infer, PipelinedInfer, PipelinedStageThread, Postprocess, Preprocess,
                      StageThread, lower_thread_priority)
-from .stats import PipelineStats
+from .stats import PipelineStats, RecordingStats, StatsSnapshot, stats_section
 
 log = logging.getLogger(__name__)
 
@@ -253,10 +253,11 @@ class Pipeline:
         started = []
         try:
             self.source.start()
+            actions = {"ffc": self.ffc.request_ffc} if self.ffc is not None else {}
             for output in self.outputs:
-                output.stats_provider = self.snapshot
-                if self.ffc is not None and isinstance(getattr(output, "actions", None), dict):
-                    output.actions["ffc"] = self.ffc.request_ffc
+                attach = getattr(output, "attach", None)
+                if attach is not None:  # an Output; a bare object with write() shows no stats
+                    attach(self.snapshot, actions)
                 output.start()
                 started.append(output)
         except BaseException:
@@ -335,21 +336,22 @@ class Pipeline:
                 failed[str(getattr(getattr(output, "uri", None), "text", output))] = failure
         return failed
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> StatsSnapshot:
+        """:meth:`PipelineStats.snapshot` plus the source's own drops (first in ``drops``),
+        the outputs that stopped for good and a recorder output's counters."""
         snap = self.stats.snapshot()
-        source_dropped = snap.get("source", {}).get("dropped")
+        source_dropped = snap.source.get("dropped")
         if isinstance(source_dropped, int):
-            snap["drops"] = {"source": source_dropped, **snap["drops"]}
-        snap["stages"] = [CAPTURE, READ] + self.stage_names
+            snap.drops = {"source": source_dropped, **snap.drops}
         failed = self.failed_outputs()
-        snap["output_failures"] = failed
+        snap.output_failures = failed
         if failed:
-            snap["errors"]["output"] = snap["errors"].get("output", 0) + len(failed)
-            snap["last_error"] = "output: " + next(iter(failed.values()))
+            snap.errors["output"] = snap.errors.get("output", 0) + len(failed)
+            snap.last_error = "output: " + next(iter(failed.values()))
         for output in self.outputs:
             stats = getattr(output, "stats", None)
             if getattr(getattr(output, "uri", None), "scheme", None) == "file" and callable(stats):
-                snap["recording"] = stats()
+                snap.recording = stats_section(RecordingStats, stats)
         return snap
 
     def __enter__(self) -> "Pipeline":

@@ -1,26 +1,260 @@
-"""Rolling pipeline statistics: per-stage and end-to-end latency, fps, drops, signal, model.
+"""Rolling pipeline statistics, and the one typed, versioned stats schema every reader uses.
+
+:meth:`PipelineStats.snapshot` returns a :class:`StatsSnapshot` (dataclasses below, version
+:data:`STATS_SCHEMA_VERSION` in its ``schema_version`` field). Its JSON form
+(:meth:`StatsSnapshot.to_dict`, the field names are the keys, every key always present,
+``null`` where there is no value) is what ``/stats.json`` serves, what the page
+(edge/outputs/web/app.js) reads, what ``tir bench --json`` and the recorder's
+``recording.json`` keep; the ``tir run`` status line reads the same object. The schema is
+described once, in docs/architecture.md ("Stats schema"). Schema objects also read like
+their JSON form (``snap["fps"]``, ``snap.get("camera")``).
 
 ``corrupt``/``corrupt_total`` count the frames dropped as unusable wherever that happened:
 in the pipeline, or in the source (its ``stats()["corrupt_kinds"]``, else its ``corrupt``
 total under the kind ``source``), so the status line, ``/stats.json`` and ``tir bench --json``
-read the same numbers. With camera control, ``camera`` holds the FFC controller's stats (fpa_temp_c, ffc_state,
-last_ffc_age_s, ffc_count, ...). Latency of a stage is read off each finished frame's stamps (pipelines.md (d)8, per-frame
-flow tracking): the time from the previous boundary to this stage's boundary, so it holds
-the wait in the slot plus the work, and the stages add up to the end-to-end
-capture -> output latency. ``busy`` is the work alone. Windows keep the last ``window``
-frames; :meth:`PipelineStats.snapshot` returns a JSON-serialisable dict (the outputs'
-``stats_provider``).
+read the same numbers. With camera control, ``camera`` holds the FFC controller's stats
+(:class:`CameraStats`). Latency of a stage is read off each finished frame's stamps
+(pipelines.md (d)8, per-frame flow tracking): the time from the previous boundary to this
+stage's boundary, so it holds the wait in the slot plus the work, and the stages add up to
+the end-to-end capture -> output latency. ``busy`` is the work alone. Windows keep the last
+``window`` frames.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Callable, Deque, Dict, Iterable, Optional, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from ..frame import Frame, now
+
+
+STATS_SCHEMA_VERSION = 1  # bump when a key is renamed or removed (adding one keeps it)
+
+
+class _Record(Mapping):
+    """Schema objects also read like a read-only dict of their JSON form with the ``None``
+    fields left out: ``snap["fps"]``, ``snap.get("camera")``, ``"camera" in snap`` (set and
+    not None), ``set(summary)``. An unknown key raises KeyError."""
+
+    def __getitem__(self, key: str):
+        if not isinstance(key, str) or key not in _field_names(type(self)):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        value = getattr(self, key, None) if key in _field_names(type(self)) else None
+        return default if value is None else value
+
+    def __contains__(self, key) -> bool:
+        return key in _field_names(type(self)) and getattr(self, key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON form (every field, None as null): plain dicts, lists, str, int, float, bool."""
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _field_names(cls) -> frozenset:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+_FIELD_NAMES: Dict[type, frozenset] = {}
+
+
+@dataclass
+class LatencySummary(_Record):
+    """Durations in milliseconds over the window: ``n`` values, their p50/p90/p99/mean/max
+    (None while ``n`` is 0)."""
+    n: int = 0
+    p50: Optional[float] = None
+    p90: Optional[float] = None
+    p99: Optional[float] = None
+    mean: Optional[float] = None
+    max: Optional[float] = None
+
+
+@dataclass
+class CameraStats(_Record):
+    """Camera control (``tir run --camera-port``): :meth:`tir.edge.camera.ffc.FFCController.stats`.
+    ``fpa_temp_c`` is the FPA temperature in °C, ``last_ffc_age_s`` seconds since the last
+    FFC ended (0 during one, None before the first), ``ffc_state`` the camera's FFC state
+    name. ``stats_error`` is set (the rest None) when the controller's stats call failed."""
+    fpa_temp_c: Optional[float] = None
+    ffc_state: Optional[str] = None
+    last_ffc_age_s: Optional[float] = None
+    ffc_count: Optional[int] = None
+    ffc_camera_initiated: Optional[int] = None
+    ffc_frames: Optional[int] = None
+    frames_seen: Optional[int] = None
+    ffc_errors: Optional[int] = None
+    ffc_last_error: Optional[str] = None
+    ffc_period_s: Optional[float] = None
+    ffc_confirmed_by: Optional[str] = None
+    stats_error: Optional[str] = None
+
+
+@dataclass
+class CollectStats(_Record):
+    """Open-world collection (``tir run --collect DIR``):
+    :meth:`tir.edge.outputs.collect.Collector.collect_stats`. Counts of router verdicts
+    (``seen``), unknown ones, kept, rate-limited, refused on a full queue, evicted (oldest
+    dropped), write errors; the ring's size (``frames``, ``mb``) and limits; ``thumbs``: ids
+    of the last thumbnails (``GET /collect/<id>.jpg``)."""
+    folder: Optional[str] = None
+    seen: int = 0
+    unknown: int = 0
+    kept: int = 0
+    rate_limited: int = 0
+    queue_full: int = 0
+    evicted: int = 0
+    write_errors: int = 0
+    frames: int = 0
+    mb: float = 0.0
+    max_frames: Optional[int] = None
+    max_mb: Optional[float] = None
+    rate: Optional[float] = None
+    thumbs: List[int] = field(default_factory=list)
+    stats_error: Optional[str] = None
+
+
+@dataclass
+class AdaptStatus(_Record):
+    """Router adaptation (``tir run --adapt N``, or a bundle adapted by ``tir adapt``):
+    :meth:`tir.engines.restorer.Restorer.adapt_status`. ``state``: "collecting k/N",
+    "adapted" or "refused: reason"."""
+    state: str = "-"
+    frames: Optional[int] = None
+    saved: Optional[str] = None
+    source: Optional[str] = None
+    date: Optional[str] = None
+    stats_error: Optional[str] = None
+
+
+@dataclass
+class RecordingStats(_Record):
+    """A ``file://`` recorder output: :meth:`tir.edge.outputs.recorder.Recorder.stats` (frames
+    written, dropped on a full queue, lost after a failure, queued now, preview frames and
+    skips, write errors, ``failure``: why it stopped for good, or None)."""
+    written: int = 0
+    dropped: int = 0
+    lost: int = 0
+    queued: int = 0
+    preview_frames: int = 0
+    preview_skipped: int = 0
+    errors: int = 0
+    last_error: Optional[str] = None
+    failure: Optional[str] = None
+    path: str = ""
+    stats_error: Optional[str] = None
+
+
+@dataclass
+class HttpStats(_Record):
+    """The HTTP output's counters: open streams (``clients``, per view ``viewers``), frames
+    written to it (``frames_in``) and served, JPEG ``encodes``, its JPEG ``quality``, the
+    POST ``actions`` it offers (e.g. ["ffc"]) and the requests it ``refused`` by reason."""
+    clients: int = 0
+    viewers: Dict[str, int] = field(default_factory=dict)
+    max_viewers: int = 0
+    frames_in: int = 0
+    frames_served: int = 0
+    encodes: int = 0
+    quality: int = 0
+    actions: List[str] = field(default_factory=list)
+    refused: Dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class FrameInfo(_Record):
+    """The newest frame the HTTP output holds: sequence number, size in pixels, age in ms."""
+    seq: int
+    width: int
+    height: int
+    age_ms: float
+
+
+@dataclass
+class SceneRange(_Record):
+    """Robust scene range of the newest frame in counts (0.1/99.9 percentiles), ``of`` which
+    image (restored or raw), and in °C when the camera is radiometric (else None)."""
+    min_counts: int
+    max_counts: int
+    of: str
+    min_c: Optional[float] = None
+    max_c: Optional[float] = None
+
+
+@dataclass
+class StatsSnapshot(_Record):
+    """One reading of a running pipeline (the whole schema; see docs/architecture.md).
+
+    Times are seconds (``*_s``) or milliseconds (``*_ms``); rates are frames per second.
+    ``source`` and ``model`` are the source's ``stats()`` (with ``uri`` always) and the
+    model's ``status()`` as they give them; ``task``, ``confidence`` and ``adapt`` are the
+    model's, typed. ``http``, ``frame`` and ``scene`` are filled in by the HTTP output,
+    ``recording`` by the pipeline from a recorder output; ``stats_error`` says why a reader
+    got no pipeline stats.
+    """
+    schema_version: int = STATS_SCHEMA_VERSION
+    time: float = 0.0  # wall clock, seconds since the epoch
+    uptime_s: float = 0.0
+    frames: int = 0  # frames that reached the outputs
+    captured: int = 0
+    fps: float = 0.0  # output rate over the last fps_horizon_s
+    fps_mean: float = 0.0  # whole run, from the first output on
+    fps_window: float = 0.0  # over the stats window
+    fps_capture: float = 0.0
+    frame_age_ms: Optional[float] = None  # end-to-end latency of the newest output frame
+    latency_ms: Dict[str, LatencySummary] = field(default_factory=dict)  # per stage, and "e2e"
+    busy_ms: Dict[str, LatencySummary] = field(default_factory=dict)  # work alone, per stage
+    stages: List[str] = field(default_factory=list)  # stamp names, capture first
+    drops: Dict[str, int] = field(default_factory=dict)  # where frames were dropped (newest wins)
+    corrupt: Dict[str, int] = field(default_factory=dict)  # by kind
+    corrupt_total: int = 0
+    errors: Dict[str, int] = field(default_factory=dict)  # by stage
+    last_error: Optional[str] = None
+    read_timeouts: int = 0
+    no_signal: bool = False
+    no_signal_s: float = 0.0
+    connected: bool = False
+    ended: Optional[str] = None  # "end of stream" or "source error: ..." once the source ended
+    in_flight: Optional[int] = None
+    source: Dict[str, Any] = field(default_factory=dict)
+    model: Optional[Dict[str, Any]] = None
+    task: Optional[str] = None
+    confidence: Optional[float] = None
+    adapt: Optional[AdaptStatus] = None
+    camera: Optional[CameraStats] = None
+    collect: Optional[CollectStats] = None
+    recording: Optional[RecordingStats] = None
+    output_failures: Dict[str, str] = field(default_factory=dict)  # output URI -> why it stopped
+    http: Optional[HttpStats] = None
+    frame: Optional[FrameInfo] = None
+    scene: Optional[SceneRange] = None
+    stats_error: Optional[str] = None
+
+
+def stats_section(cls, read: Callable[[], Optional[Dict[str, Any]]]):
+    """``cls(**read())``; a failing call (or a key the schema lacks) gives ``cls`` with only
+    ``stats_error`` set, so a stats call never breaks the pipeline's reporting."""
+    try:
+        return cls(**dict(read() or {}))
+    except Exception as exc:
+        return cls(stats_error=f"{type(exc).__name__}: {exc}")
 
 
 def summarize_ms(seconds: Iterable[float]) -> Dict[str, float]:
@@ -147,40 +381,40 @@ class PipelineStats:
             values = list(self._latency[stage])
         return values if last is None else values[len(values) - min(last, len(values)):]
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> StatsSnapshot:
+        """The current reading (see :class:`StatsSnapshot`); thread-safe, never raises for a
+        failing source/model/camera/collector stats call (their ``stats_error``)."""
         t = now()
         with self._lock:
             latency = {k: list(v) for k, v in self._latency.items()}
             busy = {k: list(v) for k, v in self._busy.items()}
             capture_times = list(self._capture_times)
             output_times = list(self._output_times)
-            snap: Dict[str, Any] = {
-                "uptime_s": round(t - self.t_start, 3),
-                "frames": self.output,
-                "captured": self.captured,
-                "drops": dict(self.dropped),
-                "corrupt": dict(self.corrupt),
-                "corrupt_total": sum(self.corrupt.values()),
-                "errors": dict(self.errors),
-                "last_error": self.last_error,
-                "read_timeouts": self.read_timeouts,
-                "frame_age_ms": None if self.last_e2e is None else round(self.last_e2e * 1000.0, 3),
-                "ended": self.ended,
-            }
+            snap = StatsSnapshot(
+                uptime_s=round(t - self.t_start, 3),
+                frames=self.output,
+                captured=self.captured,
+                drops=dict(self.dropped),
+                corrupt=dict(self.corrupt),
+                errors=dict(self.errors),
+                last_error=self.last_error,
+                read_timeouts=self.read_timeouts,
+                frame_age_ms=None if self.last_e2e is None else round(self.last_e2e * 1000.0, 3),
+                ended=self.ended,
+                stages=list(self.stamps),
+            )
             if self.output > 1 and self.last_output_t > self.first_output_t:
                 # whole-run rate, from the first output on (start-up excluded)
-                snap["fps_mean"] = round((self.output - 1) / (self.last_output_t - self.first_output_t), 3)
-            else:
-                snap["fps_mean"] = 0.0
+                snap.fps_mean = round((self.output - 1) / (self.last_output_t - self.first_output_t), 3)
             no_signal_since = self.no_signal_since
-        snap["fps"] = round(rate(output_times, self.fps_horizon_s, t), 2)
-        snap["fps_capture"] = round(rate(capture_times, self.fps_horizon_s, t), 2)
+        snap.fps = round(rate(output_times, self.fps_horizon_s, t), 2)
+        snap.fps_capture = round(rate(capture_times, self.fps_horizon_s, t), 2)
         span = output_times[-1] - output_times[0] if len(output_times) > 1 else 0.0
-        snap["fps_window"] = round((len(output_times) - 1) / span, 2) if span > 0 else 0.0
-        snap["latency_ms"] = {k: summarize_ms(v) for k, v in latency.items()}
-        snap["busy_ms"] = {k: summarize_ms(v) for k, v in busy.items() if v}
-        snap["no_signal"] = no_signal_since is not None
-        snap["no_signal_s"] = round(t - no_signal_since, 3) if no_signal_since is not None else 0.0
+        snap.fps_window = round((len(output_times) - 1) / span, 2) if span > 0 else 0.0
+        snap.latency_ms = {k: LatencySummary(**summarize_ms(v)) for k, v in latency.items()}
+        snap.busy_ms = {k: LatencySummary(**summarize_ms(v)) for k, v in busy.items() if v}
+        snap.no_signal = no_signal_since is not None
+        snap.no_signal_s = round(t - no_signal_since, 3) if no_signal_since is not None else 0.0
         source: Dict[str, Any] = {"uri": self.source_uri}
         if self.source_stats is not None:
             try:
@@ -193,36 +427,33 @@ class PipelineStats:
         if isinstance(kinds, dict):
             for kind, n in kinds.items():
                 if isinstance(n, int) and n:
-                    snap["corrupt"][kind] = snap["corrupt"].get(kind, 0) + n
+                    snap.corrupt[kind] = snap.corrupt.get(kind, 0) + n
         elif isinstance(source.get("corrupt"), int) and source["corrupt"]:
-            snap["corrupt"]["source"] = snap["corrupt"].get("source", 0) + source["corrupt"]
-        snap["corrupt_total"] = sum(snap["corrupt"].values())
+            snap.corrupt["source"] = snap.corrupt.get("source", 0) + source["corrupt"]
+        snap.corrupt_total = sum(snap.corrupt.values())
         connected = source.get("connected", True)
-        snap["connected"] = bool(connected) and not snap["no_signal"] and self.ended is None
-        snap["source"] = source
+        snap.connected = bool(connected) and not snap.no_signal and self.ended is None
+        snap.source = _jsonable(source)
         if self.in_flight is not None:
-            snap["in_flight"] = self.in_flight()
+            snap.in_flight = self.in_flight()
         if self.camera_stats is not None:
-            try:
-                snap["camera"] = dict(self.camera_stats() or {})
-            except Exception as exc:
-                snap["camera"] = {"stats_error": f"{type(exc).__name__}: {exc}"}
+            snap.camera = stats_section(CameraStats, self.camera_stats)
         if self.collect_stats is not None:
-            try:
-                snap["collect"] = dict(self.collect_stats() or {})
-            except Exception as exc:
-                snap["collect"] = {"stats_error": f"{type(exc).__name__}: {exc}"}
+            snap.collect = stats_section(CollectStats, self.collect_stats)
         if self.model_status is not None:
             try:
                 status = dict(self.model_status() or {})
             except Exception as exc:
                 status = {"status_error": f"{type(exc).__name__}: {exc}"}
-            snap["model"] = status
-            for key in ("task", "confidence"):
-                if key in status:
-                    snap[key] = status[key]
-        snap["time"] = time.time()
-        return _jsonable(snap)
+            snap.model = _jsonable(status)
+            if status.get("task") is not None:
+                snap.task = str(status["task"])
+            if isinstance(status.get("confidence"), (int, float, np.number)):
+                snap.confidence = float(status["confidence"])
+            if isinstance(status.get("adapt"), dict):
+                snap.adapt = stats_section(AdaptStatus, lambda: status["adapt"])
+        snap.time = time.time()
+        return snap
 
 
 def _jsonable(value):
