@@ -1,4 +1,5 @@
 """The live page in a real headless Chromium: both videos play and the stats move."""
+import dataclasses
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import pytest
 
 from tir.edge.frame import Frame, now
 from tir.edge.outputs import open_output
+from tir.edge.pipeline.stats import AdaptStatus, CameraStats, LatencySummary, StatsSnapshot
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -46,24 +48,24 @@ class LivePipeline:
         self.seq = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
-        output.stats_provider = self.stats
+        output.attach(self.stats)
 
     def stats(self):
         n = self.seq
-        return {
-            "fps": 20.0 + (n % 5) * 0.1,
-            "frames": n,
-            "connected": True,
-            "source": "synthetic://?size=160x120",
-            "task": "denoise+destripe",
-            "confidence": 0.87,
-            "drops": {"capture": n // 10, "corrupt": 0},
-            "latency_ms": {
-                "capture": {"p50": 0.4, "p90": 0.6, "p99": 0.9, "mean": 0.45, "max": 1.2},
-                "restore": {"p50": 8.0 + n % 3, "p90": 9.5, "p99": 12.0, "mean": 8.4, "max": 14.0},
-                "e2e": {"p50": 11.0 + n % 3, "p90": 13.0, "p99": 18.0, "mean": 11.6, "max": 21.0},
+        return StatsSnapshot(
+            fps=20.0 + (n % 5) * 0.1,
+            frames=n,
+            connected=True,
+            source={"uri": "synthetic://?size=160x120"},
+            task="denoise+destripe",
+            confidence=0.87,
+            drops={"capture": n // 10, "corrupt": 0},
+            latency_ms={
+                "capture": LatencySummary(n=n, p50=0.4, p90=0.6, p99=0.9, mean=0.45, max=1.2),
+                "restore": LatencySummary(n=n, p50=8.0 + n % 3, p90=9.5, p99=12.0, mean=8.4, max=14.0),
+                "e2e": LatencySummary(n=n, p50=11.0 + n % 3, p90=13.0, p99=18.0, mean=11.6, max=21.0),
             },
-        }
+        )
 
     def _run(self):
         while not self.stop.is_set():
@@ -171,7 +173,7 @@ def test_page_plays_both_streams_and_updates_stats(browser, tmp_path):
                 shutil.copy(shot, os.environ["TIR_SAVE_SCREENSHOT"])
 
         # The feed stops: the page must say so instead of freezing on the last frame.
-        out.stats_provider = lambda: {"connected": False}
+        out.attach(lambda: StatsSnapshot(connected=False))
         wait_for(lambda: browser.find_element(By.ID, "status").text == "NO SIGNAL",
                  what="the NO SIGNAL badge")
         assert browser.find_element(By.ID, "banner").is_displayed()
@@ -192,8 +194,8 @@ def test_camera_card_shows_fpa_and_its_button_requests_ffc(browser):
             assert not browser.find_element(By.ID, "camera-card").is_displayed()  # no camera control
 
             camera = {"fpa_temp_c": 35.24, "ffc_state": "complete", "last_ffc_age_s": 12.0, "ffc_count": 3}
-            out.stats_provider = lambda: {**live.stats(), "camera": camera}
-            out.actions["ffc"] = lambda: requested.append(time.monotonic())
+            out.attach(lambda: dataclasses.replace(live.stats(), camera=CameraStats(**camera)),
+                       {"ffc": lambda: requested.append(time.monotonic())})
             wait_for(lambda: text("fpa") == "35.2 °C", what="the FPA temperature")
             assert text("ffc-state") == "FFC complete, last 12 s ago (3 so far)"
             button = wait_for(lambda: browser.find_element(By.ID, "ffc-button").is_displayed()
@@ -217,7 +219,7 @@ def test_router_adaptation_state_shows_on_the_page(browser):
             assert not browser.find_element(By.ID, "adapt-fact").is_displayed()  # no adaptation
 
             state = {"state": "collecting 12/200", "frames": 200, "saved": None}
-            out.stats_provider = lambda: {**live.stats(), "model": {"adapt": state}}
+            out.attach(lambda: dataclasses.replace(live.stats(), adapt=AdaptStatus(**state)))
             wait_for(lambda: text("adapt") == "collecting 12/200", what="the collecting state")
             state = {"state": "adapted", "frames": 200, "saved": None}
             wait_for(lambda: text("adapt") == "adapted", what="the adapted state")

@@ -2,7 +2,9 @@
 
 Layout of a recording folder::
 
-    recording.json   what was recorded and how (format, dtype, byte order)
+    recording.json   what was recorded and how (format, dtype, byte order), and at close the
+                     run's final stats (``stats``: the stats schema's JSON form, version in
+                     ``stats_schema_version``; see tir.edge.pipeline.stats)
     frames.csv       one line per frame: seq, t_capture, t_wall, width, height, raw, restored,
                      preview (raw/restored: byte offset into the stream, or PNG file name)
     raw.u16          format=u16 (default): the raw frames back to back, little-endian uint16
@@ -51,6 +53,7 @@ import cv2
 import numpy as np
 
 from ..frame import Frame
+from ..pipeline.stats import STATS_SCHEMA_VERSION
 from ..uri import URI
 from .base import Output, OutputError
 from .jpeg import side_by_side
@@ -98,6 +101,7 @@ class Recorder(Output):
         self._streams: Dict[str, io.FileIO] = {}
         self._good: Dict[str, int] = {}  # file name -> size after the last complete frame
         self._frame_pngs: List[Path] = []  # the PNGs of the frame being written (format=png)
+        self._info: Dict[str, object] = {}  # recording.json
         self._video: Optional[cv2.VideoWriter] = None
         self._video_size: Optional[Tuple[int, int]] = None
         self._closed = False
@@ -115,7 +119,7 @@ class Recorder(Output):
                     f"or add ?overwrite=1")
             if index_path.exists():
                 self._remove_old_recording()
-            (self.path / INFO_NAME).write_text(json.dumps({
+            self._info = {
                 "recorder": "tir-edge",
                 "format": self.format,
                 "dtype": "uint16 little-endian (<u2), sensor counts, row-major H x W",
@@ -123,7 +127,10 @@ class Recorder(Output):
                 "index": INDEX_NAME,
                 "preview": PREVIEW_NAME if self.preview else None,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }, indent=2))
+                "stats_schema_version": STATS_SCHEMA_VERSION,
+                "stats": None,  # the run's final stats snapshot, written at close
+            }
+            (self.path / INFO_NAME).write_text(json.dumps(self._info, indent=2))
             # unbuffered: what the OS accepted is on disk, nothing waits in a Python buffer that a
             # later flush could write after a truncation
             self._index_file = open(index_path, "wb", buffering=0)
@@ -178,6 +185,23 @@ class Recorder(Output):
             self._thread.join()
             self._thread = None
         self._close_files()
+        self._write_final_stats()
+
+    def _write_final_stats(self) -> None:
+        """recording.json gets the run's final stats (the stats schema's JSON form, from the
+        pipeline through :meth:`attach`): fps, drops, latency and this recorder's counters as
+        the recording ended. Written beside and renamed into place; a failure is logged, the
+        recording itself stays whole."""
+        if self.stats_provider is None or not self._info:
+            return
+        target = self.path / INFO_NAME
+        try:
+            self._info["stats"] = self.stats_provider().to_dict()
+            temporary = target.with_name(INFO_NAME + ".tmp")
+            temporary.write_text(json.dumps(self._info, indent=2))
+            os.replace(temporary, target)
+        except Exception as exc:  # close() must finish; the frames are already safe
+            log.warning("could not add the final stats to %s: %s: %s", target, type(exc).__name__, exc)
 
     def _close_files(self) -> None:
         if self._video is not None:

@@ -6,14 +6,13 @@ const $ = (id) => document.getElementById(id);
 // The run's token, put in the page by the server: POSTs carry it so no other site can send them.
 const TOKEN = (document.querySelector('meta[name="tir-token"]') || {}).content || "";
 
-// A number from obj under any of the given keys ("p50" or "p50_ms" ...), else undefined.
-function pick(obj, keys) {
-  if (obj === null || typeof obj !== "object") return undefined;
-  for (const k of keys) {
-    if (typeof obj[k] === "number") return obj[k];
-  }
-  return undefined;
-}
+// /stats.json is the stats schema's JSON form (edge/pipeline/stats.py, StatsSnapshot; described in
+// docs/architecture.md "Stats schema"): every key is always there, null where there is no value.
+// This page reads exactly those keys, always as full paths from `stats` (tests/test_stats_schema.py
+// checks each path against the schema), and says so when the server speaks another schema version.
+const SCHEMA_VERSION = 1;
+const QUANTILES = ["p50", "p90", "p99", "mean", "max"]; // LatencySummary's fields, in the table's order
+
 function fmt(v, digits = 1) {
   return typeof v === "number" && isFinite(v) ? v.toFixed(digits) : "-";
 }
@@ -22,51 +21,29 @@ function text(id, value) {
   if (el && el.textContent !== String(value)) el.textContent = value;
 }
 
-// Latency summaries: stats.latency_ms / stats.latency / stats.stages, name -> {p50, p99, ...}.
-function latencyTable(stats) {
-  for (const key of ["latency_ms", "latency", "stages"]) {
-    const t = stats[key];
-    if (t && typeof t === "object" && !Array.isArray(t)) return t;
-  }
-  return {};
-}
-function e2eOf(stats, table) {
-  return stats.e2e || stats.end_to_end || table.e2e || table.end_to_end || table.total || {};
-}
-const Q = {
-  p50: ["p50", "p50_ms", "median", "median_ms"],
-  p90: ["p90", "p90_ms"],
-  p99: ["p99", "p99_ms"],
-  mean: ["mean", "mean_ms", "avg"],
-  max: ["max", "max_ms"],
-};
-
-function renderStages(table) {
+// stats.latency_ms: stage name (and "e2e") -> LatencySummary {n, p50, p90, p99, mean, max} in ms.
+function renderStages(stats) {
   const body = $("stages");
   const rows = [];
-  for (const [name, s] of Object.entries(table)) {
-    if (!s || typeof s !== "object") continue;
-    const cls = ["e2e", "end_to_end", "total"].includes(name) ? ' class="e2e"' : "";
-    const cells = ["p50", "p90", "p99", "mean", "max"].map((q) => `<td>${fmt(pick(s, Q[q]), 2)}</td>`);
+  for (const [name, summary] of Object.entries(stats.latency_ms)) {
+    const cls = name === "e2e" ? ' class="e2e"' : "";
+    const cells = QUANTILES.map((q) => `<td>${fmt(summary[q], 2)}</td>`);
     rows.push(`<tr${cls}><td>${name}</td>${cells.join("")}</tr>`);
   }
   const html = rows.length ? rows.join("") : '<tr><td colspan="6" class="dim">no latency stats yet</td></tr>';
   if (body.innerHTML !== html) body.innerHTML = html;
 }
 
-function renderDrops(drops) {
-  if (typeof drops === "number") { text("drops", drops); text("drops-detail", ""); return; }
-  if (drops && typeof drops === "object") {
-    let total = 0;
-    const parts = [];
-    for (const [k, v] of Object.entries(drops)) {
-      if (typeof v === "number") { total += v; if (v) parts.push(`${k} ${v}`); }
-    }
-    text("drops", total);
-    text("drops-detail", parts.join(", "));
-    return;
+// stats.drops: where frames were dropped -> count.
+function renderDrops(stats) {
+  let total = 0;
+  const parts = [];
+  for (const [where, n] of Object.entries(stats.drops)) {
+    total += n;
+    if (n) parts.push(`${where} ${n}`);
   }
-  text("drops", "-");
+  text("drops", total);
+  text("drops-detail", parts.join(", "));
 }
 
 function renderStatus(stats) {
@@ -76,72 +53,70 @@ function renderStatus(stats) {
   status.className = "badge " + (lost ? "bad" : "live");
   $("banner").classList.toggle("hidden", !lost);
   // an output that stopped for good (a recording on a full disk): one line each, until the run ends
-  const failures = Object.values(stats.output_failures || {});
+  const failures = Object.values(stats.output_failures);
   text("failure-banner", failures.map((f) => "FAILED: " + f).join(" | "));
   $("failure-banner").classList.toggle("hidden", failures.length === 0);
 }
 
 function render(stats) {
+  if (stats.schema_version !== SCHEMA_VERSION) {
+    text("status", `stats schema ${stats.schema_version}, page reads ${SCHEMA_VERSION}: reload the page`);
+    $("status").className = "badge bad";
+    return;
+  }
   renderStatus(stats);
-  const table = latencyTable(stats);
-  const e2e = e2eOf(stats, table);
-  const fps = typeof stats.fps === "number" ? stats.fps : pick(stats.fps, ["output", "pipeline", "source"]);
-  text("fps", fmt(fps, 1));
-  text("e2e-p50", fmt(pick(e2e, Q.p50), 1));
-  text("e2e-p99", fmt(pick(e2e, Q.p99), 1));
-  const http = stats.http || {};
-  text("frames", typeof stats.frames === "number" ? stats.frames : (http.frames_in ?? "-"));
-  text("clients", http.clients ?? "-");
-  renderDrops(stats.drops);
-  renderStages(table);
+  text("fps", fmt(stats.fps, 1));
+  text("e2e-p50", fmt(stats.latency_ms.e2e && stats.latency_ms.e2e.p50, 1));
+  text("e2e-p99", fmt(stats.latency_ms.e2e && stats.latency_ms.e2e.p99, 1));
+  text("frames", stats.frames);
+  text("clients", stats.http ? stats.http.clients : "-");
+  renderDrops(stats);
+  renderStages(stats);
 
-  const src = stats.source;
-  text("source", typeof src === "string" ? src : (src && (src.uri || src.name)) || "-");
-  const task = stats.task;
-  text("task", typeof task === "string" ? task : (task && (task.name || JSON.stringify(task))) || "-");
+  text("source", stats.source.uri || "-");
+  text("task", stats.task ?? "-");
   const conf = stats.confidence;
   text("confidence", typeof conf === "number" ? (conf <= 1 ? (100 * conf).toFixed(0) + " %" : fmt(conf, 2)) : "-");
-  renderAdapt(stats.model && stats.model.adapt);
+  renderAdapt(stats);
 
-  const scene = stats.scene;
-  if (scene && typeof scene.min_c === "number") {
-    text("scene", `${fmt(scene.min_c, 1)} / ${fmt(scene.max_c, 1)} °C`);
-  } else if (scene && typeof scene.min_counts === "number") {
-    text("scene", `${scene.min_counts} / ${scene.max_counts} counts`);
+  if (stats.scene && typeof stats.scene.min_c === "number") {
+    text("scene", `${fmt(stats.scene.min_c, 1)} / ${fmt(stats.scene.max_c, 1)} °C`);
+  } else if (stats.scene) {
+    text("scene", `${stats.scene.min_counts} / ${stats.scene.max_counts} counts`);
   }
-  renderCamera(stats.camera, (stats.http && stats.http.actions) || []);
-  renderCollect(stats.collect);
-  const f = stats.frame;
-  if (f) {
-    text("raw-size", `${f.width}×${f.height}`);
-    text("restored-size", `${f.width}×${f.height}`);
+  renderCamera(stats);
+  renderCollect(stats);
+  if (stats.frame) {
+    text("raw-size", `${stats.frame.width}×${stats.frame.height}`);
+    text("restored-size", `${stats.frame.width}×${stats.frame.height}`);
   }
   text("raw-stats", JSON.stringify(stats, null, 2));
   text("updated", new Date().toLocaleTimeString());
 }
 
-// Router adaptation (tir run --adapt N, or a bundle adapted by tir adapt): "collecting k/N",
-// "adapted" or "refused: reason"; hidden when the router is not adapted.
-function renderAdapt(adapt) {
-  $("adapt-fact").classList.toggle("hidden", !adapt);
-  if (!adapt) return;
-  const state = typeof adapt.state === "string" ? adapt.state : "-";
+// Router adaptation (tir run --adapt N, or a bundle adapted by tir adapt): stats.adapt.state is
+// "collecting k/N", "adapted" or "refused: reason"; hidden when the router is not adapted.
+function renderAdapt(stats) {
+  $("adapt-fact").classList.toggle("hidden", !stats.adapt);
+  if (!stats.adapt) return;
+  const state = stats.adapt.state;
   text("adapt", state.startsWith("refused") ? "not adapted (" + state + ")" : state);
   $("adapt").className = state.startsWith("refused") ? "bad" : "";
 }
 
 // Open-world collection (tir run --collect DIR): kept count, raw counts, last thumbnails.
-function renderCollect(c) {
-  $("collect-card").classList.toggle("hidden", !c);
-  if (!c) return;
-  text("collect-count", `${c.frames ?? 0} kept (${fmt(c.mb, 1)} MB)`);
-  text("collect-detail", `router verdicts ${c.seen ?? 0}, unknown ${c.unknown ?? 0}, rate-limited ` +
-    `${c.rate_limited ?? 0}, queue full ${c.queue_full ?? 0}, oldest dropped ${c.evicted ?? 0} -> ${c.folder || ""}`);
+function renderCollect(stats) {
+  $("collect-card").classList.toggle("hidden", !stats.collect);
+  if (!stats.collect) return;
+  text("collect-count", `${stats.collect.frames} kept (${fmt(stats.collect.mb, 1)} MB)`);
+  text("collect-detail", `router verdicts ${stats.collect.seen}, unknown ${stats.collect.unknown}, rate-limited ` +
+    `${stats.collect.rate_limited}, queue full ${stats.collect.queue_full}, oldest dropped ` +
+    `${stats.collect.evicted} -> ${stats.collect.folder || ""}`);
   const box = $("collect-thumbs");
-  const ids = (c.thumbs || []).join(",");
+  const ids = stats.collect.thumbs.join(",");
   if (box.dataset.ids === ids) return;
   box.dataset.ids = ids;
-  box.replaceChildren(...(c.thumbs || []).map((id) => {
+  box.replaceChildren(...stats.collect.thumbs.map((id) => {
     const img = document.createElement("img");
     img.src = `/collect/${id}.jpg`;
     img.alt = `collected frame ${id}`;
@@ -150,14 +125,15 @@ function renderCollect(c) {
   }));
 }
 
-// Camera control (tir run --camera-port): FPA temperature, FFC state, and the FFC button.
-function renderCamera(cam, actions) {
-  $("camera-card").classList.toggle("hidden", !cam);
-  $("ffc-button").classList.toggle("hidden", !actions.includes("ffc"));
-  if (!cam) return;
-  text("fpa", typeof cam.fpa_temp_c === "number" ? `${fmt(cam.fpa_temp_c, 1)} °C` : "-");
-  const age = typeof cam.last_ffc_age_s === "number" ? `, last ${fmt(cam.last_ffc_age_s, 0)} s ago` : "";
-  text("ffc-state", `FFC ${cam.ffc_state || "-"}${age} (${cam.ffc_count ?? 0} so far)`);
+// Camera control (tir run --camera-port): FPA temperature, FFC state, and the FFC button
+// (shown when the server offers the "ffc" action: stats.http.actions).
+function renderCamera(stats) {
+  $("camera-card").classList.toggle("hidden", !stats.camera);
+  $("ffc-button").classList.toggle("hidden", !(stats.http && stats.http.actions.includes("ffc")));
+  if (!stats.camera) return;
+  text("fpa", typeof stats.camera.fpa_temp_c === "number" ? `${fmt(stats.camera.fpa_temp_c, 1)} °C` : "-");
+  const age = typeof stats.camera.last_ffc_age_s === "number" ? `, last ${fmt(stats.camera.last_ffc_age_s, 0)} s ago` : "";
+  text("ffc-state", `FFC ${stats.camera.ffc_state || "-"}${age} (${stats.camera.ffc_count ?? 0} so far)`);
 }
 async function requestFFC() {
   const button = $("ffc-button");
