@@ -165,6 +165,9 @@ def test_stats_provider_failure_is_reported_not_fatal(server):
     server.write(make_frame(0))
     stats = json.loads(get(server, "/stats.json")[1])
     assert "stats exploded" in stats["stats_error"]
+    assert stats["no_signal"] is False, "unknown pipeline stats are not a lost source"
+    assert server.signal_lost() is False  # the streams' check (cached provider reading) agrees
+    assert stats["frames"] == 1 and stats["http"]["frames_in"] == 1
 
 
 def test_no_signal_before_frames_and_after_silence():

@@ -509,19 +509,20 @@ class HTTPOutput(Output):
         """The attached pipeline's snapshot; an empty one (``frames`` from this output's own
         count) before :meth:`attach`, one with ``stats_error`` when the provider failed."""
         if self.stats_provider is None:
-            return StatsSnapshot(frames=self.latest.frames_in)
+            return StatsSnapshot(frames=self.latest.frames_in, time=time.time())
         try:
             snap = self.stats_provider()
             if not isinstance(snap, StatsSnapshot):
                 raise TypeError(f"the stats provider returned {type(snap).__name__}, not a StatsSnapshot")
             return dataclasses.replace(snap)  # a copy: the fields set below stay this reader's
         except Exception as exc:  # a broken provider must not take the page down
-            return StatsSnapshot(frames=self.latest.frames_in, stats_error=f"{type(exc).__name__}: {exc}")
+            return StatsSnapshot(frames=self.latest.frames_in, time=time.time(),
+                                 stats_error=f"{type(exc).__name__}: {exc}")
 
     def _connected(self) -> Optional[bool]:
         t, value = self._connected_cache
         if now() - t >= STATS_POLL_S:
-            value = self.pipeline_stats().connected if self.stats_provider is not None else None
+            value = self._source_connected(self.pipeline_stats())
             self._connected_cache = (now(), value)
         return value
 
@@ -530,11 +531,14 @@ class HTTPOutput(Output):
         t_last = self.latest.t_last
         if t_last is None or now() - t_last > self.no_signal_after:
             return True
-        if stats is not None:
-            connected = stats.connected if self.stats_provider is not None and stats.stats_error is None else None
-        else:
-            connected = self._connected()
+        connected = self._source_connected(stats) if stats is not None else self._connected()
         return connected is False
+
+    def _source_connected(self, stats: StatsSnapshot) -> Optional[bool]:
+        """The pipeline's ``connected``; None (unknown) without a pipeline or its stats."""
+        if self.stats_provider is None or stats.stats_error is not None:
+            return None
+        return stats.connected
 
     def no_signal_jpeg(self, view: str, quality: int) -> bytes:
         frame, _ = self.latest.snapshot()
