@@ -144,7 +144,7 @@ def test_pipeline_hands_router_verdicts_to_the_collector(tmp_path):
     # router ran on frames 0, 2, ..., 14 (8 verdicts), unknown on 0, 4, 8, 12
     assert index["counts"]["seen"] == 8 and index["counts"]["unknown"] == 4
     assert [e["seq"] for e in index["entries"]] == [0, 4, 8, 12]
-    assert snap["collect"]["frames"] == 4
+    assert snap["collect"]["frames"] == 4 and snap["collect"]["stats_error"] is None  # the schema has every key
     assert all(e["label"] == "jpeg" and len(e["op_range"]) == 2 for e in index["entries"])
 
 

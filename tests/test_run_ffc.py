@@ -78,6 +78,7 @@ def test_periodic_ffc_marks_shutter_frames_and_reports_camera_stats(emulator):
         client.close()
     assert emulator.requests["run_ffc"] >= 2
     camera = snap["camera"]
+    assert camera["stats_error"] is None  # the schema (CameraStats) has every key the controller gives
     assert camera["ffc_count"] >= 2 and camera["ffc_period_s"] == 0.6
     assert camera["fpa_temp_c"] == pytest.approx(35.0, abs=0.6)  # the emulator's FPA: 35 ± 0.5 °C
     assert camera["last_ffc_age_s"] is not None and camera["ffc_errors"] == 0

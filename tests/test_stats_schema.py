@@ -161,6 +161,21 @@ def test_http_output_refuses_a_provider_that_is_not_the_schema():
     assert stats["fps"] == 0.0 and stats["schema_version"] == STATS_SCHEMA_VERSION
 
 
+def test_a_section_keeps_known_keys_and_names_the_ones_the_schema_lacks():
+    stats = PipelineStats(["capture", "read", "output"])
+    stats.camera_stats = lambda: {"fpa_temp_c": 31.5, "ffc_state": "idle", "shutter_mm": 3}
+    camera = stats.snapshot().camera
+    assert camera.fpa_temp_c == 31.5 and camera.ffc_state == "idle"
+    assert camera.stats_error == "CameraStats has no field for shutter_mm; add it to edge/pipeline/stats.py"
+
+    def broken():
+        raise OSError("serial port gone")
+
+    stats.camera_stats = broken
+    camera = stats.snapshot().camera
+    assert camera.stats_error == "OSError: serial port gone" and camera.fpa_temp_c is None
+
+
 def test_snapshot_reads_like_its_json_form():
     snap = PipelineStats(["capture", "read", "output"]).snapshot()
     assert snap["frames"] == snap.frames == 0 and snap.get("camera", "none") == "none"
@@ -181,5 +196,6 @@ def test_recording_json_keeps_the_final_stats(tmp_path):
     assert info["stats_schema_version"] == STATS_SCHEMA_VERSION
     assert info["stats"]["frames"] == snap.frames == 5
     assert info["stats"]["recording"]["written"] == 5 and info["stats"]["recording"]["failure"] is None
+    assert info["stats"]["recording"]["stats_error"] is None  # RecordingStats has every Recorder.stats() key
     assert_matches_schema(info["stats"], StatsSnapshot)
     assert not (tmp_path / "rec" / "recording.json.tmp").exists()

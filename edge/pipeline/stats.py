@@ -249,12 +249,21 @@ class StatsSnapshot(_Record):
 
 
 def stats_section(cls, read: Callable[[], Optional[Dict[str, Any]]]):
-    """``cls(**read())``; a failing call (or a key the schema lacks) gives ``cls`` with only
-    ``stats_error`` set, so a stats call never breaks the pipeline's reporting."""
+    """``cls`` filled from ``read()``'s dict. A failing call gives ``cls`` with only
+    ``stats_error`` set; keys the schema lacks keep the known ones and name the others in
+    ``stats_error`` (add them to the dataclass), so a stats call never breaks the pipeline's
+    reporting and nothing is dropped unsaid."""
     try:
-        return cls(**dict(read() or {}))
+        values = dict(read() or {})
     except Exception as exc:
         return cls(stats_error=f"{type(exc).__name__}: {exc}")
+    names = _field_names(cls)
+    unknown = sorted(str(k) for k in values if k not in names)
+    section = cls(**{k: v for k, v in values.items() if k in names})
+    if unknown:
+        section.stats_error = (f"{cls.__name__} has no field for {', '.join(unknown)}; "
+                               "add it to edge/pipeline/stats.py")
+    return section
 
 
 def summarize_ms(seconds: Iterable[float]) -> Dict[str, float]:
