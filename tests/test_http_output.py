@@ -329,6 +329,22 @@ def ffc_server():
     out.close()
 
 
+def test_the_routes_table_is_what_the_server_answers(ffc_server):
+    from tir.edge.outputs.http import ROUTES
+
+    out, requested = ffc_server
+    out.write(make_frame(0))
+    fixed = [(m, p) for m, p, _, token in ROUTES if m == "GET" and "{" not in p]
+    assert {p for _, p in fixed} >= {"/", "/app.js", "/stats.json", "/healthz", "/spot.json"}
+    for _, path in fixed:
+        resp, _ = get(out, path)
+        assert resp.status in (200, 400), f"GET {path} from ROUTES answered {resp.status}"  # spot: 400 without x, y
+    assert get(out, "/snapshot/raw.jpg")[0].status == 200 and get(out, "/collect/0.jpg")[0].status == 404
+    assert [(m, p) for m, p, _, token in ROUTES if token] == [("POST", "/{name}")]
+    assert post_ffc(out)[0] == 403 and not requested  # needs_token: refused without it
+    assert post_ffc(out, {"X-Tir-Token": out.token})[0] == 202 and requested == [1]
+
+
 def test_post_needs_the_token_and_refuses_other_origins(ffc_server):
     out, requested = ffc_server
     # the attack: a text/plain POST from another site's page (no preflight)
@@ -486,7 +502,7 @@ def test_viewer_cap_per_view_answers_503():
             resp = conn.getresponse()
             assert resp.status == 200
             read_mjpeg_parts(resp, 1)
-            conns.append(conn)
+            conns.append((conn, resp))  # the response owns the socket (Connection: close): keep it open
         resp, body = get(out, "/stream/raw.mjpg")
         assert resp.status == 503 and b"2 viewers already watch the raw stream" in body
         assert b"max_viewers=N" in body
@@ -495,11 +511,12 @@ def test_viewer_cap_per_view_answers_503():
         side = conn.getresponse()
         assert side.status == 200
         read_mjpeg_parts(side, 1)
-        conns.append(conn)
+        conns.append((conn, side))
         stats = json.loads(get(out, "/stats.json")[1])["http"]
         assert stats["viewers"] == {"raw": 2, "restored": 0, "side": 1} and stats["refused"]["viewers"] == 1
     finally:
-        for conn in conns:
+        for conn, resp in conns:
+            resp.close()
             conn.close()
         out.close()
     with pytest.raises(OutputError, match="max_viewers=0"):
