@@ -31,7 +31,8 @@ Every rewrite here is exact algebra (outputs match the reference within float ro
   whole block), and the upsampled field is added after the final shuffle.
 
 Routes whose geometry does not allow these (a tone or field pool not a multiple of r) are
-refused with :class:`ValueError` naming the reason.
+refused with :class:`ValueError` naming the reason (:func:`export_route` then exports the
+plain route and records why).
 """
 from __future__ import annotations
 
@@ -163,7 +164,8 @@ EXPORT_FORM = "fast-route v1 (engines/fast_route.py)"
 
 def export_route(model: OpenWorldModel, task: str, path, metadata=None, tolerance: float = 1e-4,
                  check_shape=(1, 1, 256, 320)) -> dict:
-    """Export ``task``'s :class:`FastRoute` to ONNX at ``path`` and check it against the reference
+    """Export ``task``'s :class:`FastRoute` (the plain :class:`~tir.engines.continual.RouteModule`
+    when its geometry is not covered, named in ``form``) to ONNX at ``path`` and check it against the reference
     :class:`~tir.engines.continual.RouteModule` in torch (max abs difference over ``check_shape``
     and twice its size, random frames in [0, 1]). Returns ``{"form", "max_abs_diff_vs_torch"}``.
     Raises :class:`~tir.engines.export.ExportError` above ``tolerance`` (the file is kept for
@@ -173,14 +175,17 @@ def export_route(model: OpenWorldModel, task: str, path, metadata=None, toleranc
 
     m = model.cfg.multiple
     model.eval()
-    export_onnx(FastRoute(model, task), path, input_shape=(1, 1, 8 * m, 8 * m), metadata=metadata,
-                tolerance=tolerance)
+    try:
+        module, form = FastRoute(model, task), EXPORT_FORM
+    except ValueError as exc:   # a geometry the rewrites do not cover: the plain graph, said so
+        module, form = RouteModule(model, task), f"reference RouteModule ({exc})"
+    export_onnx(module, path, input_shape=(1, 1, 8 * m, 8 * m), metadata=metadata, tolerance=tolerance)
     n, c, h, w = check_shape
     err = parity_error(RouteModule(model, task), str(path), [tuple(check_shape), (n, c, 2 * h, 2 * w)])
     if not err <= tolerance:
         raise ExportError(f"{path}: the exported route {task!r} differs from the reference route by "
                           f"{err:.3g} (> {tolerance:g})")
-    return {"form": EXPORT_FORM, "max_abs_diff_vs_torch": float(err)}
+    return {"form": form, "max_abs_diff_vs_torch": float(err)}
 
 
 def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, progress=print):

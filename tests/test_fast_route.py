@@ -107,3 +107,13 @@ def test_reexport_refuses_a_bundle_without_checkpoint(tmp_path):
     write_bundle(tmp_path / "b", {"noise": tmp_path / "n.onnx"}, None, {"name": "b", "multiple": 16})
     with pytest.raises(BundleError, match="no checkpoint"):
         reexport_bundle(tmp_path / "b", tmp_path / "c", progress=None)
+
+
+def test_uncovered_geometry_exports_the_plain_route_and_says_why(tmp_path):
+    model = _model(field=0)
+    model.tones["noise"].pool = 6          # not a multiple of the ×4 unshuffle
+    with pytest.raises(ValueError, match="tone pool 6"):
+        FastRoute(model, "noise")
+    rec = export_route(model, "noise", tmp_path / "n.onnx", metadata={"tir.multiple": 8}, check_shape=(1, 1, 48, 48))
+    assert rec["form"].startswith("reference RouteModule (") and "tone pool 6" in rec["form"]
+    assert rec["max_abs_diff_vs_torch"] <= 1e-4
