@@ -9,8 +9,9 @@ a U8S8 QDQ model for INT8. Each model's achieved rate is its MACs per frame
 the frame size, or the manifest's ``gmac_640x512`` scaled by pixel count; the router network
 counted at its fixed input size) divided by its median latency;
 its **share** is that rate over the reference rate of the same precision. The reference and
-the models are timed interleaved, round by round, so a shared machine's load affects them alike
-and the share stays comparable between runs even when the absolute rates are not.
+the models are timed interleaved, round by round, so a shared machine's load affects them alike.
+Compare shares within one run: across runs they move with the load as well (memory-bound ops
+and the dense conv suffer differently from contention; docs/BENCHMARKS.md, "Roofline").
 
 Needs the ``onnx`` package (the test/train extras) to build the reference graphs.
 """
