@@ -118,7 +118,9 @@ def float_regions(model) -> FloatRegions:
     """Find the preprocessing and post-processing of ``model`` (one shape inference).
 
     Preprocessing: the stem is the first weighted node that works on an image (its input is not
-    1×1 spatially); everything it depends on is input preprocessing: the pixel unshuffle and, in
+    1×1 spatially) with more than one output channel (a 1-channel conv is an average pool
+    written as a conv by the export form of engines/fast_route.py); everything it depends on is
+    input preprocessing: the pixel unshuffle and, in
     tone-head routes, the whole-frame statistics, their per-frame MLP and the affine tone
     correction (tir.engines.models.ecmrnet.ToneHead). Post-processing: every node after the
     image-level skip Add (``input + correction``), e.g. a route's whole-frame field head
@@ -129,8 +131,12 @@ def float_regions(model) -> FloatRegions:
     ones = _spatial_ones(model)
     inits = {i.name for i in model.graph.initializer}
     pre: set = set()
+    out_channels = {i.name: (i.dims[0] if len(i.dims) == 4 else 0) for i in model.graph.initializer}
+    # a 1-output-channel conv on the image is a pooling written as a conv (engines/fast_route.py:
+    # the tone head's and field head's average pools), not the stem
     stem = next((n for n in model.graph.node if n.op_type in WEIGHTED_OPS
-                 and n.input[0] not in inits and n.input[0] not in ones), None)
+                 and n.input[0] not in inits and n.input[0] not in ones
+                 and not (n.op_type == "Conv" and len(n.input) > 1 and out_channels.get(n.input[1]) == 1)), None)
     if stem is not None:
         producer = {o: n for n in model.graph.node for o in n.output}
         stack = [stem.input[0]]
@@ -311,11 +317,16 @@ def _tensors_data(ranges: Mapping[str, TensorRange]):
 
 def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activation: str = "uint8",
                  per_channel: bool = True, reader=None, exclude_nodes: Sequence[str] = (),
-                 reduce_range: bool = False) -> str:
+                 reduce_range: bool = True) -> str:
     """ORT static QDQ quantisation from our ranges; ``activation`` "uint8" (U8S8) or "int8" (S8S8).
 
-    ``reduce_range``: 7-bit weights, ORT's advice for x86 without VNNI (AVX2's u8×s8 multiply-add
-    saturates int16 with full-range weights); with VNNI keep it off (tensorrt_int8.md §2).
+    ``reduce_range`` (default on): 7-bit weights. On x86 without VNNI, ONNX Runtime's U8S8
+    kernels multiply with AVX2 ``vpmaddubsw``, which adds each pair of u8×s8 products into a
+    *saturating int16*: 2·255·127 = 64770 > 32767, so with full-range weights a pair of large
+    activations meeting large weights clips. Measured on the shipped bundle (docs/int8.md): the
+    same QDQ model lost 1.25 dB on ``noise`` with ORT's integer kernels and 0.05 dB with graph
+    optimisation off (float convs between Q/DQ), and 0.05 dB with 7-bit weights (2·255·63 =
+    32130 fits). Turn it off only for a target with VNNI (``vpdpbusd`` accumulates in int32).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 

@@ -577,7 +577,7 @@ NORMALISATION = {"input": "float32 N×1×H×W in [0,1]: 8-bit frames /255, 16-bi
 def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, settings: TrainSettings):
     """Export every route to ONNX, then write the bundle (routes, router, manifest, checkpoint)."""
     from .bundle import sha256_file, write_bundle
-    from .export import export_onnx
+    from .fast_route import export_route
 
     work, out = Path(work), Path(out_dir)
     onnx_dir = work / "onnx"
@@ -586,14 +586,15 @@ def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, setti
     for task in model.tasks:
         path = onnx_dir / f"{task}.onnx"
         meta = {"task": task, "preset": model.cfg.name, MULTIPLE_KEY: m}
-        export_onnx(RouteModule(model, task), path, input_shape=(1, 1, 8 * m, 8 * m), metadata=meta)
+        # the convolution-dominated export form, checked against RouteModule (engines/fast_route.py)
+        record = export_route(model, task, path, metadata=meta)
         routes[task] = path
         metrics = state["metrics"].get(task, {})
         cost = route_costs(model, task)
         entries.append({"name": task, "params": cost["params"], "gmac_640x512": round(cost["gmac"], 4),
                         "branch_gmac_640x512": round(cost["branch_gmac"], 4),
                         "parts": list(model.parts.get(task, ())),
-                        "spec": state.get("specs", {}).get(task),
+                        "spec": state.get("specs", {}).get(task), "export": record,
                         "metrics": {k: v for k, v in metrics.items() if k != "pick_counts"}})
     router_info = state.get("router")
     router_file = None

@@ -49,6 +49,27 @@ def test_calibrate_writes_models_cache_and_report(bundle, tmp_path, capsys):
         assert {g["flavour"] for g in r["gate"]} == {"cpu-u8s8", "trt-qdq"}
         assert all(np.isfinite(g["fidelity_db"]) for g in r["gate"])
         assert set(r["latency_ms"]) == {"fp32", "int8-cpu-u8s8", "int8-trt-s8s8-on-ort"}
+    assert report["reduce_range"] is True
+
+
+def _max_weight_code(path):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    dq_inputs = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return max(int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max()) for i in model.graph.initializer
+               if i.name in dq_inputs and i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4)
+
+
+def test_cpu_int8_weights_are_7_bit_by_default(bundle, tmp_path):
+    # AVX2 without VNNI sums u8*s8 pairs in saturating int16: 2*255*63 fits, 2*255*127 does not
+    args = ["calibrate", "--bundle", str(bundle.path), "--routes", "noise", "--frames", "3", "--holdout", "2",
+            "--size", "32x24", "--bench-runs", "0", "--threads", "1", "--no-fp16-search"]
+    assert cli.main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert cli.main(args + ["--out", str(tmp_path / "b"), "--no-reduce-range"]) == 0
+    assert _max_weight_code(str(tmp_path / "a" / "noise.int8-cpu.onnx")) <= 64
+    assert _max_weight_code(str(tmp_path / "b" / "noise.int8-cpu.onnx")) == 127
 
 
 def test_calibrate_rejects_unknown_route_and_source(bundle, tmp_path, capsys):

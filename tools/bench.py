@@ -301,6 +301,14 @@ def add_arguments(parser) -> None:
                         help="alternate model-only and pipeline runs N times; the ratio is the median "
                              "(steadier on a shared machine)")
     add_gpu_arguments(parser)
+    parser.add_argument("--roofline", nargs="?", const="", default=None, metavar="WxH[,WxH...]",
+                        help="instead of latency: each ONNX model's achieved GMAC/s and its share of this machine's "
+                             "dense-conv rate measured in the same run (fp32, and int8 with --int8), at --size or "
+                             "at each size given (engines/roofline.py; needs the onnx package)")
+    parser.add_argument("--int8", metavar="DIR", help="--roofline: also time the <route>.int8-cpu.onnx models "
+                        "`tir calibrate --out DIR` wrote")
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="--roofline: interleaved timing rounds (default 10; the median counts)")
     parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
 
@@ -313,6 +321,8 @@ def main(args) -> int:
         size = parse_size(args.size)
     except ValueError as exc:
         return _fail(str(exc))
+    if getattr(args, "roofline", None) is not None:
+        return roofline_main(args, size)
     backends = list(dict.fromkeys(args.backend))  # in the order given, once each
     degrade = None if args.degrade in ("", "none") else args.degrade
     source = args.source or (f"synthetic://?size={size[0]}x{size[1]}&realtime=0&loop=60"
@@ -378,6 +388,50 @@ def main(args) -> int:
     if args.json:
         print(f"tir bench: wrote {args.json}", flush=True)
     return 0 if any("error" not in r and "skipped" not in r for r in results) else 2
+
+
+def roofline_main(args, size) -> int:
+    """``tir bench --roofline``: interleaved timing of the dense-conv reference and the bundle's
+    routes and router (engines/roofline.py), one table per size."""
+    from tir.edge.uri import parse_size
+    from tir.engines import roofline
+    from tir.engines.bundle import BundleError, default_bundle_path, load_bundle
+
+    try:
+        sizes = [parse_size(v) for v in args.roofline.split(",") if v.strip()] or [size]
+        path = args.model or default_bundle_path()
+        if path is None:
+            raise BundleError("no bundle installed; give one with --model DIR")
+        bundle = load_bundle(path)
+        import onnx  # noqa: F401  (the reference graphs are built with it)
+    except ImportError:
+        return _fail("--roofline needs the onnx package (pip install onnx, or the [test] extras)")
+    except (BundleError, ValueError) as exc:
+        return _fail(f"--roofline needs a bundle: {exc}")
+    if args.int8 and not Path(args.int8).is_dir():
+        return _fail(f"--int8 {args.int8}: no such folder (run `tir calibrate --out {args.int8}` first)")
+    routes = [args.task] if args.task else None
+    threads = args.threads if args.threads is not None else 2
+    reports = []
+    for w, h in sizes:
+        m = bundle.multiple
+        wh = (-(-w // m) * m, -(-h // m) * m)
+        x = synthetic_batches(wh, count=1, degrade=None if args.degrade in ("", "none") else args.degrade)[0]
+        items = roofline.reference_items(wh, int8=bool(args.int8))
+        items += roofline.bundle_items(bundle, wh, routes, args.int8, np.ascontiguousarray(x, np.float32))
+        load_before = roofline.load_average()
+        roofline.measure(items, rounds=max(1, args.rounds), threads=threads)
+        rows = roofline.shares(items)
+        print(roofline.format_rows(rows, wh), flush=True)
+        reports.append({"size": f"{wh[0]}x{wh[1]}", "rows": rows, "rounds": args.rounds, "threads": threads,
+                        "load_avg_before": load_before, "load_avg_after": roofline.load_average()})
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if not callable(v)},
+                                               "machine": machine_info(), "bundle": str(bundle.path),
+                                               "roofline": reports}, indent=2) + "\n", encoding="utf-8")
+        print(f"tir bench: wrote {args.json}", flush=True)
+    return 0
 
 
 # ----------------------------------------------------------------------------------------

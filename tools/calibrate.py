@@ -17,6 +17,8 @@ device, re-check with ``tir bench --backend tensorrt``.
 """
 from __future__ import annotations
 
+import argparse
+
 import json
 import logging
 import os
@@ -48,8 +50,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bench-runs", type=int, default=20,
                         help="timed ORT runs per model, interleaved across fp32/u8s8/s8s8 (20; 0 = skip)")
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (2)")
-    parser.add_argument("--reduce-range", action="store_true",
-                        help="CPU model: 7-bit weights (ORT's advice for x86 CPUs without VNNI)")
+    parser.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
+                        help="CPU model: 7-bit weights (default on). Without VNNI (AVX2 only) ONNX Runtime's "
+                             "u8xs8 kernel sums pairs of products in int16 and saturates with 8-bit weights: "
+                             "blur/noise/BN lost 0.7-1.4 dB that way (docs/int8.md). --no-reduce-range only "
+                             "for a target with VNNI")
     parser.add_argument("--trt-adds", default="inner", choices=("inner", "all", "none"),
                         help="TensorRT Q/DQ on residual Adds: inner (default; not the image-level skip), all, none")
     parser.add_argument("--no-fp16-search", action="store_true", help="skip the FP16-layer search on refusal")
@@ -197,7 +202,8 @@ def main(args) -> int:
         return 2
     report = {
         "bundle": str(bundle.path), "bundle_name": bundle.name, "source": args.source, "frames": args.frames,
-        "method": args.method, "size": f"{size[0]}x{size[1]}", "threads": args.threads,
+        "method": args.method, "reduce_range": bool(args.reduce_range), "size": f"{size[0]}x{size[1]}",
+        "threads": args.threads,
         "max_loss_db": args.max_loss_db, "trt_cache_version": args.trt_version,
         "command": "tir calibrate " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()

@@ -3,8 +3,13 @@
 Per route (and the router): TensorRT operator/opset/Q-DQ audit (:func:`tir.engines.export.audit_onnx`,
 TRT 8.5 and 10 parsers), ONNX Runtime load, a run at ``--size`` and at a second size (the dynamic
 H/W axes), finite outputs of the input's shape (routes), and the ``tir.multiple`` metadata.
-Exports from PyTorch happen in ``tir train`` through :func:`tir.engines.export.export_onnx`, which
+Exports from PyTorch happen in ``tir train`` through :func:`tir.engines.fast_route.export_route`, which
 adds the torch-vs-ORT parity check; this command re-checks shipped files without torch.
+
+``tir export --bundle DIR --out NEW``: re-export every route of DIR from its checkpoint (model.pt)
+with the current export form (:func:`tir.engines.fast_route.reexport_bundle`; needs torch and onnx),
+each checked against the reference route and against DIR's ONNX (max abs diff ≤ ``--tolerance``),
+into the new bundle folder NEW with fresh hashes and MAC counts; then NEW is checked as above.
 """
 from __future__ import annotations
 
@@ -15,6 +20,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bundle", required=True, help="model bundle folder")
     parser.add_argument("--size", default="640x512", help="test frame size WxH (default 640x512)")
     parser.add_argument("--targets", default="8.5,10", help="TensorRT parsers to audit for (default 8.5,10)")
+    parser.add_argument("--out", metavar="DIR", help="re-export the bundle's routes from its model.pt into this "
+                        "new bundle folder (the original is kept), then check that one")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="--out: max abs difference allowed against the reference and the old ONNX (default 1e-4)")
 
 
 def check_onnx(path, size, targets, is_route: bool = True) -> dict:
@@ -39,7 +48,11 @@ def check_onnx(path, size, targets, is_route: bool = True) -> dict:
 
     w, h = size
     rng = np.random.default_rng(0)
-    for shape in ((1, 1, up(h), up(w)), (1, 1, up(h // 2), up(w // 2))):
+    shapes = [(1, 1, up(h), up(w)), (1, 1, up(h // 2), up(w // 2))]
+    dims = sess.get_inputs()[0].shape
+    if not is_route and len(dims) == 4 and all(isinstance(d, int) for d in dims[2:]):
+        shapes = [(1, 1, dims[2], dims[3])]   # the router takes one fixed size (prepare_frames fits frames)
+    for shape in shapes:
         x = rng.random(shape, dtype=np.float32)
         try:
             y = sess.run(None, {name: x})[0]
@@ -60,8 +73,18 @@ def main(args) -> int:
     from tir.engines.bundle import BundleError, load_bundle
 
     try:
-        bundle = load_bundle(args.bundle)
         size = parse_size(args.size)
+        if getattr(args, "out", None):
+            from tir.engines.export import ExportError
+            from tir.engines.fast_route import reexport_bundle
+
+            try:
+                args.bundle = str(reexport_bundle(args.bundle, args.out, size=size, tolerance=args.tolerance,
+                                                  progress=lambda line: print(f"re-export {line}")))
+            except ExportError as exc:
+                print(f"tir export: {exc}")
+                return 1
+        bundle = load_bundle(args.bundle)
     except (BundleError, ValueError) as exc:
         print(f"tir export: {exc}")
         return 2

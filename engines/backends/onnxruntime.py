@@ -49,6 +49,55 @@ def resolve_providers(providers: Union[None, str, Sequence[str]] = None) -> List
     return chosen
 
 
+#: ONNX ops that mark a quantised (QDQ or QOperator) model
+_QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"})
+
+
+def is_quantized(path) -> bool:
+    """True when the ONNX model at ``path`` holds quantisation nodes (an INT8 model from
+    ``tir calibrate``). The runtime does not depend on the ``onnx`` package, so this looks for
+    the op-type strings in the serialised graph (protobuf stores them as plain bytes)."""
+    pattern = [op.encode() for op in _QUANT_OPS]
+    tail = b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                return False
+            window = tail + chunk
+            if any(p in window for p in pattern):
+                return True
+            tail = window[-32:]
+
+
+def optimization_level(path, quantized: Optional[bool] = None):
+    """The ORT graph optimisation level for the model at ``path``, chosen per precision by
+    measurement (docs/BENCHMARKS.md, "Roofline"): fp32 models get ``ORT_ENABLE_ALL`` (its
+    NCHWc layout transform is what makes the dense convs fast), INT8 QDQ models
+    ``ORT_ENABLE_EXTENDED``: at ENABLE_ALL the layout optimiser adds reorders around the
+    integer convs and the U8S8 routes ran 18-19 % slower (issue 11)."""
+    import onnxruntime as ort
+
+    if quantized is None:
+        quantized = is_quantized(path)
+    return ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if quantized else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def session_options(path, threads: Optional[int] = None, spinning: bool = False):
+    """The ``SessionOptions`` every tir ORT session uses: optimisation level by
+    :func:`optimization_level`, ``threads`` intra-op threads (None: ORT's default) and one
+    inter-op thread, spinning off unless asked for (see :class:`ONNXRuntimeEngine`)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = optimization_level(path)
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
 class ONNXRuntimeEngine(Engine):
     """One ONNX model in an ``onnxruntime.InferenceSession``.
 
@@ -72,12 +121,10 @@ class ONNXRuntimeEngine(Engine):
         super().__init__(name or path.stem)
         self.path = path
         self.providers = resolve_providers(providers)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        try:
+            options = session_options(path, threads, spinning)
+        except Exception as exc:  # onnx raises DecodeError & co. for a file that is not a model
+            raise EngineError(f"ONNX Runtime cannot load {str(path)!r}: {exc}") from exc
         self.spinning = bool(spinning)
         self.threads = threads
         try:
