@@ -240,6 +240,121 @@ def calibrate_thresholds(embed: Callable[[np.ndarray], np.ndarray], codebook: np
     return {"thresholds": thresholds, "threshold": float(thr.min()), "metrics": metrics}
 
 
+def _routed(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str], thresholds,
+            temperature: float, min_confidence: float) -> List[str]:
+    """The runtime's verdict per embedding: the class, ``unknown`` (below its threshold) or
+    ``uncertain`` (softmax probability of the nearest class below ``min_confidence``)."""
+    out = []
+    for d in classify(embeddings, codebook, classes, thresholds, temperature):
+        out.append(d["task"] if d["task"] == UNKNOWN or d["confidence"] >= min_confidence else "uncertain")
+    return out
+
+
+def add_router_class(embed: Callable[[np.ndarray], np.ndarray], entry: dict, name: str, spec,
+                     val_images: np.ndarray, draws: int = 4, seed: int = 3000,
+                     percentile: Optional[float] = None, min_confidence: float = 0.5, chunk: int = 8,
+                     progress: bool = True, augment: Optional[Callable] = None,
+                     variants: Optional[dict] = None,
+                     transform: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Tuple[dict, dict]:
+    """Give a trained router a new class without retraining it: one new codebook row.
+
+    The row is the prototype of the new degradation: the L2-normalised mean embedding of the
+    val frames degraded ``draws`` times each with ``spec`` (a DegradationSpec or spec name),
+    seeded by ``[seed, 0, d]``. Its unknown threshold follows :func:`calibrate_thresholds`'
+    rule: the ``percentile``-th percentile (default: the entry's ``threshold_percentile``
+    metric, else :data:`DEFAULT_THRESHOLD_PERCENTILE`) of the new-class frames' cosine to the
+    new row, over the frames nearest to it. Earlier rows, their thresholds and the router
+    network are unchanged, so the frames of earlier classes can only be taken by the new row
+    (never moved between earlier classes); how many are is measured here on the same val frames
+    (every earlier class degraded ``draws`` times, seeded ``[seed + 1, k, d]``, with ``augment``
+    and ``variants`` as the router was calibrated).
+
+    ``embed``: N×1×h×w float32 frames → N×D embeddings (the router ONNX); ``transform``: what the
+    runtime applies to embeddings before classifying (the adaptation map), identity by default.
+    ``val_images``: (N, H, W) float32 in [0, 1], brought to the router's input size at native
+    pixel scale (:func:`prepare_frames`).
+
+    Returns ``(new entry, report)``: the entry with ``codebook``/``tasks``/``thresholds`` one row
+    longer, ``threshold`` their minimum and the report appended to ``added``. The report holds
+    the threshold, frame counts, the new class's verdicts with the old and the new codebook
+    (``unknown_before``, ``routed_after`` …) and, per earlier class, the share of its val frames
+    routed to it before and after and ``stolen`` (share now routed to the new class).
+    Verdicts are the runtime's (:class:`~tir.engines.restorer.Restorer`): a class, ``unknown``
+    or ``uncertain`` (confidence below ``min_confidence``). Raises ValueError when ``name`` is
+    already a class or the entry has no codebook.
+    """
+    from . import degrade as deg
+
+    classes = list(entry.get("tasks") or [])
+    if name in classes:
+        raise ValueError(f"the router already has a class {name!r}; its classes: {', '.join(classes)}")
+    if not entry.get("codebook"):
+        raise ValueError("the router entry has no codebook to add a row to")
+    spec = deg.load_spec(spec)
+    size = entry.get("input_size", list(ROUTER_INPUT_SIZE))
+    frames = prepare_frames(val_images, size)[:, 0]
+    book = np.asarray(entry["codebook"], dtype=np.float64)
+    thresholds = list(np.broadcast_to(np.asarray(entry.get("thresholds", entry.get("threshold", -1.0)),
+                                                 dtype=np.float64), (len(classes),)))
+    temperature = float(entry.get("temperature", DEFAULT_TEMPERATURE))
+    if percentile is None:
+        percentile = float((entry.get("metrics") or {}).get("threshold_percentile", DEFAULT_THRESHOLD_PERCENTILE))
+    transform = transform or (lambda e: np.asarray(e, dtype=np.float64))
+
+    def embeddings(names, base, options):
+        out, labels = [], []
+        for k, batch in degraded_batches(frames, names, int(draws), base, chunk, f"router row {name}",
+                                         progress, augment, options):
+            out.append(transform(embed(batch)))
+            labels += [k] * len(batch)
+        return np.concatenate(out), np.asarray(labels)
+
+    new_emb, _ = embeddings([name], seed, {name: [spec]})
+    unit = new_emb / np.maximum(np.linalg.norm(new_emb, axis=1, keepdims=True), 1e-12)
+    proto = unit.mean(axis=0)
+    proto /= max(float(np.linalg.norm(proto)), 1e-12)
+    proto = proto.round(6)   # as stored in the manifest; earlier rows are kept exactly as given
+    grown = np.vstack([book, proto[None]])
+    k_new = len(classes)
+    sims = cosine_scores(new_emb, grown)
+    own = sims[sims.argmax(1) == k_new, k_new]
+    own = own if own.size else sims[:, k_new]
+    threshold = float(np.percentile(own, percentile))
+    new_classes, new_thresholds = classes + [name], thresholds + [threshold]
+
+    old_emb, labels = embeddings(classes, seed + 1, variants)
+    before = _routed(old_emb, book, classes, thresholds, temperature, min_confidence)
+    after = _routed(old_emb, grown, new_classes, new_thresholds, temperature, min_confidence)
+    per_class = {}
+    for k, cls in enumerate(classes):
+        idx = np.flatnonzero(labels == k)
+        per_class[cls] = {"frames": int(idx.size),
+                          "routed_before": float(np.mean([before[i] == cls for i in idx])),
+                          "routed_after": float(np.mean([after[i] == cls for i in idx])),
+                          "stolen": float(np.mean([after[i] == name for i in idx]))}
+    mine_before = _routed(new_emb, book, classes, thresholds, temperature, min_confidence)
+    mine_after = _routed(new_emb, grown, new_classes, new_thresholds, temperature, min_confidence)
+    report = {
+        "task": name, "row": k_new, "threshold": threshold, "threshold_percentile": float(percentile),
+        "prototype": "normalised mean embedding of val frames degraded with the task's spec",
+        "val_frames": int(len(frames)), "draws": int(draws), "seed": int(seed),
+        "min_confidence": float(min_confidence),
+        "new_class": {"frames": int(len(new_emb)),
+                      "unknown_before": float(np.mean([v == UNKNOWN for v in mine_before])),
+                      "routed_after": float(np.mean([v == name for v in mine_after])),
+                      "unknown_after": float(np.mean([v == UNKNOWN for v in mine_after])),
+                      "uncertain_after": float(np.mean([v == "uncertain" for v in mine_after]))},
+        "earlier_classes": per_class,
+        "stolen_total": float(np.mean([v == name for v in after])),
+        "stolen_max": max((c["stolen"] for c in per_class.values()), default=0.0),
+    }
+    grown_entry = dict(entry)
+    grown_entry.update(codebook=[list(r) for r in entry["codebook"]] + [proto.tolist()], tasks=new_classes, thresholds=new_thresholds,
+                       threshold=float(min(new_thresholds)),
+                       added=list(entry.get("added") or []) + [report])
+    return grown_entry, report
+
+
 def recalibrate_router(src, out_dir, val_images: np.ndarray, threads: int = 1, **kwargs) -> dict:
     """Copy a trained router (folder or JSON from :func:`train_router`) to ``out_dir`` with its
     thresholds re-chosen by :func:`calibrate_thresholds` through the exported ONNX; returns and
