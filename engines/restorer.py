@@ -178,6 +178,14 @@ class Restorer:
             log.info("route %s loaded in %.0f ms", task, 1000 * (time.monotonic() - t0))
         return self._engines[task]
 
+    def preload(self, router: bool = True, tasks=()) -> None:
+        """Load the router's engine (``router``) and the engines of ``tasks`` now instead of on
+        first use (a bundle hot-swapped in, engines/hotswap.py, is warmed before the swap)."""
+        if router and self.router_info is not None and self._router_engine is None:
+            self._router_engine = self._load(self.bundle.router_path, router=True)
+        for task in tasks:
+            self.engine(task)
+
     # --------------------------------------------------------------------------------------
     def embed(self, batch) -> np.ndarray:
         """The router's raw embeddings (N×D float32, before any adaptation) of a batch."""

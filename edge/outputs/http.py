@@ -9,6 +9,8 @@ Endpoints::
     /spot.json?x=&y=&view=     counts (and temperature where known) at one pixel
     /healthz                   liveness
     POST /ffc                  flat-field correction now (when the run has camera control)
+    POST /bundle/reload        load the model bundle folder again and swap it in between two frames
+                               (engines/hotswap.py; the result is in /stats.json model.bundle)
 
 The server is aiohttp (its event loop runs in a daemon thread); request parsing, header and
 body limits and the listen backlog are aiohttp's. ``write`` only stores the newest frame (never
@@ -376,6 +378,7 @@ class HTTPOutput(Output):
         app.router.add_get("/stream/{view}.mjpg", self._stream)
         app.router.add_get("/snapshot/{view}.jpg", self._snapshot)
         app.router.add_get("/collect/{ident}.jpg", self._collected)
+        app.router.add_post("/bundle/reload", self._post)
         app.router.add_post("/{name}", self._post)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_S,
@@ -586,6 +589,8 @@ class HTTPOutput(Output):
         if action is None:
             if name == "ffc":
                 return 409, {"error": "no camera control in this run; start tir run with --camera-port DEV|auto"}
+            if name == "bundle/reload":
+                return 409, {"error": "this run has no model bundle to reload; start tir run with --model BUNDLE_DIR"}
             return 404, {"error": f"no action {name!r}; known: {', '.join(sorted(self.actions)) or 'none'}"}
         try:
             action()
@@ -648,7 +653,7 @@ class HTTPOutput(Output):
         return _text(404, f"no page {request.path[:200]}; try / or /stats.json\n")
 
     async def _post(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = request.match_info.get("name") or request.path.lstrip("/")
         origin = request.headers.get("Origin")
         if origin is not None and not self._same_origin(origin):
             self._refuse("origin")

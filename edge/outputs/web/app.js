@@ -102,6 +102,7 @@ function render(stats) {
   const conf = stats.confidence;
   text("confidence", typeof conf === "number" ? (conf <= 1 ? (100 * conf).toFixed(0) + " %" : fmt(conf, 2)) : "-");
   renderAdapt(stats.model && stats.model.adapt);
+  renderBundle(stats.model && stats.model.bundle);
 
   const scene = stats.scene;
   if (scene && typeof scene.min_c === "number") {
@@ -118,6 +119,17 @@ function render(stats) {
   }
   text("raw-stats", JSON.stringify(stats, null, 2));
   text("updated", new Date().toLocaleTimeString());
+}
+
+// Model bundle: version and task list (they change when a new version is swapped in), and why
+// a reload failed (the running bundle is kept).
+function renderBundle(b) {
+  $("bundle-fact").classList.toggle("hidden", !b);
+  if (!b) return;
+  const tasks = Array.isArray(b.tasks) ? b.tasks.join(", ") : "-";
+  const failed = typeof b.reload_error === "string" && b.reload_error;
+  text("bundle", `v${b.version ?? "-"}: ${tasks}` + (failed ? ` (${b.reload_error})` : ""));
+  $("bundle").className = failed ? "bad" : "";
 }
 
 // Router adaptation (tir run --adapt N, or a bundle adapted by tir adapt): "collecting k/N",
