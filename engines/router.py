@@ -255,7 +255,8 @@ def add_router_class(embed: Callable[[np.ndarray], np.ndarray], entry: dict, nam
                      percentile: Optional[float] = None, min_confidence: float = 0.5, chunk: int = 8,
                      progress: bool = True, augment: Optional[Callable] = None,
                      variants: Optional[dict] = None,
-                     transform: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Tuple[dict, dict]:
+                     transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                     max_stolen: Optional[float] = 0.01) -> Tuple[dict, dict]:
     """Give a trained router a new class without retraining it: one new codebook row.
 
     The row is the prototype of the new degradation: the L2-normalised mean embedding of the
@@ -268,6 +269,12 @@ def add_router_class(embed: Callable[[np.ndarray], np.ndarray], entry: dict, nam
     (never moved between earlier classes); how many are is measured here on the same val frames
     (every earlier class degraded ``draws`` times, seeded ``[seed + 1, k, d]``, with ``augment``
     and ``variants`` as the router was calibrated).
+
+    Guard (``max_stolen``, default 0.01; None: off): the threshold is raised, where needed, until
+    no earlier class loses more than that share of its val frames to the new row (an embedding
+    that was never trained on the new degradation can put it next to an earlier class, e.g.
+    clean); such frames then fall below every threshold and pass through (``unknown``) instead of
+    going through the new route. ``threshold_rule`` in the report says which rule set it.
 
     ``embed``: N×1×h×w float32 frames → N×D embeddings (the router ONNX); ``transform``: what the
     runtime applies to embeddings before classifying (the adaptation map), identity by default.
@@ -319,10 +326,24 @@ def add_router_class(embed: Callable[[np.ndarray], np.ndarray], entry: dict, nam
     sims = cosine_scores(new_emb, grown)
     own = sims[sims.argmax(1) == k_new, k_new]
     own = own if own.size else sims[:, k_new]
-    threshold = float(np.percentile(own, percentile))
+    by_percentile = float(np.percentile(own, percentile))
+    old_emb, labels = embeddings(classes, seed + 1, variants)
+    guard = -1.0
+    if max_stolen is not None:
+        old_sims = cosine_scores(old_emb, grown)
+        nearest_new = old_sims.argmax(1) == k_new
+        for k in range(len(classes)):
+            s_k = np.sort(old_sims[(labels == k) & nearest_new, k_new])[::-1]
+            allowed = int(math.floor(float(max_stolen) * np.sum(labels == k)))
+            if s_k.size > allowed:  # the (allowed+1)-th most similar frame must fall below
+                guard = max(guard, float(np.nextafter(s_k[allowed], 2.0)))
+    threshold = max(by_percentile, guard)
+    rule = "percentile" if threshold == by_percentile else f"guard (max_stolen {max_stolen})"
+    if threshold > 1.0:
+        raise ValueError(f"no threshold keeps {name!r} from taking more than {max_stolen:.0%} of an earlier "
+                         "class's val frames (their embeddings coincide); this router cannot tell it apart")
     new_classes, new_thresholds = classes + [name], thresholds + [threshold]
 
-    old_emb, labels = embeddings(classes, seed + 1, variants)
     before = _routed(old_emb, book, classes, thresholds, temperature, min_confidence)
     after = _routed(old_emb, grown, new_classes, new_thresholds, temperature, min_confidence)
     per_class = {}
@@ -331,11 +352,15 @@ def add_router_class(embed: Callable[[np.ndarray], np.ndarray], entry: dict, nam
         per_class[cls] = {"frames": int(idx.size),
                           "routed_before": float(np.mean([before[i] == cls for i in idx])),
                           "routed_after": float(np.mean([after[i] == cls for i in idx])),
-                          "stolen": float(np.mean([after[i] == name for i in idx]))}
+                          "stolen": float(np.mean([after[i] == name for i in idx])),
+                          "unknown_before": float(np.mean([before[i] == UNKNOWN for i in idx])),
+                          "unknown_after": float(np.mean([after[i] == UNKNOWN for i in idx]))}
     mine_before = _routed(new_emb, book, classes, thresholds, temperature, min_confidence)
     mine_after = _routed(new_emb, grown, new_classes, new_thresholds, temperature, min_confidence)
     report = {
-        "task": name, "row": k_new, "threshold": threshold, "threshold_percentile": float(percentile),
+        "task": name, "row": k_new, "threshold": threshold, "threshold_rule": rule,
+        "threshold_by_percentile": by_percentile, "threshold_percentile": float(percentile),
+        "max_stolen": max_stolen,
         "prototype": "normalised mean embedding of val frames degraded with the task's spec",
         "val_frames": int(len(frames)), "draws": int(draws), "seed": int(seed),
         "min_confidence": float(min_confidence),

@@ -66,7 +66,7 @@ def test_add_router_class_adds_one_row_and_measures_stolen_frames():
     from tir.engines.degrade import DegradationSpec
 
     grown, report = add_router_class(embed_np, entry, "dots", DegradationSpec("dots", [NEW]), clean, draws=2,
-                                     progress=False)
+                                     progress=False, max_stolen=None)
     assert grown["tasks"] == ["contrast", "blur", "clean", "dots"]
     assert grown["codebook"][:3] == entry["codebook"]                    # old rows unchanged
     assert grown["thresholds"][:3] == entry["thresholds"]
@@ -89,6 +89,22 @@ def test_add_router_class_adds_one_row_and_measures_stolen_frames():
     assert grown["added"] == [report]
     with pytest.raises(ValueError, match="already has a class 'blur'"):
         add_router_class(embed_np, entry, "blur", spec, clean, progress=False)
+
+
+def test_the_guard_keeps_a_new_row_next_to_clean_from_taking_clean_frames():
+    from tir.engines.degrade import DegradationSpec
+
+    clean = frames(8)
+    entry = dict(router_entry(["contrast", "blur", "clean"], clean), temperature=0.01)
+    faint = DegradationSpec("faint", [{"op": "contrast", "contrast": -0.1, "brightness": 0.05}])
+    _, free = add_router_class(embed_np, entry, "faint", faint, clean, draws=2, progress=False, max_stolen=None)
+    assert free["earlier_classes"]["clean"]["stolen"] > 0.1            # the faint class sits next to clean
+    grown, guarded = add_router_class(embed_np, entry, "faint", faint, clean, draws=2, progress=False)
+    assert guarded["threshold_rule"].startswith("guard") and guarded["threshold"] > free["threshold"]
+    assert all(c["stolen"] <= 0.01 for c in guarded["earlier_classes"].values())
+    # the clean frames it would have taken now pass through as unknown, never through its route
+    assert guarded["earlier_classes"]["clean"]["unknown_after"] >= free["earlier_classes"]["clean"]["stolen"] - 1e-9
+    assert grown["thresholds"][-1] == guarded["threshold"]
 
 
 def test_schema_accepts_added_rows_and_version_and_refuses_bad_ones():
