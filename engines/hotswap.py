@@ -11,7 +11,9 @@ restorer's) and can replace its bundle while frames flow:
   frame after the swap does not wait for them);
 - the infer thread swaps at the start of its next ``infer``/``observe`` call, i.e. between two
   frames: no frame is dropped, repeated or reordered by the swap. The routing state (current
-  route, if the new bundle has it) and the counters carry over; the old engines are closed;
+  route, if the new bundle has it) and the counters carry over; the old engines are closed in
+  another thread; ``last_swap`` holds the frame number, the load time, the swap's own time and
+  the infer time of the first frame on the new bundle (``first_frame_ms``);
 - a load that fails (tampered or missing file, schema error, a forced ``--task`` the new
   bundle lacks) leaves the running bundle in place; ``status()["bundle"]["reload_error"]`` says
   why (status line, the page, ``/stats.json``);
@@ -74,6 +76,7 @@ class HotSwapRestorer:
         self.watching = bool(watch)
         self._lock = threading.Lock()
         self._pending = None           # (Restorer, info) ready to swap in
+        self._shape = None             # the last batch's shape, to warm a new bundle with
         self._loader: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._watcher: Optional[threading.Thread] = None
@@ -117,10 +120,17 @@ class HotSwapRestorer:
     # ------------------------------------------------------------------ the frame path
     def infer(self, batch, meta=None):
         """Restore one batch with the active restorer, after swapping in a loaded bundle."""
-        self.swap_if_ready()
-        return self.active.infer(batch, meta=meta)
+        self._shape = getattr(batch, "shape", None)
+        if not self.swap_if_ready():
+            return self.active.infer(batch, meta=meta)
+        t0 = time.perf_counter()   # the first frame on the new bundle: its infer time is the swap's cost
+        out = self.active.infer(batch, meta=meta)
+        self.last_swap["first_frame_ms"] = round(1000.0 * (time.perf_counter() - t0), 1)
+        self.last_swap["first_frame_route"] = self.active.route
+        return out
 
     def observe(self, batch, meta=None):
+        self._shape = getattr(batch, "shape", None)
         self.swap_if_ready()
         return self.active.observe(batch, meta)
 
@@ -150,11 +160,16 @@ class HotSwapRestorer:
         self.reload_state = "idle"
         log.info("bundle swapped at frame %d: %s version %s -> %s (routes: %s)", new.frames, info["name"],
                  info["from_version"], info["to_version"], ", ".join(new.routes))
+        # the old engines are closed off the frame path (nothing uses them any more)
+        threading.Thread(target=self._close_old, args=(old,), name="tir-bundle-close", daemon=True).start()
+        return True
+
+    @staticmethod
+    def _close_old(old) -> None:
         try:
             old.close()
-        except Exception as exc:  # the old engines' close must not stop the frames
+        except Exception as exc:  # the old engines' close must not stop anything
             log.warning("closing the old bundle's engines: %s: %s", type(exc).__name__, exc)
-        return True
 
     # ------------------------------------------------------------------ loading
     def request_reload(self) -> bool:
@@ -187,7 +202,7 @@ class HotSwapRestorer:
         t0 = time.perf_counter()
         try:
             new = self._factory(self.path)
-            self._warm(new, old)
+            self._warm(new, old, self._shape)
         except Exception as exc:
             self._failed_fingerprint = fingerprint
             self.reload_error = (f"bundle reload failed, version {old.bundle.version} keeps running: "
@@ -204,15 +219,18 @@ class HotSwapRestorer:
             self.reload_state = "ready"
 
     @staticmethod
-    def _warm(new, old) -> None:
-        """Load the new bundle's router and the running route's engine before the swap."""
-        if getattr(new, "router_info", None) is not None and callable(getattr(new, "preload", None)):
-            new.preload(router=True)
+    def _warm(new, old, shape) -> None:
+        """Load the new bundle's router and the running route's engine before the swap and run
+        them once on a zero frame of the stream's shape (when a frame has been seen)."""
         route = old.current if old.current not in (None, "clean") else None
         if getattr(new, "forced", False):
             route = new.current if new.current not in (None, "clean") else None
-        if route is not None and route in new.routes:
-            new.engine(route)
+        tasks = [route] if route is not None and route in new.routes else []
+        if callable(getattr(new, "preload", None)):
+            new.preload(router=True, tasks=tasks, shape=shape)
+        else:
+            for task in tasks:
+                new.engine(task)
 
     # ------------------------------------------------------------------ watching
     def start_watch(self) -> None:

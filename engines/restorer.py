@@ -178,13 +178,23 @@ class Restorer:
             log.info("route %s loaded in %.0f ms", task, 1000 * (time.monotonic() - t0))
         return self._engines[task]
 
-    def preload(self, router: bool = True, tasks=()) -> None:
+    def preload(self, router: bool = True, tasks=(), shape=None) -> None:
         """Load the router's engine (``router``) and the engines of ``tasks`` now instead of on
-        first use (a bundle hot-swapped in, engines/hotswap.py, is warmed before the swap)."""
+        first use, and with ``shape`` (N×1×H×W of the frames to come) run each once on a zero
+        frame: runtimes such as ONNX Runtime set up their buffers on the first run (about 200 ms
+        measured on this machine for the router). A bundle hot-swapped in (engines/hotswap.py) is
+        warmed this way before the swap, off the frame path; the routing state is not touched."""
         if router and self.router_info is not None and self._router_engine is None:
             self._router_engine = self._load(self.bundle.router_path, router=True)
         for task in tasks:
             self.engine(task)
+        if shape is None:
+            return
+        zeros = np.zeros(tuple(shape), dtype=np.float32)
+        if router and self._router_engine is not None:
+            self._router_engine.infer(prepare_frames(zeros[:1], self._input_size))
+        for task in tasks:
+            self.engine(task).infer(zeros[:1])
 
     # --------------------------------------------------------------------------------------
     def embed(self, batch) -> np.ndarray:
