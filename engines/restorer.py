@@ -36,7 +36,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
-from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, classify, prepare_frames
+from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ class Restorer:
             self._threshold = self.router_info.get("thresholds", self.router_info.get("threshold", -1.0))
             self._temperature = float(self.router_info.get("temperature", DEFAULT_TEMPERATURE))
             self._input_size = tuple(self.router_info.get("input_size", (640, 512)))
+            self._added = added_rows(self.router_info)   # rows tir learn added: claim only above threshold
         self._adaptation = None if self.router_info is None else self.router_info.get(ADAPTATION_KEY)
         self.adapter: Optional[OnlineAdapter] = None
         self.adapt_save = adapt_save
@@ -216,7 +217,7 @@ class Restorer:
         running the router again."""
         emb = self.embed(batch) if embeddings is None else embeddings
         emb = apply_adaptation(emb, self._adaptation)
-        return classify(emb, self._codebook, self._classes, self._threshold, self._temperature)
+        return classify(emb, self._codebook, self._classes, self._threshold, self._temperature, self._added)
 
     def observe(self, batch, meta=None) -> Optional[dict]:
         """Count frames and, every ``every`` frames, route on the newest one; returns the decision

@@ -118,31 +118,56 @@ def cosine_scores(embeddings: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return e @ c.T
 
 
+def _softmax(sims: np.ndarray, temperature: float) -> np.ndarray:
+    logits = sims / float(temperature)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def classify(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str],
-             threshold, temperature: float = DEFAULT_TEMPERATURE) -> List[dict]:
+             threshold, temperature: float = DEFAULT_TEMPERATURE, added: Sequence[int] = ()) -> List[dict]:
     """Nearest codebook entry per embedding.
 
     Returns one dict per frame: ``task`` (class name, or "unknown"), ``nearest`` (the nearest
     class even when unknown), ``confidence`` (softmax probability of the nearest entry over
     cosine/temperature), ``similarity`` (its cosine) and ``unknown`` (similarity below the
     threshold: one float, or one per class).
+
+    ``added``: indices of rows added after training (:func:`add_router_class`, the router
+    entry's ``added`` reports). Such a row only claims the frames nearest to it that reach its
+    threshold; every other frame gets the verdict (class, confidence, unknown) of the codebook
+    without the added rows, i.e. exactly what the router said before they were added (a new row
+    never turns an earlier class's frame into "unknown" or "uncertain").
     """
     sims = cosine_scores(embeddings, codebook)
     if sims.shape[1] != len(classes):
         raise ValueError(f"codebook has {sims.shape[1]} entries for {len(classes)} classes")
     thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(classes),))
-    logits = sims / float(temperature)
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = _softmax(sims, temperature)
+    added = sorted({int(k) for k in added})
+    if any(not 0 <= k < len(classes) for k in added):
+        raise ValueError(f"added rows {added} outside the codebook's {len(classes)} rows")
+    base = [k for k in range(len(classes)) if k not in added]
+    base_probs = _softmax(sims[:, base], temperature) if added and base else None
     out = []
     for i in range(len(sims)):
         k = int(np.argmax(sims[i]))
+        if base_probs is not None and not (k in added and sims[i, k] >= thr[k]):
+            j = int(np.argmax(sims[i, base]))   # not claimed by an added row: the old verdict
+            k, conf = base[j], float(base_probs[i, j])
+        else:
+            conf = float(probs[i, k])
         unknown = bool(sims[i, k] < thr[k])
         out.append({"task": UNKNOWN if unknown else classes[k], "nearest": classes[k],
-                    "confidence": float(probs[i, k]), "similarity": float(sims[i, k]),
+                    "confidence": conf, "similarity": float(sims[i, k]),
                     "unknown": unknown})
     return out
+
+
+def added_rows(entry: Optional[dict]) -> List[int]:
+    """Codebook rows a router entry gained after training (its ``added`` reports' ``row``)."""
+    return [int(a["row"]) for a in (entry or {}).get("added") or [] if isinstance(a.get("row"), int)]
 
 
 def confusion(true: Sequence[str], pred: Sequence[str], classes: Sequence[str]) -> dict:
@@ -241,11 +266,11 @@ def calibrate_thresholds(embed: Callable[[np.ndarray], np.ndarray], codebook: np
 
 
 def _routed(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str], thresholds,
-            temperature: float, min_confidence: float) -> List[str]:
+            temperature: float, min_confidence: float, added: Sequence[int] = ()) -> List[str]:
     """The runtime's verdict per embedding: the class, ``unknown`` (below its threshold) or
     ``uncertain`` (softmax probability of the nearest class below ``min_confidence``)."""
     out = []
-    for d in classify(embeddings, codebook, classes, thresholds, temperature):
+    for d in classify(embeddings, codebook, classes, thresholds, temperature, added):
         out.append(d["task"] if d["task"] == UNKNOWN or d["confidence"] >= min_confidence else "uncertain")
     return out
 
@@ -273,8 +298,9 @@ def add_router_class(embed: Callable[[np.ndarray], np.ndarray], entry: dict, nam
     Guard (``max_stolen``, default 0.01; None: off): the threshold is raised, where needed, until
     no earlier class loses more than that share of its val frames to the new row (an embedding
     that was never trained on the new degradation can put it next to an earlier class, e.g.
-    clean); such frames then fall below every threshold and pass through (``unknown``) instead of
-    going through the new route. ``threshold_rule`` in the report says which rule set it.
+    clean); such frames stay below the new row's threshold and keep the verdict they had
+    (:func:`classify` with ``added``) instead of going through the new route. ``threshold_rule``
+    in the report says which rule set it.
 
     ``embed``: N×1×h×w float32 frames → N×D embeddings (the router ONNX); ``transform``: what the
     runtime applies to embeddings before classifying (the adaptation map), identity by default.
@@ -344,8 +370,10 @@ def add_router_class(embed: Callable[[np.ndarray], np.ndarray], entry: dict, nam
                          "class's val frames (their embeddings coincide); this router cannot tell it apart")
     new_classes, new_thresholds = classes + [name], thresholds + [threshold]
 
-    before = _routed(old_emb, book, classes, thresholds, temperature, min_confidence)
-    after = _routed(old_emb, grown, new_classes, new_thresholds, temperature, min_confidence)
+    rows_before = added_rows(entry)
+    rows_after = rows_before + [k_new]
+    before = _routed(old_emb, book, classes, thresholds, temperature, min_confidence, rows_before)
+    after = _routed(old_emb, grown, new_classes, new_thresholds, temperature, min_confidence, rows_after)
     per_class = {}
     for k, cls in enumerate(classes):
         idx = np.flatnonzero(labels == k)
@@ -355,8 +383,8 @@ def add_router_class(embed: Callable[[np.ndarray], np.ndarray], entry: dict, nam
                           "stolen": float(np.mean([after[i] == name for i in idx])),
                           "unknown_before": float(np.mean([before[i] == UNKNOWN for i in idx])),
                           "unknown_after": float(np.mean([after[i] == UNKNOWN for i in idx]))}
-    mine_before = _routed(new_emb, book, classes, thresholds, temperature, min_confidence)
-    mine_after = _routed(new_emb, grown, new_classes, new_thresholds, temperature, min_confidence)
+    mine_before = _routed(new_emb, book, classes, thresholds, temperature, min_confidence, rows_before)
+    mine_after = _routed(new_emb, grown, new_classes, new_thresholds, temperature, min_confidence, rows_after)
     report = {
         "task": name, "row": k_new, "threshold": threshold, "threshold_rule": rule,
         "threshold_by_percentile": by_percentile, "threshold_percentile": float(percentile),

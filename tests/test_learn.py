@@ -102,9 +102,25 @@ def test_the_guard_keeps_a_new_row_next_to_clean_from_taking_clean_frames():
     grown, guarded = add_router_class(embed_np, entry, "faint", faint, clean, draws=2, progress=False)
     assert guarded["threshold_rule"].startswith("guard") and guarded["threshold"] > free["threshold"]
     assert all(c["stolen"] <= 0.01 for c in guarded["earlier_classes"].values())
-    # the clean frames it would have taken now pass through as unknown, never through its route
-    assert guarded["earlier_classes"]["clean"]["unknown_after"] >= free["earlier_classes"]["clean"]["stolen"] - 1e-9
+    # the frames it would have taken keep the verdict they had: nothing else changes
+    for c in guarded["earlier_classes"].values():
+        assert c["routed_after"] == pytest.approx(c["routed_before"]) and c["unknown_after"] == c["unknown_before"]
     assert grown["thresholds"][-1] == guarded["threshold"]
+
+
+def test_an_added_row_below_its_threshold_leaves_the_old_verdict():
+    from tir.engines.router import classify
+
+    book = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.6, 0.0, 0.8]])   # row 2 added next to row 0
+    e = np.array([[0.8, 0.0, 0.6],     # nearest the added row, below its threshold 0.99: old verdict
+                  [0.6, 0.0, 0.8],     # on the added row: claimed
+                  [0.0, 1.0, 0.1]])
+    plain = classify(e, book, ["a", "b", "new"], [0.5, 0.5, 0.99], 0.1)
+    kept = classify(e, book, ["a", "b", "new"], [0.5, 0.5, 0.99], 0.1, added=[2])
+    old = classify(e, book[:2], ["a", "b"], [0.5, 0.5], 0.1)
+    assert plain[0]["task"] == "unknown"                                 # without the rule
+    assert kept[0] == old[0] and kept[0]["task"] == "a"
+    assert kept[1]["task"] == "new" and kept[2] == old[2]
 
 
 def test_schema_accepts_added_rows_and_version_and_refuses_bad_ones():
