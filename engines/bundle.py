@@ -2,7 +2,7 @@
 
 Layout::
 
-    <bundle>/manifest.json      format_version, name, preset, tasks, router, normalisation,
+    <bundle>/manifest.json      format_version, version, name, preset, tasks, router, normalisation,
                                 training, files {name: sha256}, multiple, checkpoint, config, notes
     <bundle>/route-<task>.onnx  one restoration model per task (input N×1×H×W)
     <bundle>/router.onnx        optional degradation router (input N×1×H×W)
@@ -167,6 +167,11 @@ class Bundle:
     def multiple(self) -> int:
         return int(self.manifest.get("multiple", DEFAULT_MULTIPLE))
 
+    @property
+    def version(self) -> int:
+        """The bundle's version: 1 unless the manifest says more (``tir learn`` bumps it)."""
+        return int(self.manifest.get("version", 1))
+
     def __repr__(self) -> str:
         router = "router" if self.router else "no router"
         return f"Bundle({self.name!r}, {self.path}, tasks={self.tasks}, {router})"
@@ -307,12 +312,13 @@ def _short(digest: str) -> str:
 
 #: top-level keys of manifest.json; any other key is refused (a typo would otherwise be ignored)
 TOP_KEYS = ("format_version", "name", "preset", "multiple", "tasks", "router", "normalisation",
-            "training", "files", "checkpoint", "config", "notes", "adapted_from")
+            "training", "files", "checkpoint", "config", "notes", "adapted_from", "version")
 #: keys of the router entry (written by engines.router.train_router / calibrate_router;
-#: adapt_source and adaptation by engines.adapt)
+#: adapt_source and adaptation by engines.adapt; added by engines.router.add_router_class:
+#: one report per codebook row added after training, by ``tir learn``)
 ROUTER_KEYS = ("file", "sha256", "codebook", "tasks", "threshold", "thresholds", "temperature",
                "input_size", "features", "metrics", "source", "calibrated_from", "training", "adapt_source",
-               "adaptation")
+               "adaptation", "added")
 MAX_MULTIPLE = 256
 MAX_INPUT_SIDE = 16384
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -375,6 +381,12 @@ def _check_router(router: dict, problems: List[str]) -> None:
             problems.append(f"router.thresholds has {len(th)} values for {rows} codebook rows")
     if "temperature" in router and not (_is_number(router["temperature"]) and router["temperature"] > 0):
         problems.append(f"router.temperature {router['temperature']!r} must be a number > 0")
+    added = router.get("added")
+    if added is not None:
+        names = tasks if isinstance(tasks, list) else []
+        if not isinstance(added, list) or not all(isinstance(a, dict) and a.get("task") in names for a in added):
+            problems.append("router.added must be a list of reports, each naming a class of router.tasks "
+                            "(written by tir learn when it adds a codebook row)")
     if "input_size" in router:
         size = router["input_size"]
         if not (isinstance(size, list) and len(size) == 2
@@ -437,6 +449,11 @@ def validate_manifest(manifest: dict) -> List[str]:
     preset = manifest.get("preset")
     if preset is not None and not isinstance(preset, str):
         problems.append(f"preset must be a string or null, got {preset!r}")
+    if "version" in manifest:
+        v = manifest["version"]
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            problems.append(f"version {v!r} must be an integer >= 1 (bumped by every tir learn; a running "
+                            "tir run --watch-bundle reports it)")
     if "multiple" in manifest:
         m = manifest["multiple"]
         if not (isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= MAX_MULTIPLE and m & (m - 1) == 0):

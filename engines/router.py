@@ -118,31 +118,56 @@ def cosine_scores(embeddings: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return e @ c.T
 
 
+def _softmax(sims: np.ndarray, temperature: float) -> np.ndarray:
+    logits = sims / float(temperature)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def classify(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str],
-             threshold, temperature: float = DEFAULT_TEMPERATURE) -> List[dict]:
+             threshold, temperature: float = DEFAULT_TEMPERATURE, added: Sequence[int] = ()) -> List[dict]:
     """Nearest codebook entry per embedding.
 
     Returns one dict per frame: ``task`` (class name, or "unknown"), ``nearest`` (the nearest
     class even when unknown), ``confidence`` (softmax probability of the nearest entry over
     cosine/temperature), ``similarity`` (its cosine) and ``unknown`` (similarity below the
     threshold: one float, or one per class).
+
+    ``added``: indices of rows added after training (:func:`add_router_class`, the router
+    entry's ``added`` reports). Such a row only claims the frames nearest to it that reach its
+    threshold; every other frame gets the verdict (class, confidence, unknown) of the codebook
+    without the added rows, i.e. exactly what the router said before they were added (a new row
+    never turns an earlier class's frame into "unknown" or "uncertain").
     """
     sims = cosine_scores(embeddings, codebook)
     if sims.shape[1] != len(classes):
         raise ValueError(f"codebook has {sims.shape[1]} entries for {len(classes)} classes")
     thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(classes),))
-    logits = sims / float(temperature)
-    logits -= logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = _softmax(sims, temperature)
+    added = sorted({int(k) for k in added})
+    if any(not 0 <= k < len(classes) for k in added):
+        raise ValueError(f"added rows {added} outside the codebook's {len(classes)} rows")
+    base = [k for k in range(len(classes)) if k not in added]
+    base_probs = _softmax(sims[:, base], temperature) if added and base else None
     out = []
     for i in range(len(sims)):
         k = int(np.argmax(sims[i]))
+        if base_probs is not None and not (k in added and sims[i, k] >= thr[k]):
+            j = int(np.argmax(sims[i, base]))   # not claimed by an added row: the old verdict
+            k, conf = base[j], float(base_probs[i, j])
+        else:
+            conf = float(probs[i, k])
         unknown = bool(sims[i, k] < thr[k])
         out.append({"task": UNKNOWN if unknown else classes[k], "nearest": classes[k],
-                    "confidence": float(probs[i, k]), "similarity": float(sims[i, k]),
+                    "confidence": conf, "similarity": float(sims[i, k]),
                     "unknown": unknown})
     return out
+
+
+def added_rows(entry: Optional[dict]) -> List[int]:
+    """Codebook rows a router entry gained after training (its ``added`` reports' ``row``)."""
+    return [int(a["row"]) for a in (entry or {}).get("added") or [] if isinstance(a.get("row"), int)]
 
 
 def confusion(true: Sequence[str], pred: Sequence[str], classes: Sequence[str]) -> dict:
@@ -238,6 +263,149 @@ def calibrate_thresholds(embed: Callable[[np.ndarray], np.ndarray], codebook: np
         u, _ = similarities([name], max(1, int(draws) // 2), seed + 1000 + j)
         metrics[f"val_unknown_rate_{name}"] = unknown_rate(u)
     return {"thresholds": thresholds, "threshold": float(thr.min()), "metrics": metrics}
+
+
+def _routed(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str], thresholds,
+            temperature: float, min_confidence: float, added: Sequence[int] = ()) -> List[str]:
+    """The runtime's verdict per embedding: the class, ``unknown`` (below its threshold) or
+    ``uncertain`` (softmax probability of the nearest class below ``min_confidence``)."""
+    out = []
+    for d in classify(embeddings, codebook, classes, thresholds, temperature, added):
+        out.append(d["task"] if d["task"] == UNKNOWN or d["confidence"] >= min_confidence else "uncertain")
+    return out
+
+
+def add_router_class(embed: Callable[[np.ndarray], np.ndarray], entry: dict, name: str, spec,
+                     val_images: np.ndarray, draws: int = 4, seed: int = 3000,
+                     percentile: Optional[float] = None, min_confidence: float = 0.5, chunk: int = 8,
+                     progress: bool = True, augment: Optional[Callable] = None,
+                     variants: Optional[dict] = None,
+                     transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                     max_stolen: Optional[float] = 0.01) -> Tuple[dict, dict]:
+    """Give a trained router a new class without retraining it: one new codebook row.
+
+    The row is the prototype of the new degradation: the L2-normalised mean embedding of the
+    val frames degraded ``draws`` times each with ``spec`` (a DegradationSpec or spec name),
+    seeded by ``[seed, 0, d]``. Its unknown threshold follows :func:`calibrate_thresholds`'
+    rule: the ``percentile``-th percentile (default: the entry's ``threshold_percentile``
+    metric, else :data:`DEFAULT_THRESHOLD_PERCENTILE`) of the new-class frames' cosine to the
+    new row, over the frames nearest to it. Earlier rows, their thresholds and the router
+    network are unchanged, so the frames of earlier classes can only be taken by the new row
+    (never moved between earlier classes); how many are is measured here on the same val frames
+    (every earlier class degraded ``draws`` times, seeded ``[seed + 1, k, d]``, with ``augment``
+    and ``variants`` as the router was calibrated).
+
+    Guard (``max_stolen``, default 0.01; None: off): the threshold is raised, where needed, until
+    no earlier class loses more than that share of its val frames to the new row (an embedding
+    that was never trained on the new degradation can put it next to an earlier class, e.g.
+    clean); such frames stay below the new row's threshold and keep the verdict they had
+    (:func:`classify` with ``added``) instead of going through the new route. ``threshold_rule``
+    in the report says which rule set it.
+
+    ``embed``: N×1×h×w float32 frames → N×D embeddings (the router ONNX); ``transform``: what the
+    runtime applies to embeddings before classifying (the adaptation map), identity by default.
+    ``val_images``: (N, H, W) float32 in [0, 1], brought to the router's input size at native
+    pixel scale (:func:`prepare_frames`).
+
+    Returns ``(new entry, report)``: the entry with ``codebook``/``tasks``/``thresholds`` one row
+    longer, ``threshold`` their minimum and the report appended to ``added``. The report holds
+    the threshold, frame counts, the new class's verdicts with the old and the new codebook
+    (``unknown_before``, ``routed_after`` …) and, per earlier class, the share of its val frames
+    routed to it before and after and ``stolen`` (share now routed to the new class).
+    Verdicts are the runtime's (:class:`~tir.engines.restorer.Restorer`): a class, ``unknown``
+    or ``uncertain`` (confidence below ``min_confidence``). Raises ValueError when ``name`` is
+    already a class or the entry has no codebook.
+    """
+    from . import degrade as deg
+
+    classes = list(entry.get("tasks") or [])
+    if name in classes:
+        raise ValueError(f"the router already has a class {name!r}; its classes: {', '.join(classes)}")
+    if not entry.get("codebook"):
+        raise ValueError("the router entry has no codebook to add a row to")
+    spec = deg.load_spec(spec)
+    size = entry.get("input_size", list(ROUTER_INPUT_SIZE))
+    frames = prepare_frames(val_images, size)[:, 0]
+    book = np.asarray(entry["codebook"], dtype=np.float64)
+    thresholds = list(np.broadcast_to(np.asarray(entry.get("thresholds", entry.get("threshold", -1.0)),
+                                                 dtype=np.float64), (len(classes),)))
+    temperature = float(entry.get("temperature", DEFAULT_TEMPERATURE))
+    if percentile is None:
+        percentile = float((entry.get("metrics") or {}).get("threshold_percentile", DEFAULT_THRESHOLD_PERCENTILE))
+    transform = transform or (lambda e: np.asarray(e, dtype=np.float64))
+
+    def embeddings(names, base, options):
+        out, labels = [], []
+        for k, batch in degraded_batches(frames, names, int(draws), base, chunk, f"router row {name}",
+                                         progress, augment, options):
+            out.append(transform(embed(batch)))
+            labels += [k] * len(batch)
+        return np.concatenate(out), np.asarray(labels)
+
+    new_emb, _ = embeddings([name], seed, {name: [spec]})
+    unit = new_emb / np.maximum(np.linalg.norm(new_emb, axis=1, keepdims=True), 1e-12)
+    proto = unit.mean(axis=0)
+    proto /= max(float(np.linalg.norm(proto)), 1e-12)
+    proto = proto.round(6)   # as stored in the manifest; earlier rows are kept exactly as given
+    grown = np.vstack([book, proto[None]])
+    k_new = len(classes)
+    sims = cosine_scores(new_emb, grown)
+    own = sims[sims.argmax(1) == k_new, k_new]
+    own = own if own.size else sims[:, k_new]
+    by_percentile = float(np.percentile(own, percentile))
+    old_emb, labels = embeddings(classes, seed + 1, variants)
+    guard = -1.0
+    if max_stolen is not None:
+        old_sims = cosine_scores(old_emb, grown)
+        nearest_new = old_sims.argmax(1) == k_new
+        for k in range(len(classes)):
+            s_k = np.sort(old_sims[(labels == k) & nearest_new, k_new])[::-1]
+            allowed = int(math.floor(float(max_stolen) * np.sum(labels == k)))
+            if s_k.size > allowed:  # the (allowed+1)-th most similar frame must fall below
+                guard = max(guard, float(np.nextafter(s_k[allowed], 2.0)))
+    threshold = max(by_percentile, guard)
+    rule = "percentile" if threshold == by_percentile else f"guard (max_stolen {max_stolen})"
+    if threshold > 1.0:
+        raise ValueError(f"no threshold keeps {name!r} from taking more than {max_stolen:.0%} of an earlier "
+                         "class's val frames (their embeddings coincide); this router cannot tell it apart")
+    new_classes, new_thresholds = classes + [name], thresholds + [threshold]
+
+    rows_before = added_rows(entry)
+    rows_after = rows_before + [k_new]
+    before = _routed(old_emb, book, classes, thresholds, temperature, min_confidence, rows_before)
+    after = _routed(old_emb, grown, new_classes, new_thresholds, temperature, min_confidence, rows_after)
+    per_class = {}
+    for k, cls in enumerate(classes):
+        idx = np.flatnonzero(labels == k)
+        per_class[cls] = {"frames": int(idx.size),
+                          "routed_before": float(np.mean([before[i] == cls for i in idx])),
+                          "routed_after": float(np.mean([after[i] == cls for i in idx])),
+                          "stolen": float(np.mean([after[i] == name for i in idx])),
+                          "unknown_before": float(np.mean([before[i] == UNKNOWN for i in idx])),
+                          "unknown_after": float(np.mean([after[i] == UNKNOWN for i in idx]))}
+    mine_before = _routed(new_emb, book, classes, thresholds, temperature, min_confidence, rows_before)
+    mine_after = _routed(new_emb, grown, new_classes, new_thresholds, temperature, min_confidence, rows_after)
+    report = {
+        "task": name, "row": k_new, "threshold": threshold, "threshold_rule": rule,
+        "threshold_by_percentile": by_percentile, "threshold_percentile": float(percentile),
+        "max_stolen": max_stolen,
+        "prototype": "normalised mean embedding of val frames degraded with the task's spec",
+        "val_frames": int(len(frames)), "draws": int(draws), "seed": int(seed),
+        "min_confidence": float(min_confidence),
+        "new_class": {"frames": int(len(new_emb)),
+                      "unknown_before": float(np.mean([v == UNKNOWN for v in mine_before])),
+                      "routed_after": float(np.mean([v == name for v in mine_after])),
+                      "unknown_after": float(np.mean([v == UNKNOWN for v in mine_after])),
+                      "uncertain_after": float(np.mean([v == "uncertain" for v in mine_after]))},
+        "earlier_classes": per_class,
+        "stolen_total": float(np.mean([v == name for v in after])),
+        "stolen_max": max((c["stolen"] for c in per_class.values()), default=0.0),
+    }
+    grown_entry = dict(entry)
+    grown_entry.update(codebook=[list(r) for r in entry["codebook"]] + [proto.tolist()], tasks=new_classes, thresholds=new_thresholds,
+                       threshold=float(min(new_thresholds)),
+                       added=list(entry.get("added") or []) + [report])
+    return grown_entry, report
 
 
 def recalibrate_router(src, out_dir, val_images: np.ndarray, threads: int = 1, **kwargs) -> dict:

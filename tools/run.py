@@ -125,6 +125,30 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     return engine, f"{path} on {engine.backend}"
 
 
+def hot_swappable(model, args):
+    """A bundle's Restorer wrapped so its bundle can be reloaded while running
+    (engines/hotswap.py: POST /bundle/reload, ``--watch-bundle``); other models unchanged."""
+    from tir.engines.restorer import Restorer
+
+    watch = getattr(args, "watch_bundle", None)
+    if not isinstance(model, Restorer):
+        if watch is not None:
+            raise ValueError("--watch-bundle watches a bundle folder; give --model BUNDLE_DIR (or none: the "
+                             "installed bundle)")
+        return model
+    if watch is not None and not watch > 0:
+        raise ValueError(f"--watch-bundle {watch:g}: give a poll interval in seconds > 0")
+    from tir.engines.hotswap import HotSwapRestorer
+
+    task = model.current if model.forced else None
+    task = "passthrough" if model.forced and task == "clean" else task
+
+    def factory(path):
+        return Restorer(path, backend=model.backend, task=task, threads=model.threads, precision=model.precision,
+                        every=model.every, hysteresis=model.hysteresis, min_confidence=model.min_confidence)
+    return HotSwapRestorer(model, factory, watch=watch is not None, poll_s=watch or 1.0)
+
+
 def _runs_on_ort(path: Path, backend: str) -> bool:
     return backend == "onnxruntime" or (backend == "auto" and path.suffix.lower() == ".onnx")
 
@@ -184,6 +208,11 @@ def status_line(snap) -> str:
     if task is not None:
         conf = snap.get("confidence")
         parts.append(f"task {task}" + (f" {conf:.2f}" if isinstance(conf, (int, float)) else ""))
+    bundle = (snap.get("model") or {}).get("bundle")
+    if bundle:
+        parts.append(f"bundle v{bundle.get('version')}" + (f" (swapped x{bundle['swaps']})" if bundle.get("swaps") else ""))
+        if bundle.get("reload_error"):
+            parts.append(f"RELOAD FAILED: {bundle['reload_error']}")
     adapt = snap.get("adapt")
     if adapt:
         parts.append(f"adapt {adapt.get('state', '-')}")
@@ -234,6 +263,11 @@ def add_arguments(parser) -> None:
                              "see tir adapt and docs/adapt.md); the state shows on the page")
     parser.add_argument("--adapt-save", metavar="DIR",
                         help="with --adapt: also write the adapted copy of the bundle to DIR")
+    parser.add_argument("--watch-bundle", type=float, nargs="?", const=1.0, default=None, metavar="SECONDS",
+                        help="poll the bundle's manifest.json every SECONDS (default 1) and swap in a new version "
+                             "(a higher manifest version, e.g. written by tir learn) between two frames; a bundle "
+                             "that fails to load is refused and the running one kept (POST /bundle/reload with the "
+                             "token does the same on demand)")
     parser.add_argument("--ffc-period", type=float, default=0.0, metavar="SECONDS",
                         help="run FFC every SECONDS (default 0: the camera's own FFC mode; "
                              "FFC frames are marked either way)")
@@ -396,6 +430,7 @@ def _run(args) -> int:
             model, description = load_model(args.model, args.backend, args.task, args.threads,
                                             adapt=getattr(args, "adapt", None),
                                             adapt_save=getattr(args, "adapt_save", None), source_uri=source_uri)
+            model = hot_swappable(model, args)
             print(f"tir run: model {description}", flush=True)
             source = open_source(source_uri)
             ffc, client = open_ffc(args, source)
@@ -413,6 +448,9 @@ def _run(args) -> int:
                             f"{args.collect_max_frames}&max_mb={args.collect_max_mb:g}&rate={args.collect_rate:g}")
             for uri in uris:
                 outputs.append(open_output(uri))
+            for output in outputs:  # POST /bundle/reload (token-protected like /ffc)
+                if callable(getattr(model, "request_reload", None)) and isinstance(getattr(output, "actions", None), dict):
+                    output.actions["bundle/reload"] = model.request_reload
             collectors = [o for o in outputs if callable(getattr(o, "collect_stats", None))]
             for output in outputs:  # the page shows the collector's thumbnails
                 if collectors and hasattr(output, "collector"):

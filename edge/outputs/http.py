@@ -11,6 +11,8 @@ set up)::
     /spot.json?x=&y=&view=     counts (and temperature where known) at one pixel
     /healthz                   liveness
     POST /ffc                  flat-field correction now (when the run has camera control)
+    POST /bundle/reload        load the model bundle folder again and swap it in between two frames
+                               (engines/hotswap.py; the result is in /stats.json model.bundle)
 
 The server is aiohttp (its event loop runs in a daemon thread); request parsing, header and
 body limits and the listen backlog are aiohttp's. ``write`` only stores the newest frame (never
@@ -599,6 +601,8 @@ class HTTPOutput(Output):
         if action is None:
             if name == "ffc":
                 return 409, {"error": "no camera control in this run; start tir run with --camera-port DEV|auto"}
+            if name == "bundle/reload":
+                return 409, {"error": "this run has no model bundle to reload; start tir run with --model BUNDLE_DIR"}
             return 404, {"error": f"no action {name!r}; known: {', '.join(sorted(self.actions)) or 'none'}"}
         try:
             action()
@@ -685,8 +689,9 @@ class HTTPOutput(Output):
         return checked
 
     async def _post(self, request: web.Request) -> web.Response:
-        """POST /<name>: run the action ``name`` (behind :meth:`_token_checked`)."""
-        code, reply = self.act(request.match_info["name"])
+        """POST /<name> (or a fixed path such as /bundle/reload): run the action of that name
+        (behind :meth:`_token_checked`)."""
+        code, reply = self.act(request.match_info.get("name") or request.path.lstrip("/"))
         return _json(reply, code)
 
     def _same_origin(self, origin: str) -> bool:
@@ -816,6 +821,7 @@ ROUTES: List[Tuple[str, str, Callable, bool]] = [
     ("GET", "/stream/{view}.mjpg", HTTPOutput._stream, False),
     ("GET", "/snapshot/{view}.jpg", HTTPOutput._snapshot, False),
     ("GET", "/collect/{ident}.jpg", HTTPOutput._collected, False),
+    ("POST", "/bundle/reload", HTTPOutput._post, True),
     ("POST", "/{name}", HTTPOutput._post, True),
     ("*", "/{tail:.*}", HTTPOutput._not_found, False),
 ]

@@ -78,6 +78,7 @@ function render(stats) {
   const conf = stats.confidence;
   text("confidence", typeof conf === "number" ? (conf <= 1 ? (100 * conf).toFixed(0) + " %" : fmt(conf, 2)) : "-");
   renderAdapt(stats);
+  renderBundle(stats);
 
   if (stats.scene && typeof stats.scene.min_c === "number") {
     text("scene", `${fmt(stats.scene.min_c, 1)} / ${fmt(stats.scene.max_c, 1)} °C`);
@@ -92,6 +93,19 @@ function render(stats) {
   }
   text("raw-stats", JSON.stringify(stats, null, 2));
   text("updated", new Date().toLocaleTimeString());
+}
+
+// Model bundle: version and task list (they change when a new version is swapped in), and why
+// a reload failed (the running bundle is kept). stats.model.bundle is written by the hot-swap
+// restorer (engines/hotswap.py); hidden without one.
+function renderBundle(stats) {
+  const b = stats.model && stats.model.bundle;
+  $("bundle-fact").classList.toggle("hidden", !b);
+  if (!b) return;
+  const tasks = Array.isArray(b.tasks) ? b.tasks.join(", ") : "-";
+  const failed = typeof b.reload_error === "string" && b.reload_error;
+  text("bundle", `v${b.version ?? "-"}: ${tasks}` + (failed ? ` (${b.reload_error})` : ""));
+  $("bundle").className = failed ? "bad" : "";
 }
 
 // Router adaptation (tir run --adapt N, or a bundle adapted by tir adapt): stats.adapt.state is

@@ -1,0 +1,285 @@
+"""Hot-swap of the model bundle in a running pipeline (issue 13 item 5).
+
+:class:`HotSwapRestorer` looks like a :class:`~tir.engines.restorer.Restorer` to the pipeline
+(``infer``, ``observe``, ``engine``, ``route``, ``status`` …: everything else is the active
+restorer's) and can replace its bundle while frames flow:
+
+- a reload (:meth:`request_reload`: ``POST /bundle/reload``, or the manifest watcher of
+  ``tir run --watch-bundle``) builds a new Restorer on the bundle folder in a background thread:
+  :func:`~tir.engines.bundle.load_bundle` checks the schema and every listed file's sha256, the
+  backend is checked, and the router and the current route's engine are loaded (so the first
+  frame after the swap does not wait for them);
+- the infer thread swaps at the start of its next ``infer``/``observe`` call, i.e. between two
+  frames: no frame is dropped, repeated or reordered by the swap. The routing state (current
+  route, if the new bundle has it) and the counters carry over; the old engines are closed in
+  another thread; ``last_swap`` holds the frame number, the load time, the swap's own time and
+  the infer time of the first frame on the new bundle (``first_frame_ms``);
+- a load that fails (tampered or missing file, schema error, a forced ``--task`` the new
+  bundle lacks) leaves the running bundle in place; ``status()["bundle"]["reload_error"]`` says
+  why (status line, the page, ``/stats.json``);
+- the watcher polls ``manifest.json`` every ``poll_s`` seconds and reloads when its ``version``
+  is higher than the running bundle's (``tir learn`` bumps it as its last write, so a bundle
+  being rewritten in place is not picked up half way); the watcher does not retry a manifest that
+  failed until it changes, an explicit :meth:`request_reload` always tries again.
+
+An online router adaptation (``tir run --adapt``) belongs to the old router and is not carried
+over; the new bundle's own (offline) adaptation map is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from .bundle import MANIFEST
+
+log = logging.getLogger(__name__)
+
+#: counters of a Restorer carried over a swap, so stats stay continuous
+CARRIED = ("frames", "switches", "unknowns", "decisions", "uncertain", "skipped_ffc")
+
+
+def manifest_state(folder) -> tuple:
+    """(sha256 of manifest.json's bytes, its ``version`` or None) of a bundle folder; (None, None)
+    when it cannot be read (being replaced, missing)."""
+    import json
+
+    try:
+        data = (Path(folder) / MANIFEST).read_bytes()
+    except OSError:
+        return None, None
+    try:
+        version = json.loads(data).get("version", 1)
+    except (ValueError, AttributeError):
+        version = None
+    return hashlib.sha256(data).hexdigest(), version
+
+
+class HotSwapRestorer:
+    """A Restorer whose bundle can be replaced between two frames; see the module docstring.
+
+    ``restorer``: the running Restorer; ``factory(path) -> Restorer`` builds one on a bundle
+    folder with the run's options (backend, threads, forced task). ``watch``: poll the bundle's
+    manifest every ``poll_s`` seconds (:meth:`start_watch`).
+    """
+
+    def __init__(self, restorer, factory: Callable[[Path], object], watch: bool = False, poll_s: float = 1.0):
+        if poll_s <= 0:
+            raise ValueError(f"the manifest poll interval must be > 0 s, got {poll_s}")
+        self.active = restorer
+        self._factory = factory
+        self.path = Path(restorer.bundle.path)
+        self.poll_s = float(poll_s)
+        self.watching = bool(watch)
+        self._lock = threading.Lock()
+        self._pending = None           # (Restorer, info) ready to swap in
+        self._shape = None             # the last batch's shape, to warm a new bundle with
+        self._loader: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._watcher: Optional[threading.Thread] = None
+        self._fingerprint, _ = manifest_state(self.path)
+        self._failed_fingerprint: Optional[str] = None
+        self.swaps = 0
+        self.requests = 0
+        self.reload_state = "idle"     # idle | loading | ready | failed | unchanged
+        self.reload_error: Optional[str] = None
+        self.last_swap: Optional[dict] = None
+        if watch:
+            self.start_watch()
+
+    # ------------------------------------------------------------------ delegation
+    def __getattr__(self, name):
+        # only called for names this object lacks: the active restorer's attribute
+        if name.startswith("_") or name == "active":
+            raise AttributeError(name)
+        return getattr(self.active, name)
+
+    @property
+    def bundle(self):
+        return self.active.bundle
+
+    @property
+    def route(self) -> str:
+        return self.active.route
+
+    @property
+    def current(self):
+        return self.active.current
+
+    @property
+    def decisions(self) -> int:
+        return self.active.decisions
+
+    @property
+    def last_decision(self):
+        return self.active.last_decision
+
+    # ------------------------------------------------------------------ the frame path
+    def infer(self, batch, meta=None):
+        """Restore one batch with the active restorer, after swapping in a loaded bundle."""
+        self._shape = getattr(batch, "shape", None)
+        if not self.swap_if_ready():
+            return self.active.infer(batch, meta=meta)
+        t0 = time.perf_counter()   # the first frame on the new bundle: its infer time is the swap's cost
+        out = self.active.infer(batch, meta=meta)
+        self.last_swap["first_frame_ms"] = round(1000.0 * (time.perf_counter() - t0), 1)
+        self.last_swap["first_frame_route"] = self.active.route
+        return out
+
+    def observe(self, batch, meta=None):
+        self._shape = getattr(batch, "shape", None)
+        self.swap_if_ready()
+        return self.active.observe(batch, meta)
+
+    def engine(self, task: str):
+        return self.active.engine(task)
+
+    def swap_if_ready(self) -> bool:
+        """Swap in a loaded bundle (called by the infer thread between two frames)."""
+        if self._pending is None:
+            return False
+        t0 = time.perf_counter()
+        with self._lock:
+            new, info = self._pending
+            self._pending = None
+        old = self.active
+        for key in CARRIED:
+            setattr(new, key, getattr(old, key))
+        if not getattr(new, "forced", False):
+            carry = old.current
+            if carry is not None and (carry == "clean" or carry in new.routes):
+                new.current = carry
+        self.active = new
+        self.swaps += 1
+        info.update(at_frame=int(new.frames), swap_ms=round(1000.0 * (time.perf_counter() - t0), 3),
+                    date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        self.last_swap = info
+        self.reload_state = "idle"
+        log.info("bundle swapped at frame %d: %s version %s -> %s (routes: %s)", new.frames, info["name"],
+                 info["from_version"], info["to_version"], ", ".join(new.routes))
+        # the old engines are closed off the frame path (nothing uses them any more)
+        threading.Thread(target=self._close_old, args=(old,), name="tir-bundle-close", daemon=True).start()
+        return True
+
+    @staticmethod
+    def _close_old(old) -> None:
+        try:
+            old.close()
+        except Exception as exc:  # the old engines' close must not stop anything
+            log.warning("closing the old bundle's engines: %s: %s", type(exc).__name__, exc)
+
+    # ------------------------------------------------------------------ loading
+    def request_reload(self) -> bool:
+        """Load the bundle folder again in the background (``POST /bundle/reload``); False
+        when a load is already under way. The result is in :meth:`status`."""
+        with self._lock:
+            self.requests += 1
+            if self._loader is not None and self._loader.is_alive():
+                return False
+            self.reload_state = "loading"
+            self._loader = threading.Thread(target=self._load, name="tir-bundle-reload", daemon=True)
+            self._loader.start()
+        return True
+
+    def wait_loaded(self, timeout: float = 30.0) -> bool:
+        """Wait until a background load has finished (tests, scripted runs)."""
+        loader = self._loader
+        if loader is not None:
+            loader.join(timeout)
+            return not loader.is_alive()
+        return True
+
+    def _load(self) -> None:
+        fingerprint, version = manifest_state(self.path)
+        old = self.active
+        if fingerprint is not None and fingerprint == self._fingerprint:
+            self.reload_state = "unchanged"
+            log.info("bundle reload: %s unchanged (version %s already running)", self.path, old.bundle.version)
+            return
+        t0 = time.perf_counter()
+        try:
+            new = self._factory(self.path)
+            self._warm(new, old, self._shape)
+        except Exception as exc:
+            self._failed_fingerprint = fingerprint
+            self.reload_error = (f"bundle reload failed, version {old.bundle.version} keeps running: "
+                                 f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}")
+            self.reload_state = "failed"
+            log.warning("%s", self.reload_error)
+            return
+        info = {"name": new.bundle.name, "from_version": old.bundle.version, "to_version": new.bundle.version,
+                "routes": list(new.routes), "load_ms": round(1000.0 * (time.perf_counter() - t0), 1)}
+        with self._lock:
+            self._pending = (new, info)
+            self._fingerprint = fingerprint
+            self.reload_error = None
+            self.reload_state = "ready"
+
+    @staticmethod
+    def _warm(new, old, shape) -> None:
+        """Load the new bundle's router and the running route's engine before the swap and run
+        them once on a zero frame of the stream's shape (when a frame has been seen)."""
+        route = old.current if old.current not in (None, "clean") else None
+        if getattr(new, "forced", False):
+            route = new.current if new.current not in (None, "clean") else None
+        tasks = [route] if route is not None and route in new.routes else []
+        if callable(getattr(new, "preload", None)):
+            new.preload(router=True, tasks=tasks, shape=shape)
+        else:
+            for task in tasks:
+                new.engine(task)
+
+    # ------------------------------------------------------------------ watching
+    def start_watch(self) -> None:
+        """Poll the manifest in a daemon thread (``tir run --watch-bundle``)."""
+        self.watching = True
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="tir-bundle-watch", daemon=True)
+            self._watcher.start()
+
+    def check_manifest(self) -> bool:
+        """One poll: start a reload when the manifest's version is above the running one's
+        (and it is not a version that already failed). Returns True when a reload started."""
+        fingerprint, version = manifest_state(self.path)
+        if fingerprint is None or fingerprint == self._fingerprint or fingerprint == self._failed_fingerprint:
+            return False
+        if not isinstance(version, int) or version <= self.active.bundle.version:
+            return False
+        if self._pending is not None:
+            return False
+        return self.request_reload()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.check_manifest()
+            except Exception as exc:  # the watcher must outlive a bad poll
+                log.warning("bundle watch: %s: %s", type(exc).__name__, exc)
+
+    # ------------------------------------------------------------------ status / close
+    def status(self) -> dict:
+        status = dict(self.active.status())
+        b = self.active.bundle
+        status["bundle"] = {"name": b.name, "path": str(b.path), "version": b.version, "tasks": list(b.tasks),
+                            "router_tasks": list((b.router or {}).get("tasks") or []), "swaps": self.swaps,
+                            "reload": self.reload_state, "reload_error": self.reload_error,
+                            "last_swap": self.last_swap, "watch": self.watching}
+        return status
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(2 * self.poll_s + 1.0)
+        if self._loader is not None:
+            self._loader.join(30.0)
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            pending[0].close()
+        self.active.close()
+
+    def __repr__(self) -> str:
+        return f"<HotSwapRestorer {self.active!r} swaps={self.swaps}>"
