@@ -147,7 +147,7 @@ def test_an_existing_recording_is_not_overwritten_by_accident(tmp_path):
 
 
 def test_bad_options_are_refused(tmp_path):
-    with pytest.raises(OutputError, match="what='all'"):
+    with pytest.raises(OutputError, match=r"option what must be one of restored, raw, both \(got 'all'\)"):
         open_output(f"file://{tmp_path}/rec?what=all")
     with pytest.raises(FileNotFoundError, match="no frames.csv"):
         read_recording(tmp_path)

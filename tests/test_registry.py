@@ -1,0 +1,147 @@
+"""The one registry pattern (tir.edge.registry): typed options, unknown options refused, bad
+values named, everything checked before anything opens; every entry of every registry."""
+from dataclasses import dataclass
+from typing import Optional
+
+import pytest
+
+from tir.edge.camera.formats import CAMERAS, PROTOCOLS
+from tir.edge.outputs.base import OUTPUTS, OutputError, check_output
+from tir.edge.registry import OptionError, Registry, option, options_of, parse_options
+from tir.edge.sources.base import SOURCES, SourceError, SourceOptionError, check_source, open_source
+from tir.tools.cli import main
+
+
+@dataclass(frozen=True)
+class ToyOptions:
+    size: int = option(3, "a size", check=lambda v: None if v > 0 else "must be > 0")
+    mode: str = option("a", "a mode", choices=("a", "b"))
+    on: bool = option(False, "a switch")
+    gain: Optional[float] = option(None, "a gain")
+
+
+def test_options_parse_typed_values_and_name_bad_ones():
+    o = parse_options(ToyOptions, {"size": "7", "on": "yes", "gain": "0.5"}, "toy://")
+    assert o == ToyOptions(size=7, mode="a", on=True, gain=0.5)
+    assert parse_options(ToyOptions, {}, "toy://") == ToyOptions()
+    with pytest.raises(OptionError, match=r"^toy://\?size=x: option size must be an integer \(got 'x'\)$"):
+        parse_options(ToyOptions, {"size": "x"}, "toy://?size=x")
+    with pytest.raises(OptionError, match=r"option size must be > 0 \(got '0'\)"):
+        parse_options(ToyOptions, {"size": "0"}, "toy://")
+    with pytest.raises(OptionError, match=r"option mode must be one of a, b \(got 'c'\)"):
+        parse_options(ToyOptions, {"mode": "c"}, "toy://")
+    with pytest.raises(OptionError, match=r"option on must be 1 or 0"):
+        parse_options(ToyOptions, {"on": "maybe"}, "toy://")
+    with pytest.raises(OptionError, match=r"^toy://: unknown options sise, x; valid options: size, mode, on, gain$"):
+        parse_options(ToyOptions, {"sise": "1", "x": "2"}, "toy://")
+    assert [o.name for o in options_of(ToyOptions)] == ["size", "mode", "on", "gain"]
+    assert options_of(ToyOptions)[3].type is float and options_of(ToyOptions)[1].choices == ("a", "b")
+
+
+def test_registry_lookup_aliases_lazy_targets_and_help():
+    reg = Registry("toy", KeyError, casefold=True)
+    reg.register("json", "json:dumps", help="dump JSON", aliases=("js",), suffixes=(".json",))
+
+    @reg.register("Upper", help="upper-case text", options=ToyOptions)
+    def upper(text):
+        return text.upper()
+
+    assert reg.load("JS") is __import__("json").dumps and reg.get("upper").load() is upper
+    assert reg.get("json").suffixes == (".json",) and "js" in reg.choices()
+    assert reg.get("upper").parse({"size": "2"}).size == 2
+    assert reg.find(lambda e: ".json" in e.meta.get("suffixes", ())).name == "json"
+    with pytest.raises(KeyError, match="unknown toy 'yaml'; known: json, Upper"):
+        reg.get("yaml")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("JSON", "json:loads", help="x")
+    with pytest.raises(ValueError, match="one-line help"):
+        reg.register("empty", "json:loads", help=" ")
+    reg.unregister("json")
+    assert "js" not in reg and reg.names() == ["Upper"]
+
+
+def _all_registries():
+    from tir.engines.backends import BACKENDS
+    from tir.engines.degrade import OPS
+    from tir.engines.models import MODELS
+    from tir.tools.cli import MODES
+
+    return {"sources": SOURCES, "outputs": OUTPUTS, "cameras": CAMERAS, "protocols": PROTOCOLS,
+            "backends": BACKENDS, "degradation ops": OPS, "models": MODELS, "modes": MODES}
+
+
+@pytest.mark.parametrize("name", ["sources", "outputs", "cameras", "protocols", "backends", "degradation ops",
+                                  "models", "modes"])
+def test_every_entry_of_every_registry_has_help_declared_options_and_refuses_unknown_ones(name):
+    registry = _all_registries()[name]
+    assert len(registry) > 0
+    for entry in registry:
+        assert len(entry.help) > 10, (name, entry.name)
+        if name == "modes":  # a mode's options are its argparse flags: an unknown one is refused
+            with pytest.raises(SystemExit) as info:
+                main([entry.name, "--no-such-option"])
+            assert info.value.code == 2
+            continue
+        options = entry.option_list()  # loads the target: every declared option is well formed
+        for opt in options:
+            assert opt.help.strip(), (name, entry.name, opt.name)
+            if opt.default is not None and opt.choices is not None:
+                assert opt.default in opt.choices, (name, entry.name, opt.name)
+        with pytest.raises(ValueError, match="unknown option no_such_option; valid options: "
+                                             + (", ".join(o.name for o in options) or "none")):
+            entry.parse({"no_such_option": "1"}, where=f"{entry.name}")
+        if options:  # every declared default is itself accepted
+            entry.parse({o.name: o.default for o in options if o.default is not None}, where=entry.name)
+
+
+def test_source_options_are_checked_before_anything_opens():
+    with pytest.raises(SourceOptionError, match=r"^synthetic://\?fps=abc: option fps must be a number \(got 'abc'\)$"):
+        check_source("synthetic://?fps=abc")
+    with pytest.raises(SourceOptionError, match=r"unknown option degarde; valid options: size, fps, seed"):
+        check_source("synthetic://?degarde=noise")
+    with pytest.raises(SourceOptionError, match=r"option degrade must be a degradation name.*no degradation 'fog'"):
+        check_source("synthetic://?degrade=fog")
+    with pytest.raises(SourceError, match=r"unknown source scheme 'rtmp'; known: synthetic, file, v4l2"):
+        check_source("rtmp://cam")
+    with pytest.raises(SourceOptionError, match="option format must be a camera format.*unknown raw format 'mjpg'"):
+        check_source("v4l2:///dev/video99?format=mjpg")  # refused without touching the device
+    assert check_source("v4l2:///dev/video99?format=Boson&size=640x512").values.size == (640, 512)
+    assert isinstance(SourceOptionError("x"), ValueError)
+    src = open_source("synthetic://?size=160x120&realtime=0&frames=1", fps=12)
+    assert src.options.fps == 12.0 and src.options.size == (160, 120) and src.fps == 12.0
+    src.close()
+
+
+def test_output_options_are_checked_before_anything_binds():
+    with pytest.raises(OutputError, match=r"http://127.0.0.1:0\?max_viewers=x: option max_viewers must be an integer"):
+        check_output("http://127.0.0.1:0?max_viewers=x")
+    with pytest.raises(OutputError, match=r"unknown option qualty; valid options: quality, no_signal_after"):
+        check_output("http://127.0.0.1:0?qualty=90")
+    with pytest.raises(OutputError, match="unknown output scheme 'ftp'"):
+        check_output("ftp://x")
+
+
+@pytest.mark.parametrize("source, message", [
+    ("synthetic://?degarde=noise", "unknown option degarde"),
+    ("synthetic://?fps=abc", "option fps must be a number"),
+    ("synthetic://?degrade=fog", "option degrade must be a degradation name"),
+])
+def test_tir_run_refuses_bad_source_options_before_the_model_loads_or_the_server_binds(
+        monkeypatch, capsys, source, message):
+    from tir.tools import run
+
+    def no_model(*a, **kw):
+        raise AssertionError("the model loaded before the options were checked")
+
+    monkeypatch.setattr(run, "load_model", no_model)
+    assert main(["run", "--source", source, "--port", "0", "--frames", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"tir run: error: {source}: {message}") and "tir run: output" not in out
+
+
+def test_tir_run_refuses_a_bad_output_option_before_the_source_opens(monkeypatch, capsys):
+    from tir.tools import run
+
+    monkeypatch.setattr(run, "load_model", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("loaded")))
+    assert main(["run", "--source", "synthetic://", "--output", "http://127.0.0.1:0?max_viewer=2"]) == 2
+    assert "unknown option max_viewer; valid options: quality" in capsys.readouterr().err
