@@ -128,6 +128,16 @@ def options_of(schema: Optional[type]) -> Tuple[Option, ...]:
     """The :class:`Option` records of an options dataclass (empty for None)."""
     if schema is None:
         return ()
+    cached = _OPTIONS_CACHE.get(schema)
+    if cached is None:
+        cached = _OPTIONS_CACHE[schema] = _options_of(schema)
+    return cached
+
+
+_OPTIONS_CACHE: Dict[type, Tuple[Option, ...]] = {}
+
+
+def _options_of(schema: type) -> Tuple[Option, ...]:
     if not dataclasses.is_dataclass(schema):
         raise TypeError(f"{schema!r} is not an options dataclass")
     hints = typing.get_type_hints(schema)
