@@ -145,3 +145,83 @@ def test_tir_run_refuses_a_bad_output_option_before_the_source_opens(monkeypatch
     monkeypatch.setattr(run, "load_model", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("loaded")))
     assert main(["run", "--source", "synthetic://", "--output", "http://127.0.0.1:0?max_viewer=2"]) == 2
     assert "unknown option max_viewer; valid options: quality" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# docs/architecture.md, "Adding things": each path done here, end to end
+# --------------------------------------------------------------------------------------------
+
+def test_add_a_camera_format_is_one_descriptor(fake_sysfs):
+    """One CAMERAS.register(...) call: the USB id finds it, v4l2:// decodes with it, format= takes it."""
+    import numpy as np
+
+    from tir.edge.camera.formats import Layout, RawFormat, camera_for, format_for, get_format
+    from tir.edge.sources.v4l2 import V4L2Source
+    from tir.edge.uri import parse_uri
+    from test_sources_v4l2 import FakeCapture
+
+    sysfs, dev = fake_sysfs
+    toy = RawFormat("toycam", "Y16 ", (160, 121), 0.05, "a toy camera: 160x120 + 1 telemetry row at the bottom",
+                    (Layout("toycam 160", (160, 121), 1, 0.05),))
+    CAMERAS.register("toycam", toy, help="a toy Y16 camera with one telemetry row (test)",
+                     title="Toy Cam", usb_ids=((0x046D, 0x0825),), protocol=None)  # the fixture's 'webcam'
+    try:
+        assert format_for("046d", "0825") is toy and camera_for(0x046D, 0x0825).name == "Toy Cam"
+        assert get_format("TOYCAM") is toy and check_source("v4l2:///dev/video0?format=toycam").values.format == "toycam"
+        image = np.arange(160 * 121, dtype=np.uint16).reshape(121, 160)
+        source = V4L2Source(parse_uri(f"v4l2://{dev}/video0"), FakeCapture([image], native=(160, 121)), sysfs, dev)
+        frame = source.read()
+        assert source.format is toy and frame.raw.shape == (120, 160) and frame.meta["kelvin_per_count"] == 0.05
+        np.testing.assert_array_equal(frame.raw, image[:120])
+        source.close()
+    finally:
+        CAMERAS.unregister("toycam")
+    assert format_for("046d", "0825") is None
+
+
+def test_add_a_backend_is_one_module_and_its_registry_entry(tmp_path, capsys):  # noqa: C901
+    """An Engine subclass (here in this test module) + one BACKENDS.register(...) call: auto picks
+    it by suffix, its options are checked, and the CLI offers it."""
+    from dataclasses import dataclass as dc
+
+    import numpy as np
+
+    from tir.engines.backends import BACKENDS, load_engine
+    from tir.engines.engine import Engine, EngineError
+
+    @dc(frozen=True)
+    class GainOptions:
+        gain: float = option(1.0, "multiply the input by this")
+
+    class GainEngine(Engine):
+        backend = "gain"
+
+        def __init__(self, path, gain: float = 1.0):
+            super().__init__(path.stem)
+            self.gain = gain
+
+        def _run(self, batch):
+            return batch * np.float32(self.gain)
+
+    BACKENDS.register("gain", GainEngine, options=GainOptions, help="multiplies frames by a constant (a test backend)",
+                      suffixes=(".gain",), accepts=(".gain",), requires=(), install="nothing", modules=False)
+    try:
+        model = tmp_path / "x.gain"
+        model.write_text("")
+        engine = load_engine(model, gain="2.5")
+        assert isinstance(engine, GainEngine) and engine.gain == 2.5
+        np.testing.assert_array_equal(engine.infer(np.ones((1, 1, 8, 8), np.float32)), np.full((1, 1, 8, 8), 2.5))
+        with pytest.raises(EngineError, match="backend gain: unknown option threads; valid options: gain"):
+            load_engine(model, backend="gain", threads=2)
+        with pytest.raises(EngineError, match="backend gain: option gain must be a number"):
+            load_engine(model, gain="x")
+        with pytest.raises(SystemExit):
+            main(["run", "--help"])
+        assert "gain: .gain" in " ".join(capsys.readouterr().out.split())  # --backend help from the registry
+        report = tmp_path / "bench.json"
+        assert main(["bench", "--mode", "model", "--model", str(model), "--backend", "gain", "--size", "32x24",
+                     "--frames", "2", "--warmup", "1", "--no-progress", "--json", str(report)]) == 0
+        result = __import__("json").loads(report.read_text())["results"][0]
+        assert result["backend"] == "gain" and result["model_only"]["frames"] == 2 and "error" not in result
+    finally:
+        BACKENDS.unregister("gain")

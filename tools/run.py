@@ -52,19 +52,21 @@ NO_BUNDLE_HELP = (
 
 def add_common_model_arguments(parser, several_backends: bool = False,
                                default_model: str = "the installed bundle") -> None:
-    from tir.engines.backends import BACKEND_CHOICES, BACKENDS
+    from tir.engines.backends import BACKENDS
     from tir.engines.models import MODELS
+
+    choices = ("auto",) + tuple(BACKENDS.names())
 
     parser.add_argument("--model", help="bundle folder, .onnx/.pt/.engine file, or a reference network "
                                         f"({', '.join(MODELS.names())}) (default: {default_model})")
     backends = "; ".join(f"{e.name}: {'/'.join(e.accepts)}" for e in BACKENDS)
     if several_backends:
         parser.add_argument("--backend", "--backends", dest="backend", nargs="+", default=["auto"],
-                            choices=BACKEND_CHOICES, metavar="BACKEND",
-                            help=f"one or more of {', '.join(BACKEND_CHOICES)} to compare (default auto; "
+                            choices=choices, metavar="BACKEND",
+                            help=f"one or more of {', '.join(choices)} to compare (default auto; "
                                  f"{backends})")
     else:
-        parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+        parser.add_argument("--backend", default="auto", choices=choices,
                             help=f"inference backend (default auto: from the file type; {backends})")
     parser.add_argument("--task", help="force one route of the bundle instead of automatic routing")
     parser.add_argument("--threads", type=int, default=None,

@@ -73,7 +73,6 @@ BACKENDS.register("tensorrt", "tir.engines.backends.tensorrt:TensorRTEngine", op
                   install=("on a Jetson install JetPack's python3-libnvinfer (TensorRT) and `pip install pycuda`; "
                            "on a desktop GPU `pip install tensorrt pycuda`. Without a GPU use --backend onnxruntime"),
                   modules=False)
-BACKEND_CHOICES = ("auto",) + tuple(BACKENDS.names())  # for argparse
 _FILE_KINDS = {".onnx": "ONNX"}
 
 
@@ -150,7 +149,7 @@ def load_engine(path_or_module, backend: str = "auto", **kw) -> Engine:
     (checked: an unknown one raises EngineError listing the valid ones). Raises EngineError for
     an unknown backend, a file no backend runs, a folder, or a backend whose packages are missing."""
     if backend != "auto" and backend not in BACKENDS:
-        raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+        raise EngineError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS.names())}")
     if _is_torch_module(path_or_module):
         runs_modules = [e for e in BACKENDS if e.modules]
         if backend != "auto" and not BACKENDS.get(backend).modules:
@@ -178,5 +177,5 @@ def load_engine(path_or_module, backend: str = "auto", **kw) -> Engine:
     return _create(entry, path, kw)
 
 
-__all__ = ["BACKENDS", "BACKEND_CHOICES", "Engine", "EngineError", "EngineOptionError", "available_backends", "backend_details", "check_backend",
+__all__ = ["BACKENDS", "Engine", "EngineError", "EngineOptionError", "available_backends", "backend_details", "check_backend",
            "load_engine"]
