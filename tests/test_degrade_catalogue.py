@@ -92,6 +92,9 @@ def test_task_lists_derive_from_the_specs():
         assert spec.steps == [s for p in parts for s in D.load_spec(p).steps]
     assert D.load_spec("CBN_sensor").parts == ("contrast", "blur", "noise_sensor")
     assert D.load_spec("jpeg").task_order is None and "jpeg" not in D.TASKS
+    from tir.engines.router import SENSOR_VARIANTS
+
+    assert SENSOR_VARIANTS == {t: [t, f"{t}_sensor"] for t in ("noise", "CN", "BN", "CBN")}
 
 
 def test_the_shipped_bundle_specs_are_the_catalogue_and_old_manifests_still_load():

@@ -53,12 +53,12 @@ NO_BUNDLE_HELP = (
 def add_common_model_arguments(parser, several_backends: bool = False,
                                default_model: str = "the installed bundle") -> None:
     from tir.engines.backends import BACKENDS
-    from tir.engines.models import MODELS
+    from tir.engines.models import runnable
 
     choices = ("auto",) + tuple(BACKENDS.names())
 
     parser.add_argument("--model", help="bundle folder, .onnx/.pt/.engine file, or a reference network "
-                                        f"({', '.join(MODELS.names())}) (default: {default_model})")
+                                        f"({', '.join(runnable())}) (default: {default_model})")
     backends = "; ".join(f"{e.name}: {'/'.join(e.accepts)}" for e in BACKENDS)
     if several_backends:
         parser.add_argument("--backend", "--backends", dest="backend", nargs="+", default=["auto"],
@@ -213,11 +213,22 @@ def status_line(snap: dict) -> str:
     return " | ".join(parts)
 
 
+def _uri_help(registry) -> str:
+    """``scheme://`` (options) per entry of a source/output registry, for --help."""
+    return "; ".join(f"{e.name}:// ({', '.join(o.name for o in e.option_list()) or 'no options'})"
+                     for e in registry)
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--source", help="source URI (default: first thermal UVC camera, else synthetic://?degrade=noise)")
+    from tir.edge.camera.formats import PROTOCOLS
+    from tir.edge.outputs.base import OUTPUTS
+    from tir.edge.sources.base import SOURCES
+
+    parser.add_argument("--source", help="source URI (default: first thermal UVC camera, else "
+                                         f"synthetic://?degrade=noise): {_uri_help(SOURCES)}")
     add_common_model_arguments(parser)
     parser.add_argument("--output", action="append", default=None,
-                        help=f"output URI, repeatable (default {DEFAULT_OUTPUT})")
+                        help=f"output URI, repeatable (default {DEFAULT_OUTPUT}): {_uri_help(OUTPUTS)}")
     parser.add_argument("--host", help="address the HTTP output listens on (default 127.0.0.1; "
                                        "0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, help="port of the HTTP output (default 8080; 0: any free port)")
@@ -239,8 +250,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--camera-port", metavar="DEV|auto",
                         help="camera control serial port (auto: find a Boson by USB id); default: "
                              "automatic for a v4l2 Boson whose serial port is found, else none")
-    parser.add_argument("--camera-protocol", default="boson", choices=("boson", "tau"),
-                        help="camera control protocol (default boson)")
+    parser.add_argument("--camera-protocol", default="boson", choices=PROTOCOLS.names(),
+                        help="camera control protocol (default boson): " + PROTOCOLS.help_text())
     parser.add_argument("--adapt", type=int, metavar="N",
                         help="adapt the bundle's router to this camera on the first N frames (unlabeled; "
                              "see tir adapt and docs/adapt.md); the state shows on the page")
