@@ -101,7 +101,7 @@ def test_source_options_are_checked_before_anything_opens():
         check_source("synthetic://?degarde=noise")
     with pytest.raises(SourceOptionError, match=r"option degrade must be a degradation name.*no degradation 'fog'"):
         check_source("synthetic://?degrade=fog")
-    with pytest.raises(SourceError, match=r"unknown source scheme 'rtmp'; known: synthetic, file, v4l2"):
+    with pytest.raises(SourceError, match=r"unknown source scheme 'rtmp' in 'rtmp://cam'; known: synthetic://, file://, v4l2://"):
         check_source("rtmp://cam")
     with pytest.raises(SourceOptionError, match="option format must be a camera format.*unknown raw format 'mjpg'"):
         check_source("v4l2:///dev/video99?format=mjpg")  # refused without touching the device

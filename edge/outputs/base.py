@@ -90,6 +90,9 @@ def check_output(uri, **options) -> URI:
     uri.options.update({k: str(v) for k, v in options.items() if v is not None})
     if options:
         uri.values = None  # re-check with the overrides
+    if uri.scheme not in OUTPUTS:
+        raise OutputError(f"unknown output scheme {uri.scheme!r} in {uri.text!r}; "
+                          f"known: {', '.join(s + '://' for s in OUTPUTS.names())}")
     uri.bind(OUTPUTS.get(uri.scheme).option_type, OutputOptionError)
     return uri
 

@@ -102,6 +102,9 @@ def check_source(uri, **options) -> URI:
     Raises SourceError for an unknown scheme, :class:`SourceOptionError` for an unknown option
     (listing the valid ones) or a bad value (naming the option)."""
     uri = _as_uri(uri, options)
+    if uri.scheme not in SOURCES:
+        raise SourceError(f"unknown source scheme {uri.scheme!r} in {uri.text!r}; "
+                          f"known: {', '.join(s + '://' for s in SOURCES.names())}")
     uri.bind(SOURCES.get(uri.scheme).option_type, SourceOptionError)
     return uri
 
