@@ -239,13 +239,16 @@ class Entry:
 class Registry:
     """Name -> :class:`Entry` for one kind of thing (``kind`` names it in errors; ``error`` is
     the exception class raised for unknown names, ``option_error`` the one for bad options,
-    default ``error``; ``casefold``: names match case-insensitively)."""
+    default ``error``; ``casefold``: names match case-insensitively; ``meta``: the meta fields
+    an entry may give, with their defaults; a field not listed is refused at registration)."""
 
     def __init__(self, kind: str, error: Type[Exception] = ValueError, casefold: bool = False,
-                 option_error: Optional[Type[Exception]] = None):
+                 option_error: Optional[Type[Exception]] = None, meta: Optional[Mapping[str, Any]] = None):
         self.kind = kind
         self.error = error
         self.option_error = option_error or error
+        #: the meta fields an entry may give and their defaults (None: any, no defaults)
+        self.meta_defaults = dict(meta) if meta is not None else None
         self.casefold = casefold
         self._entries: Dict[str, Entry] = {}
         self._aliases: Dict[str, str] = {}
@@ -270,6 +273,12 @@ class Registry:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         if options is not None:
             options_of(options)  # a bad declaration fails here, not at first use
+        if self.meta_defaults is not None:
+            unknown = sorted(set(meta) - set(self.meta_defaults))
+            if unknown:
+                raise ValueError(f"{self.kind} {name!r}: unknown field{'s' if len(unknown) > 1 else ''} "
+                                 f"{', '.join(unknown)}; fields: {', '.join(self.meta_defaults) or 'none'}")
+            meta = {**self.meta_defaults, **meta}
         entry = Entry(str(name).strip(), target, " ".join(str(help).split()), options, tuple(aliases), dict(meta),
                       self)
         self._entries[key] = entry

@@ -56,6 +56,11 @@ def test_registry_lookup_aliases_lazy_targets_and_help():
         reg.register("JSON", "json:loads", help="x")
     with pytest.raises(ValueError, match="one-line help"):
         reg.register("empty", "json:loads", help=" ")
+    strict = Registry("camera", meta={"usb_ids": (), "protocol": None})
+    strict.register("cam", object(), help="a camera", usb_ids=((1, 2),))
+    assert strict.get("cam").protocol is None and strict.get("cam").usb_ids == ((1, 2),)
+    with pytest.raises(ValueError, match="camera 'typo': unknown field usb_id; fields: usb_ids, protocol"):
+        strict.register("typo", object(), help="a camera", usb_id=(1, 2))
     reg.unregister("json")
     assert "js" not in reg and reg.names() == ["Upper"]
 

@@ -109,7 +109,7 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     if adapt is not None and (preset is not None or not Path(spec).is_dir()):
         raise ModelNotFound(f"--adapt adapts a bundle's router; {spec} is a single model")
     if preset is not None:
-        if "build" not in preset.meta:
+        if not preset.build:
             raise ModelNotFound(f"{spec} is a training preset (tir train --preset {spec.split(':', 1)[1]}); "
                                 f"the networks tir run builds on the fly are {', '.join(runnable())}")
         if task is not None:

@@ -266,7 +266,7 @@ TC001_K_PER_COUNT = 1.0 / 64.0  # thermal_io.md 3.2
 #: ids (VID, PID) and its serial control protocol (a name in :data:`PROTOCOLS`, None: none).
 #: USB IDs: thermal_io.md section 3.2 (Boson also section 1.1). Adding a camera family is one
 #: ``CAMERAS.register(...)`` call (docs/architecture.md).
-CAMERAS = Registry("camera format", ValueError, casefold=True)
+CAMERAS = Registry("camera format", ValueError, casefold=True, meta={"title": "", "usb_ids": (), "protocol": None})
 CAMERAS.register("y16", RawFormat("y16", "Y16 ", None, None,
                                   "generic Y16: uint16 counts at the device's size, no temperature"),
                  help="generic Y16: uint16 counts at the device's size, no temperature",

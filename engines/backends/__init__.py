@@ -57,7 +57,8 @@ class TensorRTOptions:
 #: backend name -> Engine class. Meta: ``suffixes`` picked in auto mode, ``accepts`` the file
 #: suffixes it can run, ``requires`` Python modules, ``install`` what to do when they are missing,
 #: ``modules``: it runs an in-memory torch ``nn.Module``.
-BACKENDS = Registry("backend", EngineError, option_error=EngineOptionError)
+BACKENDS = Registry("backend", EngineError, option_error=EngineOptionError,
+                    meta={"suffixes": (), "accepts": (), "requires": (), "install": "", "modules": False})
 BACKENDS.register("onnxruntime", "tir.engines.backends.onnxruntime:ONNXRuntimeEngine", options=ONNXRuntimeOptions,
                   help="ONNX Runtime (CPU, or CUDA with onnxruntime-gpu): runs .onnx files",
                   suffixes=(".onnx",), accepts=(".onnx",), requires=("onnxruntime",),

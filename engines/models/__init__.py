@@ -14,7 +14,7 @@ from typing import Any, Dict
 
 from ...edge.registry import Registry
 
-MODELS = Registry("model preset", ValueError)
+MODELS = Registry("model preset", ValueError, meta={"family": "", "config": {}, "build": None, "export": None})
 MODELS.register("plainnet:bench", "tir.engines.models.plainnet:PlainNetConfig",
                 help="PlainNet speed reference, 32 ch x 4 blocks (1.7 GMAC at 640x512), seeded-random weights",
                 family="plainnet", config={"channels": 32, "blocks": 4},
@@ -50,4 +50,4 @@ def presets(family: str) -> Dict[str, Any]:
 
 def runnable() -> list:
     """Names of the presets ``tir run``/``tir bench`` can build on the fly (reference networks)."""
-    return [e.name for e in MODELS if "build" in e.meta]
+    return [e.name for e in MODELS if e.build]
