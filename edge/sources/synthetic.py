@@ -37,6 +37,11 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+# numpy imports its random package (Cython extensions) lazily on the first ``np.random`` access.
+# Left to the first frame, that import ran inside tir run's start-up right after the model
+# loaded, and a stop signal arriving during it was lost (the handler's KeyboardInterrupt is
+# swallowed in the extension's module init): import it with this module, before anything starts.
+import numpy.random  # noqa: F401,E402
 
 from ..frame import Frame, now
 from ..registry import option
