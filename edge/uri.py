@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Set, Tuple
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -21,8 +21,8 @@ class URI:
     path: str = ""
     options: Dict[str, str] = field(default_factory=dict)
     text: str = ""
-    #: option names the object built from this URI asked for (``get``): the options it knows
-    asked: Set[str] = field(default_factory=set, compare=False, repr=False)
+    #: the typed options (the entry's options dataclass) once :meth:`bind` checked them
+    values: Any = field(default=None, compare=False, repr=False)
 
     @property
     def host(self) -> str:
@@ -34,28 +34,16 @@ class URI:
             return int(self.location.rsplit(":", 1)[1])
         return None
 
-    def get(self, key: str, default=None, cast=str):
-        """Option ``key`` cast with ``cast`` (``default`` when absent). Raises ValueError naming
-        the option and the URI when the value does not cast."""
-        self.asked.add(key)
-        if key not in self.options:
-            return default
-        value = self.options[key]
-        if cast is bool:
-            return value.lower() in ("1", "true", "yes", "on")
-        try:
-            return cast(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"option {key}={value!r} in {self.text or self.scheme + '://'}: {exc}") from exc
+    def bind(self, schema, error=ValueError) -> Any:
+        """Check :attr:`options` against ``schema`` (an options dataclass, see
+        :mod:`tir.edge.registry`) once and keep the typed values in :attr:`values`. Raises
+        ``error`` naming this URI for an unknown option (listing the valid ones) or a bad value
+        (naming the option)."""
+        if self.values is None or type(self.values) is not schema:
+            from .registry import parse_options
 
-    def check_options(self, kind: str = "") -> None:
-        """Raise ValueError for options the object built from this URI never asked for (a typo
-        such as ``degarde=noise`` must not pass silently), listing the ones it knows."""
-        unknown = sorted(set(self.options) - self.asked)
-        if unknown:
-            known = ", ".join(sorted(self.asked)) or "none"
-            raise ValueError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
-                             f"{kind or self.scheme + '://'} ({self.text}); known: {known}")
+            self.values = parse_options(schema, self.options, self.text or self.scheme + "://", error)
+        return self.values
 
     def __str__(self) -> str:
         return self.text
@@ -79,23 +67,12 @@ def parse_uri(text: str) -> URI:
     return URI(scheme, location=parts.netloc, path=path, options=options, text=text)
 
 
-def parse_size(text: str) -> Tuple[int, int]:
-    """``"640x512"`` -> (width, height)."""
+def parse_size(text) -> Tuple[int, int]:
+    """``"640x512"`` (or a (width, height) pair) -> (width, height). Raises ValueError."""
+    if isinstance(text, (tuple, list)) and len(text) == 2 and all(isinstance(v, int) for v in text):
+        return int(text[0]), int(text[1])
     m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
     if not m:
         raise ValueError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 640x512")
     return int(m.group(1)), int(m.group(2))
 
-
-def build_checked(uri: URI, factory, error):
-    """``factory(uri)``, then :meth:`URI.check_options`: an object whose URI carries an option it
-    never asked for is closed and refused as ``error`` (SourceError, OutputError, ...)."""
-    obj = factory(uri)
-    try:
-        uri.check_options(uri.scheme + "://")
-    except ValueError as exc:
-        try:
-            obj.close()
-        finally:
-            raise error(str(exc)) from None
-    return obj

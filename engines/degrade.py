@@ -7,7 +7,12 @@ in grey levels are divided by 255 and every step clips to [0, 1] as the 8-bit pi
 A degradation is a :class:`DegradationSpec`: a name and an ordered list of steps, each a dict
 ``{"op": ..., <parameter>: [lo, hi], "p": 1.0}``. Built-in specs live in ``engines/specs/*.json``;
 a user can write a new JSON spec (other ranges, other order) and pass its path anywhere a task
-name is accepted.
+name is accepted. A compound spec names its parts instead of copying their steps
+(``"parts": ["contrast", "noise"]``: the steps are the parts' steps in that order). The training
+tasks are the specs with a ``"task_order"``; :data:`TASKS`, :data:`SINGLE_TASKS` and
+:data:`COMPOUND_PARTS` are derived from the spec files. Every op is an entry of :data:`OPS`
+with a parameter dataclass: a spec with an unknown op or key, or a parameter of the wrong type
+or range, is refused naming the spec, the step and the op.
 
 Random draws are made step by step from one ``np.random.Generator``, each step drawing all of
 its parameters and noise for the whole batch before the next step starts. So
@@ -34,19 +39,13 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
-TASKS = ("contrast", "blur", "noise", "CB", "CN", "BN", "CBN")
-SINGLE_TASKS = ("contrast", "blur", "noise")
-COMPOUND_PARTS = {
-    "CB": ("contrast", "blur"),
-    "CN": ("contrast", "noise"),
-    "BN": ("blur", "noise"),
-    "CBN": ("contrast", "blur", "noise"),
-}
+from ..edge.registry import OptionError, Registry, option
+
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 GREY = 255.0  # the recipe's grey-level scale (8-bit)
 
@@ -57,8 +56,59 @@ class DegradationError(ValueError):
     """A bad spec, task name, image array or data folder; the message says what exists."""
 
 
+class DegradationParamError(DegradationError, OptionError):
+    """A bad op parameter: the message names the spec, the step, the op and the parameter."""
+
+
+#: op name -> function (batch float32 N×H×W, params, rng) -> new batch; each op's parameter
+#: dataclass is its ``options`` (see :func:`register_op`)
+OPS = Registry("degradation op", DegradationError, option_error=DegradationParamError)
+
+
+def register_op(name: str, params: type, help: str):
+    """Decorator adding an op to :data:`OPS` with its parameter dataclass (docs/architecture.md)."""
+    return OPS.register(name, help=help, options=params)
+
+
 # ---------------------------------------------------------------------------------------------
-# operators: each takes (batch float32 N×H×W, step dict, rng) and returns the new batch
+# parameter types: a range [lo, hi] (a number means [v, v]) or a probability, checked on load
+# ---------------------------------------------------------------------------------------------
+
+def _range(value) -> Tuple[float, float]:
+    """A ``[lo, hi]`` pair (or one number) of floats; ValueError when not numbers or hi < lo."""
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError("not [lo, hi]")
+    lo, hi = value
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in (lo, hi)):
+        raise ValueError("not numbers")
+    if hi < lo:
+        raise ValueError(f"range [{lo}, {hi}] has hi < lo")
+    return float(lo), float(hi)
+
+
+def _range_within(lo: float, hi: float):
+    def check(value: Tuple[float, float]) -> Optional[str]:
+        if lo <= value[0] and value[1] <= hi:
+            return None
+        return f"must lie within [{lo:g}, {hi:g}]"
+    return check
+
+
+def _probability(value: float) -> Optional[str]:
+    return None if 0.0 <= value <= 1.0 else "must be a probability in [0, 1]"
+
+
+def range_option(default: Tuple[float, float], help: str, lo: float = -float("inf"),
+                 hi: float = float("inf")) -> Any:
+    """An op parameter drawn uniformly from ``[lo, hi]`` (given as a pair or one number)."""
+    return option(default, help, parse=_range, kind="[lo, hi] numbers with lo <= hi", check=_range_within(lo, hi))
+
+# ---------------------------------------------------------------------------------------------
+# operators: each takes (batch float32 N×H×W, its params dataclass, rng) and returns the new batch
 # ---------------------------------------------------------------------------------------------
 
 def _uniform(rng: np.random.Generator, rng_range, n: int) -> np.ndarray:
@@ -85,25 +135,37 @@ def _as_range(value) -> Tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _op_contrast(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class ContrastParams:
+    contrast: Tuple[float, float] = range_option((-0.8, -0.4), "α - 1 range (negative: flatter)", -1.0)
+    brightness: Tuple[float, float] = range_option((0.1, 0.2), "β range, fraction of the maximum")
+    pivot: str = option("zero", "scale around 0 (albumentations) or the frame mean", choices=("zero", "mean"))
+
+
+@register_op("contrast", ContrastParams, help="RandomBrightnessContrast: x·α + β (low contrast) [ecmrnet.md 1.3]")
+def _op_contrast(x: np.ndarray, step: ContrastParams, rng: np.random.Generator) -> np.ndarray:
     """RandomBrightnessContrast: α = 1 + U(contrast), β = U(brightness)·max [ecmrnet.md §1.3]."""
     n = x.shape[0]
-    alpha = (1.0 + _uniform(rng, step.get("contrast", (-0.8, -0.4)), n))[:, None, None]
-    beta = _uniform(rng, step.get("brightness", (0.1, 0.2)), n)[:, None, None]
-    pivot = step.get("pivot", "zero")
-    if pivot == "zero":
+    alpha = (1.0 + _uniform(rng, step.contrast, n))[:, None, None]
+    beta = _uniform(rng, step.brightness, n)[:, None, None]
+    if step.pivot == "zero":
         return x * alpha + beta
-    if pivot == "mean":
-        mean = x.mean(axis=(1, 2), keepdims=True)
-        return (x - mean) * alpha + mean + beta
-    raise DegradationError(f"contrast pivot must be 'zero' or 'mean', got {pivot!r}")
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    return (x - mean) * alpha + mean + beta
 
 
-def _op_blur(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class BlurParams:
+    kernel: Tuple[float, float] = range_option((7, 17), "odd kernel size range, pixels", 1)
+    sigma: Tuple[float, float] = range_option((1.0, 2.0), "Gaussian σ range, pixels", 0.0)
+
+
+@register_op("blur", BlurParams, help="Gaussian blur, odd kernel 7-17, σ U(1, 2) [ecmrnet.md 1.3]")
+def _op_blur(x: np.ndarray, step: BlurParams, rng: np.random.Generator) -> np.ndarray:
     """Gaussian blur, odd kernel 7–17, σ U(1, 2) [ecmrnet.md §1.3]."""
     n = x.shape[0]
-    kernels = _integers(rng, step.get("kernel", (7, 17)), n, odd=True)
-    sigmas = _uniform(rng, step.get("sigma", (1.0, 2.0)), n)
+    kernels = _integers(rng, step.kernel, n, odd=True)
+    sigmas = _uniform(rng, step.sigma, n)
     out = np.empty_like(x)
     for i in range(n):
         k = int(kernels[i])
@@ -122,13 +184,21 @@ def _radial(n: int, h: int, w: int, cy: np.ndarray, cx: np.ndarray) -> np.ndarra
     return dist / np.maximum(far, 1e-6)
 
 
-def _op_nonuniformity(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class NonuniformityParams:
+    delta: Tuple[float, float] = range_option((15, 55), "shading amplitude range, grey levels (integers)")
+    inverted_p: float = option(0.5, "probability of the inverted (dark-centre) shading", check=_probability)
+
+
+@register_op("nonuniformity", NonuniformityParams,
+             help="optical non-uniformity: cos⁴ shading around a random centre [ecmrnet.md 1.3]")
+def _op_nonuniformity(x: np.ndarray, step: NonuniformityParams, rng: np.random.Generator) -> np.ndarray:
     """Optical non-uniformity: n = cos(p·π/2)⁴ around a random centre; add δ·n or δ·(1−n)."""
     n, h, w = x.shape
     cy = rng.uniform(0, h - 1, size=n)
     cx = rng.uniform(0, w - 1, size=n)
-    delta = _integers(rng, step.get("delta", (15, 55)), n).astype(np.float32) / GREY
-    inverted = rng.random(n) < float(step.get("inverted_p", 0.5))
+    delta = _integers(rng, step.delta, n).astype(np.float32) / GREY
+    inverted = rng.random(n) < float(step.inverted_p)
     shade = _radial(n, h, w, cy, cx)
     shade *= np.float32(np.pi / 2)
     np.cos(shade, out=shade)
@@ -140,12 +210,20 @@ def _op_nonuniformity(x: np.ndarray, step: dict, rng: np.random.Generator) -> np
     return shade
 
 
-def _op_stripes(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class StripesParams:
+    gain_std: Tuple[float, float] = range_option((0.03, 0.07), "std range of the per-line gain", 0.0)
+    offset_std: Tuple[float, float] = range_option((0.0, 3.0), "std range of the per-line offset, grey levels", 0.0)
+    column_p: float = option(0.5, "probability of column (else row) stripes", check=_probability)
+
+
+@register_op("stripes", StripesParams, help="column or row stripes: per-line gain and offset [ecmrnet.md 1.3]")
+def _op_stripes(x: np.ndarray, step: StripesParams, rng: np.random.Generator) -> np.ndarray:
     """Column (or row, 50/50) gain g~N(0,s_g²) and offset b~N(0,s_b²): x += x·g + b."""
     n, h, w = x.shape
-    s_g = _uniform(rng, step.get("gain_std", (0.03, 0.07)), n)
-    s_b = _uniform(rng, step.get("offset_std", (0.0, 3.0)), n) / GREY
-    columns = rng.random(n) < float(step.get("column_p", 0.5))
+    s_g = _uniform(rng, step.gain_std, n)
+    s_b = _uniform(rng, step.offset_std, n) / GREY
+    columns = rng.random(n) < float(step.column_p)
     col_noise = rng.standard_normal((2, n, w), dtype=np.float32)
     row_noise = rng.standard_normal((2, n, h), dtype=np.float32)
     # zero the unused orientation, then one broadcast sum builds each N×H×W field
@@ -159,42 +237,69 @@ def _op_stripes(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarr
     return gain
 
 
-def _op_gaussian_noise(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class GaussianNoiseParams:
+    sigma: Tuple[float, float] = range_option((5.0, 15.0), "noise σ range, grey levels", 0.0)
+
+
+@register_op("gaussian_noise", GaussianNoiseParams,
+             help="additive Gaussian noise, σ U(5, 15) grey levels [ecmrnet.md 1.3]")
+def _op_gaussian_noise(x: np.ndarray, step: GaussianNoiseParams, rng: np.random.Generator) -> np.ndarray:
     """Additive Gaussian noise, σ U(5, 15) grey levels (GaussNoise std_range) [ecmrnet.md §1.3]."""
     n = x.shape[0]
-    sigma = _uniform(rng, step.get("sigma", (5.0, 15.0)), n) / GREY
+    sigma = _uniform(rng, step.sigma, n) / GREY
     noise = rng.standard_normal(x.shape, dtype=np.float32)
     noise *= sigma[:, None, None]
     noise += x
     return noise
 
 
-def _op_pixel_dropout(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class PixelDropoutParams:
+    dead_p: float = option(0.002, "probability of a dead (0) pixel", check=_probability)
+    hot_p: float = option(0.001, "probability of a hot (1) pixel", check=_probability)
+
+
+@register_op("pixel_dropout", PixelDropoutParams, help="dead and hot pixels, PixelDropout 0.002/0.001 [ecmrnet.md 1.3]")
+def _op_pixel_dropout(x: np.ndarray, step: PixelDropoutParams, rng: np.random.Generator) -> np.ndarray:
     """Dead (→0) and hot (→1) pixels, PixelDropout 0.002 / 0.001 [ecmrnet.md §1.3]."""
     u = rng.random(x.shape, dtype=np.float32)
-    dead = float(step.get("dead_p", 0.002))
-    hot = float(step.get("hot_p", 0.001))
+    dead = float(step.dead_p)
+    hot = float(step.hot_p)
     out = x.copy()
     out[u < dead] = 0.0
     out[(u >= dead) & (u < dead + hot)] = 1.0
     return out
 
 
-def _op_vignetting(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class VignettingParams:
+    strength: Tuple[float, float] = range_option((0.30, 0.48), "darkening at the corners", 0.0, 1.0)
+    gamma: Tuple[float, float] = range_option((1.2, 1.8), "radial fall-off exponent", 0.0)
+
+
+@register_op("vignetting", VignettingParams, help="TIR vignetting x·(1 - s·r^γ) [ecmrnet.md 1.3; formula ours]")
+def _op_vignetting(x: np.ndarray, step: VignettingParams, rng: np.random.Generator) -> np.ndarray:
     """TIR vignetting, strength 0.30–0.48, γ 1.2–1.8 [ecmrnet.md §1.3; formula is ours]."""
     n, h, w = x.shape
-    strength = _uniform(rng, step.get("strength", (0.30, 0.48)), n)[:, None, None]
-    gamma = _uniform(rng, step.get("gamma", (1.2, 1.8)), n)[:, None, None]
+    strength = _uniform(rng, step.strength, n)[:, None, None]
+    gamma = _uniform(rng, step.gamma, n)[:, None, None]
     centre_y = np.full(n, (h - 1) / 2.0)
     centre_x = np.full(n, (w - 1) / 2.0)
     r = _radial(n, h, w, centre_y, centre_x)
     return x * (1.0 - strength * r ** gamma)
 
 
-def _op_jpeg(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class JpegParams:
+    quality: Tuple[float, float] = range_option((5, 15), "JPEG quality range (integers)", 0, 100)
+
+
+@register_op("jpeg", JpegParams, help="heavy JPEG blocking, quality 5-15 (unseen degradation, not ECMRNet)")
+def _op_jpeg(x: np.ndarray, step: JpegParams, rng: np.random.Generator) -> np.ndarray:
     """Heavy JPEG blocking via cv2.imencode, quality 5–15 (unseen degradation, not ECMRNet)."""
     n = x.shape[0]
-    qualities = _integers(rng, step.get("quality", (5, 15)), n)
+    qualities = _integers(rng, step.quality, n)
     out = np.empty_like(x)
     for i in range(n):
         grey = np.clip(np.rint(x[i] * GREY), 0, 255).astype(np.uint8)
@@ -205,7 +310,17 @@ def _op_jpeg(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _op_sensor_fpn(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class SensorFPNParams:
+    column_rel: Tuple[float, float] = range_option((0.015, 0.04), "column offset std, fraction of the scene span", 0.0)
+    row_rel: Tuple[float, float] = range_option((0.003, 0.015), "row offset std, fraction of the scene span", 0.0)
+    pixel_rel: Tuple[float, float] = range_option((0.005, 0.03), "pixel offset std, fraction of the scene span", 0.0)
+    column_gain_std: Tuple[float, float] = range_option((0.005, 0.02), "per-column gain std", 0.0)
+
+
+@register_op("sensor_fpn", SensorFPNParams,
+             help="fixed-pattern noise of an uncalibrated microbolometer: column/row/pixel offsets, column gain")
+def _op_sensor_fpn(x: np.ndarray, step: SensorFPNParams, rng: np.random.Generator) -> np.ndarray:
     """Fixed-pattern noise of an uncalibrated (non-NUC'd) microbolometer, all at once: a column
     offset per column, a smaller row offset per row, a per-pixel offset, and a per-column gain,
     each a standard deviation drawn relative to the frame's scene span (1st-99th percentile).
@@ -219,10 +334,10 @@ def _op_sensor_fpn(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.nd
     n, h, w = x.shape
     lo, hi = np.percentile(x[:, ::4, ::4].reshape(n, -1), (1, 99), axis=1)
     span = np.maximum(hi - lo, 0.02).astype(np.float32)[:, None, None]
-    col = _uniform(rng, step.get("column_rel", (0.015, 0.04)), n)[:, None, None]
-    row = _uniform(rng, step.get("row_rel", (0.003, 0.015)), n)[:, None, None]
-    pix = _uniform(rng, step.get("pixel_rel", (0.005, 0.03)), n)[:, None, None]
-    gain = _uniform(rng, step.get("column_gain_std", (0.005, 0.02)), n)[:, None, None]
+    col = _uniform(rng, step.column_rel, n)[:, None, None]
+    row = _uniform(rng, step.row_rel, n)[:, None, None]
+    pix = _uniform(rng, step.pixel_rel, n)[:, None, None]
+    gain = _uniform(rng, step.column_gain_std, n)[:, None, None]
     out = x * (1.0 + gain * rng.standard_normal((n, 1, w), dtype=np.float32))
     out += span * (col * rng.standard_normal((n, 1, w), dtype=np.float32)
                    + row * rng.standard_normal((n, h, 1), dtype=np.float32)
@@ -230,28 +345,8 @@ def _op_sensor_fpn(x: np.ndarray, step: dict, rng: np.random.Generator) -> np.nd
     return out.astype(np.float32)
 
 
-OPS = {
-    "contrast": _op_contrast,
-    "blur": _op_blur,
-    "nonuniformity": _op_nonuniformity,
-    "stripes": _op_stripes,
-    "gaussian_noise": _op_gaussian_noise,
-    "pixel_dropout": _op_pixel_dropout,
-    "vignetting": _op_vignetting,
-    "jpeg": _op_jpeg,
-    "sensor_fpn": _op_sensor_fpn,
-}
-OP_KEYS = {
-    "contrast": {"contrast", "brightness", "pivot"},
-    "blur": {"kernel", "sigma"},
-    "nonuniformity": {"delta", "inverted_p"},
-    "stripes": {"gain_std", "offset_std", "column_p"},
-    "gaussian_noise": {"sigma"},
-    "pixel_dropout": {"dead_p", "hot_p"},
-    "vignetting": {"strength", "gamma"},
-    "jpeg": {"quality"},
-    "sensor_fpn": {"column_rel", "row_rel", "pixel_rel", "column_gain_std"},
-}
+#: op -> its parameter names (a view of :data:`OPS`, kept for importers)
+OP_KEYS: Dict[str, set] = {e.name: {o.name for o in e.option_list()} for e in OPS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,61 +355,151 @@ OP_KEYS = {
 
 @dataclass
 class DegradationSpec:
-    """A named, ordered list of degradation steps (see the module docstring)."""
+    """A named, ordered list of degradation steps (see the module docstring).
+
+    ``parts``: the specs a compound is composed of (its steps are theirs, in order);
+    ``task_order``: position among the training tasks (None: not a training task). Each step is
+    checked against its op's parameter dataclass on construction; ``compiled`` holds the
+    ``(op, params, p)`` triples :func:`degrade` applies. Raises DegradationError naming the spec,
+    the step and the op for an unknown op or key or a bad parameter."""
 
     name: str
     steps: List[dict] = field(default_factory=list)
     description: str = ""
+    parts: Tuple[str, ...] = ()
+    task_order: Optional[int] = None
+    compiled: List[tuple] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.steps:
             raise DegradationError(f"degradation spec {self.name!r} has no steps")
-        for i, step in enumerate(self.steps):
-            op = step.get("op") if isinstance(step, dict) else None
-            if op not in OPS:
-                raise DegradationError(
-                    f"spec {self.name!r} step {i}: unknown op {op!r}; known ops: {', '.join(OPS)}")
-            unknown = set(step) - OP_KEYS[op] - {"op", "p"}
-            if unknown:
-                raise DegradationError(
-                    f"spec {self.name!r} step {i} ({op}): unknown keys {sorted(unknown)}; "
-                    f"allowed: {sorted(OP_KEYS[op] | {'p'})}")
+        self.parts = tuple(self.parts)
+        self.compiled = [self._compile(i, step) for i, step in enumerate(self.steps)]
+
+    def _compile(self, i: int, step: dict) -> tuple:
+        op = step.get("op") if isinstance(step, dict) else None
+        if not isinstance(op, str) or op not in OPS:
+            raise DegradationError(
+                f"spec {self.name!r} step {i}: unknown op {op!r}; known ops: {', '.join(OPS.names())}")
+        entry = OPS.get(op)
+        keys = {o.name for o in entry.option_list()}
+        unknown = set(step) - keys - {"op", "p"}
+        if unknown:
+            raise DegradationError(
+                f"spec {self.name!r} step {i} ({op}): unknown keys {sorted(unknown)}; "
+                f"allowed: {sorted(keys | {'p'})}")
+        where = f"spec {self.name!r} step {i} ({op})"
+        params = entry.parse({k: v for k, v in step.items() if k not in ("op", "p")}, where=where)
+        prob = step.get("p", 1.0)
+        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
+            raise DegradationParamError(f"{where}: p must be a probability in [0, 1] (got {prob!r})")
+        return entry.load(), params, float(prob)
 
     def to_json(self) -> str:
-        return json.dumps({"name": self.name, "description": self.description,
-                           "steps": self.steps}, indent=2)
+        """The spec as JSON, steps included (self-contained: bundles and checkpoints store it)."""
+        data: Dict[str, Any] = {"name": self.name, "description": self.description}
+        if self.parts:
+            data["parts"] = list(self.parts)
+        if self.task_order is not None:
+            data["task_order"] = self.task_order
+        data["steps"] = self.steps
+        return json.dumps(data, indent=2)
 
     @classmethod
-    def from_json(cls, text: Union[str, dict]) -> "DegradationSpec":
+    def from_json(cls, text: Union[str, dict], _seen: Tuple[str, ...] = ()) -> "DegradationSpec":
+        """A spec from JSON text or a dict: ``steps``, or ``parts`` (names of built-in specs or
+        JSON paths whose steps are composed in order). A spec holding both (as bundles store
+        them) runs its ``steps``. Raises DegradationError for a spec with neither, a part that
+        does not exist or a cycle of parts."""
         data = json.loads(text) if isinstance(text, str) else dict(text)
-        if "name" not in data or "steps" not in data:
-            raise DegradationError("a degradation spec needs 'name' and 'steps'")
-        return cls(name=str(data["name"]), steps=[dict(s) for s in data["steps"]],
-                   description=str(data.get("description", "")))
+        if "name" not in data or ("steps" not in data and "parts" not in data):
+            raise DegradationError("a degradation spec needs 'name' and 'steps' (or 'parts')")
+        name = str(data["name"])
+        parts = data.get("parts") or ()
+        if isinstance(parts, str) or not all(isinstance(p, str) for p in parts):
+            raise DegradationError(f"spec {name!r}: 'parts' must be a list of spec names, got {parts!r}")
+        if "steps" in data:
+            steps = [dict(s) if isinstance(s, dict) else s for s in data["steps"]]
+        else:
+            if name.lower() in _seen:
+                raise DegradationError(f"spec {name!r}: parts form a cycle ({' -> '.join(_seen + (name,))})")
+            steps = _compose(name, parts, _seen + (name.lower(),))
+        order = data.get("task_order")
+        if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
+            raise DegradationError(f"spec {name!r}: task_order must be an integer, got {order!r}")
+        return cls(name=name, steps=steps, description=str(data.get("description", "")), parts=tuple(parts),
+                   task_order=order)
+
+
+def _compose(name: str, parts: Sequence[str], seen: Tuple[str, ...]) -> List[dict]:
+    """The steps of ``parts`` in order (copies), loading each part (recursively)."""
+    if not parts:
+        raise DegradationError(f"spec {name!r}: 'parts' is empty")
+    steps: List[dict] = []
+    for part in parts:
+        if str(part).lower() in seen:
+            raise DegradationError(f"spec {name!r}: parts form a cycle ({' -> '.join(seen + (part,))})")
+        steps += [dict(step) for step in _load(part, seen).steps]
+    return steps
+
+
+def _catalogue() -> Dict[str, dict]:
+    """Built-in spec name -> its JSON (engines/specs/*.json), read once."""
+    global _CATALOGUE
+    if _CATALOGUE is None:
+        found = {}
+        for path in sorted(SPEC_DIR.glob("*.json")):
+            try:
+                found[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise DegradationError(f"{path}: not valid JSON ({exc})") from exc
+        _CATALOGUE = found
+    return _CATALOGUE
+
+
+_CATALOGUE: Optional[Dict[str, dict]] = None
+
+
+def _training_tasks() -> Tuple[str, ...]:
+    tasks = [(data["task_order"], name) for name, data in _catalogue().items() if data.get("task_order") is not None]
+    return tuple(name for _, name in sorted(tasks))
+
+
+#: the training tasks in training order: the built-in specs with a ``task_order``
+TASKS: Tuple[str, ...] = _training_tasks()
+#: the single-degradation tasks (no ``parts``)
+SINGLE_TASKS: Tuple[str, ...] = tuple(t for t in TASKS if not _catalogue()[t].get("parts"))
+#: compound task -> its parts, from the specs' ``parts``
+COMPOUND_PARTS: Dict[str, Tuple[str, ...]] = {t: tuple(_catalogue()[t]["parts"]) for t in TASKS
+                                              if _catalogue()[t].get("parts")}
 
 
 def list_specs() -> List[str]:
     """Built-in spec names: the 7 tasks in training order, then the extras alphabetically."""
-    names = sorted(p.stem for p in SPEC_DIR.glob("*.json"))
+    names = sorted(_catalogue())
     return [t for t in TASKS if t in names] + [n for n in names if n not in TASKS]
 
 
 def load_spec(name_or_path: Union[str, Path, DegradationSpec]) -> DegradationSpec:
-    """A built-in spec by name (case-insensitive) or a JSON spec file by path."""
+    """A built-in spec by name (case-insensitive) or a JSON spec file by path; a compound's
+    ``parts`` are composed into its steps. Raises DegradationError naming what exists."""
     if isinstance(name_or_path, DegradationSpec):
         return name_or_path
+    return _load(name_or_path, ())
+
+
+def _load(name_or_path: Union[str, Path], seen: Tuple[str, ...]) -> DegradationSpec:
     text = str(name_or_path)
     builtin = {n.lower(): n for n in list_specs()}
     if text.lower() in builtin:
-        path = SPEC_DIR / f"{builtin[text.lower()]}.json"
-    else:
-        path = Path(text)
-        if not path.is_file():
-            raise DegradationError(
-                f"no degradation {text!r}: not a built-in ({', '.join(list_specs())}) "
-                f"and no such JSON file")
+        return DegradationSpec.from_json(_catalogue()[builtin[text.lower()]], seen)
+    path = Path(text)
+    if not path.is_file():
+        raise DegradationError(
+            f"no degradation {text!r}: not a built-in ({', '.join(list_specs())}) "
+            f"and no such JSON file")
     try:
-        return DegradationSpec.from_json(path.read_text(encoding="utf-8"))
+        return DegradationSpec.from_json(path.read_text(encoding="utf-8"), seen)
     except json.JSONDecodeError as exc:
         raise DegradationError(f"{path}: not valid JSON ({exc})") from exc
 
@@ -344,9 +529,8 @@ def degrade(images: np.ndarray, task: Union[str, Path, DegradationSpec], rng: Rn
     single = batch.ndim == 2
     if single:
         batch = batch[None]
-    for step in spec.steps:
-        prob = float(step.get("p", 1.0))
-        out = OPS[step["op"]](batch, step, gen)
+    for op, params, prob in spec.compiled:
+        out = op(batch, params, gen)
         if prob < 1.0:
             apply = gen.random(batch.shape[0]) < prob
             out = np.where(apply[:, None, None], out, batch)

@@ -35,6 +35,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from . import degrade as _degrade
+
 log = logging.getLogger(__name__)
 
 CLEAN = "clean"
@@ -50,8 +52,9 @@ ROUTER_JSON = "router.json"
 
 #: the noise-carrying classes also drawn as real uncalibrated microbolometers show them
 #: (engines/specs/*_sensor.json: column/row/pixel FPN, weak white noise): the routes of the same
-#: name remove it, so the router must name it (docs/cameras.md)
-SENSOR_VARIANTS = {t: [t, f"{t}_sensor"] for t in ("noise", "CN", "BN", "CBN")}
+#: name remove it, so the router must name it (docs/cameras.md). Derived from the spec files:
+#: every training task with a ``<task>_sensor`` spec (noise, CN, BN, CBN)
+SENSOR_VARIANTS = {t: [t, f"{t}_sensor"] for t in _degrade.TASKS if f"{t}_sensor" in _degrade.list_specs()}
 
 
 def router_classes(tasks: Sequence[str]) -> List[str]:

@@ -16,7 +16,8 @@ def test_usb_ids_from_the_camera_table():
     assert format_for("0BDA", "5830").name == "tc001"
     assert format_for(0x046D, 0x0825) is None  # a webcam
     assert camera_for(0x09CB, 0x4007).name == "FLIR Boson"
-    assert {c.format for c in CAMERAS} <= set(FORMATS)
+    assert all(e.load() is FORMATS[e.name] and e.load().name == e.name for e in CAMERAS)  # one descriptor each
+    assert camera_for(0x09CB, 0x4007).protocol == "boson" and camera_for("1e4e", "0100").protocol is None
 
 
 def test_get_format_lists_known_names():

@@ -275,3 +275,24 @@ def test_display_views_only_while_an_output_wants_them(tiny_engine):
     assert all(set(f.display) == {"raw", "restored"} for f in forced.frames)
     with pytest.raises(ValueError, match="display"):
         Pipeline(open_source("synthetic://?size=160x120"), None, [], display="sometimes")
+
+
+def test_a_hot_swappable_model_offers_bundle_reload_through_attach():
+    """POST /bundle/reload reaches the model: the pipeline hands it to every output with the
+    other actions (attach replaces an output's actions, so nothing may set them beforehand)."""
+    class Swappable(SlowModel):
+        def __init__(self):
+            super().__init__(0.0)
+            self.reloads = 0
+
+        def request_reload(self):
+            self.reloads += 1
+
+    model, out = Swappable(), Collector()
+    Pipeline(open_source("synthetic://?size=160x120&realtime=0"), model, [out], frames=3).run()
+    assert set(out.actions) == {"bundle/reload"}
+    out.actions["bundle/reload"]()
+    assert model.reloads == 1
+    plain = Collector()
+    Pipeline(open_source("synthetic://?size=160x120&realtime=0"), SlowModel(0.0), [plain], frames=3).run()
+    assert "bundle/reload" not in plain.actions

@@ -3,22 +3,23 @@ import pytest
 
 from tir.edge.frame import Frame, FrameError, check_frame
 from tir.edge.uri import parse_size, parse_uri
-from tir.edge.sources import SourceError, open_source
+from tir.edge.sources import SourceError, check_source, open_source
 from tir.edge.outputs import OutputError, open_output
 from tir.engines.engine import Engine, EngineError, pad_to_multiple
 
 
 def test_parse_uri_forms():
     u = parse_uri("synthetic://?size=320x256&fps=9&seed=3")
-    assert u.scheme == "synthetic" and u.get("fps", cast=int) == 9 and u.get("seed", cast=int) == 3
-    assert parse_size(u.get("size")) == (320, 256)
+    assert u.scheme == "synthetic" and u.options == {"size": "320x256", "fps": "9", "seed": "3"}
+    typed = check_source(u).values  # the scheme's declared options, typed (tir.edge.registry)
+    assert (typed.fps, typed.seed, typed.size) == (9.0, 3, (320, 256))
     assert parse_uri("2").path == "/dev/video2" and parse_uri("2").scheme == "v4l2"
     assert parse_uri("/dev/video1").scheme == "v4l2"
     h = parse_uri("http://0.0.0.0:8081")
     assert (h.scheme, h.host, h.port) == ("http", "0.0.0.0", 8081)
     f = parse_uri("clip.tiff")
     assert f.scheme == "file" and f.path.endswith("clip.tiff")
-    assert parse_uri("file:///tmp/x?loop=1").get("loop", cast=bool) is True
+    assert check_source("file:///tmp/x?loop=1").values.loop is True
 
 
 def test_parse_size_rejects_garbage():
@@ -89,11 +90,11 @@ def test_a_misspelt_uri_option_is_refused_naming_the_known_ones():
     from tir.edge.outputs.base import OutputError, open_output
     from tir.edge.sources.base import SourceError, open_source
 
-    with pytest.raises(SourceError, match=r"unknown option degarde .*known: .*degrade"):
+    with pytest.raises(SourceError, match=r"unknown option degarde; valid options: .*degrade"):
         open_source("synthetic://?degarde=noise")
-    with pytest.raises(ValueError, match=r"option fps='abc'"):
+    with pytest.raises(ValueError, match=r"^synthetic://\?fps=abc: option fps must be a number"):
         open_source("synthetic://?fps=abc")
-    with pytest.raises(OutputError, match=r"unknown option max_viewer .*known: .*max_viewers"):
+    with pytest.raises(OutputError, match=r"unknown option max_viewer; valid options: .*max_viewers"):
         open_output("http://127.0.0.1:0?max_viewer=1")
     source = open_source("synthetic://?size=160x120&degrade=noise")  # known options still work
     source.close()

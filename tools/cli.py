@@ -7,27 +7,31 @@ and ``main(args) -> int``; modules are imported only when their mode runs, so
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import shlex
 import sys
 
+from tir.edge.registry import Registry
+
 from . import __version__
 
-MODES = {
-    "run": ("run", "capture, restore and stream thermal video"),
-    "bench": ("bench", "benchmark model-only and full-pipeline latency"),
-    "doctor": ("doctor", "report what this machine has and what it means for tir run"),
-    "camera": ("camera", "list, inspect and control thermal cameras (FFC, gain, ...)"),
-    "train": ("train", "train the open-world restoration model (whole continual sequence)"),
-    "discover": ("discover", "cluster frames collected with tir run --collect; propose specs for new degradations"),
-    "learn": ("learn", "add one new degradation task to an existing bundle"),
-    "eval": ("eval", "evaluate a bundle and baselines on clean frames with seeded degradations"),
-    "export": ("export", "export a bundle's routes to ONNX with parity check and op audit"),
-    "calibrate": ("calibrate", "INT8 calibration: Q/DQ models, TensorRT cache, accuracy gate"),
-    "build": ("build", "build TensorRT engines from a bundle"),
-    "adapt": ("adapt", "adapt a bundle's router to your camera from unlabeled frames (UDAIR / CORAL)"),
-}
+#: mode -> its module (``tir.tools.<module>``, imported only when the mode runs) and one line of help
+MODES = Registry("mode", ValueError)
+for _mode, _help in (
+    ("run", "capture, restore and stream thermal video"),
+    ("bench", "benchmark model-only and full-pipeline latency"),
+    ("doctor", "report what this machine has and what it means for tir run"),
+    ("camera", "list, inspect and control thermal cameras (FFC, gain, ...)"),
+    ("train", "train the open-world restoration model (whole continual sequence)"),
+    ("discover", "cluster frames collected with tir run --collect; propose specs for new degradations"),
+    ("learn", "add one new degradation task to an existing bundle"),
+    ("eval", "evaluate a bundle and baselines on clean frames with seeded degradations"),
+    ("export", "export a bundle's routes to ONNX with parity check and op audit"),
+    ("calibrate", "INT8 calibration: Q/DQ models, TensorRT cache, accuracy gate"),
+    ("build", "build TensorRT engines from a bundle"),
+    ("adapt", "adapt a bundle's router to your camera from unlabeled frames (UDAIR / CORAL)"),
+):
+    MODES.register(_mode, f"tir.tools.{_mode}", help=_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tir-edge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="mode", metavar="MODE")
-    for mode, (_, help_text) in MODES.items():
-        sub.add_parser(mode, help=help_text, add_help=False)
+    for entry in MODES:
+        sub.add_parser(entry.name, help=entry.help, add_help=False)
     return parser
 
 
@@ -44,15 +48,15 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = build_parser()
     # Parse only up to the mode; the mode's own parser takes the rest.
-    mode_index = next((i for i, a in enumerate(argv) if a in MODES), None)
+    mode_index = next((i for i, a in enumerate(argv) if a in MODES.names()), None)
     if mode_index is None:
         args = top.parse_args(argv)
         top.print_help()
         return 0 if not argv else 2
     top_args = top.parse_args(argv[: mode_index + 1])
     mode = argv[mode_index]
-    module = importlib.import_module(f"tir.tools.{MODES[mode][0]}")
-    parser = argparse.ArgumentParser(prog=f"tir {mode}", description=MODES[mode][1],
+    module = MODES.load(mode)
+    parser = argparse.ArgumentParser(prog=f"tir {mode}", description=MODES.get(mode).help,
                                      epilog=getattr(module, "EXIT_CODES_HELP", None))
     module.add_arguments(parser)
     args = parser.parse_args(argv[mode_index + 1 :])

@@ -36,7 +36,6 @@ log = logging.getLogger("tir.run")
 DEFAULT_OUTPUT = "http://127.0.0.1:8080"
 DEMO_SOURCE = "synthetic://?degrade=noise"
 AGC_CHOICES = ("percentile", "plateau", "clahe")
-BACKEND_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt")
 
 
 class ModelNotFound(RuntimeError):
@@ -53,15 +52,22 @@ NO_BUNDLE_HELP = (
 
 def add_common_model_arguments(parser, several_backends: bool = False,
                                default_model: str = "the installed bundle") -> None:
-    parser.add_argument("--model", help="bundle folder, .onnx/.pt/.engine file, or plainnet:PRESET "
-                                        f"(default: {default_model})")
+    from tir.engines.backends import BACKENDS
+    from tir.engines.models import runnable
+
+    choices = ("auto",) + tuple(BACKENDS.names())
+
+    parser.add_argument("--model", help="bundle folder, .onnx/.pt/.engine file, or a reference network "
+                                        f"({', '.join(runnable())}) (default: {default_model})")
+    backends = "; ".join(f"{e.name}: {'/'.join(e.accepts)}" for e in BACKENDS)
     if several_backends:
         parser.add_argument("--backend", "--backends", dest="backend", nargs="+", default=["auto"],
-                            choices=BACKEND_CHOICES, metavar="BACKEND",
-                            help="one or more of auto, onnxruntime, torch, tensorrt to compare (default auto)")
+                            choices=choices, metavar="BACKEND",
+                            help=f"one or more of {', '.join(choices)} to compare (default auto; "
+                                 f"{backends})")
     else:
-        parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
-                            help="inference backend (default auto: from the file type)")
+        parser.add_argument("--backend", default="auto", choices=choices,
+                            help=f"inference backend (default auto: from the file type; {backends})")
     parser.add_argument("--task", help="force one route of the bundle instead of automatic routing")
     parser.add_argument("--threads", type=int, default=None,
                         help="ONNX Runtime intra-op threads (default: one per core)")
@@ -74,7 +80,7 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     """The model to run and a one-line description.
 
     ``spec``: None (the installed bundle, else ``fallback``), a bundle folder, a model file,
-    or ``plainnet:PRESET`` (the reference network, exported on the fly). ``precision``
+    or a reference network of the model registry (``plainnet:bench``, exported on the fly). ``precision``
     (fp32/fp16/int8) picks which cached TensorRT plan a bundle route or .onnx file runs
     (``tir build``); None takes the best one built (INT8 > FP16 > FP32). ``adapt`` (a bundle
     only): adapt its router online on the first ``adapt`` frames (engines/adapt.py),
@@ -97,12 +103,18 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
         raise ModelNotFound("--adapt-save DIR needs --adapt N (the number of frames to adapt the router on)")
     if adapt is not None and task is not None:
         raise ModelNotFound("--adapt adapts the router, which --task switches off; give one of them")
-    if adapt is not None and (spec.startswith("plainnet:") or not Path(spec).is_dir()):
+    from tir.engines.models import MODELS, runnable
+
+    preset = MODELS.get(spec) if spec in MODELS else None
+    if adapt is not None and (preset is not None or not Path(spec).is_dir()):
         raise ModelNotFound(f"--adapt adapts a bundle's router; {spec} is a single model")
-    if spec.startswith("plainnet:"):
+    if preset is not None:
+        if not preset.build:
+            raise ModelNotFound(f"{spec} is a training preset (tir train --preset {spec.split(':', 1)[1]}); "
+                                f"the networks tir run builds on the fly are {', '.join(runnable())}")
         if task is not None:
-            raise ModelNotFound("--task picks a route of a bundle; plainnet has none")
-        return _plainnet_engine(spec, backend, threads), f"{spec} (seeded-random reference weights)"
+            raise ModelNotFound(f"--task picks a route of a bundle; {spec} has none")
+        return _reference_engine(preset, backend, threads), f"{spec} (seeded-random reference weights)"
     path = Path(spec)
     if path.is_dir():
         from tir.engines.restorer import Restorer
@@ -113,7 +125,7 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
         return restorer, f"bundle {path} ({restorer.name}, routes: {', '.join(restorer.routes)}{adapting})"
     if not path.exists():
         raise ModelNotFound(f"model {spec!r} does not exist; pass a bundle folder, an .onnx/.pt/.engine "
-                            "file or plainnet:bench")
+                            f"file or one of {', '.join(runnable())}")
     if task is not None:
         raise ModelNotFound(f"--task picks a route of a bundle; {path.name} is a single model")
     kw = {"threads": threads} if threads is not None and _runs_on_ort(path, backend) else {}
@@ -153,14 +165,16 @@ def _runs_on_ort(path: Path, backend: str) -> bool:
     return backend == "onnxruntime" or (backend == "auto" and path.suffix.lower() == ".onnx")
 
 
-def _plainnet_engine(spec: str, backend: str, threads: Optional[int]):
+def _reference_engine(preset, backend: str, threads: Optional[int]):
+    """A reference network of the model registry (its ``build``/``export`` functions) on ``backend``."""
+    from tir.edge.registry import resolve
     from tir.engines.backends import load_engine
-    from tir.engines.models.plainnet import build_plainnet, export_plainnet_onnx
 
+    spec = preset.name
     if backend == "torch":
-        return load_engine(build_plainnet(spec), backend="torch")
-    with tempfile.TemporaryDirectory(prefix="tir-plainnet-") as folder:
-        onnx_path = export_plainnet_onnx(spec, Path(folder) / f"{spec.split(':', 1)[1]}.onnx")
+        return load_engine(resolve(preset.build)(spec), backend="torch")
+    with tempfile.TemporaryDirectory(prefix="tir-reference-") as folder:
+        onnx_path = resolve(preset.export)(spec, Path(folder) / f"{spec.replace(':', '-')}.onnx")
         kw = {"threads": threads} if threads is not None and backend in ("auto", "onnxruntime") else {}
         # the session holds the model in memory; the temporary file can go
         return load_engine(onnx_path, backend="onnxruntime" if backend == "auto" else backend, **kw)
@@ -230,11 +244,22 @@ def status_line(snap) -> str:
     return " | ".join(parts)
 
 
+def _uri_help(registry) -> str:
+    """``scheme://`` (options) per entry of a source/output registry, for --help."""
+    return "; ".join(f"{e.name}:// ({', '.join(o.name for o in e.option_list()) or 'no options'})"
+                     for e in registry)
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--source", help="source URI (default: first thermal UVC camera, else synthetic://?degrade=noise)")
+    from tir.edge.camera.formats import PROTOCOLS
+    from tir.edge.outputs.base import OUTPUTS
+    from tir.edge.sources.base import SOURCES
+
+    parser.add_argument("--source", help="source URI (default: first thermal UVC camera, else "
+                                         f"synthetic://?degrade=noise): {_uri_help(SOURCES)}")
     add_common_model_arguments(parser)
     parser.add_argument("--output", action="append", default=None,
-                        help=f"output URI, repeatable (default {DEFAULT_OUTPUT})")
+                        help=f"output URI, repeatable (default {DEFAULT_OUTPUT}): {_uri_help(OUTPUTS)}")
     parser.add_argument("--host", help="address the HTTP output listens on (default 127.0.0.1; "
                                        "0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, help="port of the HTTP output (default 8080; 0: any free port)")
@@ -256,8 +281,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--camera-port", metavar="DEV|auto",
                         help="camera control serial port (auto: find a Boson by USB id); default: "
                              "automatic for a v4l2 Boson whose serial port is found, else none")
-    parser.add_argument("--camera-protocol", default="boson", choices=("boson", "tau"),
-                        help="camera control protocol (default boson)")
+    parser.add_argument("--camera-protocol", default="boson", choices=PROTOCOLS.names(),
+                        help="camera control protocol (default boson): " + PROTOCOLS.help_text())
     parser.add_argument("--adapt", type=int, metavar="N",
                         help="adapt the bundle's router to this camera on the first N frames (unlabeled; "
                              "see tir adapt and docs/adapt.md); the state shows on the page")
@@ -296,14 +321,15 @@ def with_http_address(uris: List[str], host: Optional[str], port: Optional[int])
 def boson_serial_port(source) -> Optional[str]:
     """The serial port of the Boson a v4l2 source captures from (same USB serial number if
     several are plugged in), or None when the source is not a Boson or no port is found."""
-    from tir.edge.camera.boson import BOSON_USB_ID
+    from tir.edge.camera.formats import usb_ids
     from tir.edge.sources.devices import list_serial_ports
 
     camera = getattr(source, "camera", None)
     device = getattr(camera, "device", None)
-    if device is None or (device.vid, device.pid) != BOSON_USB_ID:
+    boson = usb_ids("boson")  # from the camera descriptors (edge/camera/formats.py)
+    if device is None or (device.vid, device.pid) not in boson:
         return None
-    ports = [p for p in list_serial_ports(camera.sysfs_root, camera.dev_root) if (p.vid, p.pid) == BOSON_USB_ID]
+    ports = [p for p in list_serial_ports(camera.sysfs_root, camera.dev_root) if (p.vid, p.pid) in boson]
     same = [p for p in ports if device.serial and p.serial == device.serial]
     return (same or ports)[0].path if ports else None
 
@@ -410,9 +436,9 @@ def main(args) -> int:
 
 
 def _run(args) -> int:
-    from tir.edge.outputs.base import OutputError, open_output
+    from tir.edge.outputs.base import OutputError, check_output, open_output
     from tir.edge.pipeline import Pipeline
-    from tir.edge.sources.base import SourceError, open_source
+    from tir.edge.sources.base import SourceError, check_source, open_source
     from tir.edge.uri import parse_uri
     from tir.engines.engine import EngineError
 
@@ -427,30 +453,31 @@ def _run(args) -> int:
         try:
             check_arguments(args)
             source_uri = args.source or default_source()
+            uris = with_http_address(list(args.output or [DEFAULT_OUTPUT]), args.host, args.port)
+            if args.record:
+                uris.append(parse_uri(args.record).text if "://" in args.record
+                            else f"file://{Path(args.record).resolve()}")
+            if args.collect:
+                uris.append(f"collect://{Path(args.collect).expanduser().resolve()}?max_frames="
+                            f"{args.collect_max_frames}&max_mb={args.collect_max_mb:g}&rate={args.collect_rate:g}")
+            # every source/output option checked before the model loads, the camera opens or a port binds
+            checked_source = check_source(source_uri)
+            checked_outputs = [check_output(uri) for uri in uris]
             model, description = load_model(args.model, args.backend, args.task, args.threads,
                                             adapt=getattr(args, "adapt", None),
                                             adapt_save=getattr(args, "adapt_save", None), source_uri=source_uri)
             model = hot_swappable(model, args)
             print(f"tir run: model {description}", flush=True)
-            source = open_source(source_uri)
-            ffc, client = open_ffc(args, source)
-            uris = with_http_address(list(args.output or [DEFAULT_OUTPUT]), args.host, args.port)
-            if args.record:
-                uris.append(parse_uri(args.record).text if "://" in args.record
-                            else f"file://{Path(args.record).resolve()}")
             if args.collect:
                 if getattr(model, "router_info", None) is None:
                     raise ValueError("--collect keeps frames the router calls unknown, but this model has no "
                                      "router (give a bundle with a router and no --task)")
                 if getattr(model, "forced", False):
                     raise ValueError("--collect needs the router, and --task turns routing off; drop --task")
-                uris.append(f"collect://{Path(args.collect).expanduser().resolve()}?max_frames="
-                            f"{args.collect_max_frames}&max_mb={args.collect_max_mb:g}&rate={args.collect_rate:g}")
-            for uri in uris:
+            source = open_source(checked_source)
+            ffc, client = open_ffc(args, source)
+            for uri in checked_outputs:
                 outputs.append(open_output(uri))
-            for output in outputs:  # POST /bundle/reload (token-protected like /ffc)
-                if callable(getattr(model, "request_reload", None)) and isinstance(getattr(output, "actions", None), dict):
-                    output.actions["bundle/reload"] = model.request_reload
             collectors = [o for o in outputs if callable(getattr(o, "collect_stats", None))]
             for output in outputs:  # the page shows the collector's thumbnails
                 if collectors and hasattr(output, "collector"):

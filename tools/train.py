@@ -16,8 +16,12 @@ log = logging.getLogger("tir.train")
 
 def add_arguments(parser) -> None:
     from tir.engines.degrade import TASKS
+    from tir.engines.models import MODELS
 
-    parser.add_argument("--preset", default="edge", help="network preset: edge (default) or tiny")
+    presets = [e.name.split(":", 1)[1] for e in MODELS if e.family == "ecmrnet"]
+    parser.add_argument("--preset", default="edge", choices=presets,
+                        help="network preset (default edge): " + "; ".join(
+                            f"{e.name.split(':', 1)[1]}: {e.help}" for e in MODELS if e.family == "ecmrnet"))
     parser.add_argument("--data", default=None,
                         help="SET[,SET...] registered data sets (roadscene, hit_uav, m3svd_magnity, anti_uav, "
                              "chips_lepton35, flir_raw16_mixed; see engines/datasets.py) or a RoadScene folder "

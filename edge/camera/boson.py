@@ -32,9 +32,11 @@ from typing import Dict, Tuple, Type, Union
 
 from . import fslp
 from .command_client import CommandClient
+from .formats import CAMERAS
 
 BOSON_BAUDRATE = 921600  # thermal_io.md §1.1 (flirpy default; SDK examples)
-BOSON_USB_ID = (0x09CB, 0x4007)  # VID, PID of the Boson's CDC-ACM + UVC interfaces (§1.1)
+# VID, PID of the Boson's CDC-ACM + UVC interfaces (§1.1), from its camera descriptor
+BOSON_USB_ID = CAMERAS.get("boson").usb_ids[0]
 
 
 # ---------------------------------------------------------------------------------- errors

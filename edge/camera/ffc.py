@@ -27,15 +27,18 @@ from collections import deque
 from typing import Callable, Deque, List, Optional
 
 from ..frame import Frame, now
-from .boson import (BOSON_USB_ID, BosonBadCommand, BosonClient, BosonError, BosonFeatureNotEnabled,
+from .boson import (BosonBadCommand, BosonError, BosonFeatureNotEnabled,
                     BosonUndefinedFunction, FFCStatus)
-from .tau import TauClient, TauError, TauFeatureNotEnabled, TauUndefinedFunction
+from .formats import CAMERAS
+from .formats import PROTOCOLS as PROTOCOL_REGISTRY
+from .formats import usb_ids
+from .tau import TauError, TauFeatureNotEnabled, TauUndefinedFunction
 
 log = logging.getLogger(__name__)
 
 FFC_META_KEY = "ffc"
 CONTROL_ERRORS = (BosonError, TauError, OSError)
-PROTOCOLS = ("boson", "tau")
+PROTOCOLS = tuple(PROTOCOL_REGISTRY.names())  # names, for argparse choices (the registry: formats.py)
 _BUSY = (FFCStatus.IMMINENT, FFCStatus.IN_PROGRESS)
 
 # Replies meaning "this camera/firmware does not implement that function" (not a link fault):
@@ -102,29 +105,38 @@ class CameraNotFound(LookupError):
 
 def find_boson_port(sysfs_root: str = "/sys", dev_root: str = "/dev") -> str:
     """Path of the first serial port with the Boson's USB VID:PID (09CB:4007, thermal_io.md §1.1)."""
+    return find_control_port("boson", sysfs_root, dev_root)
+
+
+def find_control_port(protocol: str, sysfs_root: str = "/sys", dev_root: str = "/dev") -> str:
+    """Path of the first serial port whose USB VID:PID belongs to a camera descriptor with this
+    control ``protocol`` (:data:`~tir.edge.camera.formats.CAMERAS`). Raises CameraNotFound
+    when none is plugged in, or when no descriptor with that protocol has a USB id (a Tau2 sits
+    behind a generic USB-serial adapter: pass the port)."""
     from ..sources.devices import describe_serial_ports, list_serial_ports
 
+    ids = usb_ids(protocol)
+    if not ids:
+        raise CameraNotFound(f"a {protocol} camera has no USB ID of its own; pass --port DEV "
+                             f"({describe_serial_ports(sysfs_root, dev_root)})")
     for port in list_serial_ports(sysfs_root, dev_root):
-        if (port.vid, port.pid) == BOSON_USB_ID:
+        if (port.vid, port.pid) in ids:
             return port.path
-    raise CameraNotFound(f"no FLIR Boson serial port (USB 09cb:4007) found; "
+    names = ", ".join(e.title for e in CAMERAS if e.protocol == protocol)
+    said = ", ".join(f"{v:04x}:{p:04x}" for v, p in ids)
+    raise CameraNotFound(f"no {names} serial port (USB {said}) found; "
                          f"{describe_serial_ports(sysfs_root, dev_root)}; pass --port DEV")
 
 
 def open_camera_control(port: Optional[str] = None, protocol: str = "boson", timeout: float = 1.0,
                         retries: int = 2, **find_kwargs):
-    """A connected :class:`BosonClient` or :class:`TauClient`; ``port=None`` finds a Boson by
-    VID:PID (a Tau2 sits behind a generic USB-serial adapter, so it needs ``port``)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown camera protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    """A connected client of ``protocol`` (a name in the protocol registry: :class:`BosonClient`,
+    :class:`TauClient`); ``port=None`` finds the camera's serial port by the USB ids of its
+    descriptor (a Tau2 has none, so it needs ``port``). Raises ValueError for an unknown
+    protocol (listing the known ones), CameraNotFound when no port is found."""
+    cls = PROTOCOL_REGISTRY.load(protocol)  # ValueError listing the protocols
     if port is None:
-        if protocol == "tau":
-            from ..sources.devices import describe_serial_ports
-
-            raise CameraNotFound("a Tau2 has no USB ID of its own; pass --port DEV "
-                                 f"({describe_serial_ports(**find_kwargs)})")
-        port = find_boson_port(**find_kwargs)
-    cls = BosonClient if protocol == "boson" else TauClient
+        port = find_control_port(protocol, **find_kwargs)
     return cls(port, timeout=timeout, retries=retries)
 
 

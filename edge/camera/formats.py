@@ -35,12 +35,14 @@ return for 16-bit modes (thermal_io.md 3.1 step 5, opencv #27166).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from ..frame import FrameError
+from ..registry import Registry
 
 Size = Tuple[int, int]  # (width, height)
 TELEMETRY_POSITIONS = ("bottom", "top")
@@ -259,59 +261,92 @@ def _stacked_raw_half(buffer: np.ndarray, layout: Layout, name: str) -> np.ndarr
 LEPTON_K_PER_COUNT = 0.01  # TLinear at 0.01 K resolution (thermal_io.md 3.2)
 TC001_K_PER_COUNT = 1.0 / 64.0  # thermal_io.md 3.2
 
-FORMATS: Dict[str, RawFormat] = {
-    f.name: f
-    for f in (
-        RawFormat("y16", "Y16 ", None, None,
-                  "generic Y16: uint16 counts at the device's size, no temperature"),
-        RawFormat("boson", "Y16 ", (640, 512), None,
-                  "FLIR Boson 320/640 Y16 pre-AGC counts (non-radiometric)",
-                  (Layout("boson 320", (320, 256)), Layout("boson 640", (640, 512)))),
-        RawFormat("lepton", "Y16 ", None, LEPTON_K_PER_COUNT,
-                  "FLIR Lepton 2.x (80x60) / 3.x (160x120) on PureThermal, Y16 TLinear 0.01 K, "
-                  "telemetry rows dropped",
-                  (Layout("lepton 2.x", (80, 60), 0, LEPTON_K_PER_COUNT),
-                   Layout("lepton 2.x + telemetry", (80, 63), 3, LEPTON_K_PER_COUNT),
-                   Layout("lepton 3.x", (160, 120), 0, LEPTON_K_PER_COUNT),
-                   Layout("lepton 3.x + telemetry", (160, 122), 2, LEPTON_K_PER_COUNT))),
-        RawFormat("tc001", "YUYV", (256, 384), TC001_K_PER_COUNT,
-                  "TOPDON TC001 / InfiRay P2 Pro: YUYV 256x384, raw 1/64 K in the lower half",
-                  (Layout("tc001 stacked", (256, 384), 0, TC001_K_PER_COUNT, True),
-                   Layout("tc001 image-only", (256, 192), refuse=(
-                       "tc001: the 256x192 mode is the vendor's 8-bit YUYV image only, without the raw "
-                       "temperature half; request 256x384 (size=256x384)"))),
-                  generic="stacked"),
-    )
-}
+# ------------------------------------------------------------------------- camera descriptors
+#: One descriptor per camera family, in one place: its raw format (the entry's target), its USB
+#: ids (VID, PID) and its serial control protocol (a name in :data:`PROTOCOLS`, None: none).
+#: USB IDs: thermal_io.md section 3.2 (Boson also section 1.1). Adding a camera family is one
+#: ``CAMERAS.register(...)`` call (docs/architecture.md).
+CAMERAS = Registry("camera format", ValueError, casefold=True, meta={"title": "", "usb_ids": (), "protocol": None})
+CAMERAS.register("y16", RawFormat("y16", "Y16 ", None, None,
+                                  "generic Y16: uint16 counts at the device's size, no temperature"),
+                 help="generic Y16: uint16 counts at the device's size, no temperature",
+                 title="generic Y16 camera", usb_ids=(), protocol=None)
+CAMERAS.register("boson", RawFormat("boson", "Y16 ", (640, 512), None,
+                                    "FLIR Boson 320/640 Y16 pre-AGC counts (non-radiometric)",
+                                    (Layout("boson 320", (320, 256)), Layout("boson 640", (640, 512)))),
+                 help="FLIR Boson 320/640: Y16 pre-AGC counts (non-radiometric), control over its CDC-ACM port",
+                 title="FLIR Boson", usb_ids=((0x09CB, 0x4007),), protocol="boson")
+CAMERAS.register("lepton", RawFormat("lepton", "Y16 ", None, LEPTON_K_PER_COUNT,
+                                     "FLIR Lepton 2.x (80x60) / 3.x (160x120) on PureThermal, Y16 TLinear 0.01 K, "
+                                     "telemetry rows dropped",
+                                     (Layout("lepton 2.x", (80, 60), 0, LEPTON_K_PER_COUNT),
+                                      Layout("lepton 2.x + telemetry", (80, 63), 3, LEPTON_K_PER_COUNT),
+                                      Layout("lepton 3.x", (160, 120), 0, LEPTON_K_PER_COUNT),
+                                      Layout("lepton 3.x + telemetry", (160, 122), 2, LEPTON_K_PER_COUNT))),
+                 help="FLIR Lepton 2.x/3.x on PureThermal: Y16 TLinear 0.01 K, telemetry rows dropped",
+                 title="FLIR Lepton on PureThermal", usb_ids=((0x1E4E, 0x0100),), protocol=None)
+CAMERAS.register("tc001", RawFormat("tc001", "YUYV", (256, 384), TC001_K_PER_COUNT,
+                                    "TOPDON TC001 / InfiRay P2 Pro: YUYV 256x384, raw 1/64 K in the lower half",
+                                    (Layout("tc001 stacked", (256, 384), 0, TC001_K_PER_COUNT, True),
+                                     Layout("tc001 image-only", (256, 192), refuse=(
+                                         "tc001: the 256x192 mode is the vendor's 8-bit YUYV image only, without "
+                                         "the raw temperature half; request 256x384 (size=256x384)"))),
+                                    generic="stacked"),
+                 help="TOPDON TC001 / InfiRay P2 Pro: YUYV 256x384, raw 1/64 K in the lower half",
+                 title="TOPDON TC001 / InfiRay P2 Pro", usb_ids=((0x0BDA, 0x5830),), protocol=None)
+
+#: Serial control protocols: name -> client class (imported on first use). A Tau2 sits behind a
+#: generic USB-serial adapter: no camera descriptor carries its USB id, so it needs a port.
+PROTOCOLS = Registry("camera protocol", ValueError, casefold=True)
+PROTOCOLS.register("boson", "tir.edge.camera.boson:BosonClient",
+                   help="FLIR Boson FSLP/CRC command protocol over USB CDC-ACM, 921600 8N1 (thermal_io.md 1)")
+PROTOCOLS.register("tau", "tir.edge.camera.tau:TauClient",
+                   help="FLIR Tau2 binary serial protocol behind a USB-serial adapter, 921600 baud (thermal_io.md 2)")
+
+
+class _Formats(Mapping):
+    """Read-only name -> :class:`RawFormat` view of :data:`CAMERAS` (kept for importers)."""
+
+    def __getitem__(self, name: str) -> RawFormat:
+        if name not in CAMERAS:
+            raise KeyError(name)
+        return CAMERAS.load(name)
+
+    def __iter__(self):
+        return iter(CAMERAS.names())
+
+    def __len__(self) -> int:
+        return len(CAMERAS)
+
+
+FORMATS: Mapping[str, RawFormat] = _Formats()
 
 
 @dataclass(frozen=True)
 class CameraModel:
+    """A known camera by USB id (derived from its :data:`CAMERAS` descriptor)."""
+
     vid: int
     pid: int
     name: str
     format: str
-
-
-# USB IDs: thermal_io.md section 3.2.
-CAMERAS = (
-    CameraModel(0x09CB, 0x4007, "FLIR Boson", "boson"),
-    CameraModel(0x1E4E, 0x0100, "FLIR Lepton on PureThermal", "lepton"),
-    CameraModel(0x0BDA, 0x5830, "TOPDON TC001 / InfiRay P2 Pro", "tc001"),
-)
+    protocol: Optional[str] = None
 
 
 def _as_id(value) -> int:
     return int(value, 16) if isinstance(value, str) else int(value)
 
 
+def usb_ids(protocol: Optional[str] = None) -> Tuple[Tuple[int, int], ...]:
+    """(VID, PID) of every camera descriptor (with control ``protocol``, if given)."""
+    return tuple(i for e in CAMERAS if protocol is None or e.protocol == protocol for i in e.usb_ids)
+
+
 def camera_for(vid, pid) -> Optional[CameraModel]:
     """The known thermal camera with this USB VID:PID (ints or hex strings), or None."""
     vid, pid = _as_id(vid), _as_id(pid)
-    for camera in CAMERAS:
-        if (camera.vid, camera.pid) == (vid, pid):
-            return camera
-    return None
+    entry = CAMERAS.find(lambda e: (vid, pid) in e.usb_ids)
+    return CameraModel(vid, pid, entry.title, entry.name, entry.protocol) if entry else None
 
 
 def format_for(vid, pid) -> Optional[RawFormat]:
@@ -323,6 +358,6 @@ def format_for(vid, pid) -> Optional[RawFormat]:
 def get_format(name: str) -> RawFormat:
     """Format by name (``y16``, ``boson``, ``lepton``, ``tc001``); the error lists them."""
     key = str(name).strip().lower()
-    if key not in FORMATS:
-        raise ValueError(f"unknown raw format {name!r}; known: {', '.join(FORMATS)}")
-    return FORMATS[key]
+    if key not in CAMERAS:
+        raise ValueError(f"unknown raw format {name!r}; known: {', '.join(CAMERAS.names())}")
+    return CAMERAS.load(key)

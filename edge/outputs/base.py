@@ -1,12 +1,12 @@
 """The one abstract output and its URI factory (after jetson-utils' videoOutput)."""
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from ..frame import Frame
-from ..uri import URI, build_checked, parse_uri
+from ..registry import OptionError, Registry
+from ..uri import URI, parse_uri
 
 if TYPE_CHECKING:
     from ..pipeline.stats import StatsSnapshot
@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 class OutputError(RuntimeError):
     """An output that cannot be opened (port in use, unwritable path, no GStreamer)."""
+
+
+class OutputOptionError(OutputError, OptionError):
+    """An unknown output option or a bad value; the message names the URI and the option."""
 
 
 class Output(ABC):
@@ -28,9 +32,16 @@ class Output(ABC):
     """
 
     failure: Optional[str] = None
+    #: the options dataclass of this output's URI query (see :mod:`tir.edge.registry`)
+    Options: Optional[type] = None
 
     def __init__(self, uri: URI):
         self.uri = uri
+        #: the typed URI options (an ``Options`` instance), checked before anything opens; a
+        #: wrapper without ``Options`` of its own (the grabber) keeps what its URI holds
+        schema = type(self).Options
+        self.options: Any = uri.bind(schema, OutputOptionError) if schema is not None and uri is not None else \
+            getattr(uri, "values", None)
         self.stats_provider: Optional[Callable[[], "StatsSnapshot"]] = None
         self.actions: Dict[str, Callable[[], Any]] = {}
 
@@ -68,24 +79,43 @@ class Output(ABC):
         self.close()
 
 
-_REGISTRY: Dict[str, str] = {
-    "http": "tir.edge.outputs.http:HTTPOutput",
-    "file": "tir.edge.outputs.recorder:Recorder",
-    "display": "tir.edge.outputs.window:WindowOutput",
-    "rtsp": "tir.edge.outputs.rtsp:RTSPOutput",
-    "rtp": "tir.edge.outputs.rtsp:RTSPOutput",
-    "collect": "tir.edge.outputs.collect:Collector",
-}
+#: scheme -> Output class ("module:Class", imported on first use); the class's ``Options``
+#: dataclass declares its URI options
+OUTPUTS = Registry("output scheme", OutputError, option_error=OutputOptionError)
+OUTPUTS.register("http", "tir.edge.outputs.http:HTTPOutput",
+                 help="MJPEG streams, snapshots, live stats and the web page over HTTP")
+OUTPUTS.register("file", "tir.edge.outputs.recorder:Recorder",
+                 help="record raw counts (and restored frames) to a folder, with an index and a preview")
+OUTPUTS.register("display", "tir.edge.outputs.window:WindowOutput", help="a local OpenCV window")
+OUTPUTS.register("rtsp", "tir.edge.outputs.rtsp:RTSPOutput", help="H.264 over RTSP (needs GStreamer)")
+OUTPUTS.register("rtp", "tir.edge.outputs.rtsp:RTSPOutput", help="H.264 over RTP/UDP (needs GStreamer)")
+OUTPUTS.register("collect", "tir.edge.outputs.collect:Collector",
+                 help="keep frames the router calls unknown in a bounded ring, for tir discover")
 
 
-def open_output(uri, **options) -> Output:
+def register_output(scheme: str, target: Any, help: str = "an output", **kw) -> None:
+    """Add (or replace) the Output class for ``scheme`` (a class or "module:Class")."""
+    OUTPUTS.register(scheme, target, help=help, replace=True, **kw)
+
+
+def check_output(uri, **options) -> URI:
+    """The parsed :class:`URI` with its options checked against the scheme's declaration,
+    opening nothing (no port bound, no file written). Raises OutputError for an unknown scheme,
+    :class:`OutputOptionError` for an unknown option (listing the valid ones) or a bad value."""
     if not isinstance(uri, URI):
         uri = parse_uri(uri)
     uri.options.update({k: str(v) for k, v in options.items() if v is not None})
-    if uri.scheme not in _REGISTRY:
-        raise OutputError(
-            f"unknown output scheme {uri.scheme!r} in {uri.text!r}; "
-            f"known: {', '.join(sorted(s + '://' for s in _REGISTRY))}"
-        )
-    module, cls = _REGISTRY[uri.scheme].split(":")
-    return build_checked(uri, getattr(importlib.import_module(module), cls), OutputError)
+    if options:
+        uri.values = None  # re-check with the overrides
+    if uri.scheme not in OUTPUTS:
+        raise OutputError(f"unknown output scheme {uri.scheme!r} in {uri.text!r}; "
+                          f"known: {', '.join(s + '://' for s in OUTPUTS.names())}")
+    uri.bind(OUTPUTS.get(uri.scheme).option_type, OutputOptionError)
+    return uri
+
+
+def open_output(uri, **options) -> Output:
+    """Create the output for ``uri`` (str or :class:`URI`); options override the URI query. Its
+    options are checked first (:func:`check_output`)."""
+    uri = check_output(uri, **options)
+    return OUTPUTS.load(uri.scheme)(uri)

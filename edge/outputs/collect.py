@@ -39,6 +39,7 @@ import queue
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional
 
@@ -46,6 +47,7 @@ import cv2
 import numpy as np
 
 from ..frame import Frame
+from ..registry import option
 from ..uri import URI
 from .base import Output, OutputError
 
@@ -128,8 +130,24 @@ def op_range_of(meta: Dict[str, Any]) -> Optional[List[float]]:
     return None
 
 
+def _above_zero(value) -> Optional[str]:
+    return None if value > 0 else "must be > 0"
+
+
+@dataclass(frozen=True)
+class CollectOptions:
+    """URI options of ``collect://DIR`` (see the module docstring)."""
+
+    max_frames: int = option(DEFAULT_MAX_FRAMES, "at most this many frames; the oldest go first", check=_above_zero)
+    max_mb: float = option(DEFAULT_MAX_MB, "at most this many megabytes of frames", check=_above_zero)
+    rate: float = option(DEFAULT_RATE, "at most this many frames kept per second", check=_above_zero)
+    queue: int = option(DEFAULT_QUEUE, "frames buffered for the writer thread", check=_above_zero)
+
+
 class Collector(Output):
-    """The ``collect://DIR`` output (see the module docstring)."""
+    """The ``collect://DIR`` output (see the module docstring; options: :class:`CollectOptions`)."""
+
+    Options = CollectOptions
 
     def __init__(self, uri: URI):
         super().__init__(uri)
@@ -137,16 +155,10 @@ class Collector(Output):
         if not folder:
             raise OutputError(f"{uri.text!r}: give a folder, e.g. collect:///data/unknown or tir run --collect DIR")
         self.folder = Path(folder).expanduser()
-        try:
-            self.max_frames = uri.get("max_frames", DEFAULT_MAX_FRAMES, int)
-            self.max_bytes = int(uri.get("max_mb", DEFAULT_MAX_MB, float) * 1e6)
-            self.rate = uri.get("rate", DEFAULT_RATE, float)
-            queue_size = uri.get("queue", DEFAULT_QUEUE, int)
-        except ValueError as exc:
-            raise OutputError(f"{uri.text!r}: {exc}; max_frames/queue are whole numbers, max_mb/rate numbers") from None
-        if self.max_frames < 1 or self.max_bytes <= 0 or self.rate <= 0 or queue_size < 1:
-            raise OutputError(f"{uri.text!r}: max_frames, max_mb, rate and queue must be > 0 "
-                              f"(got {self.max_frames}, {self.max_bytes / 1e6:g}, {self.rate:g}, {queue_size})")
+        self.max_frames = self.options.max_frames
+        self.max_bytes = int(self.options.max_mb * 1e6)
+        self.rate = self.options.rate
+        queue_size = self.options.queue
         self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None

@@ -51,6 +51,7 @@ import secrets
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
@@ -60,9 +61,10 @@ from aiohttp import web
 from ..frame import Frame, now
 from ..pipeline.slots import LatestWinsSlot
 from ..pipeline.stats import FrameInfo, HttpStats, SceneRange, StatsSnapshot
+from ..registry import option
 from ..uri import URI
 from .base import Output, OutputError
-from .jpeg import VIEWS, encode_jpeg, no_signal_image, snap_quality, view_image, view_size
+from .jpeg import QUALITIES, VIEWS, encode_jpeg, no_signal_image, snap_quality, view_image, view_size
 
 log = logging.getLogger("tir.http")
 
@@ -277,27 +279,41 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+def _token_check(token: str) -> Optional[str]:
+    if len(token) >= 16:
+        return None
+    return f"is {len(token)} characters; use at least 16 (or leave it out for a random one per run)"
+
+
+@dataclass(frozen=True)
+class HTTPOptions:
+    """URI options of ``http://HOST:PORT`` (see the module docstring)."""
+
+    quality: float = option(80.0, "JPEG quality, snapped to the nearest of " + ", ".join(map(str, QUALITIES)))
+    no_signal_after: float = option(2.0, "seconds without a frame before the page shows NO SIGNAL",
+                                    check=lambda v: None if v > 0 else "must be > 0")
+    max_viewers: int = option(DEFAULT_MAX_VIEWERS, "open streams per view (more are refused with 503)",
+                              check=lambda v: None if v >= 1 else "must be >= 1 (streams per view)")
+    token: Optional[str] = option(None, "the control token (default: a random one per run)", check=_token_check)
+    allow_host: str = option("", "extra Host names the server answers to, comma-separated")
+
+
 class HTTPOutput(Output):
-    """Serves the newest frames over HTTP (aiohttp, event loop in a daemon thread)."""
+    """Serves the newest frames over HTTP (aiohttp, event loop in a daemon thread; options:
+    :class:`HTTPOptions`)."""
+
+    Options = HTTPOptions
 
     def __init__(self, uri: URI):
         super().__init__(uri)
+        o = self.options
         self.host = DEFAULT_HOST if uri.host is None else uri.host
         self.port = DEFAULT_PORT if uri.port is None else uri.port
-        self.quality = snap_quality(uri.get("quality", 80))
-        self.no_signal_after = uri.get("no_signal_after", 2.0, float)
-        try:
-            self.max_viewers = uri.get("max_viewers", DEFAULT_MAX_VIEWERS, int)
-        except ValueError:
-            raise OutputError(f"max_viewers in {uri.text!r} is not a whole number") from None
-        if self.max_viewers < 1:
-            raise OutputError(f"max_viewers={self.max_viewers} in {uri.text!r}: give at least 1 stream per view")
-        token = uri.get("token", None)
-        if token is not None and len(str(token)) < 16:
-            raise OutputError(f"token in {uri.text!r} is {len(str(token))} characters; use at least 16 "
-                              "(or leave it out for a random one per run)")
-        self.token = str(token) if token is not None else secrets.token_urlsafe(24)
-        self.extra_hosts = [h.strip().lower() for h in str(uri.get("allow_host", "") or "").split(",") if h.strip()]
+        self.quality = snap_quality(o.quality)
+        self.no_signal_after = o.no_signal_after
+        self.max_viewers = o.max_viewers
+        self.token = o.token if o.token is not None else secrets.token_urlsafe(24)
+        self.extra_hosts = [h.strip().lower() for h in o.allow_host.split(",") if h.strip()]
         self.latest = LatestFrame()
         self.collector = None  # the collect:// output (tir run --collect): GET /collect/<id>.jpg
         self.clients = 0

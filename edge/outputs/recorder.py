@@ -46,6 +46,7 @@ import os
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -54,6 +55,7 @@ import numpy as np
 
 from ..frame import Frame
 from ..pipeline.stats import STATS_SCHEMA_VERSION
+from ..registry import option
 from ..uri import URI
 from .base import Output, OutputError
 from .jpeg import side_by_side
@@ -69,25 +71,39 @@ log = logging.getLogger(__name__)
 _STOP = object()
 
 
+@dataclass(frozen=True)
+class RecorderOptions:
+    """URI options of ``file://FOLDER`` as an output (see the module docstring)."""
+
+    what: str = option("both", "which frames to keep", choices=WHAT_CHOICES)
+    format: str = option("u16", "u16: one raw stream file per kind; png: one 16-bit PNG per frame",
+                         choices=FORMATS)
+    preview: bool = option(True, "1: also write a viewable preview.avi")
+    fps: float = option(30.0, "frame rate written into the preview", check=lambda v: None if v > 0 else "must be > 0")
+    compression: int = option(1, "PNG compression 0..9 (format=png; clamped)")
+    overwrite: bool = option(False, "1: replace a recording already in the folder")
+    queue: int = option(64, "frames buffered for the writer thread (at least 1)")
+
+
 class Recorder(Output):
-    """Writes frames to a recording folder from a background thread."""
+    """Writes frames to a recording folder from a background thread (options:
+    :class:`RecorderOptions`)."""
+
+    Options = RecorderOptions
 
     def __init__(self, uri: URI):
         super().__init__(uri)
         if not uri.path:
             raise OutputError(f"{uri.text!r} names no folder; use file:///path/to/recording")
         self.path = Path(uri.path)
-        self.what = uri.get("what", "both")
-        if self.what not in WHAT_CHOICES:
-            raise OutputError(f"what={self.what!r} is not one of {', '.join(WHAT_CHOICES)}")
-        self.format = uri.get("format", "u16")
-        if self.format not in FORMATS:
-            raise OutputError(f"format={self.format!r} is not one of {', '.join(FORMATS)}")
-        self.preview = uri.get("preview", True, bool)
-        self.fps = uri.get("fps", 30.0, float)
-        self.compression = max(0, min(9, uri.get("compression", 1, int)))
-        self.overwrite = uri.get("overwrite", False, bool)
-        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, uri.get("queue", 64, int)))
+        o = self.options
+        self.what = o.what
+        self.format = o.format
+        self.preview = o.preview
+        self.fps = o.fps
+        self.compression = max(0, min(9, o.compression))
+        self.overwrite = o.overwrite
+        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, o.queue))
         self.written = 0
         self.dropped = 0
         self.preview_frames = 0

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import cv2
 
 from ..frame import Frame
+from ..registry import option
 from ..uri import URI
 from .base import Output, OutputError
 from .jpeg import VIEWS, view_image
@@ -135,19 +137,34 @@ class LocalRTSPServer:
         self._thread.join(5)
 
 
+@dataclass(frozen=True)
+class RTSPOptions:
+    """URI options of ``rtsp://`` and ``rtp://`` (see the module docstring)."""
+
+    view: str = option("side", "which view to send", choices=VIEWS)
+    fps: float = option(30.0, "frame rate of the stream", check=lambda v: None if v > 0 else "must be > 0")
+    bitrate: int = option(4000, "H.264 bitrate in kbit/s", check=lambda v: None if v > 0 else "must be > 0")
+    encoder: str = option("auto", "H.264 encoder (auto: nvv4l2 on a Jetson, else x264)",
+                          choices=("auto", "x264", "nvv4l2"))
+    relay_port: Optional[int] = option(None, "local UDP port between the encoder and the RTSP server "
+                                             "(default: the RTSP port + 1000)")
+
+
 class RTSPOutput(Output):
-    """Encodes one view to H.264 and sends it over RTSP/RTP from a worker thread."""
+    """Encodes one view to H.264 and sends it over RTSP/RTP from a worker thread (options:
+    :class:`RTSPOptions`)."""
+
+    Options = RTSPOptions
 
     def __init__(self, uri: URI):
         super().__init__(uri)
-        self.view = uri.get("view", "side")
-        if self.view not in VIEWS:
-            raise OutputError(f"view={self.view!r} is not one of {', '.join(VIEWS)}")
-        self.fps = uri.get("fps", 30.0, float)
-        self.bitrate_kbps = uri.get("bitrate", 4000, int)
-        self.encoder = pick_encoder(uri.get("encoder", "auto"))
+        o = self.options
+        self.view = o.view
+        self.fps = o.fps
+        self.bitrate_kbps = o.bitrate
+        self.encoder = pick_encoder(o.encoder)
         port = uri.port or DEFAULT_RTSP_PORT
-        self.relay_port = uri.get("relay_port", port + 1000, int)
+        self.relay_port = o.relay_port if o.relay_port is not None else port + 1000
         self.pipeline = writer_pipeline(uri, self.encoder, self.bitrate_kbps, self.relay_port)
         self._server: Optional[LocalRTSPServer] = None
         self._writer: Optional[cv2.VideoWriter] = None

@@ -15,12 +15,14 @@ import os
 import socket
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import cv2
 
 from ..frame import Frame
 from ..pipeline.slots import LatestWinsSlot
+from ..registry import option
 from ..uri import URI
 from .base import Output, OutputError
 from .jpeg import VIEWS, view_image
@@ -136,16 +138,25 @@ def _x_display_problem(display: str) -> Optional[str]:
     return None
 
 
+@dataclass(frozen=True)
+class WindowOptions:
+    """URI options of ``display://N``."""
+
+    view: str = option("side", "which view to show", choices=VIEWS)
+    title: str = option("tir-edge", "window title")
+    scale: float = option(1.0, "zoom factor of the window", check=lambda v: None if v > 0 else "must be > 0")
+
+
 class WindowOutput(Output):
-    """Shows one view of the newest frame in an OpenCV window."""
+    """Shows one view of the newest frame in an OpenCV window (options: :class:`WindowOptions`)."""
+
+    Options = WindowOptions
 
     def __init__(self, uri: URI):
         super().__init__(uri)
-        self.view = uri.get("view", "side")
-        if self.view not in VIEWS:
-            raise OutputError(f"view={self.view!r} is not one of {', '.join(VIEWS)}")
-        self.title = uri.get("title", "tir-edge")
-        self.scale = uri.get("scale", 1.0, float)
+        self.view = self.options.view
+        self.title = self.options.title
+        self.scale = self.options.scale
         self.quit_requested = False
         self._ready = threading.Event()
         self._shown = False

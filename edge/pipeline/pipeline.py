@@ -254,6 +254,8 @@ class Pipeline:
         try:
             self.source.start()
             actions = {"ffc": self.ffc.request_ffc} if self.ffc is not None else {}
+            if callable(getattr(self.model, "request_reload", None)):  # hot-swap (engines/hotswap.py)
+                actions["bundle/reload"] = self.model.request_reload
             for output in self.outputs:
                 attach = getattr(output, "attach", None)
                 if attach is not None:  # an Output; a bare object with write() shows no stats

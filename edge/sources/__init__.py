@@ -1,4 +1,5 @@
 """Frame sources addressed by URI. ``open_source(uri)`` picks the class by scheme."""
-from .base import EndOfStream, Source, SourceError, open_source, register_source
+from .base import SOURCES, EndOfStream, Source, SourceError, SourceOptionError, check_source, open_source, register_source
 
-__all__ = ["EndOfStream", "Source", "SourceError", "open_source", "register_source"]
+__all__ = ["SOURCES", "EndOfStream", "Source", "SourceError", "SourceOptionError", "check_source", "open_source",
+           "register_source"]

@@ -1,16 +1,20 @@
 """The one abstract source and its URI factory (after jetson-utils' videoSource)."""
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from ..frame import Frame
-from ..uri import URI, build_checked, parse_uri
+from ..registry import OptionError, Registry
+from ..uri import URI, parse_uri
 
 
 class SourceError(RuntimeError):
     """A source that cannot be opened or read; the message says what exists instead."""
+
+
+class SourceOptionError(SourceError, OptionError):
+    """An unknown source option or a bad value; the message names the URI and the option."""
 
 
 class EndOfStream(SourceError):
@@ -27,9 +31,16 @@ class Source(ABC):
     """
 
     live: bool = False
+    #: the options dataclass of this source's URI query (see :mod:`tir.edge.registry`)
+    Options: Optional[type] = None
 
     def __init__(self, uri: URI):
         self.uri = uri
+        #: the typed URI options (an ``Options`` instance), checked before anything opens; a
+        #: wrapper without ``Options`` of its own (the grabber) keeps what its URI holds
+        schema = type(self).Options
+        self.options: Any = uri.bind(schema, SourceOptionError) if schema is not None and uri is not None else \
+            getattr(uri, "values", None)
 
     @property
     @abstractmethod
@@ -60,27 +71,46 @@ class Source(ABC):
         self.close()
 
 
-# scheme -> "module:Class" inside tir.edge.sources, imported on first use
-_REGISTRY: Dict[str, str] = {
-    "synthetic": "tir.edge.sources.synthetic:SyntheticSource",
-    "file": "tir.edge.sources.file:FileSource",
-    "v4l2": "tir.edge.sources.v4l2:V4L2Source",
-}
+#: scheme -> Source class ("module:Class", imported on first use); the class's ``Options``
+#: dataclass declares its URI options
+SOURCES = Registry("source scheme", SourceError, option_error=SourceOptionError)
+SOURCES.register("synthetic", "tir.edge.sources.synthetic:SyntheticSource",
+                 help="the built-in virtual thermal camera (scene, FPN, FFC; optional degradation)")
+SOURCES.register("file", "tir.edge.sources.file:FileSource",
+                 help="a recording, an image folder or a 16-bit video file, replayed")
+SOURCES.register("v4l2", "tir.edge.sources.v4l2:V4L2Source",
+                 help="a UVC thermal camera through OpenCV (V4L2 on Linux)")
 
 
-def register_source(scheme: str, target: str) -> None:
-    _REGISTRY[scheme] = target
+def register_source(scheme: str, target: Any, help: str = "a source", **kw) -> None:
+    """Add (or replace) the Source class for ``scheme`` (a class or "module:Class")."""
+    SOURCES.register(scheme, target, help=help, replace=True, **kw)
 
 
-def open_source(uri, **options) -> Source:
-    """Create the source for ``uri`` (str or :class:`URI`); options override URI query."""
+def _as_uri(uri, options: Dict[str, Any]) -> URI:
     if not isinstance(uri, URI):
         uri = parse_uri(uri)
     uri.options.update({k: str(v) for k, v in options.items() if v is not None})
-    if uri.scheme not in _REGISTRY:
-        raise SourceError(
-            f"unknown source scheme {uri.scheme!r} in {uri.text!r}; "
-            f"known: {', '.join(sorted(s + '://' for s in _REGISTRY))}"
-        )
-    module, cls = _REGISTRY[uri.scheme].split(":")
-    return build_checked(uri, getattr(importlib.import_module(module), cls), SourceError)
+    if options:
+        uri.values = None  # re-check with the overrides
+    return uri
+
+
+def check_source(uri, **options) -> URI:
+    """The parsed :class:`URI` with its options checked against the scheme's declaration, opening
+    nothing: ``tir run`` calls it before the model loads, the camera opens or the server binds.
+    Raises SourceError for an unknown scheme, :class:`SourceOptionError` for an unknown option
+    (listing the valid ones) or a bad value (naming the option)."""
+    uri = _as_uri(uri, options)
+    if uri.scheme not in SOURCES:
+        raise SourceError(f"unknown source scheme {uri.scheme!r} in {uri.text!r}; "
+                          f"known: {', '.join(s + '://' for s in SOURCES.names())}")
+    uri.bind(SOURCES.get(uri.scheme).option_type, SourceOptionError)
+    return uri
+
+
+def open_source(uri, **options) -> Source:
+    """Create the source for ``uri`` (str or :class:`URI`); options override URI query. Its
+    options are checked first (:func:`check_source`)."""
+    uri = check_source(uri, **options)
+    return SOURCES.load(uri.scheme)(uri)

@@ -38,6 +38,7 @@ import time
 import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -46,6 +47,7 @@ import numpy as np
 
 from ..frame import Frame, FrameError, check_frame, now
 from ..logs import RateLimiter, quiet_opencv
+from ..registry import option
 from ..uri import URI
 from .base import EndOfStream, Source, SourceError  # EndOfStream re-exported for importers of .file
 
@@ -447,22 +449,44 @@ def open_reader(path: str, stream: Optional[str] = None) -> _Reader:
     return _VideoReader(path)
 
 
+def _positive_fps(fps: float) -> Optional[str]:
+    return None if fps > 0 else "must be > 0"
+
+
+def _bits(bits: int) -> Optional[str]:
+    return None if 1 <= bits <= 16 else "must be 1..16"
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """URI options of ``file://`` as a source (see the module docstring)."""
+
+    loop: bool = option(False, "1: start again at the end (a replay that never ends)")
+    rate: str = option("native", "native: paced at the recorded/native rate; max: as fast as read",
+                       choices=("native", "max"))
+    stream: Optional[str] = option(None, "which stream of a recording folder (default raw)",
+                                   choices=("raw", "restored"))
+    fps: Optional[float] = option(None, "frame rate for files that do not say (default: the file's, else 30)",
+                                  check=_positive_fps)
+    bits: Optional[int] = option(None, "significant bits of the counts (default: 14 if the first frame "
+                                       "stays below 16384, else 16)", check=_bits)
+
+
 class FileSource(Source):
-    """Frames from a file or folder, optionally looped and paced at the native rate."""
+    """Frames from a file or folder, optionally looped and paced at the native rate
+    (options: :class:`FileOptions`)."""
 
     live = False
+    Options = FileOptions
 
     def __init__(self, uri: URI, backoff_initial: float = 0.5, backoff_max: float = 5.0):
         super().__init__(uri)
         self.path = uri.path
-        self.loop = uri.get("loop", False, bool)
-        rate = uri.get("rate", "native")
-        if rate not in ("native", "max"):
-            raise SourceError(f"{uri.text}: rate={rate!r}; use rate=native or rate=max")
-        self.paced = rate == "native"
-        self.stream = uri.get("stream", None)
+        self.loop = self.options.loop
+        self.paced = self.options.rate == "native"
+        self.stream = self.options.stream
         self.reader = open_reader(self.path, self.stream)
-        self._fps = uri.get("fps", None, float) or self.reader.fps or DEFAULT_IMAGE_FPS
+        self._fps = self.options.fps or self.reader.fps or DEFAULT_IMAGE_FPS
         self._counts = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0, "loops": 0}
         self._kinds: Counter = Counter()
         self._limiter = RateLimiter()
@@ -476,7 +500,7 @@ class FileSource(Source):
         self._pending = self._first_frame()
         self._pending_meta = self.reader.meta()
         self._shape = self._pending.shape
-        bits = uri.get("bits", None, int)
+        bits = self.options.bits
         if bits is None:
             bits = 14 if self.reader.source_bits == 8 or int(self._pending.max()) < 16384 else 16
         self.bits = bits

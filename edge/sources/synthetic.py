@@ -33,11 +33,18 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+# numpy imports its random package (Cython extensions) lazily on the first ``np.random`` access.
+# Left to the first frame, that import ran inside tir run's start-up right after the model
+# loaded, and a stop signal arriving during it was lost (the handler's KeyboardInterrupt is
+# swallowed in the extension's module init): import it with this module, before anything starts.
+import numpy.random  # noqa: F401,E402
 
 from ..frame import Frame, now
+from ..registry import option
 from ..uri import URI, parse_size
 from .base import Source, SourceError
 from .file import EndOfStream
@@ -304,41 +311,85 @@ def render_frames(n: int, size=(640, 512), seed: int = 0, fps: float = 30.0, sta
     return out
 
 
+def _check_size(size: Tuple[int, int]) -> Optional[str]:
+    if size in SIZES:
+        return None
+    return "is not offered; choose one of " + ", ".join(f"{w}x{h}" for w, h in SIZES)
+
+
+def _check_fps(fps: float) -> Optional[str]:
+    return None if FPS_RANGE[0] <= fps <= FPS_RANGE[1] else f"must be in {FPS_RANGE[0]:g}..{FPS_RANGE[1]:g}"
+
+
+def _degradation(value) -> Optional[str]:
+    """``degrade=``: a built-in spec name, a JSON spec path, ``cycle``; ``none``/empty = off.
+    An unknown one is refused here, before anything starts."""
+    text = str(value).strip()
+    if text in ("", "none"):
+        return None
+    if text != "cycle":
+        from tir.engines.degrade import DegradationError, load_spec
+
+        try:
+            load_spec(text)
+        except DegradationError as exc:
+            raise ValueError(str(exc)) from None
+    return text
+
+
+def _non_negative(value: float) -> Optional[str]:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _positive(value: int) -> Optional[str]:
+    return None if value >= 1 else "must be >= 1"
+
+
+@dataclass(frozen=True)
+class SyntheticOptions:
+    """URI options of ``synthetic://`` (see the module docstring)."""
+
+    size: Tuple[int, int] = option((640, 512), "frame size WIDTHxHEIGHT: "
+                                   + ", ".join(f"{w}x{h}" for w, h in SIZES), parse=parse_size,
+                                   kind="WIDTHxHEIGHT", check=_check_size)
+    fps: float = option(30.0, f"frames per second, {FPS_RANGE[0]:g}..{FPS_RANGE[1]:g}", check=_check_fps)
+    seed: int = option(0, "scene seed: the same seed gives the same frames")
+    frames: Optional[int] = option(None, "end of stream after this many frames (default: endless)",
+                                   check=_positive)
+    realtime: bool = option(True, "1: paced by the wall clock like a live camera; 0: as fast as read")
+    clean: bool = option(False, "1: noise-free ground-truth counts in meta['clean']")
+    radiometric: bool = option(True, "1: frames carry the count -> kelvin map; 0: counts only")
+    ffc: float = option(30.0, "seconds between FFCs (0: never)", check=_non_negative)
+    loop: int = option(0, "render frames 0..N-1 once and replay them (0: off)", check=_non_negative)
+    degrade: Optional[str] = option(None, "degradation applied to the counts: a task name (noise, CBN, ...), "
+                                          "a JSON spec path, or cycle", parse=_degradation,
+                                    kind="a degradation name, a JSON spec path or cycle")
+    degrade_period: float = option(10.0, "degrade=cycle: seconds per degradation (0: the first only)",
+                                   check=_non_negative)
+
+
 class SyntheticSource(Source):
-    """The virtual camera as a :class:`Source` (see the module docstring for options)."""
+    """The virtual camera as a :class:`Source` (options: :class:`SyntheticOptions`)."""
+
+    Options = SyntheticOptions
 
     def __init__(self, uri: URI):
         super().__init__(uri)
-        size = parse_size(uri.get("size", "640x512"))
-        if size not in SIZES:
-            raise SourceError(f"synthetic size {size[0]}x{size[1]} not offered; choose one of "
-                              + ", ".join(f"{w}x{h}" for w, h in SIZES))
-        fps = uri.get("fps", 30.0, float)
-        if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
-            raise SourceError(f"synthetic fps {fps:g} out of range {FPS_RANGE[0]:g}..{FPS_RANGE[1]:g}")
-        self._size = size
-        self._fps = fps
-        self.frames_total = uri.get("frames", None, int)
-        self.live = uri.get("realtime", True, bool)
-        self.clean = uri.get("clean", False, bool)
-        self.temperature_k = dict(TEMPERATURE_K) if uri.get("radiometric", True, bool) else None
-        self.renderer = ThermalSceneRenderer(size, fps, uri.get("seed", 0, int), uri.get("ffc", 30.0, float))
+        o = self.options
+        self._size = size = o.size
+        self._fps = fps = o.fps
+        self.frames_total = o.frames
+        self.live = o.realtime
+        self.clean = o.clean
+        self.temperature_k = dict(TEMPERATURE_K) if o.radiometric else None
+        self.renderer = ThermalSceneRenderer(size, fps, o.seed, o.ffc)
         # loop=N: render frames 0..N-1 once and replay them (read-only arrays), so a benchmark
         # measures the pipeline rather than the camera simulation
-        self.loop = uri.get("loop", 0, int)
+        self.loop = o.loop
         self._cache: Dict[int, Tuple[np.ndarray, Optional[np.ndarray], bool]] = {}
-        self.degradation = uri.get("degrade", None)
-        if self.degradation not in (None, "", "cycle", "none"):
-            from tir.engines.degrade import DegradationError, load_spec
-
-            try:  # refused before anything starts, not at the first frame
-                load_spec(self.degradation)
-            except DegradationError as exc:
-                raise ValueError(f"option degrade={self.degradation!r}: {exc}") from None
-        if self.degradation in ("", "none"):
-            self.degradation = None
-        self.degrade_period = uri.get("degrade_period", 10.0, float)
-        self._seed = uri.get("seed", 0, int)
+        self.degradation = o.degrade
+        self.degrade_period = o.degrade_period
+        self._seed = o.seed
         self._degrade_range: Optional[Tuple[float, float]] = None
         self._next = 0  # next frame index to deliver
         self._t0: Optional[float] = None

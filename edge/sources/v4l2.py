@@ -26,15 +26,17 @@ from __future__ import annotations
 import logging
 import os
 import itertools
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from ..camera.formats import RawFormat, format_for, get_format
+from ..camera.formats import CAMERAS, TELEMETRY_POSITIONS, RawFormat, format_for, get_format
 from ..frame import Frame, FrameError, check_frame, now
+from ..registry import option
 from ..uri import URI, parse_size
-from .base import Source, SourceError
+from .base import Source, SourceError, SourceOptionError
 from .devices import describe_video_devices, video_device_info
 from .grabber import Grabber
 
@@ -46,19 +48,44 @@ MAX_FAILED_READS = 3  # consecutive failed reads that mean the device is gone
 CaptureFactory = Callable[[Any, int], Any]  # (path, api) -> object like cv2.VideoCapture
 
 
+def _format_name(value) -> str:
+    return get_format(value).name  # ValueError listing the camera formats
+
+
+def _telemetry(value) -> str:
+    position = str(value).strip().lower()
+    if position not in TELEMETRY_POSITIONS:
+        raise ValueError(f"telemetry={value!r}; use telemetry=top (header) or telemetry=bottom (footer)")
+    return position
+
+
+@dataclass(frozen=True)
+class V4L2Options:
+    """URI options of ``v4l2://`` (see the module docstring)."""
+
+    format: Optional[str] = option(None, "camera format (default: from the USB id, else y16): "
+                                         + ", ".join(e.name for e in CAMERAS),
+                                   parse=_format_name, kind="a camera format")
+    telemetry: Optional[str] = option(None, "where the Lepton's telemetry rows sit: bottom (footer, default) "
+                                            "or top (header)", parse=_telemetry, kind="top or bottom")
+    size: Optional[Tuple[int, int]] = option(None, "capture size WIDTHxHEIGHT to request (default: the "
+                                                   "format's, else the device's)", parse=parse_size,
+                                             kind="WIDTHxHEIGHT")
+    fps: Optional[float] = option(None, "frame rate to request (default: the device's)",
+                                  check=lambda v: None if v > 0 else "must be > 0")
+    bits: int = option(16, "significant bits of the counts", check=lambda v: None if 1 <= v <= 16 else "must be 1..16")
+
+
 def choose_format(uri: URI, vid: Optional[int], pid: Optional[int]) -> RawFormat:
-    """``format=`` if given, else the camera table entry for VID:PID, else generic Y16;
+    """``format=`` if given, else the camera descriptor for VID:PID, else generic Y16;
     ``telemetry=top|bottom`` places the telemetry rows. Raises SourceError for bad options."""
-    name = uri.get("format")
-    try:
-        if name:
-            fmt = get_format(name)
-        else:
-            fmt = (format_for(vid, pid) if vid is not None and pid is not None else None) or get_format("y16")
-        if uri.get("telemetry"):
-            fmt = fmt.with_telemetry(uri.get("telemetry"))
-    except ValueError as exc:
-        raise SourceError(f"{uri.text}: {exc}") from exc
+    o = uri.bind(V4L2Options, SourceOptionError)
+    if o.format:
+        fmt = get_format(o.format)
+    else:
+        fmt = (format_for(vid, pid) if vid is not None and pid is not None else None) or get_format("y16")
+    if o.telemetry:
+        fmt = fmt.with_telemetry(o.telemetry)
     return fmt
 
 
@@ -96,6 +123,7 @@ class V4L2Camera(Source):
     """One open V4L2 device, read directly (blocking) and decoded to uint16 counts."""
 
     live = True
+    Options = V4L2Options
 
     def __init__(self, uri: URI, capture_factory: Optional[CaptureFactory] = None,
                  sysfs_root: str = "/sys", dev_root: str = "/dev", sequence: Optional[Iterator[int]] = None):
@@ -109,8 +137,8 @@ class V4L2Camera(Source):
         vid, pid = (self.device.vid, self.device.pid) if self.device else (None, None)
         self.format = choose_format(uri, vid, pid)
         self._temperature_k = temperature_map(self.format)
-        requested = parse_size(uri.get("size")) if uri.get("size") else self.format.capture_size
-        self.bits = uri.get("bits", 16, int)
+        requested = self.options.size or self.format.capture_size
+        self.bits = self.options.bits
         self._counts = {"frames": 0, "dropped": 0, "corrupt": 0, "reconnects": 0, "failed_reads": 0}
         self._failed_in_row = 0
         self._logged_kinds: set = set()
@@ -119,12 +147,12 @@ class V4L2Camera(Source):
             self.cap.release()
             raise SourceError(f"OpenCV (V4L2) cannot open {self._describe()}; is another program using "
                               f"it? {describe_video_devices(sysfs_root, dev_root)}")
-        self.settings = configure_capture(self.cap, self.format, requested, uri.get("fps", None, float))
+        self.settings = configure_capture(self.cap, self.format, requested, self.options.fps)
         width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
         height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         self.capture_size = (width, height) if width and height else requested
         fps = self.cap.get(cv2.CAP_PROP_FPS)
-        self._fps = float(fps) if fps and 0 < fps < 1000 else uri.get("fps", None, float)
+        self._fps = float(fps) if fps and 0 < fps < 1000 else self.options.fps
         self._pending: Optional[Frame] = None
         try:
             self._pending = self._verify()
@@ -214,9 +242,11 @@ class V4L2Camera(Source):
 
 
 class V4L2Source(Source):
-    """A V4L2 thermal camera; ``start()`` adds the newest-frame grabber with reconnection."""
+    """A V4L2 thermal camera; ``start()`` adds the newest-frame grabber with reconnection
+    (options: :class:`V4L2Options`)."""
 
     live = True
+    Options = V4L2Options
 
     def __init__(self, uri: URI, capture_factory: Optional[CaptureFactory] = None,
                  sysfs_root: str = "/sys", dev_root: str = "/dev", **grabber_options):

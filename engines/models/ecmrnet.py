@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import presets
+
 
 @dataclass(frozen=True)
 class ECMRNetConfig:
@@ -81,12 +83,8 @@ class ECMRNetConfig:
         return cls(**data)
 
 
-PRESETS: Dict[str, ECMRNetConfig] = {
-    "paper": ECMRNetConfig(name="paper", family="paper"),
-    "edge": ECMRNetConfig(name="edge", field=32),
-    "tiny": ECMRNetConfig(name="tiny", width=8, low_width=16, blocks=(1, 1, 1), stats_hidden=8,
-                          miner_rank=2, miner_hidden=8),
-}
+#: preset -> config, declared in the model registry (tir.engines.models.MODELS, "ecmrnet:NAME")
+PRESETS: Dict[str, ECMRNetConfig] = presets("ecmrnet")
 
 
 def get_config(preset: Union[str, ECMRNetConfig]) -> ECMRNetConfig:

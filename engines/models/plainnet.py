@@ -17,6 +17,8 @@ from typing import Union
 import torch
 from torch import nn
 
+from . import presets
+
 
 @dataclass(frozen=True)
 class PlainNetConfig:
@@ -26,10 +28,8 @@ class PlainNetConfig:
     in_channels: int = 1
 
 
-PRESETS = {
-    "bench": PlainNetConfig(channels=32, blocks=4),
-    "tiny": PlainNetConfig(channels=8, blocks=1),
-}
+#: preset -> config, declared in the model registry (tir.engines.models.MODELS, "plainnet:NAME")
+PRESETS = presets("plainnet")
 
 
 class ResidualBlock(nn.Module):
