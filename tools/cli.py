@@ -21,6 +21,7 @@ MODES = {
     "camera": ("camera", "list, inspect and control thermal cameras (FFC, gain, ...)"),
     "train": ("train", "train the open-world restoration model (whole continual sequence)"),
     "discover": ("discover", "cluster frames collected with tir run --collect; propose specs for new degradations"),
+    "distill": ("distill", "distil a bundle's routes into one prompt-conditioned student"),
     "learn": ("learn", "add one new degradation task to an existing bundle"),
     "eval": ("eval", "evaluate a bundle and baselines on clean frames with seeded degradations"),
     "export": ("export", "export a bundle's routes to ONNX with parity check and op audit"),

@@ -1,0 +1,611 @@
+"""Multi-teacher distillation of a bundle's routes into one prompt-conditioned student (issue 11).
+
+After Uni-Removal (multi-teacher knowledge distillation of degradation-specific networks into
+one student, with instance-grained contrastive learning across feature levels and image space)
+and CPL (a sparse prompt per task, contrastive prompt regularisation with the other tasks'
+prompts as negatives). Teachers are the bundle's routes, rebuilt in torch from its verified
+``model.pt`` (the open-world checkpoint ``tir train`` writes; tensors only, sha256-checked).
+
+One training step (``distill`` stage): a batch of crops whose samples each draw a prompt slot
+(a task, or ``clean`` with clean crops); crops come from per-task pools of whole degraded
+frames (tir.engines.train.DegradedPool: the recipe's non-uniformity geometry, whole-frame tone
+statistics per crop). Each sample's teacher is its task's route (field head left out on crops,
+as in ``tir train``); ``clean`` has the identity as teacher. The loss:
+
+* output: ``w_gt``·(L1 + 0.5·(1−MS-SSIM) + 0.1·Sobel) against the clean crop (ecmrnet.md §1.2)
+  + ``w_kd``·L1 against the teacher's output;
+* feature: ``w_feat``·L1 between a 1×1 adapter of the student's H/4 body features and the
+  teacher route's restored H/4 features (32 channels; the adapter is training-only);
+* instance-grained contrastive (``w_inst``): InfoNCE over the batch at two levels, the adapted
+  body features (4×4-cell pooled) and image space (8×8-pooled output): a frame's student
+  vector is pulled to its teacher's vector of the same frame and pushed from the teacher's
+  vectors of the other frames (temperature ``tau``);
+* contrastive prompt regularisation (``w_cpr``): the same frame run with another slot's prompt
+  gives a negative: the teacher's features are the anchor, the student's features under the
+  right prompt the positive, under the wrong prompt the negative;
+* prompt sparsity: ``w_sparse``·mean |P| over the learned prompt table.
+
+Then a ``field`` stage fits the student's prompt-conditioned field head on whole frames (the
+body frozen, L1 to the clean frame), as ``tir train`` does for the routes' field heads. Val
+(the data's val split, seeded eval sets) picks the checkpoint: the student is evaluated every
+``val_every`` steps and the best mean PSNR over the tasks is kept. Test is not used.
+
+Work dir: ``student.pt`` (latest: student, adapter, optimiser, step), ``best.pt`` (chosen),
+``state.json`` (settings, step, val history, metrics, wall time), ``distill.log``; a rerun
+with the same work dir resumes from the latest step. tqdm bars on stderr.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import degrade as deg
+from .continual import CLEAN, OpenWorldModel
+from .engine import MULTIPLE_KEY
+from .losses import RestorationLoss
+from .metrics import psnr
+from .models.ecmrnet import frame_tone_stats
+from .models.student import PROMPT_INPUT, StudentNet, create_student, student_gmac
+
+log = logging.getLogger("tir.distill")
+
+STUDENT_FILE = "student.onnx"
+STUDENT_CKPT = "student.pt"
+BEST_CKPT = "best.pt"
+
+
+@dataclass
+class DistillSettings:
+    bundle: str = ""
+    preset: str = "edge"
+    steps: int = 2000
+    field_steps: int = 300
+    crop: int = 128
+    batch: int = 8
+    lr: float = 2e-3
+    seed: int = 0
+    threads: int = 2
+    data: Optional[str] = None           # registered sets "a,b" (default: the teacher bundle's data, else roadscene)
+    max_frames: int = 64                 # whole frames per task pool (memory: 2×1.3 MB per frame)
+    clean_prob: float = 0.1              # share of samples drawn with the clean prompt (identity target)
+    w_gt: float = 1.0
+    w_kd: float = 1.0
+    w_feat: float = 0.2
+    w_inst: float = 0.05
+    w_cpr: float = 0.05
+    w_sparse: float = 1e-3
+    tau: float = 0.1
+    val_every: int = 500
+    val_limit: Optional[int] = 16        # val frames per task for checkpoint choice (None: all)
+    save_every: int = 100
+    refresh_every: int = 100
+    command: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# teachers
+# ---------------------------------------------------------------------------------------------
+
+def load_teachers(bundle_dir) -> Tuple[object, OpenWorldModel]:
+    """(bundle, its open-world model in eval mode, frozen) from the bundle's ``model.pt``.
+
+    The checkpoint bytes are sha256-checked against the manifest and read with
+    ``torch.load(weights_only=True)`` (tensors and plain containers only). Raises BundleError
+    when the bundle has no checkpoint entry (then it cannot teach: retrain it with ``tir train``).
+    """
+    from .bundle import BundleError, load_bundle, read_verified
+
+    bundle = load_bundle(bundle_dir)
+    ckpt = bundle.manifest.get("checkpoint") or {}
+    if not ckpt.get("file"):
+        raise BundleError(f"bundle {bundle.path} has no model.pt checkpoint in its manifest, so its routes "
+                          "cannot teach; use a bundle written by `tir train`")
+    data = read_verified(bundle, ckpt["file"])
+    model = OpenWorldModel.from_checkpoint(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    model.eval()
+    model.freeze_except(None)
+    return bundle, model
+
+
+def teacher_forward(model: OpenWorldModel, x: torch.Tensor, task: str, stats: Optional[torch.Tensor] = None
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(output N×1×H×W without the field head, restored H/4 features N×32×H/4×W/4) of route
+    ``task`` (``clean``: the identity and the clean branch's features)."""
+    if task == CLEAN:
+        s = model.stem(x)
+        return x, s + model.branches[CLEAN](s)
+    if task in model.tones:
+        x = model.tones[task](x, stats)
+    s, feats = model.route_features(x, task)
+    return x + model.recon.residual(feats - s), feats
+
+
+# ---------------------------------------------------------------------------------------------
+# losses
+# ---------------------------------------------------------------------------------------------
+
+def _vectors(maps: torch.Tensor, cells: int) -> torch.Tensor:
+    """N×C×H×W -> L2-normalised N×(C·cells²) vectors of the cells×cells-pooled maps."""
+    v = F.adaptive_avg_pool2d(maps, cells).flatten(1)
+    return F.normalize(v, dim=1)
+
+
+def info_nce(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
+    """Instance-grained contrastive loss: row i of ``student`` (N×D, normalised) is pulled to row
+    i of ``teacher`` and pushed from the other rows; cross-entropy over cos/tau. N=1 gives 0."""
+    if student.shape[0] < 2:
+        return student.sum() * 0.0
+    logits = student @ teacher.t() / tau
+    return F.cross_entropy(logits, torch.arange(student.shape[0]))
+
+
+def prompt_contrast(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, tau: float) -> torch.Tensor:
+    """CPL-style contrastive prompt regularisation, all N×D normalised: −log e^{a·p/τ} /
+    (e^{a·p/τ} + e^{a·n/τ}), mean over rows (anchor: teacher; positive: student with the right
+    prompt; negative: the same frame under another slot's prompt)."""
+    pos = (anchor * positive).sum(1) / tau
+    neg = (anchor * negative).sum(1) / tau
+    return (torch.logsumexp(torch.stack([pos, neg], 1), 1) - pos).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+
+def export_student(net: StudentNet, path, size: Tuple[int, int] = (64, 64), tolerance: float = 1e-4) -> dict:
+    """ONNX (opset 17) with inputs ``input`` N×1×H×W and ``prompt`` N×K, output ``output``;
+    metadata ``tir.multiple``, ``tir.model=student``, ``tir.prompts`` (comma-separated slots).
+    The TensorRT op audit (tir.engines.export.audit_onnx) and an ONNX Runtime parity check
+    (random frames and soft prompts, two sizes) must pass, else ExportError. Returns
+    {"path", "max_abs_err", "ops"}."""
+    import onnx
+
+    from .export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ExportError, audit_onnx, ort_session, set_metadata
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = net.cfg.multiple
+    h, w = (max(m, size[0] - size[0] % m), max(m, size[1] - size[1] % m))
+    k = len(net.prompts)
+    was = net.training
+    net.eval()
+    try:
+        dummy = (torch.zeros(1, 1, h, w), torch.full((1, k), 1.0 / k))
+        axes = {0: "batch", 2: "height", 3: "width"}
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, dummy, str(path), dynamo=False, opset_version=DEFAULT_OPSET,
+                              input_names=[INPUT_NAME, PROMPT_INPUT], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: axes, PROMPT_INPUT: {0: "batch"}, OUTPUT_NAME: dict(axes)},
+                              do_constant_folding=True)
+        model = onnx.load(str(path))
+        set_metadata(model, {MULTIPLE_KEY: m, "tir.model": "student", "tir.preset": net.cfg.name,
+                             "tir.prompts": ",".join(net.prompts)})
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+        audit = audit_onnx(model)
+        if audit.errors:
+            raise ExportError(f"{path}: " + "; ".join(audit.errors))
+        sess = ort_session(str(path))
+        rng = np.random.default_rng(0)
+        worst = 0.0
+        with torch.no_grad():
+            for n, hh, ww in ((1, h, w), (2, 2 * h, 2 * w)):
+                x = rng.random((n, 1, hh, ww), dtype=np.float32)
+                p = rng.random((n, k), dtype=np.float32)
+                p /= p.sum(1, keepdims=True)
+                ref = net(torch.from_numpy(x), torch.from_numpy(p)).numpy()
+                got = sess.run(None, {INPUT_NAME: x, PROMPT_INPUT: p})[0]
+                worst = max(worst, float(np.max(np.abs(ref - got))))
+        if not worst <= tolerance:
+            raise ExportError(f"{path}: ONNX Runtime differs from torch by {worst:.3g} (> {tolerance:g})")
+        return {"path": str(path), "max_abs_err": worst, "ops": sorted(audit.ops)}
+    finally:
+        net.train(was)
+
+
+# ---------------------------------------------------------------------------------------------
+# the distiller
+# ---------------------------------------------------------------------------------------------
+
+def _checkpoint(net: StudentNet, adapter: nn.Module, **extra) -> dict:
+    return {"architecture": net.architecture(), "state_dict": net.state_dict(),
+            "adapter": adapter.state_dict(), **extra}
+
+
+def load_student(path) -> StudentNet:
+    """A student from a ``student.pt`` / ``best.pt`` checkpoint (weights_only load)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return StudentNet.from_checkpoint(ckpt)
+
+
+class Distiller:
+    """Runs (or resumes) the distillation in ``work_dir``; see the module docstring."""
+
+    def __init__(self, settings: DistillSettings, work_dir, train_clean: Optional[np.ndarray] = None,
+                 val_clean: Optional[np.ndarray] = None):
+        from .train import crop_to_multiple, load_split
+
+        self.s = settings
+        self.work = Path(work_dir)
+        self.work.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(int(settings.threads))
+        self._setup_log()
+        self.bundle, self.teacher = load_teachers(settings.bundle)
+        self.tasks = list(self.teacher.tasks)
+        self.slots = self.tasks + [CLEAN]
+        data = settings.data or self._bundle_data()
+        if train_clean is None:
+            train_clean = load_split(data, "train")
+        if val_clean is None:
+            val_clean = load_split(data, "val")
+        self.data = data
+        m = math.lcm(self.teacher.cfg.multiple, 32)
+        rng = np.random.default_rng(settings.seed)
+        self.train_clean = crop_to_multiple(np.asarray(train_clean, np.float32), m)
+        val_clean = crop_to_multiple(np.asarray(val_clean, np.float32), m)
+        if settings.val_limit and len(val_clean) > settings.val_limit:
+            val_clean = val_clean[np.sort(rng.choice(len(val_clean), settings.val_limit, replace=False))]
+        self.val_clean = val_clean
+        self.state = self._load_state()
+        torch.manual_seed(settings.seed)
+        self.net = create_student(settings.preset, self.slots)
+        self.adapter = nn.Conv2d(self.net.cfg.width, self.teacher.cfg.width, 1)
+        self.loss = RestorationLoss(settings.crop)
+        self.opt = torch.optim.AdamW(self._body_params(), lr=settings.lr, weight_decay=1e-5)
+        self.step = 0
+        self._resume()
+        self._pools = None
+        self._val_sets: Dict[str, np.ndarray] = {}
+
+    # ---------------------------------------------------------------- bookkeeping
+    def _bundle_data(self) -> Optional[str]:
+        settings = ((self.bundle.manifest.get("training") or {}).get("settings") or {})
+        return settings.get("data")
+
+    def _setup_log(self) -> None:
+        path = self.work / "distill.log"
+        if not any(getattr(h, "baseFilename", None) == str(path) for h in log.handlers):
+            handler = logging.FileHandler(path)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+
+    def _load_state(self) -> dict:
+        path = self.work / "state.json"
+        state = {"done": [], "val": [], "metrics": {}, "wall_s": {}, "runs": []}
+        if path.is_file():
+            state = json.loads(path.read_text())
+            if state.get("settings", {}).get("bundle") not in (None, self.s.bundle):
+                log.warning("work dir %s was started with teachers %s; continuing with %s", self.work,
+                            state["settings"]["bundle"], self.s.bundle)
+        state["settings"] = asdict(self.s)
+        state.setdefault("runs", []).append({"date": _now(), "command": self.s.command})
+        return state
+
+    def _save_state(self) -> None:
+        tmp = self.work / "state.json.tmp"
+        tmp.write_text(json.dumps(self.state, indent=2, default=float))
+        os.replace(tmp, self.work / "state.json")
+
+    def _save(self, name: str = STUDENT_CKPT, **extra) -> None:
+        ckpt = _checkpoint(self.net, self.adapter, step=self.step, optimizer=self.opt.state_dict(), **extra)
+        torch.save(ckpt, self.work / (name + ".tmp"))
+        os.replace(self.work / (name + ".tmp"), self.work / name)
+
+    def _resume(self) -> None:
+        path = self.work / STUDENT_CKPT
+        if not path.is_file():
+            return
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt["architecture"]["prompts"] != self.slots:
+            raise ValueError(f"{path} holds a student for prompts {ckpt['architecture']['prompts']}, the teachers "
+                             f"have {self.slots}; use a new --work-dir")
+        self.net.load_state_dict(ckpt["state_dict"])
+        self.adapter.load_state_dict(ckpt["adapter"])
+        try:
+            self.opt.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError):   # the field stage's optimiser: the body is finished
+            pass
+        self.step = int(ckpt.get("step", 0))
+        log.info("resumed from %s at step %d (done: %s)", path, self.step, ", ".join(self.state["done"]) or "nothing")
+
+    def _body_params(self) -> List[nn.Parameter]:
+        field = set(id(p) for p in self.net.field.parameters()) if self.net.field is not None else set()
+        return [p for p in self.net.parameters() if id(p) not in field] + list(self.adapter.parameters())
+
+    # ---------------------------------------------------------------- data
+    def spec(self, task: str):
+        info = self.bundle.task_info(task)
+        return deg.DegradationSpec.from_json(info["spec"]) if info.get("spec") else deg.load_spec(task)
+
+    def pools(self):
+        from .train import DegradedPool
+
+        if self._pools is None:
+            rng = np.random.default_rng(self.s.seed + 1)
+            self._pools = {}
+            tone_pool = self.teacher.cfg.tone_pool if self.teacher.cfg.tone else None
+            for i, task in enumerate(self.tasks):
+                n = min(self.s.max_frames, len(self.train_clean))
+                idx = np.sort(rng.choice(len(self.train_clean), n, replace=False))
+                self._pools[task] = DegradedPool(self.train_clean[idx], self.spec(task),
+                                                 self.s.seed + 31 * (i + 1) + self.step, tone_pool)
+            n = min(self.s.max_frames, len(self.train_clean))
+            idx = np.sort(rng.choice(len(self.train_clean), n, replace=False))
+            self._pools[CLEAN] = _clean_pool(self.train_clean[idx], self.s.seed + 7 + self.step, tone_pool)
+        return self._pools
+
+    def val_set(self, task: str) -> np.ndarray:
+        if task not in self._val_sets:
+            self._val_sets[task] = deg.make_eval_set(self.val_clean, self.spec(task), seed=self.s.seed)
+        return self._val_sets[task]
+
+    def draw(self, rng: np.random.Generator) -> List[Tuple[str, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]:
+        """One batch as (slot, degraded crops, clean crops, whole-frame stats) groups."""
+        pools = self.pools()
+        slots = [CLEAN if rng.random() < self.s.clean_prob else self.tasks[int(rng.integers(len(self.tasks)))]
+                 for _ in range(self.s.batch)]
+        groups = []
+        for slot in dict.fromkeys(slots):
+            x, y, stats = pools[slot].batch(slots.count(slot), self.s.crop)
+            groups.append((slot, x, y, stats))
+        return groups
+
+    # ---------------------------------------------------------------- training
+    def loss_terms(self, groups) -> Dict[str, torch.Tensor]:
+        """Every loss term of one batch (see the module docstring)."""
+        xs, ys, ws, wrong, stats, t_out, t_feat = [], [], [], [], [], [], []
+        rng = np.random.default_rng(self.step + 12345)
+        for slot, x, y, st in groups:
+            with torch.no_grad():
+                out, feats = teacher_forward(self.teacher, x, slot, st)
+            xs.append(x)
+            ys.append(y)
+            ws.append(self.net.one_hot([slot] * len(x)))
+            others = [s for s in self.slots if s != slot]
+            wrong.append(self.net.one_hot([others[int(rng.integers(len(others)))] for _ in range(len(x))]))
+            stats.append(st if st is not None else frame_tone_stats(x[:, 0].numpy(), self.net.cfg.tone_pool))
+            t_out.append(out)
+            t_feat.append(feats)
+        x, y, w, w_neg = torch.cat(xs), torch.cat(ys), torch.cat(ws), torch.cat(wrong)
+        st, t_out, t_feat = torch.cat(stats), torch.cat(t_out), torch.cat(t_feat)
+        pred, h, _ = self.net.run(x, w, st, field=False)
+        f = self.adapter(h)
+        terms = {"gt": self.loss(pred, y), "kd": (pred - t_out).abs().mean(),
+                 "feat": (f - t_feat).abs().mean()}
+        fs, ft = _vectors(f, 4), _vectors(t_feat, 4)
+        terms["inst"] = info_nce(fs, ft, self.s.tau) + info_nce(_vectors(pred, 8), _vectors(t_out, 8), self.s.tau)
+        if self.s.w_cpr > 0:
+            _, h_neg, _ = self.net.run(x, w_neg, st, field=False)
+            terms["cpr"] = prompt_contrast(ft, fs, _vectors(self.adapter(h_neg), 4), self.s.tau)
+        else:
+            terms["cpr"] = pred.sum() * 0.0
+        terms["sparse"] = self.net.prompt_table.abs().mean()
+        weights = {"gt": self.s.w_gt, "kd": self.s.w_kd, "feat": self.s.w_feat, "inst": self.s.w_inst,
+                   "cpr": self.s.w_cpr, "sparse": self.s.w_sparse}
+        terms["total"] = sum(weights[k] * terms[k] for k in weights)
+        return terms
+
+    def _lr(self, i: int) -> float:
+        steps = self.s.steps
+        warm = max(1, steps // 20)
+        if i < warm:
+            return (i + 1) / warm
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, steps - warm)))
+
+    def distill(self) -> None:
+        """The ``distill`` stage (resumes at the saved step)."""
+        rng = np.random.default_rng(self.s.seed + 100 + self.step)
+        sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda i: self._lr(i + self.step))
+        params = self._body_params()
+        self.net.train()
+        running = None
+        bar = tqdm(range(self.step, self.s.steps), desc="distill", initial=self.step, total=self.s.steps,
+                   mininterval=5.0, dynamic_ncols=True)
+        t0 = time.monotonic()
+        for i in bar:
+            if i and i % self.s.refresh_every == 0:
+                for pool in self.pools().values():
+                    pool.refresh()
+            terms = self.loss_terms(self.draw(rng))
+            self.opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            self.opt.step()
+            sched.step()
+            self.step = i + 1
+            value = terms["total"].item()
+            running = value if running is None else 0.98 * running + 0.02 * value
+            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+            if self.step % 200 == 0 or self.step == self.s.steps:
+                log.info("distill step %d/%d loss %.4f (%s)", self.step, self.s.steps, running,
+                         ", ".join(f"{k} {v.item():.4f}" for k, v in terms.items() if k != "total"))
+            if self.step % self.s.val_every == 0 or self.step == self.s.steps:
+                self._validate()
+            if self.step % self.s.save_every == 0 or self.step == self.s.steps:
+                self._save()
+                self.state["step"] = self.step
+                self.state["wall_s"]["distill"] = round(self.state["wall_s"].get("distill", 0.0)
+                                                        + time.monotonic() - t0, 1)
+                t0 = time.monotonic()
+                self._save_state()
+
+    def _validate(self) -> None:
+        """Val PSNR per task with the one-hot prompt (field head included); keep the best."""
+        scores = {t: self.evaluate(t) for t in self.tasks}
+        mean = float(np.mean(list(scores.values())))
+        self.state["val"].append({"step": self.step, "mean": mean, "psnr": scores})
+        best = self.state.get("best")
+        if best is None or mean > best["mean"]:
+            self.state["best"] = {"step": self.step, "mean": mean, "psnr": scores}
+            self._save(BEST_CKPT)
+        log.info("val step %d: mean %.2f dB (%s)%s", self.step, mean,
+                 ", ".join(f"{t} {v:.2f}" for t, v in scores.items()),
+                 " best" if self.state["best"]["step"] == self.step else "")
+        self.net.train()
+
+    def evaluate(self, task: str, net: Optional[StudentNet] = None, weights=None) -> float:
+        """Mean per-frame val PSNR of the student on ``task``'s seeded val set (one-hot prompt,
+        or ``weights``: a K-vector)."""
+        net = self.net if net is None else net
+        net.eval()
+        frames = self.val_set(task)
+        w = net.one_hot([task]) if weights is None else torch.as_tensor(weights, dtype=torch.float32).reshape(1, -1)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(frames), 4):
+                x = torch.from_numpy(frames[i:i + 4, None])
+                out.append(net(x, w.expand(len(x), -1)).clamp(0, 1).numpy()[:, 0])
+        y = np.concatenate(out)
+        return float(np.mean([psnr(a, b) for a, b in zip(y, self.val_clean)]))
+
+    def teacher_psnr(self) -> Dict[str, float]:
+        """Val PSNR of every teacher route on the same frames (cached in state.json)."""
+        from .train import evaluate_route
+
+        cached = self.state.setdefault("teacher_val", {})
+        for task in self.tasks:
+            if task not in cached:
+                cached[task] = evaluate_route(self.teacher, task, self.val_set(task), self.val_clean)
+        self._save_state()
+        return dict(cached)
+
+    def field(self) -> None:
+        """The ``field`` stage: fit the prompt-conditioned field head on whole frames (body and
+        prompts frozen); kept only if val mean PSNR improves, else its output conv is zeroed."""
+        head = self.net.field
+        if head is None or self.s.field_steps <= 0:
+            return
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        params = list(head.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        before = float(np.mean([self.evaluate(t) for t in self.tasks]))
+        pools = self.pools()
+        rng = np.random.default_rng(self.s.seed + 4241)
+        self.net.eval()
+        bases, cleans, prompts = [], [], []
+        with torch.no_grad():
+            for slot in self.slots:
+                pool = pools[slot]
+                w = self.net.one_hot([slot])
+                for i in range(0, len(pool.clean), 4):
+                    x = torch.from_numpy(pool.degraded[i:i + 4, None])
+                    y, _, _ = self.net.run(x, w.expand(len(x), -1), field=False)
+                    bases.append(y)
+                    cleans.append(torch.from_numpy(pool.clean[i:i + 4, None]))
+                    prompts.append(w.expand(len(x), -1))
+        base, clean, wts = torch.cat(bases), torch.cat(cleans), torch.cat(prompts)
+        opt = torch.optim.AdamW(params, lr=self.s.lr, weight_decay=1e-5)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.s.lr, total_steps=self.s.field_steps,
+                                                    pct_start=0.05)
+        t0 = time.monotonic()
+        for _ in tqdm(range(self.s.field_steps), desc="student field", mininterval=5.0, dynamic_ncols=True):
+            idx = torch.from_numpy(rng.choice(len(base), min(8, len(base)), replace=False))
+            with torch.no_grad():
+                p = self.net.prompt_vector(wts[idx])
+            loss = (head(base[idx], p) - clean[idx]).abs().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        for p in self.net.parameters():
+            p.requires_grad_(True)
+        after = float(np.mean([self.evaluate(t) for t in self.tasks]))
+        kept = after > before
+        if not kept:
+            with torch.no_grad():
+                head.out.weight.zero_()
+                head.out.bias.zero_()
+        self.state["metrics"]["field"] = {"val_mean_before": before, "val_mean_after": after, "kept": kept,
+                                          "seconds": round(time.monotonic() - t0, 1)}
+        log.info("student field head: val mean %.2f -> %.2f dB (%s)", before, after, "kept" if kept else "dropped")
+
+    def run(self) -> dict:
+        """Every stage not yet done: ``distill`` (from the best val checkpoint on), ``field``."""
+        if "distill" not in self.state["done"]:
+            t0 = time.monotonic()
+            self.distill()
+            self.state["done"].append("distill")
+            best = self.work / BEST_CKPT
+            if best.is_file():   # continue from the checkpoint val chose
+                ckpt = torch.load(best, map_location="cpu", weights_only=True)
+                self.net.load_state_dict(ckpt["state_dict"])
+                self.adapter.load_state_dict(ckpt["adapter"])
+                log.info("distill: chose the step-%s checkpoint (val mean %.2f dB)", ckpt.get("step"),
+                         self.state["best"]["mean"])
+            self._save()
+            self._save_state()
+            log.info("stage distill finished in %.0f s", time.monotonic() - t0)
+        if "field" not in self.state["done"]:
+            t0 = time.monotonic()
+            self.field()
+            self.state["done"].append("field")
+            self.state["wall_s"]["field"] = round(time.monotonic() - t0, 1)
+            self._save()
+            self._save_state()
+        metrics = self.state["metrics"]
+        metrics["val_psnr"] = {t: self.evaluate(t) for t in self.tasks}
+        metrics["teacher_val_psnr"] = self.teacher_psnr()
+        metrics["gmac_640x512"] = round(student_gmac(self.net), 4)
+        metrics["params"] = sum(p.numel() for p in self.net.parameters())
+        self._save_state()
+        return self.state
+
+    def write_bundle(self, out_dir, deploy: str = "routes"):
+        """Export the student and write ``out_dir``: a copy of the teacher bundle with the student
+        added (tir.engines.bundle.add_student). Returns the Bundle."""
+        from .bundle import add_student
+
+        onnx_path = self.work / STUDENT_FILE
+        report = export_student(self.net, onnx_path)
+        m = self.state.get("metrics", {})
+        info = {"preset": self.net.cfg.name, "prompts": list(self.net.prompts),
+                "gmac_640x512": m.get("gmac_640x512", round(student_gmac(self.net), 4)),
+                "params": m.get("params", sum(p.numel() for p in self.net.parameters())),
+                "config": self.net.cfg.to_dict(),
+                "metrics": {"val_psnr": m.get("val_psnr"), "teacher_val_psnr": m.get("teacher_val_psnr"),
+                            "field": m.get("field"), "best": self.state.get("best"),
+                            "parity_max_abs_err": report["max_abs_err"]},
+                "training": {"teachers": str(self.bundle.path), "data": self.data, "command": self.s.command,
+                             "settings": asdict(self.s), "wall_s": self.state.get("wall_s"), "date": _now()}}
+        return add_student(self.bundle.path, out_dir, onnx_path, info, deploy=deploy)
+
+
+def _clean_pool(clean: np.ndarray, seed: int, tone_pool: Optional[int]):
+    """A pool whose degraded frames are the clean frames (the ``clean`` prompt's identity target)."""
+    from .train import DegradedPool
+
+    pool = DegradedPool.__new__(DegradedPool)
+    pool.base = pool.clean = np.asarray(clean, np.float32)
+    pool.degraded = pool.clean
+    pool.rng = np.random.default_rng(seed)
+    pool.tone_pool = tone_pool
+    pool.randomize = False
+    pool.spec = None
+    pool.stats = frame_tone_stats(pool.clean, tone_pool)
+    pool.refresh = lambda fraction=0.25: np.arange(0)
+    return pool
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
