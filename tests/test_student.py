@@ -277,3 +277,32 @@ def test_student_engine_refuses_wrong_prompt_length(student_bundle):
     assert np.allclose(e.infer(x, [0.0, 1.0, 0.0]), 3.5)
     with pytest.raises(EngineError, match="3 per frame"):
         e.infer(x, [1.0, 0.0])
+
+
+def test_bench_times_routes_and_student_in_one_table_with_psnr(student_bundle, monkeypatch, capsys):
+    from tir.tools import bench
+    from tir.tools.cli import main
+
+    clean = np.full((2, 24, 32), 0.1, np.float32)
+    # frames a student with factor 5 (prompt a) restores exactly: degraded = clean / 5
+    monkeypatch.setattr(bench, "psnr_frames", lambda sets, split, n, task: {
+        "clean": clean, "degraded": clean / 5.0, "data": f"{sets} {split}", "task": task})
+    rc = main(["bench", "--mode", "model", "--model", str(student_bundle / "student"), "--deploy", "routes",
+               "student", "--task", "a", "--frames", "3", "--warmup", "1", "--size", "32x24", "--no-progress",
+               "--backend", "onnxruntime", "--psnr-data", "fake"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("mode"))
+    assert header.split()[-3:] == ["deploy", "PSNR", "dB"]
+    rows = [line.split() for line in out.splitlines() if line.startswith("model ")]
+    assert [r[-2] for r in rows] == ["routes", "student"]
+    # routes: route a doubles (0.04 vs 0.1: 20·log10(1/0.06) dB); student prompt a: ×5, exact (PSNR capped)
+    assert float(rows[0][-1]) == pytest.approx(20 * np.log10(1 / 0.06), abs=0.01)
+    assert float(rows[1][-1]) > 60
+
+
+def test_deploy_flag_refuses_a_single_model(tmp_path):
+    from tir.tools.run import ModelNotFound, load_model
+
+    with pytest.raises(ModelNotFound, match="--deploy picks what a bundle runs"):
+        load_model("plainnet:tiny", deploy="student")
