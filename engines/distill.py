@@ -30,6 +30,19 @@ body frozen, L1 to the clean frame), as ``tir train`` does for the routes' field
 (the data's val split, seeded eval sets) picks the checkpoint: the student is evaluated every
 ``val_every`` steps and the best mean PSNR over the tasks is kept. Test is not used.
 
+Optional stage 2, ``calibrate`` (``calibrate_steps`` > 0; Uni-Removal's real-domain
+calibration, unpaired): real degraded frames (``real_data``, default the Lynred set without NUC;
+in file order, the first two thirds calibrate, the last third is held out for measurement) are restored by
+the student with the router's prompt mix; a frozen clean-image encoder (the teacher bundle's
+stem + clean branch, 4×4-cell pooled, normalised) embeds crops; k-means gives ``clusters``
+centroids of real *clean* crops (the train frames) and of real degraded crops. The
+cluster-grained contrastive loss pulls each restored crop's embedding to its nearest clean
+centroid and pushes it from every degraded centroid (InfoNCE, temperature ``tau``); it is
+added with weight ``w_cal`` to the distillation loss of synthetic batches, which anchors the
+student to its teachers. Measured with and without: val PSNR (synthetic, the data's val split)
+and, on the held-out real frames, the column FPN (tir.engines.metrics.column_fpn) of the output.
+The calibrated weights are kept only when val PSNR falls by at most 0.1 dB and column FPN falls.
+
 Work dir: ``student.pt`` (latest: student, adapter, optimiser, step), ``best.pt`` (chosen),
 ``state.json`` (settings, step, val history, metrics, wall time), ``distill.log``; a rerun
 with the same work dir resumes from the latest step. tqdm bars on stderr.
@@ -92,6 +105,11 @@ class DistillSettings:
     val_limit: Optional[int] = 16        # val frames per task for checkpoint choice (None: all)
     save_every: int = 100
     refresh_every: int = 100
+    # stage 2, real-domain calibration (0 steps: off)
+    calibrate_steps: int = 0
+    real_data: str = "lynred_nonuc"      # unpaired real degraded frames (their "all"/train split)
+    clusters: int = 8
+    w_cal: float = 0.1
     command: str = ""
 
 
@@ -538,8 +556,116 @@ class Distiller:
                                           "seconds": round(time.monotonic() - t0, 1)}
         log.info("student field head: val mean %.2f -> %.2f dB (%s)", before, after, "kept" if kept else "dropped")
 
+    # ---------------------------------------------------------------- stage 2
+    def _encoder(self, x: torch.Tensor) -> torch.Tensor:
+        """Frozen clean-image embedding of N×1×h×w crops: N×(C·16), normalised."""
+        s = self.teacher.stem(x)
+        return _vectors(s + self.teacher.branches[CLEAN](s), 4)
+
+    def real_frames(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(calibration, held-out) real degraded frames of ``real_data`` (train split, or ``all``
+        for a set without splits): per set, frames in file order, the last third held out as one
+        block (the Lynred set is one recording, so a block in time is the cleanest split there is)."""
+        from . import datasets as dsets
+        from .train import crop_to_multiple
+
+        cal, held = [], []
+        for name in dsets.parse_sets(self.s.real_data):
+            split = "train" if dsets.dataset(name).splits else "all"
+            frames = dsets.load_unit_frames([name], split, clean_only=False)
+            cut = len(frames) - len(frames) // 3
+            cal += list(frames[:cut])
+            held += list(frames[cut:])
+        if not cal or not held:
+            raise ValueError(f"{self.s.real_data}: too few frames to split into calibration and held-out frames")
+        m = math.lcm(self.teacher.cfg.multiple, 32)
+        return crop_to_multiple(np.stack(cal), m), crop_to_multiple(np.stack(held), m)
+
+    def router_mix(self, frames: np.ndarray) -> np.ndarray:
+        """Prompt weights N×K from the teacher bundle's router (uniform over the tasks without one)."""
+        if self.bundle.router is None:
+            w = np.zeros((len(frames), len(self.slots)), np.float32)
+            w[:, :len(self.tasks)] = 1.0 / len(self.tasks)
+            return w
+        from .backends.student import prompt_mix
+        from .evaluate import RouterRunner
+
+        runner = RouterRunner(self.bundle.router_path, self.bundle.router, threads=self.s.threads)
+        from .adapt import apply_adaptation
+
+        emb = apply_adaptation(runner.embed(frames), runner.adaptation)
+        return np.stack([prompt_mix(e, runner.codebook, runner.classes, runner.temperature, self.slots) for e in emb])
+
+    def _crops(self, frames: np.ndarray, n: int, rng: np.random.Generator):
+        c = self.s.crop
+        idx = rng.integers(0, len(frames), n)
+        ys = rng.integers(0, frames.shape[1] - c + 1, n)
+        xs = rng.integers(0, frames.shape[2] - c + 1, n)
+        x = np.stack([frames[i, y:y + c, x0:x0 + c] for i, y, x0 in zip(idx, ys, xs)])[:, None]
+        return torch.from_numpy(np.ascontiguousarray(x)), idx
+
+    def real_scores(self, frames: np.ndarray, weights: np.ndarray) -> Dict[str, float]:
+        """Mean column FPN of the input and of the student's output on real frames (no reference)."""
+        from .metrics import column_fpn
+
+        self.net.eval()
+        fpn_in, fpn_out = [], []
+        with torch.no_grad():
+            for f, w in zip(frames, weights):
+                y = self.net(torch.from_numpy(f[None, None]), torch.from_numpy(w[None])).clamp(0, 1).numpy()[0, 0]
+                fpn_in.append(column_fpn(f))
+                fpn_out.append(column_fpn(y))
+        return {"column_fpn_input": float(np.mean(fpn_in)), "column_fpn_output": float(np.mean(fpn_out)),
+                "frames": len(frames)}
+
+    def calibrate(self) -> None:
+        """Stage 2, see the module docstring; records before/after in ``metrics.calibrate``."""
+        if self.s.calibrate_steps <= 0:
+            return
+        t0 = time.monotonic()
+        rng = np.random.default_rng(self.s.seed + 777)
+        cal, held = self.real_frames()
+        w_cal, w_held = self.router_mix(cal), self.router_mix(held)
+        with torch.no_grad():
+            clean_c, _ = self._crops(self.train_clean, 256, rng)
+            real_c, _ = self._crops(cal, 256, rng)
+            pos = torch.from_numpy(kmeans(self._encoder(clean_c).numpy(), self.s.clusters, self.s.seed))
+            neg = torch.from_numpy(kmeans(self._encoder(real_c).numpy(), self.s.clusters, self.s.seed + 1))
+        pos, neg = F.normalize(pos, dim=1), F.normalize(neg, dim=1)
+        before = {"val_mean": float(np.mean([self.evaluate(t) for t in self.tasks])),
+                  **self.real_scores(held, w_held)}
+        saved = {k: v.clone() for k, v in self.net.state_dict().items()}
+        params = self._body_params()
+        opt = torch.optim.AdamW(params, lr=self.s.lr * 0.1, weight_decay=1e-5)
+        stats = frame_tone_stats(cal, self.net.cfg.tone_pool)
+        self.net.train()
+        for _ in tqdm(range(self.s.calibrate_steps), desc="calibrate", mininterval=5.0, dynamic_ncols=True):
+            terms = self.loss_terms(self.draw(rng))
+            x, idx = self._crops(cal, self.s.batch, rng)
+            y, _, _ = self.net.run(x, torch.from_numpy(w_cal[idx]), stats[idx], field=False)
+            v = self._encoder(y)
+            loss_cal = cluster_contrast(v, pos, neg, self.s.tau)
+            loss = terms["total"] + self.s.w_cal * loss_cal
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+        after = {"val_mean": float(np.mean([self.evaluate(t) for t in self.tasks])),
+                 **self.real_scores(held, w_held)}
+        kept = after["val_mean"] >= before["val_mean"] - 0.1 and after["column_fpn_output"] < before["column_fpn_output"]
+        if not kept:
+            self.net.load_state_dict(saved)
+        self.state["metrics"]["calibrate"] = {"before": before, "after": after, "kept": kept,
+                                              "real_data": self.s.real_data, "calibration_frames": len(cal),
+                                              "held_out_frames": len(held), "steps": self.s.calibrate_steps,
+                                              "seconds": round(time.monotonic() - t0, 1)}
+        log.info("calibrate: val mean %.2f -> %.2f dB, held-out real column FPN %.4f -> %.4f (input %.4f): %s",
+                 before["val_mean"], after["val_mean"], before["column_fpn_output"], after["column_fpn_output"],
+                 before["column_fpn_input"], "kept" if kept else "dropped")
+
     def run(self) -> dict:
-        """Every stage not yet done: ``distill`` (from the best val checkpoint on), ``field``."""
+        """Every stage not yet done: ``distill`` (from the best val checkpoint on), ``field``,
+        ``calibrate`` (when ``calibrate_steps`` > 0)."""
         if "distill" not in self.state["done"]:
             t0 = time.monotonic()
             self.distill()
@@ -559,6 +685,13 @@ class Distiller:
             self.field()
             self.state["done"].append("field")
             self.state["wall_s"]["field"] = round(time.monotonic() - t0, 1)
+            self._save()
+            self._save_state()
+        if self.s.calibrate_steps > 0 and "calibrate" not in self.state["done"]:
+            t0 = time.monotonic()
+            self.calibrate()
+            self.state["done"].append("calibrate")
+            self.state["wall_s"]["calibrate"] = round(time.monotonic() - t0, 1)
             self._save()
             self._save_state()
         metrics = self.state["metrics"]
@@ -587,6 +720,35 @@ class Distiller:
                 "training": {"teachers": str(self.bundle.path), "data": self.data, "command": self.s.command,
                              "settings": asdict(self.s), "wall_s": self.state.get("wall_s"), "date": _now()}}
         return add_student(self.bundle.path, out_dir, onnx_path, info, deploy=deploy)
+
+
+def cluster_contrast(v: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, tau: float) -> torch.Tensor:
+    """Cluster-grained contrastive loss (Uni-Removal stage 2), all rows normalised: each row of
+    ``v`` (N×D) is pulled to its nearest ``positives`` centroid (by cosine) and pushed from every
+    ``negatives`` centroid: mean of −log e^{v·p/τ} / (e^{v·p/τ} + Σ_j e^{v·n_j/τ})."""
+    sims = v @ positives.t()
+    pos = sims.max(dim=1).values / tau
+    neg = v @ negatives.t() / tau
+    return (torch.logsumexp(torch.cat([pos[:, None], neg], dim=1), dim=1) - pos).mean()
+
+
+def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 20) -> np.ndarray:
+    """k centroids (k×D float32) of the rows of ``x`` by Lloyd's algorithm, k-means++ seeding."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(x, np.float64)
+    k = min(k, len(x))
+    centres = [x[rng.integers(len(x))]]
+    for _ in range(1, k):
+        d = np.min(((x[:, None] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
+        centres.append(x[rng.choice(len(x), p=d / d.sum())] if d.sum() > 0 else x[rng.integers(len(x))])
+    c = np.array(centres)
+    for _ in range(iters):
+        label = np.argmin(((x[:, None] - c[None]) ** 2).sum(-1), axis=1)
+        new = np.array([x[label == j].mean(0) if np.any(label == j) else c[j] for j in range(k)])
+        if np.allclose(new, c):
+            break
+        c = new
+    return c.astype(np.float32)
 
 
 def _clean_pool(clean: np.ndarray, seed: int, tone_pool: Optional[int]):

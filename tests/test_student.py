@@ -306,3 +306,30 @@ def test_deploy_flag_refuses_a_single_model(tmp_path):
 
     with pytest.raises(ModelNotFound, match="--deploy picks what a bundle runs"):
         load_model("plainnet:tiny", deploy="student")
+
+
+def test_cluster_contrast_and_kmeans_values():
+    from tir.engines.distill import cluster_contrast, kmeans
+
+    v = torch.tensor([[1.0, 0.0]])
+    pos = torch.tensor([[0.0, 1.0], [1.0, 0.0]])      # nearest positive: the second (cos 1)
+    neg = torch.tensor([[0.0, 1.0]])                   # cos 0
+    assert cluster_contrast(v, pos, neg, 1.0).item() == pytest.approx(np.log1p(np.exp(-1)), rel=1e-5)
+    x = np.concatenate([np.zeros((5, 2)), np.ones((5, 2)) * 10]) + np.random.default_rng(0).normal(0, 0.01, (10, 2))
+    c = kmeans(x, 2, seed=0)
+    assert sorted(np.round(c[:, 0]).tolist()) == [0.0, 10.0]
+
+
+def test_calibration_stage_runs_on_real_frames_and_records_before_after(tmp_path, teacher_bundle, monkeypatch):
+    clean = frames()
+    real = frames(9, seed=3)
+    d = Distiller(distill_settings(teacher_bundle, steps=2, field_steps=0, calibrate_steps=2, clusters=3),
+                  tmp_path, clean, clean[:2])
+    monkeypatch.setattr(d, "real_frames", lambda: (real[:6], real[6:]))
+    state = d.run()
+    assert state["done"] == ["distill", "field", "calibrate"]
+    cal = state["metrics"]["calibrate"]
+    assert cal["calibration_frames"] == 6 and cal["held_out_frames"] == 3
+    assert set(cal["before"]) == set(cal["after"]) == {"val_mean", "column_fpn_input", "column_fpn_output", "frames"}
+    # weights are the calibrated ones only when kept
+    assert isinstance(cal["kept"], bool)

@@ -34,6 +34,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--w-cpr", type=float, default=0.05, help="contrastive prompt regularisation weight (0: off)")
     parser.add_argument("--w-inst", type=float, default=0.05, help="instance-grained contrastive weight")
     parser.add_argument("--w-feat", type=float, default=0.2, help="feature distillation weight")
+    parser.add_argument("--calibrate-steps", type=int, default=0,
+                        help="stage 2: real-domain calibration steps on unpaired real frames (0: off)")
+    parser.add_argument("--real-data", default="lynred_nonuc",
+                        help="stage 2: registered sets of real degraded frames (default lynred_nonuc)")
     parser.add_argument("--deploy", choices=("routes", "student"), default="routes",
                         help="what the written bundle runs by default (default routes: the student is "
                              "there, `--deploy student` on tir run/bench/eval picks it)")
@@ -54,7 +58,8 @@ def main(args) -> int:
                                field_steps=args.field_steps, crop=args.crop, batch=args.batch, lr=args.lr,
                                seed=args.seed, threads=args.threads, data=args.data, max_frames=args.max_frames,
                                val_limit=args.val_limit, val_every=args.val_every, w_cpr=args.w_cpr,
-                               w_inst=args.w_inst, w_feat=args.w_feat,
+                               w_inst=args.w_inst, w_feat=args.w_feat, calibrate_steps=args.calibrate_steps,
+                               real_data=args.real_data,
                                command=getattr(args, "command_line", ""))
     try:
         distiller = Distiller(settings, work)
