@@ -312,7 +312,8 @@ class Distiller:
             if state.get("settings", {}).get("bundle") not in (None, self.s.bundle):
                 log.warning("work dir %s was started with teachers %s; continuing with %s", self.work,
                             state["settings"]["bundle"], self.s.bundle)
-        state["settings"] = asdict(self.s)
+        if "distill" not in state["done"]:     # the settings that trained the student; later runs are in "runs"
+            state["settings"] = asdict(self.s)
         state.setdefault("runs", []).append({"date": _now(), "command": self.s.command})
         return state
 
@@ -494,15 +495,34 @@ class Distiller:
         return float(np.mean([psnr(a, b) for a, b in zip(y, self.val_clean)]))
 
     def teacher_psnr(self) -> Dict[str, float]:
-        """Val PSNR of every teacher route on the same frames (cached in state.json)."""
+        """Val PSNR of every teacher route on the same frames (cached in state.json per frame count)."""
         from .train import evaluate_route
 
-        cached = self.state.setdefault("teacher_val", {})
+        cached = self.state.get("teacher_val") or {}
+        if cached.get("frames") != len(self.val_clean):
+            cached = {"frames": len(self.val_clean), "psnr": {}}
         for task in self.tasks:
-            if task not in cached:
-                cached[task] = evaluate_route(self.teacher, task, self.val_set(task), self.val_clean)
+            if task not in cached["psnr"]:
+                cached["psnr"][task] = evaluate_route(self.teacher, task, self.val_set(task), self.val_clean)
+        self.state["teacher_val"] = cached
         self._save_state()
-        return dict(cached)
+        return dict(cached["psnr"])
+
+    def evaluate_split(self, split: str) -> dict:
+        """Student (one-hot prompts) and teacher routes on every frame of ``split`` of the data
+        (seeded eval sets), recorded in ``state["eval"][split]``; trains nothing. For the final
+        report on ``test``, once, for the chosen checkpoint."""
+        from .train import crop_to_multiple, evaluate_route, load_split
+
+        m = math.lcm(self.teacher.cfg.multiple, 32)
+        self.val_clean = crop_to_multiple(load_split(self.data, split), m)
+        self._val_sets = {}
+        out = {"frames": len(self.val_clean), "data": self.data, "date": _now(), "step": self.step,
+               "student": {t: self.evaluate(t) for t in self.tasks},
+               "teacher": {t: evaluate_route(self.teacher, t, self.val_set(t), self.val_clean) for t in self.tasks}}
+        self.state.setdefault("eval", {})[split] = out
+        self._save_state()
+        return out
 
     def field(self) -> None:
         """The ``field`` stage: fit the prompt-conditioned field head on whole frames (body and
@@ -696,6 +716,7 @@ class Distiller:
             self._save_state()
         metrics = self.state["metrics"]
         metrics["val_psnr"] = {t: self.evaluate(t) for t in self.tasks}
+        metrics["val_frames"] = len(self.val_clean)
         metrics["teacher_val_psnr"] = self.teacher_psnr()
         metrics["gmac_640x512"] = round(student_gmac(self.net), 4)
         metrics["params"] = sum(p.numel() for p in self.net.parameters())

@@ -333,3 +333,20 @@ def test_calibration_stage_runs_on_real_frames_and_records_before_after(tmp_path
     assert set(cal["before"]) == set(cal["after"]) == {"val_mean", "column_fpn_input", "column_fpn_output", "frames"}
     # weights are the calibrated ones only when kept
     assert isinstance(cal["kept"], bool)
+
+
+def test_eval_split_scores_student_and_teachers_without_training(tmp_path, teacher_bundle, monkeypatch):
+    import tir.engines.train as train_mod
+
+    clean = frames()
+    d = Distiller(distill_settings(teacher_bundle, steps=2, field_steps=0), tmp_path, clean, clean[:2])
+    d.run()
+    before = {k: v.clone() for k, v in d.net.state_dict().items()}
+    monkeypatch.setattr(train_mod, "load_split", lambda data, split: frames(3, seed=9))
+    out = d.evaluate_split("test")
+    assert out["frames"] == 3 and set(out["student"]) == set(out["teacher"]) == {"contrast", "blur", "CB"}
+    from tir.engines.train import evaluate_route
+
+    assert out["teacher"]["blur"] == pytest.approx(evaluate_route(d.teacher, "blur", d.val_set("blur"), d.val_clean))
+    assert all(torch.equal(before[k], v) for k, v in d.net.state_dict().items())
+    assert json.loads((tmp_path / "state.json").read_text())["eval"]["test"]["frames"] == 3

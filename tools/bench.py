@@ -186,7 +186,8 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
 
 
 def psnr_frames(sets: str, split: str, n: int, task: Optional[str]) -> Dict[str, Any]:
-    """Clean frames (the first ``n`` of registered ``sets``' ``split``, 640×512 native scale) and
+    """Clean frames (``n`` in all, drawn evenly from the first ⌈n/sets⌉ of each registered set's
+    ``split``, 640×512 at native scale) and
     their copies degraded with ``task`` (seed 0, engines/degrade.make_eval_set). ValueError when
     there is no degradation to undo or the sets do not load."""
     from tir.engines import datasets as dsets
@@ -194,7 +195,10 @@ def psnr_frames(sets: str, split: str, n: int, task: Optional[str]) -> Dict[str,
 
     if not task:
         raise ValueError("--psnr-data needs frames to restore: give --degrade TASK or --task TASK")
-    clean = dsets.load_unit_frames(dsets.parse_sets(sets), split, max_frames=n)[:n]
+    names = dsets.parse_sets(sets)
+    per_set = -(-int(n) // len(names))        # the first frames of every set, n in all
+    clean = dsets.load_unit_frames(names, split, max_frames=per_set)
+    clean = clean[np.sort(np.random.default_rng(0).choice(len(clean), min(n, len(clean)), replace=False))]
     return {"clean": clean, "degraded": make_eval_set(clean, task, seed=0), "data": f"{sets} {split}",
             "task": task}
 

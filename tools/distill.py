@@ -41,6 +41,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--deploy", choices=("routes", "student"), default="routes",
                         help="what the written bundle runs by default (default routes: the student is "
                              "there, `--deploy student` on tir run/bench/eval picks it)")
+    parser.add_argument("--eval-split", choices=("val", "test"), default=None,
+                        help="evaluate the finished student and its teachers on every frame of this split "
+                             "and print the table; trains nothing, writes no bundle (test: once, at the end)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
 
@@ -63,6 +66,16 @@ def main(args) -> int:
                                command=getattr(args, "command_line", ""))
     try:
         distiller = Distiller(settings, work)
+        if args.eval_split:
+            if "distill" not in distiller.state["done"]:
+                print(f"tir distill: {work} holds no finished student; run tir distill without --eval-split first")
+                return 2
+            result = distiller.evaluate_split(args.eval_split)
+            print(f"{args.eval_split} split, {result['frames']} frames, student step {result['step']}")
+            print(f"{'task':<10} {'student':>8} {'teacher':>8}  (PSNR dB)")
+            for task, value in result["student"].items():
+                print(f"{task:<10} {value:8.2f} {result['teacher'][task]:8.2f}")
+            return 0
         state = distiller.run()
         bundle = distiller.write_bundle(args.out, deploy=args.deploy)
     except (BundleError, DatasetError, ValueError) as exc:
