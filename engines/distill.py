@@ -101,6 +101,7 @@ class DistillSettings:
     w_cpr: float = 0.05
     w_sparse: float = 1e-3
     tau: float = 0.1
+    max_minutes: Optional[float] = None  # wall-time budget of the distill stage (None: steps only)
     val_every: int = 500
     val_limit: Optional[int] = 16        # val frames per task for checkpoint choice (None: all)
     save_every: int = 100
@@ -422,49 +423,74 @@ class Distiller:
         terms["total"] = sum(weights[k] * terms[k] for k in weights)
         return terms
 
-    def _lr(self, i: int) -> float:
-        steps = self.s.steps
-        warm = max(1, steps // 20)
-        if i < warm:
-            return (i + 1) / warm
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, steps - warm)))
+    def _progress(self, elapsed: float) -> float:
+        """How far the stage is, 0..1: the larger of steps done / ``steps`` and, with a time
+        budget, seconds spent / ``max_minutes``·60 (so a slow or shared machine still ends on time,
+        with the full learning-rate schedule)."""
+        p = self.step / max(1, self.s.steps)
+        if self.s.max_minutes:
+            p = max(p, elapsed / (60.0 * self.s.max_minutes))
+        return min(1.0, p)
+
+    @staticmethod
+    def lr_factor(p: float, warm: float = 0.05) -> float:
+        """Linear warm-up over the first 5 %, then cosine down to 1 % of the peak."""
+        if p < warm:
+            return max(p / warm, 0.01)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, (p - warm) / (1 - warm))))
 
     def distill(self) -> None:
-        """The ``distill`` stage (resumes at the saved step)."""
+        """The ``distill`` stage: until ``steps`` or the ``max_minutes`` budget (wall time of the
+        stage, summed over resumed runs); resumes at the saved step."""
         rng = np.random.default_rng(self.s.seed + 100 + self.step)
-        sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda i: self._lr(i + self.step))
         params = self._body_params()
         self.net.train()
         running = None
-        bar = tqdm(range(self.step, self.s.steps), desc="distill", initial=self.step, total=self.s.steps,
-                   mininterval=5.0, dynamic_ncols=True)
+        spent = float(self.state["wall_s"].get("distill", 0.0))
+        bar = tqdm(total=self.s.steps, initial=self.step, desc="distill", mininterval=5.0, dynamic_ncols=True)
         t0 = time.monotonic()
-        for i in bar:
-            if i and i % self.s.refresh_every == 0:
+        last_save = t0
+        while True:
+            p = self._progress(spent + time.monotonic() - t0)
+            if p >= 1.0 and self.step > 0:   # a fresh stage takes at least one step
+                break
+            if self.step and self.step % self.s.refresh_every == 0:
                 for pool in self.pools().values():
                     pool.refresh()
+            for group in self.opt.param_groups:
+                group["lr"] = self.s.lr * self.lr_factor(p)
             terms = self.loss_terms(self.draw(rng))
             self.opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             self.opt.step()
-            sched.step()
-            self.step = i + 1
+            self.step += 1
+            bar.update(1)
             value = terms["total"].item()
             running = value if running is None else 0.98 * running + 0.02 * value
             bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-            if self.step % 200 == 0 or self.step == self.s.steps:
+            if self.step % 200 == 0:
                 log.info("distill step %d/%d loss %.4f (%s)", self.step, self.s.steps, running,
                          ", ".join(f"{k} {v.item():.4f}" for k, v in terms.items() if k != "total"))
-            if self.step % self.s.val_every == 0 or self.step == self.s.steps:
+            if self.step % self.s.val_every == 0:
                 self._validate()
-            if self.step % self.s.save_every == 0 or self.step == self.s.steps:
-                self._save()
-                self.state["step"] = self.step
-                self.state["wall_s"]["distill"] = round(self.state["wall_s"].get("distill", 0.0)
-                                                        + time.monotonic() - t0, 1)
-                t0 = time.monotonic()
-                self._save_state()
+            if self.step % self.s.save_every == 0:
+                now = time.monotonic()
+                spent += now - last_save
+                last_save = now
+                self._checkpoint_stage(spent)
+        bar.close()
+        spent += time.monotonic() - last_save
+        log.info("distill: ended at step %d after %.0f s (loss %.4f)", self.step, spent, running or float("nan"))
+        if not self.state["val"] or self.state["val"][-1]["step"] != self.step:
+            self._validate()
+        self._checkpoint_stage(spent)
+
+    def _checkpoint_stage(self, spent: float) -> None:
+        self._save()
+        self.state["step"] = self.step
+        self.state["wall_s"]["distill"] = round(spent, 1)
+        self._save_state()
 
     def _validate(self) -> None:
         """Val PSNR per task with the one-hot prompt (field head included); keep the best."""

@@ -350,3 +350,15 @@ def test_eval_split_scores_student_and_teachers_without_training(tmp_path, teach
     assert out["teacher"]["blur"] == pytest.approx(evaluate_route(d.teacher, "blur", d.val_set("blur"), d.val_clean))
     assert all(torch.equal(before[k], v) for k, v in d.net.state_dict().items())
     assert json.loads((tmp_path / "state.json").read_text())["eval"]["test"]["frames"] == 3
+
+
+def test_learning_rate_schedule_and_time_budget(tmp_path, teacher_bundle):
+    f = Distiller.lr_factor
+    assert f(0.0) == 0.01 and f(0.025) == pytest.approx(0.5) and f(0.05) == pytest.approx(1.0)
+    assert f(0.525) == pytest.approx(0.505) and f(1.0) == pytest.approx(0.01)
+    clean = frames()
+    # a budget far below one step's time: the stage ends after its first step, validated and saved
+    d = Distiller(distill_settings(teacher_bundle, steps=1000, max_minutes=1e-6), tmp_path, clean, clean[:2])
+    d.distill()
+    assert d.step == 1 and [v["step"] for v in d.state["val"]] == [1]
+    assert json.loads((tmp_path / "state.json").read_text())["step"] == 1

@@ -24,6 +24,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", default=None,
                         help="SET[,SET...] registered data sets (default: the teacher bundle's training data)")
     parser.add_argument("--steps", type=int, default=2000, help="distillation steps")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="wall-time budget of the distill stage: it ends at --steps or after this many "
+                             "minutes, whichever comes first, with the whole learning-rate schedule")
     parser.add_argument("--field-steps", type=int, default=300, help="whole-frame steps of the student's field head")
     parser.add_argument("--crop", type=int, default=128, help="training crop size in pixels (a multiple of 32)")
     parser.add_argument("--batch", type=int, default=8)
@@ -59,7 +62,7 @@ def main(args) -> int:
     work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")
     settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, steps=args.steps,
                                field_steps=args.field_steps, crop=args.crop, batch=args.batch, lr=args.lr,
-                               seed=args.seed, threads=args.threads, data=args.data, max_frames=args.max_frames,
+                               seed=args.seed, threads=args.threads, max_minutes=args.max_minutes, data=args.data, max_frames=args.max_frames,
                                val_limit=args.val_limit, val_every=args.val_every, w_cpr=args.w_cpr,
                                w_inst=args.w_inst, w_feat=args.w_feat, calibrate_steps=args.calibrate_steps,
                                real_data=args.real_data,
