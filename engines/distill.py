@@ -71,7 +71,8 @@ from .engine import MULTIPLE_KEY
 from .losses import RestorationLoss
 from .metrics import psnr
 from .models.ecmrnet import frame_tone_stats
-from .models.student import PROMPT_INPUT, StudentNet, create_student, student_gmac
+from .models.student import (PROMPT_INPUT, StudentConfig, StudentNet, create_student, get_student_config,
+                             student_gmac)
 
 log = logging.getLogger("tir.distill")
 
@@ -84,6 +85,8 @@ BEST_CKPT = "best.pt"
 class DistillSettings:
     bundle: str = ""
     preset: str = "edge"
+    init_from: str = "auto"              # a teacher route to copy the student from ("auto": noise, else the
+                                         # first single task; "none": the preset, from scratch)
     steps: int = 2000
     field_steps: int = 300
     crop: int = 128
@@ -283,7 +286,7 @@ class Distiller:
         self.val_clean = val_clean
         self.state = self._load_state()
         torch.manual_seed(settings.seed)
-        self.net = create_student(settings.preset, self.slots)
+        self.net = self._new_student()
         self.adapter = nn.Conv2d(self.net.cfg.width, self.teacher.cfg.width, 1)
         self.loss = RestorationLoss(settings.crop)
         self.opt = torch.optim.AdamW(self._body_params(), lr=settings.lr, weight_decay=1e-5)
@@ -291,6 +294,32 @@ class Distiller:
         self._resume()
         self._pools = None
         self._val_sets: Dict[str, np.ndarray] = {}
+
+    def _new_student(self) -> StudentNet:
+        """The student of a saved checkpoint (resume), else one copied from route ``init_from``,
+        else the ``preset`` from scratch. Raises ValueError when a copied route would exceed
+        :data:`MAX_GMAC`."""
+        path = self.work / STUDENT_CKPT
+        if path.is_file():
+            arch = torch.load(path, map_location="cpu", weights_only=True)["architecture"]
+            return StudentNet(StudentConfig.from_dict(arch["config"]), arch["prompts"])
+        task = self.s.init_from
+        if task == "auto":
+            singles = [t for t in self.tasks if t not in self.teacher.parts]
+            task = "noise" if "noise" in singles else (singles[0] if singles else "none")
+        if task == "none":
+            return create_student(self.s.preset, self.slots)
+        if task not in self.tasks or task in self.teacher.parts:
+            raise ValueError(f"--init-from {task!r} must be a single-degradation route of the teachers "
+                             f"({', '.join(t for t in self.tasks if t not in self.teacher.parts)}) or none")
+        net = student_from_route(self.teacher, task, self.slots, get_student_config(self.s.preset).prompt_dim)
+        gmac = student_gmac(net)
+        if gmac > MAX_GMAC:
+            raise ValueError(f"a student copied from route {task} costs {gmac:.3f} GMAC at 640x512, over the "
+                             f"{MAX_GMAC} budget; prune the teachers or use --init-from none")
+        log.info("student initialised from route %s (%.3f GMAC)", task, gmac)
+        self.state["init_from"] = task
+        return net
 
     # ---------------------------------------------------------------- bookkeeping
     def _bundle_data(self) -> Optional[str]:
@@ -797,6 +826,49 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 20) -> np.ndarray:
             break
         c = new
     return c.astype(np.float32)
+
+
+#: the student's cost budget per 640×512 frame (issue 11)
+MAX_GMAC = 1.2
+
+
+def student_from_route(teacher: OpenWorldModel, task: str, prompts: Sequence[str], prompt_dim: int) -> StudentNet:
+    """A student whose every prompt starts as route ``task`` (a single-degradation route): the
+    route's stem, branch (its pruned inner widths), reconstruction, tone head and field head are
+    copied; every prompt path (the block FiLMs, the prompt inputs of the tone, statistics and
+    field MLPs) starts at zero, so the student's output equals the route's for any prompt."""
+    tcfg = teacher.cfg
+    branch = teacher.branches[task]
+    cfg = StudentConfig(name=f"from-{task}", unshuffle=tcfg.unshuffle, width=tcfg.width, low_width=tcfg.low_width,
+                        blocks=tuple(tcfg.blocks), prompt_dim=prompt_dim, stats_hidden=tcfg.stats_hidden,
+                        tone_pool=tcfg.tone_pool, tone_hidden=tcfg.tone_hidden, field=tcfg.field or 0,
+                        field_width=tcfg.field_width, feature_width=tcfg.width, mids=tuple(branch.mids()))
+    net = StudentNet(cfg, prompts)
+    with torch.no_grad():
+        net.stem.load_state_dict(teacher.stem.conv.state_dict())
+        net.recon.weight.copy_(teacher.recon.conv.weight)
+        for mine, theirs in zip([*net.high_in, *net.low, *net.high_out], branch.res_blocks()):
+            mine.conv1.load_state_dict(theirs.conv1.state_dict())
+            mine.conv2.load_state_dict(theirs.conv2.state_dict())
+        net.down.load_state_dict(branch.down.state_dict())
+        net.up.load_state_dict(branch.up.state_dict())
+        net.out.load_state_dict(branch.out.state_dict())
+        lc = tcfg.low_width
+        net.stats_fc1.weight.zero_()
+        net.stats_fc1.weight[:, :lc] = branch.stats.fc1.weight
+        net.stats_fc1.bias.copy_(branch.stats.fc1.bias)
+        net.stats_fc2.load_state_dict(branch.stats.fc2.state_dict())
+        if task in teacher.tones:
+            tone = teacher.tones[task]
+            net.tone.fc1.weight.zero_()
+            net.tone.fc1.weight[:, :tone.fc1.in_channels] = tone.fc1.weight
+            net.tone.fc1.bias.copy_(tone.fc1.bias)
+            net.tone.fc2.load_state_dict(tone.fc2.state_dict())
+        if net.field is not None and task in teacher.fields:
+            head = teacher.fields[task]
+            net.field.convs.load_state_dict(head.convs.state_dict())
+            net.field.out.load_state_dict(head.out.state_dict())
+    return net
 
 
 def _clean_pool(clean: np.ndarray, seed: int, tone_pool: Optional[int]):

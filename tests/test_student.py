@@ -362,3 +362,21 @@ def test_learning_rate_schedule_and_time_budget(tmp_path, teacher_bundle):
     d.distill()
     assert d.step == 1 and [v["step"] for v in d.state["val"]] == [1]
     assert json.loads((tmp_path / "state.json").read_text())["step"] == 1
+
+
+def test_student_copied_from_a_route_starts_as_that_route_for_any_prompt():
+    from tir.engines.bundle import default_bundle_path
+    from tir.engines.distill import MAX_GMAC, load_teachers, student_from_route
+
+    _, teacher = load_teachers(default_bundle_path())      # the shipped edge bundle: tone and field heads
+    slots = teacher.tasks + ["clean"]
+    net = student_from_route(teacher, "noise", slots, 16)
+    assert net.cfg.mids == tuple(teacher.branches["noise"].mids())
+    assert student_gmac(net) <= MAX_GMAC
+    x = torch.rand(2, 1, 64, 96)
+    w = torch.softmax(torch.randn(2, len(slots)), 1)
+    with torch.no_grad():
+        assert torch.allclose(net(x, w), teacher.route_forward(x, "noise"), atol=1e-5)
+        # prompts matter once the FiLMs move
+        net.high_in[0].film.bias.add_(0.5)
+        assert not torch.allclose(net(x, w), teacher.route_forward(x, "noise"), atol=1e-3)

@@ -20,7 +20,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="bundle folder to write: the teacher bundle plus the student")
     parser.add_argument("--work-dir", default=None,
                         help="checkpoints, state.json and distill.log (default OUT.work); rerun to resume")
-    parser.add_argument("--preset", default="edge", help="student preset: edge (default, ~1.05 GMAC) or tiny")
+    parser.add_argument("--init-from", default="auto",
+                        help="single-degradation teacher route the student starts as (default auto: noise, "
+                             "else the first single task; its pruned widths must stay within 1.2 GMAC), "
+                             "or none: the --preset network from scratch")
+    parser.add_argument("--preset", default="edge",
+                        help="student preset for --init-from none: edge (default, 1.05 GMAC) or tiny; its "
+                             "prompt length is used either way")
     parser.add_argument("--data", default=None,
                         help="SET[,SET...] registered data sets (default: the teacher bundle's training data)")
     parser.add_argument("--steps", type=int, default=2000, help="distillation steps")
@@ -60,7 +66,7 @@ def main(args) -> int:
         print(f"tir distill: --crop {args.crop} must be a multiple of 32 (the student's spatial multiple)")
         return 2
     work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")
-    settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, steps=args.steps,
+    settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from, steps=args.steps,
                                field_steps=args.field_steps, crop=args.crop, batch=args.batch, lr=args.lr,
                                seed=args.seed, threads=args.threads, max_minutes=args.max_minutes, data=args.data, max_frames=args.max_frames,
                                val_limit=args.val_limit, val_every=args.val_every, w_cpr=args.w_cpr,

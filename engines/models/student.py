@@ -18,6 +18,10 @@ Inputs of :class:`StudentNet` (and of its ONNX graph):
 
 Output ``output``: float32 N×1×H×W restored frames on the input's scale.
 
+A student can also take a teacher route's architecture and weights (tir.engines.distill
+``student_from_route``: widths 32/64, the route's pruned inner widths in ``mids``), with every
+prompt path zero so it starts as that route.
+
 Design (``edge`` preset, 1.05 GMAC at 640×512 counting every conv, :func:`student_gmac`):
 the routes' edge layout (ecmrnet.py: pixel-unshuffle ×4, dense 3×3 residual blocks at H/4 and
 H/8, a global-statistics FiLM at H/8, linear reconstruction + pixel-shuffle, global residual)
@@ -67,6 +71,8 @@ class StudentConfig:
     field: int = 32                        # field-head pooling (0: no field head)
     field_width: int = 16
     feature_width: int = 32                # teacher feature width the training adapter maps to
+    mids: Optional[Tuple[int, ...]] = None  # inner width per residual block (None: the block width);
+                                            # a student initialised from a pruned route takes its widths
 
     @property
     def multiple(self) -> int:
@@ -80,8 +86,9 @@ class StudentConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "StudentConfig":
         data = dict(data)
-        if "blocks" in data:
-            data["blocks"] = tuple(data["blocks"])
+        for key in ("blocks", "mids"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
         return cls(**data)
 
 
@@ -102,14 +109,16 @@ def get_student_config(preset: Union[str, StudentConfig]) -> StudentConfig:
 
 
 class PromptBlock(nn.Module):
-    """x + conv2(relu(conv1(x)·(1 + γ(p)) + β(p))): a dense residual block whose inner
-    activation is FiLM-modulated by the prompt p (N×D×1×1). γ, β start at zero."""
+    """x + conv2(relu(conv1(x)·(1 + γ(p)) + β(p))): a dense residual block (the routes'
+    DenseResBlock, inner width ``mid``) whose inner activation is FiLM-modulated by the prompt
+    p (N×D×1×1). γ, β start at zero, so a block copied from a route starts as that block."""
 
-    def __init__(self, channels: int, prompt_dim: int):
+    def __init__(self, channels: int, prompt_dim: int, mid: Optional[int] = None):
         super().__init__()
-        self.conv1 = conv3x3(channels, channels)
-        self.conv2 = conv3x3(channels, channels)
-        self.film = conv1x1(prompt_dim, 2 * channels)
+        mid = channels if mid is None else int(mid)
+        self.conv1 = conv3x3(channels, mid)
+        self.conv2 = conv3x3(mid, channels)
+        self.film = conv1x1(prompt_dim, 2 * mid)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
 
@@ -188,17 +197,22 @@ class StudentNet(nn.Module):
         self.tone = PromptTone(d, cfg.tone_hidden, cfg.tone_pool)
         self.unshuffle = nn.PixelUnshuffle(cfg.unshuffle)
         self.stem = conv3x3(cfg.unshuffle ** 2, c)
-        self.high_in = nn.ModuleList(PromptBlock(c, d) for _ in range(n_in))
+        widths = [c] * n_in + [lc] * n_low + [c] * n_out
+        mids = list(widths) if cfg.mids is None else list(cfg.mids)
+        if len(mids) != len(widths):
+            raise ValueError(f"student has {len(widths)} residual blocks, config gives {len(mids)} inner widths")
+        self.high_in = nn.ModuleList(PromptBlock(c, d, m) for m in mids[:n_in])
         self.down = nn.Sequential(nn.PixelUnshuffle(2), conv1x1(4 * c, lc))
-        self.low = nn.ModuleList(PromptBlock(lc, d) for _ in range(n_low))
+        self.low = nn.ModuleList(PromptBlock(lc, d, m) for m in mids[n_in:n_in + n_low])
         self.stats_fc1 = conv1x1(lc + d, cfg.stats_hidden)
         self.stats_fc2 = conv1x1(cfg.stats_hidden, 2 * lc)
         nn.init.zeros_(self.stats_fc2.weight)
         nn.init.zeros_(self.stats_fc2.bias)
         self.up = nn.Sequential(conv1x1(lc, 4 * c), nn.PixelShuffle(2))
-        self.high_out = nn.ModuleList(PromptBlock(c, d) for _ in range(n_out))
+        self.high_out = nn.ModuleList(PromptBlock(c, d, m) for m in mids[n_in + n_low:])
         self.out = conv1x1(c, c)
-        self.recon = conv3x3(c, cfg.unshuffle ** 2)
+        # linear and bias-free, like the routes' recon.residual: the body's output is an image delta
+        self.recon = nn.Conv2d(c, cfg.unshuffle ** 2, 3, padding=1, bias=False)
         self.shuffle = nn.PixelShuffle(cfg.unshuffle)
         self.field = PromptField(d, cfg.field, cfg.field_width) if cfg.field else None
 
