@@ -477,10 +477,9 @@ class Distiller:
         running = None
         spent = float(self.state["wall_s"].get("distill", 0.0))
         bar = tqdm(total=self.s.steps, initial=self.step, desc="distill", mininterval=5.0, dynamic_ncols=True)
-        t0 = time.monotonic()
-        last_save = t0
+        last_save = time.monotonic()      # ``spent`` holds everything up to here
         while True:
-            p = self._progress(spent + time.monotonic() - t0)
+            p = self._progress(spent + time.monotonic() - last_save)
             if p >= 1.0 and self.step > 0:   # a fresh stage takes at least one step
                 break
             if self.step and self.step % self.s.refresh_every == 0:

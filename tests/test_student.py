@@ -380,3 +380,23 @@ def test_student_copied_from_a_route_starts_as_that_route_for_any_prompt():
         # prompts matter once the FiLMs move
         net.high_in[0].film.bias.add_(0.5)
         assert not torch.allclose(net(x, w), teacher.route_forward(x, "noise"), atol=1e-3)
+
+
+def test_time_budget_counts_each_second_once(tmp_path, teacher_bundle, monkeypatch):
+    import tir.engines.distill as dmod
+
+    clean = frames()
+    d = Distiller(distill_settings(teacher_bundle, steps=1000, max_minutes=1.0, save_every=2, val_every=1000),
+                  tmp_path, clean, clean[:2])
+    clock = [0.0]
+    monkeypatch.setattr(dmod.time, "monotonic", lambda: clock[0])
+    real = d.loss_terms
+
+    def ten_seconds_a_step(groups):
+        clock[0] += 10.0
+        return real(groups)
+
+    monkeypatch.setattr(d, "loss_terms", ten_seconds_a_step)
+    d.distill()
+    assert d.step == 6                           # 6 steps × 10 s = the 60 s budget
+    assert d.state["wall_s"]["distill"] == 60.0
