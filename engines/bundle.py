@@ -7,10 +7,13 @@ Layout::
     <bundle>/route-<task>.onnx  one restoration model per task (input N×1×H×W)
     <bundle>/router.onnx        optional degradation router (input N×1×H×W)
     <bundle>/model.pt           optional training checkpoint (tensors only; ``tir learn``)
+    <bundle>/student.onnx       optional distilled student (inputs ``input`` N×1×H×W and
+                                ``prompt`` N×K; ``tir distill``); ``deploy`` (routes|student)
+                                says which the Restorer runs
 
 :func:`load_bundle` refuses a bundle whose manifest breaks the schema (:func:`validate_manifest`:
 unknown keys, wrong types, out-of-range router values, a codebook that does not match the
-router's task list), whose listed files (routes, router, the training checkpoint ``model.pt``)
+router's task list), whose listed files (routes, router, the training checkpoint ``model.pt``, the student)
 are missing or altered (sha256), of another format version, or not N×1×H×W ONNX models, with a
 message naming the file or key. Unknown extra files in the folder are ignored and never used.
 """
@@ -172,6 +175,19 @@ class Bundle:
         """The bundle's version: 1 unless the manifest says more (``tir learn`` bumps it)."""
         return int(self.manifest.get("version", 1))
 
+    @property
+    def deploy(self) -> str:
+        """What runs: ``routes`` (default) or ``student`` (the distilled student, engines/distill.py)."""
+        return self.manifest.get("deploy", "routes")
+
+    @property
+    def student(self) -> Optional[dict]:
+        return self.manifest.get("student")
+
+    @property
+    def student_path(self) -> Optional[Path]:
+        return None if self.student is None else self.path / self.student["file"]
+
     def __repr__(self) -> str:
         router = "router" if self.router else "no router"
         return f"Bundle({self.name!r}, {self.path}, tasks={self.tasks}, {router})"
@@ -312,7 +328,13 @@ def _short(digest: str) -> str:
 
 #: top-level keys of manifest.json; any other key is refused (a typo would otherwise be ignored)
 TOP_KEYS = ("format_version", "name", "preset", "multiple", "tasks", "router", "normalisation",
-            "training", "files", "checkpoint", "config", "notes", "adapted_from", "version")
+            "training", "files", "checkpoint", "config", "notes", "adapted_from", "version",
+            "deploy", "student")
+#: what the Restorer runs: the per-task routes (default) or the distilled student (engines/distill.py)
+DEPLOY_CHOICES = ("routes", "student")
+#: keys of the student entry (written by add_student)
+STUDENT_KEYS = ("file", "sha256", "prompts", "preset", "gmac_640x512", "params", "config", "metrics",
+                "training", "int8")
 #: keys of the router entry (written by engines.router.train_router / calibrate_router;
 #: adapt_source and adaptation by engines.adapt; added by engines.router.add_router_class:
 #: one report per codebook row added after training, by ``tir learn``)
@@ -512,7 +534,45 @@ def validate_manifest(manifest: dict) -> List[str]:
             problems.append("checkpoint must be null or an object {file, sha256}")
         else:
             _check_file_ref("checkpoint", ckpt, problems)
+    _check_student(manifest, problems)
     return problems
+
+
+def _check_student(manifest: dict, problems: List[str]) -> None:
+    """``deploy`` is routes|student; ``student`` is null or {file, sha256, prompts, ...} whose
+    prompts are distinct task names covering every route plus ``clean``; deploy=student needs it."""
+    deploy = manifest.get("deploy", "routes")
+    if deploy not in DEPLOY_CHOICES:
+        problems.append(f"deploy {deploy!r} must be one of {', '.join(DEPLOY_CHOICES)}")
+    student = manifest.get("student")
+    if student is None:
+        if deploy == "student":
+            problems.append("deploy is 'student' but the manifest has no student entry; add one with "
+                            "`tir distill` or set deploy to 'routes'")
+        return
+    if not isinstance(student, dict):
+        problems.append("student must be null or an object {file, sha256, prompts, ...}")
+        return
+    unknown = sorted(set(student) - set(STUDENT_KEYS))
+    if unknown:
+        problems.append(f"student: unknown keys {unknown}; known: {', '.join(STUDENT_KEYS)}")
+    lacking = [k for k in ("file", "sha256", "prompts") if k not in student]
+    if lacking:
+        problems.append(f"student lacks {lacking}")
+    _check_file_ref("student", student, problems)
+    prompts = student.get("prompts")
+    if "prompts" in student:
+        if not (isinstance(prompts, list) and prompts and all(isinstance(p, str) and _TASK_NAME.fullmatch(p)
+                                                              for p in prompts)):
+            problems.append("student.prompts must be a non-empty list of task names")
+        elif len(set(prompts)) != len(prompts):
+            problems.append(f"student.prompts has duplicates: {prompts}")
+        else:
+            tasks = [t.get("name") for t in manifest.get("tasks") or [] if isinstance(t, dict)]
+            missing = [t for t in tasks if t not in prompts]
+            if missing:
+                problems.append(f"student.prompts {prompts} lack routes {missing}: the student must have a "
+                                "prompt for every route")
 
 
 def listed_files(manifest: dict) -> Dict[str, str]:
@@ -521,7 +581,7 @@ def listed_files(manifest: dict) -> Dict[str, str]:
     given two different digests."""
     out: Dict[str, str] = {}
     refs = [(t["file"], t["sha256"]) for t in manifest["tasks"]]
-    for key in ("router", "checkpoint"):
+    for key in ("router", "checkpoint", "student"):
         if manifest.get(key):
             refs.append((manifest[key]["file"], manifest[key]["sha256"]))
     for name, digest in list(manifest["files"].items()) + refs:
@@ -605,4 +665,73 @@ def load_bundle(path: PathLike) -> Bundle:
         onnx_files.append(manifest["router"]["file"])
     for name in onnx_files:
         check_onnx_input(root / name)
+    if manifest.get("student"):
+        check_student_inputs(root / manifest["student"]["file"], len(manifest["student"]["prompts"]))
     return Bundle(root, manifest)
+
+
+def check_student_inputs(path: PathLike, prompts: int) -> None:
+    """The student ONNX must take ``input`` N×1×H×W and ``prompt`` N×``prompts`` (one weight
+    per prompt slot); BundleError naming the file otherwise."""
+    path = Path(path)
+    try:
+        import onnx
+
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+        inits = {i.name for i in model.graph.initializer}
+        inputs = {i.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                           for d in i.type.tensor_type.shape.dim]
+                  for i in model.graph.input if i.name not in inits}
+    except ImportError:
+        import onnxruntime as ort
+
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own types for a broken file
+            raise BundleError(f"{path.name} is not a loadable ONNX model: {exc}") from exc
+        inputs = {i.name: list(i.shape) for i in session.get_inputs()}
+    except Exception as exc:  # onnx raises many types for a broken file
+        raise BundleError(f"{path.name} is not a loadable ONNX model: {exc}") from exc
+    image, prompt = inputs.get("input"), inputs.get("prompt")
+    if set(inputs) != {"input", "prompt"} or len(image) != 4 or image[1] not in (1, "1") \
+            or len(prompt) != 2 or prompt[1] not in (prompts, str(prompts)):
+        raise BundleError(f"{path.name}: a student takes input N×1×H×W and prompt N×{prompts} "
+                          f"(one weight per prompt slot); the model has {inputs}; re-export it with `tir distill`")
+
+
+def add_student(bundle_dir: PathLike, out_dir: PathLike, student_onnx: PathLike, info: Mapping,
+                deploy: str = "routes") -> Bundle:
+    """Write ``out_dir``: bundle ``bundle_dir`` with the student ONNX added as ``student.onnx``
+    (sha256 in the manifest's ``student`` entry, with ``info``: prompts, preset, GMAC, metrics,
+    training) and ``deploy`` set. ``out_dir`` may be the bundle itself (it is updated in place)
+    or a new folder (a byte-for-byte copy is made first; the source is not touched). Returns the
+    re-verified bundle; BundleError on a bad deploy value or a file that fails the checks."""
+    if deploy not in DEPLOY_CHOICES:
+        raise BundleError(f"deploy {deploy!r} must be one of {', '.join(DEPLOY_CHOICES)}")
+    src = load_bundle(bundle_dir)
+    out = Path(out_dir)
+    if not out.exists():
+        copy_bundle(src.path, out)
+    elif out.resolve() != src.path.resolve():
+        # an earlier output of the same teachers (a rerun) is updated in place; anything else is kept
+        try:
+            same = {t["name"]: t["sha256"] for t in load_bundle(out).manifest["tasks"]} == \
+                {t["name"]: t["sha256"] for t in src.manifest["tasks"]}
+        except BundleError:
+            same = False
+        if not same:
+            raise BundleError(f"{out} exists and is not a copy of {src.path} (other or altered routes); "
+                              "choose a new folder")
+    name = "student.onnx"
+    _copy(student_onnx, out / name)
+    entry = {k: v for k, v in dict(info).items() if k not in ("file", "sha256")}
+    entry.update({"file": name, "sha256": sha256_file(out / name)})
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    manifest["files"] = {k: v for k, v in manifest.get("files", {}).items() if k != name}
+    manifest["student"] = entry
+    manifest["deploy"] = deploy
+    problems = validate_manifest(manifest)
+    if problems:
+        raise BundleError("\n".join(problems))
+    return save_manifest(out, manifest)

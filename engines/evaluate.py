@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 OURS = "ours"
 OURS_AUTO = "ours (auto route)"
+STUDENT = "student"
+STUDENT_AUTO = "student (router mix)"
 
 
 def load_clean(data: Optional[str] = None, split: str = "test", max_frames: Optional[int] = None):
@@ -201,6 +203,8 @@ def evaluate(bundle=None, data: Optional[str] = None, split: str = "test", seed:
             rows[t] = {u: ours[u] for u in tasks[: i + 1]}
         methods[OURS] = ours
         result["continual"][OURS] = rows
+        if b.student is not None:
+            _student_rows(b, tasks, degraded, clean, kw, result)
         if b.router is not None:
             runner = RouterRunner(b.router_path, b.router, backend, threads)
     if router is not None:
@@ -211,7 +215,50 @@ def evaluate(bundle=None, data: Optional[str] = None, split: str = "test", seed:
         result["router"] = evaluate_router(runner, clean, degraded, unseen_sets)
         if b is not None:
             methods[OURS_AUTO] = _auto_routed(b, runner, degraded, clean, backend, kw)
+            if b.student is not None:
+                methods[STUDENT_AUTO] = _student_mixed(b, runner, degraded, clean, kw)
     return result
+
+
+def _student_rows(b, tasks, degraded, clean, kw, result) -> None:
+    """The bundle's student on every task with its own one-hot prompt (row ``student``) and its
+    cost (``routes["student"]``)."""
+    from .backends.student import StudentEngine
+
+    engine = StudentEngine(b.student_path, **kw)
+    prompts = list(b.student["prompts"])
+    rows = {}
+    for t in tasks:
+        if t not in prompts:
+            continue
+        w = np.zeros(len(prompts), np.float32)
+        w[prompts.index(t)] = 1.0
+        rows[t] = score(np.stack([engine.infer(f[None, None], w)[0, 0] for f in degraded[t]]), clean)
+    result["methods"][STUDENT] = rows
+    result["routes"]["student"] = {"params": b.student.get("params"), "gmac_640x512": b.student.get("gmac_640x512"),
+                                   "ms_per_frame": time_engine(engine, clean[0])}
+
+
+def _student_mixed(b, runner: RouterRunner, degraded, clean, kw) -> dict:
+    """Every frame through the student with the router's soft scores as its prompt mix
+    (clean/unknown verdicts: pass-through, as the Restorer does)."""
+    from .backends.student import StudentEngine, prompt_mix
+
+    engine = StudentEngine(b.student_path, **kw)
+    prompts = list(b.student["prompts"])
+    out = {}
+    for t, frames in degraded.items():
+        emb = apply_adaptation(runner.embed(frames), runner.adaptation)
+        decisions = classify(emb, runner.codebook, runner.classes, runner.threshold, runner.temperature)
+        restored = []
+        for f, e, d in zip(frames, emb, decisions):
+            if d["task"] in (CLEAN, UNKNOWN):
+                restored.append(f)
+                continue
+            w = prompt_mix(e, runner.codebook, runner.classes, runner.temperature, prompts)
+            restored.append(np.asarray(engine.infer(f[None, None], w))[0, 0])
+        out[t] = score(np.stack(restored), clean)
+    return out
 
 
 def _auto_routed(b, runner: RouterRunner, degraded, clean, backend, kw) -> dict:

@@ -19,6 +19,14 @@ Routing policy:
   scene after a degraded one must not stay on that route); both are counted in :meth:`status`;
 - ``task=...`` forces one route and never runs the router.
 
+Deploy (the manifest's ``deploy``, or ``deploy=...``): ``routes`` runs the route engine of the
+current task, as above; ``student`` runs the bundle's distilled student (engines/distill.py,
+ONNX Runtime only) for every frame that is not passed through, with a *prompt mix* instead of a
+hard switch: the router's softmax scores over its classes (cosine/temperature, after the
+adaptation map) of the latest verdict, mapped onto the student's prompt slots by name and
+renormalised (a forced ``task`` is a one-hot prompt). Pass-through (clean, unknown, uncertain,
+nothing chosen yet) follows the same hysteresis policy as the routes.
+
 Adaptation to the user's camera (engines/adapt.py): a router entry with an ``adaptation`` map
 (written by ``tir adapt``) is applied to every embedding before classification. With
 ``adapt=N`` (``tir run --adapt N``) the router runs on every frame of the first N non-FFC
@@ -71,7 +79,8 @@ class Restorer:
     def __init__(self, bundle_or_path, backend: str = "auto", task: Optional[str] = None,
                  every: int = 8, hysteresis: int = 3, threads: Optional[int] = None,
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, precision: Optional[str] = None,
-                 adapt: Optional[int] = None, adapt_save=None, source_uri: str = ""):
+                 adapt: Optional[int] = None, adapt_save=None, source_uri: str = "",
+                 deploy: Optional[str] = None):
         from .bundle import Bundle, load_bundle
 
         self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
@@ -80,10 +89,22 @@ class Restorer:
         self.backend = backend
         from .backends import check_backend
 
+        self.deploy = self.bundle.deploy if deploy is None else deploy
+        if self.deploy not in ("routes", "student"):
+            raise ValueError(f"deploy must be 'routes' or 'student', got {self.deploy!r}")
+        if self.deploy == "student":
+            if self.bundle.student is None:
+                raise ValueError(f"bundle {self.bundle.name!r} has no student; distill one with `tir distill` "
+                                 "or run its routes (--deploy routes)")
+            if backend not in ("auto", "onnxruntime"):
+                raise ValueError(f"the student runs on ONNX Runtime only, not {backend!r}; use --backend "
+                                 "onnxruntime or --deploy routes")
         # routes load on first use; a backend that cannot run their files fails here, at start
         for path in [self.bundle.route_path(t) for t in self.bundle.tasks] + [self.bundle.router_path]:
             if path is not None:
                 check_backend(path, backend)
+        self._student = None
+        self.prompt_weights: Optional[np.ndarray] = None   # the student's current prompt mix (K floats)
         self.threads = threads
         self.precision = precision  # TensorRT plan precision (fp32/fp16/int8); None: the best one built
         self.every = int(every)
@@ -102,6 +123,8 @@ class Restorer:
                 raise ValueError(f"bundle {self.bundle.name!r} has no route {task!r}; routes: "
                                  f"{', '.join(self.routes)} (or {CLEAN} for pass-through)")
             self.current: Optional[str] = CLEAN if task == PASSTHROUGH else task
+            if self.deploy == "student" and self.current != CLEAN:
+                self.prompt_weights = self._one_hot(self.current)
         else:
             self.current = None
             if self.router_info is None:
@@ -141,6 +164,43 @@ class Restorer:
     @property
     def multiple(self) -> int:
         return self.bundle.multiple
+
+    @property
+    def prompts(self) -> List[str]:
+        """The student's prompt slots (empty without a student)."""
+        return list((self.bundle.student or {}).get("prompts", []))
+
+    def _one_hot(self, task: str) -> np.ndarray:
+        w = np.zeros(len(self.prompts), np.float32)
+        w[self.prompts.index(task)] = 1.0
+        return w
+
+    def prompt_mix(self, embedding: np.ndarray) -> np.ndarray:
+        """The student's prompt weights (K floats, sum 1) from one raw router embedding, after the
+        adaptation map (engines/backends/student.py ``prompt_mix``)."""
+        from .backends.student import prompt_mix
+
+        emb = apply_adaptation(np.asarray(embedding, dtype=np.float32).reshape(1, -1), self._adaptation)
+        return prompt_mix(emb[0], self._codebook, self._classes, self._temperature, self.prompts)
+
+    def student_engine(self):
+        """The student engine (ONNX Runtime), loaded on first use."""
+        if self._student is None:
+            from .backends.student import StudentEngine
+            from .engine import EngineError
+
+            t0 = time.monotonic()
+            engine = StudentEngine(self.bundle.student_path, threads=self.threads)
+            if engine.slots != len(self.prompts):
+                raise EngineError(f"bundle {self.bundle.name!r}: student.onnx takes {engine.slots} prompt weights, "
+                                  f"the manifest lists {len(self.prompts)} prompts; re-export it with `tir distill`")
+            if engine.multiple != self.bundle.multiple and self.bundle.multiple % engine.multiple != 0:
+                raise EngineError(f"bundle {self.bundle.name!r}: the student states multiple {engine.multiple}, the "
+                                  f"manifest says {self.bundle.multiple}; re-export it with `tir distill`")
+            engine.multiple = max(engine.multiple, self.bundle.multiple)
+            self._student = engine
+            log.info("student loaded in %.0f ms", 1000 * (time.monotonic() - t0))
+        return self._student
 
     @property
     def loaded_routes(self) -> List[str]:
@@ -243,6 +303,8 @@ class Restorer:
         else:
             decision = self.classify(x[-1:])[0]
         self._decide(decision)
+        if self.deploy == "student" and self.last_embeddings is not None:
+            self.prompt_weights = self.prompt_mix(self.last_embeddings[-1])
         # the verdict on this batch's newest frame with its router embedding (D floats), for
         # the open-world collector (edge/outputs/collect.py); ``decisions`` counts them
         self.last_decision = {**decision, "embedding": self.last_embeddings[-1].copy()}
@@ -324,6 +386,8 @@ class Restorer:
         self.observe(x, meta)
         if self.route == PASSTHROUGH:
             return x.copy()
+        if self.deploy == "student":
+            return np.asarray(self.student_engine().infer(x, self.prompt_weights), dtype=np.float32)
         return np.asarray(self.engine(self.current).infer(x), dtype=np.float32)
 
     def status(self) -> dict:
@@ -333,7 +397,9 @@ class Restorer:
                 "nearest": self._last["nearest"], "forced": self.forced, "frames": self.frames,
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "loaded_routes": self.loaded_routes,
-                "adapt": self.adapt_status()}
+                "adapt": self.adapt_status(), "deploy": self.deploy,
+                "prompt": None if self.prompt_weights is None else
+                {p: round(float(w), 4) for p, w in zip(self.prompts, self.prompt_weights)}}
 
     def adapt_status(self) -> Optional[dict]:
         """``{"state", "frames", "saved"}`` while/after ``adapt=N``; ``{"state": "adapted"}``
@@ -346,11 +412,12 @@ class Restorer:
         return None
 
     def close(self) -> None:
-        for engine in list(self._engines.values()) + [self._router_engine]:
+        for engine in list(self._engines.values()) + [self._router_engine, self._student]:
             if engine is not None and hasattr(engine, "close"):
                 engine.close()
         self._engines.clear()
         self._router_engine = None
+        self._student = None
 
     def __repr__(self) -> str:
         return f"<Restorer {self.bundle.name} route={self.route} routes={self.routes}>"

@@ -187,6 +187,40 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
     }
 
 
+def psnr_frames(sets: str, split: str, n: int, task: Optional[str]) -> Dict[str, Any]:
+    """Clean frames (``n`` in all, drawn evenly from the first ⌈n/sets⌉ of each registered set's
+    ``split``, 640×512 at native scale) and
+    their copies degraded with ``task`` (seed 0, engines/degrade.make_eval_set). ValueError when
+    there is no degradation to undo or the sets do not load."""
+    from tir.engines import datasets as dsets
+    from tir.engines.degrade import make_eval_set
+
+    if not task:
+        raise ValueError("--psnr-data needs frames to restore: give --degrade TASK or --task TASK")
+    names = dsets.parse_sets(sets)
+    per_set = -(-int(n) // len(names))        # the first frames of every set, n in all
+    clean = dsets.load_unit_frames(names, split, max_frames=per_set)
+    clean = clean[np.sort(np.random.default_rng(0).choice(len(clean), min(n, len(clean)), replace=False))]
+    return {"clean": clean, "degraded": make_eval_set(clean, task, seed=0), "data": f"{sets} {split}",
+            "task": task}
+
+
+def bench_psnr(model, frames: Dict[str, Any]) -> Dict[str, Any]:
+    """Mean PSNR (dB) of ``model`` on :func:`psnr_frames` output, one frame at a time; a
+    Restorer forgets its route before each frame (routed as at start-up, as ``tir eval`` does)."""
+    from tir.engines.metrics import psnr
+
+    values = []
+    for degraded, clean in zip(frames["degraded"], frames["clean"]):
+        reset = getattr(model, "reset", None)
+        if callable(reset):
+            reset()
+        out = np.asarray(model.infer(degraded[None, None]), np.float32)[0, 0]
+        values.append(psnr(np.clip(out, 0, 1), clean))
+    return {"db": round(float(np.mean(values)), 3), "frames": len(values), "data": frames["data"],
+            "task": frames["task"]}
+
+
 def route_of(model) -> str:
     """The route a bundle's Restorer ran last (``passthrough``: no model work), or ``-`` for a
     single model."""
@@ -300,6 +334,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="alternate model-only and pipeline runs N times; the ratio is the median "
                              "(steadier on a shared machine)")
+    parser.add_argument("--psnr-data", default=None, metavar="SET[,SET]",
+                        help="model-only rows: also restore --psnr-frames frames of these registered sets' "
+                             "--psnr-split, degraded with --degrade (seed 0), and report mean PSNR (a bundle "
+                             "is re-routed per frame)")
+    parser.add_argument("--psnr-split", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--psnr-frames", type=int, default=16, help="frames for the PSNR column (default 16)")
     add_gpu_arguments(parser)
     parser.add_argument("--roofline", nargs="?", const="", default=None, metavar="WxH[,WxH...]",
                         help="instead of latency: each ONNX model's achieved GMAC/s and its share of this machine's "
@@ -330,16 +370,25 @@ def main(args) -> int:
     progress = not args.no_progress
     results: List[Dict[str, Any]] = []
     batches = synthetic_batches(size, degrade=degrade)
-    for backend, precision in backend_precisions(backends, args.precision):
+    psnr_set = None
+    if args.psnr_data:
+        try:
+            psnr_set = psnr_frames(args.psnr_data, args.psnr_split, args.psnr_frames, args.task or degrade)
+        except ValueError as exc:
+            return _fail(str(exc))
+    deploys = list(dict.fromkeys(args.deploy or [None]))
+    for deploy, (backend, precision) in [(d, bp) for d in deploys for bp in backend_precisions(backends, args.precision)]:
         skipped = precision_skip_reason(backend, precision)
         if skipped:
             print(f"tir bench: {backend} {precision}: skipped: {skipped}", flush=True)
             results.append({"backend": backend, "precision": precision, "skipped": skipped})
             continue
         label = backend if precision is None else f"{backend} {precision}"
+        if deploy is not None:
+            label += f" ({deploy})"
         try:
             model, description = load_model(args.model, backend, args.task, args.threads,
-                                            fallback=DEFAULT_FALLBACK_MODEL, precision=precision)
+                                            fallback=DEFAULT_FALLBACK_MODEL, precision=precision, deploy=deploy)
         except (ModelNotFound, EngineError, ValueError, RuntimeError) as exc:
             print(f"tir bench: {label}: {exc}", file=sys.stderr, flush=True)
             results.append({"backend": backend, "precision": precision, "error": str(exc)})
@@ -349,6 +398,8 @@ def main(args) -> int:
                                  "model": description}
         if precision is not None:
             entry["precision"] = precision
+        if getattr(model, "deploy", None) is not None:
+            entry["deploy"] = model.deploy
         try:
             if args.trt_style and args.mode in ("model", "both"):
                 entry["trt_style"] = bench_trt_style(model, batches, args.warmup, args.frames, args.in_flight)
@@ -363,6 +414,8 @@ def main(args) -> int:
                         sample_every=args.sample_every, agc=args.agc, progress=progress,
                         warmup_batch=batches[0], max_in_flight=args.max_in_flight, display=args.display)
                 rounds.append(_round_summary(entry))
+            if psnr_set is not None and args.mode in ("model", "both"):
+                entry["psnr"] = bench_psnr(model, psnr_set)
             if args.repeat > 1:
                 entry["rounds"] = rounds
             ratios = [r["ratio"] for r in rounds if r.get("ratio") is not None]
@@ -631,24 +684,32 @@ def _round_summary(entry: Dict[str, Any]) -> Dict[str, Any]:
 
 def render_report(results: Sequence[Dict[str, Any]]) -> str:
     rows = []
+    extra = any("deploy" in r or "psnr" in r for r in results)   # routes vs student, PSNR on real frames
     for r in results:
         if "model_only" in r:
             m = r["model_only"]
             lat = m["latency_ms"]
             rows.append(["model", r["backend"], m.get("route", "-"), m["size"], m["frames"], f"{m['fps']:.1f}",
                          _ms(lat, "p50"), _ms(lat, "p90"), _ms(lat, "p99"), _ms(lat, "max"),
-                         f"{m['cpu_ms_per_frame']:.1f}", "-", "-"])
+                         f"{m['cpu_ms_per_frame']:.1f}", "-", "-"]
+                        + ([r.get("deploy", "-"), f"{r['psnr']['db']:.2f}" if "psnr" in r else "-"] if extra else []))
         if "pipeline" in r:
             p = r["pipeline"]
             lat = p["latency_ms"]["e2e"]
             rows.append(["pipeline (e2e)", r["backend"], p.get("route", "-"), "", p["frames"], f"{p['fps']:.1f}",
                          _ms(lat, "p50"), _ms(lat, "p90"), _ms(lat, "p99"), _ms(lat, "max"),
                          f"{p['cpu_ms_per_frame']:.1f}", sum(p["drops"].values()),
-                         r.get("ratio_pipeline_over_model", "-")])
+                         r.get("ratio_pipeline_over_model", "-")] + ([r.get("deploy", "-"), "-"] if extra else []))
         if "error" in r:
-            rows.append(["error", r.get("backend"), "", r["error"][:60], "", "", "", "", "", "", "", "", ""])
+            rows.append(["error", r.get("backend"), "", r["error"][:60], "", "", "", "", "", "", "", "", ""]
+                        + (["", ""] if extra else []))
     text = [format_table(rows, ["mode", "backend", "route", "size", "frames", "fps", "p50 ms", "p90 ms",
-                                "p99 ms", "max ms", "cpu ms/f", "drops", "pipe/model"])]
+                                "p99 ms", "max ms", "cpu ms/f", "drops", "pipe/model"]
+                         + (["deploy", "PSNR dB"] if extra else []))]
+    psnr = next((r["psnr"] for r in results if "psnr" in r), None)
+    if psnr:
+        text.append(f"PSNR dB: mean over {psnr['frames']} frames of {psnr['data']} degraded with {psnr['task']} "
+                    "(seed 0), each restored on its own")
     if any("passthrough" in (r.get(k) or {}).get("route", "") for r in results
            for k in ("model_only", "pipeline")):
         text.append("note: route passthrough: the router found the frames clean and ran no model; "

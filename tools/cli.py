@@ -24,6 +24,7 @@ for _mode, _help in (
     ("camera", "list, inspect and control thermal cameras (FFC, gain, ...)"),
     ("train", "train the open-world restoration model (whole continual sequence)"),
     ("discover", "cluster frames collected with tir run --collect; propose specs for new degradations"),
+    ("distill", "distil a bundle's routes into one prompt-conditioned student"),
     ("learn", "add one new degradation task to an existing bundle"),
     ("eval", "evaluate a bundle and baselines on clean frames with seeded degradations"),
     ("export", "export a bundle's routes to ONNX with parity check and op audit"),

@@ -69,6 +69,11 @@ def add_common_model_arguments(parser, several_backends: bool = False,
         parser.add_argument("--backend", default="auto", choices=choices,
                             help=f"inference backend (default auto: from the file type; {backends})")
     parser.add_argument("--task", help="force one route of the bundle instead of automatic routing")
+    parser.add_argument("--deploy", choices=("routes", "student"), default=None,
+                        nargs="+" if several_backends else None,
+                        help="what a bundle runs: its per-task routes or its distilled student with the "
+                             "router's scores as prompt mix (default: the manifest's deploy)"
+                             + ("; several are timed one after the other" if several_backends else ""))
     parser.add_argument("--threads", type=int, default=None,
                         help="ONNX Runtime intra-op threads (default: one per core)")
 
@@ -76,7 +81,8 @@ def add_common_model_arguments(parser, several_backends: bool = False,
 def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] = None,
                threads: Optional[int] = None, fallback: Optional[str] = None,
                precision: Optional[str] = None, adapt: Optional[int] = None,
-               adapt_save: Optional[str] = None, source_uri: str = "") -> Tuple[object, str]:
+               adapt_save: Optional[str] = None, source_uri: str = "",
+               deploy: Optional[str] = None) -> Tuple[object, str]:
     """The model to run and a one-line description.
 
     ``spec``: None (the installed bundle, else ``fallback``), a bundle folder, a model file,
@@ -84,7 +90,8 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     (fp32/fp16/int8) picks which cached TensorRT plan a bundle route or .onnx file runs
     (``tir build``); None takes the best one built (INT8 > FP16 > FP32). ``adapt`` (a bundle
     only): adapt its router online on the first ``adapt`` frames (engines/adapt.py),
-    ``adapt_save`` writes the adapted copy there. Raises :class:`ModelNotFound`,
+    ``adapt_save`` writes the adapted copy there. ``deploy`` (a bundle only): ``routes`` or
+    ``student`` (None: the manifest's ``deploy``). Raises :class:`ModelNotFound`,
     ``EngineError``, ``BundleError`` or ``AdaptationRefused`` with a message to print.
     """
     from tir.engines.backends import EngineError, load_engine
@@ -108,6 +115,8 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     preset = MODELS.get(spec) if spec in MODELS else None
     if adapt is not None and (preset is not None or not Path(spec).is_dir()):
         raise ModelNotFound(f"--adapt adapts a bundle's router; {spec} is a single model")
+    if deploy is not None and (preset is not None or not Path(spec).is_dir()):
+        raise ModelNotFound(f"--deploy picks what a bundle runs; {spec} is a single model")
     if preset is not None:
         if not preset.build:
             raise ModelNotFound(f"{spec} is a training preset (tir train --preset {spec.split(':', 1)[1]}); "
@@ -120,9 +129,10 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
         from tir.engines.restorer import Restorer
 
         restorer = Restorer(path, backend=backend, task=task, threads=threads, precision=precision,
-                            adapt=adapt, adapt_save=adapt_save, source_uri=source_uri)
+                            adapt=adapt, adapt_save=adapt_save, source_uri=source_uri, deploy=deploy)
         adapting = f", adapting the router on the first {adapt} frames" if adapt is not None else ""
-        return restorer, f"bundle {path} ({restorer.name}, routes: {', '.join(restorer.routes)}{adapting})"
+        runs = ", deploy: student (router scores as prompt mix)" if restorer.deploy == "student" else ""
+        return restorer, f"bundle {path} ({restorer.name}, routes: {', '.join(restorer.routes)}{adapting}{runs})"
     if not path.exists():
         raise ModelNotFound(f"model {spec!r} does not exist; pass a bundle folder, an .onnx/.pt/.engine "
                             f"file or one of {', '.join(runnable())}")
@@ -465,7 +475,8 @@ def _run(args) -> int:
             checked_outputs = [check_output(uri) for uri in uris]
             model, description = load_model(args.model, args.backend, args.task, args.threads,
                                             adapt=getattr(args, "adapt", None),
-                                            adapt_save=getattr(args, "adapt_save", None), source_uri=source_uri)
+                                            adapt_save=getattr(args, "adapt_save", None), source_uri=source_uri,
+                                            deploy=getattr(args, "deploy", None))
             model = hot_swappable(model, args)
             print(f"tir run: model {description}", flush=True)
             if args.collect:

@@ -1,0 +1,107 @@
+"""The distilled student on ONNX Runtime: frames plus a prompt-weight vector per frame.
+
+The student's graph (tir.engines.models.student, exported by tir.engines.distill.export_student)
+takes ``input`` float32 N×1×H×W and ``prompt`` float32 N×K (one mixing weight per prompt slot,
+the slot names in the model's ``tir.prompts`` metadata) and returns N×1×H×W. Frames are
+reflect-padded to the ``tir.multiple`` it states and cropped back, as for every engine.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from ..engine import Engine, EngineError, pad_to_multiple, read_multiple
+
+PROMPT_INPUT = "prompt"
+
+
+class StudentEngine(Engine):
+    """One student ONNX model in an ``onnxruntime.InferenceSession`` (CPU unless ``providers``).
+
+    ``infer(batch, weights)``: batch N×1×H×W (or H×W, N×H×W) float32; weights a K-vector (used
+    for every frame) or N×K. Raises EngineError for a model without the two inputs or weights
+    of the wrong length.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, path, threads: Optional[int] = None, providers=None, name: Optional[str] = None):
+        import onnxruntime as ort
+
+        from .onnxruntime import resolve_providers
+
+        path = Path(path)
+        if not path.is_file():
+            raise EngineError(f"student model {str(path)!r} does not exist")
+        super().__init__(name or path.stem)
+        self.path = path
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=resolve_providers(providers))
+        except Exception as exc:  # ORT raises its own exception types for bad files
+            raise EngineError(f"ONNX Runtime cannot load {str(path)!r}: {exc}") from exc
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if set(inputs) != {"input", PROMPT_INPUT}:
+            raise EngineError(f"{path.name}: a student takes inputs 'input' and '{PROMPT_INPUT}', "
+                              f"this model takes {sorted(inputs)}; re-export it with `tir distill`")
+        self.slots = int(inputs[PROMPT_INPUT].shape[1])
+        self.output_name = self.session.get_outputs()[0].name
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.multiple = read_multiple(self.metadata, where=path.name)
+        self.prompts: List[str] = [p for p in self.metadata.get("tir.prompts", "").split(",") if p]
+        self.weights = np.full(self.slots, 1.0 / self.slots, np.float32)
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def _prompt(self, n: int, weights) -> np.ndarray:
+        w = np.asarray(self.weights if weights is None else weights, dtype=np.float32)
+        if w.ndim == 1:
+            w = np.broadcast_to(w, (n, w.shape[0]))
+        if w.shape != (n, self.slots):
+            raise EngineError(f"{self.name}: prompt weights must be {self.slots} per frame "
+                              f"(slots {self.prompts}), got shape {w.shape}")
+        return np.ascontiguousarray(w)
+
+    def _run(self, batch: np.ndarray, weights=None) -> np.ndarray:
+        return self.session.run([self.output_name], {"input": batch, PROMPT_INPUT: self._prompt(len(batch), weights)})[0]
+
+    def infer(self, batch, weights=None) -> np.ndarray:
+        """Restore ``batch`` with prompt ``weights`` (None: :attr:`weights`, set by the caller)."""
+        x = np.asarray(batch, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None, None]
+        elif x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise EngineError(f"{self.name}: expected N×1×H×W input, got {x.shape}")
+        padded, (h, w) = pad_to_multiple(x, self.multiple)
+        return self._run(np.ascontiguousarray(padded), weights)[..., :h, :w]
+
+
+def prompt_mix(embedding, codebook, classes, temperature: float, prompts) -> np.ndarray:
+    """The student's prompt weights (K floats, sum 1) from one router embedding (D floats, after
+    any adaptation map): softmax of cosine/temperature over the router's classes (the router's
+    own confidence, engines/router.py ``classify``), each class's probability put on the prompt
+    slot of the same name; classes with no slot are dropped and the rest renormalised (uniform
+    when nothing is left)."""
+    from ..router import cosine_scores
+
+    logits = cosine_scores(np.asarray(embedding, np.float64).reshape(1, -1), codebook)[0] / float(temperature)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    prompts = list(prompts)
+    w = np.zeros(len(prompts), np.float64)
+    for cls, p in zip(classes, probs):
+        if cls in prompts:
+            w[prompts.index(cls)] += p
+    total = w.sum()
+    return (w / total if total > 0 else np.full(len(w), 1.0 / len(w))).astype(np.float32)

@@ -1,0 +1,892 @@
+"""Multi-teacher distillation of a bundle's routes into one prompt-conditioned student (issue 11).
+
+After Uni-Removal (multi-teacher knowledge distillation of degradation-specific networks into
+one student, with instance-grained contrastive learning across feature levels and image space)
+and CPL (a sparse prompt per task, contrastive prompt regularisation with the other tasks'
+prompts as negatives). Teachers are the bundle's routes, rebuilt in torch from its verified
+``model.pt`` (the open-world checkpoint ``tir train`` writes; tensors only, sha256-checked).
+
+One training step (``distill`` stage): a batch of crops whose samples each draw a prompt slot
+(a task, or ``clean`` with clean crops); crops come from per-task pools of whole degraded
+frames (tir.engines.train.DegradedPool: the recipe's non-uniformity geometry, whole-frame tone
+statistics per crop). Each sample's teacher is its task's route (field head left out on crops,
+as in ``tir train``); ``clean`` has the identity as teacher. The loss:
+
+* output: ``w_gt``·(L1 + 0.5·(1−MS-SSIM) + 0.1·Sobel) against the clean crop (ecmrnet.md §1.2)
+  + ``w_kd``·L1 against the teacher's output;
+* feature: ``w_feat``·L1 between a 1×1 adapter of the student's H/4 body features and the
+  teacher route's restored H/4 features (32 channels; the adapter is training-only);
+* instance-grained contrastive (``w_inst``): InfoNCE over the batch at two levels, the adapted
+  body features (4×4-cell pooled) and image space (8×8-pooled output): a frame's student
+  vector is pulled to its teacher's vector of the same frame and pushed from the teacher's
+  vectors of the other frames (temperature ``tau``);
+* contrastive prompt regularisation (``w_cpr``, on the first half of the batch): the same frame
+  run with another slot's prompt gives a negative: the teacher's features are the anchor, the student's features under the
+  right prompt the positive, under the wrong prompt the negative;
+* prompt sparsity: ``w_sparse``·mean |P| over the learned prompt table.
+
+Then a ``field`` stage fits the student's prompt-conditioned field head on whole frames (the
+body frozen, L1 to the clean frame), as ``tir train`` does for the routes' field heads. Val
+(the data's val split, seeded eval sets) picks the checkpoint: the student is evaluated every
+``val_every`` steps and the best mean PSNR over the tasks is kept. Test is not used.
+
+Optional stage 2, ``calibrate`` (``calibrate_steps`` > 0; Uni-Removal's real-domain
+calibration, unpaired): real degraded frames (``real_data``, default the Lynred set without NUC;
+in file order, the first two thirds calibrate, the last third is held out for measurement) are restored by
+the student with the router's prompt mix; a frozen clean-image encoder (the teacher bundle's
+stem + clean branch, 4×4-cell pooled, normalised) embeds crops; k-means gives ``clusters``
+centroids of real *clean* crops (the train frames) and of real degraded crops. The
+cluster-grained contrastive loss pulls each restored crop's embedding to its nearest clean
+centroid and pushes it from every degraded centroid (InfoNCE, temperature ``tau``); it is
+added with weight ``w_cal`` to the distillation loss of synthetic batches, which anchors the
+student to its teachers. Measured with and without: val PSNR (synthetic, the data's val split)
+and, on the held-out real frames, the column FPN (tir.engines.metrics.column_fpn) of the output.
+The calibrated weights are kept only when val PSNR falls by at most 0.1 dB and column FPN falls.
+
+Work dir: ``student.pt`` (latest: student, adapter, optimiser, step), ``best.pt`` (chosen),
+``state.json`` (settings, step, val history, metrics, wall time), ``distill.log``; a rerun
+with the same work dir resumes from the latest step. tqdm bars on stderr.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import degrade as deg
+from .continual import CLEAN, OpenWorldModel
+from .engine import MULTIPLE_KEY
+from .losses import RestorationLoss
+from .metrics import psnr
+from .models.ecmrnet import frame_tone_stats
+from .models.student import (PROMPT_INPUT, StudentConfig, StudentNet, create_student, get_student_config,
+                             student_gmac)
+
+log = logging.getLogger("tir.distill")
+
+STUDENT_FILE = "student.onnx"
+STUDENT_CKPT = "student.pt"
+BEST_CKPT = "best.pt"
+
+
+@dataclass
+class DistillSettings:
+    bundle: str = ""
+    preset: str = "edge"
+    init_from: str = "auto"              # a teacher route to copy the student from ("auto": noise, else the
+                                         # first single task; "none": the preset, from scratch)
+    steps: int = 2000
+    field_steps: int = 300
+    crop: int = 128
+    batch: int = 8
+    lr: float = 2e-3
+    seed: int = 0
+    threads: int = 2
+    data: Optional[str] = None           # registered sets "a,b" (default: the teacher bundle's data, else roadscene)
+    max_frames: int = 64                 # whole frames per task pool (memory: 2×1.3 MB per frame)
+    clean_prob: float = 0.1              # share of samples drawn with the clean prompt (identity target)
+    w_gt: float = 1.0
+    w_kd: float = 1.0
+    w_feat: float = 0.2
+    w_inst: float = 0.05
+    w_cpr: float = 0.05
+    w_sparse: float = 1e-3
+    tau: float = 0.1
+    max_minutes: Optional[float] = None  # wall-time budget of the distill stage (None: steps only)
+    val_every: int = 500
+    val_limit: Optional[int] = 16        # val frames per task for checkpoint choice (None: all)
+    save_every: int = 100
+    refresh_every: int = 100
+    # stage 2, real-domain calibration (0 steps: off)
+    calibrate_steps: int = 0
+    real_data: str = "lynred_nonuc"      # unpaired real degraded frames (their "all"/train split)
+    clusters: int = 8
+    w_cal: float = 0.1
+    command: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# teachers
+# ---------------------------------------------------------------------------------------------
+
+def load_teachers(bundle_dir) -> Tuple[object, OpenWorldModel]:
+    """(bundle, its open-world model in eval mode, frozen) from the bundle's ``model.pt``.
+
+    The checkpoint bytes are sha256-checked against the manifest and read with
+    ``torch.load(weights_only=True)`` (tensors and plain containers only). Raises BundleError
+    when the bundle has no checkpoint entry (then it cannot teach: retrain it with ``tir train``).
+    """
+    from .bundle import BundleError, load_bundle, read_verified
+
+    bundle = load_bundle(bundle_dir)
+    ckpt = bundle.manifest.get("checkpoint") or {}
+    if not ckpt.get("file"):
+        raise BundleError(f"bundle {bundle.path} has no model.pt checkpoint in its manifest, so its routes "
+                          "cannot teach; use a bundle written by `tir train`")
+    data = read_verified(bundle, ckpt["file"])
+    model = OpenWorldModel.from_checkpoint(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    model.eval()
+    model.freeze_except(None)
+    return bundle, model
+
+
+def teacher_forward(model: OpenWorldModel, x: torch.Tensor, task: str, stats: Optional[torch.Tensor] = None
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(output N×1×H×W without the field head, restored H/4 features N×32×H/4×W/4) of route
+    ``task`` (``clean``: the identity and the clean branch's features)."""
+    if task == CLEAN:
+        s = model.stem(x)
+        return x, s + model.branches[CLEAN](s)
+    if task in model.tones:
+        x = model.tones[task](x, stats)
+    s, feats = model.route_features(x, task)
+    return x + model.recon.residual(feats - s), feats
+
+
+# ---------------------------------------------------------------------------------------------
+# losses
+# ---------------------------------------------------------------------------------------------
+
+def _vectors(maps: torch.Tensor, cells: int) -> torch.Tensor:
+    """N×C×H×W -> L2-normalised N×(C·cells²) vectors of the cells×cells-pooled maps."""
+    v = F.adaptive_avg_pool2d(maps, cells).flatten(1)
+    return F.normalize(v, dim=1)
+
+
+def info_nce(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
+    """Instance-grained contrastive loss: row i of ``student`` (N×D, normalised) is pulled to row
+    i of ``teacher`` and pushed from the other rows; cross-entropy over cos/tau. N=1 gives 0."""
+    if student.shape[0] < 2:
+        return student.sum() * 0.0
+    logits = student @ teacher.t() / tau
+    return F.cross_entropy(logits, torch.arange(student.shape[0]))
+
+
+def prompt_contrast(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, tau: float) -> torch.Tensor:
+    """CPL-style contrastive prompt regularisation, all N×D normalised: −log e^{a·p/τ} /
+    (e^{a·p/τ} + e^{a·n/τ}), mean over rows (anchor: teacher; positive: student with the right
+    prompt; negative: the same frame under another slot's prompt)."""
+    pos = (anchor * positive).sum(1) / tau
+    neg = (anchor * negative).sum(1) / tau
+    return (torch.logsumexp(torch.stack([pos, neg], 1), 1) - pos).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+
+def export_student(net: StudentNet, path, size: Tuple[int, int] = (64, 64), tolerance: float = 1e-4) -> dict:
+    """ONNX (opset 17) with inputs ``input`` N×1×H×W and ``prompt`` N×K, output ``output``;
+    metadata ``tir.multiple``, ``tir.model=student``, ``tir.prompts`` (comma-separated slots).
+    The TensorRT op audit (tir.engines.export.audit_onnx) and an ONNX Runtime parity check
+    (random frames and soft prompts, two sizes) must pass, else ExportError. Returns
+    {"path", "max_abs_err", "ops"}."""
+    import onnx
+
+    from .export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ExportError, audit_onnx, ort_session, set_metadata
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = net.cfg.multiple
+    h, w = (max(m, size[0] - size[0] % m), max(m, size[1] - size[1] % m))
+    k = len(net.prompts)
+    was = net.training
+    net.eval()
+    try:
+        dummy = (torch.zeros(1, 1, h, w), torch.full((1, k), 1.0 / k))
+        axes = {0: "batch", 2: "height", 3: "width"}
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, dummy, str(path), dynamo=False, opset_version=DEFAULT_OPSET,
+                              input_names=[INPUT_NAME, PROMPT_INPUT], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: axes, PROMPT_INPUT: {0: "batch"}, OUTPUT_NAME: dict(axes)},
+                              do_constant_folding=True)
+        model = onnx.load(str(path))
+        set_metadata(model, {MULTIPLE_KEY: m, "tir.model": "student", "tir.preset": net.cfg.name,
+                             "tir.prompts": ",".join(net.prompts)})
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+        audit = audit_onnx(model)
+        if audit.errors:
+            raise ExportError(f"{path}: " + "; ".join(audit.errors))
+        sess = ort_session(str(path))
+        rng = np.random.default_rng(0)
+        worst = 0.0
+        with torch.no_grad():
+            for n, hh, ww in ((1, h, w), (2, 2 * h, 2 * w)):
+                x = rng.random((n, 1, hh, ww), dtype=np.float32)
+                p = rng.random((n, k), dtype=np.float32)
+                p /= p.sum(1, keepdims=True)
+                ref = net(torch.from_numpy(x), torch.from_numpy(p)).numpy()
+                got = sess.run(None, {INPUT_NAME: x, PROMPT_INPUT: p})[0]
+                worst = max(worst, float(np.max(np.abs(ref - got))))
+        if not worst <= tolerance:
+            raise ExportError(f"{path}: ONNX Runtime differs from torch by {worst:.3g} (> {tolerance:g})")
+        return {"path": str(path), "max_abs_err": worst, "ops": sorted(audit.ops)}
+    finally:
+        net.train(was)
+
+
+# ---------------------------------------------------------------------------------------------
+# the distiller
+# ---------------------------------------------------------------------------------------------
+
+def _checkpoint(net: StudentNet, adapter: nn.Module, **extra) -> dict:
+    return {"architecture": net.architecture(), "state_dict": net.state_dict(),
+            "adapter": adapter.state_dict(), **extra}
+
+
+def load_student(path) -> StudentNet:
+    """A student from a ``student.pt`` / ``best.pt`` checkpoint (weights_only load)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return StudentNet.from_checkpoint(ckpt)
+
+
+class Distiller:
+    """Runs (or resumes) the distillation in ``work_dir``; see the module docstring."""
+
+    def __init__(self, settings: DistillSettings, work_dir, train_clean: Optional[np.ndarray] = None,
+                 val_clean: Optional[np.ndarray] = None):
+        from .train import crop_to_multiple, load_split
+
+        self.s = settings
+        self.work = Path(work_dir)
+        self.work.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(int(settings.threads))
+        self._setup_log()
+        self.bundle, self.teacher = load_teachers(settings.bundle)
+        self.tasks = list(self.teacher.tasks)
+        self.slots = self.tasks + [CLEAN]
+        data = settings.data or self._bundle_data()
+        if train_clean is None:
+            train_clean = load_split(data, "train")
+        if val_clean is None:
+            val_clean = load_split(data, "val")
+        self.data = data
+        m = math.lcm(self.teacher.cfg.multiple, 32)
+        rng = np.random.default_rng(settings.seed)
+        self.train_clean = crop_to_multiple(np.asarray(train_clean, np.float32), m)
+        val_clean = crop_to_multiple(np.asarray(val_clean, np.float32), m)
+        if settings.val_limit and len(val_clean) > settings.val_limit:
+            val_clean = val_clean[np.sort(rng.choice(len(val_clean), settings.val_limit, replace=False))]
+        self.val_clean = val_clean
+        self.state = self._load_state()
+        torch.manual_seed(settings.seed)
+        self.net = self._new_student()
+        self.adapter = nn.Conv2d(self.net.cfg.width, self.teacher.cfg.width, 1)
+        self.loss = RestorationLoss(settings.crop)
+        self.opt = torch.optim.AdamW(self._body_params(), lr=settings.lr, weight_decay=1e-5)
+        self.step = 0
+        self._resume()
+        self._pools = None
+        self._val_sets: Dict[str, np.ndarray] = {}
+
+    def _new_student(self) -> StudentNet:
+        """The student of a saved checkpoint (resume), else one copied from route ``init_from``,
+        else the ``preset`` from scratch. Raises ValueError when a copied route would exceed
+        :data:`MAX_GMAC`."""
+        path = self.work / STUDENT_CKPT
+        if path.is_file():
+            arch = torch.load(path, map_location="cpu", weights_only=True)["architecture"]
+            return StudentNet(StudentConfig.from_dict(arch["config"]), arch["prompts"])
+        task = self.s.init_from
+        if task == "auto":
+            singles = [t for t in self.tasks if t not in self.teacher.parts]
+            task = "noise" if "noise" in singles else (singles[0] if singles else "none")
+        if task == "none":
+            return create_student(self.s.preset, self.slots)
+        if task not in self.tasks or task in self.teacher.parts:
+            raise ValueError(f"--init-from {task!r} must be a single-degradation route of the teachers "
+                             f"({', '.join(t for t in self.tasks if t not in self.teacher.parts)}) or none")
+        net = student_from_route(self.teacher, task, self.slots, get_student_config(self.s.preset).prompt_dim)
+        gmac = student_gmac(net)
+        if gmac > MAX_GMAC:
+            raise ValueError(f"a student copied from route {task} costs {gmac:.3f} GMAC at 640x512, over the "
+                             f"{MAX_GMAC} budget; prune the teachers or use --init-from none")
+        log.info("student initialised from route %s (%.3f GMAC)", task, gmac)
+        self.state["init_from"] = task
+        return net
+
+    # ---------------------------------------------------------------- bookkeeping
+    def _bundle_data(self) -> Optional[str]:
+        settings = ((self.bundle.manifest.get("training") or {}).get("settings") or {})
+        return settings.get("data")
+
+    def _setup_log(self) -> None:
+        path = self.work / "distill.log"
+        if not any(getattr(h, "baseFilename", None) == str(path) for h in log.handlers):
+            handler = logging.FileHandler(path)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+
+    def _load_state(self) -> dict:
+        path = self.work / "state.json"
+        state = {"done": [], "val": [], "metrics": {}, "wall_s": {}, "runs": []}
+        if path.is_file():
+            state = json.loads(path.read_text())
+            if state.get("settings", {}).get("bundle") not in (None, self.s.bundle):
+                log.warning("work dir %s was started with teachers %s; continuing with %s", self.work,
+                            state["settings"]["bundle"], self.s.bundle)
+        if "distill" not in state["done"]:     # the settings that trained the student; later runs are in "runs"
+            state["settings"] = asdict(self.s)
+        state.setdefault("runs", []).append({"date": _now(), "command": self.s.command})
+        return state
+
+    def _save_state(self) -> None:
+        tmp = self.work / "state.json.tmp"
+        tmp.write_text(json.dumps(self.state, indent=2, default=float))
+        os.replace(tmp, self.work / "state.json")
+
+    def _save(self, name: str = STUDENT_CKPT, **extra) -> None:
+        ckpt = _checkpoint(self.net, self.adapter, step=self.step, optimizer=self.opt.state_dict(), **extra)
+        torch.save(ckpt, self.work / (name + ".tmp"))
+        os.replace(self.work / (name + ".tmp"), self.work / name)
+
+    def _resume(self) -> None:
+        path = self.work / STUDENT_CKPT
+        if not path.is_file():
+            return
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt["architecture"]["prompts"] != self.slots:
+            raise ValueError(f"{path} holds a student for prompts {ckpt['architecture']['prompts']}, the teachers "
+                             f"have {self.slots}; use a new --work-dir")
+        self.net.load_state_dict(ckpt["state_dict"])
+        self.adapter.load_state_dict(ckpt["adapter"])
+        try:
+            self.opt.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError):   # the field stage's optimiser: the body is finished
+            pass
+        self.step = int(ckpt.get("step", 0))
+        log.info("resumed from %s at step %d (done: %s)", path, self.step, ", ".join(self.state["done"]) or "nothing")
+
+    def _body_params(self) -> List[nn.Parameter]:
+        field = set(id(p) for p in self.net.field.parameters()) if self.net.field is not None else set()
+        return [p for p in self.net.parameters() if id(p) not in field] + list(self.adapter.parameters())
+
+    # ---------------------------------------------------------------- data
+    def spec(self, task: str):
+        info = self.bundle.task_info(task)
+        return deg.DegradationSpec.from_json(info["spec"]) if info.get("spec") else deg.load_spec(task)
+
+    def pools(self):
+        from .train import DegradedPool
+
+        if self._pools is None:
+            rng = np.random.default_rng(self.s.seed + 1)
+            self._pools = {}
+            tone_pool = self.teacher.cfg.tone_pool if self.teacher.cfg.tone else None
+            for i, task in enumerate(self.tasks):
+                n = min(self.s.max_frames, len(self.train_clean))
+                idx = np.sort(rng.choice(len(self.train_clean), n, replace=False))
+                self._pools[task] = DegradedPool(self.train_clean[idx], self.spec(task),
+                                                 self.s.seed + 31 * (i + 1) + self.step, tone_pool)
+            n = min(self.s.max_frames, len(self.train_clean))
+            idx = np.sort(rng.choice(len(self.train_clean), n, replace=False))
+            self._pools[CLEAN] = _clean_pool(self.train_clean[idx], self.s.seed + 7 + self.step, tone_pool)
+        return self._pools
+
+    def val_set(self, task: str) -> np.ndarray:
+        if task not in self._val_sets:
+            self._val_sets[task] = deg.make_eval_set(self.val_clean, self.spec(task), seed=self.s.seed)
+        return self._val_sets[task]
+
+    def draw(self, rng: np.random.Generator) -> List[Tuple[str, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]:
+        """One batch as (slot, degraded crops, clean crops, whole-frame stats) groups."""
+        pools = self.pools()
+        slots = [CLEAN if rng.random() < self.s.clean_prob else self.tasks[int(rng.integers(len(self.tasks)))]
+                 for _ in range(self.s.batch)]
+        groups = []
+        for slot in dict.fromkeys(slots):
+            x, y, stats = pools[slot].batch(slots.count(slot), self.s.crop)
+            groups.append((slot, x, y, stats))
+        return groups
+
+    # ---------------------------------------------------------------- training
+    def loss_terms(self, groups) -> Dict[str, torch.Tensor]:
+        """Every loss term of one batch (see the module docstring)."""
+        xs, ys, ws, wrong, stats, t_out, t_feat = [], [], [], [], [], [], []
+        rng = np.random.default_rng(self.step + 12345)
+        for slot, x, y, st in groups:
+            with torch.no_grad():
+                out, feats = teacher_forward(self.teacher, x, slot, st)
+            xs.append(x)
+            ys.append(y)
+            ws.append(self.net.one_hot([slot] * len(x)))
+            others = [s for s in self.slots if s != slot]
+            wrong.append(self.net.one_hot([others[int(rng.integers(len(others)))] for _ in range(len(x))]))
+            stats.append(st if st is not None else frame_tone_stats(x[:, 0].numpy(), self.net.cfg.tone_pool))
+            t_out.append(out)
+            t_feat.append(feats)
+        x, y, w, w_neg = torch.cat(xs), torch.cat(ys), torch.cat(ws), torch.cat(wrong)
+        st, t_out, t_feat = torch.cat(stats), torch.cat(t_out), torch.cat(t_feat)
+        pred, h, _ = self.net.run(x, w, st, field=False)
+        f = self.adapter(h)
+        terms = {"gt": self.loss(pred, y), "kd": (pred - t_out).abs().mean(),
+                 "feat": (f - t_feat).abs().mean()}
+        fs, ft = _vectors(f, 4), _vectors(t_feat, 4)
+        terms["inst"] = info_nce(fs, ft, self.s.tau) + info_nce(_vectors(pred, 8), _vectors(t_out, 8), self.s.tau)
+        if self.s.w_cpr > 0:   # on half the batch: the extra forward is the step's largest cost after the teachers
+            k = max(1, len(x) // 2)
+            _, h_neg, _ = self.net.run(x[:k], w_neg[:k], st[:k], field=False)
+            terms["cpr"] = prompt_contrast(ft[:k], fs[:k], _vectors(self.adapter(h_neg), 4), self.s.tau)
+        else:
+            terms["cpr"] = pred.sum() * 0.0
+        terms["sparse"] = self.net.prompt_table.abs().mean()
+        weights = {"gt": self.s.w_gt, "kd": self.s.w_kd, "feat": self.s.w_feat, "inst": self.s.w_inst,
+                   "cpr": self.s.w_cpr, "sparse": self.s.w_sparse}
+        terms["total"] = sum(weights[k] * terms[k] for k in weights)
+        return terms
+
+    def _progress(self, elapsed: float) -> float:
+        """How far the stage is, 0..1: the larger of steps done / ``steps`` and, with a time
+        budget, seconds spent / ``max_minutes``·60 (so a slow or shared machine still ends on time,
+        with the full learning-rate schedule)."""
+        p = self.step / max(1, self.s.steps)
+        if self.s.max_minutes:
+            p = max(p, elapsed / (60.0 * self.s.max_minutes))
+        return min(1.0, p)
+
+    @staticmethod
+    def lr_factor(p: float, warm: float = 0.05) -> float:
+        """Linear warm-up over the first 5 %, then cosine down to 1 % of the peak."""
+        if p < warm:
+            return max(p / warm, 0.01)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, (p - warm) / (1 - warm))))
+
+    def distill(self) -> None:
+        """The ``distill`` stage: until ``steps`` or the ``max_minutes`` budget (wall time of the
+        stage, summed over resumed runs); resumes at the saved step."""
+        rng = np.random.default_rng(self.s.seed + 100 + self.step)
+        params = self._body_params()
+        self.net.train()
+        running = None
+        spent = float(self.state["wall_s"].get("distill", 0.0))
+        bar = tqdm(total=self.s.steps, initial=self.step, desc="distill", mininterval=5.0, dynamic_ncols=True)
+        last_save = time.monotonic()      # ``spent`` holds everything up to here
+        while True:
+            p = self._progress(spent + time.monotonic() - last_save)
+            if p >= 1.0 and self.step > 0:   # a fresh stage takes at least one step
+                break
+            if self.step and self.step % self.s.refresh_every == 0:
+                for pool in self.pools().values():
+                    pool.refresh()
+            for group in self.opt.param_groups:
+                group["lr"] = self.s.lr * self.lr_factor(p)
+            terms = self.loss_terms(self.draw(rng))
+            self.opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            self.opt.step()
+            self.step += 1
+            bar.update(1)
+            value = terms["total"].item()
+            running = value if running is None else 0.98 * running + 0.02 * value
+            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+            if self.step % 200 == 0:
+                log.info("distill step %d/%d loss %.4f (%s)", self.step, self.s.steps, running,
+                         ", ".join(f"{k} {v.item():.4f}" for k, v in terms.items() if k != "total"))
+            if self.step % self.s.val_every == 0:
+                self._validate()
+            if self.step % self.s.save_every == 0:
+                now = time.monotonic()
+                spent += now - last_save
+                last_save = now
+                self._checkpoint_stage(spent)
+        bar.close()
+        spent += time.monotonic() - last_save
+        log.info("distill: ended at step %d after %.0f s (loss %.4f)", self.step, spent, running or float("nan"))
+        if not self.state["val"] or self.state["val"][-1]["step"] != self.step:
+            self._validate()
+        self._checkpoint_stage(spent)
+
+    def _checkpoint_stage(self, spent: float) -> None:
+        self._save()
+        self.state["step"] = self.step
+        self.state["wall_s"]["distill"] = round(spent, 1)
+        self._save_state()
+
+    def _validate(self) -> None:
+        """Val PSNR per task with the one-hot prompt (field head included); keep the best."""
+        scores = {t: self.evaluate(t) for t in self.tasks}
+        mean = float(np.mean(list(scores.values())))
+        self.state["val"].append({"step": self.step, "mean": mean, "psnr": scores})
+        best = self.state.get("best")
+        if best is None or mean > best["mean"]:
+            self.state["best"] = {"step": self.step, "mean": mean, "psnr": scores}
+            self._save(BEST_CKPT)
+        log.info("val step %d: mean %.2f dB (%s)%s", self.step, mean,
+                 ", ".join(f"{t} {v:.2f}" for t, v in scores.items()),
+                 " best" if self.state["best"]["step"] == self.step else "")
+        self.net.train()
+
+    def evaluate(self, task: str, net: Optional[StudentNet] = None, weights=None) -> float:
+        """Mean per-frame val PSNR of the student on ``task``'s seeded val set (one-hot prompt,
+        or ``weights``: a K-vector)."""
+        net = self.net if net is None else net
+        net.eval()
+        frames = self.val_set(task)
+        w = net.one_hot([task]) if weights is None else torch.as_tensor(weights, dtype=torch.float32).reshape(1, -1)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(frames), 4):
+                x = torch.from_numpy(frames[i:i + 4, None])
+                out.append(net(x, w.expand(len(x), -1)).clamp(0, 1).numpy()[:, 0])
+        y = np.concatenate(out)
+        return float(np.mean([psnr(a, b) for a, b in zip(y, self.val_clean)]))
+
+    def teacher_psnr(self) -> Dict[str, float]:
+        """Val PSNR of every teacher route on the same frames (cached in state.json per frame count)."""
+        from .train import evaluate_route
+
+        cached = self.state.get("teacher_val") or {}
+        if cached.get("frames") != len(self.val_clean):
+            cached = {"frames": len(self.val_clean), "psnr": {}}
+        for task in self.tasks:
+            if task not in cached["psnr"]:
+                cached["psnr"][task] = evaluate_route(self.teacher, task, self.val_set(task), self.val_clean)
+        self.state["teacher_val"] = cached
+        self._save_state()
+        return dict(cached["psnr"])
+
+    def evaluate_split(self, split: str) -> dict:
+        """Student (one-hot prompts) and teacher routes on every frame of ``split`` of the data
+        (seeded eval sets), recorded in ``state["eval"][split]``; trains nothing. For the final
+        report on ``test``, once, for the chosen checkpoint."""
+        from .train import crop_to_multiple, evaluate_route, load_split
+
+        m = math.lcm(self.teacher.cfg.multiple, 32)
+        self.val_clean = crop_to_multiple(load_split(self.data, split), m)
+        self._val_sets = {}
+        out = {"frames": len(self.val_clean), "data": self.data, "date": _now(), "step": self.step,
+               "student": {t: self.evaluate(t) for t in self.tasks},
+               "teacher": {t: evaluate_route(self.teacher, t, self.val_set(t), self.val_clean) for t in self.tasks}}
+        self.state.setdefault("eval", {})[split] = out
+        self._save_state()
+        return out
+
+    def field(self) -> None:
+        """The ``field`` stage: fit the prompt-conditioned field head on whole frames (body and
+        prompts frozen); kept only if val mean PSNR improves, else its output conv is zeroed."""
+        head = self.net.field
+        if head is None or self.s.field_steps <= 0:
+            return
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        params = list(head.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        before = float(np.mean([self.evaluate(t) for t in self.tasks]))
+        pools = self.pools()
+        rng = np.random.default_rng(self.s.seed + 4241)
+        self.net.eval()
+        bases, cleans, prompts = [], [], []
+        with torch.no_grad():
+            for slot in self.slots:
+                pool = pools[slot]
+                w = self.net.one_hot([slot])
+                for i in range(0, len(pool.clean), 4):
+                    x = torch.from_numpy(pool.degraded[i:i + 4, None])
+                    y, _, _ = self.net.run(x, w.expand(len(x), -1), field=False)
+                    bases.append(y)
+                    cleans.append(torch.from_numpy(pool.clean[i:i + 4, None]))
+                    prompts.append(w.expand(len(x), -1))
+        base, clean, wts = torch.cat(bases), torch.cat(cleans), torch.cat(prompts)
+        opt = torch.optim.AdamW(params, lr=self.s.lr, weight_decay=1e-5)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.s.lr, total_steps=self.s.field_steps,
+                                                    pct_start=0.05)
+        t0 = time.monotonic()
+        for _ in tqdm(range(self.s.field_steps), desc="student field", mininterval=5.0, dynamic_ncols=True):
+            idx = torch.from_numpy(rng.choice(len(base), min(8, len(base)), replace=False))
+            with torch.no_grad():
+                p = self.net.prompt_vector(wts[idx])
+            loss = (head(base[idx], p) - clean[idx]).abs().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        for p in self.net.parameters():
+            p.requires_grad_(True)
+        after = float(np.mean([self.evaluate(t) for t in self.tasks]))
+        kept = after > before
+        if not kept:
+            with torch.no_grad():
+                head.out.weight.zero_()
+                head.out.bias.zero_()
+        self.state["metrics"]["field"] = {"val_mean_before": before, "val_mean_after": after, "kept": kept,
+                                          "seconds": round(time.monotonic() - t0, 1)}
+        log.info("student field head: val mean %.2f -> %.2f dB (%s)", before, after, "kept" if kept else "dropped")
+
+    # ---------------------------------------------------------------- stage 2
+    def _encoder(self, x: torch.Tensor) -> torch.Tensor:
+        """Frozen clean-image embedding of N×1×h×w crops: N×(C·16), normalised."""
+        s = self.teacher.stem(x)
+        return _vectors(s + self.teacher.branches[CLEAN](s), 4)
+
+    def real_frames(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(calibration, held-out) real degraded frames of ``real_data`` (train split, or ``all``
+        for a set without splits): per set, frames in file order, the last third held out as one
+        block (the Lynred set is one recording, so a block in time is the cleanest split there is)."""
+        from . import datasets as dsets
+        from .train import crop_to_multiple
+
+        cal, held = [], []
+        for name in dsets.parse_sets(self.s.real_data):
+            split = "train" if dsets.dataset(name).splits else "all"
+            frames = dsets.load_unit_frames([name], split, clean_only=False)
+            cut = len(frames) - len(frames) // 3
+            cal += list(frames[:cut])
+            held += list(frames[cut:])
+        if not cal or not held:
+            raise ValueError(f"{self.s.real_data}: too few frames to split into calibration and held-out frames")
+        m = math.lcm(self.teacher.cfg.multiple, 32)
+        return crop_to_multiple(np.stack(cal), m), crop_to_multiple(np.stack(held), m)
+
+    def router_mix(self, frames: np.ndarray) -> np.ndarray:
+        """Prompt weights N×K from the teacher bundle's router (uniform over the tasks without one)."""
+        if self.bundle.router is None:
+            w = np.zeros((len(frames), len(self.slots)), np.float32)
+            w[:, :len(self.tasks)] = 1.0 / len(self.tasks)
+            return w
+        from .backends.student import prompt_mix
+        from .evaluate import RouterRunner
+
+        runner = RouterRunner(self.bundle.router_path, self.bundle.router, threads=self.s.threads)
+        from .adapt import apply_adaptation
+
+        emb = apply_adaptation(runner.embed(frames), runner.adaptation)
+        return np.stack([prompt_mix(e, runner.codebook, runner.classes, runner.temperature, self.slots) for e in emb])
+
+    def _crops(self, frames: np.ndarray, n: int, rng: np.random.Generator):
+        c = self.s.crop
+        idx = rng.integers(0, len(frames), n)
+        ys = rng.integers(0, frames.shape[1] - c + 1, n)
+        xs = rng.integers(0, frames.shape[2] - c + 1, n)
+        x = np.stack([frames[i, y:y + c, x0:x0 + c] for i, y, x0 in zip(idx, ys, xs)])[:, None]
+        return torch.from_numpy(np.ascontiguousarray(x)), idx
+
+    def real_scores(self, frames: np.ndarray, weights: np.ndarray) -> Dict[str, float]:
+        """Mean column FPN of the input and of the student's output on real frames (no reference)."""
+        from .metrics import column_fpn
+
+        self.net.eval()
+        fpn_in, fpn_out = [], []
+        with torch.no_grad():
+            for f, w in zip(frames, weights):
+                y = self.net(torch.from_numpy(f[None, None]), torch.from_numpy(w[None])).clamp(0, 1).numpy()[0, 0]
+                fpn_in.append(column_fpn(f))
+                fpn_out.append(column_fpn(y))
+        return {"column_fpn_input": float(np.mean(fpn_in)), "column_fpn_output": float(np.mean(fpn_out)),
+                "frames": len(frames)}
+
+    def calibrate(self) -> None:
+        """Stage 2, see the module docstring; records before/after in ``metrics.calibrate``."""
+        if self.s.calibrate_steps <= 0:
+            return
+        t0 = time.monotonic()
+        rng = np.random.default_rng(self.s.seed + 777)
+        cal, held = self.real_frames()
+        w_cal, w_held = self.router_mix(cal), self.router_mix(held)
+        with torch.no_grad():
+            clean_c, _ = self._crops(self.train_clean, 256, rng)
+            real_c, _ = self._crops(cal, 256, rng)
+            pos = torch.from_numpy(kmeans(self._encoder(clean_c).numpy(), self.s.clusters, self.s.seed))
+            neg = torch.from_numpy(kmeans(self._encoder(real_c).numpy(), self.s.clusters, self.s.seed + 1))
+        pos, neg = F.normalize(pos, dim=1), F.normalize(neg, dim=1)
+        before = {"val_mean": float(np.mean([self.evaluate(t) for t in self.tasks])),
+                  **self.real_scores(held, w_held)}
+        saved = {k: v.clone() for k, v in self.net.state_dict().items()}
+        params = self._body_params()
+        opt = torch.optim.AdamW(params, lr=self.s.lr * 0.1, weight_decay=1e-5)
+        stats = frame_tone_stats(cal, self.net.cfg.tone_pool)
+        self.net.train()
+        for _ in tqdm(range(self.s.calibrate_steps), desc="calibrate", mininterval=5.0, dynamic_ncols=True):
+            terms = self.loss_terms(self.draw(rng))
+            x, idx = self._crops(cal, self.s.batch, rng)
+            y, _, _ = self.net.run(x, torch.from_numpy(w_cal[idx]), stats[idx], field=False)
+            v = self._encoder(y)
+            loss_cal = cluster_contrast(v, pos, neg, self.s.tau)
+            loss = terms["total"] + self.s.w_cal * loss_cal
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+        after = {"val_mean": float(np.mean([self.evaluate(t) for t in self.tasks])),
+                 **self.real_scores(held, w_held)}
+        kept = after["val_mean"] >= before["val_mean"] - 0.1 and after["column_fpn_output"] < before["column_fpn_output"]
+        if not kept:
+            self.net.load_state_dict(saved)
+        self.state["metrics"]["calibrate"] = {"before": before, "after": after, "kept": kept,
+                                              "real_data": self.s.real_data, "calibration_frames": len(cal),
+                                              "held_out_frames": len(held), "steps": self.s.calibrate_steps,
+                                              "seconds": round(time.monotonic() - t0, 1)}
+        log.info("calibrate: val mean %.2f -> %.2f dB, held-out real column FPN %.4f -> %.4f (input %.4f): %s",
+                 before["val_mean"], after["val_mean"], before["column_fpn_output"], after["column_fpn_output"],
+                 before["column_fpn_input"], "kept" if kept else "dropped")
+
+    def run(self) -> dict:
+        """Every stage not yet done: ``distill`` (from the best val checkpoint on), ``field``,
+        ``calibrate`` (when ``calibrate_steps`` > 0)."""
+        if "distill" not in self.state["done"]:
+            t0 = time.monotonic()
+            self.distill()
+            self.state["done"].append("distill")
+            best = self.work / BEST_CKPT
+            if best.is_file():   # continue from the checkpoint val chose
+                ckpt = torch.load(best, map_location="cpu", weights_only=True)
+                self.net.load_state_dict(ckpt["state_dict"])
+                self.adapter.load_state_dict(ckpt["adapter"])
+                log.info("distill: chose the step-%s checkpoint (val mean %.2f dB)", ckpt.get("step"),
+                         self.state["best"]["mean"])
+            self._save()
+            self._save_state()
+            log.info("stage distill finished in %.0f s", time.monotonic() - t0)
+        if "field" not in self.state["done"]:
+            t0 = time.monotonic()
+            self.field()
+            self.state["done"].append("field")
+            self.state["wall_s"]["field"] = round(time.monotonic() - t0, 1)
+            self._save()
+            self._save_state()
+        if self.s.calibrate_steps > 0 and "calibrate" not in self.state["done"]:
+            t0 = time.monotonic()
+            self.calibrate()
+            self.state["done"].append("calibrate")
+            self.state["wall_s"]["calibrate"] = round(time.monotonic() - t0, 1)
+            self._save()
+            self._save_state()
+        metrics = self.state["metrics"]
+        metrics["val_psnr"] = {t: self.evaluate(t) for t in self.tasks}
+        metrics["val_frames"] = len(self.val_clean)
+        metrics["teacher_val_psnr"] = self.teacher_psnr()
+        metrics["gmac_640x512"] = round(student_gmac(self.net), 4)
+        metrics["params"] = sum(p.numel() for p in self.net.parameters())
+        self._save_state()
+        return self.state
+
+    def write_bundle(self, out_dir, deploy: str = "routes"):
+        """Export the student and write ``out_dir``: a copy of the teacher bundle with the student
+        added (tir.engines.bundle.add_student). Returns the Bundle."""
+        from .bundle import add_student
+
+        onnx_path = self.work / STUDENT_FILE
+        report = export_student(self.net, onnx_path)
+        m = self.state.get("metrics", {})
+        info = {"preset": self.net.cfg.name, "prompts": list(self.net.prompts),
+                "gmac_640x512": m.get("gmac_640x512", round(student_gmac(self.net), 4)),
+                "params": m.get("params", sum(p.numel() for p in self.net.parameters())),
+                "config": self.net.cfg.to_dict(),
+                "metrics": {"val_psnr": m.get("val_psnr"), "teacher_val_psnr": m.get("teacher_val_psnr"),
+                            "field": m.get("field"), "best": self.state.get("best"),
+                            "parity_max_abs_err": report["max_abs_err"]},
+                "training": {"teachers": str(self.bundle.path), "data": self.data, "command": self.s.command,
+                             "settings": asdict(self.s), "wall_s": self.state.get("wall_s"), "date": _now()}}
+        return add_student(self.bundle.path, out_dir, onnx_path, info, deploy=deploy)
+
+
+def cluster_contrast(v: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, tau: float) -> torch.Tensor:
+    """Cluster-grained contrastive loss (Uni-Removal stage 2), all rows normalised: each row of
+    ``v`` (N×D) is pulled to its nearest ``positives`` centroid (by cosine) and pushed from every
+    ``negatives`` centroid: mean of −log e^{v·p/τ} / (e^{v·p/τ} + Σ_j e^{v·n_j/τ})."""
+    sims = v @ positives.t()
+    pos = sims.max(dim=1).values / tau
+    neg = v @ negatives.t() / tau
+    return (torch.logsumexp(torch.cat([pos[:, None], neg], dim=1), dim=1) - pos).mean()
+
+
+def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 20) -> np.ndarray:
+    """k centroids (k×D float32) of the rows of ``x`` by Lloyd's algorithm, k-means++ seeding."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(x, np.float64)
+    k = min(k, len(x))
+    centres = [x[rng.integers(len(x))]]
+    for _ in range(1, k):
+        d = np.min(((x[:, None] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
+        centres.append(x[rng.choice(len(x), p=d / d.sum())] if d.sum() > 0 else x[rng.integers(len(x))])
+    c = np.array(centres)
+    for _ in range(iters):
+        label = np.argmin(((x[:, None] - c[None]) ** 2).sum(-1), axis=1)
+        new = np.array([x[label == j].mean(0) if np.any(label == j) else c[j] for j in range(k)])
+        if np.allclose(new, c):
+            break
+        c = new
+    return c.astype(np.float32)
+
+
+#: the student's cost budget per 640×512 frame (issue 11)
+MAX_GMAC = 1.2
+
+
+def student_from_route(teacher: OpenWorldModel, task: str, prompts: Sequence[str], prompt_dim: int) -> StudentNet:
+    """A student whose every prompt starts as route ``task`` (a single-degradation route): the
+    route's stem, branch (its pruned inner widths), reconstruction, tone head and field head are
+    copied; every prompt path (the block FiLMs, the prompt inputs of the tone, statistics and
+    field MLPs) starts at zero, so the student's output equals the route's for any prompt."""
+    tcfg = teacher.cfg
+    branch = teacher.branches[task]
+    cfg = StudentConfig(name=f"from-{task}", unshuffle=tcfg.unshuffle, width=tcfg.width, low_width=tcfg.low_width,
+                        blocks=tuple(tcfg.blocks), prompt_dim=prompt_dim, stats_hidden=tcfg.stats_hidden,
+                        tone_pool=tcfg.tone_pool, tone_hidden=tcfg.tone_hidden, field=tcfg.field or 0,
+                        field_width=tcfg.field_width, feature_width=tcfg.width, mids=tuple(branch.mids()))
+    net = StudentNet(cfg, prompts)
+    with torch.no_grad():
+        net.stem.load_state_dict(teacher.stem.conv.state_dict())
+        net.recon.weight.copy_(teacher.recon.conv.weight)
+        for mine, theirs in zip([*net.high_in, *net.low, *net.high_out], branch.res_blocks()):
+            mine.conv1.load_state_dict(theirs.conv1.state_dict())
+            mine.conv2.load_state_dict(theirs.conv2.state_dict())
+        net.down.load_state_dict(branch.down.state_dict())
+        net.up.load_state_dict(branch.up.state_dict())
+        net.out.load_state_dict(branch.out.state_dict())
+        lc = tcfg.low_width
+        net.stats_fc1.weight.zero_()
+        net.stats_fc1.weight[:, :lc] = branch.stats.fc1.weight
+        net.stats_fc1.bias.copy_(branch.stats.fc1.bias)
+        net.stats_fc2.load_state_dict(branch.stats.fc2.state_dict())
+        if task in teacher.tones:
+            tone = teacher.tones[task]
+            net.tone.fc1.weight.zero_()
+            net.tone.fc1.weight[:, :tone.fc1.in_channels] = tone.fc1.weight
+            net.tone.fc1.bias.copy_(tone.fc1.bias)
+            net.tone.fc2.load_state_dict(tone.fc2.state_dict())
+        if net.field is not None and task in teacher.fields:
+            head = teacher.fields[task]
+            net.field.convs.load_state_dict(head.convs.state_dict())
+            net.field.out.load_state_dict(head.out.state_dict())
+    return net
+
+
+def _clean_pool(clean: np.ndarray, seed: int, tone_pool: Optional[int]):
+    """A pool whose degraded frames are the clean frames (the ``clean`` prompt's identity target)."""
+    from .train import DegradedPool
+
+    pool = DegradedPool.__new__(DegradedPool)
+    pool.base = pool.clean = np.asarray(clean, np.float32)
+    pool.degraded = pool.clean
+    pool.rng = np.random.default_rng(seed)
+    pool.tone_pool = tone_pool
+    pool.randomize = False
+    pool.spec = None
+    pool.stats = frame_tone_stats(pool.clean, tone_pool)
+    pool.refresh = lambda fraction=0.25: np.arange(0)
+    return pool
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

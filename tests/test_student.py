@@ -1,0 +1,402 @@
+"""The distilled student (issue 11): network, losses, distillation run, export, bundle, Restorer."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tir.engines.bundle import BundleError, load_bundle, validate_manifest, write_bundle
+from tir.engines.distill import (DistillSettings, Distiller, export_student, info_nce, load_student,
+                                 prompt_contrast, teacher_forward)
+from tir.engines.models.student import (PRESETS, StudentNet, StudentWithPrompt, create_student,
+                                        student_gmac)
+from tir.engines.train import ContinualTrainer, TrainSettings
+
+torch.set_num_threads(1)
+SLOTS = ["contrast", "blur", "CB", "clean"]
+
+
+def frames(n=6, h=64, w=96, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / float(h)
+    return np.stack([np.clip(0.4 + 0.3 * np.sin(3 * xx + k) * np.cos(2 * yy) + 0.05 * rng.random((h, w)), 0, 1)
+                     for k in range(n)]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def teacher_bundle(tmp_path_factory):
+    """A tiny open-world bundle (contrast, blur, CB) with its model.pt, written by tir train's code."""
+    tmp = tmp_path_factory.mktemp("teachers")
+    clean = frames()
+    s = TrainSettings(preset="tiny", tasks=("contrast", "blur", "CB"), steps=2, pretrain_steps=2, finetune_steps=1,
+                      crop=32, batch=2, prune_samples=2, router=False, threads=1, val_limit=2,
+                      bundle_dir=str(tmp / "bundle"))
+    ContinualTrainer(s, tmp / "work", clean, clean[:2]).run()
+    return tmp / "bundle"
+
+
+def distill_settings(bundle, **kw):
+    base = dict(bundle=str(bundle), preset="tiny", steps=4, field_steps=2, crop=32, batch=4, threads=1,
+                max_frames=4, val_limit=2, val_every=2, save_every=2, clean_prob=0.25)
+    base.update(kw)
+    return DistillSettings(**base)
+
+
+# ----------------------------------------------------------------------------------- network
+def test_edge_student_is_within_the_mac_budget_and_counts_every_conv():
+    net = create_student("edge", ["contrast", "blur", "noise", "CB", "CN", "BN", "CBN", "clean"])
+    gmac = student_gmac(net)
+    assert gmac <= 1.2
+    # hand count of the dense convs at 640x512 (H/4 = 128x160, H/8 = 64x80): stem 16->24, recon 24->16,
+    # 2 high blocks (2 convs 24->24), 2 low blocks (2 convs 48->48), down 96->48, up 48->96, out 24->24
+    hi, lo = 128 * 160, 64 * 80
+    dense = (hi * 9 * 16 * 24 + hi * 9 * 24 * 16 + 2 * 2 * hi * 9 * 24 * 24 + 2 * 2 * lo * 9 * 48 * 48
+             + lo * 96 * 48 + lo * 48 * 96 + hi * 24 * 24)
+    assert dense / 1e9 <= gmac < dense / 1e9 + 0.01   # the rest: field head on 16x20 cells, 1x1 MLPs
+    assert net.cfg.multiple == 32
+
+
+def test_prompt_changes_the_output_and_mixing_is_linear_in_the_prompt_vector():
+    torch.manual_seed(0)
+    net = create_student("tiny", SLOTS)
+    for p in net.parameters():   # zero-initialised FiLM layers would hide the prompt
+        torch.nn.init.normal_(p, std=0.2)
+    net.eval()
+    x = torch.rand(1, 1, 64, 64)
+    a, b = net.one_hot(["contrast"]), net.one_hot(["blur"])
+    assert not torch.allclose(net(x, a), net(x, b))
+    mixed = 0.5 * a + 0.5 * b
+    expect = 0.5 * net.prompt_table[0] + 0.5 * net.prompt_table[1]
+    assert torch.allclose(net.prompt_vector(mixed).flatten(), expect, atol=1e-6)
+    with pytest.raises(ValueError, match="N×4"):
+        net(x, torch.ones(1, 3))
+    with pytest.raises(ValueError, match="no prompt for"):
+        net.one_hot(["rain"])
+    with pytest.raises(ValueError, match="multiple of 32"):
+        net(torch.rand(1, 1, 48, 64), a)
+    with pytest.raises(ValueError, match="unknown student preset"):
+        create_student("huge", SLOTS)
+
+
+def test_losses_have_the_right_values():
+    z = torch.nn.functional.normalize(torch.eye(3), dim=1)
+    # perfectly aligned, orthogonal negatives: -log(e^{1/τ} / (e^{1/τ} + 2)) at τ = 0.1
+    assert info_nce(z, z, 0.1).item() == pytest.approx(-np.log(np.exp(10) / (np.exp(10) + 2)), rel=1e-3)
+    assert info_nce(z[:1], z[:1], 0.1).item() == 0.0
+    a = torch.tensor([[1.0, 0.0]])
+    # positive = anchor, negative orthogonal, τ = 1: log(1 + e^{-1})
+    assert prompt_contrast(a, a, torch.tensor([[0.0, 1.0]]), 1.0).item() == pytest.approx(np.log1p(np.exp(-1)), rel=1e-5)
+    # negative = anchor, positive orthogonal: 1 + log(1 + e^{-1})
+    assert prompt_contrast(a, torch.tensor([[0.0, 1.0]]), a, 1.0).item() == pytest.approx(1 + np.log1p(np.exp(-1)), rel=1e-5)
+
+
+def test_export_has_two_inputs_the_routes_op_set_and_matches_torch(tmp_path):
+    import onnx
+
+    torch.manual_seed(0)
+    net = create_student("tiny", SLOTS)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    report = export_student(net, tmp_path / "s.onnx")
+    assert report["max_abs_err"] <= 1e-4
+    model = onnx.load(str(tmp_path / "s.onnx"))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["tir.multiple"] == "32" and meta["tir.prompts"] == ",".join(SLOTS)
+    assert [i.name for i in model.graph.input] == ["input", "prompt"]
+    # the op set of the shipped edge routes (docs/model.md "Ops"): the student adds none
+    from tir.engines.bundle import default_bundle_path
+
+    shipped = load_bundle(default_bundle_path())
+    route_ops = {n.op_type for t in shipped.tasks for n in onnx.load(str(shipped.route_path(t))).graph.node}
+    assert {n.op_type for n in model.graph.node} <= route_ops
+
+
+# ----------------------------------------------------------------------------------- distillation
+def test_teacher_forward_is_the_route_without_field_and_clean_is_identity(teacher_bundle):
+    from tir.engines.distill import load_teachers
+
+    _, teacher = load_teachers(teacher_bundle)
+    x = torch.from_numpy(frames(2)[:, None, :64, :64])
+    y, feats = teacher_forward(teacher, x, "CB")
+    assert torch.allclose(y, teacher.route_forward(x, "CB", field=False), atol=1e-6)
+    assert feats.shape == (2, teacher.cfg.width, 16, 16)
+    y, _ = teacher_forward(teacher, x, "clean")
+    assert torch.equal(y, x)
+
+
+def test_distill_runs_resumes_and_writes_a_bundle_with_the_student(tmp_path, teacher_bundle):
+    clean = frames()
+    work = tmp_path / "work"
+    d = Distiller(distill_settings(teacher_bundle, steps=2), work, clean, clean[:2])
+    assert d.slots == ["contrast", "blur", "CB", "clean"]
+    d.distill()
+    assert d.step == 2 and (work / "student.pt").is_file() and (work / "best.pt").is_file()
+    first = {k: v.clone() for k, v in d.net.state_dict().items()}
+    # a new run with more steps resumes at step 2 with the saved weights
+    d2 = Distiller(distill_settings(teacher_bundle, steps=4), work, clean, clean[:2])
+    assert d2.step == 2
+    assert all(torch.equal(first[k], v) for k, v in d2.net.state_dict().items())
+    state = d2.run()
+    assert d2.step == 4 and state["done"] == ["distill", "field"]
+    assert [v["step"] for v in state["val"]] == [2, 4]
+    m = state["metrics"]
+    assert set(m["val_psnr"]) == set(m["teacher_val_psnr"]) == {"contrast", "blur", "CB"}
+    assert all(np.isfinite(v) for v in m["val_psnr"].values())
+    assert "distill step" in (work / "distill.log").read_text() or "val step" in (work / "distill.log").read_text()
+    # the student in the bundle is the one run() ended with
+    out = d2.write_bundle(tmp_path / "out")
+    assert out.deploy == "routes" and out.student["prompts"] == d2.slots
+    assert out.tasks == load_bundle(teacher_bundle).tasks
+    assert out.student["gmac_640x512"] == m["gmac_640x512"]
+    # the teacher bundle is untouched
+    assert load_bundle(teacher_bundle).student is None
+    # state.json is plain JSON
+    json.loads((work / "state.json").read_text())
+
+
+def test_student_loss_terms_are_all_finite_and_the_step_lowers_the_loss(tmp_path, teacher_bundle):
+    clean = frames()
+    d = Distiller(distill_settings(teacher_bundle, lr=5e-3), tmp_path, clean, clean[:2])
+    rng = np.random.default_rng(0)
+    groups = d.draw(rng)
+    terms = d.loss_terms(groups)
+    assert set(terms) == {"gt", "kd", "feat", "inst", "cpr", "sparse", "total"}
+    assert all(torch.isfinite(v) for v in terms.values())
+    before = terms["total"].item()
+    for _ in range(15):
+        t = d.loss_terms(groups)
+        d.opt.zero_grad()
+        t["total"].backward()
+        d.opt.step()
+    assert d.loss_terms(groups)["total"].item() < before
+
+
+# ----------------------------------------------------------------------------------- bundle + runtime
+class FactorStudent(torch.nn.Module):
+    """A fake student: output = x · Σ_k w_k f_k (prompt weights w, one factor per slot)."""
+
+    def __init__(self, factors):
+        super().__init__()
+        self.register_buffer("f", torch.tensor(factors, dtype=torch.float32))
+
+    def forward(self, x, w):
+        return x * (w @ self.f).reshape(-1, 1, 1, 1)
+
+
+def _export_fake_student(path, factors, multiple=1):
+    import onnx
+
+    torch.onnx.export(FactorStudent(factors), (torch.rand(1, 1, 24, 32), torch.rand(1, len(factors))), str(path),
+                      input_names=["input", "prompt"], output_names=["output"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "prompt": {0: "n"}, "output": {0: "n"}})
+    model = onnx.load(str(path))
+    for key, value in (("tir.multiple", str(multiple)), ("tir.prompts", "a,b,clean")):
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def student_bundle(tmp_path_factory):
+    """test_restorer's tiny bundle (routes a ×2, b ×3, a mean-value router) plus a fake student."""
+    from tir.engines.bundle import add_student
+
+    from test_restorer import H, MEANS, W, MeanRouter, Scale, _export
+
+    tmp = tmp_path_factory.mktemp("studentbundle")
+    routes = {"a": _export(Scale(2.0), tmp / "a.onnx"), "b": _export(Scale(3.0), tmp / "b.onnx")}
+    router = _export(MeanRouter(), tmp / "router.onnx")
+    meta = {"name": "tiny", "router": {"codebook": np.eye(3).tolist(), "tasks": list(MEANS),
+                                       "threshold": 0.9, "temperature": 0.1, "input_size": [W, H]}}
+    write_bundle(tmp / "routes", routes, router, meta)
+    student = _export_fake_student(tmp / "fake.onnx", [5.0, 7.0, 1.0])
+    add_student(tmp / "routes", tmp / "student", student, {"prompts": ["a", "b", "clean"], "gmac_640x512": 0.5},
+                deploy="student")
+    return tmp
+
+
+def test_bundle_schema_and_hash_cover_the_student(student_bundle, tmp_path):
+    b = load_bundle(student_bundle / "student")
+    assert b.deploy == "student" and b.student_path.name == "student.onnx"
+    assert load_bundle(student_bundle / "routes").deploy == "routes"
+    manifest = json.loads((student_bundle / "student" / "manifest.json").read_text())
+    assert validate_manifest({**manifest, "deploy": "both"}) == ["deploy 'both' must be one of routes, student"]
+    bad = {**manifest, "student": None}
+    assert any("no student entry" in p for p in validate_manifest(bad))
+    bad = {**manifest, "student": {**manifest["student"], "prompts": ["a", "clean"]}}
+    assert any("lack routes ['b']" in p for p in validate_manifest(bad))
+    # a swapped student file is refused by its sha256
+    copy = tmp_path / "copy"
+    shutil.copytree(student_bundle / "student", copy)
+    _export_fake_student(copy / "student.onnx", [5.0, 7.5, 1.0])
+    with pytest.raises(BundleError, match="student.onnx sha256"):
+        load_bundle(copy)
+
+
+def test_restorer_runs_the_student_with_the_router_mix(student_bundle):
+    from tir.engines.restorer import Restorer
+
+    from test_restorer import frame
+
+    r = Restorer(student_bundle / "student", every=1, hysteresis=1)
+    assert r.deploy == "student" and r.prompts == ["a", "b", "clean"]
+    x = frame("a")
+    out = r.infer(x)
+    w = r.prompt_weights
+    assert w.shape == (3,) and w.sum() == pytest.approx(1.0, abs=1e-6) and w[0] > 0.99
+    assert np.allclose(out, x * float(w @ np.array([5.0, 7.0, 1.0])), atol=1e-5)
+    assert r.loaded_routes == []                       # no route engine was loaded
+    assert r.status()["deploy"] == "student" and set(r.status()["prompt"]) == {"a", "b", "clean"}
+    assert np.array_equal(r.infer(frame("clean")), frame("clean"))   # clean passes through
+    # a soft embedding gives a soft mix: half-way between the a and b entries
+    mix = r.prompt_mix(np.array([1.0, 1.0, 0.0]))
+    # cosines 0.7071, 0.7071, 0 over temperature 0.1, softmax
+    e = np.exp(np.sqrt(0.5) / 0.1)
+    assert mix == pytest.approx([e / (2 * e + 1), e / (2 * e + 1), 1 / (2 * e + 1)], rel=1e-5)
+    # the routes are still there: deploy="routes" runs them
+    rr = Restorer(student_bundle / "student", every=1, deploy="routes")
+    assert np.allclose(rr.infer(x), x * 2.0)
+    # a forced task is a one-hot prompt
+    rf = Restorer(student_bundle / "student", task="b")
+    assert np.allclose(rf.infer(x), x * 7.0)
+    with pytest.raises(ValueError, match="has no student"):
+        Restorer(student_bundle / "routes", deploy="student")
+    with pytest.raises(ValueError, match="ONNX Runtime only"):
+        Restorer(student_bundle / "student", backend="tensorrt")
+
+
+def test_student_engine_refuses_wrong_prompt_length(student_bundle):
+    from tir.engines.backends.student import StudentEngine
+    from tir.engines.engine import EngineError
+
+    e = StudentEngine(student_bundle / "student" / "student.onnx")
+    assert e.slots == 3 and e.prompts == ["a", "b", "clean"]
+    x = np.full((2, 1, 5, 7), 0.5, np.float32)
+    assert np.allclose(e.infer(x, [0.0, 1.0, 0.0]), 3.5)
+    with pytest.raises(EngineError, match="3 per frame"):
+        e.infer(x, [1.0, 0.0])
+
+
+def test_bench_times_routes_and_student_in_one_table_with_psnr(student_bundle, monkeypatch, capsys):
+    from tir.tools import bench
+    from tir.tools.cli import main
+
+    clean = np.full((2, 24, 32), 0.1, np.float32)
+    # frames a student with factor 5 (prompt a) restores exactly: degraded = clean / 5
+    monkeypatch.setattr(bench, "psnr_frames", lambda sets, split, n, task: {
+        "clean": clean, "degraded": clean / 5.0, "data": f"{sets} {split}", "task": task})
+    rc = main(["bench", "--mode", "model", "--model", str(student_bundle / "student"), "--deploy", "routes",
+               "student", "--task", "a", "--frames", "3", "--warmup", "1", "--size", "32x24", "--no-progress",
+               "--backend", "onnxruntime", "--psnr-data", "fake"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("mode"))
+    assert header.split()[-3:] == ["deploy", "PSNR", "dB"]
+    rows = [line.split() for line in out.splitlines() if line.startswith("model ")]
+    assert [r[-2] for r in rows] == ["routes", "student"]
+    # routes: route a doubles (0.04 vs 0.1: 20·log10(1/0.06) dB); student prompt a: ×5, exact (PSNR capped)
+    assert float(rows[0][-1]) == pytest.approx(20 * np.log10(1 / 0.06), abs=0.01)
+    assert float(rows[1][-1]) > 60
+
+
+def test_deploy_flag_refuses_a_single_model(tmp_path):
+    from tir.tools.run import ModelNotFound, load_model
+
+    with pytest.raises(ModelNotFound, match="--deploy picks what a bundle runs"):
+        load_model("plainnet:tiny", deploy="student")
+
+
+def test_cluster_contrast_and_kmeans_values():
+    from tir.engines.distill import cluster_contrast, kmeans
+
+    v = torch.tensor([[1.0, 0.0]])
+    pos = torch.tensor([[0.0, 1.0], [1.0, 0.0]])      # nearest positive: the second (cos 1)
+    neg = torch.tensor([[0.0, 1.0]])                   # cos 0
+    assert cluster_contrast(v, pos, neg, 1.0).item() == pytest.approx(np.log1p(np.exp(-1)), rel=1e-5)
+    x = np.concatenate([np.zeros((5, 2)), np.ones((5, 2)) * 10]) + np.random.default_rng(0).normal(0, 0.01, (10, 2))
+    c = kmeans(x, 2, seed=0)
+    assert sorted(np.round(c[:, 0]).tolist()) == [0.0, 10.0]
+
+
+def test_calibration_stage_runs_on_real_frames_and_records_before_after(tmp_path, teacher_bundle, monkeypatch):
+    clean = frames()
+    real = frames(9, seed=3)
+    d = Distiller(distill_settings(teacher_bundle, steps=2, field_steps=0, calibrate_steps=2, clusters=3),
+                  tmp_path, clean, clean[:2])
+    monkeypatch.setattr(d, "real_frames", lambda: (real[:6], real[6:]))
+    state = d.run()
+    assert state["done"] == ["distill", "field", "calibrate"]
+    cal = state["metrics"]["calibrate"]
+    assert cal["calibration_frames"] == 6 and cal["held_out_frames"] == 3
+    assert set(cal["before"]) == set(cal["after"]) == {"val_mean", "column_fpn_input", "column_fpn_output", "frames"}
+    # weights are the calibrated ones only when kept
+    assert isinstance(cal["kept"], bool)
+
+
+def test_eval_split_scores_student_and_teachers_without_training(tmp_path, teacher_bundle, monkeypatch):
+    import tir.engines.train as train_mod
+
+    clean = frames()
+    d = Distiller(distill_settings(teacher_bundle, steps=2, field_steps=0), tmp_path, clean, clean[:2])
+    d.run()
+    before = {k: v.clone() for k, v in d.net.state_dict().items()}
+    monkeypatch.setattr(train_mod, "load_split", lambda data, split: frames(3, seed=9))
+    out = d.evaluate_split("test")
+    assert out["frames"] == 3 and set(out["student"]) == set(out["teacher"]) == {"contrast", "blur", "CB"}
+    from tir.engines.train import evaluate_route
+
+    assert out["teacher"]["blur"] == pytest.approx(evaluate_route(d.teacher, "blur", d.val_set("blur"), d.val_clean))
+    assert all(torch.equal(before[k], v) for k, v in d.net.state_dict().items())
+    assert json.loads((tmp_path / "state.json").read_text())["eval"]["test"]["frames"] == 3
+
+
+def test_learning_rate_schedule_and_time_budget(tmp_path, teacher_bundle):
+    f = Distiller.lr_factor
+    assert f(0.0) == 0.01 and f(0.025) == pytest.approx(0.5) and f(0.05) == pytest.approx(1.0)
+    assert f(0.525) == pytest.approx(0.505) and f(1.0) == pytest.approx(0.01)
+    clean = frames()
+    # a budget far below one step's time: the stage ends after its first step, validated and saved
+    d = Distiller(distill_settings(teacher_bundle, steps=1000, max_minutes=1e-6), tmp_path, clean, clean[:2])
+    d.distill()
+    assert d.step == 1 and [v["step"] for v in d.state["val"]] == [1]
+    assert json.loads((tmp_path / "state.json").read_text())["step"] == 1
+
+
+def test_student_copied_from_a_route_starts_as_that_route_for_any_prompt():
+    from tir.engines.bundle import default_bundle_path
+    from tir.engines.distill import MAX_GMAC, load_teachers, student_from_route
+
+    _, teacher = load_teachers(default_bundle_path())      # the shipped edge bundle: tone and field heads
+    slots = teacher.tasks + ["clean"]
+    net = student_from_route(teacher, "noise", slots, 16)
+    assert net.cfg.mids == tuple(teacher.branches["noise"].mids())
+    assert student_gmac(net) <= MAX_GMAC
+    x = torch.rand(2, 1, 64, 96)
+    w = torch.softmax(torch.randn(2, len(slots)), 1)
+    with torch.no_grad():
+        assert torch.allclose(net(x, w), teacher.route_forward(x, "noise"), atol=1e-5)
+        # prompts matter once the FiLMs move
+        net.high_in[0].film.bias.add_(0.5)
+        assert not torch.allclose(net(x, w), teacher.route_forward(x, "noise"), atol=1e-3)
+
+
+def test_time_budget_counts_each_second_once(tmp_path, teacher_bundle, monkeypatch):
+    import tir.engines.distill as dmod
+
+    clean = frames()
+    d = Distiller(distill_settings(teacher_bundle, steps=1000, max_minutes=1.0, save_every=2, val_every=1000),
+                  tmp_path, clean, clean[:2])
+    clock = [0.0]
+    monkeypatch.setattr(dmod.time, "monotonic", lambda: clock[0])
+    real = d.loss_terms
+
+    def ten_seconds_a_step(groups):
+        clock[0] += 10.0
+        return real(groups)
+
+    monkeypatch.setattr(d, "loss_terms", ten_seconds_a_step)
+    d.distill()
+    assert d.step == 6                           # 6 steps × 10 s = the 60 s budget
+    assert d.state["wall_s"]["distill"] == 60.0

@@ -1,0 +1,99 @@
+"""``tir distill``: distil a bundle's routes into one prompt-conditioned student (issue 11).
+
+Teachers are the bundle's routes (its verified ``model.pt``); the student, the losses and the
+stages are described in tir.engines.distill. Writes a copy of the bundle with the student added
+(``student.onnx``, the manifest's ``student`` entry and ``deploy``) to ``--out``; resumable
+from ``--work-dir``. Example (docs/student.md)::
+
+    tir distill --bundle /work/runs/edge5/bundle --work-dir /work/runs/student --out /work/runs/student/bundle
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("tir.distill")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--bundle", required=True, help="teacher bundle (needs its model.pt, written by tir train)")
+    parser.add_argument("--out", required=True, help="bundle folder to write: the teacher bundle plus the student")
+    parser.add_argument("--work-dir", default=None,
+                        help="checkpoints, state.json and distill.log (default OUT.work); rerun to resume")
+    parser.add_argument("--init-from", default="auto",
+                        help="single-degradation teacher route the student starts as (default auto: noise, "
+                             "else the first single task; its pruned widths must stay within 1.2 GMAC), "
+                             "or none: the --preset network from scratch")
+    parser.add_argument("--preset", default="edge",
+                        help="student preset for --init-from none: edge (default, 1.05 GMAC) or tiny; its "
+                             "prompt length is used either way")
+    parser.add_argument("--data", default=None,
+                        help="SET[,SET...] registered data sets (default: the teacher bundle's training data)")
+    parser.add_argument("--steps", type=int, default=2000, help="distillation steps")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="wall-time budget of the distill stage: it ends at --steps or after this many "
+                             "minutes, whichever comes first, with the whole learning-rate schedule")
+    parser.add_argument("--field-steps", type=int, default=300, help="whole-frame steps of the student's field head")
+    parser.add_argument("--crop", type=int, default=128, help="training crop size in pixels (a multiple of 32)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine)")
+    parser.add_argument("--max-frames", type=int, default=64, help="whole frames per task pool")
+    parser.add_argument("--val-limit", type=int, default=16, help="val frames per task for the checkpoint choice")
+    parser.add_argument("--val-every", type=int, default=500, help="steps between val evaluations")
+    parser.add_argument("--w-cpr", type=float, default=0.05, help="contrastive prompt regularisation weight (0: off)")
+    parser.add_argument("--w-inst", type=float, default=0.05, help="instance-grained contrastive weight")
+    parser.add_argument("--w-feat", type=float, default=0.2, help="feature distillation weight")
+    parser.add_argument("--calibrate-steps", type=int, default=0,
+                        help="stage 2: real-domain calibration steps on unpaired real frames (0: off)")
+    parser.add_argument("--real-data", default="lynred_nonuc",
+                        help="stage 2: registered sets of real degraded frames (default lynred_nonuc)")
+    parser.add_argument("--deploy", choices=("routes", "student"), default="routes",
+                        help="what the written bundle runs by default (default routes: the student is "
+                             "there, `--deploy student` on tir run/bench/eval picks it)")
+    parser.add_argument("--eval-split", choices=("val", "test"), default=None,
+                        help="evaluate the finished student and its teachers on every frame of this split "
+                             "and print the table; trains nothing, writes no bundle (test: once, at the end)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+
+
+def main(args) -> int:
+    from tir.engines.bundle import BundleError
+    from tir.engines.datasets import DatasetError
+    from tir.engines.distill import DistillSettings, Distiller
+
+    if args.crop % 32:
+        print(f"tir distill: --crop {args.crop} must be a multiple of 32 (the student's spatial multiple)")
+        return 2
+    work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")
+    settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from, steps=args.steps,
+                               field_steps=args.field_steps, crop=args.crop, batch=args.batch, lr=args.lr,
+                               seed=args.seed, threads=args.threads, max_minutes=args.max_minutes, data=args.data, max_frames=args.max_frames,
+                               val_limit=args.val_limit, val_every=args.val_every, w_cpr=args.w_cpr,
+                               w_inst=args.w_inst, w_feat=args.w_feat, calibrate_steps=args.calibrate_steps,
+                               real_data=args.real_data,
+                               command=getattr(args, "command_line", ""))
+    try:
+        distiller = Distiller(settings, work)
+        if args.eval_split:
+            if "distill" not in distiller.state["done"]:
+                print(f"tir distill: {work} holds no finished student; run tir distill without --eval-split first")
+                return 2
+            result = distiller.evaluate_split(args.eval_split)
+            print(f"{args.eval_split} split, {result['frames']} frames, student step {result['step']}")
+            print(f"{'task':<10} {'student':>8} {'teacher':>8}  (PSNR dB)")
+            for task, value in result["student"].items():
+                print(f"{task:<10} {value:8.2f} {result['teacher'][task]:8.2f}")
+            return 0
+        state = distiller.run()
+        bundle = distiller.write_bundle(args.out, deploy=args.deploy)
+    except (BundleError, DatasetError, ValueError) as exc:
+        print(f"tir distill: {exc}")
+        return 2
+    m = state["metrics"]
+    print(f"student: {m['gmac_640x512']:.3f} GMAC at 640x512, {m['params']} parameters")
+    print(f"{'task':<10} {'student':>8} {'teacher':>8}  (val PSNR dB)")
+    for task, value in m["val_psnr"].items():
+        print(f"{task:<10} {value:8.2f} {m['teacher_val_psnr'][task]:8.2f}")
+    print(f"bundle with the student: {bundle.path} (deploy: {bundle.deploy})")
+    return 0
