@@ -296,3 +296,12 @@ def test_a_hot_swappable_model_offers_bundle_reload_through_attach():
     plain = Collector()
     Pipeline(open_source("synthetic://?size=160x120&realtime=0"), SlowModel(0.0), [plain], frames=3).run()
     assert "bundle/reload" not in plain.actions
+
+
+def test_a_frame_limit_delivers_exactly_that_many_frames():
+    """frames=N: the last stage stops itself at N, so no frame N+1 reaches an output while the
+    pipeline stops (it was counted after run() returned, now and then, under load)."""
+    for _ in range(5):
+        out = Collector()
+        snap = Pipeline(open_source("synthetic://?size=160x120&realtime=0"), SlowModel(0.0), [out], frames=5).run()
+        assert snap.frames == 5 and len(out.frames) == 5

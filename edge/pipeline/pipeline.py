@@ -165,6 +165,9 @@ class Pipeline:
         self.stats.frame_done(frame)
         self._leave(frame)
         if self.frames is not None and self.stats.output >= self.frames:
+            # stop here, in the last stage's own thread, so it cannot take one more frame before
+            # stop() runs: ``frames=N`` delivers exactly N frames to the outputs
+            self._stop.set()
             self._done.set()
 
     def _fatal(self, stage: str, exc: BaseException) -> None:
