@@ -76,3 +76,21 @@ def parse_size(text) -> Tuple[int, int]:
         raise ValueError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 640x512")
     return int(m.group(1)), int(m.group(2))
 
+
+
+def check_scheme(uri, options: Dict[str, Any], registry, kind: str, error, option_error) -> URI:
+    """``uri`` (str or :class:`URI`) parsed, ``options`` merged into its query (None values
+    skipped) and checked against the option dataclass its scheme declares in ``registry``
+    (a :class:`tir.edge.registry.Registry` of sources or outputs). Opens nothing. Raises
+    ``error`` for a scheme ``registry`` does not know (listing the known ones, ``kind`` names
+    them: "source"/"output") and ``option_error`` for an unknown option or a bad value."""
+    if not isinstance(uri, URI):
+        uri = parse_uri(uri)
+    uri.options.update({k: str(v) for k, v in options.items() if v is not None})
+    if options:
+        uri.values = None  # re-check with the overrides
+    if uri.scheme not in registry:
+        raise error(f"unknown {kind} scheme {uri.scheme!r} in {uri.text!r}; "
+                    f"known: {', '.join(s + '://' for s in registry.names())}")
+    uri.bind(registry.get(uri.scheme).option_type, option_error)
+    return uri

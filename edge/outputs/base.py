@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from ..frame import Frame
 from ..registry import OptionError, Registry
-from ..uri import URI, parse_uri
+from ..uri import URI, check_scheme
 
 if TYPE_CHECKING:
     from ..pipeline.stats import StatsSnapshot
@@ -102,16 +102,7 @@ def check_output(uri, **options) -> URI:
     """The parsed :class:`URI` with its options checked against the scheme's declaration,
     opening nothing (no port bound, no file written). Raises OutputError for an unknown scheme,
     :class:`OutputOptionError` for an unknown option (listing the valid ones) or a bad value."""
-    if not isinstance(uri, URI):
-        uri = parse_uri(uri)
-    uri.options.update({k: str(v) for k, v in options.items() if v is not None})
-    if options:
-        uri.values = None  # re-check with the overrides
-    if uri.scheme not in OUTPUTS:
-        raise OutputError(f"unknown output scheme {uri.scheme!r} in {uri.text!r}; "
-                          f"known: {', '.join(s + '://' for s in OUTPUTS.names())}")
-    uri.bind(OUTPUTS.get(uri.scheme).option_type, OutputOptionError)
-    return uri
+    return check_scheme(uri, options, OUTPUTS, "output", OutputError, OutputOptionError)
 
 
 def open_output(uri, **options) -> Output:

@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional
 
 from ..frame import Frame
 from ..registry import OptionError, Registry
-from ..uri import URI, parse_uri
+from ..uri import URI, check_scheme
 
 
 class SourceError(RuntimeError):
@@ -87,26 +87,12 @@ def register_source(scheme: str, target: Any, help: str = "a source", **kw) -> N
     SOURCES.register(scheme, target, help=help, replace=True, **kw)
 
 
-def _as_uri(uri, options: Dict[str, Any]) -> URI:
-    if not isinstance(uri, URI):
-        uri = parse_uri(uri)
-    uri.options.update({k: str(v) for k, v in options.items() if v is not None})
-    if options:
-        uri.values = None  # re-check with the overrides
-    return uri
-
-
 def check_source(uri, **options) -> URI:
     """The parsed :class:`URI` with its options checked against the scheme's declaration, opening
     nothing: ``tir run`` calls it before the model loads, the camera opens or the server binds.
     Raises SourceError for an unknown scheme, :class:`SourceOptionError` for an unknown option
     (listing the valid ones) or a bad value (naming the option)."""
-    uri = _as_uri(uri, options)
-    if uri.scheme not in SOURCES:
-        raise SourceError(f"unknown source scheme {uri.scheme!r} in {uri.text!r}; "
-                          f"known: {', '.join(s + '://' for s in SOURCES.names())}")
-    uri.bind(SOURCES.get(uri.scheme).option_type, SourceOptionError)
-    return uri
+    return check_scheme(uri, options, SOURCES, "source", SourceError, SourceOptionError)
 
 
 def open_source(uri, **options) -> Source:
