@@ -80,7 +80,9 @@ class Engine(ABC):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Run on an already padded, contiguous float32 batch."""
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def _padded(self, batch) -> Tuple[np.ndarray, Tuple[int, int]]:
+        """H×W, N×H×W or N×1×H×W -> (contiguous float32 N×1×H'×W' padded to :attr:`multiple`,
+        the original (H, W)). Raises EngineError for any other shape."""
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim == 2:
             batch = batch[None, None]
@@ -88,11 +90,18 @@ class Engine(ABC):
             batch = batch[:, None]
         if batch.ndim != 4 or batch.shape[1] != 1:
             raise EngineError(f"{self.name}: expected N×1×H×W input, got {batch.shape}")
-        padded, (h, w) = pad_to_multiple(batch, self.multiple)
-        out = self._run(np.ascontiguousarray(padded))
+        padded, hw = pad_to_multiple(batch, self.multiple)
+        return np.ascontiguousarray(padded), hw
+
+    @staticmethod
+    def _cropped(out: np.ndarray, padded: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
         if out.ndim == 4 and out.shape[-2:] == padded.shape[-2:]:
-            return out[..., :h, :w]  # an image: crop the padding back off
+            return out[..., :hw[0], :hw[1]]  # an image: crop the padding back off
         return out  # not an image (e.g. the router's embedding): nothing to crop
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        padded, hw = self._padded(batch)
+        return self._cropped(self._run(padded), padded, hw)
 
     def close(self) -> None:
         pass

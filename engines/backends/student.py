@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..engine import Engine, EngineError, pad_to_multiple, read_multiple
+from ..engine import Engine, EngineError, read_multiple
 
 PROMPT_INPUT = "prompt"
 
@@ -76,15 +76,8 @@ class StudentEngine(Engine):
 
     def infer(self, batch, weights=None) -> np.ndarray:
         """Restore ``batch`` with prompt ``weights`` (None: :attr:`weights`, set by the caller)."""
-        x = np.asarray(batch, dtype=np.float32)
-        if x.ndim == 2:
-            x = x[None, None]
-        elif x.ndim == 3:
-            x = x[:, None]
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise EngineError(f"{self.name}: expected N×1×H×W input, got {x.shape}")
-        padded, (h, w) = pad_to_multiple(x, self.multiple)
-        return self._run(np.ascontiguousarray(padded), weights)[..., :h, :w]
+        padded, hw = self._padded(batch)
+        return self._cropped(self._run(padded, weights), padded, hw)
 
 
 def prompt_mix(embedding, codebook, classes, temperature: float, prompts) -> np.ndarray:
