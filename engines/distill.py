@@ -327,12 +327,9 @@ class Distiller:
         return settings.get("data")
 
     def _setup_log(self) -> None:
-        path = self.work / "distill.log"
-        if not any(getattr(h, "baseFilename", None) == str(path) for h in log.handlers):
-            handler = logging.FileHandler(path)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            log.addHandler(handler)
-            log.setLevel(logging.INFO)
+        from .train import log_to_file
+
+        log_to_file(log, self.work / "distill.log")
 
     def _load_state(self) -> dict:
         path = self.work / "state.json"
@@ -887,6 +884,6 @@ def _clean_pool(clean: np.ndarray, seed: int, tone_pool: Optional[int]):
 
 
 def _now() -> str:
-    import datetime as dt
+    from .train import now_iso
 
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return now_iso()

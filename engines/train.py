@@ -216,12 +216,7 @@ class ContinualTrainer:
 
     # ---------------------------------------------------------------- bookkeeping
     def _setup_log(self) -> None:
-        path = self.work / "train.log"
-        if not any(getattr(h, "baseFilename", None) == str(path) for h in log.handlers):
-            handler = logging.FileHandler(path)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            log.addHandler(handler)
-            log.setLevel(logging.INFO)
+        log_to_file(log, self.work / "train.log")
 
     def _load_state(self) -> dict:
         path = self.work / "state.json"
@@ -560,6 +555,15 @@ def _blocks_of(model: OpenWorldModel, task: str) -> dict:
     return blocks
 
 
+def log_to_file(logger: logging.Logger, path: Path) -> None:
+    """Also write ``logger``'s INFO lines to ``path`` (a work dir's log), once per path."""
+    if not any(getattr(h, "baseFilename", None) == str(path) for h in logger.handlers):
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -648,7 +652,7 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     val = dsets.load_unit_frames(names, "val", ROUTER_INPUT_SIZE, max_frames=max_frames)
     log.info("router: %d train / %d val frames from %s", len(train), len(val), ", ".join(names))
     work = Path(work_dir)
-    info = train_router(train, list(src.tasks), out_dir=work / "router", steps=steps, seed=seed,
+    train_router(train, list(src.tasks), out_dir=work / "router", steps=steps, seed=seed,
                         threads=threads, val_images=val, draws=draws, outliers=(),
                         augment=randomize_fn if randomize else None, cache_size=cache_size,
                         crop=crop, calibration_draws=calibration_draws,
