@@ -653,10 +653,10 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     log.info("router: %d train / %d val frames from %s", len(train), len(val), ", ".join(names))
     work = Path(work_dir)
     train_router(train, list(src.tasks), out_dir=work / "router", steps=steps, seed=seed,
-                        threads=threads, val_images=val, draws=draws, outliers=(),
-                        augment=randomize_fn if randomize else None, cache_size=cache_size,
-                        crop=crop, calibration_draws=calibration_draws,
-                        variants=SENSOR_VARIANTS if sensor_variants else None)
+                 threads=threads, val_images=val, draws=draws, outliers=(),
+                 augment=randomize_fn if randomize else None, cache_size=cache_size,
+                 crop=crop, calibration_draws=calibration_draws,
+                 variants=SENSOR_VARIANTS if sensor_variants else None)
     training = {"sets": dsets.describe(names), "steps": steps, "seed": seed, "draws": draws,
                 "cache_size": list(cache_size), "crop": list(crop), "sensor_variants": bool(sensor_variants),
                 "calibration_draws": calibration_draws, "domain_randomisation": bool(randomize),
