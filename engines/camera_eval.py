@@ -194,7 +194,8 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             per[c].setdefault("routes", []).append(auto.route)
             per[c]["auto"].append(psnr(out / peak, clean / peak))
             if scene_referred:
-                d_clean = display_map(clean)
+                if k == 0:  # the clean reference is the same frame for every class
+                    d_clean = display_map(clean)
                 per[c]["d_auto"].append(psnr(display_map(out), d_clean))
             if c == CLEAN:
                 continue
