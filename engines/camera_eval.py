@@ -64,12 +64,15 @@ def visible_task(task: str, bits: int) -> str:
     """
     if bits <= 8 or task == CLEAN:
         return task
-    if task == "contrast":
+    parts = deg.COMPOUND_PARTS.get(task, (task,))  # the degradation catalogue's parts
+    if "contrast" not in parts:
+        return task
+    rest = tuple(p for p in parts if p != "contrast")
+    if not rest:
         return CLEAN
-    if task.startswith("C") and task != "C":
-        rest = task[1:]
-        return {"B": "blur", "N": "noise"}.get(rest, rest)
-    return task
+    if len(rest) == 1:
+        return rest[0]
+    return next((t for t, ps in deg.COMPOUND_PARTS.items() if ps == rest), task)
 
 
 def display_map(counts: np.ndarray) -> np.ndarray:
