@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import urllib.request
+from statistics import median
 
 FIELDS = ["t_s", "rss_mib", "e2e_p50_ms", "e2e_p99_ms", "frame_age_ms", "fps", "frames", "drops", "load_1m",
           "cpu_ms_per_frame"]
@@ -44,17 +45,7 @@ def theil_sen_slope(t, y) -> float:
     """Median of the pairwise slopes (y_j - y_i) / (t_j - t_i) (Sen 1968): a straight-line trend
     that a minority of outliers (a noisy neighbour for a few samples) cannot move."""
     slopes = [(y[j] - y[i]) / (t[j] - t[i]) for i in range(len(t)) for j in range(i + 1, len(t)) if t[j] > t[i]]
-    slopes.sort()
-    n = len(slopes)
-    if n == 0:
-        return 0.0
-    return slopes[n // 2] if n % 2 else 0.5 * (slopes[n // 2 - 1] + slopes[n // 2])
-
-
-def _median(values):
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+    return median(slopes) if slopes else 0.0
 
 
 def drift_report(rows, window: float = 60.0, skip: float = 60.0):
@@ -70,9 +61,9 @@ def drift_report(rows, window: float = 60.0, skip: float = 60.0):
         if len(pts) < 6:
             continue
         t, y = [p[0] for p in pts], [p[1] for p in pts]
-        start = _median([v for (ti, v) in pts if ti <= t_first + window])
-        end = _median([v for (ti, v) in pts if ti >= t_last - window])
-        med = _median(y)
+        start = median([v for (ti, v) in pts if ti <= t_first + window])
+        end = median([v for (ti, v) in pts if ti >= t_last - window])
+        med = median(y)
         drift = 100.0 * theil_sen_slope(t, y) * (t[-1] - t[0]) / med if med else 0.0
         out[key] = (start, end, drift)
     return out
