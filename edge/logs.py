@@ -64,6 +64,11 @@ class RateLimitFilter(logging.Filter):
         self.limiter = RateLimiter(interval_s, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is emitted now.
+
+        The first record of its kind within ``interval_s`` passes; the next one that passes after
+        the interval gets `` [N more like this in the last T s, not shown]`` appended to its message.
+        """
         key = (record.name, record.levelno, str(record.msg), getattr(record, "kind", None))
         held = self.limiter.admit(key)
         if held is None:

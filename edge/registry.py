@@ -217,11 +217,18 @@ class Entry:
 
     @property
     def option_type(self) -> Optional[type]:
+        """The entry's options dataclass: the declared one, else the target's ``Options`` attribute
+        (loading the target), else None.
+
+        Raises:
+            ImportError: the target has to be loaded and cannot be (see :meth:`load`).
+        """
         if self.options is not None:
             return self.options
         return getattr(self.load(), "Options", None)
 
     def option_list(self) -> Tuple[Option, ...]:
+        """The entry's options (name, type, default, help) in declaration order; () without options."""
         return options_of(self.option_type)
 
     def parse(self, raw: Mapping[str, Any], where: str = "") -> Any:
@@ -287,6 +294,11 @@ class Registry:
         return target
 
     def unregister(self, name: str) -> None:
+        """Remove ``name`` and its aliases.
+
+        Raises:
+            KeyError: ``name`` is not registered (an alias is not accepted here).
+        """
         key = self._key(name)
         entry = self._entries.pop(key)
         for alias in entry.aliases:
@@ -301,6 +313,12 @@ class Registry:
         return self._entries[key]
 
     def load(self, name: str) -> Any:
+        """The target registered under ``name`` (importing its module the first time).
+
+        Raises:
+            Exception: the registry's ``error`` class for an unknown name.
+            ImportError: the target's module or attribute cannot be loaded.
+        """
         return self.get(name).load()
 
     def find(self, predicate: Callable[[Entry], bool]) -> Optional[Entry]:
@@ -308,6 +326,7 @@ class Registry:
         return next((e for e in self if predicate(e)), None)
 
     def names(self) -> List[str]:
+        """The registered names in registration order (aliases not included)."""
         return [e.name for e in self._entries.values()]
 
     def choices(self) -> Tuple[str, ...]:
