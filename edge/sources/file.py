@@ -550,10 +550,12 @@ class FileSource(Source):
 
     @property
     def size(self):
+        """(width, height) of the replayed frames in pixels."""
         return (self._shape[1], self._shape[0])
 
     @property
     def fps(self) -> float:
+        """The replay rate in frames per second: the ``fps`` option, else the recording's own, else the image default."""
         return self._fps
 
     def _next_counts(self) -> np.ndarray:
@@ -628,6 +630,7 @@ class FileSource(Source):
         return frame
 
     def close(self) -> None:
+        """Close the underlying file or folder reader."""
         self.reader.close()
 
     def stats(self) -> Dict[str, object]:

@@ -397,13 +397,16 @@ class SyntheticSource(Source):
 
     @property
     def size(self):
+        """(width, height) of the frames in pixels."""
         return self._size
 
     @property
     def fps(self) -> float:
+        """The virtual camera's frame rate in frames per second."""
         return self._fps
 
     def start(self) -> "SyntheticSource":
+        """Start the pacing clock (frame 0 is due now); returns the source."""
         if self._t0 is None:
             self._t0 = now()
         return self
@@ -422,6 +425,17 @@ class SyntheticSource(Source):
         return due
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        """The next frame: with ``realtime=1`` the newest one due by the wall clock (skipped ones
+        count as dropped), else the next index.
+
+        Returns:
+            A :class:`~tir.edge.frame.Frame` with (H, W) uint16 14-bit counts, or None when no frame
+            is due within ``timeout`` seconds. ``meta`` holds ``index``, ``ffc``, ``temperature_k``,
+            with ``clean=1`` the noise-free counts (``clean``), with ``degrade`` the degradation name.
+
+        Raises:
+            EndOfStream: ``frames=N`` frames were delivered.
+        """
         if self.frames_total is not None and self._next >= self.frames_total:
             raise EndOfStream(f"{self.uri.text}: end after {self.frames_total} frames")
         k = self._due_index(timeout) if self.live else self._next
@@ -479,4 +493,5 @@ class SyntheticSource(Source):
         return counts, name
 
     def stats(self) -> Dict[str, int]:
+        """frames, dropped (not delivered when reading fell behind), corrupt (0), reconnects (0)."""
         return dict(self._counts)

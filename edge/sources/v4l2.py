@@ -202,10 +202,12 @@ class V4L2Camera(Source):
 
     @property
     def size(self):
+        """(width, height) of the counts frames in pixels (after the format's unpacking)."""
         return (self._shape[1], self._shape[0])
 
     @property
     def fps(self) -> Optional[float]:
+        """The frame rate in frames per second the device reports (else the ``fps`` option)."""
         return self._fps
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
@@ -235,9 +237,11 @@ class V4L2Camera(Source):
                                 self.path, exc.kind, exc, exc.kind)
 
     def close(self) -> None:
+        """Release the OpenCV capture."""
         self.cap.release()
 
     def stats(self) -> Dict[str, int]:
+        """frames, failed_reads and corrupt (frames dropped by :func:`~tir.edge.frame.check_frame`)."""
         return dict(self._counts)
 
 
@@ -259,36 +263,51 @@ class V4L2Source(Source):
 
     @property
     def format(self) -> RawFormat:
+        """The camera's raw layout (:class:`~tir.edge.camera.formats.RawFormat`)."""
         return self.camera.format
 
     @property
     def size(self):
+        """(width, height) of the counts frames in pixels."""
         return self.grabber.size if self.grabber else self.camera.size
 
     @property
     def fps(self) -> Optional[float]:
+        """The frame rate in frames per second."""
         return self.grabber.fps if self.grabber else self.camera.fps
 
     @property
     def connected(self) -> bool:
+        """False while the grabber is reconnecting to a lost camera."""
         return self.grabber.connected if self.grabber else True
 
     def start(self) -> "V4L2Source":
+        """Start the newest-frame grabber (with reconnection) around the camera; returns the source."""
         if self.grabber is None:
             self.grabber = Grabber(self._open, uri=self.uri, first_source=self.camera,
                                    **self._grabber_options).start()
         return self
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        """The newest frame (through the grabber once started), or None within ``timeout`` seconds.
+
+        Returns:
+            A :class:`~tir.edge.frame.Frame` with (H, W) uint16 counts.
+
+        Raises:
+            SourceError: before :meth:`start`, the camera stopped delivering frames.
+        """
         if self.grabber is not None:
             return self.grabber.read(timeout)
         return self.camera.read(timeout)
 
     def close(self) -> None:
+        """Stop the grabber (or release the camera when never started)."""
         if self.grabber is not None:
             self.grabber.close()
         else:
             self.camera.close()
 
     def stats(self) -> Dict[str, object]:
+        """The grabber's counters once started (:meth:`Grabber.stats`), else the camera's."""
         return self.grabber.stats() if self.grabber else self.camera.stats()
