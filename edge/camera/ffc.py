@@ -75,6 +75,7 @@ class FFCProgress:
 
     @property
     def method(self) -> str:
+        """The progress query in use ("ffc-status" or "ffc-in-progress"), "none" when no query is left."""
         return self._queries[0][0] if self._queries else "none"
 
     def busy(self) -> Optional[bool]:
@@ -182,6 +183,7 @@ class FFCController:
 
     # -- lifecycle
     def start(self) -> "FFCController":
+        """Start the controller thread (once); returns the controller."""
         if not self._thread.is_alive():
             self._thread.start()
         return self
@@ -222,6 +224,15 @@ class FFCController:
             return any(start <= t and (end is None or t <= end + self.settle_s) for start, end in self._windows)
 
     def stats(self) -> dict:
+        """The controller's state for the stats page.
+
+        Returns:
+            ``fpa_temp_c`` (°C, None when unknown), ``ffc_state``, ``last_ffc_age_s`` (seconds since
+            the last FFC ended, 0.0 during one, None before the first), ``ffc_count``,
+            ``ffc_camera_initiated``, ``ffc_frames`` (frames marked), ``frames_seen``, ``ffc_errors``,
+            ``ffc_last_error``, ``ffc_period_s`` and ``ffc_confirmed_by`` (the query that saw the FFC
+            end, or "assumed N s").
+        """
         t = self.clock()
         with self._lock:
             busy = any(end is None for _, end in self._windows)

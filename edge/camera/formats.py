@@ -207,12 +207,23 @@ class RawFormat:
 
     def unpack(self, buffer: np.ndarray, capture_size: Optional[Size] = None
                ) -> Tuple[np.ndarray, Dict[str, Any]]:
-        """(uint16 (H, W) counts, extra meta) from a capture buffer.
+        """Counts and extra meta from one capture buffer.
 
-        ``capture_size`` is the (w, h) the device reports (OpenCV FRAME_WIDTH/HEIGHT). Extra
-        meta: ``layout`` (name), ``kelvin_per_count`` (the layout's scale), and for frames with
-        telemetry rows ``telemetry`` (the raw rows, uint16) and ``telemetry_fields`` (parsed row
-        A, Lepton). Raises FrameError("shape") when no layout fits, with the sizes it knows.
+        Args:
+            buffer: the frame OpenCV returned with CONVERT_RGB off: uint16 (H, W), uint8 (H, W, 2)
+                YUYV, or a flattened 1-D/1×N array (OpenCV 4.11, thermal_io.md §3.1).
+            capture_size: the (width, height) in pixels the device reports (OpenCV
+                FRAME_WIDTH/HEIGHT), or None for :attr:`capture_size`.
+
+        Returns:
+            (counts, extra): counts are (H, W) uint16; extra holds ``layout`` (name),
+            ``kelvin_per_count`` (the layout's scale, K per count, or None) and, for frames with
+            telemetry rows, ``telemetry`` (the raw rows, uint16) and ``telemetry_fields`` (parsed
+            row A, Lepton).
+
+        Raises:
+            FrameError: kind "shape", when no layout fits (the message lists the sizes known) or
+                the layout is refused.
         """
         layout = self.layout_for(self.geometry(buffer, capture_size or self.capture_size))
         if layout.refuse:
@@ -232,15 +243,28 @@ class RawFormat:
         return image, extra
 
     def decode(self, buffer: np.ndarray, capture_size: Optional[Size] = None) -> np.ndarray:
-        """uint16 (H, W) counts from a capture buffer."""
+        """(H, W) uint16 counts from a capture buffer (:meth:`unpack` without the meta).
+
+        Raises:
+            FrameError: as :meth:`unpack`.
+        """
         return self.unpack(buffer, capture_size)[0]
 
     @property
     def radiometric(self) -> bool:
+        """Whether counts convert to kelvin (the format has a ``kelvin_per_count``)."""
         return self.kelvin_per_count is not None
 
     def to_kelvin(self, counts: np.ndarray) -> Optional[np.ndarray]:
-        """Temperature in kelvin (float32), or None for a non-radiometric camera."""
+        """Temperature in kelvin.
+
+        Args:
+            counts: (H, W) uint16 counts of this format.
+
+        Returns:
+            (H, W) float32 kelvin (counts × ``kelvin_per_count``), or None for a non-radiometric
+            camera.
+        """
         if self.kelvin_per_count is None:
             return None
         return counts.astype(np.float32) * np.float32(self.kelvin_per_count)
