@@ -77,7 +77,12 @@ class Option:
         return self.kind or KINDS.get(self.type, getattr(self.type, "__name__", str(self.type)))
 
     def convert(self, value: Any) -> Any:
-        """The typed value of a raw ``value``; raises ValueError("must be ...") without the name."""
+        """The typed value of a raw ``value`` (None stays None).
+
+        Raises:
+            ValueError: the value does not convert or fails the option's check; the message says
+                "must be ..." without the option's name (the caller adds it).
+        """
         if value is None:
             return None
         try:
@@ -206,7 +211,11 @@ class Entry:
     registry: Optional["Registry"] = field(default=None, repr=False, compare=False)
 
     def load(self) -> Any:
-        """The target (importing its module the first time)."""
+        """The target (importing its module the first time).
+
+        Raises:
+            ImportError: the ``"module:attr"`` target cannot be imported; the message names the entry.
+        """
         if isinstance(self.target, str):
             try:
                 self.target = resolve(self.target)
@@ -305,7 +314,11 @@ class Registry:
             self._aliases.pop(self._key(alias), None)
 
     def get(self, name: str) -> Entry:
-        """The entry for ``name`` (or an alias); raises ``error`` listing the known names."""
+        """The entry for ``name`` (or an alias).
+
+        Raises:
+            Exception: the registry's ``error`` class for an unknown name, listing the known names.
+        """
         key = self._key(name)
         key = self._aliases.get(key, key)
         if key not in self._entries:

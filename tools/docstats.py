@@ -53,7 +53,7 @@ PACKAGES: Dict[str, str] = {
 #: Parameter names taken to be arrays when not annotated (frames, batches, images, tensors).
 ARRAY_PARAMS = frozenset({
     "frame", "frames", "image", "images", "img", "batch", "batches", "y16", "counts", "array",
-    "arr", "tensor", "x", "clean", "noisy", "degraded", "restored", "pred", "target", "lut",
+    "arr", "tensor", "x", "clean", "noisy", "degraded", "restored", "pred", "lut",
     "display", "bgr", "gray", "embedding", "embeddings", "features", "stack",
 })
 _ARRAY_ANNOTATION = re.compile(r"ndarray|NDArray|Tensor|\barray\b")

@@ -181,7 +181,11 @@ class FFCStatus(enum.IntEnum):
 
 
 def parse_enum(cls: Type[enum.IntEnum], value) -> enum.IntEnum:
-    """``value`` as a member of ``cls``: a member, its int, or its name (any case, '-' for '_')."""
+    """``value`` as a member of ``cls``: a member, its int, or its name (any case, '-' for '_').
+
+    Raises:
+        ValueError: no member matches; the message lists the choices with their values.
+    """
     if isinstance(value, cls):
         return value
     if isinstance(value, str):

@@ -93,8 +93,13 @@ class PtyDevice(abc.ABC):
     faults = FAULTS
 
     def inject(self, fault: str, count: int = 1, status: Optional[int] = None, delay_s: float = 0.5) -> None:
-        """Apply ``fault`` to the next ``count`` replies (``status``: the code for "status",
-        ``delay_s``: the delay for "late")."""
+        """Apply ``fault`` to the next ``count`` replies.
+
+        ``status`` is the code sent for the "status" fault, ``delay_s`` the delay in seconds for "late".
+
+        Raises:
+            ValueError: ``fault`` is not one of :attr:`faults` (the message lists them).
+        """
         if fault not in self.faults:
             raise ValueError(f"unknown fault {fault!r}; choose one of: {', '.join(self.faults)}")
         with self._lock:

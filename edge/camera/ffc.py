@@ -203,7 +203,11 @@ class FFCController:
 
     # -- frame path (cheap, never touches the serial port)
     def annotate(self, frame: Frame) -> Frame:
-        """Set ``frame.meta["ffc"]``: True when it was captured during an FFC or its settle time."""
+        """Set ``frame.meta["ffc"]``: True when it was captured during an FFC or its settle time.
+
+        Reads only ``frame.t_capture`` (seconds of :func:`~tir.edge.frame.now`); the counts are not
+        touched. Returns ``frame``.
+        """
         t = frame.t_capture
         with self._lock:
             marked = any(start <= t and (end is None or t <= end + self.settle_s) for start, end in self._windows)

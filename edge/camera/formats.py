@@ -161,7 +161,11 @@ class RawFormat:
         return self.layout_for(self.capture_size).frame if self.capture_size else None
 
     def with_telemetry(self, position: str) -> "RawFormat":
-        """This family with its telemetry rows at ``position`` ("top" or "bottom")."""
+        """This family with its telemetry rows at ``position`` ("top" or "bottom").
+
+        Raises:
+            ValueError: ``position`` is neither.
+        """
         position = str(position).strip().lower()
         if position not in TELEMETRY_POSITIONS:
             raise ValueError(f"telemetry={position!r}; use telemetry=top (header) or telemetry=bottom (footer)")
@@ -186,8 +190,14 @@ class RawFormat:
         return ", ".join(f"{l.capture[0]}x{l.capture[1]}" for l in self.layouts) or "any"
 
     def geometry(self, buffer: np.ndarray, reported: Optional[Size]) -> Size:
-        """Capture (w, h) in 16-bit pixels: the buffer's 2-D shape, else ``reported`` when the
-        word count matches, else the single known layout with that word count."""
+        """Capture (w, h) in 16-bit pixels of ``buffer``.
+
+        The buffer's own 2-D shape, else ``reported`` when its word count matches, else the single
+        known layout with that word count (flattened frames, thermal_io.md §3.1).
+
+        Raises:
+            FrameError: kind "type" when ``buffer`` is not a numpy array, "shape" when no size fits.
+        """
         if not isinstance(buffer, np.ndarray):
             raise FrameError("type", f"frame is {type(buffer).__name__}, expected numpy array")
         own = _shape_size(buffer)
@@ -380,7 +390,11 @@ def format_for(vid, pid) -> Optional[RawFormat]:
 
 
 def get_format(name: str) -> RawFormat:
-    """Format by name (``y16``, ``boson``, ``lepton``, ``tc001``); the error lists them."""
+    """Raw format by name (``y16``, ``boson``, ``lepton``, ``tc001``).
+
+    Raises:
+        ValueError: unknown name; the message lists the known formats.
+    """
     key = str(name).strip().lower()
     if key not in CAMERAS:
         raise ValueError(f"unknown raw format {name!r}; known: {', '.join(CAMERAS.names())}")

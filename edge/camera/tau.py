@@ -152,7 +152,11 @@ class TauPacket:
 
 
 def decode_packet(data: bytes) -> TauPacket:
-    """Decode one complete packet; raise ValueError naming what is wrong."""
+    """Decode one complete Tau2 packet.
+
+    Raises:
+        ValueError: ``data`` is not exactly one packet, or its CRC2 is wrong.
+    """
     packets = TauPacketReader().feed(data)
     if len(packets) != 1:
         raise ValueError(f"not exactly one Tau2 packet in {bytes(data).hex(' ')}")

@@ -169,7 +169,13 @@ class Grabber(Source):
 
     # ---- consumer side ---------------------------------------------------------------
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
-        """The newest frame not yet returned, or None if none arrives within ``timeout``."""
+        """The newest frame not yet returned, or None if none arrives within ``timeout`` seconds.
+
+        Starts the thread on first use.
+
+        Raises:
+            EndOfStream: the wrapped source ended and every frame it gave was returned.
+        """
         self.start()
         frame = self.slot.get(timeout)
         if frame is None and self._ended is not None and not self.slot.pending:

@@ -271,7 +271,13 @@ class ThermalSceneRenderer:
         return scene
 
     def render(self, k: int, clean: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray], bool]:
-        """(raw counts, clean counts or None, ffc) for frame ``k``."""
+        """Render frame ``k`` of the virtual camera.
+
+        Returns:
+            (raw, clean, ffc): raw is (H, W) uint16 14-bit counts (scene + FPN + noise);
+            clean is the noise-free (H, W) uint16 counts when ``clean`` is true, else None;
+            ffc is True while the shutter is closed (the frame repeats the last one before it).
+        """
         ffc = self.is_ffc(k)
         if ffc:  # frozen video: repeat the last frame before the shutter closed
             k = (k // self.ffc_period) * self.ffc_period - 1

@@ -211,7 +211,15 @@ class V4L2Camera(Source):
         return self._fps
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
-        """Next frame (blocking in OpenCV); None for a failed read; SourceError when gone."""
+        """The next frame (blocking in OpenCV's read; ``timeout`` is not used by OpenCV).
+
+        Returns:
+            A :class:`~tir.edge.frame.Frame` with (H, W) uint16 counts, or None for a failed read
+            or a frame dropped as corrupt (counted in :meth:`stats`).
+
+        Raises:
+            SourceError: :data:`MAX_FAILED_READS` reads in a row failed (the camera is gone).
+        """
         if self._pending is not None:
             frame, self._pending = self._pending, None
             return frame
