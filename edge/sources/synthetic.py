@@ -274,7 +274,8 @@ class ThermalSceneRenderer:
         """Render frame ``k`` of the virtual camera.
 
         Returns:
-            (raw, clean, ffc): raw is (H, W) uint16 14-bit counts (scene + FPN + noise);
+            (raw, clean, ffc): raw is (H, W) uint16 14-bit counts (the scene through the sensor
+            model: gain, offset FPN, drift, noise, dead and hot pixels);
             clean is the noise-free (H, W) uint16 counts when ``clean`` is true, else None;
             ffc is True while the shutter is closed (the frame repeats the last one before it).
         """
