@@ -8,8 +8,8 @@ package (``tir.edge``, ``tir.edge.camera``, ``tir.engines`` ...):
   deleter is the same definition as its getter and is not counted again;
 * **documented**: those with a docstring;
 * **array** / **shapes**: documented functions and methods that take or return arrays (an
-  annotation naming ``ndarray``/``Tensor``, or a parameter named like a frame or batch, see
-  :data:`ARRAY_PARAMS`), and of those how many mention a shape or a dtype
+  annotation naming ``ndarray``/``Tensor``, or an unannotated parameter named like a frame or
+  batch, see :data:`ARRAY_PARAMS`), and of those how many mention a shape or a dtype
   (``(H, W)``, ``N×1×H×W``, ``shape``, ``uint16``, ``float32`` ...);
 * **units**: documented definitions that name a unit (ms, °C, K, counts, GMAC, Hz, fps,
   bytes, seconds ...);
@@ -129,9 +129,10 @@ def _takes_arrays(node) -> bool:
     args = node.args
     params = args.posonlyargs + args.args + args.kwonlyargs
     for a in params:
-        if a.arg in ARRAY_PARAMS:
-            return True
-        if a.annotation is not None and _ARRAY_ANNOTATION.search(ast.unparse(a.annotation)):
+        if a.annotation is not None:  # an annotation decides (``frame: Frame`` is no array)
+            if _ARRAY_ANNOTATION.search(ast.unparse(a.annotation)):
+                return True
+        elif a.arg in ARRAY_PARAMS:
             return True
     return node.returns is not None and bool(_ARRAY_ANNOTATION.search(ast.unparse(node.returns)))
 
