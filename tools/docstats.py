@@ -56,9 +56,9 @@ ARRAY_PARAMS = frozenset({
     "arr", "tensor", "x", "clean", "noisy", "degraded", "restored", "pred", "lut",
     "display", "bgr", "gray", "embedding", "embeddings", "features", "stack",
 })
-_ARRAY_ANNOTATION = re.compile(r"ndarray|NDArray|Tensor|\barray\b")
+_ARRAY_ANNOTATION = re.compile(r"ndarray|NDArray|\bTensor\b|\barray\b")
 _SHAPE = re.compile(
-    r"\(\s*[NCHWB]\s*,|[NCHWB]\s*[×x]\s*[0-9NCHW]|\bshape\b|\bdtype\b"
+    r"\(\s*[NCHWB]\s*,|\(\w+,\)|[NCHWB]\s*[×x]\s*[0-9NCHW]|\b[1-4N]-D\b|\bshape\b|\bdtype\b"
     r"|\b(?:u?int(?:8|16|32|64)|float(?:16|32|64)|bool)\b",
 )
 _UNITS = re.compile(
