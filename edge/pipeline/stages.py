@@ -226,7 +226,7 @@ class PipelinedInfer:
         Raises:
             IndexError: nothing is queued.
             RuntimeError: the model's output is not the frame's (H, W).
-            EngineError: the stream pipeline failed (the frame stays queued).
+            Exception: a CUDA error while waiting for the stream pipeline (the frame stays queued).
         """
         entry = self._queue.popleft()
         frame, pipe, (h, w), y, spent = entry
