@@ -172,3 +172,17 @@ def test_engine_infer_documents_shapes_and_errors():
     by_name = {d.name: d for d in docstats.collect(["tir.engines"]) if d.path == "engines/engine.py"}
     infer = by_name["Engine.infer"]
     assert infer.documented and infer.shapes and infer.raises_documented
+
+
+def test_main_counts_another_checkout_with_root(tmp_path, capsys):
+    (tmp_path / "engines").mkdir()
+    (tmp_path / "engines" / "sample.py").write_text(SAMPLE)
+    assert docstats.main(["tir.engines", "--root", str(tmp_path), "--json", "--fail-missing"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert (rows[0]["package"], rows[0]["public"], rows[0]["documented"]) == ("tir.engines", 6, 4)
+    try:
+        docstats.main(["--root", str(tmp_path / "nothing")])
+    except SystemExit as exc:
+        assert exc.code == 2
+    else:
+        raise AssertionError("a root without engines/ must be refused")

@@ -19,7 +19,8 @@ package (``tir.edge``, ``tir.edge.camera``, ``tir.engines`` ...):
 
 The issue that asked for this (#12 item 7) counted 747 public definitions, 56 % documented,
 15 % of those giving shapes and 7 % the errors raised. ``--missing`` lists the undocumented
-definitions as ``path:line name``; ``--json`` prints the table as JSON. The same counts are
+definitions as ``path:line name``; ``--json`` prints the table as JSON; ``--root DIR`` counts another
+checkout (e.g. the main branch, for before/after numbers). The same counts are
 available to tests through :func:`collect` and :func:`missing`.
 """
 from __future__ import annotations
@@ -278,11 +279,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="list the public definitions without a docstring (path:line name)")
     parser.add_argument("--fail-missing", action="store_true",
                         help="exit status 1 when a public definition lacks a docstring")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="the tree to count (a checkout holding edge/, engines/, calibration/, tools/; "
+                             "default: this installation's)")
     args = parser.parse_args(argv)
+    if not (args.root / "engines").is_dir():
+        parser.error(f"--root {args.root} holds no engines/ folder; give a tir-edge checkout")
     unknown = [p for p in args.packages if p not in PACKAGES]
     if unknown:
         parser.error(f"unknown package {unknown[0]!r}; choose from {', '.join(PACKAGES)}")
-    definitions = collect(args.packages or None)
+    definitions = collect(args.packages or None, args.root)
     rows = table(definitions)
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=1))
