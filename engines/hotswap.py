@@ -150,8 +150,10 @@ class HotSwapRestorer:
         return out
 
     def observe(self, batch, meta=None):
-        """Swap in a loaded bundle if one is ready, then route on the batch (:meth:`Restorer.observe`);
-        returns its decision or None.
+        """Swap in a loaded bundle if one is ready, then route on the batch (:meth:`Restorer.observe`).
+
+        ``batch`` is (H, W), (N, H, W) or (N, 1, H, W) float32 in [0, 1]; returns the decision taken,
+        or None when the router did not run.
         """
         self._shape = getattr(batch, "shape", None)
         self.swap_if_ready()
