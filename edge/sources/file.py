@@ -579,7 +579,8 @@ class FileSource(Source):
 
     @property
     def fps(self) -> float:
-        """The replay rate in frames per second: the ``fps`` option, else the recording's own, else the image default."""
+        """The replay rate in frames per second: the ``fps`` option, else the recording's own,
+        else the default for image folders."""
         return self._fps
 
     def _next_counts(self) -> np.ndarray:
