@@ -66,8 +66,9 @@ class RateLimitFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Whether ``record`` is emitted now.
 
-        The first record of its kind within ``interval_s`` passes; the next one that passes after
-        the interval gets `` [N more like this in the last T s, not shown]`` appended to its message.
+        A record passes when no record of its kind passed in the last ``interval_s`` seconds;
+        the others are held back and counted, and the next one that passes gets
+        `` [N more like this in the last T s, not shown]`` appended when N > 0.
         """
         key = (record.name, record.levelno, str(record.msg), getattr(record, "kind", None))
         held = self.limiter.admit(key)
