@@ -160,6 +160,10 @@ class BosonEmulator(PtyDevice):
     ``unsupported``: command names (keys of :data:`boson.COMMANDS`) this firmware lacks; they
     are answered FLR_UNDEFINED_FUNCTION 0x0207 with no data, as Boson firmware versions without
     an optional function do (ReturnCodes.h, thermal_io.md §1.6). Settable later as well.
+
+    Raises:
+        ValueError: ``unsupported`` names a command not in :data:`boson.COMMANDS`.
+        OSError: no pty can be opened.
     """
 
     name = "boson"

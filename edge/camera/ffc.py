@@ -149,6 +149,9 @@ class FFCController:
     FFC-in-progress flag, whichever the firmware implements); clients or firmware with neither
     (Tau2, older Boson firmware) are assumed busy for ``assumed_ffc_s``; ``stats()["ffc_confirmed_by"]``
     says which. An FPA-temperature query the firmware lacks is dropped (``fpa_temp_c`` None).
+
+    Raises:
+        ValueError: ``period_s`` is not > 0 (None is on demand).
     """
 
     def __init__(self, client, period_s: Optional[float] = None, settle_s: float = 0.3,

@@ -153,7 +153,12 @@ class CollectOptions:
 
 
 class Collector(Output):
-    """The ``collect://DIR`` output (see the module docstring; options: :class:`CollectOptions`)."""
+    """The ``collect://DIR`` output (see the module docstring; options: :class:`CollectOptions`).
+
+    Raises:
+        OutputError: the URI names no folder.
+        OutputOptionError: an unknown URI option or a bad value.
+    """
 
     Options = CollectOptions
 

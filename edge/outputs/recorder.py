@@ -87,7 +87,12 @@ class RecorderOptions:
 
 class Recorder(Output):
     """Writes frames to a recording folder from a background thread (options:
-    :class:`RecorderOptions`)."""
+    :class:`RecorderOptions`).
+
+    Raises:
+        OutputError: the URI names no folder.
+        OutputOptionError: an unknown URI option or a bad value.
+    """
 
     Options = RecorderOptions
 

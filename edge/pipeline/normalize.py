@@ -76,6 +76,10 @@ class Normalizer:
     ``alpha`` is the EMA weight of the newest frame's percentiles (1.0 = no smoothing).
     ``max_count`` is the top of the valid count range that :meth:`inverse` clips to
     (65535 for 16-bit cameras, 16383 for 14-bit ones).
+
+    Raises:
+        ValueError: not 0 <= ``low_pct`` < ``high_pct`` <= 100, ``alpha`` outside (0, 1], or
+            ``min_span`` <= 0.
     """
 
     def __init__(

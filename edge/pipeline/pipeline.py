@@ -61,6 +61,10 @@ class Pipeline:
     raw view only. ``frames``/``duration`` stop the run after that many frames reached the
     outputs or that many seconds. ``agc``/``palette``/``agc_options`` configure both views.
     The pipeline starts and closes the source and the outputs; the model stays the caller's.
+
+    Raises:
+        ValueError: ``display`` is not auto/always, ``infer_in_flight`` is outside 1..4 or
+            ``max_in_flight`` < 1.
     """
 
     def __init__(self, source, model=None, outputs: Sequence = (), *, agc: str = "percentile",

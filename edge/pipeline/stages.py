@@ -106,7 +106,11 @@ def _accepts_meta(fn) -> bool:
 class Infer:
     """Any model with ``infer(N×1×H×W float32) -> same`` (an Engine or a Restorer); batch 1.
     A model whose ``infer`` takes ``meta`` (the Restorer: it skips routing on FFC frames)
-    gets the frame's meta."""
+    gets the frame's meta.
+
+    Raises:
+        TypeError: ``model`` has no ``infer`` method.
+    """
 
     name = "infer"
 
@@ -142,6 +146,10 @@ class PipelinedInfer:
     (``observe``); a pass-through frame, or an engine without ``pipeline()`` (ONNX Runtime,
     torch), is computed at submit and waits in the same queue, so the order holds.
     All calls come from one thread (the pipeline's infer thread), which owns the CUDA work.
+
+    Raises:
+        TypeError: ``model`` has no ``infer`` method.
+        ValueError: ``in_flight`` is outside 1..4.
     """
 
     name = "infer"

@@ -120,7 +120,13 @@ def configure_capture(cap, fmt: RawFormat, size: Optional[Tuple[int, int]], fps:
 
 
 class V4L2Camera(Source):
-    """One open V4L2 device, read directly (blocking) and decoded to uint16 counts."""
+    """One open V4L2 device, read directly (blocking) and decoded to uint16 counts.
+
+    Raises:
+        SourceError: the device does not exist (the message lists the video devices here), OpenCV
+            cannot open it, or its first frames are not 16-bit frames of the format.
+        SourceOptionError: an unknown URI option or a bad value.
+    """
 
     live = True
     Options = V4L2Options
