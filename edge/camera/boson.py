@@ -396,6 +396,7 @@ class BosonClient(CommandClient):
     # -- commands
     def run_ffc(self) -> None:
         """Close the shutter and recompute per-pixel offsets (flat-field correction, bosonRunFFC 0x00050007).
+
         Raises:
             BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
                 function id, FLR_RESULT status); see the module docstring.
@@ -404,6 +405,7 @@ class BosonClient(CommandClient):
 
     def get_ffc_mode(self):
         """The FFC mode (bosonGetFFCMode 0x00050013): an :class:`FFCMode`, or the int when unknown.
+
         Raises:
             BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
                 function id, FLR_RESULT status); see the module docstring.
@@ -412,6 +414,7 @@ class BosonClient(CommandClient):
 
     def set_ffc_mode(self, mode) -> None:
         """Set the FFC mode (bosonSetFFCMode 0x00050012); ``mode``: an :class:`FFCMode`, its value or name.
+
         Raises:
             ValueError: ``mode`` is not a member, value or name of the enum.
             BosonError: the subclass for what went wrong on the link or the camera's status.
@@ -420,6 +423,7 @@ class BosonClient(CommandClient):
 
     def get_ffc_status(self):
         """The FFC state (bosonGetFFCStatus 0x00050054): an :class:`FFCStatus`, or the int when unknown.
+
         Raises:
             BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
                 function id, FLR_RESULT status); see the module docstring.
@@ -428,6 +432,7 @@ class BosonClient(CommandClient):
 
     def get_ffc_in_progress(self) -> bool:
         """Whether an FFC is running now (bosonGetFFCInProgress 0x0005000C).
+
         Raises:
             BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
                 function id, FLR_RESULT status); see the module docstring.
@@ -436,6 +441,7 @@ class BosonClient(CommandClient):
 
     def get_gain_mode(self):
         """The gain mode (bosonGetGainMode 0x00050015): a :class:`GainMode`, or the int when unknown.
+
         Raises:
             BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
                 function id, FLR_RESULT status); see the module docstring.
@@ -444,6 +450,7 @@ class BosonClient(CommandClient):
 
     def set_gain_mode(self, mode) -> None:
         """Set the gain mode (bosonSetGainMode 0x00050014); ``mode``: a :class:`GainMode`, its value or name.
+
         Raises:
             ValueError: ``mode`` is not a member, value or name of the enum.
             BosonError: the subclass for what went wrong on the link or the camera's status.
@@ -452,6 +459,7 @@ class BosonClient(CommandClient):
 
     def get_camera_sn(self) -> int:
         """The camera serial number (bosonGetCameraSN 0x00050002, uint32).
+
         Raises:
             BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
                 function id, FLR_RESULT status); see the module docstring.
@@ -460,6 +468,7 @@ class BosonClient(CommandClient):
 
     def get_sensor_sn(self) -> int:
         """The sensor serial number (bosonGetSensorSN 0x00050006, uint32).
+
         Raises:
             BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
                 function id, FLR_RESULT status); see the module docstring.
@@ -468,6 +477,7 @@ class BosonClient(CommandClient):
 
     def get_camera_pn(self) -> str:
         """The part number (bosonGetCameraPN 0x00050004): 20 ASCII bytes, NUL/space padding removed.
+
         Raises:
             BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
                 function id, FLR_RESULT status); see the module docstring.
@@ -476,6 +486,7 @@ class BosonClient(CommandClient):
 
     def get_software_rev(self) -> Tuple[int, int, int]:
         """The firmware revision (bosonGetSoftwareRev 0x00050022) as (major, minor, patch).
+
         Raises:
             BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
                 function id, FLR_RESULT status); see the module docstring.
@@ -487,6 +498,7 @@ class BosonClient(CommandClient):
 
         The camera reports signed int16 °C × 10 (bosonlookupFPATempDegCx10 0x00050030, thermal_io.md
         §1.6; flirpy's unsigned read is wrong below 0 °C).
+
 
         Raises:
             BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,

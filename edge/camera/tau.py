@@ -334,6 +334,7 @@ class TauClient(CommandClient):
     # -- the Boson client's command names, where Tau2 has the function
     def run_ffc(self) -> None:
         """Run a flat-field correction (DO_FFC 0x0C, short form without argument).
+
         Raises:
             TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
         """
@@ -341,6 +342,7 @@ class TauClient(CommandClient):
 
     def get_ffc_mode(self):
         """The FFC mode (FFC_MODE 0x0B): a :class:`TauFFCMode`, or the int when unknown.
+
         Raises:
             TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
         """
@@ -348,6 +350,7 @@ class TauClient(CommandClient):
 
     def set_ffc_mode(self, mode) -> None:
         """Set the FFC mode (FFC_MODE 0x0B); ``mode``: a :class:`TauFFCMode`, its value or name.
+
         Raises:
             ValueError: ``mode`` is not a member, value or name of the enum.
             TauError: the subclass for what went wrong on the link or the camera's status.
@@ -356,6 +359,7 @@ class TauClient(CommandClient):
 
     def get_gain_mode(self):
         """The gain mode (GAIN_MODE 0x0A): a :class:`TauGainMode`, or the int when unknown.
+
         Raises:
             TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
         """
@@ -363,6 +367,7 @@ class TauClient(CommandClient):
 
     def set_gain_mode(self, mode) -> None:
         """Set the gain mode (GAIN_MODE 0x0A); ``mode``: a :class:`TauGainMode`, its value or name.
+
         Raises:
             ValueError: ``mode`` is not a member, value or name of the enum.
             TauError: the subclass for what went wrong on the link or the camera's status.
@@ -371,6 +376,7 @@ class TauClient(CommandClient):
 
     def get_camera_sn(self) -> int:
         """The camera serial number (first uint32 of SERIAL_NUMBER 0x04).
+
         Raises:
             TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
         """
@@ -378,6 +384,7 @@ class TauClient(CommandClient):
 
     def get_sensor_sn(self) -> int:
         """The sensor serial number (second uint32 of SERIAL_NUMBER 0x04).
+
         Raises:
             TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
         """
@@ -385,6 +392,7 @@ class TauClient(CommandClient):
 
     def get_software_rev(self) -> Tuple[int, ...]:
         """The revision words of GET_REVISION 0x05 (4 uint16; their meaning is unconfirmed, §2).
+
         Raises:
             TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
         """
@@ -392,6 +400,7 @@ class TauClient(CommandClient):
 
     def get_fpa_temp_c(self) -> float:
         """FPA temperature in °C: READ_SENSOR 0x20 with argument 0x0000 returns int16 °C × 10 (§2).
+
         Raises:
             TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
         """
