@@ -96,6 +96,18 @@ def _calibrator_class(algorithm: str):
 def EntropyCalibrator(frames, cache_path, batch_size: int = 1, algorithm: str = "entropy2"):
     """A ``trt.IInt8EntropyCalibrator2`` (or ``IInt8MinMaxCalibrator``) over a CalibrationSet.
 
+    Args:
+        frames: a :class:`~tir.calibration.data.CalibrationSet`; batches are (N, 1, H, W) float32
+            in [0, 1], copied to one page-locked host buffer and one device buffer.
+        cache_path: the TensorRT calibration cache file read before and written after calibrating.
+        batch_size: N; a short last batch is not used.
+        algorithm: ``entropy2`` (the one DLA requires) or ``minmax``.
+
     The class is built lazily so importing this module never needs TensorRT.
+
+    Raises:
+        ValueError: ``algorithm`` is unknown or not in this TensorRT.
+        BuildError: TensorRT is not importable (from ``require_tensorrt``).
+        EngineError: pycuda is not importable (from ``cuda_driver``).
     """
     return _calibrator_class(algorithm)(frames, cache_path, batch_size)

@@ -41,7 +41,14 @@ class CalibrationDataError(ValueError):
 
 
 class CalibrationSet:
-    """``n`` normalised frames, each float32 H×W in [0, 1], produced on demand."""
+    """``n`` normalised frames, each float32 (H, W) in [0, 1], produced on demand.
+
+    ``size`` is (width, height) in pixels; frames of another size are resized (INTER_AREA).
+    ``frame(i)`` gives frame i, ``pair(i)`` optionally (input, clean target).
+
+    Raises:
+        CalibrationDataError: ``n`` <= 0.
+    """
 
     def __init__(self, name: str, n: int, size: Tuple[int, int], frame: Callable[[int], np.ndarray],
                  pair: Optional[Callable[[int], Tuple[np.ndarray, np.ndarray]]] = None):
@@ -57,7 +64,12 @@ class CalibrationSet:
         return self._pair is not None
 
     def pair(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
-        """(model input, clean target), both float32 H×W in [0, 1] on the same scale."""
+        """(model input, clean target), both float32 (H, W) in [0, 1] on the same scale.
+
+        Raises:
+            CalibrationDataError: the set has no clean references.
+            IndexError: ``i`` is outside 0..n-1.
+        """
         if self._pair is None:
             raise CalibrationDataError(f"{self.name} has no clean references")
         if not 0 <= i < self.n:
@@ -75,7 +87,7 @@ class CalibrationSet:
         return _fit(x, self.size)
 
     def batches(self, batch_size: int = 1, progress: bool = False, desc: str = "calibration") -> Iterator[np.ndarray]:
-        """N×1×H×W float32 batches in order."""
+        """(N, 1, H, W) float32 batches in [0, 1], in order (the last one may be shorter)."""
         indices = range(0, self.n, batch_size)
         if progress:
             from tqdm import tqdm
@@ -86,7 +98,7 @@ class CalibrationSet:
             yield np.stack([self[i] for i in range(start, stop)])[:, None]
 
     def array(self) -> np.ndarray:
-        """All frames as N×1×H×W (only for small sets)."""
+        """All frames as one (n, 1, H, W) float32 array (only for small sets)."""
         return np.stack([self[i] for i in range(self.n)])[:, None]
 
     def __repr__(self) -> str:
@@ -102,14 +114,29 @@ def _fit(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 
 def normalise_counts(raw: np.ndarray) -> np.ndarray:
-    """One frame of raw counts → [0, 1] the way the pipeline does (steady-state Normalizer)."""
+    """One frame of raw counts -> [0, 1] the way the pipeline does (steady-state Normalizer).
+
+    Args:
+        raw: (H, W) uint16 counts.
+
+    Returns:
+        (H, W) float32 in [0, 1]: linear between the 0.5/99.5 % percentiles (no EMA).
+    """
     from tir.edge.pipeline.normalize import Normalizer
 
     return Normalizer(alpha=1.0).forward(np.asarray(raw))[0]
 
 
 def to_model_input(image: np.ndarray) -> np.ndarray:
-    """Any frame (uint8, uint16 counts or float) → float32 [0, 1]."""
+    """Any frame -> the model's input.
+
+    Args:
+        image: (H, W) or (H, W, C) uint8 (divided by 255), integer counts (through
+            :func:`normalise_counts`) or float (clipped to [0, 1]); colour is converted to grey.
+
+    Returns:
+        (H, W) float32 in [0, 1].
+    """
     image = np.asarray(image)
     if image.ndim == 3:
         import cv2
@@ -123,6 +150,12 @@ def to_model_input(image: np.ndarray) -> np.ndarray:
 
 
 def synthetic_set(n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, seed: int = 0) -> CalibrationSet:
+    """``n`` frames of the virtual camera (14-bit counts normalised as ``tir run`` does).
+
+    Frames come from ceil(n / 50) scenes (seeds ``seed*1000 + scene``), 7 frames apart in time;
+    ``size`` is (width, height). Pairs give the noise-free counts on the input's scale as the
+    clean target.
+    """
     from tir.edge.sources.synthetic import ThermalSceneRenderer
 
     scenes = max(1, -(-n // FRAMES_PER_SCENE))
@@ -151,6 +184,16 @@ def synthetic_set(n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, seed: int = 0) -> 
 
 def roadscene_set(n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, seed: int = 0, split: str = "train",
                   data_root=None, tasks: Optional[Sequence[str]] = None) -> CalibrationSet:
+    """``n`` RoadScene IR frames of ``split``, each clean or degraded with one task.
+
+    Frames cycle through the split, and each frame through clean plus every task of ``tasks``
+    (default all of :data:`tir.engines.degrade.TASKS`), degraded on the fly with a seed from
+    (``seed``, i, task). Pairs give the clean frame as target. ``size`` is (width, height).
+
+    Raises:
+        DegradationError: (from ``load_roadscene``) the RoadScene data is not found under
+            ``data_root``.
+    """
     from tir.engines import degrade as dg
 
     clean = dg.load_roadscene(split, root=data_root, size=tuple(size))
@@ -234,7 +277,14 @@ def _folder_index(directory: Path) -> List[Tuple[Path, object]]:
 
 
 def folder_set(directory, n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, part: str = "calib") -> CalibrationSet:
-    """Frames of a recording/image folder; every 10th frame is held out (``part="holdout"``)."""
+    """Frames of a recording/image folder; every 10th frame is held out (``part="holdout"``).
+
+    Picks ``n`` frames spread over the folder (all of them, with a warning, when fewer).
+
+    Raises:
+        CalibrationDataError: ``directory`` is not a folder, holds no frames, holds too few to
+            hold out a part, or (when a frame is read) a listed frame is unreadable.
+    """
     import cv2
 
     directory = Path(directory)
@@ -276,7 +326,11 @@ def calibration_set(source: str, n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, see
                     holdout: bool = False, data_root=None, tasks: Optional[Sequence[str]] = None) -> CalibrationSet:
     """The calibration (or, with ``holdout=True``, the disjoint held-out) frames of ``source``.
 
+    ``source`` is ``synthetic``, ``roadscene`` or a folder; ``size`` is (width, height).
     ``tasks`` restricts RoadScene degradations (e.g. to one route's task); None = clean + all tasks.
+
+    Raises:
+        CalibrationDataError: ``source`` is none of these, or the folder has no usable frames.
     """
     size = (int(size[0]), int(size[1]))
     if source == "synthetic":
@@ -303,9 +357,12 @@ class FrameDataReader:
         self.rewind()
 
     def rewind(self) -> None:
+        """Start again from the first batch."""
         self._iter = self.frames.batches(self.batch_size, progress=self.progress)
 
     def get_next(self):
+        """``{input_name: (N, 1, H, W) float32 batch}``, or None when the frames are used up (ORT's protocol).
+        """
         batch = next(self._iter, None)
         return None if batch is None else {self.input_name: batch}
 

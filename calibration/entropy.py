@@ -37,6 +37,7 @@ class Histogram:
 
     @property
     def bin_width(self) -> float:
+        """The width of one bin in the tensor's units (``range / num_bins``); 0 before any data."""
         return self.range / self.num_bins
 
     @property
@@ -56,6 +57,11 @@ class Histogram:
         self.range = new_range
 
     def update(self, x: np.ndarray) -> None:
+        """Add the values of ``x`` (any shape, float) to the histogram of |x|.
+
+        Non-finite values are ignored; a larger |x| than seen so far re-bins the histogram onto
+        the wider range first.
+        """
         x = np.asarray(x)
         if x.size == 0:
             return
@@ -82,12 +88,24 @@ def kl_threshold(counts: np.ndarray, bin_width: float, num_quantized_bins: int =
                  start: Optional[int] = None, stride: int = 1) -> float:
     """The KL-optimal amax for a histogram of |x| (see the module docstring).
 
+    Method: TensorRT's entropy calibration (Migacz, "8-bit Inference with TensorRT", GTC 2017).
     For candidate i, P = counts[:i] with the outliers sum(counts[i:]) added to P[i-1]; the i bins
     form ``num_quantized_bins`` groups of (nearly) equal size and Q spreads each group's in-range
     mass evenly over the group's non-empty bins of P. Since Q is constant inside a group,
     KL(P||Q) = Σp·log p / S_P − log S_P − Σ_g P_g·log q_g / S_P + log S_Q, which evaluates every
     candidate at once from cumulative sums (no loop over i). Candidates where Q is 0 on a bin
     with P > 0 (infinite KL) are skipped.
+
+    Args:
+        counts: (num_bins,) bin counts of |x| (float64 or int).
+        bin_width: width of one bin in the tensor's units.
+        num_quantized_bins: INT8 levels on one side (128).
+        start: the smallest candidate bin (default and minimum ``num_quantized_bins``).
+        stride: test every ``stride``-th candidate only.
+
+    Returns:
+        amax in the tensor's units, ``(i + 0.5) × bin_width`` for the best i; 0.0 for an empty
+        histogram.
     """
     c = np.asarray(counts, dtype=np.float64)
     n = c.size
@@ -130,7 +148,16 @@ def kl_threshold(counts: np.ndarray, bin_width: float, num_quantized_bins: int =
 
 
 def percentile_threshold(counts: np.ndarray, bin_width: float, percentile: float = DEFAULT_PERCENTILE) -> float:
-    """amax such that ``percentile`` % of |x| lies below it (upper edge of that bin)."""
+    """amax such that ``percentile`` % of |x| lies below it (upper edge of that bin).
+
+    Args:
+        counts: (num_bins,) bin counts of |x|.
+        bin_width: width of one bin in the tensor's units.
+        percentile: in % (0..100).
+
+    Returns:
+        amax in the tensor's units; 0.0 for an empty histogram.
+    """
     counts = np.asarray(counts, dtype=np.float64)
     total = counts.sum()
     if total == 0 or bin_width <= 0:
@@ -163,6 +190,7 @@ class RangeCollector:
         self.histograms: Dict[str, Histogram] = {}
 
     def update(self, tensors: Mapping[str, np.ndarray]) -> None:
+        """Add a batch of named tensors (arrays of any shape); non-float tensors are skipped."""
         for name, value in tensors.items():
             value = np.asarray(value)
             if not np.issubdtype(value.dtype, np.floating):
@@ -174,6 +202,18 @@ class RangeCollector:
 
     def ranges(self, method: str = "entropy", percentile: float = DEFAULT_PERCENTILE,
                names: Optional[Iterable[str]] = None, stride: int = 1) -> Dict[str, TensorRange]:
+        """The :class:`TensorRange` of each tensor by ``method``: ``entropy`` (:func:`kl_threshold`),
+        ``percentile`` (:func:`percentile_threshold`) or ``minmax`` (max |x|); amax never exceeds the
+        observed max |x|.
+
+        Args:
+            names: the tensors to compute (default all).
+            stride: candidate stride for ``entropy``.
+
+        Raises:
+            ValueError: ``method`` is unknown.
+            KeyError: a name in ``names`` was never collected.
+        """
         if method not in METHODS:
             raise ValueError(f"unknown calibration method {method!r}; choose one of {METHODS}")
         out = {}

@@ -26,6 +26,13 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 @dataclass
 class RouteVerdict:
+    """The INT8 accuracy gate's verdict on one route.
+
+    All PSNR figures are in dB (mean over the held-out frames): ``fidelity_db`` = PSNR(int8
+    output, fp32 output); ``psnr_fp32``/``psnr_int8`` against the clean references, ``loss_db``
+    their difference (None without references). ``rule`` says which decided (``vs-clean`` or
+    ``fidelity``); ``fp16_layers``/``mixed_*`` report the TensorRT FP16-layer search.
+    """
     route: str
     flavour: str  # "cpu-u8s8", "trt-qdq", ...
     rule: str  # "vs-clean" or "fidelity"
@@ -41,6 +48,7 @@ class RouteVerdict:
     frames: int = 0
 
     def to_dict(self) -> dict:
+        """The verdict as a JSON-ready dict (dataclass fields)."""
         return asdict(self)
 
 
@@ -50,6 +58,17 @@ def _mean_db(values: Sequence[float]) -> float:
 
 
 def held_out_outputs(run: Runner, frames, clip: bool = True) -> List[np.ndarray]:
+    """Run ``run`` on every held-out frame (the degraded input of pairs when the set has
+    references).
+
+    Args:
+        run: maps a (1, 1, H, W) float32 batch to the (1, 1, H, W) output.
+        frames: a :class:`~tir.calibration.data.CalibrationSet`.
+        clip: clip outputs to [0, 1].
+
+    Returns:
+        One (H, W) float32 output per frame.
+    """
     outs = []
     for i in range(len(frames)):
         x = frames.pair(i)[0] if frames.has_references else frames[i]
@@ -59,7 +78,17 @@ def held_out_outputs(run: Runner, frames, clip: bool = True) -> List[np.ndarray]
 
 
 def measure(fp32_outputs: Sequence[np.ndarray], int8_outputs: Sequence[np.ndarray], frames=None) -> dict:
-    """Mean dB numbers; clean-reference numbers only when ``frames`` has references."""
+    """Mean dB numbers; clean-reference numbers only when ``frames`` has references.
+
+    Args:
+        fp32_outputs, int8_outputs: (H, W) float32 outputs in [0, 1], one per frame.
+        frames: the :class:`~tir.calibration.data.CalibrationSet` they came from, or None.
+
+    Returns:
+        ``fidelity_db`` (mean PSNR(int8, fp32)), and with references ``psnr_fp32``,
+        ``psnr_int8`` and ``loss_db`` = psnr_fp32 − psnr_int8, all in dB (PSNR with peak 1.0,
+        :func:`tir.engines.metrics.psnr`; infinite values left out of the means).
+    """
     fidelity = _mean_db([psnr(a, b) for a, b in zip(fp32_outputs, int8_outputs)])
     out = {"fidelity_db": fidelity}
     if frames is not None and frames.has_references:
@@ -72,6 +101,12 @@ def measure(fp32_outputs: Sequence[np.ndarray], int8_outputs: Sequence[np.ndarra
 
 def judge(route: str, flavour: str, numbers: Mapping[str, float], n_frames: int,
           max_loss_db: float = MAX_LOSS_DB, min_fidelity_db: float = MIN_FIDELITY_DB) -> RouteVerdict:
+    """The verdict from ``numbers`` (as :func:`measure` returns them).
+
+    With ``loss_db`` the route passes when loss_db <= ``max_loss_db`` (default 0.3 dB, the
+    project's limit, docs/int8.md); without, when fidelity_db >= ``min_fidelity_db`` (default
+    40 dB). Returns a :class:`RouteVerdict` whose ``reason`` states the figure and the limit.
+    """
     if numbers.get("loss_db") is not None:
         loss = numbers["loss_db"]
         passed = loss <= max_loss_db
@@ -92,7 +127,11 @@ def judge(route: str, flavour: str, numbers: Mapping[str, float], n_frames: int,
 def gate_route(route: str, flavour: str, fp32: Runner, int8: Runner, frames,
                max_loss_db: float = MAX_LOSS_DB, min_fidelity_db: float = MIN_FIDELITY_DB,
                fp32_outputs: Optional[List[np.ndarray]] = None) -> RouteVerdict:
-    """Run both models on the held-out ``frames`` and judge the INT8 one."""
+    """Run both models on the held-out ``frames`` and judge the INT8 one.
+
+    ``fp32`` and ``int8`` map a (1, 1, H, W) float32 batch in [0, 1] to the restored batch;
+    ``fp32_outputs`` reuses outputs computed before.
+    """
     ref = fp32_outputs if fp32_outputs is not None else held_out_outputs(fp32, frames)
     got = held_out_outputs(int8, frames)
     return judge(route, flavour, measure(ref, got, frames), len(frames), max_loss_db, min_fidelity_db)
@@ -112,8 +151,14 @@ def find_fp16_layers(fp32_path, ranges, frames, work_dir, candidates: Sequence[s
     """Greedy search for TensorRT layers to keep in FP16 until the route passes.
 
     Sensitivity of a layer = how close to fp32 the model gets when only that layer is excluded
-    from INT8 (fidelity, stable even when the clean-reference loss is noisy).
-    Layers are excluded in that order; ``qdq_options`` go to ``write_trt_qdq``. Returns (layers, numbers, passed, path of the mixed Q/DQ ONNX).
+    from INT8 (fidelity, stable even when the clean-reference loss is noisy). Layers are
+    excluded in that order, at most ``max_layers``; ``qdq_options`` go to ``write_trt_qdq``.
+    ``frames`` is a :class:`~tir.calibration.data.CalibrationSet` of (H, W) float32 frames in
+    [0, 1]; each candidate Q/DQ model is written under ``work_dir`` and run on ONNX Runtime (CPU).
+
+    Returns:
+        (layers, numbers, passed, path of the mixed Q/DQ ONNX); ``numbers`` as :func:`measure`
+        returns them (dB).
     """
     from tir.engines.export import ort_session
 
@@ -159,6 +204,7 @@ def _session_runner(sess) -> Runner:
 
 
 def format_table(verdicts: Sequence[RouteVerdict]) -> str:
+    """The verdicts as an aligned text table: route, flavour, rule, PSNR figures in dB and the verdict."""
     head = f"{'route':<12} {'flavour':<10} {'rule':<9} {'fp32 dB':>8} {'int8 dB':>8} {'loss dB':>8} {'vs fp32':>8}  verdict"
     lines = [head, "-" * len(head)]
 

@@ -36,6 +36,9 @@ WEIGHTED_OPS = ("Conv", "ConvTranspose")
 
 @dataclass
 class QdqReport:
+    """What :func:`write_trt_qdq` did: the Q/DQ model's ``path``, the Conv and Add nodes it
+    quantised, the nodes ``excluded`` on request, and tensors ``skipped`` (no usable range).
+    """
     path: str
     quantized_convs: List[str] = field(default_factory=list)
     quantized_adds: List[str] = field(default_factory=list)
@@ -61,7 +64,20 @@ def _float_tensors(model) -> List[str]:
 
 def collect_ranges(onnx_path, frames, batch_size: int = 1, num_bins: int = 2048, threads: int = 2,
                    progress: bool = True) -> RangeCollector:
-    """Run the fp32 model over ``frames`` and histogram every float tensor."""
+    """Run the fp32 model over ``frames`` and histogram every float tensor.
+
+    Every float tensor is made a graph output, graph optimisation is off (so every tensor
+    exists) and ONNX Runtime runs on ``threads`` CPU threads.
+
+    Args:
+        onnx_path: the fp32 ONNX model.
+        frames: a :class:`~tir.calibration.data.CalibrationSet`; (N, 1, H, W) float32 batches
+            in [0, 1] of ``batch_size``.
+        num_bins: histogram bins per tensor.
+
+    Returns:
+        A :class:`~tir.calibration.entropy.RangeCollector` holding one histogram per tensor.
+    """
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -210,11 +226,22 @@ def qdq_targets(model, global_skip: bool = False, regions: Optional[FloatRegions
 def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
                   exclude_nodes: Iterable[str] = (), per_channel: bool = True,
                   quantize_adds: bool = True, global_skip: bool = False) -> QdqReport:
-    """Insert TensorRT-style Q/DQ pairs (see the module docstring).
+    """Insert TensorRT-style Q/DQ pairs (see the module docstring) and save the model.
+
+    Activation scales are per tensor, amax / 127 from ``ranges``; weight scales per output
+    channel for Conv (axis 0), per tensor for ConvTranspose; all zero points 0 (TensorRT INT8
+    is symmetric, tensorrt_int8.md §1.3).
 
     ``exclude_nodes``: node names left unquantised (they run FP16 when built with the FP16 flag);
     ``quantize_adds=False`` leaves residual Adds in higher precision; ``global_skip=True`` also
     quantises the image-level skip Add (see :func:`qdq_targets`).
+
+    Returns:
+        A :class:`QdqReport`.
+
+    Raises:
+        ValueError: the model's opset is below 13 (no per-channel Q/DQ).
+        onnx.checker.ValidationError: the rewritten model does not check.
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -327,6 +354,13 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     same QDQ model lost 1.25 dB on ``noise`` with ORT's integer kernels and 0.05 dB with graph
     optimisation off (float convs between Q/DQ), and 0.05 dB with 7-bit weights (2·255·63 =
     32130 fits). Turn it off only for a target with VNNI (``vpdpbusd`` accumulates in int32).
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        KeyError: ``activation`` is neither "uint8" nor "int8".
+        ValueError: this onnxruntime lacks ``calibration_cache_path`` and no ``reader`` was given.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -360,7 +394,12 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
 
 def trt_cache_from_ranges(ranges: Mapping[str, TensorRange], path, version: str = "8.5.2",
                           algorithm: str = "EntropyCalibration2"):
-    """The same ranges as a native TensorRT calibration cache (implicit path, TRT 8.5 / DLA)."""
+    """The same ranges as a native TensorRT calibration cache (implicit path, TRT 8.5 / DLA),
+    written to ``path``; tensors with amax 0 are left out.
+
+    Returns:
+        The :class:`~tir.calibration.trt_cache.TrtCalibrationCache` written.
+    """
     from .trt_cache import TrtCalibrationCache
 
     cache = TrtCalibrationCache.from_amax({k: r.amax for k, r in ranges.items() if r.amax > 0}, version, algorithm)

@@ -43,10 +43,16 @@ def trt_version_tag(version: str) -> int:
 
 
 def scale_to_hex(scale: float) -> str:
+    """The 8 hex digits of ``scale``'s big-endian IEEE-754 float32 bit pattern (tensorrt_int8.md §1.2)."""
     return struct.pack(">f", float(scale)).hex()
 
 
 def hex_to_scale(text: str) -> float:
+    """The float32 scale from up to 8 hex digits (big-endian IEEE-754 bit pattern; tensorrt_int8.md §1.2).
+
+    Raises:
+        ValueError: ``text`` is not hexadecimal.
+    """
     return struct.unpack(">f", bytes.fromhex(text.strip().rjust(8, "0")))[0]
 
 
@@ -60,15 +66,23 @@ class TrtCalibrationCache:
 
     @property
     def header(self) -> str:
+        """The first line, ``TRT-<version tag>-<algorithm>``."""
         return f"TRT-{self.version_tag}-{self.algorithm}"
 
     @property
     def amax(self) -> Dict[str, float]:
+        """{tensor: amax} in the tensor's units, amax = scale × 127."""
         return {k: v * INT8_MAX for k, v in self.scales.items()}
 
     @classmethod
     def from_amax(cls, amax: Mapping[str, float], version: Union[str, int] = "8.5.2",
                   algorithm: str = "EntropyCalibration2") -> "TrtCalibrationCache":
+        """A cache from {tensor: amax}; scale = max(amax, 1e-8) / 127 (a constant-zero tensor keeps a
+        tiny positive scale). ``version`` is a TensorRT version string ("8.5.2") or a header tag.
+
+        Raises:
+            CalibrationCacheError: an amax is not finite or is negative.
+        """
         tag = version if isinstance(version, int) else trt_version_tag(version)
         scales = {}
         for name, value in amax.items():
@@ -80,11 +94,18 @@ class TrtCalibrationCache:
         return cls(version_tag=tag, algorithm=algorithm, scales=scales)
 
     def to_bytes(self) -> bytes:
+        """The cache file's ASCII bytes: the header, then ``<tensor>: <8 hex digits>`` lines."""
         lines = [self.header] + [f"{name}: {scale_to_hex(s)}" for name, s in self.scales.items()]
         return ("\n".join(lines) + "\n").encode("ascii")
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "TrtCalibrationCache":
+        """Parse a cache file's bytes (``source`` names it in errors).
+
+        Raises:
+            CalibrationCacheError: not ASCII, empty, a header not ``TRT-<digits>-<Algorithm>``, or a
+                line not ``<tensor>: <up to 8 hex digits>``.
+        """
         try:
             text = data.decode("ascii")
         except UnicodeDecodeError as exc:
@@ -111,6 +132,7 @@ class TrtCalibrationCache:
         return cache
 
     def write(self, path: PathLike) -> str:
+        """Write the cache to ``path`` (creating folders); returns the path."""
         path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "wb") as f:
@@ -119,6 +141,11 @@ class TrtCalibrationCache:
 
     @classmethod
     def read(cls, path: PathLike) -> "TrtCalibrationCache":
+        """Read a cache file.
+
+        Raises:
+            CalibrationCacheError: no file at ``path`` (run ``tir calibrate`` first), or it does not parse.
+        """
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise CalibrationCacheError(f"no calibration cache at {path}; run `tir calibrate` first")
@@ -127,7 +154,12 @@ class TrtCalibrationCache:
 
 
 def read_ort_calibration_cache(path: PathLike) -> Dict[str, float]:
-    """ORT's ``calibration.cache`` (``<name> <decimal>`` lines) → {name: value}."""
+    """ORT's ``calibration.cache`` (``<name> <decimal>`` lines) -> {name: |value|}.
+
+    Raises:
+        OSError: the file cannot be opened.
+        CalibrationCacheError: a line without a name or number, or no entries.
+    """
     out: Dict[str, float] = {}
     with open(os.fspath(path), encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):

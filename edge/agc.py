@@ -31,7 +31,14 @@ N_COUNTS = 65536
 
 
 class PercentileAGC:
-    """Linear AGC between EMA-smoothed percentiles with a minimum span (in counts)."""
+    """Linear AGC between EMA-smoothed percentiles with a minimum span (in counts).
+
+    Calling it maps a (H, W) uint16 Y16 frame (counts) to a (H, W) uint8 grey frame:
+    ``clip((x - lo) * 255 / (hi - lo))``. ``low_pct``/``high_pct`` are the percentiles (%) that
+    set lo and hi, ``alpha`` the EMA weight of the new frame's range, ``min_span`` the smallest
+    hi - lo in counts (the max-gain analogue, shared/reference/thermal_io.md §4.2), ``stride``
+    the pixel subsampling used to take the percentiles.
+    """
 
     name = "percentile"
 
@@ -40,10 +47,18 @@ class PercentileAGC:
         self._range = Normalizer(low_pct, high_pct, alpha=alpha, min_span=min_span, stride=stride)
 
     def reset(self) -> None:
+        """Forget the smoothed range; the next frame sets lo and hi afresh."""
         self._range.reset()
 
     def range(self, counts: np.ndarray):
-        """The smoothed (lo, hi) this frame is displayed with."""
+        """The smoothed (lo, hi) this frame is displayed with.
+
+        Args:
+            counts: (H, W) Y16 frame, uint16 counts (any real dtype is accepted).
+
+        Returns:
+            (lo, hi) in counts, after the EMA and the minimum span.
+        """
         params = self._range.update(counts)
         return params.lo, params.hi
 
@@ -57,13 +72,23 @@ class PercentileAGC:
 class PlateauAGC:
     """FLIR-style plateau histogram equalisation with max gain, linear blend and IIR damping.
 
+    Calling it maps a (H, W) uint16 Y16 frame (counts) to a (H, W) uint8 grey frame through
+    :meth:`lut`. Method after FLIR app note 102-PS242-100-01 (Tau2/Quark AGC), summarised in
+    shared/reference/thermal_io.md §4.1.
+
     ``plateau`` is the clip limit per histogram bin as a multiple of the mean count of the
     populated bins (FLIR sets it in pixels per bin; a relative value keeps the behaviour
     independent of frame size and bit depth): small -> every populated count range gets
     the same share of grey levels, large -> classic equalisation. ``max_gain`` caps the
     LUT slope in grey levels per count. ``linear`` is the share of a linear ramp blended in.
     ``damping`` is the IIR α: 1.0 takes the new LUT at once, small values change slowly.
-    ``tail_pct`` is the tail rejection at each end (FLIR recommends < 1 %).
+    ``tail_pct`` is the tail rejection at each end in % (FLIR recommends < 1 %). ``itt_mid`` is
+    the grey level (0..255) the transfer function is centred on when it cannot fill 0..255.
+    ``stride`` subsamples pixels for the histogram.
+
+    Raises:
+        ValueError: ``plateau`` or ``max_gain`` is not > 0, ``linear`` is outside [0, 1] or
+            ``damping`` outside (0, 1].
     """
 
     name = "plateau"
@@ -85,10 +110,18 @@ class PlateauAGC:
         self._lut: Optional[np.ndarray] = None  # float32, N_COUNTS entries
 
     def reset(self) -> None:
+        """Forget the damped LUT; the next frame's LUT is taken as it is."""
         self._lut = None
 
     def target_lut(self, counts: np.ndarray) -> np.ndarray:
-        """This frame's undamped transfer function (float32, one entry per count value)."""
+        """This frame's undamped transfer function.
+
+        Args:
+            counts: (H, W) uint16 Y16 frame (counts).
+
+        Returns:
+            float32 array of 65536 entries (one per count value), grey levels in [0, 255].
+        """
         sample = counts[:: self.stride, :: self.stride].ravel()
         hist = np.bincount(sample, minlength=N_COUNTS)
         n = sample.size
@@ -129,7 +162,16 @@ class PlateauAGC:
         return steps
 
     def lut(self, counts: np.ndarray) -> np.ndarray:
-        """Damped LUT for this frame (the IIR of §4.1 applied to the whole transfer function)."""
+        """The damped LUT for this frame (the IIR of thermal_io.md §4.1 applied to the whole LUT).
+
+        ``L_n = α·L_new + (1 - α)·L_{n-1}`` with α = ``damping``; the first frame's LUT is taken as is.
+
+        Args:
+            counts: (H, W) uint16 Y16 frame (counts).
+
+        Returns:
+            float32 array of 65536 entries, grey levels in [0, 255] (kept as state: do not modify).
+        """
         new = self.target_lut(counts)
         if self._lut is None:
             self._lut = new
@@ -144,7 +186,13 @@ class PlateauAGC:
 
 
 class CLAHEAGC:
-    """Percentile pre-stretch to 8 bits, then OpenCV CLAHE."""
+    """Percentile pre-stretch to 8 bits, then OpenCV CLAHE.
+
+    Calling it maps a (H, W) uint16 Y16 frame (counts) to a (H, W) uint8 grey frame.
+    ``clip_limit`` and ``tiles`` (a tiles × tiles grid) go to ``cv2.createCLAHE``; the other
+    arguments are :class:`PercentileAGC`'s. Clip limit 2..4 after a percentile pre-stretch as
+    suggested in shared/reference/thermal_io.md §4.2.
+    """
 
     name = "clahe"
 
@@ -154,6 +202,7 @@ class CLAHEAGC:
         self._clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tiles, tiles))
 
     def reset(self) -> None:
+        """Forget the pre-stretch's smoothed range."""
         self._stretch.reset()
 
     def __call__(self, counts: np.ndarray) -> np.ndarray:
@@ -168,6 +217,20 @@ AGC_MODES: Dict[str, Callable[..., Callable[[np.ndarray], np.ndarray]]] = {
 
 
 def make_agc(mode: str = "percentile", **options):
+    """A new AGC of the named mode (``percentile``, ``plateau`` or ``clahe``).
+
+    Args:
+        mode: a key of :data:`AGC_MODES`.
+        **options: keyword arguments of that mode's class.
+
+    Returns:
+        A callable mapping (H, W) uint16 counts to (H, W) uint8 grey, with a ``reset()`` method.
+
+    Raises:
+        ValueError: ``mode`` is unknown (the message lists the modes), or the mode's class
+            refuses an option value.
+        TypeError: an option the mode's class does not take.
+    """
     if mode not in AGC_MODES:
         raise ValueError(f"unknown AGC mode {mode!r}; choose one of {', '.join(AGC_MODES)}")
     return AGC_MODES[mode](**options)
@@ -199,7 +262,18 @@ _USER_LUTS = {"ironbow": _ironbow_lut()}
 
 
 def colorize(grey: np.ndarray, palette: str = "white-hot") -> np.ndarray:
-    """8-bit grey H×W -> BGR uint8 H×W×3 in the named palette."""
+    """Colour an 8-bit grey frame with the named palette.
+
+    Args:
+        grey: (H, W) uint8 grey levels (the output of an AGC).
+        palette: one of :data:`PALETTES`.
+
+    Returns:
+        (H, W, 3) uint8 BGR image.
+
+    Raises:
+        ValueError: ``palette`` is unknown (the message lists the palettes).
+    """
     if palette == "white-hot":
         return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
     if palette == "black-hot":
@@ -212,7 +286,13 @@ def colorize(grey: np.ndarray, palette: str = "white-hot") -> np.ndarray:
 
 
 class DisplayMapper:
-    """One view's counts -> BGR mapping: an AGC (with its own temporal state) and a palette."""
+    """One view's counts -> BGR mapping: an AGC (with its own temporal state) and a palette.
+
+    Calling it maps a (H, W) uint16 Y16 frame (counts) to a (H, W, 3) uint8 BGR image.
+
+    Raises:
+        ValueError: ``palette`` or ``agc`` is unknown, or an AGC option value is refused.
+    """
 
     def __init__(self, agc: str = "percentile", palette: str = "white-hot", **agc_options):
         if palette not in PALETTES:

@@ -17,10 +17,13 @@ def now() -> float:
 class Frame:
     """A raw thermal frame as captured, plus what the stages add to it.
 
-    ``raw`` holds the sensor's counts as a 2-D uint16 array (14-bit cameras use the low
-    14 bits). ``stamps`` records when the frame crossed each stage boundary (seconds of
-    :func:`now`): ``capture`` is set by the source, each stage adds its own name when it
-    finishes, so per-stage and end-to-end latency can be read off any frame.
+    ``raw`` holds the sensor's counts as a (H, W) uint16 array (14-bit cameras use the low
+    14 bits); ``restored`` the restored counts (uint16, same shape) once the restore stage ran;
+    ``display`` maps a view name to a (H, W, 3) uint8 BGR image. ``seq`` is the source's frame
+    number, ``t_capture`` the capture time in seconds of :func:`now`. ``stamps`` records when
+    the frame crossed each stage boundary (seconds of :func:`now`): ``capture`` is set by the
+    source, each stage adds its own name when it finishes, so per-stage and end-to-end latency
+    can be read off any frame.
     """
 
     raw: np.ndarray
@@ -37,9 +40,11 @@ class Frame:
 
     @property
     def shape(self):
+        """The raw frame's (H, W) in pixels."""
         return self.raw.shape
 
     def stamp(self, stage: str) -> None:
+        """Record that the frame leaves ``stage`` now (seconds of :func:`now`, in :attr:`stamps`)."""
         self.stamps[stage] = now()
 
     def age(self) -> float:
@@ -56,7 +61,19 @@ class FrameError(ValueError):
 
 
 def check_frame(raw: np.ndarray, shape=None) -> np.ndarray:
-    """Validate a raw frame; raise :class:`FrameError` naming what is wrong."""
+    """Validate a raw Y16 frame.
+
+    Args:
+        raw: the frame; must be a 2-D uint16 numpy array (counts).
+        shape: the expected (H, W), or None for any size.
+
+    Returns:
+        ``raw`` itself, unchanged.
+
+    Raises:
+        FrameError: ``raw`` is not a numpy array (kind ``type``), not uint16 (``dtype``), not
+            2-D (``ndim``) or not ``shape`` (``shape``); the message names what is wrong.
+    """
     if not isinstance(raw, np.ndarray):
         raise FrameError("type", f"frame is {type(raw).__name__}, expected numpy array")
     if raw.dtype != np.uint16:

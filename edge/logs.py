@@ -64,6 +64,12 @@ class RateLimitFilter(logging.Filter):
         self.limiter = RateLimiter(interval_s, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is emitted now.
+
+        A record passes when no record of its kind passed in the last ``interval_s`` seconds;
+        the others are held back and counted, and the next one that passes gets
+        `` [N more like this in the last T s, not shown]`` appended when N > 0.
+        """
         key = (record.name, record.levelno, str(record.msg), getattr(record, "kind", None))
         held = self.limiter.admit(key)
         if held is None:

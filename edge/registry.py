@@ -77,7 +77,12 @@ class Option:
         return self.kind or KINDS.get(self.type, getattr(self.type, "__name__", str(self.type)))
 
     def convert(self, value: Any) -> Any:
-        """The typed value of a raw ``value``; raises ValueError("must be ...") without the name."""
+        """The typed value of a raw ``value`` (None stays None).
+
+        Raises:
+            ValueError: the value does not convert or fails the option's check; the message says
+                "must be ..." without the option's name (the caller adds it).
+        """
         if value is None:
             return None
         try:
@@ -206,7 +211,11 @@ class Entry:
     registry: Optional["Registry"] = field(default=None, repr=False, compare=False)
 
     def load(self) -> Any:
-        """The target (importing its module the first time)."""
+        """The target (importing its module the first time).
+
+        Raises:
+            ImportError: the ``"module:attr"`` target cannot be imported; the message names the entry.
+        """
         if isinstance(self.target, str):
             try:
                 self.target = resolve(self.target)
@@ -217,11 +226,18 @@ class Entry:
 
     @property
     def option_type(self) -> Optional[type]:
+        """The entry's options dataclass: the declared one, else the target's ``Options`` attribute
+        (loading the target), else None.
+
+        Raises:
+            ImportError: the target has to be loaded and cannot be (see :meth:`load`).
+        """
         if self.options is not None:
             return self.options
         return getattr(self.load(), "Options", None)
 
     def option_list(self) -> Tuple[Option, ...]:
+        """The entry's options (name, type, default, help) in declaration order; () without options."""
         return options_of(self.option_type)
 
     def parse(self, raw: Mapping[str, Any], where: str = "") -> Any:
@@ -287,13 +303,22 @@ class Registry:
         return target
 
     def unregister(self, name: str) -> None:
+        """Remove ``name`` and its aliases.
+
+        Raises:
+            KeyError: ``name`` is not registered (an alias is not accepted here).
+        """
         key = self._key(name)
         entry = self._entries.pop(key)
         for alias in entry.aliases:
             self._aliases.pop(self._key(alias), None)
 
     def get(self, name: str) -> Entry:
-        """The entry for ``name`` (or an alias); raises ``error`` listing the known names."""
+        """The entry for ``name`` (or an alias).
+
+        Raises:
+            Exception: the registry's ``error`` class for an unknown name, listing the known names.
+        """
         key = self._key(name)
         key = self._aliases.get(key, key)
         if key not in self._entries:
@@ -301,6 +326,12 @@ class Registry:
         return self._entries[key]
 
     def load(self, name: str) -> Any:
+        """The target registered under ``name`` (importing its module the first time).
+
+        Raises:
+            Exception: the registry's ``error`` class for an unknown name.
+            ImportError: the target's module or attribute cannot be loaded.
+        """
         return self.get(name).load()
 
     def find(self, predicate: Callable[[Entry], bool]) -> Optional[Entry]:
@@ -308,6 +339,7 @@ class Registry:
         return next((e for e in self if predicate(e)), None)
 
     def names(self) -> List[str]:
+        """The registered names in registration order (aliases not included)."""
         return [e.name for e in self._entries.values()]
 
     def choices(self) -> Tuple[str, ...]:

@@ -16,6 +16,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 @dataclass
 class URI:
+    """A parsed source or output address.
+
+    ``scheme`` is lower case (``v4l2``, ``file``, ``synthetic``, ``http`` ...); ``location`` the
+    ``host[:port]`` of network URIs; ``path`` the path (absolute for ``file``); ``options`` the
+    query as str -> str; ``text`` the URI as the user wrote it (or its canonical form for a bare
+    path or device number).
+    """
     scheme: str
     location: str = ""  # host[:port] for network URIs
     path: str = ""
@@ -26,10 +33,16 @@ class URI:
 
     @property
     def host(self) -> str:
+        """The host part of :attr:`location` (without ``:port``)."""
         return self.location.rsplit(":", 1)[0] if ":" in self.location else self.location
 
     @property
     def port(self) -> Optional[int]:
+        """The port number in :attr:`location`, or None when it has none.
+
+        Raises:
+            ValueError: the text after the last ``:`` is not an integer.
+        """
         if ":" in self.location:
             return int(self.location.rsplit(":", 1)[1])
         return None
@@ -50,6 +63,12 @@ class URI:
 
 
 def parse_uri(text: str) -> URI:
+    """Parse a source or output address into a :class:`URI` (nothing is opened or checked).
+
+    A bare integer N becomes ``v4l2:///dev/videoN``, a bare ``/dev/video*`` path ``v4l2://``,
+    any other bare path ``file://`` with the path made absolute; ``file://relative/path`` is
+    read as a relative path too.
+    """
     text = str(text).strip()
     if re.fullmatch(r"\d+", text):
         return URI("v4l2", path=f"/dev/video{text}", text=f"v4l2:///dev/video{text}")

@@ -294,9 +294,20 @@ def cluster_alignment(target, adaptation: Optional[dict], source: dict, codebook
 
 
 def apply_adaptation(embeddings, adaptation: Optional[dict]) -> np.ndarray:
-    """The runtime's one entry point: ``unit(A e + b)`` per row of N×D ``embeddings``, or the
-    embeddings unchanged (as float64) when ``adaptation`` is None. ``adaptation`` is the router
-    entry's :data:`ADAPTATION_KEY` dict (or anything with "A" D×D and "b" D)."""
+    """The runtime's one entry point: ``unit(A e + b)`` per row of the embeddings.
+
+    Args:
+        embeddings: (N, D) float router embeddings (any trailing shape is flattened to D).
+        adaptation: the router entry's :data:`ADAPTATION_KEY` dict (or anything with "A" (D, D)
+            and "b" (D,)), or None.
+
+    Returns:
+        (N, D) float64: the adapted unit embeddings, or the embeddings unchanged (as float64)
+        when ``adaptation`` is None.
+
+    Raises:
+        ValueError: the map's shapes do not fit D (re-run ``tir adapt`` for this bundle).
+    """
     e = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
     if adaptation is None:
         return e
@@ -333,7 +344,11 @@ def decision_histogram(embeddings, router: dict, adaptation: Optional[dict] = No
 
 
 def source_of(router: Optional[dict], bundle_name: str = "") -> dict:
-    """The router entry's source statistics, or AdaptationRefused saying how to add them."""
+    """The router entry's source statistics (:data:`SOURCE_KEY`).
+
+    Raises:
+        AdaptationRefused: no router, or no source statistics (the message says how to add them).
+    """
     if router is None:
         raise AdaptationRefused(f"bundle {bundle_name!r} has no router to adapt")
     stats = router.get(SOURCE_KEY)
@@ -347,8 +362,13 @@ class OnlineAdapter:
     """Collects embeddings during the first ``frames`` frames, then fits (used by ``Restorer``).
 
     ``state``: ``collecting k/N``, ``adapted`` or ``refused: reason``. :meth:`add` takes
-    N×D embeddings and returns the fitted :data:`ADAPTATION_KEY` entry once, when the
-    ``frames``-th embedding arrives and the fit succeeds (None otherwise).
+    (N, D) embeddings and returns the fitted :data:`ADAPTATION_KEY` entry once, when the
+    ``frames``-th embedding arrives and the fit succeeds (None otherwise). ``fit_options`` go to
+    :func:`fit_adaptation`.
+
+    Raises:
+        ValueError: ``frames`` < 1.
+        AdaptationRefused: the router entry has no router or no source statistics.
     """
 
     def __init__(self, router: dict, frames: int = DEFAULT_FRAMES, source_uri: str = "", bundle_name: str = "",
@@ -367,10 +387,12 @@ class OnlineAdapter:
 
     @property
     def count(self) -> int:
+        """Embeddings collected so far (0 again once the fit ran)."""
         return sum(len(e) for e in self._collected)
 
     @property
     def state(self) -> str:
+        """``collecting k/N``, ``adapted`` or ``refused: reason``."""
         if self.result is not None:
             return "adapted"
         if self.reason is not None:
@@ -378,6 +400,15 @@ class OnlineAdapter:
         return f"collecting {self.count}/{self.frames}"
 
     def add(self, embeddings) -> Optional[dict]:
+        """Collect (N, D) float embeddings; at the ``frames``-th one, fit the map once.
+
+        Returns:
+            The :data:`ADAPTATION_KEY` entry (mode ``online``) when the fit succeeded on this call;
+            None while collecting, after the fit, or when it was refused (the reason is in :attr:`state`).
+
+        Raises:
+            ValueError: ``embeddings`` is not 2-D, or the source statistics do not fit the router's D.
+        """
         if self.done:
             return None
         self._collected.append(_as_embeddings(embeddings))
@@ -406,7 +437,12 @@ def write_adapted_bundle(bundle_path, out_dir, adaptation: dict):
     """Copy the bundle at ``bundle_path`` to ``out_dir`` (a new folder) with ``adaptation``
     stored in its router entry; the original is not touched, every model file is copied byte
     for byte (so every sha256 in the manifest stays right). Returns the copy as a verified
-    :class:`~tir.engines.bundle.Bundle`."""
+    :class:`~tir.engines.bundle.Bundle`.
+
+    Raises:
+        BundleError: the bundle fails its checks, or ``out_dir`` already exists.
+        AdaptationRefused: the bundle has no router or no source statistics.
+    """
     import copy
 
     from .bundle import copy_bundle, load_bundle, save_manifest

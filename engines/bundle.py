@@ -45,6 +45,7 @@ class BundleError(RuntimeError):
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of the file at ``path``, read in ``chunk``-byte blocks (1 MiB)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
@@ -53,6 +54,7 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
 
 
 def route_file(task: str) -> str:
+    """The file name of ``task``'s route in a bundle: ``route-<task>.onnx``."""
     return f"route-{task}.onnx"
 
 
@@ -91,7 +93,15 @@ def _input_dims_ort(path: Path) -> List[object]:
 
 
 def check_onnx_input(path: PathLike) -> List[object]:
-    """Load ``path`` as an ONNX model (onnx, else onnxruntime) and check its input is N×1×H×W."""
+    """Load ``path`` as an ONNX model (onnx, else onnxruntime) and check its input is (N, 1, H, W).
+
+    Returns:
+        The input's 4 dims: ints, or names/None for dynamic axes.
+
+    Raises:
+        BundleError: not a loadable ONNX model, not exactly one image input, or an input that is
+            not 4-D with one channel; the message names the file.
+    """
     path = Path(path)
     try:
         import onnx  # noqa: F401
@@ -135,39 +145,57 @@ class Bundle:
 
     @property
     def name(self) -> str:
+        """The bundle's name from the manifest."""
         return self.manifest["name"]
 
     @property
     def preset(self) -> Optional[str]:
+        """The model preset the routes were trained with (e.g. ``tiny``), or None."""
         return self.manifest.get("preset")
 
     @property
     def tasks(self) -> List[str]:
+        """The route names (degradation tasks) in manifest order."""
         return [t["name"] for t in self.manifest["tasks"]]
 
     def task_info(self, task: str) -> dict:
+        """A copy of the manifest entry of route ``task`` (file, sha256, params, metrics ...).
+
+        Raises:
+            BundleError: the bundle has no such route (the message lists its routes).
+        """
         if task not in self._tasks:
             raise BundleError(f"bundle {self.name!r} has no route {task!r}; "
                               f"routes: {', '.join(self.tasks)}")
         return dict(self._tasks[task])
 
     def route_path(self, task: str) -> Path:
+        """The ONNX file of route ``task``.
+
+        Raises:
+            BundleError: the bundle has no such route.
+        """
         return self.path / self.task_info(task)["file"]
 
     @property
     def router(self) -> Optional[dict]:
+        """The manifest's router entry (file, codebook, threshold, input_size, tasks ...), or None."""
         return self.manifest.get("router")
 
     @property
     def router_path(self) -> Optional[Path]:
+        """The router's ONNX file, or None for a bundle without router."""
         return None if self.router is None else self.path / self.router["file"]
 
     @property
     def normalisation(self) -> dict:
+        """The manifest's normalisation entry (how counts map to [0, 1]); {} when absent."""
         return self.manifest.get("normalisation") or {}
 
     @property
     def multiple(self) -> int:
+        """The spatial multiple in pixels that H and W must be padded to (manifest ``multiple``, default 4).
+        """
         return int(self.manifest.get("multiple", DEFAULT_MULTIPLE))
 
     @property
@@ -182,10 +210,12 @@ class Bundle:
 
     @property
     def student(self) -> Optional[dict]:
+        """The manifest's student entry (file, prompts, preset, GMAC ...), or None."""
         return self.manifest.get("student")
 
     @property
     def student_path(self) -> Optional[Path]:
+        """The distilled student's ONNX file, or None."""
         return None if self.student is None else self.path / self.student["file"]
 
     def __repr__(self) -> str:
@@ -215,6 +245,11 @@ def write_bundle(out_dir: PathLike, routes: Mapping[str, PathLike], router: Opti
     ``tasks`` (a list of dicts whose "name" matches a key of ``routes``: their keys are merged
     into that route's entry) and ``router`` (a dict of router metadata such as codebook,
     threshold, input_size, tasks). Returns the bundle as :func:`load_bundle` reads it back.
+
+    Raises:
+        BundleError: no routes, unknown manifest keys, a task entry without a name or without a
+            route file, a bad task name, a missing source file, router metadata without a router
+            file, a model whose input is not (N, 1, H, W), or any check of :func:`load_bundle`.
     """
     if not routes:
         raise BundleError("a bundle needs at least one route")
@@ -307,8 +342,12 @@ def save_manifest(bundle_dir: PathLike, manifest: Mapping) -> Bundle:
 
 
 def copy_bundle(src: PathLike, dst: PathLike) -> Path:
-    """Copy a verified bundle folder to ``dst`` (a new folder; BundleError if it exists or is
-    the source), every file byte for byte; returns ``dst``. The source is not touched."""
+    """Copy a verified bundle folder to ``dst`` (a new folder), every file byte for byte; returns
+    ``dst``. The source is not touched.
+
+    Raises:
+        BundleError: the source fails :func:`load_bundle`, or ``dst`` already exists.
+    """
     bundle = load_bundle(src)
     dst = Path(dst)
     if dst.exists():
@@ -627,11 +666,14 @@ def read_verified(bundle: "Bundle", name: str) -> bytes:
 
 
 def load_bundle(path: PathLike) -> Bundle:
-    """Read and verify a bundle folder (or its manifest.json); raise BundleError on any problem.
+    """Read and verify a bundle folder (or its manifest.json).
 
     Order: manifest JSON → format_version → schema (:func:`validate_manifest`, every violation
     reported, one line each) → sha256 of every listed file (routes, router, checkpoint,
-    ``files``) → each ONNX model's input is N×1×H×W.
+    ``files``) → each ONNX model's input is (N, 1, H, W) → the student's inputs.
+
+    Raises:
+        BundleError: on any problem; the message names the file or key and the fix.
     """
     path = Path(path)
     root = path.parent if path.name == MANIFEST else path
@@ -671,8 +713,12 @@ def load_bundle(path: PathLike) -> Bundle:
 
 
 def check_student_inputs(path: PathLike, prompts: int) -> None:
-    """The student ONNX must take ``input`` N×1×H×W and ``prompt`` N×``prompts`` (one weight
-    per prompt slot); BundleError naming the file otherwise."""
+    """The student ONNX must take ``input`` (N, 1, H, W) and ``prompt`` (N, ``prompts``) (one
+    weight per prompt slot).
+
+    Raises:
+        BundleError: not a loadable ONNX model, or other inputs; the message names the file.
+    """
     path = Path(path)
     try:
         import onnx
@@ -706,7 +752,12 @@ def add_student(bundle_dir: PathLike, out_dir: PathLike, student_onnx: PathLike,
     (sha256 in the manifest's ``student`` entry, with ``info``: prompts, preset, GMAC, metrics,
     training) and ``deploy`` set. ``out_dir`` may be the bundle itself (it is updated in place)
     or a new folder (a byte-for-byte copy is made first; the source is not touched). Returns the
-    re-verified bundle; BundleError on a bad deploy value or a file that fails the checks."""
+    re-verified bundle.
+
+    Raises:
+        BundleError: a bad ``deploy`` value, a source bundle that fails the checks, an existing
+            ``out_dir`` that is not a copy of it, or a manifest/student that fails the checks.
+    """
     if deploy not in DEPLOY_CHOICES:
         raise BundleError(f"deploy {deploy!r} must be one of {', '.join(DEPLOY_CHOICES)}")
     src = load_bundle(bundle_dir)

@@ -41,6 +41,9 @@ class EngineCacheError(RuntimeError):
 
 
 def default_cache_dir() -> Path:
+    """Where plans live: ``$TIR_ENGINE_CACHE``, else ``$XDG_CACHE_HOME/tir-edge/engines``, else
+    ``~/.cache/tir-edge/engines``.
+    """
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
@@ -55,6 +58,7 @@ def parse_l4t_release(text: str) -> Optional[str]:
 
 
 def l4t_release(path: str = "/etc/nv_tegra_release") -> Optional[str]:
+    """The L4T release of this Jetson ("35.4.1") read from ``path``, or None off a Jetson (or unreadable)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return parse_l4t_release(f.read())
@@ -64,6 +68,9 @@ def l4t_release(path: str = "/etc/nv_tegra_release") -> Optional[str]:
 
 # JetPack ↔ L4T (tensorrt_int8.md §5: JetPack 6.2 = L4T 36.4.x; JetPack 5.1.x = L4T 35.x)
 def jetpack_major(l4t: Optional[str]) -> Optional[int]:
+    """The JetPack major version of an L4T release (L4T 35 -> 5, 36 -> 6, 38 -> 7; tensorrt_int8.md §5), None
+    when unknown.
+    """
     if not l4t:
         return None
     major = int(l4t.split(".")[0])
@@ -73,7 +80,12 @@ def jetpack_major(l4t: Optional[str]) -> Optional[int]:
 def current_platform() -> Dict[str, Optional[str]]:
     """TensorRT version, GPU name, compute capability, L4T release of this machine.
 
-    Needs tensorrt and a CUDA device query (pycuda, else torch); raises EngineCacheError if absent.
+    Returns:
+        ``{"trt_version", "gpu_name", "compute_capability", "l4t_release"}`` (str values,
+        ``l4t_release`` None off a Jetson). The GPU is device 0, queried through pycuda, else torch.
+
+    Raises:
+        EngineCacheError: tensorrt is not importable, or no CUDA device can be queried.
     """
     try:
         import tensorrt as trt
@@ -104,6 +116,11 @@ def current_platform() -> Dict[str, Optional[str]]:
 
 @dataclass(frozen=True)
 class EngineKey:
+    """Everything that makes a TensorRT plan valid (pipelines.md recommendation 4): the ONNX's
+    sha256, TensorRT version, GPU name, compute capability, L4T release, precision
+    (``fp32``, ``fp16``, ``int8-qdq``, ``int8-calibrator``), the optimisation profile
+    (name, min, opt, max (N, C, H, W) shapes), the calibration cache's sha256 and builder flags.
+    """
     onnx_sha256: str
     trt_version: str
     gpu_name: str
@@ -115,6 +132,7 @@ class EngineKey:
     flags: Tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
+        """The key as a JSON-ready dict (tuples as lists)."""
         d = asdict(self)
         d["profile"] = [[n, list(a), list(b), list(c)] for n, a, b, c in self.profile]
         d["flags"] = list(self.flags)
@@ -122,6 +140,7 @@ class EngineKey:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EngineKey":
+        """The key from :meth:`to_dict`'s form; unknown fields are ignored (later key versions)."""
         d = dict(d)
         d["profile"] = tuple((n, tuple(a), tuple(b), tuple(c)) for n, a, b, c in d.get("profile", ()))
         d["flags"] = tuple(d.get("flags", ()))
@@ -129,17 +148,27 @@ class EngineKey:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def digest(self) -> str:
+        """sha256 hex digest of the key (with the key format version): names and identifies the plan."""
         blob = json.dumps({"v": KEY_VERSION, **self.to_dict()}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def differences(self, other: "EngineKey") -> List[str]:
+        """One line per field that differs from ``other``: ``field: plan has X, expected Y``."""
         a, b = self.to_dict(), other.to_dict()
         return [f"{k}: plan has {a[k]!r}, expected {b[k]!r}" for k in a if a[k] != b[k]]
 
 
 def profile_for_sizes(sizes: Sequence[Tuple[int, int]], input_name: str = "input", batch: int = 1,
                       multiple: int = 1):
-    """One optimisation profile covering the camera sizes (w, h), padded up to ``multiple``."""
+    """One optimisation profile covering the camera sizes (w, h), padded up to ``multiple``.
+
+    Returns:
+        ``((input_name, min, opt, max),)`` with (N, 1, H, W) shapes: min has N = 1 and the
+        smallest padded H and W, opt is the first size at N = ``batch``, max the largest.
+
+    Raises:
+        ValueError: ``sizes`` is empty.
+    """
     if not sizes:
         raise ValueError("need at least one --size WxH")
     hs = [-(-h // multiple) * multiple for _, h in sizes]
@@ -152,6 +181,9 @@ def profile_for_sizes(sizes: Sequence[Tuple[int, int]], input_name: str = "input
 
 def build_command(bundle: Optional[PathLike], precision: str, sizes: Sequence[Tuple[int, int]],
                   route: Optional[str] = None) -> str:
+    """The ``tir build`` command line (shell-quoted) that builds ``bundle`` at ``precision`` for ``sizes`` (w,
+    h).
+    """
     parts = ["tir", "build", "--bundle", str(bundle) if bundle else "DIR", "--precision", precision]
     for w, h in sizes:
         parts += ["--size", f"{w}x{h}"]
@@ -162,12 +194,14 @@ def build_command(bundle: Optional[PathLike], precision: str, sizes: Sequence[Tu
 
 @dataclass
 class CacheEntry:
+    """A stored plan: its path, its :class:`EngineKey` and the sidecar's whole JSON (``meta``)."""
     plan: Path
     key: EngineKey
     meta: dict = field(default_factory=dict)
 
     @property
     def rebuild_command(self) -> str:
+        """The sidecar's ``rebuild_command``, else a generic ``tir build`` line for the key's precision."""
         return self.meta.get("rebuild_command") or build_command(None, self.key.precision, [])
 
 
@@ -178,14 +212,24 @@ class EngineCache:
         self.root = Path(root) if root is not None else default_cache_dir()
 
     def plan_path(self, key: EngineKey, name: str) -> Path:
+        """Where the plan for ``key`` named ``name`` lives: ``<name>-<precision>-<digest[:16]>.plan`` under
+        :attr:`root`.
+        """
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         return self.root / f"{safe}-{key.precision}-{key.digest()[:16]}.plan"
 
     @staticmethod
     def sidecar(plan: PathLike) -> Path:
+        """The JSON sidecar path of a plan (the same name with ``.json``)."""
         return Path(plan).with_suffix(".json")
 
     def store(self, key: EngineKey, plan_bytes: bytes, name: str, meta: Optional[dict] = None) -> Path:
+        """Write the plan and its sidecar (key, digest, name, plan sha256, UTC creation time and
+        ``meta``), each through a temporary file renamed into place; returns the plan path.
+
+        Raises:
+            OSError: the folder or files cannot be written.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.plan_path(key, name)
         tmp = path.with_suffix(".plan.tmp")
@@ -216,12 +260,16 @@ class EngineCache:
         return key, doc
 
     def read_entry(self, plan: PathLike) -> CacheEntry:
-        """The plan's entry after its integrity check; raises EngineCacheError naming the reason.
+        """The plan's entry after its integrity check.
 
         A plan is refused when its sidecar is missing or unreadable, when the sidecar has no
         ``plan_sha256`` (nothing to check the plan against), or when the plan's sha256 differs
         from it (the plan was altered after ``tir build`` wrote it). Deserialising a TensorRT
         plan runs its plugins, so an unchecked plan is never handed on.
+
+        Raises:
+            EngineCacheError: the plan is missing or refused; the message names the reason and the
+                rebuild command.
         """
         plan = Path(plan)
         key, doc = self._read_sidecar(plan)
@@ -248,7 +296,11 @@ class EngineCache:
         return entry if entry.key == key else None
 
     def check_platform(self, entry: CacheEntry, platform: Dict[str, Optional[str]]) -> None:
-        """Refuse a plan built on another TensorRT/GPU/L4T than ``platform``."""
+        """Refuse a plan built on another TensorRT/GPU/L4T than ``platform``.
+
+        Raises:
+            EngineCacheError: a platform field differs; the message lists them and the rebuild command.
+        """
         key = entry.key.to_dict()
         diffs = [f"{f}: plan built for {key[f]!r}, this machine has {platform.get(f)!r}"
                  for f in PLATFORM_FIELDS if key.get(f) != platform.get(f)]
@@ -258,7 +310,11 @@ class EngineCache:
                 + f". Rebuild it on this machine with: {entry.rebuild_command}")
 
     def check_key(self, entry: CacheEntry, expected: EngineKey) -> None:
-        """Refuse a plan whose full key (model, precision, profile, calibration...) differs."""
+        """Refuse a plan whose full key (model, precision, profile, calibration...) differs.
+
+        Raises:
+            EngineCacheError: the key differs; the message lists the fields and the rebuild command.
+        """
         diffs = entry.key.differences(expected)
         if diffs:
             raise EngineCacheError(f"refusing TensorRT plan {entry.plan.name}: " + "; ".join(diffs)

@@ -37,7 +37,11 @@ _LOCK = threading.Lock()
 
 
 def cuda_driver():
-    """``pycuda.driver``, initialised, or EngineError saying what to install."""
+    """``pycuda.driver``, initialised once per process.
+
+    Raises:
+        EngineError: pycuda is not importable (the message says what to install).
+    """
     try:
         import pycuda.driver as cuda
     except ImportError as exc:
@@ -52,7 +56,11 @@ def cuda_driver():
 
 
 def primary_context(device: int = 0):
-    """The device's primary context (shared with TensorRT's runtime API and torch)."""
+    """The device's primary context (shared with TensorRT's runtime API and torch), retained once.
+
+    Raises:
+        EngineError: pycuda is missing, or there is no CUDA device ``device``.
+    """
     cuda = cuda_driver()
     with _LOCK:
         if device not in _PRIMARY:
@@ -78,7 +86,11 @@ class pushed:
 
 
 class DeviceBuffer:
-    """A pycuda device allocation with ``__cuda_array_interface__`` (torch/cupy can view it)."""
+    """A pycuda device allocation with ``__cuda_array_interface__`` (torch/cupy can view it).
+
+    ``shape`` and ``dtype`` describe the array it holds; ``nbytes`` = prod(shape) × itemsize
+    (at least 1 byte is allocated).
+    """
 
     def __init__(self, shape: Tuple[int, ...], dtype=np.float32):
         cuda = cuda_driver()
@@ -88,6 +100,7 @@ class DeviceBuffer:
 
     @property
     def ptr(self) -> int:
+        """The device address as an int (what TensorRT's ``set_tensor_address`` takes)."""
         return int(self.allocation)
 
     @property
@@ -97,6 +110,11 @@ class DeviceBuffer:
 
 @dataclass
 class Slot:
+    """One frame's worth of CUDA resources: a stream, page-locked (pinned) host input/output
+    arrays (float32, the pipeline's input and output shapes), device buffers, four events
+    (before H2D, after H2D, after compute, after D2H), and the ticket and submit times of the
+    batch it holds.
+    """
     index: int
     stream: object
     host_in: np.ndarray
@@ -111,6 +129,9 @@ class Slot:
 
 @dataclass
 class PartTimes:
+    """Per-batch times in ms: ``h2d``, ``compute``, ``d2h`` from CUDA events, ``enqueue`` (host time
+    spent submitting) and ``latency`` (submit to result on the host, wall clock).
+    """
     h2d: List[float] = field(default_factory=list)
     compute: List[float] = field(default_factory=list)
     d2h: List[float] = field(default_factory=list)
@@ -118,6 +139,7 @@ class PartTimes:
     latency: List[float] = field(default_factory=list)  # submit → result on host
 
     def summary(self) -> Dict[str, Dict[str, float]]:
+        """Per part with data: p50, p90, p99 and mean in ms (rounded to 0.001) and the count ``n``."""
         out = {}
         for name in ("h2d", "compute", "d2h", "enqueue", "latency"):
             values = np.asarray(getattr(self, name), np.float64)
@@ -137,6 +159,7 @@ class TensorRTRunner:
         self.contexts: Dict[int, object] = {}
 
     def output_shape(self, shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        """The output shape TensorRT infers for an input of ``shape`` (N, C, H, W)."""
         ctx = self._context(-1)
         ctx.set_input_shape(self.input_name, tuple(shape))
         return tuple(int(d) for d in ctx.get_tensor_shape(self.output_name))
@@ -150,18 +173,36 @@ class TensorRTRunner:
         return self.contexts[key]
 
     def bind(self, slot: Slot, shape: Tuple[int, ...]) -> None:
+        """Give ``slot`` its own execution context, set the input ``shape`` and bind the slot's
+        device buffers.
+
+        Raises:
+            EngineError: TensorRT cannot create an execution context (out of device memory?).
+        """
         ctx = self._context(slot.index)
         ctx.set_input_shape(self.input_name, tuple(shape))
         ctx.set_tensor_address(self.input_name, slot.dev_in.ptr)
         ctx.set_tensor_address(self.output_name, slot.dev_out.ptr)
 
     def enqueue(self, slot: Slot) -> None:
+        """Enqueue the slot's context on the slot's stream (``execute_async_v3``); returns at once.
+
+        Raises:
+            EngineError: TensorRT refused the enqueue (see the TensorRT log).
+        """
         if not self.contexts[slot.index].execute_async_v3(slot.stream.handle):
             raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
 
 
 class TorchCudaRunner:
-    """Run a torch CUDA module on the slot's stream, reading/writing the slot's device buffers."""
+    """Run a torch CUDA module on the slot's stream, reading/writing the slot's device buffers.
+
+    ``dtype`` is the dtype the module computes in (default: its parameters'); inputs are cast to
+    it and outputs copied back into the slot's float32 buffer.
+
+    Raises:
+        EngineError: torch sees no CUDA device.
+    """
 
     def __init__(self, module, dtype=None):
         import torch
@@ -174,18 +215,25 @@ class TorchCudaRunner:
         self.views: Dict[int, tuple] = {}
 
     def output_shape(self, shape: Tuple[int, ...]) -> Tuple[int, ...]:
+        """The module's output shape for a zero input of ``shape`` (N, C, H, W), run once on the GPU."""
         torch = self.torch
         with torch.no_grad():
             x = torch.zeros(shape, device="cuda", dtype=self.dtype)
             return tuple(self.module(x).shape)
 
     def bind(self, slot: Slot, shape: Tuple[int, ...]) -> None:
+        """View the slot's device buffers as torch tensors and wrap its stream
+        (``torch.cuda.ExternalStream``).
+        """
         torch = self.torch
         x = torch.as_tensor(slot.dev_in, device="cuda")
         y = torch.as_tensor(slot.dev_out, device="cuda")
         self.views[slot.index] = (torch.cuda.ExternalStream(slot.stream.handle), x, y)
 
     def enqueue(self, slot: Slot) -> None:
+        """Run the module on the slot's stream, writing into the slot's output buffer; returns without
+        waiting.
+        """
         torch = self.torch
         stream, x, y = self.views[slot.index]
         with torch.no_grad(), torch.cuda.stream(stream):
@@ -193,7 +241,18 @@ class TorchCudaRunner:
 
 
 class CudaStreamPipeline:
-    """``in_flight`` slots round-robin; :meth:`run` yields results in submission order."""
+    """``in_flight`` slots round-robin; :meth:`run` yields results in submission order.
+
+    Args:
+        runner: a :class:`TensorRTRunner` or :class:`TorchCudaRunner`.
+        shape: the (N, C, H, W) float32 input shape every batch must have.
+        in_flight: slots (batches on the GPU at once), 1..4.
+        device: CUDA device index.
+
+    Raises:
+        ValueError: ``in_flight`` is outside 1..4.
+        EngineError: pycuda or the device is missing, or the runner cannot bind a slot.
+    """
 
     def __init__(self, runner, shape: Tuple[int, int, int, int], in_flight: int = 2, device: int = 0):
         if not 1 <= in_flight <= 4:
@@ -220,7 +279,17 @@ class CudaStreamPipeline:
         self._free: Deque[Slot] = deque(self.slots)
 
     def submit(self, batch: np.ndarray) -> int:
-        """Queue one batch; blocks only when all slots are in flight (then collect first)."""
+        """Queue one batch: copy into a free slot's pinned input, then H2D, model, D2H on its stream.
+
+        Args:
+            batch: float32 array of exactly :attr:`shape` (N, C, H, W).
+
+        Returns:
+            The batch's ticket (0, 1, 2, ... in submission order).
+
+        Raises:
+            EngineError: ``batch`` has another shape, or every slot is in flight (collect first).
+        """
         batch = np.asarray(batch, np.float32)
         if batch.shape != self.shape:
             raise EngineError(f"pipeline built for {self.shape}, got {batch.shape}")
@@ -247,7 +316,14 @@ class CudaStreamPipeline:
         return slot.ticket
 
     def collect(self) -> Tuple[int, np.ndarray]:
-        """Wait for the oldest batch in flight; returns (ticket, output copy)."""
+        """Wait for the oldest batch in flight and record its part times.
+
+        Returns:
+            (ticket, output): a float32 copy of the output, shape :attr:`out_shape`.
+
+        Raises:
+            EngineError: nothing is in flight.
+        """
         if not self._order:
             raise EngineError("nothing in flight")
         slot = self._order.popleft()
@@ -266,6 +342,7 @@ class CudaStreamPipeline:
 
     @property
     def in_flight(self) -> int:
+        """The number of batches submitted and not yet collected."""
         return len(self._order)
 
     def oldest_ready(self) -> bool:
@@ -277,7 +354,17 @@ class CudaStreamPipeline:
             return bool(self._order[0].events[3].query())
 
     def run(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Keep every slot busy; yield outputs in order."""
+        """Keep every slot busy; yield outputs in order.
+
+        Args:
+            batches: float32 arrays of :attr:`shape` (N, C, H, W).
+
+        Yields:
+            float32 outputs of :attr:`out_shape`, one per batch, in submission order.
+
+        Raises:
+            EngineError: a batch has another shape.
+        """
         for batch in batches:
             if not self._free:
                 yield self.collect()[1]
@@ -286,9 +373,11 @@ class CudaStreamPipeline:
             yield self.collect()[1]
 
     def stats(self) -> Dict[str, Dict[str, float]]:
+        """The part times so far (:meth:`PartTimes.summary`): p50/p90/p99/mean in ms per part."""
         return self.times.summary()
 
     def close(self) -> None:
+        """Collect what is still in flight, then free every slot's device buffers."""
         while self._order:
             self.collect()
         with pushed(self.ctx):

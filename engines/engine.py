@@ -29,8 +29,12 @@ DEFAULT_MULTIPLE = 4
 def read_multiple(metadata, default: int = DEFAULT_MULTIPLE, where: str = "model") -> int:
     """The spatial multiple stated in ``metadata`` (a str -> str map) under :data:`MULTIPLE_KEY`.
 
-    Returns ``default`` when the key is absent. Raises :class:`EngineError` when the value is
-    not a positive integer, naming ``where``.
+    Returns:
+        The multiple in pixels (H and W of the input must be multiples of it); ``default`` when
+        the key is absent.
+
+    Raises:
+        EngineError: the value is not a positive integer; the message names ``where``.
     """
     value = metadata.get(MULTIPLE_KEY) if metadata else None
     if value is None:
@@ -45,7 +49,19 @@ def read_multiple(metadata, default: int = DEFAULT_MULTIPLE, where: str = "model
 
 
 def pad_to_multiple(batch: np.ndarray, multiple: int) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """Reflect-pad H and W of an N×C×H×W batch up to ``multiple``; returns (padded, (H, W))."""
+    """Reflect-pad H and W of a batch up to multiples of ``multiple`` (bottom and right only).
+
+    Edge padding is used instead where the padding is not smaller than the frame (reflect
+    needs pad < size).
+
+    Args:
+        batch: (N, C, H, W) array, any dtype (float32 in the pipeline).
+        multiple: the spatial multiple in pixels, >= 1.
+
+    Returns:
+        (padded, (H, W)): padded is (N, C, H', W') with H', W' the next multiples (``batch``
+        itself when nothing is needed), (H, W) the original size for cropping back.
+    """
     h, w = batch.shape[-2:]
     ph = (-h) % multiple
     pw = (-w) % multiple
@@ -57,7 +73,11 @@ def pad_to_multiple(batch: np.ndarray, multiple: int) -> Tuple[np.ndarray, Tuple
 
 
 class Engine(ABC):
-    """One loaded model on one backend."""
+    """One loaded model on one backend.
+
+    Subclasses implement ``_run`` on a padded, contiguous float32 (N, 1, H', W') batch and set
+    :attr:`multiple` and :attr:`backend`; :meth:`infer` handles shapes, padding and cropping.
+    """
 
     #: spatial multiple the model needs (e.g. 4 for two pixel-unshuffles by 2)
     multiple: int = 1
@@ -69,11 +89,12 @@ class Engine(ABC):
 
     @property
     def input_shape(self) -> Tuple[Optional[int], ...]:
-        """N, C, H, W with ``None`` for dynamic axes."""
+        """The model input's (N, C, H, W), ``None`` for dynamic axes; (None, 1, None, None) by default."""
         return (None, 1, None, None)
 
     @property
     def output_shape(self) -> Tuple[Optional[int], ...]:
+        """The model output's shape, ``None`` for dynamic axes; the input's by default."""
         return self.input_shape
 
     @abstractmethod
@@ -100,10 +121,27 @@ class Engine(ABC):
         return out  # not an image (e.g. the router's embedding): nothing to crop
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on a batch of normalised frames.
+
+        Args:
+            batch: (H, W), (N, H, W) or (N, 1, H, W) frames, converted to float32; values are
+                normalised counts, nominally in [0, 1] (:mod:`tir.edge.pipeline.normalize`). Any H
+                and W: the batch is reflect-padded to :attr:`multiple` and the output cropped back.
+
+        Returns:
+            (N, 1, H, W) float32, the restored frames in the same [0, 1] scale. A model whose
+            output is not an image (the router's (N, D) embedding) returns it uncropped.
+
+        Raises:
+            EngineError: ``batch`` has another shape (more than one channel, 1-D or 5-D); or the
+                backend cannot run it (e.g. a TensorRT plan whose profile excludes this size, or a
+                failed execution); the message names the engine and what to do.
+        """
         padded, hw = self._padded(batch)
         return self._cropped(self._run(padded), padded, hw)
 
     def close(self) -> None:
+        """Free what the engine holds (device buffers, sessions); the base class holds nothing."""
         pass
 
     def __repr__(self) -> str:

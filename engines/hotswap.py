@@ -64,6 +64,9 @@ class HotSwapRestorer:
     ``restorer``: the running Restorer; ``factory(path) -> Restorer`` builds one on a bundle
     folder with the run's options (backend, threads, forced task). ``watch``: poll the bundle's
     manifest every ``poll_s`` seconds (:meth:`start_watch`).
+
+    Raises:
+        ValueError: ``poll_s`` <= 0.
     """
 
     def __init__(self, restorer, factory: Callable[[Path], object], watch: bool = False, poll_s: float = 1.0):
@@ -99,27 +102,44 @@ class HotSwapRestorer:
 
     @property
     def bundle(self):
+        """The active restorer's :class:`~tir.engines.bundle.Bundle`."""
         return self.active.bundle
 
     @property
     def route(self) -> str:
+        """The active restorer's route (``passthrough`` for clean / none yet)."""
         return self.active.route
 
     @property
     def current(self):
+        """The active restorer's current task (None before the first decision)."""
         return self.active.current
 
     @property
     def decisions(self) -> int:
+        """Router decisions so far (carried over swaps)."""
         return self.active.decisions
 
     @property
     def last_decision(self):
+        """The active restorer's last verdict with its embedding, or None."""
         return self.active.last_decision
 
     # ------------------------------------------------------------------ the frame path
     def infer(self, batch, meta=None):
-        """Restore one batch with the active restorer, after swapping in a loaded bundle."""
+        """Restore one batch with the active restorer, after swapping in a loaded bundle.
+
+        Args:
+            batch: (H, W), (N, H, W) or (N, 1, H, W) float32 frames in [0, 1].
+            meta: the frames' meta, as :meth:`Restorer.infer` takes it.
+
+        Returns:
+            (N, 1, H, W) float32 restored frames. The first batch after a swap records its infer
+            time in ms as ``last_swap["first_frame_ms"]``.
+
+        Raises:
+            ValueError, EngineError: as :meth:`Restorer.infer`.
+        """
         self._shape = getattr(batch, "shape", None)
         if not self.swap_if_ready():
             return self.active.infer(batch, meta=meta)
@@ -130,11 +150,17 @@ class HotSwapRestorer:
         return out
 
     def observe(self, batch, meta=None):
+        """Swap in a loaded bundle if one is ready, then route on the batch (:meth:`Restorer.observe`).
+
+        ``batch`` is (H, W), (N, H, W) or (N, 1, H, W) float32 in [0, 1]; returns the decision taken,
+        or None when the router did not run.
+        """
         self._shape = getattr(batch, "shape", None)
         self.swap_if_ready()
         return self.active.observe(batch, meta)
 
     def engine(self, task: str):
+        """The active restorer's engine for route ``task`` (:meth:`Restorer.engine`)."""
         return self.active.engine(task)
 
     def swap_if_ready(self) -> bool:
@@ -261,6 +287,10 @@ class HotSwapRestorer:
 
     # ------------------------------------------------------------------ status / close
     def status(self) -> dict:
+        """The active restorer's status plus ``bundle``: name, path, version, tasks, router_tasks,
+        swaps, reload (idle/loading/ready/failed/unchanged), reload_error, last_swap (frame number
+        and times in ms) and watch.
+        """
         status = dict(self.active.status())
         b = self.active.bundle
         status["bundle"] = {"name": b.name, "path": str(b.path), "version": b.version, "tasks": list(b.tasks),
@@ -270,6 +300,9 @@ class HotSwapRestorer:
         return status
 
     def close(self) -> None:
+        """Stop the watcher and wait for a load in progress (up to 30 s), then close the pending and the
+        active restorer.
+        """
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(2 * self.poll_s + 1.0)

@@ -37,7 +37,18 @@ def _squeeze_frame(x: np.ndarray) -> np.ndarray:
 
 
 def psnr(a, b, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB over the whole array; ``inf`` for identical inputs."""
+    """Peak signal-to-noise ratio in dB over the whole array: 10·log10(data_range² / MSE).
+
+    Args:
+        a, b: arrays of the same shape (any), float32 in [0, 1] by default.
+        data_range: the peak value (1.0 for [0, 1] frames).
+
+    Returns:
+        PSNR in dB; ``inf`` for identical inputs.
+
+    Raises:
+        ValueError: the shapes differ.
+    """
     a, b = _as_pair(a, b)
     mse = float(np.mean((a - b) ** 2))
     if mse == 0.0:
@@ -59,7 +70,17 @@ def _filter_valid(x: np.ndarray, taps: np.ndarray) -> np.ndarray:
 
 
 def ssim_map(a, b, data_range: float = 1.0) -> np.ndarray:
-    """Local SSIM over every position where the 11×11 window fits (shape (H-10)×(W-10))."""
+    """Local SSIM (Wang et al. 2004) over every position where the 11×11 Gaussian window fits.
+
+    Args:
+        a, b: one frame each, (H, W), (1, H, W) or (1, 1, H, W), values in [0, ``data_range``].
+
+    Returns:
+        (H-10, W-10) float64 map of SSIM values.
+
+    Raises:
+        ValueError: the shapes differ, a frame is not single-channel, or it is smaller than 11×11.
+    """
     a, b = _as_pair(a, b)
     a, b = _squeeze_frame(a), _squeeze_frame(b)
     if min(a.shape) < SSIM_WINDOW:
@@ -78,7 +99,12 @@ def ssim_map(a, b, data_range: float = 1.0) -> np.ndarray:
 
 
 def ssim(a, b, data_range: float = 1.0) -> float:
-    """Mean SSIM of two single-channel frames (Gaussian 11×11, σ=1.5)."""
+    """Mean SSIM of two single-channel frames (Gaussian 11×11, σ=1.5, K1 0.01, K2 0.03; Wang et al.
+    2004). Shapes as :func:`ssim_map`.
+
+    Raises:
+        ValueError: as :func:`ssim_map`.
+    """
     return float(np.mean(ssim_map(a, b, data_range)))
 
 
@@ -96,7 +122,14 @@ def _frames(batch) -> np.ndarray:
 
 
 def psnr_batch(a, b, data_range: float = 1.0) -> np.ndarray:
-    """Per-frame PSNR (dB) for batches N×H×W or N×1×H×W."""
+    """Per-frame PSNR (dB) for batches (N, H, W) or (N, 1, H, W) (a single (H, W) frame is N = 1).
+
+    Returns:
+        (N,) float64 PSNR in dB.
+
+    Raises:
+        ValueError: the batches differ in shape or are not (N, H, W) / (N, 1, H, W).
+    """
     a, b = _frames(a), _frames(b)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
@@ -104,7 +137,15 @@ def psnr_batch(a, b, data_range: float = 1.0) -> np.ndarray:
 
 
 def ssim_batch(a, b, data_range: float = 1.0) -> np.ndarray:
-    """Per-frame SSIM for batches N×H×W or N×1×H×W."""
+    """Per-frame SSIM for batches (N, H, W) or (N, 1, H, W) (a single (H, W) frame is N = 1).
+
+    Returns:
+        (N,) float64 SSIM values.
+
+    Raises:
+        ValueError: the batches differ in shape, are not (N, H, W) / (N, 1, H, W), or a frame
+            is smaller than 11×11.
+    """
     a, b = _frames(a), _frames(b)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
@@ -122,10 +163,14 @@ def summarize(values: Iterable[float]) -> dict:
 
 
 def column_fpn(frame, sigma: float = 2.0) -> float:
-    """Column fixed-pattern noise of one H×W frame: the standard deviation (across columns) of
+    """Column fixed-pattern noise of one (H, W) frame: the standard deviation (across columns) of
     the column means of the horizontal high-pass ``x − G_σ,x * x`` (a 1-D Gaussian along each
     row). Scene structure averages out down a column; a per-column offset (the FPN of a
-    microbolometer read out column by column without NUC) does not. Units of ``frame``.
+    microbolometer read out column by column without NUC) does not. Units of ``frame`` (counts
+    or [0, 1]).
+
+    Raises:
+        ValueError: ``frame`` is not 2-D.
     """
     x = np.asarray(frame, dtype=np.float32)
     if x.ndim != 2:

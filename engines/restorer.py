@@ -74,7 +74,29 @@ def _is_ffc(meta) -> bool:
 
 
 class Restorer:
-    """Bundle + router as one engine-like object; see the module docstring for the policy."""
+    """Bundle + router as one engine-like object; see the module docstring for the policy.
+
+    Args:
+        bundle_or_path: a :class:`~tir.engines.bundle.Bundle` or its folder.
+        backend: the engines' backend (``auto``, ``onnxruntime``, ``torch``, ``tensorrt``).
+        task: force one route (or ``clean``/``passthrough``); the router never runs.
+        every: run the router every this many frames.
+        hysteresis: the same new verdict this many times in a row switches the route.
+        threads: intra-op threads of each engine.
+        min_confidence: a verdict whose nearest class has a lower softmax probability is
+            uncertain (a vote for pass-through), in [0, 1).
+        precision: which TensorRT plan runs (fp32/fp16/int8; None: the best built).
+        adapt: fit the camera adaptation map on the first N non-FFC frames.
+        adapt_save: write the adapted bundle to this folder once fitted.
+        deploy: ``routes`` or ``student`` (default: the manifest's).
+
+    Raises:
+        BundleError: the bundle fails :func:`~tir.engines.bundle.load_bundle`.
+        ValueError: ``every``/``hysteresis`` < 1, ``min_confidence`` outside [0, 1), an unknown
+            ``deploy``, the student without one or off ONNX Runtime, an unknown forced ``task``,
+            or ``adapt`` on a bundle that cannot be adapted (AdaptationRefused).
+        EngineError: ``backend`` cannot run the bundle's files.
+    """
 
     def __init__(self, bundle_or_path, backend: str = "auto", task: Optional[str] = None,
                  every: int = 8, hysteresis: int = 3, threads: Optional[int] = None,
@@ -159,10 +181,12 @@ class Restorer:
     # --------------------------------------------------------------------------------------
     @property
     def name(self) -> str:
+        """``restorer:<bundle name>``."""
         return f"restorer:{self.bundle.name}"
 
     @property
     def multiple(self) -> int:
+        """The spatial multiple in pixels every engine pads to (the bundle's)."""
         return self.bundle.multiple
 
     @property
@@ -176,15 +200,27 @@ class Restorer:
         return w
 
     def prompt_mix(self, embedding: np.ndarray) -> np.ndarray:
-        """The student's prompt weights (K floats, sum 1) from one raw router embedding, after the
-        adaptation map (engines/backends/student.py ``prompt_mix``)."""
+        """The student's prompt weights from one raw router embedding, after the adaptation map
+        (engines/backends/student.py ``prompt_mix``).
+
+        Args:
+            embedding: (D,) float router embedding (before adaptation).
+
+        Returns:
+            (K,) float32 weights summing to 1, K = len(:attr:`prompts`).
+        """
         from .backends.student import prompt_mix
 
         emb = apply_adaptation(np.asarray(embedding, dtype=np.float32).reshape(1, -1), self._adaptation)
         return prompt_mix(emb[0], self._codebook, self._classes, self._temperature, self.prompts)
 
     def student_engine(self):
-        """The student engine (ONNX Runtime), loaded on first use."""
+        """The student engine (ONNX Runtime), loaded on first use.
+
+        Raises:
+            EngineError: the student cannot be loaded, takes another number of prompt weights than
+                the manifest lists, or states a spatial multiple that disagrees with the manifest.
+        """
         if self._student is None:
             from .backends.student import StudentEngine
             from .engine import EngineError
@@ -204,6 +240,7 @@ class Restorer:
 
     @property
     def loaded_routes(self) -> List[str]:
+        """The routes whose engines are loaded so far (routes load on first use)."""
         return list(self._engines)
 
     @property
@@ -221,7 +258,13 @@ class Restorer:
         return load_engine(path, backend=self.backend, **kw)
 
     def engine(self, task: str):
-        """The engine of one route, loaded on first use."""
+        """The engine of one route, loaded on first use.
+
+        Raises:
+            BundleError: the bundle has no route ``task``.
+            EngineError: the engine cannot be loaded, or its ``tir.multiple`` disagrees with the
+                manifest's ``multiple``.
+        """
         if task not in self._engines:
             t0 = time.monotonic()
             engine = self._load(self.bundle.route_path(task))
@@ -259,7 +302,19 @@ class Restorer:
 
     # --------------------------------------------------------------------------------------
     def embed(self, batch) -> np.ndarray:
-        """The router's raw embeddings (N×D float32, before any adaptation) of a batch."""
+        """The router's raw embeddings of a batch (before any adaptation).
+
+        Args:
+            batch: (H, W), (N, H, W) or (N, 1, H, W) float32 frames in [0, 1]; resized to the
+                router's input size.
+
+        Returns:
+            (N, D) float32 embeddings; the per-frame router time in ms is kept in :attr:`router_ms`.
+
+        Raises:
+            ValueError: the bundle has no router, or ``batch`` has another shape.
+            EngineError: the router engine cannot be loaded or run.
+        """
         if self.router_info is None:
             raise ValueError(f"bundle {self.bundle.name!r} has no router")
         if self._router_engine is None:
@@ -272,16 +327,37 @@ class Restorer:
         return emb
 
     def classify(self, batch, embeddings: Optional[np.ndarray] = None) -> List[dict]:
-        """Run the router on every frame of a batch (no state change): one decision per frame,
-        after the adaptation map when there is one. ``embeddings`` (from :meth:`embed`) skips
-        running the router again."""
+        """Run the router on every frame of a batch (no state change).
+
+        Args:
+            batch: (H, W), (N, H, W) or (N, 1, H, W) float32 frames in [0, 1].
+            embeddings: (N, D) embeddings from :meth:`embed`; skips running the router again.
+
+        Returns:
+            One decision dict per frame (``task``, ``confidence``, ``unknown``, ``nearest``, ...),
+            after the adaptation map when there is one.
+
+        Raises:
+            ValueError: as :meth:`embed`.
+        """
         emb = self.embed(batch) if embeddings is None else embeddings
         emb = apply_adaptation(emb, self._adaptation)
         return classify(emb, self._codebook, self._classes, self._threshold, self._temperature, self._added)
 
     def observe(self, batch, meta=None) -> Optional[dict]:
-        """Count frames and, every ``every`` frames, route on the newest one; returns the decision
-        taken this call (or None when the router did not run)."""
+        """Count frames and, every ``every`` frames, route on the newest one.
+
+        Args:
+            batch: (H, W), (N, H, W) or (N, 1, H, W) float32 frames in [0, 1].
+            meta: the frames' meta (a dict, or one per frame); an FFC frame is not looked at.
+
+        Returns:
+            The decision taken this call, or None when the router did not run.
+
+        Raises:
+            ValueError: ``batch`` has another shape.
+            EngineError: the router engine cannot be loaded or run.
+        """
         x = _as_batch(batch)
         first = self.frames
         self.frames += len(x)
@@ -381,7 +457,19 @@ class Restorer:
 
     # --------------------------------------------------------------------------------------
     def infer(self, batch, meta=None) -> np.ndarray:
-        """Restore a batch N×1×H×W (float32, normalised) with the current route."""
+        """Restore a batch with the current route (routing on it first, see :meth:`observe`).
+
+        Args:
+            batch: (H, W), (N, H, W) or (N, 1, H, W) float32 frames, normalised to [0, 1].
+            meta: the frames' meta (a dict, or one per frame), for FFC skipping.
+
+        Returns:
+            (N, 1, H, W) float32 restored frames; a copy of the input on pass-through.
+
+        Raises:
+            ValueError: ``batch`` has another shape.
+            EngineError: a route, the router or the student cannot be loaded or run.
+        """
         x = _as_batch(batch)
         self.observe(x, meta)
         if self.route == PASSTHROUGH:
@@ -391,6 +479,12 @@ class Restorer:
         return np.asarray(self.engine(self.current).infer(x), dtype=np.float32)
 
     def status(self) -> dict:
+        """The routing state for the stats page: ``task`` (the route now), the last verdict
+        (``decision``, ``confidence``, ``unknown``, ``nearest``), ``router_ms`` (ms per frame),
+        counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
+        ``skipped_ffc``), ``loaded_routes``, ``forced``, ``adapt``, ``deploy`` and the student's
+        ``prompt`` weights (None without).
+        """
         return {"task": self.route, "confidence": self._last["confidence"],
                 "unknown": bool(self._last["unknown"]), "switches": self.switches,
                 "router_ms": self.router_ms, "decision": self._last["task"],
@@ -412,6 +506,7 @@ class Restorer:
         return None
 
     def close(self) -> None:
+        """Close every loaded engine (routes, router, student); they load again on next use."""
         for engine in list(self._engines.values()) + [self._router_engine, self._student]:
             if engine is not None and hasattr(engine, "close"):
                 engine.close()

@@ -113,7 +113,15 @@ def prepare_frames(frames: np.ndarray, input_size: Sequence[int] = ROUTER_INPUT_
 
 
 def cosine_scores(embeddings: np.ndarray, codebook: np.ndarray) -> np.ndarray:
-    """N×K cosine similarities between (re-normalised) embeddings and codebook entries."""
+    """Cosine similarities between (re-normalised) embeddings and codebook entries.
+
+    Args:
+        embeddings: (N, D) float embeddings (any trailing shape is flattened to D).
+        codebook: (K, D) float entries, one per class.
+
+    Returns:
+        (N, K) float64 cosines in [-1, 1].
+    """
     e = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
     c = np.asarray(codebook, dtype=np.float64)
     e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
@@ -132,6 +140,14 @@ def classify(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str
              threshold, temperature: float = DEFAULT_TEMPERATURE, added: Sequence[int] = ()) -> List[dict]:
     """Nearest codebook entry per embedding.
 
+    Args:
+        embeddings: (N, D) float router embeddings (after any adaptation map).
+        codebook: (K, D) float entries, one per name in ``classes``.
+        classes: the K class names.
+        threshold: the cosine below which a frame is unknown: one float, or (K,) one per class.
+        temperature: softmax temperature of the confidences.
+        added: indices of rows added after training (see below).
+
     Returns one dict per frame: ``task`` (class name, or "unknown"), ``nearest`` (the nearest
     class even when unknown), ``confidence`` (softmax probability of the nearest entry over
     cosine/temperature), ``similarity`` (its cosine) and ``unknown`` (similarity below the
@@ -142,6 +158,10 @@ def classify(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str
     threshold; every other frame gets the verdict (class, confidence, unknown) of the codebook
     without the added rows, i.e. exactly what the router said before they were added (a new row
     never turns an earlier class's frame into "unknown" or "uncertain").
+
+    Raises:
+        ValueError: the codebook has not K rows, a threshold list is not K long, or an ``added``
+            index is outside the codebook.
     """
     sims = cosine_scores(embeddings, codebook)
     if sims.shape[1] != len(classes):

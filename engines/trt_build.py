@@ -48,6 +48,11 @@ class BuildError(RuntimeError):
 
 
 def require_tensorrt():
+    """The ``tensorrt`` module.
+
+    Raises:
+        BuildError: tensorrt is not importable (the message says how to install it).
+    """
     try:
         import tensorrt as trt
     except ImportError as exc:
@@ -56,11 +61,18 @@ def require_tensorrt():
 
 
 def trt_major(trt) -> int:
+    """The major version of the imported TensorRT module ``trt`` (8, 10, ...)."""
     return int(str(trt.__version__).split(".")[0])
 
 
 @dataclass
 class BuildOptions:
+    """How to build one plan: ``precision`` (fp32 | fp16 | int8), ``int8_mode`` (qdq: explicit Q/DQ
+    ONNX; calibrator: implicit, TRT 8.5 / DLA), the optimisation ``profile`` ((name, min, opt,
+    max) (N, C, H, W) shapes), ``workspace_bytes`` (bytes, default 1 GiB), a ``timing_cache`` file,
+    the ``calibrator``, a ``dla_core``, ``fp16_layers`` pinned to FP16 by the accuracy gate, the
+    builder ``optimization_level`` (TRT >= 8.6) and the resulting ``flags``.
+    """
     precision: str = "fp16"  # fp32 | fp16 | int8
     int8_mode: str = "qdq"  # qdq (explicit) | calibrator (implicit, TRT 8.5 / DLA)
     profile: Tuple = ()  # ((name, min, opt, max), ...) from engines.cache.profile_for_sizes
@@ -73,6 +85,12 @@ class BuildOptions:
     flags: List[str] = field(default_factory=list)
 
     def check(self) -> None:
+        """Refuse inconsistent options before anything is built.
+
+        Raises:
+            BuildError: unknown precision or INT8 mode, implicit INT8 without a calibrator, or DLA
+                at FP32 (DLA runs FP16/INT8 only, tensorrt_int8.md §5).
+        """
         if self.precision not in PRECISIONS:
             raise BuildError(f"precision {self.precision!r}: choose one of {PRECISIONS}")
         if self.int8_mode not in INT8_MODES:
@@ -90,6 +108,11 @@ def _network_flags(trt) -> int:
 
 
 def parse_onnx(trt, builder, logger, onnx_path: str):
+    """Parse ``onnx_path`` into a new network (explicit batch on TRT < 10); returns (network, parser).
+
+    Raises:
+        BuildError: the parser fails; the message lists the parser's errors.
+    """
     network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     # parse_from_file resolves external data next to the model
@@ -155,7 +178,14 @@ def _timing_cache(config, path: Optional[str]):
 
 
 def build_serialized(onnx_path, opts: BuildOptions, progress: Optional[Callable[[str], None]] = None) -> bytes:
-    """Build and return the serialized plan; writes the timing cache back if one was given."""
+    """Build and return the serialized plan; writes the timing cache back if one was given.
+
+    ``progress`` receives one-line messages (default: logged at INFO).
+
+    Raises:
+        BuildError: bad options, TensorRT missing, a parse failure, dynamic inputs without a
+            profile, FP16 layers that do not exist, implicit INT8 on TRT >= 11, or a failed build.
+    """
     opts.check()
     trt = require_tensorrt()
     say = progress or (lambda msg: log.info("%s", msg))

@@ -141,6 +141,12 @@ RETRYABLE = (BosonTimeout, BosonCRCError, BosonFramingError, BosonSequenceError,
 
 
 def status_error(code: int, command: str) -> BosonStatusError:
+    """The exception for a non-zero FLR_RESULT ``code`` (thermal_io.md §1.6, SDK ReturnCodes.h).
+
+    Returns:
+        An instance of the code's class in :data:`STATUS_ERRORS`, else of :class:`BosonStatusError`
+        (not raised here: the caller raises it).
+    """
     cls = STATUS_ERRORS.get(code, (None, BosonStatusError))[1]
     return cls(code, command)
 
@@ -175,7 +181,11 @@ class FFCStatus(enum.IntEnum):
 
 
 def parse_enum(cls: Type[enum.IntEnum], value) -> enum.IntEnum:
-    """``value`` as a member of ``cls``: a member, its int, or its name (any case, '-' for '_')."""
+    """``value`` as a member of ``cls``: a member, its int, or its name (any case, '-' for '_').
+
+    Raises:
+        ValueError: no member matches; the message lists the choices with their values.
+    """
     if isinstance(value, cls):
         return value
     if isinstance(value, str):
@@ -276,6 +286,10 @@ class BosonClient(CommandClient):
                          "status_errors": 0, "stale_replies": 0}
 
     def stats(self) -> dict:
+        """Link counters: commands, retries, timeouts, crc_errors, framing_errors, sequence_errors,
+        function_errors, status_errors, stale_replies (late replies to abandoned attempts),
+        garbage_bytes (outside frames) and truncated_frames.
+        """
         return dict(self.counters, garbage_bytes=self._reader.garbage_bytes,
                     truncated_frames=self._reader.truncated_frames)
 
@@ -284,7 +298,22 @@ class BosonClient(CommandClient):
         return command.function_id
 
     def transact(self, function_id: int, data: bytes = b"", reply_size=None, name: str = "") -> bytes:
-        """Send one request and return the reply data, with checks and bounded retries."""
+        """Send one request and return the reply data, with checks and bounded retries.
+
+        Args:
+            function_id: SDK function code (FunctionCodes.h, thermal_io.md §1.6), e.g. 0x00050007.
+            data: request data, big-endian.
+            reply_size: the expected number of reply data bytes, or None for any.
+            name: the command's name for messages (default: from :data:`COMMAND_NAMES`).
+
+        Returns:
+            The reply's data bytes (big-endian), after the sequence number, function id, CRC and
+            status were checked.
+
+        Raises:
+            BosonError: the subclass for what went wrong; link errors and busy/not-ready statuses
+                are retried ``retries`` times first (never longer than ``timeout * (retries + 1)`` s).
+        """
         name = name or COMMAND_NAMES.get(function_id, f"function 0x{function_id:08X}")
         with self._lock:
             self.counters["commands"] += 1
@@ -366,40 +395,113 @@ class BosonClient(CommandClient):
 
     # -- commands
     def run_ffc(self) -> None:
-        """Close the shutter and recompute per-pixel offsets (flat-field correction)."""
+        """Close the shutter and recompute per-pixel offsets (flat-field correction, bosonRunFFC 0x00050007).
+
+        Raises:
+            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
+                function id, FLR_RESULT status); see the module docstring.
+        """
         self.call("run_ffc")
 
     def get_ffc_mode(self):
+        """The FFC mode (bosonGetFFCMode 0x00050013): an :class:`FFCMode`, or the int when unknown.
+
+        Raises:
+            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
+                function id, FLR_RESULT status); see the module docstring.
+        """
         return decode_enum(FFCMode, self.call("get_ffc_mode"))
 
     def set_ffc_mode(self, mode) -> None:
+        """Set the FFC mode (bosonSetFFCMode 0x00050012); ``mode``: an :class:`FFCMode`, its value or name.
+
+        Raises:
+            ValueError: ``mode`` is not a member, value or name of the enum.
+            BosonError: the subclass for what went wrong on the link or the camera's status.
+        """
         self.call("set_ffc_mode", int(parse_enum(FFCMode, mode)))
 
     def get_ffc_status(self):
+        """The FFC state (bosonGetFFCStatus 0x00050054): an :class:`FFCStatus`, or the int when unknown.
+
+        Raises:
+            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
+                function id, FLR_RESULT status); see the module docstring.
+        """
         return decode_enum(FFCStatus, self.call("get_ffc_status"))
 
     def get_ffc_in_progress(self) -> bool:
+        """Whether an FFC is running now (bosonGetFFCInProgress 0x0005000C).
+
+        Raises:
+            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
+                function id, FLR_RESULT status); see the module docstring.
+        """
         return self.call("get_ffc_in_progress") != 0
 
     def get_gain_mode(self):
+        """The gain mode (bosonGetGainMode 0x00050015): a :class:`GainMode`, or the int when unknown.
+
+        Raises:
+            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
+                function id, FLR_RESULT status); see the module docstring.
+        """
         return decode_enum(GainMode, self.call("get_gain_mode"))
 
     def set_gain_mode(self, mode) -> None:
+        """Set the gain mode (bosonSetGainMode 0x00050014); ``mode``: a :class:`GainMode`, its value or name.
+
+        Raises:
+            ValueError: ``mode`` is not a member, value or name of the enum.
+            BosonError: the subclass for what went wrong on the link or the camera's status.
+        """
         self.call("set_gain_mode", int(parse_enum(GainMode, mode)))
 
     def get_camera_sn(self) -> int:
+        """The camera serial number (bosonGetCameraSN 0x00050002, uint32).
+
+        Raises:
+            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
+                function id, FLR_RESULT status); see the module docstring.
+        """
         return self.call("get_camera_sn")
 
     def get_sensor_sn(self) -> int:
+        """The sensor serial number (bosonGetSensorSN 0x00050006, uint32).
+
+        Raises:
+            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
+                function id, FLR_RESULT status); see the module docstring.
+        """
         return self.call("get_sensor_sn")
 
     def get_camera_pn(self) -> str:
-        """Part number: 20 ASCII bytes, NUL/space padded."""
+        """The part number (bosonGetCameraPN 0x00050004): 20 ASCII bytes, NUL/space padding removed.
+
+        Raises:
+            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
+                function id, FLR_RESULT status); see the module docstring.
+        """
         return self.call("get_camera_pn").split(b"\x00", 1)[0].decode("ascii", "replace").strip()
 
     def get_software_rev(self) -> Tuple[int, int, int]:
+        """The firmware revision (bosonGetSoftwareRev 0x00050022) as (major, minor, patch).
+
+        Raises:
+            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
+                function id, FLR_RESULT status); see the module docstring.
+        """
         return tuple(self.call("get_software_rev"))
 
     def get_fpa_temp_c(self) -> float:
-        """Focal-plane-array temperature in °C (camera reports signed °C x 10)."""
+        """Focal-plane-array (FPA) temperature in °C.
+
+        The camera reports signed int16 °C × 10 (bosonlookupFPATempDegCx10 0x00050030, thermal_io.md
+        §1.6; flirpy's unsigned read is wrong below 0 °C).
+
+
+        Raises:
+            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
+                function id, FLR_RESULT status); see the module docstring.
+        """
         return self.call("get_fpa_temp_cx10") / 10.0

@@ -17,7 +17,13 @@ class CommandClient:
     """Base of :class:`~tir.edge.camera.boson.BosonClient` and :class:`~tir.edge.camera.tau.TauClient`.
 
     Subclasses set ``product`` and ``commands`` (name -> command with ``arg`` and ``reply``
-    struct formats) and implement ``transact`` and ``_function_of(command)``.
+    struct formats) and implement ``transact`` and ``_function_of(command)``. ``timeout`` is the
+    reply timeout per attempt in seconds, ``retries`` the extra attempts, ``baudrate`` in bit/s,
+    ``poll_s`` the longest single serial read in seconds.
+
+    Raises:
+        ValueError: ``timeout`` <= 0 or ``retries`` < 0.
+        BosonPortError, TauPortError: (from ``open_port``) the port path cannot be opened.
     """
 
     product = "camera"
@@ -45,6 +51,7 @@ class CommandClient:
 
     # -- lifecycle
     def close(self) -> None:
+        """Close the serial port if this client opened it (a port passed in stays open)."""
         if self._owns_port:
             self._port.close()
 
@@ -59,10 +66,24 @@ class CommandClient:
         raise TypeError(f"{type(self).__name__} must say how a command names its function code")
 
     def transact(self, function: int, data: bytes, reply_size: int, name: str = "") -> bytes:
+        """Send one request and return the reply data; implemented by each protocol.
+
+        Raises:
+            TypeError: always, in the base class.
+        """
         raise TypeError(f"{type(self).__name__} must implement its protocol's transact")
 
     def call(self, name: str, *args):
-        """Run command ``name`` from ``commands``; returns its decoded reply (one value or a tuple)."""
+        """Run command ``name`` from ``commands`` with ``args`` packed by its ``arg`` struct format.
+
+        Returns:
+            The reply unpacked by its ``reply`` format: one value, a tuple, or None for no reply data.
+
+        Raises:
+            ValueError: unknown command (the message lists them), arguments to a command that takes
+                none, or arguments that do not fit its format.
+            BosonError, TauError: from the protocol's :meth:`transact`.
+        """
         if name not in self.commands:
             raise ValueError(f"unknown {self.product} command {name!r}; known: {', '.join(sorted(self.commands))}")
         cmd = self.commands[name]

@@ -65,11 +65,13 @@ class PtyDevice(abc.ABC):
         self._closed = False
 
     def start(self) -> "PtyDevice":
+        """Start the thread serving the pty (once); returns the device. Clients open :attr:`port`."""
         if not self._thread.is_alive():
             self._thread.start()
         return self
 
     def close(self) -> None:
+        """Stop the serving thread (waiting up to 2 s) and close both ends of the pty (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -91,8 +93,13 @@ class PtyDevice(abc.ABC):
     faults = FAULTS
 
     def inject(self, fault: str, count: int = 1, status: Optional[int] = None, delay_s: float = 0.5) -> None:
-        """Apply ``fault`` to the next ``count`` replies (``status``: the code for "status",
-        ``delay_s``: the delay for "late")."""
+        """Apply ``fault`` to the next ``count`` replies.
+
+        ``status`` is the code sent for the "status" fault, ``delay_s`` the delay in seconds for "late".
+
+        Raises:
+            ValueError: ``fault`` is not one of :attr:`faults` (the message lists them).
+        """
         if fault not in self.faults:
             raise ValueError(f"unknown fault {fault!r}; choose one of: {', '.join(self.faults)}")
         with self._lock:
@@ -153,6 +160,10 @@ class BosonEmulator(PtyDevice):
     ``unsupported``: command names (keys of :data:`boson.COMMANDS`) this firmware lacks; they
     are answered FLR_UNDEFINED_FUNCTION 0x0207 with no data, as Boson firmware versions without
     an optional function do (ReturnCodes.h, thermal_io.md §1.6). Settable later as well.
+
+    Raises:
+        ValueError: ``unsupported`` names a command not in :data:`boson.COMMANDS`.
+        OSError: no pty can be opened.
     """
 
     name = "boson"
@@ -192,6 +203,7 @@ class BosonEmulator(PtyDevice):
         return time.monotonic()
 
     def start_ffc(self) -> tuple:
+        """Begin an FFC now (as bosonRunFFC does) and count it; returns no reply values."""
         self._ffc_started = self._now()
         self.ffc_count += 1
         return ()
@@ -201,6 +213,10 @@ class BosonEmulator(PtyDevice):
         return ()
 
     def ffc_status(self) -> FFCStatus:
+        """The emulated FFC state: NONE before the first FFC, IN_PROGRESS for ``ffc_duration_s``
+        seconds after it starts, then COMPLETE. In AUTO mode with ``auto_ffc_period_s`` set, a new
+        FFC starts by itself once that period plus the FFC duration has passed.
+        """
         now = self._now()
         if (self.auto_ffc_period_s and self.ffc_mode == FFCMode.AUTO
                 and now - (self._ffc_started if self._ffc_started is not None else self._t0)
@@ -213,6 +229,8 @@ class BosonEmulator(PtyDevice):
         return FFCStatus.COMPLETE
 
     def current_fpa_temp_c(self) -> float:
+        """The emulated FPA temperature in °C: ``fpa_temp_c`` plus a 60 s sine of amplitude ``fpa_drift_c``.
+        """
         return self.fpa_temp_c + self.fpa_drift_c * math.sin(2 * math.pi * (self._now() - self._t0) / 60.0)
 
     def _set_enum(self, cls, attr: str, value: int) -> tuple:
@@ -248,7 +266,12 @@ class BosonEmulator(PtyDevice):
 
     # -- protocol
     def respond(self, packet: fslp.Packet) -> Tuple[int, bytes]:
-        """(status, reply data) for one request packet."""
+        """(FLR_RESULT status, reply data) for one request packet, as a Boson answers it.
+
+        Unknown function id -> 0x0161 (BAD_CMD_ID); a function in ``unsupported`` -> 0x0207
+        (UNDEFINED_FUNCTION); request data too short/long -> 0x017D/0x017E; an enum value out of
+        range -> 0x0203 (RANGE_ERROR); codes from thermal_io.md §1.6 (SDK ReturnCodes.h).
+        """
         name = COMMAND_NAMES.get(packet.function_id)
         self.requests[name or f"0x{packet.function_id:08X}"] += 1
         if name is None:
@@ -266,6 +289,10 @@ class BosonEmulator(PtyDevice):
         return 0, (struct.pack(cmd.reply, *values) if cmd.reply else b"")
 
     def handle(self, data: bytes) -> bytes:
+        """The wire bytes answering ``data`` (FSLP frames, any chunking), with queued faults applied.
+
+        Request frames with a bad CRC or escape are not answered and counted in ``bad_requests``.
+        """
         out = bytearray()
         for received in self._reader.feed(data):
             if received.error:
@@ -357,6 +384,12 @@ class TauEmulator(PtyDevice):
         return handlers[name](*args)
 
     def respond(self, packet: tau.TauPacket) -> Tuple[int, bytes]:
+        """(status byte, reply argument) for one request packet, as a Tau2 answers it.
+
+        Unknown function -> 0x06 (undefined function); a known function with the wrong argument
+        length -> 0x09 (byte-count error); an enum value out of range -> 0x03 (range error);
+        status codes from thermal_io.md §2 (flirpy ``tau_config``).
+        """
         name = self._names.get((packet.function, bool(packet.arg)))
         self.requests[name or f"0x{packet.function:02X}"] += 1
         if name is None:
@@ -372,6 +405,9 @@ class TauEmulator(PtyDevice):
         return 0, (struct.pack(cmd.reply, *values) if cmd.reply else b"")
 
     def handle(self, data: bytes) -> bytes:
+        """The wire bytes answering ``data`` (Tau2 packets, any chunking), with queued faults applied; packets
+        with a bad CRC2 are not answered.
+        """
         out = bytearray()
         for packet in self._reader.feed(data):
             if packet.error:

@@ -75,6 +75,7 @@ class FFCProgress:
 
     @property
     def method(self) -> str:
+        """The progress query in use ("ffc-status" or "ffc-in-progress"), "none" when no query is left."""
         return self._queries[0][0] if self._queries else "none"
 
     def busy(self) -> Optional[bool]:
@@ -148,6 +149,9 @@ class FFCController:
     FFC-in-progress flag, whichever the firmware implements); clients or firmware with neither
     (Tau2, older Boson firmware) are assumed busy for ``assumed_ffc_s``; ``stats()["ffc_confirmed_by"]``
     says which. An FPA-temperature query the firmware lacks is dropped (``fpa_temp_c`` None).
+
+    Raises:
+        ValueError: ``period_s`` is not > 0 (None is on demand).
     """
 
     def __init__(self, client, period_s: Optional[float] = None, settle_s: float = 0.3,
@@ -182,6 +186,7 @@ class FFCController:
 
     # -- lifecycle
     def start(self) -> "FFCController":
+        """Start the controller thread (once); returns the controller."""
         if not self._thread.is_alive():
             self._thread.start()
         return self
@@ -201,7 +206,11 @@ class FFCController:
 
     # -- frame path (cheap, never touches the serial port)
     def annotate(self, frame: Frame) -> Frame:
-        """Set ``frame.meta["ffc"]``: True when it was captured during an FFC or its settle time."""
+        """Set ``frame.meta["ffc"]``: True when it was captured during an FFC or its settle time.
+
+        Reads only ``frame.t_capture`` (seconds of :func:`~tir.edge.frame.now`); the counts are not
+        touched. Returns ``frame``.
+        """
         t = frame.t_capture
         with self._lock:
             marked = any(start <= t and (end is None or t <= end + self.settle_s) for start, end in self._windows)
@@ -222,6 +231,15 @@ class FFCController:
             return any(start <= t and (end is None or t <= end + self.settle_s) for start, end in self._windows)
 
     def stats(self) -> dict:
+        """The controller's state for the stats page.
+
+        Returns:
+            ``fpa_temp_c`` (°C, None when unknown), ``ffc_state``, ``last_ffc_age_s`` (seconds since
+            the last FFC ended, 0.0 during one, None before the first), ``ffc_count``,
+            ``ffc_camera_initiated``, ``ffc_frames`` (frames marked), ``frames_seen``, ``ffc_errors``,
+            ``ffc_last_error``, ``ffc_period_s`` and ``ffc_confirmed_by`` (the query that saw the FFC
+            end, or "assumed N s").
+        """
         t = self.clock()
         with self._lock:
             busy = any(end is None for _, end in self._windows)

@@ -161,7 +161,11 @@ class RawFormat:
         return self.layout_for(self.capture_size).frame if self.capture_size else None
 
     def with_telemetry(self, position: str) -> "RawFormat":
-        """This family with its telemetry rows at ``position`` ("top" or "bottom")."""
+        """This family with its telemetry rows at ``position`` ("top" or "bottom").
+
+        Raises:
+            ValueError: ``position`` is neither.
+        """
         position = str(position).strip().lower()
         if position not in TELEMETRY_POSITIONS:
             raise ValueError(f"telemetry={position!r}; use telemetry=top (header) or telemetry=bottom (footer)")
@@ -186,8 +190,14 @@ class RawFormat:
         return ", ".join(f"{l.capture[0]}x{l.capture[1]}" for l in self.layouts) or "any"
 
     def geometry(self, buffer: np.ndarray, reported: Optional[Size]) -> Size:
-        """Capture (w, h) in 16-bit pixels: the buffer's 2-D shape, else ``reported`` when the
-        word count matches, else the single known layout with that word count."""
+        """Capture (w, h) in 16-bit pixels of ``buffer``.
+
+        The buffer's own 2-D shape, else ``reported`` when its word count matches, else the single
+        known layout with that word count (flattened frames, thermal_io.md §3.1).
+
+        Raises:
+            FrameError: kind "type" when ``buffer`` is not a numpy array, "shape" when no size fits.
+        """
         if not isinstance(buffer, np.ndarray):
             raise FrameError("type", f"frame is {type(buffer).__name__}, expected numpy array")
         own = _shape_size(buffer)
@@ -207,12 +217,23 @@ class RawFormat:
 
     def unpack(self, buffer: np.ndarray, capture_size: Optional[Size] = None
                ) -> Tuple[np.ndarray, Dict[str, Any]]:
-        """(uint16 (H, W) counts, extra meta) from a capture buffer.
+        """Counts and extra meta from one capture buffer.
 
-        ``capture_size`` is the (w, h) the device reports (OpenCV FRAME_WIDTH/HEIGHT). Extra
-        meta: ``layout`` (name), ``kelvin_per_count`` (the layout's scale), and for frames with
-        telemetry rows ``telemetry`` (the raw rows, uint16) and ``telemetry_fields`` (parsed row
-        A, Lepton). Raises FrameError("shape") when no layout fits, with the sizes it knows.
+        Args:
+            buffer: the frame OpenCV returned with CONVERT_RGB off: uint16 (H, W), uint8 (H, W, 2)
+                YUYV, or a flattened 1-D/1×N array (OpenCV 4.11, thermal_io.md §3.1).
+            capture_size: the (width, height) in pixels the device reports (OpenCV
+                FRAME_WIDTH/HEIGHT), or None for :attr:`capture_size`.
+
+        Returns:
+            (counts, extra): counts are (H, W) uint16; extra holds ``layout`` (name),
+            ``kelvin_per_count`` (the layout's scale, K per count, or None) and, for frames with
+            telemetry rows, ``telemetry`` (the raw rows, uint16) and ``telemetry_fields`` (parsed
+            row A, Lepton).
+
+        Raises:
+            FrameError: kind "shape", when no layout fits (the message lists the sizes known) or
+                the layout is refused.
         """
         layout = self.layout_for(self.geometry(buffer, capture_size or self.capture_size))
         if layout.refuse:
@@ -232,15 +253,28 @@ class RawFormat:
         return image, extra
 
     def decode(self, buffer: np.ndarray, capture_size: Optional[Size] = None) -> np.ndarray:
-        """uint16 (H, W) counts from a capture buffer."""
+        """(H, W) uint16 counts from a capture buffer (:meth:`unpack` without the meta).
+
+        Raises:
+            FrameError: as :meth:`unpack`.
+        """
         return self.unpack(buffer, capture_size)[0]
 
     @property
     def radiometric(self) -> bool:
+        """Whether counts convert to kelvin (the format has a ``kelvin_per_count``)."""
         return self.kelvin_per_count is not None
 
     def to_kelvin(self, counts: np.ndarray) -> Optional[np.ndarray]:
-        """Temperature in kelvin (float32), or None for a non-radiometric camera."""
+        """Temperature in kelvin.
+
+        Args:
+            counts: (H, W) uint16 counts of this format.
+
+        Returns:
+            (H, W) float32 kelvin (counts × ``kelvin_per_count``), or None for a non-radiometric
+            camera.
+        """
         if self.kelvin_per_count is None:
             return None
         return counts.astype(np.float32) * np.float32(self.kelvin_per_count)
@@ -356,7 +390,11 @@ def format_for(vid, pid) -> Optional[RawFormat]:
 
 
 def get_format(name: str) -> RawFormat:
-    """Format by name (``y16``, ``boson``, ``lepton``, ``tc001``); the error lists them."""
+    """Raw format by name (``y16``, ``boson``, ``lepton``, ``tc001``).
+
+    Raises:
+        ValueError: unknown name; the message lists the known formats.
+    """
     key = str(name).strip().lower()
     if key not in CAMERAS:
         raise ValueError(f"unknown raw format {name!r}; known: {', '.join(CAMERAS.names())}")

@@ -50,7 +50,11 @@ def stuff(data: bytes) -> bytes:
 
 
 def unstuff(data: bytes) -> bytes:
-    """Undo :func:`stuff`; raise :class:`FSLPError` on a dangling or unknown escape."""
+    """Undo :func:`stuff` (9E 81 -> 8E, 9E 91 -> 9E, 9E A1 -> AE; thermal_io.md §1.3).
+
+    Raises:
+        FSLPError: a dangling escape at the end, or 0x9E followed by another byte.
+    """
     out = bytearray()
     escaped = False
     for b in data:
@@ -76,7 +80,12 @@ def frame(payload: bytes, channel: int = COMMAND_CHANNEL) -> bytes:
 
 
 def split_body(body: bytes) -> Tuple[int, bytes]:
-    """Check an unescaped ``channel + payload + CRC`` body; return (channel, payload)."""
+    """Check an unescaped ``channel + payload + CRC`` body; return (channel, payload).
+
+    Raises:
+        FSLPError: fewer than 3 bytes.
+        FSLPCRCError: the big-endian CRC (crc16_boson over channel..last payload byte) mismatches.
+    """
     if len(body) < 3:
         raise FSLPError(f"frame body of {len(body)} bytes is too short for channel and CRC")
     want = crc16_boson(body[:-2])
@@ -87,7 +96,12 @@ def split_body(body: bytes) -> Tuple[int, bytes]:
 
 
 def unframe(wire: bytes) -> Tuple[int, bytes]:
-    """Decode one complete wire frame; return (channel, payload) or raise FSLPError/FSLPCRCError."""
+    """Decode one complete wire frame (0x8E ... 0xAE) into (channel, payload).
+
+    Raises:
+        FSLPError: no start/end byte, shorter than 4 bytes, or a bad escape.
+        FSLPCRCError: the CRC mismatches.
+    """
     wire = bytes(wire)
     if len(wire) < 4 or wire[0] != START or wire[-1] != END:
         raise FSLPError(f"not an FSLP frame (needs 0x8E ... 0xAE): {wire[:8].hex(' ')}")
@@ -105,10 +119,23 @@ class Packet:
 
 
 def encode_packet(seq: int, function_id: int, data: bytes = b"", status: int = REQUEST_STATUS) -> bytes:
+    """The 12-byte command header (big-endian seq, function id, status) followed by ``data``.
+
+    ``seq`` is taken modulo 2**32; requests carry status 0xFFFFFFFF (thermal_io.md §1.2,
+    SDK ``CLIENT_dispatcher_Tx``), replies the FLR_RESULT.
+    """
     return HEADER.pack(seq & 0xFFFFFFFF, function_id, status) + bytes(data)
 
 
 def decode_packet(payload: bytes) -> Packet:
+    """Split a frame's payload into its command header and data (thermal_io.md §1.2).
+
+    Returns:
+        A :class:`Packet` (seq, function_id, status, data).
+
+    Raises:
+        FSLPError: the payload is shorter than the 12-byte header.
+    """
     if len(payload) < HEADER.size:
         raise FSLPError(f"payload of {len(payload)} bytes is shorter than the 12-byte command header")
     seq, function_id, status = HEADER.unpack_from(payload)
@@ -158,6 +185,11 @@ class FrameReader:
         self._buf = None
 
     def feed(self, data: bytes) -> List[ReceivedFrame]:
+        """Add received bytes; return the frames they complete, in order.
+
+        Frames with a bad CRC, bad escape or no room for channel and CRC are returned with
+        ``error`` set ("crc", "escape", "short") rather than raised, so the client decides.
+        """
         frames: List[ReceivedFrame] = []
         for b in bytes(data):
             if self._buf is None:

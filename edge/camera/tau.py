@@ -132,6 +132,11 @@ class TauGainMode(enum.IntEnum):
 
 # -------------------------------------------------------------------------------- packets
 def encode_packet(function: int, arg: bytes = b"", status: int = 0) -> bytes:
+    """One Tau2 request (or reply, with ``status``) packet (thermal_io.md §2, flirpy ``tau.py``).
+
+    Layout: 0x6E, status, 0x00, function, big-endian byte count, CRC1 (CRC-16/XMODEM over the
+    first 6 bytes), ``arg``, CRC2 (CRC-16/XMODEM over everything before it).
+    """
     head = HEADER.pack(PROCESS_CODE, status, 0, function, len(arg))
     crc1 = struct.pack(">H", crc16_xmodem(head))
     return head + crc1 + bytes(arg) + struct.pack(">H", crc16_xmodem(head + crc1 + bytes(arg)))
@@ -139,6 +144,7 @@ def encode_packet(function: int, arg: bytes = b"", status: int = 0) -> bytes:
 
 @dataclass(frozen=True)
 class TauPacket:
+    """One decoded Tau2 packet: status, function code, argument bytes; ``error`` is "crc" for a bad CRC2."""
     status: int
     function: int
     arg: bytes = b""
@@ -146,7 +152,11 @@ class TauPacket:
 
 
 def decode_packet(data: bytes) -> TauPacket:
-    """Decode one complete packet; raise ValueError naming what is wrong."""
+    """Decode one complete Tau2 packet.
+
+    Raises:
+        ValueError: ``data`` is not exactly one packet, or its CRC2 is wrong.
+    """
     packets = TauPacketReader().feed(data)
     if len(packets) != 1:
         raise ValueError(f"not exactly one Tau2 packet in {bytes(data).hex(' ')}")
@@ -165,12 +175,20 @@ class TauPacketReader:
 
     @property
     def pending_bytes(self) -> int:
+        """Bytes received but not yet part of a complete packet."""
         return len(self._buf)
 
     def reset(self) -> None:
+        """Forget buffered bytes (not counted as garbage)."""
         self._buf.clear()
 
     def feed(self, data: bytes) -> List[TauPacket]:
+        """Add received bytes; return the packets they complete, in order.
+
+        A packet starts at 0x6E with a valid CRC1 and an argument of at most
+        :data:`MAX_ARG_BYTES`; other bytes are dropped and counted in ``garbage_bytes``. A packet
+        with a wrong CRC2 is returned with ``error="crc"``.
+        """
         self._buf += data
         packets: List[TauPacket] = []
         while True:
@@ -203,6 +221,7 @@ class TauPacketReader:
 # -------------------------------------------------------------------------------- commands
 @dataclass(frozen=True)
 class TauCommand:
+    """One Tau2 function: its code and the struct formats of the argument and the fixed-length reply."""
     function: int
     arg: str = ""  # struct format of the argument
     reply: str = ""  # struct format of the (fixed-length) reply argument
@@ -243,12 +262,30 @@ class TauClient(CommandClient):
                          "function_errors": 0, "status_errors": 0}
 
     def stats(self) -> dict:
+        """Link counters: commands, retries, timeouts, crc_errors, function_errors, status_errors,
+        garbage_bytes.
+        """
         return dict(self.counters, garbage_bytes=self._reader.garbage_bytes)
 
     def _function_of(self, command: TauCommand) -> int:
         return command.function
 
     def transact(self, function: int, arg: bytes, reply_size: int, name: str = "") -> bytes:
+        """Send one request and return the reply argument, with checks and bounded retries.
+
+        Args:
+            function: Tau2 function code (flirpy ``tau_config``, thermal_io.md §2).
+            arg: request argument bytes, big-endian.
+            reply_size: the exact number of reply argument bytes expected.
+            name: the command's name for messages.
+
+        Returns:
+            The reply's argument bytes.
+
+        Raises:
+            TauError: the subclass for what went wrong; timeouts, CRC and function mismatches and
+                TauNotReady are retried ``retries`` times (never longer than ``timeout * (retries + 1)`` s).
+        """
         name = name or f"function 0x{function:02X}"
         with self._lock:
             self.counters["commands"] += 1
@@ -296,28 +333,75 @@ class TauClient(CommandClient):
 
     # -- the Boson client's command names, where Tau2 has the function
     def run_ffc(self) -> None:
+        """Run a flat-field correction (DO_FFC 0x0C, short form without argument).
+
+        Raises:
+            TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
+        """
         self.call("do_ffc")
 
     def get_ffc_mode(self):
+        """The FFC mode (FFC_MODE 0x0B): a :class:`TauFFCMode`, or the int when unknown.
+
+        Raises:
+            TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
+        """
         return decode_enum(TauFFCMode, self.call("get_ffc_mode"))
 
     def set_ffc_mode(self, mode) -> None:
+        """Set the FFC mode (FFC_MODE 0x0B); ``mode``: a :class:`TauFFCMode`, its value or name.
+
+        Raises:
+            ValueError: ``mode`` is not a member, value or name of the enum.
+            TauError: the subclass for what went wrong on the link or the camera's status.
+        """
         self.call("set_ffc_mode", int(parse_enum(TauFFCMode, mode)))
 
     def get_gain_mode(self):
+        """The gain mode (GAIN_MODE 0x0A): a :class:`TauGainMode`, or the int when unknown.
+
+        Raises:
+            TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
+        """
         return decode_enum(TauGainMode, self.call("get_gain_mode"))
 
     def set_gain_mode(self, mode) -> None:
+        """Set the gain mode (GAIN_MODE 0x0A); ``mode``: a :class:`TauGainMode`, its value or name.
+
+        Raises:
+            ValueError: ``mode`` is not a member, value or name of the enum.
+            TauError: the subclass for what went wrong on the link or the camera's status.
+        """
         self.call("set_gain_mode", int(parse_enum(TauGainMode, mode)))
 
     def get_camera_sn(self) -> int:
+        """The camera serial number (first uint32 of SERIAL_NUMBER 0x04).
+
+        Raises:
+            TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
+        """
         return self.call("serial_number")[0]
 
     def get_sensor_sn(self) -> int:
+        """The sensor serial number (second uint32 of SERIAL_NUMBER 0x04).
+
+        Raises:
+            TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
+        """
         return self.call("serial_number")[1]
 
     def get_software_rev(self) -> Tuple[int, ...]:
+        """The revision words of GET_REVISION 0x05 (4 uint16; their meaning is unconfirmed, §2).
+
+        Raises:
+            TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
+        """
         return tuple(self.call("get_revision"))
 
     def get_fpa_temp_c(self) -> float:
+        """FPA temperature in °C: READ_SENSOR 0x20 with argument 0x0000 returns int16 °C × 10 (§2).
+
+        Raises:
+            TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
+        """
         return self.call("read_sensor", READ_SENSOR_FPA) / 10.0

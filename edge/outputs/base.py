@@ -57,10 +57,14 @@ class Output(ABC):
         self.actions = dict(actions or {})
 
     def start(self) -> "Output":
+        """Open what the output needs (server, files, window); returns the output. The base class does
+        nothing.
+        """
         return self
 
     @abstractmethod
     def write(self, frame: Frame) -> None:
+        """Hand one finished frame to the output; must return quickly (copy or queue, never block)."""
         ...
 
     def wants_display(self) -> bool:
@@ -70,6 +74,7 @@ class Output(ABC):
         return True
 
     def close(self) -> None:
+        """Flush and release everything the output holds; the base class does nothing."""
         pass
 
     def __enter__(self):
@@ -106,7 +111,14 @@ def check_output(uri, **options) -> URI:
 
 
 def open_output(uri, **options) -> Output:
-    """Create the output for ``uri`` (str or :class:`URI`); options override the URI query. Its
-    options are checked first (:func:`check_output`)."""
+    """Create the output for ``uri`` (str or :class:`URI`); options override the URI query.
+
+    Its options are checked first (:func:`check_output`); the output is created, not started.
+
+    Raises:
+        OutputError: unknown scheme, or the output refuses its address (e.g. an rtp:// URI
+            without HOST:PORT).
+        OutputOptionError: unknown option or bad value.
+    """
     uri = check_output(uri, **options)
     return OUTPUTS.load(uri.scheme)(uri)

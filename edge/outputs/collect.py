@@ -106,7 +106,15 @@ def load_frame(folder, entry: Dict[str, Any]) -> np.ndarray:
 
 
 def thumbnail_jpeg(raw: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
-    """A small 8-bit preview of raw counts: 1/99 % percentile stretch, JPEG quality 80."""
+    """A small 8-bit preview of raw counts: 1/99 % percentile stretch, JPEG quality 80.
+
+    Args:
+        raw: (H, W) counts (uint16, any real dtype works).
+        width: the largest preview width in pixels (narrower frames keep their size).
+
+    Returns:
+        The JPEG bytes (b"" when OpenCV fails to encode).
+    """
     x = raw.astype(np.float32)
     lo, hi = np.percentile(x[::2, ::2], (1, 99))
     grey = np.clip((x - lo) * (255.0 / max(float(hi - lo), 1.0)), 0, 255).astype(np.uint8)
@@ -145,7 +153,12 @@ class CollectOptions:
 
 
 class Collector(Output):
-    """The ``collect://DIR`` output (see the module docstring; options: :class:`CollectOptions`)."""
+    """The ``collect://DIR`` output (see the module docstring; options: :class:`CollectOptions`).
+
+    Raises:
+        OutputError: the URI names no folder.
+        OutputOptionError: an unknown URI option or a bad value.
+    """
 
     Options = CollectOptions
 
@@ -168,6 +181,11 @@ class Collector(Output):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Collector":
+        """Create the folder and its index and start the writer thread; returns the collector.
+
+        Raises:
+            OutputError: the folder is not writable, or its index cannot be read.
+        """
         if self._thread is not None:
             return self
         try:
@@ -184,9 +202,11 @@ class Collector(Output):
         return self
 
     def wants_display(self) -> bool:
+        """False: the collector stores raw counts and needs no AGC views."""
         return False
 
     def close(self) -> None:
+        """Let the writer store what is queued (up to 30 s), then save the index with the final counters."""
         if self._thread is None:
             return
         self._queue.put(None)  # the writer drains what is queued, then ends
@@ -197,6 +217,11 @@ class Collector(Output):
 
     # -- the frame path: cheap --------------------------------------------------------------
     def write(self, frame: Frame) -> None:
+        """Queue a copy of a frame the router called unknown (``meta["router"]["unknown"]``).
+
+        Every frame with a router verdict counts as seen; unknown ones are kept at most ``rate``
+        per second and while the queue has room (``rate_limited`` / ``queue_full`` count the rest).
+        """
         verdict = frame.meta.get("router")
         if not verdict:
             return

@@ -95,11 +95,12 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def counts_to_celsius(counts: float, meta: Dict[str, Any]) -> Optional[float]:
-    """Temperature of ``counts`` when the frame's meta carries a radiometric scale.
+    """Temperature of ``counts`` in °C when the frame's meta carries a radiometric scale.
 
     ``meta["temperature_k"]`` is kelvin per count (e.g. 0.01 for TLinear high gain on
-    Boson/Lepton, 1/64 for InfiRay P2 Pro; see shared/reference/thermal_io.md) or a dict
-    ``{"scale": k_per_count, "offset": kelvin}``. None when the camera is not radiometric.
+    Boson/Lepton, 1/64 for InfiRay P2 Pro; see shared/reference/thermal_io.md §3.2) or a dict
+    ``{"scale": k_per_count, "offset": kelvin}``; °C = counts × scale + offset − 273.15,
+    rounded to 0.01 °C. None when the camera is not radiometric or the scale is not a number.
     """
     scale = meta.get("temperature_k") if meta else None
     if scale is None:
@@ -114,8 +115,12 @@ def counts_to_celsius(counts: float, meta: Dict[str, Any]) -> Optional[float]:
 
 
 def scene_range(frame: Frame) -> SceneRange:
-    """Robust min/max counts of the scene: the 0.1 and 99.9 percentiles of every other
-    pixel of the restored frame (or raw), so a few dead or hot pixels do not set them."""
+    """Robust min/max counts of the scene: the 0.1 and 99.9 percentiles of every other pixel
+    of the restored frame (or raw), so a few dead or hot pixels do not set them.
+
+    Reads ``frame.restored`` or ``frame.raw``, (H, W) uint16 counts; returns a
+    :class:`SceneRange` in counts (no °C filled in).
+    """
     counts = frame.restored if frame.restored is not None else frame.raw
     lo, hi = np.percentile(counts[::2, ::2], (0.1, 99.9))
     return SceneRange(min_counts=int(lo), max_counts=int(round(hi)),
@@ -140,6 +145,7 @@ class LatestFrame:
         self.on_put: Optional[Callable[[], None]] = None  # called after each put (any thread)
 
     def put(self, frame: Frame) -> None:
+        """Make ``frame`` the newest (its JPEG cache is refreshed on demand) and wake the streams."""
         self.slot.put(frame)
         self.t_last = now()
         if self.on_put is not None:
@@ -152,6 +158,7 @@ class LatestFrame:
 
     @property
     def frames_in(self) -> int:
+        """Frames put so far (the same count as :attr:`generation`)."""
         return self.slot.puts
 
     def snapshot(self) -> Tuple[Optional[Frame], int]:
@@ -336,6 +343,13 @@ class HTTPOutput(Output):
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> "HTTPOutput":
+        """Bind the port and serve on a thread of its own; returns the output (a second call does nothing).
+
+        Raises:
+            OutputError: the port is in use, the address is not this machine's or cannot be
+                resolved, the port needs root, or the server fails otherwise (one line saying what
+                to do).
+        """
         if self._runner is not None:
             return self
         self._pages = {path: (WEB_DIR / name).read_bytes() for path, (name, _) in WEB_FILES.items()}
@@ -419,6 +433,7 @@ class HTTPOutput(Output):
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT`` of the server (127.0.0.1 for a wildcard listen address)."""
         host = "127.0.0.1" if _is_wildcard(self.host) else self.host
         return _url(host, self.port)
 
@@ -478,6 +493,7 @@ class HTTPOutput(Output):
         return port == self.port and name in self._allowed_hosts
 
     def write(self, frame: Frame) -> None:
+        """Make ``frame`` the newest; JPEGs are encoded only when a client asks."""
         self.latest.put(frame)
 
     def _frame_arrived(self) -> None:
@@ -524,8 +540,12 @@ class HTTPOutput(Output):
 
     # -- what the handlers ask --------------------------------------------------
     def pipeline_stats(self) -> StatsSnapshot:
-        """The attached pipeline's snapshot; an empty one (``frames`` from this output's own
-        count) before :meth:`attach`, one with ``stats_error`` when the provider failed."""
+        """The attached pipeline's snapshot (a copy); an empty one (``frames`` from this output's
+        own count) before :meth:`attach`, one with ``stats_error`` when the provider failed.
+
+        Never raises: a provider that raises or returns something else is reported in
+        ``stats_error``.
+        """
         if self.stats_provider is None:
             return StatsSnapshot(frames=self.latest.frames_in, time=time.time())
         try:
@@ -559,6 +579,9 @@ class HTTPOutput(Output):
         return stats.connected
 
     def no_signal_jpeg(self, view: str, quality: int) -> bytes:
+        """The NO SIGNAL test card for ``view`` at the newest frame's size as JPEG bytes (cached per size and
+        quality).
+        """
         frame, _ = self.latest.snapshot()
         if frame is not None:
             self._frame_size = (frame.raw.shape[1], frame.raw.shape[0])
@@ -570,6 +593,9 @@ class HTTPOutput(Output):
         return self._no_signal_jpegs[key]
 
     def current_jpeg(self, view: str, quality: int) -> bytes:
+        """JPEG bytes of ``view`` at ``quality`` (1..100): the newest frame, or the NO SIGNAL card while the
+        signal is lost.
+        """
         if self.signal_lost():
             return self.no_signal_jpeg(view, quality)
         return self.latest.jpeg(view, quality)[1]
@@ -579,6 +605,7 @@ class HTTPOutput(Output):
         return self.clients > 0 or now() - self._view_requested_at < VIEW_INTEREST_S
 
     def count_served(self, clients_delta: int = 0, frames: int = 0) -> None:
+        """Add ``clients_delta`` open streams and ``frames`` sent frames to the counters (thread-safe)."""
         with self._counters:
             self.clients += clients_delta
             self.frames_served += frames
@@ -627,6 +654,12 @@ class HTTPOutput(Output):
         return 202, {"ok": True, "requested": name}
 
     def spot(self, x: int, y: int, view: str) -> Dict[str, Any]:
+        """The value of pixel (``x``, ``y``) of the newest frame's ``view`` (``restored`` or raw).
+
+        Returns:
+            ``{"x", "y", "view", "counts", "celsius"}`` (celsius None when the camera is not
+            radiometric), or ``{"error": ...}`` when there is no frame yet or the pixel is outside it.
+        """
         frame, _ = self.latest.snapshot()
         if frame is None:
             return {"error": "no frame yet"}

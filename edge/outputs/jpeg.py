@@ -46,7 +46,18 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
 
 
 def view_image(frame: Frame, view: str) -> np.ndarray:
-    """The BGR uint8 image of ``view`` for ``frame``."""
+    """The image shown for ``view`` of ``frame``.
+
+    ``raw``/``restored`` use the frame's AGC views when the display stage made them, else a
+    percentile stretch of the counts; ``restored`` without a model shows raw, labelled so;
+    ``side`` is :func:`side_by_side`.
+
+    Returns:
+        (H, W, 3) uint8 BGR ((H, 2W, 3) for ``side``).
+
+    Raises:
+        ValueError: ``view`` is not one of :data:`VIEWS`.
+    """
     if view == "side":
         return side_by_side(frame)
     if view not in ("raw", "restored"):
@@ -76,7 +87,7 @@ def _label(image: np.ndarray, text: str, corner: str = "top") -> None:
 
 
 def side_by_side(frame: Frame) -> np.ndarray:
-    """raw | restored, each labelled, as one BGR image twice the frame's width."""
+    """raw | restored, each labelled, as one (H, 2W, 3) uint8 BGR image."""
     left = view_image(frame, "raw").copy()
     right = view_image(frame, "restored")
     if right.shape != left.shape:
@@ -94,7 +105,9 @@ def view_size(view: str, frame_size: Tuple[int, int]) -> Tuple[int, int]:
 
 
 def no_signal_image(width: int, height: int, detail: Optional[str] = None) -> np.ndarray:
-    """A dark test card reading NO SIGNAL, shown while no frame arrives."""
+    """A dark (height, width, 3) uint8 BGR test card reading NO SIGNAL (and ``detail``), shown while no frame
+    arrives.
+    """
     image = np.full((height, width, 3), 32, np.uint8)
     # Diagonal stripes so a frozen browser tab is distinguishable from a dark scene.
     step = max(8, width // 20)
@@ -115,6 +128,15 @@ def no_signal_image(width: int, height: int, detail: Optional[str] = None) -> np
 
 
 def encode_jpeg(image: np.ndarray, quality: int = DEFAULT_QUALITY) -> bytes:
+    """JPEG bytes of an image.
+
+    Args:
+        image: (H, W) uint8 grey or (H, W, 3) uint8 BGR.
+        quality: JPEG quality 1..100.
+
+    Raises:
+        ValueError: OpenCV cannot encode it.
+    """
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError(f"JPEG encoding failed for an image of shape {image.shape}")

@@ -87,7 +87,12 @@ class RecorderOptions:
 
 class Recorder(Output):
     """Writes frames to a recording folder from a background thread (options:
-    :class:`RecorderOptions`)."""
+    :class:`RecorderOptions`).
+
+    Raises:
+        OutputError: the URI names no folder.
+        OutputOptionError: an unknown URI option or a bad value.
+    """
 
     Options = RecorderOptions
 
@@ -124,6 +129,14 @@ class Recorder(Output):
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> "Recorder":
+        """Create the folder, ``recording.json`` and the index, and start the writer thread.
+
+        Returns the recorder (a second call does nothing).
+
+        Raises:
+            OutputError: the folder already holds a recording (without ``overwrite=1``) or cannot
+                be written.
+        """
         if self._thread is not None:
             return self
         try:
@@ -170,11 +183,14 @@ class Recorder(Output):
             (self.path / name).unlink(missing_ok=True)
 
     def wants_display(self) -> bool:
+        """True only with the preview on (the side-by-side view feeds preview.avi)."""
         return self.preview  # the side-by-side display view feeds preview.avi only
 
     def write(self, frame: Frame) -> None:
-        """Queue a private copy of the frame; drop and count when the queue is full, count as
-        ``lost`` once the recorder has failed."""
+        """Queue a private copy of the frame (raw and restored (H, W) uint16 counts, display views
+        when previewing); drop and count when the queue is full, count as ``lost`` once the recorder
+        has failed.
+        """
         if self._closed or self._thread is None:
             return
         if self.failure is not None:
@@ -236,6 +252,8 @@ class Recorder(Output):
         self._index_file = None
 
     def stats(self) -> Dict[str, object]:
+        """written, dropped, lost, queued, preview_frames, preview_skipped, errors, last_error, failure, path.
+        """
         return {"written": self.written, "dropped": self.dropped, "lost": self.lost,
                 "queued": self._queue.qsize(), "preview_frames": self.preview_frames,
                 "preview_skipped": self.preview_skipped, "errors": self.errors,
@@ -394,9 +412,16 @@ def _read_index(path: Path) -> List[Dict[str, str]]:
 
 
 def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[str, str]]]:
-    """Yield (H×W uint16 frame, index row) for each recorded frame, in order.
+    """Yield (frame, index row) for each recorded frame, in order.
 
-    ``what``: ``raw``, ``restored``, or ``auto`` (restored when every frame has it)."""
+    ``what``: ``raw``, ``restored``, or ``auto`` (restored when every frame has it). Frames are
+    (H, W) uint16 counts; rows are the index CSV's fields as str.
+
+    Raises:
+        FileNotFoundError: ``path`` has no index, or a listed PNG is unreadable.
+        ValueError: ``what`` is not raw/restored/auto, a frame lacks that image, or the
+            ``.u16`` stream ends inside a frame.
+    """
     path = Path(path)
     rows = _read_index(path)
     if what == "auto":

@@ -60,7 +60,13 @@ def gstreamer_problem() -> Optional[str]:
 
 
 def encoder_elements(encoder: str, bitrate_kbps: int) -> str:
-    """GStreamer elements from BGR frames (after appsrc) to an H.264 byte stream."""
+    """GStreamer elements from BGR frames (after appsrc) to an H.264 byte stream.
+
+    ``bitrate_kbps`` is in kbit/s (nvv4l2h264enc takes bit/s, x264enc kbit/s).
+
+    Raises:
+        OutputError: ``encoder`` is not x264 or nvv4l2.
+    """
     if encoder == "nvv4l2":
         return ("videoconvert ! video/x-raw,format=BGRx ! nvvidconv ! "
                 "video/x-raw(memory:NVMM),format=I420 ! "
@@ -74,6 +80,7 @@ def encoder_elements(encoder: str, bitrate_kbps: int) -> str:
 
 
 def pick_encoder(requested: str = "auto") -> str:
+    """``requested``, or for ``auto``: nvv4l2 on a Jetson (``/etc/nv_tegra_release`` exists), else x264."""
     if requested != "auto":
         return requested
     return "nvv4l2" if JETSON_RELEASE_FILE.exists() else "x264"
@@ -85,7 +92,12 @@ def serves_locally(uri: URI) -> bool:
 
 
 def writer_pipeline(uri: URI, encoder: str, bitrate_kbps: int, relay_port: int) -> str:
-    """The cv2.VideoWriter (CAP_GSTREAMER) pipeline for ``uri``."""
+    """The cv2.VideoWriter (CAP_GSTREAMER) pipeline for ``uri``.
+
+    Raises:
+        OutputError: an rtp:// URI without HOST:PORT, a scheme other than rtsp/rtp, or an
+            unknown encoder.
+    """
     head = "appsrc is-live=true do-timestamp=true ! " + encoder_elements(encoder, bitrate_kbps)
     if uri.scheme == "rtp":
         if not uri.host or uri.port is None:
@@ -103,7 +115,11 @@ def writer_pipeline(uri: URI, encoder: str, bitrate_kbps: int, relay_port: int) 
 
 
 class LocalRTSPServer:
-    """gst-rtsp-server on ``port`` serving ``mount``, re-serving RTP from ``relay_port``."""
+    """gst-rtsp-server on ``port`` serving ``mount``, re-serving RTP from ``relay_port``.
+
+    Raises:
+        OutputError: the GStreamer RTSP server bindings are missing, or the port cannot be served.
+    """
 
     def __init__(self, port: int, mount: str, relay_port: int):
         try:
@@ -133,6 +149,7 @@ class LocalRTSPServer:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop the server's GLib main loop and join its thread (up to 5 s)."""
         self._loop.quit()
         self._thread.join(5)
 
@@ -173,11 +190,18 @@ class RTSPOutput(Output):
 
     @property
     def url(self) -> str:
+        """The URL viewers open (``rtsp://127.0.0.1:PORT/MOUNT`` when served here, else the URI)."""
         if serves_locally(self.uri):
             return f"rtsp://127.0.0.1:{self.uri.port or DEFAULT_RTSP_PORT}{self.uri.path or '/tir'}"
         return self.uri.text
 
     def start(self) -> "RTSPOutput":
+        """Start the local RTSP server (for ``rtsp://@:PORT/name``) and the encoder thread; returns the
+        output.
+
+        Raises:
+            OutputError: OpenCV lacks GStreamer, or the local RTSP server cannot start.
+        """
         if self.worker.running:
             return self
         problem = gstreamer_problem()
@@ -190,15 +214,18 @@ class RTSPOutput(Output):
         return self
 
     def write(self, frame: Frame) -> None:
+        """Offer the frame to the encoder thread (a frame not yet sent is replaced)."""
         self.worker.offer(frame)
 
     def close(self) -> None:
+        """Stop the encoder thread (releasing the writer) and the local RTSP server."""
         self.worker.stop()
         if self._server is not None:
             self._server.close()
             self._server = None
 
     def stats(self) -> Dict[str, Any]:
+        """sent, skipped (replaced before sending), failure (None while it works) and url."""
         failure = self.worker.failure
         return {"sent": self.worker.handled, "skipped": self.worker.skipped,
                 "failure": None if failure is None else str(failure), "url": self.url}

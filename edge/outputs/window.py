@@ -58,9 +58,11 @@ class NewestFrameWorker:
 
     @property
     def running(self) -> bool:
+        """True while the worker thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
+        """Start the worker thread (with a fresh slot after :meth:`stop`)."""
         if self.slot.closed:  # started again after stop(): a fresh slot
             self.slot = LatestWinsSlot(self.name)
         self._stop.clear()
@@ -68,9 +70,13 @@ class NewestFrameWorker:
         self._thread.start()
 
     def offer(self, frame: Frame) -> None:
+        """Give the worker the newest frame; one it has not handled yet is replaced (counted in
+        :attr:`skipped`).
+        """
         self.slot.put(frame)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (waiting up to ``timeout`` seconds) after it finishes the current frame."""
         self._stop.set()
         self.slot.close()  # wakes the thread at once
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -164,6 +170,12 @@ class WindowOutput(Output):
                                         idle=self._pump_events, teardown=self._destroy)
 
     def start(self) -> "WindowOutput":
+        """Open the window on its own GUI thread; returns the output once it shows.
+
+        Raises:
+            OutputError: no display or an OpenCV without GUI support, or the window did not open
+                within the ready timeout.
+        """
         if self.worker.running:
             return self
         problem = gui_problem()
@@ -179,9 +191,11 @@ class WindowOutput(Output):
         return self
 
     def write(self, frame: Frame) -> None:
+        """Offer the frame to the GUI thread (a frame not yet shown is replaced)."""
         self.worker.offer(frame)
 
     def close(self) -> None:
+        """Stop the GUI thread, which destroys the window."""
         self.worker.stop()
 
     # -- GUI thread ----------------------------------------------------------------

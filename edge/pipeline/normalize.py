@@ -34,6 +34,7 @@ class NormParams:
 
     @property
     def span(self) -> float:
+        """``hi - lo`` in counts: the count range mapped onto [0, 1]."""
         return self.hi - self.lo
 
 
@@ -41,8 +42,23 @@ MIN_SAMPLES = 4096  # a subsample never goes below this many pixels (small frame
 
 
 def robust_range(raw: np.ndarray, low_pct: float, high_pct: float, stride: int = 8) -> Tuple[float, float]:
-    """Percentiles ``low_pct``/``high_pct`` of every ``stride``-th pixel in each direction
-    (a finer stride on small frames, so at least :data:`MIN_SAMPLES` pixels are used)."""
+    """Robust (lo, hi) of a frame: two percentiles of a subsample.
+
+    Every ``stride``-th pixel in each direction is used (a finer stride on small frames, so at
+    least :data:`MIN_SAMPLES` pixels are used); min/max are avoided so one dead or hot pixel
+    cannot set the scale (thermal_io.md §4.2).
+
+    Args:
+        raw: (H, W) counts, uint16 (any real dtype works).
+        low_pct, high_pct: the percentiles in % (0..100).
+        stride: the subsampling step in pixels.
+
+    Returns:
+        (lo, hi) as floats, in counts.
+
+    Raises:
+        ValueError: ``raw`` is empty.
+    """
     stride = max(1, min(stride, int((raw.size / MIN_SAMPLES) ** 0.5)))
     sample = raw[::stride, ::stride].ravel() if stride > 1 else raw.ravel()
     n = sample.size
@@ -60,6 +76,10 @@ class Normalizer:
     ``alpha`` is the EMA weight of the newest frame's percentiles (1.0 = no smoothing).
     ``max_count`` is the top of the valid count range that :meth:`inverse` clips to
     (65535 for 16-bit cameras, 16383 for 14-bit ones).
+
+    Raises:
+        ValueError: not 0 <= ``low_pct`` < ``high_pct`` <= 100, ``alpha`` outside (0, 1], or
+            ``min_span`` <= 0.
     """
 
     def __init__(
@@ -90,6 +110,7 @@ class Normalizer:
         self.fixed: Optional[NormParams] = None
 
     def reset(self) -> None:
+        """Forget the smoothed percentiles (a fixed range stays); the next frame sets them afresh."""
         self._lo = self._hi = None
 
     def set_fixed_range(self, lo: float, hi: float) -> None:
@@ -102,8 +123,19 @@ class Normalizer:
         self.fixed = NormParams(float(lo), float(hi))
 
     def update(self, raw: np.ndarray) -> NormParams:
-        """Fold this frame's percentiles into the smoothed range and return the params
-        (the fixed range instead, when one is set)."""
+        """Fold this frame's percentiles into the smoothed range and return the params.
+
+        Args:
+            raw: (H, W) uint16 counts.
+
+        Returns:
+            The :class:`NormParams` (lo, hi in counts) for this frame: the EMA of the percentiles,
+            widened to ``min_span`` counts (kept inside 0..``max_count``); the fixed range instead,
+            when one is set.
+
+        Raises:
+            ValueError: ``raw`` is empty.
+        """
         if self.fixed is not None:
             return self.fixed
         lo, hi = robust_range(raw, self.low_pct, self.high_pct, self.stride)
@@ -125,7 +157,18 @@ class Normalizer:
         return NormParams(lo, hi)
 
     def forward(self, raw: np.ndarray, params: Optional[NormParams] = None) -> Tuple[np.ndarray, NormParams]:
-        """uint16 counts (H×W) -> (float32 H×W in [0, 1], params). ``params`` skips the update."""
+        """Counts -> model input: ``x = (counts - lo) / (hi - lo)``, clipped to [0, 1] when ``clip``.
+
+        Args:
+            raw: (H, W) uint16 counts.
+            params: the map to use; None updates the smoothed range from this frame first.
+
+        Returns:
+            (x, params): x is (H, W) float32, in [0, 1] when ``clip``.
+
+        Raises:
+            ValueError: ``raw`` is empty (when ``params`` is None).
+        """
         if params is None:
             params = self.update(raw)
         x = np.empty(raw.shape, dtype=np.float32)
@@ -136,7 +179,19 @@ class Normalizer:
         return x, params
 
     def inverse(self, y: np.ndarray, params: NormParams) -> np.ndarray:
-        """Model output (…×H×W float) -> uint16 counts H×W, rounded and clipped to the valid range."""
+        """Model output -> counts: ``counts = y * (hi - lo) + lo``, rounded and clipped to
+        0..``max_count``.
+
+        Args:
+            y: (H, W), (1, H, W) or (1, 1, H, W) float32, nominally in [0, 1].
+            params: the :class:`NormParams` the frame was normalised with.
+
+        Returns:
+            (H, W) uint16 counts.
+
+        Raises:
+            ValueError: ``y`` holds more than one frame (a leading axis other than 1).
+        """
         y = np.asarray(y, dtype=np.float32)
         while y.ndim > 2:
             if y.shape[0] != 1:

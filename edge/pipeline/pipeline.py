@@ -61,6 +61,10 @@ class Pipeline:
     raw view only. ``frames``/``duration`` stop the run after that many frames reached the
     outputs or that many seconds. ``agc``/``palette``/``agc_options`` configure both views.
     The pipeline starts and closes the source and the outputs; the model stays the caller's.
+
+    Raises:
+        ValueError: ``display`` is not auto/always, ``infer_in_flight`` is outside 1..4 or
+            ``max_in_flight`` < 1.
     """
 
     def __init__(self, source, model=None, outputs: Sequence = (), *, agc: str = "percentile",
@@ -251,6 +255,13 @@ class Pipeline:
 
     # --- lifecycle ---
     def start(self) -> "Pipeline":
+        """Start the source, the outputs (attached to the stats and the page's actions), the FFC
+        controller and the stage threads; returns the pipeline (a second call does nothing).
+
+        Raises:
+            Exception: whatever the source or an output raises when starting; what was started is
+                closed again first.
+        """
         if self._started:
             return self
         started = []
@@ -295,10 +306,15 @@ class Pipeline:
 
     @property
     def running(self) -> bool:
+        """True from :meth:`start` until the run is done or stopped."""
         return self._started and not self._stopped and not self._done.is_set()
 
     def run(self) -> Dict[str, Any]:
-        """Start, wait for the limit (or Ctrl-C), stop; return the final stats snapshot."""
+        """Start, wait for the limit (or Ctrl-C), stop; return the final stats snapshot.
+
+        Raises:
+            PipelineError: a stage failed; the message names the stage and the error (chained).
+        """
         self.start()
         try:
             while not self.wait(0.5):

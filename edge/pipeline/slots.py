@@ -98,6 +98,7 @@ class LatestWinsSlot(Generic[T]):
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._closed
 
     def close(self) -> None:

@@ -106,7 +106,11 @@ def _accepts_meta(fn) -> bool:
 class Infer:
     """Any model with ``infer(N×1×H×W float32) -> same`` (an Engine or a Restorer); batch 1.
     A model whose ``infer`` takes ``meta`` (the Restorer: it skips routing on FFC frames)
-    gets the frame's meta."""
+    gets the frame's meta.
+
+    Raises:
+        TypeError: ``model`` has no ``infer`` method.
+    """
 
     name = "infer"
 
@@ -142,6 +146,10 @@ class PipelinedInfer:
     (``observe``); a pass-through frame, or an engine without ``pipeline()`` (ONNX Runtime,
     torch), is computed at submit and waits in the same queue, so the order holds.
     All calls come from one thread (the pipeline's infer thread), which owns the CUDA work.
+
+    Raises:
+        TypeError: ``model`` has no ``infer`` method.
+        ValueError: ``in_flight`` is outside 1..4.
     """
 
     name = "infer"
@@ -160,6 +168,7 @@ class PipelinedInfer:
 
     @property
     def pending(self) -> int:
+        """The number of frames submitted and not yet collected."""
         return len(self._queue)
 
     def _engine_for(self, batch, meta):
@@ -182,6 +191,16 @@ class PipelinedInfer:
         return self._pipes[key]
 
     def submit(self, frame: Frame) -> None:
+        """Queue one frame's inference and return at once.
+
+        Takes the (H, W) float32 model input the Preprocess stage put in ``frame.meta``; on an
+        engine with ``pipeline()`` the (1, 1, H, W) batch is reflect-padded to the engine's
+        multiple and its H2D copy, model run and D2H copy are enqueued on a free CUDA slot.
+
+        Raises:
+            RuntimeError: ``in_flight`` frames are already queued (call :meth:`collect` first).
+            EngineError: the engine cannot run the frame (from the model or the stream pipeline).
+        """
         from tir.engines.engine import pad_to_multiple
 
         if len(self._queue) >= self.in_flight:
@@ -208,7 +227,15 @@ class PipelinedInfer:
         return pipe is None or pipe.oldest_ready()
 
     def collect(self) -> Tuple[Frame, float]:
-        """The oldest frame with its output in meta, and the host seconds spent on it."""
+        """The oldest frame with its output in meta, and the host seconds spent on it.
+
+        The output is the (1, 1, H, W) float32 restored batch cropped to the frame's size.
+
+        Raises:
+            IndexError: nothing is queued.
+            RuntimeError: the model's output is not the frame's (H, W).
+            Exception: a CUDA error while waiting for the stream pipeline (the frame stays queued).
+        """
         entry = self._queue.popleft()
         frame, pipe, (h, w), y, spent = entry
         t0 = now()
@@ -345,6 +372,12 @@ class StageThread(threading.Thread):
         self.poll_s = poll_s
 
     def run(self) -> None:
+        """The thread body: take a frame, run the stage on it, stamp it and pass it on until stopped.
+
+        A :class:`~tir.edge.frame.FrameError` drops the frame (counted as corrupt); any other
+        exception is counted, hands the frame to ``on_leave`` and stops the pipeline via
+        ``on_fatal``.
+        """
         lower_thread_priority(self.nice)
         while not self.stop_event.is_set():
             frame = self.inbox.get(self.poll_s)
@@ -424,6 +457,11 @@ class PipelinedStageThread(StageThread):
         return True
 
     def run(self) -> None:
+        """The thread body: submit and collect frames (see the class docstring) until stopped.
+
+        Any exception is counted and reported through ``on_fatal``; frames still in flight are
+        handed to ``on_leave`` and the stream pipelines are freed on the way out.
+        """
         lower_thread_priority(self.nice)
         try:
             while not self.stop_event.is_set():

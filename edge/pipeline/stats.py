@@ -328,6 +328,7 @@ class PipelineStats:
 
     # --- recording (called from the stage threads) ---
     def frame_captured(self) -> None:
+        """Count a frame read from the source (clears the no-signal state)."""
         t = now()
         with self._lock:
             self.captured += 1
@@ -335,30 +336,40 @@ class PipelineStats:
             self.no_signal_since = None
 
     def read_timeout(self) -> None:
+        """Count a source read that timed out (starts the no-signal clock)."""
         with self._lock:
             self.read_timeouts += 1
             if self.no_signal_since is None:
                 self.no_signal_since = now()
 
     def busy(self, stage: str, seconds: float) -> None:
+        """Record that ``stage`` worked ``seconds`` (host time) on one frame."""
         with self._lock:
             self._busy[stage].append(seconds)
 
     def drop(self, stage: str) -> None:
+        """Count a frame dropped before ``stage`` (overwritten in its slot)."""
         with self._lock:
             self.dropped[stage] += 1
 
     def corrupt_frame(self, kind: str) -> None:
+        """Count a frame dropped as unusable, by :class:`~tir.edge.frame.FrameError` kind."""
         with self._lock:
             self.corrupt[kind] += 1
 
     def error(self, stage: str, exc: BaseException) -> None:
+        """Count an exception in ``stage`` and keep it as ``last_error``."""
         with self._lock:
             self.errors[stage] += 1
             self.last_error = f"{stage}: {type(exc).__name__}: {exc}"
 
     def frame_done(self, frame: Frame) -> None:
-        """Record a frame that reached the outputs (its last stamp is the output boundary)."""
+        """Record a frame that reached the outputs.
+
+        Reads only ``frame.stamps`` (seconds of :func:`~tir.edge.frame.now`): per-stage latency
+        from consecutive stamps, end-to-end latency from capture to the last stamp (the output
+        boundary), and the output time for the output rate.
+        """
         stamps = frame.stamps
         with self._lock:
             previous = stamps.get(self.stamps[0])
@@ -382,6 +393,9 @@ class PipelineStats:
 
     # --- reading ---
     def latency(self, stage: str = "e2e") -> Dict[str, float]:
+        """p50/p90/p99/mean/max in ms and the count ``n`` of ``stage``'s latency window (``{"n": 0}`` when
+        empty).
+        """
         return summarize_ms(self.latency_values(stage))
 
     def latency_values(self, stage: str = "e2e", last: Optional[int] = None) -> list:

@@ -22,12 +22,15 @@ class EndOfStream(SourceError):
 
 
 class Source(ABC):
-    """Yields :class:`~tir.edge.frame.Frame` objects holding raw uint16 counts.
+    """Yields :class:`~tir.edge.frame.Frame` objects holding raw (H, W) uint16 counts (Y16).
 
     ``read(timeout)`` returns the newest frame or ``None`` on timeout; it raises
     :class:`SourceError` when the source is gone for good (end of file without loop).
     ``live`` sources run at their own rate; non-live (files) can be read as fast as
     possible. ``stats()`` reports counters (frames, dropped, corrupt, reconnects).
+
+    Raises:
+        SourceOptionError: (constructor) the URI has an unknown option or a bad value.
     """
 
     live: bool = False
@@ -49,19 +52,32 @@ class Source(ABC):
 
     @property
     def fps(self) -> Optional[float]:
+        """Frames per second the source delivers, or None when it does not say."""
         return None
 
     @abstractmethod
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        """The next frame, or None when none is ready within ``timeout`` seconds.
+
+        Returns:
+            A :class:`~tir.edge.frame.Frame` whose ``raw`` is (H, W) uint16 counts.
+
+        Raises:
+            EndOfStream: a finite source has no more frames.
+            SourceError: the source is gone for good.
+        """
         ...
 
     def start(self) -> "Source":
+        """Start capturing (threads, pacing clock); returns the source. The base class does nothing."""
         return self
 
     def close(self) -> None:
+        """Release the device or file; the base class does nothing."""
         pass
 
     def stats(self) -> Dict[str, object]:
+        """The source's counters (frames, dropped, corrupt, reconnects ...); {} in the base class."""
         return {}
 
     def __enter__(self):
@@ -96,7 +112,14 @@ def check_source(uri, **options) -> URI:
 
 
 def open_source(uri, **options) -> Source:
-    """Create the source for ``uri`` (str or :class:`URI`); options override URI query. Its
-    options are checked first (:func:`check_source`)."""
+    """Create the source for ``uri`` (str or :class:`URI`); ``options`` override the URI's query.
+
+    Its options are checked first (:func:`check_source`); the source is created but not started.
+
+    Raises:
+        SourceError: unknown scheme, or the source cannot be opened (device missing, not Y16,
+            unreadable file); the message names it and what exists instead.
+        SourceOptionError: unknown option or bad value.
+    """
     uri = check_source(uri, **options)
     return SOURCES.load(uri.scheme)(uri)

@@ -62,13 +62,16 @@ class UsbDevice:
 
     @property
     def usb_id(self) -> str:
+        """``"vvvv:pppp"`` (USB vendor:product id, lower-case hex), or "" when sysfs does not say."""
         return f"{self.vid:04x}:{self.pid:04x}" if self.vid is not None and self.pid is not None else ""
 
     @property
     def camera(self) -> Optional[CameraModel]:
+        """The known thermal camera model with this USB id (:func:`camera_for`), or None."""
         return camera_for(self.vid, self.pid) if self.usb_id else None
 
     def describe(self) -> str:
+        """One line for messages: path, product name and ``[vid:pid camera]`` where known."""
         parts = [self.path]
         if self.name:
             parts.append(repr(self.name))
@@ -80,11 +83,13 @@ class UsbDevice:
 
 @dataclass
 class VideoDevice(UsbDevice):
+    """A V4L2 video node (``/dev/videoN``); ``index`` is sysfs' node index (0 = capture, 1 = UVC metadata)."""
     index: Optional[int] = None  # V4L2 node index: 0 = capture node, 1 = UVC metadata
 
 
 @dataclass
 class SerialPort(UsbDevice):
+    """A USB serial port (``/dev/ttyACM*``, ``/dev/ttyUSB*``), e.g. a camera's control port."""
     pass
 
 
@@ -147,6 +152,7 @@ def describe_video_devices(sysfs_root: str = "/sys", dev_root: str = "/dev") -> 
 
 
 def describe_serial_ports(sysfs_root: str = "/sys", dev_root: str = "/dev") -> str:
+    """One line for error messages: the USB serial ports that exist."""
     ports = list_serial_ports(sysfs_root, dev_root)
     if not ports:
         return f"no USB serial ports ({dev_root}/ttyACM*, {dev_root}/ttyUSB*) exist on this machine"

@@ -104,8 +104,15 @@ def png_problem(data: bytes) -> Optional[str]:
 
 
 def read_image(path: str) -> np.ndarray:
-    """Decode an image file as stored (``IMREAD_UNCHANGED``); raises FrameError ``missing``
-    (gone or unreadable) or ``corrupt`` (empty, damaged PNG, not decodable)."""
+    """Decode an image file as stored (``cv2.IMREAD_UNCHANGED``).
+
+    Returns:
+        The decoded array: (H, W) or (H, W, C), uint8 or uint16 as the file holds it.
+
+    Raises:
+        FrameError: kind ``missing`` (gone or unreadable) or ``corrupt`` (empty, damaged PNG,
+            not decodable).
+    """
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
@@ -123,7 +130,18 @@ def read_image(path: str) -> np.ndarray:
 
 
 def to_counts(image: np.ndarray, what: str) -> np.ndarray:
-    """Grey uint16 counts from a decoded image: colour -> grey, 8-bit -> << 6."""
+    """Grey counts from a decoded image: colour -> grey, 8-bit values shifted left by 6.
+
+    Args:
+        image: (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA, uint8 or uint16.
+        what: the file's name for messages.
+
+    Returns:
+        (H, W) uint16 counts (8-bit input lands in 14-bit range: 0..16320).
+
+    Raises:
+        FrameError: kind ``corrupt`` for None (not decodable), ``dtype`` for other pixel types.
+    """
     if image is None:
         raise FrameError("corrupt", f"{what}: cannot be decoded")
     if image.ndim == 3 and image.shape[2] == 1:
@@ -424,8 +442,14 @@ def _npy_reader(path: str) -> _Reader:
 
 
 def open_reader(path: str, stream: Optional[str] = None) -> _Reader:
-    """Pick the reader for ``path`` (recording, folder, TIFF, npy, image or video);
-    ``stream`` (raw|restored, default raw) for a recording."""
+    """Pick the reader for ``path`` (recording, folder, TIFF, npy, image or video).
+
+    ``stream`` (raw|restored, default raw) selects a recording's stream.
+
+    Raises:
+        SourceError: ``path`` does not exist (the message says what exists nearby) or is a
+            folder without images (the message lists what it holds).
+    """
     if not os.path.exists(path):
         raise SourceError(describe_missing(path))
     parent = os.path.dirname(os.path.abspath(path))
@@ -550,10 +574,13 @@ class FileSource(Source):
 
     @property
     def size(self):
+        """(width, height) of the replayed frames in pixels."""
         return (self._shape[1], self._shape[0])
 
     @property
     def fps(self) -> float:
+        """The replay rate in frames per second: the ``fps`` option, else the recording's own,
+        else the default for image folders."""
         return self._fps
 
     def _next_counts(self) -> np.ndarray:
@@ -628,6 +655,7 @@ class FileSource(Source):
         return frame
 
     def close(self) -> None:
+        """Close the underlying file or folder reader."""
         self.reader.close()
 
     def stats(self) -> Dict[str, object]:

@@ -85,14 +85,17 @@ class Grabber(Source):
 
     @property
     def size(self):
+        """(width, height) of the frames in pixels (the current source's, updated on reconnect)."""
         return self._size
 
     @property
     def fps(self):
+        """The wrapped source's frames per second (kept from before when a reopened one says none)."""
         return self._fps
 
     # ---- the thread ------------------------------------------------------------------
     def start(self) -> "Grabber":
+        """Start the capture thread (once); returns the grabber."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"grabber {self.uri.text}", daemon=True)
             self._thread.start()
@@ -166,7 +169,13 @@ class Grabber(Source):
 
     # ---- consumer side ---------------------------------------------------------------
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
-        """The newest frame not yet returned, or None if none arrives within ``timeout``."""
+        """The newest frame not yet returned, or None if none arrives within ``timeout`` seconds.
+
+        Starts the thread on first use.
+
+        Raises:
+            EndOfStream: the wrapped source ended and every frame it gave was returned.
+        """
         self.start()
         frame = self.slot.get(timeout)
         if frame is None and self._ended is not None and not self.slot.pending:
@@ -174,6 +183,7 @@ class Grabber(Source):
         return frame
 
     def close(self) -> None:
+        """Stop the thread (waiting up to ``read_timeout`` + 2 s) and close the wrapped source."""
         self._stop.set()
         self.slot.close()
         if self._thread is not None:
@@ -184,6 +194,13 @@ class Grabber(Source):
             source.close()
 
     def stats(self) -> Dict[str, object]:
+        """Counters over every source opened so far.
+
+        Returns:
+            ``frames``, ``dropped`` (overwritten in the slot plus the sources' own), ``corrupt``,
+            ``reconnects``, ``connected``, ``last_error`` and, where the sources count by kind,
+            ``corrupt_kinds``.
+        """
         with self._lock:
             source = self._source
             counts = dict(self._closed_counts)

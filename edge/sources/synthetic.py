@@ -271,7 +271,14 @@ class ThermalSceneRenderer:
         return scene
 
     def render(self, k: int, clean: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray], bool]:
-        """(raw counts, clean counts or None, ffc) for frame ``k``."""
+        """Render frame ``k`` of the virtual camera.
+
+        Returns:
+            (raw, clean, ffc): raw is (H, W) uint16 14-bit counts (the scene through the sensor
+            model: gain, offset FPN, drift, noise, dead and hot pixels);
+            clean is the noise-free (H, W) uint16 counts when ``clean`` is true, else None;
+            ffc is True while the shutter is closed (the frame repeats the last one before it).
+        """
         ffc = self.is_ffc(k)
         if ffc:  # frozen video: repeat the last frame before the shutter closed
             k = (k // self.ffc_period) * self.ffc_period - 1
@@ -397,13 +404,16 @@ class SyntheticSource(Source):
 
     @property
     def size(self):
+        """(width, height) of the frames in pixels."""
         return self._size
 
     @property
     def fps(self) -> float:
+        """The virtual camera's frame rate in frames per second."""
         return self._fps
 
     def start(self) -> "SyntheticSource":
+        """Start the pacing clock (frame 0 is due now); returns the source."""
         if self._t0 is None:
             self._t0 = now()
         return self
@@ -422,6 +432,17 @@ class SyntheticSource(Source):
         return due
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        """The next frame: with ``realtime=1`` the newest one due by the wall clock (skipped ones
+        count as dropped), else the next index.
+
+        Returns:
+            A :class:`~tir.edge.frame.Frame` with (H, W) uint16 14-bit counts, or None when no frame
+            is due within ``timeout`` seconds. ``meta`` holds ``index``, ``ffc``, ``temperature_k``,
+            with ``clean=1`` the noise-free counts (``clean``), with ``degrade`` the degradation name.
+
+        Raises:
+            EndOfStream: ``frames=N`` frames were delivered.
+        """
         if self.frames_total is not None and self._next >= self.frames_total:
             raise EndOfStream(f"{self.uri.text}: end after {self.frames_total} frames")
         k = self._due_index(timeout) if self.live else self._next
@@ -479,4 +500,5 @@ class SyntheticSource(Source):
         return counts, name
 
     def stats(self) -> Dict[str, int]:
+        """frames, dropped (not delivered when reading fell behind), corrupt (0), reconnects (0)."""
         return dict(self._counts)

@@ -120,7 +120,13 @@ def configure_capture(cap, fmt: RawFormat, size: Optional[Tuple[int, int]], fps:
 
 
 class V4L2Camera(Source):
-    """One open V4L2 device, read directly (blocking) and decoded to uint16 counts."""
+    """One open V4L2 device, read directly (blocking) and decoded to uint16 counts.
+
+    Raises:
+        SourceError: the device does not exist (the message lists the video devices here), OpenCV
+            cannot open it, or its first frames are not 16-bit frames of the format.
+        SourceOptionError: an unknown URI option or a bad value.
+    """
 
     live = True
     Options = V4L2Options
@@ -202,14 +208,24 @@ class V4L2Camera(Source):
 
     @property
     def size(self):
+        """(width, height) of the counts frames in pixels (after the format's unpacking)."""
         return (self._shape[1], self._shape[0])
 
     @property
     def fps(self) -> Optional[float]:
+        """The frame rate in frames per second the device reports (else the ``fps`` option)."""
         return self._fps
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
-        """Next frame (blocking in OpenCV); None for a failed read; SourceError when gone."""
+        """The next frame (blocking in OpenCV's read; ``timeout`` is not used by OpenCV).
+
+        Returns:
+            A :class:`~tir.edge.frame.Frame` with (H, W) uint16 counts, or None for a failed read
+            or a frame dropped as corrupt (counted in :meth:`stats`).
+
+        Raises:
+            SourceError: :data:`MAX_FAILED_READS` reads in a row failed (the camera is gone).
+        """
         if self._pending is not None:
             frame, self._pending = self._pending, None
             return frame
@@ -235,9 +251,11 @@ class V4L2Camera(Source):
                                 self.path, exc.kind, exc, exc.kind)
 
     def close(self) -> None:
+        """Release the OpenCV capture."""
         self.cap.release()
 
     def stats(self) -> Dict[str, int]:
+        """frames, failed_reads and corrupt (frames dropped by :func:`~tir.edge.frame.check_frame`)."""
         return dict(self._counts)
 
 
@@ -259,36 +277,51 @@ class V4L2Source(Source):
 
     @property
     def format(self) -> RawFormat:
+        """The camera's raw layout (:class:`~tir.edge.camera.formats.RawFormat`)."""
         return self.camera.format
 
     @property
     def size(self):
+        """(width, height) of the counts frames in pixels."""
         return self.grabber.size if self.grabber else self.camera.size
 
     @property
     def fps(self) -> Optional[float]:
+        """The frame rate in frames per second."""
         return self.grabber.fps if self.grabber else self.camera.fps
 
     @property
     def connected(self) -> bool:
+        """False while the grabber is reconnecting to a lost camera."""
         return self.grabber.connected if self.grabber else True
 
     def start(self) -> "V4L2Source":
+        """Start the newest-frame grabber (with reconnection) around the camera; returns the source."""
         if self.grabber is None:
             self.grabber = Grabber(self._open, uri=self.uri, first_source=self.camera,
                                    **self._grabber_options).start()
         return self
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
+        """The newest frame (through the grabber once started), or None within ``timeout`` seconds.
+
+        Returns:
+            A :class:`~tir.edge.frame.Frame` with (H, W) uint16 counts.
+
+        Raises:
+            SourceError: before :meth:`start`, the camera stopped delivering frames.
+        """
         if self.grabber is not None:
             return self.grabber.read(timeout)
         return self.camera.read(timeout)
 
     def close(self) -> None:
+        """Stop the grabber (or release the camera when never started)."""
         if self.grabber is not None:
             self.grabber.close()
         else:
             self.camera.close()
 
     def stats(self) -> Dict[str, object]:
+        """The grabber's counters once started (:meth:`Grabber.stats`), else the camera's."""
         return self.grabber.stats() if self.grabber else self.camera.stats()

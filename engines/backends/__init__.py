@@ -31,6 +31,7 @@ def _at_least_one(value: int) -> Optional[str]:
 
 @dataclass(frozen=True)
 class ONNXRuntimeOptions:
+    """Options of the ``onnxruntime`` backend (keyword arguments of :class:`ONNXRuntimeEngine`)."""
     providers: Any = option(None, "execution providers in order (default: CUDA where present, then CPU)")
     threads: Optional[int] = option(None, "intra-op threads (default: one per core)", check=_at_least_one)
     spinning: bool = option(False, "let idle intra-op threads spin (lower latency, busy cores)")
@@ -39,12 +40,14 @@ class ONNXRuntimeOptions:
 
 @dataclass(frozen=True)
 class TorchOptions:
+    """Options of the ``torch`` backend (keyword arguments of :class:`TorchEngine`)."""
     device: str = option("cpu", "torch device, e.g. cpu or cuda:0")
     name: Optional[str] = option(None, "engine name (default: the file's stem or the module's class)")
 
 
 @dataclass(frozen=True)
 class TensorRTOptions:
+    """Options of the ``tensorrt`` backend (keyword arguments of :class:`TensorRTEngine`)."""
     name: Optional[str] = option(None, "engine name (default: the plan's stem)")
     check_platform: bool = option(True, "refuse a plan built for another GPU / TensorRT version")
     device: int = option(0, "CUDA device index")
@@ -117,9 +120,13 @@ def _is_torch_module(obj) -> bool:
 
 
 def check_backend(path, backend: str) -> None:
-    """Raise EngineError now when ``backend`` cannot run the model file ``path`` by its type
-    (torch cannot run .onnx), so a bundle whose routes load lazily fails at start, not at
-    its first frame."""
+    """Fail now when ``backend`` cannot run the model file ``path`` by its type (torch cannot
+    run .onnx), so a bundle whose routes load lazily fails at start, not at its first frame.
+
+    Raises:
+        EngineError: another backend runs this file type (the message names it); an unknown
+            ``backend`` raises too.
+    """
     if backend == "auto":
         return
     path = Path(path)
@@ -146,9 +153,19 @@ def _create(entry, target, kw: Dict[str, Any]):
 
 
 def load_engine(path_or_module, backend: str = "auto", **kw) -> Engine:
-    """An :class:`Engine` for a model file or a torch module; ``kw`` are the backend's options
-    (checked: an unknown one raises EngineError listing the valid ones). Raises EngineError for
-    an unknown backend, a file no backend runs, a folder, or a backend whose packages are missing."""
+    """An :class:`Engine` for a model file or a torch module.
+
+    Args:
+        path_or_module: a ``.onnx``, ``.pt``/``.pth``/``.ts``, ``.engine``/``.plan``/``.trt``
+            file, or a ``torch.nn.Module``.
+        backend: ``auto`` (by file type) or a name in :data:`BACKENDS`.
+        **kw: the backend's options (checked against its options dataclass).
+
+    Raises:
+        EngineError: an unknown backend, a file no backend runs, a folder, a backend whose
+            packages are missing, or one the backend's class refuses (missing file, bad model).
+        EngineOptionError: an unknown option (listing the valid ones) or a bad value.
+    """
     if backend != "auto" and backend not in BACKENDS:
         raise EngineError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS.names())}")
     if _is_torch_module(path_or_module):

@@ -24,6 +24,7 @@ _PROVIDER_ALIASES = {
 
 
 def available_providers() -> List[str]:
+    """The execution providers this ONNX Runtime build offers (``ort.get_available_providers()``)."""
     import onnxruntime as ort
 
     return list(ort.get_available_providers())
@@ -31,7 +32,12 @@ def available_providers() -> List[str]:
 
 def resolve_providers(providers: Union[None, str, Sequence[str]] = None) -> List[str]:
     """``None``/``"auto"`` -> CUDA then CPU where CUDA exists, else CPU; names or aliases
-    (``cpu``, ``cuda``; comma-separated allowed) are checked against what ORT offers."""
+    (``cpu``, ``cuda``, ``tensorrt``, ``openvino``, ``coreml``; comma-separated allowed) are
+    checked against what ORT offers.
+
+    Raises:
+        EngineError: a provider this ONNX Runtime does not offer (the message lists those it does).
+    """
     have = available_providers()
     if providers is None or providers == "auto":
         return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in have else []) + ["CPUExecutionProvider"]
@@ -107,6 +113,11 @@ class ONNXRuntimeEngine(Engine):
     in a pipeline the spinning threads take the CPU the other stages need, and on a
     shared or small machine that costs far more than the wake-up it saves
     (docs/pipeline-bench.md has the measurement).
+
+    Raises:
+        EngineError: the file does not exist or ORT cannot load it, a provider is not available,
+            the model has not exactly one input and one output, or its ``tir.multiple`` metadata
+            is not a positive integer.
     """
 
     backend = "onnxruntime"
@@ -145,10 +156,12 @@ class ONNXRuntimeEngine(Engine):
 
     @property
     def input_shape(self):
+        """The ONNX input's shape, e.g. (None, 1, None, None): ``None`` for dynamic (symbolic) axes."""
         return self._input_shape
 
     @property
     def output_shape(self):
+        """The ONNX output's shape, ``None`` for dynamic (symbolic) axes."""
         return self._output_shape
 
     @property

@@ -60,6 +60,7 @@ class StudentEngine(Engine):
 
     @property
     def provider(self) -> str:
+        """The ONNX Runtime provider that actually runs the student."""
         return self.session.get_providers()[0]
 
     def _prompt(self, n: int, weights) -> np.ndarray:
@@ -75,17 +76,40 @@ class StudentEngine(Engine):
         return self.session.run([self.output_name], {"input": batch, PROMPT_INPUT: self._prompt(len(batch), weights)})[0]
 
     def infer(self, batch, weights=None) -> np.ndarray:
-        """Restore ``batch`` with prompt ``weights`` (None: :attr:`weights`, set by the caller)."""
+        """Restore ``batch`` with prompt ``weights``.
+
+        Args:
+            batch: (H, W), (N, H, W) or (N, 1, H, W) float32 in [0, 1]; padded and cropped as
+                :meth:`Engine.infer` does.
+            weights: (K,) or (N, K) float32 prompt weights, K = :attr:`slots` (None: :attr:`weights`,
+                set by the caller).
+
+        Returns:
+            (N, 1, H, W) float32 restored frames.
+
+        Raises:
+            EngineError: ``batch`` has another shape, or ``weights`` is not K per frame.
+        """
         padded, hw = self._padded(batch)
         return self._cropped(self._run(padded, weights), padded, hw)
 
 
 def prompt_mix(embedding, codebook, classes, temperature: float, prompts) -> np.ndarray:
-    """The student's prompt weights (K floats, sum 1) from one router embedding (D floats, after
-    any adaptation map): softmax of cosine/temperature over the router's classes (the router's
-    own confidence, engines/router.py ``classify``), each class's probability put on the prompt
-    slot of the same name; classes with no slot are dropped and the rest renormalised (uniform
-    when nothing is left)."""
+    """The student's prompt weights from one router embedding.
+
+    Softmax of cosine/temperature over the router's classes (the router's own confidence,
+    engines/router.py ``classify``), each class's probability put on the prompt slot of the same
+    name; classes with no slot are dropped and the rest renormalised (uniform when nothing is left).
+
+    Args:
+        embedding: (D,) float router embedding (after any adaptation map).
+        codebook: (C, D) class prototypes, one row per name in ``classes``.
+        temperature: softmax temperature (> 0).
+        prompts: the K prompt slot names.
+
+    Returns:
+        (K,) float32 weights summing to 1.
+    """
     from ..router import cosine_scores
 
     logits = cosine_scores(np.asarray(embedding, np.float64).reshape(1, -1), codebook)[0] / float(temperature)

@@ -36,7 +36,17 @@ def _import_tensorrt():
 
 
 class TensorRTEngine(Engine):
-    """One TensorRT plan; ``check_platform=False`` skips the sidecar/platform check (tests)."""
+    """One TensorRT plan; ``check_platform=False`` skips the sidecar/platform check (tests).
+
+    A ``.onnx`` path is a bundle route: the plan ``tir build`` cached for it (``precision``,
+    ``cache_dir``) is used. ``device`` is the CUDA device index.
+
+    Raises:
+        EngineError: TensorRT or pycuda missing, the plan (or a cached plan for the route)
+            missing, a sidecar naming another platform (with the rebuild command), no sidecar
+            with ``check_platform``, a plan that does not deserialize, or not exactly one input
+            and one output.
+    """
 
     backend = "tensorrt"
 
@@ -106,6 +116,7 @@ class TensorRTEngine(Engine):
 
     @property
     def input_shape(self):
+        """The plan's input (N, C, H, W), ``None`` for dynamic axes of its profile."""
         return tuple(None if d == -1 else d for d in self._engine_shape)
 
     def _check_shape(self, shape: Tuple[int, ...]) -> None:
@@ -163,6 +174,9 @@ class TensorRTEngine(Engine):
         return host_out.astype(np.float32, copy=True)
 
     def stats(self) -> Dict[str, Dict[str, float]]:
+        """Per part (``h2d``, ``compute``, ``d2h``): p50 and mean in ms (CUDA events) and the count ``n`` of
+        runs.
+        """
         out = {}
         for k, values in self._times.items():
             if values:
@@ -171,13 +185,22 @@ class TensorRTEngine(Engine):
         return out
 
     def pipeline(self, shape: Tuple[int, int, int, int], in_flight: int = 2):
-        """A :class:`~tir.engines.cuda_pipeline.CudaStreamPipeline` over this plan (frames in flight)."""
+        """A :class:`~tir.engines.cuda_pipeline.CudaStreamPipeline` over this plan (frames in flight).
+
+        Args:
+            shape: the padded (N, 1, H, W) input shape every frame will have.
+            in_flight: frames on the GPU at once (each with its own buffers and streams).
+
+        Raises:
+            EngineError: ``shape`` is outside the plan's profile (or not its static shape).
+        """
         from ..cuda_pipeline import CudaStreamPipeline, TensorRTRunner
 
         self._check_shape(tuple(shape))
         return CudaStreamPipeline(TensorRTRunner(self.engine, self.input_name, self.output_name), shape, in_flight)
 
     def close(self) -> None:
+        """Free the device buffers and drop the execution context and engine."""
         if self._buffers is not None:
             with self._pushed():
                 for buf in self._buffers[2:]:
@@ -187,4 +210,5 @@ class TensorRTEngine(Engine):
         self.engine = None
 
     def describe(self) -> str:
+        """One JSON line: the plan path, the TensorRT version and the sidecar's meta."""
         return json.dumps({"plan": os.fspath(self.path), "trt": self.trt.__version__, "meta": self.meta})

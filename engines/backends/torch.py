@@ -41,6 +41,17 @@ def _load_module(path: Path):
 
 
 class TorchEngine(Engine):
+    """An ``nn.Module`` (or a TorchScript / weights-only ``.pt``/``.pth`` file) run in eager mode.
+
+    ``device`` is a torch device string (``cpu``, ``cuda:0``); the spatial multiple is the
+    module's ``multiple`` attribute, else :data:`DEFAULT_MULTIPLE`. Outputs come back as
+    float32 numpy arrays.
+
+    Raises:
+        EngineError: the file does not exist, is not TorchScript and does not load with
+            ``weights_only=True`` (a pickled module is refused: loading it would run code), holds
+            no module, the argument is neither module nor path, or CUDA is asked for without a GPU.
+    """
     backend = "torch"
 
     def __init__(self, module_or_path, device: str = "cpu", name: Optional[str] = None):
