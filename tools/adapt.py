@@ -13,9 +13,10 @@ collected frames before and after. See docs/adapt.md.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+from tir.edge.errors import InputError, ModelError, TirError, UsageError
 
 
 def add_arguments(parser) -> None:
@@ -46,11 +47,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
 
 
-def _fail(message: str) -> int:
-    print(f"tir adapt: {message}", file=sys.stderr, flush=True)
-    return 2
-
-
 def _histogram_table(before: dict, after: dict, alignment: dict) -> str:
     """Decisions per class before/after, and each cluster's distance from its source class
     (in source standard deviations; '-' for fewer than 3 frames)."""
@@ -64,19 +60,15 @@ def _histogram_table(before: dict, after: dict, alignment: dict) -> str:
 
 
 def main(args) -> int:
-    from tir.edge.sources.base import SourceError
     from tir.engines.adapt import AdaptationRefused
-    from tir.engines.bundle import BundleError, default_bundle_path
-    from tir.engines.datasets import DatasetError
-    from tir.engines.degrade import DegradationError
-    from tir.engines.engine import EngineError
+    from tir.engines.bundle import default_bundle_path
 
     bundle = args.bundle or default_bundle_path()
     if bundle is None:
-        return _fail("no shipped bundle found; pass --bundle DIR (from `tir train`)")
+        raise ModelError("no shipped bundle found; pass --bundle DIR (from `tir train`)")
     modes = [m for m in (args.source, args.source_stats, args.measure) if m]
     if len(modes) != 1:
-        return _fail("give exactly one of --source URI (adapt), --source-stats, --measure SETS")
+        raise UsageError("give exactly one of --source URI (adapt), --source-stats, --measure SETS")
     try:
         if args.source_stats:
             result = _source_stats(bundle, args)
@@ -84,9 +76,12 @@ def main(args) -> int:
             result = _measure(bundle, args)
         else:
             result = _adapt(bundle, args)
-    except (AdaptationRefused, BundleError, DegradationError, DatasetError, EngineError, SourceError,
-            FileNotFoundError, ValueError) as exc:
-        return _fail(str(exc) if not isinstance(exc, AdaptationRefused) else f"refused: {exc}")
+    except AdaptationRefused as exc:  # BundleError, DatasetError, SourceError, ... are TirErrors: tir.tools.cli
+        raise AdaptationRefused(f"refused: {exc}") from exc
+    except TirError:
+        raise
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from exc
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
@@ -96,7 +91,7 @@ def main(args) -> int:
 def _adapt(bundle, args) -> dict:
     from tir.engines.adapt import adapt_bundle
     from tir.engines.bundle import load_bundle
-    from tir.tools.run import normalizer_for
+    from tir.engines.loading import normalizer_for
 
     if not args.out:
         raise ValueError("--out DIR is needed: the adapted bundle is written as a copy, the original is kept")

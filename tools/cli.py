@@ -2,7 +2,15 @@
 
 Each mode lives in its own module ``tir.tools.<mode>`` exposing ``add_arguments(parser)``
 and ``main(args) -> int``; modules are imported only when their mode runs, so
-``tir run`` never imports torch.
+``tir run`` never imports torch. A mode parses its options and calls library functions
+(``tir.edge``, ``tir.engines``, ``tir.calibration``); it imports no other mode's module: the
+argument groups several modes share are defined here once (:func:`add_model_arguments`,
+:func:`precision_list`).
+
+Errors: library and modes raise :class:`~tir.edge.errors.TirError` (its kinds and the exit
+code table are in ``edge/errors.py``); :func:`main` catches it once, prints
+``tir <mode>: error: <line>`` on stderr for each line of its message and returns its
+``exit_code``. Ctrl-C outside a mode's own handling returns 130.
 """
 from __future__ import annotations
 
@@ -10,7 +18,9 @@ import argparse
 import logging
 import shlex
 import sys
+from contextlib import contextmanager
 
+from tir.edge.errors import EXIT_INTERRUPTED, TirError, UsageError
 from tir.edge.registry import Registry
 
 from . import __version__
@@ -75,8 +85,77 @@ def main(argv=None) -> int:
     )
     try:
         return int(module.main(args) or 0)
+    except TirError as exc:
+        for line in exc.lines():
+            print(f"tir {mode}: error: {line}", file=sys.stderr, flush=True)
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+
+
+@contextmanager
+def refusing(*types, kind=UsageError, prefix: str = ""):
+    """Inside it, an exception of ``types`` (default ``ValueError``, ``FileNotFoundError``) that is
+    not already a TirError becomes ``kind`` (default UsageError, exit 2) with ``prefix`` + its
+    message; a TirError passes unchanged. For library checks without a TirError kind of their
+    own (a plain ``ValueError`` of an argument check, a missing file)."""
+    try:
+        yield
+    except TirError:
+        raise
+    except (types or (ValueError, FileNotFoundError)) as exc:
+        raise kind(f"{prefix}{exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# argument groups shared by several modes (defined once; a mode calls the ones it takes)
+# ---------------------------------------------------------------------------------------------
+PRECISIONS = ("fp32", "fp16", "int8")  # TensorRT plan precisions (engines/trt_build.py builds them)
+
+
+def add_model_arguments(parser, several_backends: bool = False,
+                        default_model: str = "the installed bundle") -> None:
+    """``--model``, ``--backend`` (several with ``several_backends``: ``tir bench`` compares them),
+    ``--task``, ``--deploy`` and ``--threads``, as :func:`tir.engines.loading.load_model` takes
+    them (``tir run``, ``tir bench``)."""
+    from tir.engines.backends import BACKENDS
+    from tir.engines.models import runnable
+
+    choices = ("auto",) + tuple(BACKENDS.names())
+
+    parser.add_argument("--model", help="bundle folder, .onnx/.pt/.engine file, or a reference network "
+                                        f"({', '.join(runnable())}) (default: {default_model})")
+    backends = "; ".join(f"{e.name}: {'/'.join(e.accepts)}" for e in BACKENDS)
+    if several_backends:
+        parser.add_argument("--backend", "--backends", dest="backend", nargs="+", default=["auto"],
+                            choices=choices, metavar="BACKEND",
+                            help=f"one or more of {', '.join(choices)} to compare (default auto; "
+                                 f"{backends})")
+    else:
+        parser.add_argument("--backend", default="auto", choices=choices,
+                            help=f"inference backend (default auto: from the file type; {backends})")
+    parser.add_argument("--task", help="force one route of the bundle instead of automatic routing")
+    parser.add_argument("--deploy", choices=("routes", "student"), default=None,
+                        nargs="+" if several_backends else None,
+                        help="what a bundle runs: its per-task routes or its distilled student with the "
+                             "router's scores as prompt mix (default: the manifest's deploy)"
+                             + ("; several are timed one after the other" if several_backends else ""))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime intra-op threads (default: one per core)")
+
+
+def precision_list(text: str):
+    """``"fp16,int8"`` -> ``["fp16", "int8"]`` (order kept, duplicates dropped); argparse type of
+    ``--precision`` (``tir build``, ``tir bench``).
+
+    Raises argparse.ArgumentTypeError naming the bad entry and the choices."""
+    items = [p.strip().lower() for p in str(text).split(",") if p.strip()]
+    bad = [p for p in items if p not in PRECISIONS]
+    if not items or bad:
+        what = f"{bad[0]!r} (in {text!r})" if bad else repr(text)
+        raise argparse.ArgumentTypeError(f"precision {what}: use {', '.join(PRECISIONS)} or a comma-separated "
+                                         "list of them (fp16,int8)")
+    return list(dict.fromkeys(items))
 
 
 if __name__ == "__main__":
