@@ -100,8 +100,10 @@ def test_missing_bundle_dir_is_one_line_and_exit_2(tmp_path):
     code, _, err = _tir("run", "--source", "synthetic://?size=160x120&realtime=0", "--model", str(missing),
                         "--port", "0", "--frames", "1")
     assert code == 2
+    from tir.engines.models import runnable
+
     assert err == (f"tir run: error: model {str(missing)!r} does not exist; pass a bundle folder, an "
-                   f".onnx/.pt/.engine file or one of {', '.join(__import__('tir.engines.models', fromlist=['x']).runnable())}\n")
+                   f".onnx/.pt/.engine file or one of {', '.join(runnable())}\n")
     code, _, err = _tir("adapt", "--bundle", str(missing), "--measure", "cam8")
     assert code == 2 and err.startswith("tir adapt: error: ") and len(err.splitlines()) == 1, err
 
@@ -120,7 +122,8 @@ def test_port_in_use_is_one_line_and_exit_2(tmp_path):
     finally:
         busy.close()
     assert code == 2
-    assert err == f"tir run: error: port {port} on 127.0.0.1 is in use; pick another with --port / http://127.0.0.1:PORT\n"
+    assert err == (f"tir run: error: port {port} on 127.0.0.1 is in use; pick another with --port / "
+                   "http://127.0.0.1:PORT\n")
 
 
 def test_bad_size_in_bench_is_a_usage_error():
@@ -166,3 +169,30 @@ def test_the_moved_library_modules_do_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+SHARED_OPTIONS = ("--model", "--backend", "--task", "--deploy", "--threads", "--source", "--bundle", "--json")
+
+
+def test_shared_options_are_defined_once_in_cli():
+    """--model/--backend/--threads/--source/--bundle/--json of the runtime modes come from the argument
+    groups of tools/cli.py (the training modes train/learn/distill/export keep their own torch options;
+    doctor's and camera's --json are on/off flags, discover's --model names the collecting bundle)."""
+    defined = {}
+    for mode in ("run", "bench", "eval", "adapt", "calibrate", "build"):
+        tree = ast.parse((TOOLS / f"{mode}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument" and node.args
+                    and isinstance(node.args[0], ast.Constant) and node.args[0].value in SHARED_OPTIONS):
+                defined.setdefault(mode, []).append(node.args[0].value)
+    assert defined == {}
+    import argparse
+
+    for mode, expected in (("run", {"threads": None, "source": None, "model": None}),
+                           ("calibrate", {"threads": 2, "source": "synthetic"}),
+                           ("eval", {"threads": None, "json": None, "bundle": None})):
+        parser = argparse.ArgumentParser()
+        cli.MODES.load(mode).add_arguments(parser)
+        argv = ["--bundle", "b", "--out", "o"] if mode == "calibrate" else []
+        values = vars(parser.parse_args(argv))
+        assert {k: values[k] for k in expected} == {**expected, **({"bundle": None} if "bundle" in expected else {})}

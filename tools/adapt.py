@@ -18,10 +18,13 @@ from types import SimpleNamespace
 
 from tir.edge.errors import InputError, ModelError, TirError, UsageError
 
+from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_source_argument,
+                  add_threads_argument)
+
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--bundle", default=None, help="model bundle folder (default: the shipped bundle)")
-    parser.add_argument("--source", help="source URI of the user's camera (synthetic://, file://, v4l2://)")
+    add_bundle_argument(parser, "model bundle folder (default: the shipped bundle)")
+    add_source_argument(parser, "source URI of the user's camera (synthetic://, file://, v4l2://)")
     parser.add_argument("--frames", type=int, default=200, help="unlabeled frames to fit on (default 200)")
     parser.add_argument("--stride", type=int, default=1,
                         help="take every STRIDE-th frame (a live camera's consecutive frames are near copies)")
@@ -42,9 +45,9 @@ def add_arguments(parser) -> None:
                         help="with --measure: folder holding the sets (default: $TIR_DATA_ROOT, else "
                              "../shared/data beside the repository)")
     parser.add_argument("--seed", type=int, default=0, help="with --measure: degradation seed (default 0)")
-    parser.add_argument("--backend", default="auto", help="router backend (auto, onnxruntime, tensorrt)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of the router")
-    parser.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
+    add_backend_argument(parser, "router backend (auto, onnxruntime, tensorrt)")
+    add_threads_argument(parser, help="intra-op threads of the router")
+    add_json_argument(parser, "write the result as JSON")
 
 
 def _histogram_table(before: dict, after: dict, alignment: dict) -> str:

@@ -33,7 +33,7 @@ from tir.engines.benchmarks import (backend_of, backend_precisions, bench_model,
                                     trt_style_summary)
 from tir.engines.loading import load_model
 
-from .cli import add_model_arguments, precision_list
+from .cli import add_json_argument, add_model_arguments, add_source_argument, precision_list
 
 DEFAULT_SIZE = "640x512"
 DEFAULT_FALLBACK_MODEL = "plainnet:bench"
@@ -71,9 +71,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--duration", type=float, help="pipeline: run this many seconds instead of --frames")
     parser.add_argument("--sample-every", type=float, default=10.0,
                         help="pipeline: seconds between frame-age samples (default 10)")
-    parser.add_argument("--source", help="pipeline source URI (default synthetic://?size=SIZE&realtime=0&loop=60"
-                                         "&degrade=DEGRADE: 60 frames rendered once and replayed, so the camera "
-                                         "simulation is not timed)")
+    add_source_argument(parser, "pipeline source URI (default synthetic://?size=SIZE&realtime=0&loop=60"
+                                "&degrade=DEGRADE: 60 frames rendered once and replayed, so the camera "
+                                "simulation is not timed)")
     parser.add_argument("--degrade", default=DEFAULT_DEGRADE,
                         help=f"degradation of the default frames, model-only and pipeline (default "
                              f"{DEFAULT_DEGRADE}, so a bundle's router runs a real route; 'none': clean "
@@ -103,7 +103,7 @@ def add_arguments(parser) -> None:
                         "`tir calibrate --out DIR` wrote")
     parser.add_argument("--rounds", type=int, default=10,
                         help="--roofline: interleaved timing rounds (default 10; the median counts)")
-    parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
+    add_json_argument(parser, "write all results as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 
 from tir.edge.machine import fast_int8  # noqa: F401  (tir.tools.build.fast_int8, as before)
 
-from .cli import PRECISIONS, precision_list  # noqa: F401
+from .cli import PRECISIONS, add_bundle_argument, precision_list  # noqa: F401
 
 log = logging.getLogger("tir.build")
 EXIT_NO_TENSORRT = 3
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--bundle", required=True, help="model bundle folder")
+    add_bundle_argument(parser, required=True)
     parser.add_argument("--precision", default=["fp16"], type=precision_list, metavar="P[,P...]",
                         help="fp32, fp16 or int8, or several comma-separated (fp16,int8); default fp16")
     parser.add_argument("--size", action="append", default=None,

@@ -5,7 +5,8 @@ and ``main(args) -> int``; modules are imported only when their mode runs, so
 ``tir run`` never imports torch. A mode parses its options and calls library functions
 (``tir.edge``, ``tir.engines``, ``tir.calibration``); it imports no other mode's module: the
 argument groups several modes share are defined here once (:func:`add_model_arguments`,
-:func:`precision_list`).
+:func:`add_source_argument`, :func:`add_bundle_argument`, :func:`add_backend_argument`, :func:`add_threads_argument`,
+:func:`add_json_argument`, :func:`precision_list`).
 
 Errors: library and modes raise :class:`~tir.edge.errors.TirError` (its kinds and the exit
 code table are in ``edge/errors.py``); :func:`main` catches it once, prints
@@ -132,16 +133,43 @@ def add_model_arguments(parser, several_backends: bool = False,
                             help=f"one or more of {', '.join(choices)} to compare (default auto; "
                                  f"{backends})")
     else:
-        parser.add_argument("--backend", default="auto", choices=choices,
-                            help=f"inference backend (default auto: from the file type; {backends})")
+        add_backend_argument(parser, f"inference backend (default auto: from the file type; {backends})",
+                             choices=choices)
     parser.add_argument("--task", help="force one route of the bundle instead of automatic routing")
     parser.add_argument("--deploy", choices=("routes", "student"), default=None,
                         nargs="+" if several_backends else None,
                         help="what a bundle runs: its per-task routes or its distilled student with the "
                              "router's scores as prompt mix (default: the manifest's deploy)"
                              + ("; several are timed one after the other" if several_backends else ""))
-    parser.add_argument("--threads", type=int, default=None,
-                        help="ONNX Runtime intra-op threads (default: one per core)")
+    add_threads_argument(parser)
+
+
+def add_backend_argument(parser, help: str, default: str = "auto", choices=None) -> None:
+    """``--backend NAME``: the engine backend (``auto``: from the file type; the names of
+    ``tir.engines.backends.BACKENDS``); ``choices`` where the mode checks them in argparse."""
+    parser.add_argument("--backend", default=default, choices=choices, help=help)
+
+
+def add_threads_argument(parser, default=None, help: str = "ONNX Runtime intra-op threads (default: one per core)"):
+    """``--threads N`` (int): intra-op threads of the runtime the mode drives (``tir run/bench``:
+    ONNX Runtime, default one per core; ``tir eval/adapt/calibrate`` pass their own default and help)."""
+    parser.add_argument("--threads", type=int, default=default, help=help)
+
+
+def add_bundle_argument(parser, help: str = "model bundle folder", required: bool = False) -> None:
+    """``--bundle DIR``: a model bundle folder (manifest.json + routes); None when not given."""
+    parser.add_argument("--bundle", required=required, default=None, help=help)
+
+
+def add_source_argument(parser, help: str, default=None) -> None:
+    """``--source``: where the frames come from (a source URI of ``tir.edge.sources``, or for
+    ``tir calibrate`` a frame set name or folder); ``help`` says what each mode takes."""
+    parser.add_argument("--source", default=default, help=help)
+
+
+def add_json_argument(parser, help: str = "write the results as JSON") -> None:
+    """``--json PATH``: write the mode's results as JSON there."""
+    parser.add_argument("--json", default=None, metavar="PATH", help=help)
 
 
 def precision_list(text: str):

@@ -13,7 +13,7 @@ import sys
 
 from tir.edge.errors import ModelError, UsageError
 
-from .cli import refusing
+from .cli import add_backend_argument, add_bundle_argument, add_json_argument, add_threads_argument, refusing
 
 log = logging.getLogger("tir.eval")
 
@@ -21,8 +21,7 @@ BASELINES = ("classical", "sequential", "joint")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--bundle", default=None,
-                        help="model bundle folder (default: the shipped bundle; 'none' to skip our model)")
+    add_bundle_argument(parser, "model bundle folder (default: the shipped bundle; 'none' to skip our model)")
     parser.add_argument("--router", default=None,
                         help="router folder/JSON from train_router, evaluated instead of the bundle's router")
     parser.add_argument("--data", default=None,
@@ -48,9 +47,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tasks", default=None, help="comma list of tasks (default: the bundle's)")
     parser.add_argument("--unseen", default="jpeg", help="unseen degradations for the router's unknown rate")
     parser.add_argument("--max-frames", type=int, default=None, help="evaluate the first N frames only")
-    parser.add_argument("--backend", default="auto", help="engine backend (auto, onnxruntime, torch, tensorrt)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads per engine")
-    parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    add_backend_argument(parser, "engine backend (auto, onnxruntime, torch, tensorrt)")
+    add_threads_argument(parser, help="intra-op threads per engine")
+    add_json_argument(parser, "write the results as JSON")
     parser.add_argument("--plot", default=None, metavar="PATH", help="write a PNG bar chart")
 
 

@@ -35,7 +35,7 @@ from tir.edge.errors import (EXIT_FAILED, EXIT_OK, EXIT_OUTPUT_LOST, EXIT_REFUSE
 from tir.engines import loading
 from tir.engines.loading import ModelNotFound, load_model, normalizer_for  # noqa: F401  (tir.tools.run.*, as before)
 
-from .cli import add_model_arguments
+from .cli import add_model_arguments, add_source_argument
 
 log = logging.getLogger("tir.run")
 
@@ -109,8 +109,8 @@ def add_arguments(parser) -> None:
     from tir.edge.outputs.base import OUTPUTS
     from tir.edge.sources.base import SOURCES
 
-    parser.add_argument("--source", help="source URI (default: first thermal UVC camera, else "
-                                         f"synthetic://?degrade=noise): {_uri_help(SOURCES)}")
+    add_source_argument(parser, "source URI (default: first thermal UVC camera, else "
+                                f"synthetic://?degrade=noise): {_uri_help(SOURCES)}")
     add_model_arguments(parser)
     parser.add_argument("--output", action="append", default=None,
                         help=f"output URI, repeatable (default {DEFAULT_OUTPUT}): {_uri_help(OUTPUTS)}")
@@ -392,7 +392,8 @@ def stage_failure(stage: str, exc: BaseException) -> TirError:
     from tir.edge.outputs.base import OutputError
     from tir.edge.sources.base import SourceError
 
-    kind = InputError if isinstance(exc, SourceError) else OutputUnavailable if isinstance(exc, OutputError) else TirError
+    kind = (InputError if isinstance(exc, SourceError) else OutputUnavailable if isinstance(exc, OutputError)
+            else TirError)
     return kind(f"stage {stage} failed: {exc}")
 
 
