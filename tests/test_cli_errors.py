@@ -196,3 +196,44 @@ def test_shared_options_are_defined_once_in_cli():
         argv = ["--bundle", "b", "--out", "o"] if mode == "calibrate" else []
         values = vars(parser.parse_args(argv))
         assert {k: values[k] for k in expected} == {**expected, **({"bundle": None} if "bundle" in expected else {})}
+
+
+def test_add_a_cli_mode_is_one_module_and_its_registry_entry(monkeypatch, tmp_path, capsys):
+    """docs/architecture.md, "Add a CLI mode": a library function, a mode module using the shared
+    argument groups, one MODES line; --help, error lines and exit codes come from the entry point."""
+    import json
+
+    def count_frames(folder: Path) -> int:  # 1. the library function: raises a TirError kind
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such folder; give one with recordings (tir run --record DIR)")
+        return len(list(folder.glob("*.png")))
+
+    mode = types.ModuleType("tir_toy_mode")  # 2. the mode module
+
+    def add_arguments(parser):
+        cli.add_source_argument(parser, "a folder of PNG frames")
+        cli.add_json_argument(parser)
+
+    def main(args):
+        n = count_frames(Path(args.source))
+        print(f"tir frames: {n} frames")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"frames": n}))
+        return 0
+
+    mode.add_arguments, mode.main = add_arguments, main
+    monkeypatch.setitem(sys.modules, "tir_toy_mode", mode)
+    cli.MODES.register("frames", "tir_toy_mode", help="count the frames of a folder")  # 3. one MODES line
+    try:
+        (tmp_path / "a.png").write_bytes(b"")
+        assert cli.main(["frames", "--source", str(tmp_path), "--json", str(tmp_path / "n.json")]) == 0
+        assert capsys.readouterr().out == "tir frames: 1 frames\n"
+        assert json.loads((tmp_path / "n.json").read_text()) == {"frames": 1}
+        assert cli.main(["frames", "--source", str(tmp_path / "nowhere")]) == 2
+        assert capsys.readouterr().err == (f"tir frames: error: {tmp_path / 'nowhere'}: no such folder; give one "
+                                           "with recordings (tir run --record DIR)\n")
+        with pytest.raises(SystemExit):
+            cli.main(["frames", "--help"])
+        assert "a folder of PNG frames" in capsys.readouterr().out
+    finally:
+        cli.MODES.unregister("frames")
