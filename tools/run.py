@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import List, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from tir.edge.errors import (EXIT_FAILED, EXIT_OK, EXIT_OUTPUT_LOST, EXIT_REFUSED, InputError, OutputFailed,
-                             OutputUnavailable, TirError, UsageError)
+from tir.edge.errors import EXIT_OK, InputError, OutputFailed, OutputUnavailable, TirError, UsageError
 from tir.engines import loading
 from tir.engines.loading import ModelNotFound, load_model, normalizer_for  # noqa: F401  (tir.tools.run.*, as before)
 
@@ -232,10 +231,7 @@ def hot_swappable(model, args):
     return loading.hot_swappable(model, getattr(args, "watch_bundle", None))
 
 
-# tir run's exit codes: the table of edge/errors.py (one for every mode)
-EXIT_MODEL = EXIT_FAILED  # a model stage failed
-EXIT_DEVICE = EXIT_REFUSED  # bad arguments, or a source/output could not be opened or failed
-EXIT_RECORDING = EXIT_OUTPUT_LOST  # the recording failed (disk full, I/O error); what was written is kept
+# tir run's exit codes (--help epilog): the table of edge/errors.py, one for every mode
 EXIT_CODES_HELP = ("exit status: 0 the run ended (limit, end of file, SIGINT/SIGTERM/SIGHUP: clean stop); "
                    "1 a model stage failed; 2 bad arguments, a source or output failed; "
                    "3 the recording failed (disk full: the frames written before are kept)")
