@@ -26,6 +26,8 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..edge.errors import InputError
+
 DEFAULT_FRAMES = 500
 DEFAULT_SIZE = (640, 512)  # (w, h)
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".pgm", ".bmp", ".jpg", ".jpeg")
@@ -36,7 +38,7 @@ FRAMES_PER_SCENE = 50
 log = logging.getLogger(__name__)
 
 
-class CalibrationDataError(ValueError):
+class CalibrationDataError(ValueError, InputError):
     """No usable calibration frames; the message says what was looked for."""
 
 

@@ -24,12 +24,14 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Union
 
+from ..edge.errors import ModelError
+
 INT8_MAX = 127.0
 KNOWN_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 PathLike = Union[str, os.PathLike]
 
 
-class CalibrationCacheError(ValueError):
+class CalibrationCacheError(ValueError, ModelError):
     """A cache file that is not a TensorRT calibration cache; the message says where."""
 
 

@@ -23,12 +23,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type
 
+from .errors import UsageError
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 KINDS = {str: "a string", int: "an integer", float: "a number", bool: "1 or 0 (true/false, yes/no, on/off)"}
 
 
-class OptionError(ValueError):
+class OptionError(UsageError):  # a ValueError too
     """An unknown option or a bad option value; the message names the option and the place."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
+from .errors import UsageError
+
 
 @dataclass
 class URI:
@@ -87,12 +89,12 @@ def parse_uri(text: str) -> URI:
 
 
 def parse_size(text) -> Tuple[int, int]:
-    """``"640x512"`` (or a (width, height) pair) -> (width, height). Raises ValueError."""
+    """``"640x512"`` (or a (width, height) pair) -> (width, height). Raises UsageError (a ValueError)."""
     if isinstance(text, (tuple, list)) and len(text) == 2 and all(isinstance(v, int) for v in text):
         return int(text[0]), int(text[1])
     m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
     if not m:
-        raise ValueError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 640x512")
+        raise UsageError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 640x512")
     return int(m.group(1)), int(m.group(2))
 
 

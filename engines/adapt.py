@@ -39,6 +39,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..edge.errors import InputError
+
 log = logging.getLogger(__name__)
 
 SOURCE_KEY = "adapt_source"      # router entry key of the source statistics
@@ -56,7 +58,7 @@ SOURCE_DRAWS = 2                 # degradation draws per training frame and clas
 SOURCE_SEED = 0
 
 
-class AdaptationRefused(ValueError):
+class AdaptationRefused(ValueError, InputError):
     """The adaptation cannot be fitted reliably from these frames; the message says why."""
 
 

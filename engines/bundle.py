@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
 
+from ..edge.errors import ModelError
 from .engine import DEFAULT_MULTIPLE
 
 FORMAT_VERSION = 1
@@ -40,7 +41,7 @@ REQUIRED_KEYS = ("format_version", "name", "tasks", "router", "normalisation", "
 PathLike = Union[str, Path]
 
 
-class BundleError(RuntimeError):
+class BundleError(RuntimeError, ModelError):
     """A bundle that cannot be written or trusted; the message names the file and the fix."""
 
 

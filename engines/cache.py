@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from ..edge.errors import ModelError
 from .bundle import sha256_file  # one implementation of the file hash for bundles and plans
 
 PathLike = Union[str, os.PathLike]
@@ -36,7 +37,7 @@ KEY_VERSION = 1
 PLATFORM_FIELDS = ("trt_version", "gpu_name", "compute_capability", "l4t_release")
 
 
-class EngineCacheError(RuntimeError):
+class EngineCacheError(RuntimeError, ModelError):
     """A plan that does not match this machine/model; the message has the rebuild command."""
 
 

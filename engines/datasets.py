@@ -22,11 +22,13 @@ from typing import Dict, List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from ..edge.errors import InputError
+
 SPLITS = ("train", "val", "test")
 ALL = "all"
 
 
-class DatasetError(ValueError):
+class DatasetError(ValueError, InputError):
     """An unknown set, a missing folder, split list or frame; the message says what exists."""
 
 

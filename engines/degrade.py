@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from ..edge.errors import UsageError
 from ..edge.registry import OptionError, Registry, option
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
@@ -52,7 +53,7 @@ GREY = 255.0  # the recipe's grey-level scale (8-bit)
 Rng = Union[np.random.Generator, int, None]
 
 
-class DegradationError(ValueError):
+class DegradationError(UsageError):  # a ValueError too
     """A bad spec, task name, image array or data folder; the message says what exists."""
 
 

@@ -12,8 +12,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ..edge.errors import ModelError
 
-class EngineError(RuntimeError):
+
+class EngineError(RuntimeError, ModelError):
     """An engine that cannot be loaded or run; the message says why and what to do."""
 
 

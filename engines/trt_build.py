@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from ..edge.errors import TirError
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -43,7 +45,7 @@ INSTALL_HINT = (
 )
 
 
-class BuildError(RuntimeError):
+class BuildError(RuntimeError, TirError):
     """The builder or parser failed; the message has the parser errors / what to change."""
 
 

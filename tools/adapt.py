@@ -13,14 +13,18 @@ collected frames before and after. See docs/adapt.md.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from tir.edge.errors import InputError, ModelError, TirError, UsageError
+
+from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_source_argument,
+                  add_threads_argument)
+
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--bundle", default=None, help="model bundle folder (default: the shipped bundle)")
-    parser.add_argument("--source", help="source URI of the user's camera (synthetic://, file://, v4l2://)")
+    add_bundle_argument(parser, "model bundle folder (default: the shipped bundle)")
+    add_source_argument(parser, "source URI of the user's camera (synthetic://, file://, v4l2://)")
     parser.add_argument("--frames", type=int, default=200, help="unlabeled frames to fit on (default 200)")
     parser.add_argument("--stride", type=int, default=1,
                         help="take every STRIDE-th frame (a live camera's consecutive frames are near copies)")
@@ -41,14 +45,9 @@ def add_arguments(parser) -> None:
                         help="with --measure: folder holding the sets (default: $TIR_DATA_ROOT, else "
                              "../shared/data beside the repository)")
     parser.add_argument("--seed", type=int, default=0, help="with --measure: degradation seed (default 0)")
-    parser.add_argument("--backend", default="auto", help="router backend (auto, onnxruntime, tensorrt)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of the router")
-    parser.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
-
-
-def _fail(message: str) -> int:
-    print(f"tir adapt: {message}", file=sys.stderr, flush=True)
-    return 2
+    add_backend_argument(parser, "router backend (auto, onnxruntime, tensorrt)")
+    add_threads_argument(parser, help="intra-op threads of the router")
+    add_json_argument(parser, "write the result as JSON")
 
 
 def _histogram_table(before: dict, after: dict, alignment: dict) -> str:
@@ -64,19 +63,15 @@ def _histogram_table(before: dict, after: dict, alignment: dict) -> str:
 
 
 def main(args) -> int:
-    from tir.edge.sources.base import SourceError
     from tir.engines.adapt import AdaptationRefused
-    from tir.engines.bundle import BundleError, default_bundle_path
-    from tir.engines.datasets import DatasetError
-    from tir.engines.degrade import DegradationError
-    from tir.engines.engine import EngineError
+    from tir.engines.bundle import default_bundle_path
 
     bundle = args.bundle or default_bundle_path()
     if bundle is None:
-        return _fail("no shipped bundle found; pass --bundle DIR (from `tir train`)")
+        raise ModelError("no shipped bundle found; pass --bundle DIR (from `tir train`)")
     modes = [m for m in (args.source, args.source_stats, args.measure) if m]
     if len(modes) != 1:
-        return _fail("give exactly one of --source URI (adapt), --source-stats, --measure SETS")
+        raise UsageError("give exactly one of --source URI (adapt), --source-stats, --measure SETS")
     try:
         if args.source_stats:
             result = _source_stats(bundle, args)
@@ -84,9 +79,12 @@ def main(args) -> int:
             result = _measure(bundle, args)
         else:
             result = _adapt(bundle, args)
-    except (AdaptationRefused, BundleError, DegradationError, DatasetError, EngineError, SourceError,
-            FileNotFoundError, ValueError) as exc:
-        return _fail(str(exc) if not isinstance(exc, AdaptationRefused) else f"refused: {exc}")
+    except AdaptationRefused as exc:  # BundleError, DatasetError, SourceError, ... are TirErrors: tir.tools.cli
+        raise AdaptationRefused(f"refused: {exc}") from exc
+    except TirError:
+        raise
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from exc
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
@@ -96,7 +94,7 @@ def main(args) -> int:
 def _adapt(bundle, args) -> dict:
     from tir.engines.adapt import adapt_bundle
     from tir.engines.bundle import load_bundle
-    from tir.tools.run import normalizer_for
+    from tir.engines.loading import normalizer_for
 
     if not args.out:
         raise ValueError("--out DIR is needed: the adapted bundle is written as a copy, the original is kept")

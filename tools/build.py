@@ -19,12 +19,16 @@ import json
 import logging
 from pathlib import Path
 
+from tir.edge.machine import fast_int8  # noqa: F401  (tir.tools.build.fast_int8, as before)
+
+from .cli import PRECISIONS, add_bundle_argument, precision_list  # noqa: F401
+
 log = logging.getLogger("tir.build")
 EXIT_NO_TENSORRT = 3
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--bundle", required=True, help="model bundle folder")
+    add_bundle_argument(parser, required=True)
     parser.add_argument("--precision", default=["fp16"], type=precision_list, metavar="P[,P...]",
                         help="fp32, fp16 or int8, or several comma-separated (fp16,int8); default fp16")
     parser.add_argument("--size", action="append", default=None,
@@ -42,24 +46,6 @@ def add_arguments(parser) -> None:
                         help="build INT8 even on GPUs without fast INT8 (SM < 7: Jetson Nano, TX2)")
 
 
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def precision_list(text: str):
-    """``"fp16,int8"`` -> ``["fp16", "int8"]`` (order kept, duplicates dropped); argparse type.
-
-    Raises argparse.ArgumentTypeError naming the bad entry and the choices."""
-    import argparse
-
-    items = [p.strip().lower() for p in str(text).split(",") if p.strip()]
-    bad = [p for p in items if p not in PRECISIONS]
-    if not items or bad:
-        what = f"{bad[0]!r} (in {text!r})" if bad else repr(text)
-        raise argparse.ArgumentTypeError(f"precision {what}: use {', '.join(PRECISIONS)} or a comma-separated "
-                                         "list of them (fp16,int8)")
-    return list(dict.fromkeys(items))
-
-
 def _missing_tensorrt_message(exc: Exception) -> str:
     from tir.engines.trt_build import INSTALL_HINT
 
@@ -69,17 +55,6 @@ def _missing_tensorrt_message(exc: Exception) -> str:
             "  Jetson, JetPack 6.x: TensorRT 10.x ships with JetPack; pip install pycuda\n"
             "  x86 + NVIDIA GPU:    pip install tensorrt pycuda\n"
             "Check with `tir doctor`.")
-
-
-def fast_int8(compute_capability) -> bool:
-    """INT8 is only faster than FP16 from Volta/Xavier (SM 7.x) on; Jetson Nano (5.3) and TX2 (6.2)
-    run it slower than FP16 (torch2trt#255: 44 vs 90 FPS on Nano; pipelines.md pain point 5).
-    Decided from the compute capability, not the deprecated ``platform_has_fast_int8``."""
-    try:
-        major = int(str(compute_capability).split(".")[0])
-    except ValueError:
-        return False
-    return major >= 7
 
 
 def _gate_for(report: dict, route: str) -> dict:
@@ -118,16 +93,13 @@ def main(args) -> int:
         print(_missing_tensorrt_message(exc))
         return EXIT_NO_TENSORRT
     from tir.edge.uri import parse_size
-    from tir.engines.bundle import BundleError, load_bundle
-    from tir.engines.cache import EngineCache, EngineCacheError, current_platform
+    from tir.engines.bundle import load_bundle
+    from tir.engines.cache import EngineCache, current_platform
 
-    try:
-        bundle = load_bundle(args.bundle)
-        sizes = [parse_size(s) for s in (args.size or ["640x512"])]
-        platform = current_platform()
-    except (BundleError, ValueError, EngineCacheError) as exc:
-        print(f"tir build: {exc}")
-        return 2
+    # BundleError, UsageError (size), EngineCacheError: TirErrors, printed once by tir.tools.cli (exit 2)
+    bundle = load_bundle(args.bundle)
+    sizes = [parse_size(s) for s in (args.size or ["640x512"])]
+    platform = current_platform()
     cache = EngineCache(args.cache_dir)
     rc = 0
     for precision in args.precision:  # one precision failing does not stop the next
@@ -143,7 +115,7 @@ def _build_precision(args, precision_arg: str, bundle, sizes, platform, cache) -
     Returns 0 (all built or up to date), 1 (some target failed or was refused by the gate) or
     2 (this precision was refused before any build: slow INT8, no calibration report)."""
     from tir.calibration.data import calibration_set
-    from tir.engines.cache import EngineKey, build_command, profile_for_sizes, sha256_file
+    from tir.engines.cache import EngineCacheError, EngineKey, build_command, profile_for_sizes, sha256_file
     from tir.engines.trt_build import BuildError, BuildOptions, build_serialized
 
     if precision_arg == "int8" and not fast_int8(platform["compute_capability"]) and not args.allow_slow_int8:

@@ -27,14 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import add_bundle_argument, add_source_argument, add_threads_argument
+
 log = logging.getLogger("tir.calibrate")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--bundle", required=True, help="model bundle folder (manifest.json + route-*.onnx)")
+    add_bundle_argument(parser, "model bundle folder (manifest.json + route-*.onnx)", required=True)
     parser.add_argument("--frames", type=int, default=500, help="calibration frames (default 500)")
-    parser.add_argument("--source", default="synthetic",
-                        help="synthetic | roadscene | a folder of recordings/images (default synthetic)")
+    add_source_argument(parser, "synthetic | roadscene | a folder of recordings/images (default synthetic)",
+                        default="synthetic")
     parser.add_argument("--method", default="percentile", choices=("entropy", "percentile", "minmax"),
                         help="activation ranges (default percentile 99.99: on our image-to-image nets "
                              "TensorRT's entropy/KL clipping cost 10-17 dB of fidelity, docs/int8.md)")
@@ -49,7 +51,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--trt-version", default="8.5.2", help="header version of the TRT cache (8.5.2)")
     parser.add_argument("--bench-runs", type=int, default=20,
                         help="timed ORT runs per model, interleaved across fp32/u8s8/s8s8 (20; 0 = skip)")
-    parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (2)")
+    add_threads_argument(parser, default=2, help="ORT intra-op threads (2)")
     parser.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
                         help="CPU model: 7-bit weights (default on). Without VNNI (AVX2 only) ONNX Runtime's "
                              "u8xs8 kernel sums pairs of products in int16 and saturates with 8-bit weights: "

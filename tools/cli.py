@@ -2,7 +2,16 @@
 
 Each mode lives in its own module ``tir.tools.<mode>`` exposing ``add_arguments(parser)``
 and ``main(args) -> int``; modules are imported only when their mode runs, so
-``tir run`` never imports torch.
+``tir run`` never imports torch. A mode parses its options and calls library functions
+(``tir.edge``, ``tir.engines``, ``tir.calibration``); it imports no other mode's module: the
+argument groups several modes share are defined here once (:func:`add_model_arguments`,
+:func:`add_source_argument`, :func:`add_bundle_argument`, :func:`add_backend_argument`, :func:`add_threads_argument`,
+:func:`add_json_argument`, :func:`precision_list`).
+
+Errors: library and modes raise :class:`~tir.edge.errors.TirError` (its kinds and the exit
+code table are in ``edge/errors.py``); :func:`main` catches it once, prints
+``tir <mode>: error: <line>`` on stderr for each line of its message and returns its
+``exit_code``. Ctrl-C outside a mode's own handling returns 130.
 """
 from __future__ import annotations
 
@@ -10,7 +19,9 @@ import argparse
 import logging
 import shlex
 import sys
+from contextlib import contextmanager
 
+from tir.edge.errors import EXIT_INTERRUPTED, TirError, UsageError
 from tir.edge.registry import Registry
 
 from . import __version__
@@ -75,8 +86,104 @@ def main(argv=None) -> int:
     )
     try:
         return int(module.main(args) or 0)
+    except TirError as exc:
+        for line in exc.lines():
+            print(f"tir {mode}: error: {line}", file=sys.stderr, flush=True)
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+
+
+@contextmanager
+def refusing(*types, kind=UsageError, prefix: str = ""):
+    """Inside it, an exception of ``types`` (default ``ValueError``, ``FileNotFoundError``) that is
+    not already a TirError becomes ``kind`` (default UsageError, exit 2) with ``prefix`` + its
+    message; a TirError passes unchanged. For library checks without a TirError kind of their
+    own (a plain ``ValueError`` of an argument check, a missing file)."""
+    try:
+        yield
+    except TirError:
+        raise
+    except (types or (ValueError, FileNotFoundError)) as exc:
+        raise kind(f"{prefix}{exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# argument groups shared by several modes (defined once; a mode calls the ones it takes)
+# ---------------------------------------------------------------------------------------------
+PRECISIONS = ("fp32", "fp16", "int8")  # TensorRT plan precisions (engines/trt_build.py builds them)
+
+
+def add_model_arguments(parser, several_backends: bool = False,
+                        default_model: str = "the installed bundle") -> None:
+    """``--model``, ``--backend`` (several with ``several_backends``: ``tir bench`` compares them),
+    ``--task``, ``--deploy`` and ``--threads``, as :func:`tir.engines.loading.load_model` takes
+    them (``tir run``, ``tir bench``)."""
+    from tir.engines.backends import BACKENDS
+    from tir.engines.models import runnable
+
+    choices = ("auto",) + tuple(BACKENDS.names())
+
+    parser.add_argument("--model", help="bundle folder, .onnx/.pt/.engine file, or a reference network "
+                                        f"({', '.join(runnable())}) (default: {default_model})")
+    backends = "; ".join(f"{e.name}: {'/'.join(e.accepts)}" for e in BACKENDS)
+    if several_backends:
+        parser.add_argument("--backend", "--backends", dest="backend", nargs="+", default=["auto"],
+                            choices=choices, metavar="BACKEND",
+                            help=f"one or more of {', '.join(choices)} to compare (default auto; "
+                                 f"{backends})")
+    else:
+        add_backend_argument(parser, f"inference backend (default auto: from the file type; {backends})",
+                             choices=choices)
+    parser.add_argument("--task", help="force one route of the bundle instead of automatic routing")
+    parser.add_argument("--deploy", choices=("routes", "student"), default=None,
+                        nargs="+" if several_backends else None,
+                        help="what a bundle runs: its per-task routes or its distilled student with the "
+                             "router's scores as prompt mix (default: the manifest's deploy)"
+                             + ("; several are timed one after the other" if several_backends else ""))
+    add_threads_argument(parser)
+
+
+def add_backend_argument(parser, help: str, default: str = "auto", choices=None) -> None:
+    """``--backend NAME``: the engine backend (``auto``: from the file type; the names of
+    ``tir.engines.backends.BACKENDS``); ``choices`` where the mode checks them in argparse."""
+    parser.add_argument("--backend", default=default, choices=choices, help=help)
+
+
+def add_threads_argument(parser, default=None, help: str = "ONNX Runtime intra-op threads (default: one per core)"):
+    """``--threads N`` (int): intra-op threads of the runtime the mode drives (``tir run/bench``:
+    ONNX Runtime, default one per core; ``tir eval/adapt/calibrate`` pass their own default and help)."""
+    parser.add_argument("--threads", type=int, default=default, help=help)
+
+
+def add_bundle_argument(parser, help: str = "model bundle folder", required: bool = False) -> None:
+    """``--bundle DIR``: a model bundle folder (manifest.json + routes); None when not given."""
+    parser.add_argument("--bundle", required=required, default=None, help=help)
+
+
+def add_source_argument(parser, help: str, default=None) -> None:
+    """``--source``: where the frames come from (a source URI of ``tir.edge.sources``, or for
+    ``tir calibrate`` a frame set name or folder); ``help`` says what each mode takes."""
+    parser.add_argument("--source", default=default, help=help)
+
+
+def add_json_argument(parser, help: str = "write the results as JSON") -> None:
+    """``--json PATH``: write the mode's results as JSON there."""
+    parser.add_argument("--json", default=None, metavar="PATH", help=help)
+
+
+def precision_list(text: str):
+    """``"fp16,int8"`` -> ``["fp16", "int8"]`` (order kept, duplicates dropped); argparse type of
+    ``--precision`` (``tir build``, ``tir bench``).
+
+    Raises argparse.ArgumentTypeError naming the bad entry and the choices."""
+    items = [p.strip().lower() for p in str(text).split(",") if p.strip()]
+    bad = [p for p in items if p not in PRECISIONS]
+    if not items or bad:
+        what = f"{bad[0]!r} (in {text!r})" if bad else repr(text)
+        raise argparse.ArgumentTypeError(f"precision {what}: use {', '.join(PRECISIONS)} or a comma-separated "
+                                         "list of them (fp16,int8)")
+    return list(dict.fromkeys(items))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,11 @@ new degradation with one proposal, ``proposed-group-<k>.json`` (engines/discover
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+
+from tir.edge.errors import InputError, ModelError, UsageError
+
+from .cli import refusing
 
 
 def add_arguments(parser) -> None:
@@ -32,31 +35,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _fail(message: str) -> int:
-    for line in str(message).splitlines() or [""]:
-        print(f"tir discover: error: {line}", file=sys.stderr, flush=True)
-    return 2
-
-
 def main(args) -> int:
     from tir.engines.discover import discover
 
     if args.min_size < 1 or args.max_depth < 0 or args.fit_frames < 1:
-        return _fail("--min-size and --fit-frames must be >= 1 and --max-depth >= 0")
+        raise UsageError("--min-size and --fit-frames must be >= 1 and --max-depth >= 0")
     bundle = args.model
     if bundle is None:
         from tir.engines.bundle import default_bundle_path
 
         bundle = default_bundle_path()
         if bundle is None:
-            return _fail("no bundle installed; pass --model BUNDLE (the one the frames were collected with)")
+            raise ModelError("no bundle installed; pass --model BUNDLE (the one the frames were collected with)")
     out = Path(args.out) if args.out else Path(args.source) / "discover"
-    try:
+    with refusing(ValueError, FileNotFoundError, kind=InputError):  # no frames there, a refused bundle
         report = discover(args.source, bundle, out, min_size=args.min_size, max_depth=args.max_depth,
                           known_margin=args.known_margin, seed=args.seed, propose_specs=not args.no_propose,
                           fit_frames=args.fit_frames)
-    except (ValueError, FileNotFoundError) as exc:
-        return _fail(str(exc))
     nodes = {n["id"]: n for n in report["nodes"]}
     print(f"tir discover: {report['frames']} frames, {len(report['leaves'])} clusters "
           f"({len(report['new'])} new)" + (f", purity {100 * report['purity']:.1f} %" if report["purity"] is not None else ""))

@@ -13,16 +13,14 @@ import importlib.util
 import os
 import platform
 import re
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from tir.edge.machine import L4T_TO_JETPACK, TEGRA_RELEASE, fast_int8, parse_tegra_release  # noqa: F401
+from tir.edge.machine import run_command as _run
+
 OK, WARN, NO, INFO = "ok", "warn", "no", "info"
-TEGRA_RELEASE = "/etc/nv_tegra_release"
-# L4T major release -> JetPack major line (NVIDIA's JetPack/L4T release tables)
-L4T_TO_JETPACK = {"32": "4.x", "34": "5.0 (developer preview)", "35": "5.x", "36": "6.x"}
 
 
 @dataclass
@@ -44,22 +42,6 @@ def video_io_support(build_info: str) -> Dict[str, bool]:
         m = re.search(rf"^\s*{pattern}\s*:\s*(\S+)", build_info, flags=re.IGNORECASE | re.MULTILINE)
         support[name] = bool(m) and m.group(1).upper() not in ("NO", "NO.")
     return support
-
-
-def parse_tegra_release(text: str) -> Optional[str]:
-    """``# R35 (release), REVISION: 4.1, ...`` -> ``"35.4.1"``."""
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
-    return f"{m.group(1)}.{m.group(2)}" if m else None
-
-
-def _run(cmd: List[str], timeout: float = 5.0) -> Optional[str]:
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (done.stdout or "") + (done.stderr or "")
 
 
 def _importable(name: str) -> bool:
@@ -186,8 +168,6 @@ def gpu_compute_capability() -> Optional[tuple]:
 
 
 def check_int8(gpu: Optional[tuple] = None) -> List[Finding]:
-    from tir.tools.build import fast_int8
-
     gpu = gpu_compute_capability() if gpu is None else gpu
     if not gpu:
         return [Finding(INFO, "INT8", "no CUDA GPU here", "INT8 TensorRT engines are built and run on the "

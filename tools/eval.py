@@ -11,14 +11,17 @@ import logging
 import os
 import sys
 
+from tir.edge.errors import ModelError, UsageError
+
+from .cli import add_backend_argument, add_bundle_argument, add_json_argument, add_threads_argument, refusing
+
 log = logging.getLogger("tir.eval")
 
 BASELINES = ("classical", "sequential", "joint")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--bundle", default=None,
-                        help="model bundle folder (default: the shipped bundle; 'none' to skip our model)")
+    add_bundle_argument(parser, "model bundle folder (default: the shipped bundle; 'none' to skip our model)")
     parser.add_argument("--router", default=None,
                         help="router folder/JSON from train_router, evaluated instead of the bundle's router")
     parser.add_argument("--data", default=None,
@@ -44,9 +47,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tasks", default=None, help="comma list of tasks (default: the bundle's)")
     parser.add_argument("--unseen", default="jpeg", help="unseen degradations for the router's unknown rate")
     parser.add_argument("--max-frames", type=int, default=None, help="evaluate the first N frames only")
-    parser.add_argument("--backend", default="auto", help="engine backend (auto, onnxruntime, torch, tensorrt)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads per engine")
-    parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
+    add_backend_argument(parser, "engine backend (auto, onnxruntime, torch, tensorrt)")
+    add_threads_argument(parser, help="intra-op threads per engine")
+    add_json_argument(parser, "write the results as JSON")
     parser.add_argument("--plot", default=None, metavar="PATH", help="write a PNG bar chart")
 
 
@@ -55,23 +58,19 @@ def _split(text):
 
 
 def main(args) -> int:
-    from tir.engines.bundle import BundleError, default_bundle_path
-    from tir.engines.degrade import DegradationError
-    from tir.engines.engine import EngineError
+    from tir.engines.bundle import default_bundle_path
     from tir.engines.evaluate import evaluate, format_report, plot_report
 
     baselines = _split(args.baselines)
     bad = [b for b in baselines if b not in BASELINES]
     if bad:
-        print(f"tir eval: unknown baselines {bad}; choose from {', '.join(BASELINES)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown baselines {bad}; choose from {', '.join(BASELINES)}")
     bundle = args.bundle
     if bundle is None:
         bundle = default_bundle_path()
         if bundle is None:
-            print("tir eval: no shipped bundle found; pass --bundle DIR (from `tir train`) or "
-                  "--bundle none to evaluate baselines/router only", file=sys.stderr)
-            return 2
+            raise ModelError("no shipped bundle found; pass --bundle DIR (from `tir train`) or "
+                             "--bundle none to evaluate baselines/router only")
     elif bundle == "none":
         bundle = None
     if args.leave_out:
@@ -82,19 +81,15 @@ def main(args) -> int:
         try:  # a name, not a folder: say which sets exist
             parse_sets(args.data)
         except DatasetError as exc:
-            print(f"tir eval: {exc} (or give a folder of clean frames)", file=sys.stderr)
-            return 2
+            raise DatasetError(f"{exc} (or give a folder of clean frames)") from exc
     if args.data and _is_sets(args.data):
         return _cameras(args, bundle)
-    try:
+    with refusing():  # BundleError, DegradationError, EngineError are TirErrors; a missing folder too
         result = evaluate(bundle=bundle, data=args.data, split=args.split, seed=args.seed,
                           baselines=baselines, sequential=args.sequential, joint=args.joint,
                           router=args.router, max_frames=args.max_frames, backend=args.backend,
                           threads=args.threads, tasks=_split(args.tasks) or None,
                           unseen=_split(args.unseen))
-    except (BundleError, DegradationError, EngineError, FileNotFoundError, ValueError) as exc:
-        print(f"tir eval: {exc}", file=sys.stderr)
-        return 2
     result["command"] = _command()
     print(format_report(result))
     _write_json(args, result)
@@ -112,21 +107,14 @@ def _is_sets(text: str) -> bool:
 
 def _cameras(args, bundle) -> int:
     """``--data SET[,SET]``: the per-camera table (engines/camera_eval.py)."""
-    from tir.engines.bundle import BundleError
     from tir.engines.camera_eval import evaluate_cameras, format_cameras
-    from tir.engines.datasets import DatasetError
-    from tir.engines.engine import EngineError
 
     if bundle is None:
-        print("tir eval: the per-camera table needs a bundle (--bundle DIR)", file=sys.stderr)
-        return 2
-    try:
+        raise UsageError("the per-camera table needs a bundle (--bundle DIR)")
+    with refusing(ValueError):
         result = evaluate_cameras(bundle, args.data, split=args.split, seed=args.seed,
                                   max_frames=args.max_frames, backend=args.backend, threads=args.threads,
                                   true_routes=not args.no_true_routes)
-    except (BundleError, DatasetError, EngineError, ValueError) as exc:
-        print(f"tir eval: {exc}", file=sys.stderr)
-        return 2
     result["command"] = _command()
     print(format_cameras(result))
     _write_json(args, result)
@@ -146,21 +134,15 @@ def _cameras(args, bundle) -> int:
 
 
 def _leave_out(args, bundle) -> int:
-    from tir.engines.bundle import BundleError
-    from tir.engines.datasets import DatasetError
     from tir.engines.leave_out import format_leave_out, leave_one_out
 
     if bundle is None or not args.work_dir:
-        print("tir eval: --leave-out needs a bundle and --work-dir DIR", file=sys.stderr)
-        return 2
+        raise UsageError("--leave-out needs a bundle and --work-dir DIR")
     command = _command()
-    try:
+    with refusing(ValueError):
         result = leave_one_out(bundle, args.leave_out, args.work_dir, steps=args.router_steps, seed=args.seed,
                                threads=args.threads or 2, max_frames=args.max_frames, command=command,
                                only=[n.strip() for n in args.leave_out_only.split(",")] if args.leave_out_only else None)
-    except (BundleError, DatasetError, ValueError) as exc:
-        print(f"tir eval: {exc}", file=sys.stderr)
-        return 2
     print(format_leave_out(result))
     _write_json(args, result)
     return 0

@@ -25,179 +25,22 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 from urllib.parse import urlsplit, urlunsplit
+
+from tir.edge.errors import EXIT_OK, InputError, OutputFailed, OutputUnavailable, TirError, UsageError
+from tir.engines import loading
+from tir.engines.loading import ModelNotFound, load_model, normalizer_for  # noqa: F401  (tir.tools.run.*, as before)
+
+from .cli import add_model_arguments, add_source_argument
 
 log = logging.getLogger("tir.run")
 
 DEFAULT_OUTPUT = "http://127.0.0.1:8080"
 DEMO_SOURCE = "synthetic://?degrade=noise"
 AGC_CHOICES = ("percentile", "plateau", "clahe")
-
-
-class ModelNotFound(RuntimeError):
-    """No model given and none installed; the message says how to get one."""
-
-
-NO_BUNDLE_HELP = (
-    "no model bundle is installed (engines/bundles/edge/ has no manifest.json) and no --model was given. "
-    "Train one with `tir train` and export it with `tir export` (see README), or pass --model PATH to a "
-    "bundle folder or an .onnx file. (`tir bench --model plainnet:bench` measures speed with the "
-    "random-weight reference network; it does not restore anything.)"
-)
-
-
-def add_common_model_arguments(parser, several_backends: bool = False,
-                               default_model: str = "the installed bundle") -> None:
-    from tir.engines.backends import BACKENDS
-    from tir.engines.models import runnable
-
-    choices = ("auto",) + tuple(BACKENDS.names())
-
-    parser.add_argument("--model", help="bundle folder, .onnx/.pt/.engine file, or a reference network "
-                                        f"({', '.join(runnable())}) (default: {default_model})")
-    backends = "; ".join(f"{e.name}: {'/'.join(e.accepts)}" for e in BACKENDS)
-    if several_backends:
-        parser.add_argument("--backend", "--backends", dest="backend", nargs="+", default=["auto"],
-                            choices=choices, metavar="BACKEND",
-                            help=f"one or more of {', '.join(choices)} to compare (default auto; "
-                                 f"{backends})")
-    else:
-        parser.add_argument("--backend", default="auto", choices=choices,
-                            help=f"inference backend (default auto: from the file type; {backends})")
-    parser.add_argument("--task", help="force one route of the bundle instead of automatic routing")
-    parser.add_argument("--deploy", choices=("routes", "student"), default=None,
-                        nargs="+" if several_backends else None,
-                        help="what a bundle runs: its per-task routes or its distilled student with the "
-                             "router's scores as prompt mix (default: the manifest's deploy)"
-                             + ("; several are timed one after the other" if several_backends else ""))
-    parser.add_argument("--threads", type=int, default=None,
-                        help="ONNX Runtime intra-op threads (default: one per core)")
-
-
-def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] = None,
-               threads: Optional[int] = None, fallback: Optional[str] = None,
-               precision: Optional[str] = None, adapt: Optional[int] = None,
-               adapt_save: Optional[str] = None, source_uri: str = "",
-               deploy: Optional[str] = None) -> Tuple[object, str]:
-    """The model to run and a one-line description.
-
-    ``spec``: None (the installed bundle, else ``fallback``), a bundle folder, a model file,
-    or a reference network of the model registry (``plainnet:bench``, exported on the fly). ``precision``
-    (fp32/fp16/int8) picks which cached TensorRT plan a bundle route or .onnx file runs
-    (``tir build``); None takes the best one built (INT8 > FP16 > FP32). ``adapt`` (a bundle
-    only): adapt its router online on the first ``adapt`` frames (engines/adapt.py),
-    ``adapt_save`` writes the adapted copy there. ``deploy`` (a bundle only): ``routes`` or
-    ``student`` (None: the manifest's ``deploy``). Raises :class:`ModelNotFound`,
-    ``EngineError``, ``BundleError`` or ``AdaptationRefused`` with a message to print.
-    """
-    from tir.engines.backends import EngineError, load_engine
-
-    if spec is None:
-        from tir.engines.bundle import default_bundle_path
-
-        bundle = default_bundle_path()
-        if bundle is None:
-            if fallback is None:
-                raise ModelNotFound(NO_BUNDLE_HELP)
-            spec = fallback
-        else:
-            spec = str(bundle)
-    if adapt is None and adapt_save is not None:
-        raise ModelNotFound("--adapt-save DIR needs --adapt N (the number of frames to adapt the router on)")
-    if adapt is not None and task is not None:
-        raise ModelNotFound("--adapt adapts the router, which --task switches off; give one of them")
-    from tir.engines.models import MODELS, runnable
-
-    preset = MODELS.get(spec) if spec in MODELS else None
-    if adapt is not None and (preset is not None or not Path(spec).is_dir()):
-        raise ModelNotFound(f"--adapt adapts a bundle's router; {spec} is a single model")
-    if deploy is not None and (preset is not None or not Path(spec).is_dir()):
-        raise ModelNotFound(f"--deploy picks what a bundle runs; {spec} is a single model")
-    if preset is not None:
-        if not preset.build:
-            raise ModelNotFound(f"{spec} is a training preset (tir train --preset {spec.split(':', 1)[1]}); "
-                                f"the networks tir run builds on the fly are {', '.join(runnable())}")
-        if task is not None:
-            raise ModelNotFound(f"--task picks a route of a bundle; {spec} has none")
-        return _reference_engine(preset, backend, threads), f"{spec} (seeded-random reference weights)"
-    path = Path(spec)
-    if path.is_dir():
-        from tir.engines.restorer import Restorer
-
-        restorer = Restorer(path, backend=backend, task=task, threads=threads, precision=precision,
-                            adapt=adapt, adapt_save=adapt_save, source_uri=source_uri, deploy=deploy)
-        adapting = f", adapting the router on the first {adapt} frames" if adapt is not None else ""
-        runs = ", deploy: student (router scores as prompt mix)" if restorer.deploy == "student" else ""
-        return restorer, f"bundle {path} ({restorer.name}, routes: {', '.join(restorer.routes)}{adapting}{runs})"
-    if not path.exists():
-        raise ModelNotFound(f"model {spec!r} does not exist; pass a bundle folder, an .onnx/.pt/.engine "
-                            f"file or one of {', '.join(runnable())}")
-    if task is not None:
-        raise ModelNotFound(f"--task picks a route of a bundle; {path.name} is a single model")
-    kw = {"threads": threads} if threads is not None and _runs_on_ort(path, backend) else {}
-    if precision is not None and backend == "tensorrt":
-        kw["precision"] = precision
-    engine = load_engine(path, backend=backend, **kw)
-    if not callable(getattr(engine, "infer", None)):
-        raise EngineError(f"{path} did not load as a model")
-    return engine, f"{path} on {engine.backend}"
-
-
-def hot_swappable(model, args):
-    """A bundle's Restorer wrapped so its bundle can be reloaded while running
-    (engines/hotswap.py: POST /bundle/reload, ``--watch-bundle``); other models unchanged."""
-    from tir.engines.restorer import Restorer
-
-    watch = getattr(args, "watch_bundle", None)
-    if not isinstance(model, Restorer):
-        if watch is not None:
-            raise ValueError("--watch-bundle watches a bundle folder; give --model BUNDLE_DIR (or none: the "
-                             "installed bundle)")
-        return model
-    if watch is not None and not watch > 0:
-        raise ValueError(f"--watch-bundle {watch:g}: give a poll interval in seconds > 0")
-    from tir.engines.hotswap import HotSwapRestorer
-
-    task = model.current if model.forced else None
-    task = "passthrough" if model.forced and task == "clean" else task
-
-    def factory(path):
-        return Restorer(path, backend=model.backend, task=task, threads=model.threads, precision=model.precision,
-                        every=model.every, hysteresis=model.hysteresis, min_confidence=model.min_confidence)
-    return HotSwapRestorer(model, factory, watch=watch is not None, poll_s=watch or 1.0)
-
-
-def _runs_on_ort(path: Path, backend: str) -> bool:
-    return backend == "onnxruntime" or (backend == "auto" and path.suffix.lower() == ".onnx")
-
-
-def _reference_engine(preset, backend: str, threads: Optional[int]):
-    """A reference network of the model registry (its ``build``/``export`` functions) on ``backend``."""
-    from tir.edge.registry import resolve
-    from tir.engines.backends import load_engine
-
-    spec = preset.name
-    if backend == "torch":
-        return load_engine(resolve(preset.build)(spec), backend="torch")
-    with tempfile.TemporaryDirectory(prefix="tir-reference-") as folder:
-        onnx_path = resolve(preset.export)(spec, Path(folder) / f"{spec.replace(':', '-')}.onnx")
-        kw = {"threads": threads} if threads is not None and backend in ("auto", "onnxruntime") else {}
-        # the session holds the model in memory; the temporary file can go
-        return load_engine(onnx_path, backend="onnxruntime" if backend == "auto" else backend, **kw)
-
-
-def normalizer_for(model):
-    """The pipeline's input normalisation, taking the bundle's percentiles where it names them
-    (``normalisation: {"low_pct": .., "high_pct": ..}`` in manifest.json)."""
-    from tir.edge.pipeline.normalize import Normalizer
-
-    spec = getattr(getattr(model, "bundle", None), "normalisation", None) or {}
-    kw = {k: float(spec[k]) for k in ("low_pct", "high_pct") if isinstance(spec.get(k), (int, float))}
-    return Normalizer(**kw)
 
 
 def default_source() -> str:
@@ -265,9 +108,9 @@ def add_arguments(parser) -> None:
     from tir.edge.outputs.base import OUTPUTS
     from tir.edge.sources.base import SOURCES
 
-    parser.add_argument("--source", help="source URI (default: first thermal UVC camera, else "
-                                         f"synthetic://?degrade=noise): {_uri_help(SOURCES)}")
-    add_common_model_arguments(parser)
+    add_source_argument(parser, "source URI (default: first thermal UVC camera, else "
+                                f"synthetic://?degrade=noise): {_uri_help(SOURCES)}")
+    add_model_arguments(parser)
     parser.add_argument("--output", action="append", default=None,
                         help=f"output URI, repeatable (default {DEFAULT_OUTPUT}): {_uri_help(OUTPUTS)}")
     parser.add_argument("--host", help="address the HTTP output listens on (default 127.0.0.1; "
@@ -310,14 +153,14 @@ def add_arguments(parser) -> None:
 
 def with_http_address(uris: List[str], host: Optional[str], port: Optional[int]) -> List[str]:
     """``uris`` with ``--host``/``--port`` applied to the one http:// output (the default one
-    unless --output names another); ValueError when there is none or more than one."""
+    unless --output names another); UsageError (a ValueError) when there is none or more than one."""
     if host is None and port is None:
         return list(uris)
     if port is not None and not 0 <= port <= 65535:
-        raise ValueError(f"--port {port} is not a port number (0..65535; 0 = any free port)")
+        raise UsageError(f"--port {port} is not a port number (0..65535; 0 = any free port)")
     http = [i for i, uri in enumerate(uris) if urlsplit(uri).scheme == "http"]
     if len(http) != 1:
-        raise ValueError("--host/--port set the address of the HTTP output, but "
+        raise UsageError("--host/--port set the address of the HTTP output, but "
                          + ("no http:// output is given" if not http else
                             f"there are {len(http)}; give each its address in --output http://HOST:PORT"))
     out = list(uris)
@@ -379,21 +222,16 @@ def open_ffc(args, source):
     return FFCController(client, period_s=period if period > 0 else None), client
 
 
-class CameraControlError(RuntimeError):
-    """--camera-port was given and the camera cannot be controlled there."""
+class CameraControlError(RuntimeError, InputError):
+    """--camera-port was given and the camera cannot be controlled there (exit 2)."""
 
 
-def _fail(message: str, code: int = 2) -> int:
-    """Print ``message`` as error lines (one per problem, e.g. each manifest violation)."""
-    for line in str(message).splitlines() or [""]:
-        print(f"tir run: error: {line}", file=sys.stderr, flush=True)
-    return code
+def hot_swappable(model, args):
+    """``model`` made reloadable for ``--watch-bundle`` (:func:`tir.engines.loading.hot_swappable`)."""
+    return loading.hot_swappable(model, getattr(args, "watch_bundle", None))
 
 
-EXIT_OK = 0  # the run ended: frame/duration limit, end of file, or SIGINT/SIGTERM/SIGHUP
-EXIT_MODEL = 1  # a model stage failed
-EXIT_DEVICE = 2  # bad arguments, or a source/output could not be opened or failed
-EXIT_RECORDING = 3  # the recording failed (disk full, I/O error); what was written is kept
+# tir run's exit codes (--help epilog): the table of edge/errors.py, one for every mode
 EXIT_CODES_HELP = ("exit status: 0 the run ended (limit, end of file, SIGINT/SIGTERM/SIGHUP: clean stop); "
                    "1 a model stage failed; 2 bad arguments, a source or output failed; "
                    "3 the recording failed (disk full: the frames written before are kept)")
@@ -446,16 +284,10 @@ def main(args) -> int:
 
 
 def _run(args) -> int:
-    from tir.edge.outputs.base import OutputError, check_output, open_output
+    from tir.edge.outputs.base import check_output, open_output
     from tir.edge.pipeline import Pipeline
-    from tir.edge.sources.base import SourceError, check_source, open_source
+    from tir.edge.sources.base import check_source, open_source
     from tir.edge.uri import parse_uri
-    from tir.engines.engine import EngineError
-
-    try:
-        from tir.engines.bundle import BundleError
-    except ImportError:  # bundle support not installed: nothing of that kind can be raised
-        BundleError = ModelNotFound  # noqa: N806
 
     model = source = client = pipeline = None
     outputs: list = []
@@ -481,10 +313,10 @@ def _run(args) -> int:
             print(f"tir run: model {description}", flush=True)
             if args.collect:
                 if getattr(model, "router_info", None) is None:
-                    raise ValueError("--collect keeps frames the router calls unknown, but this model has no "
+                    raise UsageError("--collect keeps frames the router calls unknown, but this model has no "
                                      "router (give a bundle with a router and no --task)")
                 if getattr(model, "forced", False):
-                    raise ValueError("--collect needs the router, and --task turns routing off; drop --task")
+                    raise UsageError("--collect needs the router, and --task turns routing off; drop --task")
             source = open_source(checked_source)
             ffc, client = open_ffc(args, source)
             for uri in checked_outputs:
@@ -510,10 +342,10 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         print("tir run: stopped during start-up", flush=True)
         return EXIT_OK
-    except (ModelNotFound, EngineError, BundleError, SourceError, OutputError, CameraControlError,
-            ValueError) as exc:
-        return _fail(str(exc))
-    code = EXIT_OK
+    except TirError:
+        raise  # tir.tools.cli prints it: tir run: error: <message>, exit 2 for what is refused at start
+    except ValueError as exc:  # a library argument check with no TirError kind of its own (a bundle's --task)
+        raise UsageError(str(exc)) from exc
     try:
         try:
             for output in outputs:
@@ -535,19 +367,30 @@ def _run(args) -> int:
     snap = pipeline.snapshot()
     if not args.quiet:
         print(status_line(snap), flush=True)
+    error = None
     if pipeline.error is not None:
-        device_error = isinstance(pipeline.error, (SourceError, OutputError))
-        code = _fail(f"stage {pipeline.error_stage} failed: {pipeline.error}",
-                     EXIT_DEVICE if device_error else EXIT_MODEL)
+        error = stage_failure(pipeline.error_stage, pipeline.error)
     elif snap.get("ended"):
         print(f"tir run: source {snap['ended']}", flush=True)
     join_leftover_threads()
     failed = pipeline.failed_outputs()
-    if failed and code == EXIT_OK:
-        for failure in failed.values():
-            _fail(failure)
-        code = EXIT_RECORDING
-    return code
+    if error is None and failed:  # one line per output that stopped (a recording on a full disk): exit 3
+        error = OutputFailed("\n".join(failed.values()))
+    if error is not None:
+        raise error
+    return EXIT_OK
+
+
+def stage_failure(stage: str, exc: BaseException) -> TirError:
+    """The error ``tir run`` ends with when pipeline stage ``stage`` failed with ``exc``: a source
+    that failed is an InputError, an output an OutputUnavailable (exit 2), anything else, the
+    model included, a TirError (exit 1); the message is ``stage <stage> failed: <exc>``."""
+    from tir.edge.outputs.base import OutputError
+    from tir.edge.sources.base import SourceError
+
+    kind = (InputError if isinstance(exc, SourceError) else OutputUnavailable if isinstance(exc, OutputError)
+            else TirError)
+    return kind(f"stage {stage} failed: {exc}")
 
 
 def join_leftover_threads(timeout: float = 5.0) -> list:
@@ -576,12 +419,12 @@ def join_leftover_threads(timeout: float = 5.0) -> list:
 
 
 def check_arguments(args) -> None:
-    """Refuse limits that cannot mean anything (ValueError with the option's name)."""
+    """Refuse limits that cannot mean anything (UsageError, a ValueError, with the option's name)."""
     if args.frames is not None and args.frames < 1:
-        raise ValueError(f"--frames {args.frames}: give a number of frames >= 1 (or leave it out to run "
+        raise UsageError(f"--frames {args.frames}: give a number of frames >= 1 (or leave it out to run "
                          "until stopped)")
     if args.duration is not None and not args.duration > 0:
-        raise ValueError(f"--duration {args.duration:g}: give seconds > 0 (or leave it out to run until "
+        raise UsageError(f"--duration {args.duration:g}: give seconds > 0 (or leave it out to run until "
                          "stopped)")
 
 

@@ -30,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Dict, Tuple, Type, Union
 
+from ..errors import InputError, TirError
 from . import fslp
 from .command_client import CommandClient
 from .formats import CAMERAS
@@ -40,11 +41,11 @@ BOSON_USB_ID = CAMERAS.get("boson").usb_ids[0]
 
 
 # ---------------------------------------------------------------------------------- errors
-class BosonError(Exception):
+class BosonError(TirError):
     """Anything that went wrong talking to a Boson."""
 
 
-class BosonPortError(BosonError):
+class BosonPortError(BosonError, InputError):
     """The serial port cannot be opened or used (missing, busy, unplugged)."""
 
 

@@ -26,6 +26,7 @@ import threading
 from collections import deque
 from typing import Callable, Deque, List, Optional
 
+from ..errors import InputError
 from ..frame import Frame, now
 from .boson import (BosonBadCommand, BosonError, BosonFeatureNotEnabled,
                     BosonUndefinedFunction, FFCStatus)
@@ -100,7 +101,7 @@ class FFCProgress:
         return None
 
 
-class CameraNotFound(LookupError):
+class CameraNotFound(LookupError, InputError):
     """No serial port of a known camera is plugged in; the message lists the ports that exist."""
 
 

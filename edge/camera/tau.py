@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple, Type, Union
 
+from ..errors import InputError, TirError
 from .boson import BosonPortError, decode_enum, open_serial_port, parse_enum
 from .command_client import CommandClient
 from .crc import crc16_xmodem
@@ -33,11 +34,11 @@ TAU_BAUDRATE = 921600  # flirpy default; Tau2 is also commonly run at 57600 (§2
 MAX_ARG_BYTES = 512
 
 
-class TauError(Exception):
+class TauError(TirError):
     """Anything that went wrong talking to a Tau2."""
 
 
-class TauPortError(TauError):
+class TauPortError(TauError, InputError):
     """The serial port cannot be opened or used."""
 
 

@@ -5,6 +5,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from ..frame import Frame
+from ..errors import OutputUnavailable
 from ..registry import OptionError, Registry
 from ..uri import URI, check_scheme
 
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
     from ..pipeline.stats import StatsSnapshot
 
 
-class OutputError(RuntimeError):
+class OutputError(RuntimeError, OutputUnavailable):
     """An output that cannot be opened (port in use, unwritable path, no GStreamer)."""
 
 

@@ -35,6 +35,7 @@ import logging
 import threading
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..errors import TirError
 from ..frame import Frame, FrameError, check_frame, now
 from ..sources.base import SourceError
 from .normalize import Normalizer
@@ -50,7 +51,7 @@ READ = "read"  # stamped when the capture thread got the frame from the source
 DEFAULT_NON_LIVE_IN_FLIGHT = 2
 
 
-class PipelineError(RuntimeError):
+class PipelineError(RuntimeError, TirError):
     """A stage failed in a way that stopped the pipeline; the message names the stage."""
 
 

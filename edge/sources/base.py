@@ -5,11 +5,12 @@ from abc import ABC, abstractmethod
 from typing import Any, Dict, Optional
 
 from ..frame import Frame
+from ..errors import InputError
 from ..registry import OptionError, Registry
 from ..uri import URI, check_scheme
 
 
-class SourceError(RuntimeError):
+class SourceError(RuntimeError, InputError):
     """A source that cannot be opened or read; the message says what exists instead."""
 
 

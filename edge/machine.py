@@ -1,0 +1,105 @@
+"""What this machine is: CPU, Python, ONNX Runtime/OpenCV versions, Jetson L4T release and
+power mode, whether the GPU has fast INT8 (stdlib at import; each probe imports what it reads).
+
+Library side of ``tir doctor`` (its findings) and ``tir bench`` (``machine`` in every report:
+pipelines.md (d)7, versions in every report).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional
+
+TEGRA_RELEASE = "/etc/nv_tegra_release"
+# L4T major release -> JetPack major line (NVIDIA's JetPack/L4T release tables)
+L4T_TO_JETPACK = {"32": "4.x", "34": "5.0 (developer preview)", "35": "5.x", "36": "6.x"}
+
+
+def parse_tegra_release(text: str) -> Optional[str]:
+    """``# R35 (release), REVISION: 4.1, ...`` (the first line of /etc/nv_tegra_release) -> ``"35.4.1"``;
+    None when the text has no release."""
+    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
+def run_command(cmd: List[str], timeout: float = 5.0) -> Optional[str]:
+    """stdout + stderr of ``cmd`` (a program and its arguments, no shell), or None when the
+    program is not on PATH, cannot start or runs longer than ``timeout`` seconds."""
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout or "") + (done.stderr or "")
+
+
+def fast_int8(compute_capability) -> bool:
+    """INT8 is only faster than FP16 from Volta/Xavier (SM 7.x) on; Jetson Nano (5.3) and TX2 (6.2)
+    run it slower than FP16 (torch2trt#255: 44 vs 90 FPS on Nano; pipelines.md pain point 5).
+    Decided from the compute capability (``"8.7"`` or 8.7), not the deprecated ``platform_has_fast_int8``;
+    False when it does not parse."""
+    try:
+        major = int(str(compute_capability).split(".")[0])
+    except ValueError:
+        return False
+    return major >= 7
+
+
+def cpu_model() -> Optional[str]:
+    """The CPU's model name (/proc/cpuinfo, else ``platform.processor()``), None when unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def jetson_info(release_file: str = TEGRA_RELEASE) -> Dict[str, Any]:
+    """L4T release (``l4t``) and power mode (``nvpmodel``, first line of ``nvpmodel -q``) on a
+    Jetson (pipelines.md (d)7, pain point 10), else an empty dict."""
+    if not os.path.exists(release_file):
+        return {}
+    with open(release_file, encoding="utf-8", errors="replace") as f:
+        info: Dict[str, Any] = {"l4t": parse_tegra_release(f.read())}
+    mode = run_command(["nvpmodel", "-q"])
+    if mode:
+        info["nvpmodel"] = mode.strip().splitlines()[0]
+    return info
+
+
+def machine_info() -> Dict[str, Any]:
+    """What the numbers were measured on (pipelines.md (d)7: versions in every report): host,
+    platform, Python, CPU count and model, 1/5/15-min load average, ONNX Runtime version and
+    providers, OpenCV, torch/TensorRT versions when already imported, Jetson L4T and power mode."""
+    info: Dict[str, Any] = {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu_model(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime"] = ort.__version__
+        info["ort_providers"] = ort.get_available_providers()
+    except ImportError:
+        pass
+    import cv2
+
+    info["opencv"] = cv2.__version__
+    if "torch" in sys.modules:
+        info["torch"] = sys.modules["torch"].__version__
+    if "tensorrt" in sys.modules:
+        info["tensorrt"] = getattr(sys.modules["tensorrt"], "__version__", None)
+    info.update(jetson_info())
+    return info

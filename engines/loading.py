@@ -1,0 +1,157 @@
+"""Load the model ``tir run`` / ``tir bench`` run: a bundle, a model file or a reference network.
+
+The library side of ``--model``/``--backend``/``--task``/``--deploy``/``--threads``: the CLI
+(``tools/``) parses the options and calls :func:`load_model`; nothing here prints. Torch-free at
+import (a bundle on ONNX Runtime never imports torch); the model registry, the bundle and the
+backends are imported inside the functions, so ``tir run`` pays only for what it loads.
+
+Errors are :class:`~tir.edge.errors.TirError` kinds with a message to print:
+:class:`ModelNotFound` (no model, or options that do not fit it), ``EngineError``,
+``BundleError`` (all exit 2) and ``AdaptationRefused`` (exit 2).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Optional, Tuple
+
+from ..edge.errors import ModelError
+
+
+class ModelNotFound(RuntimeError, ModelError):
+    """No model given and none installed, or an option that does not fit the model given; the
+    message says how to get one or what to change (exit 2)."""
+
+
+NO_BUNDLE_HELP = (
+    "no model bundle is installed (engines/bundles/edge/ has no manifest.json) and no --model was given. "
+    "Train one with `tir train` and export it with `tir export` (see README), or pass --model PATH to a "
+    "bundle folder or an .onnx file. (`tir bench --model plainnet:bench` measures speed with the "
+    "random-weight reference network; it does not restore anything.)"
+)
+
+
+def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] = None,
+               threads: Optional[int] = None, fallback: Optional[str] = None,
+               precision: Optional[str] = None, adapt: Optional[int] = None,
+               adapt_save: Optional[str] = None, source_uri: str = "",
+               deploy: Optional[str] = None) -> Tuple[object, str]:
+    """The model to run and a one-line description.
+
+    ``spec``: None (the installed bundle, else ``fallback``), a bundle folder, a model file,
+    or a reference network of the model registry (``plainnet:bench``, exported on the fly). ``precision``
+    (fp32/fp16/int8) picks which cached TensorRT plan a bundle route or .onnx file runs
+    (``tir build``); None takes the best one built (INT8 > FP16 > FP32). ``adapt`` (a bundle
+    only): adapt its router online on the first ``adapt`` frames (engines/adapt.py),
+    ``adapt_save`` writes the adapted copy there. ``deploy`` (a bundle only): ``routes`` or
+    ``student`` (None: the manifest's ``deploy``). The model's ``infer`` takes float32
+    N×1×H×W frames normalised to [0, 1] and returns the same shape. Raises :class:`ModelNotFound`,
+    ``EngineError``, ``BundleError`` or ``AdaptationRefused`` with a message to print.
+    """
+    from .backends import EngineError, load_engine
+
+    if spec is None:
+        from .bundle import default_bundle_path
+
+        bundle = default_bundle_path()
+        if bundle is None:
+            if fallback is None:
+                raise ModelNotFound(NO_BUNDLE_HELP)
+            spec = fallback
+        else:
+            spec = str(bundle)
+    if adapt is None and adapt_save is not None:
+        raise ModelNotFound("--adapt-save DIR needs --adapt N (the number of frames to adapt the router on)")
+    if adapt is not None and task is not None:
+        raise ModelNotFound("--adapt adapts the router, which --task switches off; give one of them")
+    from .models import MODELS, runnable
+
+    preset = MODELS.get(spec) if spec in MODELS else None
+    if adapt is not None and (preset is not None or not Path(spec).is_dir()):
+        raise ModelNotFound(f"--adapt adapts a bundle's router; {spec} is a single model")
+    if deploy is not None and (preset is not None or not Path(spec).is_dir()):
+        raise ModelNotFound(f"--deploy picks what a bundle runs; {spec} is a single model")
+    if preset is not None:
+        if not preset.build:
+            raise ModelNotFound(f"{spec} is a training preset (tir train --preset {spec.split(':', 1)[1]}); "
+                                f"the networks tir run builds on the fly are {', '.join(runnable())}")
+        if task is not None:
+            raise ModelNotFound(f"--task picks a route of a bundle; {spec} has none")
+        return _reference_engine(preset, backend, threads), f"{spec} (seeded-random reference weights)"
+    path = Path(spec)
+    if path.is_dir():
+        from .restorer import Restorer
+
+        restorer = Restorer(path, backend=backend, task=task, threads=threads, precision=precision,
+                            adapt=adapt, adapt_save=adapt_save, source_uri=source_uri, deploy=deploy)
+        adapting = f", adapting the router on the first {adapt} frames" if adapt is not None else ""
+        runs = ", deploy: student (router scores as prompt mix)" if restorer.deploy == "student" else ""
+        return restorer, f"bundle {path} ({restorer.name}, routes: {', '.join(restorer.routes)}{adapting}{runs})"
+    if not path.exists():
+        raise ModelNotFound(f"model {spec!r} does not exist; pass a bundle folder, an .onnx/.pt/.engine "
+                            f"file or one of {', '.join(runnable())}")
+    if task is not None:
+        raise ModelNotFound(f"--task picks a route of a bundle; {path.name} is a single model")
+    kw = {"threads": threads} if threads is not None and _runs_on_ort(path, backend) else {}
+    if precision is not None and backend == "tensorrt":
+        kw["precision"] = precision
+    engine = load_engine(path, backend=backend, **kw)
+    if not callable(getattr(engine, "infer", None)):
+        raise EngineError(f"{path} did not load as a model")
+    return engine, f"{path} on {engine.backend}"
+
+
+def hot_swappable(model, watch: Optional[float] = None):
+    """A bundle's Restorer wrapped so its bundle can be reloaded while running
+    (engines/hotswap.py: POST /bundle/reload; ``watch`` > 0: poll the manifest every ``watch``
+    seconds, ``--watch-bundle``); other models unchanged. UsageError (a ValueError) for a
+    ``watch`` without a bundle or ``watch`` <= 0."""
+    from ..edge.errors import UsageError
+    from .restorer import Restorer
+
+    if not isinstance(model, Restorer):
+        if watch is not None:
+            raise UsageError("--watch-bundle watches a bundle folder; give --model BUNDLE_DIR (or none: the "
+                             "installed bundle)")
+        return model
+    if watch is not None and not watch > 0:
+        raise UsageError(f"--watch-bundle {watch:g}: give a poll interval in seconds > 0")
+    from .hotswap import HotSwapRestorer
+
+    task = model.current if model.forced else None
+    task = "passthrough" if model.forced and task == "clean" else task
+
+    def factory(path):
+        return Restorer(path, backend=model.backend, task=task, threads=model.threads, precision=model.precision,
+                        every=model.every, hysteresis=model.hysteresis, min_confidence=model.min_confidence)
+    return HotSwapRestorer(model, factory, watch=watch is not None, poll_s=watch or 1.0)
+
+
+def normalizer_for(model):
+    """The pipeline's input normalisation (counts -> [0, 1] float32), taking the bundle's
+    percentiles where it names them (``normalisation: {"low_pct": .., "high_pct": ..}`` in
+    manifest.json), else the :class:`~tir.edge.pipeline.normalize.Normalizer` defaults."""
+    from ..edge.pipeline.normalize import Normalizer
+
+    spec = getattr(getattr(model, "bundle", None), "normalisation", None) or {}
+    kw = {k: float(spec[k]) for k in ("low_pct", "high_pct") if isinstance(spec.get(k), (int, float))}
+    return Normalizer(**kw)
+
+
+def _runs_on_ort(path: Path, backend: str) -> bool:
+    return backend == "onnxruntime" or (backend == "auto" and path.suffix.lower() == ".onnx")
+
+
+def _reference_engine(preset, backend: str, threads: Optional[int]):
+    """A reference network of the model registry (its ``build``/``export`` functions) on ``backend``."""
+    from ..edge.registry import resolve
+    from .backends import load_engine
+
+    spec = preset.name
+    if backend == "torch":
+        return load_engine(resolve(preset.build)(spec), backend="torch")
+    with tempfile.TemporaryDirectory(prefix="tir-reference-") as folder:
+        onnx_path = resolve(preset.export)(spec, Path(folder) / f"{spec.replace(':', '-')}.onnx")
+        kw = {"threads": threads} if threads is not None and backend in ("auto", "onnxruntime") else {}
+        # the session holds the model in memory; the temporary file can go
+        return load_engine(onnx_path, backend="onnxruntime" if backend == "auto" else backend, **kw)
