@@ -103,7 +103,7 @@ def _fit(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 def normalise_counts(raw: np.ndarray) -> np.ndarray:
     """One frame of raw counts → [0, 1] the way the pipeline does (steady-state Normalizer)."""
-    from tir.edge.pipeline.normalize import Normalizer
+    from tir.edge.normalize import Normalizer
 
     return Normalizer(alpha=1.0).forward(np.asarray(raw))[0]
 
@@ -139,7 +139,7 @@ def synthetic_set(n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, seed: int = 0) -> 
         return normalise_counts(render(i, False)[0])
 
     def pair(i: int):
-        from tir.edge.pipeline.normalize import Normalizer
+        from tir.edge.normalize import Normalizer
 
         raw, truth, _ = render(i, True)
         norm = Normalizer(alpha=1.0)

@@ -537,10 +537,10 @@ def measure_adaptation(bundle_path, sets: Sequence[str], data_root=None, frames:
     """
     from tqdm import tqdm
 
-    from . import datasets
+    from .training import datasets
     from . import degrade as deg
     from .bundle import load_bundle
-    from .evaluate import RouterRunner
+    from .training.evaluate import RouterRunner
     from .router import CLEAN
 
     bundle = load_bundle(bundle_path)

@@ -6,7 +6,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from tir.engines.export import ExportError, audit_onnx, export_onnx, read_metadata
+from tir.engines.training.export import ExportError, audit_onnx, export_onnx, read_metadata
 
 
 class TinyShuffleNet(nn.Module):

@@ -67,7 +67,7 @@ def main(args) -> int:
     from tir.edge.sources.base import SourceError
     from tir.engines.adapt import AdaptationRefused
     from tir.engines.bundle import BundleError, default_bundle_path
-    from tir.engines.datasets import DatasetError
+    from tir.engines.training.datasets import DatasetError
     from tir.engines.degrade import DegradationError
     from tir.engines.engine import EngineError
 
@@ -116,10 +116,10 @@ def _adapt(bundle, args) -> dict:
 
 def _source_stats(bundle, args) -> dict:
     from tir.engines.adapt import add_source_stats
-    from tir.engines.evaluate import load_clean
+    from tir.engines.training.evaluate import load_clean
 
     from tir.engines.bundle import load_bundle
-    from tir.engines.datasets import DATASETS, load_unit_frames
+    from tir.engines.training.datasets import DATASETS, load_unit_frames
 
     names = [n.strip() for n in (args.data or "").split(",") if n.strip()]
     router_training = (load_bundle(bundle).router or {}).get("training") or {}
@@ -129,7 +129,7 @@ def _source_stats(bundle, args) -> dict:
     if names and all(n in DATASETS for n in names):
         frames, where = load_unit_frames(names, "train"), ",".join(names) + " (train)"
         if router_training.get("domain_randomisation"):
-            from tir.engines.domain import randomize as augment
+            from tir.engines.training.domain import randomize as augment
         if router_training.get("sensor_variants"):
             from tir.engines.router import SENSOR_VARIANTS as variants
     else:

@@ -47,7 +47,7 @@ def synthetic_batches(size: Tuple[int, int], count: int = 8, seed: int = 0,
     source's ``degrade=`` option) or clean."""
     import cv2
 
-    from tir.edge.pipeline.normalize import Normalizer
+    from tir.edge.normalize import Normalizer
     from tir.edge.sources.synthetic import SIZES, render_frames
 
     w, h = size
@@ -192,7 +192,7 @@ def psnr_frames(sets: str, split: str, n: int, task: Optional[str]) -> Dict[str,
     ``split``, 640×512 at native scale) and
     their copies degraded with ``task`` (seed 0, engines/degrade.make_eval_set). ValueError when
     there is no degradation to undo or the sets do not load."""
-    from tir.engines import datasets as dsets
+    from tir.engines.training import datasets as dsets
     from tir.engines.degrade import make_eval_set
 
     if not task:
@@ -447,7 +447,7 @@ def roofline_main(args, size) -> int:
     """``tir bench --roofline``: interleaved timing of the dense-conv reference and the bundle's
     routes and router (engines/roofline.py), one table per size."""
     from tir.edge.uri import parse_size
-    from tir.engines import roofline
+    from tir.engines.training import roofline
     from tir.engines.bundle import BundleError, default_bundle_path, load_bundle
 
     try:

@@ -59,8 +59,8 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from tir.engines.bundle import BundleError
-    from tir.engines.datasets import DatasetError
-    from tir.engines.distill import DistillSettings, Distiller
+    from tir.engines.training.datasets import DatasetError
+    from tir.engines.training.distill import DistillSettings, Distiller
 
     if args.crop % 32:
         print(f"tir distill: --crop {args.crop} must be a multiple of 32 (the student's spatial multiple)")

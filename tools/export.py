@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
 
 
 def check_onnx(path, size, targets, is_route: bool = True) -> dict:
-    from tir.engines.export import audit_onnx, ort_session, read_metadata
+    from tir.engines.training.export import audit_onnx, ort_session, read_metadata
 
     result = {"file": str(path), "errors": [], "warnings": []}
     audit = audit_onnx(str(path), targets)
@@ -75,8 +75,8 @@ def main(args) -> int:
     try:
         size = parse_size(args.size)
         if getattr(args, "out", None):
-            from tir.engines.export import ExportError
-            from tir.engines.fast_route import reexport_bundle
+            from tir.engines.training.export import ExportError
+            from tir.engines.training.fast_route import reexport_bundle
 
             try:
                 args.bundle = str(reexport_bundle(args.bundle, args.out, size=size, tolerance=args.tolerance,

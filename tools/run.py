@@ -193,7 +193,7 @@ def _reference_engine(preset, backend: str, threads: Optional[int]):
 def normalizer_for(model):
     """The pipeline's input normalisation, taking the bundle's percentiles where it names them
     (``normalisation: {"low_pct": .., "high_pct": ..}`` in manifest.json)."""
-    from tir.edge.pipeline.normalize import Normalizer
+    from tir.edge.normalize import Normalizer
 
     spec = getattr(getattr(model, "bundle", None), "normalisation", None) or {}
     kw = {k: float(spec[k]) for k in ("low_pct", "high_pct") if isinstance(spec.get(k), (int, float))}

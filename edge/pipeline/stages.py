@@ -25,7 +25,7 @@ from ..agc import DisplayMapper
 import numpy as np
 
 from ..frame import Frame, FrameError, now
-from .normalize import NormParams, Normalizer
+from ..normalize import NormParams, Normalizer
 from .slots import LatestWinsSlot
 from .stats import PipelineStats
 

@@ -190,7 +190,7 @@ def to_unit(counts: np.ndarray, bits: int, low_pct: float = 0.5, high_pct: float
     normaliser (edge/pipeline/normalize.py, one frame, no smoothing)."""
     if bits == 8:
         return counts.astype(np.float32) / 255.0
-    from tir.edge.pipeline.normalize import Normalizer
+    from tir.edge.normalize import Normalizer
 
     return Normalizer(low_pct, high_pct, alpha=1.0).forward(counts)[0]
 
@@ -205,7 +205,7 @@ def load_unit_frames(sets: Union[str, Sequence[str]], split: str, size=(640, 512
     :func:`tir.engines.router.fit_native`), never resampled. ``max_frames`` limits each set.
     Sets without clean frames are refused when ``clean_only``.
     """
-    from .router import fit_native
+    from ..router import fit_native
 
     out = []
     for name in parse_sets(sets):

@@ -209,8 +209,8 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
 
     import numpy as np
 
-    from .bundle import BundleError, load_bundle, read_verified, write_bundle
-    from .engine import MULTIPLE_KEY
+    from ..bundle import BundleError, load_bundle, read_verified, write_bundle
+    from ..engine import MULTIPLE_KEY
     from .export import ExportError, ort_session
     from .train import route_costs
 

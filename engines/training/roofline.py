@@ -111,7 +111,7 @@ def measure(items: Sequence[Item], rounds: int = 10, warmup: int = 2, threads: O
     ``times_ms``. Sessions use tir's options (:func:`~tir.engines.backends.onnxruntime.session_options`)."""
     import onnxruntime as ort
 
-    from .backends.onnxruntime import session_options
+    from ..backends.onnxruntime import session_options
 
     sessions = [ort.InferenceSession(it.path, session_options(it.path, threads),
                                      providers=["CPUExecutionProvider"]) for it in items]
@@ -146,7 +146,7 @@ def router_macs(bundle) -> Optional[int]:
     except ImportError:
         return None
     from .macs import count_macs
-    from .router import ROUTER_INPUT_SIZE, build_router_net
+    from ..router import ROUTER_INPUT_SIZE, build_router_net
 
     router = bundle.router or {}
     dim = len(router["codebook"][0]) if router.get("codebook") else 48
@@ -167,7 +167,7 @@ def route_macs(bundle, size: Tuple[int, int], routes: Sequence[str]) -> Dict[str
 
         import torch
 
-        from .bundle import read_verified
+        from ..bundle import read_verified
         from .continual import OpenWorldModel, RouteModule
         from .macs import count_macs
     except ImportError:

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import degrade as deg
+from .. import degrade as deg
 from .continual import CLEAN, OpenWorldModel, RouteModule
-from .engine import MULTIPLE_KEY
+from ..engine import MULTIPLE_KEY
 from .models.ecmrnet import frame_tone_stats
 from .losses import RestorationLoss
 from .macs import count_macs
-from .metrics import psnr
+from ..metrics import psnr
 from .pruning import apply_plans, collect_picks, select_groups
 
 log = logging.getLogger("tir.train")
@@ -493,13 +493,13 @@ class ContinualTrainer:
         if self.s.router_from:
             info = reuse_router(Path(self.s.router_from), out, self.model.tasks)
             if self.s.router_recalibrate:
-                from .router import recalibrate_router
+                from ..router import recalibrate_router
 
                 info = recalibrate_router(out, out, self.val_clean, threads=self.s.threads,
                                           seed=self.s.seed + 1000)
                 log.info("router: thresholds re-chosen on val: %s", info["metrics"])
         else:
-            from .router import train_router
+            from ..router import train_router
 
             info = train_router(self.train_clean, list(self.s.tasks), out_dir=out,
                                 steps=self.s.router_steps, seed=self.s.seed, threads=self.s.threads,
@@ -580,7 +580,7 @@ NORMALISATION = {"input": "float32 N×1×H×W in [0,1]: 8-bit frames /255, 16-bi
 
 def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, settings: TrainSettings):
     """Export every route to ONNX, then write the bundle (routes, router, manifest, checkpoint)."""
-    from .bundle import sha256_file, write_bundle
+    from ..bundle import sha256_file, write_bundle
     from .fast_route import export_route
 
     work, out = Path(work), Path(out_dir)
@@ -642,9 +642,9 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     Raises DatasetError / BundleError with the reason.
     """
     from . import datasets as dsets
-    from .bundle import load_bundle
+    from ..bundle import load_bundle
     from .domain import randomize as randomize_fn
-    from .router import ROUTER_INPUT_SIZE, SENSOR_VARIANTS, train_router
+    from ..router import ROUTER_INPUT_SIZE, SENSOR_VARIANTS, train_router
 
     src = load_bundle(bundle_dir)
     names = dsets.parse_sets(sets)
@@ -672,9 +672,9 @@ def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, t
     randomisation and variants (engines/adapt.py). Returns the new folder."""
     import shutil
 
-    from .bundle import load_bundle, write_bundle
+    from ..bundle import load_bundle, write_bundle
     from .domain import randomize as randomize_fn
-    from .router import SENSOR_VARIANTS, load_router_entry
+    from ..router import SENSOR_VARIANTS, load_router_entry
 
     src = load_bundle(bundle_dir)
     router_onnx, info = load_router_entry(router_dir)
@@ -695,7 +695,7 @@ def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, t
         shutil.copyfile(src.path / ckpt, out / ckpt)
     bundle = write_bundle(out, routes, router_onnx, manifest)
     # the embedding statistics test-time adaptation aligns to (engines/adapt.py), for this router
-    from .adapt import add_source_stats
+    from ..adapt import add_source_stats
 
     add_source_stats(out, train_frames, ",".join(names) + " (train)", threads=threads,
                      augment=randomize_fn if training.get("domain_randomisation") else None,

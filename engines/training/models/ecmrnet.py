@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import presets
+from ...models import presets
 
 
 @dataclass(frozen=True)
