@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tir.engines.router import add_router_class, cosine_scores
+from tir.engines.router import cosine_scores
+from tir.engines.training.router_train import add_router_class
 from tir.engines.training.train import ContinualTrainer, TrainSettings
 
 torch.set_num_threads(1)

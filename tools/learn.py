@@ -244,7 +244,8 @@ def add_router_row(bundle, name: str, spec, val_clean, draws: int, seed: int, th
     import onnxruntime as ort
 
     from tir.engines.adapt import ADAPTATION_KEY, apply_adaptation
-    from tir.engines.router import SENSOR_VARIANTS, add_router_class
+    from tir.engines.router import SENSOR_VARIANTS
+    from tir.engines.training.router_train import add_router_class
 
     entry = bundle.router
     if entry is None:

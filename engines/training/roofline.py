@@ -146,7 +146,8 @@ def router_macs(bundle) -> Optional[int]:
     except ImportError:
         return None
     from .macs import count_macs
-    from ..router import ROUTER_INPUT_SIZE, build_router_net
+    from ..router import ROUTER_INPUT_SIZE
+    from .router_train import build_router_net
 
     router = bundle.router or {}
     dim = len(router["codebook"][0]) if router.get("codebook") else 48

@@ -493,13 +493,13 @@ class ContinualTrainer:
         if self.s.router_from:
             info = reuse_router(Path(self.s.router_from), out, self.model.tasks)
             if self.s.router_recalibrate:
-                from ..router import recalibrate_router
+                from .router_train import recalibrate_router
 
                 info = recalibrate_router(out, out, self.val_clean, threads=self.s.threads,
                                           seed=self.s.seed + 1000)
                 log.info("router: thresholds re-chosen on val: %s", info["metrics"])
         else:
-            from ..router import train_router
+            from .router_train import train_router
 
             info = train_router(self.train_clean, list(self.s.tasks), out_dir=out,
                                 steps=self.s.router_steps, seed=self.s.seed, threads=self.s.threads,
@@ -644,7 +644,8 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     from . import datasets as dsets
     from ..bundle import load_bundle
     from .domain import randomize as randomize_fn
-    from ..router import ROUTER_INPUT_SIZE, SENSOR_VARIANTS, train_router
+    from ..router import ROUTER_INPUT_SIZE, SENSOR_VARIANTS
+    from .router_train import train_router
 
     src = load_bundle(bundle_dir)
     names = dsets.parse_sets(sets)
