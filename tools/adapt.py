@@ -142,7 +142,7 @@ def _source_stats(bundle, args) -> dict:
 
 
 def _measure(bundle, args) -> dict:
-    from tir.engines.adapt import format_measurement, measure_adaptation
+    from tir.engines.training.adapt_measure import format_measurement, measure_adaptation
 
     result = measure_adaptation(bundle, args.measure, args.data_root, frames=args.frames, seed=args.seed, backend=args.backend,
                                 threads=args.threads, balance=args.balanced)

@@ -29,7 +29,7 @@ def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draw
     (the live path degrades counts before the preprocessing), so only before/after compare. Raises DatasetError for an
     unknown set or one without clean frames, ValueError for fewer than two sets. ``only``: leave
     out just these sets (each still trained on all the others), e.g. to spread the work."""
-    from ..adapt import measure_adaptation
+    from .adapt_measure import measure_adaptation
     from .camera_eval import evaluate_set
     from .train import train_router_for_bundle
 
