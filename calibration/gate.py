@@ -115,7 +115,7 @@ def find_fp16_layers(fp32_path, ranges, frames, work_dir, candidates: Sequence[s
     from INT8 (fidelity, stable even when the clean-reference loss is noisy).
     Layers are excluded in that order; ``qdq_options`` go to ``write_trt_qdq``. Returns (layers, numbers, passed, path of the mixed Q/DQ ONNX).
     """
-    from tir.engines.training.export import ort_session
+    from tir.engines.backends.onnxruntime import ort_session
 
     from .qdq import write_trt_qdq
 

@@ -9,7 +9,8 @@ from torch import nn
 from tir.calibration.data import calibration_set
 from tir.calibration.qdq import collect_ranges, quantize_cpu, trt_cache_from_ranges, write_trt_qdq
 from tir.calibration.trt_cache import TrtCalibrationCache
-from tir.engines.training.export import audit_onnx, export_onnx, ort_session
+from tir.engines.backends.onnxruntime import ort_session
+from tir.engines.training.export import audit_onnx, export_onnx
 from tir.engines.metrics import psnr
 
 

@@ -27,7 +27,8 @@ def add_arguments(parser) -> None:
 
 
 def check_onnx(path, size, targets, is_route: bool = True) -> dict:
-    from tir.engines.training.export import audit_onnx, ort_session, read_metadata
+    from tir.engines.backends.onnxruntime import ort_session
+    from tir.engines.training.export import audit_onnx, read_metadata
 
     result = {"file": str(path), "errors": [], "warnings": []}
     audit = audit_onnx(str(path), targets)

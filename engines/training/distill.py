@@ -195,7 +195,8 @@ def export_student(net: StudentNet, path, size: Tuple[int, int] = (64, 64), tole
     {"path", "max_abs_err", "ops"}."""
     import onnx
 
-    from .export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ExportError, audit_onnx, ort_session, set_metadata
+    from ..backends.onnxruntime import ort_session
+    from .export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ExportError, audit_onnx, set_metadata
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -211,7 +211,8 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
 
     from ..bundle import BundleError, load_bundle, read_verified, write_bundle
     from ..engine import MULTIPLE_KEY
-    from .export import ExportError, ort_session
+    from ..backends.onnxruntime import ort_session
+    from .export import ExportError
     from .train import route_costs
 
     bundle = load_bundle(src)
