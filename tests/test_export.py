@@ -1,4 +1,4 @@
-"""engines/export.py: parity with torch, TensorRT operator audit, metadata round trip."""
+"""engines/training/export.py: parity with torch, TensorRT operator audit, metadata round trip."""
 import numpy as np
 import onnx
 import pytest

@@ -1,4 +1,4 @@
-"""The convolution-dominated export form of a route (engines/fast_route.py) computes the same
+"""The convolution-dominated export form of a route (engines/training/fast_route.py) computes the same
 function as RouteModule, and a bundle re-exported with it keeps valid hashes and outputs."""
 import dataclasses
 import json

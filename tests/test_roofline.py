@@ -1,4 +1,4 @@
-"""tir bench --roofline: the dense-conv reference, MAC counts and shares (engines/roofline.py),
+"""tir bench --roofline: the dense-conv reference, MAC counts and shares (engines/training/roofline.py),
 and the per-precision ORT optimisation level (engines/backends/onnxruntime.py)."""
 import numpy as np
 import onnxruntime as ort

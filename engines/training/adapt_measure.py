@@ -18,7 +18,7 @@ def measure_adaptation(bundle_path, sets: Sequence[str], data_root=None, frames:
                        **fit_options) -> dict:
     """Router accuracy on held-out cameras before and after :func:`fit_adaptation` (issue 9 item 6).
 
-    Per registered set in ``sets`` (engines/datasets.py; ``data_root`` as
+    Per registered set in ``sets`` (engines/training/datasets.py; ``data_root`` as
     ``datasets.data_root``), frames mapped to [0, 1] as the live preprocessing does
     (``datasets.to_unit``) at their native size: ``frames`` unlabeled fitting frames are
     drawn from the train split (frames in seeded random order, each with a seeded random class

@@ -11,9 +11,9 @@
   ECMRNet's frozen branches avoid.
 - ``joint``: the same network trained on all seven tasks at once for the same total steps.
 
-The two networks use the single-route edge architecture (engines/models/ecmrnet.py
+The two networks use the single-route edge architecture (engines/training/models/ecmrnet.py
 ``create_model("edge")``, tone head included, trained on crops that carry their whole frame's
-tone statistics like ours) and the project's loss (engines/losses.py: L1 + 0.5·(1 − MS-SSIM) +
+tone statistics like ours) and the project's loss (engines/training/losses.py: L1 + 0.5·(1 − MS-SSIM) +
 0.1·Sobel L1, ecmrnet.md §1.2), so the only difference to ours is how tasks share weights.
 """
 from __future__ import annotations

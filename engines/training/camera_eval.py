@@ -27,7 +27,7 @@ Scores are PSNR of restored vs clean counts with the peak = the frame's full sca
   the user's picture does not show it, and for a radiometric camera the counts are the scene's
   temperatures, not something to "restore". Such sets are therefore also scored as the user
   sees them (``display``): restored and clean each through the pipeline's display map (robust
-  0.5-99.5 % linear range, :func:`tir.edge.pipeline.normalize.robust_range`), and the router
+  0.5-99.5 % linear range, :func:`tir.edge.normalize.robust_range`), and the router
   against the *visible* task (the contrast part dropped: contrast -> clean, CB -> blur,
   CN -> noise, CBN -> BN; :func:`visible_task`). The strict count-domain numbers stay in the
   result next to them;

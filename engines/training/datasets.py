@@ -187,7 +187,7 @@ def load_counts(name: str, split: str, root: Optional[Union[str, Path]] = None,
 def to_unit(counts: np.ndarray, bits: int, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
     """Stored frame -> float32 [0, 1] as the live preprocessing sees it: 8-bit (display-referred)
     by full scale /255, raw counts by the robust percentile stretch of the pipeline's
-    normaliser (edge/pipeline/normalize.py, one frame, no smoothing)."""
+    normaliser (edge/normalize.py, one frame, no smoothing)."""
     if bits == 8:
         return counts.astype(np.float32) / 255.0
     from tir.edge.normalize import Normalizer

@@ -8,7 +8,7 @@ prompts as negatives). Teachers are the bundle's routes, rebuilt in torch from i
 
 One training step (``distill`` stage): a batch of crops whose samples each draw a prompt slot
 (a task, or ``clean`` with clean crops); crops come from per-task pools of whole degraded
-frames (tir.engines.train.DegradedPool: the recipe's non-uniformity geometry, whole-frame tone
+frames (tir.engines.training.train.DegradedPool: the recipe's non-uniformity geometry, whole-frame tone
 statistics per crop). Each sample's teacher is its task's route (field head left out on crops,
 as in ``tir train``); ``clean`` has the identity as teacher. The loss:
 
@@ -190,7 +190,7 @@ def prompt_contrast(anchor: torch.Tensor, positive: torch.Tensor, negative: torc
 def export_student(net: StudentNet, path, size: Tuple[int, int] = (64, 64), tolerance: float = 1e-4) -> dict:
     """ONNX (opset 17) with inputs ``input`` N×1×H×W and ``prompt`` N×K, output ``output``;
     metadata ``tir.multiple``, ``tir.model=student``, ``tir.prompts`` (comma-separated slots).
-    The TensorRT op audit (tir.engines.export.audit_onnx) and an ONNX Runtime parity check
+    The TensorRT op audit (tir.engines.training.export.audit_onnx) and an ONNX Runtime parity check
     (random frames and soft prompts, two sizes) must pass, else ExportError. Returns
     {"path", "max_abs_err", "ops"}."""
     import onnx

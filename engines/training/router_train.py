@@ -413,7 +413,7 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
     """Train the router on clean frames degraded per class, calibrate "unknown", export ONNX.
 
     ``augment(batch, rng)`` re-renders each clean batch before it is degraded, for training and
-    for the threshold calibration alike (:func:`tir.engines.domain.randomize`: clean as many
+    for the threshold calibration alike (:func:`tir.engines.training.domain.randomize`: clean as many
     cameras deliver it). ``cache_size`` (w, h): train on centre crops of that size at native
     pixel scale instead of ``input_size`` (4× cheaper at 320×256; the trunk ends in mean/std
     pooling, so it runs on the full ``input_size`` frame at run time; thresholds are always

@@ -2,8 +2,8 @@
 
 Stages, in order (ecmrnet.md §1.2): ``pretrain`` (clean→clean: stem, reconstruction and clean
 branch), then per task ``<task>-train`` → ``<task>-prune`` → ``<task>-finetune``, then
-``router`` (tir.engines.router.train_router) and ``bundle`` (one ONNX per route through
-tir.engines.export.export_onnx, tir.engines.bundle.write_bundle). After every stage the model
+``router`` (tir.engines.training.router_train.train_router) and ``bundle`` (one ONNX per route through
+tir.engines.training.export.export_onnx, tir.engines.bundle.write_bundle). After every stage the model
 (``model.pt``: architecture + state dict) and ``state.json`` (finished stages and their
 metrics) are written to the work dir; a restart loads them and skips finished stages.
 
@@ -61,7 +61,7 @@ class TrainSettings:
     seed: int = 0
     threads: int = 2
     data: Optional[str] = None         # registered sets "a,b" or a RoadScene folder (default: roadscene)
-    randomize: bool = False            # domain-randomise the clean pool (engines/domain.py)
+    randomize: bool = False            # domain-randomise the clean pool (engines/training/domain.py)
     group: int = 8                     # channels per pruning group (keeps widths multiples of 8)
     prune_p: Optional[float] = None    # None: smallest p on P_GRID reaching target_reduction
     target_reduction: float = 0.40
@@ -97,7 +97,7 @@ class DegradedPool:
         self.stats = self._stats(np.arange(len(self.clean)))
 
     def _render(self, idx: np.ndarray) -> np.ndarray:
-        """Clean frames ``idx``, re-rendered as another camera might (engines/domain.py) when
+        """Clean frames ``idx``, re-rendered as another camera might (engines/training/domain.py) when
         the pool randomises; a copy of the base frames otherwise."""
         if not self.randomize:
             return self.base[idx].copy()
@@ -143,7 +143,7 @@ class DegradedPool:
 
 def load_split(data: Optional[str], split: str) -> np.ndarray:
     """Clean frames of ``split`` as (N, H, W) float32 [0, 1]: ``data`` names registered data sets
-    (``roadscene,hit_uav``: engines/datasets.py, brought to 640×512 at native scale) or a
+    (``roadscene,hit_uav``: engines/training/datasets.py, brought to 640×512 at native scale) or a
     RoadScene folder (None: the shared RoadScene set)."""
     from . import datasets as dsets
 
@@ -590,7 +590,7 @@ def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, setti
     for task in model.tasks:
         path = onnx_dir / f"{task}.onnx"
         meta = {"task": task, "preset": model.cfg.name, MULTIPLE_KEY: m}
-        # the convolution-dominated export form, checked against RouteModule (engines/fast_route.py)
+        # the convolution-dominated export form, checked against RouteModule (engines/training/fast_route.py)
         record = export_route(model, task, path, metadata=meta)
         routes[task] = path
         metrics = state["metrics"].get(task, {})
@@ -635,9 +635,9 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     """Train a new router for an existing bundle on several cameras' frames and write a copy of
     the bundle with it (routes, checkpoint and their hashes unchanged; the original untouched).
 
-    ``sets``: registered data sets (engines/datasets.py); their ``train`` splits train the
+    ``sets``: registered data sets (engines/training/datasets.py); their ``train`` splits train the
     router, their ``val`` splits choose the "unknown" thresholds. ``randomize`` applies the
-    clean-pool domain randomisation (engines/domain.py) before every degradation. The new
+    clean-pool domain randomisation (engines/training/domain.py) before every degradation. The new
     manifest records the sets (``training.router_data``). Returns the new bundle's folder.
     Raises DatasetError / BundleError with the reason.
     """
