@@ -4,7 +4,7 @@ Sources (``calibration_set(source, ...)``):
 
 - ``synthetic``: the virtual camera (:class:`tir.edge.sources.synthetic.ThermalSceneRenderer`),
   several scenes (seeds) sampled sparsely in time so the set is varied, 14-bit counts mapped to
-  [0, 1] by :class:`tir.edge.pipeline.normalize.Normalizer` as ``tir run`` does;
+  [0, 1] by :class:`tir.edge.normalize.Normalizer` as ``tir run`` does;
 - ``roadscene``: RoadScene IR frames (train split; the held-out part uses val) degraded on the
   fly with every task of :mod:`tir.engines.degrade` plus clean copies, since the model sees
   degraded frames at run time;

@@ -129,7 +129,7 @@ def compute_source_stats(embed: Callable[[np.ndarray], np.ndarray], frames: np.n
     degraded ``draws`` times per class (clean once) with ``router.degraded_batches``, as the
     router's training does; ``embed`` maps N×1×h×w float32 to N×D embeddings (the router
     ONNX). ``augment`` is the clean-frame randomisation the router was trained with
-    (engines/domain.py), if any. Adds ``frames``, ``draws``, ``seed`` to the result."""
+    (engines/training/domain.py), if any. Adds ``frames``, ``draws``, ``seed`` to the result."""
     from .router import degraded_batches, prepare_frames
 
     x = prepare_frames(frames, input_size)[:, 0]

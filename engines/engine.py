@@ -1,7 +1,7 @@
 """The inference interface every backend implements.
 
 An engine takes a batch of *normalised* frames, float32 N×1×H×W (values roughly in
-[0, 1], see :mod:`tir.edge.pipeline.normalize`) and returns the restored batch in the same
+[0, 1], see :mod:`tir.edge.normalize`) and returns the restored batch in the same
 layout. Frames of any size are padded (reflect) to the model's spatial multiple and
 cropped back, so callers never think about it.
 """

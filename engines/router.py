@@ -186,7 +186,7 @@ def degraded_batches(frames: np.ndarray, classes: Sequence[str], draws: int, see
     """Yield (class index, N×1×h×w float32 batch) for (N,h,w) ``frames``: every frame degraded
     ``draws`` times per class, draw d of class k seeded by ``[seed, k, d]``; a clean frame once
     (``draws`` times when ``augment`` is given). ``augment(batch, rng)`` (e.g.
-    :func:`tir.engines.domain.randomize`) re-renders the clean batch before the degradation.
+    :func:`tir.engines.training.domain.randomize`) re-renders the clean batch before the degradation.
     ``variants`` {class: [spec, ...]}: draw d of that class uses spec ``d % len`` (e.g.
     :data:`SENSOR_VARIANTS`: the noise classes also as real non-NUC'd sensors show them)."""
     from tqdm import tqdm
