@@ -31,6 +31,9 @@ Choices where the source is silent or unconfirmed (documented, not from the pape
 - dead/hot pixels: PixelDropout with probability 0.002 to 0 (dead) and 0.001 to 1 (hot).
 - jpeg: heavy JPEG blocking, quality 5–15 (cv2.imencode); NOT an ECMRNet task. It is an unseen
   degradation used to test the router's "unknown" answer.
+
+A shared leaf (docs/architecture.md, "Layers"): the runtime (the virtual camera) and training
+both use it, and it imports nothing from tir but the registry helpers (tests/test_layers.py).
 """
 from __future__ import annotations
 
