@@ -124,7 +124,8 @@ def source_stats(embeddings, labels, classes: Sequence[str], digits: int = 6, cl
 def compute_source_stats(embed: Callable[[np.ndarray], np.ndarray], frames: np.ndarray,
                          classes: Sequence[str], draws: int = SOURCE_DRAWS, seed: int = SOURCE_SEED,
                          input_size: Sequence[int] = (640, 512), progress: bool = True,
-                         augment: Optional[Callable] = None, variants: Optional[dict] = None) -> dict:
+                         augment: Optional[Callable] = None, variants: Optional[dict] = None,
+                         quantize: float = 0.0) -> dict:
     """:func:`source_stats` of ``frames`` (N,H,W float [0,1], the router's training frames)
     degraded ``draws`` times per class (clean once) with ``router.degraded_batches``, as the
     router's training does; ``embed`` maps N×1×h×w float32 to N×D embeddings (the router
@@ -135,7 +136,8 @@ def compute_source_stats(embed: Callable[[np.ndarray], np.ndarray], frames: np.n
     x = prepare_frames(frames, input_size)[:, 0]
     emb, labels = [], []
     for k, batch in degraded_batches(x, list(classes), int(draws), int(seed), desc="source stats",
-                                     progress=progress, augment=augment, variants=variants):
+                                     progress=progress, augment=augment, variants=variants,
+                                     quantize=quantize):
         emb.append(np.asarray(embed(batch), np.float64).reshape(len(batch), -1))
         labels += [k] * len(batch)
     stats = source_stats(np.concatenate(emb), np.asarray(labels), classes)
@@ -420,7 +422,8 @@ def write_adapted_bundle(bundle_path, out_dir, adaptation: dict):
 
 def add_source_stats(bundle_path, frames: np.ndarray, data: str, draws: int = SOURCE_DRAWS,
                      seed: int = SOURCE_SEED, threads: Optional[int] = None, progress: bool = True,
-                     augment: Optional[Callable] = None, variants: Optional[dict] = None):
+                     augment: Optional[Callable] = None, variants: Optional[dict] = None,
+                     quantize: float = 0.0):
     """Compute :func:`compute_source_stats` with the bundle's router ONNX on ``frames`` (the
     router's training frames, (N,H,W) float [0,1]; ``data`` says where they came from) and
     store them in the bundle's router entry under :data:`SOURCE_KEY`, in place (only
@@ -436,7 +439,8 @@ def add_source_stats(bundle_path, frames: np.ndarray, data: str, draws: int = SO
     engine = load_engine(bundle.router_path, backend="onnxruntime",
                          **({} if threads is None else {"threads": threads}))
     stats = compute_source_stats(lambda x: engine.infer(x), frames, bundle.router["tasks"], draws, seed,
-                                 bundle.router.get("input_size", (640, 512)), progress, augment, variants)
+                                 bundle.router.get("input_size", (640, 512)), progress, augment, variants,
+                                 quantize)
     stats["data"] = str(data)
     manifest = copy.deepcopy(bundle.manifest)
     manifest["router"][SOURCE_KEY] = stats

@@ -182,13 +182,17 @@ def confusion(true: Sequence[str], pred: Sequence[str], classes: Sequence[str]) 
 
 def degraded_batches(frames: np.ndarray, classes: Sequence[str], draws: int, seed: int, chunk: int = 8,
                      desc: str = "", progress: bool = True, augment: Optional[Callable] = None,
-                     variants: Optional[dict] = None):
+                     variants: Optional[dict] = None, quantize: float = 0.0):
     """Yield (class index, N×1×h×w float32 batch) for (N,h,w) ``frames``: every frame degraded
     ``draws`` times per class, draw d of class k seeded by ``[seed, k, d]``; a clean frame once
     (``draws`` times when ``augment`` is given). ``augment(batch, rng)`` (e.g.
     :func:`tir.engines.training.domain.randomize`) re-renders the clean batch before the degradation.
     ``variants`` {class: [spec, ...]}: draw d of that class uses spec ``d % len`` (e.g.
-    :data:`SENSOR_VARIANTS`: the noise classes also as real non-NUC'd sensors show them)."""
+    :data:`SENSOR_VARIANTS`: the noise classes also as real non-NUC'd sensors show them).
+    ``quantize``: probability per frame that the (degraded or clean) frame is stored in 8 bits
+    afterwards, as an 8-bit camera or file delivers it (``tir eval`` and ``file://`` re-quantise
+    after the degradation: a contrast-compressed frame keeps 50-150 grey levels whose steps
+    put fine-scale energy back into a blurred frame). 0 draws nothing (seeded draws unchanged)."""
     from tqdm import tqdm
 
     from . import degrade as deg
@@ -205,8 +209,19 @@ def degraded_batches(frames: np.ndarray, classes: Sequence[str], draws: int, see
                     if name != CLEAN:
                         options = (variants or {}).get(name) or [name]
                         batch = deg.degrade(batch, options[d % len(options)], rng)
+                    if quantize > 0:
+                        batch = quantize_8bit(batch, rng.random(len(batch)) < quantize)
                     yield k, np.ascontiguousarray(batch[:, None], dtype=np.float32)
                     bar.update(1)
+
+
+def quantize_8bit(batch: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """(N, h, w) float32 [0, 1] -> the same with the frames where ``which`` (N bools) is true
+    rounded to 8-bit grey levels (k/255), as an 8-bit camera, JPEG/PNG file or ``tir eval`` of an
+    8-bit set stores a frame."""
+    out = np.array(batch, dtype=np.float32, copy=True)
+    out[which] = np.rint(np.clip(out[which], 0.0, 1.0) * 255.0) / 255.0
+    return out
 
 
 def load_router_entry(path) -> Tuple[Path, dict]:

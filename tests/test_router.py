@@ -171,3 +171,22 @@ def test_prepare_frames_keeps_native_pixel_scale():
     assert np.array_equal(z[0, 0], big[256:768, 320:960])
     odd = prepare_frames(rng.random((2, 1, 60, 80), dtype=np.float32), (640, 512))
     assert odd.shape == (2, 1, 512, 640) and np.isfinite(odd).all()
+
+
+def test_quantize_share_rounds_to_8bit_and_zero_changes_nothing():
+    """``quantize`` re-quantises degraded frames as an 8-bit camera/file stores them; 0 leaves the
+    seeded draws bit-identical to before the option existed."""
+    from tir.engines.router import degraded_batches, quantize_8bit
+
+    frames = np.random.default_rng(0).random((6, 32, 40)).astype(np.float32)
+    plain = [b for _, b in degraded_batches(frames, ["noise", "clean"], 2, 0, progress=False)]
+    zero = [b for _, b in degraded_batches(frames, ["noise", "clean"], 2, 0, progress=False, quantize=0.0)]
+    assert all(np.array_equal(a, b) for a, b in zip(plain, zero))
+    full = [b for _, b in degraded_batches(frames, ["noise", "clean"], 2, 0, progress=False, quantize=1.0)]
+    for a, b in zip(plain[:1], full[:1]):  # first chunk: same draws, then rounded
+        assert np.array_equal(np.rint(a * 255) / 255, b)
+    assert all(np.array_equal(np.rint(b * 255) / 255, b) for b in full)
+    which = np.array([True, False, True, False, False, False])
+    q = quantize_8bit(frames, which)
+    assert np.array_equal(q[~which], frames[~which]) and not np.array_equal(q[which], frames[which])
+    assert np.abs(q - frames).max() <= 0.5 / 255 + 1e-7

@@ -264,3 +264,12 @@ def test_learn_refuses_a_tampered_or_code_carrying_checkpoint(tmp_path):
     assert not flag.exists(), "the pickle ran code"
     # the shipped checkpoint itself is tensors and plain containers only
     assert torch.load(io.BytesIO(good), weights_only=True)["architecture"]["config"]["name"] == "edge"
+
+
+def test_balanced_repeats_lift_small_sets_up_to_the_cap():
+    from tir.engines.training.train import balanced_repeats
+
+    assert balanced_repeats([171, 103, 100, 22, 24], 4) == [1, 2, 2, 4, 4]
+    assert balanced_repeats([171, 22], 1) == [1, 1]
+    assert balanced_repeats([10, 10], 8) == [1, 1]
+    assert balanced_repeats([100, 40], 8) == [1, 2]

@@ -65,6 +65,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--router-draws", type=int, default=3, help="degradation draws per frame and class (router)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="with --router-only: at most N frames per set and split (quick runs)")
+    parser.add_argument("--router-quantize", type=float, default=0.0, metavar="P",
+                        help="with --router-only: share of degraded frames re-quantised to 8 bits, as an 8-bit "
+                             "camera or file delivers them (0-1, default 0)")
+    parser.add_argument("--router-balance", type=int, default=1, metavar="K",
+                        help="with --router-only: repeat a smaller set's train frames up to K times towards the "
+                             "largest set's count (each repeat randomised anew; default 1: no repeats)")
     parser.add_argument("--randomize", action="store_true",
                         help="full training: domain-randomise the clean pool of every route (engines/domain.py)")
     parser.add_argument("--no-randomize", action="store_true",
@@ -128,7 +134,8 @@ def _train_router_only(args) -> int:
         out = train_router_for_bundle(bundle, args.out, args.data or "roadscene", args.work_dir,
                                       steps=args.router_steps, seed=args.seed, threads=args.threads,
                                       draws=args.router_draws, randomize=not args.no_randomize,
-                                      max_frames=args.max_frames,
+                                      max_frames=args.max_frames, quantize=args.router_quantize,
+                                      balance=args.router_balance,
                                       command=args.command_line)
     except (DatasetError, BundleError, ValueError) as exc:
         log.error("%s", exc)

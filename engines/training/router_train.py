@@ -30,7 +30,7 @@ def calibrate_thresholds(embed: Callable[[np.ndarray], np.ndarray], codebook: np
                          percentile: float = DEFAULT_THRESHOLD_PERCENTILE, unseen: Sequence[str] = ("jpeg",),
                          input_size: Sequence[int] = ROUTER_INPUT_SIZE, chunk: int = 8,
                          progress: bool = True, augment: Optional[Callable] = None,
-                         variants: Optional[dict] = None) -> dict:
+                         variants: Optional[dict] = None, quantize: float = 0.0) -> dict:
     """Per-class "unknown" thresholds from held-out (val) frames, and what they give on val.
 
     Every val frame is degraded ``draws`` times per class (seeded; a clean frame once) and
@@ -48,7 +48,7 @@ def calibrate_thresholds(embed: Callable[[np.ndarray], np.ndarray], codebook: np
     def similarities(names, n_draws, base):
         sims, labels = [], []
         for k, batch in degraded_batches(frames, names, n_draws, base, chunk, "router thresholds", progress,
-                                         augment, variants):
+                                         augment, variants, quantize):
             sims.append(cosine_scores(embed(batch), book))
             labels += [k] * len(batch)
         return np.concatenate(sims), np.asarray(labels)
@@ -355,7 +355,8 @@ def supervised_contrastive_loss(z, labels, tau: float = DEFAULT_TEMPERATURE):
 
 def _feature_cache(net, images: np.ndarray, classes: Sequence[str], draws: int, seed: int,
                    desc: str, input_size: Sequence[int] = ROUTER_INPUT_SIZE, chunk: int = 8,
-                   augment: Optional[Callable] = None, variants: Optional[dict] = None):
+                   augment: Optional[Callable] = None, variants: Optional[dict] = None,
+                   quantize: float = 0.0):
     """Degrade every frame ``draws`` times per class and keep the band-feature maps (float16)."""
     import torch
 
@@ -363,7 +364,7 @@ def _feature_cache(net, images: np.ndarray, classes: Sequence[str], draws: int, 
     maps, labels = [], []
     with torch.no_grad():
         for k, batch in degraded_batches(frames, classes, draws, seed, chunk, desc, augment=augment,
-                                         variants=variants):
+                                         variants=variants, quantize=quantize):
             maps.append(net.features(torch.from_numpy(batch)).numpy().astype(np.float16))
             labels.extend([k] * len(batch))
     return np.concatenate(maps), np.asarray(labels, dtype=np.int64)
@@ -409,7 +410,8 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
                  outliers: Sequence[str] = ("dead_pixels", "vignetting"), outlier_weight: float = 0.5,
                  unseen: Sequence[str] = ("jpeg",),
                  input_size: Sequence[int] = ROUTER_INPUT_SIZE, augment: Optional[Callable] = None,
-                 cache_size: Optional[Sequence[int]] = None, variants: Optional[dict] = None) -> dict:
+                 cache_size: Optional[Sequence[int]] = None, variants: Optional[dict] = None,
+                 quantize: float = 0.0) -> dict:
     """Train the router on clean frames degraded per class, calibrate "unknown", export ONNX.
 
     ``augment(batch, rng)`` re-renders each clean batch before it is degraded, for training and
@@ -417,7 +419,8 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
     cameras deliver it). ``cache_size`` (w, h): train on centre crops of that size at native
     pixel scale instead of ``input_size`` (4× cheaper at 320×256; the trunk ends in mean/std
     pooling, so it runs on the full ``input_size`` frame at run time; thresholds are always
-    chosen on full ``input_size`` frames).
+    chosen on full ``input_size`` frames). ``quantize``: see :func:`~tir.engines.router.degraded_batches` (training
+    and threshold frames alike).
 
     ``clean_images`` (N,H,W) in [0,1] are the training frames; ``val_images`` pick the unknown
     thresholds (:func:`calibrate_thresholds`, ``calibration_draws`` draws per frame and class,
@@ -462,7 +465,7 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
     net = build_router_net(dim=dim)
     cache_size = tuple(cache_size or input_size)
     train_maps, train_labels = _feature_cache(net, clean_images, classes, draws, seed, "router cache", cache_size,
-                                              augment=augment, variants=variants)
+                                              augment=augment, variants=variants, quantize=quantize)
     outliers = [o for o in outliers if o not in classes and o not in unseen]
     if outliers:
         out_maps, _ = _feature_cache(net, clean_images, outliers, 1, seed + 3000, "router outliers", cache_size,
@@ -517,7 +520,7 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
             return net(torch.from_numpy(frames)).numpy()
     cal = calibrate_thresholds(embed, book, classes, val_images, draws=calibration_draws, seed=seed + 1000,
                                percentile=threshold_percentile, unseen=unseen, input_size=input_size,
-                               augment=augment, variants=variants)
+                               augment=augment, variants=variants, quantize=quantize)
     thresholds, threshold = cal["thresholds"], cal["threshold"]
     metrics = {
         "train_frames": int(len(clean_images)), "val_frames": int(len(val_images)),

@@ -627,17 +627,29 @@ def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, setti
     return write_bundle(out, routes, router_file, manifest)
 
 
+def balanced_repeats(sizes: Sequence[int], cap: int) -> List[int]:
+    """How often to repeat each set's frames: ``round(largest / size)``, at least 1, at most
+    ``cap`` (``cap`` 1: no repeats). E.g. sizes (171, 22), cap 4 -> (1, 4)."""
+    top = max(sizes)
+    return [int(min(max(1, round(top / max(n, 1))), max(1, int(cap)))) for n in sizes]
+
+
 def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 1500, seed: int = 0,
                             threads: int = 2, draws: int = 3, randomize: bool = True,
                             max_frames: Optional[int] = None, command: str = "",
                             cache_size=(320, 256), crop=(56, 72), calibration_draws: int = 4,
-                            sensor_variants: bool = True) -> Path:
+                            sensor_variants: bool = True, quantize: float = 0.0,
+                            balance: int = 1) -> Path:
     """Train a new router for an existing bundle on several cameras' frames and write a copy of
     the bundle with it (routes, checkpoint and their hashes unchanged; the original untouched).
 
     ``sets``: registered data sets (engines/training/datasets.py); their ``train`` splits train the
     router, their ``val`` splits choose the "unknown" thresholds. ``randomize`` applies the
-    clean-pool domain randomisation (engines/training/domain.py) before every degradation. The new
+    clean-pool domain randomisation (engines/training/domain.py) before every degradation; ``quantize``
+    re-quantises that share of the degraded frames to 8 bits (router.degraded_batches);
+    ``balance`` > 1 repeats the train frames of a set smaller than the largest one up to that
+    many times (each repeat is randomised anew), so a camera with few frames is not drowned
+    by one with many (:func:`balanced_repeats`). The new
     manifest records the sets (``training.router_data``). Returns the new bundle's folder.
     Raises DatasetError / BundleError with the reason.
     """
@@ -647,20 +659,27 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     from ..router import ROUTER_INPUT_SIZE, SENSOR_VARIANTS
     from .router_train import train_router
 
+    if not 0.0 <= float(quantize) <= 1.0:
+        raise ValueError(f"router quantize share must be in [0, 1], got {quantize}")
+
     src = load_bundle(bundle_dir)
     names = dsets.parse_sets(sets)
-    train = dsets.load_unit_frames(names, "train", ROUTER_INPUT_SIZE, max_frames=max_frames)
+    per_set = [dsets.load_unit_frames(n, "train", ROUTER_INPUT_SIZE, max_frames=max_frames) for n in names]
+    repeats = balanced_repeats([len(f) for f in per_set], balance)
+    train = np.concatenate([np.concatenate([f] * r) for f, r in zip(per_set, repeats)])
     val = dsets.load_unit_frames(names, "val", ROUTER_INPUT_SIZE, max_frames=max_frames)
-    log.info("router: %d train / %d val frames from %s", len(train), len(val), ", ".join(names))
+    log.info("router: %d train (repeats %s) / %d val frames from %s", len(train),
+             dict(zip(names, repeats)), len(val), ", ".join(names))
     work = Path(work_dir)
     train_router(train, list(src.tasks), out_dir=work / "router", steps=steps, seed=seed,
                  threads=threads, val_images=val, draws=draws, outliers=(),
                  augment=randomize_fn if randomize else None, cache_size=cache_size,
                  crop=crop, calibration_draws=calibration_draws,
-                 variants=SENSOR_VARIANTS if sensor_variants else None)
+                 variants=SENSOR_VARIANTS if sensor_variants else None, quantize=quantize)
     training = {"sets": dsets.describe(names), "steps": steps, "seed": seed, "draws": draws,
                 "cache_size": list(cache_size), "crop": list(crop), "sensor_variants": bool(sensor_variants),
                 "calibration_draws": calibration_draws, "domain_randomisation": bool(randomize),
+                "quantize": float(quantize), "balance": int(balance),
                 "command": command, "date": now_iso()}
     return bundle_with_router(src.path, work / "router", out_dir, names, training, train, threads)
 
@@ -700,5 +719,6 @@ def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, t
 
     add_source_stats(out, train_frames, ",".join(names) + " (train)", threads=threads,
                      augment=randomize_fn if training.get("domain_randomisation") else None,
-                     variants=SENSOR_VARIANTS if training.get("sensor_variants") else None)
+                     variants=SENSOR_VARIANTS if training.get("sensor_variants") else None,
+                     quantize=float(training.get("quantize", 0.0)))
     return bundle.path
