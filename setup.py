@@ -15,6 +15,8 @@ FOLDERS = {
     "tir.engines": "engines",
     "tir.engines.backends": "engines/backends",
     "tir.engines.models": "engines/models",
+    "tir.engines.training": "engines/training",
+    "tir.engines.training.models": "engines/training/models",
     "tir.calibration": "calibration",
     "tir.tools": "tools",
 }

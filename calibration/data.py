@@ -4,7 +4,7 @@ Sources (``calibration_set(source, ...)``):
 
 - ``synthetic``: the virtual camera (:class:`tir.edge.sources.synthetic.ThermalSceneRenderer`),
   several scenes (seeds) sampled sparsely in time so the set is varied, 14-bit counts mapped to
-  [0, 1] by :class:`tir.edge.pipeline.normalize.Normalizer` as ``tir run`` does;
+  [0, 1] by :class:`tir.edge.normalize.Normalizer` as ``tir run`` does;
 - ``roadscene``: RoadScene IR frames (train split; the held-out part uses val) degraded on the
   fly with every task of :mod:`tir.engines.degrade` plus clean copies, since the model sees
   degraded frames at run time;
@@ -124,7 +124,7 @@ def normalise_counts(raw: np.ndarray) -> np.ndarray:
     Returns:
         (H, W) float32 in [0, 1]: linear between the 0.5/99.5 % percentiles (no EMA).
     """
-    from tir.edge.pipeline.normalize import Normalizer
+    from tir.edge.normalize import Normalizer
 
     return Normalizer(alpha=1.0).forward(np.asarray(raw))[0]
 
@@ -174,7 +174,7 @@ def synthetic_set(n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, seed: int = 0) -> 
         return normalise_counts(render(i, False)[0])
 
     def pair(i: int):
-        from tir.edge.pipeline.normalize import Normalizer
+        from tir.edge.normalize import Normalizer
 
         raw, truth, _ = render(i, True)
         norm = Normalizer(alpha=1.0)

@@ -160,7 +160,7 @@ def find_fp16_layers(fp32_path, ranges, frames, work_dir, candidates: Sequence[s
         (layers, numbers, passed, path of the mixed Q/DQ ONNX); ``numbers`` as :func:`measure`
         returns them (dB).
     """
-    from tir.engines.export import ort_session
+    from tir.engines.backends.onnxruntime import ort_session
 
     from .qdq import write_trt_qdq
 

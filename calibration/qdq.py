@@ -135,12 +135,12 @@ def float_regions(model) -> FloatRegions:
 
     Preprocessing: the stem is the first weighted node that works on an image (its input is not
     1×1 spatially) with more than one output channel (a 1-channel conv is an average pool
-    written as a conv by the export form of engines/fast_route.py); everything it depends on is
+    written as a conv by the export form of engines/training/fast_route.py); everything it depends on is
     input preprocessing: the pixel unshuffle and, in
     tone-head routes, the whole-frame statistics, their per-frame MLP and the affine tone
-    correction (tir.engines.models.ecmrnet.ToneHead). Post-processing: every node after the
+    correction (tir.engines.training.models.ecmrnet.ToneHead). Post-processing: every node after the
     image-level skip Add (``input + correction``), e.g. a route's whole-frame field head
-    (tir.engines.models.ecmrnet.FieldHead), which pools the restored image and adds a smooth
+    (tir.engines.training.models.ecmrnet.FieldHead), which pools the restored image and adds a smooth
     field to it. Quantising either would put the whole frame (or its few global statistics,
     which span different scales) through 8 bits; they cost next to nothing in higher precision.
     """
@@ -148,7 +148,7 @@ def float_regions(model) -> FloatRegions:
     inits = {i.name for i in model.graph.initializer}
     pre: set = set()
     out_channels = {i.name: (i.dims[0] if len(i.dims) == 4 else 0) for i in model.graph.initializer}
-    # a 1-output-channel conv on the image is a pooling written as a conv (engines/fast_route.py:
+    # a 1-output-channel conv on the image is a pooling written as a conv (engines/training/fast_route.py:
     # the tone head's and field head's average pools), not the stem
     stem = next((n for n in model.graph.node if n.op_type in WEIGHTED_OPS
                  and n.input[0] not in inits and n.input[0] not in ones

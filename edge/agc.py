@@ -25,7 +25,7 @@ from typing import Callable, Dict, Optional
 import cv2
 import numpy as np
 
-from .pipeline.normalize import Normalizer
+from .normalize import Normalizer
 
 N_COUNTS = 65536
 

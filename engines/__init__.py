@@ -1,1 +1,2 @@
-"""Models, pruning, training, export, inference backends and the engine cache."""
+"""Runtime engines (backends, bundles, restorer, router inference, adaptation, engine cache), the
+degradation catalogue (degrade.py) and, in ``training/``, everything that trains (torch)."""

@@ -132,7 +132,7 @@ def compute_source_stats(embed: Callable[[np.ndarray], np.ndarray], frames: np.n
     degraded ``draws`` times per class (clean once) with ``router.degraded_batches``, as the
     router's training does; ``embed`` maps N×1×h×w float32 to N×D embeddings (the router
     ONNX). ``augment`` is the clean-frame randomisation the router was trained with
-    (engines/domain.py), if any. Adds ``frames``, ``draws``, ``seed`` to the result."""
+    (engines/training/domain.py), if any. Adds ``frames``, ``draws``, ``seed`` to the result."""
     from .router import degraded_batches, prepare_frames
 
     x = prepare_frames(frames, input_size)[:, 0]
@@ -555,107 +555,3 @@ def adapt_bundle(bundle_path, source_uri: str, frames: int, out_dir, normalizer=
     adapted = write_adapted_bundle(original.path, out_dir, entry)
     return {"bundle": adapted, "fit": entry, "before": decision_histogram(emb, original.router),
             "after": decision_histogram(emb, original.router, entry)}
-
-
-# ---------------------------------------------------------------------------------------------
-# measurement: router accuracy on held-out cameras before / after adaptation
-# ---------------------------------------------------------------------------------------------
-
-def measure_adaptation(bundle_path, sets: Sequence[str], data_root=None, frames: int = DEFAULT_FRAMES, seed: int = 0,
-                       backend: str = "auto", threads: Optional[int] = None, progress: bool = True,
-                       **fit_options) -> dict:
-    """Router accuracy on held-out cameras before and after :func:`fit_adaptation` (issue 9 item 6).
-
-    Per registered set in ``sets`` (engines/datasets.py; ``data_root`` as
-    ``datasets.data_root``), frames mapped to [0, 1] as the live preprocessing does
-    (``datasets.to_unit``) at their native size: ``frames`` unlabeled fitting frames are
-    drawn from the train split (frames in seeded random order, each with a seeded random class
-    of the router, tasks + clean, degraded with ``degrade.degrade``; the fit never sees the
-    class); the report is on the test split degraded once per task (frame i with the seed
-    ``[degrade.task_seed(task, seed), i]``, as ``degrade.make_eval_set``) plus the clean frames.
-    Accuracies: ``tasks`` (the router's decision on task frames, unknown counted wrong; what
-    the runtime routes by), ``tasks_nearest`` (nearest codebook entry), ``with_clean``.
-    A refused fit is reported with its reason and the unadapted accuracy.
-    """
-    from tqdm import tqdm
-
-    from . import datasets
-    from . import degrade as deg
-    from .bundle import load_bundle
-    from .evaluate import RouterRunner
-    from .router import CLEAN
-
-    bundle = load_bundle(bundle_path)
-    router = bundle.router
-    stats = source_of(router, bundle.name)
-    classes = list(router["tasks"])
-    runner = RouterRunner(bundle.router_path, router, backend, threads)
-    result = {"bundle": str(bundle.path), "frames": int(frames), "seed": int(seed), "data_root": str(datasets.data_root(data_root)),
-              "sets": {}}
-
-    def accuracy(decisions, labels):
-        task, near = np.array([d["task"] for d in decisions]), np.array([d["nearest"] for d in decisions])
-        truth = np.array(labels)
-        is_task = truth != CLEAN
-        return {"tasks": float(np.mean(task[is_task] == truth[is_task])),
-                "tasks_nearest": float(np.mean(near[is_task] == truth[is_task])),
-                "with_clean": float(np.mean(task == truth)),
-                "unknown": float(np.mean(task == "unknown"))}
-
-    for name in datasets.parse_sets(sets):
-        bits = datasets.dataset(name).bits
-        train, test = ([datasets.to_unit(c, bits) for c in datasets.load_counts(name, split, data_root)]
-                       for split in ("train", "test"))
-        rng = np.random.default_rng([int(seed), 9])
-        order = np.concatenate([rng.permutation(len(train)) for _ in range(-(-int(frames) // len(train)))])
-        fit_frames = []
-        for i in tqdm(order[: int(frames)], desc=f"{name}: fitting frames", unit="frame", disable=not progress):
-            cls = classes[int(rng.integers(len(classes)))]  # the class is drawn, used to degrade, then dropped
-            fit_frames.append(train[i] if cls == CLEAN else deg.degrade(train[i], cls, rng))
-        target = np.concatenate([runner.embed(f[None]) for f in fit_frames])  # sizes may differ
-        emb, labels = [], []
-        for cls in classes:
-            for i, f in enumerate(test):
-                if cls != CLEAN:
-                    f = deg.degrade(f, cls, np.random.default_rng([deg.task_seed(cls, seed), i]))
-                emb.append(runner.embed(f[None]))
-                labels.append(cls)
-        emb = np.concatenate(emb)
-
-        def decide(adaptation):
-            from .router import DEFAULT_TEMPERATURE, classify
-
-            return classify(apply_adaptation(emb, adaptation), runner.codebook, classes, runner.threshold,
-                            float(router.get("temperature", DEFAULT_TEMPERATURE)))
-        sizes = sorted({f.shape[::-1] for f in test + train})
-        row = {"train_frames": int(len(train)), "test_frames": int(len(test)), "classes": len(classes),
-               "frame_size": list(sizes[0]) if len(sizes) == 1 else "mixed",
-               "before": accuracy(decide(None), labels)}
-        try:
-            fit = fit_adaptation(target, stats, router["codebook"], classes, **fit_options)
-            row["after"] = accuracy(decide(fit), labels)
-            row["fit"] = {k: fit[k] for k in ("condition", "shrinkage", "similarity_before", "similarity_after")}
-        except AdaptationRefused as exc:
-            row["after"] = None
-            row["refused"] = str(exc)
-        result["sets"][name] = row
-    return result
-
-
-def format_measurement(result: dict) -> str:
-    """The before/after table of :func:`measure_adaptation` (Markdown)."""
-    lines = ["| set | frame size | test frames × classes | router accuracy on tasks before → after | "
-             "nearest entry before → after | with clean before → after | unknown before → after |",
-             "|---|---|---|---|---|---|---|"]
-    for name, row in result["sets"].items():
-        b, a = row["before"], row["after"]
-
-        def pair(key):
-            return f"{100 * b[key]:.1f} % → " + ("refused" if a is None else f"{100 * a[key]:.1f} %")
-        size = row["frame_size"] if isinstance(row["frame_size"], str) else "×".join(map(str, row["frame_size"]))
-        lines.append(f"| `{name}` | {size} | {row['test_frames']} × {row['classes']} | {pair('tasks')} | {pair('tasks_nearest')} | "
-                     f"{pair('with_clean')} | {pair('unknown')} |")
-    for name, row in result["sets"].items():
-        if row.get("refused"):
-            lines.append(f"\n`{name}`: refused: {row['refused']}")
-    return "\n".join(lines)

@@ -8,8 +8,9 @@ pipeline runs the real pipeline (capture -> ... -> output, no clients needed) on
 replayed). Every result names the route that ran (``route``: the bundle route,
 ``passthrough``, or ``-`` for a single model). Times are milliseconds (``*_ms``), rates frames
 per wall second (``fps``); frames are float32 N×1×H×W normalised to [0, 1]. Torch-free at
-import; the training code PSNR needs (data sets, degradations) is imported inside
-:func:`psnr_frames`.
+import; the frames :func:`bench_psnr` scores come from the training side
+(:func:`tir.engines.training.evaluate.psnr_frames`), which ``tir bench --psnr-data`` imports
+only when asked.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..edge.errors import UsageError
 from ..edge.pipeline.stats import StatsSnapshot, summarize_ms
 
 TRT_STYLE_PERCENTILES = (90, 95, 99)
@@ -32,7 +32,7 @@ def synthetic_batches(size: Tuple[int, int], count: int = 8, seed: int = 0,
     source's ``degrade=`` option) or clean."""
     import cv2
 
-    from tir.edge.pipeline.normalize import Normalizer
+    from tir.edge.normalize import Normalizer
     from tir.edge.sources.synthetic import SIZES, render_frames
 
     w, h = size
@@ -170,24 +170,6 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         "infer_in_flight": pipeline.infer_in_flight,
         "age_samples": samples,
     }
-
-
-def psnr_frames(sets: str, split: str, n: int, task: Optional[str]) -> Dict[str, Any]:
-    """Clean frames (``n`` in all, drawn evenly from the first ⌈n/sets⌉ of each registered set's
-    ``split``, 640×512 at native scale) and
-    their copies degraded with ``task`` (seed 0, engines/degrade.make_eval_set). UsageError when
-    there is no degradation to undo, DatasetError when the sets do not load (both exit 2)."""
-    from tir.engines import datasets as dsets
-    from tir.engines.degrade import make_eval_set
-
-    if not task:
-        raise UsageError("--psnr-data needs frames to restore: give --degrade TASK or --task TASK")
-    names = dsets.parse_sets(sets)
-    per_set = -(-int(n) // len(names))        # the first frames of every set, n in all
-    clean = dsets.load_unit_frames(names, split, max_frames=per_set)
-    clean = clean[np.sort(np.random.default_rng(0).choice(len(clean), min(n, len(clean)), replace=False))]
-    return {"clean": clean, "degraded": make_eval_set(clean, task, seed=0), "data": f"{sets} {split}",
-            "task": task}
 
 
 def bench_psnr(model, frames: Dict[str, Any]) -> Dict[str, Any]:

@@ -206,7 +206,7 @@ class Bundle:
 
     @property
     def deploy(self) -> str:
-        """What runs: ``routes`` (default) or ``student`` (the distilled student, engines/distill.py)."""
+        """What runs: ``routes`` (default) or ``student`` (the distilled student, engines/training/distill.py)."""
         return self.manifest.get("deploy", "routes")
 
     @property
@@ -370,13 +370,13 @@ def _short(digest: str) -> str:
 TOP_KEYS = ("format_version", "name", "preset", "multiple", "tasks", "router", "normalisation",
             "training", "files", "checkpoint", "config", "notes", "adapted_from", "version",
             "deploy", "student")
-#: what the Restorer runs: the per-task routes (default) or the distilled student (engines/distill.py)
+#: what the Restorer runs: the per-task routes (default) or the distilled student (engines/training/distill.py)
 DEPLOY_CHOICES = ("routes", "student")
 #: keys of the student entry (written by add_student)
 STUDENT_KEYS = ("file", "sha256", "prompts", "preset", "gmac_640x512", "params", "config", "metrics",
                 "training", "int8")
-#: keys of the router entry (written by engines.router.train_router / calibrate_router;
-#: adapt_source and adaptation by engines.adapt; added by engines.router.add_router_class:
+#: keys of the router entry (written by tir.engines.training.router_train.train_router / calibrate_router;
+#: adapt_source and adaptation by engines.adapt; added by tir.engines.training.router_train.add_router_class:
 #: one report per codebook row added after training, by ``tir learn``)
 ROUTER_KEYS = ("file", "sha256", "codebook", "tasks", "threshold", "thresholds", "temperature",
                "input_size", "features", "metrics", "source", "calibrated_from", "training", "adapt_source",

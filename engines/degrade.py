@@ -31,6 +31,9 @@ Choices where the source is silent or unconfirmed (documented, not from the pape
 - dead/hot pixels: PixelDropout with probability 0.002 to 0 (dead) and 0.001 to 1 (hot).
 - jpeg: heavy JPEG blocking, quality 5–15 (cv2.imencode); NOT an ECMRNet task. It is an unseen
   degradation used to test the router's "unknown" answer.
+
+A shared leaf (docs/architecture.md, "Layers"): the runtime (the virtual camera) and training
+both use it, and it imports nothing from tir but the registry helpers (tests/test_layers.py).
 """
 from __future__ import annotations
 
@@ -571,7 +574,7 @@ def counts_range(raw: np.ndarray, pad: float = 0.15) -> Tuple[float, float]:
     percentiles of every other pixel (dead and hot pixels do not set it), widened by ``pad`` of
     the span on each side so hot objects are not clipped by the degradation's [0, 1] range,
     within 0..65535. Used by the virtual camera (``synthetic://?degrade=``) and by the
-    per-camera evaluation (engines/camera_eval.py) alike."""
+    per-camera evaluation (engines/training/camera_eval.py) alike."""
     lo, hi = (float(v) for v in np.percentile(np.asarray(raw)[::2, ::2], (0.5, 99.5)))
     margin = pad * max(hi - lo, 1.0)
     return max(lo - margin, 0.0), min(hi + margin, 65535.0)

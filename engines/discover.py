@@ -272,7 +272,7 @@ def discover(folder, bundle_path, out_dir, min_size: int = 5, max_depth: int = 5
     into ``out_dir``; returns the report. Raises ValueError (no/too few embeddings, a bundle
     without a router) with a message naming the folder or bundle."""
     from tir.edge.outputs.collect import load_frame, read_index
-    from tir.edge.pipeline.normalize import Normalizer
+    from tir.edge.normalize import Normalizer
 
     from . import propose as prop
     from .degrade import DegradationSpec

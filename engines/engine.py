@@ -1,7 +1,7 @@
 """The inference interface every backend implements.
 
 An engine takes a batch of *normalised* frames, float32 N×1×H×W (values roughly in
-[0, 1], see :mod:`tir.edge.pipeline.normalize`) and returns the restored batch in the same
+[0, 1], see :mod:`tir.edge.normalize`) and returns the restored batch in the same
 layout. Frames of any size are padded (reflect) to the model's spatial multiple and
 cropped back, so callers never think about it.
 """
@@ -127,7 +127,7 @@ class Engine(ABC):
 
         Args:
             batch: (H, W), (N, H, W) or (N, 1, H, W) frames, converted to float32; values are
-                normalised counts, nominally in [0, 1] (:mod:`tir.edge.pipeline.normalize`). Any H
+                normalised counts, nominally in [0, 1] (:mod:`tir.edge.normalize`). Any H
                 and W: the batch is reflect-padded to :attr:`multiple` and the output cropped back.
 
         Returns:

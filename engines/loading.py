@@ -130,8 +130,8 @@ def hot_swappable(model, watch: Optional[float] = None):
 def normalizer_for(model):
     """The pipeline's input normalisation (counts -> [0, 1] float32), taking the bundle's
     percentiles where it names them (``normalisation: {"low_pct": .., "high_pct": ..}`` in
-    manifest.json), else the :class:`~tir.edge.pipeline.normalize.Normalizer` defaults."""
-    from ..edge.pipeline.normalize import Normalizer
+    manifest.json), else the :class:`~tir.edge.normalize.Normalizer` defaults."""
+    from ..edge.normalize import Normalizer
 
     spec = getattr(getattr(model, "bundle", None), "normalisation", None) or {}
     kw = {k: float(spec[k]) for k in ("low_pct", "high_pct") if isinstance(spec.get(k), (int, float))}

@@ -20,7 +20,7 @@ Routing policy:
 - ``task=...`` forces one route and never runs the router.
 
 Deploy (the manifest's ``deploy``, or ``deploy=...``): ``routes`` runs the route engine of the
-current task, as above; ``student`` runs the bundle's distilled student (engines/distill.py,
+current task, as above; ``student`` runs the bundle's distilled student (engines/training/distill.py,
 ONNX Runtime only) for every frame that is not passed through, with a *prompt mix* instead of a
 hard switch: the router's softmax scores over its classes (cosine/temperature, after the
 adaptation map) of the latest verdict, mapped onto the student's prompt slots by name and

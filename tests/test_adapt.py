@@ -338,9 +338,9 @@ def test_tir_run_adapt_option_errors(adapt_bundle, capsys):
 def test_measure_adaptation_reports_before_and_after(adapt_bundle, tmp_path, capsys, monkeypatch):
     import cv2
 
-    from tir.engines import datasets
+    from tir.engines.training import datasets
     from tir.engines.degrade import make_eval_set
-    from tir.engines.evaluate import RouterRunner
+    from tir.engines.training.evaluate import RouterRunner
 
     frames = render_frames(10, size=SIZE, seed=7)
     folder = tmp_path / "cam"

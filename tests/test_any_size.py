@@ -60,7 +60,7 @@ def test_restorer_refuses_a_route_whose_multiple_disagrees(tmp_path):
     refused at load, naming both values."""
     torch = pytest.importorskip("torch")
     from tir.engines.bundle import write_bundle
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     class Tiny(torch.nn.Module):
         def forward(self, x):

@@ -7,7 +7,7 @@ from tir.engines.backends import available_backends, backend_details, load_engin
 from tir.engines.backends.onnxruntime import DEFAULT_MULTIPLE, ONNXRuntimeEngine, resolve_providers
 from tir.engines.backends.torch import TorchEngine
 from tir.engines.engine import EngineError
-from tir.engines.models.plainnet import build_plainnet, export_plainnet_onnx
+from tir.engines.training.models.plainnet import build_plainnet, export_plainnet_onnx
 
 
 @pytest.fixture(scope="module")

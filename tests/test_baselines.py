@@ -4,7 +4,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tir.engines import baselines as bl
+from tir.engines.training import baselines as bl
 from tir.engines import degrade as deg
 from tir.engines.metrics import psnr
 

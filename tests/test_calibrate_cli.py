@@ -8,7 +8,7 @@ from torch import nn
 
 from tir.calibration.trt_cache import TrtCalibrationCache
 from tir.engines.bundle import write_bundle
-from tir.engines.export import audit_onnx, export_onnx
+from tir.engines.training.export import audit_onnx, export_onnx
 from tir.tools import cli
 
 

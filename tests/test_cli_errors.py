@@ -36,7 +36,7 @@ def _kinds():
     from tir.engines.adapt import AdaptationRefused
     from tir.engines.bundle import BundleError
     from tir.engines.cache import EngineCacheError
-    from tir.engines.datasets import DatasetError
+    from tir.engines.training.datasets import DatasetError
     from tir.engines.degrade import DegradationError
     from tir.engines.engine import EngineError
     from tir.engines.loading import ModelNotFound
@@ -109,7 +109,7 @@ def test_missing_bundle_dir_is_one_line_and_exit_2(tmp_path):
 
 
 def test_port_in_use_is_one_line_and_exit_2(tmp_path):
-    from tir.engines.models.plainnet import export_plainnet_onnx
+    from tir.engines.training.models.plainnet import export_plainnet_onnx
 
     model = export_plainnet_onnx("tiny", tmp_path / "tiny.onnx")
     busy = socket.socket()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tir.engines.backends import available_backends
-from tir.engines.models.plainnet import export_plainnet_onnx
+from tir.engines.training.models.plainnet import export_plainnet_onnx
 from tir.tools import bench, run
 from tir.tools.cli import main
 

@@ -4,7 +4,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tir.engines.continual import CLEAN, OpenWorldModel, RouteModule, parameter_snapshot
+from tir.engines.training.continual import CLEAN, OpenWorldModel, RouteModule, parameter_snapshot
 
 torch.set_num_threads(1)   # the test machine is shared; one thread avoids oversubscription
 
@@ -116,7 +116,7 @@ def test_architecture_round_trip(model):
 
 
 def test_compound_route_exports_to_onnx(tmp_path, model):
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     for t in ("contrast", "blur"):
         model.add_task(t)
@@ -132,7 +132,7 @@ def test_compound_route_exports_to_onnx(tmp_path, model):
 
 
 def test_checkpoint_round_trip_after_pruning_a_compound(model):
-    from tir.engines.pruning import prune_block
+    from tir.engines.training.pruning import prune_block
 
     for t in ("contrast", "blur"):
         model.add_task(t)

@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tir.engines import datasets as ds
-from tir.engines.camera_eval import degrade_counts, evaluate_set, user_path
-from tir.engines.domain import randomize
+from tir.engines.training import datasets as ds
+from tir.engines.training.camera_eval import degrade_counts, evaluate_set, user_path
+from tir.engines.training.domain import randomize
 from tir.engines.metrics import column_fpn
 
 
@@ -112,7 +112,7 @@ def test_evaluate_set_through_a_bundle(data_root, tmp_path):
     """The per-camera evaluation runs a bundle end to end on 8-bit and raw sets."""
     torch = pytest.importorskip("torch")
     from tir.engines.bundle import write_bundle
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     class Half(torch.nn.Module):
         def forward(self, x):
@@ -144,7 +144,7 @@ def test_evaluate_set_through_a_bundle(data_root, tmp_path):
 
 
 def test_visible_task_drops_contrast_only_on_raw_counts():
-    from tir.engines.camera_eval import visible_task
+    from tir.engines.training.camera_eval import visible_task
 
     assert [visible_task(t, 8) for t in ("contrast", "CB", "CN", "CBN", "noise", "clean")] == \
         ["contrast", "CB", "CN", "CBN", "noise", "clean"]
@@ -155,7 +155,7 @@ def test_visible_task_drops_contrast_only_on_raw_counts():
 def test_display_map_is_invariant_to_an_affine_change_of_counts():
     """What the raw-count 'display' scores rest on: a global contrast/brightness change of
     the counts gives the same picture after the display map."""
-    from tir.engines.camera_eval import display_map
+    from tir.engines.training.camera_eval import display_map
     from tir.engines.metrics import psnr
 
     counts = (_scene(120, 160, 3) * 3000 + 8000).astype(np.uint16)
@@ -169,7 +169,7 @@ def test_tir_eval_data_sets_prints_the_per_camera_table(data_root, tmp_path, cap
     import json
 
     from tir.engines.bundle import write_bundle
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
     from tir.tools import cli
 
     class Same(torch.nn.Module):
@@ -197,7 +197,7 @@ def test_virtual_camera_is_a_set():
 
 
 def test_leave_one_out_refuses_what_it_cannot_leave_out(tmp_path):
-    from tir.engines.leave_out import leave_one_out
+    from tir.engines.training.leave_out import leave_one_out
 
     with pytest.raises(ValueError, match="at least two"):
         leave_one_out("engines/bundles/edge", "roadscene", tmp_path)
@@ -209,7 +209,7 @@ def test_leave_one_out_end_to_end_on_two_tiny_cameras(data_root, tmp_path):
     """Each camera is measured with a router that never saw it (a few steps: the protocol,
     not the accuracy, is under test)."""
     pytest.importorskip("torch")
-    from tir.engines.leave_out import format_leave_out, leave_one_out
+    from tir.engines.training.leave_out import format_leave_out, leave_one_out
 
     r = leave_one_out("engines/bundles/edge", "cam8,cam16", tmp_path / "loo", steps=2, draws=1, threads=2,
                       adapt_frames=8)
@@ -222,7 +222,7 @@ def test_leave_one_out_end_to_end_on_two_tiny_cameras(data_root, tmp_path):
 
 
 def test_leave_out_only_must_name_a_listed_set(tmp_path):
-    from tir.engines.leave_out import leave_one_out
+    from tir.engines.training.leave_out import leave_one_out
 
     with pytest.raises(ValueError, match="must name sets of --leave-out"):
         leave_one_out("engines/bundles/edge", "roadscene,hit_uav", tmp_path, only=["anti_uav"])

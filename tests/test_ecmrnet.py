@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from tir.engines.macs import count_macs, count_params
-from tir.engines.models.ecmrnet import (PRESETS, ECMRNetConfig, EdgeNet, GroupResBlock, PaperNet,
+from tir.engines.training.macs import count_macs, count_params
+from tir.engines.training.models.ecmrnet import (PRESETS, ECMRNetConfig, EdgeNet, GroupResBlock, PaperNet,
                                         create_model, get_config)
 
 
@@ -75,7 +75,7 @@ def test_config_round_trip_and_unknown_preset():
 
 
 def test_tone_stats_are_whole_frame_and_flip_invariant():
-    from tir.engines.models.ecmrnet import tone_stats
+    from tir.engines.training.models.ecmrnet import tone_stats
 
     x = torch.zeros(1, 1, 16, 16)
     x[..., :8, :] = 0.2
@@ -95,7 +95,7 @@ def test_tone_stats_are_whole_frame_and_flip_invariant():
 
 def test_tone_head_on_a_crop_with_whole_frame_stats_equals_the_whole_frame_run():
     """Why training crops carry their frame's statistics: the head is pointwise given them."""
-    from tir.engines.models.ecmrnet import ToneHead, tone_stats
+    from tir.engines.training.models.ecmrnet import ToneHead, tone_stats
 
     torch.manual_seed(0)
     head = ToneHead(8, 8)
@@ -110,7 +110,7 @@ def test_tone_head_on_a_crop_with_whole_frame_stats_equals_the_whole_frame_run()
 def test_tone_head_learns_to_undo_low_contrast():
     """x·α + β (the contrast recipe) is inverted by the head alone from whole-frame statistics."""
     from tir.engines import degrade as deg
-    from tir.engines.models.ecmrnet import ToneHead
+    from tir.engines.training.models.ecmrnet import ToneHead
 
     torch.manual_seed(0)
     rng = torch.Generator().manual_seed(1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tir.engines import evaluate as ev
+from tir.engines.training import evaluate as ev
 from tir.engines.bundle import write_bundle
 from tir.tools import cli
 

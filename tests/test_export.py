@@ -1,4 +1,4 @@
-"""engines/export.py: parity with torch, TensorRT operator audit, metadata round trip."""
+"""engines/training/export.py: parity with torch, TensorRT operator audit, metadata round trip."""
 import numpy as np
 import onnx
 import pytest
@@ -6,7 +6,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from tir.engines.export import ExportError, audit_onnx, export_onnx, read_metadata
+from tir.engines.training.export import ExportError, audit_onnx, export_onnx, read_metadata
 
 
 class TinyShuffleNet(nn.Module):

@@ -1,4 +1,4 @@
-"""The convolution-dominated export form of a route (engines/fast_route.py) computes the same
+"""The convolution-dominated export form of a route (engines/training/fast_route.py) computes the same
 function as RouteModule, and a bundle re-exported with it keeps valid hashes and outputs."""
 import dataclasses
 import json
@@ -8,9 +8,9 @@ import onnx
 import pytest
 import torch
 
-from tir.engines.continual import OpenWorldModel, RouteModule
-from tir.engines.fast_route import FastRoute, export_route, reexport_bundle
-from tir.engines.models.ecmrnet import PRESETS
+from tir.engines.training.continual import OpenWorldModel, RouteModule
+from tir.engines.training.fast_route import FastRoute, export_route, reexport_bundle
+from tir.engines.training.models.ecmrnet import PRESETS
 
 torch.set_num_threads(1)
 
@@ -55,7 +55,7 @@ def test_exported_graph_has_no_full_resolution_transposes_and_matches(tmp_path):
 def _old_bundle(tmp_path, model):
     """A bundle as `tir train` wrote it before the fast export (RouteModule graphs + model.pt)."""
     from tir.engines.bundle import sha256_file, write_bundle
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     out = tmp_path / "old"
     out.mkdir()
@@ -76,7 +76,7 @@ def test_reexport_bundle_keeps_outputs_hashes_and_counts_every_conv(tmp_path):
     import onnxruntime as ort
 
     from tir.engines.bundle import load_bundle
-    from tir.engines.macs import count_macs
+    from tir.engines.training.macs import count_macs
 
     model = _model()
     old = load_bundle(_old_bundle(tmp_path, model))
@@ -100,7 +100,7 @@ def test_reexport_bundle_keeps_outputs_hashes_and_counts_every_conv(tmp_path):
 
 def test_reexport_refuses_a_bundle_without_checkpoint(tmp_path):
     from tir.engines.bundle import BundleError, write_bundle
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     model = _model()
     export_onnx(RouteModule(model, "noise"), tmp_path / "n.onnx", input_shape=(1, 1, 64, 64))

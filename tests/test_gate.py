@@ -7,7 +7,7 @@ from torch import nn
 from tir.calibration.data import CalibrationSet, calibration_set
 from tir.calibration.entropy import TensorRange
 from tir.calibration.gate import find_fp16_layers, format_table, gate_route, judge, measure
-from tir.engines.export import export_onnx
+from tir.engines.training.export import export_onnx
 
 
 def _frames_with_refs(n=3, size=(32, 24)):

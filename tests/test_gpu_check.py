@@ -23,7 +23,7 @@ def _run(*args, timeout=300):
 def tiny_bundle(tmp_path_factory):
     from test_calibrate_cli import Tiny
     from tir.engines.bundle import write_bundle
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     d = tmp_path_factory.mktemp("bundle")
     routes = {}

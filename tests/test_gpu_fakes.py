@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fake_cuda import COPY_BYTES_PER_MS, install
-from tir.engines.models.plainnet import export_plainnet_onnx
+from tir.engines.training.models.plainnet import export_plainnet_onnx
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_stream_pipeline_keeps_three_in_flight_in_order(fake, tmp_path, tiny_onn
 def calibrated_bundle(tmp_path_factory):
     from test_calibrate_cli import Tiny
     from tir.engines.bundle import write_bundle
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
     from tir.tools import cli
 
     d = tmp_path_factory.mktemp("bundle")

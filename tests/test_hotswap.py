@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 
 
 def scale_route(path, k):
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     conv = torch.nn.Conv2d(1, 1, 1)
     with torch.no_grad():

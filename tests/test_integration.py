@@ -11,7 +11,7 @@ from tir.edge.outputs import open_output
 from tir.edge.pipeline import Pipeline
 from tir.edge.sources import open_source
 from tir.engines.backends import load_engine
-from tir.engines.models.plainnet import export_plainnet_onnx
+from tir.engines.training.models.plainnet import export_plainnet_onnx
 
 
 def read_parts(response, count):

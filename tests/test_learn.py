@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tir.engines.router import add_router_class, cosine_scores
-from tir.engines.train import ContinualTrainer, TrainSettings
+from tir.engines.router import cosine_scores
+from tir.engines.training.router_train import add_router_class
+from tir.engines.training.train import ContinualTrainer, TrainSettings
 
 torch.set_num_threads(1)
 
@@ -151,7 +152,7 @@ def test_final_val_psnr_is_the_exported_routes():
 def tiny_bundle(tmp_path_factory):
     """A tiny two-route bundle with a StatsRouter router (contrast, blur, clean)."""
     from tir.engines.bundle import load_bundle, write_bundle
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     root = tmp_path_factory.mktemp("learn")
     clean = frames()
@@ -178,7 +179,7 @@ def run_route(bundle, task, x):
 
 def test_learn_from_a_proposal_end_to_end(tiny_bundle, tmp_path):
     from tir.engines.bundle import load_bundle
-    from tir.engines.train import evaluate_route
+    from tir.engines.training.train import evaluate_route
     from tir.tools.learn import final_val_psnr, learn, read_spec, task_name
 
     src, clean = tiny_bundle

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tir.engines.continual import OpenWorldModel, RouteModule
-from tir.engines.macs import count_macs
+from tir.engines.training.continual import OpenWorldModel, RouteModule
+from tir.engines.training.macs import count_macs
 
 
 class _Functional(nn.Module):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tir.edge.pipeline.normalize import NormParams, Normalizer, robust_range
+from tir.edge.normalize import NormParams, Normalizer, robust_range
 
 
 def scene(seed=0, base=20000, spread=1500, shape=(120, 160)):

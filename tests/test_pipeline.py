@@ -11,7 +11,7 @@ from tir.edge.sources import open_source
 from tir.edge.sources.base import Source
 from tir.edge.uri import parse_uri
 from tir.engines.backends import load_engine
-from tir.engines.models.plainnet import export_plainnet_onnx
+from tir.engines.training.models.plainnet import export_plainnet_onnx
 
 
 class Collector(Output):

@@ -3,7 +3,7 @@ import onnx
 import pytest
 import torch
 
-from tir.engines.models.plainnet import PRESETS, PlainNet, PlainNetConfig, build_plainnet, export_plainnet_onnx, resolve_config
+from tir.engines.training.models.plainnet import PRESETS, PlainNet, PlainNetConfig, build_plainnet, export_plainnet_onnx, resolve_config
 
 
 def test_presets_and_resolution():

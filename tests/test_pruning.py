@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from tir.engines.continual import OpenWorldModel, RouteModule
-from tir.engines.macs import count_macs
-from tir.engines.models.ecmrnet import DenseResBlock
-from tir.engines.pruning import (apply_plans, collect_picks, minimise_2d_entropy, picked_groups,
+from tir.engines.training.continual import OpenWorldModel, RouteModule
+from tir.engines.training.macs import count_macs
+from tir.engines.training.models.ecmrnet import DenseResBlock
+from tir.engines.training.pruning import (apply_plans, collect_picks, minimise_2d_entropy, picked_groups,
                                  prune_block, representatives, select_groups, structural_entropy_1d,
                                  structural_entropy_2d)
 
@@ -102,7 +102,7 @@ def test_prune_block_is_physical_and_folds_constant_channels():
 
 
 def test_pruned_route_runs_costs_less_and_exports(tmp_path):
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     torch.manual_seed(0)
     model = OpenWorldModel("tiny")

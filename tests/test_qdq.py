@@ -9,7 +9,8 @@ from torch import nn
 from tir.calibration.data import calibration_set
 from tir.calibration.qdq import collect_ranges, quantize_cpu, trt_cache_from_ranges, write_trt_qdq
 from tir.calibration.trt_cache import TrtCalibrationCache
-from tir.engines.export import audit_onnx, export_onnx, ort_session
+from tir.engines.backends.onnxruntime import ort_session
+from tir.engines.training.export import audit_onnx, export_onnx
 from tir.engines.metrics import psnr
 
 
@@ -116,8 +117,8 @@ def test_tone_and_field_heads_stay_in_higher_precision(tmp_path):
     import dataclasses
 
     from tir.calibration.qdq import postprocess_nodes, preprocess_nodes, qdq_targets
-    from tir.engines.continual import OpenWorldModel, RouteModule
-    from tir.engines.models.ecmrnet import PRESETS
+    from tir.engines.training.continual import OpenWorldModel, RouteModule
+    from tir.engines.training.models.ecmrnet import PRESETS
 
     torch.manual_seed(0)
     model = OpenWorldModel(dataclasses.replace(PRESETS["tiny"], field=16))

@@ -1,10 +1,10 @@
-"""tir bench --roofline: the dense-conv reference, MAC counts and shares (engines/roofline.py),
+"""tir bench --roofline: the dense-conv reference, MAC counts and shares (engines/training/roofline.py),
 and the per-precision ORT optimisation level (engines/backends/onnxruntime.py)."""
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tir.engines import roofline
+from tir.engines.training import roofline
 from tir.engines.backends.onnxruntime import ONNXRuntimeEngine, is_quantized, optimization_level
 
 
@@ -45,8 +45,8 @@ def test_shares_are_relative_to_the_same_precision_reference():
 
 def test_bundle_items_count_routes_from_the_checkpoint(tmp_path):
     from tir.engines.bundle import load_bundle
-    from tir.engines.continual import RouteModule
-    from tir.engines.macs import count_macs
+    from tir.engines.training.continual import RouteModule
+    from tir.engines.training.macs import count_macs
     from test_fast_route import _model, _old_bundle
 
     model = _model()

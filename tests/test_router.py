@@ -7,6 +7,7 @@ import torch
 
 from tir.engines import degrade as deg
 from tir.engines import router
+from tir.engines.training import router_train
 
 SIZE = (160, 128)  # (w, h): small router input for tests
 
@@ -65,11 +66,11 @@ def test_supervised_contrastive_prefers_clustered_embeddings():
     clustered = torch.nn.functional.normalize(torch.tensor(
         [[1.0, 0.05], [1.0, -0.05], [-0.05, 1.0], [0.05, 1.0]]), dim=1)
     mixed = clustered[[0, 2, 1, 3]]
-    assert router.supervised_contrastive_loss(clustered, labels) < router.supervised_contrastive_loss(mixed, labels)
+    assert router_train.supervised_contrastive_loss(clustered, labels) < router_train.supervised_contrastive_loss(mixed, labels)
 
 
 def test_features_see_blur_and_noise():
-    net = router.build_router_net(dim=16).eval()
+    net = router_train.build_router_net(dim=16).eval()
     clean = torch.from_numpy(scenes(2)[:, None])
     blurred = torch.from_numpy(deg.degrade(scenes(2)[:, :, :], "blur", 0)[:, None])
     noisy = torch.from_numpy(deg.degrade(scenes(2), "noise", 0)[:, None])
@@ -81,7 +82,7 @@ def test_features_see_blur_and_noise():
 def test_train_router_separates_tasks_and_exports_onnx(tmp_path):
     train = scenes(10, seed=1)
     val = scenes(4, seed=2)
-    res = router.train_router(train, tasks=("contrast", "noise"), out_dir=tmp_path, steps=60, seed=0,
+    res = router_train.train_router(train, tasks=("contrast", "noise"), out_dir=tmp_path, steps=60, seed=0,
                               crop=(24, 32), batch=24, threads=1, val_images=val, draws=2, dim=16,
                               outliers=(), unseen=(), input_size=SIZE)
     assert res["tasks"] == ["contrast", "noise", "clean"]
@@ -108,7 +109,7 @@ def test_train_router_separates_tasks_and_exports_onnx(tmp_path):
 
     # ONNX matches the saved torch network
     ckpt = torch.load(tmp_path / "router.pt", weights_only=True)
-    net = router.build_router_net(dim=16)
+    net = router_train.build_router_net(dim=16)
     net.load_state_dict(ckpt["state_dict"])
     with torch.no_grad():
         ref = net.eval()(torch.from_numpy(router.prepare_frames(test, SIZE))).numpy()
@@ -118,13 +119,13 @@ def test_train_router_separates_tasks_and_exports_onnx(tmp_path):
 
 def test_recalibrated_thresholds_follow_the_percentile_and_match_torch(tmp_path):
     train, val = scenes(8, seed=4), scenes(3, seed=5)
-    res = router.train_router(train, tasks=("contrast", "noise"), out_dir=tmp_path, steps=30, seed=0,
+    res = router_train.train_router(train, tasks=("contrast", "noise"), out_dir=tmp_path, steps=30, seed=0,
                               crop=(24, 32), batch=24, threads=1, val_images=val, draws=1, dim=16,
                               outliers=(), unseen=(), input_size=SIZE, calibration_draws=2)
     assert res["metrics"]["calibration_draws"] == 2 and res["metrics"]["threshold_percentile"] == 0.5
-    loose = router.recalibrate_router(tmp_path, tmp_path / "loose", val, draws=3, percentile=0.0,
+    loose = router_train.recalibrate_router(tmp_path, tmp_path / "loose", val, draws=3, percentile=0.0,
                                       unseen=("jpeg",), progress=False)
-    tight = router.recalibrate_router(tmp_path, tmp_path / "tight", val, draws=3, percentile=50.0,
+    tight = router_train.recalibrate_router(tmp_path, tmp_path / "tight", val, draws=3, percentile=50.0,
                                       unseen=("jpeg",), progress=False)
     assert (tmp_path / "loose" / "router.onnx").is_file()
     assert json.loads((tmp_path / "loose" / "router.json").read_text())["thresholds"] == loose["thresholds"]
@@ -139,14 +140,14 @@ def test_recalibrated_thresholds_follow_the_percentile_and_match_torch(tmp_path)
 
     # the ONNX the runtime uses and the torch network give the same thresholds
     ckpt = torch.load(tmp_path / "router.pt", weights_only=True)
-    net = router.build_router_net(dim=16)
+    net = router_train.build_router_net(dim=16)
     net.load_state_dict(ckpt["state_dict"])
     net.eval()
 
     def embed(x):
         with torch.no_grad():
             return net(torch.from_numpy(x)).numpy()
-    ref = router.calibrate_thresholds(embed, np.array(res["codebook"]), res["tasks"], val, draws=3,
+    ref = router_train.calibrate_thresholds(embed, np.array(res["codebook"]), res["tasks"], val, draws=3,
                                       percentile=0.0, unseen=(), input_size=SIZE, progress=False)
     assert np.allclose(ref["thresholds"], loose["thresholds"], atol=1e-4)
 

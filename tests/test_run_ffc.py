@@ -12,7 +12,7 @@ from tir.edge.outputs import open_output
 from tir.edge.outputs.base import Output
 from tir.edge.pipeline import Pipeline
 from tir.edge.sources import open_source
-from tir.engines.models.plainnet import export_plainnet_onnx
+from tir.engines.training.models.plainnet import export_plainnet_onnx
 from tir.tools import run
 from tir.tools.cli import main
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from tir.engines.bundle import BundleError, load_bundle, validate_manifest, write_bundle
-from tir.engines.distill import (DistillSettings, Distiller, export_student, info_nce, load_student,
+from tir.engines.training.distill import (DistillSettings, Distiller, export_student, info_nce, load_student,
                                  prompt_contrast, teacher_forward)
-from tir.engines.models.student import (PRESETS, StudentNet, StudentWithPrompt, create_student,
+from tir.engines.training.models.student import (PRESETS, StudentNet, StudentWithPrompt, create_student,
                                         student_gmac)
-from tir.engines.train import ContinualTrainer, TrainSettings
+from tir.engines.training.train import ContinualTrainer, TrainSettings
 
 torch.set_num_threads(1)
 SLOTS = ["contrast", "blur", "CB", "clean"]
@@ -107,7 +107,7 @@ def test_export_has_two_inputs_the_routes_op_set_and_matches_torch(tmp_path):
     # the routes' op budget (docs/model.md "Ops"), checked by the same operator audit the route
     # export runs for TensorRT 8.5 and 10 (the shipped FastRoute graphs use a narrower set:
     # pooling as strided convs, so comparing with their exact op list would be the wrong test)
-    from tir.engines.export import audit_onnx
+    from tir.engines.training.export import audit_onnx
 
     audit = audit_onnx(model)
     assert audit.ok, audit.errors
@@ -120,7 +120,7 @@ def test_export_has_two_inputs_the_routes_op_set_and_matches_torch(tmp_path):
 
 # ----------------------------------------------------------------------------------- distillation
 def test_teacher_forward_is_the_route_without_field_and_clean_is_identity(teacher_bundle):
-    from tir.engines.distill import load_teachers
+    from tir.engines.training.distill import load_teachers
 
     _, teacher = load_teachers(teacher_bundle)
     x = torch.from_numpy(frames(2)[:, None, :64, :64])
@@ -315,7 +315,7 @@ def test_deploy_flag_refuses_a_single_model(tmp_path):
 
 
 def test_cluster_contrast_and_kmeans_values():
-    from tir.engines.distill import cluster_contrast, kmeans
+    from tir.engines.training.distill import cluster_contrast, kmeans
 
     v = torch.tensor([[1.0, 0.0]])
     pos = torch.tensor([[0.0, 1.0], [1.0, 0.0]])      # nearest positive: the second (cos 1)
@@ -342,7 +342,7 @@ def test_calibration_stage_runs_on_real_frames_and_records_before_after(tmp_path
 
 
 def test_eval_split_scores_student_and_teachers_without_training(tmp_path, teacher_bundle, monkeypatch):
-    import tir.engines.train as train_mod
+    import tir.engines.training.train as train_mod
 
     clean = frames()
     d = Distiller(distill_settings(teacher_bundle, steps=2, field_steps=0), tmp_path, clean, clean[:2])
@@ -351,7 +351,7 @@ def test_eval_split_scores_student_and_teachers_without_training(tmp_path, teach
     monkeypatch.setattr(train_mod, "load_split", lambda data, split: frames(3, seed=9))
     out = d.evaluate_split("test")
     assert out["frames"] == 3 and set(out["student"]) == set(out["teacher"]) == {"contrast", "blur", "CB"}
-    from tir.engines.train import evaluate_route
+    from tir.engines.training.train import evaluate_route
 
     assert out["teacher"]["blur"] == pytest.approx(evaluate_route(d.teacher, "blur", d.val_set("blur"), d.val_clean))
     assert all(torch.equal(before[k], v) for k, v in d.net.state_dict().items())
@@ -372,7 +372,7 @@ def test_learning_rate_schedule_and_time_budget(tmp_path, teacher_bundle):
 
 def test_student_copied_from_a_route_starts_as_that_route_for_any_prompt():
     from tir.engines.bundle import default_bundle_path
-    from tir.engines.distill import MAX_GMAC, load_teachers, student_from_route
+    from tir.engines.training.distill import MAX_GMAC, load_teachers, student_from_route
 
     _, teacher = load_teachers(default_bundle_path())      # the shipped edge bundle: tone and field heads
     slots = teacher.tasks + ["clean"]
@@ -389,7 +389,7 @@ def test_student_copied_from_a_route_starts_as_that_route_for_any_prompt():
 
 
 def test_time_budget_counts_each_second_once(tmp_path, teacher_bundle, monkeypatch):
-    import tir.engines.distill as dmod
+    import tir.engines.training.distill as dmod
 
     clean = frames()
     d = Distiller(distill_settings(teacher_bundle, steps=1000, max_minutes=1.0, save_every=2, val_every=1000),

@@ -77,7 +77,7 @@ def _build(tmp_path, onnx_path, precision, **kw):
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     path = tmp_path_factory.mktemp("trt") / "tiny.onnx"
     export_onnx(Tiny(), path, input_shape=(1, 1, 32, 32), metadata={"tir.multiple": 2})
@@ -88,7 +88,7 @@ def tiny_onnx(tmp_path_factory):
 def test_tensorrt_engine_matches_onnxruntime(tmp_path, tiny_onnx, precision, atol):
     _need_tensorrt()
     from tir.engines.backends.tensorrt import TensorRTEngine
-    from tir.engines.export import ort_session
+    from tir.engines.backends.onnxruntime import ort_session
 
     plan = _build(tmp_path, tiny_onnx, precision)
     engine = TensorRTEngine(plan)
@@ -127,7 +127,7 @@ def test_int8_qdq_and_calibrator_builds(tmp_path, tiny_onnx):
     from tir.calibration.data import calibration_set
     from tir.calibration.qdq import collect_ranges, trt_cache_from_ranges, write_trt_qdq
     from tir.engines.backends.tensorrt import TensorRTEngine
-    from tir.engines.export import ort_session
+    from tir.engines.backends.onnxruntime import ort_session
     from tir.engines.metrics import psnr
 
     frames = calibration_set("synthetic", 8, (96, 64))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tir.engines.losses import RestorationLoss, ms_ssim, scales_for
-from tir.engines.train import ContinualTrainer, DegradedPool, TrainSettings
+from tir.engines.training.losses import RestorationLoss, ms_ssim, scales_for
+from tir.engines.training.train import ContinualTrainer, DegradedPool, TrainSettings
 
 torch.set_num_threads(1)
 
@@ -47,7 +47,7 @@ def test_pool_gives_aligned_crops_and_refreshes():
 
 
 def test_pool_crops_carry_their_whole_frames_tone_stats():
-    from tir.engines.models.ecmrnet import tone_stats
+    from tir.engines.training.models.ecmrnet import tone_stats
 
     clean = frames()
     pool = DegradedPool(clean, "contrast", seed=0, tone_pool=8)
@@ -101,8 +101,8 @@ def test_training_resumes_and_skips_finished_stages(tmp_path):
 def test_field_stage_fits_the_whole_frame_head_and_keeps_it_only_if_val_improves(tmp_path):
     import dataclasses
 
-    from tir.engines.models.ecmrnet import PRESETS
-    from tir.engines.train import evaluate_route
+    from tir.engines.training.models.ecmrnet import PRESETS
+    from tir.engines.training.train import evaluate_route
 
     clean = frames(6, 64, 96)
     cfg = dataclasses.replace(PRESETS["tiny"], field=16)
@@ -132,7 +132,7 @@ def test_bundle_and_learn_keep_earlier_routes(tmp_path, field):
 
     import onnxruntime as ort
 
-    from tir.engines.models.ecmrnet import PRESETS
+    from tir.engines.training.models.ecmrnet import PRESETS
 
     from tir.engines.bundle import load_bundle
     from tir.engines.degrade import load_spec
@@ -176,11 +176,11 @@ def test_bundle_and_learn_keep_earlier_routes(tmp_path, field):
 
 
 def test_reuse_router_copies_and_checks_tasks(tmp_path):
-    from tir.engines.train import reuse_router
+    from tir.engines.training.train import reuse_router
 
     src = tmp_path / "router"
     src.mkdir()
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     export_onnx(torch.nn.Conv2d(1, 1, 3, padding=1), src / "router.onnx", input_shape=(1, 1, 8, 8))
     info = {"file": "router.onnx", "tasks": ["contrast", "blur", "clean"], "threshold": 0.5, "codebook": [[1.0]]}
@@ -194,7 +194,7 @@ def test_reuse_router_copies_and_checks_tasks(tmp_path):
 
 
 def test_a_different_router_from_reruns_only_the_router_stage(tmp_path):
-    from tir.engines.export import export_onnx
+    from tir.engines.training.export import export_onnx
 
     def fake_router(name, threshold):
         src = tmp_path / name
@@ -267,7 +267,7 @@ def test_learn_refuses_a_tampered_or_code_carrying_checkpoint(tmp_path):
 
 
 def test_balanced_repeats_lift_small_sets_up_to_the_cap():
-    from tir.engines.train import balanced_repeats
+    from tir.engines.training.train import balanced_repeats
 
     assert balanced_repeats([171, 103, 100, 22, 24], 4) == [1, 2, 2, 4, 4]
     assert balanced_repeats([171, 22], 1) == [1, 1]

@@ -114,10 +114,10 @@ def _adapt(bundle, args) -> dict:
 
 def _source_stats(bundle, args) -> dict:
     from tir.engines.adapt import add_source_stats
-    from tir.engines.evaluate import load_clean
+    from tir.engines.training.evaluate import load_clean
 
     from tir.engines.bundle import load_bundle
-    from tir.engines.datasets import DATASETS, load_unit_frames
+    from tir.engines.training.datasets import DATASETS, load_unit_frames
 
     names = [n.strip() for n in (args.data or "").split(",") if n.strip()]
     router_training = (load_bundle(bundle).router or {}).get("training") or {}
@@ -127,7 +127,7 @@ def _source_stats(bundle, args) -> dict:
     if names and all(n in DATASETS for n in names):
         frames, where = load_unit_frames(names, "train"), ",".join(names) + " (train)"
         if router_training.get("domain_randomisation"):
-            from tir.engines.domain import randomize as augment
+            from tir.engines.training.domain import randomize as augment
         if router_training.get("sensor_variants"):
             from tir.engines.router import SENSOR_VARIANTS as variants
     else:
@@ -140,7 +140,7 @@ def _source_stats(bundle, args) -> dict:
 
 
 def _measure(bundle, args) -> dict:
-    from tir.engines.adapt import format_measurement, measure_adaptation
+    from tir.engines.training.adapt_measure import format_measurement, measure_adaptation
 
     result = measure_adaptation(bundle, args.measure, args.data_root, frames=args.frames, seed=args.seed, backend=args.backend,
                                 threads=args.threads, balance=args.balanced)

@@ -28,12 +28,20 @@ import numpy as np
 from tir.edge.errors import TirError
 from tir.edge.machine import machine_info
 from tir.engines.benchmarks import (backend_of, backend_precisions, bench_model, bench_pipeline,  # noqa: F401
-                                    bench_psnr, bench_trt_style, precision_skip_reason, psnr_frames,
+                                    bench_psnr, bench_trt_style, precision_skip_reason,
                                     round_summary, route_of, synthetic_batches, trt_style_stats,
                                     trt_style_summary)
 from tir.engines.loading import load_model
 
 from .cli import add_json_argument, add_model_arguments, add_source_argument, precision_list
+
+def psnr_frames(sets: str, split: str, n: int, task):
+    """``--psnr-data``: :func:`tir.engines.training.evaluate.psnr_frames`, imported only when asked
+    (the training side stays out of a plain ``tir bench``)."""
+    from tir.engines.training.evaluate import psnr_frames as frames
+
+    return frames(sets, split, n, task)
+
 
 DEFAULT_SIZE = "640x512"
 DEFAULT_FALLBACK_MODEL = "plainnet:bench"
@@ -194,7 +202,7 @@ def roofline_main(args, size) -> int:
     """``tir bench --roofline``: interleaved timing of the dense-conv reference and the bundle's
     routes and router (engines/roofline.py), one table per size."""
     from tir.edge.uri import parse_size
-    from tir.engines import roofline
+    from tir.engines.training import roofline
     from tir.edge.errors import InputError, MissingDependency, ModelError
     from tir.engines.bundle import default_bundle_path, load_bundle
 

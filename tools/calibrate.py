@@ -90,7 +90,7 @@ def _latency(paths: dict, size, threads: int, runs: int) -> dict:
 
 
 def _runner(path: str, threads: int):
-    from tir.engines.export import ort_session
+    from tir.engines.backends.onnxruntime import ort_session
 
     sess = ort_session(path, threads=threads)
     name = sess.get_inputs()[0].name

@@ -1,7 +1,7 @@
 """``tir distill``: distil a bundle's routes into one prompt-conditioned student (issue 11).
 
 Teachers are the bundle's routes (its verified ``model.pt``); the student, the losses and the
-stages are described in tir.engines.distill. Writes a copy of the bundle with the student added
+stages are described in tir.engines.training.distill. Writes a copy of the bundle with the student added
 (``student.onnx``, the manifest's ``student`` entry and ``deploy``) to ``--out``; resumable
 from ``--work-dir``. Example (docs/student.md)::
 
@@ -59,8 +59,8 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from tir.engines.bundle import BundleError
-    from tir.engines.datasets import DatasetError
-    from tir.engines.distill import DistillSettings, Distiller
+    from tir.engines.training.datasets import DatasetError
+    from tir.engines.training.distill import DistillSettings, Distiller
 
     if args.crop % 32:
         print(f"tir distill: --crop {args.crop} must be a multiple of 32 (the student's spatial multiple)")

@@ -59,7 +59,7 @@ def _split(text):
 
 def main(args) -> int:
     from tir.engines.bundle import default_bundle_path
-    from tir.engines.evaluate import evaluate, format_report, plot_report
+    from tir.engines.training.evaluate import evaluate, format_report, plot_report
 
     baselines = _split(args.baselines)
     bad = [b for b in baselines if b not in BASELINES]
@@ -76,7 +76,7 @@ def main(args) -> int:
     if args.leave_out:
         return _leave_out(args, bundle)
     if args.data and not os.path.exists(args.data) and os.sep not in args.data and not _is_sets(args.data):
-        from tir.engines.datasets import DatasetError, parse_sets
+        from tir.engines.training.datasets import DatasetError, parse_sets
 
         try:  # a name, not a folder: say which sets exist
             parse_sets(args.data)
@@ -99,7 +99,7 @@ def main(args) -> int:
 
 
 def _is_sets(text: str) -> bool:
-    from tir.engines.datasets import ALL, DATASETS
+    from tir.engines.training.datasets import ALL, DATASETS
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     return bool(names) and all(n in DATASETS or n == ALL for n in names)
@@ -107,7 +107,7 @@ def _is_sets(text: str) -> bool:
 
 def _cameras(args, bundle) -> int:
     """``--data SET[,SET]``: the per-camera table (engines/camera_eval.py)."""
-    from tir.engines.camera_eval import evaluate_cameras, format_cameras
+    from tir.engines.training.camera_eval import evaluate_cameras, format_cameras
 
     if bundle is None:
         raise UsageError("the per-camera table needs a bundle (--bundle DIR)")
@@ -119,12 +119,12 @@ def _cameras(args, bundle) -> int:
     print(format_cameras(result))
     _write_json(args, result)
     if args.plot:
-        from tir.engines.camera_eval import plot_cameras
+        from tir.engines.training.camera_eval import plot_cameras
 
         print(f"wrote {plot_cameras(result, args.plot)}")
         from pathlib import Path
 
-        from tir.engines.camera_eval import before_after
+        from tir.engines.training.camera_eval import before_after
 
         for name, r in result["sets"].items():
             if "router" not in r:  # no clean target: the picture is the evidence
@@ -134,7 +134,7 @@ def _cameras(args, bundle) -> int:
 
 
 def _leave_out(args, bundle) -> int:
-    from tir.engines.leave_out import format_leave_out, leave_one_out
+    from tir.engines.training.leave_out import format_leave_out, leave_one_out
 
     if bundle is None or not args.work_dir:
         raise UsageError("--leave-out needs a bundle and --work-dir DIR")

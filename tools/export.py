@@ -1,13 +1,13 @@
 """``tir export --bundle DIR``: validate every ONNX of a bundle for TensorRT and ONNX Runtime.
 
-Per route (and the router): TensorRT operator/opset/Q-DQ audit (:func:`tir.engines.export.audit_onnx`,
+Per route (and the router): TensorRT operator/opset/Q-DQ audit (:func:`tir.engines.training.export.audit_onnx`,
 TRT 8.5 and 10 parsers), ONNX Runtime load, a run at ``--size`` and at a second size (the dynamic
 H/W axes), finite outputs of the input's shape (routes), and the ``tir.multiple`` metadata.
-Exports from PyTorch happen in ``tir train`` through :func:`tir.engines.fast_route.export_route`, which
+Exports from PyTorch happen in ``tir train`` through :func:`tir.engines.training.fast_route.export_route`, which
 adds the torch-vs-ORT parity check; this command re-checks shipped files without torch.
 
 ``tir export --bundle DIR --out NEW``: re-export every route of DIR from its checkpoint (model.pt)
-with the current export form (:func:`tir.engines.fast_route.reexport_bundle`; needs torch and onnx),
+with the current export form (:func:`tir.engines.training.fast_route.reexport_bundle`; needs torch and onnx),
 each checked against the reference route and against DIR's ONNX (max abs diff ≤ ``--tolerance``),
 into the new bundle folder NEW with fresh hashes and MAC counts; then NEW is checked as above.
 """
@@ -27,7 +27,8 @@ def add_arguments(parser) -> None:
 
 
 def check_onnx(path, size, targets, is_route: bool = True) -> dict:
-    from tir.engines.export import audit_onnx, ort_session, read_metadata
+    from tir.engines.backends.onnxruntime import ort_session
+    from tir.engines.training.export import audit_onnx, read_metadata
 
     result = {"file": str(path), "errors": [], "warnings": []}
     audit = audit_onnx(str(path), targets)
@@ -75,8 +76,8 @@ def main(args) -> int:
     try:
         size = parse_size(args.size)
         if getattr(args, "out", None):
-            from tir.engines.export import ExportError
-            from tir.engines.fast_route import reexport_bundle
+            from tir.engines.training.export import ExportError
+            from tir.engines.training.fast_route import reexport_bundle
 
             try:
                 args.bundle = str(reexport_bundle(args.bundle, args.out, size=size, tolerance=args.tolerance,

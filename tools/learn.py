@@ -121,7 +121,7 @@ def prepare_work_dir(bundle, work: Path, spec, name: str) -> dict:
     import torch
 
     from tir.engines.bundle import read_verified
-    from tir.engines.continual import OpenWorldModel
+    from tir.engines.training.continual import OpenWorldModel
 
     info = bundle.manifest.get("checkpoint")
     if not info:
@@ -173,9 +173,9 @@ def choose_init(trainer, name: str) -> str:
     """The single-degradation (or clean) branch whose route restores ``name`` best on val."""
     import numpy as np
 
-    from tir.engines.continual import CLEAN
+    from tir.engines.training.continual import CLEAN
     from tir.engines.metrics import psnr
-    from tir.engines.train import evaluate_route
+    from tir.engines.training.train import evaluate_route
 
     model = trainer.model
     candidates = [t for t in model.tasks if t not in model.parts]
@@ -204,7 +204,7 @@ def final_val_psnr(metrics: dict) -> float:
 def _learn_trainer_class():
     from tqdm import tqdm
 
-    from tir.engines.train import ContinualTrainer
+    from tir.engines.training.train import ContinualTrainer
 
     class LearnTrainer(ContinualTrainer):
         """ContinualTrainer + one overall bar (unit: training steps, so its ETA is the run's)."""
@@ -244,7 +244,8 @@ def add_router_row(bundle, name: str, spec, val_clean, draws: int, seed: int, th
     import onnxruntime as ort
 
     from tir.engines.adapt import ADAPTATION_KEY, apply_adaptation
-    from tir.engines.router import SENSOR_VARIANTS, add_router_class
+    from tir.engines.router import SENSOR_VARIANTS
+    from tir.engines.training.router_train import add_router_class
 
     entry = bundle.router
     if entry is None:
@@ -258,7 +259,7 @@ def add_router_row(bundle, name: str, spec, val_clean, draws: int, seed: int, th
     training = entry.get("training") or {}
     augment = variants = None
     if training.get("domain_randomisation"):
-        from tir.engines.domain import randomize as augment
+        from tir.engines.training.domain import randomize as augment
     if training.get("sensor_variants"):
         variants = SENSOR_VARIANTS
     adaptation = entry.get(ADAPTATION_KEY)
@@ -342,13 +343,13 @@ def learn(bundle_path, spec, name: str, out, work, settings_kw: dict, init: str 
           command: str = "", progress: bool = True) -> dict:
     """Run (or continue) ``tir learn``; returns a summary dict (see :func:`main`'s closing line).
 
-    ``settings_kw``: :class:`~tir.engines.train.TrainSettings` fields (steps, finetune_steps,
+    ``settings_kw``: :class:`~tir.engines.training.train.TrainSettings` fields (steps, finetune_steps,
     field_steps, crop, batch, lr, seed, threads, data, group, prune_p, prune_samples, val_limit).
     ``train_clean``/``val_clean`` (N, H, W) float32 in [0, 1]: the frames (default: ``data``'s
     splits). Raises BundleError, DegradationError or ValueError with the reason."""
     from tir.engines.bundle import load_bundle
     from tir.engines.degrade import DegradationSpec
-    from tir.engines.train import TrainSettings
+    from tir.engines.training.train import TrainSettings
 
     bundle = load_bundle(bundle_path)
     spec = DegradationSpec(name=name, steps=spec.steps, description=spec.description)

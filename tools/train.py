@@ -81,7 +81,7 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from tir.engines.degrade import DegradationError
-    from tir.engines.train import ContinualTrainer, TrainSettings
+    from tir.engines.training.train import ContinualTrainer, TrainSettings
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     from pathlib import Path
@@ -122,8 +122,8 @@ def main(args) -> int:
 
 def _train_router_only(args) -> int:
     from tir.engines.bundle import BundleError, default_bundle_path
-    from tir.engines.datasets import DatasetError
-    from tir.engines.train import train_router_for_bundle
+    from tir.engines.training.datasets import DatasetError
+    from tir.engines.training.train import train_router_for_bundle
 
     bundle = args.bundle or default_bundle_path()
     if not args.out:
@@ -151,7 +151,7 @@ def _train_router_only(args) -> int:
 
 def _train_baseline(args, tasks) -> int:
     from tir.engines import degrade as deg
-    from tir.engines.baselines import train_network_baseline
+    from tir.engines.training.baselines import train_network_baseline
     from tir.engines.degrade import DegradationError
 
     t0 = time.monotonic()

@@ -1,13 +1,11 @@
 """The frame path: stages in threads joined by latest-wins slots, with per-stage stats.
 
-Names are imported on first use, so ``tir.edge.agc`` can use the normaliser without
-pulling in the pipeline (which itself uses the AGC).
+Names are imported on first use. The normaliser the stages and the AGC share is
+``tir.edge.normalize`` (outside this package, so ``tir.edge.agc`` never imports the pipeline).
 """
 import importlib
 
 _EXPORTS = {
-    "NormParams": "normalize",
-    "Normalizer": "normalize",
     "Pipeline": "pipeline",
     "PipelineError": "pipeline",
     "LatestWinsSlot": "slots",

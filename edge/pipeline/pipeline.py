@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from ..errors import TirError
 from ..frame import Frame, FrameError, check_frame, now
 from ..sources.base import SourceError
-from .normalize import Normalizer
+from ..normalize import Normalizer
 from .slots import LatestWinsSlot
 from .stages import (Deliver, Display, Infer, PipelinedInfer, PipelinedStageThread, Postprocess, Preprocess,
                      StageThread, lower_thread_priority)

@@ -25,7 +25,7 @@ from ..agc import DisplayMapper
 import numpy as np
 
 from ..frame import Frame, FrameError, now
-from .normalize import NormParams, Normalizer
+from ..normalize import NormParams, Normalizer
 from .slots import LatestWinsSlot
 from .stats import PipelineStats
 
@@ -53,7 +53,7 @@ def display_referred_range(meta) -> Optional[tuple]:
 class Preprocess:
     """Raw counts -> float32 [0, 1] with the frame's mapping stored in ``meta["norm"]``.
 
-    The first frame's meta picks the map (edge/pipeline/normalize.py): a fixed full-scale map
+    The first frame's meta picks the map (edge/normalize.py): a fixed full-scale map
     for display-referred 8-bit sources, the robust-percentile normaliser for raw counts.
     """
 

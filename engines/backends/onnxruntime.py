@@ -104,6 +104,19 @@ def session_options(path, threads: Optional[int] = None, spinning: bool = False)
     return options
 
 
+def ort_session(path: str, threads: int = 1):
+    """A plain CPU ``onnxruntime.InferenceSession`` of the ONNX file at ``path``: ``threads``
+    intra-op threads, one inter-op thread, ORT's default graph optimisation. The reference
+    session of the export parity check, the INT8 gate (tir.calibration.gate) and ``tir
+    export``/``tir calibrate``; errors are onnxruntime's own (a missing or broken file)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class ONNXRuntimeEngine(Engine):
     """One ONNX model in an ``onnxruntime.InferenceSession``.
 

@@ -1,6 +1,6 @@
 """The distilled student on ONNX Runtime: frames plus a prompt-weight vector per frame.
 
-The student's graph (tir.engines.models.student, exported by tir.engines.distill.export_student)
+The student's graph (tir.engines.training.models.student, exported by tir.engines.training.distill.export_student)
 takes ``input`` float32 N×1×H×W and ``prompt`` float32 N×K (one mixing weight per prompt slot,
 the slot names in the model's ``tir.prompts`` metadata) and returns N×1×H×W. Frames are
 reflect-padded to the ``tir.multiple`` it states and cropped back, as for every engine.

@@ -1,4 +1,5 @@
-"""Network definitions (ECMRNet family, PlainNet reference) and their presets.
+"""The presets of the networks (ECMRNet family, PlainNet reference); the networks themselves
+(torch) are in tir.engines.training.models.
 
 :data:`MODELS` is the one place presets are declared (the registry pattern of
 tir.edge.registry): ``family:preset`` -> the family's config class (``"module:Class"``, imported
@@ -15,23 +16,23 @@ from typing import Any, Dict
 from ...edge.registry import Registry
 
 MODELS = Registry("model preset", ValueError, meta={"family": "", "config": {}, "build": None, "export": None})
-MODELS.register("plainnet:bench", "tir.engines.models.plainnet:PlainNetConfig",
+MODELS.register("plainnet:bench", "tir.engines.training.models.plainnet:PlainNetConfig",
                 help="PlainNet speed reference, 32 ch x 4 blocks (1.7 GMAC at 640x512), seeded-random weights",
                 family="plainnet", config={"channels": 32, "blocks": 4},
-                build="tir.engines.models.plainnet:build_plainnet",
-                export="tir.engines.models.plainnet:export_plainnet_onnx")
-MODELS.register("plainnet:tiny", "tir.engines.models.plainnet:PlainNetConfig",
+                build="tir.engines.training.models.plainnet:build_plainnet",
+                export="tir.engines.training.models.plainnet:export_plainnet_onnx")
+MODELS.register("plainnet:tiny", "tir.engines.training.models.plainnet:PlainNetConfig",
                 help="PlainNet for tests, 8 ch x 1 block, seeded-random weights",
                 family="plainnet", config={"channels": 8, "blocks": 1},
-                build="tir.engines.models.plainnet:build_plainnet",
-                export="tir.engines.models.plainnet:export_plainnet_onnx")
-MODELS.register("ecmrnet:paper", "tir.engines.models.ecmrnet:ECMRNetConfig",
+                build="tir.engines.training.models.plainnet:build_plainnet",
+                export="tir.engines.training.models.plainnet:export_plainnet_onnx")
+MODELS.register("ecmrnet:paper", "tir.engines.training.models.ecmrnet:ECMRNetConfig",
                 help="ECMRNet as published (grouped convs, GroupNorm; ecmrnet.md 1.1): a training preset",
                 family="ecmrnet", config={"name": "paper", "family": "paper"})
-MODELS.register("ecmrnet:edge", "tir.engines.models.ecmrnet:ECMRNetConfig",
+MODELS.register("ecmrnet:edge", "tir.engines.training.models.ecmrnet:ECMRNetConfig",
                 help="the shipped edge network (dense 3x3, ReLU, field head 32): a training preset",
                 family="ecmrnet", config={"name": "edge", "field": 32})
-MODELS.register("ecmrnet:tiny", "tir.engines.models.ecmrnet:ECMRNetConfig",
+MODELS.register("ecmrnet:tiny", "tir.engines.training.models.ecmrnet:ECMRNetConfig",
                 help="a tiny edge network for tests: a training preset",
                 family="ecmrnet", config={"name": "tiny", "width": 8, "low_width": 16, "blocks": (1, 1, 1),
                                           "stats_hidden": 8, "miner_rank": 2, "miner_hidden": 8})

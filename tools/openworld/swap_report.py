@@ -21,7 +21,7 @@ import numpy as np
 def main(out: Path, shipped: Path) -> int:
     import onnxruntime as ort
 
-    from tir.edge.pipeline.normalize import Normalizer
+    from tir.edge.normalize import Normalizer
     from tir.edge.sources.base import open_source
     from tir.engines.bundle import load_bundle
 

@@ -18,7 +18,7 @@ Presets by name (``create_model("edge")``):
 * ``tiny`` - the edge design at toy widths, for tests.
 
 The edge network is split into :class:`EdgeStem`, :class:`EdgeBranch` and :class:`EdgeRecon`
-so the open-world model (:mod:`tir.engines.continual`) can share the stem and reconstruction
+so the open-world model (:mod:`tir.engines.training.continual`) can share the stem and reconstruction
 and give every task its own branch. A branch returns a *feature delta*; the restored image is
 ``x + recon.residual(delta)`` where ``residual`` is the reconstruction conv without bias (it is
 linear, so this equals ``recon(stem + delta) - recon(stem) + x``): a new branch whose output
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import presets
+from ...models import presets
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ class FieldHead(nn.Module):
     head looks at the ``pool``×``pool``-averaged output (16×20 cells at 640×512), runs dilated
     3×3 convs (dilations 1, 2, 4, 8: the receptive field spans the whole thumbnail) and adds the
     bilinearly upsampled field. It is trained on whole frames in its own stage
-    (``<task>-field`` in tir.engines.train), after the branch; the last conv starts at zero.
+    (``<task>-field`` in tir.engines.training.train), after the branch; the last conv starts at zero.
     """
 
     def __init__(self, pool: int = 32, width: int = 16):

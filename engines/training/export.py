@@ -19,6 +19,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..backends.onnxruntime import ort_session
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 DEFAULT_OPSET = 17
@@ -209,15 +211,6 @@ def read_metadata(model_or_path) -> Dict[str, str]:
 
     model = onnx.load(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path
     return {p.key: p.value for p in model.metadata_props}
-
-
-def ort_session(path: str, threads: int = 1):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def parity_error(module, onnx_path: str, shapes: Iterable[Tuple[int, ...]], seed: int = 0) -> float:

@@ -12,11 +12,11 @@ its parts (each part branch runs once per frame), mixes them with an input-condi
 low-rank mixing matrix behind a sigmoid gate that starts nearly closed (bias −3), and a small
 residual block of its own refines the result.
 
-Every task can also own a :class:`~tir.engines.models.ecmrnet.FieldHead` (config ``field``):
+Every task can also own a :class:`~tir.engines.training.models.ecmrnet.FieldHead` (config ``field``):
 a whole-frame low-frequency correction of the route's output, trained on whole frames in its
 own stage after the branch.
 
-Every task also owns a :class:`~tir.engines.models.ecmrnet.ToneHead` (when the config has
+Every task also owns a :class:`~tir.engines.training.models.ecmrnet.ToneHead` (when the config has
 ``tone``): a per-frame global affine correction from whole-frame statistics, applied before the
 stem, so a route sees the frame's global contrast even when it is trained on small crops (the
 crops carry their whole frame's statistics). Compound routes feed the toned frame to their
@@ -234,7 +234,7 @@ class OpenWorldModel(nn.Module):
                       field: bool = True) -> torch.Tensor:
         """Restore ``x`` (N×1×H×W, H and W multiples of ``cfg.multiple``) with ``task``'s route.
 
-        ``stats``: whole-frame tone statistics (:func:`~tir.engines.models.ecmrnet.tone_stats`)
+        ``stats``: whole-frame tone statistics (:func:`~tir.engines.training.models.ecmrnet.tone_stats`)
         when ``x`` is a crop of a larger frame (training); by default they are taken from ``x``.
         ``field=False`` leaves out the route's whole-frame field head (training on crops, and
         the inputs of the field stage).

@@ -27,7 +27,7 @@ Scores are PSNR of restored vs clean counts with the peak = the frame's full sca
   the user's picture does not show it, and for a radiometric camera the counts are the scene's
   temperatures, not something to "restore". Such sets are therefore also scored as the user
   sees them (``display``): restored and clean each through the pipeline's display map (robust
-  0.5-99.5 % linear range, :func:`tir.edge.pipeline.normalize.robust_range`), and the router
+  0.5-99.5 % linear range, :func:`tir.edge.normalize.robust_range`), and the router
   against the *visible* task (the contrast part dropped: contrast -> clean, CB -> blur,
   CN -> noise, CBN -> BN; :func:`visible_task`). The strict count-domain numbers stay in the
   result next to them;
@@ -46,9 +46,9 @@ import cv2
 import numpy as np
 
 from . import datasets as dsets
-from . import degrade as deg
-from .metrics import column_fpn, psnr
-from .router import CLEAN
+from .. import degrade as deg
+from ..metrics import column_fpn, psnr
+from ..router import CLEAN
 
 NOISE_TASKS = ("noise", "CN", "BN", "CBN")
 SCENE_SIGMA = 4.0
@@ -78,7 +78,7 @@ def visible_task(task: str, bits: int) -> str:
 def display_map(counts: np.ndarray) -> np.ndarray:
     """Counts (H×W, any dtype) -> float64 [0, 1] through the display map the pipeline applies
     to raw frames: linear between the robust 0.5 % / 99.5 % percentiles, clipped."""
-    from tir.edge.pipeline.normalize import robust_range
+    from tir.edge.normalize import robust_range
 
     lo, hi = robust_range(counts, 0.5, 99.5)
     return np.clip((counts.astype(np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
@@ -147,7 +147,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     """Evaluate one registered set (see the module docstring); returns a JSON-ready dict."""
     from tqdm import tqdm
 
-    from .restorer import PASSTHROUGH, Restorer
+    from ..restorer import PASSTHROUGH, Restorer
 
     ds = dsets.dataset(name)
     split = split if ds.splits else dsets.ALL
@@ -343,7 +343,7 @@ def before_after(bundle, name: str, path, frames: int = 2, backend: str = "auto"
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .restorer import Restorer
+    from ..restorer import Restorer
 
     ds = dsets.dataset(name)
     if ds.virtual:

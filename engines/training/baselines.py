@@ -11,9 +11,9 @@
   ECMRNet's frozen branches avoid.
 - ``joint``: the same network trained on all seven tasks at once for the same total steps.
 
-The two networks use the single-route edge architecture (engines/models/ecmrnet.py
+The two networks use the single-route edge architecture (engines/training/models/ecmrnet.py
 ``create_model("edge")``, tone head included, trained on crops that carry their whole frame's
-tone statistics like ours) and the project's loss (engines/losses.py: L1 + 0.5·(1 − MS-SSIM) +
+tone statistics like ours) and the project's loss (engines/training/losses.py: L1 + 0.5·(1 − MS-SSIM) +
 0.1·Sobel L1, ecmrnet.md §1.2), so the only difference to ours is how tasks share weights.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from .metrics import psnr
+from ..metrics import psnr
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class _TaskPool:
     """Clean frames and one degraded copy per task (float16), re-degraded in part now and then."""
 
     def __init__(self, clean: np.ndarray, tasks: Sequence[str], seed: int, tone_pool: Optional[int] = None):
-        from . import degrade as deg
+        from .. import degrade as deg
 
         self.deg = deg
         self.clean = np.asarray(clean, np.float32)
@@ -243,7 +243,7 @@ def train_network_baseline(mode: str, clean_train: np.ndarray, out_dir, tasks: S
     """
     import torch
 
-    from . import degrade as deg
+    from .. import degrade as deg
     from .models.ecmrnet import create_model, get_config
 
     if mode not in NETWORK_BASELINES:

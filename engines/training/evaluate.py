@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import degrade as deg
-from .adapt import ADAPTATION_KEY, apply_adaptation
-from .metrics import psnr, ssim
-from .router import CLEAN, UNKNOWN, classify, confusion, prepare_frames
+from .. import degrade as deg
+from ..adapt import ADAPTATION_KEY, apply_adaptation
+from ..metrics import psnr, ssim
+from ..router import CLEAN, UNKNOWN, classify, confusion, prepare_frames
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class RouterRunner:
     ``adaptation`` map (engines/adapt.py), when present, is applied before classification."""
 
     def __init__(self, onnx_path, entry: dict, backend: str = "auto", threads: Optional[int] = None):
-        from .backends import load_engine
+        from ..backends import load_engine
 
         kw = {} if threads is None else {"threads": threads}
         self.engine = load_engine(onnx_path, backend=backend, **kw)
@@ -141,12 +141,12 @@ def evaluate(bundle=None, data: Optional[str] = None, split: str = "test", seed:
     """Run the whole evaluation; returns a JSON-ready dict (see :func:`format_report`)."""
     from tqdm import tqdm
 
-    from .backends import load_engine
+    from ..backends import load_engine
 
     clean, source = load_clean(data, split, max_frames)
     b = None
     if bundle is not None:
-        from .bundle import load_bundle
+        from ..bundle import load_bundle
 
         b = load_bundle(bundle)
     if tasks is None:
@@ -208,7 +208,7 @@ def evaluate(bundle=None, data: Optional[str] = None, split: str = "test", seed:
         if b.router is not None:
             runner = RouterRunner(b.router_path, b.router, backend, threads)
     if router is not None:
-        from .router import load_router_entry
+        from ..router import load_router_entry
 
         runner = RouterRunner(*load_router_entry(router), backend=backend, threads=threads)
     if runner is not None:
@@ -223,7 +223,7 @@ def evaluate(bundle=None, data: Optional[str] = None, split: str = "test", seed:
 def _student_rows(b, tasks, degraded, clean, kw, result) -> None:
     """The bundle's student on every task with its own one-hot prompt (row ``student``) and its
     cost (``routes["student"]``)."""
-    from .backends.student import StudentEngine
+    from ..backends.student import StudentEngine
 
     engine = StudentEngine(b.student_path, **kw)
     prompts = list(b.student["prompts"])
@@ -242,7 +242,7 @@ def _student_rows(b, tasks, degraded, clean, kw, result) -> None:
 def _student_mixed(b, runner: RouterRunner, degraded, clean, kw) -> dict:
     """Every frame through the student with the router's soft scores as its prompt mix
     (clean/unknown verdicts: pass-through, as the Restorer does)."""
-    from .backends.student import StudentEngine, prompt_mix
+    from ..backends.student import StudentEngine, prompt_mix
 
     engine = StudentEngine(b.student_path, **kw)
     prompts = list(b.student["prompts"])
@@ -263,7 +263,7 @@ def _student_mixed(b, runner: RouterRunner, degraded, clean, kw) -> dict:
 
 def _auto_routed(b, runner: RouterRunner, degraded, clean, backend, kw) -> dict:
     """Every frame goes through the route the router picks for it (clean/unknown: pass-through)."""
-    from .backends import load_engine
+    from ..backends import load_engine
 
     engines = {}
     out = {}
@@ -370,3 +370,23 @@ def plot_report(result: dict, path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def psnr_frames(sets: str, split: str, n: int, task: Optional[str]) -> Dict[str, Any]:
+    """Clean frames (``n`` in all, drawn evenly from the first ⌈n/sets⌉ of each registered set's
+    ``split``, 640×512 at native scale) and
+    their copies degraded with ``task`` (seed 0, engines/degrade.make_eval_set). UsageError when
+    there is no degradation to undo, DatasetError when the sets do not load (both exit 2)."""
+    from tir.edge.errors import UsageError
+
+    from ..degrade import make_eval_set
+    from . import datasets as dsets
+
+    if not task:
+        raise UsageError("--psnr-data needs frames to restore: give --degrade TASK or --task TASK")
+    names = dsets.parse_sets(sets)
+    per_set = -(-int(n) // len(names))        # the first frames of every set, n in all
+    clean = dsets.load_unit_frames(names, split, max_frames=per_set)
+    clean = clean[np.sort(np.random.default_rng(0).choice(len(clean), min(n, len(clean)), replace=False))]
+    return {"clean": clean, "degraded": make_eval_set(clean, task, seed=0), "data": f"{sets} {split}",
+            "task": task}

@@ -1,4 +1,4 @@
-"""The export form of a route: the same function as :class:`~tir.engines.continual.RouteModule`,
+"""The export form of a route: the same function as :class:`~tir.engines.training.continual.RouteModule`,
 restructured so ONNX Runtime's CPU graph is dominated by convolutions.
 
 Why (issue 11 item 7, profile of the shipped ``noise`` route at 640×512 on ONNX Runtime 1.32,
@@ -164,11 +164,11 @@ EXPORT_FORM = "fast-route v1 (engines/fast_route.py)"
 
 def export_route(model: OpenWorldModel, task: str, path, metadata=None, tolerance: float = 1e-4,
                  check_shape=(1, 1, 256, 320)) -> dict:
-    """Export ``task``'s :class:`FastRoute` (the plain :class:`~tir.engines.continual.RouteModule`
+    """Export ``task``'s :class:`FastRoute` (the plain :class:`~tir.engines.training.continual.RouteModule`
     when its geometry is not covered, named in ``form``) to ONNX at ``path`` and check it against the reference
-    :class:`~tir.engines.continual.RouteModule` in torch (max abs difference over ``check_shape``
+    :class:`~tir.engines.training.continual.RouteModule` in torch (max abs difference over ``check_shape``
     and twice its size, random frames in [0, 1]). Returns ``{"form", "max_abs_diff_vs_torch"}``.
-    Raises :class:`~tir.engines.export.ExportError` above ``tolerance`` (the file is kept for
+    Raises :class:`~tir.engines.training.export.ExportError` above ``tolerance`` (the file is kept for
     inspection) or when the TensorRT audit refuses a node."""
     from .continual import RouteModule
     from .export import ExportError, export_onnx, parity_error
@@ -196,7 +196,7 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
     bundle's current ONNX on ONNX Runtime (one random frame and one smooth synthetic frame at
     ``size`` (w, h)); both must agree within ``tolerance``. The manifest keeps everything else
     (router, its adaptation statistics, metrics, specs, checkpoint) and gets fresh sha256
-    values, ``gmac_640x512`` from :func:`tir.engines.macs.count_macs` and per route an
+    values, ``gmac_640x512`` from :func:`tir.engines.training.macs.count_macs` and per route an
     ``export`` entry with the two differences. Returns the new bundle's folder.
     Raises BundleError (no checkpoint, same folder, or a tampered file), ValueError (a
     checkpoint that is not weights-only) or ExportError (a difference above ``tolerance``).
@@ -209,9 +209,10 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
 
     import numpy as np
 
-    from .bundle import BundleError, load_bundle, read_verified, write_bundle
-    from .engine import MULTIPLE_KEY
-    from .export import ExportError, ort_session
+    from ..bundle import BundleError, load_bundle, read_verified, write_bundle
+    from ..engine import MULTIPLE_KEY
+    from ..backends.onnxruntime import ort_session
+    from .export import ExportError
     from .train import route_costs
 
     bundle = load_bundle(src)

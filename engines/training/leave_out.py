@@ -1,12 +1,12 @@
 """Leave-one-camera-out: does the router generalise to a camera it never saw?
 
 For each camera set k of ``sets``, a router is trained on the other sets' train splits
-(:func:`tir.engines.train.train_router_for_bundle`, same recipe as the shipped router:
+(:func:`tir.engines.training.train.train_router_for_bundle`, same recipe as the shipped router:
 domain randomisation and the sensor-FPN variants), written into a copy of the bundle (routes
 unchanged), and camera k's test split is measured through the live pipeline
-(:func:`tir.engines.camera_eval.evaluate_set`: router accuracy, clean identity, gain per task).
+(:func:`tir.engines.training.camera_eval.evaluate_set`: router accuracy, clean identity, gain per task).
 Then the router is adapted to camera k from its unlabeled train frames
-(:func:`tir.engines.adapt.measure_adaptation`, UDAIR-style CORAL) and the router accuracy is
+(:func:`tir.engines.training.adapt_measure.measure_adaptation`, UDAIR-style CORAL) and the router accuracy is
 measured again. Nothing of camera k's labels or test frames is used for training or choices.
 """
 from __future__ import annotations
@@ -23,13 +23,13 @@ def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draw
                   seed: int = 0, threads: int = 2, max_frames: Optional[int] = None,
                   adapt_frames: int = 200, command: str = "", only: Optional[Sequence[str]] = None) -> dict:
     """Run the protocol above for every set; returns (and writes ``work_dir/leave_out.json``)
-    {"sets": {k: {"trained_on", "camera", "router_live" (live path, engines/camera_eval.py),
+    {"sets": {k: {"trained_on", "camera", "router_live" (live path, engines/training/camera_eval.py),
     "router_before_adapt" / "router_after_adapt" (both in tir adapt --measure's protocol),
     "clean_identity", "min_gain_auto", "per_task", "seconds"}}}. The two protocols differ
     (the live path degrades counts before the preprocessing), so only before/after compare. Raises DatasetError for an
     unknown set or one without clean frames, ValueError for fewer than two sets. ``only``: leave
     out just these sets (each still trained on all the others), e.g. to spread the work."""
-    from .adapt import measure_adaptation
+    from .adapt_measure import measure_adaptation
     from .camera_eval import evaluate_set
     from .train import train_router_for_bundle
 

@@ -18,7 +18,7 @@ Inputs of :class:`StudentNet` (and of its ONNX graph):
 
 Output ``output``: float32 N×1×H×W restored frames on the input's scale.
 
-A student can also take a teacher route's architecture and weights (tir.engines.distill
+A student can also take a teacher route's architecture and weights (tir.engines.training.distill
 ``student_from_route``: widths 32/64, the route's pruned inner widths in ``mids``), with every
 prompt path zero so it starts as that route.
 
@@ -36,7 +36,7 @@ at widths 24/48 instead of 32/64, with
 
 Ops: Conv, Relu, Add, Mul, Sub, MatMul, Reshape, DepthToSpace/SpaceToDepth, ReduceMean/Min/Max,
 Sqrt, Pow, Log, Exp, AveragePool, Resize (bilinear), Concat, Split/Slice: the routes' op set
-(docs/model.md), opset 17, checked by :func:`tir.engines.export.audit_onnx`.
+(docs/model.md), opset 17, checked by :func:`tir.engines.training.export.audit_onnx`.
 """
 from __future__ import annotations
 
@@ -304,7 +304,7 @@ def create_student(preset: Union[str, StudentConfig] = "edge", prompts: Sequence
 
 
 def student_gmac(net: StudentNet, frame=(1, 1, 512, 640)) -> float:
-    """GMAC per frame, every conv counted (tir.engines.macs: forward hooks on nn.Conv2d; the
+    """GMAC per frame, every conv counted (tir.engines.training.macs: forward hooks on nn.Conv2d; the
     student applies no conv through F.conv2d)."""
     from ..macs import count_macs
 

@@ -8,7 +8,7 @@ prompts as negatives). Teachers are the bundle's routes, rebuilt in torch from i
 
 One training step (``distill`` stage): a batch of crops whose samples each draw a prompt slot
 (a task, or ``clean`` with clean crops); crops come from per-task pools of whole degraded
-frames (tir.engines.train.DegradedPool: the recipe's non-uniformity geometry, whole-frame tone
+frames (tir.engines.training.train.DegradedPool: the recipe's non-uniformity geometry, whole-frame tone
 statistics per crop). Each sample's teacher is its task's route (field head left out on crops,
 as in ``tir train``); ``clean`` has the identity as teacher. The loss:
 
@@ -65,11 +65,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import degrade as deg
+from .. import degrade as deg
 from .continual import CLEAN, OpenWorldModel
-from .engine import MULTIPLE_KEY
+from ..engine import MULTIPLE_KEY
 from .losses import RestorationLoss
-from .metrics import psnr
+from ..metrics import psnr
 from .models.ecmrnet import frame_tone_stats
 from .models.student import (PROMPT_INPUT, StudentConfig, StudentNet, create_student, get_student_config,
                              student_gmac)
@@ -128,7 +128,7 @@ def load_teachers(bundle_dir) -> Tuple[object, OpenWorldModel]:
     ``torch.load(weights_only=True)`` (tensors and plain containers only). Raises BundleError
     when the bundle has no checkpoint entry (then it cannot teach: retrain it with ``tir train``).
     """
-    from .bundle import BundleError, load_bundle, read_verified
+    from ..bundle import BundleError, load_bundle, read_verified
 
     bundle = load_bundle(bundle_dir)
     ckpt = bundle.manifest.get("checkpoint") or {}
@@ -190,12 +190,13 @@ def prompt_contrast(anchor: torch.Tensor, positive: torch.Tensor, negative: torc
 def export_student(net: StudentNet, path, size: Tuple[int, int] = (64, 64), tolerance: float = 1e-4) -> dict:
     """ONNX (opset 17) with inputs ``input`` N×1×H×W and ``prompt`` N×K, output ``output``;
     metadata ``tir.multiple``, ``tir.model=student``, ``tir.prompts`` (comma-separated slots).
-    The TensorRT op audit (tir.engines.export.audit_onnx) and an ONNX Runtime parity check
+    The TensorRT op audit (tir.engines.training.export.audit_onnx) and an ONNX Runtime parity check
     (random frames and soft prompts, two sizes) must pass, else ExportError. Returns
     {"path", "max_abs_err", "ops"}."""
     import onnx
 
-    from .export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ExportError, audit_onnx, ort_session, set_metadata
+    from ..backends.onnxruntime import ort_session
+    from .export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ExportError, audit_onnx, set_metadata
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -659,11 +660,11 @@ class Distiller:
             w = np.zeros((len(frames), len(self.slots)), np.float32)
             w[:, :len(self.tasks)] = 1.0 / len(self.tasks)
             return w
-        from .backends.student import prompt_mix
+        from ..backends.student import prompt_mix
         from .evaluate import RouterRunner
 
         runner = RouterRunner(self.bundle.router_path, self.bundle.router, threads=self.s.threads)
-        from .adapt import apply_adaptation
+        from ..adapt import apply_adaptation
 
         emb = apply_adaptation(runner.embed(frames), runner.adaptation)
         return np.stack([prompt_mix(e, runner.codebook, runner.classes, runner.temperature, self.slots) for e in emb])
@@ -678,7 +679,7 @@ class Distiller:
 
     def real_scores(self, frames: np.ndarray, weights: np.ndarray) -> Dict[str, float]:
         """Mean column FPN of the input and of the student's output on real frames (no reference)."""
-        from .metrics import column_fpn
+        from ..metrics import column_fpn
 
         self.net.eval()
         fpn_in, fpn_out = [], []
@@ -778,7 +779,7 @@ class Distiller:
     def write_bundle(self, out_dir, deploy: str = "routes"):
         """Export the student and write ``out_dir``: a copy of the teacher bundle with the student
         added (tir.engines.bundle.add_student). Returns the Bundle."""
-        from .bundle import add_student
+        from ..bundle import add_student
 
         onnx_path = self.work / STUDENT_FILE
         report = export_student(self.net, onnx_path)

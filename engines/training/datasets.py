@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from ..edge.errors import InputError
+from tir.edge.errors import InputError
 
 SPLITS = ("train", "val", "test")
 ALL = "all"
@@ -189,10 +189,10 @@ def load_counts(name: str, split: str, root: Optional[Union[str, Path]] = None,
 def to_unit(counts: np.ndarray, bits: int, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
     """Stored frame -> float32 [0, 1] as the live preprocessing sees it: 8-bit (display-referred)
     by full scale /255, raw counts by the robust percentile stretch of the pipeline's
-    normaliser (edge/pipeline/normalize.py, one frame, no smoothing)."""
+    normaliser (edge/normalize.py, one frame, no smoothing)."""
     if bits == 8:
         return counts.astype(np.float32) / 255.0
-    from tir.edge.pipeline.normalize import Normalizer
+    from tir.edge.normalize import Normalizer
 
     return Normalizer(low_pct, high_pct, alpha=1.0).forward(counts)[0]
 
@@ -207,7 +207,7 @@ def load_unit_frames(sets: Union[str, Sequence[str]], split: str, size=(640, 512
     :func:`tir.engines.router.fit_native`), never resampled. ``max_frames`` limits each set.
     Sets without clean frames are refused when ``clean_only``.
     """
-    from .router import fit_native
+    from ..router import fit_native
 
     out = []
     for name in parse_sets(sets):

@@ -17,7 +17,7 @@ from typing import Union
 import torch
 from torch import nn
 
-from . import presets
+from ...models import presets
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ The reference is the machine's **dense-conv rate measured in the same run**: a c
 H/4 × W/4 grid of the frame size (the shape of the routes' dense blocks), run by ONNX Runtime
 with the same session options as the models (engines/backends/onnxruntime.py), in fp32 and as
 a U8S8 QDQ model for INT8. Each model's achieved rate is its MACs per frame
-(:func:`tir.engines.macs.count_macs` on the routes rebuilt from the bundle's checkpoint at
+(:func:`tir.engines.training.macs.count_macs` on the routes rebuilt from the bundle's checkpoint at
 the frame size, or the manifest's ``gmac_640x512`` scaled by pixel count; the router network
 counted at its fixed input size) divided by its median latency;
 its **share** is that rate over the reference rate of the same precision. The reference and
@@ -111,7 +111,7 @@ def measure(items: Sequence[Item], rounds: int = 10, warmup: int = 2, threads: O
     ``times_ms``. Sessions use tir's options (:func:`~tir.engines.backends.onnxruntime.session_options`)."""
     import onnxruntime as ort
 
-    from .backends.onnxruntime import session_options
+    from ..backends.onnxruntime import session_options
 
     sessions = [ort.InferenceSession(it.path, session_options(it.path, threads),
                                      providers=["CPUExecutionProvider"]) for it in items]
@@ -146,7 +146,8 @@ def router_macs(bundle) -> Optional[int]:
     except ImportError:
         return None
     from .macs import count_macs
-    from .router import ROUTER_INPUT_SIZE, build_router_net
+    from ..router import ROUTER_INPUT_SIZE
+    from .router_train import build_router_net
 
     router = bundle.router or {}
     dim = len(router["codebook"][0]) if router.get("codebook") else 48
@@ -155,7 +156,7 @@ def router_macs(bundle) -> Optional[int]:
 
 
 def route_macs(bundle, size: Tuple[int, int], routes: Sequence[str]) -> Dict[str, Optional[int]]:
-    """MACs per frame of each route at ``size`` (w, h): :func:`tir.engines.macs.count_macs` on the
+    """MACs per frame of each route at ``size`` (w, h): :func:`tir.engines.training.macs.count_macs` on the
     route rebuilt from the bundle's hash-checked checkpoint when torch and a checkpoint are there
     (so a manifest written before the count was fixed does not matter), else the manifest's
     ``gmac_640x512`` scaled by pixel count (None when it has none)."""
@@ -167,7 +168,7 @@ def route_macs(bundle, size: Tuple[int, int], routes: Sequence[str]) -> Dict[str
 
         import torch
 
-        from .bundle import read_verified
+        from ..bundle import read_verified
         from .continual import OpenWorldModel, RouteModule
         from .macs import count_macs
     except ImportError:

@@ -2,8 +2,8 @@
 
 Stages, in order (ecmrnet.md §1.2): ``pretrain`` (clean→clean: stem, reconstruction and clean
 branch), then per task ``<task>-train`` → ``<task>-prune`` → ``<task>-finetune``, then
-``router`` (tir.engines.router.train_router) and ``bundle`` (one ONNX per route through
-tir.engines.export.export_onnx, tir.engines.bundle.write_bundle). After every stage the model
+``router`` (tir.engines.training.router_train.train_router) and ``bundle`` (one ONNX per route through
+tir.engines.training.export.export_onnx, tir.engines.bundle.write_bundle). After every stage the model
 (``model.pt``: architecture + state dict) and ``state.json`` (finished stages and their
 metrics) are written to the work dir; a restart loads them and skips finished stages.
 
@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import degrade as deg
+from .. import degrade as deg
 from .continual import CLEAN, OpenWorldModel, RouteModule
-from .engine import MULTIPLE_KEY
+from ..engine import MULTIPLE_KEY
 from .models.ecmrnet import frame_tone_stats
 from .losses import RestorationLoss
 from .macs import count_macs
-from .metrics import psnr
+from ..metrics import psnr
 from .pruning import apply_plans, collect_picks, select_groups
 
 log = logging.getLogger("tir.train")
@@ -61,7 +61,7 @@ class TrainSettings:
     seed: int = 0
     threads: int = 2
     data: Optional[str] = None         # registered sets "a,b" or a RoadScene folder (default: roadscene)
-    randomize: bool = False            # domain-randomise the clean pool (engines/domain.py)
+    randomize: bool = False            # domain-randomise the clean pool (engines/training/domain.py)
     group: int = 8                     # channels per pruning group (keeps widths multiples of 8)
     prune_p: Optional[float] = None    # None: smallest p on P_GRID reaching target_reduction
     target_reduction: float = 0.40
@@ -97,7 +97,7 @@ class DegradedPool:
         self.stats = self._stats(np.arange(len(self.clean)))
 
     def _render(self, idx: np.ndarray) -> np.ndarray:
-        """Clean frames ``idx``, re-rendered as another camera might (engines/domain.py) when
+        """Clean frames ``idx``, re-rendered as another camera might (engines/training/domain.py) when
         the pool randomises; a copy of the base frames otherwise."""
         if not self.randomize:
             return self.base[idx].copy()
@@ -143,7 +143,7 @@ class DegradedPool:
 
 def load_split(data: Optional[str], split: str) -> np.ndarray:
     """Clean frames of ``split`` as (N, H, W) float32 [0, 1]: ``data`` names registered data sets
-    (``roadscene,hit_uav``: engines/datasets.py, brought to 640×512 at native scale) or a
+    (``roadscene,hit_uav``: engines/training/datasets.py, brought to 640×512 at native scale) or a
     RoadScene folder (None: the shared RoadScene set)."""
     from . import datasets as dsets
 
@@ -493,13 +493,13 @@ class ContinualTrainer:
         if self.s.router_from:
             info = reuse_router(Path(self.s.router_from), out, self.model.tasks)
             if self.s.router_recalibrate:
-                from .router import recalibrate_router
+                from .router_train import recalibrate_router
 
                 info = recalibrate_router(out, out, self.val_clean, threads=self.s.threads,
                                           seed=self.s.seed + 1000)
                 log.info("router: thresholds re-chosen on val: %s", info["metrics"])
         else:
-            from .router import train_router
+            from .router_train import train_router
 
             info = train_router(self.train_clean, list(self.s.tasks), out_dir=out,
                                 steps=self.s.router_steps, seed=self.s.seed, threads=self.s.threads,
@@ -580,7 +580,7 @@ NORMALISATION = {"input": "float32 N×1×H×W in [0,1]: 8-bit frames /255, 16-bi
 
 def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, settings: TrainSettings):
     """Export every route to ONNX, then write the bundle (routes, router, manifest, checkpoint)."""
-    from .bundle import sha256_file, write_bundle
+    from ..bundle import sha256_file, write_bundle
     from .fast_route import export_route
 
     work, out = Path(work), Path(out_dir)
@@ -590,7 +590,7 @@ def export_bundle(model: OpenWorldModel, state: dict, work: Path, out_dir, setti
     for task in model.tasks:
         path = onnx_dir / f"{task}.onnx"
         meta = {"task": task, "preset": model.cfg.name, MULTIPLE_KEY: m}
-        # the convolution-dominated export form, checked against RouteModule (engines/fast_route.py)
+        # the convolution-dominated export form, checked against RouteModule (engines/training/fast_route.py)
         record = export_route(model, task, path, metadata=meta)
         routes[task] = path
         metrics = state["metrics"].get(task, {})
@@ -643,9 +643,9 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     """Train a new router for an existing bundle on several cameras' frames and write a copy of
     the bundle with it (routes, checkpoint and their hashes unchanged; the original untouched).
 
-    ``sets``: registered data sets (engines/datasets.py); their ``train`` splits train the
+    ``sets``: registered data sets (engines/training/datasets.py); their ``train`` splits train the
     router, their ``val`` splits choose the "unknown" thresholds. ``randomize`` applies the
-    clean-pool domain randomisation (engines/domain.py) before every degradation; ``quantize``
+    clean-pool domain randomisation (engines/training/domain.py) before every degradation; ``quantize``
     re-quantises that share of the degraded frames to 8 bits (router.degraded_batches);
     ``balance`` > 1 repeats the train frames of a set smaller than the largest one up to that
     many times (each repeat is randomised anew), so a camera with few frames is not drowned
@@ -654,9 +654,10 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     Raises DatasetError / BundleError with the reason.
     """
     from . import datasets as dsets
-    from .bundle import load_bundle
+    from ..bundle import load_bundle
     from .domain import randomize as randomize_fn
-    from .router import ROUTER_INPUT_SIZE, SENSOR_VARIANTS, train_router
+    from ..router import ROUTER_INPUT_SIZE, SENSOR_VARIANTS
+    from .router_train import train_router
 
     if not 0.0 <= float(quantize) <= 1.0:
         raise ValueError(f"router quantize share must be in [0, 1], got {quantize}")
@@ -691,9 +692,9 @@ def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, t
     randomisation and variants (engines/adapt.py). Returns the new folder."""
     import shutil
 
-    from .bundle import load_bundle, write_bundle
+    from ..bundle import load_bundle, write_bundle
     from .domain import randomize as randomize_fn
-    from .router import SENSOR_VARIANTS, load_router_entry
+    from ..router import SENSOR_VARIANTS, load_router_entry
 
     src = load_bundle(bundle_dir)
     router_onnx, info = load_router_entry(router_dir)
@@ -714,7 +715,7 @@ def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, t
         shutil.copyfile(src.path / ckpt, out / ckpt)
     bundle = write_bundle(out, routes, router_onnx, manifest)
     # the embedding statistics test-time adaptation aligns to (engines/adapt.py), for this router
-    from .adapt import add_source_stats
+    from ..adapt import add_source_stats
 
     add_source_stats(out, train_frames, ",".join(names) + " (train)", threads=threads,
                      augment=randomize_fn if training.get("domain_randomisation") else None,
