@@ -226,3 +226,15 @@ def test_leave_out_only_must_name_a_listed_set(tmp_path):
 
     with pytest.raises(ValueError, match="must name sets of --leave-out"):
         leave_one_out("engines/bundles/edge", "roadscene,hit_uav", tmp_path, only=["anti_uav"])
+
+
+def test_router_only_gives_the_full_evaluations_verdicts(data_root):
+    """``router_only`` routes through the same preprocessing and routing step as the full
+    evaluation: the same verdicts and routes, on 8-bit and raw sets, with nothing restored."""
+    from tir.engines.bundle import default_bundle_path
+
+    for name in ("cam8", "cam16"):
+        full = evaluate_set(default_bundle_path(), name, split="val", progress=False, true_routes=False, threads=1)
+        fast = evaluate_set(default_bundle_path(), name, split="val", progress=False, router_only=True, threads=1)
+        assert fast["router_only"] and "per_task" not in fast and "clean_identity" not in fast
+        assert fast["router"] == full["router"]

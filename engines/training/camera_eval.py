@@ -124,6 +124,20 @@ def user_path(model, counts: np.ndarray, meta: dict) -> np.ndarray:
     return frame.restored
 
 
+def user_route(model, counts: np.ndarray, meta: dict) -> None:
+    """Route one frame of counts exactly as the pipeline does, without restoring it: the
+    pipeline's ``Preprocess`` stage, then ``model.observe`` (the Restorer's routing step that
+    ``infer`` runs before its route; same verdict, same state change). For router-only
+    evaluation (``tir eval --data ... --router-only``)."""
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
+
+    frame = Frame(raw=counts, seq=0, t_capture=time.monotonic(), meta=dict(meta))
+    Preprocess()(frame)
+    x = frame.meta.pop(MODEL_INPUT_KEY)
+    model.observe(x[None, None] if x.ndim == 2 else x, frame.meta)
+
+
 def _lowpass(x: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(x.astype(np.float32), (0, 0), SCENE_SIGMA, borderType=cv2.BORDER_REFLECT)
 
@@ -143,8 +157,13 @@ def _summary(values: Sequence[float]) -> dict:
 
 def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_frames: Optional[int] = None,
                  backend: str = "auto", threads: Optional[int] = None, true_routes: bool = True,
-                 root=None, progress: bool = True) -> dict:
-    """Evaluate one registered set (see the module docstring); returns a JSON-ready dict."""
+                 root=None, progress: bool = True, router_only: bool = False) -> dict:
+    """Evaluate one registered set (see the module docstring); returns a JSON-ready dict.
+
+    ``router_only``: route every frame through the same preprocessing and routing step but
+    restore nothing (:func:`user_route`): the ``router`` block (and, for sets without a
+    clean target, the routes and the noise-routed share) only, in a fraction of the time;
+    for choosing among routers on val. Raises DatasetError for an unknown set."""
     from tqdm import tqdm
 
     from ..restorer import PASSTHROUGH, Restorer
@@ -163,6 +182,10 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
         for f in tqdm(frames, desc=name, unit="frame", disable=not progress):
             counts, _, meta, peak = degrade_counts(f, ds.bits, CLEAN, None)
             auto.reset()
+            if router_only:
+                user_route(auto, counts, meta)
+                routed.append(auto.route)
+                continue
             out = user_path(auto, counts, meta)
             routed.append(auto.route)
             fpn_in.append(column_fpn(counts / peak * 255.0))
@@ -170,9 +193,13 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             fpn_rel_in.append(fpn_in[-1] / _scene_span(counts / peak * 255.0))
             fpn_rel_out.append(fpn_out[-1] / _scene_span(out / peak * 255.0))
             scene.append(float(np.corrcoef(_lowpass(out).ravel(), _lowpass(counts).ravel())[0, 1]))
+        result["routes"] = {r: routed.count(r) for r in sorted(set(routed))}
+        result["noise_routed"] = float(np.mean([r in NOISE_TASKS for r in routed]))
+        if router_only:
+            result.update(router_only=True, seconds=round(time.monotonic() - t0, 1))
+            auto.close()
+            return result
         result.update({
-            "routes": {r: routed.count(r) for r in sorted(set(routed))},
-            "noise_routed": float(np.mean([r in NOISE_TASKS for r in routed])),
             "column_fpn_in": float(np.mean(fpn_in)), "column_fpn_out": float(np.mean(fpn_out)),
             "column_fpn_cut": float(1.0 - np.mean(fpn_out) / max(np.mean(fpn_in), 1e-9)),
             "column_fpn_rel_in": float(np.mean(fpn_rel_in)), "column_fpn_rel_out": float(np.mean(fpn_rel_out)),
@@ -191,10 +218,15 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             rng = np.random.default_rng([seed, i, k])
             counts, clean, meta, peak = degrade_counts(f, ds.bits, c, rng)
             auto.reset()
-            out = user_path(auto, counts, meta)
+            if router_only:
+                user_route(auto, counts, meta)
+            else:
+                out = user_path(auto, counts, meta)
             status = auto.status()
             per[c]["verdicts"].append(status["decision"] if status["decision"] is not None else PASSTHROUGH)
             per[c].setdefault("routes", []).append(auto.route)
+            if router_only:
+                continue
             per[c]["auto"].append(psnr(out / peak, clean / peak))
             if scene_referred:
                 if k == 0:  # the clean reference is the same frame for every class
@@ -221,6 +253,10 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     if scene_referred:
         visible = [v == visible_task(c, ds.bits) for c in tasks for v in per[c]["verdicts"]]
         result["router"]["accuracy_visible"] = float(np.mean(visible))
+    if router_only:
+        result.update(router_only=True, seconds=round(time.monotonic() - t0, 1))
+        auto.close()
+        return result
     result["clean_identity"] = _summary(per[CLEAN]["auto"])
 
     def rows(key_deg, key_auto, key_true):
@@ -248,13 +284,14 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
 
 def evaluate_cameras(bundle, sets: Sequence[str], split: str = "test", seed: int = 0,
                      max_frames: Optional[int] = None, backend: str = "auto",
-                     threads: Optional[int] = None, true_routes: bool = True, root=None) -> dict:
+                     threads: Optional[int] = None, true_routes: bool = True, root=None,
+                     router_only: bool = False) -> dict:
     """:func:`evaluate_set` for every set in ``sets``; returns {"sets": {name: result}, ...}."""
     names = dsets.parse_sets(sets)
     out = {"split": split, "seed": seed, "bundle": str(bundle), "sets": {}}
     for name in names:
         out["sets"][name] = evaluate_set(bundle, name, split, seed, max_frames, backend, threads,
-                                         true_routes, root)
+                                         true_routes, root, router_only=router_only)
     return out
 
 
@@ -268,14 +305,19 @@ def format_cameras(result: dict) -> str:
     for name, r in result["sets"].items():
         if "router" not in r:
             continue
+        if r.get("router_only"):
+            lines.append(f"{name:<17} {r['frames']:>3} {r['bits']:>4} {100 * r['router']['accuracy_tasks']:>6.1f}% "
+                         f"{100 * r['router']['clean_to_passthrough']:>10.1f}%   (router only: nothing restored)")
+            continue
         lines.append(f"{name:<17} {r['frames']:>3} {r['bits']:>4} {100 * r['router']['accuracy_tasks']:>6.1f}% "
                      f"{100 * r['router']['clean_to_passthrough']:>10.1f}% {r['clean_identity']['median']:>12.2f} "
                      f"{r['clean_identity']['p5']:>6.2f} {r['min_gain_auto']:>+8.2f}")
     for name, r in result["sets"].items():
         if "accuracy_visible" in r.get("router", {}):
+            gain = "" if r.get("router_only") else \
+                f", display-referred min gain {r['display']['min_gain_auto']:+.2f} dB"
             lines.append(f"{name}: raw counts; router {100 * r['router']['accuracy_visible']:.1f}% against the task "
-                         f"visible after the live normaliser (contrast part dropped), display-referred min gain "
-                         f"{r['display']['min_gain_auto']:+.2f} dB")
+                         f"visible after the live normaliser (contrast part dropped){gain}")
     for name, r in result["sets"].items():
         if "per_task" in r:
             views = [("counts", r["per_task"])] + ([("display", r["display"]["per_task"])] if "display" in r else [])
@@ -287,6 +329,11 @@ def format_cameras(result: dict) -> str:
                     regret = f", {row['regret']:+.2f}" if "regret" in row else ""
                     lines.append(f"  {t:<9} {row['degraded']:6.2f} / {row['auto']:6.2f} / {true}  "
                                  f"({row['gain_auto']:+.2f}{regret})")
+        elif r.get("router_only"):
+            if "noise_routed" in r:
+                lines.append("")
+                lines.append(f"{name} (real degraded, no reference): {100 * r['noise_routed']:.0f}% routed to a "
+                             f"noise task {r['routes']}")
         else:
             lines.append("")
             lines.append(f"{name} (real degraded, no reference): {100 * r['noise_routed']:.0f}% routed to a "
