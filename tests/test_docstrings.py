@@ -127,10 +127,11 @@ def test_main_json_and_unknown_package(capsys):
 # --- coverage that cannot regress ------------------------------------------------------------
 #: the runtime packages: every public definition must have a docstring
 COVERED_PACKAGES = ("tir.edge", "tir.edge.sources", "tir.edge.camera", "tir.edge.pipeline",
-                    "tir.edge.outputs", "tir.calibration", "tir.engines.backends")
+                    "tir.edge.outputs", "tir.calibration", "tir.engines.backends", "tir.engines.models")
 #: the engines' runtime modules, every public definition
 COVERED_ENGINE_FILES = ("engine.py", "bundle.py", "restorer.py", "hotswap.py", "metrics.py", "cache.py",
-                        "cuda_pipeline.py", "trt_build.py")
+                        "cuda_pipeline.py", "trt_build.py", "degrade.py", "discover.py", "propose.py",
+                        "loading.py", "benchmarks.py")
 #: router.py / adapt.py hold training code too: their inference definitions only
 COVERED_INFERENCE = {
     "router.py": ("router_classes", "fit_native", "prepare_frames", "cosine_scores", "classify",
