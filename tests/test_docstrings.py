@@ -141,15 +141,19 @@ COVERED_INFERENCE = {
                  "write_adapted_bundle"),
 }
 
-#: the training packages, every module but those being refactored (a later pass covers them)
-COVERED_TRAINING_PACKAGES = ("tir.engines.training", "tir.engines.training.models")
-TRAINING_NOT_YET = ("engines/training/distill.py", "engines/training/train.py",
-                    "engines/training/models/ecmrnet.py", "engines/training/models/student.py")
+#: packages covered but for the modules a later pass takes (being refactored, or left out of
+#: the second pass: tools/camera.py, tools/docstats.py)
+COVERED_EXCEPT = {
+    "tir.engines.training": ("engines/training/distill.py", "engines/training/train.py"),
+    "tir.engines.training.models": ("engines/training/models/ecmrnet.py", "engines/training/models/student.py"),
+    "tir.tools": ("tools/camera.py", "tools/docstats.py"),
+}
 
 
 def covered_definitions():
     defs = docstats.collect(COVERED_PACKAGES)
-    defs += [d for d in docstats.collect(COVERED_TRAINING_PACKAGES) if d.path not in TRAINING_NOT_YET]
+    for package, later in COVERED_EXCEPT.items():
+        defs += [d for d in docstats.collect([package]) if d.path not in later]
     for d in docstats.collect(["tir.engines"]):
         module = d.path.rsplit("/", 1)[-1]
         if module in COVERED_ENGINE_FILES or d.name in COVERED_INFERENCE.get(module, ()):
@@ -168,6 +172,7 @@ def test_covered_definitions_are_all_found():
         assert f"engines/{name}" in modules, f"engines/{name} has no public definitions any more"
     assert "engines/engine.py" in modules and "edge/agc.py" in modules and "calibration/qdq.py" in modules
     assert "engines/training/pruning.py" in modules and "engines/training/models/plainnet.py" in modules
+    assert "tools/run.py" in modules and "tools/cli.py" in modules
     assert len(defs) > 600
 
 
