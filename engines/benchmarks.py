@@ -62,8 +62,21 @@ def bench_model(engine, batches: Sequence[np.ndarray], warmup: int = 10, n: int 
                 progress: bool = True, desc: str = "model") -> Dict[str, Any]:
     """Time ``engine.infer`` on ``n`` calls (after ``warmup``), cycling through ``batches``.
 
-    Returns latency percentiles (ms), fps (frames per wall second, batch size counted)
-    and the counts. Works for anything with ``infer(batch)``."""
+    Works for anything with ``infer(batch)``.
+
+    Args:
+        engine: the model (Engine, Restorer, ...).
+        batches: (N, 1, H, W) float32 input batches, all of one shape.
+        warmup: untimed calls first.
+        n: timed calls.
+        progress: show a tqdm bar.
+        desc: the bar's label.
+
+    Returns:
+        {"mode": "model", "route", "size" ("WxH" px), "batch", "warmup", "frames", "wall_s"
+        (seconds), "fps" (frames per wall second, batch size counted), "cpu_ms_per_frame" (ms),
+        "latency_ms" (per-call percentiles in ms)}.
+    """
     from tqdm import tqdm
 
     for i in range(warmup):
@@ -103,10 +116,30 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
 
     ``display="always"`` computes the AGC views on every frame, as with a viewer attached;
     ``"auto"`` leaves them to the outputs' interest (none here), as a headless deployment would.
-
     Samples the age of the newest output frame (capture -> output) every ``sample_every``
-    seconds, so a long run shows whether latency grows. Returns the final stats plus the
-    samples."""
+    seconds, so a long run shows whether latency grows.
+
+    Args:
+        model: the model the pipeline infers with.
+        source_uri: a source URI (``synthetic://...``, a camera, a file).
+        frames: stop after this many output frames, or None.
+        duration: stop after this many seconds, or None.
+        sample_every: age-sampling period in seconds.
+        agc: the AGC name.
+        progress: show a tqdm bar.
+        outputs: pipeline outputs to attach.
+        warmup_batch: (N, 1, H, W) float32 batch inferred 3 times before the source opens, or None.
+        max_in_flight: the pipeline's in-flight limit (None: its default).
+        display: ``"always"`` or ``"auto"``, see above.
+
+    Returns:
+        the final stats (frames, fps, latency_ms, busy_ms, drops, ... as /stats.json, times in
+        ms, ``wall_s`` in seconds) plus ``age_samples``.
+
+    Raises:
+        ValueError: neither ``frames`` nor ``duration`` given.
+        RuntimeError: a pipeline stage failed (names the stage and its error).
+    """
     from tqdm import tqdm
 
     from tir.edge.pipeline import Pipeline
@@ -275,11 +308,25 @@ def trt_style_summary(parts: Dict[str, Sequence[float]], frames: int, wall_s: fl
                       timing: str) -> Dict[str, Any]:
     """trtexec's performance summary from per-frame part times in ms.
 
-    ``parts``: ``h2d``, ``compute``, ``d2h`` (CUDA events), ``enqueue`` (host time to submit) and
-    ``latency`` (host: submit -> result on the host), lists of equal length (``h2d``/``d2h`` may be
-    empty when ``timing == "host"``). As trtexec defines it (TensorRT developer guide, "trtexec",
-    performance summary), *Latency* is H2D + GPU compute + D2H of one inference and *Throughput*
-    is inferences per second of wall time; *Total GPU Compute Time* is the sum of compute times.
+    As trtexec defines it (TensorRT developer guide, "trtexec", performance summary),
+    *Latency* is H2D + GPU compute + D2H of one inference and *Throughput* is inferences per
+    second of wall time; *Total GPU Compute Time* is the sum of compute times.
+
+    Args:
+        parts: ``h2d``, ``compute``, ``d2h`` (CUDA events), ``enqueue`` (host time to submit)
+            and ``latency`` (host: submit -> result on the host), lists of ms of equal length
+            (``h2d``/``d2h`` may be empty when ``timing == "host"``).
+        frames: inferences timed.
+        wall_s: wall time of the timed run in seconds.
+        in_flight: inferences kept in flight.
+        timing: ``"cuda-events"`` or ``"host"``.
+
+    Returns:
+        {"timing", "in_flight", "frames", "throughput_qps", "latency_ms", "enqueue_ms",
+        "h2d_ms", ...}: each ``*_ms`` the :func:`trt_style_stats` of those times.
+
+    Raises:
+        ValueError: with ``"cuda-events"``, the h2d/compute/d2h lists differ in length.
     """
     compute = np.asarray(parts.get("compute", []), np.float64)
     h2d = np.asarray(parts.get("h2d", []), np.float64)

@@ -141,6 +141,19 @@ def _as_range(value) -> Tuple[float, float]:
 
 @dataclass(frozen=True)
 class ContrastParams:
+    """Parameters of the ``contrast`` op (low contrast, LC): albumentations RandomBrightnessContrast.
+
+    Each image draws α = 1 + U(``contrast``) and β = U(``brightness``); ``pivot="zero"`` gives
+    ``x·α + β`` (albumentations' LUT with brightness_by_max, the frame in [0, 1] so max = 1),
+    ``pivot="mean"`` gives ``(x − m)·α + m + β`` with m the frame mean (see the module docstring).
+
+    Attributes:
+        contrast: [lo, hi] range of α − 1, ≥ −1, unitless; default (−0.8, −0.4), i.e. a contrast
+            factor 0.2–0.6 (ecmrnet.md §1.3, ``contrast_limit``).
+        brightness: [lo, hi] range of β as a fraction of the maximum (1.0); default (0.1, 0.2)
+            (ecmrnet.md §1.3, ``brightness_limit``).
+        pivot: ``"zero"`` (albumentations, the default) or ``"mean"``; ours, the source is silent.
+    """
     contrast: Tuple[float, float] = range_option((-0.8, -0.4), "α - 1 range (negative: flatter)", -1.0)
     brightness: Tuple[float, float] = range_option((0.1, 0.2), "β range, fraction of the maximum")
     pivot: str = option("zero", "scale around 0 (albumentations) or the frame mean", choices=("zero", "mean"))
@@ -160,6 +173,15 @@ def _op_contrast(x: np.ndarray, step: ContrastParams, rng: np.random.Generator) 
 
 @dataclass(frozen=True)
 class BlurParams:
+    """Parameters of the ``blur`` op: cv2.GaussianBlur with a per-image odd kernel and σ.
+
+    Source: ecmrnet.md §1.3 (GaussianBlur, kernel 7–17 odd, σ ∈ [1, 2]).
+
+    Attributes:
+        kernel: [lo, hi] kernel size range in px, ≥ 1; an odd integer is drawn uniformly from it
+            (default (7, 17)); a range holding no odd integer raises DegradationError when applied.
+        sigma: [lo, hi] Gaussian σ range in px, ≥ 0 (default (1.0, 2.0)).
+    """
     kernel: Tuple[float, float] = range_option((7, 17), "odd kernel size range, pixels", 1)
     sigma: Tuple[float, float] = range_option((1.0, 2.0), "Gaussian σ range, pixels", 0.0)
 
@@ -190,6 +212,17 @@ def _radial(n: int, h: int, w: int, cy: np.ndarray, cx: np.ndarray) -> np.ndarra
 
 @dataclass(frozen=True)
 class NonuniformityParams:
+    """Parameters of the ``nonuniformity`` op (optical non-uniformity, noise step 1).
+
+    Each image gets n = cos(p·π/2)⁴ with p the distance to a random centre normalised to 1 at the
+    farthest corner, and adds δ·n or (inverted) δ·(1 − n). Source: ecmrnet.md §1.3.
+
+    Attributes:
+        delta: [lo, hi] shading amplitude δ in grey levels (of 255), drawn as an integer; default
+            (15, 55) (ecmrnet.md §1.3: δ ∈ {15…55}).
+        inverted_p: probability in [0, 1] of the inverted (dark-centre) shading δ·(1 − n); default
+            0.5 (ecmrnet.md §1.3: 50/50).
+    """
     delta: Tuple[float, float] = range_option((15, 55), "shading amplitude range, grey levels (integers)")
     inverted_p: float = option(0.5, "probability of the inverted (dark-centre) shading", check=_probability)
 
@@ -216,6 +249,16 @@ def _op_nonuniformity(x: np.ndarray, step: NonuniformityParams, rng: np.random.G
 
 @dataclass(frozen=True)
 class StripesParams:
+    """Parameters of the ``stripes`` op (stripe noise, noise step 2).
+
+    Column-wise (or row-wise) gain g ~ N(0, s_g²) and offset b ~ N(0, s_b²) per line, applied as
+    ``x += x·g + b``. Source: ecmrnet.md §1.3.
+
+    Attributes:
+        gain_std: [lo, hi] range of s_g, ≥ 0, unitless (relative gain); default (0.03, 0.07).
+        offset_std: [lo, hi] range of s_b in grey levels (of 255), ≥ 0; default (0, 3).
+        column_p: probability in [0, 1] of column (else row) stripes; default 0.5 (50/50).
+    """
     gain_std: Tuple[float, float] = range_option((0.03, 0.07), "std range of the per-line gain", 0.0)
     offset_std: Tuple[float, float] = range_option((0.0, 3.0), "std range of the per-line offset, grey levels", 0.0)
     column_p: float = option(0.5, "probability of column (else row) stripes", check=_probability)
@@ -243,6 +286,13 @@ def _op_stripes(x: np.ndarray, step: StripesParams, rng: np.random.Generator) ->
 
 @dataclass(frozen=True)
 class GaussianNoiseParams:
+    """Parameters of the ``gaussian_noise`` op (additive Gaussian noise, noise step 3).
+
+    Source: ecmrnet.md §1.3 (albumentations GaussNoise, std_range (5/255, 15/255)).
+
+    Attributes:
+        sigma: [lo, hi] range of the noise σ in grey levels (of 255), ≥ 0; default (5, 15).
+    """
     sigma: Tuple[float, float] = range_option((5.0, 15.0), "noise σ range, grey levels", 0.0)
 
 
@@ -260,6 +310,14 @@ def _op_gaussian_noise(x: np.ndarray, step: GaussianNoiseParams, rng: np.random.
 
 @dataclass(frozen=True)
 class PixelDropoutParams:
+    """Parameters of the ``pixel_dropout`` op: dead (→ 0) and hot (→ 1) pixels, independent per pixel.
+
+    Source: ecmrnet.md §1.3 (PixelDropout 0.002 / 0.001, defined but unused in ECMRNet).
+
+    Attributes:
+        dead_p: probability in [0, 1] that a pixel reads 0 (dead); default 0.002.
+        hot_p: probability in [0, 1] that a pixel reads 1 (hot); default 0.001.
+    """
     dead_p: float = option(0.002, "probability of a dead (0) pixel", check=_probability)
     hot_p: float = option(0.001, "probability of a hot (1) pixel", check=_probability)
 
@@ -278,6 +336,17 @@ def _op_pixel_dropout(x: np.ndarray, step: PixelDropoutParams, rng: np.random.Ge
 
 @dataclass(frozen=True)
 class VignettingParams:
+    """Parameters of the ``vignetting`` op: ``x · (1 − s·r^γ)``, r the distance to the frame centre
+    normalised to 1 at the corners.
+
+    Ranges from ecmrnet.md §1.3 (TIR vignetting, defined but unused in ECMRNet); the formula is
+    ours (the source does not record it).
+
+    Attributes:
+        strength: [lo, hi] range of s, the darkening at the corners as a fraction, within [0, 1];
+            default (0.30, 0.48).
+        gamma: [lo, hi] range of the radial fall-off exponent γ, ≥ 0; default (1.2, 1.8).
+    """
     strength: Tuple[float, float] = range_option((0.30, 0.48), "darkening at the corners", 0.0, 1.0)
     gamma: Tuple[float, float] = range_option((1.2, 1.8), "radial fall-off exponent", 0.0)
 
@@ -296,6 +365,13 @@ def _op_vignetting(x: np.ndarray, step: VignettingParams, rng: np.random.Generat
 
 @dataclass(frozen=True)
 class JpegParams:
+    """Parameters of the ``jpeg`` op: heavy JPEG blocking through cv2.imencode / cv2.imdecode.
+
+    Not an ECMRNet degradation: an unseen one used to test the router's "unknown" answer.
+
+    Attributes:
+        quality: [lo, hi] JPEG quality range within [0, 100], drawn as an integer; default (5, 15).
+    """
     quality: Tuple[float, float] = range_option((5, 15), "JPEG quality range (integers)", 0, 100)
 
 
@@ -316,6 +392,23 @@ def _op_jpeg(x: np.ndarray, step: JpegParams, rng: np.random.Generator) -> np.nd
 
 @dataclass(frozen=True)
 class SensorFPNParams:
+    """Parameters of the ``sensor_fpn`` op: fixed-pattern noise of an uncalibrated (non-NUC'd)
+    microbolometer FPA.
+
+    Offset standard deviations are fractions of the frame's scene span (1st–99th percentile,
+    at least 0.02); the defaults bracket what was measured on non-NUC'd Lynred frames
+    (shared/data/lynred_nonuc: column 2.5 %, row 1.0 %, pixel 2.7 % of the span), see the op.
+
+    Attributes:
+        column_rel: [lo, hi] range of the per-column offset std, fraction of the span, ≥ 0;
+            default (0.015, 0.04).
+        row_rel: [lo, hi] range of the per-row offset std, fraction of the span, ≥ 0;
+            default (0.003, 0.015).
+        pixel_rel: [lo, hi] range of the per-pixel offset std, fraction of the span, ≥ 0;
+            default (0.005, 0.03).
+        column_gain_std: [lo, hi] range of the per-column relative gain std, ≥ 0, unitless;
+            default (0.005, 0.02).
+    """
     column_rel: Tuple[float, float] = range_option((0.015, 0.04), "column offset std, fraction of the scene span", 0.0)
     row_rel: Tuple[float, float] = range_option((0.003, 0.015), "row offset std, fraction of the scene span", 0.0)
     pixel_rel: Tuple[float, float] = range_option((0.005, 0.03), "pixel offset std, fraction of the scene span", 0.0)
@@ -513,13 +606,31 @@ def _load(name_or_path: Union[str, Path], seen: Tuple[str, ...]) -> DegradationS
 # ---------------------------------------------------------------------------------------------
 
 def as_generator(rng: Rng) -> np.random.Generator:
+    """A ``np.random.Generator`` from a generator (returned as is), an int seed or None (fresh entropy)."""
     if isinstance(rng, np.random.Generator):
         return rng
     return np.random.default_rng(rng)
 
 
 def degrade(images: np.ndarray, task: Union[str, Path, DegradationSpec], rng: Rng) -> np.ndarray:
-    """Degrade float images (H,W) or (N,H,W) in [0,1]; parameters are drawn per image."""
+    """Degrade float images in [0, 1] with a spec's steps; parameters are drawn per image.
+
+    Steps run in the spec's order, each drawing all of its parameters for the whole batch from
+    ``rng`` before the next (see the module docstring); a step with ``p < 1`` is applied to each
+    image with that probability, and every step's output is clipped to [0, 1].
+
+    Args:
+        images: (H, W) or (N, H, W) floating-point array in [0, 1] (any float dtype; copied).
+        task: a built-in spec name (case-insensitive), a JSON spec path or a DegradationSpec.
+        rng: a ``np.random.Generator``, an int seed or None.
+
+    Returns:
+        float32 array of the input's shape, in [0, 1].
+
+    Raises:
+        DegradationError: ``images`` is not floating-point or not 2-D/3-D, ``task`` names no
+            spec, or an op fails (an empty odd kernel range, a failed JPEG encode).
+    """
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.floating):
         raise DegradationError(
@@ -550,7 +661,21 @@ def task_seed(task: Union[str, DegradationSpec], seed: int) -> int:
 
 def make_eval_set(clean_images: np.ndarray, task: Union[str, Path, DegradationSpec],
                   seed: int = 0) -> np.ndarray:
-    """Fixed degraded copies: image i depends only on (i, task name, seed), not on the batch."""
+    """Fixed degraded copies: image i depends only on (i, task name, seed), not on the batch.
+
+    Image i is degraded with ``np.random.default_rng([task_seed(spec, seed), i])``.
+
+    Args:
+        clean_images: (H, W) or (N, H, W) float images in [0, 1] (cast to float32).
+        task: a built-in spec name, a JSON spec path or a DegradationSpec.
+        seed: the evaluation seed.
+
+    Returns:
+        (N, H, W) float32 in [0, 1] (N = 1 for a single (H, W) image).
+
+    Raises:
+        DegradationError: ``task`` names no spec, or an op fails (see :func:`degrade`).
+    """
     clean = np.asarray(clean_images, dtype=np.float32)
     if clean.ndim == 2:
         clean = clean[None]
@@ -570,11 +695,20 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm")
 
 
 def counts_range(raw: np.ndarray, pad: float = 0.15) -> Tuple[float, float]:
-    """The counts <-> [0, 1] map used to degrade raw (scene-referred) counts: the 0.5/99.5
-    percentiles of every other pixel (dead and hot pixels do not set it), widened by ``pad`` of
-    the span on each side so hot objects are not clipped by the degradation's [0, 1] range,
-    within 0..65535. Used by the virtual camera (``synthetic://?degrade=``) and by the
-    per-camera evaluation (engines/training/camera_eval.py) alike."""
+    """The counts <-> [0, 1] map used to degrade raw (scene-referred) Y16 counts.
+
+    The 0.5/99.5 percentiles of every other pixel (dead and hot pixels do not set it), widened by
+    ``pad`` of the span on each side so hot objects are not clipped by the degradation's [0, 1]
+    range, within 0..65535. Used by the virtual camera (``synthetic://?degrade=``) and by the
+    per-camera evaluation (engines/training/camera_eval.py) alike.
+
+    Args:
+        raw: (H, W) array of counts (uint16 Y16, or any numeric dtype).
+        pad: margin on each side as a fraction of the percentile span (span at least 1 count).
+
+    Returns:
+        ``(lo, hi)`` in counts, floats with 0 ≤ lo and hi ≤ 65535.
+    """
     lo, hi = (float(v) for v in np.percentile(np.asarray(raw)[::2, ::2], (0.5, 99.5)))
     margin = pad * max(hi - lo, 1.0)
     return max(lo - margin, 0.0), min(hi + margin, 65535.0)
@@ -624,9 +758,24 @@ def _read_frames(paths: Sequence[Path], size: Optional[Tuple[int, int]]) -> np.n
 
 def load_roadscene(split: str, root: Optional[Union[str, Path]] = None,
                    size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-    """RoadScene IR frames of ``split`` (train/val/test) as float32 (N,H,W) in [0,1].
+    """RoadScene IR frames of ``split`` (train/val/test) as float32 (N, H, W) in [0, 1].
 
-    The split list is ``<root>/../roadscene-ir-<split>.txt``; ``size`` is (w, h) to resize to.
+    The frames folder is the first existing of :func:`roadscene_candidates`; the split list is
+    ``<folder>/../roadscene-ir-<split>.txt`` (one file name a line). Frames go through
+    :func:`to_unit_float` (8-bit /255, 16-bit percentile stretch).
+
+    Args:
+        split: the split list's name, e.g. ``"train"``, ``"val"``, ``"test"``.
+        root: the frames folder (default: $TIR_DATA, then shared/data/roadscene-ir).
+        size: ``(w, h)`` in px to resize every frame to (cv2.INTER_AREA), or None.
+
+    Returns:
+        (N, H, W) float32 in [0, 1], in the split list's order.
+
+    Raises:
+        DegradationError: no frames folder, no split list (the message lists those that exist),
+            frames of the list missing, an unreadable image, or frames of different sizes
+            without ``size``.
     """
     tried = roadscene_candidates(root)
     found = next((p for p in tried if p.is_dir()), None)
@@ -647,7 +796,21 @@ def load_roadscene(split: str, root: Optional[Union[str, Path]] = None,
 
 
 def load_folder(directory: Union[str, Path], size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-    """Every image in a folder of clean frames (8- or 16-bit), sorted by name, as (N,H,W)."""
+    """Every image in a folder of clean frames (8- or 16-bit), sorted by name, as float32 (N, H, W).
+
+    Files with a suffix in :data:`IMAGE_SUFFIXES` are read and mapped by :func:`to_unit_float`.
+
+    Args:
+        directory: the folder.
+        size: ``(w, h)`` in px to resize every frame to (cv2.INTER_AREA), or None.
+
+    Returns:
+        (N, H, W) float32 in [0, 1].
+
+    Raises:
+        DegradationError: the folder does not exist, holds no image, an image cannot be read, or
+            frames differ in size without ``size``.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise DegradationError(f"no such folder {directory}")

@@ -57,8 +57,19 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def spherical_kmeans(x: np.ndarray, k: int, rng: np.random.Generator, restarts: int = 8,
                      iters: int = 50):
-    """(labels, centres) of cosine k-means on unit rows ``x`` (N×D), the best of ``restarts``
-    k-means++ seeded runs by within-cluster sum of squares."""
+    """Cosine k-means on unit rows: the best of ``restarts`` k-means++ seeded runs by within-cluster
+    sum of squares.
+
+    Args:
+        x: (N, D) float array of unit-norm rows (router embeddings).
+        k: number of clusters.
+        rng: the generator for the k-means++ seeding.
+        restarts: seeded runs; the one with the lowest SSE is kept.
+        iters: assignment/update iterations per run at most (stops when labels settle).
+
+    Returns:
+        ``(labels, centres)``: (N,) int labels in [0, k) and (k, D) float64 unit centres.
+    """
     best = None
     n = len(x)
     for _ in range(restarts):
@@ -84,7 +95,18 @@ def spherical_kmeans(x: np.ndarray, k: int, rng: np.random.Generator, restarts: 
 
 
 def bic(x: np.ndarray, labels: np.ndarray) -> float:
-    """X-means BIC (Pelleg & Moore 2000) of isotropic Gaussians, one per label, over ``x`` (N×D)."""
+    """X-means BIC (Pelleg & Moore 2000) of isotropic Gaussians, one per label.
+
+    Log-likelihood with the pooled per-dimension variance σ² = SSE / (d·(n − k)), k·(d + 1)
+    parameters, penalty p/2·ln n (see the module docstring).
+
+    Args:
+        x: (N, D) float embeddings.
+        labels: (N,) int cluster labels.
+
+    Returns:
+        the BIC (higher is better); ``-inf`` when N ≤ the number of clusters.
+    """
     n, d = x.shape
     groups = [x[labels == j] for j in np.unique(labels)]
     k = len(groups)
@@ -100,9 +122,24 @@ def bic(x: np.ndarray, labels: np.ndarray) -> float:
 
 def build_tree(embeddings: np.ndarray, min_size: int = 5, max_depth: int = 5, seed: int = 0,
                progress: bool = True) -> List[Dict]:
-    """The clustering tree over unit embeddings (N×D): a list of nodes (the root first), each
-    {"id", "parent", "depth", "members" (row indices), "children", "centre" (D floats),
-    "spread", "radius", "bic_split" (gain of the kept split or the refused one)}."""
+    """The clustering tree over the embeddings by recursive spherical 2-means with an X-means BIC test.
+
+    Args:
+        embeddings: (N, D) float embeddings (normalised to unit rows here).
+        min_size: a split is kept only when both halves have at least this many frames.
+        max_depth: deepest level split.
+        seed: seed of the k-means++ seeding.
+        progress: show a tqdm bar.
+
+    Returns:
+        the nodes, root first, each a dict {"id", "parent", "depth", "members" (row indices),
+        "children", "centre" ((D,) float64 unit vector), "spread", "radius" (1 − cosine: mean
+        and 90th percentile of the members to the centre), "bic_split" (BIC gain of the kept
+        split or the refused one)}.
+
+    Raises:
+        ValueError: fewer than 2 embeddings.
+    """
     from tqdm import tqdm
 
     x = _unit(embeddings)
@@ -214,6 +251,7 @@ def group_proposals(proposals: List[Dict]) -> List[List[int]]:
 
 
 def leaves(nodes: List[Dict]) -> List[Dict]:
+    """The nodes of a :func:`build_tree` list that have no children (same dicts, tree order)."""
     return [n for n in nodes if not n["children"]]
 
 
@@ -236,7 +274,16 @@ def clean_reference(shape, n: int = 4, seed: int = 0) -> np.ndarray:
 
 
 def embed_counts(restorer, frames: np.ndarray, normalizer) -> np.ndarray:
-    """Router embeddings (N×D) of raw counts frames, normalised as the pipeline's Preprocess does."""
+    """Router embeddings of raw counts frames, normalised as the pipeline's Preprocess does.
+
+    Args:
+        restorer: a Restorer whose ``classify`` fills ``last_embeddings``.
+        frames: (N, H, W) uint16 Y16 counts (or any iterable of (H, W) counts frames).
+        normalizer: the bundle's counts normaliser (``forward(raw) -> (x, info)``).
+
+    Returns:
+        (N, D) float64 unit-norm embeddings.
+    """
     out = []
     for raw in frames:
         x, _ = normalizer.forward(raw)

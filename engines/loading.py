@@ -102,10 +102,21 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
 
 
 def hot_swappable(model, watch: Optional[float] = None):
-    """A bundle's Restorer wrapped so its bundle can be reloaded while running
-    (engines/hotswap.py: POST /bundle/reload; ``watch`` > 0: poll the manifest every ``watch``
-    seconds, ``--watch-bundle``); other models unchanged. UsageError (a ValueError) for a
-    ``watch`` without a bundle or ``watch`` <= 0."""
+    """A bundle's Restorer wrapped so its bundle can be reloaded while running; other models unchanged.
+
+    engines/hotswap.py: POST /bundle/reload; ``watch`` > 0 also polls the manifest every
+    ``watch`` seconds (``--watch-bundle``). A forced task is kept across reloads.
+
+    Args:
+        model: what :func:`load_model` returned (a Restorer or any engine).
+        watch: manifest poll interval in seconds, or None (reload on request only).
+
+    Returns:
+        a HotSwapRestorer for a Restorer, else ``model`` itself.
+
+    Raises:
+        UsageError: (a ValueError) ``watch`` given for a model that is no bundle, or ``watch`` <= 0.
+    """
     from ..edge.errors import UsageError
     from .restorer import Restorer
 

@@ -71,7 +71,14 @@ ORDER = ("contrast", "blur", "vignetting", "stripes", "gaussian_noise", "pixel_d
 
 
 def robust_std(values: np.ndarray) -> float:
-    """1.4826 × median absolute deviation (the std for Gaussian data, robust to outliers)."""
+    """1.4826 × median absolute deviation: the std for Gaussian data, robust to outliers.
+
+    Args:
+        values: array of any shape (flattened; non-finite values ignored).
+
+    Returns:
+        the robust std in the values' unit, NaN when no finite value.
+    """
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -80,10 +87,20 @@ def robust_std(values: np.ndarray) -> float:
 
 
 def to_op_space(raw: np.ndarray, op_range: Optional[Sequence[float]] = None) -> np.ndarray:
-    """Raw counts (H×W) -> float32 in the ops' [0, 1] space: ``(raw − lo) / (hi − lo)`` with
-    ``op_range`` = (lo, hi) where the collection states it, else
-    :func:`tir.engines.degrade.counts_range` of the frame itself (an estimate: amplitudes are
-    then relative to the degraded frame's own range)."""
+    """Raw counts -> float32 in the ops' [0, 1] space: ``(raw − lo) / (hi − lo)``.
+
+    Args:
+        raw: (H, W) uint16 Y16 counts.
+        op_range: (lo, hi) in counts where the collection states it; else
+            :func:`tir.engines.degrade.counts_range` of the frame itself (an estimate: amplitudes
+            are then relative to the degraded frame's own range).
+
+    Returns:
+        (H, W) float32, nominally in [0, 1] (not clipped).
+
+    Raises:
+        ValueError: ``hi <= lo``.
+    """
     from .degrade import counts_range
 
     lo, hi = op_range if op_range is not None else counts_range(raw)
@@ -100,7 +117,14 @@ IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 
 
 def estimate_noise(x: np.ndarray) -> Dict:
-    """Gaussian noise σ in grey levels (Immerkær 1996 mask, MAD scale); see the module docstring."""
+    """Gaussian noise σ in grey levels (Immerkær 1996 mask, MAD scale); see the module docstring.
+
+    Args:
+        x: (H, W) float32 op-space frame in [0, 1].
+
+    Returns:
+        {"sigma": σ in grey levels (1/255 of the op range), "present": σ > NOISE_FLOOR}.
+    """
     resp = cv2.filter2D(np.asarray(x, np.float32), -1, IMMERKAER, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
     inner = np.asarray(x)[1:-1, 1:-1]
     ok = (inner > 0.002) & (inner < 0.998)  # clipped pixels carry no noise
@@ -142,8 +166,16 @@ def _column_pattern(x: np.ndarray) -> Dict:
 
 
 def estimate_stripes(x: np.ndarray) -> Dict:
-    """Column or row gain/offset FPN (``gain_std`` relative, ``offset_std`` grey levels);
-    ``columns`` True for a column pattern; see the module docstring."""
+    """Column or row gain/offset FPN from the second difference; see the module docstring.
+
+    Args:
+        x: (H, W) float32 op-space frame in [0, 1].
+
+    Returns:
+        {"gain_std" (relative), "offset_std" (grey levels), "effective" (grey levels: the
+        pattern's std), "columns" (True for a column pattern), "present" (effective >
+        STRIPE_FLOOR)}.
+    """
     col = _column_pattern(x)
     row = _column_pattern(np.asarray(x).T)
     columns = col["effective"] >= row["effective"]
@@ -158,8 +190,17 @@ def _radius(h: int, w: int) -> np.ndarray:
 
 
 def estimate_vignetting(x: np.ndarray, factor: Optional[int] = None) -> Dict:
-    """Vignetting strength s and exponent γ of x = scene·(1 − s·r^γ), scene one value per row
-    (log-space grid search, mean absolute deviation as residual); see the module docstring."""
+    """Vignetting strength s and exponent γ of x = scene·(1 − s·r^γ), the scene one value per row
+    (log-space grid search, mean absolute deviation as residual); see the module docstring.
+
+    Args:
+        x: (H, W) float32 op-space frame in [0, 1].
+        factor: area-downsampling factor (default: max(4, W // 80)).
+
+    Returns:
+        {"strength", "gamma", "residual" (mean absolute log deviation of the fit),
+        "residual_none" (the same without vignetting), "present" (s > VIGNETTING_FLOOR)}.
+    """
     x = np.asarray(x, np.float32)
     h, w = x.shape
     factor = int(factor or max(4, w // 80))
@@ -200,7 +241,17 @@ def estimate_vignetting(x: np.ndarray, factor: Optional[int] = None) -> Dict:
 
 
 def estimate_blur(x: np.ndarray, sigma_b: float = 2.0) -> Dict:
-    """Gaussian blur σ in pixels by the re-blur gradient ratio at strong edges; see the module docstring."""
+    """Gaussian blur σ in px by the re-blur gradient ratio at strong edges (Elder & Zucker 1998;
+    Hu & de Haan 2006); see the module docstring.
+
+    Args:
+        x: (H, W) float32 op-space frame in [0, 1].
+        sigma_b: σ of the re-blur in px.
+
+    Returns:
+        {"sigma" (px; 0.0 with fewer than 20 edge pixels, inf when no gradient fall),
+        "edges" (edge pixels used), "present" (BLUR_FLOOR < σ < 50)}.
+    """
     x = np.asarray(x, np.float32)
 
     def grad(img):
@@ -220,7 +271,14 @@ def estimate_blur(x: np.ndarray, sigma_b: float = 2.0) -> Dict:
 
 
 def blockiness(grey: np.ndarray) -> float:
-    """Mean |step| across 8×8 block boundaries over the mean |step| inside blocks (rows and columns)."""
+    """Mean |step| across 8×8 block boundaries over the mean |step| inside blocks (rows and columns).
+
+    Args:
+        grey: (H, W) array, typically uint8 grey levels.
+
+    Returns:
+        the ratio (≈ 1 for an unblocked frame), averaged over the horizontal and vertical steps.
+    """
     g = np.asarray(grey, np.float64)
     ratios = []
     for d in (np.abs(np.diff(g, axis=1)), np.abs(np.diff(g, axis=0)).T):
@@ -232,7 +290,16 @@ def blockiness(grey: np.ndarray) -> float:
 
 
 def estimate_jpeg(x: np.ndarray, qualities: Sequence[int] = tuple(range(2, 96))) -> Dict:
-    """JPEG quality by the JPEG-ghost minimum (Farid 2009), detected by 8×8 blockiness."""
+    """JPEG quality by the JPEG-ghost minimum (Farid 2009), detected first by 8×8 blockiness.
+
+    Args:
+        x: (H, W) float32 op-space frame in [0, 1] (quantised to uint8 grey levels).
+        qualities: the re-encoding qualities tried (0–100).
+
+    Returns:
+        {"quality" (int, None when not blocky), "blockiness", "present"}; when present also
+        "ghost_mse" (grey levels²) and "ghost_depth" (median error over the minimum's).
+    """
     grey = np.clip(np.rint(np.asarray(x) * GREY), 0, 255).astype(np.uint8)
     block = blockiness(grey)
     if block <= BLOCKINESS_FLOOR:
@@ -253,7 +320,16 @@ def estimate_jpeg(x: np.ndarray, qualities: Sequence[int] = tuple(range(2, 96)))
 
 
 def estimate_contrast(x: np.ndarray, reference: Sequence[float] = CLEAN_REFERENCE) -> Dict:
-    """Contrast α, brightness β of x = α·clean + β against the clean reference percentiles."""
+    """Contrast α, brightness β of x = α·clean + β against the clean reference percentiles.
+
+    Args:
+        x: (H, W) float32 op-space frame in [0, 1].
+        reference: the clean frame's 0.5/99.5 % percentiles in op space.
+
+    Returns:
+        {"contrast": α − 1 (as the op draws it), "brightness": β (fraction of the op range),
+        "alpha": α, "present": α < CONTRAST_FLOOR}.
+    """
     lo, hi = (float(v) for v in np.percentile(np.asarray(x)[::2, ::2], (0.5, 99.5)))
     alpha = (hi - lo) / max(reference[1] - reference[0], 1e-6)
     beta = lo - alpha * reference[0]
@@ -261,7 +337,14 @@ def estimate_contrast(x: np.ndarray, reference: Sequence[float] = CLEAN_REFERENC
 
 
 def estimate_dropout(x: np.ndarray) -> Dict:
-    """Shares of dead (→0) and hot (→1) pixels that stand out of their 3×3 median."""
+    """Shares of dead (→ 0) and hot (→ 1) pixels that stand out of their 3×3 median by more than 0.25.
+
+    Args:
+        x: (H, W) float32 op-space frame in [0, 1].
+
+    Returns:
+        {"dead_p", "hot_p" (shares of the pixels, in [0, 1]), "present" (sum > DROPOUT_FLOOR)}.
+    """
     x = np.asarray(x, np.float32)
     med = cv2.medianBlur(np.clip(x, 0, 1), 3)
     odd = np.abs(x - med) > 0.25
@@ -282,12 +365,27 @@ ESTIMATORS = {
 
 
 def fit_frame(x: np.ndarray) -> Dict[str, Dict]:
-    """Every estimator on one op-space frame: {op: estimate dict with "present"}."""
+    """Every estimator on one op-space frame.
+
+    Args:
+        x: (H, W) float32 op-space frame in [0, 1] (see :func:`to_op_space`).
+
+    Returns:
+        {op: that op's estimate dict, each with "present"}, ops in :data:`ESTIMATORS` order.
+    """
     return {op: fn(x) for op, fn in ESTIMATORS.items()}
 
 
 def fit_frames(frames: Sequence[np.ndarray], progress: bool = False) -> List[Dict[str, Dict]]:
-    """:func:`fit_frame` on each op-space frame (tqdm progress when asked)."""
+    """:func:`fit_frame` on each op-space frame (tqdm progress when asked).
+
+    Args:
+        frames: sequence of (H, W) float32 op-space frames in [0, 1].
+        progress: show a tqdm bar.
+
+    Returns:
+        one :func:`fit_frame` dict per frame, in order.
+    """
     from tqdm import tqdm
 
     return [fit_frame(x) for x in tqdm(frames, desc="fit ops", unit="frame", disable=not progress)]

@@ -127,10 +127,11 @@ def test_main_json_and_unknown_package(capsys):
 # --- coverage that cannot regress ------------------------------------------------------------
 #: the runtime packages: every public definition must have a docstring
 COVERED_PACKAGES = ("tir.edge", "tir.edge.sources", "tir.edge.camera", "tir.edge.pipeline",
-                    "tir.edge.outputs", "tir.calibration", "tir.engines.backends")
+                    "tir.edge.outputs", "tir.calibration", "tir.engines.backends", "tir.engines.models")
 #: the engines' runtime modules, every public definition
 COVERED_ENGINE_FILES = ("engine.py", "bundle.py", "restorer.py", "hotswap.py", "metrics.py", "cache.py",
-                        "cuda_pipeline.py", "trt_build.py")
+                        "cuda_pipeline.py", "trt_build.py", "degrade.py", "discover.py", "propose.py",
+                        "loading.py", "benchmarks.py")
 #: router.py / adapt.py hold training code too: their inference definitions only
 COVERED_INFERENCE = {
     "router.py": ("router_classes", "fit_native", "prepare_frames", "cosine_scores", "classify",
@@ -140,9 +141,19 @@ COVERED_INFERENCE = {
                  "write_adapted_bundle"),
 }
 
+#: packages covered but for the modules a later pass takes (being refactored, or left out of
+#: the second pass: tools/camera.py, tools/docstats.py)
+COVERED_EXCEPT = {
+    "tir.engines.training": ("engines/training/distill.py", "engines/training/train.py"),
+    "tir.engines.training.models": ("engines/training/models/ecmrnet.py", "engines/training/models/student.py"),
+    "tir.tools": ("tools/camera.py", "tools/docstats.py"),
+}
+
 
 def covered_definitions():
     defs = docstats.collect(COVERED_PACKAGES)
+    for package, later in COVERED_EXCEPT.items():
+        defs += [d for d in docstats.collect([package]) if d.path not in later]
     for d in docstats.collect(["tir.engines"]):
         module = d.path.rsplit("/", 1)[-1]
         if module in COVERED_ENGINE_FILES or d.name in COVERED_INFERENCE.get(module, ()):
@@ -160,6 +171,8 @@ def test_covered_definitions_are_all_found():
     for name in COVERED_ENGINE_FILES:
         assert f"engines/{name}" in modules, f"engines/{name} has no public definitions any more"
     assert "engines/engine.py" in modules and "edge/agc.py" in modules and "calibration/qdq.py" in modules
+    assert "engines/training/pruning.py" in modules and "engines/training/models/plainnet.py" in modules
+    assert "tools/run.py" in modules and "tools/cli.py" in modules
     assert len(defs) > 600
 
 

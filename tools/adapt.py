@@ -23,6 +23,11 @@ from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, 
 
 
 def add_arguments(parser) -> None:
+    """Add ``tir adapt``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``, one of
+    ``--source URI`` / ``--source-stats`` / ``--measure SETS``, ``--frames``, ``--stride``,
+    ``--out``, ``--balanced``, ``--data``, ``--data-root``, ``--seed``, ``--backend``,
+    ``--threads``, ``--json``.
+    """
     add_bundle_argument(parser, "model bundle folder (default: the shipped bundle)")
     add_source_argument(parser, "source URI of the user's camera (synthetic://, file://, v4l2://)")
     parser.add_argument("--frames", type=int, default=200, help="unlabeled frames to fit on (default 200)")
@@ -63,6 +68,19 @@ def _histogram_table(before: dict, after: dict, alignment: dict) -> str:
 
 
 def main(args) -> int:
+    """Run ``tir adapt`` with the parsed ``args``: adapt (``--source``), add the router's source
+    statistics (``--source-stats``) or measure on held-out cameras (``--measure``); see the
+    module docstring.
+
+    Returns:
+        0; errors are raised (tir.tools.cli prints them and exits with their exit code).
+
+    Raises:
+        ModelError: no ``--bundle`` and no installed bundle.
+        UsageError: not exactly one of ``--source``, ``--source-stats``, ``--measure``.
+        AdaptationRefused: the fit was refused (message prefixed "refused:").
+        InputError: a ValueError or FileNotFoundError of the library (e.g. no ``--out``).
+    """
     from tir.engines.adapt import AdaptationRefused
     from tir.engines.bundle import default_bundle_path
 

@@ -69,6 +69,13 @@ def _ms(stats: Dict[str, Any], key: str):
 # CLI
 # ----------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
+    """Add ``tir bench``'s options to ``parser`` (an argparse.ArgumentParser): ``--mode``, the model
+    options (``--model``, ``--backend`` several, ``--task``, ``--deploy``, ``--threads``),
+    ``--size WxH`` (px), ``--frames``, ``--warmup``, ``--duration`` (s), ``--sample-every`` (s),
+    ``--source``, ``--degrade``, ``--max-in-flight``, ``--agc``, ``--display``, ``--repeat``, the
+    ``--psnr-*`` options, the GPU options (:func:`add_gpu_arguments`), ``--roofline``,
+    ``--int8``, ``--rounds``, ``--json``, ``--no-progress``.
+    """
     parser.add_argument("--mode", choices=("model", "pipeline", "both"), default="both")
     add_model_arguments(parser, several_backends=True,
                                default_model=f"the installed bundle, else {DEFAULT_FALLBACK_MODEL}")
@@ -116,6 +123,17 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    """Run ``tir bench`` with the parsed ``args``: each backend (and precision, deploy) in turn,
+    model-only and/or pipeline, then the table (and ``--json``); ``--roofline`` runs
+    :func:`roofline_main` instead. A backend that fails is reported in its row; the others run.
+
+    Returns:
+        0 when at least one backend produced a result, else 2 (every row an error or skipped).
+
+    Raises:
+        UsageError: ``--size`` is not WIDTHxHEIGHT; ``--psnr-data`` without a degradation.
+        DatasetError: the ``--psnr-data`` sets do not load.
+    """
     from tir.edge.uri import parse_size
 
     size = parse_size(args.size)  # UsageError: tir bench: error: size 'big' is not WIDTHxHEIGHT ...
@@ -200,7 +218,20 @@ def main(args) -> int:
 
 def roofline_main(args, size) -> int:
     """``tir bench --roofline``: interleaved timing of the dense-conv reference and the bundle's
-    routes and router (engines/roofline.py), one table per size."""
+    routes and router (engines/roofline.py), one table per size.
+
+    Args:
+        args: the parsed ``tir bench`` options.
+        size: ``(w, h)`` frame size in px.
+
+    Returns:
+        0.
+
+    Raises:
+        InputError: ``--int8 DIR`` does not exist.
+        ModelError: no bundle given or installed, or the bundle does not load.
+        MissingDependency: the onnx package is not installed.
+    """
     from tir.edge.uri import parse_size
     from tir.engines.training import roofline
     from tir.edge.errors import InputError, MissingDependency, ModelError
@@ -247,6 +278,9 @@ def roofline_main(args, size) -> int:
 # --precision lists and --trt-style (the GPU check, docs/gpu-check.md)
 # ----------------------------------------------------------------------------------------
 def add_gpu_arguments(parser) -> None:
+    """Add the GPU options to ``parser``: ``--precision P[,P...]`` (TensorRT plans to compare),
+    ``--trt-style`` (trtexec-like breakdown from CUDA events) and ``--in-flight`` (1–4 CUDA streams).
+    """
     parser.add_argument("--precision", type=precision_list, default=None, metavar="P[,P...]",
                         help="TensorRT plan precision(s) to compare, e.g. fp32,fp16,int8 (each needs `tir build` "
                              "first); other backends run fp32 only. Default: the best plan built")
@@ -285,6 +319,10 @@ def render_trt_style(results: Sequence[Dict[str, Any]]) -> str:
 
 
 def render_report(results: Sequence[Dict[str, Any]]) -> str:
+    """The results as text: one row per mode and backend (fps; p50/p90/p99/max latency in ms; CPU
+    ms per frame; drops; pipeline/model fps ratio; deploy and PSNR in dB when present), then
+    notes, per-round tables and the pipeline's per-stage latencies (ms).
+    """
     rows = []
     extra = any("deploy" in r or "psnr" in r for r in results)   # routes vs student, PSNR on real frames
     for r in results:

@@ -28,6 +28,10 @@ EXIT_NO_TENSORRT = 3
 
 
 def add_arguments(parser) -> None:
+    """Add ``tir build``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
+    ``--precision``, ``--size WxH`` (px, repeatable), ``--route``, ``--calib``, ``--int8-mode``,
+    ``--workspace-mb`` (MiB), ``--dla``, ``--cache-dir``, ``--force``, ``--allow-slow-int8``.
+    """
     add_bundle_argument(parser, required=True)
     parser.add_argument("--precision", default=["fp16"], type=precision_list, metavar="P[,P...]",
                         help="fp32, fp16 or int8, or several comma-separated (fp16,int8); default fp16")
@@ -87,6 +91,19 @@ def _int8_source(route: str, calib: Path, report: dict, mode: str):
 
 
 def main(args) -> int:
+    """Run ``tir build`` with the parsed ``args``: every precision in turn, each building (or
+    finding up to date) the plans of the bundle's routes and router in the engine cache.
+
+    Returns:
+        0 all built or up to date; 1 a target failed or was refused by the INT8 gate; 2 a
+        precision was refused before building (slow INT8, no calibration report); 3
+        (EXIT_NO_TENSORRT) the tensorrt package is missing.
+
+    Raises:
+        BundleError: the bundle does not load.
+        UsageError: a ``--size`` is not WIDTHxHEIGHT.
+        EngineCacheError: the engine cache or this platform cannot be used.
+    """
     try:
         import tensorrt  # noqa: F401
     except ImportError as exc:

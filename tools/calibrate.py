@@ -33,6 +33,12 @@ log = logging.getLogger("tir.calibrate")
 
 
 def add_arguments(parser) -> None:
+    """Add ``tir calibrate``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
+    ``--frames``, ``--source``, ``--method``, ``--percentile``, ``--out``, ``--size WxH`` (px),
+    ``--holdout``, ``--routes``, ``--max-loss-db`` / ``--min-fidelity-db`` (dB, the gate),
+    ``--trt-version``, ``--bench-runs``, ``--threads``, ``--reduce-range``, ``--trt-adds``,
+    ``--no-fp16-search``, ``--data``, ``--seed``.
+    """
     add_bundle_argument(parser, "model bundle folder (manifest.json + route-*.onnx)", required=True)
     parser.add_argument("--frames", type=int, default=500, help="calibration frames (default 500)")
     add_source_argument(parser, "synthetic | roadscene | a folder of recordings/images (default synthetic)",
@@ -98,6 +104,25 @@ def _runner(path: str, threads: int):
 
 
 def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
+    """Calibrate one route: collect activation ranges on the calibration frames, write the INT8
+    models, cache and ranges into ``out`` (see the module docstring), gate them against fp32 on
+    held-out frames (PSNR, dB) and, unless ``--no-fp16-search``, look for FP16 layers that make a
+    failing TensorRT flavour pass.
+
+    Args:
+        bundle: the loaded bundle.
+        route: one of its routes.
+        args: the parsed ``tir calibrate`` options.
+        size: ``(w, h)`` of the calibration frames in px.
+        out: the output folder (exists).
+
+    Returns:
+        ``(report, verdicts)``: the route's report dict (files, frame counts, ``collect_s`` in
+        seconds, gate verdicts, ``latency_ms``) and its gate verdicts (CPU and TensorRT flavours).
+
+    Raises:
+        CalibrationDataError: the calibration or held-out frames cannot be had.
+    """
     from tir.calibration import gate
     from tir.calibration.data import calibration_set
     from tir.calibration.qdq import collect_ranges, qdq_targets, quantize_cpu, trt_cache_from_ranges, write_trt_qdq
@@ -163,6 +188,9 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
 
 
 def latency_table(results) -> str:
+    """The ONNX Runtime CPU latency table: per route the p50 in ms of fp32, U8S8 and S8S8 (TensorRT
+    Q/DQ on ORT); routes without latencies are left out.
+    """
     head = f"{'route':<12} {'fp32 p50':>9} {'u8s8 p50':>9} {'s8s8 p50':>9}  (ms, ONNX Runtime CPU)"
     lines = [head, "-" * len(head)]
     for r in results:
@@ -175,6 +203,13 @@ def latency_table(results) -> str:
 
 
 def main(args) -> int:
+    """Run ``tir calibrate`` with the parsed ``args``: every route (or ``--routes``), then
+    ``calibration.json`` and the gate and latency tables in ``--out``.
+
+    Returns:
+        0 done (routes refused by the gate are listed, not an error); 2 the bundle, ``--size``,
+        ``--routes`` or the calibration data were refused (one line printed).
+    """
     from tir.calibration import gate
     from tir.calibration.data import CalibrationDataError
     from tir.edge.uri import parse_size

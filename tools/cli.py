@@ -47,6 +47,9 @@ for _mode, _help in (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level ``tir`` parser: ``--version``, ``-v/--verbose`` and one sub-command per mode
+    of :data:`MODES` (each mode's own parser takes the rest of the line).
+    """
     parser = argparse.ArgumentParser(prog="tir", description="tir-edge: real-time thermal video restoration")
     parser.add_argument("--version", action="version", version=f"tir-edge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -57,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The ``tir`` entry point: parse up to the mode, load the mode's module, parse its options and
+    run its ``main``.
+
+    Args:
+        argv: the arguments after ``tir`` (default ``sys.argv[1:]``).
+
+    Returns:
+        the exit status: the mode's, a TirError's ``exit_code`` (its message printed as
+        ``tir <mode>: error: <line>`` on stderr), 130 on Ctrl-C, or 0/2 without a mode (help).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     top = build_parser()
     # Parse only up to the mode; the mode's own parser takes the rest.
@@ -99,7 +112,12 @@ def refusing(*types, kind=UsageError, prefix: str = ""):
     """Inside it, an exception of ``types`` (default ``ValueError``, ``FileNotFoundError``) that is
     not already a TirError becomes ``kind`` (default UsageError, exit 2) with ``prefix`` + its
     message; a TirError passes unchanged. For library checks without a TirError kind of their
-    own (a plain ``ValueError`` of an argument check, a missing file)."""
+    own (a plain ``ValueError`` of an argument check, a missing file).
+
+    Raises:
+        kind: (default UsageError) for an exception of ``types`` that is not a TirError, chained
+            to it.
+    """
     try:
         yield
     except TirError:

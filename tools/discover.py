@@ -20,6 +20,10 @@ from .cli import refusing
 
 
 def add_arguments(parser) -> None:
+    """Add ``tir discover``'s options to ``parser`` (an argparse.ArgumentParser): ``--from`` (the
+    ``tir run --collect`` folder), ``--model``, ``--out``, ``--min-size``, ``--max-depth``,
+    ``--known-margin``, ``--fit-frames``, ``--no-propose``, ``--seed``.
+    """
     parser.add_argument("--from", dest="source", required=True, metavar="DIR",
                         help="a folder filled by tir run --collect DIR")
     parser.add_argument("--model", help="the bundle the frames were collected with (default: the installed one)")
@@ -36,6 +40,18 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    """Run ``tir discover`` with the parsed ``args``: cluster the collected frames, print each
+    leaf, proposal and group, and write ``report.json`` (engines/discover.py).
+
+    Returns:
+        0.
+
+    Raises:
+        UsageError: ``--min-size`` or ``--fit-frames`` < 1, or ``--max-depth`` < 0.
+        ModelError: no ``--model`` and no installed bundle.
+        InputError: no frames in the folder, or the bundle refused (a ValueError or
+            FileNotFoundError of the library).
+    """
     from tir.engines.discover import discover
 
     if args.min_size < 1 or args.max_depth < 0 or args.fit_frames < 1:

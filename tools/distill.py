@@ -16,6 +16,12 @@ log = logging.getLogger("tir.distill")
 
 
 def add_arguments(parser) -> None:
+    """Add ``tir distill``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
+    ``--out``, ``--work-dir``, ``--init-from``, ``--preset``, ``--data``, ``--steps``,
+    ``--max-minutes``, ``--field-steps``, ``--crop`` (px), ``--batch``, ``--lr``, ``--max-frames``,
+    ``--val-limit``, ``--val-every``, the loss weights ``--w-cpr`` / ``--w-inst`` / ``--w-feat``,
+    ``--calibrate-steps``, ``--real-data``, ``--deploy``, ``--eval-split``, ``--seed``, ``--threads``.
+    """
     parser.add_argument("--bundle", required=True, help="teacher bundle (needs its model.pt, written by tir train)")
     parser.add_argument("--out", required=True, help="bundle folder to write: the teacher bundle plus the student")
     parser.add_argument("--work-dir", default=None,
@@ -58,6 +64,14 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    """Run ``tir distill`` with the parsed ``args``: train the student (resumable from the work
+    dir) and write the bundle with it, or with ``--eval-split`` print a finished student's PSNR
+    (dB) per task against the teachers'.
+
+    Returns:
+        0 done; 2 refused (``--crop`` not a multiple of 32, no finished student for
+        ``--eval-split``, a BundleError, DatasetError or ValueError: one line printed).
+    """
     from tir.engines.bundle import BundleError
     from tir.engines.training.datasets import DatasetError
     from tir.engines.training.distill import DistillSettings, Distiller

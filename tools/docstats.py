@@ -47,6 +47,8 @@ PACKAGES: Dict[str, str] = {
     "tir.engines": "engines",
     "tir.engines.backends": "engines/backends",
     "tir.engines.models": "engines/models",
+    "tir.engines.training": "engines/training",
+    "tir.engines.training.models": "engines/training/models",
     "tir.calibration": "calibration",
     "tir.tools": "tools",
 }

@@ -25,12 +25,21 @@ OK, WARN, NO, INFO = "ok", "warn", "no", "info"
 
 @dataclass
 class Finding:
+    """One line of ``tir doctor``.
+
+    Attributes:
+        status: ``"ok"``, ``"warn"``, ``"no"`` or ``"info"``.
+        what: what was checked (e.g. ``"OpenCV V4L2"``).
+        finding: what was found.
+        meaning: what it means for ``tir run`` (may be empty).
+    """
     status: str
     what: str
     finding: str
     meaning: str = ""
 
     def line(self) -> str:
+        """The finding as ``[status] what: finding -- meaning`` (no `` -- meaning`` when it is empty)."""
         text = f"[{self.status:>4}] {self.what}: {self.finding}"
         return text + (f" -- {self.meaning}" if self.meaning else "")
 
@@ -53,6 +62,7 @@ def _importable(name: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 def check_system() -> List[Finding]:
+    """One info finding: platform, Python version, CPU count and the 1/5/15-minute load."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return [Finding(INFO, "system", f"{platform.platform()}, Python {platform.python_version()}, "
                                     f"{os.cpu_count()} CPUs, load {load}",
@@ -60,6 +70,9 @@ def check_system() -> List[Finding]:
 
 
 def check_opencv() -> List[Finding]:
+    """OpenCV's version and whether its build has V4L2 (v4l2:// cameras) and GStreamer (rtsp://
+    output), from ``cv2.getBuildInformation()``.
+    """
     import cv2
 
     support = video_io_support(cv2.getBuildInformation())
@@ -76,6 +89,9 @@ def check_opencv() -> List[Finding]:
 
 
 def check_cameras() -> List[Finding]:
+    """Video devices (/dev/video*) with their formats (via v4l2-ctl; Y16 = raw 16-bit counts
+    capture), the thermal camera found by USB id, and serial ports for camera control.
+    """
     from tir.edge.sources.devices import find_thermal_camera, list_serial_ports, list_video_devices
 
     out = []
@@ -112,6 +128,9 @@ def check_cameras() -> List[Finding]:
 
 
 def check_inference() -> List[Finding]:
+    """ONNX Runtime and its execution providers, torch (and CUDA), TensorRT and pycuda: which
+    ``--backend`` choices work here.
+    """
     out = []
     if _importable("onnxruntime"):
         import onnxruntime as ort
@@ -168,6 +187,11 @@ def gpu_compute_capability() -> Optional[tuple]:
 
 
 def check_int8(gpu: Optional[tuple] = None) -> List[Finding]:
+    """Whether the GPU has fast INT8 (compute capability ≥ 7.0, :func:`tir.edge.machine.fast_int8`).
+
+    Args:
+        gpu: ``(name, "major.minor")``, default :func:`gpu_compute_capability`.
+    """
     gpu = gpu_compute_capability() if gpu is None else gpu
     if not gpu:
         return [Finding(INFO, "INT8", "no CUDA GPU here", "INT8 TensorRT engines are built and run on the "
@@ -181,6 +205,12 @@ def check_int8(gpu: Optional[tuple] = None) -> List[Finding]:
 
 
 def check_engine_cache(cache=None) -> List[Finding]:
+    """The cached TensorRT plans (engines/cache.py) and whether each fits this machine's TensorRT,
+    GPU and L4T; refused plans with their reason.
+
+    Args:
+        cache: an EngineCache (default: :func:`tir.engines.cache.default_cache_dir`).
+    """
     from tir.engines.cache import EngineCache, EngineCacheError, current_platform
 
     cache = cache or EngineCache()
@@ -212,6 +242,7 @@ def check_engine_cache(cache=None) -> List[Finding]:
 
 
 def check_bundle() -> List[Finding]:
+    """The installed model bundle ``tir run`` uses by default, or a warning that there is none."""
     try:
         from tir.engines.bundle import default_bundle_path
     except ImportError as exc:
@@ -224,6 +255,11 @@ def check_bundle() -> List[Finding]:
 
 
 def check_jetson(release_file: str = TEGRA_RELEASE) -> List[Finding]:
+    """On a Jetson: the L4T release and its JetPack, and the nvpmodel power mode (MAXN or not).
+
+    Args:
+        release_file: the L4T release file (default /etc/nv_tegra_release).
+    """
     if not os.path.exists(release_file):
         return [Finding(INFO, "Jetson", "no (no /etc/nv_tegra_release)", "TensorRT INT8 engines are built on the Jetson itself")]
     with open(release_file, encoding="utf-8", errors="replace") as f:
@@ -249,6 +285,9 @@ CHECKS = (check_system, check_opencv, check_cameras, check_inference, check_int8
 
 
 def collect() -> List[Finding]:
+    """Every check of :data:`CHECKS` in order; a check that raises becomes one warn finding naming
+    the exception, so one broken probe does not hide the others.
+    """
     findings: List[Finding] = []
     for check in CHECKS:
         try:
@@ -259,10 +298,17 @@ def collect() -> List[Finding]:
 
 
 def add_arguments(parser) -> None:
+    """Add ``tir doctor``'s option to ``parser``: ``--json`` (the findings as JSON)."""
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
 
 
 def main(args) -> int:
+    """Run ``tir doctor``: print every finding (as ``[status] what: finding -- meaning`` lines or,
+    with ``--json``, a JSON list).
+
+    Returns:
+        0 (findings are reported, never an exit status).
+    """
     findings = collect()
     if getattr(args, "json", False):
         import json

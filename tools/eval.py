@@ -21,6 +21,12 @@ BASELINES = ("classical", "sequential", "joint")
 
 
 def add_arguments(parser) -> None:
+    """Add ``tir eval``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
+    ``--router``, ``--data``, ``--split``, ``--leave-out`` / ``--leave-out-only``, ``--work-dir``,
+    ``--router-steps``, ``--no-true-routes``, ``--seed``, ``--baselines``, ``--sequential``,
+    ``--joint``, ``--tasks``, ``--unseen``, ``--max-frames``, ``--backend``, ``--threads``,
+    ``--json``, ``--plot``.
+    """
     add_bundle_argument(parser, "model bundle folder (default: the shipped bundle; 'none' to skip our model)")
     parser.add_argument("--router", default=None,
                         help="router folder/JSON from train_router, evaluated instead of the bundle's router")
@@ -61,6 +67,18 @@ def _split(text):
 
 
 def main(args) -> int:
+    """Run ``tir eval`` with the parsed ``args``: the per-task PSNR (dB) / SSIM report on clean
+    frames with seeded degradations, the per-camera table (``--data SET[,SET]``) or the
+    leave-one-out study (``--leave-out``); ``--json`` and ``--plot`` write files.
+
+    Returns:
+        0.
+
+    Raises:
+        UsageError: an unknown baseline, or a library ValueError / FileNotFoundError.
+        ModelError: no ``--bundle`` and no installed bundle.
+        DatasetError: ``--data`` names neither a folder nor registered sets.
+    """
     from tir.engines.bundle import default_bundle_path
     from tir.engines.training.evaluate import evaluate, format_report, plot_report
 

@@ -17,6 +17,10 @@ import numpy as np
 
 
 def add_arguments(parser) -> None:
+    """Add ``tir export``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
+    ``--size WxH`` (px), ``--targets`` (TensorRT parser versions), ``--out`` (re-export) and
+    ``--tolerance`` (max abs difference of a re-export).
+    """
     parser.add_argument("--bundle", required=True, help="model bundle folder")
     parser.add_argument("--size", default="640x512", help="test frame size WxH (default 640x512)")
     parser.add_argument("--targets", default="8.5,10", help="TensorRT parsers to audit for (default 8.5,10)")
@@ -27,6 +31,22 @@ def add_arguments(parser) -> None:
 
 
 def check_onnx(path, size, targets, is_route: bool = True) -> dict:
+    """Check one ONNX file: TensorRT audit, ONNX Runtime load, runs on (1, 1, H, W) float32 inputs
+    in [0, 1] at ``size`` and at half of it (rounded up to the ``tir.multiple`` metadata; the
+    router at its fixed input size), finite outputs, and for a route output shape = input shape.
+
+    Args:
+        path: the ONNX file.
+        size: ``(w, h)`` in px.
+        targets: TensorRT versions to audit for (e.g. ``("8.5", "10")``).
+        is_route: a route (dynamic H/W, same-shape output) rather than the router.
+
+    Returns:
+        {"file", "errors", "warnings", "ops" (node count), "multiple"}: no errors means it passed.
+
+    Raises:
+        ValueError: a target is not a known TensorRT version (from :func:`audit_onnx`).
+    """
     from tir.engines.backends.onnxruntime import ort_session
     from tir.engines.training.export import audit_onnx, read_metadata
 
@@ -70,6 +90,13 @@ def check_onnx(path, size, targets, is_route: bool = True) -> dict:
 
 
 def main(args) -> int:
+    """Run ``tir export`` with the parsed ``args``: with ``--out``, re-export the bundle's routes
+    first; then check every route and the router and print the table.
+
+    Returns:
+        0 every file passed; 1 a file failed or the re-export exceeded ``--tolerance``; 2 the
+        bundle or ``--size`` was refused (one line printed).
+    """
     from tir.edge.uri import parse_size
     from tir.engines.bundle import BundleError, load_bundle
 

@@ -42,6 +42,12 @@ log = logging.getLogger("tir.learn")
 
 
 def add_arguments(parser) -> None:
+    """Add ``tir learn``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
+    ``--spec`` (required), ``--name``, ``--out``, ``--work-dir``, ``--data``, ``--init``,
+    ``--steps``, ``--finetune-steps``, ``--field-steps``, ``--crop`` (px), ``--batch``, ``--lr``,
+    ``--seed``, ``--threads``, ``--group``, ``--prune-p``, ``--prune-samples``,
+    ``--router-draws``, ``--gate-frames``.
+    """
     parser.add_argument("--bundle", default=None,
                         help="bundle folder written by tir train (default: the proposal's bundle, else the "
                              "installed one)")
@@ -81,7 +87,12 @@ def add_arguments(parser) -> None:
 
 def read_spec(text: str):
     """(DegradationSpec, the proposal's bundle or None) from ``--spec``. A ``tir discover``
-    proposal without ``steps`` did not fit: DegradationError with its reason."""
+    proposal without ``steps`` did not fit: DegradationError with its reason.
+
+    Raises:
+        DegradationError: the JSON file does not parse, is a proposal that did not fit, or
+            ``--spec`` names no spec.
+    """
     from tir.engines.degrade import DegradationError, load_spec
 
     path = Path(text)
@@ -98,7 +109,11 @@ def read_spec(text: str):
 
 
 def task_name(name: Optional[str], spec) -> str:
-    """``--name``, else the spec's name made a valid route name (letters, digits, '-', '_')."""
+    """``--name``, else the spec's name made a valid route name (letters, digits, '-', '_').
+
+    Raises:
+        ValueError: ``--name`` holds other characters, or nothing valid is left of the spec's name.
+    """
     raw = name if name is not None else spec.name
     clean = re.sub(r"[^A-Za-z0-9_-]+", "_", str(raw)).strip("_-")
     if name is not None and clean != name or not clean:
@@ -115,7 +130,12 @@ def prepare_work_dir(bundle, work: Path, spec, name: str) -> dict:
 
     A work dir already seeded for the same bundle checkpoint and task (``state.json`` names
     both) is kept as it is, so a rerun continues where the last one stopped; one seeded for
-    another task or bundle is refused (ValueError)."""
+    another task or bundle is refused (ValueError).
+
+    Raises:
+        ValueError: the bundle lists no checkpoint or it is not a weights-only one, the bundle
+            already has route ``name``, or ``work`` holds another run.
+    """
     import io
 
     import torch
@@ -391,6 +411,16 @@ def learn(bundle_path, spec, name: str, out, work, settings_kw: dict, init: str 
 
 
 def main(args) -> int:
+    """Run ``tir learn`` with the parsed ``args``: learn the spec as a new route of the bundle
+    (train, prune, fine-tune, router row, INT8 gate) and print the summary (val PSNR in dB).
+
+    Returns:
+        0 done; 2 refused: a BundleError, DegradationError or ValueError is logged as one line.
+
+    Raises:
+        Nothing: the ValueError it raises itself (no ``--bundle`` and no installed bundle) is
+        caught with the others and gives exit status 2.
+    """
     from tir.engines.bundle import BundleError, default_bundle_path
     from tir.engines.degrade import DegradationError
 

@@ -104,6 +104,13 @@ def _uri_help(registry) -> str:
 
 
 def add_arguments(parser) -> None:
+    """Add ``tir run``'s options to ``parser`` (an argparse.ArgumentParser): ``--source``, the model
+    options (``--model``, ``--backend``, ``--task``, ``--deploy``, ``--threads``), ``--output``
+    (repeatable), ``--host`` / ``--port``, ``--record``, the ``--collect*`` options (MiB, frames
+    per second), ``--agc``, ``--palette``, ``--frames``, ``--duration`` (s), ``--quiet``,
+    ``--camera-port`` / ``--camera-protocol``, ``--adapt`` / ``--adapt-save``, ``--watch-bundle``
+    (s), ``--ffc-period`` (s).
+    """
     from tir.edge.camera.formats import PROTOCOLS
     from tir.edge.outputs.base import OUTPUTS
     from tir.edge.sources.base import SOURCES
@@ -153,7 +160,11 @@ def add_arguments(parser) -> None:
 
 def with_http_address(uris: List[str], host: Optional[str], port: Optional[int]) -> List[str]:
     """``uris`` with ``--host``/``--port`` applied to the one http:// output (the default one
-    unless --output names another); UsageError (a ValueError) when there is none or more than one."""
+    unless --output names another); UsageError (a ValueError) when there is none or more than one.
+
+    Raises:
+        UsageError: ``port`` is outside 0..65535, or there is no or more than one http:// output.
+    """
     if host is None and port is None:
         return list(uris)
     if port is not None and not 0 <= port <= 65535:
@@ -190,7 +201,12 @@ def boson_serial_port(source) -> Optional[str]:
 def open_ffc(args, source):
     """(FFCController not yet started, client) for ``--camera-port``, or for a v4l2 Boson found
     by USB id; (None, None) when there is no camera control. A port that was asked for and
-    does not answer raises CameraControlError; an automatic one that does not is skipped."""
+    does not answer raises CameraControlError; an automatic one that does not is skipped.
+
+    Raises:
+        CameraControlError: ``--ffc-period`` < 0 s, or a ``--camera-port`` that was asked for does
+            not answer.
+    """
     from tir.edge.camera.ffc import CONTROL_ERRORS, UNSUPPORTED, CameraNotFound, FFCController, open_camera_control
 
     port = args.camera_port
@@ -272,6 +288,13 @@ def install_stop_handlers():
 
 
 def main(args) -> int:
+    """Run ``tir run`` with the parsed ``args`` until a limit, the end of the source or a stop
+    signal (SIGINT/SIGTERM/SIGHUP handlers are installed when called on the main thread).
+
+    Returns:
+        the exit status of the module docstring: 0 ended, 1 a model stage failed, 2 refused or a
+        source/output failed, 3 the recording failed.
+    """
     import threading
 
     if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
@@ -419,7 +442,11 @@ def join_leftover_threads(timeout: float = 5.0) -> list:
 
 
 def check_arguments(args) -> None:
-    """Refuse limits that cannot mean anything (UsageError, a ValueError, with the option's name)."""
+    """Refuse limits that cannot mean anything (UsageError, a ValueError, with the option's name).
+
+    Raises:
+        UsageError: ``--frames`` < 1 or ``--duration`` <= 0 s.
+    """
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give a number of frames >= 1 (or leave it out to run "
                          "until stopped)")

@@ -70,6 +70,12 @@ def drift_report(rows, window: float = 60.0, skip: float = 60.0):
 
 
 def rss_mib(pid: int) -> float:
+    """Resident memory of a process in MiB, from VmRSS of /proc/PID/status (Linux).
+
+    Raises:
+        RuntimeError: the status file has no VmRSS line.
+        OSError: no such process (the file cannot be read).
+    """
     with open(f"/proc/{pid}/status", encoding="utf-8") as f:
         for line in f:
             if line.startswith("VmRSS:"):
@@ -78,6 +84,15 @@ def rss_mib(pid: int) -> float:
 
 
 def main(argv=None) -> int:
+    """Run the soak: start ``tir run``, view its stream, sample every ``--every`` s into ``--csv``
+    and print the start/end and Theil-Sen drift report (see the module docstring).
+
+    Args:
+        argv: the command line (default ``sys.argv[1:]``); ``--csv`` is required.
+
+    Returns:
+        ``tir run``'s exit status.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--every", type=float, default=10.0)

@@ -15,6 +15,14 @@ log = logging.getLogger("tir.train")
 
 
 def add_arguments(parser) -> None:
+    """Add ``tir train``'s options to ``parser`` (an argparse.ArgumentParser): ``--preset``,
+    ``--data``, ``--tasks``, ``--work-dir``, ``--out``, the step counts (``--steps``,
+    ``--compound-steps``, ``--pretrain-steps``, ``--finetune-steps``, ``--field-steps``),
+    ``--crop`` (px), ``--batch``, ``--lr``, ``--seed``, ``--threads``, the pruning options
+    (``--group``, ``--prune-p``, ``--target-reduction``, ``--prune-samples``), the router options
+    (``--no-router``, ``--router-*``, ``--randomize`` / ``--no-randomize``), ``--baseline``,
+    ``--router-only``, ``--bundle``, ``--max-frames``.
+    """
     from tir.engines.degrade import TASKS
     from tir.engines.models import MODELS
 
@@ -80,6 +88,14 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    """Run ``tir train`` with the parsed ``args``: the whole continual sequence into a bundle
+    (resumable from ``--work-dir``), or a network baseline (``--baseline``), or a new router for
+    a bundle (``--router-only``); prints val PSNR (dB) and GMAC per task.
+
+    Returns:
+        0 done; 2 refused (a DegradationError, DatasetError, BundleError or ValueError is logged
+        as one line).
+    """
     from tir.engines.degrade import DegradationError
     from tir.engines.training.train import ContinualTrainer, TrainSettings
 

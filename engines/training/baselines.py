@@ -40,7 +40,14 @@ NETWORK_BASELINES = ("sequential", "joint")
 
 def estimate_noise_sigma(frame: np.ndarray) -> float:
     """Gaussian noise σ (same units as ``frame``), Immerkær 1996 (CVIU 64(2)): mean |I * N|·√(π/2)/6
-    with N = [[1,-2,1],[-2,4,-2],[1,-2,1]], which cancels smooth image structure."""
+    with N = [[1,-2,1],[-2,4,-2],[1,-2,1]], which cancels smooth image structure.
+
+    Args:
+        frame: (H, W) float array (float32 in [0, 1] here).
+
+    Returns:
+        σ in the frame's units (multiply by 255 for grey levels).
+    """
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
     response = cv2.filter2D(np.asarray(frame, np.float32), -1, kernel, borderType=cv2.BORDER_REFLECT)
     return float(np.sqrt(np.pi / 2.0) / 6.0 * np.mean(np.abs(response[1:-1, 1:-1])))
@@ -51,6 +58,13 @@ def destripe(frame: np.ndarray, sigma: float = 4.0) -> np.ndarray:
 
     The profile (median over rows for columns, over columns for rows) keeps the scene's slow
     gradient in its low-pass part, which stays; only column-to-column jumps are removed.
+
+    Args:
+        frame: (H, W) float32 frame in [0, 1].
+        sigma: σ in px of the Gaussian low-pass of the profiles.
+
+    Returns:
+        (H, W) float32, not clipped.
     """
     x = np.asarray(frame, np.float32)
     for axis in (0, 1):
@@ -62,7 +76,15 @@ def destripe(frame: np.ndarray, sigma: float = 4.0) -> np.ndarray:
 
 
 def nlm_denoise(frame: np.ndarray, strength: float = 1.0) -> np.ndarray:
-    """cv2.fastNlMeansDenoising on 8 bits with h = strength·σ̂ (grey levels), σ̂ from Immerkær."""
+    """cv2.fastNlMeansDenoising on 8 bits with h = strength·σ̂ (grey levels), σ̂ from Immerkær.
+
+    Args:
+        frame: (H, W) float32 frame in [0, 1] (quantised to uint8 for OpenCV).
+        strength: h / σ̂; h is clipped to [1, 30] grey levels.
+
+    Returns:
+        (H, W) float32 in [0, 1] (8-bit precision).
+    """
     sigma = estimate_noise_sigma(frame) * 255.0
     h = float(np.clip(strength * sigma, 1.0, 30.0))
     grey = np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
@@ -71,18 +93,48 @@ def nlm_denoise(frame: np.ndarray, strength: float = 1.0) -> np.ndarray:
 
 
 def contrast_stretch(frame: np.ndarray, low: float = 0.5, high: float = 99.5, bounds=None) -> np.ndarray:
-    """Linear map of the [low, high] percentiles (or given ``bounds`` (lo, hi)) onto [0, 1]."""
+    """Linear map of the [low, high] percentiles (or given ``bounds`` (lo, hi)) onto [0, 1].
+
+    Args:
+        frame: (H, W) float array.
+        low: lower percentile (0–100).
+        high: upper percentile (0–100).
+        bounds: ``(lo, hi)`` in the frame's units instead of the percentiles.
+
+    Returns:
+        (H, W) float32 clipped to [0, 1].
+    """
     lo, hi = np.percentile(frame, (low, high)) if bounds is None else bounds
     return np.clip((frame - lo) / max(float(hi - lo), 1e-3), 0.0, 1.0).astype(np.float32)
 
 
 def clahe(frame: np.ndarray, clip: float = 1.5, tiles: int = 8) -> np.ndarray:
+    """CLAHE (cv2.createCLAHE) on the frame's 8-bit grey levels.
+
+    Args:
+        frame: (H, W) float32 frame in [0, 1] (quantised to uint8).
+        clip: CLAHE clip limit (OpenCV's clipLimit).
+        tiles: tiles per side (OpenCV's tileGridSize = (tiles, tiles)).
+
+    Returns:
+        (H, W) float32 in [0, 1].
+    """
     grey = np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
     op = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(tiles, tiles))
     return op.apply(grey).astype(np.float32) / 255.0
 
 
 def unsharp(frame: np.ndarray, sigma: float = 1.5, amount: float = 0.6) -> np.ndarray:
+    """Unsharp masking: ``x + amount·(x − GaussianBlur(x, σ))``, clipped to [0, 1].
+
+    Args:
+        frame: (H, W) float32 frame in [0, 1].
+        sigma: Gaussian σ in px.
+        amount: gain of the high-pass part.
+
+    Returns:
+        (H, W) float32 in [0, 1].
+    """
     blurred = cv2.GaussianBlur(frame, (0, 0), sigmaX=sigma)
     return np.clip(frame + amount * (frame - blurred), 0.0, 1.0).astype(np.float32)
 
@@ -99,6 +151,19 @@ def classical_chain(frames: np.ndarray, steps: Sequence[str] = ("destripe", "den
     0.5–99.5 percentile span is below ``stretch_below`` (clean RoadScene val frames span
     0.76–0.96, contrast-degraded ones 0.18–0.50). CLAHE is available but not in the default
     chain: on RoadScene val it cost 2–11 dB on every task but CN/CBN (docs/eval.md).
+
+    Args:
+        frames: (N, H, W) or (H, W) float frames in [0, 1].
+        steps: names of :data:`CLASSICAL_STEPS`, applied in this order.
+        noise_gate: noise σ (fraction of the range: 2/255 = 2 grey levels) above which destripe and
+            denoise run.
+        stretch_below: percentile span under which the contrast stretch runs.
+
+    Returns:
+        float32 of the input's shape, in [0, 1].
+
+    Raises:
+        ValueError: a step is not one of :data:`CLASSICAL_STEPS`.
     """
     unknown = [s for s in steps if s not in CLASSICAL_STEPS]
     if unknown:
@@ -240,6 +305,27 @@ def train_network_baseline(mode: str, clean_train: np.ndarray, out_dir, tasks: S
     writes ``sequential-after-<task>.onnx`` after each task and, with ``eval_clean``, a
     forgetting matrix (PSNR on every task after each task); ``joint`` writes ``joint.onnx``.
     The final network of either is also ``<mode>.onnx``.
+
+    Args:
+        mode: ``"sequential"`` or ``"joint"``.
+        clean_train: (N, H, W) float32 clean training frames in [0, 1].
+        out_dir: folder for the ONNX files and the summary.
+        tasks: training tasks (default: all of :data:`~tir.engines.degrade.TASKS`).
+        steps_per_task: optimiser steps per task.
+        crop: training crop side in px.
+        batch: crops per step.
+        lr: learning rate.
+        seed: seed of crops and degradations.
+        threads: torch CPU threads (None: torch's default).
+        preset: ECMRNet preset of the network.
+        eval_clean: (N, H, W) float32 clean evaluation frames for the forgetting matrix, or None.
+        command: the command line recorded in the summary.
+
+    Returns:
+        the JSON summary (also written to ``out_dir``); PSNR in dB.
+
+    Raises:
+        ValueError: ``mode`` is not a network baseline.
     """
     import torch
 

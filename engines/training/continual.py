@@ -67,6 +67,15 @@ class SubDegradationMiner(nn.Module):
         nn.init.zeros_(self.refine.conv2.bias)
 
     def forward(self, ref: torch.Tensor, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mix the compound's part features into the reference features (see the class docstring).
+
+        Args:
+            ref: (N, C, H, W) float32 features of the compound's own branch.
+            parts: the K frozen part branches' (N, C, H, W) features.
+
+        Returns:
+            (N, C, H, W) float32 refined features.
+        """
         n, c, h, w = ref.shape
         u = self.phi(ref)
         v = self.psi(torch.cat(list(parts), dim=1))
@@ -118,6 +127,18 @@ class OpenWorldModel(nn.Module):
 
     @classmethod
     def from_architecture(cls, arch: dict) -> "OpenWorldModel":
+        """An untrained model with the module tree :meth:`architecture` describes (widths, tasks,
+        miners), ready for ``load_state_dict``.
+
+        Args:
+            arch: the dict :meth:`architecture` returned.
+
+        Returns:
+            the model, weights freshly initialised.
+
+        Raises:
+            ValueError: the config's family is not ``edge`` (from the constructor).
+        """
         model = cls(ECMRNetConfig.from_dict(arch["config"]))
         model.branches[CLEAN] = EdgeBranch(model.cfg, arch.get("clean_mids"))
         for task in arch["tasks"]:
@@ -159,6 +180,10 @@ class OpenWorldModel(nn.Module):
 
         The copy keeps the source's (possibly pruned) inner widths; its output projection is
         zeroed so the new route starts as the identity.
+
+        Raises:
+            ValueError: ``name`` is learned already, a compound's ``parts`` are not all learned
+                single-degradation branches, or ``init`` names no branch.
         """
         if name in self.branches:
             raise ValueError(f"task {name!r} already learned; tasks: {', '.join(self.tasks)}")
@@ -215,12 +240,30 @@ class OpenWorldModel(nn.Module):
 
     # ------------------------------------------------------------------ forward passes
     def autoencode(self, x: torch.Tensor) -> torch.Tensor:
-        """Clean→clean pretraining pass: decode(stem + clean branch)."""
+        """Clean→clean pretraining pass: decode(stem + clean branch).
+
+        Args:
+            x: (N, 1, H, W) float32 frames in [0, 1], H and W multiples of ``cfg.multiple``.
+
+        Returns:
+            (N, 1, H, W) float32 reconstruction.
+        """
         s = self.stem(x)
         return self.recon.decode(s + self.branches[CLEAN](s))
 
     def route_features(self, x: torch.Tensor, task: str) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(stem features, restored features) of ``task``'s route."""
+        """(stem features, restored features) of ``task``'s route.
+
+        Args:
+            x: (N, 1, H, W) float32 frames in [0, 1].
+            task: a learned task.
+
+        Returns:
+            two (N, C, h, w) float32 feature tensors.
+
+        Raises:
+            KeyError: ``task`` is not a learned route (the message lists the routes).
+        """
         if task not in self.branches or task == CLEAN:
             raise KeyError(f"no route {task!r}; routes: {', '.join(self.tasks) or 'none'}")
         s = self.stem(x)
@@ -238,6 +281,13 @@ class OpenWorldModel(nn.Module):
         when ``x`` is a crop of a larger frame (training); by default they are taken from ``x``.
         ``field=False`` leaves out the route's whole-frame field head (training on crops, and
         the inputs of the field stage).
+
+        Returns:
+            (N, 1, H, W) float32 restored frames.
+
+        Raises:
+            ValueError: H or W is not a multiple of ``cfg.multiple``.
+            KeyError: ``task`` is not a learned route.
         """
         m = self.cfg.multiple
         if x.shape[-1] % m or x.shape[-2] % m:
@@ -251,6 +301,12 @@ class OpenWorldModel(nn.Module):
         return y
 
     def forward(self, x: torch.Tensor, task: str, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """:meth:`route_forward` with the field head: (N, 1, H, W) float32 in, the same shape out.
+
+        Raises:
+            ValueError: H or W is not a multiple of ``cfg.multiple``.
+            KeyError: ``task`` is not a learned route.
+        """
         return self.route_forward(x, task, stats)
 
 
@@ -265,9 +321,21 @@ class RouteModule(nn.Module):
         self.task = task
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The route's :meth:`OpenWorldModel.route_forward`: (N, 1, H, W) float32 in, the same shape out.
+
+        Raises:
+            ValueError: H or W is not a multiple of the model's ``cfg.multiple``.
+        """
         return self.model.route_forward(x, self.task)
 
 
 def parameter_snapshot(modules: Iterable[nn.Module]) -> List[torch.Tensor]:
-    """Detached copies of every parameter and buffer (for freeze checks)."""
+    """Detached copies of every parameter and buffer (for freeze checks).
+
+    Args:
+        modules: torch modules.
+
+    Returns:
+        one tensor per parameter then buffer of each module, same shape and dtype, in order.
+    """
     return [t.detach().clone() for m in modules for t in list(m.parameters()) + list(m.buffers())]

@@ -57,7 +57,11 @@ DATASETS: Dict[str, DataSet] = {}
 
 
 def register_dataset(ds: DataSet) -> DataSet:
-    """Add ``ds`` to :data:`DATASETS`; raises DatasetError on a duplicate name or bad bits."""
+    """Add ``ds`` to :data:`DATASETS` and return it.
+
+    Raises:
+        DatasetError: a set of that name is registered already, or ``ds.bits`` is not 8 or 16.
+    """
     if ds.name in DATASETS:
         raise DatasetError(f"data set {ds.name!r} is registered already")
     if ds.bits not in (8, 16):
@@ -108,14 +112,22 @@ def data_root(root: Optional[Union[str, Path]] = None) -> Path:
 
 
 def dataset(name: str) -> DataSet:
-    """The registered set ``name``; raises DatasetError listing the known ones."""
+    """The registered set ``name``.
+
+    Raises:
+        DatasetError: no set of that name (the message lists the known ones).
+    """
     if name not in DATASETS:
         raise DatasetError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
 def parse_sets(text: Union[str, Sequence[str]]) -> List[str]:
-    """``"a,b"`` (or a list, or ``"all"`` = every registered set) -> validated names."""
+    """``"a,b"`` (or a list, or ``"all"`` = every registered set) -> validated names.
+
+    Raises:
+        DatasetError: no name given, or a name that is not registered.
+    """
     names = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)
     names = [n for n in names if n]
     if names == [ALL]:
@@ -206,6 +218,21 @@ def load_unit_frames(sets: Union[str, Sequence[str]], split: str, size=(640, 512
     ``size`` at its native pixel scale (centre crop or mirror extension,
     :func:`tir.engines.router.fit_native`), never resampled. ``max_frames`` limits each set.
     Sets without clean frames are refused when ``clean_only``.
+
+    Args:
+        sets: set names (``"a,b"``, a list or ``"all"``, see :func:`parse_sets`).
+        split: the split, e.g. ``"train"``, ``"val"``, ``"test"``.
+        size: ``(w, h)`` in px of every returned frame.
+        root: the data folder (default: :func:`data_root`).
+        max_frames: frames per set at most, or None.
+        clean_only: refuse sets holding real degraded frames.
+
+    Returns:
+        (N, h, w) float32 in [0, 1].
+
+    Raises:
+        DatasetError: an unknown set, a set with no frames in ``split``, or (with ``clean_only``)
+            a set of degraded frames.
     """
     from ..router import fit_native
 

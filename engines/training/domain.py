@@ -45,7 +45,16 @@ def _fit(frame: np.ndarray, shape) -> np.ndarray:
 
 def plateau_equalise(x: np.ndarray, plateau: float, bins: int = 256) -> np.ndarray:
     """Plateau histogram equalisation of a [0, 1] frame: the histogram clipped at
-    ``plateau`` × the mean bin count, its cumulative sum as the tone map (FLIR's plateau AGC)."""
+    ``plateau`` × the mean bin count, its cumulative sum as the tone map (FLIR's plateau AGC).
+
+    Args:
+        x: (H, W) float32 frame in [0, 1].
+        plateau: the clip level as a multiple of the mean bin count.
+        bins: histogram bins over [0, 1].
+
+    Returns:
+        (H, W) float32 in [0, 1].
+    """
     hist, edges = np.histogram(x, bins=bins, range=(0.0, 1.0))
     hist = np.minimum(hist, plateau * hist.mean()).astype(np.float64)
     cdf = np.cumsum(hist)

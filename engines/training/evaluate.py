@@ -44,6 +44,15 @@ def load_clean(data: Optional[str] = None, split: str = "test", max_frames: Opti
 
 
 def score(restored: np.ndarray, clean: np.ndarray) -> dict:
+    """Mean PSNR (dB) and SSIM of restored frames against the clean ones (data range 1).
+
+    Args:
+        restored: (N, H, W) float32 restored frames (clipped to [0, 1] before scoring).
+        clean: (N, H, W) float32 clean frames in [0, 1].
+
+    Returns:
+        {"psnr": mean PSNR in dB, "ssim": mean SSIM, "n": frames scored}.
+    """
     p = [psnr(np.clip(r, 0, 1), c) for r, c in zip(restored, clean)]
     s = [ssim(np.clip(r, 0, 1), c) for r, c in zip(restored, clean)]
     return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "n": len(p)}
@@ -55,7 +64,16 @@ def run_engine(engine, frames: np.ndarray) -> np.ndarray:
 
 
 def time_engine(engine, frame: np.ndarray, repeats: int = 3) -> float:
-    """Median ms for one frame after one warm-up run."""
+    """Median ms for one frame after one warm-up run.
+
+    Args:
+        engine: anything with ``infer(batch)``.
+        frame: (H, W) float32 frame in [0, 1] (inferred as a (1, 1, H, W) batch).
+        repeats: timed calls.
+
+    Returns:
+        the median wall time of one ``infer`` in ms.
+    """
     x = frame[None, None].astype(np.float32)
     engine.infer(x)
     times = []
@@ -90,7 +108,14 @@ class RouterRunner:
 
     def classify(self, frames: np.ndarray, adaptation="entry") -> List[dict]:
         """One decision per frame; ``adaptation``: "entry" (the entry's map, if any), None
-        (raw router) or a map dict."""
+        (raw router) or a map dict.
+
+        Args:
+            frames: (N, H, W) float32 frames in [0, 1].
+
+        Returns:
+            one decision dict per frame ("task", "nearest", scores ...), in order.
+        """
         adaptation = self.adaptation if adaptation == "entry" else adaptation
         emb = apply_adaptation(self.embed(frames), adaptation)
         return classify(emb, self.codebook, self.classes, self.threshold, self.temperature)
@@ -98,7 +123,19 @@ class RouterRunner:
 
 def evaluate_router(runner: RouterRunner, clean: np.ndarray, degraded: Dict[str, np.ndarray],
                     unseen: Dict[str, np.ndarray]) -> dict:
-    """Confusion over tasks + clean + unseen degradations; accuracies; unknown rates."""
+    """Confusion over tasks + clean + unseen degradations; accuracies; unknown rates.
+
+    Args:
+        runner: the router to evaluate.
+        clean: (N, H, W) float32 clean frames in [0, 1].
+        degraded: task -> (N, H, W) float32 frames degraded with it.
+        unseen: unseen degradation -> (N, H, W) float32 frames (should be answered "unknown").
+
+    Returns:
+        {"classes", "accuracy_tasks", "accuracy_tasks_nearest", "accuracy_with_clean",
+        "false_unknown_rate", "unknown_rate" (per unseen degradation), "confusion",
+        "ms_per_frame" (ms, one classification), "threshold"}; rates are fractions in [0, 1].
+    """
     true, pred, nearest = [], [], []
     sets = dict(degraded)
     sets[CLEAN] = clean
@@ -138,7 +175,12 @@ def evaluate(bundle=None, data: Optional[str] = None, split: str = "test", seed:
              joint: Optional[str] = None, router: Optional[str] = None,
              max_frames: Optional[int] = None, backend: str = "auto", threads: Optional[int] = None,
              tasks: Optional[Sequence[str]] = None, unseen: Sequence[str] = ("jpeg",)) -> dict:
-    """Run the whole evaluation; returns a JSON-ready dict (see :func:`format_report`)."""
+    """Run the whole evaluation; returns a JSON-ready dict (see :func:`format_report`).
+
+    Raises:
+        ValueError: the ``joint`` baseline without ``joint``, or the ``sequential`` one without
+            ``sequential``.
+    """
     from tqdm import tqdm
 
     from ..backends import load_engine
@@ -301,6 +343,9 @@ def _fmt(cell: Optional[dict]) -> str:
 
 
 def format_report(result: dict) -> str:
+    """The :func:`evaluate` result as a plain-text report: per-task PSNR (dB) / SSIM tables of every
+    method, then the router's figures when present.
+    """
     tasks = result["tasks"]
     lines = [f"data: {result['data']}, {result['frames']} frames {result['frame_size'][0]}×"
              f"{result['frame_size'][1]}, seed {result['seed']}; cells: PSNR dB / SSIM"]
@@ -376,7 +421,12 @@ def psnr_frames(sets: str, split: str, n: int, task: Optional[str]) -> Dict[str,
     """Clean frames (``n`` in all, drawn evenly from the first ⌈n/sets⌉ of each registered set's
     ``split``, 640×512 at native scale) and
     their copies degraded with ``task`` (seed 0, engines/degrade.make_eval_set). UsageError when
-    there is no degradation to undo, DatasetError when the sets do not load (both exit 2)."""
+    there is no degradation to undo, DatasetError when the sets do not load (both exit 2).
+
+    Raises:
+        UsageError: ``task`` is None (nothing to undo).
+        DatasetError: the sets do not load.
+    """
     from tir.edge.errors import UsageError
 
     from ..degrade import make_eval_set

@@ -80,17 +80,35 @@ class ExportError(RuntimeError):
 
 @dataclass
 class AuditResult:
+    """What :func:`audit_onnx` found.
+
+    Attributes:
+        ops: ONNX op type -> number of nodes.
+        errors: reasons the graph will not parse on a TensorRT target (empty: it will).
+        warnings: things that parse but may be slow or lossy.
+    """
     ops: Counter
     errors: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """True when the audit found no error."""
         return not self.errors
 
 
 @dataclass
 class ExportReport:
+    """What an ONNX export wrote and how it was checked.
+
+    Attributes:
+        path: the ONNX file.
+        max_abs_err: worst |torch − ONNX Runtime| over the checked shapes (float32 output in
+            [0, 1] units; 0.0 when parity was not checked).
+        ops: ONNX op type -> number of nodes.
+        warnings: the audit's warnings.
+        checked_shapes: (N, 1, H, W) input shapes the parity check ran on.
+    """
     path: str
     max_abs_err: float
     ops: Counter
@@ -151,7 +169,11 @@ def _check_qdq(model, node, producers, label: str, errors: List[str]) -> None:
 
 
 def audit_onnx(model_or_path, targets: Sequence[str] = TRT_TARGETS) -> AuditResult:
-    """Check a model against the TensorRT ONNX parsers of ``targets`` ("8.5", "10")."""
+    """Check a model against the TensorRT ONNX parsers of ``targets`` ("8.5", "10").
+
+    Raises:
+        ValueError: a target is not a known TensorRT version.
+    """
     import onnx
 
     model = onnx.load(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path
@@ -207,6 +229,7 @@ def set_metadata(model, metadata: Optional[Dict[str, object]]) -> None:
 
 
 def read_metadata(model_or_path) -> Dict[str, str]:
+    """The ONNX model's metadata_props (``tir.*`` keys ...) as a dict; from a model or a file path."""
     import onnx
 
     model = onnx.load(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path
@@ -214,7 +237,20 @@ def read_metadata(model_or_path) -> Dict[str, str]:
 
 
 def parity_error(module, onnx_path: str, shapes: Iterable[Tuple[int, ...]], seed: int = 0) -> float:
-    """Max abs difference between torch (fp32, eval) and ONNX Runtime CPU over ``shapes``."""
+    """Max abs difference between torch (fp32, eval) and ONNX Runtime CPU over ``shapes``.
+
+    Args:
+        module: the torch module (evaluated in fp32, eval mode).
+        onnx_path: the exported ONNX file.
+        shapes: (N, 1, H, W) input shapes; inputs are uniform float32 in [0, 1] from ``seed``.
+        seed: the inputs' seed.
+
+    Returns:
+        the largest absolute difference, in output units.
+
+    Raises:
+        ExportError: the ONNX output shape differs from torch's.
+    """
     import torch
 
     sess = ort_session(onnx_path)

@@ -89,6 +89,7 @@ class FastBranch(nn.Module):
                                                 up.bias.detach().reshape(1, c, 2, 2)]).contiguous())
 
     def body(self, s: torch.Tensor) -> torch.Tensor:
+        """The branch without its output projection: (N, C, h, w) float32 stem features in, same shape out."""
         b = self.branch
         h = b.high_in(s)
         low = b.stats(b.low(F.conv2d(h, self.down_w, self.down_b, stride=2)))
@@ -96,6 +97,9 @@ class FastBranch(nn.Module):
         return b.high_out(h + up)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
+        """The branch (equal to ``EdgeBranch.forward`` up to float rounding): (N, C, h, w) float32
+        stem features in, the same shape out.
+        """
         return self.branch.out(self.body(s))
 
 
@@ -132,6 +136,12 @@ class FastRoute(nn.Module):
             self.register_buffer("field_pool_w", _mean_pool_weight(r * r, self.field_s))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Restore ``x``: (N, 1, H, W) float32 in [0, 1], H and W multiples of ``model.cfg.multiple``,
+        to restored (N, 1, H, W) float32.
+
+        Raises:
+            ValueError: ``x`` has more than one channel (the SpaceToDepth rewrite covers 1 channel).
+        """
         m = self.model
         u = _SpaceToDepth.apply(x, self.r)
         if self.tone is not None:

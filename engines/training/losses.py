@@ -67,7 +67,15 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, scales: int) -> torch.Tensor:
 
 
 def sobel_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """0.5·(L1 of x-gradients + L1 of y-gradients), Sobel kernels / 8."""
+    """0.5·(L1 of x-gradients + L1 of y-gradients), Sobel kernels / 8.
+
+    Args:
+        x: (N, 1, H, W) float32 prediction.
+        y: (N, 1, H, W) float32 target.
+
+    Returns:
+        scalar float32 tensor.
+    """
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype,
                       device=x.device) / 8.0
     k = torch.stack([kx, kx.t()]).unsqueeze(1)                     # 2×1×3×3
@@ -84,6 +92,15 @@ class RestorationLoss(nn.Module):
         self.w_l1, self.w_ssim, self.w_grad = w_l1, w_ssim, w_grad
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch: w_l1·L1 + w_ssim·(1 − MS-SSIM) + w_grad·Sobel L1 (ecmrnet.md §1.2).
+
+        Args:
+            pred: (N, 1, H, W) float32 prediction (clamped to [0, 1] for MS-SSIM only).
+            target: (N, 1, H, W) float32 clean frames in [0, 1].
+
+        Returns:
+            scalar float32 tensor.
+        """
         loss = self.w_l1 * (pred - target).abs().mean()
         loss = loss + self.w_ssim * (1.0 - ms_ssim(pred.clamp(0, 1), target, self.scales))
         return loss + self.w_grad * sobel_l1(pred, target)

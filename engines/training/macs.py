@@ -24,16 +24,25 @@ from torch import nn
 
 @dataclass
 class MacReport:
+    """Multiply-accumulates of one forward pass, per frame.
+
+    Attributes:
+        macs: MACs per frame (the batch's divided by the batch size).
+        params: parameters of the counted module.
+        per_layer: module name -> MACs per frame of its own calls.
+    """
     macs: int                                  # per frame (divided by the batch size)
     params: int                                # parameters of the counted module
     per_layer: Dict[str, int] = field(default_factory=dict)   # module name -> MACs of its own calls
 
     @property
     def gmac(self) -> float:
+        """MACs per frame in GMAC (10⁹ MACs)."""
         return self.macs / 1e9
 
 
 def count_params(module: nn.Module) -> int:
+    """The number of parameters (elements, trainable or not) of ``module``."""
     return sum(p.numel() for p in module.parameters())
 
 

@@ -51,7 +51,17 @@ def _plogp(p: np.ndarray) -> np.ndarray:
 
 
 def structural_entropy_1d(w: np.ndarray) -> float:
-    """H1 = −Σ (d_i/vol) log2(d_i/vol); 0 for a graph without edges."""
+    """One-dimensional structural entropy (Li & Pan 2016): H1 = −Σ (d_i/vol) log2(d_i/vol).
+
+    Args:
+        w: (K, K) adjacency (cast to float64), symmetric and non-negative.
+
+    Returns:
+        H1 in bits; 0.0 for a graph without edges.
+
+    Raises:
+        ValueError: ``w`` is not square, symmetric and non-negative.
+    """
     d = _check_graph(w).sum(axis=1)
     vol = d.sum()
     if vol <= 0:
@@ -60,7 +70,19 @@ def structural_entropy_1d(w: np.ndarray) -> float:
 
 
 def structural_entropy_2d(w: np.ndarray, labels: Sequence[int]) -> float:
-    """H2 of the partition given by ``labels`` (one community id per node)."""
+    """Two-dimensional structural entropy H2 of a partition (Li & Pan 2016; formula in the module
+    docstring).
+
+    Args:
+        w: (K, K) float adjacency, symmetric and non-negative.
+        labels: (K,) community id per node.
+
+    Returns:
+        H2 in bits.
+
+    Raises:
+        ValueError: ``w`` is not square, symmetric and non-negative.
+    """
     w = _check_graph(w)
     return _h2(w, w.sum(axis=1), np.asarray(labels))
 
@@ -135,7 +157,18 @@ def minimise_2d_entropy(w: np.ndarray, max_sweeps: int = 10) -> Tuple[np.ndarray
 
 
 def representatives(w: np.ndarray, labels: np.ndarray) -> List[int]:
-    """Per community, the node whose move to a singleton raises H2 the most."""
+    """Per community, the node whose move to a singleton raises H2 the most.
+
+    Args:
+        w: (K, K) float adjacency, symmetric and non-negative.
+        labels: (K,) int community id per node.
+
+    Returns:
+        the representatives' node indices, sorted, one per community.
+
+    Raises:
+        ValueError: ``w`` is not square, symmetric and non-negative.
+    """
     w = _check_graph(w)
     d = w.sum(axis=1)
     base = _h2(w, d, labels)
@@ -159,7 +192,14 @@ def representatives(w: np.ndarray, labels: np.ndarray) -> List[int]:
 # ---------------------------------------------------------------------------------------------
 
 def pearson(x: np.ndarray) -> np.ndarray:
-    """Correlation between the rows of x (K×P); rows without variance correlate 0."""
+    """Correlation between the rows of x; rows without variance correlate 0.
+
+    Args:
+        x: (K, P) float array, one variable per row.
+
+    Returns:
+        (K, K) float64 correlation matrix in [−1, 1].
+    """
     x = x - x.mean(axis=1, keepdims=True)
     norm = np.sqrt((x * x).sum(axis=1))
     ok = norm > EPS
@@ -194,7 +234,16 @@ def group_vectors(act: np.ndarray, group: int) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def picked_groups(act: np.ndarray, group: int, silent: float = 1e-6) -> List[int]:
-    """The groups one sample picks: community representatives of the group graph."""
+    """The groups one sample picks: community representatives of the group graph.
+
+    Args:
+        act: (C, P) float inner activation of one block for one sample (C channels, P pixels).
+        group: channels per group (C a multiple of it).
+        silent: groups whose mean |activation| is at most this are never picked.
+
+    Returns:
+        the picked group indices in [0, C // group), sorted.
+    """
     vectors, activity = group_vectors(act, group)
     w = pearson(vectors)
     np.fill_diagonal(w, 0.0)
@@ -226,7 +275,16 @@ def _sliced_conv(conv: nn.Conv2d, out_idx=None, in_idx=None) -> nn.Conv2d:
 
 
 def prune_block(block: DenseResBlock, keep: Sequence[int], mean_act: torch.Tensor = None) -> None:
-    """Keep only inner channels ``keep`` of ``block``; fold dropped channels' means into conv2."""
+    """Keep only inner channels ``keep`` of ``block``; fold dropped channels' means into conv2.
+
+    Args:
+        block: the residual block, changed in place (new, smaller conv1 and conv2).
+        keep: inner channel indices to keep.
+        mean_act: (C,) float32 mean inner activation per channel, or None (nothing folded).
+
+    Raises:
+        ValueError: ``keep`` is empty.
+    """
     keep = torch.as_tensor(sorted(keep), dtype=torch.long)
     if len(keep) == 0:
         raise ValueError("a block must keep at least one channel")
@@ -242,6 +300,14 @@ def prune_block(block: DenseResBlock, keep: Sequence[int], mean_act: torch.Tenso
 
 @dataclass
 class BlockPlan:
+    """The pruning plan of one residual block.
+
+    Attributes:
+        name: the block's name.
+        groups: number of channel groups (inner channels // group size).
+        counts: per group, in how many samples it was picked.
+        keep_groups: the groups kept (picked in ≥ p·N samples; at least the most picked one).
+    """
     name: str
     groups: int
     counts: List[int]                 # how often each group was picked
@@ -253,6 +319,20 @@ def collect_picks(blocks: Dict[str, DenseResBlock], run, samples: Iterable[torch
     """Run ``run(sample)`` on every sample, recording each block's inner activation.
 
     Returns per-block pick counts, per-block mean inner activation and the sample count.
+
+    Args:
+        blocks: name -> residual block, hooked on its conv1 (ReLU of the output).
+        run: called with each sample to run the network.
+        samples: input tensors, e.g. (N, 1, H, W) float32 frames in [0, 1].
+        group: channels per group.
+        pixel_stride: pixel subsampling of the activations, in px.
+
+    Returns:
+        ``(plans, means, n)``: name -> BlockPlan with pick counts, name -> (C,) float32 mean
+        inner activation, and the number of samples.
+
+    Raises:
+        ValueError: a block's inner channels are not a multiple of ``group``.
     """
     for name, block in blocks.items():
         if block.mid % group:
@@ -293,7 +373,14 @@ def select_groups(plans: Dict[str, BlockPlan], n_samples: int, p: float) -> Dict
 
 def apply_plans(blocks: Dict[str, DenseResBlock], plans: Dict[str, BlockPlan], group: int,
                 means: Dict[str, torch.Tensor]) -> None:
-    """Physically slice every block to its kept groups."""
+    """Physically slice every block to its kept groups.
+
+    Args:
+        blocks: name -> residual block, changed in place.
+        plans: name -> its BlockPlan (``keep_groups`` set).
+        group: channels per group.
+        means: name -> (C,) float32 mean inner activation folded into conv2's bias.
+    """
     for name, block in blocks.items():
         keep = [g * group + k for g in plans[name].keep_groups for k in range(group)]
         if len(keep) < block.mid:

@@ -45,6 +45,7 @@ class Item:
 
     @property
     def ms(self) -> float:
+        """The median latency in ms (NaN before :func:`measure`)."""
         return float(np.median(self.times_ms)) if self.times_ms else float("nan")
 
     @property
@@ -212,6 +213,10 @@ def bundle_items(bundle, size: Tuple[int, int], routes: Optional[Sequence[str]] 
 
 
 def reference_items(size: Tuple[int, int], int8: bool, work_dir=None, reduce_range: bool = False) -> List[Item]:
+    """The dense-conv reference items at frame ``size`` (w, h): fp32, and INT8 (U8S8 QDQ) when
+    ``int8``; ONNX files written under ``work_dir`` (default: a new temporary folder), input a
+    (1, REF_CHANNELS, h/4, w/4) float32 array, MACs from :func:`reference_macs`.
+    """
     w, h = size
     work = work_dir or tempfile.mkdtemp(prefix="tir-roofline-")
     paths = write_reference(work, size, int8=int8, reduce_range=reduce_range)
@@ -221,6 +226,9 @@ def reference_items(size: Tuple[int, int], int8: bool, work_dir=None, reduce_ran
 
 
 def format_rows(rows: Sequence[dict], size: Tuple[int, int]) -> str:
+    """The roofline table as text: model, precision, ms (median latency), GMAC per frame, GMAC/s
+    achieved and share (percent of the same-precision dense-conv rate) at ``size`` (w, h) px.
+    """
     head = f"{'model':<26}{'prec':>6}{'ms':>10}{'GMAC':>9}{'GMAC/s':>9}{'share':>8}"
     lines = [f"roofline at {size[0]}x{size[1]} (share = GMAC/s over the dense-conv rate of the same precision, "
              "measured in this run)", head, "-" * len(head)]
@@ -233,4 +241,5 @@ def format_rows(rows: Sequence[dict], size: Tuple[int, int]) -> str:
 
 
 def load_average() -> Optional[List[float]]:
+    """The 1, 5 and 15 minute load averages (os.getloadavg), None where the OS has none."""
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None

@@ -227,7 +227,15 @@ def add_router_class(embed: Callable[[np.ndarray], np.ndarray], entry: dict, nam
 def recalibrate_router(src, out_dir, val_images: np.ndarray, threads: int = 1, **kwargs) -> dict:
     """Copy a trained router (folder or JSON from :func:`train_router`) to ``out_dir`` with its
     thresholds re-chosen by :func:`calibrate_thresholds` through the exported ONNX; returns and
-    writes the updated entry (``router.json``)."""
+    writes the updated entry (``router.json``).
+
+    Args:
+        src: the trained router: its folder or its JSON entry.
+        out_dir: the folder to write to.
+        val_images: (N, H, W) float32 clean frames in [0, 1] to choose the thresholds on.
+        threads: ONNX Runtime intra-op threads.
+        kwargs: passed to :func:`calibrate_thresholds`.
+    """
     import shutil
 
     import onnxruntime as ort
@@ -436,6 +444,9 @@ def train_router(clean_images: np.ndarray, tasks: Sequence[str] = None, out_dir=
     similarity to entry k; a tight cluster gets a tight threshold); ``threshold`` is their minimum.
     Returns the manifest entry: file, codebook, threshold, thresholds, input_size [w, h], tasks
     (classes incl. "clean"), temperature, features, metrics.
+
+    Raises:
+        ValueError: fewer than 2 training frames.
     """
     import torch
     import torch.nn.functional as F

@@ -22,6 +22,14 @@ from ...models import presets
 
 @dataclass(frozen=True)
 class PlainNetConfig:
+    """PlainNet's shape.
+
+    Attributes:
+        channels: channels C of the 3×3 convs on the 1/scale grid.
+        blocks: residual blocks.
+        scale: pixel-unshuffle factor, hence the spatial multiple (px) H and W must be.
+        in_channels: input (and output) channels: 1 for Y16-derived frames.
+    """
     channels: int = 32
     blocks: int = 4
     scale: int = 4  # pixel-unshuffle factor, hence the spatial multiple the input needs
@@ -42,10 +50,14 @@ class ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x):
+        """(N, C, h, w) float32 in, the same shape out: x + conv(ReLU(conv(x)))."""
         return x + self.conv2(self.relu(self.conv1(x)))
 
 
 class PlainNet(nn.Module):
+    """Pixel-unshuffle, 3×3 conv + ReLU head, residual blocks, 3×3 tail, pixel-shuffle, plus the
+    input (see the module docstring); ``multiple`` is the spatial multiple the input needs.
+    """
     def __init__(self, config: PlainNetConfig = PRESETS["bench"]):
         super().__init__()
         self.config = config
@@ -58,11 +70,18 @@ class PlainNet(nn.Module):
         self.shuffle = nn.PixelShuffle(config.scale)
 
     def forward(self, x):
+        """Restore a batch: (N, in_channels, H, W) float32 (frames in [0, 1]), H and W multiples of
+        ``config.scale``, to the same shape (not clipped).
+        """
         return x + self.shuffle(self.tail(self.body(self.head(self.unshuffle(x)))))
 
 
 def resolve_config(spec: Union[str, PlainNetConfig]) -> PlainNetConfig:
-    """A preset name (``"bench"``, ``"plainnet:tiny"``) or a config -> config."""
+    """A preset name (``"bench"``, ``"plainnet:tiny"``) or a config -> config.
+
+    Raises:
+        ValueError: an unknown preset name (the message lists the presets).
+    """
     if isinstance(spec, PlainNetConfig):
         return spec
     name = str(spec).split(":", 1)[1] if str(spec).startswith("plainnet:") else str(spec)
