@@ -9,6 +9,7 @@ from tir.edge.camera.boson import (BosonBadCommand, BosonClient, BosonError, Bos
                                    BosonPortError, BosonRangeError, BosonStatusError, FFCMode,
                                    FFCStatus, GainMode)
 from tir.edge.camera.emulator import BosonEmulator
+from tir.edge.camera.tau import TauClient
 
 TIMEOUT = 0.3
 
@@ -157,3 +158,17 @@ def test_transport_independent_over_loop_url():
 def test_constructor_validates_timeout():
     with pytest.raises(ValueError, match="timeout"):
         BosonClient("loop://", timeout=0)
+
+
+@pytest.mark.parametrize("cls, command, source", [
+    (boson.BosonClient, "get_ffc_mode", "bosonGetFFCMode 0x00050013"),
+    (boson.BosonClient, "set_gain_mode", "bosonSetGainMode 0x00050014"),
+    (TauClient, "get_ffc_mode", "FFC_MODE 0x0B"),
+    (TauClient, "set_gain_mode", "GAIN_MODE 0x0A"),
+])
+def test_enum_setting_methods_are_named_and_documented(cls, command, source):
+    method = getattr(cls, command)
+    assert method.__name__ == command
+    assert source in method.__doc__ and "Raises:" in method.__doc__
+    assert cls.error.__name__ + ": the subclass" in method.__doc__
+    assert ("ValueError" in method.__doc__) == command.startswith("set_")
