@@ -9,6 +9,7 @@ from tir.edge.camera.boson import (BosonBadCommand, BosonClient, BosonError, Bos
                                    BosonPortError, BosonRangeError, BosonStatusError, FFCMode,
                                    FFCStatus, GainMode)
 from tir.edge.camera.emulator import BosonEmulator
+from tir.edge.camera.tau import TauClient
 
 TIMEOUT = 0.3
 
@@ -157,3 +158,66 @@ def test_transport_independent_over_loop_url():
 def test_constructor_validates_timeout():
     with pytest.raises(ValueError, match="timeout"):
         BosonClient("loop://", timeout=0)
+
+
+@pytest.mark.parametrize("cls, command, source", [
+    (boson.BosonClient, "get_ffc_mode", "bosonGetFFCMode 0x00050013"),
+    (boson.BosonClient, "set_gain_mode", "bosonSetGainMode 0x00050014"),
+    (TauClient, "get_ffc_mode", "FFC_MODE 0x0B"),
+    (TauClient, "set_gain_mode", "GAIN_MODE 0x0A"),
+])
+def test_enum_setting_methods_are_named_and_documented(cls, command, source):
+    method = getattr(cls, command)
+    assert method.__name__ == command
+    assert source in method.__doc__ and "Raises:" in method.__doc__
+    assert cls.error.__name__ + ": the subclass" in method.__doc__
+    assert ("ValueError" in method.__doc__) == command.startswith("set_")
+
+
+class ScriptedPort:
+    """A serial-like object that answers every read with the next chunk of ``replies`` (b"" after)."""
+
+    port = "scripted0"
+
+    def __init__(self, *replies, fail=None):
+        self.replies = list(replies)
+        self.fail = fail
+        self.written = []
+
+    def reset_input_buffer(self):
+        pass
+
+    def write(self, data):
+        if self.fail:
+            raise self.fail
+        self.written.append(bytes(data))
+
+    def read(self, n):
+        return self.replies.pop(0) if self.replies else b""
+
+
+@pytest.mark.parametrize("cls, command, started, truncated, counters", [
+    (BosonClient, "get_camera_sn", b"\x8e\x00\x01", "reply truncated (3 bytes, no end byte)",
+     {"commands": 1, "retries": 1, "timeouts": 2, "crc_errors": 0, "framing_errors": 0,
+      "sequence_errors": 0, "function_errors": 0, "status_errors": 0, "stale_replies": 0}),
+    (TauClient, "get_camera_sn", b"\x6e\x00\x00", "reply incomplete (3 bytes)",
+     {"commands": 1, "retries": 1, "timeouts": 2, "crc_errors": 0, "function_errors": 0, "status_errors": 0}),
+])
+def test_shared_loop_keeps_each_protocols_messages_and_counters(cls, command, started, truncated, counters):
+    # no reply at all: the timeout error, counted once per attempt, one retry
+    client = cls(ScriptedPort(), timeout=0.05, retries=1)
+    with pytest.raises(cls.timeout_error, match=r"^(get_camera_sn|serial_number): no reply within 0.05 s on scripted0$"):
+        getattr(client, command)()
+    assert len(client._port.written) == 2
+    stats = client.stats()
+    assert {k: stats[k] for k in counters} == counters and set(counters) <= set(stats)
+    # a reply that starts but never ends: the truncated error with the protocol's words
+    client = cls(ScriptedPort(started), timeout=0.05, retries=0)
+    with pytest.raises(cls.truncated_error) as info:
+        getattr(client, command)()
+    assert str(info.value).endswith(f": {truncated} within 0.05 s on scripted0")
+    # the port failing mid-command: the port error, not retried
+    client = cls(ScriptedPort(fail=OSError(5, "Input/output error")), timeout=0.05, retries=2)
+    with pytest.raises(cls.port_error, match="serial port scripted0 failed: .*Input/output error"):
+        getattr(client, command)()
+    assert client.stats()["retries"] == 0

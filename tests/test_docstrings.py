@@ -2,6 +2,8 @@
 import json
 import textwrap
 
+import pytest
+
 from tir.tools import docstats
 
 SAMPLE = textwrap.dedent('''
@@ -200,3 +202,21 @@ def test_main_counts_another_checkout_with_root(tmp_path, capsys):
         assert exc.code == 2
     else:
         raise AssertionError("a root without engines/ must be refused")
+
+
+def test_package_map_is_read_from_setup_py(tmp_path):
+    assert docstats.PACKAGES["tir.edge.camera"] == "edge/camera"
+    assert docstats.PACKAGES["tir.engines.training.models"] == "engines/training/models"
+    assert len(docstats.PACKAGES) == 12 and list(docstats.PACKAGES)[0] == "tir.edge"
+    (tmp_path / "setup.py").write_text('FOLDERS = {"tir.a": "a", "tir.a.b": "a/b"}\nsetup(packages=list(FOLDERS))\n')
+    assert docstats.package_folders(tmp_path) == {"tir.a": "a", "tir.a.b": "a/b"}
+    (tmp_path / "setup.py").write_text("setup(packages=[])\n")
+    with pytest.raises(ValueError, match="assigns no FOLDERS"):
+        docstats.package_folders(tmp_path)
+    installed = tmp_path / "site" / "tir"  # an installed tir folder: no setup.py, packages by __init__.py
+    for folder in ("edge", "edge/camera", "tools"):
+        (installed / folder).mkdir(parents=True)
+        (installed / folder / "__init__.py").write_text("")
+    (installed / "web").mkdir()
+    assert docstats.package_folders(installed) == {"tir.edge": "edge", "tir.edge.camera": "edge/camera",
+                                                   "tir.tools": "tools"}

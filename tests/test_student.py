@@ -406,3 +406,19 @@ def test_time_budget_counts_each_second_once(tmp_path, teacher_bundle, monkeypat
     d.distill()
     assert d.step == 6                           # 6 steps × 10 s = the 60 s budget
     assert d.state["wall_s"]["distill"] == 60.0
+
+
+def test_config_dicts_round_trip_through_json():
+    from tir.engines.training.models.ecmrnet import ECMRNetConfig
+    from tir.engines.training.models.student import StudentConfig
+
+    pruned = StudentConfig(name="p", mids=(8, 4, 8, 8))
+    for cfg in (PRESETS["edge"], pruned):
+        back = StudentConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+        assert back == cfg and isinstance(back.blocks, tuple)
+    assert StudentConfig.from_dict(json.loads(json.dumps(pruned.to_dict()))).mids == (8, 4, 8, 8)
+    assert PRESETS["edge"].multiple == 32 and StudentConfig(field=0).multiple == 8
+    # an ECMRNet config written before the tone and field heads existed
+    old = {k: v for k, v in ECMRNetConfig().to_dict().items() if k not in ("tone", "field")}
+    cfg = ECMRNetConfig.from_dict(json.loads(json.dumps(old)))
+    assert cfg.tone is False and cfg.field == 0 and cfg.paper_widths == (32, 128, 512) and cfg.multiple == 8

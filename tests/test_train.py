@@ -273,3 +273,29 @@ def test_balanced_repeats_lift_small_sets_up_to_the_cap():
     assert balanced_repeats([171, 22], 1) == [1, 1]
     assert balanced_repeats([10, 10], 8) == [1, 1]
     assert balanced_repeats([100, 40], 8) == [1, 2]
+
+
+def test_open_work_dir_and_save_state(tmp_path):
+    import logging
+
+    from tir.engines.training.train import open_work_dir, save_state
+
+    logger = logging.getLogger("tir.test-open-work-dir")
+    threads = torch.get_num_threads()
+    try:
+        work = open_work_dir(tmp_path / "a" / "b", 1, logger, "run.log")
+        open_work_dir(tmp_path / "a" / "b", 1, logger, "run.log")  # a resumed run: still one handler
+        assert work == tmp_path / "a" / "b" and work.is_dir() and torch.get_num_threads() == 1
+        files = [h for h in logger.handlers if getattr(h, "baseFilename", None) == str(work / "run.log")]
+        assert len(files) == 1
+        logger.info("hello")
+        files[0].flush()
+        assert "INFO hello" in (work / "run.log").read_text()
+        save_state(work, {"done": ["pretrain"], "psnr": np.float32(30.5)})
+        assert json.loads((work / "state.json").read_text()) == {"done": ["pretrain"], "psnr": 30.5}
+        assert not (work / "state.json.tmp").exists()
+    finally:
+        torch.set_num_threads(threads)
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+            h.close()

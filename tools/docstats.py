@@ -37,21 +37,32 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 #: The repository root (editable install) or the installed ``tir`` folder: both hold the
 #: package folders below side by side.
 ROOT = Path(__file__).resolve().parent.parent
-#: Import name -> folder under :data:`ROOT`, as mapped in setup.py.
-PACKAGES: Dict[str, str] = {
-    "tir.edge": "edge",
-    "tir.edge.sources": "edge/sources",
-    "tir.edge.camera": "edge/camera",
-    "tir.edge.pipeline": "edge/pipeline",
-    "tir.edge.outputs": "edge/outputs",
-    "tir.engines": "engines",
-    "tir.engines.backends": "engines/backends",
-    "tir.engines.models": "engines/models",
-    "tir.engines.training": "engines/training",
-    "tir.engines.training.models": "engines/training/models",
-    "tir.calibration": "calibration",
-    "tir.tools": "tools",
-}
+
+
+def package_folders(root: Path = ROOT) -> Dict[str, str]:
+    """Import name -> folder under ``root`` (``"tir.edge.camera": "edge/camera"``).
+
+    In a checkout (an editable install) this is setup.py's ``FOLDERS``, the one place the
+    mapping is written: read with :func:`ast.literal_eval`, nothing run. In an installed ``tir``
+    folder (no setup.py) it is every folder below ``root`` that holds an ``__init__.py``.
+
+    Raises:
+        ValueError: ``root/setup.py`` assigns no ``FOLDERS`` dict literal (say where the
+            package-to-folder map went, here and in setup.py).
+    """
+    setup = root / "setup.py"
+    if not setup.is_file():
+        folders = sorted(p.parent.relative_to(root) for p in root.glob("*/**/__init__.py"))
+        return {"tir." + ".".join(f.parts): f.as_posix() for f in folders}
+    for node in ast.parse(setup.read_text(encoding="utf-8"), str(setup)).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["FOLDERS"]:
+            return dict(ast.literal_eval(node.value))
+    raise ValueError(f"{setup} assigns no FOLDERS = {{import name: folder}} literal; "
+                     "docstats reads the package map from there")
+
+
+#: Import name -> folder under :data:`ROOT`: setup.py's mapping (:func:`package_folders`).
+PACKAGES: Dict[str, str] = package_folders()
 
 #: Parameter names taken to be arrays when not annotated (frames, batches, images, tensors).
 ARRAY_PARAMS = frozenset({

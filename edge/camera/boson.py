@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import enum
 import os
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Dict, Tuple, Type, Union
 
 from ..errors import InputError, TirError
 from . import fslp
-from .command_client import CommandClient
+from .command_client import CommandClient, decode_enum, enum_accessors, parse_enum  # noqa: F401 (re-exported)
 from .formats import CAMERAS
 
 BOSON_BAUDRATE = 921600  # thermal_io.md §1.1 (flirpy default; SDK examples)
@@ -137,6 +136,9 @@ STATUS_ERRORS: Dict[int, Tuple[str, Type[BosonStatusError]]] = {
 STATUS_NAMES = {code: name for code, (name, _) in STATUS_ERRORS.items()}
 STATUS_NAMES[0] = "FLR_OK"
 
+#: the ``Raises`` line of the command methods' docstrings
+RAISES = ("BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence, function id, "
+          "FLR_RESULT status); see the module docstring.")
 RETRYABLE = (BosonTimeout, BosonCRCError, BosonFramingError, BosonSequenceError,
              BosonFunctionMismatch, BosonBusy, BosonNotReady)
 
@@ -179,37 +181,6 @@ class FFCStatus(enum.IntEnum):
     IMMINENT = 1
     IN_PROGRESS = 2
     COMPLETE = 3
-
-
-def parse_enum(cls: Type[enum.IntEnum], value) -> enum.IntEnum:
-    """``value`` as a member of ``cls``: a member, its int, or its name (any case, '-' for '_').
-
-    Raises:
-        ValueError: no member matches; the message lists the choices with their values.
-    """
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, str):
-        text = value.strip().upper().replace("-", "_")
-        if text in cls.__members__:
-            return cls[text]
-        if text.lstrip("-").isdigit():
-            value = int(text)
-    if isinstance(value, int):
-        try:
-            return cls(value)
-        except ValueError:
-            pass
-    choices = ", ".join(f"{m.name.lower()} ({m.value})" for m in cls)
-    raise ValueError(f"{value!r} is not a {cls.__name__}; choose one of: {choices}")
-
-
-def decode_enum(cls: Type[enum.IntEnum], value: int):
-    """A camera-reported enum value: the member when known, else the plain int."""
-    try:
-        return cls(value)
-    except ValueError:
-        return value
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -275,6 +246,16 @@ class BosonClient(CommandClient):
 
     product = "Boson"
     commands = COMMANDS
+    error = BosonError
+    port_error = BosonPortError
+    timeout_error = BosonTimeout
+    truncated_error = BosonTruncatedReply
+    truncated_text = "reply truncated ({n} bytes, no end byte)"
+    retryable = RETRYABLE
+    backoff = (BosonBusy, BosonNotReady)
+    counted = ((BosonTimeout, "timeouts"), (BosonCRCError, "crc_errors"), (BosonFramingError, "framing_errors"),
+               (BosonSequenceError, "sequence_errors"), (BosonFunctionMismatch, "function_errors"),
+               (BosonStatusError, "status_errors"))
 
     def __init__(self, port_or_serial: Union[str, os.PathLike, object], timeout: float = 1.0,
                  retries: int = 2, baudrate: int = BOSON_BAUDRATE, poll_s: float = 0.02):
@@ -282,9 +263,7 @@ class BosonClient(CommandClient):
         self._seq = 0
         self._reader = fslp.FrameReader()
         self._abandoned = deque(maxlen=16)  # seqs of failed attempts: late replies are skipped
-        self.counters = {"commands": 0, "retries": 0, "timeouts": 0, "crc_errors": 0,
-                         "framing_errors": 0, "sequence_errors": 0, "function_errors": 0,
-                         "status_errors": 0, "stale_replies": 0}
+        self.counters["stale_replies"] = 0
 
     def stats(self) -> dict:
         """Link counters: commands, retries, timeouts, crc_errors, framing_errors, sequence_errors,
@@ -316,57 +295,17 @@ class BosonClient(CommandClient):
                 are retried ``retries`` times first (never longer than ``timeout * (retries + 1)`` s).
         """
         name = name or COMMAND_NAMES.get(function_id, f"function 0x{function_id:08X}")
-        with self._lock:
-            self.counters["commands"] += 1
-            end = time.monotonic() + self.timeout * (self.retries + 1)
-            for attempt in range(self.retries + 1):
-                if attempt:
-                    self.counters["retries"] += 1
-                seq = self._seq
-                self._seq = (self._seq + 1) & 0xFFFFFFFF
-                deadline = min(time.monotonic() + self.timeout, end)
-                try:
-                    return self._attempt(seq, function_id, data, reply_size, name, deadline)
-                except RETRYABLE as exc:
-                    self._abandoned.append(seq)
-                    self._count(exc)
-                    remaining = end - time.monotonic()
-                    if attempt == self.retries or remaining <= 0:
-                        raise
-                    if isinstance(exc, (BosonBusy, BosonNotReady)):
-                        time.sleep(min(self.timeout / 4, remaining))
-                except BosonStatusError as exc:
-                    self._count(exc)
-                    raise
-        raise AssertionError("unreachable")
+        return self._run(lambda deadline: self._attempt(function_id, data, reply_size, name, deadline))
 
-    def _count(self, exc: BosonError) -> None:
-        for cls, key in ((BosonTimeout, "timeouts"), (BosonCRCError, "crc_errors"),
-                         (BosonFramingError, "framing_errors"), (BosonSequenceError, "sequence_errors"),
-                         (BosonFunctionMismatch, "function_errors"), (BosonStatusError, "status_errors")):
-            if isinstance(exc, cls):
-                self.counters[key] += 1
-
-    def _attempt(self, seq: int, function_id: int, data: bytes, reply_size, name: str,
-                 deadline: float) -> bytes:
-        self._reader.reset()
+    def _attempt(self, function_id: int, data: bytes, reply_size, name: str, deadline: float) -> bytes:
+        seq = self._seq  # a fresh sequence number per attempt
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
         try:
-            self._port.reset_input_buffer()
-            self._port.write(fslp.command_frame(seq, function_id, data))
-            while True:
-                if time.monotonic() >= deadline:
-                    if self._reader.pending_bytes:
-                        raise BosonTruncatedReply(
-                            f"{name}: reply truncated ({self._reader.pending_bytes} bytes, no end byte) "
-                            f"within {self.timeout:g} s on {self.port_name}")
-                    raise BosonTimeout(f"{name}: no reply within {self.timeout:g} s on {self.port_name}")
-                waiting = getattr(self._port, "in_waiting", 0) or 1
-                for received in self._reader.feed(self._port.read(waiting)):
-                    reply = self._check(received, seq, function_id, reply_size, name)
-                    if reply is not None:
-                        return reply
-        except OSError as exc:  # serial.SerialException is an OSError
-            raise BosonPortError(f"{name}: serial port {self.port_name} failed: {exc}") from exc
+            return self._exchange(fslp.command_frame(seq, function_id, data), name, deadline,
+                                  lambda received: self._check(received, seq, function_id, reply_size, name))
+        except RETRYABLE:
+            self._abandoned.append(seq)  # a late reply to it is skipped, not taken for a mismatch
+            raise
 
     def _check(self, received: fslp.ReceivedFrame, seq: int, function_id: int, reply_size, name: str):
         """The reply data if ``received`` answers this request, None to keep reading, else raise."""
@@ -404,23 +343,8 @@ class BosonClient(CommandClient):
         """
         self.call("run_ffc")
 
-    def get_ffc_mode(self):
-        """The FFC mode (bosonGetFFCMode 0x00050013): an :class:`FFCMode`, or the int when unknown.
-
-        Raises:
-            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
-                function id, FLR_RESULT status); see the module docstring.
-        """
-        return decode_enum(FFCMode, self.call("get_ffc_mode"))
-
-    def set_ffc_mode(self, mode) -> None:
-        """Set the FFC mode (bosonSetFFCMode 0x00050012); ``mode``: an :class:`FFCMode`, its value or name.
-
-        Raises:
-            ValueError: ``mode`` is not a member, value or name of the enum.
-            BosonError: the subclass for what went wrong on the link or the camera's status.
-        """
-        self.call("set_ffc_mode", int(parse_enum(FFCMode, mode)))
+    get_ffc_mode, set_ffc_mode = enum_accessors(
+        "FFC mode", FFCMode, ("get_ffc_mode", "bosonGetFFCMode 0x00050013"), ("set_ffc_mode", "bosonSetFFCMode 0x00050012"), RAISES)
 
     def get_ffc_status(self):
         """The FFC state (bosonGetFFCStatus 0x00050054): an :class:`FFCStatus`, or the int when unknown.
@@ -440,23 +364,8 @@ class BosonClient(CommandClient):
         """
         return self.call("get_ffc_in_progress") != 0
 
-    def get_gain_mode(self):
-        """The gain mode (bosonGetGainMode 0x00050015): a :class:`GainMode`, or the int when unknown.
-
-        Raises:
-            BosonError: the subclass for what went wrong (port, timeout, CRC, framing, sequence,
-                function id, FLR_RESULT status); see the module docstring.
-        """
-        return decode_enum(GainMode, self.call("get_gain_mode"))
-
-    def set_gain_mode(self, mode) -> None:
-        """Set the gain mode (bosonSetGainMode 0x00050014); ``mode``: a :class:`GainMode`, its value or name.
-
-        Raises:
-            ValueError: ``mode`` is not a member, value or name of the enum.
-            BosonError: the subclass for what went wrong on the link or the camera's status.
-        """
-        self.call("set_gain_mode", int(parse_enum(GainMode, mode)))
+    get_gain_mode, set_gain_mode = enum_accessors(
+        "gain mode", GainMode, ("get_gain_mode", "bosonGetGainMode 0x00050015"), ("set_gain_mode", "bosonSetGainMode 0x00050014"), RAISES)
 
     def get_camera_sn(self) -> int:
         """The camera serial number (bosonGetCameraSN 0x00050002, uint32).

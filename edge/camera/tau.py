@@ -19,13 +19,12 @@ from __future__ import annotations
 import enum
 import os
 import struct
-import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple, Type, Union
 
 from ..errors import InputError, TirError
-from .boson import BosonPortError, decode_enum, open_serial_port, parse_enum
-from .command_client import CommandClient
+from .boson import BosonPortError, open_serial_port
+from .command_client import CommandClient, enum_accessors
 from .crc import crc16_xmodem
 
 PROCESS_CODE = 0x6E
@@ -112,6 +111,8 @@ STATUS_ERRORS: Dict[int, Tuple[str, Type[TauStatusError]]] = {
 }
 STATUS_NAMES = {code: name for code, (name, _) in STATUS_ERRORS.items()}
 RETRYABLE = (TauTimeout, TauCRCError, TauFunctionMismatch, TauNotReady)
+#: the ``Raises`` line of the command methods' docstrings
+RAISES = "TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status)."
 
 
 class TauFFCMode(enum.IntEnum):
@@ -254,13 +255,19 @@ class TauClient(CommandClient):
 
     product = "Tau2"
     commands = COMMANDS
+    error = TauError
+    port_error = TauPortError
+    timeout_error = TauTimeout
+    truncated_error = TauTruncatedReply
+    truncated_text = "reply incomplete ({n} bytes)"
+    retryable = RETRYABLE
+    counted = ((TauTimeout, "timeouts"), (TauCRCError, "crc_errors"), (TauFunctionMismatch, "function_errors"),
+               (TauStatusError, "status_errors"))
 
     def __init__(self, port_or_serial: Union[str, os.PathLike, object], timeout: float = 1.0,
                  retries: int = 2, baudrate: int = TAU_BAUDRATE, poll_s: float = 0.02):
         super().__init__(port_or_serial, timeout, retries, baudrate, poll_s, _open_tau_port)
         self._reader = TauPacketReader()
-        self.counters = {"commands": 0, "retries": 0, "timeouts": 0, "crc_errors": 0,
-                         "function_errors": 0, "status_errors": 0}
 
     def stats(self) -> dict:
         """Link counters: commands, retries, timeouts, crc_errors, function_errors, status_errors,
@@ -288,49 +295,23 @@ class TauClient(CommandClient):
                 TauNotReady are retried ``retries`` times (never longer than ``timeout * (retries + 1)`` s).
         """
         name = name or f"function 0x{function:02X}"
-        with self._lock:
-            self.counters["commands"] += 1
-            end = time.monotonic() + self.timeout * (self.retries + 1)
-            for attempt in range(self.retries + 1):
-                if attempt:
-                    self.counters["retries"] += 1
-                deadline = min(time.monotonic() + self.timeout, end)
-                try:
-                    return self._attempt(function, arg, reply_size, name, deadline)
-                except TauError as exc:
-                    for cls, key in ((TauTimeout, "timeouts"), (TauCRCError, "crc_errors"),
-                                     (TauFunctionMismatch, "function_errors"), (TauStatusError, "status_errors")):
-                        if isinstance(exc, cls):
-                            self.counters[key] += 1
-                    if not isinstance(exc, RETRYABLE) or attempt == self.retries or time.monotonic() >= end:
-                        raise
-        raise AssertionError("unreachable")
+        return self._run(lambda deadline: self._exchange(
+            encode_packet(function, arg), name, deadline,
+            lambda packet: self._check(packet, function, reply_size, name)))
 
-    def _attempt(self, function: int, arg: bytes, reply_size: int, name: str, deadline: float) -> bytes:
-        self._reader.reset()
-        try:
-            self._port.reset_input_buffer()
-            self._port.write(encode_packet(function, arg))
-            while time.monotonic() < deadline:
-                waiting = getattr(self._port, "in_waiting", 0) or 1
-                for packet in self._reader.feed(self._port.read(waiting)):
-                    if packet.error:
-                        raise TauCRCError(f"{name}: reply with a bad CRC")
-                    if packet.function != function:
-                        raise TauFunctionMismatch(
-                            f"{name}: reply is for function 0x{packet.function:02X}, sent 0x{function:02X}")
-                    if packet.status:
-                        raise STATUS_ERRORS.get(packet.status, (None, TauStatusError))[1](packet.status, name)
-                    if len(packet.arg) != reply_size:
-                        raise TauFunctionMismatch(
-                            f"{name}: reply carries {len(packet.arg)} bytes, expected {reply_size}")
-                    return packet.arg
-        except OSError as exc:
-            raise TauPortError(f"{name}: serial port {self.port_name} failed: {exc}") from exc
-        if self._reader.pending_bytes:
-            raise TauTruncatedReply(f"{name}: reply incomplete ({self._reader.pending_bytes} bytes) "
-                                    f"within {self.timeout:g} s on {self.port_name}")
-        raise TauTimeout(f"{name}: no reply within {self.timeout:g} s on {self.port_name}")
+    @staticmethod
+    def _check(packet: TauPacket, function: int, reply_size: int, name: str) -> bytes:
+        """The reply argument if ``packet`` answers this request, else raise."""
+        if packet.error:
+            raise TauCRCError(f"{name}: reply with a bad CRC")
+        if packet.function != function:
+            raise TauFunctionMismatch(
+                f"{name}: reply is for function 0x{packet.function:02X}, sent 0x{function:02X}")
+        if packet.status:
+            raise STATUS_ERRORS.get(packet.status, (None, TauStatusError))[1](packet.status, name)
+        if len(packet.arg) != reply_size:
+            raise TauFunctionMismatch(f"{name}: reply carries {len(packet.arg)} bytes, expected {reply_size}")
+        return packet.arg
 
     # -- the Boson client's command names, where Tau2 has the function
     def run_ffc(self) -> None:
@@ -341,39 +322,11 @@ class TauClient(CommandClient):
         """
         self.call("do_ffc")
 
-    def get_ffc_mode(self):
-        """The FFC mode (FFC_MODE 0x0B): a :class:`TauFFCMode`, or the int when unknown.
+    get_ffc_mode, set_ffc_mode = enum_accessors("FFC mode", TauFFCMode, ("get_ffc_mode", "FFC_MODE 0x0B"),
+                                            ("set_ffc_mode", "FFC_MODE 0x0B"), RAISES)
 
-        Raises:
-            TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
-        """
-        return decode_enum(TauFFCMode, self.call("get_ffc_mode"))
-
-    def set_ffc_mode(self, mode) -> None:
-        """Set the FFC mode (FFC_MODE 0x0B); ``mode``: a :class:`TauFFCMode`, its value or name.
-
-        Raises:
-            ValueError: ``mode`` is not a member, value or name of the enum.
-            TauError: the subclass for what went wrong on the link or the camera's status.
-        """
-        self.call("set_ffc_mode", int(parse_enum(TauFFCMode, mode)))
-
-    def get_gain_mode(self):
-        """The gain mode (GAIN_MODE 0x0A): a :class:`TauGainMode`, or the int when unknown.
-
-        Raises:
-            TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status).
-        """
-        return decode_enum(TauGainMode, self.call("get_gain_mode"))
-
-    def set_gain_mode(self, mode) -> None:
-        """Set the gain mode (GAIN_MODE 0x0A); ``mode``: a :class:`TauGainMode`, its value or name.
-
-        Raises:
-            ValueError: ``mode`` is not a member, value or name of the enum.
-            TauError: the subclass for what went wrong on the link or the camera's status.
-        """
-        self.call("set_gain_mode", int(parse_enum(TauGainMode, mode)))
+    get_gain_mode, set_gain_mode = enum_accessors("gain mode", TauGainMode, ("get_gain_mode", "GAIN_MODE 0x0A"),
+                                            ("set_gain_mode", "GAIN_MODE 0x0A"), RAISES)
 
     def get_camera_sn(self) -> int:
         """The camera serial number (first uint32 of SERIAL_NUMBER 0x04).

@@ -262,13 +262,10 @@ class Distiller:
 
     def __init__(self, settings: DistillSettings, work_dir, train_clean: Optional[np.ndarray] = None,
                  val_clean: Optional[np.ndarray] = None):
-        from .train import crop_to_multiple, load_split
+        from .train import crop_to_multiple, load_split, open_work_dir
 
         self.s = settings
-        self.work = Path(work_dir)
-        self.work.mkdir(parents=True, exist_ok=True)
-        torch.set_num_threads(int(settings.threads))
-        self._setup_log()
+        self.work = open_work_dir(work_dir, settings.threads, log, "distill.log")
         self.bundle, self.teacher = load_teachers(settings.bundle)
         self.tasks = list(self.teacher.tasks)
         self.slots = self.tasks + [CLEAN]
@@ -327,11 +324,6 @@ class Distiller:
         settings = ((self.bundle.manifest.get("training") or {}).get("settings") or {})
         return settings.get("data")
 
-    def _setup_log(self) -> None:
-        from .train import log_to_file
-
-        log_to_file(log, self.work / "distill.log")
-
     def _load_state(self) -> dict:
         path = self.work / "state.json"
         state = {"done": [], "val": [], "metrics": {}, "wall_s": {}, "runs": []}
@@ -346,9 +338,9 @@ class Distiller:
         return state
 
     def _save_state(self) -> None:
-        tmp = self.work / "state.json.tmp"
-        tmp.write_text(json.dumps(self.state, indent=2, default=float))
-        os.replace(tmp, self.work / "state.json")
+        from .train import save_state
+
+        save_state(self.work, self.state)
 
     def _save(self, name: str = STUDENT_CKPT, **extra) -> None:
         ckpt = _checkpoint(self.net, self.adapter, step=self.step, optimizer=self.opt.state_dict(), **extra)

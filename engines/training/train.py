@@ -196,10 +196,7 @@ class ContinualTrainer:
     def __init__(self, settings: TrainSettings, work_dir, train_clean: Optional[np.ndarray] = None,
                  val_clean: Optional[np.ndarray] = None):
         self.s = settings
-        self.work = Path(work_dir)
-        self.work.mkdir(parents=True, exist_ok=True)
-        torch.set_num_threads(int(settings.threads))
-        self._setup_log()
+        self.work = open_work_dir(work_dir, settings.threads, log, "train.log")
         self.state = self._load_state()
         if train_clean is None:
             train_clean = load_split(settings.data, "train")
@@ -215,9 +212,6 @@ class ContinualTrainer:
         self._val_sets: Dict[str, np.ndarray] = {}
 
     # ---------------------------------------------------------------- bookkeeping
-    def _setup_log(self) -> None:
-        log_to_file(log, self.work / "train.log")
-
     def _load_state(self) -> dict:
         path = self.work / "state.json"
         state = {"done": [], "metrics": {}, "started": now_iso(), "wall_s": {}, "runs": []}
@@ -231,9 +225,7 @@ class ContinualTrainer:
         torch.save({"architecture": self.model.architecture(), "state_dict": self.model.state_dict()},
                    self.work / "model.pt.tmp")
         os.replace(self.work / "model.pt.tmp", self.work / "model.pt")
-        tmp = self.work / "state.json.tmp"
-        tmp.write_text(json.dumps(self.state, indent=2, default=float))
-        os.replace(tmp, self.work / "state.json")
+        save_state(self.work, self.state)
 
     def _load_model(self) -> OpenWorldModel:
         path = self.work / "model.pt"
@@ -553,6 +545,28 @@ def _blocks_of(model: OpenWorldModel, task: str) -> dict:
     if task in model.miners:
         blocks["miner.refine"] = model.miners[task].refine
     return blocks
+
+
+def open_work_dir(work_dir, threads: int, logger: logging.Logger, log_name: str) -> Path:
+    """Make ``work_dir`` (a trainer's work dir), set torch's CPU threads to ``threads`` and log
+    ``logger`` to ``work_dir/log_name`` too (:func:`log_to_file`); returns the folder as a Path.
+
+    Raises:
+        OSError: the folder cannot be made.
+    """
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(int(threads))
+    log_to_file(logger, work / log_name)
+    return work
+
+
+def save_state(work: Path, state: dict) -> None:
+    """Write ``state`` as ``work/state.json`` (indented JSON, numpy scalars as floats) through a
+    temporary file and a rename, so a run killed while writing leaves the previous state whole."""
+    tmp = work / "state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2, default=float))
+    os.replace(tmp, work / "state.json")
 
 
 def log_to_file(logger: logging.Logger, path: Path) -> None:

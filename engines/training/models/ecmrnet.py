@@ -37,8 +37,42 @@ from torch import nn
 from ...models import presets
 
 
+class EdgeConfig:
+    """What the edge configs (:class:`ECMRNetConfig`, the student's ``StudentConfig``) share: the
+    input multiple of the edge layout and the dict round trip of a checkpoint's ``architecture``.
+
+    A subclass is a frozen dataclass with ``unshuffle`` and ``field`` fields; ``tuple_keys`` names
+    the fields a dict holds as lists (JSON) and the config as tuples.
+    """
+
+    tuple_keys: Tuple[str, ...] = ()
+
+    def edge_multiple(self) -> int:
+        """Input H and W must be multiples of this: 2×``unshuffle`` (the stem's pixel-unshuffle
+        and one 2× down step), and of ``field`` (the field head's pooling) when there is one."""
+        m = self.unshuffle * 2
+        return math.lcm(m, self.field) if self.field else m
+
+    def to_dict(self) -> dict:
+        """The fields as a plain dict (tuples stay tuples; JSON writes them as lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """A config from :meth:`to_dict`'s dict (or its JSON form): ``tuple_keys`` lists back to tuples.
+
+        Raises:
+            TypeError: a key that is not a field of the config.
+        """
+        data = dict(data)
+        for key in cls.tuple_keys:
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
 @dataclass(frozen=True)
-class ECMRNetConfig:
+class ECMRNetConfig(EdgeConfig):
     """Numbers that define one network; ``family`` picks the block type."""
 
     name: str = "edge"
@@ -61,26 +95,18 @@ class ECMRNetConfig:
     paper_groups: Tuple[int, int, int] = (8, 16, 32)
     paper_blocks: Tuple[int, int, int] = (2, 4, 8)
 
+    tuple_keys = ("blocks", "paper_widths", "paper_groups", "paper_blocks")
+
     @property
     def multiple(self) -> int:
         """Input H and W must be multiples of this."""
-        if self.family == "paper":
-            return 4
-        m = self.unshuffle * 2
-        return math.lcm(m, self.field) if self.field else m
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        return 4 if self.family == "paper" else self.edge_multiple()
 
     @classmethod
     def from_dict(cls, data: dict) -> "ECMRNetConfig":
-        data = dict(data)
-        for key in ("blocks", "paper_widths", "paper_groups", "paper_blocks"):
-            if key in data:
-                data[key] = tuple(data[key])
-        data.setdefault("tone", False)     # configs written before the tone head existed
-        data.setdefault("field", 0)
-        return cls(**data)
+        """A config from :meth:`to_dict`'s dict; configs written before the tone and field heads
+        existed get ``tone=False``, ``field=0``."""
+        return super().from_dict({"tone": False, "field": 0, **data})
 
 
 #: preset -> config, declared in the model registry (tir.engines.models.MODELS, "ecmrnet:NAME")
@@ -112,7 +138,7 @@ class DenseResBlock(nn.Module):
 
     def __init__(self, channels: int, mid: Optional[int] = None):
         super().__init__()
-        mid = channels if mid is None else mid
+        mid = channels if mid is None else int(mid)
         self.conv1 = conv3x3(channels, mid)
         self.conv2 = conv3x3(mid, channels)
 
@@ -183,10 +209,10 @@ class ToneHead(nn.Module):
     the identity.
     """
 
-    def __init__(self, hidden: int = 16, pool: int = 8):
+    def __init__(self, hidden: int = 16, pool: int = 8, extra: int = 0):
         super().__init__()
         self.pool = pool
-        self.fc1 = conv1x1(TONE_FEATURES, hidden)
+        self.fc1 = conv1x1(TONE_FEATURES + extra, hidden)  # extra: more N×extra×1×1 inputs (a prompt)
         self.fc2 = conv1x1(hidden, 2)
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
@@ -194,11 +220,25 @@ class ToneHead(nn.Module):
     def stats(self, x: torch.Tensor) -> torch.Tensor:
         return tone_stats(x, self.pool)
 
-    def forward(self, x: torch.Tensor, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
-        f = self.stats(x) if stats is None else stats
-        gain, shift = self.fc2(F.relu(self.fc1(f))).chunk(2, dim=1)
+    def tone(self, x: torch.Tensor, f: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """x' = low + shift + exp(gain)·(x − low): low from the statistics ``f`` (N×5×1×1),
+        (gain, shift) from the MLP on ``inputs`` (``f``, with any extra inputs concatenated)."""
+        gain, shift = self.fc2(F.relu(self.fc1(inputs))).chunk(2, dim=1)
         lo = f[:, 1:2]
         return lo + shift + torch.exp(gain) * (x - lo)
+
+    def forward(self, x: torch.Tensor, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
+        f = self.stats(x) if stats is None else stats
+        return self.tone(x, f, f)
+
+
+def dilated_convs(width: int, dilations: Sequence[int] = (1, 2, 4, 8)) -> nn.ModuleList:
+    """The field heads' context stack: 3×3 convs 1→``width``→…→``width`` channels with these
+    dilations (padding = dilation, so the size stays); the receptive field spans
+    1 + 2·sum(dilations) cells (31 for 1, 2, 4, 8)."""
+    chans = [1] + [width] * len(dilations)
+    return nn.ModuleList(nn.Conv2d(a, b, 3, padding=d, dilation=d)
+                         for a, b, d in zip(chans[:-1], chans[1:], dilations))
 
 
 class FieldHead(nn.Module):
@@ -218,10 +258,7 @@ class FieldHead(nn.Module):
     def __init__(self, pool: int = 32, width: int = 16):
         super().__init__()
         self.pool = pool
-        dil = (1, 2, 4, 8)
-        chans = [1] + [width] * len(dil)
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=d, dilation=d)
-                                   for a, b, d in zip(chans[:-1], chans[1:], dil))
+        self.convs = dilated_convs(width)
         self.out = conv3x3(width, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)

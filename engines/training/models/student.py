@@ -40,15 +40,14 @@ Sqrt, Pow, Log, Exp, AveragePool, Resize (bilinear), Concat, Split/Slice: the ro
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ecmrnet import TONE_FEATURES, conv1x1, conv3x3, tone_stats
+from .ecmrnet import DenseResBlock, EdgeConfig, ToneHead, conv1x1, conv3x3, dilated_convs
 
 #: the name of the student's second ONNX input (N×K prompt weights)
 PROMPT_INPUT = "prompt"
@@ -56,7 +55,7 @@ CLEAN = "clean"
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(EdgeConfig):
     """Numbers that define one student network."""
 
     name: str = "edge"
@@ -74,22 +73,12 @@ class StudentConfig:
     mids: Optional[Tuple[int, ...]] = None  # inner width per residual block (None: the block width);
                                             # a student initialised from a pruned route takes its widths
 
+    tuple_keys = ("blocks", "mids")
+
     @property
     def multiple(self) -> int:
         """Input H and W must be multiples of this (recorded as ``tir.multiple`` on export)."""
-        m = self.unshuffle * 2
-        return math.lcm(m, self.field) if self.field else m
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "StudentConfig":
-        data = dict(data)
-        for key in ("blocks", "mids"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
-        return cls(**data)
+        return self.edge_multiple()
 
 
 PRESETS: Dict[str, StudentConfig] = {
@@ -108,17 +97,14 @@ def get_student_config(preset: Union[str, StudentConfig]) -> StudentConfig:
     return PRESETS[preset]
 
 
-class PromptBlock(nn.Module):
+class PromptBlock(DenseResBlock):
     """x + conv2(relu(conv1(x)·(1 + γ(p)) + β(p))): a dense residual block (the routes'
     DenseResBlock, inner width ``mid``) whose inner activation is FiLM-modulated by the prompt
     p (N×D×1×1). γ, β start at zero, so a block copied from a route starts as that block."""
 
     def __init__(self, channels: int, prompt_dim: int, mid: Optional[int] = None):
-        super().__init__()
-        mid = channels if mid is None else int(mid)
-        self.conv1 = conv3x3(channels, mid)
-        self.conv2 = conv3x3(mid, channels)
-        self.film = conv1x1(prompt_dim, 2 * mid)
+        super().__init__(channels, mid)
+        self.film = conv1x1(prompt_dim, 2 * self.mid)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
 
@@ -127,23 +113,16 @@ class PromptBlock(nn.Module):
         return x + self.conv2(F.relu(self.conv1(x) * (1.0 + gamma) + beta))
 
 
-class PromptTone(nn.Module):
+class PromptTone(ToneHead):
     """The routes' ToneHead with the prompt as extra input: x' = lo + shift + exp(gain)·(x − lo),
     (gain, shift) from an MLP on [tone_stats(x), p]; the last layer starts at zero (identity)."""
 
     def __init__(self, prompt_dim: int, hidden: int, pool: int):
-        super().__init__()
-        self.pool = pool
-        self.fc1 = conv1x1(TONE_FEATURES + prompt_dim, hidden)
-        self.fc2 = conv1x1(hidden, 2)
-        nn.init.zeros_(self.fc2.weight)
-        nn.init.zeros_(self.fc2.bias)
+        super().__init__(hidden, pool, extra=prompt_dim)
 
     def forward(self, x: torch.Tensor, p: torch.Tensor, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
-        f = tone_stats(x, self.pool) if stats is None else stats
-        gain, shift = self.fc2(F.relu(self.fc1(torch.cat([f, p], dim=1)))).chunk(2, dim=1)
-        lo = f[:, 1:2]
-        return lo + shift + torch.exp(gain) * (x - lo)
+        f = self.stats(x) if stats is None else stats
+        return self.tone(x, f, torch.cat([f, p], dim=1))
 
 
 class PromptField(nn.Module):
@@ -153,10 +132,7 @@ class PromptField(nn.Module):
     def __init__(self, prompt_dim: int, pool: int, width: int):
         super().__init__()
         self.pool = pool
-        dil = (1, 2, 4, 8)
-        chans = [1] + [width] * len(dil)
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=d, dilation=d)
-                                   for a, b, d in zip(chans[:-1], chans[1:], dil))
+        self.convs = dilated_convs(width)
         self.film = conv1x1(prompt_dim, 2 * width)
         self.out = conv3x3(width, 1)
         for layer in (self.film, self.out):
