@@ -114,6 +114,11 @@ PRESETS: Dict[str, ECMRNetConfig] = presets("ecmrnet")
 
 
 def get_config(preset: Union[str, ECMRNetConfig]) -> ECMRNetConfig:
+    """The config for ``preset``: a name in :data:`PRESETS`, or a config returned as it is.
+
+    Raises:
+        ValueError: ``preset`` names no preset (the message lists them).
+    """
     if isinstance(preset, ECMRNetConfig):
         return preset
     if preset not in PRESETS:
@@ -122,10 +127,16 @@ def get_config(preset: Union[str, ECMRNetConfig]) -> ECMRNetConfig:
 
 
 def conv3x3(cin: int, cout: int, groups: int = 1) -> nn.Conv2d:
+    """A 3×3 ``nn.Conv2d`` ``cin`` -> ``cout`` channels with padding 1 (H and W kept), bias, ``groups``
+    groups (both channel counts must divide by it).
+    """
     return nn.Conv2d(cin, cout, 3, padding=1, groups=groups)
 
 
 def conv1x1(cin: int, cout: int, groups: int = 1) -> nn.Conv2d:
+    """A 1×1 ``nn.Conv2d`` ``cin`` -> ``cout`` channels with bias and ``groups`` groups (both channel
+    counts must divide by it).
+    """
     return nn.Conv2d(cin, cout, 1, groups=groups)
 
 
@@ -144,13 +155,29 @@ class DenseResBlock(nn.Module):
 
     @property
     def mid(self) -> int:
+        """The inner width: channels of ``conv1``'s output (what structured pruning shrinks)."""
         return self.conv1.out_channels
 
     def inner(self, x: torch.Tensor) -> torch.Tensor:
-        """The post-ReLU inner activation (what pruning looks at)."""
+        """The post-ReLU inner activation relu(conv1(x)) (what pruning looks at).
+
+        Args:
+            x: (N, C, h, w) float32 features, C = the block's channels.
+
+        Returns:
+            (N, mid, h, w) float32.
+        """
         return F.relu(self.conv1(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x + conv2(relu(conv1(x))).
+
+        Args:
+            x: (N, C, h, w) float32 features, C = the block's channels.
+
+        Returns:
+            (N, C, h, w) float32, the same shape.
+        """
         return x + self.conv2(self.inner(x))
 
 
@@ -165,6 +192,14 @@ class GlobalStats(nn.Module):
         nn.init.zeros_(self.fc2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x·(1 + scale) + shift, (scale, shift) from a 1×1-conv MLP on the spatial mean of ``x``.
+
+        Args:
+            x: (N, C, h, w) float32 features, C = ``channels``.
+
+        Returns:
+            (N, C, h, w) float32; the identity while the last layer is still zero.
+        """
         pooled = x.mean(dim=(2, 3), keepdim=True)
         scale, shift = self.fc2(F.relu(self.fc1(pooled))).chunk(2, dim=1)
         return x * (1.0 + scale) + shift
@@ -218,6 +253,7 @@ class ToneHead(nn.Module):
         nn.init.zeros_(self.fc2.bias)
 
     def stats(self, x: torch.Tensor) -> torch.Tensor:
+        """:func:`tone_stats` of ``x`` (N, 1, H, W) float32 on this head's ``pool``: (N, 5, 1, 1)."""
         return tone_stats(x, self.pool)
 
     def tone(self, x: torch.Tensor, f: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -228,6 +264,16 @@ class ToneHead(nn.Module):
         return lo + shift + torch.exp(gain) * (x - lo)
 
     def forward(self, x: torch.Tensor, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The tone-corrected frame, (gain, shift) from the frame's own statistics.
+
+        Args:
+            x: (N, 1, H, W) float32 frames (values ~[0, 1]).
+            stats: (N, 5, 1, 1) float32 whole-frame :func:`tone_stats` when ``x`` is a crop of a
+                larger frame; None takes them from ``x``.
+
+        Returns:
+            (N, 1, H, W) float32: low + shift + exp(gain)·(x − low).
+        """
         f = self.stats(x) if stats is None else stats
         return self.tone(x, f, f)
 
@@ -271,6 +317,15 @@ class FieldHead(nn.Module):
         return self.out(t)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """y + the bilinearly upsampled :meth:`field` of ``y``.
+
+        Args:
+            y: (N, 1, H, W) float32 route output; H and W multiples of ``pool`` (32 px by default),
+                else the upsampled field does not match ``y`` and torch raises.
+
+        Returns:
+            (N, 1, H, W) float32.
+        """
         return y + F.interpolate(self.field(y), scale_factor=float(self.pool), mode="bilinear",
                                  align_corners=False)
 
@@ -284,6 +339,15 @@ class EdgeStem(nn.Module):
         self.conv = conv3x3(cfg.unshuffle ** 2, cfg.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(conv3x3(pixel_unshuffle(x, r))), r = ``cfg.unshuffle``.
+
+        Args:
+            x: (N, 1, H, W) float32 frames; H and W multiples of r (torch's PixelUnshuffle raises
+                otherwise).
+
+        Returns:
+            (N, width, H/r, W/r) float32 stem features.
+        """
         return F.relu(self.conv(self.unshuffle(x)))
 
 
@@ -296,11 +360,25 @@ class EdgeRecon(nn.Module):
         self.shuffle = nn.PixelShuffle(cfg.unshuffle)
 
     def decode(self, features: torch.Tensor) -> torch.Tensor:
-        """Features -> image (clean autoencoder pretraining)."""
+        """Features -> image (clean autoencoder pretraining): pixel_shuffle(conv3x3(features), r).
+
+        Args:
+            features: (N, width, h, w) float32 stem or body features.
+
+        Returns:
+            (N, 1, h·r, w·r) float32 image, r = ``cfg.unshuffle``.
+        """
         return self.shuffle(self.conv(features))
 
     def residual(self, delta: torch.Tensor) -> torch.Tensor:
-        """Feature delta -> image delta (the same conv without its bias)."""
+        """Feature delta -> image delta: the same conv without its bias, then pixel-shuffle.
+
+        Args:
+            delta: (N, width, h, w) float32 feature delta (a branch's output).
+
+        Returns:
+            (N, 1, h·r, w·r) float32 image delta, r = ``cfg.unshuffle``; zero for a zero delta.
+        """
         return self.shuffle(F.conv2d(delta, self.conv.weight, None, padding=1))
 
 
@@ -330,18 +408,37 @@ class EdgeBranch(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def res_blocks(self) -> List[DenseResBlock]:
+        """The branch's :class:`DenseResBlock` s in order: high in, low, high out."""
         return [*self.high_in, *self.low, *self.high_out]
 
     def mids(self) -> List[int]:
+        """Each residual block's inner width in :meth:`res_blocks` order (the ``mids`` that rebuild
+        this branch after pruning).
+        """
         return [b.mid for b in self.res_blocks()]
 
     def body(self, s: torch.Tensor) -> torch.Tensor:
-        """Features before the output projection (what a compound miner refines)."""
+        """Features before the output projection (what a compound miner refines).
+
+        Args:
+            s: (N, width, h, w) float32 stem features; h and w even (one PixelUnshuffle(2) down).
+
+        Returns:
+            (N, width, h, w) float32.
+        """
         h = self.high_in(s)
         low = self.stats(self.low(self.down(h)))
         return self.high_out(h + self.up(low))
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
+        """The feature delta: out(body(s)), a 1×1 projection that starts at zero.
+
+        Args:
+            s: (N, width, h, w) float32 stem features; h and w even.
+
+        Returns:
+            (N, width, h, w) float32 feature delta (all zero for a new branch).
+        """
         return self.out(self.body(s))
 
 
@@ -357,7 +454,17 @@ class EdgeNet(nn.Module):
         self.recon = EdgeRecon(cfg)
 
     def forward(self, x: torch.Tensor, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``stats``: whole-frame :func:`tone_stats` when ``x`` is a training crop."""
+        """The restored frame t + recon.residual(branch(stem(t))), t = tone(x) (x without a tone head).
+
+        Args:
+            x: (N, 1, H, W) float32 frames (values ~[0, 1]); H and W multiples of ``cfg.multiple``
+                (8 px for ``edge``).
+            stats: (N, 5, 1, 1) float32 whole-frame :func:`tone_stats` when ``x`` is a training crop;
+                None takes them from ``x``.
+
+        Returns:
+            (N, 1, H, W) float32 on the input's scale.
+        """
         if self.tone is not None:
             x = self.tone(x, stats)
         return x + self.recon.residual(self.branch(self.stem(x)))
@@ -379,6 +486,14 @@ class GroupResBlock(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x + beta·y, y = SCA-gated GELU(conv2(conv1(GroupNorm(x)))) (ecmrnet.md §1.1).
+
+        Args:
+            x: (N, C, h, w) float32 features, C = ``channels``.
+
+        Returns:
+            (N, C, h, w) float32; x itself while beta is 0 (its initial value).
+        """
         y = F.gelu(self.conv2(self.conv1(self.norm(x))))
         y = y * torch.sigmoid(self.sca(y.mean(dim=(2, 3), keepdim=True)))
         return x + self.beta * y
@@ -394,7 +509,14 @@ class GroupStage(nn.Module):
         self.conv_out = conv1x1(channels, channels)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Returns (post-1×1-in feature for the skip, stage output)."""
+        """One U-Net stage: 1×1 in, the GroupResBlocks, 1×1 out (ecmrnet.md §1.1).
+
+        Args:
+            x: (N, C, h, w) float32 features, C = ``channels``.
+
+        Returns:
+            (post-1×1-in feature for the skip, stage output), both (N, C, h, w) float32.
+        """
         entry = self.conv_in(x)
         return entry, self.conv_out(self.blocks(entry))
 
@@ -419,6 +541,15 @@ class PaperNet(nn.Module):
         self.out = conv3x3(c1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The restored frame: stem, three encoder stages, bottom, three decoder stages with scaled
+        skips, 3×3 out conv; no global residual (ecmrnet.md §1.1).
+
+        Args:
+            x: (N, 1, H, W) float32 frames in [0, 1]; H and W multiples of 4 (two PixelUnshuffle(2)).
+
+        Returns:
+            (N, 1, H, W) float32.
+        """
         s1, h = self.e1(self.stem(x))
         s2, h = self.e2(self.down(h))
         s3, h = self.e3(self.down(h))
@@ -433,7 +564,15 @@ class PaperNet(nn.Module):
 
 
 def create_model(preset: Union[str, ECMRNetConfig] = "edge") -> nn.Module:
-    """A single-route network for ``preset`` (a name in :data:`PRESETS` or a config)."""
+    """A single-route network for ``preset`` (a name in :data:`PRESETS` or a config).
+
+    Returns:
+        :class:`PaperNet` for the ``paper`` family, :class:`EdgeNet` for ``edge``.
+
+    Raises:
+        ValueError: an unknown preset name, a config whose ``family`` is neither ``edge`` nor
+            ``paper``, or paper widths that do not grow ×4 per stage.
+    """
     cfg = get_config(preset)
     if cfg.family == "paper":
         return PaperNet(cfg)

@@ -89,7 +89,11 @@ PRESETS: Dict[str, StudentConfig] = {
 
 
 def get_student_config(preset: Union[str, StudentConfig]) -> StudentConfig:
-    """A preset name in :data:`PRESETS` or a config -> config; ValueError for an unknown name."""
+    """The config for ``preset``: a name in :data:`PRESETS`, or a config returned as it is.
+
+    Raises:
+        ValueError: ``preset`` names no student preset (the message lists them).
+    """
     if isinstance(preset, StudentConfig):
         return preset
     if preset not in PRESETS:
@@ -109,6 +113,15 @@ class PromptBlock(DenseResBlock):
         nn.init.zeros_(self.film.bias)
 
     def forward(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """x + conv2(relu(conv1(x)·(1 + γ(p)) + β(p))).
+
+        Args:
+            x: (N, C, h, w) float32 features, C = ``channels``.
+            p: (N, D, 1, 1) float32 prompt vectors, D = ``prompt_dim``.
+
+        Returns:
+            (N, C, h, w) float32.
+        """
         gamma, beta = self.film(p).chunk(2, dim=1)
         return x + self.conv2(F.relu(self.conv1(x) * (1.0 + gamma) + beta))
 
@@ -121,6 +134,17 @@ class PromptTone(ToneHead):
         super().__init__(hidden, pool, extra=prompt_dim)
 
     def forward(self, x: torch.Tensor, p: torch.Tensor, stats: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The tone-corrected frame, (gain, shift) from the frame statistics and the prompt.
+
+        Args:
+            x: (N, 1, H, W) float32 frames (values ~[0, 1]).
+            p: (N, D, 1, 1) float32 prompt vectors.
+            stats: (N, 5, 1, 1) float32 whole-frame tone statistics when ``x`` is a crop; None
+                takes them from ``x``.
+
+        Returns:
+            (N, 1, H, W) float32.
+        """
         f = self.stats(x) if stats is None else stats
         return self.tone(x, f, torch.cat([f, p], dim=1))
 
@@ -140,6 +164,15 @@ class PromptField(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """y + the bilinearly upsampled low-frequency field of ``y`` under prompt ``p``.
+
+        Args:
+            y: (N, 1, H, W) float32 output before the head; H and W multiples of ``pool`` (32 px).
+            p: (N, D, 1, 1) float32 prompt vectors.
+
+        Returns:
+            (N, 1, H, W) float32.
+        """
         t = F.avg_pool2d(y, self.pool)
         gamma, beta = self.film(p).chunk(2, dim=1)
         for i, conv in enumerate(self.convs):
@@ -194,14 +227,35 @@ class StudentNet(nn.Module):
 
     # ------------------------------------------------------------------ pieces
     def prompt_vector(self, weights: torch.Tensor) -> torch.Tensor:
-        """N×K mixing weights -> the N×D×1×1 mixed prompt w·P."""
+        """The mixed prompt w·P for each row of mixing weights.
+
+        Args:
+            weights: (N, K) float32 mixing weights over the K prompt slots.
+
+        Returns:
+            (N, D, 1, 1) float32, D = ``cfg.prompt_dim``.
+
+        Raises:
+            ValueError: ``weights`` is not 2-D with K columns.
+        """
         if weights.dim() != 2 or weights.shape[1] != len(self.prompts):
             raise ValueError(f"prompt weights must be N×{len(self.prompts)} (slots {self.prompts}), "
                              f"got {tuple(weights.shape)}")
         return torch.matmul(weights, self.prompt_table).reshape(weights.shape[0], -1, 1, 1)
 
     def one_hot(self, tasks: Sequence[str], device=None) -> torch.Tensor:
-        """N×K one-hot weights for prompt names ``tasks``; ValueError for a name with no slot."""
+        """One-hot mixing weights selecting the slot of each name in ``tasks``.
+
+        Args:
+            tasks: N prompt names (tasks or ``clean``).
+            device: the torch device of the result (None: the default).
+
+        Returns:
+            (N, K) float32.
+
+        Raises:
+            ValueError: a name in ``tasks`` has no prompt slot.
+        """
         missing = [t for t in tasks if t not in self.prompts]
         if missing:
             raise ValueError(f"student has no prompt for {missing}; prompts: {', '.join(self.prompts)}")
@@ -212,8 +266,18 @@ class StudentNet(nn.Module):
 
     def features(self, x: torch.Tensor, p: torch.Tensor, stats: Optional[torch.Tensor] = None
                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(toned frame t, stem features s, body features h before the output projection at H/4,
-        low features at H/8) for prompt vector ``p`` (N×D×1×1)."""
+        """(toned frame t, stem features s, body features h before the output projection, low
+        features) for prompt vectors ``p``.
+
+        Args:
+            x: (N, 1, H, W) float32 frames; H and W multiples of ``cfg.multiple``.
+            p: (N, D, 1, 1) float32 prompt vectors (:meth:`prompt_vector`).
+            stats: (N, 5, 1, 1) float32 whole-frame tone statistics when ``x`` is a crop, or None.
+
+        Returns:
+            t (N, 1, H, W), s and h (N, C, H/4, W/4), low (N, 2C, H/8, W/8), all float32; C =
+            ``cfg.width``, 2C = ``cfg.low_width`` for the presets.
+        """
         t = self.tone(x, p, stats)
         s = F.relu(self.stem(self.unshuffle(t)))
         h = s
@@ -232,10 +296,16 @@ class StudentNet(nn.Module):
 
     def run(self, x: torch.Tensor, weights: torch.Tensor, stats: Optional[torch.Tensor] = None,
             field: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(restored N×1×H×W, body features N×C×H/4×W/4, low features N×2C×H/8×W/8).
+        """(restored N×1×H×W, body features N×C×H/4×W/4, low features N×2C×H/8×W/8), all float32.
 
-        ``stats``: whole-frame tone statistics when ``x`` is a training crop. ``field=False``
-        leaves out the whole-frame field head (training on crops)."""
+        ``weights``: (N, K) float32 mixing weights. ``stats``: whole-frame tone statistics
+        (N, 5, 1, 1) when ``x`` is a training crop. ``field=False`` leaves out the whole-frame field
+        head (training on crops).
+
+        Raises:
+            ValueError: H or W of ``x`` is not a multiple of ``cfg.multiple`` (pad it first), or
+                ``weights`` is not (N, K).
+        """
         m = self.cfg.multiple
         if x.shape[-1] % m or x.shape[-2] % m:
             raise ValueError(f"input {tuple(x.shape[-2:])} is not a multiple of {m}; pad it first")
@@ -247,10 +317,26 @@ class StudentNet(nn.Module):
         return y, h, low
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The restored frames (the ONNX graph's ``output``).
+
+        Args:
+            x: (N, 1, H, W) float32 normalised frames; H and W multiples of ``cfg.multiple`` (32 px
+                for the presets).
+            weights: (N, K) float32 mixing weights over :attr:`prompts`.
+
+        Returns:
+            (N, 1, H, W) float32 on the input's scale.
+
+        Raises:
+            ValueError: see :meth:`run`.
+        """
         return self.run(x, weights)[0]
 
     # ------------------------------------------------------------------ bookkeeping
     def architecture(self) -> dict:
+        """What rebuilds this network (:meth:`from_checkpoint`): ``{"config": cfg.to_dict(), "prompts":
+        [slot names]}``, JSON-ready but for tuples (JSON writes them as lists).
+        """
         return {"config": self.cfg.to_dict(), "prompts": list(self.prompts)}
 
     @classmethod
@@ -271,6 +357,9 @@ class StudentWithPrompt(nn.Module):
         self.register_buffer("weights", weights.reshape(1, -1).float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The student on ``x`` (N, 1, H, W) float32 with the fixed weights repeated per frame:
+        (N, 1, H, W) float32.
+        """
         return self.net(x, self.weights.expand(x.shape[0], -1))
 
 
@@ -281,7 +370,15 @@ def create_student(preset: Union[str, StudentConfig] = "edge", prompts: Sequence
 
 def student_gmac(net: StudentNet, frame=(1, 1, 512, 640)) -> float:
     """GMAC per frame, every conv counted (tir.engines.training.macs: forward hooks on nn.Conv2d; the
-    student applies no conv through F.conv2d)."""
+    student applies no conv through F.conv2d), with the first prompt slot selected.
+
+    Args:
+        net: the student.
+        frame: the input shape (N, 1, H, W); default one 640×512 frame.
+
+    Returns:
+        Multiply-accumulates per forward pass of ``frame``, in GMAC (1e9 MACs).
+    """
     from ..macs import count_macs
 
     w = torch.zeros(len(net.prompts))
