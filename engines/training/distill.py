@@ -83,6 +83,30 @@ BEST_CKPT = "best.pt"
 
 @dataclass
 class DistillSettings:
+    """The settings of one distillation run (``tir distill`` builds them from its options, tools/distill.py);
+    recorded in ``state.json`` and in the student's bundle entry.
+
+    Attributes:
+        bundle: the teacher bundle's folder (its routes and verified ``model.pt``).
+        preset: the student preset (models/student.py ``PRESETS``: ``edge``, ``tiny``).
+        init_from: the teacher route the student is copied from; ``auto``: ``noise``, else the
+            first single-degradation route; ``none``: the preset from scratch.
+        steps: optimiser steps of the ``distill`` stage; ``field_steps``: of the ``field`` stage.
+        crop: training crop side in px; ``batch``: crops per step.
+        lr: peak AdamW learning rate (warm-up, then cosine, :meth:`Distiller.lr_factor`).
+        seed: seeds crops, degradations, val sets and initialisation; ``threads``: torch CPU threads.
+        data: registered data sets ``"a,b"`` (default: the teacher bundle's training data).
+        max_frames: whole frames per task pool (about 2×1.3 MB of memory per 640×512 frame).
+        clean_prob: share of samples drawn with the ``clean`` prompt (identity target).
+        w_gt, w_kd, w_feat, w_inst, w_cpr, w_sparse: weights of the loss terms (module docstring).
+        tau: the contrastive temperature (InfoNCE, CPR and the cluster loss).
+        max_minutes: wall-time budget of the ``distill`` stage in minutes (None: ``steps`` only).
+        val_every, save_every, refresh_every: steps between val checks, checkpoints and pool
+            re-degradations; val_limit: val frames per task (None: all).
+        calibrate_steps: steps of stage 2 (0: off); real_data: its unpaired real frames;
+            clusters: k-means centroids per side; w_cal: weight of the cluster-grained loss.
+        command: the command line, for the record.
+    """
     bundle: str = ""
     preset: str = "edge"
     init_from: str = "auto"              # a teacher route to copy the student from ("auto": noise, else the
@@ -166,8 +190,17 @@ def _vectors(maps: torch.Tensor, cells: int) -> torch.Tensor:
 
 
 def info_nce(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
-    """Instance-grained contrastive loss: row i of ``student`` (N×D, normalised) is pulled to row
-    i of ``teacher`` and pushed from the other rows; cross-entropy over cos/tau. N=1 gives 0."""
+    """Instance-grained contrastive loss (Uni-Removal's IGCL, ecmrnet.md §3): row i of ``student``
+    is pulled to row i of ``teacher`` and pushed from the other rows; cross-entropy over cos/tau.
+
+    Args:
+        student: (N, D) float32 L2-normalised vectors.
+        teacher: (N, D) float32 L2-normalised vectors of the same N frames.
+        tau: temperature (> 0).
+
+    Returns:
+        A 0-d float32 tensor; 0 for N = 1 (no negatives).
+    """
     if student.shape[0] < 2:
         return student.sum() * 0.0
     logits = student @ teacher.t() / tau
@@ -175,9 +208,19 @@ def info_nce(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.
 
 
 def prompt_contrast(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, tau: float) -> torch.Tensor:
-    """CPL-style contrastive prompt regularisation, all N×D normalised: −log e^{a·p/τ} /
-    (e^{a·p/τ} + e^{a·n/τ}), mean over rows (anchor: teacher; positive: student with the right
-    prompt; negative: the same frame under another slot's prompt)."""
+    """CPL-style contrastive prompt regularisation (ecmrnet.md §3, CPR): −log e^{a·p/τ} /
+    (e^{a·p/τ} + e^{a·n/τ}), mean over rows.
+
+    Args:
+        anchor: (N, D) float32 normalised teacher vectors.
+        positive: (N, D) float32 normalised student vectors under the right prompt.
+        negative: (N, D) float32 normalised student vectors of the same frames under another
+            slot's prompt.
+        tau: temperature (> 0).
+
+    Returns:
+        A 0-d float32 tensor.
+    """
     pos = (anchor * positive).sum(1) / tau
     neg = (anchor * negative).sum(1) / tau
     return (torch.logsumexp(torch.stack([pos, neg], 1), 1) - pos).mean()
@@ -188,11 +231,26 @@ def prompt_contrast(anchor: torch.Tensor, positive: torch.Tensor, negative: torc
 # ---------------------------------------------------------------------------------------------
 
 def export_student(net: StudentNet, path, size: Tuple[int, int] = (64, 64), tolerance: float = 1e-4) -> dict:
-    """ONNX (opset 17) with inputs ``input`` N×1×H×W and ``prompt`` N×K, output ``output``;
-    metadata ``tir.multiple``, ``tir.model=student``, ``tir.prompts`` (comma-separated slots).
-    The TensorRT op audit (tir.engines.training.export.audit_onnx) and an ONNX Runtime parity check
-    (random frames and soft prompts, two sizes) must pass, else ExportError. Returns
-    {"path", "max_abs_err", "ops"}."""
+    """Write the student as ONNX (opset 17) and check it.
+
+    Inputs ``input`` N×1×H×W float32 and ``prompt`` (N, K) float32, output ``output`` N×1×H×W;
+    metadata ``tir.multiple``, ``tir.model=student``, ``tir.preset``, ``tir.prompts``
+    (comma-separated slots).
+
+    Args:
+        net: the student (put back in its train/eval mode after).
+        path: the ``.onnx`` file to write (folders are made).
+        size: (H, W) in px of the traced frame, rounded down to ``net.cfg.multiple``.
+        tolerance: largest allowed absolute difference between ONNX Runtime and torch on random
+            frames and soft prompts at two sizes.
+
+    Returns:
+        {"path", "max_abs_err", "ops"}.
+
+    Raises:
+        ExportError: the TensorRT op audit (tir.engines.training.export.audit_onnx) fails, or
+            the ONNX Runtime parity check exceeds ``tolerance``.
+    """
     import onnx
 
     from ..backends.onnxruntime import ort_session
@@ -370,10 +428,22 @@ class Distiller:
 
     # ---------------------------------------------------------------- data
     def spec(self, task: str):
+        """The degradation spec of ``task``: the one recorded in the teacher bundle's route entry, else
+        the built-in of that name.
+
+        Raises:
+            BundleError: the teacher bundle has no route ``task``.
+            DegradationError: no spec recorded and no built-in of that name.
+        """
         info = self.bundle.task_info(task)
         return deg.DegradationSpec.from_json(info["spec"]) if info.get("spec") else deg.load_spec(task)
 
     def pools(self):
+        """Per prompt slot, the training pool of whole frames (built on first use, cached): for each
+        task a train.DegradedPool of at most ``max_frames`` train frames degraded with its spec, for
+        ``clean`` a clean→clean pool. Frames are float32 (H, W) in [0, 1]; pools carry whole-frame
+        tone statistics when the teachers have a tone head.
+        """
         from .train import DegradedPool
 
         if self._pools is None:
@@ -391,12 +461,21 @@ class Distiller:
         return self._pools
 
     def val_set(self, task: str) -> np.ndarray:
+        """``task``'s seeded degraded val frames (degrade.make_eval_set of the val split with ``seed``),
+        cached: (N, H, W) float32 in [0, 1], aligned with ``val_clean``.
+
+        Raises:
+            BundleError, DegradationError: as :meth:`spec`.
+        """
         if task not in self._val_sets:
             self._val_sets[task] = deg.make_eval_set(self.val_clean, self.spec(task), seed=self.s.seed)
         return self._val_sets[task]
 
     def draw(self, rng: np.random.Generator) -> List[Tuple[str, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]:
-        """One batch as (slot, degraded crops, clean crops, whole-frame stats) groups."""
+        """One batch of ``batch`` crops as (slot, degraded crops, clean crops, whole-frame stats) groups,
+        one group per slot drawn; crops are (n, 1, crop, crop) float32 in [0, 1], stats (n, 5, 1, 1)
+        float32 or None.
+        """
         pools = self.pools()
         slots = [CLEAN if rng.random() < self.s.clean_prob else self.tasks[int(rng.integers(len(self.tasks)))]
                  for _ in range(self.s.batch)]
@@ -408,7 +487,15 @@ class Distiller:
 
     # ---------------------------------------------------------------- training
     def loss_terms(self, groups) -> Dict[str, torch.Tensor]:
-        """Every loss term of one batch (see the module docstring)."""
+        """Every loss term of one batch (see the module docstring).
+
+        Args:
+            groups: :meth:`draw`'s (slot, degraded (n, 1, h, w), clean (n, 1, h, w), stats) groups.
+
+        Returns:
+            {"gt", "kd", "feat", "inst", "cpr", "sparse", "total"}: 0-d float32 tensors; ``total``
+            is the weighted sum with ``w_gt`` ... ``w_sparse``.
+        """
         xs, ys, ws, wrong, stats, t_out, t_feat = [], [], [], [], [], [], []
         rng = np.random.default_rng(self.step + 12345)
         for slot, x, y, st in groups:
@@ -628,9 +715,15 @@ class Distiller:
         return _vectors(s + self.teacher.branches[CLEAN](s), 4)
 
     def real_frames(self) -> Tuple[np.ndarray, np.ndarray]:
-        """(calibration, held-out) real degraded frames of ``real_data`` (train split, or ``all``
-        for a set without splits): per set, frames in file order, the last third held out as one
-        block (the Lynred set is one recording, so a block in time is the cleanest split there is)."""
+        """(calibration, held-out) real degraded frames of ``real_data`` (train split, or ``all`` for
+        a set without splits): per set, frames in file order, the last third held out as one block
+        (the Lynred set is one recording, so a block in time is the cleanest split there is). Both
+        (N, H, W) float32 in [0, 1], cropped to a multiple of lcm(teacher multiple, 32) px.
+
+        Raises:
+            ValueError: too few frames to split into calibration and held-out frames.
+            DatasetError: ``real_data`` names an unknown set.
+        """
         from . import datasets as dsets
         from .train import crop_to_multiple
 
@@ -647,7 +740,15 @@ class Distiller:
         return crop_to_multiple(np.stack(cal), m), crop_to_multiple(np.stack(held), m)
 
     def router_mix(self, frames: np.ndarray) -> np.ndarray:
-        """Prompt weights N×K from the teacher bundle's router (uniform over the tasks without one)."""
+        """Prompt weights from the teacher bundle's router (with its adaptation map), or uniform over
+        the tasks when it has none.
+
+        Args:
+            frames: (N, H, W) float32 frames in [0, 1].
+
+        Returns:
+            (N, K) float32 weights over the K slots, rows summing to 1.
+        """
         if self.bundle.router is None:
             w = np.zeros((len(frames), len(self.slots)), np.float32)
             w[:, :len(self.tasks)] = 1.0 / len(self.tasks)
@@ -670,7 +771,16 @@ class Distiller:
         return torch.from_numpy(np.ascontiguousarray(x)), idx
 
     def real_scores(self, frames: np.ndarray, weights: np.ndarray) -> Dict[str, float]:
-        """Mean column FPN of the input and of the student's output on real frames (no reference)."""
+        """Mean column FPN (metrics.column_fpn, the frame's units: [0, 1]) of the input and of the
+        student's output on real frames (no reference).
+
+        Args:
+            frames: (N, H, W) float32 frames in [0, 1]; H and W multiples of the student's multiple.
+            weights: (N, K) float32 prompt weights, one row per frame.
+
+        Returns:
+            {"column_fpn_input", "column_fpn_output", "frames"}.
+        """
         from ..metrics import column_fpn
 
         self.net.eval()
@@ -789,9 +899,19 @@ class Distiller:
 
 
 def cluster_contrast(v: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, tau: float) -> torch.Tensor:
-    """Cluster-grained contrastive loss (Uni-Removal stage 2), all rows normalised: each row of
-    ``v`` (N×D) is pulled to its nearest ``positives`` centroid (by cosine) and pushed from every
-    ``negatives`` centroid: mean of −log e^{v·p/τ} / (e^{v·p/τ} + Σ_j e^{v·n_j/τ})."""
+    """Cluster-grained contrastive loss (Uni-Removal stage 2, CGCL, ecmrnet.md §3): each row of
+    ``v`` is pulled to its nearest ``positives`` centroid (by cosine) and pushed from every
+    ``negatives`` centroid: mean of −log e^{v·p/τ} / (e^{v·p/τ} + Σ_j e^{v·n_j/τ}).
+
+    Args:
+        v: (N, D) float32 normalised embeddings of restored crops.
+        positives: (P, D) float32 normalised clean centroids.
+        negatives: (M, D) float32 normalised degraded centroids.
+        tau: temperature (> 0).
+
+    Returns:
+        A 0-d float32 tensor.
+    """
     sims = v @ positives.t()
     pos = sims.max(dim=1).values / tau
     neg = v @ negatives.t() / tau
