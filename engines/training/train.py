@@ -47,6 +47,31 @@ P_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 @dataclass
 class TrainSettings:
+    """The settings of one training run (``tir train`` builds them from its options, tools/train.py;
+    ``tir learn`` for one new task); recorded in ``state.json`` and the bundle manifest.
+
+    Attributes:
+        preset: the model preset (``ecmrnet:NAME`` in the model registry: ``edge``, ``tiny``).
+        tasks: the degradation tasks, trained in this order (default degrade.TASKS).
+        steps: training steps per single-degradation task; compound_steps: per compound task
+            (None: ``steps``); pretrain_steps, finetune_steps, field_steps: of those stages.
+        field_batch: whole frames per field-head step; crop: crop side in px; batch: crops per step.
+        lr: peak AdamW learning rate; seed: seeds pools, crops and initialisation; threads: torch
+            CPU threads.
+        data: registered data sets ``"a,b"`` or a RoadScene folder (None: the shared RoadScene set).
+        randomize: domain-randomise the clean pool (engines/training/domain.py).
+        group: channels per pruning group (keeps widths multiples of 8).
+        prune_p: the pick-count threshold p of the structural-entropy pruning (ecmrnet.md §1.2);
+            None: the smallest p on :data:`P_GRID` removing ``target_reduction`` (a fraction,
+            0.40 = 40 %) of the branch's MACs; prune_samples: degraded frames it looks at.
+        refresh_every: steps between re-degrading a quarter of the pool.
+        router, router_steps: train the degradation router, for that many steps; router_from: a
+            folder with router.json + ONNX to reuse instead; router_recalibrate: re-choose a
+            reused router's unknown thresholds on this val set.
+        bundle_dir: write the bundle there at the end (None: no bundle stage).
+        val_limit: evaluate on the first N val frames (tests); init_from: task -> branch to copy
+            (default: clean); command: the command line, for the record.
+    """
     preset: str = "edge"
     tasks: Sequence[str] = deg.TASKS
     steps: int = 1500                  # training steps per single-degradation task
@@ -110,7 +135,12 @@ class DegradedPool:
         return frame_tone_stats(self.degraded[idx], self.tone_pool)
 
     def refresh(self, fraction: float = 0.25) -> np.ndarray:
-        """Re-degrade a random ``fraction`` of the pool; returns the indices that changed."""
+        """Re-degrade a random ``fraction`` of the pool (re-rendering the clean frames first when the
+        pool randomises) and update their tone statistics.
+
+        Returns:
+            (n,) int64 indices of the frames that changed, n = max(1, int(N·fraction)).
+        """
         n = max(1, int(len(self.clean) * fraction))
         idx = self.rng.choice(len(self.clean), n, replace=False)
         if self.randomize:
@@ -154,6 +184,9 @@ def load_split(data: Optional[str], split: str) -> np.ndarray:
 
 
 def crop_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
+    """``images`` (..., H, W), any dtype, cut at the bottom and right to H and W multiples of
+    ``multiple`` px (a view, no copy).
+    """
     h, w = images.shape[-2:]
     return images[..., : h - h % multiple, : w - w % multiple]
 
@@ -173,13 +206,29 @@ def route_outputs(model: OpenWorldModel, task: str, degraded: np.ndarray, batch:
 
 def evaluate_route(model: OpenWorldModel, task: str, degraded: np.ndarray, clean: np.ndarray,
                    batch: int = 4, field: bool = True) -> float:
-    """Mean per-frame PSNR of ``task``'s route on fixed degraded frames."""
+    """Mean per-frame PSNR in dB of ``task``'s route on fixed degraded frames.
+
+    Args:
+        degraded: (N, H, W) float32 frames in [0, 1]; H and W multiples of the model's multiple.
+        clean: (N, H, W) float32 references in [0, 1].
+        batch: frames per forward pass.
+        field: run the route's field head.
+
+    Returns:
+        The mean PSNR (peak 1.0) of the outputs clipped to [0, 1], in dB.
+    """
     y = route_outputs(model, task, degraded, batch, field).clamp(0, 1).numpy()[:, 0]
     return float(np.mean([psnr(a, b) for a, b in zip(y, clean)]))
 
 
 def route_costs(model: OpenWorldModel, task: str, frame=FRAME) -> dict:
-    """GMAC per 640×512 frame of the whole route and of the task's own branch (+ miner)."""
+    """Cost of ``task``'s route on one frame of shape ``frame`` (N, 1, H, W), default 640×512.
+
+    Returns:
+        {"gmac": whole route, "branch_gmac": the task's own branch + miner + tone and field
+        heads, both in GMAC (1e9 MACs, forward hooks on every conv), "params": the route's
+        parameter count}.
+    """
     report = count_macs(RouteModule(model, task), frame)
     own = (f"model.branches.{task}.", f"model.miners.{task}.", f"model.tones.{task}.", f"model.fields.{task}.")
     own_macs = sum(v for k, v in report.per_layer.items() if k.startswith(own))
@@ -237,6 +286,10 @@ class ContinualTrainer:
         return OpenWorldModel(self.s.preset)
 
     def stages(self) -> List[str]:
+        """The stage names in order: ``pretrain``; per task ``<task>-train``, ``<task>-prune``,
+        ``<task>-finetune`` (and ``<task>-field`` when the preset has a field head); ``router`` when
+        ``settings.router``; ``bundle`` when ``settings.bundle_dir``.
+        """
         names = ["pretrain"]
         for t in self.s.tasks:
             names += [f"{t}-train", f"{t}-prune", f"{t}-finetune"]
@@ -249,6 +302,11 @@ class ContinualTrainer:
         return names
 
     def run(self) -> dict:
+        """Run every stage of :meth:`stages` not yet done, saving ``model.pt`` and ``state.json`` after
+        each (``bundle`` always runs again; ``router`` again when ``router_from`` names another
+        router). Returns the state dict (``done``, ``metrics``, ``wall_s`` in s, ``settings``,
+        ``runs`` ...).
+        """
         for stage in self.stages():
             if stage in self.state["done"] and stage != "bundle" and not self._router_changed(stage):
                 log.info("stage %s: done, skipped", stage)   # the bundle is always rewritten
@@ -289,17 +347,32 @@ class ContinualTrainer:
     # ---------------------------------------------------------------- stages
     @property
     def tone_pool(self) -> Optional[int]:
+        """The tone head's statistics pooling in px (8: an 8×8-average frame), or None when the preset
+        has no tone head.
+        """
         return self.model.cfg.tone_pool if self.model.cfg.tone else None
 
     def _metrics(self, task: str) -> dict:
         return self.state["metrics"].setdefault(task, {})
 
     def val_set(self, task: str) -> np.ndarray:
+        """``task``'s seeded degraded val frames (degrade.make_eval_set of the val split with ``seed``),
+        cached: (N, H, W) float32 in [0, 1], aligned with ``val_clean``.
+
+        Raises:
+            DegradationError: as :meth:`spec`.
+        """
         if task not in self._val_sets:
             self._val_sets[task] = deg.make_eval_set(self.val_clean, self.spec(task), seed=self.s.seed)
         return self._val_sets[task]
 
     def spec(self, task: str):
+        """``task``'s degradation spec: the one recorded in ``state.json`` (so a resumed run degrades
+        as the first did), else the built-in of that name, which is then recorded.
+
+        Raises:
+            DegradationError: nothing recorded and no built-in spec of that name.
+        """
         specs = self.state.setdefault("specs", {})
         if task in specs:
             return deg.DegradationSpec.from_json(specs[task])
@@ -333,6 +406,10 @@ class ContinualTrainer:
         return float(running or 0.0)
 
     def pretrain(self) -> None:
+        """Stage ``pretrain``: clean→clean autoencoder training of the stem, reconstruction and clean
+        branch for ``pretrain_steps`` (ecmrnet.md §1.2 stage 0), then freeze them; records the loss
+        and the autoencoder's PSNR in dB on the first 4 val frames.
+        """
         self.model.unfreeze_autoencoder()
         params = [p for p in self.model.parameters() if p.requires_grad]
         pool = _CleanPool(self.train_clean, self.s.seed)
@@ -348,6 +425,15 @@ class ContinualTrainer:
         log.info("pretrain: loss %.4f, autoencoder val PSNR %.2f dB", loss, ae)
 
     def train_task(self, task: str) -> None:
+        """Stage ``<task>-train``: add ``task``'s branch (copied from ``init_from[task]``, default the
+        clean branch; a compound task also gets a miner over its parts' frozen branches) and train
+        it on crops for ``steps`` (``compound_steps``); records val PSNR in dB before and after and
+        the unpruned cost in GMAC per 640×512 frame.
+
+        Raises:
+            DegradationError: ``task`` has no degradation spec.
+            ValueError: a compound task's parts are not learned yet, or ``init_from`` names no branch.
+        """
         parts = deg.COMPOUND_PARTS.get(task, ())
         if task not in self.model.branches:
             init = (self.s.init_from or {}).get(task, CLEAN)
@@ -374,6 +460,12 @@ class ContinualTrainer:
         return loss
 
     def prune_task(self, task: str) -> None:
+        """Stage ``<task>-prune``: structural-entropy group picks (ecmrnet.md §1.2 stage 2,
+        engines/training/pruning.py) on ``prune_samples`` degraded train frames, then ``prune_p``,
+        or the smallest p on :data:`P_GRID` that removes ``target_reduction`` of the branch's MACs
+        (measured on :data:`SMALL_FRAME`); records p, the kept inner widths, GMAC before and after
+        (per 640×512 frame) and the pruned val PSNR in dB.
+        """
         m = self._metrics(task)
         pool = DegradedPool(self.train_clean, self.spec(task), self.s.seed + 7919)
         n = min(self.s.prune_samples, len(pool.clean))
@@ -481,6 +573,13 @@ class ContinualTrainer:
                  "kept" if kept else "dropped: identity")
 
     def train_router(self) -> None:
+        """Stage ``router``: copy the router of ``router_from`` (and re-choose its unknown thresholds
+        on val when ``router_recalibrate``), else train one with router_train.train_router on the
+        train frames; its description goes to ``state["router"]``.
+
+        Raises:
+            ValueError: ``router_from`` lacks router.json or its ONNX, or does not know a task.
+        """
         out = self.work / "router"
         if self.s.router_from:
             info = reuse_router(Path(self.s.router_from), out, self.model.tasks)
@@ -499,11 +598,23 @@ class ContinualTrainer:
         self.state["router"] = info
 
     def write_bundle(self, out_dir):
+        """Stage ``bundle``: :func:`export_bundle` of the model to ``out_dir``; returns the Bundle.
+
+        Raises:
+            ExportError: a route's ONNX export fails its parity check.
+            BundleError: the written bundle does not verify.
+        """
         return export_bundle(self.model, self.state, self.work, out_dir, self.s)
 
 
 def reuse_router(src: Path, out: Path, tasks: Sequence[str]) -> dict:
-    """Copy a router trained earlier by ``train_router`` (``router.json`` = its return value)."""
+    """Copy a router trained earlier by ``train_router`` (``router.json`` = its return value)
+    from ``src`` to ``out``; returns that description with ``source`` = ``src``.
+
+    Raises:
+        ValueError: ``src`` has no router.json, the ONNX file it names is missing, or the
+            router does not know one of ``tasks``.
+    """
     import shutil
 
     meta_path = src / "router.json"
@@ -579,6 +690,7 @@ def log_to_file(logger: logging.Logger, path: Path) -> None:
 
 
 def now_iso() -> str:
+    """The current UTC time as ISO 8601 to the second, e.g. ``2026-11-29T22:19:35+00:00``."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -702,8 +814,14 @@ def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, t
                        threads: int = 2) -> Path:
     """A copy of a bundle with the router that ``train_router`` wrote to ``router_dir``
     (router.json + ONNX), ``training`` recorded in its entry, and the router's source
-    statistics for test-time adaptation computed on ``train_frames`` with the same
-    randomisation and variants (engines/adapt.py). Returns the new folder."""
+    statistics for test-time adaptation computed on ``train_frames`` ((N, H, W) float32 in
+    [0, 1]) with the same randomisation and variants (engines/adapt.py). Returns the new folder.
+
+    Raises:
+        ValueError: ``out_dir`` is the source bundle's folder.
+        FileNotFoundError: ``router_dir`` holds no router.json or its ONNX.
+        BundleError: the source bundle does not load or the copy does not verify.
+    """
     import shutil
 
     from ..bundle import load_bundle, write_bundle
