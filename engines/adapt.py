@@ -95,12 +95,21 @@ def ledoit_wolf(x: np.ndarray):
 def source_stats(embeddings, labels, classes: Sequence[str], digits: int = 6, class_digits: int = 4) -> dict:
     """Statistics of source (training-camera) embeddings for :data:`SOURCE_KEY`.
 
-    ``embeddings`` N×D (the router's unit embeddings), ``labels`` N class indices into
-    ``classes``. Returns a JSON-ready dict: ``count``, ``mean`` (D), ``covariance`` (D×D,
-    the 1/N sample covariance) and ``classes`` {name: {count, mean, covariance}}; values are
-    rounded to ``digits`` significant digits (the per-class covariances, used only for the
-    per-class alignment report of :func:`fit_adaptation`, to ``class_digits``) to keep the
-    manifest small.
+    Args:
+        embeddings: (N, D) float router unit embeddings (cast to float64).
+        labels: (N,) int class indices into ``classes``.
+        classes: the K class names.
+        digits: significant digits of the overall mean and covariance.
+        class_digits: significant digits of the per-class covariances (used only for the
+            per-class alignment report of :func:`fit_adaptation`), to keep the manifest small.
+
+    Returns:
+        A JSON-ready dict: ``count``, ``mean`` (D,), ``covariance`` (D, D), the 1/N sample
+        covariance, and ``classes`` {name: {count, mean, covariance}}, as nested lists of floats.
+
+    Raises:
+        ValueError: ``embeddings`` is not 2-D, ``labels`` is not N long, or a class has fewer
+            than 2 embeddings.
     """
     x = _as_embeddings(embeddings)
     labels = np.asarray(labels)
@@ -174,11 +183,21 @@ def _ridge_affine(y: np.ndarray, t: np.ndarray, ridge: float):
 
 def balanced_assignment(sims: np.ndarray, prior: np.ndarray, temperature: float = 0.1,
                         iterations: int = 50) -> np.ndarray:
-    """Cluster index per row of N×K cosine ``sims`` under the constraint that cluster sizes
-    follow ``prior`` (K, sums to 1): Sinkhorn–Knopp scaling (Cuturi 2013, "Sinkhorn
-    Distances") of ``exp(sims / temperature)`` to row sums 1 and column sums N·prior, then the
-    arg-max of each row. Stops one class from swallowing frames of another when the target
-    mix of degradations is the source's (CORAL's own assumption)."""
+    """Cluster index per row of cosine ``sims`` under the constraint that cluster sizes follow
+    ``prior``: Sinkhorn–Knopp scaling (Cuturi 2013, "Sinkhorn Distances") of
+    ``exp(sims / temperature)`` to row sums 1 and column sums N·prior, then the arg-max of each
+    row. Stops one class from swallowing frames of another when the target mix of degradations
+    is the source's (CORAL's own assumption).
+
+    Args:
+        sims: (N, K) float cosine similarities of N embeddings to K codebook entries.
+        prior: (K,) float cluster proportions summing to 1.
+        temperature: softmax temperature of the similarities.
+        iterations: Sinkhorn–Knopp row/column scaling rounds.
+
+    Returns:
+        (N,) int64 cluster indices in [0, K).
+    """
     logits = sims / float(temperature)
     p = np.exp(logits - logits.max())
     cols = len(sims) * np.asarray(prior, np.float64)
@@ -332,7 +351,21 @@ def adaptation_entry(fit: dict, source_uri: str, **extra) -> dict:
 
 def decision_histogram(embeddings, router: dict, adaptation: Optional[dict] = None) -> Dict[str, int]:
     """How many of the embeddings the router sends to each class (and unknown), with the
-    ``adaptation`` map applied when given; uses the runtime's :func:`router.classify`."""
+    ``adaptation`` map applied when given; uses the runtime's :func:`router.classify`.
+
+    Args:
+        embeddings: (N, D) float router embeddings.
+        router: the bundle's router entry (``tasks``, ``codebook`` (K, D), thresholds,
+            ``temperature``).
+        adaptation: an :data:`ADAPTATION_KEY` map, or None for the raw router.
+
+    Returns:
+        {class name: frame count} for every class and ``unknown``, counts summing to N.
+
+    Raises:
+        ValueError: the map's or the codebook's shapes do not fit (see :func:`apply_adaptation`,
+            :func:`router.classify`).
+    """
     from .router import DEFAULT_TEMPERATURE, UNKNOWN, classify
 
     classes = list(router["tasks"])
@@ -462,10 +495,25 @@ def add_source_stats(bundle_path, frames: np.ndarray, data: str, draws: int = SO
                      seed: int = SOURCE_SEED, threads: Optional[int] = None, progress: bool = True,
                      augment: Optional[Callable] = None, variants: Optional[dict] = None,
                      quantize: float = 0.0):
-    """Compute :func:`compute_source_stats` with the bundle's router ONNX on ``frames`` (the
-    router's training frames, (N,H,W) float [0,1]; ``data`` says where they came from) and
+    """Compute :func:`compute_source_stats` with the bundle's router ONNX on ``frames`` and
     store them in the bundle's router entry under :data:`SOURCE_KEY`, in place (only
-    manifest.json changes; the bundle is re-verified after). Returns the updated Bundle."""
+    manifest.json changes; the bundle is re-verified after).
+
+    Args:
+        bundle_path: the bundle folder.
+        frames: (N, H, W) float32 frames in [0, 1], the router's training frames.
+        data: where the frames came from (recorded as ``data``).
+        draws, seed, augment, variants, quantize: as :func:`compute_source_stats`.
+        threads: ONNX Runtime threads (None: its default).
+        progress: show a tqdm bar.
+
+    Returns:
+        The updated Bundle.
+
+    Raises:
+        AdaptationRefused: the bundle has no router.
+        BundleError: the bundle does not load or verify (before or after the change).
+    """
     import copy
 
     from .backends import load_engine

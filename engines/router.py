@@ -246,7 +246,13 @@ def quantize_8bit(batch: np.ndarray, which: np.ndarray) -> np.ndarray:
 
 def load_router_entry(path) -> Tuple[Path, dict]:
     """(router.onnx path, manifest entry) from a folder or JSON written by
-    :func:`~tir.engines.training.router_train.train_router`."""
+    :func:`~tir.engines.training.router_train.train_router`.
+
+    Raises:
+        FileNotFoundError: there is no router.json (``path`` itself, or in the folder), or the
+            ONNX file it names is not next to it.
+        KeyError: the JSON has no ``file`` entry.
+    """
     path = Path(path)
     meta = path / ROUTER_JSON if path.is_dir() else path
     if not meta.is_file():

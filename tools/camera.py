@@ -40,6 +40,11 @@ SETTERS = {"ffc-mode": "set_ffc_mode", "gain-mode": "set_gain_mode"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``tir camera``'s actions to ``parser`` as subcommands ``list``, ``info`` (``--json``),
+    ``ffc`` (``--no-wait``), ``get NAME`` and ``set NAME VALUE`` (names: :data:`GETTERS`,
+    :data:`SETTERS`), each with the common options ``--port DEV``, ``--protocol`` (boson, tau),
+    ``--timeout`` (seconds per attempt, default 1.0) and ``--retries`` (default 2).
+    """
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--port", metavar="DEV", help="serial port (default: find a Boson by USB VID:PID)")
     common.add_argument("--protocol", choices=PROTOCOLS, default="boson", help="control protocol")
@@ -61,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def format_value(value) -> str:
+    """A camera value as printed: an enum as its lower-case name, a tuple (a software revision)
+    joined with dots (``3.0.1``), a float (the FPA temperature in °C) with one decimal, anything
+    else as ``str``.
+    """
     if isinstance(value, enum.Enum):
         return value.name.lower()
     if isinstance(value, tuple):
@@ -85,6 +94,11 @@ def _read(client, name: str, protocol: str):
 
 
 def list_cameras(args) -> int:
+    """``tir camera list``: print the thermal video devices (by USB VID:PID) with their capture
+    format and size and matching serial port, the other video devices, and the USB serial ports
+    (ttyACM*, ttyUSB*), all found under ``args.sysfs_root`` / ``args.dev_root``. Returns exit
+    status 0 (finding nothing is reported, not an error).
+    """
     from tir.edge.camera.formats import format_for
     from tir.edge.sources.devices import list_serial_ports, list_video_devices
 
@@ -126,6 +140,15 @@ def _port_error_text(exc: Exception, args) -> str:
 
 
 def main(args) -> int:
+    """Run ``tir camera ACTION`` for the parsed ``args``; returns the exit status.
+
+    0: done (for ``ffc``, its end confirmed within :data:`FFC_WAIT_LIMIT_S` s, or acknowledged
+    with ``--no-wait``); 1: the camera failed (a Boson/Tau2 error), its firmware does not
+    support the query, or the FFC was still running after :data:`FFC_WAIT_LIMIT_S` s; 2: no
+    camera found, the serial port cannot be opened (for a port that does not exist the message
+    lists the ports there are), or a name or value the camera or protocol does not take. Each
+    failure prints one line ``tir camera: ...``; nothing is raised.
+    """
     if args.action == "list":
         return list_cameras(args)
     try:

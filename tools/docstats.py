@@ -115,6 +115,9 @@ class Row:
     raises_documented: int = 0
 
     def add(self, d: Definition) -> None:
+        """Count one definition: ``public`` always; the other columns only when it is documented
+        (``shapes`` among the ``array`` ones, ``raises_documented`` among the ``raising`` ones).
+        """
         self.public += 1
         if not d.documented:
             return

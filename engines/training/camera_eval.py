@@ -128,7 +128,14 @@ def user_route(model, counts: np.ndarray, meta: dict) -> None:
     """Route one frame of counts exactly as the pipeline does, without restoring it: the
     pipeline's ``Preprocess`` stage, then ``model.observe`` (the Restorer's routing step that
     ``infer`` runs before its route; same verdict, same state change). For router-only
-    evaluation (``tir eval --data ... --router-only``)."""
+    evaluation (``tir eval --data ... --router-only``).
+
+    Args:
+        model: the Restorer (anything with ``observe(x, meta)``).
+        counts: (H, W) raw frame as a source delivers it: uint16 Y16 counts, or uint8 for an
+            8-bit source (``meta["bits"]`` says which).
+        meta: the frame's metadata (copied; ``bits`` picks the normalisation map).
+    """
     from tir.edge.frame import Frame
     from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
 
