@@ -51,7 +51,7 @@ class TrainSettings:
     ``tir learn`` for one new task); recorded in ``state.json`` and the bundle manifest.
 
     Attributes:
-        preset: the model preset (``ecmrnet:NAME`` in the model registry: ``edge``, ``tiny``).
+        preset: the model preset (``ecmrnet:NAME`` in the model registry: ``edge``, ``tiny``, ``paper``).
         tasks: the degradation tasks, trained in this order (default degrade.TASKS).
         steps: training steps per single-degradation task; compound_steps: per compound task
             (None: ``steps``); pretrain_steps, finetune_steps, field_steps: of those stages.

@@ -457,8 +457,8 @@ class EdgeNet(nn.Module):
         """The restored frame t + recon.residual(branch(stem(t))), t = tone(x) (x without a tone head).
 
         Args:
-            x: (N, 1, H, W) float32 frames (values ~[0, 1]); H and W multiples of ``cfg.multiple``
-                (8 px for ``edge``).
+            x: (N, 1, H, W) float32 frames (values ~[0, 1]); H and W multiples of 2·``cfg.unshuffle``
+                (8 px for the edge presets: the stem's pixel-unshuffle and one 2× down step).
             stats: (N, 5, 1, 1) float32 whole-frame :func:`tone_stats` when ``x`` is a training crop;
                 None takes them from ``x``.
 
