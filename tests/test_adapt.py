@@ -354,12 +354,21 @@ def test_measure_adaptation_reports_before_and_after(adapt_bundle, tmp_path, cap
                 "--frames", "48", "--json", str(tmp_path / "m.json")]) == 0
     assert "| `cam` | 160×120 | 3 × 8 |" in capsys.readouterr().out
     row = json.loads((tmp_path / "m.json").read_text())["sets"]["cam"]
-    # "before" is the plain router on the test frames degraded once per task (+ clean)
+    # "before" is the plain router on the test frames degraded once per task (+ clean), on the
+    # user's path: degraded on the 8-bit grey levels, re-quantised, through the pipeline's Preprocess
+    from tir.engines.degrade import task_seed
+    from tir.engines.training.adapt_measure import live_input
+
     bundle = load_bundle(adapt_bundle / "bundle")
     runner = RouterRunner(bundle.router_path, bundle.router)
-    test = (frames[7:] >> 6).astype(np.float32) / 255.0
-    right = sum(d["task"] == t for t in TASKS for d in runner.classify(make_eval_set(test, t, 0)))
+    test = (frames[7:] >> 6).astype(np.uint8)
+    right = sum(runner.classify(live_input(f, 8, t, np.random.default_rng([task_seed(t, 0), i]))[None])[0]["task"] == t
+                for t in TASKS for i, f in enumerate(test))
     assert row["before"]["tasks"] == pytest.approx(right / (3 * len(TASKS)))
+    # the user's path re-quantises: the router's input of a degraded 8-bit frame is on the 1/255 grid
+    x = live_input(test[0], 8, "noise", np.random.default_rng(0))
+    assert x.dtype == np.float32 and x.shape == test[0].shape
+    assert np.allclose(np.rint(x * 255.0) / 255.0, x, atol=1e-5)
     assert (row["after"] is None) == ("refused" in row)
     assert tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--measure", "nosuch",
                 "--data-root", str(tmp_path)]) == 2

@@ -13,18 +13,48 @@ import numpy as np
 from ..adapt import DEFAULT_FRAMES, AdaptationRefused, apply_adaptation, fit_adaptation, source_of
 
 
+def live_input(counts: np.ndarray, bits: int, task: str, rng) -> np.ndarray:
+    """One stored frame of counts -> the router's input on the user's path.
+
+    Args:
+        counts: (H, W) clean frame as stored (uint8 grey levels for 8-bit sets, uint16 counts).
+        bits: the set's bit depth (8 or 16).
+        task: a degradation task name, or ``"clean"`` for none.
+        rng: numpy Generator (ignored for ``"clean"``).
+
+    Returns:
+        (H, W) float32, nominally in [0, 1]: :func:`~tir.engines.training.camera_eval.degrade_counts`
+        (degrade the counts, re-quantise 8-bit frames) then the pipeline's ``Preprocess`` stage.
+
+    Raises:
+        DegradationError: ``task`` is not a known degradation.
+    """
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
+
+    from .camera_eval import degrade_counts
+
+    degraded, _, meta, _ = degrade_counts(counts, bits, task, rng)
+    frame = Frame(raw=degraded, seq=0, t_capture=0.0, meta=dict(meta))
+    Preprocess()(frame)
+    return frame.meta.pop(MODEL_INPUT_KEY)
+
+
 def measure_adaptation(bundle_path, sets: Sequence[str], data_root=None, frames: int = DEFAULT_FRAMES, seed: int = 0,
                        backend: str = "auto", threads: Optional[int] = None, progress: bool = True,
                        **fit_options) -> dict:
     """Router accuracy on held-out cameras before and after :func:`fit_adaptation` (issue 9 item 6).
 
     Per registered set in ``sets`` (engines/training/datasets.py; ``data_root`` as
-    ``datasets.data_root``), frames mapped to [0, 1] as the live preprocessing does
-    (``datasets.to_unit``) at their native size: ``frames`` unlabeled fitting frames are
-    drawn from the train split (frames in seeded random order, each with a seeded random class
-    of the router, tasks + clean, degraded with ``degrade.degrade``; the fit never sees the
-    class); the report is on the test split degraded once per task (frame i with the seed
-    ``[degrade.task_seed(task, seed), i]``, as ``degrade.make_eval_set``) plus the clean frames.
+    ``datasets.data_root``), every frame takes the user's path at its native size
+    (:func:`live_input`: degraded on its counts as a sensor would and, for an 8-bit set,
+    re-quantised to 8 bits, then the pipeline's own ``Preprocess`` stage; the same path as
+    ``tir eval --data``): ``frames`` unlabeled fitting frames are drawn from the train split
+    (frames in seeded random order, each with a seeded random class of the router, tasks +
+    clean; the fit never sees the class); the report is on the test split degraded once per
+    task (frame i with the seed ``[degrade.task_seed(task, seed), i]``) plus the clean frames.
+    (Before session 5 the frames were degraded in float and never re-quantised, which is not
+    what an 8-bit camera delivers: the router read 8-bit sets 25 points better that way.)
     Accuracies: ``tasks`` (the router's decision on task frames, unknown counted wrong; what
     the runtime routes by), ``tasks_nearest`` (nearest codebook entry), ``with_clean``.
     A refused fit is reported with its reason and the unadapted accuracy.
@@ -56,20 +86,19 @@ def measure_adaptation(bundle_path, sets: Sequence[str], data_root=None, frames:
 
     for name in datasets.parse_sets(sets):
         bits = datasets.dataset(name).bits
-        train, test = ([datasets.to_unit(c, bits) for c in datasets.load_counts(name, split, data_root)]
-                       for split in ("train", "test"))
+        train, test = (datasets.load_counts(name, split, data_root) for split in ("train", "test"))
         rng = np.random.default_rng([int(seed), 9])
         order = np.concatenate([rng.permutation(len(train)) for _ in range(-(-int(frames) // len(train)))])
         fit_frames = []
         for i in tqdm(order[: int(frames)], desc=f"{name}: fitting frames", unit="frame", disable=not progress):
             cls = classes[int(rng.integers(len(classes)))]  # the class is drawn, used to degrade, then dropped
-            fit_frames.append(train[i] if cls == CLEAN else deg.degrade(train[i], cls, rng))
+            fit_frames.append(live_input(train[i], bits, cls, rng))
         target = np.concatenate([runner.embed(f[None]) for f in fit_frames])  # sizes may differ
         emb, labels = [], []
         for cls in classes:
             for i, f in enumerate(test):
-                if cls != CLEAN:
-                    f = deg.degrade(f, cls, np.random.default_rng([deg.task_seed(cls, seed), i]))
+                rng_i = None if cls == CLEAN else np.random.default_rng([deg.task_seed(cls, seed), i])
+                f = live_input(f, bits, cls, rng_i)
                 emb.append(runner.embed(f[None]))
                 labels.append(cls)
         emb = np.concatenate(emb)
