@@ -299,3 +299,13 @@ def test_open_work_dir_and_save_state(tmp_path):
         for h in list(logger.handlers):
             logger.removeHandler(h)
             h.close()
+
+
+def test_an_unknown_task_is_refused_before_anything_is_trained(tmp_path):
+    """`tir train --tasks blur,bogus` refused after a whole pretrain stage (44 s in a tiny run);
+    now before the work dir is opened."""
+    from tir.engines.degrade import DegradationError
+
+    with pytest.raises(DegradationError, match="no degradation 'bogus': not a built-in"):
+        ContinualTrainer(settings(tasks=("blur", "bogus")), tmp_path / "w", train_clean=frames(), val_clean=frames())
+    assert not (tmp_path / "w").exists()

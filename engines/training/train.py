@@ -191,11 +191,18 @@ def route_costs(model: OpenWorldModel, task: str, frame=FRAME) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 class ContinualTrainer:
-    """Runs (or resumes) the stage sequence in ``work_dir``."""
+    """Runs (or resumes) the stage sequence in ``work_dir``.
+
+    Raises:
+        DegradationError: a task of ``settings.tasks`` is no built-in degradation and no spec
+            file (checked before the work dir is opened or anything is trained).
+    """
 
     def __init__(self, settings: TrainSettings, work_dir, train_clean: Optional[np.ndarray] = None,
                  val_clean: Optional[np.ndarray] = None):
         self.s = settings
+        for task in settings.tasks:  # an unknown task is refused before the pretrain stage runs
+            deg.load_spec(task)
         self.work = open_work_dir(work_dir, settings.threads, log, "train.log")
         self.state = self._load_state()
         if train_clean is None:
