@@ -237,3 +237,43 @@ def test_add_a_cli_mode_is_one_module_and_its_registry_entry(monkeypatch, tmp_pa
         assert "a folder of PNG frames" in capsys.readouterr().out
     finally:
         cli.MODES.unregister("frames")
+
+
+def test_a_missing_optional_package_is_one_line_and_exit_3(monkeypatch, capsys):
+    """`tir export` without onnx (and `tir train`/`learn`/`distill` without torch, `tir calibrate`
+    without onnx): one line naming the package and how to install it, MissingDependency's exit 3,
+    no traceback (before: ModuleNotFoundError traceback, exit 1)."""
+    bundle = Path(cli.__file__).parents[1] / "engines" / "bundles" / "edge"
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ModuleNotFoundError(name="onnx")
+    assert cli.main(["export", "--bundle", str(bundle), "--size", "64x64"]) == 3
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("tir export: error: this mode needs the onnx package (pip install onnx")
+    assert err[0].endswith("install it and run tir export again")
+
+
+def test_only_optional_packages_become_missing_dependency(monkeypatch, capsys):
+    mode = types.ModuleType("tir_toy_import")
+
+    def main(args):
+        import torch  # noqa: F401  (blocked below)
+        return 0
+
+    mode.add_arguments, mode.main = (lambda parser: None), main
+    monkeypatch.setitem(sys.modules, "tir_toy_import", mode)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    cli.MODES.register("toyimport", "tir_toy_import", help="imports torch")
+    try:
+        assert cli.main(["toyimport"]) == 3
+        assert capsys.readouterr().err.startswith("tir toyimport: error: this mode needs torch (pip install torch")
+        # a module of the project itself that is missing is a bug: its traceback is kept
+        exc = ModuleNotFoundError("No module named 'tir.engines.train'", name="tir.engines.train")
+        assert cli.missing_dependency("train", exc) is None
+        monkeypatch.setitem(sys.modules, "torch", None)
+
+        def broken(args):
+            raise exc
+        mode.main = broken
+        with pytest.raises(ModuleNotFoundError, match="tir.engines.train"):
+            cli.main(["toyimport"])
+    finally:
+        cli.MODES.unregister("toyimport")

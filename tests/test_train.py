@@ -299,3 +299,20 @@ def test_open_work_dir_and_save_state(tmp_path):
         for h in list(logger.handlers):
             logger.removeHandler(h)
             h.close()
+
+
+def test_an_unknown_task_is_refused_before_anything_is_trained(tmp_path):
+    """`tir train --tasks blur,bogus` refused after a whole pretrain stage (44 s in a tiny run);
+    now before any stage. A task whose spec the work dir's state.json records (tir learn's
+    proposal, named by --name) is not refused."""
+    from tir.engines.degrade import DegradationError, load_spec
+
+    with pytest.raises(DegradationError, match="no degradation 'bogus': not a built-in"):
+        ContinualTrainer(settings(tasks=("blur", "bogus")), tmp_path / "w", train_clean=frames(), val_clean=frames())
+    assert not (tmp_path / "w" / "model.pt").exists()
+    work = tmp_path / "w2"
+    work.mkdir()
+    (work / "state.json").write_text(json.dumps({"done": [], "metrics": {}, "specs": {
+        "shading": json.loads(load_spec("vignetting").to_json())}}))
+    trainer = ContinualTrainer(settings(tasks=("blur", "shading")), work, train_clean=frames(), val_clean=frames())
+    assert trainer.spec("shading").to_json() == load_spec("vignetting").to_json()

@@ -45,7 +45,7 @@ def add_arguments(parser) -> None:
                              "folder (default: the sets the router's manifest entry names, else RoadScene train)")
     parser.add_argument("--measure", default=None, metavar="SET[,SET]",
                         help="router accuracy before/after adaptation on held-out camera sets "
-                             "(registered names, engines/datasets.py)")
+                             "(registered names, engines/training/datasets.py)")
     parser.add_argument("--data-root", default=None,
                         help="with --measure: folder holding the sets (default: $TIR_DATA_ROOT, else "
                              "../shared/data beside the repository)")

@@ -113,7 +113,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--roofline", nargs="?", const="", default=None, metavar="WxH[,WxH...]",
                         help="instead of latency: each ONNX model's achieved GMAC/s and its share of this machine's "
                              "dense-conv rate measured in the same run (fp32, and int8 with --int8), at --size or "
-                             "at each size given (engines/roofline.py; needs the onnx package)")
+                             "at each size given (engines/training/roofline.py; needs the onnx package)")
     parser.add_argument("--int8", metavar="DIR", help="--roofline: also time the <route>.int8-cpu.onnx models "
                         "`tir calibrate --out DIR` wrote")
     parser.add_argument("--rounds", type=int, default=10,
@@ -218,7 +218,7 @@ def main(args) -> int:
 
 def roofline_main(args, size) -> int:
     """``tir bench --roofline``: interleaved timing of the dense-conv reference and the bundle's
-    routes and router (engines/roofline.py), one table per size.
+    routes and router (engines/training/roofline.py), one table per size.
 
     Args:
         args: the parsed ``tir bench`` options.

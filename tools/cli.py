@@ -98,13 +98,46 @@ def main(argv=None) -> int:
         handlers=[handler],
     )
     try:
-        return int(module.main(args) or 0)
+        try:
+            return int(module.main(args) or 0)
+        except ModuleNotFoundError as exc:
+            missing = missing_dependency(mode, exc)
+            if missing is None:
+                raise
+            raise missing from exc
     except TirError as exc:
         for line in exc.lines():
             print(f"tir {mode}: error: {line}", file=sys.stderr, flush=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+#: optional packages a mode may import lazily -> how to install them (setup.py extras; TensorRT
+#: and pycuda come with JetPack on a Jetson, `tir build` prints the full guide)
+OPTIONAL_PACKAGES = {
+    "torch": "torch (pip install torch, or the [train] extras: pip install 'tir-edge[train]')",
+    "torchvision": "torchvision (pip install torchvision)",
+    "onnx": "the onnx package (pip install onnx, or the [train] extras: pip install 'tir-edge[train]')",
+    "matplotlib": "matplotlib (pip install matplotlib, or the [discover] extras)",
+    "tensorrt": "TensorRT's Python bindings (JetPack on a Jetson, pip install tensorrt on x86 with an NVIDIA "
+                "GPU; see tir doctor)",
+    "pycuda": "pycuda (pip install pycuda, or the [jetson] extras)",
+}
+
+
+def missing_dependency(mode: str, exc: ModuleNotFoundError):
+    """The :class:`~tir.edge.errors.MissingDependency` (exit 3) for an optional package of
+    :data:`OPTIONAL_PACKAGES` that ``mode`` imported and that is not installed (e.g. ``tir train``
+    without torch, ``tir export`` without onnx), or None for any other missing module (a bug: the
+    caller re-raises it with its traceback)."""
+    from tir.edge.errors import MissingDependency
+
+    top = (exc.name or "").split(".")[0]
+    if top not in OPTIONAL_PACKAGES:
+        return None
+    return MissingDependency(f"this mode needs {OPTIONAL_PACKAGES[top]}, which is not installed here "
+                             f"({exc}); install it and run tir {mode} again")
 
 
 @contextmanager

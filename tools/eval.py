@@ -31,14 +31,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--router", default=None,
                         help="router folder/JSON from train_router, evaluated instead of the bundle's router")
     parser.add_argument("--data", default=None,
-                        help="SET[,SET...] registered camera sets (engines/datasets.py; 'all' = every set): "
+                        help="SET[,SET...] registered camera sets (engines/training/datasets.py; 'all' = every set): "
                              "per-camera table through the live preprocessing and automatic routing; "
                              "or a folder of clean frames (default: the RoadScene split, with baselines)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"),
                         help="split of the sets (default: test)")
     parser.add_argument("--leave-out", default=None, metavar="SET[,SET]",
                         help="leave-one-camera-out: per set, train a router on the other sets, measure this "
-                             "one before/after tir adapt (engines/leave_out.py); needs --work-dir")
+                             "one before/after tir adapt (engines/training/leave_out.py); needs --work-dir")
     parser.add_argument("--leave-out-only", default=None, metavar="SET[,SET]",
                         help="with --leave-out: leave out only these sets (each trained on all the others)")
     parser.add_argument("--work-dir", default=None, help="with --leave-out: where the routers are trained")
@@ -127,7 +127,7 @@ def _is_sets(text: str) -> bool:
 
 
 def _cameras(args, bundle) -> int:
-    """``--data SET[,SET]``: the per-camera table (engines/camera_eval.py)."""
+    """``--data SET[,SET]``: the per-camera table (engines/training/camera_eval.py)."""
     from tir.engines.training.camera_eval import evaluate_cameras, format_cameras
 
     if bundle is None:

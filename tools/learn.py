@@ -12,9 +12,9 @@ ends (a rerun with the same ``--work-dir`` continues after the last finished sta
 (``--finetune-steps``), 3. the whole-frame field head (presets with one, ``--field-steps``),
 4. ONNX export of every route and the bundle, 5. the router learns the new class: one new
 codebook row (the prototype of val frames degraded with the spec, its unknown threshold by the
-same percentile rule as the trained classes; engines/router.py ``add_router_class``), earlier
-rows unchanged; the share of each earlier class's val frames the new row takes is measured and
-written into the manifest (``router.added``) and the log, 6. INT8 calibration of the new route
+same percentile rule as the trained classes; engines/training/router_train.py
+``add_router_class``), earlier rows unchanged; the share of each earlier class's val frames the new
+row takes is measured and written into the manifest (``router.added``) and the log, 6. INT8 calibration of the new route
 with the accuracy gate (calibration/gate.py, ONNX Runtime U8S8 QDQ vs fp32 on held-out val frames
 degraded with the spec): the route entry says ``precision`` int8, or fp32 with the gate's reason.
 The manifest's ``version`` is bumped, so ``tir run --watch-bundle`` picks the new bundle up.
@@ -258,9 +258,9 @@ def _learn_trainer_class():
 
 def add_router_row(bundle, name: str, spec, val_clean, draws: int, seed: int, threads: int,
                    progress: bool = True) -> Optional[dict]:
-    """The new class as one more codebook row of ``bundle``'s router (engines/router.py
-    ``add_router_class``), with the same domain randomisation and sensor variants the router was
-    calibrated with. Returns (new router entry, report), or None without a router."""
+    """The new class as one more codebook row of ``bundle``'s router
+    (engines/training/router_train.py ``add_router_class``), with the same domain randomisation and
+    sensor variants the router was calibrated with. Returns (new router entry, report), or None without a router."""
     import onnxruntime as ort
 
     from tir.engines.adapt import ADAPTATION_KEY, apply_adaptation

@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
                             f"{e.name.split(':', 1)[1]}: {e.help}" for e in MODELS if e.family == "ecmrnet"))
     parser.add_argument("--data", default=None,
                         help="SET[,SET...] registered data sets (roadscene, hit_uav, m3svd_magnity, anti_uav, "
-                             "chips_lepton35, flir_raw16_mixed; see engines/datasets.py) or a RoadScene folder "
+                             "chips_lepton35, flir_raw16_mixed; see engines/training/datasets.py) or a RoadScene folder "
                              "(default: roadscene); train split trains, val split chooses")
     parser.add_argument("--tasks", default=",".join(TASKS),
                         help=f"comma-separated tasks in learning order (default {','.join(TASKS)})")
@@ -80,9 +80,9 @@ def add_arguments(parser) -> None:
                         help="with --router-only: repeat a smaller set's train frames up to K times towards the "
                              "largest set's count (each repeat randomised anew; default 1: no repeats)")
     parser.add_argument("--randomize", action="store_true",
-                        help="full training: domain-randomise the clean pool of every route (engines/domain.py)")
+                        help="full training: domain-randomise the clean pool of every route (engines/training/domain.py)")
     parser.add_argument("--no-randomize", action="store_true",
-                        help="no domain randomisation of the clean frames (engines/domain.py)")
+                        help="no domain randomisation of the clean frames (engines/training/domain.py)")
     parser.add_argument("--router-keep-thresholds", action="store_true",
                         help="with --router-from: keep the router's own thresholds")
 

@@ -240,13 +240,21 @@ def route_costs(model: OpenWorldModel, task: str, frame=FRAME) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 class ContinualTrainer:
-    """Runs (or resumes) the stage sequence in ``work_dir``."""
+    """Runs (or resumes) the stage sequence in ``work_dir``.
+
+    Raises:
+        DegradationError: a task of ``settings.tasks`` is no built-in degradation and no spec
+            file nor recorded in the work dir's state.json (checked before anything is trained).
+    """
 
     def __init__(self, settings: TrainSettings, work_dir, train_clean: Optional[np.ndarray] = None,
                  val_clean: Optional[np.ndarray] = None):
         self.s = settings
         self.work = open_work_dir(work_dir, settings.threads, log, "train.log")
         self.state = self._load_state()
+        for task in settings.tasks:  # an unknown task is refused before the pretrain stage runs
+            if task not in self.state.get("specs", {}):  # (tir learn records its spec there first)
+                deg.load_spec(task)
         if train_clean is None:
             train_clean = load_split(settings.data, "train")
         if val_clean is None:
