@@ -391,3 +391,15 @@ def test_bundle_schema_checks_the_adaptation_entries(adapt_bundle, tmp_path):
     (copy.path / "manifest.json").write_text(text)
     with pytest.raises(BundleError, match="router.adaptation must hold"):
         load_bundle(copy.path)
+
+
+def test_source_stats_needs_a_named_bundle(capsys):
+    """``tir adapt --source-stats`` rewrites a manifest in place, so it never defaults to the
+    shipped bundle: without --bundle it refuses (exit 2) and the shipped manifest is untouched."""
+    from tir.engines.bundle import default_bundle_path
+
+    manifest = default_bundle_path() / "manifest.json"
+    before = manifest.read_bytes()
+    assert tir(["adapt", "--source-stats"]) == 2
+    assert "--source-stats rewrites the bundle's manifest in place" in capsys.readouterr().err
+    assert manifest.read_bytes() == before

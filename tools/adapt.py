@@ -77,7 +77,9 @@ def main(args) -> int:
 
     Raises:
         ModelError: no ``--bundle`` and no installed bundle.
-        UsageError: not exactly one of ``--source``, ``--source-stats``, ``--measure``.
+        UsageError: not exactly one of ``--source``, ``--source-stats``, ``--measure``;
+            ``--source-stats`` without ``--bundle`` (it rewrites a manifest in place, so the
+            bundle must be named: the shipped one is never changed by default).
         AdaptationRefused: the fit was refused (message prefixed "refused:").
         InputError: a ValueError or FileNotFoundError of the library (e.g. no ``--out``).
     """
@@ -90,6 +92,9 @@ def main(args) -> int:
     modes = [m for m in (args.source, args.source_stats, args.measure) if m]
     if len(modes) != 1:
         raise UsageError("give exactly one of --source URI (adapt), --source-stats, --measure SETS")
+    if args.source_stats and not args.bundle:
+        raise UsageError("--source-stats rewrites the bundle's manifest in place: name the bundle with --bundle DIR "
+                         "(copy the shipped one first if that is the one you mean)")
     try:
         if args.source_stats:
             result = _source_stats(bundle, args)
