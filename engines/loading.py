@@ -46,10 +46,12 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     ``adapt_save`` writes the adapted copy there. ``deploy`` (a bundle only): ``routes`` or
     ``student`` (None: the manifest's ``deploy``). The model's ``infer`` takes float32
     N×1×H×W frames normalised to [0, 1] and returns the same shape. Raises :class:`ModelNotFound`,
-    ``EngineError``, ``BundleError`` or ``AdaptationRefused`` with a message to print.
+    ``EngineError``, ``BundleError`` or ``AdaptationRefused`` with a message to print, and
+    ``MissingDependency`` when ``backend``'s runtime is not installed (before anything loads).
     """
-    from .backends import EngineError, load_engine
+    from .backends import EngineError, load_engine, require_backend
 
+    require_backend(backend)  # a backend that cannot run here stops before any model loads
     if spec is None:
         from .bundle import default_bundle_path
 

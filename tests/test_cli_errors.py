@@ -277,3 +277,17 @@ def test_only_optional_packages_become_missing_dependency(monkeypatch, capsys):
             cli.main(["toyimport"])
     finally:
         cli.MODES.unregister("toyimport")
+
+
+def test_a_backend_that_cannot_run_here_stops_before_the_model_loads(monkeypatch):
+    """``--backend tensorrt`` without TensorRT: MissingDependency (exit 3) from load_model,
+    naming what to install, before any bundle is read (it used to fail in the infer stage)."""
+    from tir.edge.errors import MissingDependency
+    from tir.engines import backends
+    from tir.engines.loading import load_model
+
+    monkeypatch.setattr(backends, "_importable", lambda module: module not in ("tensorrt", "pycuda"))
+    with pytest.raises(MissingDependency, match="tensorrt backend needs tensorrt and pycuda") as err:
+        load_model("/nonexistent/bundle", backend="tensorrt")
+    assert err.value.exit_code == 3
+    backends.require_backend("auto")  # auto always runs (it picks what is installed)

@@ -69,6 +69,13 @@ def main(argv=None) -> int:
     Returns:
         the exit status: the mode's, a TirError's ``exit_code`` (its message printed as
         ``tir <mode>: error: <line>`` on stderr), 130 on Ctrl-C, or 0/2 without a mode (help).
+        A missing optional package (torch, onnx, matplotlib, TensorRT, pycuda) is turned into a
+        ``MissingDependency`` line and exit 3.
+
+    Raises:
+        ImportError: a module that is not one of those optional packages failed to import (a
+            broken install or a bug: its traceback is kept, not turned into one line).
+        SystemExit: argparse's own exit for ``--help`` and bad options (status 0 or 2).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     top = build_parser()

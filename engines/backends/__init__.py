@@ -91,6 +91,25 @@ def _missing(entry) -> List[str]:
     return [m for m in entry.requires if not _importable(m)]
 
 
+def require_backend(name: str) -> None:
+    """Check before anything starts that backend ``name`` can run here (``"auto"`` always can).
+
+    Raises:
+        OptionError: ``name`` is not a registered backend (the message lists them).
+        MissingDependency: a Python module the backend needs is not importable (exit 3; the
+            message says what to install), so ``tir run --backend tensorrt`` on a machine
+            without TensorRT stops at start-up instead of failing in the infer stage.
+    """
+    from ...edge.errors import MissingDependency
+
+    if name == "auto":
+        return
+    entry = BACKENDS.get(name)
+    missing = _missing(entry)
+    if missing:
+        raise MissingDependency(f"the {entry.name} backend needs {' and '.join(missing)}: {entry.install}")
+
+
 def backend_details() -> Dict[str, str]:
     """Backend name -> one line saying whether it runs here (and on what), without heavy imports
     beyond ONNX Runtime's provider list."""
