@@ -291,3 +291,21 @@ def test_a_backend_that_cannot_run_here_stops_before_the_model_loads(monkeypatch
         load_model("/nonexistent/bundle", backend="tensorrt")
     assert err.value.exit_code == 3
     backends.require_backend("auto")  # auto always runs (it picks what is installed)
+
+
+def test_export_out_never_overwrites_an_existing_folder(tmp_path, capsys):
+    """``tir export --out DIR`` writes a new bundle; an existing non-empty DIR (or a file) is
+    refused with exit 2 before anything is exported, and its contents are kept."""
+    from tir.engines.bundle import default_bundle_path
+    from tir.tools import cli
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    assert cli.main(["export", "--bundle", str(default_bundle_path()), "--out", str(taken)]) == 2
+    assert "already exists and is not an empty folder" in capsys.readouterr().out
+    assert (taken / "keep.txt").read_text() == "mine" and len(list(taken.iterdir())) == 1
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert cli.main(["export", "--bundle", str(default_bundle_path()), "--out", str(afile)]) == 2
+    assert afile.read_text() == "x"

@@ -13,6 +13,8 @@ into the new bundle folder NEW with fresh hashes and MAC counts; then NEW is che
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -95,7 +97,8 @@ def main(args) -> int:
 
     Returns:
         0 every file passed; 1 a file failed or the re-export exceeded ``--tolerance``; 2 the
-        bundle or ``--size`` was refused (one line printed).
+        bundle or ``--size`` was refused, or ``--out`` names an existing non-empty folder or a
+        file (nothing is overwritten; one line printed).
     """
     from tir.edge.uri import parse_size
     from tir.engines.bundle import BundleError, load_bundle
@@ -103,6 +106,11 @@ def main(args) -> int:
     try:
         size = parse_size(args.size)
         if getattr(args, "out", None):
+            out = Path(args.out)
+            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+                print(f"tir export: {out} already exists and is not an empty folder; the re-export writes a new "
+                      "bundle and never overwrites one: remove it or choose another --out")
+                return 2
             from tir.engines.training.export import ExportError
             from tir.engines.training.fast_route import reexport_bundle
 
