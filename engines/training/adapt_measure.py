@@ -24,20 +24,16 @@ def live_input(counts: np.ndarray, bits: int, task: str, rng) -> np.ndarray:
 
     Returns:
         (H, W) float32, nominally in [0, 1]: :func:`~tir.engines.training.camera_eval.degrade_counts`
-        (degrade the counts, re-quantise 8-bit frames) then the pipeline's ``Preprocess`` stage.
+        (degrade the counts, re-quantise 8-bit frames) then
+        :func:`~tir.engines.training.camera_eval.model_input` (the pipeline's ``Preprocess`` stage).
 
     Raises:
         DegradationError: ``task`` is not a known degradation.
     """
-    from tir.edge.frame import Frame
-    from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
-
-    from .camera_eval import degrade_counts
+    from .camera_eval import degrade_counts, model_input
 
     degraded, _, meta, _ = degrade_counts(counts, bits, task, rng)
-    frame = Frame(raw=degraded, seq=0, t_capture=0.0, meta=dict(meta))
-    Preprocess()(frame)
-    return frame.meta.pop(MODEL_INPUT_KEY)
+    return model_input(degraded, meta)[0]
 
 
 def measure_adaptation(bundle_path, sets: Sequence[str], data_root=None, frames: int = DEFAULT_FRAMES, seed: int = 0,

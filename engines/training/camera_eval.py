@@ -124,25 +124,39 @@ def user_path(model, counts: np.ndarray, meta: dict) -> np.ndarray:
     return frame.restored
 
 
-def user_route(model, counts: np.ndarray, meta: dict) -> None:
-    """Route one frame of counts exactly as the pipeline does, without restoring it: the
-    pipeline's ``Preprocess`` stage, then ``model.observe`` (the Restorer's routing step that
-    ``infer`` runs before its route; same verdict, same state change). For router-only
-    evaluation (``tir eval --data ... --router-only``).
+def model_input(counts: np.ndarray, meta: dict) -> Tuple[np.ndarray, dict]:
+    """One frame of counts through the pipeline's own ``Preprocess`` stage (a fresh normaliser),
+    as the infer stage receives it.
 
     Args:
-        model: the Restorer (anything with ``observe(x, meta)``).
-        counts: (H, W) raw frame as a source delivers it: uint16 Y16 counts, or uint8 for an
-            8-bit source (``meta["bits"]`` says which).
+        counts: (H, W) raw frame as a source delivers it: uint16 Y16 counts, or 8-bit grey levels
+            shifted into counts (``meta["bits"]``/``meta["source_bits"]`` say which).
         meta: the frame's metadata (copied; ``bits`` picks the normalisation map).
+
+    Returns:
+        ((H, W) float32 model input, nominally in [0, 1]; the frame's meta after preprocessing).
     """
     from tir.edge.frame import Frame
     from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
 
     frame = Frame(raw=counts, seq=0, t_capture=time.monotonic(), meta=dict(meta))
     Preprocess()(frame)
-    x = frame.meta.pop(MODEL_INPUT_KEY)
-    model.observe(x[None, None] if x.ndim == 2 else x, frame.meta)
+    return frame.meta.pop(MODEL_INPUT_KEY), frame.meta
+
+
+def user_route(model, counts: np.ndarray, meta: dict) -> None:
+    """Route one frame of counts exactly as the pipeline does, without restoring it:
+    :func:`model_input`, then ``model.observe`` (the Restorer's routing step that ``infer``
+    runs before its route; same verdict, same state change). For router-only evaluation
+    (``tir eval --data ... --router-only``).
+
+    Args:
+        model: the Restorer (anything with ``observe(x, meta)``).
+        counts: (H, W) raw frame as a source delivers it (see :func:`model_input`).
+        meta: the frame's metadata (copied).
+    """
+    x, frame_meta = model_input(counts, meta)
+    model.observe(x[None, None], frame_meta)
 
 
 def _lowpass(x: np.ndarray) -> np.ndarray:
