@@ -91,6 +91,12 @@ def _missing(entry) -> List[str]:
     return [m for m in entry.requires if not _importable(m)]
 
 
+def _needs(entry) -> Optional[str]:
+    """What ``entry`` still needs here, as the line to print (None: it can run)."""
+    missing = _missing(entry)
+    return f"the {entry.name} backend needs {' and '.join(missing)}: {entry.install}" if missing else None
+
+
 def require_backend(name: str) -> None:
     """Check before anything starts that backend ``name`` can run here (``"auto"`` always can).
 
@@ -104,10 +110,9 @@ def require_backend(name: str) -> None:
 
     if name == "auto":
         return
-    entry = BACKENDS.get(name)
-    missing = _missing(entry)
-    if missing:
-        raise MissingDependency(f"the {entry.name} backend needs {' and '.join(missing)}: {entry.install}")
+    needs = _needs(BACKENDS.get(name))
+    if needs:
+        raise MissingDependency(needs)
 
 
 def backend_details() -> Dict[str, str]:
@@ -160,9 +165,9 @@ def check_backend(path, backend: str) -> None:
 
 def _create(entry, target, kw: Dict[str, Any]):
     """``entry``'s class on ``target`` with the options ``kw`` checked against its declaration."""
-    missing = _missing(entry)
-    if missing:
-        raise EngineError(f"the {entry.name} backend needs {' and '.join(missing)}: {entry.install}")
+    needs = _needs(entry)
+    if needs:
+        raise EngineError(needs)
     options = entry.parse(kw, where=f"backend {entry.name}")
     try:
         cls = entry.load()
