@@ -13,8 +13,6 @@ into the new bundle folder NEW with fresh hashes and MAC counts; then NEW is che
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 
@@ -106,11 +104,6 @@ def main(args) -> int:
     try:
         size = parse_size(args.size)
         if getattr(args, "out", None):
-            out = Path(args.out)
-            if out.exists() and (not out.is_dir() or any(out.iterdir())):
-                print(f"tir export: {out} already exists and is not an empty folder; the re-export writes a new "
-                      "bundle and never overwrites one: remove it or choose another --out")
-                return 2
             from tir.engines.training.export import ExportError
             from tir.engines.training.fast_route import reexport_bundle
 

@@ -208,7 +208,8 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
     (router, its adaptation statistics, metrics, specs, checkpoint) and gets fresh sha256
     values, ``gmac_640x512`` from :func:`tir.engines.training.macs.count_macs` and per route an
     ``export`` entry with the two differences. Returns the new bundle's folder.
-    Raises BundleError (no checkpoint, same folder, or a tampered file), ValueError (a
+    Raises BundleError (no checkpoint, same folder, an existing non-empty ``out_dir`` or a
+    file there, or a tampered file), ValueError (a
     checkpoint that is not weights-only) or ExportError (a difference above ``tolerance``).
     """
     import io
@@ -229,6 +230,9 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
     out = Path(out_dir)
     if out.exists() and out.resolve() == bundle.path.resolve():
         raise BundleError("write the re-exported bundle to another folder; the original is kept")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BundleError(f"{out} already exists and is not an empty folder; the re-export writes a new "
+                          "bundle and never overwrites one: remove it or choose another --out")
     info = bundle.manifest.get("checkpoint")
     if not info:
         raise BundleError(f"bundle {bundle.path} lists no checkpoint (model.pt) in its manifest.json; "
