@@ -40,6 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..edge.errors import InputError
+from .contrast_gate import CONTRAST_SPAN_KEY, contrast_prior
 
 log = logging.getLogger(__name__)
 
@@ -496,8 +497,9 @@ def add_source_stats(bundle_path, frames: np.ndarray, data: str, draws: int = SO
                      augment: Optional[Callable] = None, variants: Optional[dict] = None,
                      quantize: float = 0.0):
     """Compute :func:`compute_source_stats` with the bundle's router ONNX on ``frames`` and
-    store them in the bundle's router entry under :data:`SOURCE_KEY`, in place (only
-    manifest.json changes; the bundle is re-verified after).
+    store them in the bundle's router entry under :data:`SOURCE_KEY`, with the contrast gate's
+    training prior (:func:`tir.engines.contrast_gate.contrast_prior`) under ``contrast_span``,
+    in place (only manifest.json changes; the bundle is re-verified after).
 
     Args:
         bundle_path: the bundle folder.
@@ -530,6 +532,8 @@ def add_source_stats(bundle_path, frames: np.ndarray, data: str, draws: int = SO
     stats["data"] = str(data)
     manifest = copy.deepcopy(bundle.manifest)
     manifest["router"][SOURCE_KEY] = stats
+    # the same training frames give the contrast gate its prior (engines/contrast_gate.py)
+    manifest["router"][CONTRAST_SPAN_KEY] = contrast_prior(frames)
     return save_manifest(bundle.path, manifest)
 
 

@@ -377,10 +377,11 @@ STUDENT_KEYS = ("file", "sha256", "prompts", "preset", "gmac_640x512", "params",
                 "training", "int8")
 #: keys of the router entry (written by tir.engines.training.router_train.train_router / calibrate_router;
 #: adapt_source and adaptation by engines.adapt; added by tir.engines.training.router_train.add_router_class:
-#: one report per codebook row added after training, by ``tir learn``)
+#: one report per codebook row added after training, by ``tir learn``; contrast_span, the contrast
+#: gate's training prior, by engines.adapt.add_source_stats)
 ROUTER_KEYS = ("file", "sha256", "codebook", "tasks", "threshold", "thresholds", "temperature",
                "input_size", "features", "metrics", "source", "calibrated_from", "training", "adapt_source",
-               "adaptation", "added")
+               "adaptation", "added", "contrast_span")
 MAX_MULTIPLE = 256
 MAX_INPUT_SIDE = 16384
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -449,6 +450,11 @@ def _check_router(router: dict, problems: List[str]) -> None:
         if not isinstance(added, list) or not all(isinstance(a, dict) and a.get("task") in names for a in added):
             problems.append("router.added must be a list of reports, each naming a class of router.tasks "
                             "(written by tir learn when it adds a codebook row)")
+    span = router.get("contrast_span")
+    if span is not None and not (isinstance(span, dict) and _is_number(span.get("median"))
+                                 and 0.0 < span["median"] <= 1.0):
+        problems.append("router.contrast_span must be {\"median\": span in (0, 1], ...} (the contrast gate's "
+                        "training prior, written by tir adapt --source-stats)")
     if "input_size" in router:
         size = router["input_size"]
         if not (isinstance(size, list) and len(size) == 2

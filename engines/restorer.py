@@ -44,6 +44,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
+from .contrast_gate import ContrastGate, lowpass_span
 from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class Restorer:
         adapt: fit the camera adaptation map on the first N non-FFC frames.
         adapt_save: write the adapted bundle to this folder once fitted.
         deploy: ``routes`` or ``student`` (default: the manifest's).
+        contrast_gate: judge contrast-carrying verdicts against the camera's own contrast
+            (engines/contrast_gate.py; default on). Off: the router's verdicts as they are.
 
     Raises:
         BundleError: the bundle fails :func:`~tir.engines.bundle.load_bundle`.
@@ -102,7 +105,7 @@ class Restorer:
                  every: int = 8, hysteresis: int = 3, threads: Optional[int] = None,
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, precision: Optional[str] = None,
                  adapt: Optional[int] = None, adapt_save=None, source_uri: str = "",
-                 deploy: Optional[str] = None):
+                 deploy: Optional[str] = None, contrast_gate: bool = True):
         from .bundle import Bundle, load_bundle
 
         self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
@@ -160,6 +163,11 @@ class Restorer:
             self._input_size = tuple(self.router_info.get("input_size", (640, 512)))
             self._added = added_rows(self.router_info)   # rows tir learn added: claim only above threshold
         self._adaptation = None if self.router_info is None else self.router_info.get(ADAPTATION_KEY)
+        self.contrast_gate: Optional[ContrastGate] = None
+        if contrast_gate and self.router_info is not None:
+            specs = {t: (self.bundle.task_info(t).get("spec") or {}).get("steps") or [] for t in self.routes}
+            self.contrast_gate = ContrastGate.for_bundle(specs, self.router_info)
+        self._contrast_low = True   # the last routed frame's contrast was low for this camera
         self.adapter: Optional[OnlineAdapter] = None
         self.adapt_save = adapt_save
         self.adapt_saved: Optional[str] = None
@@ -378,17 +386,70 @@ class Restorer:
             return None
         else:
             decision = self.classify(x[-1:])[0]
+        decision = self._gate(decision, x[-1])
         self._decide(decision)
         if self.deploy == "student" and self.last_embeddings is not None:
-            self.prompt_weights = self.prompt_mix(self.last_embeddings[-1])
+            self.prompt_weights = self._gate_prompt(self.prompt_mix(self.last_embeddings[-1]), decision["task"])
         # the verdict on this batch's newest frame with its router embedding (D floats), for
         # the open-world collector (edge/outputs/collect.py); ``decisions`` counts them
         self.last_decision = {**decision, "embedding": self.last_embeddings[-1].copy()}
         return decision
 
+    def _gate(self, decision: dict, frame: np.ndarray) -> dict:
+        """The contrast gate on one verdict (engines/contrast_gate.py): a contrast-carrying task
+        on a frame whose contrast is not low for this camera becomes its partner without the
+        contrast part (``gated_from`` names the router's own verdict); the frame's span then
+        joins the camera's history."""
+        if self.contrast_gate is None:
+            return decision
+        span = lowpass_span(frame)
+        self._contrast_low = self.contrast_gate.is_low(span)
+        if decision["task"] not in (UNKNOWN, CLEAN):
+            task = self.contrast_gate.judge(decision["task"], span)
+            if task != decision["task"]:
+                decision = {**decision, "task": task, "gated_from": decision["task"]}
+        self.contrast_gate.add(span)
+        return decision
+
+    def _gate_prompt(self, weights: np.ndarray, task: str) -> np.ndarray:
+        """The student's prompt mix after the contrast gate: when the frame's contrast is not low
+        for this camera, each contrast-carrying prompt's weight moves to its partner's prompt
+        (dropped when the partner is ``clean``), renormalised; a one-hot of the gated verdict
+        when nothing is left. (K,) float32 in, (K,) float32 out."""
+        gate = self.contrast_gate
+        if gate is None or self._contrast_low or not self.prompts:
+            return weights
+        w = np.asarray(weights, dtype=np.float64).copy()
+        for k, prompt in enumerate(self.prompts):
+            partner = gate.partners.get(prompt)
+            if partner is None:
+                continue
+            if partner in self.prompts:
+                w[self.prompts.index(partner)] += w[k]
+            w[k] = 0.0
+        if w.sum() <= 0.0:
+            return self._one_hot(task) if task in self.prompts else np.asarray(weights, dtype=np.float32)
+        return (w / w.sum()).astype(np.float32)
+
+    def warm_camera(self, batch) -> None:
+        """Show the contrast gate frames the camera delivered, without routing them (unlabeled:
+        e.g. a camera set's frames before evaluation, as a running camera would have shown).
+
+        Args:
+            batch: (H, W), (N, H, W) or (N, 1, H, W) float32 model inputs in [0, 1].
+
+        Raises:
+            ValueError: ``batch`` has another shape.
+        """
+        x = _as_batch(batch)
+        if self.contrast_gate is not None:
+            for frame in x:
+                self.contrast_gate.add(lowpass_span(frame))
+
     def reset(self) -> None:
         """Forget the routing state (route, streak, last verdict; counters stay): the next
-        frame is routed as at start-up. For independent frames (evaluation, a new scene)."""
+        frame is routed as at start-up. For independent frames (evaluation, a new scene). The
+        contrast gate's camera history stays: the camera is the same."""
         if not self.forced:
             self.current = None
         self._candidate, self._streak = None, 0
@@ -482,8 +543,9 @@ class Restorer:
         """The routing state for the stats page: ``task`` (the route now), the last verdict
         (``decision``, ``confidence``, ``unknown``, ``nearest``), ``router_ms`` (ms per frame),
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
-        ``skipped_ffc``), ``loaded_routes``, ``forced``, ``adapt``, ``deploy`` and the student's
-        ``prompt`` weights (None without).
+        ``skipped_ffc``), ``loaded_routes``, ``forced``, ``adapt``, ``deploy``, ``contrast`` (the
+        contrast gate: camera reference span, history frames, ratio, demoted verdicts; None when
+        off) and the student's ``prompt`` weights (None without).
         """
         return {"task": self.route, "confidence": self._last["confidence"],
                 "unknown": bool(self._last["unknown"]), "switches": self.switches,
@@ -492,6 +554,7 @@ class Restorer:
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy,
+                "contrast": None if self.contrast_gate is None else self.contrast_gate.status(),
                 "prompt": None if self.prompt_weights is None else
                 {p: round(float(w), 4) for p, w in zip(self.prompts, self.prompt_weights)}}
 

@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+
 from tir.edge.errors import InputError, ModelError, TirError, UsageError
 
 from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_source_argument,
@@ -148,17 +150,26 @@ def _source_stats(bundle, args) -> dict:
         names = [d["name"] for d in router_training["sets"]]  # the sets the router was trained on
     augment = variants = None
     if names and all(n in DATASETS for n in names):
-        frames, where = load_unit_frames(names, "train"), ",".join(names) + " (train)"
+        # the router's training frames as train_router_for_bundle drew them: each set's train
+        # split, a small set repeated up to the training's ``balance``
+        from tir.engines.training.train import balanced_repeats
+
+        per_set = [load_unit_frames(n, "train") for n in names]
+        repeats = balanced_repeats([len(f) for f in per_set], int(router_training.get("balance", 1)))
+        frames = np.concatenate([np.concatenate([f] * r) for f, r in zip(per_set, repeats)])
+        where = ",".join(names) + " (train)"
         if router_training.get("domain_randomisation"):
             from tir.engines.training.domain import randomize as augment
         if router_training.get("sensor_variants"):
             from tir.engines.router import SENSOR_VARIANTS as variants
     else:
         frames, where = load_clean(args.data, "train")
-    updated = add_source_stats(bundle, frames, where, threads=args.threads, augment=augment, variants=variants)
+    updated = add_source_stats(bundle, frames, where, threads=args.threads, augment=augment, variants=variants,
+                               quantize=float(router_training.get("quantize", 0.0)))
     stats = updated.router["adapt_source"]
     print(f"source statistics of {stats['count']} embeddings ({stats['frames']} frames of {where}, "
-          f"{stats['draws']} draws per class) written to {Path(updated.path) / 'manifest.json'}")
+          f"{stats['draws']} draws per class) and the contrast gate's prior (median low-pass span "
+          f"{updated.router['contrast_span']['median']:.3f}) written to {Path(updated.path) / 'manifest.json'}")
     return {"bundle": str(updated.path), "count": stats["count"], "data": where}
 
 

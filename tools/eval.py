@@ -23,7 +23,7 @@ BASELINES = ("classical", "sequential", "joint")
 def add_arguments(parser) -> None:
     """Add ``tir eval``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
     ``--router``, ``--data``, ``--split``, ``--leave-out`` / ``--leave-out-only``, ``--work-dir``,
-    ``--router-steps``, ``--no-true-routes``, ``--seed``, ``--baselines``, ``--sequential``,
+    ``--router-steps``, ``--no-true-routes``, ``--no-contrast-gate``, ``--seed``, ``--baselines``, ``--sequential``,
     ``--joint``, ``--tasks``, ``--unseen``, ``--max-frames``, ``--backend``, ``--threads``,
     ``--json``, ``--plot``.
     """
@@ -46,6 +46,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--router-only", action="store_true",
                         help="with --data: route every frame the live way but restore nothing (the router's "
                              "accuracy per camera in a fraction of the time; no PSNR, no plot)")
+    parser.add_argument("--no-contrast-gate", action="store_true",
+                        help="with --data: score the router's verdicts without the contrast gate "
+                             "(engines/contrast_gate.py; on in tir run), to measure what it does")
     parser.add_argument("--no-true-routes", action="store_true",
                         help="per-camera table: skip the forced true-route column (faster)")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
@@ -137,7 +140,8 @@ def _cameras(args, bundle) -> int:
     with refusing(ValueError):
         result = evaluate_cameras(bundle, args.data, split=args.split, seed=args.seed,
                                   max_frames=args.max_frames, backend=args.backend, threads=args.threads,
-                                  true_routes=not args.no_true_routes, router_only=args.router_only)
+                                  true_routes=not args.no_true_routes, router_only=args.router_only,
+                                  contrast_gate=not args.no_contrast_gate)
     result["command"] = _command()
     print(format_cameras(result))
     _write_json(args, result)

@@ -52,6 +52,25 @@ from ..router import CLEAN
 
 NOISE_TASKS = ("noise", "CN", "BN", "CBN")
 SCENE_SIGMA = 4.0
+#: unlabeled frames of the same camera shown to the contrast gate before a set is evaluated
+WARM_FRAMES = 48
+
+
+def warm_camera(auto, name: str, split: str, root=None, frames: int = WARM_FRAMES) -> int:
+    """Show the Restorer's contrast gate (engines/contrast_gate.py) up to ``frames`` unlabeled
+    frames of camera set ``name`` through the live preprocessing, as a running camera would
+    have shown them before the evaluated frames: the set's ``train`` split when the evaluated
+    split is another one (other scenes of the same camera), else the evaluated frames themselves
+    (a set without splits). Returns the number of frames shown (0 with the gate off)."""
+    if getattr(auto, "contrast_gate", None) is None or frames <= 0:
+        return 0
+    ds = dsets.dataset(name)
+    source = "train" if ds.splits and split != "train" else (split if ds.splits else dsets.ALL)
+    shown = dsets.load_counts(name, source, root, frames)
+    for f in shown:
+        counts, _, meta, _ = degrade_counts(f, ds.bits, CLEAN, None)
+        auto.warm_camera(model_input(counts, meta)[0])
+    return len(shown)
 
 
 def visible_task(task: str, bits: int) -> str:
@@ -178,8 +197,13 @@ def _summary(values: Sequence[float]) -> dict:
 
 def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_frames: Optional[int] = None,
                  backend: str = "auto", threads: Optional[int] = None, true_routes: bool = True,
-                 root=None, progress: bool = True, router_only: bool = False) -> dict:
+                 root=None, progress: bool = True, router_only: bool = False,
+                 contrast_gate: bool = True) -> dict:
     """Evaluate one registered set (see the module docstring); returns a JSON-ready dict.
+
+    ``contrast_gate``: the Restorer's contrast gate on (as ``tir run``), its camera history
+    warmed with the set's own unlabeled frames first (:func:`warm_camera`); off: the router's
+    verdicts as they are.
 
     ``router_only``: route every frame through the same preprocessing and routing step but
     restore nothing (:func:`user_route`): the ``router`` block (and, for sets without a
@@ -192,11 +216,13 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     ds = dsets.dataset(name)
     split = split if ds.splits else dsets.ALL
     frames = dsets.load_counts(name, split, root, max_frames)
-    auto = Restorer(bundle, backend=backend, every=1, hysteresis=1, threads=threads)
+    auto = Restorer(bundle, backend=backend, every=1, hysteresis=1, threads=threads, contrast_gate=contrast_gate)
     tasks = list(auto.routes)
     result: Dict[str, object] = {"set": name, "camera": ds.camera, "bits": ds.bits, "split": split,
                                  "frames": len(frames), "sizes": sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames}),
-                                 "seed": seed, "tasks": tasks}
+                                 "seed": seed, "tasks": tasks,
+                                 "contrast_gate": {"on": bool(contrast_gate),
+                                                   "warm_frames": warm_camera(auto, name, split, root)}}
     t0 = time.monotonic()
     if not ds.clean:  # real degraded frames: no reference, no-reference checks only
         routed, fpn_in, fpn_out, scene, fpn_rel_in, fpn_rel_out = [], [], [], [], [], []
@@ -306,13 +332,14 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
 def evaluate_cameras(bundle, sets: Sequence[str], split: str = "test", seed: int = 0,
                      max_frames: Optional[int] = None, backend: str = "auto",
                      threads: Optional[int] = None, true_routes: bool = True, root=None,
-                     router_only: bool = False) -> dict:
+                     router_only: bool = False, contrast_gate: bool = True) -> dict:
     """:func:`evaluate_set` for every set in ``sets``; returns {"sets": {name: result}, ...}."""
     names = dsets.parse_sets(sets)
-    out = {"split": split, "seed": seed, "bundle": str(bundle), "sets": {}}
+    out = {"split": split, "seed": seed, "bundle": str(bundle), "contrast_gate": bool(contrast_gate), "sets": {}}
     for name in names:
         out["sets"][name] = evaluate_set(bundle, name, split, seed, max_frames, backend, threads,
-                                         true_routes, root, router_only=router_only)
+                                         true_routes, root, router_only=router_only,
+                                         contrast_gate=contrast_gate)
     return out
 
 
@@ -420,6 +447,7 @@ def before_after(bundle, name: str, path, frames: int = 2, backend: str = "auto"
         paths = dsets.split_files(name, dsets.ALL if not ds.splits else "test", root)
         picks = [dsets.read_counts(paths[int(i)], ds.bits) for i in np.linspace(0, len(paths) - 1, frames)]
     auto = Restorer(bundle, backend=backend, every=1, hysteresis=1, threads=threads)
+    warm_camera(auto, name, "test", root)
     fig, axes = plt.subplots(frames, 2, figsize=(10, 3.9 * frames), squeeze=False)
     for row, f in zip(axes, picks):
         counts, _, meta, _ = degrade_counts(f, ds.bits, CLEAN, None)

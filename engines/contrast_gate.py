@@ -1,0 +1,223 @@
+"""Low contrast is relative to the camera: keep a contrast-carrying verdict only when the frame's
+contrast is low *for this camera*.
+
+Why (docs/cameras.md, "Session 6"): a frame's contrast alone cannot tell a low-contrast camera from
+a contrast-degraded frame. The robust span of an Anti-UAV sky camera's *clean* 8-bit frames is
+0.43 of full scale (median), the same as RoadScene's contrast-degraded frames (0.41), so any
+router that reads contrast from one frame either sends the sky camera's clean frames to the
+contrast route (18 dB from themselves) or misses the degradation elsewhere. What tells them apart
+is the camera's own history: the contrast degradation (``contrast`` op, ecmrnet.md §1.3) scales a
+frame's span by α = 1 + U(contrast) ∈ [0.2, 0.6], so a degraded frame's span is at most 0.6× what
+the same camera delivers on the same kind of scene.
+
+The gate (:class:`ContrastGate`):
+
+- measures each routed frame's **low-pass span** (:func:`lowpass_span`: the frame area-averaged
+  over 8×8 blocks, 99th minus 1st percentile; the block mean keeps contrast and removes per-pixel
+  noise, which would otherwise widen the span of a noisy frame);
+- keeps the camera's **reference span**: the median low-pass span of the last ``window`` routed
+  frames, shrunk towards the router's training prior (the median over its clean training frames,
+  ``contrast_span`` in the router entry) with the weight of ``prior_frames`` frames, in the log
+  domain (empirical-Bayes shrinkage: at start-up the prior decides, after a few seconds of video
+  the camera's own frames do);
+- calls a frame **low** when its span is below ``ratio`` × the reference. The default ratio is the
+  geometric mean of the largest contrast factor of the bundle's specs and 1 (√0.6 = 0.775 for
+  the shipped specs): half-way, in the log domain, between "as the camera delivers it" and the
+  mildest contrast degradation;
+- **demotes** a contrast-carrying verdict on a frame that is not low to its partner without the
+  contrast part (contrast → clean, CB → blur, CN → noise, CBN → BN; partners derived from the
+  bundle's degradation specs, so a task ``tir learn`` adds is handled the same way). It never
+  promotes: the gate can only take the contrast route away (do no harm: a clean frame sent to the
+  contrast route comes out ~18 dB from itself; a missed contrast loss leaves the frame as the
+  camera delivered it).
+
+Raw 16-bit cameras: the normaliser's percentile stretch is the AGC there and undoes a global
+contrast loss before the router sees it, so the spans stay at the reference and contrast-carrying
+verdicts are demoted to the task that is still visible (camera_eval.visible_task).
+
+numpy + OpenCV only (runtime).
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Dict, Iterable, Mapping, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from .router import CLEAN
+
+#: the router entry's key of the training prior (:func:`contrast_prior`)
+CONTRAST_SPAN_KEY = "contrast_span"
+#: the degradation op whose loss the gate judges against the camera (engines/degrade.py)
+CONTRAST_OP = "contrast"
+#: low-pass block in pixels (8×8 area mean) for :func:`lowpass_span`
+SPAN_BLOCK = 8
+#: percentiles of the low-pass frame whose difference is the span
+SPAN_PERCENTILES = (1.0, 99.0)
+#: routed frames the camera's reference is the median of (≈ 2.3 min at 30 fps, router every 8 frames)
+DEFAULT_WINDOW = 512
+#: weight of the training prior, in frames, when the reference is shrunk towards it
+DEFAULT_PRIOR_FRAMES = 8
+#: largest contrast factor α of the shipped contrast spec (1 + (-0.4), ecmrnet.md §1.3), used
+#: when a bundle's specs state no contrast range
+DEFAULT_MAX_FACTOR = 0.6
+
+
+def lowpass_span(frame: np.ndarray, block: int = SPAN_BLOCK) -> float:
+    """The contrast of one frame that per-pixel noise does not change.
+
+    Args:
+        frame: (H, W) or (1, H, W) or (1, 1, H, W) float frame, the model input in [0, 1].
+        block: area-mean block in pixels (≥ 1); a side shorter than ``block`` keeps one block.
+
+    Returns:
+        The 99th minus the 1st percentile of the block means, in the frame's units (≥ 0).
+
+    Raises:
+        ValueError: the frame is not a single 2-D image.
+    """
+    x = np.asarray(frame, dtype=np.float32)
+    x = x.reshape(x.shape[-2:]) if x.ndim > 2 and int(np.prod(x.shape[:-2])) == 1 else x
+    if x.ndim != 2:
+        raise ValueError(f"lowpass_span expects one (H, W) frame, got shape {np.shape(frame)}")
+    h, w = x.shape
+    small = cv2.resize(x, (max(w // int(block), 1), max(h // int(block), 1)), interpolation=cv2.INTER_AREA)
+    lo, hi = np.percentile(small, SPAN_PERCENTILES)
+    return float(max(hi - lo, 0.0))
+
+
+def _contrast_free(steps: Sequence[dict]) -> tuple:
+    return tuple(repr(sorted(s.items())) for s in steps if s.get("op") != CONTRAST_OP)
+
+
+def contrast_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
+    """Each contrast-carrying task -> the task that is the same degradation without the contrast
+    part (``clean`` when nothing else is left).
+
+    Args:
+        specs: task name -> its spec's steps (list of op dicts, as bundles store them).
+
+    Returns:
+        {task: partner} for every task with a ``contrast`` step whose partner exists (a task whose
+        remaining steps match no other task is left out: the gate never touches it).
+    """
+    by_steps = {_contrast_free(steps): name for name, steps in specs.items()
+                if not any(s.get("op") == CONTRAST_OP for s in steps)}
+    partners = {}
+    for name, steps in specs.items():
+        if not any(s.get("op") == CONTRAST_OP for s in steps):
+            continue
+        rest = _contrast_free(steps)
+        if not rest:
+            partners[name] = CLEAN
+        elif rest in by_steps:
+            partners[name] = by_steps[rest]
+    return partners
+
+
+def max_contrast_factor(specs: Iterable[Sequence[dict]]) -> float:
+    """The largest contrast factor α = 1 + contrast[1] over the ``contrast`` steps of ``specs``
+    (:data:`DEFAULT_MAX_FACTOR` when none states a range); clipped to (0, 1)."""
+    found = [1.0 + float(s["contrast"][1]) for steps in specs for s in steps
+             if s.get("op") == CONTRAST_OP and isinstance(s.get("contrast"), (list, tuple))]
+    factor = max(found) if found else DEFAULT_MAX_FACTOR
+    return float(min(max(factor, 1e-3), 0.999))
+
+
+class ContrastGate:
+    """The camera's reference contrast and the demotion of contrast-carrying verdicts.
+
+    Args:
+        partners: {contrast-carrying task: partner} (:func:`contrast_partners`).
+        prior: the training prior of the low-pass span (median over clean training frames), or
+            None (then the camera's own frames alone; with none yet every contrast verdict is
+            demoted).
+        ratio: a frame is low below ``ratio`` × reference, in (0, 1).
+        window: routed frames the camera's median is taken over (≥ 1).
+        prior_frames: weight of the prior in frames (≥ 0).
+
+    Raises:
+        ValueError: ``ratio`` outside (0, 1), ``window`` < 1, ``prior_frames`` < 0 or a prior ≤ 0.
+    """
+
+    def __init__(self, partners: Mapping[str, str], prior: Optional[float], ratio: float,
+                 window: int = DEFAULT_WINDOW, prior_frames: int = DEFAULT_PRIOR_FRAMES):
+        if not 0.0 < float(ratio) < 1.0:
+            raise ValueError(f"contrast gate ratio must be in (0, 1), got {ratio}")
+        if int(window) < 1 or int(prior_frames) < 0:
+            raise ValueError(f"contrast gate window must be ≥ 1 and prior_frames ≥ 0, got {window}, {prior_frames}")
+        if prior is not None and not float(prior) > 0.0:
+            raise ValueError(f"contrast gate prior span must be > 0, got {prior}")
+        self.partners = dict(partners)
+        self.prior = None if prior is None else float(prior)
+        self.ratio = float(ratio)
+        self.prior_frames = int(prior_frames)
+        self.spans: deque = deque(maxlen=int(window))
+        self.demoted = 0
+
+    @classmethod
+    def for_bundle(cls, specs: Mapping[str, Sequence[dict]], router_entry: Optional[dict]) -> "ContrastGate":
+        """The gate of a bundle: partners and ratio from its task specs, the prior from its
+        router entry's ``contrast_span`` (``{"median": float, ...}``; None when absent)."""
+        prior = ((router_entry or {}).get(CONTRAST_SPAN_KEY) or {}).get("median")
+        ratio = math.sqrt(max_contrast_factor(specs.values()))
+        return cls(contrast_partners(specs), prior if prior and prior > 0 else None, ratio)
+
+    @property
+    def reference(self) -> Optional[float]:
+        """The camera's reference span: the median of the recent spans shrunk towards the prior
+        (geometric weighting by frame counts); None with neither."""
+        spans = [s for s in self.spans if s > 0]
+        if not spans:
+            return self.prior
+        own = float(np.median(spans))
+        if self.prior is None or self.prior_frames == 0:
+            return own
+        n, w0 = len(spans), self.prior_frames
+        return float(math.exp((w0 * math.log(self.prior) + n * math.log(own)) / (w0 + n)))
+
+    def is_low(self, span: float) -> bool:
+        """True when ``span`` is below ``ratio`` × the reference (False with no reference)."""
+        ref = self.reference
+        return ref is not None and float(span) < self.ratio * ref
+
+    def judge(self, task: str, span: float) -> str:
+        """The verdict after the gate: ``task`` itself, or its partner when ``task`` carries
+        contrast and the frame's ``span`` is not low for this camera (counted in
+        :attr:`demoted`). Does not record the span (:meth:`add`)."""
+        if task in self.partners and not self.is_low(span):
+            self.demoted += 1
+            return self.partners[task]
+        return task
+
+    def add(self, span: float) -> None:
+        """Record one routed frame's low-pass span in the camera's history."""
+        self.spans.append(float(span))
+
+    def status(self) -> dict:
+        """``reference`` (span, or None), ``frames`` in the history, ``ratio``, ``demoted``."""
+        ref = self.reference
+        return {"reference": None if ref is None else round(ref, 4), "frames": len(self.spans),
+                "ratio": round(self.ratio, 4), "demoted": self.demoted}
+
+
+def contrast_prior(frames: np.ndarray) -> dict:
+    """The training prior of the low-pass span, stored in a router entry as ``contrast_span``.
+
+    Args:
+        frames: (N, H, W) float32 clean training frames in [0, 1] (as the router trained on them).
+
+    Returns:
+        ``{"median": float, "p10": float, "p90": float, "frames": N, "block": SPAN_BLOCK}``.
+
+    Raises:
+        ValueError: no frames, or frames that are not (N, H, W).
+    """
+    x = np.asarray(frames, dtype=np.float32)
+    if x.ndim != 3 or len(x) == 0:
+        raise ValueError(f"contrast_prior expects (N, H, W) frames, got shape {x.shape}")
+    spans = np.array([lowpass_span(f) for f in x])
+    return {"median": float(np.median(spans)), "p10": float(np.percentile(spans, 10)),
+            "p90": float(np.percentile(spans, 90)), "frames": int(len(x)), "block": SPAN_BLOCK}

@@ -1,0 +1,201 @@
+"""The contrast gate: a contrast-carrying verdict is kept only when the frame's contrast is low
+for this camera (engines/contrast_gate.py), in the Restorer and in the per-camera evaluation."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tir.engines import degrade as deg
+from tir.engines.bundle import write_bundle
+from tir.engines.contrast_gate import (ContrastGate, contrast_partners, contrast_prior, lowpass_span,
+                                       max_contrast_factor)
+from tir.engines.restorer import PASSTHROUGH, Restorer
+from tir.engines.router import CLEAN
+
+H, W = 64, 80
+
+
+def ramp(amplitude, mean=0.5, h=H, w=W):
+    """A horizontal ramp frame of the given peak-to-peak amplitude around ``mean``."""
+    x = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :].repeat(h, axis=0)
+    return (mean + amplitude * x).astype(np.float32)
+
+
+def shipped_specs():
+    return {t: deg.load_spec(t).steps for t in deg.TASKS}
+
+
+def test_lowpass_span_ignores_pixel_noise_and_scales_with_contrast():
+    base = ramp(0.6)
+    noisy = np.clip(base + np.random.default_rng(0).normal(0, 0.05, base.shape), 0, 1).astype(np.float32)
+    assert lowpass_span(base) == pytest.approx(0.6, rel=0.1)           # 10 block means of a ramp
+    assert lowpass_span(noisy) == pytest.approx(lowpass_span(base), rel=0.05)   # noise averaged out
+    assert lowpass_span(base * 0.4 + 0.1) == pytest.approx(0.4 * lowpass_span(base), rel=0.01)
+    assert lowpass_span(base[None, None]) == lowpass_span(base)
+    assert lowpass_span(np.full((3, 5), 0.5, np.float32)) == 0.0           # smaller than a block
+    with pytest.raises(ValueError):
+        lowpass_span(np.zeros((2, H, W), np.float32))
+
+
+def test_partners_and_ratio_come_from_the_specs():
+    specs = shipped_specs()
+    assert contrast_partners(specs) == {"contrast": CLEAN, "CB": "blur", "CN": "noise", "CBN": "BN"}
+    assert max_contrast_factor(specs.values()) == pytest.approx(0.6)
+    # a contrast-carrying task whose remainder is no task is left alone
+    odd = {"contrast": specs["contrast"], "Cx": specs["contrast"] + [{"op": "jpeg", "quality": [5, 15]}]}
+    assert contrast_partners(odd) == {"contrast": CLEAN}
+    milder = [[{"op": "contrast", "contrast": [-0.5, -0.1]}]]
+    assert max_contrast_factor(milder) == pytest.approx(0.9)
+    gate = ContrastGate.for_bundle(specs, {"contrast_span": {"median": 0.5}})
+    assert gate.ratio == pytest.approx(math.sqrt(0.6)) and gate.prior == 0.5
+
+
+def test_gate_keeps_contrast_only_when_low_for_this_camera():
+    gate = ContrastGate({"contrast": CLEAN, "CB": "blur"}, prior=None, ratio=0.775)
+    assert gate.reference is None
+    assert gate.judge("CB", 0.1) == "blur"             # nothing known about the camera: do no harm
+    for _ in range(20):
+        gate.add(0.4)                                    # a low-contrast camera (a sky camera)
+    assert gate.reference == pytest.approx(0.4)
+    assert gate.judge("contrast", 0.4) == CLEAN          # its clean frame: pass-through
+    assert gate.judge("CB", 0.4) == "blur"               # the blur is still restored
+    assert gate.judge("CB", 0.2) == "CB"                 # half its usual contrast: degraded
+    assert gate.judge("blur", 0.4) == "blur"             # never promotes, never touches the rest
+    assert gate.demoted == 3
+    assert gate.status() == {"reference": 0.4, "frames": 20, "ratio": 0.775, "demoted": 3}
+
+
+def test_reference_shrinks_from_the_prior_to_the_camera():
+    gate = ContrastGate({"contrast": CLEAN}, prior=0.8, ratio=0.775, prior_frames=8)
+    assert gate.reference == 0.8
+    assert gate.judge("contrast", 0.4) == "contrast"     # cold start: the training cameras decide
+    for _ in range(8):
+        gate.add(0.4)
+    assert gate.reference == pytest.approx(math.sqrt(0.8 * 0.4))   # equal weights: geometric mean
+    for _ in range(200):
+        gate.add(0.4)
+    assert gate.reference == pytest.approx(0.4, rel=0.03)          # the camera's own frames win
+    assert gate.judge("contrast", 0.4) == CLEAN
+
+
+def test_gate_window_forgets_old_frames():
+    gate = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775, window=4)
+    for s in (0.9, 0.9, 0.9, 0.9, 0.3, 0.3, 0.3, 0.3):
+        gate.add(s)
+    assert gate.reference == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("kwargs", [{"ratio": 0.0}, {"ratio": 1.0}, {"window": 0}, {"prior_frames": -1},
+                                    {"prior": 0.0}])
+def test_gate_refuses_bad_settings(kwargs):
+    args = {"partners": {}, "prior": None, "ratio": 0.7, **kwargs}
+    with pytest.raises(ValueError):
+        ContrastGate(**args)
+
+
+def test_contrast_prior_summarises_training_frames():
+    frames = np.stack([ramp(a) for a in (0.2, 0.4, 0.6)])
+    p = contrast_prior(frames)
+    assert p["frames"] == 3 and p["median"] == pytest.approx(lowpass_span(ramp(0.4)))
+    with pytest.raises(ValueError):
+        contrast_prior(np.zeros((0, 4, 4), np.float32))
+
+
+# --- the Restorer ------------------------------------------------------------------------------
+
+class Scale(torch.nn.Module):
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+class AlwaysRouter(torch.nn.Module):
+    """Embedding (1, 0, 0) for every frame: the router always says the first class."""
+
+    def forward(self, x):
+        ones = x.mean(dim=(1, 2, 3))[:, None] * 0 + 1.0
+        return torch.cat([ones, ones * 0, ones * 0], dim=1)
+
+
+def _export(module, path):
+    torch.onnx.export(module, (torch.rand(1, 1, H, W),), str(path), input_names=["frame"],
+                      output_names=["out"], opset_version=17, dynamo=False,
+                      dynamic_axes={"frame": {0: "n", 2: "h", 3: "w"}, "out": {0: "n"}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def gated_bundle(tmp_path_factory):
+    """Routes CB (×2) and blur (×3) with the shipped specs; a router that always says CB."""
+    tmp = tmp_path_factory.mktemp("gated")
+    routes = {"CB": _export(Scale(2.0), tmp / "cb.onnx"), "blur": _export(Scale(3.0), tmp / "blur.onnx")}
+    router = _export(AlwaysRouter(), tmp / "router.onnx")
+    specs = shipped_specs()
+    meta = {"name": "gated",
+            "tasks": [{"name": t, "spec": {"name": t, "steps": specs[t]}} for t in ("CB", "blur")],
+            "router": {"codebook": np.eye(3).tolist(), "tasks": ["CB", "blur", "clean"], "threshold": 0.5,
+                       "temperature": 0.1, "input_size": [W, H], "contrast_span": {"median": 0.6}}}
+    write_bundle(tmp / "bundle", routes, router, meta)
+    return tmp / "bundle"
+
+
+def test_restorer_demotes_contrast_verdicts_on_frames_normal_for_the_camera(gated_bundle):
+    r = Restorer(gated_bundle, every=1, hysteresis=1)
+    assert r.contrast_gate.partners == {"CB": "blur"}
+    r.warm_camera(np.stack([ramp(0.6)] * 30))         # the camera's frames: span ≈ 0.59
+    normal = ramp(0.6)[None, None]
+    out = r.infer(normal)                              # router says CB, the contrast is the camera's
+    s = r.status()
+    assert s["decision"] == "blur" and s["task"] == "blur" and np.allclose(out, normal * 3.0)
+    assert s["contrast"]["demoted"] == 1 and s["contrast"]["frames"] == 31
+    assert r.last_decision["gated_from"] == "CB"
+    flat = ramp(0.15)[None, None]                       # a quarter of the camera's contrast
+    assert np.allclose(r.infer(flat), flat * 2.0) and r.status()["task"] == "CB"
+    r.reset()                                          # a new scene, the same camera
+    assert r.status()["contrast"]["frames"] == 32
+
+
+def test_restorer_gate_off_and_forced_task(gated_bundle):
+    r = Restorer(gated_bundle, every=1, hysteresis=1, contrast_gate=False)
+    assert r.contrast_gate is None and r.status()["contrast"] is None
+    frame = ramp(0.6)[None, None]
+    assert np.allclose(r.infer(frame), frame * 2.0) and r.status()["task"] == "CB"
+    forced = Restorer(gated_bundle, task="CB")
+    assert np.allclose(forced.infer(frame), frame * 2.0)   # a forced route is never gated
+
+
+def test_restorer_cold_start_uses_the_training_prior(gated_bundle):
+    r = Restorer(gated_bundle, every=1, hysteresis=1)
+    assert r.contrast_gate.reference == 0.6
+    r.infer(ramp(0.2)[None, None])                      # well below the prior: CB kept
+    assert r.status()["task"] == "CB"
+    r2 = Restorer(gated_bundle, every=1, hysteresis=1)
+    r2.infer(ramp(0.6)[None, None])                     # at the prior: not low, demoted
+    assert r2.status()["task"] == "blur" and r2.route != PASSTHROUGH
+
+
+def test_student_prompt_mix_follows_the_gate(gated_bundle, monkeypatch):
+    monkeypatch.setattr(Restorer, "prompts", property(lambda self: ["CB", "blur", "contrast"]))
+    r = Restorer(gated_bundle, every=1, hysteresis=1)
+    r.contrast_gate.partners["contrast"] = CLEAN
+    w = np.array([0.5, 0.2, 0.3], np.float32)
+    r._contrast_low = True
+    assert np.allclose(r._gate_prompt(w, "CB"), w)                       # low contrast: as the router said
+    r._contrast_low = False
+    assert np.allclose(r._gate_prompt(w, "blur"), [0.0, 1.0, 0.0])      # CB -> blur, contrast -> dropped
+    assert np.allclose(r._gate_prompt(np.array([0, 0, 1], np.float32), "blur"), [0, 1, 0])  # nothing left
+
+
+def test_manifest_refuses_a_bad_contrast_prior():
+    from tir.engines.bundle import validate_manifest
+
+    base = {"format_version": 1, "name": "x", "tasks": [], "router": None}
+    router = {"file": "router.onnx", "sha256": "0" * 64, "codebook": [[1.0]], "tasks": ["clean"]}
+    for bad in ({"median": 0.0}, {"median": "0.5"}, {"median": 2.0}, [0.5]):
+        problems = validate_manifest({**base, "router": {**router, "contrast_span": bad}})
+        assert any("contrast_span" in p for p in problems), bad
+    assert not any("contrast_span" in p for p in validate_manifest({**base, "router": {**router, "contrast_span": {"median": 0.5}}}))
