@@ -492,10 +492,14 @@ def write_adapted_bundle(bundle_path, out_dir, adaptation: dict):
     return save_manifest(out, manifest)
 
 
+#: what ``add_source_stats`` computes: both, the adaptation statistics alone, the contrast prior alone
+SOURCE_STATS_PARTS = ("all", "adaptation", "contrast")
+
+
 def add_source_stats(bundle_path, frames: np.ndarray, data: str, draws: int = SOURCE_DRAWS,
                      seed: int = SOURCE_SEED, threads: Optional[int] = None, progress: bool = True,
                      augment: Optional[Callable] = None, variants: Optional[dict] = None,
-                     quantize: float = 0.0):
+                     quantize: float = 0.0, what: str = "all"):
     """Compute :func:`compute_source_stats` with the bundle's router ONNX on ``frames`` and
     store them in the bundle's router entry under :data:`SOURCE_KEY`, with the contrast gate's
     training prior (:func:`tir.engines.contrast_gate.contrast_prior`) under ``contrast_span``,
@@ -508,11 +512,14 @@ def add_source_stats(bundle_path, frames: np.ndarray, data: str, draws: int = SO
         draws, seed, augment, variants, quantize: as :func:`compute_source_stats`.
         threads: ONNX Runtime threads (None: its default).
         progress: show a tqdm bar.
+        what: ``all``, ``adaptation`` (the source statistics only) or ``contrast`` (the contrast
+            prior only; the router is not run).
 
     Returns:
         The updated Bundle.
 
     Raises:
+        ValueError: ``what`` is not one of :data:`SOURCE_STATS_PARTS`.
         AdaptationRefused: the bundle has no router.
         BundleError: the bundle does not load or verify (before or after the change).
     """
@@ -521,19 +528,23 @@ def add_source_stats(bundle_path, frames: np.ndarray, data: str, draws: int = SO
     from .backends import load_engine
     from .bundle import load_bundle, save_manifest
 
+    if what not in SOURCE_STATS_PARTS:
+        raise ValueError(f"what must be one of {', '.join(SOURCE_STATS_PARTS)}, got {what!r}")
     bundle = load_bundle(bundle_path)
     if bundle.router is None:
         raise AdaptationRefused(f"bundle {bundle.name!r} has no router to compute source statistics for")
-    engine = load_engine(bundle.router_path, backend="onnxruntime",
-                         **({} if threads is None else {"threads": threads}))
-    stats = compute_source_stats(lambda x: engine.infer(x), frames, bundle.router["tasks"], draws, seed,
-                                 bundle.router.get("input_size", (640, 512)), progress, augment, variants,
-                                 quantize)
-    stats["data"] = str(data)
     manifest = copy.deepcopy(bundle.manifest)
-    manifest["router"][SOURCE_KEY] = stats
-    # the same training frames give the contrast gate its prior (engines/contrast_gate.py)
-    manifest["router"][CONTRAST_SPAN_KEY] = contrast_prior(frames)
+    if what in ("all", "adaptation"):
+        engine = load_engine(bundle.router_path, backend="onnxruntime",
+                             **({} if threads is None else {"threads": threads}))
+        stats = compute_source_stats(lambda x: engine.infer(x), frames, bundle.router["tasks"], draws, seed,
+                                     bundle.router.get("input_size", (640, 512)), progress, augment, variants,
+                                     quantize)
+        stats["data"] = str(data)
+        manifest["router"][SOURCE_KEY] = stats
+    if what in ("all", "contrast"):
+        # the same training frames give the contrast gate its prior (engines/contrast_gate.py)
+        manifest["router"][CONTRAST_SPAN_KEY] = {**contrast_prior(frames), "data": str(data)}
     return save_manifest(bundle.path, manifest)
 
 

@@ -224,6 +224,25 @@ def test_source_stats_stored_in_manifest_with_hashes_intact(adapt_bundle):
     assert stats["data"] == "synthetic seed 3"
 
 
+def test_source_stats_write_the_contrast_prior_and_can_write_it_alone(adapt_bundle, tmp_path):
+    import shutil
+
+    from tir.engines.contrast_gate import lowpass_span
+
+    bundle = load_bundle(adapt_bundle / "bundle")
+    prior = bundle.router["contrast_span"]          # written with the statistics ("all")
+    assert prior["frames"] == 6 and 0 < prior["median"] <= 1 and prior["data"] == "synthetic seed 3"
+    shutil.copytree(adapt_bundle / "nostats", tmp_path / "b")
+    frames = np.stack([np.full(SIZE[::-1], 0.2, np.float32) + np.linspace(0, a, SIZE[0], dtype=np.float32)
+                       for a in (0.2, 0.4, 0.6)])
+    A.add_source_stats(tmp_path / "b", frames, "ramps", what="contrast", progress=False)
+    router = load_bundle(tmp_path / "b").router
+    assert A.SOURCE_KEY not in router                 # the router was not run
+    assert router["contrast_span"]["median"] == pytest.approx(lowpass_span(frames[1]))
+    with pytest.raises(ValueError, match="what must be one of"):
+        A.add_source_stats(tmp_path / "b", frames, "ramps", what="everything", progress=False)
+
+
 def test_adapted_bundle_is_a_verified_copy_and_original_is_untouched(adapt_bundle, tmp_path):
     src = adapt_bundle / "bundle"
     before = {p.name: sha256_file(p) for p in src.iterdir()}

@@ -187,6 +187,69 @@ def test_tir_eval_data_sets_prints_the_per_camera_table(data_root, tmp_path, cap
     assert cli.main(["eval", "--bundle", str(b.path), "--data", "cam8,nosuch"]) == 2  # a folder that is not there
 
 
+def _identity_bundle(tmp_path):
+    torch = pytest.importorskip("torch")
+    from tir.engines.bundle import write_bundle
+    from tir.engines.training.export import export_onnx
+
+    class Same(torch.nn.Module):
+        def forward(self, x):
+            return x * 1.0
+
+    path = tmp_path / "r.onnx"
+    export_onnx(Same(), path, input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
+    return write_bundle(tmp_path / "b", {"noise": path}, None, {"name": "t", "multiple": 2})
+
+
+def test_tir_eval_data_folder_is_a_camera_on_the_users_path(tmp_path, capsys, monkeypatch):
+    """A user's folder (8-bit or 16-bit, odd sizes, no data root at all) gets the per-camera
+    table, as a registered set does; --no-reference scores real degraded frames; --compare keeps
+    the methods comparison; an empty folder is refused."""
+    import json
+
+    from tir.tools import cli
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
+    b = _identity_bundle(tmp_path)
+    for folder, bits in (("my8", 8), ("my16", 16)):
+        (tmp_path / folder).mkdir()
+        for i in range(2):
+            f = _scene(70, 90, i)
+            img = np.rint(f * 255).astype(np.uint8) if bits == 8 else (9000 + f * 2000).astype(np.uint16)
+            cv2.imwrite(str(tmp_path / folder / f"f{i}.png"), img)
+    out = tmp_path / "cams.json"
+    assert cli.main(["eval", "--bundle", str(b.path), "--data", f"{tmp_path / 'my8'},{tmp_path / 'my16'}",
+                     "--no-true-routes", "--json", str(out)]) == 0
+    sets = json.loads(out.read_text())["sets"]
+    assert {s["set"]: (s["bits"], s["sizes"], s["frames"], s["split"]) for s in sets.values()} == {
+        "dir:my8": (8, ["90x70"], 2, "all"), "dir:my16": (16, ["90x70"], 2, "all")}
+    assert all(s["clean_identity"]["median"] == 99.0 for s in sets.values())   # identity routes, no router
+    assert "dir:my8" in capsys.readouterr().out
+    assert cli.main(["eval", "--bundle", str(b.path), "--data", str(tmp_path / "my8"), "--no-reference",
+                     "--json", str(out)]) == 0
+    assert "noise_routed" in json.loads(out.read_text())["sets"]["dir:my8-2"]
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert cli.main(["eval", "--bundle", str(b.path), "--data", str(tmp_path / "empty")]) == 2
+    assert "holds no frames" in capsys.readouterr().err
+    assert cli.main(["eval", "--bundle", str(b.path), "--no-reference"]) == 2
+
+
+def test_register_folder_reads_the_bit_depth_and_refuses_mixed_frames(tmp_path, monkeypatch):
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    (tmp_path / "mix").mkdir()
+    cv2.imwrite(str(tmp_path / "mix" / "a.png"), np.full((8, 8), 9000, np.uint16))
+    cv2.imwrite(str(tmp_path / "mix" / "b.png"), np.full((8, 8), 90, np.uint8))
+    name = ds.register_folder(tmp_path / "mix")
+    assert name == "dir:mix" and ds.dataset(name).bits == 16 and not ds.dataset(name).splits
+    assert ds.register_folder(tmp_path / "mix") == name          # the same folder, the same name
+    with pytest.raises(ds.DatasetError, match="uint8 frame in a 16-bit set"):
+        ds.load_counts(name, ds.ALL)
+    with pytest.raises(ds.DatasetError, match="no folder"):
+        ds.register_folder(tmp_path / "nowhere")
+
+
 def test_virtual_camera_is_a_set():
     frames = ds.load_counts("synthetic", "test", max_frames=3)
     assert [f.shape for f in frames] == [(512, 640), (256, 320), (120, 160)]

@@ -112,7 +112,7 @@ def test_baseline_without_checkpoint_is_a_clear_error(setup):
 def test_cli_writes_json_and_plot(setup, capsys):
     out = setup["tmp"] / "res.json"
     png = setup["tmp"] / "cli.png"
-    rc = cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", str(setup["data"]), "--max-frames", "2",
+    rc = cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", str(setup["data"]), "--compare", "--max-frames", "2",
                    "--baselines", "classical", "--json", str(out), "--plot", str(png)])
     assert rc == 0
     res = json.loads(out.read_text())
@@ -121,7 +121,7 @@ def test_cli_writes_json_and_plot(setup, capsys):
 
 
 def test_cli_rejects_bad_input(setup, capsys):
-    assert cli.main(["eval", "--bundle", "none", "--data", str(setup["data"]), "--baselines", "magic"]) == 2
+    assert cli.main(["eval", "--bundle", "none", "--data", str(setup["data"]), "--compare", "--baselines", "magic"]) == 2
     assert "unknown baselines" in capsys.readouterr().err
     assert cli.main(["eval", "--bundle", str(setup["tmp"] / "nowhere"), "--data", str(setup["data"])]) == 2
     assert "manifest.json" in capsys.readouterr().err

@@ -42,6 +42,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--source-stats", action="store_true",
                         help="compute the router's source statistics on its training frames and store them "
                              "in --bundle's manifest (in place)")
+    parser.add_argument("--stats", default="all", choices=("all", "adaptation", "contrast"),
+                        help="with --source-stats: compute both (default), the adaptation statistics only, or "
+                             "only the contrast gate's prior (engines/contrast_gate.py; fast, the router is not run)")
     parser.add_argument("--data", default=None,
                         help="with --source-stats: the router's training frames: registered sets SET[,SET] or a "
                              "folder (default: the sets the router's manifest entry names, else RoadScene train)")
@@ -165,12 +168,20 @@ def _source_stats(bundle, args) -> dict:
     else:
         frames, where = load_clean(args.data, "train")
     updated = add_source_stats(bundle, frames, where, threads=args.threads, augment=augment, variants=variants,
-                               quantize=float(router_training.get("quantize", 0.0)))
-    stats = updated.router["adapt_source"]
-    print(f"source statistics of {stats['count']} embeddings ({stats['frames']} frames of {where}, "
-          f"{stats['draws']} draws per class) and the contrast gate's prior (median low-pass span "
-          f"{updated.router['contrast_span']['median']:.3f}) written to {Path(updated.path) / 'manifest.json'}")
-    return {"bundle": str(updated.path), "count": stats["count"], "data": where}
+                               quantize=float(router_training.get("quantize", 0.0)), what=args.stats)
+    result = {"bundle": str(updated.path), "data": where, "stats": args.stats}
+    if args.stats in ("all", "adaptation"):
+        stats = updated.router["adapt_source"]
+        result["count"] = stats["count"]
+        print(f"source statistics of {stats['count']} embeddings ({stats['frames']} frames of {where}, "
+              f"{stats['draws']} draws per class) written to {Path(updated.path) / 'manifest.json'}")
+    if args.stats in ("all", "contrast"):
+        prior = updated.router["contrast_span"]
+        result["contrast_span"] = prior
+        print(f"contrast gate prior: median low-pass span {prior['median']:.3f} (p10 {prior['p10']:.3f}, "
+              f"p90 {prior['p90']:.3f}) of {prior['frames']} frames of {where}, written to "
+              f"{Path(updated.path) / 'manifest.json'}")
+    return result
 
 
 def _measure(bundle, args) -> dict:

@@ -31,9 +31,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--router", default=None,
                         help="router folder/JSON from train_router, evaluated instead of the bundle's router")
     parser.add_argument("--data", default=None,
-                        help="SET[,SET...] registered camera sets (engines/training/datasets.py; 'all' = every set): "
-                             "per-camera table through the live preprocessing and automatic routing; "
-                             "or a folder of clean frames (default: the RoadScene split, with baselines)")
+                        help="SET[,SET...] registered camera sets (engines/training/datasets.py; 'all' = every set) "
+                             "and/or folders of one camera's frames (8-bit or 16-bit, any size): the per-camera "
+                             "table through the live preprocessing and automatic routing, what tir run delivers "
+                             "(default: the RoadScene split, methods compared with baselines)")
+    parser.add_argument("--compare", action="store_true",
+                        help="with --data DIR: the methods comparison (bundle vs baselines, frames at the model's "
+                             "size, docs/eval.md) on the folder instead of the per-camera table")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="with --data DIR: the folder holds real degraded frames without a clean target (e.g. a "
+                             "sensor without NUC): report where they are routed and the column FPN before/after")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"),
                         help="split of the sets (default: test)")
     parser.add_argument("--leave-out", default=None, metavar="SET[,SET]",
@@ -99,6 +106,13 @@ def main(args) -> int:
         bundle = None
     if args.leave_out:
         return _leave_out(args, bundle)
+    if args.data and not args.compare:
+        names = _camera_sets(args.data, args.no_reference)
+        if names is not None:
+            args.data = ",".join(names)
+            return _cameras(args, bundle)
+    if args.no_reference:
+        raise UsageError("--no-reference applies to the per-camera table (--data DIR without --compare)")
     if args.data and not os.path.exists(args.data) and os.sep not in args.data and not _is_sets(args.data):
         from tir.engines.training.datasets import DatasetError, parse_sets
 
@@ -120,6 +134,19 @@ def main(args) -> int:
     if args.plot:
         print(f"wrote {plot_report(result, args.plot)}")
     return 0
+
+
+def _camera_sets(text: str, no_reference: bool = False):
+    """``--data`` as camera sets: each item a registered name or a folder (registered on the fly,
+    engines/training/datasets.py ``register_folder``); None when an item is neither (the caller
+    then says what exists)."""
+    from tir.engines.training.datasets import DATASETS, register_folder
+
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items or not all(t in DATASETS or t == "all" or os.path.isdir(t) for t in items):
+        return None
+    return [register_folder(t, clean=not no_reference) if os.path.isdir(t) and t not in DATASETS else t
+            for t in items]
 
 
 def _is_sets(text: str) -> bool:

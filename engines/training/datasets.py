@@ -150,12 +150,12 @@ def split_files(name: str, split: str, root: Optional[Union[str, Path]] = None) 
     if not ds.splits and split != ALL:
         raise DatasetError(f"data set {name} has no {split} split (real degraded frames, no clean "
                            f"target); use split '{ALL}'")
-    base = data_root(root)
+    base = Path(ds.folder) if Path(ds.folder).is_absolute() else data_root(root)
     folder = base / ds.folder
     if not folder.is_dir():
         raise DatasetError(f"data set {name}: no folder {folder}")
     if split == ALL and not ds.splits:
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".png", ".tif", ".tiff"))
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
     splits = SPLITS if split == ALL else (split,)
     paths: List[Path] = []
     for s in splits:
@@ -167,6 +167,45 @@ def split_files(name: str, split: str, root: Optional[Union[str, Path]] = None) 
     if missing:
         raise DatasetError(f"data set {name}: {len(missing)} listed frames missing, e.g. {missing[0]}")
     return paths
+
+
+#: image files a folder of frames may hold (8-bit grey/colour, or 16-bit PNG/TIFF counts)
+FRAME_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+#: prefix of the name a folder registered by :func:`register_folder` gets
+FOLDER_PREFIX = "dir:"
+
+
+def register_folder(path: Union[str, Path], clean: bool = True) -> str:
+    """Register a folder of one camera's frames (the user's own) as a set without splits, and
+    return its name (``dir:<folder name>``; the same folder and ``clean`` give the same name again).
+
+    The bit depth is read from the first frame: ``uint16`` -> 16 (raw counts, Y16), else 8
+    (display-referred grey levels; colour is converted to grey). ``clean``: the frames are clean
+    targets (False: real degraded frames, scored without a reference as ``lynred_nonuc`` is).
+
+    Raises:
+        DatasetError: no such folder, no image files in it (the message lists the suffixes), or a
+            first frame that cannot be decoded; a later frame of another bit depth is refused
+            when it is read.
+    """
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise DatasetError(f"no folder {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
+    if not files:
+        raise DatasetError(f"{folder} holds no frames ({', '.join(FRAME_SUFFIXES)})")
+    for ds in DATASETS.values():
+        if ds.folder == str(folder) and ds.clean == bool(clean):
+            return ds.name
+    data = np.fromfile(str(files[0]), dtype=np.uint8)
+    first = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if first is None:
+        raise DatasetError(f"cannot decode {files[0]}")
+    name, n = f"{FOLDER_PREFIX}{folder.name}", 2
+    while name in DATASETS:
+        name, n = f"{FOLDER_PREFIX}{folder.name}-{n}", n + 1
+    return register_dataset(DataSet(name, str(folder), f"frames in {folder}", 16 if first.dtype == np.uint16 else 8,
+                                    "the user's", False, clean=clean, splits=False)).name
 
 
 def read_counts(path: Path, bits: int) -> np.ndarray:
