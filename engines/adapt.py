@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..edge.errors import InputError
-from .contrast_gate import CONTRAST_SPAN_KEY, contrast_prior
+from .contrast_gate import CONTRAST_SPAN_KEY, contrast_prior, lowpass_span, span_summary
 
 log = logging.getLogger(__name__)
 
@@ -469,11 +469,16 @@ class OnlineAdapter:
 # bundles
 # ---------------------------------------------------------------------------------------------
 
-def write_adapted_bundle(bundle_path, out_dir, adaptation: dict):
+def write_adapted_bundle(bundle_path, out_dir, adaptation: dict, camera_span: Optional[dict] = None):
     """Copy the bundle at ``bundle_path`` to ``out_dir`` (a new folder) with ``adaptation``
     stored in its router entry; the original is not touched, every model file is copied byte
     for byte (so every sha256 in the manifest stays right). Returns the copy as a verified
     :class:`~tir.engines.bundle.Bundle`.
+
+    ``camera_span``: the user's camera's low-pass spans (engines/contrast_gate.py
+    ``span_summary``, with ``data``) stored as the router's ``contrast_span``, so the contrast
+    gate of the adapted bundle starts from this camera's own contrast instead of the training
+    cameras' (the training prior is kept under ``training_span``).
 
     Raises:
         BundleError: the bundle fails its checks, or ``out_dir`` already exists.
@@ -488,6 +493,10 @@ def write_adapted_bundle(bundle_path, out_dir, adaptation: dict):
     out = copy_bundle(original.path, out_dir)
     manifest = copy.deepcopy(original.manifest)
     manifest["router"][ADAPTATION_KEY] = adaptation
+    if camera_span is not None:
+        training = manifest["router"].get(CONTRAST_SPAN_KEY) or {}
+        manifest["router"][CONTRAST_SPAN_KEY] = {**camera_span, "camera": True,
+                                                 "training_span": training.get("training_span", training) or None}
     manifest["adapted_from"] = str(original.path)
     return save_manifest(out, manifest)
 
@@ -596,7 +605,9 @@ def adapt_bundle(bundle_path, source_uri: str, frames: int, out_dir, normalizer=
     embed them with the bundle's router, fit (:func:`fit_adaptation`) and write the adapted
     copy to ``out_dir`` (:func:`write_adapted_bundle`; the original is untouched). Returns
     {"bundle": the copy, "fit": the adaptation entry, "before"/"after": the router's decision
-    histogram on the collected frames without / with the map}. Raises AdaptationRefused."""
+    histogram on the collected frames without / with the map}. The copy's contrast gate starts
+    from the collected frames' low-pass spans (:func:`write_adapted_bundle` ``camera_span``).
+    Raises AdaptationRefused."""
     from .bundle import load_bundle
     from .restorer import Restorer
 
@@ -615,6 +626,7 @@ def adapt_bundle(bundle_path, source_uri: str, frames: int, out_dir, normalizer=
     # the stored map is fitted on the raw router: an already adapted bundle is re-fitted from scratch
     fit = fit_adaptation(emb, stats, original.router["codebook"], original.router["tasks"], **fit_options)
     entry = adaptation_entry(fit, source_uri, mode="offline", stride=int(stride))
-    adapted = write_adapted_bundle(original.path, out_dir, entry)
+    camera = {**span_summary([lowpass_span(f) for f in x]), "data": source_uri}
+    adapted = write_adapted_bundle(original.path, out_dir, entry, camera_span=camera)
     return {"bundle": adapted, "fit": entry, "before": decision_histogram(emb, original.router),
             "after": decision_histogram(emb, original.router, entry)}

@@ -203,6 +203,20 @@ class ContrastGate:
                 "ratio": round(self.ratio, 4), "demoted": self.demoted}
 
 
+def span_summary(spans: Sequence[float]) -> dict:
+    """``{"median", "p10", "p90", "frames"}`` of low-pass spans (:func:`lowpass_span`), the form a
+    router entry's ``contrast_span`` takes.
+
+    Raises:
+        ValueError: no spans.
+    """
+    v = np.asarray(list(spans), dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("no spans to summarise")
+    return {"median": float(np.median(v)), "p10": float(np.percentile(v, 10)),
+            "p90": float(np.percentile(v, 90)), "frames": int(v.size)}
+
+
 def contrast_prior(frames: np.ndarray) -> dict:
     """The training prior of the low-pass span, stored in a router entry as ``contrast_span``.
 
@@ -218,6 +232,4 @@ def contrast_prior(frames: np.ndarray) -> dict:
     x = np.asarray(frames, dtype=np.float32)
     if x.ndim != 3 or len(x) == 0:
         raise ValueError(f"contrast_prior expects (N, H, W) frames, got shape {x.shape}")
-    spans = np.array([lowpass_span(f) for f in x])
-    return {"median": float(np.median(spans)), "p10": float(np.percentile(spans, 10)),
-            "p90": float(np.percentile(spans, 90)), "frames": int(len(x)), "block": SPAN_BLOCK}
+    return {**span_summary([lowpass_span(f) for f in x]), "block": SPAN_BLOCK}

@@ -464,7 +464,13 @@ class Restorer:
             from .adapt import write_adapted_bundle
 
             try:
-                self.adapt_saved = str(write_adapted_bundle(self.bundle.path, self.adapt_save, fitted).path)
+                camera = None
+                if self.contrast_gate is not None and self.contrast_gate.spans:
+                    from .contrast_gate import span_summary
+
+                    camera = {**span_summary(self.contrast_gate.spans), "data": self.adapter.source_uri}
+                self.adapt_saved = str(write_adapted_bundle(self.bundle.path, self.adapt_save, fitted,
+                                                            camera_span=camera).path)
                 log.info("adapted bundle written to %s", self.adapt_saved)
             except (OSError, ValueError, RuntimeError) as exc:
                 self.adapt_saved = f"not written: {exc}"

@@ -268,6 +268,13 @@ def test_tir_adapt_end_to_end_on_synthetic(adapt_bundle, tmp_path, capsys):
     adapted = load_bundle(out)
     entry = adapted.router[A.ADAPTATION_KEY]
     assert entry["frames"] == 48 and entry["source"] == SOURCE_URI and entry["mode"] == "offline"
+    # the adapted bundle's contrast gate starts from this camera's own contrast
+    span = adapted.router["contrast_span"]
+    assert span["camera"] and span["frames"] == 48 and span["data"] == SOURCE_URI
+    assert span["training_span"] == load_bundle(adapt_bundle / "bundle").router["contrast_span"]
+    from tir.engines.restorer import Restorer
+
+    assert Restorer(out).contrast_gate.prior == pytest.approx(span["median"])
     assert np.array(entry["A"]).shape == (6, 6)
     result = json.loads(report.read_text())
     assert sum(result["before"].values()) == sum(result["after"].values()) == 48
@@ -307,6 +314,8 @@ def test_restorer_status_during_online_adaptation(adapt_bundle, tmp_path):
     status = r.status()["adapt"]
     assert status["state"] == "adapted" and status["saved"] == str(save)
     assert load_bundle(save).router[A.ADAPTATION_KEY]["mode"] == "online"
+    span = load_bundle(save).router["contrast_span"]   # the gate's history of this camera goes along
+    assert span["camera"] and 1 <= span["frames"] <= r.contrast_gate.status()["frames"] and span["data"] == SOURCE_URI
     decisions = r.decisions
     for i in range(41, 60):
         r.infer(x[i][None, None])
