@@ -199,3 +199,34 @@ def test_manifest_refuses_a_bad_contrast_prior():
         problems = validate_manifest({**base, "router": {**router, "contrast_span": bad}})
         assert any("contrast_span" in p for p in problems), bad
     assert not any("contrast_span" in p for p in validate_manifest({**base, "router": {**router, "contrast_span": {"median": 0.5}}}))
+
+
+def test_tir_run_shows_the_gate_in_stats_and_status_line(gated_bundle, tmp_path, capsys):
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.pipeline.stats import ContrastStatus
+    from tir.edge.sources import open_source
+    from tir.tools.cli import main as tir
+    from tir.tools.run import status_line
+
+    source = "synthetic://?size=160x120&realtime=0&ffc=0"
+    restorer = Restorer(gated_bundle, every=1, hysteresis=1)
+    snap = Pipeline(open_source(source), restorer, [], frames=6).run()
+    # the stretched synthetic scene spans most of [0, 1]: not low against the prior 0.6, so every
+    # CB verdict is demoted to blur, and the typed section says so
+    assert isinstance(snap.contrast, ContrastStatus) and snap.contrast.stats_error is None
+    # (the model may see a frame or two more than reach the outputs: count what it routed)
+    routed = snap.model["decisions"]
+    assert routed >= 6 and snap.contrast.demoted == restorer.contrast_gate.demoted == routed
+    assert snap.contrast.frames == routed and snap.contrast.reference > 0.6   # pulled up from the prior
+    assert snap.contrast.ratio == pytest.approx(math.sqrt(0.6), abs=1e-4) and snap.task == "blur"
+    assert f"contrast gate demoted {routed}" in status_line(snap)
+    assert "contrast gate" not in status_line({**snap.to_dict(), "contrast": {"demoted": 0}})
+    off = Pipeline(open_source(source), Restorer(gated_bundle, contrast_gate=False), [], frames=2).run()
+    assert off.contrast is None and "contrast gate" not in status_line(off)
+
+    code = tir(["run", "--model", str(gated_bundle), "--source", source, "--frames", "12",
+                "--output", f"file://{tmp_path / 'rec'}?preview=0"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    final = [line for line in out.out.splitlines() if line.startswith("fps")][-1]
+    assert "contrast gate demoted" in final and "task blur" in final
