@@ -196,6 +196,14 @@ class ContrastGate:
         """Record one routed frame's low-pass span in the camera's history."""
         self.spans.append(float(span))
 
+    def carry_from(self, old: "ContrastGate") -> None:
+        """Take over ``old``'s camera history and demoted count (a bundle hot-swap: the camera is
+        the same, so its reference must not start cold again; engines/hotswap.py). The history
+        keeps this gate's window (the newest spans when it is shorter); prior and ratio stay
+        this bundle's."""
+        self.spans.extend(old.spans)
+        self.demoted += int(old.demoted)
+
     def status(self) -> dict:
         """``reference`` (span, or None), ``frames`` in the history, ``ratio``, ``demoted``."""
         ref = self.reference

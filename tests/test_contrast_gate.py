@@ -166,6 +166,8 @@ def test_restorer_gate_off_and_forced_task(gated_bundle):
     assert np.allclose(r.infer(frame), frame * 2.0) and r.status()["task"] == "CB"
     forced = Restorer(gated_bundle, task="CB")
     assert np.allclose(forced.infer(frame), frame * 2.0)   # a forced route is never gated
+    # ... and says so: no gate in its status (the page hides the fact instead of "ref - · 0 demoted")
+    assert forced.contrast_gate is None and forced.status()["contrast"] is None
 
 
 def test_restorer_cold_start_uses_the_training_prior(gated_bundle):
@@ -230,3 +232,33 @@ def test_tir_run_shows_the_gate_in_stats_and_status_line(gated_bundle, tmp_path,
     assert code == 0, out.err
     final = [line for line in out.out.splitlines() if line.startswith("fps")][-1]
     assert "contrast gate demoted" in final and "task blur" in final
+
+
+def test_a_bundle_hot_swap_keeps_the_cameras_contrast_history(gated_bundle, tmp_path):
+    import json
+    import shutil
+
+    from tir.engines.hotswap import HotSwapRestorer
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(gated_bundle, folder)
+    make = lambda path: Restorer(path, every=1, hysteresis=1)  # noqa: E731
+    hs = HotSwapRestorer(make(folder), make)
+    try:
+        hs.warm_camera(np.stack([ramp(0.2)] * 40))      # a low-contrast camera: its spans ≈ 0.2
+        hs.infer(ramp(0.2)[None, None])                  # normal for this camera: CB -> blur
+        before = hs.status()["contrast"]
+        assert before["demoted"] == 1 and before["frames"] == 41 and before["reference"] < 0.3
+        manifest = json.loads((folder / "manifest.json").read_text())
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "version": 2}))
+        assert hs.request_reload() and hs.wait_loaded() and hs.reload_state == "ready"
+        hs.infer(ramp(0.2)[None, None])                  # the swap, then this frame on the new bundle
+        after = hs.status()["contrast"]
+        assert hs.swaps == 1 and hs.bundle.version == 2
+        # a cold gate would judge this frame against the prior 0.6 and keep CB; the camera's history
+        # (carried) says 0.2 is its normal: demoted again, and the count goes on
+        assert after["frames"] == 42 and after["demoted"] == 2 and after["reference"] == pytest.approx(
+            before["reference"], rel=0.05)
+        assert hs.status()["task"] == "blur"
+    finally:
+        hs.close()
