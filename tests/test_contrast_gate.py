@@ -2,6 +2,8 @@
 for this camera (engines/contrast_gate.py), in the Restorer and in the per-camera evaluation."""
 import math
 
+import cv2
+
 import numpy as np
 import pytest
 import torch
@@ -27,13 +29,40 @@ def shipped_specs():
 
 
 def test_lowpass_span_ignores_pixel_noise_and_scales_with_contrast():
-    base = ramp(0.6)
+    base = ramp(0.6, h=512, w=640)                                      # 8×8-pixel cells
     noisy = np.clip(base + np.random.default_rng(0).normal(0, 0.05, base.shape), 0, 1).astype(np.float32)
-    assert lowpass_span(base) == pytest.approx(0.6, rel=0.1)           # 10 block means of a ramp
+    assert lowpass_span(base) == pytest.approx(0.6, rel=0.05)          # 80 cell means of a ramp
     assert lowpass_span(noisy) == pytest.approx(lowpass_span(base), rel=0.05)   # noise averaged out
     assert lowpass_span(base * 0.4 + 0.1) == pytest.approx(0.4 * lowpass_span(base), rel=0.01)
     assert lowpass_span(base[None, None]) == lowpass_span(base)
-    assert lowpass_span(np.full((3, 5), 0.5, np.float32)) == 0.0           # smaller than a block
+    assert lowpass_span(np.full((3, 5), 0.5, np.float32)) == 0.0           # fewer pixels than cells
+    assert lowpass_span(ramp(0.6, h=3, w=5)) == pytest.approx(0.6, rel=0.3)  # ... kept as they are
+
+
+def hot_spots(h, w, seed=0):
+    """A 640×512 scene (a gentle ramp and 200 small hot discs of radius 5 px) area-resized to
+    (h, w), as a camera of that resolution would see it."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:512, 0:640]
+    scene = 0.3 + 0.1 * xx / 640.0
+    for cx, cy in zip(rng.uniform(0, 640, 200), rng.uniform(0, 512, 200)):
+        scene[(xx - cx) ** 2 + (yy - cy) ** 2 < 25] = 0.8
+    scene = scene.astype(np.float32)
+    return scene if (h, w) == (512, 640) else cv2.resize(scene, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def test_lowpass_span_is_the_same_at_any_resolution():
+    # the prior is measured on 640×512 training frames; a 160×120 or 80×60 camera of the same
+    # scene must not read as low against it (8-pixel blocks: 0.41 at 640×512, 0.15 at 160×128, 0.12 at 80×64)
+    reference = lowpass_span(hot_spots(512, 640))
+    assert reference > 0.35
+    for h, w in ((256, 320), (128, 160), (120, 160), (64, 80), (60, 80), (1024, 1280)):
+        assert lowpass_span(hot_spots(h, w)) == pytest.approx(reference, rel=0.1), (w, h)
+    prior = contrast_prior(np.stack([hot_spots(512, 640, s) for s in range(3)]))
+    assert prior["grid"] == [80, 64]
+    gate = ContrastGate({"contrast": CLEAN}, prior["median"], math.sqrt(0.6))
+    assert not gate.is_low(lowpass_span(hot_spots(120, 160)))   # a small camera's clean frame
+    assert gate.is_low(lowpass_span(hot_spots(120, 160) * 0.5 + 0.2))   # and its contrast loss
     with pytest.raises(ValueError):
         lowpass_span(np.zeros((2, H, W), np.float32))
 

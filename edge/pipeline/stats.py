@@ -148,7 +148,7 @@ class AdaptStatus(_Record):
 class ContrastStatus(_Record):
     """The contrast gate (engines/contrast_gate.py):
     :meth:`tir.engines.contrast_gate.ContrastGate.status`. ``reference``: the camera's reference
-    low-pass span (8×8 block means, p99 − p1) in model-input units (fraction of full scale, 0..1),
+    low-pass span (means on an 80×64 cell grid, p99 − p1) in model-input units (fraction of full scale, 0..1),
     None before any frame or prior; ``frames``: routed frames in the camera's history; ``ratio``:
     a frame is low-contrast below ``ratio`` × ``reference``; ``demoted``: contrast-carrying router
     verdicts the gate turned into their partner without contrast (the frame was not low for this
