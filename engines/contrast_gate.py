@@ -13,8 +13,13 @@ the same camera delivers on the same kind of scene.
 The gate (:class:`ContrastGate`):
 
 - measures each routed frame's **low-pass span** (:func:`lowpass_span`: the frame area-averaged
-  over 8×8 blocks, 99th minus 1st percentile; the block mean keeps contrast and removes per-pixel
-  noise, which would otherwise widen the span of a noisy frame);
+  onto a fixed grid of 80×64 cells, the 8×8-pixel blocks of a 640×512 frame, 99th minus 1st
+  percentile; the cell mean keeps contrast and removes per-pixel noise, which would otherwise
+  widen the span of a noisy frame). The grid is fixed, not the block size, so the same scene has
+  the same span at any resolution and a prior measured on 640×512 training frames holds for a
+  160×120 or 1280×1024 camera (with 8-pixel blocks the median span of M3SVD's frames was 0.62 at
+  640×512, 0.49 at 160×128 and 0.40 at 80×64: a small camera's clean frames read as low against
+  the prior);
 - keeps the camera's **reference span**: the median low-pass span of the last ``window`` routed
   frames, shrunk towards the router's training prior (the median over its clean training frames,
   ``contrast_span`` in the router entry) with the weight of ``prior_frames`` frames, in the log
@@ -52,8 +57,9 @@ from .router import CLEAN
 CONTRAST_SPAN_KEY = "contrast_span"
 #: the degradation op whose loss the gate judges against the camera (engines/degrade.py)
 CONTRAST_OP = "contrast"
-#: low-pass block in pixels (8×8 area mean) for :func:`lowpass_span`
-SPAN_BLOCK = 8
+#: low-pass grid (width, height) in cells for :func:`lowpass_span`: the 8×8-pixel blocks of a
+#: 640×512 frame, whatever the frame's size
+SPAN_GRID = (80, 64)
 #: percentiles of the low-pass frame whose difference is the span
 SPAN_PERCENTILES = (1.0, 99.0)
 #: routed frames the camera's reference is the median of (≈ 2.3 min at 30 fps, router every 8 frames)
@@ -65,15 +71,16 @@ DEFAULT_PRIOR_FRAMES = 8
 DEFAULT_MAX_FACTOR = 0.6
 
 
-def lowpass_span(frame: np.ndarray, block: int = SPAN_BLOCK) -> float:
-    """The contrast of one frame that per-pixel noise does not change.
+def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID) -> float:
+    """The contrast of one frame that per-pixel noise and the frame's resolution do not change.
 
     Args:
         frame: (H, W) or (1, H, W) or (1, 1, H, W) float frame, the model input in [0, 1].
-        block: area-mean block in pixels (≥ 1); a side shorter than ``block`` keeps one block.
+        grid: (width, height) in cells (each ≥ 1) the frame is area-averaged onto; a frame
+            side with fewer pixels than cells keeps its pixels (never upsampled).
 
     Returns:
-        The 99th minus the 1st percentile of the block means, in the frame's units (≥ 0).
+        The 99th minus the 1st percentile of the cell means, in the frame's units (≥ 0).
 
     Raises:
         ValueError: the frame is not a single 2-D image.
@@ -83,7 +90,8 @@ def lowpass_span(frame: np.ndarray, block: int = SPAN_BLOCK) -> float:
     if x.ndim != 2:
         raise ValueError(f"lowpass_span expects one (H, W) frame, got shape {np.shape(frame)}")
     h, w = x.shape
-    small = cv2.resize(x, (max(w // int(block), 1), max(h // int(block), 1)), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(x, (max(min(int(grid[0]), w), 1), max(min(int(grid[1]), h), 1)),
+                       interpolation=cv2.INTER_AREA)
     lo, hi = np.percentile(small, SPAN_PERCENTILES)
     return float(max(hi - lo, 0.0))
 
@@ -196,6 +204,14 @@ class ContrastGate:
         """Record one routed frame's low-pass span in the camera's history."""
         self.spans.append(float(span))
 
+    def carry_from(self, old: "ContrastGate") -> None:
+        """Take over ``old``'s camera history and demoted count (a bundle hot-swap: the camera is
+        the same, so its reference must not start cold again; engines/hotswap.py). The history
+        keeps this gate's window (the newest spans when it is shorter); prior and ratio stay
+        this bundle's."""
+        self.spans.extend(old.spans)
+        self.demoted += int(old.demoted)
+
     def status(self) -> dict:
         """``reference`` (span, or None), ``frames`` in the history, ``ratio``, ``demoted``."""
         ref = self.reference
@@ -224,7 +240,8 @@ def contrast_prior(frames: np.ndarray) -> dict:
         frames: (N, H, W) float32 clean training frames in [0, 1] (as the router trained on them).
 
     Returns:
-        ``{"median": float, "p10": float, "p90": float, "frames": N, "block": SPAN_BLOCK}``.
+        ``{"median": float, "p10": float, "p90": float, "frames": N, "grid": [80, 64]}``
+        (:data:`SPAN_GRID`).
 
     Raises:
         ValueError: no frames, or frames that are not (N, H, W).
@@ -232,4 +249,4 @@ def contrast_prior(frames: np.ndarray) -> dict:
     x = np.asarray(frames, dtype=np.float32)
     if x.ndim != 3 or len(x) == 0:
         raise ValueError(f"contrast_prior expects (N, H, W) frames, got shape {x.shape}")
-    return {**span_summary([lowpass_span(f) for f in x]), "block": SPAN_BLOCK}
+    return {**span_summary([lowpass_span(f) for f in x]), "grid": list(SPAN_GRID)}

@@ -91,7 +91,8 @@ class Restorer:
         adapt_save: write the adapted bundle to this folder once fitted.
         deploy: ``routes`` or ``student`` (default: the manifest's).
         contrast_gate: judge contrast-carrying verdicts against the camera's own contrast
-            (engines/contrast_gate.py; default on). Off: the router's verdicts as they are.
+            (engines/contrast_gate.py; default on; never with a forced ``task``). Off: the
+            router's verdicts as they are.
 
     Raises:
         BundleError: the bundle fails :func:`~tir.engines.bundle.load_bundle`.
@@ -164,7 +165,7 @@ class Restorer:
             self._added = added_rows(self.router_info)   # rows tir learn added: claim only above threshold
         self._adaptation = None if self.router_info is None else self.router_info.get(ADAPTATION_KEY)
         self.contrast_gate: Optional[ContrastGate] = None
-        if contrast_gate and self.router_info is not None:
+        if contrast_gate and self.router_info is not None and not self.forced:   # a forced route is never gated
             specs = {t: (self.bundle.task_info(t).get("spec") or {}).get("steps") or [] for t in self.routes}
             self.contrast_gate = ContrastGate.for_bundle(specs, self.router_info)
         self._contrast_low = True   # the last routed frame's contrast was low for this camera

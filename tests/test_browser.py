@@ -12,7 +12,7 @@ import pytest
 
 from tir.edge.frame import Frame, now
 from tir.edge.outputs import open_output
-from tir.edge.pipeline.stats import AdaptStatus, CameraStats, LatencySummary, StatsSnapshot
+from tir.edge.pipeline.stats import AdaptStatus, CameraStats, ContrastStatus, LatencySummary, StatsSnapshot
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -227,5 +227,28 @@ def test_router_adaptation_state_shows_on_the_page(browser):
             wait_for(lambda: text("adapt") == "not adapted (refused: 8 frames are too few)",
                      what="the refused state")
             assert "bad" in browser.find_element(By.ID, "adapt").get_attribute("class")
+    finally:
+        out.close()
+
+
+def test_contrast_gate_shows_on_the_page(browser):
+    from selenium.webdriver.common.by import By
+
+    out = open_output("http://127.0.0.1:0").start()
+    try:
+        with LivePipeline(out) as live:
+            browser.get(out.url)
+            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+            wait_for(lambda: text("frames").strip().isdigit(), what="the first stats")
+            assert not browser.find_element(By.ID, "contrast-fact").is_displayed()  # gate off / no router
+
+            gate = {"reference": None, "frames": 0, "ratio": 0.7746, "demoted": 0}
+            out.attach(lambda: dataclasses.replace(live.stats(), contrast=ContrastStatus(**gate)))
+            wait_for(lambda: text("contrast") == "ref - · 0 demoted", what="the gate with no reference yet")
+            gate = {"reference": 0.3712, "frames": 40, "ratio": 0.7746, "demoted": 12}
+            wait_for(lambda: text("contrast") == "ref 0.37 · 12 demoted", what="the gate's reference and count")
+            fact = browser.find_element(By.ID, "contrast-fact")
+            title = fact.get_attribute("title")
+            assert fact.is_displayed() and "contrast gate" in title and "reference" in title
     finally:
         out.close()

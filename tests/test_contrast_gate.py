@@ -2,6 +2,8 @@
 for this camera (engines/contrast_gate.py), in the Restorer and in the per-camera evaluation."""
 import math
 
+import cv2
+
 import numpy as np
 import pytest
 import torch
@@ -27,13 +29,40 @@ def shipped_specs():
 
 
 def test_lowpass_span_ignores_pixel_noise_and_scales_with_contrast():
-    base = ramp(0.6)
+    base = ramp(0.6, h=512, w=640)                                      # 8×8-pixel cells
     noisy = np.clip(base + np.random.default_rng(0).normal(0, 0.05, base.shape), 0, 1).astype(np.float32)
-    assert lowpass_span(base) == pytest.approx(0.6, rel=0.1)           # 10 block means of a ramp
+    assert lowpass_span(base) == pytest.approx(0.6, rel=0.05)          # 80 cell means of a ramp
     assert lowpass_span(noisy) == pytest.approx(lowpass_span(base), rel=0.05)   # noise averaged out
     assert lowpass_span(base * 0.4 + 0.1) == pytest.approx(0.4 * lowpass_span(base), rel=0.01)
     assert lowpass_span(base[None, None]) == lowpass_span(base)
-    assert lowpass_span(np.full((3, 5), 0.5, np.float32)) == 0.0           # smaller than a block
+    assert lowpass_span(np.full((3, 5), 0.5, np.float32)) == 0.0           # fewer pixels than cells
+    assert lowpass_span(ramp(0.6, h=3, w=5)) == pytest.approx(0.6, rel=0.3)  # ... kept as they are
+
+
+def hot_spots(h, w, seed=0):
+    """A 640×512 scene (a gentle ramp and 200 small hot discs of radius 5 px) area-resized to
+    (h, w), as a camera of that resolution would see it."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:512, 0:640]
+    scene = 0.3 + 0.1 * xx / 640.0
+    for cx, cy in zip(rng.uniform(0, 640, 200), rng.uniform(0, 512, 200)):
+        scene[(xx - cx) ** 2 + (yy - cy) ** 2 < 25] = 0.8
+    scene = scene.astype(np.float32)
+    return scene if (h, w) == (512, 640) else cv2.resize(scene, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def test_lowpass_span_is_the_same_at_any_resolution():
+    # the prior is measured on 640×512 training frames; a 160×120 or 80×60 camera of the same
+    # scene must not read as low against it (8-pixel blocks: 0.41 at 640×512, 0.15 at 160×128, 0.12 at 80×64)
+    reference = lowpass_span(hot_spots(512, 640))
+    assert reference > 0.35
+    for h, w in ((256, 320), (128, 160), (120, 160), (64, 80), (60, 80), (1024, 1280)):
+        assert lowpass_span(hot_spots(h, w)) == pytest.approx(reference, rel=0.1), (w, h)
+    prior = contrast_prior(np.stack([hot_spots(512, 640, s) for s in range(3)]))
+    assert prior["grid"] == [80, 64]
+    gate = ContrastGate({"contrast": CLEAN}, prior["median"], math.sqrt(0.6))
+    assert not gate.is_low(lowpass_span(hot_spots(120, 160)))   # a small camera's clean frame
+    assert gate.is_low(lowpass_span(hot_spots(120, 160) * 0.5 + 0.2))   # and its contrast loss
     with pytest.raises(ValueError):
         lowpass_span(np.zeros((2, H, W), np.float32))
 
@@ -166,6 +195,8 @@ def test_restorer_gate_off_and_forced_task(gated_bundle):
     assert np.allclose(r.infer(frame), frame * 2.0) and r.status()["task"] == "CB"
     forced = Restorer(gated_bundle, task="CB")
     assert np.allclose(forced.infer(frame), frame * 2.0)   # a forced route is never gated
+    # ... and says so: no gate in its status (the page hides the fact instead of "ref - · 0 demoted")
+    assert forced.contrast_gate is None and forced.status()["contrast"] is None
 
 
 def test_restorer_cold_start_uses_the_training_prior(gated_bundle):
@@ -199,3 +230,64 @@ def test_manifest_refuses_a_bad_contrast_prior():
         problems = validate_manifest({**base, "router": {**router, "contrast_span": bad}})
         assert any("contrast_span" in p for p in problems), bad
     assert not any("contrast_span" in p for p in validate_manifest({**base, "router": {**router, "contrast_span": {"median": 0.5}}}))
+
+
+def test_tir_run_shows_the_gate_in_stats_and_status_line(gated_bundle, tmp_path, capsys):
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.pipeline.stats import ContrastStatus
+    from tir.edge.sources import open_source
+    from tir.tools.cli import main as tir
+    from tir.tools.run import status_line
+
+    source = "synthetic://?size=160x120&realtime=0&ffc=0"
+    restorer = Restorer(gated_bundle, every=1, hysteresis=1)
+    snap = Pipeline(open_source(source), restorer, [], frames=6).run()
+    # the stretched synthetic scene spans most of [0, 1]: not low against the prior 0.6, so every
+    # CB verdict is demoted to blur, and the typed section says so
+    assert isinstance(snap.contrast, ContrastStatus) and snap.contrast.stats_error is None
+    # (the model may see a frame or two more than reach the outputs: count what it routed)
+    routed = snap.model["decisions"]
+    assert routed >= 6 and snap.contrast.demoted == restorer.contrast_gate.demoted == routed
+    assert snap.contrast.frames == routed and snap.contrast.reference > 0.6   # pulled up from the prior
+    assert snap.contrast.ratio == pytest.approx(math.sqrt(0.6), abs=1e-4) and snap.task == "blur"
+    assert f"contrast gate demoted {routed}" in status_line(snap)
+    assert "contrast gate" not in status_line({**snap.to_dict(), "contrast": {"demoted": 0}})
+    off = Pipeline(open_source(source), Restorer(gated_bundle, contrast_gate=False), [], frames=2).run()
+    assert off.contrast is None and "contrast gate" not in status_line(off)
+
+    code = tir(["run", "--model", str(gated_bundle), "--source", source, "--frames", "12",
+                "--output", f"file://{tmp_path / 'rec'}?preview=0"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    final = [line for line in out.out.splitlines() if line.startswith("fps")][-1]
+    assert "contrast gate demoted" in final and "task blur" in final
+
+
+def test_a_bundle_hot_swap_keeps_the_cameras_contrast_history(gated_bundle, tmp_path):
+    import json
+    import shutil
+
+    from tir.engines.hotswap import HotSwapRestorer
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(gated_bundle, folder)
+    make = lambda path: Restorer(path, every=1, hysteresis=1)  # noqa: E731
+    hs = HotSwapRestorer(make(folder), make)
+    try:
+        hs.warm_camera(np.stack([ramp(0.2)] * 40))      # a low-contrast camera: its spans ≈ 0.2
+        hs.infer(ramp(0.2)[None, None])                  # normal for this camera: CB -> blur
+        before = hs.status()["contrast"]
+        assert before["demoted"] == 1 and before["frames"] == 41 and before["reference"] < 0.3
+        manifest = json.loads((folder / "manifest.json").read_text())
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "version": 2}))
+        assert hs.request_reload() and hs.wait_loaded() and hs.reload_state == "ready"
+        hs.infer(ramp(0.2)[None, None])                  # the swap, then this frame on the new bundle
+        after = hs.status()["contrast"]
+        assert hs.swaps == 1 and hs.bundle.version == 2
+        # a cold gate would judge this frame against the prior 0.6 and keep CB; the camera's history
+        # (carried) says 0.2 is its normal: demoted again, and the count goes on
+        assert after["frames"] == 42 and after["demoted"] == 2 and after["reference"] == pytest.approx(
+            before["reference"], rel=0.05)
+        assert hs.status()["task"] == "blur"
+    finally:
+        hs.close()

@@ -199,3 +199,16 @@ def test_recording_json_keeps_the_final_stats(tmp_path):
     assert info["stats"]["recording"]["stats_error"] is None  # RecordingStats has every Recorder.stats() key
     assert_matches_schema(info["stats"], StatsSnapshot)
     assert not (tmp_path / "rec" / "recording.json.tmp").exists()
+
+
+def test_contrast_section_is_typed_from_the_model_status():
+    from tir.edge.pipeline.stats import ContrastStatus
+
+    stats = PipelineStats(["capture", "read", "output"])
+    stats.model_status = lambda: {"task": "blur", "contrast": {"reference": 0.37, "frames": 40, "ratio": 0.7746,
+                                                              "demoted": 12}}
+    snap = stats.snapshot()
+    assert snap.contrast == ContrastStatus(reference=0.37, frames=40, ratio=0.7746, demoted=12)
+    assert snap.to_dict()["contrast"]["demoted"] == 12 and snap.model["contrast"]["reference"] == 0.37
+    stats.model_status = lambda: {"task": "blur", "contrast": None}   # the gate is off
+    assert stats.snapshot().contrast is None

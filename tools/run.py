@@ -83,6 +83,9 @@ def status_line(snap) -> str:
     adapt = snap.get("adapt")
     if adapt:
         parts.append(f"adapt {adapt.get('state', '-')}")
+    contrast = snap.get("contrast")
+    if contrast and contrast.get("demoted"):
+        parts.append(f"contrast gate demoted {contrast['demoted']}")
     camera = snap.get("camera")
     if camera:
         fpa = camera.get("fpa_temp_c")

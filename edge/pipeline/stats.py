@@ -145,6 +145,22 @@ class AdaptStatus(_Record):
 
 
 @dataclass
+class ContrastStatus(_Record):
+    """The contrast gate (engines/contrast_gate.py):
+    :meth:`tir.engines.contrast_gate.ContrastGate.status`. ``reference``: the camera's reference
+    low-pass span (means on an 80×64 cell grid, p99 − p1) in model-input units (fraction of full scale, 0..1),
+    None before any frame or prior; ``frames``: routed frames in the camera's history; ``ratio``:
+    a frame is low-contrast below ``ratio`` × ``reference``; ``demoted``: contrast-carrying router
+    verdicts the gate turned into their partner without contrast (the frame was not low for this
+    camera)."""
+    reference: Optional[float] = None
+    frames: int = 0
+    ratio: Optional[float] = None
+    demoted: int = 0
+    stats_error: Optional[str] = None
+
+
+@dataclass
 class RecordingStats(_Record):
     """A ``file://`` recorder output: :meth:`tir.edge.outputs.recorder.Recorder.stats` (frames
     written, dropped on a full queue, lost after a failure, queued now, preview frames and
@@ -204,8 +220,8 @@ class StatsSnapshot(_Record):
 
     Times are seconds (``*_s``) or milliseconds (``*_ms``); rates are frames per second.
     ``source`` and ``model`` are the source's ``stats()`` (with ``uri`` always) and the
-    model's ``status()`` as they give them; ``task``, ``confidence`` and ``adapt`` are the
-    model's, typed. ``http``, ``frame`` and ``scene`` are filled in by the HTTP output,
+    model's ``status()`` as they give them; ``task``, ``confidence``, ``adapt`` and ``contrast``
+    are the model's, typed. ``http``, ``frame`` and ``scene`` are filled in by the HTTP output,
     ``recording`` by the pipeline from a recorder output; ``stats_error`` says why a reader
     got no pipeline stats.
     """
@@ -238,6 +254,7 @@ class StatsSnapshot(_Record):
     task: Optional[str] = None
     confidence: Optional[float] = None
     adapt: Optional[AdaptStatus] = None
+    contrast: Optional[ContrastStatus] = None
     camera: Optional[CameraStats] = None
     collect: Optional[CollectStats] = None
     recording: Optional[RecordingStats] = None
@@ -475,6 +492,8 @@ class PipelineStats:
                 snap.confidence = float(status["confidence"])
             if isinstance(status.get("adapt"), dict):
                 snap.adapt = stats_section(AdaptStatus, lambda: status["adapt"])
+            if isinstance(status.get("contrast"), dict):
+                snap.contrast = stats_section(ContrastStatus, lambda: status["contrast"])
         snap.time = time.time()
         return snap
 

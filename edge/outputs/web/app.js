@@ -78,6 +78,7 @@ function render(stats) {
   const conf = stats.confidence;
   text("confidence", typeof conf === "number" ? (conf <= 1 ? (100 * conf).toFixed(0) + " %" : fmt(conf, 2)) : "-");
   renderAdapt(stats);
+  renderContrast(stats);
   renderBundle(stats);
 
   if (stats.scene && typeof stats.scene.min_c === "number") {
@@ -116,6 +117,14 @@ function renderAdapt(stats) {
   const state = stats.adapt.state;
   text("adapt", state.startsWith("refused") ? "not adapted (" + state + ")" : state);
   $("adapt").className = state.startsWith("refused") ? "bad" : "";
+}
+
+// Contrast gate (engines/contrast_gate.py): the camera's reference low-pass span (0..1 of full
+// scale) and the contrast verdicts it demoted; hidden when the gate is off or there is no router.
+function renderContrast(stats) {
+  $("contrast-fact").classList.toggle("hidden", !stats.contrast);
+  if (!stats.contrast) return;
+  text("contrast", `ref ${fmt(stats.contrast.reference, 2)} · ${stats.contrast.demoted} demoted`);
 }
 
 // Open-world collection (tir run --collect DIR): kept count, raw counts, last thumbnails.
