@@ -391,6 +391,41 @@ def _op_jpeg(x: np.ndarray, step: JpegParams, rng: np.random.Generator) -> np.nd
 
 
 @dataclass(frozen=True)
+class CameraAGCParams:
+    """Parameters of the ``camera_agc`` op: the camera's own AGC applied *after* the sensor noise,
+    as an 8-bit camera applies it to its noisy counts (a real non-NUC'd camera's FPN reaches the
+    user through the camera's AGC; the router variants otherwise add the noise after every tone
+    curve).
+
+    Each image is stretched linearly between its ``low``/``high`` percentiles and blended with the
+    input by a strength s ~ U(``strength``): ``(1 - s)·x + s·stretch(x)`` (s = 1: a full
+    percentile AGC; smaller: a camera whose AGC leaves part of the contrast loss).
+
+    Attributes:
+        low: [lo, hi] range of the lower percentile in % (0..50); default (0.5, 2).
+        high: [lo, hi] range of the upper percentile in % (50..100); default (98, 99.5).
+        strength: [lo, hi] range of s in [0, 1]; default (0.3, 1.0).
+    """
+    low: Tuple[float, float] = range_option((0.5, 2.0), "lower percentile range, %", 0.0, 50.0)
+    high: Tuple[float, float] = range_option((98.0, 99.5), "upper percentile range, %", 50.0, 100.0)
+    strength: Tuple[float, float] = range_option((0.3, 1.0), "blend of the stretched frame", 0.0, 1.0)
+
+
+@register_op("camera_agc", CameraAGCParams,
+             help="the camera's percentile AGC after the sensor noise, partly blended (router variants)")
+def _op_camera_agc(x: np.ndarray, step: CameraAGCParams, rng: np.random.Generator) -> np.ndarray:
+    """Percentile stretch per image blended with the input by s ~ U(strength); see the params."""
+    n = x.shape[0]
+    lows, highs, s = (_uniform(rng, step.low, n), _uniform(rng, step.high, n), _uniform(rng, step.strength, n))
+    out = np.empty_like(x)
+    for i in range(n):
+        lo, hi = np.percentile(x[i], (float(lows[i]), float(highs[i])))
+        stretched = (x[i] - lo) / max(float(hi - lo), 1e-6)
+        out[i] = (1.0 - s[i]) * x[i] + s[i] * stretched
+    return out
+
+
+@dataclass(frozen=True)
 class SensorFPNParams:
     """Parameters of the ``sensor_fpn`` op: fixed-pattern noise of an uncalibrated (non-NUC'd)
     microbolometer FPA.

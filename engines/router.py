@@ -51,8 +51,11 @@ ROUTER_JSON = "router.json"
 #: the noise-carrying classes also drawn as real uncalibrated microbolometers show them
 #: (engines/specs/*_sensor.json: column/row/pixel FPN, weak white noise): the routes of the same
 #: name remove it, so the router must name it (docs/cameras.md). Derived from the spec files:
-#: every training task with a ``<task>_sensor`` spec (noise, CN, BN, CBN)
-SENSOR_VARIANTS = {t: [t, f"{t}_sensor"] for t in _degrade.TASKS if f"{t}_sensor" in _degrade.list_specs()}
+#: every training task with a ``<task>_sensor`` spec (noise, CN, BN, CBN), and its
+#: ``<task>_sensor_agc`` spec where there is one (the camera's AGC after the sensor noise:
+#: contrast-free classes only, noise and BN)
+SENSOR_VARIANTS = {t: [t] + [v for v in (f"{t}_sensor", f"{t}_sensor_agc") if v in _degrade.list_specs()]
+                   for t in _degrade.TASKS if f"{t}_sensor" in _degrade.list_specs()}
 
 
 def router_classes(tasks: Sequence[str]) -> List[str]:

@@ -233,3 +233,22 @@ def test_load_roadscene_from_layout_and_error(tmp_path, monkeypatch):
         D.load_roadscene("train", root=root)
     with pytest.raises(D.DegradationError, match="tried"):
         D.load_roadscene("val", root=tmp_path / "nowhere")
+
+
+def test_camera_agc_stretches_after_the_noise_and_blends():
+    rng = np.random.default_rng(0)
+    flat = (0.4 + 0.2 * rng.random((2, 40, 56))).astype(np.float32)     # a low-contrast frame
+    full = D.DegradationSpec(name="a", steps=[{"op": "camera_agc", "low": [1, 1], "high": [99, 99],
+                                              "strength": [1, 1]}])
+    out = D.degrade(flat, full, 0)
+    for f in out:
+        lo, hi = np.percentile(f, (1, 99))
+        assert lo == pytest.approx(0.0, abs=0.02) and hi == pytest.approx(1.0, abs=0.02)
+    none = D.DegradationSpec(name="b", steps=[{"op": "camera_agc", "strength": [0, 0]}])
+    np.testing.assert_allclose(D.degrade(flat, none, 0), flat, atol=1e-6)
+    # the router variants: the sensor noise first, then the camera's AGC (contrast-free classes only)
+    assert [s["op"] for s in D.load_spec("noise_sensor_agc").steps][-1] == "camera_agc"
+    from tir.engines.router import SENSOR_VARIANTS
+
+    assert SENSOR_VARIANTS["noise"] == ["noise", "noise_sensor", "noise_sensor_agc"]
+    assert SENSOR_VARIANTS["CN"] == ["CN", "CN_sensor"]
