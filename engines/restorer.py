@@ -480,6 +480,7 @@ class Restorer:
     def _decide(self, decision: dict) -> None:
         self.decisions += 1
         self._last = {k: decision[k] for k in ("task", "confidence", "unknown", "nearest")}
+        self._last["gated_from"] = decision.get("gated_from")   # the router's own verdict when the gate changed it
         self._last["uncertain"] = False
         task = decision["task"]
         if task != UNKNOWN and task != CLEAN and task not in self.routes:
@@ -550,14 +551,16 @@ class Restorer:
         """The routing state for the stats page: ``task`` (the route now), the last verdict
         (``decision``, ``confidence``, ``unknown``, ``nearest``), ``router_ms`` (ms per frame),
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
-        ``skipped_ffc``), ``loaded_routes``, ``forced``, ``adapt``, ``deploy``, ``contrast`` (the
+        ``skipped_ffc``), ``gated_from`` (the router's own verdict when the contrast gate changed
+        it, else None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy``, ``contrast`` (the
         contrast gate: camera reference span, history frames, ratio, demoted verdicts; None when
         off) and the student's ``prompt`` weights (None without).
         """
         return {"task": self.route, "confidence": self._last["confidence"],
                 "unknown": bool(self._last["unknown"]), "switches": self.switches,
                 "router_ms": self.router_ms, "decision": self._last["task"],
-                "nearest": self._last["nearest"], "forced": self.forced, "frames": self.frames,
+                "nearest": self._last["nearest"], "gated_from": self._last.get("gated_from"),
+                "forced": self.forced, "frames": self.frames,
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy,

@@ -182,6 +182,7 @@ def test_restorer_demotes_contrast_verdicts_on_frames_normal_for_the_camera(gate
     assert s["decision"] == "blur" and s["task"] == "blur" and np.allclose(out, normal * 3.0)
     assert s["contrast"]["demoted"] == 1 and s["contrast"]["frames"] == 31
     assert r.last_decision["gated_from"] == "CB"
+    assert s["gated_from"] == "CB"                     # the router's own verdict, where people look
     flat = ramp(0.15)[None, None]                       # a quarter of the camera's contrast
     assert np.allclose(r.infer(flat), flat * 2.0) and r.status()["task"] == "CB"
     r.reset()                                          # a new scene, the same camera
