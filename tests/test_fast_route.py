@@ -117,3 +117,20 @@ def test_uncovered_geometry_exports_the_plain_route_and_says_why(tmp_path):
     rec = export_route(model, "noise", tmp_path / "n.onnx", metadata={"tir.multiple": 8}, check_shape=(1, 1, 48, 48))
     assert rec["form"].startswith("reference RouteModule (") and "tone pool 6" in rec["form"]
     assert rec["max_abs_diff_vs_torch"] <= 1e-4
+
+
+def test_reexport_carries_the_distilled_student(tmp_path):
+    """A bundle that ships a student keeps it, byte for byte, through a route re-export."""
+    from tir.engines.bundle import add_student, load_bundle
+    from tir.engines.training.distill import export_student
+    from tir.engines.training.models.student import create_student
+
+    model = _model()
+    old = _old_bundle(tmp_path, model)
+    net = create_student("tiny", list(model.tasks) + ["clean"])
+    export_student(net, tmp_path / "student.onnx")
+    with_student = add_student(old, tmp_path / "with", tmp_path / "student.onnx",
+                               {"preset": "tiny", "prompts": list(net.prompts)})
+    new = load_bundle(reexport_bundle(with_student.path, tmp_path / "new", size=(96, 64), progress=None))
+    assert new.student["sha256"] == with_student.student["sha256"]
+    assert (new.path / "student.onnx").read_bytes() == (with_student.path / "student.onnx").read_bytes()

@@ -91,6 +91,18 @@ def test_losses_have_the_right_values():
     assert prompt_contrast(a, torch.tensor([[0.0, 1.0]]), a, 1.0).item() == pytest.approx(1 + np.log1p(np.exp(-1)), rel=1e-5)
 
 
+def test_fast_student_equals_the_network(tmp_path):
+    from tir.engines.training.fast_route import FastStudent
+
+    torch.manual_seed(1)
+    net = create_student("tiny", SLOTS).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x, w = torch.rand(2, 1, 64, 96), torch.softmax(torch.randn(2, len(SLOTS)), 1)
+    with torch.no_grad():
+        assert torch.allclose(FastStudent(net)(x, w), net(x, w), atol=1e-5)
+
+
 def test_export_has_two_inputs_the_routes_op_set_and_matches_torch(tmp_path):
     import onnx
 
@@ -100,7 +112,11 @@ def test_export_has_two_inputs_the_routes_op_set_and_matches_torch(tmp_path):
         torch.nn.init.normal_(p, std=0.1)
     report = export_student(net, tmp_path / "s.onnx")
     assert report["max_abs_err"] <= 1e-4
+    assert report["form"].startswith("fast-student")          # the FastRoute rewrites, exact to 1e-4
     model = onnx.load(str(tmp_path / "s.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    # one SpaceToDepth in, pools as strided convs, no pixel (un)shuffle as Reshape/Transpose in the body
+    assert "SpaceToDepth" in ops and "AveragePool" not in ops and "Transpose" not in ops
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["tir.multiple"] == "32" and meta["tir.prompts"] == ",".join(SLOTS)
     assert [i.name for i in model.graph.input] == ["input", "prompt"]
@@ -114,7 +130,8 @@ def test_export_has_two_inputs_the_routes_op_set_and_matches_torch(tmp_path):
     allowed = {"Conv", "Relu", "Add", "Sub", "Mul", "Div", "Exp", "Log", "Sqrt", "ReduceMean", "ReduceMin",
                "ReduceMax", "AveragePool", "Resize", "Reshape", "Transpose", "DepthToSpace", "SpaceToDepth",
                "MatMul", "Sigmoid", "Concat", "Squeeze", "Unsqueeze", "Gemm", "Constant", "Slice", "Shape",
-               "Gather", "ConvTranspose", "Pad", "Clip", "Identity", "Flatten", "Split", "Pow"}
+               "Gather", "ConvTranspose", "Pad", "Clip", "Identity", "Flatten", "Split", "Pow",
+               "ConstantOfShape"}   # the ones channel of the FastRoute ConvTranspose
     assert {n.op_type for n in model.graph.node} <= allowed
 
 

@@ -244,8 +244,12 @@ def export_student(net: StudentNet, path, size: Tuple[int, int] = (64, 64), tole
         tolerance: largest allowed absolute difference between ONNX Runtime and torch on random
             frames and soft prompts at two sizes.
 
+    The graph is :class:`~tir.engines.training.fast_route.FastStudent` (the routes' FastRoute
+    rewrites: convolutions instead of layout work; exact up to float rounding), or the plain
+    network when its geometry is not covered (``form`` says which and why).
+
     Returns:
-        {"path", "max_abs_err", "ops"}.
+        {"path", "max_abs_err", "ops", "form"}.
 
     Raises:
         ExportError: the TensorRT op audit (tir.engines.training.export.audit_onnx) fails, or
@@ -263,6 +267,12 @@ def export_student(net: StudentNet, path, size: Tuple[int, int] = (64, 64), tole
     k = len(net.prompts)
     was = net.training
     net.eval()
+    from .fast_route import STUDENT_EXPORT_FORM, FastStudent
+
+    try:
+        module, form = FastStudent(net), STUDENT_EXPORT_FORM
+    except ValueError as exc:   # a geometry the rewrites do not cover: the plain graph, said so
+        module, form = net, f"reference StudentNet ({exc})"
     try:
         dummy = (torch.zeros(1, 1, h, w), torch.full((1, k), 1.0 / k))
         axes = {0: "batch", 2: "height", 3: "width"}
@@ -270,7 +280,7 @@ def export_student(net: StudentNet, path, size: Tuple[int, int] = (64, 64), tole
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(net, dummy, str(path), dynamo=False, opset_version=DEFAULT_OPSET,
+            torch.onnx.export(module, dummy, str(path), dynamo=False, opset_version=DEFAULT_OPSET,
                               input_names=[INPUT_NAME, PROMPT_INPUT], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: axes, PROMPT_INPUT: {0: "batch"}, OUTPUT_NAME: dict(axes)},
                               do_constant_folding=True)
@@ -295,7 +305,7 @@ def export_student(net: StudentNet, path, size: Tuple[int, int] = (64, 64), tole
                 worst = max(worst, float(np.max(np.abs(ref - got))))
         if not worst <= tolerance:
             raise ExportError(f"{path}: ONNX Runtime differs from torch by {worst:.3g} (> {tolerance:g})")
-        return {"path": str(path), "max_abs_err": worst, "ops": sorted(audit.ops)}
+        return {"path": str(path), "max_abs_err": worst, "ops": sorted(audit.ops), "form": form}
     finally:
         net.train(was)
 
@@ -892,7 +902,7 @@ class Distiller:
                 "config": self.net.cfg.to_dict(),
                 "metrics": {"val_psnr": m.get("val_psnr"), "teacher_val_psnr": m.get("teacher_val_psnr"),
                             "field": m.get("field"), "best": self.state.get("best"),
-                            "parity_max_abs_err": report["max_abs_err"]},
+                            "parity_max_abs_err": report["max_abs_err"], "export_form": report["form"]},
                 "training": {"teachers": str(self.bundle.path), "data": self.data, "command": self.s.command,
                              "settings": asdict(self.s), "wall_s": self.state.get("wall_s"), "date": _now()}}
         return add_student(self.bundle.path, out_dir, onnx_path, info, deploy=deploy)

@@ -279,6 +279,9 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
                          f"vs previous ONNX {diff:.2g}")
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle.path / info["file"], out / info["file"])
+        student = (manifest.get("student") or {}).get("file")
+        if student:  # the distilled student is not re-exported here (tir distill does): it travels as it is
+            shutil.copyfile(bundle.path / student, out / student)
         manifest.setdefault("training", {})["reexport"] = {
             "from": str(bundle.path), "form": EXPORT_FORM, "tolerance": tolerance,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
@@ -287,3 +290,83 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+#: recorded in the student's export report (``form``)
+STUDENT_EXPORT_FORM = "fast-student v1 (engines/training/fast_route.py)"
+
+
+class FastStudent(nn.Module):
+    """The distilled student (:class:`~tir.engines.training.models.student.StudentNet`) for export,
+    with the same exact rewrites as :class:`FastRoute`: one SpaceToDepth in and one shuffle out
+    (the tone affine and the image skip on the unshuffled grid), the tone and field average pools
+    as strided convs on that grid, the body's PixelUnshuffle(2)+1×1 and 1×1+PixelShuffle(2) as a
+    2×2 stride-2 conv and ConvTranspose, the field's ×P Resize on a plain tensor.
+    ``forward(x, w)``: x N×1×H×W float32 (H, W multiples of ``net.cfg.multiple``), w N×K float32
+    prompt mixing weights → restored N×1×H×W, equal to ``net(x, w)`` up to float rounding.
+
+    Raises:
+        ValueError: a tone or field pool that is not a multiple of the unshuffle factor.
+    """
+
+    def __init__(self, net):
+        super().__init__()
+        cfg = net.cfg
+        self.net, self.r = net, cfg.unshuffle
+        r = self.r
+        if net.tone.pool % r:
+            raise ValueError(f"student tone pool {net.tone.pool} is not a multiple of the unshuffle factor {r}")
+        self.tone_k = net.tone.pool // r
+        self.register_buffer("tone_w", _mean_pool_weight(r * r, self.tone_k))
+        down = net.down[1]
+        lc, c4 = down.weight.shape[:2]
+        c = c4 // 4
+        self.register_buffer("down_w", down.weight.detach().reshape(lc, c, 2, 2).clone())
+        self.register_buffer("down_b", down.bias.detach().clone())
+        up = net.up[0]
+        w = up.weight.detach()[:, :, 0, 0]
+        self.register_buffer("up_w", torch.cat([w.t().reshape(lc, c, 2, 2),
+                                                up.bias.detach().reshape(1, c, 2, 2)]).contiguous())
+        if net.field is not None:
+            if net.field.pool % r:
+                raise ValueError(f"student field pool {net.field.pool} is not a multiple of the unshuffle factor {r}")
+            self.field_s = net.field.pool // r
+            self.register_buffer("field_pool_w", _mean_pool_weight(r * r, self.field_s))
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Restore ``x`` (N, 1, H, W) float32 under prompt mixing ``weights`` (N, K) float32 to
+        (N, 1, H, W) float32."""
+        net = self.net
+        p = net.prompt_vector(weights)
+        u = _SpaceToDepth.apply(x, self.r)
+        pooled = F.conv2d(u, self.tone_w, None, stride=self.tone_k)          # = avg_pool2d(x, pool)
+        f = tone_stats(pooled, 1)
+        u = net.tone.tone(u, f, torch.cat([f, p], dim=1))                    # element-wise affine
+        s = F.relu(net.stem(u))
+        h = s
+        for block in net.high_in:
+            h = block(h, p)
+        low = F.conv2d(h, self.down_w, self.down_b, stride=2)
+        for block in net.low:
+            low = block(low, p)
+        stats = torch.cat([low.mean(dim=(2, 3), keepdim=True), p], dim=1)
+        scale, shift = net.stats_fc2(F.relu(net.stats_fc1(stats))).chunk(2, dim=1)
+        low = low * (1.0 + scale) + shift
+        h = h + F.conv_transpose2d(torch.cat([low, torch.ones_like(low[:, :1])], dim=1), self.up_w, None, stride=2)
+        for block in net.high_out:
+            h = block(h, p)
+        z = u + net.recon(net.out(h))
+        if net.field is None:
+            return F.pixel_shuffle(z, self.r)
+        fh = net.field
+        t = F.conv2d(z, self.field_pool_w, None, stride=self.field_s)     # = avg_pool2d(y, pool)
+        gamma, beta = fh.film(p).chunk(2, dim=1)
+        for i, conv in enumerate(fh.convs):
+            t = conv(t)
+            if i == 0:
+                t = t * (1.0 + gamma) + beta
+            t = F.relu(t)
+        fld = fh.out(t)
+        fld = fld.reshape(-1, 1, fld.shape[2], fld.shape[3])   # keeps the Resize out of NCHWc
+        return F.pixel_shuffle(z, self.r) + F.interpolate(fld, scale_factor=float(fh.pool), mode="bilinear",
+                                                          align_corners=False)

@@ -849,10 +849,12 @@ def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, t
     out = Path(out_dir)
     if out.resolve() == src.path.resolve():
         raise ValueError("write the new bundle to another folder; the original is kept")
-    ckpt = (manifest.get("checkpoint") or {}).get("file")
-    if ckpt and (src.path / ckpt).is_file():  # in place before write_bundle verifies every listed file
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src.path / ckpt, out / ckpt)
+    # the checkpoint and the distilled student travel with the routes (unchanged, same sha256), in
+    # place before write_bundle verifies every listed file
+    for extra in ((manifest.get("checkpoint") or {}).get("file"), (manifest.get("student") or {}).get("file")):
+        if extra and (src.path / extra).is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src.path / extra, out / extra)
     bundle = write_bundle(out, routes, router_onnx, manifest)
     # the embedding statistics test-time adaptation aligns to (engines/adapt.py), for this router
     from ..adapt import add_source_stats
