@@ -233,6 +233,8 @@ def test_tir_eval_data_folder_is_a_camera_on_the_users_path(tmp_path, capsys, mo
     capsys.readouterr()
     assert cli.main(["eval", "--bundle", str(b.path), "--data", str(tmp_path / "empty")]) == 2
     assert "holds no frames" in capsys.readouterr().err
+    assert cli.main(["eval", "--bundle", str(b.path), "--data", str(tmp_path / "my8" / "f0.png")]) == 2
+    assert "is a file: give the folder" in capsys.readouterr().err
     assert cli.main(["eval", "--bundle", str(b.path), "--no-reference"]) == 2
 
 

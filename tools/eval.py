@@ -143,6 +143,11 @@ def _camera_sets(text: str, no_reference: bool = False):
     from tir.engines.training.datasets import DATASETS, register_folder
 
     items = [t.strip() for t in text.split(",") if t.strip()]
+    files = [t for t in items if os.path.isfile(t)]
+    if files:
+        from tir.engines.training.datasets import DatasetError
+
+        raise DatasetError(f"{files[0]} is a file: give the folder that holds the camera's frames")
     if not items or not all(t in DATASETS or t == "all" or os.path.isdir(t) for t in items):
         return None
     return [register_folder(t, clean=not no_reference) if os.path.isdir(t) and t not in DATASETS else t
