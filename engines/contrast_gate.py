@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -195,7 +195,19 @@ class ContrastGate:
         """The verdict after the gate: ``task`` itself, or its partner when ``task`` carries
         contrast and the frame's ``span`` is not low for this camera (counted in
         :attr:`demoted`). Does not record the span (:meth:`add`)."""
-        if task in self.partners and not self.is_low(span):
+        return self._demote(task, self.is_low(span))
+
+    def step(self, task: str, span: float) -> Tuple[str, bool]:
+        """One routed frame: (the verdict after the gate as :meth:`judge` gives it, whether the
+        frame is low for this camera), then its ``span`` joins the history. The reference is
+        computed once."""
+        low = self.is_low(span)
+        task = self._demote(task, low)
+        self.add(span)
+        return task, low
+
+    def _demote(self, task: str, low: bool) -> str:
+        if task in self.partners and not low:
             self.demoted += 1
             return self.partners[task]
         return task

@@ -403,14 +403,8 @@ class Restorer:
         joins the camera's history."""
         if self.contrast_gate is None:
             return decision
-        span = lowpass_span(frame)
-        self._contrast_low = self.contrast_gate.is_low(span)
-        if decision["task"] not in (UNKNOWN, CLEAN):
-            task = self.contrast_gate.judge(decision["task"], span)
-            if task != decision["task"]:
-                decision = {**decision, "task": task, "gated_from": decision["task"]}
-        self.contrast_gate.add(span)
-        return decision
+        task, self._contrast_low = self.contrast_gate.step(decision["task"], lowpass_span(frame))
+        return decision if task == decision["task"] else {**decision, "task": task, "gated_from": decision["task"]}
 
     def _gate_prompt(self, weights: np.ndarray, task: str) -> np.ndarray:
         """The student's prompt mix after the contrast gate: when the frame's contrast is not low
