@@ -16,8 +16,6 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
-
 from tir.edge.errors import InputError, ModelError, TirError, UsageError
 
 from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_source_argument,
@@ -145,7 +143,7 @@ def _source_stats(bundle, args) -> dict:
     from tir.engines.training.evaluate import load_clean
 
     from tir.engines.bundle import load_bundle
-    from tir.engines.training.datasets import DATASETS, load_unit_frames
+    from tir.engines.training.datasets import DATASETS
 
     names = [n.strip() for n in (args.data or "").split(",") if n.strip()]
     router_training = (load_bundle(bundle).router or {}).get("training") or {}
@@ -153,13 +151,10 @@ def _source_stats(bundle, args) -> dict:
         names = [d["name"] for d in router_training["sets"]]  # the sets the router was trained on
     augment = variants = None
     if names and all(n in DATASETS for n in names):
-        # the router's training frames as train_router_for_bundle drew them: each set's train
-        # split, a small set repeated up to the training's ``balance``
-        from tir.engines.training.train import balanced_repeats
+        # the router's training frames as train_router_for_bundle drew them
+        from tir.engines.training.train import router_train_frames
 
-        per_set = [load_unit_frames(n, "train") for n in names]
-        repeats = balanced_repeats([len(f) for f in per_set], int(router_training.get("balance", 1)))
-        frames = np.concatenate([np.concatenate([f] * r) for f, r in zip(per_set, repeats)])
+        frames, _ = router_train_frames(names, int(router_training.get("balance", 1)))
         where = ",".join(names) + " (train)"
         if router_training.get("domain_randomisation"):
             from tir.engines.training.domain import randomize as augment

@@ -768,6 +768,24 @@ def balanced_repeats(sizes: Sequence[int], cap: int) -> List[int]:
     return [int(min(max(1, round(top / max(n, 1))), max(1, int(cap)))) for n in sizes]
 
 
+def router_train_frames(names: Sequence[str], balance: int = 1, max_frames: Optional[int] = None):
+    """The router's training frames: each registered set's train split at the router's input
+    size, a set smaller than the largest repeated up to ``balance`` times (:func:`balanced_repeats`).
+
+    Returns:
+        ((N, H, W) float32 frames in [0, 1], the repeat count per set).
+
+    Raises:
+        DatasetError: a set or its frames cannot be had.
+    """
+    from . import datasets as dsets
+    from ..router import ROUTER_INPUT_SIZE
+
+    per_set = [dsets.load_unit_frames(n, "train", ROUTER_INPUT_SIZE, max_frames=max_frames) for n in names]
+    repeats = balanced_repeats([len(f) for f in per_set], balance)
+    return np.concatenate([np.concatenate([f] * r) for f, r in zip(per_set, repeats)]), repeats
+
+
 def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 1500, seed: int = 0,
                             threads: int = 2, draws: int = 3, randomize: bool = True,
                             max_frames: Optional[int] = None, command: str = "",
@@ -798,9 +816,7 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
 
     src = load_bundle(bundle_dir)
     names = dsets.parse_sets(sets)
-    per_set = [dsets.load_unit_frames(n, "train", ROUTER_INPUT_SIZE, max_frames=max_frames) for n in names]
-    repeats = balanced_repeats([len(f) for f in per_set], balance)
-    train = np.concatenate([np.concatenate([f] * r) for f, r in zip(per_set, repeats)])
+    train, repeats = router_train_frames(names, balance, max_frames)
     val = dsets.load_unit_frames(names, "val", ROUTER_INPUT_SIZE, max_frames=max_frames)
     log.info("router: %d train (repeats %s) / %d val frames from %s", len(train),
              dict(zip(names, repeats)), len(val), ", ".join(names))
