@@ -155,7 +155,7 @@ def split_files(name: str, split: str, root: Optional[Union[str, Path]] = None) 
     if not folder.is_dir():
         raise DatasetError(f"data set {name}: no folder {folder}")
     if split == ALL and not ds.splits:
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
+        return _frame_files(folder)
     splits = SPLITS if split == ALL else (split,)
     paths: List[Path] = []
     for s in splits:
@@ -175,6 +175,20 @@ FRAME_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 FOLDER_PREFIX = "dir:"
 
 
+def _frame_files(folder: Path) -> List[Path]:
+    """The image files of ``folder`` (:data:`FRAME_SUFFIXES`), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
+
+
+def _decode(path: Path) -> np.ndarray:
+    """One image file as stored (any depth, any channels); DatasetError when it cannot be decoded."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise DatasetError(f"cannot decode {path}")
+    return image
+
+
 def register_folder(path: Union[str, Path], clean: bool = True) -> str:
     """Register a folder of one camera's frames (the user's own) as a set without splits, and
     return its name (``dir:<folder name>``; the same folder and ``clean`` give the same name again).
@@ -191,16 +205,13 @@ def register_folder(path: Union[str, Path], clean: bool = True) -> str:
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise DatasetError(f"no folder {folder}")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
+    files = _frame_files(folder)
     if not files:
         raise DatasetError(f"{folder} holds no frames ({', '.join(FRAME_SUFFIXES)})")
     for ds in DATASETS.values():
         if ds.folder == str(folder) and ds.clean == bool(clean):
             return ds.name
-    data = np.fromfile(str(files[0]), dtype=np.uint8)
-    first = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if first is None:
-        raise DatasetError(f"cannot decode {files[0]}")
+    first = _decode(files[0])
     name, n = f"{FOLDER_PREFIX}{folder.name}", 2
     while name in DATASETS:
         name, n = f"{FOLDER_PREFIX}{folder.name}-{n}", n + 1
@@ -213,10 +224,7 @@ def read_counts(path: Path, bits: int) -> np.ndarray:
 
     Raises DatasetError for an unreadable file or a bit depth other than the set's.
     """
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise DatasetError(f"cannot decode {path}")
+    image = _decode(path)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     want = np.uint8 if bits == 8 else np.uint16
