@@ -342,6 +342,23 @@ def save_manifest(bundle_dir: PathLike, manifest: Mapping) -> Bundle:
     return load_bundle(out)
 
 
+def copy_listed_files(src: PathLike, manifest: dict, out_dir: PathLike) -> None:
+    """Copy the files ``manifest`` lists besides the routes and the router (the checkpoint, the
+    distilled student) from bundle folder ``src`` into ``out_dir`` (made if needed), byte for
+    byte, before :func:`write_bundle` verifies every listed file there. A listed file that is not
+    in ``src`` is left for write_bundle to report.
+
+    Raises:
+        OSError: a file cannot be copied.
+    """
+    src, out = Path(src), Path(out_dir)
+    for entry in (manifest.get("checkpoint"), manifest.get("student")):
+        name = (entry or {}).get("file")
+        if name and (src / name).is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / name, out / name)
+
+
 def copy_bundle(src: PathLike, dst: PathLike) -> Path:
     """Copy a verified bundle folder to ``dst`` (a new folder), every file byte for byte; returns
     ``dst``. The source is not touched.

@@ -220,7 +220,7 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
 
     import numpy as np
 
-    from ..bundle import BundleError, load_bundle, read_verified, write_bundle
+    from ..bundle import BundleError, copy_listed_files, load_bundle, read_verified, write_bundle
     from ..engine import MULTIPLE_KEY
     from ..backends.onnxruntime import ort_session
     from .export import ExportError
@@ -277,11 +277,8 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
             if progress:
                 progress(f"{task}: {cost['gmac']:.3f} GMAC, vs torch {record['max_abs_diff_vs_torch']:.2g}, "
                          f"vs previous ONNX {diff:.2g}")
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(bundle.path / info["file"], out / info["file"])
-        student = (manifest.get("student") or {}).get("file")
-        if student:  # the distilled student is not re-exported here (tir distill does): it travels as it is
-            shutil.copyfile(bundle.path / student, out / student)
+        # the checkpoint and the student (re-exported by tir distill, not here) travel as they are
+        copy_listed_files(bundle.path, manifest, out)
         manifest.setdefault("training", {})["reexport"] = {
             "from": str(bundle.path), "form": EXPORT_FORM, "tolerance": tolerance,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -846,9 +846,7 @@ def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, t
         FileNotFoundError: ``router_dir`` holds no router.json or its ONNX.
         BundleError: the source bundle does not load or the copy does not verify.
     """
-    import shutil
-
-    from ..bundle import load_bundle, write_bundle
+    from ..bundle import copy_listed_files, load_bundle, write_bundle
     from .domain import randomize as randomize_fn
     from ..router import SENSOR_VARIANTS, load_router_entry
 
@@ -865,12 +863,7 @@ def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, t
     out = Path(out_dir)
     if out.resolve() == src.path.resolve():
         raise ValueError("write the new bundle to another folder; the original is kept")
-    # the checkpoint and the distilled student travel with the routes (unchanged, same sha256), in
-    # place before write_bundle verifies every listed file
-    for extra in ((manifest.get("checkpoint") or {}).get("file"), (manifest.get("student") or {}).get("file")):
-        if extra and (src.path / extra).is_file():
-            out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src.path / extra, out / extra)
+    copy_listed_files(src.path, manifest, out)   # the checkpoint and the student travel unchanged
     bundle = write_bundle(out, routes, router_onnx, manifest)
     # the embedding statistics test-time adaptation aligns to (engines/adapt.py), for this router
     from ..adapt import add_source_stats
