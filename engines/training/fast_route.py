@@ -71,30 +71,39 @@ class _SpaceToDepth(torch.autograd.Function):
         return g.op("SpaceToDepth", x, blocksize_i=r)
 
 
+def _fold_resampling(module: nn.Module, down: nn.Conv2d, up: nn.Conv2d) -> None:
+    """Register on ``module`` the folded weights of a body's resampling pair: ``down_w``/``down_b``
+    (PixelUnshuffle(2) + the 1×1 ``down`` conv as one 2×2 stride-2 conv) and ``up_w`` (the 1×1
+    ``up`` conv + PixelShuffle(2) as one 2×2 stride-2 ConvTranspose over [low, ones], the ones
+    channel carrying the sub-pixel bias); see the module docstring for the index algebra."""
+    lc, c4 = down.weight.shape[:2]
+    c = c4 // 4
+    module.register_buffer("down_w", down.weight.detach().reshape(lc, c, 2, 2).clone())
+    module.register_buffer("down_b", down.bias.detach().clone())
+    w = up.weight.detach()[:, :, 0, 0]                             # 4c × lc
+    module.register_buffer("up_w", torch.cat([w.t().reshape(lc, c, 2, 2),
+                                              up.bias.detach().reshape(1, c, 2, 2)]).contiguous())
+
+
+def _folded_up(module: nn.Module, low: torch.Tensor) -> torch.Tensor:
+    """The folded 1×1 + PixelShuffle(2) of :func:`_fold_resampling` applied to ``low``."""
+    return F.conv_transpose2d(torch.cat([low, torch.ones_like(low[:, :1])], dim=1), module.up_w, None, stride=2)
+
+
 class FastBranch(nn.Module):
     """:class:`EdgeBranch` with the down/up pixel (un)shuffles folded into (transposed) convs."""
 
     def __init__(self, branch: EdgeBranch):
         super().__init__()
         self.branch = branch
-        down = branch.down[1]
-        lc, c4 = down.weight.shape[:2]
-        c = c4 // 4
-        self.register_buffer("down_w", down.weight.detach().reshape(lc, c, 2, 2).clone())
-        self.register_buffer("down_b", down.bias.detach().clone())
-        up = branch.up[0]
-        w = up.weight.detach()[:, :, 0, 0]                             # 4c × lc
-        # one ConvTranspose over [low, ones]: the ones channel carries the sub-pixel bias
-        self.register_buffer("up_w", torch.cat([w.t().reshape(lc, c, 2, 2),
-                                                up.bias.detach().reshape(1, c, 2, 2)]).contiguous())
+        _fold_resampling(self, branch.down[1], branch.up[0])
 
     def body(self, s: torch.Tensor) -> torch.Tensor:
         """The branch without its output projection: (N, C, h, w) float32 stem features in, same shape out."""
         b = self.branch
         h = b.high_in(s)
         low = b.stats(b.low(F.conv2d(h, self.down_w, self.down_b, stride=2)))
-        up = F.conv_transpose2d(torch.cat([low, torch.ones_like(low[:, :1])], dim=1), self.up_w, None, stride=2)
-        return b.high_out(h + up)
+        return b.high_out(h + _folded_up(self, low))
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         """The branch (equal to ``EdgeBranch.forward`` up to float rounding): (N, C, h, w) float32
@@ -315,15 +324,7 @@ class FastStudent(nn.Module):
             raise ValueError(f"student tone pool {net.tone.pool} is not a multiple of the unshuffle factor {r}")
         self.tone_k = net.tone.pool // r
         self.register_buffer("tone_w", _mean_pool_weight(r * r, self.tone_k))
-        down = net.down[1]
-        lc, c4 = down.weight.shape[:2]
-        c = c4 // 4
-        self.register_buffer("down_w", down.weight.detach().reshape(lc, c, 2, 2).clone())
-        self.register_buffer("down_b", down.bias.detach().clone())
-        up = net.up[0]
-        w = up.weight.detach()[:, :, 0, 0]
-        self.register_buffer("up_w", torch.cat([w.t().reshape(lc, c, 2, 2),
-                                                up.bias.detach().reshape(1, c, 2, 2)]).contiguous())
+        _fold_resampling(self, net.down[1], net.up[0])
         if net.field is not None:
             if net.field.pool % r:
                 raise ValueError(f"student field pool {net.field.pool} is not a multiple of the unshuffle factor {r}")
@@ -349,7 +350,7 @@ class FastStudent(nn.Module):
         stats = torch.cat([low.mean(dim=(2, 3), keepdim=True), p], dim=1)
         scale, shift = net.stats_fc2(F.relu(net.stats_fc1(stats))).chunk(2, dim=1)
         low = low * (1.0 + scale) + shift
-        h = h + F.conv_transpose2d(torch.cat([low, torch.ones_like(low[:, :1])], dim=1), self.up_w, None, stride=2)
+        h = h + _folded_up(self, low)
         for block in net.high_out:
             h = block(h, p)
         z = u + net.recon(net.out(h))
@@ -357,13 +358,7 @@ class FastStudent(nn.Module):
             return F.pixel_shuffle(z, self.r)
         fh = net.field
         t = F.conv2d(z, self.field_pool_w, None, stride=self.field_s)     # = avg_pool2d(y, pool)
-        gamma, beta = fh.film(p).chunk(2, dim=1)
-        for i, conv in enumerate(fh.convs):
-            t = conv(t)
-            if i == 0:
-                t = t * (1.0 + gamma) + beta
-            t = F.relu(t)
-        fld = fh.out(t)
+        fld = fh.field(t, p)
         fld = fld.reshape(-1, 1, fld.shape[2], fld.shape[3])   # keeps the Resize out of NCHWc
         return F.pixel_shuffle(z, self.r) + F.interpolate(fld, scale_factor=float(fh.pool), mode="bilinear",
                                                           align_corners=False)

@@ -173,15 +173,26 @@ class PromptField(nn.Module):
         Returns:
             (N, 1, H, W) float32.
         """
-        t = F.avg_pool2d(y, self.pool)
+        return y + F.interpolate(self.field(F.avg_pool2d(y, self.pool), p), scale_factor=float(self.pool),
+                                 mode="bilinear", align_corners=False)
+
+    def field(self, t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """The low-frequency field at the pooled resolution, before the upsample.
+
+        Args:
+            t: (N, 1, H/P, W/P) float32 pooled output (P = ``pool``).
+            p: (N, D, 1, 1) float32 prompt vectors.
+
+        Returns:
+            (N, 1, H/P, W/P) float32.
+        """
         gamma, beta = self.film(p).chunk(2, dim=1)
         for i, conv in enumerate(self.convs):
             t = conv(t)
             if i == 0:
                 t = t * (1.0 + gamma) + beta
             t = F.relu(t)
-        return y + F.interpolate(self.out(t), scale_factor=float(self.pool), mode="bilinear",
-                                 align_corners=False)
+        return self.out(t)
 
 
 class StudentNet(nn.Module):
