@@ -469,16 +469,17 @@ class OnlineAdapter:
 # bundles
 # ---------------------------------------------------------------------------------------------
 
-def write_adapted_bundle(bundle_path, out_dir, adaptation: dict, camera_span: Optional[dict] = None):
+def write_adapted_bundle(bundle_path, out_dir, adaptation: dict, camera_spans: Optional[Sequence[float]] = None):
     """Copy the bundle at ``bundle_path`` to ``out_dir`` (a new folder) with ``adaptation``
     stored in its router entry; the original is not touched, every model file is copied byte
     for byte (so every sha256 in the manifest stays right). Returns the copy as a verified
     :class:`~tir.engines.bundle.Bundle`.
 
-    ``camera_span``: the user's camera's low-pass spans (engines/contrast_gate.py
-    ``span_summary``, with ``data``) stored as the router's ``contrast_span``, so the contrast
-    gate of the adapted bundle starts from this camera's own contrast instead of the training
-    cameras' (the training prior is kept under ``training_span``).
+    ``camera_spans``: the user's camera's low-pass spans (engines/contrast_gate.py
+    ``lowpass_span``), stored summarised as the router's ``contrast_span`` (with the
+    adaptation's ``source`` as ``data``), so the contrast gate of the adapted bundle starts from
+    this camera's own contrast instead of the training cameras' (the training prior is kept under
+    ``training_span``).
 
     Raises:
         BundleError: the bundle fails its checks, or ``out_dir`` already exists.
@@ -493,10 +494,11 @@ def write_adapted_bundle(bundle_path, out_dir, adaptation: dict, camera_span: Op
     out = copy_bundle(original.path, out_dir)
     manifest = copy.deepcopy(original.manifest)
     manifest["router"][ADAPTATION_KEY] = adaptation
-    if camera_span is not None:
-        training = manifest["router"].get(CONTRAST_SPAN_KEY) or {}
-        manifest["router"][CONTRAST_SPAN_KEY] = {**camera_span, "camera": True,
-                                                 "training_span": training.get("training_span", training) or None}
+    if camera_spans:
+        prior = manifest["router"].get(CONTRAST_SPAN_KEY) or {}
+        training = prior.get("training_span") if prior.get("camera") else prior   # re-adapting keeps the first
+        manifest["router"][CONTRAST_SPAN_KEY] = {**span_summary(camera_spans), "data": adaptation.get("source"),
+                                                 "camera": True, "training_span": training or None}
     manifest["adapted_from"] = str(original.path)
     return save_manifest(out, manifest)
 
@@ -606,7 +608,7 @@ def adapt_bundle(bundle_path, source_uri: str, frames: int, out_dir, normalizer=
     copy to ``out_dir`` (:func:`write_adapted_bundle`; the original is untouched). Returns
     {"bundle": the copy, "fit": the adaptation entry, "before"/"after": the router's decision
     histogram on the collected frames without / with the map}. The copy's contrast gate starts
-    from the collected frames' low-pass spans (:func:`write_adapted_bundle` ``camera_span``).
+    from the collected frames' low-pass spans (:func:`write_adapted_bundle` ``camera_spans``).
     Raises AdaptationRefused."""
     from .bundle import load_bundle
     from .restorer import Restorer
@@ -626,7 +628,6 @@ def adapt_bundle(bundle_path, source_uri: str, frames: int, out_dir, normalizer=
     # the stored map is fitted on the raw router: an already adapted bundle is re-fitted from scratch
     fit = fit_adaptation(emb, stats, original.router["codebook"], original.router["tasks"], **fit_options)
     entry = adaptation_entry(fit, source_uri, mode="offline", stride=int(stride))
-    camera = {**span_summary([lowpass_span(f) for f in x]), "data": source_uri}
-    adapted = write_adapted_bundle(original.path, out_dir, entry, camera_span=camera)
+    adapted = write_adapted_bundle(original.path, out_dir, entry, camera_spans=[lowpass_span(f) for f in x])
     return {"bundle": adapted, "fit": entry, "before": decision_histogram(emb, original.router),
             "after": decision_histogram(emb, original.router, entry)}

@@ -459,13 +459,9 @@ class Restorer:
             from .adapt import write_adapted_bundle
 
             try:
-                camera = None
-                if self.contrast_gate is not None and self.contrast_gate.spans:
-                    from .contrast_gate import span_summary
-
-                    camera = {**span_summary(self.contrast_gate.spans), "data": self.adapter.source_uri}
+                spans = None if self.contrast_gate is None else list(self.contrast_gate.spans)
                 self.adapt_saved = str(write_adapted_bundle(self.bundle.path, self.adapt_save, fitted,
-                                                            camera_span=camera).path)
+                                                            camera_spans=spans).path)
                 log.info("adapted bundle written to %s", self.adapt_saved)
             except (OSError, ValueError, RuntimeError) as exc:
                 self.adapt_saved = f"not written: {exc}"
