@@ -151,9 +151,9 @@ class AlwaysRouter(torch.nn.Module):
 
 
 def _export(module, path):
-    torch.onnx.export(module, (torch.rand(1, 1, H, W),), str(path), input_names=["frame"],
-                      output_names=["out"], opset_version=17, dynamo=False,
-                      dynamic_axes={"frame": {0: "n", 2: "h", 3: "w"}, "out": {0: "n"}})
+    from tir.engines.training.export import export_onnx
+
+    export_onnx(module, path, input_shape=(1, 1, H, W), audit=False)
     return path
 
 
