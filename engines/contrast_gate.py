@@ -111,18 +111,11 @@ def contrast_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
         {task: partner} for every task with a ``contrast`` step whose partner exists (a task whose
         remaining steps match no other task is left out: the gate never touches it).
     """
-    by_steps = {_contrast_free(steps): name for name, steps in specs.items()
-                if not any(s.get("op") == CONTRAST_OP for s in steps)}
-    partners = {}
-    for name, steps in specs.items():
-        if not any(s.get("op") == CONTRAST_OP for s in steps):
-            continue
-        rest = _contrast_free(steps)
-        if not rest:
-            partners[name] = CLEAN
-        elif rest in by_steps:
-            partners[name] = by_steps[rest]
-    return partners
+    carrying = {name for name, steps in specs.items() if any(s.get("op") == CONTRAST_OP for s in steps)}
+    by_steps = {_contrast_free(steps): name for name, steps in specs.items() if name not in carrying}
+    by_steps[()] = CLEAN
+    return {name: by_steps[_contrast_free(steps)] for name, steps in specs.items()
+            if name in carrying and _contrast_free(steps) in by_steps}
 
 
 def max_contrast_factor(specs: Iterable[Sequence[dict]]) -> float:
