@@ -303,3 +303,11 @@ def test_router_only_gives_the_full_evaluations_verdicts(data_root):
         fast = evaluate_set(default_bundle_path(), name, split="val", progress=False, router_only=True, threads=1)
         assert fast["router_only"] and "per_task" not in fast and "clean_identity" not in fast
         assert fast["router"] == full["router"]
+
+
+def test_leave_one_out_never_leaves_out_the_virtual_camera(tmp_path):
+    """The virtual camera only trains the routers: it is not a camera a user bolts on."""
+    from tir.engines.training.leave_out import leave_one_out
+
+    with pytest.raises(ValueError, match="must name sets of --leave-out"):
+        leave_one_out("engines/bundles/edge", "roadscene,synthetic", tmp_path, only=["synthetic"])

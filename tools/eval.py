@@ -50,6 +50,13 @@ def add_arguments(parser) -> None:
                         help="with --leave-out: leave out only these sets (each trained on all the others)")
     parser.add_argument("--work-dir", default=None, help="with --leave-out: where the routers are trained")
     parser.add_argument("--router-steps", type=int, default=1500, help="with --leave-out: router steps")
+    parser.add_argument("--router-draws", type=int, default=2,
+                        help="with --leave-out: degradation draws per frame and class (tir train --router-draws)")
+    parser.add_argument("--router-quantize", type=float, default=0.0, metavar="P",
+                        help="with --leave-out: share of degraded router frames re-quantised to 8 bits "
+                             "(tir train --router-quantize)")
+    parser.add_argument("--router-balance", type=int, default=1, metavar="K",
+                        help="with --leave-out: repeat a small camera's frames up to K times (tir train --router-balance)")
     parser.add_argument("--router-only", action="store_true",
                         help="with --data: route every frame the live way but restore nothing (the router's "
                              "accuracy per camera in a fraction of the time; no PSNR, no plot)")
@@ -201,6 +208,7 @@ def _leave_out(args, bundle) -> int:
     with refusing(ValueError):
         result = leave_one_out(bundle, args.leave_out, args.work_dir, steps=args.router_steps, seed=args.seed,
                                threads=args.threads or 2, max_frames=args.max_frames, command=command,
+                               draws=args.router_draws, quantize=args.router_quantize, balance=args.router_balance,
                                only=[n.strip() for n in args.leave_out_only.split(",")] if args.leave_out_only else None)
     print(format_leave_out(result))
     _write_json(args, result)

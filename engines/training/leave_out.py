@@ -21,14 +21,17 @@ from . import datasets as dsets
 
 def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draws: int = 2,
                   seed: int = 0, threads: int = 2, max_frames: Optional[int] = None,
-                  adapt_frames: int = 200, command: str = "", only: Optional[Sequence[str]] = None) -> dict:
+                  adapt_frames: int = 200, command: str = "", only: Optional[Sequence[str]] = None,
+                  quantize: float = 0.0, balance: int = 1) -> dict:
     """Run the protocol above for every set; returns (and writes ``work_dir/leave_out.json``)
     {"sets": {k: {"trained_on", "camera", "router_live" (live path, engines/training/camera_eval.py),
     "router_before_adapt" / "router_after_adapt" (both in tir adapt --measure's protocol),
     "clean_identity", "min_gain_auto", "per_task", "seconds"}}}. The two protocols differ
     (the live path degrades counts before the preprocessing), so only before/after compare. Raises DatasetError for an
     unknown set or one without clean frames, ValueError for fewer than two sets. ``only``: leave
-    out just these sets (each still trained on all the others), e.g. to spread the work."""
+    out just these sets (each still trained on all the others), e.g. to spread the work. A virtual
+    set (the virtual camera) trains every router and is never left out. ``quantize``, ``balance``
+    and ``draws``: the router recipe (:func:`tir.engines.training.train.train_router_for_bundle`)."""
     from .adapt_measure import measure_adaptation
     from .camera_eval import evaluate_set
     from .train import train_router_for_bundle
@@ -36,21 +39,25 @@ def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draw
     names = dsets.parse_sets(sets)
     if len(names) < 2:
         raise ValueError("leave-one-out needs at least two camera sets")
-    for n in names:
-        if not dsets.dataset(n).clean or dsets.dataset(n).virtual:
+    cameras = [n for n in names if not dsets.dataset(n).virtual]
+    for n in cameras:
+        if not dsets.dataset(n).clean:
             raise dsets.DatasetError(f"data set {n} cannot be left out: it has no clean camera frames")
+    if not cameras:
+        raise ValueError("leave-one-out needs at least one camera set to leave out (virtual sets only train)")
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    out = {"bundle": str(bundle), "steps": steps, "draws": draws, "seed": seed, "command": command,
-           "sets": {}}
-    targets = names if not only else [k for k in names if k in set(only)]
+    out = {"bundle": str(bundle), "steps": steps, "draws": draws, "quantize": quantize, "balance": balance,
+           "seed": seed, "command": command, "sets": {}}
+    targets = cameras if not only else [k for k in cameras if k in set(only)]
     if only and len(targets) != len(set(only)):
         raise ValueError(f"--leave-out-only {list(only)} must name sets of --leave-out {names}")
     for k in targets:
         t0 = time.monotonic()
         rest = [n for n in names if n != k]
         b = train_router_for_bundle(bundle, work / k / "bundle", rest, work / k, steps=steps, seed=seed,
-                                    threads=threads, draws=draws, max_frames=max_frames, command=command)
+                                    threads=threads, draws=draws, max_frames=max_frames, command=command,
+                                    quantize=quantize, balance=balance)
         r = evaluate_set(b, k, "test", seed, max_frames=max_frames, threads=threads, true_routes=False)
         a = measure_adaptation(b, [k], frames=adapt_frames, seed=seed, threads=threads)["sets"][k]
         out["sets"][k] = {
