@@ -11,8 +11,8 @@ restorer's) and can replace its bundle while frames flow:
   frame after the swap does not wait for them);
 - the infer thread swaps at the start of its next ``infer``/``observe`` call, i.e. between two
   frames: no frame is dropped, repeated or reordered by the swap. The routing state (current
-  route, if the new bundle has it), the counters and the contrast gate's camera history (its
-  reference and demoted count: the camera is the same) carry over; the old engines are closed in
+  route, if the new bundle has it), the counters, the contrast gate's camera history (its
+  reference and demoted count: the camera is the same) and the FPN gate's counters carry over; the old engines are closed in
   another thread; ``last_swap`` holds the frame number, the load time, the swap's own time and
   the infer time of the first frame on the new bundle (``first_frame_ms``);
 - a load that fails (tampered or missing file, schema error, a forced ``--task`` the new
@@ -179,6 +179,9 @@ class HotSwapRestorer:
         old_gate, new_gate = getattr(old, "contrast_gate", None), getattr(new, "contrast_gate", None)
         if old_gate is not None and new_gate is not None:
             new_gate.carry_from(old_gate)
+        old_fpn, new_fpn = getattr(old, "fpn_gate", None), getattr(new, "fpn_gate", None)
+        if old_fpn is not None and new_fpn is not None:
+            new_fpn.carry_from(old_fpn)   # its counters (engines/fpn_gate.py)
         if not getattr(new, "forced", False):
             carry = old.current
             if carry is not None and (carry == "clean" or carry in new.routes):

@@ -45,6 +45,7 @@ import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
 from .contrast_gate import ContrastGate, lowpass_span
+from .fpn_gate import FPNGate
 from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class Restorer:
                  every: int = 8, hysteresis: int = 3, threads: Optional[int] = None,
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, precision: Optional[str] = None,
                  adapt: Optional[int] = None, adapt_save=None, source_uri: str = "",
-                 deploy: Optional[str] = None, contrast_gate: bool = True):
+                 deploy: Optional[str] = None, contrast_gate: bool = True, fpn_gate: bool = True):
         from .bundle import Bundle, load_bundle
 
         self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
@@ -168,7 +169,13 @@ class Restorer:
         if contrast_gate and self.router_info is not None and not self.forced:   # a forced route is never gated
             specs = {t: (self.bundle.task_info(t).get("spec") or {}).get("steps") or [] for t in self.routes}
             self.contrast_gate = ContrastGate.for_bundle(specs, self.router_info)
+        self.fpn_gate: Optional[FPNGate] = None
+        if fpn_gate and self.router_info is not None and not self.forced:
+            specs = {t: (self.bundle.task_info(t).get("spec") or {}).get("steps") or [] for t in self.routes}
+            gate = FPNGate.for_bundle(specs)
+            self.fpn_gate = gate if gate.partners else None   # no task carries FPN: nothing to add
         self._contrast_low = True   # the last routed frame's contrast was low for this camera
+        self._fpn = False           # the last routed frame carried column FPN (the FPN gate added noise)
         self.adapter: Optional[OnlineAdapter] = None
         self.adapt_save = adapt_save
         self.adapt_saved: Optional[str] = None
@@ -397,31 +404,52 @@ class Restorer:
         return decision
 
     def _gate(self, decision: dict, frame: np.ndarray) -> dict:
-        """The contrast gate on one verdict (engines/contrast_gate.py): a contrast-carrying task
-        on a frame whose contrast is not low for this camera becomes its partner without the
-        contrast part (``gated_from`` names the router's own verdict); the frame's span then
-        joins the camera's history."""
-        if self.contrast_gate is None:
+        """The gates on one verdict, ``gated_from`` naming the router's own verdict when they
+        change it:
+
+        - the contrast gate (engines/contrast_gate.py): a contrast-carrying task on a frame whose
+          contrast is not low for this camera becomes its partner without the contrast part;
+          the frame's span then joins the camera's history;
+        - the FPN gate (engines/fpn_gate.py): on a frame that carries the column FPN of an
+          uncalibrated FPA, the verdict gains the noise part (an unknown verdict becomes the
+          noise task) and ``fpn`` is True: the noise part is measured, so a verdict the router
+          was unsure of is not dropped to pass-through (:meth:`_decide`).
+        """
+        task = decision["task"]
+        if self.contrast_gate is not None:
+            task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame))
+        self._fpn = False
+        if self.fpn_gate is not None:
+            task, self._fpn = self.fpn_gate.step(CLEAN if task == UNKNOWN else task, frame)
+            if not self._fpn and decision["task"] == UNKNOWN:
+                task = UNKNOWN
+        if task == decision["task"] and not self._fpn:
             return decision
-        task, self._contrast_low = self.contrast_gate.step(decision["task"], lowpass_span(frame))
-        return decision if task == decision["task"] else {**decision, "task": task, "gated_from": decision["task"]}
+        out = {**decision, "task": task, "fpn": self._fpn}
+        return out if task == decision["task"] else {**out, "gated_from": decision["task"]}
 
     def _gate_prompt(self, weights: np.ndarray, task: str) -> np.ndarray:
-        """The student's prompt mix after the contrast gate: when the frame's contrast is not low
-        for this camera, each contrast-carrying prompt's weight moves to its partner's prompt
-        (dropped when the partner is ``clean``), renormalised; a one-hot of the gated verdict
-        when nothing is left. (K,) float32 in, (K,) float32 out."""
-        gate = self.contrast_gate
-        if gate is None or self._contrast_low or not self.prompts:
+        """The student's prompt mix after the gates (:meth:`_gate`): when the frame's contrast is
+        not low for this camera, each contrast-carrying prompt's weight moves to its partner
+        without contrast (dropped when the partner is ``clean``); when the frame carries column
+        FPN, each prompt's weight moves to its partner with the noise part. Renormalised; a
+        one-hot of the gated verdict when nothing is left. (K,) float32 in, (K,) float32 out."""
+        moves = []
+        if self.contrast_gate is not None and not self._contrast_low:
+            moves.append(self.contrast_gate.partners)
+        if self.fpn_gate is not None and self._fpn:
+            moves.append(self.fpn_gate.partners)
+        if not moves or not self.prompts:
             return weights
         w = np.asarray(weights, dtype=np.float64).copy()
-        for k, prompt in enumerate(self.prompts):
-            partner = gate.partners.get(prompt)
-            if partner is None:
-                continue
-            if partner in self.prompts:
-                w[self.prompts.index(partner)] += w[k]
-            w[k] = 0.0
+        for partners in moves:
+            for k, prompt in enumerate(self.prompts):
+                partner = partners.get(prompt)
+                if partner is None:
+                    continue
+                if partner in self.prompts:
+                    w[self.prompts.index(partner)] += w[k]
+                w[k] = 0.0
         if w.sum() <= 0.0:
             return self._one_hot(task) if task in self.prompts else np.asarray(weights, dtype=np.float32)
         return (w / w.sum()).astype(np.float32)
@@ -478,7 +506,7 @@ class Restorer:
             task = UNKNOWN
             self._last["unknown"] = True
         unsure = task != UNKNOWN and decision.get("confidence") is not None \
-            and decision["confidence"] < self.min_confidence
+            and decision["confidence"] < self.min_confidence and not decision.get("fpn")
         if task == UNKNOWN or unsure:
             # do no harm: pass-through is the candidate (same hysteresis as any switch), never
             # "keep whatever route the last confident verdict chose"
@@ -544,7 +572,8 @@ class Restorer:
         ``skipped_ffc``), ``gated_from`` (the router's own verdict when the contrast gate changed
         it, else None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy``, ``contrast`` (the
         contrast gate: camera reference span, history frames, ratio, demoted verdicts; None when
-        off) and the student's ``prompt`` weights (None without).
+        off), ``fpn`` (the FPN gate: the last routed frame's column-FPN amplitude and consistency,
+        thresholds, checked frames, promoted verdicts; None when off) and the student's ``prompt`` weights (None without).
         """
         return {"task": self.route, "confidence": self._last["confidence"],
                 "unknown": bool(self._last["unknown"]), "switches": self.switches,
@@ -555,6 +584,7 @@ class Restorer:
                 "skipped_ffc": self.skipped_ffc, "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy,
                 "contrast": None if self.contrast_gate is None else self.contrast_gate.status(),
+                "fpn": None if self.fpn_gate is None else self.fpn_gate.status(),
                 "prompt": None if self.prompt_weights is None else
                 {p: round(float(w), 4) for p, w in zip(self.prompts, self.prompt_weights)}}
 

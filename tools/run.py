@@ -86,6 +86,9 @@ def status_line(snap) -> str:
     contrast = snap.get("contrast")
     if contrast and contrast.get("demoted"):
         parts.append(f"contrast gate demoted {contrast['demoted']}")
+    fpn = snap.get("fpn")
+    if fpn and fpn.get("promoted"):
+        parts.append(f"FPN gate promoted {fpn['promoted']}")
     camera = snap.get("camera")
     if camera:
         fpa = camera.get("fpa_temp_c")

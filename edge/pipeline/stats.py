@@ -161,6 +161,23 @@ class ContrastStatus(_Record):
 
 
 @dataclass
+class FPNStatus(_Record):
+    """The FPN gate (engines/fpn_gate.py): :meth:`tir.engines.fpn_gate.FPNGate.status`.
+    ``amplitude``: the last routed frame's column-FPN amplitude (robust std of its column
+    signature, fraction of the scene span); ``consistency``: how alike the signature is in the
+    frame's top-to-bottom bands (median correlation, −1..1); a frame carries column FPN at or
+    above both thresholds; ``checked``: routed frames measured; ``promoted``: verdicts the gate
+    gave the noise part."""
+    amplitude: Optional[float] = None
+    consistency: Optional[float] = None
+    amplitude_threshold: Optional[float] = None
+    consistency_threshold: Optional[float] = None
+    checked: int = 0
+    promoted: int = 0
+    stats_error: Optional[str] = None
+
+
+@dataclass
 class RecordingStats(_Record):
     """A ``file://`` recorder output: :meth:`tir.edge.outputs.recorder.Recorder.stats` (frames
     written, dropped on a full queue, lost after a failure, queued now, preview frames and
@@ -220,8 +237,8 @@ class StatsSnapshot(_Record):
 
     Times are seconds (``*_s``) or milliseconds (``*_ms``); rates are frames per second.
     ``source`` and ``model`` are the source's ``stats()`` (with ``uri`` always) and the
-    model's ``status()`` as they give them; ``task``, ``confidence``, ``adapt`` and ``contrast``
-    are the model's, typed. ``http``, ``frame`` and ``scene`` are filled in by the HTTP output,
+    model's ``status()`` as they give them; ``task``, ``confidence``, ``adapt``, ``contrast``
+    and ``fpn`` are the model's, typed. ``http``, ``frame`` and ``scene`` are filled in by the HTTP output,
     ``recording`` by the pipeline from a recorder output; ``stats_error`` says why a reader
     got no pipeline stats.
     """
@@ -255,6 +272,7 @@ class StatsSnapshot(_Record):
     confidence: Optional[float] = None
     adapt: Optional[AdaptStatus] = None
     contrast: Optional[ContrastStatus] = None
+    fpn: Optional[FPNStatus] = None
     camera: Optional[CameraStats] = None
     collect: Optional[CollectStats] = None
     recording: Optional[RecordingStats] = None
@@ -494,6 +512,8 @@ class PipelineStats:
                 snap.adapt = stats_section(AdaptStatus, lambda: status["adapt"])
             if isinstance(status.get("contrast"), dict):
                 snap.contrast = stats_section(ContrastStatus, lambda: status["contrast"])
+            if isinstance(status.get("fpn"), dict):
+                snap.fpn = stats_section(FPNStatus, lambda: status["fpn"])
         snap.time = time.time()
         return snap
 

@@ -79,6 +79,7 @@ function render(stats) {
   text("confidence", typeof conf === "number" ? (conf <= 1 ? (100 * conf).toFixed(0) + " %" : fmt(conf, 2)) : "-");
   renderAdapt(stats);
   renderContrast(stats);
+  renderFPN(stats);
   renderBundle(stats);
 
   if (stats.scene && typeof stats.scene.min_c === "number") {
@@ -125,6 +126,14 @@ function renderContrast(stats) {
   $("contrast-fact").classList.toggle("hidden", !stats.contrast);
   if (!stats.contrast) return;
   text("contrast", `ref ${fmt(stats.contrast.reference, 2)} · ${stats.contrast.demoted} demoted`);
+}
+
+// FPN gate (engines/fpn_gate.py): the last routed frame's column-FPN amplitude (% of the scene
+// span) and the verdicts it gave the noise part; hidden when the gate is off or there is no router.
+function renderFPN(stats) {
+  $("fpn-fact").classList.toggle("hidden", !stats.fpn);
+  if (!stats.fpn) return;
+  text("fpn", `${fmt(100 * (stats.fpn.amplitude || 0), 2)} % · ${stats.fpn.promoted} promoted`);
 }
 
 // Open-world collection (tir run --collect DIR): kept count, raw counts, last thumbnails.

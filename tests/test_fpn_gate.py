@@ -1,0 +1,240 @@
+"""The FPN gate: a frame that carries the column fixed-pattern noise of an uncalibrated FPA gets
+the noise part added to its verdict (engines/fpn_gate.py), in the Restorer, its status and the
+live page's stats."""
+import numpy as np
+import pytest
+import torch
+
+from tir.engines import degrade as deg
+from tir.engines.bundle import write_bundle
+from tir.engines.fpn_gate import (AMPLITUDE, CONSISTENCY, ColumnPattern, FPNGate, carries_fpn,
+                                  column_pattern, noise_partners)
+from tir.engines.restorer import Restorer
+from tir.engines.router import CLEAN, UNKNOWN
+
+H, W = 120, 160
+
+
+def scene(h=H, w=W, seed=0):
+    """A thermal-like scene in [0, 1]: a smooth gradient, warm blobs, a few vertical poles that
+    fill part of the frame's height (scene structure that is column-aligned but not FPN), and
+    mild white noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    s = w / 160.0                                                  # the same scene at any size
+    x = 0.3 + 0.2 * yy / h + 0.05 * np.sin(yy / (9.0 * s))
+    for cx, cy, r in zip(rng.uniform(0, w, 12), rng.uniform(0, h, 12), rng.uniform(3, 12, 12) * s):
+        x[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0.6, 0.9)
+    pole = max(int(round(3 * s)), 1)
+    for cx in rng.choice(w - pole - 1, 5, replace=False):         # poles: top 40-70 % of the frame
+        x[: int(h * rng.uniform(0.4, 0.7)), cx:cx + pole] = 0.85
+    x += rng.normal(0, 0.004, x.shape)
+    return np.clip(x, 0, 1).astype(np.float32)
+
+
+def with_column_fpn(x, rel, seed=1):
+    """``x`` plus a per-column offset of standard deviation ``rel`` × the scene span (the
+    ``sensor_fpn`` op's convention)."""
+    lo, hi = np.percentile(x, (1, 99))
+    offsets = np.random.default_rng(seed).normal(0, rel * (hi - lo), (1, x.shape[1]))
+    return (x + offsets).astype(np.float32)
+
+
+def test_column_pattern_tells_column_fpn_from_scene_structure():
+    clean = scene()
+    p = column_pattern(clean)
+    assert not carries_fpn(p) and p.amplitude < 0.005              # poles and edges are not FPN
+    for rel in (0.015, 0.025, 0.04):                                # what non-NUC'd sensors show
+        q = column_pattern(with_column_fpn(clean, rel))
+        assert carries_fpn(q), (rel, q)
+        assert q.amplitude == pytest.approx(rel, rel=0.35) and q.consistency > 0.7
+    weak = column_pattern(with_column_fpn(clean, 0.003))            # a NUC'd camera's residual
+    assert not carries_fpn(weak)
+    assert column_pattern(clean[None, None]) == p
+    flat = column_pattern(np.full((H, W), 0.5, np.float32))
+    assert flat == ColumnPattern(0.0, 0.0) and not carries_fpn(flat)
+
+
+def test_column_pattern_holds_at_any_size_and_brightness():
+    for h, w in ((60, 80), (256, 320), (512, 640), (1024, 1280)):
+        base = scene(h, w, seed=h)
+        assert not carries_fpn(column_pattern(base)), (w, h)
+        if h >= 120:   # 80×60: 15-row bands leave the consistency near its threshold
+            assert carries_fpn(column_pattern(with_column_fpn(base, 0.025))), (w, h)
+    base = scene()
+    # relative to the scene's span: a contrast change scales FPN and span alike
+    assert column_pattern(with_column_fpn(base, 0.025) * 0.3 + 0.2).amplitude == pytest.approx(
+        column_pattern(with_column_fpn(base, 0.025)).amplitude, rel=0.05)
+
+
+def test_row_noise_and_white_noise_are_not_column_fpn():
+    base = scene()
+    rows = base + np.random.default_rng(2).normal(0, 0.02, (H, 1)).astype(np.float32)
+    assert not carries_fpn(column_pattern(rows))
+    white = base + np.random.default_rng(3).normal(0, 0.03, base.shape).astype(np.float32)
+    assert not carries_fpn(column_pattern(white))   # strong, but not the same in every band
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 3, 4, 5), np.float32), np.zeros((3, 10), np.float32),
+                                 np.zeros(10, np.float32)])
+def test_column_pattern_refuses_what_is_not_one_frame(bad):
+    with pytest.raises(ValueError):
+        column_pattern(bad)
+
+
+def test_thresholds_sit_between_corrected_and_uncorrected():
+    assert 0.005 < AMPLITUDE < 0.015 and 0.0 < CONSISTENCY < 1.0
+    with pytest.raises(ValueError):
+        FPNGate({}, amplitude=0.0)
+    with pytest.raises(ValueError):
+        FPNGate({}, consistency=1.0)
+
+
+def test_noise_partners_come_from_the_specs():
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    assert noise_partners(specs) == {CLEAN: "noise", UNKNOWN: "noise", "contrast": "CN", "blur": "BN",
+                                     "CB": "CBN"}
+    assert noise_partners({t: specs[t] for t in ("contrast", "blur", "CB")}) == {}   # no noise task
+    # a task tir learn adds, with and without the noise part, is paired the same way
+    haze = [{"op": "haze", "strength": [0.2, 0.5]}]
+    learned = {**specs, "haze": haze, "haze_noise": haze + specs["noise"]}
+    assert noise_partners(learned)["haze"] == "haze_noise"
+
+
+# --- the Restorer ------------------------------------------------------------------------------
+
+class Scale(torch.nn.Module):
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+class FixedRouter(torch.nn.Module):
+    """The same embedding for every frame: the router always names one class."""
+
+    def __init__(self, k, n):
+        super().__init__()
+        self.k, self.n = k, n
+
+    def forward(self, x):
+        ones = x.mean(dim=(1, 2, 3))[:, None] * 0 + 1.0
+        return torch.cat([ones if i == self.k else ones * 0 for i in range(self.n)], dim=1)
+
+
+def _export(module, path):
+    from tir.engines.training.export import export_onnx
+
+    export_onnx(module, path, input_shape=(1, 1, H, W), audit=False)
+    return path
+
+
+def _bundle(tmp, say, unknown=False):
+    """Routes blur (×3), BN (×5) and noise (×7) with the shipped specs; a router that always
+    names ``say`` (one of blur, BN, noise, clean) with similarity 1, or (``unknown``) says
+    nothing it knows (its embedding is orthogonal to every codebook row)."""
+    classes = ["blur", "BN", "noise", "clean"]
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    routes = {t: _export(Scale(f), tmp / f"{t}.onnx") for t, f in (("blur", 3.0), ("BN", 5.0), ("noise", 7.0))}
+    router = _export(FixedRouter(classes.index(say), len(classes)), tmp / "router.onnx")
+    codebook = np.eye(len(classes))
+    if unknown:
+        codebook[classes.index(say)] = codebook[(classes.index(say) + 1) % len(classes)]
+    meta = {"name": "fpn",
+            "tasks": [{"name": t, "spec": {"name": t, "steps": specs[t]}} for t in ("blur", "BN", "noise")],
+            "router": {"codebook": codebook.tolist(), "tasks": classes, "threshold": 0.5,
+                       "temperature": 0.1, "input_size": [W, H]}}
+    write_bundle(tmp / "bundle", routes, router, meta)
+    return tmp / "bundle"
+
+
+@pytest.fixture(scope="module")
+def blur_bundle(tmp_path_factory):
+    return _bundle(tmp_path_factory.mktemp("fpn_blur"), "blur")
+
+
+def test_restorer_adds_the_noise_part_on_column_fpn(blur_bundle):
+    r = Restorer(blur_bundle, every=1, hysteresis=1)
+    assert r.fpn_gate.partners == {CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}
+    clean = scene()[None, None]
+    assert np.allclose(r.infer(clean), clean * 3.0) and r.status()["task"] == "blur"   # router as it says
+    assert r.status()["fpn"]["promoted"] == 0 and r.status()["gated_from"] is None
+    striped = with_column_fpn(scene(), 0.025)[None, None]
+    assert np.allclose(r.infer(striped), striped * 5.0)
+    s = r.status()
+    assert s["task"] == "BN" and s["gated_from"] == "blur" and r.last_decision["fpn"] is True
+    assert s["fpn"]["promoted"] == 1 and s["fpn"]["checked"] == 2 and s["fpn"]["amplitude"] > AMPLITUDE
+
+
+def test_unknown_verdict_with_column_fpn_goes_to_the_noise_route(tmp_path):
+    bundle = _bundle(tmp_path, "clean", unknown=True)
+    r = Restorer(bundle, every=1, hysteresis=1)
+    clean = scene()[None, None]
+    assert np.allclose(r.infer(clean), clean) and r.status()["unknown"]        # do no harm
+    striped = with_column_fpn(scene(), 0.025)[None, None]
+    assert np.allclose(r.infer(striped), striped * 7.0) and r.status()["task"] == "noise"
+    assert r.status()["gated_from"] == UNKNOWN
+
+
+def test_gate_off_and_forced_task(blur_bundle):
+    striped = with_column_fpn(scene(), 0.025)[None, None]
+    off = Restorer(blur_bundle, every=1, hysteresis=1, fpn_gate=False)
+    assert off.fpn_gate is None and off.status()["fpn"] is None
+    assert np.allclose(off.infer(striped), striped * 3.0)
+    forced = Restorer(blur_bundle, task="blur")
+    assert forced.fpn_gate is None and np.allclose(forced.infer(striped), striped * 3.0)
+
+
+def test_student_prompt_mix_gains_the_noise_part(blur_bundle, monkeypatch):
+    monkeypatch.setattr(Restorer, "prompts", property(lambda self: ["blur", "BN", "noise"]))
+    r = Restorer(blur_bundle, every=1, hysteresis=1)
+    w = np.array([0.6, 0.1, 0.3], np.float32)
+    r._fpn = False
+    assert np.allclose(r._gate_prompt(w, "blur"), w)
+    r._fpn = True
+    assert np.allclose(r._gate_prompt(w, "BN"), [0.0, 0.7, 0.3])    # blur's weight moves to BN
+
+
+def test_virtual_camera_frames_do_not_carry_column_fpn():
+    """The virtual camera's clean frames (NUC'd: its FPN is corrected by the pipeline's own
+    preprocessing) are not mistaken for an uncalibrated sensor."""
+    from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
+    from tir.edge.sources import open_source
+
+    src = open_source("synthetic://?size=320x256&realtime=0&ffc=0")
+    pre = Preprocess()
+    try:
+        for _ in range(6):
+            frame = src.read()
+            pre(frame)
+            assert not carries_fpn(column_pattern(frame.meta[MODEL_INPUT_KEY]))
+    finally:
+        src.close()
+
+
+def test_stats_and_status_line_show_the_gate(tmp_path):
+    from tir.edge.pipeline.stats import FPNStatus, StatsSnapshot
+    from tir.tools.run import status_line
+
+    bundle = _bundle(tmp_path, "blur")
+    r = Restorer(bundle, every=1, hysteresis=1)
+    r.infer(with_column_fpn(scene(), 0.03)[None, None])
+    status = r.status()["fpn"]
+    snap = StatsSnapshot(fpn=FPNStatus(**status))
+    assert snap.to_dict()["fpn"]["promoted"] == 1
+    assert "FPN gate promoted 1" in status_line(snap.to_dict())
+    assert "FPN gate" not in status_line({**snap.to_dict(), "fpn": {"promoted": 0}})
+
+
+def test_unsure_noise_verdict_on_column_fpn_is_kept(tmp_path):
+    """The router names BN but below the confidence floor: pass-through on a frame without FPN
+    (do no harm), BN on a frame whose column FPN is measured (the noise part is certain)."""
+    bundle = _bundle(tmp_path, "BN")
+    r = Restorer(bundle, every=1, hysteresis=1, min_confidence=0.9999)   # softmax of one-hot: 0.99986
+    clean = scene()[None, None]
+    assert np.allclose(r.infer(clean), clean) and r.status()["uncertain"] == 1
+    striped = with_column_fpn(scene(), 0.025)[None, None]
+    assert np.allclose(r.infer(striped), striped * 5.0) and r.status()["task"] == "BN"
+    assert r.status()["uncertain"] == 1 and r.status()["fpn"]["promoted"] == 0   # kept, not promoted
