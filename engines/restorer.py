@@ -17,6 +17,10 @@ Routing policy:
   uncertain verdict (probability of the nearest class below ``min_confidence``) are votes for
   pass-through, with the same hysteresis as any switch (never "keep the last route": a clean
   scene after a degraded one must not stay on that route); both are counted in :meth:`status`;
+- two gates then check the verdict against what the frame itself shows (:meth:`_gate`): the
+  contrast gate (engines/contrast_gate.py) takes the contrast part away when the frame's
+  contrast is normal for this camera; the FPN gate (engines/fpn_gate.py) adds the noise part
+  when the frame carries the column FPN of an uncalibrated FPA;
 - ``task=...`` forces one route and never runs the router.
 
 Deploy (the manifest's ``deploy``, or ``deploy=...``): ``routes`` runs the route engine of the
@@ -94,6 +98,9 @@ class Restorer:
         contrast_gate: judge contrast-carrying verdicts against the camera's own contrast
             (engines/contrast_gate.py; default on; never with a forced ``task``). Off: the
             router's verdicts as they are.
+        fpn_gate: add the noise part to the verdict on a frame that carries the column FPN of
+            an uncalibrated FPA (engines/fpn_gate.py; default on; never with a forced ``task``,
+            nor on a bundle without a task carrying fixed-pattern noise).
 
     Raises:
         BundleError: the bundle fails :func:`~tir.engines.bundle.load_bundle`.
@@ -166,14 +173,14 @@ class Restorer:
             self._added = added_rows(self.router_info)   # rows tir learn added: claim only above threshold
         self._adaptation = None if self.router_info is None else self.router_info.get(ADAPTATION_KEY)
         self.contrast_gate: Optional[ContrastGate] = None
-        if contrast_gate and self.router_info is not None and not self.forced:   # a forced route is never gated
-            specs = {t: (self.bundle.task_info(t).get("spec") or {}).get("steps") or [] for t in self.routes}
-            self.contrast_gate = ContrastGate.for_bundle(specs, self.router_info)
         self.fpn_gate: Optional[FPNGate] = None
-        if fpn_gate and self.router_info is not None and not self.forced:
+        if self.router_info is not None and not self.forced:   # a forced route is never gated
             specs = {t: (self.bundle.task_info(t).get("spec") or {}).get("steps") or [] for t in self.routes}
-            gate = FPNGate.for_bundle(specs)
-            self.fpn_gate = gate if gate.partners else None   # no task carries FPN: nothing to add
+            if contrast_gate:
+                self.contrast_gate = ContrastGate.for_bundle(specs, self.router_info)
+            if fpn_gate:
+                gate = FPNGate.for_bundle(specs)
+                self.fpn_gate = gate if gate.partners else None   # no task carries FPN: nothing to add
         self._contrast_low = True   # the last routed frame's contrast was low for this camera
         self._fpn = False           # the last routed frame carried column FPN (the FPN gate added noise)
         self.adapter: Optional[OnlineAdapter] = None
@@ -569,11 +576,12 @@ class Restorer:
         """The routing state for the stats page: ``task`` (the route now), the last verdict
         (``decision``, ``confidence``, ``unknown``, ``nearest``), ``router_ms`` (ms per frame),
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
-        ``skipped_ffc``), ``gated_from`` (the router's own verdict when the contrast gate changed
-        it, else None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy``, ``contrast`` (the
+        ``skipped_ffc``), ``gated_from`` (the router's own verdict when a gate changed it, else
+        None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy``, ``contrast`` (the
         contrast gate: camera reference span, history frames, ratio, demoted verdicts; None when
-        off), ``fpn`` (the FPN gate: the last routed frame's column-FPN amplitude and consistency,
-        thresholds, checked frames, promoted verdicts; None when off) and the student's ``prompt`` weights (None without).
+        off), ``fpn`` (the FPN gate: the last routed frame's column-FPN amplitude and
+        consistency, thresholds, checked frames, promoted verdicts; None when off) and the
+        student's ``prompt`` weights (None without).
         """
         return {"task": self.route, "confidence": self._last["confidence"],
                 "unknown": bool(self._last["unknown"]), "switches": self.switches,
