@@ -22,8 +22,15 @@ The gate (:class:`FPNGate`) measures per routed frame (:func:`column_pattern`):
   (0 when fewer than half the columns are inliers). A column offset is the same in every band; a
   scene's vertical edges are not.
 
-A frame **carries column FPN** when its amplitude is at least :data:`AMPLITUDE` and its
-consistency at least :data:`CONSISTENCY`. :data:`AMPLITUDE` is the geometric mean of the column
+A frame **carries column FPN** when its amplitude is at least :data:`AMPLITUDE`, its
+consistency at least :data:`CONSISTENCY`, and its signature is not periodic (**periodicity**,
+the largest autocorrelation of the signature at lags of 8 px and more, below
+:data:`PERIODICITY`): an FPA's column offsets are random from column to column, while a fence or
+a facade that fills the frame repeats. A sensor whose column FPN is itself periodic (e.g. an
+odd/even readout mismatch) is therefore left to the router: a missed FPN leaves the frame as the
+camera delivered it, a fence taken for FPN would be erased by the noise route. Frames with fewer
+than two bands of :data:`MIN_BAND_ROWS` rows or fewer than :data:`MIN_COLUMNS` columns carry no
+measurable pattern. :data:`AMPLITUDE` is the geometric mean of the column
 FPN left on NUC'd cameras (≤ 0.5 % of the span, docs/cameras.md) and the weakest column FPN the
 ``sensor_fpn`` op draws (1.5 %, the low end of what was measured on non-NUC'd frames): half-way,
 in the log domain, between "corrected" and "uncorrected", as the contrast gate's ratio is.
@@ -66,30 +73,49 @@ FPN_OPS = ("stripes", "sensor_fpn")
 OUTLIER = 3.0
 #: minimum scene span a frame's amplitude is relative to (as the sensor_fpn op)
 MIN_SPAN = 0.02
+#: rows per band at least, and columns at least, for a measurable pattern (fewer: the band
+#: medians and correlations are noise, and clean 32×24 frames gave false signatures)
+MIN_BAND_ROWS = 16
+MIN_COLUMNS = 32
+#: lags of the periodicity test start beyond the high-pass's own support (3σ = 6 px)
+MIN_LAG = 8
+#: a signature at least this autocorrelated at some lag ≥ MIN_LAG is periodic: scene (a fence, a
+#: facade), not the random offsets of an FPA's columns (tests/test_fpn_gate.py: white offsets stay
+#: below it at 80 columns; lynred_nonuc's real FPN shows only a weak peak at its 128-column
+#: readout blocks)
+PERIODICITY = 0.5
 
 
 class ColumnPattern(NamedTuple):
-    """One frame's column signature: ``amplitude`` (fraction of the scene span, ≥ 0) and
-    ``consistency`` (median band-to-band correlation, in [−1, 1]; 0 for a flat frame)."""
+    """One frame's column signature: ``amplitude`` (fraction of the scene span, ≥ 0),
+    ``consistency`` (median band-to-band correlation, in [−1, 1]) and ``periodicity`` (largest
+    normalised autocorrelation of the signature at lags ≥ :data:`MIN_LAG`, ≤ 1). All 0 for a frame
+    too small to measure (:func:`column_pattern`)."""
     amplitude: float
     consistency: float
+    periodicity: float = 0.0
+
+
+#: no measurable pattern (a frame too small, flat or with non-finite values)
+NO_PATTERN = ColumnPattern(0.0, 0.0, 0.0)
 
 
 def column_pattern(frame: np.ndarray, bands: int = BANDS, sigma: float = SIGMA) -> ColumnPattern:
     """Measure the column fixed-pattern noise of one frame (module docstring).
 
     Args:
-        frame: (H, W), (1, H, W) or (1, 1, H, W) float frame, the model input in [0, 1]; H ≥
-            ``bands`` and W ≥ 2.
-        bands: horizontal bands whose signatures are correlated (≥ 2).
+        frame: (H, W), (1, H, W) or (1, 1, H, W) float frame, the model input in [0, 1].
+        bands: horizontal bands whose signatures are correlated (≥ 2); fewer are used when the
+            frame has fewer than :data:`MIN_BAND_ROWS` rows per band.
         sigma: σ in pixels of the row-wise Gaussian of the high-pass (> 0).
 
     Returns:
-        :class:`ColumnPattern`.
+        :class:`ColumnPattern`; :data:`NO_PATTERN` for a frame with fewer than two bands of
+        :data:`MIN_BAND_ROWS` rows, fewer than :data:`MIN_COLUMNS` columns, or a value that is
+        not finite (nothing there can be told from scene).
 
     Raises:
-        ValueError: the frame is not a single 2-D image, is smaller than ``bands`` × 2, or
-            ``bands`` < 2 or ``sigma`` ≤ 0.
+        ValueError: the frame is not a single 2-D image, or ``bands`` < 2 or ``sigma`` ≤ 0.
     """
     x = np.asarray(frame, dtype=np.float32)
     x = x.reshape(x.shape[-2:]) if x.ndim > 2 and int(np.prod(x.shape[:-2])) == 1 else x
@@ -98,17 +124,20 @@ def column_pattern(frame: np.ndarray, bands: int = BANDS, sigma: float = SIGMA) 
     if int(bands) < 2 or not float(sigma) > 0.0:
         raise ValueError(f"column_pattern needs bands ≥ 2 and sigma > 0, got {bands}, {sigma}")
     h, w = x.shape
-    if h < int(bands) or w < 2:
-        raise ValueError(f"column_pattern needs a frame of at least {bands}×2 pixels, got {h}×{w}")
+    n_bands = min(int(bands), h // MIN_BAND_ROWS)
+    if n_bands < 2 or w < MIN_COLUMNS or not np.isfinite(x).all():
+        return NO_PATTERN
     k = 2 * int(math.ceil(3 * sigma)) + 1
     high = x - cv2.GaussianBlur(x, (k, 1), sigmaX=float(sigma), sigmaY=0, borderType=cv2.BORDER_REFLECT)
-    sigs = [np.median(b, axis=0) for b in np.array_split(high, int(bands), axis=0)]
+    sigs = [np.median(b, axis=0) for b in np.array_split(high, n_bands, axis=0)]
     signature = np.median(np.stack(sigs), axis=0)   # median of the bands' column medians
-    lo, hi = np.percentile(x[::4, ::4], (1.0, 99.0))
+    # every column, every 4th row: a column-periodic scene must not alias the span
+    lo, hi = np.percentile(x[::4], (1.0, 99.0))
     amplitude = 1.4826 * float(np.median(np.abs(signature - np.median(signature)))) / max(float(hi - lo), MIN_SPAN)
+    periodicity = _periodicity(signature)
     keep = np.logical_and.reduce([_inliers(v) for v in sigs])
     if keep.sum() < max(8, keep.size // 2):   # mostly scene: no pattern to speak of
-        return ColumnPattern(amplitude, 0.0)
+        return ColumnPattern(amplitude, 0.0, periodicity)
     kept = [v[keep] for v in sigs]
     corr = []
     for i in range(len(kept)):
@@ -116,7 +145,21 @@ def column_pattern(frame: np.ndarray, bands: int = BANDS, sigma: float = SIGMA) 
             a, b = kept[i] - kept[i].mean(), kept[j] - kept[j].mean()
             den = float(np.sqrt((a * a).sum() * (b * b).sum()))
             corr.append(float((a * b).sum()) / den if den > 1e-12 else 0.0)
-    return ColumnPattern(amplitude, float(np.median(corr)))
+    return ColumnPattern(amplitude, float(np.median(corr)), periodicity)
+
+
+def _periodicity(signature: np.ndarray) -> float:
+    """The largest autocorrelation of the signature (mean removed, normalised by its energy)
+    at lags :data:`MIN_LAG` .. W/4; 0 for a flat signature."""
+    v = signature.astype(np.float64) - float(signature.mean())
+    energy = float((v * v).sum())
+    w = v.size
+    top = max(w // 4, MIN_LAG + 1)
+    if energy <= 1e-18 or w <= MIN_LAG:
+        return 0.0
+    spec = np.fft.rfft(v, 2 * w)
+    ac = np.fft.irfft(spec * np.conj(spec))[:w] / energy
+    return float(ac[MIN_LAG:top].max())
 
 
 def _inliers(v: np.ndarray, k: float = OUTLIER) -> np.ndarray:
@@ -126,9 +169,12 @@ def _inliers(v: np.ndarray, k: float = OUTLIER) -> np.ndarray:
     return np.abs(v - med) <= k * 1.4826 * float(np.median(np.abs(v - med))) + 1e-12
 
 
-def carries_fpn(pattern: ColumnPattern, amplitude: float = AMPLITUDE, consistency: float = CONSISTENCY) -> bool:
-    """True when the pattern is the column FPN of an uncalibrated FPA (both thresholds met)."""
-    return pattern.amplitude >= amplitude and pattern.consistency >= consistency
+def carries_fpn(pattern: ColumnPattern, amplitude: float = AMPLITUDE, consistency: float = CONSISTENCY,
+                periodicity: float = PERIODICITY) -> bool:
+    """True when the pattern is the column FPN of an uncalibrated FPA: amplitude and consistency
+    at or above their thresholds, and periodicity below its own (a periodic signature is scene)."""
+    return (pattern.amplitude >= amplitude and pattern.consistency >= consistency
+            and pattern.periodicity < periodicity)
 
 
 def _key(steps: Sequence[dict]) -> tuple:
@@ -179,16 +225,17 @@ class FPNGate:
     """
 
     def __init__(self, partners: Mapping[str, str], amplitude: float = AMPLITUDE,
-                 consistency: float = CONSISTENCY):
-        if not float(amplitude) > 0.0 or not -1.0 < float(consistency) < 1.0:
-            raise ValueError(f"FPN gate thresholds: amplitude > 0 and consistency in (-1, 1), "
-                             f"got {amplitude}, {consistency}")
+                 consistency: float = CONSISTENCY, periodicity: float = PERIODICITY):
+        if not float(amplitude) > 0.0 or not -1.0 < float(consistency) < 1.0 or not 0.0 < float(periodicity) <= 1.0:
+            raise ValueError(f"FPN gate thresholds: amplitude > 0, consistency in (-1, 1) and periodicity in "
+                             f"(0, 1], got {amplitude}, {consistency}, {periodicity}")
         self.partners = dict(partners)
         self.amplitude = float(amplitude)
         self.consistency = float(consistency)
+        self.periodicity = float(periodicity)
         self.checked = 0
         self.promoted = 0
-        self.last: ColumnPattern = ColumnPattern(0.0, 0.0)
+        self.last: ColumnPattern = NO_PATTERN
 
     @classmethod
     def for_bundle(cls, specs: Mapping[str, Sequence[dict]]) -> "FPNGate":
@@ -206,7 +253,7 @@ class FPNGate:
         """
         self.checked += 1
         self.last = column_pattern(frame)
-        fpn = carries_fpn(self.last, self.amplitude, self.consistency)
+        fpn = carries_fpn(self.last, self.amplitude, self.consistency, self.periodicity)
         if fpn and task in self.partners:
             self.promoted += 1
             return self.partners[task], True
@@ -218,8 +265,9 @@ class FPNGate:
         self.promoted += int(old.promoted)
 
     def status(self) -> dict:
-        """``amplitude`` and ``consistency`` of the last routed frame, the thresholds, ``checked``
-        frames and ``promoted`` verdicts."""
+        """``amplitude``, ``consistency`` and ``periodicity`` of the last routed frame, the
+        thresholds, ``checked`` frames and ``promoted`` verdicts."""
         return {"amplitude": round(self.last.amplitude, 5), "consistency": round(self.last.consistency, 3),
+                "periodicity": round(self.last.periodicity, 3),
                 "amplitude_threshold": round(self.amplitude, 5), "consistency_threshold": self.consistency,
-                "checked": self.checked, "promoted": self.promoted}
+                "periodicity_threshold": self.periodicity, "checked": self.checked, "promoted": self.promoted}

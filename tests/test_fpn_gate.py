@@ -7,7 +7,7 @@ import torch
 
 from tir.engines import degrade as deg
 from tir.engines.bundle import write_bundle
-from tir.engines.fpn_gate import (AMPLITUDE, CONSISTENCY, ColumnPattern, FPNGate, carries_fpn,
+from tir.engines.fpn_gate import (AMPLITUDE, CONSISTENCY, NO_PATTERN, PERIODICITY, FPNGate, carries_fpn,
                                   column_pattern, noise_partners)
 from tir.engines.restorer import Restorer
 from tir.engines.router import CLEAN, UNKNOWN
@@ -52,7 +52,7 @@ def test_column_pattern_tells_column_fpn_from_scene_structure():
     assert not carries_fpn(weak)
     assert column_pattern(clean[None, None]) == p
     flat = column_pattern(np.full((H, W), 0.5, np.float32))
-    assert flat == ColumnPattern(0.0, 0.0) and not carries_fpn(flat)
+    assert flat.amplitude == 0.0 and flat.consistency == 0.0 and not carries_fpn(flat)
 
 
 def test_column_pattern_holds_at_any_size_and_brightness():
@@ -75,11 +75,50 @@ def test_row_noise_and_white_noise_are_not_column_fpn():
     assert not carries_fpn(column_pattern(white))   # strong, but not the same in every band
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 3, 4, 5), np.float32), np.zeros((3, 10), np.float32),
-                                 np.zeros(10, np.float32)])
+@pytest.mark.parametrize("bad", [np.zeros((2, 3, 4, 5), np.float32), np.zeros(10, np.float32)])
 def test_column_pattern_refuses_what_is_not_one_frame(bad):
     with pytest.raises(ValueError):
         column_pattern(bad)
+
+
+@pytest.mark.parametrize("shape", [(3, 640), (1, 640), (2, 2), (24, 32), (120, 16)])
+def test_a_frame_too_small_to_measure_has_no_pattern(shape):
+    """Fewer than two bands of 16 rows, or fewer than 32 columns: nothing can be told from
+    scene, so no pattern (never an error that would stop `tir run`)."""
+    x = np.random.default_rng(0).random(shape).astype(np.float32)
+    assert column_pattern(x) == NO_PATTERN
+    assert column_pattern(with_column_fpn(x, 0.05)) == NO_PATTERN
+
+
+def test_a_frame_with_non_finite_values_has_no_pattern():
+    x = with_column_fpn(scene(), 0.03)
+    x[10:20, 30:40] = np.nan
+    assert column_pattern(x) == NO_PATTERN
+    x[10:20, 30:40] = np.inf
+    assert column_pattern(x) == NO_PATTERN
+
+
+def test_a_periodic_full_height_structure_is_scene_not_fpn():
+    """A fence, blinds or a facade filling the frame repeats from column to column; an FPA's
+    column offsets do not. The noise route would erase the fence, so it must not be called FPN."""
+    rng = np.random.default_rng(7)
+    h, w = 480, 640
+    for period in (2, 3, 8, 11, 16, 40):
+        bars = ((np.arange(w) % period) < max(period // 2, 1)) * 0.25 + 0.35
+        x = np.clip(np.tile(bars, (h, 1)) + rng.normal(0, 0.008, (h, w)), 0, 1).astype(np.float32)
+        p = column_pattern(x)
+        assert p.periodicity >= PERIODICITY and not carries_fpn(p), (period, p)
+        assert np.isfinite(p.amplitude) and p.amplitude < 10.0   # the span sees every column
+
+
+def test_random_column_offsets_are_not_periodic():
+    # white offsets over as few as 80 columns stay below the periodicity threshold (20 draws)
+    for seed in range(20):
+        q = column_pattern(with_column_fpn(scene(120, 160, seed=seed), 0.025, seed=seed))
+        assert q.periodicity < PERIODICITY, (seed, q)
+    for seed in range(20):
+        x = scene(60, 80, seed=seed) + np.random.default_rng(seed).normal(0, 0.02, (1, 80)).astype(np.float32)
+        assert column_pattern(x).periodicity < PERIODICITY, seed
 
 
 def test_thresholds_sit_between_corrected_and_uncorrected():
@@ -88,6 +127,8 @@ def test_thresholds_sit_between_corrected_and_uncorrected():
         FPNGate({}, amplitude=0.0)
     with pytest.raises(ValueError):
         FPNGate({}, consistency=1.0)
+    with pytest.raises(ValueError):
+        FPNGate({}, periodicity=0.0)
 
 
 def test_noise_partners_come_from_the_specs():
@@ -195,6 +236,14 @@ def test_student_prompt_mix_gains_the_noise_part(blur_bundle, monkeypatch):
     assert np.allclose(r._gate_prompt(w, "blur"), w)
     r._fpn = True
     assert np.allclose(r._gate_prompt(w, "BN"), [0.0, 0.7, 0.3])    # blur's weight moves to BN
+
+
+def test_restorer_routes_a_three_row_frame(blur_bundle):
+    """A 640×3 frame is routed (the router and the contrast gate take it) and the FPN gate does
+    not stop the pipeline."""
+    x = np.random.default_rng(0).random((1, 1, 3, 640)).astype(np.float32)
+    r = Restorer(blur_bundle, every=1, hysteresis=1)
+    assert r.infer(x).shape == x.shape and r.status()["fpn"]["checked"] == 1
 
 
 def test_virtual_camera_frames_do_not_carry_column_fpn():

@@ -165,13 +165,16 @@ class FPNStatus(_Record):
     """The FPN gate (engines/fpn_gate.py): :meth:`tir.engines.fpn_gate.FPNGate.status`.
     ``amplitude``: the last routed frame's column-FPN amplitude (robust std of its column
     signature, fraction of the scene span); ``consistency``: how alike the signature is in the
-    frame's top-to-bottom bands (median correlation, −1..1); a frame carries column FPN at or
-    above both thresholds; ``checked``: routed frames measured; ``promoted``: verdicts the gate
-    gave the noise part."""
+    frame's top-to-bottom bands (median correlation, −1..1); ``periodicity``: the signature's
+    largest autocorrelation at lags ≥ 8 px (a periodic signature is scene); a frame carries column
+    FPN at or above the amplitude and consistency thresholds and below the periodicity one;
+    ``checked``: routed frames measured; ``promoted``: verdicts the gate gave the noise part."""
     amplitude: Optional[float] = None
     consistency: Optional[float] = None
+    periodicity: Optional[float] = None
     amplitude_threshold: Optional[float] = None
     consistency_threshold: Optional[float] = None
+    periodicity_threshold: Optional[float] = None
     checked: int = 0
     promoted: int = 0
     stats_error: Optional[str] = None
