@@ -311,3 +311,26 @@ def test_leave_one_out_never_leaves_out_the_virtual_camera(tmp_path):
 
     with pytest.raises(ValueError, match="must name sets of --leave-out"):
         leave_one_out("engines/bundles/edge", "roadscene,synthetic", tmp_path, only=["synthetic"])
+
+
+def test_no_reference_report_on_constant_frames_says_there_is_nothing_to_cut(tmp_path, capsys, monkeypatch):
+    """Constant (or saturated) frames have no column FPN and no scene: the report says so
+    instead of a huge percentage or nan."""
+    import json
+
+    from tir.tools import cli
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
+    b = _identity_bundle(tmp_path)
+    (tmp_path / "flat").mkdir()
+    for i, v in enumerate((0, 128, 255)):
+        cv2.imwrite(str(tmp_path / "flat" / f"f{i}.png"), np.full((48, 64), v, np.uint8))
+    out = tmp_path / "flat.json"
+    capsys.readouterr()
+    assert cli.main(["eval", "--bundle", str(b.path), "--data", str(tmp_path / "flat"), "--no-reference",
+                     "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "no column FPN in the input to cut" in text and "no scene to keep" in text and "nan" not in text
+    r = json.loads(out.read_text())["sets"]["dir:flat"]
+    assert r["column_fpn_cut"] is None and r["scene_correlation"] is None

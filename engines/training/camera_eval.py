@@ -189,6 +189,25 @@ def _scene_span(x: np.ndarray) -> float:
     return float(max(hi - lo, 1e-6))
 
 
+#: below this column FPN (grey levels) a frame has none to cut: its "cut" is not reported
+MIN_FPN_GREY = 0.01
+
+
+def _cut(before: Sequence[float], after: Sequence[float]) -> Optional[float]:
+    """1 − mean(after) / mean(before): the share of column FPN removed; None when the input has
+    (almost) none, e.g. a constant or saturated frame."""
+    b = float(np.mean(before))
+    return None if b < MIN_FPN_GREY else float(1.0 - np.mean(after) / b)
+
+
+def _scene_correlation(out: np.ndarray, counts: np.ndarray) -> Optional[float]:
+    """Correlation of the low-passed input and output; None for a frame without scene (constant)."""
+    a, b = _lowpass(out).ravel(), _lowpass(counts).ravel()
+    if float(a.std()) <= 0.0 or float(b.std()) <= 0.0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def _summary(values: Sequence[float]) -> dict:
     v = np.asarray([min(x, 99.0) for x in values], dtype=np.float64)  # identical frames: inf -> 99 dB
     return {"mean": float(v.mean()), "median": float(np.median(v)), "p5": float(np.percentile(v, 5)),
@@ -242,7 +261,9 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             fpn_out.append(column_fpn(out / peak * 255.0))
             fpn_rel_in.append(fpn_in[-1] / _scene_span(counts / peak * 255.0))
             fpn_rel_out.append(fpn_out[-1] / _scene_span(out / peak * 255.0))
-            scene.append(float(np.corrcoef(_lowpass(out).ravel(), _lowpass(counts).ravel())[0, 1]))
+            corr = _scene_correlation(out, counts)
+            if corr is not None:
+                scene.append(corr)
         result["routes"] = {r: routed.count(r) for r in sorted(set(routed))}
         result["noise_routed"] = float(np.mean([r in NOISE_TASKS for r in routed]))
         if router_only:
@@ -251,10 +272,11 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             return result
         result.update({
             "column_fpn_in": float(np.mean(fpn_in)), "column_fpn_out": float(np.mean(fpn_out)),
-            "column_fpn_cut": float(1.0 - np.mean(fpn_out) / max(np.mean(fpn_in), 1e-9)),
+            "column_fpn_cut": _cut(fpn_in, fpn_out),
             "column_fpn_rel_in": float(np.mean(fpn_rel_in)), "column_fpn_rel_out": float(np.mean(fpn_rel_out)),
-            "column_fpn_rel_cut": float(1.0 - np.mean(fpn_rel_out) / max(np.mean(fpn_rel_in), 1e-9)),
-            "scene_correlation": {"median": float(np.median(scene)), "min": float(np.min(scene))},
+            "column_fpn_rel_cut": None if _cut(fpn_in, fpn_out) is None else _cut(fpn_rel_in, fpn_rel_out),
+            "scene_correlation": ({"median": float(np.median(scene)), "min": float(np.min(scene))} if scene
+                                  else None),
             "seconds": round(time.monotonic() - t0, 1)})
         auto.close()
         return result
@@ -390,12 +412,17 @@ def format_cameras(result: dict) -> str:
             lines.append("")
             lines.append(f"{name} (real degraded, no reference): {100 * r['noise_routed']:.0f}% routed to a "
                          f"noise task {r['routes']}; column FPN {r['column_fpn_in']:.2f} -> "
-                         f"{r['column_fpn_out']:.2f} grey levels ({100 * r['column_fpn_cut']:+.0f}% cut), relative to "
+                         f"{r['column_fpn_out']:.2f} grey levels ({_pct(r['column_fpn_cut'])}), relative to "
                          f"the scene's contrast {100 * r['column_fpn_rel_in']:.2f}% -> {100 * r['column_fpn_rel_out']:.2f}% "
-                         f"({100 * r['column_fpn_rel_cut']:+.0f}% cut); "
-                         f"scene kept: low-pass correlation of input and output {r['scene_correlation']['median']:.3f} "
-                         f"(median; min {r['scene_correlation']['min']:.3f})")
+                         f"({_pct(r['column_fpn_rel_cut'])}); " + (
+                             f"scene kept: low-pass correlation of input and output {r['scene_correlation']['median']:.3f} "
+                             f"(median; min {r['scene_correlation']['min']:.3f})" if r["scene_correlation"]
+                             else "no scene to keep (constant frames)"))
     return "\n".join(lines)
+
+
+def _pct(cut: Optional[float]) -> str:
+    return "no column FPN in the input to cut" if cut is None else f"{100 * cut:+.0f}% cut"
 
 
 def plot_cameras(result: dict, path) -> str:
