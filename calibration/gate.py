@@ -205,7 +205,9 @@ def _session_runner(sess) -> Runner:
 
 def format_table(verdicts: Sequence[RouteVerdict]) -> str:
     """The verdicts as an aligned text table: route, flavour, rule, PSNR figures in dB and the verdict."""
-    head = f"{'route':<12} {'flavour':<10} {'rule':<9} {'fp32 dB':>8} {'int8 dB':>8} {'loss dB':>8} {'vs fp32':>8}  verdict"
+    width = max([12] + [len(v.route) for v in verdicts])  # student/<task> rows are wider than route names
+    head = (f"{'route':<{width}} {'flavour':<10} {'rule':<9} {'fp32 dB':>8} {'int8 dB':>8} {'loss dB':>8} "
+            f"{'vs fp32':>8}  verdict")
     lines = [head, "-" * len(head)]
 
     def f(v):
@@ -217,6 +219,6 @@ def format_table(verdicts: Sequence[RouteVerdict]) -> str:
             verdict += (f"; with FP16 layers {', '.join(v.fp16_layers)}: "
                         f"{'passes' if v.mixed_passed else 'still fails'}"
                         + (f" ({v.mixed_loss_db:.2f} dB)" if v.mixed_loss_db is not None else ""))
-        lines.append(f"{v.route:<12} {v.flavour:<10} {v.rule:<9} {f(v.psnr_fp32):>8} {f(v.psnr_int8):>8} "
+        lines.append(f"{v.route:<{width}} {v.flavour:<10} {v.rule:<9} {f(v.psnr_fp32):>8} {f(v.psnr_int8):>8} "
                      f"{f(v.loss_db):>8} {v.fidelity_db:8.2f}  {verdict}")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ import inspect
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -63,20 +63,30 @@ def _float_tensors(model) -> List[str]:
 
 
 def collect_ranges(onnx_path, frames, batch_size: int = 1, num_bins: int = 2048, threads: int = 2,
-                   progress: bool = True) -> RangeCollector:
+                   progress: bool = True, extra_inputs: Optional[Callable[[int, np.ndarray], Mapping[str, np.ndarray]]] = None
+                   ) -> RangeCollector:
     """Run the fp32 model over ``frames`` and histogram every float tensor.
 
     Every float tensor is made a graph output, graph optimisation is off (so every tensor
-    exists) and ONNX Runtime runs on ``threads`` CPU threads.
+    exists) and ONNX Runtime runs on ``threads`` CPU threads. The frames feed the model's first
+    input; a model with more inputs (the distilled student's ``prompt``) gets them from
+    ``extra_inputs``.
 
     Args:
         onnx_path: the fp32 ONNX model.
         frames: a :class:`~tir.calibration.data.CalibrationSet`; (N, 1, H, W) float32 batches
             in [0, 1] of ``batch_size``.
         num_bins: histogram bins per tensor.
+        extra_inputs: ``f(first, batch) -> {input name: array}`` for every input but the first,
+            called per batch with the index of the batch's first frame and the (N, 1, H, W)
+            batch (e.g. the student's (N, K) float32 prompt weights).
 
     Returns:
-        A :class:`~tir.calibration.entropy.RangeCollector` holding one histogram per tensor.
+        A :class:`~tir.calibration.entropy.RangeCollector` holding one histogram per tensor
+        (the extra inputs included).
+
+    Raises:
+        ValueError: the model has inputs besides the first and ``extra_inputs`` does not give them.
     """
     import onnx
     import onnxruntime as ort
@@ -92,13 +102,61 @@ def collect_ranges(onnx_path, frames, batch_size: int = 1, num_bins: int = 2048,
     opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    input_name = sess.get_inputs()[0].name
+    input_name, *others = [i.name for i in sess.get_inputs()]
     out_names = [o.name for o in sess.get_outputs()]
     collector = RangeCollector(num_bins)
+    first = 0
     for batch in frames.batches(batch_size, progress=progress, desc="calibration"):
-        values = sess.run(out_names, {input_name: batch})
-        collector.update({n: v for n, v in zip(out_names, values) if n in names or n == input_name})
+        feeds = {input_name: batch}
+        if others:
+            extra = dict(extra_inputs(first, batch)) if extra_inputs is not None else {}
+            missing = [n for n in others if n not in extra]
+            if missing:
+                raise ValueError(f"{os.fspath(onnx_path)}: inputs {missing} besides {input_name!r} need values; "
+                                 "pass extra_inputs (the student's prompt weights)")
+            feeds.update({n: np.ascontiguousarray(extra[n]) for n in others})
+        values = sess.run(out_names, feeds)
+        collector.update({n: v for n, v in zip(out_names, values) if n in names or n in feeds})
+        first += len(batch)
     return collector
+
+
+def side_input_nodes(model, inputs: Iterable[str]) -> List[str]:
+    """Nodes computed from the graph inputs ``inputs`` (and constants) alone, in graph order.
+
+    For the distilled student (engines/training/models/student.py) with ``inputs=["prompt"]``
+    this is the prompt branch: the (N, K) weights' MatMul with the prompt table, its reshape to
+    N×D×1×1 and the FiLM convs that turn it into per-channel scales and shifts, up to (not
+    including) the nodes where they meet the image features. Kept in float by
+    :func:`quantize_cpu` and :func:`write_trt_qdq` (``float_inputs``): the prompt is a mixing
+    weight per task, not an activation with a calibrated range, and the branch costs nothing.
+    """
+    inits = {i.name for i in model.graph.initializer}
+    side = set(inputs)
+    graph_inputs = {i.name for i in model.graph.input} - inits
+    image = graph_inputs - side
+    from_image: set = set(image)
+    from_side: set = set(side)
+    nodes: List[str] = []
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        dynamic = [i for i in node.input if i and i not in inits]
+        if any(i in from_image for i in dynamic):
+            from_image.update(node.output)
+        elif any(i in from_side for i in dynamic):
+            from_side.update(node.output)
+            nodes.append(node.name)
+    return nodes
+
+
+def side_float_nodes(model, inputs: Iterable[str]) -> List[str]:
+    """What ``float_inputs`` keeps out of INT8, in graph order: the branch computed from the graph
+    inputs ``inputs`` alone (:func:`side_input_nodes`) and the nodes that read it, where it meets
+    the image (the student's FiLM Mul/Add: a Q/DQ there would quantise the prompt-derived scale
+    and shift with it)."""
+    inputs = list(inputs)
+    side = set(side_input_nodes(model, inputs))
+    tensors = set(inputs) | {o for n in model.graph.node if n.name in side for o in n.output}
+    return [n.name for n in model.graph.node if n.name in side or set(n.input) & tensors]
 
 
 def _consumers(model) -> Dict[str, list]:
@@ -225,7 +283,8 @@ def qdq_targets(model, global_skip: bool = False, regions: Optional[FloatRegions
 
 def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
                   exclude_nodes: Iterable[str] = (), per_channel: bool = True,
-                  quantize_adds: bool = True, global_skip: bool = False) -> QdqReport:
+                  quantize_adds: bool = True, global_skip: bool = False,
+                  float_inputs: Sequence[str] = ()) -> QdqReport:
     """Insert TensorRT-style Q/DQ pairs (see the module docstring) and save the model.
 
     Activation scales are per tensor, amax / 127 from ``ranges``; weight scales per output
@@ -234,10 +293,13 @@ def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
 
     ``exclude_nodes``: node names left unquantised (they run FP16 when built with the FP16 flag);
     ``quantize_adds=False`` leaves residual Adds in higher precision; ``global_skip=True`` also
-    quantises the image-level skip Add (see :func:`qdq_targets`).
+    quantises the image-level skip Add (see :func:`qdq_targets`); ``float_inputs``: graph inputs
+    kept float with every node computed from them alone and the nodes that read those
+    (:func:`side_float_nodes`, the student's prompt branch and FiLM Mul/Add), so no Q/DQ pair is
+    ever put on them.
 
     Returns:
-        A :class:`QdqReport`.
+        A :class:`QdqReport` (``excluded`` lists the nodes asked for, not those of ``float_inputs``).
 
     Raises:
         ValueError: the model's opset is below 13 (no per-channel Q/DQ).
@@ -253,7 +315,7 @@ def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
     exclude = set(exclude_nodes)
     report = QdqReport(path=os.fspath(out_path), excluded=sorted(exclude))
     regions = float_regions(model)
-    exclude |= regions.pre | regions.post
+    exclude |= regions.pre | regions.post | set(side_float_nodes(model, float_inputs) if float_inputs else ())
     inits = {i.name: i for i in model.graph.initializer}
     new_nodes: Dict[int, list] = {}  # insert before node index
     graph_nodes = list(model.graph.node)
@@ -344,8 +406,13 @@ def _tensors_data(ranges: Mapping[str, TensorRange]):
 
 def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activation: str = "uint8",
                  per_channel: bool = True, reader=None, exclude_nodes: Sequence[str] = (),
-                 reduce_range: bool = True) -> str:
+                 reduce_range: bool = True, float_inputs: Sequence[str] = ()) -> str:
     """ORT static QDQ quantisation from our ranges; ``activation`` "uint8" (U8S8) or "int8" (S8S8).
+
+    ``float_inputs``: graph inputs kept float, with every node computed from them alone and
+    the nodes that read those (:func:`side_float_nodes`: the student's prompt weights, its
+    prompt branch and the FiLM Mul/Add); the branch's ranges are not given to ONNX Runtime, so
+    it puts no QuantizeLinear on them.
 
     ``reduce_range`` (default on): 7-bit weights. On x86 without VNNI, ONNX Runtime's U8S8
     kernels multiply with AVX2 ``vpmaddubsw``, which adds each pair of u8×s8 products into a
@@ -368,7 +435,13 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
 
     act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
     out_path = os.fspath(out_path)
-    exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + float_nodes(onnx.load(os.fspath(onnx_path)))))
+    model = onnx.load(os.fspath(onnx_path))
+    side = side_input_nodes(model, float_inputs) if float_inputs else []
+    exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + float_nodes(model)
+                                       + (side_float_nodes(model, float_inputs) if float_inputs else [])))
+    if float_inputs:
+        side_tensors = set(float_inputs) | {o for n in model.graph.node if n.name in side for o in n.output}
+        ranges = {k: r for k, r in ranges.items() if k not in side_tensors}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     tensors = _tensors_data(ranges)
     kwargs = dict(quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8,

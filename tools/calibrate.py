@@ -12,6 +12,15 @@ ranges (``--method``), and write into ``--out``:
 - ``calibration.json``        report: gate verdicts (PSNR INT8 vs FP32 on held-out frames) and
   ORT CPU latency fp32 vs int8 per route; the same table is printed.
 
+With ``--student`` (or ``student`` among ``--routes``) the bundle's distilled student
+(``student.onnx``, two inputs: the frame and the (1, K) prompt weights) is calibrated too, into
+``student.int8-cpu.onnx``, ``student.int8-trt.onnx``, ``student.calib.cache`` and
+``student.ranges.json``: ranges over the calibration frames with each prompt slot's one-hot
+weights in turn (frame i gets slot i mod K; RoadScene frames degraded with that slot's task),
+the prompt input and its branch kept float in both INT8 models, and one gate row per prompt
+(``student/<task>``) on that task's held-out frames; the report's ``student`` entry holds them.
+The student gets no FP16-layer search.
+
 The TensorRT flavour's numbers here are ONNX Runtime CPU simulating its Q/DQ (S8S8); on the
 device, re-check with ``tir bench --backend tensorrt``.
 """
@@ -37,7 +46,7 @@ def add_arguments(parser) -> None:
     ``--frames``, ``--source``, ``--method``, ``--percentile``, ``--out``, ``--size WxH`` (px),
     ``--holdout``, ``--routes``, ``--max-loss-db`` / ``--min-fidelity-db`` (dB, the gate),
     ``--trt-version``, ``--bench-runs``, ``--threads``, ``--reduce-range``, ``--trt-adds``,
-    ``--no-fp16-search``, ``--data``, ``--seed``.
+    ``--no-fp16-search``, ``--data``, ``--seed``, ``--student``.
     """
     add_bundle_argument(parser, "model bundle folder (manifest.json + route-*.onnx)", required=True)
     parser.add_argument("--frames", type=int, default=500, help="calibration frames (default 500)")
@@ -50,7 +59,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--size", default="640x512", help="frame size WxH (default 640x512)")
     parser.add_argument("--holdout", type=int, default=16, help="held-out frames for the gate (default 16)")
-    parser.add_argument("--routes", default=None, help="comma-separated routes (default: all)")
+    parser.add_argument("--routes", default=None,
+                        help="comma-separated routes (default: all); 'student' names the distilled student "
+                             "(--routes student: the student alone)")
+    parser.add_argument("--student", action="store_true",
+                        help="also calibrate the bundle's distilled student (student.onnx): ranges with each "
+                             "prompt's one-hot weights, one gate row per prompt (student/<task>); with --routes, "
+                             "only the routes listed (--student --routes student: the student alone)")
     parser.add_argument("--max-loss-db", type=float, default=0.3, help="gate: max dB lost vs fp32 (0.3)")
     parser.add_argument("--min-fidelity-db", type=float, default=40.0,
                         help="gate without clean references: min PSNR(int8, fp32) (40)")
@@ -70,24 +85,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _latency(paths: dict, size, threads: int, runs: int) -> dict:
+def _latency(paths: dict, size, threads: int, runs: int, prompt=None) -> dict:
     """p50/p90/... ms per model, runs interleaved (A, B, C, A, B, C, ...) so load drift on a shared
-    machine hits every model alike."""
+    machine hits every model alike. ``prompt``: (K,) float32 weights; the models are then students
+    (:class:`~tir.engines.backends.student.StudentEngine`) and get them with every frame."""
     from tir.edge.pipeline.stats import summarize_ms
     from tir.engines.backends.onnxruntime import ONNXRuntimeEngine
+    from tir.engines.backends.student import StudentEngine
 
     w, h = size
     batch = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
-    engines = {k: ONNXRuntimeEngine(p, providers="cpu", threads=threads, name=Path(p).stem) for k, p in paths.items()}
+    extra = () if prompt is None else (np.asarray(prompt, np.float32),)
+    kind = ONNXRuntimeEngine if prompt is None else StudentEngine
+    engines = {k: kind(p, providers="cpu", threads=threads, name=Path(p).stem) for k, p in paths.items()}
     times = {k: [] for k in engines}
     try:
         for _ in range(max(2, runs // 5)):
             for e in engines.values():
-                e.infer(batch)
+                e.infer(batch, *extra)
         for _ in range(runs):
             for k, e in engines.items():
                 t0 = time.perf_counter()
-                e.infer(batch)
+                e.infer(batch, *extra)
                 times[k].append(time.perf_counter() - t0)
     finally:
         for e in engines.values():
@@ -101,6 +120,139 @@ def _runner(path: str, threads: int):
     sess = ort_session(path, threads=threads)
     name = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+
+
+def _prompted_runners(path: str, threads: int, prompts) -> list:
+    """One runner per row of ``prompts`` ((K, K) float32): the student at ``path`` (one ORT
+    session) fed a (1, 1, H, W) batch and that row as its (1, K) ``prompt`` input."""
+    from tir.engines.backends.onnxruntime import ort_session
+    from tir.engines.backends.student import PROMPT_INPUT
+
+    sess = ort_session(path, threads=threads)
+    name = next(i.name for i in sess.get_inputs() if i.name != PROMPT_INPUT)
+
+    def runner(w):
+        w = np.ascontiguousarray(np.asarray(w, np.float32)[None])
+        return lambda x: sess.run(None, {name: np.ascontiguousarray(x, np.float32), PROMPT_INPUT: w})[0]
+
+    return [runner(w) for w in prompts]
+
+
+def _prompt_tasks(prompt: str):
+    """The RoadScene degradations for prompt slot ``prompt``: its own task, none for ``clean``,
+    every task for a slot that is no task (calibration_set's ``tasks``)."""
+    from tir.engines.degrade import TASKS
+
+    return [prompt] if prompt in TASKS else ([] if prompt == "clean" else None)
+
+
+def _student_frames(args, size, prompts):
+    """The student's calibration frames: frame i is frame i // K of slot i mod K's own set
+    (:func:`_prompt_tasks`; seed + slot, so synthetic slots see different scenes), ``--frames``
+    in all. Returns ``(CalibrationSet, extra_inputs)`` for
+    :func:`~tir.calibration.qdq.collect_ranges`; ``extra_inputs`` gives each frame its slot's
+    one-hot (N, K) float32 ``prompt``."""
+    from tir.calibration.data import CalibrationSet, calibration_set
+    from tir.engines.backends.student import PROMPT_INPUT
+
+    k = len(prompts)
+    per_slot = -(-args.frames // k)
+    sets = [calibration_set(args.source, per_slot, size, seed=args.seed + j, data_root=args.data,
+                            tasks=_prompt_tasks(p)) for j, p in enumerate(prompts)]
+    eye = np.eye(k, dtype=np.float32)
+
+    def frame(i):
+        return sets[i % k][i // k]
+
+    def extra(first, batch):
+        return {PROMPT_INPUT: eye[[(first + r) % k for r in range(len(batch))]]}
+
+    name = f"{sets[0].name.split('(')[0]} x {k} prompts"
+    return CalibrationSet(name, args.frames, size, frame), extra
+
+
+def calibrate_student(bundle, args, size, out: Path):
+    """Calibrate the bundle's distilled student (``student.onnx``; inputs ``input`` (N, 1, H, W)
+    and ``prompt`` (N, K) float32, K = the manifest's prompt slots; engines/backends/student.py).
+
+    Ranges come from ``--frames`` calibration frames, frame i fed slot i mod K's one-hot prompt
+    (every slot exercised; RoadScene frames degraded with that slot's task). Both INT8 models
+    keep the prompt input and its branch float (``float_inputs``, :func:`tir.calibration.qdq.side_input_nodes`).
+    The gate runs once per prompt slot: ``student/<task>`` on ``--holdout`` held-out frames of
+    that task (RoadScene: degraded with it, clean ones for ``clean``; synthetic and folders: the
+    routes' held-out protocol) with the one-hot prompt, same rule and limits as the routes. No
+    FP16-layer search. Latency (``--bench-runs``) is timed with uniform prompt weights.
+
+    Returns:
+        ``(report, verdicts)`` as :func:`calibrate_route`, ``report["route"] == "student"``,
+        ``report["prompts"]`` the slots.
+
+    Raises:
+        CalibrationDataError: the calibration or held-out frames cannot be had, or ``--frames``
+            is below the number of prompt slots.
+        BundleError: the student does not take ``input`` and a K-wide ``prompt`` (K from the manifest).
+    """
+    from tir.calibration import gate
+    from tir.calibration.data import CalibrationDataError, calibration_set
+    from tir.calibration.qdq import collect_ranges, quantize_cpu, trt_cache_from_ranges, write_trt_qdq
+    from tir.engines.backends.onnxruntime import ort_session
+    from tir.engines.backends.student import PROMPT_INPUT
+    from tir.engines.bundle import BundleError
+
+    fp32 = str(bundle.student_path)
+    prompts = list(bundle.student["prompts"])
+    k = len(prompts)
+    inputs = {i.name: i.shape for i in ort_session(fp32).get_inputs()}
+    width = inputs[PROMPT_INPUT][-1] if PROMPT_INPUT in inputs else None
+    if len(inputs) != 2 or PROMPT_INPUT not in inputs or (isinstance(width, int) and width != k):
+        raise BundleError(f"{fp32}: a student takes 'input' and a (N, {k}) '{PROMPT_INPUT}' ({k} prompts in the "
+                         f"manifest), this one takes {inputs}; re-export it with `tir distill`")
+    if args.frames < k:
+        raise CalibrationDataError(f"the student has {k} prompt slots; calibrate it with --frames >= {k} "
+                                   f"(got {args.frames}) so every slot is exercised")
+    frames, extra = _student_frames(args, size, prompts)
+    log.info("student: calibrating on %s (%d frames, %d prompts)", frames.name, len(frames), k)
+    t0 = time.perf_counter()
+    collector = collect_ranges(fp32, frames, threads=args.threads, progress=True, extra_inputs=extra)
+    ranges = collector.ranges(args.method, percentile=args.percentile)
+    t_collect = time.perf_counter() - t0
+
+    files = {s: str(out / f"student.{s}") for s in ("int8-trt.onnx", "int8-cpu.onnx", "calib.cache", "ranges.json")}
+    Path(files["ranges.json"]).write_text(json.dumps(
+        {n: {"amax": r.amax, "min": r.min, "max": r.max} for n, r in ranges.items()}, indent=1) + "\n")
+    qdq_options = {"quantize_adds": args.trt_adds != "none", "global_skip": args.trt_adds == "all"}
+    trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"], float_inputs=[PROMPT_INPUT], **qdq_options)
+    quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8", reduce_range=args.reduce_range,
+                 float_inputs=[PROMPT_INPUT])
+    trt_cache_from_ranges({n: r for n, r in ranges.items() if n != PROMPT_INPUT}, files["calib.cache"],
+                          version=args.trt_version)
+
+    eye = np.eye(k, dtype=np.float32)
+    runners = {flavour: _prompted_runners(path, args.threads, eye) for flavour, path in
+               (("fp32", fp32), ("cpu-u8s8", files["int8-cpu.onnx"]), ("trt-qdq", files["int8-trt.onnx"]))}
+    verdicts, held_names = [], {}
+    for j, prompt in enumerate(prompts):
+        held = calibration_set(args.source, args.holdout, size, seed=args.seed, holdout=True,
+                               data_root=args.data, tasks=_prompt_tasks(prompt))
+        held_names[prompt] = held.name
+        ref = gate.held_out_outputs(runners["fp32"][j], held)
+        for flavour in ("cpu-u8s8", "trt-qdq"):
+            verdicts.append(gate.gate_route(f"student/{prompt}", flavour, None, runners[flavour][j], held,
+                                            args.max_loss_db, args.min_fidelity_db, fp32_outputs=ref))
+
+    latency = {}
+    if args.bench_runs > 0:
+        latency = _latency({"fp32": fp32, "int8-cpu-u8s8": files["int8-cpu.onnx"],
+                            "int8-trt-s8s8-on-ort": files["int8-trt.onnx"]}, size, args.threads, args.bench_runs,
+                           prompt=np.full(k, 1.0 / k, np.float32))
+    return {
+        "route": "student", "fp32_onnx": fp32, "prompts": prompts, "files": files,
+        "calibration_frames": len(frames), "holdout_frames": args.holdout, "calibration_source": frames.name,
+        "holdout_source": held_names, "collect_s": round(t_collect, 1), "tensors": len(ranges),
+        "trt_qdq": {"convs": len(trt_report.quantized_convs), "adds": len(trt_report.quantized_adds),
+                    "skipped": trt_report.skipped},
+        "gate": [v.to_dict() for v in verdicts], "latency_ms": latency,
+    }, verdicts
 
 
 def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
@@ -208,7 +360,8 @@ def main(args) -> int:
 
     Returns:
         0 done (routes refused by the gate are listed, not an error); 2 the bundle, ``--size``,
-        ``--routes`` or the calibration data were refused (one line printed).
+        ``--routes``, ``--student`` (a bundle without a student) or the calibration data were
+        refused (one line printed).
     """
     from tir.calibration import gate
     from tir.calibration.data import CalibrationDataError
@@ -222,9 +375,15 @@ def main(args) -> int:
         print(f"tir calibrate: {exc}")
         return 2
     routes = bundle.tasks if not args.routes else [r.strip() for r in args.routes.split(",") if r.strip()]
+    student = bool(getattr(args, "student", False)) or "student" in routes
+    routes = [r for r in routes if r != "student"]
     unknown = [r for r in routes if r not in bundle.tasks]
     if unknown:
         print(f"tir calibrate: bundle {bundle.name!r} has no route(s) {unknown}; routes: {', '.join(bundle.tasks)}")
+        return 2
+    if student and bundle.student is None:
+        print(f"tir calibrate: bundle {bundle.name!r} ({bundle.path}) has no student (manifest key 'student'); "
+              "add one with `tir distill`, or calibrate its routes without --student")
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,7 +393,11 @@ def main(args) -> int:
             result, v = calibrate_route(bundle, route, args, size, out)
             results.append(result)
             verdicts.extend(v)
-    except CalibrationDataError as exc:
+        if student:
+            result, v = calibrate_student(bundle, args, size, out)
+            results.append(result)
+            verdicts.extend(v)
+    except (CalibrationDataError, BundleError) as exc:
         print(f"tir calibrate: {exc}")
         return 2
     report = {
@@ -245,8 +408,10 @@ def main(args) -> int:
         "command": "tir calibrate " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
             if v not in (None, False) and k not in ("func",)),
-        "routes": {r["route"]: r for r in results},
+        "routes": {r["route"]: r for r in results if r["route"] != "student"},
     }
+    if student:
+        report["student"] = results[-1]
     (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(gate.format_table(verdicts))
     if any(r["latency_ms"] for r in results):
