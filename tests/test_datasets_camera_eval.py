@@ -277,8 +277,13 @@ def test_leave_one_out_end_to_end_on_two_tiny_cameras(data_root, tmp_path):
     from tir.engines.training.leave_out import format_leave_out, leave_one_out
 
     r = leave_one_out("engines/bundles/edge", "cam8,cam16", tmp_path / "loo", steps=2, draws=1, threads=2,
-                      adapt_frames=8)
+                      adapt_frames=8, quantize=0.5, balance=2)
     assert set(r["sets"]) == {"cam8", "cam16"}
+    assert (r["quantize"], r["balance"], r["draws"]) == (0.5, 2, 1)        # the router recipe is recorded
+    import json as _json
+    manifest = _json.loads((tmp_path / "loo" / "cam8" / "bundle" / "manifest.json").read_text())
+    recipe = manifest["router"]["training"]
+    assert (recipe["quantize"], recipe["balance"], recipe["draws"]) == (0.5, 2, 1)
     assert r["sets"]["cam8"]["trained_on"] == ["cam16"] and r["sets"]["cam16"]["trained_on"] == ["cam8"]
     for row in r["sets"].values():
         assert 0.0 <= row["router_before_adapt"] <= 1.0 and "median" in row["clean_identity"]
