@@ -153,10 +153,17 @@ def side_float_nodes(model, inputs: Iterable[str]) -> List[str]:
     inputs ``inputs`` alone (:func:`side_input_nodes`) and the nodes that read it, where it meets
     the image (the student's FiLM Mul/Add: a Q/DQ there would quantise the prompt-derived scale
     and shift with it)."""
+    side = set(side_input_nodes(model, inputs))
+    tensors = _side_tensors(model, inputs)
+    return [n.name for n in model.graph.node if n.name in side or set(n.input) & tensors]
+
+
+def _side_tensors(model, inputs: Iterable[str]) -> set:
+    """The graph inputs ``inputs`` and every tensor computed from them alone
+    (:func:`side_input_nodes`'s outputs)."""
     inputs = list(inputs)
     side = set(side_input_nodes(model, inputs))
-    tensors = set(inputs) | {o for n in model.graph.node if n.name in side for o in n.output}
-    return [n.name for n in model.graph.node if n.name in side or set(n.input) & tensors]
+    return set(inputs) | {o for n in model.graph.node if n.name in side for o in n.output}
 
 
 def _consumers(model) -> Dict[str, list]:
@@ -436,12 +443,11 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
     out_path = os.fspath(out_path)
     model = onnx.load(os.fspath(onnx_path))
-    side = side_input_nodes(model, float_inputs) if float_inputs else []
     exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + float_nodes(model)
                                        + (side_float_nodes(model, float_inputs) if float_inputs else [])))
     if float_inputs:
-        side_tensors = set(float_inputs) | {o for n in model.graph.node if n.name in side for o in n.output}
-        ranges = {k: r for k, r in ranges.items() if k not in side_tensors}
+        side = _side_tensors(model, float_inputs)
+        ranges = {k: r for k, r in ranges.items() if k not in side}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     tensors = _tensors_data(ranges)
     kwargs = dict(quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8,

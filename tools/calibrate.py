@@ -171,6 +171,42 @@ def _student_frames(args, size, prompts):
     return CalibrationSet(name, args.frames, size, frame), extra
 
 
+def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_inputs=()):
+    """Write ``<stem>.ranges.json``, the TensorRT Q/DQ and ONNX Runtime U8S8 models and the
+    TensorRT calibration cache from ``ranges`` into ``out``; ``float_inputs``: graph inputs kept
+    float with their branch (the student's prompt, :func:`tir.calibration.qdq.side_float_nodes`).
+
+    Returns:
+        ``(files, trt_report, qdq_options)``: {kind: path}, the Q/DQ writer's report and the
+        options it was given (for the FP16-layer search).
+    """
+    from tir.calibration.qdq import quantize_cpu, trt_cache_from_ranges, write_trt_qdq
+
+    files = {k: str(out / f"{stem}.{k}") for k in ("int8-trt.onnx", "int8-cpu.onnx", "calib.cache", "ranges.json")}
+    Path(files["ranges.json"]).write_text(json.dumps(
+        {k: {"amax": r.amax, "min": r.min, "max": r.max} for k, r in ranges.items()}, indent=1) + "\n")
+    qdq_options = {"quantize_adds": args.trt_adds != "none", "global_skip": args.trt_adds == "all"}
+    trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"], float_inputs=list(float_inputs), **qdq_options)
+    quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8", reduce_range=args.reduce_range,
+                 float_inputs=list(float_inputs))
+    trt_cache_from_ranges({k: r for k, r in ranges.items() if k not in float_inputs}, files["calib.cache"],
+                          version=args.trt_version)
+    return files, trt_report, qdq_options
+
+
+def _qdq_summary(report) -> dict:
+    return {"convs": len(report.quantized_convs), "adds": len(report.quantized_adds), "skipped": report.skipped}
+
+
+def _int8_latency(fp32: str, files: dict, size, args, prompt=None) -> dict:
+    """fp32 vs U8S8 vs S8S8-on-ORT latency (:func:`_latency`); {} with ``--bench-runs 0``."""
+    if args.bench_runs <= 0:
+        return {}
+    return _latency({"fp32": fp32, "int8-cpu-u8s8": files["int8-cpu.onnx"],
+                     "int8-trt-s8s8-on-ort": files["int8-trt.onnx"]}, size, args.threads, args.bench_runs,
+                    prompt=prompt)
+
+
 def calibrate_student(bundle, args, size, out: Path):
     """Calibrate the bundle's distilled student (``student.onnx``; inputs ``input`` (N, 1, H, W)
     and ``prompt`` (N, K) float32, K = the manifest's prompt slots; engines/backends/student.py).
@@ -194,7 +230,7 @@ def calibrate_student(bundle, args, size, out: Path):
     """
     from tir.calibration import gate
     from tir.calibration.data import CalibrationDataError, calibration_set
-    from tir.calibration.qdq import collect_ranges, quantize_cpu, trt_cache_from_ranges, write_trt_qdq
+    from tir.calibration.qdq import collect_ranges
     from tir.engines.backends.onnxruntime import ort_session
     from tir.engines.backends.student import PROMPT_INPUT
     from tir.engines.bundle import BundleError
@@ -217,15 +253,7 @@ def calibrate_student(bundle, args, size, out: Path):
     ranges = collector.ranges(args.method, percentile=args.percentile)
     t_collect = time.perf_counter() - t0
 
-    files = {s: str(out / f"student.{s}") for s in ("int8-trt.onnx", "int8-cpu.onnx", "calib.cache", "ranges.json")}
-    Path(files["ranges.json"]).write_text(json.dumps(
-        {n: {"amax": r.amax, "min": r.min, "max": r.max} for n, r in ranges.items()}, indent=1) + "\n")
-    qdq_options = {"quantize_adds": args.trt_adds != "none", "global_skip": args.trt_adds == "all"}
-    trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"], float_inputs=[PROMPT_INPUT], **qdq_options)
-    quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8", reduce_range=args.reduce_range,
-                 float_inputs=[PROMPT_INPUT])
-    trt_cache_from_ranges({n: r for n, r in ranges.items() if n != PROMPT_INPUT}, files["calib.cache"],
-                          version=args.trt_version)
+    files, trt_report, _ = _write_int8(fp32, "student", ranges, args, out, float_inputs=(PROMPT_INPUT,))
 
     eye = np.eye(k, dtype=np.float32)
     runners = {flavour: _prompted_runners(path, args.threads, eye) for flavour, path in
@@ -240,18 +268,12 @@ def calibrate_student(bundle, args, size, out: Path):
             verdicts.append(gate.gate_route(f"student/{prompt}", flavour, None, runners[flavour][j], held,
                                             args.max_loss_db, args.min_fidelity_db, fp32_outputs=ref))
 
-    latency = {}
-    if args.bench_runs > 0:
-        latency = _latency({"fp32": fp32, "int8-cpu-u8s8": files["int8-cpu.onnx"],
-                            "int8-trt-s8s8-on-ort": files["int8-trt.onnx"]}, size, args.threads, args.bench_runs,
-                           prompt=np.full(k, 1.0 / k, np.float32))
     return {
         "route": "student", "fp32_onnx": fp32, "prompts": prompts, "files": files,
         "calibration_frames": len(frames), "holdout_frames": args.holdout, "calibration_source": frames.name,
         "holdout_source": held_names, "collect_s": round(t_collect, 1), "tensors": len(ranges),
-        "trt_qdq": {"convs": len(trt_report.quantized_convs), "adds": len(trt_report.quantized_adds),
-                    "skipped": trt_report.skipped},
-        "gate": [v.to_dict() for v in verdicts], "latency_ms": latency,
+        "trt_qdq": _qdq_summary(trt_report), "gate": [v.to_dict() for v in verdicts],
+        "latency_ms": _int8_latency(fp32, files, size, args, prompt=np.full(k, 1.0 / k, np.float32)),
     }, verdicts
 
 
@@ -277,7 +299,7 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
     """
     from tir.calibration import gate
     from tir.calibration.data import calibration_set
-    from tir.calibration.qdq import collect_ranges, qdq_targets, quantize_cpu, trt_cache_from_ranges, write_trt_qdq
+    from tir.calibration.qdq import collect_ranges, qdq_targets
     from tir.engines.degrade import TASKS
 
     fp32 = str(bundle.route_path(route))
@@ -292,13 +314,7 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
     ranges = collector.ranges(args.method, percentile=args.percentile)
     t_collect = time.perf_counter() - t0
 
-    files = {k: str(out / f"{route}.{k}") for k in ("int8-trt.onnx", "int8-cpu.onnx", "calib.cache", "ranges.json")}
-    Path(files["ranges.json"]).write_text(json.dumps(
-        {k: {"amax": r.amax, "min": r.min, "max": r.max} for k, r in ranges.items()}, indent=1) + "\n")
-    qdq_options = {"quantize_adds": args.trt_adds != "none", "global_skip": args.trt_adds == "all"}
-    trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"], **qdq_options)
-    quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8", reduce_range=args.reduce_range)
-    trt_cache_from_ranges(ranges, files["calib.cache"], version=args.trt_version)
+    files, trt_report, qdq_options = _write_int8(fp32, route, ranges, args, out)
 
     ref = gate.held_out_outputs(_runner(fp32, args.threads), held)
     verdicts = []
@@ -325,17 +341,11 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
                 os.replace(mixed, files["int8-trt-mixed.onnx"])
         verdicts.append(v)
 
-    latency = {}
-    if args.bench_runs > 0:
-        latency = _latency({"fp32": fp32, "int8-cpu-u8s8": files["int8-cpu.onnx"],
-                            "int8-trt-s8s8-on-ort": files["int8-trt.onnx"]}, size, args.threads, args.bench_runs)
     return {
         "route": route, "fp32_onnx": fp32, "files": files, "calibration_frames": len(frames),
         "holdout_frames": len(held), "calibration_source": frames.name, "holdout_source": held.name,
-        "collect_s": round(t_collect, 1), "tensors": len(ranges),
-        "trt_qdq": {"convs": len(trt_report.quantized_convs), "adds": len(trt_report.quantized_adds),
-                    "skipped": trt_report.skipped},
-        "gate": [v.to_dict() for v in verdicts], "latency_ms": latency,
+        "collect_s": round(t_collect, 1), "tensors": len(ranges), "trt_qdq": _qdq_summary(trt_report),
+        "gate": [v.to_dict() for v in verdicts], "latency_ms": _int8_latency(fp32, files, size, args),
     }, verdicts
 
 
