@@ -194,8 +194,8 @@ MIN_FPN_GREY = 0.01
 
 
 def _cut(before: Sequence[float], after: Sequence[float]) -> Optional[float]:
-    """1 − mean(after) / mean(before): the share of column FPN removed; None when the input has
-    (almost) none, e.g. a constant or saturated frame."""
+    """1 − mean(after) / mean(before), column FPN in grey levels: the share removed; None when the
+    input has (almost) none, e.g. a constant or saturated frame."""
     b = float(np.mean(before))
     return None if b < MIN_FPN_GREY else float(1.0 - np.mean(after) / b)
 
@@ -270,11 +270,12 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             result.update(router_only=True, seconds=round(time.monotonic() - t0, 1))
             auto.close()
             return result
+        cut = _cut(fpn_in, fpn_out)   # None: no column FPN in the input, so no relative cut either
         result.update({
             "column_fpn_in": float(np.mean(fpn_in)), "column_fpn_out": float(np.mean(fpn_out)),
-            "column_fpn_cut": _cut(fpn_in, fpn_out),
+            "column_fpn_cut": cut,
             "column_fpn_rel_in": float(np.mean(fpn_rel_in)), "column_fpn_rel_out": float(np.mean(fpn_rel_out)),
-            "column_fpn_rel_cut": None if _cut(fpn_in, fpn_out) is None else _cut(fpn_rel_in, fpn_rel_out),
+            "column_fpn_rel_cut": None if cut is None else float(1.0 - np.mean(fpn_rel_out) / np.mean(fpn_rel_in)),
             "scene_correlation": ({"median": float(np.median(scene)), "min": float(np.min(scene))} if scene
                                   else None),
             "seconds": round(time.monotonic() - t0, 1)})
