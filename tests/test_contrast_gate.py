@@ -6,7 +6,7 @@ import cv2
 
 import numpy as np
 import pytest
-import torch
+from tiny_models import OneHotRouter, Scale, export
 
 from tir.engines import degrade as deg
 from tir.engines.bundle import write_bundle
@@ -133,28 +133,8 @@ def test_contrast_prior_summarises_training_frames():
 
 # --- the Restorer ------------------------------------------------------------------------------
 
-class Scale(torch.nn.Module):
-    def __init__(self, factor):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return x * self.factor
-
-
-class AlwaysRouter(torch.nn.Module):
-    """Embedding (1, 0, 0) for every frame: the router always says the first class."""
-
-    def forward(self, x):
-        ones = x.mean(dim=(1, 2, 3))[:, None] * 0 + 1.0
-        return torch.cat([ones, ones * 0, ones * 0], dim=1)
-
-
 def _export(module, path):
-    from tir.engines.training.export import export_onnx
-
-    export_onnx(module, path, input_shape=(1, 1, H, W), audit=False)
-    return path
+    return export(module, path, H, W)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +142,7 @@ def gated_bundle(tmp_path_factory):
     """Routes CB (×2) and blur (×3) with the shipped specs; a router that always says CB."""
     tmp = tmp_path_factory.mktemp("gated")
     routes = {"CB": _export(Scale(2.0), tmp / "cb.onnx"), "blur": _export(Scale(3.0), tmp / "blur.onnx")}
-    router = _export(AlwaysRouter(), tmp / "router.onnx")
+    router = _export(OneHotRouter(0, 3), tmp / "router.onnx")   # always CB
     specs = shipped_specs()
     meta = {"name": "gated",
             "tasks": [{"name": t, "spec": {"name": t, "steps": specs[t]}} for t in ("CB", "blur")],

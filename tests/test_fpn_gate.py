@@ -3,7 +3,7 @@ the noise part added to its verdict (engines/fpn_gate.py), in the Restorer, its 
 live page's stats."""
 import numpy as np
 import pytest
-import torch
+from tiny_models import OneHotRouter, Scale, export
 
 from tir.engines import degrade as deg
 from tir.engines.bundle import write_bundle
@@ -144,32 +144,8 @@ def test_noise_partners_come_from_the_specs():
 
 # --- the Restorer ------------------------------------------------------------------------------
 
-class Scale(torch.nn.Module):
-    def __init__(self, factor):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return x * self.factor
-
-
-class FixedRouter(torch.nn.Module):
-    """The same embedding for every frame: the router always names one class."""
-
-    def __init__(self, k, n):
-        super().__init__()
-        self.k, self.n = k, n
-
-    def forward(self, x):
-        ones = x.mean(dim=(1, 2, 3))[:, None] * 0 + 1.0
-        return torch.cat([ones if i == self.k else ones * 0 for i in range(self.n)], dim=1)
-
-
 def _export(module, path):
-    from tir.engines.training.export import export_onnx
-
-    export_onnx(module, path, input_shape=(1, 1, H, W), audit=False)
-    return path
+    return export(module, path, H, W)
 
 
 def _bundle(tmp, say, unknown=False):
@@ -179,7 +155,7 @@ def _bundle(tmp, say, unknown=False):
     classes = ["blur", "BN", "noise", "clean"]
     specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
     routes = {t: _export(Scale(f), tmp / f"{t}.onnx") for t, f in (("blur", 3.0), ("BN", 5.0), ("noise", 7.0))}
-    router = _export(FixedRouter(classes.index(say), len(classes)), tmp / "router.onnx")
+    router = _export(OneHotRouter(classes.index(say), len(classes)), tmp / "router.onnx")
     codebook = np.eye(len(classes))
     if unknown:
         codebook[classes.index(say)] = codebook[(classes.index(say) + 1) % len(classes)]
