@@ -165,20 +165,11 @@ def test_display_map_is_invariant_to_an_affine_change_of_counts():
 
 
 def test_tir_eval_data_sets_prints_the_per_camera_table(data_root, tmp_path, capsys):
-    torch = pytest.importorskip("torch")
     import json
 
-    from tir.engines.bundle import write_bundle
-    from tir.engines.training.export import export_onnx
     from tir.tools import cli
 
-    class Same(torch.nn.Module):
-        def forward(self, x):
-            return x * 1.0
-
-    path = tmp_path / "r.onnx"
-    export_onnx(Same(), path, input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
-    b = write_bundle(tmp_path / "b", {"noise": path}, None, {"name": "t", "multiple": 2})
+    b = _identity_bundle(tmp_path)
     out = tmp_path / "cams.json"
     assert cli.main(["eval", "--bundle", str(b.path), "--data", "cam8,cam16", "--json", str(out)]) == 0
     text = capsys.readouterr().out
