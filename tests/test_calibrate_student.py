@@ -13,6 +13,7 @@ from tir.engines.training.export import export_onnx
 from tir.tools import cli
 
 from test_calibrate_cli import Tiny
+from tiny_models import export_prompted
 
 PROMPTS = ["noise", "blur", "clean"]
 
@@ -37,15 +38,7 @@ class TinyStudent(nn.Module):
 
 
 def _export_student(path, k):
-    torch.onnx.export(TinyStudent(k), (torch.rand(1, 1, 24, 32), torch.rand(1, k)), str(path),
-                      input_names=["input", "prompt"], output_names=["output"], opset_version=17, dynamo=False,
-                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "prompt": {0: "n"}, "output": {0: "n"}})
-    model = onnx.load(str(path))
-    for key, value in (("tir.multiple", "2"), ("tir.prompts", ",".join(PROMPTS))):
-        prop = model.metadata_props.add()
-        prop.key, prop.value = key, value
-    onnx.save(model, str(path))
-    return path
+    return export_prompted(TinyStudent(k), path, k, PROMPTS, multiple=2)
 
 
 @pytest.fixture(scope="module")

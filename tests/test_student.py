@@ -208,17 +208,9 @@ class FactorStudent(torch.nn.Module):
 
 
 def _export_fake_student(path, factors, multiple=1):
-    import onnx
+    from tiny_models import export_prompted
 
-    torch.onnx.export(FactorStudent(factors), (torch.rand(1, 1, 24, 32), torch.rand(1, len(factors))), str(path),
-                      input_names=["input", "prompt"], output_names=["output"], opset_version=17, dynamo=False,
-                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "prompt": {0: "n"}, "output": {0: "n"}})
-    model = onnx.load(str(path))
-    for key, value in (("tir.multiple", str(multiple)), ("tir.prompts", "a,b,clean")):
-        prop = model.metadata_props.add()
-        prop.key, prop.value = key, value
-    onnx.save(model, str(path))
-    return path
+    return export_prompted(FactorStudent(factors), path, len(factors), ["a", "b", "clean"], multiple)
 
 
 @pytest.fixture(scope="module")

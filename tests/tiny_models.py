@@ -1,4 +1,5 @@
-"""Tiny torch modules exported to ONNX for Restorer tests: a route that scales the frame and a
+"""Tiny torch modules exported to ONNX for tests: a route that scales the frame, a router that always
+names one class, and student-like two-input (frame, prompt weights) models."""
 router that always names one class (its embedding is that class's one-hot row)."""
 import torch
 
@@ -31,4 +32,21 @@ def export(module, path, h, w):
     from tir.engines.training.export import export_onnx
 
     export_onnx(module, path, input_shape=(1, 1, h, w), audit=False)
+    return path
+
+
+def export_prompted(module, path, k, prompts, multiple=1):
+    """A student-like ``module(x, w)`` (frame (N, 1, H, W), prompt weights (N, k)) as ONNX with the
+    inputs ``input`` and ``prompt`` and the metadata a distilled student carries
+    (``tir.multiple``, ``tir.prompts``)."""
+    import onnx
+
+    torch.onnx.export(module, (torch.rand(1, 1, 24, 32), torch.rand(1, k)), str(path),
+                      input_names=["input", "prompt"], output_names=["output"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "prompt": {0: "n"}, "output": {0: "n"}})
+    model = onnx.load(str(path))
+    for key, value in (("tir.multiple", str(multiple)), ("tir.prompts", ",".join(prompts))):
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save(model, str(path))
     return path
