@@ -1,6 +1,5 @@
 """Tiny torch modules exported to ONNX for tests: a route that scales the frame, a router that always
 names one class, and student-like two-input (frame, prompt weights) models."""
-router that always names one class (its embedding is that class's one-hot row)."""
 import torch
 
 
