@@ -12,9 +12,10 @@ restorer's) and can replace its bundle while frames flow:
 - the infer thread swaps at the start of its next ``infer``/``observe`` call, i.e. between two
   frames: no frame is dropped, repeated or reordered by the swap. The routing state (current
   route, if the new bundle has it), the counters, the contrast gate's camera history (its
-  reference and demoted count: the camera is the same) and the FPN gate's counters carry over; the old engines are closed in
-  another thread; ``last_swap`` holds the frame number, the load time, the swap's own time and
-  the infer time of the first frame on the new bundle (``first_frame_ms``);
+  reference and demoted count: the camera is the same) and the FPN gate's counters carry over;
+  the old engines are closed in another thread; ``last_swap`` holds the frame number, the load
+  time, the swap's own time and the infer time of the first frame on the new bundle
+  (``first_frame_ms``);
 - a load that fails (tampered or missing file, schema error, a forced ``--task`` the new
   bundle lacks) leaves the running bundle in place; ``status()["bundle"]["reload_error"]`` says
   why (status line, the page, ``/stats.json``);
@@ -175,13 +176,11 @@ class HotSwapRestorer:
         old = self.active
         for key in CARRIED:
             setattr(new, key, getattr(old, key))
-        # the contrast gate's camera history goes on with the same camera (engines/contrast_gate.py)
-        old_gate, new_gate = getattr(old, "contrast_gate", None), getattr(new, "contrast_gate", None)
-        if old_gate is not None and new_gate is not None:
-            new_gate.carry_from(old_gate)
-        old_fpn, new_fpn = getattr(old, "fpn_gate", None), getattr(new, "fpn_gate", None)
-        if old_fpn is not None and new_fpn is not None:
-            new_fpn.carry_from(old_fpn)   # its counters (engines/fpn_gate.py)
+        # the gates go on with the same camera: the contrast gate's history, both gates' counters
+        for gate in ("contrast_gate", "fpn_gate"):
+            old_gate, new_gate = getattr(old, gate, None), getattr(new, gate, None)
+            if old_gate is not None and new_gate is not None:
+                new_gate.carry_from(old_gate)
         if not getattr(new, "forced", False):
             carry = old.current
             if carry is not None and (carry == "clean" or carry in new.routes):
