@@ -176,8 +176,8 @@ class HotSwapRestorer:
         old = self.active
         for key in CARRIED:
             setattr(new, key, getattr(old, key))
-        # the gates go on with the same camera: the contrast gate's history, both gates' counters
-        for gate in ("contrast_gate", "fpn_gate"):
+        # the gates go on with the same camera: the contrast and blur gates' history, every gate's counters
+        for gate in ("contrast_gate", "blur_gate", "fpn_gate"):
             old_gate, new_gate = getattr(old, gate, None), getattr(new, gate, None)
             if old_gate is not None and new_gate is not None:
                 new_gate.carry_from(old_gate)

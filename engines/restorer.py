@@ -48,6 +48,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
+from .blur_gate import BlurGate
 from .contrast_gate import ContrastGate, lowpass_span
 from .fpn_gate import FPNGate
 from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
@@ -101,6 +102,9 @@ class Restorer:
         fpn_gate: add the noise part to the verdict on a frame that carries the column FPN of
             an uncalibrated FPA (engines/fpn_gate.py; default on; never with a forced ``task``,
             nor on a bundle without a task carrying fixed-pattern noise).
+        blur_gate: judge noise-free blur verdicts (blur, CB) against the camera's own detail
+            (engines/blur_gate.py; default on; never with a forced ``task``). Off: the router's
+            verdicts as they are.
 
     Raises:
         BundleError: the bundle fails :func:`~tir.engines.bundle.load_bundle`.
@@ -114,7 +118,8 @@ class Restorer:
                  every: int = 8, hysteresis: int = 3, threads: Optional[int] = None,
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, precision: Optional[str] = None,
                  adapt: Optional[int] = None, adapt_save=None, source_uri: str = "",
-                 deploy: Optional[str] = None, contrast_gate: bool = True, fpn_gate: bool = True):
+                 deploy: Optional[str] = None, contrast_gate: bool = True, fpn_gate: bool = True,
+                 blur_gate: bool = True):
         from .bundle import Bundle, load_bundle
 
         self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
@@ -174,6 +179,7 @@ class Restorer:
         self._adaptation = None if self.router_info is None else self.router_info.get(ADAPTATION_KEY)
         self.contrast_gate: Optional[ContrastGate] = None
         self.fpn_gate: Optional[FPNGate] = None
+        self.blur_gate: Optional[BlurGate] = None
         if self.router_info is not None and not self.forced:   # a forced route is never gated
             specs = {t: (self.bundle.task_info(t).get("spec") or {}).get("steps") or [] for t in self.routes}
             if contrast_gate:
@@ -181,8 +187,12 @@ class Restorer:
             if fpn_gate:
                 gate = FPNGate.for_bundle(specs)
                 self.fpn_gate = gate if gate.partners else None   # no task carries FPN: nothing to add
+            if blur_gate:
+                gate = BlurGate.for_bundle(specs)
+                self.blur_gate = gate if gate.partners else None  # no noise-free blur task: nothing to judge
         self._contrast_low = True   # the last routed frame's contrast was low for this camera
         self._fpn = False           # the last routed frame carried column FPN (the FPN gate added noise)
+        self._soft = True           # the last routed frame was soft for this camera (blur gate)
         self.adapter: Optional[OnlineAdapter] = None
         self.adapt_save = adapt_save
         self.adapt_saved: Optional[str] = None
@@ -417,6 +427,9 @@ class Restorer:
         - the contrast gate (engines/contrast_gate.py): a contrast-carrying task on a frame whose
           contrast is not low for this camera becomes its partner without the contrast part;
           the frame's span then joins the camera's history;
+        - the blur gate (engines/blur_gate.py): a blur verdict without noise (blur, CB) on a
+          frame that is not soft for this camera becomes its partner without the blur part;
+          the frame then joins the camera's history;
         - the FPN gate (engines/fpn_gate.py): on a frame that carries the column FPN of an
           uncalibrated FPA, the verdict gains the noise part (an unknown verdict becomes the
           noise task) and ``fpn`` is True: the noise part is measured, so a verdict the router
@@ -425,6 +438,8 @@ class Restorer:
         task = decision["task"]
         if self.contrast_gate is not None:
             task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame))
+        if self.blur_gate is not None:
+            task, self._soft = self.blur_gate.step(task, frame)
         self._fpn = False
         if self.fpn_gate is not None:
             task, self._fpn = self.fpn_gate.step(CLEAN if task == UNKNOWN else task, frame)
@@ -438,12 +453,16 @@ class Restorer:
     def _gate_prompt(self, weights: np.ndarray, task: str) -> np.ndarray:
         """The student's prompt mix after the gates (:meth:`_gate`): when the frame's contrast is
         not low for this camera, each contrast-carrying prompt's weight moves to its partner
-        without contrast (dropped when the partner is ``clean``); when the frame carries column
+        without contrast (dropped when the partner is ``clean``); when the frame is not soft for
+        this camera, each noise-free blur prompt's weight moves to its partner without the blur
+        (the blur gate); when the frame carries column
         FPN, each prompt's weight moves to its partner with the noise part. Renormalised; a
         one-hot of the gated verdict when nothing is left. (K,) float32 in, (K,) float32 out."""
         moves = []
         if self.contrast_gate is not None and not self._contrast_low:
             moves.append(self.contrast_gate.partners)
+        if self.blur_gate is not None and not self._soft:
+            moves.append(self.blur_gate.partners)
         if self.fpn_gate is not None and self._fpn:
             moves.append(self.fpn_gate.partners)
         if not moves or not self.prompts:
@@ -462,7 +481,7 @@ class Restorer:
         return (w / w.sum()).astype(np.float32)
 
     def warm_camera(self, batch) -> None:
-        """Show the contrast gate frames the camera delivered, without routing them (unlabeled:
+        """Show the contrast and blur gates frames the camera delivered, without routing them (unlabeled:
         e.g. a camera set's frames before evaluation, as a running camera would have shown).
 
         Args:
@@ -475,11 +494,14 @@ class Restorer:
         if self.contrast_gate is not None:
             for frame in x:
                 self.contrast_gate.add(lowpass_span(frame))
+        if self.blur_gate is not None:
+            for frame in x:
+                self.blur_gate.add(frame)
 
     def reset(self) -> None:
         """Forget the routing state (route, streak, last verdict; counters stay): the next
         frame is routed as at start-up. For independent frames (evaluation, a new scene). The
-        contrast gate's camera history stays: the camera is the same."""
+        contrast and blur gates' camera history stays: the camera is the same."""
         if not self.forced:
             self.current = None
         self._candidate, self._streak = None, 0
@@ -580,8 +602,9 @@ class Restorer:
         None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy``, ``contrast`` (the
         contrast gate: camera reference span, history frames, ratio, demoted verdicts; None when
         off), ``fpn`` (the FPN gate: the last routed frame's column-FPN amplitude and
-        consistency, thresholds, checked frames, promoted verdicts; None when off) and the
-        student's ``prompt`` weights (None without).
+        consistency, thresholds, checked frames, promoted verdicts; None when off), ``blur`` (the
+        blur gate: the last routed frame's band ratio, the camera's threshold, history frames,
+        demoted verdicts; None when off) and the student's ``prompt`` weights (None without).
         """
         return {"task": self.route, "confidence": self._last["confidence"],
                 "unknown": bool(self._last["unknown"]), "switches": self.switches,
@@ -593,6 +616,7 @@ class Restorer:
                 "adapt": self.adapt_status(), "deploy": self.deploy,
                 "contrast": None if self.contrast_gate is None else self.contrast_gate.status(),
                 "fpn": None if self.fpn_gate is None else self.fpn_gate.status(),
+                "blur": None if self.blur_gate is None else self.blur_gate.status(),
                 "prompt": None if self.prompt_weights is None else
                 {p: round(float(w), 4) for p, w in zip(self.prompts, self.prompt_weights)}}
 

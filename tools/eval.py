@@ -66,6 +66,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-fpn-gate", action="store_true",
                         help="with --data: score the router's verdicts without the FPN gate "
                              "(engines/fpn_gate.py; on in tir run), to measure what it does")
+    parser.add_argument("--no-blur-gate", action="store_true",
+                        help="with --data: score the router's verdicts without the blur gate "
+                             "(engines/blur_gate.py; on in tir run), to measure what it does")
     parser.add_argument("--no-true-routes", action="store_true",
                         help="per-camera table: skip the forced true-route column (faster)")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
@@ -183,7 +186,8 @@ def _cameras(args, bundle) -> int:
         result = evaluate_cameras(bundle, args.data, split=args.split, seed=args.seed,
                                   max_frames=args.max_frames, backend=args.backend, threads=args.threads,
                                   true_routes=not args.no_true_routes, router_only=args.router_only,
-                                  contrast_gate=not args.no_contrast_gate, fpn_gate=not args.no_fpn_gate)
+                                  contrast_gate=not args.no_contrast_gate, fpn_gate=not args.no_fpn_gate,
+                                  blur_gate=not args.no_blur_gate)
     result["command"] = _command()
     print(format_cameras(result))
     _write_json(args, result)

@@ -89,6 +89,9 @@ def status_line(snap) -> str:
     fpn = snap.get("fpn")
     if fpn and fpn.get("promoted"):
         parts.append(f"FPN gate promoted {fpn['promoted']}")
+    blur = snap.get("blur")
+    if blur and blur.get("demoted"):
+        parts.append(f"blur gate demoted {blur['demoted']}")
     camera = snap.get("camera")
     if camera:
         fpa = camera.get("fpa_temp_c")

@@ -181,6 +181,23 @@ class FPNStatus(_Record):
 
 
 @dataclass
+class BlurStatus(_Record):
+    """The blur gate (engines/blur_gate.py): :meth:`tir.engines.blur_gate.BlurGate.status`.
+    ``drop``: how much a further 1 px blur lowers the last routed frame's band ratio (log of the
+    fine-band over the coarse-band energy, difference-of-Gaussian bands σ 1-2 and 2-4 px; the
+    closer to 0, the softer the frame; None when not measurable); ``threshold``: above it a frame
+    is soft for this camera (half-way between the camera's median drop and that of its frames
+    with the mildest blur; None until the camera has been seen for 8 frames);
+    ``frames``: routed frames in the camera's history; ``demoted``: blur verdicts without noise
+    the gate turned into their partner without the blur (the frame was not soft)."""
+    drop: Optional[float] = None
+    threshold: Optional[float] = None
+    frames: int = 0
+    demoted: int = 0
+    stats_error: Optional[str] = None
+
+
+@dataclass
 class RecordingStats(_Record):
     """A ``file://`` recorder output: :meth:`tir.edge.outputs.recorder.Recorder.stats` (frames
     written, dropped on a full queue, lost after a failure, queued now, preview frames and
@@ -276,6 +293,7 @@ class StatsSnapshot(_Record):
     adapt: Optional[AdaptStatus] = None
     contrast: Optional[ContrastStatus] = None
     fpn: Optional[FPNStatus] = None
+    blur: Optional[BlurStatus] = None
     camera: Optional[CameraStats] = None
     collect: Optional[CollectStats] = None
     recording: Optional[RecordingStats] = None
@@ -517,6 +535,8 @@ class PipelineStats:
                 snap.contrast = stats_section(ContrastStatus, lambda: status["contrast"])
             if isinstance(status.get("fpn"), dict):
                 snap.fpn = stats_section(FPNStatus, lambda: status["fpn"])
+            if isinstance(status.get("blur"), dict):
+                snap.blur = stats_section(BlurStatus, lambda: status["blur"])
         snap.time = time.time()
         return snap
 

@@ -80,6 +80,7 @@ function render(stats) {
   renderAdapt(stats);
   renderContrast(stats);
   renderFPN(stats);
+  renderBlur(stats);
   renderBundle(stats);
 
   if (stats.scene && typeof stats.scene.min_c === "number") {
@@ -134,6 +135,14 @@ function renderFPN(stats) {
   $("fpn-fact").classList.toggle("hidden", !stats.fpn);
   if (!stats.fpn) return;
   text("fpn", `${fmt(100 * (stats.fpn.amplitude || 0), 2)} % · ${stats.fpn.promoted} promoted`);
+}
+
+// Blur gate (engines/blur_gate.py): the last routed frame's drop (what a further 1 px blur takes
+// from its fine detail) against the camera's threshold and the blur verdicts it demoted; hidden when the gate is off or there is no router.
+function renderBlur(stats) {
+  $("blur-fact").classList.toggle("hidden", !stats.blur);
+  if (!stats.blur) return;
+  text("blur", `${fmt(stats.blur.drop, 2)} / ${fmt(stats.blur.threshold, 2)} · ${stats.blur.demoted} demoted`);
 }
 
 // Open-world collection (tir run --collect DIR): kept count, raw counts, last thumbnails.

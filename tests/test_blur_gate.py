@@ -1,0 +1,224 @@
+"""The blur gate: a blur verdict without noise on a frame that is not soft *for this camera* loses
+its blur part (engines/blur_gate.py), in the Restorer, its status and the live page's stats."""
+import cv2
+import numpy as np
+import pytest
+from tiny_models import OneHotRouter, Scale, export
+
+from tir.engines import degrade as deg
+from tir.engines.blur_gate import (DEFAULT_SIGMA_MIN, MIN_FRAMES, MIN_SIDE, BlurGate, band_ratio, blur_drop,
+                                   blur_partners, min_blur_sigma, quantum)
+from tir.engines.bundle import write_bundle
+from tir.engines.restorer import Restorer
+
+H, W = 120, 160
+
+
+def scene(seed=0, h=H, w=W):
+    """A thermal-like frame in [0, 1] with fine detail: a gradient, sharp-edged warm discs and
+    bars, a faint texture and mild white noise (a NUC'd camera)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    x = 0.3 + 0.2 * yy / h
+    for cx, cy, r in zip(rng.uniform(0, w, 14), rng.uniform(0, h, 14), rng.uniform(2, 10, 14)):
+        x[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0.5, 0.9)
+    for cx in rng.choice(w - 4, 4, replace=False):
+        x[:, cx:cx + 2] = rng.uniform(0.1, 0.3)
+    x += 0.02 * cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 0.8)
+    x += rng.normal(0, 0.002, x.shape)
+    return np.clip(x, 0, 1).astype(np.float32)
+
+
+def blurred(x, sigma):
+    return cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def warmed(frames, partners=None):
+    gate = BlurGate(partners or {"blur": "clean", "CB": "contrast"})
+    for f in frames:
+        assert gate.add(f) is not None
+    return gate
+
+
+def test_band_ratio_and_drop_are_contrast_free_and_tell_blur():
+    x = scene()
+    r = band_ratio(x)
+    assert band_ratio(0.3 * x + 0.2) == pytest.approx(r, abs=1e-3)   # the contrast op: α·x + β
+    assert band_ratio(x[None, None]) == pytest.approx(r)
+    assert band_ratio(blurred(x, 1.0)) < r - 0.2
+    assert band_ratio(blurred(x, 2.0)) < band_ratio(blurred(x, 1.0))
+    assert blur_drop(x) == pytest.approx(band_ratio(blurred(x, 1.0)) - r, abs=0.05)
+    assert blur_drop(0.3 * x + 0.2) == pytest.approx(blur_drop(x), abs=1e-3)
+    # a blurred frame has less left to lose: its drop is closer to 0, the more the softer
+    assert blur_drop(x) < blur_drop(blurred(x, 1.0)) < blur_drop(blurred(x, 2.0)) < 0
+
+
+@pytest.mark.parametrize("frame", [np.zeros((H, W), np.float32),                 # flat
+                                   np.random.rand(MIN_SIDE - 1, 200).astype(np.float32),   # too few rows
+                                   np.full((H, W), np.nan, np.float32)])
+def test_what_cannot_be_measured_is_none(frame):
+    assert band_ratio(frame) is None and blur_drop(frame) is None
+    gate = warmed([scene(s) for s in range(MIN_FRAMES)])
+    assert gate.add(frame) is None and len(gate.drops) == MIN_FRAMES   # not recorded
+    assert gate.step("blur", frame) == ("blur", True)                    # nothing measured: kept
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, H, W)), np.zeros(5)])
+def test_refuses_what_is_not_one_frame(bad):
+    with pytest.raises(ValueError, match="one \\(H, W\\) frame"):
+        band_ratio(bad)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="sigma"):
+        blur_drop(scene(), sigma=0)
+    with pytest.raises(ValueError, match="sigma_min"):
+        BlurGate({}, sigma_min=-1)
+    with pytest.raises(ValueError, match="min_frames"):
+        BlurGate({}, min_frames=0)
+
+
+def test_partners_and_mildest_blur_come_from_the_specs():
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    assert blur_partners(specs) == {"blur": "clean", "CB": "contrast"}    # BN, CBN: noise, left alone
+    assert min_blur_sigma(specs) == 1.0
+    assert min_blur_sigma({"noise": specs["noise"]}) == DEFAULT_SIGMA_MIN
+    soft = [{"op": "blur", "kernel": [3, 7], "sigma": [0.5, 1.0]}]
+    assert min_blur_sigma({**specs, "soft": soft}) == 0.5
+    # a task tir learn adds with a tone-free op next to the blur is not judged
+    haze = [{"op": "haze", "strength": [0.2, 0.5]}]
+    learned = {**specs, "haze": haze, "haze_blur": haze + specs["blur"]}
+    assert "haze_blur" not in blur_partners(learned)
+
+
+def test_gate_is_silent_until_it_has_seen_the_camera():
+    gate = BlurGate({"blur": "clean"})
+    for i in range(MIN_FRAMES):
+        assert gate.threshold() is None
+        assert gate.step("blur", scene(i)) == ("blur", True)
+    assert gate.threshold() is not None and gate.demoted == 0
+    assert gate.step("blur", scene(99)) == ("clean", False) and gate.demoted == 1
+
+
+def test_blur_is_judged_against_the_camera():
+    sharp = warmed([scene(s) for s in range(12)])
+    x = scene(53)
+    assert sharp.step("blur", x) == ("clean", False)
+    assert sharp.step("CB", 0.4 * x + 0.15) == ("contrast", False)
+    assert sharp.step("BN", x) == ("BN", False)                  # noise-carrying: left to the router
+    for sigma in (1.0, 1.5, 2.0):                                # the spec's blur range, kept
+        assert sharp.step("blur", blurred(x, sigma)) == ("blur", True)
+        assert sharp.step("CB", 0.4 * blurred(x, sigma) + 0.15) == ("CB", True)
+    assert sharp.demoted == 2
+    # a camera with soft optics: its own frames are its normal, a blur on top of them is a blur
+    soft = warmed([blurred(scene(s), 1.2) for s in range(12)])
+    y = blurred(scene(53), 1.2)
+    assert sharp.step("blur", y)[0] == "blur"                    # soft for the sharp camera
+    assert soft.step("blur", y) == ("clean", False)              # normal for the soft one
+    assert soft.step("blur", blurred(y, 1.5)) == ("blur", True)
+
+
+def eight_bit(x):
+    return (np.round(np.clip(x, 0, 1) * 255.0) / 255.0).astype(np.float32)
+
+
+def test_value_quantisation_is_not_detail():
+    """A contrast loss on an 8-bit frame keeps the 1/255 step and shrinks the detail: the step's
+    white noise must not make a low-contrast blurred frame read sharp."""
+    x = scene(3)
+    assert quantum(eight_bit(x)) == pytest.approx(1 / 255.0, rel=1e-3)
+    assert quantum(np.zeros((H, W), np.float32)) == 0.0
+    assert quantum(x) < 1e-4                                   # float data: no step to speak of
+    gate = warmed([eight_bit(scene(s)) for s in range(12)])
+    for alpha in (0.2, 0.4, 0.6):                              # the contrast op's range, then 8 bits
+        low_blurred = eight_bit(alpha * blurred(scene(50), 1.0) + 0.15)
+        assert gate.step("CB", low_blurred) == ("CB", True), alpha
+        assert gate.step("CB", eight_bit(alpha * scene(50) + 0.15)) == ("contrast", False), alpha
+
+
+def test_only_noise_free_verdicts_join_the_history():
+    """Noise raises the fine band: frames the router calls noisy (or unknown) must not move the
+    camera's reference."""
+    gate = warmed([scene(s) for s in range(12)])
+    before = (list(gate.drops), gate.threshold())
+    noisy = np.clip(scene(30) + np.random.default_rng(0).normal(0, 0.04, (H, W)), 0, 1).astype(np.float32)
+    for task in ("noise", "BN", "CBN", "unknown"):
+        gate.step(task, noisy)
+    assert (list(gate.drops), gate.threshold()) == before and gate.last is not None
+    for task in ("clean", "contrast", "blur", "CB"):
+        gate.step(task, scene(31))
+    assert len(gate.drops) == 16
+
+
+def test_carry_from_keeps_the_history():
+    old = warmed([scene(s) for s in range(10)])
+    old.step("blur", scene(40))
+    new = BlurGate({"blur": "clean"})
+    new.carry_from(old)
+    assert list(new.drops) == list(old.drops) and list(new.blurred_drops) == list(old.blurred_drops)
+    assert new.demoted == 1 and new.threshold() == pytest.approx(old.threshold())
+
+
+# --- the Restorer ------------------------------------------------------------------------------
+
+def _bundle(tmp, say):
+    """Routes contrast (×2), blur (×3), CB (×4) with the shipped specs; a router that always
+    names ``say``."""
+    classes = ["contrast", "blur", "CB", "clean"]
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    routes = {t: export(Scale(f), tmp / f"{t}.onnx", H, W) for t, f in (("contrast", 2.0), ("blur", 3.0), ("CB", 4.0))}
+    router = export(OneHotRouter(classes.index(say), len(classes)), tmp / "router.onnx", H, W)
+    meta = {"name": "blurgate",
+            "tasks": [{"name": t, "spec": {"name": t, "steps": specs[t]}} for t in ("contrast", "blur", "CB")],
+            "router": {"codebook": np.eye(len(classes)).tolist(), "tasks": classes, "threshold": 0.5,
+                       "temperature": 0.1, "input_size": [W, H]}}
+    write_bundle(tmp / "bundle", routes, router, meta)
+    return tmp / "bundle"
+
+
+@pytest.fixture(scope="module")
+def blur_bundle(tmp_path_factory):
+    return _bundle(tmp_path_factory.mktemp("blurgate"), "blur")
+
+
+def test_restorer_passes_a_sharp_frame_through_and_deblurs_a_soft_one(blur_bundle):
+    r = Restorer(blur_bundle, every=1, hysteresis=1, contrast_gate=False)
+    assert r.blur_gate.partners == {"blur": "clean", "CB": "contrast"}
+    r.warm_camera(np.stack([scene(s) for s in range(12)])[:, None])
+    x = scene(60)[None, None]
+    assert np.allclose(r.infer(x), x)                                       # not soft: pass-through
+    s = r.status()
+    assert s["decision"] == "clean" and s["gated_from"] == "blur" and s["blur"]["demoted"] == 1
+    assert s["blur"]["frames"] == 13 and s["blur"]["drop"] < s["blur"]["threshold"]
+    soft = blurred(scene(61), 1.5)[None, None]
+    assert np.allclose(r.infer(soft), soft * 3.0) and r.status()["task"] == "blur"
+
+
+def test_gate_off_forced_task_and_student_prompt(blur_bundle, monkeypatch):
+    frames = np.stack([scene(s) for s in range(12)])[:, None]
+    x = scene(60)[None, None]
+    off = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False)
+    off.warm_camera(frames)
+    assert off.blur_gate is None and off.status()["blur"] is None and np.allclose(off.infer(x), x * 3.0)
+    forced = Restorer(blur_bundle, task="blur")
+    assert forced.blur_gate is None and np.allclose(forced.infer(x), x * 3.0)
+    monkeypatch.setattr(Restorer, "prompts", property(lambda self: ["contrast", "blur", "CB", "clean"]))
+    r = Restorer(blur_bundle, every=1, hysteresis=1, contrast_gate=False)
+    w = np.array([0.1, 0.5, 0.3, 0.1], np.float32)
+    r._soft = True
+    assert np.allclose(r._gate_prompt(w, "blur"), w)
+    r._soft = False
+    assert np.allclose(r._gate_prompt(w, "clean"), [0.4, 0.0, 0.0, 0.6])   # blur -> clean, CB -> contrast
+
+
+def test_stats_and_status_line_show_the_gate(blur_bundle):
+    from tir.edge.pipeline.stats import BlurStatus, StatsSnapshot
+    from tir.tools.run import status_line
+
+    r = Restorer(blur_bundle, every=1, hysteresis=1)
+    r.warm_camera(np.stack([scene(s) for s in range(12)])[:, None])
+    r.infer(scene(70)[None, None])
+    snap = StatsSnapshot(blur=BlurStatus(**r.status()["blur"]))
+    assert snap.to_dict()["blur"]["demoted"] == 1
+    assert "blur gate demoted 1" in status_line(snap.to_dict())
+    assert "blur gate" not in status_line({**snap.to_dict(), "blur": {"demoted": 0}})
