@@ -197,6 +197,45 @@ def test_auto_loads_no_student_when_no_task_uses_it_and_refuses_what_it_cannot_r
         Restorer(bundles / "auto", deploy="both")
 
 
+def test_the_contrast_gate_acts_before_the_choice(tmp_path):
+    """Router always CB; the contrast gate turns CB into blur on a frame whose contrast is normal
+    for the camera; then the table picks the engine of the gated task."""
+    from tiny_models import OneHotRouter, export
+
+    import test_contrast_gate as cg
+
+    h, w = cg.H, cg.W
+    routes = {"CB": export(Scale(2.0), tmp_path / "cb.onnx", h, w), "blur": export(Scale(3.0), tmp_path / "bl.onnx", h, w)}
+    router = export(OneHotRouter(0, 3), tmp_path / "router.onnx", h, w)
+    specs = cg.shipped_specs()
+    meta = {"name": "gated", "tasks": [{"name": t, "spec": {"name": t, "steps": specs[t]}} for t in ("CB", "blur")],
+            "router": {"codebook": np.eye(3).tolist(), "tasks": ["CB", "blur", "clean"], "threshold": 0.5,
+                       "temperature": 0.1, "input_size": [w, h], "contrast_span": {"median": 0.6}}}
+    write_bundle(tmp_path / "routes", routes, router, meta)
+    from tiny_models import export_prompted
+
+    student = export_prompted(FactorStudent(FACTORS), tmp_path / "s.onnx", 3, ["CB", "blur", "clean"])
+    normal, flat = cg.ramp(0.6)[None, None], cg.ramp(0.15)[None, None]
+    for name, psnr, on_normal, on_flat in (
+            # CB on the student, blur on its route: the demoted verdict runs route blur (×3), CB the student
+            ("cb-student", {"CB": 30.0, "blur": 20.0}, 3.0, "CB"),
+            # blur on the student: the demoted verdict runs the student with its prompt moved to blur, CB route ×2
+            ("blur-student", {"CB": 20.0, "blur": 30.0}, "blur", 2.0)):
+        info = {"prompts": ["CB", "blur", "clean"],
+                "metrics": {"val_psnr": psnr, "teacher_val_psnr": {"CB": 25.0, "blur": 25.0}}}
+        r = Restorer(add_student(tmp_path / "routes", tmp_path / name, student, info, deploy="auto"), every=1,
+                     hysteresis=1)
+        r.warm_camera(np.stack([cg.ramp(0.6)] * 30))      # the camera's own contrast
+        for x, expect, task in ((normal, on_normal, "blur"), (flat, on_flat, "CB")):
+            out = r.infer(x)                               # flat: low contrast for this camera, CB stays
+            assert r.current == task and r.status()["gated_from"] == ("CB" if task == "blur" else None)
+            if isinstance(expect, str):                    # the student, the gated mix on the task's slot
+                assert r.runs == "student" and r.prompt_weights[["CB", "blur"].index(expect)] > 0.99
+                assert np.allclose(out, x * float(r.prompt_weights @ np.array(FACTORS)), atol=1e-5), name
+            else:
+                assert r.runs == "route" and np.allclose(out, x * expect, atol=1e-6), name
+
+
 # ----------------------------------------------------------------------------------- hot-swap
 def test_hot_swap_follows_the_new_manifests_deploy_unless_deploy_was_given(bundles, tmp_path):
     from tir.engines.hotswap import HotSwapRestorer
