@@ -75,7 +75,8 @@ def bench_model(engine, batches: Sequence[np.ndarray], warmup: int = 10, n: int 
     Returns:
         {"mode": "model", "route", "size" ("WxH" px), "batch", "warmup", "frames", "wall_s"
         (seconds), "fps" (frames per wall second, batch size counted), "cpu_ms_per_frame" (ms),
-        "latency_ms" (per-call percentiles in ms)}.
+        "latency_ms" (per-call percentiles in ms)}, plus "runs" (route/student/passthrough) for a
+        bundle's Restorer.
     """
     from tqdm import tqdm
 
@@ -105,6 +106,7 @@ def bench_model(engine, batches: Sequence[np.ndarray], warmup: int = 10, n: int 
         "fps": round(frames / wall, 3) if wall > 0 else 0.0,
         "cpu_ms_per_frame": round(1000.0 * cpu / max(frames, 1), 3),
         "latency_ms": summarize_ms(times),
+        **runs_of(engine),
     }
 
 
@@ -187,6 +189,7 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
     return {
         "mode": "pipeline",
         "route": route_of(model),
+        **runs_of(model),
         "source": source_uri,
         "stats_schema_version": stats["schema_version"],
         "frames": stats["frames"],
@@ -221,6 +224,13 @@ def bench_psnr(model, frames: Dict[str, Any]) -> Dict[str, Any]:
             "task": frames["task"]}
 
 
+def runs_of(model) -> Dict[str, Any]:
+    """``{"runs": "route" | "student" | "passthrough"}`` for a bundle's Restorer (what its last
+    frame went through, engines/restorer.py ``Restorer.runs``), else {} (a single model)."""
+    runs = getattr(model, "runs", None)
+    return {"runs": runs} if isinstance(runs, str) else {}
+
+
 def route_of(model) -> str:
     """The route a bundle's Restorer ran last (``passthrough``: no model work), or ``-`` for a
     single model."""
@@ -241,6 +251,8 @@ def backend_of(model, fallback: str) -> str:
     """The backend that ran: a Restorer reports the one of the route it used."""
     name = getattr(model, "backend", fallback)
     route = getattr(model, "route", None)
+    if name == "auto" and getattr(model, "runs", None) == "student":
+        return "onnxruntime"   # the student runs on ONNX Runtime only; no route engine is loaded to ask
     if name == "auto" and route not in (None, "passthrough") and callable(getattr(model, "engine", None)):
         try:
             name = getattr(model.engine(route), "backend", name)

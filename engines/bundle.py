@@ -8,8 +8,10 @@ Layout::
     <bundle>/router.onnx        optional degradation router (input N×1×H×W)
     <bundle>/model.pt           optional training checkpoint (tensors only; ``tir learn``)
     <bundle>/student.onnx       optional distilled student (inputs ``input`` N×1×H×W and
-                                ``prompt`` N×K; ``tir distill``); ``deploy`` (routes|student)
-                                says which the Restorer runs
+                                ``prompt`` N×K; ``tir distill``); ``deploy`` (routes|student|auto)
+                                says which the Restorer runs; with ``auto`` the manifest's
+                                ``auto_deploy`` table names, per task, routes or student
+                                (:func:`choose_auto_deploy`)
 
 :func:`load_bundle` refuses a bundle whose manifest breaks the schema (:func:`validate_manifest`:
 unknown keys, wrong types, out-of-range router values, a codebook that does not match the
@@ -206,8 +208,39 @@ class Bundle:
 
     @property
     def deploy(self) -> str:
-        """What runs: ``routes`` (default) or ``student`` (the distilled student, engines/training/distill.py)."""
+        """What runs: ``routes`` (default), ``student`` (the distilled student,
+        engines/training/distill.py) or ``auto`` (per task, the ``auto_deploy`` table)."""
         return self.manifest.get("deploy", "routes")
+
+    @property
+    def auto_deploy(self) -> Optional[dict]:
+        """The manifest's ``auto_deploy`` entry ({margin_db, tasks, delta_db, source}), or None."""
+        return self.manifest.get("auto_deploy")
+
+    def deploy_table(self, deploy: Optional[str] = None) -> Dict[str, str]:
+        """What runs each route's task under ``deploy`` (None: the manifest's): {task: "routes" |
+        "student"}, every route named. ``routes``/``student``: the same for every task; ``auto``:
+        the manifest's ``auto_deploy.tasks``, or, when the manifest records none (a bundle written
+        before ``auto``, run with ``--deploy auto``), the rule of :func:`choose_auto_deploy` on the
+        student's recorded val PSNR with the default margin (:data:`DEFAULT_AUTO_MARGIN_DB`).
+
+        Raises:
+            BundleError: an unknown ``deploy``; ``student``/``auto`` on a bundle without a student;
+                ``auto`` without a table and without the student's val numbers for every task.
+        """
+        deploy = self.deploy if deploy is None else deploy
+        if deploy not in DEPLOY_CHOICES:
+            raise BundleError(f"deploy {deploy!r} must be one of {', '.join(DEPLOY_CHOICES)}")
+        if deploy == "routes":
+            return {t: "routes" for t in self.tasks}
+        if self.student is None:
+            raise BundleError(f"bundle {self.name!r} has no student, so deploy {deploy!r} cannot run; distill "
+                              "one with `tir distill` or run its routes (--deploy routes)")
+        if deploy == "student":
+            return {t: "student" for t in self.tasks}
+        if self.auto_deploy is not None:
+            return dict(self.auto_deploy["tasks"])
+        return auto_deploy_entry(self.manifest)["tasks"]
 
     @property
     def student(self) -> Optional[dict]:
@@ -386,9 +419,20 @@ def _short(digest: str) -> str:
 #: top-level keys of manifest.json; any other key is refused (a typo would otherwise be ignored)
 TOP_KEYS = ("format_version", "name", "preset", "multiple", "tasks", "router", "normalisation",
             "training", "files", "checkpoint", "config", "notes", "adapted_from", "version",
-            "deploy", "student")
-#: what the Restorer runs: the per-task routes (default) or the distilled student (engines/training/distill.py)
-DEPLOY_CHOICES = ("routes", "student")
+            "deploy", "student", "auto_deploy")
+#: what the Restorer runs: the per-task routes (default), the distilled student
+#: (engines/training/distill.py) or, per task, whichever the ``auto_deploy`` table names
+DEPLOY_CHOICES = ("routes", "student", "auto")
+#: what one task runs under deploy=auto (the values of ``auto_deploy.tasks``)
+TASK_DEPLOY_CHOICES = ("routes", "student")
+#: keys of the auto_deploy entry (written by :func:`set_deploy` / :func:`add_student`)
+AUTO_DEPLOY_KEYS = ("margin_db", "tasks", "delta_db", "source")
+#: deploy=auto runs the student on a task when its val PSNR is at least the route's minus this
+#: margin, in dB: the INT8 accuracy gate's tolerance (calibration/gate.py ``MAX_LOSS_DB``), so a
+#: task loses at most what an INT8 route may lose
+DEFAULT_AUTO_MARGIN_DB = 0.3
+#: where the auto rule's numbers come from (recorded as ``auto_deploy.source``)
+AUTO_SOURCE = "student.metrics.val_psnr vs student.metrics.teacher_val_psnr (val split)"
 #: keys of the student entry (written by add_student)
 STUDENT_KEYS = ("file", "sha256", "prompts", "preset", "gmac_640x512", "params", "config", "metrics",
                 "training", "int8")
@@ -602,15 +646,17 @@ def validate_manifest(manifest: dict) -> List[str]:
 
 
 def _check_student(manifest: dict, problems: List[str]) -> None:
-    """``deploy`` is routes|student; ``student`` is null or {file, sha256, prompts, ...} whose
-    prompts are distinct task names covering every route plus ``clean``; deploy=student needs it."""
+    """``deploy`` is routes|student|auto; ``student`` is null or {file, sha256, prompts, ...} whose
+    prompts are distinct task names covering every route plus ``clean``; deploy=student and
+    deploy=auto need it; ``auto_deploy`` is checked by :func:`_check_auto_deploy`."""
     deploy = manifest.get("deploy", "routes")
     if deploy not in DEPLOY_CHOICES:
         problems.append(f"deploy {deploy!r} must be one of {', '.join(DEPLOY_CHOICES)}")
+    _check_auto_deploy(manifest, problems)
     student = manifest.get("student")
     if student is None:
-        if deploy == "student":
-            problems.append("deploy is 'student' but the manifest has no student entry; add one with "
+        if deploy in ("student", "auto"):
+            problems.append(f"deploy is {deploy!r} but the manifest has no student entry; add one with "
                             "`tir distill` or set deploy to 'routes'")
         return
     if not isinstance(student, dict):
@@ -636,6 +682,146 @@ def _check_student(manifest: dict, problems: List[str]) -> None:
             if missing:
                 problems.append(f"student.prompts {prompts} lack routes {missing}: the student must have a "
                                 "prompt for every route")
+
+
+def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
+    """``auto_deploy`` is null or {margin_db: number ≥ 0, tasks: {route: routes|student} naming
+    every route and nothing else, delta_db: {route: dB}, source: text}; deploy=auto needs it."""
+    entry = manifest.get("auto_deploy")
+    fix = "rewrite it with `tir deploy --bundle DIR --set auto`"
+    if entry is None:
+        if manifest.get("deploy") == "auto":
+            problems.append(f"deploy is 'auto' but the manifest has no auto_deploy table; {fix}")
+        return
+    if not isinstance(entry, dict):
+        problems.append(f"auto_deploy must be null or an object {{margin_db, tasks, delta_db, source}}; {fix}")
+        return
+    unknown = sorted(set(entry) - set(AUTO_DEPLOY_KEYS))
+    if unknown:
+        problems.append(f"auto_deploy: unknown keys {unknown}; known: {', '.join(AUTO_DEPLOY_KEYS)}")
+    lacking = [k for k in ("margin_db", "tasks") if k not in entry]
+    if lacking:
+        problems.append(f"auto_deploy lacks {lacking}; {fix}")
+    margin = entry.get("margin_db")
+    if "margin_db" in entry and not (_is_number(margin) and margin >= 0):
+        problems.append(f"auto_deploy.margin_db {margin!r} must be a number of dB ≥ 0")
+    if "source" in entry and not isinstance(entry["source"], str):
+        problems.append("auto_deploy.source must be a string")
+    routes = [t.get("name") for t in manifest.get("tasks") or [] if isinstance(t, dict)]
+    table = entry.get("tasks")
+    if "tasks" in entry:
+        if not isinstance(table, dict):
+            problems.append(f"auto_deploy.tasks must be an object {{task: routes|student}}; {fix}")
+        else:
+            extra = sorted(t for t in table if t not in routes)
+            if extra:
+                problems.append(f"auto_deploy.tasks names {extra}, which are not routes of this bundle "
+                                f"(routes: {', '.join(map(str, routes))}); {fix}")
+            missing = [t for t in routes if t not in table]
+            if missing:
+                problems.append(f"auto_deploy.tasks lacks routes {missing}: every route needs routes or student; {fix}")
+            bad = {t: v for t, v in table.items() if v not in TASK_DEPLOY_CHOICES}
+            if bad:
+                problems.append(f"auto_deploy.tasks values {bad} must be one of {', '.join(TASK_DEPLOY_CHOICES)}")
+            if "student" in table.values() and manifest.get("student") is None:
+                problems.append("auto_deploy.tasks runs the student on "
+                                f"{sorted(t for t, v in table.items() if v == 'student')} but the manifest has no "
+                                "student entry; add one with `tir distill` or set those tasks to 'routes'")
+    delta = entry.get("delta_db")
+    if delta is not None and not (isinstance(delta, dict) and all(t in routes and _is_number(v)
+                                                                  for t, v in delta.items())):
+        problems.append("auto_deploy.delta_db must be an object {route: student − route val PSNR in dB}")
+
+
+def choose_auto_deploy(student_psnr: Mapping[str, float], route_psnr: Mapping[str, float], tasks,
+                       margin_db: float = DEFAULT_AUTO_MARGIN_DB) -> dict:
+    """The per-task choice of deploy=auto: a task runs the student when its val PSNR is at least
+    the route's minus ``margin_db`` (student − route ≥ −margin, equality included, compared after
+    rounding the difference to 1e-6 dB so float noise does not flip an exact tie), else its route.
+
+    Args:
+        student_psnr: {task: the student's mean val PSNR in dB} (the manifest's
+            ``student.metrics.val_psnr``).
+        route_psnr: {task: the route's mean val PSNR in dB} on the same frames
+            (``student.metrics.teacher_val_psnr``).
+        tasks: the bundle's routes, every one of which gets a choice.
+        margin_db: tolerated loss in dB, ≥ 0 (default :data:`DEFAULT_AUTO_MARGIN_DB`).
+
+    Returns:
+        The manifest's ``auto_deploy`` entry: ``{"margin_db", "tasks": {task: "routes"|"student"},
+        "delta_db": {task: student − route, dB, rounded to 1e-4}, "source"}``.
+
+    Raises:
+        BundleError: ``margin_db`` not a finite number ≥ 0, or a task without a finite number on
+            either side (the message names the tasks and how to get the numbers).
+    """
+    if not (_is_number(margin_db) and margin_db >= 0):
+        raise BundleError(f"auto deploy margin {margin_db!r} must be a number of dB ≥ 0 (default "
+                          f"{DEFAULT_AUTO_MARGIN_DB})")
+    tasks = list(tasks)
+    lacking = [t for t in tasks if not (_is_number((student_psnr or {}).get(t))
+                                        and _is_number((route_psnr or {}).get(t)))]
+    if lacking:
+        raise BundleError(f"no student and route val PSNR for tasks {lacking} (student.metrics.val_psnr and "
+                          "teacher_val_psnr), so deploy=auto cannot choose for them; re-run `tir distill` "
+                          "(it measures both) or use --deploy routes/student")
+    table, delta = {}, {}
+    for t in tasks:
+        d = float(student_psnr[t]) - float(route_psnr[t])
+        table[t] = "student" if round(d, 6) >= -float(margin_db) else "routes"
+        delta[t] = round(d, 4)
+    return {"margin_db": float(margin_db), "tasks": table, "delta_db": delta, "source": AUTO_SOURCE}
+
+
+def auto_deploy_entry(manifest: Mapping, margin_db: float = DEFAULT_AUTO_MARGIN_DB) -> dict:
+    """:func:`choose_auto_deploy` on a manifest's student metrics (its val numbers, never test)
+    for every route of the manifest.
+
+    Raises:
+        BundleError: no student entry, or the student's metrics lack a task (see
+            :func:`choose_auto_deploy`).
+    """
+    student = manifest.get("student")
+    if not student:
+        raise BundleError("deploy=auto needs a student; distill one with `tir distill`")
+    metrics = student.get("metrics") or {}
+    return choose_auto_deploy(metrics.get("val_psnr"), metrics.get("teacher_val_psnr"),
+                              [t["name"] for t in manifest["tasks"]], margin_db)
+
+
+def set_deploy(bundle_dir: PathLike, deploy: str, margin_db: Optional[float] = None,
+               out_dir: Optional[PathLike] = None) -> Bundle:
+    """Set what bundle ``bundle_dir`` runs: its manifest's ``deploy`` and, for ``auto``, the
+    ``auto_deploy`` table computed from the student's val numbers (:func:`auto_deploy_entry`;
+    ``margin_db`` None: the table's recorded margin, else :data:`DEFAULT_AUTO_MARGIN_DB`). With
+    ``routes``/``student`` an existing table is recomputed only when ``margin_db`` is given, else
+    kept as it is. ``out_dir`` None rewrites the manifest in place (a running ``tir run`` takes it
+    with ``POST /bundle/reload``); else a byte-for-byte copy is made there first (a new folder).
+    Returns the re-verified bundle.
+
+    Raises:
+        BundleError: an unknown ``deploy``, a bundle that fails the checks, ``student``/``auto``
+            without a student, missing val numbers for ``auto``, an existing ``out_dir``.
+    """
+    if deploy not in DEPLOY_CHOICES:
+        raise BundleError(f"deploy {deploy!r} must be one of {', '.join(DEPLOY_CHOICES)}")
+    bundle = load_bundle(bundle_dir)
+    manifest = json.loads((bundle.path / MANIFEST).read_text(encoding="utf-8"))
+    if deploy != "routes" and manifest.get("student") is None:
+        raise BundleError(f"bundle {bundle.name!r} has no student, so deploy {deploy!r} cannot run; distill one "
+                          "with `tir distill`")
+    if deploy == "auto" or margin_db is not None:
+        if margin_db is None:
+            margin_db = (manifest.get("auto_deploy") or {}).get("margin_db", DEFAULT_AUTO_MARGIN_DB)
+        manifest["auto_deploy"] = auto_deploy_entry(manifest, margin_db)
+    manifest["deploy"] = deploy
+    problems = validate_manifest(manifest)
+    if problems:
+        raise BundleError("\n".join(problems))
+    target = bundle.path
+    if out_dir is not None:
+        target = copy_bundle(bundle.path, out_dir)
+    return save_manifest(target, manifest)
 
 
 def listed_files(manifest: dict) -> Dict[str, str]:
@@ -771,19 +957,24 @@ def check_student_inputs(path: PathLike, prompts: int) -> None:
 
 
 def add_student(bundle_dir: PathLike, out_dir: PathLike, student_onnx: PathLike, info: Mapping,
-                deploy: str = "routes") -> Bundle:
+                deploy: str = "routes", margin_db: float = DEFAULT_AUTO_MARGIN_DB) -> Bundle:
     """Write ``out_dir``: bundle ``bundle_dir`` with the student ONNX added as ``student.onnx``
     (sha256 in the manifest's ``student`` entry, with ``info``: prompts, preset, GMAC, metrics,
-    training) and ``deploy`` set. ``out_dir`` may be the bundle itself (it is updated in place)
+    training) and ``deploy`` set. The ``auto_deploy`` table (:func:`auto_deploy_entry` with
+    ``margin_db``, dB) is recorded whenever ``info``'s metrics hold both val numbers for every
+    task (needed with deploy=auto), so ``--deploy auto`` can run the bundle; a table of an earlier
+    student is dropped. ``out_dir`` may be the bundle itself (it is updated in place)
     or a new folder (a byte-for-byte copy is made first; the source is not touched). Returns the
     re-verified bundle.
 
     Raises:
         BundleError: a bad ``deploy`` value, a source bundle that fails the checks, an existing
-            ``out_dir`` that is not a copy of it, or a manifest/student that fails the checks.
+            ``out_dir`` that is not a copy of it, a manifest/student that fails the checks, or
+            deploy=auto without val numbers for every task.
     """
     if deploy not in DEPLOY_CHOICES:
         raise BundleError(f"deploy {deploy!r} must be one of {', '.join(DEPLOY_CHOICES)}")
+    choose_auto_deploy({}, {}, [], margin_db)   # a bad margin is refused before anything is written
     src = load_bundle(bundle_dir)
     out = Path(out_dir)
     if not out.exists():
@@ -806,6 +997,12 @@ def add_student(bundle_dir: PathLike, out_dir: PathLike, student_onnx: PathLike,
     manifest["files"] = {k: v for k, v in manifest.get("files", {}).items() if k != name}
     manifest["student"] = entry
     manifest["deploy"] = deploy
+    manifest.pop("auto_deploy", None)   # an earlier student's numbers
+    try:
+        manifest["auto_deploy"] = auto_deploy_entry(manifest, margin_db)
+    except BundleError:
+        if deploy == "auto":
+            raise
     problems = validate_manifest(manifest)
     if problems:
         raise BundleError("\n".join(problems))

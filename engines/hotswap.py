@@ -11,7 +11,8 @@ restorer's) and can replace its bundle while frames flow:
   frame after the swap does not wait for them);
 - the infer thread swaps at the start of its next ``infer``/``observe`` call, i.e. between two
   frames: no frame is dropped, repeated or reordered by the swap. The routing state (current
-  route, if the new bundle has it), the counters, the contrast gate's camera history (its
+  route, if the new bundle has it; the student's prompt mix, if the new student has the same
+  prompt slots), the counters, the contrast gate's camera history (its
   reference and demoted count: the camera is the same) and the FPN gate's counters carry over;
   the old engines are closed in another thread; ``last_swap`` holds the frame number, the load
   time, the swap's own time and the infer time of the first frame on the new bundle
@@ -185,6 +186,10 @@ class HotSwapRestorer:
             carry = old.current
             if carry is not None and (carry == "clean" or carry in new.routes):
                 new.current = carry
+            # the student's prompt mix goes on where the new student has the same prompt slots
+            weights = getattr(old, "prompt_weights", None)
+            if weights is not None and getattr(new, "uses_student", False) and new.prompts == old.prompts:
+                new.prompt_weights = weights
         self.active = new
         self.swaps += 1
         info.update(at_frame=int(new.frames), swap_ms=round(1000.0 * (time.perf_counter() - t0), 3),
@@ -253,8 +258,9 @@ class HotSwapRestorer:
 
     @staticmethod
     def _warm(new, old, shape) -> None:
-        """Load the new bundle's router and the running route's engine before the swap and run
-        them once on a zero frame of the stream's shape (when a frame has been seen)."""
+        """Load the new bundle's router and what will run the current task (its route, or the
+        student where the new bundle's deploy says so) before the swap and run them once on a
+        zero frame of the stream's shape (when a frame has been seen)."""
         route = old.current if old.current not in (None, "clean") else None
         if getattr(new, "forced", False):
             route = new.current if new.current not in (None, "clean") else None

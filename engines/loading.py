@@ -43,8 +43,9 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     (fp32/fp16/int8) picks which cached TensorRT plan a bundle route or .onnx file runs
     (``tir build``); None takes the best one built (INT8 > FP16 > FP32). ``adapt`` (a bundle
     only): adapt its router online on the first ``adapt`` frames (engines/adapt.py),
-    ``adapt_save`` writes the adapted copy there. ``deploy`` (a bundle only): ``routes`` or
-    ``student`` (None: the manifest's ``deploy``). The model's ``infer`` takes float32
+    ``adapt_save`` writes the adapted copy there. ``deploy`` (a bundle only): ``routes``,
+    ``student`` or ``auto`` (per task, the bundle's ``auto_deploy`` table; None: the manifest's
+    ``deploy``). The model's ``infer`` takes float32
     N×1×H×W frames normalised to [0, 1] and returns the same shape. Raises :class:`ModelNotFound`,
     ``EngineError``, ``BundleError`` or ``AdaptationRefused`` with a message to print, and
     ``MissingDependency`` when ``backend``'s runtime is not installed (before anything loads).
@@ -87,7 +88,7 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
         restorer = Restorer(path, backend=backend, task=task, threads=threads, precision=precision,
                             adapt=adapt, adapt_save=adapt_save, source_uri=source_uri, deploy=deploy)
         adapting = f", adapting the router on the first {adapt} frames" if adapt is not None else ""
-        runs = ", deploy: student (router scores as prompt mix)" if restorer.deploy == "student" else ""
+        runs = describe_deploy(restorer)
         return restorer, f"bundle {path} ({restorer.name}, routes: {', '.join(restorer.routes)}{adapting}{runs})"
     if not path.exists():
         raise ModelNotFound(f"model {spec!r} does not exist; pass a bundle folder, an .onnx/.pt/.engine "
@@ -101,6 +102,19 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     if not callable(getattr(engine, "infer", None)):
         raise EngineError(f"{path} did not load as a model")
     return engine, f"{path} on {engine.backend}"
+
+
+def describe_deploy(restorer) -> str:
+    """The part of :func:`load_model`'s description that says what a Restorer runs besides its
+    routes: "" for deploy=routes, ``, deploy: student (...)``, or for auto which tasks run the
+    student and which their routes (with the margin in dB)."""
+    if restorer.deploy == "routes":
+        return ""
+    if restorer.deploy == "student":
+        return ", deploy: student (router scores as prompt mix)"
+    on = {v: [t for t, w in restorer.deploy_tasks.items() if w == v] for v in ("student", "routes")}
+    return (f", deploy: auto at {restorer.deploy_margin_db:g} dB (student: {', '.join(on['student']) or 'none'}; "
+            f"routes: {', '.join(on['routes']) or 'none'})")
 
 
 def hot_swappable(model, watch: Optional[float] = None):
@@ -134,9 +148,13 @@ def hot_swappable(model, watch: Optional[float] = None):
     task = model.current if model.forced else None
     task = "passthrough" if model.forced and task == "clean" else task
 
+    # a --deploy given on the command line holds for every version; else each manifest's own deploy
+    deploy = model.deploy if getattr(model, "deploy_forced", False) else None
+
     def factory(path):
         return Restorer(path, backend=model.backend, task=task, threads=model.threads, precision=model.precision,
-                        every=model.every, hysteresis=model.hysteresis, min_confidence=model.min_confidence)
+                        every=model.every, hysteresis=model.hysteresis, min_confidence=model.min_confidence,
+                        deploy=deploy)
     return HotSwapRestorer(model, factory, watch=watch is not None, poll_s=watch or 1.0)
 
 

@@ -29,7 +29,11 @@ ONNX Runtime only) for every frame that is not passed through, with a *prompt mi
 hard switch: the router's softmax scores over its classes (cosine/temperature, after the
 adaptation map) of the latest verdict, mapped onto the student's prompt slots by name and
 renormalised (a forced ``task`` is a one-hot prompt). Pass-through (clean, unknown, uncertain,
-nothing chosen yet) follows the same hysteresis policy as the routes.
+nothing chosen yet) follows the same hysteresis policy as the routes. ``auto`` decides per task
+(:attr:`Restorer.deploy_tasks`, the manifest's ``auto_deploy`` table, engines/bundle.py
+``choose_auto_deploy``): the routing and the gates run exactly as above, then the current task
+runs its route or the student (with the prompt mix, as ``student``) as the table names it; the
+student is loaded only when a task of the table uses it, and only on first use.
 
 Adaptation to the user's camera (engines/adapt.py): a router entry with an ``adaptation`` map
 (written by ``tir adapt``) is applied to every embedding before classification. With
@@ -95,7 +99,8 @@ class Restorer:
         precision: which TensorRT plan runs (fp32/fp16/int8; None: the best built).
         adapt: fit the camera adaptation map on the first N non-FFC frames.
         adapt_save: write the adapted bundle to this folder once fitted.
-        deploy: ``routes`` or ``student`` (default: the manifest's).
+        deploy: ``routes``, ``student`` or ``auto`` (per task, the bundle's ``auto_deploy`` table;
+            default: the manifest's).
         contrast_gate: judge contrast-carrying verdicts against the camera's own contrast
             (engines/contrast_gate.py; default on; never with a forced ``task``). Off: the
             router's verdicts as they are.
@@ -109,7 +114,8 @@ class Restorer:
     Raises:
         BundleError: the bundle fails :func:`~tir.engines.bundle.load_bundle`.
         ValueError: ``every``/``hysteresis`` < 1, ``min_confidence`` outside [0, 1), an unknown
-            ``deploy``, the student without one or off ONNX Runtime, an unknown forced ``task``,
+            ``deploy``, the student (deploy=student, or auto with a task on the student) without
+            one, without the val numbers auto needs, or off ONNX Runtime, an unknown forced ``task``,
             or ``adapt`` on a bundle that cannot be adapted (AdaptationRefused).
         EngineError: ``backend`` cannot run the bundle's files.
     """
@@ -128,16 +134,27 @@ class Restorer:
         self.backend = backend
         from .backends import check_backend
 
+        from .bundle import DEFAULT_AUTO_MARGIN_DB, DEPLOY_CHOICES, BundleError
+
         self.deploy = self.bundle.deploy if deploy is None else deploy
-        if self.deploy not in ("routes", "student"):
-            raise ValueError(f"deploy must be 'routes' or 'student', got {self.deploy!r}")
-        if self.deploy == "student":
-            if self.bundle.student is None:
-                raise ValueError(f"bundle {self.bundle.name!r} has no student; distill one with `tir distill` "
-                                 "or run its routes (--deploy routes)")
-            if backend not in ("auto", "onnxruntime"):
-                raise ValueError(f"the student runs on ONNX Runtime only, not {backend!r}; use --backend "
-                                 "onnxruntime or --deploy routes")
+        self.deploy_forced = deploy is not None   # given by the caller (--deploy), not the manifest's
+        if self.deploy not in DEPLOY_CHOICES:
+            raise ValueError(f"deploy must be one of {', '.join(DEPLOY_CHOICES)}, got {self.deploy!r}")
+        if self.deploy != "routes" and self.bundle.student is None:
+            raise ValueError(f"bundle {self.bundle.name!r} has no student; distill one with `tir distill` "
+                             "or run its routes (--deploy routes)")
+        try:
+            #: {task: "routes" | "student"}: what runs each task (engines/bundle.py Bundle.deploy_table)
+            self.deploy_tasks: Dict[str, str] = self.bundle.deploy_table(self.deploy)
+        except BundleError as exc:
+            raise ValueError(str(exc)) from None
+        # auto's margin in dB: the recorded table's, else the default the table was computed with
+        self.deploy_margin_db = None if self.deploy != "auto" else \
+            (self.bundle.auto_deploy or {}).get("margin_db", DEFAULT_AUTO_MARGIN_DB)
+        self.uses_student = "student" in self.deploy_tasks.values()
+        if self.uses_student and backend not in ("auto", "onnxruntime"):
+            raise ValueError(f"the student runs on ONNX Runtime only, not {backend!r}; use --backend "
+                             "onnxruntime or --deploy routes")
         # routes load on first use; a backend that cannot run their files fails here, at start
         for path in [self.bundle.route_path(t) for t in self.bundle.tasks] + [self.bundle.router_path]:
             if path is not None:
@@ -162,7 +179,7 @@ class Restorer:
                 raise ValueError(f"bundle {self.bundle.name!r} has no route {task!r}; routes: "
                                  f"{', '.join(self.routes)} (or {CLEAN} for pass-through)")
             self.current: Optional[str] = CLEAN if task == PASSTHROUGH else task
-            if self.deploy == "student" and self.current != CLEAN:
+            if self.runs_student(self.current):
                 self.prompt_weights = self._one_hot(self.current)
         else:
             self.current = None
@@ -226,6 +243,18 @@ class Restorer:
     def prompts(self) -> List[str]:
         """The student's prompt slots (empty without a student)."""
         return list((self.bundle.student or {}).get("prompts", []))
+
+    def runs_student(self, task: Optional[str]) -> bool:
+        """True when frames of ``task`` run the student (per :attr:`deploy_tasks`); False for a
+        route's task, ``clean`` and None."""
+        return task is not None and self.deploy_tasks.get(task) == "student"
+
+    @property
+    def runs(self) -> str:
+        """What the frames go through now: ``passthrough``, ``route`` or ``student``."""
+        if self.route == PASSTHROUGH:
+            return PASSTHROUGH
+        return "student" if self.runs_student(self.current) else "route"
 
     def _one_hot(self, task: str) -> np.ndarray:
         w = np.zeros(len(self.prompts), np.float32)
@@ -316,22 +345,26 @@ class Restorer:
         return self._engines[task]
 
     def preload(self, router: bool = True, tasks=(), shape=None) -> None:
-        """Load the router's engine (``router``) and the engines of ``tasks`` now instead of on
-        first use, and with ``shape`` (N×1×H×W of the frames to come) run each once on a zero
-        frame: runtimes such as ONNX Runtime set up their buffers on the first run (about 200 ms
-        measured on this machine for the router). A bundle hot-swapped in (engines/hotswap.py) is
-        warmed this way before the swap, off the frame path; the routing state is not touched."""
+        """Load the router's engine (``router``) and what runs each of ``tasks`` (its route, or the
+        student where :attr:`deploy_tasks` says so) now instead of on first use, and with ``shape``
+        (N×1×H×W of the frames to come) run each once on a zero frame: runtimes such as ONNX
+        Runtime set up their buffers on the first run (about 200 ms measured on this machine for
+        the router). A bundle hot-swapped in (engines/hotswap.py) is warmed this way before the
+        swap, off the frame path; the routing state is not touched."""
         if router and self.router_info is not None and self._router_engine is None:
             self._router_engine = self._load(self.bundle.router_path, router=True)
         for task in tasks:
-            self.engine(task)
+            self.student_engine() if self.runs_student(task) else self.engine(task)
         if shape is None:
             return
         zeros = np.zeros(tuple(shape), dtype=np.float32)
         if router and self._router_engine is not None:
             self._router_engine.infer(prepare_frames(zeros[:1], self._input_size))
         for task in tasks:
-            self.engine(task).infer(zeros[:1])
+            if self.runs_student(task):
+                self.student_engine().infer(zeros[:1], self._one_hot(task))
+            else:
+                self.engine(task).infer(zeros[:1])
 
     # --------------------------------------------------------------------------------------
     def embed(self, batch) -> np.ndarray:
@@ -413,7 +446,7 @@ class Restorer:
             decision = self.classify(x[-1:])[0]
         decision = self._gate(decision, x[-1])
         self._decide(decision)
-        if self.deploy == "student" and self.last_embeddings is not None:
+        if self.uses_student and self.last_embeddings is not None:
             self.prompt_weights = self._gate_prompt(self.prompt_mix(self.last_embeddings[-1]), decision["task"])
         # the verdict on this batch's newest frame with its router embedding (D floats), for
         # the open-world collector (edge/outputs/collect.py); ``decisions`` counts them
@@ -585,13 +618,18 @@ class Restorer:
         Raises:
             ValueError: ``batch`` has another shape.
             EngineError: a route, the router or the student cannot be loaded or run.
+
+        The current task runs its route or the student as :attr:`deploy_tasks` names it
+        (:attr:`runs`); the student takes the router's prompt mix (:attr:`prompt_weights`).
         """
         x = _as_batch(batch)
         self.observe(x, meta)
         if self.route == PASSTHROUGH:
             return x.copy()
-        if self.deploy == "student":
-            return np.asarray(self.student_engine().infer(x, self.prompt_weights), dtype=np.float32)
+        if self.runs_student(self.current):
+            # no mix yet (a route carried over a bundle swap before the router ran): the task's one-hot
+            weights = self.prompt_weights if self.prompt_weights is not None else self._one_hot(self.current)
+            return np.asarray(self.student_engine().infer(x, weights), dtype=np.float32)
         return np.asarray(self.engine(self.current).infer(x), dtype=np.float32)
 
     def status(self) -> dict:
@@ -599,7 +637,10 @@ class Restorer:
         (``decision``, ``confidence``, ``unknown``, ``nearest``), ``router_ms`` (ms per frame),
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
         ``skipped_ffc``), ``gated_from`` (the router's own verdict when a gate changed it, else
-        None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy``, ``contrast`` (the
+        None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy`` (routes/student/auto),
+        ``deploy_tasks`` ({task: routes|student}), ``deploy_margin_db`` (auto's margin in dB, else
+        None), ``runs`` (what the current task goes through: passthrough/route/student),
+        ``student_loaded``, ``contrast`` (the
         contrast gate: camera reference span, history frames, ratio, demoted verdicts; None when
         off), ``fpn`` (the FPN gate: the last routed frame's column-FPN amplitude and
         consistency, thresholds, checked frames, promoted verdicts; None when off), ``blur`` (the
@@ -613,7 +654,9 @@ class Restorer:
                 "forced": self.forced, "frames": self.frames,
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "loaded_routes": self.loaded_routes,
-                "adapt": self.adapt_status(), "deploy": self.deploy,
+                "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),
+                "deploy_margin_db": self.deploy_margin_db, "runs": self.runs,
+                "student_loaded": self._student is not None,
                 "contrast": None if self.contrast_gate is None else self.contrast_gate.status(),
                 "fpn": None if self.fpn_gate is None else self.fpn_gate.status(),
                 "blur": None if self.blur_gate is None else self.blur_gate.status(),

@@ -237,7 +237,7 @@ def test_bundle_schema_and_hash_cover_the_student(student_bundle, tmp_path):
     assert b.deploy == "student" and b.student_path.name == "student.onnx"
     assert load_bundle(student_bundle / "routes").deploy == "routes"
     manifest = json.loads((student_bundle / "student" / "manifest.json").read_text())
-    assert validate_manifest({**manifest, "deploy": "both"}) == ["deploy 'both' must be one of routes, student"]
+    assert validate_manifest({**manifest, "deploy": "both"}) == ["deploy 'both' must be one of routes, student, auto"]
     bad = {**manifest, "student": None}
     assert any("no student entry" in p for p in validate_manifest(bad))
     bad = {**manifest, "student": {**manifest["student"], "prompts": ["a", "clean"]}}

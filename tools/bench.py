@@ -318,9 +318,17 @@ def render_trt_style(results: Sequence[Dict[str, Any]]) -> str:
     return "\n".join(text)
 
 
+def _deploy_cell(entry: Dict[str, Any], run: Dict[str, Any]) -> str:
+    """The deploy column: the deploy, and for ``auto`` what the timed frames ran
+    (``auto:student``, ``auto:route``)."""
+    deploy = entry.get("deploy", "-")
+    return f"{deploy}:{run['runs']}" if deploy == "auto" and run.get("runs") else deploy
+
+
 def render_report(results: Sequence[Dict[str, Any]]) -> str:
     """The results as text: one row per mode and backend (fps; p50/p90/p99/max latency in ms; CPU
-    ms per frame; drops; pipeline/model fps ratio; deploy and PSNR in dB when present), then
+    ms per frame; drops; pipeline/model fps ratio; deploy (for auto with what ran: ``auto:student``)
+    and PSNR in dB when present), then
     notes, per-round tables and the pipeline's per-stage latencies (ms).
     """
     rows = []
@@ -332,14 +340,14 @@ def render_report(results: Sequence[Dict[str, Any]]) -> str:
             rows.append(["model", r["backend"], m.get("route", "-"), m["size"], m["frames"], f"{m['fps']:.1f}",
                          _ms(lat, "p50"), _ms(lat, "p90"), _ms(lat, "p99"), _ms(lat, "max"),
                          f"{m['cpu_ms_per_frame']:.1f}", "-", "-"]
-                        + ([r.get("deploy", "-"), f"{r['psnr']['db']:.2f}" if "psnr" in r else "-"] if extra else []))
+                        + ([_deploy_cell(r, m), f"{r['psnr']['db']:.2f}" if "psnr" in r else "-"] if extra else []))
         if "pipeline" in r:
             p = r["pipeline"]
             lat = p["latency_ms"]["e2e"]
             rows.append(["pipeline (e2e)", r["backend"], p.get("route", "-"), "", p["frames"], f"{p['fps']:.1f}",
                          _ms(lat, "p50"), _ms(lat, "p90"), _ms(lat, "p99"), _ms(lat, "max"),
                          f"{p['cpu_ms_per_frame']:.1f}", sum(p["drops"].values()),
-                         r.get("ratio_pipeline_over_model", "-")] + ([r.get("deploy", "-"), "-"] if extra else []))
+                         r.get("ratio_pipeline_over_model", "-")] + ([_deploy_cell(r, p), "-"] if extra else []))
         if "error" in r:
             rows.append(["error", r.get("backend"), "", r["error"][:60], "", "", "", "", "", "", "", "", ""]
                         + (["", ""] if extra else []))

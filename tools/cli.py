@@ -36,6 +36,7 @@ for _mode, _help in (
     ("train", "train the open-world restoration model (whole continual sequence)"),
     ("discover", "cluster frames collected with tir run --collect; propose specs for new degradations"),
     ("distill", "distil a bundle's routes into one prompt-conditioned student"),
+    ("deploy", "show or set what a bundle runs: routes, student, or auto (per task, by val PSNR)"),
     ("learn", "add one new degradation task to an existing bundle"),
     ("eval", "evaluate a bundle and baselines on clean frames with seeded degradations"),
     ("export", "export a bundle's routes to ONNX with parity check and op audit"),
@@ -194,10 +195,12 @@ def add_model_arguments(parser, several_backends: bool = False,
         add_backend_argument(parser, f"inference backend (default auto: from the file type; {backends})",
                              choices=choices)
     parser.add_argument("--task", help="force one route of the bundle instead of automatic routing")
-    parser.add_argument("--deploy", choices=("routes", "student"), default=None,
+    parser.add_argument("--deploy", choices=("routes", "student", "auto"), default=None,
                         nargs="+" if several_backends else None,
-                        help="what a bundle runs: its per-task routes or its distilled student with the "
-                             "router's scores as prompt mix (default: the manifest's deploy)"
+                        help="what a bundle runs: routes (its per-task routes), student (its distilled student "
+                             "with the router's scores as prompt mix) or auto (per task, the student where its "
+                             "val PSNR is within the margin of the route's, else the route: the manifest's "
+                             "auto_deploy table, `tir deploy`) (default: the manifest's deploy)"
                              + ("; several are timed one after the other" if several_backends else ""))
     add_threads_argument(parser)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tir.engines.bundle import DEFAULT_AUTO_MARGIN_DB
+
 log = logging.getLogger("tir.distill")
 
 
@@ -20,7 +22,8 @@ def add_arguments(parser) -> None:
     ``--out``, ``--work-dir``, ``--init-from``, ``--preset``, ``--data``, ``--steps``,
     ``--max-minutes``, ``--field-steps``, ``--crop`` (px), ``--batch``, ``--lr``, ``--max-frames``,
     ``--val-limit``, ``--val-every``, the loss weights ``--w-cpr`` / ``--w-inst`` / ``--w-feat``,
-    ``--calibrate-steps``, ``--real-data``, ``--deploy``, ``--eval-split``, ``--seed``, ``--threads``.
+    ``--calibrate-steps``, ``--real-data``, ``--deploy``, ``--margin-db`` (dB), ``--eval-split``,
+    ``--seed``, ``--threads``.
     """
     parser.add_argument("--bundle", required=True, help="teacher bundle (needs its model.pt, written by tir train)")
     parser.add_argument("--out", required=True, help="bundle folder to write: the teacher bundle plus the student")
@@ -53,9 +56,14 @@ def add_arguments(parser) -> None:
                         help="stage 2: real-domain calibration steps on unpaired real frames (0: off)")
     parser.add_argument("--real-data", default="lynred_nonuc",
                         help="stage 2: registered sets of real degraded frames (default lynred_nonuc)")
-    parser.add_argument("--deploy", choices=("routes", "student"), default="routes",
+    parser.add_argument("--deploy", choices=("routes", "student", "auto"), default="routes",
                         help="what the written bundle runs by default (default routes: the student is "
-                             "there, `--deploy student` on tir run/bench/eval picks it)")
+                             "there, `--deploy student` on tir run/bench picks it; auto: per task, the student "
+                             "where its val PSNR is within --margin-db of the route's, else the route)")
+    parser.add_argument("--margin-db", type=float, default=DEFAULT_AUTO_MARGIN_DB, metavar="DB",
+                        help="the auto_deploy table (recorded whatever --deploy is): a task runs the student "
+                             "when its val PSNR is at least the route's minus this many dB (default "
+                             f"{DEFAULT_AUTO_MARGIN_DB}, the INT8 gate's margin)")
     parser.add_argument("--eval-split", choices=("val", "test"), default=None,
                         help="evaluate the finished student and its teachers on every frame of this split "
                              "and print the table; trains nothing, writes no bundle (test: once, at the end)")
@@ -100,7 +108,7 @@ def main(args) -> int:
                 print(f"{task:<10} {value:8.2f} {result['teacher'][task]:8.2f}")
             return 0
         state = distiller.run()
-        bundle = distiller.write_bundle(args.out, deploy=args.deploy)
+        bundle = distiller.write_bundle(args.out, deploy=args.deploy, margin_db=args.margin_db)
     except (BundleError, DatasetError, ValueError) as exc:
         print(f"tir distill: {exc}")
         return 2
@@ -109,5 +117,9 @@ def main(args) -> int:
     print(f"{'task':<10} {'student':>8} {'teacher':>8}  (val PSNR dB)")
     for task, value in m["val_psnr"].items():
         print(f"{task:<10} {value:8.2f} {m['teacher_val_psnr'][task]:8.2f}")
+    auto = bundle.auto_deploy
+    if auto is not None:
+        chosen = ", ".join(f"{t}: {v}" for t, v in auto["tasks"].items())
+        print(f"auto_deploy at {auto['margin_db']:g} dB: {chosen}")
     print(f"bundle with the student: {bundle.path} (deploy: {bundle.deploy})")
     return 0

@@ -888,9 +888,10 @@ class Distiller:
         self._save_state()
         return self.state
 
-    def write_bundle(self, out_dir, deploy: str = "routes"):
+    def write_bundle(self, out_dir, deploy: str = "routes", margin_db: Optional[float] = None):
         """Export the student and write ``out_dir``: a copy of the teacher bundle with the student
-        added (tir.engines.bundle.add_student). Returns the Bundle."""
+        added (tir.engines.bundle.add_student, with ``deploy`` and the auto_deploy margin
+        ``margin_db`` in dB, None: the default 0.3). Returns the Bundle."""
         from ..bundle import add_student
 
         onnx_path = self.work / STUDENT_FILE
@@ -905,7 +906,10 @@ class Distiller:
                             "parity_max_abs_err": report["max_abs_err"], "export_form": report["form"]},
                 "training": {"teachers": str(self.bundle.path), "data": self.data, "command": self.s.command,
                              "settings": asdict(self.s), "wall_s": self.state.get("wall_s"), "date": _now()}}
-        return add_student(self.bundle.path, out_dir, onnx_path, info, deploy=deploy)
+        from ..bundle import DEFAULT_AUTO_MARGIN_DB
+
+        return add_student(self.bundle.path, out_dir, onnx_path, info, deploy=deploy,
+                           margin_db=DEFAULT_AUTO_MARGIN_DB if margin_db is None else margin_db)
 
 
 def cluster_contrast(v: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, tau: float) -> torch.Tensor:

@@ -1,0 +1,312 @@
+"""deploy=auto (issue 11 item 5): per task the student where its val PSNR is within the margin of the
+route's, else the route. The rule and its edges, the manifest's auto_deploy table and its checks,
+the Restorer running the engine the table names, hot-swap, and the CLI (tir deploy, --deploy auto)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tir.engines.bundle import (DEFAULT_AUTO_MARGIN_DB, BundleError, add_student, choose_auto_deploy,
+                                load_bundle, save_manifest, set_deploy, validate_manifest, write_bundle)
+from tir.engines.restorer import Restorer
+
+from test_restorer import H, MEANS, W, MeanRouter, Scale, _export, frame
+from test_student import FactorStudent
+
+torch.set_num_threads(1)
+FACTORS = [5.0, 7.0, 1.0]          # the fake student: x · Σ w_k f_k over the slots a, b, clean
+# val PSNR: a student − route = −0.2 dB (student at 0.3), b −1.0 dB (route)
+METRICS = {"val_psnr": {"a": 30.0, "b": 20.0}, "teacher_val_psnr": {"a": 30.2, "b": 21.0}}
+
+
+def _student_onnx(path):
+    from tiny_models import export_prompted
+
+    return export_prompted(FactorStudent(FACTORS), path, 3, ["a", "b", "clean"])
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """routes/: a ×2, b ×3 and the mean-value router; auto/: plus the fake student, deploy auto;
+    nometrics/: the student without val numbers, deploy routes."""
+    tmp = tmp_path_factory.mktemp("autodeploy")
+    routes = {"a": _export(Scale(2.0), tmp / "a.onnx"), "b": _export(Scale(3.0), tmp / "b.onnx")}
+    router = _export(MeanRouter(), tmp / "router.onnx")
+    meta = {"name": "tiny", "router": {"codebook": np.eye(3).tolist(), "tasks": list(MEANS),
+                                       "threshold": 0.9, "temperature": 0.1, "input_size": [W, H]}}
+    write_bundle(tmp / "routes", routes, router, meta)
+    student = _student_onnx(tmp / "fake.onnx")
+    info = {"prompts": ["a", "b", "clean"], "gmac_640x512": 0.5, "metrics": METRICS}
+    add_student(tmp / "routes", tmp / "auto", student, info, deploy="auto")
+    add_student(tmp / "routes", tmp / "nometrics", student, {"prompts": ["a", "b", "clean"]})
+    return tmp
+
+
+def _copy(bundles, name, tmp_path):
+    dst = tmp_path / name
+    shutil.copytree(bundles / name, dst)
+    return dst
+
+
+# ----------------------------------------------------------------------------------- the rule
+def test_the_choice_rule_and_its_margin_edges():
+    tasks = ["tie", "over", "above", "zero"]
+    student = {"tie": 25.0, "over": 25.0, "above": 26.0, "zero": 18.0}
+    route = {"tie": 25.3, "over": 25.3001, "above": 25.0, "zero": 18.0}
+    out = choose_auto_deploy(student, route, tasks)
+    assert out["margin_db"] == 0.3 == DEFAULT_AUTO_MARGIN_DB
+    # exactly the margin (25.0 − 25.3 is −0.30000000000000071 in floats) is within it; 0.1 mdB more is not
+    assert out["tasks"] == {"tie": "student", "over": "routes", "above": "student", "zero": "student"}
+    assert out["delta_db"] == {"tie": -0.3, "over": -0.3001, "above": 1.0, "zero": 0.0}
+    assert "val split" in out["source"]
+    # margin 0: only as good or better; a wide margin takes the student everywhere
+    assert choose_auto_deploy(student, route, tasks, 0.0)["tasks"] == \
+        {"tie": "routes", "over": "routes", "above": "student", "zero": "student"}
+    assert set(choose_auto_deploy(student, route, tasks, 1.0)["tasks"].values()) == {"student"}
+    for bad in (-0.1, float("nan"), True, "0.3"):
+        with pytest.raises(BundleError, match="margin .* must be a number of dB ≥ 0"):
+            choose_auto_deploy(student, route, tasks, bad)
+    with pytest.raises(BundleError, match=r"no student and route val PSNR for tasks \['zero'\]"):
+        choose_auto_deploy(student, {**route, "zero": None}, tasks)
+
+
+def test_the_default_margin_is_the_int8_gates():
+    from tir.calibration.gate import MAX_LOSS_DB
+
+    assert DEFAULT_AUTO_MARGIN_DB == MAX_LOSS_DB
+
+
+def test_the_shipped_bundles_val_numbers_give_the_measured_split():
+    from tir.engines.bundle import default_bundle_path
+
+    path = default_bundle_path()
+    if path is None:
+        pytest.skip("no shipped bundle in engines/bundles/edge")
+    b = load_bundle(path)
+    # student − route (dB): contrast −0.61, blur −3.43, noise +0.09, CB −1.38, CN −0.16, BN +0.52, CBN +0.17
+    assert b.deploy_table("auto") == {"contrast": "routes", "blur": "routes", "noise": "student", "CB": "routes",
+                                      "CN": "student", "BN": "student", "CBN": "student"}
+    assert b.deploy_table("routes") == {t: "routes" for t in b.tasks}
+
+
+# ----------------------------------------------------------------------------------- manifest
+def test_the_table_is_recorded_and_checked_on_load(bundles, tmp_path):
+    b = load_bundle(bundles / "auto")
+    assert b.deploy == "auto" and b.auto_deploy["tasks"] == {"a": "student", "b": "routes"}
+    assert b.auto_deploy["margin_db"] == 0.3 and b.auto_deploy["delta_db"] == {"a": -0.2, "b": -1.0}
+    assert load_bundle(bundles / "nometrics").auto_deploy is None   # no val numbers: no table
+    m = json.loads((bundles / "auto" / "manifest.json").read_text())
+    auto = m["auto_deploy"]
+    assert validate_manifest(m) == []
+    assert validate_manifest({**m, "deploy": "both"}) == ["deploy 'both' must be one of routes, student, auto"]
+
+    def problems(**entry):
+        return validate_manifest({**m, "auto_deploy": {**auto, **entry}})
+
+    assert problems(tasks={"a": "student"}) == [
+        "auto_deploy.tasks lacks routes ['b']: every route needs routes or student; rewrite it with "
+        "`tir deploy --bundle DIR --set auto`"]
+    assert problems(tasks={**auto["tasks"], "z": "routes"}) == [
+        "auto_deploy.tasks names ['z'], which are not routes of this bundle (routes: a, b); rewrite it with "
+        "`tir deploy --bundle DIR --set auto`"]
+    assert problems(tasks={"a": "maybe", "b": "routes"}) == [
+        "auto_deploy.tasks values {'a': 'maybe'} must be one of routes, student"]
+    assert problems(margin=0.3) == ["auto_deploy: unknown keys ['margin']; known: margin_db, tasks, delta_db, source"]
+    assert problems(margin_db=-1) == ["auto_deploy.margin_db -1 must be a number of dB ≥ 0"]
+    assert any("auto_deploy.delta_db must be" in p for p in problems(delta_db={"a": "x"}))
+    assert validate_manifest({**m, "auto_deploy": None}) == [
+        "deploy is 'auto' but the manifest has no auto_deploy table; rewrite it with `tir deploy --bundle DIR "
+        "--set auto`"]
+    no_student = validate_manifest({**m, "student": None})
+    assert "deploy is 'auto' but the manifest has no student entry; add one with `tir distill` or set deploy to " \
+           "'routes'" in no_student
+    assert any("runs the student on ['a'] but the manifest has no student entry" in p for p in no_student)
+    # on load: one line per problem, naming the manifest
+    bad = _copy(bundles, "auto", tmp_path)
+    (bad / "manifest.json").write_text(json.dumps({**m, "auto_deploy": {**auto, "tasks": {"a": "student"}}}))
+    with pytest.raises(BundleError, match=r"manifest.json: auto_deploy.tasks lacks routes \['b'\]"):
+        load_bundle(bad)
+
+
+def test_set_deploy_writes_the_table_in_place_or_into_a_copy(bundles, tmp_path):
+    folder = _copy(bundles, "nometrics", tmp_path)
+    with pytest.raises(BundleError, match=r"no student and route val PSNR for tasks \['a', 'b'\]"):
+        set_deploy(folder, "auto")
+    assert set_deploy(folder, "student").deploy == "student"
+    with pytest.raises(BundleError, match="has no student, so deploy 'auto' cannot run"):
+        set_deploy(bundles / "routes", "auto", out_dir=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    src = _copy(bundles, "auto", tmp_path)
+    out = set_deploy(src, "auto", margin_db=0.1, out_dir=tmp_path / "copy")
+    assert out.path == tmp_path / "copy" and out.auto_deploy["tasks"] == {"a": "routes", "b": "routes"}
+    assert load_bundle(src).auto_deploy["margin_db"] == 0.3                # the source is untouched
+    # routes keeps the recorded table (and its margin) as it is
+    back = set_deploy(tmp_path / "copy", "routes")
+    assert back.deploy == "routes" and back.auto_deploy["margin_db"] == 0.1
+    assert set_deploy(tmp_path / "copy", "auto").auto_deploy["margin_db"] == 0.1   # the recorded margin
+
+
+# ----------------------------------------------------------------------------------- Restorer
+def test_the_restorer_runs_the_student_for_a_student_task_and_the_route_for_a_route_task(bundles):
+    r = Restorer(bundles / "auto", every=1, hysteresis=1)
+    assert r.deploy == "auto" and r.deploy_tasks == {"a": "student", "b": "routes"} and r.deploy_margin_db == 0.3
+    xa, xb = frame("a"), frame("b")
+    out = r.infer(xa)
+    w = r.prompt_weights
+    assert r.runs == "student" and w[0] > 0.99
+    assert np.allclose(out, xa * float(w @ np.array(FACTORS)), atol=1e-5)     # the student, with the router's mix
+    assert r.loaded_routes == [] and r.status()["student_loaded"]
+    out = r.infer(xb)
+    assert r.runs == "route" and np.allclose(out, xb * 3.0, atol=1e-6)         # route b (×3), not the student
+    assert r.loaded_routes == ["b"]
+    st = r.status()
+    assert (st["deploy"], st["runs"], st["task"]) == ("auto", "route", "b")
+    assert st["deploy_tasks"] == {"a": "student", "b": "routes"} and st["deploy_margin_db"] == 0.3
+    assert np.array_equal(r.infer(frame("clean")), frame("clean")) and r.runs == "passthrough"
+    # reset: routed again as at start-up, and the table still holds
+    r.infer(xa)
+    r.reset()
+    assert r.route == "passthrough"
+    assert np.allclose(r.infer(xb), xb * 3.0, atol=1e-6) and r.runs == "route"
+    # a forced task: the student one-hot for a, the route for b
+    assert np.allclose(Restorer(bundles / "auto", task="a").infer(xa), xa * 5.0, atol=1e-5)
+    rb = Restorer(bundles / "auto", task="b")
+    assert np.allclose(rb.infer(xb), xb * 3.0, atol=1e-6) and rb._student is None
+
+
+def test_auto_loads_no_student_when_no_task_uses_it_and_refuses_what_it_cannot_run(bundles, tmp_path):
+    folder = set_deploy(bundles / "auto", "auto", margin_db=0.0, out_dir=tmp_path / "zero").path
+    r = Restorer(folder, every=1, hysteresis=1)
+    assert r.deploy_tasks == {"a": "routes", "b": "routes"} and not r.uses_student
+    assert np.allclose(r.infer(frame("a")), frame("a") * 2.0, atol=1e-6)
+    assert r._student is None and r.prompt_weights is None and not r.status()["student_loaded"]
+    # --deploy auto on a bundle that records no table: the rule on its val numbers, default margin
+    plain = _copy(bundles, "auto", tmp_path)
+    m = json.loads((plain / "manifest.json").read_text())
+    m.pop("auto_deploy")
+    save_manifest(plain, {**m, "deploy": "routes"})
+    ro = Restorer(plain, deploy="auto")
+    assert ro.deploy_tasks == {"a": "student", "b": "routes"} and ro.deploy_margin_db == 0.3
+    with pytest.raises(ValueError, match="has no student"):
+        Restorer(bundles / "routes", deploy="auto")
+    with pytest.raises(ValueError, match="no student and route val PSNR"):
+        Restorer(bundles / "nometrics", deploy="auto")
+    with pytest.raises(ValueError, match="deploy must be one of routes, student, auto"):
+        Restorer(bundles / "auto", deploy="both")
+
+
+def test_the_contrast_gate_acts_before_the_choice(tmp_path):
+    """Router always CB; the contrast gate turns CB into blur on a frame whose contrast is normal
+    for the camera; then the table picks the engine of the gated task."""
+    from tiny_models import OneHotRouter, export
+
+    import test_contrast_gate as cg
+
+    h, w = cg.H, cg.W
+    routes = {"CB": export(Scale(2.0), tmp_path / "cb.onnx", h, w), "blur": export(Scale(3.0), tmp_path / "bl.onnx", h, w)}
+    router = export(OneHotRouter(0, 3), tmp_path / "router.onnx", h, w)
+    specs = cg.shipped_specs()
+    meta = {"name": "gated", "tasks": [{"name": t, "spec": {"name": t, "steps": specs[t]}} for t in ("CB", "blur")],
+            "router": {"codebook": np.eye(3).tolist(), "tasks": ["CB", "blur", "clean"], "threshold": 0.5,
+                       "temperature": 0.1, "input_size": [w, h], "contrast_span": {"median": 0.6}}}
+    write_bundle(tmp_path / "routes", routes, router, meta)
+    from tiny_models import export_prompted
+
+    student = export_prompted(FactorStudent(FACTORS), tmp_path / "s.onnx", 3, ["CB", "blur", "clean"])
+    normal, flat = cg.ramp(0.6)[None, None], cg.ramp(0.15)[None, None]
+    for name, psnr, on_normal, on_flat in (
+            # CB on the student, blur on its route: the demoted verdict runs route blur (×3), CB the student
+            ("cb-student", {"CB": 30.0, "blur": 20.0}, 3.0, "CB"),
+            # blur on the student: the demoted verdict runs the student with its prompt moved to blur, CB route ×2
+            ("blur-student", {"CB": 20.0, "blur": 30.0}, "blur", 2.0)):
+        info = {"prompts": ["CB", "blur", "clean"],
+                "metrics": {"val_psnr": psnr, "teacher_val_psnr": {"CB": 25.0, "blur": 25.0}}}
+        r = Restorer(add_student(tmp_path / "routes", tmp_path / name, student, info, deploy="auto"), every=1,
+                     hysteresis=1)
+        r.warm_camera(np.stack([cg.ramp(0.6)] * 30))      # the camera's own contrast
+        for x, expect, task in ((normal, on_normal, "blur"), (flat, on_flat, "CB")):
+            out = r.infer(x)                               # flat: low contrast for this camera, CB stays
+            assert r.current == task and r.status()["gated_from"] == ("CB" if task == "blur" else None)
+            if isinstance(expect, str):                    # the student, the gated mix on the task's slot
+                assert r.runs == "student" and r.prompt_weights[["CB", "blur"].index(expect)] > 0.99
+                assert np.allclose(out, x * float(r.prompt_weights @ np.array(FACTORS)), atol=1e-5), name
+            else:
+                assert r.runs == "route" and np.allclose(out, x * expect, atol=1e-6), name
+
+
+# ----------------------------------------------------------------------------------- hot-swap
+def test_hot_swap_follows_the_new_manifests_deploy_unless_deploy_was_given(bundles, tmp_path):
+    from tir.engines.hotswap import HotSwapRestorer
+    from tir.engines.loading import hot_swappable
+
+    xa = frame("a")
+    # the manifest's deploy (auto): a new version that says routes runs route a after the swap
+    folder = _copy(bundles, "auto", tmp_path)
+    hs = hot_swappable(Restorer(folder, every=1, hysteresis=1))
+    assert isinstance(hs, HotSwapRestorer)
+    hs.infer(xa)
+    assert hs.runs == "student"
+    set_deploy(folder, "routes")
+    assert hs.request_reload() and hs.wait_loaded() and hs.reload_state == "ready", hs.reload_error
+    assert np.allclose(hs.infer(xa), xa * 2.0, atol=1e-6) and hs.status()["deploy"] == "routes"
+    assert hs.swaps == 1 and hs.status()["runs"] == "route"
+    hs.close()
+    # --deploy auto given: it holds over the swap; the current task and the prompt mix carry over
+    folder = _copy(bundles, "auto", tmp_path / "given")
+    hs = hot_swappable(Restorer(folder, every=100, hysteresis=1, deploy="auto"))
+    hs.infer(xa)                                        # frame 0: routed to a, the student with the mix
+    w = hs.prompt_weights.copy()
+    set_deploy(folder, "routes")
+    assert hs.request_reload() and hs.wait_loaded() and hs.reload_state == "ready", hs.reload_error
+    out = hs.infer(xa)                                  # frame 1: the router does not run (every 100)
+    assert hs.swaps == 1 and hs.bundle.deploy == "routes" and hs.deploy == "auto" and hs.runs == "student"
+    assert np.array_equal(hs.prompt_weights, w)
+    assert np.allclose(out, xa * float(w @ np.array(FACTORS)), atol=1e-5)
+    assert hs.active.loaded_routes == [] and hs.status()["student_loaded"]   # warmed: the student, no route
+    hs.close()
+
+
+# ----------------------------------------------------------------------------------- CLI
+def test_tir_deploy_shows_and_sets_the_table(bundles, tmp_path, capsys):
+    from tir.tools.cli import main
+
+    folder = _copy(bundles, "auto", tmp_path)
+    assert main(["deploy", "--bundle", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "deploy auto" in out and "auto at 0.3 dB (recorded in the manifest)" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] in (["a"], ["b"])}
+    assert rows == {"a": ["30.00", "30.20", "-0.20", "student"], "b": ["20.00", "21.00", "-1.00", "routes"]}
+    assert main(["deploy", "--bundle", str(folder), "--set", "auto", "--margin-db", "1.5"]) == 0
+    assert load_bundle(folder).auto_deploy["tasks"] == {"a": "student", "b": "student"}
+    capsys.readouterr()
+    assert main(["deploy", "--bundle", str(folder), "--set", "auto", "--margin-db", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tir deploy: error: auto deploy margin -1.0 must be a number of dB ≥ 0 (default 0.3)"]
+    assert main(["deploy", "--bundle", str(bundles / "routes"), "--set", "student", "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "has no student" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_deploy_auto_on_the_command_lines(bundles, capsys):
+    import argparse
+
+    from tir.tools import distill, run
+    from tir.tools.cli import main
+
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    assert parser.parse_args(["--deploy", "auto"]).deploy == "auto"
+    parser = argparse.ArgumentParser()
+    distill.add_arguments(parser)
+    args = parser.parse_args(["--bundle", "b", "--out", "o", "--deploy", "auto", "--margin-db", "0.5"])
+    assert (args.deploy, args.margin_db) == ("auto", 0.5)
+    rc = main(["bench", "--mode", "model", "--model", str(bundles / "auto"), "--deploy", "routes", "student",
+               "auto", "--task", "a", "--frames", "2", "--warmup", "1", "--size", "32x24", "--no-progress",
+               "--backend", "onnxruntime"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("model ")]
+    assert [r[-2] for r in rows] == ["routes", "student", "auto:student"]
+    assert "deploy: auto at 0.3 dB (student: a; routes: b)" in out

@@ -1,0 +1,81 @@
+"""``tir deploy``: show or set what a bundle runs (its manifest's ``deploy``; docs/student.md).
+
+Without ``--set`` it prints, per task, the student's and the route's val PSNR (the manifest's
+``student.metrics``, measured by ``tir distill`` on the val split), their difference and what
+``deploy=auto`` runs at ``--margin-db``; nothing is written. With ``--set routes|student|auto``
+it writes the manifest's ``deploy`` (and for ``auto`` the ``auto_deploy`` table) in place, or
+into a copy with ``--out DIR`` (engines/bundle.py ``set_deploy``). A running ``tir run`` takes
+an in-place change with ``POST /bundle/reload``. Example::
+
+    tir deploy --bundle engines/bundles/edge                       # the table, nothing written
+    tir deploy --bundle runs/s6/bundle --set auto --margin-db 0.3  # per task, by val PSNR
+"""
+from __future__ import annotations
+
+from tir.engines.bundle import DEFAULT_AUTO_MARGIN_DB, DEPLOY_CHOICES
+
+from .cli import add_bundle_argument
+
+
+def add_arguments(parser) -> None:
+    """Add ``tir deploy``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
+    ``--set``, ``--margin-db`` (dB), ``--out``."""
+    add_bundle_argument(parser, "model bundle folder (default: the shipped bundle)")
+    parser.add_argument("--set", choices=DEPLOY_CHOICES, default=None, dest="deploy",
+                        help="write the manifest's deploy: routes (every task its route), student (the distilled "
+                             "student for every task) or auto (per task, the student where its val PSNR is at "
+                             "least the route's minus --margin-db, else the route; recorded as auto_deploy) "
+                             "(default: show the table only)")
+    parser.add_argument("--margin-db", type=float, default=None, metavar="DB",
+                        help="auto's margin in dB, ≥ 0 (default: the bundle's recorded one, else "
+                             f"{DEFAULT_AUTO_MARGIN_DB}, the INT8 accuracy gate's)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="with --set: write a copy of the bundle there (a new folder) instead of "
+                             "rewriting its manifest in place")
+
+
+def main(args) -> int:
+    """Run ``tir deploy`` with the parsed ``args``: print the per-task table, and with ``--set``
+    write the bundle's deploy.
+
+    Returns:
+        0.
+
+    Raises:
+        ModelError: no ``--bundle`` and no shipped bundle.
+        UsageError: ``--out`` without ``--set``.
+        BundleError: the bundle fails its checks, has no student for student/auto, lacks the val
+            numbers auto needs, a bad margin, or ``--out`` exists (one line each, exit 2).
+    """
+    from tir.edge.errors import ModelError, UsageError
+    from tir.engines.bundle import auto_deploy_entry, default_bundle_path, load_bundle, set_deploy
+
+    path = args.bundle or default_bundle_path()
+    if path is None:
+        raise ModelError("no shipped bundle found; pass --bundle DIR")
+    if args.out is not None and args.deploy is None:
+        raise UsageError("--out DIR writes a copy with a new deploy; give --set routes|student|auto too")
+    bundle = load_bundle(path)
+    if args.deploy is not None:
+        bundle = set_deploy(bundle.path, args.deploy, margin_db=args.margin_db, out_dir=args.out)
+        print(f"wrote {bundle.path}: deploy {bundle.deploy}")
+    recorded = bundle.auto_deploy
+    margin = args.margin_db if args.margin_db is not None else \
+        (recorded or {}).get("margin_db", DEFAULT_AUTO_MARGIN_DB)
+    print(f"bundle {bundle.path} ({bundle.name}): deploy {bundle.deploy}")
+    if bundle.student is None:
+        print("no student: every task runs its route (distill one with `tir distill`)")
+        return 0
+    metrics = bundle.student.get("metrics") or {}
+    student, route = metrics.get("val_psnr") or {}, metrics.get("teacher_val_psnr") or {}
+    table = auto_deploy_entry(bundle.manifest, margin)["tasks"] if recorded is None or args.margin_db is not None \
+        else recorded["tasks"]
+    source = "computed now" if recorded is None or args.margin_db is not None else "recorded in the manifest"
+    print(f"auto at {margin:g} dB ({source}): the student where student − route ≥ −{margin:g} dB (val split)")
+    print(f"{'task':<10} {'student':>8} {'route':>8} {'Δ dB':>7}  auto")
+    for task in bundle.tasks:
+        s, r = student.get(task), route.get(task)
+        cells = [f"{v:8.2f}" if isinstance(v, (int, float)) else f"{'-':>8}" for v in (s, r)]
+        delta = f"{s - r:+7.2f}" if all(isinstance(v, (int, float)) for v in (s, r)) else f"{'-':>7}"
+        print(f"{task:<10} {cells[0]} {cells[1]} {delta}  {table.get(task, '-')}")
+    return 0
