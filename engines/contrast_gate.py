@@ -25,8 +25,16 @@ The gate (:class:`ContrastGate`):
   ``contrast_span`` in the router entry) with the weight of ``prior_frames`` frames, in the log
   domain (empirical-Bayes shrinkage: at start-up the prior decides, after a few seconds of video
   the camera's own frames do);
-- calls a frame **low** when its span is below ``ratio`` × the reference. The default ratio is the
-  geometric mean of the largest contrast factor of the bundle's specs and 1 (√0.6 = 0.775 for
+- calls a frame **low** when its span is below ``ratio`` × the reference *and* its **extent**
+  (:func:`lowpass_extent`: the coldest to the hottest 0.02 % of 4×4-pixel blocks) is below
+  ``ratio`` × the camera's median extent (once it has ``prior_frames`` of them; for verdicts
+  without noise only, :func:`noise_free_tasks`: noise widens a frame's extremes). A contrast loss
+  ``x·α + β`` scales every measure of contrast by α; a scene whose bulk is flat but whose hot
+  spots still reach the top of the camera's scale (a UAV camera over uniform ground with a few
+  warm targets: span 0.27-0.39 against the camera's 0.59, hottest pixels at 0.97-1.0) is not a
+  contrast loss. Measured on val (docs/cameras.md, "Session 8"): hit_uav's clean frames read low
+  22 % → 4 %, other cameras' 4-41 % → 0 %, contrast-degraded frames 100 % → 100 %.
+  The default ratio is the geometric mean of the largest contrast factor of the bundle's specs and 1 (√0.6 = 0.775 for
   the shipped specs): half-way, in the log domain, between "as the camera delivers it" and the
   mildest contrast degradation;
 - **demotes** a contrast-carrying verdict on a frame that is not low to its partner without the
@@ -62,6 +70,10 @@ CONTRAST_OP = "contrast"
 SPAN_GRID = (80, 64)
 #: percentiles of the low-pass frame whose difference is the span
 SPAN_PERCENTILES = (1.0, 99.0)
+#: grid and percentiles of :func:`lowpass_extent`: 4×4-pixel blocks of a 640×512 frame (noise σ
+#: averaged down 4×), the coldest and hottest 0.02 % of them (about 4 blocks at 640×512)
+EXTENT_GRID = (160, 128)
+EXTENT_PERCENTILES = (0.02, 99.98)
 #: routed frames the camera's reference is the median of (≈ 2.3 min at 30 fps, router every 8 frames)
 DEFAULT_WINDOW = 512
 #: weight of the training prior, in frames, when the reference is shrunk towards it
@@ -71,16 +83,19 @@ DEFAULT_PRIOR_FRAMES = 8
 DEFAULT_MAX_FACTOR = 0.6
 
 
-def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID) -> float:
+def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID,
+                 percentiles: Sequence[float] = SPAN_PERCENTILES) -> float:
     """The contrast of one frame that per-pixel noise and the frame's resolution do not change.
 
     Args:
         frame: (H, W) or (1, H, W) or (1, 1, H, W) float frame, the model input in [0, 1].
         grid: (width, height) in cells (each ≥ 1) the frame is area-averaged onto; a frame
             side with fewer pixels than cells keeps its pixels (never upsampled).
+        percentiles: (low, high) percentiles of the cell means whose difference is the span.
 
     Returns:
-        The 99th minus the 1st percentile of the cell means, in the frame's units (≥ 0).
+        The high minus the low percentile (default 99th minus 1st) of the cell means, in the
+        frame's units (≥ 0).
 
     Raises:
         ValueError: the frame is not a single 2-D image.
@@ -92,8 +107,29 @@ def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID) -> float:
     h, w = x.shape
     small = cv2.resize(x, (max(min(int(grid[0]), w), 1), max(min(int(grid[1]), h), 1)),
                        interpolation=cv2.INTER_AREA)
-    lo, hi = np.percentile(small, SPAN_PERCENTILES)
+    lo, hi = np.percentile(small, percentiles)
     return float(max(hi - lo, 0.0))
+
+
+def lowpass_extent(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID) -> float:
+    """The full extent of one frame's values, per-pixel noise averaged out: the frame area-averaged
+    onto ``grid`` cells (4×4-pixel blocks of a 640×512 frame; a side with fewer pixels than cells
+    keeps its pixels), :data:`EXTENT_PERCENTILES` apart (the hottest and coldest few blocks).
+
+    A scene with low contrast over most of the frame may still hold a few hot spots at the top of
+    the camera's scale; a contrast loss (``x·α + β``) compresses those too.
+
+    Args:
+        frame: (H, W) or (1, H, W) or (1, 1, H, W) float frame, the model input in [0, 1].
+        grid: (width, height) in cells (each ≥ 1).
+
+    Returns:
+        The extent in the frame's units (≥ 0).
+
+    Raises:
+        ValueError: the frame is not a single 2-D image.
+    """
+    return lowpass_span(frame, grid, EXTENT_PERCENTILES)
 
 
 def _contrast_free(steps: Sequence[dict]) -> tuple:
@@ -116,6 +152,17 @@ def contrast_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
     by_steps[()] = CLEAN
     return {name: by_steps[_contrast_free(steps)] for name, steps in specs.items()
             if name in carrying and _contrast_free(steps) in by_steps}
+
+
+#: degradation ops that leave a frame's extremes where the tone map puts them (no additive noise)
+NOISE_FREE_OPS = frozenset({CONTRAST_OP, "blur"})
+
+
+def noise_free_tasks(specs: Mapping[str, Sequence[dict]]) -> Tuple[str, ...]:
+    """The tasks whose every step is a :data:`NOISE_FREE_OPS` op (contrast, blur, CB for the
+    shipped specs): their verdicts are judged on the frame's extent as well as its span."""
+    return tuple(name for name, steps in specs.items()
+                 if steps and all(s.get("op") in NOISE_FREE_OPS for s in steps))
 
 
 def max_contrast_factor(specs: Iterable[Sequence[dict]]) -> float:
@@ -144,7 +191,8 @@ class ContrastGate:
     """
 
     def __init__(self, partners: Mapping[str, str], prior: Optional[float], ratio: float,
-                 window: int = DEFAULT_WINDOW, prior_frames: int = DEFAULT_PRIOR_FRAMES):
+                 window: int = DEFAULT_WINDOW, prior_frames: int = DEFAULT_PRIOR_FRAMES,
+                 extent_tasks: Optional[Iterable[str]] = None):
         if not 0.0 < float(ratio) < 1.0:
             raise ValueError(f"contrast gate ratio must be in (0, 1), got {ratio}")
         if int(window) < 1 or int(prior_frames) < 0:
@@ -156,6 +204,10 @@ class ContrastGate:
         self.ratio = float(ratio)
         self.prior_frames = int(prior_frames)
         self.spans: deque = deque(maxlen=int(window))
+        self.extents: deque = deque(maxlen=int(window))
+        #: verdicts whose extent is judged too (None: every one); noise widens a frame's extremes,
+        #: so a noise-carrying verdict is judged on its span alone
+        self.extent_tasks = None if extent_tasks is None else frozenset(extent_tasks)
         self.demoted = 0
 
     @classmethod
@@ -164,7 +216,8 @@ class ContrastGate:
         router entry's ``contrast_span`` (``{"median": float, ...}``; None when absent)."""
         prior = ((router_entry or {}).get(CONTRAST_SPAN_KEY) or {}).get("median")
         ratio = math.sqrt(max_contrast_factor(specs.values()))
-        return cls(contrast_partners(specs), prior if prior and prior > 0 else None, ratio)
+        return cls(contrast_partners(specs), prior if prior and prior > 0 else None, ratio,
+                   extent_tasks=noise_free_tasks(specs))
 
     @property
     def reference(self) -> Optional[float]:
@@ -179,24 +232,41 @@ class ContrastGate:
         n, w0 = len(spans), self.prior_frames
         return float(math.exp((w0 * math.log(self.prior) + n * math.log(own)) / (w0 + n)))
 
-    def is_low(self, span: float) -> bool:
-        """True when ``span`` is below ``ratio`` × the reference (False with no reference)."""
+    @property
+    def extent_reference(self) -> Optional[float]:
+        """The camera's reference extent (:func:`lowpass_extent`): the median of the recent
+        extents; None before ``prior_frames`` of them (there is no training prior for it)."""
+        extents = [e for e in self.extents if e > 0]
+        if len(extents) < max(self.prior_frames, 1):
+            return None
+        return float(np.median(extents))
+
+    def is_low(self, span: float, extent: Optional[float] = None) -> bool:
+        """True when ``span`` is below ``ratio`` × the reference (False with no reference) and,
+        when ``extent`` is given and the camera has an extent reference, ``extent`` is below
+        ``ratio`` × that reference too: a contrast loss scales both."""
         ref = self.reference
-        return ref is not None and float(span) < self.ratio * ref
+        if ref is None or not float(span) < self.ratio * ref:
+            return False
+        ref_extent = self.extent_reference
+        return extent is None or ref_extent is None or float(extent) < self.ratio * ref_extent
 
-    def judge(self, task: str, span: float) -> str:
+    def judge(self, task: str, span: float, extent: Optional[float] = None) -> str:
         """The verdict after the gate: ``task`` itself, or its partner when ``task`` carries
-        contrast and the frame's ``span`` is not low for this camera (counted in
-        :attr:`demoted`). Does not record the span (:meth:`add`)."""
-        return self._demote(task, self.is_low(span))
+        contrast and the frame is not low for this camera (:meth:`is_low`, the extent only for a
+        task in :attr:`extent_tasks`; counted in :attr:`demoted`). Records nothing (:meth:`add`)."""
+        return self._demote(task, self.is_low(span, self._extent_for(task, extent)))
 
-    def step(self, task: str, span: float) -> Tuple[str, bool]:
+    def _extent_for(self, task: str, extent: Optional[float]) -> Optional[float]:
+        return extent if self.extent_tasks is None or task in self.extent_tasks else None
+
+    def step(self, task: str, span: float, extent: Optional[float] = None) -> Tuple[str, bool]:
         """One routed frame: (the verdict after the gate as :meth:`judge` gives it, whether the
-        frame is low for this camera), then its ``span`` joins the history. The reference is
-        computed once."""
-        low = self.is_low(span)
+        frame is low for this camera), then its ``span`` (and ``extent``) join the history. The
+        references are computed once."""
+        low = self.is_low(span, self._extent_for(task, extent))
         task = self._demote(task, low)
-        self.add(span)
+        self.add(span, extent)
         return task, low
 
     def _demote(self, task: str, low: bool) -> str:
@@ -205,9 +275,11 @@ class ContrastGate:
             return self.partners[task]
         return task
 
-    def add(self, span: float) -> None:
-        """Record one routed frame's low-pass span in the camera's history."""
+    def add(self, span: float, extent: Optional[float] = None) -> None:
+        """Record one routed frame's low-pass span (and extent) in the camera's history."""
         self.spans.append(float(span))
+        if extent is not None:
+            self.extents.append(float(extent))
 
     def carry_from(self, old: "ContrastGate") -> None:
         """Take over ``old``'s camera history and demoted count (a bundle hot-swap: the camera is
@@ -215,13 +287,16 @@ class ContrastGate:
         keeps this gate's window (the newest spans when it is shorter); prior and ratio stay
         this bundle's."""
         self.spans.extend(old.spans)
+        self.extents.extend(old.extents)
         self.demoted += int(old.demoted)
 
     def status(self) -> dict:
-        """``reference`` (span, or None), ``frames`` in the history, ``ratio``, ``demoted``."""
-        ref = self.reference
-        return {"reference": None if ref is None else round(ref, 4), "frames": len(self.spans),
-                "ratio": round(self.ratio, 4), "demoted": self.demoted}
+        """``reference`` (span, or None), ``extent_reference`` (or None), ``frames`` in the
+        history, ``ratio``, ``demoted``."""
+        ref, ref_extent = self.reference, self.extent_reference
+        return {"reference": None if ref is None else round(ref, 4),
+                "extent_reference": None if ref_extent is None else round(ref_extent, 4),
+                "frames": len(self.spans), "ratio": round(self.ratio, 4), "demoted": self.demoted}
 
 
 def span_summary(spans: Sequence[float]) -> dict:

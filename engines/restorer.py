@@ -53,7 +53,7 @@ import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
 from .blur_gate import BlurGate
-from .contrast_gate import ContrastGate, lowpass_span
+from .contrast_gate import ContrastGate, lowpass_extent, lowpass_span
 from .fpn_gate import FPNGate
 from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
 
@@ -100,7 +100,8 @@ class Restorer:
         adapt: fit the camera adaptation map on the first N non-FFC frames.
         adapt_save: write the adapted bundle to this folder once fitted.
         deploy: ``routes``, ``student`` or ``auto`` (per task, the bundle's ``auto_deploy`` table;
-            default: the manifest's).
+            default: the manifest's). The manifest's ``auto`` on a backend the student cannot run
+            on (TensorRT, torch) runs every task's route; a ``deploy`` given here is kept or refused.
         contrast_gate: judge contrast-carrying verdicts against the camera's own contrast
             (engines/contrast_gate.py; default on; never with a forced ``task``). Off: the
             router's verdicts as they are.
@@ -153,8 +154,15 @@ class Restorer:
             (self.bundle.auto_deploy or {}).get("margin_db", DEFAULT_AUTO_MARGIN_DB)
         self.uses_student = "student" in self.deploy_tasks.values()
         if self.uses_student and backend not in ("auto", "onnxruntime"):
-            raise ValueError(f"the student runs on ONNX Runtime only, not {backend!r}; use --backend "
-                             "onnxruntime or --deploy routes")
+            if self.deploy != "auto" or self.deploy_forced:
+                raise ValueError(f"the student runs on ONNX Runtime only, not {backend!r}; use --backend "
+                                 "onnxruntime or --deploy routes")
+            # the manifest's auto means "the better of the two that runs here": on another backend
+            # (TensorRT, torch) that is every task's route
+            log.info("deploy auto: the student runs on ONNX Runtime only, so every task runs its route on %s",
+                     backend)
+            self.deploy_tasks = {t: "routes" for t in self.deploy_tasks}
+            self.uses_student = False
         # routes load on first use; a backend that cannot run their files fails here, at start
         for path in [self.bundle.route_path(t) for t in self.bundle.tasks] + [self.bundle.router_path]:
             if path is not None:
@@ -470,7 +478,7 @@ class Restorer:
         """
         task = decision["task"]
         if self.contrast_gate is not None:
-            task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame))
+            task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), lowpass_extent(frame))
         if self.blur_gate is not None:
             task, self._soft = self.blur_gate.step(task, frame)
         self._fpn = False
@@ -526,7 +534,7 @@ class Restorer:
         x = _as_batch(batch)
         if self.contrast_gate is not None:
             for frame in x:
-                self.contrast_gate.add(lowpass_span(frame))
+                self.contrast_gate.add(lowpass_span(frame), lowpass_extent(frame))
         if self.blur_gate is not None:
             for frame in x:
                 self.blur_gate.add(frame)

@@ -92,7 +92,8 @@ def test_gate_keeps_contrast_only_when_low_for_this_camera():
     assert gate.judge("CB", 0.2) == "CB"                 # half its usual contrast: degraded
     assert gate.judge("blur", 0.4) == "blur"             # never promotes, never touches the rest
     assert gate.demoted == 3
-    assert gate.status() == {"reference": 0.4, "frames": 20, "ratio": 0.775, "demoted": 3}
+    assert gate.status() == {"reference": 0.4, "extent_reference": None, "frames": 20, "ratio": 0.775,
+                             "demoted": 3}
 
 
 def test_reference_shrinks_from_the_prior_to_the_camera():
@@ -272,3 +273,42 @@ def test_a_bundle_hot_swap_keeps_the_cameras_contrast_history(gated_bundle, tmp_
         assert hs.status()["task"] == "blur"
     finally:
         hs.close()
+
+
+def test_extent_sees_the_hot_spots_a_flat_scene_keeps():
+    """A flat scene with a few warm targets at the top of the scale: its 8×8-block span is low, its
+    extent (the hottest few 4×4 blocks) is not; the contrast op compresses both."""
+    from tir.engines.contrast_gate import lowpass_extent
+
+    x = np.full((512, 640), 0.35, np.float32)
+    x += np.linspace(0, 0.2, 640, dtype=np.float32)[None, :]
+    for cy, cx in ((100, 100), (300, 420), (400, 200), (50, 600), (250, 300)):
+        x[cy:cy + 6, cx:cx + 6] = 0.98                     # targets of 6×6 px
+    assert lowpass_span(x) < 0.3 and lowpass_extent(x) > 0.6
+    degraded = 0.4 * x + 0.15
+    assert lowpass_extent(degraded) == pytest.approx(0.4 * lowpass_extent(x), rel=1e-3)
+    assert lowpass_extent(x[None, None]) == pytest.approx(lowpass_extent(x))
+
+
+def test_gate_wants_span_and_extent_low():
+    gate = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
+    for _ in range(7):
+        gate.add(0.6, 0.95)
+    assert gate.extent_reference is None                        # fewer than prior_frames extents
+    assert gate.judge("contrast", 0.3, 0.95) == "contrast"      # so the span alone decides
+    gate.add(0.6, 0.95)
+    assert gate.extent_reference == pytest.approx(0.95)
+    assert gate.judge("contrast", 0.3, 0.95) == CLEAN           # flat scene, hot spots at the top
+    assert gate.judge("contrast", 0.3, 0.5) == "contrast"       # both compressed: a contrast loss
+    assert gate.judge("contrast", 0.3) == "contrast"            # no extent given: the span decides
+    assert gate.judge("contrast", 0.6, 0.3) == CLEAN            # span normal: not low whatever the extent
+    noisy = ContrastGate({"contrast": CLEAN, "CN": "noise"}, prior=None, ratio=0.775, extent_tasks=["contrast"])
+    for _ in range(8):
+        noisy.add(0.6, 0.95)
+    assert noisy.judge("contrast", 0.3, 0.95) == CLEAN
+    assert noisy.judge("CN", 0.3, 0.95) == "CN"                 # noise widens the extremes: span alone
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    assert ContrastGate.for_bundle(specs, None).extent_tasks == {"contrast", "blur", "CB"}
+    new = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
+    new.carry_from(gate)
+    assert list(new.extents) == list(gate.extents) and new.status()["extent_reference"] == pytest.approx(0.95)

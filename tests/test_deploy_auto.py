@@ -310,3 +310,17 @@ def test_deploy_auto_on_the_command_lines(bundles, capsys):
     rows = [line.split() for line in out.splitlines() if line.startswith("model ")]
     assert [r[-2] for r in rows] == ["routes", "student", "auto:student"]
     assert "deploy: auto at 0.3 dB (student: a; routes: b)" in out
+
+
+def test_the_manifests_auto_runs_the_routes_on_a_backend_without_the_student(bundles, monkeypatch):
+    """deploy: auto from the manifest means the better of the two *that runs here*: on TensorRT or
+    torch the student cannot run, so every task runs its route; a --deploy the user gave is refused."""
+    import tir.engines.backends as backends
+
+    monkeypatch.setattr(backends, "check_backend", lambda path, backend: None)   # no TensorRT here
+    bundle = bundles / "auto"
+    r = Restorer(bundle, backend="tensorrt")
+    assert r.deploy == "auto" and not r.uses_student
+    assert set(r.deploy_tasks.values()) == {"routes"}
+    with pytest.raises(ValueError, match="ONNX Runtime only"):
+        Restorer(bundle, backend="tensorrt", deploy="auto")

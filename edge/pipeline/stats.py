@@ -149,11 +149,14 @@ class ContrastStatus(_Record):
     """The contrast gate (engines/contrast_gate.py):
     :meth:`tir.engines.contrast_gate.ContrastGate.status`. ``reference``: the camera's reference
     low-pass span (means on an 80×64 cell grid, p99 − p1) in model-input units (fraction of full scale, 0..1),
-    None before any frame or prior; ``frames``: routed frames in the camera's history; ``ratio``:
-    a frame is low-contrast below ``ratio`` × ``reference``; ``demoted``: contrast-carrying router
+    None before any frame or prior; ``extent_reference``: the camera's median extent (the coldest
+    to the hottest 0.02 % of 4×4-pixel blocks), None before 8 frames; ``frames``: routed frames in
+    the camera's history; ``ratio``: a frame is low-contrast below ``ratio`` × ``reference`` and
+    ``ratio`` × ``extent_reference``; ``demoted``: contrast-carrying router
     verdicts the gate turned into their partner without contrast (the frame was not low for this
     camera)."""
     reference: Optional[float] = None
+    extent_reference: Optional[float] = None
     frames: int = 0
     ratio: Optional[float] = None
     demoted: int = 0
