@@ -11,7 +11,8 @@ every float tensor exposed, histograms in :mod:`tir.calibration.entropy`) feeds 
   inputs of residual Adds so the add fuses as an INT8 epilogue; normalisation, GELU/Erf,
   sigmoid and shuffles are left in higher precision (built with the FP16 flag), and so is all
   input preprocessing before the stem and post-processing after the image-level skip
-  (:func:`float_nodes`: unshuffle, tone head, field head).
+  (:func:`float_nodes`: unshuffle, tone head, field head), and the skip itself with its
+  linear correction tail (:func:`image_tail`, docs/int8.md "Session 8").
 - **CPU** (:func:`quantize_cpu`): ``onnxruntime.quantization.quantize_static`` in QDQ format
   with uint8 activations and int8 per-channel weights (U8S8), the fast integer path on x86;
   signed-int8 activations (S8S8) run slower than fp32 on this CPU (cpu_budget.md). The same

@@ -21,6 +21,12 @@ the prompt input and its branch kept float in both INT8 models, and one gate row
 (``student/<task>``) on that task's held-out frames; the report's ``student`` entry holds them.
 The student gets no FP16-layer search.
 
+``--float-tail auto`` (default): each model is first written with the session-7 float regions;
+when the gate refuses it, it is written and gated again with the image-level skip and its
+linear tail float (``calibration.qdq.image_tail``, ``--tail-blocks``), and those models are
+kept (the report's ``float_tail`` says which). ``--sensitivity N`` adds a per-node and
+per-tensor diagnosis of the CPU model (``calibration/sensitivity.py``).
+
 The TensorRT flavour's numbers here are ONNX Runtime CPU simulating its Q/DQ (S8S8); on the
 device, re-check with ``tir bench --backend tensorrt``.
 """
@@ -85,10 +91,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-fp16-search", action="store_true", help="skip the FP16-layer search on refusal")
     parser.add_argument("--data", default=None, help="RoadScene folder (default ../shared/data/roadscene-ir)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--float-tail", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep the image-level skip Add and its linear correction tail (output/reconstruction "
-                             "convs back to the last residual merge) float in both INT8 models (default on; "
-                             "calibration.qdq.image_tail, docs/int8.md 'Session 8')")
+    parser.add_argument("--float-tail", default="auto", choices=("auto", "on", "off"),
+                        help="keep the image-level skip Add and its linear correction tail (reconstruction conv "
+                             "back to the last residual merge, --tail-blocks blocks above) float in both INT8 "
+                             "models: on, off, or auto (default: off, and on only for a model the gate refuses "
+                             "without it, since on the CPU it costs speed; calibration.qdq.image_tail, "
+                             "docs/int8.md 'Session 8')")
     parser.add_argument("--tail-blocks", type=int, default=1, metavar="N",
                         help="with --float-tail, also keep the N residual blocks above the tail float (default 1: "
                              "the student's last block; a route's tail ends at its global-residual Sub, so N does "
@@ -189,10 +197,11 @@ def _student_frames(args, size, prompts):
     return CalibrationSet(name, args.frames, size, frame), extra
 
 
-def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_inputs=()):
+def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_inputs=(), tail: bool = False):
     """Write ``<stem>.ranges.json``, the TensorRT Q/DQ and ONNX Runtime U8S8 models and the
     TensorRT calibration cache from ``ranges`` into ``out``; ``float_inputs``: graph inputs kept
-    float with their branch (the student's prompt, :func:`tir.calibration.qdq.side_float_nodes`).
+    float with their branch (the student's prompt, :func:`tir.calibration.qdq.side_float_nodes`);
+    ``tail``: the image tail stays float (:func:`tir.calibration.qdq.image_tail`, ``--tail-blocks``).
 
     Returns:
         ``(files, trt_report, qdq_options)``: {kind: path}, the Q/DQ writer's report and the
@@ -204,16 +213,16 @@ def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_input
     Path(files["ranges.json"]).write_text(json.dumps(
         {k: {"amax": r.amax, "min": r.min, "max": r.max} for k, r in ranges.items()}, indent=1) + "\n")
     qdq_options = {"quantize_adds": args.trt_adds != "none", "global_skip": args.trt_adds == "all",
-                   **_tail_options(args)}
+                   **_tail_options(args, tail)}
     trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"], float_inputs=list(float_inputs), **qdq_options)
     quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8", reduce_range=args.reduce_range,
-                 float_inputs=list(float_inputs), **_tail_options(args))
+                 float_inputs=list(float_inputs), **_tail_options(args, tail))
     trt_cache_from_ranges({k: r for k, r in ranges.items() if k not in float_inputs}, files["calib.cache"],
                           version=args.trt_version)
     return files, trt_report, qdq_options
 
 
-def _sensitivity(fp32: str, stem: str, ranges: dict, cases, args, out: Path, float_inputs=()) -> dict:
+def _sensitivity(fp32: str, stem: str, ranges: dict, cases, args, out: Path, float_inputs=(), tail: bool = False) -> dict:
     """``--sensitivity``: rank the U8S8 model's nodes and tensors by the INT8 error they cause
     (:mod:`tir.calibration.sensitivity`), print both tables and write ``<stem>.sensitivity.json``.
 
@@ -236,7 +245,7 @@ def _sensitivity(fp32: str, stem: str, ranges: dict, cases, args, out: Path, flo
     result = {}
     for mode in ("only", "float"):
         reference, rows = sens.node_sensitivity(fp32, ranges, evaluate, work, mode=mode, float_inputs=float_inputs,
-                                                reduce_range=args.reduce_range, progress=True, **_tail_options(args))
+                                                reduce_range=args.reduce_range, progress=True, **_tail_options(args, tail))
         print(f"\n{stem}: " + sens.format_sensitivity(reference, rows, mode))
         result["reference_db"] = reference
         result[mode] = [r.to_dict() for r in rows]
@@ -254,9 +263,16 @@ def _sensitivity(fp32: str, stem: str, ranges: dict, cases, args, out: Path, flo
     return {"path": str(path), "reference_db": result["reference_db"]}
 
 
-def _tail_options(args) -> dict:
-    """``--float-tail`` / ``--tail-blocks`` as keyword arguments of the Q/DQ writers."""
-    return {"float_tail": bool(getattr(args, "float_tail", True)), "tail_blocks": int(getattr(args, "tail_blocks", 1))}
+def _tail_options(args, tail: bool) -> dict:
+    """The image-tail rule (``tail``, ``--tail-blocks``) as keyword arguments of the Q/DQ writers."""
+    return {"float_tail": bool(tail), "tail_blocks": int(getattr(args, "tail_blocks", 1))}
+
+
+def _tail_tries(args) -> list:
+    """The ``float_tail`` settings to try in turn (``--float-tail``): auto = without, then with
+    the image tail float when the gate refuses the first; on / off = that one."""
+    mode = getattr(args, "float_tail", "auto")
+    return {"on": [True], "off": [False]}.get(mode, [False, True])
 
 
 def _qdq_summary(report) -> dict:
@@ -352,27 +368,35 @@ def calibrate_student(bundle, args, size, out: Path):
     ranges = collector.ranges(args.method, percentile=getattr(args, "student_percentile", args.percentile))
     t_collect = time.perf_counter() - t0
 
-    files, trt_report, _ = _write_int8(fp32, "student", ranges, args, out, float_inputs=(PROMPT_INPUT,))
-
     eye = np.eye(k, dtype=np.float32)
-    runners = {flavour: _prompted_runners(path, args.threads, eye) for flavour, path in
-               (("fp32", fp32), ("cpu-u8s8", files["int8-cpu.onnx"]), ("trt-qdq", files["int8-trt.onnx"]))}
-    verdicts, held_names, cases = [], {}, []
+    fp32_runners = _prompted_runners(fp32, args.threads, eye)
+    held_sets, held_names, cases, refs = [], {}, [], []
     for j, prompt in enumerate(prompts):
         held = calibration_set(args.source, args.holdout, size, seed=args.seed, holdout=True,
                                data_root=args.data, tasks=_prompt_tasks(prompt))
+        held_sets.append(held)
         held_names[prompt] = held.name
         if args.sensitivity > 0:
             cases.append(_student_case(held, args.sensitivity, eye[j], args.threads))
-        ref = gate.held_out_outputs(runners["fp32"][j], held)
-        for flavour in ("cpu-u8s8", "trt-qdq"):
-            verdicts.append(gate.gate_route(f"student/{prompt}", flavour, None, runners[flavour][j], held,
-                                            args.max_loss_db, args.min_fidelity_db, fp32_outputs=ref))
+        refs.append(gate.held_out_outputs(fp32_runners[j], held))
 
-    diagnosis = (_sensitivity(fp32, "student", ranges, cases, args, out, float_inputs=(PROMPT_INPUT,))
+    tries = _tail_tries(args)
+    for tail in tries:
+        files, trt_report, _ = _write_int8(fp32, "student", ranges, args, out, float_inputs=(PROMPT_INPUT,), tail=tail)
+        runners = {flavour: _prompted_runners(files[name], args.threads, eye)
+                   for flavour, name in (("cpu-u8s8", "int8-cpu.onnx"), ("trt-qdq", "int8-trt.onnx"))}
+        verdicts = [gate.gate_route(f"student/{prompt}", flavour, None, runners[flavour][j], held_sets[j],
+                                    args.max_loss_db, args.min_fidelity_db, fp32_outputs=refs[j])
+                    for j, prompt in enumerate(prompts) for flavour in ("cpu-u8s8", "trt-qdq")]
+        if all(v.passed for v in verdicts):
+            break
+        if tail is not tries[-1]:
+            log.info("student: refused without the image tail float; again with it (--float-tail auto)")
+
+    diagnosis = (_sensitivity(fp32, "student", ranges, cases, args, out, float_inputs=(PROMPT_INPUT,), tail=tail)
                  if cases else None)
     return {
-        "route": "student", "fp32_onnx": fp32, "sensitivity": diagnosis,
+        "route": "student", "fp32_onnx": fp32, "sensitivity": diagnosis, "float_tail": tail,
         "percentile": getattr(args, "student_percentile", args.percentile) if args.method == "percentile" else None, "prompts": prompts, "files": files,
         "calibration_frames": len(frames), "holdout_frames": args.holdout, "calibration_source": frames.name,
         "holdout_source": held_names, "collect_s": round(t_collect, 1), "tensors": len(ranges),
@@ -384,8 +408,9 @@ def calibrate_student(bundle, args, size, out: Path):
 def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
     """Calibrate one route: collect activation ranges on the calibration frames, write the INT8
     models, cache and ranges into ``out`` (see the module docstring), gate them against fp32 on
-    held-out frames (PSNR, dB) and, unless ``--no-fp16-search``, look for FP16 layers that make a
-    failing TensorRT flavour pass.
+    held-out frames (PSNR, dB), again with the image tail float if refused (``--float-tail
+    auto``) and, unless ``--no-fp16-search``, look for FP16 layers that make a failing
+    TensorRT flavour pass.
 
     Args:
         bundle: the loaded bundle.
@@ -418,13 +443,19 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
     ranges = collector.ranges(args.method, percentile=args.percentile)
     t_collect = time.perf_counter() - t0
 
-    files, trt_report, qdq_options = _write_int8(fp32, route, ranges, args, out)
-
     ref = gate.held_out_outputs(_runner(fp32, args.threads), held)
-    verdicts = []
-    for flavour, path in (("cpu-u8s8", files["int8-cpu.onnx"]), ("trt-qdq", files["int8-trt.onnx"])):
-        v = gate.gate_route(route, flavour, None, _runner(path, args.threads), held,
-                            args.max_loss_db, args.min_fidelity_db, fp32_outputs=ref)
+    tries = _tail_tries(args)
+    for tail in tries:
+        files, trt_report, qdq_options = _write_int8(fp32, route, ranges, args, out, tail=tail)
+        verdicts = [gate.gate_route(route, flavour, None, _runner(files[name], args.threads), held,
+                                    args.max_loss_db, args.min_fidelity_db, fp32_outputs=ref)
+                    for flavour, name in (("cpu-u8s8", "int8-cpu.onnx"), ("trt-qdq", "int8-trt.onnx"))]
+        if all(v.passed for v in verdicts):
+            break
+        if tail is not tries[-1]:
+            log.info("%s: refused without the image tail float; again with it (--float-tail auto)", route)
+    for v in verdicts:
+        flavour = v.flavour
         if flavour == "trt-qdq" and not v.passed and not args.no_fp16_search:
             import onnx
 
@@ -445,12 +476,11 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
             if passed:
                 files["int8-trt-mixed.onnx"] = str(out / f"{route}.int8-trt-mixed.onnx")
                 os.replace(mixed, files["int8-trt-mixed.onnx"])
-        verdicts.append(v)
 
-    diagnosis = (_sensitivity(fp32, route, ranges, [_route_case(held, args.sensitivity, args.threads)], args, out)
-                 if args.sensitivity > 0 else None)
+    diagnosis = (_sensitivity(fp32, route, ranges, [_route_case(held, args.sensitivity, args.threads)], args, out,
+                              tail=tail) if args.sensitivity > 0 else None)
     return {
-        "route": route, "fp32_onnx": fp32, "sensitivity": diagnosis, "files": files, "calibration_frames": len(frames),
+        "route": route, "fp32_onnx": fp32, "sensitivity": diagnosis, "float_tail": tail, "files": files, "calibration_frames": len(frames),
         "holdout_frames": len(held), "calibration_source": frames.name, "holdout_source": held.name,
         "collect_s": round(t_collect, 1), "tensors": len(ranges), "trt_qdq": _qdq_summary(trt_report),
         "gate": [v.to_dict() for v in verdicts], "latency_ms": _int8_latency(fp32, files, size, args),
@@ -520,7 +550,8 @@ def main(args) -> int:
         return 2
     report = {
         "bundle": str(bundle.path), "bundle_name": bundle.name, "source": args.source, "frames": args.frames,
-        "method": args.method, "reduce_range": bool(args.reduce_range), **_tail_options(args), "size": f"{size[0]}x{size[1]}",
+        "method": args.method, "reduce_range": bool(args.reduce_range),
+        "float_tail": getattr(args, "float_tail", "auto"), "tail_blocks": int(getattr(args, "tail_blocks", 1)), "size": f"{size[0]}x{size[1]}",
         "threads": args.threads,
         "max_loss_db": args.max_loss_db, "trt_cache_version": args.trt_version,
         "command": "tir calibrate " + " ".join(
