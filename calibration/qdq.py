@@ -360,20 +360,20 @@ def postprocess_nodes(model) -> List[str]:
     return _in_graph_order(model, float_regions(model).post)
 
 
-def float_nodes(model, tail: bool = True, tail_blocks: int = 0) -> List[str]:
+def float_nodes(model, tail: bool = False, tail_blocks: int = 0) -> List[str]:
     """Everything kept out of INT8 by rule: before the stem, after the image-level skip and, with
-    ``tail`` (default), the skip itself with its linear correction tail and ``tail_blocks``
+    ``tail``, the skip itself with its linear correction tail and ``tail_blocks``
     residual blocks above it (:func:`image_tail`)."""
     regions = float_regions(model, tail_blocks)
     return _in_graph_order(model, regions.pre | regions.post | (regions.tail if tail else set()))
 
 
 def qdq_targets(model, global_skip: bool = False, regions: Optional[FloatRegions] = None,
-                float_tail: bool = True) -> Dict[str, list]:
+                float_tail: bool = False) -> Dict[str, list]:
     """{activation tensor: [(node index, input index)]} that TensorRT wants quantised.
 
     Nodes before the stem or after the image-level skip (:func:`float_regions`, computed here
-    unless given) are never targets, nor (``float_tail``, default) the skip's linear correction
+    unless given) are never targets, nor (``float_tail``) the skip's linear correction
     tail (:func:`image_tail`; it also keeps the skip float whatever ``global_skip`` says). An Add fed directly by the graph input or by a
     preprocessing output is the image-level skip (output = input + correction); quantising it
     would put the whole frame through 8 bits (measured on PlainNet: 49 dB → 62 dB fidelity to
@@ -401,7 +401,7 @@ def qdq_targets(model, global_skip: bool = False, regions: Optional[FloatRegions
 def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
                   exclude_nodes: Iterable[str] = (), per_channel: bool = True,
                   quantize_adds: bool = True, global_skip: bool = False,
-                  float_inputs: Sequence[str] = (), float_tail: bool = True, tail_blocks: int = 0) -> QdqReport:
+                  float_inputs: Sequence[str] = (), float_tail: bool = False, tail_blocks: int = 0) -> QdqReport:
     """Insert TensorRT-style Q/DQ pairs (see the module docstring) and save the model.
 
     Activation scales are per tensor, amax / 127 from ``ranges``; weight scales per output
@@ -413,7 +413,7 @@ def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
     quantises the image-level skip Add (see :func:`qdq_targets`); ``float_inputs``: graph inputs
     kept float with every node computed from them alone and the nodes that read those
     (:func:`side_float_nodes`, the student's prompt branch and FiLM Mul/Add), so no Q/DQ pair is
-    ever put on them; ``float_tail`` (default): the image-level skip and its linear correction
+    ever put on them; ``float_tail``: the image-level skip and its linear correction
     tail stay float (:func:`image_tail`), with ``tail_blocks`` residual blocks above it.
 
     Returns:
@@ -526,14 +526,14 @@ def _tensors_data(ranges: Mapping[str, TensorRange]):
 
 def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activation: str = "uint8",
                  per_channel: bool = True, reader=None, exclude_nodes: Sequence[str] = (),
-                 reduce_range: bool = True, float_inputs: Sequence[str] = (), float_tail: bool = True,
+                 reduce_range: bool = True, float_inputs: Sequence[str] = (), float_tail: bool = False,
                  tail_blocks: int = 0) -> str:
     """ORT static QDQ quantisation from our ranges; ``activation`` "uint8" (U8S8) or "int8" (S8S8).
 
     ``float_inputs``: graph inputs kept float, with every node computed from them alone and
     the nodes that read those (:func:`side_float_nodes`: the student's prompt weights, its
     prompt branch and the FiLM Mul/Add); the branch's ranges are not given to ONNX Runtime, so
-    it puts no QuantizeLinear on them. ``float_tail`` (default): the image-level skip Add and its
+    it puts no QuantizeLinear on them. ``float_tail``: the image-level skip Add and its
     linear correction tail stay float (:func:`image_tail`, part of :func:`float_nodes`), with
     ``tail_blocks`` residual blocks above it.
 

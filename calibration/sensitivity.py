@@ -48,11 +48,12 @@ class NodeSensitivity:
     delta_db: float
 
     def to_dict(self) -> dict:
+        """The row as a JSON-ready dict (dataclass fields; dB as floats)."""
         return asdict(self)
 
 
 def cpu_quantised_nodes(model, float_inputs: Sequence[str] = (), exclude_nodes: Sequence[str] = (),
-                        float_tail: bool = True, tail_blocks: int = 0) -> List[str]:
+                        float_tail: bool = False, tail_blocks: int = 0) -> List[str]:
     """Nodes that :func:`~tir.calibration.qdq.quantize_cpu` hands to ONNX Runtime for
     quantisation, in graph order: an op type ONNX Runtime quantises (Conv, Add, Mul, Relu, ...),
     not kept float by rule (:func:`~tir.calibration.qdq.float_nodes`), not on the side branch
@@ -84,7 +85,7 @@ def _shape_tensors(model, fixed: set) -> set:
 def node_sensitivity(fp32_path, ranges: Mapping[str, TensorRange], evaluate: Callable[[str], float], work_dir,
                      mode: str = "only", candidates: Optional[Sequence[str]] = None,
                      float_inputs: Sequence[str] = (), exclude_nodes: Sequence[str] = (),
-                     reduce_range: bool = True, progress: bool = False, float_tail: bool = True,
+                     reduce_range: bool = True, progress: bool = False, float_tail: bool = False,
                      tail_blocks: int = 0):
     """Rank the quantised nodes of the U8S8 CPU model by how much INT8 error each one causes.
 
@@ -159,6 +160,7 @@ class TensorError:
     clipped: float
 
     def to_dict(self) -> dict:
+        """The row as a JSON-ready dict (dataclass fields; SQNR in dB, clipped as a fraction)."""
         return asdict(self)
 
 
@@ -207,8 +209,9 @@ def tensor_errors(values: Mapping[str, Sequence[np.ndarray]], ranges: Mapping[st
 
 def tensor_values(fp32_path, feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str],
                   threads: int = 2) -> Dict[str, List[np.ndarray]]:
-    """The fp32 model's float tensors ``names`` on each feed dict of ``feeds`` (graph
-    optimisation off, so every tensor exists): name -> one array per feed."""
+    """The fp32 model's float tensors ``names`` on each feed dict of ``feeds`` (input name ->
+    array, e.g. (1, 1, H, W) float32 frames and a (1, K) float32 prompt; graph optimisation
+    off, so every tensor exists): name -> one float32 array per feed, e.g. (1, C, H/4, W/4)."""
     import onnx
     import onnxruntime as ort
     from onnx import helper

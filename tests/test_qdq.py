@@ -47,12 +47,12 @@ def _inits(model):
 
 def test_trt_qdq_follows_tensorrt_rules(calibrated):
     d, fp32, ranges, held, ref = calibrated
-    report = write_trt_qdq(fp32, ranges, d / "trt.onnx", float_tail=False)
+    report = write_trt_qdq(fp32, ranges, d / "trt.onnx")
     # the block residual Add is quantised, the image-level skip (input + correction) is not
     assert len(report.quantized_convs) == 4 and len(report.quantized_adds) == 1
-    assert len(write_trt_qdq(fp32, ranges, d / "trt_all.onnx", global_skip=True, float_tail=False).quantized_adds) == 2
-    # with the image tail float (default): the tail conv and the last residual Add are not quantised
-    tail = write_trt_qdq(fp32, ranges, d / "trt_tail.onnx")
+    assert len(write_trt_qdq(fp32, ranges, d / "trt_all.onnx", global_skip=True).quantized_adds) == 2
+    # with the image tail float: the tail conv and the last residual Add are not quantised
+    tail = write_trt_qdq(fp32, ranges, d / "trt_tail.onnx", float_tail=True)
     assert tail.quantized_convs == ["/head/Conv", "/block/block.0/Conv", "/block/block.2/Conv"]
     assert tail.quantized_adds == []
     model = onnx.load(d / "trt.onnx")
@@ -194,8 +194,9 @@ def test_image_tail_rule_keeps_the_linear_correction_float(calibrated, tmp_path)
     assert float_regions(model).tail == {"/Add_1", "/Mul", "/up/DepthToSpace", "/tail/Conv", "/Add"}
     assert float_regions(model, tail_blocks=1).tail == float_regions(model).tail | {
         "/block/block.0/Conv", "/block/block.1/Relu", "/block/block.2/Conv"}
-    assert "/head/Conv" not in float_nodes(model, tail_blocks=5)          # the stream's source stays INT8
-    assert not {"/tail/Conv", "/Add_1"} & set(float_nodes(model, tail=False))
+    assert "/head/Conv" not in float_nodes(model, tail=True, tail_blocks=5)  # the stream's source stays INT8
+    assert {"/tail/Conv", "/Add_1"} <= set(float_nodes(model, tail=True))
+    assert not {"/tail/Conv", "/Add_1"} & set(float_nodes(model))         # off unless asked (session-7 rules)
 
     route = tmp_path / "route.onnx"
     export_onnx(GlobalResidual(), route, input_shape=(1, 1, 32, 32))
@@ -208,7 +209,7 @@ def test_image_tail_rule_keeps_the_linear_correction_float(calibrated, tmp_path)
     # the U8S8 CPU model: the tensors inside the tail are not quantised (the tail conv reads the
     # merge's sum and the skip reads the scaled correction directly), its weights stay float, and
     # the block convs are quantised (their outputs, the merge's inputs, too)
-    path = quantize_cpu(fp32, ranges, d / "u8s8_tail.onnx")
+    path = quantize_cpu(fp32, ranges, d / "u8s8_tail.onnx", float_tail=True)
     q = onnx.load(path)
     producers = {o: n for n in q.graph.node for o in n.output}
     nodes = {n.name: n for n in q.graph.node}
