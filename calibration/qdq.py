@@ -11,7 +11,8 @@ every float tensor exposed, histograms in :mod:`tir.calibration.entropy`) feeds 
   inputs of residual Adds so the add fuses as an INT8 epilogue; normalisation, GELU/Erf,
   sigmoid and shuffles are left in higher precision (built with the FP16 flag), and so is all
   input preprocessing before the stem and post-processing after the image-level skip
-  (:func:`float_nodes`: unshuffle, tone head, field head).
+  (:func:`float_nodes`: unshuffle, tone head, field head), and the skip itself with its
+  linear correction tail (:func:`image_tail`, docs/int8.md "Session 8").
 - **CPU** (:func:`quantize_cpu`): ``onnxruntime.quantization.quantize_static`` in QDQ format
   with uint8 activations and int8 per-channel weights (U8S8), the fast integer path on x86;
   signed-int8 activations (S8S8) run slower than fp32 on this CPU (cpu_budget.md). The same
@@ -193,9 +194,114 @@ class FloatRegions:
     pre: set      # before the stem: unshuffle, tone head
     post: set     # after the image-level skip: field head
     image: set    # graph inputs and preprocessing outputs (what an image-level skip Add reads)
+    tail: set = field(default_factory=set)  # the image-level skip and its linear correction tail
 
 
-def float_regions(model) -> FloatRegions:
+#: ops that are linear in their one non-constant input (with a constant/initialiser weight):
+#: a chain of them after the last nonlinearity maps features to the image delta linearly.
+LINEAR_OPS = ("Conv", "ConvTranspose", "DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Identity",
+              "Squeeze", "Unsqueeze", "Flatten", "Mul", "Div")
+#: two-input merges of feature tensors (residual sums, the global-residual difference)
+MERGE_OPS = ("Add", "Sub")
+
+
+def image_tail(model, image: set, pre: set = frozenset(), blocks: int = 0) -> set:
+    """The image-level skip Adds and their **linear correction tail**, node names.
+
+    Walking back from each image-level skip (an Add, not in ``pre``, with exactly one input in
+    ``image``) along its other input: every node linear in its one non-constant input
+    (:data:`LINEAR_OPS`: the output projection and reconstruction convs, pixel shuffles) is
+    taken and the walk goes on; the first two-input merge (:data:`MERGE_OPS`: the last residual
+    Add, a route's global-residual Sub) is taken and the walk stops; anything else (a
+    nonlinearity, a node reading two non-constant inputs otherwise) stops it untaken.
+
+    ``blocks`` > 0 also takes that many residual blocks above that merge: a merge's *stream*
+    input is the one its other input was computed from (only Adds: a Sub is a global-residual
+    difference, not a block, and ends the walk); the block is every node that both
+    depends on the stream tensor and feeds the other input (the residual branch, e.g. the
+    student's conv1 → FiLM → ReLU → conv2), and the walk goes on up the stream to the next
+    merge, which is taken for the next block.
+
+    Why (docs/int8.md, "Session 8"): these tensors carry the image delta at image scale with no
+    nonlinearity after them, so every quantisation step lands on the output pixel for pixel; on
+    the distilled student, quantised alone they are the five worst nodes (33.9-39.5 dB fidelity
+    to fp32), and ONNX Runtime quantises the skip Add itself (its output = the whole restored
+    frame, whose calibrated range is set by rare outlier pixels: SQNR 37 dB).
+    """
+    inits = {i.name for i in model.graph.initializer}
+    fixed = inits | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    tail: set = set()
+    for node in model.graph.node:
+        if node.op_type != "Add" or node.name in pre or len(node.input) != 2:
+            continue
+        if len(set(node.input) & image) != 1 or set(node.input) & fixed:
+            continue
+        tail.add(node.name)
+        tensor = next(i for i in node.input if i not in image)
+        while tensor in producer:
+            n = producer[tensor]
+            dynamic = [i for i in n.input if i and i not in fixed]
+            if n.name in pre or n.name in tail or len(dynamic) == 0:
+                break
+            if n.op_type in MERGE_OPS and len(dynamic) == 2:
+                tail.add(n.name)
+                tail |= _residual_blocks(model, n, blocks, producer, fixed)
+                break
+            if n.op_type not in LINEAR_OPS or len(dynamic) != 1 or (n.op_type == "Div" and n.input[0] in fixed):
+                break  # (constant / x is not linear)
+            tail.add(n.name)
+            tensor = dynamic[0]
+    return tail
+
+
+def _ancestors(tensor: str, producer: Mapping, stop: set) -> set:
+    """Node names upstream of ``tensor``, not walking through the tensors in ``stop``."""
+    seen: set = set()
+    stack = [tensor]
+    while stack:
+        t = stack.pop()
+        n = producer.get(t)
+        if t in stop or n is None or n.name in seen:
+            continue
+        seen.add(n.name)
+        stack.extend(i for i in n.input if i)
+    return seen
+
+
+def _residual_blocks(model, merge, blocks: int, producer: Mapping, fixed: set) -> set:
+    """``blocks`` residual blocks above the two-input ``merge`` node (see :func:`image_tail`)."""
+    taken: set = set()
+    while blocks > 0 and merge is not None and merge.op_type == "Add":
+        a, b = [i for i in merge.input if i and i not in fixed][:2]
+        up_b, up_a = _ancestors(b, producer, set()), _ancestors(a, producer, set())
+        if a in producer and producer[a].name in up_b:
+            stream, branch = a, b
+        elif b in producer and producer[b].name in up_a:
+            stream, branch = b, a
+        else:
+            break  # not a residual block: neither input is computed from the other
+        body = _ancestors(branch, producer, {stream})
+        downstream = _descendants(model, stream)
+        taken |= body & downstream
+        merge = producer.get(stream)
+        if merge is not None and merge.op_type in MERGE_OPS and blocks > 1:
+            taken.add(merge.name)
+        blocks -= 1
+    return taken
+
+
+def _descendants(model, tensor: str) -> set:
+    """Node names downstream of ``tensor`` (graph order is topological)."""
+    live, seen = {tensor}, set()
+    for node in model.graph.node:
+        if any(i in live for i in node.input):
+            seen.add(node.name)
+            live.update(node.output)
+    return seen
+
+
+def float_regions(model, tail_blocks: int = 0) -> FloatRegions:
     """Find the preprocessing and post-processing of ``model`` (one shape inference).
 
     Preprocessing: the stem is the first weighted node that works on an image (its input is not
@@ -237,7 +343,7 @@ def float_regions(model) -> FloatRegions:
             if node.name not in post:
                 post.add(node.name)
                 stack.extend(node.output)
-    return FloatRegions(pre, post, image)
+    return FloatRegions(pre, post, image, image_tail(model, image, pre, tail_blocks) - post)
 
 
 def _in_graph_order(model, names: set) -> List[str]:
@@ -254,17 +360,21 @@ def postprocess_nodes(model) -> List[str]:
     return _in_graph_order(model, float_regions(model).post)
 
 
-def float_nodes(model) -> List[str]:
-    """Everything kept out of INT8 by rule: before the stem and after the image-level skip."""
-    regions = float_regions(model)
-    return _in_graph_order(model, regions.pre | regions.post)
+def float_nodes(model, tail: bool = False, tail_blocks: int = 0) -> List[str]:
+    """Everything kept out of INT8 by rule: before the stem, after the image-level skip and, with
+    ``tail``, the skip itself with its linear correction tail and ``tail_blocks``
+    residual blocks above it (:func:`image_tail`)."""
+    regions = float_regions(model, tail_blocks)
+    return _in_graph_order(model, regions.pre | regions.post | (regions.tail if tail else set()))
 
 
-def qdq_targets(model, global_skip: bool = False, regions: Optional[FloatRegions] = None) -> Dict[str, list]:
+def qdq_targets(model, global_skip: bool = False, regions: Optional[FloatRegions] = None,
+                float_tail: bool = False) -> Dict[str, list]:
     """{activation tensor: [(node index, input index)]} that TensorRT wants quantised.
 
     Nodes before the stem or after the image-level skip (:func:`float_regions`, computed here
-    unless given) are never targets. An Add fed directly by the graph input or by a
+    unless given) are never targets, nor (``float_tail``) the skip's linear correction
+    tail (:func:`image_tail`; it also keeps the skip float whatever ``global_skip`` says). An Add fed directly by the graph input or by a
     preprocessing output is the image-level skip (output = input + correction); quantising it
     would put the whole frame through 8 bits (measured on PlainNet: 49 dB → 62 dB fidelity to
     fp32 when it is left in higher precision), so it is excluded unless ``global_skip=True``.
@@ -272,7 +382,7 @@ def qdq_targets(model, global_skip: bool = False, regions: Optional[FloatRegions
     regions = regions or float_regions(model)
     inits = {i.name for i in model.graph.initializer}
     constants = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    skip_float = regions.pre | regions.post
+    skip_float = regions.pre | regions.post | (regions.tail if float_tail else set())
     fixed = inits | constants
     targets: Dict[str, list] = {}
     for k, node in enumerate(model.graph.node):
@@ -291,7 +401,7 @@ def qdq_targets(model, global_skip: bool = False, regions: Optional[FloatRegions
 def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
                   exclude_nodes: Iterable[str] = (), per_channel: bool = True,
                   quantize_adds: bool = True, global_skip: bool = False,
-                  float_inputs: Sequence[str] = ()) -> QdqReport:
+                  float_inputs: Sequence[str] = (), float_tail: bool = False, tail_blocks: int = 0) -> QdqReport:
     """Insert TensorRT-style Q/DQ pairs (see the module docstring) and save the model.
 
     Activation scales are per tensor, amax / 127 from ``ranges``; weight scales per output
@@ -303,10 +413,11 @@ def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
     quantises the image-level skip Add (see :func:`qdq_targets`); ``float_inputs``: graph inputs
     kept float with every node computed from them alone and the nodes that read those
     (:func:`side_float_nodes`, the student's prompt branch and FiLM Mul/Add), so no Q/DQ pair is
-    ever put on them.
+    ever put on them; ``float_tail``: the image-level skip and its linear correction
+    tail stay float (:func:`image_tail`), with ``tail_blocks`` residual blocks above it.
 
     Returns:
-        A :class:`QdqReport` (``excluded`` lists the nodes asked for, not those of ``float_inputs``).
+        A :class:`QdqReport` (``excluded`` lists the nodes asked for, not those kept float by rule).
 
     Raises:
         ValueError: the model's opset is below 13 (no per-channel Q/DQ).
@@ -321,8 +432,10 @@ def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
         raise ValueError(f"{onnx_path}: opset {opset} < 13 has no per-channel Q/DQ; re-export with opset 17")
     exclude = set(exclude_nodes)
     report = QdqReport(path=os.fspath(out_path), excluded=sorted(exclude))
-    regions = float_regions(model)
+    regions = float_regions(model, tail_blocks)
     exclude |= regions.pre | regions.post | set(side_float_nodes(model, float_inputs) if float_inputs else ())
+    if float_tail:
+        exclude |= regions.tail
     inits = {i.name: i for i in model.graph.initializer}
     new_nodes: Dict[int, list] = {}  # insert before node index
     graph_nodes = list(model.graph.node)
@@ -342,7 +455,7 @@ def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
         return dq_out
 
     # activations: one Q/DQ pair per tensor, shared by all its targeted consumers
-    for tensor, uses in qdq_targets(model, global_skip, regions).items():
+    for tensor, uses in qdq_targets(model, global_skip, regions, float_tail).items():
         uses = [(k, i) for k, i in uses if graph_nodes[k].name not in exclude
                 and (quantize_adds or graph_nodes[k].op_type != "Add")]
         if not uses:
@@ -413,13 +526,16 @@ def _tensors_data(ranges: Mapping[str, TensorRange]):
 
 def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activation: str = "uint8",
                  per_channel: bool = True, reader=None, exclude_nodes: Sequence[str] = (),
-                 reduce_range: bool = True, float_inputs: Sequence[str] = ()) -> str:
+                 reduce_range: bool = True, float_inputs: Sequence[str] = (), float_tail: bool = False,
+                 tail_blocks: int = 0) -> str:
     """ORT static QDQ quantisation from our ranges; ``activation`` "uint8" (U8S8) or "int8" (S8S8).
 
     ``float_inputs``: graph inputs kept float, with every node computed from them alone and
     the nodes that read those (:func:`side_float_nodes`: the student's prompt weights, its
     prompt branch and the FiLM Mul/Add); the branch's ranges are not given to ONNX Runtime, so
-    it puts no QuantizeLinear on them.
+    it puts no QuantizeLinear on them. ``float_tail``: the image-level skip Add and its
+    linear correction tail stay float (:func:`image_tail`, part of :func:`float_nodes`), with
+    ``tail_blocks`` residual blocks above it.
 
     ``reduce_range`` (default on): 7-bit weights. On x86 without VNNI, ONNX Runtime's U8S8
     kernels multiply with AVX2 ``vpmaddubsw``, which adds each pair of u8×s8 products into a
@@ -443,7 +559,7 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
     out_path = os.fspath(out_path)
     model = onnx.load(os.fspath(onnx_path))
-    exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + float_nodes(model)
+    exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + float_nodes(model, tail=float_tail, tail_blocks=tail_blocks)
                                        + (side_float_nodes(model, float_inputs) if float_inputs else [])))
     if float_inputs:
         side = _side_tensors(model, float_inputs)

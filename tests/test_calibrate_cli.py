@@ -107,8 +107,9 @@ def test_refused_route_is_reported_with_fp16_search(bundle, tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "REFUSED INT8 for: noise/cpu-u8s8, noise/trt-qdq" in text
-    trt = next(g for g in json.loads((out / "calibration.json").read_text())["routes"]["noise"]["gate"]
-               if g["flavour"] == "trt-qdq")
+    noise = json.loads((out / "calibration.json").read_text())["routes"]["noise"]
+    assert noise["float_tail"] is True  # --float-tail auto: refused without the image tail, tried with it
+    trt = next(g for g in noise["gate"] if g["flavour"] == "trt-qdq")
     assert not trt["passed"] and trt["fp16_layers"] and trt["mixed_passed"] is False
     assert "limit -100" in trt["reason"]
 

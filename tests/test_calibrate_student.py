@@ -143,3 +143,45 @@ def test_student_needs_a_frame_per_prompt_slot(bundles, tmp_path, capsys):
                    "--out", str(tmp_path / "x"), "--size", "32x24", "--bench-runs", "0"])
     assert rc == 2
     assert "--frames >= 3" in capsys.readouterr().out
+
+
+def test_sensitivity_diagnosis_and_tail_options(bundles, tmp_path, capsys):
+    """--sensitivity N ranks the student's U8S8 nodes and tensors (printed and in
+    student.sensitivity.json); --no-float-tail quantises the image tail; the report records the
+    tail options and the student's percentile."""
+    out = tmp_path / "diag"
+    rc = cli.main(["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "3",
+                   "--holdout", "1", "--size", "32x24", "--out", str(out), "--bench-runs", "0", "--threads", "1",
+                   "--sensitivity", "1", "--student-percentile", "99.5"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    report = json.loads((out / "calibration.json").read_text())
+    assert report["float_tail"] == "auto" and report["tail_blocks"] == 1 and report["student"]["percentile"] == 99.5
+    assert report["student"]["float_tail"] is (not all(g["passed"] for g in report["student"]["gate"]))
+    diag = json.loads((out / "student.sensitivity.json").read_text())
+    assert report["student"]["sensitivity"]["path"] == str(out / "student.sensitivity.json")
+    fp32 = onnx.load(str(bundles[1].student_path))
+    ops = {n.name: n.op_type for n in fp32.graph.node}
+    only = [r["node"] for r in diag["only"]]
+    assert only and sorted(only) == sorted(r["node"] for r in diag["float"])
+    assert "/c1/Conv" in only and not {n for n in only if ops[n] == "MatMul"}  # the prompt branch stays float
+    assert all(a["fidelity_db"] <= b["fidelity_db"] for a, b in zip(diag["only"], diag["only"][1:]))
+    assert diag["tensors"] and np.isfinite(diag["tensors"][0]["sqnr_db"])  # worst first
+    assert all(a["sqnr_db"] <= b["sqnr_db"] for a, b in zip(diag["tensors"], diag["tensors"][1:]))
+    assert "node sensitivity (only this node INT8)" in text and "SQNR dB" in text
+
+    # TinyStudent's tail: x + 0.1·up(c2(h)). --float-tail on: the skip Add float; off: quantised; auto:
+    # off while the gate passes (a limit nothing misses), on when it refuses (a limit nothing meets)
+    skip = next(n for n in fp32.graph.node if n.op_type == "Add" and "input" in n.input).name
+    lenient, strict = ["--max-loss-db", "100", "--min-fidelity-db", "0"], ["--max-loss-db", "-100", "--min-fidelity-db", "1000"]
+    for j, (flags, tail) in enumerate(((["--float-tail", "on"], True), (["--float-tail", "off"], False),
+                                       (lenient, False), (strict, True))):
+        o = tmp_path / f"t{j}"
+        assert cli.main(["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "3",
+                         "--holdout", "1", "--size", "32x24", "--out", str(o), "--bench-runs", "0",
+                         "--threads", "1", *flags]) == 0
+        assert json.loads((o / "calibration.json").read_text())["student"]["float_tail"] is tail, flags
+        q = onnx.load(str(o / "student.int8-cpu.onnx"))
+        producers = {p: n.op_type for n in q.graph.node for p in n.output}
+        node = next(n for n in q.graph.node if n.name == skip)
+        assert any(producers.get(i) == "DequantizeLinear" for i in node.input) is not tail, flags

@@ -51,6 +51,10 @@ def test_trt_qdq_follows_tensorrt_rules(calibrated):
     # the block residual Add is quantised, the image-level skip (input + correction) is not
     assert len(report.quantized_convs) == 4 and len(report.quantized_adds) == 1
     assert len(write_trt_qdq(fp32, ranges, d / "trt_all.onnx", global_skip=True).quantized_adds) == 2
+    # with the image tail float: the tail conv and the last residual Add are not quantised
+    tail = write_trt_qdq(fp32, ranges, d / "trt_tail.onnx", float_tail=True)
+    assert tail.quantized_convs == ["/head/Conv", "/block/block.0/Conv", "/block/block.2/Conv"]
+    assert tail.quantized_adds == []
     model = onnx.load(d / "trt.onnx")
     assert audit_onnx(model).ok  # 3-input DQ, int8 zero point 0, positive scales, 8.5 + 10
     inits = _inits(model)
@@ -159,3 +163,60 @@ def test_tone_and_field_heads_stay_in_higher_precision(tmp_path):
         assert all(producers[n.input[0]].op_type != "DequantizeLinear" for n in heads), path
         stem_q = next(n for n in q.graph.node if n.op_type == "Conv" and "stem" in n.name)
         assert producers[stem_q.input[0]].op_type == "DequantizeLinear", path
+
+
+class GlobalResidual(nn.Module):
+    """Route-like: stem s, one residual block, then recon(features − s) added to the frame (the
+    routes' global-residual difference, engines/training/models/ecmrnet.py)."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        torch.manual_seed(1)
+        self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+        self.stem = nn.Conv2d(4, c, 3, padding=1)
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+        self.recon = nn.Conv2d(c, 4, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        s = torch.relu(self.stem(self.down(x)))
+        h = s + self.conv2(torch.relu(self.conv1(s)))
+        return x + self.up(self.recon(h - s))
+
+
+def test_image_tail_rule_keeps_the_linear_correction_float(calibrated, tmp_path):
+    """The rule from the graph's structure: the image-level skip, the linear chain feeding its
+    correction (tail conv, pixel shuffle, constant scale) and the last merge stay float; with
+    tail_blocks=1 the residual block above it too; a global-residual Sub ends the walk."""
+    from tir.calibration.qdq import float_nodes, float_regions
+
+    d, fp32, ranges, held, ref = calibrated
+    model = onnx.load(fp32)
+    assert float_regions(model).tail == {"/Add_1", "/Mul", "/up/DepthToSpace", "/tail/Conv", "/Add"}
+    assert float_regions(model, tail_blocks=1).tail == float_regions(model).tail | {
+        "/block/block.0/Conv", "/block/block.1/Relu", "/block/block.2/Conv"}
+    assert "/head/Conv" not in float_nodes(model, tail=True, tail_blocks=5)  # the stream's source stays INT8
+    assert {"/tail/Conv", "/Add_1"} <= set(float_nodes(model, tail=True))
+    assert not {"/tail/Conv", "/Add_1"} & set(float_nodes(model))         # off unless asked (session-7 rules)
+
+    route = tmp_path / "route.onnx"
+    export_onnx(GlobalResidual(), route, input_shape=(1, 1, 32, 32))
+    graph = onnx.load(route)
+    ops = {n.name: n.op_type for n in graph.graph.node}
+    tail = float_regions(graph).tail
+    assert sorted(ops[n] for n in tail) == ["Add", "Conv", "DepthToSpace", "Sub"]
+    assert float_regions(graph, tail_blocks=3).tail == tail                # Sub is no residual block
+
+    # the U8S8 CPU model: the tensors inside the tail are not quantised (the tail conv reads the
+    # merge's sum and the skip reads the scaled correction directly), its weights stay float, and
+    # the block convs are quantised (their outputs, the merge's inputs, too)
+    path = quantize_cpu(fp32, ranges, d / "u8s8_tail.onnx", float_tail=True)
+    q = onnx.load(path)
+    producers = {o: n for n in q.graph.node for o in n.output}
+    nodes = {n.name: n for n in q.graph.node}
+    assert producers[nodes["/tail/Conv"].input[0]].name == "/Add"
+    assert producers[nodes["/Add_1"].input[1]].name == "/Mul"
+    assert nodes["/tail/Conv"].input[1] == "tail.weight"
+    block = next(n for n in q.graph.node if n.name == "/block/block.2/Conv")
+    assert producers[block.input[0]].op_type == "DequantizeLinear"
+    out = ort_session(path).run(None, {"input": held})[0]
+    assert psnr(ref, out) > 30.0

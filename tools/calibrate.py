@@ -21,6 +21,12 @@ the prompt input and its branch kept float in both INT8 models, and one gate row
 (``student/<task>``) on that task's held-out frames; the report's ``student`` entry holds them.
 The student gets no FP16-layer search.
 
+``--float-tail auto`` (default): each model is first written with the session-7 float regions;
+when the gate refuses it, it is written and gated again with the image-level skip and its
+linear tail float (``calibration.qdq.image_tail``, ``--tail-blocks``), and those models are
+kept (the report's ``float_tail`` says which). ``--sensitivity N`` adds a per-node and
+per-tensor diagnosis of the CPU model (``calibration/sensitivity.py``).
+
 The TensorRT flavour's numbers here are ONNX Runtime CPU simulating its Q/DQ (S8S8); on the
 device, re-check with ``tir bench --backend tensorrt``.
 """
@@ -46,7 +52,9 @@ def add_arguments(parser) -> None:
     ``--frames``, ``--source``, ``--method``, ``--percentile``, ``--out``, ``--size WxH`` (px),
     ``--holdout``, ``--routes``, ``--max-loss-db`` / ``--min-fidelity-db`` (dB, the gate),
     ``--trt-version``, ``--bench-runs``, ``--threads``, ``--reduce-range``, ``--trt-adds``,
-    ``--no-fp16-search``, ``--data``, ``--seed``, ``--student``.
+    ``--no-fp16-search``, ``--data``, ``--seed``, ``--student``, ``--student-percentile``, ``--float-tail``,
+    ``--tail-blocks N``,
+    ``--sensitivity N``.
     """
     add_bundle_argument(parser, "model bundle folder (manifest.json + route-*.onnx)", required=True)
     parser.add_argument("--frames", type=int, default=500, help="calibration frames (default 500)")
@@ -83,6 +91,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-fp16-search", action="store_true", help="skip the FP16-layer search on refusal")
     parser.add_argument("--data", default=None, help="RoadScene folder (default ../shared/data/roadscene-ir)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--float-tail", default="auto", choices=("auto", "on", "off"),
+                        help="keep the image-level skip Add and its linear correction tail (reconstruction conv "
+                             "back to the last residual merge, --tail-blocks blocks above) float in both INT8 "
+                             "models: on, off, or auto (default: off, and on only for a model the gate refuses "
+                             "without it, since on the CPU it costs speed; calibration.qdq.image_tail, "
+                             "docs/int8.md 'Session 8')")
+    parser.add_argument("--tail-blocks", type=int, default=1, metavar="N",
+                        help="with --float-tail, also keep the N residual blocks above the tail float (default 1: "
+                             "the student's last block; a route's tail ends at its global-residual Sub, so N does "
+                             "not change the routes)")
+    parser.add_argument("--student-percentile", type=float, default=99.9,
+                        help="the student's --percentile (default 99.9: its activations are heavy-tailed, peak/RMS "
+                             "30-60; 99.9 beat 99.99 and min-max on it, docs/int8.md 'Session 8')")
+    parser.add_argument("--sensitivity", type=int, default=0, metavar="N",
+                        help="diagnose the CPU (U8S8) model on N held-out frames (per prompt for the student): "
+                             "per-node sensitivity (only this node INT8 / all but this node INT8) and per-tensor "
+                             "uint8 SQNR, printed and written to <stem>.sensitivity.json (default 0 = off; "
+                             "calibration/sensitivity.py)")
 
 
 def _latency(paths: dict, size, threads: int, runs: int, prompt=None) -> dict:
@@ -171,10 +197,11 @@ def _student_frames(args, size, prompts):
     return CalibrationSet(name, args.frames, size, frame), extra
 
 
-def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_inputs=()):
+def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_inputs=(), tail: bool = False):
     """Write ``<stem>.ranges.json``, the TensorRT Q/DQ and ONNX Runtime U8S8 models and the
     TensorRT calibration cache from ``ranges`` into ``out``; ``float_inputs``: graph inputs kept
-    float with their branch (the student's prompt, :func:`tir.calibration.qdq.side_float_nodes`).
+    float with their branch (the student's prompt, :func:`tir.calibration.qdq.side_float_nodes`);
+    ``tail``: the image tail stays float (:func:`tir.calibration.qdq.image_tail`, ``--tail-blocks``).
 
     Returns:
         ``(files, trt_report, qdq_options)``: {kind: path}, the Q/DQ writer's report and the
@@ -185,13 +212,67 @@ def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_input
     files = {k: str(out / f"{stem}.{k}") for k in ("int8-trt.onnx", "int8-cpu.onnx", "calib.cache", "ranges.json")}
     Path(files["ranges.json"]).write_text(json.dumps(
         {k: {"amax": r.amax, "min": r.min, "max": r.max} for k, r in ranges.items()}, indent=1) + "\n")
-    qdq_options = {"quantize_adds": args.trt_adds != "none", "global_skip": args.trt_adds == "all"}
+    qdq_options = {"quantize_adds": args.trt_adds != "none", "global_skip": args.trt_adds == "all",
+                   **_tail_options(args, tail)}
     trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"], float_inputs=list(float_inputs), **qdq_options)
     quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8", reduce_range=args.reduce_range,
-                 float_inputs=list(float_inputs))
+                 float_inputs=list(float_inputs), **_tail_options(args, tail))
     trt_cache_from_ranges({k: r for k, r in ranges.items() if k not in float_inputs}, files["calib.cache"],
                           version=args.trt_version)
     return files, trt_report, qdq_options
+
+
+def _sensitivity(fp32: str, stem: str, ranges: dict, cases, args, out: Path, float_inputs=(), tail: bool = False) -> dict:
+    """``--sensitivity``: rank the U8S8 model's nodes and tensors by the INT8 error they cause
+    (:mod:`tir.calibration.sensitivity`), print both tables and write ``<stem>.sensitivity.json``.
+
+    ``cases``: ``[(feeds, runner_for)]``, one per prompt slot (one for a route): ``feeds`` the
+    fp32 model's input dicts for the diagnosed frames, ``runner_for(path)`` a list of the
+    (H, W) outputs of the model at ``path`` on those frames. The figure is the mean fidelity
+    PSNR(int8, fp32) in dB over all cases' frames.
+
+    Returns:
+        {"path": the JSON file, "reference_db": fully quantised fidelity}.
+    """
+    from tir.calibration import gate, sensitivity as sens
+
+    refs = [outputs(fp32) for _, outputs in cases]
+
+    def evaluate(path: str) -> float:
+        return float(np.mean([gate.measure(r, outputs(path))["fidelity_db"] for r, (_, outputs) in zip(refs, cases)]))
+
+    work = out / f".{stem}-sensitivity"
+    result = {}
+    for mode in ("only", "float"):
+        reference, rows = sens.node_sensitivity(fp32, ranges, evaluate, work, mode=mode, float_inputs=float_inputs,
+                                                reduce_range=args.reduce_range, progress=True, **_tail_options(args, tail))
+        print(f"\n{stem}: " + sens.format_sensitivity(reference, rows, mode))
+        result["reference_db"] = reference
+        result[mode] = [r.to_dict() for r in rows]
+    import onnx
+
+    model = onnx.load(fp32)
+    side = set(float_inputs)
+    names = [n for n in ranges if n not in side and n in {o for node in model.graph.node for o in node.output}]
+    values = sens.tensor_values(fp32, [f for feeds, _ in cases for f in feeds], names, threads=args.threads)
+    errors = sens.tensor_errors(values, ranges)
+    print(f"\n{stem}: tensors on the uint8 grid, worst SQNR first\n" + sens.format_tensor_errors(errors))
+    result["tensors"] = [t.to_dict() for t in errors]
+    path = out / f"{stem}.sensitivity.json"
+    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return {"path": str(path), "reference_db": result["reference_db"]}
+
+
+def _tail_options(args, tail: bool) -> dict:
+    """The image-tail rule (``tail``, ``--tail-blocks``) as keyword arguments of the Q/DQ writers."""
+    return {"float_tail": bool(tail), "tail_blocks": int(getattr(args, "tail_blocks", 1))}
+
+
+def _tail_tries(args) -> list:
+    """The ``float_tail`` settings to try in turn (``--float-tail``): auto = without, then with
+    the image tail float when the gate refuses the first; on / off = that one."""
+    mode = getattr(args, "float_tail", "auto")
+    return {"on": [True], "off": [False]}.get(mode, [False, True])
 
 
 def _qdq_summary(report) -> dict:
@@ -207,12 +288,46 @@ def _int8_latency(fp32: str, files: dict, size, args, prompt=None) -> dict:
                     prompt=prompt)
 
 
+def _frames_of(held, n: int) -> list:
+    """The first ``n`` held-out frames as (1, 1, H, W) float32 batches (the degraded input of pairs)."""
+    return [(held.pair(i)[0] if held.has_references else held[i])[None, None].astype(np.float32)
+            for i in range(min(n, len(held)))]
+
+
+def _student_case(held, n: int, weights, threads: int):
+    """One ``--sensitivity`` case (:func:`_sensitivity`) for a student prompt slot: the first
+    ``n`` held-out frames with the (K,) ``weights`` as the (1, K) prompt."""
+    from tir.engines.backends.student import PROMPT_INPUT
+
+    w = np.asarray(weights, np.float32)[None]
+    xs = _frames_of(held, n)
+    feeds = [{"input": x, PROMPT_INPUT: w} for x in xs]
+
+    def outputs(path: str) -> list:
+        run = _prompted_runners(path, threads, w)[0]
+        return [np.clip(run(x)[0, 0], 0, 1) for x in xs]
+
+    return feeds, outputs
+
+
+def _route_case(held, n: int, threads: int):
+    """One ``--sensitivity`` case for a route: its first ``n`` held-out frames."""
+    xs = _frames_of(held, n)
+
+    def outputs(path: str) -> list:
+        run = _runner(path, threads)
+        return [np.clip(run(x)[0, 0], 0, 1) for x in xs]
+
+    return [{"input": x} for x in xs], outputs
+
+
 def calibrate_student(bundle, args, size, out: Path):
     """Calibrate the bundle's distilled student (``student.onnx``; inputs ``input`` (N, 1, H, W)
     and ``prompt`` (N, K) float32, K = the manifest's prompt slots; engines/backends/student.py).
 
     Ranges come from ``--frames`` calibration frames, frame i fed slot i mod K's one-hot prompt
-    (every slot exercised; RoadScene frames degraded with that slot's task). Both INT8 models
+    (every slot exercised; RoadScene frames degraded with that slot's task), at
+    ``--student-percentile`` with ``--method percentile``. Both INT8 models
     keep the prompt input and its branch float (``float_inputs``, :func:`tir.calibration.qdq.side_input_nodes`).
     The gate runs once per prompt slot: ``student/<task>`` on ``--holdout`` held-out frames of
     that task (RoadScene: degraded with it, clean ones for ``clean``; synthetic and folders: the
@@ -250,26 +365,39 @@ def calibrate_student(bundle, args, size, out: Path):
     log.info("student: calibrating on %s (%d frames, %d prompts)", frames.name, len(frames), k)
     t0 = time.perf_counter()
     collector = collect_ranges(fp32, frames, threads=args.threads, progress=True, extra_inputs=extra)
-    ranges = collector.ranges(args.method, percentile=args.percentile)
+    ranges = collector.ranges(args.method, percentile=getattr(args, "student_percentile", args.percentile))
     t_collect = time.perf_counter() - t0
 
-    files, trt_report, _ = _write_int8(fp32, "student", ranges, args, out, float_inputs=(PROMPT_INPUT,))
-
     eye = np.eye(k, dtype=np.float32)
-    runners = {flavour: _prompted_runners(path, args.threads, eye) for flavour, path in
-               (("fp32", fp32), ("cpu-u8s8", files["int8-cpu.onnx"]), ("trt-qdq", files["int8-trt.onnx"]))}
-    verdicts, held_names = [], {}
+    fp32_runners = _prompted_runners(fp32, args.threads, eye)
+    held_sets, held_names, cases, refs = [], {}, [], []
     for j, prompt in enumerate(prompts):
         held = calibration_set(args.source, args.holdout, size, seed=args.seed, holdout=True,
                                data_root=args.data, tasks=_prompt_tasks(prompt))
+        held_sets.append(held)
         held_names[prompt] = held.name
-        ref = gate.held_out_outputs(runners["fp32"][j], held)
-        for flavour in ("cpu-u8s8", "trt-qdq"):
-            verdicts.append(gate.gate_route(f"student/{prompt}", flavour, None, runners[flavour][j], held,
-                                            args.max_loss_db, args.min_fidelity_db, fp32_outputs=ref))
+        if args.sensitivity > 0:
+            cases.append(_student_case(held, args.sensitivity, eye[j], args.threads))
+        refs.append(gate.held_out_outputs(fp32_runners[j], held))
 
+    tries = _tail_tries(args)
+    for tail in tries:
+        files, trt_report, _ = _write_int8(fp32, "student", ranges, args, out, float_inputs=(PROMPT_INPUT,), tail=tail)
+        runners = {flavour: _prompted_runners(files[name], args.threads, eye)
+                   for flavour, name in (("cpu-u8s8", "int8-cpu.onnx"), ("trt-qdq", "int8-trt.onnx"))}
+        verdicts = [gate.gate_route(f"student/{prompt}", flavour, None, runners[flavour][j], held_sets[j],
+                                    args.max_loss_db, args.min_fidelity_db, fp32_outputs=refs[j])
+                    for j, prompt in enumerate(prompts) for flavour in ("cpu-u8s8", "trt-qdq")]
+        if all(v.passed for v in verdicts):
+            break
+        if tail is not tries[-1]:
+            log.info("student: refused without the image tail float; again with it (--float-tail auto)")
+
+    diagnosis = (_sensitivity(fp32, "student", ranges, cases, args, out, float_inputs=(PROMPT_INPUT,), tail=tail)
+                 if cases else None)
     return {
-        "route": "student", "fp32_onnx": fp32, "prompts": prompts, "files": files,
+        "route": "student", "fp32_onnx": fp32, "sensitivity": diagnosis, "float_tail": tail,
+        "percentile": getattr(args, "student_percentile", args.percentile) if args.method == "percentile" else None, "prompts": prompts, "files": files,
         "calibration_frames": len(frames), "holdout_frames": args.holdout, "calibration_source": frames.name,
         "holdout_source": held_names, "collect_s": round(t_collect, 1), "tensors": len(ranges),
         "trt_qdq": _qdq_summary(trt_report), "gate": [v.to_dict() for v in verdicts],
@@ -280,8 +408,9 @@ def calibrate_student(bundle, args, size, out: Path):
 def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
     """Calibrate one route: collect activation ranges on the calibration frames, write the INT8
     models, cache and ranges into ``out`` (see the module docstring), gate them against fp32 on
-    held-out frames (PSNR, dB) and, unless ``--no-fp16-search``, look for FP16 layers that make a
-    failing TensorRT flavour pass.
+    held-out frames (PSNR, dB), again with the image tail float if refused (``--float-tail
+    auto``) and, unless ``--no-fp16-search``, look for FP16 layers that make a failing
+    TensorRT flavour pass.
 
     Args:
         bundle: the loaded bundle.
@@ -299,7 +428,7 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
     """
     from tir.calibration import gate
     from tir.calibration.data import calibration_set
-    from tir.calibration.qdq import collect_ranges, qdq_targets
+    from tir.calibration.qdq import collect_ranges, float_regions, qdq_targets
     from tir.engines.degrade import TASKS
 
     fp32 = str(bundle.route_path(route))
@@ -314,20 +443,28 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
     ranges = collector.ranges(args.method, percentile=args.percentile)
     t_collect = time.perf_counter() - t0
 
-    files, trt_report, qdq_options = _write_int8(fp32, route, ranges, args, out)
-
     ref = gate.held_out_outputs(_runner(fp32, args.threads), held)
-    verdicts = []
-    for flavour, path in (("cpu-u8s8", files["int8-cpu.onnx"]), ("trt-qdq", files["int8-trt.onnx"])):
-        v = gate.gate_route(route, flavour, None, _runner(path, args.threads), held,
-                            args.max_loss_db, args.min_fidelity_db, fp32_outputs=ref)
+    tries = _tail_tries(args)
+    for tail in tries:
+        files, trt_report, qdq_options = _write_int8(fp32, route, ranges, args, out, tail=tail)
+        verdicts = [gate.gate_route(route, flavour, None, _runner(files[name], args.threads), held,
+                                    args.max_loss_db, args.min_fidelity_db, fp32_outputs=ref)
+                    for flavour, name in (("cpu-u8s8", "int8-cpu.onnx"), ("trt-qdq", "int8-trt.onnx"))]
+        if all(v.passed for v in verdicts):
+            break
+        if tail is not tries[-1]:
+            log.info("%s: refused without the image tail float; again with it (--float-tail auto)", route)
+    for v in verdicts:
+        flavour = v.flavour
         if flavour == "trt-qdq" and not v.passed and not args.no_fp16_search:
             import onnx
 
             model = onnx.load(fp32)
             nodes = list(model.graph.node)
             candidates = list(dict.fromkeys(
-                nodes[k].name for uses in qdq_targets(model, qdq_options["global_skip"]).values() for k, _ in uses
+                nodes[k].name for uses in qdq_targets(model, qdq_options["global_skip"], float_tail=qdq_options["float_tail"],
+                                                      regions=float_regions(model, qdq_options["tail_blocks"])).values()
+                for k, _ in uses
                 if qdq_options["quantize_adds"] or nodes[k].op_type != "Add"))
             work = out / f".{route}-fp16-search"
             work.mkdir(exist_ok=True)
@@ -339,10 +476,11 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
             if passed:
                 files["int8-trt-mixed.onnx"] = str(out / f"{route}.int8-trt-mixed.onnx")
                 os.replace(mixed, files["int8-trt-mixed.onnx"])
-        verdicts.append(v)
 
+    diagnosis = (_sensitivity(fp32, route, ranges, [_route_case(held, args.sensitivity, args.threads)], args, out,
+                              tail=tail) if args.sensitivity > 0 else None)
     return {
-        "route": route, "fp32_onnx": fp32, "files": files, "calibration_frames": len(frames),
+        "route": route, "fp32_onnx": fp32, "sensitivity": diagnosis, "float_tail": tail, "files": files, "calibration_frames": len(frames),
         "holdout_frames": len(held), "calibration_source": frames.name, "holdout_source": held.name,
         "collect_s": round(t_collect, 1), "tensors": len(ranges), "trt_qdq": _qdq_summary(trt_report),
         "gate": [v.to_dict() for v in verdicts], "latency_ms": _int8_latency(fp32, files, size, args),
@@ -412,7 +550,8 @@ def main(args) -> int:
         return 2
     report = {
         "bundle": str(bundle.path), "bundle_name": bundle.name, "source": args.source, "frames": args.frames,
-        "method": args.method, "reduce_range": bool(args.reduce_range), "size": f"{size[0]}x{size[1]}",
+        "method": args.method, "reduce_range": bool(args.reduce_range),
+        "float_tail": getattr(args, "float_tail", "auto"), "tail_blocks": int(getattr(args, "tail_blocks", 1)), "size": f"{size[0]}x{size[1]}",
         "threads": args.threads,
         "max_loss_db": args.max_loss_db, "trt_cache_version": args.trt_version,
         "command": "tir calibrate " + " ".join(
