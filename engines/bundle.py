@@ -431,6 +431,12 @@ AUTO_DEPLOY_KEYS = ("margin_db", "tasks", "delta_db", "source")
 #: margin, in dB: the INT8 accuracy gate's tolerance (calibration/gate.py ``MAX_LOSS_DB``), so a
 #: task loses at most what an INT8 route may lose
 DEFAULT_AUTO_MARGIN_DB = 0.3
+#: the widest margin deploy=auto takes, in dB: 10·log10(2) ≈ 3.01 dB is a student with twice the
+#: route's mean squared error, no longer "about as good"; a wider margin is deploy=student under
+#: another name (and a typo such as 30 for 0.3 would silently run the student everywhere)
+MAX_AUTO_MARGIN_DB = 3.0
+#: slack in dB when a recorded table is checked against its own delta_db (rounded to 1e-4 dB)
+_DELTA_ROUNDING_DB = 1e-4
 #: where the auto rule's numbers come from (recorded as ``auto_deploy.source``)
 AUTO_SOURCE = "student.metrics.val_psnr vs student.metrics.teacher_val_psnr (val split)"
 #: keys of the student entry (written by add_student)
@@ -685,8 +691,9 @@ def _check_student(manifest: dict, problems: List[str]) -> None:
 
 
 def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
-    """``auto_deploy`` is null or {margin_db: number ≥ 0, tasks: {route: routes|student} naming
-    every route and nothing else, delta_db: {route: dB}, source: text}; deploy=auto needs it."""
+    """``auto_deploy`` is null or {margin_db: number in [0, :data:`MAX_AUTO_MARGIN_DB`] dB, tasks:
+    {route: routes|student} naming every route and nothing else and agreeing with delta_db at
+    margin_db, delta_db: {route: dB}, source: text}; deploy=auto needs it."""
     entry = manifest.get("auto_deploy")
     fix = "rewrite it with `tir deploy --bundle DIR --set auto`"
     if entry is None:
@@ -705,6 +712,9 @@ def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
     margin = entry.get("margin_db")
     if "margin_db" in entry and not (_is_number(margin) and margin >= 0):
         problems.append(f"auto_deploy.margin_db {margin!r} must be a number of dB ≥ 0")
+    elif "margin_db" in entry and margin > MAX_AUTO_MARGIN_DB:
+        problems.append(f"auto_deploy.margin_db {margin!r} must be ≤ {MAX_AUTO_MARGIN_DB:g} dB (a student with "
+                        "twice the route's mean squared error); set deploy to 'student' to run it on every task")
     if "source" in entry and not isinstance(entry["source"], str):
         problems.append("auto_deploy.source must be a string")
     routes = [t.get("name") for t in manifest.get("tasks") or [] if isinstance(t, dict)]
@@ -731,6 +741,16 @@ def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
     if delta is not None and not (isinstance(delta, dict) and all(t in routes and _is_number(v)
                                                                   for t, v in delta.items())):
         problems.append("auto_deploy.delta_db must be an object {route: student − route val PSNR in dB}")
+    elif delta is not None and isinstance(table, dict) and _is_number(margin) and 0 <= margin <= MAX_AUTO_MARGIN_DB:
+        # the table is the rule of choose_auto_deploy on delta_db at margin_db: a hand edit that
+        # contradicts its own numbers is refused (a tie within the 1e-4 dB rounding goes either way)
+        wrong = {t: v for t, v in table.items() if t in delta and v in TASK_DEPLOY_CHOICES
+                 and abs(delta[t] + margin) > _DELTA_ROUNDING_DB
+                 and v != ("student" if delta[t] >= -margin else "routes")}
+        if wrong:
+            problems.append(f"auto_deploy.tasks {wrong} contradict auto_deploy.delta_db "
+                            f"{ {t: delta[t] for t in wrong} } at margin_db {margin:g} (the student where "
+                            f"student − route ≥ −margin); {fix}, or set deploy to 'routes' or 'student'")
 
 
 def choose_auto_deploy(student_psnr: Mapping[str, float], route_psnr: Mapping[str, float], tasks,
@@ -745,19 +765,25 @@ def choose_auto_deploy(student_psnr: Mapping[str, float], route_psnr: Mapping[st
         route_psnr: {task: the route's mean val PSNR in dB} on the same frames
             (``student.metrics.teacher_val_psnr``).
         tasks: the bundle's routes, every one of which gets a choice.
-        margin_db: tolerated loss in dB, ≥ 0 (default :data:`DEFAULT_AUTO_MARGIN_DB`).
+        margin_db: tolerated loss in dB, 0 to :data:`MAX_AUTO_MARGIN_DB` (default
+            :data:`DEFAULT_AUTO_MARGIN_DB`).
 
     Returns:
         The manifest's ``auto_deploy`` entry: ``{"margin_db", "tasks": {task: "routes"|"student"},
         "delta_db": {task: student − route, dB, rounded to 1e-4}, "source"}``.
 
     Raises:
-        BundleError: ``margin_db`` not a finite number ≥ 0, or a task without a finite number on
-            either side (the message names the tasks and how to get the numbers).
+        BundleError: ``margin_db`` not a finite number in [0, :data:`MAX_AUTO_MARGIN_DB`], or a
+            task without a finite number on either side (the message names the tasks and how to
+            get the numbers).
     """
     if not (_is_number(margin_db) and margin_db >= 0):
         raise BundleError(f"auto deploy margin {margin_db!r} must be a number of dB ≥ 0 (default "
                           f"{DEFAULT_AUTO_MARGIN_DB})")
+    if margin_db > MAX_AUTO_MARGIN_DB:
+        raise BundleError(f"auto deploy margin {margin_db!r} dB must be ≤ {MAX_AUTO_MARGIN_DB:g} dB (a student with "
+                          "twice the route's mean squared error; default "
+                          f"{DEFAULT_AUTO_MARGIN_DB}); to run the student on every task use deploy 'student'")
     tasks = list(tasks)
     lacking = [t for t in tasks if not (_is_number((student_psnr or {}).get(t))
                                         and _is_number((route_psnr or {}).get(t)))]
