@@ -397,14 +397,26 @@ def copy_bundle(src: PathLike, dst: PathLike) -> Path:
     ``dst``. The source is not touched.
 
     Raises:
-        BundleError: the source fails :func:`load_bundle`, or ``dst`` already exists.
+        BundleError: the source fails :func:`load_bundle`, ``dst`` already exists or lies inside
+            the source, or the copy cannot be written (a parent that is a file, no permission, a
+            full disk: what was copied is removed again, nothing half-written is left).
     """
     bundle = load_bundle(src)
     dst = Path(dst)
     if dst.exists():
         raise BundleError(f"{dst} already exists; choose a new folder for the copy (the original stays "
                           f"in {bundle.path})")
-    shutil.copytree(bundle.path, dst, ignore=shutil.ignore_patterns(MANIFEST + ".tmp"))
+    if dst.resolve().is_relative_to(bundle.path.resolve()):
+        raise BundleError(f"{dst} is inside the bundle {bundle.path} it would copy; choose a folder outside it")
+    try:
+        shutil.copytree(bundle.path, dst, ignore=shutil.ignore_patterns(MANIFEST + ".tmp"))
+    except OSError as exc:
+        shutil.rmtree(dst, ignore_errors=True)
+        # shutil.Error gathers (src, dst, why) per failed file: name the first
+        first = exc.args[0][0] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else None
+        why = first[2] if first else (exc.strerror or str(exc))
+        raise BundleError(f"cannot write the copy {dst}: {why} ({first[1] if first else exc.filename or dst}); "
+                          "choose a writable new folder (nothing was left there)") from exc
     return dst
 
 

@@ -1,6 +1,7 @@
 """deploy=auto (issue 11 item 5): per task the student where its val PSNR is within the margin of the
 route's, else the route. The rule and its edges, the manifest's auto_deploy table and its checks,
 the Restorer running the engine the table names, hot-swap, and the CLI (tir deploy, --deploy auto)."""
+import errno
 import json
 import shutil
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tir.engines.bundle import (DEFAULT_AUTO_MARGIN_DB, MAX_AUTO_MARGIN_DB, BundleError, add_student, choose_auto_deploy,
-                                load_bundle, save_manifest, set_deploy, validate_manifest, write_bundle)
+from tir.engines.bundle import (DEFAULT_AUTO_MARGIN_DB, MAX_AUTO_MARGIN_DB, BundleError, add_student,
+                                choose_auto_deploy, load_bundle, save_manifest, set_deploy, validate_manifest,
+                                write_bundle)
 from tir.engines.restorer import Restorer
 
 from test_restorer import H, MEANS, W, MeanRouter, Scale, _export, frame
@@ -284,7 +286,7 @@ def test_hot_swap_follows_the_new_manifests_deploy_unless_deploy_was_given(bundl
 
 
 # ----------------------------------------------------------------------------------- CLI
-def test_tir_deploy_shows_and_sets_the_table(bundles, tmp_path, capsys):
+def test_tir_deploy_shows_and_sets_the_table(bundles, tmp_path, capsys, monkeypatch):
     from tir.tools.cli import main
 
     folder = _copy(bundles, "auto", tmp_path)
@@ -303,6 +305,26 @@ def test_tir_deploy_shows_and_sets_the_table(bundles, tmp_path, capsys):
     assert main(["deploy", "--bundle", str(folder), "--set", "auto", "--margin-db", "1e308"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "must be ≤ 3 dB" in err[0] and (folder / "manifest.json").read_bytes() == before
+    # --out under a file, inside the bundle itself, or a copy that fails half way: one line, nothing left
+    (tmp_path / "a_file").write_text("x")
+    for out, says in ((tmp_path / "a_file" / "copy", "cannot write the copy"),
+                      (folder / "copy", "is inside the bundle")):
+        assert main(["deploy", "--bundle", str(folder), "--set", "routes", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0] and not out.exists(), err
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (bundles / "auto").iterdir())
+    real_copytree = shutil.copytree
+
+    def full_disk(src, dst, **kw):          # the disk fills up at the first route file
+        if str(src).endswith(".onnx"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return shutil.copy2(src, dst, **kw)
+
+    monkeypatch.setattr(shutil, "copytree", lambda s, d, **kw: real_copytree(s, d, copy_function=full_disk, **kw))
+    assert main(["deploy", "--bundle", str(folder), "--set", "routes", "--out", str(tmp_path / "full")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and not (tmp_path / "full").exists()
+    monkeypatch.undo()
     # tir distill refuses the margin before it trains anything (no work folder made)
     assert main(["distill", "--bundle", str(folder), "--out", str(tmp_path / "d"), "--margin-db", "30"]) == 2
     assert "must be ≤ 3 dB" in capsys.readouterr().out
