@@ -330,9 +330,12 @@ class BlurGate:
 
     def carry_from(self, old: "BlurGate") -> None:
         """Take over ``old``'s camera history and demoted count (a bundle hot-swap: the camera is
-        the same)."""
-        self.drops.extend(old.drops)
-        self.blurred_drops.extend(old.blurred_drops)
+        the same). The history is taken only when both measure with the same σ_min: drops
+        measured with another further blur are another quantity (a new bundle whose specs start
+        at a milder blur starts its history afresh, silent for :attr:`min_frames` frames)."""
+        if float(old.sigma_min) == self.sigma_min:
+            self.drops.extend(old.drops)
+            self.blurred_drops.extend(old.blurred_drops)
         self.demoted += int(old.demoted)
 
     def status(self) -> dict:

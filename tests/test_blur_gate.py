@@ -176,6 +176,10 @@ def test_carry_from_keeps_the_history():
     new.carry_from(old)
     assert list(new.drops) == list(old.drops) and list(new.blurred_drops) == list(old.blurred_drops)
     assert new.demoted == 1 and new.threshold() == pytest.approx(old.threshold())
+    # a bundle whose mildest blur is another σ measures another drop: its history starts afresh
+    milder = BlurGate({"blur": "clean"}, sigma_min=0.5)
+    milder.carry_from(old)
+    assert len(milder.drops) == 0 and milder.threshold() is None and milder.demoted == 1
 
 
 # --- the Restorer ------------------------------------------------------------------------------
