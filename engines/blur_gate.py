@@ -136,6 +136,13 @@ def _measurable(frame: np.ndarray, name: str) -> Optional[np.ndarray]:
     return x if min(x.shape) >= MIN_SIDE and np.isfinite(x).all() else None
 
 
+def _constant(frame: np.ndarray) -> bool:
+    """True for a finite frame of one value (a lens cap, a dead or saturated sensor, an all-zero
+    frame): it holds no detail at any scale."""
+    x = _as_frame(frame, "BlurGate")
+    return x.size > 0 and bool(np.isfinite(x).all()) and float(x.min()) == float(x.max())
+
+
 def band_ratio(frame: np.ndarray) -> Optional[float]:
     """The log ratio of fine-band to coarse-band energy of one frame (module docstring).
 
@@ -297,7 +304,10 @@ class BlurGate:
         does not show, counted in :attr:`demoted`; whether the frame is soft for this camera).
         The threshold is the history's before this frame joins it. A frame that cannot be
         measured, or a camera not yet seen for :attr:`min_frames` frames, keeps ``task``
-        (and counts as soft). The frame joins the camera's history only under a noise-free
+        (and counts as soft), except a constant frame (one finite value, any size: a lens cap,
+        a dead sensor): it holds no detail for a blur to have taken or a deblur to restore, so
+        a blur verdict on it loses its blur part at once (the shipped router calls an
+        all-zero frame ``blur`` with confidence 0.97). The frame joins the camera's history only under a noise-free
         verdict (``clean``, a blur task the gate judges or its partner): noise changes the
         bands, and a reference made of noisy frames is not the camera's.
 
@@ -311,6 +321,8 @@ class BlurGate:
         limit = self.threshold()
         self.last = self._measure(frame, task in self._noise_free)
         soft = limit is None or self.last is None or self.last > limit
+        if self.last is None and task in self.partners and _constant(frame):
+            soft = False   # no detail at all: nothing a blur took away, nothing a deblur can restore
         if not soft and task in self.partners:
             self.demoted += 1
             return self.partners[task], False
@@ -318,9 +330,12 @@ class BlurGate:
 
     def carry_from(self, old: "BlurGate") -> None:
         """Take over ``old``'s camera history and demoted count (a bundle hot-swap: the camera is
-        the same)."""
-        self.drops.extend(old.drops)
-        self.blurred_drops.extend(old.blurred_drops)
+        the same). The history is taken only when both measure with the same σ_min: drops
+        measured with another further blur are another quantity (a new bundle whose specs start
+        at a milder blur starts its history afresh, silent for :attr:`min_frames` frames)."""
+        if float(old.sigma_min) == self.sigma_min:
+            self.drops.extend(old.drops)
+            self.blurred_drops.extend(old.blurred_drops)
         self.demoted += int(old.demoted)
 
     def status(self) -> dict:

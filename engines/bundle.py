@@ -397,14 +397,26 @@ def copy_bundle(src: PathLike, dst: PathLike) -> Path:
     ``dst``. The source is not touched.
 
     Raises:
-        BundleError: the source fails :func:`load_bundle`, or ``dst`` already exists.
+        BundleError: the source fails :func:`load_bundle`, ``dst`` already exists or lies inside
+            the source, or the copy cannot be written (a parent that is a file, no permission, a
+            full disk: what was copied is removed again, nothing half-written is left).
     """
     bundle = load_bundle(src)
     dst = Path(dst)
     if dst.exists():
         raise BundleError(f"{dst} already exists; choose a new folder for the copy (the original stays "
                           f"in {bundle.path})")
-    shutil.copytree(bundle.path, dst, ignore=shutil.ignore_patterns(MANIFEST + ".tmp"))
+    if dst.resolve().is_relative_to(bundle.path.resolve()):
+        raise BundleError(f"{dst} is inside the bundle {bundle.path} it would copy; choose a folder outside it")
+    try:
+        shutil.copytree(bundle.path, dst, ignore=shutil.ignore_patterns(MANIFEST + ".tmp"))
+    except OSError as exc:
+        shutil.rmtree(dst, ignore_errors=True)
+        # shutil.Error gathers (src, dst, why) per failed file: name the first
+        first = exc.args[0][0] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else None
+        why = first[2] if first else (exc.strerror or str(exc))
+        raise BundleError(f"cannot write the copy {dst}: {why} ({first[1] if first else exc.filename or dst}); "
+                          "choose a writable new folder (nothing was left there)") from exc
     return dst
 
 
@@ -431,6 +443,12 @@ AUTO_DEPLOY_KEYS = ("margin_db", "tasks", "delta_db", "source")
 #: margin, in dB: the INT8 accuracy gate's tolerance (calibration/gate.py ``MAX_LOSS_DB``), so a
 #: task loses at most what an INT8 route may lose
 DEFAULT_AUTO_MARGIN_DB = 0.3
+#: the widest margin deploy=auto takes, in dB: 10·log10(2) ≈ 3.01 dB is a student with twice the
+#: route's mean squared error, no longer "about as good"; a wider margin is deploy=student under
+#: another name (and a typo such as 30 for 0.3 would silently run the student everywhere)
+MAX_AUTO_MARGIN_DB = 3.0
+#: slack in dB when a recorded table is checked against its own delta_db (rounded to 1e-4 dB)
+_DELTA_ROUNDING_DB = 1e-4
 #: where the auto rule's numbers come from (recorded as ``auto_deploy.source``)
 AUTO_SOURCE = "student.metrics.val_psnr vs student.metrics.teacher_val_psnr (val split)"
 #: keys of the student entry (written by add_student)
@@ -686,7 +704,10 @@ def _check_student(manifest: dict, problems: List[str]) -> None:
 
 def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
     """``auto_deploy`` is null or {margin_db: number ≥ 0, tasks: {route: routes|student} naming
-    every route and nothing else, delta_db: {route: dB}, source: text}; deploy=auto needs it."""
+    every route and nothing else and agreeing with delta_db at margin_db, delta_db: {route: dB},
+    source: text}; deploy=auto needs it. A recorded margin above :data:`MAX_AUTO_MARGIN_DB`
+    (written before the cap) still loads: :func:`choose_auto_deploy` refuses it only when a
+    table is computed again."""
     entry = manifest.get("auto_deploy")
     fix = "rewrite it with `tir deploy --bundle DIR --set auto`"
     if entry is None:
@@ -731,6 +752,16 @@ def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
     if delta is not None and not (isinstance(delta, dict) and all(t in routes and _is_number(v)
                                                                   for t, v in delta.items())):
         problems.append("auto_deploy.delta_db must be an object {route: student − route val PSNR in dB}")
+    elif delta is not None and isinstance(table, dict) and _is_number(margin) and margin >= 0:
+        # the table is the rule of choose_auto_deploy on delta_db at margin_db: a hand edit that
+        # contradicts its own numbers is refused (a tie within the 1e-4 dB rounding goes either way)
+        wrong = {t: v for t, v in table.items() if t in delta and v in TASK_DEPLOY_CHOICES
+                 and abs(delta[t] + margin) > _DELTA_ROUNDING_DB
+                 and v != ("student" if delta[t] >= -margin else "routes")}
+        if wrong:
+            problems.append(f"auto_deploy.tasks {wrong} contradict auto_deploy.delta_db "
+                            f"{ {t: delta[t] for t in wrong} } at margin_db {margin:g} (the student where "
+                            f"student − route ≥ −margin); {fix}, or set deploy to 'routes' or 'student'")
 
 
 def choose_auto_deploy(student_psnr: Mapping[str, float], route_psnr: Mapping[str, float], tasks,
@@ -745,19 +776,25 @@ def choose_auto_deploy(student_psnr: Mapping[str, float], route_psnr: Mapping[st
         route_psnr: {task: the route's mean val PSNR in dB} on the same frames
             (``student.metrics.teacher_val_psnr``).
         tasks: the bundle's routes, every one of which gets a choice.
-        margin_db: tolerated loss in dB, ≥ 0 (default :data:`DEFAULT_AUTO_MARGIN_DB`).
+        margin_db: tolerated loss in dB, 0 to :data:`MAX_AUTO_MARGIN_DB` (default
+            :data:`DEFAULT_AUTO_MARGIN_DB`).
 
     Returns:
         The manifest's ``auto_deploy`` entry: ``{"margin_db", "tasks": {task: "routes"|"student"},
         "delta_db": {task: student − route, dB, rounded to 1e-4}, "source"}``.
 
     Raises:
-        BundleError: ``margin_db`` not a finite number ≥ 0, or a task without a finite number on
-            either side (the message names the tasks and how to get the numbers).
+        BundleError: ``margin_db`` not a finite number in [0, :data:`MAX_AUTO_MARGIN_DB`], or a
+            task without a finite number on either side (the message names the tasks and how to
+            get the numbers).
     """
     if not (_is_number(margin_db) and margin_db >= 0):
         raise BundleError(f"auto deploy margin {margin_db!r} must be a number of dB ≥ 0 (default "
                           f"{DEFAULT_AUTO_MARGIN_DB})")
+    if margin_db > MAX_AUTO_MARGIN_DB:
+        raise BundleError(f"auto deploy margin {margin_db!r} dB must be ≤ {MAX_AUTO_MARGIN_DB:g} dB (a student with "
+                          "twice the route's mean squared error; default "
+                          f"{DEFAULT_AUTO_MARGIN_DB}); to run the student on every task use deploy 'student'")
     tasks = list(tasks)
     lacking = [t for t in tasks if not (_is_number((student_psnr or {}).get(t))
                                         and _is_number((route_psnr or {}).get(t)))]

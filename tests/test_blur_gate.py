@@ -53,14 +53,33 @@ def test_band_ratio_and_drop_are_contrast_free_and_tell_blur():
     assert blur_drop(x) < blur_drop(blurred(x, 1.0)) < blur_drop(blurred(x, 2.0)) < 0
 
 
-@pytest.mark.parametrize("frame", [np.zeros((H, W), np.float32),                 # flat
-                                   np.random.rand(MIN_SIDE - 1, 200).astype(np.float32),   # too few rows
+@pytest.mark.parametrize("frame", [np.random.rand(MIN_SIDE - 1, 200).astype(np.float32),   # too few rows
                                    np.full((H, W), np.nan, np.float32)])
 def test_what_cannot_be_measured_is_none(frame):
     assert band_ratio(frame) is None and blur_drop(frame) is None
     gate = warmed([scene(s) for s in range(MIN_FRAMES)])
     assert gate.add(frame) is None and len(gate.drops) == MIN_FRAMES   # not recorded
     assert gate.step("blur", frame) == ("blur", True)                    # nothing measured: kept
+
+
+@pytest.mark.parametrize("frame", [np.zeros((H, W), np.float32), np.full((H, W), 0.5, np.float32),
+                                   np.ones((13, 17), np.float32)])        # any size, even under MIN_SIDE
+@pytest.mark.parametrize("seen", [0, MIN_FRAMES])
+def test_a_constant_frame_loses_a_blur_verdict(frame, seen):
+    """An all-zero frame (a lens cap, a dead sensor) is called blur (0.97) by the shipped router;
+    there is no detail a blur took away nor one a deblur can restore: demoted, not recorded."""
+    assert band_ratio(frame) is None and blur_drop(frame) is None
+    gate = BlurGate({"blur": "clean", "CB": "contrast"})
+    for s in range(seen):
+        gate.add(scene(s))
+    assert gate.step("blur", frame) == ("clean", False)
+    assert gate.step("CB", frame) == ("contrast", False)
+    assert gate.step("noise", frame) == ("noise", True)                  # a noise verdict is the router's
+    assert gate.step("clean", frame) == ("clean", True)
+    assert gate.demoted == 2 and len(gate.drops) == seen
+    tiny = np.zeros((13, 17), np.float32)
+    tiny[5, 5] = 1.0                                                     # detail, but too small to measure: kept
+    assert gate.step("blur", tiny) == ("blur", True)
 
 
 @pytest.mark.parametrize("bad", [np.zeros((2, H, W)), np.zeros(5)])
@@ -157,6 +176,10 @@ def test_carry_from_keeps_the_history():
     new.carry_from(old)
     assert list(new.drops) == list(old.drops) and list(new.blurred_drops) == list(old.blurred_drops)
     assert new.demoted == 1 and new.threshold() == pytest.approx(old.threshold())
+    # a bundle whose mildest blur is another σ measures another drop: its history starts afresh
+    milder = BlurGate({"blur": "clean"}, sigma_min=0.5)
+    milder.carry_from(old)
+    assert len(milder.drops) == 0 and milder.threshold() is None and milder.demoted == 1
 
 
 # --- the Restorer ------------------------------------------------------------------------------
@@ -222,3 +245,11 @@ def test_stats_and_status_line_show_the_gate(blur_bundle):
     assert snap.to_dict()["blur"]["demoted"] == 1
     assert "blur gate demoted 1" in status_line(snap.to_dict())
     assert "blur gate" not in status_line({**snap.to_dict(), "blur": {"demoted": 0}})
+
+
+def test_restorer_passes_a_constant_frame_through(blur_bundle):
+    r = Restorer(blur_bundle, every=1, hysteresis=1)          # a fresh camera: the gate has seen nothing
+    x = np.full((1, 1, H, W), 0.2, np.float32)
+    assert np.array_equal(r.infer(x), x)                      # not the blur route's ×3
+    s = r.status()
+    assert s["decision"] == "clean" and s["gated_from"] == "blur" and s["blur"]["demoted"] == 1

@@ -330,3 +330,34 @@ def test_no_reference_report_on_constant_frames_says_there_is_nothing_to_cut(tmp
     assert "no column FPN in the input to cut" in text and "no scene to keep" in text and "nan" not in text
     r = json.loads(out.read_text())["sets"]["dir:flat"]
     assert r["column_fpn_cut"] is None and r["scene_correlation"] is None
+
+
+def test_constant_frames_give_finite_psnr_in_the_table_and_the_json(tmp_path, capsys, monkeypatch):
+    """A blur of a constant frame is the frame itself (PSNR inf): the per-task means cap it at
+    99 dB as the clean row does, so the table shows no inf/nan and the JSON stays standard JSON."""
+    import json
+
+    from tir.tools import cli
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
+    from tir.engines.bundle import write_bundle
+
+    same = _identity_bundle(tmp_path).path / "route-noise.onnx"
+    b = write_bundle(tmp_path / "b2", {"blur": same, "noise": same}, None, {"name": "t", "multiple": 2})
+    (tmp_path / "flat").mkdir()
+    for i, v in enumerate((0, 128, 255)):
+        cv2.imwrite(str(tmp_path / "flat" / f"f{i}.png"), np.full((48, 64), v, np.uint8))
+    out = tmp_path / "flat.json"
+    capsys.readouterr()
+    assert cli.main(["eval", "--bundle", str(b.path), "--data", str(tmp_path / "flat"), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "inf" not in text and "nan" not in text, text
+
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    r = json.loads(out.read_text(), parse_constant=refuse)["sets"]["dir:flat"]
+    blur = r["per_task"]["blur"]
+    assert blur["degraded"] == blur["auto"] == blur["true_route"] == 99.0 and blur["regret"] == 0.0
+    assert blur["gain_auto"] == 0.0 and r["per_task"]["noise"]["degraded"] < 99.0

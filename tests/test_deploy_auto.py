@@ -1,6 +1,7 @@
 """deploy=auto (issue 11 item 5): per task the student where its val PSNR is within the margin of the
 route's, else the route. The rule and its edges, the manifest's auto_deploy table and its checks,
 the Restorer running the engine the table names, hot-swap, and the CLI (tir deploy, --deploy auto)."""
+import errno
 import json
 import shutil
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tir.engines.bundle import (DEFAULT_AUTO_MARGIN_DB, BundleError, add_student, choose_auto_deploy,
-                                load_bundle, save_manifest, set_deploy, validate_manifest, write_bundle)
+from tir.engines.bundle import (DEFAULT_AUTO_MARGIN_DB, MAX_AUTO_MARGIN_DB, BundleError, add_student,
+                                choose_auto_deploy, load_bundle, save_manifest, set_deploy, validate_manifest,
+                                write_bundle)
 from tir.engines.restorer import Restorer
 
 from test_restorer import H, MEANS, W, MeanRouter, Scale, _export, frame
@@ -68,6 +70,11 @@ def test_the_choice_rule_and_its_margin_edges():
     for bad in (-0.1, float("nan"), True, "0.3"):
         with pytest.raises(BundleError, match="margin .* must be a number of dB ≥ 0"):
             choose_auto_deploy(student, route, tasks, bad)
+    # the widest margin is 3 dB (twice the route's MSE); 30 for 0.3 is refused, not student everywhere
+    assert choose_auto_deploy(student, route, tasks, MAX_AUTO_MARGIN_DB)["margin_db"] == 3.0
+    for huge in (3.0001, 30.0, 1e308):
+        with pytest.raises(BundleError, match="must be ≤ 3 dB .* use deploy 'student'"):
+            choose_auto_deploy(student, route, tasks, huge)
     with pytest.raises(BundleError, match=r"no student and route val PSNR for tasks \['zero'\]"):
         choose_auto_deploy(student, {**route, "zero": None}, tasks)
 
@@ -115,6 +122,17 @@ def test_the_table_is_recorded_and_checked_on_load(bundles, tmp_path):
         "auto_deploy.tasks values {'a': 'maybe'} must be one of routes, student"]
     assert problems(margin=0.3) == ["auto_deploy: unknown keys ['margin']; known: margin_db, tasks, delta_db, source"]
     assert problems(margin_db=-1) == ["auto_deploy.margin_db -1 must be a number of dB ≥ 0"]
+    # a wide margin recorded before the 3 dB cap still loads (its table agrees with it); it is refused
+    # only when a table is computed again
+    assert problems(margin_db=30, tasks={"a": "student", "b": "student"}) == []
+    # a hand edit that contradicts the table's own numbers (a: −0.2 dB, b: −1.0 dB at 0.3 dB)
+    assert problems(tasks={"a": "student", "b": "student"}) == [
+        "auto_deploy.tasks {'b': 'student'} contradict auto_deploy.delta_db {'b': -1.0} at margin_db 0.3 (the "
+        "student where student − route ≥ −margin); rewrite it with `tir deploy --bundle DIR --set auto`, or set "
+        "deploy to 'routes' or 'student'"]
+    assert any("{'a': 'routes'} contradict" in p for p in problems(tasks={"a": "routes", "b": "routes"}))
+    assert problems(margin_db=1.0, tasks={"a": "student", "b": "student"}) == []   # Δ −1.0 is within 1 dB
+    assert problems(delta_db={"a": -0.30004, "b": -1.0}, tasks={"a": "routes", "b": "routes"}) == []  # a rounded tie
     assert any("auto_deploy.delta_db must be" in p for p in problems(delta_db={"a": "x"}))
     assert validate_manifest({**m, "auto_deploy": None}) == [
         "deploy is 'auto' but the manifest has no auto_deploy table; rewrite it with `tir deploy --bundle DIR "
@@ -269,7 +287,7 @@ def test_hot_swap_follows_the_new_manifests_deploy_unless_deploy_was_given(bundl
 
 
 # ----------------------------------------------------------------------------------- CLI
-def test_tir_deploy_shows_and_sets_the_table(bundles, tmp_path, capsys):
+def test_tir_deploy_shows_and_sets_the_table(bundles, tmp_path, capsys, monkeypatch):
     from tir.tools.cli import main
 
     folder = _copy(bundles, "auto", tmp_path)
@@ -284,6 +302,34 @@ def test_tir_deploy_shows_and_sets_the_table(bundles, tmp_path, capsys):
     assert main(["deploy", "--bundle", str(folder), "--set", "auto", "--margin-db", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["tir deploy: error: auto deploy margin -1.0 must be a number of dB ≥ 0 (default 0.3)"]
+    before = (folder / "manifest.json").read_bytes()
+    assert main(["deploy", "--bundle", str(folder), "--set", "auto", "--margin-db", "1e308"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must be ≤ 3 dB" in err[0] and (folder / "manifest.json").read_bytes() == before
+    # --out under a file, inside the bundle itself, or a copy that fails half way: one line, nothing left
+    (tmp_path / "a_file").write_text("x")
+    for out, says in ((tmp_path / "a_file" / "copy", "cannot write the copy"),
+                      (folder / "copy", "is inside the bundle")):
+        assert main(["deploy", "--bundle", str(folder), "--set", "routes", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0] and not out.exists(), err
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (bundles / "auto").iterdir())
+    real_copytree = shutil.copytree
+
+    def full_disk(src, dst, **kw):          # the disk fills up at the first route file
+        if str(src).endswith(".onnx"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return shutil.copy2(src, dst, **kw)
+
+    monkeypatch.setattr(shutil, "copytree", lambda s, d, **kw: real_copytree(s, d, copy_function=full_disk, **kw))
+    assert main(["deploy", "--bundle", str(folder), "--set", "routes", "--out", str(tmp_path / "full")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and not (tmp_path / "full").exists()
+    monkeypatch.undo()
+    # tir distill refuses the margin before it trains anything (no work folder made)
+    assert main(["distill", "--bundle", str(folder), "--out", str(tmp_path / "d"), "--margin-db", "30"]) == 2
+    assert "must be ≤ 3 dB" in capsys.readouterr().out
+    assert not (tmp_path / "d").exists() and not (tmp_path / "d.work").exists()
     assert main(["deploy", "--bundle", str(bundles / "routes"), "--set", "student", "--out",
                  str(tmp_path / "o")]) == 2
     assert "has no student" in capsys.readouterr().err and not (tmp_path / "o").exists()

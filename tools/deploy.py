@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
                              "least the route's minus --margin-db, else the route; recorded as auto_deploy) "
                              "(default: show the table only)")
     parser.add_argument("--margin-db", type=float, default=None, metavar="DB",
-                        help="auto's margin in dB, ≥ 0 (default: the bundle's recorded one, else "
+                        help="auto's margin in dB, 0 to 3 (wider: use --set student) (default: the bundle's recorded one, else "
                              f"{DEFAULT_AUTO_MARGIN_DB}, the INT8 accuracy gate's)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="with --set: write a copy of the bundle there (a new folder) instead of "

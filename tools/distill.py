@@ -62,7 +62,7 @@ def add_arguments(parser) -> None:
                              "where its val PSNR is within --margin-db of the route's, else the route)")
     parser.add_argument("--margin-db", type=float, default=DEFAULT_AUTO_MARGIN_DB, metavar="DB",
                         help="the auto_deploy table (recorded whatever --deploy is): a task runs the student "
-                             "when its val PSNR is at least the route's minus this many dB (default "
+                             "when its val PSNR is at least the route's minus this many dB, 0 to 3 (default "
                              f"{DEFAULT_AUTO_MARGIN_DB}, the INT8 gate's margin)")
     parser.add_argument("--eval-split", choices=("val", "test"), default=None,
                         help="evaluate the finished student and its teachers on every frame of this split "
@@ -77,15 +77,21 @@ def main(args) -> int:
     (dB) per task against the teachers'.
 
     Returns:
-        0 done; 2 refused (``--crop`` not a multiple of 32, no finished student for
+        0 done; 2 refused (``--crop`` not a multiple of 32, a ``--margin-db`` outside 0-3 dB
+        (before any training), no finished student for
         ``--eval-split``, a BundleError, DatasetError or ValueError: one line printed).
     """
-    from tir.engines.bundle import BundleError
+    from tir.engines.bundle import BundleError, choose_auto_deploy
     from tir.engines.training.datasets import DatasetError
     from tir.engines.training.distill import DistillSettings, Distiller
 
     if args.crop % 32:
         print(f"tir distill: --crop {args.crop} must be a multiple of 32 (the student's spatial multiple)")
+        return 2
+    try:   # a bad --margin-db is refused now, not after the whole distillation
+        choose_auto_deploy({}, {}, [], args.margin_db)
+    except BundleError as exc:
+        print(f"tir distill: {exc}")
         return 2
     work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")
     settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from, steps=args.steps,

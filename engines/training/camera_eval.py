@@ -333,12 +333,15 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
         return result
     result["clean_identity"] = _summary(per[CLEAN]["auto"])
 
+    def mean_db(values):   # identical frames (a blur of a constant frame): inf -> 99 dB, as _summary
+        return float(np.mean(np.minimum(values, 99.0)))
+
     def rows(key_deg, key_auto, key_true):
         out = {}
         for t in tasks:
-            row = {"degraded": float(np.mean(per[t][key_deg])), "auto": float(np.mean(per[t][key_auto]))}
+            row = {"degraded": mean_db(per[t][key_deg]), "auto": mean_db(per[t][key_auto])}
             if true_routes:
-                row["true_route"] = float(np.mean(per[t][key_true]))
+                row["true_route"] = mean_db(per[t][key_true])
                 row["regret"] = float(np.mean(np.minimum(per[t][key_auto], 99.0)
                                               - np.minimum(per[t][key_true], 99.0)))
             row["gain_auto"] = row["auto"] - row["degraded"]
