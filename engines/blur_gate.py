@@ -70,6 +70,8 @@ DEFAULT_SIGMA_MIN = 1.0
 #: drop rises), never sharpens it, so the camera's own sharpness is the low end of its history;
 #: the 25th percentile holds while up to three quarters of the history is blurred
 REFERENCE_PERCENTILE = 25.0
+#: (width, height) px of the centred window the gate measures on larger frames
+MEASURE_WINDOW = (640, 512)
 #: the mildest blur's drop is measured on every DROP_EVERY-th recorded frame (its median moves
 #: slowly; it costs as much as the ratio itself)
 DROP_EVERY = 4
@@ -134,6 +136,16 @@ def _ratio(x: np.ndarray, step: float, pre_sigma: float = 0.0) -> Optional[float
 def _measurable(frame: np.ndarray, name: str) -> Optional[np.ndarray]:
     x = _as_frame(frame, name)
     return x if min(x.shape) >= MIN_SIDE and np.isfinite(x).all() else None
+
+
+def _window(x: np.ndarray) -> np.ndarray:
+    """The centred :data:`MEASURE_WINDOW` of a larger frame (the frame itself when it fits): the
+    gate's cost per routed frame stays that of a 640×512 frame at any resolution, and the camera's
+    references are measured on the same window."""
+    h, w = x.shape
+    mw, mh = MEASURE_WINDOW
+    top, left = max((h - mh) // 2, 0), max((w - mw) // 2, 0)
+    return x[top:top + mh, left:left + mw]
 
 
 def _constant(frame: np.ndarray) -> bool:
@@ -277,6 +289,7 @@ class BlurGate:
         x = _measurable(frame, "BlurGate")
         if x is None:
             return None
+        x = _window(x)
         step = quantum(x)
         drop = _drop(x, self.sigma_min, step=step)
         if drop is None or not record:
@@ -303,7 +316,9 @@ class BlurGate:
         """One routed frame: (``task``, or its partner when ``task`` carries a blur the frame
         does not show, counted in :attr:`demoted`; whether the frame is soft for this camera).
         The threshold is the history's before this frame joins it. A frame that cannot be
-        measured, or a camera not yet seen for :attr:`min_frames` frames, keeps ``task``
+        measured (or is not measured: under a noise-carrying verdict, or ``unknown``; frames
+        larger than :data:`MEASURE_WINDOW` are measured on its centred window), or a camera not
+        yet seen for :attr:`min_frames` frames, keeps ``task``
         (and counts as soft), except a constant frame (one finite value, any size: a lens cap,
         a dead sensor): it holds no detail for a blur to have taken or a deblur to restore, so
         a blur verdict on it loses its blur part at once (the shipped router calls an
@@ -319,7 +334,8 @@ class BlurGate:
             ValueError: the frame is not a single 2-D image.
         """
         limit = self.threshold()
-        self.last = self._measure(frame, task in self._noise_free)
+        # a noise-carrying verdict is neither judged nor recorded: not measured at all
+        self.last = self._measure(frame, True) if task in self._noise_free else None
         soft = limit is None or self.last is None or self.last > limit
         if self.last is None and task in self.partners and _constant(frame):
             soft = False   # no detail at all: nothing a blur took away, nothing a deblur can restore

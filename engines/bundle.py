@@ -801,7 +801,7 @@ def choose_auto_deploy(student_psnr: Mapping[str, float], route_psnr: Mapping[st
     if lacking:
         raise BundleError(f"no student and route val PSNR for tasks {lacking} (student.metrics.val_psnr and "
                           "teacher_val_psnr), so deploy=auto cannot choose for them; re-run `tir distill` "
-                          "(it measures both) or use --deploy routes/student")
+                          "(it measures both) or choose deploy routes or student (tir deploy --set, tir run --deploy)")
     table, delta = {}, {}
     for t in tasks:
         d = float(student_psnr[t]) - float(route_psnr[t])

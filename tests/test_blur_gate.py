@@ -124,7 +124,7 @@ def test_blur_is_judged_against_the_camera():
     x = scene(53)
     assert sharp.step("blur", x) == ("clean", False)
     assert sharp.step("CB", 0.4 * x + 0.15) == ("contrast", False)
-    assert sharp.step("BN", x) == ("BN", False)                  # noise-carrying: left to the router
+    assert sharp.step("BN", x) == ("BN", True) and sharp.last is None   # noise-carrying: not even measured
     for sigma in (1.0, 1.5, 2.0):                                # the spec's blur range, kept
         assert sharp.step("blur", blurred(x, sigma)) == ("blur", True)
         assert sharp.step("CB", 0.4 * blurred(x, sigma) + 0.15) == ("CB", True)
@@ -163,7 +163,7 @@ def test_only_noise_free_verdicts_join_the_history():
     noisy = np.clip(scene(30) + np.random.default_rng(0).normal(0, 0.04, (H, W)), 0, 1).astype(np.float32)
     for task in ("noise", "BN", "CBN", "unknown"):
         gate.step(task, noisy)
-    assert (list(gate.drops), gate.threshold()) == before and gate.last is not None
+    assert (list(gate.drops), gate.threshold()) == before and gate.last is None
     for task in ("clean", "contrast", "blur", "CB"):
         gate.step(task, scene(31))
     assert len(gate.drops) == 16
@@ -253,3 +253,16 @@ def test_restorer_passes_a_constant_frame_through(blur_bundle):
     assert np.array_equal(r.infer(x), x)                      # not the blur route's ×3
     s = r.status()
     assert s["decision"] == "clean" and s["gated_from"] == "blur" and s["blur"]["demoted"] == 1
+
+
+def test_a_large_frame_is_measured_on_its_centred_window():
+    """The cost per routed frame stays that of a 640×512 frame: a larger frame is measured on its
+    centred 640×512 window, for the history and the verdict alike."""
+    from tir.engines.blur_gate import MEASURE_WINDOW
+
+    big = cv2.resize(scene(7, 256, 320), (1280, 1024), interpolation=cv2.INTER_CUBIC)
+    w, h = MEASURE_WINDOW
+    centre = big[(1024 - h) // 2:(1024 - h) // 2 + h, (1280 - w) // 2:(1280 - w) // 2 + w]
+    a, b = BlurGate({"blur": "clean"}), BlurGate({"blur": "clean"})
+    assert a.add(big) == pytest.approx(b.add(centre))
+    assert list(a.blurred_drops) == pytest.approx(list(b.blurred_drops))

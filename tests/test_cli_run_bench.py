@@ -259,8 +259,13 @@ def test_run_with_a_backend_that_cannot_run_the_bundle_fails_at_start(capsys):
     out, err = capsys.readouterr()
     assert "is ONNX: run it with --backend onnxruntime or tensorrt, not torch" in err
     assert "tir run: output" not in out  # refused before anything was opened
-    # the shipped bundle's own deploy (auto: the student on noise, CN, BN, CBN) names the student
+    # the shipped bundle's own deploy (auto) falls back to the routes on a backend without the
+    # student, so the routes' message; auto asked for on the command line names the student
     assert main(["run", "--source", SOURCE, "--backend", "torch", "--frames", "3", "--port", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert "is ONNX: run it with --backend onnxruntime or tensorrt, not torch" in err
+    assert main(["run", "--source", SOURCE, "--backend", "torch", "--deploy", "auto", "--frames", "3",
+                 "--port", "0"]) == 2
     out, err = capsys.readouterr()
     assert "the student runs on ONNX Runtime only, not 'torch'; use --backend onnxruntime or --deploy routes" in err
     assert "tir run: output" not in out
