@@ -50,6 +50,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from .contrast_gate import one_frame
+from .fpn_gate import steps_key
 from .router import CLEAN
 
 #: the degradation op the gate judges (engines/degrade.py)
@@ -77,14 +79,6 @@ MEASURE_WINDOW = (640, 512)
 DROP_EVERY = 4
 #: band energies below this (squared [0, 1] units) are a flat frame: nothing to measure
 MIN_ENERGY = 1e-10
-
-
-def _as_frame(frame: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(frame, dtype=np.float32)
-    x = x.reshape(x.shape[-2:]) if x.ndim > 2 and int(np.prod(x.shape[:-2])) == 1 else x
-    if x.ndim != 2:
-        raise ValueError(f"{name} expects one (H, W) frame, got shape {np.shape(frame)}")
-    return x
 
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -134,7 +128,7 @@ def _ratio(x: np.ndarray, step: float, pre_sigma: float = 0.0) -> Optional[float
 
 
 def _measurable(frame: np.ndarray, name: str) -> Optional[np.ndarray]:
-    x = _as_frame(frame, name)
+    x = one_frame(frame, name)
     return x if min(x.shape) >= MIN_SIDE and np.isfinite(x).all() else None
 
 
@@ -151,7 +145,7 @@ def _window(x: np.ndarray) -> np.ndarray:
 def _constant(frame: np.ndarray) -> bool:
     """True for a finite frame of one value (a lens cap, a dead or saturated sensor, an all-zero
     frame): it holds no detail at any scale."""
-    x = _as_frame(frame, "BlurGate")
+    x = one_frame(frame, "BlurGate")
     return x.size > 0 and bool(np.isfinite(x).all()) and float(x.min()) == float(x.max())
 
 
@@ -206,10 +200,6 @@ def blur_drop(frame: np.ndarray, sigma: float = DEFAULT_SIGMA_MIN) -> Optional[f
     return None if x is None else _drop(x, float(sigma))
 
 
-def _key(steps: Sequence[dict]) -> tuple:
-    return tuple(sorted(repr(sorted(s.items())) for s in steps))
-
-
 def blur_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
     """Each task that is a blur plus only contrast steps -> the same task without the blur
     (``clean`` when nothing is left).
@@ -221,14 +211,14 @@ def blur_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
         {task: partner}; a task with noise (or any step outside blur and :data:`TONE_OPS`), or
         whose remaining steps match no task, is left out: the gate never touches it.
     """
-    by_steps = {_key(steps): name for name, steps in specs.items()}
+    by_steps = {steps_key(steps): name for name, steps in specs.items()}
     by_steps[()] = CLEAN
     out = {}
     for name, steps in specs.items():
         ops = [s.get("op") for s in steps]
         if BLUR_OP not in ops or not all(op == BLUR_OP or op in TONE_OPS for op in ops):
             continue
-        partner = by_steps.get(_key([s for s in steps if s.get("op") != BLUR_OP]))
+        partner = by_steps.get(steps_key([s for s in steps if s.get("op") != BLUR_OP]))
         if partner is not None:
             out[name] = partner
     return out

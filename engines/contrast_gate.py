@@ -83,6 +83,26 @@ DEFAULT_PRIOR_FRAMES = 8
 DEFAULT_MAX_FACTOR = 0.6
 
 
+def one_frame(frame: np.ndarray, name: str) -> np.ndarray:
+    """One frame as a 2-D float32 array, for the gates' measures.
+
+    Args:
+        frame: (H, W), (1, H, W) or (1, 1, H, W) array.
+        name: the measure's name, for the error.
+
+    Returns:
+        (H, W) float32 (a view where possible).
+
+    Raises:
+        ValueError: ``frame`` is not a single 2-D image.
+    """
+    x = np.asarray(frame, dtype=np.float32)
+    x = x.reshape(x.shape[-2:]) if x.ndim > 2 and int(np.prod(x.shape[:-2])) == 1 else x
+    if x.ndim != 2:
+        raise ValueError(f"{name} expects one (H, W) frame, got shape {np.shape(frame)}")
+    return x
+
+
 def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID,
                  percentiles: Sequence[float] = SPAN_PERCENTILES) -> float:
     """The contrast of one frame that per-pixel noise and the frame's resolution do not change.
@@ -100,10 +120,7 @@ def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID,
     Raises:
         ValueError: the frame is not a single 2-D image.
     """
-    x = np.asarray(frame, dtype=np.float32)
-    x = x.reshape(x.shape[-2:]) if x.ndim > 2 and int(np.prod(x.shape[:-2])) == 1 else x
-    if x.ndim != 2:
-        raise ValueError(f"lowpass_span expects one (H, W) frame, got shape {np.shape(frame)}")
+    x = one_frame(frame, "lowpass_span")
     h, w = x.shape
     small = cv2.resize(x, (max(min(int(grid[0]), w), 1), max(min(int(grid[1]), h), 1)),
                        interpolation=cv2.INTER_AREA)

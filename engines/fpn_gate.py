@@ -50,6 +50,7 @@ from typing import Dict, Mapping, NamedTuple, Sequence, Tuple
 import cv2
 import numpy as np
 
+from .contrast_gate import one_frame
 from .router import CLEAN, UNKNOWN
 
 #: σ in pixels of the 1-D Gaussian (along each row) whose residual is the horizontal high-pass
@@ -117,10 +118,7 @@ def column_pattern(frame: np.ndarray, bands: int = BANDS, sigma: float = SIGMA) 
     Raises:
         ValueError: the frame is not a single 2-D image, or ``bands`` < 2 or ``sigma`` ≤ 0.
     """
-    x = np.asarray(frame, dtype=np.float32)
-    x = x.reshape(x.shape[-2:]) if x.ndim > 2 and int(np.prod(x.shape[:-2])) == 1 else x
-    if x.ndim != 2:
-        raise ValueError(f"column_pattern expects one (H, W) frame, got shape {np.shape(frame)}")
+    x = one_frame(frame, "column_pattern")
     if int(bands) < 2 or not float(sigma) > 0.0:
         raise ValueError(f"column_pattern needs bands ≥ 2 and sigma > 0, got {bands}, {sigma}")
     h, w = x.shape
@@ -177,7 +175,9 @@ def carries_fpn(pattern: ColumnPattern, amplitude: float = AMPLITUDE, consistenc
             and pattern.periodicity < periodicity)
 
 
-def _key(steps: Sequence[dict]) -> tuple:
+def steps_key(steps: Sequence[dict]) -> tuple:
+    """An order-free identity of a spec's steps (list of op dicts): two tasks with the same steps
+    in any order have the same key. Used to pair tasks by their parts (this gate, the blur gate)."""
     return tuple(sorted(repr(sorted(s.items())) for s in steps))
 
 
@@ -201,12 +201,12 @@ def noise_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
         return {}
     noise = min(carrying, key=lambda n: (len(carrying[n]), n))
     part = list(carrying[noise])
-    by_steps = {_key(s): n for n, s in carrying.items()}
+    by_steps = {steps_key(s): n for n, s in carrying.items()}
     out = {CLEAN: noise, UNKNOWN: noise}
     for name, steps in specs.items():
         if name in carrying:
             continue
-        partner = by_steps.get(_key(list(steps) + part))
+        partner = by_steps.get(steps_key(list(steps) + part))
         if partner is not None:
             out[name] = partner
     return out
