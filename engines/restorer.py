@@ -17,10 +17,12 @@ Routing policy:
   uncertain verdict (probability of the nearest class below ``min_confidence``) are votes for
   pass-through, with the same hysteresis as any switch (never "keep the last route": a clean
   scene after a degraded one must not stay on that route); both are counted in :meth:`status`;
-- two gates then check the verdict against what the frame itself shows (:meth:`_gate`): the
+- three gates then check the verdict against what the frame itself shows (:meth:`_gate`): the
   contrast gate (engines/contrast_gate.py) takes the contrast part away when the frame's
-  contrast is normal for this camera; the FPN gate (engines/fpn_gate.py) adds the noise part
-  when the frame carries the column FPN of an uncalibrated FPA;
+  contrast is normal for this camera; the blur gate (engines/blur_gate.py) takes the blur part
+  of a noise-free verdict away when the frame is not soft for this camera; the FPN gate
+  (engines/fpn_gate.py) adds the noise part when the frame carries the column FPN of an
+  uncalibrated FPA;
 - ``task=...`` forces one route and never runs the router.
 
 Deploy (the manifest's ``deploy``, or ``deploy=...``): ``routes`` runs the route engine of the
