@@ -130,6 +130,8 @@ def test_evaluate_set_through_a_bundle(data_root, tmp_path):
         # no router: the automatic path passes through, the true route halves the contrast
         row = r["per_task"]["noise"]
         assert row["regret"] == pytest.approx(row["auto"] - row["true_route"], abs=1e-9)
+        # SSIM of the same frames: pass-through gives back the degraded input exactly
+        assert 0.0 < row["ssim_degraded"] < 1.0 and row["ssim_auto"] == pytest.approx(row["ssim_degraded"])
         if name == "cam16":  # raw counts: also scored as the user sees them
             assert set(r["display"]["per_task"]) == {"noise"}
             assert r["display"]["clean_identity"]["median"] == 99.0
@@ -173,7 +175,7 @@ def test_tir_eval_data_sets_prints_the_per_camera_table(data_root, tmp_path, cap
     out = tmp_path / "cams.json"
     assert cli.main(["eval", "--bundle", str(b.path), "--data", "cam8,cam16", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "cam8" in text and "cam16" in text and "per camera" in text
+    assert "cam8" in text and "cam16" in text and "per camera" in text and "SSIM degraded -> auto" in text
     assert set(json.loads(out.read_text())["sets"]) == {"cam8", "cam16"}
     assert cli.main(["eval", "--bundle", str(b.path), "--data", "cam8,nosuch"]) == 2  # a folder that is not there
 

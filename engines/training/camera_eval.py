@@ -19,7 +19,8 @@ Scores are PSNR of restored vs clean counts with the peak = the frame's full sca
   share of clean frames sent to pass-through, confusion counts;
 - do no harm: PSNR of the output of a clean frame against itself (median, 5th percentile);
 - per task: mean PSNR of the degraded input, of the automatic route, of the true route, and the
-  gain (automatic minus degraded);
+  gain (automatic minus degraded); mean SSIM (:func:`tir.engines.metrics.ssim`, the same peak) of
+  the degraded input and of the automatic route;
 - routing regret per task: mean PSNR of the automatic route minus the true route's (0 = the
   router's choice cost nothing; positive = it chose better than the label);
 - raw counts (scene-referred input, the normaliser is the AGC): a global contrast/brightness
@@ -47,7 +48,7 @@ import numpy as np
 
 from . import datasets as dsets
 from .. import degrade as deg
-from ..metrics import column_fpn, psnr
+from ..metrics import column_fpn, psnr, ssim
 from ..router import CLEAN
 
 NOISE_TASKS = ("noise", "CN", "BN", "CBN")
@@ -286,7 +287,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     classes = tasks + [CLEAN]
     scene_referred = ds.bits > 8
     per = {c: {"degraded": [], "auto": [], "true": [], "verdicts": [],
-               "d_degraded": [], "d_auto": [], "d_true": []} for c in classes}
+               "d_degraded": [], "d_auto": [], "d_true": [], "s_degraded": [], "s_auto": []} for c in classes}
     for i, f in enumerate(tqdm(frames, desc=name, unit="frame", disable=not progress)):
         for k, c in enumerate(classes):
             rng = np.random.default_rng([seed, i, k])
@@ -309,6 +310,8 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             if c == CLEAN:
                 continue
             per[c]["degraded"].append(psnr(counts / peak, clean / peak))
+            per[c]["s_degraded"].append(ssim(counts / peak, clean / peak))
+            per[c]["s_auto"].append(ssim(out / peak, clean / peak))
             if scene_referred:
                 per[c]["d_degraded"].append(psnr(display_map(counts), d_clean))
             if true_routes:
@@ -349,6 +352,9 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
         return out
 
     result["per_task"] = rows("degraded", "auto", "true")
+    for t, row in result["per_task"].items():   # SSIM (metrics.ssim, the frame's full scale) of the same frames
+        row["ssim_degraded"] = float(np.mean(per[t]["s_degraded"]))
+        row["ssim_auto"] = float(np.mean(per[t]["s_auto"]))
     result["min_gain_auto"] = min(r["gain_auto"] for r in result["per_task"].values())
     if scene_referred:
         result["display"] = {"clean_identity": _summary(per[CLEAN]["d_auto"]),
@@ -403,12 +409,14 @@ def format_cameras(result: dict) -> str:
             views = [("counts", r["per_task"])] + ([("display", r["display"]["per_task"])] if "display" in r else [])
             for view, table in views:
                 lines.append("")
-                lines.append(f"{name} ({view}): PSNR dB  degraded / auto route / true route (gain of auto, regret)")
+                lines.append(f"{name} ({view}): PSNR dB  degraded / auto route / true route (gain of auto, regret)"
+                             + ("; SSIM degraded -> auto" if view == "counts" else ""))
                 for t, row in table.items():
                     true = f"{row['true_route']:6.2f}" if "true_route" in row else "     -"
                     regret = f", {row['regret']:+.2f}" if "regret" in row else ""
+                    sim = f"; {row['ssim_degraded']:.3f} -> {row['ssim_auto']:.3f}" if "ssim_auto" in row else ""
                     lines.append(f"  {t:<9} {row['degraded']:6.2f} / {row['auto']:6.2f} / {true}  "
-                                 f"({row['gain_auto']:+.2f}{regret})")
+                                 f"({row['gain_auto']:+.2f}{regret}){sim}")
         elif r.get("router_only"):
             if "noise_routed" in r:
                 lines.append("")
