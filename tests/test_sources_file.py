@@ -216,7 +216,10 @@ def test_a_lost_source_shows_no_signal_in_the_pipeline(tmp_path, synthetic_frame
         snap = pipeline.snapshot()
         assert snap["connected"] is False and snap["ended"] is None and pipeline.running
         assert snap["source"]["connected"] is False
-        write_pngs(folder, synthetic_frames)
+        # the frames come back at once (a rename), so the source cannot reconnect to a half-written
+        # folder and lose it again
+        write_pngs(tmp_path / "staging", synthetic_frames)
+        (tmp_path / "staging").rename(folder)
         before = snap["frames"]
         deadline = time.monotonic() + 30  # the retry back-off reaches 5 s; a loaded CI machine is slow
         while pipeline.snapshot()["frames"] <= before + 2 and time.monotonic() < deadline:
