@@ -63,6 +63,31 @@ def _float_tensors(model) -> List[str]:
     return [n for n in dict.fromkeys(names) if types.get(n) == TensorProto.FLOAT]
 
 
+def tensor_session(model, names: Sequence[str], threads: int = 2):
+    """An ONNX Runtime CPU session of ``model`` (an onnx ModelProto, changed in place) whose
+    outputs include the tensors ``names``, graph optimisation off so that every tensor exists.
+
+    Args:
+        model: the loaded ONNX model.
+        names: tensor names to expose as outputs (those already outputs stay as they are).
+        threads: intra-op threads.
+
+    Returns:
+        ``onnxruntime.InferenceSession``.
+    """
+    import onnxruntime as ort
+    from onnx import helper
+
+    existing = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in existing:
+            model.graph.output.append(helper.make_empty_tensor_value_info(name))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
 def collect_ranges(onnx_path, frames, batch_size: int = 1, num_bins: int = 2048, threads: int = 2,
                    progress: bool = True, extra_inputs: Optional[Callable[[int, np.ndarray], Mapping[str, np.ndarray]]] = None
                    ) -> RangeCollector:
@@ -90,19 +115,10 @@ def collect_ranges(onnx_path, frames, batch_size: int = 1, num_bins: int = 2048,
         ValueError: the model has inputs besides the first and ``extra_inputs`` does not give them.
     """
     import onnx
-    import onnxruntime as ort
-    from onnx import helper
 
     model = onnx.load(os.fspath(onnx_path))
     names = _float_tensors(model)
-    existing = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in existing:
-            model.graph.output.append(helper.make_empty_tensor_value_info(name))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = tensor_session(model, names, threads)
     input_name, *others = [i.name for i in sess.get_inputs()]
     out_names = [o.name for o in sess.get_outputs()]
     collector = RangeCollector(num_bins)

@@ -213,18 +213,10 @@ def tensor_values(fp32_path, feeds: Sequence[Mapping[str, np.ndarray]], names: S
     array, e.g. (1, 1, H, W) float32 frames and a (1, K) float32 prompt; graph optimisation
     off, so every tensor exists): name -> one float32 array per feed, e.g. (1, C, H/4, W/4)."""
     import onnx
-    import onnxruntime as ort
-    from onnx import helper
 
-    model = onnx.load(os.fspath(fp32_path))
-    existing = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in existing:
-            model.graph.output.append(helper.make_empty_tensor_value_info(name))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    from .qdq import tensor_session
+
+    sess = tensor_session(onnx.load(os.fspath(fp32_path)), names, threads)
     outs: Dict[str, List[np.ndarray]] = {n: [] for n in names}
     for feed in feeds:
         for n, v in zip(names, sess.run(list(names), dict(feed))):
