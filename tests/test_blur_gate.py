@@ -3,12 +3,11 @@ its blur part (engines/blur_gate.py), in the Restorer, its status and the live p
 import cv2
 import numpy as np
 import pytest
-from tiny_models import OneHotRouter, Scale, export
+from tiny_models import one_hot_bundle
 
 from tir.engines import degrade as deg
 from tir.engines.blur_gate import (DEFAULT_SIGMA_MIN, MIN_FRAMES, MIN_SIDE, BlurGate, band_ratio, blur_drop,
                                    blur_partners, min_blur_sigma, quantum)
-from tir.engines.bundle import write_bundle
 from tir.engines.restorer import Restorer
 
 H, W = 120, 160
@@ -187,16 +186,7 @@ def test_carry_from_keeps_the_history():
 def _bundle(tmp, say):
     """Routes contrast (×2), blur (×3), CB (×4) with the shipped specs; a router that always
     names ``say``."""
-    classes = ["contrast", "blur", "CB", "clean"]
-    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
-    routes = {t: export(Scale(f), tmp / f"{t}.onnx", H, W) for t, f in (("contrast", 2.0), ("blur", 3.0), ("CB", 4.0))}
-    router = export(OneHotRouter(classes.index(say), len(classes)), tmp / "router.onnx", H, W)
-    meta = {"name": "blurgate",
-            "tasks": [{"name": t, "spec": {"name": t, "steps": specs[t]}} for t in ("contrast", "blur", "CB")],
-            "router": {"codebook": np.eye(len(classes)).tolist(), "tasks": classes, "threshold": 0.5,
-                       "temperature": 0.1, "input_size": [W, H]}}
-    write_bundle(tmp / "bundle", routes, router, meta)
-    return tmp / "bundle"
+    return one_hot_bundle(tmp, {"contrast": 2.0, "blur": 3.0, "CB": 4.0}, say, H, W)
 
 
 @pytest.fixture(scope="module")

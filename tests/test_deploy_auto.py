@@ -14,7 +14,8 @@ from tir.engines.bundle import (DEFAULT_AUTO_MARGIN_DB, MAX_AUTO_MARGIN_DB, Bund
                                 write_bundle)
 from tir.engines.restorer import Restorer
 
-from test_restorer import H, MEANS, W, MeanRouter, Scale, _export, frame
+from test_restorer import H, MEANS, W, MeanRouter, _export, frame
+from tiny_models import Scale
 from test_student import FactorStudent
 
 torch.set_num_threads(1)

@@ -3,10 +3,9 @@ the noise part added to its verdict (engines/fpn_gate.py), in the Restorer, its 
 live page's stats."""
 import numpy as np
 import pytest
-from tiny_models import OneHotRouter, Scale, export
+from tiny_models import one_hot_bundle
 
 from tir.engines import degrade as deg
-from tir.engines.bundle import write_bundle
 from tir.engines.fpn_gate import (AMPLITUDE, CONSISTENCY, NO_PATTERN, PERIODICITY, FPNGate, carries_fpn,
                                   column_pattern, noise_partners)
 from tir.engines.restorer import Restorer
@@ -144,27 +143,10 @@ def test_noise_partners_come_from_the_specs():
 
 # --- the Restorer ------------------------------------------------------------------------------
 
-def _export(module, path):
-    return export(module, path, H, W)
-
-
 def _bundle(tmp, say, unknown=False):
     """Routes blur (×3), BN (×5) and noise (×7) with the shipped specs; a router that always
-    names ``say`` (one of blur, BN, noise, clean) with similarity 1, or (``unknown``) says
-    nothing it knows (its embedding is orthogonal to every codebook row)."""
-    classes = ["blur", "BN", "noise", "clean"]
-    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
-    routes = {t: _export(Scale(f), tmp / f"{t}.onnx") for t, f in (("blur", 3.0), ("BN", 5.0), ("noise", 7.0))}
-    router = _export(OneHotRouter(classes.index(say), len(classes)), tmp / "router.onnx")
-    codebook = np.eye(len(classes))
-    if unknown:
-        codebook[classes.index(say)] = codebook[(classes.index(say) + 1) % len(classes)]
-    meta = {"name": "fpn",
-            "tasks": [{"name": t, "spec": {"name": t, "steps": specs[t]}} for t in ("blur", "BN", "noise")],
-            "router": {"codebook": codebook.tolist(), "tasks": classes, "threshold": 0.5,
-                       "temperature": 0.1, "input_size": [W, H]}}
-    write_bundle(tmp / "bundle", routes, router, meta)
-    return tmp / "bundle"
+    names ``say`` (one of blur, BN, noise, clean), or (``unknown``) nothing it knows."""
+    return one_hot_bundle(tmp, {"blur": 3.0, "BN": 5.0, "noise": 7.0}, say, H, W, unknown)
 
 
 @pytest.fixture(scope="module")

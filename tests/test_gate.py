@@ -1,8 +1,8 @@
 """calibration/gate.py: INT8 accuracy gate verdicts and the FP16-layer search."""
 import numpy as np
 import pytest
-import torch
-from torch import nn
+
+from tiny_models import TwoConv
 
 from tir.calibration.data import CalibrationSet, calibration_set
 from tir.calibration.entropy import TensorRange
@@ -53,15 +53,6 @@ def test_fidelity_rule_without_references():
     assert not v.passed and "no clean references" in v.reason
 
 
-class TwoConv(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.a = nn.Conv2d(1, 4, 3, padding=1)
-        self.b = nn.Conv2d(4, 1, 3, padding=1)
-
-    def forward(self, x):
-        return self.b(torch.relu(self.a(x)))
 
 
 def test_fp16_layer_search_names_the_sensitive_layer(tmp_path):

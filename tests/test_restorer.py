@@ -2,21 +2,14 @@ import numpy as np
 import pytest
 import torch
 
+from tiny_models import Scale
+
 from tir.engines.bundle import write_bundle
 from tir.engines.restorer import PASSTHROUGH, Restorer
 
 H, W = 24, 32
 # router classes; frame means that the tiny router maps onto each codebook entry
 MEANS = {"a": 0.2, "b": 0.5, "clean": 0.8}
-
-
-class Scale(torch.nn.Module):
-    def __init__(self, factor):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return x * self.factor
 
 
 class MeanRouter(torch.nn.Module):

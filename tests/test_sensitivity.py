@@ -2,8 +2,8 @@
 import numpy as np
 import onnx
 import pytest
-import torch
-from torch import nn
+
+from tiny_models import TwoConv
 
 from tir.calibration.entropy import TensorRange
 from tir.calibration.sensitivity import (cpu_quantised_nodes, node_sensitivity, tensor_errors, tensor_values,
@@ -11,15 +11,6 @@ from tir.calibration.sensitivity import (cpu_quantised_nodes, node_sensitivity, 
 from tir.engines.training.export import export_onnx
 
 
-class TwoConvs(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.a = nn.Conv2d(1, 4, 3, padding=1)
-        self.b = nn.Conv2d(4, 1, 3, padding=1)
-
-    def forward(self, x):
-        return self.b(torch.relu(self.a(x)))
 
 
 def test_uint8_grid_is_orts():
@@ -51,7 +42,7 @@ def test_tensor_errors_rank_a_small_signal_on_a_wide_range_first():
 
 def test_node_sensitivity_ranks_the_node_that_hurts(tmp_path):
     fp32 = tmp_path / "m.onnx"
-    export_onnx(TwoConvs(), fp32, input_shape=(1, 1, 16, 16))
+    export_onnx(TwoConv(), fp32, input_shape=(1, 1, 16, 16))
     model = onnx.load(fp32)
     convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
     assert convs == ["/a/Conv", "/b/Conv"]

@@ -218,7 +218,8 @@ def student_bundle(tmp_path_factory):
     """test_restorer's tiny bundle (routes a ×2, b ×3, a mean-value router) plus a fake student."""
     from tir.engines.bundle import add_student
 
-    from test_restorer import H, MEANS, W, MeanRouter, Scale, _export
+    from test_restorer import H, MEANS, W, MeanRouter, _export
+    from tiny_models import Scale
 
     tmp = tmp_path_factory.mktemp("studentbundle")
     routes = {"a": _export(Scale(2.0), tmp / "a.onnx"), "b": _export(Scale(3.0), tmp / "b.onnx")}

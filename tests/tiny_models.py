@@ -14,6 +14,20 @@ class Scale(torch.nn.Module):
         return x * self.factor
 
 
+class TwoConv(torch.nn.Module):
+    """conv 1→4, ReLU, conv 4→1 (3×3, seeded weights): the smallest model with an activation
+    range to calibrate between two convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 1, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
 class OneHotRouter(torch.nn.Module):
     """The same embedding for every frame: one-hot at class ``k`` of ``n``."""
 
@@ -49,3 +63,28 @@ def export_prompted(module, path, k, prompts, multiple=1):
         prop.key, prop.value = key, value
     onnx.save(model, str(path))
     return path
+
+
+def one_hot_bundle(tmp, factors, say, h, w, unknown=False):
+    """A bundle whose routes scale the frame (``factors``: {task: factor}, each task with its
+    shipped spec) and whose router always names ``say`` (a task or ``clean``) with similarity 1,
+    or (``unknown``) names nothing it knows (its embedding is orthogonal to every codebook row).
+    Written to ``tmp / "bundle"``; returns that path."""
+    import numpy as np
+
+    from tir.engines import degrade as deg
+    from tir.engines.bundle import write_bundle
+
+    tasks = list(factors)
+    classes = tasks + ["clean"]
+    routes = {t: export(Scale(f), tmp / f"{t}.onnx", h, w) for t, f in factors.items()}
+    router = export(OneHotRouter(classes.index(say), len(classes)), tmp / "router.onnx", h, w)
+    codebook = np.eye(len(classes))
+    if unknown:
+        codebook[classes.index(say)] = codebook[(classes.index(say) + 1) % len(classes)]
+    meta = {"name": "one-hot",
+            "tasks": [{"name": t, "spec": {"name": t, "steps": deg.load_spec(t).steps}} for t in tasks],
+            "router": {"codebook": codebook.tolist(), "tasks": classes, "threshold": 0.5,
+                       "temperature": 0.1, "input_size": [w, h]}}
+    write_bundle(tmp / "bundle", routes, router, meta)
+    return tmp / "bundle"
