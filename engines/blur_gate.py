@@ -50,14 +50,12 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .contrast_gate import one_frame
+from .contrast_gate import noise_free_tasks, one_frame
 from .fpn_gate import steps_key
 from .router import CLEAN
 
 #: the degradation op the gate judges (engines/degrade.py)
 BLUR_OP = "blur"
-#: ops that may sit next to the blur in a task the gate judges: they scale both bands alike
-TONE_OPS = frozenset({"contrast"})
 #: Gaussian σ (px) of the band edges: fine band σ0 − σ1, coarse band σ1 − σ2, an octave apart
 BAND_SIGMAS = (1.0, 2.0, 4.0)
 #: the smallest frame side the coarse band can be measured on (≥ 2 × 3σ2 + 1 px)
@@ -168,15 +166,19 @@ def band_ratio(frame: np.ndarray) -> Optional[float]:
     return None if x is None else _ratio(x, quantum(x))
 
 
-def _drop(x: np.ndarray, sigma: float, pre_sigma: float = 0.0, step: Optional[float] = None) -> Optional[float]:
-    """ratio(G_σ y) − ratio(y) for y = x pre-blurred by ``pre_sigma`` px (0: x itself)."""
-    step = quantum(x) if step is None else step
-    y = _blur(x, pre_sigma) if pre_sigma > 0 else x
-    before = _ratio(y, step, pre_sigma)
-    if before is None:
-        return None
-    after = _ratio(_blur(y, sigma), step, math.hypot(pre_sigma, sigma))
-    return None if after is None else after - before
+def _ratios(x: np.ndarray, sigma: float, step: float, n: int) -> list:
+    """The band ratios of x, G_σ x, G_σ G_σ x, … (``n`` of them, each blur taken once), the value
+    ``step``'s noise taken out through the filters applied so far; shorter when one cannot be
+    measured (the rest are not computed)."""
+    out, y = [], x
+    for k in range(n):
+        if k:
+            y = _blur(y, sigma)
+        r = _ratio(y, step, sigma * math.sqrt(k))
+        if r is None:
+            break
+        out.append(r)
+    return out
 
 
 def blur_drop(frame: np.ndarray, sigma: float = DEFAULT_SIGMA_MIN) -> Optional[float]:
@@ -197,7 +199,8 @@ def blur_drop(frame: np.ndarray, sigma: float = DEFAULT_SIGMA_MIN) -> Optional[f
     if not float(sigma) > 0.0:
         raise ValueError(f"blur_drop needs sigma > 0, got {sigma}")
     x = _measurable(frame, "blur_drop")
-    return None if x is None else _drop(x, float(sigma))
+    r = [] if x is None else _ratios(x, float(sigma), quantum(x), 2)
+    return r[1] - r[0] if len(r) == 2 else None
 
 
 def blur_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
@@ -208,15 +211,16 @@ def blur_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
         specs: task name -> its spec's steps (list of op dicts, as bundles store them).
 
     Returns:
-        {task: partner}; a task with noise (or any step outside blur and :data:`TONE_OPS`), or
-        whose remaining steps match no task, is left out: the gate never touches it.
+        {task: partner}; a task with noise (any step outside the contrast gate's
+        ``NOISE_FREE_OPS``: contrast, blur), or whose remaining steps match no task, is left out:
+        the gate never touches it.
     """
     by_steps = {steps_key(steps): name for name, steps in specs.items()}
     by_steps[()] = CLEAN
+    noise_free = set(noise_free_tasks(specs))
     out = {}
     for name, steps in specs.items():
-        ops = [s.get("op") for s in steps]
-        if BLUR_OP not in ops or not all(op == BLUR_OP or op in TONE_OPS for op in ops):
+        if name not in noise_free or BLUR_OP not in [s.get("op") for s in steps]:
             continue
         partner = by_steps.get(steps_key([s for s in steps if s.get("op") != BLUR_OP]))
         if partner is not None:
@@ -275,20 +279,21 @@ class BlurGate:
         return 0.5 * (float(np.percentile(self.drops, REFERENCE_PERCENTILE))
                       + float(np.percentile(self.blurred_drops, REFERENCE_PERCENTILE)))
 
-    def _measure(self, frame: np.ndarray, record: bool) -> Optional[float]:
+    def _measure(self, frame: np.ndarray) -> Optional[float]:
         x = _measurable(frame, "BlurGate")
         if x is None:
             return None
         x = _window(x)
-        step = quantum(x)
-        drop = _drop(x, self.sigma_min, step=step)
-        if drop is None or not record:
-            return drop
-        if len(self.drops) % DROP_EVERY == 0 or not self.blurred_drops:
-            blurred = _drop(x, self.sigma_min, pre_sigma=self.sigma_min, step=step)
-            if blurred is None:
+        # x, G_σ x and (every DROP_EVERY-th frame, for the blurred reference) G_σ G_σ x, each once
+        blurred_too = len(self.drops) % DROP_EVERY == 0 or not self.blurred_drops
+        r = _ratios(x, self.sigma_min, quantum(x), 3 if blurred_too else 2)
+        if len(r) < 2:
+            return None
+        drop = r[1] - r[0]
+        if blurred_too:
+            if len(r) < 3:
                 return drop
-            self.blurred_drops.append(blurred)
+            self.blurred_drops.append(r[2] - r[1])
         self.drops.append(drop)
         return drop
 
@@ -300,7 +305,7 @@ class BlurGate:
         Raises:
             ValueError: the frame is not a single 2-D image.
         """
-        return self._measure(frame, True)
+        return self._measure(frame)
 
     def step(self, task: str, frame: np.ndarray) -> Tuple[str, bool]:
         """One routed frame: (``task``, or its partner when ``task`` carries a blur the frame
@@ -325,7 +330,7 @@ class BlurGate:
         """
         limit = self.threshold()
         # a noise-carrying verdict is neither judged nor recorded: not measured at all
-        self.last = self._measure(frame, True) if task in self._noise_free else None
+        self.last = self._measure(frame) if task in self._noise_free else None
         soft = limit is None or self.last is None or self.last > limit
         if self.last is None and task in self.partners and _constant(frame):
             soft = False   # no detail at all: nothing a blur took away, nothing a deblur can restore

@@ -12,8 +12,8 @@ restorer's) and can replace its bundle while frames flow:
 - the infer thread swaps at the start of its next ``infer``/``observe`` call, i.e. between two
   frames: no frame is dropped, repeated or reordered by the swap. The routing state (current
   route, if the new bundle has it; the student's prompt mix, if the new student has the same
-  prompt slots), the counters, the contrast gate's camera history (its
-  reference and demoted count: the camera is the same) and the FPN gate's counters carry over;
+  prompt slots), the counters, the contrast and blur gates' camera history (their
+  references and demoted counts: the camera is the same) and the FPN gate's counters carry over;
   the old engines are closed in another thread; ``last_swap`` holds the frame number, the load
   time, the swap's own time and the infer time of the first frame on the new bundle
   (``first_frame_ms``);

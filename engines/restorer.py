@@ -654,7 +654,7 @@ class Restorer:
         contrast gate: camera reference span, history frames, ratio, demoted verdicts; None when
         off), ``fpn`` (the FPN gate: the last routed frame's column-FPN amplitude and
         consistency, thresholds, checked frames, promoted verdicts; None when off), ``blur`` (the
-        blur gate: the last routed frame's band ratio, the camera's threshold, history frames,
+        blur gate: the last routed frame's drop, the camera's threshold, history frames,
         demoted verdicts; None when off) and the student's ``prompt`` weights (None without).
         """
         return {"task": self.route, "confidence": self._last["confidence"],
