@@ -60,15 +60,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--router-only", action="store_true",
                         help="with --data: route every frame the live way but restore nothing (the router's "
                              "accuracy per camera in a fraction of the time; no PSNR, no plot)")
-    parser.add_argument("--no-contrast-gate", action="store_true",
-                        help="with --data: score the router's verdicts without the contrast gate "
-                             "(engines/contrast_gate.py; on in tir run), to measure what it does")
-    parser.add_argument("--no-fpn-gate", action="store_true",
-                        help="with --data: score the router's verdicts without the FPN gate "
-                             "(engines/fpn_gate.py; on in tir run), to measure what it does")
-    parser.add_argument("--no-blur-gate", action="store_true",
-                        help="with --data: score the router's verdicts without the blur gate "
-                             "(engines/blur_gate.py; on in tir run), to measure what it does")
+    for gate, name in (("contrast", "contrast"), ("fpn", "FPN"), ("blur", "blur")):
+        parser.add_argument(f"--no-{gate}-gate", action="store_true",
+                            help=f"with --data: score the router's verdicts without the {name} gate "
+                                 f"(engines/{gate}_gate.py; on in tir run), to measure what it does")
     parser.add_argument("--no-true-routes", action="store_true",
                         help="per-camera table: skip the forced true-route column (faster)")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
