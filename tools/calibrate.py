@@ -47,6 +47,9 @@ from .cli import add_bundle_argument, add_source_argument, add_threads_argument
 log = logging.getLogger("tir.calibrate")
 
 
+#: the gated INT8 flavours and the file suffix each is written to (:func:`_write_int8`)
+GATED_FILES = (("cpu-u8s8", "int8-cpu.onnx"), ("trt-qdq", "int8-trt.onnx"))
+
 def add_arguments(parser) -> None:
     """Add ``tir calibrate``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
     ``--frames``, ``--source``, ``--method``, ``--percentile``, ``--out``, ``--size WxH`` (px),
@@ -384,10 +387,10 @@ def calibrate_student(bundle, args, size, out: Path):
     for tail in tries:
         files, trt_report, _ = _write_int8(fp32, "student", ranges, args, out, float_inputs=(PROMPT_INPUT,), tail=tail)
         runners = {flavour: _prompted_runners(files[name], args.threads, eye)
-                   for flavour, name in (("cpu-u8s8", "int8-cpu.onnx"), ("trt-qdq", "int8-trt.onnx"))}
+                   for flavour, name in GATED_FILES}
         verdicts = [gate.gate_route(f"student/{prompt}", flavour, None, runners[flavour][j], held_sets[j],
                                     args.max_loss_db, args.min_fidelity_db, fp32_outputs=refs[j])
-                    for j, prompt in enumerate(prompts) for flavour in ("cpu-u8s8", "trt-qdq")]
+                    for j, prompt in enumerate(prompts) for flavour, _ in GATED_FILES]
         if all(v.passed for v in verdicts):
             break
         if tail is not tries[-1]:
@@ -397,7 +400,8 @@ def calibrate_student(bundle, args, size, out: Path):
                  if cases else None)
     return {
         "route": "student", "fp32_onnx": fp32, "sensitivity": diagnosis, "float_tail": tail,
-        "percentile": getattr(args, "student_percentile", args.percentile) if args.method == "percentile" else None, "prompts": prompts, "files": files,
+        "percentile": getattr(args, "student_percentile", args.percentile) if args.method == "percentile" else None,
+        "prompts": prompts, "files": files,
         "calibration_frames": len(frames), "holdout_frames": args.holdout, "calibration_source": frames.name,
         "holdout_source": held_names, "collect_s": round(t_collect, 1), "tensors": len(ranges),
         "trt_qdq": _qdq_summary(trt_report), "gate": [v.to_dict() for v in verdicts],
@@ -449,7 +453,7 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
         files, trt_report, qdq_options = _write_int8(fp32, route, ranges, args, out, tail=tail)
         verdicts = [gate.gate_route(route, flavour, None, _runner(files[name], args.threads), held,
                                     args.max_loss_db, args.min_fidelity_db, fp32_outputs=ref)
-                    for flavour, name in (("cpu-u8s8", "int8-cpu.onnx"), ("trt-qdq", "int8-trt.onnx"))]
+                    for flavour, name in GATED_FILES]
         if all(v.passed for v in verdicts):
             break
         if tail is not tries[-1]:
