@@ -25,15 +25,21 @@ The gate (:class:`ContrastGate`):
   ``contrast_span`` in the router entry) with the weight of ``prior_frames`` frames, in the log
   domain (empirical-Bayes shrinkage: at start-up the prior decides, after a few seconds of video
   the camera's own frames do);
-- calls a frame **low** when its span is below ``ratio`` × the reference *and* its **extent**
-  (:func:`lowpass_extent`: the coldest to the hottest 0.02 % of 4×4-pixel blocks) is below
-  ``ratio`` × the camera's median extent (once it has ``prior_frames`` of them; for verdicts
-  without noise only, :func:`noise_free_tasks`: noise widens a frame's extremes). A contrast loss
-  ``x·α + β`` scales every measure of contrast by α; a scene whose bulk is flat but whose hot
-  spots still reach the top of the camera's scale (a UAV camera over uniform ground with a few
-  warm targets: span 0.27-0.39 against the camera's 0.59, hottest pixels at 0.97-1.0) is not a
-  contrast loss. Measured on val (docs/cameras.md, "Session 8"): hit_uav's clean frames read low
-  22 % → 4 %, other cameras' 4-41 % → 0 %, contrast-degraded frames 100 % → 100 %.
+- calls a frame **low** when its **extent** (:func:`lowpass_extent`: the coldest to the hottest
+  0.02 % of 4×4-pixel blocks) is below ``ratio`` × the camera's median extent, once the camera
+  has ``prior_frames`` of them; before that (start-up), when its span is below ``ratio`` × the
+  reference. The extent is the measure because a camera's AGC puts the extremes of each frame
+  near the ends of its output scale whatever the scene, while the span (1st-99th percentile)
+  follows the scene's histogram; a contrast loss ``x·α + β`` after the AGC compresses the
+  extremes by α. A scene whose bulk is flat but whose hot spots still reach the top of the
+  camera's scale (a UAV camera over uniform ground with a few warm targets: span 0.27-0.39
+  against the camera's 0.59, hottest pixels at 0.97-1.0) is not a contrast loss. The blocks
+  stay at least 4×4 pixels on any frame, so per-pixel noise is averaged down (σ/4) on a 160×120
+  Lepton as on a 640×512 camera: with one cell per pixel, noise widened a small camera's
+  extremes and hid a contrast loss under noise. Measured on val (docs/cameras.md, "Session 9"),
+  over frames with and without noise, against "span and extent both low" (session 8) and
+  "span alone" for noise-carrying verdicts: contrast-degraded noisy frames missed 0-17 %
+  (span: 13-24 %), other noisy frames called low 0 % (span: 4-16 %);
   The default ratio is the geometric mean of the largest contrast factor of the bundle's specs and 1 (√0.6 = 0.775 for
   the shipped specs): half-way, in the log domain, between "as the camera delivers it" and the
   mildest contrast degradation;
@@ -70,10 +76,12 @@ CONTRAST_OP = "contrast"
 SPAN_GRID = (80, 64)
 #: percentiles of the low-pass frame whose difference is the span
 SPAN_PERCENTILES = (1.0, 99.0)
-#: grid and percentiles of :func:`lowpass_extent`: 4×4-pixel blocks of a 640×512 frame (noise σ
-#: averaged down 4×), the coldest and hottest 0.02 % of them (about 4 blocks at 640×512)
+#: largest grid and percentiles of :func:`lowpass_extent`: 4×4-pixel blocks of a 640×512 frame,
+#: the coldest and hottest 0.02 % of them (about 4 blocks at 640×512)
 EXTENT_GRID = (160, 128)
 EXTENT_PERCENTILES = (0.02, 99.98)
+#: smallest block side (px) of :func:`lowpass_extent` on any frame: per-pixel noise σ averaged down 4×
+EXTENT_MIN_BLOCK = 4
 #: routed frames the camera's reference is the median of (≈ 2.3 min at 30 fps, router every 8 frames)
 DEFAULT_WINDOW = 512
 #: weight of the training prior, in frames, when the reference is shrunk towards it
@@ -128,25 +136,32 @@ def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID,
     return float(max(hi - lo, 0.0))
 
 
-def lowpass_extent(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID) -> float:
+def lowpass_extent(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
+                   min_block: int = EXTENT_MIN_BLOCK) -> float:
     """The full extent of one frame's values, per-pixel noise averaged out: the frame area-averaged
-    onto ``grid`` cells (4×4-pixel blocks of a 640×512 frame; a side with fewer pixels than cells
-    keeps its pixels), :data:`EXTENT_PERCENTILES` apart (the hottest and coldest few blocks).
+    onto ``grid`` cells (4×4-pixel blocks of a 640×512 frame) but onto blocks of at least
+    ``min_block`` × ``min_block`` pixels on a smaller frame, :data:`EXTENT_PERCENTILES` apart (the
+    hottest and coldest few blocks).
 
     A scene with low contrast over most of the frame may still hold a few hot spots at the top of
     the camera's scale; a contrast loss (``x·α + β``) compresses those too.
 
     Args:
         frame: (H, W) or (1, H, W) or (1, 1, H, W) float frame, the model input in [0, 1].
-        grid: (width, height) in cells (each ≥ 1).
+        grid: the largest (width, height) in cells (each ≥ 1).
+        min_block: the smallest block side in pixels (≥ 1).
 
     Returns:
         The extent in the frame's units (≥ 0).
 
     Raises:
-        ValueError: the frame is not a single 2-D image.
+        ValueError: the frame is not a single 2-D image, or ``min_block`` < 1.
     """
-    return lowpass_span(frame, grid, EXTENT_PERCENTILES)
+    if int(min_block) < 1:
+        raise ValueError(f"lowpass_extent needs min_block ≥ 1, got {min_block}")
+    h, w = one_frame(frame, "lowpass_extent").shape
+    cells = (min(int(grid[0]), w // int(min_block)), min(int(grid[1]), h // int(min_block)))
+    return lowpass_span(frame, cells, EXTENT_PERCENTILES)
 
 
 def _contrast_free(steps: Sequence[dict]) -> tuple:
@@ -177,7 +192,7 @@ NOISE_FREE_OPS = frozenset({CONTRAST_OP, "blur"})
 
 def noise_free_tasks(specs: Mapping[str, Sequence[dict]]) -> Tuple[str, ...]:
     """The tasks whose every step is a :data:`NOISE_FREE_OPS` op (contrast, blur, CB for the
-    shipped specs): their verdicts are judged on the frame's extent as well as its span."""
+    shipped specs): the blur gate judges and records frames under these verdicts only."""
     return tuple(name for name, steps in specs.items()
                  if steps and all(s.get("op") in NOISE_FREE_OPS for s in steps))
 
@@ -208,8 +223,7 @@ class ContrastGate:
     """
 
     def __init__(self, partners: Mapping[str, str], prior: Optional[float], ratio: float,
-                 window: int = DEFAULT_WINDOW, prior_frames: int = DEFAULT_PRIOR_FRAMES,
-                 extent_tasks: Optional[Iterable[str]] = None):
+                 window: int = DEFAULT_WINDOW, prior_frames: int = DEFAULT_PRIOR_FRAMES):
         if not 0.0 < float(ratio) < 1.0:
             raise ValueError(f"contrast gate ratio must be in (0, 1), got {ratio}")
         if int(window) < 1 or int(prior_frames) < 0:
@@ -222,9 +236,6 @@ class ContrastGate:
         self.prior_frames = int(prior_frames)
         self.spans: deque = deque(maxlen=int(window))
         self.extents: deque = deque(maxlen=int(window))
-        #: verdicts whose extent is judged too (None: every one); noise widens a frame's extremes,
-        #: so a noise-carrying verdict is judged on its span alone
-        self.extent_tasks = None if extent_tasks is None else frozenset(extent_tasks)
         self.demoted = 0
 
     @classmethod
@@ -233,8 +244,7 @@ class ContrastGate:
         router entry's ``contrast_span`` (``{"median": float, ...}``; None when absent)."""
         prior = ((router_entry or {}).get(CONTRAST_SPAN_KEY) or {}).get("median")
         ratio = math.sqrt(max_contrast_factor(specs.values()))
-        return cls(contrast_partners(specs), prior if prior and prior > 0 else None, ratio,
-                   extent_tasks=noise_free_tasks(specs))
+        return cls(contrast_partners(specs), prior if prior and prior > 0 else None, ratio)
 
     @property
     def reference(self) -> Optional[float]:
@@ -259,29 +269,26 @@ class ContrastGate:
         return float(np.median(extents))
 
     def is_low(self, span: float, extent: Optional[float] = None) -> bool:
-        """True when ``span`` is below ``ratio`` × the reference (False with no reference) and,
-        when ``extent`` is given and the camera has an extent reference, ``extent`` is below
-        ``ratio`` × that reference too: a contrast loss scales both."""
-        ref = self.reference
-        if ref is None or not float(span) < self.ratio * ref:
-            return False
+        """True when the frame's contrast is low for this camera: ``extent`` below ``ratio`` × the
+        camera's extent reference once it has one (and ``extent`` is given); else ``span`` below
+        ``ratio`` × the reference span (False with no reference)."""
         ref_extent = self.extent_reference
-        return extent is None or ref_extent is None or float(extent) < self.ratio * ref_extent
+        if extent is not None and ref_extent is not None:
+            return float(extent) < self.ratio * ref_extent
+        ref = self.reference
+        return ref is not None and float(span) < self.ratio * ref
 
     def judge(self, task: str, span: float, extent: Optional[float] = None) -> str:
         """The verdict after the gate: ``task`` itself, or its partner when ``task`` carries
-        contrast and the frame is not low for this camera (:meth:`is_low`, the extent only for a
-        task in :attr:`extent_tasks`; counted in :attr:`demoted`). Records nothing (:meth:`add`)."""
-        return self._demote(task, self.is_low(span, self._extent_for(task, extent)))
-
-    def _extent_for(self, task: str, extent: Optional[float]) -> Optional[float]:
-        return extent if self.extent_tasks is None or task in self.extent_tasks else None
+        contrast and the frame is not low for this camera (:meth:`is_low`; counted in
+        :attr:`demoted`). Records nothing (:meth:`add`)."""
+        return self._demote(task, self.is_low(span, extent))
 
     def step(self, task: str, span: float, extent: Optional[float] = None) -> Tuple[str, bool]:
         """One routed frame: (the verdict after the gate as :meth:`judge` gives it, whether the
         frame is low for this camera), then its ``span`` (and ``extent``) join the history. The
         references are computed once."""
-        low = self.is_low(span, self._extent_for(task, extent))
+        low = self.is_low(span, extent)
         task = self._demote(task, low)
         self.add(span, extent)
         return task, low

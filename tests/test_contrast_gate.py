@@ -290,25 +290,48 @@ def test_extent_sees_the_hot_spots_a_flat_scene_keeps():
     assert lowpass_extent(x[None, None]) == pytest.approx(lowpass_extent(x))
 
 
-def test_gate_wants_span_and_extent_low():
-    gate = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
+def test_gate_judges_the_extent_once_the_camera_has_one():
+    gate = ContrastGate({"contrast": CLEAN, "CN": "noise"}, prior=None, ratio=0.775)
     for _ in range(7):
         gate.add(0.6, 0.95)
     assert gate.extent_reference is None                        # fewer than prior_frames extents
     assert gate.judge("contrast", 0.3, 0.95) == "contrast"      # so the span alone decides
+    assert gate.judge("contrast", 0.6, 0.3) == CLEAN
     gate.add(0.6, 0.95)
     assert gate.extent_reference == pytest.approx(0.95)
     assert gate.judge("contrast", 0.3, 0.95) == CLEAN           # flat scene, hot spots at the top
-    assert gate.judge("contrast", 0.3, 0.5) == "contrast"       # both compressed: a contrast loss
+    assert gate.judge("contrast", 0.3, 0.5) == "contrast"       # extremes compressed: a contrast loss
+    assert gate.judge("contrast", 0.6, 0.5) == "contrast"       # whatever the scene's bulk does
+    assert gate.judge("CN", 0.6, 0.5) == "CN"                   # the same rule under noise
+    assert gate.judge("CN", 0.3, 0.9) == "noise"
     assert gate.judge("contrast", 0.3) == "contrast"            # no extent given: the span decides
-    assert gate.judge("contrast", 0.6, 0.3) == CLEAN            # span normal: not low whatever the extent
-    noisy = ContrastGate({"contrast": CLEAN, "CN": "noise"}, prior=None, ratio=0.775, extent_tasks=["contrast"])
-    for _ in range(8):
-        noisy.add(0.6, 0.95)
-    assert noisy.judge("contrast", 0.3, 0.95) == CLEAN
-    assert noisy.judge("CN", 0.3, 0.95) == "CN"                 # noise widens the extremes: span alone
     specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
-    assert ContrastGate.for_bundle(specs, None).extent_tasks == {"contrast", "blur", "CB"}
+    assert ContrastGate.for_bundle(specs, None).is_low(0.3, None) is False   # no prior, no history
+
+
+def test_extent_averages_noise_on_a_small_camera():
+    """On a 160×120 frame the blocks stay 4×4 px: white noise does not widen the extent the way it does
+    when each cell is one pixel, so a contrast loss under noise is still seen."""
+    from tir.engines.contrast_gate import lowpass_extent
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:120, 0:160].astype(np.float32)
+    scene = 0.3 + 0.4 * (0.5 + 0.5 * np.sin(xx / 9.0) * np.cos(yy / 13.0))
+    noisy = scene + rng.normal(0.0, 15 / 255, scene.shape).astype(np.float32)
+    # the mildest contrast loss of the spec (α = 0.6), then the same noise
+    degraded = 0.6 * scene + 0.2 + rng.normal(0.0, 15 / 255, scene.shape).astype(np.float32)
+    per_pixel = lowpass_extent(degraded, min_block=1) / lowpass_extent(noisy, min_block=1)
+    blocks = lowpass_extent(degraded) / lowpass_extent(noisy)
+    assert per_pixel > 0.775 > blocks        # one cell per pixel hides the loss; 4×4 blocks show it
+    assert lowpass_extent(np.zeros((3, 3), np.float32)) == 0.0    # smaller than a block: one cell
+    with pytest.raises(ValueError, match="min_block"):
+        lowpass_extent(scene, min_block=0)
+
+
+def test_carry_from_takes_the_extents():
+    gate = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
+    for _ in range(8):
+        gate.add(0.6, 0.95)
     new = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
     new.carry_from(gate)
     assert list(new.extents) == list(gate.extents) and new.status()["extent_reference"] == pytest.approx(0.95)
