@@ -31,12 +31,27 @@ between "as the camera delivers it" and "the camera's frames with the mildest bl
 the contrast gate's √α and the FPN gate's amplitude, here in the log-ratio domain).
 
 The gate demotes a blur verdict on a frame that is not soft to its partner without the blur part
-(blur → clean, CB → contrast; partners from the bundle's specs). It acts only on tasks whose other
-steps are contrast steps: additive noise raises the fine band more than any blur lowers it (measured:
-noise frames read +0.6 to +1.5 in the log ratio), so a noise-carrying verdict is left to the
-router, and a frame under a noise-carrying verdict does not join the camera's history. It never
-promotes (do no harm: a missed blur leaves the frame as the camera delivered it), and it stays
+(blur → clean, CB → contrast; partners from the bundle's specs). It never promotes a noise-free
+verdict (do no harm: a missed blur leaves the frame as the camera delivered it), and it stays
 silent until it has seen :data:`MIN_FRAMES` frames of the camera.
+
+**Under noise.** Additive noise raises the fine band more than any blur lowers it (measured:
+noise frames read +0.6 to +1.5 in the log ratio), and the noise spec's row/column stripes sit in
+the fine band too. So a noise-carrying verdict of a blur pair (BN/noise, CBN/CN:
+:func:`noisy_blur_partners`) is judged on another measure, :func:`noisy_blur_drop`: the same drop
+on the frame at half resolution (2×2 area average: white noise σ/2), destriped
+(:func:`destripe`: row and column medians of the high-pass out), with the frame's own white noise
+(:func:`noise_sigma`, the MAD estimator on the finest diagonal Haar detail, in which row and
+column offsets cancel) taken out of both bands as the value step's noise is above. The camera's
+references for it come from the same frames as the noise-free ones (frames under noise-free
+verdicts, measured both ways), so a noisy frame is compared with the camera's own clean detail.
+The noise-carrying verdict takes the blur part (noise → BN, CN → CBN) when the frame's measure is
+in the quarter of the interval nearest the blurred reference, loses it (BN → noise, CBN → CN)
+in the quarter nearest the reference, and keeps the router's call in the middle half
+(:data:`NOISY_MARGIN`): the measure is noisier than without noise. On a frame whose detail is
+all noise (a band's energy not above the noise's), it is not measured and the router's call stands.
+Measured on val and on held-out cameras: docs/cameras.md, "Session 9" (it loses on the raw set
+that mixes 19 FLIR models and three sizes in one folder: there "the camera's history" is a mixture).
 
 numpy + OpenCV only (runtime).
 """
@@ -77,6 +92,11 @@ MEASURE_WINDOW = (640, 512)
 DROP_EVERY = 4
 #: band energies below this (squared [0, 1] units) are a flat frame: nothing to measure
 MIN_ENERGY = 1e-10
+#: σ (px) of the blur whose residual is the high-pass :func:`destripe` takes row and column medians of
+DESTRIPE_SIGMA = 2.0
+#: under noise the gate decides only outside the middle half of the interval between the camera's
+#: reference and its blurred reference (each quarter of it nearest a reference decides)
+NOISY_MARGIN = 0.25
 
 
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -111,15 +131,14 @@ def quantum(x: np.ndarray) -> float:
     return float(d.min()) if d.size else 0.0
 
 
-def _ratio(x: np.ndarray, step: float, pre_sigma: float = 0.0) -> Optional[float]:
-    """The band ratio of ``x`` (already blurred by ``pre_sigma`` px when > 0), the white noise of
-    the original frame's value ``step`` (variance step²/12, through the same filters) taken out
-    of each band."""
+def _ratio(x: np.ndarray, noise_var: float, pre_sigma: float = 0.0) -> Optional[float]:
+    """The band ratio of ``x`` (already blurred by ``pre_sigma`` px when > 0), a white noise of
+    variance ``noise_var`` in the original frame (through the same filters) taken out of each
+    band."""
     g = [_blur(x, s) for s in BAND_SIGMAS]
     fine, coarse = (float(cv2.meanStdDev(cv2.subtract(a, b))[1][0, 0]) ** 2 for a, b in ((g[0], g[1]), (g[1], g[2])))
     gain_fine, gain_coarse = _band_gains(float(pre_sigma))
-    noise = step * step / 12.0
-    fine, coarse = fine - noise * gain_fine, coarse - noise * gain_coarse
+    fine, coarse = fine - noise_var * gain_fine, coarse - noise_var * gain_coarse
     if fine < MIN_ENERGY or coarse < MIN_ENERGY:
         return None
     return math.log(fine / coarse)
@@ -163,18 +182,18 @@ def band_ratio(frame: np.ndarray) -> Optional[float]:
         ValueError: the frame is not a single 2-D image.
     """
     x = _measurable(frame, "band_ratio")
-    return None if x is None else _ratio(x, quantum(x))
+    return None if x is None else _ratio(x, quantum(x) ** 2 / 12.0)
 
 
-def _ratios(x: np.ndarray, sigma: float, step: float, n: int) -> list:
-    """The band ratios of x, G_σ x, G_σ G_σ x, … (``n`` of them, each blur taken once), the value
-    ``step``'s noise taken out through the filters applied so far; shorter when one cannot be
-    measured (the rest are not computed)."""
+def _ratios(x: np.ndarray, sigma: float, noise_var: float, n: int) -> list:
+    """The band ratios of x, G_σ x, G_σ G_σ x, … (``n`` of them, each blur taken once), a white
+    noise of variance ``noise_var`` in x taken out through the filters applied so far; shorter
+    when one cannot be measured (the rest are not computed)."""
     out, y = [], x
     for k in range(n):
         if k:
             y = _blur(y, sigma)
-        r = _ratio(y, step, sigma * math.sqrt(k))
+        r = _ratio(y, noise_var, sigma * math.sqrt(k))
         if r is None:
             break
         out.append(r)
@@ -199,7 +218,81 @@ def blur_drop(frame: np.ndarray, sigma: float = DEFAULT_SIGMA_MIN) -> Optional[f
     if not float(sigma) > 0.0:
         raise ValueError(f"blur_drop needs sigma > 0, got {sigma}")
     x = _measurable(frame, "blur_drop")
-    r = [] if x is None else _ratios(x, float(sigma), quantum(x), 2)
+    r = [] if x is None else _ratios(x, float(sigma), quantum(x) ** 2 / 12.0, 2)
+    return r[1] - r[0] if len(r) == 2 else None
+
+
+def destripe(x: np.ndarray) -> np.ndarray:
+    """The frame without its row and column offsets (stripe noise, an uncalibrated FPA's column
+    FPN): the median over each column of the frame's high-pass (the frame less its Gaussian
+    σ :data:`DESTRIPE_SIGMA` blur) is subtracted from that column, then the median over each row
+    of what is left. A median, so a scene's vertical edge (a pole) crossing part of a column stays.
+
+    Args:
+        x: (H, W) float32 frame.
+
+    Returns:
+        (H, W) float32."""
+    hp = cv2.subtract(x, _blur(x, DESTRIPE_SIGMA))
+    col = np.median(hp, axis=0)[None, :]
+    row = np.median(hp - col, axis=1)[:, None]
+    return (x - col - row).astype(np.float32)
+
+
+def noise_sigma(x: np.ndarray) -> float:
+    """The standard deviation of the frame's white noise: the median absolute diagonal Haar detail
+    of 2×2 blocks, (a − b − c + d)/2, over 0.6745 (Donoho & Johnstone, "Ideal spatial adaptation by
+    wavelet shrinkage", Biometrika 81(3), 1994: the MAD estimator on the finest diagonal
+    subband). The diagonal detail of a white noise of σ has σ; row and column offsets cancel in
+    it, and the median ignores the few blocks an edge crosses.
+
+    Args:
+        x: (H, W) float32 frame (≥ 2×2 px).
+
+    Returns:
+        σ in the frame's units (≥ 0)."""
+    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+    y = x[:h, :w]
+    hh = 0.5 * (y[0::2, 0::2] - y[0::2, 1::2] - y[1::2, 0::2] + y[1::2, 1::2])
+    return float(np.median(np.abs(hh)) / 0.6745)
+
+
+def _half_res(frame: np.ndarray, name: str) -> Optional[np.ndarray]:
+    """The frame's centred :data:`MEASURE_WINDOW`, area-averaged 2×2 and destriped (:func:`destripe`);
+    None when a side would be under :data:`MIN_SIDE` or a value is not finite."""
+    x = one_frame(frame, name)
+    if min(x.shape) < 2 * MIN_SIDE or not np.isfinite(x).all():
+        return None
+    x = _window(x)
+    return destripe(cv2.resize(x, (x.shape[1] // 2, x.shape[0] // 2), interpolation=cv2.INTER_AREA))
+
+
+def _noisy_ratios(x: np.ndarray, step: float, sigma: float, n: int) -> list:
+    """:func:`_ratios` of a half-resolution frame (:func:`_half_res`) with its white noise (:func:`noise_sigma`,
+    and the full-resolution value ``step``'s q²/12 averaged over 4 pixels) taken out."""
+    return _ratios(x, sigma, noise_sigma(x) ** 2 + step * step / 48.0, n)
+
+
+def noisy_blur_drop(frame: np.ndarray, sigma: float = DEFAULT_SIGMA_MIN) -> Optional[float]:
+    """The gate's measure under noise (module docstring): :func:`blur_drop` of the frame at half
+    resolution, destriped, with its estimated white noise taken out of both bands.
+
+    Args:
+        frame: (H, W), (1, H, W) or (1, 1, H, W) float frame, the model input in [0, 1].
+        sigma: σ of the further blur in half-resolution px (> 0).
+
+    Returns:
+        The drop in the log band ratio; None when the frame is too small (a side under
+        2 × :data:`MIN_SIDE` px), not finite, or its detail is all noise (a band's energy is not
+        above the noise's).
+
+    Raises:
+        ValueError: the frame is not a single 2-D image, or ``sigma`` ≤ 0.
+    """
+    if not float(sigma) > 0.0:
+        raise ValueError(f"noisy_blur_drop needs sigma > 0, got {sigma}")
+    x = _half_res(frame, "noisy_blur_drop")
+    r = [] if x is None else _noisy_ratios(x, quantum(one_frame(frame, "noisy_blur_drop")), float(sigma), 2)
     return r[1] - r[0] if len(r) == 2 else None
 
 
@@ -228,6 +321,27 @@ def blur_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
     return out
 
 
+def noisy_blur_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
+    """Each task that carries noise (a step outside the contrast gate's ``NOISE_FREE_OPS``) and a
+    blur -> the same task without the blur (BN → noise, CBN → CN for the shipped specs).
+
+    Args:
+        specs: task name -> its spec's steps (list of op dicts, as bundles store them).
+
+    Returns:
+        {task: partner}; a task whose remaining steps match no task is left out."""
+    by_steps = {steps_key(steps): name for name, steps in specs.items()}
+    noise_free = set(noise_free_tasks(specs))
+    out = {}
+    for name, steps in specs.items():
+        if name in noise_free or BLUR_OP not in [s.get("op") for s in steps]:
+            continue
+        partner = by_steps.get(steps_key([s for s in steps if s.get("op") != BLUR_OP]))
+        if partner is not None and partner not in noise_free:
+            out[name] = partner
+    return out
+
+
 def min_blur_sigma(specs: Mapping[str, Sequence[dict]]) -> float:
     """The smallest blur σ (px) over the ``blur`` steps of ``specs`` (their ``sigma`` range's low
     end; :data:`DEFAULT_SIGMA_MIN` when none states one)."""
@@ -252,23 +366,35 @@ class BlurGate:
     """
 
     def __init__(self, partners: Mapping[str, str], sigma_min: float = DEFAULT_SIGMA_MIN,
-                 window: int = DEFAULT_WINDOW, min_frames: int = MIN_FRAMES):
+                 window: int = DEFAULT_WINDOW, min_frames: int = MIN_FRAMES,
+                 noisy_partners: Optional[Mapping[str, str]] = None):
         if not float(sigma_min) > 0.0 or int(window) < 1 or int(min_frames) < 1:
             raise ValueError(f"blur gate needs sigma_min > 0, window ≥ 1 and min_frames ≥ 1, got "
                              f"{sigma_min}, {window}, {min_frames}")
         self.partners = dict(partners)
+        #: noise-carrying blur task -> the same without the blur (BN → noise, CBN → CN), judged on
+        #: :func:`noisy_blur_drop` in both directions
+        self.noisy_partners = dict(noisy_partners or {})
+        self._noisy_blurred = {v: k for k, v in self.noisy_partners.items()}
         self.sigma_min = float(sigma_min)
         self.min_frames = int(min_frames)
         self.drops: deque = deque(maxlen=int(window))
         self.blurred_drops: deque = deque(maxlen=max(int(window) // DROP_EVERY, 1))
+        self.noisy_drops: deque = deque(maxlen=int(window))
+        self.noisy_blurred_drops: deque = deque(maxlen=max(int(window) // DROP_EVERY, 1))
         self.demoted = 0
+        #: noise-carrying verdicts whose blur part the measure under noise changed (either way)
+        self.changed_noisy = 0
         self.last: Optional[float] = None
+        self.last_noisy: Optional[float] = None
+        #: the last judged noise-carrying frame: True blurred, False sharp, None not decided
+        self.noisy_soft: Optional[bool] = None
         self._noise_free = {CLEAN, *self.partners, *self.partners.values()}
 
     @classmethod
     def for_bundle(cls, specs: Mapping[str, Sequence[dict]]) -> "BlurGate":
-        """The gate of a bundle: partners and σ_min from its task specs."""
-        return cls(blur_partners(specs), min_blur_sigma(specs))
+        """The gate of a bundle: partners (noise-free and noise-carrying) and σ_min from its task specs."""
+        return cls(blur_partners(specs), min_blur_sigma(specs), noisy_partners=noisy_blur_partners(specs))
 
     def threshold(self) -> Optional[float]:
         """The mid-point of the camera's reference drop and the reference drop of its frames with
@@ -279,14 +405,47 @@ class BlurGate:
         return 0.5 * (float(np.percentile(self.drops, REFERENCE_PERCENTILE))
                       + float(np.percentile(self.blurred_drops, REFERENCE_PERCENTILE)))
 
+    def noisy_band(self) -> Optional[Tuple[float, float]]:
+        """(low, high) of the measure under noise: below ``low`` a noise-carrying frame is sharp,
+        above ``high`` it is blurred, between the router's verdict stands. The middle half
+        (:data:`NOISY_MARGIN`) of the interval between the camera's reference and its blurred
+        reference, each the :data:`REFERENCE_PERCENTILE` of its half-resolution history; None
+        before :attr:`min_frames` frames or when the blurred reference is not above the other."""
+        if len(self.noisy_drops) < self.min_frames or not self.noisy_blurred_drops:
+            return None
+        ref = float(np.percentile(self.noisy_drops, REFERENCE_PERCENTILE))
+        gap = float(np.percentile(self.noisy_blurred_drops, REFERENCE_PERCENTILE)) - ref
+        if not gap > 0.0:
+            return None
+        return ref + NOISY_MARGIN * gap, ref + (1.0 - NOISY_MARGIN) * gap
+
+    def _measure_noisy(self, frame: np.ndarray, record: bool) -> Optional[float]:
+        """The frame's :func:`noisy_blur_drop`; with ``record`` (a noise-free frame) it joins the
+        half-resolution history, and on every :data:`DROP_EVERY`-th frame its mildest-blur drop too."""
+        if not self.noisy_partners:
+            return None
+        x = _half_res(frame, "BlurGate")
+        if x is None:
+            return None
+        blurred_too = record and (len(self.noisy_drops) % DROP_EVERY == 0 or not self.noisy_blurred_drops)
+        r = _noisy_ratios(x, quantum(one_frame(frame, "BlurGate")), self.sigma_min, 3 if blurred_too else 2)
+        if len(r) < 2:
+            return None
+        if record:
+            if len(r) == 3:
+                self.noisy_blurred_drops.append(r[2] - r[1])
+            self.noisy_drops.append(r[1] - r[0])
+        return r[1] - r[0]
+
     def _measure(self, frame: np.ndarray) -> Optional[float]:
+        self._measure_noisy(frame, record=True)
         x = _measurable(frame, "BlurGate")
         if x is None:
             return None
         x = _window(x)
         # x, G_σ x and (every DROP_EVERY-th frame, for the blurred reference) G_σ G_σ x, each once
         blurred_too = len(self.drops) % DROP_EVERY == 0 or not self.blurred_drops
-        r = _ratios(x, self.sigma_min, quantum(x), 3 if blurred_too else 2)
+        r = _ratios(x, self.sigma_min, quantum(x) ** 2 / 12.0, 3 if blurred_too else 2)
         if len(r) < 2:
             return None
         drop = r[1] - r[0]
@@ -329,6 +488,9 @@ class BlurGate:
             ValueError: the frame is not a single 2-D image.
         """
         limit = self.threshold()
+        self.noisy_soft, self.last_noisy = None, None
+        if task in self.noisy_partners or task in self._noisy_blurred:
+            return self._judge_noisy(task, frame), True
         # a noise-carrying verdict is neither judged nor recorded: not measured at all
         self.last = self._measure(frame) if task in self._noise_free else None
         soft = limit is None or self.last is None or self.last > limit
@@ -339,6 +501,32 @@ class BlurGate:
             return self.partners[task], False
         return task, soft
 
+    def noisy_moves(self) -> Dict[str, str]:
+        """Where the student's prompt weight moves after the last judged noise-carrying frame:
+        {BN: noise, CBN: CN} when it was sharp, {noise: BN, CN: CBN} when it was blurred, {} when
+        not decided (:attr:`noisy_soft` None)."""
+        if self.noisy_soft is None:
+            return {}
+        return dict(self._noisy_blurred) if self.noisy_soft else dict(self.noisy_partners)
+
+    def _judge_noisy(self, task: str, frame: np.ndarray) -> str:
+        """A noise-carrying verdict of a blur pair (BN/noise, CBN/CN): its blur part set by the
+        frame's measure under noise when that is outside the camera's undecided band
+        (:meth:`noisy_band`); the frame is not recorded."""
+        self.last = None
+        band = self.noisy_band()
+        if band is None:
+            return task
+        self.last_noisy = self._measure_noisy(frame, record=False)
+        if self.last_noisy is None or band[0] <= self.last_noisy <= band[1]:
+            return task
+        self.noisy_soft = self.last_noisy > band[1]
+        new = (self._noisy_blurred.get(task, task) if self.noisy_soft
+               else self.noisy_partners.get(task, task))
+        if new != task:
+            self.changed_noisy += 1
+        return new
+
     def carry_from(self, old: "BlurGate") -> None:
         """Take over ``old``'s camera history and demoted count (a bundle hot-swap: the camera is
         the same). The history is taken only when both measure with the same σ_min: drops
@@ -347,12 +535,18 @@ class BlurGate:
         if float(old.sigma_min) == self.sigma_min:
             self.drops.extend(old.drops)
             self.blurred_drops.extend(old.blurred_drops)
+            self.noisy_drops.extend(old.noisy_drops)
+            self.noisy_blurred_drops.extend(old.noisy_blurred_drops)
         self.demoted += int(old.demoted)
+        self.changed_noisy += int(old.changed_noisy)
 
     def status(self) -> dict:
         """``drop`` of the last routed frame (None: not measurable), ``threshold`` (None before
         :attr:`min_frames`), ``frames`` in the history, ``demoted`` verdicts."""
-        limit = self.threshold()
+        limit, band = self.threshold(), self.noisy_band()
         return {"drop": None if self.last is None else round(self.last, 4),
                 "threshold": None if limit is None else round(limit, 4),
-                "frames": len(self.drops), "demoted": self.demoted}
+                "frames": len(self.drops), "demoted": self.demoted,
+                "drop_noisy": None if self.last_noisy is None else round(self.last_noisy, 4),
+                "band_noisy": None if band is None else [round(band[0], 4), round(band[1], 4)],
+                "changed_noisy": self.changed_noisy}

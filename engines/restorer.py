@@ -216,7 +216,7 @@ class Restorer:
                 self.fpn_gate = gate if gate.partners else None   # no task carries FPN: nothing to add
             if blur_gate:
                 gate = BlurGate.for_bundle(specs)
-                self.blur_gate = gate if gate.partners else None  # no noise-free blur task: nothing to judge
+                self.blur_gate = gate if gate.partners or gate.noisy_partners else None  # no blur task: nothing to judge
         self._contrast_low = True   # the last routed frame's contrast was low for this camera
         self._fpn = False           # the last routed frame carried column FPN (the FPN gate added noise)
         self._soft = True           # the last routed frame was soft for this camera (blur gate)
@@ -472,7 +472,9 @@ class Restorer:
           the frame's span then joins the camera's history;
         - the blur gate (engines/blur_gate.py): a blur verdict without noise (blur, CB) on a
           frame that is not soft for this camera becomes its partner without the blur part;
-          the frame then joins the camera's history;
+          the frame then joins the camera's history. A noise-carrying verdict of a blur pair
+          (BN/noise, CBN/CN) takes its blur part from the frame's measure under noise when
+          that is clearly sharp or clearly blurred for this camera;
         - the FPN gate (engines/fpn_gate.py): on a frame that carries the column FPN of an
           uncalibrated FPA, the verdict gains the noise part (an unknown verdict becomes the
           noise task) and ``fpn`` is True: the noise part is measured, so a verdict the router
@@ -498,7 +500,9 @@ class Restorer:
         not low for this camera, each contrast-carrying prompt's weight moves to its partner
         without contrast (dropped when the partner is ``clean``); when the frame is not soft for
         this camera, each noise-free blur prompt's weight moves to its partner without the blur
-        (the blur gate); when the frame carries column
+        (the blur gate); when the blur gate's measure under noise found the frame sharp, each
+        noise-carrying blur prompt's weight moves to its partner without the blur (BN → noise,
+        CBN → CN), when it found it blurred, the other way; when the frame carries column
         FPN, each prompt's weight moves to its partner with the noise part. Renormalised; a
         one-hot of the gated verdict when nothing is left. (K,) float32 in, (K,) float32 out."""
         moves = []
@@ -506,6 +510,8 @@ class Restorer:
             moves.append(self.contrast_gate.partners)
         if self.blur_gate is not None and not self._soft:
             moves.append(self.blur_gate.partners)
+        if self.blur_gate is not None and self.blur_gate.noisy_soft is not None:
+            moves.append(self.blur_gate.noisy_moves())
         if self.fpn_gate is not None and self._fpn:
             moves.append(self.fpn_gate.partners)
         if not moves or not self.prompts:

@@ -256,3 +256,107 @@ def test_a_large_frame_is_measured_on_its_centred_window():
     a, b = BlurGate({"blur": "clean"}), BlurGate({"blur": "clean"})
     assert a.add(big) == pytest.approx(b.add(centre))
     assert list(a.blurred_drops) == pytest.approx(list(b.blurred_drops))
+
+
+# --- under noise -------------------------------------------------------------------------------
+
+NOISY = {"BN": "noise", "CBN": "CN"}
+
+
+def big_scene(seed):
+    """A 256×320 frame (half resolution 128×160) with detail at several scales."""
+    return cv2.resize(scene(seed, 128, 160), (320, 256), interpolation=cv2.INTER_CUBIC) + \
+        0.5 * (scene(seed + 100, 256, 320) - 0.4)
+
+
+def sensor_noise(x, seed, sigma=10 / 255, stripes=3 / 255):
+    """The noise spec's kind of noise: white noise of ``sigma`` plus column offsets of ``stripes``."""
+    rng = np.random.default_rng(seed)
+    cols = rng.normal(0, stripes, (1, x.shape[1]))
+    return (x + rng.normal(0, sigma, x.shape) + cols).astype(np.float32)
+
+
+def test_noise_sigma_reads_white_noise_and_ignores_stripes():
+    from tir.engines.blur_gate import noise_sigma
+
+    x = blurred(big_scene(1), 1.0)
+    assert noise_sigma(x) < 0.004
+    for sigma in (5 / 255, 15 / 255):
+        assert noise_sigma(sensor_noise(x, 2, sigma, stripes=0)) == pytest.approx(sigma, rel=0.1)
+        assert noise_sigma(sensor_noise(x, 2, sigma, stripes=6 / 255)) == pytest.approx(sigma, rel=0.1)
+
+
+def test_destripe_takes_out_column_and_row_offsets():
+    from tir.engines.blur_gate import destripe
+    from tir.engines.metrics import column_fpn
+
+    x = big_scene(3)
+    rng = np.random.default_rng(4)
+    striped = (x + rng.normal(0, 0.02, (1, x.shape[1])) + rng.normal(0, 0.02, (x.shape[0], 1))).astype(np.float32)
+    assert column_fpn(destripe(striped) * 255) < 0.3 * column_fpn(striped * 255)
+    assert column_fpn(destripe(striped.T).T * 255) < 0.3 * column_fpn(striped * 255)   # rows alike
+    assert np.abs(destripe(x) - x).mean() < 0.01                                        # the scene stays
+
+
+def test_noisy_drop_sees_a_blur_under_noise():
+    from tir.engines.blur_gate import noisy_blur_drop
+
+    x = big_scene(5)
+    clean, soft = noisy_blur_drop(x), noisy_blur_drop(blurred(x, 1.5))
+    assert clean < soft
+    noisy, noisy_soft = noisy_blur_drop(sensor_noise(x, 6)), noisy_blur_drop(sensor_noise(blurred(x, 1.5), 6))
+    assert noisy == pytest.approx(clean, abs=0.5 * (soft - clean))     # the noise is taken out
+    assert noisy_soft == pytest.approx(soft, abs=0.5 * (soft - clean))
+    assert noisy_blur_drop(x[:40]) is None                               # under 2 × MIN_SIDE rows
+    with pytest.raises(ValueError, match="sigma"):
+        noisy_blur_drop(x, sigma=0)
+
+
+def test_noisy_partners_come_from_the_specs():
+    from tir.engines.blur_gate import noisy_blur_partners
+
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    assert noisy_blur_partners(specs) == NOISY
+    assert BlurGate.for_bundle(specs).noisy_partners == NOISY
+
+
+def test_gate_sets_the_blur_part_of_a_noisy_verdict():
+    gate = BlurGate({"blur": "clean"}, noisy_partners=NOISY)
+    for s in range(12):
+        assert (gate.noisy_band() is None) == (s < MIN_FRAMES)
+        gate.step("clean", big_scene(s))
+    lo, hi = gate.noisy_band()
+    assert lo < hi
+    sharp, soft = sensor_noise(big_scene(41), 7), sensor_noise(blurred(big_scene(41), 2.0), 7)
+    assert gate.step("BN", sharp) == ("noise", True) and gate.noisy_soft is False
+    assert gate.noisy_moves() == NOISY
+    assert gate.step("CBN", 0.5 * sharp + 0.2) == ("CN", True)
+    assert gate.step("noise", soft) == ("BN", True) and gate.noisy_soft is True
+    assert gate.noisy_moves() == {"noise": "BN", "CN": "CBN"}
+    assert gate.step("CN", 0.5 * soft + 0.2) == ("CBN", True)
+    assert gate.step("BN", soft) == ("BN", True) and gate.step("noise", sharp) == ("noise", True)
+    assert gate.changed_noisy == 4 and gate.demoted == 0
+    assert len(gate.noisy_drops) == 12                          # noisy frames do not join the history
+    s = gate.status()
+    assert s["changed_noisy"] == 4 and s["band_noisy"] == [round(lo, 4), round(hi, 4)]
+    # a frame between the references keeps the router's verdict
+    gate.last_noisy = None
+    mid = 0.5 * (lo + hi)
+    gate._measure_noisy = lambda frame, record: mid
+    assert gate.step("BN", sharp) == ("BN", True) and gate.noisy_soft is None and gate.noisy_moves() == {}
+    new = BlurGate({"blur": "clean"}, noisy_partners=NOISY)
+    new.carry_from(gate)
+    assert new.noisy_band() == pytest.approx((lo, hi)) and new.changed_noisy == 4
+
+
+def test_restorer_moves_the_student_prompt_under_noise(blur_bundle, monkeypatch):
+    monkeypatch.setattr(Restorer, "prompts", property(lambda self: ["noise", "BN", "CN", "CBN"]))
+    r = Restorer(blur_bundle, every=1, hysteresis=1, contrast_gate=False)
+    r.blur_gate.noisy_partners, r.blur_gate._noisy_blurred = dict(NOISY), {v: k for k, v in NOISY.items()}
+    w = np.array([0.4, 0.3, 0.2, 0.1], np.float32)
+    r.blur_gate.noisy_soft = None
+    assert np.allclose(r._gate_prompt(w, "noise"), w)
+    r.blur_gate.noisy_soft = False
+    assert np.allclose(r._gate_prompt(w, "noise"), [0.7, 0.0, 0.3, 0.0])
+    r.blur_gate.noisy_soft = True
+    assert np.allclose(r._gate_prompt(w, "BN"), [0.0, 0.7, 0.0, 0.3])

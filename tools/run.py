@@ -92,6 +92,8 @@ def status_line(snap) -> str:
     blur = snap.get("blur")
     if blur and blur.get("demoted"):
         parts.append(f"blur gate demoted {blur['demoted']}")
+    if blur and blur.get("changed_noisy"):
+        parts.append(f"blur under noise changed {blur['changed_noisy']}")
     camera = snap.get("camera")
     if camera:
         fpa = camera.get("fpa_temp_c")

@@ -192,11 +192,19 @@ class BlurStatus(_Record):
     is soft for this camera (half-way between the camera's median drop and that of its frames
     with the mildest blur; None until the camera has been seen for 8 frames);
     ``frames``: routed frames in the camera's history; ``demoted``: blur verdicts without noise
-    the gate turned into their partner without the blur (the frame was not soft)."""
+    the gate turned into their partner without the blur (the frame was not soft).
+    Under noise (BN/noise, CBN/CN): ``drop_noisy``: the last judged frame's drop at half
+    resolution, destriped, its white noise taken out (None: not measured); ``band_noisy``:
+    [low, high], below low the frame is sharp, above high blurred, between the router's verdict
+    stands (None until the camera has been seen for 8 frames); ``changed_noisy``: noise-carrying
+    verdicts whose blur part the gate changed, either way."""
     drop: Optional[float] = None
     threshold: Optional[float] = None
     frames: int = 0
     demoted: int = 0
+    drop_noisy: Optional[float] = None
+    band_noisy: Optional[List[float]] = None
+    changed_noisy: int = 0
     stats_error: Optional[str] = None
 
 

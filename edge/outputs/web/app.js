@@ -138,11 +138,13 @@ function renderFPN(stats) {
 }
 
 // Blur gate (engines/blur_gate.py): the last routed frame's drop (what a further 1 px blur takes
-// from its fine detail) against the camera's threshold and the blur verdicts it demoted; hidden when the gate is off or there is no router.
+// from its fine detail) against the camera's threshold and the blur verdicts it demoted, then the
+// noise-carrying verdicts whose blur part it changed; hidden when the gate is off or there is no router.
 function renderBlur(stats) {
   $("blur-fact").classList.toggle("hidden", !stats.blur);
   if (!stats.blur) return;
-  text("blur", `${fmt(stats.blur.drop, 2)} / ${fmt(stats.blur.threshold, 2)} · ${stats.blur.demoted} demoted`);
+  text("blur", `${fmt(stats.blur.drop, 2)} / ${fmt(stats.blur.threshold, 2)} · ${stats.blur.demoted} demoted` +
+    ` · ${stats.blur.changed_noisy || 0} under noise`);
 }
 
 // Open-world collection (tir run --collect DIR): kept count, raw counts, last thumbnails.
