@@ -66,7 +66,7 @@ import cv2
 import numpy as np
 
 from .contrast_gate import noise_free_tasks, one_frame
-from .fpn_gate import steps_key
+from .fpn_gate import noise_sigma, steps_key
 from .router import CLEAN
 
 #: the degradation op the gate judges (engines/degrade.py)
@@ -237,24 +237,6 @@ def destripe(x: np.ndarray) -> np.ndarray:
     col = np.median(hp, axis=0)[None, :]
     row = np.median(hp - col, axis=1)[:, None]
     return (x - col - row).astype(np.float32)
-
-
-def noise_sigma(x: np.ndarray) -> float:
-    """The standard deviation of the frame's white noise: the median absolute diagonal Haar detail
-    of 2×2 blocks, (a − b − c + d)/2, over 0.6745 (Donoho & Johnstone, "Ideal spatial adaptation by
-    wavelet shrinkage", Biometrika 81(3), 1994: the MAD estimator on the finest diagonal
-    subband). The diagonal detail of a white noise of σ has σ; row and column offsets cancel in
-    it, and the median ignores the few blocks an edge crosses.
-
-    Args:
-        x: (H, W) float32 frame (≥ 2×2 px).
-
-    Returns:
-        σ in the frame's units (≥ 0)."""
-    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
-    y = x[:h, :w]
-    hh = 0.5 * (y[0::2, 0::2] - y[0::2, 1::2] - y[1::2, 0::2] + y[1::2, 1::2])
-    return float(np.median(np.abs(hh)) / 0.6745)
 
 
 def _half_res(frame: np.ndarray, name: str) -> Optional[np.ndarray]:

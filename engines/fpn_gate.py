@@ -40,21 +40,40 @@ noise, contrast → CN, blur → BN, CB → CBN; derived from the task specs, so
 adds is handled the same way). It never removes a verdict's noise part and never acts on a frame
 without the signature; the router decides everything else.
 
+**White noise on an unknown verdict.** The gate also keeps the camera's white-noise floor: the
+median :func:`noise_sigma` of recent frames under noise-free verdicts (clean, contrast, blur, CB).
+An ``unknown`` verdict on a frame whose white noise is clearly above that floor,
+σ² > floor² + (σ_min/2)² with σ_min the weakest white noise of the bundle's specs (5 grey levels
+for the shipped ``gaussian_noise`` step, ecmrnet.md §1.3), becomes the noise task: half-way
+between "as the camera delivers it" and the mildest noise the routes restore. Measured on val
+(docs/cameras.md, "Session 9"): noisy frames read σ ≥ 5.2 grey levels (5th percentile), clean
+frames of every camera ≤ 2.9 (the raw set's 95th percentile 4.3). Only unknown verdicts: a
+confident router is not overridden by a measure that a finely textured scene can also raise, and
+the router named no noisy val frame clean or noise-free; it called some "unknown" on cameras it
+never saw. Silent before :data:`MIN_FLOOR_FRAMES` frames of the camera.
+
 numpy + OpenCV only (runtime).
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, NamedTuple, Sequence, Tuple
+from collections import deque
+from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from .contrast_gate import one_frame
+from .contrast_gate import noise_free_tasks, one_frame
 from .router import CLEAN, UNKNOWN
 
 #: σ in pixels of the 1-D Gaussian (along each row) whose residual is the horizontal high-pass
 SIGMA = 2.0
+#: frames under noise-free verdicts the camera's white-noise floor needs before the gate uses it
+MIN_FLOOR_FRAMES = 8
+#: routed frames the floor is the median of
+FLOOR_WINDOW = 512
+#: (width, height) of the centred window the white noise is measured on (the cost of a 640×512 frame)
+NOISE_WINDOW = (640, 512)
 #: horizontal bands whose column signatures must agree
 BANDS = 4
 #: column FPN left on NUC'd cameras, fraction of the scene span (0.3-0.5 %, docs/cameras.md)
@@ -85,6 +104,40 @@ MIN_LAG = 8
 #: below it at 80 columns; lynred_nonuc's real FPN shows only a weak peak at its 128-column
 #: readout blocks)
 PERIODICITY = 0.5
+
+
+def noise_sigma(x: np.ndarray) -> float:
+    """The standard deviation of the frame's white noise: the median absolute diagonal Haar detail
+    of 2×2 blocks, (a − b − c + d)/2, over 0.6745 (Donoho & Johnstone, "Ideal spatial adaptation by
+    wavelet shrinkage", Biometrika 81(3), 1994: the MAD estimator on the finest diagonal
+    subband). The diagonal detail of a white noise of σ has σ; row and column offsets cancel in
+    it, and the median ignores the few blocks an edge crosses.
+
+    Args:
+        x: (H, W) float32 frame.
+
+    Returns:
+        σ in the frame's units (≥ 0; 0 for a frame under 2×2 px)."""
+    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+    if h == 0 or w == 0:
+        return 0.0
+    y = x[:h, :w]
+    hh = 0.5 * (y[0::2, 0::2] - y[0::2, 1::2] - y[1::2, 0::2] + y[1::2, 1::2])
+    return float(np.median(np.abs(hh)) / 0.6745)
+
+
+#: the op whose σ range sets the white-noise threshold (engines/degrade.py; σ in grey levels of 255)
+WHITE_NOISE_OP = "gaussian_noise"
+
+
+def min_white_sigma(specs: Mapping[str, Sequence[dict]]) -> Optional[float]:
+    """The weakest white noise the bundle's routes restore: the low end of the ``sigma`` range of
+    its :data:`WHITE_NOISE_OP` steps, in [0, 1] frame units (grey levels / 255); None when no task
+    states one (then the gate does not judge white noise)."""
+    found = [float(st["sigma"][0]) / 255.0 for steps in specs.values() for st in steps
+             if st.get("op") == WHITE_NOISE_OP and isinstance(st.get("sigma"), (list, tuple))
+             and float(st["sigma"][0]) > 0]
+    return min(found) if found else None
 
 
 class ColumnPattern(NamedTuple):
@@ -213,39 +266,73 @@ def noise_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
 
 
 class FPNGate:
-    """Adds the noise part to verdicts on frames that carry column FPN.
+    """Adds the noise part to verdicts on frames that carry column FPN, and the noise task to an
+    unknown verdict on a frame whose white noise is clearly above the camera's floor.
 
     Args:
         partners: {task without FPN: task with it} (:func:`noise_partners`).
         amplitude: amplitude threshold, fraction of the scene span (> 0).
         consistency: consistency threshold, in (−1, 1).
+        periodicity: periodicity threshold, in (0, 1].
+        white_sigma: the weakest white noise of the bundle's specs (:func:`min_white_sigma`, frame
+            units, > 0), or None: white noise not judged.
+        noise_free: verdicts whose frames join the camera's white-noise floor (default ``clean``).
 
     Raises:
         ValueError: a threshold outside its range.
     """
 
     def __init__(self, partners: Mapping[str, str], amplitude: float = AMPLITUDE,
-                 consistency: float = CONSISTENCY, periodicity: float = PERIODICITY):
+                 consistency: float = CONSISTENCY, periodicity: float = PERIODICITY,
+                 white_sigma: Optional[float] = None, noise_free: Sequence[str] = (CLEAN,)):
         if not float(amplitude) > 0.0 or not -1.0 < float(consistency) < 1.0 or not 0.0 < float(periodicity) <= 1.0:
             raise ValueError(f"FPN gate thresholds: amplitude > 0, consistency in (-1, 1) and periodicity in "
                              f"(0, 1], got {amplitude}, {consistency}, {periodicity}")
+        if white_sigma is not None and not float(white_sigma) > 0.0:
+            raise ValueError(f"FPN gate white_sigma must be > 0 or None, got {white_sigma}")
         self.partners = dict(partners)
         self.amplitude = float(amplitude)
         self.consistency = float(consistency)
         self.periodicity = float(periodicity)
+        self.white_sigma = None if white_sigma is None else float(white_sigma)
+        self.noise_free = frozenset(noise_free)
+        self.floor: deque = deque(maxlen=FLOOR_WINDOW)
         self.checked = 0
         self.promoted = 0
+        self.promoted_white = 0
         self.last: ColumnPattern = NO_PATTERN
+        self.last_sigma: Optional[float] = None
 
     @classmethod
     def for_bundle(cls, specs: Mapping[str, Sequence[dict]]) -> "FPNGate":
-        """The gate of a bundle: partners from its task specs (module docstring)."""
-        return cls(noise_partners(specs))
+        """The gate of a bundle: partners, the weakest white noise and the noise-free verdicts
+        from its task specs (module docstring)."""
+        return cls(noise_partners(specs), white_sigma=min_white_sigma(specs),
+                   noise_free=(CLEAN, *noise_free_tasks(specs)))
+
+    def white_threshold(self) -> Optional[float]:
+        """σ above which an unknown verdict's frame carries white noise for this camera:
+        √(floor² + (white_sigma/2)²), floor the median of the camera's history; None before
+        :data:`MIN_FLOOR_FRAMES` frames or without ``white_sigma``."""
+        if self.white_sigma is None or len(self.floor) < MIN_FLOOR_FRAMES:
+            return None
+        return math.hypot(float(np.median(self.floor)), 0.5 * self.white_sigma)
+
+    def _sigma(self, frame: np.ndarray) -> Optional[float]:
+        x = one_frame(frame, "FPNGate")
+        if not np.isfinite(x).all():
+            return None
+        h, w = x.shape
+        mw, mh = NOISE_WINDOW
+        top, left = max((h - mh) // 2, 0), max((w - mw) // 2, 0)
+        return noise_sigma(x[top:top + mh, left:left + mw])
 
     def step(self, task: str, frame: np.ndarray) -> Tuple[str, bool]:
         """One routed frame: (``task`` with the noise part added when the frame carries column
-        FPN and ``task`` has a partner, counted in :attr:`promoted`, else ``task``; whether the
-        frame carries column FPN).
+        FPN and ``task`` has a partner, counted in :attr:`promoted`, or the noise task when
+        ``task`` is ``unknown`` and the frame's white noise is above :meth:`white_threshold`,
+        counted in :attr:`promoted_white`, else ``task``; whether the noise part was measured).
+        A frame under a noise-free verdict joins the camera's white-noise floor.
 
         Args:
             task: the verdict so far (a task, ``clean`` or ``unknown``).
@@ -257,17 +344,36 @@ class FPNGate:
         if fpn and task in self.partners:
             self.promoted += 1
             return self.partners[task], True
+        limit = self.white_threshold() if task == UNKNOWN else None
+        self.last_sigma = None
+        if self.white_sigma is not None and (task in self.noise_free or limit is not None):
+            self.last_sigma = self._sigma(frame)
+            if self.last_sigma is not None and task in self.noise_free:
+                self.floor.append(self.last_sigma)
+        if limit is not None and self.last_sigma is not None and self.last_sigma > limit and task in self.partners:
+            self.promoted_white += 1
+            return self.partners[task], True
         return task, fpn
 
     def carry_from(self, old: "FPNGate") -> None:
-        """Take over ``old``'s counters (a bundle hot-swap, engines/hotswap.py)."""
+        """Take over ``old``'s counters and the camera's white-noise floor (a bundle hot-swap,
+        engines/hotswap.py: the camera is the same)."""
         self.checked += int(old.checked)
         self.promoted += int(old.promoted)
+        self.promoted_white += int(old.promoted_white)
+        self.floor.extend(old.floor)
 
     def status(self) -> dict:
         """``amplitude``, ``consistency`` and ``periodicity`` of the last routed frame, the
-        thresholds, ``checked`` frames and ``promoted`` verdicts."""
+        thresholds, ``checked`` frames and ``promoted`` verdicts; ``white_sigma`` (the last
+        measured frame's white noise σ, fraction of full scale, or None), ``white_threshold``
+        (None before the camera's floor exists) and ``promoted_white`` (unknown verdicts made
+        the noise task)."""
+        limit = self.white_threshold()
         return {"amplitude": round(self.last.amplitude, 5), "consistency": round(self.last.consistency, 3),
                 "periodicity": round(self.last.periodicity, 3),
                 "amplitude_threshold": round(self.amplitude, 5), "consistency_threshold": self.consistency,
-                "periodicity_threshold": self.periodicity, "checked": self.checked, "promoted": self.promoted}
+                "periodicity_threshold": self.periodicity, "checked": self.checked, "promoted": self.promoted,
+                "white_sigma": None if self.last_sigma is None else round(self.last_sigma, 5),
+                "white_threshold": None if limit is None else round(limit, 5),
+                "promoted_white": self.promoted_white}

@@ -464,9 +464,16 @@ class Restorer:
         return decision
 
     def _gate(self, decision: dict, frame: np.ndarray) -> dict:
-        """The gates on one verdict, ``gated_from`` naming the router's own verdict when they
-        change it:
+        """The gates on one verdict, in this order (the noise part is measured first, then the
+        contrast and blur parts are judged knowing it), ``gated_from`` naming the router's own
+        verdict when they change it:
 
+        - the FPN gate (engines/fpn_gate.py): on a frame that carries the column FPN of an
+          uncalibrated FPA, the verdict gains the noise part (an unknown verdict becomes the
+          noise task), and an unknown verdict on a frame whose white noise is clearly above the
+          camera's floor becomes the noise task; either way ``fpn`` is True: the noise part is
+          measured, so a verdict the router was unsure of is not dropped to pass-through
+          (:meth:`_decide`);
         - the contrast gate (engines/contrast_gate.py): a contrast-carrying task on a frame whose
           contrast is not low for this camera becomes its partner without the contrast part;
           the frame's span then joins the camera's history;
@@ -474,46 +481,41 @@ class Restorer:
           frame that is not soft for this camera becomes its partner without the blur part;
           the frame then joins the camera's history. A noise-carrying verdict of a blur pair
           (BN/noise, CBN/CN) takes its blur part from the frame's measure under noise when
-          that is clearly sharp or clearly blurred for this camera;
-        - the FPN gate (engines/fpn_gate.py): on a frame that carries the column FPN of an
-          uncalibrated FPA, the verdict gains the noise part (an unknown verdict becomes the
-          noise task) and ``fpn`` is True: the noise part is measured, so a verdict the router
-          was unsure of is not dropped to pass-through (:meth:`_decide`).
+          that is clearly sharp or clearly blurred for this camera.
         """
         task = decision["task"]
+        self._fpn = False
+        if self.fpn_gate is not None:
+            task, self._fpn = self.fpn_gate.step(task, frame)
         if self.contrast_gate is not None:
             task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), lowpass_extent(frame))
         if self.blur_gate is not None:
             task, self._soft = self.blur_gate.step(task, frame)
-        self._fpn = False
-        if self.fpn_gate is not None:
-            task, self._fpn = self.fpn_gate.step(CLEAN if task == UNKNOWN else task, frame)
-            if not self._fpn and decision["task"] == UNKNOWN:
-                task = UNKNOWN
         if task == decision["task"] and not self._fpn:
             return decision
         out = {**decision, "task": task, "fpn": self._fpn}
         return out if task == decision["task"] else {**out, "gated_from": decision["task"]}
 
     def _gate_prompt(self, weights: np.ndarray, task: str) -> np.ndarray:
-        """The student's prompt mix after the gates (:meth:`_gate`): when the frame's contrast is
-        not low for this camera, each contrast-carrying prompt's weight moves to its partner
-        without contrast (dropped when the partner is ``clean``); when the frame is not soft for
-        this camera, each noise-free blur prompt's weight moves to its partner without the blur
-        (the blur gate); when the blur gate's measure under noise found the frame sharp, each
-        noise-carrying blur prompt's weight moves to its partner without the blur (BN → noise,
-        CBN → CN), when it found it blurred, the other way; when the frame carries column
-        FPN, each prompt's weight moves to its partner with the noise part. Renormalised; a
-        one-hot of the gated verdict when nothing is left. (K,) float32 in, (K,) float32 out."""
+        """The student's prompt mix after the gates (:meth:`_gate`), moved in the gates' order:
+        when the FPN gate measured the noise part, each prompt's weight moves to its partner with
+        the noise part; when the frame's contrast is not low for this camera, each
+        contrast-carrying prompt's weight moves to its partner without contrast (dropped when the
+        partner is ``clean``); when the frame is not soft for this camera, each noise-free blur
+        prompt's weight moves to its partner without the blur (the blur gate); when the blur
+        gate's measure under noise found the frame sharp, each noise-carrying blur prompt's
+        weight moves to its partner without the blur (BN → noise, CBN → CN), when it found it
+        blurred, the other way. Renormalised; a one-hot of the gated verdict when nothing is
+        left. (K,) float32 in, (K,) float32 out."""
         moves = []
+        if self.fpn_gate is not None and self._fpn:
+            moves.append(self.fpn_gate.partners)
         if self.contrast_gate is not None and not self._contrast_low:
             moves.append(self.contrast_gate.partners)
         if self.blur_gate is not None and not self._soft:
             moves.append(self.blur_gate.partners)
         if self.blur_gate is not None and self.blur_gate.noisy_soft is not None:
             moves.append(self.blur_gate.noisy_moves())
-        if self.fpn_gate is not None and self._fpn:
-            moves.append(self.fpn_gate.partners)
         if not moves or not self.prompts:
             return weights
         w = np.asarray(weights, dtype=np.float64).copy()

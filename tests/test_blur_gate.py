@@ -277,7 +277,7 @@ def sensor_noise(x, seed, sigma=10 / 255, stripes=3 / 255):
 
 
 def test_noise_sigma_reads_white_noise_and_ignores_stripes():
-    from tir.engines.blur_gate import noise_sigma
+    from tir.engines.fpn_gate import noise_sigma
 
     x = blurred(big_scene(1), 1.0)
     assert noise_sigma(x) < 0.004

@@ -233,6 +233,8 @@ def test_stats_and_status_line_show_the_gate(tmp_path):
     assert snap.to_dict()["fpn"]["promoted"] == 1
     assert "FPN gate promoted 1" in status_line(snap.to_dict())
     assert "FPN gate" not in status_line({**snap.to_dict(), "fpn": {"promoted": 0}})
+    assert "white noise promoted 2" in status_line({**snap.to_dict(), "fpn": {"promoted": 0, "promoted_white": 2}})
+    assert "white noise" not in status_line(snap.to_dict())
 
 
 def test_unsure_noise_verdict_on_column_fpn_is_kept(tmp_path):
@@ -245,3 +247,66 @@ def test_unsure_noise_verdict_on_column_fpn_is_kept(tmp_path):
     striped = with_column_fpn(scene(), 0.025)[None, None]
     assert np.allclose(r.infer(striped), striped * 5.0) and r.status()["task"] == "BN"
     assert r.status()["uncertain"] == 1 and r.status()["fpn"]["promoted"] == 0   # kept, not promoted
+
+
+# --- white noise on an unknown verdict ----------------------------------------------------------
+
+def white(x, sigma_grey, seed=3):
+    return (x + np.random.default_rng(seed).normal(0, sigma_grey / 255.0, x.shape)).astype(np.float32)
+
+
+def test_weakest_white_noise_comes_from_the_specs():
+    from tir.engines.fpn_gate import min_white_sigma
+
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    assert min_white_sigma(specs) == pytest.approx(5 / 255)
+    assert min_white_sigma({"blur": specs["blur"]}) is None
+    assert FPNGate.for_bundle(specs).white_sigma == pytest.approx(5 / 255)
+    assert FPNGate.for_bundle(specs).noise_free == {CLEAN, "contrast", "blur", "CB"}
+    with pytest.raises(ValueError, match="white_sigma"):
+        FPNGate({}, white_sigma=0.0)
+
+
+def test_unknown_verdict_on_white_noise_becomes_the_noise_task():
+    from tir.engines.fpn_gate import MIN_FLOOR_FRAMES, noise_sigma
+
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}, white_sigma=5 / 255,
+                   noise_free=(CLEAN, "blur"))
+    noisy = white(scene(seed=9), 5.0)
+    assert noise_sigma(noisy) == pytest.approx(5 / 255, rel=0.15)
+    for i in range(MIN_FLOOR_FRAMES):
+        assert gate.white_threshold() is None
+        assert gate.step(UNKNOWN, noisy) == (UNKNOWN, False)           # silent before the floor exists
+        gate.step(CLEAN, scene(seed=i))
+    limit = gate.white_threshold()
+    assert 2.5 / 255 < limit < 3.0 / 255                                # √(floor² + 2.5²) grey levels
+    assert gate.step(UNKNOWN, noisy) == ("noise", True) and gate.promoted_white == 1
+    assert gate.step(UNKNOWN, scene(seed=20)) == (UNKNOWN, False)       # the camera's own frame
+    assert gate.step(CLEAN, noisy) == (CLEAN, False)                    # a confident verdict stands
+    assert gate.step("noise", noisy) == ("noise", False) and len(gate.floor) == MIN_FLOOR_FRAMES + 1
+    s = gate.status()
+    assert s["promoted_white"] == 1 and s["white_threshold"] == pytest.approx(limit, abs=1e-5)
+    new = FPNGate({CLEAN: "noise", UNKNOWN: "noise"}, white_sigma=5 / 255)
+    new.carry_from(gate)
+    assert list(new.floor) == list(gate.floor) and new.promoted_white == 1
+
+
+def test_a_noisy_camera_is_its_own_floor():
+    """A camera whose own frames carry white noise of 6 grey levels: that is its normal, and an
+    unknown verdict on such a frame stays unknown; the spec's noise on top of it is seen."""
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise"}, white_sigma=5 / 255)
+    for i in range(12):
+        gate.step(CLEAN, white(scene(seed=i), 6.0, seed=i))
+    assert gate.step(UNKNOWN, white(scene(seed=30), 6.0, seed=30)) == (UNKNOWN, False)
+    assert gate.step(UNKNOWN, white(scene(seed=31), np.hypot(6.0, 5.0), seed=31)) == ("noise", True)
+
+
+def test_restorer_sends_an_unknown_noisy_frame_to_the_noise_route(tmp_path):
+    bundle = _bundle(tmp_path, "clean", unknown=True)
+    r = Restorer(bundle, every=1, hysteresis=1)
+    for i in range(8):                                                   # the camera's floor: its own frames
+        r.fpn_gate.step(CLEAN, scene(seed=i))
+    noisy = white(scene(seed=40), 8.0)[None, None]
+    assert np.allclose(r.infer(noisy), noisy * 7.0) and r.status()["task"] == "noise"
+    s = r.status()
+    assert s["gated_from"] == UNKNOWN and s["fpn"]["promoted_white"] == 1 and s["fpn"]["promoted"] == 0

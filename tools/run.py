@@ -89,6 +89,8 @@ def status_line(snap) -> str:
     fpn = snap.get("fpn")
     if fpn and fpn.get("promoted"):
         parts.append(f"FPN gate promoted {fpn['promoted']}")
+    if fpn and fpn.get("promoted_white"):
+        parts.append(f"white noise promoted {fpn['promoted_white']}")
     blur = snap.get("blur")
     if blur and blur.get("demoted"):
         parts.append(f"blur gate demoted {blur['demoted']}")

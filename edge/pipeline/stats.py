@@ -171,7 +171,11 @@ class FPNStatus(_Record):
     frame's top-to-bottom bands (median correlation, −1..1); ``periodicity``: the signature's
     largest autocorrelation at lags ≥ 8 px (a periodic signature is scene); a frame carries column
     FPN at or above the amplitude and consistency thresholds and below the periodicity one;
-    ``checked``: routed frames measured; ``promoted``: verdicts the gate gave the noise part."""
+    ``checked``: routed frames measured; ``promoted``: verdicts the gate gave the noise part;
+    ``white_sigma``: the last measured frame's white noise σ (MAD of the diagonal Haar detail,
+    fraction of full scale; None when not measured); ``white_threshold``: above it an unknown
+    verdict's frame carries white noise for this camera (None until 8 frames under noise-free
+    verdicts are seen); ``promoted_white``: unknown verdicts the gate made the noise task."""
     amplitude: Optional[float] = None
     consistency: Optional[float] = None
     periodicity: Optional[float] = None
@@ -180,6 +184,9 @@ class FPNStatus(_Record):
     periodicity_threshold: Optional[float] = None
     checked: int = 0
     promoted: int = 0
+    white_sigma: Optional[float] = None
+    white_threshold: Optional[float] = None
+    promoted_white: int = 0
     stats_error: Optional[str] = None
 
 
