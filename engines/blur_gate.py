@@ -65,7 +65,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .contrast_gate import noise_free_tasks, one_frame
+from .contrast_gate import MEASURE_WINDOW, centre_window, noise_free_tasks, one_frame
 from .fpn_gate import noise_sigma, steps_key
 from .router import CLEAN
 
@@ -85,8 +85,6 @@ DEFAULT_SIGMA_MIN = 1.0
 #: drop rises), never sharpens it, so the camera's own sharpness is the low end of its history;
 #: the 25th percentile holds while up to three quarters of the history is blurred
 REFERENCE_PERCENTILE = 25.0
-#: (width, height) px of the centred window the gate measures on larger frames
-MEASURE_WINDOW = (640, 512)
 #: the mildest blur's drop is measured on every DROP_EVERY-th recorded frame (its median moves
 #: slowly; it costs as much as the ratio itself)
 DROP_EVERY = 4
@@ -147,16 +145,6 @@ def _ratio(x: np.ndarray, noise_var: float, pre_sigma: float = 0.0) -> Optional[
 def _measurable(frame: np.ndarray, name: str) -> Optional[np.ndarray]:
     x = one_frame(frame, name)
     return x if min(x.shape) >= MIN_SIDE and np.isfinite(x).all() else None
-
-
-def _window(x: np.ndarray) -> np.ndarray:
-    """The centred :data:`MEASURE_WINDOW` of a larger frame (the frame itself when it fits): the
-    gate's cost per routed frame stays that of a 640×512 frame at any resolution, and the camera's
-    references are measured on the same window."""
-    h, w = x.shape
-    mw, mh = MEASURE_WINDOW
-    top, left = max((h - mh) // 2, 0), max((w - mw) // 2, 0)
-    return x[top:top + mh, left:left + mw]
 
 
 def _constant(frame: np.ndarray) -> bool:
@@ -245,7 +233,7 @@ def _half_res(frame: np.ndarray, name: str) -> Optional[np.ndarray]:
     x = one_frame(frame, name)
     if min(x.shape) < 2 * MIN_SIDE or not np.isfinite(x).all():
         return None
-    x = _window(x)
+    x = centre_window(x)
     return destripe(cv2.resize(x, (x.shape[1] // 2, x.shape[0] // 2), interpolation=cv2.INTER_AREA))
 
 
@@ -424,7 +412,7 @@ class BlurGate:
         x = _measurable(frame, "BlurGate")
         if x is None:
             return None
-        x = _window(x)
+        x = centre_window(x)
         # x, G_σ x and (every DROP_EVERY-th frame, for the blurred reference) G_σ G_σ x, each once
         blurred_too = len(self.drops) % DROP_EVERY == 0 or not self.blurred_drops
         r = _ratios(x, self.sigma_min, quantum(x) ** 2 / 12.0, 3 if blurred_too else 2)

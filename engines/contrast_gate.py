@@ -111,6 +111,21 @@ def one_frame(frame: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
+#: (width, height) px of the centred window the per-frame measures of the gates look at on larger
+#: frames (engines/blur_gate.py, engines/fpn_gate.py): their cost per routed frame stays that of a
+#: 640×512 frame at any resolution, and a camera's references are measured on the same window
+MEASURE_WINDOW = (640, 512)
+
+
+def centre_window(x: np.ndarray, size: Sequence[int] = MEASURE_WINDOW) -> np.ndarray:
+    """The centred ``size`` (width, height) window of an (H, W) frame (a view; the frame itself
+    when it fits)."""
+    h, w = x.shape
+    mw, mh = int(size[0]), int(size[1])
+    top, left = max((h - mh) // 2, 0), max((w - mw) // 2, 0)
+    return x[top:top + mh, left:left + mw]
+
+
 def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID,
                  percentiles: Sequence[float] = SPAN_PERCENTILES) -> float:
     """The contrast of one frame that per-pixel noise and the frame's resolution do not change.

@@ -63,7 +63,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .contrast_gate import noise_free_tasks, one_frame
+from .contrast_gate import centre_window, noise_free_tasks, one_frame
 from .router import CLEAN, UNKNOWN
 
 #: σ in pixels of the 1-D Gaussian (along each row) whose residual is the horizontal high-pass
@@ -72,8 +72,7 @@ SIGMA = 2.0
 MIN_FLOOR_FRAMES = 8
 #: routed frames the floor is the median of
 FLOOR_WINDOW = 512
-#: (width, height) of the centred window the white noise is measured on (the cost of a 640×512 frame)
-NOISE_WINDOW = (640, 512)
+
 #: horizontal bands whose column signatures must agree
 BANDS = 4
 #: column FPN left on NUC'd cameras, fraction of the scene span (0.3-0.5 %, docs/cameras.md)
@@ -322,10 +321,7 @@ class FPNGate:
         x = one_frame(frame, "FPNGate")
         if not np.isfinite(x).all():
             return None
-        h, w = x.shape
-        mw, mh = NOISE_WINDOW
-        top, left = max((h - mh) // 2, 0), max((w - mw) // 2, 0)
-        return noise_sigma(x[top:top + mh, left:left + mw])
+        return noise_sigma(centre_window(x))
 
     def step(self, task: str, frame: np.ndarray) -> Tuple[str, bool]:
         """One routed frame: (``task`` with the noise part added when the frame carries column
