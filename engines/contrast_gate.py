@@ -50,6 +50,16 @@ The gate (:class:`ContrastGate`):
   contrast route comes out ~18 dB from itself; a missed contrast loss leaves the frame as the
   camera delivered it).
 
+**Tone alignment** (:meth:`ContrastGate.align`, run by the Restorer after a contrast-carrying
+route or student prompt, ``tone_align``). How much contrast to give back is the camera's, not the
+route's: a route learned the contrast of its training cameras, and a sky camera's frames came back
+from it at 22.5 dB. The gate knows this camera's extremes: it keeps each routed frame's block low
+and high (:func:`lowpass_ends`), and a contrast loss only compresses them, so the camera's own are
+the outer quartiles of its history (:data:`TONE_PERCENTILES`, as the blur gate's low quartile). The
+restored frame's extremes are mapped linearly onto them, as the camera's AGC maps a scene's
+extremes onto its output scale. Measured on val through the live path (docs/cameras.md,
+"Session 9").
+
 Raw 16-bit cameras: the normaliser's percentile stretch is the AGC there and undoes a global
 contrast loss before the router sees it, so the spans stay at the reference and contrast-carrying
 verdicts are demoted to the task that is still visible (camera_eval.visible_task).
@@ -82,6 +92,13 @@ EXTENT_GRID = (160, 128)
 EXTENT_PERCENTILES = (0.02, 99.98)
 #: smallest block side (px) of :func:`lowpass_extent` on any frame: per-pixel noise σ averaged down 4×
 EXTENT_MIN_BLOCK = 4
+#: percentiles of the camera's history of block lows and highs that are its tone reference
+#: (:meth:`ContrastGate.tone_reference`): a contrast loss only compresses a frame's extremes
+#: (raises its low, lowers its high), so the camera's own extremes are the outer quartiles of its
+#: history; they hold while up to three quarters of the recent frames are low in contrast
+TONE_PERCENTILES = (25.0, 75.0)
+#: a restored frame whose block extent is below this (frame units) is flat: no tone to align
+MIN_TONE_EXTENT = 1e-3
 #: routed frames the camera's reference is the median of (≈ 2.3 min at 30 fps, router every 8 frames)
 DEFAULT_WINDOW = 512
 #: weight of the training prior, in frames, when the reference is shrunk towards it
@@ -151,20 +168,41 @@ def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID,
     return float(max(hi - lo, 0.0))
 
 
-def lowpass_extent(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
-                   min_block: int = EXTENT_MIN_BLOCK) -> float:
-    """The full extent of one frame's values, per-pixel noise averaged out: the frame area-averaged
-    onto ``grid`` cells (4×4-pixel blocks of a 640×512 frame) but onto blocks of at least
-    ``min_block`` × ``min_block`` pixels on a smaller frame, :data:`EXTENT_PERCENTILES` apart (the
-    hottest and coldest few blocks).
-
-    A scene with low contrast over most of the frame may still hold a few hot spots at the top of
-    the camera's scale; a contrast loss (``x·α + β``) compresses those too.
+def lowpass_ends(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
+                 min_block: int = EXTENT_MIN_BLOCK) -> Tuple[float, float]:
+    """The coldest and the hottest few blocks of one frame, per-pixel noise averaged out: the
+    frame area-averaged onto ``grid`` cells (4×4-pixel blocks of a 640×512 frame) but onto blocks
+    of at least ``min_block`` × ``min_block`` pixels on a smaller frame, at the
+    :data:`EXTENT_PERCENTILES`.
 
     Args:
         frame: (H, W) or (1, H, W) or (1, 1, H, W) float frame, the model input in [0, 1].
         grid: the largest (width, height) in cells (each ≥ 1).
         min_block: the smallest block side in pixels (≥ 1).
+
+    Returns:
+        (low, high) in the frame's units, low ≤ high.
+
+    Raises:
+        ValueError: the frame is not a single 2-D image, or ``min_block`` < 1.
+    """
+    if int(min_block) < 1:
+        raise ValueError(f"lowpass_ends needs min_block ≥ 1, got {min_block}")
+    x = one_frame(frame, "lowpass_ends")
+    h, w = x.shape
+    cells = (max(min(int(grid[0]), w // int(min_block)), 1), max(min(int(grid[1]), h // int(min_block)), 1))
+    small = cv2.resize(x, cells, interpolation=cv2.INTER_AREA)
+    lo, hi = np.percentile(small, EXTENT_PERCENTILES)
+    return float(lo), float(max(hi, lo))
+
+
+def lowpass_extent(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
+                   min_block: int = EXTENT_MIN_BLOCK) -> float:
+    """The full extent of one frame's values, per-pixel noise averaged out: high minus low of
+    :func:`lowpass_ends` (same arguments).
+
+    A scene with low contrast over most of the frame may still hold a few hot spots at the top of
+    the camera's scale; a contrast loss (``x·α + β``) compresses those too.
 
     Returns:
         The extent in the frame's units (≥ 0).
@@ -174,9 +212,8 @@ def lowpass_extent(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
     """
     if int(min_block) < 1:
         raise ValueError(f"lowpass_extent needs min_block ≥ 1, got {min_block}")
-    h, w = one_frame(frame, "lowpass_extent").shape
-    cells = (min(int(grid[0]), w // int(min_block)), min(int(grid[1]), h // int(min_block)))
-    return lowpass_span(frame, cells, EXTENT_PERCENTILES)
+    lo, hi = lowpass_ends(frame, grid, min_block)
+    return hi - lo
 
 
 def _contrast_free(steps: Sequence[dict]) -> tuple:
@@ -251,6 +288,11 @@ class ContrastGate:
         self.prior_frames = int(prior_frames)
         self.spans: deque = deque(maxlen=int(window))
         self.extents: deque = deque(maxlen=int(window))
+        self.lows: deque = deque(maxlen=int(window))
+        self.highs: deque = deque(maxlen=int(window))
+        #: restored frames whose tone :meth:`align` mapped to the camera's, and the last scale
+        self.aligned = 0
+        self.last_scale: Optional[float] = None
         self.demoted = 0
 
     @classmethod
@@ -299,13 +341,17 @@ class ContrastGate:
         :attr:`demoted`). Records nothing (:meth:`add`)."""
         return self._demote(task, self.is_low(span, extent))
 
-    def step(self, task: str, span: float, extent: Optional[float] = None) -> Tuple[str, bool]:
+    def step(self, task: str, span: float, extent: Optional[float] = None,
+             ends: Optional[Tuple[float, float]] = None) -> Tuple[str, bool]:
         """One routed frame: (the verdict after the gate as :meth:`judge` gives it, whether the
-        frame is low for this camera), then its ``span`` (and ``extent``) join the history. The
-        references are computed once."""
+        frame is low for this camera), then its ``span`` (and ``extent``, or ``ends``: its
+        :func:`lowpass_ends`, whose difference is the extent) join the history. The references
+        are computed once."""
+        if extent is None and ends is not None:
+            extent = float(ends[1]) - float(ends[0])
         low = self.is_low(span, extent)
         task = self._demote(task, low)
-        self.add(span, extent)
+        self.add(span, extent, ends)
         return task, low
 
     def _demote(self, task: str, low: bool) -> str:
@@ -314,11 +360,63 @@ class ContrastGate:
             return self.partners[task]
         return task
 
-    def add(self, span: float, extent: Optional[float] = None) -> None:
-        """Record one routed frame's low-pass span (and extent) in the camera's history."""
+    def add(self, span: float, extent: Optional[float] = None,
+            ends: Optional[Tuple[float, float]] = None) -> None:
+        """Record one routed frame's low-pass span (and extent, or its :func:`lowpass_ends`) in the
+        camera's history."""
         self.spans.append(float(span))
+        if extent is None and ends is not None:
+            extent = float(ends[1]) - float(ends[0])
         if extent is not None:
             self.extents.append(float(extent))
+        if ends is not None:
+            self.lows.append(float(ends[0]))
+            self.highs.append(float(ends[1]))
+
+    def tone_reference(self) -> Optional[Tuple[float, float]]:
+        """The camera's own extremes: (the :data:`TONE_PERCENTILES` low quartile of its history of
+        block lows, the high quartile of its block highs), frame units; None before
+        ``prior_frames`` (at least 1) of them or when they are not apart by
+        :data:`MIN_TONE_EXTENT`."""
+        if len(self.lows) < max(self.prior_frames, 1):
+            return None
+        lo = float(np.percentile(self.lows, TONE_PERCENTILES[0]))
+        hi = float(np.percentile(self.highs, TONE_PERCENTILES[1]))
+        return (lo, hi) if hi - lo >= MIN_TONE_EXTENT else None
+
+    def align(self, restored: np.ndarray) -> np.ndarray:
+        """Map each restored frame's extremes onto the camera's (the tone alignment after a
+        contrast-carrying route; module docstring): y' = lo_ref + (y − lo_y)·(hi_ref − lo_ref) /
+        (hi_y − lo_y), with (lo_y, hi_y) the frame's :func:`lowpass_ends` and (lo_ref, hi_ref)
+        :meth:`tone_reference`, clipped to [0, 1]. Frames pass unchanged without a reference,
+        when flat (extent under :data:`MIN_TONE_EXTENT`) or not finite. Counted in
+        :attr:`aligned`.
+
+        Args:
+            restored: (N, 1, H, W) float32 restored frames in [0, 1].
+
+        Returns:
+            (N, 1, H, W) float32 (a new array when any frame is aligned, else ``restored``).
+        """
+        ref = self.tone_reference()
+        y = np.asarray(restored, dtype=np.float32)
+        if ref is None:
+            return y
+        out = None
+        for i in range(y.shape[0]):
+            frame = y[i].reshape(y.shape[-2:])
+            if not np.isfinite(frame).all():
+                continue
+            lo, hi = lowpass_ends(frame)
+            if hi - lo < MIN_TONE_EXTENT:
+                continue
+            scale = (ref[1] - ref[0]) / (hi - lo)
+            if out is None:
+                out = y.copy()
+            out[i] = np.clip(ref[0] + (y[i] - lo) * scale, 0.0, 1.0)
+            self.aligned += 1
+            self.last_scale = float(scale)
+        return y if out is None else out
 
     def carry_from(self, old: "ContrastGate") -> None:
         """Take over ``old``'s camera history and demoted count (a bundle hot-swap: the camera is
@@ -327,15 +425,23 @@ class ContrastGate:
         this bundle's."""
         self.spans.extend(old.spans)
         self.extents.extend(old.extents)
+        self.lows.extend(old.lows)
+        self.highs.extend(old.highs)
+        self.aligned += int(old.aligned)
         self.demoted += int(old.demoted)
 
     def status(self) -> dict:
         """``reference`` (span, or None), ``extent_reference`` (or None), ``frames`` in the
-        history, ``ratio``, ``demoted``."""
-        ref, ref_extent = self.reference, self.extent_reference
+        history, ``ratio``, ``demoted``; ``tone_reference`` ([low, high], or None), ``aligned``
+        (restored frames whose tone was mapped to the camera's) and ``tone_scale`` (the last
+        alignment's scale, or None)."""
+        ref, ref_extent, tone = self.reference, self.extent_reference, self.tone_reference()
         return {"reference": None if ref is None else round(ref, 4),
                 "extent_reference": None if ref_extent is None else round(ref_extent, 4),
-                "frames": len(self.spans), "ratio": round(self.ratio, 4), "demoted": self.demoted}
+                "frames": len(self.spans), "ratio": round(self.ratio, 4), "demoted": self.demoted,
+                "tone_reference": None if tone is None else [round(tone[0], 4), round(tone[1], 4)],
+                "aligned": self.aligned,
+                "tone_scale": None if self.last_scale is None else round(self.last_scale, 4)}
 
 
 def span_summary(spans: Sequence[float]) -> dict:

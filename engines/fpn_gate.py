@@ -323,6 +323,17 @@ class FPNGate:
             return None
         return noise_sigma(centre_window(x))
 
+    def add(self, frame: np.ndarray) -> Optional[float]:
+        """Record a frame the camera delivered (unlabeled, taken as noise-free: e.g. the frames
+        shown before an evaluation) in its white-noise floor; returns its σ (None: not measured:
+        no ``white_sigma``, or a value that is not finite)."""
+        if self.white_sigma is None:
+            return None
+        sigma = self._sigma(frame)
+        if sigma is not None:
+            self.floor.append(sigma)
+        return sigma
+
     def step(self, task: str, frame: np.ndarray) -> Tuple[str, bool]:
         """One routed frame: (``task`` with the noise part added when the frame carries column
         FPN and ``task`` has a partner, counted in :attr:`promoted`, or the noise task when

@@ -55,7 +55,7 @@ import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
 from .blur_gate import BlurGate
-from .contrast_gate import ContrastGate, lowpass_extent, lowpass_span
+from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span
 from .fpn_gate import FPNGate
 from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
 
@@ -113,6 +113,9 @@ class Restorer:
         blur_gate: judge noise-free blur verdicts (blur, CB) against the camera's own detail
             (engines/blur_gate.py; default on; never with a forced ``task``). Off: the router's
             verdicts as they are.
+        tone_align: after a contrast-carrying route (contrast, CB, CN, CBN), map the restored
+            frame's extremes onto the camera's own (:meth:`ContrastGate.align`; default on; needs
+            the contrast gate, so never with a forced ``task``). Off: the route's output as it is.
 
     Raises:
         BundleError: the bundle fails :func:`~tir.engines.bundle.load_bundle`.
@@ -128,7 +131,7 @@ class Restorer:
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, precision: Optional[str] = None,
                  adapt: Optional[int] = None, adapt_save=None, source_uri: str = "",
                  deploy: Optional[str] = None, contrast_gate: bool = True, fpn_gate: bool = True,
-                 blur_gate: bool = True):
+                 blur_gate: bool = True, tone_align: bool = True):
         from .bundle import Bundle, load_bundle
 
         self.bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_bundle(bundle_or_path)
@@ -217,6 +220,7 @@ class Restorer:
             if blur_gate:
                 gate = BlurGate.for_bundle(specs)
                 self.blur_gate = gate if gate.partners or gate.noisy_partners else None  # no blur task: nothing to judge
+        self.tone_align = bool(tone_align) and self.contrast_gate is not None
         self._contrast_low = True   # the last routed frame's contrast was low for this camera
         self._fpn = False           # the last routed frame carried column FPN (the FPN gate added noise)
         self._soft = True           # the last routed frame was soft for this camera (blur gate)
@@ -488,7 +492,7 @@ class Restorer:
         if self.fpn_gate is not None:
             task, self._fpn = self.fpn_gate.step(task, frame)
         if self.contrast_gate is not None:
-            task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), lowpass_extent(frame))
+            task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame))
         if self.blur_gate is not None:
             task, self._soft = self.blur_gate.step(task, frame)
         if task == decision["task"] and not self._fpn:
@@ -532,7 +536,7 @@ class Restorer:
         return (w / w.sum()).astype(np.float32)
 
     def warm_camera(self, batch) -> None:
-        """Show the contrast and blur gates frames the camera delivered, without routing them (unlabeled:
+        """Show the contrast, blur and FPN gates frames the camera delivered, without routing them (unlabeled:
         e.g. a camera set's frames before evaluation, as a running camera would have shown).
 
         Args:
@@ -544,10 +548,13 @@ class Restorer:
         x = _as_batch(batch)
         if self.contrast_gate is not None:
             for frame in x:
-                self.contrast_gate.add(lowpass_span(frame), lowpass_extent(frame))
+                self.contrast_gate.add(lowpass_span(frame), ends=lowpass_ends(frame))
         if self.blur_gate is not None:
             for frame in x:
                 self.blur_gate.add(frame)
+        if self.fpn_gate is not None:
+            for frame in x:
+                self.fpn_gate.add(frame)
 
     def reset(self) -> None:
         """Forget the routing state (route, streak, last verdict; counters stay): the next
@@ -638,7 +645,9 @@ class Restorer:
             EngineError: a route, the router or the student cannot be loaded or run.
 
         The current task runs its route or the student as :attr:`deploy_tasks` names it
-        (:attr:`runs`); the student takes the router's prompt mix (:attr:`prompt_weights`).
+        (:attr:`runs`); the student takes the router's prompt mix (:attr:`prompt_weights`). After
+        a contrast-carrying task the output's extremes are mapped onto the camera's own
+        (``tone_align``, :meth:`ContrastGate.align`).
         """
         x = _as_batch(batch)
         self.observe(x, meta)
@@ -647,8 +656,12 @@ class Restorer:
         if self.runs_student(self.current):
             # no mix yet (a route carried over a bundle swap before the router ran): the task's one-hot
             weights = self.prompt_weights if self.prompt_weights is not None else self._one_hot(self.current)
-            return np.asarray(self.student_engine().infer(x, weights), dtype=np.float32)
-        return np.asarray(self.engine(self.current).infer(x), dtype=np.float32)
+            out = np.asarray(self.student_engine().infer(x, weights), dtype=np.float32)
+        else:
+            out = np.asarray(self.engine(self.current).infer(x), dtype=np.float32)
+        if self.tone_align and self.current in self.contrast_gate.partners:
+            out = self.contrast_gate.align(out)
+        return out
 
     def status(self) -> dict:
         """The routing state for the stats page: ``task`` (the route now), the last verdict

@@ -93,7 +93,7 @@ def test_gate_keeps_contrast_only_when_low_for_this_camera():
     assert gate.judge("blur", 0.4) == "blur"             # never promotes, never touches the rest
     assert gate.demoted == 3
     assert gate.status() == {"reference": 0.4, "extent_reference": None, "frames": 20, "ratio": 0.775,
-                             "demoted": 3}
+                             "demoted": 3, "tone_reference": None, "aligned": 0, "tone_scale": None}
 
 
 def test_reference_shrinks_from_the_prior_to_the_camera():
@@ -154,7 +154,7 @@ def gated_bundle(tmp_path_factory):
 
 
 def test_restorer_demotes_contrast_verdicts_on_frames_normal_for_the_camera(gated_bundle):
-    r = Restorer(gated_bundle, every=1, hysteresis=1)
+    r = Restorer(gated_bundle, every=1, hysteresis=1, tone_align=False)
     assert r.contrast_gate.partners == {"CB": "blur"}
     r.warm_camera(np.stack([ramp(0.6)] * 30))         # the camera's frames: span ≈ 0.59
     normal = ramp(0.6)[None, None]
@@ -168,6 +168,56 @@ def test_restorer_demotes_contrast_verdicts_on_frames_normal_for_the_camera(gate
     assert np.allclose(r.infer(flat), flat * 2.0) and r.status()["task"] == "CB"
     r.reset()                                          # a new scene, the same camera
     assert r.status()["contrast"]["frames"] == 32
+
+
+def test_restorer_maps_a_contrast_route_onto_the_camera_tone(gated_bundle):
+    """After a contrast-carrying route the restored frame's extremes are the camera's: the route
+    (×2) restores too little of a contrast loss of 0.25, the camera's tone reference finishes it."""
+    r = Restorer(gated_bundle, every=1, hysteresis=1)
+    assert r.tone_align
+    r.warm_camera(np.stack([ramp(0.6)] * 30))         # the camera's frames: 0.2 .. 0.8
+    from tir.engines.contrast_gate import lowpass_ends
+
+    assert r.status()["contrast"]["tone_reference"] == pytest.approx(list(lowpass_ends(ramp(0.6))), abs=1e-4)
+    flat = ramp(0.15)[None, None]                       # a quarter of the camera's contrast
+    out = r.infer(flat)
+    assert r.status()["task"] == "CB" and r.status()["contrast"]["aligned"] == 1
+    assert np.allclose(out, ramp(0.6)[None, None], atol=0.01)         # the camera's own frame again
+    assert r.status()["contrast"]["tone_scale"] == pytest.approx(0.6 / 0.3, rel=0.01)
+    normal = ramp(0.6)[None, None]
+    r2 = Restorer(gated_bundle, every=1, hysteresis=1)
+    r2.warm_camera(np.stack([ramp(0.6)] * 30))
+    assert np.allclose(r2.infer(normal), normal * 3.0)     # demoted to blur: no contrast route, no alignment
+    assert r2.status()["contrast"]["aligned"] == 0
+    cold = Restorer(gated_bundle, every=1, hysteresis=1)   # no history yet: the route's output as it is
+    assert np.allclose(cold.infer(flat), flat * 2.0) and cold.status()["contrast"]["tone_reference"] is None
+
+
+def test_tone_reference_is_the_outer_quartiles_and_align_keeps_what_it_cannot_map():
+    from tir.engines.contrast_gate import MIN_TONE_EXTENT, lowpass_ends
+
+    gate = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
+    for _ in range(8):
+        gate.add(0.6, ends=(0.1, 0.9))                      # the camera's own frames
+    for _ in range(8):
+        gate.add(0.2, ends=(0.45, 0.55))                    # as many contrast-degraded ones
+    assert gate.tone_reference() == pytest.approx((0.1, 0.9))   # a contrast loss only compresses
+    assert gate.extent_reference == pytest.approx(0.45)
+    flat = np.full((1, 1, H, W), 0.5, np.float32)
+    assert gate.align(flat) is flat or np.array_equal(gate.align(flat), flat)   # nothing to map
+    bad = ramp(0.3)[None, None].copy()
+    bad[0, 0, 0, 0] = np.nan
+    assert np.isnan(gate.align(bad)[0, 0, 0, 0]) and gate.aligned == 0        # not finite: left alone
+    y = gate.align(np.stack([ramp(0.3), ramp(0.3)])[:, None])
+    assert gate.aligned == 2 and y.min() >= 0.0 and y.max() <= 1.0
+    assert lowpass_ends(y[0]) == pytest.approx((0.1, 0.9), abs=1e-4)
+    tiny = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
+    for _ in range(8):
+        tiny.add(0.0, ends=(0.5, 0.5 + MIN_TONE_EXTENT / 2))
+    assert tiny.tone_reference() is None
+    new = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
+    new.carry_from(gate)
+    assert new.tone_reference() == pytest.approx((0.1, 0.9)) and new.aligned == 2
 
 
 def test_restorer_gate_off_and_forced_task(gated_bundle):

@@ -64,6 +64,9 @@ def add_arguments(parser) -> None:
         parser.add_argument(f"--no-{gate}-gate", action="store_true",
                             help=f"with --data: score the router's verdicts without the {name} gate "
                                  f"(engines/{gate}_gate.py; on in tir run), to measure what it does")
+    parser.add_argument("--no-tone-align", action="store_true",
+                        help="with --data: keep a contrast-carrying route's output as it is, without mapping its "
+                             "extremes onto the camera's (engines/contrast_gate.py; on in tir run), to measure what it does")
     parser.add_argument("--no-true-routes", action="store_true",
                         help="per-camera table: skip the forced true-route column (faster)")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
@@ -182,7 +185,7 @@ def _cameras(args, bundle) -> int:
                                   max_frames=args.max_frames, backend=args.backend, threads=args.threads,
                                   true_routes=not args.no_true_routes, router_only=args.router_only,
                                   contrast_gate=not args.no_contrast_gate, fpn_gate=not args.no_fpn_gate,
-                                  blur_gate=not args.no_blur_gate)
+                                  blur_gate=not args.no_blur_gate, tone_align=not args.no_tone_align)
     result["command"] = _command()
     print(format_cameras(result))
     _write_json(args, result)

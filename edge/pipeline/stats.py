@@ -151,15 +151,21 @@ class ContrastStatus(_Record):
     low-pass span (means on an 80×64 cell grid, p99 − p1) in model-input units (fraction of full scale, 0..1),
     None before any frame or prior; ``extent_reference``: the camera's median extent (the coldest
     to the hottest 0.02 % of 4×4-pixel blocks), None before 8 frames; ``frames``: routed frames in
-    the camera's history; ``ratio``: a frame is low-contrast below ``ratio`` × ``reference`` and
-    ``ratio`` × ``extent_reference``; ``demoted``: contrast-carrying router
+    the camera's history; ``ratio``: a frame is low-contrast below ``ratio`` × ``extent_reference``
+    (before the camera has one, ``ratio`` × ``reference``); ``demoted``: contrast-carrying router
     verdicts the gate turned into their partner without contrast (the frame was not low for this
-    camera)."""
+    camera); ``tone_reference``: [low, high], the camera's own extremes (outer quartiles of its
+    history of block lows and highs), None before 8 frames; ``aligned``: restored frames of a
+    contrast-carrying route whose extremes were mapped onto them; ``tone_scale``: the last such
+    map's scale (None before one)."""
     reference: Optional[float] = None
     extent_reference: Optional[float] = None
     frames: int = 0
     ratio: Optional[float] = None
     demoted: int = 0
+    tone_reference: Optional[List[float]] = None
+    aligned: int = 0
+    tone_scale: Optional[float] = None
     stats_error: Optional[str] = None
 
 

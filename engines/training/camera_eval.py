@@ -218,13 +218,15 @@ def _summary(values: Sequence[float]) -> dict:
 def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_frames: Optional[int] = None,
                  backend: str = "auto", threads: Optional[int] = None, true_routes: bool = True,
                  root=None, progress: bool = True, router_only: bool = False,
-                 contrast_gate: bool = True, fpn_gate: bool = True, blur_gate: bool = True) -> dict:
+                 contrast_gate: bool = True, fpn_gate: bool = True, blur_gate: bool = True,
+                 tone_align: bool = True) -> dict:
     """Evaluate one registered set (see the module docstring); returns a JSON-ready dict.
 
     ``contrast_gate``: the Restorer's contrast gate on (as ``tir run``), its camera history
     warmed with the set's own unlabeled frames first (:func:`warm_camera`); off: the router's
     verdicts as they are. ``fpn_gate``, ``blur_gate``: the Restorer's FPN gate (engines/fpn_gate.py)
     and blur gate (engines/blur_gate.py, warmed as the contrast gate) on, as ``tir run``.
+    ``tone_align``: the Restorer's tone alignment after contrast-carrying routes (on in ``tir run``).
 
     ``router_only``: route every frame through the same preprocessing and routing step but
     restore nothing (:func:`user_route`): the ``router`` block (and, for sets without a
@@ -238,7 +240,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     split = split if ds.splits else dsets.ALL
     frames = dsets.load_counts(name, split, root, max_frames)
     auto = Restorer(bundle, backend=backend, every=1, hysteresis=1, threads=threads, contrast_gate=contrast_gate,
-                    fpn_gate=fpn_gate, blur_gate=blur_gate)
+                    fpn_gate=fpn_gate, blur_gate=blur_gate, tone_align=tone_align)
     tasks = list(auto.routes)
     result: Dict[str, object] = {"set": name, "camera": ds.camera, "bits": ds.bits, "split": split,
                                  "frames": len(frames), "sizes": sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames}),
@@ -246,7 +248,8 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                                  "contrast_gate": {"on": bool(contrast_gate),
                                                    "warm_frames": warm_camera(auto, name, split, root)},
                                  "fpn_gate": {"on": auto.fpn_gate is not None},
-                                 "blur_gate": {"on": auto.blur_gate is not None}}
+                                 "blur_gate": {"on": auto.blur_gate is not None},
+                                 "tone_align": {"on": auto.tone_align}}
     t0 = time.monotonic()
     if not ds.clean:  # real degraded frames: no reference, no-reference checks only
         routed, fpn_in, fpn_out, scene, fpn_rel_in, fpn_rel_out = [], [], [], [], [], []
@@ -369,15 +372,16 @@ def evaluate_cameras(bundle, sets: Sequence[str], split: str = "test", seed: int
                      max_frames: Optional[int] = None, backend: str = "auto",
                      threads: Optional[int] = None, true_routes: bool = True, root=None,
                      router_only: bool = False, contrast_gate: bool = True, fpn_gate: bool = True,
-                     blur_gate: bool = True) -> dict:
+                     blur_gate: bool = True, tone_align: bool = True) -> dict:
     """:func:`evaluate_set` for every set in ``sets``; returns {"sets": {name: result}, ...}."""
     names = dsets.parse_sets(sets)
     out = {"split": split, "seed": seed, "bundle": str(bundle), "contrast_gate": bool(contrast_gate),
-           "fpn_gate": bool(fpn_gate), "blur_gate": bool(blur_gate), "sets": {}}
+           "fpn_gate": bool(fpn_gate), "blur_gate": bool(blur_gate), "tone_align": bool(tone_align), "sets": {}}
     for name in names:
         out["sets"][name] = evaluate_set(bundle, name, split, seed, max_frames, backend, threads,
                                          true_routes, root, router_only=router_only,
-                                         contrast_gate=contrast_gate, fpn_gate=fpn_gate, blur_gate=blur_gate)
+                                         contrast_gate=contrast_gate, fpn_gate=fpn_gate, blur_gate=blur_gate,
+                                         tone_align=tone_align)
     return out
 
 
