@@ -325,8 +325,14 @@ class FPNGate:
 
     def add(self, frame: np.ndarray) -> Optional[float]:
         """Record a frame the camera delivered (unlabeled, taken as noise-free: e.g. the frames
-        shown before an evaluation) in its white-noise floor; returns its σ (None: not measured:
-        no ``white_sigma``, or a value that is not finite)."""
+        shown before an evaluation) in its white-noise floor.
+
+        Args:
+            frame: (H, W) float32 model input in [0, 1].
+
+        Returns:
+            Its white-noise σ (frame units), or None when not measured (no ``white_sigma``, or a
+            value that is not finite)."""
         if self.white_sigma is None:
             return None
         sigma = self._sigma(frame)
