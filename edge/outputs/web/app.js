@@ -126,7 +126,8 @@ function renderAdapt(stats) {
 function renderContrast(stats) {
   $("contrast-fact").classList.toggle("hidden", !stats.contrast);
   if (!stats.contrast) return;
-  text("contrast", `ref ${fmt(stats.contrast.reference, 2)} · ${stats.contrast.demoted} demoted`);
+  text("contrast", `ref ${fmt(stats.contrast.reference, 2)} · ${stats.contrast.demoted} demoted` +
+    ` · ${stats.contrast.aligned || 0} tone-aligned`);
 }
 
 // FPN gate (engines/fpn_gate.py): the last routed frame's column-FPN amplitude (% of the scene
