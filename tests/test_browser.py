@@ -244,9 +244,10 @@ def test_contrast_gate_shows_on_the_page(browser):
 
             gate = {"reference": None, "frames": 0, "ratio": 0.7746, "demoted": 0}
             out.attach(lambda: dataclasses.replace(live.stats(), contrast=ContrastStatus(**gate)))
-            wait_for(lambda: text("contrast") == "ref - · 0 demoted", what="the gate with no reference yet")
-            gate = {"reference": 0.3712, "frames": 40, "ratio": 0.7746, "demoted": 12}
-            wait_for(lambda: text("contrast") == "ref 0.37 · 12 demoted", what="the gate's reference and count")
+            wait_for(lambda: text("contrast") == "ref - · 0 demoted · 0 tone-aligned", what="the gate with no reference yet")
+            gate = {"reference": 0.3712, "frames": 40, "ratio": 0.7746, "demoted": 12, "aligned": 7}
+            wait_for(lambda: text("contrast") == "ref 0.37 · 12 demoted · 7 tone-aligned",
+                     what="the gate's reference and counts")
             fact = browser.find_element(By.ID, "contrast-fact")
             title = fact.get_attribute("title")
             assert fact.is_displayed() and "contrast gate" in title and "reference" in title
