@@ -53,11 +53,11 @@ The gate (:class:`ContrastGate`):
 **Tone alignment** (:meth:`ContrastGate.align`, run by the Restorer after a contrast-carrying
 route or student prompt, ``tone_align``). How much contrast to give back is the camera's, not the
 route's: a route learned the contrast of its training cameras, and a sky camera's frames came back
-from it at 22.5 dB. The gate knows this camera's extremes: it keeps each routed frame's block low
-and high (:func:`lowpass_ends`), and a contrast loss only compresses them, so the camera's own are
-the outer quartiles of its history (:data:`TONE_PERCENTILES`, as the blur gate's low quartile). The
-restored frame's extremes are mapped linearly onto them, as the camera's AGC maps a scene's
-extremes onto its output scale. Measured on val through the live path (docs/cameras.md,
+from it at 22.5 dB. The gate knows this camera's extremes: it keeps the block low and high
+(:func:`lowpass_ends`) of the routed frames that are neither low in contrast for this camera nor
+under a noise-carrying verdict (a contrast loss compresses the extremes, noise widens them), and
+their medians are the camera's tone. The restored frame's extremes are mapped linearly onto them,
+as the camera's AGC maps a scene's extremes onto its output scale. Measured on val through the live path (docs/cameras.md,
 "Session 9").
 
 Raw 16-bit cameras: the normaliser's percentile stretch is the AGC there and undoes a global
@@ -93,10 +93,9 @@ EXTENT_PERCENTILES = (0.02, 99.98)
 #: smallest block side (px) of :func:`lowpass_extent` on any frame: per-pixel noise σ averaged down 4×
 EXTENT_MIN_BLOCK = 4
 #: percentiles of the camera's history of block lows and highs that are its tone reference
-#: (:meth:`ContrastGate.tone_reference`): a contrast loss only compresses a frame's extremes
-#: (raises its low, lowers its high), so the camera's own extremes are the outer quartiles of its
-#: history; they hold while up to three quarters of the recent frames are low in contrast
-TONE_PERCENTILES = (25.0, 75.0)
+#: (:meth:`ContrastGate.tone_reference`): the medians, over frames that are neither low in
+#: contrast for this camera nor under a noise-carrying verdict (noise widens the extremes)
+TONE_PERCENTILES = (50.0, 50.0)
 #: a restored frame whose block extent is below this (frame units) is flat: no tone to align
 MIN_TONE_EXTENT = 1e-3
 #: routed frames the camera's reference is the median of (≈ 2.3 min at 30 fps, router every 8 frames)
@@ -275,7 +274,8 @@ class ContrastGate:
     """
 
     def __init__(self, partners: Mapping[str, str], prior: Optional[float], ratio: float,
-                 window: int = DEFAULT_WINDOW, prior_frames: int = DEFAULT_PRIOR_FRAMES):
+                 window: int = DEFAULT_WINDOW, prior_frames: int = DEFAULT_PRIOR_FRAMES,
+                 tone_tasks: Optional[Iterable[str]] = None):
         if not 0.0 < float(ratio) < 1.0:
             raise ValueError(f"contrast gate ratio must be in (0, 1), got {ratio}")
         if int(window) < 1 or int(prior_frames) < 0:
@@ -290,6 +290,9 @@ class ContrastGate:
         self.extents: deque = deque(maxlen=int(window))
         self.lows: deque = deque(maxlen=int(window))
         self.highs: deque = deque(maxlen=int(window))
+        #: verdicts whose frames' extremes may join the tone history (None: every one); noise widens
+        #: a frame's extremes, so a frame under a noise-carrying verdict does not
+        self.tone_tasks = None if tone_tasks is None else frozenset(tone_tasks)
         #: restored frames whose tone :meth:`align` mapped to the camera's, and the last scale
         self.aligned = 0
         self.last_scale: Optional[float] = None
@@ -301,7 +304,8 @@ class ContrastGate:
         router entry's ``contrast_span`` (``{"median": float, ...}``; None when absent)."""
         prior = ((router_entry or {}).get(CONTRAST_SPAN_KEY) or {}).get("median")
         ratio = math.sqrt(max_contrast_factor(specs.values()))
-        return cls(contrast_partners(specs), prior if prior and prior > 0 else None, ratio)
+        return cls(contrast_partners(specs), prior if prior and prior > 0 else None, ratio,
+                   tone_tasks=(CLEAN, *noise_free_tasks(specs)))
 
     @property
     def reference(self) -> Optional[float]:
@@ -345,13 +349,16 @@ class ContrastGate:
              ends: Optional[Tuple[float, float]] = None) -> Tuple[str, bool]:
         """One routed frame: (the verdict after the gate as :meth:`judge` gives it, whether the
         frame is low for this camera), then its ``span`` (and ``extent``, or ``ends``: its
-        :func:`lowpass_ends`, whose difference is the extent) join the history. The references
-        are computed once."""
+        :func:`lowpass_ends`, whose difference is the extent) join the history; the ends join the
+        tone history only when the frame is not low and its verdict is in :attr:`tone_tasks`
+        (the camera's own tone, not a contrast loss's nor a noise's). The references are computed
+        once."""
         if extent is None and ends is not None:
             extent = float(ends[1]) - float(ends[0])
         low = self.is_low(span, extent)
+        tone = not low and (self.tone_tasks is None or task in self.tone_tasks)
         task = self._demote(task, low)
-        self.add(span, extent, ends)
+        self.add(span, extent, ends if tone else None)
         return task, low
 
     def _demote(self, task: str, low: bool) -> str:
@@ -374,10 +381,10 @@ class ContrastGate:
             self.highs.append(float(ends[1]))
 
     def tone_reference(self) -> Optional[Tuple[float, float]]:
-        """The camera's own extremes: (the :data:`TONE_PERCENTILES` low quartile of its history of
-        block lows, the high quartile of its block highs), frame units; None before
-        ``prior_frames`` (at least 1) of them or when they are not apart by
-        :data:`MIN_TONE_EXTENT`."""
+        """The camera's own extremes: the :data:`TONE_PERCENTILES` (medians) of its tone history of
+        block lows and highs (frames neither low in contrast nor noisy, :meth:`step`; frames shown
+        with :meth:`add`), frame units; None before ``prior_frames`` (at least 1) of them or when
+        they are not apart by :data:`MIN_TONE_EXTENT`."""
         if len(self.lows) < max(self.prior_frames, 1):
             return None
         lo = float(np.percentile(self.lows, TONE_PERCENTILES[0]))

@@ -193,16 +193,21 @@ def test_restorer_maps_a_contrast_route_onto_the_camera_tone(gated_bundle):
     assert np.allclose(cold.infer(flat), flat * 2.0) and cold.status()["contrast"]["tone_reference"] is None
 
 
-def test_tone_reference_is_the_outer_quartiles_and_align_keeps_what_it_cannot_map():
+def test_tone_reference_is_the_camera_own_frames_and_align_keeps_what_it_cannot_map():
     from tir.engines.contrast_gate import MIN_TONE_EXTENT, lowpass_ends
 
-    gate = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
+    gate = ContrastGate({"contrast": CLEAN, "CN": "noise"}, prior=None, ratio=0.775,
+                        tone_tasks=(CLEAN, "contrast"))
     for _ in range(8):
         gate.add(0.6, ends=(0.1, 0.9))                      # the camera's own frames
-    for _ in range(8):
-        gate.add(0.2, ends=(0.45, 0.55))                    # as many contrast-degraded ones
-    assert gate.tone_reference() == pytest.approx((0.1, 0.9))   # a contrast loss only compresses
-    assert gate.extent_reference == pytest.approx(0.45)
+    assert gate.tone_reference() == pytest.approx((0.1, 0.9))
+    for _ in range(20):
+        gate.step("contrast", 0.2, ends=(0.45, 0.55))       # contrast-degraded: low, not its tone
+        gate.step("noise", 0.7, ends=(0.0, 1.0))            # noisy: wider extremes, not its tone
+        gate.step("CN", 0.7, ends=(0.0, 1.0))
+    assert gate.tone_reference() == pytest.approx((0.1, 0.9)) and len(gate.lows) == 8
+    gate.step(CLEAN, 0.6, ends=(0.1, 0.92))                 # a normal frame joins
+    assert len(gate.lows) == 9
     flat = np.full((1, 1, H, W), 0.5, np.float32)
     assert gate.align(flat) is flat or np.array_equal(gate.align(flat), flat)   # nothing to map
     bad = ramp(0.3)[None, None].copy()

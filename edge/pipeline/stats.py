@@ -154,8 +154,8 @@ class ContrastStatus(_Record):
     the camera's history; ``ratio``: a frame is low-contrast below ``ratio`` × ``extent_reference``
     (before the camera has one, ``ratio`` × ``reference``); ``demoted``: contrast-carrying router
     verdicts the gate turned into their partner without contrast (the frame was not low for this
-    camera); ``tone_reference``: [low, high], the camera's own extremes (outer quartiles of its
-    history of block lows and highs), None before 8 frames; ``aligned``: restored frames of a
+    camera); ``tone_reference``: [low, high], the camera's own extremes (medians of the block lows
+    and highs of its frames that are neither low in contrast nor noisy), None before 8 frames; ``aligned``: restored frames of a
     contrast-carrying route whose extremes were mapped onto them; ``tone_scale``: the last such
     map's scale (None before one)."""
     reference: Optional[float] = None
