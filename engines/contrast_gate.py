@@ -99,12 +99,13 @@ def one_frame(frame: np.ndarray, name: str) -> np.ndarray:
         name: the measure's name, for the error.
 
     Returns:
-        (H, W) float32 (a view where possible).
+        (H, W) float32 (a view where possible; a float64 value beyond float32's range is ±inf).
 
     Raises:
         ValueError: ``frame`` is not a single 2-D image.
     """
-    x = np.asarray(frame, dtype=np.float32)
+    with np.errstate(over="ignore"):   # a float64 value beyond float32's range becomes ±inf: not finite
+        x = np.asarray(frame, dtype=np.float32)
     x = x.reshape(x.shape[-2:]) if x.ndim > 2 and int(np.prod(x.shape[:-2])) == 1 else x
     if x.ndim != 2:
         raise ValueError(f"{name} expects one (H, W) frame, got shape {np.shape(frame)}")
@@ -126,12 +127,17 @@ def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID,
         frame's units (≥ 0).
 
     Raises:
-        ValueError: the frame is not a single 2-D image.
+        ValueError: the frame is not a single 2-D image, is empty, or holds a non-finite value
+            (NaN or ±inf; frames from a source are integer counts, so this is a caller's bug).
     """
     x = one_frame(frame, "lowpass_span")
     h, w = x.shape
+    if x.size == 0:
+        raise ValueError(f"lowpass_span needs a frame with pixels, got shape {x.shape}")
     small = cv2.resize(x, (max(min(int(grid[0]), w), 1), max(min(int(grid[1]), h), 1)),
                        interpolation=cv2.INTER_AREA)
+    if not np.isfinite(small).all():   # every pixel weighs in some cell: a NaN or inf shows there
+        raise ValueError("lowpass_span: the frame holds NaN or infinite values; pass finite [0, 1] frames")
     lo, hi = np.percentile(small, percentiles)
     return float(max(hi - lo, 0.0))
 
@@ -155,7 +161,8 @@ def lowpass_extent(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
         The extent in the frame's units (≥ 0).
 
     Raises:
-        ValueError: the frame is not a single 2-D image, or ``min_block`` < 1.
+        ValueError: the frame is not a single 2-D image, is empty or holds a non-finite value
+            (:func:`lowpass_span`), or ``min_block`` < 1.
     """
     if int(min_block) < 1:
         raise ValueError(f"lowpass_extent needs min_block ≥ 1, got {min_block}")
