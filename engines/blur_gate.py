@@ -232,7 +232,14 @@ def destripe(x: np.ndarray) -> np.ndarray:
         x: (H, W) float32 frame.
 
     Returns:
-        (H, W) float32."""
+        (H, W) float32.
+
+    Raises:
+        ValueError: ``x`` is not one 2-D frame, is empty or holds a non-finite value."""
+    x = one_frame(x, "destripe")
+    if x.size == 0 or not np.isfinite(x).all():
+        raise ValueError(f"destripe needs a non-empty frame of finite values, got shape {x.shape}"
+                         f"{'' if x.size == 0 else ' with NaN or infinite values'}")
     hp = cv2.subtract(x, _blur(x, DESTRIPE_SIGMA))
     col = np.median(hp, axis=0)[None, :]
     row = np.median(hp - col, axis=1)[:, None]
@@ -247,13 +254,23 @@ def noise_sigma(x: np.ndarray) -> float:
     it, and the median ignores the few blocks an edge crosses.
 
     Args:
-        x: (H, W) float32 frame (≥ 2×2 px).
+        x: (H, W) float32 frame (≥ 2×2 px; an odd last row or column is not used).
 
     Returns:
-        σ in the frame's units (≥ 0)."""
+        σ in the frame's units (≥ 0).
+
+    Raises:
+        ValueError: ``x`` is not one 2-D frame, has a side under 2 px, or holds a non-finite
+            value in the 2×2 blocks used."""
+    x = one_frame(x, "noise_sigma")
     h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+    if h == 0 or w == 0:
+        raise ValueError(f"noise_sigma needs a frame of at least 2×2 px, got shape {x.shape}")
     y = x[:h, :w]
-    hh = 0.5 * (y[0::2, 0::2] - y[0::2, 1::2] - y[1::2, 0::2] + y[1::2, 1::2])
+    with np.errstate(invalid="ignore", over="ignore"):   # inf − inf: NaN, refused below
+        hh = 0.5 * (y[0::2, 0::2] - y[0::2, 1::2] - y[1::2, 0::2] + y[1::2, 1::2])
+    if not np.isfinite(hh).all():   # each pixel used is in one block: a NaN or inf shows there
+        raise ValueError("noise_sigma: the frame holds NaN or infinite values; pass finite frames")
     return float(np.median(np.abs(hh)) / 0.6745)
 
 

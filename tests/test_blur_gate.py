@@ -286,6 +286,27 @@ def test_noise_sigma_reads_white_noise_and_ignores_stripes():
         assert noise_sigma(sensor_noise(x, 2, sigma, stripes=6 / 255)) == pytest.approx(sigma, rel=0.1)
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_noise_sigma_and_destripe_refuse_what_they_cannot_measure(value):
+    """A NaN or inf (the gate never passes one: _half_res checks first) or a frame under 2×2 px is
+    one clear error, never a NaN σ."""
+    from tir.engines.blur_gate import destripe, noise_sigma
+
+    x = scene()
+    x[7, 9] = value
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        noise_sigma(x)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        destripe(x)
+    for shape in ((1, 640), (512, 1), (0, 0)):
+        with pytest.raises(ValueError, match="at least 2×2 px"):
+            noise_sigma(np.zeros(shape, np.float32))
+    with pytest.raises(ValueError, match="non-empty"):
+        destripe(np.zeros((0, 4), np.float32))
+    assert noise_sigma(np.zeros((2, 3), np.float32)) == 0.0
+    assert noise_sigma(scene()[None, None]) == pytest.approx(noise_sigma(scene()))
+
+
 def test_destripe_takes_out_column_and_row_offsets():
     from tir.engines.blur_gate import destripe
     from tir.engines.metrics import column_fpn
