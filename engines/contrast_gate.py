@@ -128,7 +128,8 @@ def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID,
 
     Raises:
         ValueError: the frame is not a single 2-D image, is empty, or holds a non-finite value
-            (NaN or ±inf; frames from a source are integer counts, so this is a caller's bug).
+            (NaN, ±inf, or values near float32's limit that overflow the cell means; frames from
+            a source are integer counts, so this is a caller's bug).
     """
     x = one_frame(frame, "lowpass_span")
     h, w = x.shape
@@ -137,7 +138,8 @@ def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID,
     small = cv2.resize(x, (max(min(int(grid[0]), w), 1), max(min(int(grid[1]), h), 1)),
                        interpolation=cv2.INTER_AREA)
     if not np.isfinite(small).all():   # every pixel weighs in some cell: a NaN or inf shows there
-        raise ValueError("lowpass_span: the frame holds NaN or infinite values; pass finite [0, 1] frames")
+        raise ValueError("lowpass_span: the frame holds NaN, infinite or float32-overflowing values "
+                         "(|x| near 3.4e38); pass finite [0, 1] frames")
     lo, hi = np.percentile(small, percentiles)
     return float(max(hi - lo, 0.0))
 

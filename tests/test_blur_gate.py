@@ -307,6 +307,23 @@ def test_noise_sigma_and_destripe_refuse_what_they_cannot_measure(value):
     assert noise_sigma(scene()[None, None]) == pytest.approx(noise_sigma(scene()))
 
 
+def test_values_near_the_float32_limit_are_not_measured_not_nan():
+    """Finite values that overflow the filters (|x| near 3.4e38: a hostile caller, never a source)
+    gave NaN drops and a ValueError out of BlurGate.step; now None, and the router's verdict stands."""
+    from tir.engines.blur_gate import noise_sigma, noisy_blur_drop
+
+    huge = (np.random.default_rng(0).random((256, 320)) * 3.3e38).astype(np.float32)
+    assert band_ratio(huge) is None and blur_drop(huge) is None and noisy_blur_drop(huge) is None
+    assert np.isfinite(noise_sigma(huge))
+    gate = BlurGate({"blur": "clean"}, noisy_partners=NOISY)
+    for s in range(MIN_FRAMES + 2):
+        gate.step("clean", big_scene(s))
+    assert gate.noisy_band() is not None
+    for task in ("BN", "noise", "blur", "clean"):
+        assert gate.step(task, huge) == (task, True)
+    assert gate.status()["drop_noisy"] is None and len(gate.drops) == MIN_FRAMES + 2
+
+
 def test_destripe_takes_out_column_and_row_offsets():
     from tir.engines.blur_gate import destripe
     from tir.engines.metrics import column_fpn
