@@ -137,9 +137,11 @@ def _ratio(x: np.ndarray, noise_var: float, pre_sigma: float = 0.0) -> Optional[
     fine, coarse = (float(cv2.meanStdDev(cv2.subtract(a, b))[1][0, 0]) ** 2 for a, b in ((g[0], g[1]), (g[1], g[2])))
     gain_fine, gain_coarse = _band_gains(float(pre_sigma))
     fine, coarse = fine - noise_var * gain_fine, coarse - noise_var * gain_coarse
-    if fine < MIN_ENERGY or coarse < MIN_ENERGY:
+    # a flat band, or NaN: values near float32's limit overflow the filters
+    if not (fine >= MIN_ENERGY and coarse >= MIN_ENERGY):
         return None
-    return math.log(fine / coarse)
+    r = math.log(fine / coarse)
+    return r if math.isfinite(r) else None
 
 
 def _measurable(frame: np.ndarray, name: str) -> Optional[np.ndarray]:
@@ -164,7 +166,8 @@ def band_ratio(frame: np.ndarray) -> Optional[float]:
         log(var(G_1 x − G_2 x) / var(G_2 x − G_4 x)) (σ in px, reflect borders), each band's
         energy less what the frame's value quantisation (:func:`quantum`, white, variance
         q²/12) puts into it; None for a frame with a side under :data:`MIN_SIDE` px, a
-        non-finite value or a flat band (nothing to measure).
+        non-finite value (or values near float32's limit, 3.4e38, that overflow the filters)
+        or a flat band (nothing to measure).
 
     Raises:
         ValueError: the frame is not a single 2-D image.
@@ -220,7 +223,14 @@ def destripe(x: np.ndarray) -> np.ndarray:
         x: (H, W) float32 frame.
 
     Returns:
-        (H, W) float32."""
+        (H, W) float32.
+
+    Raises:
+        ValueError: ``x`` is not one 2-D frame, is empty or holds a non-finite value."""
+    x = one_frame(x, "destripe")
+    if x.size == 0 or not np.isfinite(x).all():
+        raise ValueError(f"destripe needs a non-empty frame of finite values, got shape {x.shape}"
+                         f"{'' if x.size == 0 else ' with NaN or infinite values'}")
     hp = cv2.subtract(x, _blur(x, DESTRIPE_SIGMA))
     col = np.median(hp, axis=0)[None, :]
     row = np.median(hp - col, axis=1)[:, None]
@@ -229,12 +239,13 @@ def destripe(x: np.ndarray) -> np.ndarray:
 
 def _half_res(frame: np.ndarray, name: str) -> Optional[np.ndarray]:
     """The frame's centred :data:`MEASURE_WINDOW`, area-averaged 2×2 and destriped (:func:`destripe`);
-    None when a side would be under :data:`MIN_SIDE` or a value is not finite."""
+    None when a side would be under :data:`MIN_SIDE` or a value is not finite (or overflows the 2×2 mean)."""
     x = one_frame(frame, name)
     if min(x.shape) < 2 * MIN_SIDE or not np.isfinite(x).all():
         return None
     x = centre_window(x)
-    return destripe(cv2.resize(x, (x.shape[1] // 2, x.shape[0] // 2), interpolation=cv2.INTER_AREA))
+    half = cv2.resize(x, (x.shape[1] // 2, x.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    return destripe(half) if np.isfinite(half).all() else None   # values near float32's limit overflow the mean
 
 
 def _noisy_ratios(x: np.ndarray, step: float, sigma: float, n: int) -> list:
@@ -253,8 +264,8 @@ def noisy_blur_drop(frame: np.ndarray, sigma: float = DEFAULT_SIGMA_MIN) -> Opti
 
     Returns:
         The drop in the log band ratio; None when the frame is too small (a side under
-        2 × :data:`MIN_SIDE` px), not finite, or its detail is all noise (a band's energy is not
-        above the noise's).
+        2 × :data:`MIN_SIDE` px), not finite (or so large its filters overflow), or its detail is
+        all noise (a band's energy is not above the noise's).
 
     Raises:
         ValueError: the frame is not a single 2-D image, or ``sigma`` ≤ 0.

@@ -115,12 +115,13 @@ def one_frame(frame: np.ndarray, name: str) -> np.ndarray:
         name: the measure's name, for the error.
 
     Returns:
-        (H, W) float32 (a view where possible).
+        (H, W) float32 (a view where possible; a float64 value beyond float32's range is ±inf).
 
     Raises:
         ValueError: ``frame`` is not a single 2-D image.
     """
-    x = np.asarray(frame, dtype=np.float32)
+    with np.errstate(over="ignore"):   # a float64 value beyond float32's range becomes ±inf: not finite
+        x = np.asarray(frame, dtype=np.float32)
     x = x.reshape(x.shape[-2:]) if x.ndim > 2 and int(np.prod(x.shape[:-2])) == 1 else x
     if x.ndim != 2:
         raise ValueError(f"{name} expects one (H, W) frame, got shape {np.shape(frame)}")
@@ -157,12 +158,19 @@ def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID,
         frame's units (≥ 0).
 
     Raises:
-        ValueError: the frame is not a single 2-D image.
+        ValueError: the frame is not a single 2-D image, is empty, or holds a non-finite value
+            (NaN, ±inf, or values near float32's limit that overflow the cell means; frames from
+            a source are integer counts, so this is a caller's bug).
     """
     x = one_frame(frame, "lowpass_span")
     h, w = x.shape
+    if x.size == 0:
+        raise ValueError(f"lowpass_span needs a frame with pixels, got shape {x.shape}")
     small = cv2.resize(x, (max(min(int(grid[0]), w), 1), max(min(int(grid[1]), h), 1)),
                        interpolation=cv2.INTER_AREA)
+    if not np.isfinite(small).all():   # every pixel weighs in some cell: a NaN or inf shows there
+        raise ValueError("lowpass_span: the frame holds NaN, infinite or float32-overflowing values "
+                         "(|x| near 3.4e38); pass finite [0, 1] frames")
     lo, hi = np.percentile(small, percentiles)
     return float(max(hi - lo, 0.0))
 
@@ -183,14 +191,20 @@ def lowpass_ends(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
         (low, high) in the frame's units, low ≤ high.
 
     Raises:
-        ValueError: the frame is not a single 2-D image, or ``min_block`` < 1.
+        ValueError: the frame is not a single 2-D image, is empty or holds a non-finite value
+            (as :func:`lowpass_span`), or ``min_block`` < 1.
     """
     if int(min_block) < 1:
         raise ValueError(f"lowpass_ends needs min_block ≥ 1, got {min_block}")
     x = one_frame(frame, "lowpass_ends")
     h, w = x.shape
+    if x.size == 0:
+        raise ValueError(f"lowpass_ends needs a frame with pixels, got shape {x.shape}")
     cells = (max(min(int(grid[0]), w // int(min_block)), 1), max(min(int(grid[1]), h // int(min_block)), 1))
     small = cv2.resize(x, cells, interpolation=cv2.INTER_AREA)
+    if not np.isfinite(small).all():   # every pixel weighs in some cell: a NaN or inf shows there
+        raise ValueError("lowpass_ends: the frame holds NaN, infinite or float32-overflowing values "
+                         "(|x| near 3.4e38); pass finite [0, 1] frames")
     lo, hi = np.percentile(small, EXTENT_PERCENTILES)
     return float(lo), float(max(hi, lo))
 
@@ -207,7 +221,8 @@ def lowpass_extent(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
         The extent in the frame's units (≥ 0).
 
     Raises:
-        ValueError: the frame is not a single 2-D image, or ``min_block`` < 1.
+        ValueError: the frame is not a single 2-D image, is empty or holds a non-finite value
+            (:func:`lowpass_span`), or ``min_block`` < 1.
     """
     if int(min_block) < 1:
         raise ValueError(f"lowpass_extent needs min_block ≥ 1, got {min_block}")
@@ -396,7 +411,7 @@ class ContrastGate:
         contrast-carrying route; module docstring): y' = lo_ref + (y − lo_y)·(hi_ref − lo_ref) /
         (hi_y − lo_y), with (lo_y, hi_y) the frame's :func:`lowpass_ends` and (lo_ref, hi_ref)
         :meth:`tone_reference`, clipped to [0, 1]. Frames pass unchanged without a reference,
-        when flat (extent under :data:`MIN_TONE_EXTENT`) or not finite. Counted in
+        when flat (extent under :data:`MIN_TONE_EXTENT`), empty or not finite. Counted in
         :attr:`aligned`.
 
         Args:
@@ -412,9 +427,10 @@ class ContrastGate:
         out = None
         for i in range(y.shape[0]):
             frame = y[i].reshape(y.shape[-2:])
-            if not np.isfinite(frame).all():
+            try:
+                lo, hi = lowpass_ends(frame)   # refuses a non-finite (or float32-overflowing) frame
+            except ValueError:
                 continue
-            lo, hi = lowpass_ends(frame)
             if hi - lo < MIN_TONE_EXTENT:
                 continue
             scale = (ref[1] - ref[0]) / (hi - lo)

@@ -113,15 +113,23 @@ def noise_sigma(x: np.ndarray) -> float:
     it, and the median ignores the few blocks an edge crosses.
 
     Args:
-        x: (H, W) float32 frame.
+        x: (H, W) float32 frame (≥ 2×2 px; an odd last row or column is not used).
 
     Returns:
-        σ in the frame's units (≥ 0; 0 for a frame under 2×2 px)."""
+        σ in the frame's units (≥ 0).
+
+    Raises:
+        ValueError: ``x`` is not one 2-D frame, has a side under 2 px, or holds a non-finite
+            value in the 2×2 blocks used."""
+    x = one_frame(x, "noise_sigma")
     h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
     if h == 0 or w == 0:
-        return 0.0
-    y = x[:h, :w]
-    hh = 0.5 * (y[0::2, 0::2] - y[0::2, 1::2] - y[1::2, 0::2] + y[1::2, 1::2])
+        raise ValueError(f"noise_sigma needs a frame of at least 2×2 px, got shape {x.shape}")
+    y = x[:h, :w].astype(np.float64)   # finite float32 values never overflow the sum in float64
+    with np.errstate(invalid="ignore"):   # inf − inf: NaN, refused below
+        hh = 0.5 * (y[0::2, 0::2] - y[0::2, 1::2] - y[1::2, 0::2] + y[1::2, 1::2])
+    if not np.isfinite(hh).all():   # each pixel used is in one block: a NaN or inf shows there
+        raise ValueError("noise_sigma: the frame holds NaN or infinite values; pass finite frames")
     return float(np.median(np.abs(hh)) / 0.6745)
 
 
@@ -319,7 +327,7 @@ class FPNGate:
 
     def _sigma(self, frame: np.ndarray) -> Optional[float]:
         x = one_frame(frame, "FPNGate")
-        if not np.isfinite(x).all():
+        if min(x.shape) < 2 or not np.isfinite(x).all():
             return None
         return noise_sigma(centre_window(x))
 

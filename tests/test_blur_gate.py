@@ -286,6 +286,45 @@ def test_noise_sigma_reads_white_noise_and_ignores_stripes():
         assert noise_sigma(sensor_noise(x, 2, sigma, stripes=6 / 255)) == pytest.approx(sigma, rel=0.1)
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_noise_sigma_and_destripe_refuse_what_they_cannot_measure(value):
+    """A NaN or inf (the gate never passes one: _half_res checks first) or a frame under 2×2 px is
+    one clear error, never a NaN σ."""
+    from tir.engines.blur_gate import destripe
+    from tir.engines.fpn_gate import noise_sigma
+
+    x = scene()
+    x[7, 9] = value
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        noise_sigma(x)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        destripe(x)
+    for shape in ((1, 640), (512, 1), (0, 0)):
+        with pytest.raises(ValueError, match="at least 2×2 px"):
+            noise_sigma(np.zeros(shape, np.float32))
+    with pytest.raises(ValueError, match="non-empty"):
+        destripe(np.zeros((0, 4), np.float32))
+    assert noise_sigma(np.zeros((2, 3), np.float32)) == 0.0
+    assert noise_sigma(scene()[None, None]) == pytest.approx(noise_sigma(scene()))
+
+
+def test_values_near_the_float32_limit_are_not_measured_not_nan():
+    """Finite values that overflow the filters (|x| near 3.4e38: a hostile caller, never a source)
+    gave NaN drops and a ValueError out of BlurGate.step; now None, and the router's verdict stands."""
+    from tir.engines.blur_gate import noise_sigma, noisy_blur_drop
+
+    huge = (np.random.default_rng(0).random((256, 320)) * 3.3e38).astype(np.float32)
+    assert band_ratio(huge) is None and blur_drop(huge) is None and noisy_blur_drop(huge) is None
+    assert np.isfinite(noise_sigma(huge))
+    gate = BlurGate({"blur": "clean"}, noisy_partners=NOISY)
+    for s in range(MIN_FRAMES + 2):
+        gate.step("clean", big_scene(s))
+    assert gate.noisy_band() is not None
+    for task in ("BN", "noise", "blur", "clean"):
+        assert gate.step(task, huge) == (task, True)
+    assert gate.status()["drop_noisy"] is None and len(gate.drops) == MIN_FRAMES + 2
+
+
 def test_destripe_takes_out_column_and_row_offsets():
     from tir.engines.blur_gate import destripe
     from tir.engines.metrics import column_fpn

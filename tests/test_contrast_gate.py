@@ -390,3 +390,30 @@ def test_carry_from_takes_the_extents():
     new = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
     new.carry_from(gate)
     assert list(new.extents) == list(gate.extents) and new.status()["extent_reference"] == pytest.approx(0.95)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [(0, 0), (-1, -1), (31, 40)])
+def test_span_and_extent_refuse_a_non_finite_frame(value, where):
+    """A NaN or inf anywhere (frames from a source are integer counts: a caller's bug) is refused
+    with one clear error, not returned as a NaN span that the history then counts."""
+    from tir.engines.contrast_gate import lowpass_extent
+
+    x = ramp(0.5)
+    x[where] = value
+    for measure in (lowpass_span, lowpass_extent):
+        with pytest.raises(ValueError, match="NaN, infinite"):
+            measure(x)
+    with pytest.raises(ValueError, match="NaN, infinite"):
+        lowpass_span(np.full((2, 2), 1e300))                    # float64 beyond float32: inf
+    with pytest.raises(ValueError, match="float32-overflowing"):   # finite, but the cell means overflow
+        lowpass_span(np.random.default_rng(0).random((512, 640)).astype(np.float32) * 3.3e38)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 10), (1, 0)])
+def test_span_and_extent_refuse_an_empty_frame(shape):
+    from tir.engines.contrast_gate import lowpass_extent
+
+    for measure in (lowpass_span, lowpass_extent):
+        with pytest.raises(ValueError, match="frame with pixels"):
+            measure(np.zeros(shape, np.float32))
