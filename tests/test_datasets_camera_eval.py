@@ -301,6 +301,12 @@ def test_router_only_gives_the_full_evaluations_verdicts(data_root):
         fast = evaluate_set(default_bundle_path(), name, split="val", progress=False, router_only=True, threads=1)
         assert fast["router_only"] and "per_task" not in fast and "clean_identity" not in fast
         assert fast["router"] == full["router"]
+        # what the gates changed is in the result, the same for both (routing is the same)
+        assert set(full["gates"]) == {"contrast", "blur", "fpn"}
+        assert full["gates"]["blur"].keys() == {"demoted", "changed_noisy"}
+        assert {g: {k: v for k, v in (c or {}).items() if k != "aligned"} for g, c in fast["gates"].items()} == \
+            {g: {k: v for k, v in (c or {}).items() if k != "aligned"} for g, c in full["gates"].items()}
+        assert fast["gates"]["contrast"]["aligned"] == 0      # nothing restored, nothing aligned
 
 
 def test_leave_one_out_never_leaves_out_the_virtual_camera(tmp_path):

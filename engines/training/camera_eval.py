@@ -129,6 +129,22 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng) -> Tuple[np.nda
     return counts, clean_counts, meta, hi - lo
 
 
+#: the counters of each gate's status that say what it changed over a set
+GATE_COUNTERS = {"contrast": ("demoted", "aligned"), "blur": ("demoted", "changed_noisy"),
+                 "fpn": ("promoted", "promoted_white")}
+
+
+def gate_counts(auto) -> dict:
+    """What the Restorer's gates changed over the evaluated frames: {gate: {counter: n}} from its
+    status (:data:`GATE_COUNTERS`: the contrast gate's demoted verdicts and tone-aligned frames,
+    the blur gate's demoted verdicts and noise-carrying verdicts whose blur part it changed, the
+    FPN gate's verdicts given the noise part and unknown verdicts made the noise task); a gate
+    that is off is None."""
+    status = auto.status()
+    return {gate: None if status.get(gate) is None else {k: int(status[gate].get(k) or 0) for k in keys}
+            for gate, keys in GATE_COUNTERS.items()}
+
+
 def user_path(model, counts: np.ndarray, meta: dict) -> np.ndarray:
     """Restore one frame of counts exactly as the pipeline does (Preprocess -> Infer ->
     Postprocess, the pipeline's own stage classes; a fresh normaliser: frames are independent
@@ -271,6 +287,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                 scene.append(corr)
         result["routes"] = {r: routed.count(r) for r in sorted(set(routed))}
         result["noise_routed"] = float(np.mean([r in NOISE_TASKS for r in routed]))
+        result["gates"] = gate_counts(auto)
         if router_only:
             result.update(router_only=True, seconds=round(time.monotonic() - t0, 1))
             auto.close()
@@ -323,6 +340,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                 per[c]["true"].append(psnr(true_out / peak, clean / peak))
                 if scene_referred:
                     per[c]["d_true"].append(psnr(display_map(true_out), d_clean))
+    result["gates"] = gate_counts(auto)
     verdict_tasks = [v == c for c in tasks for v in per[c]["verdicts"]]
     result["router"] = {
         "accuracy_tasks": float(np.mean(verdict_tasks)),
@@ -402,6 +420,11 @@ def format_cameras(result: dict) -> str:
         lines.append(f"{name:<17} {r['frames']:>3} {r['bits']:>4} {100 * r['router']['accuracy_tasks']:>6.1f}% "
                      f"{100 * r['router']['clean_to_passthrough']:>10.1f}% {r['clean_identity']['median']:>12.2f} "
                      f"{r['clean_identity']['p5']:>6.2f} {r['min_gain_auto']:>+8.2f}")
+    for name, r in result["sets"].items():
+        g = r.get("gates")
+        if g:
+            parts = [f"{gate} " + ", ".join(f"{k} {v}" for k, v in counts.items()) for gate, counts in g.items() if counts]
+            lines.append(f"{name}: gates changed: " + ("; ".join(parts) if parts else "(all off)"))
     for name, r in result["sets"].items():
         if "accuracy_visible" in r.get("router", {}):
             gain = "" if r.get("router_only") else \
