@@ -432,3 +432,151 @@ def test_config_dicts_round_trip_through_json():
     old = {k: v for k, v in ECMRNetConfig().to_dict().items() if k not in ("tone", "field")}
     cfg = ECMRNetConfig.from_dict(json.loads(json.dumps(old)))
     assert cfg.tone is False and cfg.field == 0 and cfg.paper_widths == (32, 128, 512) and cfg.multiple == 8
+
+
+# ----------------------------------------------------------------------------------- fine-tuning options
+def test_task_weights_parse_sample_and_are_recorded(tmp_path, teacher_bundle):
+    from tir.engines.training.distill import parse_task_weights, sampling_probabilities
+
+    assert parse_task_weights("CB=3, blur=2,contrast=0.5") == {"CB": 3.0, "blur": 2.0, "contrast": 0.5}
+    for bad, message in (("CB", "NAME=WEIGHT"), ("=3", "NAME=WEIGHT"), ("CB=x", "not a number"),
+                         ("CB=-1", ">= 0"), ("CB=nan", ">= 0"), ("CB=1,CB=2", "given twice"), (" , ", "empty")):
+        with pytest.raises(ValueError, match=message):
+            parse_task_weights(bad)
+    tasks = ["contrast", "blur", "CB"]
+    p = sampling_probabilities(tasks, {"CB": 3, "contrast": 0}, 0.2)
+    # w = (0, 1, 3): contrast never, blur 0.8·1/4, CB 0.8·3/4, clean 0.2
+    assert p == pytest.approx({"contrast": 0.0, "blur": 0.2, "CB": 0.6, "clean": 0.2})
+    assert sampling_probabilities(tasks, None, 0.1) == pytest.approx({"contrast": 0.3, "blur": 0.3, "CB": 0.3,
+                                                                      "clean": 0.1})
+    with pytest.raises(ValueError, match="names rain, not a route of the teachers; use one of contrast, blur, CB"):
+        sampling_probabilities(tasks, {"rain": 2}, 0.1)
+    with pytest.raises(ValueError, match="every task weight 0"):
+        sampling_probabilities(tasks, {"contrast": 0, "blur": 0, "CB": 0}, 0.1)
+
+    clean = frames()
+    # an unknown name is refused by the Distiller before anything is trained or written
+    with pytest.raises(ValueError, match="not a route of the teachers"):
+        Distiller(distill_settings(teacher_bundle, task_weights={"CBN": 1.0}), tmp_path / "bad", clean, clean[:2])
+    d = Distiller(distill_settings(teacher_bundle, steps=2, field_steps=0, clean_prob=0.2,
+                                   task_weights={"CB": 3.0, "contrast": 0.0}), tmp_path / "w", clean, clean[:2])
+    rng = np.random.default_rng(0)
+    counts = {s: 0 for s in d.slots}
+    for _ in range(300):
+        for slot, x, _, _ in d.draw(rng):
+            counts[slot] += len(x)
+    n = sum(counts.values())
+    assert n == 300 * 4 and counts["contrast"] == 0
+    assert counts["CB"] / n == pytest.approx(0.6, abs=0.04) and counts["blur"] / n == pytest.approx(0.2, abs=0.04)
+    assert counts["clean"] / n == pytest.approx(0.2, abs=0.04)
+    d.run()
+    state = json.loads((tmp_path / "w" / "state.json").read_text())
+    assert state["settings"]["task_weights"] == {"CB": 3.0, "contrast": 0.0}
+    out = d.write_bundle(tmp_path / "out")
+    training = out.student["training"]
+    assert training["settings"]["task_weights"] == {"CB": 3.0, "contrast": 0.0}
+    assert training["sampling"] == pytest.approx({"contrast": 0.0, "blur": 0.2, "CB": 0.6, "clean": 0.2})
+
+
+def test_task_weights_on_the_command_line(tmp_path, teacher_bundle, capsys):
+    import argparse
+
+    from tir.tools import distill
+    from tir.tools.cli import main
+
+    parser = argparse.ArgumentParser()
+    distill.add_arguments(parser)
+    args = parser.parse_args(["--bundle", "b", "--out", "o", "--task-weights", "CB=3,blur=2"])
+    assert args.task_weights == {"CB": 3.0, "blur": 2.0} and args.init_weights is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--bundle", "b", "--out", "o", "--task-weights", "CB=three"])
+    assert "'three' is not a number" in capsys.readouterr().err
+    # a name the teachers do not have: one line, nothing trained, no bundle written
+    rc = main(["distill", "--bundle", str(teacher_bundle), "--out", str(tmp_path / "o"), "--work-dir",
+               str(tmp_path / "w"), "--task-weights", "rain=2", "--threads", "1"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert rc == 2 and len(out) == 1 and out[0].startswith("tir distill: --task-weights names rain")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "w" / "student.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory, teacher_bundle):
+    """(bundle with a tiny distilled student, the work dir that wrote it)."""
+    tmp = tmp_path_factory.mktemp("distilled")
+    clean = frames()
+    d = Distiller(distill_settings(teacher_bundle, steps=2), tmp / "work", clean, clean[:2])
+    d.run()
+    d.write_bundle(tmp / "bundle")
+    return tmp / "bundle", tmp / "work"
+
+
+def test_init_from_student_starts_as_the_bundles_student(tmp_path, distilled):
+    bundle, work = distilled
+    clean = frames()
+    ckpt = torch.load(work / "student.pt", weights_only=True)
+    d = Distiller(distill_settings(bundle, init_from="student", init_weights=str(work / "student.pt")),
+                  tmp_path / "ft", clean, clean[:2])
+    assert d.step == 0   # a new schedule from the student's weights
+    assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in d.net.state_dict().items())
+    assert all(torch.equal(ckpt["adapter"][k], v) for k, v in d.adapter.state_dict().items())
+    assert d.state["init_from"] == "student" and d.state["init_weights"]["step"] == ckpt["step"]
+    assert d.state["init_weights"]["onnx_max_abs_err"] <= 1e-4
+    # the torch student reproduces the bundle's ONNX student on a frame
+    from tir.engines.backends.onnxruntime import ort_session
+
+    x = frames(1)[:, None, :64, :64]
+    w = np.full((1, len(d.slots)), 1.0 / len(d.slots), np.float32)
+    got = ort_session(str(bundle / "student.onnx")).run(None, {"input": x, "prompt": w})[0]
+    with torch.no_grad():
+        assert np.allclose(d.net.eval()(torch.from_numpy(x), torch.from_numpy(w)).numpy(), got, atol=1e-4)
+    d.run()
+    out = d.write_bundle(tmp_path / "out")
+    assert out.student["training"]["init_from"] == "student"
+    assert out.student["training"]["init_weights"]["path"] == str(work / "student.pt")
+    # resuming the same work dir continues from its own checkpoint, not from the bundle's student again
+    d2 = Distiller(distill_settings(bundle, init_from="student", init_weights=str(work / "student.pt")),
+                   tmp_path / "ft", clean, clean[:2])
+    assert d2.step == d.step
+    assert all(torch.equal(d.net.state_dict()[k], v) for k, v in d2.net.state_dict().items())
+
+
+def test_init_from_student_refuses_what_is_not_that_student(tmp_path, distilled, teacher_bundle):
+    bundle, work = distilled
+    clean = frames()
+
+    def make(name, **kw):
+        return Distiller(distill_settings(kw.pop("bundle", bundle), **kw), tmp_path / name, clean, clean[:2])
+
+    with pytest.raises(ValueError, match="needs --init-weights: bundle .* holds its student only as ONNX"):
+        make("a", init_from="student")
+    with pytest.raises(ValueError, match="has no student; use --init-from auto"):
+        make("b", bundle=teacher_bundle, init_from="student", init_weights=str(work / "student.pt"))
+    with pytest.raises(ValueError, match="no such file"):
+        make("c", init_from="student", init_weights=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="used only with --init-from student"):
+        make("d", init_weights=str(work / "student.pt"))
+    # another student (one weight moved): its outputs differ from student.onnx, refused
+    ckpt = torch.load(work / "student.pt", weights_only=True)
+    ckpt["state_dict"]["recon.weight"] = ckpt["state_dict"]["recon.weight"] + 0.05
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"is not the student of .*: its outputs differ from student.onnx by"):
+        make("e", init_from="student", init_weights=str(tmp_path / "other.pt"))
+    torch.save({"state_dict": ckpt["state_dict"]}, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="not a tir distill student checkpoint"):
+        make("f", init_from="student", init_weights=str(tmp_path / "plain.pt"))
+
+
+def test_field_stage_that_does_not_help_puts_the_head_back(tmp_path, teacher_bundle, monkeypatch):
+    clean = frames()
+    d = Distiller(distill_settings(teacher_bundle, init_from="none", steps=1, field_steps=3, lr=1e-2), tmp_path, clean,
+                  clean[:2])
+    assert d.net.field is not None
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in d.net.field.parameters():
+            torch.nn.init.normal_(p, std=0.1)
+    before = {k: v.clone() for k, v in d.net.field.state_dict().items()}
+    monkeypatch.setattr(d, "evaluate", lambda task, net=None, weights=None: 20.0)   # val never improves
+    d.field()
+    assert d.state["metrics"]["field"]["kept"] is False
+    assert all(torch.equal(before[k], v) for k, v in d.net.field.state_dict().items())

@@ -19,7 +19,7 @@ log = logging.getLogger("tir.distill")
 
 def add_arguments(parser) -> None:
     """Add ``tir distill``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
-    ``--out``, ``--work-dir``, ``--init-from``, ``--preset``, ``--data``, ``--steps``,
+    ``--out``, ``--work-dir``, ``--init-from``, ``--init-weights``, ``--task-weights``, ``--preset``, ``--data``, ``--steps``,
     ``--max-minutes``, ``--field-steps``, ``--crop`` (px), ``--batch``, ``--lr``, ``--max-frames``,
     ``--val-limit``, ``--val-every``, the loss weights ``--w-cpr`` / ``--w-inst`` / ``--w-feat``,
     ``--calibrate-steps``, ``--real-data``, ``--deploy``, ``--margin-db`` (dB), ``--eval-split``,
@@ -32,7 +32,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init-from", default="auto",
                         help="single-degradation teacher route the student starts as (default auto: noise, "
                              "else the first single task; its pruned widths must stay within 1.2 GMAC), "
-                             "or none: the --preset network from scratch")
+                             "none: the --preset network from scratch, or student: the teacher bundle's own "
+                             "student (fine-tuning; needs --init-weights)")
+    parser.add_argument("--init-weights", default=None, metavar="CKPT",
+                        help="with --init-from student: the torch checkpoint (student.pt of the tir distill work "
+                             "dir) of the teacher bundle's student; the bundle holds the student only as ONNX, so "
+                             "the checkpoint is used only if it reproduces the bundle's student.onnx (within 1e-4)")
+    parser.add_argument("--task-weights", default=None, type=_task_weights, metavar="T=W[,T=W...]",
+                        help="relative sampling weights of the tasks, e.g. CB=3,blur=2,contrast=2 (tasks not "
+                             "named: 1; default: every task equally); the clean prompt keeps its 10 %% share. "
+                             "Names must be routes of the teachers; recorded in state.json and the manifest")
     parser.add_argument("--preset", default="edge",
                         help="student preset for --init-from none: edge (default, 1.05 GMAC) or tiny; its "
                              "prompt length is used either way")
@@ -71,6 +80,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
 
 
+def _task_weights(text: str):
+    """argparse type of ``--task-weights``: the parsed {task: weight} (distill.parse_task_weights)."""
+    import argparse
+
+    from tir.engines.training.distill import parse_task_weights
+
+    try:
+        return parse_task_weights(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(args) -> int:
     """Run ``tir distill`` with the parsed ``args``: train the student (resumable from the work
     dir) and write the bundle with it, or with ``--eval-split`` print a finished student's PSNR
@@ -94,7 +115,8 @@ def main(args) -> int:
         print(f"tir distill: {exc}")
         return 2
     work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")
-    settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from, steps=args.steps,
+    settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from,
+                               init_weights=args.init_weights, task_weights=args.task_weights, steps=args.steps,
                                field_steps=args.field_steps, crop=args.crop, batch=args.batch, lr=args.lr,
                                seed=args.seed, threads=args.threads, max_minutes=args.max_minutes, data=args.data, max_frames=args.max_frames,
                                val_limit=args.val_limit, val_every=args.val_every, w_cpr=args.w_cpr,

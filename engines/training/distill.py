@@ -90,7 +90,14 @@ class DistillSettings:
         bundle: the teacher bundle's folder (its routes and verified ``model.pt``).
         preset: the student preset (models/student.py ``PRESETS``: ``edge``, ``tiny``).
         init_from: the teacher route the student is copied from; ``auto``: ``noise``, else the
-            first single-degradation route; ``none``: the preset from scratch.
+            first single-degradation route; ``none``: the preset from scratch; ``student``: the
+            teacher bundle's own student (fine-tuning), whose torch weights are ``init_weights``.
+        init_weights: for ``init_from="student"``, a ``student.pt``/``best.pt`` checkpoint of the
+            ``tir distill`` work dir that produced the teacher bundle's student (the bundle holds
+            the student only as ONNX, the FastStudent graph, not as torch weights); it is used only
+            if it reproduces the bundle's ``student.onnx`` (:func:`check_student_weights`).
+        task_weights: relative sampling weight per task name (tasks not named: 1; None: all 1);
+            a non-``clean`` sample draws task T with probability w_T / Σ w (:func:`sampling_probabilities`).
         steps: optimiser steps of the ``distill`` stage; ``field_steps``: of the ``field`` stage.
         crop: training crop side in px; ``batch``: crops per step.
         lr: peak AdamW learning rate (warm-up, then cosine, :meth:`Distiller.lr_factor`).
@@ -110,7 +117,10 @@ class DistillSettings:
     bundle: str = ""
     preset: str = "edge"
     init_from: str = "auto"              # a teacher route to copy the student from ("auto": noise, else the
-                                         # first single task; "none": the preset, from scratch)
+                                         # first single task; "none": the preset, from scratch; "student":
+                                         # the teacher bundle's student, weights from init_weights)
+    init_weights: Optional[str] = None   # init_from="student": its torch checkpoint (checked against student.onnx)
+    task_weights: Optional[Dict[str, float]] = None   # relative sampling weight per task (unnamed: 1)
     steps: int = 2000
     field_steps: int = 300
     crop: int = 128
@@ -325,6 +335,121 @@ def load_student(path) -> StudentNet:
     return StudentNet.from_checkpoint(ckpt)
 
 
+def parse_task_weights(text: str) -> Dict[str, float]:
+    """``"CB=3,blur=2,contrast=2"`` -> {"CB": 3.0, "blur": 2.0, "contrast": 2.0} (``tir distill
+    --task-weights``). Task names are checked against the teachers later
+    (:func:`sampling_probabilities`).
+
+    Raises:
+        ValueError: an item that is not NAME=WEIGHT, a name given twice, a weight that is not a
+            finite number ≥ 0, or no item at all.
+    """
+    out: Dict[str, float] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"task weight {item!r} must be NAME=WEIGHT, e.g. CB=3")
+        try:
+            w = float(value)
+        except ValueError:
+            raise ValueError(f"task weight {item!r}: {value.strip()!r} is not a number") from None
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"task weight {item!r} must be a finite number >= 0")
+        if name in out:
+            raise ValueError(f"task weight for {name!r} given twice")
+        out[name] = w
+    if not out:
+        raise ValueError("task weights are empty; give NAME=WEIGHT[,NAME=WEIGHT...], e.g. CB=3,blur=2")
+    return out
+
+
+def sampling_probabilities(tasks: Sequence[str], weights: Optional[Dict[str, float]],
+                           clean_prob: float) -> Dict[str, float]:
+    """Probability that one training sample draws each prompt slot: ``clean`` with ``clean_prob``,
+    else task T with (1 − clean_prob)·w_T / Σ w (w_T from ``weights``, 1 for a task not named;
+    None: uniform over ``tasks``).
+
+    Returns:
+        {slot: probability} over ``tasks`` then ``clean``, summing to 1.
+
+    Raises:
+        ValueError: a name in ``weights`` that is not one of ``tasks`` (the teachers' routes), or
+            every task weighted 0.
+    """
+    weights = dict(weights or {})
+    unknown = [t for t in weights if t not in tasks]
+    if unknown:
+        raise ValueError(f"--task-weights names {', '.join(unknown)}, not a route of the teachers; "
+                         f"use one of {', '.join(tasks)}")
+    w = np.array([float(weights.get(t, 1.0)) for t in tasks])
+    if not w.sum() > 0:
+        raise ValueError("--task-weights gives every task weight 0; at least one task must be drawn")
+    probs = {t: float((1.0 - clean_prob) * v / w.sum()) for t, v in zip(tasks, w)}
+    probs[CLEAN] = float(clean_prob)
+    return probs
+
+
+#: largest |ONNX Runtime − torch| accepted when matching a checkpoint to a bundle's student.onnx
+#: (the export's own parity tolerance, :func:`export_student`)
+STUDENT_MATCH_TOLERANCE = 1e-4
+
+
+def check_student_weights(bundle, net: StudentNet, tolerance: float = STUDENT_MATCH_TOLERANCE) -> float:
+    """Check that ``net`` is the student of ``bundle``: the same prompt slots, and ONNX Runtime on
+    the bundle's ``student.onnx`` (bytes sha256-verified against the manifest) matches ``net`` in
+    torch within ``tolerance`` on random frames (N×1×H×W float32, two sizes, multiples of the
+    student's ``tir.multiple``) under random soft prompts.
+
+    Returns:
+        The largest absolute difference (output units, [0, 1] frames).
+
+    Raises:
+        ValueError: the bundle has no student, other prompt slots, or outputs that differ by more
+            than ``tolerance`` (then the checkpoint is another student).
+        BundleError: the student file is missing or altered.
+    """
+    import onnxruntime as ort
+
+    from ..bundle import read_verified
+    from .export import INPUT_NAME
+
+    entry = bundle.student
+    if not entry:
+        raise ValueError(f"--init-from student: bundle {bundle.path} has no student")
+    if list(entry.get("prompts") or []) != list(net.prompts):
+        raise ValueError(f"--init-weights holds a student for prompts {list(net.prompts)}, the bundle's student "
+                         f"has {entry.get('prompts')}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(read_verified(bundle, entry["file"]), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
+    m = net.cfg.multiple
+    rng = np.random.default_rng(0)
+    was = net.training
+    net.eval()
+    worst = 0.0
+    try:
+        with torch.no_grad():
+            for n, h, w in ((1, 2 * m, 3 * m), (2, 4 * m, 2 * m)):
+                x = rng.random((n, 1, h, w), dtype=np.float32)
+                p = rng.random((n, len(net.prompts)), dtype=np.float32)
+                p /= p.sum(1, keepdims=True)
+                ref = net(torch.from_numpy(x), torch.from_numpy(p)).numpy()
+                got = sess.run(None, {INPUT_NAME: x, PROMPT_INPUT: p})[0]
+                worst = max(worst, float(np.max(np.abs(ref - got))))
+    finally:
+        net.train(was)
+    if not worst <= tolerance:
+        raise ValueError(f"--init-weights is not the student of {bundle.path}: its outputs differ from "
+                         f"{entry['file']} by {worst:.3g} (> {tolerance:g}); give the checkpoint of the "
+                         "tir distill work dir that wrote that student")
+    return worst
+
+
 class Distiller:
     """Runs (or resumes) the distillation in ``work_dir``; see the module docstring."""
 
@@ -337,6 +462,10 @@ class Distiller:
         self.bundle, self.teacher = load_teachers(settings.bundle)
         self.tasks = list(self.teacher.tasks)
         self.slots = self.tasks + [CLEAN]
+        # unknown task names are refused before any data is loaded
+        self.sampling = sampling_probabilities(self.tasks, settings.task_weights, settings.clean_prob)
+        if settings.init_weights and settings.init_from != "student":
+            raise ValueError(f"--init-weights is used only with --init-from student, not --init-from {settings.init_from}")
         data = settings.data or self._bundle_data()
         if train_clean is None:
             train_clean = load_split(data, "train")
@@ -354,6 +483,8 @@ class Distiller:
         torch.manual_seed(settings.seed)
         self.net = self._new_student()
         self.adapter = nn.Conv2d(self.net.cfg.width, self.teacher.cfg.width, 1)
+        if self._init_adapter is not None:    # --init-from student: its training-only adapter too
+            self.adapter.load_state_dict(self._init_adapter)
         self.loss = RestorationLoss(settings.crop)
         self.opt = torch.optim.AdamW(self._body_params(), lr=settings.lr, weight_decay=1e-5)
         self.step = 0
@@ -365,11 +496,14 @@ class Distiller:
         """The student of a saved checkpoint (resume), else one copied from route ``init_from``,
         else the ``preset`` from scratch. Raises ValueError when a copied route would exceed
         :data:`MAX_GMAC`."""
+        self._init_adapter = None
         path = self.work / STUDENT_CKPT
         if path.is_file():
             arch = torch.load(path, map_location="cpu", weights_only=True)["architecture"]
             return StudentNet(StudentConfig.from_dict(arch["config"]), arch["prompts"])
         task = self.s.init_from
+        if task == "student":
+            return self._student_of_bundle()
         if task == "auto":
             singles = [t for t in self.tasks if t not in self.teacher.parts]
             task = "noise" if "noise" in singles else (singles[0] if singles else "none")
@@ -377,7 +511,7 @@ class Distiller:
             return create_student(self.s.preset, self.slots)
         if task not in self.tasks or task in self.teacher.parts:
             raise ValueError(f"--init-from {task!r} must be a single-degradation route of the teachers "
-                             f"({', '.join(t for t in self.tasks if t not in self.teacher.parts)}) or none")
+                             f"({', '.join(t for t in self.tasks if t not in self.teacher.parts)}), none or student")
         net = student_from_route(self.teacher, task, self.slots, get_student_config(self.s.preset).prompt_dim)
         gmac = student_gmac(net)
         if gmac > MAX_GMAC:
@@ -385,6 +519,41 @@ class Distiller:
                              f"{MAX_GMAC} budget; prune the teachers or use --init-from none")
         log.info("student initialised from route %s (%.3f GMAC)", task, gmac)
         self.state["init_from"] = task
+        return net
+
+    def _student_of_bundle(self) -> StudentNet:
+        """``--init-from student``: the teacher bundle's student, rebuilt in torch from
+        ``init_weights`` and checked against the bundle's ``student.onnx``
+        (:func:`check_student_weights`). Raises ValueError when no checkpoint is given, it is
+        not that student, or it exceeds :data:`MAX_GMAC`."""
+        from ..bundle import sha256_file
+
+        if not self.bundle.student:
+            raise ValueError(f"--init-from student: bundle {self.bundle.path} has no student; use --init-from auto")
+        if not self.s.init_weights:
+            raise ValueError(f"--init-from student needs --init-weights: bundle {self.bundle.path} holds its student "
+                             "only as ONNX (student.onnx), not as torch weights; give the student.pt of the "
+                             "tir distill work dir that wrote it (its manifest's student.training.command)")
+        path = Path(self.s.init_weights)
+        if not path.is_file():
+            raise ValueError(f"--init-weights {path}: no such file")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if "architecture" not in ckpt or "state_dict" not in ckpt:
+            raise ValueError(f"--init-weights {path} is not a tir distill student checkpoint (student.pt / best.pt)")
+        net = StudentNet.from_checkpoint(ckpt)
+        if list(net.prompts) != self.slots:
+            raise ValueError(f"--init-weights {path} holds a student for prompts {list(net.prompts)}, the teachers "
+                             f"have {self.slots}")
+        err = check_student_weights(self.bundle, net)
+        gmac = student_gmac(net)
+        if gmac > MAX_GMAC:
+            raise ValueError(f"the bundle's student costs {gmac:.3f} GMAC at 640x512, over the {MAX_GMAC} budget")
+        self._init_adapter = ckpt.get("adapter")
+        self.state["init_from"] = "student"
+        self.state["init_weights"] = {"path": str(path), "sha256": sha256_file(path), "step": ckpt.get("step"),
+                                      "onnx_max_abs_err": err}
+        log.info("student initialised from the bundle's student (%s, step %s; matches %s within %.2g)", path,
+                 ckpt.get("step"), self.bundle.student["file"], err)
         return net
 
     # ---------------------------------------------------------------- bookkeeping
@@ -487,8 +656,14 @@ class Distiller:
         float32 or None.
         """
         pools = self.pools()
-        slots = [CLEAN if rng.random() < self.s.clean_prob else self.tasks[int(rng.integers(len(self.tasks)))]
-                 for _ in range(self.s.batch)]
+        if self.s.task_weights is None:   # uniform: the draw of every run before --task-weights
+            slots = [CLEAN if rng.random() < self.s.clean_prob else self.tasks[int(rng.integers(len(self.tasks)))]
+                     for _ in range(self.s.batch)]
+        else:
+            p = np.array([self.sampling[t] for t in self.tasks])
+            p = p / p.sum()
+            slots = [CLEAN if rng.random() < self.s.clean_prob else self.tasks[int(rng.choice(len(self.tasks), p=p))]
+                     for _ in range(self.s.batch)]
         groups = []
         for slot in dict.fromkeys(slots):
             x, y, stats = pools[slot].batch(slots.count(slot), self.s.crop)
@@ -668,7 +843,8 @@ class Distiller:
 
     def field(self) -> None:
         """The ``field`` stage: fit the prompt-conditioned field head on whole frames (body and
-        prompts frozen); kept only if val mean PSNR improves, else its output conv is zeroed."""
+        prompts frozen); kept only if val mean PSNR improves, else the head is put back as it was
+        before the stage (the weights whose val ``val_mean_before`` measured)."""
         head = self.net.field
         if head is None or self.s.field_steps <= 0:
             return
@@ -678,6 +854,7 @@ class Distiller:
         for p in params:
             p.requires_grad_(True)
         before = float(np.mean([self.evaluate(t) for t in self.tasks]))
+        saved = {k: v.clone() for k, v in head.state_dict().items()}
         pools = self.pools()
         rng = np.random.default_rng(self.s.seed + 4241)
         self.net.eval()
@@ -710,10 +887,8 @@ class Distiller:
             p.requires_grad_(True)
         after = float(np.mean([self.evaluate(t) for t in self.tasks]))
         kept = after > before
-        if not kept:
-            with torch.no_grad():
-                head.out.weight.zero_()
-                head.out.bias.zero_()
+        if not kept:   # back to the head val measured before (a fine-tuned student keeps its trained head)
+            head.load_state_dict(saved)
         self.state["metrics"]["field"] = {"val_mean_before": before, "val_mean_after": after, "kept": kept,
                                           "seconds": round(time.monotonic() - t0, 1)}
         log.info("student field head: val mean %.2f -> %.2f dB (%s)", before, after, "kept" if kept else "dropped")
@@ -905,7 +1080,10 @@ class Distiller:
                             "field": m.get("field"), "best": self.state.get("best"),
                             "parity_max_abs_err": report["max_abs_err"], "export_form": report["form"]},
                 "training": {"teachers": str(self.bundle.path), "data": self.data, "command": self.s.command,
-                             "settings": asdict(self.s), "wall_s": self.state.get("wall_s"), "date": _now()}}
+                             "settings": asdict(self.s),
+                             "sampling": self.sampling, "init_from": self.state.get("init_from"),
+                             "init_weights": self.state.get("init_weights"),
+                             "wall_s": self.state.get("wall_s"), "date": _now()}}
         from ..bundle import DEFAULT_AUTO_MARGIN_DB
 
         return add_student(self.bundle.path, out_dir, onnx_path, info, deploy=deploy,
