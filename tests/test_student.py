@@ -166,6 +166,10 @@ def test_distill_runs_resumes_and_writes_a_bundle_with_the_student(tmp_path, tea
     m = state["metrics"]
     assert set(m["val_psnr"]) == set(m["teacher_val_psnr"]) == {"contrast", "blur", "CB"}
     assert all(np.isfinite(v) for v in m["val_psnr"].values())
+    # the checkpoint was chosen on val_limit (2) frames; the recorded numbers are on every val frame
+    d3 = Distiller(distill_settings(teacher_bundle, steps=4), tmp_path / "work3", clean, clean[:3])
+    assert len(d3.val_clean) == 2 and len(d3.val_all) == 3
+    assert d3.run()["metrics"]["val_frames"] == 3
     assert "distill step" in (work / "distill.log").read_text() or "val step" in (work / "distill.log").read_text()
     # the student in the bundle is the one run() ended with
     out = d2.write_bundle(tmp_path / "out")

@@ -476,6 +476,8 @@ class Distiller:
         rng = np.random.default_rng(settings.seed)
         self.train_clean = crop_to_multiple(np.asarray(train_clean, np.float32), m)
         val_clean = crop_to_multiple(np.asarray(val_clean, np.float32), m)
+        #: every val frame: the numbers the bundle records (:meth:`run`) are on these
+        self.val_all = val_clean
         if settings.val_limit and len(val_clean) > settings.val_limit:
             val_clean = val_clean[np.sort(rng.choice(len(val_clean), settings.val_limit, replace=False))]
         self.val_clean = val_clean
@@ -1055,6 +1057,9 @@ class Distiller:
             self._save()
             self._save_state()
         metrics = self.state["metrics"]
+        # the numbers the bundle records (and deploy=auto chooses on) are on every val frame: the
+        # val_limit subset chose the checkpoint, so it is both smaller and not independent of it
+        self.val_clean, self._val_sets = self.val_all, {}
         metrics["val_psnr"] = {t: self.evaluate(t) for t in self.tasks}
         metrics["val_frames"] = len(self.val_clean)
         metrics["teacher_val_psnr"] = self.teacher_psnr()
