@@ -93,9 +93,11 @@ def test_the_shipped_bundles_val_numbers_give_the_measured_split():
     if path is None:
         pytest.skip("no shipped bundle in engines/bundles/edge")
     b = load_bundle(path)
-    # student − route (dB): contrast −0.61, blur −3.43, noise +0.09, CB −1.38, CN −0.16, BN +0.52, CBN +0.17
-    assert b.deploy_table("auto") == {"contrast": "routes", "blur": "routes", "noise": "student", "CB": "routes",
+    # student − route on all 93 val frames (dB): contrast −0.79, blur −2.28, noise +0.03, CB −0.16,
+    # CN −0.00, BN +0.45, CBN +0.42 (docs/student.md, Session 9)
+    assert b.deploy_table("auto") == {"contrast": "routes", "blur": "routes", "noise": "student", "CB": "student",
                                       "CN": "student", "BN": "student", "CBN": "student"}
+    assert b.student["metrics"]["val_frames"] == 93
     assert b.deploy_table("routes") == {t: "routes" for t in b.tasks}
 
 

@@ -1082,6 +1082,7 @@ class Distiller:
                 "params": m.get("params", sum(p.numel() for p in self.net.parameters())),
                 "config": self.net.cfg.to_dict(),
                 "metrics": {"val_psnr": m.get("val_psnr"), "teacher_val_psnr": m.get("teacher_val_psnr"),
+                            "val_frames": m.get("val_frames"),
                             "field": m.get("field"), "best": self.state.get("best"),
                             "parity_max_abs_err": report["max_abs_err"], "export_form": report["form"]},
                 "training": {"teachers": str(self.bundle.path), "data": self.data, "command": self.s.command,
