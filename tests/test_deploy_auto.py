@@ -93,11 +93,11 @@ def test_the_shipped_bundles_val_numbers_give_the_measured_split():
     if path is None:
         pytest.skip("no shipped bundle in engines/bundles/edge")
     b = load_bundle(path)
-    # student − route on all 93 val frames (dB): contrast −0.79, blur −2.28, noise +0.03, CB −0.16,
-    # CN −0.00, BN +0.45, CBN +0.42 (docs/student.md, Session 9)
-    assert b.deploy_table("auto") == {"contrast": "routes", "blur": "routes", "noise": "student", "CB": "student",
+    # student − route on its 12 checkpoint val frames per task (dB): contrast −0.54, blur −1.92, noise +0.21,
+    # CB −0.87, CN +0.19, BN +0.33, CBN +0.01 (docs/student.md, Session 9: on all 93 val frames CB reads
+    # −0.16, but through the user's path on val the CB route is better on every camera, so it stays)
+    assert b.deploy_table("auto") == {"contrast": "routes", "blur": "routes", "noise": "student", "CB": "routes",
                                       "CN": "student", "BN": "student", "CBN": "student"}
-    assert b.student["metrics"]["val_frames"] == 93
     assert b.deploy_table("routes") == {t: "routes" for t in b.tasks}
 
 
