@@ -224,8 +224,6 @@ def lowpass_extent(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
         ValueError: the frame is not a single 2-D image, is empty or holds a non-finite value
             (:func:`lowpass_span`), or ``min_block`` < 1.
     """
-    if int(min_block) < 1:
-        raise ValueError(f"lowpass_extent needs min_block ≥ 1, got {min_block}")
     lo, hi = lowpass_ends(frame, grid, min_block)
     return hi - lo
 
