@@ -451,6 +451,10 @@ MAX_AUTO_MARGIN_DB = 3.0
 _DELTA_ROUNDING_DB = 1e-4
 #: where the auto rule's numbers come from (recorded as ``auto_deploy.source``)
 AUTO_SOURCE = "student.metrics.val_psnr vs student.metrics.teacher_val_psnr (val split)"
+#: the source of a table chosen on the user's path (tir deploy --measure)
+AUTO_SOURCE_USER = "student.metrics.user_val: the user's path (tir eval, automatic routing), student vs routes"
+#: the student metrics key of the user's-path table (engines/training/camera_eval.py user_path_table)
+USER_VAL_KEY = "user_val"
 #: keys of the student entry (written by add_student)
 STUDENT_KEYS = ("file", "sha256", "prompts", "preset", "gmac_640x512", "params", "config", "metrics",
                 "training", "int8")
@@ -812,7 +816,9 @@ def choose_auto_deploy(student_psnr: Mapping[str, float], route_psnr: Mapping[st
 
 def auto_deploy_entry(manifest: Mapping, margin_db: float = DEFAULT_AUTO_MARGIN_DB) -> dict:
     """:func:`choose_auto_deploy` on a manifest's student metrics (its val numbers, never test)
-    for every route of the manifest.
+    for every route of the manifest: the user's-path table ``student.metrics.user_val``
+    ({"student": {task: dB}, "routes": {task: dB}}, written by ``tir deploy --measure``) when
+    there is one, else ``val_psnr`` against ``teacher_val_psnr`` (``tir distill``'s protocol).
 
     Raises:
         BundleError: no student entry, or the student's metrics lack a task (see
@@ -822,18 +828,25 @@ def auto_deploy_entry(manifest: Mapping, margin_db: float = DEFAULT_AUTO_MARGIN_
     if not student:
         raise BundleError("deploy=auto needs a student; distill one with `tir distill`")
     metrics = student.get("metrics") or {}
+    user = metrics.get(USER_VAL_KEY)
+    if isinstance(user, dict):   # measured on the user's path (tir deploy --measure): what the user gets
+        entry = choose_auto_deploy(user.get("student"), user.get("routes"), [t["name"] for t in manifest["tasks"]],
+                                   margin_db)
+        return {**entry, "source": AUTO_SOURCE_USER}
     return choose_auto_deploy(metrics.get("val_psnr"), metrics.get("teacher_val_psnr"),
                               [t["name"] for t in manifest["tasks"]], margin_db)
 
 
 def set_deploy(bundle_dir: PathLike, deploy: str, margin_db: Optional[float] = None,
-               out_dir: Optional[PathLike] = None) -> Bundle:
+               out_dir: Optional[PathLike] = None, user_val: Optional[dict] = None) -> Bundle:
     """Set what bundle ``bundle_dir`` runs: its manifest's ``deploy`` and, for ``auto``, the
     ``auto_deploy`` table computed from the student's val numbers (:func:`auto_deploy_entry`;
     ``margin_db`` None: the table's recorded margin, else :data:`DEFAULT_AUTO_MARGIN_DB`). With
     ``routes``/``student`` an existing table is recomputed only when ``margin_db`` is given, else
     kept as it is. ``out_dir`` None rewrites the manifest in place (a running ``tir run`` takes it
     with ``POST /bundle/reload``); else a byte-for-byte copy is made there first (a new folder).
+    ``user_val`` (engines/training/camera_eval.py ``user_path_table``) is recorded as the
+    student's ``metrics.user_val`` first, so auto chooses on it.
     Returns the re-verified bundle.
 
     Raises:
@@ -847,7 +860,11 @@ def set_deploy(bundle_dir: PathLike, deploy: str, margin_db: Optional[float] = N
     if deploy != "routes" and manifest.get("student") is None:
         raise BundleError(f"bundle {bundle.name!r} has no student, so deploy {deploy!r} cannot run; distill one "
                           "with `tir distill`")
-    if deploy == "auto" or margin_db is not None:
+    if user_val is not None:
+        if manifest.get("student") is None:
+            raise BundleError(f"bundle {bundle.name!r} has no student to measure against its routes")
+        manifest["student"].setdefault("metrics", {})[USER_VAL_KEY] = user_val
+    if deploy == "auto" or margin_db is not None or user_val is not None:
         if margin_db is None:
             margin_db = (manifest.get("auto_deploy") or {}).get("margin_db", DEFAULT_AUTO_MARGIN_DB)
         manifest["auto_deploy"] = auto_deploy_entry(manifest, margin_db)

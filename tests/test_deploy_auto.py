@@ -93,11 +93,13 @@ def test_the_shipped_bundles_val_numbers_give_the_measured_split():
     if path is None:
         pytest.skip("no shipped bundle in engines/bundles/edge")
     b = load_bundle(path)
-    # student − route on its 12 checkpoint val frames per task (dB): contrast −0.54, blur −1.92, noise +0.21,
-    # CB −0.87, CN +0.19, BN +0.33, CBN +0.01 (docs/student.md, Session 9: on all 93 val frames CB reads
-    # −0.16, but through the user's path on val the CB route is better on every camera, so it stays)
+    # measured on the user's path (tir deploy --set auto --measure all, val, 12 frames per camera),
+    # student − route (dB): contrast −2.85, blur −1.44, noise +0.25, CB −0.77, CN +0.46, BN +0.17, CBN +0.54
+    from tir.engines.bundle import AUTO_SOURCE_USER
+
     assert b.deploy_table("auto") == {"contrast": "routes", "blur": "routes", "noise": "student", "CB": "routes",
                                       "CN": "student", "BN": "student", "CBN": "student"}
+    assert b.auto_deploy["source"] == AUTO_SOURCE_USER and len(b.student["metrics"]["user_val"]["sets"]) == 7
     assert b.deploy_table("routes") == {t: "routes" for t in b.tasks}
 
 
@@ -373,3 +375,81 @@ def test_the_manifests_auto_runs_the_routes_on_a_backend_without_the_student(bun
     assert set(r.deploy_tasks.values()) == {"routes"}
     with pytest.raises(ValueError, match="ONNX Runtime only"):
         Restorer(bundle, backend="tensorrt", deploy="auto")
+
+
+# ------------------------------------------------------------------------- measured on the user's path
+def test_a_table_measured_on_the_users_path_is_what_auto_chooses_on(bundles, tmp_path):
+    """``user_val`` (tir deploy --measure) overrides tir distill's val numbers: the student's b is
+    1.0 dB below its route on distill's protocol but 0.1 dB above it on the user's path."""
+    from tir.engines.bundle import AUTO_SOURCE_USER, auto_deploy_entry
+
+    folder = _copy(bundles, "auto", tmp_path)
+    assert load_bundle(folder).auto_deploy["tasks"] == {"a": "student", "b": "routes"}
+    user = {"split": "val", "sets": ["cam8"], "student": {"a": 25.0, "b": 22.1}, "routes": {"a": 26.0, "b": 22.0}}
+    out = set_deploy(folder, "auto", user_val=user)
+    assert out.auto_deploy["tasks"] == {"a": "routes", "b": "student"}
+    assert out.auto_deploy["source"] == AUTO_SOURCE_USER and out.student["metrics"]["user_val"] == user
+    assert out.auto_deploy["delta_db"] == {"a": -1.0, "b": 0.1}
+    # the table is recomputed from it afterwards too (another margin)
+    assert set_deploy(folder, "auto", margin_db=1.0).auto_deploy["tasks"] == {"a": "student", "b": "student"}
+    # a user table lacking a task is refused, nothing written
+    before = (folder / "manifest.json").read_bytes()
+    with pytest.raises(BundleError, match=r"no student and route val PSNR for tasks \['b'\]"):
+        set_deploy(folder, "auto", user_val={"student": {"a": 1.0}, "routes": {"a": 1.0}})
+    assert (folder / "manifest.json").read_bytes() == before
+    with pytest.raises(BundleError, match="no student to measure"):
+        set_deploy(bundles / "routes", "routes", user_val=user)
+    manifest = load_bundle(folder).manifest
+    assert auto_deploy_entry(manifest, 0.3)["tasks"] == {"a": "routes", "b": "student"}
+
+
+def test_tir_deploy_measure_records_the_users_path_table(bundles, tmp_path, capsys, monkeypatch):
+    from tir.engines.training import camera_eval
+    from tir.tools.cli import main
+
+    folder = _copy(bundles, "auto", tmp_path)
+    calls = []
+
+    def fake(bundle, sets, split, frames, threads=None):
+        calls.append((str(bundle), sets, split, frames))
+        return {"split": split, "sets": ["cam8", "cam16"], "student": {"a": 20.0, "b": 30.0},
+                "routes": {"a": 21.0, "b": 29.0}}
+
+    monkeypatch.setattr(camera_eval, "user_path_table", fake)
+    assert main(["deploy", "--bundle", str(folder), "--measure", "all"]) == 2      # --measure needs --set
+    assert "give --set too" in capsys.readouterr().err and not calls
+    assert main(["deploy", "--bundle", str(folder), "--set", "auto", "--measure", "all", "--measure-frames", "5"]) == 0
+    out = capsys.readouterr().out
+    assert calls == [(str(folder), "all", "val", 5)]
+    assert "user's path, val, sets cam8, cam16" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] in (["a"], ["b"])}
+    assert rows == {"a": ["20.00", "21.00", "-1.00", "routes"], "b": ["30.00", "29.00", "+1.00", "student"]}
+    assert main(["deploy", "--bundle", str(bundles / "routes"), "--set", "routes", "--measure", "all"]) == 2
+    assert "no student to measure" in capsys.readouterr().err
+
+
+def test_user_path_table_averages_each_camera_once(monkeypatch):
+    from tir.engines.training import camera_eval
+
+    seen = []
+
+    def fake_eval(bundle, name, split, seed, max_frames, threads=None, true_routes=True, root=None, progress=True,
+                  deploy=None):
+        seen.append((name, deploy, split, max_frames, true_routes))
+        base = {"cam8": 20.0, "cam16": 30.0}[name] + (1.0 if deploy == "student" else 0.0)
+        return {"per_task": {"a": {"auto": base}, "b": {"auto": base + 2}}}
+
+    class DS:
+        def __init__(self, clean):
+            self.clean = clean
+
+    monkeypatch.setattr(camera_eval, "evaluate_set", fake_eval)
+    monkeypatch.setattr(camera_eval.dsets, "parse_sets", lambda s: ["cam8", "real", "cam16"])
+    monkeypatch.setattr(camera_eval.dsets, "dataset", lambda n: DS(n != "real"))
+    t = camera_eval.user_path_table("B", "all", max_frames=4, progress=False)
+    assert t["sets"] == ["cam8", "cam16"] and t["split"] == "val"
+    assert t["student"] == {"a": 26.0, "b": 28.0} and t["routes"] == {"a": 25.0, "b": 27.0}
+    assert {s[1] for s in seen} == {"student", "routes"} and all(s[2:] == ("val", 4, False) for s in seen)
+    monkeypatch.setattr(camera_eval.dsets, "parse_sets", lambda s: ["real"])
+    with pytest.raises(ValueError, match="clean target"):
+        camera_eval.user_path_table("B", "real")

@@ -9,6 +9,12 @@ an in-place change with ``POST /bundle/reload``. Example::
 
     tir deploy --bundle engines/bundles/edge                       # the table, nothing written
     tir deploy --bundle runs/s6/bundle --set auto --margin-db 0.3  # per task, by val PSNR
+    tir deploy --bundle runs/s6/bundle --set auto --measure all    # per task, on the user's path (val)
+
+``--measure SETS`` measures the table on the user's path instead (the per-camera evaluation of ``tir eval
+--data``: live preprocessing, automatic routing, the gates and the tone alignment, once with the routes
+and once with the student, val split) and records it as ``student.metrics.user_val``; auto then chooses
+on it (engines/training/camera_eval.py ``user_path_table``).
 """
 from __future__ import annotations
 
@@ -29,6 +35,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--margin-db", type=float, default=None, metavar="DB",
                         help="auto's margin in dB, 0 to 3 (wider: use --set student) (default: the bundle's recorded one, else "
                              f"{DEFAULT_AUTO_MARGIN_DB}, the INT8 accuracy gate's)")
+    parser.add_argument("--measure", default=None, metavar="SETS",
+                        help="with --set: measure student vs routes on the user's path (tir eval --data SETS on the "
+                             "val split, automatic routing, each deploy) and record it; auto chooses on it")
+    parser.add_argument("--measure-frames", type=int, default=12, metavar="N",
+                        help="with --measure: val frames per set (default 12)")
+    parser.add_argument("--threads", type=int, default=None, help="with --measure: ONNX Runtime threads")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="with --set: write a copy of the bundle there (a new folder) instead of "
                              "rewriting its manifest in place")
@@ -55,9 +67,20 @@ def main(args) -> int:
         raise ModelError("no shipped bundle found; pass --bundle DIR")
     if args.out is not None and args.deploy is None:
         raise UsageError("--out DIR writes a copy with a new deploy; give --set routes|student|auto too")
+    if args.measure is not None and args.deploy is None:
+        raise UsageError("--measure SETS records a table the bundle's deploy is chosen on; give --set too (e.g. auto)")
+    if args.measure_frames < 1:
+        raise UsageError(f"--measure-frames must be ≥ 1, got {args.measure_frames}")
     bundle = load_bundle(path)
     if args.deploy is not None:
-        bundle = set_deploy(bundle.path, args.deploy, margin_db=args.margin_db, out_dir=args.out)
+        user_val = None
+        if args.measure is not None:
+            from tir.engines.training.camera_eval import user_path_table
+
+            if bundle.student is None:
+                raise UsageError(f"bundle {bundle.path} has no student to measure; distill one with `tir distill`")
+            user_val = user_path_table(bundle.path, args.measure, "val", args.measure_frames, threads=args.threads)
+        bundle = set_deploy(bundle.path, args.deploy, margin_db=args.margin_db, out_dir=args.out, user_val=user_val)
         print(f"wrote {bundle.path}: deploy {bundle.deploy}")
     recorded = bundle.auto_deploy
     margin = args.margin_db if args.margin_db is not None else \
@@ -67,11 +90,15 @@ def main(args) -> int:
         print("no student: every task runs its route (distill one with `tir distill`)")
         return 0
     metrics = bundle.student.get("metrics") or {}
-    student, route = metrics.get("val_psnr") or {}, metrics.get("teacher_val_psnr") or {}
+    user = metrics.get("user_val")
+    student, route = (user.get("student") or {}, user.get("routes") or {}) if isinstance(user, dict) else \
+        (metrics.get("val_psnr") or {}, metrics.get("teacher_val_psnr") or {})
     table = auto_deploy_entry(bundle.manifest, margin)["tasks"] if recorded is None or args.margin_db is not None \
         else recorded["tasks"]
     source = "computed now" if recorded is None or args.margin_db is not None else "recorded in the manifest"
-    print(f"auto at {margin:g} dB ({source}): the student where student − route ≥ −{margin:g} dB (val split)")
+    where = (f"user's path, val, sets {', '.join(user.get('sets') or [])}" if isinstance(user, dict)
+             else "tir distill's val numbers")
+    print(f"auto at {margin:g} dB ({source}): the student where student − route ≥ −{margin:g} dB ({where})")
     print(f"{'task':<10} {'student':>8} {'route':>8} {'Δ dB':>7}  auto")
     for task in bundle.tasks:
         s, r = student.get(task), route.get(task)

@@ -235,7 +235,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                  backend: str = "auto", threads: Optional[int] = None, true_routes: bool = True,
                  root=None, progress: bool = True, router_only: bool = False,
                  contrast_gate: bool = True, fpn_gate: bool = True, blur_gate: bool = True,
-                 tone_align: bool = True) -> dict:
+                 tone_align: bool = True, deploy: Optional[str] = None) -> dict:
     """Evaluate one registered set (see the module docstring); returns a JSON-ready dict.
 
     ``contrast_gate``: the Restorer's contrast gate on (as ``tir run``), its camera history
@@ -243,6 +243,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     verdicts as they are. ``fpn_gate``, ``blur_gate``: the Restorer's FPN gate (engines/fpn_gate.py)
     and blur gate (engines/blur_gate.py, warmed as the contrast gate) on, as ``tir run``.
     ``tone_align``: the Restorer's tone alignment after contrast-carrying routes (on in ``tir run``).
+    ``deploy``: routes/student/auto for the Restorer (None: the bundle's own).
 
     ``router_only``: route every frame through the same preprocessing and routing step but
     restore nothing (:func:`user_route`): the ``router`` block (and, for sets without a
@@ -256,7 +257,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     split = split if ds.splits else dsets.ALL
     frames = dsets.load_counts(name, split, root, max_frames)
     auto = Restorer(bundle, backend=backend, every=1, hysteresis=1, threads=threads, contrast_gate=contrast_gate,
-                    fpn_gate=fpn_gate, blur_gate=blur_gate, tone_align=tone_align)
+                    fpn_gate=fpn_gate, blur_gate=blur_gate, tone_align=tone_align, deploy=deploy)
     tasks = list(auto.routes)
     result: Dict[str, object] = {"set": name, "camera": ds.camera, "bits": ds.bits, "split": split,
                                  "frames": len(frames), "sizes": sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames}),
@@ -390,7 +391,7 @@ def evaluate_cameras(bundle, sets: Sequence[str], split: str = "test", seed: int
                      max_frames: Optional[int] = None, backend: str = "auto",
                      threads: Optional[int] = None, true_routes: bool = True, root=None,
                      router_only: bool = False, contrast_gate: bool = True, fpn_gate: bool = True,
-                     blur_gate: bool = True, tone_align: bool = True) -> dict:
+                     blur_gate: bool = True, tone_align: bool = True, deploy: Optional[str] = None) -> dict:
     """:func:`evaluate_set` for every set in ``sets``; returns {"sets": {name: result}, ...}."""
     names = dsets.parse_sets(sets)
     out = {"split": split, "seed": seed, "bundle": str(bundle), "contrast_gate": bool(contrast_gate),
@@ -399,7 +400,39 @@ def evaluate_cameras(bundle, sets: Sequence[str], split: str = "test", seed: int
         out["sets"][name] = evaluate_set(bundle, name, split, seed, max_frames, backend, threads,
                                          true_routes, root, router_only=router_only,
                                          contrast_gate=contrast_gate, fpn_gate=fpn_gate, blur_gate=blur_gate,
-                                         tone_align=tone_align)
+                                         tone_align=tone_align, deploy=deploy)
+    return out
+
+
+def user_path_table(bundle, sets: Sequence[str], split: str = "val", max_frames: Optional[int] = 12,
+                    seed: int = 0, threads: Optional[int] = None, root=None, progress: bool = True) -> dict:
+    """What each task gets through the user's path with the student and with the routes: the
+    per-camera evaluation (:func:`evaluate_set`, automatic routing, the gates and the tone
+    alignment as ``tir run``) once with ``deploy=routes`` and once with ``deploy=student``, each
+    task's automatic-route PSNR averaged over the sets (each camera weighs the same). The table
+    ``tir deploy --measure`` records and deploy=auto then chooses on (engines/bundle.py
+    :func:`~tir.engines.bundle.auto_deploy_entry`).
+
+    Args:
+        bundle: a bundle with a student (path or Bundle).
+        sets: registered sets with a clean target (names, or "all"); sets without one are skipped.
+        split: the split to measure on (val: never test for a choice).
+        max_frames: frames per set (None: all).
+
+    Returns:
+        ``{"split", "seed", "max_frames", "sets": [names], "student": {task: dB}, "routes": {task: dB}}``.
+
+    Raises:
+        DatasetError: an unknown set; ValueError: no set with a clean target, or as the Restorer.
+    """
+    names = [n for n in dsets.parse_sets(sets) if dsets.dataset(n).clean]
+    if not names:
+        raise ValueError(f"user_path_table needs sets with a clean target; {list(sets)} has none")
+    out = {"split": split, "seed": seed, "max_frames": max_frames, "sets": names}
+    for deploy in ("student", "routes"):
+        per = [evaluate_set(bundle, n, split, seed, max_frames, threads=threads, true_routes=False, root=root,
+                            progress=progress, deploy=deploy)["per_task"] for n in names]
+        out[deploy] = {t: float(np.mean([p[t]["auto"] for p in per])) for t in per[0]}
     return out
 
 
