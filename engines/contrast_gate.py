@@ -162,17 +162,26 @@ def lowpass_span(frame: np.ndarray, grid: Sequence[int] = SPAN_GRID,
             (NaN, ±inf, or values near float32's limit that overflow the cell means; frames from
             a source are integer counts, so this is a caller's bug).
     """
-    x = one_frame(frame, "lowpass_span")
+    lo, hi = _cell_percentiles(frame, grid, 1, percentiles, "lowpass_span")
+    return float(max(hi - lo, 0.0))
+
+
+def _cell_percentiles(frame: np.ndarray, grid: Sequence[int], min_block: int, percentiles: Sequence[float],
+                      name: str) -> Tuple[float, float]:
+    """The (low, high) ``percentiles`` of the frame area-averaged onto at most ``grid`` cells of at
+    least ``min_block`` px a side (at least one cell). Raises ValueError for what is not one
+    frame, an empty frame, or one whose cells are not finite (NaN, inf, float32 overflow)."""
+    x = one_frame(frame, name)
     h, w = x.shape
     if x.size == 0:
-        raise ValueError(f"lowpass_span needs a frame with pixels, got shape {x.shape}")
-    small = cv2.resize(x, (max(min(int(grid[0]), w), 1), max(min(int(grid[1]), h), 1)),
-                       interpolation=cv2.INTER_AREA)
+        raise ValueError(f"{name} needs a frame with pixels, got shape {x.shape}")
+    cells = (max(min(int(grid[0]), w // int(min_block)), 1), max(min(int(grid[1]), h // int(min_block)), 1))
+    small = cv2.resize(x, cells, interpolation=cv2.INTER_AREA)
     if not np.isfinite(small).all():   # every pixel weighs in some cell: a NaN or inf shows there
-        raise ValueError("lowpass_span: the frame holds NaN, infinite or float32-overflowing values "
+        raise ValueError(f"{name}: the frame holds NaN, infinite or float32-overflowing values "
                          "(|x| near 3.4e38); pass finite [0, 1] frames")
     lo, hi = np.percentile(small, percentiles)
-    return float(max(hi - lo, 0.0))
+    return float(lo), float(hi)
 
 
 def lowpass_ends(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
@@ -196,17 +205,8 @@ def lowpass_ends(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
     """
     if int(min_block) < 1:
         raise ValueError(f"lowpass_ends needs min_block ≥ 1, got {min_block}")
-    x = one_frame(frame, "lowpass_ends")
-    h, w = x.shape
-    if x.size == 0:
-        raise ValueError(f"lowpass_ends needs a frame with pixels, got shape {x.shape}")
-    cells = (max(min(int(grid[0]), w // int(min_block)), 1), max(min(int(grid[1]), h // int(min_block)), 1))
-    small = cv2.resize(x, cells, interpolation=cv2.INTER_AREA)
-    if not np.isfinite(small).all():   # every pixel weighs in some cell: a NaN or inf shows there
-        raise ValueError("lowpass_ends: the frame holds NaN, infinite or float32-overflowing values "
-                         "(|x| near 3.4e38); pass finite [0, 1] frames")
-    lo, hi = np.percentile(small, EXTENT_PERCENTILES)
-    return float(lo), float(max(hi, lo))
+    lo, hi = _cell_percentiles(frame, grid, min_block, EXTENT_PERCENTILES, "lowpass_ends")
+    return lo, max(hi, lo)
 
 
 def lowpass_extent(frame: np.ndarray, grid: Sequence[int] = EXTENT_GRID,
@@ -259,6 +259,12 @@ def noise_free_tasks(specs: Mapping[str, Sequence[dict]]) -> Tuple[str, ...]:
     shipped specs): the blur gate judges and records frames under these verdicts only."""
     return tuple(name for name, steps in specs.items()
                  if steps and all(s.get("op") in NOISE_FREE_OPS for s in steps))
+
+
+def noise_free_verdicts(specs: Mapping[str, Sequence[dict]]) -> Tuple[str, ...]:
+    """``clean`` and the :func:`noise_free_tasks`: the verdicts whose frames show the camera's own
+    noise floor and extremes (the contrast gate's tone history, the FPN gate's white-noise floor)."""
+    return (CLEAN, *noise_free_tasks(specs))
 
 
 def max_contrast_factor(specs: Iterable[Sequence[dict]]) -> float:
@@ -318,7 +324,7 @@ class ContrastGate:
         prior = ((router_entry or {}).get(CONTRAST_SPAN_KEY) or {}).get("median")
         ratio = math.sqrt(max_contrast_factor(specs.values()))
         return cls(contrast_partners(specs), prior if prior and prior > 0 else None, ratio,
-                   tone_tasks=(CLEAN, *noise_free_tasks(specs)))
+                   tone_tasks=noise_free_verdicts(specs))
 
     @property
     def reference(self) -> Optional[float]:

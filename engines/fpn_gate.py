@@ -63,7 +63,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .contrast_gate import centre_window, noise_free_tasks, one_frame
+from .contrast_gate import centre_window, noise_free_verdicts, one_frame
 from .router import CLEAN, UNKNOWN
 
 #: σ in pixels of the 1-D Gaussian (along each row) whose residual is the horizontal high-pass
@@ -315,7 +315,7 @@ class FPNGate:
         """The gate of a bundle: partners, the weakest white noise and the noise-free verdicts
         from its task specs (module docstring)."""
         return cls(noise_partners(specs), white_sigma=min_white_sigma(specs),
-                   noise_free=(CLEAN, *noise_free_tasks(specs)))
+                   noise_free=noise_free_verdicts(specs))
 
     def white_threshold(self) -> Optional[float]:
         """σ above which an unknown verdict's frame carries white noise for this camera:
@@ -367,10 +367,10 @@ class FPNGate:
             return self.partners[task], True
         limit = self.white_threshold() if task == UNKNOWN else None
         self.last_sigma = None
-        if self.white_sigma is not None and (task in self.noise_free or limit is not None):
+        if task in self.noise_free:
+            self.last_sigma = self.add(frame)      # the camera's floor
+        elif limit is not None:
             self.last_sigma = self._sigma(frame)
-            if self.last_sigma is not None and task in self.noise_free:
-                self.floor.append(self.last_sigma)
         if limit is not None and self.last_sigma is not None and self.last_sigma > limit and task in self.partners:
             self.promoted_white += 1
             return self.partners[task], True
