@@ -289,16 +289,21 @@ def blur_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
         ``NOISE_FREE_OPS``: contrast, blur), or whose remaining steps match no task, is left out:
         the gate never touches it.
     """
+    noise_free = set(noise_free_tasks(specs))
+    return {t: p for t, p in _without_blur(specs).items() if t in noise_free}
+
+
+def _without_blur(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
+    """Each task with a blur step -> the task whose steps are its own without the blur (``clean``
+    when nothing is left); tasks without such a partner are left out."""
     by_steps = {steps_key(steps): name for name, steps in specs.items()}
     by_steps[()] = CLEAN
-    noise_free = set(noise_free_tasks(specs))
     out = {}
     for name, steps in specs.items():
-        if name not in noise_free or BLUR_OP not in [s.get("op") for s in steps]:
-            continue
-        partner = by_steps.get(steps_key([s for s in steps if s.get("op") != BLUR_OP]))
-        if partner is not None:
-            out[name] = partner
+        if BLUR_OP in [s.get("op") for s in steps]:
+            partner = by_steps.get(steps_key([s for s in steps if s.get("op") != BLUR_OP]))
+            if partner is not None:
+                out[name] = partner
     return out
 
 
@@ -311,16 +316,8 @@ def noisy_blur_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
 
     Returns:
         {task: partner}; a task whose remaining steps match no task is left out."""
-    by_steps = {steps_key(steps): name for name, steps in specs.items()}
     noise_free = set(noise_free_tasks(specs))
-    out = {}
-    for name, steps in specs.items():
-        if name in noise_free or BLUR_OP not in [s.get("op") for s in steps]:
-            continue
-        partner = by_steps.get(steps_key([s for s in steps if s.get("op") != BLUR_OP]))
-        if partner is not None and partner not in noise_free:
-            out[name] = partner
-    return out
+    return {t: p for t, p in _without_blur(specs).items() if t not in noise_free and p not in noise_free}
 
 
 def min_blur_sigma(specs: Mapping[str, Sequence[dict]]) -> float:
@@ -400,16 +397,19 @@ class BlurGate:
             return None
         return ref + NOISY_MARGIN * gap, ref + (1.0 - NOISY_MARGIN) * gap
 
-    def _measure_noisy(self, frame: np.ndarray, record: bool) -> Optional[float]:
+    def _measure_noisy(self, frame: np.ndarray, record: bool, step: Optional[float] = None) -> Optional[float]:
         """The frame's :func:`noisy_blur_drop`; with ``record`` (a noise-free frame) it joins the
-        half-resolution history, and on every :data:`DROP_EVERY`-th frame its mildest-blur drop too."""
+        half-resolution history, and on every :data:`DROP_EVERY`-th frame its mildest-blur drop too.
+        ``step``: the value step of the measured window (:func:`quantum`), when already known."""
         if not self.noisy_partners:
             return None
         x = _half_res(frame, "BlurGate")
         if x is None:
             return None
+        if step is None:
+            step = quantum(centre_window(one_frame(frame, "BlurGate")))
         blurred_too = record and (len(self.noisy_drops) % DROP_EVERY == 0 or not self.noisy_blurred_drops)
-        r = _noisy_ratios(x, quantum(one_frame(frame, "BlurGate")), self.sigma_min, 3 if blurred_too else 2)
+        r = _noisy_ratios(x, step, self.sigma_min, 3 if blurred_too else 2)
         if len(r) < 2:
             return None
         if record:
@@ -419,14 +419,15 @@ class BlurGate:
         return r[1] - r[0]
 
     def _measure(self, frame: np.ndarray) -> Optional[float]:
-        self._measure_noisy(frame, record=True)
         x = _measurable(frame, "BlurGate")
+        x = None if x is None else centre_window(x)
+        step = None if x is None else quantum(x)        # once, for both measures
+        self._measure_noisy(frame, record=True, step=step)
         if x is None:
             return None
-        x = centre_window(x)
         # x, G_σ x and (every DROP_EVERY-th frame, for the blurred reference) G_σ G_σ x, each once
         blurred_too = len(self.drops) % DROP_EVERY == 0 or not self.blurred_drops
-        r = _ratios(x, self.sigma_min, quantum(x) ** 2 / 12.0, 3 if blurred_too else 2)
+        r = _ratios(x, self.sigma_min, step ** 2 / 12.0, 3 if blurred_too else 2)
         if len(r) < 2:
             return None
         drop = r[1] - r[0]
