@@ -433,8 +433,7 @@ def test_user_path_table_averages_each_camera_once(monkeypatch):
 
     seen = []
 
-    def fake_eval(bundle, name, split, seed, max_frames, threads=None, true_routes=True, root=None, progress=True,
-                  deploy=None):
+    def fake_eval(bundle, name, split, seed, max_frames, backend, threads, true_routes, root, deploy=None, **kw):
         seen.append((name, deploy, split, max_frames, true_routes))
         base = {"cam8": 20.0, "cam16": 30.0}[name] + (1.0 if deploy == "student" else 0.0)
         return {"per_task": {"a": {"auto": base}, "b": {"auto": base + 2}}}
@@ -444,12 +443,12 @@ def test_user_path_table_averages_each_camera_once(monkeypatch):
             self.clean = clean
 
     monkeypatch.setattr(camera_eval, "evaluate_set", fake_eval)
-    monkeypatch.setattr(camera_eval.dsets, "parse_sets", lambda s: ["cam8", "real", "cam16"])
+    monkeypatch.setattr(camera_eval.dsets, "parse_sets", lambda s: ["cam8", "real", "cam16"] if s == "all" else list(s))
     monkeypatch.setattr(camera_eval.dsets, "dataset", lambda n: DS(n != "real"))
     t = camera_eval.user_path_table("B", "all", max_frames=4, progress=False)
     assert t["sets"] == ["cam8", "cam16"] and t["split"] == "val"
     assert t["student"] == {"a": 26.0, "b": 28.0} and t["routes"] == {"a": 25.0, "b": 27.0}
     assert {s[1] for s in seen} == {"student", "routes"} and all(s[2:] == ("val", 4, False) for s in seen)
-    monkeypatch.setattr(camera_eval.dsets, "parse_sets", lambda s: ["real"])
+    monkeypatch.setattr(camera_eval.dsets, "parse_sets", lambda s: ["real"] if s == "real" else list(s))
     with pytest.raises(ValueError, match="clean target"):
         camera_eval.user_path_table("B", "real")

@@ -391,14 +391,15 @@ def evaluate_cameras(bundle, sets: Sequence[str], split: str = "test", seed: int
                      max_frames: Optional[int] = None, backend: str = "auto",
                      threads: Optional[int] = None, true_routes: bool = True, root=None,
                      router_only: bool = False, contrast_gate: bool = True, fpn_gate: bool = True,
-                     blur_gate: bool = True, tone_align: bool = True, deploy: Optional[str] = None) -> dict:
+                     blur_gate: bool = True, tone_align: bool = True, deploy: Optional[str] = None,
+                     progress: bool = True) -> dict:
     """:func:`evaluate_set` for every set in ``sets``; returns {"sets": {name: result}, ...}."""
     names = dsets.parse_sets(sets)
     out = {"split": split, "seed": seed, "bundle": str(bundle), "contrast_gate": bool(contrast_gate),
            "fpn_gate": bool(fpn_gate), "blur_gate": bool(blur_gate), "tone_align": bool(tone_align), "sets": {}}
     for name in names:
         out["sets"][name] = evaluate_set(bundle, name, split, seed, max_frames, backend, threads,
-                                         true_routes, root, router_only=router_only,
+                                         true_routes, root, progress=progress, router_only=router_only,
                                          contrast_gate=contrast_gate, fpn_gate=fpn_gate, blur_gate=blur_gate,
                                          tone_align=tone_align, deploy=deploy)
     return out
@@ -430,8 +431,9 @@ def user_path_table(bundle, sets: Sequence[str], split: str = "val", max_frames:
         raise ValueError(f"user_path_table needs sets with a clean target; {list(sets)} has none")
     out = {"split": split, "seed": seed, "max_frames": max_frames, "sets": names}
     for deploy in ("student", "routes"):
-        per = [evaluate_set(bundle, n, split, seed, max_frames, threads=threads, true_routes=False, root=root,
-                            progress=progress, deploy=deploy)["per_task"] for n in names]
+        per = [r["per_task"] for r in evaluate_cameras(bundle, names, split, seed, max_frames, threads=threads,
+                                                        true_routes=False, root=root, deploy=deploy,
+                                                        progress=progress)["sets"].values()]
         out[deploy] = {t: float(np.mean([p[t]["auto"] for p in per])) for t in per[0]}
     return out
 
