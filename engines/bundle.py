@@ -30,7 +30,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 from ..edge.errors import ModelError
 from .engine import DEFAULT_MULTIPLE
@@ -827,14 +827,21 @@ def auto_deploy_entry(manifest: Mapping, margin_db: float = DEFAULT_AUTO_MARGIN_
     student = manifest.get("student")
     if not student:
         raise BundleError("deploy=auto needs a student; distill one with `tir distill`")
+    student_psnr, route_psnr, source = auto_deploy_numbers(student)
+    entry = choose_auto_deploy(student_psnr, route_psnr, [t["name"] for t in manifest["tasks"]], margin_db)
+    return {**entry, "source": source}
+
+
+def auto_deploy_numbers(student: Mapping) -> Tuple[dict, dict, str]:
+    """The val numbers deploy=auto chooses on, from a manifest's ``student`` entry: (student
+    {task: dB}, route {task: dB}, source) from ``metrics.user_val`` (the user's path, ``tir deploy
+    --measure``) when there is one, else ``val_psnr`` / ``teacher_val_psnr`` (``tir distill``);
+    empty dicts when absent."""
     metrics = student.get("metrics") or {}
     user = metrics.get(USER_VAL_KEY)
-    if isinstance(user, dict):   # measured on the user's path (tir deploy --measure): what the user gets
-        entry = choose_auto_deploy(user.get("student"), user.get("routes"), [t["name"] for t in manifest["tasks"]],
-                                   margin_db)
-        return {**entry, "source": AUTO_SOURCE_USER}
-    return choose_auto_deploy(metrics.get("val_psnr"), metrics.get("teacher_val_psnr"),
-                              [t["name"] for t in manifest["tasks"]], margin_db)
+    if isinstance(user, dict):   # measured on the user's path: what the user gets
+        return user.get("student") or {}, user.get("routes") or {}, AUTO_SOURCE_USER
+    return metrics.get("val_psnr") or {}, metrics.get("teacher_val_psnr") or {}, AUTO_SOURCE
 
 
 def set_deploy(bundle_dir: PathLike, deploy: str, margin_db: Optional[float] = None,

@@ -60,7 +60,7 @@ def main(args) -> int:
             numbers auto needs, a bad margin, or ``--out`` exists (one line each, exit 2).
     """
     from tir.edge.errors import ModelError, UsageError
-    from tir.engines.bundle import auto_deploy_entry, default_bundle_path, load_bundle, set_deploy
+    from tir.engines.bundle import auto_deploy_entry, auto_deploy_numbers, default_bundle_path, load_bundle, set_deploy
 
     path = args.bundle or default_bundle_path()
     if path is None:
@@ -89,10 +89,8 @@ def main(args) -> int:
     if bundle.student is None:
         print("no student: every task runs its route (distill one with `tir distill`)")
         return 0
-    metrics = bundle.student.get("metrics") or {}
-    user = metrics.get("user_val")
-    student, route = (user.get("student") or {}, user.get("routes") or {}) if isinstance(user, dict) else \
-        (metrics.get("val_psnr") or {}, metrics.get("teacher_val_psnr") or {})
+    student, route, _ = auto_deploy_numbers(bundle.student)
+    user = (bundle.student.get("metrics") or {}).get("user_val")
     table = auto_deploy_entry(bundle.manifest, margin)["tasks"] if recorded is None or args.margin_db is not None \
         else recorded["tasks"]
     source = "computed now" if recorded is None or args.margin_db is not None else "recorded in the manifest"
