@@ -36,8 +36,16 @@ def _ort_quantised_ops() -> set:
     return set(QDQRegistry) | set(QLinearOpsRegistry)
 
 
+class _Row:
+    """A table row of this module: ``to_dict`` gives its dataclass fields as a JSON-ready dict."""
+
+    def to_dict(self) -> dict:
+        """The row as a JSON-ready dict (its dataclass fields, numbers as floats)."""
+        return asdict(self)
+
+
 @dataclass
-class NodeSensitivity:
+class NodeSensitivity(_Row):
     """One node's row: ``fidelity_db`` = PSNR(int8, fp32) in dB with the node alone quantised
     (mode ``only``) or alone kept float (mode ``float``); ``delta_db`` = fidelity_db minus the
     fully quantised model's fidelity (``float``: what keeping the node float gives back;
@@ -46,10 +54,6 @@ class NodeSensitivity:
     op_type: str
     fidelity_db: float
     delta_db: float
-
-    def to_dict(self) -> dict:
-        """The row as a JSON-ready dict (dataclass fields; dB as floats)."""
-        return asdict(self)
 
 
 def cpu_quantised_nodes(model, float_inputs: Sequence[str] = (), exclude_nodes: Sequence[str] = (),
@@ -143,7 +147,7 @@ def node_sensitivity(fp32_path, ranges: Mapping[str, TensorRange], evaluate: Cal
 
 
 @dataclass
-class TensorError:
+class TensorError(_Row):
     """One activation tensor on ORT's uint8 grid (see the module docstring): ``channels`` (dim 1,
     0 when unknown), observed ``lo``/``hi`` on these frames, the calibrated grid ``range_lo``/
     ``range_hi``, ``rms`` of the values, ``step`` = grid step, ``sqnr_db``, ``clipped`` (fraction
@@ -158,10 +162,6 @@ class TensorError:
     step: float
     sqnr_db: float
     clipped: float
-
-    def to_dict(self) -> dict:
-        """The row as a JSON-ready dict (dataclass fields; SQNR in dB, clipped as a fraction)."""
-        return asdict(self)
 
 
 def uint8_fake_quant(x: np.ndarray, lo: float, hi: float) -> np.ndarray:

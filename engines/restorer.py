@@ -17,12 +17,16 @@ Routing policy:
   uncertain verdict (probability of the nearest class below ``min_confidence``) are votes for
   pass-through, with the same hysteresis as any switch (never "keep the last route": a clean
   scene after a degraded one must not stay on that route); both are counted in :meth:`status`;
-- three gates then check the verdict against what the frame itself shows (:meth:`_gate`): the
-  contrast gate (engines/contrast_gate.py) takes the contrast part away when the frame's
-  contrast is normal for this camera; the blur gate (engines/blur_gate.py) takes the blur part
-  of a noise-free verdict away when the frame is not soft for this camera; the FPN gate
-  (engines/fpn_gate.py) adds the noise part when the frame carries the column FPN of an
-  uncalibrated FPA;
+- three gates then check the verdict against what the frame itself shows (:meth:`_gate`), in
+  this order: the FPN gate (engines/fpn_gate.py) adds the noise part when the frame carries the
+  column FPN of an uncalibrated FPA, and makes an unknown verdict the noise task when the frame's
+  white noise is clearly above the camera's floor; the contrast gate (engines/contrast_gate.py)
+  takes the contrast part away when the frame's contrast is normal for this camera; the blur
+  gate (engines/blur_gate.py) takes the blur part of a noise-free verdict away when the frame is
+  not soft for this camera, and sets the blur part of a noise-carrying one when its measure
+  under noise is clear;
+- after a contrast-carrying task the restored frame's extremes are mapped onto the camera's own
+  (``tone_align``, :meth:`ContrastGate.align`);
 - ``task=...`` forces one route and never runs the router.
 
 Deploy (the manifest's ``deploy``, or ``deploy=...``): ``routes`` runs the route engine of the
