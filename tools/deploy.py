@@ -60,7 +60,8 @@ def main(args) -> int:
             numbers auto needs, a bad margin, or ``--out`` exists (one line each, exit 2).
     """
     from tir.edge.errors import ModelError, UsageError
-    from tir.engines.bundle import auto_deploy_entry, auto_deploy_numbers, default_bundle_path, load_bundle, set_deploy
+    from tir.engines.bundle import (USER_VAL_KEY, auto_deploy_entry, auto_deploy_numbers, default_bundle_path,
+                                    load_bundle, set_deploy)
 
     path = args.bundle or default_bundle_path()
     if path is None:
@@ -90,7 +91,7 @@ def main(args) -> int:
         print("no student: every task runs its route (distill one with `tir distill`)")
         return 0
     student, route, _ = auto_deploy_numbers(bundle.student)
-    user = (bundle.student.get("metrics") or {}).get("user_val")
+    user = (bundle.student.get("metrics") or {}).get(USER_VAL_KEY)
     table = auto_deploy_entry(bundle.manifest, margin)["tasks"] if recorded is None or args.margin_db is not None \
         else recorded["tasks"]
     source = "computed now" if recorded is None or args.margin_db is not None else "recorded in the manifest"
