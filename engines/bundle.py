@@ -429,16 +429,22 @@ def _short(digest: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 #: top-level keys of manifest.json; any other key is refused (a typo would otherwise be ignored)
+#: the per-task deploy value "restore the contrast part by the camera's tone" (TASK_DEPLOY_CHOICES)
+TONE = "tone"
 TOP_KEYS = ("format_version", "name", "preset", "multiple", "tasks", "router", "normalisation",
             "training", "files", "checkpoint", "config", "notes", "adapted_from", "version",
             "deploy", "student", "auto_deploy")
 #: what the Restorer runs: the per-task routes (default), the distilled student
 #: (engines/training/distill.py) or, per task, whichever the ``auto_deploy`` table names
 DEPLOY_CHOICES = ("routes", "student", "auto")
-#: what one task runs under deploy=auto (the values of ``auto_deploy.tasks``)
-TASK_DEPLOY_CHOICES = ("routes", "student")
+#: what one task runs under deploy=auto (the values of ``auto_deploy.tasks``): its route, the
+#: student, or ``tone``: a contrast-carrying task (contrast, CB, CN, CBN) runs what its partner
+#: without the contrast part runs (clean: nothing; CB: the blur task's route or student) and the
+#: contrast part is restored by mapping the output onto the camera's own tone (engines/restorer.py,
+#: engines/contrast_gate.py ``ContrastGate.align``)
+TASK_DEPLOY_CHOICES = ("routes", "student", TONE)
 #: keys of the auto_deploy entry (written by :func:`set_deploy` / :func:`add_student`)
-AUTO_DEPLOY_KEYS = ("margin_db", "tasks", "delta_db", "source")
+AUTO_DEPLOY_KEYS = ("margin_db", "tasks", "delta_db", "tone_delta_db", "source")
 #: deploy=auto runs the student on a task when its val PSNR is at least the route's minus this
 #: margin, in dB: the INT8 accuracy gate's tolerance (calibration/gate.py ``MAX_LOSS_DB``), so a
 #: task loses at most what an INT8 route may lose
@@ -707,9 +713,10 @@ def _check_student(manifest: dict, problems: List[str]) -> None:
 
 
 def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
-    """``auto_deploy`` is null or {margin_db: number ≥ 0, tasks: {route: routes|student} naming
-    every route and nothing else and agreeing with delta_db at margin_db, delta_db: {route: dB},
-    source: text}; deploy=auto needs it. A recorded margin above :data:`MAX_AUTO_MARGIN_DB`
+    """``auto_deploy`` is null or {margin_db: number ≥ 0, tasks: {route: routes|student|tone}
+    (:func:`deploy_table_problems`) agreeing with delta_db and tone_delta_db at margin_db,
+    delta_db: {route: dB}, tone_delta_db: {route: dB} (optional), source: text}; deploy=auto
+    needs it. A recorded margin above :data:`MAX_AUTO_MARGIN_DB`
     (written before the cap) still loads: :func:`choose_auto_deploy` refuses it only when a
     table is computed again."""
     entry = manifest.get("auto_deploy")
@@ -736,61 +743,119 @@ def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
     table = entry.get("tasks")
     if "tasks" in entry:
         if not isinstance(table, dict):
-            problems.append(f"auto_deploy.tasks must be an object {{task: routes|student}}; {fix}")
+            problems.append(f"auto_deploy.tasks must be an object {{task: {'|'.join(TASK_DEPLOY_CHOICES)}}}; {fix}")
         else:
-            extra = sorted(t for t in table if t not in routes)
-            if extra:
-                problems.append(f"auto_deploy.tasks names {extra}, which are not routes of this bundle "
-                                f"(routes: {', '.join(map(str, routes))}); {fix}")
-            missing = [t for t in routes if t not in table]
-            if missing:
-                problems.append(f"auto_deploy.tasks lacks routes {missing}: every route needs routes or student; {fix}")
-            bad = {t: v for t, v in table.items() if v not in TASK_DEPLOY_CHOICES}
-            if bad:
-                problems.append(f"auto_deploy.tasks values {bad} must be one of {', '.join(TASK_DEPLOY_CHOICES)}")
-            if "student" in table.values() and manifest.get("student") is None:
-                problems.append("auto_deploy.tasks runs the student on "
-                                f"{sorted(t for t, v in table.items() if v == 'student')} but the manifest has no "
-                                "student entry; add one with `tir distill` or set those tasks to 'routes'")
-    delta = entry.get("delta_db")
+            problems.extend(deploy_table_problems(table, manifest, f"auto_deploy.tasks", fix))
+    delta, tone_delta = entry.get("delta_db"), entry.get("tone_delta_db")
     if delta is not None and not (isinstance(delta, dict) and all(t in routes and _is_number(v)
                                                                   for t, v in delta.items())):
         problems.append("auto_deploy.delta_db must be an object {route: student − route val PSNR in dB}")
-    elif delta is not None and isinstance(table, dict) and _is_number(margin) and margin >= 0:
-        # the table is the rule of choose_auto_deploy on delta_db at margin_db: a hand edit that
-        # contradicts its own numbers is refused (a tie within the 1e-4 dB rounding goes either way)
-        wrong = {t: v for t, v in table.items() if t in delta and v in TASK_DEPLOY_CHOICES
-                 and abs(delta[t] + margin) > _DELTA_ROUNDING_DB
-                 and v != ("student" if delta[t] >= -margin else "routes")}
+        delta = None
+    if tone_delta is not None and not (isinstance(tone_delta, dict) and all(t in routes and _is_number(v)
+                                                                            for t, v in tone_delta.items())):
+        problems.append("auto_deploy.tone_delta_db must be an object {route: tone − max(route, student) val "
+                        "PSNR in dB}")
+        tone_delta = None
+    if isinstance(table, dict) and _is_number(margin) and margin >= 0 and (delta or tone_delta):
+        # the table is the rule of choose_auto_deploy on delta_db (and tone_delta_db) at margin_db:
+        # a hand edit that contradicts its own numbers is refused (a tie within the 1e-4 dB
+        # rounding goes either way)
+        wrong = {t: v for t, v in table.items() if v in TASK_DEPLOY_CHOICES
+                 and _expected_choice(t, (delta or {}).get(t), (tone_delta or {}).get(t), margin) not in (None, v)}
         if wrong:
-            problems.append(f"auto_deploy.tasks {wrong} contradict auto_deploy.delta_db "
-                            f"{ {t: delta[t] for t in wrong} } at margin_db {margin:g} (the student where "
-                            f"student − route ≥ −margin); {fix}, or set deploy to 'routes' or 'student'")
+            problems.append(f"auto_deploy.tasks {wrong} contradict auto_deploy.delta_db/tone_delta_db at margin_db "
+                            f"{margin:g} (tone where tone − best ≥ −margin, else the student where student − route "
+                            f"≥ −margin); {fix}, or set deploy to 'routes' or 'student'")
+
+
+def _expected_choice(task: str, delta: Optional[float], tone_delta: Optional[float], margin: float) -> Optional[str]:
+    """What :func:`choose_auto_deploy` chose for one task from its recorded differences, or None
+    where a difference lies within the rounding of the margin (either choice stands)."""
+    if tone_delta is not None:
+        if abs(tone_delta + margin) <= _DELTA_ROUNDING_DB:
+            return None
+        if tone_delta >= -margin:
+            return TONE
+    if delta is None or abs(delta + margin) <= _DELTA_ROUNDING_DB:
+        return None
+    return "student" if delta >= -margin else "routes"
+
+
+def contrast_carrying(manifest: Mapping) -> Dict[str, str]:
+    """{contrast-carrying task: its partner without the contrast part} of a manifest's routes,
+    from their specs (engines/contrast_gate.py :func:`~tir.engines.contrast_gate.contrast_partners`):
+    the tasks that may run ``tone``."""
+    from .contrast_gate import contrast_partners
+
+    specs = {t["name"]: (t.get("spec") or {}).get("steps") or [] for t in manifest.get("tasks") or []
+             if isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("spec") or {}, dict)}
+    return contrast_partners(specs)
+
+
+def deploy_table_problems(table: Mapping, manifest: Mapping, where: str = "deploy table",
+                          fix: str = "") -> List[str]:
+    """Every problem of a per-task deploy table {task: routes|student|tone} for a manifest: it
+    names every route and nothing else; values from :data:`TASK_DEPLOY_CHOICES`; ``student``
+    needs a student entry; ``tone`` only on a contrast-carrying task with a partner
+    (:func:`contrast_carrying`) whose own choice is not ``tone``. One line each; empty when valid."""
+    problems: List[str] = []
+    fix = f"; {fix}" if fix else ""
+    routes = [t.get("name") for t in manifest.get("tasks") or [] if isinstance(t, dict)]
+    extra = sorted(str(t) for t in table if t not in routes)
+    if extra:
+        problems.append(f"{where} names {extra}, which are not routes of this bundle "
+                        f"(routes: {', '.join(map(str, routes))}){fix}")
+    missing = [t for t in routes if t not in table]
+    if missing:
+        problems.append(f"{where} lacks routes {missing}: every route needs one of "
+                        f"{', '.join(TASK_DEPLOY_CHOICES)}{fix}")
+    bad = {t: v for t, v in table.items() if v not in TASK_DEPLOY_CHOICES}
+    if bad:
+        problems.append(f"{where} values {bad} must be one of {', '.join(TASK_DEPLOY_CHOICES)}")
+    if "student" in table.values() and manifest.get("student") is None:
+        problems.append(f"{where} runs the student on "
+                        f"{sorted(t for t, v in table.items() if v == 'student')} but the manifest has no "
+                        "student entry; add one with `tir distill` or set those tasks to 'routes'")
+    tone = sorted(t for t, v in table.items() if v == TONE)
+    if tone:
+        partners = contrast_carrying(manifest)
+        wrong = [t for t in tone if t not in partners or table.get(partners[t]) == TONE]
+        if wrong:
+            problems.append(f"{where} runs {wrong} by the camera's tone, but only a contrast-carrying task with a "
+                            f"partner may (here: {', '.join(sorted(partners)) or 'none'})")
+    return problems
 
 
 def choose_auto_deploy(student_psnr: Mapping[str, float], route_psnr: Mapping[str, float], tasks,
-                       margin_db: float = DEFAULT_AUTO_MARGIN_DB) -> dict:
-    """The per-task choice of deploy=auto: a task runs the student when its val PSNR is at least
-    the route's minus ``margin_db`` (student − route ≥ −margin, equality included, compared after
-    rounding the difference to 1e-6 dB so float noise does not flip an exact tie), else its route.
+                       margin_db: float = DEFAULT_AUTO_MARGIN_DB,
+                       tone_psnr: Optional[Mapping[str, float]] = None) -> dict:
+    """The per-task choice of deploy=auto: the cheapest way within ``margin_db`` of the best
+    measured val PSNR, in the order ``tone`` (the partner's network and the camera's tone map, for
+    the tasks ``tone_psnr`` names), the student, the route. Without ``tone_psnr`` this is the rule
+    "the student when student − route ≥ −margin, else the route"; a task of ``tone_psnr`` runs
+    ``tone`` when tone − max(route, student) ≥ −margin. Differences are compared after rounding
+    to 1e-6 dB so float noise does not flip an exact tie.
 
     Args:
         student_psnr: {task: the student's mean val PSNR in dB} (the manifest's
-            ``student.metrics.val_psnr``).
+            ``student.metrics.val_psnr``, or the user's-path table).
         route_psnr: {task: the route's mean val PSNR in dB} on the same frames
-            (``student.metrics.teacher_val_psnr``).
+            (``student.metrics.teacher_val_psnr``, or the user's-path table).
         tasks: the bundle's routes, every one of which gets a choice.
         margin_db: tolerated loss in dB, 0 to :data:`MAX_AUTO_MARGIN_DB` (default
             :data:`DEFAULT_AUTO_MARGIN_DB`).
+        tone_psnr: {contrast-carrying task: mean val PSNR in dB with ``tone``} on the same frames
+            (engines/training/camera_eval.py ``user_path_table``), or None.
 
     Returns:
-        The manifest's ``auto_deploy`` entry: ``{"margin_db", "tasks": {task: "routes"|"student"},
-        "delta_db": {task: student − route, dB, rounded to 1e-4}, "source"}``.
+        The manifest's ``auto_deploy`` entry: ``{"margin_db", "tasks": {task: "routes"|"student"|"tone"},
+        "delta_db": {task: student − route, dB, rounded to 1e-4}, "source"}``, plus
+        ``"tone_delta_db": {task: tone − max(route, student)}`` when ``tone_psnr`` names a task.
 
     Raises:
-        BundleError: ``margin_db`` not a finite number in [0, :data:`MAX_AUTO_MARGIN_DB`], or a
-            task without a finite number on either side (the message names the tasks and how to
-            get the numbers).
+        BundleError: ``margin_db`` not a finite number in [0, :data:`MAX_AUTO_MARGIN_DB`], a task
+            without a finite number on either side, or a ``tone_psnr`` value that is not a finite
+            number (the message names the tasks and how to get the numbers).
     """
     if not (_is_number(margin_db) and margin_db >= 0):
         raise BundleError(f"auto deploy margin {margin_db!r} must be a number of dB ≥ 0 (default "
@@ -806,19 +871,33 @@ def choose_auto_deploy(student_psnr: Mapping[str, float], route_psnr: Mapping[st
         raise BundleError(f"no student and route val PSNR for tasks {lacking} (student.metrics.val_psnr and "
                           "teacher_val_psnr), so deploy=auto cannot choose for them; re-run `tir distill` "
                           "(it measures both) or choose deploy routes or student (tir deploy --set, tir run --deploy)")
-    table, delta = {}, {}
+    tone_psnr = {t: v for t, v in (tone_psnr or {}).items() if t in tasks}
+    bad = sorted(t for t, v in tone_psnr.items() if not _is_number(v))
+    if bad:
+        raise BundleError(f"tone val PSNR of tasks {bad} is not a finite number; measure it again with "
+                          "`tir deploy --set auto --measure SETS`")
+    table, delta, tone_delta = {}, {}, {}
     for t in tasks:
-        d = float(student_psnr[t]) - float(route_psnr[t])
-        table[t] = "student" if round(d, 6) >= -float(margin_db) else "routes"
-        delta[t] = round(d, 4)
-    return {"margin_db": float(margin_db), "tasks": table, "delta_db": delta, "source": AUTO_SOURCE}
+        s, r = float(student_psnr[t]), float(route_psnr[t])
+        table[t] = "student" if round(s - r, 6) >= -float(margin_db) else "routes"
+        delta[t] = round(s - r, 4)
+        if t in tone_psnr:
+            d = float(tone_psnr[t]) - max(s, r)
+            tone_delta[t] = round(d, 4)
+            if round(d, 6) >= -float(margin_db):
+                table[t] = TONE
+    entry = {"margin_db": float(margin_db), "tasks": table, "delta_db": delta, "source": AUTO_SOURCE}
+    if tone_delta:
+        entry["tone_delta_db"] = tone_delta
+    return entry
 
 
 def auto_deploy_entry(manifest: Mapping, margin_db: float = DEFAULT_AUTO_MARGIN_DB) -> dict:
     """:func:`choose_auto_deploy` on a manifest's student metrics (its val numbers, never test)
     for every route of the manifest: the user's-path table ``student.metrics.user_val``
-    ({"student": {task: dB}, "routes": {task: dB}}, written by ``tir deploy --measure``) when
-    there is one, else ``val_psnr`` against ``teacher_val_psnr`` (``tir distill``'s protocol).
+    ({"student": {task: dB}, "routes": {task: dB}, "tone": {contrast-carrying task: dB}},
+    written by ``tir deploy --measure``) when there is one, else ``val_psnr`` against
+    ``teacher_val_psnr`` (``tir distill``'s protocol, no tone).
 
     Raises:
         BundleError: no student entry, or the student's metrics lack a task (see
@@ -828,7 +907,10 @@ def auto_deploy_entry(manifest: Mapping, margin_db: float = DEFAULT_AUTO_MARGIN_
     if not student:
         raise BundleError("deploy=auto needs a student; distill one with `tir distill`")
     student_psnr, route_psnr, source = auto_deploy_numbers(student)
-    entry = choose_auto_deploy(student_psnr, route_psnr, [t["name"] for t in manifest["tasks"]], margin_db)
+    tone = ((student.get("metrics") or {}).get(USER_VAL_KEY) or {}).get(TONE)
+    carrying = contrast_carrying(manifest) if isinstance(tone, dict) else {}
+    entry = choose_auto_deploy(student_psnr, route_psnr, [t["name"] for t in manifest["tasks"]], margin_db,
+                               tone_psnr={t: v for t, v in tone.items() if t in carrying} if carrying else None)
     return {**entry, "source": source}
 
 

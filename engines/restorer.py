@@ -41,6 +41,16 @@ nothing chosen yet) follows the same hysteresis policy as the routes. ``auto`` d
 runs its route or the student (with the prompt mix, as ``student``) as the table names it; the
 student is loaded only when a task of the table uses it, and only on first use.
 
+``tone`` in the table (a contrast-carrying task only): the contrast part is restored by the
+camera's own tone, the rest by the partner's network (contrast → nothing, CB → the blur task's
+route or student; :meth:`Restorer.runner`), then the output's extremes are mapped onto the
+camera's (the tone alignment below). Why: the specs' contrast loss is linear (x·α + β,
+RandomBrightnessContrast, ecmrnet.md §1.3), as a loss of transmission with path radiance is, so
+its inverse is the linear map back onto the camera's extremes, and the partner's network is a
+third of the compound route's cost (CB: 1.05 against 3.06 GMAC). Chosen per task on the user's
+path by measurement (``tir deploy --measure``, docs/student.md); before the camera's tone
+reference exists the task runs its own route.
+
 Adaptation to the user's camera (engines/adapt.py): a router entry with an ``adaptation`` map
 (written by ``tir adapt``) is applied to every embedding before classification. With
 ``adapt=N`` (``tir run --adapt N``) the router runs on every frame of the first N non-FFC
@@ -53,12 +63,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
 from .blur_gate import BlurGate
+from .bundle import TONE
 from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span
 from .fpn_gate import FPNGate
 from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
@@ -106,7 +117,8 @@ class Restorer:
         adapt: fit the camera adaptation map on the first N non-FFC frames.
         adapt_save: write the adapted bundle to this folder once fitted.
         deploy: ``routes``, ``student`` or ``auto`` (per task, the bundle's ``auto_deploy`` table;
-            default: the manifest's). The manifest's ``auto`` on a backend the student cannot run
+            default: the manifest's), or an explicit table {task: routes|student|tone} naming
+            every route (auto with that table; for measuring, engines/training/camera_eval.py). The manifest's ``auto`` on a backend the student cannot run
             on (TensorRT, torch) runs every task's route; a ``deploy`` given here is kept or refused.
         contrast_gate: judge contrast-carrying verdicts against the camera's own contrast
             (engines/contrast_gate.py; default on; never with a forced ``task``). Off: the
@@ -144,33 +156,40 @@ class Restorer:
         self.backend = backend
         from .backends import check_backend
 
-        from .bundle import DEFAULT_AUTO_MARGIN_DB, DEPLOY_CHOICES, BundleError
+        from .bundle import DEFAULT_AUTO_MARGIN_DB, DEPLOY_CHOICES, BundleError, deploy_table_problems
 
-        self.deploy = self.bundle.deploy if deploy is None else deploy
+        table = dict(deploy) if isinstance(deploy, Mapping) else None   # an explicit per-task table
+        self.deploy = self.bundle.deploy if deploy is None else ("auto" if table is not None else deploy)
         self.deploy_forced = deploy is not None   # given by the caller (--deploy), not the manifest's
         if self.deploy not in DEPLOY_CHOICES:
             raise ValueError(f"deploy must be one of {', '.join(DEPLOY_CHOICES)}, got {self.deploy!r}")
-        if self.deploy != "routes" and self.bundle.student is None:
+        if table is not None:
+            problems = deploy_table_problems(table, self.bundle.manifest, "deploy table")
+            if problems:
+                raise ValueError("; ".join(problems))
+        elif self.deploy != "routes" and self.bundle.student is None:
             raise ValueError(f"bundle {self.bundle.name!r} has no student; distill one with `tir distill` "
                              "or run its routes (--deploy routes)")
         try:
-            #: {task: "routes" | "student"}: what runs each task (engines/bundle.py Bundle.deploy_table)
-            self.deploy_tasks: Dict[str, str] = self.bundle.deploy_table(self.deploy)
+            #: {task: "routes" | "student" | "tone"}: what runs each task (engines/bundle.py
+            #: Bundle.deploy_table; "tone": the partner's network and the camera's tone, :meth:`runner`)
+            self.deploy_tasks: Dict[str, str] = table if table is not None else self.bundle.deploy_table(self.deploy)
         except BundleError as exc:
             raise ValueError(str(exc)) from None
         # auto's margin in dB: the recorded table's, else the default the table was computed with
         self.deploy_margin_db = None if self.deploy != "auto" else \
             (self.bundle.auto_deploy or {}).get("margin_db", DEFAULT_AUTO_MARGIN_DB)
         self.uses_student = "student" in self.deploy_tasks.values()
+        self.tone_align = False   # set with the gates below; a forced task has none (runs_student needs it)
         if self.uses_student and backend not in ("auto", "onnxruntime"):
             if self.deploy != "auto" or self.deploy_forced:
                 raise ValueError(f"the student runs on ONNX Runtime only, not {backend!r}; use --backend "
                                  "onnxruntime or --deploy routes")
             # the manifest's auto means "the better of the two that runs here": on another backend
-            # (TensorRT, torch) that is every task's route
+            # (TensorRT, torch) that is every task's route (a tone task keeps its tone: it runs a route)
             log.info("deploy auto: the student runs on ONNX Runtime only, so every task runs its route on %s",
                      backend)
-            self.deploy_tasks = {t: "routes" for t in self.deploy_tasks}
+            self.deploy_tasks = {t: TONE if v == TONE else "routes" for t, v in self.deploy_tasks.items()}
             self.uses_student = False
         # routes load on first use; a backend that cannot run their files fails here, at start
         for path in [self.bundle.route_path(t) for t in self.bundle.tasks] + [self.bundle.router_path]:
@@ -263,16 +282,37 @@ class Restorer:
         return list((self.bundle.student or {}).get("prompts", []))
 
     def runs_student(self, task: Optional[str]) -> bool:
-        """True when frames of ``task`` run the student (per :attr:`deploy_tasks`); False for a
-        route's task, ``clean`` and None."""
+        """True when frames of ``task`` run the student (per :attr:`deploy_tasks`, after
+        :meth:`runner`); False for a route's task, ``clean`` and None."""
+        task = self.runner(task)
         return task is not None and self.deploy_tasks.get(task) == "student"
+
+    def by_tone(self, task: Optional[str]) -> bool:
+        """True when the contrast part of ``task`` is restored by the camera's tone now: the
+        table says ``tone`` for it (engines/bundle.py :data:`~tir.engines.bundle.TASK_DEPLOY_CHOICES`),
+        the tone alignment is on and the contrast gate has the camera's tone reference
+        (:meth:`ContrastGate.tone_reference`). Before that reference exists (a camera's first
+        frames, or one whose every frame is low in contrast) the task runs its own route."""
+        return (task is not None and self.deploy_tasks.get(task) == TONE and self.tone_align
+                and task in self.contrast_gate.partners and self.contrast_gate.tone_reference() is not None)
+
+    def runner(self, task: Optional[str]) -> Optional[str]:
+        """The task whose network restores frames of ``task``: its contrast partner (``clean``:
+        none) when :meth:`by_tone`, else ``task`` itself."""
+        return self.contrast_gate.partners[task] if self.by_tone(task) else task
 
     @property
     def runs(self) -> str:
-        """What the frames go through now: ``passthrough``, ``route`` or ``student``."""
+        """What the frames go through now: ``passthrough``, ``route`` or ``student``, with
+        ``tone+`` before it when the contrast part is the camera's tone (``tone+route``;
+        ``tone`` alone for a task whose partner is clean)."""
         if self.route == PASSTHROUGH:
             return PASSTHROUGH
-        return "student" if self.runs_student(self.current) else "route"
+        net = self.runner(self.current)
+        kind = PASSTHROUGH if net == CLEAN else ("student" if self.runs_student(self.current) else "route")
+        if not self.by_tone(self.current):
+            return kind
+        return TONE if kind == PASSTHROUGH else f"{TONE}+{kind}"
 
     def _one_hot(self, task: str) -> np.ndarray:
         w = np.zeros(len(self.prompts), np.float32)
@@ -364,25 +404,28 @@ class Restorer:
 
     def preload(self, router: bool = True, tasks=(), shape=None) -> None:
         """Load the router's engine (``router``) and what runs each of ``tasks`` (its route, or the
-        student where :attr:`deploy_tasks` says so) now instead of on first use, and with ``shape``
+        student where :attr:`deploy_tasks` says so; the partner's under ``tone``, :meth:`runner`)
+        now instead of on first use, and with ``shape``
         (N×1×H×W of the frames to come) run each once on a zero frame: runtimes such as ONNX
         Runtime set up their buffers on the first run (about 200 ms measured on this machine for
         the router). A bundle hot-swapped in (engines/hotswap.py) is warmed this way before the
         swap, off the frame path; the routing state is not touched."""
         if router and self.router_info is not None and self._router_engine is None:
             self._router_engine = self._load(self.bundle.router_path, router=True)
-        for task in tasks:
-            self.student_engine() if self.runs_student(task) else self.engine(task)
+        nets = [(task, self.runner(task)) for task in tasks]
+        nets = [(task, net) for task, net in nets if net != CLEAN]   # the camera's tone alone: no network
+        for task, net in nets:
+            self.student_engine() if self.runs_student(task) else self.engine(net)
         if shape is None:
             return
         zeros = np.zeros(tuple(shape), dtype=np.float32)
         if router and self._router_engine is not None:
             self._router_engine.infer(prepare_frames(zeros[:1], self._input_size))
-        for task in tasks:
+        for task, net in nets:
             if self.runs_student(task):
-                self.student_engine().infer(zeros[:1], self._one_hot(task))
+                self.student_engine().infer(zeros[:1], self._one_hot(net))
             else:
-                self.engine(task).infer(zeros[:1])
+                self.engine(net).infer(zeros[:1])
 
     # --------------------------------------------------------------------------------------
     def embed(self, batch) -> np.ndarray:
@@ -657,12 +700,17 @@ class Restorer:
         self.observe(x, meta)
         if self.route == PASSTHROUGH:
             return x.copy()
-        if self.runs_student(self.current):
-            # no mix yet (a route carried over a bundle swap before the router ran): the task's one-hot
-            weights = self.prompt_weights if self.prompt_weights is not None else self._one_hot(self.current)
+        task = self.runner(self.current)   # the partner when the camera's tone restores the contrast part
+        if task == CLEAN:
+            out = x.copy()
+        elif self.runs_student(self.current):
+            # no mix yet (a route carried over a bundle swap before the router ran): the task's one-hot;
+            # under tone the partner's one-hot (the mix carries the contrast part the tone restores)
+            weights = self.prompt_weights if self.prompt_weights is not None and task == self.current \
+                else self._one_hot(task)
             out = np.asarray(self.student_engine().infer(x, weights), dtype=np.float32)
         else:
-            out = np.asarray(self.engine(self.current).infer(x), dtype=np.float32)
+            out = np.asarray(self.engine(task).infer(x), dtype=np.float32)
         if self.tone_align and self.current in self.contrast_gate.partners:
             out = self.contrast_gate.align(out)
         return out
@@ -673,8 +721,9 @@ class Restorer:
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
         ``skipped_ffc``), ``gated_from`` (the router's own verdict when a gate changed it, else
         None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy`` (routes/student/auto),
-        ``deploy_tasks`` ({task: routes|student}), ``deploy_margin_db`` (auto's margin in dB, else
-        None), ``runs`` (what the current task goes through: passthrough/route/student),
+        ``deploy_tasks`` ({task: routes|student|tone}), ``deploy_margin_db`` (auto's margin in dB, else
+        None), ``runs`` (what the current task goes through: passthrough/route/student, with
+        ``tone+`` before it when the camera's tone restores the contrast part, :attr:`runs`),
         ``student_loaded``, ``contrast`` (the
         contrast gate: camera reference span, history frames, ratio, demoted verdicts; None when
         off), ``fpn`` (the FPN gate: the last routed frame's column-FPN amplitude and

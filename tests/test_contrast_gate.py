@@ -417,3 +417,47 @@ def test_span_and_extent_refuse_an_empty_frame(shape):
     for measure in (lowpass_span, lowpass_extent):
         with pytest.raises(ValueError, match="frame with pixels"):
             measure(np.zeros(shape, np.float32))
+
+
+def test_tone_deploy_runs_the_partner_and_the_camera_tone(gated_bundle):
+    """deploy 'tone' on CB: with the camera's tone reference the blur route runs (the CB route is
+    never loaded) and the tone map restores the contrast part; before the reference exists, the CB
+    route itself runs. A table may put 'tone' only on a contrast-carrying task."""
+    table = {"CB": "tone", "blur": "routes"}
+    r = Restorer(gated_bundle, every=1, hysteresis=1, deploy=table)
+    assert r.deploy == "auto" and r.deploy_tasks == table
+    r.warm_camera(np.stack([ramp(0.6)] * 30))
+    flat = ramp(0.15)[None, None]
+    out = r.infer(flat)
+    s = r.status()
+    assert s["task"] == "CB" and s["runs"] == "tone+route" and r.loaded_routes == ["blur"]
+    assert np.allclose(out, ramp(0.6)[None, None], atol=0.01) and s["contrast"]["aligned"] == 1
+    cold = Restorer(gated_bundle, every=1, hysteresis=1, deploy=table)   # no tone reference yet
+    assert np.allclose(cold.infer(flat), flat * 2.0)
+    assert cold.status()["runs"] == "route" and cold.loaded_routes == ["CB"]
+    off = Restorer(gated_bundle, every=1, hysteresis=1, deploy=table, tone_align=False)
+    off.warm_camera(np.stack([ramp(0.6)] * 30))
+    assert np.allclose(off.infer(flat), flat * 2.0) and off.loaded_routes == ["CB"]   # no tone map: the route
+    with pytest.raises(ValueError, match=r"runs \['blur'\] by the camera's tone, but only a contrast-carrying "
+                                         r"task with a partner may \(here: CB\)"):
+        Restorer(gated_bundle, deploy={"CB": "routes", "blur": "tone"})
+    with pytest.raises(ValueError, match=r"lacks routes \['blur'\]"):
+        Restorer(gated_bundle, deploy={"CB": "tone"})
+    with pytest.raises(ValueError, match="runs the student on"):
+        Restorer(gated_bundle, deploy={"CB": "student", "blur": "routes"})
+
+
+def test_tone_deploy_of_a_task_whose_partner_is_clean_runs_no_network(tmp_path):
+    routes = {"contrast": _export(Scale(2.0), tmp_path / "c.onnx")}
+    router = _export(OneHotRouter(0, 2), tmp_path / "router.onnx")    # always contrast
+    meta = {"name": "c", "tasks": [{"name": "contrast", "spec": {"name": "contrast",
+                                                                 "steps": shipped_specs()["contrast"]}}],
+            "router": {"codebook": np.eye(2).tolist(), "tasks": ["contrast", "clean"], "threshold": 0.5,
+                       "temperature": 0.1, "input_size": [W, H], "contrast_span": {"median": 0.6}}}
+    write_bundle(tmp_path / "bundle", routes, router, meta)
+    r = Restorer(tmp_path / "bundle", every=1, hysteresis=1, deploy={"contrast": "tone"})
+    r.warm_camera(np.stack([ramp(0.6)] * 30))
+    r.preload(tasks=["contrast"], shape=(1, 1, H, W))   # nothing to load: the tone map alone
+    out = r.infer(ramp(0.15)[None, None])
+    assert r.status()["runs"] == "tone" and r.loaded_routes == []
+    assert np.allclose(out, ramp(0.6)[None, None], atol=0.01)

@@ -80,6 +80,45 @@ def test_the_choice_rule_and_its_margin_edges():
         choose_auto_deploy(student, {**route, "zero": None}, tasks)
 
 
+def test_the_choice_rule_with_tone_takes_the_cheapest_within_the_margin_of_the_best():
+    tasks = ["contrast", "CB", "CN", "noise"]
+    student = {"contrast": 30.0, "CB": 27.0, "CN": 20.0, "noise": 25.0}
+    route = {"contrast": 32.0, "CB": 28.0, "CN": 19.5, "noise": 24.0}
+    tone = {"contrast": 33.0, "CB": 27.75, "CN": 19.0}
+    out = choose_auto_deploy(student, route, tasks, tone_psnr=tone)
+    # contrast: tone beats both; CB: tone within 0.3 dB of the route (−0.25); CN: tone 1 dB under the
+    # student, so the student; noise has no tone number: the student/route rule
+    assert out["tasks"] == {"contrast": "tone", "CB": "tone", "CN": "student", "noise": "student"}
+    assert out["tone_delta_db"] == {"contrast": 1.0, "CB": -0.25, "CN": -1.0}
+    assert out["delta_db"]["CB"] == -1.0
+    assert choose_auto_deploy(student, route, tasks, 0.2, tone_psnr=tone)["tasks"]["CB"] == "routes"
+    assert "tone_delta_db" not in choose_auto_deploy(student, route, tasks)   # no tone numbers: as before
+    with pytest.raises(BundleError, match=r"tone val PSNR of tasks \['CB'\] is not a finite number"):
+        choose_auto_deploy(student, route, tasks, tone_psnr={**tone, "CB": float("nan")})
+
+
+def test_a_tone_table_is_checked_against_its_numbers_and_the_specs(bundles):
+    """The tiny bundle's routes a and b carry no contrast step: tone is refused on them; a table
+    that contradicts its tone_delta_db is refused."""
+    m = json.loads((bundles / "auto" / "manifest.json").read_text())
+    auto = m["auto_deploy"]
+    bad = validate_manifest({**m, "auto_deploy": {**auto, "tasks": {"a": "tone", "b": "routes"},
+                                                  "delta_db": None}})
+    assert bad == ["auto_deploy.tasks runs ['a'] by the camera's tone, but only a contrast-carrying task with a "
+                   "partner may (here: none)"]
+    from tir.engines import degrade as deg
+
+    specs = {"a": {"name": "contrast", "steps": deg.load_spec("contrast").steps}, "b": {"name": "b", "steps": []}}
+    with_spec = {**m, "tasks": [{**t, "spec": specs[t["name"]]} for t in m["tasks"]]}
+    ok = {**auto, "tasks": {"a": "tone", "b": "routes"}, "tone_delta_db": {"a": -0.1}}
+    assert validate_manifest({**with_spec, "auto_deploy": ok}) == []
+    wrong = {**ok, "tone_delta_db": {"a": -0.5}}   # tone 0.5 dB under the best: the student (Δ −0.2) runs a
+    assert any("{'a': 'tone'} contradict auto_deploy.delta_db/tone_delta_db" in p
+               for p in validate_manifest({**with_spec, "auto_deploy": wrong}))
+    assert any("tone_delta_db must be an object" in p
+               for p in validate_manifest({**with_spec, "auto_deploy": {**ok, "tone_delta_db": {"z": 1.0}}}))
+
+
 def test_the_default_margin_is_the_int8_gates():
     from tir.calibration.gate import MAX_LOSS_DB
 
@@ -94,12 +133,14 @@ def test_the_shipped_bundles_val_numbers_give_the_measured_split():
         pytest.skip("no shipped bundle in engines/bundles/edge")
     b = load_bundle(path)
     # measured on the user's path (tir deploy --set auto --measure all, val, 12 frames per camera),
-    # student − route (dB): contrast −2.85, blur −1.44, noise +0.25, CB −0.77, CN +0.46, BN +0.17, CBN +0.54
-    from tir.engines.bundle import AUTO_SOURCE_USER
+    # student − route (dB): contrast −2.85, blur −1.44, noise +0.25, CB −0.77, CN +0.46, BN +0.17, CBN +0.54;
+    # tone − best (dB): contrast +0.46, CB +1.05, CN −0.74, CBN −0.77
+    from tir.engines.bundle import AUTO_SOURCE_USER, auto_deploy_entry
 
-    assert b.deploy_table("auto") == {"contrast": "routes", "blur": "routes", "noise": "student", "CB": "routes",
+    assert b.deploy_table("auto") == {"contrast": "tone", "blur": "routes", "noise": "student", "CB": "tone",
                                       "CN": "student", "BN": "student", "CBN": "student"}
     assert b.auto_deploy["source"] == AUTO_SOURCE_USER and len(b.student["metrics"]["user_val"]["sets"]) == 7
+    assert auto_deploy_entry(b.manifest, b.auto_deploy["margin_db"]) == b.auto_deploy   # the rule gives the table
     assert b.deploy_table("routes") == {t: "routes" for t in b.tasks}
 
 
@@ -118,23 +159,23 @@ def test_the_table_is_recorded_and_checked_on_load(bundles, tmp_path):
         return validate_manifest({**m, "auto_deploy": {**auto, **entry}})
 
     assert problems(tasks={"a": "student"}) == [
-        "auto_deploy.tasks lacks routes ['b']: every route needs routes or student; rewrite it with "
+        "auto_deploy.tasks lacks routes ['b']: every route needs one of routes, student, tone; rewrite it with "
         "`tir deploy --bundle DIR --set auto`"]
     assert problems(tasks={**auto["tasks"], "z": "routes"}) == [
         "auto_deploy.tasks names ['z'], which are not routes of this bundle (routes: a, b); rewrite it with "
         "`tir deploy --bundle DIR --set auto`"]
     assert problems(tasks={"a": "maybe", "b": "routes"}) == [
-        "auto_deploy.tasks values {'a': 'maybe'} must be one of routes, student"]
-    assert problems(margin=0.3) == ["auto_deploy: unknown keys ['margin']; known: margin_db, tasks, delta_db, source"]
+        "auto_deploy.tasks values {'a': 'maybe'} must be one of routes, student, tone"]
+    assert problems(margin=0.3) == ["auto_deploy: unknown keys ['margin']; known: margin_db, tasks, delta_db, tone_delta_db, source"]
     assert problems(margin_db=-1) == ["auto_deploy.margin_db -1 must be a number of dB ≥ 0"]
     # a wide margin recorded before the 3 dB cap still loads (its table agrees with it); it is refused
     # only when a table is computed again
     assert problems(margin_db=30, tasks={"a": "student", "b": "student"}) == []
     # a hand edit that contradicts the table's own numbers (a: −0.2 dB, b: −1.0 dB at 0.3 dB)
     assert problems(tasks={"a": "student", "b": "student"}) == [
-        "auto_deploy.tasks {'b': 'student'} contradict auto_deploy.delta_db {'b': -1.0} at margin_db 0.3 (the "
-        "student where student − route ≥ −margin); rewrite it with `tir deploy --bundle DIR --set auto`, or set "
-        "deploy to 'routes' or 'student'"]
+        "auto_deploy.tasks {'b': 'student'} contradict auto_deploy.delta_db/tone_delta_db at margin_db 0.3 (tone "
+        "where tone − best ≥ −margin, else the student where student − route ≥ −margin); rewrite it with "
+        "`tir deploy --bundle DIR --set auto`, or set deploy to 'routes' or 'student'"]
     assert any("{'a': 'routes'} contradict" in p for p in problems(tasks={"a": "routes", "b": "routes"}))
     assert problems(margin_db=1.0, tasks={"a": "student", "b": "student"}) == []   # Δ −1.0 is within 1 dB
     assert problems(delta_db={"a": -0.30004, "b": -1.0}, tasks={"a": "routes", "b": "routes"}) == []  # a rounded tie
@@ -410,7 +451,7 @@ def test_tir_deploy_measure_records_the_users_path_table(bundles, tmp_path, caps
     folder = _copy(bundles, "auto", tmp_path)
     calls = []
 
-    def fake(bundle, sets, split, frames, threads=None):
+    def fake(bundle, sets, split, frames, threads=None, margin_db=None):
         calls.append((str(bundle), sets, split, frames))
         return {"split": split, "sets": ["cam8", "cam16"], "student": {"a": 20.0, "b": 30.0},
                 "routes": {"a": 21.0, "b": 29.0}}
@@ -426,16 +467,30 @@ def test_tir_deploy_measure_records_the_users_path_table(bundles, tmp_path, caps
     assert rows == {"a": ["20.00", "21.00", "-1.00", "routes"], "b": ["30.00", "29.00", "+1.00", "student"]}
     assert main(["deploy", "--bundle", str(bundles / "routes"), "--set", "routes", "--measure", "all"]) == 2
     assert "no student to measure" in capsys.readouterr().err
+    # with a tone column (a made contrast-carrying; b's tone number is dropped: b carries no contrast)
+    from tir.engines import bundle as bundle_mod
+
+    monkeypatch.setattr(bundle_mod, "contrast_carrying", lambda manifest: {"a": "clean"})
+    monkeypatch.setattr(camera_eval, "user_path_table",
+                        lambda *a, **kw: {**fake(*a, **kw), "tone": {"a": 20.9, "b": 40.0}})
+    assert main(["deploy", "--bundle", str(folder), "--set", "auto", "--measure", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "tone where tone − best ≥ −0.3 dB, else the student" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] in (["a"], ["b"])}
+    assert rows == {"a": ["20.00", "21.00", "-1.00", "20.90", "tone"], "b": ["30.00", "29.00", "+1.00", "40.00", "student"]}
+    assert load_bundle(folder).auto_deploy["tone_delta_db"] == {"a": -0.1}
 
 
-def test_user_path_table_averages_each_camera_once(monkeypatch):
+def test_user_path_table_averages_each_camera_once(bundles, monkeypatch):
+    from tir.engines import bundle as bundle_mod
     from tir.engines.training import camera_eval
 
     seen = []
 
     def fake_eval(bundle, name, split, seed, max_frames, backend, threads, true_routes, root, deploy=None, **kw):
         seen.append((name, deploy, split, max_frames, true_routes))
-        base = {"cam8": 20.0, "cam16": 30.0}[name] + (1.0 if deploy == "student" else 0.0)
+        tone = isinstance(deploy, dict)
+        base = {"cam8": 20.0, "cam16": 30.0}[name] + (1.0 if deploy == "student" else 0.0) + (3.0 if tone else 0.0)
         return {"per_task": {"a": {"auto": base}, "b": {"auto": base + 2}}}
 
     class DS:
@@ -445,10 +500,19 @@ def test_user_path_table_averages_each_camera_once(monkeypatch):
     monkeypatch.setattr(camera_eval, "evaluate_set", fake_eval)
     monkeypatch.setattr(camera_eval.dsets, "parse_sets", lambda s: ["cam8", "real", "cam16"] if s == "all" else list(s))
     monkeypatch.setattr(camera_eval.dsets, "dataset", lambda n: DS(n != "real"))
-    t = camera_eval.user_path_table("B", "all", max_frames=4, progress=False)
+    t = camera_eval.user_path_table(bundles / "auto", "all", max_frames=4, progress=False)
     assert t["sets"] == ["cam8", "cam16"] and t["split"] == "val"
     assert t["student"] == {"a": 26.0, "b": 28.0} and t["routes"] == {"a": 25.0, "b": 27.0}
+    assert "tone" not in t     # no route carries a contrast step: nothing to measure with the tone
     assert {s[1] for s in seen} == {"student", "routes"} and all(s[2:] == ("val", 4, False) for s in seen)
+    # a contrast-carrying a (partner clean): measured a third time, a on tone, b as auto picks it (student)
+    seen.clear()
+    monkeypatch.setattr(bundle_mod, "contrast_carrying", lambda manifest: {"a": "clean"})
+    t = camera_eval.user_path_table(bundles / "auto", "all", max_frames=4, progress=False)
+    assert t["tone"] == {"a": 28.0}
+    assert [s[1] for s in seen if isinstance(s[1], dict)] == [{"a": "tone", "b": "student"}] * 2
     monkeypatch.setattr(camera_eval.dsets, "parse_sets", lambda s: ["real"] if s == "real" else list(s))
     with pytest.raises(ValueError, match="clean target"):
         camera_eval.user_path_table("B", "real")
+
+

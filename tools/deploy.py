@@ -12,9 +12,11 @@ an in-place change with ``POST /bundle/reload``. Example::
     tir deploy --bundle runs/s6/bundle --set auto --measure all    # per task, on the user's path (val)
 
 ``--measure SETS`` measures the table on the user's path instead (the per-camera evaluation of ``tir eval
---data``: live preprocessing, automatic routing, the gates and the tone alignment, once with the routes
-and once with the student, val split) and records it as ``student.metrics.user_val``; auto then chooses
-on it (engines/training/camera_eval.py ``user_path_table``).
+--data``: live preprocessing, automatic routing, the gates and the tone alignment, once with the routes,
+once with the student and once with the contrast-carrying tasks on ``tone``: the partner's network and
+the camera's tone map; val split) and records it as ``student.metrics.user_val``; auto then chooses
+on it, the cheapest within the margin of the best: tone, the student, the route
+(engines/training/camera_eval.py ``user_path_table``, engines/bundle.py ``choose_auto_deploy``).
 """
 from __future__ import annotations
 
@@ -30,14 +32,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", choices=DEPLOY_CHOICES, default=None, dest="deploy",
                         help="write the manifest's deploy: routes (every task its route), student (the distilled "
                              "student for every task) or auto (per task, the student where its val PSNR is at "
-                             "least the route's minus --margin-db, else the route; recorded as auto_deploy) "
+                             "least the route's minus --margin-db, else the route; with --measure also tone for "
+                             "contrast-carrying tasks; recorded as auto_deploy) "
                              "(default: show the table only)")
     parser.add_argument("--margin-db", type=float, default=None, metavar="DB",
                         help="auto's margin in dB, 0 to 3 (wider: use --set student) (default: the bundle's recorded one, else "
                              f"{DEFAULT_AUTO_MARGIN_DB}, the INT8 accuracy gate's)")
     parser.add_argument("--measure", default=None, metavar="SETS",
-                        help="with --set: measure student vs routes on the user's path (tir eval --data SETS on the "
-                             "val split, automatic routing, each deploy) and record it; auto chooses on it")
+                        help="with --set: measure student vs routes (and tone) on the user's path (tir eval --data "
+                             "SETS on the val split, automatic routing, each deploy) and record it; auto chooses on it")
     parser.add_argument("--measure-frames", type=int, default=12, metavar="N",
                         help="with --measure: val frames per set (default 12)")
     parser.add_argument("--threads", type=int, default=None, help="with --measure: ONNX Runtime threads")
@@ -60,7 +63,7 @@ def main(args) -> int:
             numbers auto needs, a bad margin, or ``--out`` exists (one line each, exit 2).
     """
     from tir.edge.errors import ModelError, UsageError
-    from tir.engines.bundle import (USER_VAL_KEY, auto_deploy_entry, auto_deploy_numbers, default_bundle_path,
+    from tir.engines.bundle import (TONE, USER_VAL_KEY, auto_deploy_entry, auto_deploy_numbers, default_bundle_path,
                                     load_bundle, set_deploy)
 
     path = args.bundle or default_bundle_path()
@@ -80,7 +83,8 @@ def main(args) -> int:
 
             if bundle.student is None:
                 raise UsageError(f"bundle {bundle.path} has no student to measure; distill one with `tir distill`")
-            user_val = user_path_table(bundle.path, args.measure, "val", args.measure_frames, threads=args.threads)
+            user_val = user_path_table(bundle.path, args.measure, "val", args.measure_frames, threads=args.threads,
+                                       margin_db=args.margin_db)
         bundle = set_deploy(bundle.path, args.deploy, margin_db=args.margin_db, out_dir=args.out, user_val=user_val)
         print(f"wrote {bundle.path}: deploy {bundle.deploy}")
     recorded = bundle.auto_deploy
@@ -97,11 +101,19 @@ def main(args) -> int:
     source = "computed now" if recorded is None or args.margin_db is not None else "recorded in the manifest"
     where = (f"user's path, val, sets {', '.join(user.get('sets') or [])}" if isinstance(user, dict)
              else "tir distill's val numbers")
-    print(f"auto at {margin:g} dB ({source}): the student where student − route ≥ −{margin:g} dB ({where})")
-    print(f"{'task':<10} {'student':>8} {'route':>8} {'Δ dB':>7}  auto")
+    tone = (user or {}).get(TONE) if isinstance(user, dict) else None
+    tone = tone if isinstance(tone, dict) else {}
+    rule = "tone where tone − best ≥ −{m:g} dB, else " if tone else ""
+    print(f"auto at {margin:g} dB ({source}): {rule.format(m=margin)}the student where student − route ≥ "
+          f"−{margin:g} dB ({where})")
+    print(f"{'task':<10} {'student':>8} {'route':>8} {'Δ dB':>7}" + (f" {'tone':>8}" if tone else "") + "  auto")
+
+    def cell(v):
+        return f"{v:8.2f}" if isinstance(v, (int, float)) else f"{'-':>8}"
+
     for task in bundle.tasks:
         s, r = student.get(task), route.get(task)
-        cells = [f"{v:8.2f}" if isinstance(v, (int, float)) else f"{'-':>8}" for v in (s, r)]
         delta = f"{s - r:+7.2f}" if all(isinstance(v, (int, float)) for v in (s, r)) else f"{'-':>7}"
-        print(f"{task:<10} {cells[0]} {cells[1]} {delta}  {table.get(task, '-')}")
+        print(f"{task:<10} {cell(s)} {cell(r)} {delta}" + (f" {cell(tone.get(task))}" if tone else "")
+              + f"  {table.get(task, '-')}")
     return 0

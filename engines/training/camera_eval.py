@@ -41,7 +41,7 @@ Scores are PSNR of restored vs clean counts with the peak = the frame's full sca
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -235,7 +235,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                  backend: str = "auto", threads: Optional[int] = None, true_routes: bool = True,
                  root=None, progress: bool = True, router_only: bool = False,
                  contrast_gate: bool = True, fpn_gate: bool = True, blur_gate: bool = True,
-                 tone_align: bool = True, deploy: Optional[str] = None) -> dict:
+                 tone_align: bool = True, deploy: Union[str, Mapping[str, str], None] = None) -> dict:
     """Evaluate one registered set (see the module docstring); returns a JSON-ready dict.
 
     ``contrast_gate``: the Restorer's contrast gate on (as ``tir run``), its camera history
@@ -243,7 +243,8 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     verdicts as they are. ``fpn_gate``, ``blur_gate``: the Restorer's FPN gate (engines/fpn_gate.py)
     and blur gate (engines/blur_gate.py, warmed as the contrast gate) on, as ``tir run``.
     ``tone_align``: the Restorer's tone alignment after contrast-carrying routes (on in ``tir run``).
-    ``deploy``: routes/student/auto for the Restorer (None: the bundle's own).
+    ``deploy``: routes/student/auto for the Restorer, or a per-task table {task:
+    routes|student|tone} (None: the bundle's own).
 
     ``router_only``: route every frame through the same preprocessing and routing step but
     restore nothing (:func:`user_route`): the ``router`` block (and, for sets without a
@@ -391,7 +392,7 @@ def evaluate_cameras(bundle, sets: Sequence[str], split: str = "test", seed: int
                      max_frames: Optional[int] = None, backend: str = "auto",
                      threads: Optional[int] = None, true_routes: bool = True, root=None,
                      router_only: bool = False, contrast_gate: bool = True, fpn_gate: bool = True,
-                     blur_gate: bool = True, tone_align: bool = True, deploy: Optional[str] = None,
+                     blur_gate: bool = True, tone_align: bool = True, deploy: Union[str, Mapping[str, str], None] = None,
                      progress: bool = True) -> dict:
     """:func:`evaluate_set` for every set in ``sets``; returns {"sets": {name: result}, ...}."""
     names = dsets.parse_sets(sets)
@@ -406,35 +407,53 @@ def evaluate_cameras(bundle, sets: Sequence[str], split: str = "test", seed: int
 
 
 def user_path_table(bundle, sets: Sequence[str], split: str = "val", max_frames: Optional[int] = 12,
-                    seed: int = 0, threads: Optional[int] = None, root=None, progress: bool = True) -> dict:
-    """What each task gets through the user's path with the student and with the routes: the
-    per-camera evaluation (:func:`evaluate_set`, automatic routing, the gates and the tone
-    alignment as ``tir run``) once with ``deploy=routes`` and once with ``deploy=student``, each
-    task's automatic-route PSNR averaged over the sets (each camera weighs the same). The table
-    ``tir deploy --measure`` records and deploy=auto then chooses on (engines/bundle.py
-    :func:`~tir.engines.bundle.auto_deploy_entry`).
+                    seed: int = 0, threads: Optional[int] = None, root=None, progress: bool = True,
+                    margin_db: Optional[float] = None) -> dict:
+    """What each task gets through the user's path with the student, with the routes and, for the
+    contrast-carrying tasks, with ``tone`` (the partner's network and the camera's tone map,
+    engines/restorer.py): the per-camera evaluation (:func:`evaluate_set`, automatic routing, the
+    gates and the tone alignment as ``tir run``) once with ``deploy=routes``, once with
+    ``deploy=student`` and once with every contrast-carrying task on ``tone`` (the other tasks as
+    :func:`~tir.engines.bundle.choose_auto_deploy` picks them from the first two at ``margin_db``,
+    so a partner runs what it will run), each task's automatic-route PSNR averaged over the sets
+    (each camera weighs the same). The table ``tir deploy --measure`` records and deploy=auto then
+    chooses on (engines/bundle.py :func:`~tir.engines.bundle.auto_deploy_entry`).
 
     Args:
         bundle: a bundle with a student (path or Bundle).
         sets: registered sets with a clean target (names, or "all"); sets without one are skipped.
         split: the split to measure on (val: never test for a choice).
         max_frames: frames per set (None: all).
+        margin_db: the margin the partners' choice is made with (None: the default, 0.3 dB).
 
     Returns:
-        ``{"split", "seed", "max_frames", "sets": [names], "student": {task: dB}, "routes": {task: dB}}``.
+        ``{"split", "seed", "max_frames", "sets": [names], "student": {task: dB}, "routes": {task: dB},
+        "tone": {contrast-carrying task: dB}}`` (no ``tone`` when no task carries a contrast part).
 
     Raises:
         DatasetError: an unknown set; ValueError: no set with a clean target, or as the Restorer.
     """
+    from ..bundle import DEFAULT_AUTO_MARGIN_DB, TONE, Bundle, choose_auto_deploy, contrast_carrying, load_bundle
+
     names = [n for n in dsets.parse_sets(sets) if dsets.dataset(n).clean]
     if not names:
         raise ValueError(f"user_path_table needs sets with a clean target; {list(sets)} has none")
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     out = {"split": split, "seed": seed, "max_frames": max_frames, "sets": names}
-    for deploy in ("student", "routes"):
+
+    def measure(deploy, tasks=None):
         per = [r["per_task"] for r in evaluate_cameras(bundle, names, split, seed, max_frames, threads=threads,
                                                         true_routes=False, root=root, deploy=deploy,
                                                         progress=progress)["sets"].values()]
-        out[deploy] = {t: float(np.mean([p[t]["auto"] for p in per])) for t in per[0]}
+        return {t: float(np.mean([p[t]["auto"] for p in per])) for t in per[0] if tasks is None or t in tasks}
+
+    for deploy in ("student", "routes"):
+        out[deploy] = measure(deploy)
+    partners = contrast_carrying(bundle.manifest)
+    if partners:
+        margin = DEFAULT_AUTO_MARGIN_DB if margin_db is None else margin_db
+        base = choose_auto_deploy(out["student"], out["routes"], bundle.tasks, margin)["tasks"]
+        out[TONE] = measure({t: TONE if t in partners else v for t, v in base.items()}, partners)
     return out
 
 
