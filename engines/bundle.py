@@ -10,8 +10,9 @@ Layout::
     <bundle>/student.onnx       optional distilled student (inputs ``input`` N×1×H×W and
                                 ``prompt`` N×K; ``tir distill``); ``deploy`` (routes|student|auto)
                                 says which the Restorer runs; with ``auto`` the manifest's
-                                ``auto_deploy`` table names, per task, routes or student
-                                (:func:`choose_auto_deploy`)
+                                ``auto_deploy`` table names, per task, routes, student or
+                                tone (a contrast-carrying task: its partner's network and the
+                                camera's tone map; :func:`choose_auto_deploy`)
 
 :func:`load_bundle` refuses a bundle whose manifest breaks the schema (:func:`validate_manifest`:
 unknown keys, wrong types, out-of-range router values, a codebook that does not match the

@@ -63,7 +63,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -79,6 +79,22 @@ log = logging.getLogger(__name__)
 PASSTHROUGH = "passthrough"
 #: below this softmax probability of the nearest class a verdict counts as uncertain
 DEFAULT_MIN_CONFIDENCE = 0.5
+
+
+def _unchanged(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+class _PromptedStudent:
+    """The student with fixed prompt weights, as an engine with ``infer(batch)`` (no
+    ``pipeline()``: it runs on ONNX Runtime only)."""
+
+    def __init__(self, engine, weights: np.ndarray):
+        self.engine, self.weights = engine, weights
+        self.multiple = getattr(engine, "multiple", 1)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.engine.infer(batch, self.weights), dtype=np.float32)
 
 
 def _as_batch(batch) -> np.ndarray:
@@ -698,22 +714,40 @@ class Restorer:
         """
         x = _as_batch(batch)
         self.observe(x, meta)
+        engine, finish = self.plan()
+        if engine is None:
+            return finish(x.copy())
+        return finish(np.asarray(engine.infer(x), dtype=np.float32))
+
+    def plan(self) -> Tuple[Optional[object], Callable[[np.ndarray], np.ndarray]]:
+        """What restores frames now, under the routing state :meth:`observe` left: ``(engine,
+        finish)``. ``engine`` has ``infer(batch)`` ((N, 1, H, W) float32 -> the same shape): the
+        route of :meth:`runner`'s task, or the student with its prompt weights; None for
+        pass-through and for a task the camera's tone alone restores (contrast under ``tone``).
+        ``finish`` maps its output (or the input copy) to the restored frames: the tone
+        alignment after a contrast-carrying task (:meth:`ContrastGate.align`), else identity.
+        :meth:`infer` is ``finish(engine.infer(x))``; the TensorRT stage that keeps several
+        frames in flight (edge/pipeline/stages.py ``PipelinedInfer``) runs the two parts apart.
+
+        Raises:
+            EngineError: the route or the student cannot be loaded.
+        """
         if self.route == PASSTHROUGH:
-            return x.copy()
+            return None, _unchanged
         task = self.runner(self.current)   # the partner when the camera's tone restores the contrast part
         if task == CLEAN:
-            out = x.copy()
+            engine = None
         elif self.runs_student(self.current):
             # no mix yet (a route carried over a bundle swap before the router ran): the task's one-hot;
             # under tone the partner's one-hot (the mix carries the contrast part the tone restores)
             weights = self.prompt_weights if self.prompt_weights is not None and task == self.current \
                 else self._one_hot(task)
-            out = np.asarray(self.student_engine().infer(x, weights), dtype=np.float32)
+            engine = _PromptedStudent(self.student_engine(), weights)
         else:
-            out = np.asarray(self.engine(task).infer(x), dtype=np.float32)
+            engine = self.engine(task)
         if self.tone_align and self.current in self.contrast_gate.partners:
-            out = self.contrast_gate.align(out)
-        return out
+            return engine, self.contrast_gate.align
+        return engine, _unchanged
 
     def status(self) -> dict:
         """The routing state for the stats page: ``task`` (the route now), the last verdict

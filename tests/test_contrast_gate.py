@@ -461,3 +461,26 @@ def test_tone_deploy_of_a_task_whose_partner_is_clean_runs_no_network(tmp_path):
     out = r.infer(ramp(0.15)[None, None])
     assert r.status()["runs"] == "tone" and r.loaded_routes == []
     assert np.allclose(out, ramp(0.6)[None, None], atol=0.01)
+
+
+@pytest.mark.parametrize("table", [None, {"CB": "tone", "blur": "routes"}])
+def test_the_in_flight_infer_stage_restores_as_the_restorer_does(gated_bundle, table):
+    """The TensorRT stage that keeps frames in flight (PipelinedInfer) takes the Restorer's plan:
+    the same network (the partner under tone) and the same tone alignment as Restorer.infer."""
+    from tir.edge.frame import Frame, now
+    from tir.edge.pipeline.stages import _INPUT_KEY, _OUTPUT_KEY, PipelinedInfer
+
+    warm = np.stack([ramp(0.6)] * 30)
+    ref, staged = (Restorer(gated_bundle, every=1, hysteresis=1, deploy=table) for _ in range(2))
+    ref.warm_camera(warm)
+    staged.warm_camera(warm)
+    work = PipelinedInfer(staged, in_flight=2)
+    for k, amplitude in enumerate((0.15, 0.6, 0.2)):   # low (CB kept), normal (demoted to blur), low
+        x = ramp(amplitude)
+        frame = Frame(raw=np.zeros((H, W), np.uint16), seq=k, t_capture=now())
+        frame.meta[_INPUT_KEY] = x.copy()
+        work.submit(frame)
+        got = work.collect()[0].meta[_OUTPUT_KEY]
+        np.testing.assert_allclose(got, ref.infer(x[None, None]), atol=1e-6)
+    assert staged.status()["contrast"]["aligned"] == ref.status()["contrast"]["aligned"] == 2
+    assert staged.loaded_routes == ref.loaded_routes

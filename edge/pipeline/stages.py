@@ -143,7 +143,8 @@ class PipelinedInfer:
     size, made on first use, each with its own CUDA streams) and returns at once;
     :meth:`collect` waits for the oldest frame and puts its output where :class:`Infer` would.
     Frames come out in the order they went in. A Restorer routes each frame on submit
-    (``observe``); a pass-through frame, or an engine without ``pipeline()`` (ONNX Runtime,
+    (``observe``) and names what restores it and the step after (``plan``: the route of its
+    task or partner, then its tone alignment, exactly as its ``infer``); a pass-through frame, or an engine without ``pipeline()`` (ONNX Runtime,
     torch), is computed at submit and waits in the same queue, so the order holds.
     All calls come from one thread (the pipeline's infer thread), which owns the CUDA work.
 
@@ -172,17 +173,17 @@ class PipelinedInfer:
         return len(self._queue)
 
     def _engine_for(self, batch, meta):
-        """The engine for this frame, or None for pass-through (a Restorer on the clean route)."""
+        """(the engine for this frame or None for pass-through, the step after it): a Restorer
+        routes the frame first and names both (``plan``: the route, the student or nothing,
+        then its tone alignment); any other model is its own engine."""
         model = self.model
-        if callable(getattr(model, "observe", None)) and callable(getattr(model, "engine", None)):
+        if callable(getattr(model, "observe", None)) and callable(getattr(model, "plan", None)):
             before = _decisions(model)
             model.observe(batch, meta)
             if meta is not None:
                 _attach_verdict(model, before, meta)
-            if model.route == "passthrough":
-                return None
-            return model.engine(model.current)
-        return model
+            return model.plan()
+        return model, None
 
     def _pipe(self, engine, shape):
         key = (id(engine), tuple(shape))
@@ -208,16 +209,16 @@ class PipelinedInfer:
         t0 = now()
         x = frame.meta.pop(_INPUT_KEY)
         batch = np.ascontiguousarray(x[None, None], dtype=np.float32)
-        engine = self._engine_for(batch, frame.meta)
+        engine, finish = self._engine_for(batch, frame.meta)
         if engine is None:
-            self._queue.append([frame, None, x.shape, batch.copy(), now() - t0])
+            self._queue.append([frame, None, x.shape, batch.copy(), now() - t0, finish])
         elif not callable(getattr(engine, "pipeline", None)):
-            self._queue.append([frame, None, x.shape, engine.infer(batch), now() - t0])
+            self._queue.append([frame, None, x.shape, engine.infer(batch), now() - t0, finish])
         else:
             padded, hw = pad_to_multiple(batch, int(getattr(engine, "multiple", 1) or 1))
             pipe = self._pipe(engine, padded.shape)
             pipe.submit(np.ascontiguousarray(padded))
-            self._queue.append([frame, pipe, hw, None, now() - t0])
+            self._queue.append([frame, pipe, hw, None, now() - t0, finish])
 
     def oldest_ready(self) -> bool:
         """True when :meth:`collect` would not wait (the oldest output is on the host)."""
@@ -229,7 +230,8 @@ class PipelinedInfer:
     def collect(self) -> Tuple[Frame, float]:
         """The oldest frame with its output in meta, and the host seconds spent on it.
 
-        The output is the (1, 1, H, W) float32 restored batch cropped to the frame's size.
+        The output is the (1, 1, H, W) float32 restored batch cropped to the frame's size, then
+        through the step the Restorer named at submit (its tone alignment), as ``infer`` gives.
 
         Raises:
             IndexError: nothing is queued.
@@ -237,7 +239,7 @@ class PipelinedInfer:
             Exception: a CUDA error while waiting for the stream pipeline (the frame stays queued).
         """
         entry = self._queue.popleft()
-        frame, pipe, (h, w), y, spent = entry
+        frame, pipe, (h, w), y, spent, finish = entry
         t0 = now()
         if pipe is not None:
             try:
@@ -248,6 +250,8 @@ class PipelinedInfer:
             y = y[..., :h, :w]
         if y.shape[-2:] != (h, w):
             raise RuntimeError(f"model returned shape {y.shape} for input {(h, w)}")
+        if finish is not None:
+            y = finish(np.asarray(y, dtype=np.float32))   # the Restorer's tone alignment, as in its infer
         frame.meta[_OUTPUT_KEY] = y
         return frame, spent + (now() - t0)
 
