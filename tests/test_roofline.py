@@ -76,3 +76,23 @@ def test_bench_roofline_cli(tmp_path, capsys):
     assert [r["size"] for r in doc["roofline"]] == ["96x64", "64x48"]
     assert [row["model"] for row in doc["roofline"][0]["rows"]][1:] == ["noise"]
     assert main(["bench", "--roofline", "--model", str(bundle), "--int8", str(tmp_path / "nope")]) == 2
+
+
+def test_bundle_items_time_the_student_with_its_prompt(tmp_path):
+    """A bundle's student is timed with a one-hot prompt; its MACs are the manifest's
+    gmac_640x512 scaled by pixel count."""
+    from tir.engines.bundle import add_student, load_bundle
+    from test_fast_route import _model, _old_bundle
+    from test_student import FactorStudent
+    from tiny_models import export_prompted
+
+    routes = _old_bundle(tmp_path, _model())
+    prompts = list(load_bundle(routes).tasks) + ["clean"]
+    onnx_path = export_prompted(FactorStudent([1.0] * len(prompts)), tmp_path / "s.onnx", len(prompts), prompts)
+    add_student(routes, tmp_path / "with-student", onnx_path, {"prompts": prompts, "gmac_640x512": 0.5})
+    items = roofline.bundle_items(load_bundle(tmp_path / "with-student"), (96, 64), routes=["noise"])
+    student = [it for it in items if it.label == "student"]
+    assert len(student) == 1 and student[0].macs == round(0.5e9 * 96 * 64 / (640 * 512))
+    assert student[0].feeds["prompt"].shape == (1, len(prompts)) and student[0].feeds["prompt"].sum() == 1.0
+    roofline.measure(student, rounds=1, warmup=0, threads=1)
+    assert student[0].ms > 0

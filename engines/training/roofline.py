@@ -34,7 +34,8 @@ ROUTE_GMAC_SIZE = (640, 512)   # the manifest's gmac_640x512 is per frame at thi
 @dataclass
 class Item:
     """One timed model: ``label``, ONNX ``path``, MACs per call, precision ("fp32"/"int8"),
-    the input array it runs on, and (after :func:`measure`) its latencies in ms."""
+    the input array it runs on (its first input), any further inputs by name (``feeds``: the
+    student's prompt weights), and (after :func:`measure`) its latencies in ms."""
     label: str
     path: str
     macs: Optional[int]
@@ -42,6 +43,7 @@ class Item:
     x: np.ndarray
     kind: str = "model"          # "reference" for the dense-conv chain
     times_ms: List[float] = field(default_factory=list)
+    feeds: Dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def ms(self) -> float:
@@ -120,7 +122,7 @@ def measure(items: Sequence[Item], rounds: int = 10, warmup: int = 2, threads: O
     for r in range(warmup + rounds):
         for it, sess, name in zip(items, sessions, names):
             t0 = time.perf_counter()
-            sess.run(None, {name: it.x})
+            sess.run(None, {name: it.x, **it.feeds})
             if r >= warmup:
                 it.times_ms.append(1000.0 * (time.perf_counter() - t0))
 
@@ -191,7 +193,10 @@ def route_macs(bundle, size: Tuple[int, int], routes: Sequence[str]) -> Dict[str
 def bundle_items(bundle, size: Tuple[int, int], routes: Optional[Sequence[str]] = None,
                  int8_dir=None, x: Optional[np.ndarray] = None) -> List[Item]:
     """Items for a bundle's routes (fp32, and the ``<route>.int8-cpu.onnx`` of ``int8_dir`` from
-    ``tir calibrate`` where present) and its router, on frame ``x`` (1×1×H×W; random when None)."""
+    ``tir calibrate`` where present), its distilled student (fp32; its MACs the manifest's
+    ``gmac_640x512``, counted by the same forward hooks when ``tir distill`` built it, scaled by
+    pixel count; a one-hot prompt, which does not change the cost) and its router, on frame
+    ``x`` (1×1×H×W; random when None)."""
     w, h = size
     if x is None:
         x = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
@@ -205,6 +210,14 @@ def bundle_items(bundle, size: Tuple[int, int], routes: Optional[Sequence[str]] 
             q = Path(int8_dir) / f"{route}.int8-cpu.onnx"
             if q.is_file():
                 items.append(Item(route, str(q), macs, "int8", x))
+    student = bundle.student
+    if student is not None and bundle.student_path is not None:
+        gmac = student.get("gmac_640x512")
+        macs = None if not isinstance(gmac, (int, float)) else \
+            int(round(float(gmac) * 1e9 * (w * h) / (ROUTE_GMAC_SIZE[0] * ROUTE_GMAC_SIZE[1])))
+        prompt = np.zeros((1, len(student.get("prompts") or [])), np.float32)
+        prompt[0, 0] = 1.0
+        items.append(Item("student", str(bundle.student_path), macs, "fp32", x, feeds={"prompt": prompt}))
     if bundle.router_path is not None:
         rw, rh = (bundle.router or {}).get("input_size") or (640, 512)
         rx = np.random.default_rng(1).random((1, 1, int(rh), int(rw)), dtype=np.float32)
