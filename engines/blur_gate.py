@@ -361,6 +361,9 @@ class BlurGate:
         self.noisy_drops: deque = deque(maxlen=int(window))
         self.noisy_blurred_drops: deque = deque(maxlen=max(int(window) // DROP_EVERY, 1))
         self.demoted = 0
+        #: the camera's references are pinned: routed frames no longer join the history (frames
+        #: of its healthy look were shown with :meth:`add`; engines/restorer.py ``pin_camera``)
+        self.pinned = False
         #: noise-carrying verdicts whose blur part the measure under noise changed (either way)
         self.changed_noisy = 0
         self.last: Optional[float] = None
@@ -418,19 +421,22 @@ class BlurGate:
             self.noisy_drops.append(r[1] - r[0])
         return r[1] - r[0]
 
-    def _measure(self, frame: np.ndarray) -> Optional[float]:
+    def _measure(self, frame: np.ndarray, record: bool = True) -> Optional[float]:
         x = _measurable(frame, "BlurGate")
         x = None if x is None else centre_window(x)
         step = None if x is None else quantum(x)        # once, for both measures
-        self._measure_noisy(frame, record=True, step=step)
+        if record:
+            self._measure_noisy(frame, record=True, step=step)
         if x is None:
             return None
-        # x, G_σ x and (every DROP_EVERY-th frame, for the blurred reference) G_σ G_σ x, each once
-        blurred_too = len(self.drops) % DROP_EVERY == 0 or not self.blurred_drops
+        # x, G_σ x and (every DROP_EVERY-th recorded frame, for the blurred reference) G_σ G_σ x, each once
+        blurred_too = record and (len(self.drops) % DROP_EVERY == 0 or not self.blurred_drops)
         r = _ratios(x, self.sigma_min, step ** 2 / 12.0, 3 if blurred_too else 2)
         if len(r) < 2:
             return None
         drop = r[1] - r[0]
+        if not record:
+            return drop
         if blurred_too:
             if len(r) < 3:
                 return drop
@@ -451,7 +457,8 @@ class BlurGate:
     def step(self, task: str, frame: np.ndarray) -> Tuple[str, bool]:
         """One routed frame: (``task``, or its partner when ``task`` carries a blur the frame
         does not show, counted in :attr:`demoted`; whether the frame is soft for this camera).
-        The threshold is the history's before this frame joins it. A frame that cannot be
+        The threshold is the history's before this frame joins it (it joins none while the
+        camera's references are :attr:`pinned`). A frame that cannot be
         measured (or is not measured: under a noise-carrying verdict, or ``unknown``; frames
         larger than :data:`MEASURE_WINDOW` are measured on its centred window), or a camera not
         yet seen for :attr:`min_frames` frames, keeps ``task``
@@ -474,7 +481,7 @@ class BlurGate:
         if task in self.noisy_partners or task in self._noisy_blurred:
             return self._judge_noisy(task, frame), True
         # a noise-carrying verdict is neither judged nor recorded: not measured at all
-        self.last = self._measure(frame) if task in self._noise_free else None
+        self.last = self._measure(frame, record=not self.pinned) if task in self._noise_free else None
         soft = limit is None or self.last is None or self.last > limit
         if self.last is None and task in self.partners and _constant(frame):
             soft = False   # no detail at all: nothing a blur took away, nothing a deblur can restore
@@ -519,6 +526,7 @@ class BlurGate:
             self.blurred_drops.extend(old.blurred_drops)
             self.noisy_drops.extend(old.noisy_drops)
             self.noisy_blurred_drops.extend(old.noisy_blurred_drops)
+            self.pinned = self.pinned or bool(getattr(old, "pinned", False))
         self.demoted += int(old.demoted)
         self.changed_noisy += int(old.changed_noisy)
 

@@ -316,6 +316,10 @@ class ContrastGate:
         self.aligned = 0
         self.last_scale: Optional[float] = None
         self.demoted = 0
+        #: the camera's references are pinned (:meth:`step` records nothing): frames of its
+        #: healthy look were shown with :meth:`add` (``tir run --reference``; engines/restorer.py
+        #: ``Restorer.pin_camera``)
+        self.pinned = False
 
     @classmethod
     def for_bundle(cls, specs: Mapping[str, Sequence[dict]], router_entry: Optional[dict]) -> "ContrastGate":
@@ -370,14 +374,15 @@ class ContrastGate:
         frame is low for this camera), then its ``span`` (and ``extent``, or ``ends``: its
         :func:`lowpass_ends`, whose difference is the extent) join the history; the ends join the
         tone history only when the frame is not low and its verdict is in :attr:`tone_tasks`
-        (the camera's own tone, not a contrast loss's nor a noise's). The references are computed
-        once."""
+        (the camera's own tone, not a contrast loss's nor a noise's), unless the references are
+        :attr:`pinned`. The references are computed once."""
         if extent is None and ends is not None:
             extent = float(ends[1]) - float(ends[0])
         low = self.is_low(span, extent)
         tone = not low and (self.tone_tasks is None or task in self.tone_tasks)
         task = self._demote(task, low)
-        self.add(span, extent, ends if tone else None)
+        if not self.pinned:
+            self.add(span, extent, ends if tone else None)
         return task, low
 
     def _demote(self, task: str, low: bool) -> str:
@@ -456,6 +461,7 @@ class ContrastGate:
         self.highs.extend(old.highs)
         self.aligned += int(old.aligned)
         self.demoted += int(old.demoted)
+        self.pinned = self.pinned or bool(getattr(old, "pinned", False))
 
     def status(self) -> dict:
         """``reference`` (span, or None), ``extent_reference`` (or None), ``frames`` in the

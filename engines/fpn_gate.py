@@ -307,6 +307,9 @@ class FPNGate:
         self.checked = 0
         self.promoted = 0
         self.promoted_white = 0
+        #: the camera's white-noise floor is pinned: routed frames no longer join it (frames of its
+        #: healthy look were shown with :meth:`add`; engines/restorer.py ``pin_camera``)
+        self.pinned = False
         self.last: ColumnPattern = NO_PATTERN
         self.last_sigma: Optional[float] = None
 
@@ -353,7 +356,8 @@ class FPNGate:
         FPN and ``task`` has a partner, counted in :attr:`promoted`, or the noise task when
         ``task`` is ``unknown`` and the frame's white noise is above :meth:`white_threshold`,
         counted in :attr:`promoted_white`, else ``task``; whether the noise part was measured).
-        A frame under a noise-free verdict joins the camera's white-noise floor.
+        A frame under a noise-free verdict joins the camera's white-noise floor (unless it is
+        :attr:`pinned`).
 
         Args:
             task: the verdict so far (a task, ``clean`` or ``unknown``).
@@ -368,7 +372,8 @@ class FPNGate:
         limit = self.white_threshold() if task == UNKNOWN else None
         self.last_sigma = None
         if task in self.noise_free:
-            self.last_sigma = self.add(frame)      # the camera's floor
+            # the camera's floor (measured only, while it is pinned)
+            self.last_sigma = self._sigma(frame) if self.pinned else self.add(frame)
         elif limit is not None:
             self.last_sigma = self._sigma(frame)
         if limit is not None and self.last_sigma is not None and self.last_sigma > limit and task in self.partners:
@@ -383,6 +388,7 @@ class FPNGate:
         self.promoted += int(old.promoted)
         self.promoted_white += int(old.promoted_white)
         self.floor.extend(old.floor)
+        self.pinned = self.pinned or bool(getattr(old, "pinned", False))
 
     def status(self) -> dict:
         """``amplitude``, ``consistency`` and ``periodicity`` of the last routed frame, the

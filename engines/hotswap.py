@@ -42,7 +42,7 @@ from .bundle import MANIFEST
 log = logging.getLogger(__name__)
 
 #: counters of a Restorer carried over a swap, so stats stay continuous
-CARRIED = ("frames", "switches", "unknowns", "decisions", "uncertain", "skipped_ffc")
+CARRIED = ("frames", "switches", "unknowns", "decisions", "uncertain", "skipped_ffc", "pinned_frames")
 
 
 def manifest_state(folder) -> tuple:

@@ -170,6 +170,43 @@ def normalizer_for(model):
     return Normalizer(**kw)
 
 
+#: frames of the camera's healthy look ``tir run`` pins the gates to by default (``--reference-frames``)
+DEFAULT_REFERENCE_FRAMES = 48
+
+
+def pin_reference(model, frames) -> int:
+    """Pin a Restorer's gate references (:meth:`~tir.engines.restorer.Restorer.pin_camera`) to
+    ``frames`` of the camera's healthy look, each through the pipeline's own preprocessing
+    (edge/pipeline/stages.py ``Preprocess`` with :func:`normalizer_for` the model, a fresh
+    normaliser per frame: independent frames, as ``tir eval`` shows a camera's frames).
+
+    Args:
+        model: a Restorer (or the hot-swap wrapper around one) with a router and no forced task.
+        frames: :class:`~tir.edge.frame.Frame` objects (raw counts and their meta, e.g. ``bits``),
+            any sizes.
+
+    Returns:
+        The number of frames pinned.
+
+    Raises:
+        ValueError: the model cannot be pinned (no router, a forced task, not a bundle), or no frame.
+    """
+    from ..edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
+
+    if not callable(getattr(model, "pin_camera", None)) or getattr(model, "router_info", None) is None \
+            or getattr(model, "forced", False):
+        raise ValueError("a camera reference needs a bundle with a router and automatic routing (no --task)")
+    count = 0
+    for frame in frames:
+        pre = Preprocess(normalizer_for(model))
+        pre(frame)
+        model.pin_camera(frame.meta.pop(MODEL_INPUT_KEY))
+        count += 1
+    if count == 0:
+        raise ValueError("no frame of the camera's healthy look to pin the reference to")
+    return count
+
+
 def _runs_on_ort(path: Path, backend: str) -> bool:
     return backend == "onnxruntime" or (backend == "auto" and path.suffix.lower() == ".onnx")
 

@@ -270,6 +270,8 @@ class Restorer:
             # raises AdaptationRefused (a ValueError) when the bundle cannot be adapted
             self.adapter = OnlineAdapter(self.router_info, int(adapt), source_uri, self.bundle.name)
         self.frames = 0
+        #: frames of the camera's healthy look its gate references are pinned to (:meth:`pin_camera`)
+        self.pinned_frames = 0
         self.switches = 0
         self.unknowns = 0
         self.decisions = 0
@@ -619,6 +621,31 @@ class Restorer:
             for frame in x:
                 self.fpn_gate.add(frame)
 
+    def pin_camera(self, batch) -> int:
+        """Pin the gates' camera references to frames of the camera's healthy look (``tir run
+        --reference``; the virtual camera's clean frames when it degrades its own): they are
+        shown as :meth:`warm_camera` shows frames, then routed frames no longer join the
+        contrast, blur and FPN gates' histories, so a camera whose every frame carries a
+        degradation is still judged against its healthy look (without a pin such a stream
+        becomes the camera's own look, and the gates pass it through). Shown in :meth:`status`
+        as ``camera_reference``. Returns the number of frames shown so far.
+
+        Args:
+            batch: (H, W), (N, H, W) or (N, 1, H, W) float32 model inputs in [0, 1].
+
+        Raises:
+            ValueError: ``batch`` has another shape, or holds no frame.
+        """
+        x = _as_batch(batch)
+        if len(x) == 0:
+            raise ValueError("pin_camera needs at least one frame of the camera's healthy look")
+        self.warm_camera(x)
+        for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
+            if gate is not None:
+                gate.pinned = True
+        self.pinned_frames += len(x)
+        return self.pinned_frames
+
     def reset(self) -> None:
         """Forget the routing state (route, streak, last verdict; counters stay): the next
         frame is routed as at start-up. For independent frames (evaluation, a new scene). The
@@ -758,7 +785,8 @@ class Restorer:
         ``deploy_tasks`` ({task: routes|student|tone}), ``deploy_margin_db`` (auto's margin in dB, else
         None), ``runs`` (what the current task goes through: passthrough/route/student, with
         ``tone+`` before it when the camera's tone restores the contrast part, :attr:`runs`),
-        ``student_loaded``, ``contrast`` (the
+        ``student_loaded``, ``camera_reference`` (``{"pinned": N}``: the gates' references are
+        pinned to N frames of the camera's healthy look, :meth:`pin_camera`; None), ``contrast`` (the
         contrast gate: camera reference span, history frames, ratio, demoted verdicts; None when
         off), ``fpn`` (the FPN gate: the last routed frame's column-FPN amplitude and
         consistency, thresholds, checked frames, promoted verdicts; None when off), ``blur`` (the
@@ -775,6 +803,7 @@ class Restorer:
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),
                 "deploy_margin_db": self.deploy_margin_db, "runs": self.runs,
                 "student_loaded": self._student is not None,
+                "camera_reference": {"pinned": self.pinned_frames} if self.pinned_frames else None,
                 "contrast": None if self.contrast_gate is None else self.contrast_gate.status(),
                 "fpn": None if self.fpn_gate is None else self.fpn_gate.status(),
                 "blur": None if self.blur_gate is None else self.blur_gate.status(),

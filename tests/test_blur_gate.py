@@ -399,3 +399,23 @@ def test_restorer_moves_the_student_prompt_under_noise(blur_bundle, monkeypatch)
     assert np.allclose(r._gate_prompt(w, "noise"), [0.7, 0.0, 0.3, 0.0])
     r.blur_gate.noisy_soft = True
     assert np.allclose(r._gate_prompt(w, "BN"), [0.0, 0.7, 0.0, 0.3])
+
+
+def test_a_pinned_camera_reference_keeps_a_always_blurred_stream_blurred(blur_bundle):
+    """Without a pin, a camera whose every frame is blurred becomes its own reference and the blur
+    verdict is demoted; pinned to frames of its healthy look, the frames stay soft for it."""
+    sharp = np.stack([scene(s) for s in range(12)])[:, None]
+    stream = [blurred(scene(100 + k), 1.5)[None, None] for k in range(40)]
+    free = Restorer(blur_bundle, every=1, hysteresis=1, contrast_gate=False)
+    free.warm_camera(sharp)
+    pinned = Restorer(blur_bundle, every=1, hysteresis=1, contrast_gate=False)
+    assert pinned.pin_camera(sharp) == 12 and pinned.blur_gate.pinned
+    for x in stream:
+        free.infer(x)
+        pinned.infer(x)
+    assert free.status()["task"] == "passthrough" and free.status()["blur"]["demoted"] > 0
+    assert pinned.status()["task"] == "blur" and pinned.status()["blur"]["demoted"] == 0
+    assert pinned.status()["blur"]["frames"] == 12                 # the history did not move
+    assert pinned.status()["camera_reference"] == {"pinned": 12} and free.status()["camera_reference"] is None
+    with pytest.raises(ValueError, match="at least one frame"):
+        pinned.pin_camera(np.zeros((0, 1, H, W), np.float32))

@@ -312,3 +312,15 @@ def test_bench_on_clean_frames_says_nothing_was_restored(capsys):
                  "--no-progress", "--degrade", "none"]) == 0
     text = capsys.readouterr().out
     assert " passthrough " in text and "these rows time no restoration" in text
+
+
+def test_run_reference_options_are_checked(capsys, tiny_onnx, tmp_path):
+    assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "1",
+                 "--reference-frames", "0"]) == 2
+    assert "--reference-frames 0" in capsys.readouterr().err
+    assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "1",
+                 "--reference", SOURCE, "--output", f"file://{tmp_path / 'r'}?preview=0"]) == 2
+    assert "--reference pins the gates of automatic routing" in capsys.readouterr().err
+    assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "1",
+                 "--reference", "nope://x"]) == 2                      # checked before the model loads
+    assert "nope" in capsys.readouterr().err

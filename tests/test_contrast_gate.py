@@ -484,3 +484,49 @@ def test_the_in_flight_infer_stage_restores_as_the_restorer_does(gated_bundle, t
         np.testing.assert_allclose(got, ref.infer(x[None, None]), atol=1e-6)
     assert staged.status()["contrast"]["aligned"] == ref.status()["contrast"]["aligned"] == 2
     assert staged.loaded_routes == ref.loaded_routes
+
+
+def test_a_pinned_contrast_reference_does_not_move():
+    gate = ContrastGate.for_bundle(shipped_specs(), None)
+    for _ in range(20):
+        gate.add(0.6, ends=(0.2, 0.8))
+    gate.pinned = True
+    ref = (gate.extent_reference, gate.tone_reference())
+    for _ in range(30):
+        assert gate.step("CN", 0.1, ends=(0.45, 0.55)) == ("CN", True)   # low for the pinned camera
+    assert (gate.extent_reference, gate.tone_reference()) == ref and len(gate.extents) == 20
+    new = ContrastGate.for_bundle(shipped_specs(), None)
+    new.carry_from(gate)
+    assert new.pinned
+
+
+def test_tir_run_pins_the_reference_from_a_folder_or_the_virtual_camera(gated_bundle, tmp_path):
+    import types
+
+    from tir.edge.errors import UsageError
+    from tir.edge.sources import open_source
+    from tir.tools.run import pin_camera_reference
+
+    folder = tmp_path / "healthy"
+    folder.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(folder / f"{k}.png"), (ramp(0.6) * 255).astype(np.uint8))
+    args = types.SimpleNamespace(reference=f"file://{folder}", reference_frames=2)
+    r = Restorer(gated_bundle, every=1, hysteresis=1)
+    said = pin_camera_reference(r, args, source=None)
+    assert said == f"2 frames of file://{folder}" and r.status()["camera_reference"] == {"pinned": 2}
+    assert r.contrast_gate.pinned and r.status()["contrast"]["frames"] == 2
+    virtual = open_source("synthetic://?size=160x120&degrade=CB&realtime=0")
+    r2 = Restorer(gated_bundle, every=1, hysteresis=1)
+    default = types.SimpleNamespace(reference=None, reference_frames=4)
+    assert pin_camera_reference(r2, default, virtual) == "4 clean frames of the virtual camera"
+    assert pin_camera_reference(Restorer(gated_bundle), default, open_source("synthetic://?size=160x120")) is None
+    off = types.SimpleNamespace(reference="none", reference_frames=4)
+    assert pin_camera_reference(Restorer(gated_bundle), off, virtual) is None
+    with pytest.raises(UsageError, match="--reference pins the gates of automatic routing"):
+        pin_camera_reference(Restorer(gated_bundle, task="CB"), args, source=None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(Exception, match="empty|no "):
+        pin_camera_reference(Restorer(gated_bundle), types.SimpleNamespace(reference=f"file://{empty}",
+                                                                          reference_frames=2), source=None)

@@ -310,3 +310,16 @@ def test_restorer_sends_an_unknown_noisy_frame_to_the_noise_route(tmp_path):
     assert np.allclose(r.infer(noisy), noisy * 7.0) and r.status()["task"] == "noise"
     s = r.status()
     assert s["gated_from"] == UNKNOWN and s["fpn"]["promoted_white"] == 1 and s["fpn"]["promoted"] == 0
+
+
+def test_a_pinned_floor_does_not_move():
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise"}, white_sigma=5 / 255)
+    for i in range(12):
+        gate.add(scene(seed=i))
+    gate.pinned = True
+    floor = list(gate.floor)
+    gate.step(CLEAN, white(scene(seed=40), 6.0, seed=40))
+    assert list(gate.floor) == floor and gate.last_sigma is not None     # measured, not recorded
+    new = FPNGate({CLEAN: "noise"}, white_sigma=5 / 255)
+    new.carry_from(gate)
+    assert new.pinned

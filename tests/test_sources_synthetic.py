@@ -160,3 +160,18 @@ def test_degrade_cycle_walks_clean_then_every_task():
     src = open_source("synthetic://?size=160x120&realtime=0&fps=10&degrade=cycle&degrade_period=0.1")
     names = [src.read().meta["degradation"] for _ in range(len(TASKS) + 1)]
     assert names == ["clean", *TASKS]
+
+
+def test_reference_frames_are_the_virtual_cameras_clean_look():
+    """With degrade=..., reference_frames gives the renderer's own frames (no degradation), every
+    half second of its clock, without moving the stream; without degrade, none."""
+    src = open_source("synthetic://?size=160x120&degrade=blur&realtime=0&seed=4")
+    refs = src.reference_frames(3)
+    renderer = ThermalSceneRenderer((160, 120), 30.0, 4)
+    assert [f.seq for f in refs] == [0, 15, 30]
+    for f in refs:
+        assert np.array_equal(f.raw, renderer.render(f.seq)[0]) and f.meta["bits"] == 14
+        assert "degradation" not in f.meta
+    first = src.read()
+    assert first.seq == 0 and first.meta["degradation"] == "blur"
+    assert open_source("synthetic://?size=160x120&realtime=0").reference_frames(3) == []

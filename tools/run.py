@@ -6,11 +6,18 @@
     tir run --camera-port auto --ffc-period 300   # Boson control: FFC every 5 min, FFC frames marked
     tir run --host 0.0.0.0 --port 8090            # the page on every interface, port 8090
     tir run --collect /data/unknown               # keep frames the router calls unknown (tir discover)
+    tir run --reference /data/cam-in-focus        # judge every frame against this camera's healthy look
 
 Camera control (FFC, FPA temperature) opens with ``--camera-port DEV|auto``; without it, a v4l2
 Boson (USB 09CB:4007) whose serial port is found is controlled automatically. ``--ffc-period 0``
 leaves FFC to the camera's own mode (its FFCs are still seen and marked); the page's FFC
 button runs one on demand.
+
+Camera reference: the contrast, blur and FPN gates judge each verdict against the camera's own
+frames (engines/*_gate.py). By default they learn the camera from its stream; ``--reference URI``
+pins them to frames of its healthy look instead (a folder or file of frames, ``--reference-frames``
+at most), so a camera whose every frame is degraded (a defocused lens) is still restored rather
+than taken as its own normal. The virtual camera with ``degrade=...`` pins its own clean frames.
 
 Prints one status line a second (fps, end-to-end p50/p99, drops, route/confidence, signal,
 and ``FAILED: ...`` for an output that stopped, e.g. a recording on a full disk).
@@ -33,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tir.edge.errors import EXIT_OK, InputError, OutputFailed, OutputUnavailable, TirError, UsageError
 from tir.engines import loading
 from tir.engines.loading import ModelNotFound, load_model, normalizer_for  # noqa: F401  (tir.tools.run.*, as before)
+from tir.engines.loading import DEFAULT_REFERENCE_FRAMES, pin_reference
 
 from .cli import add_model_arguments, add_source_argument
 
@@ -159,6 +167,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--adapt", type=int, metavar="N",
                         help="adapt the bundle's router to this camera on the first N frames (unlabeled; "
                              "see tir adapt and docs/adapt.md); the state shows on the page")
+    parser.add_argument("--reference", metavar="URI",
+                        help="frames of this camera's healthy look (a folder or file of frames, any source URI): "
+                             "the contrast, blur and FPN gates judge every frame against them instead of the "
+                             "camera's recent frames, so a camera whose every frame is degraded (a defocused lens) "
+                             "is still restored (default: the virtual camera's own clean frames when it degrades "
+                             f"them, else none: the gates learn the camera from its stream; '{NO_REFERENCE}': never pin)")
+    parser.add_argument("--reference-frames", type=int, default=DEFAULT_REFERENCE_FRAMES, metavar="N",
+                        help=f"--reference: at most N frames (default {DEFAULT_REFERENCE_FRAMES})")
     parser.add_argument("--adapt-save", metavar="DIR",
                         help="with --adapt: also write the adapted copy of the bundle to DIR")
     parser.add_argument("--watch-bundle", type=float, nargs="?", const=1.0, default=None, metavar="SECONDS",
@@ -169,6 +185,58 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ffc-period", type=float, default=0.0, metavar="SECONDS",
                         help="run FFC every SECONDS (default 0: the camera's own FFC mode; "
                              "FFC frames are marked either way)")
+
+
+#: ``--reference none``: no pinned reference, not even the virtual camera's own
+NO_REFERENCE = "none"
+
+
+def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
+    """Pin the model's gate references to frames of the camera's healthy look
+    (engines/loading.py ``pin_reference``): the ``--reference`` source's first
+    ``--reference-frames`` frames (FFC frames skipped), else the source's own
+    ``reference_frames`` (the virtual camera's clean frames when it degrades its own), else
+    nothing; ``--reference none`` pins nothing. ``reference``: the ``--reference`` URI already checked (``check_source``). Returns
+    what was pinned, in words, or None.
+
+    Raises:
+        UsageError: ``--reference`` on a model without a router or with ``--task``, or a
+            reference source that gives no frame.
+        SourceError: the ``--reference`` source cannot be opened.
+    """
+    from tir.edge.sources.base import EndOfStream, check_source, open_source
+
+    n = int(getattr(args, "reference_frames", DEFAULT_REFERENCE_FRAMES))
+    uri = getattr(args, "reference", None)
+    if uri == NO_REFERENCE:
+        return None
+    routed = getattr(model, "router_info", None) is not None and not getattr(model, "forced", False)
+    if uri is None:
+        offer = getattr(source, "reference_frames", None)
+        if not routed or not callable(offer) or n < 1:
+            return None
+        frames = offer(n)
+        return f"{pin_reference(model, frames)} clean frames of the virtual camera" if frames else None
+    if not routed:
+        raise UsageError("--reference pins the gates of automatic routing: give a bundle with a router and no --task")
+    ref = open_source(reference if reference is not None else check_source(uri))
+    frames = []
+    try:
+        ref.start()
+        while len(frames) < n:
+            try:
+                frame = ref.read(timeout=1.0)
+            except EndOfStream:
+                break
+            if frame is None:
+                break
+            if not frame.meta.get("ffc"):
+                frames.append(frame)
+    finally:
+        ref.close()
+    if not frames:
+        raise UsageError(f"--reference {uri}: no frame could be read")
+    return f"{pin_reference(model, frames)} frames of {uri}"
 
 
 def with_http_address(uris: List[str], host: Optional[str], port: Optional[int]) -> List[str]:
@@ -340,6 +408,8 @@ def _run(args) -> int:
                             f"{args.collect_max_frames}&max_mb={args.collect_max_mb:g}&rate={args.collect_rate:g}")
             # every source/output option checked before the model loads, the camera opens or a port binds
             checked_source = check_source(source_uri)
+            checked_reference = check_source(args.reference) \
+                if getattr(args, "reference", None) not in (None, NO_REFERENCE) else None
             checked_outputs = [check_output(uri) for uri in uris]
             model, description = load_model(args.model, args.backend, args.task, args.threads,
                                             adapt=getattr(args, "adapt", None),
@@ -354,6 +424,9 @@ def _run(args) -> int:
                 if getattr(model, "forced", False):
                     raise UsageError("--collect needs the router, and --task turns routing off; drop --task")
             source = open_source(checked_source)
+            pinned = pin_camera_reference(model, args, source, checked_reference)
+            if pinned:
+                print(f"tir run: camera reference pinned to {pinned}", flush=True)
             ffc, client = open_ffc(args, source)
             for uri in checked_outputs:
                 outputs.append(open_output(uri))
@@ -458,7 +531,7 @@ def check_arguments(args) -> None:
     """Refuse limits that cannot mean anything (UsageError, a ValueError, with the option's name).
 
     Raises:
-        UsageError: ``--frames`` < 1 or ``--duration`` <= 0 s.
+        UsageError: ``--frames`` < 1, ``--duration`` <= 0 s or ``--reference-frames`` < 1.
     """
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give a number of frames >= 1 (or leave it out to run "
@@ -466,6 +539,8 @@ def check_arguments(args) -> None:
     if args.duration is not None and not args.duration > 0:
         raise UsageError(f"--duration {args.duration:g}: give seconds > 0 (or leave it out to run until "
                          "stopped)")
+    if getattr(args, "reference_frames", DEFAULT_REFERENCE_FRAMES) < 1:
+        raise UsageError(f"--reference-frames {args.reference_frames}: give a number of frames >= 1")
 
 
 def _close_model(model) -> None:

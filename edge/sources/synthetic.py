@@ -465,6 +465,30 @@ class SyntheticSource(Source):
         self._counts["frames"] += 1
         return Frame(raw=raw, seq=k, t_capture=t, meta=meta)
 
+    def reference_frames(self, count: int) -> List[Frame]:
+        """The virtual camera's healthy look when it degrades its own frames (``degrade`` set):
+        ``count`` frames of the same scene renderer without the degradation, one every half
+        second of its clock (shutter-closed frames skipped), for pinning the gates' camera
+        references (``tir run``; engines/loading.py ``pin_reference``). Rendering them does not
+        change the stream. Empty without ``degrade`` (the stream is then its own reference).
+
+        Returns:
+            Frames with (H, W) uint16 14-bit counts and the meta of :meth:`read` (no ``degradation``).
+        """
+        if not self.degradation or count <= 0:
+            return []
+        step = max(1, int(round(self._fps / 2)))
+        out: List[Frame] = []
+        k = 0
+        while len(out) < count:
+            if not self.renderer.is_ffc(k):
+                raw = self.renderer.render(k)[0]
+                out.append(Frame(raw=raw, seq=k, t_capture=now(),
+                                 meta={"source": self.uri.text, "camera": "synthetic", "bits": 14, "index": k,
+                                       "ffc": False, "temperature_k": self.temperature_k}))
+            k += step
+        return out
+
     def _render(self, k: int):
         if self.loop <= 0:
             return self.renderer.render(k, clean=self.clean)
