@@ -221,7 +221,9 @@ def test_tir_eval_data_folder_is_a_camera_on_the_users_path(tmp_path, capsys, mo
     assert "dir:my8" in capsys.readouterr().out
     assert cli.main(["eval", "--bundle", str(b.path), "--data", str(tmp_path / "my8"), "--no-reference",
                      "--json", str(out)]) == 0
-    assert "noise_routed" in json.loads(out.read_text())["sets"]["dir:my8-2"]
+    real = json.loads(out.read_text())["sets"]["dir:my8-2"]
+    assert "noise_routed" in real
+    assert real["level_shift"]["median"] == 0.0 and real["contrast_ratio"]["median"] == pytest.approx(1.0)
     (tmp_path / "empty").mkdir()
     capsys.readouterr()
     assert cli.main(["eval", "--bundle", str(b.path), "--data", str(tmp_path / "empty")]) == 2
@@ -369,3 +371,22 @@ def test_constant_frames_give_finite_psnr_in_the_table_and_the_json(tmp_path, ca
     blur = r["per_task"]["blur"]
     assert blur["degraded"] == blur["auto"] == blur["true_route"] == 99.0 and blur["regret"] == 0.0
     assert blur["gain_auto"] == 0.0 and r["per_task"]["noise"]["degraded"] < 99.0
+
+
+def test_no_reference_report_measures_the_tone_a_restoration_keeps(tmp_path, monkeypatch):
+    """Real degraded frames: the output's level (mean, grey levels) and scene contrast against the
+    input's, so a route that darkens or flattens a real camera's frames shows."""
+    from tir.engines.training import camera_eval
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
+    b = _identity_bundle(tmp_path)
+    (tmp_path / "real").mkdir()
+    ramp = np.tile(np.linspace(40, 200, 64), (48, 1)).astype(np.uint8)
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "real" / f"f{i}.png"), ramp)
+    monkeypatch.setattr(camera_eval, "user_path", lambda model, counts, meta: (counts // 2).astype(counts.dtype))
+    name = ds.register_folder(tmp_path / "real", clean=False)
+    r = camera_eval.evaluate_set(b.path, name, progress=False)
+    assert r["level_shift"]["median"] == pytest.approx(-ramp.mean() / 2, abs=0.6)
+    assert r["contrast_ratio"]["median"] == pytest.approx(0.5, abs=0.02)

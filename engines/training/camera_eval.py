@@ -270,7 +270,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                                  "tone_align": {"on": auto.tone_align}}
     t0 = time.monotonic()
     if not ds.clean:  # real degraded frames: no reference, no-reference checks only
-        routed, fpn_in, fpn_out, scene, fpn_rel_in, fpn_rel_out = [], [], [], [], [], []
+        routed, fpn_in, fpn_out, scene, fpn_rel_in, fpn_rel_out, level, gain = [], [], [], [], [], [], [], []
         for f in tqdm(frames, desc=name, unit="frame", disable=not progress):
             counts, _, meta, peak = degrade_counts(f, ds.bits, CLEAN, None)
             auto.reset()
@@ -287,6 +287,9 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             corr = _scene_correlation(out, counts)
             if corr is not None:
                 scene.append(corr)
+            # the tone a restoration must keep: level (mean) and scene contrast of output against input
+            level.append(float(out.mean() - counts.mean()) / peak * 255.0)
+            gain.append(_scene_span(out / peak * 255.0) / _scene_span(counts / peak * 255.0))
         result["routes"] = {r: routed.count(r) for r in sorted(set(routed))}
         result["noise_routed"] = float(np.mean([r in NOISE_TASKS for r in routed]))
         result["gates"] = gate_counts(auto)
@@ -302,6 +305,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             "column_fpn_rel_cut": None if cut is None else float(1.0 - np.mean(fpn_rel_out) / np.mean(fpn_rel_in)),
             "scene_correlation": ({"median": float(np.median(scene)), "min": float(np.min(scene))} if scene
                                   else None),
+            "level_shift": _summary(level), "contrast_ratio": _summary(gain),
             "seconds": round(time.monotonic() - t0, 1)})
         auto.close()
         return result
@@ -512,7 +516,10 @@ def format_cameras(result: dict) -> str:
                          f"({_pct(r['column_fpn_rel_cut'])}); " + (
                              f"scene kept: low-pass correlation of input and output {r['scene_correlation']['median']:.3f} "
                              f"(median; min {r['scene_correlation']['min']:.3f})" if r["scene_correlation"]
-                             else "no scene to keep (constant frames)"))
+                             else "no scene to keep (constant frames)")
+                         + (f"; tone kept? level {r['level_shift']['median']:+.1f} grey levels, scene contrast "
+                            f"×{r['contrast_ratio']['median']:.2f} (medians, output against input)"
+                            if r.get("level_shift") else ""))
     return "\n".join(lines)
 
 
