@@ -415,21 +415,24 @@ class ContrastGate:
         hi = float(np.percentile(self.highs, TONE_PERCENTILES[1]))
         return (lo, hi) if hi - lo >= MIN_TONE_EXTENT else None
 
-    def align(self, restored: np.ndarray) -> np.ndarray:
-        """Map each restored frame's extremes onto the camera's (the tone alignment after a
-        contrast-carrying route; module docstring): y' = lo_ref + (y − lo_y)·(hi_ref − lo_ref) /
-        (hi_y − lo_y), with (lo_y, hi_y) the frame's :func:`lowpass_ends` and (lo_ref, hi_ref)
-        :meth:`tone_reference`, clipped to [0, 1]. Frames pass unchanged without a reference,
-        when flat (extent under :data:`MIN_TONE_EXTENT`), empty or not finite. Counted in
-        :attr:`aligned`.
+    def align(self, restored: np.ndarray, fallback: Optional[Tuple[float, float]] = None) -> np.ndarray:
+        """Map each restored frame's extremes onto the camera's own (the tone alignment after a
+        contrast-carrying or noise-carrying task; module docstring): y' = lo_ref + (y − lo_y)·
+        (hi_ref − lo_ref) / (hi_y − lo_y), with (lo_y, hi_y) the frame's :func:`lowpass_ends` and
+        (lo_ref, hi_ref) :meth:`tone_reference`, or ``fallback`` (frame units) while the camera has
+        none, clipped to [0, 1]. Frames pass unchanged without either, when flat (extent under
+        :data:`MIN_TONE_EXTENT`), empty or not finite. Counted in :attr:`aligned`.
 
         Args:
             restored: (N, 1, H, W) float32 restored frames in [0, 1].
+            fallback: (low, high) to map onto when the camera has no tone reference yet, or None.
 
         Returns:
             (N, 1, H, W) float32 (a new array when any frame is aligned, else ``restored``).
         """
         ref = self.tone_reference()
+        if ref is None and fallback is not None and fallback[1] - fallback[0] >= MIN_TONE_EXTENT:
+            ref = (float(fallback[0]), float(fallback[1]))
         y = np.asarray(restored, dtype=np.float32)
         if ref is None:
             return y

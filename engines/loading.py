@@ -182,8 +182,9 @@ def pin_reference(model, frames) -> int:
 
     Args:
         model: a Restorer (or the hot-swap wrapper around one) with a router and no forced task.
-        frames: :class:`~tir.edge.frame.Frame` objects (raw counts and their meta, e.g. ``bits``),
-            any sizes.
+        frames: :class:`~tir.edge.frame.Frame` objects: ``raw`` an (H, W) uint16 (or uint8) array
+            of counts, any size, with its meta (e.g. ``bits``); each becomes an (H, W) float32
+            model input in [0, 1].
 
     Returns:
         The number of frames pinned.

@@ -70,7 +70,7 @@ import numpy as np
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
 from .blur_gate import BlurGate
 from .bundle import TONE
-from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span
+from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span, noise_free_verdicts
 from .fpn_gate import FPNGate
 from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
 
@@ -260,6 +260,10 @@ class Restorer:
                 gate = BlurGate.for_bundle(specs)
                 self.blur_gate = gate if gate.partners or gate.noisy_partners else None  # no blur task: nothing to judge
         self.tone_align = bool(tone_align) and self.contrast_gate is not None
+        #: noise-carrying tasks without a contrast part (noise, BN): their output keeps the tone (:meth:`plan`)
+        self._keeps_tone = frozenset() if self.contrast_gate is None else frozenset(
+            t for t in self.routes if specs.get(t) and t not in noise_free_verdicts(specs)
+            and t not in self.contrast_gate.partners)
         self._contrast_low = True   # the last routed frame's contrast was low for this camera
         self._fpn = False           # the last routed frame carried column FPN (the FPN gate added noise)
         self._soft = True           # the last routed frame was soft for this camera (blur gate)
@@ -741,18 +745,24 @@ class Restorer:
         """
         x = _as_batch(batch)
         self.observe(x, meta)
-        engine, finish = self.plan()
+        engine, finish = self.plan(x)
         if engine is None:
             return finish(x.copy())
         return finish(np.asarray(engine.infer(x), dtype=np.float32))
 
-    def plan(self) -> Tuple[Optional[object], Callable[[np.ndarray], np.ndarray]]:
-        """What restores frames now, under the routing state :meth:`observe` left: ``(engine,
+    def plan(self, x: Optional[np.ndarray] = None) -> Tuple[Optional[object], Callable[[np.ndarray], np.ndarray]]:
+        """What restores frames ``x`` now, under the routing state :meth:`observe` left: ``(engine,
         finish)``. ``engine`` has ``infer(batch)`` ((N, 1, H, W) float32 -> the same shape): the
         route of :meth:`runner`'s task, or the student with its prompt weights; None for
         pass-through and for a task the camera's tone alone restores (contrast under ``tone``).
         ``finish`` maps its output (or the input copy) to the restored frames: the tone
-        alignment after a contrast-carrying task (:meth:`ContrastGate.align`), else identity.
+        alignment after a contrast-carrying task (:meth:`ContrastGate.align`); after a
+        noise-carrying task without a contrast part (noise, BN) the same map onto the camera's
+        tone, or, before the camera has one, onto the extremes of ``x`` itself (``x`` None: no
+        map): noise has no tone of its own, and the routes learned from the noise spec's
+        one-signed shading to lower a frame's level (on the real lynred_nonuc frames 40 grey
+        levels darker and 0.73 of the contrast without this; docs/cameras.md "Session 10"); else
+        identity.
         :meth:`infer` is ``finish(engine.infer(x))``; the TensorRT stage that keeps several
         frames in flight (edge/pipeline/stages.py ``PipelinedInfer``) runs the two parts apart.
 
@@ -774,6 +784,14 @@ class Restorer:
             engine = self.engine(task)
         if self.tone_align and self.current in self.contrast_gate.partners:
             return engine, self.contrast_gate.align
+        if self.tone_align and self.current in self._keeps_tone and x is not None:
+            # noise has no tone of its own: the camera's, or before it is known the frame's own
+            try:
+                ends = lowpass_ends(_as_batch(x)[-1, 0])
+            except ValueError:
+                return engine, _unchanged
+            gate = self.contrast_gate
+            return engine, lambda y: gate.align(y, fallback=ends)
         return engine, _unchanged
 
     def status(self) -> dict:

@@ -155,7 +155,7 @@ def blur_bundle(tmp_path_factory):
 
 
 def test_restorer_adds_the_noise_part_on_column_fpn(blur_bundle):
-    r = Restorer(blur_bundle, every=1, hysteresis=1)
+    r = Restorer(blur_bundle, every=1, hysteresis=1, tone_align=False)
     assert r.fpn_gate.partners == {CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}
     clean = scene()[None, None]
     assert np.allclose(r.infer(clean), clean * 3.0) and r.status()["task"] == "blur"   # router as it says
@@ -169,7 +169,7 @@ def test_restorer_adds_the_noise_part_on_column_fpn(blur_bundle):
 
 def test_unknown_verdict_with_column_fpn_goes_to_the_noise_route(tmp_path):
     bundle = _bundle(tmp_path, "clean", unknown=True)
-    r = Restorer(bundle, every=1, hysteresis=1)
+    r = Restorer(bundle, every=1, hysteresis=1, tone_align=False)
     clean = scene()[None, None]
     assert np.allclose(r.infer(clean), clean) and r.status()["unknown"]        # do no harm
     striped = with_column_fpn(scene(), 0.025)[None, None]
@@ -241,7 +241,7 @@ def test_unsure_noise_verdict_on_column_fpn_is_kept(tmp_path):
     """The router names BN but below the confidence floor: pass-through on a frame without FPN
     (do no harm), BN on a frame whose column FPN is measured (the noise part is certain)."""
     bundle = _bundle(tmp_path, "BN")
-    r = Restorer(bundle, every=1, hysteresis=1, min_confidence=0.9999)   # softmax of one-hot: 0.99986
+    r = Restorer(bundle, every=1, hysteresis=1, tone_align=False, min_confidence=0.9999)   # softmax of one-hot: 0.99986
     clean = scene()[None, None]
     assert np.allclose(r.infer(clean), clean) and r.status()["uncertain"] == 1
     striped = with_column_fpn(scene(), 0.025)[None, None]
@@ -303,7 +303,7 @@ def test_a_noisy_camera_is_its_own_floor():
 
 def test_restorer_sends_an_unknown_noisy_frame_to_the_noise_route(tmp_path):
     bundle = _bundle(tmp_path, "clean", unknown=True)
-    r = Restorer(bundle, every=1, hysteresis=1)
+    r = Restorer(bundle, every=1, hysteresis=1, tone_align=False)
     for i in range(8):                                                   # the camera's floor: its own frames
         r.fpn_gate.step(CLEAN, scene(seed=i))
     noisy = white(scene(seed=40), 8.0)[None, None]
@@ -323,3 +323,25 @@ def test_a_pinned_floor_does_not_move():
     new = FPNGate({CLEAN: "noise"}, white_sigma=5 / 255)
     new.carry_from(gate)
     assert new.pinned
+
+
+def test_a_noise_route_keeps_the_tone_of_the_camera_or_of_the_frame(blur_bundle):
+    """After a noise-carrying task without a contrast part (here BN, a route that scales by 5) the
+    output's extremes are mapped back: onto the frame's own while the camera has no tone
+    reference, onto the camera's once it has one; tone_align=False leaves the route's output."""
+    from tir.engines.contrast_gate import lowpass_ends
+
+    striped = with_column_fpn(scene(), 0.025)[None, None]
+    r = Restorer(blur_bundle, every=1, hysteresis=1)
+    assert r._keeps_tone == {"noise", "BN"}
+    out = r.infer(striped)
+    assert r.status()["task"] == "BN" and r.contrast_gate.tone_reference() is None
+    np.testing.assert_allclose(lowpass_ends(out[0, 0]), lowpass_ends(striped[0, 0]), atol=2e-3)
+    assert np.allclose(out, striped, atol=1e-4)            # a pure scale, mapped back: the frame itself
+    cam = Restorer(blur_bundle, every=1, hysteresis=1)
+    cam.warm_camera(np.stack([scene(seed=s) * 0.5 + 0.25 for s in range(12)])[:, None])
+    ref = cam.contrast_gate.tone_reference()
+    out = cam.infer(striped)
+    np.testing.assert_allclose(lowpass_ends(out[0, 0]), ref, atol=2e-3)
+    off = Restorer(blur_bundle, every=1, hysteresis=1, tone_align=False)
+    assert np.allclose(off.infer(striped), striped * 5.0)

@@ -182,7 +182,7 @@ class PipelinedInfer:
             model.observe(batch, meta)
             if meta is not None:
                 _attach_verdict(model, before, meta)
-            return model.plan()
+            return model.plan(batch)
         return model, None
 
     def _pipe(self, engine, shape):
