@@ -133,8 +133,8 @@ def test_the_shipped_bundles_val_numbers_give_the_measured_split():
         pytest.skip("no shipped bundle in engines/bundles/edge")
     b = load_bundle(path)
     # measured on the user's path (tir deploy --set auto --measure all, val, 12 frames per camera),
-    # student − route (dB): contrast −2.85, blur −1.44, noise +0.25, CB −0.77, CN +0.46, BN +0.17, CBN +0.54;
-    # tone − best (dB): contrast +0.46, CB +1.05, CN −0.74, CBN −0.77
+    # student − route (dB): contrast −2.85, blur −1.44, noise +0.16, CB −0.77, CN +0.39, BN +0.08, CBN +0.50;
+    # tone − best (dB): contrast +0.46, CB +1.05, CN −0.74, CBN −0.78
     from tir.engines.bundle import AUTO_SOURCE_USER, auto_deploy_entry
 
     assert b.deploy_table("auto") == {"contrast": "tone", "blur": "routes", "noise": "student", "CB": "tone",
