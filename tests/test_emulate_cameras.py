@@ -56,7 +56,8 @@ def test_every_camera_one_size_from_the_test_split(emu, root, tmp_path):
             "tone_log": ((512, 640), np.uint8, 3), "tiny_80x60": ((60, 80), np.uint8, 3),
             "soft_2x": ((240, 320), np.uint8, 3), "shading": ((480, 640), np.uint8, 3),
             "netd_noise": ((512, 640), np.uint8, 3), "column_fpn": ((512, 640), np.uint8, 3),
-            "osd_overlay": ((480, 640), np.uint8, 3)}
+            "osd_overlay": ((480, 640), np.uint8, 3),
+            "pal_384x288": ((288, 384), np.uint8, 3), "halo": ((512, 640), np.uint8, 3)}
     for cam, (shape, dtype, n) in want.items():
         files = sorted((tmp_path / cam).glob("*.png"))
         assert done[cam] == n == len(files), cam   # only the T1030sc frames of the raw set, two crops each
@@ -94,6 +95,15 @@ def test_plateau_equalisation_is_monotone_and_full_scale(emu):
     # the spike's bin is clipped at the plateau: the tone map steps over it by a few grey levels,
     # not by the fifth of the scale (51) plain histogram equalisation gives it
     assert int(out[0, 1200]) - int(out[0, 799]) <= 3
+
+
+def test_halo_brightens_around_the_hot_spot_only(emu):
+    g = np.full((200, 200), 60, np.uint8)
+    g[95:105, 95:105] = 250
+    out = emu.halo(g).astype(int)
+    assert out[100, 70] - 60 >= 15             # 30 px from the hot spot: in the glow
+    assert abs(out[5, 5] - 60) <= 1            # far corner: untouched
+    assert out[100, 100] == 255                # the hot spot itself saturates, as a sensor would
 
 
 def test_unknown_camera_and_missing_root(emu, tmp_path):

@@ -1,5 +1,5 @@
 """Emulated "new cameras" from the test splits: how the product behaves on a camera none of the
-data sets covers (issue 9, "checked from outside"; findings in docs/cameras.md, "Unseen cameras").
+data sets covers (issue 9, "checked from outside": run ``tir eval --data OUT/<camera>`` on each).
 
 Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]]
 
@@ -26,6 +26,10 @@ repository). Each differs from every set in one way real cameras differ (:data:`
 - ``raw16_lowgain`` / ``raw16_highgain``: T1030sc raw counts remapped linearly so that the
   frame's 1st-99th percentiles span 300 / 20000 counts (a low-gain scene, a high-gain mode),
   kept 16-bit (Y16 PNG), 640×512 crops;
+- ``pal_384x288``: M3SVD frames area-averaged to 384×288 (a 384×288 core);
+- ``halo``: RoadScene frames with a hot-spot halo: the glow of the hottest 2 % of the frame
+  (Gaussian, σ = 25 px) added so that its peak is +40 grey levels (stray light around hot
+  objects, lamps and the sun);
 - ``osd_overlay``: M3SVD frames with a burnt-in OSD (white text with a black outline at the top
   left, a reticle in the centre) and a 24-px grey-scale bar with tick labels at the right edge.
 
@@ -136,6 +140,15 @@ def shading(grey: np.ndarray) -> np.ndarray:
     return to_u8(grey.astype(np.float64) * gain)
 
 
+def halo(grey: np.ndarray, sigma: float = 25.0, peak: float = 40.0) -> np.ndarray:
+    """A hot-spot halo: the part of the frame above its 98th percentile, Gaussian-blurred (σ px),
+    scaled to a ``peak`` grey-level maximum and added."""
+    g = grey.astype(np.float64)
+    hot = np.maximum(g - np.percentile(g, 98), 0.0)
+    glow = cv2.GaussianBlur(hot, (0, 0), sigma)
+    return to_u8(g + glow * (peak / max(float(glow.max()), 1e-9)))
+
+
 def osd(grey: np.ndarray) -> np.ndarray:
     """A burnt-in OSD: text at the top left (white, black outline), a centre reticle, and a 24-px
     vertical grey-scale bar with tick labels at the right edge."""
@@ -192,6 +205,9 @@ CAMERAS: Dict[str, Tuple[Callable, Callable, str]] = {
     "column_fpn": (_set("hit_uav"), _column_fpn, "HIT-UAV with fixed column FPN sigma 1.5 grey levels"),
     "raw16_lowgain": (_raw, lambda i, f: remap_span(f, 300.0), "T1030sc counts, p1-p99 span 300 counts"),
     "raw16_highgain": (_raw, lambda i, f: remap_span(f, 20000.0), "T1030sc counts, p1-p99 span 20000 counts"),
+    "pal_384x288": (_set("m3svd_magnity"), lambda i, f: cv2.resize(f, (384, 288), interpolation=cv2.INTER_AREA),
+                    "M3SVD area-averaged to 384x288"),
+    "halo": (_set("roadscene-ir"), lambda i, f: halo(f), "RoadScene with a hot-spot halo (sigma 25 px, +40)"),
     "osd_overlay": (_set("m3svd_magnity"), lambda i, f: osd(f), "M3SVD with OSD text, reticle and scale bar"),
 }
 
