@@ -30,6 +30,9 @@ repository). Each differs from every set in one way real cameras differ (:data:`
 - ``halo``: RoadScene frames with a hot-spot halo: the glow of the hottest 2 % of the frame
   (Gaussian, σ = 25 px) added so that its peak is +40 grey levels (stray light around hot
   objects, lamps and the sun);
+- ``false_colour``: HIT-UAV frames through a rainbow palette (OpenCV's TURBO colour map), saved
+  as colour PNG: a camera that delivers only its false-colour video (many USB thermal cameras'
+  default). The palette's luminance is not monotone in temperature;
 - ``osd_overlay``: M3SVD frames with a burnt-in OSD (white text with a black outline at the top
   left, a reticle in the centre) and a 24-px grey-scale bar with tick labels at the right edge.
 
@@ -208,13 +211,16 @@ CAMERAS: Dict[str, Tuple[Callable, Callable, str]] = {
     "pal_384x288": (_set("m3svd_magnity"), lambda i, f: cv2.resize(f, (384, 288), interpolation=cv2.INTER_AREA),
                     "M3SVD area-averaged to 384x288"),
     "halo": (_set("roadscene-ir"), lambda i, f: halo(f), "RoadScene with a hot-spot halo (sigma 25 px, +40)"),
+    "false_colour": (_set("hit_uav"), lambda i, f: cv2.applyColorMap(f, cv2.COLORMAP_TURBO),
+                     "HIT-UAV through the TURBO (rainbow) palette, colour PNG"),
     "osd_overlay": (_set("m3svd_magnity"), lambda i, f: osd(f), "M3SVD with OSD text, reticle and scale bar"),
 }
 
 
 def build(out: Path, root=None, only=None, frames: int = FRAMES) -> Dict[str, int]:
     """Write every camera of :data:`CAMERAS` (or those in ``only``) under ``out``; returns
-    {camera: frames written}. PNG, 8-bit grey or 16-bit counts as the camera delivers them.
+    {camera: frames written}. PNG, 8-bit grey or 16-bit counts as the camera delivers them
+    (``false_colour``: 8-bit BGR).
 
     Raises:
         KeyError: a name in ``only`` that is not a camera (the message lists them).
