@@ -58,7 +58,8 @@ def test_every_camera_one_size_from_the_test_split(emu, root, tmp_path):
             "netd_noise": ((512, 640), np.uint8, 3), "column_fpn": ((512, 640), np.uint8, 3),
             "osd_overlay": ((480, 640), np.uint8, 3),
             "pal_384x288": ((288, 384), np.uint8, 3), "halo": ((512, 640), np.uint8, 3),
-            "false_colour": ((512, 640, 3), np.uint8, 3)}
+            "false_colour": ((512, 640, 3), np.uint8, 3),
+            "black_hot": ((512, 640), np.uint8, 3)}
     for cam, (shape, dtype, n) in want.items():
         files = sorted((tmp_path / cam).glob("*.png"))
         assert done[cam] == n == len(files), cam   # only the T1030sc frames of the raw set, two crops each

@@ -14,6 +14,7 @@ repository). Each differs from every set in one way real cameras differ (:data:`
 - ``agc_clahe``: the same counts through CLAHE (8×8 tiles, clip 2.0, OpenCV) to 8 bits;
 - ``tone_log``: RoadScene 8-bit frames through a log tone curve ``255·log1p(k·g)/log1p(k)``,
   k = 20 (a camera whose AGC lifts the cold end);
+- ``black_hot``: RoadScene frames inverted (255 − g), a camera set to "black hot" polarity;
 - ``tiny_80x60``: HIT-UAV frames area-averaged to 80×60 (a 80×60 Lepton 2-class sensor);
 - ``soft_2x``: Lepton 3.5 frames (160×120) upscaled 2× bicubic to 320×240 (soft optics /
   an upscaling video path);
@@ -198,6 +199,7 @@ CAMERAS: Dict[str, Tuple[Callable, Callable, str]] = {
     "agc_clahe": (_raw, lambda i, f: clahe_agc(f), "T1030sc raw counts, CLAHE to 8 bits"),
     "tone_log": (_set("roadscene-ir"), lambda i, f: to_u8(255.0 * np.log1p(20.0 * f / 255.0) / np.log1p(20.0)),
                  "RoadScene, log tone curve k=20"),
+    "black_hot": (_set("roadscene-ir"), lambda i, f: 255 - f, "RoadScene inverted (black hot)"),
     "tiny_80x60": (_set("hit_uav"), lambda i, f: cv2.resize(f, (80, 60), interpolation=cv2.INTER_AREA),
                    "HIT-UAV area-averaged to 80x60"),
     "soft_2x": (_set("chips_lepton35"), lambda i, f: cv2.resize(f, (f.shape[1] * 2, f.shape[0] * 2),
