@@ -112,3 +112,36 @@ def test_unknown_camera_and_missing_root(emu, tmp_path):
     with pytest.raises(KeyError, match="no emulated camera 'fisheye'"):
         emu.build(tmp_path, tmp_path, only=["fisheye"])
     assert emu.main([str(tmp_path / "out"), "--root", str(tmp_path), "--only", "tone_log"]) == 2
+
+
+DIAG = Path(__file__).resolve().parents[1] / "tools" / "scripts" / "diagnose_camera.py"
+
+
+@pytest.fixture(scope="module")
+def diag():
+    spec = importlib.util.spec_from_file_location("diagnose_camera", DIAG)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_diagnose_camera_rows_follow_camera_eval(diag, tmp_path, monkeypatch, capsys):
+    """The diagnosis runs the shipped bundle on camera_eval's path: one row per frame and class
+    asked for, a clean frame's input is itself (99 dB), a noise frame's input is not, the gates'
+    measures are filled in; an unknown class is refused naming the classes."""
+    from tir.engines.training import datasets as ds
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    (tmp_path / "cam").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "cam" / f"f{i}.png"), _scene(64, 96, i, 8))
+    rows = diag.diagnose(str(tmp_path / "cam"), ["clean", "noise"], max_frames=2, bundle="engines/bundles/edge")
+    assert [(r["frame"], r["class"]) for r in rows] == [(0, "noise"), (0, "clean"), (1, "noise"), (1, "clean")]
+    clean = [r for r in rows if r["class"] == "clean"]
+    noisy = [r for r in rows if r["class"] == "noise"]
+    assert all(r["psnr_in"] == 99.0 for r in clean) and all(r["psnr_in"] < 30.0 for r in noisy)
+    assert all(r["extent"] > 0 and r["ratio"] is not None and r["amplitude_threshold"] > 0 for r in rows)
+    assert "router=" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no class fog; classes: contrast"):
+        diag.diagnose(str(tmp_path / "cam"), ["fog"], bundle="engines/bundles/edge")
+    assert diag.main([str(tmp_path / "cam"), "fog", "--bundle", "engines/bundles/edge"]) == 2
