@@ -92,6 +92,8 @@ def diagnose(folder: str, classes: List[str], max_frames: Optional[int] = 12, bu
 
 
 def main(argv=None) -> int:
+    """The command line (module docstring); 0, or 2 with one line on stderr for a folder without
+    readable frames or an unknown class."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folder", help="a folder of one camera's frames (as tir eval --data DIR)")
     p.add_argument("classes", nargs="?", default="clean", help="comma list of classes (default: clean)")

@@ -66,7 +66,7 @@ def data_root(root=None) -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-def test_frames(root: Path, name: str, contains: str = "") -> List[Tuple[str, np.ndarray]]:
+def split_frames(root: Path, name: str, contains: str = "") -> List[Tuple[str, np.ndarray]]:
     """(file name, frame as stored) for the test split of set folder ``name`` whose file name
     contains ``contains``; 8-bit colour frames are converted to grey.
 
@@ -130,6 +130,7 @@ def remap_span(counts: np.ndarray, span: float, base: float = 8000.0) -> np.ndar
 
 
 def to_u8(x: np.ndarray) -> np.ndarray:
+    """Float grey levels -> uint8, rounded and clipped to 0..255 (same shape)."""
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
@@ -174,12 +175,12 @@ def osd(grey: np.ndarray) -> np.ndarray:
 
 
 def _raw(root):
-    return crops_640x512(test_frames(root, "flir_raw16_mixed", RAW_CAMERA))
+    return crops_640x512(split_frames(root, "flir_raw16_mixed", RAW_CAMERA))
 
 
 def _set(name):
     def load(root):
-        return [(Path(n).stem, f) for n, f in test_frames(root, name)]
+        return [(Path(n).stem, f) for n, f in split_frames(root, name)]
     return load
 
 
@@ -247,6 +248,8 @@ def build(out: Path, root=None, only=None, frames: int = FRAMES) -> Dict[str, in
 
 
 def main(argv=None) -> int:
+    """The command line (module docstring); 0, or 2 with one line on stderr for an unknown camera
+    or a data root without the test splits."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="folder to write the camera folders into (e.g. /tmp/unseen10)")
     p.add_argument("--root", default=None, help="data root (default $TIR_DATA_ROOT or ../shared/data)")
