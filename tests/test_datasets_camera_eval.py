@@ -390,3 +390,32 @@ def test_no_reference_report_measures_the_tone_a_restoration_keeps(tmp_path, mon
     r = camera_eval.evaluate_set(b.path, name, progress=False)
     assert r["level_shift"]["median"] == pytest.approx(-ramp.mean() / 2, abs=0.6)
     assert r["contrast_ratio"]["median"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_false_colour_frames_are_refused_grey_in_colour_is_read(tmp_path, monkeypatch, capsys):
+    """A palette rendering (rainbow: its brightness rises and falls again with temperature) would
+    be a scrambled scene as grey: refused with one line naming the file; grey stored as colour
+    JPEG, and a grey frame with a coloured OSD and colour scale bar, are read as grey."""
+    from tir.tools import cli
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    grey = np.rint(_scene(120, 160, 3) * 255).astype(np.uint8)
+    (tmp_path / "ok").mkdir()
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), [cv2.IMWRITE_JPEG_QUALITY, 60])
+    (tmp_path / "ok" / "a.jpg").write_bytes(buf.tobytes())
+    osd = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    cv2.putText(osd, "REC 27.4C", (4, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 255), 2)
+    osd[:, -12:] = cv2.applyColorMap(np.linspace(255, 0, 120).astype(np.uint8)[:, None].repeat(12, 1),
+                                     cv2.COLORMAP_JET)
+    cv2.imwrite(str(tmp_path / "ok" / "b.png"), osd)
+    name = ds.register_folder(tmp_path / "ok")
+    a, b = ds.load_counts(name, ds.ALL)
+    assert a.dtype == np.uint8 and a.shape == (120, 160) and np.abs(a.astype(int) - grey).mean() < 2
+    assert np.array_equal(b[40:, :-12], grey[40:, :-12])   # the scene under the OSD's rows is untouched
+    (tmp_path / "pal").mkdir()
+    cv2.imwrite(str(tmp_path / "pal" / "c.png"), cv2.applyColorMap(grey, cv2.COLORMAP_TURBO))
+    with pytest.raises(ds.DatasetError, match=r"c\.png: a false-colour frame .* give the camera's grey frames"):
+        ds.load_counts(ds.register_folder(tmp_path / "pal"), ds.ALL)
+    assert cli.main(["eval", "--data", str(tmp_path / "pal"), "--no-true-routes"]) == 2
+    err = capsys.readouterr().err
+    assert "a false-colour frame" in err and "Traceback" not in err

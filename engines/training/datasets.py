@@ -194,8 +194,9 @@ def register_folder(path: Union[str, Path], clean: bool = True) -> str:
     return its name (``dir:<folder name>``; the same folder and ``clean`` give the same name again).
 
     The bit depth is read from the first frame: ``uint16`` -> 16 (raw counts, Y16), else 8
-    (display-referred grey levels; colour is converted to grey). ``clean``: the frames are clean
-    targets (False: real degraded frames, scored without a reference as ``lynred_nonuc`` is).
+    (display-referred grey levels; grey stored as colour is converted, a false-colour frame is
+    refused when read). ``clean``: the frames are clean targets (False: real degraded frames,
+    scored without a reference as ``lynred_nonuc`` is).
 
     Raises:
         DatasetError: no such folder, no image files in it (the message lists the suffixes), or a
@@ -219,14 +220,44 @@ def register_folder(path: Union[str, Path], clean: bool = True) -> str:
                                     "the user's", False, clean=clean, splits=False)).name
 
 
-def read_counts(path: Path, bits: int) -> np.ndarray:
-    """One frame as stored: grey uint8 (8-bit sets, colour converted) or uint16 counts.
+#: median over a colour frame's pixels of (largest − smallest channel), in 8-bit grey levels, above
+#: which the frame is a false-colour (palette) rendering rather than grey stored in three channels.
+#: Grey stored as colour (JPEG included) differs by chroma rounding only (0-2 levels); a burnt-in
+#: coloured OSD or colour scale bar covers a minority of the pixels, so the median ignores it; a
+#: palette differs by tens of levels nearly everywhere (measured on a HIT-UAV frame: OpenCV's
+#: TURBO, INFERNO, JET medians of 100+).
+FALSE_COLOUR_CHROMA = 8.0
 
-    Raises DatasetError for an unreadable file or a bit depth other than the set's.
+
+def _grey(image: np.ndarray, path: Path) -> np.ndarray:
+    """A decoded frame (H×W, H×W×1, BGR or BGRA) as one grey channel; DatasetError for a
+    false-colour frame (:data:`FALSE_COLOUR_CHROMA`): a palette's brightness does not follow the
+    scene's temperature (a rainbow palette's luminance rises and falls again), so converting it to
+    grey would silently give a scrambled scene."""
+    if image.ndim != 3:
+        return image
+    if image.shape[2] == 1:
+        return image[:, :, 0]
+    bgr = image[:, :, :3]
+    chroma = float(np.median(bgr.max(axis=2) - bgr.min(axis=2)))
+    if image.dtype == np.uint16:
+        chroma /= 257.0
+    if chroma > FALSE_COLOUR_CHROMA:
+        raise DatasetError(f"{path}: a false-colour frame (its colour channels differ by {chroma:.0f} grey levels "
+                           "at the median pixel): a palette's brightness is not the scene's temperature order, so it "
+                           "cannot be read as grey; give the camera's grey frames (Y16 counts, or its 8-bit 'white "
+                           "hot' output)")
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+
+
+def read_counts(path: Path, bits: int) -> np.ndarray:
+    """One frame as stored: grey uint8 (8-bit sets; grey stored in colour channels converted) or
+    uint16 counts.
+
+    Raises DatasetError for an unreadable file, a false-colour (palette) frame
+    (:data:`FALSE_COLOUR_CHROMA`) or a bit depth other than the set's.
     """
-    image = _decode(path)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    image = _grey(_decode(path), path)
     want = np.uint8 if bits == 8 else np.uint16
     if image.dtype != want:
         raise DatasetError(f"{path}: {image.dtype} frame in a {bits}-bit set")

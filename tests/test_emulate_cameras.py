@@ -1,0 +1,147 @@
+"""tools/scripts/emulate_cameras.py: the emulated unseen cameras, built from a synthetic data root."""
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "scripts" / "emulate_cameras.py"
+
+
+@pytest.fixture(scope="module")
+def emu():
+    spec = importlib.util.spec_from_file_location("emulate_cameras", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _scene(h, w, seed, bits):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = 0.5 + 0.3 * np.sin(x / 17.0 + seed) * np.cos(y / 23.0) + 0.05 * rng.standard_normal((h, w))
+    base = np.clip(base, 0, 1)
+    return np.rint(base * 255).astype(np.uint8) if bits == 8 else np.rint(13000 + base * 2300).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A data root holding the sets the cameras read, each with a test split of 3 synthetic frames
+    (and a train frame that must never be read)."""
+    r = tmp_path_factory.mktemp("data")
+    sizes = {"roadscene-ir": (512, 640), "hit_uav": (512, 640), "m3svd_magnity": (480, 640),
+             "chips_lepton35": (120, 160)}
+    for name, (h, w) in sizes.items():
+        (r / name).mkdir()
+        names = [f"f{i}.png" for i in range(3)]
+        for i, n in enumerate(names + ["train.png"]):
+            cv2.imwrite(str(r / name / n), _scene(h, w, i, 8))
+        (r / f"{name}-test.txt").write_text("\n".join(names) + "\n")
+        (r / f"{name}-train.txt").write_text("train.png\n")
+    raw = r / "flir_raw16_mixed"
+    raw.mkdir()
+    names = ["004__FLIR-T1030sc__a.png", "005__FLIR-T1030sc__b.png", "006__FLIR-E60__c.png"]
+    for i, n in enumerate(names):
+        cv2.imwrite(str(raw / n), _scene(768, 1024, i, 16) if "T1030sc" in n else _scene(240, 320, i, 16))
+    (r / "flir_raw16_mixed-test.txt").write_text("\n".join(names) + "\n")
+    return r
+
+
+def test_every_camera_one_size_from_the_test_split(emu, root, tmp_path):
+    done = emu.build(tmp_path, root)
+    assert set(done) == set(emu.CAMERAS)
+    want = {"agc_plateau": ((512, 640), np.uint8, 4), "agc_clahe": ((512, 640), np.uint8, 4),
+            "raw16_lowgain": ((512, 640), np.uint16, 4), "raw16_highgain": ((512, 640), np.uint16, 4),
+            "tone_log": ((512, 640), np.uint8, 3), "tiny_80x60": ((60, 80), np.uint8, 3),
+            "soft_2x": ((240, 320), np.uint8, 3), "shading": ((480, 640), np.uint8, 3),
+            "netd_noise": ((512, 640), np.uint8, 3), "column_fpn": ((512, 640), np.uint8, 3),
+            "osd_overlay": ((480, 640), np.uint8, 3),
+            "pal_384x288": ((288, 384), np.uint8, 3), "halo": ((512, 640), np.uint8, 3),
+            "false_colour": ((512, 640, 3), np.uint8, 3),
+            "black_hot": ((512, 640), np.uint8, 3)}
+    for cam, (shape, dtype, n) in want.items():
+        files = sorted((tmp_path / cam).glob("*.png"))
+        assert done[cam] == n == len(files), cam   # only the T1030sc frames of the raw set, two crops each
+        for f in files:
+            img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+            assert img.shape == shape and img.dtype == dtype, (cam, f.name)
+            assert "train" not in f.name
+
+
+def test_raw_span_and_fixed_column_pattern(emu, root, tmp_path):
+    emu.build(tmp_path, root, only=["raw16_lowgain", "raw16_highgain", "column_fpn", "netd_noise"])
+    for cam, span in (("raw16_lowgain", 300), ("raw16_highgain", 20000)):
+        for f in sorted((tmp_path / cam).glob("*.png")):
+            c = cv2.imread(str(f), cv2.IMREAD_UNCHANGED).astype(np.float64)
+            p1, p99 = np.percentile(c, (1, 99))
+            assert p1 == pytest.approx(8000, abs=1) and p99 - p1 == pytest.approx(span, abs=1)
+    # the column pattern is the camera's: the same offsets in every frame, σ ≈ 1.5 grey levels
+    src = [cv2.imread(str(root / "hit_uav" / f"f{i}.png"), 0).astype(np.float64) for i in range(3)]
+    out = [cv2.imread(str(f), 0).astype(np.float64) for f in sorted((tmp_path / "column_fpn").glob("*.png"))]
+    pats = [np.median(o - s, axis=0) for o, s in zip(out, src)]
+    assert np.std(pats[0]) == pytest.approx(1.5, abs=0.3)
+    assert np.abs(pats[0] - pats[1]).mean() < 0.2
+    noise = [cv2.imread(str(f), 0).astype(np.float64) - s
+             for f, s in zip(sorted((tmp_path / "netd_noise").glob("*.png")), src)]
+    assert np.std(noise[0]) == pytest.approx(3.5, abs=0.3)
+    assert np.abs(noise[0] - noise[1]).mean() > 2.0   # white noise is drawn per frame
+
+
+def test_plateau_equalisation_is_monotone_and_full_scale(emu):
+    counts = np.repeat(np.arange(10000, 12000, dtype=np.uint16)[None], 4, 0)
+    counts[:, 800:1200] = 10800   # a spike: one count holding a fifth of the pixels
+    out = emu.plateau_equalise(counts)
+    assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+    assert np.all(np.diff(out[0].astype(int)) >= 0)
+    # the spike's bin is clipped at the plateau: the tone map steps over it by a few grey levels,
+    # not by the fifth of the scale (51) plain histogram equalisation gives it
+    assert int(out[0, 1200]) - int(out[0, 799]) <= 3
+
+
+def test_halo_brightens_around_the_hot_spot_only(emu):
+    g = np.full((200, 200), 60, np.uint8)
+    g[95:105, 95:105] = 250
+    out = emu.halo(g).astype(int)
+    assert out[100, 70] - 60 >= 15             # 30 px from the hot spot: in the glow
+    assert abs(out[5, 5] - 60) <= 1            # far corner: untouched
+    assert out[100, 100] == 255                # the hot spot itself saturates, as a sensor would
+
+
+def test_unknown_camera_and_missing_root(emu, tmp_path):
+    with pytest.raises(KeyError, match="no emulated camera 'fisheye'"):
+        emu.build(tmp_path, tmp_path, only=["fisheye"])
+    assert emu.main([str(tmp_path / "out"), "--root", str(tmp_path), "--only", "tone_log"]) == 2
+
+
+DIAG = Path(__file__).resolve().parents[1] / "tools" / "scripts" / "diagnose_camera.py"
+
+
+@pytest.fixture(scope="module")
+def diag():
+    spec = importlib.util.spec_from_file_location("diagnose_camera", DIAG)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_diagnose_camera_rows_follow_camera_eval(diag, tmp_path, monkeypatch, capsys):
+    """The diagnosis runs the shipped bundle on camera_eval's path: one row per frame and class
+    asked for, a clean frame's input is itself (99 dB), a noise frame's input is not, the gates'
+    measures are filled in; an unknown class is refused naming the classes."""
+    from tir.engines.training import datasets as ds
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    (tmp_path / "cam").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "cam" / f"f{i}.png"), _scene(64, 96, i, 8))
+    rows = diag.diagnose(str(tmp_path / "cam"), ["clean", "noise"], max_frames=2, bundle="engines/bundles/edge")
+    assert [(r["frame"], r["class"]) for r in rows] == [(0, "noise"), (0, "clean"), (1, "noise"), (1, "clean")]
+    clean = [r for r in rows if r["class"] == "clean"]
+    noisy = [r for r in rows if r["class"] == "noise"]
+    assert all(r["psnr_in"] == 99.0 for r in clean) and all(r["psnr_in"] < 30.0 for r in noisy)
+    assert all(r["extent"] > 0 and r["ratio"] is not None and r["amplitude_threshold"] > 0 for r in rows)
+    assert "router=" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no class fog; classes: contrast"):
+        diag.diagnose(str(tmp_path / "cam"), ["fog"], bundle="engines/bundles/edge")
+    assert diag.main([str(tmp_path / "cam"), "fog", "--bundle", "engines/bundles/edge"]) == 2

@@ -1,0 +1,269 @@
+"""Emulated "new cameras" from the test splits: how the product behaves on a camera none of the
+data sets covers (issue 9, "checked from outside": run ``tir eval --data OUT/<camera>`` on each).
+
+Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]]
+
+Each camera is a folder ``OUT/<name>/`` of 12 frames of one size, built from the **test** split
+of a registered set (frames only used to measure, never to tune), read from the data root
+(``--root``, ``$TIR_DATA_ROOT`` or ``../shared/data``; the frames are never copied into the
+repository). Each differs from every set in one way real cameras differ (:data:`CAMERAS`):
+
+- ``agc_plateau``: FLIR T1030sc raw counts (``flir_raw16_mixed``), plateau histogram
+  equalisation to 8 bits, the global AGC of FLIR Boson/Lepton (histogram bins clipped at a
+  plateau, cumulative histogram as the tone map); 640×512 crops of the 1024×768 frames;
+- ``agc_clahe``: the same counts through CLAHE (8×8 tiles, clip 2.0, OpenCV) to 8 bits;
+- ``tone_log``: RoadScene 8-bit frames through a log tone curve ``255·log1p(k·g)/log1p(k)``,
+  k = 20 (a camera whose AGC lifts the cold end);
+- ``black_hot``: RoadScene frames inverted (255 − g), a camera set to "black hot" polarity;
+- ``tiny_80x60``: HIT-UAV frames area-averaged to 80×60 (a 80×60 Lepton 2-class sensor);
+- ``soft_2x``: Lepton 3.5 frames (160×120) upscaled 2× bicubic to 320×240 (soft optics /
+  an upscaling video path);
+- ``shading``: M3SVD frames with strong low-frequency shading, a cos⁴-like vignette (corners at
+  55 % of the centre) times a left-to-right ramp (−12 %), as a warm housing gives;
+- ``netd_noise``: RoadScene frames with white noise σ = 3.5 grey levels in the *clean* frames
+  (an NETD-limited sensor), drawn per frame;
+- ``column_fpn``: HIT-UAV frames with one fixed residual column pattern (σ = 1.5 grey levels
+  per column, the same for every frame: a cheap camera after a poor NUC);
+- ``raw16_lowgain`` / ``raw16_highgain``: T1030sc raw counts remapped linearly so that the
+  frame's 1st-99th percentiles span 300 / 20000 counts (a low-gain scene, a high-gain mode),
+  kept 16-bit (Y16 PNG), 640×512 crops;
+- ``pal_384x288``: M3SVD frames area-averaged to 384×288 (a 384×288 core);
+- ``halo``: RoadScene frames with a hot-spot halo: the glow of the hottest 2 % of the frame
+  (Gaussian, σ = 25 px) added so that its peak is +40 grey levels (stray light around hot
+  objects, lamps and the sun);
+- ``false_colour``: HIT-UAV frames through a rainbow palette (OpenCV's TURBO colour map), saved
+  as colour PNG: a camera that delivers only its false-colour video (many USB thermal cameras'
+  default). The palette's luminance is not monotone in temperature;
+- ``osd_overlay``: M3SVD frames with a burnt-in OSD (white text with a black outline at the top
+  left, a reticle in the centre) and a 24-px grey-scale bar with tick labels at the right edge.
+
+Every random draw is seeded by the camera and the frame's index, so the folders are the same on
+every run. numpy + OpenCV only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import cv2
+import numpy as np
+
+#: frames per emulated camera
+FRAMES = 12
+#: the raw set's test frames of one camera model and size (1024×768 FLIR T1030sc)
+RAW_CAMERA = "T1030sc"
+
+
+def data_root(root=None) -> Path:
+    """``root``, else ``$TIR_DATA_ROOT``, else ``<repo>/../shared/data``."""
+    if root:
+        return Path(root)
+    if os.environ.get("TIR_DATA_ROOT"):
+        return Path(os.environ["TIR_DATA_ROOT"])
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def split_frames(root: Path, name: str, contains: str = "") -> List[Tuple[str, np.ndarray]]:
+    """(file name, frame as stored) for the test split of set folder ``name`` whose file name
+    contains ``contains``; 8-bit colour frames are converted to grey.
+
+    Raises:
+        FileNotFoundError: no split list or a listed frame that cannot be read.
+    """
+    listing = root / f"{name}-test.txt"
+    if not listing.is_file():
+        raise FileNotFoundError(f"{listing}: no test split list; is --root the data folder?")
+    out = []
+    for line in listing.read_text().split():
+        if contains not in line:
+            continue
+        img = cv2.imread(str(root / name / line), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise FileNotFoundError(f"{root / name / line}: cannot be read")
+        if img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        out.append((line, img))
+    return out
+
+
+def crops_640x512(frames: List[Tuple[str, np.ndarray]]) -> List[Tuple[str, np.ndarray]]:
+    """Two 640×512 crops (top left, bottom right) of every frame at least that large."""
+    out = []
+    for name, f in frames:
+        h, w = f.shape
+        out += [(f"{Path(name).stem}-tl", f[:512, :640]), (f"{Path(name).stem}-br", f[h - 512:, w - 640:])]
+    return out
+
+
+def plateau_equalise(counts: np.ndarray, plateau: float = 0.002) -> np.ndarray:
+    """Y16 counts -> uint8 by plateau histogram equalisation: one histogram bin per count between
+    the frame's min and max, each bin clipped at ``plateau`` × pixel count, the cumulative clipped
+    histogram as the tone map (the global AGC of FLIR's cores; the plateau value is ours)."""
+    c = counts.astype(np.int64)
+    lo = int(c.min())
+    hist = np.bincount((c - lo).ravel())
+    hist = np.minimum(hist, max(1.0, plateau * c.size))
+    cdf = np.cumsum(hist)
+    lut = np.rint(255.0 * (cdf - cdf[0]) / max(cdf[-1] - cdf[0], 1.0))
+    return lut[c - lo].astype(np.uint8)
+
+
+def clahe_agc(counts: np.ndarray) -> np.ndarray:
+    """Y16 counts -> uint8 by CLAHE (OpenCV, 8×8 tiles, clip 2.0) on the counts stretched to the
+    full 16-bit scale, then the top 8 bits."""
+    c = counts.astype(np.float64)
+    lo, hi = float(c.min()), float(c.max())
+    full = np.rint((c - lo) / max(hi - lo, 1.0) * 65535.0).astype(np.uint16)
+    eq = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(full)
+    return (eq >> 8).astype(np.uint8)
+
+
+def remap_span(counts: np.ndarray, span: float, base: float = 8000.0) -> np.ndarray:
+    """Y16 counts remapped linearly so that their 1st-99th percentiles span ``span`` counts,
+    the 1st percentile at ``base``; rounded to uint16."""
+    c = counts.astype(np.float64)
+    p1, p99 = np.percentile(c, (1, 99))
+    return np.clip(np.rint((c - p1) / max(p99 - p1, 1.0) * span + base), 0, 65535).astype(np.uint16)
+
+
+def to_u8(x: np.ndarray) -> np.ndarray:
+    """Float grey levels -> uint8, rounded and clipped to 0..255 (same shape)."""
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def shading(grey: np.ndarray) -> np.ndarray:
+    """Strong low-frequency shading: cos⁴ of the off-axis angle (corners at 0.55) times a
+    left-to-right ramp 1.0 -> 0.88."""
+    h, w = grey.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = np.hypot((x - (w - 1) / 2) / ((w - 1) / 2), (y - (h - 1) / 2) / ((h - 1) / 2)) / np.sqrt(2)
+    tan_max = np.sqrt((1 / 0.55) ** 0.5 - 1)  # cos⁴θ = 0.55 at the corners
+    gain = np.cos(np.arctan(r * tan_max)) ** 4 * (1.0 - 0.12 * x / (w - 1))
+    return to_u8(grey.astype(np.float64) * gain)
+
+
+def halo(grey: np.ndarray, sigma: float = 25.0, peak: float = 40.0) -> np.ndarray:
+    """A hot-spot halo: the part of the frame above its 98th percentile, Gaussian-blurred (σ px),
+    scaled to a ``peak`` grey-level maximum and added."""
+    g = grey.astype(np.float64)
+    hot = np.maximum(g - np.percentile(g, 98), 0.0)
+    glow = cv2.GaussianBlur(hot, (0, 0), sigma)
+    return to_u8(g + glow * (peak / max(float(glow.max()), 1e-9)))
+
+
+def osd(grey: np.ndarray) -> np.ndarray:
+    """A burnt-in OSD: text at the top left (white, black outline), a centre reticle, and a 24-px
+    vertical grey-scale bar with tick labels at the right edge."""
+    img = grey.copy()
+    h, w = img.shape
+    for text, y in (("FLIR 30Hz  AGC:AUTO", 22), ("T 27.4C  ZOOM 1x", 44)):
+        cv2.putText(img, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 0, 4, cv2.LINE_AA)
+        cv2.putText(img, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1, cv2.LINE_AA)
+    cx, cy = w // 2, h // 2
+    for d in ((-20, -6), (6, 20)):
+        cv2.line(img, (cx + d[0], cy), (cx + d[1], cy), 255, 1)
+        cv2.line(img, (cx, cy + d[0]), (cx, cy + d[1]), 255, 1)
+    bar = np.linspace(255, 0, h - 40)[:, None].repeat(24, 1)
+    img[20:h - 20, w - 30:w - 6] = to_u8(bar)
+    for i, label in enumerate(("40", "30", "20", "10")):
+        y = 20 + int(i * (h - 41) / 3)
+        cv2.putText(img, label, (w - 58, max(y, 12) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 255, 1, cv2.LINE_AA)
+    return img
+
+
+def _raw(root):
+    return crops_640x512(split_frames(root, "flir_raw16_mixed", RAW_CAMERA))
+
+
+def _set(name):
+    def load(root):
+        return [(Path(n).stem, f) for n, f in split_frames(root, name)]
+    return load
+
+
+def _noise(i: int, g: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng([7, i])
+    return to_u8(g.astype(np.float64) + rng.normal(0.0, 3.5, g.shape))
+
+
+def _column_fpn(i: int, g: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(11)  # one pattern for the camera, not per frame
+    return to_u8(g.astype(np.float64) + rng.normal(0.0, 1.5, g.shape[1])[None, :])
+
+
+#: name -> (frame loader (data root -> [(stem, frame)]), per-frame map (index, frame) -> frame, what it is)
+CAMERAS: Dict[str, Tuple[Callable, Callable, str]] = {
+    "agc_plateau": (_raw, lambda i, f: plateau_equalise(f), "T1030sc raw counts, plateau equalisation to 8 bits"),
+    "agc_clahe": (_raw, lambda i, f: clahe_agc(f), "T1030sc raw counts, CLAHE to 8 bits"),
+    "tone_log": (_set("roadscene-ir"), lambda i, f: to_u8(255.0 * np.log1p(20.0 * f / 255.0) / np.log1p(20.0)),
+                 "RoadScene, log tone curve k=20"),
+    "black_hot": (_set("roadscene-ir"), lambda i, f: 255 - f, "RoadScene inverted (black hot)"),
+    "tiny_80x60": (_set("hit_uav"), lambda i, f: cv2.resize(f, (80, 60), interpolation=cv2.INTER_AREA),
+                   "HIT-UAV area-averaged to 80x60"),
+    "soft_2x": (_set("chips_lepton35"), lambda i, f: cv2.resize(f, (f.shape[1] * 2, f.shape[0] * 2),
+                                                                 interpolation=cv2.INTER_CUBIC),
+                "Lepton 3.5 upscaled 2x bicubic (320x240)"),
+    "shading": (_set("m3svd_magnity"), lambda i, f: shading(f), "M3SVD with strong vignette and ramp"),
+    "netd_noise": (_set("roadscene-ir"), _noise, "RoadScene with white noise sigma 3.5 grey levels"),
+    "column_fpn": (_set("hit_uav"), _column_fpn, "HIT-UAV with fixed column FPN sigma 1.5 grey levels"),
+    "raw16_lowgain": (_raw, lambda i, f: remap_span(f, 300.0), "T1030sc counts, p1-p99 span 300 counts"),
+    "raw16_highgain": (_raw, lambda i, f: remap_span(f, 20000.0), "T1030sc counts, p1-p99 span 20000 counts"),
+    "pal_384x288": (_set("m3svd_magnity"), lambda i, f: cv2.resize(f, (384, 288), interpolation=cv2.INTER_AREA),
+                    "M3SVD area-averaged to 384x288"),
+    "halo": (_set("roadscene-ir"), lambda i, f: halo(f), "RoadScene with a hot-spot halo (sigma 25 px, +40)"),
+    "false_colour": (_set("hit_uav"), lambda i, f: cv2.applyColorMap(f, cv2.COLORMAP_TURBO),
+                     "HIT-UAV through the TURBO (rainbow) palette, colour PNG"),
+    "osd_overlay": (_set("m3svd_magnity"), lambda i, f: osd(f), "M3SVD with OSD text, reticle and scale bar"),
+}
+
+
+def build(out: Path, root=None, only=None, frames: int = FRAMES) -> Dict[str, int]:
+    """Write every camera of :data:`CAMERAS` (or those in ``only``) under ``out``; returns
+    {camera: frames written}. PNG, 8-bit grey or 16-bit counts as the camera delivers them
+    (``false_colour``: 8-bit BGR).
+
+    Raises:
+        KeyError: a name in ``only`` that is not a camera (the message lists them).
+    """
+    root = data_root(root)
+    names = list(CAMERAS) if not only else list(only)
+    for n in names:
+        if n not in CAMERAS:
+            raise KeyError(f"no emulated camera {n!r}; cameras: {', '.join(CAMERAS)}")
+    written = {}
+    for n in names:
+        load, fn, _ = CAMERAS[n]
+        folder = out / n
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.png"):
+            old.unlink()
+        src = load(root)[:frames]
+        for i, (stem, f) in enumerate(src):
+            cv2.imwrite(str(folder / f"{i:03d}_{stem}.png"), fn(i, f))
+        written[n] = len(src)
+    return written
+
+
+def main(argv=None) -> int:
+    """The command line (module docstring); 0, or 2 with one line on stderr for an unknown camera
+    or a data root without the test splits."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out", help="folder to write the camera folders into (e.g. /tmp/unseen10)")
+    p.add_argument("--root", default=None, help="data root (default $TIR_DATA_ROOT or ../shared/data)")
+    p.add_argument("--only", default=None, help="comma list of cameras (default: all)")
+    a = p.parse_args(argv)
+    try:
+        done = build(Path(a.out), a.root, a.only.split(",") if a.only else None)
+    except (KeyError, FileNotFoundError) as e:
+        print(f"emulate_cameras: {e.args[0]}", file=sys.stderr)
+        return 2
+    for n, k in done.items():
+        print(f"{n}: {k} frames ({CAMERAS[n][2]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
