@@ -26,7 +26,9 @@ Routing policy:
   not soft for this camera, and sets the blur part of a noise-carrying one when its measure
   under noise is clear;
 - after a contrast-carrying task the restored frame's extremes are mapped onto the camera's own
-  (``tone_align``, :meth:`ContrastGate.align`);
+  (``tone_align``, :meth:`ContrastGate.align`); after a noise-carrying task without a contrast
+  part (noise, BN) too, or onto the frame's own while the camera has no tone reference: noise has
+  no tone of its own (:meth:`Restorer.plan`);
 - ``task=...`` forces one route and never runs the router.
 
 Deploy (the manifest's ``deploy``, or ``deploy=...``): ``routes`` runs the route engine of the
@@ -134,8 +136,9 @@ class Restorer:
         adapt_save: write the adapted bundle to this folder once fitted.
         deploy: ``routes``, ``student`` or ``auto`` (per task, the bundle's ``auto_deploy`` table;
             default: the manifest's), or an explicit table {task: routes|student|tone} naming
-            every route (auto with that table; for measuring, engines/training/camera_eval.py). The manifest's ``auto`` on a backend the student cannot run
-            on (TensorRT, torch) runs every task's route; a ``deploy`` given here is kept or refused.
+            every route (auto with that table; for measuring, engines/training/camera_eval.py).
+            The manifest's ``auto`` on a backend the student cannot run on (TensorRT, torch) runs
+            every task's route (``tone`` tasks keep it); a ``deploy`` given here is kept or refused.
         contrast_gate: judge contrast-carrying verdicts against the camera's own contrast
             (engines/contrast_gate.py; default on; never with a forced ``task``). Off: the
             router's verdicts as they are.
@@ -147,7 +150,9 @@ class Restorer:
             verdicts as they are.
         tone_align: after a contrast-carrying route (contrast, CB, CN, CBN), map the restored
             frame's extremes onto the camera's own (:meth:`ContrastGate.align`; default on; needs
-            the contrast gate, so never with a forced ``task``). Off: the route's output as it is.
+            the contrast gate, so never with a forced ``task``), and after a noise-carrying one
+            without contrast (noise, BN) onto the camera's or the frame's own (:meth:`plan`).
+            Off: the route's output as it is.
 
     Raises:
         BundleError: the bundle fails :func:`~tir.engines.bundle.load_bundle`.
