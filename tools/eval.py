@@ -65,8 +65,9 @@ def add_arguments(parser) -> None:
                             help=f"with --data: score the router's verdicts without the {name} gate "
                                  f"(engines/{gate}_gate.py; on in tir run), to measure what it does")
     parser.add_argument("--no-tone-align", action="store_true",
-                        help="with --data: keep a contrast-carrying route's output as it is, without mapping its "
-                             "extremes onto the camera's (engines/contrast_gate.py; on in tir run), to measure what it does")
+                        help="with --data: keep a contrast- or noise-carrying route's output as it is, without "
+                             "mapping its extremes onto the camera's (engines/contrast_gate.py, engines/restorer.py "
+                             "plan; on in tir run), to measure what it does")
     parser.add_argument("--no-true-routes", action="store_true",
                         help="per-camera table: skip the forced true-route column (faster)")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
