@@ -307,6 +307,10 @@ class FPNGate:
         self.checked = 0
         self.promoted = 0
         self.promoted_white = 0
+        #: noise-carrying verdicts on frames whose white noise is the camera's own (no column FPN)
+        #: given back their partner without the noise part
+        self.demoted_white = 0
+        self._without_noise = {with_: without for without, with_ in self.partners.items() if without != UNKNOWN}
         #: the camera's white-noise floor is pinned: routed frames no longer join it (frames of its
         #: healthy look were shown with :meth:`add`; engines/restorer.py ``pin_camera``)
         self.pinned = False
@@ -327,6 +331,15 @@ class FPNGate:
         if self.white_sigma is None or len(self.floor) < MIN_FLOOR_FRAMES:
             return None
         return math.hypot(float(np.median(self.floor)), 0.5 * self.white_sigma)
+
+    def own_noise_threshold(self) -> Optional[float]:
+        """σ at or under which a noise-carrying verdict's frame carries only the camera's own
+        white noise: √(floor² + white_sigma²/2), the midpoint in variance between the camera's
+        floor and the floor plus the specs' weakest noise (a frame of the spec's noise is at
+        least √(floor² + white_sigma²)); None when :meth:`white_threshold` is."""
+        if self.white_sigma is None or len(self.floor) < MIN_FLOOR_FRAMES:
+            return None
+        return math.sqrt(float(np.median(self.floor)) ** 2 + 0.5 * self.white_sigma ** 2)
 
     def _sigma(self, frame: np.ndarray) -> Optional[float]:
         x = one_frame(frame, "FPNGate")
@@ -369,16 +382,23 @@ class FPNGate:
         if fpn and task in self.partners:
             self.promoted += 1
             return self.partners[task], True
-        limit = self.white_threshold() if task == UNKNOWN else None
+        limit = self.white_threshold() if task == UNKNOWN else \
+            self.own_noise_threshold() if task in self._without_noise else None
         self.last_sigma = None
         if task in self.noise_free:
             # the camera's floor (measured only, while it is pinned)
             self.last_sigma = self._sigma(frame) if self.pinned else self.add(frame)
         elif limit is not None:
             self.last_sigma = self._sigma(frame)
-        if limit is not None and self.last_sigma is not None and self.last_sigma > limit and task in self.partners:
+        if limit is None or self.last_sigma is None:
+            return task, fpn
+        if task == UNKNOWN and self.last_sigma > limit and task in self.partners:
             self.promoted_white += 1
             return self.partners[task], True
+        if task in self._without_noise and not fpn and self.last_sigma <= limit:
+            # the frame's white noise is the camera's own and it carries no column FPN: nothing to remove
+            self.demoted_white += 1
+            return self._without_noise[task], False
         return task, fpn
 
     def carry_from(self, old: "FPNGate") -> None:
@@ -387,6 +407,7 @@ class FPNGate:
         self.checked += int(old.checked)
         self.promoted += int(old.promoted)
         self.promoted_white += int(old.promoted_white)
+        self.demoted_white += int(getattr(old, "demoted_white", 0))
         self.floor.extend(old.floor)
         self.pinned = self.pinned or bool(getattr(old, "pinned", False))
 
@@ -394,8 +415,9 @@ class FPNGate:
         """``amplitude``, ``consistency`` and ``periodicity`` of the last routed frame, the
         thresholds, ``checked`` frames and ``promoted`` verdicts; ``white_sigma`` (the last
         measured frame's white noise σ, fraction of full scale, or None), ``white_threshold``
-        (None before the camera's floor exists) and ``promoted_white`` (unknown verdicts made
-        the noise task)."""
+        (None before the camera's floor exists), ``promoted_white`` (unknown verdicts made
+        the noise task) and ``demoted_white`` (noise-carrying verdicts on frames whose white noise
+        is the camera's own, without column FPN, given back their partner without noise)."""
         limit = self.white_threshold()
         return {"amplitude": round(self.last.amplitude, 5), "consistency": round(self.last.consistency, 3),
                 "periodicity": round(self.last.periodicity, 3),
@@ -403,4 +425,4 @@ class FPNGate:
                 "periodicity_threshold": self.periodicity, "checked": self.checked, "promoted": self.promoted,
                 "white_sigma": None if self.last_sigma is None else round(self.last_sigma, 5),
                 "white_threshold": None if limit is None else round(limit, 5),
-                "promoted_white": self.promoted_white}
+                "promoted_white": self.promoted_white, "demoted_white": self.demoted_white}

@@ -345,3 +345,23 @@ def test_a_noise_route_keeps_the_tone_of_the_camera_or_of_the_frame(blur_bundle)
     np.testing.assert_allclose(lowpass_ends(out[0, 0]), ref, atol=2e-3)
     off = Restorer(blur_bundle, every=1, hysteresis=1, tone_align=False)
     assert np.allclose(off.infer(striped), striped * 5.0)
+
+
+def test_a_noise_verdict_on_the_cameras_own_noise_is_given_back():
+    """A camera whose frames carry white noise of 3.5 grey levels (an NETD-limited sensor): a noise
+    verdict on such a frame loses the noise part (noise -> clean, BN -> blur), while the spec's
+    weakest noise on top of it, or column FPN, keeps it; nothing before the floor exists."""
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}, white_sigma=5 / 255,
+                   noise_free=(CLEAN, "blur"))
+    own = lambda i: white(scene(seed=i), 3.5, seed=i)   # noqa: E731
+    assert gate.step("noise", own(0)) == ("noise", False)            # no floor yet: the router's call
+    for i in range(12):
+        gate.step(CLEAN, own(i))
+    assert gate.step("noise", own(30)) == (CLEAN, False)
+    assert gate.step("BN", own(31)) == ("blur", False) and gate.demoted_white == 2
+    assert gate.step("noise", white(own(32), 5.0, seed=99)) == ("noise", False)   # the spec's noise on top
+    assert gate.step("noise", with_column_fpn(own(33), 0.025)) == ("noise", True)  # column FPN: kept
+    assert gate.status()["demoted_white"] == 2
+    new = FPNGate({CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}, white_sigma=5 / 255)
+    new.carry_from(gate)
+    assert new.demoted_white == 2

@@ -99,6 +99,8 @@ def status_line(snap) -> str:
         parts.append(f"FPN gate promoted {fpn['promoted']}")
     if fpn and fpn.get("promoted_white"):
         parts.append(f"white noise promoted {fpn['promoted_white']}")
+    if fpn and fpn.get("demoted_white"):
+        parts.append(f"camera's own noise kept {fpn['demoted_white']}")
     blur = snap.get("blur")
     if blur and blur.get("demoted"):
         parts.append(f"blur gate demoted {blur['demoted']}")

@@ -181,7 +181,9 @@ class FPNStatus(_Record):
     ``white_sigma``: the last measured frame's white noise σ (MAD of the diagonal Haar detail,
     fraction of full scale; None when not measured); ``white_threshold``: above it an unknown
     verdict's frame carries white noise for this camera (None until 8 frames under noise-free
-    verdicts are seen); ``promoted_white``: unknown verdicts the gate made the noise task."""
+    verdicts are seen); ``promoted_white``: unknown verdicts the gate made the noise task;
+    ``demoted_white``: noise-carrying verdicts on frames whose white noise is the camera's own (at
+    or under ``white_threshold``, no column FPN), given back their partner without noise."""
     amplitude: Optional[float] = None
     consistency: Optional[float] = None
     periodicity: Optional[float] = None
@@ -193,6 +195,7 @@ class FPNStatus(_Record):
     white_sigma: Optional[float] = None
     white_threshold: Optional[float] = None
     promoted_white: int = 0
+    demoted_white: int = 0
     stats_error: Optional[str] = None
 
 

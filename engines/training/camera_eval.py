@@ -131,7 +131,7 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng) -> Tuple[np.nda
 
 #: the counters of each gate's status that say what it changed over a set
 GATE_COUNTERS = {"contrast": ("demoted", "aligned"), "blur": ("demoted", "changed_noisy"),
-                 "fpn": ("promoted", "promoted_white")}
+                 "fpn": ("promoted", "promoted_white", "demoted_white")}
 
 
 def gate_counts(auto) -> dict:

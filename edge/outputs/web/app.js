@@ -137,7 +137,7 @@ function renderFPN(stats) {
   $("fpn-fact").classList.toggle("hidden", !stats.fpn);
   if (!stats.fpn) return;
   text("fpn", `${fmt(100 * (stats.fpn.amplitude || 0), 2)} % · ${stats.fpn.promoted} promoted` +
-    ` · ${stats.fpn.promoted_white || 0} unknown → noise`);
+    ` · ${stats.fpn.promoted_white || 0} unknown → noise · ${stats.fpn.demoted_white || 0} own noise kept`);
 }
 
 // Blur gate (engines/blur_gate.py): the last routed frame's drop (what a further 1 px blur takes
