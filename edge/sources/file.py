@@ -18,7 +18,9 @@ Options: ``loop=1`` (start again at the end), ``rate=native|max`` (native paces 
 file's frame rate, or ``fps=``, default 30 for images; max reads as fast as possible),
 ``bits=14|16``. Images are read with ``np.fromfile`` + ``cv2.imdecode`` (PNG chunk CRCs
 checked first, so a damaged PNG is refused here rather than by libpng on stderr). A corrupt,
-vanished or unreadable image, or a frame whose shape differs from the first one, is dropped,
+vanished or unreadable image, or a frame whose shape or bit depth (8 vs 16) differs from the
+first one (the first frame fixes the normalisation: a fixed map for 8-bit, robust percentiles
+of counts for 16-bit), is dropped,
 counted in ``stats()["corrupt"]`` (by kind in ``stats()["corrupt_kinds"]``; the pipeline's
 counters include them) and logged at most once per kind every 10 s.
 
@@ -524,6 +526,7 @@ class FileSource(Source):
         self._pending = self._first_frame()
         self._pending_meta = self.reader.meta()
         self._shape = self._pending.shape
+        self._source_bits = self.reader.source_bits
         bits = self.options.bits
         if bits is None:
             bits = 14 if self.reader.source_bits == 8 or int(self._pending.max()) < 16384 else 16
@@ -608,6 +611,10 @@ class FileSource(Source):
                     raise FrameError("size", f"a {image.shape[1]}x{image.shape[0]} frame in a "
                                      f"{self._shape[1]}x{self._shape[0]} replay is skipped: a source keeps "
                                      "one frame size, as a camera does (replay one size per folder)")
+                if self.reader.source_bits != self._source_bits:
+                    raise FrameError("depth", f"an {self.reader.source_bits}-bit frame in a "
+                                     f"{self._source_bits}-bit replay is skipped: a source keeps one bit "
+                                     "depth, as a camera does (replay 8-bit and 16-bit files separately)")
                 return check_frame(image, self._shape)
             except FrameError as exc:
                 self._drop(exc)
