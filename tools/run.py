@@ -24,6 +24,7 @@ failed (disk full, I/O error: the frames written before it are kept and readable
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -217,20 +218,23 @@ def open_ffc(args, source):
     does not answer raises CameraControlError; an automatic one that does not is skipped.
 
     Raises:
-        CameraControlError: ``--ffc-period`` < 0 s, or a ``--camera-port`` that was asked for does
-            not answer.
+        CameraControlError: ``--ffc-period`` < 0 s, NaN or infinite (checked first, camera or
+            not), or a ``--camera-port`` that was asked for does not answer.
     """
     from tir.edge.camera.ffc import CONTROL_ERRORS, UNSUPPORTED, CameraNotFound, FFCController, open_camera_control
 
+    period = args.ffc_period
+    if not (0 <= period < math.inf):  # NaN fails too
+        raise CameraControlError(f"--ffc-period must be >= 0 seconds (0: the camera's own mode), got {period:g}")
     port = args.camera_port
     asked = port is not None
     if not asked:
         port = boson_serial_port(source)
         if port is None:
+            if period > 0:
+                print(f"tir run: --ffc-period {period:g} is not applied: no camera control in this run (no Boson "
+                      "serial port found for this source); pass --camera-port DEV|auto", flush=True)
             return None, None
-    period = args.ffc_period
-    if period < 0:
-        raise CameraControlError(f"--ffc-period must be >= 0 seconds (0: the camera's own mode), got {period:g}")
     client = None
     try:
         client = open_camera_control(None if port == "auto" else port, args.camera_protocol)
