@@ -234,6 +234,10 @@ def test_spot_reads_counts_and_temperature(server):
     assert spot["celsius"] == pytest.approx(frame.raw[3, 5] * 0.01 - 273.15, abs=0.01)
     assert "outside" in json.loads(get(server, "/spot.json?x=500&y=3")[1])["error"]
     assert get(server, "/spot.json?x=a")[0].status == 400
+    # an unknown view was read as raw and echoed back as given
+    resp, body = get(server, "/spot.json?x=5&y=3&view=<script>")
+    assert resp.status == 400 and json.loads(body) == {
+        "error": "unknown view '<script>'; give view=raw or view=restored"}
 
 
 def test_close_ends_open_streams_promptly():

@@ -8,7 +8,8 @@ set up)::
     /snapshot/<view>.jpg       one JPEG of the newest frame
     /stats.json                the stats schema's JSON form (tir.edge.pipeline.stats.StatsSnapshot):
                                pipeline stats + this output's counters + "no_signal"
-    /spot.json?x=&y=&view=     counts (and temperature where known) at one pixel
+    /spot.json?x=&y=&view=     counts (and temperature where known) at one pixel; view raw (default)
+                               or restored, another view is 400
     /healthz                   liveness
     POST /ffc                  flat-field correction now (when the run has camera control)
     POST /bundle/reload        load the model bundle folder again and swap it in between two frames
@@ -79,6 +80,7 @@ WEB_FILES = {
 }
 TOKEN_PLACEHOLDER = b"{{TIR_TOKEN}}"  # in index.html, replaced by the run's token when served
 TOKEN_HEADER = "X-Tir-Token"
+SPOT_VIEWS = ("raw", "restored")  # the frames /spot.json reads a pixel of
 BOUNDARY = "tirframe"
 NO_SIGNAL_REPEAT_S = 1.0  # how often a stream repeats the NO SIGNAL card
 STATS_POLL_S = 0.5  # the streams consult stats_provider() at most this often
@@ -705,7 +707,10 @@ class HTTPOutput(Output):
             x, y = int(request.query["x"]), int(request.query["y"])
         except (KeyError, ValueError):
             return _json({"error": "give integer pixel coordinates: /spot.json?x=10&y=20"}, 400)
-        return _json(self.spot(x, y, request.query.get("view", "raw")))
+        view = request.query.get("view", "raw")
+        if view not in SPOT_VIEWS:
+            return _json({"error": f"unknown view {view[:50]!r}; give view={' or view='.join(SPOT_VIEWS)}"}, 400)
+        return _json(self.spot(x, y, view))
 
     async def _not_found(self, request: web.Request) -> web.Response:
         if request.method not in ("GET", "HEAD"):
