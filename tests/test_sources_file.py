@@ -1,4 +1,5 @@
 import logging
+import os
 
 import cv2
 import numpy as np
@@ -356,3 +357,12 @@ def test_a_frame_of_another_bit_depth_is_skipped_with_a_clear_reason(tmp_path, c
     other_bits = 24 - first_bits
     assert f"an {other_bits}-bit frame in a {first_bits}-bit replay is skipped" in caplog.text
     source.close()
+
+
+def test_a_fifo_or_device_is_refused_at_once_instead_of_blocking(tmp_path):
+    # OpenCV's open of a FIFO blocked tir run for good (SIGTERM could not stop it)
+    fifo = tmp_path / "frames.fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/null"):
+        with pytest.raises(SourceError, match="is not a regular file or folder"):
+            open_source(f"file://{path}")

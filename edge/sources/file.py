@@ -449,11 +449,17 @@ def open_reader(path: str, stream: Optional[str] = None) -> _Reader:
     ``stream`` (raw|restored, default raw) selects a recording's stream.
 
     Raises:
-        SourceError: ``path`` does not exist (the message says what exists nearby) or is a
-            folder without images (the message lists what it holds).
+        SourceError: ``path`` does not exist (the message says what exists nearby), is neither
+            a regular file nor a folder (a FIFO, device or socket), or is a folder without images
+            (the message lists what it holds).
     """
     if not os.path.exists(path):
         raise SourceError(describe_missing(path))
+    if not (os.path.isfile(path) or os.path.isdir(path)):
+        # a FIFO would block OpenCV's open (and the run) until a writer appears, a device or
+        # socket is no recording
+        raise SourceError(f"{path} is not a regular file or folder (a FIFO, device or socket); replay a "
+                          "file or folder, or give a camera as v4l2:///dev/videoN")
     parent = os.path.dirname(os.path.abspath(path))
     if path.endswith(".u16") and os.path.isfile(path) and is_recording(parent):
         return _RecordingReader(parent, stream or os.path.basename(path)[:-len(".u16")])
