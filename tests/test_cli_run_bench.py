@@ -77,6 +77,18 @@ def test_run_records_restored_frames(tmp_path, capsys, tiny_onnx):
     assert frames.dtype == np.uint16 and frames.shape[1:] == (120, 160)
 
 
+def test_record_to_a_folder_whose_name_holds_hash_and_percent(tmp_path, capsys, tiny_onnx):
+    # --record PATH became file://PATH unquoted: '#' cut the path, '%20' was decoded
+    from tir.edge.outputs.recorder import read_recording
+
+    folder = tmp_path / "take #2 at 50%20"
+    code = main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "3",
+                 "--record", str(folder), "--output", "http://127.0.0.1:0", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    frames, index = read_recording(folder)
+    assert len(index) >= 3 and [p.name for p in tmp_path.iterdir()] == [folder.name]
+
+
 def test_run_status_line_and_limits(capsys, tiny_onnx, tmp_path):
     pytest.importorskip("tir.edge.outputs.recorder", reason="H3's recorder output not present")
     code = main(["run", "--source", "synthetic://?size=160x120", "--model", str(tiny_onnx), "--duration", "1.5",

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 from typing import List, Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from tir.edge.errors import EXIT_OK, InputError, OutputFailed, OutputUnavailable, TirError, UsageError
 from tir.engines import loading
@@ -338,7 +338,7 @@ def _run(args) -> int:
             uris = with_http_address(list(args.output or [DEFAULT_OUTPUT]), args.host, args.port)
             if args.record:
                 uris.append(parse_uri(args.record).text if "://" in args.record
-                            else f"file://{Path(args.record).resolve()}")
+                            else "file://" + quote(str(Path(args.record).resolve())))  # '#', '?', '%' kept
             if args.collect:
                 uris.append(f"collect://{Path(args.collect).expanduser().resolve()}?max_frames="
                             f"{args.collect_max_frames}&max_mb={args.collect_max_mb:g}&rate={args.collect_rate:g}")
