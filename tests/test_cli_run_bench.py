@@ -87,6 +87,13 @@ def test_record_to_a_folder_whose_name_holds_hash_and_percent(tmp_path, capsys, 
     assert code == 0, capsys.readouterr().err
     frames, index = read_recording(folder)
     assert len(index) >= 3 and [p.name for p in tmp_path.iterdir()] == [folder.name]
+    # --collect DIR likewise: it collected into 'col ' and lost its ?max_frames=...
+    collected = tmp_path / "col #1"
+    code = main(["run", "--source", SOURCE, "--frames", "2",  # the shipped bundle: it has a router
+                 "--collect", str(collected), "--collect-max-frames", "7", "--output", "http://127.0.0.1:0"])
+    assert code == 0, capsys.readouterr().err
+    assert f"collect://{tmp_path}/col%20%231?max_frames=7&" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, collected.name])
 
 
 def test_run_status_line_and_limits(capsys, tiny_onnx, tmp_path):

@@ -340,7 +340,7 @@ def _run(args) -> int:
                 uris.append(parse_uri(args.record).text if "://" in args.record
                             else "file://" + quote(str(Path(args.record).resolve())))  # '#', '?', '%' kept
             if args.collect:
-                uris.append(f"collect://{Path(args.collect).expanduser().resolve()}?max_frames="
+                uris.append(f"collect://{quote(str(Path(args.collect).expanduser().resolve()))}?max_frames="
                             f"{args.collect_max_frames}&max_mb={args.collect_max_mb:g}&rate={args.collect_rate:g}")
             # every source/output option checked before the model loads, the camera opens or a port binds
             checked_source = check_source(source_uri)
