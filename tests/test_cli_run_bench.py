@@ -188,6 +188,9 @@ def test_http_address_goes_to_the_one_http_output():
     assert run.with_http_address(["http://localhost"], None, 5) == ["http://localhost:5"]
     with pytest.raises(ValueError, match="no http:// output"):
         run.with_http_address(["file:///tmp/r"], None, 9000)
+    for empty in ("", "  "):  # e.g. --host "$HOST" with HOST unset: it listened on every interface
+        with pytest.raises(ValueError, match="--host is empty; give an address: 127.0.0.1"):
+            run.with_http_address(["http://127.0.0.1:8080"], empty, None)
     with pytest.raises(ValueError, match="there are 2"):
         run.with_http_address(["http://127.0.0.1:1", "http://127.0.0.1:2"], None, 9000)
 

@@ -568,3 +568,12 @@ def test_close_with_requests_in_flight_does_not_raise():
     half.close()
     conn.close()
     assert out.clients == 0
+
+
+@pytest.mark.parametrize("text", ["http://?quality=50", "http://:0", "http://"])
+def test_an_http_output_without_a_host_listens_on_this_machine_only(text):
+    # the empty host was taken as given, so the server listened on every interface
+    from tir.edge.outputs.http import DEFAULT_HOST
+
+    out = open_output(text)
+    assert out.host == DEFAULT_HOST == "127.0.0.1" and out.start_lines()[1:] == []

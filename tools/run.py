@@ -177,12 +177,16 @@ def with_http_address(uris: List[str], host: Optional[str], port: Optional[int])
     unless --output names another); UsageError (a ValueError) when there is none or more than one.
 
     Raises:
-        UsageError: ``port`` is outside 0..65535, or there is no or more than one http:// output.
+        UsageError: ``port`` is outside 0..65535, ``host`` is empty, or there is no or more than
+            one http:// output.
     """
     if host is None and port is None:
         return list(uris)
     if port is not None and not 0 <= port <= 65535:
         raise UsageError(f"--port {port} is not a port number (0..65535; 0 = any free port)")
+    if host is not None and not host.strip():
+        raise UsageError("--host is empty; give an address: 127.0.0.1 (this machine only, the default), "
+                         "0.0.0.0 (every interface) or one of this machine's addresses")
     http = [i for i, uri in enumerate(uris) if urlsplit(uri).scheme == "http"]
     if len(http) != 1:
         raise UsageError("--host/--port set the address of the HTTP output, but "

@@ -316,7 +316,9 @@ class HTTPOutput(Output):
     def __init__(self, uri: URI):
         super().__init__(uri)
         o = self.options
-        self.host = DEFAULT_HOST if uri.host is None else uri.host
+        # no host (http://?quality=50, http://:8080): this machine only, as with no --output at all;
+        # every interface is asked for by name (0.0.0.0)
+        self.host = uri.host or DEFAULT_HOST
         self.port = DEFAULT_PORT if uri.port is None else uri.port
         self.quality = snap_quality(o.quality)
         self.no_signal_after = o.no_signal_after
