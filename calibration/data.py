@@ -255,6 +255,21 @@ def _read_recorded(directory: Path, row: dict) -> np.ndarray:
     return np.frombuffer(data, "<u2").reshape(h, w).astype(np.uint16)
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file, memory-mapped read-only; never unpickled.
+
+    Raises:
+        CalibrationDataError: the file is not a readable .npy array (damaged, cut short, or an
+            object array, which would need unpickling).
+    """
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CalibrationDataError(
+            f"{path}: not a readable .npy array of frames ({exc}); remove it from the folder or save "
+            "the frames with numpy.save as a uint16 N×H×W (or H×W) array") from None
+
+
 def _folder_index(directory: Path) -> List[Tuple[Path, object]]:
     """(file, None) images, (file, k) frames of .npy stacks, (recording folder, row) recorded frames."""
     entries: List[Tuple[Path, object]] = []
@@ -266,7 +281,7 @@ def _folder_index(directory: Path) -> List[Tuple[Path, object]]:
             continue  # files of a recording are read through its index
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            arr = np.load(path, mmap_mode="r")
+            arr = _load_npy(path)
             if arr.ndim == 2:
                 entries.append((path, None))
             elif arr.ndim == 3:
@@ -284,8 +299,9 @@ def folder_set(directory, n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, part: str 
     Picks ``n`` frames spread over the folder (all of them, with a warning, when fewer).
 
     Raises:
-        CalibrationDataError: ``directory`` is not a folder, holds no frames, holds too few to
-            hold out a part, or (when a frame is read) a listed frame is unreadable.
+        CalibrationDataError: ``directory`` is not a folder, holds no frames, holds a ``.npy``
+            that is not a readable array (damaged, or an object array), holds too few to hold out
+            a part, or (when a frame is read) a listed frame is unreadable.
     """
     import cv2
 
@@ -317,7 +333,7 @@ def folder_set(directory, n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, part: str 
             if image is None:
                 raise CalibrationDataError(f"cannot read image {path}")
         else:
-            arr = np.load(path, mmap_mode="r")
+            arr = _load_npy(path)
             image = np.array(arr if index is None else arr[index])
         return to_model_input(image)
 

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import UsageError
 
@@ -64,12 +64,18 @@ class URI:
         return self.text
 
 
+LOCAL_PATH_SCHEMES = ("file", "collect")  # their path is a local path, percent-decoded
+
+
 def parse_uri(text: str) -> URI:
     """Parse a source or output address into a :class:`URI` (nothing is opened or checked).
 
     A bare integer N becomes ``v4l2:///dev/videoN``, a bare ``/dev/video*`` path ``v4l2://``,
     any other bare path ``file://`` with the path made absolute; ``file://relative/path`` is
-    read as a relative path too.
+    read as a relative path too. The path of a URI naming a local folder or file
+    (:data:`LOCAL_PATH_SCHEMES`: ``file://``, ``collect://``) is percent-decoded (RFC 8089 /
+    RFC 3986 section 2.1), so a folder named ``take #2`` is ``file:///data/take%20%232``; a bare
+    path is taken as written.
     """
     text = str(text).strip()
     if re.fullmatch(r"\d+", text):
@@ -85,6 +91,8 @@ def parse_uri(text: str) -> URI:
     if scheme == "file" and parts.netloc and parts.netloc not in ("localhost",):
         # file://relative/path -> netloc holds the first component
         path = os.path.abspath(parts.netloc + parts.path)
+    if scheme in LOCAL_PATH_SCHEMES:
+        path = unquote(path)  # '#' and '?' in a name can only be given as %23 / %3F
     return URI(scheme, location=parts.netloc, path=path, options=options, text=text)
 
 

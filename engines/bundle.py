@@ -258,12 +258,30 @@ class Bundle:
         return f"Bundle({self.name!r}, {self.path}, tasks={self.tasks}, {router})"
 
 
+def _fresh_tmp(dst: Path) -> Path:
+    """``dst``'s temporary sibling (``NAME.tmp``), removed first if it exists, so a file or
+    symlink left there is never written through."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    return tmp
+
+
 def _copy(src: PathLike, dst: Path) -> None:
+    """Copy file ``src`` to ``dst`` inside a bundle folder: written to ``dst``.tmp, then renamed
+    over ``dst``. A ``dst`` that is a symlink (e.g. pointing outside the bundle) is replaced by
+    the file, never written through, so updating a bundle in place writes only inside it.
+
+    Raises:
+        BundleError: ``src`` is not a file.
+        OSError: the copy cannot be written.
+    """
     src = Path(src)
     if not src.is_file():
         raise BundleError(f"cannot bundle {src}: no such file")
-    if src.resolve() != dst.resolve():
-        shutil.copyfile(src, dst)
+    if dst.is_symlink() or src.resolve() != dst.resolve():
+        tmp = _fresh_tmp(dst)
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
 
 
 def _sub_tasks(task: str) -> List[str]:
@@ -351,7 +369,7 @@ def write_bundle(out_dir: PathLike, routes: Mapping[str, PathLike], router: Opti
     meta.pop("format_version", None)
     meta.pop("files", None)
     doc.update(meta)
-    tmp = out / (MANIFEST + ".tmp")
+    tmp = _fresh_tmp(out / MANIFEST)
     tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, out / MANIFEST)
     return load_bundle(out)
@@ -370,7 +388,7 @@ def save_manifest(bundle_dir: PathLike, manifest: Mapping) -> Bundle:
     back with :func:`load_bundle`, so every listed file is re-verified against its sha256.
     Only the metadata changes; use :func:`write_bundle` to add or replace model files."""
     out = Path(bundle_dir)
-    tmp = out / (MANIFEST + ".tmp")
+    tmp = _fresh_tmp(out / MANIFEST)
     tmp.write_text(_manifest_text(manifest), encoding="utf-8")
     os.replace(tmp, out / MANIFEST)
     return load_bundle(out)
@@ -390,7 +408,7 @@ def copy_listed_files(src: PathLike, manifest: dict, out_dir: PathLike) -> None:
         name = (entry or {}).get("file")
         if name and (src / name).is_file():
             out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / name, out / name)
+            _copy(src / name, out / name)
 
 
 def copy_bundle(src: PathLike, dst: PathLike) -> Path:

@@ -43,7 +43,8 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     (fp32/fp16/int8) picks which cached TensorRT plan a bundle route or .onnx file runs
     (``tir build``); None takes the best one built (INT8 > FP16 > FP32). ``adapt`` (a bundle
     only): adapt its router online on the first ``adapt`` frames (engines/adapt.py),
-    ``adapt_save`` writes the adapted copy there. ``deploy`` (a bundle only): ``routes``,
+    ``adapt_save`` writes the adapted copy there (a new folder: an existing one is refused before
+    anything loads). ``deploy`` (a bundle only): ``routes``,
     ``student`` or ``auto`` (per task, the bundle's ``auto_deploy`` table; None: the manifest's
     ``deploy``). The model's ``infer`` takes float32
     N×1×H×W frames normalised to [0, 1] and returns the same shape. Raises :class:`ModelNotFound`,
@@ -67,6 +68,11 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
         raise ModelNotFound("--adapt-save DIR needs --adapt N (the number of frames to adapt the router on)")
     if adapt is not None and task is not None:
         raise ModelNotFound("--adapt adapts the router, which --task switches off; give one of them")
+    if adapt_save is not None and Path(adapt_save).exists():
+        # write_adapted_bundle writes a new folder only; found out after N frames, the run would go on
+        # with the copy 'not written'
+        raise ModelNotFound(f"--adapt-save {adapt_save} already exists; the adapted copy is written to a new "
+                            "folder: choose a path that does not exist yet")
     from .models import MODELS, runnable
 
     preset = MODELS.get(spec) if spec in MODELS else None

@@ -431,3 +431,16 @@ def test_source_stats_needs_a_named_bundle(capsys):
     assert tir(["adapt", "--source-stats"]) == 2
     assert "--source-stats rewrites the bundle's manifest in place" in capsys.readouterr().err
     assert manifest.read_bytes() == before
+
+
+def test_adapt_save_to_an_existing_folder_is_refused_before_the_run(adapt_bundle, tmp_path):
+    # it used to be found out only after N frames ("not written: ... already exists") while the
+    # run went on
+    from tir.engines.loading import ModelNotFound, load_model
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    with pytest.raises(ModelNotFound, match=f"--adapt-save {taken} already exists"):
+        load_model(str(adapt_bundle / "bundle"), adapt=40, adapt_save=str(taken))
+    model, _ = load_model(str(adapt_bundle / "bundle"), adapt=40, adapt_save=str(tmp_path / "new"))
+    assert model.adapt_save == str(tmp_path / "new")

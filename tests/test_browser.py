@@ -207,6 +207,26 @@ def test_camera_card_shows_fpa_and_its_button_requests_ffc(browser):
         out.close()
 
 
+def test_unusable_frames_show_in_the_drops_card(browser):
+    # /stats.json and the status line counted them; the page showed only the stage drops
+    from selenium.webdriver.common.by import By
+
+    out = open_output("http://127.0.0.1:0").start()
+    try:
+        with LivePipeline(out) as live:
+            browser.get(out.url)
+            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+            wait_for(lambda: text("frames").strip().isdigit(), what="the first stats")
+            assert "unusable" not in text("drops-detail")
+            out.attach(lambda: dataclasses.replace(live.stats(), drops={"source": 0},
+                                                   corrupt={"size": 3, "depth": 0, "corrupt": 2}, corrupt_total=5))
+            wait_for(lambda: text("drops-detail") == "unusable frames 5 (size 3, corrupt 2)",
+                     what="the unusable frames count")
+            assert text("drops") == "0"
+    finally:
+        out.close()
+
+
 def test_router_adaptation_state_shows_on_the_page(browser):
     from selenium.webdriver.common.by import By
 

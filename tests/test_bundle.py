@@ -300,3 +300,28 @@ def test_schema_checks_router_adaptation_entries():
     assert any("router.adaptation must hold A (3×3) and b (3)" in p for p in B.validate_manifest(manifest(**bad_map)))
     bad_stats = {"adapt_source": {"mean": [float("nan")] * 3, "covariance": np.eye(3).tolist()}}
     assert any("router.adapt_source must hold mean (3)" in p for p in B.validate_manifest(manifest(**bad_stats)))
+
+
+def test_rewriting_a_bundle_in_place_never_writes_through_a_symlink(tmp_path, sources):
+    # a bundle folder whose route file is a symlink to a file outside it (same bytes, so it
+    # verifies): writing the bundle again in place (tir learn/distill with --out = the bundle)
+    # replaces the link with a file and leaves the outside file untouched
+    written = make(tmp_path, sources)
+    outside = tmp_path / "elsewhere" / "shared.onnx"
+    outside.parent.mkdir()
+    link = written.path / B.route_file("CB")
+    outside.write_bytes(link.read_bytes())
+    link.unlink()
+    link.symlink_to(outside)
+    before = outside.read_bytes()
+    B.load_bundle(written.path)  # the link's bytes match the manifest
+    planted = written.path / (B.MANIFEST + ".tmp")
+    planted.symlink_to(tmp_path / "elsewhere" / "manifest-victim.json")
+    routes, router = sources
+    new_cb = conv_model(tmp_path / "src" / "CB2.onnx", seed=5)
+    again = B.write_bundle(written.path, {"blur": routes["blur"], "CB": new_cb}, None,
+                           {"name": "tiny", "multiple": 8})
+    assert outside.read_bytes() == before
+    assert not link.is_symlink() and link.read_bytes() == new_cb.read_bytes()
+    assert not (tmp_path / "elsewhere" / "manifest-victim.json").exists()
+    assert again.manifest["tasks"][1]["sha256"] == B.sha256_file(new_cb)

@@ -72,3 +72,16 @@ def test_tir_recording_folder_raw_frames(tmp_path):
     from tir.calibration.data import normalise_counts
 
     np.testing.assert_array_equal(calib[0], normalise_counts(raw[0]))
+
+
+@pytest.mark.parametrize("write", [
+    lambda p: np.save(p, np.array([{"frame": 1}], dtype=object), allow_pickle=True),  # needs unpickling
+    lambda p: p.write_bytes(np.lib.format.magic(1, 0) + b"garbage"),                  # damaged header
+])
+def test_unreadable_npy_in_a_folder_is_a_calibration_data_error(tmp_path, write):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i:02d}.png"), rng.integers(7000, 9000, (24, 32), dtype=np.uint16))
+    write(tmp_path / "bad.npy")
+    with pytest.raises(CalibrationDataError, match=r"bad\.npy: not a readable \.npy array"):
+        calibration_set(str(tmp_path), 4, (32, 24))

@@ -309,3 +309,26 @@ def test_export_out_never_overwrites_an_existing_folder(tmp_path, capsys):
     afile.write_text("x")
     assert cli.main(["export", "--bundle", str(default_bundle_path()), "--out", str(afile)]) == 2
     assert afile.read_text() == "x"
+
+
+@pytest.mark.parametrize("mode", ["run", "bench", "eval", "adapt", "calibrate", "deploy", "train", "distill", "learn"])
+def test_threads_below_one_is_refused_by_the_parser_in_every_mode(mode, capsys):
+    # `tir run --threads 0` used to start, then stop with "stage infer failed" (exit 1)
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"tir {mode}")
+    cli.MODES.load(mode).add_arguments(parser)
+    for bad, says in (("0", "0: give a number of threads >= 1"), ("-2", "-2: give a number of threads >= 1"),
+                      ("two", "'two' is not a whole number of threads")):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(["--threads", bad])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.endswith(f"tir {mode}: error: argument --threads: {says}\n")
+    assert cli.thread_count("3") == 3
+
+
+def test_threads_zero_stops_tir_run_before_it_starts():
+    code, out, err = _tir("run", "--source", "synthetic://?size=160x120&realtime=0", "--port", "0",
+                          "--frames", "1", "--threads", "0")
+    assert code == 2 and err.endswith("tir run: error: argument --threads: 0: give a number of threads >= 1\n")
+    assert "tir run: output" not in out

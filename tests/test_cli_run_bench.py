@@ -77,6 +77,25 @@ def test_run_records_restored_frames(tmp_path, capsys, tiny_onnx):
     assert frames.dtype == np.uint16 and frames.shape[1:] == (120, 160)
 
 
+def test_record_to_a_folder_whose_name_holds_hash_and_percent(tmp_path, capsys, tiny_onnx):
+    # --record PATH became file://PATH unquoted: '#' cut the path, '%20' was decoded
+    from tir.edge.outputs.recorder import read_recording
+
+    folder = tmp_path / "take #2 at 50%20"
+    code = main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "3",
+                 "--record", str(folder), "--output", "http://127.0.0.1:0", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    frames, index = read_recording(folder)
+    assert len(index) >= 3 and [p.name for p in tmp_path.iterdir()] == [folder.name]
+    # --collect DIR likewise: it collected into 'col ' and lost its ?max_frames=...
+    collected = tmp_path / "col #1"
+    code = main(["run", "--source", SOURCE, "--frames", "2",  # the shipped bundle: it has a router
+                 "--collect", str(collected), "--collect-max-frames", "7", "--output", "http://127.0.0.1:0"])
+    assert code == 0, capsys.readouterr().err
+    assert f"collect://{tmp_path}/col%20%231?max_frames=7&" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, collected.name])
+
+
 def test_run_status_line_and_limits(capsys, tiny_onnx, tmp_path):
     pytest.importorskip("tir.edge.outputs.recorder", reason="H3's recorder output not present")
     code = main(["run", "--source", "synthetic://?size=160x120", "--model", str(tiny_onnx), "--duration", "1.5",
@@ -169,6 +188,9 @@ def test_http_address_goes_to_the_one_http_output():
     assert run.with_http_address(["http://localhost"], None, 5) == ["http://localhost:5"]
     with pytest.raises(ValueError, match="no http:// output"):
         run.with_http_address(["file:///tmp/r"], None, 9000)
+    for empty in ("", "  "):  # e.g. --host "$HOST" with HOST unset: it listened on every interface
+        with pytest.raises(ValueError, match="--host is empty; give an address: 127.0.0.1"):
+            run.with_http_address(["http://127.0.0.1:8080"], empty, None)
     with pytest.raises(ValueError, match="there are 2"):
         run.with_http_address(["http://127.0.0.1:1", "http://127.0.0.1:2"], None, 9000)
 

@@ -247,6 +247,25 @@ def test_register_folder_reads_the_bit_depth_and_refuses_mixed_frames(tmp_path, 
         ds.register_folder(tmp_path / "nowhere")
 
 
+def test_an_undecodable_frame_in_a_folder_names_the_file_and_what_to_do(tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    (tmp_path / "cam").mkdir()
+    good = tmp_path / "cam" / "a.png"
+    cv2.imwrite(str(good), np.full((8, 8), 9000, np.uint16))
+    (tmp_path / "cam" / "b.png").write_bytes(good.read_bytes()[:60])  # cut short
+    (tmp_path / "cam" / "c.png").write_bytes(b"")
+    name = ds.register_folder(tmp_path / "cam")
+    capfd.readouterr()
+    with pytest.raises(ds.DatasetError) as cut:
+        ds.read_counts(tmp_path / "cam" / "b.png", 16)
+    assert str(cut.value) == f"cannot decode {tmp_path / 'cam' / 'b.png'} (damaged or not an image); remove or replace it"
+    with pytest.raises(ds.DatasetError, match=r"b\.png \(damaged or not an image\); remove or replace it"):
+        ds.load_counts(name, ds.ALL)
+    with pytest.raises(ds.DatasetError, match=r"c\.png \(empty file\); remove or replace it"):
+        ds.read_counts(tmp_path / "cam" / "c.png", 16)
+    assert "WARN" not in capfd.readouterr().err  # OpenCV's decoder warning does not leak
+
+
 def test_virtual_camera_is_a_set():
     frames = ds.load_counts("synthetic", "test", max_frames=3)
     assert [f.shape for f in frames] == [(512, 640), (256, 320), (120, 160)]

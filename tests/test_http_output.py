@@ -234,6 +234,10 @@ def test_spot_reads_counts_and_temperature(server):
     assert spot["celsius"] == pytest.approx(frame.raw[3, 5] * 0.01 - 273.15, abs=0.01)
     assert "outside" in json.loads(get(server, "/spot.json?x=500&y=3")[1])["error"]
     assert get(server, "/spot.json?x=a")[0].status == 400
+    # an unknown view was read as raw and echoed back as given
+    resp, body = get(server, "/spot.json?x=5&y=3&view=<script>")
+    assert resp.status == 400 and json.loads(body) == {
+        "error": "unknown view '<script>'; give view=raw or view=restored"}
 
 
 def test_close_ends_open_streams_promptly():
@@ -564,3 +568,12 @@ def test_close_with_requests_in_flight_does_not_raise():
     half.close()
     conn.close()
     assert out.clients == 0
+
+
+@pytest.mark.parametrize("text", ["http://?quality=50", "http://:0", "http://"])
+def test_an_http_output_without_a_host_listens_on_this_machine_only(text):
+    # the empty host was taken as given, so the server listened on every interface
+    from tir.edge.outputs.http import DEFAULT_HOST
+
+    out = open_output(text)
+    assert out.host == DEFAULT_HOST == "127.0.0.1" and out.start_lines()[1:] == []

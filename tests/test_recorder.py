@@ -137,6 +137,16 @@ def test_unwritable_path_names_the_path(tmp_path):
         open_output(f"file://{blocker}/rec").start()
 
 
+def test_a_path_that_is_a_file_is_refused_as_not_a_folder(tmp_path):
+    # was "cannot write a recording to /dev/full: File exists" (mkdir's EEXIST)
+    target = tmp_path / "clip.avi"
+    target.write_bytes(b"an existing file")
+    for path in (target, "/dev/full"):
+        with pytest.raises(OutputError, match=f"{path}: it exists and is not a folder"):
+            open_output(f"file://{path}").start()
+    assert target.read_bytes() == b"an existing file"
+
+
 def test_an_existing_recording_is_not_overwritten_by_accident(tmp_path):
     with open_output(f"file://{tmp_path}/rec?preview=0") as rec:
         rec.write(make_frame(0))
@@ -202,6 +212,7 @@ def test_a_full_disk_stops_the_recorder_and_keeps_what_was_written(tmp_path, mon
     assert rec.written == 3
     assert rec.failure is not None and "ENOSPC" in rec.failure and "frame 3" in rec.failure
     assert "frames kept, readable: 3" in rec.failure
+    assert rec.failure.endswith("free space on that disk or record to another one")
     assert rec.lost == 5 and rec.written + rec.lost + rec.dropped == 8
     assert rec.stats()["failure"] == rec.failure
     # the half-written frame was cut off: the streams hold exactly the indexed frames

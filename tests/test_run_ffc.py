@@ -185,3 +185,19 @@ def test_boson_source_enables_camera_control_automatically(fake_sysfs, monkeypat
     assert run.open_ffc(args, boson) == (None, None)
 
 
+
+
+def test_ffc_period_is_checked_without_a_camera_and_not_dropped_silently(capsys):
+    # without camera control a bad --ffc-period used to pass unseen (NaN even with one: NaN < 0 is
+    # False), and a good one was ignored without a word
+    source = open_source(SOURCE)
+    for bad in (-3.0, float("nan"), float("inf")):
+        args = type("Args", (), {"camera_port": None, "camera_protocol": "boson", "ffc_period": bad})()
+        with pytest.raises(run.CameraControlError, match="--ffc-period must be >= 0 seconds"):
+            run.open_ffc(args, source)
+    args = type("Args", (), {"camera_port": None, "camera_protocol": "boson", "ffc_period": 180.0})()
+    assert run.open_ffc(args, source) == (None, None)
+    assert "tir run: --ffc-period 180 is not applied: no camera control in this run" in capsys.readouterr().out
+    args.ffc_period = 0.0
+    assert run.open_ffc(args, source) == (None, None) and capsys.readouterr().out == ""
+    source.close()

@@ -1,4 +1,5 @@
 import logging
+import os
 
 import cv2
 import numpy as np
@@ -336,3 +337,32 @@ def test_a_frame_of_another_size_is_skipped_with_a_clear_reason(tmp_path, caplog
     assert source.stats()["corrupt_kinds"] == {"size": 1}
     assert "replay one size per folder" in caplog.text and "32x24 frame in a 16x12 replay" in caplog.text
     source.close()
+
+
+@pytest.mark.parametrize("first_bits", [16, 8])
+def test_a_frame_of_another_bit_depth_is_skipped_with_a_clear_reason(tmp_path, caplog, first_bits):
+    # the first frame fixes the map (8-bit: fixed full scale 0..16320; 16-bit: robust percentiles
+    # of counts): an 8-bit JPEG/PNG among 16-bit PNGs (or the reverse) would be normalised wrongly
+    deep = np.full((12, 16), 30000, np.uint16)
+    shallow = np.full((12, 16), 200, np.uint8)
+    first, other = (deep, shallow) if first_bits == 16 else (shallow, deep)
+    cv2.imwrite(str(tmp_path / "a.png"), first)
+    cv2.imwrite(str(tmp_path / "b.png"), other)
+    cv2.imwrite(str(tmp_path / "c.png"), first)
+    source = open_source(f"file://{tmp_path}/?rate=max")
+    with caplog.at_level(logging.WARNING):
+        frames = read_all(source)
+    assert len(frames) == 2 and all(f.meta["source_bits"] == first_bits for f in frames)
+    assert source.stats()["corrupt_kinds"] == {"depth": 1} and source.stats()["corrupt"] == 1
+    other_bits = 24 - first_bits
+    assert f"an {other_bits}-bit frame in a {first_bits}-bit replay is skipped" in caplog.text
+    source.close()
+
+
+def test_a_fifo_or_device_is_refused_at_once_instead_of_blocking(tmp_path):
+    # OpenCV's open of a FIFO blocked tir run for good (SIGTERM could not stop it)
+    fifo = tmp_path / "frames.fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/null"):
+        with pytest.raises(SourceError, match="is not a regular file or folder"):
+            open_source(f"file://{path}")

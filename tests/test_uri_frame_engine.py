@@ -22,6 +22,16 @@ def test_parse_uri_forms():
     assert check_source("file:///tmp/x?loop=1").values.loop is True
 
 
+def test_a_file_uri_path_is_percent_decoded_and_a_bare_path_is_not(tmp_path):
+    # a folder named "take #2" could not be given as a file:// URI: '#' starts the fragment
+    folder = tmp_path / "take #2"
+    folder.mkdir()
+    u = parse_uri(f"file://{tmp_path}/take%20%232?loop=1")
+    assert u.path == str(folder) and u.options == {"loop": "1"}
+    assert parse_uri(f"file://{tmp_path}/a%3Fb.npy").path == f"{tmp_path}/a?b.npy"
+    assert parse_uri(f"{tmp_path}/50%25 gain").path == f"{tmp_path}/50%25 gain"  # bare: as written
+
+
 def test_parse_size_rejects_garbage():
     with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
         parse_size("640by512")

@@ -211,10 +211,25 @@ def add_backend_argument(parser, help: str, default: str = "auto", choices=None)
     parser.add_argument("--backend", default=default, choices=choices, help=help)
 
 
+def thread_count(text: str) -> int:
+    """argparse type of every ``--threads``: an integer >= 1 (a runtime's thread count; 0 or a
+    negative number would otherwise be refused by the backend only after the run started).
+
+    Raises argparse.ArgumentTypeError naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of threads") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give a number of threads >= 1")
+    return value
+
+
 def add_threads_argument(parser, default=None, help: str = "ONNX Runtime intra-op threads (default: one per core)"):
-    """``--threads N`` (int): intra-op threads of the runtime the mode drives (``tir run/bench``:
-    ONNX Runtime, default one per core; ``tir eval/adapt/calibrate`` pass their own default and help)."""
-    parser.add_argument("--threads", type=int, default=default, help=help)
+    """``--threads N`` (int >= 1, :func:`thread_count`): intra-op threads of the runtime the mode
+    drives (``tir run/bench``: ONNX Runtime, default one per core; ``tir eval/adapt/calibrate``
+    pass their own default and help)."""
+    parser.add_argument("--threads", type=thread_count, default=default, help=help)
 
 
 def add_bundle_argument(parser, help: str = "model bundle folder", required: bool = False) -> None:

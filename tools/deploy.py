@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from tir.engines.bundle import DEFAULT_AUTO_MARGIN_DB, DEPLOY_CHOICES
 
-from .cli import add_bundle_argument
+from .cli import add_bundle_argument, thread_count
 
 
 def add_arguments(parser) -> None:
@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
                              "SETS on the val split, automatic routing, each deploy) and record it; auto chooses on it")
     parser.add_argument("--measure-frames", type=int, default=12, metavar="N",
                         help="with --measure: val frames per set (default 12)")
-    parser.add_argument("--threads", type=int, default=None, help="with --measure: ONNX Runtime threads")
+    parser.add_argument("--threads", type=thread_count, default=None, help="with --measure: ONNX Runtime threads")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="with --set: write a copy of the bundle there (a new folder) instead of "
                              "rewriting its manifest in place")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tir.engines.bundle import DEFAULT_AUTO_MARGIN_DB
 
+from .cli import thread_count
+
 log = logging.getLogger("tir.distill")
 
 
@@ -77,7 +79,7 @@ def add_arguments(parser) -> None:
                         help="evaluate the finished student and its teachers on every frame of this split "
                              "and print the table; trains nothing, writes no bundle (test: once, at the end)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=thread_count, default=2, help="torch CPU threads")
 
 
 def _task_weights(text: str):

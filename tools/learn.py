@@ -38,6 +38,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from .cli import thread_count
+
 log = logging.getLogger("tir.learn")
 
 
@@ -69,7 +71,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=thread_count, default=2)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--prune-p", type=float, default=None)
     parser.add_argument("--prune-samples", type=int, default=32)

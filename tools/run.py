@@ -31,11 +31,12 @@ failed (disk full, I/O error: the frames written before it are kept and readable
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from tir.edge.errors import EXIT_OK, InputError, OutputFailed, OutputUnavailable, TirError, UsageError
 from tir.engines import loading
@@ -246,12 +247,16 @@ def with_http_address(uris: List[str], host: Optional[str], port: Optional[int])
     unless --output names another); UsageError (a ValueError) when there is none or more than one.
 
     Raises:
-        UsageError: ``port`` is outside 0..65535, or there is no or more than one http:// output.
+        UsageError: ``port`` is outside 0..65535, ``host`` is empty, or there is no or more than
+            one http:// output.
     """
     if host is None and port is None:
         return list(uris)
     if port is not None and not 0 <= port <= 65535:
         raise UsageError(f"--port {port} is not a port number (0..65535; 0 = any free port)")
+    if host is not None and not host.strip():
+        raise UsageError("--host is empty; give an address: 127.0.0.1 (this machine only, the default), "
+                         "0.0.0.0 (every interface) or one of this machine's addresses")
     http = [i for i, uri in enumerate(uris) if urlsplit(uri).scheme == "http"]
     if len(http) != 1:
         raise UsageError("--host/--port set the address of the HTTP output, but "
@@ -287,20 +292,23 @@ def open_ffc(args, source):
     does not answer raises CameraControlError; an automatic one that does not is skipped.
 
     Raises:
-        CameraControlError: ``--ffc-period`` < 0 s, or a ``--camera-port`` that was asked for does
-            not answer.
+        CameraControlError: ``--ffc-period`` < 0 s, NaN or infinite (checked first, camera or
+            not), or a ``--camera-port`` that was asked for does not answer.
     """
     from tir.edge.camera.ffc import CONTROL_ERRORS, UNSUPPORTED, CameraNotFound, FFCController, open_camera_control
 
+    period = args.ffc_period
+    if not (0 <= period < math.inf):  # NaN fails too
+        raise CameraControlError(f"--ffc-period must be >= 0 seconds (0: the camera's own mode), got {period:g}")
     port = args.camera_port
     asked = port is not None
     if not asked:
         port = boson_serial_port(source)
         if port is None:
+            if period > 0:
+                print(f"tir run: --ffc-period {period:g} is not applied: no camera control in this run (no Boson "
+                      "serial port found for this source); pass --camera-port DEV|auto", flush=True)
             return None, None
-    period = args.ffc_period
-    if period < 0:
-        raise CameraControlError(f"--ffc-period must be >= 0 seconds (0: the camera's own mode), got {period:g}")
     client = None
     try:
         client = open_camera_control(None if port == "auto" else port, args.camera_protocol)
@@ -404,9 +412,9 @@ def _run(args) -> int:
             uris = with_http_address(list(args.output or [DEFAULT_OUTPUT]), args.host, args.port)
             if args.record:
                 uris.append(parse_uri(args.record).text if "://" in args.record
-                            else f"file://{Path(args.record).resolve()}")
+                            else "file://" + quote(str(Path(args.record).resolve())))  # '#', '?', '%' kept
             if args.collect:
-                uris.append(f"collect://{Path(args.collect).expanduser().resolve()}?max_frames="
+                uris.append(f"collect://{quote(str(Path(args.collect).expanduser().resolve()))}?max_frames="
                             f"{args.collect_max_frames}&max_mb={args.collect_max_mb:g}&rate={args.collect_rate:g}")
             # every source/output option checked before the model loads, the camera opens or a port binds
             checked_source = check_source(source_uri)

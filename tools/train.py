@@ -11,6 +11,8 @@ import logging
 import time
 from pathlib import Path
 
+from .cli import thread_count
+
 log = logging.getLogger("tir.train")
 
 
@@ -50,7 +52,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=12, help="batch size")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=thread_count, default=2, help="torch CPU threads")
     parser.add_argument("--group", type=int, default=8,
                         help="channels per pruning group (8 keeps widths multiples of 8)")
     parser.add_argument("--prune-p", type=float, default=None,

@@ -8,7 +8,8 @@ set up)::
     /snapshot/<view>.jpg       one JPEG of the newest frame
     /stats.json                the stats schema's JSON form (tir.edge.pipeline.stats.StatsSnapshot):
                                pipeline stats + this output's counters + "no_signal"
-    /spot.json?x=&y=&view=     counts (and temperature where known) at one pixel
+    /spot.json?x=&y=&view=     counts (and temperature where known) at one pixel; view raw (default)
+                               or restored, another view is 400
     /healthz                   liveness
     POST /ffc                  flat-field correction now (when the run has camera control)
     POST /bundle/reload        load the model bundle folder again and swap it in between two frames
@@ -79,6 +80,7 @@ WEB_FILES = {
 }
 TOKEN_PLACEHOLDER = b"{{TIR_TOKEN}}"  # in index.html, replaced by the run's token when served
 TOKEN_HEADER = "X-Tir-Token"
+SPOT_VIEWS = ("raw", "restored")  # the frames /spot.json reads a pixel of
 BOUNDARY = "tirframe"
 NO_SIGNAL_REPEAT_S = 1.0  # how often a stream repeats the NO SIGNAL card
 STATS_POLL_S = 0.5  # the streams consult stats_provider() at most this often
@@ -314,7 +316,9 @@ class HTTPOutput(Output):
     def __init__(self, uri: URI):
         super().__init__(uri)
         o = self.options
-        self.host = DEFAULT_HOST if uri.host is None else uri.host
+        # no host (http://?quality=50, http://:8080): this machine only, as with no --output at all;
+        # every interface is asked for by name (0.0.0.0)
+        self.host = uri.host or DEFAULT_HOST
         self.port = DEFAULT_PORT if uri.port is None else uri.port
         self.quality = snap_quality(o.quality)
         self.no_signal_after = o.no_signal_after
@@ -705,7 +709,10 @@ class HTTPOutput(Output):
             x, y = int(request.query["x"]), int(request.query["y"])
         except (KeyError, ValueError):
             return _json({"error": "give integer pixel coordinates: /spot.json?x=10&y=20"}, 400)
-        return _json(self.spot(x, y, request.query.get("view", "raw")))
+        view = request.query.get("view", "raw")
+        if view not in SPOT_VIEWS:
+            return _json({"error": f"unknown view {view[:50]!r}; give view={' or view='.join(SPOT_VIEWS)}"}, 400)
+        return _json(self.spot(x, y, view))
 
     async def _not_found(self, request: web.Request) -> web.Response:
         if request.method not in ("GET", "HEAD"):

@@ -134,11 +134,14 @@ class Recorder(Output):
         Returns the recorder (a second call does nothing).
 
         Raises:
-            OutputError: the folder already holds a recording (without ``overwrite=1``) or cannot
-                be written.
+            OutputError: the path exists and is not a folder (a file, ``/dev/full``), the folder
+                already holds a recording (without ``overwrite=1``) or cannot be written.
         """
         if self._thread is not None:
             return self
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputError(f"cannot write a recording to {self.path}: it exists and is not a folder (a "
+                              f"recording is a folder of frames and an index); give a new folder's path")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             index_path = self.path / INDEX_NAME
@@ -167,7 +170,8 @@ class Recorder(Output):
             self._good[INDEX_NAME] = self._index_file.tell()
         except OSError as exc:
             raise OutputError(
-                f"cannot write a recording to {self.path}: {exc.strerror or exc}") from exc
+                f"cannot write a recording to {self.path}: {exc.strerror or exc}; record to a folder "
+                "this user can write on a writable disk") from exc
         self._thread = threading.Thread(target=self._run, name=f"recorder:{self.path.name}",
                                         daemon=True)
         self._thread.start()
@@ -293,7 +297,9 @@ class Recorder(Output):
         for png in self._frame_pngs:  # the failed frame's complete PNGs: not indexed
             png.unlink(missing_ok=True)
         self.failure = (f"recording to {self.path} stopped at frame {frame.seq}: {reason}; "
-                        f"frames kept, readable: {self.written}")
+                        f"frames kept, readable: {self.written}"
+                        + ("; free space on that disk or record to another one"
+                           if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""))
         log.error("%s", self.failure)
         self._close_files()
 

@@ -18,7 +18,9 @@ Options: ``loop=1`` (start again at the end), ``rate=native|max`` (native paces 
 file's frame rate, or ``fps=``, default 30 for images; max reads as fast as possible),
 ``bits=14|16``. Images are read with ``np.fromfile`` + ``cv2.imdecode`` (PNG chunk CRCs
 checked first, so a damaged PNG is refused here rather than by libpng on stderr). A corrupt,
-vanished or unreadable image, or a frame whose shape differs from the first one, is dropped,
+vanished or unreadable image, or a frame whose shape or bit depth (8 vs 16) differs from the
+first one (the first frame fixes the normalisation: a fixed map for 8-bit, robust percentiles
+of counts for 16-bit), is dropped,
 counted in ``stats()["corrupt"]`` (by kind in ``stats()["corrupt_kinds"]``; the pipeline's
 counters include them) and logged at most once per kind every 10 s.
 
@@ -447,11 +449,17 @@ def open_reader(path: str, stream: Optional[str] = None) -> _Reader:
     ``stream`` (raw|restored, default raw) selects a recording's stream.
 
     Raises:
-        SourceError: ``path`` does not exist (the message says what exists nearby) or is a
-            folder without images (the message lists what it holds).
+        SourceError: ``path`` does not exist (the message says what exists nearby), is neither
+            a regular file nor a folder (a FIFO, device or socket), or is a folder without images
+            (the message lists what it holds).
     """
     if not os.path.exists(path):
         raise SourceError(describe_missing(path))
+    if not (os.path.isfile(path) or os.path.isdir(path)):
+        # a FIFO would block OpenCV's open (and the run) until a writer appears, a device or
+        # socket is no recording
+        raise SourceError(f"{path} is not a regular file or folder (a FIFO, device or socket); replay a "
+                          "file or folder, or give a camera as v4l2:///dev/videoN")
     parent = os.path.dirname(os.path.abspath(path))
     if path.endswith(".u16") and os.path.isfile(path) and is_recording(parent):
         return _RecordingReader(parent, stream or os.path.basename(path)[:-len(".u16")])
@@ -524,6 +532,7 @@ class FileSource(Source):
         self._pending = self._first_frame()
         self._pending_meta = self.reader.meta()
         self._shape = self._pending.shape
+        self._source_bits = self.reader.source_bits
         bits = self.options.bits
         if bits is None:
             bits = 14 if self.reader.source_bits == 8 or int(self._pending.max()) < 16384 else 16
@@ -608,6 +617,10 @@ class FileSource(Source):
                     raise FrameError("size", f"a {image.shape[1]}x{image.shape[0]} frame in a "
                                      f"{self._shape[1]}x{self._shape[0]} replay is skipped: a source keeps "
                                      "one frame size, as a camera does (replay one size per folder)")
+                if self.reader.source_bits != self._source_bits:
+                    raise FrameError("depth", f"an {self.reader.source_bits}-bit frame in a "
+                                     f"{self._source_bits}-bit replay is skipped: a source keeps one bit "
+                                     "depth, as a camera does (replay 8-bit and 16-bit files separately)")
                 return check_frame(image, self._shape)
             except FrameError as exc:
                 self._drop(exc)

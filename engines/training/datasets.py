@@ -181,11 +181,16 @@ def _frame_files(folder: Path) -> List[Path]:
 
 
 def _decode(path: Path) -> np.ndarray:
-    """One image file as stored (any depth, any channels); DatasetError when it cannot be decoded."""
+    """One image file as stored (any depth, any channels); DatasetError when it cannot be decoded
+    (OpenCV's own decoder warnings are silenced: the error names the file)."""
+    from tir.edge.logs import quiet_opencv
+
+    quiet_opencv()
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
-        raise DatasetError(f"cannot decode {path}")
+        raise DatasetError(f"cannot decode {path} ({'empty file' if not data.size else 'damaged or not an image'}); "
+                           "remove or replace it")
     return image
 
 
@@ -260,7 +265,8 @@ def read_counts(path: Path, bits: int) -> np.ndarray:
     image = _grey(_decode(path), path)
     want = np.uint8 if bits == 8 else np.uint16
     if image.dtype != want:
-        raise DatasetError(f"{path}: {image.dtype} frame in a {bits}-bit set")
+        raise DatasetError(f"{path}: {image.dtype} frame in a {bits}-bit set (a folder's first frame sets its "
+                           "depth); keep 8-bit and 16-bit frames in separate folders")
     return image
 
 

@@ -34,7 +34,8 @@ function renderStages(stats) {
   if (body.innerHTML !== html) body.innerHTML = html;
 }
 
-// stats.drops: where frames were dropped -> count.
+// stats.drops: where frames were dropped -> count; stats.corrupt: unusable frames (damaged
+// file, other size or bit depth, ...) by kind, counted apart from the drops.
 function renderDrops(stats) {
   let total = 0;
   const parts = [];
@@ -43,6 +44,10 @@ function renderDrops(stats) {
     if (n) parts.push(`${where} ${n}`);
   }
   text("drops", total);
+  if (stats.corrupt_total) {
+    const kinds = Object.entries(stats.corrupt || {}).filter(([, n]) => n).map(([kind, n]) => `${kind} ${n}`);
+    parts.push(`unusable frames ${stats.corrupt_total}` + (kinds.length ? ` (${kinds.join(", ")})` : ""));
+  }
   text("drops-detail", parts.join(", "));
 }
 
