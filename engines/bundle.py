@@ -253,6 +253,29 @@ class Bundle:
         """The distilled student's ONNX file, or None."""
         return None if self.student is None else self.path / self.student["file"]
 
+    def check_file(self, path: PathLike) -> None:
+        """Refuse a listed file that changed since the bundle was verified: its sha256 against
+        the manifest's, read now (routes and the student load lazily, on first use, so a file
+        replaced in between would otherwise run unchecked). A file the manifest does not list
+        (e.g. a TensorRT plan built on the device) is not checked here.
+
+        Raises:
+            BundleError: the file is missing or its sha256 differs from the manifest's.
+        """
+        path = Path(path)
+        digest = listed_files(self.manifest).get(path.name)
+        if digest is None or path.parent.resolve() != self.path.resolve():
+            return
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise BundleError(f"bundle {self.name!r}: {path.name} cannot be read ({exc.strerror or exc}); "
+                              "restore the bundle folder") from None
+        if actual != digest:
+            raise BundleError(f"bundle {self.name!r}: {path.name} changed since the bundle was loaded (sha256 "
+                              f"{_short(actual)}, manifest {_short(digest)}); it is not run. Restore the file, or "
+                              "write the bundle again (tir train/learn/distill) and reload it")
+
     def __repr__(self) -> str:
         router = "router" if self.router else "no router"
         return f"Bundle({self.name!r}, {self.path}, tasks={self.tasks}, {router})"

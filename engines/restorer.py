@@ -365,12 +365,15 @@ class Restorer:
         """The student engine (ONNX Runtime), loaded on first use.
 
         Raises:
+            BundleError: student.onnx changed since the bundle was loaded (sha256).
             EngineError: the student cannot be loaded, takes another number of prompt weights than
                 the manifest lists, or states a spatial multiple that disagrees with the manifest.
         """
         if self._student is None:
             from .backends.student import StudentEngine
             from .engine import EngineError
+
+            self.bundle.check_file(self.bundle.student_path)   # loaded lazily: refuse a replaced file
 
             t0 = time.monotonic()
             engine = StudentEngine(self.bundle.student_path, threads=self.threads)
@@ -398,6 +401,8 @@ class Restorer:
     def _load(self, path: Path, router: bool = False):
         from .backends import load_engine
 
+        self.bundle.check_file(path)   # loaded lazily: refuse a file replaced since the bundle was verified
+
         kw = {} if self.threads is None else {"threads": self.threads}
         if self.precision is not None and self.backend == "tensorrt":
             # `tir build --precision int8` builds the router in FP16 (it is not calibrated)
@@ -408,7 +413,8 @@ class Restorer:
         """The engine of one route, loaded on first use.
 
         Raises:
-            BundleError: the bundle has no route ``task``.
+            BundleError: the bundle has no route ``task``, or its file changed since the bundle
+                was loaded (sha256, :meth:`Bundle.check_file`).
             EngineError: the engine cannot be loaded, or its ``tir.multiple`` disagrees with the
                 manifest's ``multiple``.
         """

@@ -530,3 +530,23 @@ def test_tir_run_pins_the_reference_from_a_folder_or_the_virtual_camera(gated_bu
     with pytest.raises(Exception, match="empty|no "):
         pin_camera_reference(Restorer(gated_bundle), types.SimpleNamespace(reference=f"file://{empty}",
                                                                           reference_frames=2), source=None)
+
+
+def test_a_route_replaced_after_the_bundle_was_loaded_is_refused_at_first_use(gated_bundle, tmp_path):
+    """Routes load lazily: a file changed between load_bundle and its first use is refused by its
+    sha256, not run."""
+    import shutil
+
+    from tir.engines.bundle import BundleError
+
+    folder = tmp_path / "copy"
+    shutil.copytree(gated_bundle, folder)
+    r = Restorer(folder, every=1, hysteresis=1)
+    r.engine("CB")                                        # untouched: loads
+    target = r.bundle.route_path("blur")
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"route-blur\.onnx changed since the bundle was loaded"):
+        r.engine("blur")
+    assert r.loaded_routes == ["CB"]
