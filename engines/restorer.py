@@ -795,14 +795,16 @@ class Restorer:
             engine = self.engine(task)
         if self.tone_align and self.current in self.contrast_gate.partners:
             return engine, self.contrast_gate.align
-        if self.tone_align and self.current in self._keeps_tone and x is not None:
+        if self.tone_align and self.current in self._keeps_tone:
             # noise has no tone of its own: the camera's, or before it is known the frame's own
-            try:
-                ends = lowpass_ends(_as_batch(x)[-1, 0])
-            except ValueError:
-                return engine, _unchanged
             gate = self.contrast_gate
-            return engine, lambda y: gate.align(y, fallback=ends)
+            if gate.tone_reference() is not None:
+                return engine, gate.align
+            try:
+                ends = None if x is None else lowpass_ends(_as_batch(x)[-1, 0])
+            except ValueError:
+                ends = None
+            return (engine, _unchanged) if ends is None else (engine, lambda y: gate.align(y, fallback=ends))
         return engine, _unchanged
 
     def status(self) -> dict:
