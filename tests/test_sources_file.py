@@ -366,3 +366,19 @@ def test_a_fifo_or_device_is_refused_at_once_instead_of_blocking(tmp_path):
     for path in (fifo, "/dev/null"):
         with pytest.raises(SourceError, match="is not a regular file or folder"):
             open_source(f"file://{path}")
+
+
+def test_a_false_colour_frame_is_skipped_grey_in_colour_is_read(tmp_path, caplog):
+    """A palette rendering (its brightness is not the scene's temperature order) is dropped with
+    kind 'colour' and a reason; grey stored in three channels is read as grey."""
+    ramp = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (12, 1))
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(ramp, cv2.COLOR_GRAY2BGR))
+    cv2.imwrite(str(tmp_path / "b.png"), cv2.applyColorMap(ramp, cv2.COLORMAP_TURBO))
+    cv2.imwrite(str(tmp_path / "c.png"), cv2.cvtColor(ramp, cv2.COLOR_GRAY2BGR))
+    source = open_source(f"file://{tmp_path}/?rate=max")
+    with caplog.at_level(logging.WARNING):
+        frames = read_all(source)
+    assert len(frames) == 2 and np.array_equal(frames[0].raw, ramp.astype(np.uint16) << 6)
+    assert source.stats()["corrupt_kinds"] == {"colour": 1}
+    assert "b.png: a false-colour frame" in caplog.text
+    source.close()

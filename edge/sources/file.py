@@ -131,6 +131,24 @@ def read_image(path: str) -> np.ndarray:
     return image
 
 
+#: median over a colour frame's pixels of (largest − smallest channel), in 8-bit grey levels, above
+#: which the frame is a false-colour (palette) rendering rather than grey stored in three channels.
+#: Grey stored as colour (JPEG included) differs by chroma rounding only (0-2 levels); a burnt-in
+#: coloured OSD or colour scale bar covers a minority of the pixels, so the median ignores it; a
+#: palette differs by tens of levels nearly everywhere (measured on a HIT-UAV frame: OpenCV's
+#: TURBO, INFERNO, JET medians of 100+).
+FALSE_COLOUR_CHROMA = 8.0
+
+
+def colour_chroma(image: np.ndarray) -> float:
+    """The median over pixels of (largest − smallest colour channel) of an (H, W, 3) BGR or
+    (H, W, 4) BGRA uint8/uint16 image, in 8-bit grey levels (0 for grey stored as colour; above
+    :data:`FALSE_COLOUR_CHROMA` for a palette rendering)."""
+    bgr = image[:, :, :3]
+    chroma = float(np.median(bgr.max(axis=2) - bgr.min(axis=2)))
+    return chroma / 257.0 if image.dtype == np.uint16 else chroma
+
+
 def to_counts(image: np.ndarray, what: str) -> np.ndarray:
     """Grey counts from a decoded image: colour -> grey, 8-bit values shifted left by 6.
 
@@ -142,13 +160,21 @@ def to_counts(image: np.ndarray, what: str) -> np.ndarray:
         (H, W) uint16 counts (8-bit input lands in 14-bit range: 0..16320).
 
     Raises:
-        FrameError: kind ``corrupt`` for None (not decodable), ``dtype`` for other pixel types.
+        FrameError: kind ``corrupt`` for None (not decodable), ``colour`` for a false-colour
+            (palette) frame (:func:`colour_chroma` above :data:`FALSE_COLOUR_CHROMA`: a palette's
+            brightness does not follow the scene's temperature, so its grey would be a scrambled
+            scene), ``dtype`` for other pixel types.
     """
     if image is None:
         raise FrameError("corrupt", f"{what}: cannot be decoded")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     elif image.ndim == 3 and image.shape[2] in (3, 4):
+        chroma = colour_chroma(image)
+        if chroma > FALSE_COLOUR_CHROMA:
+            raise FrameError("colour", f"{what}: a false-colour frame (its colour channels differ by {chroma:.0f} "
+                                       "grey levels at the median pixel) cannot be read as temperatures; give the "
+                                       "camera's grey frames (Y16 counts, or its 8-bit 'white hot' output)")
         code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
         image = cv2.cvtColor(image, code)
     if image.dtype == np.uint8:

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from tir.edge.errors import InputError
+from tir.edge.sources.file import FALSE_COLOUR_CHROMA, colour_chroma
 
 SPLITS = ("train", "val", "test")
 ALL = "all"
@@ -225,28 +226,16 @@ def register_folder(path: Union[str, Path], clean: bool = True) -> str:
                                     "the user's", False, clean=clean, splits=False)).name
 
 
-#: median over a colour frame's pixels of (largest − smallest channel), in 8-bit grey levels, above
-#: which the frame is a false-colour (palette) rendering rather than grey stored in three channels.
-#: Grey stored as colour (JPEG included) differs by chroma rounding only (0-2 levels); a burnt-in
-#: coloured OSD or colour scale bar covers a minority of the pixels, so the median ignores it; a
-#: palette differs by tens of levels nearly everywhere (measured on a HIT-UAV frame: OpenCV's
-#: TURBO, INFERNO, JET medians of 100+).
-FALSE_COLOUR_CHROMA = 8.0
-
-
 def _grey(image: np.ndarray, path: Path) -> np.ndarray:
     """A decoded frame (H×W, H×W×1, BGR or BGRA) as one grey channel; DatasetError for a
-    false-colour frame (:data:`FALSE_COLOUR_CHROMA`): a palette's brightness does not follow the
+    false-colour frame (edge/sources/file.py :data:`FALSE_COLOUR_CHROMA`): a palette's brightness does not follow the
     scene's temperature (a rainbow palette's luminance rises and falls again), so converting it to
     grey would silently give a scrambled scene."""
     if image.ndim != 3:
         return image
     if image.shape[2] == 1:
         return image[:, :, 0]
-    bgr = image[:, :, :3]
-    chroma = float(np.median(bgr.max(axis=2) - bgr.min(axis=2)))
-    if image.dtype == np.uint16:
-        chroma /= 257.0
+    chroma = colour_chroma(image)
     if chroma > FALSE_COLOUR_CHROMA:
         raise DatasetError(f"{path}: a false-colour frame (its colour channels differ by {chroma:.0f} grey levels "
                            "at the median pixel): a palette's brightness is not the scene's temperature order, so it "
