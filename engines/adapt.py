@@ -573,31 +573,25 @@ def collect_frames(source_uri: str, frames: int, normalizer=None, stride: int = 
     from tqdm import tqdm
 
     from ..edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
-    from ..edge.sources.base import EndOfStream, SourceError, open_source
+    from ..edge.sources.base import open_source, usable_frames
 
     if int(frames) < 1 or int(stride) < 1:
         raise ValueError(f"frames and stride must be ≥ 1, got frames={frames}, stride={stride}")
     prep = Preprocess(normalizer)
     out: List[np.ndarray] = []
-    seen = 0
     with open_source(source_uri) as source, tqdm(total=int(frames), desc="collecting", unit="frame",
                                                   disable=not progress) as bar:
-        while len(out) < int(frames):
-            try:
-                frame = source.read(timeout_s)
-            except EndOfStream:
-                raise AdaptationRefused(f"{source_uri} ended after {len(out)} of {frames} usable frames; ask for "
-                                        "fewer --frames, a smaller --stride, or a looping source") from None
-            if frame is None:
-                raise SourceError(f"no frame from {source_uri} within {timeout_s:g} s")
-            if frame.meta.get("ffc"):
-                continue
-            seen += 1
-            if (seen - 1) % int(stride):
+        for seen, frame in enumerate(usable_frames(source, timeout_s)):
+            if seen % int(stride):
                 continue
             prep(frame)
             out.append(np.asarray(frame.meta.pop(MODEL_INPUT_KEY), np.float32))
             bar.update(1)
+            if len(out) == int(frames):
+                break
+    if len(out) < int(frames):
+        raise AdaptationRefused(f"{source_uri} ended after {len(out)} of {frames} usable frames; ask for "
+                                "fewer --frames, a smaller --stride, or a looping source")
     return np.stack(out)
 
 

@@ -175,3 +175,21 @@ def test_reference_frames_are_the_virtual_cameras_clean_look():
     first = src.read()
     assert first.seq == 0 and first.meta["degradation"] == "blur"
     assert open_source("synthetic://?size=160x120&realtime=0").reference_frames(3) == []
+
+
+def test_usable_frames_skip_ffc_frames_and_stop_at_the_end():
+    from tir.edge.sources.base import usable_frames
+
+    # an FFC every 0.2 s: its shutter-closed frames are left out, the rest come in order
+    src = open_source("synthetic://?size=160x120&realtime=0&frames=40&ffc=0.2").start()
+    got = list(usable_frames(src))
+    src.close()
+    assert 0 < len(got) < 40 and not any(f.meta.get("ffc") for f in got)
+    again = open_source("synthetic://?size=160x120&realtime=0&frames=40&ffc=0.2").start()
+    every = []
+    while True:
+        try:
+            every.append(again.read())
+        except EndOfStream:
+            break
+    assert [f.seq for f in got] == [f.seq for f in every if not f.meta.get("ffc")]

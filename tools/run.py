@@ -205,9 +205,11 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
     Raises:
         UsageError: ``--reference`` on a model without a router or with ``--task``, or a
             reference source that gives no frame.
-        SourceError: the ``--reference`` source cannot be opened.
+        SourceError: the ``--reference`` source cannot be opened, or gives no frame within 5 s.
     """
-    from tir.edge.sources.base import EndOfStream, check_source, open_source
+    import itertools
+
+    from tir.edge.sources.base import check_source, open_source, usable_frames
 
     n = int(getattr(args, "reference_frames", DEFAULT_REFERENCE_FRAMES))
     uri = getattr(args, "reference", None)
@@ -223,18 +225,9 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
     if not routed:
         raise UsageError("--reference pins the gates of automatic routing: give a bundle with a router and no --task")
     ref = open_source(reference if reference is not None else check_source(uri))
-    frames = []
     try:
         ref.start()
-        while len(frames) < n:
-            try:
-                frame = ref.read(timeout=1.0)
-            except EndOfStream:
-                break
-            if frame is None:
-                break
-            if not frame.meta.get("ffc"):
-                frames.append(frame)
+        frames = list(itertools.islice(usable_frames(ref), n))
     finally:
         ref.close()
     if not frames:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from ..frame import Frame
 from ..errors import InputError
@@ -124,3 +124,23 @@ def open_source(uri, **options) -> Source:
     """
     uri = check_source(uri, **options)
     return SOURCES.load(uri.scheme)(uri)
+
+
+def usable_frames(source: Source, timeout_s: float = 5.0) -> Iterator[Frame]:
+    """The frames of an open (started) source that show the scene, in order, until it ends: FFC
+    frames (meta ``ffc``: the shutter is closed) are skipped; a finite source's end stops the
+    iteration. Used where a fixed number of a camera's frames is gathered (``tir adapt``'s
+    collection, ``tir run --reference``).
+
+    Raises:
+        SourceError: no frame came within ``timeout_s`` seconds (or the source failed).
+    """
+    while True:
+        try:
+            frame = source.read(timeout_s)
+        except EndOfStream:
+            return
+        if frame is None:
+            raise SourceError(f"no frame from {source.uri.text} within {timeout_s:g} s")
+        if not frame.meta.get("ffc"):
+            yield frame
