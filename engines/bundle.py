@@ -803,24 +803,36 @@ def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
         # a hand edit that contradicts its own numbers is refused (a tie within the 1e-4 dB
         # rounding goes either way)
         wrong = {t: v for t, v in table.items() if v in TASK_DEPLOY_CHOICES
-                 and _expected_choice(t, (delta or {}).get(t), (tone_delta or {}).get(t), margin) not in (None, v)}
+                 and _expected_choice((delta or {}).get(t), (tone_delta or {}).get(t), margin) not in (None, v)}
         if wrong:
             problems.append(f"auto_deploy.tasks {wrong} contradict auto_deploy.delta_db/tone_delta_db at margin_db "
                             f"{margin:g} (tone where tone − best ≥ −margin, else the student where student − route "
                             f"≥ −margin); {fix}, or set deploy to 'routes' or 'student'")
 
 
-def _expected_choice(task: str, delta: Optional[float], tone_delta: Optional[float], margin: float) -> Optional[str]:
-    """What :func:`choose_auto_deploy` chose for one task from its recorded differences, or None
-    where a difference lies within the rounding of the margin (either choice stands)."""
+def _auto_choice(delta: float, tone_delta: Optional[float], margin: float) -> str:
+    """deploy=auto's rule for one task: ``tone`` when tone − max(route, student) ≥ −margin, else
+    the student when student − route ≥ −margin, else the route."""
+    if tone_delta is not None and tone_delta >= -margin:
+        return TONE
+    return "student" if delta >= -margin else "routes"
+
+
+def _expected_choice(delta: Optional[float], tone_delta: Optional[float], margin: float) -> Optional[str]:
+    """What :func:`choose_auto_deploy` chose for one task from its recorded differences
+    (:func:`_auto_choice`), or None where the deciding difference lies within the rounding of the
+    margin, or is not recorded (either choice stands)."""
+    def tie(value):
+        return abs(value + margin) <= _DELTA_ROUNDING_DB
+
     if tone_delta is not None:
-        if abs(tone_delta + margin) <= _DELTA_ROUNDING_DB:
+        if tie(tone_delta):
             return None
         if tone_delta >= -margin:
             return TONE
-    if delta is None or abs(delta + margin) <= _DELTA_ROUNDING_DB:
+    if delta is None or tie(delta):
         return None
-    return "student" if delta >= -margin else "routes"
+    return _auto_choice(delta, None, margin)
 
 
 def contrast_carrying(manifest: Mapping) -> Dict[str, str]:
@@ -921,13 +933,11 @@ def choose_auto_deploy(student_psnr: Mapping[str, float], route_psnr: Mapping[st
     table, delta, tone_delta = {}, {}, {}
     for t in tasks:
         s, r = float(student_psnr[t]), float(route_psnr[t])
-        table[t] = "student" if round(s - r, 6) >= -float(margin_db) else "routes"
+        d = float(tone_psnr[t]) - max(s, r) if t in tone_psnr else None
+        table[t] = _auto_choice(round(s - r, 6), None if d is None else round(d, 6), float(margin_db))
         delta[t] = round(s - r, 4)
-        if t in tone_psnr:
-            d = float(tone_psnr[t]) - max(s, r)
+        if d is not None:
             tone_delta[t] = round(d, 4)
-            if round(d, 6) >= -float(margin_db):
-                table[t] = TONE
     entry = {"margin_db": float(margin_db), "tasks": table, "delta_db": delta, "source": AUTO_SOURCE}
     if tone_delta:
         entry["tone_delta_db"] = tone_delta

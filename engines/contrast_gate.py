@@ -309,6 +309,8 @@ class ContrastGate:
         self.extents: deque = deque(maxlen=int(window))
         self.lows: deque = deque(maxlen=int(window))
         self.highs: deque = deque(maxlen=int(window))
+        self._tone_cache: Optional[tuple] = None   # (lows, highs) appended so far, tone_reference()
+        self._tone_added = 0
         #: verdicts whose frames' extremes may join the tone history (None: every one); noise widens
         #: a frame's extremes, so a frame under a noise-carrying verdict does not
         self.tone_tasks = None if tone_tasks is None else frozenset(tone_tasks)
@@ -403,17 +405,24 @@ class ContrastGate:
         if ends is not None:
             self.lows.append(float(ends[0]))
             self.highs.append(float(ends[1]))
+            self._tone_added += 1
 
     def tone_reference(self) -> Optional[Tuple[float, float]]:
         """The camera's own extremes: the :data:`TONE_PERCENTILES` (medians) of its tone history of
         block lows and highs (frames neither low in contrast nor noisy, :meth:`step`; frames shown
         with :meth:`add`), frame units; None before ``prior_frames`` (at least 1) of them or when
         they are not apart by :data:`MIN_TONE_EXTENT`."""
-        if len(self.lows) < max(self.prior_frames, 1):
-            return None
-        lo = float(np.percentile(self.lows, TONE_PERCENTILES[0]))
-        hi = float(np.percentile(self.highs, TONE_PERCENTILES[1]))
-        return (lo, hi) if hi - lo >= MIN_TONE_EXTENT else None
+        # asked several times per restored frame (Restorer.plan, runner, align); the history
+        # changes only when a frame joins it, so the percentiles are taken once per change
+        if self._tone_cache is not None and self._tone_cache[0] == self._tone_added:
+            return self._tone_cache[1]
+        ref = None
+        if len(self.lows) >= max(self.prior_frames, 1):
+            lo = float(np.percentile(self.lows, TONE_PERCENTILES[0]))
+            hi = float(np.percentile(self.highs, TONE_PERCENTILES[1]))
+            ref = (lo, hi) if hi - lo >= MIN_TONE_EXTENT else None
+        self._tone_cache = (self._tone_added, ref)
+        return ref
 
     def align(self, restored: np.ndarray, fallback: Optional[Tuple[float, float]] = None) -> np.ndarray:
         """Map each restored frame's extremes onto the camera's own (the tone alignment after a
@@ -467,6 +476,7 @@ class ContrastGate:
         self.extents.extend(old.extents)
         self.lows.extend(old.lows)
         self.highs.extend(old.highs)
+        self._tone_added += len(old.lows)
         self.aligned += int(old.aligned)
         self.demoted += int(old.demoted)
         self.pinned = self.pinned or bool(getattr(old, "pinned", False))
