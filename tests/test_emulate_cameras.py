@@ -9,12 +9,17 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "scripts" / "emulate_cameras.py"
 
 
-@pytest.fixture(scope="module")
-def emu():
-    spec = importlib.util.spec_from_file_location("emulate_cameras", SCRIPT)
+def _load_script(path):
+    """A tools/scripts file as a module (the scripts are not in the package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def emu():
+    return _load_script(SCRIPT)
 
 
 def _scene(h, w, seed, bits):
@@ -119,10 +124,7 @@ DIAG = Path(__file__).resolve().parents[1] / "tools" / "scripts" / "diagnose_cam
 
 @pytest.fixture(scope="module")
 def diag():
-    spec = importlib.util.spec_from_file_location("diagnose_camera", DIAG)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _load_script(DIAG)
 
 
 def test_diagnose_camera_rows_follow_camera_eval(diag, tmp_path, monkeypatch, capsys):

@@ -454,8 +454,7 @@ class SyntheticSource(Source):
         self._next = k + 1
         t = now()
         raw, truth, ffc = self._render(k)
-        meta = {"source": self.uri.text, "camera": "synthetic", "bits": 14, "index": k, "ffc": ffc,
-                "temperature_k": self.temperature_k}
+        meta = self._meta(k, ffc)
         if self.degradation:
             raw, meta["degradation"] = self._degrade(raw, k)
             if self._degrade_range is not None:
@@ -464,6 +463,10 @@ class SyntheticSource(Source):
             meta["clean"] = truth
         self._counts["frames"] += 1
         return Frame(raw=raw, seq=k, t_capture=t, meta=meta)
+
+    def _meta(self, k: int, ffc: bool) -> dict:
+        return {"source": self.uri.text, "camera": "synthetic", "bits": 14, "index": k, "ffc": ffc,
+                "temperature_k": self.temperature_k}
 
     def reference_frames(self, count: int) -> List[Frame]:
         """The virtual camera's healthy look when it degrades its own frames (``degrade`` set):
@@ -482,10 +485,7 @@ class SyntheticSource(Source):
         k = 0
         while len(out) < count:
             if not self.renderer.is_ffc(k):
-                raw = self.renderer.render(k)[0]
-                out.append(Frame(raw=raw, seq=k, t_capture=now(),
-                                 meta={"source": self.uri.text, "camera": "synthetic", "bits": 14, "index": k,
-                                       "ffc": False, "temperature_k": self.temperature_k}))
+                out.append(Frame(raw=self.renderer.render(k)[0], seq=k, t_capture=now(), meta=self._meta(k, False)))
             k += step
         return out
 
