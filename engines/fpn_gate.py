@@ -328,18 +328,21 @@ class FPNGate:
         """σ above which an unknown verdict's frame carries white noise for this camera:
         √(floor² + (white_sigma/2)²), floor the median of the camera's history; None before
         :data:`MIN_FLOOR_FRAMES` frames or without ``white_sigma``."""
-        if self.white_sigma is None or len(self.floor) < MIN_FLOOR_FRAMES:
-            return None
-        return math.hypot(float(np.median(self.floor)), 0.5 * self.white_sigma)
+        return self._above_floor(0.25)
 
     def own_noise_threshold(self) -> Optional[float]:
         """σ at or under which a noise-carrying verdict's frame carries only the camera's own
         white noise: √(floor² + white_sigma²/2), the midpoint in variance between the camera's
         floor and the floor plus the specs' weakest noise (a frame of the spec's noise is at
         least √(floor² + white_sigma²)); None when :meth:`white_threshold` is."""
+        return self._above_floor(0.5)
+
+    def _above_floor(self, share: float) -> Optional[float]:
+        """√(floor² + share·white_sigma²), floor the median of the camera's history; None before
+        :data:`MIN_FLOOR_FRAMES` frames or without ``white_sigma``."""
         if self.white_sigma is None or len(self.floor) < MIN_FLOOR_FRAMES:
             return None
-        return math.sqrt(float(np.median(self.floor)) ** 2 + 0.5 * self.white_sigma ** 2)
+        return math.sqrt(float(np.median(self.floor)) ** 2 + share * self.white_sigma ** 2)
 
     def _sigma(self, frame: np.ndarray) -> Optional[float]:
         x = one_frame(frame, "FPNGate")
