@@ -199,8 +199,8 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
     (engines/loading.py ``pin_reference``): the ``--reference`` source's first
     ``--reference-frames`` frames (FFC frames skipped), else the source's own
     ``reference_frames`` (the virtual camera's clean frames when it degrades its own), else
-    nothing; ``--reference none`` pins nothing. ``reference``: the ``--reference`` URI already checked (``check_source``). Returns
-    what was pinned, in words, or None.
+    nothing; ``--reference none`` pins nothing. ``reference``: the ``--reference`` URI already
+    checked (``check_source``). Returns what was pinned, in words, or None.
 
     Raises:
         UsageError: ``--reference`` on a model without a router or with ``--task``, or a
