@@ -144,8 +144,9 @@ class PipelinedInfer:
     :meth:`collect` waits for the oldest frame and puts its output where :class:`Infer` would.
     Frames come out in the order they went in. A Restorer routes each frame on submit
     (``observe``) and names what restores it and the step after (``plan``: the route of its
-    task or partner, then its tone alignment, exactly as its ``infer``); a pass-through frame, or an engine without ``pipeline()`` (ONNX Runtime,
-    torch), is computed at submit and waits in the same queue, so the order holds.
+    task or partner, then its tone alignment, exactly as its ``infer``); a pass-through frame,
+    or an engine without ``pipeline()`` (ONNX Runtime, torch), is computed at submit and waits in
+    the same queue, so the order holds.
     All calls come from one thread (the pipeline's infer thread), which owns the CUDA work.
 
     Raises:
