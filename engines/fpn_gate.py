@@ -35,10 +35,20 @@ FPN left on NUC'd cameras (≤ 0.5 % of the span, docs/cameras.md) and the weake
 ``sensor_fpn`` op draws (1.5 %, the low end of what was measured on non-NUC'd frames): half-way,
 in the log domain, between "corrected" and "uncorrected", as the contrast gate's ratio is.
 
-Then the verdict gains the bundle's noise part (:func:`noise_partners`: clean or unknown →
-noise, contrast → CN, blur → BN, CB → CBN; derived from the task specs, so a task ``tir learn``
-adds is handled the same way). It never removes a verdict's noise part and never acts on a frame
-without the signature; the router decides everything else.
+Then, when the frame's white noise is above the camera's own (:meth:`FPNGate.fpn_only_threshold`),
+the verdict gains the bundle's noise part (:func:`noise_partners`: clean or unknown → noise,
+contrast → CN, blur → BN, CB → CBN; derived from the task specs, so a task ``tir learn`` adds is
+handled the same way): the frame carries the noise the routes were trained on. When it is not,
+the verdict stays and the column offsets alone are removed (:func:`remove_column_fpn`,
+:attr:`FPNGate.offsets`; the restorer subtracts them from what it outputs until the next
+verdict). Why (docs/cameras.md,
+"Session 11"): the noise task learned to remove the spec's white noise, shading and stripes
+together, and on a frame whose only fault is column FPN it changes far more than the FPN
+(val frames of five cameras with a column pattern of 0.5-5 % of the span: the noise task's
+output is 25-32 dB from the frame without the pattern, the input itself 27-54 dB; on the real
+lynred_nonuc frames it cut column FPN by 65 % and kept 0.91-0.97 of the scene's correlation,
+subtracting the offsets cuts it by 82 % and keeps 1.00). The gate never removes a verdict's noise
+part and never acts on a frame without the signature; the router decides everything else.
 
 **White noise on an unknown verdict.** The gate also keeps the camera's white-noise floor: the
 median :func:`noise_sigma` of recent frames under noise-free verdicts (clean, contrast, blur, CB).
@@ -178,16 +188,18 @@ def column_pattern(frame: np.ndarray, bands: int = BANDS, sigma: float = SIGMA) 
     Raises:
         ValueError: the frame is not a single 2-D image, or ``bands`` < 2 or ``sigma`` ≤ 0.
     """
+    return _measure(frame, bands, sigma)[0]
+
+
+def _measure(frame: np.ndarray, bands: int = BANDS, sigma: float = SIGMA) -> Tuple[ColumnPattern, Optional[list]]:
+    """:func:`column_pattern` and the bands' column signatures it was measured from
+    (:func:`_band_signatures`; None when there is no measurable pattern)."""
     x = one_frame(frame, "column_pattern")
     if int(bands) < 2 or not float(sigma) > 0.0:
         raise ValueError(f"column_pattern needs bands ≥ 2 and sigma > 0, got {bands}, {sigma}")
-    h, w = x.shape
-    n_bands = min(int(bands), h // MIN_BAND_ROWS)
-    if n_bands < 2 or w < MIN_COLUMNS or not np.isfinite(x).all():
-        return NO_PATTERN
-    k = 2 * int(math.ceil(3 * sigma)) + 1
-    high = x - cv2.GaussianBlur(x, (k, 1), sigmaX=float(sigma), sigmaY=0, borderType=cv2.BORDER_REFLECT)
-    sigs = [np.median(b, axis=0) for b in np.array_split(high, n_bands, axis=0)]
+    sigs = _band_signatures(x, bands, sigma)
+    if sigs is None:
+        return NO_PATTERN, None
     signature = np.median(np.stack(sigs), axis=0)   # median of the bands' column medians
     # every column, every 4th row: a column-periodic scene must not alias the span
     lo, hi = np.percentile(x[::4], (1.0, 99.0))
@@ -195,7 +207,7 @@ def column_pattern(frame: np.ndarray, bands: int = BANDS, sigma: float = SIGMA) 
     periodicity = _periodicity(signature)
     keep = np.logical_and.reduce([_inliers(v) for v in sigs])
     if keep.sum() < max(8, keep.size // 2):   # mostly scene: no pattern to speak of
-        return ColumnPattern(amplitude, 0.0, periodicity)
+        return ColumnPattern(amplitude, 0.0, periodicity), sigs
     kept = [v[keep] for v in sigs]
     corr = []
     for i in range(len(kept)):
@@ -203,7 +215,79 @@ def column_pattern(frame: np.ndarray, bands: int = BANDS, sigma: float = SIGMA) 
             a, b = kept[i] - kept[i].mean(), kept[j] - kept[j].mean()
             den = float(np.sqrt((a * a).sum() * (b * b).sum()))
             corr.append(float((a * b).sum()) / den if den > 1e-12 else 0.0)
-    return ColumnPattern(amplitude, float(np.median(corr)), periodicity)
+    return ColumnPattern(amplitude, float(np.median(corr)), periodicity), sigs
+
+
+def _band_signatures(x: np.ndarray, bands: int, sigma: float) -> Optional[list]:
+    """The column medians of the horizontal high-pass in each of ``bands`` horizontal bands
+    (fewer when the frame has fewer than :data:`MIN_BAND_ROWS` rows per band): a list of (W,)
+    arrays, or None for a frame with no measurable pattern (:func:`column_pattern`)."""
+    h, w = x.shape
+    n_bands = min(int(bands), h // MIN_BAND_ROWS)
+    if n_bands < 2 or w < MIN_COLUMNS or not np.isfinite(x).all():
+        return None
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+    high = x - cv2.GaussianBlur(x, (k, 1), sigmaX=float(sigma), sigmaY=0, borderType=cv2.BORDER_REFLECT)
+    return [np.median(b, axis=0) for b in np.array_split(high, n_bands, axis=0)]
+
+
+def remove_column_fpn(frame: np.ndarray, bands: int = BANDS, sigma: float = SIGMA) -> np.ndarray:
+    """Subtract the frame's column fixed-pattern noise. Per column, the offset every band
+    carries: the bands' column medians of the horizontal high-pass (as :func:`column_pattern`
+    measures them, each band's median removed), the smallest in magnitude when all bands agree
+    in sign, else 0; clipped to ±:data:`OUTLIER` robust standard deviations of the signature. A
+    column offset is the same from top to bottom, so every band carries it; a pole or a hot
+    object's edge fills only part of the height, so some band does not and the column keeps its
+    scene (on val frames of five cameras, a frame without FPN comes out 54-95 dB from itself; the
+    real lynred_nonuc frames lose 67 % of their column FPN, docs/cameras.md "Session 11"). Column offsets are
+    what a microbolometer FPA read out column by column adds (module docstring); subtracting an
+    estimate of them is the scene-based column equalisation of destriping (e.g. Tendero,
+    Landeau & Gilles, "Non-uniformity correction of infrared images by midway equalization",
+    IPOL 2, 2012, column-wise histogram matching; here the offsets only). The level of the
+    frame is kept (the signature's median is 0).
+
+    Args:
+        frame: (H, W), (1, H, W) or (1, 1, H, W) float32 frame in [0, 1] (the model input or
+            a restored frame).
+
+    Returns:
+        The destriped frame, float32, the shape of ``frame``, clipped to [0, 1]; a copy of
+        ``frame`` when it has no measurable pattern (too small, or a value that is not finite).
+
+    Raises:
+        ValueError: the frame is not a single 2-D image, or ``bands`` < 2 or ``sigma`` ≤ 0.
+    """
+    arr = np.asarray(frame, dtype=np.float32)
+    x = one_frame(arr, "remove_column_fpn")
+    if int(bands) < 2 or not float(sigma) > 0.0:
+        raise ValueError(f"remove_column_fpn needs bands ≥ 2 and sigma > 0, got {bands}, {sigma}")
+    sigs = _band_signatures(x, bands, sigma)
+    if sigs is None:
+        return arr.copy()
+    return subtract_offsets(x, column_offsets(sigs)).reshape(arr.shape)
+
+
+def column_offsets(sigs: Sequence[np.ndarray]) -> np.ndarray:
+    """The column offsets every band carries (:func:`remove_column_fpn`): from the bands'
+    column signatures, each (W,), as :func:`column_pattern` measures them. Returns (W,) float32
+    in the frame's units, median 0."""
+    bands = np.stack(sigs).astype(np.float32)
+    bands -= np.median(bands, axis=1, keepdims=True)
+    # what every band carries: the smallest offset when all bands agree in sign, else none
+    agree = np.all(bands > 0, axis=0) | np.all(bands < 0, axis=0)
+    offsets = np.where(agree, np.sign(bands[0]) * np.abs(bands).min(axis=0), 0.0)
+    spread = OUTLIER * 1.4826 * float(np.median(np.abs(np.median(bands, axis=0))))
+    return np.clip(offsets, -spread, spread).astype(np.float32)
+
+
+def subtract_offsets(x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``x`` (…, W) float32 in [0, 1] minus (W,) column offsets, clipped to [0, 1] (float32);
+    ``x`` unchanged (a float32 copy) when its width is not the offsets' (the source changed size
+    since they were measured)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[-1] != offsets.shape[-1]:
+        return x.copy()
+    return np.clip(x - offsets, 0.0, 1.0).astype(np.float32)
 
 
 def _periodicity(signature: np.ndarray) -> float:
@@ -310,6 +394,14 @@ class FPNGate:
         #: noise-carrying verdicts on frames whose white noise is the camera's own (no column FPN)
         #: given back their partner without the noise part
         self.demoted_white = 0
+        #: verdicts kept on frames whose column FPN came without white noise above the camera's
+        #: own (:meth:`fpn_only_threshold`): the column offsets are removed instead
+        #: (:func:`remove_column_fpn`), the frame is not given to the noise task
+        self.destriped = 0
+        #: the column offsets of the last routed frame when it carries column FPN alone (W,) float32
+        #: (:func:`column_offsets`; the restorer subtracts them from the frames until the next
+        #: verdict: an FPA's offsets are fixed), else None
+        self.offsets: Optional[np.ndarray] = None
         self._without_noise = {with_: without for without, with_ in self.partners.items() if without != UNKNOWN}
         #: the camera's white-noise floor is pinned: routed frames no longer join it (frames of its
         #: healthy look were shown with :meth:`add`; engines/restorer.py ``pin_camera``)
@@ -336,6 +428,17 @@ class FPNGate:
         floor and the floor plus the specs' weakest noise (a frame of the spec's noise is at
         least √(floor² + white_sigma²)); None when :meth:`white_threshold` is."""
         return self._above_floor(0.5)
+
+    def fpn_only_threshold(self) -> Optional[float]:
+        """σ at or under which a frame that carries column FPN carries no more white noise than
+        the camera's own: :meth:`own_noise_threshold`, or before the camera's floor is known
+        (a camera whose every frame carries FPN never shows a noise-free one) the same with a
+        floor of 0, white_sigma/√2: below the specs' weakest noise by the same midpoint in
+        variance. None without ``white_sigma`` (then column FPN always takes the noise part)."""
+        if self.white_sigma is None:
+            return None
+        own = self.own_noise_threshold()
+        return own if own is not None else math.sqrt(0.5) * self.white_sigma
 
     def _above_floor(self, share: float) -> Optional[float]:
         """√(floor² + share·white_sigma²), floor the median of the camera's history; None before
@@ -369,7 +472,9 @@ class FPNGate:
 
     def step(self, task: str, frame: np.ndarray) -> Tuple[str, bool]:
         """One routed frame: (``task`` with the noise part added when the frame carries column
-        FPN and ``task`` has a partner, counted in :attr:`promoted`, or the noise task when
+        FPN with white noise above :meth:`fpn_only_threshold` and ``task`` has a partner, counted
+        in :attr:`promoted`; ``task`` itself with the column :attr:`offsets` to remove when its
+        column FPN comes without such white noise, counted in :attr:`destriped`; or the noise task when
         ``task`` is ``unknown`` and the frame's white noise is above :meth:`white_threshold`,
         counted in :attr:`promoted_white`, else ``task``; whether the noise part was measured).
         A frame under a noise-free verdict joins the camera's white-noise floor (unless it is
@@ -380,14 +485,22 @@ class FPNGate:
             frame: (H, W) float32 model input in [0, 1] (:func:`column_pattern`).
         """
         self.checked += 1
-        self.last = column_pattern(frame)
+        self.last, sigs = _measure(frame)
+        self.last_sigma = None
+        self.offsets = None
         fpn = carries_fpn(self.last, self.amplitude, self.consistency, self.periodicity)
         if fpn and task in self.partners:
+            limit = self.fpn_only_threshold()
+            self.last_sigma = None if limit is None else self._sigma(frame)
+            if self.last_sigma is not None and self.last_sigma <= limit:
+                # column FPN without the white noise of the noise part: the offsets alone are removed
+                self.destriped += 1
+                self.offsets = column_offsets(sigs)
+                return task, False
             self.promoted += 1
             return self.partners[task], True
         limit = self.white_threshold() if task == UNKNOWN else \
             self.own_noise_threshold() if task in self._without_noise else None
-        self.last_sigma = None
         if task in self.noise_free:
             # the camera's floor (measured only, while it is pinned)
             self.last_sigma = self._sigma(frame) if self.pinned else self.add(frame)
@@ -411,6 +524,7 @@ class FPNGate:
         self.promoted += int(old.promoted)
         self.promoted_white += int(old.promoted_white)
         self.demoted_white += int(getattr(old, "demoted_white", 0))
+        self.destriped += int(getattr(old, "destriped", 0))
         self.floor.extend(old.floor)
         self.pinned = self.pinned or bool(getattr(old, "pinned", False))
 
@@ -428,4 +542,5 @@ class FPNGate:
                 "periodicity_threshold": self.periodicity, "checked": self.checked, "promoted": self.promoted,
                 "white_sigma": None if self.last_sigma is None else round(self.last_sigma, 5),
                 "white_threshold": None if limit is None else round(limit, 5),
-                "promoted_white": self.promoted_white, "demoted_white": self.demoted_white}
+                "promoted_white": self.promoted_white, "demoted_white": self.demoted_white,
+                "destriped": self.destriped, "destripe": self.offsets is not None}

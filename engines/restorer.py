@@ -73,12 +73,14 @@ from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
 from .blur_gate import BlurGate
 from .bundle import TONE
 from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span, noise_free_verdicts
-from .fpn_gate import FPNGate
+from .fpn_gate import FPNGate, subtract_offsets
 from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
 
 log = logging.getLogger(__name__)
 
 PASSTHROUGH = "passthrough"
+#: what :attr:`Restorer.runs` names the removal of column offsets (engines/fpn_gate.py)
+DESTRIPE = "destripe"
 #: below this softmax probability of the nearest class a verdict counts as uncertain
 DEFAULT_MIN_CONFIDENCE = 0.5
 
@@ -271,6 +273,10 @@ class Restorer:
             and t not in self.contrast_gate.partners)
         self._contrast_low = True   # the last routed frame's contrast was low for this camera
         self._fpn = False           # the last routed frame carried column FPN (the FPN gate added noise)
+        #: (W,) column offsets when the last routed frame carried column FPN alone (the FPN gate
+        #: kept the verdict): subtracted from the frames after what runs them (:meth:`plan`)
+        #: until the next verdict; None otherwise
+        self._offsets: Optional[np.ndarray] = None
         self._soft = True           # the last routed frame was soft for this camera (blur gate)
         self.adapter: Optional[OnlineAdapter] = None
         self.adapt_save = adapt_save
@@ -332,14 +338,18 @@ class Restorer:
     def runs(self) -> str:
         """What the frames go through now: ``passthrough``, ``route`` or ``student``, with
         ``tone+`` before it when the contrast part is the camera's tone (``tone+route``;
-        ``tone`` alone for a task whose partner is clean)."""
+        ``tone`` alone for a task whose partner is clean), ``+destripe`` after it when the
+        column offsets are removed (``destripe`` alone on pass-through; :meth:`plan`)."""
         if self.route == PASSTHROUGH:
-            return PASSTHROUGH
-        net = self.runner(self.current)
-        kind = PASSTHROUGH if net == CLEAN else ("student" if self.runs_student(self.current) else "route")
-        if not self.by_tone(self.current):
+            kind = PASSTHROUGH
+        else:
+            net = self.runner(self.current)
+            kind = PASSTHROUGH if net == CLEAN else ("student" if self.runs_student(self.current) else "route")
+            if self.by_tone(self.current):
+                kind = TONE if kind == PASSTHROUGH else f"{TONE}+{kind}"
+        if self._offsets is None:
             return kind
-        return TONE if kind == PASSTHROUGH else f"{TONE}+{kind}"
+        return DESTRIPE if kind == PASSTHROUGH else f"{kind}+{DESTRIPE}"
 
     def _one_hot(self, task: str) -> np.ndarray:
         w = np.zeros(len(self.prompts), np.float32)
@@ -397,6 +407,13 @@ class Restorer:
     def route(self) -> str:
         """The route frames go through now (``passthrough`` for clean / none yet)."""
         return PASSTHROUGH if self.current in (None, CLEAN) else self.current
+
+    @property
+    def passes_through(self) -> bool:
+        """True when frames come out exactly as they went in: pass-through without the column
+        offsets removed (:meth:`plan`). The pipeline then gives back the raw counts bit-exact
+        (edge/pipeline/stages.py ``Postprocess``)."""
+        return self.route == PASSTHROUGH and self._offsets is None
 
     def _load(self, path: Path, router: bool = False):
         from .backends import load_engine
@@ -557,7 +574,8 @@ class Restorer:
           noise task), and an unknown verdict on a frame whose white noise is clearly above the
           camera's floor becomes the noise task; either way ``fpn`` is True: the noise part is
           measured, so a verdict the router was unsure of is not dropped to pass-through
-          (:meth:`_decide`);
+          (:meth:`_decide`); column FPN without white noise above the camera's own keeps the
+          verdict and marks it ``destripe``: the column offsets are removed (:meth:`plan`);
         - the contrast gate (engines/contrast_gate.py): a contrast-carrying task on a frame whose
           contrast is not low for this camera becomes its partner without the contrast part;
           the frame's span then joins the camera's history;
@@ -568,13 +586,16 @@ class Restorer:
           that is clearly sharp or clearly blurred for this camera.
         """
         task = decision["task"]
-        self._fpn = False
+        self._fpn, self._offsets = False, None
         if self.fpn_gate is not None:
             task, self._fpn = self.fpn_gate.step(task, frame)
+            self._offsets = self.fpn_gate.offsets
         if self.contrast_gate is not None:
             task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame))
         if self.blur_gate is not None:
             task, self._soft = self.blur_gate.step(task, frame)
+        if self._offsets is not None:
+            decision = {**decision, "destripe": True}
         if task == decision["task"] and not self._fpn:
             return decision
         out = {**decision, "task": task, "fpn": self._fpn}
@@ -669,6 +690,7 @@ class Restorer:
             self.current = None
         self._candidate, self._streak = None, 0
         self._last = {"task": None, "confidence": None, "unknown": False, "nearest": None}
+        self._offsets = None
 
     def _collect(self, emb: np.ndarray) -> None:
         fitted = self.adapter.add(emb)
@@ -773,13 +795,25 @@ class Restorer:
         map): noise has no tone of its own, and the routes learned from the noise spec's
         one-signed shading to lower a frame's level (on the real lynred_nonuc frames 40 grey
         levels darker and 0.73 of the contrast without this; docs/cameras.md "Session 10"); else
-        identity.
+        identity. When the FPN gate found column FPN alone on the last routed frame
+        (engines/fpn_gate.py ``FPNGate.offsets``), ``finish`` then subtracts the column offsets
+        measured on it (:func:`~tir.engines.fpn_gate.column_offsets`: an FPA's offsets are fixed,
+        so they hold until the next verdict), on pass-through too.
         :meth:`infer` is ``finish(engine.infer(x))``; the TensorRT stage that keeps several
         frames in flight (edge/pipeline/stages.py ``PipelinedInfer``) runs the two parts apart.
 
         Raises:
             EngineError: the route or the student cannot be loaded.
         """
+        engine, finish = self._plan(x)
+        offsets = self._offsets
+        if offsets is None:
+            return engine, finish
+        # column FPN alone: its offsets (measured on the routed frame) come off what the frame comes out as
+        return engine, lambda y: subtract_offsets(finish(y), offsets)
+
+    def _plan(self, x: Optional[np.ndarray]) -> Tuple[Optional[object], Callable[[np.ndarray], np.ndarray]]:
+        """:meth:`plan` before the column offsets are removed."""
         if self.route == PASSTHROUGH:
             return None, _unchanged
         task = self.runner(self.current)   # the partner when the camera's tone restores the contrast part
@@ -832,7 +866,7 @@ class Restorer:
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),
-                "deploy_margin_db": self.deploy_margin_db, "runs": self.runs,
+                "deploy_margin_db": self.deploy_margin_db, "runs": self.runs, "destripe": self._offsets is not None,
                 "student_loaded": self._student is not None,
                 "camera_reference": {"pinned": self.pinned_frames} if self.pinned_frames else None,
                 "contrast": None if self.contrast_gate is None else self.contrast_gate.status(),

@@ -160,7 +160,7 @@ def test_restorer_adds_the_noise_part_on_column_fpn(blur_bundle):
     clean = scene()[None, None]
     assert np.allclose(r.infer(clean), clean * 3.0) and r.status()["task"] == "blur"   # router as it says
     assert r.status()["fpn"]["promoted"] == 0 and r.status()["gated_from"] is None
-    striped = with_column_fpn(scene(), 0.025)[None, None]
+    striped = white(with_column_fpn(scene(), 0.025), 8.0)[None, None]   # FPN and the specs' white noise
     assert np.allclose(r.infer(striped), striped * 5.0)
     s = r.status()
     assert s["task"] == "BN" and s["gated_from"] == "blur" and r.last_decision["fpn"] is True
@@ -172,7 +172,7 @@ def test_unknown_verdict_with_column_fpn_goes_to_the_noise_route(tmp_path):
     r = Restorer(bundle, every=1, hysteresis=1, tone_align=False)
     clean = scene()[None, None]
     assert np.allclose(r.infer(clean), clean) and r.status()["unknown"]        # do no harm
-    striped = with_column_fpn(scene(), 0.025)[None, None]
+    striped = white(with_column_fpn(scene(), 0.025), 8.0)[None, None]
     assert np.allclose(r.infer(striped), striped * 7.0) and r.status()["task"] == "noise"
     assert r.status()["gated_from"] == UNKNOWN
 
@@ -227,7 +227,7 @@ def test_stats_and_status_line_show_the_gate(tmp_path):
 
     bundle = _bundle(tmp_path, "blur")
     r = Restorer(bundle, every=1, hysteresis=1)
-    r.infer(with_column_fpn(scene(), 0.03)[None, None])
+    r.infer(white(with_column_fpn(scene(), 0.03), 8.0)[None, None])
     status = r.status()["fpn"]
     snap = StatsSnapshot(fpn=FPNStatus(**status))
     assert snap.to_dict()["fpn"]["promoted"] == 1
@@ -235,6 +235,7 @@ def test_stats_and_status_line_show_the_gate(tmp_path):
     assert "FPN gate" not in status_line({**snap.to_dict(), "fpn": {"promoted": 0}})
     assert "white noise promoted 2" in status_line({**snap.to_dict(), "fpn": {"promoted": 0, "promoted_white": 2}})
     assert "white noise" not in status_line(snap.to_dict())
+    assert "column FPN removed 3" in status_line({**snap.to_dict(), "fpn": {"promoted": 0, "destriped": 3}})
 
 
 def test_unsure_noise_verdict_on_column_fpn_is_kept(tmp_path):
@@ -331,7 +332,7 @@ def test_a_noise_route_keeps_the_tone_of_the_camera_or_of_the_frame(blur_bundle)
     reference, onto the camera's once it has one; tone_align=False leaves the route's output."""
     from tir.engines.contrast_gate import lowpass_ends
 
-    striped = with_column_fpn(scene(), 0.025)[None, None]
+    striped = white(with_column_fpn(scene(), 0.025), 8.0)[None, None]
     r = Restorer(blur_bundle, every=1, hysteresis=1)
     assert r._keeps_tone == {"noise", "BN"}
     out = r.infer(striped)
@@ -365,3 +366,87 @@ def test_a_noise_verdict_on_the_cameras_own_noise_is_given_back():
     new = FPNGate({CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}, white_sigma=5 / 255)
     new.carry_from(gate)
     assert new.demoted_white == 2
+
+
+# --- column FPN alone: the offsets are removed, the verdict stays ---------------------------------
+
+def offsets_left(x, clean):
+    """The column offsets ``x`` carries against the frame without them: the standard deviation
+    across columns of the column means of ``x − clean``."""
+    return float(np.std((np.asarray(x, np.float64) - clean).mean(axis=0)))
+
+
+def test_remove_column_fpn_takes_the_offsets_and_keeps_the_scene():
+    from tir.engines.fpn_gate import remove_column_fpn
+    from tir.engines.metrics import psnr
+
+    clean = scene(240, 320, seed=4)
+    striped = np.clip(with_column_fpn(clean, 0.025), 0, 1)
+    out = remove_column_fpn(striped)
+    assert out.dtype == np.float32 and out.shape == striped.shape
+    assert offsets_left(out, clean) < 0.5 * offsets_left(striped, clean)         # at least halved
+    assert psnr(out, clean) > psnr(striped, clean) + 6.0                   # closer to the scene
+    assert psnr(remove_column_fpn(clean), clean) > 45.0                    # a frame without FPN: poles kept
+    assert remove_column_fpn(striped[None, None]).shape == (1, 1, 240, 320)
+    tiny = np.full((10, 20), 0.5, np.float32)
+    assert np.array_equal(remove_column_fpn(tiny), tiny)                    # too small to measure: a copy
+    with pytest.raises(ValueError, match="one"):
+        remove_column_fpn(np.zeros((2, 3, 4, 5), np.float32))
+
+
+def test_column_fpn_without_white_noise_is_destriped_not_given_to_the_noise_task(tmp_path):
+    """The router calls the frame clean; it carries column FPN but no white noise above the
+    camera's own: the verdict stays clean, the column offsets are removed (not the noise route),
+    and the pipeline does not give back the raw counts as for a pass-through."""
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Infer, _OUTPUT_KEY, _PASSTHROUGH_KEY
+
+    r = Restorer(_bundle(tmp_path, "clean"), every=1, hysteresis=1, tone_align=False)
+    striped = np.clip(with_column_fpn(scene(), 0.025), 0, 1)
+    frame = Frame(raw=np.zeros((H, W), np.uint16), seq=0, t_capture=0.0, meta={MODEL_INPUT_KEY: striped})
+    Infer(r)(frame)
+    out = frame.meta[_OUTPUT_KEY][0, 0]
+    s = r.status()
+    assert s["task"] == "passthrough" and s["decision"] == CLEAN and s["gated_from"] is None
+    assert s["runs"] == "destripe" and s["destripe"] is True and not r.passes_through
+    assert s["fpn"]["destriped"] == 1 and s["fpn"]["promoted"] == 0 and r.last_decision["destripe"] is True
+    assert _PASSTHROUGH_KEY not in frame.meta                               # the output is used, not raw
+    assert offsets_left(out, scene()) < 0.5 * offsets_left(striped, scene())
+    assert not np.allclose(out, striped * 7.0)                              # not the noise route
+    plain = scene()[None, None]                                             # the next verdict: no FPN
+    assert np.allclose(r.infer(plain), plain) and r.passes_through and r.status()["runs"] == "passthrough"
+    pair = np.stack([striped, striped])[:, None]                            # a batch: every frame
+    out2 = r.infer(pair)
+    assert out2.shape == pair.shape and np.allclose(out2[0], out2[1]) and r.status()["runs"] == "destripe"
+    r.reset()                                                               # a new scene: no carry-over
+    assert r.passes_through
+
+
+def test_column_fpn_alone_under_a_route_keeps_the_route_and_removes_the_offsets(blur_bundle):
+    """The offsets measured on the routed frame come off the route's output, and off every frame
+    until the next verdict (an FPA's offsets are fixed; the router runs every few frames)."""
+    from tir.engines.fpn_gate import _band_signatures, column_offsets, remove_column_fpn, subtract_offsets
+
+    r = Restorer(blur_bundle, every=4, hysteresis=1, tone_align=False)
+    striped = np.clip(with_column_fpn(scene(), 0.025), 0, 1)[None, None] * 0.3   # ×3 stays in range
+    out = r.infer(striped)
+    assert r.status()["task"] == "blur" and r.status()["runs"] == "route+destripe"
+    offsets = r.fpn_gate.offsets
+    assert offsets.shape == (W,) and np.allclose(offsets, column_offsets(_band_signatures(striped[0, 0], 4, 2.0)))
+    assert np.allclose(out, np.clip(striped * 3.0 - offsets, 0, 1), atol=1e-6)
+    assert np.allclose(remove_column_fpn(striped), subtract_offsets(striped, offsets), atol=1e-6)
+    later = scene(seed=9)[None, None] * 0.3                                   # not routed: the same offsets
+    assert np.allclose(r.infer(later), np.clip(later * 3.0 - offsets, 0, 1), atol=1e-6)
+    assert r.status()["decisions"] == 1
+    wide = np.zeros((1, 1, H, W + 32), np.float32)
+    assert np.array_equal(subtract_offsets(wide, offsets), wide)              # another size: left as it is
+
+
+def test_fpn_only_threshold_follows_the_camera_floor():
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise"}, white_sigma=5.0 / 255.0)
+    assert gate.fpn_only_threshold() == pytest.approx(np.sqrt(0.5) * 5.0 / 255.0)   # no floor yet
+    for k in range(8):
+        gate.add(white(scene(seed=k), 3.0, seed=k))
+    floor = float(np.median(gate.floor))
+    assert gate.fpn_only_threshold() == pytest.approx(np.sqrt(floor ** 2 + 0.5 * (5.0 / 255.0) ** 2))
+    assert FPNGate({CLEAN: "noise"}).fpn_only_threshold() is None

@@ -102,6 +102,8 @@ def status_line(snap) -> str:
         parts.append(f"white noise promoted {fpn['promoted_white']}")
     if fpn and fpn.get("demoted_white"):
         parts.append(f"camera's own noise kept {fpn['demoted_white']}")
+    if fpn and fpn.get("destriped"):
+        parts.append(f"column FPN removed {fpn['destriped']}")
     blur = snap.get("blur")
     if blur and blur.get("demoted"):
         parts.append(f"blur gate demoted {blur['demoted']}")

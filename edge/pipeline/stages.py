@@ -131,7 +131,12 @@ class Infer:
         if y.shape[-2:] != x.shape:
             raise RuntimeError(f"model returned shape {y.shape} for input {x.shape}")
         frame.meta[_OUTPUT_KEY] = y
-        if getattr(self.model, "route", None) == "passthrough":
+        # a Restorer says whether the frame came out as it went in (pass-through without the
+        # column offsets removed); any other model by its route's name
+        same = getattr(self.model, "passes_through", None)
+        if same is None:
+            same = getattr(self.model, "route", None) == "passthrough"
+        if same:
             frame.meta[_PASSTHROUGH_KEY] = True
 
 

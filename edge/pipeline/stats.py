@@ -183,7 +183,10 @@ class FPNStatus(_Record):
     verdict's frame carries white noise for this camera (None until 8 frames under noise-free
     verdicts are seen); ``promoted_white``: unknown verdicts the gate made the noise task;
     ``demoted_white``: noise-carrying verdicts on frames whose white noise is the camera's own (at
-    or under ``white_threshold``, no column FPN), given back their partner without noise."""
+    or under ``white_threshold``, no column FPN), given back their partner without noise;
+    ``destriped``: verdicts kept on frames whose column FPN came without white noise above the
+    camera's own, the column offsets removed instead of the noise task; ``destripe``: the last
+    routed frame was such a frame (frames have their column offsets removed now)."""
     amplitude: Optional[float] = None
     consistency: Optional[float] = None
     periodicity: Optional[float] = None
@@ -196,6 +199,8 @@ class FPNStatus(_Record):
     white_threshold: Optional[float] = None
     promoted_white: int = 0
     demoted_white: int = 0
+    destriped: int = 0
+    destripe: bool = False
     stats_error: Optional[str] = None
 
 

@@ -271,15 +271,18 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     t0 = time.monotonic()
     if not ds.clean:  # real degraded frames: no reference, no-reference checks only
         routed, fpn_in, fpn_out, scene, fpn_rel_in, fpn_rel_out, level, gain = [], [], [], [], [], [], [], []
+        destriped = []   # the column offsets alone were removed (engines/fpn_gate.py), not the noise task
         for f in tqdm(frames, desc=name, unit="frame", disable=not progress):
             counts, _, meta, peak = degrade_counts(f, ds.bits, CLEAN, None)
             auto.reset()
             if router_only:
                 user_route(auto, counts, meta)
                 routed.append(auto.route)
+                destriped.append(bool(auto.status()["destripe"]))
                 continue
             out = user_path(auto, counts, meta)
             routed.append(auto.route)
+            destriped.append(bool(auto.status()["destripe"]))
             fpn_in.append(column_fpn(counts / peak * 255.0))
             fpn_out.append(column_fpn(out / peak * 255.0))
             fpn_rel_in.append(fpn_in[-1] / _scene_span(counts / peak * 255.0))
@@ -292,6 +295,9 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             gain.append(_scene_span(out / peak * 255.0) / _scene_span(counts / peak * 255.0))
         result["routes"] = {r: routed.count(r) for r in sorted(set(routed))}
         result["noise_routed"] = float(np.mean([r in NOISE_TASKS for r in routed]))
+        # the frames whose noise is taken out: by a noise-carrying task or, column FPN alone, by its offsets
+        result["destriped"] = float(np.mean(destriped))
+        result["noise_removed"] = float(np.mean([r in NOISE_TASKS or d for r, d in zip(routed, destriped)]))
         result["gates"] = gate_counts(auto)
         if router_only:
             result.update(router_only=True, seconds=round(time.monotonic() - t0, 1))
@@ -506,11 +512,12 @@ def format_cameras(result: dict) -> str:
             if "noise_routed" in r:
                 lines.append("")
                 lines.append(f"{name} (real degraded, no reference): {100 * r['noise_routed']:.0f}% routed to a "
-                             f"noise task {r['routes']}")
+                             f"noise task {r['routes']}, {100 * r.get('destriped', 0.0):.0f}% destriped")
         else:
             lines.append("")
             lines.append(f"{name} (real degraded, no reference): {100 * r['noise_routed']:.0f}% routed to a "
-                         f"noise task {r['routes']}; column FPN {r['column_fpn_in']:.2f} -> "
+                         f"noise task {r['routes']}, {100 * r.get('destriped', 0.0):.0f}% destriped (column FPN "
+                         f"alone: its offsets removed); column FPN {r['column_fpn_in']:.2f} -> "
                          f"{r['column_fpn_out']:.2f} grey levels ({_pct(r['column_fpn_cut'])}), relative to "
                          f"the scene's contrast {100 * r['column_fpn_rel_in']:.2f}% -> {100 * r['column_fpn_rel_out']:.2f}% "
                          f"({_pct(r['column_fpn_rel_cut'])}); " + (

@@ -136,13 +136,15 @@ function renderContrast(stats) {
 }
 
 // FPN gate (engines/fpn_gate.py): the last routed frame's column-FPN amplitude (% of the scene
-// span), the verdicts it gave the noise part, and the unknown verdicts it made the noise task because
-// the frame's white noise was above the camera's floor; hidden when the gate is off or there is no router.
+// span), the verdicts it gave the noise part, the unknown verdicts it made the noise task because
+// the frame's white noise was above the camera's floor, and the frames whose column FPN alone it
+// removed (destripe); hidden when the gate is off or there is no router.
 function renderFPN(stats) {
   $("fpn-fact").classList.toggle("hidden", !stats.fpn);
   if (!stats.fpn) return;
   text("fpn", `${fmt(100 * (stats.fpn.amplitude || 0), 2)} % · ${stats.fpn.promoted} promoted` +
-    ` · ${stats.fpn.promoted_white || 0} unknown → noise · ${stats.fpn.demoted_white || 0} own noise kept`);
+    ` · ${stats.fpn.promoted_white || 0} unknown → noise · ${stats.fpn.demoted_white || 0} own noise kept` +
+    ` · ${stats.fpn.destriped || 0} column FPN removed`);
 }
 
 // Blur gate (engines/blur_gate.py): the last routed frame's drop (what a further 1 px blur takes
