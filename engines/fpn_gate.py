@@ -51,7 +51,10 @@ subtracting the offsets cuts it by 82 % and keeps 1.00). The gate never removes 
 part and never acts on a frame without the signature; the router decides everything else.
 
 **White noise on an unknown verdict.** The gate also keeps the camera's white-noise floor: the
-median :func:`noise_sigma` of recent frames under noise-free verdicts (clean, contrast, blur, CB).
+median :func:`noise_sigma` of recent frames under the ``clean`` verdict (a frame under a blur or
+contrast verdict shows the camera's noise smoothed or scaled down by the degradation, and lowered
+the floor: on an emulated camera with white noise of 3.5 grey levels in its clean frames, the
+frames it delivered were then taken for noisier than its own; docs/cameras.md "Session 11").
 An ``unknown`` verdict on a frame whose white noise is clearly above that floor,
 σ² > floor² + (σ_min/2)² with σ_min the weakest white noise of the bundle's specs (5 grey levels
 for the shipped ``gaussian_noise`` step, ecmrnet.md §1.3), becomes the noise task: half-way
@@ -73,7 +76,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .contrast_gate import centre_window, noise_free_verdicts, one_frame
+from .contrast_gate import centre_window, one_frame
 from .router import CLEAN, UNKNOWN
 
 #: σ in pixels of the 1-D Gaussian (along each row) whose residual is the horizontal high-pass
@@ -411,10 +414,9 @@ class FPNGate:
 
     @classmethod
     def for_bundle(cls, specs: Mapping[str, Sequence[dict]]) -> "FPNGate":
-        """The gate of a bundle: partners, the weakest white noise and the noise-free verdicts
-        from its task specs (module docstring)."""
-        return cls(noise_partners(specs), white_sigma=min_white_sigma(specs),
-                   noise_free=noise_free_verdicts(specs))
+        """The gate of a bundle: partners and the weakest white noise from its task specs; the
+        camera's floor from frames under the ``clean`` verdict (module docstring)."""
+        return cls(noise_partners(specs), white_sigma=min_white_sigma(specs), noise_free=(CLEAN,))
 
     def white_threshold(self) -> Optional[float]:
         """σ above which an unknown verdict's frame carries white noise for this camera:

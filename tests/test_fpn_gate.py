@@ -263,7 +263,24 @@ def test_weakest_white_noise_comes_from_the_specs():
     assert min_white_sigma(specs) == pytest.approx(5 / 255)
     assert min_white_sigma({"blur": specs["blur"]}) is None
     assert FPNGate.for_bundle(specs).white_sigma == pytest.approx(5 / 255)
-    assert FPNGate.for_bundle(specs).noise_free == {CLEAN, "contrast", "blur", "CB"}
+    assert FPNGate.for_bundle(specs).noise_free == {CLEAN}
+
+
+def test_only_clean_verdicts_measure_the_cameras_noise_floor():
+    """A frame under a blur verdict shows the camera's noise smoothed: it does not lower the floor,
+    so a camera whose own frames carry white noise of 3.5 grey levels keeps them as its own."""
+    import cv2
+
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    gate = FPNGate.for_bundle(specs)
+    own = [white(scene(seed=i), 3.5, seed=i) for i in range(12)]
+    for f in own[:10]:
+        gate.step("blur", cv2.GaussianBlur(f, (0, 0), 1.5))                 # blurred: smoothed noise
+    assert len(gate.floor) == 0
+    for f in own[:10]:
+        gate.step(CLEAN, f)
+    assert len(gate.floor) == 10 and np.median(gate.floor) == pytest.approx(3.5 / 255, rel=0.25)
+    assert gate.step("noise", own[11]) == (CLEAN, False)                       # its own noise: given back
     with pytest.raises(ValueError, match="white_sigma"):
         FPNGate({}, white_sigma=0.0)
 

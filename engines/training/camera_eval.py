@@ -131,14 +131,15 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng) -> Tuple[np.nda
 
 #: the counters of each gate's status that say what it changed over a set
 GATE_COUNTERS = {"contrast": ("demoted", "aligned"), "blur": ("demoted", "changed_noisy"),
-                 "fpn": ("promoted", "promoted_white", "demoted_white")}
+                 "fpn": ("promoted", "promoted_white", "demoted_white", "destriped")}
 
 
 def gate_counts(auto) -> dict:
     """What the Restorer's gates changed over the evaluated frames: {gate: {counter: n}} from its
     status (:data:`GATE_COUNTERS`: the contrast gate's demoted verdicts and tone-aligned frames,
     the blur gate's demoted verdicts and noise-carrying verdicts whose blur part it changed, the
-    FPN gate's verdicts given the noise part and unknown verdicts made the noise task); a gate
+    FPN gate's verdicts given the noise part, unknown verdicts made the noise task, noise verdicts
+    given back on the camera's own noise and frames whose column offsets alone it removed); a gate
     that is off is None."""
     status = auto.status()
     return {gate: None if status.get(gate) is None else {k: int(status[gate].get(k) or 0) for k in keys}
@@ -593,7 +594,7 @@ def before_after(bundle, name: str, path, frames: int = 2, backend: str = "auto"
         counts, _, meta, _ = degrade_counts(f, ds.bits, CLEAN, None)
         auto.reset()
         out = user_path(auto, counts, meta)
-        for ax, img, title in ((row[0], counts, "input"), (row[1], out, f"restored ({auto.route})")):
+        for ax, img, title in ((row[0], counts, "input"), (row[1], out, f"restored ({auto.runs})")):
             lo, hi = np.percentile(img, (0.5, 99.5))
             ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
             rel = column_fpn(img.astype(np.float32)) / _scene_span(img.astype(np.float32))
