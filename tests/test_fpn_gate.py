@@ -236,6 +236,9 @@ def test_stats_and_status_line_show_the_gate(tmp_path):
     assert "white noise promoted 2" in status_line({**snap.to_dict(), "fpn": {"promoted": 0, "promoted_white": 2}})
     assert "white noise" not in status_line(snap.to_dict())
     assert "column FPN removed 3" in status_line({**snap.to_dict(), "fpn": {"promoted": 0, "destriped": 3}})
+    line = status_line({**snap.to_dict(), "task": "passthrough", "model": {"runs": "destripe"}})
+    assert "task passthrough [destripe]" in line                            # what runs it, when more than the route
+    assert "[" not in status_line({**snap.to_dict(), "task": "blur", "model": {"runs": "route"}})
 
 
 def test_unsure_noise_verdict_on_column_fpn_is_kept(tmp_path):

@@ -83,7 +83,10 @@ def status_line(snap) -> str:
     task = snap.get("task")
     if task is not None:
         conf = snap.get("confidence")
-        parts.append(f"task {task}" + (f" {conf:.2f}" if isinstance(conf, (int, float)) else ""))
+        runs = (snap.get("model") or {}).get("runs")
+        # what runs it when that is more than the route's name: tone+route, destripe, student+destripe
+        shown = f" [{runs}]" if isinstance(runs, str) and runs not in ("route", "student", "passthrough") else ""
+        parts.append(f"task {task}{shown}" + (f" {conf:.2f}" if isinstance(conf, (int, float)) else ""))
     bundle = (snap.get("model") or {}).get("bundle")
     if bundle:
         parts.append(f"bundle v{bundle.get('version')}" + (f" (swapped x{bundle['swaps']})" if bundle.get("swaps") else ""))

@@ -79,7 +79,10 @@ function render(stats) {
   renderStages(stats);
 
   text("source", stats.source.uri || "-");
-  text("task", stats.task ?? "-");
+  // the route, and what runs it when that is more than the route's name (tone+route, destripe …)
+  const runs = stats.model && stats.model.runs;
+  const plain = !runs || ["route", "student", "passthrough"].includes(runs);
+  text("task", (stats.task ?? "-") + (plain ? "" : ` [${runs}]`));
   const conf = stats.confidence;
   text("confidence", typeof conf === "number" ? (conf <= 1 ? (100 * conf).toFixed(0) + " %" : fmt(conf, 2)) : "-");
   renderAdapt(stats);
