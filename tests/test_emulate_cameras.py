@@ -147,3 +147,34 @@ def test_diagnose_camera_rows_follow_camera_eval(diag, tmp_path, monkeypatch, ca
     with pytest.raises(ValueError, match="no class fog; classes: contrast"):
         diag.diagnose(str(tmp_path / "cam"), ["fog"], bundle="engines/bundles/edge")
     assert diag.main([str(tmp_path / "cam"), "fog", "--bundle", "engines/bundles/edge"]) == 2
+
+
+FPN_CHECK = Path(__file__).resolve().parents[1] / "tools" / "scripts" / "column_fpn_check.py"
+
+
+def test_column_fpn_check_measures_noise_task_and_destriping(root, tmp_path, monkeypatch, capsys):
+    """The FPN check's three tables on a synthetic root: removing the column offsets brings a frame
+    with a strong column pattern closer to the frame without it, a frame without FPN stays close to
+    itself, and the lynred row is filled in."""
+    import shutil
+
+    from tir.engines.training import datasets as ds
+
+    chk = _load_script(FPN_CHECK)
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    (data / "lynred_nonuc").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):   # a scene with a fixed column pattern, as an uncalibrated FPA delivers it
+        frame = _scene(128, 160, 10 + i, 8).astype(np.float32) + rng.normal(0, 6, (1, 160))
+        cv2.imwrite(str(data / "lynred_nonuc" / f"f{i}.png"), np.clip(frame, 0, 255).astype(np.uint8))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(data))
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    out = chk.check(["chips_lepton35"], split="test", max_frames=2)
+    strong = [r for r in out["added"] if r[1] == 0.05][0]
+    assert strong[4] > strong[2]                                   # offsets removed beat the input
+    assert all(mean > 40.0 for _, mean, _ in out["without"])
+    fpn_in, _, fpn_destriped, _, scene = out["lynred"]
+    assert fpn_destriped < 0.6 * fpn_in and scene > 0.99
+    assert "offsets removed" in capsys.readouterr().out
+    assert chk.main(["--sets", "nosuchset"]) == 2
