@@ -44,10 +44,11 @@ the verdict stays and the column offsets alone are removed (:func:`remove_column
 verdict). Why (docs/cameras.md,
 "Session 11"): the noise task learned to remove the spec's white noise, shading and stripes
 together, and on a frame whose only fault is column FPN it changes far more than the FPN
-(val frames of five cameras with a column pattern of 0.5-5 % of the span: the noise task's
-output is 25-32 dB from the frame without the pattern, the input itself 27-54 dB; on the real
-lynred_nonuc frames it cut column FPN by 65 % and kept 0.91-0.97 of the scene's correlation,
-subtracting the offsets cuts it by 82 % and keeps 1.00). The gate never removes a verdict's noise
+(tools/scripts/column_fpn_check.py, val frames of five cameras with a column pattern of 0.5-5 %
+of the span: the noise task's output is 25-27 dB from the frame without the pattern, the input
+itself 27-54 dB and the input with its offsets removed 32-61 dB; on the real lynred_nonuc frames
+the noise task cut column FPN by 65 % with a low-pass correlation to the input of 0.956,
+subtracting the offsets cuts it by 67 % and keeps 1.000). The gate never removes a verdict's noise
 part and never acts on a frame without the signature; the router decides everything else.
 
 **White noise on an unknown verdict.** The gate also keeps the camera's white-noise floor: the
@@ -241,7 +242,7 @@ def remove_column_fpn(frame: np.ndarray, bands: int = BANDS, sigma: float = SIGM
     in sign, else 0; clipped to ±:data:`OUTLIER` robust standard deviations of the signature. A
     column offset is the same from top to bottom, so every band carries it; a pole or a hot
     object's edge fills only part of the height, so some band does not and the column keeps its
-    scene (on val frames of five cameras, a frame without FPN comes out 54-95 dB from itself; the
+    scene (on val frames of five cameras, a frame without FPN comes out 54-94 dB from itself; the
     real lynred_nonuc frames lose 67 % of their column FPN, docs/cameras.md "Session 11"). Column offsets are
     what a microbolometer FPA read out column by column adds (module docstring); subtracting an
     estimate of them is the scene-based column equalisation of destriping (e.g. Tendero,
