@@ -39,10 +39,10 @@ Then, when the frame's white noise is above the camera's own (:meth:`FPNGate.fpn
 the verdict gains the bundle's noise part (:func:`noise_partners`: clean or unknown → noise,
 contrast → CN, blur → BN, CB → CBN; derived from the task specs, so a task ``tir learn`` adds is
 handled the same way): the frame carries the noise the routes were trained on. When it is not,
-the verdict stays and the column offsets alone are removed (:func:`remove_column_fpn`,
+the verdict stays (a noise-carrying verdict of the router's loses its noise part: noise → clean,
+BN → blur, …) and the column offsets alone are removed (:func:`remove_column_fpn`,
 :attr:`FPNGate.offsets`; the restorer subtracts them from what it outputs until the next
-verdict). Why (docs/cameras.md,
-"Session 11"): the noise task learned to remove the spec's white noise, shading and stripes
+verdict). Why (docs/cameras.md, "Session 11"): the noise task learned to remove the spec's white noise, shading and stripes
 together, and on a frame whose only fault is column FPN it changes far more than the FPN
 (tools/scripts/column_fpn_check.py, val frames of five cameras with a column pattern of 0.5-5 %
 of the span: the noise task's output is 25-27 dB from the frame without the pattern, the input
@@ -432,6 +432,13 @@ class FPNGate:
         least √(floor² + white_sigma²)); None when :meth:`white_threshold` is."""
         return self._above_floor(0.5)
 
+    @property
+    def without_noise(self) -> Dict[str, str]:
+        """{noise-carrying task: its partner without the noise part} (the inverse of
+        :attr:`partners`, ``unknown`` left out): where a verdict goes when the gate takes its noise
+        part away (the camera's own noise, or column FPN alone)."""
+        return dict(self._without_noise)
+
     def fpn_only_threshold(self) -> Optional[float]:
         """σ at or under which a frame that carries column FPN carries no more white noise than
         the camera's own: :meth:`own_noise_threshold`, or before the camera's floor is known
@@ -476,8 +483,9 @@ class FPNGate:
     def step(self, task: str, frame: np.ndarray) -> Tuple[str, bool]:
         """One routed frame: (``task`` with the noise part added when the frame carries column
         FPN with white noise above :meth:`fpn_only_threshold` and ``task`` has a partner, counted
-        in :attr:`promoted`; ``task`` itself with the column :attr:`offsets` to remove when its
-        column FPN comes without such white noise, counted in :attr:`destriped`; or the noise task when
+        in :attr:`promoted`; ``task`` itself (a noise-carrying ``task``: its partner without the
+        noise part) with the column :attr:`offsets` to remove when its column FPN comes without
+        such white noise, counted in :attr:`destriped`; or the noise task when
         ``task`` is ``unknown`` and the frame's white noise is above :meth:`white_threshold`,
         counted in :attr:`promoted_white`, else ``task``; whether the noise part was measured).
         A frame under a noise-free verdict joins the camera's white-noise floor (unless it is
@@ -492,14 +500,17 @@ class FPNGate:
         self.last_sigma = None
         self.offsets = None
         fpn = carries_fpn(self.last, self.amplitude, self.consistency, self.periodicity)
-        if fpn and task in self.partners:
+        if fpn and (task in self.partners or task in self._without_noise):
             limit = self.fpn_only_threshold()
             self.last_sigma = None if limit is None else self._sigma(frame)
             if self.last_sigma is not None and self.last_sigma <= limit:
-                # column FPN without the white noise of the noise part: the offsets alone are removed
+                # column FPN without the white noise of the noise part: the offsets alone are removed,
+                # and a noise-carrying verdict loses its noise part (the router's or the gate's)
                 self.destriped += 1
                 self.offsets = column_offsets(sigs)
-                return task, False
+                return self._without_noise.get(task, task), False
+            if task in self._without_noise:
+                return task, True
             self.promoted += 1
             return self.partners[task], True
         limit = self.white_threshold() if task == UNKNOWN else \

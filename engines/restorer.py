@@ -273,6 +273,7 @@ class Restorer:
             and t not in self.contrast_gate.partners)
         self._contrast_low = True   # the last routed frame's contrast was low for this camera
         self._fpn = False           # the last routed frame carried column FPN (the FPN gate added noise)
+        self._noise_taken = False   # the FPN gate took the last verdict's noise part away
         #: (W,) column offsets when the last routed frame carried column FPN alone (the FPN gate
         #: kept the verdict): subtracted from the frames after what runs them (:meth:`plan`)
         #: until the next verdict; None otherwise
@@ -586,10 +587,13 @@ class Restorer:
           that is clearly sharp or clearly blurred for this camera.
         """
         task = decision["task"]
-        self._fpn, self._offsets = False, None
+        self._fpn, self._offsets, self._noise_taken = False, None, False
         if self.fpn_gate is not None:
+            before = task
             task, self._fpn = self.fpn_gate.step(task, frame)
             self._offsets = self.fpn_gate.offsets
+            # the gate took the noise part away (the camera's own noise, or column FPN alone)
+            self._noise_taken = self.fpn_gate.without_noise.get(before) == task
         if self.contrast_gate is not None:
             task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame))
         if self.blur_gate is not None:
@@ -604,7 +608,8 @@ class Restorer:
     def _gate_prompt(self, weights: np.ndarray, task: str) -> np.ndarray:
         """The student's prompt mix after the gates (:meth:`_gate`), moved in the gates' order:
         when the FPN gate measured the noise part, each prompt's weight moves to its partner with
-        the noise part; when the frame's contrast is not low for this camera, each
+        the noise part, when it took the noise part away (the camera's own noise, column FPN
+        alone), each noise-carrying prompt's weight moves to its partner without it; when the frame's contrast is not low for this camera, each
         contrast-carrying prompt's weight moves to its partner without contrast (dropped when the
         partner is ``clean``); when the frame is not soft for this camera, each noise-free blur
         prompt's weight moves to its partner without the blur (the blur gate); when the blur
@@ -615,6 +620,8 @@ class Restorer:
         moves = []
         if self.fpn_gate is not None and self._fpn:
             moves.append(self.fpn_gate.partners)
+        if self.fpn_gate is not None and self._noise_taken:
+            moves.append(self.fpn_gate.without_noise)
         if self.contrast_gate is not None and not self._contrast_low:
             moves.append(self.contrast_gate.partners)
         if self.blur_gate is not None and not self._soft:

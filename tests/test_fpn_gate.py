@@ -196,6 +196,17 @@ def test_student_prompt_mix_gains_the_noise_part(blur_bundle, monkeypatch):
     assert np.allclose(r._gate_prompt(w, "BN"), [0.0, 0.7, 0.3])    # blur's weight moves to BN
 
 
+def test_student_prompt_mix_loses_the_noise_part_the_gate_took(blur_bundle, monkeypatch):
+    """The FPN gate gave BN back as blur (the camera's own noise, or column FPN alone): the
+    student's noise-carrying prompts hand their weight to their partners without noise."""
+    monkeypatch.setattr(Restorer, "prompts", property(lambda self: ["blur", "BN", "noise"]))
+    r = Restorer(blur_bundle, every=1, hysteresis=1)
+    w = np.array([0.2, 0.7, 0.1], np.float32)
+    r._noise_taken = True
+    assert r.fpn_gate.without_noise == {"BN": "blur", "noise": CLEAN}
+    assert np.allclose(r._gate_prompt(w, "blur"), [1.0, 0.0, 0.0])   # BN → blur; noise → clean (dropped)
+
+
 def test_restorer_routes_a_three_row_frame(blur_bundle):
     """A 640×3 frame is routed (the router and the contrast gate take it) and the FPN gate does
     not stop the pipeline."""
@@ -243,14 +254,20 @@ def test_stats_and_status_line_show_the_gate(tmp_path):
 
 def test_unsure_noise_verdict_on_column_fpn_is_kept(tmp_path):
     """The router names BN but below the confidence floor: pass-through on a frame without FPN
-    (do no harm), BN on a frame whose column FPN is measured (the noise part is certain)."""
+    (do no harm), BN on a frame whose column FPN and white noise are measured (the noise part is
+    certain); column FPN without that white noise: blur, the column offsets removed."""
     bundle = _bundle(tmp_path, "BN")
     r = Restorer(bundle, every=1, hysteresis=1, tone_align=False, min_confidence=0.9999)   # softmax of one-hot: 0.99986
     clean = scene()[None, None]
     assert np.allclose(r.infer(clean), clean) and r.status()["uncertain"] == 1
-    striped = with_column_fpn(scene(), 0.025)[None, None]
+    striped = white(with_column_fpn(scene(), 0.025), 8.0)[None, None]
     assert np.allclose(r.infer(striped), striped * 5.0) and r.status()["task"] == "BN"
     assert r.status()["uncertain"] == 1 and r.status()["fpn"]["promoted"] == 0   # kept, not promoted
+    fpn_only = np.clip(with_column_fpn(scene(), 0.025), 0, 1)[None, None]
+    r.infer(fpn_only)
+    s = r.status()
+    assert s["decision"] == "blur" and s["gated_from"] == "BN"       # still unsure: passed through,
+    assert s["task"] == "passthrough" and s["runs"] == "destripe"        # its column offsets removed
 
 
 # --- white noise on an unknown verdict ----------------------------------------------------------
@@ -381,7 +398,9 @@ def test_a_noise_verdict_on_the_cameras_own_noise_is_given_back():
     assert gate.step("noise", own(30)) == (CLEAN, False)
     assert gate.step("BN", own(31)) == ("blur", False) and gate.demoted_white == 2
     assert gate.step("noise", white(own(32), 5.0, seed=99)) == ("noise", False)   # the spec's noise on top
-    assert gate.step("noise", with_column_fpn(own(33), 0.025)) == ("noise", True)  # column FPN: kept
+    assert gate.step("noise", with_column_fpn(own(33), 0.025)) == (CLEAN, False)  # column FPN alone: destriped
+    assert gate.offsets is not None and gate.destriped == 1
+    assert gate.step("noise", white(with_column_fpn(own(34), 0.025), 8.0, seed=7))[0] == "noise"   # the spec's noise
     assert gate.status()["demoted_white"] == 2
     new = FPNGate({CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}, white_sigma=5 / 255)
     new.carry_from(gate)
