@@ -141,6 +141,7 @@ def test_evaluate_set_through_a_bundle(data_root, tmp_path):
             assert row["true_route"] < row["degraded"] - 1.0
             assert abs(d["true_route"] - d["degraded"]) < 1.0
             assert 0.0 <= r["router"]["accuracy_visible"] <= 1.0
+            assert r["router"]["widened"] == 0.0   # 3000 counts of scene: every frame stretched
         else:
             assert "display" not in r and "accuracy_visible" not in r["router"]
 

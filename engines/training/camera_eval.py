@@ -392,6 +392,8 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     if scene_referred:
         visible = [v == visible_task(c, ds.bits, w) for c in tasks for v, w in zip(per[c]["verdicts"], per[c]["widened"])]
         result["router"]["accuracy_visible"] = float(np.mean(visible))
+        # share of the degraded frames the normaliser did not stretch (range under its min span)
+        result["router"]["widened"] = float(np.mean([w for c in tasks for w in per[c]["widened"]]))
     if router_only:
         result.update(router_only=True, seconds=round(time.monotonic() - t0, 1))
         auto.close()
@@ -523,7 +525,8 @@ def format_cameras(result: dict) -> str:
             gain = "" if r.get("router_only") else \
                 f", display-referred min gain {r['display']['min_gain_auto']:+.2f} dB"
             lines.append(f"{name}: raw counts; router {100 * r['router']['accuracy_visible']:.1f}% against the task "
-                         f"visible after the live normaliser (contrast part dropped){gain}")
+                         f"visible after the live normaliser (contrast part dropped, kept on the "
+                         f"{100 * r['router'].get('widened', 0.0):.0f}% of frames under its minimum span){gain}")
     for name, r in result["sets"].items():
         if "per_task" in r:
             views = [("counts", r["per_task"])] + ([("display", r["display"]["per_task"])] if "display" in r else [])
