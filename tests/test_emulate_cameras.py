@@ -122,7 +122,8 @@ def test_round2_camera_defects_are_the_cameras_own(emu, root, tmp_path):
         p1, p99 = np.percentile(f.astype(np.float64), (1, 99))
         assert f.dtype == np.uint16 and p1 == pytest.approx(28000, abs=1) and p99 - p1 == pytest.approx(40, abs=1)
     m3 = [cv2.imread(str(root / "m3svd_magnity" / f"f{i}.png"), 0).astype(np.float64) for i in range(3)]
-    fits = [np.polyfit(s.ravel(), o.astype(np.float64).ravel(), 1) for o, s in zip(_frames(tmp_path / "alc_flicker"), m3)]
+    fits = [np.polyfit(s.ravel(), o.astype(np.float64).ravel(), 1)
+            for o, s in zip(_frames(tmp_path / "alc_flicker"), m3)]
     gains = [g for g, _ in fits]
     assert all(0.75 < g < 1.25 for g in gains) and max(gains) - min(gains) > 0.02
     box = _frames(tmp_path / "letterbox")[0]

@@ -120,7 +120,14 @@ def live_range(counts: np.ndarray) -> Tuple[float, float]:
 def span_widened(counts: np.ndarray) -> bool:
     """True when the live normaliser widens this raw frame's robust 0.5-99.5 % range to its
     minimum span (the range is under ``Normalizer.min_span`` = 64 counts): the frame is then
-    shown at its own count scale, not stretched, and a contrast change of it stays visible."""
+    shown at its own count scale, not stretched, and a contrast change of it stays visible.
+
+    Args:
+        counts: (H, W) raw frame, uint16 counts (any real dtype).
+
+    Raises:
+        ValueError: an empty frame.
+    """
     from tir.edge.normalize import Normalizer, robust_range
 
     norm = Normalizer()
@@ -390,7 +397,8 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
         "confusion": {c: {v: per[c]["verdicts"].count(v) for v in sorted(set(per[c]["verdicts"]))}
                       for c in classes}}
     if scene_referred:
-        visible = [v == visible_task(c, ds.bits, w) for c in tasks for v, w in zip(per[c]["verdicts"], per[c]["widened"])]
+        visible = [v == visible_task(c, ds.bits, w)
+                   for c in tasks for v, w in zip(per[c]["verdicts"], per[c]["widened"])]
         result["router"]["accuracy_visible"] = float(np.mean(visible))
         # share of the degraded frames the normaliser did not stretch (range under its min span)
         result["router"]["widened"] = float(np.mean([w for c in tasks for w in per[c]["widened"]]))
