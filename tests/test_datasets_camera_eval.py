@@ -141,6 +141,7 @@ def test_evaluate_set_through_a_bundle(data_root, tmp_path):
             assert row["true_route"] < row["degraded"] - 1.0
             assert abs(d["true_route"] - d["degraded"]) < 1.0
             assert 0.0 <= r["router"]["accuracy_visible"] <= 1.0
+            assert r["router"]["widened"] == 0.0   # 3000 counts of scene: every frame stretched
         else:
             assert "display" not in r and "accuracy_visible" not in r["router"]
 
@@ -152,6 +153,34 @@ def test_visible_task_drops_contrast_only_on_raw_counts():
         ["contrast", "CB", "CN", "CBN", "noise", "clean"]
     assert [visible_task(t, 16) for t in ("contrast", "CB", "CN", "CBN", "blur", "noise", "BN", "clean")] == \
         ["clean", "blur", "noise", "BN", "blur", "noise", "BN", "clean"]
+
+
+def test_a_flat_raw_scene_keeps_its_contrast_loss_visible():
+    """Under the normaliser's 64-count minimum span the live path does not stretch a raw frame
+    (a fog scene of 40 counts): a halved contrast is seen by the router and by the user, so the
+    visible task keeps its contrast part and the display map shows the loss; above it the
+    percentile stretch undoes the loss as before."""
+    from tir.engines.metrics import psnr
+    from tir.engines.training.camera_eval import display_map, live_range, span_widened, visible_task
+
+    base = _scene(120, 160, 3)
+    fog = np.rint(28000 + base * 40).astype(np.uint16)
+    fog_low = np.rint(28010 + base * 20).astype(np.uint16)       # contrast halved
+    wide = np.rint(8000 + base * 3000).astype(np.uint16)
+    assert span_widened(fog) and span_widened(fog_low) and not span_widened(wide)
+    lo, hi = live_range(fog_low)
+    assert hi - lo == pytest.approx(64.0)
+    assert visible_task("contrast", 16, widened=True) == "contrast"
+    assert visible_task("CBN", 16, widened=True) == "CBN"
+    assert visible_task("CBN", 16, widened=False) == "BN"
+    # the user sees half the contrast on the display (a full stretch would show the same picture)
+    assert 0.4 < display_map(fog_low).std() / display_map(fog).std() < 0.6
+    # the clean fog frame fills its 40 of the 64 counts of the display range, not all of it
+    d = display_map(fog)
+    assert np.percentile(d, 99.5) - np.percentile(d, 0.5) < 0.8
+    # above the minimum span the display stays invariant to the contrast change
+    wide_low = np.rint(8000 + base * 1500).astype(np.uint16)
+    assert psnr(display_map(wide_low), display_map(wide)) > 40
 
 
 def test_display_map_is_invariant_to_an_affine_change_of_counts():

@@ -64,7 +64,13 @@ def test_every_camera_one_size_from_the_test_split(emu, root, tmp_path):
             "osd_overlay": ((480, 640), np.uint8, 3),
             "pal_384x288": ((288, 384), np.uint8, 3), "halo": ((512, 640), np.uint8, 3),
             "false_colour": ((512, 640, 3), np.uint8, 3),
-            "black_hot": ((512, 640), np.uint8, 3)}
+            "black_hot": ((512, 640), np.uint8, 3),
+            "row_fpn": ((512, 640), np.uint8, 3), "stuck_pixels": ((512, 640), np.uint8, 3),
+            "mjpeg_q50": ((512, 640), np.uint8, 3), "saturated": ((512, 640), np.uint8, 3),
+            "letterbox": ((512, 640), np.uint8, 3), "portrait": ((640, 512), np.uint8, 3),
+            "seek_206x156": ((156, 206), np.uint8, 3), "pal_interlaced": ((576, 720), np.uint8, 3),
+            "y16_fog": ((512, 640), np.uint16, 4), "alc_flicker": ((480, 640), np.uint8, 3)}
+    assert set(want) == set(emu.CAMERAS)
     for cam, (shape, dtype, n) in want.items():
         files = sorted((tmp_path / cam).glob("*.png"))
         assert done[cam] == n == len(files), cam   # only the T1030sc frames of the raw set, two crops each
@@ -91,6 +97,58 @@ def test_raw_span_and_fixed_column_pattern(emu, root, tmp_path):
              for f, s in zip(sorted((tmp_path / "netd_noise").glob("*.png")), src)]
     assert np.std(noise[0]) == pytest.approx(3.5, abs=0.3)
     assert np.abs(noise[0] - noise[1]).mean() > 2.0   # white noise is drawn per frame
+
+
+def _frames(folder, flag=0):
+    return [cv2.imread(str(f), flag) for f in sorted(folder.glob("*.png"))]
+
+
+def test_round2_camera_defects_are_the_cameras_own(emu, root, tmp_path):
+    """Row FPN and stuck pixels are fixed patterns (the same in every frame); the fog camera's
+    counts span 40 at 28000; the flicker camera's gain and level change from frame to frame."""
+    emu.build(tmp_path, root, only=["row_fpn", "stuck_pixels", "y16_fog", "alc_flicker", "letterbox"])
+    hit = [cv2.imread(str(root / "hit_uav" / f"f{i}.png"), 0).astype(np.float64) for i in range(3)]
+    rows = [np.median(o.astype(np.float64) - s, axis=1) for o, s in zip(_frames(tmp_path / "row_fpn"), hit)]
+    assert np.std(rows[0]) == pytest.approx(1.5, abs=0.3)
+    assert np.abs(rows[0] - rows[1]).mean() < 0.2
+    road = [cv2.imread(str(root / "roadscene-ir" / f"f{i}.png"), 0) for i in range(3)]
+    bad = [o != s for o, s in zip(_frames(tmp_path / "stuck_pixels"), road)]
+    # the same defects in every frame (a pixel already at its stuck value does not count as changed)
+    assert np.array_equal(bad[0] | bad[1], bad[0] | bad[2])
+    stuck = _frames(tmp_path / "stuck_pixels")[0]
+    assert np.all(stuck[:, 640 // 3] == 0)
+    assert 0.0003 < ((stuck == 255) | (stuck == 0)).mean() - 512 / (512 * 640) < 0.0007
+    for f in _frames(tmp_path / "y16_fog", cv2.IMREAD_UNCHANGED):
+        p1, p99 = np.percentile(f.astype(np.float64), (1, 99))
+        assert f.dtype == np.uint16 and p1 == pytest.approx(28000, abs=1) and p99 - p1 == pytest.approx(40, abs=1)
+    m3 = [cv2.imread(str(root / "m3svd_magnity" / f"f{i}.png"), 0).astype(np.float64) for i in range(3)]
+    fits = [np.polyfit(s.ravel(), o.astype(np.float64).ravel(), 1)
+            for o, s in zip(_frames(tmp_path / "alc_flicker"), m3)]
+    gains = [g for g, _ in fits]
+    assert all(0.75 < g < 1.25 for g in gains) and max(gains) - min(gains) > 0.02
+    box = _frames(tmp_path / "letterbox")[0]
+    assert np.all(box[:16] == 0) and np.all(box[-16:] == 0)
+    assert np.array_equal(box[16:-16], cv2.imread(str(root / "m3svd_magnity" / "f0.png"), 0))
+
+
+def test_saturation_jpeg_and_pal_capture(emu):
+    g = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
+    sat = emu.saturate_top(g)
+    assert (sat == 255).mean() >= 0.10 and np.all(np.diff(sat[0].astype(int)) >= 0)
+    # JPEG at quality 50 is lossy on detail: an 8x8 checkerboard of ±40 grey levels changes
+    board = (128 + 40 * ((np.indices((64, 64)).sum(0) % 2) * 2 - 1)).astype(np.uint8)
+    assert np.abs(emu.jpeg(board, 50).astype(int) - board).mean() > 5
+    # PAL capture: 720x576; a vertical edge sits one pixel further right on the odd rows (the
+    # second field), and the edge is softened along the rows
+    step = np.zeros((480, 640), np.uint8)
+    step[:, 320:] = 200
+    pal = emu.pal_capture(step).astype(float)
+    assert pal.shape == (576, 720)
+    even, odd = pal[100], pal[101]
+    centre = lambda r: np.interp(100.0, r[340:380], np.arange(340, 380))  # where the edge crosses 100
+    assert centre(odd) - centre(even) == pytest.approx(1.0, abs=0.2)
+    ramp = lambda r: np.count_nonzero((r > 2) & (r < 198))
+    assert ramp(even) >= 4 > ramp(cv2.resize(step, (720, 576), interpolation=cv2.INTER_LINEAR)[100])
 
 
 def test_plateau_equalisation_is_monotone_and_full_scale(emu):

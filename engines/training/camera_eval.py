@@ -28,10 +28,11 @@ Scores are PSNR of restored vs clean counts with the peak = the frame's full sca
   the user's picture does not show it, and for a radiometric camera the counts are the scene's
   temperatures, not something to "restore". Such sets are therefore also scored as the user
   sees them (``display``): restored and clean each through the pipeline's display map (robust
-  0.5-99.5 % linear range, :func:`tir.edge.normalize.robust_range`), and the router
-  against the *visible* task (the contrast part dropped: contrast -> clean, CB -> blur,
-  CN -> noise, CBN -> BN; :func:`visible_task`). The strict count-domain numbers stay in the
-  result next to them;
+  0.5-99.5 % linear range widened to the normaliser's 64-count minimum span,
+  :func:`display_map`), and the router against the *visible* task (the contrast part dropped:
+  contrast -> clean, CB -> blur, CN -> noise, CBN -> BN; kept on a frame whose range the
+  normaliser widened, where an affine change is not undone; :func:`visible_task`). The strict
+  count-domain numbers stay in the result next to them;
 - sets of real degraded frames without a clean target (``lynred_nonuc``): share routed to a
   noise-carrying task, column FPN (:func:`tir.engines.metrics.column_fpn`) before/after, in grey
   levels and relative to the scene's contrast (p1-p99 of the low-passed frame: a contrast
@@ -74,15 +75,18 @@ def warm_camera(auto, name: str, split: str, root=None, frames: int = WARM_FRAME
     return len(shown)
 
 
-def visible_task(task: str, bits: int) -> str:
+def visible_task(task: str, bits: int, widened: bool = False) -> str:
     """The task a frame still shows after the live preprocessing.
 
     8-bit (display-referred) frames keep every degradation: ``task`` unchanged. Raw counts
     (``bits`` > 8, scene-referred) lose the contrast part, since the robust-percentile
     normaliser is invariant to an affine change of the counts: "contrast" -> "clean", "CB" ->
-    "blur", "CN" -> "noise", "CBN" -> "BN"; others unchanged.
+    "blur", "CN" -> "noise", "CBN" -> "BN"; others unchanged. Except when ``widened``: the
+    normaliser widened the degraded frame's range to its minimum span (:func:`span_widened`,
+    a flat scene or a contrast loss under ``Normalizer.min_span`` counts), so it does *not*
+    undo the contrast change and the task is kept whole.
     """
-    if bits <= 8 or task == CLEAN:
+    if bits <= 8 or task == CLEAN or widened:
         return task
     parts = deg.COMPOUND_PARTS.get(task, (task,))  # the degradation catalogue's parts
     if "contrast" not in parts:
@@ -95,12 +99,49 @@ def visible_task(task: str, bits: int) -> str:
     return next((t for t, ps in deg.COMPOUND_PARTS.items() if ps == rest), task)
 
 
+def live_range(counts: np.ndarray) -> Tuple[float, float]:
+    """(lo, hi) in counts that the live normaliser maps one raw frame with on its own: a fresh
+    :class:`tir.edge.normalize.Normalizer` with the pipeline's defaults (robust 0.5 % / 99.5 %
+    percentiles of a subsample, widened about their centre to ``min_span`` = 64 counts, the
+    max-gain analogue, kept inside 0..65535).
+
+    Args:
+        counts: (H, W) raw frame, uint16 counts (any real dtype).
+
+    Raises:
+        ValueError: an empty frame.
+    """
+    from tir.edge.normalize import Normalizer
+
+    p = Normalizer().update(counts)
+    return p.lo, p.hi
+
+
+def span_widened(counts: np.ndarray) -> bool:
+    """True when the live normaliser widens this raw frame's robust 0.5-99.5 % range to its
+    minimum span (the range is under ``Normalizer.min_span`` = 64 counts): the frame is then
+    shown at its own count scale, not stretched, and a contrast change of it stays visible.
+
+    Args:
+        counts: (H, W) raw frame, uint16 counts (any real dtype).
+
+    Raises:
+        ValueError: an empty frame.
+    """
+    from tir.edge.normalize import Normalizer, robust_range
+
+    norm = Normalizer()
+    lo, hi = robust_range(counts, norm.low_pct, norm.high_pct, norm.stride)
+    return hi - lo < norm.min_span
+
+
 def display_map(counts: np.ndarray) -> np.ndarray:
     """Counts (H×W, any dtype) -> float64 [0, 1] through the display map the pipeline applies
-    to raw frames: linear between the robust 0.5 % / 99.5 % percentiles, clipped."""
-    from tir.edge.normalize import robust_range
-
-    lo, hi = robust_range(counts, 0.5, 99.5)
+    to raw frames: linear between the robust 0.5 % / 99.5 % percentiles, widened to the
+    normaliser's minimum span (64 counts; :func:`live_range`), clipped. Without the minimum span
+    a flat scene (fog, sea: a few tens of counts) would be scored stretched to full scale, as
+    the user never sees it."""
+    lo, hi = live_range(counts)
     return np.clip((counts.astype(np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
 
 
@@ -319,7 +360,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
 
     classes = tasks + [CLEAN]
     scene_referred = ds.bits > 8
-    per = {c: {"degraded": [], "auto": [], "true": [], "verdicts": [],
+    per = {c: {"degraded": [], "auto": [], "true": [], "verdicts": [], "widened": [],
                "d_degraded": [], "d_auto": [], "d_true": [], "s_degraded": [], "s_auto": []} for c in classes}
     for i, f in enumerate(tqdm(frames, desc=name, unit="frame", disable=not progress)):
         for k, c in enumerate(classes):
@@ -332,6 +373,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                 out = user_path(auto, counts, meta)
             status = auto.status()
             per[c]["verdicts"].append(status["decision"] if status["decision"] is not None else PASSTHROUGH)
+            per[c]["widened"].append(scene_referred and span_widened(counts))
             per[c].setdefault("routes", []).append(auto.route)
             if router_only:
                 continue
@@ -362,8 +404,11 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
         "confusion": {c: {v: per[c]["verdicts"].count(v) for v in sorted(set(per[c]["verdicts"]))}
                       for c in classes}}
     if scene_referred:
-        visible = [v == visible_task(c, ds.bits) for c in tasks for v in per[c]["verdicts"]]
+        visible = [v == visible_task(c, ds.bits, w)
+                   for c in tasks for v, w in zip(per[c]["verdicts"], per[c]["widened"])]
         result["router"]["accuracy_visible"] = float(np.mean(visible))
+        # share of the degraded frames the normaliser did not stretch (range under its min span)
+        result["router"]["widened"] = float(np.mean([w for c in tasks for w in per[c]["widened"]]))
     if router_only:
         result.update(router_only=True, seconds=round(time.monotonic() - t0, 1))
         auto.close()
@@ -495,7 +540,8 @@ def format_cameras(result: dict) -> str:
             gain = "" if r.get("router_only") else \
                 f", display-referred min gain {r['display']['min_gain_auto']:+.2f} dB"
             lines.append(f"{name}: raw counts; router {100 * r['router']['accuracy_visible']:.1f}% against the task "
-                         f"visible after the live normaliser (contrast part dropped){gain}")
+                         f"visible after the live normaliser (contrast part dropped, kept on the "
+                         f"{100 * r['router'].get('widened', 0.0):.0f}% of frames under its minimum span){gain}")
     for name, r in result["sets"].items():
         if "per_task" in r:
             views = [("counts", r["per_task"])] + ([("display", r["display"]["per_task"])] if "display" in r else [])

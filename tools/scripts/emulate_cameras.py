@@ -37,6 +37,34 @@ repository). Each differs from every set in one way real cameras differ (:data:`
 - ``osd_overlay``: M3SVD frames with a burnt-in OSD (white text with a black outline at the top
   left, a reticle in the centre) and a 24-px grey-scale bar with tick labels at the right edge.
 
+Round 2 (session 11), each again one way real cameras differ:
+
+- ``row_fpn``: HIT-UAV frames with one fixed residual *row* pattern (σ = 1.5 grey levels per
+  row, the same for every frame: horizontal stripes, a readout whose row offsets drift after NUC);
+- ``stuck_pixels``: RoadScene frames with the camera's own defects: 0.05 % of the pixels stuck
+  (half hot at 255, half dead at 0) and one dead column reading 0, the same for every frame (a
+  core whose bad-pixel map is out of date);
+- ``mjpeg_q50``: RoadScene frames through JPEG at quality 50 (OpenCV/libjpeg, 4:2:0 is moot for
+  grey): a UVC camera or encoder delivering MJPEG at a low bit rate, 8×8 blocking and ringing;
+- ``saturated``: RoadScene frames through a linear AGC whose top tail is the 90th percentile
+  (``255·g/p90``, clipped): 10 % or more of every frame at 255, as sun, a hot engine or a
+  fire clip a camera set to a narrow (high-gain) range;
+- ``letterbox``: M3SVD 640×480 frames padded into a 640×512 frame with 16 black rows at the top and
+  the bottom (a capture path that centres a 4:3 sensor image in a 640×512 buffer);
+- ``portrait``: RoadScene frames rotated 90° clockwise to 512×640 (a camera mounted on its side);
+- ``seek_206x156``: HIT-UAV frames area-averaged to 206×156 (the Seek Thermal Compact's odd
+  sensor size: neither dimension a multiple of 8);
+- ``pal_interlaced``: M3SVD frames as an analog PAL capture card gives them: resized to 720×576
+  (non-square pixels), the odd field shifted 1 px to the right of the even one (motion/jitter
+  between the two fields: combing on every edge) and a horizontal low-pass (Gaussian σ = 0.8 px
+  along the rows: the analog video bandwidth);
+- ``y16_fog``: T1030sc raw counts remapped so that the frame's 1st-99th percentiles span 40
+  counts at a base of 28000 (a flat scene, fog or sea, on a 16-bit core with a large offset:
+  the span is under the normaliser's 64-count ``min_span``); 640×512 crops, kept 16-bit;
+- ``alc_flicker``: M3SVD frames whose AGC jumps from frame to frame: each frame's grey levels
+  scaled about mid-grey by a gain drawn in 0.8-1.2 and shifted by a level drawn in ±20 grey
+  levels (seeded per frame; an ALC that hunts, or a level jump after an FFC).
+
 Every random draw is seeded by the camera and the frame's index, so the folders are the same on
 every run. numpy + OpenCV only.
 """
@@ -194,6 +222,69 @@ def _column_fpn(i: int, g: np.ndarray) -> np.ndarray:
     return to_u8(g.astype(np.float64) + rng.normal(0.0, 1.5, g.shape[1])[None, :])
 
 
+def _row_fpn(i: int, g: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(13)  # one pattern for the camera, not per frame
+    return to_u8(g.astype(np.float64) + rng.normal(0.0, 1.5, g.shape[0])[:, None])
+
+
+def stuck_pixels(grey: np.ndarray, fraction: float = 0.0005, seed: int = 17) -> np.ndarray:
+    """The camera's own defects, the same in every frame (seeded by the camera, not the frame):
+    ``fraction`` of the pixels stuck, half at 255 (hot) and half at 0 (dead), and one dead column
+    (at 1/3 of the width) reading 0. Same shape and dtype (uint8)."""
+    h, w = grey.shape
+    rng = np.random.default_rng(seed)
+    n = max(2, int(round(fraction * h * w)))
+    idx = rng.choice(h * w, n, replace=False)
+    out = grey.copy().ravel()
+    out[idx[: n // 2]] = 255
+    out[idx[n // 2:]] = 0
+    out = out.reshape(h, w)
+    out[:, w // 3] = 0
+    return out
+
+
+def jpeg(grey: np.ndarray, quality: int = 50) -> np.ndarray:
+    """The frame through JPEG at ``quality`` (OpenCV's libjpeg), decoded again (uint8, same shape)."""
+    ok, buf = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+
+
+def saturate_top(grey: np.ndarray, pct: float = 90.0) -> np.ndarray:
+    """A linear AGC whose top is the frame's ``pct``-th percentile: ``255·g/p``, clipped, so at
+    least (100 − pct) % of the pixels are at 255 (uint8, same shape)."""
+    g = grey.astype(np.float64)
+    top = max(float(np.percentile(g, pct)), 1.0)
+    return to_u8(255.0 * g / top)
+
+
+def letterbox(grey: np.ndarray, height: int = 512) -> np.ndarray:
+    """The frame centred in a ``height``-row frame of the same width, black (0) rows above and below."""
+    h, w = grey.shape
+    out = np.zeros((height, w), np.uint8)
+    top = (height - h) // 2
+    out[top:top + h] = grey
+    return out
+
+
+def pal_capture(grey: np.ndarray, shift: int = 1, sigma: float = 0.8) -> np.ndarray:
+    """An analog PAL capture: resized (bilinear) to 720×576, the odd rows (one field) shifted
+    ``shift`` px right of the even rows (edge pixels repeated), then a horizontal Gaussian
+    low-pass (σ px along the rows only). uint8, 576×720."""
+    f = cv2.resize(grey, (720, 576), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+    odd = f[1::2]
+    f[1::2] = np.concatenate([np.repeat(odd[:, :1], shift, 1), odd[:, :-shift]], axis=1)
+    k = cv2.getGaussianKernel(int(2 * round(3 * sigma) + 1), sigma)
+    return to_u8(cv2.sepFilter2D(f, -1, k, np.array([[1.0]]), borderType=cv2.BORDER_REPLICATE))
+
+
+def _flicker(i: int, g: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng([23, i])
+    gain, level = rng.uniform(0.8, 1.2), rng.uniform(-20.0, 20.0)
+    return to_u8((g.astype(np.float64) - 128.0) * gain + 128.0 + level)
+
+
 #: name -> (frame loader (data root -> [(stem, frame)]), per-frame map (index, frame) -> frame, what it is)
 CAMERAS: Dict[str, Tuple[Callable, Callable, str]] = {
     "agc_plateau": (_raw, lambda i, f: plateau_equalise(f), "T1030sc raw counts, plateau equalisation to 8 bits"),
@@ -217,6 +308,20 @@ CAMERAS: Dict[str, Tuple[Callable, Callable, str]] = {
     "false_colour": (_set("hit_uav"), lambda i, f: cv2.applyColorMap(f, cv2.COLORMAP_TURBO),
                      "HIT-UAV through the TURBO (rainbow) palette, colour PNG"),
     "osd_overlay": (_set("m3svd_magnity"), lambda i, f: osd(f), "M3SVD with OSD text, reticle and scale bar"),
+    "row_fpn": (_set("hit_uav"), _row_fpn, "HIT-UAV with fixed row FPN sigma 1.5 grey levels"),
+    "stuck_pixels": (_set("roadscene-ir"), lambda i, f: stuck_pixels(f),
+                     "RoadScene with 0.05% stuck hot/dead pixels and a dead column"),
+    "mjpeg_q50": (_set("roadscene-ir"), lambda i, f: jpeg(f, 50), "RoadScene through JPEG quality 50"),
+    "saturated": (_set("roadscene-ir"), lambda i, f: saturate_top(f), "RoadScene, AGC top at p90: >=10% clipped"),
+    "letterbox": (_set("m3svd_magnity"), lambda i, f: letterbox(f), "M3SVD 640x480 padded into 640x512, black bars"),
+    "portrait": (_set("roadscene-ir"), lambda i, f: cv2.rotate(f, cv2.ROTATE_90_CLOCKWISE),
+                 "RoadScene rotated 90 degrees (512x640)"),
+    "seek_206x156": (_set("hit_uav"), lambda i, f: cv2.resize(f, (206, 156), interpolation=cv2.INTER_AREA),
+                     "HIT-UAV area-averaged to 206x156"),
+    "pal_interlaced": (_set("m3svd_magnity"), lambda i, f: pal_capture(f),
+                       "M3SVD as a PAL capture: 720x576, fields 1 px apart, horizontal soft"),
+    "y16_fog": (_raw, lambda i, f: remap_span(f, 40.0, 28000.0), "T1030sc counts, p1-p99 span 40 counts at 28000"),
+    "alc_flicker": (_set("m3svd_magnity"), _flicker, "M3SVD with per-frame AGC gain 0.8-1.2 and level +-20"),
 }
 
 
