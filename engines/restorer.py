@@ -543,6 +543,7 @@ class Restorer:
             return None
         if _is_ffc(meta):
             self.skipped_ffc += 1
+            self._offsets = None   # a flat-field correction renews the FPA's offsets: the measured ones no longer hold
             return None
         # run when this batch holds a frame index that is a multiple of `every` (frame 0 counts)
         scheduled = -(-first // self.every) * self.every < self.frames

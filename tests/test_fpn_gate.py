@@ -477,6 +477,8 @@ def test_column_fpn_alone_under_a_route_keeps_the_route_and_removes_the_offsets(
     later = scene(seed=9)[None, None] * 0.3                                   # not routed: the same offsets
     assert np.allclose(r.infer(later), np.clip(later * 3.0 - offsets, 0, 1), atol=1e-6)
     assert r.status()["decisions"] == 1
+    r.infer(later, meta={"ffc": True})                                        # an FFC renews the FPA's offsets
+    assert r.status()["runs"] == "route" and np.allclose(r.infer(later), later * 3.0, atol=1e-6)
     wide = np.zeros((1, 1, H, W + 32), np.float32)
     assert np.array_equal(subtract_offsets(wide, offsets), wide)              # another size: left as it is
 
