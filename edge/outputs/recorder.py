@@ -32,8 +32,8 @@ A recording folder is itself a source: ``file://REC`` replays it (see
 
 Options: ``what`` (both|raw|restored, default both: the analysis needs the input as well as
 the output; without a model the raw frame is kept, as raw), ``format`` (u16|png),
-``preview`` (1), ``fps`` (preview rate, 30), ``queue`` (64), ``overwrite`` (0),
-``compression`` (PNG level 0-9, 1).
+``preview`` (1), ``fps`` (preview rate, 30), ``queue`` (64, at most :data:`MAX_QUEUE`),
+``overwrite`` (0), ``compression`` (PNG level 0-9, 1); a value out of range is refused.
 """
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ INDEX_FIELDS = ["seq", "t_capture", "t_wall", "width", "height", "raw", "restore
 WHAT_CHOICES = ("restored", "raw", "both")
 FORMATS = ("u16", "png")
 STREAM_DTYPE = np.dtype("<u2")
+#: most frames the writer queue may hold (each a private copy: ~2.6 MB at 640x512 with the preview)
+MAX_QUEUE = 1024
 log = logging.getLogger(__name__)
 _STOP = object()
 
@@ -80,9 +82,11 @@ class RecorderOptions:
                          choices=FORMATS)
     preview: bool = option(True, "1: also write a viewable preview.avi")
     fps: float = option(30.0, "frame rate written into the preview", check=lambda v: None if v > 0 else "must be > 0")
-    compression: int = option(1, "PNG compression 0..9 (format=png; clamped)")
+    compression: int = option(1, "PNG compression 0..9 (format=png)",
+                              check=lambda v: None if 0 <= v <= 9 else "must be 0..9")
     overwrite: bool = option(False, "1: replace a recording already in the folder")
-    queue: int = option(64, "frames buffered for the writer thread (at least 1)")
+    queue: int = option(64, f"frames buffered for the writer thread, 1..{MAX_QUEUE}",
+                        check=lambda v: None if 1 <= v <= MAX_QUEUE else f"must be 1..{MAX_QUEUE}")
 
 
 class Recorder(Output):
@@ -106,9 +110,9 @@ class Recorder(Output):
         self.format = o.format
         self.preview = o.preview
         self.fps = o.fps
-        self.compression = max(0, min(9, o.compression))
+        self.compression = o.compression
         self.overwrite = o.overwrite
-        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, o.queue))
+        self._queue: "queue.Queue" = queue.Queue(maxsize=o.queue)
         self.written = 0
         self.dropped = 0
         self.preview_frames = 0
