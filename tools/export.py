@@ -99,6 +99,10 @@ def main(args) -> int:
         0 every file passed; 1 a file failed or the re-export exceeded ``--tolerance``; 2 the
         bundle, ``--size`` (a side < 1 px) or ``--targets`` (an unknown parser) was refused, or ``--out`` names an existing non-empty folder or a
         file (nothing is overwritten; one line printed).
+
+    Raises:
+        Nothing: the ValueError it raises itself (a ``--size`` side < 1 px) is caught with the
+        bundle's and gives exit status 2.
     """
     from tir.edge.uri import parse_size
     from tir.engines.bundle import BundleError, load_bundle
