@@ -82,8 +82,9 @@ class Option:
         """The typed value of a raw ``value`` (None stays None).
 
         Raises:
-            ValueError: the value does not convert or fails the option's check; the message says
-                "must be ..." without the option's name (the caller adds it).
+            ValueError: the value does not convert (a float option: NaN or infinity too) or fails
+                the option's check; the message says "must be ..." without the option's name (the
+                caller adds it).
         """
         if value is None:
             return None
@@ -109,6 +110,8 @@ class Option:
         except (TypeError, ValueError) as exc:
             detail = f": {exc}" if self.parse is not None and str(exc) else ""
             raise ValueError(f"must be {self.what()} (got {value!r}){detail}") from None
+        if self.type is float and math.isinf(out):  # fps=inf, queue-free rates: never meant, can hang
+            raise ValueError(f"must be a finite number (got {value!r})")
         if self.choices is not None and out not in self.choices:
             raise ValueError(f"must be {self.what()} (got {value!r})")
         if self.check is not None and out is not None:

@@ -43,10 +43,14 @@ class URI:
         """The port number in :attr:`location`, or None when it has none.
 
         Raises:
-            ValueError: the text after the last ``:`` is not an integer.
+            UsageError: (a ValueError) the text after the last ``:`` is not a port number 0..65535.
         """
-        if ":" in self.location:
-            return int(self.location.rsplit(":", 1)[1])
+        if ":" in self.location and not self.location.endswith("]"):  # "[::1]": IPv6, no port
+            text = self.location.rsplit(":", 1)[1]
+            if not (text.isdigit() and int(text) <= 65535):  # isdigit: no sign, no spaces
+                raise UsageError(f"{self.text or self.scheme + '://'}: port {text!r} is not a port number "
+                                 "(0..65535)")
+            return int(text)
         return None
 
     def bind(self, schema, error=ValueError) -> Any:
@@ -76,6 +80,9 @@ def parse_uri(text: str) -> URI:
     (:data:`LOCAL_PATH_SCHEMES`: ``file://``, ``collect://``) is percent-decoded (RFC 8089 /
     RFC 3986 section 2.1), so a folder named ``take #2`` is ``file:///data/take%20%232``; a bare
     path is taken as written.
+
+    Raises:
+        UsageError: an option is given twice in the query.
     """
     text = str(text).strip()
     if re.fullmatch(r"\d+", text):
@@ -86,7 +93,11 @@ def parse_uri(text: str) -> URI:
         return URI("file", path=os.path.abspath(text), text=f"file://{os.path.abspath(text)}")
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
-    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    options: Dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in options:  # the last one would silently win
+            raise UsageError(f"{text}: option {name} is given twice ({options[name]!r} and {value!r}); give it once")
+        options[name] = value
     path = parts.path
     if scheme == "file" and parts.netloc and parts.netloc not in ("localhost",):
         # file://relative/path -> netloc holds the first component
@@ -112,9 +123,13 @@ def check_scheme(uri, options: Dict[str, Any], registry, kind: str, error, optio
     skipped) and checked against the option dataclass its scheme declares in ``registry``
     (a :class:`tir.edge.registry.Registry` of sources or outputs). Opens nothing. Raises
     ``error`` for a scheme ``registry`` does not know (listing the known ones, ``kind`` names
-    them: "source"/"output") and ``option_error`` for an unknown option or a bad value."""
+    them: "source"/"output") and ``option_error`` for an unknown option, a bad value or a port
+    in the address that is not a number 0..65535."""
     if not isinstance(uri, URI):
-        uri = parse_uri(uri)
+        try:
+            uri = parse_uri(uri)
+        except UsageError as exc:  # an option given twice: the scheme's option error, as any bad option
+            raise option_error(str(exc)) from None
     uri.options.update({k: str(v) for k, v in options.items() if v is not None})
     if options:
         uri.values = None  # re-check with the overrides
@@ -122,4 +137,8 @@ def check_scheme(uri, options: Dict[str, Any], registry, kind: str, error, optio
         raise error(f"unknown {kind} scheme {uri.scheme!r} in {uri.text!r}; "
                     f"known: {', '.join(s + '://' for s in registry.names())}")
     uri.bind(registry.get(uri.scheme).option_type, option_error)
+    try:
+        uri.port  # a network URI's port: a number 0..65535
+    except UsageError as exc:
+        raise option_error(str(exc)) from None
     return uri

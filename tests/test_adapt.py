@@ -444,3 +444,17 @@ def test_adapt_save_to_an_existing_folder_is_refused_before_the_run(adapt_bundle
         load_model(str(adapt_bundle / "bundle"), adapt=40, adapt_save=str(taken))
     model, _ = load_model(str(adapt_bundle / "bundle"), adapt=40, adapt_save=str(tmp_path / "new"))
     assert model.adapt_save == str(tmp_path / "new")
+
+
+def test_source_stats_data_with_an_unknown_set_name_is_named(capsys):
+    """--data SET[,SET] with one unknown name was taken for a folder: 'no such folder flir_raw16_mixed,bogus'."""
+    from tir.engines.bundle import default_bundle_path
+    from tir.tools.cli import main
+
+    shipped = default_bundle_path()
+    before = (shipped / "manifest.json").read_bytes()
+    assert main(["adapt", "--source-stats", "--bundle", str(shipped), "--data", "flir_raw16_mixed,bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tir adapt: error: --data flir_raw16_mixed,bogus: bogus is neither a registered set "
+                          "(known: roadscene, ") and err.endswith(") nor a folder\n")
+    assert (shipped / "manifest.json").read_bytes() == before

@@ -1,4 +1,5 @@
 """BosonClient against the pty emulator through real pyserial, plus loop:// and error mapping."""
+import re
 import time
 
 import pytest
@@ -6,10 +7,10 @@ import serial
 
 from tir.edge.camera import boson
 from tir.edge.camera.boson import (BosonBadCommand, BosonClient, BosonError, BosonPayloadSizeError,
-                                   BosonPortError, BosonRangeError, BosonStatusError, FFCMode,
+                                   BosonPortError, BosonRangeError, BosonStatusError, BosonTimeout, FFCMode,
                                    FFCStatus, GainMode)
 from tir.edge.camera.emulator import BosonEmulator
-from tir.edge.camera.tau import TauClient
+from tir.edge.camera.tau import TauClient, TauPortError
 
 TIMEOUT = 0.3
 
@@ -148,11 +149,37 @@ def test_client_drives_an_open_serial_object(emu):
 
 
 def test_transport_independent_over_loop_url():
-    # loop:// echoes the request, whose status field is 0xFFFFFFFF: decoded as a status error.
-    with BosonClient("loop://", timeout=TIMEOUT, retries=0) as c:
-        with pytest.raises(BosonStatusError) as info:
+    # loop:// echoes the request (status field 0xFFFFFFFF): not taken for a reply, and the
+    # timeout says the port only echoed (it used to read as "camera returned status 0xFFFFFFFF").
+    with BosonClient("loop://", timeout=TIMEOUT, retries=1) as c:
+        with pytest.raises(BosonTimeout, match=r"^run_ffc: no reply within .* only the request itself came back "
+                                               r"\(the port echoes what is sent"):
             c.run_ffc()
-    assert info.value.code == 0xFFFFFFFF
+        assert c.stats()["status_errors"] == 0 and c.stats()["timeouts"] == 2
+
+
+@pytest.mark.parametrize("url, words", [
+    ("loop://?foo=bar", "unknown option 'foo' for loop://; loop:// takes logging"),  # pyserial: KeyError
+    ("loop://?logging=debug&logging=info", "option 'logging' given twice"),
+    ("loop://?logging=loud", "logging='loud'; use one of debug, info, warning, error"),
+    ("socket://127.0.0.1:7000?bogus=1", "unknown option 'bogus' for socket://"),
+    ("socket://nohost", "socket:// needs HOST:PORT"),  # pyserial: "'<=' not supported ..."
+    ("socket://127.0.0.1:99999", "socket:// needs HOST:PORT"),
+    ("bogus://x", "unknown URL scheme bogus://; give a device path"),  # pyserial: ValueError
+    ("cp2110://x?a=1", "cp2110:// takes no options"),
+])
+def test_serial_url_with_bad_scheme_or_option_is_one_port_error(url, words):
+    with pytest.raises(BosonPortError) as info:
+        BosonClient(url, timeout=TIMEOUT, retries=0)
+    assert words in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(TauPortError, match=re.escape(words)):
+        TauClient(url, timeout=TIMEOUT, retries=0)
+
+
+def test_serial_url_upper_case_scheme_and_logging_option_are_taken():
+    for url in ("LOOP://", "loop://?logging=error"):
+        with BosonClient(url, timeout=TIMEOUT, retries=0) as c:
+            assert c.port_name == url
 
 
 def test_constructor_validates_timeout():

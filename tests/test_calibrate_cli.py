@@ -141,3 +141,36 @@ def test_fast_int8_by_compute_capability():
     assert fast_int8("8.7") and fast_int8("7.2")  # Orin, Xavier
     assert not fast_int8("5.3") and not fast_int8("6.2")  # Nano, TX2
     assert not fast_int8(None)
+
+
+def test_calibrate_refuses_a_size_the_routes_cannot_take(bundle, tmp_path, capsys):
+    # 33x24 with multiple 2 ran into an ONNX Runtime broadcast traceback inside a route; 0x0 a ZeroDivisionError
+    for size, fit in (("33x24", "34x24"), ("0x0", "2x2")):
+        rc = cli.main(["calibrate", "--bundle", str(bundle.path), "--frames", "2", "--holdout", "1", "--size", size,
+                       "--out", str(tmp_path / "c"), "--bench-runs", "0"])
+        assert rc == 2
+        assert capsys.readouterr().out == (f"tir calibrate: --size {size}: the routes of bundle 'tiny' take sizes that "
+                                           f"are multiples of 2 px (manifest 'multiple'); use e.g. --size {fit}\n")
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("mode, option, value, words", [
+    ("calibrate", "--percentile", "200", "give a percentile > 0 and <= 100"),  # was calibrated with it
+    ("calibrate", "--percentile", "nan", "give a percentile > 0 and <= 100"),
+    ("calibrate", "--max-loss-db", "nan", "give a number of dB (finite)"),  # every route refused, then a long search
+    ("calibrate", "--frames", "0", "give a number of frames >= 1"),  # "synthetic(seed=0): need at least one frame"
+    ("calibrate", "--holdout", "-1", "give a number of frames >= 1"),
+    ("export", "--tolerance", "nan", "give a max abs difference >= 0"),  # "differs by 7e-07 (> tolerance nan)"
+])
+def test_training_side_numbers_are_checked_by_argparse(bundle, tmp_path, capsys, mode, option, value, words):
+    with pytest.raises(SystemExit) as info:
+        cli.main([mode, "--bundle", str(bundle.path), "--out", str(tmp_path / "o"), option, value])
+    assert info.value.code == 2 and f"argument {option}: {value}: {words}" in capsys.readouterr().err
+
+
+def test_export_refuses_zero_size_and_unknown_targets_up_front(bundle, capsys):
+    assert cli.main(["export", "--bundle", str(bundle.path), "--size", "0x0"]) == 2  # was checked at 2x2 silently
+    assert capsys.readouterr().out == "tir export: --size 0x0: give a test frame size WxH with both sides >= 1 px\n"
+    assert cli.main(["export", "--bundle", str(bundle.path), "--targets", "bogus,10"]) == 2  # was FAIL per model, exit 1
+    assert capsys.readouterr().out == ("tir export: --targets 'bogus,10': unknown TensorRT parser version(s) bogus; "
+                                       "known: 10, 8.5\n")

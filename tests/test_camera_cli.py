@@ -114,3 +114,31 @@ def test_list_with_nothing_plugged_in(capsys, tmp_path):
     (tmp_path / "dev").mkdir()
     code, out = run(capsys, "list", "--sysfs-root", str(tmp_path / "sys"), "--dev-root", str(tmp_path / "dev"))
     assert code == 0 and "no thermal video devices found" in out and "no USB serial ports" in out
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--timeout", "0", "give seconds per attempt > 0 and <= 60"),  # was a ValueError traceback
+    ("--timeout", "-1", "give seconds per attempt > 0 and <= 60"),
+    ("--timeout", "nan", "give seconds per attempt > 0"),  # was "no reply within nan s"
+    ("--timeout", "inf", "give seconds per attempt > 0"),  # an unanswered command waited forever
+    ("--timeout", "soon", "'soon' is not a number of seconds"),
+    ("--retries", "-1", "give 0..10 retries"),  # was a ValueError traceback
+    ("--retries", "1000000000", "give 0..10 retries"),
+])
+def test_timeout_and_retries_are_bounded(capsys, option, value, words):
+    with pytest.raises(SystemExit) as info:
+        main(["camera", "get", "serial", "--port", "loop://", option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"argument {option}: " in err and words in err and "Traceback" not in err
+
+
+def test_serial_url_with_unknown_option_is_one_line(capsys):
+    # pyserial 3.5 raises KeyError from its own message for loop://?foo=bar: it was a traceback
+    code, out = run(capsys, "get", "serial", "--port", "loop://?foo=bar")
+    assert code == 2 and out == ("tir camera: serial port loop://?foo=bar: unknown option 'foo' for loop://; "
+                                 "loop:// takes logging\n")
+
+
+def test_loopback_port_is_said_to_echo(capsys):
+    code, out = run(capsys, "get", "serial", "--port", "loop://", "--timeout", "0.1", "--retries", "0")
+    assert code == 1 and "only the request itself came back" in out and "0xFFFFFFFF" not in out

@@ -246,3 +246,35 @@ def test_a_proposal_that_did_not_fit_is_refused_with_its_reason(tmp_path):
     with pytest.raises(DegradationError, match="did not fit .embeds 0.3 from the centre"):
         read_spec(str(bad))
     assert main(["learn", "--spec", str(bad), "--bundle", str(tmp_path)]) == 2
+
+
+def test_learn_refuses_an_out_folder_holding_something_else_before_training(tiny_bundle, tmp_path, caplog):
+    """--out naming an existing folder of other files or another bundle was written over at the end
+    of training (write_bundle with exist_ok); now refused first, and the folder is left as it was."""
+    from tir.tools.cli import main
+
+    bundle, _ = tiny_bundle
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["learn", "--spec", "noise", "--name", "fog2", "--bundle", str(bundle), "--out", str(other),
+                 "--work-dir", str(tmp_path / "work")]) == 2
+    assert f"--out {other} exists and does not hold {bundle}'s routes" in caplog.text
+    assert [p.name for p in other.iterdir()] == ["notes.txt"] and not (tmp_path / "work").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["learn", "--spec", "noise", "--name", "fog2", "--bundle", str(bundle), "--out", str(afile)]) == 2
+    assert "exists and is not a folder" in caplog.text and afile.read_text() == "x"
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--steps", "-1", "give a number of steps >= 0"),  # -1 went on into the field stage
+    ("--lr", "nan", "give a learning rate > 0"),  # torch refused it only after the data loaded
+    ("--batch", "0", "give a batch size >= 1"),
+])
+def test_learn_numbers_are_checked_by_argparse(capsys, option, value, words):
+    from tir.tools.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["learn", "--spec", "noise", option, value])
+    assert info.value.code == 2 and f"argument {option}: {value}: {words}" in capsys.readouterr().err

@@ -293,3 +293,34 @@ def test_a_full_disk_in_png_format_removes_the_failed_frames_files(tmp_path, mon
     assert not list((tmp_path / "rec").glob("*/*.part"))
     raw, index = read_recording(tmp_path / "rec", what="raw")
     assert len(index) == 2 and np.array_equal(raw[1], make_frame(1).raw)
+
+
+def test_preview_near_the_file_size_limit_is_closed_playable_and_reported(tmp_path, monkeypatch):
+    """Under ulimit -f (or FAT32's 4 GiB) OpenCV's VideoWriter failed silently: preview_frames and
+    the index went on counting frames that a cut, unfinalised preview.avi did not hold (187
+    counted, 26 decodable in a 200 KB run). Now the preview is closed before the limit, and says so."""
+    from tir.edge.outputs import recorder
+
+    monkeypatch.setattr(recorder, "file_size_limit", lambda folder: recorder.PREVIEW_HEADROOM + 16 * 5)
+    sent = [make_frame(seq) for seq in range(12)]
+    with open_output(f"file://{tmp_path}/rec?fps=10") as rec:
+        for frame in sent:
+            rec.write(frame)
+    assert rec.written == 12 and rec.preview_frames == 6 and rec.errors == 1
+    assert rec.last_error.startswith(f"{tmp_path / 'rec' / PREVIEW_NAME} stopped after 6 frames at ")
+    assert "the 16-bit frames go on being recorded" in rec.last_error
+    raw, index = read_recording(tmp_path / "rec", what="raw")
+    assert np.array_equal(raw, np.stack([f.raw for f in sent]))
+    assert [int(row["preview"]) for row in index] == [1] * 6 + [0] * 6
+    video = cv2.VideoCapture(str(tmp_path / "rec" / PREVIEW_NAME))
+    decoded = 0
+    while video.read()[0]:
+        decoded += 1
+    assert decoded == 6 and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+
+
+def test_file_size_limit_reads_ulimit(tmp_path):
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (123456, resource.RLIM_INFINITY)); "
+            "from tir.edge.outputs.recorder import file_size_limit; print(file_size_limit(sys.argv[1]))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "123456"

@@ -230,3 +230,66 @@ def test_add_a_backend_is_one_module_and_its_registry_entry(tmp_path, capsys):  
         assert result["backend"] == "gain" and result["model_only"]["frames"] == 2 and "error" not in result
     finally:
         BACKENDS.unregister("gain")
+
+
+@pytest.mark.parametrize("uri, message", [
+    # a duplicated option: the last one silently won
+    ("synthetic://?fps=30&fps=10", "synthetic://?fps=30&fps=10: option fps is given twice ('30' and '10'); give it once"),
+    ("synthetic://?degrade=noise&degrade=blur", "option degrade is given twice ('noise' and 'blur')"),
+    ("file:///tmp/x.npy?loop=1&loop=0", "option loop is given twice"),
+    # infinity was taken (NaN was not): fps=inf on the recorder hung tir run
+    ("synthetic://?degrade_period=inf", "option degrade_period must be a finite number (got 'inf')"),
+    ("file:///tmp/x.npy?fps=inf", "option fps must be a finite number (got 'inf')"),
+    ("v4l2:///dev/video0?fps=inf", "option fps must be a finite number (got 'inf')"),
+    # out of range values that were accepted, failed later or were clamped silently
+    ("synthetic://?seed=-1", "option seed must be >= 0 (got '-1')"),  # numpy: "expected non-negative integer"
+    ("v4l2:///dev/video0?size=0x0", "option size must be WIDTHxHEIGHT with each side 1..8192 (got '0x0')"),
+    ("v4l2:///dev/video0?size=100000x100000", "option size must be WIDTHxHEIGHT with each side 1..8192"),
+])
+def test_bad_source_uris_are_refused_naming_the_option(uri, message):
+    with pytest.raises(SourceError) as info:
+        check_source(uri)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("http://127.0.0.1:8080?quality=50&quality=90", "option quality is given twice ('50' and '90')"),
+    ("file:///tmp/rec?what=raw&what=restored", "option what is given twice"),
+    ("file:///tmp/rec?fps=inf", "option fps must be a finite number (got 'inf')"),
+    ("display://0?scale=inf", "option scale must be a finite number"),
+    ("collect:///tmp/c?rate=inf", "option rate must be a finite number"),
+    ("http://127.0.0.1:8080?no_signal_after=inf", "option no_signal_after must be a finite number"),
+    ("http://127.0.0.1:8080?quality=0", "option quality must be 1..100 (a JPEG quality) (got '0')"),  # was snapped to 50
+    ("http://127.0.0.1:8080?quality=101", "option quality must be 1..100"),
+    ("file:///tmp/rec?queue=0", "option queue must be 1..1024 (got '0')"),  # was clamped to 1
+    ("file:///tmp/rec?queue=-5", "option queue must be 1..1024"),
+    ("file:///tmp/rec?queue=10000000000", "option queue must be 1..1024"),  # an unbounded buffer of frame copies
+    ("file:///tmp/rec?compression=42", "option compression must be 0..9 (got '42')"),  # was clamped to 9
+    ("rtsp://@:8554/tir?relay_port=70000", "option relay_port must be a port 1..65535"),
+    # the port of the address: 'abc' was "invalid literal for int()", 99999 an OverflowError after the model loaded
+    ("http://127.0.0.1:abc", "http://127.0.0.1:abc: port 'abc' is not a port number (0..65535)"),
+    ("http://127.0.0.1:99999", "port '99999' is not a port number"),
+    ("http://127.0.0.1:-1", "port '-1' is not a port number"),
+    ("rtsp://@:99999/tir", "port '99999' is not a port number"),
+])
+def test_bad_output_uris_are_refused_naming_the_option(uri, message):
+    with pytest.raises(OutputError) as info:
+        check_output(uri)
+    assert message in str(info.value)
+
+
+def test_uri_port_forms_that_stay_valid():
+    from tir.edge.uri import parse_uri
+
+    assert parse_uri("http://[::1]").port is None and parse_uri("http://[::1]:8080").port == 8080
+    assert parse_uri("http://:0").port == 0 and parse_uri("HTTP://127.0.0.1:8080/").port == 8080
+    assert check_output("http://127.0.0.1:8080?quality=100").values.quality == 100
+
+
+def test_tir_run_refuses_an_infinite_preview_fps_instead_of_hanging(monkeypatch, capsys, tmp_path):
+    from tir.tools import run
+
+    monkeypatch.setattr(run, "load_model", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("loaded")))
+    uri = f"file://{tmp_path}/rec?fps=inf"
+    assert main(["run", "--source", "synthetic://", "--output", uri, "--frames", "1"]) == 2
+    assert capsys.readouterr().err == f"tir run: error: {uri}: option fps must be a finite number (got 'inf')\n"

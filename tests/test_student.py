@@ -584,3 +584,23 @@ def test_field_stage_that_does_not_help_puts_the_head_back(tmp_path, teacher_bun
     d.field()
     assert d.state["metrics"]["field"]["kept"] is False
     assert all(torch.equal(before[k], v) for k, v in d.net.field.state_dict().items())
+
+
+def test_distill_refuses_an_out_holding_something_else_before_training(tmp_path, teacher_bundle, monkeypatch, capsys):
+    """add_student refuses such an --out only when the student is written, after the whole
+    distillation; tir distill now refuses it first and trains nothing."""
+    from tir.engines.bundle import copy_bundle
+    from tir.engines.training import distill
+    from tir.tools.cli import main
+
+    monkeypatch.setattr(distill, "Distiller", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("trained")))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["distill", "--bundle", str(teacher_bundle), "--out", str(other)]) == 2
+    assert capsys.readouterr().out.startswith(f"tir distill: --out {other} exists and is not a copy of ")
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    # a copy of the same teachers (a rerun) passes the check: the Distiller is reached
+    copy_bundle(teacher_bundle, tmp_path / "copy")
+    with pytest.raises(AssertionError, match="trained"):
+        main(["distill", "--bundle", str(teacher_bundle), "--out", str(tmp_path / "copy")])

@@ -82,7 +82,8 @@ def main(args) -> int:
         ModelError: no ``--bundle`` and no installed bundle.
         UsageError: not exactly one of ``--source``, ``--source-stats``, ``--measure``;
             ``--source-stats`` without ``--bundle`` (it rewrites a manifest in place, so the
-            bundle must be named: the shipped one is never changed by default).
+            bundle must be named: the shipped one is never changed by default); ``--data`` that
+            is neither registered set names nor a folder.
         AdaptationRefused: the fit was refused (message prefixed "refused:").
         InputError: a ValueError or FileNotFoundError of the library (e.g. no ``--out``).
     """
@@ -161,6 +162,10 @@ def _source_stats(bundle, args) -> dict:
         if router_training.get("sensor_variants"):
             from tir.engines.router import SENSOR_VARIANTS as variants
     else:
+        if args.data and not Path(args.data).expanduser().is_dir():  # was "no such folder flir_raw16_mixed,x"
+            unknown = [n for n in names if n not in DATASETS]
+            raise UsageError(f"--data {args.data}: {', '.join(unknown)} is neither a registered set (known: "
+                             f"{', '.join(DATASETS)}) nor a folder")
         frames, where = load_clean(args.data, "train")
     updated = add_source_stats(bundle, frames, where, threads=args.threads, augment=augment, variants=variants,
                                quantize=float(router_training.get("quantize", 0.0)), what=args.stats)

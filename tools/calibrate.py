@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import add_bundle_argument, add_source_argument, add_threads_argument
+from .cli import add_bundle_argument, add_source_argument, add_threads_argument, number
 
 log = logging.getLogger("tir.calibrate")
 
@@ -60,16 +60,19 @@ def add_arguments(parser) -> None:
     ``--sensitivity N``.
     """
     add_bundle_argument(parser, "model bundle folder (manifest.json + route-*.onnx)", required=True)
-    parser.add_argument("--frames", type=int, default=500, help="calibration frames (default 500)")
+    parser.add_argument("--frames", type=number(int, 1, what="a number of frames"), default=500,
+                        help="calibration frames (default 500)")
     add_source_argument(parser, "synthetic | roadscene | a folder of recordings/images (default synthetic)",
                         default="synthetic")
     parser.add_argument("--method", default="percentile", choices=("entropy", "percentile", "minmax"),
                         help="activation ranges (default percentile 99.99: on our image-to-image nets "
                              "TensorRT's entropy/KL clipping cost 10-17 dB of fidelity, docs/int8.md)")
-    parser.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
+    parser.add_argument("--percentile", type=number(float, 0, 100, low_open=True, what="a percentile"), default=99.99,
+                        help="for --method percentile (0 < P <= 100)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--size", default="640x512", help="frame size WxH (default 640x512)")
-    parser.add_argument("--holdout", type=int, default=16, help="held-out frames for the gate (default 16)")
+    parser.add_argument("--holdout", type=number(int, 1, what="a number of frames"), default=16,
+                        help="held-out frames for the gate (default 16)")
     parser.add_argument("--routes", default=None,
                         help="comma-separated routes (default: all); 'student' names the distilled student "
                              "(--routes student: the student alone)")
@@ -77,11 +80,12 @@ def add_arguments(parser) -> None:
                         help="also calibrate the bundle's distilled student (student.onnx): ranges with each "
                              "prompt's one-hot weights, one gate row per prompt (student/<task>); with --routes, "
                              "only the routes listed (--student --routes student: the student alone)")
-    parser.add_argument("--max-loss-db", type=float, default=0.3, help="gate: max dB lost vs fp32 (0.3)")
-    parser.add_argument("--min-fidelity-db", type=float, default=40.0,
+    parser.add_argument("--max-loss-db", type=number(what="a number of dB"), default=0.3,
+                        help="gate: max dB lost vs fp32 (0.3)")
+    parser.add_argument("--min-fidelity-db", type=number(what="a number of dB"), default=40.0,
                         help="gate without clean references: min PSNR(int8, fp32) (40)")
     parser.add_argument("--trt-version", default="8.5.2", help="header version of the TRT cache (8.5.2)")
-    parser.add_argument("--bench-runs", type=int, default=20,
+    parser.add_argument("--bench-runs", type=number(int, 0, what="a number of runs"), default=20,
                         help="timed ORT runs per model, interleaved across fp32/u8s8/s8s8 (20; 0 = skip)")
     add_threads_argument(parser, default=2, help="ORT intra-op threads (2)")
     parser.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
@@ -100,14 +104,15 @@ def add_arguments(parser) -> None:
                              "models: on, off, or auto (default: off, and on only for a model the gate refuses "
                              "without it, since on the CPU it costs speed; calibration.qdq.image_tail, "
                              "docs/int8.md 'Session 8')")
-    parser.add_argument("--tail-blocks", type=int, default=1, metavar="N",
+    parser.add_argument("--tail-blocks", type=number(int, 0, what="a number of blocks"), default=1, metavar="N",
                         help="with --float-tail, also keep the N residual blocks above the tail float (default 1: "
                              "the student's last block; a route's tail ends at its global-residual Sub, so N does "
                              "not change the routes)")
-    parser.add_argument("--student-percentile", type=float, default=99.9,
+    parser.add_argument("--student-percentile", type=number(float, 0, 100, low_open=True, what="a percentile"),
+                        default=99.9,
                         help="the student's --percentile (default 99.9: its activations are heavy-tailed, peak/RMS "
                              "30-60; 99.9 beat 99.99 and min-max on it, docs/int8.md 'Session 8')")
-    parser.add_argument("--sensitivity", type=int, default=0, metavar="N",
+    parser.add_argument("--sensitivity", type=number(int, 0, what="a number of frames"), default=0, metavar="N",
                         help="diagnose the CPU (U8S8) model on N held-out frames (per prompt for the student): "
                              "per-node sensitivity (only this node INT8 / all but this node INT8) and per-tensor "
                              "uint8 SQNR, printed and written to <stem>.sensitivity.json (default 0 = off; "
@@ -525,6 +530,12 @@ def main(args) -> int:
         size = parse_size(args.size)
     except (BundleError, ValueError) as exc:
         print(f"tir calibrate: {exc}")
+        return 2
+    multiple = bundle.multiple
+    if min(size) < 1 or size[0] % multiple or size[1] % multiple:  # ONNX Runtime failed inside a route
+        fit = "x".join(str(max(multiple, -(-v // multiple) * multiple)) for v in size)
+        print(f"tir calibrate: --size {args.size}: the routes of bundle {bundle.name!r} take sizes that are multiples "
+              f"of {multiple} px (manifest 'multiple'); use e.g. --size {fit}")
         return 2
     routes = bundle.tasks if not args.routes else [r.strip() for r in args.routes.split(",") if r.strip()]
     student = bool(getattr(args, "student", False)) or "student" in routes

@@ -39,17 +39,51 @@ GETTERS = {
 SETTERS = {"ffc-mode": "set_ffc_mode", "gain-mode": "set_gain_mode"}
 
 
+MAX_TIMEOUT_S = 60.0  # --timeout: longest wait per attempt; with MAX_RETRIES a command ends within 11 min
+MAX_RETRIES = 10
+
+
+def timeout_seconds(text: str) -> float:
+    """argparse type of ``--timeout``: seconds per attempt, finite, > 0 and <= :data:`MAX_TIMEOUT_S`
+    (NaN or infinity would make an unanswered command wait forever).
+
+    Raises argparse.ArgumentTypeError naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= MAX_TIMEOUT_S:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text}: give seconds per attempt > 0 and <= {MAX_TIMEOUT_S:g}")
+    return value
+
+
+def retry_count(text: str) -> int:
+    """argparse type of ``--retries``: a whole number 0..:data:`MAX_RETRIES`.
+
+    Raises argparse.ArgumentTypeError naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of retries") from None
+    if not 0 <= value <= MAX_RETRIES:
+        raise argparse.ArgumentTypeError(f"{value}: give 0..{MAX_RETRIES} retries")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``tir camera``'s actions to ``parser`` as subcommands ``list``, ``info`` (``--json``),
     ``ffc`` (``--no-wait``), ``get NAME`` and ``set NAME VALUE`` (names: :data:`GETTERS`,
     :data:`SETTERS`), each with the common options ``--port DEV``, ``--protocol`` (boson, tau),
-    ``--timeout`` (seconds per attempt, default 1.0) and ``--retries`` (default 2).
+    ``--timeout`` (seconds per attempt, default 1.0, :func:`timeout_seconds`) and ``--retries``
+    (default 2, :func:`retry_count`).
     """
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--port", metavar="DEV", help="serial port (default: find a Boson by USB VID:PID)")
     common.add_argument("--protocol", choices=PROTOCOLS, default="boson", help="control protocol")
-    common.add_argument("--timeout", type=float, default=1.0, help="seconds per attempt (default 1.0)")
-    common.add_argument("--retries", type=int, default=2, help="retries after a failed attempt")
+    common.add_argument("--timeout", type=timeout_seconds, default=1.0,
+                        help=f"seconds per attempt, > 0 and <= {MAX_TIMEOUT_S:g} (default 1.0)")
+    common.add_argument("--retries", type=retry_count, default=2,
+                        help=f"retries after a failed attempt, 0..{MAX_RETRIES} (default 2)")
     common.add_argument("--sysfs-root", default="/sys", help=argparse.SUPPRESS)
     common.add_argument("--dev-root", default="/dev", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)

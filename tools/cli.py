@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import shlex
 import sys
 from contextlib import contextmanager
@@ -223,6 +224,29 @@ def thread_count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value}: give a number of threads >= 1")
     return value
+
+
+def number(kind=float, low=None, high=None, low_open: bool = False, what: str = "a number"):
+    """An argparse type: ``kind`` (int or float) parsed from the text, finite (no NaN or
+    infinity), >= ``low`` (> ``low`` with ``low_open``) and <= ``high`` where given; ``what``
+    names the quantity in the message.
+
+    Raises argparse.ArgumentTypeError naming the value and the range."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        ok = math.isfinite(value) and (low is None or (value > low if low_open else value >= low)) \
+            and (high is None or value <= high)
+        if not ok:
+            bounds = [f"{'>' if low_open else '>='} {low:g}" if low is not None else "",
+                      f"<= {high:g}" if high is not None else ""]
+            rule = " and ".join(b for b in bounds if b) or "(finite)"
+            raise argparse.ArgumentTypeError(f"{text}: give {what} {rule}")
+        return value
+    parse.__name__ = what.replace(" ", "_")  # argparse names the type in its own messages
+    return parse
 
 
 def add_threads_argument(parser, default=None, help: str = "ONNX Runtime intra-op threads (default: one per core)"):

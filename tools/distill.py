@@ -94,14 +94,41 @@ def _task_weights(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def check_out(out, bundle_path) -> None:
+    """Refuse, before any training, an ``--out`` that :func:`tir.engines.bundle.add_student` would
+    refuse only when the student is written (hours later): it may be missing, the teacher bundle
+    itself (updated in place) or an earlier output of the same teachers (every route equal by
+    the manifests' sha256: a rerun).
+
+    Raises:
+        BundleError: ``bundle_path`` is not a bundle, or ``out`` exists and is none of those.
+    """
+    from tir.engines.bundle import BundleError, load_bundle
+
+    out = Path(out)
+    if not out.exists():
+        return
+    src = load_bundle(bundle_path)
+    if out.resolve() == src.path.resolve():
+        return
+    try:
+        same = {t["name"]: t["sha256"] for t in load_bundle(out).manifest["tasks"]} == \
+            {t["name"]: t["sha256"] for t in src.manifest["tasks"]}
+    except BundleError:
+        same = False
+    if not same:
+        raise BundleError(f"--out {out} exists and is not a copy of {src.path} (other or altered routes, or not a "
+                          "bundle); choose a new folder (nothing was trained or written)")
+
+
 def main(args) -> int:
     """Run ``tir distill`` with the parsed ``args``: train the student (resumable from the work
     dir) and write the bundle with it, or with ``--eval-split`` print a finished student's PSNR
     (dB) per task against the teachers'.
 
     Returns:
-        0 done; 2 refused (``--crop`` not a multiple of 32, a ``--margin-db`` outside 0-3 dB
-        (before any training), no finished student for
+        0 done; 2 refused (``--crop`` not a multiple of 32, a ``--margin-db`` outside 0-3 dB or
+        an ``--out`` holding something else (:func:`check_out`), before any training; no finished student for
         ``--eval-split``, a BundleError, DatasetError or ValueError: one line printed).
     """
     from tir.engines.bundle import BundleError, choose_auto_deploy
@@ -111,8 +138,10 @@ def main(args) -> int:
     if args.crop % 32:
         print(f"tir distill: --crop {args.crop} must be a multiple of 32 (the student's spatial multiple)")
         return 2
-    try:   # a bad --margin-db is refused now, not after the whole distillation
+    try:   # a bad --margin-db or --out is refused now, not after the whole distillation
         choose_auto_deploy({}, {}, [], args.margin_db)
+        if not args.eval_split:
+            check_out(args.out, args.bundle)
     except BundleError as exc:
         print(f"tir distill: {exc}")
         return 2

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cli import number
+
 
 def add_arguments(parser) -> None:
     """Add ``tir export``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
@@ -26,7 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--targets", default="8.5,10", help="TensorRT parsers to audit for (default 8.5,10)")
     parser.add_argument("--out", metavar="DIR", help="re-export the bundle's routes from its model.pt into this "
                         "new bundle folder (the original is kept), then check that one")
-    parser.add_argument("--tolerance", type=float, default=1e-4,
+    parser.add_argument("--tolerance", type=number(float, 0, what="a max abs difference"), default=1e-4,
                         help="--out: max abs difference allowed against the reference and the old ONNX (default 1e-4)")
 
 
@@ -95,14 +97,28 @@ def main(args) -> int:
 
     Returns:
         0 every file passed; 1 a file failed or the re-export exceeded ``--tolerance``; 2 the
-        bundle or ``--size`` was refused, or ``--out`` names an existing non-empty folder or a
+        bundle, ``--size`` (a side < 1 px) or ``--targets`` (an unknown parser) was refused, or ``--out`` names an existing non-empty folder or a
         file (nothing is overwritten; one line printed).
+
+    Raises:
+        Nothing: the ValueError it raises itself (a ``--size`` side < 1 px) is caught with the
+        bundle's and gives exit status 2.
     """
     from tir.edge.uri import parse_size
     from tir.engines.bundle import BundleError, load_bundle
 
+    from tir.engines.training.export import TRT_SUPPORTED_OPS
+
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    unknown = [t for t in targets if t not in TRT_SUPPORTED_OPS]
+    if unknown or not targets:  # was one FAIL row per model and exit 1, after a re-export
+        print(f"tir export: --targets {args.targets!r}: unknown TensorRT parser version(s) "
+              f"{', '.join(unknown) or '(none given)'}; known: {', '.join(sorted(TRT_SUPPORTED_OPS))}")
+        return 2
     try:
         size = parse_size(args.size)
+        if min(size) < 1:  # was checked silently at the bundle's multiple instead
+            raise ValueError(f"--size {args.size}: give a test frame size WxH with both sides >= 1 px")
         if getattr(args, "out", None):
             from tir.engines.training.export import ExportError
             from tir.engines.training.fast_route import reexport_bundle
@@ -117,7 +133,6 @@ def main(args) -> int:
     except (BundleError, ValueError) as exc:
         print(f"tir export: {exc}")
         return 2
-    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     items = [(route, bundle.route_path(route), True) for route in bundle.tasks]
     if bundle.router_path is not None:
         items.append(("router", bundle.router_path, False))

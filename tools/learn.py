@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .cli import thread_count
+from .cli import number, thread_count
 
 log = logging.getLogger("tir.learn")
 
@@ -64,21 +64,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", default=None, help="RoadScene folder (train/val splits beside it)")
     parser.add_argument("--init", default="auto",
                         help="branch to start from: auto (best on val), clean, or a task name")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--finetune-steps", type=int, default=250)
-    parser.add_argument("--field-steps", type=int, default=300)
-    parser.add_argument("--crop", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    steps = number(int, 0, what="a number of steps")
+    parser.add_argument("--steps", type=steps, default=1000)
+    parser.add_argument("--finetune-steps", type=steps, default=250)
+    parser.add_argument("--field-steps", type=steps, default=300)
+    parser.add_argument("--crop", type=number(int, 1, what="a crop side in px"), default=128)
+    parser.add_argument("--batch", type=number(int, 1, what="a batch size"), default=10)
+    parser.add_argument("--lr", type=number(float, 0, low_open=True, what="a learning rate"), default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=thread_count, default=2)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--prune-p", type=float, default=None)
     parser.add_argument("--prune-samples", type=int, default=32)
-    parser.add_argument("--router-draws", type=int, default=4,
+    parser.add_argument("--router-draws", type=number(int, 1, what="a number of draws"), default=4,
                         help="degradation draws per val frame for the new codebook row and the stolen-frame "
                              "measurement (default 4)")
-    parser.add_argument("--gate-frames", type=int, default=8,
+    parser.add_argument("--gate-frames", type=number(int, 0, what="a number of frames"), default=8,
                         help="val frames for the INT8 gate; as many train frames calibrate (default 8; 0 = "
                              "no INT8 calibration: the route is marked fp32)")
 
@@ -412,6 +413,36 @@ def learn(bundle_path, spec, name: str, out, work, settings_kw: dict, init: str 
     return summary
 
 
+def check_out(out, bundle_path) -> None:
+    """Refuse an ``--out`` that would overwrite something: it may be missing, the bundle itself
+    (in place), an empty folder, or an earlier output of ``tir learn`` on this bundle (a rerun:
+    every route of the bundle there, byte for byte by the manifests' sha256).
+
+    Raises:
+        ValueError: ``out`` is a file, or a folder holding anything else (nothing is written).
+        BundleError: ``bundle_path`` is not a bundle.
+    """
+    from tir.engines.bundle import BundleError, load_bundle
+
+    out = Path(out)
+    if not out.exists():
+        return
+    src = load_bundle(bundle_path)
+    if out.resolve() == src.path.resolve():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder; choose a new folder (nothing was written)")
+    if not any(out.iterdir()):
+        return
+    try:
+        have = {t["name"]: t["sha256"] for t in load_bundle(out).manifest["tasks"]}
+    except BundleError:
+        have = {}
+    if not have or any(have.get(t["name"]) != t["sha256"] for t in src.manifest["tasks"]):
+        raise ValueError(f"--out {out} exists and does not hold {src.path}'s routes (it is not an earlier output of "
+                         "tir learn on that bundle); choose a new folder (nothing was written)")
+
+
 def main(args) -> int:
     """Run ``tir learn`` with the parsed ``args``: learn the spec as a new route of the bundle
     (train, prune, fine-tune, router row, INT8 gate) and print the summary (val PSNR in dB).
@@ -432,6 +463,8 @@ def main(args) -> int:
         bundle = args.bundle or default_bundle_path()
         if bundle is None:
             raise ValueError("no --bundle given and no installed bundle; pass --bundle DIR")
+        if args.out:
+            check_out(args.out, bundle)  # before any training: it used to overwrite at the end
         work = Path(args.work_dir or tempfile.mkdtemp(prefix="tir-learn-"))
         settings_kw = dict(steps=args.steps, finetune_steps=args.finetune_steps, field_steps=args.field_steps,
                            crop=args.crop, batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads,

@@ -217,19 +217,77 @@ COMMAND_NAMES = {cmd.function_id: name for name, cmd in COMMANDS.items()}
 
 
 # ---------------------------------------------------------------------------------- port
+#: pyserial 3.5's URL schemes and the query options each takes (pyserial docs, "URL Handlers";
+#: serial/urlhandler/protocol_*.py ``from_url``). pyserial itself fails on an unknown option of
+#: loop:// and socket:// with a KeyError from its own message formatting, so they are checked here.
+SERIAL_URL_OPTIONS: Dict[str, Tuple[str, ...]] = {
+    "loop": ("logging",),
+    "socket": ("logging",),
+    "rfc2217": ("logging", "ign_set_control", "poll_modem", "timeout"),
+    "spy": ("file", "color", "raw", "all"),
+    "alt": ("class",),
+    "hwgrep": ("n", "skip_busy"),
+    "cp2110": (),
+}
+SERIAL_URL_LOGGING = ("debug", "info", "warning", "error")  # pyserial's LOGGER_LEVELS names
+
+
+def check_serial_url(port: str) -> None:
+    """Refuse a pyserial URL (``scheme://...``) whose scheme or options pyserial would not take.
+
+    Checks the scheme against :data:`SERIAL_URL_OPTIONS`, every query option's name (each at most
+    once), ``logging=`` against :data:`SERIAL_URL_LOGGING`, and that ``socket://`` and
+    ``rfc2217://`` name ``HOST:PORT`` with a port in 0..65535. A device path (no ``://``) passes.
+
+    Raises:
+        BosonPortError: one line naming the scheme or option and what is accepted.
+    """
+    from urllib.parse import parse_qsl, urlsplit
+
+    if "://" not in port:
+        return
+    scheme = port.split("://", 1)[0].lower()
+    if scheme not in SERIAL_URL_OPTIONS:
+        raise BosonPortError(f"serial port {port}: unknown URL scheme {scheme}://; give a device path "
+                             f"(/dev/ttyACM0) or one of {', '.join(s + '://' for s in SERIAL_URL_OPTIONS)}")
+    parts = urlsplit(port)
+    allowed = SERIAL_URL_OPTIONS[scheme]
+    seen = set()
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in allowed:
+            raise BosonPortError(f"serial port {port}: unknown option {name!r} for {scheme}://; "
+                                 f"{scheme}:// takes {', '.join(allowed) if allowed else 'no options'}")
+        if name in seen:
+            raise BosonPortError(f"serial port {port}: option {name!r} given twice; give it once")
+        seen.add(name)
+        if name == "logging" and value not in SERIAL_URL_LOGGING:
+            raise BosonPortError(f"serial port {port}: logging={value!r}; use one of {', '.join(SERIAL_URL_LOGGING)}")
+    if scheme in ("socket", "rfc2217"):
+        try:
+            number = parts.port
+        except ValueError:
+            number = -1
+        if not parts.hostname or number is None or not 0 <= number < 65536:
+            raise BosonPortError(f"serial port {port}: {scheme}:// needs HOST:PORT with a port number "
+                                 "in 0..65535 (e.g. socket://127.0.0.1:7000)")
+
+
 def open_serial_port(port: str, baudrate: int = BOSON_BAUDRATE, timeout: float = 0.02):
     """Open ``port`` (a device path or a pyserial URL such as ``loop://``) exclusively, 8N1.
 
-    Raises :class:`BosonPortError` saying whether the port is missing or busy.
+    Raises:
+        BosonPortError: one line saying whether the port is missing, busy, not a serial port, or a
+            URL with an unknown scheme or option (:func:`check_serial_url`).
     """
     import serial  # the protocol code above needs no serial import
 
     if "://" not in port and not os.path.exists(port):
         raise BosonPortError(f"serial port {port} does not exist")
+    check_serial_url(port)
     try:
         return serial.serial_for_url(port, baudrate=baudrate, bytesize=8, parity="N", stopbits=1,
                                      timeout=timeout, write_timeout=1.0, exclusive=True)
-    except serial.SerialException as exc:
+    except (serial.SerialException, ValueError, KeyError) as exc:  # a URL pyserial refuses: ValueError
         text = str(exc)
         if "lock" in text.lower() or "busy" in text.lower() or "Errno 16" in text:
             raise BosonPortError(f"serial port {port} is busy (open in another program?): {text}") from exc
@@ -264,6 +322,7 @@ class BosonClient(CommandClient):
         self._reader = fslp.FrameReader()
         self._abandoned = deque(maxlen=16)  # seqs of failed attempts: late replies are skipped
         self.counters["stale_replies"] = 0
+        self._echoed = False  # this attempt's request came back as sent (a loopback port)
 
     def stats(self) -> dict:
         """Link counters: commands, retries, timeouts, crc_errors, framing_errors, sequence_errors,
@@ -300,11 +359,15 @@ class BosonClient(CommandClient):
     def _attempt(self, function_id: int, data: bytes, reply_size, name: str, deadline: float) -> bytes:
         seq = self._seq  # a fresh sequence number per attempt
         self._seq = (self._seq + 1) & 0xFFFFFFFF
+        self._echoed = False
         try:
             return self._exchange(fslp.command_frame(seq, function_id, data), name, deadline,
                                   lambda received: self._check(received, seq, function_id, reply_size, name))
-        except RETRYABLE:
+        except RETRYABLE as exc:
             self._abandoned.append(seq)  # a late reply to it is skipped, not taken for a mismatch
+            if self._echoed and type(exc) is BosonTimeout:
+                raise BosonTimeout(f"{exc}: only the request itself came back (the port echoes what is sent: "
+                                   "a loopback such as loop:// or TX wired to RX); no camera answered") from exc
             raise
 
     def _check(self, received: fslp.ReceivedFrame, seq: int, function_id: int, reply_size, name: str):
@@ -319,6 +382,9 @@ class BosonClient(CommandClient):
             packet = fslp.decode_packet(received.payload)
         except fslp.FSLPError as exc:
             raise BosonFramingError(f"{name}: {exc}") from exc
+        if packet.status == fslp.REQUEST_STATUS and (packet.seq, packet.function_id) == (seq, function_id):
+            self._echoed = True  # our own request echoed back (requests carry 0xFFFFFFFF, §1.2): no reply
+            return None
         if packet.seq != seq:
             if packet.seq in self._abandoned:  # a late answer to an attempt we gave up on
                 self.counters["stale_replies"] += 1

@@ -298,7 +298,8 @@ def _token_check(token: str) -> Optional[str]:
 class HTTPOptions:
     """URI options of ``http://HOST:PORT`` (see the module docstring)."""
 
-    quality: float = option(80.0, "JPEG quality, snapped to the nearest of " + ", ".join(map(str, QUALITIES)))
+    quality: float = option(80.0, "JPEG quality 1..100, snapped to the nearest of " + ", ".join(map(str, QUALITIES)),
+                            check=lambda v: None if 1 <= v <= 100 else "must be 1..100 (a JPEG quality)")
     no_signal_after: float = option(2.0, "seconds without a frame before the page shows NO SIGNAL",
                                     check=lambda v: None if v > 0 else "must be > 0")
     max_viewers: int = option(DEFAULT_MAX_VIEWERS, "open streams per view (more are refused with 503)",

@@ -25,15 +25,18 @@ silently: the bytes of the frame being written are cut off again (streams and in
 truncated back to the last complete frame, a half-written PNG is removed), the preview is
 closed, ``failure`` holds one line saying what happened and how many frames are kept, and
 every frame offered afterwards is counted in ``lost``. The pipeline reports ``failure`` on
-the status line, the page and ``/stats.json``, and ``tir run`` exits with status 3.
+the status line, the page and ``/stats.json``, and ``tir run`` exits with status 3. OpenCV's
+VideoWriter reports no write error, so the preview is closed (finalised, playable) before it
+reaches the largest file allowed there (:func:`file_size_limit`: ``ulimit -f``, FAT32's 4 GiB);
+``last_error`` says so and the 16-bit frames go on being recorded.
 
 A recording folder is itself a source: ``file://REC`` replays it (see
 :mod:`tir.edge.sources.file`), with its recorded timing.
 
 Options: ``what`` (both|raw|restored, default both: the analysis needs the input as well as
 the output; without a model the raw frame is kept, as raw), ``format`` (u16|png),
-``preview`` (1), ``fps`` (preview rate, 30), ``queue`` (64), ``overwrite`` (0),
-``compression`` (PNG level 0-9, 1).
+``preview`` (1), ``fps`` (preview rate, 30), ``queue`` (64, at most :data:`MAX_QUEUE`),
+``overwrite`` (0), ``compression`` (PNG level 0-9, 1); a value out of range is refused.
 """
 from __future__ import annotations
 
@@ -67,6 +70,8 @@ INDEX_FIELDS = ["seq", "t_capture", "t_wall", "width", "height", "raw", "restore
 WHAT_CHOICES = ("restored", "raw", "both")
 FORMATS = ("u16", "png")
 STREAM_DTYPE = np.dtype("<u2")
+#: most frames the writer queue may hold (each a private copy: ~2.6 MB at 640x512 with the preview)
+MAX_QUEUE = 1024
 log = logging.getLogger(__name__)
 _STOP = object()
 
@@ -80,9 +85,11 @@ class RecorderOptions:
                          choices=FORMATS)
     preview: bool = option(True, "1: also write a viewable preview.avi")
     fps: float = option(30.0, "frame rate written into the preview", check=lambda v: None if v > 0 else "must be > 0")
-    compression: int = option(1, "PNG compression 0..9 (format=png; clamped)")
+    compression: int = option(1, "PNG compression 0..9 (format=png)",
+                              check=lambda v: None if 0 <= v <= 9 else "must be 0..9")
     overwrite: bool = option(False, "1: replace a recording already in the folder")
-    queue: int = option(64, "frames buffered for the writer thread (at least 1)")
+    queue: int = option(64, f"frames buffered for the writer thread, 1..{MAX_QUEUE}",
+                        check=lambda v: None if 1 <= v <= MAX_QUEUE else f"must be 1..{MAX_QUEUE}")
 
 
 class Recorder(Output):
@@ -106,9 +113,9 @@ class Recorder(Output):
         self.format = o.format
         self.preview = o.preview
         self.fps = o.fps
-        self.compression = max(0, min(9, o.compression))
+        self.compression = o.compression
         self.overwrite = o.overwrite
-        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, o.queue))
+        self._queue: "queue.Queue" = queue.Queue(maxsize=o.queue)
         self.written = 0
         self.dropped = 0
         self.preview_frames = 0
@@ -125,6 +132,7 @@ class Recorder(Output):
         self._info: Dict[str, object] = {}  # recording.json
         self._video: Optional[cv2.VideoWriter] = None
         self._video_size: Optional[Tuple[int, int]] = None
+        self._preview_limit: Optional[int] = None  # largest file this process may write there (bytes)
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------
@@ -368,6 +376,11 @@ class Recorder(Output):
         return name
 
     def _write_preview(self, image: np.ndarray) -> bool:
+        if self._video is not None and self._preview_limit is not None:
+            size = (self.path / PREVIEW_NAME).stat().st_size
+            if size + PREVIEW_HEADROOM + AVI_INDEX_BYTES * self.preview_frames > self._preview_limit:
+                self._stop_preview(size)
+                return False
         if self._video is None:
             h, w = image.shape[:2]
             video = cv2.VideoWriter(str(self.path / PREVIEW_NAME),
@@ -379,11 +392,51 @@ class Recorder(Output):
                                    f"recording the 16-bit frames only")
                 return False
             self._video, self._video_size = video, (w, h)
+            self._preview_limit = file_size_limit(self.path)
         if (image.shape[1], image.shape[0]) != self._video_size:
             image = cv2.resize(image, self._video_size, interpolation=cv2.INTER_AREA)
         self._video.write(image)
         self.preview_frames += 1
         return True
+
+
+    def _stop_preview(self, size: int) -> None:
+        """The preview is near the largest file allowed: close it while the AVI can still be
+        finalised (its index written), and record frames only. OpenCV's VideoWriter reports no
+        write error: past the limit it went on counting frames into a cut, unplayable file."""
+        self._video.release()
+        self._video = None
+        self.preview = False
+        self.errors += 1
+        self.last_error = (f"{self.path / PREVIEW_NAME} stopped after {self.preview_frames} frames at {size} bytes: "
+                           f"the largest file allowed here is {self._preview_limit} bytes (ulimit -f, or the "
+                           "filesystem's limit: FAT32 4 GiB); the 16-bit frames go on being recorded")
+        log.warning("%s", self.last_error)
+
+
+#: bytes kept free below the file-size limit when the preview is written: FFmpeg's write buffer
+#: (256 KiB chunks observed) plus a frame and the AVI header, with margin
+PREVIEW_HEADROOM = 2 << 20
+AVI_INDEX_BYTES = 16  # one idx1 entry per frame, written when the AVI is closed (AVI RIFF spec)
+
+
+def file_size_limit(folder: Path) -> Optional[int]:
+    """The largest file in bytes this process may write in ``folder``: the smaller of the soft
+    RLIMIT_FSIZE (``ulimit -f``) and the filesystem's (``pathconf`` PC_FILESIZEBITS: 32 on
+    FAT32), None when neither limits it."""
+    import resource
+
+    limits = []
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if soft != resource.RLIM_INFINITY:
+        limits.append(int(soft))
+    try:
+        bits = os.pathconf(folder, "PC_FILESIZEBITS")
+    except (OSError, ValueError):
+        bits = 64
+    if 0 < bits < 64:
+        limits.append(2 ** bits - 1)
+    return min(limits) if limits else None
 
 
 def _csv_line(fields) -> bytes:

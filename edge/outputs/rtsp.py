@@ -164,7 +164,8 @@ class RTSPOptions:
     encoder: str = option("auto", "H.264 encoder (auto: nvv4l2 on a Jetson, else x264)",
                           choices=("auto", "x264", "nvv4l2"))
     relay_port: Optional[int] = option(None, "local UDP port between the encoder and the RTSP server "
-                                             "(default: the RTSP port + 1000)")
+                                             "(default: the RTSP port + 1000)",
+                                       check=lambda v: None if 1 <= v <= 65535 else "must be a port 1..65535")
 
 
 class RTSPOutput(Output):

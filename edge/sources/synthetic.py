@@ -360,7 +360,7 @@ class SyntheticOptions:
                                    + ", ".join(f"{w}x{h}" for w, h in SIZES), parse=parse_size,
                                    kind="WIDTHxHEIGHT", check=_check_size)
     fps: float = option(30.0, f"frames per second, {FPS_RANGE[0]:g}..{FPS_RANGE[1]:g}", check=_check_fps)
-    seed: int = option(0, "scene seed: the same seed gives the same frames")
+    seed: int = option(0, "scene seed >= 0: the same seed gives the same frames", check=_non_negative)
     frames: Optional[int] = option(None, "end of stream after this many frames (default: endless)",
                                    check=_positive)
     realtime: bool = option(True, "1: paced by the wall clock like a live camera; 0: as fast as read")

@@ -59,6 +59,17 @@ def _telemetry(value) -> str:
     return position
 
 
+#: largest capture side asked for with ``size=`` (V4L2 sizes are 16-bit fields in practice; no
+#: thermal camera comes near it: Boson 640x512, Lepton 160x120, TC001 256x384)
+MAX_CAPTURE_SIDE = 8192
+
+
+def _check_capture_size(size: Tuple[int, int]) -> Optional[str]:
+    if all(1 <= side <= MAX_CAPTURE_SIDE for side in size):
+        return None
+    return f"must be WIDTHxHEIGHT with each side 1..{MAX_CAPTURE_SIDE}"
+
+
 @dataclass(frozen=True)
 class V4L2Options:
     """URI options of ``v4l2://`` (see the module docstring)."""
@@ -70,7 +81,7 @@ class V4L2Options:
                                             "or top (header)", parse=_telemetry, kind="top or bottom")
     size: Optional[Tuple[int, int]] = option(None, "capture size WIDTHxHEIGHT to request (default: the "
                                                    "format's, else the device's)", parse=parse_size,
-                                             kind="WIDTHxHEIGHT")
+                                             kind="WIDTHxHEIGHT", check=_check_capture_size)
     fps: Optional[float] = option(None, "frame rate to request (default: the device's)",
                                   check=lambda v: None if v > 0 else "must be > 0")
     bits: int = option(16, "significant bits of the counts", check=lambda v: None if 1 <= v <= 16 else "must be 1..16")
