@@ -107,6 +107,26 @@ def parse_uri(text: str) -> URI:
     return URI(scheme, location=parts.netloc, path=path, options=options, text=text)
 
 
+def refuse_path(uri: Optional[URI], takes_path: bool, error: type) -> None:
+    """Refuse text after ``://`` for a scheme that names nothing there (``synthetic://``,
+    ``display://``): ``synthetic://foo?fps=10`` would otherwise run as if ``foo`` were not written.
+
+    Args:
+        uri: the parsed URI (None: nothing to check).
+        takes_path: whether the scheme names a path, device or host after ``://``.
+        error: the exception class raised (the source's or output's option error).
+
+    Raises:
+        error: ``takes_path`` is False and the URI has a host or a path other than ``/``.
+    """
+    if uri is None or takes_path:
+        return
+    extra = f"{uri.location}{uri.path}".strip("/")
+    if extra:
+        raise error(f"{uri.scheme}:// names nothing after '://', got {extra!r}: write "
+                    f"{uri.scheme}://?option=value (options after '?')")
+
+
 def parse_size(text) -> Tuple[int, int]:
     """``"640x512"`` (or a (width, height) pair) -> (width, height). Raises UsageError (a ValueError)."""
     if isinstance(text, (tuple, list)) and len(text) == 2 and all(isinstance(v, int) for v in text):

@@ -298,6 +298,11 @@ def test_tir_adapt_errors_are_one_line(adapt_bundle, tmp_path, capsys):
     assert not (tmp_path / "y").exists()
     assert tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--frames", "40"]) == 2
     assert "exactly one of" in capsys.readouterr().err
+    # too few frames is refused before any is collected (the source here would end after 10)
+    assert tir(["adapt", "--bundle", str(adapt_bundle / "bundle"), "--source", SOURCE_URI + "&frames=10",
+                "--frames", "8", "--out", str(tmp_path / "z")]) == 2
+    err = capsys.readouterr().err
+    assert "--frames 8 are too few" in err and "nothing was collected" in err and "ended after" not in err
 
 
 def test_restorer_status_during_online_adaptation(adapt_bundle, tmp_path):

@@ -248,7 +248,7 @@ def test_a_proposal_that_did_not_fit_is_refused_with_its_reason(tmp_path):
     assert main(["learn", "--spec", str(bad), "--bundle", str(tmp_path)]) == 2
 
 
-def test_learn_refuses_an_out_folder_holding_something_else_before_training(tiny_bundle, tmp_path, caplog):
+def test_learn_refuses_an_out_folder_holding_something_else_before_training(tiny_bundle, tmp_path, capsys):
     """--out naming an existing folder of other files or another bundle was written over at the end
     of training (write_bundle with exist_ok); now refused first, and the folder is left as it was."""
     from tir.tools.cli import main
@@ -259,12 +259,14 @@ def test_learn_refuses_an_out_folder_holding_something_else_before_training(tiny
     (other / "notes.txt").write_text("mine")
     assert main(["learn", "--spec", "noise", "--name", "fog2", "--bundle", str(bundle), "--out", str(other),
                  "--work-dir", str(tmp_path / "work")]) == 2
-    assert f"--out {other} exists and does not hold {bundle}'s routes" in caplog.text
+    err = capsys.readouterr().err
+    assert err.startswith("tir learn: error: ") and len(err.strip().splitlines()) == 1   # one line, not a log record
+    assert f"--out {other} exists and does not hold {bundle}'s routes" in err
     assert [p.name for p in other.iterdir()] == ["notes.txt"] and not (tmp_path / "work").exists()
     afile = tmp_path / "afile"
     afile.write_text("x")
     assert main(["learn", "--spec", "noise", "--name", "fog2", "--bundle", str(bundle), "--out", str(afile)]) == 2
-    assert "exists and is not a folder" in caplog.text and afile.read_text() == "x"
+    assert "exists and is not a folder" in capsys.readouterr().err and afile.read_text() == "x"
 
 
 @pytest.mark.parametrize("option, value, words", [

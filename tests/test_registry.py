@@ -293,3 +293,18 @@ def test_tir_run_refuses_an_infinite_preview_fps_instead_of_hanging(monkeypatch,
     uri = f"file://{tmp_path}/rec?fps=inf"
     assert main(["run", "--source", "synthetic://", "--output", uri, "--frames", "1"]) == 2
     assert capsys.readouterr().err == f"tir run: error: {uri}: option fps must be a finite number (got 'inf')\n"
+
+
+def test_schemes_that_name_nothing_refuse_text_after_the_scheme():
+    """synthetic:// and display:// name nothing after '://': text there is refused, not ignored."""
+    from tir.edge.outputs import open_output
+    from tir.edge.outputs.base import OutputOptionError
+    from tir.edge.sources import open_source
+    from tir.edge.sources.base import SourceOptionError
+
+    with pytest.raises(SourceOptionError, match="synthetic:// names nothing after '://', got 'foo'"):
+        open_source("synthetic://foo?fps=10")
+    with pytest.raises(OutputOptionError, match="display:// names nothing after '://', got 'abc'"):
+        open_output("display://abc")
+    src = open_source("synthetic:///?size=160x120&realtime=0")   # a bare slash is no name
+    src.close()

@@ -586,6 +586,27 @@ def test_field_stage_that_does_not_help_puts_the_head_back(tmp_path, teacher_bun
     assert all(torch.equal(before[k], v) for k, v in d.net.field.state_dict().items())
 
 
+def test_distill_refuses_unknown_names_and_bad_numbers_before_loading_data(tmp_path, teacher_bundle, monkeypatch,
+                                                                           capsys):
+    """--preset, --init-from, --data and --real-data are checked against what exists, and the
+    step counts and rates by argparse, before any frame is loaded (they were found late or never)."""
+    from tir.engines.training import distill
+    from tir.tools.cli import main
+
+    monkeypatch.setattr(distill, "Distiller", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("loaded")))
+    out = str(tmp_path / "out")
+    for extra, says in ((["--preset", "bogus"], "unknown student preset 'bogus'"),
+                        (["--init-from", "bogus"], "--init-from 'bogus' is none of auto, none, student"),
+                        (["--real-data", "bogusset"], "unknown data set 'bogusset'"),
+                        (["--data", "roadscene,nosuch"], "unknown data set 'nosuch'")):
+        assert main(["distill", "--bundle", str(teacher_bundle), "--out", out, *extra]) == 2
+        assert says in capsys.readouterr().out
+    for extra in (["--steps", "-1"], ["--lr", "nan"], ["--batch", "0"], ["--crop", "16"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["distill", "--bundle", str(teacher_bundle), "--out", out, *extra])
+        assert exc.value.code == 2
+
+
 def test_distill_refuses_an_out_holding_something_else_before_training(tmp_path, teacher_bundle, monkeypatch, capsys):
     """add_student refuses such an --out only when the student is written, after the whole
     distillation; tir distill now refuses it first and trains nothing."""

@@ -119,12 +119,15 @@ def main(args) -> int:
 
 
 def _adapt(bundle, args) -> dict:
-    from tir.engines.adapt import adapt_bundle
+    from tir.engines.adapt import DEFAULT_FRAMES, MIN_FRAMES, AdaptationRefused, adapt_bundle
     from tir.engines.bundle import load_bundle
     from tir.engines.loading import normalizer_for
 
     if not args.out:
         raise ValueError("--out DIR is needed: the adapted bundle is written as a copy, the original is kept")
+    if args.frames < MIN_FRAMES:   # refused now, not after collecting them
+        raise AdaptationRefused(f"--frames {args.frames} are too few to fit the adaptation: need at least "
+                                f"{MIN_FRAMES} ({DEFAULT_FRAMES} recommended); nothing was collected")
     original = load_bundle(bundle)
     result = adapt_bundle(original.path, args.source, args.frames, args.out,
                           normalizer=normalizer_for(SimpleNamespace(bundle=original)), stride=args.stride,

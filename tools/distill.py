@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tir.engines.bundle import DEFAULT_AUTO_MARGIN_DB
 
-from .cli import thread_count
+from .cli import number, thread_count
 
 log = logging.getLogger("tir.distill")
 
@@ -49,21 +49,22 @@ def add_arguments(parser) -> None:
                              "prompt length is used either way")
     parser.add_argument("--data", default=None,
                         help="SET[,SET...] registered data sets (default: the teacher bundle's training data)")
-    parser.add_argument("--steps", type=int, default=2000, help="distillation steps")
-    parser.add_argument("--max-minutes", type=float, default=None,
+    parser.add_argument("--steps", type=number(int, 1, what="a number of steps"), default=2000,
+                        help="distillation steps")
+    parser.add_argument("--max-minutes", type=number(float, 0, low_open=True, what="a number of minutes"), default=None,
                         help="wall-time budget of the distill stage: it ends at --steps or after this many "
                              "minutes, whichever comes first, with the whole learning-rate schedule")
-    parser.add_argument("--field-steps", type=int, default=300, help="whole-frame steps of the student's field head")
-    parser.add_argument("--crop", type=int, default=128, help="training crop size in pixels (a multiple of 32)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine)")
-    parser.add_argument("--max-frames", type=int, default=64, help="whole frames per task pool")
-    parser.add_argument("--val-limit", type=int, default=16, help="val frames per task for the checkpoint choice")
-    parser.add_argument("--val-every", type=int, default=500, help="steps between val evaluations")
-    parser.add_argument("--w-cpr", type=float, default=0.05, help="contrastive prompt regularisation weight (0: off)")
-    parser.add_argument("--w-inst", type=float, default=0.05, help="instance-grained contrastive weight")
-    parser.add_argument("--w-feat", type=float, default=0.2, help="feature distillation weight")
-    parser.add_argument("--calibrate-steps", type=int, default=0,
+    parser.add_argument("--field-steps", type=number(int, 0, what="a number of steps"), default=300, help="whole-frame steps of the student's field head")
+    parser.add_argument("--crop", type=number(int, 32, what="a crop side in px"), default=128, help="training crop size in pixels (a multiple of 32)")
+    parser.add_argument("--batch", type=number(int, 1, what="a batch size"), default=8)
+    parser.add_argument("--lr", type=number(float, 0, low_open=True, what="a learning rate"), default=2e-3, help="peak learning rate (AdamW, cosine)")
+    parser.add_argument("--max-frames", type=number(int, 1, what="a number of frames"), default=64, help="whole frames per task pool")
+    parser.add_argument("--val-limit", type=number(int, 1, what="a number of frames"), default=16, help="val frames per task for the checkpoint choice")
+    parser.add_argument("--val-every", type=number(int, 1, what="a number of steps"), default=500, help="steps between val evaluations")
+    parser.add_argument("--w-cpr", type=number(float, 0, what="a loss weight"), default=0.05, help="contrastive prompt regularisation weight (0: off)")
+    parser.add_argument("--w-inst", type=number(float, 0, what="a loss weight"), default=0.05, help="instance-grained contrastive weight")
+    parser.add_argument("--w-feat", type=number(float, 0, what="a loss weight"), default=0.2, help="feature distillation weight")
+    parser.add_argument("--calibrate-steps", type=number(int, 0, what="a number of steps"), default=0,
                         help="stage 2: real-domain calibration steps on unpaired real frames (0: off)")
     parser.add_argument("--real-data", default="lynred_nonuc",
                         help="stage 2: registered sets of real degraded frames (default lynred_nonuc)")
@@ -121,6 +122,31 @@ def check_out(out, bundle_path) -> None:
                           "bundle); choose a new folder (nothing was trained or written)")
 
 
+def check_names(args) -> None:
+    """Refuse, before any data is loaded, a ``--preset`` that names no student preset, an
+    ``--init-from`` that is neither auto, none, student nor a route of ``--bundle``, and a
+    ``--data`` or ``--real-data`` set that is not registered.
+
+    Raises:
+        ValueError: an unknown preset or ``--init-from`` (the message lists what exists).
+        DatasetError: an unknown set (the message lists the registered ones).
+        BundleError: ``--bundle`` is not a bundle.
+    """
+    from tir.engines.bundle import load_bundle
+    from tir.engines.training import datasets as ds
+    from tir.engines.training.models.student import get_student_config
+
+    get_student_config(args.preset)
+    routes = load_bundle(args.bundle).tasks
+    if args.init_from not in ("auto", "none", "student", *routes):
+        raise ValueError(f"--init-from {args.init_from!r} is none of auto, none, student or a route of the "
+                         f"teachers ({', '.join(routes)})")
+    for option, value in (("--data", args.data), ("--real-data", args.real_data)):
+        for name in (value or "").split(","):
+            if name.strip():
+                ds.dataset(name.strip())
+
+
 def main(args) -> int:
     """Run ``tir distill`` with the parsed ``args``: train the student (resumable from the work
     dir) and write the bundle with it, or with ``--eval-split`` print a finished student's PSNR
@@ -138,11 +164,12 @@ def main(args) -> int:
     if args.crop % 32:
         print(f"tir distill: --crop {args.crop} must be a multiple of 32 (the student's spatial multiple)")
         return 2
-    try:   # a bad --margin-db or --out is refused now, not after the whole distillation
+    try:   # a bad --margin-db, --out, name or set is refused now, not after loading data or training
         choose_auto_deploy({}, {}, [], args.margin_db)
         if not args.eval_split:
             check_out(args.out, args.bundle)
-    except BundleError as exc:
+        check_names(args)
+    except (BundleError, DatasetError, ValueError) as exc:
         print(f"tir distill: {exc}")
         return 2
     work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")

@@ -34,6 +34,7 @@ import logging
 import math
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -474,7 +475,7 @@ def main(args) -> int:
         summary = learn(bundle, spec, name, args.out or bundle, work, settings_kw, init=args.init,
                         router_draws=args.router_draws, gate_frames=args.gate_frames, command=command)
     except (BundleError, DegradationError, ValueError) as exc:
-        log.error("%s", exc)
+        print(f"tir learn: error: {exc}", file=sys.stderr)   # one line, as the other modes say it
         return 2
     s = summary
     router = s["router"]

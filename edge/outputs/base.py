@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 from ..frame import Frame
 from ..errors import OutputUnavailable
 from ..registry import OptionError, Registry
-from ..uri import URI, check_scheme
+from ..uri import URI, check_scheme, refuse_path
 
 if TYPE_CHECKING:
     from ..pipeline.stats import StatsSnapshot
@@ -36,7 +36,12 @@ class Output(ABC):
     #: the options dataclass of this output's URI query (see :mod:`tir.edge.registry`)
     Options: Optional[type] = None
 
+    #: whether the URI names something after ``://`` (a path, a host); a scheme that names
+    #: nothing refuses text there instead of ignoring it
+    takes_path: bool = True
+
     def __init__(self, uri: URI):
+        refuse_path(uri, self.takes_path, OutputOptionError)
         self.uri = uri
         #: the typed URI options (an ``Options`` instance), checked before anything opens; a
         #: wrapper without ``Options`` of its own (the grabber) keeps what its URI holds

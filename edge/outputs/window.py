@@ -158,6 +158,8 @@ class WindowOutput(Output):
 
     Options = WindowOptions
 
+    takes_path = False
+
     def __init__(self, uri: URI):
         super().__init__(uri)
         self.view = self.options.view

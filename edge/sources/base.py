@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator, Optional
 from ..frame import Frame
 from ..errors import InputError
 from ..registry import OptionError, Registry
-from ..uri import URI, check_scheme
+from ..uri import URI, check_scheme, refuse_path
 
 
 class SourceError(RuntimeError, InputError):
@@ -37,9 +37,13 @@ class Source(ABC):
     live: bool = False
     #: the options dataclass of this source's URI query (see :mod:`tir.edge.registry`)
     Options: Optional[type] = None
+    #: whether the URI names something after ``://`` (a path, a device, a host); a scheme that
+    #: names nothing refuses text there instead of ignoring it
+    takes_path: bool = True
 
     def __init__(self, uri: URI):
         self.uri = uri
+        refuse_path(uri, self.takes_path, SourceOptionError)
         #: the typed URI options (an ``Options`` instance), checked before anything opens; a
         #: wrapper without ``Options`` of its own (the grabber) keeps what its URI holds
         schema = type(self).Options

@@ -379,6 +379,7 @@ class SyntheticSource(Source):
     """The virtual camera as a :class:`Source` (options: :class:`SyntheticOptions`)."""
 
     Options = SyntheticOptions
+    takes_path = False
 
     def __init__(self, uri: URI):
         super().__init__(uri)

@@ -109,7 +109,7 @@ def data_root(root: Optional[Union[str, Path]] = None) -> Path:
         if path.is_dir():
             return path
     raise DatasetError("no data root found; tried " + ", ".join(map(str, tried))
-                       + " (set $TIR_DATA_ROOT or pass --data-root)")
+                       + " (set $TIR_DATA_ROOT to the folder that holds the sets; `tir adapt` also takes --data-root)")
 
 
 def dataset(name: str) -> DataSet:
