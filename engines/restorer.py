@@ -73,7 +73,7 @@ from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
 from .blur_gate import BlurGate
 from .bundle import TONE
 from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span, noise_free_verdicts
-from .fpn_gate import FPNGate, subtract_offsets
+from .fpn_gate import FPNGate, repair_dead_columns, subtract_offsets
 from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
 
 log = logging.getLogger(__name__)
@@ -292,6 +292,9 @@ class Restorer:
         self.unknowns = 0
         self.decisions = 0
         self.skipped_ffc = 0
+        #: routed frames whose router input had dead columns replaced, and the columns replaced
+        self.dead_column_frames = 0
+        self.dead_columns = 0
         self._candidate: Optional[str] = None
         self._streak = 0
         self._last: dict = {"task": None, "confidence": None, "unknown": False, "nearest": None}
@@ -483,8 +486,9 @@ class Restorer:
         """The router's raw embeddings of a batch (before any adaptation).
 
         Args:
-            batch: (H, W), (N, H, W) or (N, 1, H, W) float32 frames in [0, 1]; resized to the
-                router's input size.
+            batch: (H, W), (N, H, W) or (N, 1, H, W) float32 frames in [0, 1]; dead columns
+                replaced (engines/fpn_gate.py ``repair_dead_columns``), then fitted to the router's
+                input size.
 
         Returns:
             (N, D) float32 embeddings; the per-frame router time in ms is kept in :attr:`router_ms`.
@@ -497,7 +501,15 @@ class Restorer:
             raise ValueError(f"bundle {self.bundle.name!r} has no router")
         if self._router_engine is None:
             self._router_engine = self._load(self.bundle.router_path, router=True)
-        frames = prepare_frames(_as_batch(batch), self._input_size)
+        # the router sees the frames with dead columns replaced (a stuck readout line hid a contrast
+        # loss from it); what is restored keeps them
+        shown = []
+        for frame in _as_batch(batch):
+            repaired, n = repair_dead_columns(frame)
+            self.dead_columns += n
+            self.dead_column_frames += int(n > 0)
+            shown.append(repaired)
+        frames = prepare_frames(np.stack(shown), self._input_size)
         t0 = time.perf_counter()
         emb = np.asarray(self._router_engine.infer(frames)).reshape(len(frames), -1)
         self.last_embeddings = emb
@@ -853,7 +865,8 @@ class Restorer:
         """The routing state for the stats page: ``task`` (the route now), the last verdict
         (``decision``, ``confidence``, ``unknown``, ``nearest``), ``router_ms`` (ms per frame),
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
-        ``skipped_ffc``), ``gated_from`` (the router's own verdict when a gate changed it, else
+        ``skipped_ffc``, ``dead_column_frames``: routed frames shown to the router with dead columns
+        replaced), ``gated_from`` (the router's own verdict when a gate changed it, else
         None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy`` (routes/student/auto),
         ``deploy_tasks`` ({task: routes|student|tone}), ``deploy_margin_db`` (auto's margin in dB, else
         None), ``runs`` (what the current task goes through: passthrough/route/student, with
@@ -872,7 +885,8 @@ class Restorer:
                 "nearest": self._last["nearest"], "gated_from": self._last.get("gated_from"),
                 "forced": self.forced, "frames": self.frames,
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
-                "skipped_ffc": self.skipped_ffc, "loaded_routes": self.loaded_routes,
+                "skipped_ffc": self.skipped_ffc, "dead_column_frames": self.dead_column_frames,
+                "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),
                 "deploy_margin_db": self.deploy_margin_db, "runs": self.runs, "destripe": self._offsets is not None,
                 "student_loaded": self._student is not None,

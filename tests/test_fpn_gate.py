@@ -491,3 +491,36 @@ def test_fpn_only_threshold_follows_the_camera_floor():
     floor = float(np.median(gate.floor))
     assert gate.fpn_only_threshold() == pytest.approx(np.sqrt(floor ** 2 + 0.5 * (5.0 / 255.0) ** 2))
     assert FPNGate({CLEAN: "noise"}).fpn_only_threshold() is None
+
+
+# --- dead columns, as the router sees them -------------------------------------------------------
+
+def test_dead_columns_are_replaced_for_the_router_only():
+    """A readout column stuck at one value is replaced by its neighbours' mean in what the router
+    is shown; a scene's pole, column FPN and a frame without defects are left alone."""
+    from tir.engines.fpn_gate import repair_dead_columns
+
+    clean = scene(240, 320, seed=5)
+    same, n = repair_dead_columns(clean)
+    assert n == 0 and same is clean                                     # nothing to repair: the frame itself
+    dead = clean.copy()
+    dead[:, 100] = 0.0
+    dead[:, 250] = 1.0
+    out, n = repair_dead_columns(dead[None, None])
+    assert n == 2 and out.shape == (1, 1, 240, 320)
+    assert np.allclose(out[0, 0, :, 100], 0.5 * (clean[:, 99] + clean[:, 101]))
+    assert np.array_equal(np.delete(out[0, 0], [100, 250], axis=1), np.delete(clean, [100, 250], axis=1))
+    for other in (np.clip(with_column_fpn(clean, 0.04), 0, 1), white(clean, 8.0)):
+        assert repair_dead_columns(other)[1] == 0                       # FPN and noise are no dead column
+    assert repair_dead_columns(np.full((4, 320), 0.5, np.float32))[1] == 0   # too small to judge
+    flat = np.full((240, 320), 0.5, np.float32)
+    assert repair_dead_columns(flat)[1] == 0                            # nothing varies: no neighbour scene
+
+
+def test_restorer_counts_router_frames_with_dead_columns(blur_bundle):
+    r = Restorer(blur_bundle, every=1, hysteresis=1)
+    dead = scene().copy()
+    dead[:, 40] = 0.0
+    out = r.infer(dead[None, None])
+    assert r.status()["dead_column_frames"] == 1 and r.dead_columns == 1
+    assert r.status()["task"] == "blur" and np.all(out[0, 0, :, 40] == 0.0)   # the output keeps it (route ×3)
