@@ -806,7 +806,9 @@ class Restorer:
         identity. When the FPN gate found column FPN alone on the last routed frame
         (engines/fpn_gate.py ``FPNGate.offsets``), ``finish`` then subtracts the column offsets
         measured on it (:func:`~tir.engines.fpn_gate.column_offsets`: an FPA's offsets are fixed,
-        so they hold until the next verdict), on pass-through too.
+        so they hold until the next verdict), on pass-through too; frames ``x`` of another
+        width than the offsets' (the source changed size) drop them: nothing is subtracted and
+        :attr:`passes_through` and :attr:`runs` say so, until the next verdict.
         :meth:`infer` is ``finish(engine.infer(x))``; the TensorRT stage that keeps several
         frames in flight (edge/pipeline/stages.py ``PipelinedInfer``) runs the two parts apart.
 
@@ -815,6 +817,15 @@ class Restorer:
         """
         engine, finish = self._plan(x)
         offsets = self._offsets
+        if offsets is not None and x is not None and _as_batch(x).shape[-1] != offsets.shape[-1]:
+            # the source changed width since the offsets were measured: they fit no column of
+            # these frames, so they are dropped (the frames pass through as they are and say so)
+            # until the next verdict measures them again
+            log.info("column offsets measured at width %d dropped: the frames are %d wide now",
+                     offsets.shape[-1], _as_batch(x).shape[-1])
+            self._offsets = offsets = None
+            if self.fpn_gate is not None:
+                self.fpn_gate.offsets = None
         if offsets is None:
             return engine, finish
         # column FPN alone: its offsets (measured on the routed frame) come off what the frame comes out as

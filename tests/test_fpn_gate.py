@@ -491,3 +491,22 @@ def test_fpn_only_threshold_follows_the_camera_floor():
     floor = float(np.median(gate.floor))
     assert gate.fpn_only_threshold() == pytest.approx(np.sqrt(floor ** 2 + 0.5 * (5.0 / 255.0) ** 2))
     assert FPNGate({CLEAN: "noise"}).fpn_only_threshold() is None
+
+
+def test_offsets_of_another_width_are_dropped_not_claimed(tmp_path):
+    """The source changes width between two verdicts: the offsets measured at the old width fit
+    no column of the new frames, so they are dropped; the frame comes out as it went in and the
+    restorer says pass-through (the pipeline then keeps the raw counts), not ``destripe``."""
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Infer, _PASSTHROUGH_KEY
+
+    r = Restorer(_bundle(tmp_path, "clean"), every=4, hysteresis=1, tone_align=False)
+    r.infer(np.clip(with_column_fpn(scene(), 0.025), 0, 1)[None, None])
+    assert r.status()["runs"] == "destripe"
+    wide = scene(H, W + 32, seed=5)                                            # not routed (frame 1 of 4)
+    frame = Frame(raw=np.zeros((H, W + 32), np.uint16), seq=1, t_capture=0.0, meta={MODEL_INPUT_KEY: wide})
+    Infer(r)(frame)
+    s = r.status()
+    assert r.passes_through and s["runs"] == "passthrough" and s["destripe"] is False
+    assert s["fpn"]["destripe"] is False and frame.meta[_PASSTHROUGH_KEY] is True
+    assert s["decisions"] == 1                                                 # the router did not run
