@@ -510,3 +510,28 @@ def test_offsets_of_another_width_are_dropped_not_claimed(tmp_path):
     assert r.passes_through and s["runs"] == "passthrough" and s["destripe"] is False
     assert s["fpn"]["destripe"] is False and frame.meta[_PASSTHROUGH_KEY] is True
     assert s["decisions"] == 1                                                 # the router did not run
+
+
+def test_a_bundle_swap_keeps_the_measured_column_offsets(tmp_path):
+    """A hot-swap (engines/hotswap.py) between two verdicts: the camera's column offsets measured
+    on the old bundle's last verdict still come off the frames up to the next one, instead of the
+    stripes coming back for those frames."""
+    import json
+
+    from tir.engines.hotswap import HotSwapRestorer
+
+    folder = _bundle(tmp_path, "clean")
+    make = lambda path: Restorer(path, every=8, hysteresis=1, tone_align=False)   # noqa: E731
+    hs = HotSwapRestorer(make(folder), make)
+    striped = np.clip(with_column_fpn(scene(), 0.025), 0, 1)[None, None]
+    before = hs.infer(striped)
+    offsets = hs.active.fpn_gate.offsets
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 2}))
+    assert hs.request_reload() and hs.wait_loaded() and hs.reload_state == "ready"
+    after = hs.infer(striped)                                                  # frame 1 of 8: not routed
+    assert hs.swaps == 1 and hs.status()["decisions"] == 1
+    assert not hs.passes_through and hs.status()["runs"] == "destripe" and hs.status()["fpn"]["destripe"] is True
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    np.testing.assert_array_equal(hs.active.fpn_gate.offsets, offsets)
+    hs.close()
