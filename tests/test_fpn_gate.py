@@ -535,3 +535,30 @@ def test_a_bundle_swap_keeps_the_measured_column_offsets(tmp_path):
     np.testing.assert_allclose(after, before, atol=1e-6)
     np.testing.assert_array_equal(hs.active.fpn_gate.offsets, offsets)
     hs.close()
+
+
+def test_the_in_flight_infer_stage_keeps_raw_counts_only_for_a_pass_through(tmp_path):
+    """PipelinedInfer (the TensorRT stage, several frames in flight) over a Restorer: a frame
+    destriped at submit comes out restored, and the next one, passed through while the first is
+    still queued, gets its raw counts back bit-exact, as after the Infer stage."""
+    from tir.edge.frame import Frame
+    from tir.edge.normalize import Normalizer
+    from tir.edge.pipeline.stages import _PASSTHROUGH_KEY, PipelinedInfer, Postprocess, Preprocess
+
+    r = Restorer(_bundle(tmp_path, "clean"), every=1, hysteresis=1, tone_align=False)
+    norm = Normalizer()
+    pre, post, work = Preprocess(norm), Postprocess(norm), PipelinedInfer(r, in_flight=2)
+    counts = lambda x: np.round(1000 + 12000 * np.clip(x, 0, 1)).astype(np.uint16)   # noqa: E731  Y16, 14 bits
+    striped = Frame(raw=counts(with_column_fpn(scene(), 0.025)), seq=0, t_capture=0.0, meta={"bits": 14})
+    plain = Frame(raw=counts(scene(seed=6)), seq=1, t_capture=0.0, meta={"bits": 14})
+    for f in (striped, plain):
+        pre(f)
+        work.submit(f)
+    assert work.pending == 2 and r.passes_through                         # the plain frame's verdict
+    out = [work.collect()[0] for _ in range(2)]
+    assert [f.seq for f in out] == [0, 1]
+    assert _PASSTHROUGH_KEY not in out[0].meta and out[1].meta[_PASSTHROUGH_KEY] is True
+    for f in out:
+        post(f)
+    assert not np.array_equal(out[0].restored, out[0].raw)                # destriped: its own counts
+    np.testing.assert_array_equal(out[1].restored, out[1].raw)            # pass-through: the raw counts
