@@ -7,7 +7,7 @@ It looks like an engine to the pipeline: ``infer(batch) -> batch``, ``multiple``
 Routing policy:
 - the router runs on the newest frame of a batch every ``every`` frames; frames whose meta says
   ``ffc`` (the camera is doing a flat-field correction, thermal_io.md §5: a shutter image, not
-  the scene) are not looked at. Pass ``meta`` to :meth:`infer` (a dict, or one per frame) or call
+  the scene) are not looked at, and the first frame after one is routed. Pass ``meta`` to :meth:`infer` (a dict, or one per frame) or call
   :meth:`observe` yourself;
 - a new route is taken only after the router has named the same new task ``hysteresis``
   times in a row (no flicker between routes on borderline frames); at start-up, with no route
@@ -294,6 +294,7 @@ class Restorer:
         self.skipped_ffc = 0
         self._candidate: Optional[str] = None
         self._streak = 0
+        self._due = False           # route the next frame (the last one was an FFC frame, :meth:`observe`)
         self._last: dict = {"task": None, "confidence": None, "unknown": False, "nearest": None}
         self.router_ms: Optional[float] = None
         self.last_embeddings: Optional[np.ndarray] = None
@@ -523,7 +524,8 @@ class Restorer:
         return classify(emb, self._codebook, self._classes, self._threshold, self._temperature, self._added)
 
     def observe(self, batch, meta=None) -> Optional[dict]:
-        """Count frames and, every ``every`` frames, route on the newest one.
+        """Count frames and, every ``every`` frames and on the first frame after an FFC frame,
+        route on the newest one.
 
         Args:
             batch: (H, W), (N, H, W) or (N, 1, H, W) float32 frames in [0, 1].
@@ -544,9 +546,17 @@ class Restorer:
         if _is_ffc(meta):
             self.skipped_ffc += 1
             self._offsets = None   # a flat-field correction renews the FPA's offsets: the measured ones no longer hold
+            if self.fpn_gate is not None:
+                self.fpn_gate.offsets = None
+            # the first frame after it is routed: a verdict this frame took the turn of is not lost
+            # (FFC frames on the schedule's turns kept the router from ever running), and the
+            # column offsets the correction renewed are measured again at once
+            self._due = True
             return None
-        # run when this batch holds a frame index that is a multiple of `every` (frame 0 counts)
-        scheduled = -(-first // self.every) * self.every < self.frames
+        # run when this batch holds a frame index that is a multiple of `every` (frame 0 counts),
+        # or on the first frame after an FFC
+        scheduled = self._due or -(-first // self.every) * self.every < self.frames
+        self._due = False
         if self.adapter is not None and not self.adapter.done:
             emb = self.embed(x)  # while collecting the router sees every frame
             self._collect(emb)

@@ -562,3 +562,21 @@ def test_the_in_flight_infer_stage_keeps_raw_counts_only_for_a_pass_through(tmp_
         post(f)
     assert not np.array_equal(out[0].restored, out[0].raw)                # destriped: its own counts
     np.testing.assert_array_equal(out[1].restored, out[1].raw)            # pass-through: the raw counts
+
+
+@pytest.mark.parametrize("phase", [0, 1])
+def test_a_stream_that_alternates_ffc_frames_is_still_routed_and_destriped(tmp_path, phase):
+    """FFC on every other frame (on the router's turns, phase 0, or between them, phase 1): the
+    FFC frames come out as they went in, and every frame after one is routed, so its column
+    offsets are measured again and removed (before, FFC frames on the turns kept the router from
+    ever running, and after an FFC the stripes stayed until the next turn)."""
+    r = Restorer(_bundle(tmp_path, "clean"), every=8, hysteresis=1, tone_align=False)
+    striped = np.clip(with_column_fpn(scene(), 0.025), 0, 1)[None, None]
+    for i in range(16):
+        ffc = i % 2 == phase
+        out = r.infer(striped, meta={"ffc": ffc})
+        if ffc:
+            assert r.passes_through and np.array_equal(out, striped)
+        else:
+            assert r.status()["runs"] == "destripe" and offsets_left(out, striped[0, 0]) > 0.0
+    assert r.status()["decisions"] == 8 and r.status()["skipped_ffc"] == 8 and r.fpn_gate.destriped == 8
