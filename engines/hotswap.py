@@ -196,6 +196,7 @@ class HotSwapRestorer:
             offsets = getattr(old, "_offsets", None)
             if offsets is not None and getattr(new, "fpn_gate", None) is not None:
                 new._offsets = offsets
+                new._offsets_span = getattr(old, "_offsets_span", None)
                 new.fpn_gate.offsets = offsets
         self.active = new
         self.swaps += 1

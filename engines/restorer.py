@@ -112,6 +112,21 @@ def _as_batch(batch) -> np.ndarray:
     return x
 
 
+def _norm_span(meta) -> Optional[float]:
+    """The counts the newest frame's [0, 1] span stands for: ``hi - lo`` of its ``meta["norm"]``
+    (edge/pipeline/stages.py ``Preprocess``); None without one (frames given without meta)."""
+    if isinstance(meta, (list, tuple)):
+        return _norm_span(meta[-1]) if meta else None
+    norm = meta.get("norm") if isinstance(meta, Mapping) else None
+    if not isinstance(norm, Mapping):
+        return None
+    try:
+        span = float(norm["hi"]) - float(norm["lo"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return span if np.isfinite(span) and span > 0.0 else None
+
+
 def _is_ffc(meta) -> bool:
     """True when the newest frame's meta says a flat-field correction is in progress."""
     if meta is None:
@@ -278,6 +293,11 @@ class Restorer:
         #: kept the verdict): subtracted from the frames after what runs them (:meth:`plan`)
         #: until the next verdict; None otherwise
         self._offsets: Optional[np.ndarray] = None
+        #: the counts the [0, 1] span stood for on the frame the offsets were measured on, and on
+        #: the newest frame (``meta["norm"]``; None without): an FPA's offsets are fixed in counts,
+        #: so :meth:`plan` rescales them when the normaliser's range moved since
+        self._offsets_span: Optional[float] = None
+        self._span: Optional[float] = None
         self._soft = True           # the last routed frame was soft for this camera (blur gate)
         self.adapter: Optional[OnlineAdapter] = None
         self.adapt_save = adapt_save
@@ -541,6 +561,7 @@ class Restorer:
         x = _as_batch(batch)
         first = self.frames
         self.frames += len(x)
+        self._span = _norm_span(meta)
         if self.forced or self.router_info is None:
             return None
         if _is_ffc(meta):
@@ -603,6 +624,7 @@ class Restorer:
             before = task
             task, self._fpn = self.fpn_gate.step(task, frame)
             self._offsets = self.fpn_gate.offsets
+            self._offsets_span = self._span
             # the gate took the noise part away (the camera's own noise, or column FPN alone)
             self._noise_taken = self.fpn_gate.without_noise.get(before) == task
         if self.contrast_gate is not None:
@@ -816,7 +838,8 @@ class Restorer:
         identity. When the FPN gate found column FPN alone on the last routed frame
         (engines/fpn_gate.py ``FPNGate.offsets``), ``finish`` then subtracts the column offsets
         measured on it (:func:`~tir.engines.fpn_gate.column_offsets`: an FPA's offsets are fixed,
-        so they hold until the next verdict), on pass-through too; frames ``x`` of another
+        so they hold until the next verdict; rescaled to the newest frame's normaliser range when
+        ``meta["norm"]`` gave one, as counts are what they are fixed in), on pass-through too; frames ``x`` of another
         width than the offsets' (the source changed size) drop them: nothing is subtracted and
         :attr:`passes_through` and :attr:`runs` say so, until the next verdict.
         :meth:`infer` is ``finish(engine.infer(x))``; the TensorRT stage that keeps several
@@ -838,6 +861,10 @@ class Restorer:
                 self.fpn_gate.offsets = None
         if offsets is None:
             return engine, finish
+        if self._offsets_span is not None and self._span is not None and self._span != self._offsets_span:
+            # the offsets are fixed in counts: in the [0, 1] units of a frame whose normaliser range
+            # grew (a hot object came in) they are smaller, else they would be over-subtracted
+            offsets = (offsets * np.float32(self._offsets_span / self._span)).astype(np.float32)
         # column FPN alone: its offsets (measured on the routed frame) come off what the frame comes out as
         return engine, lambda y: subtract_offsets(finish(y), offsets)
 

@@ -580,3 +580,32 @@ def test_a_stream_that_alternates_ffc_frames_is_still_routed_and_destriped(tmp_p
         else:
             assert r.status()["runs"] == "destripe" and offsets_left(out, striped[0, 0]) > 0.0
     assert r.status()["decisions"] == 8 and r.status()["skipped_ffc"] == 8 and r.fpn_gate.destriped == 8
+
+
+def test_offsets_hold_in_counts_when_the_normaliser_range_moves(tmp_path):
+    """Y16 frames through Preprocess → Infer → Postprocess, the router every 8 frames: a hot object
+    comes in after the routed frame and the normaliser's range grows ~2.6×. The FPA's column
+    offsets are fixed in counts, so they still come off in counts (before, the offsets in the
+    routed frame's [0, 1] units were over-subtracted: more column FPN out than in)."""
+    from tir.edge.frame import Frame
+    from tir.edge.normalize import Normalizer
+    from tir.edge.pipeline.stages import Infer, Postprocess, Preprocess
+
+    r = Restorer(_bundle(tmp_path, "clean"), every=8, hysteresis=1, tone_align=False)
+    norm = Normalizer()
+    pre, infer, post = Preprocess(norm), Infer(r), Postprocess(norm)
+    offsets = np.random.default_rng(1).normal(0, 60, (1, W))                  # counts
+    base = 3000 + 4000 * scene()
+    column_fpn = lambda x, clean: float(np.std((x.astype(np.float64) - clean).mean(axis=0)))   # noqa: E731
+    for i in range(16):
+        clean = base.copy()
+        if i >= 9:
+            clean[:40, :40] = 14000                                              # the hot object
+        raw = np.clip(clean + offsets, 0, 65535).astype(np.uint16)
+        frame = Frame(raw=raw, seq=i, t_capture=0.0, meta={"bits": 16})
+        pre(frame)
+        infer(frame)
+        post(frame)
+        assert r.status()["runs"] == "destripe"
+        assert column_fpn(frame.restored, clean) < 0.6 * column_fpn(raw, clean), i
+    assert r.status()["decisions"] == 2 and frame.meta["norm"]["hi"] - frame.meta["norm"]["lo"] > 2.5 * 2400
