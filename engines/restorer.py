@@ -619,14 +619,17 @@ class Restorer:
           that is clearly sharp or clearly blurred for this camera.
         """
         task = decision["task"]
-        self._fpn, self._offsets, self._noise_taken = False, None, False
+        # _offsets is assigned once, after the gate: a status read meanwhile sees the last verdict's
+        self._fpn, self._noise_taken = False, False
+        offsets = None
         if self.fpn_gate is not None:
             before = task
             task, self._fpn = self.fpn_gate.step(task, frame)
-            self._offsets = self.fpn_gate.offsets
+            offsets = self.fpn_gate.offsets
             self._offsets_span = self._span
             # the gate took the noise part away (the camera's own noise, or column FPN alone)
             self._noise_taken = self.fpn_gate.without_noise.get(before) == task
+        self._offsets = offsets
         if self.contrast_gate is not None:
             task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame))
         if self.blur_gate is not None:

@@ -609,3 +609,23 @@ def test_offsets_hold_in_counts_when_the_normaliser_range_moves(tmp_path):
         assert r.status()["runs"] == "destripe"
         assert column_fpn(frame.restored, clean) < 0.6 * column_fpn(raw, clean), i
     assert r.status()["decisions"] == 2 and frame.meta["norm"]["hi"] - frame.meta["norm"]["lo"] > 2.5 * 2400
+
+
+def test_a_status_read_while_a_frame_is_gated_sees_the_last_verdicts_destripe(tmp_path, monkeypatch):
+    """The stats thread reads the status while the infer thread gates the next routed frame: it
+    sees the last verdict's ``destripe`` (the status line and the page flickered to a bare
+    ``passthrough`` when the read fell inside the FPN gate's measurement)."""
+    from tir.engines import fpn_gate
+
+    r = Restorer(_bundle(tmp_path, "clean"), every=1, hysteresis=1, tone_align=False)
+    striped = np.clip(with_column_fpn(scene(), 0.025), 0, 1)[None, None]
+    r.infer(striped)
+    seen, judge = [], fpn_gate.carries_fpn
+
+    def carries(*args, **kw):   # inside the gate's step: what a status read now shows
+        seen.append((r.status()["runs"], r.fpn_gate.status()["destripe"]))
+        return judge(*args, **kw)
+
+    monkeypatch.setattr(fpn_gate, "carries_fpn", carries)
+    r.infer(striped)
+    assert seen == [("destripe", True)] and r.status()["runs"] == "destripe"
