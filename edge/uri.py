@@ -107,7 +107,7 @@ def parse_uri(text: str) -> URI:
     return URI(scheme, location=parts.netloc, path=path, options=options, text=text)
 
 
-def refuse_path(uri: Optional[URI], takes_path: bool, error: type) -> None:
+def refuse_path(uri: Optional[URI], takes_path: bool, error: type, number: bool = False) -> None:
     """Refuse text after ``://`` for a scheme that names nothing there (``synthetic://``,
     ``display://``): ``synthetic://foo?fps=10`` would otherwise run as if ``foo`` were not written.
 
@@ -115,14 +115,17 @@ def refuse_path(uri: Optional[URI], takes_path: bool, error: type) -> None:
         uri: the parsed URI (None: nothing to check).
         takes_path: whether the scheme names a path, device or host after ``://``.
         error: the exception class raised (the source's or output's option error).
+        number: a number (digits) after ``://`` is taken: ``display://0``, the window's number
+            as jetson-utils writes it (README, docs/reliability.md).
 
     Raises:
-        error: ``takes_path`` is False and the URI has a host or a path other than ``/``.
+        error: ``takes_path`` is False and the URI has a host or a path other than ``/`` (or
+            than a number, with ``number``).
     """
     if uri is None or takes_path:
         return
     extra = f"{uri.location}{uri.path}".strip("/")
-    if extra:
+    if extra and not (number and extra.isdigit()):
         raise error(f"{uri.scheme}:// names nothing after '://', got {extra!r}: write "
                     f"{uri.scheme}://?option=value (options after '?')")
 

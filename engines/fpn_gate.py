@@ -461,6 +461,7 @@ class FPNGate:
         #: (:func:`column_offsets`; the restorer subtracts them from the frames until the next
         #: verdict: an FPA's offsets are fixed), else None
         self.offsets: Optional[np.ndarray] = None
+        self._found: Optional[np.ndarray] = None   # the offsets the frame being measured gives (:meth:`step`)
         self._without_noise = {with_: without for without, with_ in self.partners.items() if without != UNKNOWN}
         #: the camera's white-noise floor is pinned: routed frames no longer join it (frames of its
         #: healthy look were shown with :meth:`add`; engines/restorer.py ``pin_camera``)
@@ -550,10 +551,18 @@ class FPNGate:
             task: the verdict so far (a task, ``clean`` or ``unknown``).
             frame: (H, W) float32 model input in [0, 1] (:func:`column_pattern`).
         """
+        found = self._step(task, frame)
+        # one assignment once the frame is measured: a status read meanwhile (the stats thread)
+        # sees the last verdict's offsets, not none
+        self.offsets = self._found
+        return found
+
+    def _step(self, task: str, frame: np.ndarray) -> Tuple[str, bool]:
+        """:meth:`step`, the offsets it finds left in ``_found``."""
         self.checked += 1
         self.last, sigs = _measure(frame)
         self.last_sigma = None
-        self.offsets = None
+        self._found = None
         fpn = carries_fpn(self.last, self.amplitude, self.consistency, self.periodicity)
         if fpn and (task in self.partners or task in self._without_noise):
             limit = self.fpn_only_threshold()
@@ -562,7 +571,7 @@ class FPNGate:
                 # column FPN without the white noise of the noise part: the offsets alone are removed,
                 # and a noise-carrying verdict loses its noise part (the router's or the gate's)
                 self.destriped += 1
-                self.offsets = column_offsets(sigs)
+                self._found = column_offsets(sigs)
                 return self._without_noise.get(task, task), False
             if task in self._without_noise:
                 return task, True

@@ -13,7 +13,8 @@ restorer's) and can replace its bundle while frames flow:
   frames: no frame is dropped, repeated or reordered by the swap. The routing state (current
   route, if the new bundle has it; the student's prompt mix, if the new student has the same
   prompt slots), the counters, the contrast and blur gates' camera history (their
-  references and demoted counts: the camera is the same) and the FPN gate's counters carry over;
+  references and demoted counts: the camera is the same), the FPN gate's counters and the column
+  offsets it measured (removed until the next verdict, as without a swap) carry over;
   the old engines are closed in another thread; ``last_swap`` holds the frame number, the load
   time, the swap's own time and the infer time of the first frame on the new bundle
   (``first_frame_ms``);
@@ -42,7 +43,8 @@ from .bundle import MANIFEST
 log = logging.getLogger(__name__)
 
 #: counters of a Restorer carried over a swap, so stats stay continuous
-CARRIED = ("frames", "switches", "unknowns", "decisions", "uncertain", "skipped_ffc", "pinned_frames")
+CARRIED = ("frames", "switches", "unknowns", "decisions", "uncertain", "skipped_ffc", "pinned_frames",
+           "dead_column_frames", "dead_columns")
 
 
 def manifest_state(folder) -> tuple:
@@ -190,6 +192,13 @@ class HotSwapRestorer:
             weights = getattr(old, "prompt_weights", None)
             if weights is not None and getattr(new, "uses_student", False) and new.prompts == old.prompts:
                 new.prompt_weights = weights
+            # column FPN alone: the FPA's offsets measured on the old bundle's last verdict still hold
+            # (the camera is the same); without them the frames up to the next verdict keep their stripes
+            offsets = getattr(old, "_offsets", None)
+            if offsets is not None and getattr(new, "fpn_gate", None) is not None:
+                new._offsets = offsets
+                new._offsets_span = getattr(old, "_offsets_span", None)
+                new.fpn_gate.offsets = offsets
         self.active = new
         self.swaps += 1
         info.update(at_frame=int(new.frames), swap_ms=round(1000.0 * (time.perf_counter() - t0), 3),

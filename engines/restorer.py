@@ -7,7 +7,7 @@ It looks like an engine to the pipeline: ``infer(batch) -> batch``, ``multiple``
 Routing policy:
 - the router runs on the newest frame of a batch every ``every`` frames; frames whose meta says
   ``ffc`` (the camera is doing a flat-field correction, thermal_io.md §5: a shutter image, not
-  the scene) are not looked at. Pass ``meta`` to :meth:`infer` (a dict, or one per frame) or call
+  the scene) are not looked at, and the first frame after one is routed. Pass ``meta`` to :meth:`infer` (a dict, or one per frame) or call
   :meth:`observe` yourself;
 - a new route is taken only after the router has named the same new task ``hysteresis``
   times in a row (no flicker between routes on borderline frames); at start-up, with no route
@@ -110,6 +110,21 @@ def _as_batch(batch) -> np.ndarray:
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"Restorer expects N×1×H×W frames, got shape {x.shape}")
     return x
+
+
+def _norm_span(meta) -> Optional[float]:
+    """The counts the newest frame's [0, 1] span stands for: ``hi - lo`` of its ``meta["norm"]``
+    (edge/pipeline/stages.py ``Preprocess``); None without one (frames given without meta)."""
+    if isinstance(meta, (list, tuple)):
+        return _norm_span(meta[-1]) if meta else None
+    norm = meta.get("norm") if isinstance(meta, Mapping) else None
+    if not isinstance(norm, Mapping):
+        return None
+    try:
+        span = float(norm["hi"]) - float(norm["lo"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return span if np.isfinite(span) and span > 0.0 else None
 
 
 def _is_ffc(meta) -> bool:
@@ -278,6 +293,11 @@ class Restorer:
         #: kept the verdict): subtracted from the frames after what runs them (:meth:`plan`)
         #: until the next verdict; None otherwise
         self._offsets: Optional[np.ndarray] = None
+        #: the counts the [0, 1] span stood for on the frame the offsets were measured on, and on
+        #: the newest frame (``meta["norm"]``; None without): an FPA's offsets are fixed in counts,
+        #: so :meth:`plan` rescales them when the normaliser's range moved since
+        self._offsets_span: Optional[float] = None
+        self._span: Optional[float] = None
         self._soft = True           # the last routed frame was soft for this camera (blur gate)
         self.adapter: Optional[OnlineAdapter] = None
         self.adapt_save = adapt_save
@@ -297,6 +317,7 @@ class Restorer:
         self.dead_columns = 0
         self._candidate: Optional[str] = None
         self._streak = 0
+        self._due = False           # route the next frame (the last one was an FFC frame, :meth:`observe`)
         self._last: dict = {"task": None, "confidence": None, "unknown": False, "nearest": None}
         self.router_ms: Optional[float] = None
         self.last_embeddings: Optional[np.ndarray] = None
@@ -535,7 +556,8 @@ class Restorer:
         return classify(emb, self._codebook, self._classes, self._threshold, self._temperature, self._added)
 
     def observe(self, batch, meta=None) -> Optional[dict]:
-        """Count frames and, every ``every`` frames, route on the newest one.
+        """Count frames and, every ``every`` frames and on the first frame after an FFC frame,
+        route on the newest one.
 
         Args:
             batch: (H, W), (N, H, W) or (N, 1, H, W) float32 frames in [0, 1].
@@ -551,14 +573,23 @@ class Restorer:
         x = _as_batch(batch)
         first = self.frames
         self.frames += len(x)
+        self._span = _norm_span(meta)
         if self.forced or self.router_info is None:
             return None
         if _is_ffc(meta):
             self.skipped_ffc += 1
             self._offsets = None   # a flat-field correction renews the FPA's offsets: the measured ones no longer hold
+            if self.fpn_gate is not None:
+                self.fpn_gate.offsets = None
+            # the first frame after it is routed: a verdict this frame took the turn of is not lost
+            # (FFC frames on the schedule's turns kept the router from ever running), and the
+            # column offsets the correction renewed are measured again at once
+            self._due = True
             return None
-        # run when this batch holds a frame index that is a multiple of `every` (frame 0 counts)
-        scheduled = -(-first // self.every) * self.every < self.frames
+        # run when this batch holds a frame index that is a multiple of `every` (frame 0 counts),
+        # or on the first frame after an FFC
+        scheduled = self._due or -(-first // self.every) * self.every < self.frames
+        self._due = False
         if self.adapter is not None and not self.adapter.done:
             emb = self.embed(x)  # while collecting the router sees every frame
             self._collect(emb)
@@ -600,13 +631,17 @@ class Restorer:
           that is clearly sharp or clearly blurred for this camera.
         """
         task = decision["task"]
-        self._fpn, self._offsets, self._noise_taken = False, None, False
+        # _offsets is assigned once, after the gate: a status read meanwhile sees the last verdict's
+        self._fpn, self._noise_taken = False, False
+        offsets = None
         if self.fpn_gate is not None:
             before = task
             task, self._fpn = self.fpn_gate.step(task, frame)
-            self._offsets = self.fpn_gate.offsets
+            offsets = self.fpn_gate.offsets
+            self._offsets_span = self._span
             # the gate took the noise part away (the camera's own noise, or column FPN alone)
             self._noise_taken = self.fpn_gate.without_noise.get(before) == task
+        self._offsets = offsets
         if self.contrast_gate is not None:
             task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame))
         if self.blur_gate is not None:
@@ -818,7 +853,10 @@ class Restorer:
         identity. When the FPN gate found column FPN alone on the last routed frame
         (engines/fpn_gate.py ``FPNGate.offsets``), ``finish`` then subtracts the column offsets
         measured on it (:func:`~tir.engines.fpn_gate.column_offsets`: an FPA's offsets are fixed,
-        so they hold until the next verdict), on pass-through too.
+        so they hold until the next verdict; rescaled to the newest frame's normaliser range when
+        ``meta["norm"]`` gave one, as counts are what they are fixed in), on pass-through too; frames ``x`` of another
+        width than the offsets' (the source changed size) drop them: nothing is subtracted and
+        :attr:`passes_through` and :attr:`runs` say so, until the next verdict.
         :meth:`infer` is ``finish(engine.infer(x))``; the TensorRT stage that keeps several
         frames in flight (edge/pipeline/stages.py ``PipelinedInfer``) runs the two parts apart.
 
@@ -827,8 +865,21 @@ class Restorer:
         """
         engine, finish = self._plan(x)
         offsets = self._offsets
+        if offsets is not None and x is not None and _as_batch(x).shape[-1] != offsets.shape[-1]:
+            # the source changed width since the offsets were measured: they fit no column of
+            # these frames, so they are dropped (the frames pass through as they are and say so)
+            # until the next verdict measures them again
+            log.info("column offsets measured at width %d dropped: the frames are %d wide now",
+                     offsets.shape[-1], _as_batch(x).shape[-1])
+            self._offsets = offsets = None
+            if self.fpn_gate is not None:
+                self.fpn_gate.offsets = None
         if offsets is None:
             return engine, finish
+        if self._offsets_span is not None and self._span is not None and self._span != self._offsets_span:
+            # the offsets are fixed in counts: in the [0, 1] units of a frame whose normaliser range
+            # grew (a hot object came in) they are smaller, else they would be over-subtracted
+            offsets = (offsets * np.float32(self._offsets_span / self._span)).astype(np.float32)
         # column FPN alone: its offsets (measured on the routed frame) come off what the frame comes out as
         return engine, lambda y: subtract_offsets(finish(y), offsets)
 

@@ -524,3 +524,160 @@ def test_restorer_counts_router_frames_with_dead_columns(blur_bundle):
     out = r.infer(dead[None, None])
     assert r.status()["dead_column_frames"] == 1 and r.dead_columns == 1
     assert r.status()["task"] == "blur" and np.all(out[0, 0, :, 40] == 0.0)   # the output keeps it (route ×3)
+
+
+def test_offsets_of_another_width_are_dropped_not_claimed(tmp_path):
+    """The source changes width between two verdicts: the offsets measured at the old width fit
+    no column of the new frames, so they are dropped; the frame comes out as it went in and the
+    restorer says pass-through (the pipeline then keeps the raw counts), not ``destripe``."""
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Infer, _PASSTHROUGH_KEY
+
+    r = Restorer(_bundle(tmp_path, "clean"), every=4, hysteresis=1, tone_align=False)
+    r.infer(np.clip(with_column_fpn(scene(), 0.025), 0, 1)[None, None])
+    assert r.status()["runs"] == "destripe"
+    wide = scene(H, W + 32, seed=5)                                            # not routed (frame 1 of 4)
+    frame = Frame(raw=np.zeros((H, W + 32), np.uint16), seq=1, t_capture=0.0, meta={MODEL_INPUT_KEY: wide})
+    Infer(r)(frame)
+    s = r.status()
+    assert r.passes_through and s["runs"] == "passthrough" and s["destripe"] is False
+    assert s["fpn"]["destripe"] is False and frame.meta[_PASSTHROUGH_KEY] is True
+    assert s["decisions"] == 1                                                 # the router did not run
+
+
+def test_a_bundle_swap_keeps_the_measured_column_offsets(tmp_path):
+    """A hot-swap (engines/hotswap.py) between two verdicts: the camera's column offsets measured
+    on the old bundle's last verdict still come off the frames up to the next one, instead of the
+    stripes coming back for those frames."""
+    import json
+
+    from tir.engines.hotswap import HotSwapRestorer
+
+    folder = _bundle(tmp_path, "clean")
+    make = lambda path: Restorer(path, every=8, hysteresis=1, tone_align=False)   # noqa: E731
+    hs = HotSwapRestorer(make(folder), make)
+    striped = np.clip(with_column_fpn(scene(), 0.025), 0, 1)[None, None]
+    before = hs.infer(striped)
+    offsets = hs.active.fpn_gate.offsets
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 2}))
+    assert hs.request_reload() and hs.wait_loaded() and hs.reload_state == "ready"
+    after = hs.infer(striped)                                                  # frame 1 of 8: not routed
+    assert hs.swaps == 1 and hs.status()["decisions"] == 1
+    assert not hs.passes_through and hs.status()["runs"] == "destripe" and hs.status()["fpn"]["destripe"] is True
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    np.testing.assert_array_equal(hs.active.fpn_gate.offsets, offsets)
+    hs.close()
+
+
+def test_the_in_flight_infer_stage_keeps_raw_counts_only_for_a_pass_through(tmp_path):
+    """PipelinedInfer (the TensorRT stage, several frames in flight) over a Restorer: a frame
+    destriped at submit comes out restored, and the next one, passed through while the first is
+    still queued, gets its raw counts back bit-exact, as after the Infer stage."""
+    from tir.edge.frame import Frame
+    from tir.edge.normalize import Normalizer
+    from tir.edge.pipeline.stages import _PASSTHROUGH_KEY, PipelinedInfer, Postprocess, Preprocess
+
+    r = Restorer(_bundle(tmp_path, "clean"), every=1, hysteresis=1, tone_align=False)
+    norm = Normalizer()
+    pre, post, work = Preprocess(norm), Postprocess(norm), PipelinedInfer(r, in_flight=2)
+    counts = lambda x: np.round(1000 + 12000 * np.clip(x, 0, 1)).astype(np.uint16)   # noqa: E731  Y16, 14 bits
+    striped = Frame(raw=counts(with_column_fpn(scene(), 0.025)), seq=0, t_capture=0.0, meta={"bits": 14})
+    plain = Frame(raw=counts(scene(seed=6)), seq=1, t_capture=0.0, meta={"bits": 14})
+    for f in (striped, plain):
+        pre(f)
+        work.submit(f)
+    assert work.pending == 2 and r.passes_through                         # the plain frame's verdict
+    out = [work.collect()[0] for _ in range(2)]
+    assert [f.seq for f in out] == [0, 1]
+    assert _PASSTHROUGH_KEY not in out[0].meta and out[1].meta[_PASSTHROUGH_KEY] is True
+    for f in out:
+        post(f)
+    assert not np.array_equal(out[0].restored, out[0].raw)                # destriped: its own counts
+    np.testing.assert_array_equal(out[1].restored, out[1].raw)            # pass-through: the raw counts
+
+
+@pytest.mark.parametrize("phase", [0, 1])
+def test_a_stream_that_alternates_ffc_frames_is_still_routed_and_destriped(tmp_path, phase):
+    """FFC on every other frame (on the router's turns, phase 0, or between them, phase 1): the
+    FFC frames come out as they went in, and every frame after one is routed, so its column
+    offsets are measured again and removed (before, FFC frames on the turns kept the router from
+    ever running, and after an FFC the stripes stayed until the next turn)."""
+    r = Restorer(_bundle(tmp_path, "clean"), every=8, hysteresis=1, tone_align=False)
+    striped = np.clip(with_column_fpn(scene(), 0.025), 0, 1)[None, None]
+    for i in range(16):
+        ffc = i % 2 == phase
+        out = r.infer(striped, meta={"ffc": ffc})
+        if ffc:
+            assert r.passes_through and np.array_equal(out, striped)
+        else:
+            assert r.status()["runs"] == "destripe" and offsets_left(out, striped[0, 0]) > 0.0
+    assert r.status()["decisions"] == 8 and r.status()["skipped_ffc"] == 8 and r.fpn_gate.destriped == 8
+
+
+def test_offsets_hold_in_counts_when_the_normaliser_range_moves(tmp_path):
+    """Y16 frames through Preprocess → Infer → Postprocess, the router every 8 frames: a hot object
+    comes in after the routed frame and the normaliser's range grows ~2.6×. The FPA's column
+    offsets are fixed in counts, so they still come off in counts (before, the offsets in the
+    routed frame's [0, 1] units were over-subtracted: more column FPN out than in)."""
+    from tir.edge.frame import Frame
+    from tir.edge.normalize import Normalizer
+    from tir.edge.pipeline.stages import Infer, Postprocess, Preprocess
+
+    r = Restorer(_bundle(tmp_path, "clean"), every=8, hysteresis=1, tone_align=False)
+    norm = Normalizer()
+    pre, infer, post = Preprocess(norm), Infer(r), Postprocess(norm)
+    offsets = np.random.default_rng(1).normal(0, 60, (1, W))                  # counts
+    base = 3000 + 4000 * scene()
+    column_fpn = lambda x, clean: float(np.std((x.astype(np.float64) - clean).mean(axis=0)))   # noqa: E731
+    for i in range(16):
+        clean = base.copy()
+        if i >= 9:
+            clean[:40, :40] = 14000                                              # the hot object
+        raw = np.clip(clean + offsets, 0, 65535).astype(np.uint16)
+        frame = Frame(raw=raw, seq=i, t_capture=0.0, meta={"bits": 16})
+        pre(frame)
+        infer(frame)
+        post(frame)
+        assert r.status()["runs"] == "destripe"
+        assert column_fpn(frame.restored, clean) < 0.6 * column_fpn(raw, clean), i
+    assert r.status()["decisions"] == 2 and frame.meta["norm"]["hi"] - frame.meta["norm"]["lo"] > 2.5 * 2400
+
+
+def test_a_status_read_while_a_frame_is_gated_sees_the_last_verdicts_destripe(tmp_path, monkeypatch):
+    """The stats thread reads the status while the infer thread gates the next routed frame: it
+    sees the last verdict's ``destripe`` (the status line and the page flickered to a bare
+    ``passthrough`` when the read fell inside the FPN gate's measurement)."""
+    from tir.engines import fpn_gate
+
+    r = Restorer(_bundle(tmp_path, "clean"), every=1, hysteresis=1, tone_align=False)
+    striped = np.clip(with_column_fpn(scene(), 0.025), 0, 1)[None, None]
+    r.infer(striped)
+    seen, judge = [], fpn_gate.carries_fpn
+
+    def carries(*args, **kw):   # inside the gate's step: what a status read now shows
+        seen.append((r.status()["runs"], r.fpn_gate.status()["destripe"]))
+        return judge(*args, **kw)
+
+    monkeypatch.setattr(fpn_gate, "carries_fpn", carries)
+    r.infer(striped)
+    assert seen == [("destripe", True)] and r.status()["runs"] == "destripe"
+
+
+def test_dead_column_count_carries_over_a_bundle_swap(tmp_path):
+    import json
+
+    from tir.engines.hotswap import HotSwapRestorer
+
+    folder = _bundle(tmp_path, "clean")
+    make = lambda path: Restorer(path, every=1, hysteresis=1, tone_align=False)   # noqa: E731
+    hs = HotSwapRestorer(make(folder), make)
+    dead = scene().copy()
+    dead[:, 40] = 0.0
+    hs.infer(dead[None, None])
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 2}))
+    assert hs.request_reload() and hs.wait_loaded() and hs.reload_state == "ready"
+    hs.infer(scene()[None, None])
+    assert hs.swaps == 1 and hs.status()["dead_column_frames"] == 1
+    hs.close()

@@ -306,5 +306,11 @@ def test_schemes_that_name_nothing_refuse_text_after_the_scheme():
         open_source("synthetic://foo?fps=10")
     with pytest.raises(OutputOptionError, match="display:// names nothing after '://', got 'abc'"):
         open_output("display://abc")
+    with pytest.raises(OutputOptionError, match="names nothing after '://', got '0/x'"):
+        open_output("display://0/x")
+    from tir.edge.outputs.window import WindowOutput
+    from tir.edge.uri import parse_uri
+
+    assert WindowOutput(parse_uri("display://0?view=raw")).view == "raw"   # the README's display://0
     src = open_source("synthetic:///?size=160x120&realtime=0")   # a bare slash is no name
     src.close()

@@ -39,9 +39,11 @@ class Output(ABC):
     #: whether the URI names something after ``://`` (a path, a host); a scheme that names
     #: nothing refuses text there instead of ignoring it
     takes_path: bool = True
+    #: whether a number may follow ``://`` where ``takes_path`` is False (``display://0``)
+    takes_number: bool = False
 
     def __init__(self, uri: URI):
-        refuse_path(uri, self.takes_path, OutputOptionError)
+        refuse_path(uri, self.takes_path, OutputOptionError, number=self.takes_number)
         self.uri = uri
         #: the typed URI options (an ``Options`` instance), checked before anything opens; a
         #: wrapper without ``Options`` of its own (the grabber) keeps what its URI holds

@@ -159,6 +159,7 @@ class WindowOutput(Output):
     Options = WindowOptions
 
     takes_path = False
+    takes_number = True   # display://0 (README): the window's number, as jetson-utils writes it
 
     def __init__(self, uri: URI):
         super().__init__(uri)

@@ -170,7 +170,8 @@ class PipelinedInfer:
         self.in_flight = int(in_flight)
         self.with_meta = _accepts_meta(model.infer)
         self._pipes: Dict[Tuple[int, tuple], object] = {}
-        # (frame, pipe or None, (h, w), output if computed at submit, host seconds spent)
+        # (frame, pipe or None, (h, w), output if computed at submit, host seconds spent, the step
+        # after, whether the frame comes out as it went in)
         self._queue: Deque[list] = deque()
 
     @property
@@ -216,15 +217,18 @@ class PipelinedInfer:
         x = frame.meta.pop(_INPUT_KEY)
         batch = np.ascontiguousarray(x[None, None], dtype=np.float32)
         engine, finish = self._engine_for(batch, frame.meta)
+        # pass-through without the column offsets removed: the frame keeps its raw counts, as
+        # Infer's (asked now: the Restorer's state moves on with the next frame submitted)
+        same = engine is None and bool(getattr(self.model, "passes_through", False))
         if engine is None:
-            self._queue.append([frame, None, x.shape, batch.copy(), now() - t0, finish])
+            self._queue.append([frame, None, x.shape, batch.copy(), now() - t0, finish, same])
         elif not callable(getattr(engine, "pipeline", None)):
-            self._queue.append([frame, None, x.shape, engine.infer(batch), now() - t0, finish])
+            self._queue.append([frame, None, x.shape, engine.infer(batch), now() - t0, finish, same])
         else:
             padded, hw = pad_to_multiple(batch, int(getattr(engine, "multiple", 1) or 1))
             pipe = self._pipe(engine, padded.shape)
             pipe.submit(np.ascontiguousarray(padded))
-            self._queue.append([frame, pipe, hw, None, now() - t0, finish])
+            self._queue.append([frame, pipe, hw, None, now() - t0, finish, same])
 
     def oldest_ready(self) -> bool:
         """True when :meth:`collect` would not wait (the oldest output is on the host)."""
@@ -237,7 +241,9 @@ class PipelinedInfer:
         """The oldest frame with its output in meta, and the host seconds spent on it.
 
         The output is the (1, 1, H, W) float32 restored batch cropped to the frame's size, then
-        through the step the Restorer named at submit (its tone alignment), as ``infer`` gives.
+        through the step the Restorer named at submit (its tone alignment), as ``infer`` gives; a
+        frame the Restorer passed through at submit (``passes_through``) is marked so, and
+        :class:`Postprocess` gives back its raw counts, as after :class:`Infer`.
 
         Raises:
             IndexError: nothing is queued.
@@ -245,7 +251,7 @@ class PipelinedInfer:
             Exception: a CUDA error while waiting for the stream pipeline (the frame stays queued).
         """
         entry = self._queue.popleft()
-        frame, pipe, (h, w), y, spent, finish = entry
+        frame, pipe, (h, w), y, spent, finish, same = entry
         t0 = now()
         if pipe is not None:
             try:
@@ -259,6 +265,8 @@ class PipelinedInfer:
         if finish is not None:
             y = finish(np.asarray(y, dtype=np.float32))   # the Restorer's tone alignment, as in its infer
         frame.meta[_OUTPUT_KEY] = y
+        if same:
+            frame.meta[_PASSTHROUGH_KEY] = True
         return frame, spent + (now() - t0)
 
     def close(self) -> None:
