@@ -252,6 +252,8 @@ def test_tir_eval_data_folder_is_a_camera_on_the_users_path(tmp_path, capsys, mo
                      "--json", str(out)]) == 0
     real = json.loads(out.read_text())["sets"]["dir:my8-2"]
     assert "noise_routed" in real
+    text = capsys.readouterr().out
+    assert "(real degraded, no reference)" in text and "clean->pass" not in text   # no empty table header
     assert real["level_shift"]["median"] == 0.0 and real["contrast_ratio"]["median"] == pytest.approx(1.0)
     (tmp_path / "empty").mkdir()
     capsys.readouterr()

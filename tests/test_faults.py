@@ -63,6 +63,7 @@ def test_a_stop_signal_while_streaming_stops_cleanly(tmp_path, sig):
     out, _ = child.communicate(timeout=60)
     assert child.returncode == 0, out
     assert f"{sig.name}: stopping" in out and "Traceback" not in out
+    assert "tir run: stopping" not in out                 # said once, by the handler, not twice
     assert_valid_recording(tmp_path / "rec")
 
 

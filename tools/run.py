@@ -473,7 +473,9 @@ def _run(args) -> int:
             while not pipeline.wait(1.0):
                 if not args.quiet:
                     print(status_line(pipeline.snapshot()), flush=True)
-        except KeyboardInterrupt:
+        except StopRequested:
+            pass   # the signal handler has said "tir run: SIGINT: stopping"
+        except KeyboardInterrupt:   # not through the handler (an embedding program's own)
             print("tir run: stopping", flush=True)
         finally:
             pipeline.stop()

@@ -519,7 +519,8 @@ def format_cameras(result: dict) -> str:
              "the live preprocessing"]
     head = (f"{'set':<17} {'n':>3} {'bits':>4} {'router':>7} {'clean->pass':>11} "
             f"{'clean dB med':>12} {'p5':>6} {'min gain':>8}")
-    lines += [head, "-" * len(head)]
+    if any("router" in r for r in result["sets"].values()):   # sets without a reference have their own lines
+        lines += [head, "-" * len(head)]
     for name, r in result["sets"].items():
         if "router" not in r:
             continue
