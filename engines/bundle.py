@@ -787,7 +787,7 @@ def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
         if not isinstance(table, dict):
             problems.append(f"auto_deploy.tasks must be an object {{task: {'|'.join(TASK_DEPLOY_CHOICES)}}}; {fix}")
         else:
-            problems.extend(deploy_table_problems(table, manifest, f"auto_deploy.tasks", fix))
+            problems.extend(deploy_table_problems(table, manifest, "auto_deploy.tasks", fix))
     delta, tone_delta = entry.get("delta_db"), entry.get("tone_delta_db")
     if delta is not None and not (isinstance(delta, dict) and all(t in routes and _is_number(v)
                                                                   for t, v in delta.items())):
@@ -1151,6 +1151,31 @@ def check_student_inputs(path: PathLike, prompts: int) -> None:
                           f"(one weight per prompt slot); the model has {inputs}; re-export it with `tir distill`")
 
 
+def route_digests(folder: PathLike) -> Dict[str, str]:
+    """{route name: sha256} of the bundle in ``folder``, as its manifest lists them; {} when the
+    folder holds no bundle that loads (a rerun's output is recognised by its routes)."""
+    try:
+        return {t["name"]: t["sha256"] for t in load_bundle(folder).manifest["tasks"]}
+    except BundleError:
+        return {}
+
+
+def check_student_out(src: Bundle, out_dir: PathLike) -> None:
+    """Refuse an existing ``out_dir`` for :func:`add_student` that is neither ``src`` itself
+    (updated in place) nor an earlier output of the same teachers (every route equal by the
+    manifests' sha256: a rerun, updated in place); a missing one passes (a copy is made).
+
+    Raises:
+        BundleError: ``out_dir`` exists and is none of those (nothing is written).
+    """
+    out = Path(out_dir)
+    if not out.exists() or out.resolve() == src.path.resolve():
+        return
+    if route_digests(out) != route_digests(src.path):
+        raise BundleError(f"{out} exists and is not a copy of {src.path} (other or altered routes, or not a "
+                          "bundle); choose a new folder")
+
+
 def add_student(bundle_dir: PathLike, out_dir: PathLike, student_onnx: PathLike, info: Mapping,
                 deploy: str = "routes", margin_db: float = DEFAULT_AUTO_MARGIN_DB) -> Bundle:
     """Write ``out_dir``: bundle ``bundle_dir`` with the student ONNX added as ``student.onnx``
@@ -1172,18 +1197,9 @@ def add_student(bundle_dir: PathLike, out_dir: PathLike, student_onnx: PathLike,
     choose_auto_deploy({}, {}, [], margin_db)   # a bad margin is refused before anything is written
     src = load_bundle(bundle_dir)
     out = Path(out_dir)
+    check_student_out(src, out)   # an earlier output of the same teachers is updated in place
     if not out.exists():
         copy_bundle(src.path, out)
-    elif out.resolve() != src.path.resolve():
-        # an earlier output of the same teachers (a rerun) is updated in place; anything else is kept
-        try:
-            same = {t["name"]: t["sha256"] for t in load_bundle(out).manifest["tasks"]} == \
-                {t["name"]: t["sha256"] for t in src.manifest["tasks"]}
-        except BundleError:
-            same = False
-        if not same:
-            raise BundleError(f"{out} exists and is not a copy of {src.path} (other or altered routes); "
-                              "choose a new folder")
     name = "student.onnx"
     _copy(student_onnx, out / name)
     entry = {k: v for k, v in dict(info).items() if k not in ("file", "sha256")}

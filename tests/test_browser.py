@@ -1,4 +1,5 @@
 """The live page in a real headless Chromium: both videos play and the stats move."""
+import contextlib
 import dataclasses
 import os
 import re
@@ -128,6 +129,24 @@ def wait_for(predicate, timeout=20.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextlib.contextmanager
+def live_page(browser):
+    """The live page of an HTTP output fed by a :class:`LivePipeline`, open in ``browser`` with its
+    first stats shown: yields (output, pipeline, text of an element by id); the output is closed
+    after."""
+    from selenium.webdriver.common.by import By
+
+    out = open_output("http://127.0.0.1:0").start()
+    try:
+        with LivePipeline(out) as live:
+            browser.get(out.url)
+            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+            wait_for(lambda: text("frames").strip().isdigit(), what="the first stats")
+            yield out, live, text
+    finally:
+        out.close()
+
+
 def test_page_plays_both_streams_and_updates_stats(browser, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -184,92 +203,62 @@ def test_page_plays_both_streams_and_updates_stats(browser, tmp_path):
 def test_camera_card_shows_fpa_and_its_button_requests_ffc(browser):
     from selenium.webdriver.common.by import By
 
-    out = open_output("http://127.0.0.1:0").start()
     requested = []
-    try:
-        with LivePipeline(out) as live:
-            browser.get(out.url)
-            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
-            wait_for(lambda: text("frames").strip().isdigit(), what="the first stats")
-            assert not browser.find_element(By.ID, "camera-card").is_displayed()  # no camera control
+    with live_page(browser) as (out, live, text):
+        assert not browser.find_element(By.ID, "camera-card").is_displayed()  # no camera control
 
-            camera = {"fpa_temp_c": 35.24, "ffc_state": "complete", "last_ffc_age_s": 12.0, "ffc_count": 3}
-            out.attach(lambda: dataclasses.replace(live.stats(), camera=CameraStats(**camera)),
-                       {"ffc": lambda: requested.append(time.monotonic())})
-            wait_for(lambda: text("fpa") == "35.2 °C", what="the FPA temperature")
-            assert text("ffc-state") == "FFC complete, last 12 s ago (3 so far)"
-            button = wait_for(lambda: browser.find_element(By.ID, "ffc-button").is_displayed()
-                              and browser.find_element(By.ID, "ffc-button"), what="the FFC button")
-            button.click()
-            wait_for(lambda: requested, what="POST /ffc from the button")
-            assert len(requested) == 1
-    finally:
-        out.close()
+        camera = {"fpa_temp_c": 35.24, "ffc_state": "complete", "last_ffc_age_s": 12.0, "ffc_count": 3}
+        out.attach(lambda: dataclasses.replace(live.stats(), camera=CameraStats(**camera)),
+                   {"ffc": lambda: requested.append(time.monotonic())})
+        wait_for(lambda: text("fpa") == "35.2 °C", what="the FPA temperature")
+        assert text("ffc-state") == "FFC complete, last 12 s ago (3 so far)"
+        button = wait_for(lambda: browser.find_element(By.ID, "ffc-button").is_displayed()
+                          and browser.find_element(By.ID, "ffc-button"), what="the FFC button")
+        button.click()
+        wait_for(lambda: requested, what="POST /ffc from the button")
+        assert len(requested) == 1
 
 
 def test_unusable_frames_show_in_the_drops_card(browser):
     # /stats.json and the status line counted them; the page showed only the stage drops
-    from selenium.webdriver.common.by import By
-
-    out = open_output("http://127.0.0.1:0").start()
-    try:
-        with LivePipeline(out) as live:
-            browser.get(out.url)
-            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
-            wait_for(lambda: text("frames").strip().isdigit(), what="the first stats")
-            assert "unusable" not in text("drops-detail")
-            out.attach(lambda: dataclasses.replace(live.stats(), drops={"source": 0},
-                                                   corrupt={"size": 3, "depth": 0, "corrupt": 2}, corrupt_total=5))
-            wait_for(lambda: text("drops-detail") == "unusable frames 5 (size 3, corrupt 2)",
-                     what="the unusable frames count")
-            assert text("drops") == "0"
-    finally:
-        out.close()
+    with live_page(browser) as (out, live, text):
+        assert "unusable" not in text("drops-detail")
+        out.attach(lambda: dataclasses.replace(live.stats(), drops={"source": 0},
+                                               corrupt={"size": 3, "depth": 0, "corrupt": 2}, corrupt_total=5))
+        wait_for(lambda: text("drops-detail") == "unusable frames 5 (size 3, corrupt 2)",
+                 what="the unusable frames count")
+        assert text("drops") == "0"
 
 
 def test_router_adaptation_state_shows_on_the_page(browser):
     from selenium.webdriver.common.by import By
 
-    out = open_output("http://127.0.0.1:0").start()
-    try:
-        with LivePipeline(out) as live:
-            browser.get(out.url)
-            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
-            wait_for(lambda: text("frames").strip().isdigit(), what="the first stats")
-            assert not browser.find_element(By.ID, "adapt-fact").is_displayed()  # no adaptation
+    with live_page(browser) as (out, live, text):
+        assert not browser.find_element(By.ID, "adapt-fact").is_displayed()  # no adaptation
 
-            state = {"state": "collecting 12/200", "frames": 200, "saved": None}
-            out.attach(lambda: dataclasses.replace(live.stats(), adapt=AdaptStatus(**state)))
-            wait_for(lambda: text("adapt") == "collecting 12/200", what="the collecting state")
-            state = {"state": "adapted", "frames": 200, "saved": None}
-            wait_for(lambda: text("adapt") == "adapted", what="the adapted state")
-            state = {"state": "refused: 8 frames are too few", "frames": 8, "saved": None}
-            wait_for(lambda: text("adapt") == "not adapted (refused: 8 frames are too few)",
-                     what="the refused state")
-            assert "bad" in browser.find_element(By.ID, "adapt").get_attribute("class")
-    finally:
-        out.close()
+        state = {"state": "collecting 12/200", "frames": 200, "saved": None}
+        out.attach(lambda: dataclasses.replace(live.stats(), adapt=AdaptStatus(**state)))
+        wait_for(lambda: text("adapt") == "collecting 12/200", what="the collecting state")
+        state = {"state": "adapted", "frames": 200, "saved": None}
+        wait_for(lambda: text("adapt") == "adapted", what="the adapted state")
+        state = {"state": "refused: 8 frames are too few", "frames": 8, "saved": None}
+        wait_for(lambda: text("adapt") == "not adapted (refused: 8 frames are too few)",
+                 what="the refused state")
+        assert "bad" in browser.find_element(By.ID, "adapt").get_attribute("class")
 
 
 def test_contrast_gate_shows_on_the_page(browser):
     from selenium.webdriver.common.by import By
 
-    out = open_output("http://127.0.0.1:0").start()
-    try:
-        with LivePipeline(out) as live:
-            browser.get(out.url)
-            text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
-            wait_for(lambda: text("frames").strip().isdigit(), what="the first stats")
-            assert not browser.find_element(By.ID, "contrast-fact").is_displayed()  # gate off / no router
+    with live_page(browser) as (out, live, text):
+        assert not browser.find_element(By.ID, "contrast-fact").is_displayed()  # gate off / no router
 
-            gate = {"reference": None, "frames": 0, "ratio": 0.7746, "demoted": 0}
-            out.attach(lambda: dataclasses.replace(live.stats(), contrast=ContrastStatus(**gate)))
-            wait_for(lambda: text("contrast") == "ref - · 0 demoted · 0 tone-aligned", what="the gate with no reference yet")
-            gate = {"reference": 0.3712, "frames": 40, "ratio": 0.7746, "demoted": 12, "aligned": 7}
-            wait_for(lambda: text("contrast") == "ref 0.37 · 12 demoted · 7 tone-aligned",
-                     what="the gate's reference and counts")
-            fact = browser.find_element(By.ID, "contrast-fact")
-            title = fact.get_attribute("title")
-            assert fact.is_displayed() and "contrast gate" in title and "reference" in title
-    finally:
-        out.close()
+        gate = {"reference": None, "frames": 0, "ratio": 0.7746, "demoted": 0}
+        out.attach(lambda: dataclasses.replace(live.stats(), contrast=ContrastStatus(**gate)))
+        wait_for(lambda: text("contrast") == "ref - · 0 demoted · 0 tone-aligned", what="the gate with no reference yet")
+        gate = {"reference": 0.3712, "frames": 40, "ratio": 0.7746, "demoted": 12, "aligned": 7}
+        wait_for(lambda: text("contrast") == "ref 0.37 · 12 demoted · 7 tone-aligned",
+                 what="the gate's reference and counts")
+        fact = browser.find_element(By.ID, "contrast-fact")
+        title = fact.get_attribute("title")
+        assert fact.is_displayed() and "contrast gate" in title and "reference" in title

@@ -104,22 +104,12 @@ def check_out(out, bundle_path) -> None:
     Raises:
         BundleError: ``bundle_path`` is not a bundle, or ``out`` exists and is none of those.
     """
-    from tir.engines.bundle import BundleError, load_bundle
+    from tir.engines.bundle import BundleError, check_student_out, load_bundle
 
-    out = Path(out)
-    if not out.exists():
-        return
-    src = load_bundle(bundle_path)
-    if out.resolve() == src.path.resolve():
-        return
     try:
-        same = {t["name"]: t["sha256"] for t in load_bundle(out).manifest["tasks"]} == \
-            {t["name"]: t["sha256"] for t in src.manifest["tasks"]}
-    except BundleError:
-        same = False
-    if not same:
-        raise BundleError(f"--out {out} exists and is not a copy of {src.path} (other or altered routes, or not a "
-                          "bundle); choose a new folder (nothing was trained or written)")
+        check_student_out(load_bundle(bundle_path), out)
+    except BundleError as exc:
+        raise BundleError(f"--out {exc} (nothing was trained or written)") from None
 
 
 def check_names(args) -> None:

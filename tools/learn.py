@@ -423,7 +423,7 @@ def check_out(out, bundle_path) -> None:
         ValueError: ``out`` is a file, or a folder holding anything else (nothing is written).
         BundleError: ``bundle_path`` is not a bundle.
     """
-    from tir.engines.bundle import BundleError, load_bundle
+    from tir.engines.bundle import load_bundle, route_digests
 
     out = Path(out)
     if not out.exists():
@@ -435,11 +435,8 @@ def check_out(out, bundle_path) -> None:
         raise ValueError(f"--out {out} exists and is not a folder; choose a new folder (nothing was written)")
     if not any(out.iterdir()):
         return
-    try:
-        have = {t["name"]: t["sha256"] for t in load_bundle(out).manifest["tasks"]}
-    except BundleError:
-        have = {}
-    if not have or any(have.get(t["name"]) != t["sha256"] for t in src.manifest["tasks"]):
+    have = route_digests(out)
+    if not have or any(have.get(name) != digest for name, digest in route_digests(src.path).items()):
         raise ValueError(f"--out {out} exists and does not hold {src.path}'s routes (it is not an earlier output of "
                          "tir learn on that bundle); choose a new folder (nothing was written)")
 
