@@ -461,7 +461,6 @@ class FPNGate:
         #: (:func:`column_offsets`; the restorer subtracts them from the frames until the next
         #: verdict: an FPA's offsets are fixed), else None
         self.offsets: Optional[np.ndarray] = None
-        self._found: Optional[np.ndarray] = None   # the offsets the frame being measured gives (:meth:`step`)
         self._without_noise = {with_: without for without, with_ in self.partners.items() if without != UNKNOWN}
         #: the camera's white-noise floor is pinned: routed frames no longer join it (frames of its
         #: healthy look were shown with :meth:`add`; engines/restorer.py ``pin_camera``)
@@ -551,18 +550,16 @@ class FPNGate:
             task: the verdict so far (a task, ``clean`` or ``unknown``).
             frame: (H, W) float32 model input in [0, 1] (:func:`column_pattern`).
         """
-        found = self._step(task, frame)
         # one assignment once the frame is measured: a status read meanwhile (the stats thread)
         # sees the last verdict's offsets, not none
-        self.offsets = self._found
-        return found
+        task, fpn, self.offsets = self._step(task, frame)
+        return task, fpn
 
-    def _step(self, task: str, frame: np.ndarray) -> Tuple[str, bool]:
-        """:meth:`step`, the offsets it finds left in ``_found``."""
+    def _step(self, task: str, frame: np.ndarray) -> Tuple[str, bool, Optional[np.ndarray]]:
+        """:meth:`step`, with the column offsets the frame gives (None: none to remove)."""
         self.checked += 1
         self.last, sigs = _measure(frame)
         self.last_sigma = None
-        self._found = None
         fpn = carries_fpn(self.last, self.amplitude, self.consistency, self.periodicity)
         if fpn and (task in self.partners or task in self._without_noise):
             limit = self.fpn_only_threshold()
@@ -571,12 +568,11 @@ class FPNGate:
                 # column FPN without the white noise of the noise part: the offsets alone are removed,
                 # and a noise-carrying verdict loses its noise part (the router's or the gate's)
                 self.destriped += 1
-                self._found = column_offsets(sigs)
-                return self._without_noise.get(task, task), False
+                return self._without_noise.get(task, task), False, column_offsets(sigs)
             if task in self._without_noise:
-                return task, True
+                return task, True, None
             self.promoted += 1
-            return self.partners[task], True
+            return self.partners[task], True, None
         limit = self.white_threshold() if task == UNKNOWN else \
             self.own_noise_threshold() if task in self._without_noise else None
         if task in self.noise_free:
@@ -585,25 +581,28 @@ class FPNGate:
         elif limit is not None:
             self.last_sigma = self._sigma(frame)
         if limit is None or self.last_sigma is None:
-            return task, fpn
+            return task, fpn, None
         if task == UNKNOWN and self.last_sigma > limit and task in self.partners:
             self.promoted_white += 1
-            return self.partners[task], True
+            return self.partners[task], True, None
         if task in self._without_noise and not fpn and self.last_sigma <= limit:
             # the frame's white noise is the camera's own and it carries no column FPN: nothing to remove
             self.demoted_white += 1
-            return self._without_noise[task], False
-        return task, fpn
+            return self._without_noise[task], False, None
+        return task, fpn, None
 
     def carry_from(self, old: "FPNGate") -> None:
-        """Take over ``old``'s counters and the camera's white-noise floor (a bundle hot-swap,
-        engines/hotswap.py: the camera is the same)."""
+        """Take over ``old``'s counters, the camera's white-noise floor and the column offsets it
+        measured (a bundle hot-swap, engines/hotswap.py: the camera is the same)."""
         self.checked += int(old.checked)
         self.promoted += int(old.promoted)
         self.promoted_white += int(old.promoted_white)
         self.demoted_white += int(getattr(old, "demoted_white", 0))
         self.destriped += int(getattr(old, "destriped", 0))
         self.floor.extend(old.floor)
+        # the FPA's column offsets measured on the old bundle's last verdict still hold (the camera is
+        # the same); without them the frames up to the next verdict keep their stripes
+        self.offsets = getattr(old, "offsets", None)
         self.pinned = self.pinned or bool(getattr(old, "pinned", False))
 
     def status(self) -> dict:

@@ -192,13 +192,8 @@ class HotSwapRestorer:
             weights = getattr(old, "prompt_weights", None)
             if weights is not None and getattr(new, "uses_student", False) and new.prompts == old.prompts:
                 new.prompt_weights = weights
-            # column FPN alone: the FPA's offsets measured on the old bundle's last verdict still hold
-            # (the camera is the same); without them the frames up to the next verdict keep their stripes
-            offsets = getattr(old, "_offsets", None)
-            if offsets is not None and getattr(new, "fpn_gate", None) is not None:
-                new._offsets = offsets
-                new._offsets_span = getattr(old, "_offsets_span", None)
-                new.fpn_gate.offsets = offsets
+            # the column offsets go with the FPN gate (carry_from above), the counts they stood for here
+            new._offsets_span = getattr(old, "_offsets_span", None)
         self.active = new
         self.swaps += 1
         info.update(at_frame=int(new.frames), swap_ms=round(1000.0 * (time.perf_counter() - t0), 3),

@@ -289,10 +289,6 @@ class Restorer:
         self._contrast_low = True   # the last routed frame's contrast was low for this camera
         self._fpn = False           # the last routed frame carried column FPN (the FPN gate added noise)
         self._noise_taken = False   # the FPN gate took the last verdict's noise part away
-        #: (W,) column offsets when the last routed frame carried column FPN alone (the FPN gate
-        #: kept the verdict): subtracted from the frames after what runs them (:meth:`plan`)
-        #: until the next verdict; None otherwise
-        self._offsets: Optional[np.ndarray] = None
         #: the counts the [0, 1] span stood for on the frame the offsets were measured on, and on
         #: the newest frame (``meta["norm"]``; None without): an FPA's offsets are fixed in counts,
         #: so :meth:`plan` rescales them when the normaliser's range moved since
@@ -372,7 +368,7 @@ class Restorer:
             kind = PASSTHROUGH if net == CLEAN else ("student" if self.runs_student(self.current) else "route")
             if self.by_tone(self.current):
                 kind = TONE if kind == PASSTHROUGH else f"{TONE}+{kind}"
-        if self._offsets is None:
+        if self.offsets is None:
             return kind
         return DESTRIPE if kind == PASSTHROUGH else f"{kind}+{DESTRIPE}"
 
@@ -438,7 +434,18 @@ class Restorer:
         """True when frames come out exactly as they went in: pass-through without the column
         offsets removed (:meth:`plan`). The pipeline then gives back the raw counts bit-exact
         (edge/pipeline/stages.py ``Postprocess``)."""
-        return self.route == PASSTHROUGH and self._offsets is None
+        return self.route == PASSTHROUGH and self.offsets is None
+
+    @property
+    def offsets(self) -> Optional[np.ndarray]:
+        """(W,) float32 column offsets subtracted from the frames now (:meth:`plan`): the FPN
+        gate's (engines/fpn_gate.py ``FPNGate.offsets``), measured on the last routed frame when it
+        carried column FPN alone; None otherwise or without the gate."""
+        return None if self.fpn_gate is None else self.fpn_gate.offsets
+
+    def _drop_offsets(self) -> None:
+        if self.fpn_gate is not None:
+            self.fpn_gate.offsets = None
 
     def _load(self, path: Path, router: bool = False):
         from .backends import load_engine
@@ -578,9 +585,7 @@ class Restorer:
             return None
         if _is_ffc(meta):
             self.skipped_ffc += 1
-            self._offsets = None   # a flat-field correction renews the FPA's offsets: the measured ones no longer hold
-            if self.fpn_gate is not None:
-                self.fpn_gate.offsets = None
+            self._drop_offsets()   # a flat-field correction renews the FPA's offsets: the measured ones no longer hold
             # the first frame after it is routed: a verdict this frame took the turn of is not lost
             # (FFC frames on the schedule's turns kept the router from ever running), and the
             # column offsets the correction renewed are measured again at once
@@ -631,22 +636,18 @@ class Restorer:
           that is clearly sharp or clearly blurred for this camera.
         """
         task = decision["task"]
-        # _offsets is assigned once, after the gate: a status read meanwhile sees the last verdict's
         self._fpn, self._noise_taken = False, False
-        offsets = None
         if self.fpn_gate is not None:
             before = task
-            task, self._fpn = self.fpn_gate.step(task, frame)
-            offsets = self.fpn_gate.offsets
+            task, self._fpn = self.fpn_gate.step(task, frame)   # sets the gate's offsets in one assignment
             self._offsets_span = self._span
             # the gate took the noise part away (the camera's own noise, or column FPN alone)
             self._noise_taken = self.fpn_gate.without_noise.get(before) == task
-        self._offsets = offsets
         if self.contrast_gate is not None:
             task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame))
         if self.blur_gate is not None:
             task, self._soft = self.blur_gate.step(task, frame)
-        if self._offsets is not None:
+        if self.offsets is not None:
             decision = {**decision, "destripe": True}
         if task == decision["task"] and not self._fpn:
             return decision
@@ -745,7 +746,7 @@ class Restorer:
             self.current = None
         self._candidate, self._streak = None, 0
         self._last = {"task": None, "confidence": None, "unknown": False, "nearest": None}
-        self._offsets = None
+        self._drop_offsets()
 
     def _collect(self, emb: np.ndarray) -> None:
         fitted = self.adapter.add(emb)
@@ -864,16 +865,15 @@ class Restorer:
             EngineError: the route or the student cannot be loaded.
         """
         engine, finish = self._plan(x)
-        offsets = self._offsets
+        offsets = self.offsets
         if offsets is not None and x is not None and _as_batch(x).shape[-1] != offsets.shape[-1]:
             # the source changed width since the offsets were measured: they fit no column of
             # these frames, so they are dropped (the frames pass through as they are and say so)
             # until the next verdict measures them again
             log.info("column offsets measured at width %d dropped: the frames are %d wide now",
                      offsets.shape[-1], _as_batch(x).shape[-1])
-            self._offsets = offsets = None
-            if self.fpn_gate is not None:
-                self.fpn_gate.offsets = None
+            self._drop_offsets()
+            offsets = None
         if offsets is None:
             return engine, finish
         if self._offsets_span is not None and self._span is not None and self._span != self._offsets_span:
@@ -939,7 +939,7 @@ class Restorer:
                 "skipped_ffc": self.skipped_ffc, "dead_column_frames": self.dead_column_frames,
                 "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),
-                "deploy_margin_db": self.deploy_margin_db, "runs": self.runs, "destripe": self._offsets is not None,
+                "deploy_margin_db": self.deploy_margin_db, "runs": self.runs, "destripe": self.offsets is not None,
                 "student_loaded": self._student is not None,
                 "camera_reference": {"pinned": self.pinned_frames} if self.pinned_frames else None,
                 "contrast": None if self.contrast_gate is None else self.contrast_gate.status(),
