@@ -103,6 +103,14 @@ def _accepts_meta(fn) -> bool:
         return False
 
 
+def _passes_through(model) -> bool:
+    """Whether the frame ``model`` just ran came out as it went in: a Restorer says so
+    (``passes_through``: pass-through without the column offsets removed), any other model by
+    its route's name."""
+    same = getattr(model, "passes_through", None)
+    return bool(same) if same is not None else getattr(model, "route", None) == "passthrough"
+
+
 class Infer:
     """Any model with ``infer(N×1×H×W float32) -> same`` (an Engine or a Restorer); batch 1.
     A model whose ``infer`` takes ``meta`` (the Restorer: it skips routing on FFC frames)
@@ -131,12 +139,7 @@ class Infer:
         if y.shape[-2:] != x.shape:
             raise RuntimeError(f"model returned shape {y.shape} for input {x.shape}")
         frame.meta[_OUTPUT_KEY] = y
-        # a Restorer says whether the frame came out as it went in (pass-through without the
-        # column offsets removed); any other model by its route's name
-        same = getattr(self.model, "passes_through", None)
-        if same is None:
-            same = getattr(self.model, "route", None) == "passthrough"
-        if same:
+        if _passes_through(self.model):
             frame.meta[_PASSTHROUGH_KEY] = True
 
 
@@ -219,7 +222,7 @@ class PipelinedInfer:
         engine, finish = self._engine_for(batch, frame.meta)
         # pass-through without the column offsets removed: the frame keeps its raw counts, as
         # Infer's (asked now: the Restorer's state moves on with the next frame submitted)
-        same = engine is None and bool(getattr(self.model, "passes_through", False))
+        same = engine is None and _passes_through(self.model)
         if engine is None:
             self._queue.append([frame, None, x.shape, batch.copy(), now() - t0, finish, same])
         elif not callable(getattr(engine, "pipeline", None)):
