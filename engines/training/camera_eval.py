@@ -319,12 +319,12 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             auto.reset()
             if router_only:
                 user_route(auto, counts, meta)
-                routed.append(auto.route)
-                destriped.append(bool(auto.status()["destripe"]))
-                continue
-            out = user_path(auto, counts, meta)
+            else:
+                out = user_path(auto, counts, meta)
             routed.append(auto.route)
-            destriped.append(bool(auto.status()["destripe"]))
+            destriped.append(auto.offsets is not None)
+            if router_only:
+                continue
             fpn_in.append(column_fpn(counts / peak * 255.0))
             fpn_out.append(column_fpn(out / peak * 255.0))
             fpn_rel_in.append(fpn_in[-1] / _scene_span(counts / peak * 255.0))
