@@ -149,6 +149,27 @@ def colour_chroma(image: np.ndarray) -> float:
     return chroma / 257.0 if image.dtype == np.uint16 else chroma
 
 
+def to_grey(image: np.ndarray, what: str) -> np.ndarray:
+    """One grey channel from a decoded frame: (H, W) as it is, (H, W, 1) squeezed, grey stored
+    as BGR or BGRA converted; the dtype kept.
+
+    Raises:
+        FrameError: kind ``colour`` for a false-colour (palette) frame (:func:`colour_chroma`
+            above :data:`FALSE_COLOUR_CHROMA`: a palette's brightness does not follow the scene's
+            temperature, so its grey would be a scrambled scene); ``what`` names the file.
+    """
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        chroma = colour_chroma(image)
+        if chroma > FALSE_COLOUR_CHROMA:
+            raise FrameError("colour", f"{what}: a false-colour frame (its colour channels differ by {chroma:.0f} "
+                                       "grey levels at the median pixel) cannot be read as temperatures; give the "
+                                       "camera's grey frames (Y16 counts, or its 8-bit 'white hot' output)")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    return image
+
+
 def to_counts(image: np.ndarray, what: str) -> np.ndarray:
     """Grey counts from a decoded image: colour -> grey, 8-bit values shifted left by 6.
 
@@ -161,22 +182,11 @@ def to_counts(image: np.ndarray, what: str) -> np.ndarray:
 
     Raises:
         FrameError: kind ``corrupt`` for None (not decodable), ``colour`` for a false-colour
-            (palette) frame (:func:`colour_chroma` above :data:`FALSE_COLOUR_CHROMA`: a palette's
-            brightness does not follow the scene's temperature, so its grey would be a scrambled
-            scene), ``dtype`` for other pixel types.
+            (palette) frame (:func:`to_grey`), ``dtype`` for other pixel types.
     """
     if image is None:
         raise FrameError("corrupt", f"{what}: cannot be decoded")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    elif image.ndim == 3 and image.shape[2] in (3, 4):
-        chroma = colour_chroma(image)
-        if chroma > FALSE_COLOUR_CHROMA:
-            raise FrameError("colour", f"{what}: a false-colour frame (its colour channels differ by {chroma:.0f} "
-                                       "grey levels at the median pixel) cannot be read as temperatures; give the "
-                                       "camera's grey frames (Y16 counts, or its 8-bit 'white hot' output)")
-        code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
-        image = cv2.cvtColor(image, code)
+    image = to_grey(image, what)
     if image.dtype == np.uint8:
         return image.astype(np.uint16) << 6
     if image.dtype == np.uint16:

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from tir.edge.errors import InputError
-from tir.edge.sources.file import FALSE_COLOUR_CHROMA, colour_chroma
+from tir.edge.frame import FrameError
+from tir.edge.sources.file import to_grey
 
 SPLITS = ("train", "val", "test")
 ALL = "all"
@@ -227,21 +228,14 @@ def register_folder(path: Union[str, Path], clean: bool = True) -> str:
 
 
 def _grey(image: np.ndarray, path: Path) -> np.ndarray:
-    """A decoded frame (H×W, H×W×1, BGR or BGRA) as one grey channel; DatasetError for a
-    false-colour frame (edge/sources/file.py :data:`FALSE_COLOUR_CHROMA`): a palette's brightness does not follow the
-    scene's temperature (a rainbow palette's luminance rises and falls again), so converting it to
-    grey would silently give a scrambled scene."""
-    if image.ndim != 3:
-        return image
-    if image.shape[2] == 1:
-        return image[:, :, 0]
-    chroma = colour_chroma(image)
-    if chroma > FALSE_COLOUR_CHROMA:
-        raise DatasetError(f"{path}: a false-colour frame (its colour channels differ by {chroma:.0f} grey levels "
-                           "at the median pixel): a palette's brightness is not the scene's temperature order, so it "
-                           "cannot be read as grey; give the camera's grey frames (Y16 counts, or its 8-bit 'white "
-                           "hot' output)")
-    return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    """A decoded frame (H×W, H×W×1, BGR or BGRA) as one grey channel, as the file source reads
+    it (edge/sources/file.py :func:`to_grey`); DatasetError for a false-colour frame: a palette's
+    brightness does not follow the scene's temperature (a rainbow palette's luminance rises and
+    falls again), so converting it to grey would silently give a scrambled scene."""
+    try:
+        return to_grey(image, str(path))
+    except FrameError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def read_counts(path: Path, bits: int) -> np.ndarray:
