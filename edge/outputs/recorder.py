@@ -399,7 +399,6 @@ class Recorder(Output):
         self.preview_frames += 1
         return True
 
-
     def _stop_preview(self, size: int) -> None:
         """The preview is near the largest file allowed: close it while the AVI can still be
         finalised (its index written), and record frames only. OpenCV's VideoWriter reports no
