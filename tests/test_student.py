@@ -580,7 +580,7 @@ def test_field_stage_that_does_not_help_puts_the_head_back(tmp_path, teacher_bun
         for p in d.net.field.parameters():
             torch.nn.init.normal_(p, std=0.1)
     before = {k: v.clone() for k, v in d.net.field.state_dict().items()}
-    monkeypatch.setattr(d, "evaluate", lambda task, net=None, weights=None: 20.0)   # val never improves
+    monkeypatch.setattr(d, "evaluate", lambda task, net=None, weights=None, orientation=0: 20.0)   # never improves
     d.field()
     assert d.state["metrics"]["field"]["kept"] is False
     assert all(torch.equal(before[k], v) for k, v in d.net.field.state_dict().items())
@@ -625,3 +625,65 @@ def test_distill_refuses_an_out_holding_something_else_before_training(tmp_path,
     copy_bundle(teacher_bundle, tmp_path / "copy")
     with pytest.raises(AssertionError, match="trained"):
         main(["distill", "--bundle", str(teacher_bundle), "--out", str(tmp_path / "copy")])
+
+
+def test_dihedral_gives_the_eight_orientations_of_a_frame_alike_in_numpy_and_torch():
+    from tir.engines.training.train import ORIENTATIONS, dihedral
+
+    x = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    outs = [dihedral(x, k) for k in range(ORIENTATIONS)]
+    assert len({o.tobytes() + bytes(o.shape) for o in outs}) == 8          # all distinct
+    assert outs[0].shape == (1, 3, 4) and outs[1].shape == (1, 4, 3)
+    assert np.array_equal(outs[1][0], np.rot90(x[0]))                        # a quarter turn, counter-clockwise
+    assert np.array_equal(outs[4][0], x[0, :, ::-1])                         # mirrored
+    assert np.array_equal(dihedral(dihedral(x, 1), 3), x)                    # turns compose
+    for k in range(ORIENTATIONS):
+        assert np.array_equal(dihedral(torch.from_numpy(x), k).numpy(), outs[k])
+    for bad in (-1, 8):
+        with pytest.raises(ValueError, match="not in 0..7"):
+            dihedral(x, bad)
+
+
+def test_field_steps_draw_upright_half_the_time_and_every_other_orientation_too():
+    from tir.engines.training.train import UPRIGHT_SHARE, draw_orientation
+
+    rng = np.random.default_rng(0)
+    ks = np.array([draw_orientation(rng) for _ in range(8000)])
+    counts = np.bincount(ks, minlength=8) / len(ks)
+    assert counts[0] + counts[4] == pytest.approx(UPRIGHT_SHARE, abs=0.02)
+    assert counts[[1, 2, 3, 5, 6, 7]] == pytest.approx((1 - UPRIGHT_SHARE) / 6, abs=0.015)
+    assert set(draw_orientation(rng, 1.0) for _ in range(50)) == {0, 4}
+    assert 0 not in {draw_orientation(rng, 0.0) for _ in range(200)}
+
+
+def test_field_stage_trains_on_every_orientation_and_judges_on_portrait_too(tmp_path, teacher_bundle, monkeypatch):
+    clean = frames()   # 64 x 96: a quarter turn is 96 x 64
+    d = Distiller(distill_settings(teacher_bundle, init_from="none", steps=1, field_steps=12), tmp_path, clean,
+                  clean[:2])
+    head = d.net.field
+    shapes = []
+    real_forward = head.forward
+    monkeypatch.setattr(head, "forward", lambda y, p: shapes.append(tuple(y.shape[-2:])) or real_forward(y, p))
+    seen = []
+    real_eval = d.evaluate
+    monkeypatch.setattr(d, "evaluate", lambda task, net=None, weights=None, orientation=0:
+                        seen.append(orientation) or real_eval(task, net, weights, orientation))
+    d.field()
+    assert {(64, 96), (96, 64)} <= set(shapes)      # landscape and portrait frames
+    assert set(seen) == {0, 1}                      # val before and after: as stored and a quarter turn
+    # the oriented val is the mean of the two orientations, each scored against its own clean frames
+    assert d.evaluate_oriented("blur") == pytest.approx(np.mean([real_eval("blur"), real_eval("blur", orientation=1)]))
+
+
+def test_steps_0_runs_only_the_later_stages_of_the_bundles_student(tmp_path, distilled, teacher_bundle):
+    bundle, work = distilled
+    clean = frames()
+    with pytest.raises(ValueError, match="--steps 0 .* needs --init-from student"):
+        Distiller(distill_settings(teacher_bundle, steps=0), tmp_path / "a", clean, clean[:2])
+    d = Distiller(distill_settings(bundle, init_from="student", init_weights=str(work / "student.pt"), steps=0,
+                                   field_steps=0), tmp_path / "b", clean, clean[:2])
+    before = {k: v.clone() for k, v in d.net.state_dict().items()}
+    state = d.run()
+    assert state["done"][:1] == ["distill"] and d.step == 0
+    assert all(torch.equal(before[k], v) for k, v in d.net.state_dict().items())   # nothing trained
+    assert set(state["metrics"]["val_psnr"]) == set(d.tasks)

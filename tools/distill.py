@@ -49,8 +49,9 @@ def add_arguments(parser) -> None:
                              "prompt length is used either way")
     parser.add_argument("--data", default=None,
                         help="SET[,SET...] registered data sets (default: the teacher bundle's training data)")
-    parser.add_argument("--steps", type=number(int, 1, what="a number of steps"), default=2000,
-                        help="distillation steps")
+    parser.add_argument("--steps", type=number(int, 0, what="a number of steps"), default=2000,
+                        help="distillation steps (0: none, with --init-from student: only the later stages, "
+                             "e.g. --field-steps, run on the bundle's student)")
     parser.add_argument("--max-minutes", type=number(float, 0, low_open=True, what="a number of minutes"), default=None,
                         help="wall-time budget of the distill stage: it ends at --steps or after this many "
                              "minutes, whichever comes first, with the whole learning-rate schedule")

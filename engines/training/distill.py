@@ -98,7 +98,9 @@ class DistillSettings:
             if it reproduces the bundle's ``student.onnx`` (:func:`check_student_weights`).
         task_weights: relative sampling weight per task name (tasks not named: 1; None: all 1);
             a non-``clean`` sample draws task T with probability w_T / Σ w (:func:`sampling_probabilities`).
-        steps: optimiser steps of the ``distill`` stage; ``field_steps``: of the ``field`` stage.
+        steps: optimiser steps of the ``distill`` stage (0: no distill stage, only with ``init_from``
+            ``student``: the bundle's student goes to the later stages as it is); ``field_steps``: of
+            the ``field`` stage.
         crop: training crop side in px; ``batch``: crops per step.
         lr: peak AdamW learning rate (warm-up, then cosine, :meth:`Distiller.lr_factor`).
         seed: seeds crops, degradations, val sets and initialisation; ``threads``: torch CPU threads.
@@ -466,6 +468,8 @@ class Distiller:
         self.sampling = sampling_probabilities(self.tasks, settings.task_weights, settings.clean_prob)
         if settings.init_weights and settings.init_from != "student":
             raise ValueError(f"--init-weights is used only with --init-from student, not --init-from {settings.init_from}")
+        if settings.steps == 0 and settings.init_from != "student":
+            raise ValueError("--steps 0 (no distill stage) needs --init-from student: a new student must be trained")
         data = settings.data or self._bundle_data()
         if train_clean is None:
             train_clean = load_split(data, "train")
@@ -798,12 +802,15 @@ class Distiller:
                  " best" if self.state["best"]["step"] == self.step else "")
         self.net.train()
 
-    def evaluate(self, task: str, net: Optional[StudentNet] = None, weights=None) -> float:
+    def evaluate(self, task: str, net: Optional[StudentNet] = None, weights=None, orientation: int = 0) -> float:
         """Mean per-frame val PSNR of the student on ``task``'s seeded val set (one-hot prompt,
-        or ``weights``: a K-vector)."""
+        or ``weights``: a K-vector), the degraded and clean frames both in ``orientation``
+        (train.dihedral: 0 as stored, 1 a quarter turn: a camera mounted in portrait)."""
+        from .train import dihedral
+
         net = self.net if net is None else net
         net.eval()
-        frames = self.val_set(task)
+        frames = dihedral(self.val_set(task), orientation)
         w = net.one_hot([task]) if weights is None else torch.as_tensor(weights, dtype=torch.float32).reshape(1, -1)
         out = []
         with torch.no_grad():
@@ -811,7 +818,14 @@ class Distiller:
                 x = torch.from_numpy(frames[i:i + 4, None])
                 out.append(net(x, w.expand(len(x), -1)).clamp(0, 1).numpy()[:, 0])
         y = np.concatenate(out)
-        return float(np.mean([psnr(a, b) for a, b in zip(y, self.val_clean)]))
+        return float(np.mean([psnr(a, b) for a, b in zip(y, dihedral(self.val_clean, orientation))]))
+
+    def evaluate_oriented(self, task: str) -> float:
+        """:meth:`evaluate` averaged over the frames as stored and turned a quarter (portrait): the
+        field stage's measure, since its head sees the whole frame's layout."""
+        from .train import FIELD_VAL_ORIENTATIONS
+
+        return float(np.mean([self.evaluate(task, orientation=k) for k in FIELD_VAL_ORIENTATIONS]))
 
     def teacher_psnr(self) -> Dict[str, float]:
         """Val PSNR of every teacher route on the same frames (cached in state.json per frame count)."""
@@ -845,8 +859,13 @@ class Distiller:
 
     def field(self) -> None:
         """The ``field`` stage: fit the prompt-conditioned field head on whole frames (body and
-        prompts frozen); kept only if val mean PSNR improves, else the head is put back as it was
+        prompts frozen), each step's frames in one of the 8 orientations a camera can deliver
+        (train.dihedral: portrait, upside down, mirrored), so the head corrects the shading and not
+        the training scenes' layout; kept only if val mean PSNR over the frames as stored and
+        turned a quarter (:meth:`evaluate_oriented`) improves, else the head is put back as it was
         before the stage (the weights whose val ``val_mean_before`` measured)."""
+        from .train import dihedral, draw_orientation
+
         head = self.net.field
         if head is None or self.s.field_steps <= 0:
             return
@@ -855,7 +874,7 @@ class Distiller:
         params = list(head.parameters())
         for p in params:
             p.requires_grad_(True)
-        before = float(np.mean([self.evaluate(t) for t in self.tasks]))
+        before = float(np.mean([self.evaluate_oriented(t) for t in self.tasks]))
         saved = {k: v.clone() for k, v in head.state_dict().items()}
         pools = self.pools()
         rng = np.random.default_rng(self.s.seed + 4241)
@@ -878,16 +897,17 @@ class Distiller:
         t0 = time.monotonic()
         for _ in tqdm(range(self.s.field_steps), desc="student field", mininterval=5.0, dynamic_ncols=True):
             idx = torch.from_numpy(rng.choice(len(base), min(8, len(base)), replace=False))
+            k = draw_orientation(rng)
             with torch.no_grad():
                 p = self.net.prompt_vector(wts[idx])
-            loss = (head(base[idx], p) - clean[idx]).abs().mean()
+            loss = (head(dihedral(base[idx], k), p) - dihedral(clean[idx], k)).abs().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
         for p in self.net.parameters():
             p.requires_grad_(True)
-        after = float(np.mean([self.evaluate(t) for t in self.tasks]))
+        after = float(np.mean([self.evaluate_oriented(t) for t in self.tasks]))
         kept = after > before
         if not kept:   # back to the head val measured before (a fine-tuned student keeps its trained head)
             head.load_state_dict(saved)
@@ -1028,6 +1048,12 @@ class Distiller:
     def run(self) -> dict:
         """Every stage not yet done: ``distill`` (from the best val checkpoint on), ``field``,
         ``calibrate`` (when ``calibrate_steps`` > 0)."""
+        if "distill" not in self.state["done"] and self.s.steps == 0:
+            # a fine-tune of the bundle's student in its later stages only (e.g. its field head)
+            self.state["done"].append("distill")
+            self._save()
+            self._save_state()
+            log.info("stage distill skipped (--steps 0): the bundle's student as it is")
         if "distill" not in self.state["done"]:
             t0 = time.monotonic()
             self.distill()

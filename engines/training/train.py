@@ -191,6 +191,46 @@ def crop_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
     return images[..., : h - h % multiple, : w - w % multiple]
 
 
+#: the orientations of a frame a camera can deliver: the dihedral group of the square (4 quarter
+#: turns, each also mirrored)
+ORIENTATIONS = 8
+
+
+#: the orientations (:func:`dihedral`) a field head's val averages over: as stored, a quarter turn
+FIELD_VAL_ORIENTATIONS = (0, 1)
+#: the share of a field head's training steps on upright frames (as stored or mirrored left-right,
+#: orientations 0 and 4: how most cameras are mounted); the rest are spread evenly over the other six
+UPRIGHT_SHARE = 0.5
+
+
+def draw_orientation(rng: np.random.Generator, upright_share: float = UPRIGHT_SHARE) -> int:
+    """One orientation of :func:`dihedral` for a field-head training step: 0 or 4 (upright) with
+    probability ``upright_share``, else one of the other six, each equally likely."""
+    if rng.random() < upright_share:
+        return int(rng.choice((0, 4)))
+    return int(rng.choice((1, 2, 3, 5, 6, 7)))
+
+
+def dihedral(x, k: int):
+    """``x`` (..., H, W) (torch tensor or numpy array) in orientation ``k`` of :data:`ORIENTATIONS`:
+    ``k % 4`` quarter turns counter-clockwise in the last two axes, then mirrored left-right when
+    ``k >= 4``; (..., W, H) for an odd number of turns. Why: a camera may be mounted in portrait,
+    upside down or behind a mirror, and a whole-frame head learns the layout of its training
+    scenes (sky at the top) unless it sees every orientation (docs/cameras.md "Session 12").
+
+    Raises:
+        ValueError: ``k`` outside 0..7.
+    """
+    k = int(k)
+    if not 0 <= k < ORIENTATIONS:
+        raise ValueError(f"orientation {k} is not in 0..{ORIENTATIONS - 1}")
+    if isinstance(x, torch.Tensor):
+        y = torch.rot90(x, k % 4, dims=(-2, -1))
+        return torch.flip(y, dims=(-1,)) if k >= 4 else y
+    y = np.rot90(x, k % 4, axes=(-2, -1))
+    return np.ascontiguousarray(y[..., ::-1] if k >= 4 else y)
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluation and costs
 # ---------------------------------------------------------------------------------------------
@@ -528,8 +568,17 @@ class ContinualTrainer:
         log.info("%s: fine-tuned val PSNR %.2f dB (unpruned %.2f)", task, m["val_psnr_finetuned"],
                  m["val_psnr_trained"])
 
+    def _oriented_val(self, task: str, field: bool = True) -> float:
+        """Val PSNR of ``task``'s route averaged over :data:`FIELD_VAL_ORIENTATIONS` of the val frames
+        (degraded and clean alike, :func:`dihedral`)."""
+        return float(np.mean([evaluate_route(self.model, task, dihedral(self.val_set(task), k),
+                                             dihedral(self.val_clean, k), field=field)
+                              for k in FIELD_VAL_ORIENTATIONS]))
+
     def field_task(self, task: str) -> None:
-        """Fit the route's field head on whole frames; keep it only if val improves.
+        """Fit the route's field head on whole frames, each step in one of the 8 orientations a
+        camera can deliver (:func:`dihedral`); keep it only if val over the frames as stored and in
+        portrait (:data:`FIELD_VAL_ORIENTATIONS`) improves.
 
         The route without its head is frozen and run once per pool frame (again for re-degraded
         frames), so a step costs only the head: avg-pool, a few convs on the 16×20 thumbnail,
@@ -548,6 +597,8 @@ class ContinualTrainer:
         outputs = base(np.arange(len(pool.clean)))
         clean = torch.from_numpy(pool.clean[:, None])
         before = evaluate_route(self.model, task, self.val_set(task), self.val_clean, field=False)
+        # the head sees the whole frame's layout: judged on the frames as stored and in portrait too
+        oriented_before = self._oriented_val(task, field=False)
         params = list(head.parameters())
         for q in params:
             q.requires_grad_(True)
@@ -561,7 +612,8 @@ class ContinualTrainer:
                 idx = pool.refresh()
                 outputs[idx] = base(idx)
             idx = rng.choice(len(outputs), min(self.s.field_batch, len(outputs)), replace=False)
-            loss = (head(outputs[idx]) - clean[idx]).abs().mean()
+            k = draw_orientation(rng)   # every orientation a camera can deliver, upright most often
+            loss = (head(dihedral(outputs[idx], k)) - dihedral(clean[idx], k)).abs().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -569,13 +621,16 @@ class ContinualTrainer:
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         self.model.freeze_except(None)
         after = evaluate_route(self.model, task, self.val_set(task), self.val_clean)
-        kept = after > before
+        oriented_after = self._oriented_val(task)
+        kept = oriented_after > oriented_before
         if not kept:  # a zero output conv makes the head the exact identity again
             with torch.no_grad():
                 head.out.weight.zero_()
                 head.out.bias.zero_()
         m.update({"field_loss": float(running or 0.0), "val_psnr_before_field": before,
-                  "val_psnr_field": after, "field_kept": kept, "field_seconds": round(time.monotonic() - t0, 1)})
+                  "val_psnr_field": after, "val_psnr_oriented_before_field": oriented_before,
+                  "val_psnr_oriented_field": oriented_after, "field_kept": kept,
+                  "field_seconds": round(time.monotonic() - t0, 1)})
         m.update(route_costs(self.model, task))
         log.info("%s: field head val PSNR %.2f -> %.2f dB (%s)", task, before, after,
                  "kept" if kept else "dropped: identity")
