@@ -26,7 +26,10 @@ as in ``tir train``); ``clean`` has the identity as teacher. The loss:
 * prompt sparsity: ``w_sparse``·mean |P| over the learned prompt table.
 
 Then a ``field`` stage fits the student's prompt-conditioned field head on whole frames (the
-body frozen, L1 to the clean frame), as ``tir train`` does for the routes' field heads. Val
+body frozen, L1 to the clean frame), as ``tir train`` does for the routes' field heads: each step's
+frames in one of the 8 orientations a camera can deliver (upright or mirrored half the steps,
+train.draw_orientation), judged on val as stored and turned a quarter, so the head removes the
+shading and not the training scenes' layout (docs/cameras.md "Session 12", K6). Val
 (the data's val split, seeded eval sets) picks the checkpoint: the student is evaluated every
 ``val_every`` steps and the best mean PSNR over the tasks is kept. Test is not used.
 
