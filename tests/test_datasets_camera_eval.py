@@ -469,3 +469,52 @@ def test_false_colour_frames_are_refused_grey_in_colour_is_read(tmp_path, monkey
     assert cli.main(["eval", "--data", str(tmp_path / "pal"), "--no-true-routes"]) == 2
     err = capsys.readouterr().err
     assert "a false-colour frame" in err and "Traceback" not in err
+
+
+def test_warm_up_builds_the_gates_history_as_tir_run_does(tmp_path, monkeypatch):
+    """The evaluation's warm-up routes the camera's frames as ``tir run`` (no --reference) does, so
+    each gate's camera history is the live one: on a camera whose every frame the router calls
+    noise-carrying (white noise σ 8 grey levels), the FPN gate's white-noise floor stays empty, as it
+    does live, instead of being built from every frame (which kept the camera's own noise in the
+    evaluation while ``tir run`` removed it from every frame); the warm-up's gate actions are not
+    counted as the set's."""
+    from tir.engines.restorer import Restorer
+    from tir.engines.training import camera_eval as ce
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    folder = tmp_path / "noisycam"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        img = _scene(128, 160, i) * 255.0 + rng.normal(0.0, 8.0, (128, 160))
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), np.clip(np.rint(img), 0, 255).astype(np.uint8))
+    name = ds.register_folder(folder)
+    live = Restorer("engines/bundles/edge", every=1, hysteresis=1, threads=1)
+    verdicts = []
+    for f in ds.load_counts(name, ds.ALL):   # tir run: every frame routed, nothing shown beforehand
+        counts, _, meta, _ = degrade_counts(f, 8, ce.CLEAN, None)
+        live.reset()
+        ce.user_route(live, counts, meta)
+        verdicts.append(live.status()["decision"])
+    assert ce.CLEAN not in verdicts and len(live.fpn_gate.floor) == 0   # the case: no clean verdict live
+    warmed = Restorer("engines/bundles/edge", every=1, hysteresis=1, threads=1)
+    assert ce.warm_camera(warmed, name, ds.ALL) == 12
+    assert list(warmed.fpn_gate.floor) == list(live.fpn_gate.floor)
+    assert list(warmed.contrast_gate.extents) == pytest.approx(list(live.contrast_gate.extents))
+    assert list(warmed.blur_gate.drops) == pytest.approx(list(live.blur_gate.drops))
+    assert warmed.status()["decision"] is None                           # routing state reset after it
+    live.close()
+    warmed.close()
+
+    class Counting:   # a Restorer's status: the gates' counters so far
+        def __init__(self, n):
+            self.n = n
+
+        def status(self):
+            return {"contrast": {"demoted": self.n, "aligned": 1}, "blur": None,
+                    "fpn": {"promoted": 0, "promoted_white": 0, "demoted_white": 2 * self.n, "destriped": 0}}
+
+    after_warm = ce.gate_counts(Counting(12))
+    assert ce.gate_counts(Counting(15), since=after_warm) == {
+        "contrast": {"demoted": 3, "aligned": 0}, "blur": None,
+        "fpn": {"promoted": 0, "promoted_white": 0, "demoted_white": 6, "destriped": 0}}

@@ -36,7 +36,7 @@ def root(tmp_path_factory):
     (and a train frame that must never be read)."""
     r = tmp_path_factory.mktemp("data")
     sizes = {"roadscene-ir": (512, 640), "hit_uav": (512, 640), "m3svd_magnity": (480, 640),
-             "chips_lepton35": (120, 160)}
+             "chips_lepton35": (120, 160), "anti_uav": (424, 640)}
     for name, (h, w) in sizes.items():
         (r / name).mkdir()
         names = [f"f{i}.png" for i in range(3)]
@@ -69,7 +69,12 @@ def test_every_camera_one_size_from_the_test_split(emu, root, tmp_path):
             "mjpeg_q50": ((512, 640), np.uint8, 3), "saturated": ((512, 640), np.uint8, 3),
             "letterbox": ((512, 640), np.uint8, 3), "portrait": ((640, 512), np.uint8, 3),
             "seek_206x156": ((156, 206), np.uint8, 3), "pal_interlaced": ((576, 720), np.uint8, 3),
-            "y16_fog": ((512, 640), np.uint16, 4), "alc_flicker": ((480, 640), np.uint8, 3)}
+            "y16_fog": ((512, 640), np.uint16, 4), "alc_flicker": ((480, 640), np.uint8, 3),
+            "lepton25_80x60": ((60, 80), np.uint8, 3), "lepton35_160x120": ((120, 160), np.uint8, 3),
+            "boson_dde_320x256": ((256, 320), np.uint8, 3), "boson_dde_640x512": ((512, 640), np.uint8, 3),
+            "temporal_nr_640x480": ((480, 640), np.uint8, 3), "tc001_256x192": ((192, 256), np.uint8, 3),
+            "y16_indoor_160x120": ((120, 160), np.uint16, 3), "hot_spot_640x480": ((480, 640), np.uint8, 3),
+            "upside_down_640x512": ((512, 640), np.uint8, 3), "vignette_agc_640x424": ((424, 640), np.uint8, 3)}
     assert set(want) == set(emu.CAMERAS)
     for cam, (shape, dtype, n) in want.items():
         files = sorted((tmp_path / cam).glob("*.png"))
@@ -169,6 +174,66 @@ def test_halo_brightens_around_the_hot_spot_only(emu):
     assert out[100, 70] - 60 >= 15             # 30 px from the hot spot: in the glow
     assert abs(out[5, 5] - 60) <= 1            # far corner: untouched
     assert out[100, 100] == 255                # the hot spot itself saturates, as a sensor would
+
+
+def _hf_noise(a, b):
+    """The grey-level std of two frames' difference (the noise one carries over the other)."""
+    return float(np.std(a.astype(np.float64) - b.astype(np.float64)))
+
+
+def test_round3_pipelines_noise_agc_and_mount(emu, root, tmp_path):
+    """Round 3's cameras are pipelines: the sensor's noise shows at 0.5-2 grey levels after the
+    camera's own per-frame AGC, which spans the full 8 bits of every frame; the Y16 camera's counts
+    span 200-400 from a base in 8000-8600 with a few counts of noise; the hot object is 0.5-2 % of
+    the pixels at 255 with the rest of the scene spread below it; the upside-down camera is the same
+    pipeline turned 180°."""
+    cams = ["lepton25_80x60", "tc001_256x192", "upside_down_640x512", "y16_indoor_160x120", "hot_spot_640x480",
+            "vignette_agc_640x424", "lepton35_160x120"]
+    emu.build(tmp_path, root, only=cams)
+    hit = cv2.imread(str(root / "hit_uav" / "f0.png"), 0)
+    lep = _frames(tmp_path / "lepton25_80x60")
+    quiet = emu.camera((80, 60), 1.0, emu.linear_agc, 101, noise=False)(0, hit)
+    assert 0.5 <= _hf_noise(lep[0], quiet) <= 2.0
+    for cam in ("lepton25_80x60", "tc001_256x192", "upside_down_640x512", "vignette_agc_640x424",
+                "lepton35_160x120", "hot_spot_640x480"):
+        for f in _frames(tmp_path / cam):
+            assert f.min() == 0 and f.max() == 255, cam          # the AGC is recomputed per frame
+    for i, f in enumerate(_frames(tmp_path / "y16_indoor_160x120", cv2.IMREAD_UNCHANGED)):
+        c = f.astype(np.float64)
+        p1, p99 = np.percentile(c, (1, 99))
+        assert f.dtype == np.uint16 and 7980 < p1 < 8620 and 190 < p99 - p1 < 430
+        span, base, sigma = np.random.default_rng([107, i]).uniform((200, 8000, 2), (400, 8600, 6))
+        src = cv2.imread(str(root / "chips_lepton35" / f"f{i}.png"), 0)
+        noise = c - emu.remap_span(src, span, base)      # the same draws: what the sensor added
+        assert 2.0 <= sigma <= 6.0 and np.std(noise) == pytest.approx(sigma, rel=0.15)
+    for f in _frames(tmp_path / "hot_spot_640x480"):
+        hot = (f == 255).mean()
+        assert 0.004 <= hot <= 0.021
+        assert np.percentile(f[f < 255], 99) < 255 and np.percentile(f[f < 255], 50) > 20   # the rest stays visible
+    road = cv2.imread(str(root / "roadscene-ir" / "f0.png"), 0)
+    upright = emu.camera((640, 512), 1.0, emu.linear_agc, 109)(0, road)
+    assert np.array_equal(_frames(tmp_path / "upside_down_640x512")[0], cv2.rotate(upright, cv2.ROTATE_180))
+
+
+def test_dde_sharpens_and_temporal_filter_cleans_and_smears(emu):
+    """DDE overshoots on both sides of an edge (an unsharp mask) where the plain AGC does not; the
+    recursive temporal filter cuts a still scene's noise to well under half, and a panning scene's
+    edge comes out wider than a still one's."""
+    y, x = np.mgrid[0:64, 0:96].astype(np.float64)
+    scene = 8000.0 + 20.0 * x + 300.0 * (y >= 32)   # a ramp (every bin filled) with a 300-count step at row 32
+    dde = emu.dde_agc(scene).astype(int)[:, 48]
+    flat = emu.plateau_agc(scene).astype(int)[:, 48]
+    assert dde[31] < dde[20] - 10 and dde[32] > dde[44] + 10    # undershoot before, overshoot after the edge
+    assert flat[31] == flat[20] and flat[32] == flat[44]
+    step = np.full((64, 96), 9000.0)
+    step[:, 48:] = 10000.0
+    rng = np.random.default_rng(0)
+    still = emu.temporal_filter(step, rng, 2.0, pan=0.0)
+    sigma1 = emu.noise_sigma(step, 2.0)
+    assert np.std(still[:, 5:40] - 9000.0) < 0.5 * sigma1
+    moving = emu.temporal_filter(step, np.random.default_rng(0), 2.0, pan=1.0)
+    width = lambda f: np.count_nonzero((f[32] > 9100) & (f[32] < 9900))
+    assert width(moving) >= width(still) + 2
 
 
 def test_unknown_camera_and_missing_root(emu, tmp_path):

@@ -54,24 +54,35 @@ from ..router import CLEAN
 
 NOISE_TASKS = ("noise", "CN", "BN", "CBN")
 SCENE_SIGMA = 4.0
-#: unlabeled frames of the same camera shown to the contrast gate before a set is evaluated
+#: unlabeled frames of the same camera routed (the gates' camera history) before a set is evaluated
 WARM_FRAMES = 48
 
 
 def warm_camera(auto, name: str, split: str, root=None, frames: int = WARM_FRAMES) -> int:
-    """Show the Restorer's contrast and blur gates (engines/contrast_gate.py, blur_gate.py) up to ``frames`` unlabeled
-    frames of camera set ``name`` through the live preprocessing, as a running camera would
-    have shown them before the evaluated frames: the set's ``train`` split when the evaluated
-    split is another one (other scenes of the same camera), else the evaluated frames themselves
-    (a set without splits). Returns the number of frames shown (0 with both gates off)."""
-    if (getattr(auto, "contrast_gate", None) is None and getattr(auto, "blur_gate", None) is None) or frames <= 0:
+    """Route up to ``frames`` unlabeled frames of camera set ``name`` through the live
+    preprocessing, router and gates without restoring them (:func:`user_route`), as a running
+    camera would have routed them before the evaluated frames: the set's ``train`` split when the
+    evaluated split is another one (other scenes of the same camera), else the evaluated frames
+    themselves (a set without splits). Returns the number of frames routed (0 with every gate off).
+
+    The gates' camera histories then hold what ``tir run`` without ``--reference`` gives them:
+    the contrast gate every routed frame, the blur gate frames under a noise-free verdict and the
+    FPN gate's white-noise floor frames under the ``clean`` verdict (engines/*_gate.py). Showing
+    every frame to every gate unconditionally (``Restorer.warm_camera``, what ``--reference``
+    pins) gave a camera whose clean frames the router calls noise a floor that ``tir run`` never
+    builds: its own noise was kept in the evaluation and removed from every frame live
+    (docs/cameras.md, round 3: a Boson-like DDE camera and netd_noise, 100 % of the clean frames
+    passed through in ``tir eval``, none in ``tir run``)."""
+    if all(getattr(auto, g, None) is None for g in ("contrast_gate", "blur_gate", "fpn_gate")) or frames <= 0:
         return 0
     ds = dsets.dataset(name)
     source = "train" if ds.splits and split != "train" else (split if ds.splits else dsets.ALL)
     shown = dsets.load_counts(name, source, root, frames)
     for f in shown:
         counts, _, meta, _ = degrade_counts(f, ds.bits, CLEAN, None)
-        auto.warm_camera(model_input(counts, meta)[0])
+        auto.reset()
+        user_route(auto, counts, meta)
+    auto.reset()
     return len(shown)
 
 
@@ -175,15 +186,18 @@ GATE_COUNTERS = {"contrast": ("demoted", "aligned"), "blur": ("demoted", "change
                  "fpn": ("promoted", "promoted_white", "demoted_white", "destriped")}
 
 
-def gate_counts(auto) -> dict:
+def gate_counts(auto, since: Optional[dict] = None) -> dict:
     """What the Restorer's gates changed over the evaluated frames: {gate: {counter: n}} from its
     status (:data:`GATE_COUNTERS`: the contrast gate's demoted verdicts and tone-aligned frames,
     the blur gate's demoted verdicts and noise-carrying verdicts whose blur part it changed, the
     FPN gate's verdicts given the noise part, unknown verdicts made the noise task, noise verdicts
-    given back on the camera's own noise and frames whose column offsets alone it removed); a gate
-    that is off is None."""
+    given back on the camera's own noise and frames whose column offsets alone it removed), less
+    the counts in ``since`` (an earlier result of this function: the warm-up's); a gate that is
+    off is None."""
     status = auto.status()
-    return {gate: None if status.get(gate) is None else {k: int(status[gate].get(k) or 0) for k in keys}
+    since = since or {}
+    return {gate: None if status.get(gate) is None else
+            {k: int(status[gate].get(k) or 0) - int((since.get(gate) or {}).get(k, 0)) for k in keys}
             for gate, keys in GATE_COUNTERS.items()}
 
 
@@ -281,8 +295,8 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     """Evaluate one registered set (see the module docstring); returns a JSON-ready dict.
 
     ``contrast_gate``: the Restorer's contrast gate on (as ``tir run``), its camera history
-    warmed with the set's own unlabeled frames first (:func:`warm_camera`); off: the router's
-    verdicts as they are. ``fpn_gate``, ``blur_gate``: the Restorer's FPN gate (engines/fpn_gate.py)
+    built by routing the set's own unlabeled frames first, as a running camera routes them
+    (:func:`warm_camera`); off: the router's verdicts as they are. ``fpn_gate``, ``blur_gate``: the Restorer's FPN gate (engines/fpn_gate.py)
     and blur gate (engines/blur_gate.py, warmed as the contrast gate) on, as ``tir run``.
     ``tone_align``: the Restorer's tone alignment after contrast-carrying routes (on in ``tir run``).
     ``deploy``: routes/student/auto for the Restorer, or a per-task table {task:
@@ -310,6 +324,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                                  "fpn_gate": {"on": auto.fpn_gate is not None},
                                  "blur_gate": {"on": auto.blur_gate is not None},
                                  "tone_align": {"on": auto.tone_align}}
+    warmed = gate_counts(auto)   # what the gates did to the warm-up's frames is not the set's
     t0 = time.monotonic()
     if not ds.clean:  # real degraded frames: no reference, no-reference checks only
         routed, fpn_in, fpn_out, scene, fpn_rel_in, fpn_rel_out, level, gain = [], [], [], [], [], [], [], []
@@ -340,7 +355,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
         # the frames whose noise is taken out: by a noise-carrying task or, column FPN alone, by its offsets
         result["destriped"] = float(np.mean(destriped))
         result["noise_removed"] = float(np.mean([r in NOISE_TASKS or d for r, d in zip(routed, destriped)]))
-        result["gates"] = gate_counts(auto)
+        result["gates"] = gate_counts(auto, since=warmed)
         if router_only:
             result.update(router_only=True, seconds=round(time.monotonic() - t0, 1))
             auto.close()
@@ -395,7 +410,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                 per[c]["true"].append(psnr(true_out / peak, clean / peak))
                 if scene_referred:
                     per[c]["d_true"].append(psnr(display_map(true_out), d_clean))
-    result["gates"] = gate_counts(auto)
+    result["gates"] = gate_counts(auto, since=warmed)
     verdict_tasks = [v == c for c in tasks for v in per[c]["verdicts"]]
     result["router"] = {
         "accuracy_tasks": float(np.mean(verdict_tasks)),

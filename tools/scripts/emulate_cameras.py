@@ -65,6 +65,41 @@ Round 2 (session 11), each again one way real cameras differ:
   scaled about mid-grey by a gain drawn in 0.8-1.2 and shifted by a level drawn in ±20 grey
   levels (seeded per frame; an ALC that hunts, or a level jump after an FFC).
 
+Round 3 (session 12): cameras built the way a camera pipeline makes them, not one change of a
+test frame. The test frame is the scene, taken as linear radiance (grey levels); it goes through
+:func:`camera`: optics and resolution (area resample to the sensor size), 14-bit counts
+(:data:`COUNTS_BASE` + :data:`COUNTS_PER_GREY` per grey level, saturating at
+:data:`COUNTS_MAX`), the sensor's own temporal white noise drawn per frame at the sensor's pixel
+scale (its σ set so that the frame's linear min-max AGC would show it at ``noise_grey`` grey
+levels: an NETD relative to the scene's span), the camera's processing on the counts, and its
+AGC recomputed per frame on the final size (linear min-max, or plateau histogram
+equalisation), to 8 bits:
+
+- ``lepton25_80x60``: HIT-UAV (tiny_80x60's frames) at 80×60, noise 1.0 grey level, linear AGC
+  (a Lepton 2.5: its own per-pixel noise, its AGC re-stretches every frame);
+- ``lepton35_160x120``: M3SVD at 160×120, noise 0.35, plateau AGC (a Lepton 3.5's HEQ; its gain on
+  the night scenes' dense dark bins shows the noise at ~1.5-2 grey levels);
+- ``boson_dde_320x256`` / ``boson_dde_640x512``: HIT-UAV at 320×256 / RoadScene at 640×512,
+  noise 0.6, Boson-like DDE (:func:`dde_agc`: the plateau AGC of a Gaussian base layer, σ 1.5 px,
+  plus the detail layer at 3× the linear AGC's gain: sharpened, its noise boosted with it);
+- ``temporal_nr_640x480``: M3SVD, a recursive temporal noise filter (:func:`temporal_filter`:
+  8 sensor frames at noise 2.0, y += 0.25·(x − y)); the odd frames pan 1 px per sensor frame
+  (smeared along the motion), the even ones are still; linear AGC;
+- ``tc001_256x192``: RoadScene's 4:3 centre (640×480) at 256×192, noise 1.5, the vendor's
+  smoothing (Gaussian σ 0.8 px), linear AGC (TOPDON TC001 / InfiRay P2 Pro class);
+- ``y16_indoor_160x120``: Lepton 3.5 indoor frames as Y16 counts of a 14-bit core
+  (:func:`y16_low_span`): the frame's 1st-99th percentiles span 200-400 counts from a base of
+  8000-8600 (so within 8000-9000), white noise σ 2-6 counts, all drawn per frame; no AGC, 16-bit;
+- ``hot_spot_640x480``: M3SVD with a small saturating hot object (:func:`hot_object`: an ellipse
+  of 0.5-2 % of the pixels far above the scene, optics σ 0.7 px, clipped at the counts' top),
+  noise 0.35 (~1.5-2 after the HEQ), plateau AGC: the object at 255, the rest of the scene kept
+  visible;
+- ``upside_down_640x512``: RoadScene, noise 1.0, linear AGC, the image turned 180° (a camera
+  mounted upside down);
+- ``vignette_agc_640x424``: Anti-UAV sky frames (near-uniform scenes) with strong vignetting, the
+  radiance times cos⁴ of the off-axis angle (corners at 0.6), noise 1.0, linear AGC: the AGC
+  stretches the vignette over most of the 8 bits.
+
 Every random draw is seeded by the camera and the frame's index, so the folders are the same on
 every run. numpy + OpenCV only.
 """
@@ -285,6 +320,146 @@ def _flicker(i: int, g: np.ndarray) -> np.ndarray:
     return to_u8((g.astype(np.float64) - 128.0) * gain + 128.0 + level)
 
 
+# --- round 3: camera pipelines -------------------------------------------------------------
+
+#: counts of the scene's grey level 0 and counts per grey level (a 14-bit core's scale; ours),
+#: and the 14-bit top where the sensor saturates
+COUNTS_BASE, COUNTS_PER_GREY, COUNTS_MAX = 8000.0, 16.0, 16383.0
+
+
+def resample(scene: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Optics and resolution: ``scene`` (H×W, any dtype) area-resampled to ``size`` = (width,
+    height) as float64 (OpenCV INTER_AREA; the same array as float64 when the size is the same)."""
+    f = scene.astype(np.float64)
+    if (f.shape[1], f.shape[0]) == tuple(size):
+        return f
+    return cv2.resize(f, tuple(size), interpolation=cv2.INTER_AREA)
+
+
+def to_counts(radiance: np.ndarray) -> np.ndarray:
+    """Scene grey levels (linear radiance, float) -> counts of a 14-bit core, float, not yet
+    clipped (the read-out clips at :data:`COUNTS_MAX` after the noise; same shape)."""
+    return COUNTS_BASE + COUNTS_PER_GREY * radiance
+
+
+def noise_sigma(counts: np.ndarray, noise_grey: float) -> float:
+    """The counts' σ that a linear min-max AGC of the noiseless ``counts`` shows as ``noise_grey``
+    grey levels: ``noise_grey · (max − min) / 255`` (at least 0.5 count)."""
+    return max(float(noise_grey) * float(counts.max() - counts.min()) / 255.0, 0.5)
+
+
+def linear_agc(counts: np.ndarray) -> np.ndarray:
+    """Linear min-max AGC of one frame: ``255·(c − min)/(max − min)`` to uint8 (same shape)."""
+    c = counts.astype(np.float64)
+    lo, hi = float(c.min()), float(c.max())
+    return to_u8(255.0 * (c - lo) / max(hi - lo, 1e-9))
+
+
+def plateau_agc(counts: np.ndarray, plateau: float = 0.002) -> np.ndarray:
+    """Plateau histogram AGC of float counts: rounded to whole counts, then
+    :func:`plateau_equalise` (uint8, same shape)."""
+    return plateau_equalise(np.rint(np.maximum(counts, 0.0)).astype(np.int64), plateau)
+
+
+def dde_agc(counts: np.ndarray, sigma: float = 1.5, detail_gain: float = 3.0, plateau: float = 0.002) -> np.ndarray:
+    """Digital detail enhancement as FLIR Boson-class cores do it (the base layer through the
+    histogram AGC, the detail layer added back with its own gain; filter and gains are ours): base
+    = Gaussian of the counts (σ px), detail = counts − base; out = plateau AGC of the base +
+    ``detail_gain`` × detail × 255/(the base's max − min), to uint8 (same shape). An unsharp mask
+    on the detail layer: edges and the sensor's noise are boosted together."""
+    c = counts.astype(np.float64)
+    base = cv2.GaussianBlur(c, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    scale = 255.0 / max(float(base.max() - base.min()), 1e-9)
+    return to_u8(plateau_agc(base, plateau).astype(np.float64) + detail_gain * (c - base) * scale)
+
+
+def temporal_filter(counts: np.ndarray, rng: np.random.Generator, noise_grey: float, steps: int = 8,
+                    alpha: float = 0.25, pan: float = 0.0) -> np.ndarray:
+    """A recursive temporal noise filter over ``steps`` sensor frames of one scene: each frame the
+    noiseless ``counts`` shifted right by ``pan`` px per frame (bilinear, the last frame unshifted)
+    plus its own white noise (:func:`noise_sigma`), filtered ``y += alpha·(x − y)``. Returns y
+    (float counts, same shape): the noise cut to about √(α/(2 − α)) of a frame's, a still scene
+    sharp, a moving one smeared over ~``pan``·(1 − α)/α px."""
+    sigma = noise_sigma(counts, noise_grey)
+    h, w = counts.shape
+    y = None
+    for j in range(steps):
+        dx = -pan * (steps - 1 - j)
+        m = np.float32([[1, 0, dx], [0, 1, 0]])
+        x = cv2.warpAffine(counts, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        x = x + rng.normal(0.0, sigma, x.shape)
+        y = x if y is None else y + alpha * (x - y)
+    return y
+
+
+def y16_low_span(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Y16 counts of a low-span scene on a 14-bit core: the frame's 1st-99th percentiles mapped
+    linearly to a span drawn in 200-400 counts from a base drawn in 8000-8600, plus white noise
+    of σ drawn in 2-6 counts; rounded to uint16 (same shape)."""
+    span, base, sigma = rng.uniform((200.0, 8000.0, 2.0), (400.0, 8600.0, 6.0))
+    c = remap_span(grey, span, base).astype(np.float64) + rng.normal(0.0, sigma, grey.shape)
+    return np.clip(np.rint(c), 0, 65535).astype(np.uint16)
+
+
+def hot_object(radiance: np.ndarray, rng: np.random.Generator, level: float = 1500.0) -> np.ndarray:
+    """The scene (grey levels, float) with a small hot object: a filled ellipse covering a share
+    drawn in 0.5-2 % of the pixels at a random place away from the edges, at ``level`` grey levels
+    (far above the 14-bit top: it saturates), blurred by the optics (Gaussian σ 0.7 px). Same shape,
+    float64."""
+    h, w = radiance.shape
+    share = rng.uniform(0.005, 0.02)
+    aspect = rng.uniform(0.6, 1.6)
+    b = np.sqrt(share * h * w / (np.pi * aspect))
+    a = aspect * b
+    cx, cy = rng.uniform(a + 4, w - a - 4), rng.uniform(b + 4, h - b - 4)
+    mask = np.zeros((h, w), np.float64)
+    cv2.ellipse(mask, (int(round(cx)), int(round(cy))), (int(round(a)), int(round(b))), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 0.7)
+    return radiance * (1 - mask) + level * mask
+
+
+def vignette(radiance: np.ndarray, corner: float = 0.6) -> np.ndarray:
+    """Radiance times cos⁴ of the off-axis angle, the field scaled so that the corners get
+    ``corner`` of the centre's (float64, same shape)."""
+    h, w = radiance.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = np.hypot((x - (w - 1) / 2) / ((w - 1) / 2), (y - (h - 1) / 2) / ((h - 1) / 2)) / np.sqrt(2)
+    tan_max = np.sqrt((1 / corner) ** 0.5 - 1)
+    return radiance * np.cos(np.arctan(r * tan_max)) ** 4
+
+
+def camera(size: Tuple[int, int], noise_grey: float, agc: Callable[[np.ndarray], np.ndarray], seed: int,
+           scene_fn: Callable = None, process: Callable = None, noise: bool = True, after: Callable = None):
+    """A camera pipeline as a per-frame map ``(index, frame) -> uint8 frame`` for :data:`CAMERAS`:
+    the frame as radiance, ``scene_fn(radiance, rng)`` (a change to the scene: a hot object, a
+    vignette), :func:`resample` to ``size`` = (width, height), :func:`to_counts`, the sensor's
+    white noise (``noise``: σ from :func:`noise_sigma` with ``noise_grey``, measured on the
+    unchanged scene's counts, so that a hot object does not raise the sensor's NETD), the read-out's
+    clip to 0..:data:`COUNTS_MAX`, ``process(counts, rng)`` (the camera's processing),
+    ``agc(counts)`` -> uint8, then ``after(image)`` (the mount: a rotation). Random draws come from
+    the generator ``[seed, index]``."""
+    def fn(i: int, frame: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng([seed, i])
+        rad = frame.astype(np.float64)
+        counts = to_counts(resample(rad, size))
+        sigma = noise_sigma(counts, noise_grey)
+        if scene_fn is not None:
+            counts = to_counts(resample(scene_fn(rad, rng), size))
+        if noise:
+            counts = counts + rng.normal(0.0, sigma, counts.shape)
+        counts = np.clip(counts, 0.0, COUNTS_MAX)
+        if process is not None:
+            counts = process(counts, rng)
+        out = agc(counts)
+        return after(out) if after is not None else out
+    return fn
+
+
+def _centre_4x3(root):
+    """RoadScene test frames' 4:3 centre, 640×480 of the 640×512 frame."""
+    return [(n, f[16:496]) for n, f in _set("roadscene-ir")(root)]
+
+
 #: name -> (frame loader (data root -> [(stem, frame)]), per-frame map (index, frame) -> frame, what it is)
 CAMERAS: Dict[str, Tuple[Callable, Callable, str]] = {
     "agc_plateau": (_raw, lambda i, f: plateau_equalise(f), "T1030sc raw counts, plateau equalisation to 8 bits"),
@@ -322,6 +497,35 @@ CAMERAS: Dict[str, Tuple[Callable, Callable, str]] = {
                        "M3SVD as a PAL capture: 720x576, fields 1 px apart, horizontal soft"),
     "y16_fog": (_raw, lambda i, f: remap_span(f, 40.0, 28000.0), "T1030sc counts, p1-p99 span 40 counts at 28000"),
     "alc_flicker": (_set("m3svd_magnity"), _flicker, "M3SVD with per-frame AGC gain 0.8-1.2 and level +-20"),
+    # round 3: camera pipelines (scene -> sensor size -> counts + noise -> processing -> per-frame AGC)
+    "lepton25_80x60": (_set("hit_uav"), camera((80, 60), 1.0, linear_agc, 101),
+                       "HIT-UAV at 80x60, noise 1.0 grey level, linear AGC per frame (Lepton 2.5)"),
+    "lepton35_160x120": (_set("m3svd_magnity"), camera((160, 120), 0.35, plateau_agc, 102),
+                         "M3SVD at 160x120, noise 0.35 (about 1.5 after its HEQ), plateau AGC per frame (Lepton 3.5)"),
+    "boson_dde_320x256": (_set("hit_uav"), camera((320, 256), 0.6, dde_agc, 103),
+                          "HIT-UAV at 320x256, noise 0.6, Boson-like DDE (detail x3) on plateau AGC"),
+    "boson_dde_640x512": (_set("roadscene-ir"), camera((640, 512), 0.6, dde_agc, 104),
+                          "RoadScene at 640x512, noise 0.6, Boson-like DDE (detail x3) on plateau AGC"),
+    "temporal_nr_640x480": (_set("m3svd_magnity"),
+                            lambda i, f: camera((640, 480), 2.0, linear_agc, 105, noise=False,
+                                                process=lambda c, rng: temporal_filter(
+                                                    c, rng, 2.0, pan=1.0 if i % 2 else 0.0))(i, f),
+                            "M3SVD, noise 2.0 through a recursive temporal filter (8 frames, alpha 0.25), "
+                            "odd frames panning 1 px/frame, linear AGC"),
+    "tc001_256x192": (_centre_4x3, camera((256, 192), 1.5, linear_agc, 106,
+                                          process=lambda c, rng: cv2.GaussianBlur(c, (0, 0), 0.8,
+                                                                                  borderType=cv2.BORDER_REFLECT)),
+                      "RoadScene 4:3 centre at 256x192, noise 1.5, Gaussian smoothing 0.8 px, linear AGC (TC001/P2 Pro)"),
+    "y16_indoor_160x120": (_set("chips_lepton35"), lambda i, f: y16_low_span(f, np.random.default_rng([107, i])),
+                           "Lepton 3.5 indoor frames as Y16: span 200-400 counts at 8000-9000, noise 2-6 counts"),
+    "hot_spot_640x480": (_set("m3svd_magnity"), camera((640, 480), 0.35, plateau_agc, 108, scene_fn=hot_object),
+                         "M3SVD with a saturating hot object (0.5-2% of pixels), noise 0.35 (about 1.5 after its HEQ), plateau AGC"),
+    "upside_down_640x512": (_set("roadscene-ir"), camera((640, 512), 1.0, linear_agc, 109,
+                                                         after=lambda g: cv2.rotate(g, cv2.ROTATE_180)),
+                            "RoadScene, noise 1.0, linear AGC, turned 180 degrees (mounted upside down)"),
+    "vignette_agc_640x424": (_set("anti_uav"), camera((640, 424), 1.0, linear_agc, 110,
+                                                      scene_fn=lambda r, rng: vignette(r, 0.6)),
+                             "Anti-UAV sky with cos4 vignetting (corners 0.6), noise 1.0, linear AGC"),
 }
 
 
