@@ -447,6 +447,9 @@ class FPNGate:
         self.white_sigma = None if white_sigma is None else float(white_sigma)
         self.noise_free = frozenset(noise_free)
         self.floor: deque = deque(maxlen=FLOOR_WINDOW)
+        #: the white-noise σ of every routed frame, whatever its verdict: the camera's floor while
+        #: fewer than MIN_FLOOR_FRAMES frames were called noise-free (:meth:`floor_sigma`)
+        self.seen: deque = deque(maxlen=FLOOR_WINDOW)
         self.checked = 0
         self.promoted = 0
         self.promoted_white = 0
@@ -505,12 +508,32 @@ class FPNGate:
         own = self.own_noise_threshold()
         return own if own is not None else math.sqrt(0.5) * self.white_sigma
 
+    def floor_sigma(self) -> Tuple[Optional[float], Optional[str]]:
+        """(the camera's white-noise floor σ in frame units, where it comes from): the median σ of the
+        frames under noise-free verdicts (``"clean"``) once there are :data:`MIN_FLOOR_FRAMES` of
+        them; before that the median σ of every routed frame (``"routed"``) once there are as many;
+        else (None, None).
+
+        Why the second (K8, docs/cameras.md "Session 12"): a camera whose every frame the router
+        calls noisy never shows a noise-free verdict. A Boson-class camera's detail enhancement
+        (DDE) reads as 3.7-6.7 grey levels of white noise on its clean frames, the spec's weakest
+        noise is 5; an NETD-limited camera carries 3.5 in every frame. Without a floor the gate
+        let the noise task run on every frame of them in ``tir run`` (0 of 96 frames passed
+        through). What a camera shows in every frame is its own look: the noise a degradation
+        adds is measured above it."""
+        if len(self.floor) >= MIN_FLOOR_FRAMES:
+            return float(np.median(self.floor)), "clean"
+        if len(self.seen) >= MIN_FLOOR_FRAMES:
+            return float(np.median(self.seen)), "routed"
+        return None, None
+
     def _above_floor(self, share: float) -> Optional[float]:
-        """√(floor² + share·white_sigma²), floor the median of the camera's history; None before
-        :data:`MIN_FLOOR_FRAMES` frames or without ``white_sigma``."""
-        if self.white_sigma is None or len(self.floor) < MIN_FLOOR_FRAMES:
+        """√(floor² + share·white_sigma²), floor :meth:`floor_sigma`; None before it exists or
+        without ``white_sigma``."""
+        floor, _ = self.floor_sigma()
+        if self.white_sigma is None or floor is None:
             return None
-        return math.sqrt(float(np.median(self.floor)) ** 2 + share * self.white_sigma ** 2)
+        return math.sqrt(floor ** 2 + share * self.white_sigma ** 2)
 
     def _sigma(self, frame: np.ndarray) -> Optional[float]:
         x = one_frame(frame, "FPNGate")
@@ -559,11 +582,23 @@ class FPNGate:
         """:meth:`step`, with the column offsets the frame gives (None: none to remove)."""
         self.checked += 1
         self.last, sigs = _measure(frame)
+        # every routed frame's white noise, judged against the camera's history before it joins it
+        sigma = None if self.white_sigma is None else self._sigma(frame)
+        try:
+            return self._judge(task, frame, sigs, sigma)
+        finally:
+            if sigma is not None and not self.pinned:
+                self.seen.append(sigma)
+
+    def _judge(self, task: str, frame: np.ndarray, sigs, sigma: Optional[float]
+               ) -> Tuple[str, bool, Optional[np.ndarray]]:
+        """:meth:`_step` after the measures: ``sigma`` is the frame's white-noise σ (None: not
+        measured)."""
         self.last_sigma = None
         fpn = carries_fpn(self.last, self.amplitude, self.consistency, self.periodicity)
         if fpn and (task in self.partners or task in self._without_noise):
             limit = self.fpn_only_threshold()
-            self.last_sigma = None if limit is None else self._sigma(frame)
+            self.last_sigma = None if limit is None else sigma
             if self.last_sigma is not None and self.last_sigma <= limit:
                 # column FPN without the white noise of the noise part: the offsets alone are removed,
                 # and a noise-carrying verdict loses its noise part (the router's or the gate's)
@@ -577,9 +612,11 @@ class FPNGate:
             self.own_noise_threshold() if task in self._without_noise else None
         if task in self.noise_free:
             # the camera's floor (measured only, while it is pinned)
-            self.last_sigma = self._sigma(frame) if self.pinned else self.add(frame)
+            self.last_sigma = sigma
+            if sigma is not None and not self.pinned:
+                self.floor.append(sigma)
         elif limit is not None:
-            self.last_sigma = self._sigma(frame)
+            self.last_sigma = sigma
         if limit is None or self.last_sigma is None:
             return task, fpn, None
         if task == UNKNOWN and self.last_sigma > limit and task in self.partners:
@@ -600,6 +637,7 @@ class FPNGate:
         self.demoted_white += int(getattr(old, "demoted_white", 0))
         self.destriped += int(getattr(old, "destriped", 0))
         self.floor.extend(old.floor)
+        self.seen.extend(getattr(old, "seen", ()))
         # the FPA's column offsets measured on the old bundle's last verdict still hold (the camera is
         # the same); without them the frames up to the next verdict keep their stripes
         self.offsets = getattr(old, "offsets", None)
@@ -609,7 +647,9 @@ class FPNGate:
         """``amplitude``, ``consistency`` and ``periodicity`` of the last routed frame, the
         thresholds, ``checked`` frames and ``promoted`` verdicts; ``white_sigma`` (the last
         measured frame's white noise σ, fraction of full scale, or None), ``white_threshold``
-        (None before the camera's floor exists), ``promoted_white`` (unknown verdicts made
+        (None before the camera's floor exists), ``white_floor_from`` (``"clean"``: frames under
+        noise-free verdicts, ``"routed"``: every routed frame, None: no floor yet;
+        :meth:`floor_sigma`), ``promoted_white`` (unknown verdicts made
         the noise task) and ``demoted_white`` (noise-carrying verdicts on frames whose white noise
         is the camera's own, without column FPN, given back their partner without noise)."""
         limit = self.white_threshold()
@@ -619,5 +659,6 @@ class FPNGate:
                 "periodicity_threshold": self.periodicity, "checked": self.checked, "promoted": self.promoted,
                 "white_sigma": None if self.last_sigma is None else round(self.last_sigma, 5),
                 "white_threshold": None if limit is None else round(limit, 5),
+                "white_floor_from": self.floor_sigma()[1],
                 "promoted_white": self.promoted_white, "demoted_white": self.demoted_white,
                 "destriped": self.destriped, "destripe": self.offsets is not None}

@@ -312,10 +312,10 @@ def test_unknown_verdict_on_white_noise_becomes_the_noise_task():
                    noise_free=(CLEAN, "blur"))
     noisy = white(scene(seed=9), 5.0)
     assert noise_sigma(noisy) == pytest.approx(5 / 255, rel=0.15)
+    assert gate.step(UNKNOWN, noisy) == (UNKNOWN, False)               # silent before the floor exists
     for i in range(MIN_FLOOR_FRAMES):
-        assert gate.white_threshold() is None
-        assert gate.step(UNKNOWN, noisy) == (UNKNOWN, False)           # silent before the floor exists
         gate.step(CLEAN, scene(seed=i))
+    assert gate.status()["white_floor_from"] == "clean"
     limit = gate.white_threshold()
     assert 2.5 / 255 < limit < 3.0 / 255                                # √(floor² + 2.5²) grey levels
     assert gate.step(UNKNOWN, noisy) == ("noise", True) and gate.promoted_white == 1
@@ -405,6 +405,48 @@ def test_a_noise_verdict_on_the_cameras_own_noise_is_given_back():
     new = FPNGate({CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}, white_sigma=5 / 255)
     new.carry_from(gate)
     assert new.demoted_white == 2
+
+
+def test_a_camera_the_router_always_calls_noisy_gets_its_floor_from_every_routed_frame():
+    """K8: a camera whose own frames carry white noise of 3.5 grey levels and that the router calls
+    ``noise`` every time never shows a noise-free verdict; its floor then comes from every routed
+    frame, so its own noise is given back (as with clean verdicts) and the spec's noise on top is
+    still removed. Eight frames under noise-free verdicts take over."""
+    from tir.engines.fpn_gate import MIN_FLOOR_FRAMES
+
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}, white_sigma=5 / 255,
+                   noise_free=(CLEAN, "blur"))
+    own = lambda i: white(scene(seed=i), 3.5, seed=i)   # noqa: E731
+    for i in range(MIN_FLOOR_FRAMES):                                  # no history yet: the router's call
+        assert gate.step("noise", own(i)) == ("noise", False)
+    assert gate.floor_sigma()[1] == "routed" and len(gate.floor) == 0
+    assert gate.floor_sigma()[0] == pytest.approx(3.5 / 255, rel=0.25)
+    assert gate.step("noise", own(20)) == (CLEAN, False)               # its own noise: given back
+    assert gate.step("BN", own(21)) == ("blur", False)
+    assert gate.step("noise", white(own(22), 5.0, seed=5)) == ("noise", False)   # the spec's noise on top
+    assert gate.status()["white_floor_from"] == "routed" and gate.demoted_white == 2
+    for i in range(MIN_FLOOR_FRAMES):
+        gate.step(CLEAN, scene(seed=40 + i))                           # noise-free frames of 0.x grey levels
+    floor, source = gate.floor_sigma()
+    assert source == "clean" and floor < 1.5 / 255 and floor == pytest.approx(np.median(gate.floor))
+    new = FPNGate({CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}, white_sigma=5 / 255)
+    new.carry_from(gate)
+    assert list(new.seen) == list(gate.seen)
+
+
+def test_restorer_passes_a_noisy_looking_cameras_own_frames_through(tmp_path):
+    """K8 in the Restorer: the router names every frame ``noise``; after eight routed frames the
+    camera's own frames pass through, a frame with the spec's noise on top still runs the noise
+    route."""
+    r = Restorer(_bundle(tmp_path, "noise"), every=1, hysteresis=1, tone_align=False)
+    outs = []
+    for i in range(12):
+        f = white(scene(seed=i), 3.5, seed=i)[None, None]
+        outs.append(np.allclose(r.infer(f), f))
+    assert outs[:8] == [False] * 8 and all(outs[9:])
+    assert r.status()["fpn"]["white_floor_from"] == "routed" and r.status()["fpn"]["demoted_white"] >= 3
+    noisy = white(white(scene(seed=50), 3.5, seed=50), 6.0, seed=51)[None, None]
+    assert np.allclose(r.infer(noisy), noisy * 7.0)
 
 
 # --- column FPN alone: the offsets are removed, the verdict stays ---------------------------------

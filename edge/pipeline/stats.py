@@ -180,8 +180,11 @@ class FPNStatus(_Record):
     ``checked``: routed frames measured; ``promoted``: verdicts the gate gave the noise part;
     ``white_sigma``: the last measured frame's white noise σ (MAD of the diagonal Haar detail,
     fraction of full scale; None when not measured); ``white_threshold``: above it an unknown
-    verdict's frame carries white noise for this camera (None until 8 frames under noise-free
-    verdicts are seen); ``promoted_white``: unknown verdicts the gate made the noise task;
+    verdict's frame carries white noise for this camera (None until 8 frames are routed);
+    ``white_floor_from``: what the camera's white-noise floor is the median of, ``"clean"`` (8 or
+    more frames under noise-free verdicts) or ``"routed"`` (every routed frame, while fewer were
+    called noise-free: a camera whose every frame reads noisy), None before 8 routed frames;
+    ``promoted_white``: unknown verdicts the gate made the noise task;
     ``demoted_white``: noise-carrying verdicts on frames whose white noise is the camera's own (at
     or under ``white_threshold``, no column FPN), given back their partner without noise;
     ``destriped``: verdicts kept on frames whose column FPN came without white noise above the
@@ -197,6 +200,7 @@ class FPNStatus(_Record):
     promoted: int = 0
     white_sigma: Optional[float] = None
     white_threshold: Optional[float] = None
+    white_floor_from: Optional[str] = None
     promoted_white: int = 0
     demoted_white: int = 0
     destriped: int = 0
