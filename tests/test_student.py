@@ -658,8 +658,10 @@ def test_field_steps_draw_upright_half_the_time_and_every_other_orientation_too(
 
 def test_field_stage_trains_on_every_orientation_and_judges_on_portrait_too(tmp_path, teacher_bundle, monkeypatch):
     clean = frames()   # 64 x 96: a quarter turn is 96 x 64
-    d = Distiller(distill_settings(teacher_bundle, init_from="none", steps=1, field_steps=12), tmp_path, clean,
-                  clean[:2])
+    with pytest.raises(ValueError, match="field orientations 'sideways': use one of stored, all"):
+        Distiller(distill_settings(teacher_bundle, field_orientations="sideways"), tmp_path / "bad", clean, clean[:2])
+    d = Distiller(distill_settings(teacher_bundle, init_from="none", steps=1, field_steps=12, field_orientations="all"),
+                  tmp_path, clean, clean[:2])
     head = d.net.field
     shapes = []
     real_forward = head.forward
@@ -687,3 +689,16 @@ def test_steps_0_runs_only_the_later_stages_of_the_bundles_student(tmp_path, dis
     assert state["done"][:1] == ["distill"] and d.step == 0
     assert all(torch.equal(before[k], v) for k, v in d.net.state_dict().items())   # nothing trained
     assert set(state["metrics"]["val_psnr"]) == set(d.tasks)
+
+
+def test_field_stage_keeps_the_frames_as_stored_by_default(tmp_path, teacher_bundle, monkeypatch):
+    clean = frames()
+    d = Distiller(distill_settings(teacher_bundle, init_from="none", steps=1, field_steps=6), tmp_path, clean,
+                  clean[:2])
+    shapes, seen = [], []
+    real_forward, real_eval = d.net.field.forward, d.evaluate
+    monkeypatch.setattr(d.net.field, "forward", lambda y, p: shapes.append(tuple(y.shape[-2:])) or real_forward(y, p))
+    monkeypatch.setattr(d, "evaluate", lambda task, net=None, weights=None, orientation=0:
+                        seen.append(orientation) or real_eval(task, net, weights, orientation))
+    d.field()
+    assert set(shapes) == {(64, 96)} and set(seen) == {0}

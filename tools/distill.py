@@ -22,7 +22,7 @@ log = logging.getLogger("tir.distill")
 def add_arguments(parser) -> None:
     """Add ``tir distill``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``,
     ``--out``, ``--work-dir``, ``--init-from``, ``--init-weights``, ``--task-weights``, ``--preset``, ``--data``, ``--steps``,
-    ``--max-minutes``, ``--field-steps``, ``--crop`` (px), ``--batch``, ``--lr``, ``--max-frames``,
+    ``--max-minutes``, ``--field-steps``, ``--field-orientations``, ``--crop`` (px), ``--batch``, ``--lr``, ``--max-frames``,
     ``--val-limit``, ``--val-every``, the loss weights ``--w-cpr`` / ``--w-inst`` / ``--w-feat``,
     ``--calibrate-steps``, ``--real-data``, ``--deploy``, ``--margin-db`` (dB), ``--eval-split``,
     ``--seed``, ``--threads``.
@@ -56,6 +56,10 @@ def add_arguments(parser) -> None:
                         help="wall-time budget of the distill stage: it ends at --steps or after this many "
                              "minutes, whichever comes first, with the whole learning-rate schedule")
     parser.add_argument("--field-steps", type=number(int, 0, what="a number of steps"), default=300, help="whole-frame steps of the student's field head")
+    parser.add_argument("--field-orientations", choices=("stored", "all"), default="stored",
+                        help="the field head's whole frames: as stored (default), or all: every orientation a "
+                             "camera can deliver, upright half the steps, judged on val as stored and in portrait "
+                             "(for cameras mounted in portrait or upside down; costs 0.1-1 dB upright)")
     parser.add_argument("--crop", type=number(int, 32, what="a crop side in px"), default=128, help="training crop size in pixels (a multiple of 32)")
     parser.add_argument("--batch", type=number(int, 1, what="a batch size"), default=8)
     parser.add_argument("--lr", type=number(float, 0, low_open=True, what="a learning rate"), default=2e-3, help="peak learning rate (AdamW, cosine)")
@@ -166,7 +170,8 @@ def main(args) -> int:
     work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")
     settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from,
                                init_weights=args.init_weights, task_weights=args.task_weights, steps=args.steps,
-                               field_steps=args.field_steps, crop=args.crop, batch=args.batch, lr=args.lr,
+                               field_steps=args.field_steps, field_orientations=args.field_orientations,
+                               crop=args.crop, batch=args.batch, lr=args.lr,
                                seed=args.seed, threads=args.threads, max_minutes=args.max_minutes, data=args.data, max_frames=args.max_frames,
                                val_limit=args.val_limit, val_every=args.val_every, w_cpr=args.w_cpr,
                                w_inst=args.w_inst, w_feat=args.w_feat, calibrate_steps=args.calibrate_steps,

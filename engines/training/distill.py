@@ -26,10 +26,11 @@ as in ``tir train``); ``clean`` has the identity as teacher. The loss:
 * prompt sparsity: ``w_sparse``·mean |P| over the learned prompt table.
 
 Then a ``field`` stage fits the student's prompt-conditioned field head on whole frames (the
-body frozen, L1 to the clean frame), as ``tir train`` does for the routes' field heads: each step's
-frames in one of the 8 orientations a camera can deliver (upright or mirrored half the steps,
-train.draw_orientation), judged on val as stored and turned a quarter, so the head removes the
-shading and not the training scenes' layout (docs/cameras.md "Session 12", K6). Val
+body frozen, L1 to the clean frame), as ``tir train`` does for the routes' field heads. The head
+sees the whole frame and learns its training scenes' layout too (sky at the top: a camera mounted in
+portrait lost 0.1-4 dB to it, K6); ``field_orientations="all"`` trains it on every orientation a
+camera can deliver (upright or mirrored half the steps, train.draw_orientation) and judges it on val
+as stored and turned a quarter (docs/cameras.md "Session 12"). Val
 (the data's val split, seeded eval sets) picks the checkpoint: the student is evaluated every
 ``val_every`` steps and the best mean PSNR over the tasks is kept. Test is not used.
 
@@ -80,6 +81,8 @@ from .models.student import (PROMPT_INPUT, StudentConfig, StudentNet, create_stu
 log = logging.getLogger("tir.distill")
 
 STUDENT_FILE = "student.onnx"
+#: what the field stage's frames are (DistillSettings.field_orientations)
+FIELD_ORIENTATIONS = ("stored", "all")
 STUDENT_CKPT = "student.pt"
 BEST_CKPT = "best.pt"
 
@@ -104,6 +107,10 @@ class DistillSettings:
         steps: optimiser steps of the ``distill`` stage (0: no distill stage, only with ``init_from``
             ``student``: the bundle's student goes to the later stages as it is); ``field_steps``: of
             the ``field`` stage.
+        field_orientations: ``stored`` (the field head trains and is judged on the frames as stored)
+            or ``all`` (each step in one of the 8 orientations a camera can deliver, upright half
+            the steps, judged on val as stored and turned a quarter: a head for cameras mounted in
+            portrait or upside down; on upright val it costs 0.1-1 dB, docs/cameras.md "Session 12").
         crop: training crop side in px; ``batch``: crops per step.
         lr: peak AdamW learning rate (warm-up, then cosine, :meth:`Distiller.lr_factor`).
         seed: seeds crops, degradations, val sets and initialisation; ``threads``: torch CPU threads.
@@ -128,6 +135,7 @@ class DistillSettings:
     task_weights: Optional[Dict[str, float]] = None   # relative sampling weight per task (unnamed: 1)
     steps: int = 2000
     field_steps: int = 300
+    field_orientations: str = "stored"   # "stored": frames as stored; "all": every orientation (K6)
     crop: int = 128
     batch: int = 8
     lr: float = 2e-3
@@ -471,6 +479,9 @@ class Distiller:
         self.sampling = sampling_probabilities(self.tasks, settings.task_weights, settings.clean_prob)
         if settings.init_weights and settings.init_from != "student":
             raise ValueError(f"--init-weights is used only with --init-from student, not --init-from {settings.init_from}")
+        if settings.field_orientations not in FIELD_ORIENTATIONS:
+            raise ValueError(f"field orientations {settings.field_orientations!r}: use one of "
+                             f"{', '.join(FIELD_ORIENTATIONS)}")
         if settings.steps == 0 and settings.init_from != "student":
             raise ValueError("--steps 0 (no distill stage) needs --init-from student: a new student must be trained")
         data = settings.data or self._bundle_data()
@@ -824,11 +835,12 @@ class Distiller:
         return float(np.mean([psnr(a, b) for a, b in zip(y, dihedral(self.val_clean, orientation))]))
 
     def evaluate_oriented(self, task: str) -> float:
-        """:meth:`evaluate` averaged over the frames as stored and turned a quarter (portrait): the
-        field stage's measure, since its head sees the whole frame's layout."""
+        """The field stage's measure: :meth:`evaluate`, with ``field_orientations="all"`` averaged
+        over the frames as stored and turned a quarter (portrait)."""
         from .train import FIELD_VAL_ORIENTATIONS
 
-        return float(np.mean([self.evaluate(task, orientation=k) for k in FIELD_VAL_ORIENTATIONS]))
+        turns = FIELD_VAL_ORIENTATIONS if self.s.field_orientations == "all" else (0,)
+        return float(np.mean([self.evaluate(task, orientation=k) for k in turns]))
 
     def teacher_psnr(self) -> Dict[str, float]:
         """Val PSNR of every teacher route on the same frames (cached in state.json per frame count)."""
@@ -862,11 +874,10 @@ class Distiller:
 
     def field(self) -> None:
         """The ``field`` stage: fit the prompt-conditioned field head on whole frames (body and
-        prompts frozen), each step's frames in one of the 8 orientations a camera can deliver
-        (train.dihedral: portrait, upside down, mirrored), so the head corrects the shading and not
-        the training scenes' layout; kept only if val mean PSNR over the frames as stored and
-        turned a quarter (:meth:`evaluate_oriented`) improves, else the head is put back as it was
-        before the stage (the weights whose val ``val_mean_before`` measured)."""
+        prompts frozen; with ``field_orientations="all"`` each step's frames in one of the 8
+        orientations a camera can deliver, train.draw_orientation: portrait, upside down,
+        mirrored); kept only if val mean PSNR (:meth:`evaluate_oriented`) improves, else the head
+        is put back as it was before the stage (the weights whose val ``val_mean_before`` measured)."""
         from .train import dihedral, draw_orientation
 
         head = self.net.field
@@ -900,7 +911,7 @@ class Distiller:
         t0 = time.monotonic()
         for _ in tqdm(range(self.s.field_steps), desc="student field", mininterval=5.0, dynamic_ncols=True):
             idx = torch.from_numpy(rng.choice(len(base), min(8, len(base)), replace=False))
-            k = draw_orientation(rng)
+            k = draw_orientation(rng) if self.s.field_orientations == "all" else 0
             with torch.no_grad():
                 p = self.net.prompt_vector(wts[idx])
             loss = (head(dihedral(base[idx], k), p) - dihedral(clean[idx], k)).abs().mean()

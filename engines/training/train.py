@@ -568,17 +568,8 @@ class ContinualTrainer:
         log.info("%s: fine-tuned val PSNR %.2f dB (unpruned %.2f)", task, m["val_psnr_finetuned"],
                  m["val_psnr_trained"])
 
-    def _oriented_val(self, task: str, field: bool = True) -> float:
-        """Val PSNR of ``task``'s route averaged over :data:`FIELD_VAL_ORIENTATIONS` of the val frames
-        (degraded and clean alike, :func:`dihedral`)."""
-        return float(np.mean([evaluate_route(self.model, task, dihedral(self.val_set(task), k),
-                                             dihedral(self.val_clean, k), field=field)
-                              for k in FIELD_VAL_ORIENTATIONS]))
-
     def field_task(self, task: str) -> None:
-        """Fit the route's field head on whole frames, each step in one of the 8 orientations a
-        camera can deliver (:func:`dihedral`); keep it only if val over the frames as stored and in
-        portrait (:data:`FIELD_VAL_ORIENTATIONS`) improves.
+        """Fit the route's field head on whole frames; keep it only if val improves.
 
         The route without its head is frozen and run once per pool frame (again for re-degraded
         frames), so a step costs only the head: avg-pool, a few convs on the 16×20 thumbnail,
@@ -597,8 +588,6 @@ class ContinualTrainer:
         outputs = base(np.arange(len(pool.clean)))
         clean = torch.from_numpy(pool.clean[:, None])
         before = evaluate_route(self.model, task, self.val_set(task), self.val_clean, field=False)
-        # the head sees the whole frame's layout: judged on the frames as stored and in portrait too
-        oriented_before = self._oriented_val(task, field=False)
         params = list(head.parameters())
         for q in params:
             q.requires_grad_(True)
@@ -612,8 +601,7 @@ class ContinualTrainer:
                 idx = pool.refresh()
                 outputs[idx] = base(idx)
             idx = rng.choice(len(outputs), min(self.s.field_batch, len(outputs)), replace=False)
-            k = draw_orientation(rng)   # every orientation a camera can deliver, upright most often
-            loss = (head(dihedral(outputs[idx], k)) - dihedral(clean[idx], k)).abs().mean()
+            loss = (head(outputs[idx]) - clean[idx]).abs().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -621,16 +609,13 @@ class ContinualTrainer:
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         self.model.freeze_except(None)
         after = evaluate_route(self.model, task, self.val_set(task), self.val_clean)
-        oriented_after = self._oriented_val(task)
-        kept = oriented_after > oriented_before
+        kept = after > before
         if not kept:  # a zero output conv makes the head the exact identity again
             with torch.no_grad():
                 head.out.weight.zero_()
                 head.out.bias.zero_()
         m.update({"field_loss": float(running or 0.0), "val_psnr_before_field": before,
-                  "val_psnr_field": after, "val_psnr_oriented_before_field": oriented_before,
-                  "val_psnr_oriented_field": oriented_after, "field_kept": kept,
-                  "field_seconds": round(time.monotonic() - t0, 1)})
+                  "val_psnr_field": after, "field_kept": kept, "field_seconds": round(time.monotonic() - t0, 1)})
         m.update(route_costs(self.model, task))
         log.info("%s: field head val PSNR %.2f -> %.2f dB (%s)", task, before, after,
                  "kept" if kept else "dropped: identity")
