@@ -42,6 +42,7 @@ from tir.edge.errors import EXIT_OK, InputError, OutputFailed, OutputUnavailable
 from tir.engines import loading
 from tir.engines.loading import ModelNotFound, load_model, normalizer_for  # noqa: F401  (tir.tools.run.*, as before)
 from tir.engines.loading import DEFAULT_REFERENCE_FRAMES, pin_reference
+from tir.edge.sources.orient import FLIP_METHODS
 
 from .cli import add_model_arguments, add_source_argument
 
@@ -146,6 +147,10 @@ def add_arguments(parser) -> None:
 
     add_source_argument(parser, "source URI (default: first thermal UVC camera, else "
                                 f"synthetic://?degrade=noise): {_uri_help(SOURCES)}")
+    parser.add_argument("--input-flip", default="none", choices=tuple(FLIP_METHODS), metavar="METHOD",
+                        help="turn the camera's frames upright at capture, for a camera mounted in portrait, upside "
+                             "down or behind a mirror: " + ", ".join(FLIP_METHODS) + " (GStreamer videoflip's names; "
+                             "default none). Everything after the source sees the turned frames")
     add_model_arguments(parser)
     parser.add_argument("--output", action="append", default=None,
                         help=f"output URI, repeatable (default {DEFAULT_OUTPUT}): {_uri_help(OUTPUTS)}")
@@ -229,7 +234,11 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
         return f"{pin_reference(model, frames)} clean frames of the virtual camera" if frames else None
     if not routed:
         raise UsageError("--reference pins the gates of automatic routing: give a bundle with a router and no --task")
-    ref = open_source(reference if reference is not None else check_source(uri))
+    from tir.edge.sources.orient import oriented
+
+    # the reference camera is the running one: mounted the same way
+    ref = oriented(open_source(reference if reference is not None else check_source(uri)),
+                   getattr(args, "input_flip", "none"))
     try:
         ref.start()
         frames = list(itertools.islice(usable_frames(ref), n))
@@ -399,6 +408,7 @@ def _run(args) -> int:
     from tir.edge.outputs.base import check_output, open_output
     from tir.edge.pipeline import Pipeline
     from tir.edge.sources.base import check_source, open_source
+    from tir.edge.sources.orient import oriented
     from tir.edge.uri import parse_uri
 
     model = source = client = pipeline = None
@@ -431,7 +441,7 @@ def _run(args) -> int:
                                      "router (give a bundle with a router and no --task)")
                 if getattr(model, "forced", False):
                     raise UsageError("--collect needs the router, and --task turns routing off; drop --task")
-            source = open_source(checked_source)
+            source = oriented(open_source(checked_source), getattr(args, "input_flip", "none"))
             pinned = pin_camera_reference(model, args, source, checked_reference)
             if pinned:
                 print(f"tir run: camera reference pinned to {pinned}", flush=True)
