@@ -12,14 +12,13 @@ collected frames before and after. See docs/adapt.md.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
 from tir.edge.errors import InputError, ModelError, TirError, UsageError
 
 from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_source_argument,
-                  add_threads_argument)
+                  add_threads_argument, write_json)
 
 
 def add_arguments(parser) -> None:
@@ -113,7 +112,7 @@ def main(args) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(str(exc)) from exc
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, result, indent=1)  # checked at parse time (cli.output_file)
         print(f"wrote {args.json}")
     return 0
 

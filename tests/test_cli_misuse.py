@@ -1,0 +1,92 @@
+"""A new user misusing the less-used modes (issue 9/11 attack pass, break12): every fault here
+was a traceback, a silently meaningless result or lost work before its fix; now one clear
+line and nothing lost. Synthetic frames and tiny models only."""
+import json
+import os
+
+import pytest
+
+from tir.tools.cli import main
+
+TINY = ["--model", "plainnet:tiny", "--size", "64x48", "--warmup", "1", "--no-progress"]
+
+
+@pytest.mark.parametrize("size", ["0x0", "0x48", "20000x20000"])
+def test_bench_refuses_a_size_it_cannot_time(capsys, size):
+    # 0x0 was an OpenCV assertion traceback (exit 1); 20000x20000 a process killed for memory
+    assert main(["bench", "--mode", "model", "--model", "plainnet:tiny", "--size", size, "--frames", "2"]) == 2
+    assert capsys.readouterr().err == f"tir bench: error: --size {size}: give a frame size WxH with each side 1..8192 px\n"
+
+
+def test_bench_roofline_refuses_a_zero_size(capsys):
+    assert main(["bench", "--roofline", "160x120,0x0", "--rounds", "1"]) == 2
+    assert capsys.readouterr().err.endswith("--roofline 0x0: give a frame size WxH with each side 1..8192 px\n")
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--frames", "0", "give a number of frames >= 1"),     # was a 0-frame row at 0 fps, exit 0
+    ("--frames", "-3", "give a number of frames >= 1"),
+    ("--duration", "0", "give a number of seconds > 0"),  # was an empty pipeline row, exit 0
+    ("--duration", "-1", "give a number of seconds > 0"),
+    ("--sample-every", "0", "give a number of seconds > 0"),
+    ("--repeat", "0", "give a number of rounds >= 1"),    # was silently one round
+    ("--rounds", "0", "give a number of rounds >= 1"),
+    ("--warmup", "-1", "give a number of calls >= 0"),
+    ("--max-in-flight", "0", "give a number of frames >= 1"),  # was an error row after loading the model
+    ("--psnr-frames", "0", "give a number of frames >= 1"),
+])
+def test_bench_numbers_that_mean_nothing_are_refused_by_argparse(capsys, option, value, words):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", *TINY, option, value])
+    assert info.value.code == 2 and f"argument {option}: {value}: {words}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file", "unwritable"])
+def test_bench_json_to_a_path_it_cannot_write_is_refused_before_the_run(tmp_path, capsys, monkeypatch, where):
+    # was a traceback after the whole run, before the table was printed: every number lost
+    if where == "folder":
+        path, words = tmp_path, "is a folder; give a file path such as"
+    elif where == "under_a_file":
+        (tmp_path / "f").write_text("x")
+        path, words = tmp_path / "f" / "b.json", "is a file, not a folder"
+    else:
+        import tempfile
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)  # root may write anywhere: the probe says no
+        path, words = tmp_path / "new" / "b.json", "cannot write in"
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--mode", "model", *TINY, "--frames", "2", "--json", str(path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"argument --json: " in err and words in err
+    assert sorted(os.listdir(tmp_path)) == (["f"] if where == "under_a_file" else [])  # no probe file left
+
+
+def test_bench_json_into_a_new_folder_is_written(tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "b.json"
+    assert main(["bench", "--mode", "model", *TINY, "--frames", "2", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["results"][0]["model_only"]["frames"] == 2
+    assert os.listdir(tmp_path / "new" / "deeper") == ["b.json"]
+
+
+def test_bench_json_write_failing_late_keeps_the_table(tmp_path, capsys, monkeypatch):
+    # the path passed the check but the write fails (a disk that filled since): the table is printed, exit 3
+    from tir.tools import bench
+
+    def full(path, data, indent=2):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(bench, "write_json", full)
+    assert main(["bench", "--mode", "model", *TINY, "--frames", "2", "--json", str(tmp_path / "b.json")]) == 3
+    out, err = capsys.readouterr()
+    assert "model  onnxruntime" in out and "fps" in out
+    assert err.endswith(f"tir bench: error: --json {tmp_path / 'b.json'}: not written (No space left on device); "
+                        "the results are in the table above\n")
+
+
+@pytest.mark.parametrize("mode, option", [("eval", "--json"), ("eval", "--plot"), ("adapt", "--json")])
+def test_eval_and_adapt_output_files_are_checked_before_the_work(tmp_path, capsys, mode, option):
+    # tir eval --leave-out runs for an hour and wrote its JSON last: a folder given as --json was a traceback then
+    with pytest.raises(SystemExit) as info:
+        main([mode, option, str(tmp_path)])
+    assert info.value.code == 2 and f"argument {option}: {str(tmp_path)!r} is a folder" in capsys.readouterr().err
