@@ -90,3 +90,84 @@ def test_eval_and_adapt_output_files_are_checked_before_the_work(tmp_path, capsy
     with pytest.raises(SystemExit) as info:
         main([mode, option, str(tmp_path)])
     assert info.value.code == 2 and f"argument {option}: {str(tmp_path)!r} is a folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- tir calibrate / tir export
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    import torch
+    from torch import nn
+
+    from tir.engines.bundle import write_bundle
+    from tir.engines.training.export import export_onnx
+
+    class Tiny(nn.Module):
+        def __init__(self, seed):
+            super().__init__()
+            torch.manual_seed(seed)
+            self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+            self.body = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
+
+        def forward(self, x):
+            return x + 0.1 * self.up(self.body(self.down(x)))
+
+    d = tmp_path_factory.mktemp("bundle")
+    routes = {}
+    for i, task in enumerate(("noise", "blur")):
+        routes[task] = d / f"{task}.onnx"
+        export_onnx(Tiny(i), routes[task], input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
+    return write_bundle(d / "b", routes, None, {"name": "tiny", "multiple": 2})
+
+
+def _calibrate(bundle, out, *more):
+    return main(["calibrate", "--bundle", str(bundle.path), "--frames", "4", "--holdout", "2", "--size", "32x24",
+                 "--out", str(out), "--bench-runs", "0", "--threads", "1", "--no-fp16-search", *more])
+
+
+def test_calibrating_one_route_into_the_same_out_keeps_the_others_verdicts(tiny_bundle, tmp_path, capsys):
+    # docs/int8.md calibrates single routes (--routes noise); a second run into the same --out replaced
+    # calibration.json, so `tir build --precision int8` no longer found the first route's verdict
+    out = tmp_path / "int8"
+    assert _calibrate(tiny_bundle, out, "--routes", "noise") == 0
+    first = json.loads((out / "calibration.json").read_text())
+    capsys.readouterr()
+    assert _calibrate(tiny_bundle, out, "--routes", "blur") == 0
+    assert f"kept the earlier verdicts of noise from {out / 'calibration.json'}" in capsys.readouterr().out
+    report = json.loads((out / "calibration.json").read_text())
+    assert list(report["routes"]) == ["blur", "noise"]
+    assert report["routes"]["noise"] == first["routes"]["noise"]
+    assert report["kept_from_earlier"] == {"noise": first["command"]}
+    assert _calibrate(tiny_bundle, out, "--routes", "noise") == 0  # re-calibrated: its new verdict, blur kept
+    report = json.loads((out / "calibration.json").read_text())
+    assert set(report["routes"]) == {"noise", "blur"} and set(report["kept_from_earlier"]) == {"blur"}
+
+
+def test_calibrate_refuses_an_out_holding_another_runs_report(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "int8"
+    assert _calibrate(tiny_bundle, out, "--routes", "noise") == 0
+    before = (out / "calibration.json").read_text()
+    capsys.readouterr()
+    rc = main(["calibrate", "--bundle", str(tiny_bundle.path), "--frames", "4", "--holdout", "2", "--size", "64x48",
+               "--out", str(out), "--bench-runs", "0", "--routes", "blur"])
+    assert rc == 2
+    assert capsys.readouterr().out == (f"tir calibrate: --out {out} holds the calibration of another run: size 32x24 "
+                                       "(this run: 64x48); its verdicts would not describe this run's models: choose "
+                                       "another --out\n")
+    assert (out / "calibration.json").read_text() == before and not (out / "blur.int8-cpu.onnx").exists()
+    (out / "calibration.json").write_text("{not json")
+    assert _calibrate(tiny_bundle, out, "--routes", "blur") == 2
+    assert "its calibration.json is not a tir calibrate report" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", ["calibrate", "export"])
+def test_calibrate_and_export_refuse_an_unwritable_out_before_the_work(tiny_bundle, tmp_path, capsys, mode):
+    # was a FileNotFoundError / PermissionError traceback from mkdir (export: after re-exporting every route)
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "int8"
+    if mode == "calibrate":
+        rc = _calibrate(tiny_bundle, out)
+    else:
+        rc = main(["export", "--bundle", str(tiny_bundle.path), "--out", str(out)])
+    assert rc == 2
+    assert capsys.readouterr().out == (f"tir {mode}: --out {out}: {tmp_path / 'file'} is a file, not a folder; "
+                                       f"give a writable {'new ' if mode == 'export' else ''}folder\n")

@@ -22,6 +22,7 @@ import math
 import shlex
 import sys
 from contextlib import contextmanager
+from typing import Optional
 
 from tir.edge.errors import EXIT_INTERRUPTED, TirError, UsageError
 from tir.edge.registry import Registry
@@ -268,13 +269,39 @@ def add_source_argument(parser, help: str, default=None) -> None:
     parser.add_argument("--source", default=default, help=help)
 
 
+def folder_problem(path) -> Optional[str]:
+    """Why no file can be written in the folder ``path`` (an existing folder, or one still to be
+    made under its nearest existing folder), or None when it can. The nearest existing folder is
+    probed with a temporary file, removed at once (root passes ``os.access`` checks even where
+    nothing can be created, e.g. /proc), so nothing is left behind.
+
+    Returns:
+        None, or one phrase naming the folder and the reason (for an error line).
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".tir-write-check-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write in {folder} ({exc.strerror or exc})"
+    return None
+
+
 def output_file(text: str) -> str:
     """argparse type of an output file option (``--json PATH``, ``tir eval --plot PATH``): the
     path is checked when the options are parsed, before any work, so a result that took minutes
     is not lost to an unwritable path at the end. Refused: an existing folder, a path under a
-    file, a folder in which no file can be created (its nearest existing folder is probed with a
-    temporary file, removed at once; nothing is left behind). Missing folders are made by
-    :func:`write_json` when the result is written.
+    file, a folder in which no file can be created (:func:`folder_problem`). Missing folders are
+    made by :func:`write_json` when the result is written.
 
     Returns:
         ``text`` unchanged.
@@ -282,26 +309,15 @@ def output_file(text: str) -> str:
     Raises:
         argparse.ArgumentTypeError: naming the path and what to give instead.
     """
-    import os
-    import tempfile
     from pathlib import Path
 
     path = Path(text)
     if not text or path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path such as "
                                          f"{(path / 'result.json').as_posix()}")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: {folder} is a file, not a folder; give a path in a writable folder")
-    try:
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".tir-write-check-")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"{text}: cannot write in {folder} ({exc.strerror or exc}); give a path in "
-                                         "a writable folder") from None
+    problem = folder_problem(path.parent)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text}: {problem}; give a path in a writable folder")
     return text
 
 
