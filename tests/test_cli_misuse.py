@@ -171,3 +171,39 @@ def test_calibrate_and_export_refuse_an_unwritable_out_before_the_work(tiny_bund
     assert rc == 2
     assert capsys.readouterr().out == (f"tir {mode}: --out {out}: {tmp_path / 'file'} is a file, not a folder; "
                                        f"give a writable {'new ' if mode == 'export' else ''}folder\n")
+
+
+# ---------------------------------------------------------------- tir deploy
+def test_deploy_measure_on_sets_without_a_clean_target_is_one_line(tmp_path, capsys):
+    # was a ValueError traceback naming "['l', 'y', 'n', 'r', 'e', 'd', ...]", the letters of the set
+    from tir.engines.bundle import default_bundle_path
+
+    rc = main(["deploy", "--bundle", str(default_bundle_path()), "--set", "auto", "--measure", "lynred_nonuc",
+               "--measure-frames", "1", "--out", str(tmp_path / "copy")])
+    assert rc == 2
+    assert capsys.readouterr().err == ("tir deploy: error: no clean target frames in lynred_nonuc to measure PSNR "
+                                       "against (real degraded frames only); give sets with clean frames, e.g. "
+                                       "roadscene, hit_uav\n")
+    assert not (tmp_path / "copy").exists()
+
+
+@pytest.mark.parametrize("out", ["exists", "under_a_file"])
+def test_deploy_checks_its_out_before_measuring(tmp_path, capsys, monkeypatch, out):
+    # the copy was written last: an existing or unwritable --out was found after --measure's minutes
+    from tir.engines.bundle import default_bundle_path
+    from tir.engines.training import camera_eval
+
+    calls = []
+    monkeypatch.setattr(camera_eval, "user_path_table", lambda *a, **kw: calls.append(a))
+    (tmp_path / "f").mkdir() if out == "exists" else (tmp_path / "f").write_text("x")
+    target = tmp_path / "f" if out == "exists" else tmp_path / "f" / "copy"
+    rc = main(["deploy", "--bundle", str(default_bundle_path()), "--set", "auto", "--measure", "roadscene",
+               "--out", str(target)])
+    err = capsys.readouterr().err
+    assert rc == 2 and not calls
+    if out == "exists":
+        assert err == (f"tir deploy: error: {target} already exists; choose a new folder for the copy (the original "
+                       f"stays in {default_bundle_path()})\n")
+    else:
+        assert err == (f"tir deploy: error: cannot write the copy {target}: {tmp_path / 'f'} is a file, not a folder; "
+                       "choose a writable new folder (nothing was written)\n")
