@@ -207,3 +207,60 @@ def test_deploy_checks_its_out_before_measuring(tmp_path, capsys, monkeypatch, o
     else:
         assert err == (f"tir deploy: error: cannot write the copy {target}: {tmp_path / 'f'} is a file, not a folder; "
                        "choose a writable new folder (nothing was written)\n")
+
+
+# ---------------------------------------------------------------- a read-only bundle folder
+@pytest.fixture
+def read_only_bundle(tmp_path):
+    """A copy of the shipped bundle in a folder nothing can be written to: mode 0555, and for root
+    (who ignores modes) the immutable attribute (chattr +i); skipped where neither holds."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from tir.engines.bundle import default_bundle_path
+
+    folder = tmp_path / "ro"
+    shutil.copytree(default_bundle_path(), folder)
+    folder.chmod(0o555)
+    immutable = False
+    if os.geteuid() == 0 and shutil.which("chattr"):
+        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+        writable = True
+    except OSError:
+        writable = False
+    if writable:
+        folder.chmod(0o755)
+        pytest.skip("cannot make a read-only folder here (root without chattr +i)")
+    yield folder
+    if immutable:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("argv", [["deploy", "--set", "routes"], ["adapt", "--source-stats", "--stats", "contrast"]])
+def test_modes_that_rewrite_a_bundle_in_place_refuse_a_read_only_one_up_front(read_only_bundle, capsys, argv):
+    # both were a PermissionError traceback from manifest.json.tmp (adapt: after computing the statistics)
+    before = (read_only_bundle / "manifest.json").read_bytes()
+    assert main([*argv, "--bundle", str(read_only_bundle)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "manifest.json in place, but cannot write in" in err
+    assert (read_only_bundle / "manifest.json").read_bytes() == before
+
+
+def test_save_manifest_into_a_read_only_folder_is_a_bundle_error(read_only_bundle):
+    # the backstop of every in-place writer (set_deploy, add_source_stats, ...)
+    from tir.engines.bundle import BundleError, load_bundle, save_manifest
+
+    files = sorted(p.name for p in read_only_bundle.iterdir())
+    before = (read_only_bundle / "manifest.json").read_bytes()
+    manifest = dict(load_bundle(read_only_bundle).manifest, deploy="routes")
+    with pytest.raises(BundleError, match=r"cannot rewrite .*manifest.json: .*; the bundle is unchanged"):
+        save_manifest(read_only_bundle, manifest)
+    assert sorted(p.name for p in read_only_bundle.iterdir()) == files  # no manifest.json.tmp left
+    assert (read_only_bundle / "manifest.json").read_bytes() == before
+

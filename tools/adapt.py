@@ -98,6 +98,13 @@ def main(args) -> int:
     if args.source_stats and not args.bundle:
         raise UsageError("--source-stats rewrites the bundle's manifest in place: name the bundle with --bundle DIR "
                          "(copy the shipped one first if that is the one you mean)")
+    if args.source_stats:  # rewritten in place: a read-only bundle was a traceback after the statistics' minutes
+        from .cli import folder_problem
+
+        problem = folder_problem(args.bundle)
+        if Path(args.bundle).is_dir() and problem:
+            raise UsageError(f"--source-stats rewrites {Path(args.bundle) / 'manifest.json'} in place, but {problem}; "
+                             "copy the bundle to a writable folder first")
     try:
         if args.source_stats:
             result = _source_stats(bundle, args)

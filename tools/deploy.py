@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tir.engines.bundle import DEFAULT_AUTO_MARGIN_DB, DEPLOY_CHOICES
 
-from .cli import add_bundle_argument, refusing, thread_count
+from .cli import add_bundle_argument, folder_problem, refusing, thread_count
 
 
 def add_arguments(parser) -> None:
@@ -67,8 +67,8 @@ def main(args) -> int:
         UsageError: ``--measure`` sets with no clean target frames (e.g. lynred_nonuc).
     """
     from tir.edge.errors import ModelError, UsageError
-    from tir.engines.bundle import (TONE, USER_VAL_KEY, auto_deploy_entry, auto_deploy_numbers, default_bundle_path,
-                                    load_bundle, set_deploy)
+    from tir.engines.bundle import (TONE, USER_VAL_KEY, BundleError, auto_deploy_entry, auto_deploy_numbers,
+                                    default_bundle_path, load_bundle, set_deploy)
 
     path = args.bundle or default_bundle_path()
     if path is None:
@@ -81,10 +81,6 @@ def main(args) -> int:
         raise UsageError(f"--measure-frames must be ≥ 1, got {args.measure_frames}")
     bundle = load_bundle(path)
     if args.out is not None:  # found out after --measure's minutes before (the copy is written last)
-        from tir.engines.bundle import BundleError
-
-        from .cli import folder_problem
-
         if Path(args.out).exists():  # copy_bundle's own words
             raise BundleError(f"{args.out} already exists; choose a new folder for the copy (the original stays "
                               f"in {bundle.path})")
@@ -92,6 +88,11 @@ def main(args) -> int:
         if problem:
             raise BundleError(f"cannot write the copy {args.out}: {problem}; choose a writable new folder (nothing "
                               "was written)")
+    elif args.deploy is not None:  # rewritten in place: a read-only bundle was found after --measure's minutes
+        problem = folder_problem(bundle.path)
+        if problem:
+            raise BundleError(f"--set rewrites {bundle.path}/manifest.json in place, but {problem}; write a copy with "
+                              "--out DIR, or make the folder writable")
     if args.deploy is not None:
         user_val = None
         if args.measure is not None:
