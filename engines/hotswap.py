@@ -19,7 +19,8 @@ restorer's) and can replace its bundle while frames flow:
   time, the swap's own time and the infer time of the first frame on the new bundle
   (``first_frame_ms``);
 - a load that fails (tampered or missing file, schema error, a forced ``--task`` the new
-  bundle lacks) leaves the running bundle in place; ``status()["bundle"]["reload_error"]`` says
+  bundle lacks, another input normalisation than the running bundle's: the pipeline's
+  normaliser is built once per run) leaves the running bundle in place; ``status()["bundle"]["reload_error"]`` says
   why (status line, the page, ``/stats.json``);
 - the watcher polls ``manifest.json`` every ``poll_s`` seconds and reloads when its ``version``
   is higher than the running bundle's (``tir learn`` bumps it as its last write, so a bundle
@@ -244,6 +245,11 @@ class HotSwapRestorer:
         t0 = time.perf_counter()
         try:
             new = self._factory(self.path)
+            try:
+                self._check_normalisation(new, old)
+            except ValueError:
+                new.close()
+                raise
             self._warm(new, old, self._shape)
         except Exception as exc:
             self._failed_fingerprint = fingerprint
@@ -259,6 +265,28 @@ class HotSwapRestorer:
             self._fingerprint = fingerprint
             self.reload_error = None
             self.reload_state = "ready"
+
+    @staticmethod
+    def _check_normalisation(new, old) -> None:
+        """Refuse a new bundle whose input normalisation (the manifest's ``normalisation``
+        percentiles, :func:`~tir.engines.loading.normalizer_for`) differs from the running one's:
+        ``tir run`` builds the pipeline's Preprocess/Postprocess normaliser once, so such a bundle
+        was swapped in and fed frames scaled for the old one, silently.
+
+        Raises:
+            ValueError: naming both percentile pairs and the restart that applies the new one.
+        """
+        from .loading import normalizer_for
+
+        def pct(model):
+            norm = normalizer_for(model)
+            return (float(norm.low_pct), float(norm.high_pct))
+
+        if pct(new) != pct(old):
+            (nl, nh), (ol, oh) = pct(new), pct(old)
+            raise ValueError(f"the new bundle normalises its input with the {nl:g}-{nh:g} percentiles, the running one "
+                             f"with {ol:g}-{oh:g}; the pipeline's normalisation is fixed for a run: restart tir run "
+                             "to use it")
 
     @staticmethod
     def _warm(new, old, shape) -> None:

@@ -264,3 +264,39 @@ def test_save_manifest_into_a_read_only_folder_is_a_bundle_error(read_only_bundl
     assert sorted(p.name for p in read_only_bundle.iterdir()) == files  # no manifest.json.tmp left
     assert (read_only_bundle / "manifest.json").read_bytes() == before
 
+
+
+# ---------------------------------------------------------------- bundle hot-swap
+def test_hot_swap_refuses_a_bundle_that_normalises_its_input_otherwise(tmp_path):
+    # tir run builds the pipeline's normaliser once from the first bundle: a new bundle with other
+    # normalisation percentiles was swapped in and fed frames scaled for the old one, silently
+    import numpy as np
+
+    from test_hotswap import factory, scale_route
+    from tir.engines.bundle import write_bundle
+    from tir.engines.hotswap import HotSwapRestorer
+
+    folder = tmp_path / "bundle"
+
+    def publish(version, normalisation, gain):
+        route = scale_route(tmp_path / f"a-{version}.onnx", gain)
+        write_bundle(folder, {"a": route}, None, {"name": "hs", "version": version, "normalisation": normalisation})
+
+    publish(1, {}, 1.0)
+    hs = HotSwapRestorer(factory()(folder), factory())
+    try:
+        x = np.full((1, 1, 16, 16), 0.25, np.float32)
+        assert float(hs.infer(x).max()) == pytest.approx(0.25)  # frames flow: route a is loaded
+        publish(2, {"low_pct": 2.0, "high_pct": 98.0}, 2.0)
+        assert hs.request_reload() and hs.wait_loaded()
+        assert not hs.swap_if_ready() and hs.bundle.version == 1
+        assert float(hs.infer(x).max()) == pytest.approx(0.25)  # the old bundle runs on
+        assert hs.status()["bundle"]["reload_error"] == (
+            "bundle reload failed, version 1 keeps running: ValueError: the new bundle normalises its input with the "
+            "2-98 percentiles, the running one with 0.5-99.5; the pipeline's normalisation is fixed for a run: "
+            "restart tir run to use it")
+        publish(3, {"low_pct": 0.5, "high_pct": 99.5}, 3.0)  # the running one's percentiles, written out: swapped
+        assert hs.request_reload() and hs.wait_loaded() and hs.swap_if_ready()
+        assert hs.bundle.version == 3 and float(hs.infer(x).max()) == pytest.approx(0.75)
+    finally:
+        hs.close()
