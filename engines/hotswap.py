@@ -20,7 +20,8 @@ restorer's) and can replace its bundle while frames flow:
   (``first_frame_ms``);
 - a load that fails (tampered or missing file, schema error, a forced ``--task`` the new
   bundle lacks, another input normalisation than the running bundle's: the pipeline's
-  normaliser is built once per run) leaves the running bundle in place; ``status()["bundle"]["reload_error"]`` says
+  normaliser is built once per run; no router while the run routes automatically) leaves the
+  running bundle in place; ``status()["bundle"]["reload_error"]`` says
   why (status line, the page, ``/stats.json``);
 - the watcher polls ``manifest.json`` every ``poll_s`` seconds and reloads when its ``version``
   is higher than the running bundle's (``tir learn`` bumps it as its last write, so a bundle
@@ -247,6 +248,7 @@ class HotSwapRestorer:
             new = self._factory(self.path)
             try:
                 self._check_normalisation(new, old)
+                self._check_routing(new, old)
             except ValueError:
                 new.close()
                 raise
@@ -287,6 +289,23 @@ class HotSwapRestorer:
             raise ValueError(f"the new bundle normalises its input with the {nl:g}-{nh:g} percentiles, the running one "
                              f"with {ol:g}-{oh:g}; the pipeline's normalisation is fixed for a run: restart tir run "
                              "to use it")
+
+    @staticmethod
+    def _check_routing(new, old) -> None:
+        """Refuse a new bundle without a router while the running one routes automatically (no
+        ``--task``): the route running at the swap was carried over and, with no router to change
+        it, ran on every frame from then on (clean frames included), while the new Restorer's own
+        warning said frames pass through.
+
+        Raises:
+            ValueError: naming the fix (a bundle with a router, or a restart with ``--task``).
+        """
+        if getattr(old, "forced", False) or getattr(old, "router_info", None) is None:
+            return
+        if getattr(new, "router_info", None) is None:
+            raise ValueError(f"the new bundle has no router, and this run routes automatically (no --task): it would "
+                             f"run one route on every frame; publish a bundle with a router, or restart tir run with "
+                             f"--task ({', '.join(new.routes)})")
 
     @staticmethod
     def _warm(new, old, shape) -> None:

@@ -300,3 +300,40 @@ def test_hot_swap_refuses_a_bundle_that_normalises_its_input_otherwise(tmp_path)
         assert hs.bundle.version == 3 and float(hs.infer(x).max()) == pytest.approx(0.75)
     finally:
         hs.close()
+
+
+def test_hot_swap_refuses_a_bundle_without_a_router_while_routing_automatically(tmp_path):
+    # was swapped in: the route running at the swap (a) was carried over and, with no router left to
+    # change it, ran on every frame, clean ones included, while the log said "frames pass through"
+    import numpy as np
+
+    from test_restorer import MEANS, MeanRouter, Scale, _export, frame
+    from tir.engines.bundle import write_bundle
+    from tir.engines.hotswap import HotSwapRestorer
+    from tir.engines.restorer import Restorer
+
+    folder = tmp_path / "bundle"
+    routes = {"a": _export(Scale(2.0), tmp_path / "a.onnx"), "b": _export(Scale(3.0), tmp_path / "b.onnx")}
+    router = {"codebook": np.eye(3).tolist(), "tasks": list(MEANS), "threshold": 0.9, "temperature": 0.1,
+              "input_size": [32, 24]}
+    write_bundle(folder, routes, _export(MeanRouter(), tmp_path / "router.onnx"),
+                 {"name": "tiny", "version": 1, "router": router})
+
+    def factory(path):
+        return Restorer(path, backend="onnxruntime", every=1, hysteresis=1, threads=1)
+
+    hs = HotSwapRestorer(factory(folder), factory)
+    try:
+        hs.infer(frame("a"))
+        assert hs.route == "a"
+        write_bundle(folder, routes, None, {"name": "tiny", "version": 2})
+        assert hs.request_reload() and hs.wait_loaded()
+        assert not hs.swap_if_ready() and hs.bundle.version == 1
+        assert hs.status()["bundle"]["reload_error"] == (
+            "bundle reload failed, version 1 keeps running: ValueError: the new bundle has no router, and this run "
+            "routes automatically (no --task): it would run one route on every frame; publish a bundle with a "
+            "router, or restart tir run with --task (a, b)")
+        clean = frame("clean")
+        assert np.array_equal(hs.infer(clean), clean)  # the old router still sees a clean frame: passed through
+    finally:
+        hs.close()
