@@ -337,3 +337,14 @@ def test_hot_swap_refuses_a_bundle_without_a_router_while_routing_automatically(
         assert np.array_equal(hs.infer(clean), clean)  # the old router still sees a clean frame: passed through
     finally:
         hs.close()
+
+
+# ---------------------------------------------------------------- tir run --adapt
+def test_run_adapt_with_too_few_frames_is_refused_at_start(capsys):
+    # tir adapt --frames 5 is refused up front; tir run --adapt 5 collected 5 frames, then only the page
+    # said "refused" (exit 0, an --adapt-save copy never written)
+    rc = main(["run", "--source", "synthetic://?size=160x120&realtime=0", "--port", "0", "--frames", "3",
+               "--adapt", "5"])
+    assert rc == 2
+    assert capsys.readouterr().err.endswith("tir run: error: --adapt 5: too few frames to fit the adaptation: need "
+                                            "at least 32 (200 recommended)\n")
