@@ -348,3 +348,17 @@ def test_run_adapt_with_too_few_frames_is_refused_at_start(capsys):
     assert rc == 2
     assert capsys.readouterr().err.endswith("tir run: error: --adapt 5: too few frames to fit the adaptation: need "
                                             "at least 32 (200 recommended)\n")
+
+
+def test_bench_roofline_names_the_routes_its_int8_folder_lacks(tmp_path, capsys):
+    # --int8 DIR without a route's <route>.int8-cpu.onnx timed that route in fp32 only, silently
+    from test_fast_route import _model, _old_bundle
+
+    bundle = _old_bundle(tmp_path, _model())
+    (tmp_path / "int8").mkdir()
+    rc = main(["bench", "--roofline", "64x48", "--model", str(bundle), "--task", "noise", "--rounds", "1",
+               "--threads", "1", "--int8", str(tmp_path / "int8")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert (f"tir bench: --int8 {tmp_path / 'int8'} has no noise.int8-cpu.onnx: that route is timed in fp32 only "
+            f"(`tir calibrate --bundle {bundle} --routes noise --out {tmp_path / 'int8'}` writes them)") in out

@@ -285,6 +285,13 @@ def roofline_main(args, size) -> int:
     if args.int8 and not Path(args.int8).is_dir():
         raise InputError(f"--int8 {args.int8}: no such folder (run `tir calibrate --out {args.int8}` first)")
     routes = [args.task] if args.task else None
+    if args.int8:  # a route without its INT8 model was timed in fp32 only, with nothing said
+        missing = [r for r in (routes or bundle.tasks) if not (Path(args.int8) / f"{r}.int8-cpu.onnx").is_file()]
+        if missing:
+            print(f"tir bench: --int8 {args.int8} has no {', '.join(f'{r}.int8-cpu.onnx' for r in missing)}: "
+                  f"{'that route is' if len(missing) == 1 else 'those routes are'} timed in fp32 only (`tir "
+                  f"calibrate --bundle {bundle.path} --routes {','.join(missing)} --out {args.int8}` writes them)",
+                  flush=True)
     threads = args.threads if args.threads is not None else 2
     reports = []
     for w, h in sizes:
