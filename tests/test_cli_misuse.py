@@ -362,3 +362,45 @@ def test_bench_roofline_names_the_routes_its_int8_folder_lacks(tmp_path, capsys)
     out = capsys.readouterr().out
     assert (f"tir bench: --int8 {tmp_path / 'int8'} has no noise.int8-cpu.onnx: that route is timed in fp32 only "
             f"(`tir calibrate --bundle {bundle} --routes noise --out {tmp_path / 'int8'}` writes them)") in out
+
+
+def test_a_running_bundles_file_changed_on_disk_passes_frames_through_instead_of_stopping_the_run(tmp_path,
+                                                                                               monkeypatch):
+    # found live: a route file rewritten while frames flowed (a publish that has not reached its manifest,
+    # or a tampered file) failed its sha256 check when the router first chose that route, the infer
+    # stage failed and tir run stopped with exit 1
+    import numpy as np
+
+    from test_hotswap import factory, scale_route
+    from tir.engines import hotswap
+    from tir.engines.bundle import write_bundle
+    from tir.engines.hotswap import HotSwapRestorer
+
+    folder = tmp_path / "bundle"
+    write_bundle(folder, {"a": scale_route(tmp_path / "a.onnx", 2.0)}, None, {"name": "hs", "version": 1})
+    hs = HotSwapRestorer(factory()(folder), factory())   # route a loads on the first frame
+    try:
+        route = folder / "route-a.onnx"
+        good = route.read_bytes()
+        route.write_bytes(good + b"x")
+        x = np.full((16, 16), 0.25, np.float32)
+        out = hs.infer(x)
+        assert out.shape == (1, 1, 16, 16) and float(out.max()) == pytest.approx(0.25)   # passed through
+        error = hs.status()["bundle"]["file_error"]
+        assert error.startswith("bundle 'hs': route-a.onnx changed since the bundle was loaded")
+        assert error.endswith("; frames pass through until it is restored or a new version is loaded")
+        route.write_bytes(good)
+        assert float(hs.infer(x).max()) == pytest.approx(0.25)  # within the retry interval: not tried again
+        monkeypatch.setattr(hotswap, "FILE_RETRY_S", 0.0)
+        assert float(hs.infer(x).max()) == pytest.approx(0.5)   # restored: the route runs
+        status = hs.status()["bundle"]
+        assert status["file_error"] is None and status["passed_through"] == 2
+    finally:
+        hs.close()
+
+
+def test_the_status_line_shows_a_bundle_file_failure():
+    from tir.tools.run import status_line
+
+    snap = {"fps": 30.0, "model": {"bundle": {"version": 1, "swaps": 0, "file_error": "route-a.onnx changed"}}}
+    assert "BUNDLE FILE FAILED: route-a.onnx changed" in status_line(snap)

@@ -92,6 +92,8 @@ def status_line(snap) -> str:
         parts.append(f"bundle v{bundle.get('version')}" + (f" (swapped x{bundle['swaps']})" if bundle.get("swaps") else ""))
         if bundle.get("reload_error"):
             parts.append(f"RELOAD FAILED: {bundle['reload_error']}")
+        if bundle.get("file_error"):
+            parts.append(f"BUNDLE FILE FAILED: {bundle['file_error']}")
     adapt = snap.get("adapt")
     if adapt:
         parts.append(f"adapt {adapt.get('state', '-')}")
