@@ -404,3 +404,19 @@ def test_the_status_line_shows_a_bundle_file_failure():
 
     snap = {"fps": 30.0, "model": {"bundle": {"version": 1, "swaps": 0, "file_error": "route-a.onnx changed"}}}
     assert "BUNDLE FILE FAILED: route-a.onnx changed" in status_line(snap)
+
+
+# ---------------------------------------------------------------- tir adapt --out
+def test_adapt_refuses_an_unwritable_out_before_collecting(tmp_path, capsys, monkeypatch):
+    # was found only when the copy was written, after collecting the frames
+    from tir.engines import adapt
+
+    collected = []
+    monkeypatch.setattr(adapt, "collect_frames", lambda *a, **kw: collected.append(a))
+    (tmp_path / "f").write_text("x")
+    out = tmp_path / "f" / "copy"
+    assert main(["adapt", "--source", "synthetic://?size=160x120&realtime=0", "--frames", "40",
+                 "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"tir adapt: error: refused: cannot write the copy {out}: {tmp_path / 'f'} is "
+                                       "a file, not a folder; choose a writable new folder (nothing was collected)\n")
+    assert collected == []

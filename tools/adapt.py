@@ -131,6 +131,12 @@ def _adapt(bundle, args) -> dict:
 
     if not args.out:
         raise ValueError("--out DIR is needed: the adapted bundle is written as a copy, the original is kept")
+    from .cli import folder_problem
+
+    problem = None if Path(args.out).exists() else folder_problem(args.out)  # an existing one: adapt_bundle says
+    if problem:  # was found after collecting the frames (minutes of a live camera at --stride)
+        raise AdaptationRefused(f"cannot write the copy {args.out}: {problem}; choose a writable new folder "
+                                "(nothing was collected)")
     if args.frames < MIN_FRAMES:   # refused now, not after collecting them
         raise AdaptationRefused(f"--frames {args.frames} are too few to fit the adaptation: need at least "
                                 f"{MIN_FRAMES} ({DEFAULT_FRAMES} recommended); nothing was collected")
