@@ -420,3 +420,14 @@ def test_adapt_refuses_an_unwritable_out_before_collecting(tmp_path, capsys, mon
     assert capsys.readouterr().err == (f"tir adapt: error: refused: cannot write the copy {out}: {tmp_path / 'f'} is "
                                        "a file, not a folder; choose a writable new folder (nothing was collected)\n")
     assert collected == []
+
+
+def test_run_adapt_save_to_an_unwritable_place_is_refused_at_start(tmp_path, capsys):
+    # was a warning "adapted bundle not written" after the N frames, the run going on without the copy
+    (tmp_path / "f").write_text("x")
+    save = tmp_path / "f" / "copy"
+    rc = main(["run", "--source", "synthetic://?size=160x120&realtime=0", "--port", "0", "--frames", "3",
+               "--adapt", "40", "--adapt-save", str(save)])
+    assert rc == 2
+    assert capsys.readouterr().err.endswith(f"tir run: error: --adapt-save {save}: {tmp_path / 'f'} is a file, not a "
+                                            "folder; give a writable new folder\n")
