@@ -431,3 +431,22 @@ def test_run_adapt_save_to_an_unwritable_place_is_refused_at_start(tmp_path, cap
     assert rc == 2
     assert capsys.readouterr().err.endswith(f"tir run: error: --adapt-save {save}: {tmp_path / 'f'} is a file, not a "
                                             "folder; give a writable new folder\n")
+
+
+# ---------------------------------------------------------------- tir train
+@pytest.mark.parametrize("more, named", [
+    (["--max-frames", "4"], "--max-frames"),      # the README's quick-run flag: a full run trained on every frame
+    (["--router-quantize", "0.3", "--router-balance", "4"], "--router-quantize, --router-balance"),
+    (["--router-draws", "2"], "--router-draws"),
+    (["--bundle", "x"], "--bundle"),
+])
+def test_train_refuses_router_only_options_it_would_ignore(tmp_path, capsys, more, named):
+    assert main(["train", "--preset", "tiny", "--work-dir", str(tmp_path / "w"), *more]) == 2
+    assert capsys.readouterr().err == (f"tir train: error: {named} only act with --router-only (a new router for an "
+                                       "existing bundle); this run would ignore them: drop them, or add --router-only\n")
+    assert not (tmp_path / "w").exists()
+
+
+def test_train_refuses_keep_thresholds_without_a_router_to_keep_them_of(tmp_path, capsys):
+    assert main(["train", "--preset", "tiny", "--work-dir", str(tmp_path / "w"), "--router-keep-thresholds"]) == 2
+    assert "--router-keep-thresholds keeps the thresholds of the router --router-from names" in capsys.readouterr().err
