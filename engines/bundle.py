@@ -409,11 +409,26 @@ def _manifest_text(doc: Mapping) -> str:
 def save_manifest(bundle_dir: PathLike, manifest: Mapping) -> Bundle:
     """Replace ``bundle_dir``/manifest.json with ``manifest`` (atomically) and read the bundle
     back with :func:`load_bundle`, so every listed file is re-verified against its sha256.
-    Only the metadata changes; use :func:`write_bundle` to add or replace model files."""
+    Only the metadata changes; use :func:`write_bundle` to add or replace model files.
+
+    Raises:
+        BundleError: the manifest cannot be written there (a read-only folder, a full disk: was a
+            PermissionError traceback from ``tir deploy --set`` and ``tir adapt --source-stats``);
+            the old manifest is left as it was and no temporary file stays behind; or the bundle
+            read back fails its checks."""
     out = Path(bundle_dir)
-    tmp = _fresh_tmp(out / MANIFEST)
-    tmp.write_text(_manifest_text(manifest), encoding="utf-8")
-    os.replace(tmp, out / MANIFEST)
+    tmp = out / (MANIFEST + ".tmp")
+    try:
+        tmp = _fresh_tmp(out / MANIFEST)
+        tmp.write_text(_manifest_text(manifest), encoding="utf-8")
+        os.replace(tmp, out / MANIFEST)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise BundleError(f"cannot rewrite {out / MANIFEST}: {exc.strerror or exc}; the bundle is unchanged: make "
+                          "the folder writable, or write a copy (--out DIR)") from exc
     return load_bundle(out)
 
 

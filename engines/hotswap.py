@@ -18,8 +18,14 @@ restorer's) and can replace its bundle while frames flow:
   the old engines are closed in another thread; ``last_swap`` holds the frame number, the load
   time, the swap's own time and the infer time of the first frame on the new bundle
   (``first_frame_ms``);
+- a file of the *running* bundle that fails its sha256 check when it is first needed (a route
+  loads on the first frame that routes to it: a publish rewriting the folder file by file, or a
+  tampered file) no longer stops the run: frames pass through, the file is tried again every
+  :data:`FILE_RETRY_S` s, ``status()["bundle"]["file_error"]`` says why;
 - a load that fails (tampered or missing file, schema error, a forced ``--task`` the new
-  bundle lacks) leaves the running bundle in place; ``status()["bundle"]["reload_error"]`` says
+  bundle lacks, another input normalisation than the running bundle's: the pipeline's
+  normaliser is built once per run; no router while the run routes automatically) leaves the
+  running bundle in place; ``status()["bundle"]["reload_error"]`` says
   why (status line, the page, ``/stats.json``);
 - the watcher polls ``manifest.json`` every ``poll_s`` seconds and reloads when its ``version``
   is higher than the running bundle's (``tir learn`` bumps it as its last write, so a bundle
@@ -38,10 +44,14 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from .bundle import MANIFEST
+import numpy as np
+
+from .bundle import MANIFEST, BundleError
 
 log = logging.getLogger(__name__)
 
+#: seconds between two tries of a bundle file that failed its check on load (frames pass through meanwhile)
+FILE_RETRY_S = 1.0
 #: counters of a Restorer carried over a swap, so stats stay continuous
 CARRIED = ("frames", "switches", "unknowns", "decisions", "uncertain", "skipped_ffc", "pinned_frames",
            "dead_column_frames", "dead_columns")
@@ -94,6 +104,9 @@ class HotSwapRestorer:
         self.requests = 0
         self.reload_state = "idle"     # idle | loading | ready | failed | unchanged
         self.reload_error: Optional[str] = None
+        self.file_error: Optional[str] = None   # a file of the running bundle failed its check on load
+        self._file_error_at = 0.0
+        self.passed_through = 0                # frames passed through because of it
         self.last_swap: Optional[dict] = None
         if watch:
             self.start_watch()
@@ -146,13 +159,40 @@ class HotSwapRestorer:
             ValueError, EngineError: as :meth:`Restorer.infer`.
         """
         self._shape = getattr(batch, "shape", None)
-        if not self.swap_if_ready():
-            return self.active.infer(batch, meta=meta)
+        swapped = self.swap_if_ready()
+        if not swapped and self.file_error is not None and time.monotonic() - self._file_error_at < FILE_RETRY_S:
+            return self._pass_through(batch)
         t0 = time.perf_counter()   # the first frame on the new bundle: its infer time is the swap's cost
-        out = self.active.infer(batch, meta=meta)
-        self.last_swap["first_frame_ms"] = round(1000.0 * (time.perf_counter() - t0), 1)
-        self.last_swap["first_frame_route"] = self.active.route
+        try:
+            out = self.active.infer(batch, meta=meta)
+        except BundleError as exc:  # a route, the router or the student changed on disk since the load
+            self._file_failed(exc)
+            return self._pass_through(batch)
+        self.file_error = None
+        if swapped:
+            self.last_swap["first_frame_ms"] = round(1000.0 * (time.perf_counter() - t0), 1)
+            self.last_swap["first_frame_route"] = self.active.route
         return out
+
+    def _file_failed(self, exc) -> None:
+        """A file of the running bundle failed its sha256 check when it was loaded (lazily, on the
+        first frame that needs it): being rewritten by a publish that has not reached its
+        manifest yet, or tampered with. Before, the infer stage failed and ``tir run`` stopped
+        (exit 1); now frames pass through, retried every :data:`FILE_RETRY_S` s, until the file is
+        restored or a new version is swapped in; ``file_error`` (status line, page,
+        ``/stats.json`` ``model.bundle.file_error``) says so."""
+        message = (f"{str(exc).splitlines()[0]}; frames pass through until it is restored or a new version is "
+                   "loaded")
+        if message != self.file_error:
+            log.warning("%s", message)
+        self.file_error = message
+        self._file_error_at = time.monotonic()
+
+    def _pass_through(self, batch):
+        """``batch`` unchanged as the (N, 1, H, W) float32 a restorer returns."""
+        x = np.asarray(batch, dtype=np.float32)
+        self.passed_through += 1
+        return x.reshape((-1, 1) + x.shape[-2:])
 
     def observe(self, batch, meta=None):
         """Swap in a loaded bundle if one is ready, then route on the batch (:meth:`Restorer.observe`).
@@ -162,7 +202,11 @@ class HotSwapRestorer:
         """
         self._shape = getattr(batch, "shape", None)
         self.swap_if_ready()
-        return self.active.observe(batch, meta)
+        try:
+            return self.active.observe(batch, meta)
+        except BundleError as exc:  # router.onnx changed on disk since the load: as in :meth:`infer`
+            self._file_failed(exc)
+            return None
 
     def engine(self, task: str):
         """The active restorer's engine for route ``task`` (:meth:`Restorer.engine`)."""
@@ -244,6 +288,12 @@ class HotSwapRestorer:
         t0 = time.perf_counter()
         try:
             new = self._factory(self.path)
+            try:
+                self._check_normalisation(new, old)
+                self._check_routing(new, old)
+            except ValueError:
+                new.close()
+                raise
             self._warm(new, old, self._shape)
         except Exception as exc:
             self._failed_fingerprint = fingerprint
@@ -259,6 +309,45 @@ class HotSwapRestorer:
             self._fingerprint = fingerprint
             self.reload_error = None
             self.reload_state = "ready"
+
+    @staticmethod
+    def _check_normalisation(new, old) -> None:
+        """Refuse a new bundle whose input normalisation (the manifest's ``normalisation``
+        percentiles, :func:`~tir.engines.loading.normalizer_for`) differs from the running one's:
+        ``tir run`` builds the pipeline's Preprocess/Postprocess normaliser once, so such a bundle
+        was swapped in and fed frames scaled for the old one, silently.
+
+        Raises:
+            ValueError: naming both percentile pairs and the restart that applies the new one.
+        """
+        from .loading import normalizer_for
+
+        def pct(model):
+            norm = normalizer_for(model)
+            return (float(norm.low_pct), float(norm.high_pct))
+
+        if pct(new) != pct(old):
+            (nl, nh), (ol, oh) = pct(new), pct(old)
+            raise ValueError(f"the new bundle normalises its input with the {nl:g}-{nh:g} percentiles, the running one "
+                             f"with {ol:g}-{oh:g}; the pipeline's normalisation is fixed for a run: restart tir run "
+                             "to use it")
+
+    @staticmethod
+    def _check_routing(new, old) -> None:
+        """Refuse a new bundle without a router while the running one routes automatically (no
+        ``--task``): the route running at the swap was carried over and, with no router to change
+        it, ran on every frame from then on (clean frames included), while the new Restorer's own
+        warning said frames pass through.
+
+        Raises:
+            ValueError: naming the fix (a bundle with a router, or a restart with ``--task``).
+        """
+        if getattr(old, "forced", False) or getattr(old, "router_info", None) is None:
+            return
+        if getattr(new, "router_info", None) is None:
+            raise ValueError(f"the new bundle has no router, and this run routes automatically (no --task): it would "
+                             f"run one route on every frame; publish a bundle with a router, or restart tir run with "
+                             f"--task ({', '.join(new.routes)})")
 
     @staticmethod
     def _warm(new, old, shape) -> None:
@@ -305,14 +394,16 @@ class HotSwapRestorer:
     # ------------------------------------------------------------------ status / close
     def status(self) -> dict:
         """The active restorer's status plus ``bundle``: name, path, version, tasks, router_tasks,
-        swaps, reload (idle/loading/ready/failed/unchanged), reload_error, last_swap (frame number
-        and times in ms) and watch.
+        swaps, reload (idle/loading/ready/failed/unchanged), reload_error, file_error (a file of the
+        running bundle that failed its check on load: frames pass through), passed_through (frames
+        passed through for it), last_swap (frame number and times in ms) and watch.
         """
         status = dict(self.active.status())
         b = self.active.bundle
         status["bundle"] = {"name": b.name, "path": str(b.path), "version": b.version, "tasks": list(b.tasks),
                             "router_tasks": list((b.router or {}).get("tasks") or []), "swaps": self.swaps,
                             "reload": self.reload_state, "reload_error": self.reload_error,
+                            "file_error": self.file_error, "passed_through": self.passed_through,
                             "last_swap": self.last_swap, "watch": self.watching}
         return status
 

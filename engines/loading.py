@@ -42,7 +42,8 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
     or a reference network of the model registry (``plainnet:bench``, exported on the fly). ``precision``
     (fp32/fp16/int8) picks which cached TensorRT plan a bundle route or .onnx file runs
     (``tir build``); None takes the best one built (INT8 > FP16 > FP32). ``adapt`` (a bundle
-    only): adapt its router online on the first ``adapt`` frames (engines/adapt.py),
+    only): adapt its router online on the first ``adapt`` frames (engines/adapt.py; fewer than
+    its ``MIN_FRAMES`` are refused before anything loads, as ``tir adapt --frames`` does),
     ``adapt_save`` writes the adapted copy there (a new folder: an existing one is refused before
     anything loads). ``deploy`` (a bundle only): ``routes``,
     ``student`` or ``auto`` (per task, the bundle's ``auto_deploy`` table; None: the manifest's
@@ -68,6 +69,12 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
         raise ModelNotFound("--adapt-save DIR needs --adapt N (the number of frames to adapt the router on)")
     if adapt is not None and task is not None:
         raise ModelNotFound("--adapt adapts the router, which --task switches off; give one of them")
+    from .adapt import DEFAULT_FRAMES, MIN_FRAMES
+
+    if adapt is not None and 1 <= adapt < MIN_FRAMES:
+        # tir adapt --frames refuses this up front; tir run collected the N frames, then said "refused" on the page
+        raise ModelNotFound(f"--adapt {adapt}: too few frames to fit the adaptation: need at least {MIN_FRAMES} "
+                            f"({DEFAULT_FRAMES} recommended)")
     if adapt_save is not None and Path(adapt_save).exists():
         # write_adapted_bundle writes a new folder only; found out after N frames, the run would go on
         # with the copy 'not written'

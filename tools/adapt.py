@@ -12,14 +12,13 @@ collected frames before and after. See docs/adapt.md.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
 from tir.edge.errors import InputError, ModelError, TirError, UsageError
 
 from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_source_argument,
-                  add_threads_argument)
+                  add_threads_argument, write_json)
 
 
 def add_arguments(parser) -> None:
@@ -99,6 +98,13 @@ def main(args) -> int:
     if args.source_stats and not args.bundle:
         raise UsageError("--source-stats rewrites the bundle's manifest in place: name the bundle with --bundle DIR "
                          "(copy the shipped one first if that is the one you mean)")
+    if args.source_stats:  # rewritten in place: a read-only bundle was a traceback after the statistics' minutes
+        from .cli import folder_problem
+
+        problem = folder_problem(args.bundle)
+        if Path(args.bundle).is_dir() and problem:
+            raise UsageError(f"--source-stats rewrites {Path(args.bundle) / 'manifest.json'} in place, but {problem}; "
+                             "copy the bundle to a writable folder first")
     try:
         if args.source_stats:
             result = _source_stats(bundle, args)
@@ -113,7 +119,7 @@ def main(args) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(str(exc)) from exc
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, result, indent=1)  # checked at parse time (cli.output_file)
         print(f"wrote {args.json}")
     return 0
 
@@ -125,6 +131,12 @@ def _adapt(bundle, args) -> dict:
 
     if not args.out:
         raise ValueError("--out DIR is needed: the adapted bundle is written as a copy, the original is kept")
+    from .cli import folder_problem
+
+    problem = None if Path(args.out).exists() else folder_problem(args.out)  # an existing one: adapt_bundle says
+    if problem:  # was found after collecting the frames (minutes of a live camera at --stride)
+        raise AdaptationRefused(f"cannot write the copy {args.out}: {problem}; choose a writable new folder "
+                                "(nothing was collected)")
     if args.frames < MIN_FRAMES:   # refused now, not after collecting them
         raise AdaptationRefused(f"--frames {args.frames} are too few to fit the adaptation: need at least "
                                 f"{MIN_FRAMES} ({DEFAULT_FRAMES} recommended); nothing was collected")

@@ -18,7 +18,6 @@ the options, calls them and prints the tables (:func:`format_table`, :func:`rend
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
@@ -33,7 +32,8 @@ from tir.engines.benchmarks import (backend_of, backend_precisions, bench_model,
                                     trt_style_summary)
 from tir.engines.loading import load_model
 
-from .cli import add_json_argument, add_model_arguments, add_source_argument, precision_list
+from .cli import (add_json_argument, add_model_arguments, add_source_argument, number, precision_list,
+                  write_json)
 
 def psnr_frames(sets: str, split: str, n: int, task):
     """``--psnr-data``: :func:`tir.engines.training.evaluate.psnr_frames`, imported only when asked
@@ -47,6 +47,27 @@ DEFAULT_SIZE = "640x512"
 DEFAULT_FALLBACK_MODEL = "plainnet:bench"
 DEFAULT_DEGRADE = "noise"  # the demo source's degradation (tir run's synthetic://?degrade=noise)
 DEFAULT_DISPLAY = "auto"  # headless, as measured in docs/BENCHMARKS.md (AGC only when an output wants it)
+#: the largest frame side --size / --roofline take (px): the capture limit of edge/sources/v4l2.py; a
+#: 20000x20000 bench frame was killed for memory while its batches were made
+MAX_SIDE = 8192
+FRAMES = number(int, low=1, what="a number of frames")  # 0 or -3 timed nothing and reported 0 fps, exit 0
+SECONDS = number(float, low=0, low_open=True, what="a number of seconds")  # --duration 0 timed nothing
+
+
+def bench_size(text: str, option: str = "--size"):
+    """``--size`` / a ``--roofline`` size: ``"WxH"`` -> (w, h) in px, each side 1..:data:`MAX_SIDE`.
+
+    Raises:
+        UsageError: not WIDTHxHEIGHT, or a side out of range (0x0 was an OpenCV assertion
+            traceback, 20000x20000 a process killed for memory).
+    """
+    from tir.edge.errors import UsageError
+    from tir.edge.uri import parse_size
+
+    w, h = parse_size(text)
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
+        raise UsageError(f"{option} {text}: give a frame size WxH with each side 1..{MAX_SIDE} px")
+    return w, h
 
 
 # ----------------------------------------------------------------------------------------
@@ -81,10 +102,11 @@ def add_arguments(parser) -> None:
                                default_model=f"the installed bundle, else {DEFAULT_FALLBACK_MODEL}")
     parser.add_argument("--size", default=DEFAULT_SIZE, help="frame size WxH for model-only and the "
                                                              "default synthetic source (default 640x512)")
-    parser.add_argument("--frames", type=int, default=200, help="frames to time (default 200)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed model-only calls first (default 10)")
-    parser.add_argument("--duration", type=float, help="pipeline: run this many seconds instead of --frames")
-    parser.add_argument("--sample-every", type=float, default=10.0,
+    parser.add_argument("--frames", type=FRAMES, default=200, help="frames to time (default 200)")
+    parser.add_argument("--warmup", type=number(int, low=0, what="a number of calls"), default=10,
+                        help="untimed model-only calls first (default 10)")
+    parser.add_argument("--duration", type=SECONDS, help="pipeline: run this many seconds instead of --frames")
+    parser.add_argument("--sample-every", type=SECONDS, default=10.0,
                         help="pipeline: seconds between frame-age samples (default 10)")
     add_source_argument(parser, "pipeline source URI (default synthetic://?size=SIZE&realtime=0&loop=60"
                                 "&degrade=DEGRADE: 60 frames rendered once and replayed, so the camera "
@@ -93,14 +115,14 @@ def add_arguments(parser) -> None:
                         help=f"degradation of the default frames, model-only and pipeline (default "
                              f"{DEFAULT_DEGRADE}, so a bundle's router runs a real route; 'none': clean "
                              "frames, which a bundle passes through untouched)")
-    parser.add_argument("--max-in-flight", type=int, default=None,
+    parser.add_argument("--max-in-flight", type=number(int, low=1, what="a number of frames"), default=None,
                         help="pipeline: frames inside the pipeline at once for non-live sources (default 2: "
                              "full overlap; 1: lowest latency, no overlap)")
     parser.add_argument("--agc", default="percentile", choices=("percentile", "plateau", "clahe"))
     parser.add_argument("--display", default=DEFAULT_DISPLAY, choices=("always", "auto"),
                         help="pipeline: auto (default): the AGC views only when an output wants them "
                              "(none in the bench: headless), or always, as with a viewer attached")
-    parser.add_argument("--repeat", type=int, default=1,
+    parser.add_argument("--repeat", type=number(int, low=1, what="a number of rounds"), default=1,
                         help="alternate model-only and pipeline runs N times; the ratio is the median "
                              "(steadier on a shared machine)")
     parser.add_argument("--psnr-data", default=None, metavar="SET[,SET]",
@@ -108,7 +130,7 @@ def add_arguments(parser) -> None:
                              "--psnr-split, degraded with --degrade (seed 0), and report mean PSNR (a bundle "
                              "is re-routed per frame)")
     parser.add_argument("--psnr-split", default="val", choices=("train", "val", "test"))
-    parser.add_argument("--psnr-frames", type=int, default=16, help="frames for the PSNR column (default 16)")
+    parser.add_argument("--psnr-frames", type=FRAMES, default=16, help="frames for the PSNR column (default 16)")
     add_gpu_arguments(parser)
     parser.add_argument("--roofline", nargs="?", const="", default=None, metavar="WxH[,WxH...]",
                         help="instead of latency: each ONNX model's achieved GMAC/s and its share of this machine's "
@@ -116,7 +138,7 @@ def add_arguments(parser) -> None:
                              "at each size given (engines/training/roofline.py; needs the onnx package)")
     parser.add_argument("--int8", metavar="DIR", help="--roofline: also time the <route>.int8-cpu.onnx models "
                         "`tir calibrate --out DIR` wrote")
-    parser.add_argument("--rounds", type=int, default=10,
+    parser.add_argument("--rounds", type=number(int, low=1, what="a number of rounds"), default=10,
                         help="--roofline: interleaved timing rounds (default 10; the median counts)")
     add_json_argument(parser, "write all results as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
@@ -134,9 +156,7 @@ def main(args) -> int:
         UsageError: ``--size`` is not WIDTHxHEIGHT; ``--psnr-data`` without a degradation.
         DatasetError: the ``--psnr-data`` sets do not load.
     """
-    from tir.edge.uri import parse_size
-
-    size = parse_size(args.size)  # UsageError: tir bench: error: size 'big' is not WIDTHxHEIGHT ...
+    size = bench_size(args.size)  # UsageError: tir bench: error: size 'big' is not WIDTHxHEIGHT ...
     if getattr(args, "roofline", None) is not None:
         return roofline_main(args, size)
     backends = list(dict.fromkeys(args.backend))  # in the order given, once each
@@ -205,15 +225,30 @@ def main(args) -> int:
         results.append(entry)
     report = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "machine": machine_info(),
               "size": f"{size[0]}x{size[1]}", "results": results}
-    if args.json:  # first, so the results survive whatever happens to stdout
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    json_error = _write_report(args.json, report)  # first, so the results survive whatever happens to stdout
     print(render_report(results), flush=True)
     if any("trt_style" in r for r in results):
         print(render_trt_style(results), flush=True)
+    if json_error:
+        raise json_error
     if args.json:
         print(f"tir bench: wrote {args.json}", flush=True)
     return 0 if any("error" not in r and "skipped" not in r for r in results) else 2
+
+
+def _write_report(path, report):
+    """Write ``report`` to ``--json path`` (None: nothing); returns None, or the OutputFailed to
+    raise once the table is printed where the write failed all the same (checked at parse time by
+    :func:`tir.tools.cli.output_file`; a disk that filled since), so the numbers are not lost."""
+    from tir.edge.errors import OutputFailed
+
+    if not path:
+        return None
+    try:
+        write_json(path, report)
+    except OSError as exc:
+        return OutputFailed(f"--json {path}: not written ({exc.strerror or exc}); the results are in the table above")
+    return None
 
 
 def roofline_main(args, size) -> int:
@@ -232,13 +267,12 @@ def roofline_main(args, size) -> int:
         ModelError: no bundle given or installed, or the bundle does not load.
         MissingDependency: the onnx package is not installed.
     """
-    from tir.edge.uri import parse_size
     from tir.engines.training import roofline
     from tir.edge.errors import InputError, MissingDependency, ModelError
     from tir.engines.bundle import default_bundle_path, load_bundle
 
     try:
-        sizes = [parse_size(v) for v in args.roofline.split(",") if v.strip()] or [size]
+        sizes = [bench_size(v, "--roofline") for v in args.roofline.split(",") if v.strip()] or [size]
         path = args.model or default_bundle_path()
         if path is None:
             raise ModelError("no bundle installed; give one with --model DIR")
@@ -251,6 +285,13 @@ def roofline_main(args, size) -> int:
     if args.int8 and not Path(args.int8).is_dir():
         raise InputError(f"--int8 {args.int8}: no such folder (run `tir calibrate --out {args.int8}` first)")
     routes = [args.task] if args.task else None
+    if args.int8:  # a route without its INT8 model was timed in fp32 only, with nothing said
+        missing = [r for r in (routes or bundle.tasks) if not (Path(args.int8) / f"{r}.int8-cpu.onnx").is_file()]
+        if missing:
+            print(f"tir bench: --int8 {args.int8} has no {', '.join(f'{r}.int8-cpu.onnx' for r in missing)}: "
+                  f"{'that route is' if len(missing) == 1 else 'those routes are'} timed in fp32 only (`tir "
+                  f"calibrate --bundle {bundle.path} --routes {','.join(missing)} --out {args.int8}` writes them)",
+                  flush=True)
     threads = args.threads if args.threads is not None else 2
     reports = []
     for w, h in sizes:
@@ -265,11 +306,12 @@ def roofline_main(args, size) -> int:
         print(roofline.format_rows(rows, wh), flush=True)
         reports.append({"size": f"{wh[0]}x{wh[1]}", "rows": rows, "rounds": args.rounds, "threads": threads,
                         "load_avg_before": load_before, "load_avg_after": roofline.load_average()})
+    json_error = _write_report(args.json, {"args": {k: v for k, v in vars(args).items() if not callable(v)},
+                                           "machine": machine_info(), "bundle": str(bundle.path),
+                                           "roofline": reports})
+    if json_error:
+        raise json_error
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if not callable(v)},
-                                               "machine": machine_info(), "bundle": str(bundle.path),
-                                               "roofline": reports}, indent=2) + "\n", encoding="utf-8")
         print(f"tir bench: wrote {args.json}", flush=True)
     return 0
 

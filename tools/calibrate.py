@@ -517,8 +517,10 @@ def main(args) -> int:
 
     Returns:
         0 done (routes refused by the gate are listed, not an error); 2 the bundle, ``--size``,
-        ``--routes``, ``--student`` (a bundle without a student) or the calibration data were
-        refused (one line printed).
+        ``--routes``, ``--student`` (a bundle without a student), the calibration data or ``--out``
+        (not writable, or holding another bundle's or size's ``calibration.json``: an earlier
+        report of the same bundle and size is merged, :func:`keep_earlier`) were refused (one
+        line printed).
     """
     from tir.calibration import gate
     from tir.calibration.data import CalibrationDataError
@@ -548,7 +550,18 @@ def main(args) -> int:
         print(f"tir calibrate: bundle {bundle.name!r} ({bundle.path}) has no student (manifest key 'student'); "
               "add one with `tir distill`, or calibrate its routes without --student")
         return 2
+    from .cli import folder_problem
+
     out = Path(args.out)
+    problem = folder_problem(out)  # was a traceback (or after every route, none of it written)
+    if problem:
+        print(f"tir calibrate: --out {args.out}: {problem}; give a writable folder")
+        return 2
+    try:
+        earlier = earlier_report(out, bundle, size)
+    except ValueError as exc:
+        print(f"tir calibrate: {exc}")
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     results, verdicts = [], []
     try:
@@ -576,6 +589,7 @@ def main(args) -> int:
     }
     if student:
         report["student"] = results[-1]
+    kept = keep_earlier(report, earlier)
     (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(gate.format_table(verdicts))
     if any(r["latency_ms"] for r in results):
@@ -585,5 +599,63 @@ def main(args) -> int:
     if refused:
         print(f"\nREFUSED INT8 for: {', '.join(refused)} (see reasons above; such routes stay fp32/fp16 "
               "unless the listed FP16 layers make them pass)")
+    if kept:
+        print(f"\nkept the earlier verdicts of {', '.join(kept)} from {out / 'calibration.json'} (not calibrated in "
+              "this run; the report's kept_from_earlier names their command)")
     print(f"\nwrote {out / 'calibration.json'}")
     return 0
+
+
+def earlier_report(out: Path, bundle, size) -> dict:
+    """The ``calibration.json`` an earlier ``tir calibrate`` left in ``out`` (``{}`` when none),
+    so that calibrating one route (``--routes noise``) into the same ``--out`` as the others keeps
+    their verdicts, which ``tir build --precision int8`` reads: before, the report was replaced and
+    the other routes' INT8 models stayed in the folder without a verdict.
+
+    Args:
+        out: the ``--out`` folder (may not exist yet).
+        bundle: the loaded :class:`~tir.engines.bundle.Bundle` being calibrated.
+        size: (w, h) px of this run.
+
+    Returns:
+        the earlier report, or ``{}``.
+
+    Raises:
+        ValueError: the earlier report is not readable JSON, or is of another bundle or size (its
+            verdicts would not describe this run's models): one line naming it and what to do.
+    """
+    path = out / "calibration.json"
+    if not path.is_file():
+        return {}
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        routes = report["routes"]
+        if not isinstance(routes, dict):
+            raise TypeError("routes is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--out {out}: its calibration.json is not a tir calibrate report ({exc}); choose another "
+                         "--out or move that file away") from None
+    this = {"bundle": str(bundle.path), "size": f"{size[0]}x{size[1]}"}
+    other = {k: v for k, v in this.items() if report.get(k) != v}
+    if other:
+        what = ", ".join(f"{k} {report.get(k)} (this run: {v})" for k, v in other.items())
+        raise ValueError(f"--out {out} holds the calibration of another run: {what}; its verdicts would not describe "
+                         "this run's models: choose another --out")
+    return report
+
+
+def keep_earlier(report: dict, earlier: dict) -> list:
+    """Carry into ``report`` the routes (and the student) of ``earlier`` (:func:`earlier_report`)
+    that this run did not calibrate; each is named in ``report["kept_from_earlier"]`` with the
+    command that made it. Returns the names kept."""
+    kept = {}
+    for route, entry in (earlier.get("routes") or {}).items():
+        if route not in report["routes"]:
+            report["routes"][route] = entry
+            kept[route] = (earlier.get("kept_from_earlier") or {}).get(route, earlier.get("command"))
+    if "student" in earlier and "student" not in report:
+        report["student"] = earlier["student"]
+        kept["student"] = (earlier.get("kept_from_earlier") or {}).get("student", earlier.get("command"))
+    if kept:
+        report["kept_from_earlier"] = kept
+    return list(kept)

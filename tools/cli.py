@@ -6,7 +6,8 @@ and ``main(args) -> int``; modules are imported only when their mode runs, so
 (``tir.edge``, ``tir.engines``, ``tir.calibration``); it imports no other mode's module: the
 argument groups several modes share are defined here once (:func:`add_model_arguments`,
 :func:`add_source_argument`, :func:`add_bundle_argument`, :func:`add_backend_argument`, :func:`add_threads_argument`,
-:func:`add_json_argument`, :func:`precision_list`).
+:func:`add_json_argument`, :func:`precision_list`) with the output file check and writer
+(:func:`output_file`, :func:`write_json`).
 
 Errors: library and modes raise :class:`~tir.edge.errors.TirError` (its kinds and the exit
 code table are in ``edge/errors.py``); :func:`main` catches it once, prints
@@ -21,6 +22,7 @@ import math
 import shlex
 import sys
 from contextlib import contextmanager
+from typing import Optional
 
 from tir.edge.errors import EXIT_INTERRUPTED, TirError, UsageError
 from tir.edge.registry import Registry
@@ -267,9 +269,76 @@ def add_source_argument(parser, help: str, default=None) -> None:
     parser.add_argument("--source", default=default, help=help)
 
 
+def folder_problem(path) -> Optional[str]:
+    """Why no file can be written in the folder ``path`` (an existing folder, or one still to be
+    made under its nearest existing folder), or None when it can. The nearest existing folder is
+    probed with a temporary file, removed at once (root passes ``os.access`` checks even where
+    nothing can be created, e.g. /proc), so nothing is left behind.
+
+    Returns:
+        None, or one phrase naming the folder and the reason (for an error line).
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".tir-write-check-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write in {folder} ({exc.strerror or exc})"
+    return None
+
+
+def output_file(text: str) -> str:
+    """argparse type of an output file option (``--json PATH``, ``tir eval --plot PATH``): the
+    path is checked when the options are parsed, before any work, so a result that took minutes
+    is not lost to an unwritable path at the end. Refused: an existing folder, a path under a
+    file, a folder in which no file can be created (:func:`folder_problem`). Missing folders are
+    made by :func:`write_json` when the result is written.
+
+    Returns:
+        ``text`` unchanged.
+
+    Raises:
+        argparse.ArgumentTypeError: naming the path and what to give instead.
+    """
+    from pathlib import Path
+
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path such as "
+                                         f"{(path / 'result.json').as_posix()}")
+    problem = folder_problem(path.parent)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text}: {problem}; give a path in a writable folder")
+    return text
+
+
+def write_json(path, data, indent: int = 2) -> None:
+    """Write ``data`` as JSON (UTF-8, ``indent``, a final newline) to ``path`` (an ``--json`` of
+    :func:`output_file`), making its missing folders first.
+
+    Raises:
+        OSError: the write failed all the same (e.g. the disk filled since the check).
+    """
+    import json
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
+
+
 def add_json_argument(parser, help: str = "write the results as JSON") -> None:
-    """``--json PATH``: write the mode's results as JSON there."""
-    parser.add_argument("--json", default=None, metavar="PATH", help=help)
+    """``--json PATH``: write the mode's results as JSON there (checked at parse time,
+    :func:`output_file`)."""
+    parser.add_argument("--json", default=None, metavar="PATH", type=output_file, help=help)
 
 
 def precision_list(text: str):

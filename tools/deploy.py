@@ -20,9 +20,11 @@ on it, the cheapest within the margin of the best: tone, the student, the route
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from tir.engines.bundle import DEFAULT_AUTO_MARGIN_DB, DEPLOY_CHOICES
 
-from .cli import add_bundle_argument, thread_count
+from .cli import add_bundle_argument, folder_problem, refusing, thread_count
 
 
 def add_arguments(parser) -> None:
@@ -60,11 +62,13 @@ def main(args) -> int:
         ModelError: no ``--bundle`` and no shipped bundle.
         UsageError: ``--out`` without ``--set``.
         BundleError: the bundle fails its checks, has no student for student/auto, lacks the val
-            numbers auto needs, a bad margin, or ``--out`` exists (one line each, exit 2).
+            numbers auto needs, a bad margin, or ``--out`` exists or cannot be written (checked before
+            ``--measure`` runs; one line each, exit 2).
+        UsageError: ``--measure`` sets with no clean target frames (e.g. lynred_nonuc).
     """
     from tir.edge.errors import ModelError, UsageError
-    from tir.engines.bundle import (TONE, USER_VAL_KEY, auto_deploy_entry, auto_deploy_numbers, default_bundle_path,
-                                    load_bundle, set_deploy)
+    from tir.engines.bundle import (TONE, USER_VAL_KEY, BundleError, auto_deploy_entry, auto_deploy_numbers,
+                                    default_bundle_path, load_bundle, set_deploy)
 
     path = args.bundle or default_bundle_path()
     if path is None:
@@ -76,6 +80,19 @@ def main(args) -> int:
     if args.measure_frames < 1:
         raise UsageError(f"--measure-frames must be ≥ 1, got {args.measure_frames}")
     bundle = load_bundle(path)
+    if args.out is not None:  # found out after --measure's minutes before (the copy is written last)
+        if Path(args.out).exists():  # copy_bundle's own words
+            raise BundleError(f"{args.out} already exists; choose a new folder for the copy (the original stays "
+                              f"in {bundle.path})")
+        problem = folder_problem(args.out)
+        if problem:
+            raise BundleError(f"cannot write the copy {args.out}: {problem}; choose a writable new folder (nothing "
+                              "was written)")
+    elif args.deploy is not None:  # rewritten in place: a read-only bundle was found after --measure's minutes
+        problem = folder_problem(bundle.path)
+        if problem:
+            raise BundleError(f"--set rewrites {bundle.path}/manifest.json in place, but {problem}; write a copy with "
+                              "--out DIR, or make the folder writable")
     if args.deploy is not None:
         user_val = None
         if args.measure is not None:
@@ -83,8 +100,9 @@ def main(args) -> int:
 
             if bundle.student is None:
                 raise UsageError(f"bundle {bundle.path} has no student to measure; distill one with `tir distill`")
-            user_val = user_path_table(bundle.path, args.measure, "val", args.measure_frames, threads=args.threads,
-                                       margin_db=args.margin_db)
+            with refusing(ValueError):  # was a traceback
+                user_val = user_path_table(bundle.path, args.measure, "val", args.measure_frames,
+                                           threads=args.threads, margin_db=args.margin_db)
         bundle = set_deploy(bundle.path, args.deploy, margin_db=args.margin_db, out_dir=args.out, user_val=user_val)
         print(f"wrote {bundle.path}: deploy {bundle.deploy}")
     recorded = bundle.auto_deploy

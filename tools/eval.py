@@ -6,14 +6,14 @@ degradations; writes JSON (``--json``) and a bar chart (``--plot``). See docs/ev
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 
 from tir.edge.errors import ModelError, UsageError
 
-from .cli import add_backend_argument, add_bundle_argument, add_json_argument, add_threads_argument, refusing
+from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_threads_argument, output_file,
+                  refusing, write_json)
 
 log = logging.getLogger("tir.eval")
 
@@ -81,7 +81,7 @@ def add_arguments(parser) -> None:
     add_backend_argument(parser, "engine backend (auto, onnxruntime, torch, tensorrt)")
     add_threads_argument(parser, help="intra-op threads per engine")
     add_json_argument(parser, "write the results as JSON")
-    parser.add_argument("--plot", default=None, metavar="PATH", help="write a PNG bar chart")
+    parser.add_argument("--plot", default=None, metavar="PATH", type=output_file, help="write a PNG bar chart")
 
 
 def _split(text):
@@ -144,7 +144,7 @@ def main(args) -> int:
     print(format_report(result))
     _write_json(args, result)
     if args.plot:
-        print(f"wrote {plot_report(result, args.plot)}")
+        print(f"wrote {plot_report(result, _plot_path(args))}")
     return 0
 
 
@@ -193,7 +193,7 @@ def _cameras(args, bundle) -> int:
     if args.plot:
         from tir.engines.training.camera_eval import plot_cameras
 
-        print(f"wrote {plot_cameras(result, args.plot)}")
+        print(f"wrote {plot_cameras(result, _plot_path(args))}")
         from pathlib import Path
 
         from tir.engines.training.camera_eval import before_after
@@ -227,7 +227,15 @@ def _command() -> str:
 
 
 def _write_json(args, result: dict) -> None:
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=1)
+    if args.json:  # checked at parse time (cli.output_file); its folders are made here
+        write_json(args.json, result, indent=1)
         print(f"\nwrote {args.json}")
+
+
+def _plot_path(args) -> str:
+    """``--plot PATH`` (checked at parse time, cli.output_file) with its folders made: the plot
+    writers (matplotlib's savefig) do not make them."""
+    from pathlib import Path
+
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    return args.plot

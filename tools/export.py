@@ -97,8 +97,8 @@ def main(args) -> int:
 
     Returns:
         0 every file passed; 1 a file failed or the re-export exceeded ``--tolerance``; 2 the
-        bundle, ``--size`` (a side < 1 px) or ``--targets`` (an unknown parser) was refused, or ``--out`` names an existing non-empty folder or a
-        file (nothing is overwritten; one line printed).
+        bundle, ``--size`` (a side < 1 px) or ``--targets`` (an unknown parser) was refused, or ``--out`` names an existing non-empty folder, a
+        file or a place where no folder can be written (nothing is overwritten; one line printed).
 
     Raises:
         Nothing: the ValueError it raises itself (a ``--size`` side < 1 px) is caught with the
@@ -121,6 +121,12 @@ def main(args) -> int:
             raise ValueError(f"--size {args.size}: give a test frame size WxH with both sides >= 1 px")
         if getattr(args, "out", None):
             from tir.engines.training.export import ExportError
+
+            from .cli import folder_problem
+
+            problem = folder_problem(args.out)  # was a traceback after every route was re-exported
+            if problem:
+                raise ValueError(f"--out {args.out}: {problem}; give a writable new folder")
             from tir.engines.training.fast_route import reexport_bundle
 
             try:

@@ -93,6 +93,8 @@ def status_line(snap) -> str:
         parts.append(f"bundle v{bundle.get('version')}" + (f" (swapped x{bundle['swaps']})" if bundle.get("swaps") else ""))
         if bundle.get("reload_error"):
             parts.append(f"RELOAD FAILED: {bundle['reload_error']}")
+        if bundle.get("file_error"):
+            parts.append(f"BUNDLE FILE FAILED: {bundle['file_error']}")
     adapt = snap.get("adapt")
     if adapt:
         parts.append(f"adapt {adapt.get('state', '-')}")
@@ -551,7 +553,8 @@ def check_arguments(args) -> None:
     """Refuse limits that cannot mean anything (UsageError, a ValueError, with the option's name).
 
     Raises:
-        UsageError: ``--frames`` < 1, ``--duration`` <= 0 s or ``--reference-frames`` < 1.
+        UsageError: ``--frames`` < 1, ``--duration`` <= 0 s, ``--reference-frames`` < 1, or an
+            ``--adapt-save`` folder that cannot be written.
     """
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give a number of frames >= 1 (or leave it out to run "
@@ -561,6 +564,13 @@ def check_arguments(args) -> None:
                          "stopped)")
     if getattr(args, "reference_frames", DEFAULT_REFERENCE_FRAMES) < 1:
         raise UsageError(f"--reference-frames {args.reference_frames}: give a number of frames >= 1")
+    save = getattr(args, "adapt_save", None)
+    if save is not None and not Path(save).exists():  # an existing folder: load_model says so
+        from .cli import folder_problem
+
+        problem = folder_problem(save)
+        if problem:  # was a log line "not written" after the N frames, the run going on without the copy
+            raise UsageError(f"--adapt-save {save}: {problem}; give a writable new folder")
 
 
 def _close_model(model) -> None:

@@ -97,12 +97,17 @@ def main(args) -> int:
     Returns:
         0 done; 2 refused (a DegradationError, DatasetError, BundleError or ValueError is logged
         as one line).
+
+    Raises:
+        UsageError: an option this kind of run would ignore (:func:`check_options`).
     """
     from tir.engines.degrade import DegradationError
     from tir.engines.training.train import ContinualTrainer, TrainSettings
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     from pathlib import Path
+
+    check_options(args)
 
     if args.baseline:
         return _train_baseline(args, tasks)
@@ -136,6 +141,32 @@ def main(args) -> int:
               f"{m.get('val_psnr_finetuned', float('nan')):7.2f} "
               f"{100 * m.get('branch_mac_reduction', float('nan')):7.0f}% {m.get('gmac', float('nan')):6.2f}")
     return 0
+
+
+#: options only ``--router-only`` reads (attribute, argparse default, flag): a full run or a
+#: baseline ignored them, silently (``tir train --max-frames 4`` still trained on every frame)
+ROUTER_ONLY_OPTIONS = (("bundle", None, "--bundle"), ("max_frames", None, "--max-frames"),
+                       ("router_quantize", 0.0, "--router-quantize"), ("router_balance", 1, "--router-balance"),
+                       ("router_draws", 3, "--router-draws"))
+
+
+def check_options(args) -> None:
+    """Refuse options the chosen kind of run would ignore.
+
+    Raises:
+        UsageError: a :data:`ROUTER_ONLY_OPTIONS` option without ``--router-only``, or
+            ``--router-keep-thresholds`` without ``--router-from``.
+    """
+    from tir.edge.errors import UsageError
+
+    if not args.router_only:
+        given = [flag for attr, default, flag in ROUTER_ONLY_OPTIONS if getattr(args, attr, default) != default]
+        if given:
+            raise UsageError(f"{', '.join(given)} only act with --router-only (a new router for an existing bundle); "
+                             "this run would ignore them: drop them, or add --router-only")
+    if getattr(args, "router_keep_thresholds", False) and not args.router_from:
+        raise UsageError("--router-keep-thresholds keeps the thresholds of the router --router-from names; give "
+                         "--router-from DIR too, or drop it")
 
 
 def _train_router_only(args) -> int:

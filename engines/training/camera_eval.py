@@ -506,9 +506,12 @@ def user_path_table(bundle, sets: Sequence[str], split: str = "val", max_frames:
     """
     from ..bundle import DEFAULT_AUTO_MARGIN_DB, TONE, Bundle, choose_auto_deploy, contrast_carrying, load_bundle
 
-    names = [n for n in dsets.parse_sets(sets) if dsets.dataset(n).clean]
-    if not names:
-        raise ValueError(f"user_path_table needs sets with a clean target; {list(sets)} has none")
+    given = dsets.parse_sets(sets)
+    names = [n for n in given if dsets.dataset(n).clean]
+    if not names:  # was "... ['l', 'y', 'n', ...] has none": the letters of the name
+        with_clean = [n for n in dsets.DATASETS if dsets.dataset(n).clean]
+        raise ValueError(f"no clean target frames in {', '.join(given)} to measure PSNR against (real degraded "
+                         f"frames only); give sets with clean frames, e.g. {', '.join(with_clean[:2])}")
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     out = {"split": split, "seed": seed, "max_frames": max_frames, "sets": names}
 

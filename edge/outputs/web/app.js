@@ -107,15 +107,16 @@ function render(stats) {
 }
 
 // Model bundle: version and task list (they change when a new version is swapped in), and why
-// a reload failed (the running bundle is kept). stats.model.bundle is written by the hot-swap
+// a reload failed (the running bundle is kept) or a file of the running bundle failed its check
+// (frames pass through until it is restored). stats.model.bundle is written by the hot-swap
 // restorer (engines/hotswap.py); hidden without one.
 function renderBundle(stats) {
   const b = stats.model && stats.model.bundle;
   $("bundle-fact").classList.toggle("hidden", !b);
   if (!b) return;
   const tasks = Array.isArray(b.tasks) ? b.tasks.join(", ") : "-";
-  const failed = typeof b.reload_error === "string" && b.reload_error;
-  text("bundle", `v${b.version ?? "-"}: ${tasks}` + (failed ? ` (${b.reload_error})` : ""));
+  const failed = [b.reload_error, b.file_error].filter((e) => typeof e === "string" && e).join("; ");
+  text("bundle", `v${b.version ?? "-"}: ${tasks}` + (failed ? ` (${failed})` : ""));
   $("bundle").className = failed ? "bad" : "";
 }
 

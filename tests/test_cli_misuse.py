@@ -1,0 +1,452 @@
+"""A new user misusing the less-used modes (issue 9/11 attack pass, break12): every fault here
+was a traceback, a silently meaningless result or lost work before its fix; now one clear
+line and nothing lost. Synthetic frames and tiny models only."""
+import json
+import os
+
+import pytest
+
+from tir.tools.cli import main
+
+TINY = ["--model", "plainnet:tiny", "--size", "64x48", "--warmup", "1", "--no-progress"]
+
+
+@pytest.mark.parametrize("size", ["0x0", "0x48", "20000x20000"])
+def test_bench_refuses_a_size_it_cannot_time(capsys, size):
+    # 0x0 was an OpenCV assertion traceback (exit 1); 20000x20000 a process killed for memory
+    assert main(["bench", "--mode", "model", "--model", "plainnet:tiny", "--size", size, "--frames", "2"]) == 2
+    assert capsys.readouterr().err == f"tir bench: error: --size {size}: give a frame size WxH with each side 1..8192 px\n"
+
+
+def test_bench_roofline_refuses_a_zero_size(capsys):
+    assert main(["bench", "--roofline", "160x120,0x0", "--rounds", "1"]) == 2
+    assert capsys.readouterr().err.endswith("--roofline 0x0: give a frame size WxH with each side 1..8192 px\n")
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--frames", "0", "give a number of frames >= 1"),     # was a 0-frame row at 0 fps, exit 0
+    ("--frames", "-3", "give a number of frames >= 1"),
+    ("--duration", "0", "give a number of seconds > 0"),  # was an empty pipeline row, exit 0
+    ("--duration", "-1", "give a number of seconds > 0"),
+    ("--sample-every", "0", "give a number of seconds > 0"),
+    ("--repeat", "0", "give a number of rounds >= 1"),    # was silently one round
+    ("--rounds", "0", "give a number of rounds >= 1"),
+    ("--warmup", "-1", "give a number of calls >= 0"),
+    ("--max-in-flight", "0", "give a number of frames >= 1"),  # was an error row after loading the model
+    ("--psnr-frames", "0", "give a number of frames >= 1"),
+])
+def test_bench_numbers_that_mean_nothing_are_refused_by_argparse(capsys, option, value, words):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", *TINY, option, value])
+    assert info.value.code == 2 and f"argument {option}: {value}: {words}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file", "unwritable"])
+def test_bench_json_to_a_path_it_cannot_write_is_refused_before_the_run(tmp_path, capsys, monkeypatch, where):
+    # was a traceback after the whole run, before the table was printed: every number lost
+    if where == "folder":
+        path, words = tmp_path, "is a folder; give a file path such as"
+    elif where == "under_a_file":
+        (tmp_path / "f").write_text("x")
+        path, words = tmp_path / "f" / "b.json", "is a file, not a folder"
+    else:
+        import tempfile
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)  # root may write anywhere: the probe says no
+        path, words = tmp_path / "new" / "b.json", "cannot write in"
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--mode", "model", *TINY, "--frames", "2", "--json", str(path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"argument --json: " in err and words in err
+    assert sorted(os.listdir(tmp_path)) == (["f"] if where == "under_a_file" else [])  # no probe file left
+
+
+def test_bench_json_into_a_new_folder_is_written(tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "b.json"
+    assert main(["bench", "--mode", "model", *TINY, "--frames", "2", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["results"][0]["model_only"]["frames"] == 2
+    assert os.listdir(tmp_path / "new" / "deeper") == ["b.json"]
+
+
+def test_bench_json_write_failing_late_keeps_the_table(tmp_path, capsys, monkeypatch):
+    # the path passed the check but the write fails (a disk that filled since): the table is printed, exit 3
+    from tir.tools import bench
+
+    def full(path, data, indent=2):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(bench, "write_json", full)
+    assert main(["bench", "--mode", "model", *TINY, "--frames", "2", "--json", str(tmp_path / "b.json")]) == 3
+    out, err = capsys.readouterr()
+    assert "model  onnxruntime" in out and "fps" in out
+    assert err.endswith(f"tir bench: error: --json {tmp_path / 'b.json'}: not written (No space left on device); "
+                        "the results are in the table above\n")
+
+
+@pytest.mark.parametrize("mode, option", [("eval", "--json"), ("eval", "--plot"), ("adapt", "--json")])
+def test_eval_and_adapt_output_files_are_checked_before_the_work(tmp_path, capsys, mode, option):
+    # tir eval --leave-out runs for an hour and wrote its JSON last: a folder given as --json was a traceback then
+    with pytest.raises(SystemExit) as info:
+        main([mode, option, str(tmp_path)])
+    assert info.value.code == 2 and f"argument {option}: {str(tmp_path)!r} is a folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- tir calibrate / tir export
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    import torch
+    from torch import nn
+
+    from tir.engines.bundle import write_bundle
+    from tir.engines.training.export import export_onnx
+
+    class Tiny(nn.Module):
+        def __init__(self, seed):
+            super().__init__()
+            torch.manual_seed(seed)
+            self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+            self.body = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
+
+        def forward(self, x):
+            return x + 0.1 * self.up(self.body(self.down(x)))
+
+    d = tmp_path_factory.mktemp("bundle")
+    routes = {}
+    for i, task in enumerate(("noise", "blur")):
+        routes[task] = d / f"{task}.onnx"
+        export_onnx(Tiny(i), routes[task], input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
+    return write_bundle(d / "b", routes, None, {"name": "tiny", "multiple": 2})
+
+
+def _calibrate(bundle, out, *more):
+    return main(["calibrate", "--bundle", str(bundle.path), "--frames", "4", "--holdout", "2", "--size", "32x24",
+                 "--out", str(out), "--bench-runs", "0", "--threads", "1", "--no-fp16-search", *more])
+
+
+def test_calibrating_one_route_into_the_same_out_keeps_the_others_verdicts(tiny_bundle, tmp_path, capsys):
+    # docs/int8.md calibrates single routes (--routes noise); a second run into the same --out replaced
+    # calibration.json, so `tir build --precision int8` no longer found the first route's verdict
+    out = tmp_path / "int8"
+    assert _calibrate(tiny_bundle, out, "--routes", "noise") == 0
+    first = json.loads((out / "calibration.json").read_text())
+    capsys.readouterr()
+    assert _calibrate(tiny_bundle, out, "--routes", "blur") == 0
+    assert f"kept the earlier verdicts of noise from {out / 'calibration.json'}" in capsys.readouterr().out
+    report = json.loads((out / "calibration.json").read_text())
+    assert list(report["routes"]) == ["blur", "noise"]
+    assert report["routes"]["noise"] == first["routes"]["noise"]
+    assert report["kept_from_earlier"] == {"noise": first["command"]}
+    assert _calibrate(tiny_bundle, out, "--routes", "noise") == 0  # re-calibrated: its new verdict, blur kept
+    report = json.loads((out / "calibration.json").read_text())
+    assert set(report["routes"]) == {"noise", "blur"} and set(report["kept_from_earlier"]) == {"blur"}
+
+
+def test_calibrate_refuses_an_out_holding_another_runs_report(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "int8"
+    assert _calibrate(tiny_bundle, out, "--routes", "noise") == 0
+    before = (out / "calibration.json").read_text()
+    capsys.readouterr()
+    rc = main(["calibrate", "--bundle", str(tiny_bundle.path), "--frames", "4", "--holdout", "2", "--size", "64x48",
+               "--out", str(out), "--bench-runs", "0", "--routes", "blur"])
+    assert rc == 2
+    assert capsys.readouterr().out == (f"tir calibrate: --out {out} holds the calibration of another run: size 32x24 "
+                                       "(this run: 64x48); its verdicts would not describe this run's models: choose "
+                                       "another --out\n")
+    assert (out / "calibration.json").read_text() == before and not (out / "blur.int8-cpu.onnx").exists()
+    (out / "calibration.json").write_text("{not json")
+    assert _calibrate(tiny_bundle, out, "--routes", "blur") == 2
+    assert "its calibration.json is not a tir calibrate report" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", ["calibrate", "export"])
+def test_calibrate_and_export_refuse_an_unwritable_out_before_the_work(tiny_bundle, tmp_path, capsys, mode):
+    # was a FileNotFoundError / PermissionError traceback from mkdir (export: after re-exporting every route)
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "int8"
+    if mode == "calibrate":
+        rc = _calibrate(tiny_bundle, out)
+    else:
+        rc = main(["export", "--bundle", str(tiny_bundle.path), "--out", str(out)])
+    assert rc == 2
+    assert capsys.readouterr().out == (f"tir {mode}: --out {out}: {tmp_path / 'file'} is a file, not a folder; "
+                                       f"give a writable {'new ' if mode == 'export' else ''}folder\n")
+
+
+# ---------------------------------------------------------------- tir deploy
+def test_deploy_measure_on_sets_without_a_clean_target_is_one_line(tmp_path, capsys):
+    # was a ValueError traceback naming "['l', 'y', 'n', 'r', 'e', 'd', ...]", the letters of the set
+    from tir.engines.bundle import default_bundle_path
+
+    rc = main(["deploy", "--bundle", str(default_bundle_path()), "--set", "auto", "--measure", "lynred_nonuc",
+               "--measure-frames", "1", "--out", str(tmp_path / "copy")])
+    assert rc == 2
+    assert capsys.readouterr().err == ("tir deploy: error: no clean target frames in lynred_nonuc to measure PSNR "
+                                       "against (real degraded frames only); give sets with clean frames, e.g. "
+                                       "roadscene, hit_uav\n")
+    assert not (tmp_path / "copy").exists()
+
+
+@pytest.mark.parametrize("out", ["exists", "under_a_file"])
+def test_deploy_checks_its_out_before_measuring(tmp_path, capsys, monkeypatch, out):
+    # the copy was written last: an existing or unwritable --out was found after --measure's minutes
+    from tir.engines.bundle import default_bundle_path
+    from tir.engines.training import camera_eval
+
+    calls = []
+    monkeypatch.setattr(camera_eval, "user_path_table", lambda *a, **kw: calls.append(a))
+    (tmp_path / "f").mkdir() if out == "exists" else (tmp_path / "f").write_text("x")
+    target = tmp_path / "f" if out == "exists" else tmp_path / "f" / "copy"
+    rc = main(["deploy", "--bundle", str(default_bundle_path()), "--set", "auto", "--measure", "roadscene",
+               "--out", str(target)])
+    err = capsys.readouterr().err
+    assert rc == 2 and not calls
+    if out == "exists":
+        assert err == (f"tir deploy: error: {target} already exists; choose a new folder for the copy (the original "
+                       f"stays in {default_bundle_path()})\n")
+    else:
+        assert err == (f"tir deploy: error: cannot write the copy {target}: {tmp_path / 'f'} is a file, not a folder; "
+                       "choose a writable new folder (nothing was written)\n")
+
+
+# ---------------------------------------------------------------- a read-only bundle folder
+@pytest.fixture
+def read_only_bundle(tmp_path):
+    """A copy of the shipped bundle in a folder nothing can be written to: mode 0555, and for root
+    (who ignores modes) the immutable attribute (chattr +i); skipped where neither holds."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from tir.engines.bundle import default_bundle_path
+
+    folder = tmp_path / "ro"
+    shutil.copytree(default_bundle_path(), folder)
+    folder.chmod(0o555)
+    immutable = False
+    if os.geteuid() == 0 and shutil.which("chattr"):
+        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+        writable = True
+    except OSError:
+        writable = False
+    if writable:
+        folder.chmod(0o755)
+        pytest.skip("cannot make a read-only folder here (root without chattr +i)")
+    yield folder
+    if immutable:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("argv", [["deploy", "--set", "routes"], ["adapt", "--source-stats", "--stats", "contrast"]])
+def test_modes_that_rewrite_a_bundle_in_place_refuse_a_read_only_one_up_front(read_only_bundle, capsys, argv):
+    # both were a PermissionError traceback from manifest.json.tmp (adapt: after computing the statistics)
+    before = (read_only_bundle / "manifest.json").read_bytes()
+    assert main([*argv, "--bundle", str(read_only_bundle)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "manifest.json in place, but cannot write in" in err
+    assert (read_only_bundle / "manifest.json").read_bytes() == before
+
+
+def test_save_manifest_into_a_read_only_folder_is_a_bundle_error(read_only_bundle):
+    # the backstop of every in-place writer (set_deploy, add_source_stats, ...)
+    from tir.engines.bundle import BundleError, load_bundle, save_manifest
+
+    files = sorted(p.name for p in read_only_bundle.iterdir())
+    before = (read_only_bundle / "manifest.json").read_bytes()
+    manifest = dict(load_bundle(read_only_bundle).manifest, deploy="routes")
+    with pytest.raises(BundleError, match=r"cannot rewrite .*manifest.json: .*; the bundle is unchanged"):
+        save_manifest(read_only_bundle, manifest)
+    assert sorted(p.name for p in read_only_bundle.iterdir()) == files  # no manifest.json.tmp left
+    assert (read_only_bundle / "manifest.json").read_bytes() == before
+
+
+
+# ---------------------------------------------------------------- bundle hot-swap
+def test_hot_swap_refuses_a_bundle_that_normalises_its_input_otherwise(tmp_path):
+    # tir run builds the pipeline's normaliser once from the first bundle: a new bundle with other
+    # normalisation percentiles was swapped in and fed frames scaled for the old one, silently
+    import numpy as np
+
+    from test_hotswap import factory, scale_route
+    from tir.engines.bundle import write_bundle
+    from tir.engines.hotswap import HotSwapRestorer
+
+    folder = tmp_path / "bundle"
+
+    def publish(version, normalisation, gain):
+        route = scale_route(tmp_path / f"a-{version}.onnx", gain)
+        write_bundle(folder, {"a": route}, None, {"name": "hs", "version": version, "normalisation": normalisation})
+
+    publish(1, {}, 1.0)
+    hs = HotSwapRestorer(factory()(folder), factory())
+    try:
+        x = np.full((1, 1, 16, 16), 0.25, np.float32)
+        assert float(hs.infer(x).max()) == pytest.approx(0.25)  # frames flow: route a is loaded
+        publish(2, {"low_pct": 2.0, "high_pct": 98.0}, 2.0)
+        assert hs.request_reload() and hs.wait_loaded()
+        assert not hs.swap_if_ready() and hs.bundle.version == 1
+        assert float(hs.infer(x).max()) == pytest.approx(0.25)  # the old bundle runs on
+        assert hs.status()["bundle"]["reload_error"] == (
+            "bundle reload failed, version 1 keeps running: ValueError: the new bundle normalises its input with the "
+            "2-98 percentiles, the running one with 0.5-99.5; the pipeline's normalisation is fixed for a run: "
+            "restart tir run to use it")
+        publish(3, {"low_pct": 0.5, "high_pct": 99.5}, 3.0)  # the running one's percentiles, written out: swapped
+        assert hs.request_reload() and hs.wait_loaded() and hs.swap_if_ready()
+        assert hs.bundle.version == 3 and float(hs.infer(x).max()) == pytest.approx(0.75)
+    finally:
+        hs.close()
+
+
+def test_hot_swap_refuses_a_bundle_without_a_router_while_routing_automatically(tmp_path):
+    # was swapped in: the route running at the swap (a) was carried over and, with no router left to
+    # change it, ran on every frame, clean ones included, while the log said "frames pass through"
+    import numpy as np
+
+    from test_restorer import MEANS, MeanRouter, Scale, _export, frame
+    from tir.engines.bundle import write_bundle
+    from tir.engines.hotswap import HotSwapRestorer
+    from tir.engines.restorer import Restorer
+
+    folder = tmp_path / "bundle"
+    routes = {"a": _export(Scale(2.0), tmp_path / "a.onnx"), "b": _export(Scale(3.0), tmp_path / "b.onnx")}
+    router = {"codebook": np.eye(3).tolist(), "tasks": list(MEANS), "threshold": 0.9, "temperature": 0.1,
+              "input_size": [32, 24]}
+    write_bundle(folder, routes, _export(MeanRouter(), tmp_path / "router.onnx"),
+                 {"name": "tiny", "version": 1, "router": router})
+
+    def factory(path):
+        return Restorer(path, backend="onnxruntime", every=1, hysteresis=1, threads=1)
+
+    hs = HotSwapRestorer(factory(folder), factory)
+    try:
+        hs.infer(frame("a"))
+        assert hs.route == "a"
+        write_bundle(folder, routes, None, {"name": "tiny", "version": 2})
+        assert hs.request_reload() and hs.wait_loaded()
+        assert not hs.swap_if_ready() and hs.bundle.version == 1
+        assert hs.status()["bundle"]["reload_error"] == (
+            "bundle reload failed, version 1 keeps running: ValueError: the new bundle has no router, and this run "
+            "routes automatically (no --task): it would run one route on every frame; publish a bundle with a "
+            "router, or restart tir run with --task (a, b)")
+        clean = frame("clean")
+        assert np.array_equal(hs.infer(clean), clean)  # the old router still sees a clean frame: passed through
+    finally:
+        hs.close()
+
+
+# ---------------------------------------------------------------- tir run --adapt
+def test_run_adapt_with_too_few_frames_is_refused_at_start(capsys):
+    # tir adapt --frames 5 is refused up front; tir run --adapt 5 collected 5 frames, then only the page
+    # said "refused" (exit 0, an --adapt-save copy never written)
+    rc = main(["run", "--source", "synthetic://?size=160x120&realtime=0", "--port", "0", "--frames", "3",
+               "--adapt", "5"])
+    assert rc == 2
+    assert capsys.readouterr().err.endswith("tir run: error: --adapt 5: too few frames to fit the adaptation: need "
+                                            "at least 32 (200 recommended)\n")
+
+
+def test_bench_roofline_names_the_routes_its_int8_folder_lacks(tmp_path, capsys):
+    # --int8 DIR without a route's <route>.int8-cpu.onnx timed that route in fp32 only, silently
+    from test_fast_route import _model, _old_bundle
+
+    bundle = _old_bundle(tmp_path, _model())
+    (tmp_path / "int8").mkdir()
+    rc = main(["bench", "--roofline", "64x48", "--model", str(bundle), "--task", "noise", "--rounds", "1",
+               "--threads", "1", "--int8", str(tmp_path / "int8")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert (f"tir bench: --int8 {tmp_path / 'int8'} has no noise.int8-cpu.onnx: that route is timed in fp32 only "
+            f"(`tir calibrate --bundle {bundle} --routes noise --out {tmp_path / 'int8'}` writes them)") in out
+
+
+def test_a_running_bundles_file_changed_on_disk_passes_frames_through_instead_of_stopping_the_run(tmp_path,
+                                                                                               monkeypatch):
+    # found live: a route file rewritten while frames flowed (a publish that has not reached its manifest,
+    # or a tampered file) failed its sha256 check when the router first chose that route, the infer
+    # stage failed and tir run stopped with exit 1
+    import numpy as np
+
+    from test_hotswap import factory, scale_route
+    from tir.engines import hotswap
+    from tir.engines.bundle import write_bundle
+    from tir.engines.hotswap import HotSwapRestorer
+
+    folder = tmp_path / "bundle"
+    write_bundle(folder, {"a": scale_route(tmp_path / "a.onnx", 2.0)}, None, {"name": "hs", "version": 1})
+    hs = HotSwapRestorer(factory()(folder), factory())   # route a loads on the first frame
+    try:
+        route = folder / "route-a.onnx"
+        good = route.read_bytes()
+        route.write_bytes(good + b"x")
+        x = np.full((16, 16), 0.25, np.float32)
+        out = hs.infer(x)
+        assert out.shape == (1, 1, 16, 16) and float(out.max()) == pytest.approx(0.25)   # passed through
+        error = hs.status()["bundle"]["file_error"]
+        assert error.startswith("bundle 'hs': route-a.onnx changed since the bundle was loaded")
+        assert error.endswith("; frames pass through until it is restored or a new version is loaded")
+        route.write_bytes(good)
+        assert float(hs.infer(x).max()) == pytest.approx(0.25)  # within the retry interval: not tried again
+        monkeypatch.setattr(hotswap, "FILE_RETRY_S", 0.0)
+        assert float(hs.infer(x).max()) == pytest.approx(0.5)   # restored: the route runs
+        status = hs.status()["bundle"]
+        assert status["file_error"] is None and status["passed_through"] == 2
+    finally:
+        hs.close()
+
+
+def test_the_status_line_shows_a_bundle_file_failure():
+    from tir.tools.run import status_line
+
+    snap = {"fps": 30.0, "model": {"bundle": {"version": 1, "swaps": 0, "file_error": "route-a.onnx changed"}}}
+    assert "BUNDLE FILE FAILED: route-a.onnx changed" in status_line(snap)
+
+
+# ---------------------------------------------------------------- tir adapt --out
+def test_adapt_refuses_an_unwritable_out_before_collecting(tmp_path, capsys, monkeypatch):
+    # was found only when the copy was written, after collecting the frames
+    from tir.engines import adapt
+
+    collected = []
+    monkeypatch.setattr(adapt, "collect_frames", lambda *a, **kw: collected.append(a))
+    (tmp_path / "f").write_text("x")
+    out = tmp_path / "f" / "copy"
+    assert main(["adapt", "--source", "synthetic://?size=160x120&realtime=0", "--frames", "40",
+                 "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"tir adapt: error: refused: cannot write the copy {out}: {tmp_path / 'f'} is "
+                                       "a file, not a folder; choose a writable new folder (nothing was collected)\n")
+    assert collected == []
+
+
+def test_run_adapt_save_to_an_unwritable_place_is_refused_at_start(tmp_path, capsys):
+    # was a warning "adapted bundle not written" after the N frames, the run going on without the copy
+    (tmp_path / "f").write_text("x")
+    save = tmp_path / "f" / "copy"
+    rc = main(["run", "--source", "synthetic://?size=160x120&realtime=0", "--port", "0", "--frames", "3",
+               "--adapt", "40", "--adapt-save", str(save)])
+    assert rc == 2
+    assert capsys.readouterr().err.endswith(f"tir run: error: --adapt-save {save}: {tmp_path / 'f'} is a file, not a "
+                                            "folder; give a writable new folder\n")
+
+
+# ---------------------------------------------------------------- tir train
+@pytest.mark.parametrize("more, named", [
+    (["--max-frames", "4"], "--max-frames"),      # the README's quick-run flag: a full run trained on every frame
+    (["--router-quantize", "0.3", "--router-balance", "4"], "--router-quantize, --router-balance"),
+    (["--router-draws", "2"], "--router-draws"),
+    (["--bundle", "x"], "--bundle"),
+])
+def test_train_refuses_router_only_options_it_would_ignore(tmp_path, capsys, more, named):
+    assert main(["train", "--preset", "tiny", "--work-dir", str(tmp_path / "w"), *more]) == 2
+    assert capsys.readouterr().err == (f"tir train: error: {named} only act with --router-only (a new router for an "
+                                       "existing bundle); this run would ignore them: drop them, or add --router-only\n")
+    assert not (tmp_path / "w").exists()
+
+
+def test_train_refuses_keep_thresholds_without_a_router_to_keep_them_of(tmp_path, capsys):
+    assert main(["train", "--preset", "tiny", "--work-dir", str(tmp_path / "w"), "--router-keep-thresholds"]) == 2
+    assert "--router-keep-thresholds keeps the thresholds of the router --router-from names" in capsys.readouterr().err
