@@ -564,22 +564,24 @@ def add_source_stats(bundle_path, frames: np.ndarray, data: str, draws: int = SO
 # ---------------------------------------------------------------------------------------------
 
 def collect_frames(source_uri: str, frames: int, normalizer=None, stride: int = 1, timeout_s: float = 5.0,
-                   progress: bool = True) -> np.ndarray:
+                   progress: bool = True, input_flip: Optional[str] = None) -> np.ndarray:
     """``frames`` model-input frames (frames,H,W float32 [0,1]) from any source URI, through
     the pipeline's own preprocessing (``edge.pipeline.stages.Preprocess`` with ``normalizer``),
-    taking every ``stride``-th frame and skipping FFC frames (meta ``ffc``). Raises
+    taking every ``stride``-th frame and skipping FFC frames (meta ``ffc``), turned by ``input_flip``
+    (edge/sources/orient.py: a camera mounted in portrait or upside down, as ``tir run --input-flip``). Raises
     ``SourceError`` when the source gives no frame for ``timeout_s`` seconds, and
     :class:`AdaptationRefused` when a finite source ends before ``frames`` frames."""
     from tqdm import tqdm
 
     from ..edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
     from ..edge.sources.base import open_source, usable_frames
+    from ..edge.sources.orient import oriented
 
     if int(frames) < 1 or int(stride) < 1:
         raise ValueError(f"frames and stride must be ≥ 1, got frames={frames}, stride={stride}")
     prep = Preprocess(normalizer)
     out: List[np.ndarray] = []
-    with open_source(source_uri) as source, tqdm(total=int(frames), desc="collecting", unit="frame",
+    with oriented(open_source(source_uri), input_flip) as source, tqdm(total=int(frames), desc="collecting", unit="frame",
                                                   disable=not progress) as bar:
         for seen, frame in enumerate(usable_frames(source, timeout_s)):
             if seen % int(stride):
@@ -596,7 +598,8 @@ def collect_frames(source_uri: str, frames: int, normalizer=None, stride: int = 
 
 
 def adapt_bundle(bundle_path, source_uri: str, frames: int, out_dir, normalizer=None, stride: int = 1,
-                 backend: str = "auto", threads: Optional[int] = None, progress: bool = True, **fit_options) -> dict:
+                 backend: str = "auto", threads: Optional[int] = None, progress: bool = True,
+                 input_flip: Optional[str] = None, **fit_options) -> dict:
     """``tir adapt``: collect ``frames`` frames from ``source_uri`` (:func:`collect_frames`),
     embed them with the bundle's router, fit (:func:`fit_adaptation`) and write the adapted
     copy to ``out_dir`` (:func:`write_adapted_bundle`; the original is untouched). Returns
@@ -613,7 +616,7 @@ def adapt_bundle(bundle_path, source_uri: str, frames: int, out_dir, normalizer=
 
     if Path(out_dir).exists():  # fail before spending minutes on collection
         raise AdaptationRefused(f"{out_dir} already exists; choose a new folder for the adapted copy")
-    x = collect_frames(source_uri, frames, normalizer, stride, progress=progress)
+    x = collect_frames(source_uri, frames, normalizer, stride, progress=progress, input_flip=input_flip)
     restorer = Restorer(original, backend=backend, threads=threads)
     try:
         emb = np.concatenate([restorer.embed(x[i:i + 1]) for i in range(len(x))])

@@ -24,11 +24,16 @@ from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, 
 def add_arguments(parser) -> None:
     """Add ``tir adapt``'s options to ``parser`` (an argparse.ArgumentParser): ``--bundle``, one of
     ``--source URI`` / ``--source-stats`` / ``--measure SETS``, ``--frames``, ``--stride``,
-    ``--out``, ``--balanced``, ``--data``, ``--data-root``, ``--seed``, ``--backend``,
+    ``--out``, ``--input-flip``, ``--balanced``, ``--data``, ``--data-root``, ``--seed``, ``--backend``,
     ``--threads``, ``--json``.
     """
     add_bundle_argument(parser, "model bundle folder (default: the shipped bundle)")
     add_source_argument(parser, "source URI of the user's camera (synthetic://, file://, v4l2://)")
+    from tir.edge.sources.orient import FLIP_METHODS
+
+    parser.add_argument("--input-flip", default="none", choices=tuple(FLIP_METHODS), metavar="METHOD",
+                        help="turn the camera's frames upright as tir run --input-flip does (a camera mounted in "
+                             "portrait or upside down): " + ", ".join(FLIP_METHODS) + " (default none)")
     parser.add_argument("--frames", type=int, default=200, help="unlabeled frames to fit on (default 200)")
     parser.add_argument("--stride", type=int, default=1,
                         help="take every STRIDE-th frame (a live camera's consecutive frames are near copies)")
@@ -143,7 +148,8 @@ def _adapt(bundle, args) -> dict:
     original = load_bundle(bundle)
     result = adapt_bundle(original.path, args.source, args.frames, args.out,
                           normalizer=normalizer_for(SimpleNamespace(bundle=original)), stride=args.stride,
-                          backend=args.backend, threads=args.threads, balance=args.balanced)
+                          backend=args.backend, threads=args.threads, balance=args.balanced,
+                          input_flip=args.input_flip)
     fit = result["fit"]
     print(f"router decisions on the {fit['frames']} collected frames (mean best similarity "
           f"{fit['similarity_before']:.3f} -> {fit['similarity_after']:.3f}, map condition {fit['condition']:.1f}):")
