@@ -88,6 +88,7 @@ class OrientedSource(Source):
 
     @property
     def fps(self):
+        """The inner source's frames per second (None when it does not say)."""
         return self.inner.fps
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
@@ -101,13 +102,16 @@ class OrientedSource(Source):
         return [self._turn(f) for f in offer(count)] if callable(offer) else []
 
     def start(self) -> "OrientedSource":
+        """Start the inner source; returns this wrapper."""
         self.inner.start()
         return self
 
     def close(self) -> None:
+        """Close the inner source."""
         self.inner.close()
 
     def stats(self):
+        """The inner source's counters (frames, dropped, corrupt, reconnects ...)."""
         return self.inner.stats()
 
     def __getattr__(self, name):
