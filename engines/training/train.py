@@ -212,7 +212,8 @@ def draw_orientation(rng: np.random.Generator, upright_share: float = UPRIGHT_SH
 
 
 def dihedral(x, k: int):
-    """``x`` (..., H, W) (torch tensor or numpy array) in orientation ``k`` of :data:`ORIENTATIONS`:
+    """``x`` (..., H, W), any dtype (torch tensor or numpy array; the same type and dtype back), in
+    orientation ``k`` of :data:`ORIENTATIONS`:
     ``k % 4`` quarter turns counter-clockwise in the last two axes, then mirrored left-right when
     ``k >= 4``; (..., W, H) for an odd number of turns. Why: a camera may be mounted in portrait,
     upside down or behind a mirror, and a whole-frame head learns the layout of its training
