@@ -64,7 +64,11 @@ between "as the camera delivers it" and the mildest noise the routes restore. Me
 frames of every camera ≤ 2.9 (the raw set's 95th percentile 4.3). Only unknown verdicts: a
 confident router is not overridden by a measure that a finely textured scene can also raise, and
 the router named no noisy val frame clean or noise-free; it called some "unknown" on cameras it
-never saw. Silent before :data:`MIN_FLOOR_FRAMES` frames of the camera.
+never saw. Silent before :data:`MIN_FLOOR_FRAMES` frames of the camera. A camera whose every frame
+the router calls noisy never shows a ``clean`` verdict: until :data:`MIN_FLOOR_FRAMES` frames were
+called clean, its floor is the median σ of every routed frame (:meth:`FPNGate.floor_sigma`, K8: a
+DDE camera's enhanced detail and an NETD-limited camera's own noise read as the spec's noise, and
+the noise task ran on every frame of ``tir run``; docs/cameras.md "Session 12").
 
 numpy + OpenCV only (runtime).
 """
@@ -585,15 +589,14 @@ class FPNGate:
         # every routed frame's white noise, judged against the camera's history before it joins it
         sigma = None if self.white_sigma is None else self._sigma(frame)
         try:
-            return self._judge(task, frame, sigs, sigma)
+            return self._judge(task, sigs, sigma)
         finally:
             if sigma is not None and not self.pinned:
                 self.seen.append(sigma)
 
-    def _judge(self, task: str, frame: np.ndarray, sigs, sigma: Optional[float]
-               ) -> Tuple[str, bool, Optional[np.ndarray]]:
-        """:meth:`_step` after the measures: ``sigma`` is the frame's white-noise σ (None: not
-        measured)."""
+    def _judge(self, task: str, sigs, sigma: Optional[float]) -> Tuple[str, bool, Optional[np.ndarray]]:
+        """:meth:`_step` after the measures: ``sigs`` the frame's band signatures, ``sigma`` its
+        white-noise σ (None: not measured)."""
         self.last_sigma = None
         fpn = carries_fpn(self.last, self.amplitude, self.consistency, self.periodicity)
         if fpn and (task in self.partners or task in self._without_noise):
