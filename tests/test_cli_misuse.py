@@ -95,28 +95,9 @@ def test_eval_and_adapt_output_files_are_checked_before_the_work(tmp_path, capsy
 # ---------------------------------------------------------------- tir calibrate / tir export
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    import torch
-    from torch import nn
+    from tiny_models import calibration_bundle
 
-    from tir.engines.bundle import write_bundle
-    from tir.engines.training.export import export_onnx
-
-    class Tiny(nn.Module):
-        def __init__(self, seed):
-            super().__init__()
-            torch.manual_seed(seed)
-            self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
-            self.body = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
-
-        def forward(self, x):
-            return x + 0.1 * self.up(self.body(self.down(x)))
-
-    d = tmp_path_factory.mktemp("bundle")
-    routes = {}
-    for i, task in enumerate(("noise", "blur")):
-        routes[task] = d / f"{task}.onnx"
-        export_onnx(Tiny(i), routes[task], input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
-    return write_bundle(d / "b", routes, None, {"name": "tiny", "multiple": 2})
+    return calibration_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 def _calibrate(bundle, out, *more):

@@ -88,3 +88,31 @@ def one_hot_bundle(tmp, factors, say, h, w, unknown=False):
                        "temperature": 0.1, "input_size": [w, h]}}
     write_bundle(tmp / "bundle", routes, router, meta)
     return tmp / "bundle"
+
+
+class Unshuffled(torch.nn.Module):
+    """A route with convolutions at half resolution (pixel-unshuffle, two 3×3 convs, pixel-shuffle):
+    ``x + 0.1·f(x)``, weights seeded by ``seed``: something INT8 calibration has work to do on."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.down, self.up = torch.nn.PixelUnshuffle(2), torch.nn.PixelShuffle(2)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(8, 4, 3, padding=1))
+
+    def forward(self, x):
+        return x + 0.1 * self.up(self.body(self.down(x)))
+
+
+def calibration_bundle(tmp):
+    """A bundle of two :class:`Unshuffled` routes (noise, blur), spatial multiple 2, written under
+    ``tmp`` (for tir calibrate / build / export tests)."""
+    from tir.engines.bundle import write_bundle
+    from tir.engines.training.export import export_onnx
+
+    routes = {}
+    for i, task in enumerate(("noise", "blur")):
+        routes[task] = tmp / f"{task}.onnx"
+        export_onnx(Unshuffled(i), routes[task], input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
+    return write_bundle(tmp / "b", routes, None, {"name": "tiny", "multiple": 2})
