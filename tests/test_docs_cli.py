@@ -1,7 +1,8 @@
 """What the docs tell a user to type is what the CLI takes (issue 9/11, break12): every
-`tir MODE ... --flag` in README.md and docs/*.md names an option of that mode's parser, and every
-command of a code block that has no placeholder notation ([optional], <value>, ..., A|B) parses
-as written (choices, types and required options included). A doc naming a flag the CLI lacks,
+`tir MODE --flag` named in README.md and docs/*.md is an option of that mode's parser, and every
+command of a code block parses as written (choices, types and required options included) unless it
+holds a character the docs use for something the reader fills in (square or angle brackets, an
+ellipsis, a bar, `$` or `~`: :data:`PLACEHOLDER`). A doc naming a flag the CLI lacks,
 or a CLI losing a flag the docs name, fails here. Parsing only: nothing runs."""
 import argparse
 import contextlib
