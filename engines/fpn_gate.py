@@ -588,11 +588,10 @@ class FPNGate:
         self.last, sigs = _measure(frame)
         # every routed frame's white noise, judged against the camera's history before it joins it
         sigma = None if self.white_sigma is None else self._sigma(frame)
-        try:
-            return self._judge(task, sigs, sigma)
-        finally:
-            if sigma is not None and not self.pinned:
-                self.seen.append(sigma)
+        verdict = self._judge(task, sigs, sigma)
+        if sigma is not None and not self.pinned:
+            self.seen.append(sigma)
+        return verdict
 
     def _judge(self, task: str, sigs, sigma: Optional[float]) -> Tuple[str, bool, Optional[np.ndarray]]:
         """:meth:`_step` after the measures: ``sigs`` the frame's band signatures, ``sigma`` its

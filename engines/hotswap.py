@@ -326,8 +326,8 @@ class HotSwapRestorer:
             norm = normalizer_for(model)
             return (float(norm.low_pct), float(norm.high_pct))
 
-        if pct(new) != pct(old):
-            (nl, nh), (ol, oh) = pct(new), pct(old)
+        (nl, nh), (ol, oh) = pct(new), pct(old)
+        if (nl, nh) != (ol, oh):
             raise ValueError(f"the new bundle normalises its input with the {nl:g}-{nh:g} percentiles, the running one "
                              f"with {ol:g}-{oh:g}; the pipeline's normalisation is fixed for a run: restart tir run "
                              "to use it")

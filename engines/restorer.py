@@ -866,12 +866,13 @@ class Restorer:
         """
         engine, finish = self._plan(x)
         offsets = self.offsets
-        if offsets is not None and x is not None and _as_batch(x).shape[-1] != offsets.shape[-1]:
+        width = None if offsets is None or x is None else np.shape(x)[-1]
+        if width is not None and width != offsets.shape[-1]:
             # the source changed width since the offsets were measured: they fit no column of
             # these frames, so they are dropped (the frames pass through as they are and say so)
             # until the next verdict measures them again
             log.info("column offsets measured at width %d dropped: the frames are %d wide now",
-                     offsets.shape[-1], _as_batch(x).shape[-1])
+                     offsets.shape[-1], width)
             self._drop_offsets()
             offsets = None
         if offsets is None:

@@ -229,11 +229,17 @@ def main(args) -> int:
     print(render_report(results), flush=True)
     if any("trt_style" in r for r in results):
         print(render_trt_style(results), flush=True)
-    if json_error:
-        raise json_error
-    if args.json:
-        print(f"tir bench: wrote {args.json}", flush=True)
+    _report_written(args.json, json_error)
     return 0 if any("error" not in r and "skipped" not in r for r in results) else 2
+
+
+def _report_written(path, error) -> None:
+    """After the table: raise ``error`` (:func:`_write_report`'s OutputFailed) or say where
+    ``--json`` went (nothing without ``path``)."""
+    if error:
+        raise error
+    if path:
+        print(f"tir bench: wrote {path}", flush=True)
 
 
 def _write_report(path, report):
@@ -309,10 +315,7 @@ def roofline_main(args, size) -> int:
     json_error = _write_report(args.json, {"args": {k: v for k, v in vars(args).items() if not callable(v)},
                                            "machine": machine_info(), "bundle": str(bundle.path),
                                            "roofline": reports})
-    if json_error:
-        raise json_error
-    if args.json:
-        print(f"tir bench: wrote {args.json}", flush=True)
+    _report_written(args.json, json_error)
     return 0
 
 
