@@ -628,7 +628,7 @@ def test_distill_refuses_an_out_holding_something_else_before_training(tmp_path,
 
 
 def test_dihedral_gives_the_eight_orientations_of_a_frame_alike_in_numpy_and_torch():
-    from tir.engines.training.train import ORIENTATIONS, dihedral
+    from tir.engines.training.distill import ORIENTATIONS, dihedral
 
     x = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
     outs = [dihedral(x, k) for k in range(ORIENTATIONS)]
@@ -645,7 +645,7 @@ def test_dihedral_gives_the_eight_orientations_of_a_frame_alike_in_numpy_and_tor
 
 
 def test_field_steps_draw_upright_half_the_time_and_every_other_orientation_too():
-    from tir.engines.training.train import UPRIGHT_SHARE, draw_orientation
+    from tir.engines.training.distill import UPRIGHT_SHARE, draw_orientation
 
     rng = np.random.default_rng(0)
     ks = np.array([draw_orientation(rng) for _ in range(8000)])

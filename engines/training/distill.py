@@ -29,7 +29,7 @@ Then a ``field`` stage fits the student's prompt-conditioned field head on whole
 body frozen, L1 to the clean frame), as ``tir train`` does for the routes' field heads. The head
 sees the whole frame and learns its training scenes' layout too (sky at the top: a camera mounted in
 portrait lost 0.1-4 dB to it, K6); ``field_orientations="all"`` trains it on every orientation a
-camera can deliver (upright or mirrored half the steps, train.draw_orientation) and judges it on val
+camera can deliver (upright or mirrored half the steps, draw_orientation) and judges it on val
 as stored and turned a quarter (docs/cameras.md "Session 12"). Val
 (the data's val split, seeded eval sets) picks the checkpoint: the student is evaluated every
 ``val_every`` steps and the best mean PSNR over the tasks is kept. Test is not used.
@@ -81,10 +81,48 @@ from .models.student import (PROMPT_INPUT, StudentConfig, StudentNet, create_stu
 log = logging.getLogger("tir.distill")
 
 STUDENT_FILE = "student.onnx"
-#: what the field stage's frames are (DistillSettings.field_orientations)
-FIELD_ORIENTATIONS = ("stored", "all")
 STUDENT_CKPT = "student.pt"
 BEST_CKPT = "best.pt"
+#: what the field stage's frames are (DistillSettings.field_orientations)
+FIELD_ORIENTATIONS = ("stored", "all")
+
+#: the orientations of a frame a camera can deliver: the dihedral group of the square (4 quarter
+#: turns, each also mirrored)
+ORIENTATIONS = 8
+#: the orientations (:func:`dihedral`) a field head's val averages over: as stored, a quarter turn
+FIELD_VAL_ORIENTATIONS = (0, 1)
+#: the share of a field head's training steps on upright frames (as stored or mirrored left-right,
+#: orientations 0 and 4: how most cameras are mounted); the rest are spread evenly over the other six
+UPRIGHT_SHARE = 0.5
+
+
+def draw_orientation(rng: np.random.Generator, upright_share: float = UPRIGHT_SHARE) -> int:
+    """One orientation of :func:`dihedral` for a field-head training step: 0 or 4 (upright) with
+    probability ``upright_share``, else one of the other six, each equally likely."""
+    if rng.random() < upright_share:
+        return int(rng.choice((0, 4)))
+    return int(rng.choice((1, 2, 3, 5, 6, 7)))
+
+
+def dihedral(x, k: int):
+    """``x`` (..., H, W), any dtype (torch tensor or numpy array; the same type and dtype back), in
+    orientation ``k`` of :data:`ORIENTATIONS`:
+    ``k % 4`` quarter turns counter-clockwise in the last two axes, then mirrored left-right when
+    ``k >= 4``; (..., W, H) for an odd number of turns. Why: a camera may be mounted in portrait,
+    upside down or behind a mirror, and a whole-frame head learns the layout of its training
+    scenes (sky at the top) unless it sees every orientation (docs/cameras.md "Session 12").
+
+    Raises:
+        ValueError: ``k`` outside 0..7.
+    """
+    k = int(k)
+    if not 0 <= k < ORIENTATIONS:
+        raise ValueError(f"orientation {k} is not in 0..{ORIENTATIONS - 1}")
+    if isinstance(x, torch.Tensor):
+        y = torch.rot90(x, k % 4, dims=(-2, -1))
+        return torch.flip(y, dims=(-1,)) if k >= 4 else y
+    y = np.rot90(x, k % 4, axes=(-2, -1))
+    return np.ascontiguousarray(y[..., ::-1] if k >= 4 else y)
 
 
 @dataclass
@@ -819,9 +857,7 @@ class Distiller:
     def evaluate(self, task: str, net: Optional[StudentNet] = None, weights=None, orientation: int = 0) -> float:
         """Mean per-frame val PSNR of the student on ``task``'s seeded val set (one-hot prompt,
         or ``weights``: a K-vector), the degraded and clean frames both in ``orientation``
-        (train.dihedral: 0 as stored, 1 a quarter turn: a camera mounted in portrait)."""
-        from .train import dihedral
-
+        (dihedral: 0 as stored, 1 a quarter turn: a camera mounted in portrait)."""
         net = self.net if net is None else net
         net.eval()
         frames = dihedral(self.val_set(task), orientation)
@@ -837,8 +873,6 @@ class Distiller:
     def evaluate_oriented(self, task: str) -> float:
         """The field stage's measure: :meth:`evaluate`, with ``field_orientations="all"`` averaged
         over the frames as stored and turned a quarter (portrait)."""
-        from .train import FIELD_VAL_ORIENTATIONS
-
         turns = FIELD_VAL_ORIENTATIONS if self.s.field_orientations == "all" else (0,)
         return float(np.mean([self.evaluate(task, orientation=k) for k in turns]))
 
@@ -875,10 +909,9 @@ class Distiller:
     def field(self) -> None:
         """The ``field`` stage: fit the prompt-conditioned field head on whole frames (body and
         prompts frozen; with ``field_orientations="all"`` each step's frames in one of the 8
-        orientations a camera can deliver, train.draw_orientation: portrait, upside down,
+        orientations a camera can deliver, draw_orientation: portrait, upside down,
         mirrored); kept only if val mean PSNR (:meth:`evaluate_oriented`) improves, else the head
         is put back as it was before the stage (the weights whose val ``val_mean_before`` measured)."""
-        from .train import dihedral, draw_orientation
 
         head = self.net.field
         if head is None or self.s.field_steps <= 0:

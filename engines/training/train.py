@@ -191,47 +191,6 @@ def crop_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
     return images[..., : h - h % multiple, : w - w % multiple]
 
 
-#: the orientations of a frame a camera can deliver: the dihedral group of the square (4 quarter
-#: turns, each also mirrored)
-ORIENTATIONS = 8
-
-
-#: the orientations (:func:`dihedral`) a field head's val averages over: as stored, a quarter turn
-FIELD_VAL_ORIENTATIONS = (0, 1)
-#: the share of a field head's training steps on upright frames (as stored or mirrored left-right,
-#: orientations 0 and 4: how most cameras are mounted); the rest are spread evenly over the other six
-UPRIGHT_SHARE = 0.5
-
-
-def draw_orientation(rng: np.random.Generator, upright_share: float = UPRIGHT_SHARE) -> int:
-    """One orientation of :func:`dihedral` for a field-head training step: 0 or 4 (upright) with
-    probability ``upright_share``, else one of the other six, each equally likely."""
-    if rng.random() < upright_share:
-        return int(rng.choice((0, 4)))
-    return int(rng.choice((1, 2, 3, 5, 6, 7)))
-
-
-def dihedral(x, k: int):
-    """``x`` (..., H, W), any dtype (torch tensor or numpy array; the same type and dtype back), in
-    orientation ``k`` of :data:`ORIENTATIONS`:
-    ``k % 4`` quarter turns counter-clockwise in the last two axes, then mirrored left-right when
-    ``k >= 4``; (..., W, H) for an odd number of turns. Why: a camera may be mounted in portrait,
-    upside down or behind a mirror, and a whole-frame head learns the layout of its training
-    scenes (sky at the top) unless it sees every orientation (docs/cameras.md "Session 12").
-
-    Raises:
-        ValueError: ``k`` outside 0..7.
-    """
-    k = int(k)
-    if not 0 <= k < ORIENTATIONS:
-        raise ValueError(f"orientation {k} is not in 0..{ORIENTATIONS - 1}")
-    if isinstance(x, torch.Tensor):
-        y = torch.rot90(x, k % 4, dims=(-2, -1))
-        return torch.flip(y, dims=(-1,)) if k >= 4 else y
-    y = np.rot90(x, k % 4, axes=(-2, -1))
-    return np.ascontiguousarray(y[..., ::-1] if k >= 4 else y)
-
-
 # ---------------------------------------------------------------------------------------------
 # evaluation and costs
 # ---------------------------------------------------------------------------------------------
