@@ -8,12 +8,10 @@ import torch
 from torch import nn
 
 from tir.calibration.qdq import side_input_nodes
-from tir.engines.bundle import add_student, write_bundle
-from tir.engines.training.export import export_onnx
+from tir.engines.bundle import add_student
 from tir.tools import cli
 
-from test_calibrate_cli import Tiny
-from tiny_models import export_prompted
+from tiny_models import calibration_bundle, export_prompted
 
 PROMPTS = ["noise", "blur", "clean"]
 
@@ -44,11 +42,7 @@ def _export_student(path, k):
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     d = tmp_path_factory.mktemp("sbundle")
-    routes = {}
-    for i, task in enumerate(("noise", "blur")):
-        routes[task] = d / f"{task}.onnx"
-        export_onnx(Tiny(i), routes[task], input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
-    plain = write_bundle(d / "routes", routes, None, {"name": "tiny", "multiple": 2})
+    plain = calibration_bundle(d)
     student = add_student(plain.path, d / "student", _export_student(d / "s.onnx", len(PROMPTS)),
                           {"prompts": PROMPTS, "gmac_640x512": 0.1})
     return plain, student

@@ -21,16 +21,9 @@ def _run(*args, timeout=300):
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from test_calibrate_cli import Tiny
-    from tir.engines.bundle import write_bundle
-    from tir.engines.training.export import export_onnx
+    from tiny_models import calibration_bundle
 
-    d = tmp_path_factory.mktemp("bundle")
-    routes = {}
-    for i, task in enumerate(("noise", "blur")):
-        routes[task] = d / f"{task}.onnx"
-        export_onnx(Tiny(i), routes[task], input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
-    return write_bundle(d / "b", routes, None, {"name": "tiny", "multiple": 2}).path
+    return calibration_bundle(tmp_path_factory.mktemp("bundle")).path
 
 
 def test_dry_run_runs_every_step_and_writes_one_folder(tmp_path, tiny_bundle):

@@ -82,17 +82,10 @@ def test_stream_pipeline_keeps_three_in_flight_in_order(fake, tmp_path, tiny_onn
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def calibrated_bundle(tmp_path_factory):
-    from test_calibrate_cli import Tiny
-    from tir.engines.bundle import write_bundle
-    from tir.engines.training.export import export_onnx
+    from tiny_models import calibration_bundle
     from tir.tools import cli
 
-    d = tmp_path_factory.mktemp("bundle")
-    routes = {}
-    for i, task in enumerate(("noise", "blur")):
-        routes[task] = d / f"{task}.onnx"
-        export_onnx(Tiny(i), routes[task], input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
-    bundle = write_bundle(d / "b", routes, None, {"name": "tiny", "multiple": 2})
+    bundle = calibration_bundle(tmp_path_factory.mktemp("bundle"))
     assert cli.main(["calibrate", "--bundle", str(bundle.path), "--frames", "4", "--holdout", "2",
                      "--size", "32x24", "--bench-runs", "1", "--threads", "1", "--out", str(bundle.path / "int8")]) == 0
     return bundle
