@@ -12,7 +12,12 @@ Two kinds of input, told apart by the source (``meta["source_bits"]``):
 subsampled frame by default; min/max would let one dead or hot pixel set the scale,
 thermal_io.md §4.2). The percentiles are smoothed over time with an EMA so the scale does
 not flicker, and the span never drops below ``min_span`` counts (the max-gain analogue:
-a flat scene is not stretched into noise). The mapping used for each frame travels with
+a flat scene is not stretched into noise). The EMA smooths the range's frame-to-frame flicker; a
+frame whose own span differs from the smoothed one by 2× or more, or whose range does not overlap
+it (:data:`JUMP_RATIO`; a gain switch changes a camera's span 4-8× at once, a reconnect may bring
+another camera), restarts it
+at that frame's range: smoothing across such an event squeezed the new frames into a sliver of
+[0, 1] or clipped them for tens of frames (:meth:`Normalizer.update`). The mapping used for each frame travels with
 the frame as :class:`NormParams`, so :meth:`Normalizer.inverse` maps the restored frame
 back to counts exactly as it came in.
 """
@@ -39,6 +44,10 @@ class NormParams:
 
 
 MIN_SAMPLES = 4096  # a subsample never goes below this many pixels (small frames use a finer stride)
+#: a frame whose robust span differs from the smoothed one by this factor either way restarts the EMA
+#: at its own range (:meth:`Normalizer.jumped`): √4, half-way in the log domain between a steady
+#: camera (1) and the smallest gain switch (4×)
+JUMP_RATIO = 2.0
 
 
 def robust_range(raw: np.ndarray, low_pct: float, high_pct: float, stride: int = 8) -> Tuple[float, float]:
@@ -107,6 +116,8 @@ class Normalizer:
         self.max_count = int(max_count)
         self._lo: Optional[float] = None
         self._hi: Optional[float] = None
+        #: frames whose range restarted the EMA (:meth:`jumped`)
+        self.jumps = 0
         self.fixed: Optional[NormParams] = None
 
     def reset(self) -> None:
@@ -129,8 +140,8 @@ class Normalizer:
             raw: (H, W) uint16 counts.
 
         Returns:
-            The :class:`NormParams` (lo, hi in counts) for this frame: the EMA of the percentiles,
-            widened to ``min_span`` counts (kept inside 0..``max_count``); the fixed range instead,
+            The :class:`NormParams` (lo, hi in counts) for this frame: the EMA of the percentiles
+            (restarted at this frame's when they jumped, :meth:`jumped`), widened to ``min_span`` counts (kept inside 0..``max_count``); the fixed range instead,
             when one is set.
 
         Raises:
@@ -139,7 +150,7 @@ class Normalizer:
         if self.fixed is not None:
             return self.fixed
         lo, hi = robust_range(raw, self.low_pct, self.high_pct, self.stride)
-        if self._lo is None:
+        if self._lo is None or self.jumped(lo, hi):
             self._lo, self._hi = lo, hi
         else:
             a = self.alpha
@@ -155,6 +166,29 @@ class Normalizer:
             elif hi > self.max_count:
                 lo, hi = self.max_count - self.min_span, float(self.max_count)
         return NormParams(lo, hi)
+
+    def jumped(self, lo: float, hi: float) -> bool:
+        """Whether a frame's robust range (``lo``, ``hi``, counts) is an event, not flicker: its span
+        and the smoothed range's differ by :data:`JUMP_RATIO` or more either way (each span at least
+        1 count), or the two ranges do not overlap. Then :meth:`update` restarts the EMA at this
+        range (counted in :attr:`jumps`).
+
+        Why: the EMA (weight ``alpha`` = 0.1 by default) takes tens of frames to follow a range that
+        changed several-fold. After a gain switch from a 20000-count span to a 300-count one (the
+        emulated raw16 cameras, /tmp/unseen) the new frames filled 1.5-30 % of [0, 1] for 30
+        frames: the router and the gates judged near-flat frames, and their spans joined the
+        contrast gate's history; the other way, the new frames were clipped. A gain switch changes
+        the span 4-8× at once; a steady camera's range moves by a fraction of its span from frame to
+        frame. :data:`JUMP_RATIO` is half-way between the two in the log domain (√4), as the gates'
+        thresholds are; a range that left the smoothed one entirely is a new camera state too (a
+        reconnect, a new offset after a shutter event)."""
+        if self._lo is None:
+            return False
+        new, old = max(hi - lo, 1.0), max(self._hi - self._lo, 1.0)
+        if max(new / old, old / new) >= JUMP_RATIO or lo > self._hi or hi < self._lo:
+            self.jumps += 1
+            return True
+        return False
 
     def forward(self, raw: np.ndarray, params: Optional[NormParams] = None) -> Tuple[np.ndarray, NormParams]:
         """Counts -> model input: ``x = (counts - lo) / (hi - lo)``, clipped to [0, 1] when ``clip``.

@@ -37,9 +37,9 @@ def test_percentile_maps_range_and_ignores_outlier():
 def test_percentile_smoothing_converges():
     agc = PercentileAGC(alpha=0.3, stride=1)
     agc(ramp_scene(base=10000))
-    target = ramp_scene(base=30000)
-    lo_first, _ = agc.range(target)
-    assert lo_first < 29000  # moving, not jumped
+    target = ramp_scene(base=11000)   # the view moved: the range overlaps the last one (a gain switch
+    lo_first, _ = agc.range(target)   # or another camera restarts it: tests/test_normalize.py)
+    assert lo_first < 10900  # moving, not jumped
     for _ in range(40):
         lo, hi = agc.range(target)
     fresh = PercentileAGC(alpha=1.0, stride=1).range(target)

@@ -62,7 +62,7 @@ def test_min_span_for_flat_scene():
 def test_ema_smooths_then_converges():
     norm = Normalizer(alpha=0.25, low_pct=0, high_pct=100, stride=1)
     first = scene(base=10000)
-    second = scene(base=20000)
+    second = scene(base=10800)   # the view moved: a range that overlaps the last one, the same span
     _, p0 = norm.forward(first)
     _, p1 = norm.forward(second)
     lo_new, _ = robust_range(second, 0, 100, 1)
@@ -70,6 +70,36 @@ def test_ema_smooths_then_converges():
     for _ in range(60):
         _, p = norm.forward(second)
     assert p.lo == pytest.approx(lo_new, abs=1.0)
+    assert norm.jumps == 0
+
+
+@pytest.mark.parametrize("gain", [4.0, 0.25, 8.0])
+def test_a_gain_switch_restarts_the_ema_at_the_new_frames_range(gain):
+    """A camera's gain switch changes its span 4-8× at once (high ↔ low gain): the first frame after
+    it is mapped with its own range, not smoothed from the old one (which squeezed the new frames into
+    a sliver of [0, 1], or clipped them, for tens of frames). Frames after it smooth again."""
+    norm = Normalizer(alpha=0.1, low_pct=0, high_pct=100, stride=1)
+    before = scene(base=8000, spread=2000)
+    for _ in range(20):
+        norm.forward(before)
+    after = np.clip((before.astype(np.float64) - 9000) * gain + 9000, 0, 65535).astype(np.uint16)
+    x, p = norm.forward(after)
+    lo, hi = robust_range(after, 0, 100, 1)
+    assert (p.lo, p.hi) == pytest.approx((lo, hi)) and norm.jumps == 1
+    assert x.min() == 0.0 and x.max() == 1.0          # the whole scale, neither a sliver nor clipped
+    _, p2 = norm.forward(after + np.uint16(20))          # flicker: smoothed
+    assert norm.jumps == 1 and lo < p2.lo < lo + 20
+    assert not Normalizer().jumped(0.0, 1.0)            # nothing smoothed yet: the first frame sets it
+
+
+def test_a_range_that_left_the_smoothed_one_restarts_it():
+    """A range that does not overlap the smoothed one (a reconnect to another camera, a new offset after
+    a shutter event) restarts the EMA even at the same span."""
+    norm = Normalizer(alpha=0.1, low_pct=0, high_pct=100, stride=1)
+    for _ in range(10):
+        norm.forward(scene(base=8000))
+    _, p = norm.forward(scene(base=12000))
+    assert p.lo == pytest.approx(robust_range(scene(base=12000), 0, 100, 1)[0]) and norm.jumps == 1
 
 
 def test_inverse_clips_to_valid_count_range():
