@@ -182,3 +182,27 @@ def test_passthrough_frames_come_back_bit_exact():
     Infer(Passthrough())(frame)
     Postprocess(pre.normalizer)(frame)
     assert np.array_equal(frame.restored, raw) and "_passthrough" not in frame.meta
+
+
+def test_counts_above_the_first_frames_bit_depth_are_not_clipped_in_the_restored_frame():
+    """A 16-bit stream whose first frame fit in 14 bits is normalised as 14-bit (``meta["bits"]``
+    from the first frame, edge/sources/file.py); after a gain switch its counts reach 28000. The
+    restored frames were clipped at 16383 (10 dB from the camera's own frames on the emulated
+    raw16 cameras, low gain then high gain); the first such frame widens the range to 16 bits."""
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import Infer, Postprocess, Preprocess
+
+    class Identity:
+        def infer(self, x):
+            return x
+
+    pre = Preprocess()
+    post = Postprocess(pre.normalizer)
+    low_gain = scene(base=8000, spread=300)
+    for raw in (low_gain, scene(base=8000, spread=20000)):   # the gain switch: 20000 counts of span
+        frame = Frame(raw=raw, seq=0, t_capture=0.0, meta={"bits": 14})
+        pre(frame)
+        Infer(Identity())(frame)
+        post(frame)
+        assert np.abs(frame.restored.astype(int) - raw.astype(int)).max() <= 1
+    assert pre.normalizer.max_count == 65535

@@ -286,7 +286,10 @@ class Postprocess:
     Do no harm to counts: a frame the restorer passed through gets its raw counts back
     exactly; and counts the normaliser clipped away (beyond its robust 0.5/99.5 % range: the
     hottest and coldest objects) are added back onto the restored frame, so a hot object keeps
-    its counts (and temperature) instead of saturating at the range's end.
+    its counts (and temperature) instead of saturating at the range's end. A frame whose counts
+    exceed the normaliser's ``max_count`` (the bit depth the first frame suggested: a 16-bit stream
+    whose first frame fit in 14 bits, before a gain switch) widens it to 16 bits for good, so the
+    restored counts are never clipped below what the camera delivers.
     """
 
     name = "postprocess"
@@ -300,10 +303,17 @@ class Postprocess:
         if frame.meta.pop(_PASSTHROUGH_KEY, False):
             frame.restored = frame.raw.copy()
             return
+        low, high = cv2.minMaxLoc(frame.raw)[:2]
+        if high > self.normalizer.max_count:
+            # a count above the bit depth's top: the depth was guessed from the first frame (a 16-bit
+            # stream whose first frame fit in 14 bits, then a gain switch); restored frames must not be
+            # clipped to it (they came out 10 dB from the camera's frames)
+            log.info("counts up to %d above the %d-bit range: restored frames use 16 bits from now on",
+                     int(high), self.normalizer.max_count.bit_length())
+            self.normalizer.max_count = 65535
         restored = self.normalizer.inverse(y, NormParams(norm["lo"], norm["hi"]))
         if self.normalizer.clip:
             lo, hi = norm["lo"], norm["hi"]
-            low, high = cv2.minMaxLoc(frame.raw)[:2]
             if low < lo or high > hi:
                 raw = frame.raw.astype(np.int32)
                 excess = raw - np.clip(raw, int(np.ceil(lo)), int(np.floor(hi)))
