@@ -9,9 +9,13 @@ Routing policy:
   ``ffc`` (the camera is doing a flat-field correction, thermal_io.md §5: a shutter image, not
   the scene) are not looked at, and the first frame after one is routed. Pass ``meta`` to :meth:`infer` (a dict, or one per frame) or call
   :meth:`observe` yourself;
-- a new route is taken only after the router has named the same new task ``hysteresis``
-  times in a row (no flicker between routes on borderline frames); at start-up, with no route
-  yet, the first confident decision is taken at once;
+- the route is left only after ``hysteresis`` verdicts in a row disagree with it (no flicker
+  between routes on borderline frames), for the task a strict majority of them names, else for
+  pass-through (the router named no one task: do no harm); at start-up, with no route yet, the
+  first confident decision is taken at once. Requiring the *same* new task every time (before)
+  kept a route none of the verdicts named for as long as they alternated: a column-FPN camera whose
+  first verdict was BN ran BN (−3.9 dB) while the router went on naming CN, noise and clean, and
+  noisy sky frames called BN and noise in turn were never restored;
 - ``clean`` routes to pass-through (the frame is returned unchanged);
 - do no harm: ``unknown`` (best codebook similarity below the calibrated threshold) and an
   uncertain verdict (probability of the nearest class below ``min_confidence``) are votes for
@@ -64,6 +68,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -144,7 +149,8 @@ class Restorer:
         backend: the engines' backend (``auto``, ``onnxruntime``, ``torch``, ``tensorrt``).
         task: force one route (or ``clean``/``passthrough``); the router never runs.
         every: run the router every this many frames.
-        hysteresis: the same new verdict this many times in a row switches the route.
+        hysteresis: this many verdicts in a row against the route switch it (to the task a strict
+            majority of them names, else to pass-through).
         threads: intra-op threads of each engine.
         min_confidence: a verdict whose nearest class has a lower softmax probability is
             uncertain (a vote for pass-through), in [0, 1).
@@ -311,8 +317,8 @@ class Restorer:
         #: routed frames whose router input had dead columns replaced, and the columns replaced
         self.dead_column_frames = 0
         self.dead_columns = 0
-        self._candidate: Optional[str] = None
-        self._streak = 0
+        #: verdicts in a row against the current route (:meth:`_decide`)
+        self._votes: List[str] = []
         self._due = False           # route the next frame (the last one was an FFC frame, :meth:`observe`)
         self._last: dict = {"task": None, "confidence": None, "unknown": False, "nearest": None}
         self.router_ms: Optional[float] = None
@@ -744,7 +750,7 @@ class Restorer:
         contrast and blur gates' camera history stays: the camera is the same."""
         if not self.forced:
             self.current = None
-        self._candidate, self._streak = None, 0
+        self._votes = []
         self._last = {"task": None, "confidence": None, "unknown": False, "nearest": None}
         self._drop_offsets()
 
@@ -786,31 +792,31 @@ class Restorer:
             else:
                 self.unknowns += 1
             if self.current is None:
-                self._candidate, self._streak = None, 0
+                self._votes = []
                 return  # nothing chosen yet: frames already pass through
             task = CLEAN
         if task == self.current:
-            self._candidate, self._streak = None, 0
+            self._votes = []
             return
         if self.current is None:  # start-up: nothing to flicker away from
             self._switch(task)
             return
-        if task == self._candidate:
-            self._streak += 1
-        else:
-            self._candidate, self._streak = task, 1
-        if self._streak >= self.hysteresis:
-            self._switch(task)
+        # a verdict against the current route: `hysteresis` of them in a row leave it, for the task a
+        # strict majority of them names, else for pass-through (they named no one task)
+        self._votes.append(task)
+        if len(self._votes) >= self.hysteresis:
+            best, n = Counter(self._votes).most_common(1)[0]
+            self._switch(best if 2 * n > len(self._votes) else CLEAN)
 
     def _switch(self, task: str) -> None:
         if (PASSTHROUGH if task == CLEAN else task) == self.route:  # e.g. none yet -> clean: no switch
             self.current = task
-            self._candidate, self._streak = None, 0
+            self._votes = []
             return
         log.info("route %s -> %s", self.route, PASSTHROUGH if task == CLEAN else task)
         self.current = task
         self.switches += 1
-        self._candidate, self._streak = None, 0
+        self._votes = []
 
     # --------------------------------------------------------------------------------------
     def infer(self, batch, meta=None) -> np.ndarray:

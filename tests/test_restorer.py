@@ -67,10 +67,37 @@ def test_hysteresis_needs_same_decision_in_a_row(bundle_dir):
         assert np.allclose(r.infer(frame("b")), frame("b") * 2.0)  # still route a
     assert np.allclose(r.infer(frame("b")), frame("b") * 3.0)      # third in a row: switch
     assert r.status()["switches"] == 2 and r.loaded_routes == ["a", "b"]
-    # alternating decisions never build a streak: no flicker
+    # alternating decisions against the route leave it once, for the one most of them name (clean,
+    # a, clean: pass-through), then never flicker between the two
     for i in range(12):
         r.infer(frame("a" if i % 2 else "clean"))
+    assert r.status()["task"] == PASSTHROUGH and r.status()["switches"] == 3
+
+
+def test_verdicts_that_agree_on_nothing_but_leaving_the_route_leave_it(bundle_dir):
+    """A route none of the verdicts names is left after `hysteresis` verdicts against it: for the task
+    a strict majority of them names, else for pass-through (do no harm). Requiring the same new task
+    every time kept it for as long as the verdicts alternated (a column-FPN camera ran its start-up
+    route BN while the router named CN, noise and clean; noisy frames called BN and noise in turn
+    passed through)."""
+    r = Restorer(bundle_dir / "bundle", every=1, hysteresis=3)
+    r.infer(frame("a"))
+    for kind in ("b", "clean", "b"):                       # b twice of three: b
+        r.infer(frame(kind))
     assert r.status()["task"] == "b" and r.status()["switches"] == 2
+    for kind in ("a", "clean", "unknown"):                 # a, pass-through twice (unknown votes for it)
+        r.infer(frame(kind))
+    assert r.status()["task"] == PASSTHROUGH and r.status()["switches"] == 3
+    r.infer(frame("a"))
+    for kind in ("b", "clean", "unknown"):
+        r.infer(frame(kind))
+    assert r.status()["task"] == PASSTHROUGH
+    for kind in ("b", "b", "b"):
+        r.infer(frame(kind))
+    assert r.status()["task"] == "b" and r.status()["switches"] == 4
+    for kind in ("a", "b", "a", "b", "a"):                 # no flicker: each b breaks the run against it
+        r.infer(frame(kind))
+    assert r.status()["task"] == "b" and r.status()["switches"] == 4
 
 
 def test_unknown_falls_back_to_passthrough_and_is_reported(bundle_dir):
