@@ -162,11 +162,13 @@ MIN_FLAT_BLOCKS = 64
 def _haar(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One level of the 2-D Haar transform of an (H, W) float frame's 2×2 blocks, each band scaled by
     2 (an odd last row or column is not used): (LL, LH, HL, HH, clipped), each (H//2, W//2)
-    float32; ``clipped`` is True on a block holding the frame's minimum or maximum value."""
+    float32 (float64 for values near float32's limit); ``clipped`` is True on a block holding the frame's minimum or maximum value."""
     h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
     y = np.asarray(x[:h, :w], dtype=np.float32)
-    a, b, c, d = y[0::2, 0::2], y[0::2, 1::2], y[1::2, 0::2], y[1::2, 1::2]
     lo, hi = y.min(), y.max()
+    if max(abs(float(lo)), abs(float(hi))) > 1e37:   # sums of four values near float32's limit overflow it
+        y = y.astype(np.float64)
+    a, b, c, d = y[0::2, 0::2], y[0::2, 1::2], y[1::2, 0::2], y[1::2, 1::2]
     clipped = (np.minimum(np.minimum(a, b), np.minimum(c, d)) <= lo) | \
         (np.maximum(np.maximum(a, b), np.maximum(c, d)) >= hi)
     ab, cd, a_b, c_d = a + b, c + d, a - b, c - d

@@ -779,3 +779,11 @@ def test_a_small_sensor_clean_frame_called_noisy_is_given_back():
     assert gate.step("noise", small_sensor_scene(1)) == (CLEAN, False) and gate.demoted_white == 1
     assert gate.step("BN", small_sensor_scene(2)) == ("blur", False)
     assert gate.step("noise", small_sensor_scene(1, 5.0)) == ("noise", False)
+
+
+def test_flat_noise_sigma_of_values_near_the_float32_limit_is_finite():
+    from tir.engines.fpn_gate import flat_noise_sigma
+
+    x = np.full((60, 80), 3.0e38, np.float32)
+    x[::2, ::2] = 2.9e38
+    assert np.isfinite(flat_noise_sigma(x))
