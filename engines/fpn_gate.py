@@ -52,7 +52,9 @@ subtracting the offsets cuts it by 67 % and keeps 1.000). The gate never removes
 part and never acts on a frame without the signature; the router decides everything else.
 
 **White noise on an unknown verdict.** The gate also keeps the camera's white-noise floor: the
-median :func:`noise_sigma` of recent frames under the ``clean`` verdict (a frame under a blur or
+median :func:`flat_noise_sigma` (the MAD on the frame's least textured blocks; session 13, K2: the
+MAD over every block read an 80×60 sensor's scene detail as noise) of recent frames under the
+``clean`` verdict (a frame under a blur or
 contrast verdict shows the camera's noise smoothed or scaled down by the degradation, and lowered
 the floor: on an emulated camera with white noise of 3.5 grey levels in its clean frames, the
 frames it delivered were then taken for noisier than its own; docs/cameras.md "Session 11").
@@ -149,6 +151,75 @@ def noise_sigma(x: np.ndarray) -> float:
     if not np.isfinite(hh).all():   # each pixel used is in one block: a NaN or inf shows there
         raise ValueError("noise_sigma: the frame holds NaN or infinite values; pass finite frames")
     return float(np.median(np.abs(hh)) / 0.6745)
+
+
+#: share of a frame's 2×2 blocks, the least active ones, :func:`flat_noise_sigma` reads the noise on
+FLAT_SHARE = 0.25
+#: blocks :func:`flat_noise_sigma` needs left after clipped blocks are set aside (fewer: all blocks)
+MIN_FLAT_BLOCKS = 64
+
+
+def _haar(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One level of the 2-D Haar transform of an (H, W) float frame's 2×2 blocks, each band scaled by
+    2 (an odd last row or column is not used): (LL, LH, HL, HH, clipped), each (H//2, W//2)
+    float32 (float64 for values near float32's limit); ``clipped`` is True on a block holding the frame's minimum or maximum value."""
+    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+    y = np.asarray(x[:h, :w], dtype=np.float32)
+    lo, hi = y.min(), y.max()
+    if max(abs(float(lo)), abs(float(hi))) > 1e37:   # sums of four values near float32's limit overflow it
+        y = y.astype(np.float64)
+    a, b, c, d = y[0::2, 0::2], y[0::2, 1::2], y[1::2, 0::2], y[1::2, 1::2]
+    clipped = (np.minimum(np.minimum(a, b), np.minimum(c, d)) <= lo) | \
+        (np.maximum(np.maximum(a, b), np.maximum(c, d)) >= hi)
+    ab, cd, a_b, c_d = a + b, c + d, a - b, c - d
+    return ab + cd, a_b + c_d, ab - cd, a_b - c_d, clipped
+
+
+def flat_noise_sigma(x: np.ndarray, share: float = FLAT_SHARE) -> float:
+    """The standard deviation of the frame's white noise read on its least textured 2×2 blocks: the
+    median absolute diagonal Haar detail (HH) over 0.6745, as :func:`noise_sigma`, of the ``share`` of
+    the blocks whose activity (|LH| + |HL| of the block and half the central differences of its
+    neighbours' means) is lowest; blocks that hold the frame's minimum or maximum (clipped: their
+    noise is cut) are set aside unless fewer than :data:`MIN_FLAT_BLOCKS` would remain.
+
+    Why: on a small sensor (80×60) or a finely textured scene most 2×2 blocks hold scene detail,
+    and the median over every block read 5-9 grey levels of "noise" on clean frames whose sensor
+    noise is about 1 (docs/cameras.md "Session 13", K2). Restricting the MAD to weakly textured
+    regions is the principle of Tai & Yang ("A fast method for image noise estimation using
+    Laplacian operator and adaptive edge detection", ISCCSP 2008) and Liu, Tanaka & Okutomi
+    ("Single-image noise level estimation for blind denoising", IEEE TIP 22(12), 2013). The
+    selection does not bias the estimate on white noise: the Haar transform is orthonormal, so
+    for i.i.d. Gaussian noise a block's HH is independent of its LH, HL and of other blocks' LL,
+    which the activity is made of. Row and column offsets cancel in HH as in :func:`noise_sigma`.
+
+    Args:
+        x: (H, W) float frame (≥ 6×6 px; smaller frames fall back to :func:`noise_sigma`).
+        share: fraction of the blocks kept, in (0, 1].
+
+    Returns:
+        σ in the frame's units (≥ 0).
+
+    Raises:
+        ValueError: ``x`` is not one 2-D frame, has a side under 2 px, holds a non-finite value,
+            or ``share`` is outside (0, 1]."""
+    if not 0.0 < float(share) <= 1.0:
+        raise ValueError(f"flat_noise_sigma share must be in (0, 1], got {share}")
+    x = one_frame(x, "flat_noise_sigma")
+    if min(x.shape) < 6:
+        return noise_sigma(x)
+    if not np.isfinite(x).all():
+        raise ValueError("flat_noise_sigma: the frame holds NaN or infinite values; pass finite frames")
+    ll, lh, hl, hh, clipped = _haar(x)   # each band ×2: the scale cancels in the ranking, HH halved below
+    activity = np.abs(lh[1:-1, 1:-1]) + np.abs(hl[1:-1, 1:-1]) + 0.5 * (
+        np.abs(ll[1:-1, 2:] - ll[1:-1, :-2]) + np.abs(ll[2:, 1:-1] - ll[:-2, 1:-1]))
+    hh, keep = hh[1:-1, 1:-1], ~clipped[1:-1, 1:-1]
+    if int(keep.sum()) >= MIN_FLAT_BLOCKS:
+        activity, hh = activity[keep], hh[keep]
+    else:
+        activity, hh = activity.ravel(), hh.ravel()
+    n = max(1, int(round(float(share) * activity.size)))
+    flat = hh[np.argpartition(activity, n - 1)[:n]] if n < activity.size else hh
+    return float(np.median(np.abs(flat))) * 0.5 / 0.6745
 
 
 #: the op whose σ range sets the white-noise threshold (engines/degrade.py; σ in grey levels of 255)
@@ -543,7 +614,7 @@ class FPNGate:
         x = one_frame(frame, "FPNGate")
         if min(x.shape) < 2 or not np.isfinite(x).all():
             return None
-        return noise_sigma(centre_window(x))
+        return flat_noise_sigma(centre_window(x))
 
     def add(self, frame: np.ndarray) -> Optional[float]:
         """Record a frame the camera delivered (unlabeled, taken as noise-free: e.g. the frames

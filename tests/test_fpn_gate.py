@@ -1,13 +1,14 @@
 """The FPN gate: a frame that carries the column fixed-pattern noise of an uncalibrated FPA gets
 the noise part added to its verdict (engines/fpn_gate.py), in the Restorer, its status and the
 live page's stats."""
+import cv2
 import numpy as np
 import pytest
 from tiny_models import one_hot_bundle
 
 from tir.engines import degrade as deg
-from tir.engines.fpn_gate import (AMPLITUDE, CONSISTENCY, NO_PATTERN, PERIODICITY, FPNGate, carries_fpn,
-                                  column_pattern, noise_partners)
+from tir.engines.fpn_gate import (AMPLITUDE, CONSISTENCY, MIN_FLOOR_FRAMES, NO_PATTERN, PERIODICITY, FPNGate,
+                                  carries_fpn, column_pattern, noise_partners)
 from tir.engines.restorer import Restorer
 from tir.engines.router import CLEAN, UNKNOWN
 
@@ -289,8 +290,6 @@ def test_weakest_white_noise_comes_from_the_specs():
 def test_only_clean_verdicts_measure_the_cameras_noise_floor():
     """A frame under a blur verdict shows the camera's noise smoothed: it does not lower the floor,
     so a camera whose own frames carry white noise of 3.5 grey levels keeps them as its own."""
-    import cv2
-
     specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
     gate = FPNGate.for_bundle(specs)
     own = [white(scene(seed=i), 3.5, seed=i) for i in range(12)]
@@ -323,7 +322,7 @@ def test_unknown_verdict_on_white_noise_becomes_the_noise_task():
     assert gate.step(CLEAN, noisy) == (CLEAN, False)                    # a confident verdict stands
     assert gate.step("noise", noisy) == ("noise", False) and len(gate.floor) == MIN_FLOOR_FRAMES + 1
     s = gate.status()
-    assert s["promoted_white"] == 1 and s["white_threshold"] == pytest.approx(limit, abs=1e-5)
+    assert s["promoted_white"] == 1 and s["white_threshold"] == pytest.approx(gate.white_threshold(), abs=1e-5)
     new = FPNGate({CLEAN: "noise", UNKNOWN: "noise"}, white_sigma=5 / 255)
     new.carry_from(gate)
     assert list(new.floor) == list(gate.floor) and new.promoted_white == 1
@@ -723,3 +722,68 @@ def test_dead_column_count_carries_over_a_bundle_swap(tmp_path):
     hs.infer(scene()[None, None])
     assert hs.swaps == 1 and hs.status()["dead_column_frames"] == 1
     hs.close()
+
+
+def small_sensor_scene(seed=0, noise=1.0):
+    """An 80×60 frame (a Lepton 2.5's size) of a cluttered scene area-averaged from 640×480 and
+    stretched to its range by a per-frame AGC: most 2×2 blocks hold scene detail. ``noise``: white
+    noise in grey levels of 255 added after the AGC."""
+    rng = np.random.default_rng(100 + seed)
+    big = scene(480, 640, seed=seed)
+    yy, xx = np.mgrid[0:480, 0:640]
+    for cx, cy, r in zip(rng.uniform(0, 640, 300), rng.uniform(0, 480, 300), rng.uniform(3, 10, 300)):
+        big[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0.2, 0.9)
+    small = cv2.resize(big, (80, 60), interpolation=cv2.INTER_AREA)
+    small = (small - small.min()) / (small.max() - small.min())
+    return np.clip(small + rng.normal(0, noise / 255, small.shape), 0, 1).astype(np.float32)
+
+
+def test_flat_noise_sigma_reads_white_noise_at_any_size():
+    from tir.engines.fpn_gate import flat_noise_sigma
+
+    rng = np.random.default_rng(3)
+    for h, w in ((60, 80), (120, 160), (512, 640)):
+        x = (0.5 + rng.normal(0, 5 / 255, (h, w))).astype(np.float32)
+        assert flat_noise_sigma(x) == pytest.approx(5 / 255, rel=0.12)
+    x = (0.5 + rng.normal(0, 5 / 255, (120, 160))).astype(np.float32)
+    x[:, :80] = 0.0                                      # half the frame clipped black: no noise there
+    assert flat_noise_sigma(x) == pytest.approx(5 / 255, rel=0.12)
+    assert flat_noise_sigma(np.full((4, 4), 0.5, np.float32)) == 0.0   # too small: the plain MAD
+    with pytest.raises(ValueError, match="share"):
+        flat_noise_sigma(x, share=0.0)
+    with pytest.raises(ValueError, match="finite"):
+        bad = x.copy(); bad[7, 7] = np.nan
+        flat_noise_sigma(bad)
+
+
+def test_flat_noise_sigma_ignores_small_sensor_scene_detail():
+    """K2: on a cluttered 80×60 frame the MAD over every block reads the scene's detail as 2-3×
+    the sensor's noise; on its least textured blocks it reads the noise, and the spec's weakest
+    noise (5 grey levels) stays well above a clean frame."""
+    from tir.engines.fpn_gate import flat_noise_sigma, noise_sigma
+
+    for seed in range(3):
+        clean, noisy = small_sensor_scene(seed, 1.0), small_sensor_scene(seed, 5.0)
+        assert noise_sigma(clean) > 2.5 / 255                       # scene detail read as noise
+        assert flat_noise_sigma(clean) < 1.6 / 255
+        assert flat_noise_sigma(noisy) > 4.0 / 255
+
+
+def test_a_small_sensor_clean_frame_called_noisy_is_given_back():
+    """The gate's floor and its own-noise test read the least textured blocks: a cluttered 80×60
+    clean frame the router calls noisy carries only the camera's own noise and is given back its
+    verdict without the noise part; the spec's noise on the same scene keeps the noise task."""
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}, white_sigma=5 / 255)
+    for i in range(MIN_FLOOR_FRAMES):
+        gate.step(CLEAN, small_sensor_scene(10 + i))
+    assert gate.step("noise", small_sensor_scene(1)) == (CLEAN, False) and gate.demoted_white == 1
+    assert gate.step("BN", small_sensor_scene(2)) == ("blur", False)
+    assert gate.step("noise", small_sensor_scene(1, 5.0)) == ("noise", False)
+
+
+def test_flat_noise_sigma_of_values_near_the_float32_limit_is_finite():
+    from tir.engines.fpn_gate import flat_noise_sigma
+
+    x = np.full((60, 80), 3.0e38, np.float32)
+    x[::2, ::2] = 2.9e38
+    assert np.isfinite(flat_noise_sigma(x))
