@@ -21,7 +21,10 @@ Routing policy:
   this order: the FPN gate (engines/fpn_gate.py) adds the noise part when the frame carries the
   column FPN of an uncalibrated FPA, and makes an unknown verdict the noise task when the frame's
   white noise is clearly above the camera's floor; the contrast gate (engines/contrast_gate.py)
-  takes the contrast part away when the frame's contrast is normal for this camera; the blur
+  takes the contrast part away when the frame's contrast is normal for this camera, and gives a
+  clean, unknown, noise or BN verdict the contrast part when the frame's contrast is clearly
+  compressed for this camera (its extent at most the specs' mildest contrast factor × the
+  camera's, both its ends inside the camera's own; K10); the blur
   gate (engines/blur_gate.py) takes the blur part of a noise-free verdict away when the frame is
   not soft for this camera, and sets the blur part of a noise-carrying one when its measure
   under noise is clear;
