@@ -60,8 +60,8 @@ The gate (:class:`ContrastGate`):
     gate neither demotes nor promotes: a dead band, since a frame there is as far from the
     camera's look as from the mildest loss;
   - both of its ends lie inside the camera's own: its coldest blocks above the 90th percentile
-    (:data:`PROMOTE_END_PERCENTILE`) of the lows of the camera's tone history and its hottest
-    below the 10th percentile of the highs. A camera's AGC stretches every frame, a uniform wall,
+    (:data:`PROMOTE_END_PERCENTILE`) of the block lows of the camera's frames the gate did not
+    find low (under any verdict) and its hottest below the 10th percentile of their highs. A camera's AGC stretches every frame, a uniform wall,
     the sky or a cold night as well, onto its output range, so a clean frame with a small scene
     span still reaches the camera's usual ends at one side at least; a contrast loss ``x·α + β``
     after the AGC compresses the range about a level inside it, so both ends move inward. A
@@ -73,8 +73,8 @@ The gate (:class:`ContrastGate`):
   frame's extent is below the camera's without any contrast loss (measured on val and the
   emulated cameras: as many blur frames as CB frames under a blur verdict passed both tests).
   Noise widens a frame's extremes, so a noise-carrying frame whose extent is still compressed is
-  compressed the more. Before the camera has an extent reference and a tone history
-  (``prior_frames`` frames), nothing is promoted. Measured before/after in docs/cameras.md (K10).
+  compressed the more. Before the camera has an extent reference and the ends of
+  ``prior_frames`` frames, nothing is promoted. Measured before/after in docs/cameras.md (K10).
 
 **Tone alignment** (:meth:`ContrastGate.align`, run by the Restorer after a contrast-carrying
 route or student prompt, ``tone_align``). How much contrast to give back is the camera's, not the
@@ -373,6 +373,10 @@ class ContrastGate:
         self.extents: deque = deque(maxlen=int(window))
         self.lows: deque = deque(maxlen=int(window))
         self.highs: deque = deque(maxlen=int(window))
+        #: block lows and highs of every frame the gate did not find low, whatever its verdict: the
+        #: camera's own ends, the promotion's second test (:meth:`is_compressed`)
+        self.end_lows: deque = deque(maxlen=int(window))
+        self.end_highs: deque = deque(maxlen=int(window))
         self._tone_cache: Optional[tuple] = None   # (lows, highs) appended so far, tone_reference()
         self._tone_added = 0
         #: verdicts whose frames' extremes may join the tone history (None: every one); noise widens
@@ -437,17 +441,18 @@ class ContrastGate:
         """True when the frame's contrast is clearly compressed for this camera, the promotion's
         test (module docstring): ``extent`` at most :attr:`promote_ratio` × the camera's extent
         reference, and ``ends`` (the frame's :func:`lowpass_ends`) both inside the camera's: the
-        low above the :data:`PROMOTE_END_PERCENTILE` th percentile of its tone history's lows,
-        the high below the (100 − it) th percentile of its highs. False without ``ends``, before
-        the camera has an extent reference or ``prior_frames`` (at least 1) frames of tone
-        history."""
+        low above the :data:`PROMOTE_END_PERCENTILE` th percentile of the lows of the camera's
+        frames the gate did not find low (:attr:`end_lows`, any verdict: a camera the router
+        calls noisy fills it as fast as another), the high below the (100 − it) th percentile of
+        their highs. False without ``ends``, before the camera has an extent reference or
+        ``prior_frames`` (at least 1) frames of ends."""
         ref_extent = self.extent_reference
-        if ends is None or ref_extent is None or len(self.lows) < max(self.prior_frames, 1):
+        if ends is None or ref_extent is None or len(self.end_lows) < max(self.prior_frames, 1):
             return False
         if not float(extent) <= self.promote_ratio * ref_extent:
             return False
-        low_end = float(np.percentile(self.lows, PROMOTE_END_PERCENTILE))
-        high_end = float(np.percentile(self.highs, 100.0 - PROMOTE_END_PERCENTILE))
+        low_end = float(np.percentile(self.end_lows, PROMOTE_END_PERCENTILE))
+        high_end = float(np.percentile(self.end_highs, 100.0 - PROMOTE_END_PERCENTILE))
         return float(ends[0]) > low_end and float(ends[1]) < high_end
 
     def judge(self, task: str, span: float, extent: Optional[float] = None,
@@ -466,16 +471,16 @@ class ContrastGate:
         """One routed frame: (the verdict after the gate as :meth:`judge` gives it, whether the
         frame is low for this camera; a promoted frame is low), then its ``span`` (and ``extent``, or ``ends``: its
         :func:`lowpass_ends`, whose difference is the extent) join the history; the ends join the
-        tone history only when the frame is not low and its verdict is in :attr:`tone_tasks`
-        (the camera's own tone, not a contrast loss's nor a noise's), unless the references are
-        :attr:`pinned`. The references are computed once."""
+        camera's ends (:attr:`end_lows`, :attr:`end_highs`) only when the frame is not low, and
+        the tone history only when besides its verdict is in :attr:`tone_tasks` (the camera's own
+        tone, not a contrast loss's nor a noise's), unless the references are :attr:`pinned`. The references are computed once."""
         if extent is None and ends is not None:
             extent = float(ends[1]) - float(ends[0])
         low = self.is_low(span, extent)
         tone = not low and (self.tone_tasks is None or task in self.tone_tasks)
         task = self._promote(self._demote(task, low), extent, ends)
         if not self.pinned:
-            self.add(span, extent, ends if tone else None)
+            self.add(span, extent, None if low else ends, tone=tone)
         return task, low
 
     def _demote(self, task: str, low: bool) -> str:
@@ -491,15 +496,19 @@ class ContrastGate:
         return task
 
     def add(self, span: float, extent: Optional[float] = None,
-            ends: Optional[Tuple[float, float]] = None) -> None:
+            ends: Optional[Tuple[float, float]] = None, tone: bool = True) -> None:
         """Record one routed frame's low-pass span (and extent, or its :func:`lowpass_ends`) in the
-        camera's history."""
+        camera's history; its ends join the camera's ends (:attr:`end_lows`, :attr:`end_highs`)
+        and, with ``tone``, its tone history."""
         self.spans.append(float(span))
         if extent is None and ends is not None:
             extent = float(ends[1]) - float(ends[0])
         if extent is not None:
             self.extents.append(float(extent))
         if ends is not None:
+            self.end_lows.append(float(ends[0]))
+            self.end_highs.append(float(ends[1]))
+        if ends is not None and tone:
             self.lows.append(float(ends[0]))
             self.highs.append(float(ends[1]))
             self._tone_added += 1
@@ -573,6 +582,8 @@ class ContrastGate:
         self.extents.extend(old.extents)
         self.lows.extend(old.lows)
         self.highs.extend(old.highs)
+        self.end_lows.extend(getattr(old, "end_lows", ()))
+        self.end_highs.extend(getattr(old, "end_highs", ()))
         self._tone_added += len(old.lows)
         self.aligned += int(old.aligned)
         self.demoted += int(old.demoted)

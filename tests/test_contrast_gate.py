@@ -617,9 +617,16 @@ def test_gate_step_promotes_and_keeps_the_compressed_frame_out_of_the_tone():
     task, low = gate.step(UNKNOWN, lowpass_span(compressed), ends=lowpass_ends(compressed))
     assert (task, low) == ("contrast", True) and gate.promoted == 1
     assert len(gate.lows) == 20 and gate.tone_reference() == tone and len(gate.extents) == 21
+    assert len(gate.end_lows) == 20                                    # not the camera's own ends either
+    # a camera the router calls noisy: its frames' ends are the camera's, though not its tone
+    noisy = ContrastGate.for_bundle(shipped_specs(), None)
+    for f in _agc_camera():
+        assert noisy.step("noise", lowpass_span(f), ends=lowpass_ends(f)) == ("noise", False)
+    assert noisy.tone_reference() is None and len(noisy.end_lows) == 20
+    assert noisy.step(UNKNOWN, lowpass_span(compressed), ends=lowpass_ends(compressed))[0] == "contrast"
     old = ContrastGate.for_bundle(shipped_specs(), None)
     old.carry_from(gate)
-    assert old.promoted == 1
+    assert old.promoted == 1 and list(old.end_lows) == list(gate.end_lows)
 
 
 @pytest.fixture(scope="module")
