@@ -489,6 +489,12 @@ class ContrastGate:
             return self.partners[task]
         return task
 
+    def revoke(self) -> None:
+        """Take the last promotion back from the count (:attr:`promoted`): another gate found the
+        frame's low extent explained otherwise (the Restorer: the blur gate measured the frame
+        soft for this camera, and a blur lowers a frame's extent by itself)."""
+        self.promoted = max(self.promoted - 1, 0)
+
     def _promote(self, task: str, extent: Optional[float], ends: Optional[Tuple[float, float]]) -> str:
         if task in self.gains and extent is not None and self.is_compressed(extent, ends):
             self.promoted += 1

@@ -634,8 +634,10 @@ class Restorer:
           contrast is not low for this camera becomes its partner without the contrast part; a
           clean, unknown, noise or BN verdict on a frame whose contrast is clearly compressed for
           this camera becomes its partner with it (``contrast_promoted`` True: the contrast part
-          is measured, so a verdict the router was unsure of is not dropped to pass-through);
-          the frame's span then joins the camera's history;
+          is measured, so a verdict the router was unsure of is not dropped to pass-through),
+          unless the blur gate then measures the frame soft for this camera (a blur lowers the
+          extent by itself: the promotion is taken back); the frame's span then joins the
+          camera's history;
         - the blur gate (engines/blur_gate.py): a blur verdict without noise (blur, CB) on a
           frame that is not soft for this camera becomes its partner without the blur part;
           the frame then joins the camera's history. A noise-carrying verdict of a blur pair
@@ -656,7 +658,14 @@ class Restorer:
             task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame))
             self._contrast_promoted = self.contrast_gate.promoted > promoted and task != before
         if self.blur_gate is not None:
+            limit = self.blur_gate.threshold()   # the camera's, before this frame joins its history
             task, self._soft = self.blur_gate.step(task, frame)
+            measured = self.blur_gate.last
+            if self._contrast_promoted and limit is not None and measured is not None and measured > limit:
+                # the frame is soft for this camera: a blur lowers a frame's extent by itself, so
+                # its low extent is no evidence of a contrast loss; the router's verdict stands
+                task, self._contrast_promoted = before, False
+                self.contrast_gate.revoke()
         if self.offsets is not None:
             decision = {**decision, "destripe": True}
         if task == decision["task"] and not self._fpn:
