@@ -45,10 +45,36 @@ The gate (:class:`ContrastGate`):
   mildest contrast degradation;
 - **demotes** a contrast-carrying verdict on a frame that is not low to its partner without the
   contrast part (contrast → clean, CB → blur, CN → noise, CBN → BN; partners derived from the
-  bundle's degradation specs, so a task ``tir learn`` adds is handled the same way). It never
-  promotes: the gate can only take the contrast route away (do no harm: a clean frame sent to the
-  contrast route comes out ~18 dB from itself; a missed contrast loss leaves the frame as the
-  camera delivered it).
+  bundle's degradation specs, so a task ``tir learn`` adds is handled the same way);
+- **promotes** a verdict without the contrast part to its partner with it (``clean`` and
+  ``unknown`` → contrast, noise → CN, BN → CBN: :func:`contrast_gains`) when the frame's contrast
+  is *clearly* compressed for this camera (:meth:`ContrastGate.is_compressed`; docs/cameras.md
+  K10: a Boson-like DDE camera's contrast-reduced frames the router called unknown or clean passed
+  through). Do no harm decides the rule, since a clean frame sent to the contrast route comes out
+  ~18 dB from itself while a missed contrast loss leaves the frame as the camera delivered it; a
+  frame is promoted only when both hold:
+
+  - its extent is at most ``α_max`` × the camera's median extent (``promote_ratio``, 0.6 for the
+    shipped specs): as low as the *mildest* contrast loss of the bundle's specs makes a frame of
+    the camera's usual extent. Between ``α_max`` and ``ratio`` = √α_max (the veto's midpoint) the
+    gate neither demotes nor promotes: a dead band, since a frame there is as far from the
+    camera's look as from the mildest loss;
+  - both of its ends lie inside the camera's own: its coldest blocks above the 90th percentile
+    (:data:`PROMOTE_END_PERCENTILE`) of the block lows of the camera's frames the gate did not
+    find low (under any verdict) and its hottest below the 10th percentile of their highs. A camera's AGC stretches every frame, a uniform wall,
+    the sky or a cold night as well, onto its output range, so a clean frame with a small scene
+    span still reaches the camera's usual ends at one side at least; a contrast loss ``x·α + β``
+    after the AGC compresses the range about a level inside it, so both ends move inward. A
+    camera whose ends wander (no AGC, a tone curve that lifts the cold end) has wide percentiles
+    and is promoted only on frames far inside them.
+
+  Verdicts whose task is noise-free and carries blur (``blur`` for the shipped specs) are not
+  promoted: a blur averages the hottest and coldest blocks into their surroundings, so a blurred
+  frame's extent is below the camera's without any contrast loss (measured on val and the
+  emulated cameras: as many blur frames as CB frames under a blur verdict passed both tests).
+  Noise widens a frame's extremes, so a noise-carrying frame whose extent is still compressed is
+  compressed the more. Before the camera has an extent reference and the ends of
+  ``prior_frames`` frames, nothing is promoted. Measured before/after in docs/cameras.md (K10).
 
 **Tone alignment** (:meth:`ContrastGate.align`, run by the Restorer after a contrast-carrying
 route or student prompt, ``tone_align``). How much contrast to give back is the camera's, not the
@@ -75,7 +101,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .router import CLEAN
+from .router import CLEAN, UNKNOWN
 
 #: the router entry's key of the training prior (:func:`contrast_prior`)
 CONTRAST_SPAN_KEY = "contrast_span"
@@ -102,6 +128,10 @@ MIN_TONE_EXTENT = 1e-3
 DEFAULT_WINDOW = 512
 #: weight of the training prior, in frames, when the reference is shrunk towards it
 DEFAULT_PRIOR_FRAMES = 8
+#: percentile of the camera's tone-history lows a frame's low end must exceed, and 100 minus it of
+#: the highs its high end must stay under, for a promotion (:meth:`ContrastGate.is_compressed`):
+#: both ends outside the range nine in ten of the camera's own frames reach
+PROMOTE_END_PERCENTILE = 90.0
 #: largest contrast factor α of the shipped contrast spec (1 + (-0.4), ecmrnet.md §1.3), used
 #: when a bundle's specs state no contrast range
 DEFAULT_MAX_FACTOR = 0.6
@@ -254,6 +284,28 @@ def contrast_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
 NOISE_FREE_OPS = frozenset({CONTRAST_OP, "blur"})
 
 
+def contrast_gains(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
+    """The verdicts the gate may promote, each -> its partner with the contrast part: the inverse
+    of :func:`contrast_partners` (``clean`` -> contrast, noise -> CN, BN -> CBN for the shipped
+    specs), with ``unknown`` going where ``clean`` goes, less the noise-free tasks with a step
+    other than contrast (``blur``: a blur lowers a frame's extent by itself; module docstring).
+
+    Args:
+        specs: task name -> its spec's steps (list of op dicts, as bundles store them).
+
+    Returns:
+        {verdict: contrast-carrying task}; empty when no task carries contrast.
+    """
+    gains = {partner: task for task, partner in contrast_partners(specs).items()}
+    blurring = {name for name, steps in specs.items()
+                if steps and all(s.get("op") in NOISE_FREE_OPS for s in steps)
+                and any(s.get("op") != CONTRAST_OP for s in steps)}
+    gains = {v: t for v, t in gains.items() if v not in blurring}
+    if CLEAN in gains:
+        gains[UNKNOWN] = gains[CLEAN]
+    return gains
+
+
 def noise_free_tasks(specs: Mapping[str, Sequence[dict]]) -> Tuple[str, ...]:
     """The tasks whose every step is a :data:`NOISE_FREE_OPS` op (contrast, blur, CB for the
     shipped specs): the blur gate judges and records frames under these verdicts only."""
@@ -277,7 +329,8 @@ def max_contrast_factor(specs: Iterable[Sequence[dict]]) -> float:
 
 
 class ContrastGate:
-    """The camera's reference contrast and the demotion of contrast-carrying verdicts.
+    """The camera's reference contrast, the demotion of contrast-carrying verdicts and the
+    promotion of verdicts without the contrast part (module docstring).
 
     Args:
         partners: {contrast-carrying task: partner} (:func:`contrast_partners`).
@@ -287,16 +340,27 @@ class ContrastGate:
         ratio: a frame is low below ``ratio`` × reference, in (0, 1).
         window: routed frames the camera's median is taken over (≥ 1).
         prior_frames: weight of the prior in frames (≥ 0).
+        tone_tasks: verdicts whose frames' extremes join the tone history (None: every one).
+        gains: {verdict: its partner with the contrast part} the gate may promote
+            (:func:`contrast_gains`); None or empty: it never promotes.
+        promote_ratio: a frame is compressed at an extent of at most ``promote_ratio`` × the
+            camera's extent reference (the largest contrast factor of the specs,
+            :func:`max_contrast_factor`), in (0, ``ratio``]; None: ``ratio`` squared.
 
     Raises:
-        ValueError: ``ratio`` outside (0, 1), ``window`` < 1, ``prior_frames`` < 0 or a prior ≤ 0.
+        ValueError: ``ratio`` outside (0, 1), ``window`` < 1, ``prior_frames`` < 0, a prior ≤ 0 or
+            ``promote_ratio`` outside (0, ``ratio``].
     """
 
     def __init__(self, partners: Mapping[str, str], prior: Optional[float], ratio: float,
                  window: int = DEFAULT_WINDOW, prior_frames: int = DEFAULT_PRIOR_FRAMES,
-                 tone_tasks: Optional[Iterable[str]] = None):
+                 tone_tasks: Optional[Iterable[str]] = None, gains: Optional[Mapping[str, str]] = None,
+                 promote_ratio: Optional[float] = None):
         if not 0.0 < float(ratio) < 1.0:
             raise ValueError(f"contrast gate ratio must be in (0, 1), got {ratio}")
+        promote_ratio = float(ratio) ** 2 if promote_ratio is None else float(promote_ratio)
+        if not 0.0 < promote_ratio <= float(ratio):
+            raise ValueError(f"contrast gate promote_ratio must be in (0, ratio={ratio}], got {promote_ratio}")
         if int(window) < 1 or int(prior_frames) < 0:
             raise ValueError(f"contrast gate window must be ≥ 1 and prior_frames ≥ 0, got {window}, {prior_frames}")
         if prior is not None and not float(prior) > 0.0:
@@ -309,6 +373,10 @@ class ContrastGate:
         self.extents: deque = deque(maxlen=int(window))
         self.lows: deque = deque(maxlen=int(window))
         self.highs: deque = deque(maxlen=int(window))
+        #: block lows and highs of every frame the gate did not find low, whatever its verdict: the
+        #: camera's own ends, the promotion's second test (:meth:`is_compressed`)
+        self.end_lows: deque = deque(maxlen=int(window))
+        self.end_highs: deque = deque(maxlen=int(window))
         self._tone_cache: Optional[tuple] = None   # (lows, highs) appended so far, tone_reference()
         self._tone_added = 0
         #: verdicts whose frames' extremes may join the tone history (None: every one); noise widens
@@ -318,6 +386,11 @@ class ContrastGate:
         self.aligned = 0
         self.last_scale: Optional[float] = None
         self.demoted = 0
+        #: verdicts without the contrast part -> their partner with it (:func:`contrast_gains`)
+        self.gains = dict(gains or {})
+        self.promote_ratio = promote_ratio
+        #: verdicts promoted to their partner with the contrast part (:meth:`is_compressed`)
+        self.promoted = 0
         #: the camera's references are pinned (:meth:`step` records nothing): frames of its
         #: healthy look were shown with :meth:`add` (``tir run --reference``; engines/restorer.py
         #: ``Restorer.pin_camera``)
@@ -328,9 +401,9 @@ class ContrastGate:
         """The gate of a bundle: partners and ratio from its task specs, the prior from its
         router entry's ``contrast_span`` (``{"median": float, ...}``; None when absent)."""
         prior = ((router_entry or {}).get(CONTRAST_SPAN_KEY) or {}).get("median")
-        ratio = math.sqrt(max_contrast_factor(specs.values()))
-        return cls(contrast_partners(specs), prior if prior and prior > 0 else None, ratio,
-                   tone_tasks=noise_free_verdicts(specs))
+        factor = max_contrast_factor(specs.values())
+        return cls(contrast_partners(specs), prior if prior and prior > 0 else None, math.sqrt(factor),
+                   tone_tasks=noise_free_verdicts(specs), gains=contrast_gains(specs), promote_ratio=factor)
 
     @property
     def reference(self) -> Optional[float]:
@@ -364,27 +437,50 @@ class ContrastGate:
         ref = self.reference
         return ref is not None and float(span) < self.ratio * ref
 
-    def judge(self, task: str, span: float, extent: Optional[float] = None) -> str:
-        """The verdict after the gate: ``task`` itself, or its partner when ``task`` carries
-        contrast and the frame is not low for this camera (:meth:`is_low`; counted in
-        :attr:`demoted`). Records nothing (:meth:`add`)."""
-        return self._demote(task, self.is_low(span, extent))
+    def is_compressed(self, extent: float, ends: Optional[Tuple[float, float]] = None) -> bool:
+        """True when the frame's contrast is clearly compressed for this camera, the promotion's
+        test (module docstring): ``extent`` at most :attr:`promote_ratio` × the camera's extent
+        reference, and ``ends`` (the frame's :func:`lowpass_ends`) both inside the camera's: the
+        low above the :data:`PROMOTE_END_PERCENTILE` th percentile of the lows of the camera's
+        frames the gate did not find low (:attr:`end_lows`, any verdict: a camera the router
+        calls noisy fills it as fast as another), the high below the (100 − it) th percentile of
+        their highs. False without ``ends``, before the camera has an extent reference or
+        ``prior_frames`` (at least 1) frames of ends."""
+        ref_extent = self.extent_reference
+        if ends is None or ref_extent is None or len(self.end_lows) < max(self.prior_frames, 1):
+            return False
+        if not float(extent) <= self.promote_ratio * ref_extent:
+            return False
+        low_end = float(np.percentile(self.end_lows, PROMOTE_END_PERCENTILE))
+        high_end = float(np.percentile(self.end_highs, 100.0 - PROMOTE_END_PERCENTILE))
+        return float(ends[0]) > low_end and float(ends[1]) < high_end
+
+    def judge(self, task: str, span: float, extent: Optional[float] = None,
+              ends: Optional[Tuple[float, float]] = None) -> str:
+        """The verdict after the gate: ``task`` itself, its partner without contrast when
+        ``task`` carries contrast and the frame is not low for this camera (:meth:`is_low`;
+        counted in :attr:`demoted`), or its partner with contrast when ``task`` is in
+        :attr:`gains` and the frame is compressed (:meth:`is_compressed`, needs ``ends``;
+        counted in :attr:`promoted`). Records nothing (:meth:`add`)."""
+        if extent is None and ends is not None:
+            extent = float(ends[1]) - float(ends[0])
+        return self._promote(self._demote(task, self.is_low(span, extent)), extent, ends)
 
     def step(self, task: str, span: float, extent: Optional[float] = None,
              ends: Optional[Tuple[float, float]] = None) -> Tuple[str, bool]:
         """One routed frame: (the verdict after the gate as :meth:`judge` gives it, whether the
-        frame is low for this camera), then its ``span`` (and ``extent``, or ``ends``: its
+        frame is low for this camera; a promoted frame is low), then its ``span`` (and ``extent``, or ``ends``: its
         :func:`lowpass_ends`, whose difference is the extent) join the history; the ends join the
-        tone history only when the frame is not low and its verdict is in :attr:`tone_tasks`
-        (the camera's own tone, not a contrast loss's nor a noise's), unless the references are
-        :attr:`pinned`. The references are computed once."""
+        camera's ends (:attr:`end_lows`, :attr:`end_highs`) only when the frame is not low, and
+        the tone history only when besides its verdict is in :attr:`tone_tasks` (the camera's own
+        tone, not a contrast loss's nor a noise's), unless the references are :attr:`pinned`. The references are computed once."""
         if extent is None and ends is not None:
             extent = float(ends[1]) - float(ends[0])
         low = self.is_low(span, extent)
         tone = not low and (self.tone_tasks is None or task in self.tone_tasks)
-        task = self._demote(task, low)
+        task = self._promote(self._demote(task, low), extent, ends)
         if not self.pinned:
-            self.add(span, extent, ends if tone else None)
+            self.add(span, extent, None if low else ends, tone=tone)
         return task, low
 
     def _demote(self, task: str, low: bool) -> str:
@@ -393,16 +489,32 @@ class ContrastGate:
             return self.partners[task]
         return task
 
+    def revoke(self) -> None:
+        """Take the last promotion back from the count (:attr:`promoted`): another gate found the
+        frame's low extent explained otherwise (the Restorer: the blur gate measured the frame
+        soft for this camera, and a blur lowers a frame's extent by itself)."""
+        self.promoted = max(self.promoted - 1, 0)
+
+    def _promote(self, task: str, extent: Optional[float], ends: Optional[Tuple[float, float]]) -> str:
+        if task in self.gains and extent is not None and self.is_compressed(extent, ends):
+            self.promoted += 1
+            return self.gains[task]
+        return task
+
     def add(self, span: float, extent: Optional[float] = None,
-            ends: Optional[Tuple[float, float]] = None) -> None:
+            ends: Optional[Tuple[float, float]] = None, tone: bool = True) -> None:
         """Record one routed frame's low-pass span (and extent, or its :func:`lowpass_ends`) in the
-        camera's history."""
+        camera's history; its ends join the camera's ends (:attr:`end_lows`, :attr:`end_highs`)
+        and, with ``tone``, its tone history."""
         self.spans.append(float(span))
         if extent is None and ends is not None:
             extent = float(ends[1]) - float(ends[0])
         if extent is not None:
             self.extents.append(float(extent))
         if ends is not None:
+            self.end_lows.append(float(ends[0]))
+            self.end_highs.append(float(ends[1]))
+        if ends is not None and tone:
             self.lows.append(float(ends[0]))
             self.highs.append(float(ends[1]))
             self._tone_added += 1
@@ -468,7 +580,7 @@ class ContrastGate:
         return y if out is None else out
 
     def carry_from(self, old: "ContrastGate") -> None:
-        """Take over ``old``'s camera history and demoted count (a bundle hot-swap: the camera is
+        """Take over ``old``'s camera history and demoted and promoted counts (a bundle hot-swap: the camera is
         the same, so its reference must not start cold again; engines/hotswap.py). The history
         keeps this gate's window (the newest spans when it is shorter); prior and ratio stay
         this bundle's."""
@@ -476,20 +588,25 @@ class ContrastGate:
         self.extents.extend(old.extents)
         self.lows.extend(old.lows)
         self.highs.extend(old.highs)
+        self.end_lows.extend(getattr(old, "end_lows", ()))
+        self.end_highs.extend(getattr(old, "end_highs", ()))
         self._tone_added += len(old.lows)
         self.aligned += int(old.aligned)
         self.demoted += int(old.demoted)
+        self.promoted += int(getattr(old, "promoted", 0))
         self.pinned = self.pinned or bool(getattr(old, "pinned", False))
 
     def status(self) -> dict:
         """``reference`` (span, or None), ``extent_reference`` (or None), ``frames`` in the
-        history, ``ratio``, ``demoted``; ``tone_reference`` ([low, high], or None), ``aligned``
+        history, ``ratio``, ``demoted``, ``promoted`` (verdicts given the contrast part) and
+        ``promote_ratio``; ``tone_reference`` ([low, high], or None), ``aligned``
         (restored frames whose tone was mapped to the camera's) and ``tone_scale`` (the last
         alignment's scale, or None)."""
         ref, ref_extent, tone = self.reference, self.extent_reference, self.tone_reference()
         return {"reference": None if ref is None else round(ref, 4),
                 "extent_reference": None if ref_extent is None else round(ref_extent, 4),
                 "frames": len(self.spans), "ratio": round(self.ratio, 4), "demoted": self.demoted,
+                "promoted": self.promoted, "promote_ratio": round(self.promote_ratio, 4),
                 "tone_reference": None if tone is None else [round(tone[0], 4), round(tone[1], 4)],
                 "aligned": self.aligned,
                 "tone_scale": None if self.last_scale is None else round(self.last_scale, 4)}

@@ -25,7 +25,10 @@ Routing policy:
   this order: the FPN gate (engines/fpn_gate.py) adds the noise part when the frame carries the
   column FPN of an uncalibrated FPA, and makes an unknown verdict the noise task when the frame's
   white noise is clearly above the camera's floor; the contrast gate (engines/contrast_gate.py)
-  takes the contrast part away when the frame's contrast is normal for this camera; the blur
+  takes the contrast part away when the frame's contrast is normal for this camera, and gives a
+  clean, unknown, noise or BN verdict the contrast part when the frame's contrast is clearly
+  compressed for this camera (its extent at most the specs' mildest contrast factor × the
+  camera's, both its ends inside the camera's own; K10); the blur
   gate (engines/blur_gate.py) takes the blur part of a noise-free verdict away when the frame is
   not soft for this camera, and sets the blur part of a noise-carrying one when its measure
   under noise is clear;
@@ -293,6 +296,7 @@ class Restorer:
             t for t in self.routes if specs.get(t) and t not in noise_free_verdicts(specs)
             and t not in self.contrast_gate.partners)
         self._contrast_low = True   # the last routed frame's contrast was low for this camera
+        self._contrast_promoted = False   # the contrast gate gave the last verdict the contrast part
         self._fpn = False           # the last routed frame carried column FPN (the FPN gate added noise)
         self._noise_taken = False   # the FPN gate took the last verdict's noise part away
         #: the counts the [0, 1] span stood for on the frame the offsets were measured on, and on
@@ -633,8 +637,13 @@ class Restorer:
           (:meth:`_decide`); column FPN without white noise above the camera's own keeps the
           verdict and marks it ``destripe``: the column offsets are removed (:meth:`plan`);
         - the contrast gate (engines/contrast_gate.py): a contrast-carrying task on a frame whose
-          contrast is not low for this camera becomes its partner without the contrast part;
-          the frame's span then joins the camera's history;
+          contrast is not low for this camera becomes its partner without the contrast part; a
+          clean, unknown, noise or BN verdict on a frame whose contrast is clearly compressed for
+          this camera becomes its partner with it (``contrast_promoted`` True: the contrast part
+          is measured, so a verdict the router was unsure of is not dropped to pass-through),
+          unless the blur gate then measures the frame soft for this camera (a blur lowers the
+          extent by itself: the promotion is taken back); the frame's span then joins the
+          camera's history;
         - the blur gate (engines/blur_gate.py): a blur verdict without noise (blur, CB) on a
           frame that is not soft for this camera becomes its partner without the blur part;
           the frame then joins the camera's history. A noise-carrying verdict of a blur pair
@@ -649,15 +658,27 @@ class Restorer:
             self._offsets_span = self._span
             # the gate took the noise part away (the camera's own noise, or column FPN alone)
             self._noise_taken = self.fpn_gate.without_noise.get(before) == task
+        self._contrast_promoted = False
         if self.contrast_gate is not None:
+            before, promoted = task, self.contrast_gate.promoted
             task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame))
+            self._contrast_promoted = self.contrast_gate.promoted > promoted and task != before
         if self.blur_gate is not None:
+            limit = self.blur_gate.threshold()   # the camera's, before this frame joins its history
             task, self._soft = self.blur_gate.step(task, frame)
+            measured = self.blur_gate.last
+            if self._contrast_promoted and limit is not None and measured is not None and measured > limit:
+                # the frame is soft for this camera: a blur lowers a frame's extent by itself, so
+                # its low extent is no evidence of a contrast loss; the router's verdict stands
+                task, self._contrast_promoted = before, False
+                self.contrast_gate.revoke()
         if self.offsets is not None:
             decision = {**decision, "destripe": True}
         if task == decision["task"] and not self._fpn:
             return decision
         out = {**decision, "task": task, "fpn": self._fpn}
+        if self._contrast_promoted:
+            out["contrast_promoted"] = True
         return out if task == decision["task"] else {**out, "gated_from": decision["task"]}
 
     def _gate_prompt(self, weights: np.ndarray, task: str) -> np.ndarray:
@@ -666,7 +687,8 @@ class Restorer:
         the noise part, when it took the noise part away (the camera's own noise, column FPN
         alone), each noise-carrying prompt's weight moves to its partner without it; when the frame's contrast is not low for this camera, each
         contrast-carrying prompt's weight moves to its partner without contrast (dropped when the
-        partner is ``clean``); when the frame is not soft for this camera, each noise-free blur
+        partner is ``clean``), when the contrast gate promoted the verdict, each prompt of its
+        :attr:`~tir.engines.contrast_gate.ContrastGate.gains` moves to its partner with contrast; when the frame is not soft for this camera, each noise-free blur
         prompt's weight moves to its partner without the blur (the blur gate); when the blur
         gate's measure under noise found the frame sharp, each noise-carrying blur prompt's
         weight moves to its partner without the blur (BN → noise, CBN → CN), when it found it
@@ -679,6 +701,8 @@ class Restorer:
             moves.append(self.fpn_gate.without_noise)
         if self.contrast_gate is not None and not self._contrast_low:
             moves.append(self.contrast_gate.partners)
+        if self.contrast_gate is not None and self._contrast_promoted:
+            moves.append(self.contrast_gate.gains)
         if self.blur_gate is not None and not self._soft:
             moves.append(self.blur_gate.partners)
         if self.blur_gate is not None and self.blur_gate.noisy_soft is not None:
@@ -782,7 +806,8 @@ class Restorer:
             task = UNKNOWN
             self._last["unknown"] = True
         unsure = task != UNKNOWN and decision.get("confidence") is not None \
-            and decision["confidence"] < self.min_confidence and not decision.get("fpn")
+            and decision["confidence"] < self.min_confidence and not decision.get("fpn") \
+            and not decision.get("contrast_promoted")
         if task == UNKNOWN or unsure:
             # do no harm: pass-through is the candidate (same hysteresis as any switch), never
             # "keep whatever route the last confident verdict chose"

@@ -207,6 +207,28 @@ def test_restorer_passes_a_sharp_frame_through_and_deblurs_a_soft_one(blur_bundl
     assert np.allclose(r.infer(soft), soft * 3.0) and r.status()["task"] == "blur"
 
 
+def test_a_soft_frame_is_not_promoted_to_contrast(tmp_path):
+    """The contrast gate gives an unknown verdict the contrast part on a compressed frame
+    (engines/contrast_gate.py, K10) unless the blur gate measures the frame soft for this camera:
+    a blur lowers a frame's extent by itself."""
+    from tir.engines.restorer import PASSTHROUGH
+
+    def agc(x):
+        return ((x - x.min()) / (x.max() - x.min())).astype(np.float32)   # a camera's per-frame AGC
+
+    r = Restorer(one_hot_bundle(tmp_path, {"contrast": 2.0, "blur": 3.0, "CB": 4.0}, "contrast", H, W, unknown=True),
+                 every=1, hysteresis=1, tone_align=False, fpn_gate=False)
+    r.warm_camera(np.stack([agc(scene(s)) for s in range(12)])[:, None])
+    sharp = (agc(scene(60)) * 0.4 + 0.15)[None, None]
+    assert np.allclose(r.infer(sharp), sharp * 2.0) and r.status()["decision"] == "contrast"
+    assert r.status()["contrast"]["promoted"] == 1
+    r.reset()
+    soft = (blurred(agc(scene(61)), 1.5) * 0.4 + 0.15)[None, None]
+    assert np.allclose(r.infer(soft), soft) and r.route == PASSTHROUGH
+    s = r.status()
+    assert s["decision"] == "unknown" and s["contrast"]["promoted"] == 1 and s["blur"]["drop"] > s["blur"]["threshold"]
+
+
 def test_gate_off_forced_task_and_student_prompt(blur_bundle, monkeypatch):
     frames = np.stack([scene(s) for s in range(12)])[:, None]
     x = scene(60)[None, None]

@@ -259,6 +259,9 @@ def test_contrast_gate_shows_on_the_page(browser):
         gate = {"reference": 0.3712, "frames": 40, "ratio": 0.7746, "demoted": 12, "aligned": 7}
         wait_for(lambda: text("contrast") == "ref 0.37 · 12 demoted · 7 tone-aligned",
                  what="the gate's reference and counts")
+        gate = {"reference": 0.3712, "frames": 41, "ratio": 0.7746, "demoted": 12, "promoted": 2, "aligned": 7}
+        wait_for(lambda: text("contrast") == "ref 0.37 · 12 demoted · 2 promoted · 7 tone-aligned",
+                 what="the verdicts the gate gave the contrast part")
         fact = browser.find_element(By.ID, "contrast-fact")
         title = fact.get_attribute("title")
         assert fact.is_displayed() and "contrast gate" in title and "reference" in title

@@ -6,14 +6,14 @@ import cv2
 
 import numpy as np
 import pytest
-from tiny_models import OneHotRouter, Scale, export
+from tiny_models import OneHotRouter, Scale, export, one_hot_bundle
 
 from tir.engines import degrade as deg
 from tir.engines.bundle import write_bundle
-from tir.engines.contrast_gate import (ContrastGate, contrast_partners, contrast_prior, lowpass_span,
-                                       max_contrast_factor)
+from tir.engines.contrast_gate import (ContrastGate, contrast_gains, contrast_partners, contrast_prior,
+                                       lowpass_ends, lowpass_extent, lowpass_span, max_contrast_factor)
 from tir.engines.restorer import PASSTHROUGH, Restorer
-from tir.engines.router import CLEAN
+from tir.engines.router import CLEAN, UNKNOWN
 
 H, W = 64, 80
 
@@ -90,10 +90,11 @@ def test_gate_keeps_contrast_only_when_low_for_this_camera():
     assert gate.judge("contrast", 0.4) == CLEAN          # its clean frame: pass-through
     assert gate.judge("CB", 0.4) == "blur"               # the blur is still restored
     assert gate.judge("CB", 0.2) == "CB"                 # half its usual contrast: degraded
-    assert gate.judge("blur", 0.4) == "blur"             # never promotes, never touches the rest
+    assert gate.judge("blur", 0.4) == "blur"             # no gains given: never promotes, never touches the rest
     assert gate.demoted == 3
     assert gate.status() == {"reference": 0.4, "extent_reference": None, "frames": 20, "ratio": 0.775,
-                             "demoted": 3, "tone_reference": None, "aligned": 0, "tone_scale": None}
+                             "demoted": 3, "promoted": 0, "promote_ratio": 0.6006, "tone_reference": None,
+                             "aligned": 0, "tone_scale": None}
 
 
 def test_reference_shrinks_from_the_prior_to_the_camera():
@@ -550,3 +551,120 @@ def test_a_route_replaced_after_the_bundle_was_loaded_is_refused_at_first_use(ga
     with pytest.raises(BundleError, match=r"route-blur\.onnx changed since the bundle was loaded"):
         r.engine("blur")
     assert r.loaded_routes == ["CB"]
+
+
+# --- promotion: a contrast loss the router did not name (docs/cameras.md K10) -------------------
+
+def _agc_camera(n=20):
+    """``n`` frames of an AGC'd camera: a ramp stretched (nearly) onto the full output range, its
+    ends wandering by up to 3 % as a per-frame AGC's do."""
+    return [ramp(1.0 - 0.03 * (i % 4) / 3.0) for i in range(n)]
+
+
+def _shown(gate, frames):
+    for f in frames:
+        gate.add(lowpass_span(f), ends=lowpass_ends(f))
+
+
+def test_gains_and_promote_ratio_come_from_the_specs():
+    specs = shipped_specs()
+    # blur is left out: a blur lowers a frame's extent by itself
+    assert contrast_gains(specs) == {CLEAN: "contrast", UNKNOWN: "contrast", "noise": "CN", "BN": "CBN"}
+    gate = ContrastGate.for_bundle(specs, None)
+    assert gate.promote_ratio == pytest.approx(0.6) and gate.gains == contrast_gains(specs)
+    assert contrast_gains({"blur": specs["blur"]}) == {}
+    assert ContrastGate({"contrast": CLEAN}, None, 0.775).gains == {}       # none given: never promotes
+    with pytest.raises(ValueError):
+        ContrastGate({"contrast": CLEAN}, None, 0.775, promote_ratio=0.8)   # above the veto's ratio
+
+
+def test_gate_promotes_a_compressed_frame_not_a_small_scene_stretched_or_at_the_cameras_end():
+    gate = ContrastGate.for_bundle(shipped_specs(), None)
+    compressed = ramp(1.0) * 0.4 + 0.15                    # x·α + β after the AGC: both ends inside
+    ends = lowpass_ends(compressed)
+    # nothing known about the camera yet: do no harm
+    assert gate.judge(CLEAN, lowpass_span(compressed), ends=ends) == CLEAN and gate.promoted == 0
+    _shown(gate, _agc_camera())
+    span = lowpass_span(compressed)
+    for verdict, promoted in ((CLEAN, "contrast"), (UNKNOWN, "contrast"), ("noise", "CN"), ("BN", "CBN"),
+                              ("blur", "blur"), ("contrast", "contrast")):
+        assert gate.judge(verdict, span, ends=ends) == promoted, verdict
+    assert gate.promoted == 4 and gate.demoted == 0
+    # a small scene span the AGC stretched (a flat wall with a few hot and cold blocks): its ends are the camera's
+    wall = np.full((H, W), 0.5, np.float32)
+    wall[:8, :8], wall[-8:, -8:] = 0.0, 1.0
+    assert gate.judge(CLEAN, lowpass_span(wall), ends=lowpass_ends(wall)) == CLEAN
+    # a cold scene whose low end is at the camera's (extent 0.43 of the camera's): not a compression
+    cold = ramp(0.45, mean=0.225)
+    assert lowpass_extent(cold) < 0.6 * gate.extent_reference
+    assert gate.judge(CLEAN, lowpass_span(cold), ends=lowpass_ends(cold)) == CLEAN
+    # the dead band: 0.7 of the camera's extent is neither demoted nor promoted
+    mild = ramp(0.7)
+    assert gate.judge(CLEAN, lowpass_span(mild), ends=lowpass_ends(mild)) == CLEAN
+    assert gate.judge("contrast", lowpass_span(mild), ends=lowpass_ends(mild)) == "contrast"
+    assert gate.promoted == 4
+    # without the frame's ends there is no promotion
+    assert gate.judge(CLEAN, span, extent=lowpass_extent(compressed)) == CLEAN
+    status = gate.status()
+    assert status["promoted"] == 4 and status["promote_ratio"] == pytest.approx(0.6)
+
+
+def test_gate_step_promotes_and_keeps_the_compressed_frame_out_of_the_tone():
+    gate = ContrastGate.for_bundle(shipped_specs(), None)
+    _shown(gate, _agc_camera())
+    tone = gate.tone_reference()
+    compressed = ramp(1.0) * 0.3 + 0.2
+    task, low = gate.step(UNKNOWN, lowpass_span(compressed), ends=lowpass_ends(compressed))
+    assert (task, low) == ("contrast", True) and gate.promoted == 1
+    assert len(gate.lows) == 20 and gate.tone_reference() == tone and len(gate.extents) == 21
+    assert len(gate.end_lows) == 20                                    # not the camera's own ends either
+    # a camera the router calls noisy: its frames' ends are the camera's, though not its tone
+    noisy = ContrastGate.for_bundle(shipped_specs(), None)
+    for f in _agc_camera():
+        assert noisy.step("noise", lowpass_span(f), ends=lowpass_ends(f)) == ("noise", False)
+    assert noisy.tone_reference() is None and len(noisy.end_lows) == 20
+    assert noisy.step(UNKNOWN, lowpass_span(compressed), ends=lowpass_ends(compressed))[0] == "contrast"
+    old = ContrastGate.for_bundle(shipped_specs(), None)
+    old.carry_from(gate)
+    assert old.promoted == 1 and list(old.end_lows) == list(gate.end_lows)
+
+
+@pytest.fixture(scope="module")
+def unknown_bundle(tmp_path_factory):
+    """Routes contrast (×2) and noise (×5); a router that names nothing it knows."""
+    return one_hot_bundle(tmp_path_factory.mktemp("promote"), {"contrast": 2.0, "noise": 5.0}, "contrast", H, W,
+                          unknown=True)
+
+
+def test_restorer_routes_a_compressed_frame_the_router_did_not_know_to_contrast(unknown_bundle):
+    from tir.edge.pipeline.stats import ContrastStatus
+    from tir.tools.run import status_line
+
+    r = Restorer(unknown_bundle, every=1, hysteresis=1, tone_align=False, fpn_gate=False, blur_gate=False)
+    assert r.contrast_gate.gains == {CLEAN: "contrast", UNKNOWN: "contrast"}   # no CN route: noise stays
+    r.warm_camera(np.stack(_agc_camera(30)))
+    frame = ramp(1.0) * 0.4 + 0.15
+    r.reset()
+    out = r.infer(frame[None, None])
+    s = r.status()
+    # measured, not a guess: the unknown verdict is not dropped to pass-through as unsure
+    assert s["decision"] == "contrast" and s["task"] == "contrast" and s["gated_from"] == UNKNOWN
+    assert np.allclose(out, frame[None, None] * 2.0) and r.last_decision["contrast_promoted"] is True
+    assert s["contrast"]["promoted"] == 1
+    assert ContrastStatus(**s["contrast"]).promoted == 1        # /stats.json's typed section
+    assert "contrast gate promoted 1" in status_line({"contrast": s["contrast"]})
+    # the camera's own frame is not touched: pass-through
+    r.reset()
+    clean = _agc_camera(1)[0][None, None]
+    assert np.allclose(r.infer(clean), clean) and r.route == PASSTHROUGH and r.status()["contrast"]["promoted"] == 1
+
+
+def test_student_prompt_mix_follows_a_promotion(gated_bundle, monkeypatch):
+    monkeypatch.setattr(Restorer, "prompts", property(lambda self: ["contrast", "noise", "CN"]))
+    r = Restorer(gated_bundle, every=1, hysteresis=1)
+    r.contrast_gate.gains = {"noise": "CN", CLEAN: "contrast"}
+    w = np.array([0.1, 0.6, 0.3], np.float32)
+    r._contrast_low, r._contrast_promoted = True, False
+    assert np.allclose(r._gate_prompt(w, "noise"), w)
+    r._contrast_promoted = True
+    assert np.allclose(r._gate_prompt(w, "CN"), [0.1, 0.0, 0.9])       # noise -> CN

@@ -101,6 +101,8 @@ def status_line(snap) -> str:
     contrast = snap.get("contrast")
     if contrast and contrast.get("demoted"):
         parts.append(f"contrast gate demoted {contrast['demoted']}")
+    if contrast and contrast.get("promoted"):
+        parts.append(f"contrast gate promoted {contrast['promoted']}")
     fpn = snap.get("fpn")
     if fpn and fpn.get("promoted"):
         parts.append(f"FPN gate promoted {fpn['promoted']}")

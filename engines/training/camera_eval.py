@@ -182,13 +182,14 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng) -> Tuple[np.nda
 
 
 #: the counters of each gate's status that say what it changed over a set
-GATE_COUNTERS = {"contrast": ("demoted", "aligned"), "blur": ("demoted", "changed_noisy"),
+GATE_COUNTERS = {"contrast": ("demoted", "promoted", "aligned"), "blur": ("demoted", "changed_noisy"),
                  "fpn": ("promoted", "promoted_white", "demoted_white", "destriped")}
 
 
 def gate_counts(auto, since: Optional[dict] = None) -> dict:
     """What the Restorer's gates changed over the evaluated frames: {gate: {counter: n}} from its
-    status (:data:`GATE_COUNTERS`: the contrast gate's demoted verdicts and tone-aligned frames,
+    status (:data:`GATE_COUNTERS`: the contrast gate's demoted and promoted verdicts and
+    tone-aligned frames,
     the blur gate's demoted verdicts and noise-carrying verdicts whose blur part it changed, the
     FPN gate's verdicts given the noise part, unknown verdicts made the noise task, noise verdicts
     given back on the camera's own noise and frames whose column offsets alone it removed), less

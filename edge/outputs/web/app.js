@@ -131,12 +131,14 @@ function renderAdapt(stats) {
 }
 
 // Contrast gate (engines/contrast_gate.py): the camera's reference low-pass span (0..1 of full
-// scale) and the contrast verdicts it demoted; hidden when the gate is off or there is no router.
+// scale), the contrast verdicts it demoted and the verdicts it gave the contrast part (shown once
+// there is one); hidden when the gate is off or there is no router.
 function renderContrast(stats) {
   $("contrast-fact").classList.toggle("hidden", !stats.contrast);
   if (!stats.contrast) return;
+  const promoted = stats.contrast.promoted ? ` · ${stats.contrast.promoted} promoted` : "";
   text("contrast", `ref ${fmt(stats.contrast.reference, 2)} · ${stats.contrast.demoted} demoted` +
-    ` · ${stats.contrast.aligned || 0} tone-aligned`);
+    promoted + ` · ${stats.contrast.aligned || 0} tone-aligned`);
 }
 
 // FPN gate (engines/fpn_gate.py): the last routed frame's column-FPN amplitude (% of the scene
