@@ -58,8 +58,9 @@ MAD over every block read an 80×60 sensor's scene detail as noise) of recent fr
 contrast verdict shows the camera's noise smoothed or scaled down by the degradation, and lowered
 the floor: on an emulated camera with white noise of 3.5 grey levels in its clean frames, the
 frames it delivered were then taken for noisier than its own; docs/cameras.md "Session 11").
-An ``unknown`` verdict on a frame whose white noise is clearly above that floor,
-σ² > floor² + (σ_min/2)² with σ_min the weakest white noise of the bundle's specs (5 grey levels
+An ``unknown`` verdict on a frame whose white noise is clearly above what the camera's own frames
+reach (the 90th percentile of those σ, :meth:`FPNGate.floor_high`: the camera's noise varies with
+its AGC's gain on each scene, session 13), σ² > high² + (σ_min/2)² with σ_min the weakest white noise of the bundle's specs (5 grey levels
 for the shipped ``gaussian_noise`` step, ecmrnet.md §1.3), becomes the noise task: half-way
 between "as the camera delivers it" and the mildest noise the routes restore. Measured on val
 (docs/cameras.md, "Session 9"): noisy frames read σ ≥ 5.2 grey levels (5th percentile), clean
@@ -92,6 +93,9 @@ SIGMA = 2.0
 MIN_FLOOR_FRAMES = 8
 #: routed frames the floor is the median of
 FLOOR_WINDOW = 512
+#: percentile of the noise-free frames' σ the thresholds are measured above (:meth:`FPNGate.floor_high`):
+#: the noise nine in ten of the camera's own frames stay under
+FLOOR_HIGH_PERCENTILE = 90.0
 
 #: horizontal bands whose column signatures must agree
 BANDS = 4
@@ -554,15 +558,15 @@ class FPNGate:
 
     def white_threshold(self) -> Optional[float]:
         """σ above which an unknown verdict's frame carries white noise for this camera:
-        √(floor² + (white_sigma/2)²), floor the median of the camera's history; None before
+        √(high² + (white_sigma/2)²), high :meth:`floor_high`; None before
         :data:`MIN_FLOOR_FRAMES` frames or without ``white_sigma``."""
         return self._above_floor(0.25)
 
     def own_noise_threshold(self) -> Optional[float]:
         """σ at or under which a noise-carrying verdict's frame carries only the camera's own
-        white noise: √(floor² + white_sigma²/2), the midpoint in variance between the camera's
-        floor and the floor plus the specs' weakest noise (a frame of the spec's noise is at
-        least √(floor² + white_sigma²)); None when :meth:`white_threshold` is."""
+        white noise: √(high² + white_sigma²/2), high :meth:`floor_high`: the midpoint in variance
+        between what the camera's own frames reach and that plus the specs' weakest noise; None
+        when :meth:`white_threshold` is."""
         return self._above_floor(0.5)
 
     @property
@@ -602,13 +606,31 @@ class FPNGate:
             return float(np.median(self.seen)), "routed"
         return None, None
 
+    def floor_high(self) -> Optional[float]:
+        """The white noise the camera's own frames reach (frame units), what the thresholds are
+        measured above: the :data:`FLOOR_HIGH_PERCENTILE` th percentile σ of the frames under
+        noise-free verdicts once :meth:`floor_sigma` comes from them, the median of every routed
+        frame while it comes from those (they hold degraded frames too: only their middle is the
+        camera's); None before a floor exists.
+
+        Why not the median of the noise-free frames (session 13, K2): a camera's own white noise is
+        not one number. A per-frame AGC stretches a low-span scene's noise with it and a DDE
+        camera's enhancement varies with the scene: on the emulated 80×60 Lepton, the DDE camera
+        and a Y16 indoor camera the clean frames' σ spread 1.5-5.2 grey levels about a median of
+        3-3.7, so the clean frames of the noisier scenes read above the midpoint to the spec's
+        weakest noise and kept the noise task."""
+        floor, source = self.floor_sigma()
+        if floor is None or source != "clean":
+            return floor
+        return float(np.percentile(self.floor, FLOOR_HIGH_PERCENTILE))
+
     def _above_floor(self, share: float) -> Optional[float]:
-        """√(floor² + share·white_sigma²), floor :meth:`floor_sigma`; None before it exists or
+        """√(high² + share·white_sigma²), high :meth:`floor_high`; None before it exists or
         without ``white_sigma``."""
-        floor, _ = self.floor_sigma()
-        if self.white_sigma is None or floor is None:
+        high = self.floor_high()
+        if self.white_sigma is None or high is None:
             return None
-        return math.sqrt(floor ** 2 + share * self.white_sigma ** 2)
+        return math.sqrt(high ** 2 + share * self.white_sigma ** 2)
 
     def _sigma(self, frame: np.ndarray) -> Optional[float]:
         x = one_frame(frame, "FPNGate")
