@@ -58,7 +58,10 @@ The gate (:class:`ContrastGate`):
     shipped specs): as low as the *mildest* contrast loss of the bundle's specs makes a frame of
     the camera's usual extent. Between ``α_max`` and ``ratio`` = √α_max (the veto's midpoint) the
     gate neither demotes nor promotes: a dead band, since a frame there is as far from the
-    camera's look as from the mildest loss;
+    camera's look as from the mildest loss. Nor is a frame promoted below ``α_min`` × the
+    camera's extent (``promote_floor``, 0.2 for the shipped specs: the *strongest* loss of the
+    specs): a constant frame, a lens cap or a uniform wall the normaliser holds at its minimum
+    span is flatter than any loss the bundle restores, and the contrast route stretches its noise;
   - both of its ends lie inside the camera's own: its coldest blocks above the 90th percentile
     (:data:`PROMOTE_END_PERCENTILE`) of the block lows of the camera's frames the gate did not
     find low (under any verdict) and its hottest below the 10th percentile of their highs. A camera's AGC stretches every frame, a uniform wall,
@@ -135,6 +138,9 @@ PROMOTE_END_PERCENTILE = 90.0
 #: largest contrast factor α of the shipped contrast spec (1 + (-0.4), ecmrnet.md §1.3), used
 #: when a bundle's specs state no contrast range
 DEFAULT_MAX_FACTOR = 0.6
+#: smallest contrast factor α of the shipped contrast spec (1 + (-0.8), ecmrnet.md §1.3), used
+#: when a bundle's specs state no contrast range
+DEFAULT_MIN_FACTOR = 0.2
 
 
 def one_frame(frame: np.ndarray, name: str) -> np.ndarray:
@@ -328,6 +334,16 @@ def max_contrast_factor(specs: Iterable[Sequence[dict]]) -> float:
     return float(min(max(factor, 1e-3), 0.999))
 
 
+def min_contrast_factor(specs: Iterable[Sequence[dict]]) -> float:
+    """The smallest contrast factor α = 1 + contrast[0] over the ``contrast`` steps of ``specs``
+    (:data:`DEFAULT_MIN_FACTOR` when none states a range): the strongest contrast loss the bundle
+    restores; clipped to [0, 1)."""
+    found = [1.0 + float(s["contrast"][0]) for steps in specs for s in steps
+             if s.get("op") == CONTRAST_OP and isinstance(s.get("contrast"), (list, tuple))]
+    factor = min(found) if found else DEFAULT_MIN_FACTOR
+    return float(min(max(factor, 0.0), 0.999))
+
+
 class ContrastGate:
     """The camera's reference contrast, the demotion of contrast-carrying verdicts and the
     promotion of verdicts without the contrast part (module docstring).
@@ -346,21 +362,31 @@ class ContrastGate:
         promote_ratio: a frame is compressed at an extent of at most ``promote_ratio`` × the
             camera's extent reference (the largest contrast factor of the specs,
             :func:`max_contrast_factor`), in (0, ``ratio``]; None: ``ratio`` squared.
+        promote_floor: a frame is promoted only at an extent of at least ``promote_floor`` × the
+            camera's extent reference (the smallest contrast factor of the specs,
+            :func:`min_contrast_factor`: a flatter frame is flatter than any contrast loss the
+            bundle restores), in [0, ``promote_ratio``); None: :data:`DEFAULT_MIN_FACTOR`, or 0
+            when ``promote_ratio`` is not above it.
 
     Raises:
         ValueError: ``ratio`` outside (0, 1), ``window`` < 1, ``prior_frames`` < 0, a prior ≤ 0 or
-            ``promote_ratio`` outside (0, ``ratio``].
+            ``promote_ratio`` outside (0, ``ratio``] or ``promote_floor`` outside [0, ``promote_ratio``).
     """
 
     def __init__(self, partners: Mapping[str, str], prior: Optional[float], ratio: float,
                  window: int = DEFAULT_WINDOW, prior_frames: int = DEFAULT_PRIOR_FRAMES,
                  tone_tasks: Optional[Iterable[str]] = None, gains: Optional[Mapping[str, str]] = None,
-                 promote_ratio: Optional[float] = None):
+                 promote_ratio: Optional[float] = None, promote_floor: Optional[float] = None):
         if not 0.0 < float(ratio) < 1.0:
             raise ValueError(f"contrast gate ratio must be in (0, 1), got {ratio}")
         promote_ratio = float(ratio) ** 2 if promote_ratio is None else float(promote_ratio)
         if not 0.0 < promote_ratio <= float(ratio):
             raise ValueError(f"contrast gate promote_ratio must be in (0, ratio={ratio}], got {promote_ratio}")
+        if promote_floor is None:
+            promote_floor = DEFAULT_MIN_FACTOR if DEFAULT_MIN_FACTOR < promote_ratio else 0.0
+        if not 0.0 <= float(promote_floor) < promote_ratio:
+            raise ValueError(f"contrast gate promote_floor must be in [0, promote_ratio={promote_ratio}), "
+                             f"got {promote_floor}")
         if int(window) < 1 or int(prior_frames) < 0:
             raise ValueError(f"contrast gate window must be ≥ 1 and prior_frames ≥ 0, got {window}, {prior_frames}")
         if prior is not None and not float(prior) > 0.0:
@@ -389,6 +415,8 @@ class ContrastGate:
         #: verdicts without the contrast part -> their partner with it (:func:`contrast_gains`)
         self.gains = dict(gains or {})
         self.promote_ratio = promote_ratio
+        #: no promotion below this × the camera's extent reference (:meth:`is_compressed`)
+        self.promote_floor = float(promote_floor)
         #: verdicts promoted to their partner with the contrast part (:meth:`is_compressed`)
         self.promoted = 0
         #: the camera's references are pinned (:meth:`step` records nothing): frames of its
@@ -403,7 +431,8 @@ class ContrastGate:
         prior = ((router_entry or {}).get(CONTRAST_SPAN_KEY) or {}).get("median")
         factor = max_contrast_factor(specs.values())
         return cls(contrast_partners(specs), prior if prior and prior > 0 else None, math.sqrt(factor),
-                   tone_tasks=noise_free_verdicts(specs), gains=contrast_gains(specs), promote_ratio=factor)
+                   tone_tasks=noise_free_verdicts(specs), gains=contrast_gains(specs), promote_ratio=factor,
+                   promote_floor=min(min_contrast_factor(specs.values()), 0.999 * factor))
 
     @property
     def reference(self) -> Optional[float]:
@@ -440,7 +469,9 @@ class ContrastGate:
     def is_compressed(self, extent: float, ends: Optional[Tuple[float, float]] = None) -> bool:
         """True when the frame's contrast is clearly compressed for this camera, the promotion's
         test (module docstring): ``extent`` at most :attr:`promote_ratio` × the camera's extent
-        reference, and ``ends`` (the frame's :func:`lowpass_ends`) both inside the camera's: the
+        reference and at least :attr:`promote_floor` × it (a frame flatter than the strongest
+        contrast loss of the specs leaves, a constant frame, a lens cap, a uniform wall: nothing
+        the contrast route knows how to give back, and stretching it amplifies its noise), and ``ends`` (the frame's :func:`lowpass_ends`) both inside the camera's: the
         low above the :data:`PROMOTE_END_PERCENTILE` th percentile of the lows of the camera's
         frames the gate did not find low (:attr:`end_lows`, any verdict: a camera the router
         calls noisy fills it as fast as another), the high below the (100 − it) th percentile of
@@ -449,7 +480,7 @@ class ContrastGate:
         ref_extent = self.extent_reference
         if ends is None or ref_extent is None or len(self.end_lows) < max(self.prior_frames, 1):
             return False
-        if not float(extent) <= self.promote_ratio * ref_extent:
+        if not self.promote_floor * ref_extent <= float(extent) <= self.promote_ratio * ref_extent:
             return False
         low_end = float(np.percentile(self.end_lows, PROMOTE_END_PERCENTILE))
         high_end = float(np.percentile(self.end_highs, 100.0 - PROMOTE_END_PERCENTILE))
