@@ -58,10 +58,12 @@ The gate (:class:`ContrastGate`):
     shipped specs): as low as the *mildest* contrast loss of the bundle's specs makes a frame of
     the camera's usual extent. Between ``α_max`` and ``ratio`` = √α_max (the veto's midpoint) the
     gate neither demotes nor promotes: a dead band, since a frame there is as far from the
-    camera's look as from the mildest loss. Nor is a frame promoted below ``α_min`` × the
-    camera's extent (``promote_floor``, 0.2 for the shipped specs: the *strongest* loss of the
-    specs): a constant frame, a lens cap or a uniform wall the normaliser holds at its minimum
-    span is flatter than any loss the bundle restores, and the contrast route stretches its noise;
+    camera's look as from the mildest loss. Nor is a frame promoted below ``α_min`` × ``ratio``
+    × the camera's extent (``promote_floor``, 0.2 × 0.775 = 0.155 for the shipped specs): the
+    *strongest* loss of the specs applied to the flattest frame the gate still finds normal for
+    this camera. A constant frame, a lens cap or a uniform wall the normaliser holds at its
+    minimum span is flatter than any loss the bundle restores leaves, and the contrast route
+    stretches its noise;
   - both of its ends lie inside the camera's own: its coldest blocks above the 90th percentile
     (:data:`PROMOTE_END_PERCENTILE`) of the block lows of the camera's frames the gate did not
     find low (under any verdict) and its hottest below the 10th percentile of their highs. A camera's AGC stretches every frame, a uniform wall,
@@ -364,9 +366,10 @@ class ContrastGate:
             :func:`max_contrast_factor`), in (0, ``ratio``]; None: ``ratio`` squared.
         promote_floor: a frame is promoted only at an extent of at least ``promote_floor`` × the
             camera's extent reference (the smallest contrast factor of the specs,
-            :func:`min_contrast_factor`: a flatter frame is flatter than any contrast loss the
-            bundle restores), in [0, ``promote_ratio``); None: :data:`DEFAULT_MIN_FACTOR`, or 0
-            when ``promote_ratio`` is not above it.
+            :func:`min_contrast_factor`, × ``ratio``: the strongest contrast loss the bundle
+            restores, applied to the flattest frame not low for this camera; a flatter frame is
+            no such loss), in [0, ``promote_ratio``); None: :data:`DEFAULT_MIN_FACTOR` ×
+            ``ratio``, or 0 when that is not below ``promote_ratio``.
 
     Raises:
         ValueError: ``ratio`` outside (0, 1), ``window`` < 1, ``prior_frames`` < 0, a prior ≤ 0 or
@@ -383,7 +386,8 @@ class ContrastGate:
         if not 0.0 < promote_ratio <= float(ratio):
             raise ValueError(f"contrast gate promote_ratio must be in (0, ratio={ratio}], got {promote_ratio}")
         if promote_floor is None:
-            promote_floor = DEFAULT_MIN_FACTOR if DEFAULT_MIN_FACTOR < promote_ratio else 0.0
+            promote_floor = DEFAULT_MIN_FACTOR * float(ratio)
+            promote_floor = promote_floor if promote_floor < promote_ratio else 0.0
         if not 0.0 <= float(promote_floor) < promote_ratio:
             raise ValueError(f"contrast gate promote_floor must be in [0, promote_ratio={promote_ratio}), "
                              f"got {promote_floor}")
@@ -432,7 +436,7 @@ class ContrastGate:
         factor = max_contrast_factor(specs.values())
         return cls(contrast_partners(specs), prior if prior and prior > 0 else None, math.sqrt(factor),
                    tone_tasks=noise_free_verdicts(specs), gains=contrast_gains(specs), promote_ratio=factor,
-                   promote_floor=min(min_contrast_factor(specs.values()), 0.999 * factor))
+                   promote_floor=min(min_contrast_factor(specs.values()) * math.sqrt(factor), 0.999 * factor))
 
     @property
     def reference(self) -> Optional[float]:
@@ -470,7 +474,7 @@ class ContrastGate:
         """True when the frame's contrast is clearly compressed for this camera, the promotion's
         test (module docstring): ``extent`` at most :attr:`promote_ratio` × the camera's extent
         reference and at least :attr:`promote_floor` × it (a frame flatter than the strongest
-        contrast loss of the specs leaves, a constant frame, a lens cap, a uniform wall: nothing
+        contrast loss of the specs leaves of a frame normal for this camera, a constant frame, a lens cap, a uniform wall: nothing
         the contrast route knows how to give back, and stretching it amplifies its noise), and ``ends`` (the frame's :func:`lowpass_ends`) both inside the camera's: the
         low above the :data:`PROMOTE_END_PERCENTILE` th percentile of the lows of the camera's
         frames the gate did not find low (:attr:`end_lows`, any verdict: a camera the router

@@ -673,7 +673,8 @@ def test_student_prompt_mix_follows_a_promotion(gated_bundle, monkeypatch):
 def test_a_frame_flatter_than_the_strongest_contrast_loss_is_not_promoted(unknown_bundle):
     """A constant frame (a lens cap, a shutter, a uniform wall the normaliser keeps at its
     ``min_span``) and a flat frame with sensor noise have an extent far below what the specs'
-    strongest contrast loss (α = 0.2) leaves of the camera's, with both ends inside the camera's:
+    strongest contrast loss (α = 0.2) leaves of the flattest frame not low for this camera (0.2 ×
+    0.775 of the camera's extent), with both ends inside the camera's:
     they were promoted to the contrast route, which stretches their noise. Nothing was compressed
     that the route knows how to give back: no promotion below ``promote_floor`` × the camera's
     extent; a frame compressed within the specs' range still is."""
@@ -682,14 +683,14 @@ def test_a_frame_flatter_than_the_strongest_contrast_loss_is_not_promoted(unknow
     specs = shipped_specs()
     assert min_contrast_factor(specs.values()) == pytest.approx(0.2)
     gate = ContrastGate.for_bundle(specs, None)
-    assert gate.promote_floor == pytest.approx(0.2)
+    assert gate.promote_floor == pytest.approx(0.2 * math.sqrt(0.6))
     _shown(gate, _agc_camera())
     noise = np.random.default_rng(0).normal(0.0, 0.01, (H, W)).astype(np.float32)
     for flat in (np.full((H, W), 0.5, np.float32), 0.5 + noise, np.full((1, W), 0.4, np.float32),
                  np.full((2, 2), 0.5, np.float32)):
         assert gate.judge(CLEAN, lowpass_span(flat), ends=lowpass_ends(flat)) == CLEAN
         assert gate.judge(UNKNOWN, lowpass_span(flat), ends=lowpass_ends(flat)) == UNKNOWN
-    strongest = ramp(1.0) * 0.25 + 0.4
+    strongest = ramp(1.0) * 0.18 + 0.4                    # α = 0.2 on a frame 0.9 of the camera's
     assert gate.judge(CLEAN, lowpass_span(strongest), ends=lowpass_ends(strongest)) == "contrast"
     assert gate.promoted == 1
     with pytest.raises(ValueError):
