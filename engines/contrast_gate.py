@@ -423,6 +423,8 @@ class ContrastGate:
         self.promote_floor = float(promote_floor)
         #: verdicts promoted to their partner with the contrast part (:meth:`is_compressed`)
         self.promoted = 0
+        #: the last frame :meth:`step` saw passed the promotion's test (:meth:`promote_last`)
+        self.last_compressed = False
         #: the camera's references are pinned (:meth:`step` records nothing): frames of its
         #: healthy look were shown with :meth:`add` (``tir run --reference``; engines/restorer.py
         #: ``Restorer.pin_camera``)
@@ -513,6 +515,8 @@ class ContrastGate:
             extent = float(ends[1]) - float(ends[0])
         low = self.is_low(span, extent)
         tone = not low and (self.tone_tasks is None or task in self.tone_tasks)
+        # the promotion's test on this frame, before it joins the history (:meth:`promote_last`)
+        self.last_compressed = extent is not None and self.is_compressed(extent, ends)
         task = self._promote(self._demote(task, low), extent, ends)
         if not self.pinned:
             self.add(span, extent, None if low else ends, tone=tone)
@@ -529,6 +533,18 @@ class ContrastGate:
         frame's low extent explained otherwise (the Restorer: the blur gate measured the frame
         soft for this camera, and a blur lowers a frame's extent by itself)."""
         self.promoted = max(self.promoted - 1, 0)
+
+    def promote_last(self, task: str) -> str:
+        """``task``'s partner with the contrast part when it is in :attr:`gains` and the last
+        frame :meth:`step` saw was compressed for this camera (:meth:`is_compressed`; counted in
+        :attr:`promoted`), else ``task``. For a verdict another gate changed after :meth:`step`
+        (the Restorer: a ``blur`` verdict the blur gate found not soft becomes ``clean``; ``blur``
+        is not in :attr:`gains` because a blur lowers the extent by itself, and the blur gate has
+        just ruled that out)."""
+        if self.last_compressed and task in self.gains:
+            self.promoted += 1
+            return self.gains[task]
+        return task
 
     def _promote(self, task: str, extent: Optional[float], ends: Optional[Tuple[float, float]]) -> str:
         if task in self.gains and extent is not None and self.is_compressed(extent, ends):

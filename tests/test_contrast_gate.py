@@ -701,3 +701,31 @@ def test_a_frame_flatter_than_the_strongest_contrast_loss_is_not_promoted(unknow
     r.reset()
     const = np.full((1, 1, H, W), 0.5, np.float32)
     assert np.array_equal(r.infer(const), const) and r.status()["contrast"]["promoted"] == 0
+
+
+def _textured(amplitude, seed=0, mean=0.5):
+    """A ramp of ``amplitude`` around ``mean`` with a fixed sharp texture (±10 % of it): a scene
+    with detail at every scale, the blur gate's measure of which does not depend on the contrast."""
+    tex = np.random.default_rng(seed).uniform(-0.1, 0.1, (H, W)).astype(np.float32)
+    return (ramp(amplitude, mean) + amplitude * tex).astype(np.float32)
+
+
+def test_a_blur_verdict_on_a_compressed_sharp_frame_becomes_the_contrast_route(tmp_path):
+    """The router calls a contrast-compressed frame ``blur``. The contrast gate does not promote
+    blur verdicts (a blur lowers the extent by itself), and the blur gate, finding the frame not
+    soft for this camera, made it ``clean``: the frame passed through with its contrast lost. Once
+    the blur gate has ruled the blur out, the contrast gate's test stands: contrast route."""
+    bundle = one_hot_bundle(tmp_path, {"contrast": 2.0, "blur": 3.0}, "blur", H, W)
+    r = Restorer(bundle, every=1, hysteresis=1, tone_align=False, fpn_gate=False)
+    assert r.blur_gate is not None and "blur" not in r.contrast_gate.gains
+    r.warm_camera(np.stack([_textured(0.8 - 0.02 * (i % 4), seed=i % 3) for i in range(30)]))
+    r.reset()
+    frame = _textured(0.8, seed=0) * 0.4 + 0.3          # x·α + β: both ends inside the camera's
+    out = r.infer(frame[None, None])
+    s = r.status()
+    assert s["gated_from"] == "blur" and s["decision"] == "contrast" and r.route == "contrast"
+    assert np.allclose(out, frame[None, None] * 2.0) and s["contrast"]["promoted"] == 1
+    # the camera's own sharp frame called blur: made clean, not promoted
+    r.reset()
+    own = _textured(0.8, seed=1)[None, None]
+    assert np.array_equal(r.infer(own), own) and r.status()["contrast"]["promoted"] == 1
