@@ -76,8 +76,10 @@ The gate (:class:`ContrastGate`):
   Verdicts whose task is noise-free and carries blur (``blur`` for the shipped specs) are not
   promoted: a blur averages the hottest and coldest blocks into their surroundings, so a blurred
   frame's extent is below the camera's without any contrast loss (measured on val and the
-  emulated cameras: as many blur frames as CB frames under a blur verdict passed both tests).
-  Noise widens a frame's extremes, so a noise-carrying frame whose extent is still compressed is
+  emulated cameras: as many blur frames as CB frames under a blur verdict passed both tests),
+  unless the blur gate then finds the frame not soft for this camera and makes the verdict
+  ``clean``: the Restorer promotes that (:meth:`ContrastGate.promote_last`), a blur no longer
+  explaining the low extent. Noise widens a frame's extremes, so a noise-carrying frame whose extent is still compressed is
   compressed the more. Before the camera has an extent reference and the ends of
   ``prior_frames`` frames, nothing is promoted. Measured before/after in docs/cameras.md (K10).
 
