@@ -142,7 +142,8 @@ class Normalizer:
         Returns:
             The :class:`NormParams` (lo, hi in counts) for this frame: the EMA of the percentiles
             (restarted at this frame's when they jumped, :meth:`jumped`), widened to ``min_span`` counts (kept inside 0..``max_count``); the fixed range instead,
-            when one is set.
+            when one is set. A frame whose robust high lies above ``max_count`` (a bit depth
+            guessed from an earlier frame) first raises ``max_count`` to 65535 (16 bits).
 
         Raises:
             ValueError: ``raw`` is empty.
@@ -150,6 +151,11 @@ class Normalizer:
         if self.fixed is not None:
             return self.fixed
         lo, hi = robust_range(raw, self.low_pct, self.high_pct, self.stride)
+        if hi > self.max_count:
+            # the frame's own range lies above the top of the bit depth (a depth guessed from the
+            # first frame, then a gain switch): the widening below must not pin the range to that
+            # top (a near-flat frame at 60000 counts read 16319..16383, i.e. 1.0 everywhere)
+            self.max_count = 65535
         if self._lo is None or self.jumped(lo, hi):
             self._lo, self._hi = lo, hi
         else:

@@ -58,7 +58,12 @@ The gate (:class:`ContrastGate`):
     shipped specs): as low as the *mildest* contrast loss of the bundle's specs makes a frame of
     the camera's usual extent. Between ``α_max`` and ``ratio`` = √α_max (the veto's midpoint) the
     gate neither demotes nor promotes: a dead band, since a frame there is as far from the
-    camera's look as from the mildest loss;
+    camera's look as from the mildest loss. Nor is a frame promoted below ``α_min`` × ``ratio``
+    × the camera's extent (``promote_floor``, 0.2 × 0.775 = 0.155 for the shipped specs): the
+    *strongest* loss of the specs applied to the flattest frame the gate still finds normal for
+    this camera. A constant frame, a lens cap or a uniform wall the normaliser holds at its
+    minimum span is flatter than any loss the bundle restores leaves, and the contrast route
+    stretches its noise;
   - both of its ends lie inside the camera's own: its coldest blocks above the 90th percentile
     (:data:`PROMOTE_END_PERCENTILE`) of the block lows of the camera's frames the gate did not
     find low (under any verdict) and its hottest below the 10th percentile of their highs. A camera's AGC stretches every frame, a uniform wall,
@@ -71,8 +76,10 @@ The gate (:class:`ContrastGate`):
   Verdicts whose task is noise-free and carries blur (``blur`` for the shipped specs) are not
   promoted: a blur averages the hottest and coldest blocks into their surroundings, so a blurred
   frame's extent is below the camera's without any contrast loss (measured on val and the
-  emulated cameras: as many blur frames as CB frames under a blur verdict passed both tests).
-  Noise widens a frame's extremes, so a noise-carrying frame whose extent is still compressed is
+  emulated cameras: as many blur frames as CB frames under a blur verdict passed both tests),
+  unless the blur gate then finds the frame not soft for this camera and makes the verdict
+  ``clean``: the Restorer promotes that (:meth:`ContrastGate.promote_last`), a blur no longer
+  explaining the low extent. Noise widens a frame's extremes, so a noise-carrying frame whose extent is still compressed is
   compressed the more. Before the camera has an extent reference and the ends of
   ``prior_frames`` frames, nothing is promoted. Measured before/after in docs/cameras.md (K10).
 
@@ -135,6 +142,9 @@ PROMOTE_END_PERCENTILE = 90.0
 #: largest contrast factor α of the shipped contrast spec (1 + (-0.4), ecmrnet.md §1.3), used
 #: when a bundle's specs state no contrast range
 DEFAULT_MAX_FACTOR = 0.6
+#: smallest contrast factor α of the shipped contrast spec (1 + (-0.8), ecmrnet.md §1.3), used
+#: when a bundle's specs state no contrast range
+DEFAULT_MIN_FACTOR = 0.2
 
 
 def one_frame(frame: np.ndarray, name: str) -> np.ndarray:
@@ -328,6 +338,16 @@ def max_contrast_factor(specs: Iterable[Sequence[dict]]) -> float:
     return float(min(max(factor, 1e-3), 0.999))
 
 
+def min_contrast_factor(specs: Iterable[Sequence[dict]]) -> float:
+    """The smallest contrast factor α = 1 + contrast[0] over the ``contrast`` steps of ``specs``
+    (:data:`DEFAULT_MIN_FACTOR` when none states a range): the strongest contrast loss the bundle
+    restores; clipped to [0, 1)."""
+    found = [1.0 + float(s["contrast"][0]) for steps in specs for s in steps
+             if s.get("op") == CONTRAST_OP and isinstance(s.get("contrast"), (list, tuple))]
+    factor = min(found) if found else DEFAULT_MIN_FACTOR
+    return float(min(max(factor, 0.0), 0.999))
+
+
 class ContrastGate:
     """The camera's reference contrast, the demotion of contrast-carrying verdicts and the
     promotion of verdicts without the contrast part (module docstring).
@@ -346,21 +366,33 @@ class ContrastGate:
         promote_ratio: a frame is compressed at an extent of at most ``promote_ratio`` × the
             camera's extent reference (the largest contrast factor of the specs,
             :func:`max_contrast_factor`), in (0, ``ratio``]; None: ``ratio`` squared.
+        promote_floor: a frame is promoted only at an extent of at least ``promote_floor`` × the
+            camera's extent reference (the smallest contrast factor of the specs,
+            :func:`min_contrast_factor`, × ``ratio``: the strongest contrast loss the bundle
+            restores, applied to the flattest frame not low for this camera; a flatter frame is
+            no such loss), in [0, ``promote_ratio``); None: :data:`DEFAULT_MIN_FACTOR` ×
+            ``ratio``, or 0 when that is not below ``promote_ratio``.
 
     Raises:
         ValueError: ``ratio`` outside (0, 1), ``window`` < 1, ``prior_frames`` < 0, a prior ≤ 0 or
-            ``promote_ratio`` outside (0, ``ratio``].
+            ``promote_ratio`` outside (0, ``ratio``] or ``promote_floor`` outside [0, ``promote_ratio``).
     """
 
     def __init__(self, partners: Mapping[str, str], prior: Optional[float], ratio: float,
                  window: int = DEFAULT_WINDOW, prior_frames: int = DEFAULT_PRIOR_FRAMES,
                  tone_tasks: Optional[Iterable[str]] = None, gains: Optional[Mapping[str, str]] = None,
-                 promote_ratio: Optional[float] = None):
+                 promote_ratio: Optional[float] = None, promote_floor: Optional[float] = None):
         if not 0.0 < float(ratio) < 1.0:
             raise ValueError(f"contrast gate ratio must be in (0, 1), got {ratio}")
         promote_ratio = float(ratio) ** 2 if promote_ratio is None else float(promote_ratio)
         if not 0.0 < promote_ratio <= float(ratio):
             raise ValueError(f"contrast gate promote_ratio must be in (0, ratio={ratio}], got {promote_ratio}")
+        if promote_floor is None:
+            promote_floor = DEFAULT_MIN_FACTOR * float(ratio)
+            promote_floor = promote_floor if promote_floor < promote_ratio else 0.0
+        if not 0.0 <= float(promote_floor) < promote_ratio:
+            raise ValueError(f"contrast gate promote_floor must be in [0, promote_ratio={promote_ratio}), "
+                             f"got {promote_floor}")
         if int(window) < 1 or int(prior_frames) < 0:
             raise ValueError(f"contrast gate window must be ≥ 1 and prior_frames ≥ 0, got {window}, {prior_frames}")
         if prior is not None and not float(prior) > 0.0:
@@ -389,8 +421,12 @@ class ContrastGate:
         #: verdicts without the contrast part -> their partner with it (:func:`contrast_gains`)
         self.gains = dict(gains or {})
         self.promote_ratio = promote_ratio
+        #: no promotion below this × the camera's extent reference (:meth:`is_compressed`)
+        self.promote_floor = float(promote_floor)
         #: verdicts promoted to their partner with the contrast part (:meth:`is_compressed`)
         self.promoted = 0
+        #: the last frame :meth:`step` saw passed the promotion's test (:meth:`promote_last`)
+        self.last_compressed = False
         #: the camera's references are pinned (:meth:`step` records nothing): frames of its
         #: healthy look were shown with :meth:`add` (``tir run --reference``; engines/restorer.py
         #: ``Restorer.pin_camera``)
@@ -403,7 +439,8 @@ class ContrastGate:
         prior = ((router_entry or {}).get(CONTRAST_SPAN_KEY) or {}).get("median")
         factor = max_contrast_factor(specs.values())
         return cls(contrast_partners(specs), prior if prior and prior > 0 else None, math.sqrt(factor),
-                   tone_tasks=noise_free_verdicts(specs), gains=contrast_gains(specs), promote_ratio=factor)
+                   tone_tasks=noise_free_verdicts(specs), gains=contrast_gains(specs), promote_ratio=factor,
+                   promote_floor=min(min_contrast_factor(specs.values()) * math.sqrt(factor), 0.999 * factor))
 
     @property
     def reference(self) -> Optional[float]:
@@ -440,7 +477,9 @@ class ContrastGate:
     def is_compressed(self, extent: float, ends: Optional[Tuple[float, float]] = None) -> bool:
         """True when the frame's contrast is clearly compressed for this camera, the promotion's
         test (module docstring): ``extent`` at most :attr:`promote_ratio` × the camera's extent
-        reference, and ``ends`` (the frame's :func:`lowpass_ends`) both inside the camera's: the
+        reference and at least :attr:`promote_floor` × it (a frame flatter than the strongest
+        contrast loss of the specs leaves of a frame normal for this camera, a constant frame, a lens cap, a uniform wall: nothing
+        the contrast route knows how to give back, and stretching it amplifies its noise), and ``ends`` (the frame's :func:`lowpass_ends`) both inside the camera's: the
         low above the :data:`PROMOTE_END_PERCENTILE` th percentile of the lows of the camera's
         frames the gate did not find low (:attr:`end_lows`, any verdict: a camera the router
         calls noisy fills it as fast as another), the high below the (100 − it) th percentile of
@@ -449,7 +488,7 @@ class ContrastGate:
         ref_extent = self.extent_reference
         if ends is None or ref_extent is None or len(self.end_lows) < max(self.prior_frames, 1):
             return False
-        if not float(extent) <= self.promote_ratio * ref_extent:
+        if not self.promote_floor * ref_extent <= float(extent) <= self.promote_ratio * ref_extent:
             return False
         low_end = float(np.percentile(self.end_lows, PROMOTE_END_PERCENTILE))
         high_end = float(np.percentile(self.end_highs, 100.0 - PROMOTE_END_PERCENTILE))
@@ -478,6 +517,8 @@ class ContrastGate:
             extent = float(ends[1]) - float(ends[0])
         low = self.is_low(span, extent)
         tone = not low and (self.tone_tasks is None or task in self.tone_tasks)
+        # the promotion's test on this frame, before it joins the history (:meth:`promote_last`)
+        self.last_compressed = extent is not None and self.is_compressed(extent, ends)
         task = self._promote(self._demote(task, low), extent, ends)
         if not self.pinned:
             self.add(span, extent, None if low else ends, tone=tone)
@@ -494,6 +535,18 @@ class ContrastGate:
         frame's low extent explained otherwise (the Restorer: the blur gate measured the frame
         soft for this camera, and a blur lowers a frame's extent by itself)."""
         self.promoted = max(self.promoted - 1, 0)
+
+    def promote_last(self, task: str) -> str:
+        """``task``'s partner with the contrast part when it is in :attr:`gains` and the last
+        frame :meth:`step` saw was compressed for this camera (:meth:`is_compressed`; counted in
+        :attr:`promoted`), else ``task``. For a verdict another gate changed after :meth:`step`
+        (the Restorer: a ``blur`` verdict the blur gate found not soft becomes ``clean``; ``blur``
+        is not in :attr:`gains` because a blur lowers the extent by itself, and the blur gate has
+        just ruled that out)."""
+        if self.last_compressed and task in self.gains:
+            self.promoted += 1
+            return self.gains[task]
+        return task
 
     def _promote(self, task: str, extent: Optional[float], ends: Optional[Tuple[float, float]]) -> str:
         if task in self.gains and extent is not None and self.is_compressed(extent, ends):

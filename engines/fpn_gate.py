@@ -209,10 +209,10 @@ def flat_noise_sigma(x: np.ndarray, share: float = FLAT_SHARE) -> float:
     if not 0.0 < float(share) <= 1.0:
         raise ValueError(f"flat_noise_sigma share must be in (0, 1], got {share}")
     x = one_frame(x, "flat_noise_sigma")
+    if min(x.shape) >= 2 and not np.isfinite(x).all():   # at every size, unused odd rows included
+        raise ValueError("flat_noise_sigma: the frame holds NaN or infinite values; pass finite frames")
     if min(x.shape) < 6:
         return noise_sigma(x)
-    if not np.isfinite(x).all():
-        raise ValueError("flat_noise_sigma: the frame holds NaN or infinite values; pass finite frames")
     ll, lh, hl, hh, clipped = _haar(x)   # each band ×2: the scale cancels in the ranking, HH halved below
     activity = np.abs(lh[1:-1, 1:-1]) + np.abs(hl[1:-1, 1:-1]) + 0.5 * (
         np.abs(ll[1:-1, 2:] - ll[1:-1, :-2]) + np.abs(ll[2:, 1:-1] - ll[:-2, 1:-1]))

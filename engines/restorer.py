@@ -642,8 +642,10 @@ class Restorer:
           this camera becomes its partner with it (``contrast_promoted`` True: the contrast part
           is measured, so a verdict the router was unsure of is not dropped to pass-through),
           unless the blur gate then measures the frame soft for this camera (a blur lowers the
-          extent by itself: the promotion is taken back); the frame's span then joins the
-          camera's history;
+          extent by itself: the promotion is taken back), and a ``blur`` verdict the blur gate
+          turns into ``clean`` (the frame is not soft) is promoted when the frame is compressed
+          (:meth:`~tir.engines.contrast_gate.ContrastGate.promote_last`: a blur no longer explains
+          its low extent); the frame's span then joins the camera's history;
         - the blur gate (engines/blur_gate.py): a blur verdict without noise (blur, CB) on a
           frame that is not soft for this camera becomes its partner without the blur part;
           the frame then joins the camera's history. A noise-carrying verdict of a blur pair
@@ -665,6 +667,7 @@ class Restorer:
             self._contrast_promoted = self.contrast_gate.promoted > promoted and task != before
         if self.blur_gate is not None:
             limit = self.blur_gate.threshold()   # the camera's, before this frame joins its history
+            blurred = task
             task, self._soft = self.blur_gate.step(task, frame)
             measured = self.blur_gate.last
             if self._contrast_promoted and limit is not None and measured is not None and measured > limit:
@@ -672,6 +675,13 @@ class Restorer:
                 # its low extent is no evidence of a contrast loss; the router's verdict stands
                 task, self._contrast_promoted = before, False
                 self.contrast_gate.revoke()
+            elif self.contrast_gate is not None and task != blurred and not self._soft:
+                # the blur gate took the blur part of a verdict away (blur -> clean): the frame is not
+                # soft, so a blur does not explain its low extent either; when the contrast gate found
+                # it compressed, the contrast part is the frame's (its promotion skipped blur verdicts)
+                promoted_task = self.contrast_gate.promote_last(task)
+                if promoted_task != task:
+                    task, self._contrast_promoted = promoted_task, True
         if self.offsets is not None:
             decision = {**decision, "destripe": True}
         if task == decision["task"] and not self._fpn:
@@ -687,12 +697,13 @@ class Restorer:
         the noise part, when it took the noise part away (the camera's own noise, column FPN
         alone), each noise-carrying prompt's weight moves to its partner without it; when the frame's contrast is not low for this camera, each
         contrast-carrying prompt's weight moves to its partner without contrast (dropped when the
-        partner is ``clean``), when the contrast gate promoted the verdict, each prompt of its
-        :attr:`~tir.engines.contrast_gate.ContrastGate.gains` moves to its partner with contrast; when the frame is not soft for this camera, each noise-free blur
+        partner is ``clean``); when the frame is not soft for this camera, each noise-free blur
         prompt's weight moves to its partner without the blur (the blur gate); when the blur
         gate's measure under noise found the frame sharp, each noise-carrying blur prompt's
         weight moves to its partner without the blur (BN → noise, CBN → CN), when it found it
-        blurred, the other way. Renormalised; a one-hot of the gated verdict when nothing is
+        blurred, the other way; last, when the contrast gate promoted the verdict, each prompt of
+        its :attr:`~tir.engines.contrast_gate.ContrastGate.gains` moves to its partner with
+        contrast (after the blur gate's moves: a blur weight it moved to clean follows). Renormalised; a one-hot of the gated verdict when nothing is
         left. (K,) float32 in, (K,) float32 out."""
         moves = []
         if self.fpn_gate is not None and self._fpn:
@@ -701,12 +712,12 @@ class Restorer:
             moves.append(self.fpn_gate.without_noise)
         if self.contrast_gate is not None and not self._contrast_low:
             moves.append(self.contrast_gate.partners)
-        if self.contrast_gate is not None and self._contrast_promoted:
-            moves.append(self.contrast_gate.gains)
         if self.blur_gate is not None and not self._soft:
             moves.append(self.blur_gate.partners)
         if self.blur_gate is not None and self.blur_gate.noisy_soft is not None:
             moves.append(self.blur_gate.noisy_moves())
+        if self.contrast_gate is not None and self._contrast_promoted:
+            moves.append(self.contrast_gate.gains)   # last: a blur weight the blur gate moved to clean follows
         if not moves or not self.prompts:
             return weights
         w = np.asarray(weights, dtype=np.float64).copy()

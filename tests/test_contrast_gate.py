@@ -668,3 +668,64 @@ def test_student_prompt_mix_follows_a_promotion(gated_bundle, monkeypatch):
     assert np.allclose(r._gate_prompt(w, "noise"), w)
     r._contrast_promoted = True
     assert np.allclose(r._gate_prompt(w, "CN"), [0.1, 0.0, 0.9])       # noise -> CN
+
+
+def test_a_frame_flatter_than_the_strongest_contrast_loss_is_not_promoted(unknown_bundle):
+    """A constant frame (a lens cap, a shutter, a uniform wall the normaliser keeps at its
+    ``min_span``) and a flat frame with sensor noise have an extent far below what the specs'
+    strongest contrast loss (α = 0.2) leaves of the flattest frame not low for this camera (0.2 ×
+    0.775 of the camera's extent), with both ends inside the camera's:
+    they were promoted to the contrast route, which stretches their noise. Nothing was compressed
+    that the route knows how to give back: no promotion below ``promote_floor`` × the camera's
+    extent; a frame compressed within the specs' range still is."""
+    from tir.engines.contrast_gate import min_contrast_factor
+
+    specs = shipped_specs()
+    assert min_contrast_factor(specs.values()) == pytest.approx(0.2)
+    gate = ContrastGate.for_bundle(specs, None)
+    assert gate.promote_floor == pytest.approx(0.2 * math.sqrt(0.6))
+    _shown(gate, _agc_camera())
+    noise = np.random.default_rng(0).normal(0.0, 0.01, (H, W)).astype(np.float32)
+    for flat in (np.full((H, W), 0.5, np.float32), 0.5 + noise, np.full((1, W), 0.4, np.float32),
+                 np.full((2, 2), 0.5, np.float32)):
+        assert gate.judge(CLEAN, lowpass_span(flat), ends=lowpass_ends(flat)) == CLEAN
+        assert gate.judge(UNKNOWN, lowpass_span(flat), ends=lowpass_ends(flat)) == UNKNOWN
+    strongest = ramp(1.0) * 0.18 + 0.4                    # α = 0.2 on a frame 0.9 of the camera's
+    assert gate.judge(CLEAN, lowpass_span(strongest), ends=lowpass_ends(strongest)) == "contrast"
+    assert gate.promoted == 1
+    with pytest.raises(ValueError):
+        ContrastGate({"contrast": CLEAN}, None, 0.775, promote_ratio=0.6, promote_floor=0.6)
+    # through the Restorer: the constant frame passes through
+    r = Restorer(unknown_bundle, every=1, hysteresis=1, tone_align=False, fpn_gate=False, blur_gate=False)
+    r.warm_camera(np.stack(_agc_camera(30)))
+    r.reset()
+    const = np.full((1, 1, H, W), 0.5, np.float32)
+    assert np.array_equal(r.infer(const), const) and r.status()["contrast"]["promoted"] == 0
+
+
+def _textured(amplitude, seed=0, mean=0.5):
+    """A ramp of ``amplitude`` around ``mean`` with a fixed sharp texture (±10 % of it): a scene
+    with detail at every scale, the blur gate's measure of which does not depend on the contrast."""
+    tex = np.random.default_rng(seed).uniform(-0.1, 0.1, (H, W)).astype(np.float32)
+    return (ramp(amplitude, mean) + amplitude * tex).astype(np.float32)
+
+
+def test_a_blur_verdict_on_a_compressed_sharp_frame_becomes_the_contrast_route(tmp_path):
+    """The router calls a contrast-compressed frame ``blur``. The contrast gate does not promote
+    blur verdicts (a blur lowers the extent by itself), and the blur gate, finding the frame not
+    soft for this camera, made it ``clean``: the frame passed through with its contrast lost. Once
+    the blur gate has ruled the blur out, the contrast gate's test stands: contrast route."""
+    bundle = one_hot_bundle(tmp_path, {"contrast": 2.0, "blur": 3.0}, "blur", H, W)
+    r = Restorer(bundle, every=1, hysteresis=1, tone_align=False, fpn_gate=False)
+    assert r.blur_gate is not None and "blur" not in r.contrast_gate.gains
+    r.warm_camera(np.stack([_textured(0.8 - 0.02 * (i % 4), seed=i % 3) for i in range(30)]))
+    r.reset()
+    frame = _textured(0.8, seed=0) * 0.4 + 0.3          # x·α + β: both ends inside the camera's
+    out = r.infer(frame[None, None])
+    s = r.status()
+    assert s["gated_from"] == "blur" and s["decision"] == "contrast" and r.route == "contrast"
+    assert np.allclose(out, frame[None, None] * 2.0) and s["contrast"]["promoted"] == 1
+    # the camera's own sharp frame called blur: made clean, not promoted
+    r.reset()
+    own = _textured(0.8, seed=1)[None, None]
+    assert np.array_equal(r.infer(own), own) and r.status()["contrast"]["promoted"] == 1

@@ -808,3 +808,16 @@ def test_a_camera_whose_own_noise_varies_keeps_it_on_its_noisier_scenes():
     for i in range(MIN_FLOOR_FRAMES):                                   # K8: no clean verdict yet
         routed.step("noise", white(scene(seed=i), 2.0 + i, seed=i))
     assert routed.floor_sigma()[1] == "routed" and routed.floor_high() == routed.floor_sigma()[0]
+
+
+def test_flat_noise_sigma_refuses_a_non_finite_value_at_every_size():
+    """Its docstring: a frame holding a non-finite value is refused. A 7×7 frame with NaN in its
+    unused odd last row was, a 5×5 one (the plain-MAD fallback, which reads only the 2×2 blocks)
+    returned 0.0: the same hostile frame measured or refused by its size."""
+    from tir.engines.fpn_gate import flat_noise_sigma
+
+    for side in (2, 3, 5, 7, 9):
+        x = np.full((side, side), 0.5, np.float32)
+        x[-1, -1] = np.nan
+        with pytest.raises(ValueError, match="finite"):
+            flat_noise_sigma(x)

@@ -206,3 +206,23 @@ def test_counts_above_the_first_frames_bit_depth_are_not_clipped_in_the_restored
         post(frame)
         assert np.abs(frame.restored.astype(int) - raw.astype(int)).max() <= 1
     assert pre.normalizer.max_count == 65535
+
+
+def test_a_near_flat_frame_above_the_guessed_bit_depth_is_not_pinned_to_its_top():
+    """A 14-bit guess (the first frame's ``meta["bits"]``), then a near-flat frame (span under
+    ``min_span``) at 60000 counts: the min-span widening kept the range inside 0..max_count, i.e.
+    16319..16383, so the whole frame read 1.0 (the router and gates saw a saturated frame), and a
+    frame the restorer passed through never reached Postprocess's widening. The normaliser widens
+    the depth itself as soon as a frame's robust range lies above it."""
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
+
+    pre = Preprocess()
+    flat = (60000 + np.random.default_rng(1).integers(0, 30, (120, 160))).astype(np.uint16)   # 30-count span
+    for raw in (scene(base=4000, spread=8000), flat):
+        frame = Frame(raw=raw, seq=0, t_capture=0.0, meta={"bits": 14})
+        pre(frame)
+    x, norm = frame.meta[MODEL_INPUT_KEY], frame.meta["norm"]
+    assert norm["lo"] <= flat.min() and norm["hi"] >= flat.max()     # was 16319..16383
+    assert 0.2 < float(np.median(x)) < 0.8                            # was 1.0 everywhere
+    assert pre.normalizer.max_count == 65535

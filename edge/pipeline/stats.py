@@ -154,8 +154,8 @@ class ContrastStatus(_Record):
     the camera's history; ``ratio``: a frame is low-contrast below ``ratio`` × ``extent_reference``
     (before the camera has one, ``ratio`` × ``reference``); ``demoted``: contrast-carrying router
     verdicts the gate turned into their partner without contrast (the frame was not low for this
-    camera); ``promoted``: verdicts without the contrast part (clean, unknown, noise, BN) the gate
-    turned into their partner with it (the frame's extent at most ``promote_ratio`` × ``extent_reference``
+    camera); ``promoted``: verdicts without the contrast part (clean, unknown, noise, BN, and blur
+    verdicts the blur gate made clean) the gate turned into their partner with it (the frame's extent at most ``promote_ratio`` × ``extent_reference``
     and both its ends inside the camera's own); ``promote_ratio``: the largest contrast factor of
     the bundle's specs; ``tone_reference``: [low, high], the camera's own extremes (medians of the block lows
     and highs of its frames that are neither low in contrast nor noisy), None before 8 frames; ``aligned``: restored frames of a
