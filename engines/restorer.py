@@ -73,7 +73,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -142,6 +142,19 @@ def _is_ffc(meta) -> bool:
     if isinstance(meta, (list, tuple)):
         return bool(meta) and _is_ffc(meta[-1])
     return bool(meta.get("ffc", False))
+
+
+def _camera_change(meta) -> Optional[List[str]]:
+    """The reasons any frame of a batch's meta gives for a new camera state (``meta["camera_change"]``,
+    set by edge/pipeline/stages.py ``Preprocess``: ``"connection"``, ``"size"``, ``"range"``), or
+    None when none does (frames given without meta never do)."""
+    if isinstance(meta, (list, tuple)):
+        reasons = [r for m in meta for r in (_camera_change(m) or [])]
+        return reasons or None
+    if not isinstance(meta, Mapping):
+        return None
+    reasons = meta.get("camera_change")
+    return [str(r) for r in reasons] if reasons else None
 
 
 class Restorer:
@@ -318,6 +331,9 @@ class Restorer:
         self.unknowns = 0
         self.decisions = 0
         self.skipped_ffc = 0
+        #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
+        self.camera_changes = 0
+        self.camera_change: Optional[List[str]] = None
         #: routed frames whose router input had dead columns replaced, and the columns replaced
         self.dead_column_frames = 0
         self.dead_columns = 0
@@ -591,6 +607,9 @@ class Restorer:
         first = self.frames
         self.frames += len(x)
         self._span = _norm_span(meta)
+        reasons = _camera_change(meta)
+        if reasons is not None:
+            self.new_camera(reasons)
         if self.forced or self.router_info is None:
             return None
         if _is_ffc(meta):
@@ -767,6 +786,29 @@ class Restorer:
                 gate.pinned = True
         self.pinned_frames += len(x)
         return self.pinned_frames
+
+    def new_camera(self, reasons: Sequence[str] = ()) -> None:
+        """Another camera, or the same camera in another state, delivers from now on: the contrast,
+        blur and FPN gates forget their camera histories (their ``restart``; pinned ones stay), the
+        routing state starts afresh (:meth:`reset`) and the next frame is routed. Called by
+        :meth:`observe` when a frame's meta carries ``camera_change`` (edge/pipeline/stages.py
+        ``Preprocess``: the source reconnected, the frame size changed, or the normaliser's range
+        jumped). Counted in :attr:`camera_changes`; ``reasons`` kept in :attr:`camera_change`.
+
+        Why: the gates judge each frame against the camera's own history (its white-noise floor,
+        sharpness, extent); kept across a camera change, the old camera's history made the new
+        camera's own look a degradation for as long as the history lasted, and once it held only
+        the new camera's routed frames, their restored verdicts kept it so (a clean Boson-like
+        camera after RoadScene: the noise task on 384 of 400 clean frames, docs/cameras.md). A
+        time-based forgetting instead stopped restoring a sustained degradation on an unchanged
+        camera; these signals come from the stream, never from the frames' content."""
+        self.camera_changes += 1
+        self.camera_change = list(reasons)
+        for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
+            if gate is not None:
+                gate.restart()
+        self.reset()
+        self._due = True
 
     def reset(self) -> None:
         """Forget the routing state (route, streak, last verdict; counters stay): the next
@@ -949,7 +991,8 @@ class Restorer:
         (``decision``, ``confidence``, ``unknown``, ``nearest``), ``router_ms`` (ms per frame),
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
         ``skipped_ffc``, ``dead_column_frames``: routed frames shown to the router with dead columns
-        replaced), ``gated_from`` (the router's own verdict when a gate changed it, else
+        replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`),
+        ``camera_change`` (the last one's reasons, or None), ``gated_from`` (the router's own verdict when a gate changed it, else
         None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy`` (routes/student/auto),
         ``deploy_tasks`` ({task: routes|student|tone}), ``deploy_margin_db`` (auto's margin in dB, else
         None), ``runs`` (what the current task goes through: passthrough/route/student, with
@@ -969,6 +1012,7 @@ class Restorer:
                 "forced": self.forced, "frames": self.frames,
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "dead_column_frames": self.dead_column_frames,
+                "camera_changes": self.camera_changes, "camera_change": self.camera_change,
                 "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),
                 "deploy_margin_db": self.deploy_margin_db, "runs": self.runs, "destripe": self.offsets is not None,

@@ -698,7 +698,8 @@ class FileSource(Source):
             self._t_next = max(self._t_next, now() - step) + step
         frame = Frame(raw=raw, seq=self._seq, t_capture=now(),
                       meta={"source": self.uri.text, "camera": "file", "bits": self.bits,
-                            "source_bits": self.reader.source_bits, **extra})
+                            "source_bits": self.reader.source_bits,
+                            "connection": self._counts["reconnects"], **extra})
         self._seq += 1
         self._counts["frames"] += 1
         return frame

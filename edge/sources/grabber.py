@@ -164,6 +164,9 @@ class Grabber(Source):
             delays = backoff_delays(self.backoff_initial, self.backoff_max)
             with self._lock:
                 self._frames += 1
+                # the times the device was reopened: a frame after a reconnect may come from another
+                # camera (edge/pipeline/stages.py Preprocess marks it ``camera_change``)
+                frame.meta["connection"] = self._reconnects
             self.slot.put(frame)
         self.slot.close()
 
