@@ -144,6 +144,13 @@ def _is_ffc(meta) -> bool:
     return bool(meta.get("ffc", False))
 
 
+#: after a camera change every frame is routed for at most this many times ``every`` frames while
+#: the FPN or blur gate has no reference (:meth:`Restorer._warming`): the frames the schedule takes
+#: to route the gates' minimum of 8 frames (MIN_FLOOR_FRAMES, blur MIN_FRAMES), so a camera whose
+#: verdicts never fill the blur history costs no more router runs than that
+WARM_FRAMES_PER_EVERY = 8
+
+
 def _camera_change(meta) -> Optional[List[str]]:
     """The reasons any frame of a batch's meta gives for a new camera state (``meta["camera_change"]``,
     set by edge/pipeline/stages.py ``Preprocess``: ``"connection"``, ``"size"``, ``"range"``), or
@@ -334,6 +341,9 @@ class Restorer:
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
+        #: frames left in which every frame is routed after a camera change while the FPN or blur
+        #: gate has no reference yet (:meth:`new_camera`, :meth:`_warming`)
+        self._warm_left = 0
         #: routed frames whose router input had dead columns replaced, and the columns replaced
         self.dead_column_frames = 0
         self.dead_columns = 0
@@ -622,7 +632,7 @@ class Restorer:
             return None
         # run when this batch holds a frame index that is a multiple of `every` (frame 0 counts),
         # or on the first frame after an FFC
-        scheduled = self._due or -(-first // self.every) * self.every < self.frames
+        scheduled = self._due or -(-first // self.every) * self.every < self.frames or self._warming(len(x))
         self._due = False
         if self.adapter is not None and not self.adapter.done:
             emb = self.embed(x)  # while collecting the router sees every frame
@@ -809,6 +819,26 @@ class Restorer:
                 gate.restart()
         self.reset()
         self._due = True
+        self._warm_left = WARM_FRAMES_PER_EVERY * self.every
+
+    def _warming(self, n: int) -> bool:
+        """Whether this batch of ``n`` frames is routed because a camera change left the FPN gate
+        without a white-noise floor or the blur gate without a sharpness reference: until both
+        exist (or :data:`WARM_FRAMES_PER_EVERY` × ``every`` frames passed), every frame is routed, so
+        they hold their :data:`~tir.engines.fpn_gate.MIN_FLOOR_FRAMES` / blur ``min_frames`` frames
+        after that many frames instead of ``every`` times as many (the gates are silent without
+        them and the router's own verdicts stand: a clean DDE camera read as noisy was given the
+        noise task for 80 frames, docs/cameras.md)."""
+        if self._warm_left <= 0:
+            return False
+        self._warm_left -= n
+        fpn_cold = self.fpn_gate is not None and self.fpn_gate.white_sigma is not None \
+            and self.fpn_gate.floor_sigma()[0] is None
+        blur_cold = self.blur_gate is not None and bool(self.blur_gate.partners) and self.blur_gate.threshold() is None
+        if not (fpn_cold or blur_cold):
+            self._warm_left = 0
+            return False
+        return True
 
     def reset(self) -> None:
         """Forget the routing state (route, streak, last verdict; counters stay): the next

@@ -166,3 +166,31 @@ def test_a_new_camera_starts_the_routing_afresh_and_routes_its_first_frame(tmp_p
     assert r.decisions == 1
     _route(r, x, {"camera_change": ["connection"]})                 # routed at once, as at start-up
     assert r.decisions == 2 and r.route == "noise" and r.status()["camera_changes"] == 1
+
+
+def test_after_a_camera_change_every_frame_is_routed_until_the_gates_have_a_reference(tmp_path):
+    """every=8: after the change the schedule would route 1 frame in 8, and the FPN gate's floor
+    (MIN_FLOOR_FRAMES routed frames) would take 8x as many frames; while it is missing every frame
+    is routed, then the schedule returns."""
+    from tir.engines.restorer import WARM_FRAMES_PER_EVERY
+
+    r = Restorer(_bundle(tmp_path, "noise"), every=8, hysteresis=2, tone_align=False)
+    for i in range(MIN_FLOOR_FRAMES + 4):
+        r.fpn_gate.step(CLEAN, scene(seed=i))                       # the old, quiet camera
+    _route(r, scene(seed=50))
+    before = r.decisions
+    harmed = []
+    for i in range(WARM_FRAMES_PER_EVERY * 8):
+        x = white(scene(seed=100 + i), 6.0, seed=100 + i)          # the new camera's own look
+        harmed.append(not np.allclose(_route(r, x, {"camera_change": ["connection"]} if i == 0 else {}), x))
+    assert r.fpn_gate.floor_sigma()[1] == "routed"
+    routed = r.decisions - before
+    # the FPN floor (8 routed frames), then the blur history (8 clean verdicts once the noise is the
+    # camera's own), then 1 in 8 again: far more than the 8 the schedule routes in 64, far fewer than 64
+    assert 2 * MIN_FLOOR_FRAMES <= routed <= 2 * MIN_FLOOR_FRAMES + 8 and r.blur_gate.threshold() is not None
+    assert not any(harmed[MIN_FLOOR_FRAMES + 2:])                   # its own floor within ~MIN_FLOOR_FRAMES frames
+    # without a change the schedule stays 1 in 8
+    n = r.decisions
+    for i in range(16):
+        _route(r, scene(seed=300 + i))
+    assert r.decisions - n == 2
