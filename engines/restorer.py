@@ -9,6 +9,11 @@ Routing policy:
   ``ffc`` (the camera is doing a flat-field correction, thermal_io.md §5: a shutter image, not
   the scene) are not looked at, and the first frame after one is routed. Pass ``meta`` to :meth:`infer` (a dict, or one per frame) or call
   :meth:`observe` yourself;
+- a frame whose meta carries ``camera_change`` (edge/pipeline/stages.py ``Preprocess``: the source
+  reconnected, the frame size changed, or the normaliser's range jumped) starts a new camera: the
+  gates forget the old camera's histories, routing starts afresh, and every frame is routed until
+  the FPN and blur gates have the new camera's references (:meth:`new_camera`); nothing in the
+  frames' content restarts them, so a sustained degradation on an unchanged camera stays restored;
 - the route is left only after ``hysteresis`` verdicts in a row disagree with it (no flicker
   between routes on borderline frames), for the task a strict majority of them names, else for
   pass-through (the router named no one task: do no harm); at start-up, with no route yet, the

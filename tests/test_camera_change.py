@@ -194,3 +194,16 @@ def test_after_a_camera_change_every_frame_is_routed_until_the_gates_have_a_refe
     for i in range(16):
         _route(r, scene(seed=300 + i))
     assert r.decisions - n == 2
+
+
+def test_a_file_source_says_through_which_opening_a_frame_came(tmp_path):
+    import cv2
+
+    from tir.edge.sources import open_source
+
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), (scene(seed=i) * 255).astype(np.uint8))
+    src = open_source(f"file://{tmp_path}?rate=max").start()
+    got = [src.read(timeout=2.0) for _ in range(2)]
+    src.close()
+    assert [f.meta["connection"] for f in got] == [0, 0]
