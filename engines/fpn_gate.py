@@ -704,7 +704,7 @@ class FPNGate:
     def restart(self) -> bool:
         """Forget the camera's white-noise floor (``floor``, ``seen``) and the column offsets: another
         camera, or the same one in another state (engines/restorer.py ``Restorer.new_camera``: a
-        reconnect, a new frame size, a normaliser range jump), has its own noise in frame units,
+        reconnect, a new frame size), has its own noise in frame units,
         and the old floor judged the new camera's own noise as a degradation (or hid a real one).
         Counters stay. A pinned floor (``tir run --reference``) is the user's statement and stays.
 

@@ -10,7 +10,7 @@ Routing policy:
   the scene) are not looked at, and the first frame after one is routed. Pass ``meta`` to :meth:`infer` (a dict, or one per frame) or call
   :meth:`observe` yourself;
 - a frame whose meta carries ``camera_change`` (edge/pipeline/stages.py ``Preprocess``: the source
-  reconnected, the frame size changed, or the normaliser's range jumped) starts a new camera: the
+  reconnected, or the frame size changed) starts a new camera: the
   gates forget the old camera's histories, routing starts afresh, and every frame is routed until
   the FPN and blur gates have the new camera's references (:meth:`new_camera`); nothing in the
   frames' content restarts them, so a sustained degradation on an unchanged camera stays restored;
@@ -158,7 +158,7 @@ WARM_FRAMES_PER_EVERY = 8
 
 def _camera_change(meta) -> Optional[List[str]]:
     """The reasons any frame of a batch's meta gives for a new camera state (``meta["camera_change"]``,
-    set by edge/pipeline/stages.py ``Preprocess``: ``"connection"``, ``"size"``, ``"range"``), or
+    set by edge/pipeline/stages.py ``Preprocess``: ``"connection"``, ``"size"``), or
     None when none does (frames given without meta never do)."""
     if isinstance(meta, (list, tuple)):
         reasons = [r for m in meta for r in (_camera_change(m) or [])]
@@ -807,8 +807,7 @@ class Restorer:
         blur and FPN gates forget their camera histories (their ``restart``; pinned ones stay), the
         routing state starts afresh (:meth:`reset`) and the next frame is routed. Called by
         :meth:`observe` when a frame's meta carries ``camera_change`` (edge/pipeline/stages.py
-        ``Preprocess``: the source reconnected, the frame size changed, or the normaliser's range
-        jumped). Counted in :attr:`camera_changes`; ``reasons`` kept in :attr:`camera_change`.
+        ``Preprocess``: the source reconnected, or the frame size changed). Counted in :attr:`camera_changes`; ``reasons`` kept in :attr:`camera_change`.
 
         Why: the gates judge each frame against the camera's own history (its white-noise floor,
         sharpness, extent); kept across a camera change, the old camera's history made the new

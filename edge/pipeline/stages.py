@@ -65,14 +65,13 @@ class Preprocess:
       differs from the previous frame's: a reconnect may bring another camera;
     - ``"size"``: the frame's (H, W) differs from the previous frame's: a camera's mode fixes
       its frame size, so another size is another camera or mode;
-    - ``"range"``: the normaliser restarted its range on this frame (:meth:`Normalizer.jumped`:
-      the robust span changed 2x or more at once, or left the old range: a gain switch, another
-      camera). The gates measure in the normalised [0, 1] units, so their histories were taken in
-      units that no longer hold.
 
     Only a stream sees these: a fresh ``Preprocess`` per frame (``tir eval``, frames as
-    independent scenes) never marks one. Display-referred (8-bit) sources have a fixed map, so a
-    swapped 8-bit camera on the same connection, at the same size, gives no signal.
+    independent scenes) never marks one. A swapped camera on the same connection at the same size
+    gives no signal. The normaliser's range jump (:meth:`Normalizer.jumped`, a gain switch) is not
+    one either: the scene makes it too (a hot object coming into view grows the span 2.6x on the
+    same camera, whose FPN offsets and noise floor still hold, tests/test_fpn_gate.py), and
+    restarting on it stopped the destriping of such a camera.
     """
 
     name = "preprocess"
@@ -94,7 +93,6 @@ class Preprocess:
             if fixed is not None and self.normalizer.fixed is None:
                 self.normalizer.set_fixed_range(*fixed)
             self._bits_seen = True
-        jumps = self.normalizer.jumps
         x, params = self.normalizer.forward(frame.raw)
         frame.meta["norm"] = {"lo": params.lo, "hi": params.hi}
         frame.meta[_INPUT_KEY] = x
@@ -105,8 +103,6 @@ class Preprocess:
         shape = tuple(frame.raw.shape[:2])
         if self._shape is not None and shape != self._shape:
             reasons.append("size")
-        if self.normalizer.jumps > jumps:
-            reasons.append("range")
         self._connection = connection if connection is not None else self._connection
         self._shape = shape
         if reasons:
