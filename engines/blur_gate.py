@@ -516,6 +516,21 @@ class BlurGate:
             self.changed_noisy += 1
         return new
 
+    def restart(self) -> bool:
+        """Forget the camera's sharpness history (all four drop histories): another camera, or the
+        same one in another state (engines/restorer.py ``Restorer.new_camera``), has its own optics
+        and noise, and a reference taken on a sharper camera judged every frame of a softer one
+        blurred. Until :attr:`min_frames` frames joined the new history the gate does not judge
+        (as at start-up). Counters stay. Pinned references (``tir run --reference``) stay.
+
+        Returns:
+            True when the history was forgotten, False when it is pinned."""
+        if self.pinned:
+            return False
+        for history in (self.drops, self.blurred_drops, self.noisy_drops, self.noisy_blurred_drops):
+            history.clear()
+        return True
+
     def carry_from(self, old: "BlurGate") -> None:
         """Take over ``old``'s camera history and demoted count (a bundle hot-swap: the camera is
         the same). The history is taken only when both measure with the same σ_min: drops

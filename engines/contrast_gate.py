@@ -632,6 +632,21 @@ class ContrastGate:
             self.last_scale = float(scale)
         return y if out is None else out
 
+    def restart(self) -> bool:
+        """Forget the camera's extent and tone history (spans, extents, block lows/highs, ends):
+        another camera, or the same one in another state (engines/restorer.py
+        ``Restorer.new_camera``), has its own look; the reference falls back to the bundle's prior
+        as at start-up. Counters stay. Pinned references (``tir run --reference``) stay.
+
+        Returns:
+            True when the history was forgotten, False when it is pinned."""
+        if self.pinned:
+            return False
+        for history in (self.spans, self.extents, self.lows, self.highs, self.end_lows, self.end_highs):
+            history.clear()
+        self._tone_cache = None
+        return True
+
     def carry_from(self, old: "ContrastGate") -> None:
         """Take over ``old``'s camera history and demoted and promoted counts (a bundle hot-swap: the camera is
         the same, so its reference must not start cold again; engines/hotswap.py). The history

@@ -723,6 +723,22 @@ class FPNGate:
             return self._without_noise[task], False, None
         return task, fpn, None
 
+    def restart(self) -> bool:
+        """Forget the camera's white-noise floor (``floor``, ``seen``) and the column offsets: another
+        camera, or the same one in another state (engines/restorer.py ``Restorer.new_camera``: a
+        reconnect, a new frame size), has its own noise in frame units,
+        and the old floor judged the new camera's own noise as a degradation (or hid a real one).
+        Counters stay. A pinned floor (``tir run --reference``) is the user's statement and stays.
+
+        Returns:
+            True when the history was forgotten, False when it is pinned."""
+        if self.pinned:
+            return False
+        self.floor.clear()
+        self.seen.clear()
+        self.offsets = None
+        return True
+
     def carry_from(self, old: "FPNGate") -> None:
         """Take over ``old``'s counters, the camera's white-noise floor and the column offsets it
         measured (a bundle hot-swap, engines/hotswap.py: the camera is the same)."""

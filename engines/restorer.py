@@ -9,6 +9,11 @@ Routing policy:
   ``ffc`` (the camera is doing a flat-field correction, thermal_io.md §5: a shutter image, not
   the scene) are not looked at, and the first frame after one is routed. Pass ``meta`` to :meth:`infer` (a dict, or one per frame) or call
   :meth:`observe` yourself;
+- a frame whose meta carries ``camera_change`` (edge/pipeline/stages.py ``Preprocess``: the source
+  reconnected, or the frame size changed) starts a new camera: the
+  gates forget the old camera's histories, routing starts afresh, and every frame is routed until
+  the FPN and blur gates have the new camera's references (:meth:`new_camera`); nothing in the
+  frames' content restarts them, so a sustained degradation on an unchanged camera stays restored;
 - the route is left only after ``hysteresis`` verdicts in a row disagree with it (no flicker
   between routes on borderline frames), for the task a strict majority of them names, else for
   pass-through (the router named no one task: do no harm); at start-up, with no route yet, the
@@ -73,7 +78,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -142,6 +147,26 @@ def _is_ffc(meta) -> bool:
     if isinstance(meta, (list, tuple)):
         return bool(meta) and _is_ffc(meta[-1])
     return bool(meta.get("ffc", False))
+
+
+#: after a camera change every frame is routed for at most this many times ``every`` frames while
+#: the FPN or blur gate has no reference (:meth:`Restorer._warming`): the frames the schedule takes
+#: to route the gates' minimum of 8 frames (MIN_FLOOR_FRAMES, blur MIN_FRAMES), so a camera whose
+#: verdicts never fill the blur history costs no more router runs than that
+WARM_FRAMES_PER_EVERY = 8
+
+
+def _camera_change(meta) -> Optional[List[str]]:
+    """The reasons any frame of a batch's meta gives for a new camera state (``meta["camera_change"]``,
+    set by edge/pipeline/stages.py ``Preprocess``: ``"connection"``, ``"size"``), or
+    None when none does (frames given without meta never do)."""
+    if isinstance(meta, (list, tuple)):
+        reasons = [r for m in meta for r in (_camera_change(m) or [])]
+        return reasons or None
+    if not isinstance(meta, Mapping):
+        return None
+    reasons = meta.get("camera_change")
+    return [str(r) for r in reasons] if reasons else None
 
 
 class Restorer:
@@ -318,6 +343,12 @@ class Restorer:
         self.unknowns = 0
         self.decisions = 0
         self.skipped_ffc = 0
+        #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
+        self.camera_changes = 0
+        self.camera_change: Optional[List[str]] = None
+        #: frames left in which every frame is routed after a camera change while the FPN or blur
+        #: gate has no reference yet (:meth:`new_camera`, :meth:`_warming`)
+        self._warm_left = 0
         #: routed frames whose router input had dead columns replaced, and the columns replaced
         self.dead_column_frames = 0
         self.dead_columns = 0
@@ -591,6 +622,9 @@ class Restorer:
         first = self.frames
         self.frames += len(x)
         self._span = _norm_span(meta)
+        reasons = _camera_change(meta)
+        if reasons is not None:
+            self.new_camera(reasons)
         if self.forced or self.router_info is None:
             return None
         if _is_ffc(meta):
@@ -603,7 +637,7 @@ class Restorer:
             return None
         # run when this batch holds a frame index that is a multiple of `every` (frame 0 counts),
         # or on the first frame after an FFC
-        scheduled = self._due or -(-first // self.every) * self.every < self.frames
+        scheduled = self._due or -(-first // self.every) * self.every < self.frames or self._warming(len(x))
         self._due = False
         if self.adapter is not None and not self.adapter.done:
             emb = self.embed(x)  # while collecting the router sees every frame
@@ -778,6 +812,48 @@ class Restorer:
                 gate.pinned = True
         self.pinned_frames += len(x)
         return self.pinned_frames
+
+    def new_camera(self, reasons: Sequence[str] = ()) -> None:
+        """Another camera, or the same camera in another state, delivers from now on: the contrast,
+        blur and FPN gates forget their camera histories (their ``restart``; pinned ones stay), the
+        routing state starts afresh (:meth:`reset`) and the next frame is routed. Called by
+        :meth:`observe` when a frame's meta carries ``camera_change`` (edge/pipeline/stages.py
+        ``Preprocess``: the source reconnected, or the frame size changed). Counted in :attr:`camera_changes`; ``reasons`` kept in :attr:`camera_change`.
+
+        Why: the gates judge each frame against the camera's own history (its white-noise floor,
+        sharpness, extent); kept across a camera change, the old camera's history made the new
+        camera's own look a degradation for as long as the history lasted, and once it held only
+        the new camera's routed frames, their restored verdicts kept it so (a clean Boson-like
+        camera after RoadScene: the noise task on 384 of 400 clean frames, docs/cameras.md). A
+        time-based forgetting instead stopped restoring a sustained degradation on an unchanged
+        camera; these signals come from the stream, never from the frames' content."""
+        self.camera_changes += 1
+        self.camera_change = list(reasons)
+        for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
+            if gate is not None:
+                gate.restart()
+        self.reset()
+        self._due = True
+        self._warm_left = WARM_FRAMES_PER_EVERY * self.every
+
+    def _warming(self, n: int) -> bool:
+        """Whether this batch of ``n`` frames is routed because a camera change left the FPN gate
+        without a white-noise floor or the blur gate without a sharpness reference: until both
+        exist (or :data:`WARM_FRAMES_PER_EVERY` × ``every`` frames passed), every frame is routed, so
+        they hold their :data:`~tir.engines.fpn_gate.MIN_FLOOR_FRAMES` / blur ``min_frames`` frames
+        after that many frames instead of ``every`` times as many (the gates are silent without
+        them and the router's own verdicts stand: a clean DDE camera read as noisy was given the
+        noise task for 80 frames, docs/cameras.md)."""
+        if self._warm_left <= 0:
+            return False
+        self._warm_left -= n
+        fpn_cold = self.fpn_gate is not None and self.fpn_gate.white_sigma is not None \
+            and self.fpn_gate.floor_sigma()[0] is None
+        blur_cold = self.blur_gate is not None and bool(self.blur_gate.partners) and self.blur_gate.threshold() is None
+        if not (fpn_cold or blur_cold):
+            self._warm_left = 0
+            return False
+        return True
 
     def reset(self) -> None:
         """Forget the routing state (route, streak, last verdict; counters stay): the next
@@ -960,7 +1036,8 @@ class Restorer:
         (``decision``, ``confidence``, ``unknown``, ``nearest``), ``router_ms`` (ms per frame),
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
         ``skipped_ffc``, ``dead_column_frames``: routed frames shown to the router with dead columns
-        replaced), ``gated_from`` (the router's own verdict when a gate changed it, else
+        replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`),
+        ``camera_change`` (the last one's reasons, or None), ``gated_from`` (the router's own verdict when a gate changed it, else
         None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy`` (routes/student/auto),
         ``deploy_tasks`` ({task: routes|student|tone}), ``deploy_margin_db`` (auto's margin in dB, else
         None), ``runs`` (what the current task goes through: passthrough/route/student, with
@@ -980,6 +1057,7 @@ class Restorer:
                 "forced": self.forced, "frames": self.frames,
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "dead_column_frames": self.dead_column_frames,
+                "camera_changes": self.camera_changes, "camera_change": self.camera_change,
                 "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),
                 "deploy_margin_db": self.deploy_margin_db, "runs": self.runs, "destripe": self.offsets is not None,

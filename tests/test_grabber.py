@@ -91,6 +91,10 @@ def test_reconnects_after_the_device_disappears_and_comes_back():
         frame_after = None
         for _ in range(100):
             got = grabber.read(timeout=1.0)
+            if got is not None:
+                # the frame says through which opening of the device it came (a reconnect may bring
+                # another camera: edge/pipeline/stages.py Preprocess marks camera_change on it)
+                assert got.meta["connection"] == got.meta["generation"]
             if got is not None and got.meta["generation"] == 1:
                 frame_after = got
                 break

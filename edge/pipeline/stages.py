@@ -55,6 +55,23 @@ class Preprocess:
 
     The first frame's meta picks the map (edge/normalize.py): a fixed full-scale map
     for display-referred 8-bit sources, the robust-percentile normaliser for raw counts.
+
+    A frame that starts a new camera state carries ``meta["camera_change"]``, the list of its
+    reasons, which the Restorer's gates restart their camera histories on
+    (engines/restorer.py ``Restorer.new_camera``):
+
+    - ``"connection"``: the source's ``meta["connection"]`` (the times a live source was
+      reopened, edge/sources/grabber.py; a file source's reopenings, edge/sources/file.py)
+      differs from the previous frame's: a reconnect may bring another camera;
+    - ``"size"``: the frame's (H, W) differs from the previous frame's: a camera's mode fixes
+      its frame size, so another size is another camera or mode;
+
+    Only a stream sees these: a fresh ``Preprocess`` per frame (``tir eval``, frames as
+    independent scenes) never marks one. A swapped camera on the same connection at the same size
+    gives no signal. The normaliser's range jump (:meth:`Normalizer.jumped`, a gain switch) is not
+    one either: the scene makes it too (a hot object coming into view grows the span 2.6x on the
+    same camera, whose FPN offsets and noise floor still hold, tests/test_fpn_gate.py), and
+    restarting on it stopped the destriping of such a camera.
     """
 
     name = "preprocess"
@@ -62,6 +79,10 @@ class Preprocess:
     def __init__(self, normalizer: Optional[Normalizer] = None):
         self.normalizer = normalizer or Normalizer()
         self._bits_seen = False
+        self._shape: Optional[tuple] = None        # the previous frame's (H, W)
+        self._connection = None                    # the previous frame's meta["connection"]
+        #: frames marked ``camera_change`` so far
+        self.camera_changes = 0
 
     def __call__(self, frame: Frame) -> None:
         if not self._bits_seen:
@@ -75,6 +96,18 @@ class Preprocess:
         x, params = self.normalizer.forward(frame.raw)
         frame.meta["norm"] = {"lo": params.lo, "hi": params.hi}
         frame.meta[_INPUT_KEY] = x
+        reasons = []
+        connection = frame.meta.get("connection")
+        if connection is not None and self._connection is not None and connection != self._connection:
+            reasons.append("connection")
+        shape = tuple(frame.raw.shape[:2])
+        if self._shape is not None and shape != self._shape:
+            reasons.append("size")
+        self._connection = connection if connection is not None else self._connection
+        self._shape = shape
+        if reasons:
+            frame.meta["camera_change"] = reasons
+            self.camera_changes += 1
 
 
 ROUTER_KEY = "router"  # meta key of the router's verdict on this frame (open-world collector)

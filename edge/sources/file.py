@@ -28,7 +28,9 @@ Loss: when the file or folder itself disappears (an unmounted disk, a deleted fo
 source does not end: ``read`` returns None (the pipeline shows NO SIGNAL,
 ``stats()["connected"]`` is False) and the path is reopened after 0.5, 1, 2, 4, 5, 5 ... s
 (as a camera is); when it is back, replay starts again from its first frame and
-``stats()["reconnects"]`` counts it. Only a real end of file (without ``loop=1``) ends the run.
+``stats()["reconnects"]`` counts it; each frame's ``meta["connection"]`` is that count (what was
+put there may be another recording: edge/pipeline/stages.py ``Preprocess`` marks the first frame
+after it ``camera_change``). Only a real end of file (without ``loop=1``) ends the run.
 """
 from __future__ import annotations
 
@@ -698,7 +700,8 @@ class FileSource(Source):
             self._t_next = max(self._t_next, now() - step) + step
         frame = Frame(raw=raw, seq=self._seq, t_capture=now(),
                       meta={"source": self.uri.text, "camera": "file", "bits": self.bits,
-                            "source_bits": self.reader.source_bits, **extra})
+                            "source_bits": self.reader.source_bits,
+                            "connection": self._counts["reconnects"], **extra})
         self._seq += 1
         self._counts["frames"] += 1
         return frame

@@ -10,7 +10,9 @@ count the drops). :class:`Grabber` is that thread around any :class:`Source`:
   which replaces an unread frame (counted as dropped) instead of queueing it;
 - when the source fails (``read`` raises, or no frame arrives for ``stall_timeout``) it
   closes it and calls ``source_factory()`` again after 0.5 s, 1 s, 2 s, ... capped at 5 s,
-  until the device is back; the run goes on and ``read`` returns None meanwhile;
+  until the device is back; the run goes on and ``read`` returns None meanwhile; each frame's
+  ``meta["connection"]`` counts the reopenings before it (a reopened device may be another
+  camera: edge/pipeline/stages.py ``Preprocess`` marks the first frame after one ``camera_change``);
 - a finite source's :class:`EndOfStream` ends the grabber; ``read`` then re-raises it.
 
 How live sources get one: ``V4L2Source.start()`` runs a Grabber over fresh
@@ -164,6 +166,9 @@ class Grabber(Source):
             delays = backoff_delays(self.backoff_initial, self.backoff_max)
             with self._lock:
                 self._frames += 1
+                # the times the device was reopened: a frame after a reconnect may come from another
+                # camera (edge/pipeline/stages.py Preprocess marks it ``camera_change``)
+                frame.meta["connection"] = self._reconnects
             self.slot.put(frame)
         self.slot.close()
 

@@ -1,0 +1,210 @@
+"""A new camera mid-stream (a reconnect, another frame size): the
+Preprocess stage marks the frame ``camera_change`` (edge/pipeline/stages.py), and the Restorer's
+contrast, blur and FPN gates forget the old camera's history on it (engines/restorer.py
+``Restorer.new_camera``); nothing else restarts them (a sustained degradation on an unchanged
+camera keeps being restored)."""
+import numpy as np
+import pytest
+from test_fpn_gate import H, W, _bundle, scene, white
+
+from tir.edge.frame import Frame, now
+from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
+from tir.engines import degrade as deg
+from tir.engines.blur_gate import BlurGate
+from tir.engines.contrast_gate import ContrastGate, lowpass_ends, lowpass_span
+from tir.engines.fpn_gate import MIN_FLOOR_FRAMES, FPNGate
+from tir.engines.restorer import Restorer
+from tir.engines.router import CLEAN, UNKNOWN
+
+
+def counts(x, lo=1000.0, span=8000.0):
+    """A [0, 1] scene as raw 16-bit counts ``lo + x * span``."""
+    return np.clip(lo + np.asarray(x, np.float64) * span, 0, 65535).astype(np.uint16)
+
+
+def frame(raw, **meta):
+    return Frame(raw=raw, seq=0, t_capture=now(), meta={"bits": 16, "source_bits": 16, **meta})
+
+
+def marks(pre, frames):
+    out = []
+    for f in frames:
+        pre(f)
+        out.append(f.meta.get("camera_change"))
+    return out
+
+
+def test_a_steady_stream_is_never_marked():
+    pre = Preprocess()
+    got = marks(pre, [frame(counts(scene(seed=i)), connection=0) for i in range(6)])
+    assert got == [None] * 6 and pre.camera_changes == 0
+
+
+def test_another_frame_size_marks_the_frame():
+    pre = Preprocess()
+    frames = [frame(counts(scene(seed=i))) for i in range(3)] + \
+             [frame(counts(scene(h=96, w=128, seed=i))) for i in range(3)]
+    assert marks(pre, frames) == [None, None, None, ["size"], None, None]
+
+
+def test_a_reconnect_marks_the_first_frame_through_the_new_connection():
+    pre = Preprocess()
+    frames = [frame(counts(scene(seed=i)), connection=c) for i, c in enumerate((0, 0, 1, 1, 1, 2))]
+    assert marks(pre, frames) == [None, None, ["connection"], None, None, ["connection"]]
+    # a source that does not say (no "connection" in its meta) is never marked for it
+    assert marks(Preprocess(), [frame(counts(scene(seed=i))) for i in range(3)]) == [None] * 3
+
+
+def test_a_normaliser_range_jump_is_not_a_camera_change():
+    """A gain switch jumps the normaliser's range, but so does a hot object coming into view on the
+    same camera (its FPN offsets and noise floor still hold): not marked."""
+    pre = Preprocess()
+    frames = [frame(counts(scene(seed=i), span=8000.0)) for i in range(4)] + \
+             [frame(counts(scene(seed=i), span=1000.0)) for i in range(4, 8)]    # 8x: a gain switch
+    assert marks(pre, frames) == [None] * 8 and pre.normalizer.jumps == 1
+
+
+def test_an_eight_bit_stream_has_a_fixed_map_and_no_range_mark():
+    pre = Preprocess()
+    grey = [(np.clip(scene(seed=i) * g, 0, 1) * 255).astype(np.uint16) << 6 for i, g in enumerate((1, 1, .2, .2))]
+    frames = [Frame(raw=r, seq=0, t_capture=now(), meta={"bits": 14, "source_bits": 8}) for r in grey]
+    assert marks(pre, frames) == [None] * 4
+
+
+def test_each_frame_through_a_fresh_preprocess_is_never_marked():
+    """tir eval: frames are independent scenes, each through a fresh Preprocess."""
+    got = [marks(Preprocess(), [frame(counts(scene(h=h, w=w, seed=1), span=s))])[0]
+           for h, w, s in ((120, 160, 8000.0), (96, 128, 500.0))]
+    assert got == [None, None]
+
+
+# --- the gates forget their camera history ------------------------------------------------------
+
+def test_the_gates_restart_their_camera_history_unless_pinned():
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    fpn, blur = FPNGate.for_bundle(specs), BlurGate.for_bundle(specs)
+    contrast = ContrastGate.for_bundle(specs, None)
+    frames = [scene(seed=i) for i in range(12)]
+    for f in frames:
+        fpn.add(f)
+        blur.add(f)
+        contrast.add(lowpass_span(f), ends=lowpass_ends(f))
+    assert len(fpn.floor) == 12 and len(blur.drops) > 0 and len(contrast.spans) == 12
+    assert contrast.tone_reference() is not None and blur.threshold() is not None
+    fpn.offsets = np.zeros(W, np.float32)
+    assert fpn.restart() and blur.restart() and contrast.restart()
+    assert len(fpn.floor) == len(fpn.seen) == 0 and fpn.offsets is None and fpn.floor_sigma() == (None, None)
+    assert len(blur.drops) == len(blur.blurred_drops) == len(blur.noisy_drops) == 0 and blur.threshold() is None
+    assert len(contrast.spans) == len(contrast.lows) == len(contrast.end_lows) == 0
+    assert contrast.tone_reference() is None and contrast.reference == contrast.prior
+    for gate in (fpn, blur, contrast):
+        for f in frames:
+            gate.add(f) if gate is not contrast else gate.add(lowpass_span(f), ends=lowpass_ends(f))
+        gate.pinned = True
+        assert gate.restart() is False                      # the user's pinned reference stays
+    assert len(fpn.floor) == 12 and len(contrast.spans) == 12 and len(blur.drops) > 0
+
+
+# --- the Restorer ---------------------------------------------------------------------------------
+
+def _route(r, x, meta=None):
+    return r.infer(x[None, None], meta)
+
+
+def test_a_new_camera_is_judged_against_its_own_noise_not_the_old_cameras(tmp_path):
+    """The s6 case in small: a quiet camera builds the FPN gate's floor; then a camera whose every
+    clean frame carries 6 grey levels of its own white noise (a Boson-class DDE look), which the
+    router calls noise. Without a signal the old floor calls every such frame noisy, for good;
+    with the reconnect's mark the floor restarts, is the new camera's own within
+    MIN_FLOOR_FRAMES routed frames, and its frames pass through."""
+    results = {}
+    for signal in (False, True):
+        r = Restorer(_bundle(tmp_path / str(signal), "noise"), every=1, hysteresis=1, tone_align=False)
+        for i in range(MIN_FLOOR_FRAMES + 4):                       # the old camera's own (quiet) frames
+            r.fpn_gate.step(CLEAN, scene(seed=i))
+        harmed = []
+        for i in range(3 * MIN_FLOOR_FRAMES):
+            x = white(scene(seed=100 + i), 6.0, seed=100 + i)
+            meta = {"camera_change": ["connection"]} if signal and i == 0 else {}
+            harmed.append(not np.allclose(_route(r, x, meta), x))
+        results[signal] = harmed
+        assert r.status()["camera_changes"] == int(signal)
+    assert all(results[False][MIN_FLOOR_FRAMES:])                  # the old floor: never recovers
+    assert not any(results[True][MIN_FLOOR_FRAMES + 1:])           # its own floor: passes through
+    r = Restorer(_bundle(tmp_path / "status", "noise"), every=1, hysteresis=1, tone_align=False)
+    _route(r, scene(), {"camera_change": ["connection", "size"]})
+    assert r.status()["camera_change"] == ["connection", "size"]
+
+
+def test_a_sustained_degradation_on_the_same_camera_keeps_its_floor(tmp_path):
+    """No mark, no restart: a quiet camera's frames, then 4x MIN_FLOOR_FRAMES frames of the spec's
+    noise on the same camera (same connection, size and range), all through one Preprocess: none
+    is marked and every noisy frame stays restored to the end."""
+    r = Restorer(_bundle(tmp_path, "noise"), every=1, hysteresis=1, tone_align=False)
+    pre = Preprocess()
+    restored = []
+    for i in range(MIN_FLOOR_FRAMES + 4 + 4 * MIN_FLOOR_FRAMES):
+        quiet = i < MIN_FLOOR_FRAMES + 4
+        x = scene(seed=i) if quiet else white(scene(seed=i), 8.0, seed=i)
+        f = frame(counts(x), connection=0)
+        pre(f)
+        assert f.meta.get("camera_change") is None
+        y = f.meta.pop(MODEL_INPUT_KEY)
+        if quiet:
+            r.fpn_gate.step(CLEAN, y)                                # the camera's own floor
+        else:
+            restored.append(not np.allclose(_route(r, y, f.meta), y))
+    assert all(restored) and r.status()["camera_changes"] == 0
+
+
+def test_a_new_camera_starts_the_routing_afresh_and_routes_its_first_frame(tmp_path):
+    r = Restorer(_bundle(tmp_path, "noise"), every=8, hysteresis=3, tone_align=False)
+    x = scene()
+    _route(r, x)                                                    # frame 0: routed, start-up switch
+    assert r.route == "noise" and r.decisions == 1
+    for _ in range(4):
+        _route(r, x)                                                # not on the schedule
+    assert r.decisions == 1
+    _route(r, x, {"camera_change": ["connection"]})                 # routed at once, as at start-up
+    assert r.decisions == 2 and r.route == "noise" and r.status()["camera_changes"] == 1
+
+
+def test_after_a_camera_change_every_frame_is_routed_until_the_gates_have_a_reference(tmp_path):
+    """every=8: after the change the schedule would route 1 frame in 8, and the FPN gate's floor
+    (MIN_FLOOR_FRAMES routed frames) would take 8x as many frames; while it is missing every frame
+    is routed, then the schedule returns."""
+    from tir.engines.restorer import WARM_FRAMES_PER_EVERY
+
+    r = Restorer(_bundle(tmp_path, "noise"), every=8, hysteresis=2, tone_align=False)
+    for i in range(MIN_FLOOR_FRAMES + 4):
+        r.fpn_gate.step(CLEAN, scene(seed=i))                       # the old, quiet camera
+    _route(r, scene(seed=50))
+    before = r.decisions
+    harmed = []
+    for i in range(WARM_FRAMES_PER_EVERY * 8):
+        x = white(scene(seed=100 + i), 6.0, seed=100 + i)          # the new camera's own look
+        harmed.append(not np.allclose(_route(r, x, {"camera_change": ["connection"]} if i == 0 else {}), x))
+    assert r.fpn_gate.floor_sigma()[1] == "routed"
+    routed = r.decisions - before
+    # the FPN floor (8 routed frames), then the blur history (8 clean verdicts once the noise is the
+    # camera's own), then 1 in 8 again: far more than the 8 the schedule routes in 64, far fewer than 64
+    assert 2 * MIN_FLOOR_FRAMES <= routed <= 2 * MIN_FLOOR_FRAMES + 8 and r.blur_gate.threshold() is not None
+    assert not any(harmed[MIN_FLOOR_FRAMES + 2:])                   # its own floor within ~MIN_FLOOR_FRAMES frames
+    # without a change the schedule stays 1 in 8
+    n = r.decisions
+    for i in range(16):
+        _route(r, scene(seed=300 + i))
+    assert r.decisions - n == 2
+
+
+def test_a_file_source_says_through_which_opening_a_frame_came(tmp_path):
+    import cv2
+
+    from tir.edge.sources import open_source
+
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), (scene(seed=i) * 255).astype(np.uint8))
+    src = open_source(f"file://{tmp_path}?rate=max").start()
+    got = [src.read(timeout=2.0) for _ in range(2)]
+    src.close()
+    assert [f.meta["connection"] for f in got] == [0, 0]
