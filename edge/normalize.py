@@ -151,11 +151,10 @@ class Normalizer:
         if self.fixed is not None:
             return self.fixed
         lo, hi = robust_range(raw, self.low_pct, self.high_pct, self.stride)
-        if hi > self.max_count:
-            # the frame's own range lies above the top of the bit depth (a depth guessed from the
-            # first frame, then a gain switch): the widening below must not pin the range to that
-            # top (a near-flat frame at 60000 counts read 16319..16383, i.e. 1.0 everywhere)
-            self.max_count = 65535
+        # the frame's own range above the top of the bit depth (a depth guessed from the first
+        # frame, then a gain switch): the widening below must not pin the range to that top (a
+        # near-flat frame at 60000 counts read 16319..16383, i.e. 1.0 everywhere)
+        self.widen_to(hi)
         if self._lo is None or self.jumped(lo, hi):
             self._lo, self._hi = lo, hi
         else:
@@ -172,6 +171,15 @@ class Normalizer:
             elif hi > self.max_count:
                 lo, hi = self.max_count - self.min_span, float(self.max_count)
         return NormParams(lo, hi)
+
+    def widen_to(self, count: float) -> bool:
+        """Raise :attr:`max_count` to 65535 (16 bits) when ``count`` lies above it: the bit depth was
+        guessed from an earlier frame (a 16-bit stream whose first frame fit in 14 bits, then a gain
+        switch). Returns whether it was raised."""
+        if count <= self.max_count:
+            return False
+        self.max_count = 65535
+        return True
 
     def jumped(self, lo: float, hi: float) -> bool:
         """Whether a frame's robust range (``lo``, ``hi``, counts) is an event, not flicker: its span

@@ -503,7 +503,8 @@ class ContrastGate:
         counted in :attr:`promoted`). Records nothing (:meth:`add`)."""
         if extent is None and ends is not None:
             extent = float(ends[1]) - float(ends[0])
-        return self._promote(self._demote(task, self.is_low(span, extent)), extent, ends)
+        task = self._demote(task, self.is_low(span, extent))
+        return self._promote(task, task in self.gains and extent is not None and self.is_compressed(extent, ends))
 
     def step(self, task: str, span: float, extent: Optional[float] = None,
              ends: Optional[Tuple[float, float]] = None) -> Tuple[str, bool]:
@@ -519,7 +520,7 @@ class ContrastGate:
         tone = not low and (self.tone_tasks is None or task in self.tone_tasks)
         # the promotion's test on this frame, before it joins the history (:meth:`promote_last`)
         self.last_compressed = extent is not None and self.is_compressed(extent, ends)
-        task = self._promote(self._demote(task, low), extent, ends)
+        task = self.promote_last(self._demote(task, low))
         if not self.pinned:
             self.add(span, extent, None if low else ends, tone=tone)
         return task, low
@@ -543,13 +544,12 @@ class ContrastGate:
         (the Restorer: a ``blur`` verdict the blur gate found not soft becomes ``clean``; ``blur``
         is not in :attr:`gains` because a blur lowers the extent by itself, and the blur gate has
         just ruled that out)."""
-        if self.last_compressed and task in self.gains:
-            self.promoted += 1
-            return self.gains[task]
-        return task
+        return self._promote(task, self.last_compressed)
 
-    def _promote(self, task: str, extent: Optional[float], ends: Optional[Tuple[float, float]]) -> str:
-        if task in self.gains and extent is not None and self.is_compressed(extent, ends):
+    def _promote(self, task: str, compressed: bool) -> str:
+        """``task``'s partner with the contrast part when the frame was ``compressed`` and ``task``
+        is in :attr:`gains` (counted in :attr:`promoted`), else ``task``."""
+        if compressed and task in self.gains:
             self.promoted += 1
             return self.gains[task]
         return task

@@ -619,10 +619,9 @@ class FPNGate:
         and a Y16 indoor camera the clean frames' σ spread 1.5-5.2 grey levels about a median of
         3-3.7, so the clean frames of the noisier scenes read above the midpoint to the spec's
         weakest noise and kept the noise task."""
-        floor, source = self.floor_sigma()
-        if floor is None or source != "clean":
-            return floor
-        return float(np.percentile(self.floor, FLOOR_HIGH_PERCENTILE))
+        if len(self.floor) >= MIN_FLOOR_FRAMES:   # floor_sigma's "clean" case
+            return float(np.percentile(self.floor, FLOOR_HIGH_PERCENTILE))
+        return self.floor_sigma()[0]
 
     def _above_floor(self, share: float) -> Optional[float]:
         """√(high² + share·white_sigma²), high :meth:`floor_high`; None before it exists or

@@ -700,7 +700,8 @@ class Restorer:
             task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame))
             self._contrast_promoted = self.contrast_gate.promoted > promoted and task != before
         if self.blur_gate is not None:
-            limit = self.blur_gate.threshold()   # the camera's, before this frame joins its history
+            # the camera's, before this frame joins its history; only a promotion asks for it
+            limit = self.blur_gate.threshold() if self._contrast_promoted else None
             blurred = task
             task, self._soft = self.blur_gate.step(task, frame)
             measured = self.blur_gate.last

@@ -337,13 +337,12 @@ class Postprocess:
             frame.restored = frame.raw.copy()
             return
         low, high = cv2.minMaxLoc(frame.raw)[:2]
-        if high > self.normalizer.max_count:
-            # a count above the bit depth's top: the depth was guessed from the first frame (a 16-bit
-            # stream whose first frame fit in 14 bits, then a gain switch); restored frames must not be
-            # clipped to it (they came out 10 dB from the camera's frames)
+        bits = self.normalizer.max_count.bit_length()
+        if self.normalizer.widen_to(high):
+            # a count above the bit depth's top: restored frames must not be clipped to it (they came
+            # out 10 dB from the camera's frames)
             log.info("counts up to %d above the %d-bit range: restored frames use 16 bits from now on",
-                     int(high), self.normalizer.max_count.bit_length())
-            self.normalizer.max_count = 65535
+                     int(high), bits)
         restored = self.normalizer.inverse(y, NormParams(norm["lo"], norm["hi"]))
         if self.normalizer.clip:
             lo, hi = norm["lo"], norm["hi"]
