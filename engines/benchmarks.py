@@ -58,6 +58,30 @@ def synthetic_batches(size: Tuple[int, int], count: int = 8, seed: int = 0,
     return batches
 
 
+def pin_synthetic_reference(model, size: Tuple[int, int], frames: Optional[int] = None) -> Optional[str]:
+    """Pin a routed model's gate references (engines/restorer.py ``Restorer.pin_camera``) to
+    ``frames`` clean frames of the synthetic camera at ``size`` (w, h), normalised as
+    :func:`synthetic_batches` normalises the frames :func:`bench_model` times, so the model-only
+    timing of a degraded virtual camera runs the route ``tir run`` gives it (there, the virtual
+    camera's clean frames are pinned too, engines/loading.py ``pin_source_reference``); without
+    it the gates learn the always-degraded frames as the camera's own look within a few routed
+    frames and the timing turns into pass-through's.
+
+    Returns:
+        What was pinned, in words, or None for a model without a router or with a forced task.
+    """
+    from tir.engines.loading import DEFAULT_REFERENCE_FRAMES
+
+    routed = getattr(model, "router_info", None) is not None and not getattr(model, "forced", False)
+    if not routed or not callable(getattr(model, "pin_camera", None)):
+        return None
+    n = DEFAULT_REFERENCE_FRAMES if frames is None else int(frames)
+    if n < 1:
+        return None
+    model.pin_camera(np.concatenate(synthetic_batches(size, count=n)))
+    return f"{n} clean frames of the virtual camera"
+
+
 def bench_model(engine, batches: Sequence[np.ndarray], warmup: int = 10, n: int = 100,
                 progress: bool = True, desc: str = "model") -> Dict[str, Any]:
     """Time ``engine.infer`` on ``n`` calls (after ``warmup``), cycling through ``batches``.
@@ -113,8 +137,12 @@ def bench_model(engine, batches: Sequence[np.ndarray], warmup: int = 10, n: int 
 def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duration: Optional[float] = None,
                    sample_every: float = 10.0, agc: str = "percentile", progress: bool = True,
                    outputs: Sequence = (), warmup_batch: Optional[np.ndarray] = None,
-                   max_in_flight: Optional[int] = None, display: str = "always") -> Dict[str, Any]:
-    """Run the full pipeline until ``frames`` reached the outputs or ``duration`` s passed.
+                   max_in_flight: Optional[int] = None, display: str = "always",
+                   reference_frames: Optional[int] = None) -> Dict[str, Any]:
+    """Run the full pipeline until ``frames`` reached the outputs or ``duration`` s passed, as
+    ``tir run`` runs it: the model's own normaliser (engines/loading.py ``normalizer_for``) and,
+    for a routed model on a source that offers clean frames of its own (the virtual camera), the
+    gates pinned to them first (``pin_source_reference``; ``tir run``'s default reference).
 
     ``display="always"`` computes the AGC views on every frame, as with a viewer attached;
     ``"auto"`` leaves them to the outputs' interest (none here), as a headless deployment would.
@@ -133,6 +161,8 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         warmup_batch: (N, 1, H, W) float32 batch inferred 3 times before the source opens, or None.
         max_in_flight: the pipeline's in-flight limit (None: its default).
         display: ``"always"`` or ``"auto"``, see above.
+        reference_frames: clean frames of the source pinned as the camera reference (None:
+            ``tir run``'s default, engines/loading.py ``DEFAULT_REFERENCE_FRAMES``; 0: none).
 
     Returns:
         the final stats (frames, fps, latency_ms, busy_ms, drops, ... as /stats.json, times in
@@ -146,6 +176,7 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
 
     from tir.edge.pipeline import Pipeline
     from tir.edge.sources.base import open_source
+    from tir.engines.loading import DEFAULT_REFERENCE_FRAMES, normalizer_for, pin_source_reference
 
     if frames is None and duration is None:
         raise ValueError("bench_pipeline needs frames or duration")
@@ -153,9 +184,11 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         for _ in range(3):
             model.infer(warmup_batch)
     source = open_source(source_uri)
+    reference = pin_source_reference(model, source, DEFAULT_REFERENCE_FRAMES if reference_frames is None
+                                     else reference_frames)
     window = max(1000, frames or 0, int((duration or 0) * 200))
-    pipeline = Pipeline(source, model, outputs, agc=agc, frames=frames, duration=duration, stats_window=window,
-                        max_in_flight=max_in_flight, display=display)
+    pipeline = Pipeline(source, model, outputs, agc=agc, normalizer=normalizer_for(model), frames=frames,
+                        duration=duration, stats_window=window, max_in_flight=max_in_flight, display=display)
     samples = []
     total = frames if frames is not None else duration
     bar = tqdm(total=total, desc="pipeline", unit="frame" if frames is not None else "s",
@@ -191,6 +224,7 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         "route": route_of(model),
         **runs_of(model),
         "source": source_uri,
+        "camera_reference": reference,
         "stats_schema_version": stats["schema_version"],
         "frames": stats["frames"],
         "wall_s": round(stats["uptime_s"], 3),

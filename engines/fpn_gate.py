@@ -539,6 +539,9 @@ class FPNGate:
         #: own (:meth:`fpn_only_threshold`): the column offsets are removed instead
         #: (:func:`remove_column_fpn`), the frame is not given to the noise task
         self.destriped = 0
+        #: noise-carrying verdicts given back their partner without noise because the camera had no
+        #: white-noise floor yet while the restorer warmed up (:meth:`hold_unmeasured`)
+        self.held = 0
         #: the column offsets of the last routed frame when it carries column FPN alone (W,) float32
         #: (:func:`column_offsets`; the restorer subtracts them from the frames until the next
         #: verdict: an FPA's offsets are fixed), else None
@@ -722,6 +725,26 @@ class FPNGate:
             return self._without_noise[task], False, None
         return task, fpn, None
 
+    def hold_unmeasured(self, task: str) -> str:
+        """``task`` without its noise part, counted in :attr:`held`; ``task`` itself when it has no
+        noise part. Called by the restorer (engines/restorer.py ``Restorer._gate``) on a verdict
+        :meth:`step` judged while the camera had no white-noise floor (:meth:`floor_sigma` None
+        before the step) and whose noise part it did not measure (no column FPN, no white noise
+        promotion), while the restorer warms up after the start or a camera change.
+
+        Why: the noise part of such a verdict is the router's word alone, and the gate cannot yet
+        tell the camera's own noise (a DDE or NETD-limited camera reads as noisy) from an added
+        one; an uncertain decision falls back to pass-through (issue "any thermal camera", item 4).
+        Measured on a clean DDE camera met cold: the noise task ran on its first 12 frames before
+        the floor existed (docs/cameras.md session 14). What it costs: a camera noisy from its
+        first frame has those frames passed through, and its floor then comes from its noisy
+        frames (K8), which it would have had anyway."""
+        partner = self.without_noise.get(task)
+        if partner is None:
+            return task
+        self.held += 1
+        return partner
+
     def restart(self) -> bool:
         """Forget the camera's white-noise floor (``floor``, ``seen``) and the column offsets: another
         camera, or the same one in another state (engines/restorer.py ``Restorer.new_camera``: a
@@ -746,6 +769,7 @@ class FPNGate:
         self.promoted_white += int(old.promoted_white)
         self.demoted_white += int(getattr(old, "demoted_white", 0))
         self.destriped += int(getattr(old, "destriped", 0))
+        self.held += int(getattr(old, "held", 0))
         self.floor.extend(old.floor)
         self.seen.extend(getattr(old, "seen", ()))
         # the FPA's column offsets measured on the old bundle's last verdict still hold (the camera is
@@ -760,8 +784,10 @@ class FPNGate:
         (None before the camera's floor exists), ``white_floor_from`` (``"clean"``: frames under
         noise-free verdicts, ``"routed"``: every routed frame, None: no floor yet;
         :meth:`floor_sigma`), ``promoted_white`` (unknown verdicts made
-        the noise task) and ``demoted_white`` (noise-carrying verdicts on frames whose white noise
-        is the camera's own, without column FPN, given back their partner without noise)."""
+        the noise task), ``demoted_white`` (noise-carrying verdicts on frames whose white noise
+        is the camera's own, without column FPN, given back their partner without noise) and
+        ``held`` (noise-carrying verdicts given back their partner without noise before the camera
+        had a floor, :meth:`hold_unmeasured`)."""
         limit = self.white_threshold()
         return {"amplitude": round(self.last.amplitude, 5), "consistency": round(self.last.consistency, 3),
                 "periodicity": round(self.last.periodicity, 3),
@@ -771,4 +797,4 @@ class FPNGate:
                 "white_threshold": None if limit is None else round(limit, 5),
                 "white_floor_from": self.floor_sigma()[1],
                 "promoted_white": self.promoted_white, "demoted_white": self.demoted_white,
-                "destriped": self.destriped, "destripe": self.offsets is not None}
+                "destriped": self.destriped, "destripe": self.offsets is not None, "held": self.held}

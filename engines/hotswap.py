@@ -238,6 +238,9 @@ class HotSwapRestorer:
                 new.prompt_weights = weights
             # the column offsets go with the FPN gate (carry_from above), the counts they stood for here
             new._offsets_span = getattr(old, "_offsets_span", None)
+            # the start-up warming (every frame routed until the gates have references) goes on where
+            # it was: the new restorer would begin it afresh, though the carried gates may hold them
+            new._warm_left = getattr(old, "_warm_left", 0)
         self.active = new
         self.swaps += 1
         info.update(at_frame=int(new.frames), swap_ms=round(1000.0 * (time.perf_counter() - t0), 3),

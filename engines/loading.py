@@ -221,6 +221,32 @@ def pin_reference(model, frames) -> int:
     return count
 
 
+def pin_source_reference(model, source, frames: int = DEFAULT_REFERENCE_FRAMES) -> Optional[str]:
+    """Pin a routed model's gate references to the clean frames a source offers of its own healthy
+    look (a source's ``reference_frames(n)``: the virtual camera, ``synthetic://``, when it degrades
+    its own frames) through :func:`pin_reference`, as ``tir run`` and ``tir bench``'s pipeline both
+    do, so the gates judge such a stream against its clean look rather than taking its
+    degradation for the camera's own (the Restorer routes every frame from the start until the
+    gates have references, engines/restorer.py ``_warming``).
+
+    Args:
+        model: the model the pipeline runs (a Restorer, the hot-swap wrapper, or any engine).
+        source: an opened source (edge/sources/); only one with a callable ``reference_frames``
+            is used.
+        frames: how many clean frames to pin (``--reference-frames``); < 1 pins none.
+
+    Returns:
+        What was pinned, in words, or None when nothing was (no router, a forced task, a
+        source without clean frames of its own, ``frames`` < 1).
+    """
+    routed = getattr(model, "router_info", None) is not None and not getattr(model, "forced", False)
+    offer = getattr(source, "reference_frames", None)
+    if not routed or not callable(offer) or int(frames) < 1:
+        return None
+    clean = offer(int(frames))
+    return f"{pin_reference(model, clean)} clean frames of the virtual camera" if clean else None
+
+
 def _runs_on_ort(path: Path, backend: str) -> bool:
     return backend == "onnxruntime" or (backend == "auto" and path.suffix.lower() == ".onnx")
 

@@ -346,9 +346,14 @@ class Restorer:
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
-        #: frames left in which every frame is routed after a camera change while the FPN or blur
-        #: gate has no reference yet (:meth:`new_camera`, :meth:`_warming`)
-        self._warm_left = 0
+        #: frames left in which every frame is routed while the FPN or blur gate has no reference
+        #: yet (:meth:`_warming`): from the start, as after a camera change (:meth:`new_camera`):
+        #: a camera met cold is a new camera (a clean DDE camera read as noisy got the noise task
+        #: on 80 of its first 400 frames with the 1-in-``every`` schedule, 12 when every frame is
+        #: routed until the references exist, docs/cameras.md session 14). A pinned reference
+        #: (:meth:`pin_camera`) fills the references, which ends it at the first routed frame.
+        self._warm_left = WARM_FRAMES_PER_EVERY * self.every \
+            if self.router_info is not None and not self.forced else 0
         #: routed frames whose router input had dead columns replaced, and the columns replaced
         self.dead_column_frames = 0
         self.dead_columns = 0
@@ -690,8 +695,12 @@ class Restorer:
         self._fpn, self._noise_taken = False, False
         if self.fpn_gate is not None:
             before = task
+            floorless = self._warm_left > 0 and self.fpn_gate.floor_sigma()[0] is None
             task, self._fpn = self.fpn_gate.step(task, frame)   # sets the gate's offsets in one assignment
             self._offsets_span = self._span
+            if floorless and not self._fpn:
+                # warming up without a floor: the router's noise part alone is not taken on trust
+                task = self.fpn_gate.hold_unmeasured(task)
             # the gate took the noise part away (the camera's own noise, or column FPN alone)
             self._noise_taken = self.fpn_gate.without_noise.get(before) == task
         self._contrast_promoted = False

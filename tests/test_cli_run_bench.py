@@ -317,6 +317,10 @@ def test_default_bench_times_a_real_route_and_says_which(tmp_path, capsys):
     routes = set(load_bundle(default_bundle_path()).tasks)
     assert result["model_only"]["route"] in routes and result["pipeline"]["route"] in routes
     assert "degrade=noise" in result["pipeline"]["source"]
+    # as tir run: the virtual camera's clean frames pinned as the reference, so the always-noisy
+    # stream is not taken for the camera's own look while the gates warm up
+    assert "clean frames of the virtual camera" in result["pipeline"]["camera_reference"]
+    assert "clean frames of the virtual camera" in result["camera_reference"]       # model-only too
     assert report["args"]["display"] == "auto" and report["args"]["degrade"] == "noise"
     header = next(line for line in text.splitlines() if line.startswith("mode"))
     assert header.split()[:3] == ["mode", "backend", "route"]

@@ -495,7 +495,8 @@ def test_warm_up_builds_the_gates_history_as_tir_run_does(tmp_path, monkeypatch)
         counts, _, meta, _ = degrade_counts(f, 8, ce.CLEAN, None)
         live.reset()
         ce.user_route(live, counts, meta)
-        verdicts.append(live.status()["decision"])
+        status = live.status()
+        verdicts.append(status["gated_from"] or status["decision"])    # the router's own
     assert ce.CLEAN not in verdicts and len(live.fpn_gate.floor) == 0   # the case: no clean verdict live
     warmed = Restorer("engines/bundles/edge", every=1, hysteresis=1, threads=1)
     assert ce.warm_camera(warmed, name, ds.ALL) == 12

@@ -27,7 +27,7 @@ import numpy as np
 from tir.edge.errors import TirError
 from tir.edge.machine import machine_info
 from tir.engines.benchmarks import (backend_of, backend_precisions, bench_model, bench_pipeline,  # noqa: F401
-                                    bench_psnr, bench_trt_style, precision_skip_reason,
+                                    bench_psnr, bench_trt_style, pin_synthetic_reference, precision_skip_reason,
                                     round_summary, route_of, synthetic_batches, trt_style_stats,
                                     trt_style_summary)
 from tir.engines.loading import load_model
@@ -194,6 +194,9 @@ def main(args) -> int:
         if getattr(model, "deploy", None) is not None:
             entry["deploy"] = model.deploy
         try:
+            if args.mode in ("model", "both") and degrade:
+                # the model-only frames are the virtual camera's, degraded: pinned to its clean look as in tir run
+                entry["camera_reference"] = pin_synthetic_reference(model, size)
             if args.trt_style and args.mode in ("model", "both"):
                 entry["trt_style"] = bench_trt_style(model, batches, args.warmup, args.frames, args.in_flight)
             rounds = []

@@ -41,7 +41,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from tir.edge.errors import EXIT_OK, InputError, OutputFailed, OutputUnavailable, TirError, UsageError
 from tir.engines import loading
 from tir.engines.loading import ModelNotFound, load_model, normalizer_for  # noqa: F401  (tir.tools.run.*, as before)
-from tir.engines.loading import DEFAULT_REFERENCE_FRAMES, pin_reference
+from tir.engines.loading import DEFAULT_REFERENCE_FRAMES, pin_reference, pin_source_reference
 from tir.edge.sources.orient import FLIP_METHODS
 
 from .cli import add_model_arguments, add_source_argument
@@ -231,11 +231,7 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
         return None
     routed = getattr(model, "router_info", None) is not None and not getattr(model, "forced", False)
     if uri is None:
-        offer = getattr(source, "reference_frames", None)
-        if not routed or not callable(offer) or n < 1:
-            return None
-        frames = offer(n)
-        return f"{pin_reference(model, frames)} clean frames of the virtual camera" if frames else None
+        return pin_source_reference(model, source, n)
     if not routed:
         raise UsageError("--reference pins the gates of automatic routing: give a bundle with a router and no --task")
     from tir.edge.sources.orient import oriented

@@ -194,7 +194,9 @@ class FPNStatus(_Record):
     or under ``white_threshold``, no column FPN), given back their partner without noise;
     ``destriped``: verdicts kept on frames whose column FPN came without white noise above the
     camera's own, the column offsets removed instead of the noise task; ``destripe``: the last
-    routed frame was such a frame (frames have their column offsets removed now)."""
+    routed frame was such a frame (frames have their column offsets removed now); ``held``:
+    noise-carrying verdicts given back their partner without noise while the camera had no
+    white-noise floor yet (the first routed frames after the start or a camera change)."""
     amplitude: Optional[float] = None
     consistency: Optional[float] = None
     periodicity: Optional[float] = None
@@ -210,6 +212,7 @@ class FPNStatus(_Record):
     demoted_white: int = 0
     destriped: int = 0
     destripe: bool = False
+    held: int = 0
     stats_error: Optional[str] = None
 
 

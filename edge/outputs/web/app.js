@@ -150,7 +150,8 @@ function renderFPN(stats) {
   if (!stats.fpn) return;
   text("fpn", `${fmt(100 * (stats.fpn.amplitude || 0), 2)} % · ${stats.fpn.promoted} promoted` +
     ` · ${stats.fpn.promoted_white || 0} unknown → noise · ${stats.fpn.demoted_white || 0} own noise kept` +
-    ` · ${stats.fpn.destriped || 0} column FPN removed`);
+    ` · ${stats.fpn.destriped || 0} column FPN removed` +
+    (stats.fpn.held ? ` · ${stats.fpn.held} held before the floor` : ""));
 }
 
 // Blur gate (engines/blur_gate.py): the last routed frame's drop (what a further 1 px blur takes
