@@ -350,3 +350,27 @@ def test_run_reference_options_are_checked(capsys, tiny_onnx, tmp_path):
     assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "1",
                  "--reference", "nope://x"]) == 2                      # checked before the model loads
     assert "nope" in capsys.readouterr().err
+
+
+def test_bench_psnr_of_a_routed_model_is_judged_against_its_own_camera(tmp_path, monkeypatch):
+    """The timed model's gates are pinned to the virtual camera's clean frames; the PSNR column's
+    frames are another camera's, so they are scored by a fresh model pinned to their own clean
+    frames, not by the one that knows only the virtual camera."""
+    from tir.engines.bundle import default_bundle_path
+    from tir.tools import bench
+
+    if default_bundle_path() is None:
+        pytest.skip("no bundle installed")
+    clean = np.stack([np.tile(np.linspace(0.2, 0.8, 64, dtype=np.float32), (48, 1)) + 0.01 * i for i in range(5)])
+    monkeypatch.setattr(bench, "psnr_frames", lambda sets, split, n, task: {
+        "clean": clean, "degraded": clean, "data": f"{sets} {split}", "task": task})
+    scored = []
+    real = bench.bench_psnr
+    monkeypatch.setattr(bench, "bench_psnr", lambda model, frames: scored.append(model.status()) or real(model, frames))
+    out = tmp_path / "b.json"
+    assert main(["bench", "--mode", "model", "--size", "64x48", "--frames", "2", "--warmup", "0", "--no-progress",
+                 "--backend", "onnxruntime", "--psnr-data", "fake", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["results"][0]
+    assert "clean frames of the virtual camera" in result["camera_reference"]
+    assert scored[0]["camera_reference"] == {"pinned": len(clean)} and scored[0]["frames"] == 0
+    assert result["psnr"]["frames"] == len(clean)

@@ -211,7 +211,15 @@ def main(args) -> int:
                         warmup_batch=batches[0], max_in_flight=args.max_in_flight, display=args.display)
                 rounds.append(round_summary(entry))
             if psnr_set is not None and args.mode in ("model", "both"):
-                entry["psnr"] = bench_psnr(model, psnr_set)
+                scorer = model
+                if entry.get("camera_reference"):
+                    # the timed model's gates are pinned to the virtual camera; the PSNR frames are
+                    # another camera's: a fresh model, its gates pinned to that camera's clean look
+                    # (as tir run --reference would), so they are judged against their own camera
+                    scorer, _ = load_model(args.model, backend, args.task, args.threads,
+                                           fallback=DEFAULT_FALLBACK_MODEL, precision=precision, deploy=deploy)
+                    scorer.pin_camera(np.stack(psnr_set["clean"])[:, None])
+                entry["psnr"] = bench_psnr(scorer, psnr_set)
             if args.repeat > 1:
                 entry["rounds"] = rounds
             ratios = [r["ratio"] for r in rounds if r.get("ratio") is not None]
