@@ -689,18 +689,20 @@ class Restorer:
           frame that is not soft for this camera becomes its partner without the blur part;
           the frame then joins the camera's history. A noise-carrying verdict of a blur pair
           (BN/noise, CBN/CN) takes its blur part from the frame's measure under noise when
-          that is clearly sharp or clearly blurred for this camera.
+          that is clearly sharp or clearly blurred for this camera;
+        - last, while the restorer warms up (:meth:`_warming`: the start, a camera change) and the
+          camera had no white-noise floor before this frame, a noise part the FPN gate did not
+          measure (no column FPN, no white-noise promotion) is held: the verdict goes on without it
+          (:meth:`~tir.engines.fpn_gate.FPNGate.hold_unmeasured`, counted as the gate's ``held``).
         """
         task = decision["task"]
         self._fpn, self._noise_taken = False, False
+        floorless = False
         if self.fpn_gate is not None:
             before = task
             floorless = self._warm_left > 0 and self.fpn_gate.floor_sigma()[0] is None
             task, self._fpn = self.fpn_gate.step(task, frame)   # sets the gate's offsets in one assignment
             self._offsets_span = self._span
-            if floorless and not self._fpn:
-                # warming up without a floor: the router's noise part alone is not taken on trust
-                task = self.fpn_gate.hold_unmeasured(task)
             # the gate took the noise part away (the camera's own noise, or column FPN alone)
             self._noise_taken = self.fpn_gate.without_noise.get(before) == task
         self._contrast_promoted = False
@@ -726,6 +728,12 @@ class Restorer:
                 promoted_task = self.contrast_gate.promote_last(task)
                 if promoted_task != task:
                     task, self._contrast_promoted = promoted_task, True
+        if self.fpn_gate is not None and floorless and not self._fpn:
+            # warming up without a white-noise floor: the router's noise part alone is not taken on
+            # trust. Last, so the contrast and blur gates judged (and recorded) the verdict as before
+            held = self.fpn_gate.hold_unmeasured(task)
+            if held != task:
+                task, self._noise_taken = held, True
         if self.offsets is not None:
             decision = {**decision, "destripe": True}
         if task == decision["task"] and not self._fpn:
