@@ -143,7 +143,16 @@ def shares(items: Sequence[Item]) -> List[dict]:
 
 
 def router_macs(bundle) -> Optional[int]:
-    """MACs of one router call (the network at its fixed input size), or None without torch."""
+    """MACs of one router call: the reference network's at its fixed input size, every
+    convolution counted (the band-feature blurs as well as the trunk and head). A router
+    rewritten into its fast form (tir.engines.training.fast_router) carries that count in its
+    manifest ``export`` record (``macs``: the reference graph's convolutions, counted before the
+    rewrite; the fast graph executes more, zero taps and strip halos, like the routes' fast
+    forms it is credited with the function's MACs only); otherwise the network is rebuilt in
+    torch and counted (:func:`tir.engines.training.macs.count_macs`). None without either."""
+    recorded = ((bundle.router or {}).get("export") or {}).get("macs")
+    if isinstance(recorded, int) and recorded > 0:
+        return recorded
     try:
         import torch  # noqa: F401
     except ImportError:
