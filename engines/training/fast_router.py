@@ -24,11 +24,16 @@ bit-identical on ORT's CPU provider in our tests; the check allows ``tolerance``
 * **Blurs as depthwise convolutions** (group = K) of 1×(2R+1) then (2R+1)×1 over the strips,
   the same taps in every channel; the narrower Gaussian's taps are zero-padded to 2R+1 (the
   added products are exact zeros). The output is K × H/K × W: the blurred frame, strip by strip.
-* **The rest on the strips**: x − G₁x and G₁x − G₂.₅x, their squares, and the p×p average pools
-  (p = 4; H/K is a multiple of p) of the frame and of both squares in one ``AveragePool`` of the
-  3K channels [frame, square 1, square 2] (the frame strips are a free ``Reshape`` of the
-  input); a ``Reshape`` puts the pooled strips back as 3 × H/p × W/p and a ``Split`` gives the
-  three maps the reference graph's pools gave.
+* **The rest on the strips, in the blocked layout**: ORT's NCHWc layout has Add, Mul, Concat and
+  AveragePool but no Sub, and converting between layouts costs a pass over the tensor each
+  time. So G₁'s vertical taps are negated (−G₁x: IEEE negation commutes exactly with products
+  and sums), x − G₁x is x + (−G₁x) and the second band is G₂.₅x + (−G₁x) = −(G₁x − G₂.₅x),
+  whose square is the same number; the frame strips (a free ``Reshape`` of the input) enter the
+  blocked layout through a 1×1 depthwise convolution of weight 1 (x·1 = x). The squares and
+  the p×p average pools (p = 4; H/K is a multiple of p) of the frame and of both squares, in one
+  ``AveragePool`` of the 3K channels [frame, square 1, square 2], follow; a ``Reshape`` puts the
+  pooled strips back as 3 × H/p × W/p and a ``Split`` gives the three maps the reference
+  graph's pools gave.
 
 Everything downstream (the quarter-resolution band, the logs, the learned trunk and head) is
 the reference graph's own nodes, untouched. The rewrite finds the reference feature nodes by
@@ -276,15 +281,17 @@ def fast_router_model(model):
     gathered = node("Gather", [padded, const("strip_rows", rows)], "gather_strips", axis=2)[0]
     strips = node("Reshape", [gathered, const("strips_shape", np.array([0, k, th + 2 * rv, w + 2 * rh], np.int64))],
                   "strips")[0]
-    blurred = []
-    for b in ("blur1", "blur2"):
+    blurred = []   # -G1(x) (negated vertical taps) and G2(x), strip by strip
+    for b, sign in (("blur1", -1.0), ("blur2", 1.0)):
         wh = np.tile(_centred(f[b]["h"], rh), (k, 1)).reshape(k, 1, 1, 2 * rh + 1)
-        wv = np.tile(_centred(f[b]["v"], rv), (k, 1)).reshape(k, 1, 2 * rv + 1, 1)
+        wv = (sign * np.tile(_centred(f[b]["v"], rv), (k, 1))).reshape(k, 1, 2 * rv + 1, 1).astype(np.float32)
         t = node("Conv", [strips, const(f"{b}_h", wh)], f"{b}_h", group=k, kernel_shape=[1, 2 * rh + 1])[0]
         blurred.append(node("Conv", [t, const(f"{b}_v", wv)], f"{b}_v", group=k, kernel_shape=[2 * rv + 1, 1])[0])
     xs = node("Reshape", [x, const("frame_strips_shape", np.array([0, k, th, w], np.int64))], "frame_strips")[0]
-    d1 = node("Sub", [xs, blurred[0]], "band1")[0]
-    d2 = node("Sub", [blurred[0], blurred[1]], "band2")[0]
+    xs = node("Conv", [xs, const("identity", np.ones((k, 1, 1, 1), np.float32))], "frame_strips_blocked",
+              group=k, kernel_shape=[1, 1])[0]                   # x·1 = x: puts x in the blocked layout
+    d1 = node("Add", [xs, blurred[0]], "band1")[0]              # x + (-G1 x) = x - G1 x
+    d2 = node("Add", [blurred[0], blurred[1]], "band2")[0]      # G2 x - G1 x: the same square
     q1 = node("Mul", [d1, d1], "band1_sq")[0]
     q2 = node("Mul", [d2, d2], "band2_sq")[0]
     z = node("Concat", [xs, q1, q2], "pool_in", axis=1)[0]
