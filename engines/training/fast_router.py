@@ -30,10 +30,10 @@ bit-identical on ORT's CPU provider in our tests; the check allows ``tolerance``
   and sums), x − G₁x is x + (−G₁x) and the second band is G₂.₅x + (−G₁x) = −(G₁x − G₂.₅x),
   whose square is the same number; the frame strips (a free ``Reshape`` of the input) enter the
   blocked layout through a 1×1 depthwise convolution of weight 1 (x·1 = x). The squares and
-  the p×p average pools (p = 4; H/K is a multiple of p) of the frame and of both squares, in one
-  ``AveragePool`` of the 3K channels [frame, square 1, square 2], follow; a ``Reshape`` puts the
-  pooled strips back as 3 × H/p × W/p and a ``Split`` gives the three maps the reference
-  graph's pools gave.
+  the p×p average pools (p = 4; H/K is a multiple of p) of the frame and of both squares
+  follow (three pools, then one ``Concat`` of the 16× smaller pooled strips); a ``Reshape``
+  puts the pooled strips back as 3 × H/p × W/p and a ``Split`` gives the three maps the
+  reference graph's pools gave.
 
 Everything downstream (the quarter-resolution band, the logs, the learned trunk and head) is
 the reference graph's own nodes, untouched. The rewrite finds the reference feature nodes by
@@ -294,8 +294,9 @@ def fast_router_model(model):
     d2 = node("Add", [blurred[0], blurred[1]], "band2")[0]      # G2 x - G1 x: the same square
     q1 = node("Mul", [d1, d1], "band1_sq")[0]
     q2 = node("Mul", [d2, d2], "band2_sq")[0]
-    z = node("Concat", [xs, q1, q2], "pool_in", axis=1)[0]
-    zp = node("AveragePool", [z], "pool", kernel_shape=[p, p], strides=[p, p])[0]
+    pools = [node("AveragePool", [t], f"pool{i}", kernel_shape=[p, p], strides=[p, p])[0]
+             for i, t in enumerate((xs, q1, q2))]
+    zp = node("Concat", pools, "pooled_strips", axis=1)[0]
     maps = node("Reshape", [zp, const("maps_shape", np.array([0, 3, h // p, w // p], np.int64))], "maps")[0]
     split = node("Split", [maps, const("split", np.array([1, 1, 1], np.int64))], "split", n_out=3, axis=1)
     rename = {f["pooled"]: split[0], f["energy1"]: split[1], f["energy2"]: split[2]}
@@ -366,8 +367,9 @@ def check_frames(height: int, width: int) -> List[np.ndarray]:
 
 
 def max_abs_diff(a, b, frames: Sequence[np.ndarray], threads: int = 1) -> float:
-    """The largest absolute difference of the first outputs of ONNX models ``a`` and ``b``
-    (paths or serialised bytes) over ``frames``, each run on ONNX Runtime's CPU provider with
+    """The largest absolute difference (float, computed in float64) of the first outputs of ONNX
+    models ``a`` and ``b`` (paths or serialised bytes) over ``frames`` (each an N×1×H×W float32
+    array), inf when their shapes differ; each model run on ONNX Runtime's CPU provider with
     tir's session options (:func:`tir.engines.backends.onnxruntime.session_options`: the
     optimisation level the runtime uses)."""
     import onnxruntime as ort
