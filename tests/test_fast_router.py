@@ -186,3 +186,26 @@ def test_tir_export_fast_router_cli(tmp_path, capsys):
     assert main(["export", "--bundle", str(src), "--fast-router", "--size", "64x64"]) == 0     # in place
     assert load_bundle(src).router["export"]["form"] == fr.FAST_ROUTER_FORM
     assert main(["export", "--bundle", str(src), "--fast-router", "--out", str(tmp_path / "out")]) == 2
+
+
+def test_route_reexport_puts_the_router_in_the_fast_form(tmp_path):
+    """tir export --out (reexport_bundle) re-exports the routes and rewrites a reference router."""
+    from tir.engines.bundle import load_bundle, sha256_file, write_bundle
+    from tir.engines.training.fast_route import reexport_bundle
+    from test_fast_route import _model, _old_bundle
+
+    old = load_bundle(_old_bundle(tmp_path, _model()))
+    manifest = json.loads((old.path / "manifest.json").read_text())
+    manifest.pop("files")
+    manifest["router"] = {"codebook": np.eye(3, 8).tolist(), "tasks": ["contrast", "noise", "clean"],
+                          "threshold": 0.5, "input_size": list(SIZE)}
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "model.pt").write_bytes((old.path / "model.pt").read_bytes())
+    manifest["checkpoint"]["sha256"] = sha256_file(tmp_path / "src" / "model.pt")
+    src = write_bundle(tmp_path / "src", {t: old.route_path(t) for t in old.tasks}, _reference(tmp_path), manifest)
+    lines = []
+    new = load_bundle(reexport_bundle(src.path, tmp_path / "new", size=(96, 64), progress=lines.append))
+    assert new.router["export"]["form"] == fr.FAST_ROUTER_FORM and any(line.startswith("router: fast") for line in lines)
+    x = _frames()
+    assert np.max(np.abs(_run(new.router_path, x) - _run(src.router_path, x))) <= 1e-5
+    assert fr.router_form(onnx.load(src.router_path)) == "reference"            # the source is kept

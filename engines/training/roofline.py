@@ -7,7 +7,9 @@ with the same session options as the models (engines/backends/onnxruntime.py), i
 a U8S8 QDQ model for INT8. Each model's achieved rate is its MACs per frame
 (:func:`tir.engines.training.macs.count_macs` on the routes rebuilt from the bundle's checkpoint at
 the frame size, or the manifest's ``gmac_640x512`` scaled by pixel count; the router network
-counted at its fixed input size) divided by its median latency;
+counted at its fixed input size, every convolution including its fixed band-feature blurs, or
+the same count recorded when its graph was rewritten into the fast form,
+:func:`router_macs`) divided by its median latency;
 its **share** is that rate over the reference rate of the same precision. The reference and
 the models are timed interleaved, round by round, so a shared machine's load affects them alike.
 Compare shares within one run: across runs they move with the load as well (memory-bound ops
