@@ -524,10 +524,11 @@ STUDENT_KEYS = ("file", "sha256", "prompts", "preset", "gmac_640x512", "params",
 #: keys of the router entry (written by tir.engines.training.router_train.train_router / calibrate_router;
 #: adapt_source and adaptation by engines.adapt; added by tir.engines.training.router_train.add_router_class:
 #: one report per codebook row added after training, by ``tir learn``; contrast_span, the contrast
-#: gate's training prior, by engines.adapt.add_source_stats)
+#: gate's training prior, by engines.adapt.add_source_stats; export, the record of the fast-form
+#: rewrite of router.onnx, by tir.engines.training.fast_router.rewrite_bundle_router)
 ROUTER_KEYS = ("file", "sha256", "codebook", "tasks", "threshold", "thresholds", "temperature",
                "input_size", "features", "metrics", "source", "calibrated_from", "training", "adapt_source",
-               "adaptation", "added", "contrast_span")
+               "adaptation", "added", "contrast_span", "export")
 MAX_MULTIPLE = 256
 MAX_INPUT_SIDE = 16384
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -596,6 +597,10 @@ def _check_router(router: dict, problems: List[str]) -> None:
         if not isinstance(added, list) or not all(isinstance(a, dict) and a.get("task") in names for a in added):
             problems.append("router.added must be a list of reports, each naming a class of router.tasks "
                             "(written by tir learn when it adds a codebook row)")
+    export = router.get("export")
+    if export is not None and not (isinstance(export, dict) and isinstance(export.get("form"), str)):
+        problems.append("router.export must be {\"form\": ..., ...} (the record tir export writes when it "
+                        "rewrites router.onnx into its fast form)")
     span = router.get("contrast_span")
     if span is not None and not (isinstance(span, dict) and _is_number(span.get("median"))
                                  and 0.0 < span["median"] <= 1.0):

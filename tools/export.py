@@ -9,7 +9,13 @@ adds the torch-vs-ORT parity check; this command re-checks shipped files without
 ``tir export --bundle DIR --out NEW``: re-export every route of DIR from its checkpoint (model.pt)
 with the current export form (:func:`tir.engines.training.fast_route.reexport_bundle`; needs torch and onnx),
 each checked against the reference route and against DIR's ONNX (max abs diff ≤ ``--tolerance``),
-into the new bundle folder NEW with fresh hashes and MAC counts; then NEW is checked as above.
+into the new bundle folder NEW with fresh hashes and MAC counts, the router in its fast form
+(:mod:`tir.engines.training.fast_router`); then NEW is checked as above.
+
+``tir export --bundle DIR --fast-router [--out NEW]``: only put the router into its fast form (exact
+rewrite of the ONNX graph, checked against the old one within 1e-5; needs onnx, not torch): in DIR
+itself, or in a copy NEW of DIR (routes byte for byte); the manifest gets the new hash and the
+router's ``export`` record. Then the bundle is checked as above.
 """
 from __future__ import annotations
 
@@ -30,6 +36,9 @@ def add_arguments(parser) -> None:
                         "new bundle folder (the original is kept), then check that one")
     parser.add_argument("--tolerance", type=number(float, 0, what="a max abs difference"), default=1e-4,
                         help="--out: max abs difference allowed against the reference and the old ONNX (default 1e-4)")
+    parser.add_argument("--fast-router", action="store_true",
+                        help="only rewrite the router into its fast form (exact; in the bundle itself, or in a copy "
+                        "at --out), leaving the routes as they are")
 
 
 def check_onnx(path, size, targets, is_route: bool = True) -> dict:
@@ -96,7 +105,8 @@ def main(args) -> int:
     first; then check every route and the router and print the table.
 
     Returns:
-        0 every file passed; 1 a file failed or the re-export exceeded ``--tolerance``; 2 the
+        0 every file passed; 1 a file failed, the re-export exceeded ``--tolerance`` or the fast
+        router differed from the old one; 2 the
         bundle, ``--size`` (a side < 1 px) or ``--targets`` (an unknown parser) was refused, or ``--out`` names an existing non-empty folder, a
         file or a place where no folder can be written (nothing is overwritten; one line printed).
 
@@ -119,7 +129,27 @@ def main(args) -> int:
         size = parse_size(args.size)
         if min(size) < 1:  # was checked silently at the bundle's multiple instead
             raise ValueError(f"--size {args.size}: give a test frame size WxH with both sides >= 1 px")
-        if getattr(args, "out", None):
+        if getattr(args, "fast_router", False):
+            from tir.engines.training.export import ExportError
+            from tir.engines.training.fast_router import rewrite_bundle_router
+
+            if args.out:
+                from .cli import folder_problem
+
+                problem = folder_problem(args.out)
+                if problem:
+                    raise ValueError(f"--out {args.out}: {problem}; give a writable new folder")
+            try:
+                rec = rewrite_bundle_router(args.bundle, args.out)
+            except ExportError as exc:
+                print(f"tir export: {exc}")
+                return 1
+            print(f"router: {rec['form']}" + (f", vs previous ONNX {rec['max_abs_diff_vs_previous']:.2g}, "
+                                              f"{rec['macs'] / 1e9:.4f} GMAC per call "
+                                              f"({rec['graph_macs'] / 1e9:.4f} executed)"
+                                              if rec.get("changed") else " (already in that form; unchanged)"))
+            args.bundle = args.out or args.bundle
+        elif getattr(args, "out", None):
             from tir.engines.training.export import ExportError
 
             from .cli import folder_problem

@@ -213,7 +213,9 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
 
     Per route: the new ONNX is checked against the reference route in torch and against the
     bundle's current ONNX on ONNX Runtime (one random frame and one smooth synthetic frame at
-    ``size`` (w, h)); both must agree within ``tolerance``. The manifest keeps everything else
+    ``size`` (w, h)); both must agree within ``tolerance``. The router is copied and put into its
+    fast form (:func:`tir.engines.training.fast_router.rewrite_bundle_router`, checked against
+    the old router within 1e-5; kept as it is where that form does not apply). The manifest keeps everything else
     (router, its adaptation statistics, metrics, specs, checkpoint) and gets fresh sha256
     values, ``gmac_640x512`` from :func:`tir.engines.training.macs.count_macs` and per route an
     ``export`` entry with the two differences. Returns the new bundle's folder.
@@ -293,6 +295,17 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         manifest["tasks"] = [entries[t] for t in bundle.tasks]
         write_bundle(out, routes, bundle.router_path, manifest)
+        if bundle.router_path is not None:   # the router's fixed features in their fast form too
+            from .fast_router import rewrite_bundle_router
+
+            try:
+                rec = rewrite_bundle_router(out)
+                if progress:
+                    progress(f"router: {rec['form']}, vs previous ONNX {rec.get('max_abs_diff_vs_previous', 0.0):.2g}"
+                             + ("" if rec.get("changed", True) else " (already in that form)"))
+            except ValueError as exc:       # not the reference features or an uncovered size: kept as it was
+                if progress:
+                    progress(f"router: kept as it is ({exc})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

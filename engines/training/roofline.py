@@ -7,7 +7,9 @@ with the same session options as the models (engines/backends/onnxruntime.py), i
 a U8S8 QDQ model for INT8. Each model's achieved rate is its MACs per frame
 (:func:`tir.engines.training.macs.count_macs` on the routes rebuilt from the bundle's checkpoint at
 the frame size, or the manifest's ``gmac_640x512`` scaled by pixel count; the router network
-counted at its fixed input size) divided by its median latency;
+counted at its fixed input size, every convolution including its fixed band-feature blurs, or
+the same count recorded when its graph was rewritten into the fast form,
+:func:`router_macs`) divided by its median latency;
 its **share** is that rate over the reference rate of the same precision. The reference and
 the models are timed interleaved, round by round, so a shared machine's load affects them alike.
 Compare shares within one run: across runs they move with the load as well (memory-bound ops
@@ -143,7 +145,16 @@ def shares(items: Sequence[Item]) -> List[dict]:
 
 
 def router_macs(bundle) -> Optional[int]:
-    """MACs of one router call (the network at its fixed input size), or None without torch."""
+    """MACs of one router call: the reference network's at its fixed input size, every
+    convolution counted (the band-feature blurs as well as the trunk and head). A router
+    rewritten into its fast form (tir.engines.training.fast_router) carries that count in its
+    manifest ``export`` record (``macs``: the reference graph's convolutions, counted before the
+    rewrite; the fast graph executes more, zero taps and strip halos, like the routes' fast
+    forms it is credited with the function's MACs only); otherwise the network is rebuilt in
+    torch and counted (:func:`tir.engines.training.macs.count_macs`). None without either."""
+    recorded = ((bundle.router or {}).get("export") or {}).get("macs")
+    if isinstance(recorded, int) and recorded > 0:
+        return recorded
     try:
         import torch  # noqa: F401
     except ImportError:

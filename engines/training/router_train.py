@@ -388,8 +388,20 @@ def _embed_maps(net, maps: np.ndarray, batch: int = 64) -> np.ndarray:
     return np.concatenate(out)
 
 
-def export_router_onnx(net, path: Path, input_size: Sequence[int] = ROUTER_INPUT_SIZE) -> Path:
-    """router.onnx: input ``frame`` N×1×h×w, output ``embedding`` N×D (opset 17)."""
+def export_router_onnx(net, path: Path, input_size: Sequence[int] = ROUTER_INPUT_SIZE, fast: bool = True) -> Path:
+    """router.onnx: input ``frame`` N×1×h×w float32 in [0, 1], output ``embedding`` N×D float32
+    (opset 17; ``tir.multiple`` metadata = :data:`~tir.engines.router.FEATURE_POOL`).
+
+    ``fast`` (default): the file is the exact fast form of the exported graph
+    (:func:`tir.engines.training.fast_router.rewrite_router`: the full-resolution band features
+    on row strips, checked against the plain export on ONNX Runtime); where the input size does
+    not allow the strips (:func:`~tir.engines.training.fast_router.strip_count`), the plain export
+    is kept and the reason logged. Returns ``path``.
+
+    Raises:
+        ExportError: the fast form differs from the plain export (then nothing is kept at ``path``
+            but the plain export).
+    """
     import torch
 
     net = net.eval()
@@ -405,6 +417,13 @@ def export_router_onnx(net, path: Path, input_size: Sequence[int] = ROUTER_INPUT
     entry = model.metadata_props.add()
     entry.key, entry.value = "tir.multiple", str(FEATURE_POOL)
     onnx.save(model, str(path))
+    if fast:
+        from .fast_router import rewrite_router
+
+        try:
+            rewrite_router(path, path)
+        except ValueError as exc:   # a geometry the strips do not cover: the plain graph, said so
+            log.info("router export: kept the plain graph (%s)", exc)
     return Path(path)
 
 
