@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 FILE_RETRY_S = 1.0
 #: counters of a Restorer carried over a swap, so stats stay continuous
 CARRIED = ("frames", "switches", "unknowns", "decisions", "uncertain", "skipped_ffc", "pinned_frames",
-           "dead_column_frames", "dead_columns", "camera_changes")
+           "dead_column_frames", "dead_columns", "camera_changes", "observed")
 
 
 def manifest_state(folder) -> tuple:

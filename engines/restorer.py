@@ -354,6 +354,9 @@ class Restorer:
         #: (:meth:`pin_camera`) fills the references, which ends it at the first routed frame.
         self._warm_left = WARM_FRAMES_PER_EVERY * self.every \
             if self.router_info is not None and not self.forced else 0
+        #: frames routed off the schedule while the gates warmed up: their verdicts fed the gates'
+        #: histories but did not decide the route (:meth:`observe`)
+        self.observed = 0
         #: routed frames whose router input had dead columns replaced, and the columns replaced
         self.dead_column_frames = 0
         self.dead_columns = 0
@@ -641,8 +644,13 @@ class Restorer:
             self._due = True
             return None
         # run when this batch holds a frame index that is a multiple of `every` (frame 0 counts),
-        # or on the first frame after an FFC
-        scheduled = self._due or -(-first // self.every) * self.every < self.frames or self._warming(len(x))
+        # or on the first frame after an FFC; while the gates warm up (:meth:`_warming`) the frames
+        # between are routed too, but only to give the gates their references: the verdicts that
+        # decide the route keep the schedule's cadence, so the hysteresis means what it means on
+        # the schedule (verdicts on consecutive frames of a panning camera are not independent)
+        on_turn = self._due or -(-first // self.every) * self.every < self.frames
+        observe_only = not on_turn and self._warming(len(x))
+        scheduled = on_turn or observe_only
         self._due = False
         if self.adapter is not None and not self.adapter.done:
             emb = self.embed(x)  # while collecting the router sees every frame
@@ -655,6 +663,9 @@ class Restorer:
         else:
             decision = self.classify(x[-1:])[0]
         decision = self._gate(decision, x[-1])
+        if observe_only:
+            self.observed += 1
+            return None
         self._decide(decision)
         if self.uses_student and self.last_embeddings is not None:
             self.prompt_weights = self._gate_prompt(self.prompt_mix(self.last_embeddings[-1]), decision["task"])
@@ -855,13 +866,15 @@ class Restorer:
         self._warm_left = WARM_FRAMES_PER_EVERY * self.every
 
     def _warming(self, n: int) -> bool:
-        """Whether this batch of ``n`` frames is routed because a camera change left the FPN gate
-        without a white-noise floor or the blur gate without a sharpness reference: until both
-        exist (or :data:`WARM_FRAMES_PER_EVERY` × ``every`` frames passed), every frame is routed, so
-        they hold their :data:`~tir.engines.fpn_gate.MIN_FLOOR_FRAMES` / blur ``min_frames`` frames
-        after that many frames instead of ``every`` times as many (the gates are silent without
-        them and the router's own verdicts stand: a clean DDE camera read as noisy was given the
-        noise task for 80 frames, docs/cameras.md)."""
+        """Whether this batch of ``n`` frames, off the schedule, is routed because the start or a
+        camera change left the FPN gate without a white-noise floor or the blur gate without a
+        sharpness reference: until both exist (or :data:`WARM_FRAMES_PER_EVERY` × ``every``
+        frames passed), every frame is routed, so they hold their
+        :data:`~tir.engines.fpn_gate.MIN_FLOOR_FRAMES` / blur ``min_frames`` frames after that
+        many frames instead of ``every`` times as many (the gates are silent without them and the
+        router's own verdicts stand: a clean DDE camera read as noisy was given the noise task
+        for 80 frames, docs/cameras.md). Such a frame's verdict feeds the gates only
+        (:attr:`observed`); the route is decided on the schedule's frames."""
         if self._warm_left <= 0:
             return False
         self._warm_left -= n
@@ -1054,7 +1067,9 @@ class Restorer:
         (``decision``, ``confidence``, ``unknown``, ``nearest``), ``router_ms`` (ms per frame),
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
         ``skipped_ffc``, ``dead_column_frames``: routed frames shown to the router with dead columns
-        replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`),
+        replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`,
+        ``observed``: frames routed off the schedule while the gates warmed up, their verdicts fed
+        the gates but did not decide the route, :meth:`_warming`),
         ``camera_change`` (the last one's reasons, or None), ``gated_from`` (the router's own verdict when a gate changed it, else
         None), ``loaded_routes``, ``forced``, ``adapt``, ``deploy`` (routes/student/auto),
         ``deploy_tasks`` ({task: routes|student|tone}), ``deploy_margin_db`` (auto's margin in dB, else
@@ -1076,7 +1091,7 @@ class Restorer:
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "dead_column_frames": self.dead_column_frames,
                 "camera_changes": self.camera_changes, "camera_change": self.camera_change,
-                "loaded_routes": self.loaded_routes,
+                "observed": self.observed, "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),
                 "deploy_margin_db": self.deploy_margin_db, "runs": self.runs, "destripe": self.offsets is not None,
                 "student_loaded": self._student is not None,

@@ -194,10 +194,12 @@ def test_after_a_camera_change_every_frame_is_routed_until_the_gates_have_a_refe
         x = white(scene(seed=100 + i), 6.0, seed=100 + i)          # the new camera's own look
         harmed.append(not np.allclose(_route(r, x, {"camera_change": ["connection"]} if i == 0 else {}), x))
     assert r.fpn_gate.floor_sigma()[1] == "routed"
-    routed = r.decisions - before
+    routed = r.decisions + r.observed - before
     # the FPN floor (8 routed frames), then the blur history (8 clean verdicts once the noise is the
     # camera's own), then 1 in 8 again: far more than the 8 the schedule routes in 64, far fewer than 64
     assert MIN_FLOOR_FRAMES <= routed <= 2 * MIN_FLOOR_FRAMES + 8 and r.blur_gate.threshold() is not None
+    # the route is decided on the change's frame and then on the schedule's turns only (frames 8, 16, ..., 64)
+    assert r.decisions - before == 1 + 8 and r.observed == routed - 9
     # held before the new camera's floor exists, its own noise after
     assert not any(harmed) and r.status()["fpn"]["held"] >= MIN_FLOOR_FRAMES - 1
     # without a change the schedule stays 1 in 8
@@ -221,7 +223,9 @@ def test_a_camera_met_cold_is_a_new_camera_every_frame_is_routed_until_the_gates
         x = white(scene(seed=100 + i), 6.0, seed=100 + i)          # the camera's own look
         harmed.append(not np.allclose(_route(r, x), x))
     assert r.fpn_gate.floor_sigma()[1] == "routed" and r.blur_gate.threshold() is not None
-    assert MIN_FLOOR_FRAMES <= r.decisions <= 2 * MIN_FLOOR_FRAMES + 8
+    assert MIN_FLOOR_FRAMES <= r.decisions + r.observed <= 2 * MIN_FLOOR_FRAMES + 8
+    # the verdicts off the schedule only fed the gates: the route was decided on the 8 turns in 64
+    assert r.decisions == 8 and r.status()["observed"] == r.observed >= MIN_FLOOR_FRAMES - 1
     # before the floor the router's noise verdicts are held, after it they are the camera's own noise
     assert not any(harmed) and r.status()["fpn"]["held"] >= MIN_FLOOR_FRAMES - 1
     assert r.status()["camera_changes"] == 0
