@@ -253,15 +253,42 @@ def read_counts(path: Path, bits: int) -> np.ndarray:
     return image
 
 
+def frame_limit(max_frames) -> Optional[int]:
+    """A frame-count limit checked: None (no limit) or a whole number >= 1.
+
+    A limit of 0 used to read as "no limit" and a negative one as "all but the last N" (a
+    Python slice), so ``--max-frames 0`` ran a whole set and ``--max-frames -3`` on a
+    three-frame folder evaluated nothing and failed deep inside; both are refused here.
+
+    Args:
+        max_frames: None, or an int (a bool or a non-integral number is refused).
+
+    Returns:
+        None or the limit as an int.
+
+    Raises:
+        DatasetError: a limit that is not a whole number >= 1.
+    """
+    if max_frames is None:
+        return None
+    if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or max_frames < 1:
+        raise DatasetError(f"a frame limit must be a whole number >= 1 (or none), got {max_frames!r}")
+    return int(max_frames)
+
+
 def load_counts(name: str, split: str, root: Optional[Union[str, Path]] = None,
                 max_frames: Optional[int] = None) -> List[np.ndarray]:
-    """The frames of one split as stored (uint8 or uint16 H×W arrays; sizes may differ)."""
+    """The frames of one split as stored (uint8 or uint16 H×W arrays; sizes may differ).
+
+    ``max_frames``: the first N frames at most, or None (all); DatasetError for a limit that is
+    not a whole number >= 1 (:func:`frame_limit`)."""
+    max_frames = frame_limit(max_frames)
     ds = dataset(name)
     if ds.virtual:
-        return _render_virtual(split, int(max_frames or VIRTUAL_FRAMES))
+        return _render_virtual(split, max_frames or VIRTUAL_FRAMES)
     paths = split_files(name, split, root)
     if max_frames:
-        paths = paths[: int(max_frames)]
+        paths = paths[:max_frames]
     return [read_counts(p, ds.bits) for p in paths]
 
 
