@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import struct
 import time
@@ -400,6 +401,16 @@ def is_recording(path: str) -> bool:
     return os.path.isfile(os.path.join(path, INDEX_NAME)) and os.path.isfile(os.path.join(path, INFO_NAME))
 
 
+def _recorded_time(row) -> Optional[float]:
+    """An index row's capture time in s, or None where it is not a finite number (a damaged
+    line: that frame is replayed at the file's rate instead of its recorded timing)."""
+    try:
+        t = float(row["t_capture"])
+    except (TypeError, ValueError):
+        return None
+    return t if math.isfinite(t) else None
+
+
 class _RecordingReader(_Reader):
     """The frames of a recorder folder, one stream (raw or restored), with their timestamps."""
 
@@ -418,8 +429,8 @@ class _RecordingReader(_Reader):
             raise SourceError(f"{path}: the recording holds no {stream} frames; use ?stream={other}")
         self.rows = have
         self.count = len(self.rows)
-        self.times = [float(r["t_capture"]) for r in self.rows]
-        steps = [b - a for a, b in zip(self.times, self.times[1:]) if b > a]
+        self.times = [_recorded_time(r) for r in self.rows]  # None: damaged, not paced by
+        steps = [b - a for a, b in zip(self.times, self.times[1:]) if None not in (a, b) and b > a]
         self.fps = 1.0 / float(np.median(steps)) if steps else None
         self.index = 0
 
@@ -428,14 +439,19 @@ class _RecordingReader(_Reader):
             return None
         row = self.rows[self.index]
         self.index += 1
+        from ..outputs.recorder import INDEX_NAME, frame_place
+
         where = row[self.stream]
-        if where.endswith(".png"):
-            image = read_image(os.path.join(self.path, where))
+        try:
+            png, offset, h, w = frame_place(Path(self.path), row, self.stream)
+        except ValueError as exc:  # a damaged or tampered index line: this frame is dropped
+            raise FrameError("corrupt", f"{self.path}: frame {row['seq']} of {INDEX_NAME}: {exc}") from None
+        if png is not None:
+            image = read_image(str(png))
         else:
-            h, w = int(row["height"]), int(row["width"])
             name = os.path.join(self.path, f"{self.stream}.u16")
             try:
-                image = np.fromfile(name, dtype=self.dtype, count=h * w, offset=int(where))
+                image = np.fromfile(name, dtype=self.dtype, count=h * w, offset=offset)
             except OSError as exc:
                 if not os.path.isdir(self.path):
                     raise SourceLost(f"{self.path}: the recording is gone") from exc
@@ -448,13 +464,13 @@ class _RecordingReader(_Reader):
 
     def step_s(self):
         i = self.index  # the frame just returned is index - 1
-        if 0 < i < self.count:
+        if 0 < i < self.count and None not in (self.times[i], self.times[i - 1]):
             return min(max(self.times[i] - self.times[i - 1], 0.0), MAX_RECORDED_GAP_S)
         return None
 
     def meta(self):
         row = self.rows[self.index - 1]
-        return {"recorded_seq": int(row["seq"]), "t_recorded": float(row["t_capture"])}
+        return {"recorded_seq": int(row["seq"]), "t_recorded": self.times[self.index - 1]}
 
     def rewind(self):
         if not os.path.isdir(self.path):
