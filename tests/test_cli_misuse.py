@@ -431,3 +431,20 @@ def test_train_refuses_router_only_options_it_would_ignore(tmp_path, capsys, mor
 def test_train_refuses_keep_thresholds_without_a_router_to_keep_them_of(tmp_path, capsys):
     assert main(["train", "--preset", "tiny", "--work-dir", str(tmp_path / "w"), "--router-keep-thresholds"]) == 2
     assert "--router-keep-thresholds keeps the thresholds of the router --router-from names" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--size", "320x240"], "--size 320x240: the pipeline rows capture from the virtual camera, which renders"),
+    (["--source", "EMPTY"], "--source: "),
+    (["--source", "synthetic://?size=1x1"], "option size is not offered"),
+])
+def test_bench_checks_the_pipeline_source_before_the_model_runs(tmp_path, capsys, monkeypatch, argv, words):
+    # a size the virtual camera does not render, or an empty folder, was an error row (exit 2)
+    # after the whole model-only benchmark had run
+    import tir.tools.bench as bench
+
+    (tmp_path / "empty").mkdir()
+    argv = [str(tmp_path / "empty") if a == "EMPTY" else a for a in argv]
+    monkeypatch.setattr(bench, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    assert main(["bench", "--frames", "2", "--no-progress", *argv]) == 2
+    assert words in capsys.readouterr().err

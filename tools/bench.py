@@ -144,6 +144,42 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
 
 
+def check_pipeline_source(source: str, size, given: bool) -> None:
+    """Check the pipeline rows' source before any model loads or runs: its URI options
+    (:func:`tir.edge.sources.base.check_source`) and, for a file or folder, that it opens
+    (constructing a file source lists its frames; nothing is started). A --size the virtual
+    camera does not render, or an empty folder, was an error row after the whole model-only
+    benchmark had run.
+
+    Args:
+        source: the pipeline source URI (``--source``, or the virtual camera at ``size``).
+        size: (width, height) px of ``--size``.
+        given: whether the user gave ``--source`` (else the message names ``--size``).
+
+    Raises:
+        UsageError: the source's options are refused, or the file source cannot be opened.
+    """
+    from tir.edge.errors import UsageError
+    from tir.edge.sources.base import SourceError, check_source, open_source
+    from tir.edge.sources.synthetic import SIZES
+
+    try:
+        uri = check_source(source)
+        if uri.scheme == "file":
+            close = getattr(open_source(uri), "close", None)
+            if callable(close):
+                close()
+    except SourceError as exc:  # its message names the URI or path
+        if given:
+            raise UsageError(f"--source: {exc}") from None
+        if tuple(size) not in SIZES:
+            offered = ", ".join(f"{w}x{h}" for w, h in SIZES)
+            raise UsageError(f"--size {size[0]}x{size[1]}: the pipeline rows capture from the virtual camera, which "
+                             f"renders {offered}; give one of those, --mode model, or --source with frames of "
+                             "that size") from None
+        raise UsageError(str(exc)) from None
+
+
 def main(args) -> int:
     """Run ``tir bench`` with the parsed ``args``: each backend (and precision, deploy) in turn,
     model-only and/or pipeline, then the table (and ``--json``); ``--roofline`` runs
@@ -153,7 +189,8 @@ def main(args) -> int:
         0 when at least one backend produced a result, else 2 (every row an error or skipped).
 
     Raises:
-        UsageError: ``--size`` is not WIDTHxHEIGHT; ``--psnr-data`` without a degradation.
+        UsageError: ``--size`` is not WIDTHxHEIGHT; ``--psnr-data`` without a degradation; the
+            pipeline source is refused (:func:`check_pipeline_source`).
         DatasetError: the ``--psnr-data`` sets do not load.
     """
     size = bench_size(args.size)  # UsageError: tir bench: error: size 'big' is not WIDTHxHEIGHT ...
@@ -163,6 +200,8 @@ def main(args) -> int:
     degrade = None if args.degrade in ("", "none") else args.degrade
     source = args.source or (f"synthetic://?size={size[0]}x{size[1]}&realtime=0&loop=60"
                              + (f"&degrade={degrade}" if degrade else ""))
+    if args.mode in ("pipeline", "both"):
+        check_pipeline_source(source, size, given=bool(args.source))
     progress = not args.no_progress
     results: List[Dict[str, Any]] = []
     batches = synthetic_batches(size, degrade=degrade)
