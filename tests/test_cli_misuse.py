@@ -72,16 +72,40 @@ def test_bench_json_into_a_new_folder_is_written(tmp_path, capsys):
 
 def test_bench_json_write_failing_late_keeps_the_table(tmp_path, capsys, monkeypatch):
     # the path passed the check but the write fails (a disk that filled since): the table is printed, exit 3
-    from tir.tools import bench
+    from tir.tools import cli
 
-    def full(path, data, indent=2):
+    def full(src, dst):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(bench, "write_json", full)
+    monkeypatch.setattr(cli.os, "replace", full)
     assert main(["bench", "--mode", "model", *TINY, "--frames", "2", "--json", str(tmp_path / "b.json")]) == 3
     out, err = capsys.readouterr()
     assert "model  onnxruntime" in out and "fps" in out
     assert err.endswith(f"tir bench: error: --json {tmp_path / 'b.json'}: not written (No space left on device); "
                         "the results are in the table above\n")
+
+
+def test_a_json_write_that_fails_leaves_no_file_and_is_one_output_error(tmp_path, monkeypatch):
+    # a full disk left a 0-byte --json file behind and was a traceback (exit 1) in tir eval and tir adapt
+    from tir.edge.errors import OutputFailed
+    from tir.tools import cli
+
+    real_fdopen = cli.os.fdopen
+
+    def full_disk(fd, *args, **kwargs):
+        f = real_fdopen(fd, *args, **kwargs)
+
+        def write(text):
+            raise OSError(28, "No space left on device")
+        f.write = write
+        return f
+    monkeypatch.setattr(cli.os, "fdopen", full_disk)
+    with pytest.raises(OutputFailed, match=r"--json .*e\.json: not written \(No space left on device\)") as info:
+        cli.write_json(tmp_path / "e.json", {"a": 1})
+    assert info.value.exit_code == 3 and os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    (tmp_path / "e.json").write_text("old")
+    cli.write_json(tmp_path / "e.json", {"a": 1})
+    assert json.loads((tmp_path / "e.json").read_text()) == {"a": 1} and os.listdir(tmp_path) == ["e.json"]
 
 
 @pytest.mark.parametrize("mode, option", [("eval", "--json"), ("eval", "--plot"), ("adapt", "--json")])

@@ -291,8 +291,8 @@ def _write_report(path, report):
         return None
     try:
         write_json(path, report)
-    except OSError as exc:
-        return OutputFailed(f"--json {path}: not written ({exc.strerror or exc}); the results are in the table above")
+    except OutputFailed as exc:
+        return OutputFailed(f"{exc}; the results are in the table above")
     return None
 
 
