@@ -147,6 +147,27 @@ def test_calibrating_one_route_into_the_same_out_keeps_the_others_verdicts(tiny_
     assert set(report["routes"]) == {"noise", "blur"} and set(report["kept_from_earlier"]) == {"blur"}
 
 
+def test_calibrate_onto_a_full_disk_is_one_line_and_removes_the_routes_partial_files(tiny_bundle, tmp_path,
+                                                                                     capsys, monkeypatch):
+    # a full disk was a traceback (exit 1) with a 0-byte noise.ranges.json left in --out
+    from tir.tools import calibrate
+
+    real = calibrate._write_int8
+
+    def full_disk(fp32, stem, ranges, args, out, **kwargs):
+        if stem == "blur":
+            (out / f"{stem}.ranges.json").write_text("")
+            raise OSError(28, "No space left on device")
+        return real(fp32, stem, ranges, args, out, **kwargs)
+    monkeypatch.setattr(calibrate, "_write_int8", full_disk)
+    out = tmp_path / "int8"
+    assert _calibrate(tiny_bundle, out, "--routes", "noise,blur") == 3
+    said = capsys.readouterr().out.splitlines()[-1]
+    assert said.startswith(f"tir calibrate: cannot write blur's files in --out {out}: No space left on device")
+    assert "(routes finished before it are kept: noise)" in said
+    assert not list(out.glob("blur.*")) and list(out.glob("noise.*"))
+
+
 def test_calibrate_refuses_an_out_holding_another_runs_report(tiny_bundle, tmp_path, capsys):
     out = tmp_path / "int8"
     assert _calibrate(tiny_bundle, out, "--routes", "noise") == 0
