@@ -32,8 +32,8 @@ from tir.engines.benchmarks import (backend_of, backend_precisions, bench_model,
                                     trt_style_summary)
 from tir.engines.loading import load_model
 
-from .cli import (add_json_argument, add_model_arguments, add_source_argument, number, precision_list,
-                  write_json)
+from .cli import (MAX_SIDE, add_json_argument, add_model_arguments, add_source_argument,  # noqa: F401
+                  frame_size, number, precision_list, write_json)
 
 def psnr_frames(sets: str, split: str, n: int, task):
     """``--psnr-data``: :func:`tir.engines.training.evaluate.psnr_frames`, imported only when asked
@@ -47,27 +47,9 @@ DEFAULT_SIZE = "640x512"
 DEFAULT_FALLBACK_MODEL = "plainnet:bench"
 DEFAULT_DEGRADE = "noise"  # the demo source's degradation (tir run's synthetic://?degrade=noise)
 DEFAULT_DISPLAY = "auto"  # headless, as measured in docs/BENCHMARKS.md (AGC only when an output wants it)
-#: the largest frame side --size / --roofline take (px): the capture limit of edge/sources/v4l2.py; a
-#: 20000x20000 bench frame was killed for memory while its batches were made
-MAX_SIDE = 8192
 FRAMES = number(int, low=1, what="a number of frames")  # 0 or -3 timed nothing and reported 0 fps, exit 0
 SECONDS = number(float, low=0, low_open=True, what="a number of seconds")  # --duration 0 timed nothing
-
-
-def bench_size(text: str, option: str = "--size"):
-    """``--size`` / a ``--roofline`` size: ``"WxH"`` -> (w, h) in px, each side 1..:data:`MAX_SIDE`.
-
-    Raises:
-        UsageError: not WIDTHxHEIGHT, or a side out of range (0x0 was an OpenCV assertion
-            traceback, 20000x20000 a process killed for memory).
-    """
-    from tir.edge.errors import UsageError
-    from tir.edge.uri import parse_size
-
-    w, h = parse_size(text)
-    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
-        raise UsageError(f"{option} {text}: give a frame size WxH with each side 1..{MAX_SIDE} px")
-    return w, h
+bench_size = frame_size  # --size / a --roofline size (tools/cli.py; kept under its old name for importers)
 
 
 # ----------------------------------------------------------------------------------------

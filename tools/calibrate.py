@@ -536,12 +536,13 @@ def main(args) -> int:
     """
     from tir.calibration import gate
     from tir.calibration.data import CalibrationDataError
-    from tir.edge.uri import parse_size
     from tir.engines.bundle import BundleError, load_bundle
+
+    from .cli import frame_size
 
     try:
         bundle = load_bundle(args.bundle)
-        size = parse_size(args.size)
+        size = frame_size(args.size)  # UsageError (a ValueError): sides 1..MAX_SIDE px
     except (BundleError, ValueError) as exc:
         print(f"tir calibrate: {exc}")
         return 2

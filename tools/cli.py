@@ -252,6 +252,28 @@ def number(kind=float, low=None, high=None, low_open: bool = False, what: str = 
     return parse
 
 
+#: the largest frame side a --size takes (px): the capture limit of edge/sources/v4l2.py; a
+#: 20000x20000 bench frame was killed for memory while its batches were made, and tir export
+#: --size 99999x99999 failed allocating 37 GiB
+MAX_SIDE = 8192
+
+
+def frame_size(text: str, option: str = "--size"):
+    """A ``--size`` (``tir bench``, ``export``, ``calibrate``, ``build``) or a ``--roofline`` size:
+    ``"WxH"`` -> (w, h) in px, each side 1..:data:`MAX_SIDE`.
+
+    Raises:
+        UsageError: not WIDTHxHEIGHT, or a side out of range (0x0 was an OpenCV assertion
+            traceback, 20000x20000 a process killed for memory).
+    """
+    from tir.edge.uri import parse_size
+
+    w, h = parse_size(text)
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
+        raise UsageError(f"{option} {text}: give a frame size WxH with each side 1..{MAX_SIDE} px")
+    return w, h
+
+
 def add_threads_argument(parser, default=None, help: str = "ONNX Runtime intra-op threads (default: one per core)"):
     """``--threads N`` (int >= 1, :func:`thread_count`): intra-op threads of the runtime the mode
     drives (``tir run/bench``: ONNX Runtime, default one per core; ``tir eval/adapt/calibrate``
