@@ -20,7 +20,9 @@ def test_bench_refuses_a_size_it_cannot_time(capsys, size):
 
 def test_bench_roofline_refuses_a_zero_size(capsys):
     assert main(["bench", "--roofline", "160x120,0x0", "--rounds", "1"]) == 2
-    assert capsys.readouterr().err.endswith("--roofline 0x0: give a frame size WxH with each side 1..8192 px\n")
+    assert capsys.readouterr().err == "tir bench: error: --roofline 0x0: give a frame size WxH with each side 1..8192 px\n"
+    assert main(["bench", "--roofline", "160x120,abc", "--rounds", "1"]) == 2  # was "--roofline needs a bundle: ..."
+    assert capsys.readouterr().err == "tir bench: error: size 'abc' is not WIDTHxHEIGHT, e.g. 640x512\n"
 
 
 @pytest.mark.parametrize("option, value, words", [

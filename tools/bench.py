@@ -298,8 +298,9 @@ def roofline_main(args, size) -> int:
     from tir.edge.errors import InputError, MissingDependency, ModelError
     from tir.engines.bundle import default_bundle_path, load_bundle
 
+    # UsageError, one line, exit 2 (inside the try below it read "--roofline needs a bundle: size 'abc' ...")
+    sizes = [bench_size(v, "--roofline") for v in args.roofline.split(",") if v.strip()] or [size]
     try:
-        sizes = [bench_size(v, "--roofline") for v in args.roofline.split(",") if v.strip()] or [size]
         path = args.model or default_bundle_path()
         if path is None:
             raise ModelError("no bundle installed; give one with --model DIR")
