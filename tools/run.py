@@ -433,6 +433,7 @@ def _run(args) -> int:
             checked_reference = check_source(args.reference) \
                 if getattr(args, "reference", None) not in (None, NO_REFERENCE) else None
             checked_outputs = [check_output(uri) for uri in uris]
+            check_not_recording_over([checked_source, checked_reference], checked_outputs)
             model, description = load_model(args.model, args.backend, args.task, args.threads,
                                             adapt=getattr(args, "adapt", None),
                                             adapt_save=getattr(args, "adapt_save", None), source_uri=source_uri,
@@ -549,6 +550,34 @@ def join_leftover_threads(timeout: float = 5.0) -> list:
     if left:
         log.warning("threads still running at exit: %s", ", ".join(left))
     return left
+
+
+def check_not_recording_over(sources, outputs) -> None:
+    """Refuse a ``file://`` output (the recorder, ``--record``) whose folder is, or holds, what a
+    ``file://`` source of this run reads: with ``overwrite=1`` the recorder deleted the recording
+    being replayed before its first frame was read (``--source REC --record REC?overwrite=1``
+    left a one-frame recording).
+
+    Args:
+        sources: checked source URIs (the source, ``--reference``; None entries are skipped).
+        outputs: checked output URIs.
+
+    Raises:
+        UsageError: naming the output and the source it would write over.
+    """
+    from pathlib import Path
+
+    for out in outputs:
+        if out.scheme != "file" or not out.path:
+            continue
+        target = Path(out.path).expanduser().resolve()
+        for src in sources:
+            if src is None or src.scheme != "file" or not src.path:
+                continue
+            read = Path(src.path).expanduser().resolve()
+            if read == target or target in read.parents:
+                raise UsageError(f"{out.text} records into {target}, which the source {src.text} reads from; "
+                                 "record to another folder")
 
 
 def check_arguments(args) -> None:
