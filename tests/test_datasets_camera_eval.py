@@ -541,3 +541,13 @@ def test_tir_eval_refuses_a_max_frames_below_one_before_any_work(value, capsys):
         cli.main(["eval", "--max-frames", value])
     assert stop.value.code == 2
     assert "--max-frames" in capsys.readouterr().err
+
+
+def test_a_folder_frame_larger_than_any_camera_is_refused_from_its_header(tmp_path, monkeypatch):
+    # tir eval --data DIR decoded a PNG of any size (20000x20000 zeros: under 1 MB on disk, 800 MB decoded)
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((2, 9000), np.uint16))
+    monkeypatch.setattr(ds.cv2, "imdecode", lambda *a: pytest.fail("decoded"))
+    with pytest.raises(ds.DatasetError, match="a 9000x2 frame is larger than any thermal camera's"):
+        ds._decode(folder / "a.png")

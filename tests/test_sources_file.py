@@ -436,3 +436,28 @@ def test_a_false_colour_frame_is_skipped_grey_in_colour_is_read(tmp_path, caplog
     assert source.stats()["corrupt_kinds"] == {"colour": 1}
     assert "b.png: a false-colour frame" in caplog.text
     source.close()
+
+
+def test_a_frame_larger_than_any_camera_is_dropped_as_size_before_it_is_decoded(tmp_path, synthetic_frames,
+                                                                                monkeypatch):
+    """A 16-bit PNG of 20000x20000 zeros is a file under 1 MB that decoded to 800 MB and was then
+    restored at full size; a side above the capture limit (8192 px) is dropped as 'size', a PNG
+    from its header alone (sides of 9000 px with a tiny area here, so a regression stays cheap)."""
+    from tir.edge.sources import file as file_source
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, image in enumerate(synthetic_frames[:2]):
+        cv2.imwrite(str(folder / f"f{i}.png"), image)
+    cv2.imwrite(str(folder / "f0b.png"), np.zeros((2, 9000), np.uint16))      # sorts between f0 and f1
+    cv2.imwrite(str(folder / "f0c.tiff"), np.zeros((9000, 1), np.uint16))     # measured after decoding
+    decoded = []
+    real = cv2.imdecode
+    monkeypatch.setattr(file_source.cv2, "imdecode", lambda data, flags: decoded.append(len(data)) or real(data, flags))
+    source = open_source(f"file://{folder}?rate=max")
+    frames = read_all(source)
+    assert len(frames) == 2 and source.stats()["corrupt_kinds"] == {"size": 2}
+    assert len(decoded) == 3  # f0, the TIFF, f1: the wide PNG was refused from its header
+    np.save(tmp_path / "wide.npy", np.zeros((2, 1, 9000), np.uint16))
+    with pytest.raises(SourceError, match=r"wide.npy: no readable frame in it \(2 unreadable\)"):
+        open_source(f"file://{tmp_path / 'wide.npy'}?rate=max")

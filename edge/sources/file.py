@@ -108,15 +108,42 @@ def png_problem(data: bytes) -> Optional[str]:
     return "cut before the IEND chunk"
 
 
+#: the largest frame side a file frame may have (px): the capture limit of edge/sources/v4l2.py
+#: (no thermal camera comes near it). A 16-bit PNG of 20000x20000 zeros is a file of under 1 MB
+#: that decodes to 800 MB and was then restored at full size (a model input of GBs).
+MAX_FRAME_SIDE = 8192
+
+
+def png_dimensions(data: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) in px from a PNG's IHDR chunk (the first chunk, bytes 16..24, big-endian:
+    PNG specification section 11.2.2), or None when ``data`` does not start like a PNG."""
+    if len(data) >= 24 and data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return width, height
+    return None
+
+
+def check_frame_side(width: int, height: int, what: str) -> None:
+    """Refuse a frame with a side above :data:`MAX_FRAME_SIDE`.
+
+    Raises:
+        FrameError: kind ``size``, naming ``what`` and the size.
+    """
+    if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE:
+        raise FrameError("size", f"{what}: a {width}x{height} frame is larger than any thermal camera's (at most "
+                                 f"{MAX_FRAME_SIDE} px a side, the capture limit); not read")
+
+
 def read_image(path: str) -> np.ndarray:
-    """Decode an image file as stored (``cv2.IMREAD_UNCHANGED``).
+    """Decode an image file as stored (``cv2.IMREAD_UNCHANGED``); a PNG is measured from its
+    header first, so one with a side above :data:`MAX_FRAME_SIDE` is never decoded.
 
     Returns:
         The decoded array: (H, W) or (H, W, C), uint8 or uint16 as the file holds it.
 
     Raises:
-        FrameError: kind ``missing`` (gone or unreadable) or ``corrupt`` (empty, damaged PNG,
-            not decodable).
+        FrameError: kind ``missing`` (gone or unreadable), ``corrupt`` (empty, damaged PNG,
+            not decodable) or ``size`` (a side above :data:`MAX_FRAME_SIDE`).
     """
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -128,9 +155,13 @@ def read_image(path: str) -> np.ndarray:
         problem = png_problem(data.tobytes())
         if problem is not None:
             raise FrameError("corrupt", f"{path}: damaged PNG ({problem})")
+    size = png_dimensions(data[:24].tobytes())
+    if size is not None:
+        check_frame_side(*size, path)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise FrameError("corrupt", f"{path}: cannot be decoded")
+    check_frame_side(image.shape[1], image.shape[0], path)
     return image
 
 
@@ -184,11 +215,13 @@ def to_counts(image: np.ndarray, what: str) -> np.ndarray:
         (H, W) uint16 counts (8-bit input lands in 14-bit range: 0..16320).
 
     Raises:
-        FrameError: kind ``corrupt`` for None (not decodable), ``colour`` for a false-colour
-            (palette) frame (:func:`to_grey`), ``dtype`` for other pixel types.
+        FrameError: kind ``corrupt`` for None (not decodable), ``size`` for a side above
+            :data:`MAX_FRAME_SIDE`, ``colour`` for a false-colour (palette) frame
+            (:func:`to_grey`), ``dtype`` for other pixel types.
     """
     if image is None:
         raise FrameError("corrupt", f"{what}: cannot be decoded")
+    check_frame_side(image.shape[1], image.shape[0], what)
     image = to_grey(image, what)
     if image.dtype == np.uint8:
         return image.astype(np.uint16) << 6

@@ -24,7 +24,7 @@ import numpy as np
 
 from tir.edge.errors import InputError
 from tir.edge.frame import FrameError
-from tir.edge.sources.file import to_grey
+from tir.edge.sources.file import check_frame_side, png_dimensions, to_grey
 
 SPLITS = ("train", "val", "test")
 ALL = "all"
@@ -184,11 +184,18 @@ def _frame_files(folder: Path) -> List[Path]:
 
 def _decode(path: Path) -> np.ndarray:
     """One image file as stored (any depth, any channels); DatasetError when it cannot be decoded
+    or is a PNG with a side above the capture limit (edge/sources/file.py ``MAX_FRAME_SIDE``)
     (OpenCV's own decoder warnings are silenced: the error names the file)."""
     from tir.edge.logs import quiet_opencv
 
     quiet_opencv()
     data = np.fromfile(str(path), dtype=np.uint8)
+    try:  # a PNG larger than any camera (a decompression bomb) is refused from its header, undecoded
+        size = png_dimensions(data[:24].tobytes())
+        if size is not None:
+            check_frame_side(*size, str(path))
+    except FrameError as exc:
+        raise DatasetError(f"{exc}; remove or replace it") from None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise DatasetError(f"cannot decode {path} ({'empty file' if not data.size else 'damaged or not an image'}); "
