@@ -366,3 +366,12 @@ def test_run_reference_options_are_checked(capsys, tiny_onnx, tmp_path):
     assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "1",
                  "--reference", "nope://x"]) == 2                      # checked before the model loads
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options", [["--collect-rate", "5"], ["--collect-max-frames", "9", "--collect-max-mb", "1"]])
+def test_collect_limits_without_collect_are_refused(capsys, options):
+    # they were silently ignored (the run collected nothing, the user believed a limit applied)
+    code = main(["run", "--source", SOURCE, "--frames", "2", "--output", "http://127.0.0.1:0", *options])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{', '.join(o for o in options if o.startswith('--'))} " in err
+    assert "only with --collect DIR" in err

@@ -580,12 +580,18 @@ def check_not_recording_over(sources, outputs) -> None:
                                  "record to another folder")
 
 
+#: (attribute, parser default, flag) of the options only ``--collect`` reads
+COLLECT_ONLY_OPTIONS = (("collect_max_frames", 500, "--collect-max-frames"), ("collect_max_mb", 256.0, "--collect-max-mb"),
+                        ("collect_rate", 2.0, "--collect-rate"))
+
+
 def check_arguments(args) -> None:
     """Refuse limits that cannot mean anything (UsageError, a ValueError, with the option's name).
 
     Raises:
-        UsageError: ``--frames`` < 1, ``--duration`` <= 0 s, ``--reference-frames`` < 1, or an
-            ``--adapt-save`` folder that cannot be written.
+        UsageError: ``--frames`` < 1, ``--duration`` <= 0 s, ``--reference-frames`` < 1, a
+            :data:`COLLECT_ONLY_OPTIONS` option without ``--collect``, or an ``--adapt-save``
+            folder that cannot be written.
     """
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give a number of frames >= 1 (or leave it out to run "
@@ -595,6 +601,12 @@ def check_arguments(args) -> None:
                          "stopped)")
     if getattr(args, "reference_frames", DEFAULT_REFERENCE_FRAMES) < 1:
         raise UsageError(f"--reference-frames {args.reference_frames}: give a number of frames >= 1")
+    if not getattr(args, "collect", None):  # were silently ignored: the user believed a limit applied
+        given = [flag for attr, default, flag in COLLECT_ONLY_OPTIONS if getattr(args, attr, default) != default]
+        if given:
+            raise UsageError(f"{', '.join(given)} {'acts' if len(given) == 1 else 'act'} only with --collect DIR "
+                             "(frames the router calls unknown); "
+                             "this run collects nothing: add --collect DIR, or drop them")
     save = getattr(args, "adapt_save", None)
     if save is not None and not Path(save).exists():  # an existing folder: load_model says so
         from .cli import folder_problem
