@@ -105,8 +105,9 @@ class TrtCalibrationCache:
         """Parse a cache file's bytes (``source`` names it in errors).
 
         Raises:
-            CalibrationCacheError: not ASCII, empty, a header not ``TRT-<digits>-<Algorithm>``, or a
-                line not ``<tensor>: <up to 8 hex digits>``.
+            CalibrationCacheError: not ASCII, empty, a header not ``TRT-<digits>-<Algorithm>``, a
+                line not ``<tensor>: <1 to 8 hex digits>``, or a scale that is not finite and >= 0
+                (a NaN, infinite or negative bit pattern).
         """
         try:
             text = data.decode("ascii")
@@ -128,9 +129,15 @@ class TrtCalibrationCache:
                 continue
             name, sep, value = line.rpartition(":")
             value = value.strip()
-            if not sep or len(value) > 8 or not all(c in "0123456789abcdefABCDEF" for c in value):
+            if not sep or not value or len(value) > 8 or not all(c in "0123456789abcdefABCDEF" for c in value):
                 raise CalibrationCacheError(f"{source}:{number}: expected '<tensor>: <8 hex digits>', got {line!r}")
-            cache.scales[name.strip()] = hex_to_scale(value)
+            scale = hex_to_scale(value)
+            if not math.isfinite(scale) or scale < 0 or math.copysign(1.0, scale) < 0:
+                # the bit pattern of a NaN, an infinity or a negative number: no dynamic range
+                # (from_amax refuses the same amax values when writing)
+                raise CalibrationCacheError(f"{source}:{number}: tensor {name.strip()!r} has scale {scale} "
+                                            f"({value}); a scale must be finite and >= 0")
+            cache.scales[name.strip()] = scale
         return cache
 
     def write(self, path: PathLike) -> str:
@@ -160,11 +167,15 @@ def read_ort_calibration_cache(path: PathLike) -> Dict[str, float]:
 
     Raises:
         OSError: the file cannot be opened.
-        CalibrationCacheError: a line without a name or number, or no entries.
+        CalibrationCacheError: not UTF-8 text, a line without a name or a finite number, or no entries.
     """
     out: Dict[str, float] = {}
     with open(os.fspath(path), encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+        try:
+            lines = f.read().splitlines()
+        except UnicodeDecodeError as exc:
+            raise CalibrationCacheError(f"{path}: not a text calibration table ({exc})") from None
+        for number, line in enumerate(lines, start=1):
             line = line.strip()
             if not line:
                 continue
@@ -173,6 +184,9 @@ def read_ort_calibration_cache(path: PathLike) -> Dict[str, float]:
                 out[name] = abs(float(value))
             except ValueError:
                 raise CalibrationCacheError(f"{path}:{number}: expected '<name> <number>', got {line!r}") from None
+            if not math.isfinite(out[name]):
+                raise CalibrationCacheError(f"{path}:{number}: tensor {name!r} has range {value}; a range must be "
+                                            "a finite number")
             if not name:
                 raise CalibrationCacheError(f"{path}:{number}: missing tensor name in {line!r}")
     if not out:

@@ -127,12 +127,14 @@ def test_fast_int8_by_compute_capability():
 
 def test_calibrate_refuses_a_size_the_routes_cannot_take(bundle, tmp_path, capsys):
     # 33x24 with multiple 2 ran into an ONNX Runtime broadcast traceback inside a route; 0x0 a ZeroDivisionError
-    for size, fit in (("33x24", "34x24"), ("0x0", "2x2")):
+    for size, fit in (("33x24", "34x24"), ("0x0", None)):
         rc = cli.main(["calibrate", "--bundle", str(bundle.path), "--frames", "2", "--holdout", "1", "--size", size,
                        "--out", str(tmp_path / "c"), "--bench-runs", "0"])
         assert rc == 2
-        assert capsys.readouterr().out == (f"tir calibrate: --size {size}: the routes of bundle 'tiny' take sizes that "
-                                           f"are multiples of 2 px (manifest 'multiple'); use e.g. --size {fit}\n")
+        assert capsys.readouterr().out == (
+            f"tir calibrate: --size {size}: the routes of bundle 'tiny' take sizes that are multiples of 2 px "
+            f"(manifest 'multiple'); use e.g. --size {fit}\n" if fit else
+            f"tir calibrate: --size {size}: give a frame size WxH with each side 1..8192 px\n")
     assert not (tmp_path / "c").exists()
 
 
@@ -152,7 +154,18 @@ def test_training_side_numbers_are_checked_by_argparse(bundle, tmp_path, capsys,
 
 def test_export_refuses_zero_size_and_unknown_targets_up_front(bundle, capsys):
     assert cli.main(["export", "--bundle", str(bundle.path), "--size", "0x0"]) == 2  # was checked at 2x2 silently
-    assert capsys.readouterr().out == "tir export: --size 0x0: give a test frame size WxH with both sides >= 1 px\n"
+    assert capsys.readouterr().out == "tir export: --size 0x0: give a frame size WxH with each side 1..8192 px\n"
     assert cli.main(["export", "--bundle", str(bundle.path), "--targets", "bogus,10"]) == 2  # was FAIL per model, exit 1
     assert capsys.readouterr().out == ("tir export: --targets 'bogus,10': unknown TensorRT parser version(s) bogus; "
                                        "known: 10, 8.5\n")
+
+
+@pytest.mark.parametrize("mode, size", [("export", "9000x8"), ("calibrate", "8x9000"), ("build", "9000x64")])
+def test_a_size_beyond_any_camera_is_refused_before_any_work(bundle, tmp_path, capsys, mode, size):
+    # tir export --size 99999x99999 was a MemoryError traceback (37 GiB); calibrate and build took any size
+    # (sides above 8192 px with a small area here, so a regression fails the test without filling memory)
+    rc = cli.main([mode, "--bundle", str(bundle.path), "--size", size]
+                  + (["--out", str(tmp_path / "o")] if mode == "calibrate" else []))
+    out, err = capsys.readouterr()
+    assert rc == 2 and f"--size {size}: give a frame size WxH with each side 1..8192 px" in out + err
+    assert not (tmp_path / "o").exists()

@@ -20,7 +20,9 @@ def test_bench_refuses_a_size_it_cannot_time(capsys, size):
 
 def test_bench_roofline_refuses_a_zero_size(capsys):
     assert main(["bench", "--roofline", "160x120,0x0", "--rounds", "1"]) == 2
-    assert capsys.readouterr().err.endswith("--roofline 0x0: give a frame size WxH with each side 1..8192 px\n")
+    assert capsys.readouterr().err == "tir bench: error: --roofline 0x0: give a frame size WxH with each side 1..8192 px\n"
+    assert main(["bench", "--roofline", "160x120,abc", "--rounds", "1"]) == 2  # was "--roofline needs a bundle: ..."
+    assert capsys.readouterr().err == "tir bench: error: size 'abc' is not WIDTHxHEIGHT, e.g. 640x512\n"
 
 
 @pytest.mark.parametrize("option, value, words", [
@@ -72,16 +74,40 @@ def test_bench_json_into_a_new_folder_is_written(tmp_path, capsys):
 
 def test_bench_json_write_failing_late_keeps_the_table(tmp_path, capsys, monkeypatch):
     # the path passed the check but the write fails (a disk that filled since): the table is printed, exit 3
-    from tir.tools import bench
+    from tir.tools import cli
 
-    def full(path, data, indent=2):
+    def full(src, dst):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(bench, "write_json", full)
+    monkeypatch.setattr(cli.os, "replace", full)
     assert main(["bench", "--mode", "model", *TINY, "--frames", "2", "--json", str(tmp_path / "b.json")]) == 3
     out, err = capsys.readouterr()
     assert "model  onnxruntime" in out and "fps" in out
     assert err.endswith(f"tir bench: error: --json {tmp_path / 'b.json'}: not written (No space left on device); "
                         "the results are in the table above\n")
+
+
+def test_a_json_write_that_fails_leaves_no_file_and_is_one_output_error(tmp_path, monkeypatch):
+    # a full disk left a 0-byte --json file behind and was a traceback (exit 1) in tir eval and tir adapt
+    from tir.edge.errors import OutputFailed
+    from tir.tools import cli
+
+    real_fdopen = cli.os.fdopen
+
+    def full_disk(fd, *args, **kwargs):
+        f = real_fdopen(fd, *args, **kwargs)
+
+        def write(text):
+            raise OSError(28, "No space left on device")
+        f.write = write
+        return f
+    monkeypatch.setattr(cli.os, "fdopen", full_disk)
+    with pytest.raises(OutputFailed, match=r"--json .*e\.json: not written \(No space left on device\)") as info:
+        cli.write_json(tmp_path / "e.json", {"a": 1})
+    assert info.value.exit_code == 3 and os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    (tmp_path / "e.json").write_text("old")
+    cli.write_json(tmp_path / "e.json", {"a": 1})
+    assert json.loads((tmp_path / "e.json").read_text()) == {"a": 1} and os.listdir(tmp_path) == ["e.json"]
 
 
 @pytest.mark.parametrize("mode, option", [("eval", "--json"), ("eval", "--plot"), ("adapt", "--json")])
@@ -121,6 +147,27 @@ def test_calibrating_one_route_into_the_same_out_keeps_the_others_verdicts(tiny_
     assert _calibrate(tiny_bundle, out, "--routes", "noise") == 0  # re-calibrated: its new verdict, blur kept
     report = json.loads((out / "calibration.json").read_text())
     assert set(report["routes"]) == {"noise", "blur"} and set(report["kept_from_earlier"]) == {"blur"}
+
+
+def test_calibrate_onto_a_full_disk_is_one_line_and_removes_the_routes_partial_files(tiny_bundle, tmp_path,
+                                                                                     capsys, monkeypatch):
+    # a full disk was a traceback (exit 1) with a 0-byte noise.ranges.json left in --out
+    from tir.tools import calibrate
+
+    real = calibrate._write_int8
+
+    def full_disk(fp32, stem, ranges, args, out, **kwargs):
+        if stem == "blur":
+            (out / f"{stem}.ranges.json").write_text("")
+            raise OSError(28, "No space left on device")
+        return real(fp32, stem, ranges, args, out, **kwargs)
+    monkeypatch.setattr(calibrate, "_write_int8", full_disk)
+    out = tmp_path / "int8"
+    assert _calibrate(tiny_bundle, out, "--routes", "noise,blur") == 3
+    said = capsys.readouterr().out.splitlines()[-1]
+    assert said.startswith(f"tir calibrate: cannot write blur's files in --out {out}: No space left on device")
+    assert "(routes finished before it are kept: noise)" in said
+    assert not list(out.glob("blur.*")) and list(out.glob("noise.*"))
 
 
 def test_calibrate_refuses_an_out_holding_another_runs_report(tiny_bundle, tmp_path, capsys):
@@ -431,3 +478,20 @@ def test_train_refuses_router_only_options_it_would_ignore(tmp_path, capsys, mor
 def test_train_refuses_keep_thresholds_without_a_router_to_keep_them_of(tmp_path, capsys):
     assert main(["train", "--preset", "tiny", "--work-dir", str(tmp_path / "w"), "--router-keep-thresholds"]) == 2
     assert "--router-keep-thresholds keeps the thresholds of the router --router-from names" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--size", "320x240"], "--size 320x240: the pipeline rows capture from the virtual camera, which renders"),
+    (["--source", "EMPTY"], "--source: "),
+    (["--source", "synthetic://?size=1x1"], "option size is not offered"),
+])
+def test_bench_checks_the_pipeline_source_before_the_model_runs(tmp_path, capsys, monkeypatch, argv, words):
+    # a size the virtual camera does not render, or an empty folder, was an error row (exit 2)
+    # after the whole model-only benchmark had run
+    import tir.tools.bench as bench
+
+    (tmp_path / "empty").mkdir()
+    argv = [str(tmp_path / "empty") if a == "EMPTY" else a for a in argv]
+    monkeypatch.setattr(bench, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    assert main(["bench", "--frames", "2", "--no-progress", *argv]) == 2
+    assert words in capsys.readouterr().err

@@ -77,6 +77,26 @@ def test_run_records_restored_frames(tmp_path, capsys, tiny_onnx):
     assert frames.dtype == np.uint16 and frames.shape[1:] == (120, 160)
 
 
+@pytest.mark.parametrize("record", ["file://{rec}?overwrite=1", "{rec}/raw.u16"])
+def test_recording_over_the_recording_being_replayed_is_refused(tmp_path, capsys, tiny_onnx, record):
+    # --source REC --record REC?overwrite=1 deleted the recording before its first frame was read
+    # and left a one-frame recording in its place
+    from tir.edge.frame import Frame
+    from tir.edge.outputs import open_output
+
+    rec = tmp_path / "rec"
+    with open_output(f"file://{rec}?what=raw&preview=0") as out:
+        for seq in range(4):
+            out.write(Frame(raw=np.full((120, 160), 1000 + seq, np.uint16), seq=seq, t_capture=float(seq)))
+    before = {p.name: p.read_bytes() for p in rec.iterdir()}
+    source = record.format(rec=rec) if record.endswith(".u16") else str(rec)
+    target = str(rec) if record.endswith(".u16") else record.format(rec=rec)
+    code = main(["run", "--source", source, "--model", str(tiny_onnx), "--frames", "3", "--record", target,
+                 "--output", "http://127.0.0.1:0", "--quiet"])
+    assert code == 2 and "which the source" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in rec.iterdir()} == before
+
+
 def test_record_to_a_folder_whose_name_holds_hash_and_percent(tmp_path, capsys, tiny_onnx):
     # --record PATH became file://PATH unquoted: '#' cut the path, '%20' was decoded
     from tir.edge.outputs.recorder import read_recording
@@ -374,3 +394,12 @@ def test_bench_psnr_of_a_routed_model_is_judged_against_its_own_camera(tmp_path,
     assert "clean frames of the virtual camera" in result["camera_reference"]
     assert scored[0]["camera_reference"] == {"pinned": len(clean)} and scored[0]["frames"] == 0
     assert result["psnr"]["frames"] == len(clean)
+
+
+@pytest.mark.parametrize("options", [["--collect-rate", "5"], ["--collect-max-frames", "9", "--collect-max-mb", "1"]])
+def test_collect_limits_without_collect_are_refused(capsys, options):
+    # they were silently ignored (the run collected nothing, the user believed a limit applied)
+    code = main(["run", "--source", SOURCE, "--frames", "2", "--output", "http://127.0.0.1:0", *options])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{', '.join(o for o in options if o.startswith('--'))} " in err
+    assert "only with --collect DIR" in err

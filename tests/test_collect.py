@@ -100,6 +100,29 @@ def test_bad_options_and_foreign_index_are_one_clear_error(tmp_path):
         open_output(f"collect://{tmp_path}/d").start()
 
 
+@pytest.mark.parametrize("entry", [
+    {"id": 0, "file": "../victim.txt", "bytes": 10}, {"id": 0, "file": "/tmp/victim.txt"},
+    {"id": 0, "file": "frames/../../victim.txt"}, {"id": "x", "file": "frames/00000000.png"},
+    {"id": 0, "file": "frames/00000000.png", "bytes": -1}, "frames/00000000.png",
+])
+def test_a_tampered_index_entry_is_refused_before_eviction_deletes_its_file(tmp_path, entry):
+    """An index whose entry named "../victim.txt" made the ring delete that file on its first
+    eviction (and tir discover read it); an entry the collector did not write is refused."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "c"
+    (folder / "frames").mkdir(parents=True)
+    (folder / "index.json").write_text(json.dumps({"format": 1, "entries": [entry], "counts": {}, "next_id": 1}))
+    with pytest.raises(ValueError, match="index.json: entry"):
+        read_index(folder)
+    with pytest.raises(OutputError, match="not an index this collector wrote"):
+        collector(tmp_path, rate=1000, max_frames=1)
+    if isinstance(entry, dict):
+        with pytest.raises(ValueError, match="entry"):
+            load_frame(folder, entry)
+    assert victim.read_text() == "precious"
+
+
 def test_stats_and_thumbnails(tmp_path):
     col = collector(tmp_path, rate=1000)
     col.write(unknown_frame(1))

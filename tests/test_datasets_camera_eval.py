@@ -519,3 +519,36 @@ def test_warm_up_builds_the_gates_history_as_tir_run_does(tmp_path, monkeypatch)
     assert ce.gate_counts(Counting(15), since=after_warm) == {
         "contrast": {"demoted": 3, "promoted": 1, "aligned": 0}, "blur": None,
         "fpn": {"promoted": 0, "promoted_white": 0, "demoted_white": 6, "destriped": 0}}
+
+
+@pytest.mark.parametrize("limit", [0, -1, -3, 2.5, True])
+def test_a_frame_limit_below_one_is_refused_not_read_as_all_or_all_but_n(data_root, limit):
+    # 0 used to read as "no limit" and -1 as "all but the last frame" (a slice): --max-frames 0
+    # evaluated a whole set, -3 on a small folder evaluated nothing and failed with a KeyError
+    with pytest.raises(ds.DatasetError, match="frame limit"):
+        ds.load_counts("cam16", "val", max_frames=limit)
+    with pytest.raises(ds.DatasetError, match="frame limit"):
+        ds.load_counts("synthetic", "val", max_frames=limit)
+    from tir.engines.training.evaluate import load_clean
+    with pytest.raises(ds.DatasetError, match="frame limit"):
+        load_clean(str(data_root / "cam16"), "val", max_frames=limit)
+    assert len(ds.load_counts("cam16", "val", max_frames=1)) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_tir_eval_refuses_a_max_frames_below_one_before_any_work(value, capsys):
+    from tir.tools import cli
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["eval", "--max-frames", value])
+    assert stop.value.code == 2
+    assert "--max-frames" in capsys.readouterr().err
+
+
+def test_a_folder_frame_larger_than_any_camera_is_refused_from_its_header(tmp_path, monkeypatch):
+    # tir eval --data DIR decoded a PNG of any size (20000x20000 zeros: under 1 MB on disk, 800 MB decoded)
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((2, 9000), np.uint16))
+    monkeypatch.setattr(ds.cv2, "imdecode", lambda *a: pytest.fail("decoded"))
+    with pytest.raises(ds.DatasetError, match="a 9000x2 frame is larger than any thermal camera's"):
+        ds._decode(folder / "a.png")

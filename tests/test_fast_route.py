@@ -134,3 +134,30 @@ def test_reexport_carries_the_distilled_student(tmp_path):
     new = load_bundle(reexport_bundle(with_student.path, tmp_path / "new", size=(96, 64), progress=None))
     assert new.student["sha256"] == with_student.student["sha256"]
     assert (new.path / "student.onnx").read_bytes() == (with_student.path / "student.onnx").read_bytes()
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_reexport_onto_a_full_disk_is_one_bundle_error_and_leaves_nothing(tmp_path, monkeypatch, existing):
+    """A full disk while the bundle was written was a traceback (OSError) and left a folder
+    holding a partial model.pt.tmp; now a BundleError and nothing left (an empty --out folder
+    given by the user stays, empty)."""
+    import shutil as real_shutil
+
+    from tir.engines import bundle as bundle_module
+    from tir.engines.bundle import BundleError, load_bundle
+
+    old = load_bundle(_old_bundle(tmp_path, _model()))
+    out = tmp_path / "new"
+    if existing:
+        out.mkdir()
+    copied = []
+
+    def full_disk(src, dst, *args, **kwargs):
+        if copied:
+            raise OSError(28, "No space left on device")
+        copied.append(dst)
+        return real_shutil.copyfile(src, dst, *args, **kwargs)  # the first file goes in, the next one fails
+    monkeypatch.setattr(bundle_module.shutil, "copyfile", full_disk)
+    with pytest.raises(BundleError, match="No space left on device; free space or choose another --out"):
+        reexport_bundle(old.path, out, size=(96, 64), progress=None)
+    assert copied and (list(out.iterdir()) == [] if existing else not out.exists())

@@ -33,3 +33,18 @@ def test_cpu_seconds_of_this_process_grows_with_work():
     before = cpu_seconds(os.getpid())
     sum(i * i for i in range(2_000_000))
     assert cpu_seconds(os.getpid()) > before
+
+
+@pytest.mark.parametrize("option,value", [("--every", "0"), ("--every", "-10"), ("--seconds", "-5"),
+                                          ("--window", "nan")])
+def test_the_soak_refuses_a_zero_or_negative_time_before_starting_tir_run(tmp_path, monkeypatch, option, value):
+    # --every 0 raised ZeroDivisionError after tir run had started, leaving it running unread
+    import subprocess
+
+    from tir.tools import soak
+
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or pytest.fail("tir run started"))
+    with pytest.raises(SystemExit) as stop:
+        soak.main(["--csv", str(tmp_path / "s.csv"), option, value])
+    assert stop.value.code == 2 and not started and not (tmp_path / "s.csv").exists()

@@ -301,6 +301,60 @@ def test_a_recording_replays_at_its_recorded_pace(tmp_path, synthetic_frames):
     assert source.read(timeout=0.05) is None  # the next frame is due 0.25 s later, not 1/30 s
 
 
+def _edit_index_row(rec, seq, **fields):
+    import csv
+
+    path = rec / "frames.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if row["seq"] == str(seq):
+            row.update(fields)
+    with open(path, "w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=list(rows[0]))
+        out.writeheader()
+        out.writerows(rows)
+
+
+@pytest.mark.parametrize("fmt,fields", [
+    ("u16", {"width": "abc"}), ("u16", {"height": "-32"}), ("u16", {"raw": "abc"}), ("u16", {"raw": "-5"}),
+    ("u16", {"width": "100000"}), ("png", {"raw": "../outside/000000101.png"}), ("png", {"raw": "/etc/x.png"}),
+])
+def test_a_tampered_recording_index_line_drops_that_frame_with_the_reason(tmp_path, synthetic_frames, fmt, fields):
+    """Text where the index holds a size or an offset stopped the whole run ("stage read failed:
+    ValueError"); a PNG name with '..' read an image outside the recording. Now that frame is
+    dropped and counted as corrupt, with the reason, and the others replay."""
+    rec = tmp_path / "rec"
+    record(rec, synthetic_frames, fmt=fmt)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cv2.imwrite(str(outside / "000000101.png"), np.full_like(synthetic_frames[1], 7))
+    _edit_index_row(rec, 101, **fields)
+    source = open_source(f"file://{rec}?rate=max")
+    frames = read_all(source)
+    assert [f.meta["recorded_seq"] for f in frames] == [100, 102, 103]
+    assert source.stats()["corrupt_kinds"] == {"corrupt": 1}
+    from tir.edge.outputs.recorder import read_recording
+    with pytest.raises(ValueError, match="frame 101 in"):
+        read_recording(rec, what="raw")
+
+
+def test_a_damaged_capture_time_in_a_recording_replays_the_frame_unpaced(tmp_path, synthetic_frames):
+    """A capture time that is not a number refused the whole recording at open ("could not
+    convert string to float"); now that frame has no recorded timing and the rest replays."""
+    rec = tmp_path / "rec"
+    record(rec, synthetic_frames)
+    _edit_index_row(rec, 101, t_capture="abc")
+    _edit_index_row(rec, 102, t_capture="nan")
+    source = open_source(f"file://{rec}?rate=max")
+    frames = read_all(source)
+    assert [f.meta["recorded_seq"] for f in frames] == [100, 101, 102, 103]
+    assert frames[1].meta["t_recorded"] is None and frames[3].meta["t_recorded"] == pytest.approx(1000.15)
+    source = open_source(f"file://{rec}")
+    source.read()
+    assert source.reader.step_s() is None  # no timing between frame 100 and the damaged 101
+
+
 def test_the_cli_handler_keys_source_drops_by_kind():
     """A source's drop lines of two kinds share one template; the CLI's filter must pass both."""
     from tir.edge.logs import RateLimiter, RateLimitFilter
@@ -382,3 +436,28 @@ def test_a_false_colour_frame_is_skipped_grey_in_colour_is_read(tmp_path, caplog
     assert source.stats()["corrupt_kinds"] == {"colour": 1}
     assert "b.png: a false-colour frame" in caplog.text
     source.close()
+
+
+def test_a_frame_larger_than_any_camera_is_dropped_as_size_before_it_is_decoded(tmp_path, synthetic_frames,
+                                                                                monkeypatch):
+    """A 16-bit PNG of 20000x20000 zeros is a file under 1 MB that decoded to 800 MB and was then
+    restored at full size; a side above the capture limit (8192 px) is dropped as 'size', a PNG
+    from its header alone (sides of 9000 px with a tiny area here, so a regression stays cheap)."""
+    from tir.edge.sources import file as file_source
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, image in enumerate(synthetic_frames[:2]):
+        cv2.imwrite(str(folder / f"f{i}.png"), image)
+    cv2.imwrite(str(folder / "f0b.png"), np.zeros((2, 9000), np.uint16))      # sorts between f0 and f1
+    cv2.imwrite(str(folder / "f0c.tiff"), np.zeros((9000, 1), np.uint16))     # measured after decoding
+    decoded = []
+    real = cv2.imdecode
+    monkeypatch.setattr(file_source.cv2, "imdecode", lambda data, flags: decoded.append(len(data)) or real(data, flags))
+    source = open_source(f"file://{folder}?rate=max")
+    frames = read_all(source)
+    assert len(frames) == 2 and source.stats()["corrupt_kinds"] == {"size": 2}
+    assert len(decoded) == 3  # f0, the TIFF, f1: the wide PNG was refused from its header
+    np.save(tmp_path / "wide.npy", np.zeros((2, 1, 9000), np.uint16))
+    with pytest.raises(SourceError, match=r"wide.npy: no readable frame in it \(2 unreadable\)"):
+        open_source(f"file://{tmp_path / 'wide.npy'}?rate=max")

@@ -316,3 +316,27 @@ def test_an_unknown_task_is_refused_before_anything_is_trained(tmp_path):
         "shading": json.loads(load_spec("vignetting").to_json())}}))
     trainer = ContinualTrainer(settings(tasks=("blur", "shading")), work, train_clean=frames(), val_clean=frames())
     assert trainer.spec("shading").to_json() == load_spec("vignetting").to_json()
+
+
+@pytest.mark.parametrize("crop", [0, 1, 12, 36])
+def test_a_crop_the_network_cannot_take_is_refused_before_anything_is_trained(tmp_path, crop):
+    """`tir train --crop 0` (or any side that is not a multiple of the network's input multiple)
+    failed at the first pretrain step with a torch convolution shape error; now refused with the
+    multiple to use, before any stage runs."""
+    probe = ContinualTrainer(settings(), tmp_path / "probe", train_clean=frames(), val_clean=frames())
+    multiple = probe.model.cfg.multiple
+    assert crop < multiple or crop % multiple
+    with pytest.raises(ValueError, match=f"multiple of {multiple} px"):
+        ContinualTrainer(settings(crop=crop), tmp_path / "w", train_clean=frames(), val_clean=frames())
+    assert not (tmp_path / "w" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("option,value", [("--steps", "-1"), ("--crop", "0"), ("--batch", "0"), ("--lr", "0"),
+                                          ("--prune-p", "1.5"), ("--target-reduction", "0"),
+                                          ("--router-steps", "-5"), ("--max-frames", "0"), ("--group", "0")])
+def test_tir_train_refuses_numbers_out_of_range_before_any_work(tmp_path, capsys, option, value):
+    from tir.tools import cli
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["train", "--work-dir", str(tmp_path / "w"), option, value])
+    assert stop.value.code == 2 and option in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

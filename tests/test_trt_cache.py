@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from tir.calibration.trt_cache import (CalibrationCacheError, TrtCalibrationCache, convert_ort_cache,
-                                       from_ort_tensors, hex_to_scale, scale_to_hex, trt_version_tag)
+                                       from_ort_tensors, hex_to_scale, read_ort_calibration_cache, scale_to_hex,
+                                       trt_version_tag)
 
 
 def test_known_hex_values():
@@ -69,3 +70,21 @@ def test_from_ort_tensors_takes_abs_max():
         "b": TensorData(lowest=np.float32(0.0), highest=np.float32(2.0)),
     })
     assert from_ort_tensors(td) == {"a": 3.0, "b": 2.0}
+
+
+@pytest.mark.parametrize("value", ["7fc00000", "ffffffff", "7f800000", "bf800000", "80000000", ""])
+def test_a_tampered_scale_is_refused_as_from_amax_refuses_it(value):
+    """NaN, infinite and negative bit patterns (and an empty value, read as 0) parsed as scales, so
+    a damaged or tampered cache gave TensorRT a meaningless dynamic range; from_amax already
+    refused those amax values when writing."""
+    data = f"TRT-8502-EntropyCalibration2\ninput: 3c008912\nconv1: {value}\n".encode()
+    with pytest.raises(CalibrationCacheError, match=":3: "):
+        TrtCalibrationCache.from_bytes(data, "cache")
+
+
+@pytest.mark.parametrize("content", [b"input 0.5\nconv1 nan\n", b"input 0.5\nconv1 inf\n", b"input \xff\xfe 0.5\n"])
+def test_an_ort_table_with_a_non_finite_range_or_not_text_is_refused(tmp_path, content):
+    path = tmp_path / "calibration.cache"
+    path.write_bytes(content)
+    with pytest.raises(CalibrationCacheError):
+        read_ort_calibration_cache(path)

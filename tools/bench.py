@@ -32,8 +32,8 @@ from tir.engines.benchmarks import (backend_of, backend_precisions, bench_model,
                                     trt_style_summary)
 from tir.engines.loading import load_model
 
-from .cli import (add_json_argument, add_model_arguments, add_source_argument, number, precision_list,
-                  write_json)
+from .cli import (MAX_SIDE, add_json_argument, add_model_arguments, add_source_argument,  # noqa: F401
+                  frame_size, number, precision_list, write_json)
 
 def psnr_frames(sets: str, split: str, n: int, task):
     """``--psnr-data``: :func:`tir.engines.training.evaluate.psnr_frames`, imported only when asked
@@ -47,27 +47,9 @@ DEFAULT_SIZE = "640x512"
 DEFAULT_FALLBACK_MODEL = "plainnet:bench"
 DEFAULT_DEGRADE = "noise"  # the demo source's degradation (tir run's synthetic://?degrade=noise)
 DEFAULT_DISPLAY = "auto"  # headless, as measured in docs/BENCHMARKS.md (AGC only when an output wants it)
-#: the largest frame side --size / --roofline take (px): the capture limit of edge/sources/v4l2.py; a
-#: 20000x20000 bench frame was killed for memory while its batches were made
-MAX_SIDE = 8192
 FRAMES = number(int, low=1, what="a number of frames")  # 0 or -3 timed nothing and reported 0 fps, exit 0
 SECONDS = number(float, low=0, low_open=True, what="a number of seconds")  # --duration 0 timed nothing
-
-
-def bench_size(text: str, option: str = "--size"):
-    """``--size`` / a ``--roofline`` size: ``"WxH"`` -> (w, h) in px, each side 1..:data:`MAX_SIDE`.
-
-    Raises:
-        UsageError: not WIDTHxHEIGHT, or a side out of range (0x0 was an OpenCV assertion
-            traceback, 20000x20000 a process killed for memory).
-    """
-    from tir.edge.errors import UsageError
-    from tir.edge.uri import parse_size
-
-    w, h = parse_size(text)
-    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
-        raise UsageError(f"{option} {text}: give a frame size WxH with each side 1..{MAX_SIDE} px")
-    return w, h
+bench_size = frame_size  # --size / a --roofline size (tools/cli.py; kept under its old name for importers)
 
 
 # ----------------------------------------------------------------------------------------
@@ -144,6 +126,42 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
 
 
+def check_pipeline_source(source: str, size, given: bool) -> None:
+    """Check the pipeline rows' source before any model loads or runs: its URI options
+    (:func:`tir.edge.sources.base.check_source`) and, for a file or folder, that it opens
+    (constructing a file source lists its frames; nothing is started). A --size the virtual
+    camera does not render, or an empty folder, was an error row after the whole model-only
+    benchmark had run.
+
+    Args:
+        source: the pipeline source URI (``--source``, or the virtual camera at ``size``).
+        size: (width, height) px of ``--size``.
+        given: whether the user gave ``--source`` (else the message names ``--size``).
+
+    Raises:
+        UsageError: the source's options are refused, or the file source cannot be opened.
+    """
+    from tir.edge.errors import UsageError
+    from tir.edge.sources.base import SourceError, check_source, open_source
+    from tir.edge.sources.synthetic import SIZES
+
+    try:
+        uri = check_source(source)
+        if uri.scheme == "file":
+            close = getattr(open_source(uri), "close", None)
+            if callable(close):
+                close()
+    except SourceError as exc:  # its message names the URI or path
+        if given:
+            raise UsageError(f"--source: {exc}") from None
+        if tuple(size) not in SIZES:
+            offered = ", ".join(f"{w}x{h}" for w, h in SIZES)
+            raise UsageError(f"--size {size[0]}x{size[1]}: the pipeline rows capture from the virtual camera, which "
+                             f"renders {offered}; give one of those, --mode model, or --source with frames of "
+                             "that size") from None
+        raise UsageError(str(exc)) from None
+
+
 def main(args) -> int:
     """Run ``tir bench`` with the parsed ``args``: each backend (and precision, deploy) in turn,
     model-only and/or pipeline, then the table (and ``--json``); ``--roofline`` runs
@@ -153,7 +171,8 @@ def main(args) -> int:
         0 when at least one backend produced a result, else 2 (every row an error or skipped).
 
     Raises:
-        UsageError: ``--size`` is not WIDTHxHEIGHT; ``--psnr-data`` without a degradation.
+        UsageError: ``--size`` is not WIDTHxHEIGHT; ``--psnr-data`` without a degradation; the
+            pipeline source is refused (:func:`check_pipeline_source`).
         DatasetError: the ``--psnr-data`` sets do not load.
     """
     size = bench_size(args.size)  # UsageError: tir bench: error: size 'big' is not WIDTHxHEIGHT ...
@@ -163,6 +182,8 @@ def main(args) -> int:
     degrade = None if args.degrade in ("", "none") else args.degrade
     source = args.source or (f"synthetic://?size={size[0]}x{size[1]}&realtime=0&loop=60"
                              + (f"&degrade={degrade}" if degrade else ""))
+    if args.mode in ("pipeline", "both"):
+        check_pipeline_source(source, size, given=bool(args.source))
     progress = not args.no_progress
     results: List[Dict[str, Any]] = []
     batches = synthetic_batches(size, degrade=degrade)
@@ -263,8 +284,8 @@ def _write_report(path, report):
         return None
     try:
         write_json(path, report)
-    except OSError as exc:
-        return OutputFailed(f"--json {path}: not written ({exc.strerror or exc}); the results are in the table above")
+    except OutputFailed as exc:
+        return OutputFailed(f"{exc}; the results are in the table above")
     return None
 
 
@@ -288,8 +309,9 @@ def roofline_main(args, size) -> int:
     from tir.edge.errors import InputError, MissingDependency, ModelError
     from tir.engines.bundle import default_bundle_path, load_bundle
 
+    # UsageError, one line, exit 2 (inside the try below it read "--roofline needs a bundle: size 'abc' ...")
+    sizes = [bench_size(v, "--roofline") for v in args.roofline.split(",") if v.strip()] or [size]
     try:
-        sizes = [bench_size(v, "--roofline") for v in args.roofline.split(",") if v.strip()] or [size]
         path = args.model or default_bundle_path()
         if path is None:
             raise ModelError("no bundle installed; give one with --model DIR")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tir.edge.machine import fast_int8  # noqa: F401  (tir.tools.build.fast_int8, as before)
 
-from .cli import PRECISIONS, add_bundle_argument, precision_list  # noqa: F401
+from .cli import PRECISIONS, add_bundle_argument, frame_size, precision_list  # noqa: F401
 
 log = logging.getLogger("tir.build")
 EXIT_NO_TENSORRT = 3
@@ -101,21 +101,21 @@ def main(args) -> int:
 
     Raises:
         BundleError: the bundle does not load.
-        UsageError: a ``--size`` is not WIDTHxHEIGHT.
+        UsageError: a ``--size`` is not WIDTHxHEIGHT with sides 1..8192 px (checked first).
         EngineCacheError: the engine cache or this platform cannot be used.
     """
+    # UsageError (size): a TirError printed once by tir.tools.cli (exit 2), before the machine is asked
+    sizes = [frame_size(s) for s in (args.size or ["640x512"])]
     try:
         import tensorrt  # noqa: F401
     except ImportError as exc:
         print(_missing_tensorrt_message(exc))
         return EXIT_NO_TENSORRT
-    from tir.edge.uri import parse_size
     from tir.engines.bundle import load_bundle
     from tir.engines.cache import EngineCache, current_platform
 
-    # BundleError, UsageError (size), EngineCacheError: TirErrors, printed once by tir.tools.cli (exit 2)
+    # BundleError, EngineCacheError: TirErrors, printed once by tir.tools.cli (exit 2)
     bundle = load_bundle(args.bundle)
-    sizes = [parse_size(s) for s in (args.size or ["640x512"])]
     platform = current_platform()
     cache = EngineCache(args.cache_dir)
     rc = 0

@@ -271,6 +271,18 @@ def _sensitivity(fp32: str, stem: str, ranges: dict, cases, args, out: Path, flo
     return {"path": str(path), "reference_db": result["reference_db"]}
 
 
+def _remove_partial(out: Path, stem) -> None:
+    """Remove the files of route (or student) ``stem`` a failed write left in ``out``
+    (``<stem>.*`` and the ``.<stem>-sensitivity`` work folder); nothing else is touched."""
+    import shutil
+
+    if not stem:
+        return
+    for path in out.glob(f"{stem}.*"):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(out / f".{stem}-sensitivity", ignore_errors=True)
+
+
 def _tail_options(args, tail: bool) -> dict:
     """The image-tail rule (``tail``, ``--tail-blocks``) as keyword arguments of the Q/DQ writers."""
     return {"float_tail": bool(tail), "tail_blocks": int(getattr(args, "tail_blocks", 1))}
@@ -524,12 +536,13 @@ def main(args) -> int:
     """
     from tir.calibration import gate
     from tir.calibration.data import CalibrationDataError
-    from tir.edge.uri import parse_size
     from tir.engines.bundle import BundleError, load_bundle
+
+    from .cli import frame_size
 
     try:
         bundle = load_bundle(args.bundle)
-        size = parse_size(args.size)
+        size = frame_size(args.size)  # UsageError (a ValueError): sides 1..MAX_SIDE px
     except (BundleError, ValueError) as exc:
         print(f"tir calibrate: {exc}")
         return 2
@@ -564,18 +577,27 @@ def main(args) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     results, verdicts = [], []
+    stem = None
     try:
         for route in routes:
+            stem = route
             result, v = calibrate_route(bundle, route, args, size, out)
             results.append(result)
             verdicts.extend(v)
         if student:
+            stem = "student"
             result, v = calibrate_student(bundle, args, size, out)
             results.append(result)
             verdicts.extend(v)
     except (CalibrationDataError, BundleError) as exc:
         print(f"tir calibrate: {exc}")
         return 2
+    except OSError as exc:  # a full disk: was a traceback and a 0-byte <route>.ranges.json left behind
+        _remove_partial(out, stem)
+        print(f"tir calibrate: cannot write {stem}'s files in --out {out}: {exc.strerror or exc}; its partial "
+              f"files were removed (routes finished before it are kept: {', '.join(r['route'] for r in results) or 'none'}); "
+              "free space or choose another --out")
+        return 3
     report = {
         "bundle": str(bundle.path), "bundle_name": bundle.name, "source": args.source, "frames": args.frames,
         "method": args.method, "reduce_range": bool(args.reduce_range),
@@ -590,7 +612,9 @@ def main(args) -> int:
     if student:
         report["student"] = results[-1]
     kept = keep_earlier(report, earlier)
-    (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    from .cli import write_json
+
+    write_json(out / "calibration.json", report, indent=2, option="--out")  # OutputFailed (exit 3) on a full disk
     print(gate.format_table(verdicts))
     if any(r["latency_ms"] for r in results):
         print()

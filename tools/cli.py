@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import shlex
 import sys
 from contextlib import contextmanager
@@ -251,6 +252,28 @@ def number(kind=float, low=None, high=None, low_open: bool = False, what: str = 
     return parse
 
 
+#: the largest frame side a --size takes (px): the capture limit of edge/sources/v4l2.py; a
+#: 20000x20000 bench frame was killed for memory while its batches were made, and tir export
+#: --size 99999x99999 failed allocating 37 GiB
+MAX_SIDE = 8192
+
+
+def frame_size(text: str, option: str = "--size"):
+    """A ``--size`` (``tir bench``, ``export``, ``calibrate``, ``build``) or a ``--roofline`` size:
+    ``"WxH"`` -> (w, h) in px, each side 1..:data:`MAX_SIDE`.
+
+    Raises:
+        UsageError: not WIDTHxHEIGHT, or a side out of range (0x0 was an OpenCV assertion
+            traceback, 20000x20000 a process killed for memory).
+    """
+    from tir.edge.uri import parse_size
+
+    w, h = parse_size(text)
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
+        raise UsageError(f"{option} {text}: give a frame size WxH with each side 1..{MAX_SIDE} px")
+    return w, h
+
+
 def add_threads_argument(parser, default=None, help: str = "ONNX Runtime intra-op threads (default: one per core)"):
     """``--threads N`` (int >= 1, :func:`thread_count`): intra-op threads of the runtime the mode
     drives (``tir run/bench``: ONNX Runtime, default one per core; ``tir eval/adapt/calibrate``
@@ -321,18 +344,40 @@ def output_file(text: str) -> str:
     return text
 
 
-def write_json(path, data, indent: int = 2) -> None:
+def write_json(path, data, indent: int = 2, option: str = "--json") -> None:
     """Write ``data`` as JSON (UTF-8, ``indent``, a final newline) to ``path`` (an ``--json`` of
-    :func:`output_file`), making its missing folders first.
+    :func:`output_file`), making its missing folders first. The text goes to a temporary file
+    beside ``path`` that replaces it only when complete, so a failed write leaves no empty or
+    cut file (a full disk left a 0-byte ``--json`` file and a traceback in ``tir eval``).
 
     Raises:
-        OSError: the write failed all the same (e.g. the disk filled since the check).
+        OutputFailed: the write failed all the same (e.g. the disk filled since the parse-time
+            check); the message names ``option``, the path and the reason (exit status 3).
     """
     import json
+    import tempfile
     from pathlib import Path
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
+    from tir.edge.errors import OutputFailed
+
+    path = Path(path)
+    text = json.dumps(data, indent=indent) + "\n"
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise OutputFailed(f"{option} {path}: not written ({exc.strerror or exc})") from exc
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def add_json_argument(parser, help: str = "write the results as JSON") -> None:

@@ -12,7 +12,7 @@ import sys
 
 from tir.edge.errors import ModelError, UsageError
 
-from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_threads_argument, output_file,
+from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_threads_argument, number, output_file,
                   refusing, write_json)
 
 log = logging.getLogger("tir.eval")
@@ -49,13 +49,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--leave-out-only", default=None, metavar="SET[,SET]",
                         help="with --leave-out: leave out only these sets (each trained on all the others)")
     parser.add_argument("--work-dir", default=None, help="with --leave-out: where the routers are trained")
-    parser.add_argument("--router-steps", type=int, default=1500, help="with --leave-out: router steps")
-    parser.add_argument("--router-draws", type=int, default=2,
+    parser.add_argument("--router-steps", type=number(int, 1, what="a number of steps"), default=1500,
+                        help="with --leave-out: router steps")
+    parser.add_argument("--router-draws", type=number(int, 1, what="a number of draws"), default=2,
                         help="with --leave-out: degradation draws per frame and class (tir train --router-draws)")
-    parser.add_argument("--router-quantize", type=float, default=0.0, metavar="P",
+    parser.add_argument("--router-quantize", type=number(float, 0, 1, what="a share"), default=0.0, metavar="P",
                         help="with --leave-out: share of degraded router frames re-quantised to 8 bits "
                              "(tir train --router-quantize)")
-    parser.add_argument("--router-balance", type=int, default=1, metavar="K",
+    parser.add_argument("--router-balance", type=number(int, 1, what="a repeat count"), default=1, metavar="K",
                         help="with --leave-out: repeat a small camera's frames up to K times (tir train --router-balance)")
     parser.add_argument("--router-only", action="store_true",
                         help="with --data: route every frame the live way but restore nothing (the router's "
@@ -77,7 +78,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--joint", default=None, help="joint.onnx (or its folder)")
     parser.add_argument("--tasks", default=None, help="comma list of tasks (default: the bundle's)")
     parser.add_argument("--unseen", default="jpeg", help="unseen degradations for the router's unknown rate")
-    parser.add_argument("--max-frames", type=int, default=None, help="evaluate the first N frames only")
+    parser.add_argument("--max-frames", type=number(int, 1, what="a number of frames"), default=None,
+                        help="evaluate the first N frames only")
     add_backend_argument(parser, "engine backend (auto, onnxruntime, torch, tensorrt)")
     add_threads_argument(parser, help="intra-op threads per engine")
     add_json_argument(parser, "write the results as JSON")

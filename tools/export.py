@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cli import number
+from .cli import frame_size, number
 
 
 def add_arguments(parser) -> None:
@@ -107,16 +107,14 @@ def main(args) -> int:
     Returns:
         0 every file passed; 1 a file failed, the re-export exceeded ``--tolerance`` or the fast
         router differed from the old one; 2 the
-        bundle, ``--size`` (a side < 1 px) or ``--targets`` (an unknown parser) was refused, or ``--out`` names an existing non-empty folder, a
+        bundle, ``--size`` (a side outside 1..8192 px, :func:`tir.tools.cli.frame_size`) or ``--targets`` (an unknown parser) was refused, or ``--out`` names an existing non-empty folder, a
         file or a place where no folder can be written (nothing is overwritten; one line printed).
 
     Raises:
-        Nothing: the ValueError it raises itself (a ``--size`` side < 1 px) is caught with the
-        bundle's and gives exit status 2.
+        Nothing: the ValueError (UsageError) of a bad ``--size`` is caught with the bundle's and
+        gives exit status 2.
     """
-    from tir.edge.uri import parse_size
     from tir.engines.bundle import BundleError, load_bundle
-
     from tir.engines.training.export import TRT_SUPPORTED_OPS
 
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
@@ -126,9 +124,7 @@ def main(args) -> int:
               f"{', '.join(unknown) or '(none given)'}; known: {', '.join(sorted(TRT_SUPPORTED_OPS))}")
         return 2
     try:
-        size = parse_size(args.size)
-        if min(size) < 1:  # was checked silently at the bundle's multiple instead
-            raise ValueError(f"--size {args.size}: give a test frame size WxH with both sides >= 1 px")
+        size = frame_size(args.size)  # 0x0 was checked silently at the multiple; 99999x99999 a MemoryError
         if getattr(args, "fast_router", False):
             from tir.engines.training.export import ExportError
             from tir.engines.training.fast_router import rewrite_bundle_router

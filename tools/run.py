@@ -429,6 +429,7 @@ def _run(args) -> int:
             checked_reference = check_source(args.reference) \
                 if getattr(args, "reference", None) not in (None, NO_REFERENCE) else None
             checked_outputs = [check_output(uri) for uri in uris]
+            check_not_recording_over([checked_source, checked_reference], checked_outputs)
             model, description = load_model(args.model, args.backend, args.task, args.threads,
                                             adapt=getattr(args, "adapt", None),
                                             adapt_save=getattr(args, "adapt_save", None), source_uri=source_uri,
@@ -547,12 +548,46 @@ def join_leftover_threads(timeout: float = 5.0) -> list:
     return left
 
 
+def check_not_recording_over(sources, outputs) -> None:
+    """Refuse a ``file://`` output (the recorder, ``--record``) whose folder is, or holds, what a
+    ``file://`` source of this run reads: with ``overwrite=1`` the recorder deleted the recording
+    being replayed before its first frame was read (``--source REC --record REC?overwrite=1``
+    left a one-frame recording).
+
+    Args:
+        sources: checked source URIs (the source, ``--reference``; None entries are skipped).
+        outputs: checked output URIs.
+
+    Raises:
+        UsageError: naming the output and the source it would write over.
+    """
+    from pathlib import Path
+
+    for out in outputs:
+        if out.scheme != "file" or not out.path:
+            continue
+        target = Path(out.path).expanduser().resolve()
+        for src in sources:
+            if src is None or src.scheme != "file" or not src.path:
+                continue
+            read = Path(src.path).expanduser().resolve()
+            if read == target or target in read.parents:
+                raise UsageError(f"{out.text} records into {target}, which the source {src.text} reads from; "
+                                 "record to another folder")
+
+
+#: (attribute, parser default, flag) of the options only ``--collect`` reads
+COLLECT_ONLY_OPTIONS = (("collect_max_frames", 500, "--collect-max-frames"), ("collect_max_mb", 256.0, "--collect-max-mb"),
+                        ("collect_rate", 2.0, "--collect-rate"))
+
+
 def check_arguments(args) -> None:
     """Refuse limits that cannot mean anything (UsageError, a ValueError, with the option's name).
 
     Raises:
-        UsageError: ``--frames`` < 1, ``--duration`` <= 0 s, ``--reference-frames`` < 1, or an
-            ``--adapt-save`` folder that cannot be written.
+        UsageError: ``--frames`` < 1, ``--duration`` <= 0 s, ``--reference-frames`` < 1, a
+            :data:`COLLECT_ONLY_OPTIONS` option without ``--collect``, or an ``--adapt-save``
+            folder that cannot be written.
     """
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give a number of frames >= 1 (or leave it out to run "
@@ -562,6 +597,12 @@ def check_arguments(args) -> None:
                          "stopped)")
     if getattr(args, "reference_frames", DEFAULT_REFERENCE_FRAMES) < 1:
         raise UsageError(f"--reference-frames {args.reference_frames}: give a number of frames >= 1")
+    if not getattr(args, "collect", None):  # were silently ignored: the user believed a limit applied
+        given = [flag for attr, default, flag in COLLECT_ONLY_OPTIONS if getattr(args, attr, default) != default]
+        if given:
+            raise UsageError(f"{', '.join(given)} {'acts' if len(given) == 1 else 'act'} only with --collect DIR "
+                             "(frames the router calls unknown); "
+                             "this run collects nothing: add --collect DIR, or drop them")
     save = getattr(args, "adapt_save", None)
     if save is not None and not Path(save).exists():  # an existing folder: load_model says so
         from .cli import folder_problem

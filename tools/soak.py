@@ -29,6 +29,8 @@ import time
 import urllib.request
 from statistics import median
 
+from tir.tools.cli import number
+
 FIELDS = ["t_s", "rss_mib", "e2e_p50_ms", "e2e_p99_ms", "frame_age_ms", "fps", "frames", "drops", "load_1m",
           "cpu_ms_per_frame"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -94,9 +96,12 @@ def main(argv=None) -> int:
         ``tir run``'s exit status.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=600.0)
-    parser.add_argument("--every", type=float, default=10.0)
-    parser.add_argument("--window", type=float, default=60.0, help="seconds at each end for start/end medians")
+    seconds = number(float, 0, low_open=True, what="a number of seconds")
+    # --every 0 divided by zero (and a negative one slept a negative time) only after tir run had
+    # started, leaving it running without its reader; refused here before anything starts
+    parser.add_argument("--seconds", type=seconds, default=600.0)
+    parser.add_argument("--every", type=seconds, default=10.0)
+    parser.add_argument("--window", type=seconds, default=60.0, help="seconds at each end for start/end medians")
     parser.add_argument("--csv", required=True)
     parser.add_argument("extra", nargs="*", help="more tir run options (after --)")
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from .cli import thread_count
+from .cli import number, thread_count
 
 log = logging.getLogger("tir.train")
 
@@ -41,27 +41,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--work-dir", required=True,
                         help="checkpoints, state.json and train.log; rerun with the same dir to resume")
     parser.add_argument("--out", default=None, help="bundle folder to write (default WORK_DIR/bundle)")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per single task")
-    parser.add_argument("--compound-steps", type=int, default=None,
+    steps = number(int, 0, what="a number of steps")
+    parser.add_argument("--steps", type=steps, default=1500, help="training steps per single task")
+    parser.add_argument("--compound-steps", type=steps, default=None,
                         help="training steps per compound task (default --steps)")
-    parser.add_argument("--pretrain-steps", type=int, default=600, help="clean→clean pretraining steps")
-    parser.add_argument("--finetune-steps", type=int, default=500, help="fine-tuning steps after pruning")
-    parser.add_argument("--field-steps", type=int, default=600,
+    parser.add_argument("--pretrain-steps", type=steps, default=600, help="clean→clean pretraining steps")
+    parser.add_argument("--finetune-steps", type=steps, default=500, help="fine-tuning steps after pruning")
+    parser.add_argument("--field-steps", type=steps, default=600,
                         help="whole-frame steps of each route's field head (presets with a field head)")
-    parser.add_argument("--crop", type=int, default=128, help="training crop size in pixels")
-    parser.add_argument("--batch", type=int, default=12, help="batch size")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine)")
+    parser.add_argument("--crop", type=number(int, 1, what="a crop side in px"), default=128, help="training crop size in pixels")
+    parser.add_argument("--batch", type=number(int, 1, what="a batch size"), default=12, help="batch size")
+    parser.add_argument("--lr", type=number(float, 0, low_open=True, what="a learning rate"), default=2e-3, help="peak learning rate (AdamW, cosine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=thread_count, default=2, help="torch CPU threads")
-    parser.add_argument("--group", type=int, default=8,
+    parser.add_argument("--group", type=number(int, 1, what="a number of channels"), default=8,
                         help="channels per pruning group (8 keeps widths multiples of 8)")
-    parser.add_argument("--prune-p", type=float, default=None,
+    parser.add_argument("--prune-p", type=number(float, 0, 1, low_open=True, what="a pick-count threshold"), default=None,
                         help="SE survival threshold p (default: smallest p reaching --target-reduction)")
-    parser.add_argument("--target-reduction", type=float, default=0.40,
+    parser.add_argument("--target-reduction", type=number(float, 0, 1, low_open=True, what="a fraction of MACs"), default=0.40,
                         help="branch MAC reduction the automatic p aims for")
-    parser.add_argument("--prune-samples", type=int, default=32, help="frames N for the SE picks")
+    parser.add_argument("--prune-samples", type=number(int, 1, what="a number of frames"), default=32, help="frames N for the SE picks")
     parser.add_argument("--no-router", action="store_true", help="skip the router stage")
-    parser.add_argument("--router-steps", type=int, default=1500)
+    parser.add_argument("--router-steps", type=number(int, 1, what="a number of steps"), default=1500)
     parser.add_argument("--router-from", default=None,
                         help="reuse a router trained by train_router: folder with router.json + ONNX; "
                              "its unknown thresholds are re-chosen on this run's val frames")
@@ -72,13 +73,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--router-only", action="store_true",
                         help="train only a new router for --bundle on --data and write a copy of the bundle to --out")
     parser.add_argument("--bundle", default=None, help="with --router-only: the bundle (default: the shipped one)")
-    parser.add_argument("--router-draws", type=int, default=3, help="degradation draws per frame and class (router)")
-    parser.add_argument("--max-frames", type=int, default=None,
+    parser.add_argument("--router-draws", type=number(int, 1, what="a number of draws"), default=3, help="degradation draws per frame and class (router)")
+    parser.add_argument("--max-frames", type=number(int, 1, what="a number of frames"), default=None,
                         help="with --router-only: at most N frames per set and split (quick runs)")
-    parser.add_argument("--router-quantize", type=float, default=0.0, metavar="P",
+    parser.add_argument("--router-quantize", type=number(float, 0, 1, what="a share"), default=0.0, metavar="P",
                         help="with --router-only: share of degraded frames re-quantised to 8 bits, as an 8-bit "
                              "camera or file delivers them (0-1, default 0)")
-    parser.add_argument("--router-balance", type=int, default=1, metavar="K",
+    parser.add_argument("--router-balance", type=number(int, 1, what="a repeat count"), default=1, metavar="K",
                         help="with --router-only: repeat a smaller set's train frames up to K times towards the "
                              "largest set's count (each repeat randomised anew; default 1: no repeats)")
     parser.add_argument("--randomize", action="store_true",

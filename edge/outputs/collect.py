@@ -65,9 +65,34 @@ THUMB_WIDTH = 160   # pixels
 COUNT_KEYS = ("seen", "unknown", "kept", "rate_limited", "queue_full", "evicted", "write_errors")
 
 
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_entry(entry) -> None:
+    """Refuse an index entry the collector did not write: its ``file`` must be
+    ``frames/<digits>.png`` (the name :meth:`Collector._store` gives), its ``id`` and ``bytes``
+    whole numbers >= 0. The collector deletes an evicted entry's file and ``tir discover`` reads
+    it, so a tampered ``"file": "../x"`` would delete or read a file outside the folder.
+
+    Raises:
+        ValueError: saying which field is wrong.
+    """
+    if not isinstance(entry, dict):
+        raise ValueError(f"entry {str(entry)[:40]!r} is not an object")
+    name = entry.get("file")
+    kind, sep, rest = name.partition("/") if isinstance(name, str) else ("", "", "")
+    if kind != FRAMES or not sep or not rest.endswith(".png") or not rest[:-4].isdigit():
+        raise ValueError(f"entry file {str(name)[:60]!r} is not {FRAMES}/<digits>.png inside the folder")
+    if not _whole(entry.get("id")) or not _whole(entry.get("bytes", 0)):
+        raise ValueError(f"entry {name}: id and bytes must be whole numbers >= 0")
+
+
 def read_index(folder) -> Dict[str, Any]:
     """The collection's index (``DIR/index.json``) as a dict; an empty one when the folder has
-    none. Raises ValueError naming the file when it is not a collection index."""
+    none. Raises ValueError naming the file when it is not a collection index, or when an entry
+    is not one the collector writes (:func:`check_entry`: a file outside ``frames/``, ids or
+    sizes that are not whole numbers)."""
     path = Path(folder) / INDEX
     if not path.is_file():
         return {"format": FORMAT, "entries": [], "counts": {k: 0 for k in COUNT_KEYS}, "next_id": 0}
@@ -79,7 +104,14 @@ def read_index(folder) -> Dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), list):
         raise ValueError(f"{path}: not a tir collection index (format {FORMAT} with 'entries'); "
                          "collect into another folder")
-    data.setdefault("counts", {})
+    for entry in data["entries"]:
+        try:
+            check_entry(entry)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}; not an index this collector wrote: move it away or collect "
+                             "into another folder") from None
+    if not isinstance(data.setdefault("counts", {}), dict) or not _whole(data.get("next_id", 0)):
+        raise ValueError(f"{path}: counts must be an object and next_id a whole number; collect into another folder")
     for key in COUNT_KEYS:
         data["counts"].setdefault(key, 0)
     data.setdefault("next_id", 1 + max((int(e["id"]) for e in data["entries"]), default=-1))
@@ -96,7 +128,8 @@ def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
 
 def load_frame(folder, entry: Dict[str, Any]) -> np.ndarray:
     """The raw counts (uint16 H×W) of one index entry. Raises ValueError when its file is gone
-    or unreadable."""
+    or unreadable, or the entry is not one the collector writes (:func:`check_entry`)."""
+    check_entry(entry)
     path = Path(folder) / entry["file"]
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:

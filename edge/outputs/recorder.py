@@ -469,6 +469,49 @@ def _read_index(path: Path) -> List[Dict[str, str]]:
     return rows
 
 
+MAX_SIDE = 65535  # px: a frame side the index may name (a uint16 counts frame no camera exceeds)
+
+
+def frame_place(folder: Path, row: Dict[str, str], stream: str) -> Tuple[Optional[Path], int, int, int]:
+    """Where one index row's ``stream`` (raw/restored) image lies, checked against what the
+    recorder writes (:meth:`Recorder._write_frame`): ``(png path, 0, h, w)`` for a PNG
+    recording, ``(None, byte offset, h, w)`` for a ``<stream>.u16`` one.
+
+    A tampered or damaged index could name a PNG outside the folder (``../../x.png``: any image
+    on the machine read as a frame) or hold text, a negative number or a huge side where a
+    count belongs; such a row is refused with the reason.
+
+    Args:
+        folder: the recording folder.
+        row: one row of :data:`INDEX_NAME` (fields as str).
+        stream: ``raw`` or ``restored``; the row must name an image of it.
+
+    Returns:
+        (PNG path or None, offset in bytes into ``<stream>.u16`` (0 for a PNG), height px, width px).
+
+    Raises:
+        ValueError: a width/height that is not a whole number in 1..:data:`MAX_SIDE`, an offset
+            that is not a whole number >= 0, or a PNG name other than ``<stream>/<digits>.png``.
+    """
+    sides = []
+    for key in ("height", "width"):
+        text = (row.get(key) or "").strip()
+        if not text.isdigit() or not 1 <= int(text) <= MAX_SIDE:
+            raise ValueError(f"{key} {text[:20]!r} is not a frame side in px (1..{MAX_SIDE})")
+        sides.append(int(text))
+    h, w = sides
+    where = (row.get(stream) or "").strip()
+    if where.endswith(".png"):
+        kind, sep, name = where.partition("/")
+        if kind != stream or not sep or not name[:-4].isdigit():
+            raise ValueError(f"{stream} image {where[:60]!r} is not one the recorder writes ({stream}/<seq>.png "
+                             "inside the recording)")
+        return folder / kind / name, 0, h, w
+    if not where.isdigit():
+        raise ValueError(f"{stream} offset {where[:20]!r} is not a byte offset into {stream}.u16")
+    return None, int(where), h, w
+
+
 def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[str, str]]]:
     """Yield (frame, index row) for each recorded frame, in order.
 
@@ -477,8 +520,8 @@ def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[
 
     Raises:
         FileNotFoundError: ``path`` has no index, or a listed PNG is unreadable.
-        ValueError: ``what`` is not raw/restored/auto, a frame lacks that image, or the
-            ``.u16`` stream ends inside a frame.
+        ValueError: ``what`` is not raw/restored/auto, a frame lacks that image, an index row
+            names it wrongly (:func:`frame_place`), or the ``.u16`` stream ends inside a frame.
     """
     path = Path(path)
     rows = _read_index(path)
@@ -493,16 +536,19 @@ def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[
             if not where:
                 have = [k for k in ("raw", "restored") if row[k]]
                 raise ValueError(f"frame {row['seq']} in {path} has no {what} image; it has {have}")
-            if where.endswith(".png"):
-                counts = cv2.imread(str(path / where), cv2.IMREAD_UNCHANGED)
+            try:
+                png, offset, h, w = frame_place(path, row, what)
+            except ValueError as exc:
+                raise ValueError(f"frame {row['seq']} in {path / INDEX_NAME}: {exc}") from None
+            if png is not None:
+                counts = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
                 if counts is None:
                     raise FileNotFoundError(
-                        f"{path / where} is listed in {INDEX_NAME} but unreadable")
+                        f"{png} is listed in {INDEX_NAME} but unreadable")
             else:
                 if stream is None:
                     stream = open(path / f"{what}.u16", "rb")
-                h, w = int(row["height"]), int(row["width"])
-                stream.seek(int(where))
+                stream.seek(offset)
                 data = stream.read(h * w * STREAM_DTYPE.itemsize)
                 if len(data) != h * w * STREAM_DTYPE.itemsize:
                     raise ValueError(f"{path / (what + '.u16')} ends inside frame {row['seq']}")

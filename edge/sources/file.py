@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import struct
 import time
@@ -107,15 +108,42 @@ def png_problem(data: bytes) -> Optional[str]:
     return "cut before the IEND chunk"
 
 
+#: the largest frame side a file frame may have (px): the capture limit of edge/sources/v4l2.py
+#: (no thermal camera comes near it). A 16-bit PNG of 20000x20000 zeros is a file of under 1 MB
+#: that decodes to 800 MB and was then restored at full size (a model input of GBs).
+MAX_FRAME_SIDE = 8192
+
+
+def png_dimensions(data: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) in px from a PNG's IHDR chunk (the first chunk, bytes 16..24, big-endian:
+    PNG specification section 11.2.2), or None when ``data`` does not start like a PNG."""
+    if len(data) >= 24 and data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return width, height
+    return None
+
+
+def check_frame_side(width: int, height: int, what: str) -> None:
+    """Refuse a frame with a side above :data:`MAX_FRAME_SIDE`.
+
+    Raises:
+        FrameError: kind ``size``, naming ``what`` and the size.
+    """
+    if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE:
+        raise FrameError("size", f"{what}: a {width}x{height} frame is larger than any thermal camera's (at most "
+                                 f"{MAX_FRAME_SIDE} px a side, the capture limit); not read")
+
+
 def read_image(path: str) -> np.ndarray:
-    """Decode an image file as stored (``cv2.IMREAD_UNCHANGED``).
+    """Decode an image file as stored (``cv2.IMREAD_UNCHANGED``); a PNG is measured from its
+    header first, so one with a side above :data:`MAX_FRAME_SIDE` is never decoded.
 
     Returns:
         The decoded array: (H, W) or (H, W, C), uint8 or uint16 as the file holds it.
 
     Raises:
-        FrameError: kind ``missing`` (gone or unreadable) or ``corrupt`` (empty, damaged PNG,
-            not decodable).
+        FrameError: kind ``missing`` (gone or unreadable), ``corrupt`` (empty, damaged PNG,
+            not decodable) or ``size`` (a side above :data:`MAX_FRAME_SIDE`).
     """
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -127,9 +155,13 @@ def read_image(path: str) -> np.ndarray:
         problem = png_problem(data.tobytes())
         if problem is not None:
             raise FrameError("corrupt", f"{path}: damaged PNG ({problem})")
+    size = png_dimensions(data[:24].tobytes())
+    if size is not None:
+        check_frame_side(*size, path)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise FrameError("corrupt", f"{path}: cannot be decoded")
+    check_frame_side(image.shape[1], image.shape[0], path)
     return image
 
 
@@ -183,11 +215,13 @@ def to_counts(image: np.ndarray, what: str) -> np.ndarray:
         (H, W) uint16 counts (8-bit input lands in 14-bit range: 0..16320).
 
     Raises:
-        FrameError: kind ``corrupt`` for None (not decodable), ``colour`` for a false-colour
-            (palette) frame (:func:`to_grey`), ``dtype`` for other pixel types.
+        FrameError: kind ``corrupt`` for None (not decodable), ``size`` for a side above
+            :data:`MAX_FRAME_SIDE`, ``colour`` for a false-colour (palette) frame
+            (:func:`to_grey`), ``dtype`` for other pixel types.
     """
     if image is None:
         raise FrameError("corrupt", f"{what}: cannot be decoded")
+    check_frame_side(image.shape[1], image.shape[0], what)
     image = to_grey(image, what)
     if image.dtype == np.uint8:
         return image.astype(np.uint16) << 6
@@ -400,6 +434,16 @@ def is_recording(path: str) -> bool:
     return os.path.isfile(os.path.join(path, INDEX_NAME)) and os.path.isfile(os.path.join(path, INFO_NAME))
 
 
+def _recorded_time(row) -> Optional[float]:
+    """An index row's capture time in s, or None where it is not a finite number (a damaged
+    line: that frame is replayed at the file's rate instead of its recorded timing)."""
+    try:
+        t = float(row["t_capture"])
+    except (TypeError, ValueError):
+        return None
+    return t if math.isfinite(t) else None
+
+
 class _RecordingReader(_Reader):
     """The frames of a recorder folder, one stream (raw or restored), with their timestamps."""
 
@@ -418,8 +462,8 @@ class _RecordingReader(_Reader):
             raise SourceError(f"{path}: the recording holds no {stream} frames; use ?stream={other}")
         self.rows = have
         self.count = len(self.rows)
-        self.times = [float(r["t_capture"]) for r in self.rows]
-        steps = [b - a for a, b in zip(self.times, self.times[1:]) if b > a]
+        self.times = [_recorded_time(r) for r in self.rows]  # None: damaged, not paced by
+        steps = [b - a for a, b in zip(self.times, self.times[1:]) if None not in (a, b) and b > a]
         self.fps = 1.0 / float(np.median(steps)) if steps else None
         self.index = 0
 
@@ -428,14 +472,19 @@ class _RecordingReader(_Reader):
             return None
         row = self.rows[self.index]
         self.index += 1
+        from ..outputs.recorder import INDEX_NAME, frame_place
+
         where = row[self.stream]
-        if where.endswith(".png"):
-            image = read_image(os.path.join(self.path, where))
+        try:
+            png, offset, h, w = frame_place(Path(self.path), row, self.stream)
+        except ValueError as exc:  # a damaged or tampered index line: this frame is dropped
+            raise FrameError("corrupt", f"{self.path}: frame {row['seq']} of {INDEX_NAME}: {exc}") from None
+        if png is not None:
+            image = read_image(str(png))
         else:
-            h, w = int(row["height"]), int(row["width"])
             name = os.path.join(self.path, f"{self.stream}.u16")
             try:
-                image = np.fromfile(name, dtype=self.dtype, count=h * w, offset=int(where))
+                image = np.fromfile(name, dtype=self.dtype, count=h * w, offset=offset)
             except OSError as exc:
                 if not os.path.isdir(self.path):
                     raise SourceLost(f"{self.path}: the recording is gone") from exc
@@ -448,13 +497,13 @@ class _RecordingReader(_Reader):
 
     def step_s(self):
         i = self.index  # the frame just returned is index - 1
-        if 0 < i < self.count:
+        if 0 < i < self.count and None not in (self.times[i], self.times[i - 1]):
             return min(max(self.times[i] - self.times[i - 1], 0.0), MAX_RECORDED_GAP_S)
         return None
 
     def meta(self):
         row = self.rows[self.index - 1]
-        return {"recorded_seq": int(row["seq"]), "t_recorded": float(row["t_capture"])}
+        return {"recorded_seq": int(row["seq"]), "t_recorded": self.times[self.index - 1]}
 
     def rewind(self):
         if not os.path.isdir(self.path):

@@ -24,7 +24,7 @@ import numpy as np
 
 from tir.edge.errors import InputError
 from tir.edge.frame import FrameError
-from tir.edge.sources.file import to_grey
+from tir.edge.sources.file import check_frame_side, png_dimensions, to_grey
 
 SPLITS = ("train", "val", "test")
 ALL = "all"
@@ -184,11 +184,18 @@ def _frame_files(folder: Path) -> List[Path]:
 
 def _decode(path: Path) -> np.ndarray:
     """One image file as stored (any depth, any channels); DatasetError when it cannot be decoded
+    or is a PNG with a side above the capture limit (edge/sources/file.py ``MAX_FRAME_SIDE``)
     (OpenCV's own decoder warnings are silenced: the error names the file)."""
     from tir.edge.logs import quiet_opencv
 
     quiet_opencv()
     data = np.fromfile(str(path), dtype=np.uint8)
+    try:  # a PNG larger than any camera (a decompression bomb) is refused from its header, undecoded
+        size = png_dimensions(data[:24].tobytes())
+        if size is not None:
+            check_frame_side(*size, str(path))
+    except FrameError as exc:
+        raise DatasetError(f"{exc}; remove or replace it") from None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise DatasetError(f"cannot decode {path} ({'empty file' if not data.size else 'damaged or not an image'}); "
@@ -253,15 +260,42 @@ def read_counts(path: Path, bits: int) -> np.ndarray:
     return image
 
 
+def frame_limit(max_frames) -> Optional[int]:
+    """A frame-count limit checked: None (no limit) or a whole number >= 1.
+
+    A limit of 0 used to read as "no limit" and a negative one as "all but the last N" (a
+    Python slice), so ``--max-frames 0`` ran a whole set and ``--max-frames -3`` on a
+    three-frame folder evaluated nothing and failed deep inside; both are refused here.
+
+    Args:
+        max_frames: None, or an int (a bool or a non-integral number is refused).
+
+    Returns:
+        None or the limit as an int.
+
+    Raises:
+        DatasetError: a limit that is not a whole number >= 1.
+    """
+    if max_frames is None:
+        return None
+    if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or max_frames < 1:
+        raise DatasetError(f"a frame limit must be a whole number >= 1 (or none), got {max_frames!r}")
+    return int(max_frames)
+
+
 def load_counts(name: str, split: str, root: Optional[Union[str, Path]] = None,
                 max_frames: Optional[int] = None) -> List[np.ndarray]:
-    """The frames of one split as stored (uint8 or uint16 H×W arrays; sizes may differ)."""
+    """The frames of one split as stored (uint8 or uint16 H×W arrays; sizes may differ).
+
+    ``max_frames``: the first N frames at most, or None (all); DatasetError for a limit that is
+    not a whole number >= 1 (:func:`frame_limit`)."""
+    max_frames = frame_limit(max_frames)
     ds = dataset(name)
     if ds.virtual:
-        return _render_virtual(split, int(max_frames or VIRTUAL_FRAMES))
+        return _render_virtual(split, max_frames or VIRTUAL_FRAMES)
     paths = split_files(name, split, root)
     if max_frames:
-        paths = paths[: int(max_frames)]
+        paths = paths[:max_frames]
     return [read_counts(p, ds.bits) for p in paths]
 
 

@@ -33,13 +33,19 @@ STUDENT_AUTO = "student (router mix)"
 
 
 def load_clean(data: Optional[str] = None, split: str = "test", max_frames: Optional[int] = None):
-    """Clean frames (N,H,W) in [0,1] and a description of where they came from."""
+    """Clean frames (N,H,W) in [0,1] and a description of where they came from.
+
+    ``max_frames``: the first N frames at most, or None (all); a limit that is not a whole
+    number >= 1 raises DatasetError (:func:`tir.engines.training.datasets.frame_limit`)."""
+    from .datasets import frame_limit
+
+    max_frames = frame_limit(max_frames)
     if data:
         frames, source = deg.load_folder(data), f"folder {data}"
     else:
         frames, source = deg.load_roadscene(split), f"RoadScene {split} split"
     if max_frames:
-        frames = frames[: int(max_frames)]
+        frames = frames[:max_frames]
     return frames, source
 
 

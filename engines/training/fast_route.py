@@ -220,7 +220,8 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
     values, ``gmac_640x512`` from :func:`tir.engines.training.macs.count_macs` and per route an
     ``export`` entry with the two differences. Returns the new bundle's folder.
     Raises BundleError (no checkpoint, same folder, an existing non-empty ``out_dir`` or a
-    file there, or a tampered file), ValueError (a
+    file there, a tampered file, or ``out_dir`` that cannot be written: a full disk, its partial
+    files removed), ValueError (a
     checkpoint that is not weights-only) or ExportError (a difference above ``tolerance``).
     """
     import io
@@ -288,13 +289,25 @@ def reexport_bundle(src, out_dir, size=(640, 512), tolerance: float = 1e-4, prog
             if progress:
                 progress(f"{task}: {cost['gmac']:.3f} GMAC, vs torch {record['max_abs_diff_vs_torch']:.2g}, "
                          f"vs previous ONNX {diff:.2g}")
-        # the checkpoint and the student (re-exported by tir distill, not here) travel as they are
-        copy_listed_files(bundle.path, manifest, out)
         manifest.setdefault("training", {})["reexport"] = {
             "from": str(bundle.path), "form": EXPORT_FORM, "tolerance": tolerance,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         manifest["tasks"] = [entries[t] for t in bundle.tasks]
-        write_bundle(out, routes, bundle.router_path, manifest)
+        existed = out.exists()  # an empty folder (checked above): kept, emptied again on failure
+        try:
+            # the checkpoint and the student (re-exported by tir distill, not here) travel as they are
+            copy_listed_files(bundle.path, manifest, out)
+            write_bundle(out, routes, bundle.router_path, manifest)
+        except OSError as exc:
+            # a full disk or a folder that turned unwritable: no half bundle is left behind
+            # (it was a traceback, and a folder holding a partial model.pt.tmp)
+            if existed:
+                for child in out.iterdir():
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            else:
+                shutil.rmtree(out, ignore_errors=True)
+            raise BundleError(f"cannot write the re-exported bundle to {out}: {exc.strerror or exc}; free space "
+                              "or choose another --out (nothing was left there)") from exc
         if bundle.router_path is not None:   # the router's fixed features in their fast form too
             from .fast_router import rewrite_bundle_router
 

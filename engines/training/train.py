@@ -245,6 +245,8 @@ class ContinualTrainer:
     Raises:
         DegradationError: a task of ``settings.tasks`` is no built-in degradation and no spec
             file nor recorded in the work dir's state.json (checked before anything is trained).
+        ValueError: ``settings.crop`` is not a multiple of the network's input multiple
+            (``cfg.multiple`` px; checked before anything is trained).
     """
 
     def __init__(self, settings: TrainSettings, work_dir, train_clean: Optional[np.ndarray] = None,
@@ -263,6 +265,11 @@ class ContinualTrainer:
             val_clean = val_clean[: settings.val_limit]
         self.model = self._load_model()
         m = self.model.cfg.multiple
+        if settings.crop < m or settings.crop % m:
+            # the network's pixel-unshuffle stages need a side divisible by m; any other crop
+            # failed at the first training step with a convolution shape error
+            raise ValueError(f"crop {settings.crop} px: the {settings.preset} network takes crops whose side is "
+                             f"a multiple of {m} px (e.g. {max(m, settings.crop // m * m)}); pick such a --crop")
         self.train_clean = crop_to_multiple(train_clean, m)
         self.val_clean = crop_to_multiple(val_clean, m)
         self.loss = RestorationLoss(settings.crop)
