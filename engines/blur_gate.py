@@ -366,6 +366,9 @@ class BlurGate:
         self.pinned = False
         #: noise-carrying verdicts whose blur part the measure under noise changed (either way)
         self.changed_noisy = 0
+        #: blur-carrying verdicts given back their partner without the blur before the camera had a
+        #: sharpness reference, while the restorer warmed up (:meth:`hold_unmeasured`)
+        self.held = 0
         self.last: Optional[float] = None
         self.last_noisy: Optional[float] = None
         #: the last judged noise-carrying frame: True blurred, False sharp, None not decided
@@ -531,6 +534,24 @@ class BlurGate:
             history.clear()
         return True
 
+    def hold_unmeasured(self, task: str) -> str:
+        """``task`` without its blur part (:attr:`partners`, :attr:`noisy_partners`: blur → clean,
+        CB → contrast, BN → noise, CBN → CN), counted in :attr:`held`; ``task`` itself when it has
+        no blur part. Called by the restorer (engines/restorer.py ``Restorer._gate``) on a verdict
+        :meth:`step` judged while the camera had no sharpness reference (:meth:`threshold` None
+        before the step), while the restorer warms up after the start or a camera change.
+
+        Why: the blur part of such a verdict is the router's word alone, and the gate cannot yet
+        tell the camera's own softness (a low-resolution or defocused camera, a soft optic) from a
+        blur that happened; an uncertain decision falls back to pass-through (issue "any thermal
+        camera", item 4). What it costs: a camera blurred from its first frame has its first
+        routed frames passed through; its frames then make its history, as they would have."""
+        partner = self.partners.get(task, self.noisy_partners.get(task))
+        if partner is None:
+            return task
+        self.held += 1
+        return partner
+
     def carry_from(self, old: "BlurGate") -> None:
         """Take over ``old``'s camera history and demoted count (a bundle hot-swap: the camera is
         the same). The history is taken only when both measure with the same σ_min: drops
@@ -544,14 +565,16 @@ class BlurGate:
             self.pinned = self.pinned or bool(getattr(old, "pinned", False))
         self.demoted += int(old.demoted)
         self.changed_noisy += int(old.changed_noisy)
+        self.held += int(getattr(old, "held", 0))
 
     def status(self) -> dict:
         """``drop`` of the last routed frame (None: not measurable), ``threshold`` (None before
-        :attr:`min_frames`), ``frames`` in the history, ``demoted`` verdicts."""
+        :attr:`min_frames`), ``frames`` in the history, ``demoted`` verdicts, ``held`` verdicts
+        (:meth:`hold_unmeasured`)."""
         limit, band = self.threshold(), self.noisy_band()
         return {"drop": None if self.last is None else round(self.last, 4),
                 "threshold": None if limit is None else round(limit, 4),
                 "frames": len(self.drops), "demoted": self.demoted,
                 "drop_noisy": None if self.last_noisy is None else round(self.last_noisy, 4),
                 "band_noisy": None if band is None else [round(band[0], 4), round(band[1], 4)],
-                "changed_noisy": self.changed_noisy}
+                "changed_noisy": self.changed_noisy, "held": self.held}

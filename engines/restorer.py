@@ -330,6 +330,7 @@ class Restorer:
         self._offsets_span: Optional[float] = None
         self._span: Optional[float] = None
         self._soft = True           # the last routed frame was soft for this camera (blur gate)
+        self._blur_held = False     # the blur gate held the last verdict's blur part (no reference yet)
         self.adapter: Optional[OnlineAdapter] = None
         self.adapt_save = adapt_save
         self.adapt_saved: Optional[str] = None
@@ -704,11 +705,13 @@ class Restorer:
         - last, while the restorer warms up (:meth:`_warming`: the start, a camera change) and the
           camera had no white-noise floor before this frame, a noise part the FPN gate did not
           measure (no column FPN, no white-noise promotion) is held: the verdict goes on without it
-          (:meth:`~tir.engines.fpn_gate.FPNGate.hold_unmeasured`, counted as the gate's ``held``).
+          (:meth:`~tir.engines.fpn_gate.FPNGate.hold_unmeasured`, counted as the gate's ``held``);
+          likewise, when the camera had no sharpness reference before this frame, the verdict's
+          blur part (:meth:`~tir.engines.blur_gate.BlurGate.hold_unmeasured`).
         """
         task = decision["task"]
         self._fpn, self._noise_taken = False, False
-        floorless = False
+        floorless = unjudged = False
         if self.fpn_gate is not None:
             before = task
             floorless = self._warm_left > 0 and self.fpn_gate.floor_sigma()[0] is None
@@ -721,7 +724,9 @@ class Restorer:
             before, promoted = task, self.contrast_gate.promoted
             task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame))
             self._contrast_promoted = self.contrast_gate.promoted > promoted and task != before
+        self._blur_held = False
         if self.blur_gate is not None:
+            unjudged = self._warm_left > 0 and self.blur_gate.threshold() is None
             # the camera's, before this frame joins its history; only a promotion asks for it
             limit = self.blur_gate.threshold() if self._contrast_promoted else None
             blurred = task
@@ -739,6 +744,11 @@ class Restorer:
                 promoted_task = self.contrast_gate.promote_last(task)
                 if promoted_task != task:
                     task, self._contrast_promoted = promoted_task, True
+        if self.blur_gate is not None and unjudged:
+            # warming up without a sharpness reference: the router's blur part alone is not taken on
+            # trust (after the gates, like the noise part's hold below)
+            held = self.blur_gate.hold_unmeasured(task)
+            task, self._blur_held = held, held != task
         if self.fpn_gate is not None and floorless and not self._fpn:
             # warming up without a white-noise floor: the router's noise part alone is not taken on
             # trust. Last, so the contrast and blur gates judged (and recorded) the verdict as before
@@ -764,7 +774,9 @@ class Restorer:
         prompt's weight moves to its partner without the blur (the blur gate); when the blur
         gate's measure under noise found the frame sharp, each noise-carrying blur prompt's
         weight moves to its partner without the blur (BN → noise, CBN → CN), when it found it
-        blurred, the other way; last, when the contrast gate promoted the verdict, each prompt of
+        blurred, the other way; when the blur gate held the verdict's blur part (no sharpness
+        reference yet, :meth:`_gate`), each blur prompt's weight moves to its partner without the
+        blur; last, when the contrast gate promoted the verdict, each prompt of
         its :attr:`~tir.engines.contrast_gate.ContrastGate.gains` moves to its partner with
         contrast (after the blur gate's moves: a blur weight it moved to clean follows). Renormalised; a one-hot of the gated verdict when nothing is
         left. (K,) float32 in, (K,) float32 out."""
@@ -779,6 +791,8 @@ class Restorer:
             moves.append(self.blur_gate.partners)
         if self.blur_gate is not None and self.blur_gate.noisy_soft is not None:
             moves.append(self.blur_gate.noisy_moves())
+        if self.blur_gate is not None and self._blur_held:
+            moves.append({**self.blur_gate.noisy_partners, **self.blur_gate.partners})
         if self.contrast_gate is not None and self._contrast_promoted:
             moves.append(self.contrast_gate.gains)   # last: a blur weight the blur gate moved to clean follows
         if not moves or not self.prompts:

@@ -441,3 +441,26 @@ def test_a_pinned_camera_reference_keeps_a_always_blurred_stream_blurred(blur_bu
     assert pinned.status()["camera_reference"] == {"pinned": 12} and free.status()["camera_reference"] is None
     with pytest.raises(ValueError, match="at least one frame"):
         pinned.pin_camera(np.zeros((0, 1, H, W), np.float32))
+
+
+def test_a_blur_verdict_before_the_camera_has_a_sharpness_reference_is_held(blur_bundle):
+    """A camera met cold (or after a camera change): the router names every frame ``blur``, but
+    the gate has no history of this camera to tell its own softness from a blur that happened,
+    so the router's blur part alone is held (pass-through) until the history exists; the frames
+    still join it, and then it judges: this camera's own look passes, a further blur is restored."""
+    r = Restorer(blur_bundle, every=1, hysteresis=1, contrast_gate=False, fpn_gate=False)
+    own = [blurred(scene(100 + k), 1.0)[None, None] for k in range(MIN_FRAMES + 4)]   # a soft optic
+    outs = [np.allclose(r.infer(x), x) for x in own]
+    s = r.status()
+    assert all(outs) and s["blur"]["held"] == MIN_FRAMES and s["blur"]["threshold"] is not None
+    assert s["blur"]["frames"] == MIN_FRAMES + 4                            # held frames joined the history
+    softer = blurred(scene(200), 3.0)[None, None]
+    assert np.allclose(r.infer(softer), softer * 3.0) and r.status()["task"] == "blur"
+
+
+def test_a_held_blur_part_moves_the_student_prompt(blur_bundle, monkeypatch):
+    monkeypatch.setattr(Restorer, "prompts", property(lambda self: ["contrast", "blur", "CB", "clean"]))
+    r = Restorer(blur_bundle, every=1, hysteresis=1, contrast_gate=False)
+    w = np.array([0.1, 0.5, 0.3, 0.1], np.float32)
+    r._soft, r._blur_held = True, True                     # unjudged (soft), the blur part held
+    assert np.allclose(r._gate_prompt(w, "clean"), [0.4, 0.0, 0.0, 0.6])   # blur -> clean, CB -> contrast

@@ -15,7 +15,7 @@ from tir.engines.bundle import (DEFAULT_AUTO_MARGIN_DB, MAX_AUTO_MARGIN_DB, Bund
 from tir.engines.restorer import Restorer
 
 from test_restorer import H, MEANS, W, MeanRouter, _export, frame
-from tiny_models import Scale
+from tiny_models import Scale, scheduled
 from test_student import FactorStudent
 
 torch.set_num_threads(1)
@@ -287,8 +287,8 @@ def test_the_contrast_gate_acts_before_the_choice(tmp_path):
             ("blur-student", {"CB": 20.0, "blur": 30.0}, "blur", 2.0)):
         info = {"prompts": ["CB", "blur", "clean"],
                 "metrics": {"val_psnr": psnr, "teacher_val_psnr": {"CB": 25.0, "blur": 25.0}}}
-        r = Restorer(add_student(tmp_path / "routes", tmp_path / name, student, info, deploy="auto"), every=1,
-                     hysteresis=1, tone_align=False)      # the engine's own output (tone: test_contrast_gate)
+        r = scheduled(Restorer(add_student(tmp_path / "routes", tmp_path / name, student, info, deploy="auto"),
+                               every=1, hysteresis=1, tone_align=False))   # the engine's own output (tone: test_contrast_gate)
         r.warm_camera(np.stack([cg.ramp(0.6)] * 30))      # the camera's own contrast
         for x, expect, task in ((normal, on_normal, "blur"), (flat, on_flat, "CB")):
             out = r.infer(x)                               # flat: low contrast for this camera, CB stays

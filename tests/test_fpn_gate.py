@@ -4,7 +4,7 @@ live page's stats."""
 import cv2
 import numpy as np
 import pytest
-from tiny_models import one_hot_bundle
+from tiny_models import one_hot_bundle, scheduled
 
 from tir.engines import degrade as deg
 from tir.engines.fpn_gate import (AMPLITUDE, CONSISTENCY, MIN_FLOOR_FRAMES, NO_PATTERN, PERIODICITY, FPNGate,
@@ -144,14 +144,6 @@ def test_noise_partners_come_from_the_specs():
 
 # --- the Restorer ------------------------------------------------------------------------------
 
-def scheduled(r):
-    """``r`` as on a camera it has run on for a while: its start-up warming (every frame routed
-    while the gates have no reference, engines/restorer.py ``Restorer._warming``) is over, so the
-    1-in-``every`` schedule these tests are about holds from the first frame."""
-    r._warm_left = 0
-    return r
-
-
 def _bundle(tmp, say, unknown=False):
     """Routes blur (×3), BN (×5) and noise (×7) with the shipped specs; a router that always
     names ``say`` (one of blur, BN, noise, clean), or (``unknown``) nothing it knows."""
@@ -164,7 +156,7 @@ def blur_bundle(tmp_path_factory):
 
 
 def test_restorer_adds_the_noise_part_on_column_fpn(blur_bundle):
-    r = Restorer(blur_bundle, every=1, hysteresis=1, tone_align=False)
+    r = scheduled(Restorer(blur_bundle, every=1, hysteresis=1, tone_align=False))
     assert r.fpn_gate.partners == {CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}
     clean = scene()[None, None]
     assert np.allclose(r.infer(clean), clean * 3.0) and r.status()["task"] == "blur"   # router as it says
@@ -188,7 +180,7 @@ def test_unknown_verdict_with_column_fpn_goes_to_the_noise_route(tmp_path):
 
 def test_gate_off_and_forced_task(blur_bundle):
     striped = with_column_fpn(scene(), 0.025)[None, None]
-    off = Restorer(blur_bundle, every=1, hysteresis=1, fpn_gate=False)
+    off = scheduled(Restorer(blur_bundle, every=1, hysteresis=1, fpn_gate=False))
     assert off.fpn_gate is None and off.status()["fpn"] is None
     assert np.allclose(off.infer(striped), striped * 3.0)
     forced = Restorer(blur_bundle, task="blur")
@@ -197,7 +189,7 @@ def test_gate_off_and_forced_task(blur_bundle):
 
 def test_student_prompt_mix_gains_the_noise_part(blur_bundle, monkeypatch):
     monkeypatch.setattr(Restorer, "prompts", property(lambda self: ["blur", "BN", "noise"]))
-    r = Restorer(blur_bundle, every=1, hysteresis=1)
+    r = scheduled(Restorer(blur_bundle, every=1, hysteresis=1))
     w = np.array([0.6, 0.1, 0.3], np.float32)
     r._fpn = False
     assert np.allclose(r._gate_prompt(w, "blur"), w)
@@ -266,7 +258,7 @@ def test_unsure_noise_verdict_on_column_fpn_is_kept(tmp_path):
     (do no harm), BN on a frame whose column FPN and white noise are measured (the noise part is
     certain); column FPN without that white noise: blur, the column offsets removed."""
     bundle = _bundle(tmp_path, "BN")
-    r = Restorer(bundle, every=1, hysteresis=1, tone_align=False, min_confidence=0.9999)   # softmax of one-hot: 0.99986
+    r = scheduled(Restorer(bundle, every=1, hysteresis=1, tone_align=False, min_confidence=0.9999))   # softmax of one-hot: 0.99986
     clean = scene()[None, None]
     assert np.allclose(r.infer(clean), clean) and r.status()["uncertain"] == 1
     striped = white(with_column_fpn(scene(), 0.025), 8.0)[None, None]
@@ -377,18 +369,18 @@ def test_a_noise_route_keeps_the_tone_of_the_camera_or_of_the_frame(blur_bundle)
     from tir.engines.contrast_gate import lowpass_ends
 
     striped = white(with_column_fpn(scene(), 0.025), 8.0)[None, None]
-    r = Restorer(blur_bundle, every=1, hysteresis=1)
+    r = scheduled(Restorer(blur_bundle, every=1, hysteresis=1))
     assert r._keeps_tone == {"noise", "BN"}
     out = r.infer(striped)
     assert r.status()["task"] == "BN" and r.contrast_gate.tone_reference() is None
     np.testing.assert_allclose(lowpass_ends(out[0, 0]), lowpass_ends(striped[0, 0]), atol=2e-3)
     assert np.allclose(out, striped, atol=1e-4)            # a pure scale, mapped back: the frame itself
-    cam = Restorer(blur_bundle, every=1, hysteresis=1)
+    cam = scheduled(Restorer(blur_bundle, every=1, hysteresis=1))
     cam.warm_camera(np.stack([scene(seed=s) * 0.5 + 0.25 for s in range(12)])[:, None])
     ref = cam.contrast_gate.tone_reference()
     out = cam.infer(striped)
     np.testing.assert_allclose(lowpass_ends(out[0, 0]), ref, atol=2e-3)
-    off = Restorer(blur_bundle, every=1, hysteresis=1, tone_align=False)
+    off = scheduled(Restorer(blur_bundle, every=1, hysteresis=1, tone_align=False))
     assert np.allclose(off.infer(striped), striped * 5.0)
 
 
@@ -570,7 +562,7 @@ def test_dead_columns_are_replaced_for_the_router_only():
 
 
 def test_restorer_counts_router_frames_with_dead_columns(blur_bundle):
-    r = Restorer(blur_bundle, every=1, hysteresis=1)
+    r = scheduled(Restorer(blur_bundle, every=1, hysteresis=1))
     dead = scene().copy()
     dead[:, 40] = 0.0
     out = r.infer(dead[None, None])

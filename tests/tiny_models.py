@@ -116,3 +116,12 @@ def calibration_bundle(tmp):
         routes[task] = tmp / f"{task}.onnx"
         export_onnx(Unshuffled(i), routes[task], input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
     return write_bundle(tmp / "b", routes, None, {"name": "tiny", "multiple": 2})
+
+
+def scheduled(r):
+    """Restorer ``r`` as on a camera it has run on for a while: its start-up warming (frames routed
+    off the schedule to give the gates their references, and the router's noise or blur part held
+    while the gate that would check it has none: engines/restorer.py ``Restorer._warming``,
+    ``Restorer._gate``) is over, for tests whose subject is not the start-up."""
+    r._warm_left = 0
+    return r

@@ -112,11 +112,15 @@ def status_line(snap) -> str:
         parts.append(f"camera's own noise kept {fpn['demoted_white']}")
     if fpn and fpn.get("destriped"):
         parts.append(f"column FPN removed {fpn['destriped']}")
+    if fpn and fpn.get("held"):
+        parts.append(f"noise held before the camera's floor {fpn['held']}")
     blur = snap.get("blur")
     if blur and blur.get("demoted"):
         parts.append(f"blur gate demoted {blur['demoted']}")
     if blur and blur.get("changed_noisy"):
         parts.append(f"blur under noise changed {blur['changed_noisy']}")
+    if blur and blur.get("held"):
+        parts.append(f"blur held before the camera's reference {blur['held']}")
     camera = snap.get("camera")
     if camera:
         fpa = camera.get("fpa_temp_c")

@@ -230,7 +230,9 @@ class BlurStatus(_Record):
     resolution, destriped, its white noise taken out (None: not measured); ``band_noisy``:
     [low, high], below low the frame is sharp, above high blurred, between the router's verdict
     stands (None until the camera has been seen for 8 frames); ``changed_noisy``: noise-carrying
-    verdicts whose blur part the gate changed, either way."""
+    verdicts whose blur part the gate changed, either way; ``held``: blur-carrying verdicts given
+    back their partner without the blur while the camera had no sharpness reference yet (the
+    first routed frames after the start or a camera change)."""
     drop: Optional[float] = None
     threshold: Optional[float] = None
     frames: int = 0
@@ -238,6 +240,7 @@ class BlurStatus(_Record):
     drop_noisy: Optional[float] = None
     band_noisy: Optional[List[float]] = None
     changed_noisy: int = 0
+    held: int = 0
     stats_error: Optional[str] = None
 
 

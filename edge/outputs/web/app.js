@@ -161,7 +161,8 @@ function renderBlur(stats) {
   $("blur-fact").classList.toggle("hidden", !stats.blur);
   if (!stats.blur) return;
   text("blur", `${fmt(stats.blur.drop, 2)} / ${fmt(stats.blur.threshold, 2)} · ${stats.blur.demoted} demoted` +
-    ` · ${stats.blur.changed_noisy || 0} under noise`);
+    ` · ${stats.blur.changed_noisy || 0} under noise` +
+    (stats.blur.held ? ` · ${stats.blur.held} held before the reference` : ""));
 }
 
 // Open-world collection (tir run --collect DIR): kept count, raw counts, last thumbnails.
