@@ -52,6 +52,17 @@ def test_cpu_int8_weights_are_7_bit_by_default(bundle, tmp_path):
     assert cli.main(args + ["--out", str(tmp_path / "b"), "--no-reduce-range"]) == 0
     assert _max_weight_code(str(tmp_path / "a" / "noise.int8-cpu.onnx")) <= 64
     assert _max_weight_code(str(tmp_path / "b" / "noise.int8-cpu.onnx")) == 127
+    # the model and the report say how it was quantised and on what CPU (runs elsewhere check it)
+    from tir.edge.machine import int8_cpu_features
+    from tir.engines.training.export import read_metadata
+
+    for sub, bits in (("a", "7"), ("b", "8")):
+        meta = read_metadata(str(tmp_path / sub / "noise.int8-cpu.onnx"))
+        assert meta["tir.int8.weight_bits"] == bits and meta["tir.int8.activations"] == "uint8"
+        assert json.loads(meta["tir.int8.calibrated_cpu"])["vnni"] == int8_cpu_features().vnni
+        report = json.loads((tmp_path / sub / "calibration.json").read_text())
+        assert report["reduce_range"] is (bits == "7")
+        assert report["int8_cpu"]["saturating"] == int8_cpu_features().saturating
 
 
 def test_calibrate_rejects_unknown_route_and_source(bundle, tmp_path, capsys):
