@@ -149,7 +149,8 @@ def jetson_info(release_file: str = TEGRA_RELEASE) -> Dict[str, Any]:
 
 def machine_info() -> Dict[str, Any]:
     """What the numbers were measured on (pipelines.md (d)7: versions in every report): host,
-    platform, Python, CPU count and model, 1/5/15-min load average, ONNX Runtime version and
+    platform, Python, CPU count and model, its INT8 kernel features (:func:`int8_cpu_features`:
+    VNNI or not), 1/5/15-min load average, ONNX Runtime version and
     providers, OpenCV, torch/TensorRT versions when already imported, Jetson L4T and power mode."""
     info: Dict[str, Any] = {
         "host": platform.node(),
@@ -157,6 +158,7 @@ def machine_info() -> Dict[str, Any]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "cpu": cpu_model(),
+        "int8_cpu": int8_cpu_features().to_dict(),
         "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
     try:

@@ -95,3 +95,8 @@ def test_stamp_and_engine_refusal(tmp_path, monkeypatch):
         ONNXRuntimeEngine(paths["int8"], threads=1)
     stamp_int8_cpu(paths["int8"], "uint8", reduce_range=True, cpu=vnni)   # 7-bit: runs anywhere
     assert ONNXRuntimeEngine(paths["int8"], threads=1).metadata[INT8_WEIGHT_BITS_KEY] == "7"
+
+
+def test_bench_reports_say_whether_the_cpu_has_vnni():
+    info = machine.machine_info()
+    assert info["int8_cpu"] == int8_cpu_features().to_dict()
