@@ -620,13 +620,15 @@ def stamp_int8_cpu(path, activation: str, reduce_range: bool, cpu=None) -> Dict[
     import onnx
 
     from tir.edge.machine import cpu_model, int8_cpu_features
-    from tir.engines.training.export import set_metadata
 
     cpu = cpu or int8_cpu_features()
     meta = {"tir.int8.activations": activation, "tir.int8.weight_bits": "7" if reduce_range else "8",
             "tir.int8.calibrated_cpu": json.dumps({"model": cpu_model(), **cpu.to_dict()}, sort_keys=True)}
     model = onnx.load(os.fspath(path))
-    set_metadata(model, meta)
+    props = {p.key: p for p in model.metadata_props}
+    for key, value in meta.items():
+        prop = props[key] if key in props else model.metadata_props.add()
+        prop.key, prop.value = key, value
     onnx.save(model, os.fspath(path))
     return meta
 

@@ -113,9 +113,9 @@ class Int8Cpu:
         return self.saturating
 
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready: arch, vnni, flags (list), saturating, reduce_range."""
+        """JSON-ready: arch, vnni, flags (list), saturating, needs_reduce_range (:attr:`reduce_range`)."""
         return {"arch": self.arch, "vnni": self.vnni, "flags": list(self.flags), "saturating": self.saturating,
-                "reduce_range": self.reduce_range}
+                "needs_reduce_range": self.reduce_range}
 
 
 def int8_cpu_features(flags: Optional[Iterable[str]] = None, arch: Optional[str] = None) -> Int8Cpu:

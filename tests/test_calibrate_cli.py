@@ -167,3 +167,20 @@ def test_export_refuses_zero_size_and_unknown_targets_up_front(bundle, capsys):
     assert cli.main(["export", "--bundle", str(bundle.path), "--targets", "bogus,10"]) == 2  # was FAIL per model, exit 1
     assert capsys.readouterr().out == ("tir export: --targets 'bogus,10': unknown TensorRT parser version(s) bogus; "
                                        "known: 10, 8.5\n")
+
+
+def test_full_range_model_is_not_timed_on_a_cpu_without_vnni(bundle, tmp_path, monkeypatch):
+    # --no-reduce-range on an AVX2-only CPU: the gate still measures it (plain sessions), the ORT
+    # engine refuses to run it (int8_cpu_problem), so the latency table names the reason instead
+    from tir.edge import machine
+
+    avx2 = machine.int8_cpu_features(["avx", "avx2", "fma"], "x86_64")
+    monkeypatch.setattr(machine, "int8_cpu_features", lambda *a, **k: avx2)
+    out = tmp_path / "q"
+    assert cli.main(["calibrate", "--bundle", str(bundle.path), "--routes", "noise", "--frames", "3", "--holdout", "2",
+                     "--size", "32x24", "--bench-runs", "2", "--threads", "1", "--no-fp16-search",
+                     "--no-reduce-range", "--out", str(out)]) == 0
+    report = json.loads((out / "calibration.json").read_text())
+    lat = report["routes"]["noise"]["latency_ms"]
+    assert "no VNNI" in lat["int8-cpu-u8s8"]["refused"] and "p50" in lat["fp32"] and "p50" in lat["int8-trt-s8s8-on-ort"]
+    assert report["int8_cpu"]["saturating"] is True and report["reduce_range"] is False

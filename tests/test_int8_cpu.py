@@ -30,7 +30,7 @@ OLD_X86 = "fpu sse sse2 ssse3 sse4_1 sse4_2".split()                          # 
 def test_vnni_decides_whether_u8s8_saturates(flags, saturating, vnni):
     cpu = int8_cpu_features(flags, "x86_64")
     assert (cpu.saturating, cpu.vnni, cpu.reduce_range) == (saturating, vnni, saturating)
-    assert cpu.to_dict()["reduce_range"] is saturating and set(cpu.flags) <= set(flags)
+    assert cpu.to_dict()["needs_reduce_range"] is saturating and set(cpu.flags) <= set(flags)
 
 
 def test_arm_and_unknown_x86():

@@ -124,7 +124,10 @@ def add_arguments(parser) -> None:
 def _latency(paths: dict, size, threads: int, runs: int, prompt=None) -> dict:
     """p50/p90/... ms per model, runs interleaved (A, B, C, A, B, C, ...) so load drift on a shared
     machine hits every model alike. ``prompt``: (K,) float32 weights; the models are then students
-    (:class:`~tir.engines.backends.student.StudentEngine`) and get them with every frame."""
+    (:class:`~tir.engines.backends.student.StudentEngine`) and get them with every frame. A model
+    the engine refuses on this CPU (full 8-bit U8S8 weights without VNNI:
+    :func:`~tir.engines.backends.onnxruntime.int8_cpu_problem`) is not timed; its entry is
+    ``{"refused": reason}``."""
     from tir.edge.pipeline.stats import summarize_ms
     from tir.engines.backends.onnxruntime import ONNXRuntimeEngine
     from tir.engines.backends.student import StudentEngine
@@ -133,7 +136,15 @@ def _latency(paths: dict, size, threads: int, runs: int, prompt=None) -> dict:
     batch = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
     extra = () if prompt is None else (np.asarray(prompt, np.float32),)
     kind = ONNXRuntimeEngine if prompt is None else StudentEngine
-    engines = {k: kind(p, providers="cpu", threads=threads, name=Path(p).stem) for k, p in paths.items()}
+    from tir.engines.engine import EngineError
+
+    engines, refused = {}, {}
+    for k, p in paths.items():
+        try:
+            engines[k] = kind(p, providers="cpu", threads=threads, name=Path(p).stem)
+        except EngineError as exc:  # an INT8 model this CPU would run wrongly (int8_cpu_problem): not timed
+            refused[k] = {"refused": str(exc)}
+            log.warning("not timed: %s", exc)
     times = {k: [] for k in engines}
     try:
         for _ in range(max(2, runs // 5)):
@@ -147,7 +158,7 @@ def _latency(paths: dict, size, threads: int, runs: int, prompt=None) -> dict:
     finally:
         for e in engines.values():
             e.close()
-    return {k: summarize_ms(v) for k, v in times.items()}
+    return {**{k: summarize_ms(v) for k, v in times.items()}, **refused}
 
 
 def _runner(path: str, threads: int):
