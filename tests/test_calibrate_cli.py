@@ -52,6 +52,17 @@ def test_cpu_int8_weights_are_7_bit_by_default(bundle, tmp_path):
     assert cli.main(args + ["--out", str(tmp_path / "b"), "--no-reduce-range"]) == 0
     assert _max_weight_code(str(tmp_path / "a" / "noise.int8-cpu.onnx")) <= 64
     assert _max_weight_code(str(tmp_path / "b" / "noise.int8-cpu.onnx")) == 127
+    # the model and the report say how it was quantised and on what CPU (runs elsewhere check it)
+    from tir.edge.machine import int8_cpu_features
+    from tir.engines.training.export import read_metadata
+
+    for sub, bits in (("a", "7"), ("b", "8")):
+        meta = read_metadata(str(tmp_path / sub / "noise.int8-cpu.onnx"))
+        assert meta["tir.int8.weight_bits"] == bits and meta["tir.int8.activations"] == "uint8"
+        assert json.loads(meta["tir.int8.calibrated_cpu"])["vnni"] == int8_cpu_features().vnni
+        report = json.loads((tmp_path / sub / "calibration.json").read_text())
+        assert report["reduce_range"] is (bits == "7")
+        assert report["int8_cpu"]["saturating"] == int8_cpu_features().saturating
 
 
 def test_calibrate_rejects_unknown_route_and_source(bundle, tmp_path, capsys):
@@ -169,3 +180,20 @@ def test_a_size_beyond_any_camera_is_refused_before_any_work(bundle, tmp_path, c
     out, err = capsys.readouterr()
     assert rc == 2 and f"--size {size}: give a frame size WxH with each side 1..8192 px" in out + err
     assert not (tmp_path / "o").exists()
+
+
+def test_full_range_model_is_not_timed_on_a_cpu_without_vnni(bundle, tmp_path, monkeypatch):
+    # --no-reduce-range on an AVX2-only CPU: the gate still measures it (plain sessions), the ORT
+    # engine refuses to run it (int8_cpu_problem), so the latency table names the reason instead
+    from tir.edge import machine
+
+    avx2 = machine.int8_cpu_features(["avx", "avx2", "fma"], "x86_64")
+    monkeypatch.setattr(machine, "int8_cpu_features", lambda *a, **k: avx2)
+    out = tmp_path / "q"
+    assert cli.main(["calibrate", "--bundle", str(bundle.path), "--routes", "noise", "--frames", "3", "--holdout", "2",
+                     "--size", "32x24", "--bench-runs", "2", "--threads", "1", "--no-fp16-search",
+                     "--no-reduce-range", "--out", str(out)]) == 0
+    report = json.loads((out / "calibration.json").read_text())
+    lat = report["routes"]["noise"]["latency_ms"]
+    assert "no VNNI" in lat["int8-cpu-u8s8"]["refused"] and "p50" in lat["fp32"] and "p50" in lat["int8-trt-s8s8-on-ort"]
+    assert report["int8_cpu"]["saturating"] is True and report["reduce_range"] is False

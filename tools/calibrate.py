@@ -89,10 +89,12 @@ def add_arguments(parser) -> None:
                         help="timed ORT runs per model, interleaved across fp32/u8s8/s8s8 (20; 0 = skip)")
     add_threads_argument(parser, default=2, help="ORT intra-op threads (2)")
     parser.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
-                        help="CPU model: 7-bit weights (default on). Without VNNI (AVX2 only) ONNX Runtime's "
-                             "u8xs8 kernel sums pairs of products in int16 and saturates with 8-bit weights: "
-                             "blur/noise/BN lost 0.7-1.4 dB that way (docs/int8.md). --no-reduce-range only "
-                             "for a target with VNNI")
+                        help="CPU model: 7-bit weights (default on, on every CPU). Without VNNI (AVX2 only) ONNX "
+                             "Runtime's u8xs8 kernel sums pairs of products in int16 and saturates with 8-bit "
+                             "weights: blur/noise/BN lost 0.7-1.4 dB that way (docs/int8.md). With VNNI 8-bit "
+                             "weights ran no faster and moved the gate loss by <= 0.02 dB, so 7-bit stays the default: "
+                             "its models run right on any CPU. --no-reduce-range models record it and are "
+                             "refused at load on a CPU without VNNI")
     parser.add_argument("--trt-adds", default="inner", choices=("inner", "all", "none"),
                         help="TensorRT Q/DQ on residual Adds: inner (default; not the image-level skip), all, none")
     parser.add_argument("--no-fp16-search", action="store_true", help="skip the FP16-layer search on refusal")
@@ -122,7 +124,10 @@ def add_arguments(parser) -> None:
 def _latency(paths: dict, size, threads: int, runs: int, prompt=None) -> dict:
     """p50/p90/... ms per model, runs interleaved (A, B, C, A, B, C, ...) so load drift on a shared
     machine hits every model alike. ``prompt``: (K,) float32 weights; the models are then students
-    (:class:`~tir.engines.backends.student.StudentEngine`) and get them with every frame."""
+    (:class:`~tir.engines.backends.student.StudentEngine`) and get them with every frame. A model
+    the engine refuses on this CPU (full 8-bit U8S8 weights without VNNI:
+    :func:`~tir.engines.backends.onnxruntime.int8_cpu_problem`) is not timed; its entry is
+    ``{"refused": reason}``."""
     from tir.edge.pipeline.stats import summarize_ms
     from tir.engines.backends.onnxruntime import ONNXRuntimeEngine
     from tir.engines.backends.student import StudentEngine
@@ -131,7 +136,15 @@ def _latency(paths: dict, size, threads: int, runs: int, prompt=None) -> dict:
     batch = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
     extra = () if prompt is None else (np.asarray(prompt, np.float32),)
     kind = ONNXRuntimeEngine if prompt is None else StudentEngine
-    engines = {k: kind(p, providers="cpu", threads=threads, name=Path(p).stem) for k, p in paths.items()}
+    from tir.engines.engine import EngineError
+
+    engines, refused = {}, {}
+    for k, p in paths.items():
+        try:
+            engines[k] = kind(p, providers="cpu", threads=threads, name=Path(p).stem)
+        except EngineError as exc:  # an INT8 model this CPU would run wrongly (int8_cpu_problem): not timed
+            refused[k] = {"refused": str(exc)}
+            log.warning("not timed: %s", exc)
     times = {k: [] for k in engines}
     try:
         for _ in range(max(2, runs // 5)):
@@ -145,7 +158,7 @@ def _latency(paths: dict, size, threads: int, runs: int, prompt=None) -> dict:
     finally:
         for e in engines.values():
             e.close()
-    return {k: summarize_ms(v) for k, v in times.items()}
+    return {**{k: summarize_ms(v) for k, v in times.items()}, **refused}
 
 
 def _runner(path: str, threads: int):
@@ -600,7 +613,7 @@ def main(args) -> int:
         return 3
     report = {
         "bundle": str(bundle.path), "bundle_name": bundle.name, "source": args.source, "frames": args.frames,
-        "method": args.method, "reduce_range": bool(args.reduce_range),
+        "method": args.method, "reduce_range": bool(args.reduce_range), "int8_cpu": _int8_cpu(),
         "float_tail": getattr(args, "float_tail", "auto"), "tail_blocks": int(getattr(args, "tail_blocks", 1)), "size": f"{size[0]}x{size[1]}",
         "threads": args.threads,
         "max_loss_db": args.max_loss_db, "trt_cache_version": args.trt_version,
@@ -628,6 +641,16 @@ def main(args) -> int:
               "this run; the report's kept_from_earlier names their command)")
     print(f"\nwrote {out / 'calibration.json'}")
     return 0
+
+
+def _int8_cpu() -> dict:
+    """The calibrating CPU for the report: its model name and
+    :func:`tir.edge.machine.int8_cpu_features` (arch, vnni, flags, saturating, reduce_range: what
+    its U8S8 kernel needs). The CPU INT8 models carry the same in their ONNX metadata
+    (:func:`tir.calibration.qdq.stamp_int8_cpu`)."""
+    from tir.edge.machine import cpu_model, int8_cpu_features
+
+    return {"model": cpu_model(), **int8_cpu_features().to_dict()}
 
 
 def earlier_report(out: Path, bundle, size) -> dict:

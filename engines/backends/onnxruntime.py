@@ -76,17 +76,59 @@ def is_quantized(path) -> bool:
             tail = window[-32:]
 
 
-def optimization_level(path, quantized: Optional[bool] = None):
-    """The ORT graph optimisation level for the model at ``path``, chosen per precision by
-    measurement (docs/BENCHMARKS.md, "Roofline"): fp32 models get ``ORT_ENABLE_ALL`` (its
-    NCHWc layout transform is what makes the dense convs fast), INT8 QDQ models
-    ``ORT_ENABLE_EXTENDED``: at ENABLE_ALL the layout optimiser adds reorders around the
-    integer convs and the U8S8 routes ran 18-19 % slower (issue 11)."""
+#: ONNX metadata keys :func:`tir.calibration.qdq.stamp_int8_cpu` writes into a CPU INT8 model
+INT8_ACTIVATIONS_KEY = "tir.int8.activations"
+INT8_WEIGHT_BITS_KEY = "tir.int8.weight_bits"
+INT8_CPU_KEY = "tir.int8.calibrated_cpu"
+
+
+def int8_cpu_problem(metadata, cpu=None) -> Optional[str]:
+    """Why this CPU would run the INT8 model whose ONNX metadata is ``metadata`` (a dict of
+    strings) wrongly, or None when it runs as calibrated.
+
+    The one known case: uint8 activations with full 8-bit weights (``tir.int8.weight_bits`` "8",
+    written by ``tir calibrate --no-reduce-range`` or by default on a CPU with VNNI) on a CPU whose
+    U8S8 kernel sums pairs of products in saturating int16 (``cpu.saturating``: x86 AVX2 without
+    VNNI, :func:`tir.edge.machine.int8_cpu_features`; default this CPU). Such models lost
+    0.7-1.4 dB on an AVX2 EPYC (docs/int8.md "Why blur, noise and BN failed the gate"),
+    2-5x the 0.3 dB gate. Models without the keys (older or foreign) are not judged.
+    """
+    if metadata.get(INT8_ACTIVATIONS_KEY) != "uint8" or metadata.get(INT8_WEIGHT_BITS_KEY) != "8":
+        return None
+    if cpu is None:
+        from ...edge.machine import int8_cpu_features
+
+        cpu = int8_cpu_features()
+    if not cpu.saturating:
+        return None
+    return (f"INT8 model with uint8 activations and full 8-bit weights (calibrated on "
+            f"{metadata.get(INT8_CPU_KEY, 'an unrecorded CPU')}), but this CPU ({cpu.arch}, "
+            f"{' '.join(cpu.flags) or 'no flags read'}) has no VNNI: ONNX Runtime's u8 x s8 kernel sums pairs of "
+            "products in saturating int16 here and such models lost 0.7-1.4 dB (docs/int8.md), over the 0.3 dB "
+            "gate; recalibrate on this CPU or with `tir calibrate --reduce-range` (7-bit weights, same speed), "
+            "or run the fp32 model")
+
+
+def optimization_level(path, quantized: Optional[bool] = None, cpu=None):
+    """The ORT graph optimisation level for the model at ``path``, chosen per precision and CPU
+    by measurement: fp32 models get ``ORT_ENABLE_ALL`` (its NCHWc layout transform is what makes
+    the dense convs fast, docs/BENCHMARKS.md "Roofline"); INT8 QDQ models ``ORT_ENABLE_ALL`` on a
+    CPU with VNNI (``cpu.vnni``, :func:`tir.edge.machine.int8_cpu_features`, default this CPU:
+    there ALL was 0-5 % faster than EXTENDED on the U8S8 routes and the dense-conv reference,
+    docs/int8.md "VNNI") and ``ORT_ENABLE_EXTENDED`` elsewhere: on the AVX2 EPYC the layout
+    optimiser added reorders around the integer convs and the U8S8 routes ran 18-19 % slower at
+    ALL (issue 11)."""
     import onnxruntime as ort
 
     if quantized is None:
         quantized = is_quantized(path)
-    return ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if quantized else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not quantized:
+        return ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if cpu is None:
+        from ...edge.machine import int8_cpu_features
+
+        cpu = int8_cpu_features()
+    return ort.GraphOptimizationLevel.ORT_ENABLE_ALL if cpu.vnni else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
 
 
 def session_options(path, threads: Optional[int] = None, spinning: bool = False):
@@ -129,8 +171,9 @@ class ONNXRuntimeEngine(Engine):
 
     Raises:
         EngineError: the file does not exist or ORT cannot load it, a provider is not available,
-            the model has not exactly one input and one output, or its ``tir.multiple`` metadata
-            is not a positive integer.
+            the model has not exactly one input and one output, its ``tir.multiple`` metadata
+            is not a positive integer, or it is an INT8 model this CPU would run wrongly
+            (:func:`int8_cpu_problem`: full 8-bit weights on a CPU without VNNI).
     """
 
     backend = "onnxruntime"
@@ -166,6 +209,9 @@ class ONNXRuntimeEngine(Engine):
         self._output_shape = tuple(d if isinstance(d, int) else None for d in outputs[0].shape)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.multiple = read_multiple(self.metadata, where=path.name)
+        problem = int8_cpu_problem(self.metadata) if self.provider == "CPUExecutionProvider" else None
+        if problem:
+            raise EngineError(f"{path.name}: {problem}")
 
     @property
     def input_shape(self):

@@ -22,7 +22,8 @@ class StudentEngine(Engine):
 
     ``infer(batch, weights)``: batch N×1×H×W (or H×W, N×H×W) float32; weights a K-vector (used
     for every frame) or N×K. Raises EngineError for a model without the two inputs or weights
-    of the wrong length.
+    of the wrong length, and for an INT8 student this CPU would run wrongly
+    (:func:`~tir.engines.backends.onnxruntime.int8_cpu_problem`).
     """
 
     backend = "onnxruntime"
@@ -30,7 +31,7 @@ class StudentEngine(Engine):
     def __init__(self, path, threads: Optional[int] = None, providers=None, name: Optional[str] = None):
         import onnxruntime as ort
 
-        from .onnxruntime import resolve_providers
+        from .onnxruntime import int8_cpu_problem, resolve_providers
 
         path = Path(path)
         if not path.is_file():
@@ -55,6 +56,9 @@ class StudentEngine(Engine):
         self.output_name = self.session.get_outputs()[0].name
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.multiple = read_multiple(self.metadata, where=path.name)
+        problem = int8_cpu_problem(self.metadata) if self.session.get_providers()[0] == "CPUExecutionProvider" else None
+        if problem:
+            raise EngineError(f"{path.name}: {problem}")
         self.prompts: List[str] = [p for p in self.metadata.get("tir.prompts", "").split(",") if p]
         self.weights = np.full(self.slots, 1.0 / self.slots, np.float32)
 
