@@ -358,6 +358,7 @@ class Restorer:
         #: frames routed off the schedule while the gates warmed up: their verdicts fed the gates'
         #: histories but did not decide the route (:meth:`observe`)
         self.observed = 0
+        self._warm_now = False      # the batch being routed is in the warm-up (:meth:`_warming`)
         #: routed frames whose router input had dead columns replaced, and the columns replaced
         self.dead_column_frames = 0
         self.dead_columns = 0
@@ -650,7 +651,9 @@ class Restorer:
         # decide the route keep the schedule's cadence, so the hysteresis means what it means on
         # the schedule (verdicts on consecutive frames of a panning camera are not independent)
         on_turn = self._due or -(-first // self.every) * self.every < self.frames
-        observe_only = not on_turn and self._warming(len(x))
+        # counts the warm-up's frames down, on the schedule's turns too; the holds (:meth:`_gate`) act while it lasts
+        warming = self._warm_now = self._warming(len(x))
+        observe_only = not on_turn and warming
         scheduled = on_turn or observe_only
         self._due = False
         if self.adapter is not None and not self.adapter.done:
@@ -714,7 +717,7 @@ class Restorer:
         floorless = unjudged = False
         if self.fpn_gate is not None:
             before = task
-            floorless = self._warm_left > 0 and self.fpn_gate.floor_sigma()[0] is None
+            floorless = self._warm_now and self.fpn_gate.floor_sigma()[0] is None
             task, self._fpn = self.fpn_gate.step(task, frame)   # sets the gate's offsets in one assignment
             self._offsets_span = self._span
             # the gate took the noise part away (the camera's own noise, or column FPN alone)
@@ -726,7 +729,7 @@ class Restorer:
             self._contrast_promoted = self.contrast_gate.promoted > promoted and task != before
         self._blur_held = False
         if self.blur_gate is not None:
-            unjudged = self._warm_left > 0 and self.blur_gate.threshold() is None
+            unjudged = self._warm_now and self.blur_gate.threshold() is None
             # the camera's, before this frame joins its history; only a promotion asks for it
             limit = self.blur_gate.threshold() if self._contrast_promoted else None
             blurred = task

@@ -256,3 +256,21 @@ def test_a_file_source_says_through_which_opening_a_frame_came(tmp_path):
     got = [src.read(timeout=2.0) for _ in range(2)]
     src.close()
     assert [f.meta["connection"] for f in got] == [0, 0]
+
+
+def test_the_warm_up_ends_after_its_frames_even_routed_every_frame(tmp_path):
+    """every=1 (tir eval, or tir run --every 1): every frame is on the schedule's turn, and the
+    warm-up still ends after WARM_FRAMES_PER_EVERY frames. Here the blur gate never gets a
+    reference (the router says BN on every frame: a noise-carrying verdict is not recorded), so its
+    hold keeps BN's blur part off for the warm-up's frames only, then the router's BN stands."""
+    from tir.engines.restorer import WARM_FRAMES_PER_EVERY
+
+    r = Restorer(_bundle(tmp_path, "BN"), every=1, hysteresis=1, tone_align=False, fpn_gate=False)
+    factors = []
+    for i in range(WARM_FRAMES_PER_EVERY + 4):
+        x = scene(seed=i)
+        out = _route(r, x)
+        factors.append(round(float(np.median(out / np.maximum(x, 1e-6))), 3))
+    assert r.blur_gate.threshold() is None
+    assert factors == [7.0] * WARM_FRAMES_PER_EVERY + [5.0] * 4      # noise route (held), then BN
+    assert r.status()["blur"]["held"] == WARM_FRAMES_PER_EVERY
