@@ -347,12 +347,13 @@ class Restorer:
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
-        #: frames left in which every frame is routed while the FPN or blur gate has no reference
-        #: yet (:meth:`_warming`): from the start, as after a camera change (:meth:`new_camera`):
-        #: a camera met cold is a new camera (a clean DDE camera read as noisy got the noise task
-        #: on 80 of its first 400 frames with the 1-in-``every`` schedule, 12 when every frame is
-        #: routed until the references exist, docs/cameras.md session 14). A pinned reference
-        #: (:meth:`pin_camera`) fills the references, which ends it at the first routed frame.
+        #: frames left of the warm-up, in which every frame is routed while the FPN or blur gate has
+        #: no reference yet and the router's unchecked noise and blur parts are held (:meth:`_warming`,
+        #: :meth:`_gate`): from the start, as after a camera change (:meth:`new_camera`): a camera
+        #: met cold is a new camera (a clean DDE camera read as noisy got the noise task on 80 of its
+        #: first 400 frames with the 1-in-``every`` schedule, none with the warm-up, docs/cameras.md
+        #: "Session 14"). A pinned reference (:meth:`pin_camera`) fills the references, which ends it
+        #: at the first frame.
         self._warm_left = WARM_FRAMES_PER_EVERY * self.every \
             if self.router_info is not None and not self.forced else 0
         #: frames routed off the schedule while the gates warmed up: their verdicts fed the gates'
@@ -883,15 +884,16 @@ class Restorer:
         self._warm_left = WARM_FRAMES_PER_EVERY * self.every
 
     def _warming(self, n: int) -> bool:
-        """Whether this batch of ``n`` frames, off the schedule, is routed because the start or a
-        camera change left the FPN gate without a white-noise floor or the blur gate without a
-        sharpness reference: until both exist (or :data:`WARM_FRAMES_PER_EVERY` × ``every``
-        frames passed), every frame is routed, so they hold their
+        """Whether this batch of ``n`` frames is in the warm-up that the start or a camera change
+        began, counting its frames down: it lasts while the FPN gate has no white-noise floor or
+        the blur gate no sharpness reference (at most :data:`WARM_FRAMES_PER_EVERY` × ``every``
+        frames). In it every frame is routed, so the gates hold their
         :data:`~tir.engines.fpn_gate.MIN_FLOOR_FRAMES` / blur ``min_frames`` frames after that
         many frames instead of ``every`` times as many (the gates are silent without them and the
         router's own verdicts stand: a clean DDE camera read as noisy was given the noise task
-        for 80 frames, docs/cameras.md). Such a frame's verdict feeds the gates only
-        (:attr:`observed`); the route is decided on the schedule's frames."""
+        for 80 frames, docs/cameras.md); a frame off the schedule feeds the gates only
+        (:attr:`observed`), the route is decided on the schedule's frames; and the router's
+        unchecked noise and blur parts are held (:meth:`_gate`)."""
         if self._warm_left <= 0:
             return False
         self._warm_left -= n
