@@ -241,6 +241,9 @@ class HotSwapRestorer:
             # the start-up warming (every frame routed until the gates have references) goes on where
             # it was: the new restorer would begin it afresh, though the carried gates may hold them
             new._warm_left = getattr(old, "_warm_left", 0)
+            # the pinned reference's size (the gates' pins go with carry_from), or why it was let go
+            new._pinned_size = getattr(old, "_pinned_size", None)
+            new.reference_dropped = getattr(old, "reference_dropped", None)
         self.active = new
         self.swaps += 1
         info.update(at_frame=int(new.frames), swap_ms=round(1000.0 * (time.perf_counter() - t0), 3),

@@ -340,6 +340,9 @@ class Restorer:
         self.frames = 0
         #: frames of the camera's healthy look its gate references are pinned to (:meth:`pin_camera`)
         self.pinned_frames = 0
+        #: (H, W) of the frames the references were pinned to, and why a pin was let go (None: not)
+        self._pinned_size: Optional[Tuple[int, int]] = None
+        self.reference_dropped: Optional[str] = None
         self.switches = 0
         self.unknowns = 0
         self.decisions = 0
@@ -638,6 +641,7 @@ class Restorer:
             self.new_camera(reasons)
         if self.forced or self.router_info is None:
             return None
+        self._check_reference(x.shape[-2:])
         if _is_ffc(meta):
             self.skipped_ffc += 1
             self._drop_offsets()   # a flat-field correction renews the FPA's offsets: the measured ones no longer hold
@@ -858,7 +862,28 @@ class Restorer:
             if gate is not None:
                 gate.pinned = True
         self.pinned_frames += len(x)
+        self._pinned_size = tuple(int(v) for v in x.shape[-2:])
+        self.reference_dropped = None
         return self.pinned_frames
+
+    def _check_reference(self, size: Tuple[int, int]) -> None:
+        """Let a pinned reference go when the camera's frames are not of the size it was pinned at
+        (``tir run --reference`` of another camera or mode, or the camera changed its resolution
+        since): the white-noise floor and the sharpness reference are measured per pixel, so they
+        do not hold at another size. The gates are unpinned and restarted, the warm-up begins as at
+        start-up (:meth:`new_camera`), a warning is logged once, and :attr:`reference_dropped`
+        (shown in :meth:`status` as ``camera_reference``) says why."""
+        if self._pinned_size is None or tuple(size) == self._pinned_size:
+            return
+        pinned = self._pinned_size
+        why = (f"the reference frames are {pinned[1]}x{pinned[0]} px, the camera's {size[1]}x{size[0]} px: "
+               "the pinned reference does not hold at another size, the gates learn this camera afresh")
+        log.warning("camera reference dropped: %s", why)
+        for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
+            if gate is not None:
+                gate.pinned = False
+        self.pinned_frames, self._pinned_size, self.reference_dropped = 0, None, why
+        self.new_camera(["reference size"])
 
     def new_camera(self, reasons: Sequence[str] = ()) -> None:
         """Another camera, or the same camera in another state, delivers from now on: the contrast,
@@ -1095,7 +1120,9 @@ class Restorer:
         None), ``runs`` (what the current task goes through: passthrough/route/student, with
         ``tone+`` before it when the camera's tone restores the contrast part, :attr:`runs`),
         ``student_loaded``, ``camera_reference`` (``{"pinned": N}``: the gates' references are
-        pinned to N frames of the camera's healthy look, :meth:`pin_camera`; None), ``contrast`` (the
+        pinned to N frames of the camera's healthy look, :meth:`pin_camera`; ``{"dropped": why}``:
+        a pin let go because the camera's frames are of another size, :meth:`_check_reference`;
+        None), ``contrast`` (the
         contrast gate: camera reference span, history frames, ratio, demoted verdicts; None when
         off), ``fpn`` (the FPN gate: the last routed frame's column-FPN amplitude and
         consistency, thresholds, checked frames, promoted verdicts; None when off), ``blur`` (the
@@ -1114,7 +1141,8 @@ class Restorer:
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),
                 "deploy_margin_db": self.deploy_margin_db, "runs": self.runs, "destripe": self.offsets is not None,
                 "student_loaded": self._student is not None,
-                "camera_reference": {"pinned": self.pinned_frames} if self.pinned_frames else None,
+                "camera_reference": {"pinned": self.pinned_frames} if self.pinned_frames else
+                ({"dropped": self.reference_dropped} if self.reference_dropped else None),
                 "contrast": None if self.contrast_gate is None else self.contrast_gate.status(),
                 "fpn": None if self.fpn_gate is None else self.fpn_gate.status(),
                 "blur": None if self.blur_gate is None else self.blur_gate.status(),

@@ -274,3 +274,29 @@ def test_the_warm_up_ends_after_its_frames_even_routed_every_frame(tmp_path):
     assert r.blur_gate.threshold() is None
     assert factors == [7.0] * WARM_FRAMES_PER_EVERY + [5.0] * 4      # noise route (held), then BN
     assert r.status()["blur"]["held"] == WARM_FRAMES_PER_EVERY
+
+
+def test_a_pinned_reference_of_another_frame_size_is_let_go_with_the_reason(tmp_path, caplog):
+    """tir run --reference with frames of another size than the camera's (another camera or mode,
+    or the camera changed resolution since): the per-pixel references do not hold, so the pin is
+    let go, the gates learn the camera afresh (the warm-up, as at start-up) and the status and the
+    log say why; a reference of the camera's own size stays pinned."""
+    import logging
+
+    same = Restorer(_bundle(tmp_path / "a", "noise"), every=8, hysteresis=2, tone_align=False)
+    same.pin_camera(np.stack([scene(seed=i) for i in range(12)]))
+    _route(same, white(scene(seed=50), 12.0))
+    assert same.status()["camera_reference"] == {"pinned": 12} and same.fpn_gate.pinned
+
+    other = Restorer(_bundle(tmp_path / "b", "noise"), every=8, hysteresis=2, tone_align=False)
+    other.pin_camera(np.stack([scene(h=96, w=128, seed=i) for i in range(12)]))
+    with caplog.at_level(logging.WARNING, logger="tir.engines.restorer"):
+        _route(other, white(scene(seed=50), 12.0))
+    s = other.status()
+    assert "128x96" in s["camera_reference"]["dropped"] and "160x120" in s["camera_reference"]["dropped"]
+    assert not any(g.pinned for g in (other.contrast_gate, other.blur_gate, other.fpn_gate))
+    assert s["camera_changes"] == 1 and s["camera_change"] == ["reference size"]
+    assert s["fpn"]["held"] == 1 and s["task"] == "passthrough"     # cold again: the router's noise alone is held
+    assert "camera reference dropped" in caplog.text
+    _route(other, white(scene(seed=51), 12.0))
+    assert other.status()["camera_changes"] == 1                    # once
