@@ -240,7 +240,14 @@ class HotSwapRestorer:
             new._offsets_span = getattr(old, "_offsets_span", None)
             # the start-up warming (every frame routed until the gates have references) goes on where
             # it was: the new restorer would begin it afresh, though the carried gates may hold them
-            new._warm_left = getattr(old, "_warm_left", 0)
+            # where it was, unless the swap lost a reference the old gates had (a blur gate measuring
+            # with another σ_min starts its history afresh): then the new restorer's own warm-up
+            # runs, as after a camera change (the router's blur verdict ran unchecked on 64 clean frames)
+            warm_left = getattr(old, "_warm_left", 0)
+            cold = getattr(new, "_cold", None)
+            if warm_left <= 0 and callable(cold) and cold() and not getattr(old, "_cold", lambda: False)():
+                warm_left = new._warm_left
+            new._warm_left = warm_left
         self.active = new
         self.swaps += 1
         info.update(at_frame=int(new.frames), swap_ms=round(1000.0 * (time.perf_counter() - t0), 3),
