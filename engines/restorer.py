@@ -886,8 +886,9 @@ class Restorer:
     def _warming(self, n: int) -> bool:
         """Whether this batch of ``n`` frames is in the warm-up that the start or a camera change
         began, counting its frames down: it lasts while the FPN gate has no white-noise floor or
-        the blur gate no sharpness reference (at most :data:`WARM_FRAMES_PER_EVERY` × ``every``
-        frames). In it every frame is routed, so the gates hold their
+        the blur gate no sharpness reference that routed frames can give (:meth:`_cold`; at most
+        :data:`WARM_FRAMES_PER_EVERY` × ``every`` frames, FFC frames not counted: :meth:`observe`
+        never looks at them). In it every frame is routed, so the gates hold their
         :data:`~tir.engines.fpn_gate.MIN_FLOOR_FRAMES` / blur ``min_frames`` frames after that
         many frames instead of ``every`` times as many (the gates are silent without them and the
         router's own verdicts stand: a clean DDE camera read as noisy was given the noise task
