@@ -612,18 +612,20 @@ def stamp_int8_cpu(path, activation: str, reduce_range: bool, cpu=None) -> Dict[
     """Record in the ONNX metadata of the CPU INT8 model at ``path`` how it was quantised and on
     what CPU, so that a run elsewhere can tell (``tir.engines.backends.onnxruntime.int8_cpu_problem``):
     ``tir.int8.activations`` (``"uint8"``/``"int8"``), ``tir.int8.weight_bits`` (``"7"`` with
-    ``reduce_range``, else ``"8"``) and ``tir.int8.calibrated_cpu`` (JSON: the CPU model and
-    :func:`tir.edge.machine.int8_cpu_features` of ``cpu``, default this CPU). Rewrites the file;
-    returns the keys written."""
+    ``reduce_range``, else ``"8"``) and ``tir.int8.calibrated_cpu`` (JSON:
+    :func:`tir.edge.machine.int8_cpu_features` of ``cpu``, default this CPU, and ``model``: this
+    machine's CPU model name, or None when ``cpu`` describes another CPU, whose name is not known
+    here). Rewrites the file; returns the keys written."""
     import json
 
     import onnx
 
     from tir.edge.machine import cpu_model, int8_cpu_features
 
+    model_name = cpu_model() if cpu is None else None   # a given cpu is not necessarily this machine's
     cpu = cpu or int8_cpu_features()
     meta = {"tir.int8.activations": activation, "tir.int8.weight_bits": "7" if reduce_range else "8",
-            "tir.int8.calibrated_cpu": json.dumps({"model": cpu_model(), **cpu.to_dict()}, sort_keys=True)}
+            "tir.int8.calibrated_cpu": json.dumps({"model": model_name, **cpu.to_dict()}, sort_keys=True)}
     model = onnx.load(os.fspath(path))
     props = {p.key: p for p in model.metadata_props}
     for key, value in meta.items():

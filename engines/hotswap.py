@@ -240,7 +240,14 @@ class HotSwapRestorer:
             new._offsets_span = getattr(old, "_offsets_span", None)
             # the start-up warming (every frame routed until the gates have references) goes on where
             # it was: the new restorer would begin it afresh, though the carried gates may hold them
-            new._warm_left = getattr(old, "_warm_left", 0)
+            # where it was, unless the swap lost a reference the old gates had (a blur gate measuring
+            # with another σ_min starts its history afresh): then the new restorer's own warm-up
+            # runs, as after a camera change (the router's blur verdict ran unchecked on 64 clean frames)
+            warm_left = getattr(old, "_warm_left", 0)
+            cold = getattr(new, "_cold", None)
+            if warm_left <= 0 and callable(cold) and cold() and not getattr(old, "_cold", lambda: False)():
+                warm_left = new._warm_left
+            new._warm_left = warm_left
             # the pinned reference's size (the gates' pins go with carry_from), or why it was let go
             new._pinned_size = getattr(old, "_pinned_size", None)
             new.reference_dropped = getattr(old, "reference_dropped", None)

@@ -911,8 +911,9 @@ class Restorer:
     def _warming(self, n: int) -> bool:
         """Whether this batch of ``n`` frames is in the warm-up that the start or a camera change
         began, counting its frames down: it lasts while the FPN gate has no white-noise floor or
-        the blur gate no sharpness reference (at most :data:`WARM_FRAMES_PER_EVERY` × ``every``
-        frames). In it every frame is routed, so the gates hold their
+        the blur gate no sharpness reference that routed frames can give (:meth:`_cold`; at most
+        :data:`WARM_FRAMES_PER_EVERY` × ``every`` frames, FFC frames not counted: :meth:`observe`
+        never looks at them). In it every frame is routed, so the gates hold their
         :data:`~tir.engines.fpn_gate.MIN_FLOOR_FRAMES` / blur ``min_frames`` frames after that
         many frames instead of ``every`` times as many (the gates are silent without them and the
         router's own verdicts stand: a clean DDE camera read as noisy was given the noise task
@@ -922,13 +923,22 @@ class Restorer:
         if self._warm_left <= 0:
             return False
         self._warm_left -= n
-        fpn_cold = self.fpn_gate is not None and self.fpn_gate.white_sigma is not None \
-            and self.fpn_gate.floor_sigma()[0] is None
-        blur_cold = self.blur_gate is not None and bool(self.blur_gate.partners) and self.blur_gate.threshold() is None
-        if not (fpn_cold or blur_cold):
+        if not self._cold():
             self._warm_left = 0
             return False
         return True
+
+    def _cold(self) -> bool:
+        """Whether the FPN gate lacks a white-noise floor or the blur gate a sharpness reference that
+        routed frames can still give it: a pinned gate (:meth:`pin_camera`) takes no routed frame
+        into its history, so one pinned to fewer frames than its minimum is not warmed by routing
+        every frame (``tir run --reference-frames 2`` routed all of the first 8 × ``every`` frames
+        and held every noise verdict, passing a noisy stream through, for a floor that never came)."""
+        fpn, blur = self.fpn_gate, self.blur_gate
+        fpn_cold = fpn is not None and fpn.white_sigma is not None and not fpn.pinned \
+            and fpn.floor_sigma()[0] is None
+        blur_cold = blur is not None and bool(blur.partners) and not blur.pinned and blur.threshold() is None
+        return fpn_cold or blur_cold
 
     def reset(self) -> None:
         """Forget the routing state (route, streak, last verdict; counters stay): the next

@@ -300,3 +300,19 @@ def test_a_pinned_reference_of_another_frame_size_is_let_go_with_the_reason(tmp_
     assert "camera reference dropped" in caplog.text
     _route(other, white(scene(seed=51), 12.0))
     assert other.status()["camera_changes"] == 1                    # once
+
+
+def test_a_reference_pinned_to_fewer_frames_than_the_gates_need_ends_the_warm_up_at_once(tmp_path):
+    """tir run --reference-frames 2: the pinned gates take no routed frame into their histories, so
+    routing every frame cannot give the FPN gate its floor; the warm-up must not run for 8 x
+    ``every`` frames holding every noise verdict (it passed a noisy stream through for 64 frames
+    and routed 56 of them off the schedule for nothing)."""
+    r = Restorer(_bundle(tmp_path, "noise"), every=8, hysteresis=1, tone_align=False)
+    r.pin_camera(np.stack([scene(seed=200 + i) for i in range(2)]))
+    passed = 0
+    for i in range(24):
+        x = white(scene(seed=300 + i), 12.0, seed=i)
+        passed += bool(np.allclose(_route(r, x), x))
+    assert r.fpn_gate.floor_sigma()[0] is None            # the pin is too short for a floor, as before
+    assert r.observed == 0 and r.decisions == 3 and r.fpn_gate.held == 0
+    assert passed == 0

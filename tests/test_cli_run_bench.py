@@ -403,3 +403,30 @@ def test_collect_limits_without_collect_are_refused(capsys, options):
     err = capsys.readouterr().err
     assert code == 2 and f"{', '.join(o for o in options if o.startswith('--'))} " in err
     assert "only with --collect DIR" in err
+
+
+def test_bench_both_with_another_source_times_the_pipeline_on_a_model_not_pinned_to_the_virtual_camera(
+        tmp_path, monkeypatch):
+    """--mode both: the model-only row pins the gates to the virtual camera's clean frames, for the
+    model's life. The pipeline row on --source (another camera) ran that pinned model: a clean
+    Boson-like folder was judged against the virtual camera's quieter look and timed on the noise
+    route, where --mode pipeline (and tir run) passed it through. It now runs on a fresh model, which
+    meets the folder's camera as tir run does."""
+    import cv2
+
+    from tir.engines.bundle import default_bundle_path
+
+    if default_bundle_path() is None:
+        pytest.skip("no bundle installed")
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), np.full((48, 64), 60 + 20 * i, np.uint8))
+    seen = []
+    real = bench.bench_pipeline
+    monkeypatch.setattr(bench, "bench_pipeline", lambda model, *a, **k: seen.append(model.status()) or real(model, *a, **k))
+    out = tmp_path / "b.json"
+    assert main(["bench", "--mode", "both", "--size", "64x48", "--frames", "2", "--warmup", "0", "--no-progress",
+                 "--backend", "onnxruntime", "--source", f"file://{tmp_path}?loop=1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["results"][0]
+    assert "clean frames of the virtual camera" in result["camera_reference"]     # the model-only row's
+    assert seen[0]["camera_reference"] is None and seen[0]["frames"] == 0
+    assert result["pipeline"]["camera_reference"] is None

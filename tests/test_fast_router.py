@@ -209,3 +209,43 @@ def test_route_reexport_puts_the_router_in_the_fast_form(tmp_path):
     x = _frames()
     assert np.max(np.abs(_run(new.router_path, x) - _run(src.router_path, x))) <= 1e-5
     assert fr.router_form(onnx.load(src.router_path)) == "reference"            # the source is kept
+
+
+def test_a_refused_rewrite_leaves_no_copy_at_out(tmp_path):
+    """A router the rewrite refuses (here 100 rows: no whole strips) left the unrewritten copy at
+    --out (exit 2), and the same command again was refused because --out now existed."""
+    from tir.engines.bundle import write_bundle
+    from tir.tools.cli import main
+    from tiny_models import Scale, export
+
+    odd = export_router_onnx(_net(), tmp_path / "odd.onnx", (160, 100), fast=False)
+    route = export(Scale(1.0), tmp_path / "noise.onnx", 64, 64)
+    meta = {"name": "b", "router": {"codebook": np.eye(3, 8).tolist(), "tasks": ["noise", "blur", "clean"],
+                                    "threshold": 0.5, "input_size": [160, 100]}}
+    src = write_bundle(tmp_path / "bundle", {"noise": route}, odd, meta).path
+    with pytest.raises(ValueError, match="cannot be cut"):
+        fr.rewrite_bundle_router(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert main(["export", "--bundle", str(src), "--fast-router", "--size", "64x64", "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_bundle_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """tir export --fast-router on a bundle nobody may write (a package's site-packages, a read-only
+    mount; simulated: the temporary file cannot be made): exit 2 with one line, the bundle intact."""
+    import tempfile
+
+    from tir.engines.bundle import load_bundle
+    from tir.tools.cli import main
+
+    src = _bundle(tmp_path)
+    before = (src / "router.onnx").read_bytes()
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert main(["export", "--bundle", str(src), "--fast-router", "--size", "64x64"]) == 2
+    out = capsys.readouterr().out
+    assert "cannot write the fast router" in out and "Permission denied" in out
+    assert (src / "router.onnx").read_bytes() == before and load_bundle(src).router.get("export") is None

@@ -177,3 +177,44 @@ def test_tir_run_wraps_a_bundle_for_reload_and_refuses_watch_without_one(tmp_pat
     model.close()
     with pytest.raises(ValueError, match="--watch-bundle watches a bundle folder"):
         hot_swappable(object(), SimpleNamespace(watch_bundle=1.0))
+
+
+def test_a_swap_that_loses_the_blur_reference_warms_the_gates_up_again(tmp_path):
+    """The new bundle's blur gate measures with another σ_min, so it starts its history afresh
+    (BlurGate.carry_from); the old restorer's warm-up was over. The carried ``_warm_left`` (0)
+    let the router's blur verdict run unchecked on every clean frame until the new history filled;
+    the swap now starts the new restorer's own warm-up, as after a camera change."""
+    from test_fpn_gate import _bundle, scene
+
+    b = _bundle(tmp_path, "blur")
+    old = Restorer(b, every=8, hysteresis=1, tone_align=False)
+    for i in range(80):
+        old.infer(scene(seed=i)[None, None])
+    assert old._warm_left == 0 and old.blur_gate.threshold() is not None and old.route == "passthrough"
+    hs = HotSwapRestorer(old, lambda p: Restorer(p, every=8, hysteresis=1, tone_align=False))
+    new = Restorer(b, every=8, hysteresis=1, tone_align=False)
+    new.blur_gate.sigma_min *= 1.5
+    hs._pending = (new, {"name": "tiny", "from_version": "1", "to_version": "2"})
+    changed = 0
+    for i in range(64):
+        x = scene(seed=100 + i)
+        changed += not np.allclose(hs.infer(x[None, None]), x)
+    assert hs.active is new and new.blur_gate.threshold() is not None
+    assert changed == 0 and new.blur_gate.held > 0
+
+
+def test_a_swap_whose_gates_keep_their_references_keeps_the_schedule(tmp_path):
+    """The carried gates hold the camera's references: no warm-up after the swap (1 frame in 8 routed)."""
+    from test_fpn_gate import _bundle, scene
+
+    b = _bundle(tmp_path, "blur")
+    old = Restorer(b, every=8, hysteresis=1, tone_align=False)
+    for i in range(80):
+        old.infer(scene(seed=i)[None, None])
+    observed = old.observed
+    hs = HotSwapRestorer(old, lambda p: Restorer(p, every=8, hysteresis=1, tone_align=False))
+    new = Restorer(b, every=8, hysteresis=1, tone_align=False)
+    hs._pending = (new, {"name": "tiny", "from_version": "1", "to_version": "2"})
+    for i in range(16):
+        hs.infer(scene(seed=100 + i)[None, None])
+    assert hs.active is new and new._warm_left == 0 and new.observed == observed

@@ -100,3 +100,14 @@ def test_stamp_and_engine_refusal(tmp_path, monkeypatch):
 def test_bench_reports_say_whether_the_cpu_has_vnni():
     info = machine.machine_info()
     assert info["int8_cpu"] == int8_cpu_features().to_dict()
+
+
+def test_a_stamp_for_another_cpu_does_not_name_this_machines_cpu(tmp_path, monkeypatch):
+    """stamp_int8_cpu(cpu=<another CPU's features>) recorded this machine's CPU model name next to
+    the other CPU's flags: a model stamped for an Ice Lake on an EPYC said 'AMD EPYC ... vnni: true'."""
+    monkeypatch.setattr(machine, "cpu_model", lambda: "This Machine CPU")
+    paths = roofline.write_reference(tmp_path, (32, 32))
+    given = json.loads(stamp_int8_cpu(paths["int8"], "uint8", True, cpu=int8_cpu_features(ICELAKE, "x86_64"))[INT8_CPU_KEY])
+    assert given["model"] is None and given["vnni"] is True
+    here = json.loads(stamp_int8_cpu(paths["int8"], "uint8", True)[INT8_CPU_KEY])
+    assert here["model"] == "This Machine CPU" and here == {"model": "This Machine CPU", **int8_cpu_features().to_dict()}

@@ -193,3 +193,31 @@ def test_usable_frames_skip_ffc_frames_and_stop_at_the_end():
         except EndOfStream:
             break
     assert [f.seq for f in got] == [f.seq for f in every if not f.meta.get("ffc")]
+
+
+def test_reference_frames_end_when_every_half_second_step_lands_in_an_ffc_freeze():
+    """ffc=0.5 at 30 fps: a 15-frame period, 8 frames frozen, the half-second step 15, so every
+    step after the first lands at the start of a freeze; ffc=0.3: steps at 0, 6, 3 of a 9-frame
+    period, 8 frozen. reference_frames looped for ever (tir run and tir bench hung at start-up on
+    synthetic://?degrade=noise&ffc=0.5); each now takes the first frame after the shutter opens,
+    and a freeze as long as its period (ffc=0.1) gives the frames there are."""
+    import threading
+
+    got = {}
+
+    def refs(uri, n):
+        got[uri] = open_source(uri).reference_frames(n)
+
+    uris = [f"synthetic://?size=160x120&degrade=noise&realtime=0&ffc={p}" for p in (0.5, 0.3, 0.1)]
+    threads = [threading.Thread(target=refs, args=(u, 6), daemon=True) for u in uris]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert set(got) == set(uris)                              # none hung
+    renderer = ThermalSceneRenderer((160, 120), 30.0, 0, 0.5)
+    assert [f.seq for f in got[uris[0]]] == [0, 23, 38, 53, 68, 83]
+    for uri in uris[:2]:
+        assert len(got[uri]) == 6 and not any(f.meta["ffc"] for f in got[uri])
+    assert not any(renderer.is_ffc(f.seq) for f in got[uris[0]])
+    assert [f.seq for f in got[uris[2]]] == [0]               # frames 3 on are all frozen

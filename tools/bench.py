@@ -35,6 +35,21 @@ from tir.engines.loading import load_model
 from .cli import (MAX_SIDE, add_json_argument, add_model_arguments, add_source_argument,  # noqa: F401
                   frame_size, number, precision_list, write_json)
 
+def _pipeline_model(args, model, entry, backend, precision, deploy):
+    """The model the pipeline row runs: ``model`` itself, unless the model-only row pinned its gates
+    to the virtual camera (``entry["camera_reference"]``) and ``--source`` is another camera; then a
+    freshly loaded one (same model, backend, precision, deploy), which meets that camera as ``tir run
+    --source`` does. A pinned reference stays for the model's life (engines/restorer.py
+    ``Restorer.pin_camera``): ``--mode both --source <a clean Boson-like folder>`` timed the noise
+    route on it, judged against the virtual camera's quieter look, where ``--mode pipeline`` (and
+    ``tir run``) passed it through."""
+    if not (entry.get("camera_reference") and args.source):
+        return model
+    fresh, _ = load_model(args.model, backend, args.task, args.threads, fallback=DEFAULT_FALLBACK_MODEL,
+                          precision=precision, deploy=deploy)
+    return fresh
+
+
 def psnr_frames(sets: str, split: str, n: int, task):
     """``--psnr-data``: :func:`tir.engines.training.evaluate.psnr_frames`, imported only when asked
     (the training side stays out of a plain ``tir bench``)."""
@@ -214,6 +229,7 @@ def main(args) -> int:
             entry["precision"] = precision
         if getattr(model, "deploy", None) is not None:
             entry["deploy"] = model.deploy
+        pipe_model = None
         try:
             if args.mode in ("model", "both") and degrade:
                 # the model-only frames are the virtual camera's, degraded: pinned to its clean look as in tir run
@@ -226,8 +242,10 @@ def main(args) -> int:
                     entry["model_only"] = bench_model(model, batches, args.warmup, args.frames, progress,
                                                       desc=f"model {backend}")
                 if args.mode in ("pipeline", "both"):
+                    if pipe_model is None:
+                        pipe_model = _pipeline_model(args, model, entry, backend, precision, deploy)
                     entry["pipeline"] = bench_pipeline(
-                        model, source, frames=None if args.duration else args.frames, duration=args.duration,
+                        pipe_model, source, frames=None if args.duration else args.frames, duration=args.duration,
                         sample_every=args.sample_every, agc=args.agc, progress=progress,
                         warmup_batch=batches[0], max_in_flight=args.max_in_flight, display=args.display)
                 rounds.append(round_summary(entry))
@@ -251,9 +269,10 @@ def main(args) -> int:
             print(f"tir bench: {backend}: {entry['error']}", file=sys.stderr, flush=True)
         finally:
             entry["backend"] = backend_of(model, entry["backend"])
-            close = getattr(model, "close", None)
-            if callable(close):
-                close()
+            for used in {id(m): m for m in (model, pipe_model) if m is not None}.values():
+                close = getattr(used, "close", None)
+                if callable(close):
+                    close()
         results.append(entry)
     report = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "machine": machine_info(),
               "size": f"{size[0]}x{size[1]}", "results": results}

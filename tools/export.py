@@ -108,7 +108,9 @@ def main(args) -> int:
         0 every file passed; 1 a file failed, the re-export exceeded ``--tolerance`` or the fast
         router differed from the old one; 2 the
         bundle, ``--size`` (a side outside 1..8192 px, :func:`tir.tools.cli.frame_size`) or ``--targets`` (an unknown parser) was refused, or ``--out`` names an existing non-empty folder, a
-        file or a place where no folder can be written (nothing is overwritten; one line printed).
+        file or a place where no folder can be written, or ``--fast-router`` refuses the router or cannot
+        write the bundle (read-only, full disk; a copy at ``--out`` is removed again) (nothing is
+        overwritten; one line printed).
 
     Raises:
         Nothing: the ValueError (UsageError) of a bad ``--size`` is caught with the bundle's and

@@ -474,7 +474,8 @@ class SyntheticSource(Source):
         ``count`` frames of the same scene renderer without the degradation, one every half
         second of its clock (shutter-closed frames skipped), for pinning the gates' camera
         references (``tir run``; engines/loading.py ``pin_reference``). Rendering them does not
-        change the stream. Empty without ``degrade`` (the stream is then its own reference).
+        change the stream. Empty without ``degrade`` (the stream is then its own reference); fewer
+        than ``count`` when the shutter never opens again (an FFC freeze as long as its period).
 
         Returns:
             Frames with (H, W) uint16 14-bit counts and the meta of :meth:`read` (no ``degradation``).
@@ -482,11 +483,19 @@ class SyntheticSource(Source):
         if not self.degradation or count <= 0:
             return []
         step = max(1, int(round(self._fps / 2)))
+        period, length = self.renderer.ffc_period, self.renderer.ffc_length
         out: List[Frame] = []
         k = 0
         while len(out) < count:
-            if not self.renderer.is_ffc(k):
-                out.append(Frame(raw=self.renderer.render(k)[0], seq=k, t_capture=now(), meta=self._meta(k, False)))
+            if self.renderer.is_ffc(k):
+                # the shutter is closed: take the first frame after it opens. Stepping on by half
+                # seconds instead never ended where every step lands in a freeze (ffc=0.5: 15 frames,
+                # the step 15; ffc=0.3: steps at 0, 6, 3 of 9 frames, 8 frozen): tir run and tir bench
+                # hung at start-up pinning the reference
+                if length >= period:
+                    break   # the shutter never opens again: fewer frames than asked
+                k = (k // period) * period + length
+            out.append(Frame(raw=self.renderer.render(k)[0], seq=k, t_capture=now(), meta=self._meta(k, False)))
             k += step
         return out
 

@@ -87,7 +87,7 @@ def int8_cpu_problem(metadata, cpu=None) -> Optional[str]:
     strings) wrongly, or None when it runs as calibrated.
 
     The one known case: uint8 activations with full 8-bit weights (``tir.int8.weight_bits`` "8",
-    written by ``tir calibrate --no-reduce-range`` or by default on a CPU with VNNI) on a CPU whose
+    written only by ``tir calibrate --no-reduce-range``: 7-bit weights are the default on every CPU) on a CPU whose
     U8S8 kernel sums pairs of products in saturating int16 (``cpu.saturating``: x86 AVX2 without
     VNNI, :func:`tir.edge.machine.int8_cpu_features`; default this CPU). Such models lost
     0.7-1.4 dB on an AVX2 EPYC (docs/int8.md "Why blur, noise and BN failed the gate"),

@@ -515,18 +515,38 @@ def rewrite_bundle_router(bundle_dir, out_dir=None, tolerance: float = DEFAULT_T
         the router was already in the fast form.
 
     Raises:
-        BundleError: the bundle has no router, fails its checks (a tampered file), or ``out_dir``
-            exists; ValueError / ExportError: see :func:`rewrite_router`.
+        BundleError: the bundle has no router, fails its checks (a tampered file), ``out_dir``
+            exists, or the new router or manifest cannot be written (a read-only bundle, a full
+            disk; the bundle is left as it was); ValueError / ExportError: see
+            :func:`rewrite_router`. On any error a copy made at ``out_dir`` is removed again.
     """
+    import shutil
+
+    from ..bundle import copy_bundle, load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    if out_dir is None:
+        return _rewrite_in_place(bundle, tolerance)
+    copy = copy_bundle(bundle.path, out_dir)
+    try:
+        return _rewrite_in_place(load_bundle(copy), tolerance)
+    except BaseException:
+        # a router the rewrite refuses (another graph, a size the strips do not cover) or a failed
+        # write left the unrewritten copy at --out, which a second try then refused as existing
+        shutil.rmtree(copy, ignore_errors=True)
+        raise
+
+
+def _rewrite_in_place(bundle, tolerance: float) -> dict:
+    """:func:`rewrite_bundle_router` on a loaded bundle, in its own folder. An OSError while writing
+    (a read-only bundle, a full disk) is raised as BundleError naming the folder and the reason
+    (it was a traceback out of ``tir export --fast-router``)."""
     import json
 
     import onnx
 
-    from ..bundle import BundleError, copy_bundle, load_bundle, read_verified, save_manifest, sha256_file
+    from ..bundle import BundleError, read_verified, save_manifest, sha256_file
 
-    bundle = load_bundle(bundle_dir)
-    if out_dir is not None:
-        bundle = load_bundle(copy_bundle(bundle.path, out_dir))
     if bundle.router_path is None:
         raise BundleError(f"bundle {bundle.path} has no router")
     name = bundle.router["file"]
@@ -535,7 +555,11 @@ def rewrite_bundle_router(bundle_dir, out_dir=None, tolerance: float = DEFAULT_T
         return dict(bundle.router.get("export") or {"form": FAST_ROUTER_FORM}, changed=False)
     manifest = json.loads((bundle.path / "manifest.json").read_text())
     path = bundle.path / name
-    record = rewrite_router(path, path, tolerance)
+    try:
+        record = rewrite_router(path, path, tolerance)
+    except OSError as exc:
+        raise BundleError(f"cannot write the fast router into {bundle.path}: {exc.strerror or exc}; "
+                          "give a writable copy with --out (the bundle is unchanged)") from exc
     try:
         digest = sha256_file(path)
         manifest["router"]["sha256"] = digest
@@ -543,7 +567,10 @@ def rewrite_bundle_router(bundle_dir, out_dir=None, tolerance: float = DEFAULT_T
             manifest["files"][name] = digest
         manifest["router"]["export"] = record
         save_manifest(bundle.path, manifest)
-    except BaseException:
+    except BaseException as exc:
         path.write_bytes(data)   # the old router matches the old manifest again
+        if isinstance(exc, OSError):
+            raise BundleError(f"cannot write the manifest of {bundle.path}: {exc.strerror or exc}; "
+                              "the bundle is unchanged") from exc
         raise
     return dict(record, changed=True)
