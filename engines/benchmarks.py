@@ -78,8 +78,9 @@ def pin_synthetic_reference(model, size: Tuple[int, int], frames: Optional[int] 
     n = DEFAULT_REFERENCE_FRAMES if frames is None else int(frames)
     if n < 1:
         return None
-    model.pin_camera(np.concatenate(synthetic_batches(size, count=n)))
-    return f"{n} clean frames of the virtual camera"
+    if int(getattr(model, "pinned_frames", 0) or 0) == 0:   # once: --repeat rounds and --mode both reuse it
+        model.pin_camera(np.concatenate(synthetic_batches(size, count=n)))
+    return f"{int(model.pinned_frames)} clean frames of the virtual camera"
 
 
 def bench_model(engine, batches: Sequence[np.ndarray], warmup: int = 10, n: int = 100,
@@ -184,8 +185,11 @@ def bench_pipeline(model, source_uri: str, frames: Optional[int] = None, duratio
         for _ in range(3):
             model.infer(warmup_batch)
     source = open_source(source_uri)
-    reference = pin_source_reference(model, source, DEFAULT_REFERENCE_FRAMES if reference_frames is None
-                                     else reference_frames)
+    pinned = int(getattr(model, "pinned_frames", 0) or 0)
+    # a model already pinned (the model-only row of tir bench --mode both, an earlier --repeat
+    # round) keeps its reference: pinning again would count the same camera's frames twice
+    reference = f"{pinned} frames pinned before the pipeline ran" if pinned else \
+        pin_source_reference(model, source, DEFAULT_REFERENCE_FRAMES if reference_frames is None else reference_frames)
     window = max(1000, frames or 0, int((duration or 0) * 200))
     pipeline = Pipeline(source, model, outputs, agc=agc, normalizer=normalizer_for(model), frames=frames,
                         duration=duration, stats_window=window, max_in_flight=max_in_flight, display=display)

@@ -339,8 +339,9 @@ def test_default_bench_times_a_real_route_and_says_which(tmp_path, capsys):
     assert "degrade=noise" in result["pipeline"]["source"]
     # as tir run: the virtual camera's clean frames pinned as the reference, so the always-noisy
     # stream is not taken for the camera's own look while the gates warm up
-    assert "clean frames of the virtual camera" in result["pipeline"]["camera_reference"]
-    assert "clean frames of the virtual camera" in result["camera_reference"]       # model-only too
+    assert result["camera_reference"] == "48 clean frames of the virtual camera"      # model-only
+    # the pipeline row runs the same model: its pin is kept, not repeated (48 frames, not 96)
+    assert result["pipeline"]["camera_reference"] == "48 frames pinned before the pipeline ran"
     assert report["args"]["display"] == "auto" and report["args"]["degrade"] == "noise"
     header = next(line for line in text.splitlines() if line.startswith("mode"))
     assert header.split()[:3] == ["mode", "backend", "route"]
