@@ -383,11 +383,14 @@ def test_bench_psnr_of_a_routed_model_is_judged_against_its_own_camera(tmp_path,
     if default_bundle_path() is None:
         pytest.skip("no bundle installed")
     clean = np.stack([np.tile(np.linspace(0.2, 0.8, 64, dtype=np.float32), (48, 1)) + 0.01 * i for i in range(5)])
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.08, clean.shape), 0, 1).astype(np.float32)
     monkeypatch.setattr(bench, "psnr_frames", lambda sets, split, n, task: {
-        "clean": clean, "degraded": clean, "data": f"{sets} {split}", "task": task})
+        "clean": clean, "degraded": noisy, "data": f"{sets} {split}", "task": task})
     scored = []
     real = bench.bench_psnr
-    monkeypatch.setattr(bench, "bench_psnr", lambda model, frames: scored.append(model.status()) or real(model, frames))
+    models = []
+    monkeypatch.setattr(bench, "bench_psnr", lambda model, frames: models.append(model) or scored.append(model.status())
+                        or real(model, frames))
     out = tmp_path / "b.json"
     assert main(["bench", "--mode", "model", "--size", "64x48", "--frames", "2", "--warmup", "0", "--no-progress",
                  "--backend", "onnxruntime", "--psnr-data", "fake", "--json", str(out)]) == 0
@@ -395,6 +398,9 @@ def test_bench_psnr_of_a_routed_model_is_judged_against_its_own_camera(tmp_path,
     assert "clean frames of the virtual camera" in result["camera_reference"]
     assert scored[0]["camera_reference"] == {"pinned": len(clean)} and scored[0]["frames"] == 0
     assert result["psnr"]["frames"] == len(clean)
+    # the scorer ran a network on the noisy frames, and its engines were closed after it
+    assert result["psnr"]["db"] > 0 and models[0].status()["loaded_routes"] == []
+    assert not models[0].status()["student_loaded"]
 
 
 @pytest.mark.parametrize("options", [["--collect-rate", "5"], ["--collect-max-frames", "9", "--collect-max-mb", "1"]])

@@ -258,7 +258,11 @@ def main(args) -> int:
                     scorer, _ = load_model(args.model, backend, args.task, args.threads,
                                            fallback=DEFAULT_FALLBACK_MODEL, precision=precision, deploy=deploy)
                     scorer.pin_camera(np.stack(psnr_set["clean"])[:, None])
-                entry["psnr"] = bench_psnr(scorer, psnr_set)
+                try:
+                    entry["psnr"] = bench_psnr(scorer, psnr_set)
+                finally:
+                    if scorer is not model and callable(getattr(scorer, "close", None)):
+                        scorer.close()   # its engines (routes, router, student) are not needed after
             if args.repeat > 1:
                 entry["rounds"] = rounds
             ratios = [r["ratio"] for r in rounds if r.get("ratio") is not None]
