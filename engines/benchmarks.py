@@ -70,10 +70,9 @@ def pin_synthetic_reference(model, size: Tuple[int, int], frames: Optional[int] 
     Returns:
         What was pinned, in words, or None for a model without a router or with a forced task.
     """
-    from tir.engines.loading import DEFAULT_REFERENCE_FRAMES
+    from tir.engines.loading import DEFAULT_REFERENCE_FRAMES, pinnable
 
-    routed = getattr(model, "router_info", None) is not None and not getattr(model, "forced", False)
-    if not routed or not callable(getattr(model, "pin_camera", None)):
+    if not pinnable(model):
         return None
     n = DEFAULT_REFERENCE_FRAMES if frames is None else int(frames)
     if n < 1:

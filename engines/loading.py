@@ -187,6 +187,13 @@ def normalizer_for(model):
 DEFAULT_REFERENCE_FRAMES = 48
 
 
+def pinnable(model) -> bool:
+    """Whether ``model``'s gate references can be pinned (:func:`pin_reference`): a bundle's
+    Restorer, or the hot-swap wrapper around one, with a router and no forced task."""
+    return callable(getattr(model, "pin_camera", None)) and getattr(model, "router_info", None) is not None \
+        and not getattr(model, "forced", False)
+
+
 def pin_reference(model, frames) -> int:
     """Pin a Restorer's gate references (:meth:`~tir.engines.restorer.Restorer.pin_camera`) to
     ``frames`` of the camera's healthy look, each through the pipeline's own preprocessing
@@ -207,8 +214,7 @@ def pin_reference(model, frames) -> int:
     """
     from ..edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
 
-    if not callable(getattr(model, "pin_camera", None)) or getattr(model, "router_info", None) is None \
-            or getattr(model, "forced", False):
+    if not pinnable(model):
         raise ValueError("a camera reference needs a bundle with a router and automatic routing (no --task)")
     count = 0
     for frame in frames:
@@ -239,9 +245,8 @@ def pin_source_reference(model, source, frames: int = DEFAULT_REFERENCE_FRAMES) 
         What was pinned, in words, or None when nothing was (no router, a forced task, a
         source without clean frames of its own, ``frames`` < 1).
     """
-    routed = getattr(model, "router_info", None) is not None and not getattr(model, "forced", False)
     offer = getattr(source, "reference_frames", None)
-    if not routed or not callable(offer) or int(frames) < 1:
+    if not pinnable(model) or not callable(offer) or int(frames) < 1:
         return None
     clean = offer(int(frames))
     return f"{pin_reference(model, clean)} clean frames of the virtual camera" if clean else None

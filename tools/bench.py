@@ -45,6 +45,13 @@ def _pipeline_model(args, model, entry, backend, precision, deploy):
     ``tir run``) passed it through."""
     if not (entry.get("camera_reference") and args.source):
         return model
+    return _fresh_model(args, backend, precision, deploy)
+
+
+def _fresh_model(args, backend, precision, deploy):
+    """The benchmarked model loaded once more (same ``--model``, backend, ``--task``, threads,
+    precision and deploy), for a row whose gates must meet another camera than the model-only
+    row's pinned virtual camera."""
     fresh, _ = load_model(args.model, backend, args.task, args.threads, fallback=DEFAULT_FALLBACK_MODEL,
                           precision=precision, deploy=deploy)
     return fresh
@@ -255,8 +262,7 @@ def main(args) -> int:
                     # the timed model's gates are pinned to the virtual camera; the PSNR frames are
                     # another camera's: a fresh model, its gates pinned to that camera's clean look
                     # (as tir run --reference would), so they are judged against their own camera
-                    scorer, _ = load_model(args.model, backend, args.task, args.threads,
-                                           fallback=DEFAULT_FALLBACK_MODEL, precision=precision, deploy=deploy)
+                    scorer = _fresh_model(args, backend, precision, deploy)
                     scorer.pin_camera(np.stack(psnr_set["clean"])[:, None])
                 try:
                     entry["psnr"] = bench_psnr(scorer, psnr_set)

@@ -41,7 +41,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from tir.edge.errors import EXIT_OK, InputError, OutputFailed, OutputUnavailable, TirError, UsageError
 from tir.engines import loading
 from tir.engines.loading import ModelNotFound, load_model, normalizer_for  # noqa: F401  (tir.tools.run.*, as before)
-from tir.engines.loading import DEFAULT_REFERENCE_FRAMES, pin_reference, pin_source_reference
+from tir.engines.loading import DEFAULT_REFERENCE_FRAMES, pin_reference, pin_source_reference, pinnable
 from tir.edge.sources.orient import FLIP_METHODS
 
 from .cli import add_model_arguments, add_source_argument
@@ -233,10 +233,9 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
     uri = getattr(args, "reference", None)
     if uri == NO_REFERENCE:
         return None
-    routed = getattr(model, "router_info", None) is not None and not getattr(model, "forced", False)
     if uri is None:
         return pin_source_reference(model, source, n)
-    if not routed:
+    if not pinnable(model):
         raise UsageError("--reference pins the gates of automatic routing: give a bundle with a router and no --task")
     from tir.edge.sources.orient import oriented
 
