@@ -32,16 +32,29 @@ import numpy as np
 
 @dataclass(frozen=True)
 class NormParams:
-    """The linear map used for one frame: ``x = (counts - lo) / (hi - lo)``."""
+    """The linear map used for one frame: ``x = (counts - lo) / (hi - lo)``; ``top`` and
+    ``bottom`` are the frame's status rows (:func:`status_rows`: rows at its top and bottom that
+    are not image, e.g. a Lepton's telemetry), left out of the range, given the nearest image
+    row in the model input and their raw counts back in the restored frame."""
 
     lo: float
     hi: float
+    top: int = 0
+    bottom: int = 0
 
     @property
     def span(self) -> float:
         """``hi - lo`` in counts: the count range mapped onto [0, 1]."""
         return self.hi - self.lo
 
+
+#: the most rows at each end of a raw frame that :func:`status_rows` may call status rows: a
+#: Lepton 2.x adds 3 telemetry rows (80x63), a Lepton 3.x on PureThermal 2 (160x122), a Boson a
+#: 2-row header (640x514; edge/camera/formats.py, thermal_io.md §3.2)
+MAX_STATUS_ROWS = 4
+#: a row is a status row when more than this share of its pixels lies beyond the image's range
+#: widened by one span on each side (:func:`status_rows`)
+STATUS_OUTSIDE = 0.5
 
 MIN_SAMPLES = 4096  # a subsample never goes below this many pixels (small frames use a finer stride)
 #: a frame whose robust span differs from the smoothed one by this factor either way restarts the EMA
@@ -77,6 +90,47 @@ def robust_range(raw: np.ndarray, low_pct: float, high_pct: float, stride: int =
     k_hi = int(round(high_pct / 100.0 * (n - 1)))
     part = np.partition(sample, (k_lo, k_hi))
     return float(part[k_lo]), float(part[k_hi])
+
+
+def status_rows(raw: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5, stride: int = 8) -> Tuple[int, int]:
+    """How many rows at the top and at the bottom of a raw frame are not image (status rows:
+    telemetry or a header a camera appends to its Y16 frame, e.g. a Lepton's 2-3 telemetry rows,
+    which hold status words, serial numbers and mostly zeros, edge/camera/formats.py).
+
+    The image's range is taken on the frame's middle rows (all but :data:`MAX_STATUS_ROWS` at
+    each end; :func:`robust_range` with ``low_pct``/``high_pct``/``stride``) and widened by its
+    span on each side: a sensor row lies inside it almost everywhere (a scene's coldest and
+    hottest 0.5 % at most, and nothing beyond a span past them in a row's majority), while a
+    status row's words are zeros, counters and codes that do not follow the scene's counts. Rows
+    with more than :data:`STATUS_OUTSIDE` of their pixels outside that range are status rows,
+    counted from each end inward while they last (at most :data:`MAX_STATUS_ROWS`).
+
+    Args:
+        raw: (H, W) counts (uint16 Y16; any real dtype).
+        low_pct, high_pct, stride: as :func:`robust_range`.
+
+    Returns:
+        (top, bottom): the status rows at each end, each 0..:data:`MAX_STATUS_ROWS`; (0, 0) for a
+        frame under 4 × :data:`MAX_STATUS_ROWS` rows or not 2-D.
+    """
+    if raw.ndim != 2 or raw.shape[0] < 4 * MAX_STATUS_ROWS or raw.shape[1] < 2:
+        return 0, 0
+    h = raw.shape[0]
+    lo, hi = robust_range(raw[MAX_STATUS_ROWS:h - MAX_STATUS_ROWS], low_pct, high_pct, stride)
+    span = max(hi - lo, 1.0)
+    low, high = lo - span, hi + span
+
+    def status(row: np.ndarray) -> bool:
+        outside = np.count_nonzero((row < low) | (row > high))
+        return outside > STATUS_OUTSIDE * row.size
+
+    top = 0
+    while top < MAX_STATUS_ROWS and status(raw[top]):
+        top += 1
+    bottom = 0
+    while bottom < MAX_STATUS_ROWS and status(raw[h - 1 - bottom]):
+        bottom += 1
+    return top, bottom
 
 
 class Normalizer:
@@ -141,6 +195,8 @@ class Normalizer:
 
         Returns:
             The :class:`NormParams` (lo, hi in counts) for this frame: the EMA of the percentiles
+            of its image rows (its status rows, :func:`status_rows`, left out and named in
+            ``top``/``bottom``)
             (restarted at this frame's when they jumped, :meth:`jumped`), widened to ``min_span`` counts (kept inside 0..``max_count``); the fixed range instead,
             when one is set. A frame whose robust high lies above ``max_count`` (a bit depth
             guessed from an earlier frame) first raises ``max_count`` to 65535 (16 bits).
@@ -150,7 +206,9 @@ class Normalizer:
         """
         if self.fixed is not None:
             return self.fixed
-        lo, hi = robust_range(raw, self.low_pct, self.high_pct, self.stride)
+        top, bottom = status_rows(raw, self.low_pct, self.high_pct, self.stride)
+        image = raw[top:raw.shape[0] - bottom] if top or bottom else raw
+        lo, hi = robust_range(image, self.low_pct, self.high_pct, self.stride)
         # the frame's own range above the top of the bit depth (a depth guessed from the first
         # frame, then a gain switch): the widening below must not pin the range to that top (a
         # near-flat frame at 60000 counts read 16319..16383, i.e. 1.0 everywhere)
@@ -170,7 +228,7 @@ class Normalizer:
                 lo, hi = 0.0, self.min_span
             elif hi > self.max_count:
                 lo, hi = self.max_count - self.min_span, float(self.max_count)
-        return NormParams(lo, hi)
+        return NormParams(lo, hi, top, bottom)
 
     def widen_to(self, count: float) -> bool:
         """Raise :attr:`max_count` to 65535 (16 bits) when ``count`` lies above it: the bit depth was
@@ -212,7 +270,9 @@ class Normalizer:
             params: the map to use; None updates the smoothed range from this frame first.
 
         Returns:
-            (x, params): x is (H, W) float32, in [0, 1] when ``clip``.
+            (x, params): x is (H, W) float32, in [0, 1] when ``clip``. The frame's status rows
+            (``params.top`` / ``params.bottom``, :func:`status_rows`) are given the nearest
+            image row, so the model, the router and the gates see the image alone.
 
         Raises:
             ValueError: ``raw`` is empty (when ``params`` is None).
@@ -224,6 +284,12 @@ class Normalizer:
         np.multiply(x, np.float32(1.0 / params.span), out=x)
         if self.clip:
             np.clip(x, 0.0, 1.0, out=x)
+        h = x.shape[0]
+        if 0 < params.top + params.bottom < h:
+            if params.top:
+                x[:params.top] = x[params.top]
+            if params.bottom:
+                x[h - params.bottom:] = x[h - params.bottom - 1]
         return x, params
 
     def inverse(self, y: np.ndarray, params: NormParams) -> np.ndarray:

@@ -73,6 +73,25 @@ def test_degrade_counts_8bit_is_requantised_and_raw_stays_counts():
     assert np.array_equal(same, raw)
 
 
+def test_degrade_counts_leaves_a_cameras_telemetry_rows_alone():
+    """A Y16 frame with a Lepton's 2 telemetry rows (mostly zero words): the degradation's range
+    is the image rows' (the zeros made it 0..~30000, so a noise task's sigma was ~50x the scene's
+    span) and the telemetry rows come out as they went in."""
+    rng = np.random.default_rng(0)
+    img = (29400 + _scene(120, 160, 3) * 600).astype(np.uint16)
+    tele = np.zeros((2, 160), np.uint16)
+    tele[0, :6] = [14, 4321, 9, 30510, 51000, 8190]
+    raw = np.vstack([img, tele])
+    from tir.engines.degrade import counts_range
+
+    lo, hi = counts_range(img)
+    d, c, meta, peak = degrade_counts(raw, 16, "noise", np.random.default_rng(1))
+    assert peak == pytest.approx(hi - lo)
+    assert np.array_equal(d[-2:], tele) and np.array_equal(c, raw)
+    alone, _, _, _ = degrade_counts(img, 16, "noise", np.random.default_rng(1))
+    assert np.array_equal(d[:-2], alone)
+
+
 class _Identity:
     def infer(self, x):
         return x

@@ -160,7 +160,9 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng) -> Tuple[np.nda
     """One stored frame -> (degraded counts uint16, clean counts uint16, source meta, peak).
 
     8-bit frames become counts as ``file://`` delivers them (grey << 6 in 14 bits,
-    ``source_bits`` 8); raw frames stay 16-bit counts. ``task`` "clean" degrades nothing.
+    ``source_bits`` 8); raw frames stay 16-bit counts, degraded on their image rows' range
+    (:func:`tir.edge.normalize.status_rows`: a camera's telemetry rows are neither degraded nor
+    part of the range). ``task`` "clean" degrades nothing.
     """
     if bits == 8:
         clean_counts = clean.astype(np.uint16) << 6
@@ -170,14 +172,21 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng) -> Tuple[np.nda
         y = deg.degrade(clean.astype(np.float32)[None] / 255.0, task, rng)[0]
         grey = np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint16)
         return grey << 6, clean_counts, meta, 255.0 * 64
-    lo, hi = deg.counts_range(clean)
+    # a raw frame's status rows (a Lepton's telemetry, tir.edge.normalize.status_rows) are not
+    # image: the degradation's range is the image rows' and only they are degraded
+    from tir.edge.normalize import status_rows
+
+    top, bottom = status_rows(clean)
+    image = slice(top, clean.shape[0] - bottom)
+    lo, hi = deg.counts_range(clean[image])
     meta = {"bits": 16, "source_bits": 16}
     clean_counts = clean.astype(np.uint16)
     if task == CLEAN:
         return clean_counts.copy(), clean_counts, meta, hi - lo
-    x = (clean.astype(np.float32) - lo) / (hi - lo)
+    x = (clean[image].astype(np.float32) - lo) / (hi - lo)
     y = deg.degrade(x[None], task, rng)[0]
-    counts = np.clip(np.rint(y * (hi - lo) + lo), 0, 65535).astype(np.uint16)
+    counts = clean_counts.copy()
+    counts[image] = np.clip(np.rint(y * (hi - lo) + lo), 0, 65535).astype(np.uint16)
     return counts, clean_counts, meta, hi - lo
 
 
