@@ -100,6 +100,43 @@ equalisation), to 8 bits:
   radiance times cos⁴ of the off-axis angle (corners at 0.6), noise 1.0, linear AGC: the AGC
   stretches the vignette over most of the 8 bits.
 
+Round 4 (session 15, ``--round 4``, table :data:`ROUND4`; the default builds rounds 1-3 as
+before), again camera pipelines, each from a product's documented behaviour. Where a fact is
+not in /work/shared/reference/thermal_io.md it is marked [U] (general product knowledge, to be
+checked against the vendor's datasheet):
+
+- ``mlx90640_nn_640x480``: a Melexis MLX90640 thermopile array, 32×24 pixels [U], noise 1.5,
+  linear AGC, shown 20× by nearest neighbour at 640×480 as maker viewers enlarge it: flat
+  20-px blocks with hard edges;
+- ``lepton_nn_640x480``: a Lepton 2.5 (80×60, edge/camera/formats.py), noise 1.0, linear AGC, shown
+  8× by nearest neighbour;
+- ``p2pro_bilinear_1024x768``: the TOPDON TC001 / InfiRay P2 Pro's 256×192 image (thermal_io.md
+  §3.2) with tc001_256x192's smoothing, shown 4× bilinear at 1024×768 (a viewer's window);
+- ``usm_mild_640x512`` / ``usm_strong_640x512``: a camera that sharpens its 8-bit video, the
+  unsharp mask ``g + a·(g − G₁∗g)`` at a = 0.7 / 2.0 (the detail-enhancement family of Boson's
+  DDE parameters, thermal_io.md §4.1; the plain mask and amounts are ours);
+- ``tlinear_banded_160x120``: a Lepton 3.5 in TLinear mode at 0.1 K resolution (the resolution
+  flag 0, thermal_io.md §3.2) through GetThermal's per-frame min/max AGC (§3.3): a 3-6 K indoor
+  scene is 30-60 count levels, so the 8-bit image is banded (tens of grey levels);
+- ``y16_telemetry_160x122``: a Lepton 3.5 on PureThermal with telemetry on, Y16 TLinear 0.01 K,
+  2 telemetry rows under the image (160×122; flirpy strips ``image[:-2]``, §3.2; the row-A
+  fields of the Lepton datasheet as edge/camera/formats.py reads them), as a recording of the
+  raw stream holds them;
+- ``dead_columns_320x256``: a 320×256 core with failed column read-outs (the read-out is
+  column-parallel, one amplifier per column, thermal_io.md §5): five columns dead (one adjacent
+  pair) and one stuck at the 14-bit top, the same in every frame, plateau AGC;
+- ``y16_msb_640x512``: a 14-bit core's counts stored MSB-aligned in 16-bit PNGs (``<< 2``: a
+  recorder that left-aligns Mono14 [U]), a narrow scene (30-60 counts of span at 7000-8000,
+  noise 1.5 counts): every value a multiple of 4;
+- ``hd_1280x1024``: a 1280×1024 camera [U for the products]: T1030sc counts (960×768 crops)
+  resized bicubic to 1280×1024, plateau AGC;
+- ``dup_9hz_640x512``: an export-limited core (under 9 Hz [U]) in a 27-30 Hz video stream:
+  every sensor frame delivered 3 times, byte-identical (HIT-UAV, noise 1.0, linear AGC);
+- ``vignette_wide_160x120``: a wide-FOV lens's cos⁴ fall-off, corners at 0.3 of the centre (a
+  shutter behind the lens does not flatten it [U]), Lepton 3.5 scenes, noise 0.35, linear AGC;
+- ``ironbow_grey_640x512``: a camera's ironbow ("Iron") palette video turned back to grey by a
+  user (BT.601 luma, OpenCV's ``COLOR_BGR2GRAY``): a monotone but bent tone curve.
+
 Every random draw is seeded by the camera and the frame's index, so the folders are the same on
 every run. numpy + OpenCV only.
 """
@@ -555,10 +592,10 @@ def unsharp(amount: float, sigma: float = 1.0) -> Callable[[np.ndarray], np.ndar
 def tlinear_posterised(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A Lepton in radiometric TLinear mode at 0.1 K resolution (Y16 = kelvin × 10,
     thermal_io.md's Lepton row) shown through a per-frame min/max linear AGC (GetThermal's,
-    thermal_io.md §3): the frame's 1st-99th percentiles map to a scene span drawn in 3-6 K
-    from 293.15 K, plus the sensor's NETD (σ 0.05 K), quantised to 0.1 K (30-60 levels), then
-    stretched to 8 bits: a banded image of 30-60 grey levels, steps of 4-8 grey levels. uint8,
-    same shape."""
+    thermal_io.md §3.3): the frame's 1st-99th percentiles map to a scene span drawn in 3-6 K
+    from 293.15 K, plus the sensor's NETD (σ 0.05 K), quantised to 0.1 K (30-60 levels between
+    the percentiles, a few more in the tails), then stretched to 8 bits: a banded image of tens of
+    grey levels, steps of several grey levels. uint8, same shape."""
     span_k = rng.uniform(3.0, 6.0)
     g = grey.astype(np.float64)
     p1, p99 = np.percentile(g, (1, 99))
@@ -694,7 +731,7 @@ ROUND4: Dict[str, Tuple[Callable, Callable, str]] = {
     "usm_strong_640x512": (_set("roadscene-ir"), camera((640, 512), 0.6, linear_agc, 205, after=unsharp(2.0)),
                            "RoadScene, noise 0.6, linear AGC, unsharp mask amount 2.0 sigma 1 px"),
     "tlinear_banded_160x120": (_set("chips_lepton35"), lambda i, f: tlinear_posterised(f, np.random.default_rng([206, i])),
-                               "Lepton 3.5 TLinear 0.1 K: 3-6 K span, 30-60 levels, min/max AGC (banded)"),
+                               "Lepton 3.5 TLinear 0.1 K: 3-6 K span (p1-p99), 30-60 levels, min/max AGC (banded)"),
     "y16_telemetry_160x122": (_set("chips_lepton35"), y16_with_telemetry,
                               "Lepton 3.5 Y16 TLinear 0.01 K with 2 telemetry rows at the bottom (160x122)"),
     "dead_columns_320x256": (_set("hit_uav"), camera((320, 256), 0.6, plateau_agc, 208, process=dead_columns),
