@@ -306,3 +306,48 @@ def test_telemetry_rows_come_back_exactly_in_the_restored_frame():
     assert np.array_equal(frame.restored[-2:], raw[-2:])
     assert not np.array_equal(frame.restored[:-2], img)
     assert norm["status_rows"] == (0, 2)
+
+
+def test_a_camera_stored_msb_aligned_is_mapped_as_stored_lsb_aligned():
+    """A 14-bit core's flat scene (40 counts of span, noise 1.5 counts) stored as it comes and
+    MSB-aligned in 16-bit words (``<< 2``, every value a multiple of 4): the same frame for the
+    model. The minimum span (64 counts, the max-gain analogue) was counted in stored values, so
+    the aligned copy's 160 stored counts were stretched over [0, 1] while the plain one was
+    widened to 64: four times the stretch, and its noise with it (the emulated y16_msb_640x512)."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:128, 0:160]
+    lsb = np.rint(7000 + 40 * xx / 160 + rng.normal(0, 1.5, xx.shape)).astype(np.uint16)
+    msb = (lsb << 2).astype(np.uint16)
+    x_lsb, p_lsb = Normalizer(alpha=1.0).forward(lsb)
+    x_msb, p_msb = Normalizer(alpha=1.0).forward(msb)
+    assert p_msb.span == pytest.approx(4 * p_lsb.span) and p_lsb.span == 64.0
+    assert np.allclose(x_lsb, x_msb, atol=1e-6)
+    from tir.edge.normalize import count_step
+
+    assert count_step((lsb * 40).astype(np.uint16)) == 8   # a power of two: only a bit shift makes a step
+    assert count_step(lsb) == 1 and count_step(msb) == 4 and count_step(np.full((8, 8), 8000, np.uint16)) == 1
+    assert count_step(lsb.astype(np.float32)) == 1
+    assert count_step(np.tile(np.arange(0, 40, 2, dtype=np.uint16), (8, 1))) == 1   # 20 levels: too few to tell step 2
+    assert count_step(np.tile(np.arange(0, 48, 4, dtype=np.uint16), (8, 1))) == 4   # 12 levels tell step 4
+
+
+def test_an_msb_aligned_cameras_restored_counts_stay_on_its_step():
+    """The restored frame of a camera stored ``<< 2`` is in the camera's format: multiples of 4
+    (the normaliser's inverse rounded to single counts, so a recorder got another format back)."""
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import Infer, Postprocess, Preprocess
+
+    class Darken:
+        def infer(self, x):
+            return x * 0.9
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:128, 0:160]
+    raw = (np.rint(7000 + 200 * xx / 160 + rng.normal(0, 1.5, xx.shape)).astype(np.uint16) << 2).astype(np.uint16)
+    frame = Frame(raw=raw, seq=0, t_capture=0.0, meta={"bits": 16})
+    pre = Preprocess()
+    pre(frame)
+    Infer(Darken())(frame)
+    Postprocess(pre.normalizer)(frame)
+    assert np.all(frame.restored % 4 == 0) and not np.array_equal(frame.restored, raw)
+    assert frame.meta["norm"]["count_step"] == 4
