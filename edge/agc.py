@@ -44,7 +44,8 @@ class PercentileAGC:
 
     def __init__(self, low_pct: float = 1.0, high_pct: float = 99.0, alpha: float = 0.2,
                  min_span: float = 64.0, stride: int = 8):
-        self._range = Normalizer(low_pct, high_pct, alpha=alpha, min_span=min_span, stride=stride)
+        # the minimum span in stored values (count_steps off): the raw and the restored view map alike
+        self._range = Normalizer(low_pct, high_pct, alpha=alpha, min_span=min_span, stride=stride, count_steps=False)
 
     def reset(self) -> None:
         """Forget the smoothed range; the next frame sets lo and hi afresh."""

@@ -32,16 +32,33 @@ import numpy as np
 
 @dataclass(frozen=True)
 class NormParams:
-    """The linear map used for one frame: ``x = (counts - lo) / (hi - lo)``."""
+    """The linear map used for one frame: ``x = (counts - lo) / (hi - lo)``; ``top`` and
+    ``bottom`` are the frame's status rows (:func:`status_rows`: rows at its top and bottom that
+    are not image, e.g. a Lepton's telemetry), left out of the range, given the nearest image
+    row in the model input and their raw counts back in the restored frame; ``step`` the
+    camera's count step (:func:`count_step`), which the minimum span is counted in and the
+    restored counts are rounded to."""
 
     lo: float
     hi: float
+    top: int = 0
+    bottom: int = 0
+    #: the camera's count step in the stored values (:func:`count_step`; 1: every count)
+    step: int = 1
 
     @property
     def span(self) -> float:
         """``hi - lo`` in counts: the count range mapped onto [0, 1]."""
         return self.hi - self.lo
 
+
+#: the most rows at each end of a raw frame that :func:`status_rows` may call status rows: a
+#: Lepton 2.x adds 3 telemetry rows (80x63), a Lepton 3.x on PureThermal 2 (160x122), a Boson a
+#: 2-row header (640x514; edge/camera/formats.py, thermal_io.md §3.2)
+MAX_STATUS_ROWS = 4
+#: a row is a status row when more than this share of its pixels lies beyond the image's range
+#: widened by one span on each side (:func:`status_rows`)
+STATUS_OUTSIDE = 0.5
 
 MIN_SAMPLES = 4096  # a subsample never goes below this many pixels (small frames use a finer stride)
 #: a frame whose robust span differs from the smoothed one by this factor either way restarts the EMA
@@ -79,12 +96,98 @@ def robust_range(raw: np.ndarray, low_pct: float, high_pct: float, stride: int =
     return float(part[k_lo]), float(part[k_hi])
 
 
+#: the largest count step :func:`count_step` reports (8 bits of padding: an 8-bit image stored
+#: in the high byte of a 16-bit word)
+MAX_COUNT_STEP = 256
+#: the evidence :func:`count_step` needs for a step of 2^b: among k distinct levels that are not
+#: on a step, all k − 1 differences multiples of 2^b by chance has probability 2^−b(k−1); a step
+#: stands when b(k − 1) is at least this (a chance of 1e-6 or less: step 2 from 21 levels, step 4
+#: from 11; a posterised restored frame of a dozen levels had read step 2)
+STEP_EVIDENCE_BITS = 20
+
+
+def count_step(raw: np.ndarray, stride: int = 8) -> int:
+    """The camera's count step in the stored values: the largest power of two dividing every
+    difference of a subsample (that of :func:`robust_range`) from its minimum,
+    1..:data:`MAX_COUNT_STEP`.
+
+    A 14-bit core whose counts a recorder or grabber stores MSB-aligned in 16-bit words
+    (``counts << 2``) steps by 4 stored counts, a 12-bit one by 16: the stored scale is the
+    camera's times the step. Only a bit shift makes such a step, hence powers of two. A sensor's
+    noise and scene fill every count, so for a camera that fills its low bits the step is 1 from
+    a few pixels on. A few levels can share a factor of two by chance: a step needs
+    :data:`STEP_EVIDENCE_BITS` of evidence from the subsample's distinct values, else it is 1.
+
+    Args:
+        raw: (H, W) counts, an integer dtype (uint16 Y16); other dtypes give 1.
+        stride: the subsampling step in pixels (finer on small frames, as :func:`robust_range`).
+
+    Returns:
+        The step, an int; 1 without the evidence (a constant frame too), for an empty frame or
+        a step above :data:`MAX_COUNT_STEP`.
+    """
+    if raw.size == 0 or not np.issubdtype(raw.dtype, np.integer):
+        return 1
+    stride = max(1, min(stride, int((raw.size / MIN_SAMPLES) ** 0.5)))
+    sample = np.unique((raw[::stride, ::stride] if stride > 1 else raw).ravel()).astype(np.int64)
+    common = int(np.gcd.reduce(sample - sample[0]))
+    step = common & -common   # the largest power of two dividing it (0 for a constant frame)
+    if not 1 < step <= MAX_COUNT_STEP or (sample.size - 1) * (step.bit_length() - 1) < STEP_EVIDENCE_BITS:
+        return 1
+    return step
+
+
+def status_rows(raw: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5, stride: int = 8) -> Tuple[int, int]:
+    """How many rows at the top and at the bottom of a raw frame are not image (status rows:
+    telemetry or a header a camera appends to its Y16 frame, e.g. a Lepton's 2-3 telemetry rows,
+    which hold status words, serial numbers and mostly zeros, edge/camera/formats.py).
+
+    The image's range is taken on the frame's middle rows (all but :data:`MAX_STATUS_ROWS` at
+    each end; :func:`robust_range` with ``low_pct``/``high_pct``/``stride``) and widened by its
+    span on each side: a sensor row lies inside it almost everywhere (a scene's coldest and
+    hottest 0.5 % at most, and nothing beyond a span past them in a row's majority), while a
+    status row's words are zeros, counters and codes that do not follow the scene's counts. Rows
+    with more than :data:`STATUS_OUTSIDE` of their pixels outside that range are status rows,
+    counted from each end inward while they last (at most :data:`MAX_STATUS_ROWS`).
+
+    Args:
+        raw: (H, W) counts (uint16 Y16; any real dtype).
+        low_pct, high_pct, stride: as :func:`robust_range`.
+
+    Returns:
+        (top, bottom): the status rows at each end, each 0..:data:`MAX_STATUS_ROWS`; (0, 0) for a
+        frame under 4 × :data:`MAX_STATUS_ROWS` rows or not 2-D.
+    """
+    if raw.ndim != 2 or raw.shape[0] < 4 * MAX_STATUS_ROWS or raw.shape[1] < 2:
+        return 0, 0
+    h = raw.shape[0]
+    lo, hi = robust_range(raw[MAX_STATUS_ROWS:h - MAX_STATUS_ROWS], low_pct, high_pct, stride)
+    span = max(hi - lo, 1.0)
+    low, high = lo - span, hi + span
+
+    def status(row: np.ndarray) -> bool:
+        outside = np.count_nonzero((row < low) | (row > high))
+        return outside > STATUS_OUTSIDE * row.size
+
+    top = 0
+    while top < MAX_STATUS_ROWS and status(raw[top]):
+        top += 1
+    bottom = 0
+    while bottom < MAX_STATUS_ROWS and status(raw[h - 1 - bottom]):
+        bottom += 1
+    return top, bottom
+
+
 class Normalizer:
     """Stateful counts -> [0, 1] mapping with temporal smoothing; see the module docstring.
 
     ``alpha`` is the EMA weight of the newest frame's percentiles (1.0 = no smoothing).
     ``max_count`` is the top of the valid count range that :meth:`inverse` clips to
-    (65535 for 16-bit cameras, 16383 for 14-bit ones).
+    (65535 for 16-bit cameras, 16383 for 14-bit ones). ``count_steps`` counts the minimum span in
+    the camera's count steps (:func:`count_step`, :meth:`span_floor`; the restoration's
+    normaliser); off, in stored values (the viewer's AGC, edge/agc.py: its raw and restored views
+    map alike, while a restored frame's values can fall on a lattice of their own, e.g. a tone
+    stretch ×2 of a low-span frame's integer counts).
 
     Raises:
         ValueError: not 0 <= ``low_pct`` < ``high_pct`` <= 100, ``alpha`` outside (0, 1], or
@@ -100,6 +203,7 @@ class Normalizer:
         stride: int = 8,
         clip: bool = True,
         max_count: int = 65535,
+        count_steps: bool = True,
     ):
         if not 0.0 <= low_pct < high_pct <= 100.0:
             raise ValueError(f"need 0 <= low_pct < high_pct <= 100, got {low_pct}, {high_pct}")
@@ -114,6 +218,7 @@ class Normalizer:
         self.stride = max(1, int(stride))
         self.clip = clip
         self.max_count = int(max_count)
+        self.count_steps = bool(count_steps)
         self._lo: Optional[float] = None
         self._hi: Optional[float] = None
         #: frames whose range restarted the EMA (:meth:`jumped`)
@@ -141,7 +246,11 @@ class Normalizer:
 
         Returns:
             The :class:`NormParams` (lo, hi in counts) for this frame: the EMA of the percentiles
-            (restarted at this frame's when they jumped, :meth:`jumped`), widened to ``min_span`` counts (kept inside 0..``max_count``); the fixed range instead,
+            of its image rows (its status rows, :func:`status_rows`, left out and named in
+            ``top``/``bottom``)
+            (restarted at this frame's when they jumped, :meth:`jumped`), widened to
+            :meth:`span_floor` counts (``min_span`` of the camera's count steps; kept inside
+            0..``max_count``); the fixed range instead,
             when one is set. A frame whose robust high lies above ``max_count`` (a bit depth
             guessed from an earlier frame) first raises ``max_count`` to 65535 (16 bits).
 
@@ -150,7 +259,9 @@ class Normalizer:
         """
         if self.fixed is not None:
             return self.fixed
-        lo, hi = robust_range(raw, self.low_pct, self.high_pct, self.stride)
+        top, bottom = status_rows(raw, self.low_pct, self.high_pct, self.stride)
+        image = raw[top:raw.shape[0] - bottom] if top or bottom else raw
+        lo, hi = robust_range(image, self.low_pct, self.high_pct, self.stride)
         # the frame's own range above the top of the bit depth (a depth guessed from the first
         # frame, then a gain switch): the widening below must not pin the range to that top (a
         # near-flat frame at 60000 counts read 16319..16383, i.e. 1.0 everywhere)
@@ -162,15 +273,31 @@ class Normalizer:
             self._lo = a * lo + (1.0 - a) * self._lo
             self._hi = a * hi + (1.0 - a) * self._hi
         lo, hi = self._lo, self._hi
-        if hi - lo < self.min_span:
+        step = count_step(image, self.stride) if self.count_steps else 1
+        floor = self.min_span * step
+        if hi - lo < floor:
             centre = 0.5 * (lo + hi)
-            lo = centre - 0.5 * self.min_span
-            hi = centre + 0.5 * self.min_span
+            lo = centre - 0.5 * floor
+            hi = centre + 0.5 * floor
             if lo < 0.0:
-                lo, hi = 0.0, self.min_span
+                lo, hi = 0.0, floor
             elif hi > self.max_count:
-                lo, hi = self.max_count - self.min_span, float(self.max_count)
-        return NormParams(lo, hi)
+                lo, hi = self.max_count - floor, float(self.max_count)
+        return NormParams(lo, hi, top, bottom, step)
+
+    def span_floor(self, raw: np.ndarray) -> float:
+        """The smallest span this frame is mapped with: ``min_span`` of the camera's own count
+        steps, ``min_span`` × :func:`count_step` stored counts (``min_span`` stored counts when
+        ``count_steps`` is off). Why: the floor is the max-gain
+        analogue, how far a flat scene may be stretched before its noise fills the frame, and the
+        noise is counted in the camera's steps: a 14-bit core stored MSB-aligned (``<< 2``) gave
+        64 stored counts = 16 of its counts, four times the stretch the same core gets
+        LSB-aligned (the emulated y16_msb_640x512, tools/scripts/emulate_cameras.py --round 4).
+
+        Args:
+            raw: (H, W) counts (the frame's image rows).
+        """
+        return self.min_span * (count_step(raw, self.stride) if self.count_steps else 1)
 
     def widen_to(self, count: float) -> bool:
         """Raise :attr:`max_count` to 65535 (16 bits) when ``count`` lies above it: the bit depth was
@@ -212,7 +339,9 @@ class Normalizer:
             params: the map to use; None updates the smoothed range from this frame first.
 
         Returns:
-            (x, params): x is (H, W) float32, in [0, 1] when ``clip``.
+            (x, params): x is (H, W) float32, in [0, 1] when ``clip``. The frame's status rows
+            (``params.top`` / ``params.bottom``, :func:`status_rows`) are given the nearest
+            image row, so the model, the router and the gates see the image alone.
 
         Raises:
             ValueError: ``raw`` is empty (when ``params`` is None).
@@ -224,6 +353,12 @@ class Normalizer:
         np.multiply(x, np.float32(1.0 / params.span), out=x)
         if self.clip:
             np.clip(x, 0.0, 1.0, out=x)
+        h = x.shape[0]
+        if 0 < params.top + params.bottom < h:
+            if params.top:
+                x[:params.top] = x[params.top]
+            if params.bottom:
+                x[h - params.bottom:] = x[h - params.bottom - 1]
         return x, params
 
     def inverse(self, y: np.ndarray, params: NormParams) -> np.ndarray:

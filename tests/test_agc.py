@@ -34,6 +34,17 @@ def test_percentile_maps_range_and_ignores_outlier():
     assert np.all(np.diff(grey[1:].ravel()[order].astype(int)) >= 0)
 
 
+def test_percentile_agc_shows_the_image_of_a_frame_with_telemetry_rows():
+    """The viewer's default AGC takes its range where the normaliser does (edge/normalize.py):
+    a Lepton's 2 telemetry rows (mostly zero words) under a 96-row image made 0 the 1st percentile
+    and squeezed the image into the top grey levels; its image rows span the grey scale."""
+    counts = ramp_scene(base=29400, spread=800)
+    tele = np.zeros((2, counts.shape[1]), np.uint16)
+    tele[0, :6] = [14, 4321, 9, 30510, 51000, 8190]
+    grey = PercentileAGC(alpha=1.0)(np.vstack([counts, tele]))
+    assert grey[:96, :5].mean() < 15 and grey[:96, -5:].mean() > 240
+
+
 def test_percentile_smoothing_converges():
     agc = PercentileAGC(alpha=0.3, stride=1)
     agc(ramp_scene(base=10000))

@@ -73,6 +73,49 @@ def test_degrade_counts_8bit_is_requantised_and_raw_stays_counts():
     assert np.array_equal(same, raw)
 
 
+def test_degrade_counts_leaves_a_cameras_telemetry_rows_alone():
+    """A Y16 frame with a Lepton's 2 telemetry rows (mostly zero words): the degradation's range
+    is the image rows' (the zeros made it 0..~30000, so a noise task's sigma was ~50x the scene's
+    span) and the telemetry rows come out as they went in."""
+    rng = np.random.default_rng(0)
+    img = (29400 + _scene(120, 160, 3) * 600).astype(np.uint16)
+    tele = np.zeros((2, 160), np.uint16)
+    tele[0, :6] = [14, 4321, 9, 30510, 51000, 8190]
+    raw = np.vstack([img, tele])
+    from tir.engines.degrade import counts_range
+
+    lo, hi = counts_range(img)
+    d, c, meta, peak = degrade_counts(raw, 16, "noise", np.random.default_rng(1))
+    assert peak == pytest.approx(hi - lo)
+    assert np.array_equal(d[-2:], tele) and np.array_equal(c, raw)
+    alone, _, _, _ = degrade_counts(img, 16, "noise", np.random.default_rng(1))
+    assert np.array_equal(d[:-2], alone)
+
+
+def test_degrade_counts_keeps_an_msb_aligned_cameras_count_step():
+    """A 14-bit camera stored MSB-aligned (every count a multiple of 4) delivers its degraded frames
+    in multiples of 4 too; rounding them to single counts made them another camera for the
+    normaliser (tir.edge.normalize.count_step: step 1, a four times smaller minimum span)."""
+    img = (7000 + _scene(64, 96, 4) * 50).astype(np.uint16) << 2
+    for task in ("noise", "blur", "contrast"):
+        d, _, _, _ = degrade_counts(img, 16, task, np.random.default_rng(2))
+        assert np.all(d % 4 == 0) and not np.array_equal(d, img), task
+
+
+def test_the_display_map_counts_its_minimum_span_in_stored_values():
+    """The scores' display map is the viewer's (edge/agc.py): a restored low-span frame whose
+    values fall on a lattice of 2 (a tone stretch x2 of integer counts: the emulated y16_fog's
+    contrast route) is shown with the 64-count minimum span as the camera's frames are, not read
+    as a camera stored on a step of 2 (128), which had moved y16_fog's display scores by 1.7 dB."""
+    from tir.edge.normalize import Normalizer
+    from tir.engines.training.camera_eval import live_range
+
+    lattice = (27993 + 2 * np.tile(np.arange(23, dtype=np.uint16), (40, 3))).astype(np.uint16)
+    assert Normalizer().update(lattice).span == 128.0       # the restoration's normaliser: step 2
+    lo, hi = live_range(lattice)
+    assert hi - lo == 64.0
+
+
 class _Identity:
     def infer(self, x):
         return x

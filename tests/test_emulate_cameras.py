@@ -236,6 +236,52 @@ def test_dde_sharpens_and_temporal_filter_cleans_and_smears(emu):
     assert width(moving) >= width(still) + 2
 
 
+def test_round4_cameras(emu, root, tmp_path):
+    """Round 4 (``--round 4``, its own table: the cameras of rounds 1-3 are unchanged): each camera's
+    size and dtype, and the trait it was built for: flat blocks of a nearest-neighbour upscale,
+    a banded image of few grey levels, Lepton telemetry rows under a Y16 image, dead and stuck
+    columns the same in every frame, 14-bit counts in the high bits, a 9 Hz core's repeated
+    frames, strong vignetting, an unsharp mask's overshoot, the ironbow palette's monotone luma."""
+    assert not set(emu.CAMERAS) & set(emu.ROUND4) and emu.ROUNDS["1-3"] is emu.CAMERAS
+    assert emu.main([str(tmp_path), "--root", str(root), "--round", "4"]) == 0
+    want = {"mlx90640_nn_640x480": ((480, 640), np.uint8, 3), "lepton_nn_640x480": ((480, 640), np.uint8, 3),
+            "p2pro_bilinear_1024x768": ((768, 1024), np.uint8, 3), "usm_mild_640x512": ((512, 640), np.uint8, 3),
+            "usm_strong_640x512": ((512, 640), np.uint8, 3), "tlinear_banded_160x120": ((120, 160), np.uint8, 3),
+            "y16_telemetry_160x122": ((122, 160), np.uint16, 3), "dead_columns_320x256": ((256, 320), np.uint8, 3),
+            "y16_msb_640x512": ((512, 640), np.uint16, 4), "hd_1280x1024": ((1024, 1280), np.uint8, 4),
+            "dup_9hz_640x512": ((512, 640), np.uint8, 9), "vignette_wide_160x120": ((120, 160), np.uint8, 3),
+            "ironbow_grey_640x512": ((512, 640), np.uint8, 3)}
+    assert set(want) == set(emu.ROUND4)
+    frames = {}
+    for cam, (shape, dtype, n) in want.items():
+        frames[cam] = _frames(tmp_path / cam, cv2.IMREAD_UNCHANGED)
+        assert len(frames[cam]) == n and all(f.shape == shape and f.dtype == dtype for f in frames[cam]), cam
+    for cam, block in (("mlx90640_nn_640x480", 20), ("lepton_nn_640x480", 8)):
+        f = frames[cam][0]
+        assert np.array_equal(f, np.repeat(np.repeat(f[::block, ::block], block, 0), block, 1)), cam
+    assert all(len(np.unique(f)) < 100 for f in frames["tlinear_banded_160x120"])   # of 256
+    for f in frames["y16_telemetry_160x122"]:
+        image, tele = f[:120].astype(np.float64), f[120:]
+        assert 29300 <= image.min() and image.max() <= 30700 and (tele == 0).mean() > 0.7
+    dead = [f for f in frames["dead_columns_320x256"]]
+    cols = [np.flatnonzero((f == 0).all(0)) for f in dead]
+    assert len(cols[0]) == 5 and all(np.array_equal(c, cols[0]) for c in cols)
+    assert all(len(np.flatnonzero((f == 255).all(0))) == 1 for f in dead)
+    assert all(np.all(f % 4 == 0) for f in frames["y16_msb_640x512"])
+    dup = frames["dup_9hz_640x512"]
+    assert np.array_equal(dup[0], dup[1]) and np.array_equal(dup[0], dup[2]) and not np.array_equal(dup[2], dup[3])
+    flat = np.full((120, 160), 100.0)
+    v = emu.vignette(flat, 0.3)
+    assert v[0, 0] == pytest.approx(30.0, rel=0.01) and v[60, 80] == pytest.approx(100.0, rel=0.01)
+    step = np.full((32, 64), 80, np.uint8)
+    step[:, 32:] = 160
+    for amount in (0.7, 2.0):
+        sharp = emu.unsharp(amount)(step).astype(int)
+        assert sharp[10, 31] < 80 and sharp[10, 32] > 160              # undershoot and overshoot
+    grey = emu.ironbow_to_grey(np.arange(256, dtype=np.uint8)[None]).astype(int)[0]
+    assert grey[0] == 0 and grey[-1] == 255 and np.all(np.diff(grey) >= 0) and grey[128] < 110
+
+
 def test_unknown_camera_and_missing_root(emu, tmp_path):
     with pytest.raises(KeyError, match="no emulated camera 'fisheye'"):
         emu.build(tmp_path, tmp_path, only=["fisheye"])

@@ -226,3 +226,128 @@ def test_a_near_flat_frame_above_the_guessed_bit_depth_is_not_pinned_to_its_top(
     assert norm["lo"] <= flat.min() and norm["hi"] >= flat.max()     # was 16319..16383
     assert 0.2 < float(np.median(x)) < 0.8                            # was 1.0 everywhere
     assert pre.normalizer.max_count == 65535
+
+
+def lepton_with_telemetry(rows=2, top=False, seed=3, shape=(120, 160)):
+    """A Lepton TLinear frame (kelvin x 100, a 20-30 deg C scene with 0.05 K of noise) with
+    ``rows`` telemetry rows as the Lepton appends them (edge/camera/formats.py): mostly zero
+    words, a revision word, counters, an 8-word serial number, FPA temperatures near 30500."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    img = 29400 + 800 * (xx / shape[1]) + 300 * np.sin(yy / 9.0) + rng.normal(0, 5, shape)
+    img = np.clip(np.rint(img), 0, 65535).astype(np.uint16)
+    tele = np.zeros((rows, shape[1]), np.uint16)
+    tele[0, :30] = [14, 4321, 9, 8, 0] + list(rng.integers(0, 65536, 8)) + [768, 33, 0, 0, 1001, 0,
+                                                                           24500, 8190, 30510, 8300,
+                                                                           30660, 0, 30490, 51000, 0, 0, 0]
+    return (np.vstack([tele, img]) if top else np.vstack([img, tele])), img
+
+
+@pytest.mark.parametrize("rows,top,shape", [(2, False, (120, 160)), (2, True, (120, 160)), (3, False, (60, 80))])
+def test_telemetry_rows_do_not_set_the_range(rows, top, shape):
+    """A Lepton's telemetry rows under (or above) its Y16 image (160x122, 80x63), as a recording
+    of the raw stream holds them: their zero words were the frame's 0.5th percentile, so the range
+    was 0..~30000 and the scene (a few hundred counts) filled 1-3 % of [0, 1] (the emulated
+    Lepton, tools/scripts/emulate_cameras.py --round 4: router 15.5 %). The range is the image
+    rows' alone, and the model input's telemetry rows repeat the nearest image row."""
+    raw, img = lepton_with_telemetry(rows, top, shape=shape)
+    got = Normalizer(alpha=1.0).update(raw)
+    want = Normalizer(alpha=1.0).update(img)
+    assert (got.lo, got.hi) == (want.lo, want.hi)
+    assert (got.top, got.bottom) == ((rows, 0) if top else (0, rows))
+    from tir.edge.normalize import status_rows
+
+    assert status_rows(raw) == ((rows, 0) if top else (0, rows))
+    x, _ = Normalizer(alpha=1.0).forward(raw)
+    xi, _ = Normalizer(alpha=1.0).forward(img)
+    image = slice(rows, None) if top else slice(0, shape[0])
+    assert np.array_equal(x[image], xi)
+    edge = xi[0] if top else xi[-1]
+    assert all(np.array_equal(r, edge) for r in (x[:rows] if top else x[-rows:]))
+
+
+def test_a_scene_has_no_status_rows():
+    """Image rows are not status rows: a plain scene, one whose bottom rows are a warm band
+    within the scene's range, a hot object on the bottom rows and a cold top row (a span beyond
+    the range, under half the row), a dead top row at 0 counts in a scene near 0."""
+    from tir.edge.normalize import status_rows
+
+    assert status_rows(scene()) == (0, 0)
+    warm = scene()
+    warm[-3:] = warm[-3:] + 1200
+    assert status_rows(warm) == (0, 0)
+    hot = scene()
+    hot[-4:, 20:90] = 60000
+    hot[0, :70] = 100
+    assert status_rows(hot) == (0, 0)
+    dark = scene(base=200, spread=1500)
+    dark[0] = 0
+    assert status_rows(dark) == (0, 0)
+    assert status_rows(scene(shape=(12, 160))) == (0, 0)   # too few rows to tell
+
+
+def test_telemetry_rows_come_back_exactly_in_the_restored_frame():
+    """The restored frame keeps the camera's telemetry words (a recorder, the FFC and
+    temperature readers downstream need them); the model's output for those rows is not used."""
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import Infer, Postprocess, Preprocess
+
+    class Darken:
+        def infer(self, x):
+            return x * 0.5
+
+    raw, img = lepton_with_telemetry(2)
+    frame = Frame(raw=raw, seq=0, t_capture=0.0, meta={"bits": 16})
+    pre = Preprocess()
+    pre(frame)
+    norm = dict(frame.meta["norm"])
+    Infer(Darken())(frame)
+    Postprocess(pre.normalizer)(frame)
+    assert np.array_equal(frame.restored[-2:], raw[-2:])
+    assert not np.array_equal(frame.restored[:-2], img)
+    assert norm["status_rows"] == (0, 2)
+
+
+def test_a_camera_stored_msb_aligned_is_mapped_as_stored_lsb_aligned():
+    """A 14-bit core's flat scene (40 counts of span, noise 1.5 counts) stored as it comes and
+    MSB-aligned in 16-bit words (``<< 2``, every value a multiple of 4): the same frame for the
+    model. The minimum span (64 counts, the max-gain analogue) was counted in stored values, so
+    the aligned copy's 160 stored counts were stretched over [0, 1] while the plain one was
+    widened to 64: four times the stretch, and its noise with it (the emulated y16_msb_640x512)."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:128, 0:160]
+    lsb = np.rint(7000 + 40 * xx / 160 + rng.normal(0, 1.5, xx.shape)).astype(np.uint16)
+    msb = (lsb << 2).astype(np.uint16)
+    x_lsb, p_lsb = Normalizer(alpha=1.0).forward(lsb)
+    x_msb, p_msb = Normalizer(alpha=1.0).forward(msb)
+    assert p_msb.span == pytest.approx(4 * p_lsb.span) and p_lsb.span == 64.0
+    assert np.allclose(x_lsb, x_msb, atol=1e-6)
+    from tir.edge.normalize import count_step
+
+    assert count_step((lsb * 40).astype(np.uint16)) == 8   # a power of two: only a bit shift makes a step
+    assert count_step(lsb) == 1 and count_step(msb) == 4 and count_step(np.full((8, 8), 8000, np.uint16)) == 1
+    assert count_step(lsb.astype(np.float32)) == 1
+    assert count_step(np.tile(np.arange(0, 40, 2, dtype=np.uint16), (8, 1))) == 1   # 20 levels: too few to tell step 2
+    assert count_step(np.tile(np.arange(0, 48, 4, dtype=np.uint16), (8, 1))) == 4   # 12 levels tell step 4
+
+
+def test_an_msb_aligned_cameras_restored_counts_stay_on_its_step():
+    """The restored frame of a camera stored ``<< 2`` is in the camera's format: multiples of 4
+    (the normaliser's inverse rounded to single counts, so a recorder got another format back)."""
+    from tir.edge.frame import Frame
+    from tir.edge.pipeline.stages import Infer, Postprocess, Preprocess
+
+    class Darken:
+        def infer(self, x):
+            return x * 0.9
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:128, 0:160]
+    raw = (np.rint(7000 + 200 * xx / 160 + rng.normal(0, 1.5, xx.shape)).astype(np.uint16) << 2).astype(np.uint16)
+    frame = Frame(raw=raw, seq=0, t_capture=0.0, meta={"bits": 16})
+    pre = Preprocess()
+    pre(frame)
+    Infer(Darken())(frame)
+    Postprocess(pre.normalizer)(frame)
+    assert np.all(frame.restored % 4 == 0) and not np.array_equal(frame.restored, raw)
+    assert frame.meta["norm"]["count_step"] == 4

@@ -95,6 +95,11 @@ class Preprocess:
             self._bits_seen = True
         x, params = self.normalizer.forward(frame.raw)
         frame.meta["norm"] = {"lo": params.lo, "hi": params.hi}
+        if params.top or params.bottom:
+            # rows that are not image (a Lepton's telemetry): Postprocess gives them back as they came
+            frame.meta["norm"]["status_rows"] = (params.top, params.bottom)
+        if params.step > 1:
+            frame.meta["norm"]["count_step"] = params.step
         frame.meta[_INPUT_KEY] = x
         reasons = []
         connection = frame.meta.get("connection")
@@ -319,7 +324,11 @@ class Postprocess:
     Do no harm to counts: a frame the restorer passed through gets its raw counts back
     exactly; and counts the normaliser clipped away (beyond its robust 0.5/99.5 % range: the
     hottest and coldest objects) are added back onto the restored frame, so a hot object keeps
-    its counts (and temperature) instead of saturating at the range's end. A frame whose counts
+    its counts (and temperature) instead of saturating at the range's end. The frame's status
+    rows (``meta["norm"]["status_rows"]``, edge/normalize.py ``status_rows``: a Lepton's
+    telemetry) get their raw counts back exactly, and the counts of a camera stored on a count
+    step (``meta["norm"]["count_step"]``, edge/normalize.py ``count_step``: a 14-bit core stored
+    ``<< 2``) are rounded to it. A frame whose counts
     exceed the normaliser's ``max_count`` (the bit depth the first frame suggested: a 16-bit stream
     whose first frame fit in 14 bits, before a gain switch) widens it to 16 bits for good, so the
     restored counts are never clipped below what the camera delivers.
@@ -350,6 +359,15 @@ class Postprocess:
                 raw = frame.raw.astype(np.int32)
                 excess = raw - np.clip(raw, int(np.ceil(lo)), int(np.floor(hi)))
                 restored = np.clip(restored.astype(np.int32) + excess, 0, self.normalizer.max_count).astype(np.uint16)
+        step = norm.get("count_step", 1)
+        if step > 1:
+            # the camera's own count format: an MSB-aligned camera's restored counts stay on its steps
+            restored = np.clip(np.rint(restored / step) * step, 0, self.normalizer.max_count).astype(np.uint16)
+        top, bottom = norm.get("status_rows", (0, 0))
+        if top or bottom:
+            h = restored.shape[0]
+            restored[:top] = frame.raw[:top]
+            restored[h - bottom:] = frame.raw[h - bottom:]
         frame.restored = restored
 
 

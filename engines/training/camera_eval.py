@@ -113,8 +113,9 @@ def visible_task(task: str, bits: int, widened: bool = False) -> str:
 def live_range(counts: np.ndarray) -> Tuple[float, float]:
     """(lo, hi) in counts that the live normaliser maps one raw frame with on its own: a fresh
     :class:`tir.edge.normalize.Normalizer` with the pipeline's defaults (robust 0.5 % / 99.5 %
-    percentiles of a subsample, widened about their centre to ``min_span`` = 64 counts, the
-    max-gain analogue, kept inside 0..65535).
+    percentiles of a subsample of the image rows, widened about their centre to ``min_span`` = 64
+    counts, the max-gain analogue, kept inside 0..65535), the minimum span in stored values as
+    the viewer's AGC counts it (``count_steps`` off, edge/agc.py).
 
     Args:
         counts: (H, W) raw frame, uint16 counts (any real dtype).
@@ -124,13 +125,16 @@ def live_range(counts: np.ndarray) -> Tuple[float, float]:
     """
     from tir.edge.normalize import Normalizer
 
-    p = Normalizer().update(counts)
+    # the viewer's map (edge/agc.py): the minimum span in stored values, so a restored frame whose
+    # values fall on a lattice (a tone stretch) is shown as the camera's frames are
+    p = Normalizer(count_steps=False).update(counts)
     return p.lo, p.hi
 
 
 def span_widened(counts: np.ndarray) -> bool:
     """True when the live normaliser widens this raw frame's robust 0.5-99.5 % range to its
-    minimum span (the range is under ``Normalizer.min_span`` = 64 counts): the frame is then
+    minimum span (the range of its image rows, status rows left out, is under
+    ``Normalizer.span_floor``: ``min_span`` = 64 of the camera's count steps): the frame is then
     shown at its own count scale, not stretched, and a contrast change of it stays visible.
 
     Args:
@@ -139,11 +143,13 @@ def span_widened(counts: np.ndarray) -> bool:
     Raises:
         ValueError: an empty frame.
     """
-    from tir.edge.normalize import Normalizer, robust_range
+    from tir.edge.normalize import Normalizer, robust_range, status_rows
 
     norm = Normalizer()
-    lo, hi = robust_range(counts, norm.low_pct, norm.high_pct, norm.stride)
-    return hi - lo < norm.min_span
+    top, bottom = status_rows(counts, norm.low_pct, norm.high_pct, norm.stride)
+    image = counts[top:counts.shape[0] - bottom]
+    lo, hi = robust_range(image, norm.low_pct, norm.high_pct, norm.stride)
+    return hi - lo < norm.span_floor(image)
 
 
 def display_map(counts: np.ndarray) -> np.ndarray:
@@ -160,7 +166,10 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng) -> Tuple[np.nda
     """One stored frame -> (degraded counts uint16, clean counts uint16, source meta, peak).
 
     8-bit frames become counts as ``file://`` delivers them (grey << 6 in 14 bits,
-    ``source_bits`` 8); raw frames stay 16-bit counts. ``task`` "clean" degrades nothing.
+    ``source_bits`` 8); raw frames stay 16-bit counts, degraded on their image rows' range
+    (:func:`tir.edge.normalize.status_rows`: a camera's telemetry rows are neither degraded nor
+    part of the range) and rounded to the camera's count step
+    (:func:`tir.edge.normalize.count_step`). ``task`` "clean" degrades nothing.
     """
     if bits == 8:
         clean_counts = clean.astype(np.uint16) << 6
@@ -170,14 +179,24 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng) -> Tuple[np.nda
         y = deg.degrade(clean.astype(np.float32)[None] / 255.0, task, rng)[0]
         grey = np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint16)
         return grey << 6, clean_counts, meta, 255.0 * 64
-    lo, hi = deg.counts_range(clean)
+    # a raw frame's status rows (a Lepton's telemetry, tir.edge.normalize.status_rows) are not
+    # image: the degradation's range is the image rows' and only they are degraded
+    from tir.edge.normalize import count_step, status_rows
+
+    top, bottom = status_rows(clean)
+    image = slice(top, clean.shape[0] - bottom)
+    lo, hi = deg.counts_range(clean[image])
     meta = {"bits": 16, "source_bits": 16}
     clean_counts = clean.astype(np.uint16)
     if task == CLEAN:
         return clean_counts.copy(), clean_counts, meta, hi - lo
-    x = (clean.astype(np.float32) - lo) / (hi - lo)
+    x = (clean[image].astype(np.float32) - lo) / (hi - lo)
     y = deg.degrade(x[None], task, rng)[0]
-    counts = np.clip(np.rint(y * (hi - lo) + lo), 0, 65535).astype(np.uint16)
+    counts = clean_counts.copy()
+    # rounded to the camera's count step: a camera stored MSB-aligned delivers its degraded frames
+    # in multiples of its step too (tir.edge.normalize.count_step; 1 for every other camera)
+    step = count_step(clean[image])
+    counts[image] = np.clip(np.rint((y * (hi - lo) + lo) / step) * step, 0, 65535).astype(np.uint16)
     return counts, clean_counts, meta, hi - lo
 
 

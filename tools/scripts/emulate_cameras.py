@@ -1,7 +1,7 @@
 """Emulated "new cameras" from the test splits: how the product behaves on a camera none of the
 data sets covers (issue 9, "checked from outside": run ``tir eval --data OUT/<camera>`` on each).
 
-Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]]
+Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]] [--round 1-3|4]
 
 Each camera is a folder ``OUT/<name>/`` of 12 frames of one size, built from the **test** split
 of a registered set (frames only used to measure, never to tune), read from the data root
@@ -99,6 +99,43 @@ equalisation), to 8 bits:
 - ``vignette_agc_640x424``: Anti-UAV sky frames (near-uniform scenes) with strong vignetting, the
   radiance times cos⁴ of the off-axis angle (corners at 0.6), noise 1.0, linear AGC: the AGC
   stretches the vignette over most of the 8 bits.
+
+Round 4 (session 15, ``--round 4``, table :data:`ROUND4`; the default builds rounds 1-3 as
+before), again camera pipelines, each from a product's documented behaviour. Where a fact is
+not in /work/shared/reference/thermal_io.md it is marked [U] (general product knowledge, to be
+checked against the vendor's datasheet):
+
+- ``mlx90640_nn_640x480``: a Melexis MLX90640 thermopile array, 32×24 pixels [U], noise 1.5,
+  linear AGC, shown 20× by nearest neighbour at 640×480 as maker viewers enlarge it: flat
+  20-px blocks with hard edges;
+- ``lepton_nn_640x480``: a Lepton 2.5 (80×60, edge/camera/formats.py), noise 1.0, linear AGC, shown
+  8× by nearest neighbour;
+- ``p2pro_bilinear_1024x768``: the TOPDON TC001 / InfiRay P2 Pro's 256×192 image (thermal_io.md
+  §3.2) with tc001_256x192's smoothing, shown 4× bilinear at 1024×768 (a viewer's window);
+- ``usm_mild_640x512`` / ``usm_strong_640x512``: a camera that sharpens its 8-bit video, the
+  unsharp mask ``g + a·(g − G₁∗g)`` at a = 0.7 / 2.0 (the detail-enhancement family of Boson's
+  DDE parameters, thermal_io.md §4.1; the plain mask and amounts are ours);
+- ``tlinear_banded_160x120``: a Lepton 3.5 in TLinear mode at 0.1 K resolution (the resolution
+  flag 0, thermal_io.md §3.2) through GetThermal's per-frame min/max AGC (§3.3): a 3-6 K indoor
+  scene is 30-60 count levels, so the 8-bit image is banded (tens of grey levels);
+- ``y16_telemetry_160x122``: a Lepton 3.5 on PureThermal with telemetry on, Y16 TLinear 0.01 K,
+  2 telemetry rows under the image (160×122; flirpy strips ``image[:-2]``, §3.2; the row-A
+  fields of the Lepton datasheet as edge/camera/formats.py reads them), as a recording of the
+  raw stream holds them;
+- ``dead_columns_320x256``: a 320×256 core with failed column read-outs (the read-out is
+  column-parallel, one amplifier per column, thermal_io.md §5): five columns dead (one adjacent
+  pair) and one stuck at the 14-bit top, the same in every frame, plateau AGC;
+- ``y16_msb_640x512``: a 14-bit core's counts stored MSB-aligned in 16-bit PNGs (``<< 2``: a
+  recorder that left-aligns Mono14 [U]), a narrow scene (30-60 counts of span at 7000-8000,
+  noise 1.5 counts): every value a multiple of 4;
+- ``hd_1280x1024``: a 1280×1024 camera [U for the products]: T1030sc counts (960×768 crops)
+  resized bicubic to 1280×1024, plateau AGC;
+- ``dup_9hz_640x512``: an export-limited core (under 9 Hz [U]) in a 27-30 Hz video stream:
+  every sensor frame delivered 3 times, byte-identical (HIT-UAV, noise 1.0, linear AGC);
+- ``vignette_wide_160x120``: a wide-FOV lens's cos⁴ fall-off, corners at 0.3 of the centre (a
+  shutter behind the lens does not flatten it [U]), Lepton 3.5 scenes, noise 0.35, linear AGC;
+- ``ironbow_grey_640x512``: a camera's ironbow ("Iron") palette video turned back to grey by a
+  user (BT.601 luma, OpenCV's ``COLOR_BGR2GRAY``): a monotone but bent tone curve.
 
 Every random draw is seeded by the camera and the frame's index, so the folders are the same on
 every run. numpy + OpenCV only.
@@ -529,22 +566,209 @@ CAMERAS: Dict[str, Tuple[Callable, Callable, str]] = {
 }
 
 
-def build(out: Path, root=None, only=None, frames: int = FRAMES) -> Dict[str, int]:
-    """Write every camera of :data:`CAMERAS` (or those in ``only``) under ``out``; returns
-    {camera: frames written}. PNG, 8-bit grey or 16-bit counts as the camera delivers them
-    (``false_colour``: 8-bit BGR).
+# --- round 4 (session 15): cameras of kinds the 34 above do not cover ------------------------
+
+def nearest_up(size: Tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
+    """The camera's or viewer's display scaling as ``after`` for :func:`camera`: the image
+    resized to ``size`` = (width, height) by nearest neighbour (each sensor pixel a flat block)."""
+    return lambda g: cv2.resize(g, tuple(size), interpolation=cv2.INTER_NEAREST)
+
+
+def bilinear_up(size: Tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
+    """The display scaling as ``after`` for :func:`camera`: bilinear resize to ``size`` = (width,
+    height), rounded back to uint8."""
+    return lambda g: cv2.resize(g, tuple(size), interpolation=cv2.INTER_LINEAR)
+
+
+def unsharp(amount: float, sigma: float = 1.0) -> Callable[[np.ndarray], np.ndarray]:
+    """A camera's sharpening of its 8-bit video as ``after`` for :func:`camera`: the unsharp mask
+    ``g + amount·(g − G_σ∗g)`` (Gaussian σ px, reflected borders), rounded and clipped to uint8."""
+    def fn(g: np.ndarray) -> np.ndarray:
+        f = g.astype(np.float64)
+        return to_u8(f + amount * (f - cv2.GaussianBlur(f, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)))
+    return fn
+
+
+def tlinear_posterised(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A Lepton in radiometric TLinear mode at 0.1 K resolution (Y16 = kelvin × 10,
+    thermal_io.md's Lepton row) shown through a per-frame min/max linear AGC (GetThermal's,
+    thermal_io.md §3.3): the frame's 1st-99th percentiles map to a scene span drawn in 3-6 K
+    from 293.15 K, plus the sensor's NETD (σ 0.05 K), quantised to 0.1 K (30-60 levels between
+    the percentiles, a few more in the tails), then stretched to 8 bits: a banded image of tens of
+    grey levels, steps of several grey levels. uint8, same shape."""
+    span_k = rng.uniform(3.0, 6.0)
+    g = grey.astype(np.float64)
+    p1, p99 = np.percentile(g, (1, 99))
+    kelvin = 293.15 + (g - p1) / max(p99 - p1, 1.0) * span_k + rng.normal(0.0, 0.05, g.shape)
+    return linear_agc(np.rint(kelvin * 10.0))
+
+
+#: Lepton telemetry rows appended under a 160×120 image (flirpy's Lepton reader strips
+#: ``image[:-2]``, thermal_io.md's PureThermal row: Y16 160×122)
+TELEMETRY_ROWS = 2
+
+
+def lepton_telemetry(words_per_row: int, frame: int, fpa_k100: float, rng: np.random.Generator) -> np.ndarray:
+    """Two telemetry rows as a Lepton with telemetry enabled appends them to its Y16 frame
+    (the row-A layout of the Lepton engineering datasheet 500-0659-00-09, telemetry section;
+    word positions ours where the layout names only the field): revision word, a 32-bit
+    millisecond time counter, status bits, an 8-word serial number, software revision, a 32-bit
+    frame counter, the frame mean, FPA and housing temperatures in counts and in kelvin × 100,
+    the last FFC's FPA temperature and time, AGC region words; every other word 0.
+    (2, words_per_row) uint16."""
+    rows = np.zeros((TELEMETRY_ROWS, words_per_row), np.uint16)
+    ms = 600_000 + 111 * frame
+    serial = np.random.default_rng(4242).integers(0, 65536, 8)  # one module, one serial number
+    a = [0x000E, ms & 0xFFFF, ms >> 16, 0x0008, 0x0000, *serial, 0x0300, 0x0021, 0x0000, 0x0000,
+         (1000 + frame) & 0xFFFF, 0x0000, int(fpa_k100) - 6000, 8192 + int(rng.integers(-40, 40)),
+         int(fpa_k100), 8300, int(fpa_k100) + 150, 0, int(fpa_k100) - 20, 51_000 & 0xFFFF, 0,
+         0, 0, 119, 159, 2000, 0]
+    rows[0, :len(a)] = np.asarray(a, np.int64).astype(np.uint16)
+    return rows
+
+
+def y16_with_telemetry(i: int, grey: np.ndarray) -> np.ndarray:
+    """A Lepton 3.5 on a PureThermal board, radiometric TLinear at 0.01 K (Y16 = kelvin × 100),
+    telemetry enabled: the image's 1st-99th percentiles map to a span drawn in 3-8 K from
+    a base drawn in 293-298 K, the sensor's NETD σ 0.05 K, rounded to counts, and
+    :data:`TELEMETRY_ROWS` telemetry rows (:func:`lepton_telemetry`) under it: (H + 2, W)
+    uint16."""
+    rng = np.random.default_rng([207, i])
+    span_k, base_k = rng.uniform((3.0, 293.0), (8.0, 298.0))
+    g = grey.astype(np.float64)
+    p1, p99 = np.percentile(g, (1, 99))
+    kelvin = base_k + (g - p1) / max(p99 - p1, 1.0) * span_k + rng.normal(0.0, 0.05, g.shape)
+    img = np.clip(np.rint(kelvin * 100.0), 0, 65535).astype(np.uint16)
+    return np.vstack([img, lepton_telemetry(g.shape[1], i, 30500.0 + 10 * i, rng)])
+
+
+def dead_columns(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A core's failed column read-outs, the same columns in every frame (seeded by the camera):
+    three single columns and one adjacent pair reading the bottom of the counts (dead), one column
+    at the 14-bit top (stuck high). Float counts, same shape."""
+    out = counts.copy()
+    w = counts.shape[1]
+    cols = np.random.default_rng(208).choice(np.arange(8, w - 9), 5, replace=False)
+    for c in cols[:3]:
+        out[:, c] = 0.0
+    out[:, cols[3]:cols[3] + 2] = 0.0
+    out[:, cols[4]] = COUNTS_MAX
+    return out
+
+
+def y16_high_bits(i: int, grey: np.ndarray) -> np.ndarray:
+    """14-bit counts stored MSB-aligned in 16-bit PNGs (``counts << 2``, every value a multiple
+    of 4: a frame grabber or recorder that left-aligns Mono14 in a 16-bit word): a narrow scene,
+    the frame's 1st-99th percentiles spanning a span drawn in 30-60 counts of the 14-bit core
+    from a base drawn in 7000-8000, white noise σ 1.5 counts, rounded to whole 14-bit counts,
+    then shifted. uint16, same shape."""
+    rng = np.random.default_rng([209, i])
+    span, base = rng.uniform((30.0, 7000.0), (60.0, 8000.0))
+    c = remap_span(grey, span, base).astype(np.float64) + rng.normal(0.0, 1.5, grey.shape)
+    return (np.clip(np.rint(c), 0, 16383).astype(np.uint16) << 2).astype(np.uint16)
+
+
+def hd_upsampled(i: int, counts: np.ndarray) -> np.ndarray:
+    """A 1280×1024 camera from 960×768 (5:4) T1030sc counts: resized (bicubic) to 1280×1024,
+    then plateau histogram AGC to 8 bits (uint8, 1024×1280)."""
+    c = cv2.resize(counts.astype(np.float32), (1280, 1024), interpolation=cv2.INTER_CUBIC)
+    return plateau_agc(c.astype(np.float64))
+
+
+def _raw_5x4(root):
+    """Two 960×768 (5:4) crops, left and right, of every T1030sc raw test frame (1024×768)."""
+    out = []
+    for n, f in split_frames(root, "flir_raw16_mixed", RAW_CAMERA):
+        out += [(f"{Path(n).stem}-l", f[:768, :960]), (f"{Path(n).stem}-r", f[:768, f.shape[1] - 960:])]
+    return out
+
+
+def _repeated(load: Callable, times: int) -> Callable:
+    """A loader whose frames come ``times`` times each in a row (a stream that repeats every
+    sensor frame), file stems suffixed ``-r0``, ``-r1``, …"""
+    def fn(root):
+        return [(f"{s}-r{k}", f) for s, f in load(root) for k in range(times)]
+    return fn
+
+
+def repeat_frame(fn: Callable, times: int) -> Callable:
+    """A per-frame map that gives the ``times`` copies of one sensor frame the same output: the
+    map of ``fn`` at the sensor frame's index ``i // times`` (same noise draw, byte-identical)."""
+    return lambda i, f: fn(i // times, f)
+
+
+#: an ironbow palette ("Iron", FLIR's default palette) as RGB control points at 0, 0.2, …, 1:
+#: black, deep blue-violet, magenta, orange, yellow, white (the points are ours)
+IRONBOW_RGB = np.array([[0, 0, 0], [32, 0, 140], [204, 0, 119], [255, 90, 0], [255, 200, 0], [255, 255, 255]],
+                       np.float64)
+
+
+def ironbow_to_grey(g: np.ndarray) -> np.ndarray:
+    """An ironbow-palette frame turned back to grey by a user: the palette (:data:`IRONBOW_RGB`,
+    linear between control points) looked up per grey level, then BT.601 luma (OpenCV's
+    ``COLOR_BGR2GRAY``: 0.299 R + 0.587 G + 0.114 B). Monotone but not linear: the palette's
+    dark half (blue/magenta) is compressed to 0-75 of luma. uint8, same shape."""
+    x = np.linspace(0.0, 1.0, len(IRONBOW_RGB))
+    lut = np.stack([np.interp(np.arange(256) / 255.0, x, IRONBOW_RGB[:, k]) for k in range(3)], 1)
+    bgr = to_u8(lut[g])[..., ::-1].copy()
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+
+
+#: round 4: cameras of kinds the 34 of :data:`CAMERAS` do not cover (``--round 4``), same layout
+ROUND4: Dict[str, Tuple[Callable, Callable, str]] = {
+    "mlx90640_nn_640x480": (_set("m3svd_magnity"), camera((32, 24), 1.5, linear_agc, 201, after=nearest_up((640, 480))),
+                            "M3SVD at 32x24 (MLX90640), noise 1.5, linear AGC, shown 20x nearest neighbour at 640x480"),
+    "lepton_nn_640x480": (_set("hit_uav"), camera((80, 60), 1.0, linear_agc, 202, after=nearest_up((640, 480))),
+                          "HIT-UAV at 80x60 (Lepton 2.5), noise 1.0, linear AGC, shown 8x nearest neighbour at 640x480"),
+    "p2pro_bilinear_1024x768": (_centre_4x3, camera((256, 192), 1.5, linear_agc, 203,
+                                                    process=lambda c, rng: cv2.GaussianBlur(
+                                                        c, (0, 0), 0.8, borderType=cv2.BORDER_REFLECT),
+                                                    after=bilinear_up((1024, 768))),
+                                "RoadScene 4:3 centre at 256x192 (P2 Pro/TC001), noise 1.5, smoothing 0.8 px, "
+                                "linear AGC, shown 4x bilinear at 1024x768"),
+    "usm_mild_640x512": (_set("roadscene-ir"), camera((640, 512), 0.6, linear_agc, 204, after=unsharp(0.7)),
+                         "RoadScene, noise 0.6, linear AGC, unsharp mask amount 0.7 sigma 1 px"),
+    "usm_strong_640x512": (_set("roadscene-ir"), camera((640, 512), 0.6, linear_agc, 205, after=unsharp(2.0)),
+                           "RoadScene, noise 0.6, linear AGC, unsharp mask amount 2.0 sigma 1 px"),
+    "tlinear_banded_160x120": (_set("chips_lepton35"), lambda i, f: tlinear_posterised(f, np.random.default_rng([206, i])),
+                               "Lepton 3.5 TLinear 0.1 K: 3-6 K span (p1-p99), 30-60 levels, min/max AGC (banded)"),
+    "y16_telemetry_160x122": (_set("chips_lepton35"), y16_with_telemetry,
+                              "Lepton 3.5 Y16 TLinear 0.01 K with 2 telemetry rows at the bottom (160x122)"),
+    "dead_columns_320x256": (_set("hit_uav"), camera((320, 256), 0.6, plateau_agc, 208, process=dead_columns),
+                             "HIT-UAV at 320x256, noise 0.6, 5 dead columns (one pair) and 1 stuck high, plateau AGC"),
+    "y16_msb_640x512": (_raw, y16_high_bits,
+                        "T1030sc counts as a 14-bit core, span 30-60 counts at 7000-8000, stored << 2 (multiples of 4)"),
+    "hd_1280x1024": (_raw_5x4, hd_upsampled, "T1030sc 960x768 crops resized bicubic to 1280x1024, plateau AGC"),
+    "dup_9hz_640x512": (_repeated(_set("hit_uav"), 3), repeat_frame(camera((640, 512), 1.0, linear_agc, 211), 3),
+                        "HIT-UAV, noise 1.0, linear AGC, every sensor frame 3 times (9 Hz core in a 27-30 Hz stream)"),
+    "vignette_wide_160x120": (_set("chips_lepton35"), camera((160, 120), 0.35, linear_agc, 212,
+                                                             scene_fn=lambda r, rng: vignette(r, 0.3)),
+                              "Lepton 3.5 frames with wide-FOV cos4 vignetting (corners 0.3), noise 0.35, linear AGC"),
+    "ironbow_grey_640x512": (_set("roadscene-ir"), camera((640, 512), 0.6, linear_agc, 213, after=ironbow_to_grey),
+                             "RoadScene, noise 0.6, linear AGC, ironbow palette turned back to grey (BT.601 luma)"),
+}
+
+#: the rounds ``--round`` builds: 1-3 are :data:`CAMERAS` (the default), 4 is :data:`ROUND4`
+ROUNDS = {"1-3": CAMERAS, "4": ROUND4}
+
+
+def build(out: Path, root=None, only=None, frames: int = FRAMES, cameras: Dict = None) -> Dict[str, int]:
+    """Write every camera of ``cameras`` (default :data:`CAMERAS`; :data:`ROUND4` for round 4), or
+    those in ``only``, under ``out``; returns {camera: frames written}. PNG, 8-bit grey or 16-bit
+    counts as the camera delivers them (``false_colour``: 8-bit BGR).
 
     Raises:
-        KeyError: a name in ``only`` that is not a camera (the message lists them).
+        KeyError: a name in ``only`` that is not a camera of ``cameras`` (the message lists them).
     """
+    cameras = CAMERAS if cameras is None else cameras
     root = data_root(root)
-    names = list(CAMERAS) if not only else list(only)
+    names = list(cameras) if not only else list(only)
     for n in names:
-        if n not in CAMERAS:
-            raise KeyError(f"no emulated camera {n!r}; cameras: {', '.join(CAMERAS)}")
+        if n not in cameras:
+            raise KeyError(f"no emulated camera {n!r}; cameras: {', '.join(cameras)}")
     written = {}
     for n in names:
-        load, fn, _ = CAMERAS[n]
+        load, fn, _ = cameras[n]
         folder = out / n
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.png"):
@@ -562,15 +786,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="folder to write the camera folders into (e.g. /tmp/unseen10)")
     p.add_argument("--root", default=None, help="data root (default $TIR_DATA_ROOT or ../shared/data)")
-    p.add_argument("--only", default=None, help="comma list of cameras (default: all)")
+    p.add_argument("--only", default=None, help="comma list of cameras (default: all of the round)")
+    p.add_argument("--round", default="1-3", choices=sorted(ROUNDS),
+                   help="which cameras: 1-3 (the 34 of rounds 1-3, default) or 4 (round 4)")
     a = p.parse_args(argv)
+    cameras = ROUNDS[a.round]
     try:
-        done = build(Path(a.out), a.root, a.only.split(",") if a.only else None)
+        done = build(Path(a.out), a.root, a.only.split(",") if a.only else None, cameras=cameras)
     except (KeyError, FileNotFoundError) as e:
         print(f"emulate_cameras: {e.args[0]}", file=sys.stderr)
         return 2
     for n, k in done.items():
-        print(f"{n}: {k} frames ({CAMERAS[n][2]})")
+        print(f"{n}: {k} frames ({cameras[n][2]})")
     return 0
 
 
