@@ -543,7 +543,7 @@ def _tensors_data(ranges: Mapping[str, TensorRange]):
 def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activation: str = "uint8",
                  per_channel: bool = True, reader=None, exclude_nodes: Sequence[str] = (),
                  reduce_range: bool = True, float_inputs: Sequence[str] = (), float_tail: bool = False,
-                 tail_blocks: int = 0) -> str:
+                 tail_blocks: int = 0, integer_form: bool = True) -> str:
     """ORT static QDQ quantisation from our ranges; ``activation`` "uint8" (U8S8) or "int8" (S8S8).
 
     ``float_inputs``: graph inputs kept float, with every node computed from them alone and
@@ -565,6 +565,15 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     records both choices and the calibrating CPU in its metadata (:func:`stamp_int8_cpu`), and
     the ORT engines refuse full 8-bit U8S8 weights on a CPU without VNNI.
 
+    ``integer_form`` (default on): before quantising, the exact rewrites of
+    :mod:`tir.calibration.integer_form` (ConvTranspose k=stride → 1×1 Conv + DepthToSpace,
+    ``(a + b) − a`` → ``b``, spatial ReduceMean → GlobalAveragePool) are applied to every node
+    not kept float, so ONNX Runtime's integer kernels cover them instead of float islands
+    between Q/DQ pairs (the module docstring there says why); the new tensors inherit the ranges of the
+    tensors they permute, and DepthToSpace/SpaceToDepth are quantised with their input's
+    range. The model records what was rewritten (:func:`stamp_int8_cpu`, key
+    ``tir.int8.integer_form``).
+
     Returns:
         ``out_path``.
 
@@ -585,37 +594,59 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
         side = _side_tensors(model, float_inputs)
         ranges = {k: r for k, r in ranges.items() if k not in side}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    op_types = None
+    rewritten = None
+    if integer_form:
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        from .integer_form import PERMUTATION_OPS, integer_form as _integer_form, ranges_for
+
+        rewritten = _integer_form(model, keep=exclude_nodes)
+        ranges = ranges_for(ranges, rewritten)
+        op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry) | set(PERMUTATION_OPS))
     tensors = _tensors_data(ranges)
     kwargs = dict(quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8,
                   per_channel=per_channel, reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax,
-                  nodes_to_exclude=list(exclude_nodes) or None,
+                  nodes_to_exclude=list(exclude_nodes) or None, op_types_to_quantize=op_types,
                   extra_options={"ActivationSymmetric": activation == "int8", "WeightSymmetric": True})
-    if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
-        from onnxruntime.quantization.calibrate import save_tensors_data
+    with tempfile.TemporaryDirectory(prefix="tir-qdq-") as tmp:
+        source = os.fspath(onnx_path)
+        if rewritten is not None and rewritten.changed:
+            source = os.path.join(tmp, "integer_form.onnx")
+            onnx.save(model, source)
+        if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+            from onnxruntime.quantization.calibrate import save_tensors_data
 
-        with tempfile.TemporaryDirectory(prefix="tir-qdq-") as tmp:
             cache = os.path.join(tmp, "ranges.json")
             save_tensors_data(tensors, cache)
-            quantize_static(os.fspath(onnx_path), out_path, calibration_data_reader=None,
+            quantize_static(source, out_path, calibration_data_reader=None,
                             calibration_cache_path=cache, **kwargs)
-    else:  # older ORT: pin every range through TensorQuantOverrides, calibration pass still runs
-        if reader is None:
-            raise ValueError("this onnxruntime has no calibration_cache_path; pass reader= (a FrameDataReader)")
-        kwargs["extra_options"]["TensorQuantOverrides"] = {
-            name: [{"rmin": float(td.lowest), "rmax": float(td.highest)}] for name, td in tensors.items()}
-        quantize_static(os.fspath(onnx_path), out_path, calibration_data_reader=reader, **kwargs)
-    stamp_int8_cpu(out_path, activation, reduce_range)
+        else:  # older ORT: pin every range through TensorQuantOverrides, calibration pass still runs
+            if reader is None:
+                raise ValueError("this onnxruntime has no calibration_cache_path; pass reader= (a FrameDataReader)")
+            kwargs["extra_options"]["TensorQuantOverrides"] = {
+                name: [{"rmin": float(td.lowest), "rmax": float(td.highest)}] for name, td in tensors.items()}
+            quantize_static(source, out_path, calibration_data_reader=reader, **kwargs)
+    if integer_form:
+        from .integer_form import shapes_of_quantized
+
+        shapes_of_quantized(out_path)
+    stamp_int8_cpu(out_path, activation, reduce_range,
+                   integer_form=rewritten.to_dict() if rewritten is not None else None)
     return out_path
 
 
-def stamp_int8_cpu(path, activation: str, reduce_range: bool, cpu=None) -> Dict[str, str]:
+def stamp_int8_cpu(path, activation: str, reduce_range: bool, cpu=None,
+                   integer_form: Optional[Mapping[str, list]] = None) -> Dict[str, str]:
     """Record in the ONNX metadata of the CPU INT8 model at ``path`` how it was quantised and on
     what CPU, so that a run elsewhere can tell (``tir.engines.backends.onnxruntime.int8_cpu_problem``):
     ``tir.int8.activations`` (``"uint8"``/``"int8"``), ``tir.int8.weight_bits`` (``"7"`` with
     ``reduce_range``, else ``"8"``) and ``tir.int8.calibrated_cpu`` (JSON:
     :func:`tir.edge.machine.int8_cpu_features` of ``cpu``, default this CPU, and ``model``: this
     machine's CPU model name, or None when ``cpu`` describes another CPU, whose name is not known
-    here). Rewrites the file; returns the keys written."""
+    here), and with ``integer_form`` (the :class:`~tir.calibration.integer_form.IntegerFormReport`
+    as a dict) ``tir.int8.integer_form`` (JSON: the node names each rewrite replaced). Rewrites
+    the file; returns the keys written."""
     import json
 
     import onnx
@@ -626,6 +657,8 @@ def stamp_int8_cpu(path, activation: str, reduce_range: bool, cpu=None) -> Dict[
     cpu = cpu or int8_cpu_features()
     meta = {"tir.int8.activations": activation, "tir.int8.weight_bits": "7" if reduce_range else "8",
             "tir.int8.calibrated_cpu": json.dumps({"model": model_name, **cpu.to_dict()}, sort_keys=True)}
+    if integer_form is not None:
+        meta["tir.int8.integer_form"] = json.dumps(dict(integer_form), sort_keys=True)
     model = onnx.load(os.fspath(path))
     props = {p.key: p for p in model.metadata_props}
     for key, value in meta.items():

@@ -11,6 +11,8 @@ Runtime QDQ models (``calibration.qdq.quantize_cpu``, the session-7 float region
 calibrate --float-tail auto`` writes first):
 
 - ``u8s8-7bit``: uint8 activations, 7-bit int8 weights (``reduce_range``, the AVX2 default),
+- ``u8s8-7bit-plain``: the same without the integer-form rewrites (``integer_form=False``,
+  calibration/integer_form.py: the session-14 model, float ConvTranspose/Sub/ReduceMean islands),
 - ``u8s8-8bit``: uint8 activations, full 8-bit weights (``--no-reduce-range``),
 - ``s8s8-8bit``: int8 activations, 8-bit weights.
 
@@ -34,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = (("u8s8-7bit", "uint8", True), ("u8s8-8bit", "uint8", False), ("s8s8-8bit", "int8", False))
+#: (name, activations, 7-bit weights, integer-form rewrites)
+VARIANTS = (("u8s8-7bit", "uint8", True, True), ("u8s8-7bit-plain", "uint8", True, False),
+            ("u8s8-8bit", "uint8", False, True), ("s8s8-8bit", "int8", False, True))
 
 
 def _session(path, threads, level):
@@ -110,9 +114,9 @@ def main(argv=None) -> int:
         ref = gate.held_out_outputs(runner(fp32), held)
         row = {"gate": {}, "ms": {}}
         models = {"fp32": (fp32, ALL)}
-        for name, act, rr in VARIANTS:
+        for name, act, rr, itf in VARIANTS:
             p = str(out / f"{route}.{name}.onnx")
-            quantize_cpu(fp32, ranges, p, activation=act, reduce_range=rr)
+            quantize_cpu(fp32, ranges, p, activation=act, reduce_range=rr, integer_form=itf)
             v = gate.gate_route(route, name, None, runner(p), held, 0.3, 40.0, fp32_outputs=ref)
             row["gate"][name] = {"loss_db": v.loss_db, "fidelity_db": v.fidelity_db, "passed": v.passed,
                                  "psnr_fp32": v.psnr_fp32, "psnr_int8": v.psnr_int8}
@@ -132,7 +136,7 @@ def main(argv=None) -> int:
         f = row["ms"]["fp32"]
         print(f"\n{route}  (1-min load {load0:.1f} -> {row['load_1min'][1]:.1f}; p50 ms, x = fp32/int8)")
         print(f"  fp32 {f:8.1f}")
-        for name, _, _ in VARIANTS:
+        for name, _, _, _ in VARIANTS:
             g = row["gate"][name]
             e, al = row["ms"][f"{name}@ext"], row["ms"][f"{name}@all"]
             print(f"  {name:10s} loss {g['loss_db']:+.3f} dB fid {g['fidelity_db']:.1f} dB "
