@@ -131,6 +131,9 @@ EXTENT_MIN_BLOCK = 4
 TONE_PERCENTILES = (50.0, 50.0)
 #: a restored frame whose block extent is below this (frame units) is flat: no tone to align
 MIN_TONE_EXTENT = 1e-3
+#: the robust σ of the camera's block lows and highs (:meth:`ContrastGate.tone_spread`) is the
+#: interquartile range over this (a normal distribution's IQR is 1.349 σ)
+IQR_PER_SIGMA = 1.349
 #: routed frames the camera's reference is the median of (≈ 2.3 min at 30 fps, router every 8 frames)
 DEFAULT_WINDOW = 512
 #: weight of the training prior, in frames, when the reference is shrunk towards it
@@ -410,6 +413,7 @@ class ContrastGate:
         self.end_lows: deque = deque(maxlen=int(window))
         self.end_highs: deque = deque(maxlen=int(window))
         self._tone_cache: Optional[tuple] = None   # (lows, highs) appended so far, tone_reference()
+        self._spread_cache: Optional[tuple] = None   # the same for tone_spread()
         self._tone_added = 0
         #: verdicts whose frames' extremes may join the tone history (None: every one); noise widens
         #: a frame's extremes, so a frame under a noise-carrying verdict does not
@@ -589,22 +593,63 @@ class ContrastGate:
         self._tone_cache = (self._tone_added, ref)
         return ref
 
-    def align(self, restored: np.ndarray, fallback: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    def tone_spread(self) -> Optional[Tuple[float, float]]:
+        """How far this camera's frames' extremes wander about its tone reference: the robust σ
+        (interquartile range / :data:`IQR_PER_SIGMA`) of its tone history of block lows and of
+        block highs, frame units; None while :meth:`tone_reference` is None.
+
+        A camera whose AGC pins both ends of every frame to its output range (most: σ 0.000-0.009 on
+        the 8-bit sets' train frames) has a tone a restored frame's ends can be mapped onto; a
+        camera whose scenes move an end (HIT-UAV's cold end: σ 0.122; docs/cameras.md "Session
+        15") has no fixed value there."""
+        ref = self.tone_reference()
+        if ref is None:
+            return None
+        # asked once per aligned frame; the history changes only when a frame joins it
+        if self._spread_cache is not None and self._spread_cache[0] == self._tone_added:
+            return self._spread_cache[1]
+        q = lambda v: float(np.subtract(*np.percentile(v, [75.0, 25.0]))) / IQR_PER_SIGMA
+        spread = (q(self.lows), q(self.highs))
+        self._spread_cache = (self._tone_added, spread)
+        return spread
+
+    def align(self, restored: np.ndarray, fallback: Optional[Tuple[float, float]] = None,
+              own_sigma: Optional[float] = None) -> np.ndarray:
         """Map each restored frame's extremes onto the camera's own (the tone alignment after a
-        contrast-carrying or noise-carrying task; module docstring): y' = lo_ref + (y − lo_y)·
-        (hi_ref − lo_ref) / (hi_y − lo_y), with (lo_y, hi_y) the frame's :func:`lowpass_ends` and
-        (lo_ref, hi_ref) :meth:`tone_reference`, or ``fallback`` (frame units) while the camera has
+        contrast-carrying or noise-carrying task; module docstring): y' = lo_t + (y − lo_y)·
+        (hi_t − lo_t) / (hi_y − lo_y), with (lo_y, hi_y) the frame's :func:`lowpass_ends` and
+        (lo_t, hi_t) :meth:`tone_reference`, or ``fallback`` (frame units) while the camera has
         none, clipped to [0, 1]. Frames pass unchanged without either, when flat (extent under
         :data:`MIN_TONE_EXTENT`), empty or not finite. Counted in :attr:`aligned`.
+
+        With ``own_sigma`` and the camera's reference, each end's target is the inverse-variance
+        weighted mean of two estimates of the clean frame's end (e.g. Kay, *Fundamentals of
+        Statistical Signal Processing: Estimation Theory*, 1993, §6; the best linear unbiased
+        combination of independent estimates): the camera's (σ: :meth:`tone_spread` at that end)
+        and the restored frame's own (σ: ``own_sigma``), lo_t = w·lo_ref + (1 − w)·lo_y with
+        w = own_sigma² / (own_sigma² + σ_end²). An end the camera's AGC pins (σ_end ≪ own_sigma)
+        goes to the camera's value as before; an end the camera's scenes move keeps mostly the
+        frame's own.
 
         Args:
             restored: (N, 1, H, W) float32 restored frames in [0, 1].
             fallback: (low, high) to map onto when the camera has no tone reference yet, or None.
+            own_sigma: rms error (frame units) of the restored frame's own block extremes as an
+                estimate of the clean frame's, or None: the camera's ends alone.
 
         Returns:
             (N, 1, H, W) float32 (a new array when any frame is aligned, else ``restored``).
+
+        Raises:
+            ValueError: ``own_sigma`` is not a finite number > 0.
         """
+        if own_sigma is not None and not (math.isfinite(float(own_sigma)) and float(own_sigma) > 0.0):
+            raise ValueError(f"align needs own_sigma > 0, got {own_sigma}")
         ref = self.tone_reference()
+        weights = (1.0, 1.0)
+        if ref is not None and own_sigma is not None:
+            v = float(own_sigma) ** 2
+            weights = tuple(v / (v + sd * sd) for sd in self.tone_spread())
         if ref is None and fallback is not None and fallback[1] - fallback[0] >= MIN_TONE_EXTENT:
             ref = (float(fallback[0]), float(fallback[1]))
         y = np.asarray(restored, dtype=np.float32)
@@ -619,14 +664,18 @@ class ContrastGate:
                 continue
             if hi - lo < MIN_TONE_EXTENT:
                 continue
-            scale = (ref[1] - ref[0]) / (hi - lo)
+            t_lo = weights[0] * ref[0] + (1.0 - weights[0]) * lo
+            t_hi = weights[1] * ref[1] + (1.0 - weights[1]) * hi
+            if t_hi - t_lo < MIN_TONE_EXTENT:
+                continue
+            scale = (t_hi - t_lo) / (hi - lo)
             if out is None:
                 out = y.copy()
             # ref_lo + (y − lo)·scale, in place (one pass each: ~0.2 ms at 640×512 against ~1.9 ms
             # for the expression with its temporaries)
             view = out[i]
             view *= np.float32(scale)
-            view += np.float32(ref[0] - lo * scale)
+            view += np.float32(t_lo - lo * scale)
             np.clip(view, 0.0, 1.0, out=view)
             self.aligned += 1
             self.last_scale = float(scale)
@@ -645,6 +694,7 @@ class ContrastGate:
         for history in (self.spans, self.extents, self.lows, self.highs, self.end_lows, self.end_highs):
             history.clear()
         self._tone_cache = None
+        self._spread_cache = None
         return True
 
     def carry_from(self, old: "ContrastGate") -> None:

@@ -40,7 +40,10 @@ Routing policy:
 - after a contrast-carrying task the restored frame's extremes are mapped onto the camera's own
   (``tone_align``, :meth:`ContrastGate.align`); after a noise-carrying task without a contrast
   part (noise, BN) too, or onto the frame's own while the camera has no tone reference: noise has
-  no tone of its own (:meth:`Restorer.plan`);
+  no tone of its own (:meth:`Restorer.plan`). After noise and BN each end goes to the
+  inverse-variance weighted mean of the camera's end and the restored frame's own
+  (:data:`NOISE_TONE_SIGMA`): an end the camera's scenes move (a UAV camera's cold end) is not
+  forced onto the camera's median;
 - ``task=...`` forces one route and never runs the router.
 
 Deploy (the manifest's ``deploy``, or ``deploy=...``): ``routes`` runs the route engine of the
@@ -74,6 +77,7 @@ memory; ``adapt_save=DIR`` also writes an adapted copy of the bundle there). The
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -96,6 +100,13 @@ PASSTHROUGH = "passthrough"
 DESTRIPE = "destripe"
 #: below this softmax probability of the nearest class a verdict counts as uncertain
 DEFAULT_MIN_CONFIDENCE = 0.5
+#: rms error (frame units) of a noise task's restored frame's own block extremes as an estimate of
+#: the clean frame's, the weight of the frame's own ends against the camera's in the tone
+#: alignment after noise and BN (:meth:`ContrastGate.align` ``own_sigma``). Measured on val with
+#: the alignment off (the shipped bundle, 12 frames per set and task, noise and BN; scratch
+#: /work/runs/s15/own.py, docs/cameras.md "Session 15"): 0.014-0.078 per set, task and end over
+#: roadscene, hit_uav, m3svd_magnity, anti_uav and chips_lepton35, 0.043 pooled (rms).
+NOISE_TONE_SIGMA = 0.043
 
 
 def _unchanged(x: np.ndarray) -> np.ndarray:
@@ -1108,7 +1119,7 @@ class Restorer:
             # noise has no tone of its own: the camera's, or before it is known the frame's own
             gate = self.contrast_gate
             if gate.tone_reference() is not None:
-                return engine, gate.align
+                return engine, functools.partial(gate.align, own_sigma=NOISE_TONE_SIGMA)
             try:
                 ends = None if x is None else lowpass_ends(_as_batch(x)[-1, 0])
             except ValueError:

@@ -226,6 +226,31 @@ def test_tone_reference_is_the_camera_own_frames_and_align_keeps_what_it_cannot_
     assert new.tone_reference() == pytest.approx((0.1, 0.9)) and new.aligned == 2
 
 
+def test_tone_spread_and_the_inverse_variance_ends_of_align():
+    """tone_spread is the IQR / 1.349 of the camera's block lows and highs; align with own_sigma
+    moves each end to w·camera + (1 − w)·own, w = own_sigma² / (own_sigma² + spread²)."""
+    from tir.engines.contrast_gate import IQR_PER_SIGMA, lowpass_ends
+
+    gate = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
+    assert gate.tone_spread() is None
+    lows = np.linspace(0.0, 0.4, 9)
+    for lo in lows:
+        gate.add(0.6, ends=(float(lo), 0.9))
+    sd_lo, sd_hi = gate.tone_spread()
+    assert sd_lo == pytest.approx((np.percentile(lows, 75) - np.percentile(lows, 25)) / IQR_PER_SIGMA)
+    assert sd_hi == 0.0
+    x = ramp(0.3)[None, None]
+    lo_y, hi_y = lowpass_ends(x[0, 0])
+    ref_lo, ref_hi = gate.tone_reference()
+    y = gate.align(x, own_sigma=0.05)
+    w = 0.05 ** 2 / (0.05 ** 2 + sd_lo ** 2)
+    assert lowpass_ends(y[0, 0]) == pytest.approx((w * ref_lo + (1 - w) * lo_y, ref_hi), abs=1e-4)
+    assert lowpass_ends(gate.align(x)[0, 0]) == pytest.approx((ref_lo, ref_hi), abs=1e-4)   # the camera's alone
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="own_sigma"):
+            gate.align(x, own_sigma=bad)
+
+
 def test_restorer_gate_off_and_forced_task(gated_bundle):
     r = Restorer(gated_bundle, every=1, hysteresis=1, contrast_gate=False)
     assert r.contrast_gate is None and r.status()["contrast"] is None

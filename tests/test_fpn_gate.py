@@ -375,13 +375,51 @@ def test_a_noise_route_keeps_the_tone_of_the_camera_or_of_the_frame(blur_bundle)
     assert r.status()["task"] == "BN" and r.contrast_gate.tone_reference() is None
     np.testing.assert_allclose(lowpass_ends(out[0, 0]), lowpass_ends(striped[0, 0]), atol=2e-3)
     assert np.allclose(out, striped, atol=1e-4)            # a pure scale, mapped back: the frame itself
+    def agc(x):   # a camera whose AGC puts every frame's extremes at 0.25 and 0.75
+        lo, hi = lowpass_ends(x)
+        return (0.25 + 0.5 * (x - lo) / (hi - lo)).astype(np.float32)
+
     cam = scheduled(Restorer(blur_bundle, every=1, hysteresis=1))
-    cam.warm_camera(np.stack([scene(seed=s) * 0.5 + 0.25 for s in range(12)])[:, None])
+    cam.warm_camera(np.stack([agc(scene(seed=s)) for s in range(12)])[:, None])
     ref = cam.contrast_gate.tone_reference()
+    assert ref == pytest.approx((0.25, 0.75), abs=1e-4) and max(cam.contrast_gate.tone_spread()) < 1e-4
     out = cam.infer(striped)
     np.testing.assert_allclose(lowpass_ends(out[0, 0]), ref, atol=2e-3)
     off = scheduled(Restorer(blur_bundle, every=1, hysteresis=1, tone_align=False))
     assert np.allclose(off.infer(striped), striped * 5.0)
+
+
+def test_after_a_noise_route_an_end_the_cameras_scenes_move_keeps_mostly_its_own(blur_bundle):
+    """A camera whose AGC pins the hot end but whose scenes move the cold end (a UAV camera over
+    dark and bright ground: docs/cameras.md "Session 15"): after BN the hot end goes to the
+    camera's, the cold end to the inverse-variance weighted mean of the camera's median and the
+    restored frame's own (:data:`NOISE_TONE_SIGMA` against the camera's spread), mostly the
+    frame's own."""
+    from tir.engines.contrast_gate import lowpass_ends
+    from tir.engines.restorer import NOISE_TONE_SIGMA
+
+    def agc(x, lo_to, hi_to=0.9):
+        lo, hi = lowpass_ends(x)
+        return (lo_to + (hi_to - lo_to) * (x - lo) / (hi - lo)).astype(np.float32)
+
+    striped = white(with_column_fpn(scene(), 0.025), 8.0)[None, None]
+    cam = scheduled(Restorer(blur_bundle, every=1, hysteresis=1))
+    cam.warm_camera(np.stack([agc(scene(seed=s), c) for s, c in enumerate(np.linspace(0.05, 0.45, 12))])[:, None])
+    (ref_lo, ref_hi), (sd_lo, sd_hi) = cam.contrast_gate.tone_reference(), cam.contrast_gate.tone_spread()
+    assert ref_hi == pytest.approx(0.9, abs=1e-4) and sd_hi < 1e-4 and sd_lo > 0.1
+    cam.infer(striped)
+    assert cam.status()["task"] == "BN"
+    _, finish = cam.plan(striped)
+    restored = agc(scene(seed=40), 0.5, 0.8)[None, None]      # what a noise route gave back
+    w = NOISE_TONE_SIGMA ** 2 / (NOISE_TONE_SIGMA ** 2 + sd_lo ** 2)
+    lo, hi = lowpass_ends(finish(restored)[0, 0])
+    assert w < 0.2 and hi == pytest.approx(0.9, abs=2e-3)
+    assert lo == pytest.approx(w * ref_lo + (1 - w) * 0.5, abs=2e-3) and abs(lo - 0.5) < abs(lo - ref_lo)
+    pinned = scheduled(Restorer(blur_bundle, every=1, hysteresis=1))   # both ends pinned: the camera's
+    pinned.warm_camera(np.stack([agc(scene(seed=s), 0.25) for s in range(12)])[:, None])
+    pinned.infer(striped)
+    _, finish = pinned.plan(striped)
+    assert lowpass_ends(finish(restored)[0, 0]) == pytest.approx((0.25, 0.9), abs=2e-3)
 
 
 def test_a_noise_verdict_on_the_cameras_own_noise_is_given_back():
