@@ -414,6 +414,10 @@ class ContrastGate:
         self.end_highs: deque = deque(maxlen=int(window))
         self._tone_cache: Optional[tuple] = None   # (lows, highs) appended so far, tone_reference()
         self._spread_cache: Optional[tuple] = None   # the same for tone_spread()
+        #: (low, high) of each frame :meth:`align` weighed with ``own_sigma``, less the camera's
+        #: tone reference then: how far this camera's restored frames' own ends fall from it
+        #: (:meth:`own_error`)
+        self.own_devs: deque = deque(maxlen=int(window))
         self._tone_added = 0
         #: verdicts whose frames' extremes may join the tone history (None: every one); noise widens
         #: a frame's extremes, so a frame under a noise-carrying verdict does not
@@ -613,6 +617,32 @@ class ContrastGate:
         self._spread_cache = (self._tone_added, spread)
         return spread
 
+    def own_error(self, prior_sigma: float) -> Tuple[float, float]:
+        """The rms error (frame units) of a restored frame's own low and high end as estimates
+        of the clean frame's, for this camera: empirical Bayes. The mean square of
+        :attr:`own_devs` (own end − camera's median) is the own error's mean square plus the
+        camera's spread² (:meth:`tone_spread`; independent), so their difference estimates the
+        own error's; it is shrunk towards ``prior_sigma``² with the weight of ``prior_frames``
+        frames, as the gate's span reference is (module docstring). A camera whose restored
+        frames' ends fall far from its own (a route that removes the camera's own shading, or
+        frames whose contrast part was missed) gets a large error, so its ends go to the
+        camera's; one whose restored ends follow its scenes keeps about ``prior_sigma``.
+
+        Args:
+            prior_sigma: the error before this camera's frames say otherwise (> 0).
+
+        Returns:
+            (σ_low, σ_high), each > 0."""
+        spread = self.tone_spread() or (0.0, 0.0)
+        n, k = len(self.own_devs), max(self.prior_frames, 1)
+        out = []
+        for end in (0, 1):
+            est = 0.0
+            if n:
+                est = max(float(np.mean([d[end] ** 2 for d in self.own_devs])) - spread[end] ** 2, 0.0)
+            out.append(math.sqrt((k * prior_sigma ** 2 + n * est) / (k + n)))
+        return out[0], out[1]
+
     def align(self, restored: np.ndarray, fallback: Optional[Tuple[float, float]] = None,
               own_sigma: Optional[float] = None) -> np.ndarray:
         """Map each restored frame's extremes onto the camera's own (the tone alignment after a
@@ -626,16 +656,17 @@ class ContrastGate:
         weighted mean of two estimates of the clean frame's end (e.g. Kay, *Fundamentals of
         Statistical Signal Processing: Estimation Theory*, 1993, §6; the best linear unbiased
         combination of independent estimates): the camera's (σ: :meth:`tone_spread` at that end)
-        and the restored frame's own (σ: ``own_sigma``), lo_t = w·lo_ref + (1 − w)·lo_y with
-        w = own_sigma² / (own_sigma² + σ_end²). An end the camera's AGC pins (σ_end ≪ own_sigma)
+        and the restored frame's own (σ_own: :meth:`own_error` from ``own_sigma`` and this camera's
+        restored frames so far, each joining :attr:`own_devs`), lo_t = w·lo_ref + (1 − w)·lo_y with
+        w = σ_own² / (σ_own² + σ_end²). An end the camera's AGC pins (σ_end ≪ own_sigma)
         goes to the camera's value as before; an end the camera's scenes move keeps mostly the
         frame's own.
 
         Args:
             restored: (N, 1, H, W) float32 restored frames in [0, 1].
             fallback: (low, high) to map onto when the camera has no tone reference yet, or None.
-            own_sigma: rms error (frame units) of the restored frame's own block extremes as an
-                estimate of the clean frame's, or None: the camera's ends alone.
+            own_sigma: prior rms error (frame units) of the restored frame's own block extremes as
+                an estimate of the clean frame's, or None: the camera's ends alone.
 
         Returns:
             (N, 1, H, W) float32 (a new array when any frame is aligned, else ``restored``).
@@ -647,9 +678,10 @@ class ContrastGate:
             raise ValueError(f"align needs own_sigma > 0, got {own_sigma}")
         ref = self.tone_reference()
         weights = (1.0, 1.0)
-        if ref is not None and own_sigma is not None:
-            v = float(own_sigma) ** 2
-            weights = tuple(v / (v + sd * sd) for sd in self.tone_spread())
+        weighed = ref is not None and own_sigma is not None
+        if weighed:
+            weights = tuple(e * e / (e * e + sd * sd)
+                            for e, sd in zip(self.own_error(float(own_sigma)), self.tone_spread()))
         if ref is None and fallback is not None and fallback[1] - fallback[0] >= MIN_TONE_EXTENT:
             ref = (float(fallback[0]), float(fallback[1]))
         y = np.asarray(restored, dtype=np.float32)
@@ -664,6 +696,8 @@ class ContrastGate:
                 continue
             if hi - lo < MIN_TONE_EXTENT:
                 continue
+            if weighed:
+                self.own_devs.append((lo - ref[0], hi - ref[1]))
             t_lo = weights[0] * ref[0] + (1.0 - weights[0]) * lo
             t_hi = weights[1] * ref[1] + (1.0 - weights[1]) * hi
             if t_hi - t_lo < MIN_TONE_EXTENT:
@@ -695,6 +729,7 @@ class ContrastGate:
             history.clear()
         self._tone_cache = None
         self._spread_cache = None
+        self.own_devs.clear()
         return True
 
     def carry_from(self, old: "ContrastGate") -> None:
@@ -705,6 +740,7 @@ class ContrastGate:
         self.spans.extend(old.spans)
         self.extents.extend(old.extents)
         self.lows.extend(old.lows)
+        self.own_devs.extend(getattr(old, "own_devs", ()))
         self.highs.extend(old.highs)
         self.end_lows.extend(getattr(old, "end_lows", ()))
         self.end_highs.extend(getattr(old, "end_highs", ()))

@@ -251,6 +251,35 @@ def test_tone_spread_and_the_inverse_variance_ends_of_align():
             gate.align(x, own_sigma=bad)
 
 
+def test_own_error_is_learned_from_the_cameras_restored_frames():
+    """own_error starts at the prior; restored frames whose own ends fall far from the camera's
+    (a route that removes the camera's own shading, a missed contrast loss) raise it, so the ends
+    go to the camera's; ends that follow the camera's scenes keep it near the prior."""
+    from tir.engines.contrast_gate import lowpass_ends
+
+    gate = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775, prior_frames=8)
+    for lo in np.linspace(0.0, 0.4, 9):
+        gate.add(0.6, ends=(float(lo), 0.9))
+    assert gate.own_error(0.05) == pytest.approx((0.05, 0.05))
+    sd_lo = gate.tone_spread()[0]
+    ref_lo = gate.tone_reference()[0]
+    far = ramp(0.1)[None, None]            # ends near 0.45 / 0.55: far from the camera's 0.9 top
+    lo_f, hi_f = lowpass_ends(far[0, 0])
+    for _ in range(40):
+        gate.align(far, own_sigma=0.05)
+    e_lo, e_hi = gate.own_error(0.05)
+    assert len(gate.own_devs) == 40
+    # mean square of the deviations less the camera's spread², shrunk with 8 frames of the prior
+    est_hi = (hi_f - 0.9) ** 2
+    assert e_hi == pytest.approx(np.sqrt((8 * 0.05 ** 2 + 40 * est_hi) / 48), rel=1e-3) and e_hi > 0.3
+    est_lo = max((lo_f - ref_lo) ** 2 - sd_lo ** 2, 0.0)
+    assert e_lo == pytest.approx(np.sqrt((8 * 0.05 ** 2 + 40 * est_lo) / 48), rel=1e-3)
+    y = gate.align(far, own_sigma=0.05)    # the high end now goes (almost) to the camera's
+    assert lowpass_ends(y[0, 0])[1] == pytest.approx(0.9, abs=0.01)
+    gate.restart()
+    assert not gate.own_devs
+
+
 def test_restorer_gate_off_and_forced_task(gated_bundle):
     r = Restorer(gated_bundle, every=1, hysteresis=1, contrast_gate=False)
     assert r.contrast_gate is None and r.status()["contrast"] is None
