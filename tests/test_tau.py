@@ -124,3 +124,43 @@ def test_faults(emu, fault):
 def test_missing_port(emu):
     with pytest.raises(tau.TauPortError, match="does not exist"):
         TauClient("/dev/ttyUSB_nonexistent_tir")
+
+
+def test_a_port_that_echoes_is_named_and_no_echo_is_taken_for_a_reply():
+    # loop:// returns what is written. Before: get_gain_mode read "reply carries 0 bytes,
+    # expected 2", get_fpa_temp_c returned 0.0 °C and run_ffc "succeeded" with no camera at all.
+    import serial
+    client = TauClient(serial.serial_for_url("loop://"), timeout=TIMEOUT, retries=1)
+    for command in (client.get_gain_mode, client.get_fpa_temp_c, client.run_ffc,
+                    lambda: client.set_gain_mode("high")):
+        with pytest.raises(tau.TauTimeout, match=r"only the request itself came back \(the port echoes"):
+            command()
+    assert client.port_echoes is True and client.stats()["function_errors"] == 0
+
+
+@pytest.mark.parametrize("first", ["run_ffc", "get_fpa_temp_c", "get_gain_mode"])
+def test_a_camera_behind_an_echoing_port_answers_every_command(first):
+    # The echo precedes each reply; DO_FFC's, SET_*'s and READ_SENSOR's replies can equal their
+    # requests byte for byte, so the client learns the port echoes before taking one as a reply.
+    with TauEmulator(echo=True) as emu, TauClient(emu.port, timeout=TIMEOUT, retries=0) as client:
+        getattr(client, first)()
+        assert client.port_echoes is True
+        client.run_ffc()
+        client.set_gain_mode("low")
+        assert client.get_gain_mode() is TauGainMode.LOW
+        assert client.get_fpa_temp_c() == pytest.approx(31.5)
+        emu.fpa_temp_c = 0.0  # a reply identical to its request (argument 0x0000)
+        assert client.get_fpa_temp_c() == 0.0
+        assert client.get_camera_sn() == 412345
+        assert emu.ffc_count == 2 - (first != "run_ffc")
+
+
+def test_a_port_that_does_not_echo_is_probed_once():
+    with TauEmulator() as emu, TauClient(emu.port, timeout=TIMEOUT, retries=0) as client:
+        client.run_ffc()
+        client.run_ffc()
+        assert client.port_echoes is False and emu.requests["serial_number"] == 1 and emu.ffc_count == 2
+    with TauEmulator() as emu, TauClient(emu.port, timeout=TIMEOUT, retries=0) as client:
+        assert client.get_gain_mode() is TauGainMode.HIGH  # its reply differs from its request: no probe
+        client.run_ffc()
+        assert client.port_echoes is False and emu.requests["serial_number"] == 0
