@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import logging
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from ..frame import Frame
@@ -11,6 +12,8 @@ from ..uri import URI, check_scheme, refuse_path
 
 if TYPE_CHECKING:
     from ..pipeline.stats import StatsSnapshot
+
+log = logging.getLogger(__name__)
 
 
 class OutputError(RuntimeError, OutputUnavailable):
@@ -28,11 +31,14 @@ class Output(ABC):
     the live :class:`~tir.edge.pipeline.stats.StatsSnapshot` for outputs that show it, and
     ``actions`` maps an action's name to what runs it (``{"ffc": ...}`` with camera control).
     ``failure`` is None while the output works, else one line saying why it
-    stopped for good (a recorder whose disk is full); the pipeline reports it everywhere and
-    ``tir run`` exits non-zero.
+    stopped for good (a recorder whose disk is full), set through :meth:`fail`, which also calls
+    ``on_failure`` (the pipeline sets it: it reports the failure everywhere at once and, when
+    asked to, ends the run; ``tir run`` then exits 3).
     """
 
     failure: Optional[str] = None
+    #: called once with the failure line when the output stops for good (set by the pipeline)
+    on_failure: Optional[Callable[["Output", str], None]] = None
     #: the options dataclass of this output's URI query (see :mod:`tir.edge.registry`)
     Options: Optional[type] = None
 
@@ -63,6 +69,20 @@ class Output(ABC):
             raise TypeError(f"attach: stats must be a callable returning a StatsSnapshot, got {stats!r}")
         self.stats_provider = stats
         self.actions = dict(actions or {})
+
+    def fail(self, line: str) -> None:
+        """Record that the output stopped for good (``failure`` = ``line``, the first line kept)
+        and tell ``on_failure``; an error raised there is logged, never raised to the caller
+        (the output's own thread)."""
+        if self.failure is not None:
+            return
+        self.failure = line
+        listener = self.on_failure
+        if listener is not None:
+            try:
+                listener(self, line)
+            except Exception as exc:  # the writer thread must go on closing its files
+                log.warning("on_failure of %s failed: %s: %s", self, type(exc).__name__, exc)
 
     def start(self) -> "Output":
         """Open what the output needs (server, files, window); returns the output. The base class does
