@@ -482,16 +482,16 @@ def write_adapted_bundle(bundle_path, out_dir, adaptation: dict, camera_spans: O
     ``training_span``).
 
     Raises:
-        BundleError: the bundle fails its checks, or ``out_dir`` already exists.
+        BundleError: the bundle fails its checks, ``out_dir`` already exists, or the copy cannot be
+            written (a full disk: the copy is removed again).
         AdaptationRefused: the bundle has no router or no source statistics.
     """
     import copy
 
-    from .bundle import copy_bundle, load_bundle, save_manifest
+    from .bundle import load_bundle, new_copy, save_manifest
 
     original = load_bundle(bundle_path)
     source_of(original.router, original.name)
-    out = copy_bundle(original.path, out_dir)
     manifest = copy.deepcopy(original.manifest)
     manifest["router"][ADAPTATION_KEY] = adaptation
     if camera_spans:
@@ -500,7 +500,8 @@ def write_adapted_bundle(bundle_path, out_dir, adaptation: dict, camera_spans: O
         manifest["router"][CONTRAST_SPAN_KEY] = {**span_summary(camera_spans), "data": adaptation.get("source"),
                                                  "camera": True, "training_span": training or None}
     manifest["adapted_from"] = str(original.path)
-    return save_manifest(out, manifest)
+    with new_copy(original.path, out_dir) as out:   # a manifest that cannot be written: no copy left
+        return save_manifest(out, manifest)
 
 
 #: what ``add_source_stats`` computes: both, the adaptation statistics alone, the contrast prior alone

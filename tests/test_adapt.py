@@ -463,3 +463,27 @@ def test_source_stats_data_with_an_unknown_set_name_is_named(capsys):
     assert err.startswith("tir adapt: error: --data flir_raw16_mixed,bogus: bogus is neither a registered set "
                           "(known: roadscene, ") and err.endswith(") nor a folder\n")
     assert (shipped / "manifest.json").read_bytes() == before
+
+
+def test_an_adapted_copy_whose_manifest_cannot_be_written_is_removed(adapt_bundle, tmp_path, monkeypatch):
+    # A full disk after the model files were copied: the copy used to stay at --out with the
+    # original's manifest (an unadapted bundle under the adapted name), and the same command was
+    # then refused because --out existed.
+    import errno
+
+    from tir.engines import bundle as bundle_module
+    from tir.engines.bundle import BundleError
+
+    real = bundle_module._manifest_text
+
+    def full(manifest):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bundle_module, "_manifest_text", full)
+    entry = {"A": np.eye(6).tolist(), "b": [0.0] * 6, "frames": 64, "source": "synthetic://"}
+    with pytest.raises(BundleError, match="No space left on device"):
+        A.write_adapted_bundle(adapt_bundle / "bundle", tmp_path / "copy", entry)
+    assert not (tmp_path / "copy").exists()
+    monkeypatch.setattr(bundle_module, "_manifest_text", real)
+    copy = A.write_adapted_bundle(adapt_bundle / "bundle", tmp_path / "copy", entry)  # the same command again
+    assert load_bundle(copy.path).router[A.ADAPTATION_KEY]["frames"] == 64

@@ -516,3 +516,31 @@ def test_user_path_table_averages_each_camera_once(bundles, monkeypatch):
         camera_eval.user_path_table("B", "real")
 
 
+
+
+@pytest.mark.parametrize("mode", ["deploy --out", "add_student"])
+def test_a_new_copy_whose_manifest_cannot_be_written_is_removed(bundles, tmp_path, monkeypatch, mode):
+    # tir deploy --set ... --out NEW and tir distill's add_student: a full disk after the model
+    # files were copied left a bundle at NEW with the source's manifest (the deploy or student
+    # not in it) which a second try then refused or mistook for an earlier output.
+    import errno
+
+    from tir.engines import bundle as bundle_module
+
+    real = bundle_module._manifest_text
+
+    def full(manifest):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def make():
+        if mode == "add_student":
+            return add_student(bundles / "routes", tmp_path / "new", _student_onnx(tmp_path / "s.onnx"),
+                               {"prompts": ["a", "b", "clean"], "metrics": METRICS}, deploy="auto")
+        return set_deploy(bundles / "auto", "routes", out_dir=tmp_path / "new")
+
+    monkeypatch.setattr(bundle_module, "_manifest_text", full)
+    with pytest.raises(BundleError, match="No space left on device"):
+        make()
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setattr(bundle_module, "_manifest_text", real)
+    assert make().deploy == ("auto" if mode == "add_student" else "routes")
