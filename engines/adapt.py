@@ -564,6 +564,30 @@ def add_source_stats(bundle_path, frames: np.ndarray, data: str, draws: int = SO
 # tir adapt: collect frames from a source, fit, write the adapted copy
 # ---------------------------------------------------------------------------------------------
 
+def check_collection_fits(frames: int, frame_bytes: int, shape=None, available: Optional[int] = None) -> None:
+    """Refuse a collection of ``frames`` model-input frames of ``frame_bytes`` bytes each that
+    cannot be held in memory: :func:`collect_frames` keeps every frame (float32, the router
+    embeds them after) and stacks them into one array at the end, so it needs twice
+    ``frames × frame_bytes``; ``--frames 99999999999`` collected for hours and would end in a
+    MemoryError. ``available``: bytes free (default :func:`tir.edge.machine.available_memory`;
+    nothing is refused when it cannot be read).
+
+    Raises:
+        AdaptationRefused: the frames need more than the available memory; the message gives
+            the most that fit and :data:`DEFAULT_FRAMES`.
+    """
+    from ..edge.machine import available_memory
+
+    available = available_memory() if available is None else available
+    need = 2 * frames * frame_bytes
+    if available is None or need <= available:
+        return
+    size = f" ({shape[-1]}x{shape[-2]} px float32)" if shape is not None and len(shape) >= 2 else ""
+    raise AdaptationRefused(f"--frames {frames} would need {need / 2 ** 30:.1f} GiB of memory for the frames{size}, "
+                            f"{available / 2 ** 30:.1f} GiB are available: ask for at most "
+                            f"{available // (2 * frame_bytes)} ({DEFAULT_FRAMES} recommended)")
+
+
 def collect_frames(source_uri: str, frames: int, normalizer=None, stride: int = 1, timeout_s: float = 5.0,
                    progress: bool = True, input_flip: Optional[str] = None) -> np.ndarray:
     """``frames`` model-input frames (frames,H,W float32 [0,1]) from any source URI, through
@@ -589,6 +613,8 @@ def collect_frames(source_uri: str, frames: int, normalizer=None, stride: int = 
                 continue
             prep(frame)
             out.append(np.asarray(frame.meta.pop(MODEL_INPUT_KEY), np.float32))
+            if len(out) == 1:
+                check_collection_fits(int(frames), out[0].nbytes, out[0].shape)
             bar.update(1)
             if len(out) == int(frames):
                 break

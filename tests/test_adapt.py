@@ -487,3 +487,20 @@ def test_an_adapted_copy_whose_manifest_cannot_be_written_is_removed(adapt_bundl
     monkeypatch.setattr(bundle_module, "_manifest_text", real)
     copy = A.write_adapted_bundle(adapt_bundle / "bundle", tmp_path / "copy", entry)  # the same command again
     assert load_bundle(copy.path).router[A.ADAPTATION_KEY]["frames"] == 64
+
+
+def test_frames_that_cannot_be_held_in_memory_are_refused_at_the_first_frame(tmp_path, monkeypatch):
+    # --frames 99999999999 collected for hours (every frame is kept as float32) towards a MemoryError
+    from tir.edge import machine
+
+    assert A.check_collection_fits(200, 4 * 160 * 120, available=100 * 2 ** 20) is None   # 2 × 15 MiB fit
+    with pytest.raises(A.AdaptationRefused, match=r"--frames 99999999999 would need .* GiB of memory for the "
+                                                  r"frames \(160x120 px float32\), 1\.0 GiB are available: ask for "
+                                                  r"at most 6990 "):
+        A.check_collection_fits(99999999999, 4 * 160 * 120, (160, 120)[::-1], available=2 ** 30)
+    monkeypatch.setattr(machine, "available_memory", lambda: 2 ** 30)
+    with pytest.raises(A.AdaptationRefused, match="would need"):
+        A.collect_frames(SOURCE_URI, 99999999999, progress=False)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    8000000 kB\n")
+    assert machine.available_memory(str(meminfo)) == 8000000 * 1024
