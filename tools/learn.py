@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Optional
 
 from .cli import number, thread_count
+from .train import GROUP, PRUNE_P, PRUNE_SAMPLES
 
 log = logging.getLogger("tir.learn")
 
@@ -74,9 +75,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=number(float, 0, low_open=True, what="a learning rate"), default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=thread_count, default=2)
-    parser.add_argument("--group", type=int, default=8)
-    parser.add_argument("--prune-p", type=float, default=None)
-    parser.add_argument("--prune-samples", type=int, default=32)
+    parser.add_argument("--group", type=GROUP, default=8, help="channels per pruning group (as tir train)")
+    parser.add_argument("--prune-p", type=PRUNE_P, default=None,
+                        help="SE survival threshold p in (0, 1] (as tir train; default: the smallest p reaching the target reduction)")
+    parser.add_argument("--prune-samples", type=PRUNE_SAMPLES, default=32, help="frames N for the SE picks")
     parser.add_argument("--router-draws", type=number(int, 1, what="a number of draws"), default=4,
                         help="degradation draws per val frame for the new codebook row and the stolen-frame "
                              "measurement (default 4)")
