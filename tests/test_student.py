@@ -702,3 +702,23 @@ def test_field_stage_keeps_the_frames_as_stored_by_default(tmp_path, teacher_bun
                         seen.append(orientation) or real_eval(task, net, weights, orientation))
     d.field()
     assert set(shapes) == {(64, 96)} and set(seen) == {0}
+
+
+def test_distill_names_a_broken_teacher_bundle_as_the_bundle_not_the_out(tmp_path, teacher_bundle, monkeypatch,
+                                                                        capsys):
+    # A teacher bundle missing its model.pt read "tir distill: --out incomplete bundle B: ...":
+    # the user was sent to look at --out, which was fine.
+    import shutil
+
+    from tir.engines.training import distill
+    from tir.tools.cli import main
+
+    monkeypatch.setattr(distill, "Distiller", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("trained")))
+    broken = tmp_path / "teachers"
+    shutil.copytree(teacher_bundle, broken)
+    victim = next(p for p in broken.iterdir() if p.suffix == ".onnx")
+    victim.unlink()
+    assert main(["distill", "--bundle", str(broken), "--out", str(tmp_path / "new")]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"tir distill: --bundle incomplete bundle {broken}: {victim.name}") and "--out" not in out
+    assert not (tmp_path / "new").exists()
