@@ -778,6 +778,7 @@ def _check_student(manifest: dict, problems: List[str]) -> None:
     if lacking:
         problems.append(f"student lacks {lacking}")
     _check_file_ref("student", student, problems)
+    _check_student_metrics(student.get("metrics"), problems)
     prompts = student.get("prompts")
     if "prompts" in student:
         if not (isinstance(prompts, list) and prompts and all(isinstance(p, str) and _TASK_NAME.fullmatch(p)
@@ -791,6 +792,33 @@ def _check_student(manifest: dict, problems: List[str]) -> None:
             if missing:
                 problems.append(f"student.prompts {prompts} lack routes {missing}: the student must have a "
                                 "prompt for every route")
+
+
+def _check_student_metrics(metrics, problems: List[str]) -> None:
+    """``student.metrics`` is absent/null or an object whose dB tables, which ``tir deploy`` and
+    deploy=auto read (``val_psnr``, ``teacher_val_psnr``, and ``user_val``'s ``student``,
+    ``routes``, ``tone``), are {task name: finite number} when present (a string there was an
+    AttributeError traceback out of ``tir deploy``)."""
+    if metrics is None:
+        return
+    if not isinstance(metrics, dict):
+        problems.append(f"student.metrics must be an object (val_psnr, teacher_val_psnr, ...), got {metrics!r:.60}")
+        return
+    tables = [(f"student.metrics.{key}", metrics.get(key)) for key in ("val_psnr", "teacher_val_psnr")]
+    user = metrics.get(USER_VAL_KEY)
+    if user is not None and not isinstance(user, dict):
+        problems.append(f"student.metrics.{USER_VAL_KEY} must be an object (split, sets, student, routes, tone)")
+    elif user is not None:
+        tables += [(f"student.metrics.{USER_VAL_KEY}.{key}", user.get(key)) for key in ("student", "routes", TONE)]
+    for where, table in tables:
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            problems.append(f"{where} must be an object {{task: dB}}, got {table!r:.60}")
+            continue
+        bad = {k: v for k, v in table.items() if not (isinstance(k, str) and _is_number(v))}
+        if bad:
+            problems.append(f"{where} values {bad!r:.120} must be finite numbers of dB")
 
 
 def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
