@@ -411,7 +411,7 @@ def main(args) -> int:
 
 
 def _run(args) -> int:
-    from tir.edge.outputs.base import check_output, open_output
+    from tir.edge.outputs.base import check_output, check_outputs_apart, open_output
     from tir.edge.pipeline import Pipeline
     from tir.edge.sources.base import check_source, open_source
     from tir.edge.sources.orient import oriented
@@ -435,6 +435,7 @@ def _run(args) -> int:
             checked_reference = check_source(args.reference) \
                 if getattr(args, "reference", None) not in (None, NO_REFERENCE) else None
             checked_outputs = [check_output(uri) for uri in uris]
+            check_outputs_apart(checked_outputs)
             check_not_recording_over([checked_source, checked_reference], checked_outputs)
             model, description = load_model(args.model, args.backend, args.task, args.threads,
                                             adapt=getattr(args, "adapt", None),

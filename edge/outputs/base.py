@@ -138,6 +138,51 @@ def check_output(uri, **options) -> URI:
     return check_scheme(uri, options, OUTPUTS, "output", OutputError, OutputOptionError)
 
 
+#: output schemes that write into a folder of their own (the recorder, the open-world collector)
+FOLDER_SCHEMES = ("file", "collect")
+#: HTTP's defaults when the URI names no host or port (edge/outputs/http.py DEFAULT_HOST/DEFAULT_PORT)
+HTTP_DEFAULTS = ("127.0.0.1", 8080)
+
+
+def check_outputs_apart(uris) -> None:
+    """Refuse outputs of one run that would take the same thing, before any opens: two HTTP
+    outputs on one port (0.0.0.0 and ``::`` listen on every address, so they meet any host on
+    that port; port 0 picks a free port and meets nothing), or two folder outputs (``file://``,
+    ``collect://``) writing the same folder or one inside the other. The second one used to fail
+    on the first: "port 8765 on 127.0.0.1 is in use", "already holds a recording".
+
+    Args:
+        uris: the checked output URIs (:func:`check_output`).
+
+    Raises:
+        OutputOptionError: naming both outputs and what they share.
+    """
+    from pathlib import Path
+
+    seen_ports, seen_folders = [], []
+    for uri in uris:
+        if uri.scheme == "http":
+            host = uri.host or HTTP_DEFAULTS[0]
+            port = HTTP_DEFAULTS[1] if uri.port is None else uri.port
+            if port == 0:
+                continue
+            for other, other_host in seen_ports:
+                if other[1] == port and (host == other_host or {host, other_host} & {"0.0.0.0", "::"}):
+                    raise OutputOptionError(f"{other[0].text} and {uri.text} both listen on port {port}: one "
+                                            "port serves one HTTP output (its page has every stream); drop one, "
+                                            "or give the second another port")
+            seen_ports.append(((uri, port), host))
+        elif uri.scheme in FOLDER_SCHEMES and uri.path:
+            folder = Path(uri.path).expanduser().resolve()
+            for other, other_folder in seen_folders:
+                if folder == other_folder or other_folder in folder.parents or folder in other_folder.parents:
+                    where = (f"both write into {folder}" if folder == other_folder else
+                             f"one writes inside the other's folder ({other_folder}, {folder})")
+                    raise OutputOptionError(f"{other.text} and {uri.text}: {where}; give each output a folder "
+                                            "of its own, outside the others")
+            seen_folders.append((uri, folder))
+
+
 def open_output(uri, **options) -> Output:
     """Create the output for ``uri`` (str or :class:`URI`); options override the URI query.
 
