@@ -317,7 +317,7 @@ class TauClient(CommandClient):
     def _attempt(self, function: int, arg: bytes, reply_size: int, name: str, deadline: float) -> bytes:
         """One request-reply exchange, after the echo probe when the reply may equal the request."""
         if self.port_echoes is None and reply_size == len(arg):
-            self._probe_echo(deadline)
+            self._probe_echo(deadline, name)
         echoed = []  # the request came back as sent in this attempt
 
         def check(packet: TauPacket) -> Optional[bytes]:
@@ -337,7 +337,7 @@ class TauClient(CommandClient):
                 raise TauTimeout(f"{exc}: {ECHO_ONLY}") from exc
             raise
 
-    def _probe_echo(self, deadline: float) -> None:
+    def _probe_echo(self, deadline: float, asked: str = "") -> None:
         """Learn :attr:`port_echoes` with SERIAL_NUMBER (0x04), whose echo (no argument) cannot be
         its reply (8 bytes). A reply of any kind after no echo means the port does not echo.
 
@@ -353,12 +353,13 @@ class TauClient(CommandClient):
                 echoed.append(packet)
                 return None
             if packet.error:
-                raise TauCRCError("echo probe (SERIAL_NUMBER 0x04): reply with a bad CRC")
+                raise TauCRCError(f"{asked or 'command'} (its echo probe SERIAL_NUMBER 0x04): reply with a bad CRC")
             self.port_echoes = bool(echoed)
             return packet.arg
 
         try:
-            self._exchange(encode_packet(function), "echo probe (SERIAL_NUMBER 0x04)", deadline, check)
+            self._exchange(encode_packet(function), f"{asked or 'command'} (its echo probe SERIAL_NUMBER 0x04)",
+                           deadline, check)
         except TauTimeout as exc:
             if echoed:
                 self.port_echoes = True
