@@ -420,6 +420,20 @@ class OnlineAdapter:
         self.done = False
         self.result: Optional[dict] = None
         self.reason: Optional[str] = None
+        #: collections started again because the camera changed (:meth:`restart`), and the last reasons
+        self.restarts = 0
+        self.restart_reasons: Optional[List[str]] = None
+
+    def restart(self, reasons: Sequence[str] = ()) -> None:
+        """Drop what was collected and collect ``frames`` embeddings afresh, while not yet fitted:
+        the camera changed (the source reconnected, the frame size changed: ``Restorer.new_camera``),
+        and a map fitted on two cameras' embeddings aligns neither (the fit's moments would mix
+        them). Does nothing once the fit ran (done)."""
+        if self.done:
+            return
+        self._collected = []
+        self.restarts += 1
+        self.restart_reasons = [str(r) for r in reasons]
 
     @property
     def count(self) -> int:
@@ -428,12 +442,14 @@ class OnlineAdapter:
 
     @property
     def state(self) -> str:
-        """``collecting k/N``, ``adapted`` or ``refused: reason``."""
+        """``collecting k/N`` (with `` (restarted: camera change REASONS)`` after :meth:`restart`),
+        ``adapted`` or ``refused: reason``."""
         if self.result is not None:
             return "adapted"
         if self.reason is not None:
             return f"refused: {self.reason}"
-        return f"collecting {self.count}/{self.frames}"
+        again = f" (restarted: camera change {', '.join(self.restart_reasons or [])})" if self.restarts else ""
+        return f"collecting {self.count}/{self.frames}{again}"
 
     def add(self, embeddings) -> Optional[dict]:
         """Collect (N, D) float embeddings; at the ``frames``-th one, fit the map once.

@@ -504,3 +504,22 @@ def test_frames_that_cannot_be_held_in_memory_are_refused_at_the_first_frame(tmp
     monkeypatch.setattr(machine, "available_memory", lambda: 2 ** 30)
     with pytest.raises(A.AdaptationRefused, match="would need"):
         A.collect_frames(SOURCE_URI, 99999999999, progress=False)
+
+
+def test_a_camera_change_while_collecting_starts_the_collection_again(adapt_bundle):
+    # tir run --adapt N fitted one map on embeddings of two cameras when the source reconnected
+    # (or changed its frame size) half way: the map's moments mixed both cameras.
+    r = Restorer(adapt_bundle / "bundle", every=8, adapt=40, source_uri=SOURCE_URI)
+    x = A.collect_frames(SOURCE_URI, 90, progress=False)
+    for i in range(30):
+        r.infer(x[i][None, None])
+    assert r.status()["adapt"]["state"] == "collecting 30/40"
+    r.infer(x[30][None, None], meta={"camera_change": ["connection"]})   # the first frame of the new camera
+    assert r.status()["adapt"]["state"] == "collecting 1/40 (restarted: camera change connection)"
+    for i in range(31, 69):
+        r.infer(x[i][None, None])
+    assert r.status()["adapt"]["state"].startswith("collecting 39/40")
+    r.infer(x[69][None, None])
+    assert r.status()["adapt"]["state"] == "adapted" and r._adaptation["frames"] == 40
+    r.infer(x[70][None, None], meta={"camera_change": ["size"]})   # a fitted map stays
+    assert r.status()["adapt"]["state"] == "adapted"
