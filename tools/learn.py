@@ -169,7 +169,9 @@ def prepare_work_dir(bundle, work: Path, spec, name: str) -> dict:
     old = model.tasks
     state_path = work / "state.json"
     if state_path.is_file():
-        state = json.loads(state_path.read_text())
+        from tir.engines.training.train import load_state_file
+
+        state = load_state_file(state_path)
         seeded = state.get("learn") or {}
         if seeded.get("task") == name and seeded.get("checkpoint") == info["sha256"]:
             log.info("resuming in %s (done: %s)", work, ", ".join(state.get("done", [])))
@@ -191,7 +193,9 @@ def prepare_work_dir(bundle, work: Path, spec, name: str) -> dict:
         (work / "router").mkdir(exist_ok=True)
         shutil.copyfile(bundle.router_path, work / "router" / bundle.router_path.name)
         state["router"] = dict(bundle.router, file=bundle.router_path.name)
-    (work / "state.json").write_text(json.dumps(state, indent=2))
+    from tir.engines.training.train import save_state
+
+    save_state(work, state)   # whole or not at all: a kill while seeding left a cut state.json
     return {"tasks": old, "model": model, "resumed": False}
 
 
