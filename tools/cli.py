@@ -276,6 +276,13 @@ def number(kind=float, low=None, high=None, low_open: bool = False, what: str = 
 MAX_SIDE = 8192
 
 
+#: the pruning options' checked types of tir train and tir learn (one definition: learn took
+#: ``--group 0``, ``--prune-p 2`` and ``--prune-samples 0`` and failed only after its training)
+GROUP = number(int, 1, what="a number of channels")
+PRUNE_P = number(float, 0, 1, low_open=True, what="a pick-count threshold")
+PRUNE_SAMPLES = number(int, 1, what="a number of frames")
+
+
 def frame_size(text: str, option: str = "--size"):
     """A ``--size`` (``tir bench``, ``export``, ``calibrate``, ``build``) or a ``--roofline`` size:
     ``"WxH"`` -> (w, h) in px, each side 1..:data:`MAX_SIDE`.

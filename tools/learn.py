@@ -39,8 +39,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .cli import number, thread_count
-from .train import GROUP, PRUNE_P, PRUNE_SAMPLES
+from .cli import GROUP, PRUNE_P, PRUNE_SAMPLES, number, thread_count
 
 log = logging.getLogger("tir.learn")
 

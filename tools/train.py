@@ -11,16 +11,9 @@ import logging
 import time
 from pathlib import Path
 
-from .cli import number, thread_count
+from .cli import GROUP, PRUNE_P, PRUNE_SAMPLES, number, thread_count
 
 log = logging.getLogger("tir.train")
-
-
-#: the pruning options' checked types, shared with ``tir learn`` (one definition: learn took
-#: ``--group 0``, ``--prune-p 2`` and ``--prune-samples 0`` and failed only after its training)
-GROUP = number(int, 1, what="a number of channels")
-PRUNE_P = number(float, 0, 1, low_open=True, what="a pick-count threshold")
-PRUNE_SAMPLES = number(int, 1, what="a number of frames")
 
 
 def add_arguments(parser) -> None:
