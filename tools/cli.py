@@ -141,7 +141,8 @@ OPTIONAL_PACKAGES = {
 
 def refuse_empty_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse an option given an empty (or blank) value, in every mode: no option's default is
-    an empty string, so one came from the command line, and it names nothing. ``tir run
+    an empty string, so one came from the command line, and it names nothing (an option's own
+    ``const``, what a flag such as ``tir bench --roofline`` means without a value, passes). ``tir run
     --record ''`` recorded nothing, ``--source ''`` and ``--output ''`` took the defaults,
     ``--reference ''`` and ``--adapt-save ''`` meant the current folder, all without a word.
 
@@ -151,7 +152,8 @@ def refuse_empty_values(parser: argparse.ArgumentParser, args: argparse.Namespac
     for action in parser._actions:   # argparse keeps the option strings of each dest only here
         value = getattr(args, action.dest, None)
         values = value if isinstance(value, list) else [value]
-        if action.option_strings and any(isinstance(v, str) and not v.strip() for v in values):
+        if action.option_strings and any(isinstance(v, str) and not v.strip() and v != action.const
+                                         for v in values):   # const: the flag given without a value
             parser.error(f"argument {'/'.join(action.option_strings)}: an empty value names nothing; "
                          f"give {action.metavar or action.dest.upper()} or leave the option out")
 
