@@ -27,6 +27,23 @@ def parse_tegra_release(text: str) -> Optional[str]:
     return f"{m.group(1)}.{m.group(2)}" if m else None
 
 
+def available_memory(meminfo: str = "/proc/meminfo") -> Optional[int]:
+    """Bytes of memory the kernel says a new allocation can get without swapping: ``MemAvailable``
+    of ``meminfo`` (Linux >= 3.14, proc(5)), else ``os.sysconf`` free pages × page size; None when
+    neither can be read."""
+    try:
+        with open(meminfo, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the file's unit is kB (KiB)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def run_command(cmd: List[str], timeout: float = 5.0) -> Optional[str]:
     """stdout + stderr of ``cmd`` (a program and its arguments, no shell), or None when the
     program is not on PATH, cannot start or runs longer than ``timeout`` seconds."""

@@ -76,18 +76,25 @@ def parse_uri(text: str) -> URI:
 
     A bare integer N becomes ``v4l2:///dev/videoN``, a bare ``/dev/video*`` path ``v4l2://``,
     any other bare path ``file://`` with the path made absolute; ``file://relative/path`` is
-    read as a relative path too. The path of a URI naming a local folder or file
+    read as a relative path too. A bare text that starts with a scheme and ``:`` but not
+    ``://`` (``http:127.0.0.1:8080``, ``synthetic:``) and names no existing path is refused: it
+    was taken for a folder of that name (a recording, with no HTTP server). The path of a URI naming a local folder or file
     (:data:`LOCAL_PATH_SCHEMES`: ``file://``, ``collect://``) is percent-decoded (RFC 8089 /
     RFC 3986 section 2.1), so a folder named ``take #2`` is ``file:///data/take%20%232``; a bare
     path is taken as written.
 
     Raises:
-        UsageError: an option is given twice in the query.
+        UsageError: an option is given twice in the query; a scheme without its ``//``.
     """
     text = str(text).strip()
     if re.fullmatch(r"\d+", text):
         return URI("v4l2", path=f"/dev/video{text}", text=f"v4l2:///dev/video{text}")
     if "://" not in text:
+        typo = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):/?/?", text)   # RFC 3986 scheme, 2+ characters
+        if typo and not os.path.exists(text):  # 'http:127.0.0.1:8080' recorded into a folder of that name
+            scheme, rest = typo.group(1), text[typo.end():]
+            raise UsageError(f"{text!r} reads as a {scheme}: address without its '//': write {scheme}://{rest}"
+                             f" (a path that starts so is given as ./{text})")
         if text.startswith("/dev/video"):
             return URI("v4l2", path=text, text=f"v4l2://{text}")
         return URI("file", path=os.path.abspath(text), text=f"file://{os.path.abspath(text)}")

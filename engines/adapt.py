@@ -420,6 +420,20 @@ class OnlineAdapter:
         self.done = False
         self.result: Optional[dict] = None
         self.reason: Optional[str] = None
+        #: collections started again because the camera changed (:meth:`restart`), and the last reasons
+        self.restarts = 0
+        self.restart_reasons: Optional[List[str]] = None
+
+    def restart(self, reasons: Sequence[str] = ()) -> None:
+        """Drop what was collected and collect ``frames`` embeddings afresh, while not yet fitted:
+        the camera changed (the source reconnected, the frame size changed: ``Restorer.new_camera``),
+        and a map fitted on two cameras' embeddings aligns neither (the fit's moments would mix
+        them). Does nothing once the fit ran (done)."""
+        if self.done:
+            return
+        self._collected = []
+        self.restarts += 1
+        self.restart_reasons = [str(r) for r in reasons]
 
     @property
     def count(self) -> int:
@@ -428,12 +442,14 @@ class OnlineAdapter:
 
     @property
     def state(self) -> str:
-        """``collecting k/N``, ``adapted`` or ``refused: reason``."""
+        """``collecting k/N`` (with `` (restarted: camera change REASONS)`` after :meth:`restart`),
+        ``adapted`` or ``refused: reason``."""
         if self.result is not None:
             return "adapted"
         if self.reason is not None:
             return f"refused: {self.reason}"
-        return f"collecting {self.count}/{self.frames}"
+        again = f" (restarted: camera change {', '.join(self.restart_reasons or [])})" if self.restarts else ""
+        return f"collecting {self.count}/{self.frames}{again}"
 
     def add(self, embeddings) -> Optional[dict]:
         """Collect (N, D) float embeddings; at the ``frames``-th one, fit the map once.
@@ -482,16 +498,16 @@ def write_adapted_bundle(bundle_path, out_dir, adaptation: dict, camera_spans: O
     ``training_span``).
 
     Raises:
-        BundleError: the bundle fails its checks, or ``out_dir`` already exists.
+        BundleError: the bundle fails its checks, ``out_dir`` already exists, or the copy cannot be
+            written (a full disk: the copy is removed again).
         AdaptationRefused: the bundle has no router or no source statistics.
     """
     import copy
 
-    from .bundle import copy_bundle, load_bundle, save_manifest
+    from .bundle import load_bundle, new_copy, save_manifest
 
     original = load_bundle(bundle_path)
     source_of(original.router, original.name)
-    out = copy_bundle(original.path, out_dir)
     manifest = copy.deepcopy(original.manifest)
     manifest["router"][ADAPTATION_KEY] = adaptation
     if camera_spans:
@@ -500,7 +516,8 @@ def write_adapted_bundle(bundle_path, out_dir, adaptation: dict, camera_spans: O
         manifest["router"][CONTRAST_SPAN_KEY] = {**span_summary(camera_spans), "data": adaptation.get("source"),
                                                  "camera": True, "training_span": training or None}
     manifest["adapted_from"] = str(original.path)
-    return save_manifest(out, manifest)
+    with new_copy(original.path, out_dir) as out:   # a manifest that cannot be written: no copy left
+        return save_manifest(out, manifest)
 
 
 #: what ``add_source_stats`` computes: both, the adaptation statistics alone, the contrast prior alone
@@ -563,6 +580,30 @@ def add_source_stats(bundle_path, frames: np.ndarray, data: str, draws: int = SO
 # tir adapt: collect frames from a source, fit, write the adapted copy
 # ---------------------------------------------------------------------------------------------
 
+def check_collection_fits(frames: int, frame_bytes: int, shape=None, available: Optional[int] = None) -> None:
+    """Refuse a collection of ``frames`` model-input frames of ``frame_bytes`` bytes each that
+    cannot be held in memory: :func:`collect_frames` keeps every frame (float32, the router
+    embeds them after) and stacks them into one array at the end, so it needs twice
+    ``frames × frame_bytes``; ``--frames 99999999999`` collected for hours and would end in a
+    MemoryError. ``available``: bytes free (default :func:`tir.edge.machine.available_memory`;
+    nothing is refused when it cannot be read).
+
+    Raises:
+        AdaptationRefused: the frames need more than the available memory; the message gives
+            the most that fit and :data:`DEFAULT_FRAMES`.
+    """
+    from ..edge.machine import available_memory
+
+    available = available_memory() if available is None else available
+    need = 2 * frames * frame_bytes
+    if available is None or need <= available:
+        return
+    size = f" ({shape[-1]}x{shape[-2]} px float32)" if shape is not None and len(shape) >= 2 else ""
+    raise AdaptationRefused(f"--frames {frames} would need {need / 2 ** 30:.1f} GiB of memory for the frames{size}, "
+                            f"{available / 2 ** 30:.1f} GiB are available: ask for at most "
+                            f"{available // (2 * frame_bytes)} ({DEFAULT_FRAMES} recommended)")
+
+
 def collect_frames(source_uri: str, frames: int, normalizer=None, stride: int = 1, timeout_s: float = 5.0,
                    progress: bool = True, input_flip: Optional[str] = None) -> np.ndarray:
     """``frames`` model-input frames (frames,H,W float32 [0,1]) from any source URI, through
@@ -588,6 +629,8 @@ def collect_frames(source_uri: str, frames: int, normalizer=None, stride: int = 
                 continue
             prep(frame)
             out.append(np.asarray(frame.meta.pop(MODEL_INPUT_KEY), np.float32))
+            if len(out) == 1:
+                check_collection_fits(int(frames), out[0].nbytes, out[0].shape)
             bar.update(1)
             if len(out) == int(frames):
                 break

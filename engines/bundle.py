@@ -22,6 +22,7 @@ message naming the file or key. Unknown extra files in the folder are ignored an
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -31,7 +32,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from ..edge.errors import ModelError
 from .engine import DEFAULT_MULTIPLE
@@ -477,6 +478,24 @@ def copy_bundle(src: PathLike, dst: PathLike) -> Path:
     return dst
 
 
+@contextlib.contextmanager
+def new_copy(src: PathLike, dst: PathLike) -> Iterator[Path]:
+    """:func:`copy_bundle` for a change that completes the copy (a new manifest, an added
+    student, a rewritten router): yields ``dst``; an error inside the block removes the copy
+    again, so no half-made bundle (the original's manifest under the new name) stays behind
+    for a second try to be refused on as existing.
+
+    Raises:
+        BundleError: from :func:`copy_bundle`; whatever the block raises, after the removal.
+    """
+    out = copy_bundle(src, dst)
+    try:
+        yield out
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def _short(digest: str) -> str:
     return f"{digest[:12]}…"
 
@@ -759,6 +778,7 @@ def _check_student(manifest: dict, problems: List[str]) -> None:
     if lacking:
         problems.append(f"student lacks {lacking}")
     _check_file_ref("student", student, problems)
+    _check_student_metrics(student.get("metrics"), problems)
     prompts = student.get("prompts")
     if "prompts" in student:
         if not (isinstance(prompts, list) and prompts and all(isinstance(p, str) and _TASK_NAME.fullmatch(p)
@@ -772,6 +792,33 @@ def _check_student(manifest: dict, problems: List[str]) -> None:
             if missing:
                 problems.append(f"student.prompts {prompts} lack routes {missing}: the student must have a "
                                 "prompt for every route")
+
+
+def _check_student_metrics(metrics, problems: List[str]) -> None:
+    """``student.metrics`` is absent/null or an object whose dB tables, which ``tir deploy`` and
+    deploy=auto read (``val_psnr``, ``teacher_val_psnr``, and ``user_val``'s ``student``,
+    ``routes``, ``tone``), are {task name: finite number} when present (a string there was an
+    AttributeError traceback out of ``tir deploy``)."""
+    if metrics is None:
+        return
+    if not isinstance(metrics, dict):
+        problems.append(f"student.metrics must be an object (val_psnr, teacher_val_psnr, ...), got {metrics!r:.60}")
+        return
+    tables = [(f"student.metrics.{key}", metrics.get(key)) for key in ("val_psnr", "teacher_val_psnr")]
+    user = metrics.get(USER_VAL_KEY)
+    if user is not None and not isinstance(user, dict):
+        problems.append(f"student.metrics.{USER_VAL_KEY} must be an object (split, sets, student, routes, tone)")
+    elif user is not None:
+        tables += [(f"student.metrics.{USER_VAL_KEY}.{key}", user.get(key)) for key in ("student", "routes", TONE)]
+    for where, table in tables:
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            problems.append(f"{where} must be an object {{task: dB}}, got {table!r:.60}")
+            continue
+        bad = {k: v for k, v in table.items() if not (isinstance(k, str) and _is_number(v))}
+        if bad:
+            problems.append(f"{where} values {bad!r:.120} must be finite numbers of dB")
 
 
 def _check_auto_deploy(manifest: dict, problems: List[str]) -> None:
@@ -1033,10 +1080,10 @@ def set_deploy(bundle_dir: PathLike, deploy: str, margin_db: Optional[float] = N
     problems = validate_manifest(manifest)
     if problems:
         raise BundleError("\n".join(problems))
-    target = bundle.path
-    if out_dir is not None:
-        target = copy_bundle(bundle.path, out_dir)
-    return save_manifest(target, manifest)
+    if out_dir is None:
+        return save_manifest(bundle.path, manifest)
+    with new_copy(bundle.path, out_dir) as target:   # a manifest that cannot be written: no copy left
+        return save_manifest(target, manifest)
 
 
 def listed_files(manifest: dict) -> Dict[str, str]:
@@ -1218,8 +1265,14 @@ def add_student(bundle_dir: PathLike, out_dir: PathLike, student_onnx: PathLike,
     src = load_bundle(bundle_dir)
     out = Path(out_dir)
     check_student_out(src, out)   # an earlier output of the same teachers is updated in place
-    if not out.exists():
-        copy_bundle(src.path, out)
+    if out.exists():
+        return _add_student_to(out, student_onnx, info, deploy, margin_db)
+    with new_copy(src.path, out):   # a student or manifest that cannot be written: no copy left
+        return _add_student_to(out, student_onnx, info, deploy, margin_db)
+
+
+def _add_student_to(out: Path, student_onnx: PathLike, info: Mapping, deploy: str, margin_db: float) -> Bundle:
+    """:func:`add_student` into ``out``, a bundle folder already there."""
     name = "student.onnx"
     _copy(student_onnx, out / name)
     entry = {k: v for k, v in dict(info).items() if k not in ("file", "sha256")}

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -311,13 +312,36 @@ def synthesize(spec, clean_counts: np.ndarray, draws: int = 2, seed: int = 0, ma
 # the whole step
 # ---------------------------------------------------------------------------------------------
 
+def write_report_file(path: Path, doc, indent: int = 1) -> None:
+    """``doc`` as JSON (``indent``, a final newline) into ``path`` through a temporary file beside it
+    that replaces it only when complete, so a full disk leaves no cut report or proposal.
+
+    Raises:
+        OutputFailed: the write failed (exit 3); the message names the file and the reason.
+    """
+    from tir.edge.errors import OutputFailed
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=indent) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise OutputFailed(f"{path}: not written ({exc.strerror or exc}); free space there or give another "
+                           "--out") from exc
+
+
 def discover(folder, bundle_path, out_dir, min_size: int = 5, max_depth: int = 5, known_margin: float = 0.1,
              seed: int = 0, propose_specs: bool = True, fit_frames: int = 16, progress: bool = True,
              plots: bool = True) -> Dict:
     """Cluster a collection, test the nodes against the bundle's codebook, propose specs for
     new leaves, write ``report.json`` (+ ``tree.png``, ``exemplars.png``, ``proposed-<id>.json``)
     into ``out_dir``; returns the report. Raises ValueError (no/too few embeddings, a bundle
-    without a router) with a message naming the folder or bundle."""
+    without a router) with a message naming the folder or bundle, OutputFailed when a file
+    cannot be written (:func:`write_report_file`)."""
     from tir.edge.outputs.collect import load_frame, read_index
     from tir.edge.normalize import Normalizer
 
@@ -401,7 +425,7 @@ def discover(folder, bundle_path, out_dir, min_size: int = 5, max_depth: int = 5
             else:  # no "steps": tir learn --spec refuses it rather than learn a guess
                 doc = {"name": name, "fit": {**spec["fit"], "fits": False, "residual": result["residual"],
                                              "reason": result["reason"]}, "closest_steps": spec["steps"]}
-            (out_dir / out_name).write_text(json.dumps(doc, indent=2) + "\n")
+            write_report_file(out_dir / out_name, doc, indent=2)
             result["file"] = out_name
             return result
 
@@ -456,7 +480,7 @@ def discover(folder, bundle_path, out_dir, min_size: int = 5, max_depth: int = 5
         "proposals": proposals,
         "groups": groups,
     }
-    (out_dir / REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    write_report_file(out_dir / REPORT, report)
     if plots:
         try:
             plot_tree(nodes, out_dir / "tree.png")
@@ -464,7 +488,7 @@ def discover(folder, bundle_path, out_dir, min_size: int = 5, max_depth: int = 5
             report["plots"] = ["tree.png", "exemplars.png"]
         except ImportError as exc:
             report["plots"] = f"not drawn: {exc}; pip install matplotlib (or tir-edge[discover])"
-        (out_dir / REPORT).write_text(json.dumps(report, indent=1) + "\n")
+        write_report_file(out_dir / REPORT, report)
     return report
 
 

@@ -909,9 +909,14 @@ class Restorer:
         the new camera's routed frames, their restored verdicts kept it so (a clean Boson-like
         camera after RoadScene: the noise task on 384 of 400 clean frames, docs/cameras.md). A
         time-based forgetting instead stopped restoring a sustained degradation on an unchanged
-        camera; these signals come from the stream, never from the frames' content."""
+        camera; these signals come from the stream, never from the frames' content. An online
+        adaptation still collecting (``adapt``) starts its collection again
+        (:meth:`~tir.engines.adapt.OnlineAdapter.restart`): fitted on two cameras' frames, the map
+        aligned neither; a map already fitted stays."""
         self.camera_changes += 1
         self.camera_change = list(reasons)
+        if self.adapter is not None:   # --adapt N still collecting: one camera's frames only
+            self.adapter.restart(reasons)
         for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
             if gate is not None:
                 gate.restart()

@@ -463,3 +463,63 @@ def test_source_stats_data_with_an_unknown_set_name_is_named(capsys):
     assert err.startswith("tir adapt: error: --data flir_raw16_mixed,bogus: bogus is neither a registered set "
                           "(known: roadscene, ") and err.endswith(") nor a folder\n")
     assert (shipped / "manifest.json").read_bytes() == before
+
+
+def test_an_adapted_copy_whose_manifest_cannot_be_written_is_removed(adapt_bundle, tmp_path, monkeypatch):
+    # A full disk after the model files were copied: the copy used to stay at --out with the
+    # original's manifest (an unadapted bundle under the adapted name), and the same command was
+    # then refused because --out existed.
+    import errno
+
+    from tir.engines import bundle as bundle_module
+    from tir.engines.bundle import BundleError
+
+    real = bundle_module._manifest_text
+
+    def full(manifest):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bundle_module, "_manifest_text", full)
+    entry = {"A": np.eye(6).tolist(), "b": [0.0] * 6, "frames": 64, "source": "synthetic://"}
+    with pytest.raises(BundleError, match="No space left on device"):
+        A.write_adapted_bundle(adapt_bundle / "bundle", tmp_path / "copy", entry)
+    assert not (tmp_path / "copy").exists()
+    monkeypatch.setattr(bundle_module, "_manifest_text", real)
+    copy = A.write_adapted_bundle(adapt_bundle / "bundle", tmp_path / "copy", entry)  # the same command again
+    assert load_bundle(copy.path).router[A.ADAPTATION_KEY]["frames"] == 64
+
+
+def test_frames_that_cannot_be_held_in_memory_are_refused_at_the_first_frame(tmp_path, monkeypatch):
+    # --frames 99999999999 collected for hours (every frame is kept as float32) towards a MemoryError
+    from tir.edge import machine
+
+    assert A.check_collection_fits(200, 4 * 160 * 120, available=100 * 2 ** 20) is None   # 2 × 15 MiB fit
+    with pytest.raises(A.AdaptationRefused, match=r"--frames 99999999999 would need .* GiB of memory for the "
+                                                  r"frames \(160x120 px float32\), 1\.0 GiB are available: ask for "
+                                                  r"at most 6990 "):
+        A.check_collection_fits(99999999999, 4 * 160 * 120, (160, 120)[::-1], available=2 ** 30)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    8000000 kB\n")
+    assert machine.available_memory(str(meminfo)) == 8000000 * 1024
+    monkeypatch.setattr(machine, "available_memory", lambda: 2 ** 30)
+    with pytest.raises(A.AdaptationRefused, match="would need"):
+        A.collect_frames(SOURCE_URI, 99999999999, progress=False)
+
+
+def test_a_camera_change_while_collecting_starts_the_collection_again(adapt_bundle):
+    # tir run --adapt N fitted one map on embeddings of two cameras when the source reconnected
+    # (or changed its frame size) half way: the map's moments mixed both cameras.
+    r = Restorer(adapt_bundle / "bundle", every=8, adapt=40, source_uri=SOURCE_URI)
+    x = A.collect_frames(SOURCE_URI, 90, progress=False)
+    for i in range(30):
+        r.infer(x[i][None, None])
+    assert r.status()["adapt"]["state"] == "collecting 30/40"
+    r.infer(x[30][None, None], meta={"camera_change": ["connection"]})   # the first frame of the new camera
+    assert r.status()["adapt"]["state"] == "collecting 1/40 (restarted: camera change connection)"
+    for i in range(31, 69):
+        r.infer(x[i][None, None])
+    assert r.status()["adapt"]["state"].startswith("collecting 39/40")
+    r.infer(x[69][None, None])
+    assert r.status()["adapt"]["state"] == "adapted" and r._adaptation["frames"] == 40
+    r.infer(x[70][None, None], meta={"camera_change": ["size"]})   # a fitted map stays
+    assert r.status()["adapt"]["state"] == "adapted"

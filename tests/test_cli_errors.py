@@ -332,3 +332,18 @@ def test_threads_zero_stops_tir_run_before_it_starts():
                           "--frames", "1", "--threads", "0")
     assert code == 2 and err.endswith("tir run: error: argument --threads: 0: give a number of threads >= 1\n")
     assert "tir run: output" not in out
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["run", "--record", ""], "--record"),            # recorded nothing, exit 0
+    (["run", "--source", " "], "--source"),           # took the default camera
+    (["run", "--output", "http://127.0.0.1:0", "--output", ""], "--output"),
+    (["run", "--reference", ""], "--reference"),      # read the current folder
+    (["adapt", "--source", "synthetic://", "--out", ""], "--out"),
+    (["eval", "--data", ""], "--data"),
+])
+def test_an_empty_option_value_is_refused_in_every_mode(capsys, argv, option):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    assert f"argument {option}: an empty value names nothing" in capsys.readouterr().err

@@ -437,3 +437,27 @@ def test_bench_both_with_another_source_times_the_pipeline_on_a_model_not_pinned
     assert "clean frames of the virtual camera" in result["camera_reference"]     # the model-only row's
     assert seen[0]["camera_reference"] is None and seen[0]["frames"] == 0
     assert result["pipeline"]["camera_reference"] is None
+
+
+@pytest.mark.parametrize("outputs, says", [
+    # the second output failed on the first: "port 8765 on 127.0.0.1 is in use"
+    (["--output", "http://127.0.0.1:{port}", "--output", "http://127.0.0.1:{port}"], "both listen on port {port}"),
+    (["--output", "http://127.0.0.1:{port}", "--output", "http://0.0.0.0:{port}"], "both listen on port {port}"),
+    # "already holds a recording (frames.csv)": the first recorder had just made it
+    (["--record", "{tmp}/rec", "--output", "file://{tmp}/rec"], "both write into {tmp}/rec"),
+    (["--record", "{tmp}/rec", "--collect", "{tmp}/rec/unknown"], "one writes inside the other's folder"),
+])
+def test_two_outputs_that_would_take_the_same_port_or_folder_are_refused_before_any_opens(tmp_path, capsys,
+                                                                                          outputs, says):
+    import socket
+
+    from tir.tools.cli import main
+
+    with socket.socket() as probe:  # a port free now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = [a.format(port=port, tmp=tmp_path) for a in outputs]
+    code = main(["run", "--source", "synthetic://?size=160x120&realtime=0", "--frames", "2", "--quiet", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and says.format(port=port, tmp=tmp_path) in err[0], err
+    assert not (tmp_path / "rec").exists()   # nothing was opened

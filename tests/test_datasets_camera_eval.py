@@ -321,6 +321,41 @@ def test_register_folder_reads_the_bit_depth_and_refuses_mixed_frames(tmp_path, 
         ds.register_folder(tmp_path / "nowhere")
 
 
+def test_tir_eval_on_a_folder_of_mixed_bit_depths_drops_the_odd_frames_as_tir_run_does(tmp_path, capsys,
+                                                                                        monkeypatch):
+    # Before: "tir eval: error: ...b0.png: uint8 frame in a 16-bit set", exit 2, where tir run
+    # replays the folder and drops the two 8-bit frames. Now eval keeps the 16-bit frames, drops
+    # the others by the file source's own rule, and names them.
+    import json
+
+    from tir.tools import cli
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
+    b = _identity_bundle(tmp_path)
+    mix = tmp_path / "mix"
+    mix.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(mix / f"a{i}.png"), (9000 + _scene(70, 90, i) * 2000).astype(np.uint16))
+    for i in range(2):  # a0 b0 a1 b1 a2 by name
+        cv2.imwrite(str(mix / f"a{i}b.png"), np.rint(_scene(70, 90, i) * 255).astype(np.uint8))
+    out = tmp_path / "mix.json"
+    assert cli.main(["eval", "--bundle", str(b.path), "--data", str(mix), "--no-true-routes",
+                     "--max-frames", "3", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    only = json.loads(out.read_text())["sets"]["dir:mix"]
+    assert only["frames"] == 3 and only["bits"] == 16   # --max-frames counts the frames kept
+    from tir.edge.sources.file import check_depth  # the one rule, tir run's file source's
+
+    with pytest.raises(Exception) as rule:
+        check_depth(8, 16, "set")
+    assert only["dropped"] == [{"file": str(mix / f"a{i}b.png"), "reason": str(rule.value)} for i in range(2)]
+    assert "dir:mix: 2 frame(s) dropped, as tir run drops them: an 8-bit frame in a 16-bit set is skipped" in text
+    assert "a0b.png, a1b.png" in text
+    dropped = []
+    assert len(ds.load_counts("dir:mix", ds.ALL, dropped=dropped)) == 3 and len(dropped) == 2
+
+
 def test_an_undecodable_frame_in_a_folder_names_the_file_and_what_to_do(tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
     (tmp_path / "cam").mkdir()

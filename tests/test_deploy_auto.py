@@ -3,6 +3,7 @@ route's, else the route. The rule and its edges, the manifest's auto_deploy tabl
 the Restorer running the engine the table names, hot-swap, and the CLI (tir deploy, --deploy auto)."""
 import errno
 import json
+import re
 import shutil
 
 import numpy as np
@@ -516,3 +517,53 @@ def test_user_path_table_averages_each_camera_once(bundles, monkeypatch):
         camera_eval.user_path_table("B", "real")
 
 
+
+
+@pytest.mark.parametrize("mode", ["deploy --out", "add_student"])
+def test_a_new_copy_whose_manifest_cannot_be_written_is_removed(bundles, tmp_path, monkeypatch, mode):
+    # tir deploy --set ... --out NEW and tir distill's add_student: a full disk after the model
+    # files were copied left a bundle at NEW with the source's manifest (the deploy or student
+    # not in it) which a second try then refused or mistook for an earlier output.
+    import errno
+
+    from tir.engines import bundle as bundle_module
+
+    real = bundle_module._manifest_text
+
+    def full(manifest):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def make():
+        if mode == "add_student":
+            return add_student(bundles / "routes", tmp_path / "new", _student_onnx(tmp_path / "s.onnx"),
+                               {"prompts": ["a", "b", "clean"], "metrics": METRICS}, deploy="auto")
+        return set_deploy(bundles / "auto", "routes", out_dir=tmp_path / "new")
+
+    monkeypatch.setattr(bundle_module, "_manifest_text", full)
+    with pytest.raises(BundleError, match="No space left on device"):
+        make()
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setattr(bundle_module, "_manifest_text", real)
+    assert make().deploy == ("auto" if mode == "add_student" else "routes")
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda s: s.__setitem__("metrics", "x"), "student.metrics must be an object"),
+    (lambda s: s["metrics"].__setitem__("val_psnr", {"a": "abc"}), "student.metrics.val_psnr values {'a': 'abc'}"),
+    (lambda s: s["metrics"].__setitem__("teacher_val_psnr", [1, 2]), "student.metrics.teacher_val_psnr must be an"),
+    (lambda s: s["metrics"].__setitem__("user_val", {"student": {"a": float("nan")}}),
+     "student.metrics.user_val.student values {'a': nan} must be finite"),
+])
+def test_a_tampered_student_metrics_table_is_refused_on_load(bundles, tmp_path, capsys, change, says):
+    # student.metrics = "x" was an AttributeError traceback out of `tir deploy` (exit 1) and ran in tir run
+    from tir.tools.cli import main
+
+    folder = _copy(bundles, "auto", tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest["student"])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=re.escape(says)):
+        load_bundle(folder)
+    assert main(["deploy", "--bundle", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]

@@ -151,3 +151,32 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["discover", "--from", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no index.json" in err[0] and "tir run --collect" in err[0]
+
+
+def test_an_out_that_cannot_be_written_is_refused_first_and_a_full_disk_is_one_line(collection, tmp_path, capsys,
+                                                                                  monkeypatch):
+    # An --out under a file was a NotADirectoryError traceback after loading the bundle; a full
+    # disk a traceback after the whole clustering, with a cut report.json left behind.
+    import errno
+    import pathlib
+
+    from tir.tools.cli import main
+
+    folder, bundle = collection
+    (tmp_path / "afile").write_text("x")
+    assert main(["discover", "--from", str(folder), "--model", str(bundle), "--out", str(tmp_path / "afile" / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file, not a folder" in err[0] and "nothing was clustered" in err[0]
+    with pytest.raises(SystemExit):
+        main(["discover", "--from", str(folder), "--known-margin", "nan"])
+    assert "argument --known-margin: nan: give a cosine margin >= 0 and <= 2" in capsys.readouterr().err
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    assert main(["discover", "--from", str(folder), "--model", str(bundle), "--out", str(tmp_path / "rep"),
+                 "--min-size", "4", "--fit-frames", "2"]) == 3
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tir discover")]
+    assert len(err) == 1 and "not written (No space left on device)" in err[0]   # besides the progress bars
+    assert not [p for p in (tmp_path / "rep").iterdir() if p.suffix in (".json", ".tmp")]

@@ -130,6 +130,6 @@ def test_bad_arguments_and_missing_camera(tmp_path):
     (tmp_path / "dev" / "ttyUSB0").touch()
     with pytest.raises(CameraNotFound, match="serial ports here: .*ttyUSB0"):
         open_camera_control(None, sysfs_root=str(tmp_path / "sys"), dev_root=str(tmp_path / "dev"))
-    with pytest.raises(CameraNotFound, match="pass --port"):
+    with pytest.raises(CameraNotFound, match="name the port: tir run --camera-port DEV"):
         open_camera_control(None, protocol="tau", sysfs_root=str(tmp_path / "sys"),
                             dev_root=str(tmp_path / "dev"))

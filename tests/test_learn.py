@@ -273,6 +273,12 @@ def test_learn_refuses_an_out_folder_holding_something_else_before_training(tiny
     ("--steps", "-1", "give a number of steps >= 0"),  # -1 went on into the field stage
     ("--lr", "nan", "give a learning rate > 0"),  # torch refused it only after the data loaded
     ("--batch", "0", "give a batch size >= 1"),
+    # tir train checked these, tir learn did not: training ran its 1000 steps first
+    ("--group", "0", "give a number of channels >= 1"),
+    ("--group", "-1", "give a number of channels >= 1"),
+    ("--prune-p", "2", "give a pick-count threshold > 0 and <= 1"),
+    ("--prune-p", "-0.5", "give a pick-count threshold > 0 and <= 1"),
+    ("--prune-samples", "0", "give a number of frames >= 1"),
 ])
 def test_learn_numbers_are_checked_by_argparse(capsys, option, value, words):
     from tir.tools.cli import main

@@ -324,3 +324,41 @@ def test_file_size_limit_reads_ulimit(tmp_path):
             "from tir.edge.outputs.recorder import file_size_limit; print(file_size_limit(sys.argv[1]))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "123456"
+
+
+@pytest.mark.faults
+def test_a_full_disk_ends_tir_run_at_once_with_exit_3(tmp_path, monkeypatch, capsys, caplog):
+    # Before: the recorder stopped, but the run streamed on to its limit (or forever without
+    # one) and exited 3 only then; now the run ends at the failure.
+    import json
+
+    from tir.tools.cli import main
+
+    _disk_full_after(monkeypatch, 1 + 2 * 2)
+    code = main(["run", "--source", "synthetic://?size=160x120&realtime=0", "--frames", "400", "--quiet",
+                 "--model", "plainnet:tiny", "--backend", "torch",
+                 "--output", f"file://{tmp_path}/rec?preview=0&what=raw"])
+    out, err = capsys.readouterr()
+    assert code == 3, err
+    assert "output stopped for good, ending the run: recording to" in caplog.text
+    info = json.loads((tmp_path / "rec" / "recording.json").read_text())
+    assert info["stats"]["frames"] < 400 - 50  # stopped at the failure, not at the limit
+    assert info["stats"]["output_failures"] and "frames kept, readable: 2" in err
+    assert len(read_recording(tmp_path / "rec", what="raw")[0]) == 2
+
+
+@pytest.mark.faults
+def test_a_pipeline_asked_to_stop_on_an_output_failure_is_done_when_it_fails(tmp_path, monkeypatch):
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.sources import open_source
+
+    _disk_full_after(monkeypatch, 1)
+    rec = open_output(f"file://{tmp_path}/rec?preview=0")
+    source = open_source("synthetic://?size=160x120&realtime=0")  # endless
+    pipeline = Pipeline(source, None, [rec], stop_on_output_failure=True).start()
+    try:
+        assert pipeline.wait(60.0)  # done by the failure, not by a limit (there is none)
+    finally:
+        pipeline.stop()
+    assert pipeline.output_failed[0] == rec.uri.text and "No space left" in pipeline.output_failed[1]
+    assert pipeline.snapshot()["output_failures"] == {rec.uri.text: rec.failure}

@@ -237,3 +237,21 @@ def test_lepton_on_purethermal_by_usb_id_takes_the_size_the_device_reports(tmp_p
             assert "telemetry" not in frame.meta
     with pytest.raises(SourceError, match="telemetry=top"):
         V4L2Source(parse_uri(f"v4l2://{dev}/video0?telemetry=left"), FakeCapture([]), str(sysfs), str(dev))
+
+
+def test_a_path_that_is_no_video_device_and_a_name_that_is_no_number_are_named_as_such(tmp_path):
+    # Before: "OpenCV (V4L2) cannot open /dev/null; is another program using it?" for a file, a
+    # folder or another character device, and v4l2://abc opened /dev/video0.
+    from tir.edge.sources.v4l2 import not_a_video_device
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for path, says in ((str(afile), "(a regular file)"), (str(tmp_path), "(a folder)"),
+                       ("/dev/null", "(a character device of major 1, not video4linux's 81)")):
+        with pytest.raises(SourceError) as info:
+            open_source(f"v4l2://{path}")
+        assert f"{path} is not a video device {says}" in str(info.value)
+        assert "another program" not in str(info.value)
+    with pytest.raises(SourceError, match=r"v4l2://abc: 'abc' is not a device number; give v4l2://N"):
+        open_source("v4l2://abc")
+    assert not_a_video_device(str(afile)) == "a regular file"

@@ -702,3 +702,57 @@ def test_field_stage_keeps_the_frames_as_stored_by_default(tmp_path, teacher_bun
                         seen.append(orientation) or real_eval(task, net, weights, orientation))
     d.field()
     assert set(shapes) == {(64, 96)} and set(seen) == {0}
+
+
+def test_distill_names_a_broken_teacher_bundle_as_the_bundle_not_the_out(tmp_path, teacher_bundle, monkeypatch,
+                                                                        capsys):
+    # A teacher bundle missing its model.pt read "tir distill: --out incomplete bundle B: ...":
+    # the user was sent to look at --out, which was fine.
+    import shutil
+
+    from tir.engines.training import distill
+    from tir.tools.cli import main
+
+    monkeypatch.setattr(distill, "Distiller", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("trained")))
+    broken = tmp_path / "teachers"
+    shutil.copytree(teacher_bundle, broken)
+    victim = next(p for p in broken.iterdir() if p.suffix == ".onnx")
+    victim.unlink()
+    assert main(["distill", "--bundle", str(broken), "--out", str(tmp_path / "new")]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"tir distill: --bundle incomplete bundle {broken}: {victim.name}") and "--out" not in out
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("damaged, says", [
+    ("state.json", "state.json cannot be read back (Expecting"),    # was: "tir distill: Expecting ',' delimiter ..."
+    ("student.pt", "student.pt cannot be read back (PytorchStreamReader failed reading zip archive"),  # a traceback
+])
+def test_a_damaged_work_dir_file_is_named_in_one_line(tmp_path, teacher_bundle, capsys, damaged, says):
+    from tir.tools.cli import main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    if damaged == "state.json":
+        (work / "state.json").write_text('{"done": ["distill"')
+    else:
+        import torch
+
+        torch.save({"architecture": {}, "state_dict": {}}, work / "whole.pt")
+        (work / "student.pt").write_bytes((work / "whole.pt").read_bytes()[:100])   # a copy cut short
+    code = main(["distill", "--bundle", str(teacher_bundle), "--out", str(tmp_path / "o"), "--work-dir", str(work),
+                 "--steps", "1", "--field-steps", "0", "--max-frames", "2"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 2 and out[-1].startswith("tir distill: ") and says in out[-1], out[-3:]
+    assert str(work / damaged) in out[-1] and not (tmp_path / "o").exists()
+
+
+def test_work_dir_readers_name_the_file(tmp_path):
+    from tir.engines.training.train import WorkDirError, load_checkpoint_file, load_state_file
+
+    (tmp_path / "state.json").write_text("[1, 2]")
+    with pytest.raises(WorkDirError, match=r"state\.json holds list, not a work dir state"):
+        load_state_file(tmp_path / "state.json")
+    (tmp_path / "model.pt").write_bytes(b"")
+    with pytest.raises(WorkDirError, match=r"model\.pt cannot be read back"):
+        load_checkpoint_file(tmp_path / "model.pt")

@@ -124,3 +124,93 @@ def test_faults(emu, fault):
 def test_missing_port(emu):
     with pytest.raises(tau.TauPortError, match="does not exist"):
         TauClient("/dev/ttyUSB_nonexistent_tir")
+
+
+def test_a_port_that_echoes_is_named_and_no_echo_is_taken_for_a_reply():
+    # loop:// returns what is written. Before: get_gain_mode read "reply carries 0 bytes,
+    # expected 2", get_fpa_temp_c returned 0.0 °C and run_ffc "succeeded" with no camera at all.
+    import serial
+    client = TauClient(serial.serial_for_url("loop://"), timeout=TIMEOUT, retries=1)
+    for command in (client.get_gain_mode, client.get_fpa_temp_c, client.run_ffc,
+                    lambda: client.set_gain_mode("high")):
+        with pytest.raises(tau.TauTimeout, match=r"only the request itself came back \(the port echoes"):
+            command()
+    assert client.port_echoes is True and client.stats()["function_errors"] == 0
+
+
+@pytest.mark.parametrize("first", ["run_ffc", "get_fpa_temp_c", "get_gain_mode"])
+def test_a_camera_behind_an_echoing_port_answers_every_command(first):
+    # The echo precedes each reply; DO_FFC's, SET_*'s and READ_SENSOR's replies can equal their
+    # requests byte for byte, so the client learns the port echoes before taking one as a reply.
+    with TauEmulator(echo=True) as emu, TauClient(emu.port, timeout=TIMEOUT, retries=0) as client:
+        getattr(client, first)()
+        assert client.port_echoes is True
+        client.run_ffc()
+        client.set_gain_mode("low")
+        assert client.get_gain_mode() is TauGainMode.LOW
+        assert client.get_fpa_temp_c() == pytest.approx(31.5)
+        emu.fpa_temp_c = 0.0  # a reply identical to its request (argument 0x0000)
+        assert client.get_fpa_temp_c() == 0.0
+        assert client.get_camera_sn() == 412345
+        assert emu.ffc_count == 2 - (first != "run_ffc")
+
+
+def test_a_port_that_does_not_echo_is_probed_once():
+    with TauEmulator() as emu, TauClient(emu.port, timeout=TIMEOUT, retries=0) as client:
+        client.run_ffc()
+        client.run_ffc()
+        assert client.port_echoes is False and emu.requests["serial_number"] == 1 and emu.ffc_count == 2
+    with TauEmulator() as emu, TauClient(emu.port, timeout=TIMEOUT, retries=0) as client:
+        assert client.get_gain_mode() is TauGainMode.HIGH  # its reply differs from its request: no probe
+        client.run_ffc()
+        assert client.port_echoes is False and emu.requests["serial_number"] == 0
+
+
+def test_a_path_that_is_no_serial_port_and_a_missing_one_say_so_and_list_the_ports(tmp_path):
+    # Before: pyserial's "Could not configure port: (25, 'Inappropriate ioctl for device')" for a
+    # file, "[Errno 21] Is a directory" for a folder, and a missing port listed nothing.
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for path, says in ((afile, "is not a serial port (a regular file)"), (tmp_path, "is not a serial port (a folder)"),
+                       (tmp_path / "ttyUSB9", "does not exist")):
+        with pytest.raises(tau.TauPortError) as info:
+            TauClient(str(path))
+        assert says in str(info.value) and "serial ports" in str(info.value), str(info.value)
+
+
+def test_bytes_that_form_no_packet_are_counted_in_the_timeout(tmp_path):
+    # another device or another baud rate on the port: "no reply" said nothing of the bytes that came
+    import os
+    import threading
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def noise():
+        while not stop.is_set():
+            os.write(master, bytes(range(0x10, 0x50)))   # no 0x6E: never a Tau2 packet start
+            stop.wait(0.01)
+
+    thread = threading.Thread(target=noise, daemon=True)
+    thread.start()
+    try:
+        client = TauClient(os.ttyname(slave), timeout=TIMEOUT, retries=0)
+        with pytest.raises(tau.TauTimeout, match=r"bytes came back that are no Tau2 packet: another device on "
+                                                 r"this port, or another baud rate\?"):
+            client.get_gain_mode()
+        client.close()
+    finally:
+        stop.set()
+        thread.join()
+        os.close(master)
+        os.close(slave)
+
+
+def test_a_camera_not_found_names_the_option_of_each_mode():
+    # tir run's --port is the HTTP output's: "pass --port DEV" sent run users to the wrong option
+    from tir.edge.camera.ffc import CameraNotFound, find_control_port
+
+    with pytest.raises(CameraNotFound, match="tir run --camera-port DEV, tir camera --port DEV"):
+        find_control_port("tau")

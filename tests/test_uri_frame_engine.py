@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,21 @@ def test_a_misspelt_uri_option_is_refused_naming_the_known_ones():
         open_output("http://127.0.0.1:0?max_viewer=1")
     source = open_source("synthetic://?size=160x120&degrade=noise")  # known options still work
     source.close()
+
+
+@pytest.mark.parametrize("text, says", [
+    ("http:127.0.0.1:8081", "write http://127.0.0.1:8081"),   # was a recording into ./http:127.0.0.1:8081
+    ("http:/127.0.0.1:8081", "write http://127.0.0.1:8081"),
+    ("synthetic:", "write synthetic://"),
+    ("v4l2:0", "write v4l2://0"),
+])
+def test_a_scheme_without_its_slashes_is_refused_not_taken_for_a_folder(tmp_path, monkeypatch, text, says):
+    from tir.edge.errors import UsageError
+    from tir.edge.uri import parse_uri
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=re.escape(says)):
+        parse_uri(text)
+    (tmp_path / "take:1").mkdir()                        # a path of that form that exists is a path
+    assert parse_uri("take:1").path == str(tmp_path / "take:1")
+    assert parse_uri("./http:x").scheme == "file" and parse_uri("C:").scheme == "file"

@@ -97,6 +97,7 @@ def main(argv=None) -> int:
                                      epilog=getattr(module, "EXIT_CODES_HELP", None))
     module.add_arguments(parser)
     args = parser.parse_args(argv[mode_index + 1 :])
+    refuse_empty_values(parser, args)
     args.command_line = f"tir {mode} " + " ".join(shlex.quote(a) for a in argv[mode_index + 1:])
     from tir.edge.logs import RateLimitFilter
 
@@ -136,6 +137,25 @@ OPTIONAL_PACKAGES = {
                 "GPU; see tir doctor)",
     "pycuda": "pycuda (pip install pycuda, or the [jetson] extras)",
 }
+
+
+def refuse_empty_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse an option given an empty (or blank) value, in every mode: no option's default is
+    an empty string, so one came from the command line, and it names nothing (an option's own
+    ``const``, what a flag such as ``tir bench --roofline`` means without a value, passes). ``tir run
+    --record ''`` recorded nothing, ``--source ''`` and ``--output ''`` took the defaults,
+    ``--reference ''`` and ``--adapt-save ''`` meant the current folder, all without a word.
+
+    Raises:
+        SystemExit: argparse's error (status 2) naming the option.
+    """
+    for action in parser._actions:   # argparse keeps the option strings of each dest only here
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if action.option_strings and any(isinstance(v, str) and not v.strip() and v != action.const
+                                         for v in values):   # const: the flag given without a value
+            parser.error(f"argument {'/'.join(action.option_strings)}: an empty value names nothing; "
+                         f"give {action.metavar or action.dest.upper()} or leave the option out")
 
 
 def missing_dependency(mode: str, exc: ModuleNotFoundError):
@@ -256,6 +276,13 @@ def number(kind=float, low=None, high=None, low_open: bool = False, what: str = 
 #: 20000x20000 bench frame was killed for memory while its batches were made, and tir export
 #: --size 99999x99999 failed allocating 37 GiB
 MAX_SIDE = 8192
+
+
+#: the pruning options' checked types of tir train and tir learn (one definition: learn took
+#: ``--group 0``, ``--prune-p 2`` and ``--prune-samples 0`` and failed only after its training)
+GROUP = number(int, 1, what="a number of channels")
+PRUNE_P = number(float, 0, 1, low_open=True, what="a pick-count threshold")
+PRUNE_SAMPLES = number(int, 1, what="a number of frames")
 
 
 def frame_size(text: str, option: str = "--size"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tir.edge.errors import InputError, ModelError, UsageError
 
-from .cli import refusing
+from .cli import folder_problem, number, refusing
 
 
 def add_arguments(parser) -> None:
@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", metavar="DIR", help="report folder (default: DIR/discover)")
     parser.add_argument("--min-size", type=int, default=5, help="smallest cluster a split may leave (default 5)")
     parser.add_argument("--max-depth", type=int, default=5, help="deepest split (default 5)")
-    parser.add_argument("--known-margin", type=float, default=0.1,
+    parser.add_argument("--known-margin", type=number(float, 0, 2, what="a cosine margin"), default=0.1,
                         help="a cluster whose centre is within this cosine of the nearest class's unknown "
                              "threshold counts as near that known task (default 0.1)")
     parser.add_argument("--fit-frames", type=int, default=16,
@@ -47,7 +47,9 @@ def main(args) -> int:
         0.
 
     Raises:
-        UsageError: ``--min-size`` or ``--fit-frames`` < 1, or ``--max-depth`` < 0.
+        UsageError: ``--min-size`` or ``--fit-frames`` < 1, or ``--max-depth`` < 0; an ``--out``
+            where nothing can be written.
+        OutputFailed: the report or a proposal could not be written (a full disk; exit 3).
         ModelError: no ``--model`` and no installed bundle.
         InputError: no frames in the folder, or the bundle refused (a ValueError or
             FileNotFoundError of the library).
@@ -64,6 +66,9 @@ def main(args) -> int:
         if bundle is None:
             raise ModelError("no bundle installed; pass --model BUNDLE (the one the frames were collected with)")
     out = Path(args.out) if args.out else Path(args.source) / "discover"
+    problem = folder_problem(out)   # found before the clustering, not by a traceback after it
+    if problem:
+        raise UsageError(f"--out {out}: {problem}; give a writable folder (nothing was clustered)")
     with refusing(ValueError, FileNotFoundError, kind=InputError):  # no frames there, a refused bundle
         report = discover(args.source, bundle, out, min_size=args.min_size, max_depth=args.max_depth,
                           known_margin=args.known_margin, seed=args.seed, propose_specs=not args.no_propose,

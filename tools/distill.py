@@ -112,7 +112,11 @@ def check_out(out, bundle_path) -> None:
     from tir.engines.bundle import BundleError, check_student_out, load_bundle
 
     try:
-        check_student_out(load_bundle(bundle_path), out)
+        teachers = load_bundle(bundle_path)
+    except BundleError as exc:  # it was reported as an --out problem ("--out incomplete bundle B: ...")
+        raise BundleError(f"--bundle {exc} (nothing was trained or written)") from None
+    try:
+        check_student_out(teachers, out)
     except BundleError as exc:
         raise BundleError(f"--out {exc} (nothing was trained or written)") from None
 

@@ -39,7 +39,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .cli import number, thread_count
+from .cli import GROUP, PRUNE_P, PRUNE_SAMPLES, number, thread_count
 
 log = logging.getLogger("tir.learn")
 
@@ -74,9 +74,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=number(float, 0, low_open=True, what="a learning rate"), default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=thread_count, default=2)
-    parser.add_argument("--group", type=int, default=8)
-    parser.add_argument("--prune-p", type=float, default=None)
-    parser.add_argument("--prune-samples", type=int, default=32)
+    parser.add_argument("--group", type=GROUP, default=8, help="channels per pruning group (as tir train)")
+    parser.add_argument("--prune-p", type=PRUNE_P, default=None,
+                        help="SE survival threshold p in (0, 1] (as tir train; default: the smallest p reaching the target reduction)")
+    parser.add_argument("--prune-samples", type=PRUNE_SAMPLES, default=32, help="frames N for the SE picks")
     parser.add_argument("--router-draws", type=number(int, 1, what="a number of draws"), default=4,
                         help="degradation draws per val frame for the new codebook row and the stolen-frame "
                              "measurement (default 4)")
@@ -167,7 +168,9 @@ def prepare_work_dir(bundle, work: Path, spec, name: str) -> dict:
     old = model.tasks
     state_path = work / "state.json"
     if state_path.is_file():
-        state = json.loads(state_path.read_text())
+        from tir.engines.training.train import load_state_file
+
+        state = load_state_file(state_path)
         seeded = state.get("learn") or {}
         if seeded.get("task") == name and seeded.get("checkpoint") == info["sha256"]:
             log.info("resuming in %s (done: %s)", work, ", ".join(state.get("done", [])))
@@ -189,7 +192,9 @@ def prepare_work_dir(bundle, work: Path, spec, name: str) -> dict:
         (work / "router").mkdir(exist_ok=True)
         shutil.copyfile(bundle.router_path, work / "router" / bundle.router_path.name)
         state["router"] = dict(bundle.router, file=bundle.router_path.name)
-    (work / "state.json").write_text(json.dumps(state, indent=2))
+    from tir.engines.training.train import save_state
+
+    save_state(work, state)   # whole or not at all: a kill while seeding left a cut state.json
     return {"tasks": old, "model": model, "resumed": False}
 
 

@@ -26,7 +26,10 @@ start-up: outputs closed, the recording indexed and its preview finalised.
 
 Exit status: 0 the run ended (limit, end of file, stop signal); 1 a model stage failed;
 2 bad arguments, or a source or output could not be opened or failed; 3 the recording
-failed (disk full, I/O error: the frames written before it are kept and readable).
+failed (disk full, I/O error: the frames written before it are kept and readable). A run
+asked to record cannot do what it was asked once its recording stopped: it stops at once
+(the failure logged, on the last status line and in ``/stats.json`` until the server
+closes), every output closed cleanly, and exits 3.
 """
 from __future__ import annotations
 
@@ -351,7 +354,7 @@ def hot_swappable(model, args):
 # tir run's exit codes (--help epilog): the table of edge/errors.py, one for every mode
 EXIT_CODES_HELP = ("exit status: 0 the run ended (limit, end of file, SIGINT/SIGTERM/SIGHUP: clean stop); "
                    "1 a model stage failed; 2 bad arguments, a source or output failed; "
-                   "3 the recording failed (disk full: the frames written before are kept)")
+                   "3 the recording failed (disk full: the run stops at once, the frames written before are kept)")
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
@@ -408,7 +411,7 @@ def main(args) -> int:
 
 
 def _run(args) -> int:
-    from tir.edge.outputs.base import check_output, open_output
+    from tir.edge.outputs.base import check_output, check_outputs_apart, open_output
     from tir.edge.pipeline import Pipeline
     from tir.edge.sources.base import check_source, open_source
     from tir.edge.sources.orient import oriented
@@ -432,6 +435,7 @@ def _run(args) -> int:
             checked_reference = check_source(args.reference) \
                 if getattr(args, "reference", None) not in (None, NO_REFERENCE) else None
             checked_outputs = [check_output(uri) for uri in uris]
+            check_outputs_apart(checked_outputs)
             check_not_recording_over([checked_source, checked_reference], checked_outputs)
             model, description = load_model(args.model, args.backend, args.task, args.threads,
                                             adapt=getattr(args, "adapt", None),
@@ -458,7 +462,7 @@ def _run(args) -> int:
                     output.collector = collectors[0]
             pipeline = Pipeline(source, model, outputs, agc=args.agc, palette=args.palette,
                                 normalizer=normalizer_for(model), frames=args.frames, duration=args.duration,
-                                ffc=ffc)
+                                ffc=ffc, stop_on_output_failure=True)
             pipeline.start()
         except BaseException:
             # a pipeline that failed to start has closed the source and outputs itself

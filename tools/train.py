@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from .cli import number, thread_count
+from .cli import GROUP, PRUNE_P, PRUNE_SAMPLES, number, thread_count
 
 log = logging.getLogger("tir.train")
 
@@ -54,13 +54,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=number(float, 0, low_open=True, what="a learning rate"), default=2e-3, help="peak learning rate (AdamW, cosine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=thread_count, default=2, help="torch CPU threads")
-    parser.add_argument("--group", type=number(int, 1, what="a number of channels"), default=8,
+    parser.add_argument("--group", type=GROUP, default=8,
                         help="channels per pruning group (8 keeps widths multiples of 8)")
-    parser.add_argument("--prune-p", type=number(float, 0, 1, low_open=True, what="a pick-count threshold"), default=None,
+    parser.add_argument("--prune-p", type=PRUNE_P, default=None,
                         help="SE survival threshold p (default: smallest p reaching --target-reduction)")
     parser.add_argument("--target-reduction", type=number(float, 0, 1, low_open=True, what="a fraction of MACs"), default=0.40,
                         help="branch MAC reduction the automatic p aims for")
-    parser.add_argument("--prune-samples", type=number(int, 1, what="a number of frames"), default=32, help="frames N for the SE picks")
+    parser.add_argument("--prune-samples", type=PRUNE_SAMPLES, default=32, help="frames N for the SE picks")
     parser.add_argument("--no-router", action="store_true", help="skip the router stage")
     parser.add_argument("--router-steps", type=number(int, 1, what="a number of steps"), default=1500)
     parser.add_argument("--router-from", default=None,

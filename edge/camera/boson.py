@@ -272,6 +272,22 @@ def check_serial_url(port: str) -> None:
                                  "in 0..65535 (e.g. socket://127.0.0.1:7000)")
 
 
+def not_a_serial_port(path: str):
+    """Why ``path`` (which exists) cannot be a serial port, or None: a serial port (a tty, a
+    pty, a USB CDC-ACM or USB-serial adapter) is a character device; a folder, a regular file
+    or a FIFO is not."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if stat.S_ISCHR(st.st_mode):
+        return None
+    return "a folder" if stat.S_ISDIR(st.st_mode) else "a regular file" if stat.S_ISREG(st.st_mode) \
+        else "not a character device"
+
+
 def open_serial_port(port: str, baudrate: int = BOSON_BAUDRATE, timeout: float = 0.02):
     """Open ``port`` (a device path or a pyserial URL such as ``loop://``) exclusively, 8N1.
 
@@ -281,8 +297,14 @@ def open_serial_port(port: str, baudrate: int = BOSON_BAUDRATE, timeout: float =
     """
     import serial  # the protocol code above needs no serial import
 
-    if "://" not in port and not os.path.exists(port):
-        raise BosonPortError(f"serial port {port} does not exist")
+    if "://" not in port:
+        from ..sources.devices import describe_serial_ports
+
+        if not os.path.exists(port):
+            raise BosonPortError(f"serial port {port} does not exist; {describe_serial_ports()}")
+        problem = not_a_serial_port(port)
+        if problem:  # was pyserial's "Could not configure port: (25, 'Inappropriate ioctl for device')"
+            raise BosonPortError(f"{port} is not a serial port ({problem}); {describe_serial_ports()}")
     check_serial_url(port)
     try:
         return serial.serial_for_url(port, baudrate=baudrate, bytesize=8, parity="N", stopbits=1,

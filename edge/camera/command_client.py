@@ -159,9 +159,11 @@ class CommandClient:
         Raises:
             port_error: the port failed (an ``OSError``, e.g. ``serial.SerialException``).
             truncated_error: ``deadline`` passed with a reply started but not complete.
-            timeout_error: ``deadline`` passed with no reply.
+            timeout_error: ``deadline`` passed with no reply (the message counts the bytes that
+                came back but formed no packet: the reader's ``garbage_bytes``, when it has them).
         """
         self._reader.reset()
+        garbage_before = getattr(self._reader, "garbage_bytes", 0)
         try:
             self._port.reset_input_buffer()
             self._port.write(request)
@@ -174,6 +176,10 @@ class CommandClient:
         except OSError as exc:  # serial.SerialException is an OSError
             raise self.port_error(f"{name}: serial port {self.port_name} failed: {exc}") from exc
         where = f"within {self.timeout:g} s on {self.port_name}"
+        garbage = getattr(self._reader, "garbage_bytes", 0) - garbage_before
+        if garbage:  # bytes came, but none formed a packet: another device, or another baud rate
+            where += (f" ({garbage} bytes came back that are no {self.product} packet: another device on "
+                      "this port, or another baud rate?)")
         if self._reader.pending_bytes:
             raise self.truncated_error(f"{name}: {self.truncated_text.format(n=self._reader.pending_bytes)} {where}")
         raise self.timeout_error(f"{name}: no reply {where}")

@@ -10,7 +10,8 @@
 Faults (:data:`FAULTS`) apply to the next ``count`` replies, one each: ``garbage`` (noise bytes
 around the reply), ``bad_crc``, ``truncated`` (first half of the reply, no end byte), ``stall``
 (no reply), ``wrong_seq``, ``wrong_function``, ``status`` (an error status code instead of the
-answer), ``late`` (the right reply, but only after ``delay_s``).
+answer), ``late`` (the right reply, but only after ``delay_s``). ``echo=True`` writes every
+received byte straight back before the reply, as a half-duplex adapter or TX wired to RX does.
 """
 from __future__ import annotations
 
@@ -49,8 +50,9 @@ class PtyDevice(abc.ABC):
 
     name = "device"
 
-    def __init__(self, reply_delay_s: float = 0.0):
+    def __init__(self, reply_delay_s: float = 0.0, echo: bool = False):
         self.reply_delay_s = reply_delay_s
+        self.echo = echo  # write every received byte straight back, as a loopback or half-duplex link does
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo or line editing even before a client configures it
         self.port = os.ttyname(self._slave)
@@ -133,6 +135,8 @@ class PtyDevice(abc.ABC):
                 continue
             self.rx += data
             del self.rx[:-RX_LOG_BYTES]
+            if self.echo:
+                self._write_all(data)
             reply = self.handle(data)
             if reply:
                 delay, self._delay_next_s = self.reply_delay_s + self._delay_next_s, 0.0
@@ -346,8 +350,9 @@ class TauEmulator(PtyDevice):
     def __init__(self, serial_number: int = 412345, sensor_serial_number: int = 98765,
                  revision: Tuple[int, int, int, int] = (1, 5, 2, 1), fpa_temp_c: float = 31.5,
                  ffc_mode: tau.TauFFCMode = tau.TauFFCMode.MANUAL,
-                 gain_mode: tau.TauGainMode = tau.TauGainMode.HIGH, reply_delay_s: float = 0.0):
-        super().__init__(reply_delay_s)
+                 gain_mode: tau.TauGainMode = tau.TauGainMode.HIGH, reply_delay_s: float = 0.0,
+                 echo: bool = False):
+        super().__init__(reply_delay_s, echo)
         self.serial_number = serial_number
         self.sensor_serial_number = sensor_serial_number
         self.revision = tuple(revision)

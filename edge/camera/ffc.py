@@ -105,6 +105,11 @@ class CameraNotFound(LookupError, InputError):
     """No serial port of a known camera is plugged in; the message lists the ports that exist."""
 
 
+#: how a message asks for the port: the option is ``--camera-port`` in ``tir run`` (whose
+#: ``--port`` is the HTTP output's) and ``--port`` in ``tir camera``
+NAME_THE_PORT = "name the port: tir run --camera-port DEV, tir camera --port DEV"
+
+
 def find_boson_port(sysfs_root: str = "/sys", dev_root: str = "/dev") -> str:
     """Path of the first serial port with the Boson's USB VID:PID (09CB:4007, thermal_io.md §1.1)."""
     return find_control_port("boson", sysfs_root, dev_root)
@@ -119,7 +124,7 @@ def find_control_port(protocol: str, sysfs_root: str = "/sys", dev_root: str = "
 
     ids = usb_ids(protocol)
     if not ids:
-        raise CameraNotFound(f"a {protocol} camera has no USB ID of its own; pass --port DEV "
+        raise CameraNotFound(f"a {protocol} camera has no USB ID of its own; {NAME_THE_PORT} "
                              f"({describe_serial_ports(sysfs_root, dev_root)})")
     for port in list_serial_ports(sysfs_root, dev_root):
         if (port.vid, port.pid) in ids:
@@ -127,7 +132,7 @@ def find_control_port(protocol: str, sysfs_root: str = "/sys", dev_root: str = "
     names = ", ".join(e.title for e in CAMERAS if e.protocol == protocol)
     said = ", ".join(f"{v:04x}:{p:04x}" for v, p in ids)
     raise CameraNotFound(f"no {names} serial port (USB {said}) found; "
-                         f"{describe_serial_ports(sysfs_root, dev_root)}; pass --port DEV")
+                         f"{describe_serial_ports(sysfs_root, dev_root)}; {NAME_THE_PORT}")
 
 
 def open_camera_control(port: Optional[str] = None, protocol: str = "boson", timeout: float = 1.0,

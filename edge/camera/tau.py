@@ -8,6 +8,17 @@ CRC is CRC-16/XMODEM (crc.py). CRC2 covers everything before it, which equals th
 argument alone because the CRC of header+CRC1 is 0 (§2). Replies have a fixed length per
 command (flirpy ``tau_config``). Requests carry status 0; replies carry the camera's status.
 
+A port that echoes what is written (``loop://``, TX wired to RX, a half-duplex RS-485 adapter)
+returns each request before the reply. Tau2 packets have no sequence number and a successful
+reply to DO_FFC, a SET_* or READ_SENSOR can be byte-identical to its request (status 0, the same
+argument), so the echo cannot always be told from the reply by its bytes. The client learns
+whether its port echoes (:attr:`TauClient.port_echoes`) from a packet that equals the request
+but cannot be the reply (another length: every GET, SERIAL_NUMBER), or from a reply that differs
+from its request; before a command whose reply may equal its request, while the port is not yet
+known, it first sends SERIAL_NUMBER (0x04: no argument, an 8-byte reply) to find out. On an
+echoing port the first packet equal to the request is skipped; when only the echo came back,
+the timeout says so.
+
 Errors, all subclasses of :class:`TauError`: :class:`TauPortError`, :class:`TauTimeout`
 (:class:`TauTruncatedReply` when a reply started but never completed), :class:`TauCRCError`,
 :class:`TauFunctionMismatch`, :class:`TauStatusError` (one subclass per status in
@@ -110,6 +121,9 @@ STATUS_ERRORS: Dict[int, Tuple[str, Type[TauStatusError]]] = {
     0x0A: ("CAM_FEATURE_NOT_ENABLED", TauFeatureNotEnabled),
 }
 STATUS_NAMES = {code: name for code, (name, _) in STATUS_ERRORS.items()}
+#: what a timeout adds when only the request itself came back
+ECHO_ONLY = ("only the request itself came back (the port echoes what is sent: a loopback such as loop://, "
+             "TX wired to RX or a half-duplex adapter); no camera answered")
 RETRYABLE = (TauTimeout, TauCRCError, TauFunctionMismatch, TauNotReady)
 #: the ``Raises`` line of the command methods' docstrings
 RAISES = "TauError: the subclass for what went wrong (port, timeout, CRC, function mismatch, status)."
@@ -268,12 +282,15 @@ class TauClient(CommandClient):
                  retries: int = 2, baudrate: int = TAU_BAUDRATE, poll_s: float = 0.02):
         super().__init__(port_or_serial, timeout, retries, baudrate, poll_s, _open_tau_port)
         self._reader = TauPacketReader()
+        #: True when the port returns what is written, False when a reply showed it does not,
+        #: None while unknown (see the module docstring)
+        self.port_echoes: Optional[bool] = None
 
     def stats(self) -> dict:
         """Link counters: commands, retries, timeouts, crc_errors, function_errors, status_errors,
-        garbage_bytes.
+        garbage_bytes; ``port_echoes`` (True, False or None: not yet known).
         """
-        return dict(self.counters, garbage_bytes=self._reader.garbage_bytes)
+        return dict(self.counters, garbage_bytes=self._reader.garbage_bytes, port_echoes=self.port_echoes)
 
     def _function_of(self, command: TauCommand) -> int:
         return command.function
@@ -295,9 +312,65 @@ class TauClient(CommandClient):
                 TauNotReady are retried ``retries`` times (never longer than ``timeout * (retries + 1)`` s).
         """
         name = name or f"function 0x{function:02X}"
-        return self._run(lambda deadline: self._exchange(
-            encode_packet(function, arg), name, deadline,
-            lambda packet: self._check(packet, function, reply_size, name)))
+        return self._run(lambda deadline: self._attempt(function, bytes(arg), reply_size, name, deadline))
+
+    def _attempt(self, function: int, arg: bytes, reply_size: int, name: str, deadline: float) -> bytes:
+        """One request-reply exchange, after the echo probe when the reply may equal the request."""
+        if self.port_echoes is None and reply_size == len(arg):
+            self._probe_echo(deadline, name)
+        echoed = []  # the request came back as sent in this attempt
+
+        def check(packet: TauPacket) -> Optional[bytes]:
+            if not echoed and self._is_echo(packet, function, arg) and (
+                    self.port_echoes or len(packet.arg) != reply_size):
+                echoed.append(packet)
+                self.port_echoes = True
+                return None
+            if self.port_echoes is None and not packet.error and not self._is_echo(packet, function, arg):
+                self.port_echoes = False  # the camera's own packet came first
+            return self._check(packet, function, reply_size, name)
+
+        try:
+            return self._exchange(encode_packet(function, arg), name, deadline, check)
+        except TauTimeout as exc:
+            if echoed and type(exc) is TauTimeout:
+                raise TauTimeout(f"{exc}: {ECHO_ONLY}") from exc
+            raise
+
+    def _probe_echo(self, deadline: float, asked: str = "") -> None:
+        """Learn :attr:`port_echoes` with SERIAL_NUMBER (0x04), whose echo (no argument) cannot be
+        its reply (8 bytes). A reply of any kind after no echo means the port does not echo.
+
+        Raises:
+            TauTimeout: nothing came back (with the echo named when only the request came back).
+            TauCRCError: a reply with a bad CRC (the port stays unknown).
+        """
+        function, size = COMMANDS["serial_number"].function, struct.calcsize(COMMANDS["serial_number"].reply)
+        echoed = []
+
+        def check(packet: TauPacket) -> Optional[bytes]:
+            if not echoed and self._is_echo(packet, function, b""):
+                echoed.append(packet)
+                return None
+            if packet.error:
+                raise TauCRCError(f"{asked or 'command'} (its echo probe SERIAL_NUMBER 0x04): reply with a bad CRC")
+            self.port_echoes = bool(echoed)
+            return packet.arg
+
+        try:
+            self._exchange(encode_packet(function), f"{asked or 'command'} (its echo probe SERIAL_NUMBER 0x04)",
+                           deadline, check)
+        except TauTimeout as exc:
+            if echoed:
+                self.port_echoes = True
+                if type(exc) is TauTimeout:
+                    raise TauTimeout(f"{exc}: {ECHO_ONLY}") from exc
+            raise
+
+    @staticmethod
+    def _is_echo(packet: TauPacket, function: int, arg: bytes) -> bool:
+        """``packet`` is, byte for byte, the request of ``function`` with ``arg`` (status 0)."""
+        return not packet.error and packet.status == 0 and packet.function == function and packet.arg == arg
 
     @staticmethod
     def _check(packet: TauPacket, function: int, reply_size: int, name: str) -> bytes:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import logging
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from ..frame import Frame
@@ -11,6 +12,8 @@ from ..uri import URI, check_scheme, refuse_path
 
 if TYPE_CHECKING:
     from ..pipeline.stats import StatsSnapshot
+
+log = logging.getLogger(__name__)
 
 
 class OutputError(RuntimeError, OutputUnavailable):
@@ -28,11 +31,14 @@ class Output(ABC):
     the live :class:`~tir.edge.pipeline.stats.StatsSnapshot` for outputs that show it, and
     ``actions`` maps an action's name to what runs it (``{"ffc": ...}`` with camera control).
     ``failure`` is None while the output works, else one line saying why it
-    stopped for good (a recorder whose disk is full); the pipeline reports it everywhere and
-    ``tir run`` exits non-zero.
+    stopped for good (a recorder whose disk is full), set through :meth:`fail`, which also calls
+    ``on_failure`` (the pipeline sets it: it reports the failure everywhere at once and, when
+    asked to, ends the run; ``tir run`` then exits 3).
     """
 
     failure: Optional[str] = None
+    #: called once with the failure line when the output stops for good (set by the pipeline)
+    on_failure: Optional[Callable[["Output", str], None]] = None
     #: the options dataclass of this output's URI query (see :mod:`tir.edge.registry`)
     Options: Optional[type] = None
 
@@ -63,6 +69,20 @@ class Output(ABC):
             raise TypeError(f"attach: stats must be a callable returning a StatsSnapshot, got {stats!r}")
         self.stats_provider = stats
         self.actions = dict(actions or {})
+
+    def fail(self, line: str) -> None:
+        """Record that the output stopped for good (``failure`` = ``line``, the first line kept)
+        and tell ``on_failure``; an error raised there is logged, never raised to the caller
+        (the output's own thread)."""
+        if self.failure is not None:
+            return
+        self.failure = line
+        listener = self.on_failure
+        if listener is not None:
+            try:
+                listener(self, line)
+            except Exception as exc:  # the writer thread must go on closing its files
+                log.warning("on_failure of %s failed: %s: %s", self, type(exc).__name__, exc)
 
     def start(self) -> "Output":
         """Open what the output needs (server, files, window); returns the output. The base class does
@@ -116,6 +136,51 @@ def check_output(uri, **options) -> URI:
     opening nothing (no port bound, no file written). Raises OutputError for an unknown scheme,
     :class:`OutputOptionError` for an unknown option (listing the valid ones) or a bad value."""
     return check_scheme(uri, options, OUTPUTS, "output", OutputError, OutputOptionError)
+
+
+#: output schemes that write into a folder of their own (the recorder, the open-world collector)
+FOLDER_SCHEMES = ("file", "collect")
+#: HTTP's defaults when the URI names no host or port (edge/outputs/http.py DEFAULT_HOST/DEFAULT_PORT)
+HTTP_DEFAULTS = ("127.0.0.1", 8080)
+
+
+def check_outputs_apart(uris) -> None:
+    """Refuse outputs of one run that would take the same thing, before any opens: two HTTP
+    outputs on one port (0.0.0.0 and ``::`` listen on every address, so they meet any host on
+    that port; port 0 picks a free port and meets nothing), or two folder outputs (``file://``,
+    ``collect://``) writing the same folder or one inside the other. The second one used to fail
+    on the first: "port 8765 on 127.0.0.1 is in use", "already holds a recording".
+
+    Args:
+        uris: the checked output URIs (:func:`check_output`).
+
+    Raises:
+        OutputOptionError: naming both outputs and what they share.
+    """
+    from pathlib import Path
+
+    seen_ports, seen_folders = [], []
+    for uri in uris:
+        if uri.scheme == "http":
+            host = uri.host or HTTP_DEFAULTS[0]
+            port = HTTP_DEFAULTS[1] if uri.port is None else uri.port
+            if port == 0:
+                continue
+            for other, other_host in seen_ports:
+                if other[1] == port and (host == other_host or {host, other_host} & {"0.0.0.0", "::"}):
+                    raise OutputOptionError(f"{other[0].text} and {uri.text} both listen on port {port}: one "
+                                            "port serves one HTTP output (its page has every stream); drop one, "
+                                            "or give the second another port")
+            seen_ports.append(((uri, port), host))
+        elif uri.scheme in FOLDER_SCHEMES and uri.path:
+            folder = Path(uri.path).expanduser().resolve()
+            for other, other_folder in seen_folders:
+                if folder == other_folder or other_folder in folder.parents or folder in other_folder.parents:
+                    where = (f"both write into {folder}" if folder == other_folder else
+                             f"one writes inside the other's folder ({other_folder}, {folder})")
+                    raise OutputOptionError(f"{other.text} and {uri.text}: {where}; give each output a folder "
+                                            "of its own, outside the others")
+            seen_folders.append((uri, folder))
 
 
 def open_output(uri, **options) -> Output:

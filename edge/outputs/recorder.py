@@ -25,7 +25,8 @@ silently: the bytes of the frame being written are cut off again (streams and in
 truncated back to the last complete frame, a half-written PNG is removed), the preview is
 closed, ``failure`` holds one line saying what happened and how many frames are kept, and
 every frame offered afterwards is counted in ``lost``. The pipeline reports ``failure`` on
-the status line, the page and ``/stats.json``, and ``tir run`` exits with status 3. OpenCV's
+the status line, the page and ``/stats.json`` at once (``Output.fail``), and ``tir run`` stops
+at once with exit status 3. OpenCV's
 VideoWriter reports no write error, so the preview is closed (finalised, playable) before it
 reaches the largest file allowed there (:func:`file_size_limit`: ``ulimit -f``, FAT32's 4 GiB);
 ``last_error`` says so and the 16-bit frames go on being recorded.
@@ -304,11 +305,12 @@ class Recorder(Output):
             partial.unlink(missing_ok=True)
         for png in self._frame_pngs:  # the failed frame's complete PNGs: not indexed
             png.unlink(missing_ok=True)
-        self.failure = (f"recording to {self.path} stopped at frame {frame.seq}: {reason}; "
-                        f"frames kept, readable: {self.written}"
-                        + ("; free space on that disk or record to another one"
-                           if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""))
-        log.error("%s", self.failure)
+        line = (f"recording to {self.path} stopped at frame {frame.seq}: {reason}; "
+                f"frames kept, readable: {self.written}"
+                + ("; free space on that disk or record to another one"
+                   if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""))
+        log.error("%s", line)
+        self.fail(line)  # failure set, the pipeline told at once (tir run stops and exits 3)
         self._close_files()
 
     @staticmethod

@@ -62,6 +62,10 @@ class Pipeline:
     raw view only. ``frames``/``duration`` stop the run after that many frames reached the
     outputs or that many seconds. ``agc``/``palette``/``agc_options`` configure both views.
     The pipeline starts and closes the source and the outputs; the model stays the caller's.
+    An output that stops for good (``Output.fail``: a recording on a full disk) is logged and
+    reported in every snapshot at once; with ``stop_on_output_failure`` the run is also done
+    then (:meth:`wait` returns True, ``output_failed`` names it), as ``tir run`` wants when it
+    can no longer do what it was asked; without it the other outputs go on.
 
     Raises:
         ValueError: ``display`` is not auto/always, ``infer_in_flight`` is outside 1..4 or
@@ -74,7 +78,7 @@ class Pipeline:
                  duration: Optional[float] = None, max_in_flight: Optional[int] = None,
                  lossless: Optional[bool] = None, light_nice: int = 0, read_timeout: float = 0.5,
                  stats_window: int = 1000, ffc=None, display: str = "auto",
-                 infer_in_flight: Optional[int] = None):
+                 infer_in_flight: Optional[int] = None, stop_on_output_failure: bool = False):
         if display not in ("auto", "always"):
             raise ValueError(f"display must be 'auto' or 'always', got {display!r}")
         if infer_in_flight is None:
@@ -125,6 +129,12 @@ class Pipeline:
                 lambda: {"name": getattr(model, "name", type(model).__name__),
                          "backend": getattr(model, "backend", "")})
 
+        self.stop_on_output_failure = bool(stop_on_output_failure)
+        #: the first output that stopped for good while running: (URI text, failure line), else None
+        self.output_failed: Optional[tuple] = None
+        for output in self.outputs:
+            if hasattr(output, "fail"):  # an Output: it tells the pipeline when it stops for good
+                output.on_failure = self._output_stopped
         self._stop = threading.Event()
         self._done = threading.Event()
         self._flow = threading.Condition()
@@ -172,6 +182,15 @@ class Pipeline:
         if self.frames is not None and self.stats.output >= self.frames:
             # stop here, in the last stage's own thread, so it cannot take one more frame before
             # stop() runs: ``frames=N`` delivers exactly N frames to the outputs
+            self._stop.set()
+            self._done.set()
+
+    def _output_stopped(self, output, line: str) -> None:
+        """``Output.on_failure``: called on the output's own thread when it stops for good."""
+        if self.output_failed is None:
+            self.output_failed = (str(getattr(getattr(output, "uri", None), "text", output)), line)
+        if self.stop_on_output_failure:
+            log.error("output stopped for good, ending the run: %s", line)
             self._stop.set()
             self._done.set()
 

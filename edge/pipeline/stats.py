@@ -134,7 +134,7 @@ class CollectStats(_Record):
 @dataclass
 class AdaptStatus(_Record):
     """Router adaptation (``tir run --adapt N``, or a bundle adapted by ``tir adapt``):
-    :meth:`tir.engines.restorer.Restorer.adapt_status`. ``state``: "collecting k/N",
+    :meth:`tir.engines.restorer.Restorer.adapt_status`. ``state``: "collecting k/N" (+ " (restarted: camera change …)"),
     "adapted" or "refused: reason"."""
     state: str = "-"
     frames: Optional[int] = None

@@ -134,6 +134,25 @@ def check_frame_side(width: int, height: int, what: str) -> None:
                                  f"{MAX_FRAME_SIDE} px a side, the capture limit); not read")
 
 
+def check_depth(bits: int, expected: int, what: str = "replay") -> None:
+    """Refuse a frame whose bit depth differs from its source's (the first frame's): a source
+    keeps one bit depth, as a camera does. The one rule of ``tir run``'s file source and of
+    ``tir eval --data DIR`` (engines/training/datasets.py ``load_counts`` with ``dropped``):
+    both skip such a frame and count it.
+
+    Args:
+        bits: the frame's depth as stored, 8 (uint8) or 16 (uint16).
+        expected: the source's depth, 8 or 16.
+        what: what the frames make up, for the message ("replay", "set").
+
+    Raises:
+        FrameError: kind ``depth``, saying the frame is skipped and why.
+    """
+    if bits != expected:
+        raise FrameError("depth", f"an {bits}-bit frame in a {expected}-bit {what} is skipped: a source keeps one "
+                                  "bit depth, as a camera does (keep 8-bit and 16-bit files in separate folders)")
+
+
 def read_image(path: str) -> np.ndarray:
     """Decode an image file as stored (``cv2.IMREAD_UNCHANGED``); a PNG is measured from its
     header first, so one with a side above :data:`MAX_FRAME_SIDE` is never decoded.
@@ -704,10 +723,7 @@ class FileSource(Source):
                     raise FrameError("size", f"a {image.shape[1]}x{image.shape[0]} frame in a "
                                      f"{self._shape[1]}x{self._shape[0]} replay is skipped: a source keeps "
                                      "one frame size, as a camera does (replay one size per folder)")
-                if self.reader.source_bits != self._source_bits:
-                    raise FrameError("depth", f"an {self.reader.source_bits}-bit frame in a "
-                                     f"{self._source_bits}-bit replay is skipped: a source keeps one bit "
-                                     "depth, as a camera does (replay 8-bit and 16-bit files separately)")
+                check_depth(self.reader.source_bits, self._source_bits)
                 return check_frame(image, self._shape)
             except FrameError as exc:
                 self._drop(exc)

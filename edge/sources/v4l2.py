@@ -130,6 +130,30 @@ def configure_capture(cap, fmt: RawFormat, size: Optional[Tuple[int, int]], fps:
     return results
 
 
+#: the character-device major number of every video4linux node (Linux
+#: Documentation/admin-guide/devices.txt: 81 char, "Video capture devices")
+V4L2_MAJOR = 81
+
+
+def not_a_video_device(path: str) -> Optional[str]:
+    """Why ``path`` (which exists) is not a V4L2 device node, or None when it is one: a V4L2 node
+    is a character device of major :data:`V4L2_MAJOR` (symbolic links such as
+    /dev/v4l/by-id/... are followed)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder"
+    if not stat.S_ISCHR(st.st_mode):
+        return "a regular file" if stat.S_ISREG(st.st_mode) else "not a character device"
+    if os.major(st.st_rdev) != V4L2_MAJOR:
+        return f"a character device of major {os.major(st.st_rdev)}, not video4linux's {V4L2_MAJOR}"
+    return None
+
+
 class V4L2Camera(Source):
     """One open V4L2 device, read directly (blocking) and decoded to uint16 counts.
 
@@ -145,11 +169,18 @@ class V4L2Camera(Source):
     def __init__(self, uri: URI, capture_factory: Optional[CaptureFactory] = None,
                  sysfs_root: str = "/sys", dev_root: str = "/dev", sequence: Optional[Iterator[int]] = None):
         super().__init__(uri)
+        if uri.location and not uri.location.isdigit():  # v4l2://abc read as /dev/video0
+            raise SourceError(f"{uri.text}: {uri.location!r} is not a device number; give v4l2://N or "
+                              f"v4l2:///dev/videoN ({describe_video_devices(sysfs_root, dev_root)})")
         self.path = uri.path or (f"/dev/video{uri.location}" if uri.location.isdigit() else "/dev/video0")
         self._sequence = sequence if sequence is not None else itertools.count()
         self.sysfs_root, self.dev_root = sysfs_root, dev_root  # where the camera was looked up
         if capture_factory is None and not os.path.exists(self.path):
             raise SourceError(f"{self.path} does not exist; {describe_video_devices(sysfs_root, dev_root)}")
+        problem = not_a_video_device(self.path) if capture_factory is None else None
+        if problem:  # was "OpenCV cannot open it; is another program using it?"
+            raise SourceError(f"{self.path} is not a video device ({problem}); "
+                              f"{describe_video_devices(sysfs_root, dev_root)}")
         self.device = video_device_info(self.path, sysfs_root, dev_root)
         vid, pid = (self.device.vid, self.device.pid) if self.device else (None, None)
         self.format = choose_format(uri, vid, pid)

@@ -42,6 +42,7 @@ Scores are PSNR of restored vs clean counts with the peak = the frame's full sca
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -77,7 +78,7 @@ def warm_camera(auto, name: str, split: str, root=None, frames: int = WARM_FRAME
         return 0
     ds = dsets.dataset(name)
     source = "train" if ds.splits and split != "train" else (split if ds.splits else dsets.ALL)
-    shown = dsets.load_counts(name, source, root, frames)
+    shown = dsets.load_counts(name, source, root, frames, dropped=[])  # its own drops are the evaluated set's
     for f in shown:
         counts, _, meta, _ = degrade_counts(f, ds.bits, CLEAN, None)
         auto.reset()
@@ -332,13 +333,18 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
 
     ds = dsets.dataset(name)
     split = split if ds.splits else dsets.ALL
-    frames = dsets.load_counts(name, split, root, max_frames)
+    dropped: List[Tuple[str, str]] = []  # frames of another bit depth, skipped as tir run's file source does
+    frames = dsets.load_counts(name, split, root, max_frames, dropped=dropped)
+    if not frames:
+        raise dsets.DatasetError(f"{name}: no frame of the set's {ds.bits}-bit depth in {split} "
+                                 f"({len(dropped)} of another depth skipped)")
     auto = Restorer(bundle, backend=backend, every=1, hysteresis=1, threads=threads, contrast_gate=contrast_gate,
                     fpn_gate=fpn_gate, blur_gate=blur_gate, tone_align=tone_align, deploy=deploy)
     tasks = list(auto.routes)
     result: Dict[str, object] = {"set": name, "camera": ds.camera, "bits": ds.bits, "split": split,
                                  "frames": len(frames), "sizes": sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames}),
                                  "seed": seed, "tasks": tasks,
+                                 "dropped": [{"file": f, "reason": r} for f, r in dropped],
                                  "contrast_gate": {"on": bool(contrast_gate),
                                                    "warm_frames": warm_camera(auto, name, split, root)},
                                  "fpn_gate": {"on": auto.fpn_gate is not None},
@@ -569,6 +575,11 @@ def format_cameras(result: dict) -> str:
         lines.append(f"{name:<17} {r['frames']:>3} {r['bits']:>4} {100 * r['router']['accuracy_tasks']:>6.1f}% "
                      f"{100 * r['router']['clean_to_passthrough']:>10.1f}% {r['clean_identity']['median']:>12.2f} "
                      f"{r['clean_identity']['p5']:>6.2f} {r['min_gain_auto']:>+8.2f}")
+    for name, r in result["sets"].items():
+        if r.get("dropped"):
+            files = [Path(d["file"]).name for d in r["dropped"]]
+            lines.append(f"{name}: {len(files)} frame(s) dropped, as tir run drops them: {r['dropped'][0]['reason']}: "
+                         + ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else ""))
     for name, r in result["sets"].items():
         g = r.get("gates")
         if g:

@@ -17,14 +17,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
 from tir.edge.errors import InputError
 from tir.edge.frame import FrameError
-from tir.edge.sources.file import check_frame_side, png_dimensions, to_grey
+from tir.edge.sources.file import check_depth, check_frame_side, png_dimensions, to_grey
 
 SPLITS = ("train", "val", "test")
 ALL = "all"
@@ -252,7 +252,16 @@ def read_counts(path: Path, bits: int) -> np.ndarray:
     Raises DatasetError for an unreadable file, a false-colour (palette) frame
     (:data:`FALSE_COLOUR_CHROMA`) or a bit depth other than the set's.
     """
-    image = _grey(_decode(path), path)
+    return read_counts_checked(_grey(_decode(path), path), path, bits)
+
+
+def read_counts_checked(image: np.ndarray, path: Path, bits: int) -> np.ndarray:
+    """A decoded grey frame (:func:`_grey`) of file ``path`` returned as it is when its dtype is
+    the set's (uint8 for ``bits`` 8, else uint16).
+
+    Raises:
+        DatasetError: another dtype; the message names the file and what to do.
+    """
     want = np.uint8 if bits == 8 else np.uint16
     if image.dtype != want:
         raise DatasetError(f"{path}: {image.dtype} frame in a {bits}-bit set (a folder's first frame sets its "
@@ -284,19 +293,37 @@ def frame_limit(max_frames) -> Optional[int]:
 
 
 def load_counts(name: str, split: str, root: Optional[Union[str, Path]] = None,
-                max_frames: Optional[int] = None) -> List[np.ndarray]:
+                max_frames: Optional[int] = None,
+                dropped: Optional[List[Tuple[str, str]]] = None) -> List[np.ndarray]:
     """The frames of one split as stored (uint8 or uint16 H×W arrays; sizes may differ).
 
     ``max_frames``: the first N frames at most, or None (all); DatasetError for a limit that is
-    not a whole number >= 1 (:func:`frame_limit`)."""
+    not a whole number >= 1 (:func:`frame_limit`).
+
+    ``dropped``: None refuses a frame of another bit depth than the set's (DatasetError, for
+    training); a list makes the split read as ``tir run`` replays a folder: such a frame is
+    skipped by the file source's own rule (edge/sources/file.py :func:`check_depth`) and
+    ``(path, reason)`` appended to the list, and ``max_frames`` counts the frames kept.
+    """
     max_frames = frame_limit(max_frames)
     ds = dataset(name)
     if ds.virtual:
         return _render_virtual(split, max_frames or VIRTUAL_FRAMES)
     paths = split_files(name, split, root)
-    if max_frames:
-        paths = paths[:max_frames]
-    return [read_counts(p, ds.bits) for p in paths]
+    if dropped is None:
+        return [read_counts(p, ds.bits) for p in paths[:max_frames]]
+    kept: List[np.ndarray] = []
+    for path in paths:
+        if max_frames is not None and len(kept) >= max_frames:
+            break
+        image = _grey(_decode(path), path)
+        try:
+            check_depth(8 if image.dtype == np.uint8 else 16, ds.bits, "set")
+        except FrameError as exc:
+            dropped.append((str(path), str(exc)))
+            continue
+        kept.append(read_counts_checked(image, path, ds.bits))
+    return kept
 
 
 def to_unit(counts: np.ndarray, bits: int, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:

@@ -557,7 +557,9 @@ class Distiller:
         self._init_adapter = None
         path = self.work / STUDENT_CKPT
         if path.is_file():
-            arch = torch.load(path, map_location="cpu", weights_only=True)["architecture"]
+            from .train import load_checkpoint_file
+
+            arch = load_checkpoint_file(path)["architecture"]
             return StudentNet(StudentConfig.from_dict(arch["config"]), arch["prompts"])
         task = self.s.init_from
         if task == "student":
@@ -623,7 +625,9 @@ class Distiller:
         path = self.work / "state.json"
         state = {"done": [], "val": [], "metrics": {}, "wall_s": {}, "runs": []}
         if path.is_file():
-            state = json.loads(path.read_text())
+            from .train import load_state_file
+
+            state = load_state_file(path)
             if state.get("settings", {}).get("bundle") not in (None, self.s.bundle):
                 log.warning("work dir %s was started with teachers %s; continuing with %s", self.work,
                             state["settings"]["bundle"], self.s.bundle)
@@ -643,10 +647,12 @@ class Distiller:
         os.replace(self.work / (name + ".tmp"), self.work / name)
 
     def _resume(self) -> None:
+        from .train import load_checkpoint_file
+
         path = self.work / STUDENT_CKPT
         if not path.is_file():
             return
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_checkpoint_file(path)
         if ckpt["architecture"]["prompts"] != self.slots:
             raise ValueError(f"{path} holds a student for prompts {ckpt['architecture']['prompts']}, the teachers "
                              f"have {self.slots}; use a new --work-dir")
@@ -1107,7 +1113,9 @@ class Distiller:
             self.state["done"].append("distill")
             best = self.work / BEST_CKPT
             if best.is_file():   # continue from the checkpoint val chose
-                ckpt = torch.load(best, map_location="cpu", weights_only=True)
+                from .train import load_checkpoint_file
+
+                ckpt = load_checkpoint_file(best)
                 self.net.load_state_dict(ckpt["state_dict"])
                 self.adapter.load_state_dict(ckpt["adapter"])
                 log.info("distill: chose the step-%s checkpoint (val mean %.2f dB)", ckpt.get("step"),

@@ -520,21 +520,15 @@ def rewrite_bundle_router(bundle_dir, out_dir=None, tolerance: float = DEFAULT_T
             disk; the bundle is left as it was); ValueError / ExportError: see
             :func:`rewrite_router`. On any error a copy made at ``out_dir`` is removed again.
     """
-    import shutil
-
-    from ..bundle import copy_bundle, load_bundle
+    from ..bundle import load_bundle, new_copy
 
     bundle = load_bundle(bundle_dir)
     if out_dir is None:
         return _rewrite_in_place(bundle, tolerance)
-    copy = copy_bundle(bundle.path, out_dir)
-    try:
+    # a router the rewrite refuses (another graph, a size the strips do not cover) or a failed
+    # write left the unrewritten copy at --out, which a second try then refused as existing
+    with new_copy(bundle.path, out_dir) as copy:
         return _rewrite_in_place(load_bundle(copy), tolerance)
-    except BaseException:
-        # a router the rewrite refuses (another graph, a size the strips do not cover) or a failed
-        # write left the unrewritten copy at --out, which a second try then refused as existing
-        shutil.rmtree(copy, ignore_errors=True)
-        raise
 
 
 def _rewrite_in_place(bundle, tolerance: float) -> dict:

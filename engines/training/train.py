@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tir.edge.errors import InputError
+
 from .. import degrade as deg
 from .continual import CLEAN, OpenWorldModel, RouteModule
 from ..engine import MULTIPLE_KEY
@@ -280,7 +282,7 @@ class ContinualTrainer:
         path = self.work / "state.json"
         state = {"done": [], "metrics": {}, "started": now_iso(), "wall_s": {}, "runs": []}
         if path.is_file():
-            state = json.loads(path.read_text())
+            state = load_state_file(path)
         state["settings"] = asdict(self.s)             # the settings of the latest run
         state.setdefault("runs", []).append({"date": now_iso(), "command": self.s.command})
         return state
@@ -294,7 +296,7 @@ class ContinualTrainer:
     def _load_model(self) -> OpenWorldModel:
         path = self.work / "model.pt"
         if path.is_file():
-            model = OpenWorldModel.from_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+            model = OpenWorldModel.from_checkpoint(load_checkpoint_file(path))
             log.info("resumed from %s (done: %s)", path, ", ".join(self.state["done"]) or "nothing")
             return model
         torch.manual_seed(self.s.seed)
@@ -685,6 +687,52 @@ def open_work_dir(work_dir, threads: int, logger: logging.Logger, log_name: str)
     torch.set_num_threads(int(threads))
     log_to_file(logger, work / log_name)
     return work
+
+
+class WorkDirError(ValueError, InputError):
+    """A file of a work dir (``state.json``, a checkpoint) that cannot be read back; the message
+    names the file and what to do (exit 2)."""
+
+
+def load_state_file(path: Path) -> dict:
+    """A work dir's ``state.json`` as a dict.
+
+    Raises:
+        WorkDirError: it is not JSON or not an object (edited, or written by something else: a run
+            killed while writing it leaves the previous state whole, :func:`save_state`); the
+            message names the file. It was a bare "Expecting ',' delimiter" line (tir distill) or
+            a traceback.
+    """
+    try:
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise WorkDirError(f"{path} cannot be read back ({exc}): the work dir's record of finished stages is "
+                           "lost; give a new --work-dir (or remove this one) to start afresh") from None
+    if not isinstance(state, dict):
+        raise WorkDirError(f"{path} holds {type(state).__name__}, not a work dir state (an object); give a new "
+                           "--work-dir")
+    return state
+
+
+def load_checkpoint_file(path: Path) -> dict:
+    """A work dir's torch checkpoint (``model.pt``, ``student.pt``, ``best.pt``) read with
+    ``weights_only=True`` (tensors and plain containers only).
+
+    Raises:
+        WorkDirError: it cannot be read (cut short, damaged, or not a weights-only checkpoint): the
+            message names the file and says to remove it (that stage is trained again) or to give
+            a new --work-dir; a damaged student.pt was a RuntimeError traceback out of tir distill.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError (zip), UnpicklingError, EOFError, ...
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        raise WorkDirError(f"{path} cannot be read back ({first}); remove it to train that part again, or "
+                           "give a new --work-dir") from None
+    if not isinstance(ckpt, dict):
+        raise WorkDirError(f"{path} holds {type(ckpt).__name__}, not a checkpoint; remove it or give a new "
+                           "--work-dir")
+    return ckpt
 
 
 def save_state(work: Path, state: dict) -> None:
