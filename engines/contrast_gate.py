@@ -418,6 +418,7 @@ class ContrastGate:
         #: tone reference then: how far this camera's restored frames' own ends fall from it
         #: (:meth:`own_error`)
         self.own_devs: deque = deque(maxlen=int(window))
+        self._own_sq = [0.0, 0.0]   # sums of squares of own_devs' lows and highs (_add_own)
         self._tone_added = 0
         #: verdicts whose frames' extremes may join the tone history (None: every one); noise widens
         #: a frame's extremes, so a frame under a noise-carrying verdict does not
@@ -637,11 +638,18 @@ class ContrastGate:
         n, k = len(self.own_devs), max(self.prior_frames, 1)
         out = []
         for end in (0, 1):
-            est = 0.0
-            if n:
-                est = max(float(np.mean([d[end] ** 2 for d in self.own_devs])) - spread[end] ** 2, 0.0)
+            est = max(self._own_sq[end] / n - spread[end] ** 2, 0.0) if n else 0.0
             out.append(math.sqrt((k * prior_sigma ** 2 + n * est) / (k + n)))
         return out[0], out[1]
+
+    def _add_own(self, dev: Tuple[float, float]) -> None:
+        """Append one frame's (own end − camera's median) to :attr:`own_devs`, keeping the sums of
+        squares :meth:`own_error` reads (O(1) per frame; the oldest leaves a full window)."""
+        if len(self.own_devs) == self.own_devs.maxlen:
+            old = self.own_devs[0]
+            self._own_sq = [self._own_sq[i] - old[i] ** 2 for i in (0, 1)]
+        self.own_devs.append((float(dev[0]), float(dev[1])))
+        self._own_sq = [self._own_sq[i] + dev[i] ** 2 for i in (0, 1)]
 
     def align(self, restored: np.ndarray, fallback: Optional[Tuple[float, float]] = None,
               own_sigma: Optional[float] = None) -> np.ndarray:
@@ -697,7 +705,7 @@ class ContrastGate:
             if hi - lo < MIN_TONE_EXTENT:
                 continue
             if weighed:
-                self.own_devs.append((lo - ref[0], hi - ref[1]))
+                self._add_own((lo - ref[0], hi - ref[1]))
             t_lo = weights[0] * ref[0] + (1.0 - weights[0]) * lo
             t_hi = weights[1] * ref[1] + (1.0 - weights[1]) * hi
             if t_hi - t_lo < MIN_TONE_EXTENT:
@@ -730,6 +738,7 @@ class ContrastGate:
         self._tone_cache = None
         self._spread_cache = None
         self.own_devs.clear()
+        self._own_sq = [0.0, 0.0]
         return True
 
     def carry_from(self, old: "ContrastGate") -> None:
@@ -740,7 +749,8 @@ class ContrastGate:
         self.spans.extend(old.spans)
         self.extents.extend(old.extents)
         self.lows.extend(old.lows)
-        self.own_devs.extend(getattr(old, "own_devs", ()))
+        for dev in getattr(old, "own_devs", ()):
+            self._add_own(dev)
         self.highs.extend(old.highs)
         self.end_lows.extend(getattr(old, "end_lows", ()))
         self.end_highs.extend(getattr(old, "end_highs", ()))

@@ -276,8 +276,16 @@ def test_own_error_is_learned_from_the_cameras_restored_frames():
     assert e_lo == pytest.approx(np.sqrt((8 * 0.05 ** 2 + 40 * est_lo) / 48), rel=1e-3)
     y = gate.align(far, own_sigma=0.05)    # the high end now goes (almost) to the camera's
     assert lowpass_ends(y[0, 0])[1] == pytest.approx(0.9, abs=0.01)
+    window = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775, window=4)
+    for dev in [(0.1, 0.2), (0.3, 0.1), (0.0, 0.5), (0.2, 0.2), (0.4, 0.0), (0.1, 0.1)]:
+        window._add_own(dev)                 # the running sums follow the window's last 4
+    assert window._own_sq == pytest.approx([sum(d[0] ** 2 for d in window.own_devs),
+                                            sum(d[1] ** 2 for d in window.own_devs)])
+    new = ContrastGate({"contrast": CLEAN}, prior=None, ratio=0.775)
+    new.carry_from(gate)                     # a bundle hot-swap keeps what the camera taught
+    assert new.own_error(0.05) == pytest.approx(gate.own_error(0.05))
     gate.restart()
-    assert not gate.own_devs
+    assert not gate.own_devs and gate.own_error(0.05) == pytest.approx((0.05, 0.05))
 
 
 def test_restorer_gate_off_and_forced_task(gated_bundle):
