@@ -313,8 +313,12 @@ def _crop_size(crop: int, h: int, w: int, multiple: int) -> int:
 def finetune(gm: fx.GraphModule, teacher: nn.Module, frames: List[np.ndarray], prompts: List[np.ndarray],
              steps: int, minutes: Optional[float] = None, batch: int = 8, crop: int = 192, multiple: int = 32,
              lr: float = 2e-5, range_lr: float = 2e-3, seed: int = 0, progress: bool = True) -> dict:
-    """Self-distillation QAT: minimise the mean squared difference between ``gm`` (fake-quantised,
-    :func:`prepare_qat`) and ``teacher`` (the unquantised student) on random ``crop``-pixel
+    """Self-distillation QAT: minimise the mean over the batch of log10 of each crop's mean squared
+    difference between ``gm`` (fake-quantised, :func:`prepare_qat`) and ``teacher`` (the
+    unquantised student), i.e. −PSNR/10 per crop: every crop counts in dB, as the gate judges each
+    prompt in dB, so the prompts whose INT8 error is smallest in absolute terms (clean, blur)
+    are not outweighed by those whose error is largest (contrast: the clipped out-of-range
+    pixels); on random ``crop``-pixel
     square crops (a multiple of ``multiple``, at most the frame) of ``frames``, frame i fed the
     (K,) float32 prompt weights ``prompts[i]``.
 
@@ -371,11 +375,12 @@ def finetune(gm: fx.GraphModule, teacher: nn.Module, frames: List[np.ndarray], p
             p = torch.from_numpy(np.stack(ps))
             with torch.no_grad():
                 target = teacher(x, p)
-            loss = torch.mean((gm(x, p) - target) ** 2)
+            mse = torch.mean((gm(x, p) - target) ** 2, dim=(1, 2, 3))
+            loss = torch.mean(torch.log10(mse + 1e-10))
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss.detach()))
+            losses.append(float(mse.mean().detach()))
             step += 1
             bar.update(1)
             bar.set_postfix(mse=f"{losses[-1]:.2e}")
