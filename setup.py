@@ -47,7 +47,8 @@ setup(
         "aiohttp>=3.9,<4",
     ],
     extras_require={
-        "train": ["torch>=2.1", "onnx>=1.14", "matplotlib>=3.5"],
+        # onnx2torch: tir calibrate --student --qat-steps loads student.onnx into torch (engines/training/qat.py)
+        "train": ["torch>=2.1", "onnx>=1.14", "matplotlib>=3.5", "onnx2torch>=1.5"],
         # TensorRT and pycuda come from JetPack on the device; imported lazily.
         "jetson": ["pycuda>=2022.1"],
         # tir discover's tree and exemplar plots (the JSON report needs nothing extra)
@@ -56,6 +57,7 @@ setup(
             "pytest>=7",
             "torch>=2.1",
             "onnx>=1.14",
+            "onnx2torch>=1.5",
             "matplotlib>=3.5",
             "selenium>=4.10",
         ],

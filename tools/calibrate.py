@@ -114,6 +114,15 @@ def add_arguments(parser) -> None:
                         default=99.9,
                         help="the student's --percentile (default 99.9: its activations are heavy-tailed, peak/RMS "
                              "30-60; 99.9 beat 99.99 and min-max on it, docs/int8.md 'Session 8')")
+    parser.add_argument("--qat-steps", type=number(int, 0, what="a number of steps"), default=0, metavar="N",
+                        help="with --student: quantisation-aware fine-tuning of the student for N steps before it is "
+                             "quantised (default 0 = post-training quantisation only): the graph of student.onnx in "
+                             "torch, fake-quantised where the CPU model quantises it, fitted to the unquantised "
+                             "student's own output on the calibration frames (engines/training/qat.py); written to "
+                             "<out>/student.qat.onnx, whose INT8 models are gated against the unchanged fp32 student. "
+                             "Needs torch and onnx2torch (pip install -e '.[train]')")
+    parser.add_argument("--qat-minutes", type=number(float, 0, low_open=True, what="a number of minutes"), default=None,
+                        metavar="M", help="with --qat-steps: stop the fine-tuning after M minutes at the latest")
     parser.add_argument("--sensitivity", type=number(int, 0, what="a number of frames"), default=0, metavar="N",
                         help="diagnose the CPU (U8S8) model on N held-out frames (per prompt for the student): "
                              "per-node sensitivity (only this node INT8 / all but this node INT8) and per-tensor "
@@ -354,6 +363,45 @@ def _route_case(held, n: int, threads: int):
     return [{"input": x} for x in xs], outputs
 
 
+def _qat_source(fp32: str, ranges: dict, frames, eye, args, out: Path):
+    """``--qat-steps``: fine-tune the student at ``fp32`` quantisation-aware
+    (:func:`tir.engines.training.qat.qat_student`) on the calibration ``frames`` (frame i with
+    prompt row ``eye[i mod K]``, the slots :func:`_student_frames` gave it), starting from the
+    PTQ ``ranges``. Writes ``<out>/student.qat.onnx`` (``fp32`` is only read).
+
+    Returns:
+        ``(path, ranges, report)``: the fine-tuned fp32 ONNX that the INT8 models are made
+        from, the activation ranges it learned ({name: TensorRange}; the PTQ range of every
+        tensor it did not fake-quantise), and a JSON-ready summary.
+
+    Raises:
+        CalibrationDataError: torch or onnx2torch is missing (the training extra).
+    """
+    from tir.calibration.data import CalibrationDataError
+    from tir.engines.backends.student import PROMPT_INPUT
+
+    try:
+        import torch
+
+        from tir.engines.training import qat
+    except ImportError as exc:
+        raise CalibrationDataError(f"--qat-steps needs torch and onnx2torch ({exc}); pip install -e '.[train]'") from None
+    k = len(eye)
+    xs = [np.asarray(frames[i], np.float32) for i in range(len(frames))]
+    torch.set_num_threads(max(1, int(args.threads)))
+    path = out / "student.qat.onnx"
+    log.info("student: QAT for %d steps%s on %d frames", args.qat_steps,
+             f" (at most {args.qat_minutes:g} min)" if args.qat_minutes else "", len(xs))
+    result = qat.qat_student(fp32, ranges, xs, [eye[i % k] for i in range(len(xs))], path, args.qat_steps,
+                             minutes=args.qat_minutes, reduce_range=args.reduce_range,
+                             float_inputs=(PROMPT_INPUT,), seed=args.seed)
+    learned = {**ranges, **result["ranges"]}
+    report = {"path": str(path), "steps": result["train"]["steps"], "seconds": result["train"]["seconds"],
+              "first_mse": result["train"]["first_mse"], "last_mse": result["train"]["last_mse"],
+              "written": len(result["written"]), **result["plan"]}
+    return str(path), learned, report
+
+
 def calibrate_student(bundle, args, size, out: Path):
     """Calibrate the bundle's distilled student (``student.onnx``; inputs ``input`` (N, 1, H, W)
     and ``prompt`` (N, K) float32, K = the manifest's prompt slots; engines/backends/student.py).
@@ -402,6 +450,9 @@ def calibrate_student(bundle, args, size, out: Path):
     t_collect = time.perf_counter() - t0
 
     eye = np.eye(k, dtype=np.float32)
+    source, qat = fp32, None
+    if getattr(args, "qat_steps", 0) > 0:
+        source, ranges, qat = _qat_source(fp32, ranges, frames, eye, args, out)
     fp32_runners = _prompted_runners(fp32, args.threads, eye)
     held_sets, held_names, cases, refs = [], {}, [], []
     for j, prompt in enumerate(prompts):
@@ -415,7 +466,7 @@ def calibrate_student(bundle, args, size, out: Path):
 
     tries = _tail_tries(args)
     for tail in tries:
-        files, trt_report, _ = _write_int8(fp32, "student", ranges, args, out, float_inputs=(PROMPT_INPUT,), tail=tail)
+        files, trt_report, _ = _write_int8(source, "student", ranges, args, out, float_inputs=(PROMPT_INPUT,), tail=tail)
         runners = {flavour: _prompted_runners(files[name], args.threads, eye)
                    for flavour, name in GATED_FILES}
         verdicts = [gate.gate_route(f"student/{prompt}", flavour, None, runners[flavour][j], held_sets[j],
@@ -426,10 +477,10 @@ def calibrate_student(bundle, args, size, out: Path):
         if tail is not tries[-1]:
             log.info("student: refused without the image tail float; again with it (--float-tail auto)")
 
-    diagnosis = (_sensitivity(fp32, "student", ranges, cases, args, out, float_inputs=(PROMPT_INPUT,), tail=tail)
+    diagnosis = (_sensitivity(source, "student", ranges, cases, args, out, float_inputs=(PROMPT_INPUT,), tail=tail)
                  if cases else None)
     return {
-        "route": "student", "fp32_onnx": fp32, "sensitivity": diagnosis, "float_tail": tail,
+        "route": "student", "fp32_onnx": fp32, "qat": qat, "sensitivity": diagnosis, "float_tail": tail,
         "percentile": getattr(args, "student_percentile", args.percentile) if args.method == "percentile" else None,
         "prompts": prompts, "files": files,
         "calibration_frames": len(frames), "holdout_frames": args.holdout, "calibration_source": frames.name,
@@ -571,6 +622,12 @@ def main(args) -> int:
     unknown = [r for r in routes if r not in bundle.tasks]
     if unknown:
         print(f"tir calibrate: bundle {bundle.name!r} has no route(s) {unknown}; routes: {', '.join(bundle.tasks)}")
+        return 2
+    if getattr(args, "qat_steps", 0) and not student:
+        print("tir calibrate: --qat-steps fine-tunes the distilled student; add --student (or --routes student)")
+        return 2
+    if getattr(args, "qat_minutes", None) is not None and not getattr(args, "qat_steps", 0):
+        print("tir calibrate: --qat-minutes bounds --qat-steps; give --qat-steps N (N >= 1) with it")
         return 2
     if student and bundle.student is None:
         print(f"tir calibrate: bundle {bundle.name!r} ({bundle.path}) has no student (manifest key 'student'); "

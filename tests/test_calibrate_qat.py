@@ -1,0 +1,60 @@
+"""tir calibrate --student --qat-steps N [--qat-minutes M]: QAT of the student before INT8 (engines/training/qat.py)."""
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+pytest.importorskip("onnx2torch")
+
+from tir.tools import cli  # noqa: E402
+
+from test_calibrate_student import PROMPTS, bundles  # noqa: E402,F401  (the tiny student bundle fixture)
+
+K = len(PROMPTS)
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_calibrate_qat_steps_fine_tunes_a_copy_and_gates_it(bundles, tmp_path, capsys):  # noqa: F811
+    fp32 = bundles[1].student_path
+    before = _sha(fp32)
+    out = tmp_path / "qat"
+    rc = cli.main(["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "6",
+                   "--holdout", "1", "--size", "32x24", "--out", str(out), "--bench-runs", "0", "--threads", "1",
+                   "--qat-steps", "3", "--float-tail", "off"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert _sha(fp32) == before  # the fp32 student is only read
+    s = json.loads((out / "calibration.json").read_text())["student"]
+    assert s["fp32_onnx"] == str(fp32) and s["qat"]["steps"] == 3 and s["qat"]["written"] >= 2
+    tuned = out / "student.qat.onnx"
+    assert s["qat"]["path"] == str(tuned) and tuned.exists()
+    changed = {i.name for i in onnx.load(str(tuned)).graph.initializer} & {n.input[1] for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"}
+    a = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(fp32)).graph.initializer}
+    b = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tuned)).graph.initializer}
+    assert any(not np.array_equal(a[n], b[n]) for n in changed)  # trained weights, written back by name
+    assert len(s["gate"]) == 2 * K  # gated against the unchanged fp32 student, every prompt
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--routes", "student", "--qat-steps", "-1"], None),
+    (["--routes", "student", "--qat-steps", "2", "--qat-minutes", "0"], None),
+    (["--routes", "noise", "--qat-steps", "2"], "add --student"),
+    (["--routes", "student", "--qat-minutes", "1"], "give --qat-steps"),
+])
+def test_qat_options_validate(bundles, tmp_path, capsys, argv, needle):  # noqa: F811
+    args = ["calibrate", "--bundle", str(bundles[1].path), "--frames", "6", "--size", "32x24",
+            "--out", str(tmp_path / "x"), *argv]
+    if needle is None:
+        with pytest.raises(SystemExit) as exc:
+            cli.main(args)
+        assert exc.value.code == 2
+    else:
+        assert cli.main(args) == 2
+        assert needle in capsys.readouterr().out
+    assert not (tmp_path / "x" / "student.qat.onnx").exists()
