@@ -47,8 +47,11 @@ setup(
         "aiohttp>=3.9,<4",
     ],
     extras_require={
-        # onnx2torch: tir calibrate --student --qat-steps loads student.onnx into torch (engines/training/qat.py)
-        "train": ["torch>=2.1", "onnx>=1.14", "matplotlib>=3.5", "onnx2torch>=1.5"],
+        "train": ["torch>=2.1", "onnx>=1.14", "matplotlib>=3.5"],
+        # tir calibrate --student --qat-steps loads student.onnx into torch (engines/training/qat.py). onnx2torch
+        # imports torchvision, whose build must match torch's: PyPI's torchvision 0.28.0 beside torch 2.13.0+cpu
+        # fails at import ("operator torchvision::nms does not exist"); torch 2.14.1 + torchvision 0.29.1 work
+        "qat": ["torch>=2.1", "onnx>=1.14", "onnx2torch>=1.5"],
         # TensorRT and pycuda come from JetPack on the device; imported lazily.
         "jetson": ["pycuda>=2022.1"],
         # tir discover's tree and exemplar plots (the JSON report needs nothing extra)
@@ -57,7 +60,6 @@ setup(
             "pytest>=7",
             "torch>=2.1",
             "onnx>=1.14",
-            "onnx2torch>=1.5",
             "matplotlib>=3.5",
             "selenium>=4.10",
         ],

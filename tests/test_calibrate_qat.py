@@ -7,7 +7,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-pytest.importorskip("onnx2torch")
+try:   # the `qat` extra; onnx2torch imports torchvision, which fails (RuntimeError) on a torch build it does not match
+    import onnx2torch  # noqa: F401
+    QAT_SKIP = None
+except Exception as exc:  # noqa: BLE001
+    QAT_SKIP = f"needs onnx2torch with a torchvision that matches torch (pip install -e '.[qat]'): {exc}"
 
 from tir.tools import cli  # noqa: E402
 
@@ -20,6 +24,7 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.skipif(QAT_SKIP is not None, reason=str(QAT_SKIP))
 def test_calibrate_qat_steps_fine_tunes_a_copy_and_gates_it(bundles, tmp_path, capsys):  # noqa: F811
     fp32 = bundles[1].student_path
     before = _sha(fp32)
@@ -58,3 +63,17 @@ def test_qat_options_validate(bundles, tmp_path, capsys, argv, needle):  # noqa:
         assert cli.main(args) == 2
         assert needle in capsys.readouterr().out
     assert not (tmp_path / "x" / "student.qat.onnx").exists()
+
+
+def test_qat_without_onnx2torch_says_what_to_install(bundles, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """A machine without the `qat` extra (or with a torchvision that does not match torch) gets one
+    line naming the extra, before any fine-tuning, and no student.qat.onnx."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx2torch", None)   # import onnx2torch -> ImportError
+    rc = cli.main(["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "6",
+                   "--holdout", "1", "--size", "32x24", "--out", str(tmp_path / "q"), "--bench-runs", "0",
+                   "--threads", "1", "--qat-steps", "2", "--float-tail", "off"])
+    out = capsys.readouterr().out
+    assert rc != 0 and "pip install -e '.[qat]'" in out
+    assert not (tmp_path / "q" / "student.qat.onnx").exists()

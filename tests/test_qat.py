@@ -7,7 +7,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-pytest.importorskip("onnx2torch")
+try:   # the `qat` extra; onnx2torch imports torchvision, which fails (RuntimeError) on a torch build it does not match
+    import onnx2torch  # noqa: F401
+except Exception as exc:  # noqa: BLE001
+    pytest.skip(f"needs onnx2torch with a torchvision that matches torch (pip install -e '.[qat]'): {exc}",
+                allow_module_level=True)
 
 from tir.calibration.qdq import collect_ranges, quantize_cpu  # noqa: E402
 from tir.calibration.data import calibration_set  # noqa: E402

@@ -120,7 +120,7 @@ def add_arguments(parser) -> None:
                              "torch, fake-quantised where the CPU model quantises it, fitted to the unquantised "
                              "student's own output on the calibration frames (engines/training/qat.py); written to "
                              "<out>/student.qat.onnx, whose INT8 models are gated against the unchanged fp32 student. "
-                             "Needs torch and onnx2torch (pip install -e '.[train]')")
+                             "Needs torch and onnx2torch (pip install -e '.[qat]')")
     parser.add_argument("--qat-minutes", type=number(float, 0, low_open=True, what="a number of minutes"), default=None,
                         metavar="M", help="with --qat-steps: stop the fine-tuning after M minutes at the latest")
     parser.add_argument("--sensitivity", type=number(int, 0, what="a number of frames"), default=0, metavar="N",
@@ -381,11 +381,13 @@ def _qat_source(fp32: str, ranges: dict, frames, eye, args, out: Path):
     from tir.engines.backends.student import PROMPT_INPUT
 
     try:
+        import onnx2torch  # noqa: F401  (imports torchvision: a build that does not match torch's raises RuntimeError)
         import torch
 
         from tir.engines.training import qat
-    except ImportError as exc:
-        raise CalibrationDataError(f"--qat-steps needs torch and onnx2torch ({exc}); pip install -e '.[train]'") from None
+    except Exception as exc:  # noqa: BLE001
+        raise CalibrationDataError(f"--qat-steps needs torch and onnx2torch with a torchvision that matches torch "
+                                   f"({type(exc).__name__}: {exc}); pip install -e '.[qat]'") from None
     k = len(eye)
     xs = [np.asarray(frames[i], np.float32) for i in range(len(frames))]
     torch.set_num_threads(max(1, int(args.threads)))
