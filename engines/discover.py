@@ -36,10 +36,8 @@ radius (``proposed-group-<k>.json``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -320,16 +318,11 @@ def write_report_file(path: Path, doc, indent: int = 1) -> None:
         OutputFailed: the write failed (exit 3); the message names the file and the reason.
     """
     from tir.edge.errors import OutputFailed
+    from tir.edge.outputs.collect import write_json_atomic
 
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(doc, indent=indent) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(path, doc, indent=indent)
     except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise OutputFailed(f"{path}: not written ({exc.strerror or exc}); free space there or give another "
                            "--out") from exc
 

@@ -118,12 +118,24 @@ def read_index(folder) -> Dict[str, Any]:
     return data
 
 
-def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
+def write_json_atomic(path: Path, data: Any, indent: int = 1) -> None:
+    """Write JSON (``indent``, a final newline) to ``path`` through a temporary file beside it and
+    ``os.replace`` (never half-written); a failed write removes the temporary file.
+
+    Raises:
+        OSError: the write or the rename failed (a full disk, a read-only folder); ``path`` is as
+            it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
 
 
 def load_frame(folder, entry: Dict[str, Any]) -> np.ndarray:
