@@ -225,8 +225,8 @@ def prepare_qat(gm: fx.GraphModule, plan: QdqPlan, reduce_range: bool = True,
     in :class:`QatConv`. Changes ``gm`` in place and returns it."""
     acts = nn.ModuleDict()
     gm.add_module("qat_acts", acts)
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    tensor_of = {p: name for p, name in zip(placeholders, input_names)}
+    graph_inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]   # torch.fx's op name for an input
+    tensor_of = dict(zip(graph_inputs, input_names))
     for node in list(gm.graph.nodes):
         if node.op == "call_module":
             mod = gm.get_submodule(node.target)
