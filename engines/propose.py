@@ -37,8 +37,14 @@ Estimators (units as the spec's: grey levels are 1/255 of the op range):
 - ``jpeg.quality``: JPEG ghosts (Farid 2009, "Exposing digital forgeries from JPEG ghosts",
   IEEE TIFS 4(1)): the frame's 8-bit grey levels re-encoded at quality q change least at the
   quality they were encoded with (the local minimum of the re-encoding error lowest
-  relative to its neighbours: near-lossless high qualities are small everywhere); detected first by 8×8 blockiness (mean absolute step
-  across block boundaries over that inside blocks, > ``BLOCKINESS_FLOOR``).
+  relative to its neighbours: near-lossless high qualities are small everywhere). Present
+  when the 8×8 blockiness (mean absolute step across block boundaries over that inside
+  blocks, each step less its column's median step so column FPN is not blocking) exceeds
+  ``BLOCKINESS_SCREEN`` and the ghost is sharp (its error below ``GHOST_SHARPNESS`` of its
+  lower neighbour: a decoded frame re-encoded at its own quality changes almost nothing), or
+  the blockiness alone exceeds ``BLOCKINESS_FLOOR`` (blocks whose grey levels were remapped
+  since, which leaves no ghost). Scene texture with an 8-pixel period (the virtual camera at
+  160×120) reads up to 1.34 without a ghost.
 - ``contrast``: the spread of the 0.5/99.5 % percentiles against the clean spread of the
   op space (``reference`` = the clean frame's percentiles in op space; the virtual camera's
   map pads 15 % on each side: [0.115, 0.885]): α = spread / reference spread, β from the low
@@ -63,7 +69,9 @@ STRIPE_FLOOR = 2.0         # grey levels (effective column/row pattern std)
 GAIN_FLOOR = 0.01          # relative gain FPN std below which gains are "not significant"
 VIGNETTING_FLOOR = 0.1     # strength
 BLUR_FLOOR = 0.9           # pixels (heavy JPEG alone reads 0.75-0.99)
-BLOCKINESS_FLOOR = 1.3     # ratio
+BLOCKINESS_SCREEN = 1.1    # ratio: below, no JPEG looked for (q >= 85 reads 0.98-1.09: near-lossless)
+BLOCKINESS_FLOOR = 1.5     # ratio: above, JPEG even without a ghost (scene texture reads <= 1.34)
+GHOST_SHARPNESS = 0.5      # ghost minimum over its lower neighbour: a JPEG decode reads <= 0.13
 CONTRAST_FLOOR = 0.8       # alpha below this: a contrast step
 DROPOUT_FLOOR = 5e-4       # share of pixels
 CLEAN_REFERENCE = (0.15 / 1.3, 1.15 / 1.3)  # clean 0.5/99.5 % in the virtual camera's op space
@@ -271,7 +279,8 @@ def estimate_blur(x: np.ndarray, sigma_b: float = 2.0) -> Dict:
 
 
 def blockiness(grey: np.ndarray) -> float:
-    """Mean |step| across 8×8 block boundaries over the mean |step| inside blocks (rows and columns).
+    """Mean |step| across 8×8 block boundaries over the mean |step| inside blocks (rows and columns),
+    each step less its column's (row's) median step, so column/row FPN is not blocking.
 
     Args:
         grey: (H, W) array, typically uint8 grey levels.
@@ -281,7 +290,11 @@ def blockiness(grey: np.ndarray) -> float:
     """
     g = np.asarray(grey, np.float64)
     ratios = []
-    for d in (np.abs(np.diff(g, axis=1)), np.abs(np.diff(g, axis=0)).T):
+    for d in (np.diff(g, axis=1), np.diff(g, axis=0).T):
+        # a column (row) offset pattern steps by the same amount all down the column: take each
+        # column's median step out, so stripes FPN does not read as blocking (JPEG's block steps
+        # change sign from block to block and keep their size)
+        d = np.abs(d - np.median(d, axis=0))
         idx = np.arange(d.shape[1])
         at = (idx % 8) == 7  # the step between pixel 8k+7 and 8k+8
         inside = d[:, ~at].mean()
@@ -302,7 +315,7 @@ def estimate_jpeg(x: np.ndarray, qualities: Sequence[int] = tuple(range(2, 96)))
     """
     grey = np.clip(np.rint(np.asarray(x) * GREY), 0, 255).astype(np.uint8)
     block = blockiness(grey)
-    if block <= BLOCKINESS_FLOOR:
+    if block <= BLOCKINESS_SCREEN:
         return {"quality": None, "blockiness": block, "present": False}
     ref = grey.astype(np.float32)
     errors = []
@@ -315,8 +328,16 @@ def estimate_jpeg(x: np.ndarray, qualities: Sequence[int] = tuple(range(2, 96)))
     local = [i for i in range(1, len(errors) - 1) if errors[i] < errors[i - 1] and errors[i] <= errors[i + 1]]
     sharp = lambda i: errors[i] / max(min(errors[i - 1], errors[i + 1]), 1e-12)  # noqa: E731
     k = min(local, key=sharp) if local else int(np.argmin(errors))
+    sharpness = float(sharp(k)) if k in local else 1.0
+    # present: the grey levels are a JPEG decode (a ghost: re-encoding at their quality
+    # reproduces them almost exactly), or blocking too strong to be scene texture (a JPEG
+    # whose grey levels were remapped since, e.g. by an AGC, keeps its blocks but no ghost)
+    present = (block > BLOCKINESS_SCREEN and sharpness < GHOST_SHARPNESS) or block > BLOCKINESS_FLOOR
+    if not present:
+        return {"quality": None, "blockiness": block, "ghost_sharpness": sharpness, "present": False}
     return {"quality": int(qualities[k]), "blockiness": block, "ghost_mse": float(errors[k]),
-            "ghost_depth": float(np.median(errors) / max(errors[k], 1e-9)), "present": True}
+            "ghost_depth": float(np.median(errors) / max(errors[k], 1e-9)), "ghost_sharpness": sharpness,
+            "present": True}
 
 
 def estimate_contrast(x: np.ndarray, reference: Sequence[float] = CLEAN_REFERENCE) -> Dict:

@@ -79,3 +79,37 @@ def test_op_space_map():
     np.testing.assert_allclose(P.to_op_space(raw, (1000, 3000)), [[0.0, 0.5]])
     with pytest.raises(ValueError, match="op range"):
         P.to_op_space(raw, (5, 5))
+
+
+def small_frames(n=4):
+    """Virtual-camera frames at a Lepton's 160×120, whose scene has 8-pixel-period texture
+    (blockiness 1.15-1.35 with no JPEG anywhere), in op space."""
+    raw = render_frames(n, size=(160, 120), start=0)
+    lo, hi = counts_range(raw[0])
+    return (raw.astype(np.float32) - lo) / (hi - lo)
+
+
+def test_column_stripes_are_not_blocking():
+    import cv2
+
+    rng = np.random.default_rng(5)
+    for x in small_frames():
+        grey = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+        striped = np.clip(grey + rng.normal(0, 8, (1, grey.shape[1])), 0, 255).astype(np.uint8)
+        assert abs(P.blockiness(striped) - P.blockiness(grey)) < 0.05
+        ok, buf = cv2.imencode(".jpg", striped, [int(cv2.IMWRITE_JPEG_QUALITY), 20])
+        assert P.blockiness(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)) > P.blockiness(striped) + 0.3
+
+
+def test_scene_texture_without_a_ghost_is_not_jpeg_and_a_decode_is():
+    import cv2
+
+    frames = small_frames()
+    assert max(P.blockiness(np.rint(x * 255).astype(np.uint8)) for x in frames) > P.BLOCKINESS_SCREEN
+    for x in frames:
+        est = P.estimate_jpeg(x)
+        assert not est["present"], est
+        grey = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", grey, [int(cv2.IMWRITE_JPEG_QUALITY), 60])
+        est = P.estimate_jpeg(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255)
+        assert est["present"] and est["quality"] == 60 and est["ghost_sharpness"] < P.GHOST_SHARPNESS

@@ -153,6 +153,25 @@ def test_degrade_option_applies_a_stable_named_degradation():
     assert np.corrcoef(residual.ravel(), residual2.ravel())[0, 1] > 0.9
 
 
+def test_a_spec_file_draws_the_same_frames_wherever_it_lies(tmp_path):
+    """A spec's draws are seeded by its name, not its path: a checkout in another folder (CI's)
+    sees the same frames, and two specs with different names see different draws."""
+    import json
+
+    from tir.edge.sources import open_source
+
+    spec = {"name": "stripes_only", "steps": [{"op": "stripes", "gain_std": 0.0, "offset_std": 6.0,
+                                               "column_p": 1.0}]}
+    paths = []
+    for folder, name in (("a", "stripes_only"), ("b/deeper", "stripes_only"), ("c", "other_name")):
+        (tmp_path / folder).mkdir(parents=True)
+        paths.append(tmp_path / folder / "spec.json")
+        paths[-1].write_text(json.dumps({**spec, "name": name}))
+    frames = [open_source(f"synthetic://?size=160x120&realtime=0&degrade={p}").read().raw for p in paths]
+    assert np.array_equal(frames[0], frames[1])
+    assert not np.array_equal(frames[0], frames[2])
+
+
 def test_degrade_cycle_walks_clean_then_every_task():
     from tir.edge.sources import open_source
     from tir.engines.degrade import TASKS

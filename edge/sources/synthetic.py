@@ -528,10 +528,20 @@ class SyntheticSource(Source):
             self._degrade_range = (lo, min(hi, float(MAX_COUNT)))
         lo, hi = self._degrade_range
         x = (raw.astype(np.float32) - lo) / (hi - lo)
-        rng = np.random.default_rng([self._seed, segment, zlib.crc32(name.encode())])
+        rng = np.random.default_rng([self._seed, segment, zlib.crc32(self._draw_key(name).encode())])
         y = degrade(x, name, rng)
         counts = np.clip(y * (hi - lo) + lo + 0.5, 0, MAX_COUNT).astype(np.uint16)
         return counts, name
+
+    @staticmethod
+    def _draw_key(name: str) -> str:
+        """What seeds a degradation's draws: a task's name, or a spec file's own ``name``, so the
+        same spec gives the same frames wherever the file lies (not its path)."""
+        if not name.lower().endswith(".json"):
+            return name
+        from tir.engines.degrade import load_spec
+
+        return "spec:" + load_spec(name).name
 
     def stats(self) -> Dict[str, int]:
         """frames, dropped (not delivered when reading fell behind), corrupt (0), reconnects (0)."""
