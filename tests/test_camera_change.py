@@ -316,3 +316,50 @@ def test_a_reference_pinned_to_fewer_frames_than_the_gates_need_ends_the_warm_up
     assert r.fpn_gate.floor_sigma()[0] is None            # the pin is too short for a floor, as before
     assert r.observed == 0 and r.decisions == 3 and r.fpn_gate.held == 0
     assert passed == 0
+
+
+def test_the_user_saying_the_camera_changed_marks_the_next_frame_once():
+    """A camera swapped on the same connection at the same size gives no signal of its own;
+    ``request_camera_change`` (POST /camera/new) marks the next frame, once, with ``user``."""
+    pre = Preprocess()
+    frames = [frame(counts(scene(seed=i)), connection=0) for i in range(5)]
+    assert marks(pre, frames[:2]) == [None, None]
+    pre.request_camera_change()
+    assert marks(pre, frames[2:]) == [["user"], None, None] and pre.camera_changes == 1
+    pre.request_camera_change()  # with a reconnect on the same frame: both reasons
+    assert marks(pre, [frame(counts(scene(seed=9)), connection=1)]) == [["connection", "user"]]
+
+
+def test_post_camera_new_restarts_the_gates_of_a_running_pipeline(tmp_path):
+    """``tir run``'s page offers ``camera/new`` when it restores: the Restorer sees the frame
+    marked ``user`` and counts the camera change; a run that restores nothing refuses it."""
+    import http.client
+    import json
+
+    from tir.edge.outputs import open_output
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.sources.base import open_source
+
+    model = Restorer(_bundle(tmp_path, "noise"), every=8)
+    server = open_output("http://127.0.0.1:0")
+    source = open_source(f"synthetic://?size={W}x{H}&frames=30")  # live: 1 s, the POST lands mid-run
+    pipe = Pipeline(source, model, [server])
+    pipe.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("POST", "/camera/new", headers={"X-Tir-Token": server.token})
+        resp = conn.getresponse()
+        assert resp.status == 202 and json.loads(resp.read()) == {"ok": True, "requested": "camera/new"}
+        conn.close()
+        pipe.wait()
+    finally:
+        pipe.stop()
+    status = model.status()
+    assert status["camera_changes"] == 1 and status["camera_change"] == ["user"]
+    bare = open_output("http://127.0.0.1:0").start()
+    try:
+        bare.attach(lambda: None, {})
+        code, reply = bare.act("camera/new")
+        assert code == 409 and "restores nothing" in reply["error"]
+    finally:
+        bare.close()

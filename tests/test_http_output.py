@@ -344,7 +344,8 @@ def test_the_routes_table_is_what_the_server_answers(ffc_server):
         resp, _ = get(out, path)
         assert resp.status in (200, 400), f"GET {path} from ROUTES answered {resp.status}"  # spot: 400 without x, y
     assert get(out, "/snapshot/raw.jpg")[0].status == 200 and get(out, "/collect/0.jpg")[0].status == 404
-    assert [(m, p) for m, p, _, token in ROUTES if token] == [("POST", "/bundle/reload"), ("POST", "/{name}")]
+    assert [(m, p) for m, p, _, token in ROUTES if token] == [("POST", "/bundle/reload"), ("POST", "/camera/new"),
+                                                           ("POST", "/{name}")]
     assert post_ffc(out)[0] == 403 and not requested  # needs_token: refused without it
     assert post_ffc(out, {"X-Tir-Token": out.token})[0] == 202 and requested == [1]
 

@@ -13,6 +13,8 @@ set up)::
     /healthz                   liveness
     POST /ffc                  flat-field correction now (when the run has camera control)
     POST /bundle/reload        load the model bundle folder again and swap it in between two frames
+    POST /camera/new           the camera changed (same connection, same size): the gates restart
+                               their camera histories from the next frame, as on a reconnect
                                (engines/hotswap.py; the result is in /stats.json model.bundle)
 
 The server is aiohttp (its event loop runs in a daemon thread); request parsing, header and
@@ -651,6 +653,8 @@ class HTTPOutput(Output):
                 return 409, {"error": "no camera control in this run; start tir run with --camera-port DEV|auto"}
             if name == "bundle/reload":
                 return 409, {"error": "this run has no model bundle to reload; start tir run with --model BUNDLE_DIR"}
+            if name == "camera/new":
+                return 409, {"error": "this run restores nothing, so it keeps no camera history to restart"}
             return 404, {"error": f"no action {name!r}; known: {', '.join(sorted(self.actions)) or 'none'}"}
         try:
             action()
@@ -879,6 +883,7 @@ ROUTES: List[Tuple[str, str, Callable, bool]] = [
     ("GET", "/snapshot/{view}.jpg", HTTPOutput._snapshot, False),
     ("GET", "/collect/{ident}.jpg", HTTPOutput._collected, False),
     ("POST", "/bundle/reload", HTTPOutput._post, True),
+    ("POST", "/camera/new", HTTPOutput._post, True),
     ("POST", "/{name}", HTTPOutput._post, True),
     ("*", "/{tail:.*}", HTTPOutput._not_found, False),
 ]

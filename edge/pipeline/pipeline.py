@@ -106,7 +106,11 @@ class Pipeline:
         work: List = []
         if model is not None:
             infer = PipelinedInfer(model, self.infer_in_flight) if self.infer_in_flight > 1 else Infer(model)
-            work += [Preprocess(normalizer), infer, Postprocess(normalizer)]
+            #: the stage that marks camera changes (``POST /camera/new`` asks it to mark one)
+            self.preprocess: Optional[Preprocess] = Preprocess(normalizer)
+            work += [self.preprocess, infer, Postprocess(normalizer)]
+        else:
+            self.preprocess = None
         # display="auto": the AGC views are computed only while some output wants them
         # (Output.wants_display: e.g. an HTTP server with a viewer, a recorder's preview)
         wanted = None if display == "always" else self._display_wanted
@@ -290,6 +294,8 @@ class Pipeline:
             actions = {"ffc": self.ffc.request_ffc} if self.ffc is not None else {}
             if callable(getattr(self.model, "request_reload", None)):  # hot-swap (engines/hotswap.py)
                 actions["bundle/reload"] = self.model.request_reload
+            if self.preprocess is not None:  # the user says the camera changed (same connection, same size)
+                actions["camera/new"] = self.preprocess.request_camera_change
             for output in self.outputs:
                 attach = getattr(output, "attach", None)
                 if attach is not None:  # an Output; a bare object with write() shows no stats

@@ -22,8 +22,6 @@ import cv2
 import numpy as np
 
 from ..agc import DisplayMapper
-import numpy as np
-
 from ..frame import Frame, FrameError, now
 from ..normalize import NormParams, Normalizer
 from .slots import LatestWinsSlot
@@ -66,9 +64,13 @@ class Preprocess:
     - ``"size"``: the frame's (H, W) differs from the previous frame's: a camera's mode fixes
       its frame size, so another size is another camera or mode;
 
+    - ``"user"``: :meth:`request_camera_change` was called since the previous frame (``POST
+      /camera/new`` on the page of ``tir run``): the user says the camera changed.
+
     Only a stream sees these: a fresh ``Preprocess`` per frame (``tir eval``, frames as
     independent scenes) never marks one. A swapped camera on the same connection at the same size
-    gives no signal. The normaliser's range jump (:meth:`Normalizer.jumped`, a gain switch) is not
+    (an analogue switcher on one grabber, an 8-bit camera replugged without the grabber noticing)
+    gives no signal of its own: the user says so with ``"user"``. The normaliser's range jump (:meth:`Normalizer.jumped`, a gain switch) is not
     one either: the scene makes it too (a hot object coming into view grows the span 2.6x on the
     same camera, whose FPN offsets and noise floor still hold, tests/test_fpn_gate.py), and
     restarting on it stopped the destriping of such a camera.
@@ -83,6 +85,15 @@ class Preprocess:
         self._connection = None                    # the previous frame's meta["connection"]
         #: frames marked ``camera_change`` so far
         self.camera_changes = 0
+        self._requested: Optional[str] = None      # a reason to mark the next frame with
+        self._request_lock = threading.Lock()
+
+    def request_camera_change(self, reason: str = "user") -> None:
+        """Mark the next frame ``camera_change`` with ``reason`` (thread-safe; any thread, e.g.
+        the HTTP server's ``POST /camera/new``): the Restorer's gates restart their camera
+        histories on it as on a reconnect."""
+        with self._request_lock:
+            self._requested = str(reason)
 
     def __call__(self, frame: Frame) -> None:
         if not self._bits_seen:
@@ -110,6 +121,10 @@ class Preprocess:
             reasons.append("size")
         self._connection = connection if connection is not None else self._connection
         self._shape = shape
+        with self._request_lock:
+            requested, self._requested = self._requested, None
+        if requested is not None:
+            reasons.append(requested)
         if reasons:
             frame.meta["camera_change"] = reasons
             self.camera_changes += 1

@@ -97,6 +97,7 @@ function render(stats) {
     text("scene", `${stats.scene.min_counts} / ${stats.scene.max_counts} counts`);
   }
   renderCamera(stats);
+  renderHistory(stats);
   renderCollect(stats);
   if (stats.frame) {
     text("raw-size", `${stats.frame.width}×${stats.frame.height}`);
@@ -209,6 +210,30 @@ async function requestFFC() {
   }
 }
 $("ffc-button").addEventListener("click", requestFFC);
+
+// Camera history (the Restorer's gates): how often the camera changed and why; the button says
+// the camera was swapped without a reconnect or a new frame size (POST /camera/new).
+function renderHistory(stats) {
+  const offered = !!(stats.http && stats.http.actions.includes("camera/new"));
+  $("history-card").classList.toggle("hidden", !offered);
+  if (!offered || !stats.model) return;
+  text("camera-changes", typeof stats.model.camera_changes === "number" ? String(stats.model.camera_changes) : "-");
+  const why = stats.model.camera_change;
+  text("camera-change", Array.isArray(why) && why.length ? `last: ${why.join(", ")}` : "none since the start");
+}
+async function requestNewCamera() {
+  const button = $("new-camera-button");
+  button.disabled = true;
+  try {
+    const reply = await (await fetch("/camera/new", { method: "POST", headers: { "X-Tir-Token": TOKEN } })).json();
+    if (reply.error) text("camera-change", reply.error);
+  } catch (err) {
+    text("camera-change", "request failed");
+  } finally {
+    setTimeout(() => { button.disabled = false; }, 1000);
+  }
+}
+$("new-camera-button").addEventListener("click", requestNewCamera);
 
 async function poll() {
   try {
