@@ -219,6 +219,24 @@ def test_camera_card_shows_fpa_and_its_button_requests_ffc(browser):
         assert len(requested) == 1
 
 
+def test_new_camera_button_posts_camera_new_and_the_card_shows_the_changes(browser):
+    from selenium.webdriver.common.by import By
+
+    requested = []
+    with live_page(browser) as (out, live, text):
+        assert not browser.find_element(By.ID, "history-card").is_displayed()  # nothing restored
+        model = {"camera_changes": 2, "camera_change": ["size"]}
+        out.attach(lambda: dataclasses.replace(live.stats(), model=dict(model)),
+                   {"camera/new": lambda: requested.append(time.monotonic())})
+        wait_for(lambda: text("camera-changes") == "2", what="the camera changes count")
+        assert text("camera-change") == "last: size"
+        browser.find_element(By.ID, "new-camera-button").click()
+        wait_for(lambda: requested, what="POST /camera/new from the button")
+        model.update(camera_changes=3, camera_change=["user"])
+        wait_for(lambda: text("camera-change") == "last: user", what="the user's change")
+        assert len(requested) == 1
+
+
 def test_unusable_frames_show_in_the_drops_card(browser):
     # /stats.json and the status line counted them; the page showed only the stage drops
     with live_page(browser) as (out, live, text):
