@@ -137,6 +137,37 @@ checked against the vendor's datasheet):
 - ``ironbow_grey_640x512``: a camera's ironbow ("Iron") palette video turned back to grey by a
   user (BT.601 luma, OpenCV's ``COLOR_BGR2GRAY``): a monotone but bent tone curve.
 
+Round 5 (``--round 5``, table :data:`ROUND5`), camera pipelines again, of kinds rounds 1-4 do
+not cover; [U] as in round 4:
+
+- ``ffc_shutter_160x120``: a Lepton 3.5 on PureThermal through GetThermal's per-frame min/max AGC
+  (thermal_io.md §3.3) whose stream keeps running while the shutter is closed for an FFC
+  (thermal_io.md §5: the flag is a uniform scene; whether a given Boson/Lepton firmware freezes the
+  video or shows the flag is [U]): frames 5 and 6 (:data:`FFC_SHUTTER`) are the flag, its white
+  noise stretched by the min/max AGC over the full 8 bits;
+- ``fpn_drift_640x512``: a column-parallel read-out (thermal_io.md §5) whose column offsets drift
+  with the FPA temperature between FFCs: each column's offset grows linearly from 0 to σ 2.5 grey
+  levels over frames 0-7, the FFC before frame 8 resets them, and they grow again (HIT-UAV,
+  noise 0.6, linear AGC);
+- ``pan_blur_640x512``: a UAV gimbal or vehicle camera panning: a 1-D box smear of 5-15 px
+  within ±20° of the rows on the scene, per frame (HIT-UAV, noise 0.6, linear AGC);
+- ``manual_agc_narrow_640x512``: a Tau2/Quark in manual AGC (gain and level fixed, FLIR app note
+  102-PS242-100-01, thermal_io.md §4.1) set for a wider scene: the frame's 1st-99th percentiles
+  in 8-20 grey levels around 90-160 (posterised, 8-bit, RoadScene);
+- ``usb_tear_640x512``: a UVC capture whose buffers desync (thermal_io.md §3.1 item 4; that the
+  frame tears rather than repeats is [U]): the rows below a tear row (30-70 % of the height) from
+  the previous exposure, the camera having panned 4-12 px (RoadScene);
+- ``optris_382x288``: an Optris PI 400/450-class camera [U]: 382×288, 16-bit values = (T[°C] +
+  100) × 10, 0.1 K per count, so a 15-40 °C scene uses 1150-1400 (12-bit values; M3SVD scenes);
+- ``ici_offset_640x512``: an ICI 8640-class 640×512 core's raw counts [U]: a 48000-54000 offset,
+  1500-4000 counts of span and a hot object clipped at the 16-bit top (T1030sc scenes);
+- ``agc_pump_640x512``: a linear AGC that pumps: a hot object (1-3 % of the pixels) enters in the
+  odd frames at a level that drops the scene's gain by 20-40 % (the per-frame AGC of GetThermal /
+  BosonUSB, thermal_io.md §3.3, §4.2 "a single hot pixel dominates"; RoadScene, noise 0.6);
+- ``lens_drops_640x512``: rain drops or dirt on the lens window, the same in every frame: water is
+  nearly opaque at 8-14 µm [U], so each of 8-14 out-of-focus drops shows its own temperature (the
+  scene's median) at 50-85 % opacity (RoadScene, noise 0.6, linear AGC).
+
 Every random draw is seeded by the camera and the frame's index, so the folders are the same on
 every run. numpy + OpenCV only.
 """
