@@ -824,16 +824,17 @@ def drift_since_ffc(i: int, ffc_at: int = FFC_AT) -> float:
     return k / max(ffc_at - 1, 1)
 
 
-def column_drift(i: int, counts: np.ndarray, grey_at_max: float = 2.5, seed: int = 302) -> np.ndarray:
+def column_drift(i: int, counts: np.ndarray, grey_at_max: float = 2.5, seed: int = 302, ffc_at: int = FFC_AT) -> np.ndarray:
     """Column offsets that drift between FFCs: each column's read-out (one amplifier per column,
     thermal_io.md §5) has its own offset coefficient per kelvin of FPA temperature change (drawn
-    once for the camera, N(0, 1)); the offsets are the coefficients × :func:`drift_since_ffc`,
+    once for the camera, N(0, 1)); the offsets are the coefficients × :func:`drift_since_ffc`
+    (with ``ffc_at``),
     scaled so that at the largest change their σ is ``grey_at_max`` grey levels of the scene's
     min-max AGC. Float counts, same shape."""
     w = counts.shape[1]
     coeff = np.random.default_rng(seed).normal(0.0, 1.0, w)
     per_grey = float(counts.max() - counts.min()) / 255.0
-    return counts + drift_since_ffc(i) * grey_at_max * per_grey * coeff[None, :]
+    return counts + drift_since_ffc(i, ffc_at) * grey_at_max * per_grey * coeff[None, :]
 
 
 def motion_blur(length: float, angle_deg: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -925,18 +926,19 @@ def hot_entry(radiance: np.ndarray, rng: np.random.Generator, drop: float) -> np
     return radiance * (1 - mask) + level * mask
 
 
-def pumping_scene(r: np.ndarray, rng: np.random.Generator, i: int) -> np.ndarray:
-    """agc_pump's scene at frame ``i``: the even frames as they are, the odd ones with
-    :func:`hot_entry` (a gain drop drawn in 0.2-0.4), so the camera's linear AGC pumps between the
-    two gains from frame to frame."""
-    return hot_entry(r, rng, rng.uniform(0.2, 0.4)) if i % 2 else r
+def pumping_scene(r: np.ndarray, rng: np.random.Generator, hot: bool) -> np.ndarray:
+    """agc_pump's scene: with ``hot`` the scene with :func:`hot_entry` (a gain drop drawn in
+    0.2-0.4), else as it is."""
+    return hot_entry(r, rng, rng.uniform(0.2, 0.4)) if hot else r
 
 
-def pumping_camera(size: Tuple[int, int], noise_grey: float, seed: int) -> Callable:
-    """:func:`camera` with :func:`pumping_scene` (the scene change depends on the frame's index):
-    a per-frame map ``(index, frame) -> uint8``."""
+def pumping_camera(size: Tuple[int, int], noise_grey: float, seed: int,
+                   present: Callable[[int], bool] = lambda i: i % 2 == 1) -> Callable:
+    """:func:`camera` with :func:`pumping_scene`, the hot object in the frames whose index
+    ``present`` accepts (default the odd ones, so the camera's linear AGC pumps between the two gains
+    from frame to frame): a per-frame map ``(index, frame) -> uint8``."""
     return lambda i, f: camera(size, noise_grey, linear_agc, seed,
-                               scene_fn=lambda r, rng: pumping_scene(r, rng, i))(i, f)
+                               scene_fn=lambda r, rng: pumping_scene(r, rng, present(i)))(i, f)
 
 
 def lens_drops(radiance: np.ndarray, seed: int = 309) -> np.ndarray:
