@@ -174,6 +174,10 @@ SCENE_BLOCK, SCENE_GRID = 4, 128
 #: :func:`scene_free`: standard errors above white noise's block variance a frame may lie and still
 #: hold no scene (a one-sided 3σ bound on the ratio, whose standard error is √(2/n) for n blocks)
 SCENE_SIGMAS = 3.0
+#: :func:`scene_free`: the least share of a frame's variance left after its row and column means
+#: for the rest to be measured (std 1 %: more than float rounding); a frame whose variation lies
+#: along its rows and columns alone (a ramp, a shading, stripes) is structure, not the sensor's noise
+SCENE_MIN_RESIDUAL = 1e-4
 
 
 def scene_free(frame: np.ndarray) -> bool:
@@ -191,8 +195,9 @@ def scene_free(frame: np.ndarray) -> bool:
     power falls with spatial frequency). A frame is scene-free when the ratio is within
     ``SCENE_SIGMAS`` standard errors of 1. Measured (docs: round 5): the val frames of the six
     registered sets under every task of the specs, and every emulated camera's clean frames,
-    read 1.88 or more; the FFC flag frames 0.95-1.0. A constant frame (variance 0) is not
-    counted here (the contrast gate's floor handles it).
+    read 1.88 or more; the FFC flag frames 0.95-1.0. A constant frame, and one whose variation
+    lies along its rows and columns alone (residual variance under ``SCENE_MIN_RESIDUAL`` of the
+    frame's), is not counted here (the contrast gate's floor handles a constant frame).
 
     Args:
         frame: (H, W) array, any real dtype (a model input in [0, 1]).
@@ -209,8 +214,8 @@ def scene_free(frame: np.ndarray) -> bool:
     f = f[:h, :w]
     r = f - f.mean(0, keepdims=True) - f.mean(1, keepdims=True) + f.mean()
     var = float(r.var(dtype=np.float64))
-    if not var > 0.0:
-        return False
+    if not var > SCENE_MIN_RESIDUAL * float(f.var(dtype=np.float64)):
+        return False   # all its variation lies along rows and columns (a ramp, a shading): structure
     blocks = r.reshape(h // SCENE_BLOCK, SCENE_BLOCK, w // SCENE_BLOCK, SCENE_BLOCK).mean((1, 3))
     n = blocks.size
     ratio = float(blocks.var(dtype=np.float64)) * SCENE_BLOCK * SCENE_BLOCK / var
