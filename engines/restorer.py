@@ -195,7 +195,7 @@ def scene_free(frame: np.ndarray) -> bool:
     power falls with spatial frequency). A frame is scene-free when the ratio is within
     ``SCENE_SIGMAS`` standard errors of 1. Measured (docs: round 5): the val frames of the six
     registered sets under every task of the specs, and every emulated camera's clean frames,
-    read 1.88 or more; the FFC flag frames 0.95-1.0. A constant frame, and one whose variation
+    read 1.88 or more; the FFC flag frames 0.95-0.96. A constant frame, and one whose variation
     lies along its rows and columns alone (residual variance under ``SCENE_MIN_RESIDUAL`` of the
     frame's), is not counted here (the contrast gate's floor handles a constant frame).
 
