@@ -473,13 +473,40 @@ class ContrastGate:
             return None
         return float(np.median(extents))
 
+    def ends_wander(self) -> bool:
+        """Whether this camera's frames' ends wander by more than the veto's margin: the robust σ
+        (interquartile range / :data:`IQR_PER_SIGMA`) of the block lows *and* of the block highs of
+        the frames the gate did not find low (:attr:`end_lows`, :attr:`end_highs`) both above
+        (1 − ``ratio``) × the camera's extent reference. False before the camera has an extent
+        reference and ``prior_frames`` (at least 1) frames of ends.
+
+        Why: the extent veto (:meth:`is_low`) rests on the camera's AGC putting every frame's
+        extremes near the ends of its output scale, so a frame's extent is the camera's whatever
+        the scene. A camera without that AGC (a Tau2/Quark in manual gain and level, FLIR app note
+        102-PS242-100-01; a fixed temperature span) shows each scene at its own place and width on
+        the scale: its frames' ends move with the scene's temperatures and its extent with the
+        scene's span, and a narrow scene reads as a contrast loss (round 5's
+        manual_agc_narrow_640x512: a 15-grey-level camera's clean frames sent to the contrast
+        route, 15.6 dB from themselves). An AGC camera's ends stay within a small part of its
+        extent (σ 0.000-0.009 on the 8-bit sets' train frames, HIT-UAV's cold end 0.12 of an
+        extent near 0.9: docs/cameras.md "Session 15"); when both ends wander by more than the
+        margin the veto judges a frame's extent with, that extent tells a contrast loss from the
+        scene no better than chance, and do no harm says keep the frame as the camera gives it."""
+        ref_extent = self.extent_reference
+        if ref_extent is None or len(self.end_lows) < max(self.prior_frames, 1):
+            return False
+        q = lambda v: float(np.subtract(*np.percentile(v, [75.0, 25.0]))) / IQR_PER_SIGMA
+        margin = (1.0 - self.ratio) * ref_extent
+        return q(self.end_lows) > margin and q(self.end_highs) > margin
+
     def is_low(self, span: float, extent: Optional[float] = None) -> bool:
         """True when the frame's contrast is low for this camera: ``extent`` below ``ratio`` × the
-        camera's extent reference once it has one (and ``extent`` is given); else ``span`` below
-        ``ratio`` × the reference span (False with no reference)."""
+        camera's extent reference once it has one (and ``extent`` is given), unless the camera's
+        ends wander (:meth:`ends_wander`: then False); else ``span`` below ``ratio`` × the
+        reference span (False with no reference)."""
         ref_extent = self.extent_reference
         if extent is not None and ref_extent is not None:
-            return float(extent) < self.ratio * ref_extent
+            return float(extent) < self.ratio * ref_extent and not self.ends_wander()
         ref = self.reference
         return ref is not None and float(span) < self.ratio * ref
 

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 #: seconds between two tries of a bundle file that failed its check on load (frames pass through meanwhile)
 FILE_RETRY_S = 1.0
 #: counters of a Restorer carried over a swap, so stats stay continuous
-CARRIED = ("frames", "switches", "unknowns", "decisions", "uncertain", "skipped_ffc", "pinned_frames",
+CARRIED = ("frames", "switches", "unknowns", "decisions", "uncertain", "skipped_ffc", "skipped_scene_free", "pinned_frames",
            "dead_column_frames", "dead_columns", "camera_changes", "observed")
 
 

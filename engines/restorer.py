@@ -7,7 +7,8 @@ It looks like an engine to the pipeline: ``infer(batch) -> batch``, ``multiple``
 Routing policy:
 - the router runs on the newest frame of a batch every ``every`` frames; frames whose meta says
   ``ffc`` (the camera is doing a flat-field correction, thermal_io.md §5: a shutter image, not
-  the scene) are not looked at, and the first frame after one is routed. Pass ``meta`` to :meth:`infer` (a dict, or one per frame) or call
+  the scene), and frames that hold no scene (:func:`scene_free`: the flag of an FFC the stream
+  did not mark), are not looked at, and the first frame after one is routed. Pass ``meta`` to :meth:`infer` (a dict, or one per frame) or call
   :meth:`observe` yourself;
 - a frame whose meta carries ``camera_change`` (edge/pipeline/stages.py ``Preprocess``: the source
   reconnected, or the frame size changed) starts a new camera: the
@@ -165,6 +166,60 @@ def _is_ffc(meta) -> bool:
 #: to route the gates' minimum of 8 frames (MIN_FLOOR_FRAMES, blur MIN_FRAMES), so a camera whose
 #: verdicts never fill the blur history costs no more router runs than that
 WARM_FRAMES_PER_EVERY = 8
+
+
+#: :func:`scene_free`: the block side (samples) whose means are compared with the pixels', and the
+#: largest grid (samples along the shorter side) measured: a larger frame is subsampled onto it
+SCENE_BLOCK, SCENE_GRID = 4, 128
+#: :func:`scene_free`: standard errors above white noise's block variance a frame may lie and still
+#: hold no scene (a one-sided 3σ bound on the ratio, whose standard error is √(2/n) for n blocks)
+SCENE_SIGMAS = 3.0
+#: :func:`scene_free`: the least share of a frame's variance left after its row and column means
+#: for the rest to be measured (std 1 %: more than float rounding); a frame whose variation lies
+#: along its rows and columns alone (a ramp, a shading, stripes) is structure, not the sensor's noise
+SCENE_MIN_RESIDUAL = 1e-4
+
+
+def scene_free(frame: np.ndarray) -> bool:
+    """Whether a frame holds no scene, only the sensor's own noise: the closed shutter (flag) of a
+    flat-field correction as a camera without a control channel delivers it (thermal_io.md §5:
+    the flag is a uniform scene; a host's per-frame min/max AGC, GetThermal's and BosonUSB's,
+    §3.3, stretches its white noise over the whole scale), or a lens cap.
+
+    The measure: the frame (float, any range; subsampled by ⌊min(H, W) / 128⌋ when larger) less
+    its column and row means (a column-parallel read-out's offsets, row offsets and any additive
+    separable shading: the flag carries the sensor's fixed patterns too), averaged over
+    ``SCENE_BLOCK``-sample blocks. White noise gives a block-mean variance of 1/16 the pixels'
+    (ratio ``16·var(blocks)/var(pixels)`` = 1, standard error √(2/n) over n blocks); a scene
+    through optics is correlated over many pixels and its ratio is far larger (natural scenes'
+    power falls with spatial frequency). A frame is scene-free when the ratio is within
+    ``SCENE_SIGMAS`` standard errors of 1. Measured (docs: round 5): the val frames of the six
+    registered sets under every task of the specs, and every emulated camera's clean frames,
+    read 1.88 or more; the FFC flag frames 0.95-0.96. A constant frame, and one whose variation
+    lies along its rows and columns alone (residual variance under ``SCENE_MIN_RESIDUAL`` of the
+    frame's), is not counted here (the contrast gate's floor handles a constant frame).
+
+    Args:
+        frame: (H, W) array, any real dtype (a model input in [0, 1]).
+
+    Returns:
+        True when the frame is the sensor's noise alone.
+    """
+    f = np.asarray(frame, dtype=np.float32)
+    step = max(1, min(f.shape) // SCENE_GRID)
+    f = f[::step, ::step]
+    h, w = (f.shape[0] // SCENE_BLOCK) * SCENE_BLOCK, (f.shape[1] // SCENE_BLOCK) * SCENE_BLOCK
+    if h == 0 or w == 0:
+        return False
+    f = f[:h, :w]
+    r = f - f.mean(0, keepdims=True) - f.mean(1, keepdims=True) + f.mean()
+    var = float(r.var(dtype=np.float64))
+    if not var > SCENE_MIN_RESIDUAL * float(f.var(dtype=np.float64)):
+        return False   # all its variation lies along rows and columns (a ramp, a shading): structure
+    blocks = r.reshape(h // SCENE_BLOCK, SCENE_BLOCK, w // SCENE_BLOCK, SCENE_BLOCK).mean((1, 3))
+    n = blocks.size
+    ratio = float(blocks.var(dtype=np.float64)) * SCENE_BLOCK * SCENE_BLOCK / var
+    return n > 1 and ratio <= 1.0 + SCENE_SIGMAS * np.sqrt(2.0 / n)
 
 
 def _camera_change(meta) -> Optional[List[str]]:
@@ -358,6 +413,9 @@ class Restorer:
         self.unknowns = 0
         self.decisions = 0
         self.skipped_ffc = 0
+        #: frames not looked at because they held no scene (:func:`scene_free`: an FFC's flag that
+        #: the stream did not mark), counted in ``skipped_ffc`` too
+        self.skipped_scene_free = 0
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
@@ -653,8 +711,13 @@ class Restorer:
         if self.forced or self.router_info is None:
             return None
         self._check_reference(x.shape[-2:])
-        if _is_ffc(meta):
+        # a frame with no scene (:func:`scene_free`) is an FFC the stream did not mark: as after an
+        # FFC its verdict would be the flag's (a cold start that met the power-up FFC's flag first took
+        # the contrast route for 24 frames, 19 dB from the scene after it, docs: round 5)
+        flag = not _is_ffc(meta) and scene_free(x[-1, 0])
+        if flag or _is_ffc(meta):
             self.skipped_ffc += 1
+            self.skipped_scene_free += int(flag)
             self._drop_offsets()   # a flat-field correction renews the FPA's offsets: the measured ones no longer hold
             # the first frame after it is routed: a verdict this frame took the turn of is not lost
             # (FFC frames on the schedule's turns kept the router from ever running), and the
@@ -840,6 +903,7 @@ class Restorer:
             ValueError: ``batch`` has another shape.
         """
         x = _as_batch(batch)
+        x = x[[not scene_free(f[0]) for f in x]] if len(x) else x   # an FFC's flag is not the camera's look
         if self.contrast_gate is not None:
             for frame in x:
                 self.contrast_gate.add(lowpass_span(frame), ends=lowpass_ends(frame))
@@ -1136,7 +1200,8 @@ class Restorer:
         """The routing state for the stats page: ``task`` (the route now), the last verdict
         (``decision``, ``confidence``, ``unknown``, ``nearest``), ``router_ms`` (ms per frame),
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
-        ``skipped_ffc``, ``dead_column_frames``: routed frames shown to the router with dead columns
+        ``skipped_ffc``, ``skipped_scene_free``: those of them that held no scene, :func:`scene_free`,
+        ``dead_column_frames``: routed frames shown to the router with dead columns
         replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`,
         ``observed``: frames routed off the schedule while the gates warmed up, their verdicts fed
         the gates but did not decide the route, :meth:`_warming`),
@@ -1161,7 +1226,8 @@ class Restorer:
                 "nearest": self._last["nearest"], "gated_from": self._last.get("gated_from"),
                 "forced": self.forced, "frames": self.frames,
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
-                "skipped_ffc": self.skipped_ffc, "dead_column_frames": self.dead_column_frames,
+                "skipped_ffc": self.skipped_ffc, "skipped_scene_free": self.skipped_scene_free,
+                "dead_column_frames": self.dead_column_frames,
                 "camera_changes": self.camera_changes, "camera_change": self.camera_change,
                 "observed": self.observed, "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),

@@ -769,9 +769,10 @@ def test_a_frame_flatter_than_the_strongest_contrast_loss_is_not_promoted(unknow
 
 
 def _textured(amplitude, seed=0, mean=0.5):
-    """A ramp of ``amplitude`` around ``mean`` with a fixed sharp texture (±10 % of it): a scene
-    with detail at every scale, the blur gate's measure of which does not depend on the contrast."""
-    tex = np.random.default_rng(seed).uniform(-0.1, 0.1, (H, W)).astype(np.float32)
+    """A ramp of ``amplitude`` around ``mean`` with a fixed sharp texture (±10 % of it, in 2×2-pixel
+    cells: per-pixel values alone are white noise, which reads as no scene, restorer.scene_free): a
+    scene with detail at every scale, the blur gate's measure of which does not depend on the contrast."""
+    tex = np.random.default_rng(seed).uniform(-0.1, 0.1, (H // 2, W // 2)).repeat(2, 0).repeat(2, 1).astype(np.float32)
     return (ramp(amplitude, mean) + amplitude * tex).astype(np.float32)
 
 
@@ -794,3 +795,31 @@ def test_a_blur_verdict_on_a_compressed_sharp_frame_becomes_the_contrast_route(t
     r.reset()
     own = _textured(0.8, seed=1)[None, None]
     assert np.array_equal(r.infer(own), own) and r.status()["contrast"]["promoted"] == 1
+
+
+def _fixed_gain_camera(n=20):
+    """``n`` frames of a camera without AGC (manual gain and level): each scene at its own place
+    on the scale (level 0.35-0.63) and of its own width (extent 0.03-0.08), as the scene's
+    temperatures put it."""
+    rng = np.random.default_rng(5)
+    return [ramp(rng.uniform(0.03, 0.08), mean=rng.uniform(0.35, 0.63)) for _ in range(n)]
+
+
+def test_a_camera_whose_ends_wander_keeps_its_narrow_scenes():
+    """Round 5's manual-AGC camera: a narrow scene of a camera whose frames' ends move with the
+    scene is not a contrast loss for it (the contrast verdict is demoted), while the same
+    relative extent on an AGC camera, whose ends are pinned, still is."""
+    specs = shipped_specs()
+    fixed, agc = ContrastGate.for_bundle(specs, None), ContrastGate.for_bundle(specs, None)
+    for gate, frames in ((fixed, _fixed_gain_camera()), (agc, _agc_camera())):
+        for f in frames:
+            gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f))
+    assert fixed.ends_wander() and not agc.ends_wander()
+    narrow = ramp(0.5 * fixed.extent_reference, mean=0.4)
+    assert lowpass_extent(narrow) < fixed.ratio * fixed.extent_reference
+    assert fixed.judge("contrast", lowpass_span(narrow), ends=lowpass_ends(narrow)) == CLEAN
+    assert fixed.judge("CB", lowpass_span(narrow), ends=lowpass_ends(narrow)) == "blur"
+    half = ramp(0.5 * agc.extent_reference)
+    assert agc.judge("contrast", lowpass_span(half), ends=lowpass_ends(half)) == "contrast"
+    fresh = ContrastGate.for_bundle(specs, None)
+    assert not fresh.ends_wander()                                   # nothing known: the veto as before

@@ -282,6 +282,54 @@ def test_round4_cameras(emu, root, tmp_path):
     assert grey[0] == 0 and grey[-1] == 255 and np.all(np.diff(grey) >= 0) and grey[128] < 110
 
 
+def test_round5_cameras(emu, root, tmp_path):
+    """Round 5 (``--round 5``, its own table): each camera's size and dtype, and the trait it was
+    built for: the closed FFC shutter's frames hold no scene, column offsets grow between FFCs and
+    are reset by one, a pan's smear lies along one direction, a manual AGC leaves tens of grey
+    levels, a torn frame's bottom is the previous exposure shifted, Optris values stay in 12 bits,
+    ICI counts sit at a large offset and clip at the 16-bit top, a hot object's entry drops the
+    AGC's gain by the drawn share, lens drops sit at the same places in every frame."""
+    assert not (set(emu.CAMERAS) | set(emu.ROUND4)) & set(emu.ROUND5) and emu.ROUNDS["5"] is emu.ROUND5
+    assert emu.main([str(tmp_path), "--root", str(root), "--round", "5"]) == 0
+    want = {"ffc_shutter_160x120": ((120, 160), np.uint8, 3), "fpn_drift_640x512": ((512, 640), np.uint8, 3),
+            "pan_blur_640x512": ((512, 640), np.uint8, 3), "manual_agc_narrow_640x512": ((512, 640), np.uint8, 3),
+            "usb_tear_640x512": ((512, 640), np.uint8, 3), "optris_382x288": ((288, 382), np.uint16, 3),
+            "ici_offset_640x512": ((512, 640), np.uint16, 4), "agc_pump_640x512": ((512, 640), np.uint8, 3),
+            "lens_drops_640x512": ((512, 640), np.uint8, 3)}
+    assert set(want) == set(emu.ROUND5)
+    frames = {}
+    for cam, (shape, dtype, n) in want.items():
+        frames[cam] = _frames(tmp_path / cam, cv2.IMREAD_UNCHANGED)
+        assert len(frames[cam]) == n and all(f.shape == shape and f.dtype == dtype for f in frames[cam]), cam
+    scene = _scene(120, 160, 0, 8)
+    shutter = emu.ffc_shutter_camera((160, 120), 0.35, 301)
+    corr = lambda a, b: np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1]
+    assert corr(shutter(4, scene), scene) > 0.9 and all(abs(corr(shutter(i, scene), scene)) < 0.1 for i in emu.FFC_SHUTTER)
+    assert all(np.ptp(shutter(i, scene)) > 200 for i in emu.FFC_SHUTTER)       # the flag's noise, stretched
+    counts = emu.to_counts(_scene(64, 96, 1, 8).astype(np.float64))
+    col_sigma = lambda i: float(np.std((emu.column_drift(i, counts) - counts)[0]))
+    assert col_sigma(0) == 0.0 and 0 < col_sigma(3) < col_sigma(7) and col_sigma(emu.FFC_AT) == 0.0
+    assert np.allclose(emu.column_drift(5, counts) - counts, (emu.column_drift(5, counts) - counts)[:1])
+    point = np.zeros((31, 31))
+    point[15, 15] = 1.0
+    smear = emu.motion_blur(9.0, 0.0)(point)
+    on = smear > 1e-9
+    assert smear.sum() == pytest.approx(1.0) and on[15].sum() == 9 and on.sum() == 9
+    assert all(len(np.unique(f)) <= 25 for f in frames["manual_agc_narrow_640x512"])
+    f = _scene(512, 640, 2, 8)
+    torn = emu.usb_tear(0, f)
+    changed = np.flatnonzero((torn != f).any(1))
+    assert 0.3 * 512 <= changed[0] <= 0.7 * 512 and np.array_equal(torn[:changed[0]], f[:changed[0]])
+    assert all(1000 < x.min() and x.max() < 4096 for x in frames["optris_382x288"])
+    assert all(x.min() > 45000 and x.max() == 65535 for x in frames["ici_offset_640x512"])
+    flat = np.tile(np.linspace(0.0, 100.0, 200), (150, 1))
+    hot = emu.hot_entry(flat, np.random.default_rng(0), 0.3)
+    assert 100.0 / (hot.max() - hot.min()) == pytest.approx(0.7, rel=0.01)
+    ramp = np.tile(np.arange(128.0), (96, 1))
+    moved = emu.lens_drops(ramp) - ramp                   # drops pull the scene to its median ...
+    assert np.abs(moved).max() > 10 and np.allclose(moved, emu.lens_drops(ramp + 50.0) - (ramp + 50.0))  # ... in place
+
+
 def test_unknown_camera_and_missing_root(emu, tmp_path):
     with pytest.raises(KeyError, match="no emulated camera 'fisheye'"):
         emu.build(tmp_path, tmp_path, only=["fisheye"])

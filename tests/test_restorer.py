@@ -154,6 +154,35 @@ def test_router_runs_every_k_frames_and_skips_ffc(bundle_dir):
     assert r3.status()["task"] == "a"
 
 
+def _scene(mean, seed, noise=0.0):
+    """A frame with structure over many pixels (a smooth pattern of amplitude 0.05 about ``mean``)
+    plus white noise of σ ``noise``: (1, 1, H, W) float32."""
+    y, x = np.mgrid[0:H, 0:W]
+    rng = np.random.default_rng(seed)
+    f = mean + 0.05 * np.sin(x / 5.0 + seed) * np.cos(y / 4.0) + rng.normal(0.0, noise, (H, W))
+    return f[None, None].astype(np.float32)
+
+
+def test_frames_without_a_scene_are_skipped_as_ffc_frames(bundle_dir):
+    """The closed shutter of an FFC the stream did not mark (white noise, the sensor's own, around
+    the flag's level; a column pattern on it too): not routed, not shown to the gates, passed
+    through at a cold start, counted; a scene with as much noise is routed."""
+    rng = np.random.default_rng(0)
+    flag = (0.2 + rng.normal(0.0, 0.05, (H, W)) + rng.normal(0.0, 0.03, W)[None, :]).astype(np.float32)
+    r = Restorer(bundle_dir / "bundle", every=1, hysteresis=1)
+    out = r.infer(flag[None, None])
+    assert np.array_equal(out, flag[None, None]) and r.status()["task"] == PASSTHROUGH
+    s = r.status()
+    assert s["decisions"] == 0 and s["skipped_ffc"] == 1 and s["skipped_scene_free"] == 1
+    r.warm_camera(flag[None, None])
+    assert r.contrast_gate is None or len(r.contrast_gate.extents) == 0
+    scene = _scene(0.2, 1, noise=0.01)
+    assert np.allclose(r.infer(scene), scene * 2.0) and r.status()["decisions"] == 1   # the scene is routed
+    from tir.engines.restorer import scene_free
+    assert not scene_free(np.full((H, W), 0.5)) and scene_free(rng.normal(0.5, 0.1, (512, 640)))
+    assert not scene_free(_scene(0.5, 2, noise=0.02)[0, 0])
+
+
 def test_forced_task_never_routes(bundle_dir):
     r = Restorer(bundle_dir / "bundle", task="b", every=1)
     for kind in ("a", "clean", "unknown"):

@@ -1,7 +1,7 @@
 """Emulated "new cameras" from the test splits: how the product behaves on a camera none of the
 data sets covers (issue 9, "checked from outside": run ``tir eval --data OUT/<camera>`` on each).
 
-Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]] [--round 1-3|4]
+Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]] [--round 1-3|4|5]
 
 Each camera is a folder ``OUT/<name>/`` of 12 frames of one size, built from the **test** split
 of a registered set (frames only used to measure, never to tune), read from the data root
@@ -136,6 +136,37 @@ checked against the vendor's datasheet):
   shutter behind the lens does not flatten it [U]), Lepton 3.5 scenes, noise 0.35, linear AGC;
 - ``ironbow_grey_640x512``: a camera's ironbow ("Iron") palette video turned back to grey by a
   user (BT.601 luma, OpenCV's ``COLOR_BGR2GRAY``): a monotone but bent tone curve.
+
+Round 5 (``--round 5``, table :data:`ROUND5`), camera pipelines again, of kinds rounds 1-4 do
+not cover; [U] as in round 4:
+
+- ``ffc_shutter_160x120``: a Lepton 3.5 on PureThermal through GetThermal's per-frame min/max AGC
+  (thermal_io.md §3.3) whose stream keeps running while the shutter is closed for an FFC
+  (thermal_io.md §5: the flag is a uniform scene; whether a given Boson/Lepton firmware freezes the
+  video or shows the flag is [U]): frames 5 and 6 (:data:`FFC_SHUTTER`) are the flag, its white
+  noise stretched by the min/max AGC over the full 8 bits;
+- ``fpn_drift_640x512``: a column-parallel read-out (thermal_io.md §5) whose column offsets drift
+  with the FPA temperature between FFCs: each column's offset grows linearly from 0 to σ 2.5 grey
+  levels over frames 0-7, the FFC before frame 8 resets them, and they grow again (HIT-UAV,
+  noise 0.6, linear AGC);
+- ``pan_blur_640x512``: a UAV gimbal or vehicle camera panning: a 1-D box smear of 5-15 px
+  within ±20° of the rows on the scene, per frame (HIT-UAV, noise 0.6, linear AGC);
+- ``manual_agc_narrow_640x512``: a Tau2/Quark in manual AGC (gain and level fixed, FLIR app note
+  102-PS242-100-01, thermal_io.md §4.1) set for a wider scene: the frame's 1st-99th percentiles
+  in 8-20 grey levels around 90-160 (posterised, 8-bit, RoadScene);
+- ``usb_tear_640x512``: a UVC capture whose buffers desync (thermal_io.md §3.1 item 4; that the
+  frame tears rather than repeats is [U]): the rows below a tear row (30-70 % of the height) from
+  the previous exposure, the camera having panned 4-12 px (RoadScene);
+- ``optris_382x288``: an Optris PI 400/450-class camera [U]: 382×288, 16-bit values = (T[°C] +
+  100) × 10, 0.1 K per count, so a 15-40 °C scene uses 1150-1400 (12-bit values; M3SVD scenes);
+- ``ici_offset_640x512``: an ICI 8640-class 640×512 core's raw counts [U]: a 48000-54000 offset,
+  1500-4000 counts of span and a hot object clipped at the 16-bit top (T1030sc scenes);
+- ``agc_pump_640x512``: a linear AGC that pumps: a hot object (1-3 % of the pixels) enters in the
+  odd frames at a level that drops the scene's gain by 20-40 % (the per-frame AGC of GetThermal /
+  BosonUSB, thermal_io.md §3.3, §4.2 "a single hot pixel dominates"; RoadScene, noise 0.6);
+- ``lens_drops_640x512``: rain drops or dirt on the lens window, the same in every frame: water is
+  nearly opaque at 8-14 µm [U], so each of 8-14 out-of-focus drops shows its own temperature (the
+  scene's median) at 50-85 % opacity (RoadScene, noise 0.6, linear AGC).
 
 Every random draw is seeded by the camera and the frame's index, so the folders are the same on
 every run. numpy + OpenCV only.
@@ -748,12 +779,217 @@ ROUND4: Dict[str, Tuple[Callable, Callable, str]] = {
                              "RoadScene, noise 0.6, linear AGC, ironbow palette turned back to grey (BT.601 luma)"),
 }
 
-#: the rounds ``--round`` builds: 1-3 are :data:`CAMERAS` (the default), 4 is :data:`ROUND4`
-ROUNDS = {"1-3": CAMERAS, "4": ROUND4}
+# --- round 5: cameras of kinds the 48 above do not cover -------------------------------------
+
+#: round 5's FFC schedule in a 12-frame folder: the frames at which the shutter is closed
+FFC_SHUTTER = (5, 6)
+
+
+def ffc_shutter_frame(counts: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """The closed shutter (flag) as the sensor sees it during an FFC: a uniform radiance at the
+    frame's median counts (the flag sits at the housing's temperature, inside the scene's span),
+    plus the sensor's own white noise (σ counts): no scene. Float counts, same shape."""
+    return np.full(counts.shape, float(np.median(counts))) + rng.normal(0.0, sigma, counts.shape)
+
+
+def ffc_shutter_camera(size: Tuple[int, int], noise_grey: float, seed: int, shutter=FFC_SHUTTER) -> Callable:
+    """A Lepton on a PureThermal board through GetThermal's per-frame min/max AGC (thermal_io.md
+    §3.3) whose stream keeps running while the shutter is closed for an FFC (thermal_io.md §5:
+    the camera closes a flag and integrates N frames; Boson/Lepton default every few minutes or on
+    an FPA temperature change): the frames whose index is in ``shutter`` are
+    :func:`ffc_shutter_frame`, which the min/max AGC stretches to the full 8 bits (the flag's white
+    noise over 0..255), the others the scene as :func:`camera` makes it. Per-frame map
+    ``(index, frame) -> uint8``."""
+    scene = camera(size, noise_grey, linear_agc, seed)
+
+    def fn(i: int, frame: np.ndarray) -> np.ndarray:
+        if i not in shutter:
+            return scene(i, frame)
+        rng = np.random.default_rng([seed, i])
+        counts = to_counts(resample(frame.astype(np.float64), size))
+        return linear_agc(ffc_shutter_frame(counts, rng, noise_sigma(counts, noise_grey)))
+    return fn
+
+
+#: round 5's FFC between frames 7 and 8 of the drift camera: the offsets grow over frames 0-7, are
+#: reset by the FFC and grow again over 8-11
+FFC_AT = 8
+
+
+def drift_since_ffc(i: int, ffc_at: int = FFC_AT) -> float:
+    """The FPA temperature change since the last FFC in units of the drift camera's largest one:
+    frames 0..``ffc_at``−1 rise linearly from 0 to 1, the FFC resets it, and the frames after it
+    rise again at the same rate."""
+    k = i if i < ffc_at else i - ffc_at
+    return k / max(ffc_at - 1, 1)
+
+
+def column_drift(i: int, counts: np.ndarray, grey_at_max: float = 2.5, seed: int = 302, ffc_at: int = FFC_AT) -> np.ndarray:
+    """Column offsets that drift between FFCs: each column's read-out (one amplifier per column,
+    thermal_io.md §5) has its own offset coefficient per kelvin of FPA temperature change (drawn
+    once for the camera, N(0, 1)); the offsets are the coefficients × :func:`drift_since_ffc`
+    (with ``ffc_at``),
+    scaled so that at the largest change their σ is ``grey_at_max`` grey levels of the scene's
+    min-max AGC. Float counts, same shape."""
+    w = counts.shape[1]
+    coeff = np.random.default_rng(seed).normal(0.0, 1.0, w)
+    per_grey = float(counts.max() - counts.min()) / 255.0
+    return counts + drift_since_ffc(i, ffc_at) * grey_at_max * per_grey * coeff[None, :]
+
+
+def motion_blur(length: float, angle_deg: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The camera panning during the detector's integration: a 1-D box kernel of ``length`` px at
+    ``angle_deg`` from the rows, applied to the scene (reflected borders). float64, same shape."""
+    n = int(np.ceil(length)) | 1
+    k = np.zeros((n, n), np.float64)
+    c = (n - 1) / 2.0
+    t = np.linspace(-(length - 1) / 2.0, (length - 1) / 2.0, max(int(round(length)) * 4, 2))
+    a = np.deg2rad(angle_deg)
+    for x, y in zip(c + t * np.cos(a), c - t * np.sin(a)):
+        k[int(round(y)), int(round(x))] += 1.0
+    k /= k.sum()
+    return lambda r: cv2.filter2D(r.astype(np.float64), -1, k, borderType=cv2.BORDER_REFLECT)
+
+
+def pan_scene(r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A pan's smear of the scene: :func:`motion_blur` with a length drawn in 5-15 px and a
+    direction drawn within ±20° of the rows (a UAV gimbal or a vehicle camera turning)."""
+    return motion_blur(rng.uniform(5.0, 15.0), rng.uniform(-20.0, 20.0))(r)
+
+
+def manual_agc(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A Tau2/Quark in manual AGC (gain and level fixed by the user, FLIR app note 102-PS242-100-01,
+    thermal_io.md §4.1): a fixed linear map from counts to 8 bits set for a wider scene than this
+    one, so the frame's 1st-99th percentiles cover a span drawn in 8-20 grey levels around a level
+    drawn in 90-160 (posterised: tens of grey levels at most). uint8, same shape."""
+    span, level = rng.uniform((8.0, 90.0), (20.0, 160.0))
+    p1, p99 = np.percentile(counts, (1, 99))
+    return to_u8(level + (counts - (p1 + p99) / 2.0) * span / max(p99 - p1, 1e-9))
+
+
+def usb_tear(i: int, frame: np.ndarray, seed: int = 305) -> np.ndarray:
+    """A USB capture that tears: the rows above a tear row (drawn in 30-70 % of the height) come
+    from the new exposure, those below from the previous one, the camera having panned a drawn
+    4-12 px along the rows between the two (edge pixels repeated). uint8, same shape."""
+    rng = np.random.default_rng([seed, i])
+    h, w = frame.shape
+    tear, shift = int(rng.uniform(0.3, 0.7) * h), int(rng.integers(4, 13))
+    prev = np.concatenate([np.repeat(frame[:, :1], shift, 1), frame[:, :-shift]], axis=1)
+    out = frame.copy()
+    out[tear:] = prev[tear:]
+    return out
+
+
+def optris_counts(i: int, grey: np.ndarray) -> np.ndarray:
+    """An Optris PI 400/450-class camera [U]: a 382×288 detector whose 16-bit output is the
+    temperature as ``(T[°C] + 100) × 10`` (0.1 K per count, [U]), so an indoor or street scene of
+    15-40 °C fills 1150-1400 of the 12 bits: the scene (area-resampled) mapped so that its 1st-99th
+    percentiles span a drawn 6-20 K from a drawn 15-25 °C, NETD σ 0.04 K, rounded. uint16,
+    288×382."""
+    rng = np.random.default_rng([306, i])
+    span_k, base_c = rng.uniform((6.0, 15.0), (20.0, 25.0))
+    g = resample(grey, (382, 288))
+    p1, p99 = np.percentile(g, (1, 99))
+    c = base_c + (g - p1) / max(p99 - p1, 1.0) * span_k + rng.normal(0.0, 0.04, g.shape)
+    return np.clip(np.rint((c + 100.0) * 10.0), 0, 4095).astype(np.uint16)
+
+
+def ici_counts(i: int, grey: np.ndarray) -> np.ndarray:
+    """An ICI 8640-class 640×512 core's raw 16-bit counts [U]: a large offset (the frame's 1st
+    percentile at a drawn 48000-54000), a span drawn in 1500-4000 counts to the 99th, white noise
+    σ 3 counts, and a hot object (:func:`hot_object`) that clips at the 16-bit top (65535).
+    uint16, same shape."""
+    rng = np.random.default_rng([307, i])
+    span, base = rng.uniform((1500.0, 48000.0), (4000.0, 54000.0))
+    g = grey.astype(np.float64)
+    p1, p99 = np.percentile(g, (1, 99))
+    scene = (g - p1) / max(p99 - p1, 1.0)
+    scene = hot_object(scene, rng, level=(65535.0 - base) / span + 1.0)
+    c = base + scene * span + rng.normal(0.0, 3.0, g.shape)
+    return np.clip(np.rint(c), 0, 65535).astype(np.uint16)
+
+
+def hot_entry(radiance: np.ndarray, rng: np.random.Generator, drop: float) -> np.ndarray:
+    """A hot object (a person, an engine) entering the scene: a filled ellipse of 1-3 % of the
+    pixels (optics σ 1 px) whose level makes a min-max AGC's gain fall by ``drop`` (0.2-0.4: the
+    scene then spans 1 − ``drop`` of the 8 bits). float64, same shape."""
+    h, w = radiance.shape
+    lo, hi = float(radiance.min()), float(radiance.max())
+    level = lo + (hi - lo) / (1.0 - drop)
+    share, aspect = rng.uniform(0.01, 0.03), rng.uniform(0.4, 0.8)
+    b = np.sqrt(share * h * w / (np.pi * aspect))
+    a = aspect * b
+    cx, cy = rng.uniform(a + 4, w - a - 4), rng.uniform(b + 4, h - b - 4)
+    mask = np.zeros((h, w), np.float64)
+    cv2.ellipse(mask, (int(round(cx)), int(round(cy))), (int(round(a)), int(round(b))), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 1.0)
+    return radiance * (1 - mask) + level * mask
+
+
+def pumping_scene(r: np.ndarray, rng: np.random.Generator, hot: bool) -> np.ndarray:
+    """agc_pump's scene: with ``hot`` the scene with :func:`hot_entry` (a gain drop drawn in
+    0.2-0.4), else as it is."""
+    return hot_entry(r, rng, rng.uniform(0.2, 0.4)) if hot else r
+
+
+def pumping_camera(size: Tuple[int, int], noise_grey: float, seed: int,
+                   present: Callable[[int], bool] = lambda i: i % 2 == 1) -> Callable:
+    """:func:`camera` with :func:`pumping_scene`, the hot object in the frames whose index
+    ``present`` accepts (default the odd ones, so the camera's linear AGC pumps between the two gains
+    from frame to frame): a per-frame map ``(index, frame) -> uint8``."""
+    return lambda i, f: camera(size, noise_grey, linear_agc, seed,
+                               scene_fn=lambda r, rng: pumping_scene(r, rng, present(i)))(i, f)
+
+
+def lens_drops(radiance: np.ndarray, seed: int = 309) -> np.ndarray:
+    """Water drops or dirt on the lens window, the same for every frame (seeded by the camera):
+    water is nearly opaque in the 8-14 µm band [U: absorption length of tens of µm], so each of
+    8-14 drops (radius 2-6 % of the width) shows its own temperature, the scene's median, at a
+    drawn 50-85 % opacity; the drops sit far out of focus on the window (soft edges, Gaussian σ
+    4 % of the width). float64, same shape."""
+    h, w = radiance.shape
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((h, w), np.float64)
+    for _ in range(int(rng.integers(8, 15))):
+        r = rng.uniform(0.02, 0.06) * w
+        cv2.circle(mask, (int(rng.uniform(0, w)), int(rng.uniform(0, h))), int(round(r)),
+                   float(rng.uniform(0.5, 0.85)), -1)
+    mask = np.clip(cv2.GaussianBlur(mask, (0, 0), 0.04 * w), 0.0, 1.0)
+    return radiance * (1 - mask) + float(np.median(radiance)) * mask
+
+
+#: round 5: cameras of kinds the 48 of rounds 1-4 do not cover (``--round 5``), same layout
+ROUND5: Dict[str, Tuple[Callable, Callable, str]] = {
+    "ffc_shutter_160x120": (_set("chips_lepton35"), ffc_shutter_camera((160, 120), 0.35, 301),
+                            "Lepton 3.5, noise 0.35, min/max AGC; frames 5-6 the closed FFC shutter (flag noise stretched)"),
+    "fpn_drift_640x512": (_set("hit_uav"), lambda i, f: camera((640, 512), 0.6, linear_agc, 302,
+                                                             process=lambda c, rng: column_drift(i, c))(i, f),
+                          "HIT-UAV, noise 0.6, column offsets growing since the last FFC (0 -> 2.5 grey levels), FFC at frame 8"),
+    "pan_blur_640x512": (_set("hit_uav"), camera((640, 512), 0.6, linear_agc, 303, scene_fn=pan_scene),
+                         "HIT-UAV panned: 1-D box smear 5-15 px within 20 deg of the rows, noise 0.6, linear AGC"),
+    "manual_agc_narrow_640x512": (_set("roadscene-ir"), lambda i, f: camera(
+                                      (640, 512), 0.6, lambda c: manual_agc(c, np.random.default_rng([304, i, 1])), 304)(i, f),
+                                  "RoadScene, noise 0.6, Tau2 manual AGC: the scene in 8-20 grey levels at 90-160"),
+    "usb_tear_640x512": (_set("roadscene-ir"), usb_tear,
+                         "RoadScene, the rows below a tear (30-70 % of the height) from the previous exposure, 4-12 px panned"),
+    "optris_382x288": (_set("m3svd_magnity"), optris_counts,
+                       "M3SVD as an Optris PI 450: 382x288, Y16 = (T + 100) x 10, 6-20 K scenes at 15-25 C (12-bit values)"),
+    "ici_offset_640x512": (_raw, ici_counts,
+                           "T1030sc scenes as ICI-style counts: base 48000-54000, span 1500-4000, a hot object clipped at 65535"),
+    "agc_pump_640x512": (_set("roadscene-ir"), pumping_camera((640, 512), 0.6, 308),
+                         "RoadScene, noise 0.6, linear AGC; a hot object in the odd frames drops the gain by 20-40 %"),
+    "lens_drops_640x512": (_set("roadscene-ir"), camera((640, 512), 0.6, linear_agc, 309,
+                                                        scene_fn=lambda r, rng: lens_drops(r)),
+                           "RoadScene with 8-14 out-of-focus drops on the window (50-85 % opaque), noise 0.6, linear AGC"),
+}
+
+#: the rounds ``--round`` builds: 1-3 are :data:`CAMERAS` (the default), 4 is :data:`ROUND4`, 5 :data:`ROUND5`
+ROUNDS = {"1-3": CAMERAS, "4": ROUND4, "5": ROUND5}
 
 
 def build(out: Path, root=None, only=None, frames: int = FRAMES, cameras: Dict = None) -> Dict[str, int]:
-    """Write every camera of ``cameras`` (default :data:`CAMERAS`; :data:`ROUND4` for round 4), or
+    """Write every camera of ``cameras`` (default :data:`CAMERAS`; :data:`ROUND4` / :data:`ROUND5` for
+    rounds 4 / 5), or
     those in ``only``, under ``out``; returns {camera: frames written}. PNG, 8-bit grey or 16-bit
     counts as the camera delivers them (``false_colour``: 8-bit BGR).
 
@@ -788,7 +1024,7 @@ def main(argv=None) -> int:
     p.add_argument("--root", default=None, help="data root (default $TIR_DATA_ROOT or ../shared/data)")
     p.add_argument("--only", default=None, help="comma list of cameras (default: all of the round)")
     p.add_argument("--round", default="1-3", choices=sorted(ROUNDS),
-                   help="which cameras: 1-3 (the 34 of rounds 1-3, default) or 4 (round 4)")
+                   help="which cameras: 1-3 (the 34 of rounds 1-3, default), 4 (round 4) or 5 (round 5)")
     a = p.parse_args(argv)
     cameras = ROUNDS[a.round]
     try:
