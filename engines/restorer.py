@@ -718,7 +718,12 @@ class Restorer:
         if flag or _is_ffc(meta):
             self.skipped_ffc += 1
             self.skipped_scene_free += int(flag)
-            self._drop_offsets()   # a flat-field correction renews the FPA's offsets: the measured ones no longer hold
+            if not flag:
+                # a flat-field correction renews the FPA's offsets: the measured ones no longer hold.
+                # A frame that only holds no scene keeps them: a camera staring at a uniform sky or
+                # wall shows its column FPN most there, and its offsets are measured again on the
+                # next frame with a scene (routed at once, below) if an FFC renewed them
+                self._drop_offsets()
             # the first frame after it is routed: a verdict this frame took the turn of is not lost
             # (FFC frames on the schedule's turns kept the router from ever running), and the
             # column offsets the correction renewed are measured again at once

@@ -566,6 +566,27 @@ def test_column_fpn_alone_under_a_route_keeps_the_route_and_removes_the_offsets(
     assert np.array_equal(subtract_offsets(wide, offsets), wide)              # another size: left as it is
 
 
+def test_a_frame_without_a_scene_keeps_the_measured_offsets_an_ffc_drops_them(blur_bundle):
+    """A camera staring at a uniform sky shows its column FPN most: a frame that only holds no
+    scene (engines/restorer.py ``scene_free``) is not routed but keeps the offsets measured on the
+    camera's scenes; only a marked FFC renews them."""
+    from tir.engines.restorer import scene_free
+
+    r = scheduled(Restorer(blur_bundle, every=4, hysteresis=1, tone_align=False))
+    striped = np.clip(with_column_fpn(scene(), 0.025), 0, 1)[None, None] * 0.3
+    r.infer(striped)
+    offsets = r.fpn_gate.offsets
+    assert offsets is not None and r.status()["runs"] == "route+destripe"
+    rng = np.random.default_rng(3)
+    sky = (0.1 + rng.normal(0.0, 0.01, (H, W))).astype(np.float32) + offsets[None, :]   # uniform + the FPN
+    assert scene_free(sky)
+    out = r.infer(sky[None, None])
+    assert r.status()["skipped_scene_free"] == 1 and r.fpn_gate.offsets is offsets
+    assert np.allclose(out, np.clip(sky * 3.0 - offsets, 0, 1), atol=1e-6)     # destriped still
+    r.infer(sky[None, None], meta={"ffc": True})
+    assert r.fpn_gate.offsets is None
+
+
 def test_fpn_only_threshold_follows_the_camera_floor():
     gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise"}, white_sigma=5.0 / 255.0)
     assert gate.fpn_only_threshold() == pytest.approx(np.sqrt(0.5) * 5.0 / 255.0)   # no floor yet
