@@ -147,7 +147,7 @@ def _uri_help(registry) -> str:
 def add_arguments(parser) -> None:
     """Add ``tir run``'s options to ``parser`` (an argparse.ArgumentParser): ``--source``, the model
     options (``--model``, ``--backend``, ``--task``, ``--deploy``, ``--threads``), ``--output``
-    (repeatable), ``--host`` / ``--port``, ``--record``, the ``--collect*`` options (MiB, frames
+    (repeatable), ``--host`` / ``--port``, ``--record`` (repeatable), the ``--collect*`` options (MiB, frames
     per second), ``--agc``, ``--palette``, ``--frames``, ``--duration`` (s), ``--quiet``,
     ``--camera-port`` / ``--camera-protocol``, ``--adapt`` / ``--adapt-save``, ``--watch-bundle``
     (s), ``--ffc-period`` (s).
@@ -168,7 +168,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", help="address the HTTP output listens on (default 127.0.0.1; "
                                        "0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, help="port of the HTTP output (default 8080; 0: any free port)")
-    parser.add_argument("--record", metavar="PATH", help="also record to this folder (a file:// recorder output)")
+    parser.add_argument("--record", metavar="PATH", action="append", default=None,
+                        help="also record to this folder (a file:// recorder output); repeatable: each folder "
+                             "gets a whole recording of its own (folders apart, not one inside another)")
     parser.add_argument("--collect", metavar="DIR",
                         help="keep frames the router calls unknown (raw counts + router embedding) in a "
                              "bounded ring in DIR for `tir discover` (default: nothing is collected)")
@@ -424,9 +426,9 @@ def _run(args) -> int:
             check_arguments(args)
             source_uri = args.source or default_source()
             uris = with_http_address(list(args.output or [DEFAULT_OUTPUT]), args.host, args.port)
-            if args.record:
-                uris.append(parse_uri(args.record).text if "://" in args.record
-                            else "file://" + quote(str(Path(args.record).resolve())))  # '#', '?', '%' kept
+            for record in args.record or []:  # repeatable: --record A --record B kept only B
+                uris.append(parse_uri(record).text if "://" in record
+                            else "file://" + quote(str(Path(record).resolve())))  # '#', '?', '%' kept
             if args.collect:
                 uris.append(f"collect://{quote(str(Path(args.collect).expanduser().resolve()))}?max_frames="
                             f"{args.collect_max_frames}&max_mb={args.collect_max_mb:g}&rate={args.collect_rate:g}")
