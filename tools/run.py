@@ -46,6 +46,7 @@ from tir.engines import loading
 from tir.engines.loading import ModelNotFound, load_model, normalizer_for  # noqa: F401  (tir.tools.run.*, as before)
 from tir.engines.loading import DEFAULT_REFERENCE_FRAMES, pin_reference, pin_source_reference, pinnable
 from tir.edge.sources.orient import FLIP_METHODS
+from tir.edge.uri import netloc
 
 from .cli import add_model_arguments, add_source_argument
 
@@ -260,6 +261,7 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
 def with_http_address(uris: List[str], host: Optional[str], port: Optional[int]) -> List[str]:
     """``uris`` with ``--host``/``--port`` applied to the one http:// output (the default one
     unless --output names another); UsageError (a ValueError) when there is none or more than one.
+    An IPv6 ``--host`` (``::1``, ``::``, with or without brackets) is written in brackets.
 
     Raises:
         UsageError: ``port`` is outside 0..65535, ``host`` is empty, or there is no or more than
@@ -279,9 +281,9 @@ def with_http_address(uris: List[str], host: Optional[str], port: Optional[int])
                             f"there are {len(http)}; give each its address in --output http://HOST:PORT"))
     out = list(uris)
     parts = urlsplit(out[http[0]])
-    host = host if host is not None else (parts.hostname or "127.0.0.1")
+    host = host.strip().strip("[]") if host is not None else (parts.hostname or "127.0.0.1")  # --host [::1]
     port = port if port is not None else parts.port
-    out[http[0]] = urlunsplit(parts._replace(netloc=host if port is None else f"{host}:{port}"))
+    out[http[0]] = urlunsplit(parts._replace(netloc=netloc(host, port)))  # an IPv6 host in brackets
     return out
 
 
