@@ -523,3 +523,19 @@ def test_a_camera_change_while_collecting_starts_the_collection_again(adapt_bund
     assert r.status()["adapt"]["state"] == "adapted" and r._adaptation["frames"] == 40
     r.infer(x[70][None, None], meta={"camera_change": ["size"]})   # a fitted map stays
     assert r.status()["adapt"]["state"] == "adapted"
+
+
+def test_the_collection_says_how_long_it_takes_before_it_starts(capfd):
+    # tir adapt --stride 100000 on a live camera sat at 0/200 with no hint it needed 7.7 days
+    assert A.collection_estimate(200, 100000, 30.0) == \
+        "200 × stride 100000 = 20,000,000 source frames ≈ 7.7 days at 30 fps"
+    assert A.collection_estimate(200, 300, 30.0).endswith("≈ 33 min 20 s at 30 fps")
+    assert A.collection_estimate(50, 1, 25.0) == "50 source frames ≈ 2 s at 25 fps"
+    assert "no time estimate" in A.collection_estimate(10, 2, None)
+    assert "as fast as they decode" in A.collection_estimate(10, 2, 30.0, paced=False)
+    x = A.collect_frames("synthetic://?size=160x120&fps=60", 2, stride=3, progress=True)
+    assert x.shape == (2, 120, 160)
+    bar = capfd.readouterr().err.replace("\r", "\n")
+    assert "collecting (2 × stride 3 = 6 source frames ≈ 0 s at 60 fps)" in bar
+    A.collect_frames("synthetic://?size=160x120&realtime=0", 2, stride=3, progress=True)
+    assert "6 source frames, read as fast as they decode" in capfd.readouterr().err
