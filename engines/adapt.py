@@ -424,14 +424,27 @@ class OnlineAdapter:
         #: collections started again because the camera changed (:meth:`restart`), and the last reasons
         self.restarts = 0
         self.restart_reasons: Optional[List[str]] = None
+        #: fits dropped because the camera changed after them (:meth:`restart` once done): the map
+        #: is fitted again on the new camera's first ``frames`` frames
+        self.refits = 0
 
     def restart(self, reasons: Sequence[str] = ()) -> None:
-        """Drop what was collected and collect ``frames`` embeddings afresh, while not yet fitted:
-        the camera changed (the source reconnected, the frame size changed: ``Restorer.new_camera``),
-        and a map fitted on two cameras' embeddings aligns neither (the fit's moments would mix
-        them). Does nothing once the fit ran (done)."""
+        """The camera changed (the source reconnected, the frame size or bit depth changed:
+        ``Restorer.new_camera``): collect ``frames`` embeddings afresh. While collecting, what was
+        collected is dropped: a map fitted on two cameras' embeddings aligns neither (the fit's
+        moments would mix them). Once fitted (or refused), the fit is dropped too and made again
+        on the new camera (:attr:`refits`): the old camera's map moved the new camera's
+        embeddings by the old camera's offset (CORAL aligns one camera's moments, Sun et al.
+        2016), and the new camera may be the one the bundle was trained on; the caller stops
+        applying the dropped map (:attr:`result` is None again)."""
         if self.done:
-            return
+            self.refits += 1
+            self.done = False
+            self.result = None
+            self.reason = None
+            log.warning("camera change (%s) after the router adaptation: the map fitted on the previous camera is "
+                        "dropped; fitting again on the next %d frames", ", ".join(map(str, reasons)) or "?",
+                        self.frames)
         self._collected = []
         self.restarts += 1
         self.restart_reasons = [str(r) for r in reasons]
@@ -443,13 +456,17 @@ class OnlineAdapter:
 
     @property
     def state(self) -> str:
-        """``collecting k/N`` (with `` (restarted: camera change REASONS)`` after :meth:`restart`),
-        ``adapted`` or ``refused: reason``."""
+        """``collecting k/N`` (with `` (restarted: camera change REASONS)`` after :meth:`restart`,
+        `` (refitting: camera change REASONS; the previous camera's map was dropped)`` after a
+        restart once fitted), ``adapted`` (`` (refitted after camera change REASONS)``) or
+        ``refused: reason``."""
+        why = f"camera change {', '.join(self.restart_reasons or [])}"
         if self.result is not None:
-            return "adapted"
+            return f"adapted (refitted after {why})" if self.refits else "adapted"
         if self.reason is not None:
             return f"refused: {self.reason}"
-        again = f" (restarted: camera change {', '.join(self.restart_reasons or [])})" if self.restarts else ""
+        again = (f" (refitting: {why}; the previous camera's map was dropped)" if self.refits else
+                 f" (restarted: {why})" if self.restarts else "")
         return f"collecting {self.count}/{self.frames}{again}"
 
     def add(self, embeddings) -> Optional[dict]:

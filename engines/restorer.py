@@ -313,6 +313,8 @@ class Restorer:
             self._input_size = tuple(self.router_info.get("input_size", (640, 512)))
             self._added = added_rows(self.router_info)   # rows tir learn added: claim only above threshold
         self._adaptation = None if self.router_info is None else self.router_info.get(ADAPTATION_KEY)
+        #: the bundle's own adaptation (``tir adapt``), applied again when an online fit is dropped
+        self._bundle_adaptation = self._adaptation
         self.contrast_gate: Optional[ContrastGate] = None
         self.fpn_gate: Optional[FPNGate] = None
         self.blur_gate: Optional[BlurGate] = None
@@ -345,6 +347,7 @@ class Restorer:
         self.adapter: Optional[OnlineAdapter] = None
         self.adapt_save = adapt_save
         self.adapt_saved: Optional[str] = None
+        self._adapt_saved_path: Optional[str] = None   # the copy --adapt-save wrote, once
         if adapt is not None and not self.forced:
             # raises AdaptationRefused (a ValueError) when the bundle cannot be adapted
             self.adapter = OnlineAdapter(self.router_info, int(adapt), source_uri, self.bundle.name)
@@ -910,13 +913,16 @@ class Restorer:
         camera after RoadScene: the noise task on 384 of 400 clean frames, docs/cameras.md). A
         time-based forgetting instead stopped restoring a sustained degradation on an unchanged
         camera; these signals come from the stream, never from the frames' content. An online
-        adaptation still collecting (``adapt``) starts its collection again
+        adaptation (``adapt``) starts its collection again
         (:meth:`~tir.engines.adapt.OnlineAdapter.restart`): fitted on two cameras' frames, the map
-        aligned neither; a map already fitted stays."""
+        aligned neither; a map already fitted on the previous camera is dropped (the bundle's own
+        adaptation, if any, applies again) and fitted again on the new camera's frames, the state
+        saying so (it was kept: the old camera's map moved the new camera's embeddings)."""
         self.camera_changes += 1
         self.camera_change = list(reasons)
-        if self.adapter is not None:   # --adapt N still collecting: one camera's frames only
+        if self.adapter is not None:   # --adapt N: one camera's frames only, fitted again once fitted
             self.adapter.restart(reasons)
+            self._adaptation = self._bundle_adaptation   # the dropped online map no longer applies
         for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
             if gate is not None:
                 gate.restart()
@@ -971,13 +977,19 @@ class Restorer:
         if fitted is None:
             return
         self._adaptation = fitted
+        if self.adapt_save and self._adapt_saved_path is not None:
+            # a refit after a camera change: the copy holds the first camera's map, a whole adapted
+            # bundle of its own; it is not written over (the folder exists: a copy is always new)
+            self.adapt_saved = (f"{self._adapt_saved_path} (the map of the camera before the change; the refitted "
+                                "map is used in this run, not written)")
+            return
         if self.adapt_save:
             from .adapt import write_adapted_bundle
 
             try:
                 spans = None if self.contrast_gate is None else list(self.contrast_gate.spans)
-                self.adapt_saved = str(write_adapted_bundle(self.bundle.path, self.adapt_save, fitted,
-                                                            camera_spans=spans).path)
+                self.adapt_saved = self._adapt_saved_path = str(
+                    write_adapted_bundle(self.bundle.path, self.adapt_save, fitted, camera_spans=spans).path)
                 log.info("adapted bundle written to %s", self.adapt_saved)
             except (OSError, ValueError, RuntimeError) as exc:
                 self.adapt_saved = f"not written: {exc}"

@@ -55,6 +55,33 @@ def test_a_reconnect_marks_the_first_frame_through_the_new_connection():
     assert marks(Preprocess(), [frame(counts(scene(seed=i))) for i in range(3)]) == [None] * 3
 
 
+def test_another_bit_depth_marks_the_frame_and_sets_the_count_range_again():
+    # the count range was kept from the first frame: a camera switching from its 8-bit AGC output
+    # to 14-bit counts on the same connection was mapped through 0..255<<6 (saturated), unmarked
+    def eight(i):
+        return frame(counts(scene(seed=i), lo=0, span=255) << 6, bits=14, source_bits=8)
+
+    def raw(i):
+        return frame(counts(scene(seed=i), lo=1000, span=8000), bits=14, source_bits=14)
+
+    pre = Preprocess()
+    frames = [eight(0), eight(1), raw(2), raw(3), raw(4)]
+    assert marks(pre, frames) == [None, None, ["bits"], None, None]
+    assert pre.normalizer.fixed is None and pre.normalizer.max_count == (1 << 14) - 1
+    norm = frames[-1].meta["norm"]
+    assert 900 <= norm["lo"] < norm["hi"] <= 9100      # the raw frames' own range, not the 8-bit full scale
+    assert marks(pre, [eight(5)]) == [["bits"]]
+    assert (pre.normalizer.fixed.lo, pre.normalizer.fixed.hi) == (0.0, float(255 << 6))
+    # a fixed range the caller gave is the caller's: kept across a depth change
+    from tir.edge.normalize import Normalizer
+
+    given = Normalizer()
+    given.set_fixed_range(0.0, 4000.0)
+    pre = Preprocess(given)
+    assert marks(pre, [raw(0), eight(1)]) == [None, ["bits"]]
+    assert (given.fixed.lo, given.fixed.hi) == (0.0, 4000.0)
+
+
 def test_a_normaliser_range_jump_is_not_a_camera_change():
     """A gain switch jumps the normaliser's range, but so does a hot object coming into view on the
     same camera (its FPN offsets and noise floor still hold): not marked."""
