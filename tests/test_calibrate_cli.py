@@ -197,3 +197,23 @@ def test_full_range_model_is_not_timed_on_a_cpu_without_vnni(bundle, tmp_path, m
     lat = report["routes"]["noise"]["latency_ms"]
     assert "no VNNI" in lat["int8-cpu-u8s8"]["refused"] and "p50" in lat["fp32"] and "p50" in lat["int8-trt-s8s8-on-ort"]
     assert report["int8_cpu"]["saturating"] is True and report["reduce_range"] is False
+
+
+def test_calibrate_refuses_a_missing_source_folder_before_it_makes_out(bundle, tmp_path, capsys):
+    # "unknown calibration source '/x/y'" for a folder that is not there, and --out made empty
+    out = tmp_path / "int8"
+    (tmp_path / "frames").mkdir()
+    assert cli.main(["calibrate", "--bundle", str(bundle.path), "--source", str(tmp_path / "frame"), "--out", str(out),
+                     "--frames", "2", "--size", "32x24"]) == 2
+    assert capsys.readouterr().err == (f"tir calibrate: error: --source: no such file or folder: {tmp_path / 'frame'}; "
+                                       f"did you mean {tmp_path / 'frames'}?; give a folder of frames or one of "
+                                       "synthetic, roadscene\n")
+    (tmp_path / "f.png").write_bytes(b"x")
+    assert cli.main(["calibrate", "--bundle", str(bundle.path), "--source", str(tmp_path / "f.png"), "--out", str(out),
+                     "--frames", "2", "--size", "32x24"]) == 2
+    assert "is a file: give the folder that holds the calibration frames" in capsys.readouterr().err
+    # refused inside the run (an empty frames folder): the --out it made is removed again
+    assert cli.main(["calibrate", "--bundle", str(bundle.path), "--source", str(tmp_path / "frames"), "--out", str(out),
+                     "--frames", "2", "--size", "32x24", "--bench-runs", "0"]) == 2
+    assert capsys.readouterr().err.startswith("tir calibrate: error: ")
+    assert not out.exists()

@@ -608,7 +608,6 @@ def main(args) -> int:
         ``tir`` (tools/cli.py) prints each as one line ``tir calibrate: error: ...`` on stderr
         (they were printed on stdout).
     """
-    from tir.calibration import gate
     from tir.engines.bundle import load_bundle
 
     from .cli import frame_size
@@ -642,7 +641,24 @@ def main(args) -> int:
         raise UsageError(f"--out {args.out}: {problem}; give a writable folder")
     with refusing(ValueError):
         earlier = earlier_report(out, bundle, size)
+    from tir.calibration.data import check_source
+
+    check_source(args.source)   # a missing folder: refused before --out is made
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _calibrate_into(args, bundle, routes, student, size, out, earlier)
+    except BaseException:
+        if made and not any(out.iterdir()):   # a run refused before it wrote anything leaves no empty --out
+            out.rmdir()
+        raise
+
+
+def _calibrate_into(args, bundle, routes, student, size, out, earlier) -> int:
+    """:func:`main` once the arguments are checked and ``out`` exists: calibrate, write the
+    report, print the tables. Raises as :func:`main`."""
+    from tir.calibration import gate
+
     results, verdicts = [], []
     stem = None
     try:
