@@ -633,3 +633,15 @@ def test_an_ipv6_wildcard_meets_any_host_on_its_port():
 
     with pytest.raises(OutputOptionError, match="both listen on port 8080"):
         check_outputs_apart([check_output("http://[::]:8080"), check_output("http://127.0.0.1:8080")])
+
+
+@pytest.mark.parametrize("first, second", [("http://localhost:8080", "http://127.0.0.1:8080"),
+                                           ("http://[::1]:8080", "http://localhost:8080"),
+                                           ("http://[::0:1]:8080", "http://[::1]:8080")])
+def test_two_names_of_one_address_on_one_port_are_refused_before_any_opens(first, second):
+    # the second failed on the first at start: "port 8080 on 127.0.0.1 is in use"
+    from tir.edge.outputs.base import OutputOptionError, check_output, check_outputs_apart
+
+    with pytest.raises(OutputOptionError, match="both listen on port 8080"):
+        check_outputs_apart([check_output(first), check_output(second)])
+    check_outputs_apart([check_output(first), check_output(second.replace("8080", "8081"))])
