@@ -323,9 +323,10 @@ def load_counts(name: str, split: str, root: Optional[Union[str, Path]] = None,
 
 
 def read_counts_kept(path: Path, bits: int, dropped: List[Tuple[str, str]]) -> Optional[np.ndarray]:
-    """:func:`read_counts` as ``tir run`` replays a folder: a frame of another bit depth than the
-    set's ``bits`` is skipped by the file source's own rule (edge/sources/file.py
-    :func:`check_depth`), ``(path, reason)`` appended to ``dropped`` and None returned.
+    """:func:`read_counts` as ``tir run`` replays a folder: the frame as stored, (H, W) uint8 for
+    an 8-bit set or uint16 counts; a frame of another bit depth than the set's ``bits`` is
+    skipped by the file source's own rule (edge/sources/file.py :func:`check_depth`),
+    ``(path, reason)`` appended to ``dropped`` and None returned.
 
     Raises:
         DatasetError: an unreadable file or a false-colour frame (as :func:`read_counts`).
