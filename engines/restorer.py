@@ -651,7 +651,11 @@ class Restorer:
         self.frames += len(x)
         self._span = _norm_span(meta)
         reasons = _camera_change(meta)
-        if reasons is not None:
+        if reasons is not None and "bits" in reasons and self._pinned_size is not None:
+            depth = (meta or {}).get("source_bits") or (meta or {}).get("bits")
+            self._let_go_reference(f"the camera's bit depth changed (now {depth}-bit): the reference frames show "
+                                   "its look at the previous depth, the gates learn this camera afresh", reasons)
+        elif reasons is not None:
             self.new_camera(reasons)
         if self.forced or self.router_info is None:
             return None
@@ -892,12 +896,20 @@ class Restorer:
         pinned = self._pinned_size
         why = (f"the reference frames are {pinned[1]}x{pinned[0]} px, the camera's {size[1]}x{size[0]} px: "
                "the pinned reference does not hold at another size, the gates learn this camera afresh")
+        self._let_go_reference(why, ["reference size"])
+
+    def _let_go_reference(self, why: str, reasons: Sequence[str]) -> None:
+        """Unpin the gates, log ``why`` once, keep it in :attr:`reference_dropped` and restart
+        as after a camera change (:meth:`new_camera` with ``reasons``): the frames the reference
+        was pinned to no longer show this camera's look (another size, :meth:`_check_reference`;
+        another bit depth, a camera change marked ``bits``: an 8-bit AGC output and 14-bit counts
+        normalise to different noise floors and sharpness)."""
         log.warning("camera reference dropped: %s", why)
         for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
             if gate is not None:
                 gate.pinned = False
         self.pinned_frames, self._pinned_size, self.reference_dropped = 0, None, why
-        self.new_camera(["reference size"])
+        self.new_camera(reasons)
 
     def new_camera(self, reasons: Sequence[str] = ()) -> None:
         """Another camera, or the same camera in another state, delivers from now on: the contrast,

@@ -329,6 +329,28 @@ def test_a_pinned_reference_of_another_frame_size_is_let_go_with_the_reason(tmp_
     assert other.status()["camera_changes"] == 1                    # once
 
 
+def test_a_pinned_reference_is_let_go_when_the_cameras_bit_depth_changes(tmp_path, caplog):
+    """A camera change marked ``bits`` (16-bit counts -> its 8-bit AGC output) kept the pinned
+    reference of the previous depth: its noise floor and sharpness were measured on frames that
+    normalise differently. Let go as for another size, with the reason; another reason (a
+    reconnect at the same depth) keeps the pin."""
+    import logging
+
+    kept = Restorer(_bundle(tmp_path / "a", "noise"), every=8, hysteresis=2, tone_align=False)
+    kept.pin_camera(np.stack([scene(seed=i) for i in range(12)]))
+    _route(kept, scene(seed=50), {"camera_change": ["connection"], "bits": 14})
+    assert kept.status()["camera_reference"] == {"pinned": 12} and kept.fpn_gate.pinned
+
+    r = Restorer(_bundle(tmp_path / "b", "noise"), every=8, hysteresis=2, tone_align=False)
+    r.pin_camera(np.stack([scene(seed=i) for i in range(12)]))
+    with caplog.at_level(logging.WARNING, logger="tir.engines.restorer"):
+        _route(r, scene(seed=50), {"camera_change": ["bits"], "bits": 14, "source_bits": 8})
+    s = r.status()
+    assert s["camera_reference"]["dropped"].startswith("the camera's bit depth changed (now 8-bit)")
+    assert not any(g.pinned for g in (r.contrast_gate, r.blur_gate, r.fpn_gate))
+    assert s["camera_changes"] == 1 and s["camera_change"] == ["bits"] and "camera reference dropped" in caplog.text
+
+
 def test_a_reference_pinned_to_fewer_frames_than_the_gates_need_ends_the_warm_up_at_once(tmp_path):
     """tir run --reference-frames 2: the pinned gates take no routed frame into their histories, so
     routing every frame cannot give the FPN gate its floor; the warm-up must not run for 8 x
