@@ -503,3 +503,25 @@ def test_two_windows_of_one_title_are_refused_before_any_opens():
     with pytest.raises(OutputOptionError, match="both show in the window titled 'tir-edge'"):
         check_outputs_apart([check_output("display://0"), check_output("display://0?view=raw")])
     check_outputs_apart([check_output("display://0"), check_output("display://0?view=raw&title=raw")])
+
+
+def test_a_long_reference_says_how_long_it_reads_and_keeps_no_frame(capsys, monkeypatch):
+    # --reference-frames 100000 on a live reference read for an hour without a word, holding
+    # every raw frame in a list (64 GB at 640x512) before pinning them
+    from tir.engines import loading
+
+    real = loading.pin_reference
+    seen = []
+
+    def pin(model, frames):
+        seen.append(type(frames))
+        return real(model, frames)
+
+    monkeypatch.setattr(run, "pin_reference", pin)
+    code = main(["run", "--source", SOURCE, "--frames", "2", "--quiet", "--output", "http://127.0.0.1:0",
+                 "--reference", "synthetic://?size=160x120&realtime=0", "--reference-frames", "60"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "tir run: reading the camera reference: 60 source frames, read as fast as they decode" in out
+    assert "camera reference pinned to 60 frames of synthetic://" in out
+    assert seen and seen[0] is not list            # pinned as read, not gathered first

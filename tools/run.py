@@ -224,7 +224,9 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
     ``--reference-frames`` frames (FFC frames skipped), else the source's own
     ``reference_frames`` (the virtual camera's clean frames when it degrades its own), else
     nothing; ``--reference none`` pins nothing. ``reference``: the ``--reference`` URI already
-    checked (``check_source``). Returns what was pinned, in words, or None.
+    checked (``check_source``). Returns what was pinned, in words, or None. The frames are pinned
+    one at a time as they are read (none is kept), and more than the default number first
+    prints how long reading them takes (frames / the source's fps, ``collection_estimate``).
 
     Raises:
         UsageError: ``--reference`` on a model without a router or with ``--task``, or a
@@ -245,17 +247,25 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
         raise UsageError("--reference pins the gates of automatic routing: give a bundle with a router and no --task")
     from tir.edge.sources.orient import oriented
 
+    from tir.engines.adapt import collection_estimate
+
     # the reference camera is the running one: mounted the same way
     ref = oriented(open_source(reference if reference is not None else check_source(uri)),
                    getattr(args, "input_flip", "none"))
     try:
         ref.start()
-        frames = list(itertools.islice(usable_frames(ref), n))
+        paced = bool(getattr(ref, "live", getattr(ref, "paced", True)))
+        if n > DEFAULT_REFERENCE_FRAMES:   # a live --reference-frames 100000 read for an hour without a word
+            print(f"tir run: reading the camera reference: {collection_estimate(n, 1, ref.fps, paced)}", flush=True)
+        frames = usable_frames(ref)
+        first = next(frames, None)
+        if first is None:
+            raise UsageError(f"--reference {uri}: no frame could be read")
+        # pinned one at a time as they are read: a list of every frame held 100000 raw frames (64 GB at 640x512)
+        pinned = pin_reference(model, itertools.chain([first], itertools.islice(frames, n - 1)))
     finally:
         ref.close()
-    if not frames:
-        raise UsageError(f"--reference {uri}: no frame could be read")
-    return f"{pin_reference(model, frames)} frames of {uri}"
+    return f"{pinned} frames of {uri}"
 
 
 def with_http_address(uris: List[str], host: Optional[str], port: Optional[int]) -> List[str]:
