@@ -758,3 +758,16 @@ def test_work_dir_readers_name_the_file(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"")
     with pytest.raises(WorkDirError, match=r"model\.pt cannot be read back"):
         load_checkpoint_file(tmp_path / "model.pt")
+
+
+def test_a_refused_distill_makes_no_work_dir(tmp_path, teacher_bundle, capsys):
+    # the work dir (with an empty distill.log) was made before the settings were checked
+    from tir.tools.cli import main
+
+    work = tmp_path / "w"
+    assert main(["distill", "--bundle", str(teacher_bundle), "--out", str(tmp_path / "o"), "--work-dir", str(work),
+                 "--init-weights", str(tmp_path / "x.pt"), "--threads", "1"]) == 2
+    assert "tir distill: error: --init-weights is used only with --init-from student" in capsys.readouterr().err
+    assert main(["distill", "--bundle", str(teacher_bundle), "--out", str(tmp_path / "o"), "--work-dir", str(work),
+                 "--task-weights", "rain=2", "--threads", "1"]) == 2
+    assert not work.exists() and not (tmp_path / "o").exists()
