@@ -357,8 +357,29 @@ def calibration_set(source: str, n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, see
     if source == "roadscene":
         return roadscene_set(n, size, seed + (1 if holdout else 0), split="val" if holdout else "train",
                              data_root=data_root, tasks=tasks)
-    if os.path.isdir(source):
-        return folder_set(source, n, size, part="holdout" if holdout else "calib")
+    check_source(source)
+    return folder_set(source, n, size, part="holdout" if holdout else "calib")
+
+
+def check_source(source: str) -> None:
+    """Refuse a calibration ``source`` that is none of :data:`SOURCES` and no folder, before any
+    work: a path (it holds a ``/``, or names a file) that does not exist is said to be missing,
+    with the close names of its folder (it read "unknown calibration source"); a file is said to
+    be a file.
+
+    Raises:
+        CalibrationDataError: naming the source and what to give instead.
+    """
+    if source in SOURCES or os.path.isdir(source):
+        return
+    if os.path.exists(source):
+        raise CalibrationDataError(f"--source {source} is a file: give the folder that holds the calibration frames, "
+                                   f"or one of {', '.join(SOURCES)}")
+    if os.sep in source or source.startswith("."):
+        from tir.edge.sources.file import describe_missing
+
+        raise CalibrationDataError(f"--source: {describe_missing(source)}; give a folder of frames or one of "
+                                   f"{', '.join(SOURCES)}")
     raise CalibrationDataError(f"unknown calibration source {source!r}: use one of {SOURCES} or an existing folder")
 
 

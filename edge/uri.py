@@ -33,25 +33,54 @@ class URI:
     #: the typed options (the entry's options dataclass) once :meth:`bind` checked them
     values: Any = field(default=None, compare=False, repr=False)
 
+    def _split_location(self) -> Tuple[str, Optional[str]]:
+        """(host, port text or None) of :attr:`location`; an IPv6 address is written in brackets
+        (RFC 3986 section 3.2.2: ``[::1]:8080``), which the host loses.
+
+        Raises:
+            UsageError: an IPv6 address without its brackets (``::1:8080`` cannot say where the
+                address ends and the port begins), or a ``[`` without its ``]``.
+        """
+        where = self.text or self.scheme + "://"
+        location = self.location
+        if location.startswith("["):
+            end = location.find("]")
+            rest = location[end + 1:] if end > 0 else "?"
+            if end < 0 or (rest and not rest.startswith(":")):
+                raise UsageError(f"{where}: {location!r} is not an address: write an IPv6 address in brackets, "
+                                 "then :PORT ([::1]:8080)")
+            return location[1:end], (rest[1:] if rest else None)
+        if location.count(":") > 1:
+            raise UsageError(f"{where}: {location!r} reads as an IPv6 address without its brackets: write "
+                             "[ADDRESS]:PORT, e.g. [::1]:8080 (RFC 3986)")
+        host, colon, port = location.partition(":")
+        return host, (port if colon else None)
+
     @property
     def host(self) -> str:
-        """The host part of :attr:`location` (without ``:port``)."""
-        return self.location.rsplit(":", 1)[0] if ":" in self.location else self.location
+        """The host part of :attr:`location` (without ``:port``; an IPv6 address without its
+        brackets: ``[::1]:8080`` -> ``::1``).
+
+        Raises:
+            UsageError: (a ValueError) an IPv6 address written without brackets.
+        """
+        return self._split_location()[0]
 
     @property
     def port(self) -> Optional[int]:
         """The port number in :attr:`location`, or None when it has none.
 
         Raises:
-            UsageError: (a ValueError) the text after the last ``:`` is not a port number 0..65535.
+            UsageError: (a ValueError) the text after the host's ``:`` is not a port number
+                0..65535, or an IPv6 address is written without brackets.
         """
-        if ":" in self.location and not self.location.endswith("]"):  # "[::1]": IPv6, no port
-            text = self.location.rsplit(":", 1)[1]
-            if not (text.isdigit() and int(text) <= 65535):  # isdigit: no sign, no spaces
-                raise UsageError(f"{self.text or self.scheme + '://'}: port {text!r} is not a port number "
-                                 "(0..65535)")
-            return int(text)
-        return None
+        text = self._split_location()[1]
+        if text is None:
+            return None
+        if not (text.isdigit() and int(text) <= 65535):  # isdigit: no sign, no spaces
+            raise UsageError(f"{self.text or self.scheme + '://'}: port {text!r} is not a port number "
+                             "(0..65535)")
+        return int(text)
 
     def bind(self, schema, error=ValueError) -> Any:
         """Check :attr:`options` against ``schema`` (an options dataclass, see
@@ -84,7 +113,8 @@ def parse_uri(text: str) -> URI:
     path is taken as written.
 
     Raises:
-        UsageError: an option is given twice in the query; a scheme without its ``//``.
+        UsageError: an option is given twice in the query; a scheme without its ``//``; an
+            address urlsplit cannot read (an IPv6 ``[`` without its ``]``).
     """
     text = str(text).strip()
     if re.fullmatch(r"\d+", text):
@@ -98,7 +128,10 @@ def parse_uri(text: str) -> URI:
         if text.startswith("/dev/video"):
             return URI("v4l2", path=text, text=f"v4l2://{text}")
         return URI("file", path=os.path.abspath(text), text=f"file://{os.path.abspath(text)}")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # "Invalid IPv6 URL": a '[' without its ']'
+        raise UsageError(f"{text}: {exc}: write an IPv6 address in brackets, then :PORT ([::1]:8080)") from None
     scheme = parts.scheme.lower()
     options: Dict[str, str] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -135,6 +168,14 @@ def refuse_path(uri: Optional[URI], takes_path: bool, error: type, number: bool 
     if extra and not (number and extra.isdigit()):
         raise error(f"{uri.scheme}:// names nothing after '://', got {extra!r}: write "
                     f"{uri.scheme}://?option=value (options after '?')")
+
+
+def netloc(host: str, port: Optional[int] = None) -> str:
+    """``host[:port]`` as a URI writes it: an IPv6 address in brackets (RFC 3986 section 3.2.2):
+    ``netloc("::1", 8080)`` -> ``"[::1]:8080"``; a host already in brackets is kept."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
 
 
 def parse_size(text) -> Tuple[int, int]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -423,14 +424,27 @@ class OnlineAdapter:
         #: collections started again because the camera changed (:meth:`restart`), and the last reasons
         self.restarts = 0
         self.restart_reasons: Optional[List[str]] = None
+        #: fits dropped because the camera changed after them (:meth:`restart` once done): the map
+        #: is fitted again on the new camera's first ``frames`` frames
+        self.refits = 0
 
     def restart(self, reasons: Sequence[str] = ()) -> None:
-        """Drop what was collected and collect ``frames`` embeddings afresh, while not yet fitted:
-        the camera changed (the source reconnected, the frame size changed: ``Restorer.new_camera``),
-        and a map fitted on two cameras' embeddings aligns neither (the fit's moments would mix
-        them). Does nothing once the fit ran (done)."""
+        """The camera changed (the source reconnected, the frame size or bit depth changed:
+        ``Restorer.new_camera``): collect ``frames`` embeddings afresh. While collecting, what was
+        collected is dropped: a map fitted on two cameras' embeddings aligns neither (the fit's
+        moments would mix them). Once fitted (or refused), the fit is dropped too and made again
+        on the new camera (:attr:`refits`): the old camera's map moved the new camera's
+        embeddings by the old camera's offset (CORAL aligns one camera's moments, Sun et al.
+        2016), and the new camera may be the one the bundle was trained on; the caller stops
+        applying the dropped map (:attr:`result` is None again)."""
         if self.done:
-            return
+            self.refits += 1
+            self.done = False
+            self.result = None
+            self.reason = None
+            log.warning("camera change (%s) after the router adaptation: the map fitted on the previous camera is "
+                        "dropped; fitting again on the next %d frames", ", ".join(map(str, reasons)) or "?",
+                        self.frames)
         self._collected = []
         self.restarts += 1
         self.restart_reasons = [str(r) for r in reasons]
@@ -442,13 +456,17 @@ class OnlineAdapter:
 
     @property
     def state(self) -> str:
-        """``collecting k/N`` (with `` (restarted: camera change REASONS)`` after :meth:`restart`),
-        ``adapted`` or ``refused: reason``."""
+        """``collecting k/N`` (with `` (restarted: camera change REASONS)`` after :meth:`restart`,
+        `` (refitting: camera change REASONS; the previous camera's map was dropped)`` after a
+        restart once fitted), ``adapted`` (`` (refitted after camera change REASONS)``) or
+        ``refused: reason``."""
+        why = f"camera change {', '.join(self.restart_reasons or [])}"
         if self.result is not None:
-            return "adapted"
+            return f"adapted (refitted after {why})" if self.refits else "adapted"
         if self.reason is not None:
             return f"refused: {self.reason}"
-        again = f" (restarted: camera change {', '.join(self.restart_reasons or [])})" if self.restarts else ""
+        again = (f" (refitting: {why}; the previous camera's map was dropped)" if self.refits else
+                 f" (restarted: {why})" if self.restarts else "")
         return f"collecting {self.count}/{self.frames}{again}"
 
     def add(self, embeddings) -> Optional[dict]:
@@ -604,6 +622,45 @@ def check_collection_fits(frames: int, frame_bytes: int, shape=None, available: 
                             f"{available // (2 * frame_bytes)} ({DEFAULT_FRAMES} recommended)")
 
 
+def duration_text(seconds: float) -> str:
+    """``seconds`` in words for a person: ``"40 s"``, ``"6 min 40 s"``, ``"2 h 05 min"``,
+    ``"3.5 days"``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    if seconds < 2 * 86400:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    return f"{seconds / 86400:.1f} days"
+
+
+def collection_estimate(frames: int, stride: int, fps: Optional[float], paced: bool = True) -> str:
+    """How long collecting ``frames`` frames at every ``stride``-th frame takes, in words, for the
+    progress bar before the first frame: ``frames × stride / fps`` seconds of a source that
+    delivers ``fps`` frames per second in real time (a camera, a paced replay; FFC frames, which
+    are skipped, add their freezes on top). ``tir adapt --stride 100000`` on a live camera sat
+    at 0/200 with no hint that it needed 7.7 days.
+
+    Args:
+        frames: frames to keep (>= 1). stride: every ``stride``-th frame is kept (>= 1).
+        fps: the source's frames per second (``Source.fps``), None when it does not say.
+        paced: False for a source read as fast as it decodes (``rate=max``, ``realtime=0``):
+            the time is the decoder's, not ``fps``'s.
+
+    Returns:
+        e.g. ``"200 × stride 300 = 60,000 source frames ≈ 33 min 20 s at 30 fps"``.
+    """
+    total = int(frames) * int(stride)
+    head = f"{int(frames)} × stride {int(stride)} = {total:,} source frames" if int(stride) > 1 else \
+        f"{total:,} source frames"
+    if not paced:
+        return f"{head}, read as fast as they decode"
+    if fps is None or not (0 < float(fps) < math.inf):
+        return f"{head} (the source does not say its frame rate: no time estimate)"
+    return f"{head} ≈ {duration_text(total / float(fps))} at {float(fps):g} fps"
+
+
 def collect_frames(source_uri: str, frames: int, normalizer=None, stride: int = 1, timeout_s: float = 5.0,
                    progress: bool = True, input_flip: Optional[str] = None) -> np.ndarray:
     """``frames`` model-input frames (frames,H,W float32 [0,1]) from any source URI, through
@@ -611,33 +668,54 @@ def collect_frames(source_uri: str, frames: int, normalizer=None, stride: int = 
     taking every ``stride``-th frame and skipping FFC frames (meta ``ffc``), turned by ``input_flip``
     (edge/sources/orient.py: a camera mounted in portrait or upside down, as ``tir run --input-flip``). Raises
     ``SourceError`` when the source gives no frame for ``timeout_s`` seconds, and
-    :class:`AdaptationRefused` when a finite source ends before ``frames`` frames."""
+    :class:`AdaptationRefused` when a finite source ends before ``frames`` frames. The progress
+    bar (and the log) says before the first frame how long the collection takes
+    (:func:`collection_estimate`: frames × stride / the source's fps)."""
     from tqdm import tqdm
 
-    from ..edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
-    from ..edge.sources.base import open_source, usable_frames
+    from ..edge.pipeline.stages import Preprocess
+    from ..edge.sources.base import open_source
     from ..edge.sources.orient import oriented
 
     if int(frames) < 1 or int(stride) < 1:
         raise ValueError(f"frames and stride must be ≥ 1, got frames={frames}, stride={stride}")
     prep = Preprocess(normalizer)
     out: List[np.ndarray] = []
-    with oriented(open_source(source_uri), input_flip) as source, tqdm(total=int(frames), desc="collecting", unit="frame",
-                                                  disable=not progress) as bar:
-        for seen, frame in enumerate(usable_frames(source, timeout_s)):
-            if seen % int(stride):
-                continue
-            prep(frame)
-            out.append(np.asarray(frame.meta.pop(MODEL_INPUT_KEY), np.float32))
-            if len(out) == 1:
-                check_collection_fits(int(frames), out[0].nbytes, out[0].shape)
-            bar.update(1)
-            if len(out) == int(frames):
-                break
+    with oriented(open_source(source_uri), input_flip) as source:
+        paced = bool(getattr(source, "live", getattr(source, "paced", True)))
+        estimate = collection_estimate(frames, stride, getattr(source, "fps", None), paced)
+        log.info("collecting %s from %s", estimate, source_uri)
+        with tqdm(total=int(frames), desc=f"collecting ({estimate})", unit="frame", disable=not progress) as bar:
+            _collect_into(out, source, frames, stride, prep, bar, timeout_s)
     if len(out) < int(frames):
         raise AdaptationRefused(f"{source_uri} ended after {len(out)} of {frames} usable frames; ask for "
                                 "fewer --frames, a smaller --stride, or a looping source")
     return np.stack(out)
+
+
+def _collect_into(out: List[np.ndarray], source, frames: int, stride: int, prep, bar, timeout_s: float) -> None:
+    """:func:`collect_frames`' loop: every ``stride``-th usable frame of the started ``source``
+    preprocessed by ``prep`` into ``out`` until it holds ``frames``; between two kept frames the
+    bar's postfix says how many source frames are left until the next, once a second."""
+    import time
+
+    from ..edge.pipeline.stages import MODEL_INPUT_KEY
+    from ..edge.sources.base import usable_frames
+
+    shown = time.monotonic()
+    for seen, frame in enumerate(usable_frames(source, timeout_s)):
+        if seen % int(stride):
+            if time.monotonic() - shown >= 1.0:
+                shown = time.monotonic()
+                bar.set_postfix_str(f"next in {int(stride) - seen % int(stride):,} frames", refresh=True)
+            continue
+        prep(frame)
+        out.append(np.asarray(frame.meta.pop(MODEL_INPUT_KEY), np.float32))
+        if len(out) == 1:
+            check_collection_fits(int(frames), out[0].nbytes, out[0].shape)
+        bar.update(1)
+        if len(out) == int(frames):
+            break
 
 
 def adapt_bundle(bundle_path, source_uri: str, frames: int, out_dir, normalizer=None, stride: int = 1,

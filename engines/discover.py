@@ -327,14 +327,37 @@ def write_report_file(path: Path, doc, indent: int = 1) -> None:
                            "--out") from exc
 
 
+def check_collection_folder(folder) -> None:
+    """Refuse a ``--from`` that is not a folder: a path that does not exist (said so, with the
+    close names in its parent folder: it read "DIR has no index.json", as if the folder were
+    there) or a file. A folder without ``index.json`` is :func:`discover`'s to refuse.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: ``folder`` is a file.
+    """
+    from tir.edge.sources.file import describe_missing
+
+    folder = Path(folder)
+    if not folder.exists():
+        said = describe_missing(str(folder))
+        detail = said[len(f"no such file or folder: {folder}"):]   # "; did you mean …?" or " (… entries …)"
+        raise FileNotFoundError(f"the collection folder {folder} does not exist{detail}; collect frames into a "
+                                "folder first with tir run --collect DIR, then give that DIR")
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a collection folder (tir run --collect DIR writes a folder "
+                         "with index.json and frames/); give that folder")
+
+
 def discover(folder, bundle_path, out_dir, min_size: int = 5, max_depth: int = 5, known_margin: float = 0.1,
              seed: int = 0, propose_specs: bool = True, fit_frames: int = 16, progress: bool = True,
              plots: bool = True) -> Dict:
     """Cluster a collection, test the nodes against the bundle's codebook, propose specs for
     new leaves, write ``report.json`` (+ ``tree.png``, ``exemplars.png``, ``proposed-<id>.json``)
-    into ``out_dir``; returns the report. Raises ValueError (no/too few embeddings, a bundle
-    without a router) with a message naming the folder or bundle, OutputFailed when a file
-    cannot be written (:func:`write_report_file`)."""
+    into ``out_dir``; returns the report. Raises FileNotFoundError (``folder`` does not exist,
+    with the close names of its parent folder), ValueError (a file instead of a folder, no
+    index, no/too few embeddings, a bundle without a router) with a message naming the folder
+    or bundle, OutputFailed when a file cannot be written (:func:`write_report_file`)."""
     from tir.edge.outputs.collect import load_frame, read_index
     from tir.edge.normalize import Normalizer
 
@@ -343,6 +366,7 @@ def discover(folder, bundle_path, out_dir, min_size: int = 5, max_depth: int = 5
     from .restorer import Restorer
 
     folder, out_dir = Path(folder), Path(out_dir)
+    check_collection_folder(folder)
     if not (folder / "index.json").is_file():
         raise ValueError(f"{folder} has no index.json: collect frames first with tir run --collect {folder}")
     index = read_index(folder)

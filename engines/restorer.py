@@ -368,6 +368,8 @@ class Restorer:
             self._input_size = tuple(self.router_info.get("input_size", (640, 512)))
             self._added = added_rows(self.router_info)   # rows tir learn added: claim only above threshold
         self._adaptation = None if self.router_info is None else self.router_info.get(ADAPTATION_KEY)
+        #: the bundle's own adaptation (``tir adapt``), applied again when an online fit is dropped
+        self._bundle_adaptation = self._adaptation
         self.contrast_gate: Optional[ContrastGate] = None
         self.fpn_gate: Optional[FPNGate] = None
         self.blur_gate: Optional[BlurGate] = None
@@ -400,6 +402,7 @@ class Restorer:
         self.adapter: Optional[OnlineAdapter] = None
         self.adapt_save = adapt_save
         self.adapt_saved: Optional[str] = None
+        self._adapt_saved_path: Optional[str] = None   # the copy --adapt-save wrote, once
         if adapt is not None and not self.forced:
             # raises AdaptationRefused (a ValueError) when the bundle cannot be adapted
             self.adapter = OnlineAdapter(self.router_info, int(adapt), source_uri, self.bundle.name)
@@ -706,7 +709,11 @@ class Restorer:
         self.frames += len(x)
         self._span = _norm_span(meta)
         reasons = _camera_change(meta)
-        if reasons is not None:
+        if reasons is not None and "bits" in reasons and self._pinned_size is not None:
+            depth = (meta or {}).get("source_bits") or (meta or {}).get("bits")
+            self._let_go_reference(f"the camera's bit depth changed (now {depth}-bit): the reference frames show "
+                                   "its look at the previous depth, the gates learn this camera afresh", reasons)
+        elif reasons is not None:
             self.new_camera(reasons)
         if self.forced or self.router_info is None:
             return None
@@ -958,12 +965,20 @@ class Restorer:
         pinned = self._pinned_size
         why = (f"the reference frames are {pinned[1]}x{pinned[0]} px, the camera's {size[1]}x{size[0]} px: "
                "the pinned reference does not hold at another size, the gates learn this camera afresh")
+        self._let_go_reference(why, ["reference size"])
+
+    def _let_go_reference(self, why: str, reasons: Sequence[str]) -> None:
+        """Unpin the gates, log ``why`` once, keep it in :attr:`reference_dropped` and restart
+        as after a camera change (:meth:`new_camera` with ``reasons``): the frames the reference
+        was pinned to no longer show this camera's look (another size, :meth:`_check_reference`;
+        another bit depth, a camera change marked ``bits``: an 8-bit AGC output and 14-bit counts
+        normalise to different noise floors and sharpness)."""
         log.warning("camera reference dropped: %s", why)
         for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
             if gate is not None:
                 gate.pinned = False
         self.pinned_frames, self._pinned_size, self.reference_dropped = 0, None, why
-        self.new_camera(["reference size"])
+        self.new_camera(reasons)
 
     def new_camera(self, reasons: Sequence[str] = ()) -> None:
         """Another camera, or the same camera in another state, delivers from now on: the contrast,
@@ -979,13 +994,16 @@ class Restorer:
         camera after RoadScene: the noise task on 384 of 400 clean frames, docs/cameras.md). A
         time-based forgetting instead stopped restoring a sustained degradation on an unchanged
         camera; these signals come from the stream, never from the frames' content. An online
-        adaptation still collecting (``adapt``) starts its collection again
+        adaptation (``adapt``) starts its collection again
         (:meth:`~tir.engines.adapt.OnlineAdapter.restart`): fitted on two cameras' frames, the map
-        aligned neither; a map already fitted stays."""
+        aligned neither; a map already fitted on the previous camera is dropped (the bundle's own
+        adaptation, if any, applies again) and fitted again on the new camera's frames, the state
+        saying so (it was kept: the old camera's map moved the new camera's embeddings)."""
         self.camera_changes += 1
         self.camera_change = list(reasons)
-        if self.adapter is not None:   # --adapt N still collecting: one camera's frames only
+        if self.adapter is not None:   # --adapt N: one camera's frames only, fitted again once fitted
             self.adapter.restart(reasons)
+            self._adaptation = self._bundle_adaptation   # the dropped online map no longer applies
         for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
             if gate is not None:
                 gate.restart()
@@ -1040,13 +1058,19 @@ class Restorer:
         if fitted is None:
             return
         self._adaptation = fitted
+        if self.adapt_save and self._adapt_saved_path is not None:
+            # a refit after a camera change: the copy holds the first camera's map, a whole adapted
+            # bundle of its own; it is not written over (the folder exists: a copy is always new)
+            self.adapt_saved = (f"{self._adapt_saved_path} (the map of the camera before the change; the refitted "
+                                "map is used in this run, not written)")
+            return
         if self.adapt_save:
             from .adapt import write_adapted_bundle
 
             try:
                 spans = None if self.contrast_gate is None else list(self.contrast_gate.spans)
-                self.adapt_saved = str(write_adapted_bundle(self.bundle.path, self.adapt_save, fitted,
-                                                            camera_spans=spans).path)
+                self.adapt_saved = self._adapt_saved_path = str(
+                    write_adapted_bundle(self.bundle.path, self.adapt_save, fitted, camera_spans=spans).path)
                 log.info("adapted bundle written to %s", self.adapt_saved)
             except (OSError, ValueError, RuntimeError) as exc:
                 self.adapt_saved = f"not written: {exc}"

@@ -521,5 +521,45 @@ def test_a_camera_change_while_collecting_starts_the_collection_again(adapt_bund
     assert r.status()["adapt"]["state"].startswith("collecting 39/40")
     r.infer(x[69][None, None])
     assert r.status()["adapt"]["state"] == "adapted" and r._adaptation["frames"] == 40
-    r.infer(x[70][None, None], meta={"camera_change": ["size"]})   # a fitted map stays
-    assert r.status()["adapt"]["state"] == "adapted"
+    # a camera change after the fit: the old camera's map is dropped and fitted again (next test)
+    r.infer(x[70][None, None], meta={"camera_change": ["size"]})
+    assert r.status()["adapt"]["state"].startswith("collecting 1/40 (refitting: camera change size")
+
+
+def test_a_camera_change_after_the_fit_drops_the_map_and_fits_it_again(adapt_bundle, tmp_path):
+    # tir run --adapt N kept the first camera's map after the camera changed (resolution, bit
+    # depth, a reconnect): the new camera's embeddings were moved by the old camera's offset
+    save = tmp_path / "adapted"
+    r = Restorer(adapt_bundle / "bundle", every=8, adapt=40, source_uri=SOURCE_URI, adapt_save=str(save))
+    x = A.collect_frames(SOURCE_URI, 100, progress=False)
+    for i in range(40):
+        r.infer(x[i][None, None])
+    first = r._adaptation
+    assert r.status()["adapt"] == {"state": "adapted", "frames": 40, "saved": str(save)}
+    r.infer(x[40][None, None], meta={"camera_change": ["bits"]})   # the first frame of the new camera
+    state = r.status()["adapt"]["state"]
+    assert state == "collecting 1/40 (refitting: camera change bits; the previous camera's map was dropped)"
+    assert r._adaptation is None                                   # the bundle's own (none): the old map is not applied
+    for i in range(41, 80):
+        r.infer(x[i][None, None])
+    assert r.status()["adapt"]["state"] == "adapted (refitted after camera change bits)"
+    assert r._adaptation is not None and r._adaptation is not first and r._adaptation["frames"] == 40
+    # the copy --adapt-save wrote holds the first camera's map; not written over
+    saved = r.status()["adapt"]["saved"]
+    assert saved.startswith(f"{save} (the map of the camera before the change") and (save / "manifest.json").is_file()
+
+
+def test_the_collection_says_how_long_it_takes_before_it_starts(capfd):
+    # tir adapt --stride 100000 on a live camera sat at 0/200 with no hint it needed 7.7 days
+    assert A.collection_estimate(200, 100000, 30.0) == \
+        "200 × stride 100000 = 20,000,000 source frames ≈ 7.7 days at 30 fps"
+    assert A.collection_estimate(200, 300, 30.0).endswith("≈ 33 min 20 s at 30 fps")
+    assert A.collection_estimate(50, 1, 25.0) == "50 source frames ≈ 2 s at 25 fps"
+    assert "no time estimate" in A.collection_estimate(10, 2, None)
+    assert "as fast as they decode" in A.collection_estimate(10, 2, 30.0, paced=False)
+    x = A.collect_frames("synthetic://?size=160x120&fps=60", 2, stride=3, progress=True)
+    assert x.shape == (2, 120, 160)
+    bar = capfd.readouterr().err.replace("\r", "\n")
+    assert "collecting (2 × stride 3 = 6 source frames ≈ 0 s at 60 fps)" in bar
+    A.collect_frames("synthetic://?size=160x120&realtime=0", 2, stride=3, progress=True)
+    assert "6 source frames, read as fast as they decode" in capfd.readouterr().err

@@ -248,3 +248,35 @@ def test_shared_loop_keeps_each_protocols_messages_and_counters(cls, command, st
     with pytest.raises(cls.port_error, match="serial port scripted0 failed: .*Input/output error"):
         getattr(client, command)()
     assert client.stats()["retries"] == 0
+
+
+def test_garbage_on_the_port_is_no_boson_frame_and_a_damaged_frame_a_bad_crc():
+    # random bytes hold a start (0x8E) and an end byte (0xAE) now and then: the span between them
+    # failed its CRC, so a port sending garbage (another device, another baud rate) read as
+    # "reply with a bad CRC"; garbage without a command-channel frame start is said to be garbage
+    import numpy as np
+
+    from tir.edge.camera import fslp
+    from tir.edge.camera.boson import BosonCRCError, BosonTimeout
+
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        noise = [rng.integers(0, 256, 64, dtype=np.uint8).tobytes() for _ in range(100)]
+        assert sum(chunk.count(fslp.START) for chunk in noise) > 5   # spans that start and end, in plenty
+        client = BosonClient(ScriptedPort(*noise), timeout=0.1, retries=0)
+        with pytest.raises(BosonTimeout, match=r"^get_camera_sn: no Boson frame within 0.1 s on scripted0: \d+ bytes "
+                                               r"came back that are no Boson packet \(garbage: another device on "
+                                               r"this port, or another baud rate\?\)$"):
+            client.get_camera_sn()
+        assert client.stats()["crc_errors"] == 0
+    # a real reply (command channel, whole header) with one bit flipped in its CRC stays a bad CRC
+    damaged = bytearray(fslp.command_frame(0, 0x00050002, b"\x00\x00\x00\x01", status=0))
+    damaged[-2] ^= 0x40
+    client = BosonClient(ScriptedPort(bytes(damaged)), timeout=0.1, retries=0)
+    with pytest.raises(BosonCRCError, match="reply with a bad CRC"):
+        client.get_camera_sn()
+    # the reader alone: the same spans, with and without the command channel's rule
+    spans = b"\x8e\x13garbage\xae" + b"\x8e\x00\x01\x02\xae" + bytes(damaged)
+    assert [f.error for f in fslp.FrameReader().feed(spans)] == ["crc", "crc", "crc"]
+    strict = fslp.FrameReader(channels=(fslp.COMMAND_CHANNEL,), min_payload=fslp.HEADER.size)
+    assert [f.error for f in strict.feed(spans)] == ["crc"] and strict.garbage_bytes == 10 + 5

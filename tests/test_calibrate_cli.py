@@ -67,10 +67,10 @@ def test_cpu_int8_weights_are_7_bit_by_default(bundle, tmp_path):
 
 def test_calibrate_rejects_unknown_route_and_source(bundle, tmp_path, capsys):
     assert cli.main(["calibrate", "--bundle", str(bundle.path), "--routes", "fog", "--out", str(tmp_path)]) == 2
-    assert "no route(s) ['fog']" in capsys.readouterr().out
+    assert "no route(s) ['fog']" in capsys.readouterr().err
     assert cli.main(["calibrate", "--bundle", str(bundle.path), "--source", "nowhere", "--out",
                      str(tmp_path), "--frames", "2", "--size", "32x24"]) == 2
-    assert "unknown calibration source 'nowhere'" in capsys.readouterr().out
+    assert "unknown calibration source 'nowhere'" in capsys.readouterr().err
 
 
 def test_build_without_tensorrt_says_what_to_install(bundle, capsys):
@@ -142,10 +142,10 @@ def test_calibrate_refuses_a_size_the_routes_cannot_take(bundle, tmp_path, capsy
         rc = cli.main(["calibrate", "--bundle", str(bundle.path), "--frames", "2", "--holdout", "1", "--size", size,
                        "--out", str(tmp_path / "c"), "--bench-runs", "0"])
         assert rc == 2
-        assert capsys.readouterr().out == (
-            f"tir calibrate: --size {size}: the routes of bundle 'tiny' take sizes that are multiples of 2 px "
+        assert capsys.readouterr().err == (
+            f"tir calibrate: error: --size {size}: the routes of bundle 'tiny' take sizes that are multiples of 2 px "
             f"(manifest 'multiple'); use e.g. --size {fit}\n" if fit else
-            f"tir calibrate: --size {size}: give a frame size WxH with each side 1..8192 px\n")
+            f"tir calibrate: error: --size {size}: give a frame size WxH with each side 1..8192 px\n")
     assert not (tmp_path / "c").exists()
 
 
@@ -165,10 +165,10 @@ def test_training_side_numbers_are_checked_by_argparse(bundle, tmp_path, capsys,
 
 def test_export_refuses_zero_size_and_unknown_targets_up_front(bundle, capsys):
     assert cli.main(["export", "--bundle", str(bundle.path), "--size", "0x0"]) == 2  # was checked at 2x2 silently
-    assert capsys.readouterr().out == "tir export: --size 0x0: give a frame size WxH with each side 1..8192 px\n"
+    assert capsys.readouterr() == ("", "tir export: error: --size 0x0: give a frame size WxH with each side 1..8192 px\n")
     assert cli.main(["export", "--bundle", str(bundle.path), "--targets", "bogus,10"]) == 2  # was FAIL per model, exit 1
-    assert capsys.readouterr().out == ("tir export: --targets 'bogus,10': unknown TensorRT parser version(s) bogus; "
-                                       "known: 10, 8.5\n")
+    assert capsys.readouterr() == ("", "tir export: error: --targets 'bogus,10': unknown TensorRT parser version(s) "
+                                       "bogus; known: 10, 8.5\n")   # was on stdout
 
 
 @pytest.mark.parametrize("mode, size", [("export", "9000x8"), ("calibrate", "8x9000"), ("build", "9000x64")])
@@ -197,3 +197,23 @@ def test_full_range_model_is_not_timed_on_a_cpu_without_vnni(bundle, tmp_path, m
     lat = report["routes"]["noise"]["latency_ms"]
     assert "no VNNI" in lat["int8-cpu-u8s8"]["refused"] and "p50" in lat["fp32"] and "p50" in lat["int8-trt-s8s8-on-ort"]
     assert report["int8_cpu"]["saturating"] is True and report["reduce_range"] is False
+
+
+def test_calibrate_refuses_a_missing_source_folder_before_it_makes_out(bundle, tmp_path, capsys):
+    # "unknown calibration source '/x/y'" for a folder that is not there, and --out made empty
+    out = tmp_path / "int8"
+    (tmp_path / "frames").mkdir()
+    assert cli.main(["calibrate", "--bundle", str(bundle.path), "--source", str(tmp_path / "frame"), "--out", str(out),
+                     "--frames", "2", "--size", "32x24"]) == 2
+    assert capsys.readouterr().err == (f"tir calibrate: error: --source: no such file or folder: {tmp_path / 'frame'}; "
+                                       f"did you mean {tmp_path / 'frames'}?; give a folder of frames or one of "
+                                       "synthetic, roadscene\n")
+    (tmp_path / "f.png").write_bytes(b"x")
+    assert cli.main(["calibrate", "--bundle", str(bundle.path), "--source", str(tmp_path / "f.png"), "--out", str(out),
+                     "--frames", "2", "--size", "32x24"]) == 2
+    assert "is a file: give the folder that holds the calibration frames" in capsys.readouterr().err
+    # refused inside the run (an empty frames folder): the --out it made is removed again
+    assert cli.main(["calibrate", "--bundle", str(bundle.path), "--source", str(tmp_path / "frames"), "--out", str(out),
+                     "--frames", "2", "--size", "32x24", "--bench-runs", "0"]) == 2
+    assert capsys.readouterr().err.startswith("tir calibrate: error: ")
+    assert not out.exists()

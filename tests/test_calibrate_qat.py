@@ -61,7 +61,7 @@ def test_qat_options_validate(bundles, tmp_path, capsys, argv, needle):  # noqa:
         assert exc.value.code == 2
     else:
         assert cli.main(args) == 2
-        assert needle in capsys.readouterr().out
+        assert needle in capsys.readouterr().err
     assert not (tmp_path / "x" / "student.qat.onnx").exists()
 
 
@@ -74,6 +74,6 @@ def test_qat_without_onnx2torch_says_what_to_install(bundles, tmp_path, capsys, 
     rc = cli.main(["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "6",
                    "--holdout", "1", "--size", "32x24", "--out", str(tmp_path / "q"), "--bench-runs", "0",
                    "--threads", "1", "--qat-steps", "2", "--float-tail", "off"])
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert rc != 0 and "pip install -e '.[qat]'" in out
     assert not (tmp_path / "q" / "student.qat.onnx").exists()

@@ -127,7 +127,7 @@ def test_routes_and_student_together(bundles, tmp_path, capsys):
 def test_student_on_a_bundle_without_one_is_one_clear_error(bundles, tmp_path, capsys, flags):
     rc = cli.main(["calibrate", "--bundle", str(bundles[0].path), *flags, "--out", str(tmp_path / "x"),
                    "--frames", "3", "--size", "32x24"])
-    text = capsys.readouterr().out.strip()
+    text = capsys.readouterr().err.strip()
     assert rc == 2
     assert len(text.splitlines()) == 1 and "has no student (manifest key 'student')" in text and "tir distill" in text
 
@@ -136,7 +136,7 @@ def test_student_needs_a_frame_per_prompt_slot(bundles, tmp_path, capsys):
     rc = cli.main(["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "2",
                    "--out", str(tmp_path / "x"), "--size", "32x24", "--bench-runs", "0"])
     assert rc == 2
-    assert "--frames >= 3" in capsys.readouterr().out
+    assert "--frames >= 3" in capsys.readouterr().err
 
 
 def test_sensitivity_diagnosis_and_tail_options(bundles, tmp_path, capsys):

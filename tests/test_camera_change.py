@@ -55,6 +55,33 @@ def test_a_reconnect_marks_the_first_frame_through_the_new_connection():
     assert marks(Preprocess(), [frame(counts(scene(seed=i))) for i in range(3)]) == [None] * 3
 
 
+def test_another_bit_depth_marks_the_frame_and_sets_the_count_range_again():
+    # the count range was kept from the first frame: a camera switching from its 8-bit AGC output
+    # to 14-bit counts on the same connection was mapped through 0..255<<6 (saturated), unmarked
+    def eight(i):
+        return frame(counts(scene(seed=i), lo=0, span=255) << 6, bits=14, source_bits=8)
+
+    def raw(i):
+        return frame(counts(scene(seed=i), lo=1000, span=8000), bits=14, source_bits=14)
+
+    pre = Preprocess()
+    frames = [eight(0), eight(1), raw(2), raw(3), raw(4)]
+    assert marks(pre, frames) == [None, None, ["bits"], None, None]
+    assert pre.normalizer.fixed is None and pre.normalizer.max_count == (1 << 14) - 1
+    norm = frames[-1].meta["norm"]
+    assert 900 <= norm["lo"] < norm["hi"] <= 9100      # the raw frames' own range, not the 8-bit full scale
+    assert marks(pre, [eight(5)]) == [["bits"]]
+    assert (pre.normalizer.fixed.lo, pre.normalizer.fixed.hi) == (0.0, float(255 << 6))
+    # a fixed range the caller gave is the caller's: kept across a depth change
+    from tir.edge.normalize import Normalizer
+
+    given = Normalizer()
+    given.set_fixed_range(0.0, 4000.0)
+    pre = Preprocess(given)
+    assert marks(pre, [raw(0), eight(1)]) == [None, ["bits"]]
+    assert (given.fixed.lo, given.fixed.hi) == (0.0, 4000.0)
+
+
 def test_a_normaliser_range_jump_is_not_a_camera_change():
     """A gain switch jumps the normaliser's range, but so does a hot object coming into view on the
     same camera (its FPN offsets and noise floor still hold): not marked."""
@@ -300,6 +327,28 @@ def test_a_pinned_reference_of_another_frame_size_is_let_go_with_the_reason(tmp_
     assert "camera reference dropped" in caplog.text
     _route(other, white(scene(seed=51), 12.0))
     assert other.status()["camera_changes"] == 1                    # once
+
+
+def test_a_pinned_reference_is_let_go_when_the_cameras_bit_depth_changes(tmp_path, caplog):
+    """A camera change marked ``bits`` (16-bit counts -> its 8-bit AGC output) kept the pinned
+    reference of the previous depth: its noise floor and sharpness were measured on frames that
+    normalise differently. Let go as for another size, with the reason; another reason (a
+    reconnect at the same depth) keeps the pin."""
+    import logging
+
+    kept = Restorer(_bundle(tmp_path / "a", "noise"), every=8, hysteresis=2, tone_align=False)
+    kept.pin_camera(np.stack([scene(seed=i) for i in range(12)]))
+    _route(kept, scene(seed=50), {"camera_change": ["connection"], "bits": 14})
+    assert kept.status()["camera_reference"] == {"pinned": 12} and kept.fpn_gate.pinned
+
+    r = Restorer(_bundle(tmp_path / "b", "noise"), every=8, hysteresis=2, tone_align=False)
+    r.pin_camera(np.stack([scene(seed=i) for i in range(12)]))
+    with caplog.at_level(logging.WARNING, logger="tir.engines.restorer"):
+        _route(r, scene(seed=50), {"camera_change": ["bits"], "bits": 14, "source_bits": 8})
+    s = r.status()
+    assert s["camera_reference"]["dropped"].startswith("the camera's bit depth changed (now 8-bit)")
+    assert not any(g.pinned for g in (r.contrast_gate, r.blur_gate, r.fpn_gate))
+    assert s["camera_changes"] == 1 and s["camera_change"] == ["bits"] and "camera reference dropped" in caplog.text
 
 
 def test_a_reference_pinned_to_fewer_frames_than_the_gates_need_ends_the_warm_up_at_once(tmp_path):

@@ -16,8 +16,10 @@ def boson():
 
 
 def run(capsys, *argv):
+    """(exit status, what the command printed: stdout, then its error line on stderr)."""
     code = main(["camera", *argv])
-    return code, capsys.readouterr().out
+    out, err = capsys.readouterr()
+    return code, out + err
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -135,7 +137,7 @@ def test_timeout_and_retries_are_bounded(capsys, option, value, words):
 def test_serial_url_with_unknown_option_is_one_line(capsys):
     # pyserial 3.5 raises KeyError from its own message for loop://?foo=bar: it was a traceback
     code, out = run(capsys, "get", "serial", "--port", "loop://?foo=bar")
-    assert code == 2 and out == ("tir camera: serial port loop://?foo=bar: unknown option 'foo' for loop://; "
+    assert code == 2 and out == ("tir camera: error: serial port loop://?foo=bar: unknown option 'foo' for loop://; "
                                  "loop:// takes logging\n")
 
 

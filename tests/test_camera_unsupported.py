@@ -15,8 +15,10 @@ NO_FFC_QUERIES = ("get_ffc_status", "get_ffc_in_progress")
 
 
 def run(capsys, *argv):
+    """(exit status, what the command printed: stdout, then its error line on stderr)."""
     code = main(["camera", *argv])
-    return code, capsys.readouterr().out
+    out, err = capsys.readouterr()
+    return code, out + err
 
 
 def test_emulator_answers_0x0207_for_the_functions_its_firmware_lacks():

@@ -303,7 +303,7 @@ def test_export_out_never_overwrites_an_existing_folder(tmp_path, capsys):
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
     assert cli.main(["export", "--bundle", str(default_bundle_path()), "--out", str(taken)]) == 2
-    assert "already exists and is not an empty folder" in capsys.readouterr().out
+    assert "already exists and is not an empty folder" in capsys.readouterr().err
     assert (taken / "keep.txt").read_text() == "mine" and len(list(taken.iterdir())) == 1
     afile = tmp_path / "afile"
     afile.write_text("x")

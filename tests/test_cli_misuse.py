@@ -164,8 +164,8 @@ def test_calibrate_onto_a_full_disk_is_one_line_and_removes_the_routes_partial_f
     monkeypatch.setattr(calibrate, "_write_int8", full_disk)
     out = tmp_path / "int8"
     assert _calibrate(tiny_bundle, out, "--routes", "noise,blur") == 3
-    said = capsys.readouterr().out.splitlines()[-1]
-    assert said.startswith(f"tir calibrate: cannot write blur's files in --out {out}: No space left on device")
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said.startswith(f"tir calibrate: error: cannot write blur's files in --out {out}: No space left on device")
     assert "(routes finished before it are kept: noise)" in said
     assert not list(out.glob("blur.*")) and list(out.glob("noise.*"))
 
@@ -178,13 +178,13 @@ def test_calibrate_refuses_an_out_holding_another_runs_report(tiny_bundle, tmp_p
     rc = main(["calibrate", "--bundle", str(tiny_bundle.path), "--frames", "4", "--holdout", "2", "--size", "64x48",
                "--out", str(out), "--bench-runs", "0", "--routes", "blur"])
     assert rc == 2
-    assert capsys.readouterr().out == (f"tir calibrate: --out {out} holds the calibration of another run: size 32x24 "
+    assert capsys.readouterr().err == (f"tir calibrate: error: --out {out} holds the calibration of another run: size 32x24 "
                                        "(this run: 64x48); its verdicts would not describe this run's models: choose "
                                        "another --out\n")
     assert (out / "calibration.json").read_text() == before and not (out / "blur.int8-cpu.onnx").exists()
     (out / "calibration.json").write_text("{not json")
     assert _calibrate(tiny_bundle, out, "--routes", "blur") == 2
-    assert "its calibration.json is not a tir calibrate report" in capsys.readouterr().out
+    assert "its calibration.json is not a tir calibrate report" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("mode", ["calibrate", "export"])
@@ -197,7 +197,7 @@ def test_calibrate_and_export_refuse_an_unwritable_out_before_the_work(tiny_bund
     else:
         rc = main(["export", "--bundle", str(tiny_bundle.path), "--out", str(out)])
     assert rc == 2
-    assert capsys.readouterr().out == (f"tir {mode}: --out {out}: {tmp_path / 'file'} is a file, not a folder; "
+    assert capsys.readouterr().err == (f"tir {mode}: error: --out {out}: {tmp_path / 'file'} is a file, not a folder; "
                                        f"give a writable {'new ' if mode == 'export' else ''}folder\n")
 
 
@@ -495,3 +495,23 @@ def test_bench_checks_the_pipeline_source_before_the_model_runs(tmp_path, capsys
     monkeypatch.setattr(bench, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
     assert main(["bench", "--frames", "2", "--no-progress", *argv]) == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, code, says", [
+    # each was printed on stdout ("tir distill: ..."), where a script's output parser reads results
+    (["distill", "--bundle", "{tmp}/none", "--out", "{tmp}/o"], 2, "--bundle no manifest.json in {tmp}/none"),
+    (["distill", "--bundle", "{tmp}/none", "--out", "{tmp}/o", "--crop", "48"], 2, "--crop 48 must be a multiple"),
+    (["export", "--bundle", "{tmp}/none"], 2, "no manifest.json in {tmp}/none"),
+    (["export", "--bundle", "{tmp}/none", "--targets", "bogus"], 2, "--targets 'bogus': unknown TensorRT parser"),
+    (["calibrate", "--bundle", "{tmp}/none", "--out", "{tmp}/o"], 2, "no manifest.json in {tmp}/none"),
+    (["camera", "get", "serial", "--port", "{tmp}/tty"], 2, "serial port {tmp}/tty does not exist; "),
+    # tir train logged it as "HH:MM:SS ERROR tir.tools.train: ..."
+    (["train", "--baseline", "joint", "--data", "{tmp}/none", "--work-dir", "{tmp}/w"], 2,
+     "RoadScene frames not found; tried {tmp}/none"),
+])
+def test_mode_errors_are_one_line_on_stderr(tmp_path, capsys, argv, code, says):
+    assert main([a.format(tmp=tmp_path) for a in argv]) == code
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, (out, err)
+    assert err.startswith(f"tir {argv[0]}: error: {says.format(tmp=tmp_path)}"), err
+    assert err.count("serial ports") <= 1   # the ports there are were listed twice

@@ -461,3 +461,67 @@ def test_two_outputs_that_would_take_the_same_port_or_folder_are_refused_before_
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and says.format(port=port, tmp=tmp_path) in err[0], err
     assert not (tmp_path / "rec").exists()   # nothing was opened
+
+
+def test_two_records_record_both_folders(tmp_path, capsys, tiny_onnx):
+    # `tir run --record A --record B` kept only B (argparse's last value wins)
+    from tir.edge.outputs.recorder import read_recording
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    code = main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "3",
+                 "--record", str(a), "--record", str(b), "--output", "http://127.0.0.1:0", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    for folder in (a, b):
+        frames, index = read_recording(folder)
+        assert len(index) >= 3 and frames.shape[1:] == (120, 160)
+
+
+@pytest.mark.parametrize("mode, args, says", [
+    ("run", ["--frames", "3", "--frames", "4"], "--frames 3, then --frames 4"),
+    ("run", ["--collect", "{tmp}/a", "--collect", "{tmp}/b"], "--collect {tmp}/a, then --collect {tmp}/b"),
+    ("eval", ["--max-frames", "2", "--max-frames", "5"], "--max-frames 2, then --max-frames 5"),
+    ("calibrate", ["--reduce-range", "--no-reduce-range"], "--reduce-range, then --no-reduce-range"),
+    ("camera", ["info", "--port", "/dev/a", "--port", "/dev/b"], "--port /dev/a, then --port /dev/b"),
+])
+def test_an_option_of_one_value_given_twice_is_refused(tmp_path, capsys, mode, args, says):
+    # argparse keeps the last of a repeated single-value option without a word
+    with pytest.raises(SystemExit) as stop:
+        main([mode, *[a.format(tmp=tmp_path) for a in args]])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "given twice (" + says.format(tmp=tmp_path) + ")" in err, err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_option_given_twice_with_one_value_passes(capsys, tiny_onnx):
+    assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "2", "--frames", "2",
+                 "--quiet", "--quiet", "--output", "http://127.0.0.1:0"]) == 0, capsys.readouterr().err
+
+
+def test_two_windows_of_one_title_are_refused_before_any_opens():
+    from tir.edge.outputs.base import OutputOptionError, check_output, check_outputs_apart
+
+    with pytest.raises(OutputOptionError, match="both show in the window titled 'tir-edge'"):
+        check_outputs_apart([check_output("display://0"), check_output("display://0?view=raw")])
+    check_outputs_apart([check_output("display://0"), check_output("display://0?view=raw&title=raw")])
+
+
+def test_a_long_reference_says_how_long_it_reads_and_keeps_no_frame(capsys, monkeypatch):
+    # --reference-frames 100000 on a live reference read for an hour without a word, holding
+    # every raw frame in a list (64 GB at 640x512) before pinning them
+    from tir.engines import loading
+
+    real = loading.pin_reference
+    seen = []
+
+    def pin(model, frames):
+        seen.append(type(frames))
+        return real(model, frames)
+
+    monkeypatch.setattr(run, "pin_reference", pin)
+    code = main(["run", "--source", SOURCE, "--frames", "2", "--quiet", "--output", "http://127.0.0.1:0",
+                 "--reference", "synthetic://?size=160x120&realtime=0", "--reference-frames", "60"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "tir run: reading the camera reference: 60 source frames, read as fast as they decode" in out
+    assert "camera reference pinned to 60 frames of synthetic://" in out
+    assert seen and seen[0] is not list            # pinned as read, not gathered first

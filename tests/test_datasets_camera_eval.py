@@ -1,5 +1,7 @@
 """Dataset registry, domain randomisation, column FPN metric and the per-camera evaluation
 through the live pipeline's stages (synthetic frames in a temporary data root)."""
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -354,6 +356,34 @@ def test_tir_eval_on_a_folder_of_mixed_bit_depths_drops_the_odd_frames_as_tir_ru
     assert "a0b.png, a1b.png" in text
     dropped = []
     assert len(ds.load_counts("dir:mix", ds.ALL, dropped=dropped)) == 3 and len(dropped) == 2
+
+
+def test_tir_eval_plot_on_a_folder_of_mixed_bit_depths_skips_the_odd_frames_as_the_scoring_does(tmp_path, capsys,
+                                                                                                 monkeypatch):
+    # the before/after plot (a folder without a clean target: --no-reference) read its frames
+    # with the strict reader: "tir eval: error: ...z.png: uint8 frame in a 16-bit set", exit 2,
+    # after the table, where the scoring had dropped that frame and named it
+    from tir.tools import cli
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
+    b = _identity_bundle(tmp_path)
+    mix = tmp_path / "mix"
+    mix.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(mix / f"a{i}.png"), (9000 + _scene(70, 90, i) * 2000).astype(np.uint16))
+    cv2.imwrite(str(mix / "z.png"), np.rint(_scene(70, 90, 5) * 255).astype(np.uint8))   # the last frame: plotted
+    plot = tmp_path / "plot" / "cams.png"
+    assert cli.main(["eval", "--bundle", str(b.path), "--data", str(mix), "--no-reference", "--no-true-routes",
+                     "--plot", str(plot)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert (tmp_path / "plot" / "cams-dir:mix.png").is_file()
+    assert "dir:mix: the plot skipped 1 frame(s) of another bit depth, as tir run skips them: z.png" in out
+    from tir.engines.training.camera_eval import before_after
+
+    skipped = []
+    before_after(b.path, "dir:mix", tmp_path / "again.png", frames=2, dropped=skipped)
+    assert [Path(f).name for f, _ in skipped] == ["z.png"]
 
 
 def test_an_undecodable_frame_in_a_folder_names_the_file_and_what_to_do(tmp_path, monkeypatch, capfd):

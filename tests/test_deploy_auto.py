@@ -375,7 +375,7 @@ def test_tir_deploy_shows_and_sets_the_table(bundles, tmp_path, capsys, monkeypa
     monkeypatch.undo()
     # tir distill refuses the margin before it trains anything (no work folder made)
     assert main(["distill", "--bundle", str(folder), "--out", str(tmp_path / "d"), "--margin-db", "30"]) == 2
-    assert "must be ≤ 3 dB" in capsys.readouterr().out
+    assert "must be ≤ 3 dB" in capsys.readouterr().err
     assert not (tmp_path / "d").exists() and not (tmp_path / "d.work").exists()
     assert main(["deploy", "--bundle", str(bundles / "routes"), "--set", "student", "--out",
                  str(tmp_path / "o")]) == 2

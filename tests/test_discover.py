@@ -180,3 +180,22 @@ def test_an_out_that_cannot_be_written_is_refused_first_and_a_full_disk_is_one_l
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tir discover")]
     assert len(err) == 1 and "not written (No space left on device)" in err[0]   # besides the progress bars
     assert not [p for p in (tmp_path / "rep").iterdir() if p.suffix in (".json", ".tmp")]
+
+
+def test_a_missing_or_file_from_is_named_for_what_it_is(tmp_path, capsys):
+    # tir discover --from /missing said "/missing has no index.json", as if the folder were there
+    from tir.tools.cli import main
+
+    (tmp_path / "unknown").mkdir()
+    assert main(["discover", "--from", str(tmp_path / "unknwn")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tir discover: error: the collection folder {tmp_path / 'unknwn'} does not exist; "
+                          f"did you mean {tmp_path / 'unknown'}?") and "index.json" not in err
+    assert main(["discover", "--from", str(tmp_path / "nothing" / "here")]) == 2
+    assert "does not exist (folder " in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["discover", "--from", str(tmp_path / "file")]) == 2
+    assert f"{tmp_path / 'file'} is a file, not a collection folder" in capsys.readouterr().err
+    assert main(["discover", "--from", str(tmp_path / "unknown")]) == 2   # a folder without an index
+    assert "has no index.json" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "unknown"]   # nothing made

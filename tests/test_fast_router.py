@@ -246,6 +246,6 @@ def test_an_unwritable_bundle_is_one_line_not_a_traceback(tmp_path, monkeypatch,
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     assert main(["export", "--bundle", str(src), "--fast-router", "--size", "64x64"]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "cannot write the fast router" in out and "Permission denied" in out
     assert (src / "router.onnx").read_bytes() == before and load_bundle(src).router.get("export") is None

@@ -264,3 +264,15 @@ def test_pipeline_infer_stage_runs_on_cuda_streams(fake, tmp_path, tiny_onnx):
         assert np.abs(restored.astype(np.int32) - ref[seq].astype(np.int32)).max() <= 1
     engine.close()
     assert fake.memory == {}  # the infer thread freed its stream pipelines
+
+
+def test_build_refuses_int8_without_a_calibration_report_on_stderr(fake, tmp_path, capsys):
+    # the refusal was printed on stdout, among the build's results
+    from tiny_models import calibration_bundle
+    from tir.tools import cli
+
+    bundle = calibration_bundle(tmp_path / "b")
+    assert cli.main(["build", "--bundle", str(bundle.path), "--precision", "int8", "--size", "32x24"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"tir build: error: no {bundle.path / 'int8' / 'calibration.json'}; run `tir calibrate")
+    assert "calibration.json" not in out

@@ -578,3 +578,71 @@ def test_an_http_output_without_a_host_listens_on_this_machine_only(text):
 
     out = open_output(text)
     assert out.host == DEFAULT_HOST == "127.0.0.1" and out.start_lines()[1:] == []
+
+
+def test_an_ipv6_address_is_listened_on(monkeypatch):
+    # http://[::1]:PORT was refused: "cannot resolve the listen address '[::1]'"
+    from tir.edge.outputs import http as http_output
+
+    if not http_output.ipv6_available():
+        pytest.skip("this machine has no IPv6")
+    out = open_output("http://[::1]:0").start()
+    try:
+        assert out.host == "::1" and out.url == f"http://[::1]:{out.port}/" and out.start_lines()[1:] == []
+        conn = http.client.HTTPConnection("::1", out.port, timeout=5)
+        conn.request("GET", "/healthz")   # Host: [::1]:PORT
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["ok"] is True
+        conn.close()
+    finally:
+        out.close()
+
+
+def test_an_ipv6_address_on_a_machine_without_ipv6_says_so(monkeypatch):
+    import errno
+
+    from tir.edge.outputs import http as http_output
+
+    monkeypatch.setattr(http_output, "ipv6_available", lambda: False)
+    out = open_output("http://[::1]:8123")
+    error = out._listen_error(OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol"))
+    assert str(error).startswith("cannot listen on [::1]:8123: this machine has no IPv6 (Address family")
+    assert "http://127.0.0.1:8123" in str(error)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("http://::1:8080", "IPv6 address without its brackets"),
+    ("http://[::1:8080", "write an IPv6 address in brackets"),
+    ("http://[::1]x:8080", "write an IPv6 address in brackets"),
+])
+def test_an_ipv6_address_without_its_brackets_is_refused(text, says):
+    with pytest.raises(OutputError, match=says):
+        open_output(text)
+
+
+def test_host_and_port_options_write_an_ipv6_host_in_brackets():
+    from tir.tools.run import with_http_address
+
+    assert with_http_address(["http://127.0.0.1:8080"], "::1", 0) == ["http://[::1]:0"]
+    assert with_http_address(["http://[::1]:8080"], None, 9000) == ["http://[::1]:9000"]
+    assert with_http_address(["http://127.0.0.1:8080"], "[::]", None) == ["http://[::]:8080"]
+
+
+def test_an_ipv6_wildcard_meets_any_host_on_its_port():
+    # "[::]:8080".host was "[::]", never the wildcard "::": the clash went unseen
+    from tir.edge.outputs.base import OutputOptionError, check_output, check_outputs_apart
+
+    with pytest.raises(OutputOptionError, match="both listen on port 8080"):
+        check_outputs_apart([check_output("http://[::]:8080"), check_output("http://127.0.0.1:8080")])
+
+
+@pytest.mark.parametrize("first, second", [("http://localhost:8080", "http://127.0.0.1:8080"),
+                                           ("http://[::1]:8080", "http://localhost:8080"),
+                                           ("http://[::0:1]:8080", "http://[::1]:8080")])
+def test_two_names_of_one_address_on_one_port_are_refused_before_any_opens(first, second):
+    # the second failed on the first at start: "port 8080 on 127.0.0.1 is in use"
+    from tir.edge.outputs.base import OutputOptionError, check_output, check_outputs_apart
+
+    with pytest.raises(OutputOptionError, match="both listen on port 8080"):
+        check_outputs_apart([check_output(first), check_output(second)])
+    check_outputs_apart([check_output(first), check_output(second.replace("8080", "8081"))])

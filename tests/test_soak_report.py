@@ -48,3 +48,41 @@ def test_the_soak_refuses_a_zero_or_negative_time_before_starting_tir_run(tmp_pa
     with pytest.raises(SystemExit) as stop:
         soak.main(["--csv", str(tmp_path / "s.csv"), option, value])
     assert stop.value.code == 2 and not started and not (tmp_path / "s.csv").exists()
+
+
+def test_a_csv_that_cannot_be_written_is_refused_before_tir_run_starts(tmp_path, monkeypatch, capsys):
+    # the CSV was opened after tir run had started: a traceback, and tir run left streaming
+    import subprocess
+
+    from tir.tools import soak
+
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("tir run started"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as stop:
+        soak.main(["--csv", str(tmp_path / "file" / "s.csv"), "--seconds", "1"])
+    assert stop.value.code == 2 and "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_tir_run_is_stopped_when_the_soak_fails(tmp_path, monkeypatch):
+    import subprocess
+
+    from tir.tools import soak
+
+    class Child:
+        terminated = False
+
+        def poll(self):
+            return 0 if self.terminated else None
+
+        def terminate(self):
+            self.terminated = True
+
+        def wait(self, timeout=None):
+            return 0
+
+    child = Child()
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: child)
+    monkeypatch.setattr(soak, "_sample", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError):
+        soak.main(["--csv", str(tmp_path / "s.csv"), "--seconds", "1"])
+    assert child.terminated

@@ -498,8 +498,10 @@ def test_task_weights_on_the_command_line(tmp_path, teacher_bundle, capsys):
     # a name the teachers do not have: one line, nothing trained, no bundle written
     rc = main(["distill", "--bundle", str(teacher_bundle), "--out", str(tmp_path / "o"), "--work-dir",
                str(tmp_path / "w"), "--task-weights", "rain=2", "--threads", "1"])
-    out = capsys.readouterr().out.strip().splitlines()
-    assert rc == 2 and len(out) == 1 and out[0].startswith("tir distill: --task-weights names rain")
+    out, err = capsys.readouterr()
+    err = err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("tir distill: error: --task-weights names rain")
+    assert "--task-weights" not in out   # errors were printed on stdout
     assert not (tmp_path / "o").exists() and not (tmp_path / "w" / "student.pt").exists()
 
 
@@ -600,7 +602,7 @@ def test_distill_refuses_unknown_names_and_bad_numbers_before_loading_data(tmp_p
                         (["--real-data", "bogusset"], "unknown data set 'bogusset'"),
                         (["--data", "roadscene,nosuch"], "unknown data set 'nosuch'")):
         assert main(["distill", "--bundle", str(teacher_bundle), "--out", out, *extra]) == 2
-        assert says in capsys.readouterr().out
+        assert says in capsys.readouterr().err
     for extra in (["--steps", "-1"], ["--lr", "nan"], ["--batch", "0"], ["--crop", "16"]):
         with pytest.raises(SystemExit) as exc:
             main(["distill", "--bundle", str(teacher_bundle), "--out", out, *extra])
@@ -619,7 +621,7 @@ def test_distill_refuses_an_out_holding_something_else_before_training(tmp_path,
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     assert main(["distill", "--bundle", str(teacher_bundle), "--out", str(other)]) == 2
-    assert capsys.readouterr().out.startswith(f"tir distill: --out {other} exists and is not a copy of ")
+    assert capsys.readouterr().err.startswith(f"tir distill: error: --out {other} exists and is not a copy of ")
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
     # a copy of the same teachers (a rerun) passes the check: the Distiller is reached
     copy_bundle(teacher_bundle, tmp_path / "copy")
@@ -719,8 +721,8 @@ def test_distill_names_a_broken_teacher_bundle_as_the_bundle_not_the_out(tmp_pat
     victim = next(p for p in broken.iterdir() if p.suffix == ".onnx")
     victim.unlink()
     assert main(["distill", "--bundle", str(broken), "--out", str(tmp_path / "new")]) == 2
-    out = capsys.readouterr().out
-    assert out.startswith(f"tir distill: --bundle incomplete bundle {broken}: {victim.name}") and "--out" not in out
+    out = capsys.readouterr().err
+    assert out.startswith(f"tir distill: error: --bundle incomplete bundle {broken}: {victim.name}") and "--out" not in out
     assert not (tmp_path / "new").exists()
 
 
@@ -742,8 +744,8 @@ def test_a_damaged_work_dir_file_is_named_in_one_line(tmp_path, teacher_bundle, 
         (work / "student.pt").write_bytes((work / "whole.pt").read_bytes()[:100])   # a copy cut short
     code = main(["distill", "--bundle", str(teacher_bundle), "--out", str(tmp_path / "o"), "--work-dir", str(work),
                  "--steps", "1", "--field-steps", "0", "--max-frames", "2"])
-    out = capsys.readouterr().out.strip().splitlines()
-    assert code == 2 and out[-1].startswith("tir distill: ") and says in out[-1], out[-3:]
+    out = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and out[-1].startswith("tir distill: error: ") and says in out[-1], out[-3:]
     assert str(work / damaged) in out[-1] and not (tmp_path / "o").exists()
 
 
@@ -756,3 +758,16 @@ def test_work_dir_readers_name_the_file(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"")
     with pytest.raises(WorkDirError, match=r"model\.pt cannot be read back"):
         load_checkpoint_file(tmp_path / "model.pt")
+
+
+def test_a_refused_distill_makes_no_work_dir(tmp_path, teacher_bundle, capsys):
+    # the work dir (with an empty distill.log) was made before the settings were checked
+    from tir.tools.cli import main
+
+    work = tmp_path / "w"
+    assert main(["distill", "--bundle", str(teacher_bundle), "--out", str(tmp_path / "o"), "--work-dir", str(work),
+                 "--init-weights", str(tmp_path / "x.pt"), "--threads", "1"]) == 2
+    assert "tir distill: error: --init-weights is used only with --init-from student" in capsys.readouterr().err
+    assert main(["distill", "--bundle", str(teacher_bundle), "--out", str(tmp_path / "o"), "--work-dir", str(work),
+                 "--task-weights", "rain=2", "--threads", "1"]) == 2
+    assert not work.exists() and not (tmp_path / "o").exists()

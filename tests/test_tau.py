@@ -197,8 +197,9 @@ def test_bytes_that_form_no_packet_are_counted_in_the_timeout(tmp_path):
     thread.start()
     try:
         client = TauClient(os.ttyname(slave), timeout=TIMEOUT, retries=0)
-        with pytest.raises(tau.TauTimeout, match=r"bytes came back that are no Tau2 packet: another device on "
-                                                 r"this port, or another baud rate\?"):
+        with pytest.raises(tau.TauTimeout, match=r"no Tau2 frame within .*: \d+ bytes came back that are no Tau2 "
+                                                 r"packet \(garbage: another device on this port, or another baud "
+                                                 r"rate\?\)"):
             client.get_gain_mode()
         client.close()
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 from tir.edge.machine import fast_int8  # noqa: F401  (tir.tools.build.fast_int8, as before)
@@ -130,14 +131,17 @@ def _build_precision(args, precision_arg: str, bundle, sizes, platform, cache) -
     """Build (or find up to date) every target at one precision.
 
     Returns 0 (all built or up to date), 1 (some target failed or was refused by the gate) or
-    2 (this precision was refused before any build: slow INT8, no calibration report)."""
+    2 (this precision was refused before any build: slow INT8, no calibration report; one line
+    ``tir build: error: ...`` on stderr, as ``tir`` prints a refusal, while the other precisions
+    still build)."""
     from tir.calibration.data import calibration_set
     from tir.engines.cache import EngineCacheError, EngineKey, build_command, profile_for_sizes, sha256_file
     from tir.engines.trt_build import BuildError, BuildOptions, build_serialized
 
     if precision_arg == "int8" and not fast_int8(platform["compute_capability"]) and not args.allow_slow_int8:
-        print(f"tir build: REFUSED INT8 on {platform['gpu_name']} (SM {platform['compute_capability']}): this GPU has "
-              "no fast INT8 and runs it slower than FP16. Use --precision fp16, or --allow-slow-int8 to build anyway.")
+        print(f"tir build: error: REFUSED INT8 on {platform['gpu_name']} (SM {platform['compute_capability']}): this GPU "
+              "has no fast INT8 and runs it slower than FP16. Use --precision fp16, or --allow-slow-int8 to build "
+              "anyway.", file=sys.stderr, flush=True)   # the other precisions still build
         return 2
     calib = Path(args.calib) if args.calib else bundle.path / "int8"
     report = {}
@@ -145,8 +149,8 @@ def _build_precision(args, precision_arg: str, bundle, sizes, platform, cache) -
         try:
             report = json.loads((calib / "calibration.json").read_text())
         except OSError:
-            print(f"tir build: no {calib / 'calibration.json'}; run `tir calibrate --bundle {bundle.path} "
-                  f"--out {calib}` first")
+            print(f"tir build: error: no {calib / 'calibration.json'}; run `tir calibrate --bundle {bundle.path} "
+                  f"--out {calib}` first", file=sys.stderr, flush=True)
             return 2
     routes = args.route or bundle.tasks
     targets = [(r, bundle.route_path(r)) for r in routes]

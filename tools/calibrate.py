@@ -42,7 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import add_bundle_argument, add_source_argument, add_threads_argument, number
+from tir.edge.errors import ModelError, OutputFailed, UsageError
+
+from .cli import add_bundle_argument, add_source_argument, add_threads_argument, number, refusing
 
 log = logging.getLogger("tir.calibrate")
 
@@ -594,60 +596,69 @@ def main(args) -> int:
     ``calibration.json`` and the gate and latency tables in ``--out``.
 
     Returns:
-        0 done (routes refused by the gate are listed, not an error); 2 the bundle, ``--size``,
-        ``--routes``, ``--student`` (a bundle without a student), the calibration data or ``--out``
-        (not writable, or holding another bundle's or size's ``calibration.json``: an earlier
-        report of the same bundle and size is merged, :func:`keep_earlier`) were refused (one
-        line printed).
+        0 done (routes refused by the gate are listed, not an error).
+
+    Raises:
+        UsageError, ModelError, BundleError, CalibrationDataError: (exit 2) the bundle,
+            ``--size``, ``--routes``, ``--student`` (a bundle without a student), the
+            calibration data or ``--out`` (not writable, or holding another bundle's or size's
+            ``calibration.json``: an earlier report of the same bundle and size is merged,
+            :func:`keep_earlier`) were refused.
+        OutputFailed: (exit 3) a route's files could not be written (its partial files removed).
+        ``tir`` (tools/cli.py) prints each as one line ``tir calibrate: error: ...`` on stderr
+        (they were printed on stdout).
     """
-    from tir.calibration import gate
-    from tir.calibration.data import CalibrationDataError
-    from tir.engines.bundle import BundleError, load_bundle
+    from tir.engines.bundle import load_bundle
 
     from .cli import frame_size
 
-    try:
+    with refusing(ValueError):
         bundle = load_bundle(args.bundle)
         size = frame_size(args.size)  # UsageError (a ValueError): sides 1..MAX_SIDE px
-    except (BundleError, ValueError) as exc:
-        print(f"tir calibrate: {exc}")
-        return 2
     multiple = bundle.multiple
     if min(size) < 1 or size[0] % multiple or size[1] % multiple:  # ONNX Runtime failed inside a route
         fit = "x".join(str(max(multiple, -(-v // multiple) * multiple)) for v in size)
-        print(f"tir calibrate: --size {args.size}: the routes of bundle {bundle.name!r} take sizes that are multiples "
-              f"of {multiple} px (manifest 'multiple'); use e.g. --size {fit}")
-        return 2
+        raise UsageError(f"--size {args.size}: the routes of bundle {bundle.name!r} take sizes that are multiples "
+                         f"of {multiple} px (manifest 'multiple'); use e.g. --size {fit}")
     routes = bundle.tasks if not args.routes else [r.strip() for r in args.routes.split(",") if r.strip()]
     student = bool(getattr(args, "student", False)) or "student" in routes
     routes = [r for r in routes if r != "student"]
     unknown = [r for r in routes if r not in bundle.tasks]
     if unknown:
-        print(f"tir calibrate: bundle {bundle.name!r} has no route(s) {unknown}; routes: {', '.join(bundle.tasks)}")
-        return 2
+        raise UsageError(f"bundle {bundle.name!r} has no route(s) {unknown}; routes: {', '.join(bundle.tasks)}")
     if getattr(args, "qat_steps", 0) and not student:
-        print("tir calibrate: --qat-steps fine-tunes the distilled student; add --student (or --routes student)")
-        return 2
+        raise UsageError("--qat-steps fine-tunes the distilled student; add --student (or --routes student)")
     if getattr(args, "qat_minutes", None) is not None and not getattr(args, "qat_steps", 0):
-        print("tir calibrate: --qat-minutes bounds --qat-steps; give --qat-steps N (N >= 1) with it")
-        return 2
+        raise UsageError("--qat-minutes bounds --qat-steps; give --qat-steps N (N >= 1) with it")
     if student and bundle.student is None:
-        print(f"tir calibrate: bundle {bundle.name!r} ({bundle.path}) has no student (manifest key 'student'); "
-              "add one with `tir distill`, or calibrate its routes without --student")
-        return 2
+        raise ModelError(f"bundle {bundle.name!r} ({bundle.path}) has no student (manifest key 'student'); "
+                         "add one with `tir distill`, or calibrate its routes without --student")
     from .cli import folder_problem
 
     out = Path(args.out)
     problem = folder_problem(out)  # was a traceback (or after every route, none of it written)
     if problem:
-        print(f"tir calibrate: --out {args.out}: {problem}; give a writable folder")
-        return 2
-    try:
+        raise UsageError(f"--out {args.out}: {problem}; give a writable folder")
+    with refusing(ValueError):
         earlier = earlier_report(out, bundle, size)
-    except ValueError as exc:
-        print(f"tir calibrate: {exc}")
-        return 2
+    from tir.calibration.data import check_source
+
+    check_source(args.source)   # a missing folder: refused before --out is made
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _calibrate_into(args, bundle, routes, student, size, out, earlier)
+    except BaseException:
+        if made and not any(out.iterdir()):   # a run refused before it wrote anything leaves no empty --out
+            out.rmdir()
+        raise
+
+
+def _calibrate_into(args, bundle, routes, student, size, out, earlier) -> int:
+    """:func:`main` once the arguments are checked and ``out`` exists: calibrate, write the
+    report, print the tables. Raises as :func:`main`."""
+    from tir.calibration import gate
+
     results, verdicts = [], []
     stem = None
     try:
@@ -661,15 +672,12 @@ def main(args) -> int:
             result, v = calibrate_student(bundle, args, size, out)
             results.append(result)
             verdicts.extend(v)
-    except (CalibrationDataError, BundleError) as exc:
-        print(f"tir calibrate: {exc}")
-        return 2
     except OSError as exc:  # a full disk: was a traceback and a 0-byte <route>.ranges.json left behind
         _remove_partial(out, stem)
-        print(f"tir calibrate: cannot write {stem}'s files in --out {out}: {exc.strerror or exc}; its partial "
-              f"files were removed (routes finished before it are kept: {', '.join(r['route'] for r in results) or 'none'}); "
-              "free space or choose another --out")
-        return 3
+        raise OutputFailed(f"cannot write {stem}'s files in --out {out}: {exc.strerror or exc}; its partial files "
+                           f"were removed (routes finished before it are kept: "
+                           f"{', '.join(r['route'] for r in results) or 'none'}); free space or choose another --out") \
+            from exc
     report = {
         "bundle": str(bundle.path), "bundle_name": bundle.name, "source": args.source, "frames": args.frames,
         "method": args.method, "reduce_range": bool(args.reduce_range), "int8_cpu": _int8_cpu(),

@@ -18,7 +18,8 @@ import json
 import time
 
 from tir.edge.camera.boson import BosonError, BosonPortError
-from tir.edge.camera.ffc import (ASSUMED_FFC_S, PROTOCOLS, UNSUPPORTED, CameraNotFound, FFCProgress,
+from tir.edge.errors import InputError, TirError, UsageError
+from tir.edge.camera.ffc import (ASSUMED_FFC_S, PROTOCOLS, UNSUPPORTED, FFCProgress,
                                  open_camera_control)
 from tir.edge.camera.tau import TauError, TauPortError
 
@@ -168,8 +169,9 @@ def _port_error_text(exc: Exception, args) -> str:
     from tir.edge.sources.devices import describe_serial_ports
 
     text = str(exc)
-    if "does not exist" in text:
-        text += f"; {describe_serial_ports(args.sysfs_root, args.dev_root)}"
+    head, missing, _ = text.partition(" does not exist")
+    if missing:  # the ports there are, once (the client's own list, of this machine's default roots, is replaced)
+        text = f"{head}{missing}; {describe_serial_ports(args.sysfs_root, args.dev_root)}"
     return text
 
 
@@ -180,32 +182,30 @@ def main(args) -> int:
     with ``--no-wait``); 1: the camera failed (a Boson/Tau2 error), its firmware does not
     support the query, or the FFC was still running after :data:`FFC_WAIT_LIMIT_S` s; 2: no
     camera found, the serial port cannot be opened (for a port that does not exist the message
-    lists the ports there are), or a name or value the camera or protocol does not take. Each
-    failure prints one line ``tir camera: ...``; nothing is raised.
+    lists the ports there are), or a name or value the camera or protocol does not take.
+
+    Raises:
+        TirError: each failure above, with its exit status as ``exit_code`` (InputError 2, UsageError
+            2, a camera error 1); ``tir`` (tools/cli.py) prints it as one line ``tir camera:
+            error: ...`` on stderr (it was printed on stdout).
     """
     if args.action == "list":
         return list_cameras(args)
     try:
         client = open_camera_control(args.port, args.protocol, timeout=args.timeout, retries=args.retries,
                                      sysfs_root=args.sysfs_root, dev_root=args.dev_root)
-    except CameraNotFound as exc:
-        print(f"tir camera: {exc}")
-        return 2
     except (BosonPortError, TauPortError) as exc:
-        print(f"tir camera: {_port_error_text(exc, args)}")
-        return 2
+        raise InputError(_port_error_text(exc, args)) from exc
     try:
         with client:
             return _act(client, args)
-    except ValueError as exc:
-        print(f"tir camera: {exc}")
-        return 2
     except UNSUPPORTED as exc:
-        print(f"tir camera: {getattr(args, 'name', args.action)}: {NOT_SUPPORTED} by this camera's firmware ({exc})")
-        return 1
+        raise TirError(f"{getattr(args, 'name', args.action)}: {NOT_SUPPORTED} by this camera's firmware "
+                       f"({exc})") from exc
     except (BosonError, TauError) as exc:
-        print(f"tir camera: camera error on {client.port_name}: {exc}")
-        return 1
+        raise TirError(f"camera error on {client.port_name}: {exc}") from exc
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _act(client, args) -> int:

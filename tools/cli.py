@@ -96,7 +96,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=f"tir {mode}", description=MODES.get(mode).help,
                                      epilog=getattr(module, "EXIT_CODES_HELP", None))
     module.add_arguments(parser)
+    refuse_repeated_options(parser)
     args = parser.parse_args(argv[mode_index + 1 :])
+    vars(args).pop(GIVEN_OPTIONS, None)
     refuse_empty_values(parser, args)
     args.command_line = f"tir {mode} " + " ".join(shlex.quote(a) for a in argv[mode_index + 1:])
     from tir.edge.logs import RateLimitFilter
@@ -137,6 +139,56 @@ OPTIONAL_PACKAGES = {
                 "GPU; see tir doctor)",
     "pycuda": "pycuda (pip install pycuda, or the [jetson] extras)",
 }
+
+
+#: the Namespace attribute in which :func:`refuse_repeated_options` notes what each option got
+GIVEN_OPTIONS = "_tir_given_options"
+
+
+def _shown(values) -> str:
+    """An option's parsed value as the command line wrote it (a list as its words)."""
+    return " ".join(map(str, values)) if isinstance(values, (list, tuple)) else str(values)
+
+
+class _OnceMixin:
+    """An option that takes one value refuses a second, different one (argparse keeps the last
+    without a word). Mixed into the option's own action class by :func:`refuse_repeated_options`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault(GIVEN_OPTIONS, {})
+        flag = self.nargs == 0     # a flag: what it means is its constant, or --x / --no-x
+        value = (not option_string.startswith("--no-") if isinstance(self, argparse.BooleanOptionalAction)
+                 else self.const) if flag else values
+        if self.dest in given and given[self.dest][1] != value:
+            first, before = given[self.dest]
+            said = (f"{first}, then {option_string}" if flag else
+                    f"{first} {_shown(before)}, then {option_string} {_shown(value)}")
+            parser.error(f"argument {'/'.join(self.option_strings)}: given twice ({said}); it takes one value "
+                         "and would keep only the last: give it once")
+        given[self.dest] = (option_string, value)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def refuse_repeated_options(parser: argparse.ArgumentParser) -> None:
+    """Make every single-value option of ``parser`` (and of its sub-commands) refuse a second,
+    different value: argparse keeps the last one without a word, so ``tir run --record A
+    --record B`` recorded only B and ``--frames 10 --frames 20`` ran 20. The same value twice
+    passes (it means the same). Options meant to repeat (``append``, ``count``) are untouched.
+    Call it once, after the options are added and before ``parse_args``; the parsed Namespace
+    carries the notes in :data:`GIVEN_OPTIONS` (:func:`main` removes it).
+
+    Raises:
+        SystemExit: (from ``parse_args``) argparse's error, status 2, naming the option and both
+            values.
+    """
+    for action in parser._actions:   # argparse keeps the option actions only here
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):   # aliases share one parser
+                refuse_repeated_options(sub)
+        elif action.option_strings and type(action) in (argparse._StoreAction, argparse._StoreConstAction,
+                                                         argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                                         argparse.BooleanOptionalAction):
+            action.__class__ = type(f"Once{type(action).__name__}", (_OnceMixin, type(action)), {})
 
 
 def refuse_empty_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -65,6 +65,10 @@ def main(args) -> int:
         bundle = default_bundle_path()
         if bundle is None:
             raise ModelError("no bundle installed; pass --model BUNDLE (the one the frames were collected with)")
+    from tir.engines.discover import check_collection_folder
+
+    with refusing(ValueError, FileNotFoundError, kind=InputError):   # the input first: the default --out is in it
+        check_collection_folder(args.source)
     out = Path(args.out) if args.out else Path(args.source) / "discover"
     problem = folder_problem(out)   # found before the clustering, not by a traceback after it
     if problem:

@@ -10,7 +10,10 @@ from ``--work-dir``. Example (docs/student.md)::
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
+
+from tir.edge.errors import OutputFailed, TirError, UsageError
 
 from tir.engines.bundle import DEFAULT_AUTO_MARGIN_DB
 
@@ -100,6 +103,22 @@ def _task_weights(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+@contextmanager
+def _refused():
+    """Inside it, a ValueError that is not a TirError (a library check) becomes UsageError
+    (exit 2) and an OSError (a full disk, a folder turned unwritable) OutputFailed (exit 3), each
+    one line on stderr through ``tir`` (tools/cli.py); a TirError passes unchanged."""
+    try:
+        yield
+    except TirError:
+        raise
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise OutputFailed(f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}; free space or "
+                           "choose another --work-dir / --out") from exc
+
+
 def check_out(out, bundle_path) -> None:
     """Refuse, before any training, an ``--out`` that :func:`tir.engines.bundle.add_student` would
     refuse only when the student is written (hours later): it may be missing, the teacher bundle
@@ -152,25 +171,28 @@ def main(args) -> int:
     (dB) per task against the teachers'.
 
     Returns:
-        0 done; 2 refused (``--crop`` not a multiple of 32, a ``--margin-db`` outside 0-3 dB or
-        an ``--out`` holding something else (:func:`check_out`), before any training; no finished student for
-        ``--eval-split``, a BundleError, DatasetError or ValueError: one line printed).
+        0 done.
+
+    Raises:
+        UsageError: (exit 2) ``--crop`` not a multiple of 32, a ``--margin-db`` outside 0-3 dB,
+            no finished student for ``--eval-split``, or another bad value (a ValueError), before
+            any training where it can be known then.
+        BundleError, DatasetError: (exit 2) an ``--out`` holding something else
+            (:func:`check_out`), a teacher bundle or a set that cannot be used.
+        OutputFailed: (exit 3) the work dir or the bundle cannot be written (a full disk).
+        ``tir`` (tools/cli.py) prints each as one line ``tir distill: error: ...`` on stderr (they
+        were printed on stdout).
     """
-    from tir.engines.bundle import BundleError, choose_auto_deploy
-    from tir.engines.training.datasets import DatasetError
+    from tir.engines.bundle import choose_auto_deploy
     from tir.engines.training.distill import DistillSettings, Distiller
 
     if args.crop % 32:
-        print(f"tir distill: --crop {args.crop} must be a multiple of 32 (the student's spatial multiple)")
-        return 2
-    try:   # a bad --margin-db, --out, name or set is refused now, not after loading data or training
+        raise UsageError(f"--crop {args.crop} must be a multiple of 32 (the student's spatial multiple)")
+    with _refused():   # a bad --margin-db, --out, name or set is refused now, not after loading data or training
         choose_auto_deploy({}, {}, [], args.margin_db)
         if not args.eval_split:
             check_out(args.out, args.bundle)
         check_names(args)
-    except (BundleError, DatasetError, ValueError) as exc:
-        print(f"tir distill: {exc}")
-        return 2
     work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")
     settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from,
                                init_weights=args.init_weights, task_weights=args.task_weights, steps=args.steps,
@@ -181,12 +203,11 @@ def main(args) -> int:
                                w_inst=args.w_inst, w_feat=args.w_feat, calibrate_steps=args.calibrate_steps,
                                real_data=args.real_data,
                                command=getattr(args, "command_line", ""))
-    try:
+    with _refused():
         distiller = Distiller(settings, work)
         if args.eval_split:
             if "distill" not in distiller.state["done"]:
-                print(f"tir distill: {work} holds no finished student; run tir distill without --eval-split first")
-                return 2
+                raise UsageError(f"{work} holds no finished student; run tir distill without --eval-split first")
             result = distiller.evaluate_split(args.eval_split)
             print(f"{args.eval_split} split, {result['frames']} frames, student step {result['step']}")
             print(f"{'task':<10} {'student':>8} {'teacher':>8}  (PSNR dB)")
@@ -195,9 +216,6 @@ def main(args) -> int:
             return 0
         state = distiller.run()
         bundle = distiller.write_bundle(args.out, deploy=args.deploy, margin_db=args.margin_db)
-    except (BundleError, DatasetError, ValueError) as exc:
-        print(f"tir distill: {exc}")
-        return 2
     m = state["metrics"]
     print(f"student: {m['gmac_640x512']:.3f} GMAC at 640x512, {m['params']} parameters")
     print(f"{'task':<10} {'student':>8} {'teacher':>8}  (val PSNR dB)")

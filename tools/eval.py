@@ -203,7 +203,12 @@ def _cameras(args, bundle) -> int:
         for name, r in result["sets"].items():
             if "router" not in r:  # no clean target: the picture is the evidence
                 pic = Path(args.plot).with_name(f"{Path(args.plot).stem}-{name}.png")
-                print(f"wrote {before_after(bundle, name, pic, threads=args.threads)}")
+                skipped: list = []   # frames of another bit depth: skipped as the scoring skips them
+                with refusing(ValueError):
+                    print(f"wrote {before_after(bundle, name, pic, threads=args.threads, dropped=skipped)}")
+                if skipped:
+                    print(f"{name}: the plot skipped {len(skipped)} frame(s) of another bit depth, as tir run "
+                          f"skips them: {', '.join(Path(f).name for f, _ in skipped)}")
     return 0
 
 

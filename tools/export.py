@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cli import frame_size, number
+from tir.edge.errors import TirError, UsageError
+
+from .cli import frame_size, number, refusing
 
 
 def add_arguments(parser) -> None:
@@ -105,27 +107,28 @@ def main(args) -> int:
     first; then check every route and the router and print the table.
 
     Returns:
-        0 every file passed; 1 a file failed, the re-export exceeded ``--tolerance`` or the fast
-        router differed from the old one; 2 the
-        bundle, ``--size`` (a side outside 1..8192 px, :func:`tir.tools.cli.frame_size`) or ``--targets`` (an unknown parser) was refused, or ``--out`` names an existing non-empty folder, a
-        file or a place where no folder can be written, or ``--fast-router`` refuses the router or cannot
-        write the bundle (read-only, full disk; a copy at ``--out`` is removed again) (nothing is
-        overwritten; one line printed).
+        0 every file passed; 1 a file failed its check (FAIL rows in the table).
 
     Raises:
-        Nothing: the ValueError (UsageError) of a bad ``--size`` is caught with the bundle's and
-        gives exit status 2.
+        TirError: (exit 1) the re-export exceeded ``--tolerance`` or the fast router differed
+            from the old one.
+        UsageError, BundleError: (exit 2) the bundle, ``--size`` (a side outside 1..8192 px,
+            :func:`tir.tools.cli.frame_size`) or ``--targets`` (an unknown parser) was refused,
+            or ``--out`` names an existing non-empty folder, a file or a place where no folder
+            can be written, or ``--fast-router`` refuses the router or cannot write the bundle
+            (read-only, full disk; a copy at ``--out`` is removed again); nothing is overwritten.
+        ``tir`` (tools/cli.py) prints each as one line ``tir export: error: ...`` on stderr (they
+        were printed on stdout).
     """
-    from tir.engines.bundle import BundleError, load_bundle
+    from tir.engines.bundle import load_bundle
     from tir.engines.training.export import TRT_SUPPORTED_OPS
 
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     unknown = [t for t in targets if t not in TRT_SUPPORTED_OPS]
     if unknown or not targets:  # was one FAIL row per model and exit 1, after a re-export
-        print(f"tir export: --targets {args.targets!r}: unknown TensorRT parser version(s) "
-              f"{', '.join(unknown) or '(none given)'}; known: {', '.join(sorted(TRT_SUPPORTED_OPS))}")
-        return 2
-    try:
+        raise UsageError(f"--targets {args.targets!r}: unknown TensorRT parser version(s) "
+                         f"{', '.join(unknown) or '(none given)'}; known: {', '.join(sorted(TRT_SUPPORTED_OPS))}")
+    with refusing(ValueError):
         size = frame_size(args.size)  # 0x0 was checked silently at the multiple; 99999x99999 a MemoryError
         if getattr(args, "fast_router", False):
             from tir.engines.training.export import ExportError
@@ -137,11 +140,8 @@ def main(args) -> int:
                 problem = folder_problem(args.out)
                 if problem:
                     raise ValueError(f"--out {args.out}: {problem}; give a writable new folder")
-            try:
+            with refusing(ExportError, kind=TirError):   # exit 1: a check failed
                 rec = rewrite_bundle_router(args.bundle, args.out)
-            except ExportError as exc:
-                print(f"tir export: {exc}")
-                return 1
             print(f"router: {rec['form']}" + (f", vs previous ONNX {rec['max_abs_diff_vs_previous']:.2g}, "
                                               f"{rec['macs'] / 1e9:.4f} GMAC per call "
                                               f"({rec['graph_macs'] / 1e9:.4f} executed)"
@@ -157,16 +157,10 @@ def main(args) -> int:
                 raise ValueError(f"--out {args.out}: {problem}; give a writable new folder")
             from tir.engines.training.fast_route import reexport_bundle
 
-            try:
+            with refusing(ExportError, kind=TirError):   # exit 1: a check failed
                 args.bundle = str(reexport_bundle(args.bundle, args.out, size=size, tolerance=args.tolerance,
                                                   progress=lambda line: print(f"re-export {line}")))
-            except ExportError as exc:
-                print(f"tir export: {exc}")
-                return 1
         bundle = load_bundle(args.bundle)
-    except (BundleError, ValueError) as exc:
-        print(f"tir export: {exc}")
-        return 2
     items = [(route, bundle.route_path(route), True) for route in bundle.tasks]
     if bundle.router_path is not None:
         items.append(("router", bundle.router_path, False))

@@ -46,6 +46,7 @@ from tir.engines import loading
 from tir.engines.loading import ModelNotFound, load_model, normalizer_for  # noqa: F401  (tir.tools.run.*, as before)
 from tir.engines.loading import DEFAULT_REFERENCE_FRAMES, pin_reference, pin_source_reference, pinnable
 from tir.edge.sources.orient import FLIP_METHODS
+from tir.edge.uri import netloc
 
 from .cli import add_model_arguments, add_source_argument
 
@@ -147,7 +148,7 @@ def _uri_help(registry) -> str:
 def add_arguments(parser) -> None:
     """Add ``tir run``'s options to ``parser`` (an argparse.ArgumentParser): ``--source``, the model
     options (``--model``, ``--backend``, ``--task``, ``--deploy``, ``--threads``), ``--output``
-    (repeatable), ``--host`` / ``--port``, ``--record``, the ``--collect*`` options (MiB, frames
+    (repeatable), ``--host`` / ``--port``, ``--record`` (repeatable), the ``--collect*`` options (MiB, frames
     per second), ``--agc``, ``--palette``, ``--frames``, ``--duration`` (s), ``--quiet``,
     ``--camera-port`` / ``--camera-protocol``, ``--adapt`` / ``--adapt-save``, ``--watch-bundle``
     (s), ``--ffc-period`` (s).
@@ -168,7 +169,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", help="address the HTTP output listens on (default 127.0.0.1; "
                                        "0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, help="port of the HTTP output (default 8080; 0: any free port)")
-    parser.add_argument("--record", metavar="PATH", help="also record to this folder (a file:// recorder output)")
+    parser.add_argument("--record", metavar="PATH", action="append", default=None,
+                        help="also record to this folder (a file:// recorder output); repeatable: each folder "
+                             "gets a whole recording of its own (folders apart, not one inside another)")
     parser.add_argument("--collect", metavar="DIR",
                         help="keep frames the router calls unknown (raw counts + router embedding) in a "
                              "bounded ring in DIR for `tir discover` (default: nothing is collected)")
@@ -221,7 +224,9 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
     ``--reference-frames`` frames (FFC frames skipped), else the source's own
     ``reference_frames`` (the virtual camera's clean frames when it degrades its own), else
     nothing; ``--reference none`` pins nothing. ``reference``: the ``--reference`` URI already
-    checked (``check_source``). Returns what was pinned, in words, or None.
+    checked (``check_source``). Returns what was pinned, in words, or None. The frames are pinned
+    one at a time as they are read (none is kept), and more than the default number first
+    prints how long reading them takes (frames / the source's fps, ``collection_estimate``).
 
     Raises:
         UsageError: ``--reference`` on a model without a router or with ``--task``, or a
@@ -242,22 +247,31 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
         raise UsageError("--reference pins the gates of automatic routing: give a bundle with a router and no --task")
     from tir.edge.sources.orient import oriented
 
+    from tir.engines.adapt import collection_estimate
+
     # the reference camera is the running one: mounted the same way
     ref = oriented(open_source(reference if reference is not None else check_source(uri)),
                    getattr(args, "input_flip", "none"))
     try:
         ref.start()
-        frames = list(itertools.islice(usable_frames(ref), n))
+        paced = bool(getattr(ref, "live", getattr(ref, "paced", True)))
+        if n > DEFAULT_REFERENCE_FRAMES:   # a live --reference-frames 100000 read for an hour without a word
+            print(f"tir run: reading the camera reference: {collection_estimate(n, 1, ref.fps, paced)}", flush=True)
+        frames = usable_frames(ref)
+        first = next(frames, None)
+        if first is None:
+            raise UsageError(f"--reference {uri}: no frame could be read")
+        # pinned one at a time as they are read: a list of every frame held 100000 raw frames (64 GB at 640x512)
+        pinned = pin_reference(model, itertools.chain([first], itertools.islice(frames, n - 1)))
     finally:
         ref.close()
-    if not frames:
-        raise UsageError(f"--reference {uri}: no frame could be read")
-    return f"{pin_reference(model, frames)} frames of {uri}"
+    return f"{pinned} frames of {uri}"
 
 
 def with_http_address(uris: List[str], host: Optional[str], port: Optional[int]) -> List[str]:
     """``uris`` with ``--host``/``--port`` applied to the one http:// output (the default one
     unless --output names another); UsageError (a ValueError) when there is none or more than one.
+    An IPv6 ``--host`` (``::1``, ``::``, with or without brackets) is written in brackets.
 
     Raises:
         UsageError: ``port`` is outside 0..65535, ``host`` is empty, or there is no or more than
@@ -277,9 +291,9 @@ def with_http_address(uris: List[str], host: Optional[str], port: Optional[int])
                             f"there are {len(http)}; give each its address in --output http://HOST:PORT"))
     out = list(uris)
     parts = urlsplit(out[http[0]])
-    host = host if host is not None else (parts.hostname or "127.0.0.1")
+    host = host.strip().strip("[]") if host is not None else (parts.hostname or "127.0.0.1")  # --host [::1]
     port = port if port is not None else parts.port
-    out[http[0]] = urlunsplit(parts._replace(netloc=host if port is None else f"{host}:{port}"))
+    out[http[0]] = urlunsplit(parts._replace(netloc=netloc(host, port)))  # an IPv6 host in brackets
     return out
 
 
@@ -424,9 +438,9 @@ def _run(args) -> int:
             check_arguments(args)
             source_uri = args.source or default_source()
             uris = with_http_address(list(args.output or [DEFAULT_OUTPUT]), args.host, args.port)
-            if args.record:
-                uris.append(parse_uri(args.record).text if "://" in args.record
-                            else "file://" + quote(str(Path(args.record).resolve())))  # '#', '?', '%' kept
+            for record in args.record or []:  # repeatable: --record A --record B kept only B
+                uris.append(parse_uri(record).text if "://" in record
+                            else "file://" + quote(str(Path(record).resolve())))  # '#', '?', '%' kept
             if args.collect:
                 uris.append(f"collect://{quote(str(Path(args.collect).expanduser().resolve()))}?max_frames="
                             f"{args.collect_max_frames}&max_mb={args.collect_max_mb:g}&rate={args.collect_rate:g}")

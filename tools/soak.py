@@ -29,7 +29,7 @@ import time
 import urllib.request
 from statistics import median
 
-from tir.tools.cli import number
+from tir.tools.cli import number, output_file
 
 FIELDS = ["t_s", "rss_mib", "e2e_p50_ms", "e2e_p99_ms", "frame_age_ms", "fps", "frames", "drops", "load_1m",
           "cpu_ms_per_frame"]
@@ -102,13 +102,40 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=seconds, default=600.0)
     parser.add_argument("--every", type=seconds, default=10.0)
     parser.add_argument("--window", type=seconds, default=60.0, help="seconds at each end for start/end medians")
-    parser.add_argument("--csv", required=True)
+    parser.add_argument("--csv", required=True, type=output_file,   # checked before tir run starts
+                        help="the samples' CSV file (a writable path)")
     parser.add_argument("extra", nargs="*", help="more tir run options (after --)")
     args = parser.parse_args(argv)
+    try:   # opened before tir run starts: a CSV that cannot be written was a traceback with tir run left running
+        samples = open(args.csv, "w", newline="")
+    except OSError as exc:
+        parser.error(f"--csv {args.csv}: {exc.strerror or exc}")
+    with samples:
+        return _soak(args, samples)
+
+
+def _soak(args, samples) -> int:
+    """:func:`main` with the CSV file open: start ``tir run``, sample it, report; ``tir run`` is
+    stopped (SIGTERM, its clean stop) if the soak itself fails before it ends."""
     cmd = [sys.executable, "-m", "tir.tools", "run", "--port", "0", "--quiet", "--duration", str(args.seconds),
            *args.extra]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        return _sample(args, samples, child)
+    finally:
+        if child.poll() is None:   # the soak failed (or was interrupted) while tir run streams on
+            child.terminate()
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _sample(args, f, child) -> int:
+    """Read ``tir run``'s (``child``) start lines for its URL, view its stream, write a row of
+    :data:`FIELDS` to ``f`` every ``args.every`` s until it ends, print the drift report;
+    returns its exit status."""
     url = None
     for line in child.stdout:
         sys.stdout.write(line)
@@ -136,32 +163,31 @@ def main(argv=None) -> int:
     rows = []
     last_cpu = last_frames = None
     t0 = time.monotonic()
-    with open(args.csv, "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(FIELDS)
-        while child.poll() is None:
-            time.sleep(args.every - (time.monotonic() - t0) % args.every)
-            try:
-                with urllib.request.urlopen(f"{url}/stats.json", timeout=5) as reply:
-                    stats = json.load(reply)
-                rss = rss_mib(child.pid)
-                cpu = cpu_seconds(child.pid)
-            except (OSError, RuntimeError, ValueError):
-                continue
-            frames = stats.get("frames")
-            cpu_per_frame = None
-            if last_cpu is not None and isinstance(frames, int) and frames > last_frames:
-                cpu_per_frame = round(1000.0 * (cpu - last_cpu) / (frames - last_frames), 2)
-            if isinstance(frames, int):
-                last_cpu, last_frames = cpu, frames
-            e2e = stats.get("latency_ms", {}).get("e2e", {})
-            drops = sum(v for v in stats.get("drops", {}).values() if isinstance(v, int))
-            row = [round(time.monotonic() - t0, 1), round(rss, 1), e2e.get("p50"), e2e.get("p99"),
-                   stats.get("frame_age_ms"), stats.get("fps"), stats.get("frames"), drops,
-                   round(os.getloadavg()[0], 2), cpu_per_frame]
-            out.writerow(row)
-            f.flush()
-            rows.append(dict(zip(FIELDS, row)))
+    out = csv.writer(f)
+    out.writerow(FIELDS)
+    while child.poll() is None:
+        time.sleep(args.every - (time.monotonic() - t0) % args.every)
+        try:
+            with urllib.request.urlopen(f"{url}/stats.json", timeout=5) as reply:
+                stats = json.load(reply)
+            rss = rss_mib(child.pid)
+            cpu = cpu_seconds(child.pid)
+        except (OSError, RuntimeError, ValueError):
+            continue
+        frames = stats.get("frames")
+        cpu_per_frame = None
+        if last_cpu is not None and isinstance(frames, int) and frames > last_frames:
+            cpu_per_frame = round(1000.0 * (cpu - last_cpu) / (frames - last_frames), 2)
+        if isinstance(frames, int):
+            last_cpu, last_frames = cpu, frames
+        e2e = stats.get("latency_ms", {}).get("e2e", {})
+        drops = sum(v for v in stats.get("drops", {}).values() if isinstance(v, int))
+        row = [round(time.monotonic() - t0, 1), round(rss, 1), e2e.get("p50"), e2e.get("p99"),
+               stats.get("frame_age_ms"), stats.get("fps"), stats.get("frames"), drops,
+               round(os.getloadavg()[0], 2), cpu_per_frame]
+        out.writerow(row)
+        f.flush()
+        rows.append(dict(zip(FIELDS, row)))
     code = child.wait()
     for key, (start, end, drift) in drift_report(rows, args.window).items():
         print(f"soak: {key} start {start:.1f} end {end:.1f} (medians of the first/last {args.window:.0f} s, "

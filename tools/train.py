@@ -11,7 +11,9 @@ import logging
 import time
 from pathlib import Path
 
-from .cli import GROUP, PRUNE_P, PRUNE_SAMPLES, number, thread_count
+from tir.edge.errors import UsageError
+
+from .cli import GROUP, PRUNE_P, PRUNE_SAMPLES, number, refusing, thread_count
 
 log = logging.getLogger("tir.train")
 
@@ -96,13 +98,14 @@ def main(args) -> int:
     a bundle (``--router-only``); prints val PSNR (dB) and GMAC per task.
 
     Returns:
-        0 done; 2 refused (a DegradationError, DatasetError, BundleError or ValueError is logged
-        as one line).
+        0 done.
 
     Raises:
-        UsageError: an option this kind of run would ignore (:func:`check_options`).
+        UsageError: an option this kind of run would ignore (:func:`check_options`), or a
+            ValueError of the library (a bad value); DegradationError, DatasetError, BundleError
+            as raised. Each exit 2, one line ``tir train: error: ...`` on stderr through ``tir``
+            (tools/cli.py); they were logged as ``HH:MM:SS ERROR tir.tools.train: ...``.
     """
-    from tir.engines.degrade import DegradationError
     from tir.engines.training.train import ContinualTrainer, TrainSettings
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
@@ -127,12 +130,9 @@ def main(args) -> int:
         randomize=args.randomize,
         bundle_dir=out, command=args.command_line)
     t0 = time.monotonic()
-    try:
+    with refusing(ValueError):   # a DegradationError is a UsageError already
         trainer = ContinualTrainer(settings, args.work_dir)
         state = trainer.run()
-    except (DegradationError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
     print(f"finished in {time.monotonic() - t0:.0f} s; bundle: {out}")
     print(f"{'task':>9} {'degraded':>9} {'trained':>8} {'pruned':>7} {'tuned':>7} {'MAC cut':>8} {'GMAC':>6}")
     for task in tasks:
@@ -171,25 +171,20 @@ def check_options(args) -> None:
 
 
 def _train_router_only(args) -> int:
-    from tir.engines.bundle import BundleError, default_bundle_path
-    from tir.engines.training.datasets import DatasetError
+    from tir.engines.bundle import default_bundle_path
     from tir.engines.training.train import train_router_for_bundle
 
     bundle = args.bundle or default_bundle_path()
     if not args.out:
-        log.error("--router-only writes a copy of the bundle: pass --out DIR")
-        return 2
+        raise UsageError("--router-only writes a copy of the bundle: pass --out DIR")
     t0 = time.monotonic()
-    try:
+    with refusing(ValueError):   # DatasetError and BundleError are TirErrors already
         out = train_router_for_bundle(bundle, args.out, args.data or "roadscene", args.work_dir,
                                       steps=args.router_steps, seed=args.seed, threads=args.threads,
                                       draws=args.router_draws, randomize=not args.no_randomize,
                                       max_frames=args.max_frames, quantize=args.router_quantize,
                                       balance=args.router_balance,
                                       command=args.command_line)
-    except (DatasetError, BundleError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
     import json
 
     info = json.loads((out / "manifest.json").read_text())["router"]["metrics"]
@@ -202,19 +197,15 @@ def _train_router_only(args) -> int:
 def _train_baseline(args, tasks) -> int:
     from tir.engines import degrade as deg
     from tir.engines.training.baselines import train_network_baseline
-    from tir.engines.degrade import DegradationError
 
     t0 = time.monotonic()
-    try:
+    with refusing(ValueError, FileNotFoundError):
         train = deg.load_roadscene("train", args.data)
         val = deg.load_roadscene("val", args.data)[:8]
         res = train_network_baseline(args.baseline, train, args.work_dir, tasks=list(tasks),
                                      steps_per_task=args.steps, crop=args.crop, batch=args.batch,
                                      lr=args.lr, seed=args.seed, threads=args.threads,
                                      preset=args.preset, eval_clean=val, command=args.command_line)
-    except (DegradationError, ValueError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 2
     path = Path(args.work_dir) / f"{args.baseline}.json"      # written by train_network_baseline
     print(f"finished in {time.monotonic() - t0:.0f} s; {args.baseline} network: "
           f"{Path(args.work_dir) / res['file']}; summary: {path}")

@@ -341,7 +341,9 @@ class BosonClient(CommandClient):
                  retries: int = 2, baudrate: int = BOSON_BAUDRATE, poll_s: float = 0.02):
         super().__init__(port_or_serial, timeout, retries, baudrate, poll_s, open_serial_port)
         self._seq = 0
-        self._reader = fslp.FrameReader()
+        # a failed span that is no command-channel frame with a whole header is garbage (another
+        # device, another baud rate), said as such at the timeout, not a "bad CRC" (thermal_io.md §1.2)
+        self._reader = fslp.FrameReader(channels=(fslp.COMMAND_CHANNEL,), min_payload=fslp.HEADER.size)
         self._abandoned = deque(maxlen=16)  # seqs of failed attempts: late replies are skipped
         self.counters["stale_replies"] = 0
         self._echoed = False  # this attempt's request came back as sent (a loopback port)

@@ -159,8 +159,10 @@ class CommandClient:
         Raises:
             port_error: the port failed (an ``OSError``, e.g. ``serial.SerialException``).
             truncated_error: ``deadline`` passed with a reply started but not complete.
-            timeout_error: ``deadline`` passed with no reply (the message counts the bytes that
-                came back but formed no packet: the reader's ``garbage_bytes``, when it has them).
+            timeout_error: ``deadline`` passed with no reply; when bytes came back that formed no
+                packet (the reader's ``garbage_bytes``, and a started span that cannot be a frame:
+                ``pending_frame_bytes`` 0), "no <product> frame …: N bytes came back that are no
+                <product> packet (garbage: another device on this port, or another baud rate?)".
         """
         self._reader.reset()
         garbage_before = getattr(self._reader, "garbage_bytes", 0)
@@ -177,11 +179,18 @@ class CommandClient:
             raise self.port_error(f"{name}: serial port {self.port_name} failed: {exc}") from exc
         where = f"within {self.timeout:g} s on {self.port_name}"
         garbage = getattr(self._reader, "garbage_bytes", 0) - garbage_before
-        if garbage:  # bytes came, but none formed a packet: another device, or another baud rate
-            where += (f" ({garbage} bytes came back that are no {self.product} packet: another device on "
-                      "this port, or another baud rate?)")
-        if self._reader.pending_bytes:
-            raise self.truncated_error(f"{name}: {self.truncated_text.format(n=self._reader.pending_bytes)} {where}")
+        why = (f"{garbage} bytes came back that are no {self.product} packet (garbage: another device on this "
+               "port, or another baud rate?)")
+        # a started span that cannot be one of the protocol's frames is garbage too (fslp.FrameReader)
+        pending = getattr(self._reader, "pending_frame_bytes", self._reader.pending_bytes)
+        if pending:
+            raise self.truncated_error(f"{name}: {self.truncated_text.format(n=pending)} {where}"
+                                       + (f" ({why})" if garbage else ""))
+        if garbage or self._reader.pending_bytes:  # bytes came, none formed a packet: another device, another baud rate
+            garbage += self._reader.pending_bytes
+            raise self.timeout_error(f"{name}: no {self.product} frame {where}: {garbage} bytes came back that are "
+                                     f"no {self.product} packet (garbage: another device on this port, or another "
+                                     "baud rate?)")
         raise self.timeout_error(f"{name}: no reply {where}")
 
     # -- commands by name

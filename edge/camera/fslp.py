@@ -160,14 +160,22 @@ class ReceivedFrame:
 class FrameReader:
     """Cuts frames out of a byte stream fed in arbitrary chunks.
 
-    Bytes outside 0x8E ... 0xAE are garbage and dropped (counted in ``garbage_bytes``). A start
+    Bytes outside 0x8E ... 0xAE are garbage and dropped (counted in ``garbage_bytes``), and
+    with ``channels`` so is a failed span that cannot be a frame of them (:meth:`_could_be_frame`). A start
     byte inside a frame can only mean the previous frame was truncated (reserved bytes never
     appear unescaped inside a frame), so the partial frame is dropped (``truncated_frames``)
     and a new one begins. Frames longer than ``max_frame_bytes`` are dropped (``oversize_frames``).
     """
 
-    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES):
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES, channels: Optional[Tuple[int, ...]] = None,
+                 min_payload: int = 0):
         self.max_frame_bytes = max_frame_bytes
+        #: with ``channels``: a span between a start and an end byte that fails to decode (CRC,
+        #: escape, too short) and cannot be a frame of these channels (another channel byte, or a
+        #: payload shorter than ``min_payload``) is garbage that happened to hold a start and an
+        #: end byte (random bytes hold 0x8E once in 256): counted in ``garbage_bytes``, not returned
+        self.channels = None if channels is None else tuple(channels)
+        self.min_payload = int(min_payload)
         self.garbage_bytes = 0
         self.truncated_frames = 0
         self.oversize_frames = 0
@@ -177,6 +185,14 @@ class FrameReader:
     def pending_bytes(self) -> int:
         """Bytes of a frame that has started but not ended (0 when idle)."""
         return 0 if self._buf is None else len(self._buf) + 1
+
+    @property
+    def pending_frame_bytes(self) -> int:
+        """:attr:`pending_bytes` of a started span that may be a frame of :attr:`channels` (its
+        channel byte is one of them, or not yet read); 0 for one that cannot be (garbage)."""
+        if self._buf is None or (self.channels is not None and self._buf and self._buf[0] not in self.channels):
+            return 0
+        return self.pending_bytes
 
     def reset(self) -> None:
         """Forget a partially received frame (counted as truncated)."""
@@ -201,7 +217,11 @@ class FrameReader:
                 self.truncated_frames += 1
                 self._buf = bytearray()
             elif b == END:
-                frames.append(self._decode(bytes(self._buf)))
+                received = self._decode(bytes(self._buf))
+                if received.error and not self._could_be_frame(received, len(self._buf)):
+                    self.garbage_bytes += len(self._buf) + 2
+                else:
+                    frames.append(received)
                 self._buf = None
             else:
                 self._buf.append(b)
@@ -210,6 +230,18 @@ class FrameReader:
                     self.garbage_bytes += len(self._buf) + 1
                     self._buf = None
         return frames
+
+    def _could_be_frame(self, received: ReceivedFrame, wire_bytes: int) -> bool:
+        """Whether a span that failed to decode may be a damaged frame of :attr:`channels` (then
+        its error is the frame's: a bad CRC), not garbage: its channel byte is one of them and
+        it carries at least ``min_payload`` payload bytes and the CRC (counted on the wire, where
+        stuffing only adds bytes, when the escapes failed). Always True without ``channels``."""
+        if self.channels is None:
+            return True
+        if received.channel not in self.channels:
+            return False
+        size = len(received.payload) if received.error == "crc" else wire_bytes - 3   # - channel, CRC
+        return size >= self.min_payload
 
     @staticmethod
     def _decode(wire: bytes) -> ReceivedFrame:

@@ -144,12 +144,29 @@ FOLDER_SCHEMES = ("file", "collect")
 HTTP_DEFAULTS = ("127.0.0.1", 8080)
 
 
+def _listen_addresses(host: str) -> set:
+    """The addresses a listen host stands for, to compare two: ``localhost`` is the loopback
+    addresses (127.0.0.1, ::1); an IP address in its one written form (``::0:1`` is ``::1``,
+    ``127.000.0.1`` is not one and stays a name); any other name itself."""
+    import ipaddress
+
+    host = host.lower().rstrip(".")
+    if host == "localhost":
+        return {"127.0.0.1", "::1"}
+    try:
+        return {ipaddress.ip_address(host).compressed}
+    except ValueError:
+        return {host}
+
+
 def check_outputs_apart(uris) -> None:
     """Refuse outputs of one run that would take the same thing, before any opens: two HTTP
     outputs on one port (0.0.0.0 and ``::`` listen on every address, so they meet any host on
-    that port; port 0 picks a free port and meets nothing), or two folder outputs (``file://``,
-    ``collect://``) writing the same folder or one inside the other. The second one used to fail
-    on the first: "port 8765 on 127.0.0.1 is in use", "already holds a recording".
+    that port; ``localhost`` is 127.0.0.1 and ::1; port 0 picks a free port and meets nothing), two folder outputs (``file://``,
+    ``collect://``) writing the same folder or one inside the other, or two ``display://``
+    windows of one title. The second one used to fail on the first: "port 8765 on 127.0.0.1 is
+    in use", "already holds a recording"; two windows of one title are one OpenCV window (a
+    window is found by its title), which showed both outputs' frames in turn.
 
     Args:
         uris: the checked output URIs (:func:`check_output`).
@@ -159,15 +176,23 @@ def check_outputs_apart(uris) -> None:
     """
     from pathlib import Path
 
-    seen_ports, seen_folders = [], []
+    seen_ports, seen_folders, seen_titles = [], [], {}
     for uri in uris:
+        if uri.scheme == "display":
+            title = getattr(uri.values, "title", None)
+            if title in seen_titles:
+                raise OutputOptionError(f"{seen_titles[title].text} and {uri.text} both show in the window "
+                                        f"titled {title!r} (OpenCV finds a window by its title: one window "
+                                        "would show both in turn); give the second its own ?title=")
+            seen_titles[title] = uri
         if uri.scheme == "http":
             host = uri.host or HTTP_DEFAULTS[0]
             port = HTTP_DEFAULTS[1] if uri.port is None else uri.port
             if port == 0:
                 continue
             for other, other_host in seen_ports:
-                if other[1] == port and (host == other_host or {host, other_host} & {"0.0.0.0", "::"}):
+                if other[1] == port and (_listen_addresses(host) & _listen_addresses(other_host)
+                                         or {host, other_host} & {"0.0.0.0", "::"}):
                     raise OutputOptionError(f"{other[0].text} and {uri.text} both listen on port {port}: one "
                                             "port serves one HTTP output (its page has every stream); drop one, "
                                             "or give the second another port")

@@ -209,7 +209,7 @@ class Collector(Output):
 
     def __init__(self, uri: URI):
         super().__init__(uri)
-        folder = (uri.host or "") + (uri.path or "")
+        folder = (uri.location or "") + (uri.path or "")  # collect://rel/dir: a relative folder
         if not folder:
             raise OutputError(f"{uri.text!r}: give a folder, e.g. collect:///data/unknown or tir run --collect DIR")
         self.folder = Path(folder).expanduser()

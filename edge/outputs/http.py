@@ -65,7 +65,7 @@ from ..frame import Frame, now
 from ..pipeline.slots import LatestWinsSlot
 from ..pipeline.stats import FrameInfo, HttpStats, SceneRange, StatsSnapshot
 from ..registry import option
-from ..uri import URI
+from ..uri import URI, netloc
 from .base import Output, OutputError
 from .jpeg import QUALITIES, VIEWS, encode_jpeg, no_signal_image, snap_quality, view_image, view_size
 
@@ -243,6 +243,21 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def ipv6_available() -> bool:
+    """Whether this machine can listen on IPv6 at all: an AF_INET6 socket bound to the IPv6
+    loopback ``::1`` (port 0, closed at once). False where Python was built without IPv6, the
+    kernel has it off (``ipv6.disable=1``: EAFNOSUPPORT) or a container has no IPv6 loopback
+    (EADDRNOTAVAIL)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def local_addresses() -> List[str]:
     """This machine's own interface addresses (IPv4 then IPv6, loopback excluded), read from the
     kernel: SIOCGIFADDR per interface and /proc/net/if_inet6 on Linux, else the addresses the
@@ -378,22 +393,29 @@ class HTTPOutput(Output):
         return self
 
     def _listen_error(self, exc: BaseException) -> BaseException:
+        """The OutputError (one line, what to do) for an exception raised while binding."""
+        where = netloc(self.host, self.port)
         if not isinstance(exc, OSError):
-            return OutputError(f"cannot start the HTTP server on {self.host}:{self.port}: "
+            return OutputError(f"cannot start the HTTP server on {where}: "
                                f"{type(exc).__name__}: {exc}")
+        if ":" in self.host and not ipv6_available():   # an IPv6 address: Linux booted with ipv6.disable=1,
+            # a container without IPv6 (EAFNOSUPPORT, or EADDRNOTAVAIL for ::1 without an IPv6 loopback)
+            return OutputError(f"cannot listen on {where}: this machine has no IPv6 ({exc.strerror or exc}); "
+                               f"listen on IPv4: http://127.0.0.1:{self.port} (this machine only) or "
+                               f"http://0.0.0.0:{self.port} (every interface)")
         if exc.errno == errno.EADDRINUSE:
-            return OutputError(f"port {self.port} on {self.host} is in use; pick another with --port / "
-                               f"http://{self.host}:PORT")
+            return OutputError(f"port {self.port} on {netloc(self.host)} is in use; pick another with --port / "
+                               f"http://{netloc(self.host)}:PORT")
         if exc.errno == errno.EADDRNOTAVAIL:
             return OutputError(f"address {self.host} is not on this machine; use 127.0.0.1 (local) "
                                f"or 0.0.0.0 (all interfaces)")
         if exc.errno == errno.EACCES:
             return OutputError(f"no permission to listen on port {self.port}; ports below 1024 need "
-                               f"root, pick e.g. http://{self.host}:8080")
+                               f"root, pick e.g. http://{netloc(self.host)}:8080")
         if isinstance(exc, socket.gaierror):
             return OutputError(f"cannot resolve the listen address {self.host!r} ({exc.strerror}); "
                                "use an address of this machine, 127.0.0.1 or 0.0.0.0")
-        return OutputError(f"cannot listen on {self.host}:{self.port}: {exc}")
+        return OutputError(f"cannot listen on {where}: {exc}")
 
     @staticmethod
     def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -466,7 +488,7 @@ class HTTPOutput(Output):
         lines = [f"POST token ({TOKEN_HEADER} header; the page carries it): {self.token}"]
         if self.exposed:
             urls = self.reachable_urls()
-            lines.append(f"warning: listening on {self.host or 'all interfaces'}: anyone who can reach "
+            lines.append(f"warning: listening on {netloc(self.host) or 'all interfaces'}: anyone who can reach "
                          f"this machine can watch the streams and read the token from the page; use "
                          f"--host 127.0.0.1 unless that is intended")
             lines.append("reachable at " + (", ".join(urls) if urls else

@@ -29,7 +29,7 @@ import cv2
 
 from ..frame import Frame
 from ..registry import option
-from ..uri import URI
+from ..uri import URI, netloc
 from .base import Output, OutputError
 from .jpeg import VIEWS, view_image
 from .window import NewestFrameWorker
@@ -110,7 +110,7 @@ def writer_pipeline(uri: URI, encoder: str, bitrate_kbps: int, relay_port: int) 
         return (f"{head} ! rtph264pay config-interval=1 pt=96 ! "
                 f"udpsink host=127.0.0.1 port={relay_port} sync=false async=false")
     port = uri.port or DEFAULT_RTSP_PORT
-    return (f"{head} ! rtspclientsink location=rtsp://{uri.host}:{port}{uri.path or '/tir'} "
+    return (f"{head} ! rtspclientsink location=rtsp://{netloc(uri.host, port)}{uri.path or '/tir'} "
             f"latency=0")
 
 

@@ -63,7 +63,11 @@ class Preprocess:
       differs from the previous frame's: a reconnect may bring another camera;
     - ``"size"``: the frame's (H, W) differs from the previous frame's: a camera's mode fixes
       its frame size, so another size is another camera or mode;
-
+    - ``"bits"``: the frame's ``meta["bits"]`` or ``meta["source_bits"]`` differs from the
+      previous frame's (a camera switched from 16-bit counts to its 8-bit AGC output, or another
+      camera on the same port): its counts are of another scale, and the normaliser's range is
+      set again from it (it was kept from the first frame: a 16-bit camera after an 8-bit one was
+      mapped through the 8-bit full-scale range);
     - ``"user"``: :meth:`request_camera_change` was called since the previous frame (``POST
       /camera/new`` on the page of ``tir run``): the user says the camera changed.
 
@@ -85,6 +89,8 @@ class Preprocess:
         self._connection = None                    # the previous frame's meta["connection"]
         #: frames marked ``camera_change`` so far
         self.camera_changes = 0
+        self._depth: Optional[tuple] = None        # the previous frame's (meta bits, meta source_bits)
+        self._fixed_from_meta = False              # the fixed range is a display-referred source's
         self._requested: Optional[str] = None      # a reason to mark the next frame with
         self._request_lock = threading.Lock()
 
@@ -95,15 +101,35 @@ class Preprocess:
         with self._request_lock:
             self._requested = str(reason)
 
+    def _set_depth(self, meta, changed: bool) -> None:
+        """Set the normaliser's count range from a frame's ``bits`` / ``source_bits`` (the first
+        frame's, or a frame whose depth differs from the one before: ``changed``). The top count
+        is ``2**bits - 1``; a display-referred 8-bit source gets its fixed full-scale map
+        (:func:`display_referred_range`), which a later raw-count depth drops again (a fixed
+        range given by the caller is kept). On a change the smoothed percentiles of the old
+        depth are forgotten too: they were counts of another scale."""
+        bits = meta.get("bits")
+        if isinstance(bits, int) and 8 <= bits <= 16:
+            self.normalizer.max_count = (1 << bits) - 1
+        elif changed:
+            self.normalizer.max_count = 65535
+        fixed = display_referred_range(meta)
+        if fixed is not None and (self.normalizer.fixed is None or self._fixed_from_meta):
+            self.normalizer.set_fixed_range(*fixed)
+            self._fixed_from_meta = True
+        elif fixed is None and self._fixed_from_meta:
+            self.normalizer.fixed = None
+            self._fixed_from_meta = False
+        if changed:
+            self.normalizer.reset()
+
     def __call__(self, frame: Frame) -> None:
-        if not self._bits_seen:
-            bits = frame.meta.get("bits")
-            if isinstance(bits, int) and 8 <= bits <= 16:
-                self.normalizer.max_count = (1 << bits) - 1
-            fixed = display_referred_range(frame.meta)
-            if fixed is not None and self.normalizer.fixed is None:
-                self.normalizer.set_fixed_range(*fixed)
+        depth = (frame.meta.get("bits"), frame.meta.get("source_bits"))
+        depth_changed = self._bits_seen and depth != self._depth
+        if not self._bits_seen or depth_changed:
+            self._set_depth(frame.meta, depth_changed)
             self._bits_seen = True
+            self._depth = depth
         x, params = self.normalizer.forward(frame.raw)
         frame.meta["norm"] = {"lo": params.lo, "hi": params.hi}
         if params.top or params.bottom:
@@ -119,6 +145,8 @@ class Preprocess:
         shape = tuple(frame.raw.shape[:2])
         if self._shape is not None and shape != self._shape:
             reasons.append("size")
+        if depth_changed:
+            reasons.append("bits")
         self._connection = connection if connection is not None else self._connection
         self._shape = shape
         with self._request_lock:

@@ -134,8 +134,9 @@ class CollectStats(_Record):
 @dataclass
 class AdaptStatus(_Record):
     """Router adaptation (``tir run --adapt N``, or a bundle adapted by ``tir adapt``):
-    :meth:`tir.engines.restorer.Restorer.adapt_status`. ``state``: "collecting k/N" (+ " (restarted: camera change …)"),
-    "adapted" or "refused: reason"."""
+    :meth:`tir.engines.restorer.Restorer.adapt_status`. ``state``: "collecting k/N" (+ " (restarted: camera change …)",
+    or " (refitting: camera change …; the previous camera's map was dropped)" when the camera
+    changed after the fit), "adapted" (+ " (refitted after camera change …)") or "refused: reason"."""
     state: str = "-"
     frames: Optional[int] = None
     saved: Optional[str] = None

@@ -665,11 +665,19 @@ def plot_cameras(result: dict, path) -> str:
 
 
 def before_after(bundle, name: str, path, frames: int = 2, backend: str = "auto",
-                 threads: Optional[int] = None, root=None) -> str:
+                 threads: Optional[int] = None, root=None, dropped: Optional[list] = None) -> str:
     """A PNG of ``frames`` frames of set ``name`` before (left) and after (right) automatic
     routing through the live path, each image with its own linear display range (0.5-99.5 %, as
     the page's AGC shows it), the route and the relative column FPN in the title. For sets without a clean target
-    (``lynred_nonuc``) this is the picture the numbers stand for. Returns the path."""
+    (``lynred_nonuc``) this is the picture the numbers stand for. Returns the path.
+
+    The frames are spread evenly over the split; a frame of another bit depth than the set's is
+    skipped as ``tir run`` and the scoring skip it (datasets.py :func:`read_counts_kept`: it was
+    refused, and the whole plot with it), the nearest kept frame shown instead, and
+    ``(file, reason)`` appended to ``dropped`` (a list) and counted in the figure's title.
+
+    Raises:
+        DatasetError: no frame of the set's depth to show, or an unreadable frame."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -678,14 +686,29 @@ def before_after(bundle, name: str, path, frames: int = 2, backend: str = "auto"
     from ..restorer import Restorer
 
     ds = dsets.dataset(name)
+    skipped: list = []
     if ds.virtual:
         picks = dsets.load_counts(name, "test", root, frames)
     else:  # decode only the frames shown
         paths = dsets.split_files(name, dsets.ALL if not ds.splits else "test", root)
-        picks = [dsets.read_counts(paths[int(i)], ds.bits) for i in np.linspace(0, len(paths) - 1, frames)]
+        picks, tried = [], set()
+        for target in (int(i) for i in np.linspace(0, len(paths) - 1, frames)):
+            for i in sorted(range(len(paths)), key=lambda i: (abs(i - target), i)):   # nearest first
+                if i in tried:
+                    continue
+                tried.add(i)
+                image = dsets.read_counts_kept(paths[i], ds.bits, skipped)
+                if image is not None:
+                    picks.append(image)
+                    break
+        if not picks:
+            raise dsets.DatasetError(f"{name}: no frame of the set's {ds.bits}-bit depth to show "
+                                     f"({len(skipped)} of another depth skipped)")
+    if dropped is not None:
+        dropped.extend(skipped)
     auto = Restorer(bundle, backend=backend, every=1, hysteresis=1, threads=threads)
     warm_camera(auto, name, "test", root)
-    fig, axes = plt.subplots(frames, 2, figsize=(10, 3.9 * frames), squeeze=False)
+    fig, axes = plt.subplots(len(picks), 2, figsize=(10, 3.9 * len(picks)), squeeze=False)
     for row, f in zip(axes, picks):
         counts, _, meta, _ = degrade_counts(f, ds.bits, CLEAN, None)
         auto.reset()
@@ -697,7 +720,9 @@ def before_after(bundle, name: str, path, frames: int = 2, backend: str = "auto"
             ax.set_title(f"{title}: column FPN {100 * rel:.2f} % of the scene's contrast", fontsize=9)
             ax.axis("off")
     auto.close()
-    fig.suptitle(f"{name}: {ds.camera}", fontsize=10)
+    note = (f" ({len(skipped)} frame(s) of another bit depth skipped, as tir run skips them: "
+            f"{', '.join(Path(f).name for f, _ in skipped[:3])}{' …' if len(skipped) > 3 else ''})" if skipped else "")
+    fig.suptitle(f"{name}: {ds.camera}{note}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

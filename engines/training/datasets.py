@@ -316,14 +316,28 @@ def load_counts(name: str, split: str, root: Optional[Union[str, Path]] = None,
     for path in paths:
         if max_frames is not None and len(kept) >= max_frames:
             break
-        image = _grey(_decode(path), path)
-        try:
-            check_depth(8 if image.dtype == np.uint8 else 16, ds.bits, "set")
-        except FrameError as exc:
-            dropped.append((str(path), str(exc)))
-            continue
-        kept.append(read_counts_checked(image, path, ds.bits))
+        image = read_counts_kept(path, ds.bits, dropped)
+        if image is not None:
+            kept.append(image)
     return kept
+
+
+def read_counts_kept(path: Path, bits: int, dropped: List[Tuple[str, str]]) -> Optional[np.ndarray]:
+    """:func:`read_counts` as ``tir run`` replays a folder: the frame as stored, (H, W) uint8 for
+    an 8-bit set or uint16 counts; a frame of another bit depth than the set's ``bits`` is
+    skipped by the file source's own rule (edge/sources/file.py :func:`check_depth`),
+    ``(path, reason)`` appended to ``dropped`` and None returned.
+
+    Raises:
+        DatasetError: an unreadable file or a false-colour frame (as :func:`read_counts`).
+    """
+    image = _grey(_decode(path), path)
+    try:
+        check_depth(8 if image.dtype == np.uint8 else 16, bits, "set")
+    except FrameError as exc:
+        dropped.append((str(path), str(exc)))
+        return None
+    return read_counts_checked(image, path, bits)
 
 
 def to_unit(counts: np.ndarray, bits: int, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:

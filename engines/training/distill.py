@@ -509,12 +509,8 @@ class Distiller:
         from .train import crop_to_multiple, load_split, open_work_dir
 
         self.s = settings
-        self.work = open_work_dir(work_dir, settings.threads, log, "distill.log")
-        self.bundle, self.teacher = load_teachers(settings.bundle)
-        self.tasks = list(self.teacher.tasks)
-        self.slots = self.tasks + [CLEAN]
-        # unknown task names are refused before any data is loaded
-        self.sampling = sampling_probabilities(self.tasks, settings.task_weights, settings.clean_prob)
+        # the settings' own checks and the teachers' task names first: a refused run made the work
+        # dir (and its distill.log) before it was refused
         if settings.init_weights and settings.init_from != "student":
             raise ValueError(f"--init-weights is used only with --init-from student, not --init-from {settings.init_from}")
         if settings.field_orientations not in FIELD_ORIENTATIONS:
@@ -522,6 +518,12 @@ class Distiller:
                              f"{', '.join(FIELD_ORIENTATIONS)}")
         if settings.steps == 0 and settings.init_from != "student":
             raise ValueError("--steps 0 (no distill stage) needs --init-from student: a new student must be trained")
+        self.bundle, self.teacher = load_teachers(settings.bundle)
+        self.tasks = list(self.teacher.tasks)
+        self.slots = self.tasks + [CLEAN]
+        # unknown task names are refused before any data is loaded
+        self.sampling = sampling_probabilities(self.tasks, settings.task_weights, settings.clean_prob)
+        self.work = open_work_dir(work_dir, settings.threads, log, "distill.log")
         data = settings.data or self._bundle_data()
         if train_clean is None:
             train_clean = load_split(data, "train")
