@@ -290,7 +290,7 @@ def test_a_hot_swappable_model_offers_bundle_reload_through_attach():
 
     model, out = Swappable(), Collector()
     Pipeline(open_source("synthetic://?size=160x120&realtime=0"), model, [out], frames=3).run()
-    assert set(out.actions) == {"bundle/reload"}
+    assert set(out.actions) == {"bundle/reload", "camera/new"}   # camera/new: every restoring run
     out.actions["bundle/reload"]()
     assert model.reloads == 1
     plain = Collector()
