@@ -513,7 +513,7 @@ def test_no_reference_report_measures_the_tone_a_restoration_keeps(tmp_path, mon
     ramp = np.tile(np.linspace(40, 200, 64), (48, 1)).astype(np.uint8)
     for i in range(2):
         cv2.imwrite(str(tmp_path / "real" / f"f{i}.png"), ramp)
-    monkeypatch.setattr(camera_eval, "user_path", lambda model, counts, meta: (counts // 2).astype(counts.dtype))
+    monkeypatch.setattr(camera_eval, "user_path", lambda model, counts, meta, *stream, **kw: (counts // 2).astype(counts.dtype))
     name = ds.register_folder(tmp_path / "real", clean=False)
     r = camera_eval.evaluate_set(b.path, name, progress=False)
     assert r["level_shift"]["median"] == pytest.approx(-ramp.mean() / 2, abs=0.6)

@@ -106,7 +106,8 @@ class Pipeline:
         work: List = []
         if model is not None:
             infer = PipelinedInfer(model, self.infer_in_flight) if self.infer_in_flight > 1 else Infer(model)
-            work += [Preprocess(normalizer), infer, Postprocess(normalizer)]
+            preprocess = Preprocess(normalizer)
+            work += [preprocess, infer, Postprocess(normalizer)]
         # display="auto": the AGC views are computed only while some output wants them
         # (Output.wants_display: e.g. an HTTP server with a viewer, a recorder's preview)
         wanted = None if display == "always" else self._display_wanted
@@ -120,6 +121,8 @@ class Pipeline:
         self.stats.in_flight = lambda: self._in_flight
         if ffc is not None:
             self.stats.camera_stats = ffc.stats
+        if model is not None and preprocess.defects is not None:
+            self.stats.defect_stats = preprocess.defects.stats
         for output in self.outputs:  # the open-world collector's counters (collect://)
             if callable(getattr(output, "collect_stats", None)):
                 self.stats.collect_stats = output.collect_stats

@@ -1,0 +1,341 @@
+"""A camera's dead and stuck read-outs, learned from its own stream, and their replacement.
+
+Microbolometer cores have read-outs that do not respond to the scene: single pixels, and whole
+columns or rows when a column amplifier or a row driver fails (the read-out is column-parallel,
+one amplifier/ADC per column, thermal_io.md §5). Every camera's NUC pipeline replaces them by
+their neighbours from a factory bad-pixel map ("bad pixel replacement"); a camera that delivers
+them (an uncalibrated core, a stale map, a raw tap before the replacement) shows them as black or
+white lines, and a restoration network then "restores" them into something that is neither the
+camera's read-out nor the scene.
+
+**What a dead read-out is, from the stream alone** (:class:`DefectMap`): a live pixel follows the
+scene and carries the sensor's temporal noise, so whenever the scene around it changes its value
+changes too; a dead or stuck one returns the same value whatever the scene and the noise do. The
+map counts, per pixel, the *scene changes around it*: frames whose change since the last counted
+frame, taken as the median over the pixel's 5×5 neighbourhood (so a dead column or a pair of them
+does not hide it), is at least :func:`change_threshold` (well above the sensor's noise and the
+count step); and how many of them left the pixel's value exactly as it was. A pixel that stayed
+the same through every one of at least :data:`MIN_CHANGES` scene changes is a defect; a column
+(row) none of whose pixels ever moved, through as many changes in all as half of it called dead
+pixel by pixel would take, is dead along its whole length (a failed column amplifier), its pixels
+in flat parts of the scene included. A frame is
+counted when at least :data:`CHANGED_SHARE` of its pixels saw such a change; until then the
+reference frame is kept, so a slow pan or drift accumulates into a change. The estimate belongs
+to one camera: it starts afresh on a camera change (edge/pipeline/stages.py ``Preprocess``) and
+on a new frame size.
+
+What this does not catch, on purpose: a read-out that flickers (a stuck pixel with a live LSB)
+is not constant, and "far from both neighbours in every frame" does not tell it apart from a
+thin static object in front of a changing background (a pole before traffic: far from its
+neighbours in every frame, moving only by its noise); such read-outs are left to the camera's
+own map. A camera whose every frame is the same (a static scene with no noise above the count
+step) gives no scene change, hence no evidence and no replacement. More than
+:data:`MAX_SHARE` of the frame found dead is not a sensor's defect list (a frozen part of the
+picture, an overlay) and nothing is replaced.
+
+**Replacement** (:func:`replace_defects`): each defect pixel is interpolated linearly between the
+nearest live pixels along its row or its column, whichever gap is shorter (a dead column is
+filled from its left and right neighbours, a dead row from above and below, a single pixel from
+its row), one live side at the frame's border; the value is rounded to the camera's count step
+(edge/normalize.py ``count_step``: 8-bit grey levels stored ``<< 6``, a 14-bit core stored
+``<< 2``), so the replaced counts are counts the camera could give. numpy + OpenCV only.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+
+#: the neighbourhood whose median change says the scene around a pixel changed (pixels per side):
+#: a dead column, or an adjacent pair (10 of its 25 pixels), leaves the median to the live ones
+NEIGHBOURHOOD = 5
+#: scene changes a pixel must have stayed exactly the same through to be called dead. A live
+#: pixel's value changes when the scene around it changes by :func:`change_threshold` (at least
+#: 4 count steps and twice the frame's own temporal noise) except by chance; the worst case is a
+#: static thin object before a changing background, which moves only by its noise: at 8-bit noise
+#: σ 0.6 grey level it keeps its exact value with probability ≈ 0.45 per change, 0.45⁸ ≈ 2e-3
+#: over 8. Eight changes are what a 12-frame emulated camera's own frames give (11).
+MIN_CHANGES = 8
+#: a frame is counted as a scene change when at least this share of its pixels saw one
+CHANGED_SHARE = 0.25
+#: the change threshold: this share of the frame's 5-95 % span ...
+CHANGE_SPAN = 0.02
+#: ... at least this many times the frame pair's per-pixel noise (robust σ of each pixel's change
+#: less its neighbourhood's) ...
+CHANGE_NOISE = 2.0
+#: ... and at least this many count steps (edge/normalize.py ``count_step``)
+CHANGE_STEPS = 4
+#: more than this share of the frame found dead is not a sensor's defect list: nothing is replaced
+MAX_SHARE = 0.02
+#: after this many counted scene changes the map is settled and looks at every
+#: :data:`SETTLED_EVERY`-th frame only (the update costs ≈ 3 ms at 640×512 on one core)
+SETTLED_CHANGES = 64
+SETTLED_EVERY = 8
+#: subsample step (pixels, each direction) of the frame-level statistics
+SUBSAMPLE = 4
+
+
+def change_threshold(change: np.ndarray, near: np.ndarray, frame: np.ndarray, step: int) -> float:
+    """The neighbourhood change (counts) that counts as a scene change around a pixel: the
+    largest of :data:`CHANGE_SPAN` × the frame's 5-95 % span, :data:`CHANGE_NOISE` × the robust σ
+    (1.4826 × MAD) of ``change - near`` (each pixel's change less its neighbourhood's: the
+    sensor's temporal noise and fine texture) and :data:`CHANGE_STEPS` × ``step``, each on every
+    :data:`SUBSAMPLE`-th pixel.
+
+    Args:
+        change: (H, W) float32, the frame minus the reference frame, counts.
+        near: (H, W) float32, the :data:`NEIGHBOURHOOD` median of ``change``.
+        frame: (H, W) the frame, counts.
+        step: the camera's count step (≥ 1).
+
+    Returns:
+        The threshold in counts (> 0).
+    """
+    s = (slice(None, None, SUBSAMPLE), slice(None, None, SUBSAMPLE))
+    lo, hi = np.percentile(frame[s], (5.0, 95.0))
+    resid = (change[s] - near[s]).ravel()
+    sigma = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+    return float(max(CHANGE_SPAN * float(hi - lo), CHANGE_NOISE * sigma, CHANGE_STEPS * max(int(step), 1)))
+
+
+def _nearest_live(live: np.ndarray, axis: int) -> Tuple[np.ndarray, np.ndarray]:
+    """For every pixel, the index along ``axis`` of the nearest live pixel before it and after it
+    (−1 / the axis length where there is none). (H, W) int32 each."""
+    n = live.shape[axis]
+    shape = [1, 1]
+    shape[axis] = n
+    idx = np.arange(n, dtype=np.int32).reshape(shape)
+    before = np.maximum.accumulate(np.where(live, idx, -1), axis=axis)
+    rev = np.flip(np.where(live, n - 1 - idx, -1), axis=axis)
+    after = n - 1 - np.flip(np.maximum.accumulate(rev, axis=axis), axis=axis)
+    return before.astype(np.int32), after.astype(np.int32)
+
+
+def replacement_plan(mask: np.ndarray) -> Optional[Tuple[np.ndarray, ...]]:
+    """Where each defect pixel of ``mask`` takes its value from (:func:`replace_defects`).
+
+    Args:
+        mask: (H, W) bool, True on defect pixels.
+
+    Returns:
+        ``(rows, cols, src_a, src_b, weight_b)``: the defects' coordinates, the flat indices of
+        their two source pixels (the same one twice at a border) and the weight of the second
+        (float32; value = (1 − w)·a + w·b); None when ``mask`` marks nothing, or every pixel (no
+        live source).
+
+    Raises:
+        ValueError: ``mask`` is not 2-D.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"a defect mask is one (H, W) frame, got shape {mask.shape}")
+    if not mask.any() or mask.all():
+        return None
+    h, w = mask.shape
+    live = ~mask
+    left, right = _nearest_live(live, 1)
+    up, down = _nearest_live(live, 0)
+    rows, cols = np.nonzero(mask)
+    l, r, u, d = left[rows, cols], right[rows, cols], up[rows, cols], down[rows, cols]
+    has_h = (l >= 0) | (r < w)
+    has_v = (u >= 0) | (d < h)
+    # the shorter gap: a missing side counts as a long one
+    gap_h = np.where((l >= 0) & (r < w), r - l, 2 * (w + h))
+    gap_v = np.where((u >= 0) & (d < h), d - u, 2 * (w + h))
+    horizontal = has_h & ((gap_h <= gap_v) | ~has_v)
+    # horizontal: sources on the row; vertical: on the column
+    a_pos = np.where(horizontal, np.where(l >= 0, l, r), np.where(u >= 0, u, d))
+    b_pos = np.where(horizontal, np.where(r < w, r, l), np.where(d < h, d, u))
+    here = np.where(horizontal, cols, rows)
+    span = (b_pos - a_pos).astype(np.float32)
+    weight = np.where(span != 0, (here - a_pos) / np.where(span != 0, span, 1.0), 0.0).astype(np.float32)
+    a_flat = np.where(horizontal, rows * w + a_pos, a_pos * w + cols)
+    b_flat = np.where(horizontal, rows * w + b_pos, b_pos * w + cols)
+    if not (has_h | has_v).all():   # cannot happen unless every pixel is a defect (handled above)
+        return None
+    return rows, cols, a_flat.astype(np.int64), b_flat.astype(np.int64), weight
+
+
+def replace_defects(counts: np.ndarray, mask: Optional[np.ndarray], plan=None, step: int = 1) -> Tuple[np.ndarray, int]:
+    """``counts`` with the pixels of ``mask`` replaced by their live neighbours (module docstring:
+    linear along the shorter gap; an integer frame's values rounded to multiples of ``step``).
+
+    Args:
+        counts: (H, W) frame, any real dtype (uint16 counts as a source delivers them).
+        mask: (H, W) bool defect mask, or None.
+        plan: :func:`replacement_plan` of ``mask`` when the caller keeps it (saves recomputing).
+        step: the camera's count step (edge/normalize.py ``count_step``; 1: every integer).
+
+    Returns:
+        (a copy of ``counts`` with the defects replaced, same dtype and shape, or ``counts``
+        itself when nothing is replaced; the number of pixels replaced). A mask of another shape
+        than ``counts`` replaces nothing.
+    """
+    if mask is None or np.shape(mask) != np.shape(counts):
+        return counts, 0
+    plan = replacement_plan(mask) if plan is None else plan
+    if plan is None:
+        return counts, 0
+    rows, cols, a_flat, b_flat, weight = plan
+    flat = np.asarray(counts).reshape(-1)
+    a, b = flat[a_flat], flat[b_flat]
+    value = (1.0 - weight) * a.astype(np.float64) + weight * b.astype(np.float64)
+    out = np.array(counts, copy=True)
+    if np.issubdtype(out.dtype, np.integer):
+        step = float(max(int(step), 1))
+        value = np.rint(value / step) * step
+        info = np.iinfo(out.dtype)
+        value = np.clip(value, info.min, info.max)
+    out[rows, cols] = value.astype(out.dtype)
+    return out, int(rows.size)
+
+
+class DefectMap:
+    """One camera's dead and stuck read-outs, learned from its frames (module docstring).
+
+    Feed every frame to :meth:`update` (FFC frames excepted: a shutter image is not the scene),
+    read :attr:`mask`, and :meth:`repair` frames with it. :meth:`reset` on a camera change.
+    """
+
+    def __init__(self):
+        #: times the estimate was dropped (:meth:`reset`: a camera change, a new frame size)
+        self.resets = 0
+        #: frames repaired and pixels replaced in them, since the start
+        self.repaired_frames = 0
+        self.repaired_pixels = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        self._ref: Optional[np.ndarray] = None
+        self._rows = (0, 0)
+        self._step = 1
+        self._changes: Optional[np.ndarray] = None   # per pixel: scene changes around it
+        self._still: Optional[np.ndarray] = None     # ... of which it stayed exactly the same
+        #: frames offered to :meth:`update` and those counted as a scene change, for this camera
+        self.frames = 0
+        self.scene_changes = 0
+        #: (H, W) bool defect pixels, None while nothing is found (or too much: :attr:`refused`)
+        self.mask: Optional[np.ndarray] = None
+        #: pixels found dead beyond :data:`MAX_SHARE` of the frame: not replaced (0: not refused)
+        self.refused = 0
+        self._plan = None
+
+    def reset(self) -> None:
+        """Forget the camera's estimate (a camera change): the next frame starts a new one."""
+        self._clear()
+        self.resets += 1
+
+    def update(self, counts: np.ndarray, status_rows: Tuple[int, int] = (0, 0)) -> bool:
+        """Take one frame's evidence.
+
+        Args:
+            counts: (H, W) frame as the source delivers it (uint16 counts; any real dtype).
+            status_rows: (top, bottom) rows that are not image (edge/normalize.py ``status_rows``:
+                a Lepton's telemetry); they are never called dead.
+
+        Returns:
+            True when the frame was counted as a scene change (the estimate may have changed).
+            A frame of another size or status rows than the previous one starts a new estimate.
+        """
+        x = np.asarray(counts)
+        if x.ndim != 2 or min(x.shape) < NEIGHBOURHOOD:
+            return False
+        rows = (int(status_rows[0]), int(status_rows[1]))
+        if self._ref is None or self._ref.shape != x.shape or rows != self._rows:
+            if self._ref is not None:
+                self.reset()
+            from .normalize import count_step
+
+            self._ref = x.astype(np.float32)
+            self._rows = rows
+            self._step = count_step(x) if np.issubdtype(x.dtype, np.integer) else 1
+            self._changes = np.zeros(x.shape, np.uint16)
+            self._still = np.zeros(x.shape, np.uint16)
+            return False
+        self.frames += 1
+        if self.scene_changes >= SETTLED_CHANGES and self.frames % SETTLED_EVERY:
+            return False
+        frame = x.astype(np.float32)
+        change = frame - self._ref
+        near = cv2.medianBlur(change, NEIGHBOURHOOD)
+        threshold = change_threshold(change, near, frame, self._step)
+        moved = np.abs(near) >= threshold
+        top, bottom = rows
+        h = x.shape[0]
+        moved[:top] = False
+        moved[h - bottom:] = False
+        if np.count_nonzero(moved) < CHANGED_SHARE * (h - top - bottom) * x.shape[1]:
+            return False   # the reference stays: a slow change accumulates until it counts
+        # a counter never wraps: a pixel past 65535 changes has told all it can
+        moved &= self._changes < np.iinfo(np.uint16).max
+        self._changes += moved
+        self._still += moved & (change == 0.0)
+        self._ref = frame
+        self.scene_changes += 1
+        self._refresh()
+        return True
+
+    def _refresh(self) -> None:
+        dead = (self._changes >= MIN_CHANGES) & (self._still == self._changes)
+        # a column (row) read-out fails as a whole: one amplifier per column (thermal_io.md §5). A
+        # column none of whose pixels ever moved with the scene, over as many scene changes in all
+        # as half its pixels called dead on their own would give (MIN_CHANGES × half its height),
+        # is dead along its whole height, its pixels in flat parts of the scene (too few changes
+        # around them to be called on their own) too
+        top, bottom = self._rows
+        h, w = dead.shape
+        image = slice(top, h - bottom)
+        changes = self._changes[image].astype(np.int64)
+        never_moved = self._still[image] == self._changes[image]
+        columns = never_moved.all(axis=0) & (changes.sum(axis=0) * 2 >= MIN_CHANGES * (h - top - bottom))
+        rows = never_moved.all(axis=1) & (changes.sum(axis=1) * 2 >= MIN_CHANGES * w)
+        dead[image][:, columns] = True
+        dead[image][rows] = True
+        n = int(np.count_nonzero(dead))
+        self.refused = n if n > MAX_SHARE * dead.size else 0
+        mask = dead if 0 < n and not self.refused else None
+        if mask is None or self.mask is None or not np.array_equal(mask, self.mask):
+            self.mask = mask
+            self._plan = None if mask is None else replacement_plan(mask)
+
+    def repair(self, counts: np.ndarray, count: bool = True) -> Tuple[np.ndarray, int]:
+        """``counts`` with the camera's defects replaced (:func:`replace_defects`, rounded to the
+        count step of the camera's first frame), counted in :attr:`repaired_frames` /
+        :attr:`repaired_pixels` unless ``count`` is False (a second look at a counted frame).
+
+        Args:
+            counts: (H, W) frame, any real dtype.
+            count: add the frame to the counters.
+
+        Returns:
+            (the repaired copy, or ``counts`` itself when nothing is replaced; pixels replaced).
+        """
+        if self.mask is None or self._plan is None or np.shape(counts) != self.mask.shape:
+            return counts, 0
+        out, n = replace_defects(counts, self.mask, self._plan, self._step)
+        if n and count:
+            self.repaired_frames += 1
+            self.repaired_pixels += n
+        return out, n
+
+    def summary(self) -> Dict[str, int]:
+        """``pixels`` (defects found now), ``columns`` / ``rows`` (columns / rows at least half
+        of whose image pixels are defects), ``scene_changes`` (frames counted for this camera),
+        ``refused`` (defects found beyond :data:`MAX_SHARE`, not replaced; 0)."""
+        if self.mask is None:
+            return {"pixels": 0, "columns": 0, "rows": 0, "scene_changes": self.scene_changes,
+                    "refused": self.refused}
+        h, w = self.mask.shape
+        top, bottom = self._rows
+        image = self.mask[top:h - bottom]
+        return {"pixels": int(np.count_nonzero(self.mask)),
+                "columns": int(np.count_nonzero(image.sum(axis=0) * 2 >= image.shape[0])),
+                "rows": int(np.count_nonzero(image.sum(axis=1) * 2 >= w)),
+                "scene_changes": self.scene_changes, "refused": self.refused}
+
+    def stats(self) -> Dict[str, int]:
+        """:meth:`summary` plus ``repaired_frames``, ``repaired_pixels`` and ``resets`` (the
+        ``/stats.json`` section ``defects``, edge/pipeline/stats.py ``DefectStats``)."""
+        return {**self.summary(), "repaired_frames": self.repaired_frames,
+                "repaired_pixels": self.repaired_pixels, "resets": self.resets}
