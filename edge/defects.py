@@ -18,7 +18,9 @@ count step); and how many of them left the pixel's value exactly as it was. A pi
 the same through every one of at least :data:`MIN_CHANGES` scene changes is a defect; a column
 (row) none of whose pixels ever moved, through as many changes in all as half of it called dead
 pixel by pixel would take, is dead along its whole length (a failed column amplifier), its pixels
-in flat parts of the scene included. A frame is
+in flat parts of the scene included. Outside such lines only single pixels and clusters of up to
+:data:`MAX_CLUSTER` count: a longer or larger constant structure (an on-screen reticle, text) is
+the picture's, not a read-out's. A frame is
 counted when at least :data:`CHANGED_SHARE` of its pixels saw such a change; until then the
 reference frame is kept, so a slow pan or drift accumulates into a change. The estimate belongs
 to one camera: it starts afresh on a camera change (edge/pipeline/stages.py ``Preprocess``) and
@@ -30,8 +32,8 @@ thin static object in front of a changing background (a pole before traffic: far
 neighbours in every frame, moving only by its noise); such read-outs are left to the camera's
 own map. A camera whose every frame is the same (a static scene with no noise above the count
 step) gives no scene change, hence no evidence and no replacement. More than
-:data:`MAX_SHARE` of the frame found dead is not a sensor's defect list (a frozen part of the
-picture, an overlay) and nothing is replaced.
+:data:`MAX_SHARE` of the frame in dead pixels, or :data:`MAX_LINES` of its columns or rows dead
+whole, is not a sensor's defect list (a frozen part of the picture) and nothing is replaced.
 
 **Replacement** (:func:`replace_defects`): each defect pixel is interpolated linearly between the
 nearest live pixels along its row or its column, whichever gap is shorter (a dead column is
@@ -42,7 +44,7 @@ its row), one live side at the frame's border; the value is rounded to the camer
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -66,8 +68,14 @@ CHANGE_SPAN = 0.02
 CHANGE_NOISE = 2.0
 #: ... and at least this many count steps (edge/normalize.py ``count_step``)
 CHANGE_STEPS = 4
-#: more than this share of the frame found dead is not a sensor's defect list: nothing is replaced
+#: the largest connected group of dead pixels (8-connected, outside whole dead columns and rows)
+#: replaced: a sensor's cluster defect (3×3); a longer or larger constant structure is the
+#: picture's own (an on-screen reticle, text), not read-outs
+MAX_CLUSTER = 9
+#: more than this share of the frame in dead pixels and clusters, or of its columns (rows) dead
+#: whole, is not a sensor's defect list (a frozen part of the picture): nothing is replaced
 MAX_SHARE = 0.02
+MAX_LINES = 0.05
 #: after this many counted scene changes the map is settled and looks at every
 #: :data:`SETTLED_EVERY`-th frame only (the update costs ≈ 3 ms at 640×512 on one core)
 SETTLED_CHANGES = 64
@@ -112,26 +120,9 @@ def _nearest_live(live: np.ndarray, axis: int) -> Tuple[np.ndarray, np.ndarray]:
     return before.astype(np.int32), after.astype(np.int32)
 
 
-def replacement_plan(mask: np.ndarray) -> Optional[Tuple[np.ndarray, ...]]:
-    """Where each defect pixel of ``mask`` takes its value from (:func:`replace_defects`).
-
-    Args:
-        mask: (H, W) bool, True on defect pixels.
-
-    Returns:
-        ``(rows, cols, src_a, src_b, weight_b)``: the defects' coordinates, the flat indices of
-        their two source pixels (the same one twice at a border) and the weight of the second
-        (float32; value = (1 − w)·a + w·b); None when ``mask`` marks nothing, or every pixel (no
-        live source).
-
-    Raises:
-        ValueError: ``mask`` is not 2-D.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise ValueError(f"a defect mask is one (H, W) frame, got shape {mask.shape}")
-    if not mask.any() or mask.all():
-        return None
+def _stage(mask: np.ndarray) -> Tuple[np.ndarray, ...]:
+    """One pass of :func:`replacement_plan`: the defects of ``mask`` that have a live pixel on their
+    row or column, with their sources; (rows, cols, a_flat, b_flat, weight)."""
     h, w = mask.shape
     live = ~mask
     left, right = _nearest_live(live, 1)
@@ -140,6 +131,8 @@ def replacement_plan(mask: np.ndarray) -> Optional[Tuple[np.ndarray, ...]]:
     l, r, u, d = left[rows, cols], right[rows, cols], up[rows, cols], down[rows, cols]
     has_h = (l >= 0) | (r < w)
     has_v = (u >= 0) | (d < h)
+    keep = has_h | has_v
+    rows, cols, l, r, u, d, has_h, has_v = (v[keep] for v in (rows, cols, l, r, u, d, has_h, has_v))
     # the shorter gap: a missing side counts as a long one
     gap_h = np.where((l >= 0) & (r < w), r - l, 2 * (w + h))
     gap_v = np.where((u >= 0) & (d < h), d - u, 2 * (w + h))
@@ -150,11 +143,41 @@ def replacement_plan(mask: np.ndarray) -> Optional[Tuple[np.ndarray, ...]]:
     here = np.where(horizontal, cols, rows)
     span = (b_pos - a_pos).astype(np.float32)
     weight = np.where(span != 0, (here - a_pos) / np.where(span != 0, span, 1.0), 0.0).astype(np.float32)
-    a_flat = np.where(horizontal, rows * w + a_pos, a_pos * w + cols)
-    b_flat = np.where(horizontal, rows * w + b_pos, b_pos * w + cols)
-    if not (has_h | has_v).all():   # cannot happen unless every pixel is a defect (handled above)
+    a_flat = np.where(horizontal, rows * w + a_pos, a_pos * w + cols).astype(np.int64)
+    b_flat = np.where(horizontal, rows * w + b_pos, b_pos * w + cols).astype(np.int64)
+    return rows, cols, a_flat, b_flat, weight
+
+
+def replacement_plan(mask: np.ndarray) -> Optional[List[Tuple[np.ndarray, ...]]]:
+    """Where each defect pixel of ``mask`` takes its value from (:func:`replace_defects`).
+
+    Args:
+        mask: (H, W) bool, True on defect pixels.
+
+    Returns:
+        Passes, each ``(rows, cols, src_a, src_b, weight_b)``: defects' coordinates, the flat
+        indices of their two source pixels (the same one twice at a border) and the weight of the
+        second (float32; value = (1 − w)·a + w·b). The first pass takes every defect with a live
+        pixel on its row or column; a later one the rest (where a dead row crosses a dead column)
+        from the pixels replaced before. None when ``mask`` marks nothing, or every pixel (no
+        live source).
+
+    Raises:
+        ValueError: ``mask`` is not 2-D.
+    """
+    mask = np.array(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"a defect mask is one (H, W) frame, got shape {mask.shape}")
+    if not mask.any() or mask.all():
         return None
-    return rows, cols, a_flat.astype(np.int64), b_flat.astype(np.int64), weight
+    passes = []
+    while mask.any():
+        stage = _stage(mask)
+        if stage[0].size == 0:   # cannot happen while a live pixel is left; a guard against looping
+            break
+        passes.append(stage)
+        mask[stage[0], stage[1]] = False
+    return passes
 
 
 def replace_defects(counts: np.ndarray, mask: Optional[np.ndarray], plan=None, step: int = 1) -> Tuple[np.ndarray, int]:
@@ -175,20 +198,21 @@ def replace_defects(counts: np.ndarray, mask: Optional[np.ndarray], plan=None, s
     if mask is None or np.shape(mask) != np.shape(counts):
         return counts, 0
     plan = replacement_plan(mask) if plan is None else plan
-    if plan is None:
+    if not plan:
         return counts, 0
-    rows, cols, a_flat, b_flat, weight = plan
-    flat = np.asarray(counts).reshape(-1)
-    a, b = flat[a_flat], flat[b_flat]
-    value = (1.0 - weight) * a.astype(np.float64) + weight * b.astype(np.float64)
     out = np.array(counts, copy=True)
-    if np.issubdtype(out.dtype, np.integer):
-        step = float(max(int(step), 1))
-        value = np.rint(value / step) * step
-        info = np.iinfo(out.dtype)
-        value = np.clip(value, info.min, info.max)
-    out[rows, cols] = value.astype(out.dtype)
-    return out, int(rows.size)
+    flat = out.reshape(-1)
+    integer = np.issubdtype(out.dtype, np.integer)
+    n = 0
+    for rows, cols, a_flat, b_flat, weight in plan:
+        value = (1.0 - weight) * flat[a_flat].astype(np.float64) + weight * flat[b_flat].astype(np.float64)
+        if integer:
+            q = float(max(int(step), 1))
+            info = np.iinfo(out.dtype)
+            value = np.clip(np.rint(value / q) * q, info.min, info.max)
+        out[rows, cols] = value.astype(out.dtype)
+        n += int(rows.size)
+    return out, n
 
 
 class DefectMap:
@@ -217,7 +241,7 @@ class DefectMap:
         self.scene_changes = 0
         #: (H, W) bool defect pixels, None while nothing is found (or too much: :attr:`refused`)
         self.mask: Optional[np.ndarray] = None
-        #: pixels found dead beyond :data:`MAX_SHARE` of the frame: not replaced (0: not refused)
+        #: pixels found dead beyond :data:`MAX_SHARE` / :data:`MAX_LINES`: not replaced (0: not refused)
         self.refused = 0
         self._plan = None
 
@@ -232,17 +256,18 @@ class DefectMap:
         Args:
             counts: (H, W) frame as the source delivers it (uint16 counts; any real dtype).
             status_rows: (top, bottom) rows that are not image (edge/normalize.py ``status_rows``:
-                a Lepton's telemetry); they are never called dead.
+                a Lepton's telemetry); they give no evidence, and a column or row is called dead
+                on the image rows of the newest frame.
 
         Returns:
             True when the frame was counted as a scene change (the estimate may have changed).
-            A frame of another size or status rows than the previous one starts a new estimate.
+            A frame of another size than the previous one starts a new estimate.
         """
         x = np.asarray(counts)
         if x.ndim != 2 or min(x.shape) < NEIGHBOURHOOD:
             return False
         rows = (int(status_rows[0]), int(status_rows[1]))
-        if self._ref is None or self._ref.shape != x.shape or rows != self._rows:
+        if self._ref is None or self._ref.shape != x.shape:
             if self._ref is not None:
                 self.reset()
             from .normalize import count_step
@@ -254,6 +279,7 @@ class DefectMap:
             self._still = np.zeros(x.shape, np.uint16)
             return False
         self.frames += 1
+        self._rows = rows   # the newest frame's: found anew each frame, no reason to start again
         if self.scene_changes >= SETTLED_CHANGES and self.frames % SETTLED_EVERY:
             return False
         frame = x.astype(np.float32)
@@ -290,10 +316,20 @@ class DefectMap:
         never_moved = self._still[image] == self._changes[image]
         columns = never_moved.all(axis=0) & (changes.sum(axis=0) * 2 >= MIN_CHANGES * (h - top - bottom))
         rows = never_moved.all(axis=1) & (changes.sum(axis=1) * 2 >= MIN_CHANGES * w)
-        dead[image][:, columns] = True
-        dead[image][rows] = True
+        lines = np.zeros_like(dead)
+        lines[image][:, columns] = True
+        lines[image][rows] = True
+        # outside them, single pixels and small clusters only (MAX_CLUSTER)
+        rest = (dead & ~lines).astype(np.uint8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(rest, connectivity=8)
+        small = stats[:, cv2.CC_STAT_AREA] <= MAX_CLUSTER
+        small[0] = False
+        rest = small[labels]
+        dead = lines | rest
         n = int(np.count_nonzero(dead))
-        self.refused = n if n > MAX_SHARE * dead.size else 0
+        too_many = np.count_nonzero(rest) > MAX_SHARE * dead.size or \
+            np.count_nonzero(columns) > MAX_LINES * w or np.count_nonzero(rows) > MAX_LINES * (h - top - bottom)
+        self.refused = n if too_many else 0
         mask = dead if 0 < n and not self.refused else None
         if mask is None or self.mask is None or not np.array_equal(mask, self.mask):
             self.mask = mask
@@ -322,7 +358,7 @@ class DefectMap:
     def summary(self) -> Dict[str, int]:
         """``pixels`` (defects found now), ``columns`` / ``rows`` (columns / rows at least half
         of whose image pixels are defects), ``scene_changes`` (frames counted for this camera),
-        ``refused`` (defects found beyond :data:`MAX_SHARE`, not replaced; 0)."""
+        ``refused`` (defects found beyond :data:`MAX_SHARE` or :data:`MAX_LINES`, not replaced; 0)."""
         if self.mask is None:
             return {"pixels": 0, "columns": 0, "rows": 0, "scene_changes": self.scene_changes,
                     "refused": self.refused}

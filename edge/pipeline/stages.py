@@ -145,9 +145,13 @@ class Preprocess:
         if reasons:
             defects.reset()
         if self.learn and not frame.meta.get("ffc", False):
-            # a raw frame's status rows (a Lepton's telemetry) hold words, not read-outs
-            rows = (0, 0) if self.normalizer.fixed is not None else \
-                status_rows(frame.raw, self.normalizer.low_pct, self.normalizer.high_pct, self.normalizer.stride)
+            # a raw frame's status rows (a Lepton's telemetry) hold words, not read-outs; found on
+            # the frame with the defects known so far replaced (a dead column at 0 widens the
+            # image's range until the status rows' zeros fall inside it)
+            rows = (0, 0)
+            if self.normalizer.fixed is None:
+                norm = self.normalizer
+                rows = status_rows(defects.repair(frame.raw, count=False)[0], norm.low_pct, norm.high_pct, norm.stride)
             defects.update(frame.raw, rows)
         counts, n = defects.repair(frame.raw, count=self.learn)
         if n:
