@@ -30,7 +30,10 @@ What this does not catch, on purpose: a read-out that flickers (a stuck pixel wi
 is not constant, and "far from both neighbours in every frame" does not tell it apart from a
 thin static object in front of a changing background (a pole before traffic: far from its
 neighbours in every frame, moving only by its noise); such read-outs are left to the camera's
-own map. A camera whose every frame is the same (a static scene with no noise above the count
+own map. What it cannot tell apart: a live read-out clipped at the end of the range in every
+frame (a static object hotter than an 8-bit AGC's range before a changing scene) reads one value
+as a stuck one does, and is replaced once the scene around it has changed :data:`MIN_CHANGES`
+times. A camera whose every frame is the same (a static scene with no noise above the count
 step) gives no scene change, hence no evidence and no replacement. More than
 :data:`MAX_SHARE` of the frame in dead pixels, or :data:`MAX_LINES` of its columns or rows dead
 whole, is not a sensor's defect list (a frozen part of the picture) and nothing is replaced.
@@ -232,6 +235,7 @@ class DefectMap:
 
     def _clear(self) -> None:
         self._ref: Optional[np.ndarray] = None
+        self._floor: Optional[float] = None   # the quick look's threshold (:meth:`_may_have_changed`)
         self._rows = (0, 0)
         self._step = 1
         self._changes: Optional[np.ndarray] = None   # per pixel: scene changes around it
@@ -282,6 +286,8 @@ class DefectMap:
         self._rows = rows   # the newest frame's: found anew each frame, no reason to start again
         if self.scene_changes >= SETTLED_CHANGES and self.frames % SETTLED_EVERY:
             return False
+        if not self._may_have_changed(x):
+            return False
         frame = x.astype(np.float32)
         change = frame - self._ref
         near = cv2.medianBlur(change, NEIGHBOURHOOD)
@@ -297,10 +303,25 @@ class DefectMap:
         moved &= self._changes < np.iinfo(np.uint16).max
         self._changes += moved
         self._still += moved & (change == 0.0)
-        self._ref = frame
+        self._ref, self._floor = frame, None
         self.scene_changes += 1
         self._refresh()
         return True
+
+    def _may_have_changed(self, x: np.ndarray) -> bool:
+        """A quick look on every :data:`SUBSAMPLE`-th pixel before the full test: where the
+        neighbourhood median moved by the threshold for :data:`CHANGED_SHARE` of the pixels, at
+        least about half of each neighbourhood moved that much, so a frame in which under a
+        quarter of that share of the pixels moved by the threshold's floor (the span and step
+        terms of :func:`change_threshold`, on the reference frame's span; the noise term only
+        raises it) cannot count: a static camera costs this look alone."""
+        s = (slice(None, None, SUBSAMPLE), slice(None, None, SUBSAMPLE))
+        ref = self._ref[s]
+        if self._floor is None:   # the reference frame's, kept until the reference changes
+            lo, hi = np.percentile(ref, (5.0, 95.0))
+            self._floor = max(CHANGE_SPAN * float(hi - lo), CHANGE_STEPS * max(int(self._step), 1))
+        moved = np.count_nonzero(np.abs(x[s].astype(np.float32) - ref) >= self._floor)
+        return moved >= 0.25 * CHANGED_SHARE * ref.size
 
     def _refresh(self) -> None:
         dead = (self._changes >= MIN_CHANGES) & (self._still == self._changes)
@@ -320,11 +341,12 @@ class DefectMap:
         lines[image][:, columns] = True
         lines[image][rows] = True
         # outside them, single pixels and small clusters only (MAX_CLUSTER)
-        rest = (dead & ~lines).astype(np.uint8)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(rest, connectivity=8)
-        small = stats[:, cv2.CC_STAT_AREA] <= MAX_CLUSTER
-        small[0] = False
-        rest = small[labels]
+        rest = dead & ~lines
+        if rest.any():
+            count, labels, stats, _ = cv2.connectedComponentsWithStats(rest.astype(np.uint8), connectivity=8)
+            small = stats[:, cv2.CC_STAT_AREA] <= MAX_CLUSTER
+            small[0] = False
+            rest = small[labels]
         dead = lines | rest
         n = int(np.count_nonzero(dead))
         too_many = np.count_nonzero(rest) > MAX_SHARE * dead.size or \

@@ -630,3 +630,56 @@ def test_a_folder_frame_larger_than_any_camera_is_refused_from_its_header(tmp_pa
     monkeypatch.setattr(ds.cv2, "imdecode", lambda *a: pytest.fail("decoded"))
     with pytest.raises(ds.DatasetError, match="a 9000x2 frame is larger than any thermal camera's"):
         ds._decode(folder / "a.png")
+
+
+def _dead_column_frames(folder, n=12, h=48, w=64):
+    """``n`` 8-bit frames of a camera whose column 30 is dead (0) and column 50 stuck (255), each
+    another scene."""
+    folder.mkdir()
+    for i in range(n):
+        f = np.rint(_scene(h, w, i) * 200 + 20).astype(np.uint8)
+        f[:, 30] = 0
+        f[:, 50] = 255
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), f)
+
+
+def test_degrade_counts_degrades_the_scene_and_stamps_the_sensors_dead_readouts_back():
+    """A dead read-out stays dead whatever the optics do: the degradation is the scene's (the frame
+    with its dead columns replaced, so a blur does not smear a black column into its neighbours)
+    and the dead pixels read afterwards what the sensor reads."""
+    from tir.engines.training.camera_eval import scene_view
+
+    clean = np.rint(_scene(48, 64, 3) * 200 + 20).astype(np.uint8)
+    clean[:, 30] = 0
+    mask = np.zeros(clean.shape, bool)
+    mask[:, 30] = True
+    counts, c, _, _ = degrade_counts(clean, 8, "blur", np.random.default_rng(5), defects=mask)
+    assert np.array_equal(counts[:, 30], c[:, 30]) and (c[:, 30] == 0).all()
+    scene, _, _, _ = degrade_counts(scene_view(clean, mask), 8, "blur", np.random.default_rng(5))
+    live = ~mask
+    assert np.array_equal(counts[live], scene[live])
+    assert counts[:, 29].mean() > 0.8 * (int(clean[:, 28].mean()) << 6)   # no black smear beside it
+    # raw counts: the range is the scene's, not stretched to the dead column's 0
+    raw = (7000 + _scene(48, 64, 4) * 300).astype(np.uint16)
+    raw[:, 30] = 0
+    d16, c16, _, peak = degrade_counts(raw, 16, "noise", np.random.default_rng(6), defects=mask)
+    assert (d16[:, 30] == 0).all() and peak < 1000
+
+
+def test_eval_of_a_camera_with_dead_columns_scores_their_replacement_as_neither_harm_nor_gain(tmp_path, monkeypatch):
+    """The evaluation learns the camera's dead columns from its own frames as tir run does, and
+    scores the user's output against the clean frame with them replaced: a clean frame passed
+    through (its dead columns replaced by the live path) is identical, and replacing them is no
+    gain (the identity bundle restores nothing)."""
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
+    b = _identity_bundle(tmp_path)
+    _dead_column_frames(tmp_path / "cam")
+    name = ds.register_folder(tmp_path / "cam")
+    r = evaluate_set(b.path, name, progress=False)
+    d = r["defects"]
+    assert (d["columns"], d["rows"], d["pixels"], d["stamped"]) == (2, 0, 2 * 48, True)
+    assert d["replaced_frames"] == 12 * len(r["tasks"] + ["clean"]) and d["found_end"] == 2 * 48
+    assert r["clean_identity"]["median"] == 99.0 and r["clean_identity"]["p5"] == 99.0
+    for row in r["per_task"].values():
+        assert abs(row["gain_auto"]) < 1e-9
