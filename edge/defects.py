@@ -22,7 +22,9 @@ in flat parts of the scene included. Outside such lines only single pixels and c
 :data:`MAX_CLUSTER` count: a longer or larger constant structure (an on-screen reticle, text) is
 the picture's, not a read-out's. A frame is
 counted when at least :data:`CHANGED_SHARE` of its pixels saw such a change; until then the
-reference frame is kept, so a slow pan or drift accumulates into a change. The estimate belongs
+reference frame is kept, so a slow pan or drift accumulates into a change; a frame counted once
+does not count again (a looped recording: a pixel equal by chance between two frames would be so
+every time the pair came round). The estimate belongs
 to one camera: it starts afresh on a camera change (edge/pipeline/stages.py ``Preprocess``) and
 on a new frame size.
 
@@ -85,6 +87,8 @@ SETTLED_CHANGES = 64
 SETTLED_EVERY = 8
 #: subsample step (pixels, each direction) of the frame-level statistics
 SUBSAMPLE = 4
+#: the most counted frames remembered (by a hash of their subsample) so that none counts twice
+MAX_SEEN = 4096
 
 
 def change_threshold(change: np.ndarray, near: np.ndarray, frame: np.ndarray, step: int) -> float:
@@ -236,6 +240,7 @@ class DefectMap:
     def _clear(self) -> None:
         self._ref: Optional[np.ndarray] = None
         self._floor: Optional[float] = None   # the quick look's threshold (:meth:`_may_have_changed`)
+        self._seen: set = set()   # hashes of the frames counted (:meth:`update`: no frame counts twice)
         self._rows = (0, 0)
         self._step = 1
         self._changes: Optional[np.ndarray] = None   # per pixel: scene changes around it
@@ -277,6 +282,7 @@ class DefectMap:
             from .normalize import count_step
 
             self._ref = x.astype(np.float32)
+            self._seen.add(hash(x[::SUBSAMPLE, ::SUBSAMPLE].tobytes()))
             self._rows = rows
             self._step = count_step(x) if np.issubdtype(x.dtype, np.integer) else 1
             self._changes = np.zeros(x.shape, np.uint16)
@@ -299,6 +305,14 @@ class DefectMap:
         moved[h - bottom:] = False
         if np.count_nonzero(moved) < CHANGED_SHARE * (h - top - bottom) * x.shape[1]:
             return False   # the reference stays: a slow change accumulates until it counts
+        # a frame seen before (a looped recording, a repeated frame) is no new evidence: a pixel equal
+        # by chance between two frames would be so again every time the pair comes round
+        key = hash(x[::SUBSAMPLE, ::SUBSAMPLE].tobytes())
+        if key in self._seen:
+            self._ref, self._floor = frame, None
+            return False
+        if len(self._seen) < MAX_SEEN:
+            self._seen.add(key)
         # a counter never wraps: a pixel past 65535 changes has told all it can
         moved &= self._changes < np.iinfo(np.uint16).max
         self._changes += moved

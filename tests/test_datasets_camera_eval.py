@@ -569,7 +569,9 @@ def test_warm_up_builds_the_gates_history_as_tir_run_does(tmp_path, monkeypatch)
     name = ds.register_folder(folder)
     live = Restorer("engines/bundles/edge", every=1, hysteresis=1, threads=1)
     verdicts = []
-    for f in ds.load_counts(name, ds.ALL):   # tir run: every frame routed, nothing shown beforehand
+    frames = ds.load_counts(name, ds.ALL)
+    # tir run on the folder looped (file://...?loop=true): every frame routed, nothing shown beforehand
+    for f in [frames[i % len(frames)] for i in range(ce.WARM_FRAMES)]:
         counts, _, meta, _ = degrade_counts(f, 8, ce.CLEAN, None)
         live.reset()
         ce.user_route(live, counts, meta)
@@ -577,7 +579,7 @@ def test_warm_up_builds_the_gates_history_as_tir_run_does(tmp_path, monkeypatch)
         verdicts.append(status["gated_from"] or status["decision"])    # the router's own
     assert ce.CLEAN not in verdicts and len(live.fpn_gate.floor) == 0   # the case: no clean verdict live
     warmed = Restorer("engines/bundles/edge", every=1, hysteresis=1, threads=1)
-    assert ce.warm_camera(warmed, name, ds.ALL) == 12
+    assert ce.warm_camera(warmed, name, ds.ALL) == ce.WARM_FRAMES   # its 12 frames, looped as tir run loops them
     assert list(warmed.fpn_gate.floor) == list(live.fpn_gate.floor)
     assert list(warmed.contrast_gate.extents) == pytest.approx(list(live.contrast_gate.extents))
     assert list(warmed.blur_gate.drops) == pytest.approx(list(live.blur_gate.drops))
@@ -683,3 +685,56 @@ def test_eval_of_a_camera_with_dead_columns_scores_their_replacement_as_neither_
     assert r["clean_identity"]["median"] == 99.0 and r["clean_identity"]["p5"] == 99.0
     for row in r["per_task"].values():
         assert abs(row["gain_auto"]) < 1e-9
+
+
+def test_degraded_frames_are_judged_against_the_camera_history_without_joining_it(tmp_path, monkeypatch):
+    """The gates' histories are the camera's look: in the evaluation the degradations it applies
+    (7 of every 8 frames routed) no longer join them, the camera's clean frames do (K12: a
+    narrow-span noisy Y16 camera's clean frames were routed in tir eval against a history of the
+    evaluated degradations, none at a cold start live)."""
+    from tir.engines.restorer import Restorer
+    from tir.engines.training import camera_eval as ce
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"f{i}.png"), np.rint(_scene(128, 160, i) * 255).astype(np.uint8))
+    name = ds.register_folder(folder)
+    seen = []   # (class routed next, frozen, the contrast gate's history length before it)
+    freeze = Restorer.freeze_camera
+
+    def spy(self, frozen=True):
+        seen.append((frozen, len(self.contrast_gate.extents)))
+        freeze(self, frozen)
+
+    monkeypatch.setattr(Restorer, "freeze_camera", spy)
+    r = ce.evaluate_set("engines/bundles/edge", name, router_only=True, progress=False)
+    classes = r["tasks"] + [ce.CLEAN]
+    assert len(seen) == 3 * len(classes)
+    for i in range(3):
+        block = seen[i * len(classes):(i + 1) * len(classes)]
+        assert [f for f, _ in block] == [c != ce.CLEAN for c in classes]
+        # the degraded frames left the history as it was; the clean frame before them joined it
+        assert len({n for _, n in block}) == 1
+        if i:
+            assert block[0][1] == seen[i * len(classes) - 1][1] + 1
+
+
+def test_freeze_camera_keeps_the_histories_and_never_lets_a_pin_go():
+    from tir.engines.restorer import Restorer
+
+    auto = Restorer("engines/bundles/edge", every=1, hysteresis=1, threads=1)
+    frames = [_scene(128, 160, i) for i in range(3)]
+    auto.observe(frames[0])
+    n = len(auto.contrast_gate.extents), len(auto.fpn_gate.seen)
+    auto.freeze_camera()
+    auto.observe(frames[1])
+    assert (len(auto.contrast_gate.extents), len(auto.fpn_gate.seen)) == n
+    auto.freeze_camera(False)
+    auto.observe(frames[2])
+    assert len(auto.contrast_gate.extents) == n[0] + 1 and len(auto.fpn_gate.seen) == n[1] + 1
+    auto.pin_camera(np.stack(frames))
+    auto.freeze_camera(False)   # a pin (tir run --reference) is the user's: it stays
+    assert auto.contrast_gate.pinned and auto.blur_gate.pinned and auto.fpn_gate.pinned
+    auto.close()

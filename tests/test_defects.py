@@ -197,3 +197,17 @@ def test_stats_json_has_the_defects_section():
     d = stats.snapshot().to_dict()["defects"]
     assert d["pixels"] == 2 * H + 1 and d["columns"] == 2 and d["repaired_frames"] >= 1
     assert d["stats_error"] is None
+
+
+def test_a_looped_recording_counts_each_frame_once():
+    """Two frames played again and again (file://...?loop=true): pixels equal by chance between
+    them would stay equal every time the pair comes round; a frame counted once does not count
+    again, so they are not called dead."""
+    a, b = scene(0), scene(1)
+    rng = np.random.default_rng(2)
+    spots = (rng.integers(0, H, 20), rng.integers(0, W, 20))
+    b[spots] = a[spots]
+    dm = DefectMap()
+    for i in range(40):
+        dm.update(a if i % 2 == 0 else b)
+    assert dm.scene_changes == 1 and dm.mask is None

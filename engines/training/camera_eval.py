@@ -76,7 +76,9 @@ def warm_camera(auto, name: str, split: str, root=None, frames: int = WARM_FRAME
     preprocessing, router and gates without restoring them (:func:`user_route`), as a running
     camera would have routed them before the evaluated frames: the set's ``train`` split when the
     evaluated split is another one (other scenes of the same camera), else the evaluated frames
-    themselves (a set without splits). Returns the number of frames routed (0 with every gate off).
+    themselves (a set without splits), looped to ``frames`` when there are fewer (a running camera
+    has shown the gates that many frames). Returns the number of frames routed (0 with every
+    gate off).
 
     The gates' camera histories then hold what ``tir run`` without ``--reference`` gives them:
     the contrast gate every routed frame, the blur gate frames under a noise-free verdict and the
@@ -96,6 +98,10 @@ def warm_camera(auto, name: str, split: str, root=None, frames: int = WARM_FRAME
     ds = dsets.dataset(name)
     source = "train" if ds.splits and split != "train" else (split if ds.splits else dsets.ALL)
     shown = dsets.load_counts(name, source, root, frames, dropped=[])  # its own drops are the evaluated set's
+    # fewer frames than that (a folder of a dozen): looped, as tir run loops a folder (file://...?loop=true),
+    # so the gates get the references a running camera has (12 frames, 8 of them in the restorer's own
+    # warm-up, left the blur gate without its 8-frame reference: K12)
+    shown = [shown[i % len(shown)] for i in range(frames)] if shown else shown
     for f in shown:
         counts, _, meta, _ = degrade_counts(f, ds.bits, CLEAN, None)
         if not gated:
@@ -484,6 +490,9 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             # the reference and the degraded input as a camera that replaces its dead read-outs
             # gives them: filling a dead column is no harm, leaving it no gain
             clean, shown = scene_view(clean, sensor), scene_view(counts, sensor)
+            # the gates' histories hold the camera's own frames, not the degradations evaluated on
+            # them (K12): a degraded frame is judged against them without joining them
+            auto.freeze_camera(c != CLEAN)
             auto.reset()
             if router_only:
                 user_route(auto, counts, meta, camera)
