@@ -12,6 +12,14 @@ re-quantised to 8 bits; raw counts are degraded on the frame's robust range
 (:func:`tir.engines.degrade.counts_range`, the map the virtual camera uses) and rounded to
 integer counts. Frame i, class k uses the generator seeded ``[seed, i, k]``.
 
+The gates judge each frame against the camera's own history (engines/restorer.py), and that
+history is the camera's frames: the set's unlabeled frames routed first as ``tir run`` routes
+them (:func:`warm_camera`: 48 train frames, or a folder's own frames looped to 48 as ``tir run``
+loops a folder), then each evaluated clean frame; a degraded frame is judged against it without
+joining it (``Restorer.freeze_camera``). The degradations the evaluation applies are not the
+camera's look: joining the history (7 of every 8 frames routed), they pulled its references
+toward themselves (docs/cameras.md "Session 15", K12).
+
 A sensor's dead and stuck read-outs (pixels, columns, rows: edge/defects.py) are the sensor's,
 not the scene's: the set's frames first go through the camera stream's ``DefectMap`` as ``tir
 run``'s Preprocess learns it (the warm-up's frames, :func:`warm_camera`); what it holds then is
