@@ -19,8 +19,9 @@ the same through every one of at least :data:`MIN_CHANGES` scene changes is a de
 (row) none of whose pixels ever moved, through as many changes in all as half of it called dead
 pixel by pixel would take, is dead along its whole length (a failed column amplifier), its pixels
 in flat parts of the scene included. Outside such lines only single pixels and clusters of up to
-:data:`MAX_CLUSTER` count: a longer or larger constant structure (an on-screen reticle, text) is
-the picture's, not a read-out's. A frame is
+:data:`MAX_CLUSTER` count, each with every neighbour seen live (moving with the scene) or dead: a
+longer or larger constant structure (an on-screen reticle, text), or the edge of one, is the
+picture's, not a read-out's. A frame is
 counted when at least :data:`CHANGED_SHARE` of its pixels saw such a change; until then the
 reference frame is kept, so a slow pan or drift accumulates into a change; a frame counted once
 does not count again (a looped recording: a pixel equal by chance between two frames would be so
@@ -354,8 +355,13 @@ class DefectMap:
         lines = np.zeros_like(dead)
         lines[image][:, columns] = True
         lines[image][rows] = True
-        # outside them, single pixels and small clusters only (MAX_CLUSTER)
+        # outside them, single pixels and small clusters only (MAX_CLUSTER), among read-outs each
+        # seen live or dead: a constant pixel at the edge of a constant structure (the corner of an
+        # OSD's text, whose inside saw no change around it) is the structure's, not a read-out's
         rest = dead & ~lines
+        if rest.any():
+            known = ((self._still < self._changes) | dead).astype(np.uint8)
+            rest &= cv2.erode(known, np.ones((3, 3), np.uint8)).astype(bool)
         if rest.any():
             count, labels, stats, _ = cv2.connectedComponentsWithStats(rest.astype(np.uint8), connectivity=8)
             small = stats[:, cv2.CC_STAT_AREA] <= MAX_CLUSTER

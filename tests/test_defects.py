@@ -211,3 +211,20 @@ def test_a_looped_recording_counts_each_frame_once():
     for i in range(40):
         dm.update(a if i % 2 == 0 else b)
     assert dm.scene_changes == 1 and dm.mask is None
+
+
+def test_an_on_screen_overlay_is_not_a_dead_read_out():
+    """A camera's burnt-in OSD (a text block, a reticle line) stays the same in every frame as a
+    dead read-out does, but it is a structure of the picture: neither it nor the corner of it
+    whose neighbourhood sees the scene move is replaced; a dead pixel of the same frames is."""
+    dm = DefectMap()
+    for i in range(3 * MIN_CHANGES):
+        x = scene(i)
+        x[4:11, 6:30] = 200          # a text block's black outline
+        x[5:10, 7:29] = 16000        # its white glyphs
+        x[32, 40:70] = 16383         # a reticle's horizontal line
+        x[PIXEL] = 0
+        dm.update(x)
+    assert dm.mask is not None and dm.mask[PIXEL]
+    assert not dm.mask[3:12, 5:31].any() and not dm.mask[31:34, 39:71].any()
+    assert dm.summary()["pixels"] == 1
