@@ -134,6 +134,8 @@ MIN_TONE_EXTENT = 1e-3
 #: the robust σ of the camera's block lows and highs (:meth:`ContrastGate.tone_spread`) is the
 #: interquartile range over this (a normal distribution's IQR is 1.349 σ)
 IQR_PER_SIGMA = 1.349
+#: a normal distribution's σ is this many times its median absolute deviation (1 / Φ⁻¹(0.75))
+MAD_PER_SIGMA = 1.4826
 #: a frame's extent must lie this many robust σ of the camera's own extents below its median to
 #: count as a contrast loss (:meth:`ContrastGate.beyond_scatter`): the one-sided 1 % point of a
 #: normal distribution (Φ⁻¹(0.99) = 2.326), so at most about 1 in 100 of the camera's own frames
@@ -416,9 +418,6 @@ class ContrastGate:
         #: block lows and highs of every frame the gate did not find low, whatever its verdict: the
         #: camera's own ends, the promotion's second test (:meth:`is_compressed`)
         self.end_lows: deque = deque(maxlen=int(window))
-        #: the extents of the frames the gate did not find low (as :attr:`end_lows`): the camera's
-        #: own scatter (:meth:`extent_spread`), which a run of contrast-degraded frames must not widen
-        self.normal_extents: deque = deque(maxlen=int(window))
         self.end_highs: deque = deque(maxlen=int(window))
         self._tone_cache: Optional[tuple] = None   # (lows, highs) appended so far, tone_reference()
         self._spread_cache: Optional[tuple] = None   # the same for tone_spread()
@@ -482,14 +481,17 @@ class ContrastGate:
         return float(np.median(extents))
 
     def extent_spread(self) -> Optional[float]:
-        """The robust σ of the camera's own recent extents (interquartile range /
-        :data:`IQR_PER_SIGMA` over :attr:`normal_extents`: the frames the gate did not find low,
-        so contrast-degraded footage does not widen it); None before ``prior_frames`` (at least
-        1) of them."""
-        extents = [e for e in self.normal_extents if e > 0]
-        if len(extents) < max(self.prior_frames, 1):
+        """The robust σ of the camera's recent extents: 1.4826 × their median absolute deviation
+        (Hampel 1974; the factor makes it σ for normal data) over :attr:`extents`; None before
+        ``prior_frames`` (at least 1) of them. The median absolute deviation breaks down only
+        when half the frames are outliers (the interquartile range at a quarter), so a camera
+        whose footage is contrast-degraded a third of the time keeps its own scatter; only the
+        frames the gate did not find low would be circular (a small sensor's own narrow frames,
+        low before there is a spread, would never count and the spread would stay small)."""
+        extents = np.asarray([e for e in self.extents if e > 0], np.float64)
+        if extents.size < max(self.prior_frames, 1):
             return None
-        return float(np.subtract(*np.percentile(extents, [75.0, 25.0]))) / IQR_PER_SIGMA
+        return float(MAD_PER_SIGMA * np.median(np.abs(extents - np.median(extents))))
 
     def beyond_scatter(self, extent: float) -> bool:
         """Whether ``extent`` lies more than :data:`EXTENT_Z` robust σ (:meth:`extent_spread`)
@@ -644,7 +646,6 @@ class ContrastGate:
         if ends is not None:
             self.end_lows.append(float(ends[0]))
             self.end_highs.append(float(ends[1]))
-            self.normal_extents.append(float(extent))
         if ends is not None and tone:
             self.lows.append(float(ends[0]))
             self.highs.append(float(ends[1]))
@@ -802,8 +803,7 @@ class ContrastGate:
             True when the history was forgotten, False when it is pinned."""
         if self.pinned:
             return False
-        for history in (self.spans, self.extents, self.lows, self.highs, self.end_lows, self.end_highs,
-                        self.normal_extents):
+        for history in (self.spans, self.extents, self.lows, self.highs, self.end_lows, self.end_highs):
             history.clear()
         self._tone_cache = None
         self._spread_cache = None
@@ -824,7 +824,6 @@ class ContrastGate:
         self.highs.extend(old.highs)
         self.end_lows.extend(getattr(old, "end_lows", ()))
         self.end_highs.extend(getattr(old, "end_highs", ()))
-        self.normal_extents.extend(getattr(old, "normal_extents", ()))
         self._tone_added += len(old.lows)
         self.aligned += int(old.aligned)
         self.demoted += int(old.demoted)
