@@ -134,6 +134,11 @@ MIN_TONE_EXTENT = 1e-3
 #: the robust σ of the camera's block lows and highs (:meth:`ContrastGate.tone_spread`) is the
 #: interquartile range over this (a normal distribution's IQR is 1.349 σ)
 IQR_PER_SIGMA = 1.349
+#: a frame's extent must lie this many robust σ of the camera's own extents below its median to
+#: count as a contrast loss (:meth:`ContrastGate.beyond_scatter`): the one-sided 1 % point of a
+#: normal distribution (Φ⁻¹(0.99) = 2.326), so at most about 1 in 100 of the camera's own frames
+#: reads as a loss whatever the ratio says
+EXTENT_Z = 2.326
 #: routed frames the camera's reference is the median of (≈ 2.3 min at 30 fps, router every 8 frames)
 DEFAULT_WINDOW = 512
 #: weight of the training prior, in frames, when the reference is shrunk towards it
@@ -473,6 +478,44 @@ class ContrastGate:
             return None
         return float(np.median(extents))
 
+    def extent_spread(self) -> Optional[float]:
+        """The robust σ of the camera's recent extents: their interquartile range /
+        :data:`IQR_PER_SIGMA` over :attr:`extents`; None before ``prior_frames`` (at least 1) of
+        them.
+
+        Why the quartiles: a small sensor's scenes can be bimodal (round 1's seek_206x156: half
+        its clean frames at extent 0.34-0.61, half at 0.79-0.84); the median absolute deviation
+        sees only the central half (σ 0.05-0.07 in ``tir eval``'s history) and keeps calling the
+        camera's own narrow scenes a contrast loss, the lower quartile reaches them (σ 0.2). The
+        cost: when more than a quarter of a camera's recent frames are contrast-compressed
+        against its median, its scatter widens and the veto keeps fewer of them; the camera
+        shows them that often, so they are its look (the median itself, the reference, breaks
+        at a half). Only the frames the gate did not find low would be circular (a narrow frame
+        found low before a spread exists would never count)."""
+        extents = [e for e in self.extents if e > 0]
+        if len(extents) < max(self.prior_frames, 1):
+            return None
+        return float(np.subtract(*np.percentile(extents, [75.0, 25.0]))) / IQR_PER_SIGMA
+
+    def beyond_scatter(self, extent: float) -> bool:
+        """Whether ``extent`` lies more than :data:`EXTENT_Z` robust σ (:meth:`extent_spread`)
+        below the camera's median extent: outside what the camera's own frames scatter to. True
+        before the camera has a spread (the ratio alone decides then).
+
+        Why: the veto's ratio rests on a camera's AGC holding its frames' extent nearly fixed
+        (robust σ 0.000-0.04 of a median near 1 on the 8-bit sets and most emulated cameras). A
+        small sensor's block extremes follow the scene (seek_206x156: median 0.70, σ 0.22;
+        tiny_80x60: 0.61, σ 0.22), so a quarter of its own clean frames fall under ``ratio`` × its
+        median: with its gate history holding only its own frames (``tir eval`` since session
+        16), 6 of seek's 12 clean frames kept a contrast verdict and came out 19 dB from
+        themselves. Where the scatter is that wide, only a loss beyond it is told from the scene;
+        do no harm keeps the rest as the camera gives them."""
+        spread = self.extent_spread()
+        ref_extent = self.extent_reference
+        if spread is None or ref_extent is None:
+            return True
+        return float(extent) < ref_extent - EXTENT_Z * spread
+
     def ends_wander(self) -> bool:
         """Whether this camera's frames' ends wander by more than the veto's margin: the robust σ
         (interquartile range / :data:`IQR_PER_SIGMA`) of the block lows *and* of the block highs of
@@ -501,12 +544,14 @@ class ContrastGate:
 
     def is_low(self, span: float, extent: Optional[float] = None) -> bool:
         """True when the frame's contrast is low for this camera: ``extent`` below ``ratio`` × the
-        camera's extent reference once it has one (and ``extent`` is given), unless the camera's
-        ends wander (:meth:`ends_wander`: then False); else ``span`` below ``ratio`` × the
-        reference span (False with no reference)."""
+        camera's extent reference once it has one (and ``extent`` is given) and beyond the
+        camera's own scatter (:meth:`beyond_scatter`), unless the camera's ends wander
+        (:meth:`ends_wander`: then False); else ``span`` below ``ratio`` × the reference span
+        (False with no reference)."""
         ref_extent = self.extent_reference
         if extent is not None and ref_extent is not None:
-            return float(extent) < self.ratio * ref_extent and not self.ends_wander()
+            return (float(extent) < self.ratio * ref_extent and self.beyond_scatter(extent)
+                    and not self.ends_wander())
         ref = self.reference
         return ref is not None and float(span) < self.ratio * ref
 
@@ -525,6 +570,8 @@ class ContrastGate:
         if ends is None or ref_extent is None or len(self.end_lows) < max(self.prior_frames, 1):
             return False
         if not self.promote_floor * ref_extent <= float(extent) <= self.promote_ratio * ref_extent:
+            return False
+        if not self.beyond_scatter(extent):
             return False
         low_end = float(np.percentile(self.end_lows, PROMOTE_END_PERCENTILE))
         high_end = float(np.percentile(self.end_highs, 100.0 - PROMOTE_END_PERCENTILE))

@@ -390,8 +390,10 @@ def repair_dead_columns(frame: np.ndarray) -> Tuple[np.ndarray, int]:
     theirs (beyond :data:`DEAD_FAR` robust standard deviations of every column's difference from
     its neighbours): a readout line stuck at one value, which no scene draws (measured on every 4th
     row). On 1,376 val frames of eight sets, clean and under each of the seven degradations, it
-    repaired none. The restored output keeps the camera's own column: replacing bad pixels is the
-    camera's (its bad-pixel map), not this stage's.
+    repaired none. The restored output keeps what this one-frame test finds: a stream's dead and
+    stuck read-outs are replaced before any of this, from the camera's own frames over time
+    (edge/defects.py, the pipeline's Preprocess stage), and this test covers a camera's first
+    frames, before that map has its evidence.
 
     Args:
         frame: (H, W), (1, H, W) or (1, 1, H, W) float32 frame in [0, 1].

@@ -953,6 +953,23 @@ class Restorer:
         self.reference_dropped = None
         return self.pinned_frames
 
+    def freeze_camera(self, frozen: bool = True) -> None:
+        """Keep the contrast, blur and FPN gates' camera histories as they stand (``frozen``):
+        routed frames are still judged against them but do not join them (the gates' ``pinned``,
+        without :meth:`pin_camera`'s unconditional frames); ``frozen=False`` lets routed frames
+        join them again. For an evaluation (engines/training/camera_eval.py): the degradations it
+        applies to a camera's frames are not the camera's look, so its degraded frames are routed
+        frozen and its clean frames not, and the histories hold the camera's own frames as a
+        running camera's do; joining them, the evaluated degradations made the camera's look a
+        blend of them (docs/cameras.md "Session 15", K12: a narrow-span noisy Y16 camera's clean
+        frames were routed in ``tir eval``, none at a cold start live). A pin (:meth:`pin_camera`)
+        is never let go here."""
+        if not frozen and self.pinned_frames:
+            return
+        for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
+            if gate is not None:
+                gate.pinned = bool(frozen)
+
     def _check_reference(self, size: Tuple[int, int]) -> None:
         """Let a pinned reference go when the camera's frames are not of the size it was pinned at
         (``tir run --reference`` of another camera or mode, or the camera changed its resolution

@@ -202,10 +202,12 @@ def test_tone_reference_is_the_camera_own_frames_and_align_keeps_what_it_cannot_
     for _ in range(8):
         gate.add(0.6, ends=(0.1, 0.9))                      # the camera's own frames
     assert gate.tone_reference() == pytest.approx((0.1, 0.9))
+    # one contrast-degraded frame in five: under a quarter of the history, the share beyond
+    # which the camera's extent scatter (ContrastGate.extent_spread) counts them as its look
     for _ in range(20):
         gate.step("contrast", 0.2, ends=(0.45, 0.55))       # contrast-degraded: low, not its tone
-        gate.step("noise", 0.7, ends=(0.0, 1.0))            # noisy: wider extremes, not its tone
-        gate.step("CN", 0.7, ends=(0.0, 1.0))
+        for task in ("noise", "CN", "noise", "CN"):
+            gate.step(task, 0.7, ends=(0.0, 1.0))           # noisy: wider extremes, not its tone
     assert gate.tone_reference() == pytest.approx((0.1, 0.9)) and len(gate.lows) == 8
     gate.step(CLEAN, 0.6, ends=(0.1, 0.92))                 # a normal frame joins
     assert len(gate.lows) == 9
@@ -823,3 +825,26 @@ def test_a_camera_whose_ends_wander_keeps_its_narrow_scenes():
     assert agc.judge("contrast", lowpass_span(half), ends=lowpass_ends(half)) == "contrast"
     fresh = ContrastGate.for_bundle(specs, None)
     assert not fresh.ends_wander()                                   # nothing known: the veto as before
+
+
+def test_a_camera_whose_extent_scatters_keeps_the_frames_inside_its_scatter():
+    """A small sensor's block extremes follow the scene (round 1's seek_206x156: extent median
+    0.70, robust σ 0.22): a frame under ``ratio`` × its median but inside its own scatter is the
+    camera's, not a contrast loss (demoted, never promoted); one beyond the scatter still is."""
+    specs = shipped_specs()
+    rng = np.random.default_rng(2)
+    gate = ContrastGate.for_bundle(specs, None)
+    for a in rng.uniform(0.4, 1.0, 40):        # cold end pinned at 0 (the AGC's), hot end with the scene
+        f = ramp(a, mean=a / 2)
+        gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f))
+    assert not gate.ends_wander() and gate.extent_spread() > 0.1
+    ref = gate.extent_reference
+    inside = ramp(0.7 * ref, mean=0.35 * ref)
+    assert lowpass_extent(inside) < gate.ratio * ref and not gate.beyond_scatter(lowpass_extent(inside))
+    assert gate.judge("contrast", lowpass_span(inside), ends=lowpass_ends(inside)) == CLEAN
+    assert gate.judge("CB", lowpass_span(inside), ends=lowpass_ends(inside)) == "blur"
+    beyond = ramp(0.15 * ref, mean=0.3)
+    assert gate.beyond_scatter(lowpass_extent(beyond))
+    assert gate.judge("contrast", lowpass_span(beyond), ends=lowpass_ends(beyond)) == "contrast"
+    fresh = ContrastGate.for_bundle(specs, None)
+    assert fresh.extent_spread() is None and fresh.beyond_scatter(0.5)   # nothing known: the ratio decides

@@ -543,7 +543,7 @@ def test_no_reference_report_measures_the_tone_a_restoration_keeps(tmp_path, mon
     ramp = np.tile(np.linspace(40, 200, 64), (48, 1)).astype(np.uint8)
     for i in range(2):
         cv2.imwrite(str(tmp_path / "real" / f"f{i}.png"), ramp)
-    monkeypatch.setattr(camera_eval, "user_path", lambda model, counts, meta: (counts // 2).astype(counts.dtype))
+    monkeypatch.setattr(camera_eval, "user_path", lambda model, counts, meta, *stream, **kw: (counts // 2).astype(counts.dtype))
     name = ds.register_folder(tmp_path / "real", clean=False)
     r = camera_eval.evaluate_set(b.path, name, progress=False)
     assert r["level_shift"]["median"] == pytest.approx(-ramp.mean() / 2, abs=0.6)
@@ -599,7 +599,9 @@ def test_warm_up_builds_the_gates_history_as_tir_run_does(tmp_path, monkeypatch)
     name = ds.register_folder(folder)
     live = Restorer("engines/bundles/edge", every=1, hysteresis=1, threads=1)
     verdicts = []
-    for f in ds.load_counts(name, ds.ALL):   # tir run: every frame routed, nothing shown beforehand
+    frames = ds.load_counts(name, ds.ALL)
+    # tir run on the folder looped (file://...?loop=true): every frame routed, nothing shown beforehand
+    for f in [frames[i % len(frames)] for i in range(ce.WARM_FRAMES)]:
         counts, _, meta, _ = degrade_counts(f, 8, ce.CLEAN, None)
         live.reset()
         ce.user_route(live, counts, meta)
@@ -607,7 +609,7 @@ def test_warm_up_builds_the_gates_history_as_tir_run_does(tmp_path, monkeypatch)
         verdicts.append(status["gated_from"] or status["decision"])    # the router's own
     assert ce.CLEAN not in verdicts and len(live.fpn_gate.floor) == 0   # the case: no clean verdict live
     warmed = Restorer("engines/bundles/edge", every=1, hysteresis=1, threads=1)
-    assert ce.warm_camera(warmed, name, ds.ALL) == 12
+    assert ce.warm_camera(warmed, name, ds.ALL) == ce.WARM_FRAMES   # its 12 frames, looped as tir run loops them
     assert list(warmed.fpn_gate.floor) == list(live.fpn_gate.floor)
     assert list(warmed.contrast_gate.extents) == pytest.approx(list(live.contrast_gate.extents))
     assert list(warmed.blur_gate.drops) == pytest.approx(list(live.blur_gate.drops))
@@ -660,3 +662,109 @@ def test_a_folder_frame_larger_than_any_camera_is_refused_from_its_header(tmp_pa
     monkeypatch.setattr(ds.cv2, "imdecode", lambda *a: pytest.fail("decoded"))
     with pytest.raises(ds.DatasetError, match="a 9000x2 frame is larger than any thermal camera's"):
         ds._decode(folder / "a.png")
+
+
+def _dead_column_frames(folder, n=12, h=48, w=64):
+    """``n`` 8-bit frames of a camera whose column 30 is dead (0) and column 50 stuck (255), each
+    another scene."""
+    folder.mkdir()
+    for i in range(n):
+        f = np.rint(_scene(h, w, i) * 200 + 20).astype(np.uint8)
+        f[:, 30] = 0
+        f[:, 50] = 255
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), f)
+
+
+def test_degrade_counts_degrades_the_scene_and_stamps_the_sensors_dead_readouts_back():
+    """A dead read-out stays dead whatever the optics do: the degradation is the scene's (the frame
+    with its dead columns replaced, so a blur does not smear a black column into its neighbours)
+    and the dead pixels read afterwards what the sensor reads."""
+    from tir.engines.training.camera_eval import scene_view
+
+    clean = np.rint(_scene(48, 64, 3) * 200 + 20).astype(np.uint8)
+    clean[:, 30] = 0
+    mask = np.zeros(clean.shape, bool)
+    mask[:, 30] = True
+    counts, c, _, _ = degrade_counts(clean, 8, "blur", np.random.default_rng(5), defects=mask)
+    assert np.array_equal(counts[:, 30], c[:, 30]) and (c[:, 30] == 0).all()
+    scene, _, _, _ = degrade_counts(scene_view(clean, mask), 8, "blur", np.random.default_rng(5))
+    live = ~mask
+    assert np.array_equal(counts[live], scene[live])
+    assert counts[:, 29].mean() > 0.8 * (int(clean[:, 28].mean()) << 6)   # no black smear beside it
+    # raw counts: the range is the scene's, not stretched to the dead column's 0
+    raw = (7000 + _scene(48, 64, 4) * 300).astype(np.uint16)
+    raw[:, 30] = 0
+    d16, c16, _, peak = degrade_counts(raw, 16, "noise", np.random.default_rng(6), defects=mask)
+    assert (d16[:, 30] == 0).all() and peak < 1000
+
+
+def test_eval_of_a_camera_with_dead_columns_scores_their_replacement_as_neither_harm_nor_gain(tmp_path, monkeypatch):
+    """The evaluation learns the camera's dead columns from its own frames as tir run does, and
+    scores the user's output against the clean frame with them replaced: a clean frame passed
+    through (its dead columns replaced by the live path) is identical, and replacing them is no
+    gain (the identity bundle restores nothing)."""
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
+    b = _identity_bundle(tmp_path)
+    _dead_column_frames(tmp_path / "cam")
+    name = ds.register_folder(tmp_path / "cam")
+    r = evaluate_set(b.path, name, progress=False)
+    d = r["defects"]
+    assert (d["columns"], d["rows"], d["pixels"], d["stamped"]) == (2, 0, 2 * 48, True)
+    assert d["replaced_frames"] == 12 * len(r["tasks"] + ["clean"]) and d["found_end"] == 2 * 48
+    assert r["clean_identity"]["median"] == 99.0 and r["clean_identity"]["p5"] == 99.0
+    for row in r["per_task"].values():
+        assert abs(row["gain_auto"]) < 1e-9
+
+
+def test_degraded_frames_are_judged_against_the_camera_history_without_joining_it(tmp_path, monkeypatch):
+    """The gates' histories are the camera's look: in the evaluation the degradations it applies
+    (7 of every 8 frames routed) no longer join them, the camera's clean frames do (K12: a
+    narrow-span noisy Y16 camera's clean frames were routed in tir eval against a history of the
+    evaluated degradations, none at a cold start live)."""
+    from tir.engines.restorer import Restorer
+    from tir.engines.training import camera_eval as ce
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"f{i}.png"), np.rint(_scene(128, 160, i) * 255).astype(np.uint8))
+    name = ds.register_folder(folder)
+    seen = []   # (class routed next, frozen, the contrast gate's history length before it)
+    freeze = Restorer.freeze_camera
+
+    def spy(self, frozen=True):
+        seen.append((frozen, len(self.contrast_gate.extents)))
+        freeze(self, frozen)
+
+    monkeypatch.setattr(Restorer, "freeze_camera", spy)
+    r = ce.evaluate_set("engines/bundles/edge", name, router_only=True, progress=False)
+    classes = r["tasks"] + [ce.CLEAN]
+    assert len(seen) == 3 * len(classes)
+    for i in range(3):
+        block = seen[i * len(classes):(i + 1) * len(classes)]
+        assert [f for f, _ in block] == [c != ce.CLEAN for c in classes]
+        # the degraded frames left the history as it was; the clean frame before them joined it
+        assert len({n for _, n in block}) == 1
+        if i:
+            assert block[0][1] == seen[i * len(classes) - 1][1] + 1
+
+
+def test_freeze_camera_keeps_the_histories_and_never_lets_a_pin_go():
+    from tir.engines.restorer import Restorer
+
+    auto = Restorer("engines/bundles/edge", every=1, hysteresis=1, threads=1)
+    frames = [_scene(128, 160, i) for i in range(3)]
+    auto.observe(frames[0])
+    n = len(auto.contrast_gate.extents), len(auto.fpn_gate.seen)
+    auto.freeze_camera()
+    auto.observe(frames[1])
+    assert (len(auto.contrast_gate.extents), len(auto.fpn_gate.seen)) == n
+    auto.freeze_camera(False)
+    auto.observe(frames[2])
+    assert len(auto.contrast_gate.extents) == n[0] + 1 and len(auto.fpn_gate.seen) == n[1] + 1
+    auto.pin_camera(np.stack(frames))
+    auto.freeze_camera(False)   # a pin (tir run --reference) is the user's: it stays
+    assert auto.contrast_gate.pinned and auto.blur_gate.pinned and auto.fpn_gate.pinned
+    auto.close()

@@ -124,6 +124,8 @@ class Pipeline:
         self.stats.in_flight = lambda: self._in_flight
         if ffc is not None:
             self.stats.camera_stats = ffc.stats
+        if self.preprocess is not None and self.preprocess.defects is not None:
+            self.stats.defect_stats = self.preprocess.defects.stats
         for output in self.outputs:  # the open-world collector's counters (collect://)
             if callable(getattr(output, "collect_stats", None)):
                 self.stats.collect_stats = output.collect_stats

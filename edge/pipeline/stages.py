@@ -22,8 +22,9 @@ import cv2
 import numpy as np
 
 from ..agc import DisplayMapper
+from ..defects import DefectMap
 from ..frame import Frame, FrameError, now
-from ..normalize import NormParams, Normalizer
+from ..normalize import NormParams, Normalizer, status_rows
 from .slots import LatestWinsSlot
 from .stats import PipelineStats
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 MODEL_INPUT_KEY = _INPUT_KEY = "_model_input"
 _OUTPUT_KEY = "_model_output"
 _PASSTHROUGH_KEY = "_passthrough"  # the restorer passed this frame through: restored = raw, exactly
+#: the frame's counts with the camera's dead read-outs replaced (edge/defects.py), when any were
+REPAIRED_KEY = _REPAIRED_KEY = "_repaired"
 
 
 def display_referred_range(meta) -> Optional[tuple]:
@@ -78,12 +81,24 @@ class Preprocess:
     one either: the scene makes it too (a hot object coming into view grows the span 2.6x on the
     same camera, whose FPN offsets and noise floor still hold, tests/test_fpn_gate.py), and
     restarting on it stopped the destriping of such a camera.
+
+    Before normalising, the camera's dead and stuck read-outs (pixels, columns, rows) are replaced
+    by their neighbours (bad-pixel replacement, ``defects``: an :class:`~tir.edge.defects.DefectMap`
+    learned from this stream's frames, FFC frames and status rows left out; dropped on a camera
+    change), so the normaliser's range, the router, the gates and every route see a clean
+    read-out, and :class:`Postprocess` starts from the replaced counts (pass-through too); the
+    frame's ``raw`` stays as the camera sent it. ``meta["defects"]`` says how many pixels of the
+    frame were replaced. ``defects=False``: no replacement; ``learn=False``: the map is used as it
+    is, this frame adds no evidence (a second look at a frame the stream already counted).
     """
 
     name = "preprocess"
 
-    def __init__(self, normalizer: Optional[Normalizer] = None):
+    def __init__(self, normalizer: Optional[Normalizer] = None, defects=True, learn: bool = True):
         self.normalizer = normalizer or Normalizer()
+        #: the camera's dead read-outs (edge/defects.py), or None when replacement is off
+        self.defects: Optional[DefectMap] = DefectMap() if defects is True else (defects or None)
+        self.learn = bool(learn)
         self._bits_seen = False
         self._shape: Optional[tuple] = None        # the previous frame's (H, W)
         self._connection = None                    # the previous frame's meta["connection"]
@@ -130,7 +145,9 @@ class Preprocess:
             self._set_depth(frame.meta, depth_changed)
             self._bits_seen = True
             self._depth = depth
-        x, params = self.normalizer.forward(frame.raw)
+        reasons = self._camera_change(frame, depth_changed)
+        counts = self._repair(frame, reasons)
+        x, params = self.normalizer.forward(counts)
         frame.meta["norm"] = {"lo": params.lo, "hi": params.hi}
         if params.top or params.bottom:
             # rows that are not image (a Lepton's telemetry): Postprocess gives them back as they came
@@ -138,6 +155,14 @@ class Preprocess:
         if params.step > 1:
             frame.meta["norm"]["count_step"] = params.step
         frame.meta[_INPUT_KEY] = x
+        if reasons:
+            frame.meta["camera_change"] = reasons
+            self.camera_changes += 1
+
+    def _camera_change(self, frame: Frame, depth_changed: bool = False) -> list:
+        """The reasons this frame starts a new camera state (the class docstring), remembering
+        its connection and size for the next frame; ``depth_changed``: its bit depth differs
+        from the previous frame's; a :meth:`request_camera_change` is taken (once)."""
         reasons = []
         connection = frame.meta.get("connection")
         if connection is not None and self._connection is not None and connection != self._connection:
@@ -153,9 +178,32 @@ class Preprocess:
             requested, self._requested = self._requested, None
         if requested is not None:
             reasons.append(requested)
+        return reasons
+
+    def _repair(self, frame: Frame, reasons: list) -> np.ndarray:
+        """The frame's counts with the camera's dead read-outs replaced (the class docstring):
+        the map drops the old camera's estimate on a camera change, takes the frame's evidence
+        (not an FFC frame's: the shutter, not the scene), then replaces; ``frame.raw`` itself when
+        nothing is replaced."""
+        defects = self.defects
+        if defects is None:
+            return frame.raw
         if reasons:
-            frame.meta["camera_change"] = reasons
-            self.camera_changes += 1
+            defects.reset()
+        if self.learn and not frame.meta.get("ffc", False):
+            # a raw frame's status rows (a Lepton's telemetry) hold words, not read-outs; found on
+            # the frame with the defects known so far replaced (a dead column at 0 widens the
+            # image's range until the status rows' zeros fall inside it)
+            rows = (0, 0)
+            if self.normalizer.fixed is None:
+                norm = self.normalizer
+                rows = status_rows(defects.repair(frame.raw, count=False)[0], norm.low_pct, norm.high_pct, norm.stride)
+            defects.update(frame.raw, rows)
+        counts, n = defects.repair(frame.raw, count=self.learn)
+        if n:
+            frame.meta[_REPAIRED_KEY] = counts
+            frame.meta["defects"] = n
+        return counts
 
 
 ROUTER_KEY = "router"  # meta key of the router's verdict on this frame (open-world collector)
@@ -365,7 +413,9 @@ class Postprocess:
     """Model output -> uint16 counts in ``frame.restored`` (the inverse of Preprocess).
 
     Do no harm to counts: a frame the restorer passed through gets its raw counts back
-    exactly; and counts the normaliser clipped away (beyond its robust 0.5/99.5 % range: the
+    exactly (with the camera's dead read-outs replaced, as Preprocess gave them to the model:
+    ``meta["_repaired"]``, edge/defects.py; the frame's ``raw`` is left as the camera sent it);
+    and counts the normaliser clipped away (beyond its robust 0.5/99.5 % range: the
     hottest and coldest objects) are added back onto the restored frame, so a hot object keeps
     its counts (and temperature) instead of saturating at the range's end. The frame's status
     rows (``meta["norm"]["status_rows"]``, edge/normalize.py ``status_rows``: a Lepton's
@@ -385,10 +435,13 @@ class Postprocess:
     def __call__(self, frame: Frame) -> None:
         y = frame.meta.pop(_OUTPUT_KEY)
         norm = frame.meta["norm"]
+        # the counts the model saw: the camera's dead read-outs replaced (Preprocess), else raw
+        raw = frame.meta.pop(_REPAIRED_KEY, None)
+        raw = frame.raw if raw is None else raw
         if frame.meta.pop(_PASSTHROUGH_KEY, False):
-            frame.restored = frame.raw.copy()
+            frame.restored = raw.copy()
             return
-        low, high = cv2.minMaxLoc(frame.raw)[:2]
+        low, high = cv2.minMaxLoc(raw)[:2]
         bits = self.normalizer.max_count.bit_length()
         if self.normalizer.widen_to(high):
             # a count above the bit depth's top: restored frames must not be clipped to it (they came
@@ -399,7 +452,7 @@ class Postprocess:
         if self.normalizer.clip:
             lo, hi = norm["lo"], norm["hi"]
             if low < lo or high > hi:
-                raw = frame.raw.astype(np.int32)
+                raw = raw.astype(np.int32)
                 excess = raw - np.clip(raw, int(np.ceil(lo)), int(np.floor(hi)))
                 restored = np.clip(restored.astype(np.int32) + excess, 0, self.normalizer.max_count).astype(np.uint16)
         step = norm.get("count_step", 1)

@@ -132,6 +132,25 @@ class CollectStats(_Record):
 
 
 @dataclass
+class DefectStats(_Record):
+    """The camera's dead and stuck read-outs replaced before restoring (edge/defects.py
+    ``DefectMap.stats``, the Preprocess stage's): ``pixels`` found now, of which ``columns`` /
+    ``rows`` whole columns / rows; ``scene_changes``: frames of this camera counted as evidence;
+    ``refused``: pixels found beyond the map's share limit, so none replaced (0: not refused);
+    ``repaired_frames`` / ``repaired_pixels``: since the start; ``resets``: estimates dropped
+    on a camera change."""
+    pixels: int = 0
+    columns: int = 0
+    rows: int = 0
+    scene_changes: int = 0
+    refused: int = 0
+    repaired_frames: int = 0
+    repaired_pixels: int = 0
+    resets: int = 0
+    stats_error: Optional[str] = None
+
+
+@dataclass
 class AdaptStatus(_Record):
     """Router adaptation (``tir run --adapt N``, or a bundle adapted by ``tir adapt``):
     :meth:`tir.engines.restorer.Restorer.adapt_status`. ``state``: "collecting k/N" (+ " (restarted: camera change …)",
@@ -343,6 +362,7 @@ class StatsSnapshot(_Record):
     fpn: Optional[FPNStatus] = None
     blur: Optional[BlurStatus] = None
     camera: Optional[CameraStats] = None
+    defects: Optional[DefectStats] = None
     collect: Optional[CollectStats] = None
     recording: Optional[RecordingStats] = None
     output_failures: Dict[str, str] = field(default_factory=dict)  # output URI -> why it stopped
@@ -429,6 +449,7 @@ class PipelineStats:
         self.in_flight: Optional[Callable[[], int]] = None
         self.camera_stats: Optional[Callable[[], Dict[str, Any]]] = None  # camera control (FFC)
         self.collect_stats: Optional[Callable[[], Dict[str, Any]]] = None  # collect:// output
+        self.defect_stats: Optional[Callable[[], Dict[str, Any]]] = None  # dead read-outs replaced
 
     # --- recording (called from the stage threads) ---
     def frame_captured(self) -> None:
@@ -567,6 +588,8 @@ class PipelineStats:
             snap.camera = stats_section(CameraStats, self.camera_stats)
         if self.collect_stats is not None:
             snap.collect = stats_section(CollectStats, self.collect_stats)
+        if self.defect_stats is not None:
+            snap.defects = stats_section(DefectStats, self.defect_stats)
         if self.model_status is not None:
             try:
                 status = dict(self.model_status() or {})

@@ -12,6 +12,24 @@ re-quantised to 8 bits; raw counts are degraded on the frame's robust range
 (:func:`tir.engines.degrade.counts_range`, the map the virtual camera uses) and rounded to
 integer counts. Frame i, class k uses the generator seeded ``[seed, i, k]``.
 
+The gates judge each frame against the camera's own history (engines/restorer.py), and that
+history is the camera's frames: the set's unlabeled frames routed first as ``tir run`` routes
+them (:func:`warm_camera`: 48 train frames, or a folder's own frames looped to 48 as ``tir run``
+loops a folder), then each evaluated clean frame; a degraded frame is judged against it without
+joining it (``Restorer.freeze_camera``). The degradations the evaluation applies are not the
+camera's look: joining the history (7 of every 8 frames routed), they pulled its references
+toward themselves (docs/cameras.md "Session 15", K12).
+
+A sensor's dead and stuck read-outs (pixels, columns, rows: edge/defects.py) are the sensor's,
+not the scene's: the set's frames first go through the camera stream's ``DefectMap`` as ``tir
+run``'s Preprocess learns it (the warm-up's frames, :func:`warm_camera`); what it holds then is
+the camera's defect list, stamped back on every degraded frame as the sensor reads them
+(:func:`stamp_defects`: a blur or noise of the scene does not reach a dead column), and the
+clean reference and the degraded input are scored with those pixels replaced as a camera's
+bad-pixel replacement gives them (:func:`tir.edge.defects.replace_defects`), so filling a dead
+column is not scored as harm, nor leaving it as a gain. The live path keeps learning on the
+evaluated frames; ``defects`` in the result says how many pixels were found and replaced.
+
 Scores are PSNR of restored vs clean counts with the peak = the frame's full scale (8-bit:
 255 grey levels; raw: the span of its degradation range), per camera set:
 
@@ -48,6 +66,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from tir.edge.defects import DefectMap, replace_defects
+
 from . import datasets as dsets
 from .. import degrade as deg
 from ..metrics import column_fpn, psnr, ssim
@@ -59,12 +79,14 @@ SCENE_SIGMA = 4.0
 WARM_FRAMES = 48
 
 
-def warm_camera(auto, name: str, split: str, root=None, frames: int = WARM_FRAMES) -> int:
+def warm_camera(auto, name: str, split: str, root=None, frames: int = WARM_FRAMES, defects=None) -> int:
     """Route up to ``frames`` unlabeled frames of camera set ``name`` through the live
     preprocessing, router and gates without restoring them (:func:`user_route`), as a running
     camera would have routed them before the evaluated frames: the set's ``train`` split when the
     evaluated split is another one (other scenes of the same camera), else the evaluated frames
-    themselves (a set without splits). Returns the number of frames routed (0 with every gate off).
+    themselves (a set without splits), looped to ``frames`` when there are fewer (a running camera
+    has shown the gates that many frames). Returns the number of frames routed (0 with every
+    gate off).
 
     The gates' camera histories then hold what ``tir run`` without ``--reference`` gives them:
     the contrast gate every routed frame, the blur gate frames under a noise-free verdict and the
@@ -73,18 +95,30 @@ def warm_camera(auto, name: str, split: str, root=None, frames: int = WARM_FRAME
     pins) gave a camera whose clean frames the router calls noise a floor that ``tir run`` never
     builds: its own noise was kept in the evaluation and removed from every frame live
     (docs/cameras.md, round 3: a Boson-like DDE camera and netd_noise, 100 % of the clean frames
-    passed through in ``tir eval``, none in ``tir run``)."""
-    if all(getattr(auto, g, None) is None for g in ("contrast_gate", "blur_gate", "fpn_gate")) or frames <= 0:
+    passed through in ``tir eval``, none in ``tir run``).
+
+    ``defects`` (an edge/defects.py ``DefectMap``, the stream's, as ``tir run``'s Preprocess keeps
+    it): the same frames go through it first, as they would live, also with every gate off (then
+    they are preprocessed only and 0 is returned)."""
+    gated = not all(getattr(auto, g, None) is None for g in ("contrast_gate", "blur_gate", "fpn_gate"))
+    if frames <= 0 or (not gated and defects is None):
         return 0
     ds = dsets.dataset(name)
     source = "train" if ds.splits and split != "train" else (split if ds.splits else dsets.ALL)
     shown = dsets.load_counts(name, source, root, frames, dropped=[])  # its own drops are the evaluated set's
+    # fewer frames than that (a folder of a dozen): looped, as tir run loops a folder (file://...?loop=true),
+    # so the gates get the references a running camera has (12 frames, 8 of them in the restorer's own
+    # warm-up, left the blur gate without its 8-frame reference: K12)
+    shown = [shown[i % len(shown)] for i in range(frames)] if shown else shown
     for f in shown:
         counts, _, meta, _ = degrade_counts(f, ds.bits, CLEAN, None)
+        if not gated:
+            model_input(counts, meta, defects)
+            continue
         auto.reset()
-        user_route(auto, counts, meta)
+        user_route(auto, counts, meta, defects)
     auto.reset()
-    return len(shown)
+    return len(shown) if gated else 0
 
 
 def visible_task(task: str, bits: int, widened: bool = False) -> str:
@@ -163,42 +197,74 @@ def display_map(counts: np.ndarray) -> np.ndarray:
     return np.clip((counts.astype(np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
 
 
-def degrade_counts(clean: np.ndarray, bits: int, task: str, rng) -> Tuple[np.ndarray, np.ndarray, dict, float]:
+def stamp_defects(counts: np.ndarray, clean_counts: np.ndarray, defects: Optional[np.ndarray]) -> np.ndarray:
+    """``counts`` (a degraded frame) with the sensor's dead read-outs stamped back: their pixels
+    read what the clean frame's read (a dead or stuck read-out returns its value whatever the
+    scene and the optics do, so a degradation of the scene does not reach it). ``defects``: (H, W)
+    bool mask (edge/defects.py), or None; a mask of another shape stamps nothing. Changes and
+    returns ``counts``."""
+    if defects is not None and defects.shape == counts.shape:
+        counts[defects] = clean_counts[defects]
+    return counts
+
+
+def scene_view(counts: np.ndarray, defects: Optional[np.ndarray]) -> np.ndarray:
+    """A stored frame (8-bit grey levels or raw counts, any integer dtype) with the sensor's dead
+    read-outs ``defects`` ((H, W) bool mask, or None) replaced by their neighbours, rounded to its
+    count step (:func:`tir.edge.defects.replace_defects`, :func:`tir.edge.normalize.count_step`):
+    the scene as a camera's bad-pixel replacement gives it, the reference the evaluation scores
+    against. ``counts`` itself without a mask of its shape."""
+    if defects is None or defects.shape != counts.shape:
+        return counts
+    from tir.edge.normalize import count_step
+
+    return replace_defects(counts, defects, step=count_step(counts))[0]
+
+
+def degrade_counts(clean: np.ndarray, bits: int, task: str, rng,
+                   defects: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, dict, float]:
     """One stored frame -> (degraded counts uint16, clean counts uint16, source meta, peak).
 
     8-bit frames become counts as ``file://`` delivers them (grey << 6 in 14 bits,
     ``source_bits`` 8); raw frames stay 16-bit counts, degraded on their image rows' range
     (:func:`tir.edge.normalize.status_rows`: a camera's telemetry rows are neither degraded nor
     part of the range) and rounded to the camera's count step
-    (:func:`tir.edge.normalize.count_step`). ``task`` "clean" degrades nothing.
+    (:func:`tir.edge.normalize.count_step`). ``task`` "clean" degrades nothing. The degradation is
+    the scene's: with the sensor's dead read-outs ``defects`` ((H, W) bool mask, edge/defects.py)
+    the frame is degraded with them replaced (:func:`scene_view`: the scene as a camera's
+    bad-pixel replacement estimates it; a blur must not smear a dead column into its neighbours)
+    and they are stamped back afterwards as the sensor reads them (:func:`stamp_defects`); the
+    clean counts returned are the frame as stored, defects and all.
     """
     if bits == 8:
         clean_counts = clean.astype(np.uint16) << 6
         meta = {"bits": 14, "source_bits": 8}
         if task == CLEAN:
             return clean_counts.copy(), clean_counts, meta, 255.0 * 64
-        y = deg.degrade(clean.astype(np.float32)[None] / 255.0, task, rng)[0]
+        scene = scene_view(clean, defects)
+        y = deg.degrade(scene.astype(np.float32)[None] / 255.0, task, rng)[0]
         grey = np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint16)
-        return grey << 6, clean_counts, meta, 255.0 * 64
+        return stamp_defects(grey << 6, clean_counts, defects), clean_counts, meta, 255.0 * 64
     # a raw frame's status rows (a Lepton's telemetry, tir.edge.normalize.status_rows) are not
     # image: the degradation's range is the image rows' and only they are degraded
     from tir.edge.normalize import count_step, status_rows
 
     top, bottom = status_rows(clean)
     image = slice(top, clean.shape[0] - bottom)
-    lo, hi = deg.counts_range(clean[image])
-    meta = {"bits": 16, "source_bits": 16}
     clean_counts = clean.astype(np.uint16)
+    scene = scene_view(clean_counts, defects)
+    lo, hi = deg.counts_range(scene[image])
+    meta = {"bits": 16, "source_bits": 16}
     if task == CLEAN:
         return clean_counts.copy(), clean_counts, meta, hi - lo
-    x = (clean[image].astype(np.float32) - lo) / (hi - lo)
+    x = (scene[image].astype(np.float32) - lo) / (hi - lo)
     y = deg.degrade(x[None], task, rng)[0]
     counts = clean_counts.copy()
     # rounded to the camera's count step: a camera stored MSB-aligned delivers its degraded frames
     # in multiples of its step too (tir.edge.normalize.count_step; 1 for every other camera)
-    step = count_step(clean[image])
+    step = count_step(scene[image])
     counts[image] = np.clip(np.rint((y * (hi - lo) + lo) / step) * step, 0, 65535).astype(np.uint16)
-    return counts, clean_counts, meta, hi - lo
+    return stamp_defects(counts, clean_counts, defects), clean_counts, meta, hi - lo
 
 
 #: the counters of each gate's status that say what it changed over a set
@@ -222,22 +288,24 @@ def gate_counts(auto, since: Optional[dict] = None) -> dict:
             for gate, keys in GATE_COUNTERS.items()}
 
 
-def user_path(model, counts: np.ndarray, meta: dict) -> np.ndarray:
+def user_path(model, counts: np.ndarray, meta: dict, defects=None, learn: bool = True) -> np.ndarray:
     """Restore one frame of counts exactly as the pipeline does (Preprocess -> Infer ->
     Postprocess, the pipeline's own stage classes; a fresh normaliser: frames are independent
-    scenes). Returns uint16 counts of the same shape."""
+    scenes). ``defects``: the camera stream's edge/defects.py ``DefectMap`` (the dead read-outs
+    Preprocess replaces, learned from the frames so far, this one included unless ``learn`` is
+    False); None: none replaced. Returns uint16 counts of the same shape."""
     from tir.edge.frame import Frame
     from tir.edge.pipeline.stages import Infer, Postprocess, Preprocess
 
     frame = Frame(raw=counts, seq=0, t_capture=time.monotonic(), meta=dict(meta))
-    pre = Preprocess()
+    pre = Preprocess(defects=defects or False, learn=learn)
     pre(frame)
     Infer(model)(frame)
     Postprocess(pre.normalizer)(frame)
     return frame.restored
 
 
-def model_input(counts: np.ndarray, meta: dict) -> Tuple[np.ndarray, dict]:
+def model_input(counts: np.ndarray, meta: dict, defects=None) -> Tuple[np.ndarray, dict]:
     """One frame of counts through the pipeline's own ``Preprocess`` stage (a fresh normaliser),
     as the infer stage receives it.
 
@@ -245,19 +313,21 @@ def model_input(counts: np.ndarray, meta: dict) -> Tuple[np.ndarray, dict]:
         counts: (H, W) raw frame as a source delivers it: uint16 Y16 counts, or 8-bit grey levels
             shifted into counts (``meta["bits"]``/``meta["source_bits"]`` say which).
         meta: the frame's metadata (copied; ``bits`` picks the normalisation map).
+        defects: the camera stream's edge/defects.py ``DefectMap`` (:func:`user_path`), or None.
 
     Returns:
         ((H, W) float32 model input, nominally in [0, 1]; the frame's meta after preprocessing).
     """
     from tir.edge.frame import Frame
-    from tir.edge.pipeline.stages import MODEL_INPUT_KEY, Preprocess
+    from tir.edge.pipeline.stages import MODEL_INPUT_KEY, REPAIRED_KEY, Preprocess
 
     frame = Frame(raw=counts, seq=0, t_capture=time.monotonic(), meta=dict(meta))
-    Preprocess()(frame)
+    Preprocess(defects=defects or False)(frame)
+    frame.meta.pop(REPAIRED_KEY, None)   # the replaced counts are Postprocess's; no Postprocess here
     return frame.meta.pop(MODEL_INPUT_KEY), frame.meta
 
 
-def user_route(model, counts: np.ndarray, meta: dict) -> None:
+def user_route(model, counts: np.ndarray, meta: dict, defects=None) -> None:
     """Route one frame of counts exactly as the pipeline does, without restoring it:
     :func:`model_input`, then ``model.observe`` (the Restorer's routing step that ``infer``
     runs before its route; same verdict, same state change). For router-only evaluation
@@ -267,8 +337,9 @@ def user_route(model, counts: np.ndarray, meta: dict) -> None:
         model: the Restorer (anything with ``observe(x, meta)``).
         counts: (H, W) raw frame as a source delivers it (see :func:`model_input`).
         meta: the frame's metadata (copied).
+        defects: the camera stream's edge/defects.py ``DefectMap`` (:func:`user_path`), or None.
     """
-    x, frame_meta = model_input(counts, meta)
+    x, frame_meta = model_input(counts, meta, defects)
     model.observe(x[None, None], frame_meta)
 
 
@@ -308,6 +379,15 @@ def _summary(values: Sequence[float]) -> dict:
             "min": float(v.min()), "n": int(v.size)}
 
 
+def _replaced(result: dict, camera, since: Tuple[int, int]) -> None:
+    """Put into ``result["defects"]`` what the live path replaced over the evaluated frames:
+    ``replaced_frames`` / ``replaced_pixels`` (the stream's ``DefectMap`` counters less ``since``,
+    the warm-up's) and ``found_end``, its defect pixels after the last frame."""
+    result["defects"].update(replaced_frames=camera.repaired_frames - since[0],
+                             replaced_pixels=camera.repaired_pixels - since[1],
+                             found_end=camera.summary()["pixels"])
+
+
 def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_frames: Optional[int] = None,
                  backend: str = "auto", threads: Optional[int] = None, true_routes: bool = True,
                  root=None, progress: bool = True, router_only: bool = False,
@@ -341,16 +421,23 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     auto = Restorer(bundle, backend=backend, every=1, hysteresis=1, threads=threads, contrast_gate=contrast_gate,
                     fpn_gate=fpn_gate, blur_gate=blur_gate, tone_align=tone_align, deploy=deploy)
     tasks = list(auto.routes)
+    # the camera stream's dead read-outs, learned as tir run's Preprocess learns them (the warm-up's
+    # frames, then every evaluated frame); what it holds after the warm-up is the sensor's defect
+    # list the evaluation stamps on the degraded frames and replaces in the clean reference
+    camera = DefectMap()
     result: Dict[str, object] = {"set": name, "camera": ds.camera, "bits": ds.bits, "split": split,
                                  "frames": len(frames), "sizes": sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames}),
                                  "seed": seed, "tasks": tasks,
                                  "dropped": [{"file": f, "reason": r} for f, r in dropped],
                                  "contrast_gate": {"on": bool(contrast_gate),
-                                                   "warm_frames": warm_camera(auto, name, split, root)},
+                                                   "warm_frames": warm_camera(auto, name, split, root, defects=camera)},
                                  "fpn_gate": {"on": auto.fpn_gate is not None},
                                  "blur_gate": {"on": auto.blur_gate is not None},
                                  "tone_align": {"on": auto.tone_align}}
+    sensor = None if camera.mask is None else camera.mask.copy()
+    result["defects"] = {**camera.summary(), "stamped": sensor is not None}
     warmed = gate_counts(auto)   # what the gates did to the warm-up's frames is not the set's
+    repaired0 = (camera.repaired_frames, camera.repaired_pixels)
     t0 = time.monotonic()
     if not ds.clean:  # real degraded frames: no reference, no-reference checks only
         routed, fpn_in, fpn_out, scene, fpn_rel_in, fpn_rel_out, level, gain = [], [], [], [], [], [], [], []
@@ -359,9 +446,9 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             counts, _, meta, peak = degrade_counts(f, ds.bits, CLEAN, None)
             auto.reset()
             if router_only:
-                user_route(auto, counts, meta)
+                user_route(auto, counts, meta, camera)
             else:
-                out = user_path(auto, counts, meta)
+                out = user_path(auto, counts, meta, camera)
             routed.append(auto.route)
             destriped.append(auto.offsets is not None)
             if router_only:
@@ -382,6 +469,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
         result["destriped"] = float(np.mean(destriped))
         result["noise_removed"] = float(np.mean([r in NOISE_TASKS or d for r, d in zip(routed, destriped)]))
         result["gates"] = gate_counts(auto, since=warmed)
+        _replaced(result, camera, repaired0)
         if router_only:
             result.update(router_only=True, seconds=round(time.monotonic() - t0, 1))
             auto.close()
@@ -406,15 +494,21 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     for i, f in enumerate(tqdm(frames, desc=name, unit="frame", disable=not progress)):
         for k, c in enumerate(classes):
             rng = np.random.default_rng([seed, i, k])
-            counts, clean, meta, peak = degrade_counts(f, ds.bits, c, rng)
+            counts, clean, meta, peak = degrade_counts(f, ds.bits, c, rng, defects=sensor)
+            # the reference and the degraded input as a camera that replaces its dead read-outs
+            # gives them: filling a dead column is no harm, leaving it no gain
+            clean, shown = scene_view(clean, sensor), scene_view(counts, sensor)
+            # the gates' histories hold the camera's own frames, not the degradations evaluated on
+            # them (K12): a degraded frame is judged against them without joining them
+            auto.freeze_camera(c != CLEAN)
             auto.reset()
             if router_only:
-                user_route(auto, counts, meta)
+                user_route(auto, counts, meta, camera)
             else:
-                out = user_path(auto, counts, meta)
+                out = user_path(auto, counts, meta, camera)
             status = auto.status()
             per[c]["verdicts"].append(status["decision"] if status["decision"] is not None else PASSTHROUGH)
-            per[c]["widened"].append(scene_referred and span_widened(counts))
+            per[c]["widened"].append(scene_referred and span_widened(shown))
             per[c].setdefault("routes", []).append(auto.route)
             if router_only:
                 continue
@@ -425,18 +519,20 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                 per[c]["d_auto"].append(psnr(display_map(out), d_clean))
             if c == CLEAN:
                 continue
-            per[c]["degraded"].append(psnr(counts / peak, clean / peak))
-            per[c]["s_degraded"].append(ssim(counts / peak, clean / peak))
+            per[c]["degraded"].append(psnr(shown / peak, clean / peak))
+            per[c]["s_degraded"].append(ssim(shown / peak, clean / peak))
             per[c]["s_auto"].append(ssim(out / peak, clean / peak))
             if scene_referred:
-                per[c]["d_degraded"].append(psnr(display_map(counts), d_clean))
+                per[c]["d_degraded"].append(psnr(display_map(shown), d_clean))
             if true_routes:
-                # the true route: the same engine the automatic path loads (Restorer.engine caches it)
-                true_out = user_path(auto.engine(c), counts, meta)
+                # the true route: the same engine the automatic path loads (Restorer.engine caches it),
+                # on the same read-out (the stream's replacement; this frame is counted already)
+                true_out = user_path(auto.engine(c), counts, meta, camera, learn=False)
                 per[c]["true"].append(psnr(true_out / peak, clean / peak))
                 if scene_referred:
                     per[c]["d_true"].append(psnr(display_map(true_out), d_clean))
     result["gates"] = gate_counts(auto, since=warmed)
+    _replaced(result, camera, repaired0)
     verdict_tasks = [v == c for c in tasks for v in per[c]["verdicts"]]
     result["router"] = {
         "accuracy_tasks": float(np.mean(verdict_tasks)),
@@ -581,6 +677,14 @@ def format_cameras(result: dict) -> str:
             lines.append(f"{name}: {len(files)} frame(s) dropped, as tir run drops them: {r['dropped'][0]['reason']}: "
                          + ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else ""))
     for name, r in result["sets"].items():
+        d = r.get("defects") or {}
+        if d.get("pixels") or d.get("replaced_pixels") or d.get("found_end"):
+            lines.append(f"{name}: dead read-outs: {d.get('pixels', 0)} pixels ({d.get('columns', 0)} columns, "
+                         f"{d.get('rows', 0)} rows) found on the camera's own frames, stamped on every degraded "
+                         f"frame and replaced in the reference and the degraded input; the live path replaced "
+                         f"{d.get('replaced_pixels', 0)} pixels in {d.get('replaced_frames', 0)} frames "
+                         f"({d.get('found_end', 0)} found after the last)")
+    for name, r in result["sets"].items():
         g = r.get("gates")
         if g:
             parts = [f"{gate} " + ", ".join(f"{k} {v}" for k, v in counts.items()) for gate, counts in g.items() if counts]
@@ -707,12 +811,13 @@ def before_after(bundle, name: str, path, frames: int = 2, backend: str = "auto"
     if dropped is not None:
         dropped.extend(skipped)
     auto = Restorer(bundle, backend=backend, every=1, hysteresis=1, threads=threads)
-    warm_camera(auto, name, "test", root)
+    camera = DefectMap()   # the stream's dead read-outs (edge/defects.py), as tir run keeps them
+    warm_camera(auto, name, "test", root, defects=camera)
     fig, axes = plt.subplots(len(picks), 2, figsize=(10, 3.9 * len(picks)), squeeze=False)
     for row, f in zip(axes, picks):
         counts, _, meta, _ = degrade_counts(f, ds.bits, CLEAN, None)
         auto.reset()
-        out = user_path(auto, counts, meta)
+        out = user_path(auto, counts, meta, camera)
         for ax, img, title in ((row[0], counts, "input"), (row[1], out, f"restored ({auto.runs})")):
             lo, hi = np.percentile(img, (0.5, 99.5))
             ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
