@@ -228,3 +228,40 @@ def test_an_on_screen_overlay_is_not_a_dead_read_out():
     assert dm.mask is not None and dm.mask[PIXEL]
     assert not dm.mask[3:12, 5:31].any() and not dm.mask[31:34, 39:71].any()
     assert dm.summary()["pixels"] == 1
+
+
+def _wavy(h=256, w=320):
+    y, x = np.mgrid[0:h, 0:w]
+    return (8000 + 2000 * np.sin(x / 40) * np.cos(y / 30)).astype(np.float32)
+
+
+def test_a_static_noisy_camera_takes_the_full_test_rarely():
+    """The quick look's floor holds the camera's temporal noise (2σ, measured by the last full
+    test): a static camera whose per-pixel noise exceeds the span term no longer takes the full
+    test on every frame (it did on all 199 of 200 frames)."""
+    from tir.edge.defects import DefectMap
+
+    rng = np.random.default_rng(0)
+    scene, d = _wavy(), DefectMap()
+    for _ in range(100):
+        d.update(np.clip(scene + rng.normal(0, 60, scene.shape), 0, 65535).astype(np.uint16))
+    assert d.full_tests <= 3 and d.scene_changes == 0
+
+
+def test_full_tests_that_count_nothing_back_off_and_a_real_change_still_counts():
+    """A scene whose motion covers under a quarter of the frame never counts; its full tests
+    back off to one in SETTLED_EVERY frames. A change of the whole scene after it still counts."""
+    from tir.edge.defects import SETTLED_EVERY, DefectMap
+
+    rng = np.random.default_rng(1)
+    scene, d = _wavy(), DefectMap()
+    for k in range(64):
+        f = scene.copy()
+        f[:80, (4 * k) % 200:(4 * k) % 200 + 80] += 3000.0          # an object moving over ~15 % of it
+        d.update(np.clip(f + rng.normal(0, 5, f.shape), 0, 65535).astype(np.uint16))
+    assert d.scene_changes == 0 and 0 < d.full_tests <= 64 // SETTLED_EVERY + 4
+    counted = 0
+    for k in range(2 * SETTLED_EVERY):
+        other = np.roll(scene, 37 * (k + 1), axis=1) * (1.0 + 0.1 * (k % 2))   # the camera pans
+        counted += d.update(np.clip(other + rng.normal(0, 5, other.shape), 0, 65535).astype(np.uint16))
+    assert counted >= SETTLED_EVERY
