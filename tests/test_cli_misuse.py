@@ -108,6 +108,9 @@ def test_a_json_write_that_fails_leaves_no_file_and_is_one_output_error(tmp_path
     (tmp_path / "e.json").write_text("old")
     cli.write_json(tmp_path / "e.json", {"a": 1})
     assert json.loads((tmp_path / "e.json").read_text()) == {"a": 1} and os.listdir(tmp_path) == ["e.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "e.json").stat().st_mode & 0o777 == 0o666 & ~umask   # a report others can read, not 0600
 
 
 @pytest.mark.parametrize("mode, option", [("eval", "--json"), ("eval", "--plot"), ("adapt", "--json")])

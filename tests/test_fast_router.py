@@ -2,6 +2,7 @@
 reference router graph, no 1-channel full-resolution convolution left, every convolution of the
 reference counted, and bundles rewritten with valid hashes (a tampered file still refused)."""
 import json
+import os
 
 import numpy as np
 import onnx
@@ -151,6 +152,9 @@ def test_bundle_router_rewritten_with_valid_hashes(tmp_path):
     rec = fr.rewrite_bundle_router(src, tmp_path / "copy")                 # a copy: the original is kept
     assert rec["changed"] and (src / "router.onnx").read_bytes() == old_bytes
     new = load_bundle(tmp_path / "copy")                                   # every hash verified
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (new.path / "router.onnx").stat().st_mode & 0o777 == 0o666 & ~umask   # not mkstemp's 0600
     assert new.router["export"]["form"] == fr.FAST_ROUTER_FORM
     manifest = json.loads((new.path / "manifest.json").read_text())
     assert manifest["files"]["router.onnx"] == manifest["router"]["sha256"] != load_bundle(src).router["sha256"]

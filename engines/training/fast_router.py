@@ -491,6 +491,9 @@ def rewrite_router(src, dst, tolerance: float = DEFAULT_TOLERANCE) -> dict:
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".router-", suffix=".onnx", dir=str(dst.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)   # mkstemp makes it 0600: a bundle file must stay readable by the service that runs it
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
         os.replace(tmp, dst)
