@@ -27,7 +27,9 @@ The gate (:class:`ContrastGate`):
   the camera's own frames do);
 - calls a frame **low** when its **extent** (:func:`lowpass_extent`: the coldest to the hottest
   0.02 % of 4×4-pixel blocks) is below ``ratio`` × the camera's median extent, once the camera
-  has ``prior_frames`` of them; before that (start-up), when its span is below ``ratio`` × the
+  has ``prior_frames`` of them, and also beyond the camera's own scatter (more than
+  :data:`EXTENT_Z` robust σ of its extents below the median, :meth:`ContrastGate.beyond_scatter`:
+  a small sensor's extent follows its scenes) unless its ends wander (:meth:`ContrastGate.ends_wander`); before that (start-up), when its span is below ``ratio`` × the
   reference. The extent is the measure because a camera's AGC puts the extremes of each frame
   near the ends of its output scale whatever the scene, while the span (1st-99th percentile)
   follows the scene's histogram; a contrast loss ``x·α + β`` after the AGC compresses the
