@@ -19,9 +19,11 @@ the same through every one of at least :data:`MIN_CHANGES` scene changes is a de
 (row) none of whose pixels ever moved, through as many changes in all as half of it called dead
 pixel by pixel would take, is dead along its whole length (a failed column amplifier), its pixels
 in flat parts of the scene included. Outside such lines only single pixels and clusters of up to
-:data:`MAX_CLUSTER` count, each with every neighbour seen live (moving with the scene) or dead: a
-longer or larger constant structure (an on-screen reticle, text), or the edge of one, is the
-picture's, not a read-out's. A frame is
+:data:`MAX_CLUSTER` count, each with every neighbour seen live (moving with the scene) or dead, and
+with no more than :data:`MAX_CLUSTER` dead pixels in all within the neighbourhood's reach (2 pixels)
+of it: a longer or larger constant structure (an on-screen reticle, text), the edge of one, or
+small pieces of one a pixel or two apart (the dots of a timestamp's colons, a decimal point, the
+strokes of a small font's glyphs) is the picture's, not a read-out's. A frame is
 counted when at least :data:`CHANGED_SHARE` of its pixels saw such a change; until then the
 reference frame is kept, so a slow pan or drift accumulates into a change; a frame counted once
 does not count again (a looped recording: a pixel equal by chance between two frames would be so
@@ -393,10 +395,18 @@ class DefectMap:
             known = ((self._still < self._changes) | dead).astype(np.uint8)
             rest &= cv2.erode(known, np.ones((3, 3), np.uint8)).astype(bool)
         if rest.any():
-            count, labels, stats, _ = cv2.connectedComponentsWithStats(rest.astype(np.uint8), connectivity=8)
-            small = stats[:, cv2.CC_STAT_AREA] <= MAX_CLUSTER
+            # constant read-outs within the neighbourhood of each other are one structure: a
+            # sensor's defects are independent and sparse (two within 2 pixels of each other are a
+            # rare pair, together still a small group), while the strokes of an OSD's glyphs (the
+            # dots of a colon, a decimal point, a thin digit) are separate components a pixel or two
+            # apart, each under MAX_CLUSTER, that together are text
+            constant = (dead & ~lines).astype(np.uint8)
+            near = cv2.dilate(constant, np.ones((NEIGHBOURHOOD, NEIGHBOURHOOD), np.uint8))
+            count, labels = cv2.connectedComponents(near, connectivity=8)
+            area = np.bincount(labels[constant.astype(bool)], minlength=count)
+            small = area <= MAX_CLUSTER
             small[0] = False
-            rest = small[labels]
+            rest &= small[labels]   # each cluster lies in one group: at most MAX_CLUSTER pixels too
         dead = lines | rest
         n = int(np.count_nonzero(dead))
         too_many = np.count_nonzero(rest) > MAX_SHARE * dead.size or \

@@ -230,6 +230,29 @@ def test_an_on_screen_overlay_is_not_a_dead_read_out():
     assert dm.summary()["pixels"] == 1
 
 
+def test_a_small_font_osd_drawn_over_the_scene_is_not_dead_read_outs():
+    """A timestamp and a reading in a small font burnt in over the moving scene (no text block
+    behind them: the scene shows between the strokes): its colons' dots, its decimal point and
+    its thin strokes are constant components under MAX_CLUSTER each, every neighbour live, a pixel
+    or two apart; together they are text and stay. A dead pixel, and a pair of dead pixels two
+    apart (independent defects that happen to be near), in the same frames are replaced."""
+    dm = DefectMap()
+    pair = ((20, 10), (20, 12))
+    for i in range(3 * MIN_CHANGES):
+        x = scene(i)
+        text = np.zeros((H, W), np.uint8)
+        cv2.putText(text, "12:34:%02d" % (i // 3), (3, 58), cv2.FONT_HERSHEY_PLAIN, 0.8, 255, 1, cv2.LINE_8)
+        cv2.putText(text, "36.5", (50, 14), cv2.FONT_HERSHEY_PLAIN, 0.8, 255, 1, cv2.LINE_8)
+        x[text > 0] = 16383
+        x[PIXEL] = 0
+        for p in pair:
+            x[p] = 0
+        dm.update(x)
+    assert dm.mask is not None
+    assert dm.mask[PIXEL] and all(dm.mask[p] for p in pair)
+    assert dm.summary()["pixels"] == 3
+
+
 def _wavy(h=256, w=320):
     y, x = np.mgrid[0:h, 0:w]
     return (8000 + 2000 * np.sin(x / 40) * np.cos(y / 30)).astype(np.float32)
