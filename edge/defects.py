@@ -15,10 +15,12 @@ map counts, per pixel, the *scene changes around it*: frames whose change since 
 frame, taken as the median over the pixel's 5×5 neighbourhood (so a dead column or a pair of them
 does not hide it), is at least :func:`change_threshold` (well above the sensor's noise and the
 count step); and how many of them left the pixel's value exactly as it was. A pixel that stayed
-the same through every one of at least :data:`MIN_CHANGES` scene changes is a defect; a column
-(row) none of whose pixels ever moved, through as many changes in all as half of it called dead
-pixel by pixel would take, is dead along its whole length (a failed column amplifier), its pixels
-in flat parts of the scene included. Outside such lines only single pixels and clusters of up to
+the same through every one of at least :data:`MIN_CHANGES` scene changes, and never differed
+from the reference frame at any other look either (a live pixel's noise moves it where the scene
+stands still), is a defect; a column (row) none of whose pixels ever changed value, through as
+many changes in all as half of it called dead pixel by pixel would take, is dead along its whole
+length (a failed column amplifier), its pixels in flat parts of the scene included (a live one
+there shows by its noise: a clipped hot pole over part of the height is no dead column). Outside such lines only single pixels and clusters of up to
 :data:`MAX_CLUSTER` count, each with every neighbour seen live (moving with the scene) or dead, and
 with no more than :data:`MAX_CLUSTER` dead pixels in all within the neighbourhood's reach (2 pixels)
 of it: a longer or larger constant structure (an on-screen reticle, text), the edge of one, or
@@ -259,6 +261,7 @@ class DefectMap:
         self._step = 1
         self._changes: Optional[np.ndarray] = None   # per pixel: scene changes around it
         self._still: Optional[np.ndarray] = None     # ... of which it stayed exactly the same
+        self._varied: Optional[np.ndarray] = None    # per pixel: its value differed at a full test
         #: frames offered to :meth:`update` and those counted as a scene change, for this camera
         self.frames = 0
         self.scene_changes = 0
@@ -301,6 +304,7 @@ class DefectMap:
             self._step = count_step(x) if np.issubdtype(x.dtype, np.integer) else 1
             self._changes = np.zeros(x.shape, np.uint16)
             self._still = np.zeros(x.shape, np.uint16)
+            self._varied = np.zeros(x.shape, bool)
             return False
         self.frames += 1
         self._rows = rows   # the newest frame's: found anew each frame, no reason to start again
@@ -319,6 +323,10 @@ class DefectMap:
         near = cv2.medianBlur(change, NEIGHBOURHOOD)
         self.full_tests += 1
         self._noise = noise_term(change, near)
+        # a dead read-out returns the same value whatever the scene and the noise do: one that
+        # ever differed from the reference is live, wherever the scene moved or not (the noisy sky
+        # above a clipped hot pole is no part of a dead column)
+        self._varied |= change != 0.0
         threshold = change_threshold(change, near, frame, self._step)
         moved = np.abs(near) >= threshold
         top, bottom = rows
@@ -371,7 +379,8 @@ class DefectMap:
         return moved >= 0.25 * CHANGED_SHARE * ref.size
 
     def _refresh(self) -> None:
-        dead = (self._changes >= MIN_CHANGES) & (self._still == self._changes)
+        constant = (self._still == self._changes) & ~self._varied
+        dead = (self._changes >= MIN_CHANGES) & constant
         # a column (row) read-out fails as a whole: one amplifier per column (thermal_io.md §5). A
         # column none of whose pixels ever moved with the scene, over as many scene changes in all
         # as half its pixels called dead on their own would give (MIN_CHANGES × half its height),
@@ -381,7 +390,7 @@ class DefectMap:
         h, w = dead.shape
         image = slice(top, h - bottom)
         changes = self._changes[image].astype(np.int64)
-        never_moved = self._still[image] == self._changes[image]
+        never_moved = constant[image]
         columns = never_moved.all(axis=0) & (changes.sum(axis=0) * 2 >= MIN_CHANGES * (h - top - bottom))
         rows = never_moved.all(axis=1) & (changes.sum(axis=1) * 2 >= MIN_CHANGES * w)
         lines = np.zeros_like(dead)

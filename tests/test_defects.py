@@ -288,3 +288,24 @@ def test_full_tests_that_count_nothing_back_off_and_a_real_change_still_counts()
         other = np.roll(scene, 37 * (k + 1), axis=1) * (1.0 + 0.1 * (k % 2))   # the camera pans
         counted += d.update(np.clip(other + rng.normal(0, 5, other.shape), 0, 65535).astype(np.uint16))
     assert counted >= SETTLED_EVERY
+
+
+def test_a_clipped_pole_over_part_of_the_height_is_not_a_dead_column():
+    """A hot pole clipped at the top of the range over the lower part of the frame, where the scene
+    moves around it every frame, above it a still sky that carries only the sensor's noise: the
+    clipped pixels read one value as a dead column does, but the sky's pixels of the same column
+    change by their noise, so the column is live (a failed column amplifier is constant along its
+    whole length) and the pole, longer than MAX_CLUSTER, is the picture's. The dead column of the
+    same frames is replaced."""
+    rng = np.random.default_rng(5)
+    sky = scene(999)
+    dm = DefectMap()
+    for i in range(5 * MIN_CHANGES):
+        x = scene(i).astype(np.float64)
+        x[:24] = sky[:24] + rng.normal(0, 3, (24, W))
+        x[24:, 30] = 16383
+        x[:, DEAD] = 0
+        dm.update(np.rint(x).clip(0, 65535).astype(np.uint16))
+    assert dm.mask is not None and dm.mask[:, DEAD].all()
+    assert not dm.mask[:, 30].any()
+    assert dm.summary()["pixels"] == H
