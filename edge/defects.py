@@ -59,7 +59,8 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-#: the neighbourhood whose median change says the scene around a pixel changed (pixels per side):
+#: the neighbourhood whose median change says the scene around a pixel changed (pixels per side;
+#: :func:`neighbourhood_median`, the frame mirrored at its border):
 #: a dead column, or an adjacent pair (10 of its 25 pixels), leaves the median to the live ones
 NEIGHBOURHOOD = 5
 #: scene changes a pixel must have stayed exactly the same through to be called dead. A live
@@ -123,6 +124,16 @@ def noise_term(change: np.ndarray, near: np.ndarray) -> float:
     s = (slice(None, None, SUBSAMPLE), slice(None, None, SUBSAMPLE))
     resid = (change[s] - near[s]).ravel()
     return CHANGE_NOISE * 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+
+
+def neighbourhood_median(change: np.ndarray) -> np.ndarray:
+    """The :data:`NEIGHBOURHOOD` × :data:`NEIGHBOURHOOD` median of ``change`` ((H, W) float32,
+    H, W ≥ 3; counts), the frame mirrored about its border pixel (OpenCV ``BORDER_REFLECT_101``).
+    ``cv2.medianBlur`` alone repeats the border pixel, so a dead first or last column (row) filled
+    15 of its own 25 neighbours and hid the scene's change around it: it was never called dead."""
+    p = NEIGHBOURHOOD // 2
+    padded = cv2.copyMakeBorder(change, p, p, p, p, cv2.BORDER_REFLECT_101)
+    return cv2.medianBlur(padded, NEIGHBOURHOOD)[p:-p, p:-p]
 
 
 def _nearest_live(live: np.ndarray, axis: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -320,7 +331,7 @@ class DefectMap:
             return False
         frame = x.astype(np.float32)
         change = frame - self._ref
-        near = cv2.medianBlur(change, NEIGHBOURHOOD)
+        near = neighbourhood_median(change)
         self.full_tests += 1
         self._noise = noise_term(change, near)
         # a dead read-out returns the same value whatever the scene and the noise do: one that

@@ -309,3 +309,27 @@ def test_a_clipped_pole_over_part_of_the_height_is_not_a_dead_column():
     assert dm.mask is not None and dm.mask[:, DEAD].all()
     assert not dm.mask[:, 30].any()
     assert dm.summary()["pixels"] == H
+
+
+def test_a_dead_first_column_and_last_row_are_found():
+    """A dead read-out on the frame's border: the neighbourhood median mirrors the frame about its
+    border pixel, so the column's own constant fills 5 of its 25 neighbours (a repeated border
+    filled 15 and hid the scene's change: a dead first column was never found). Each is filled
+    from its one live side."""
+    dm = DefectMap()
+    for i in range(3 * MIN_CHANGES):
+        x = scene(i)
+        x[:, 0] = 0
+        x[H - 1] = 16383
+        dm.update(x)
+    expected = np.zeros((H, W), bool)
+    expected[:, 0] = expected[H - 1] = True
+    assert dm.mask is not None and np.array_equal(dm.mask, expected)
+    clean = scene(50)
+    x = clean.copy()
+    x[:, 0] = 0
+    x[H - 1] = 16383
+    fixed, n = dm.repair(x)
+    assert n == H + W - 1
+    assert np.array_equal(fixed[:H - 1, 0], clean[:H - 1, 1])   # the nearest live pixel on its row
+    assert np.array_equal(fixed[H - 1, 1:], clean[H - 2, 1:])
