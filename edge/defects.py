@@ -126,6 +126,13 @@ def noise_term(change: np.ndarray, near: np.ndarray) -> float:
     return CHANGE_NOISE * 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
 
 
+def no_scene(frame: np.ndarray) -> bool:
+    """Whether a frame holds no picture: its 5-95 % span on every :data:`SUBSAMPLE`-th pixel is
+    zero (nine tenths of it one value: a blank frame, a lost signal's fill). (H, W) any real dtype."""
+    lo, hi = np.percentile(frame[::SUBSAMPLE, ::SUBSAMPLE], (5.0, 95.0))
+    return not hi > lo
+
+
 def neighbourhood_median(change: np.ndarray) -> np.ndarray:
     """The :data:`NEIGHBOURHOOD` × :data:`NEIGHBOURHOOD` median of ``change`` ((H, W) float32,
     H, W ≥ 3; counts), the frame mirrored about its border pixel (OpenCV ``BORDER_REFLECT_101``).
@@ -298,7 +305,9 @@ class DefectMap:
 
         Returns:
             True when the frame was counted as a scene change (the estimate may have changed).
-            A frame of another size than the previous one starts a new estimate.
+            A frame of another size than the previous one starts a new estimate; a blank frame
+            (:func:`no_scene`) gives no evidence and is never the reference (the count step is
+            measured on the first frame with a picture).
         """
         x = np.asarray(counts)
         if x.ndim != 2 or min(x.shape) < NEIGHBOURHOOD:
@@ -307,6 +316,8 @@ class DefectMap:
         if self._ref is None or self._ref.shape != x.shape:
             if self._ref is not None:
                 self.reset()
+            if no_scene(x):
+                return False   # a blank frame (a grabber's black start) is no reference, its step none
             from .normalize import count_step
 
             self._ref = x.astype(np.float32)
@@ -328,6 +339,13 @@ class DefectMap:
             # so a later test measures what accumulated meanwhile (a scene whose motion covers
             # under a quarter of the frame took the ≈ 2 ms test on every frame and counted none)
             self._skip -= 1
+            return False
+        if no_scene(x):
+            # a blank frame (signal lost, a grabber's black or grey fill) differs from the scene
+            # at every pixel, a dead one's too: counted, it would prove every read-out live for
+            # good. It gives no evidence and the reference stays
+            self._wait = min(2 * self._wait, SETTLED_EVERY)
+            self._skip = self._wait - 1
             return False
         frame = x.astype(np.float32)
         change = frame - self._ref

@@ -333,3 +333,29 @@ def test_a_dead_first_column_and_last_row_are_found():
     assert n == H + W - 1
     assert np.array_equal(fixed[:H - 1, 0], clean[:H - 1, 1])   # the nearest live pixel on its row
     assert np.array_equal(fixed[H - 1, 1:], clean[H - 2, 1:])
+
+
+def test_blank_frames_are_no_evidence_and_no_reference():
+    """An 8-bit camera (grey levels stored << 6) behind a grabber whose first frame is black and
+    whose signal drops out now and then (grey fill): a blank frame differs from the scene at
+    every pixel, a dead one's too, so counted (or taken as the reference) it proved every
+    read-out live for good, and the black first frame's count step (none: 1) put the replaced
+    counts off the camera's 64-count grid. The stuck column and the dead pixel are found and
+    replaced by counts the camera could give."""
+    def grey(i):
+        x = ((scene(i).astype(np.float64) - 3000) / 6000 * 255).round().clip(0, 255).astype(np.uint16) << 6
+        x[PIXEL] = 0
+        x[:, STUCK] = 255 << 6
+        return x
+
+    dm = DefectMap()
+    dm.update(np.zeros((H, W), np.uint16))
+    for i in range(3 * MIN_CHANGES):
+        dm.update(grey(i))
+        if i % 5 == 4:
+            dm.update(np.full((H, W), 128 << 6, np.uint16))
+    expected = np.zeros((H, W), bool)
+    expected[:, STUCK] = expected[PIXEL] = True
+    assert dm.mask is not None and np.array_equal(dm.mask, expected)
+    fixed, n = dm.repair(grey(50))
+    assert n == H + 1 and not np.any(fixed % 64)
