@@ -172,6 +172,30 @@ def test_a_spec_file_draws_the_same_frames_wherever_it_lies(tmp_path):
     assert not np.array_equal(frames[0], frames[2])
 
 
+def test_a_spec_draws_alike_however_it_is_named(tmp_path):
+    """The draws follow the spec, not the spelling that names it: a built-in by any case (the
+    catalogue's names are case-insensitive) and a spec file with another extension (or none)
+    draw as the built-in's own name and the file's own ``name`` do."""
+    import json
+
+    from tir.edge.sources import open_source
+
+    def first(degrade):
+        src = open_source(f"synthetic://?size=160x120&realtime=0&degrade={degrade}")
+        try:
+            return src.read().raw
+        finally:
+            src.close()
+
+    assert np.array_equal(first("noise"), first("NOISE"))
+    spec = {"name": "stripes_only", "steps": [{"op": "stripes", "gain_std": 0.0, "offset_std": 6.0,
+                                               "column_p": 1.0}]}
+    for name in ("spec.json", "spec.txt", "spec"):
+        (tmp_path / name).write_text(json.dumps(spec))
+    frames = [first(tmp_path / name) for name in ("spec.json", "spec.txt", "spec")]
+    assert np.array_equal(frames[0], frames[1]) and np.array_equal(frames[0], frames[2])
+
+
 def test_degrade_cycle_walks_clean_then_every_task():
     from tir.edge.sources import open_source
     from tir.engines.degrade import TASKS

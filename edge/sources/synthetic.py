@@ -398,6 +398,7 @@ class SyntheticSource(Source):
         self.degradation = o.degrade
         self.degrade_period = o.degrade_period
         self._seed = o.seed
+        self._draw_keys: Dict[str, str] = {}   # :meth:`_draw_key`'s, by the name given
         self._degrade_range: Optional[Tuple[float, float]] = None
         self._next = 0  # next frame index to deliver
         self._t0: Optional[float] = None
@@ -533,15 +534,24 @@ class SyntheticSource(Source):
         counts = np.clip(y * (hi - lo) + lo + 0.5, 0, MAX_COUNT).astype(np.uint16)
         return counts, name
 
-    @staticmethod
-    def _draw_key(name: str) -> str:
-        """What seeds a degradation's draws: a task's name, or a spec file's own ``name``, so the
-        same spec gives the same frames wherever the file lies (not its path)."""
-        if not name.lower().endswith(".json"):
-            return name
-        from tir.engines.degrade import load_spec
+    def _draw_key(self, name: str) -> str:
+        """What seeds a degradation's draws: the spec's identity, as
+        :func:`tir.engines.degrade.load_spec` resolves ``name``: a built-in's own spelling (built-in
+        names are case-insensitive there, so ``Noise`` and ``noise`` draw alike), or ``spec:`` and
+        a spec file's own ``name``, whatever the file's path or extension, so the same spec gives
+        the same frames wherever the file lies. Resolved once per name (the file is read then).
 
-        return "spec:" + load_spec(name).name
+        Raises:
+            DegradationError: ``name`` is neither a built-in nor a readable spec file.
+        """
+        key = self._draw_keys.get(name)
+        if key is None:
+            from tir.engines.degrade import list_specs, load_spec
+
+            builtin = {n.lower(): n for n in list_specs()}
+            key = builtin.get(name.lower()) or "spec:" + load_spec(name).name
+            self._draw_keys[name] = key
+        return key
 
     def stats(self) -> Dict[str, int]:
         """frames, dropped (not delivered when reading fell behind), corrupt (0), reconnects (0)."""
