@@ -113,3 +113,22 @@ def test_scene_texture_without_a_ghost_is_not_jpeg_and_a_decode_is():
         ok, buf = cv2.imencode(".jpg", grey, [int(cv2.IMWRITE_JPEG_QUALITY), 60])
         est = P.estimate_jpeg(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255)
         assert est["present"] and est["quality"] == 60 and est["ghost_sharpness"] < P.GHOST_SHARPNESS
+
+
+def test_a_decode_cut_off_its_grid_is_still_jpeg_and_texture_off_grid_is_not():
+    """A JPEG decode cropped since (its 8×8 grid no longer at the frame's origin) showed no
+    blocking on the frame's grid (or only its texture's, with no ghost) and was never JPEG; found at its own grid phase, its ghost there
+    (re-encoded from its first whole block) gives its quality back. The virtual camera's 8-pixel
+    texture, cut the same ways, reads blocking at its best phase but has no ghost there."""
+    import cv2
+
+    for x in small_frames():
+        grey = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", grey, [int(cv2.IMWRITE_JPEG_QUALITY), 40])
+        decode = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+        for top, left in ((1, 3), (5, 6), (0, 2)):
+            cut = decode[top:, left:]
+            est = P.estimate_jpeg(cut.astype(np.float32) / 255)
+            assert est["present"] and est["quality"] == 40, est
+            assert est["grid"] == [(8 - top) % 8, (8 - left) % 8]
+            assert not P.estimate_jpeg(x[top:, left:])["present"]
