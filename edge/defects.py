@@ -97,7 +97,8 @@ SUBSAMPLE = 4
 MAX_SEEN = 4096
 
 
-def change_threshold(change: np.ndarray, near: np.ndarray, frame: np.ndarray, step: int) -> float:
+def change_threshold(change: np.ndarray, near: np.ndarray, frame: np.ndarray, step: int,
+                     noise: Optional[float] = None) -> float:
     """The neighbourhood change (counts) that counts as a scene change around a pixel: the
     largest of :data:`CHANGE_SPAN` × the frame's 5-95 % span, :data:`CHANGE_NOISE` × the robust σ
     (1.4826 × MAD) of ``change - near`` (each pixel's change less its neighbourhood's: the
@@ -109,13 +110,16 @@ def change_threshold(change: np.ndarray, near: np.ndarray, frame: np.ndarray, st
         near: (H, W) float32, the :data:`NEIGHBOURHOOD` median of ``change``.
         frame: (H, W) the frame, counts.
         step: the camera's count step (≥ 1).
+        noise: the noise term when the caller has it already (:func:`noise_term` of the same
+            ``change`` and ``near``); None: computed here.
 
     Returns:
         The threshold in counts (> 0).
     """
     s = (slice(None, None, SUBSAMPLE), slice(None, None, SUBSAMPLE))
     lo, hi = np.percentile(frame[s], (5.0, 95.0))
-    return float(max(CHANGE_SPAN * float(hi - lo), noise_term(change, near), CHANGE_STEPS * max(int(step), 1)))
+    noise = noise_term(change, near) if noise is None else float(noise)
+    return float(max(CHANGE_SPAN * float(hi - lo), noise, CHANGE_STEPS * max(int(step), 1)))
 
 
 def noise_term(change: np.ndarray, near: np.ndarray) -> float:
@@ -356,7 +360,7 @@ class DefectMap:
         # ever differed from the reference is live, wherever the scene moved or not (the noisy sky
         # above a clipped hot pole is no part of a dead column)
         self._varied |= change != 0.0
-        threshold = change_threshold(change, near, frame, self._step)
+        threshold = change_threshold(change, near, frame, self._step, noise=self._noise)
         moved = np.abs(near) >= threshold
         top, bottom = rows
         h = x.shape[0]
@@ -470,10 +474,16 @@ class DefectMap:
         if self.mask is None or self._plan is None or np.shape(counts) != self.mask.shape:
             return counts, 0
         out, n = replace_defects(counts, self.mask, self._plan, self._step)
-        if n and count:
-            self.repaired_frames += 1
-            self.repaired_pixels += n
+        if count:
+            self.count_repaired(n)
         return out, n
+
+    def count_repaired(self, n: int) -> None:
+        """Count one frame with ``n`` pixels replaced (:meth:`repair` with ``count``; a caller
+        that reuses an uncounted repair of the frame calls this instead of repairing again)."""
+        if n:
+            self.repaired_frames += 1
+            self.repaired_pixels += int(n)
 
     def summary(self) -> Dict[str, int]:
         """``pixels`` (defects found now), ``columns`` / ``rows`` (columns / rows at least half

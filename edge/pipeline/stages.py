@@ -190,6 +190,7 @@ class Preprocess:
             return frame.raw
         if reasons:
             defects.reset()
+        known = None   # the frame repaired with the defects known before this frame's evidence
         if self.learn and not frame.meta.get("ffc", False):
             # a raw frame's status rows (a Lepton's telemetry) hold words, not read-outs; found on
             # the frame with the defects known so far replaced (a dead column at 0 widens the
@@ -197,9 +198,15 @@ class Preprocess:
             rows = (0, 0)
             if self.normalizer.fixed is None:
                 norm = self.normalizer
-                rows = status_rows(defects.repair(frame.raw, count=False)[0], norm.low_pct, norm.high_pct, norm.stride)
-            defects.update(frame.raw, rows)
-        counts, n = defects.repair(frame.raw, count=self.learn)
+                known = defects.repair(frame.raw, count=False)
+                rows = status_rows(known[0], norm.low_pct, norm.high_pct, norm.stride)
+            if defects.update(frame.raw, rows):
+                known = None   # the estimate may have changed: repair again
+        if known is not None:
+            counts, n = known
+            defects.count_repaired(n)
+        else:
+            counts, n = defects.repair(frame.raw, count=self.learn)
         if n:
             frame.meta[_REPAIRED_KEY] = counts
             frame.meta["defects"] = n
