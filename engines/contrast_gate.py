@@ -141,6 +141,12 @@ IQR_PER_SIGMA = 1.349
 #: normal distribution (Φ⁻¹(0.99) = 2.326), so at most about 1 in 100 of the camera's own frames
 #: reads as a loss whatever the ratio says
 EXTENT_Z = 2.326
+def iqr_sigma(values) -> float:
+    """The robust σ of ``values`` (any iterable of floats): interquartile range /
+    :data:`IQR_PER_SIGMA`."""
+    return float(np.subtract(*np.percentile(np.asarray(list(values), np.float64), [75.0, 25.0]))) / IQR_PER_SIGMA
+
+
 #: routed frames the camera's reference is the median of (≈ 2.3 min at 30 fps, router every 8 frames)
 DEFAULT_WINDOW = 512
 #: weight of the training prior, in frames, when the reference is shrunk towards it
@@ -497,7 +503,7 @@ class ContrastGate:
         extents = [e for e in self.extents if e > 0]
         if len(extents) < max(self.prior_frames, 1):
             return None
-        return float(np.subtract(*np.percentile(extents, [75.0, 25.0]))) / IQR_PER_SIGMA
+        return iqr_sigma(extents)
 
     def beyond_scatter(self, extent: float) -> bool:
         """Whether ``extent`` lies more than :data:`EXTENT_Z` robust σ (:meth:`extent_spread`)
@@ -540,9 +546,8 @@ class ContrastGate:
         ref_extent = self.extent_reference
         if ref_extent is None or len(self.end_lows) < max(self.prior_frames, 1):
             return False
-        q = lambda v: float(np.subtract(*np.percentile(v, [75.0, 25.0]))) / IQR_PER_SIGMA
         margin = (1.0 - self.ratio) * ref_extent
-        return q(self.end_lows) > margin and q(self.end_highs) > margin
+        return iqr_sigma(self.end_lows) > margin and iqr_sigma(self.end_highs) > margin
 
     def is_low(self, span: float, extent: Optional[float] = None) -> bool:
         """True when the frame's contrast is low for this camera: ``extent`` below ``ratio`` × the
@@ -689,8 +694,7 @@ class ContrastGate:
         # asked once per aligned frame; the history changes only when a frame joins it
         if self._spread_cache is not None and self._spread_cache[0] == self._tone_added:
             return self._spread_cache[1]
-        q = lambda v: float(np.subtract(*np.percentile(v, [75.0, 25.0]))) / IQR_PER_SIGMA
-        spread = (q(self.lows), q(self.highs))
+        spread = (iqr_sigma(self.lows), iqr_sigma(self.highs))
         self._spread_cache = (self._tone_added, spread)
         return spread
 
