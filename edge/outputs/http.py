@@ -671,12 +671,8 @@ class HTTPOutput(Output):
         """Run the action ``name`` (POST /<name>): (HTTP status, JSON reply)."""
         action = self.actions.get(name)
         if action is None:
-            if name == "ffc":
-                return 409, {"error": "no camera control in this run; start tir run with --camera-port DEV|auto"}
-            if name == "bundle/reload":
-                return 409, {"error": "this run has no model bundle to reload; start tir run with --model BUNDLE_DIR"}
-            if name == "camera/new":
-                return 409, {"error": "this run restores nothing, so it keeps no camera history to restart"}
+            if name in UNAVAILABLE:
+                return 409, {"error": UNAVAILABLE[name]}
             return 404, {"error": f"no action {name!r}; known: {', '.join(sorted(self.actions)) or 'none'}"}
         try:
             action()
@@ -891,6 +887,15 @@ class HTTPOutput(Output):
         head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
         await self._send(resp, head + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
         self.count_served(frames=1)
+
+
+#: the actions a run may lack, with what to do to have them: a POST for one of them is 409 (the
+#: action exists, this run does not offer it), any other unknown name 404
+UNAVAILABLE: Dict[str, str] = {
+    "ffc": "no camera control in this run; start tir run with --camera-port DEV|auto",
+    "bundle/reload": "this run has no model bundle to reload; start tir run with --model BUNDLE_DIR",
+    "camera/new": "this run restores nothing, so it keeps no camera history to restart",
+}
 
 
 # Every route the server answers, in match order: (method, path, handler, needs_token).

@@ -197,19 +197,21 @@ function renderCamera(stats) {
   const age = typeof stats.camera.last_ffc_age_s === "number" ? `, last ${fmt(stats.camera.last_ffc_age_s, 0)} s ago` : "";
   text("ffc-state", `FFC ${stats.camera.ffc_state || "-"}${age} (${stats.camera.ffc_count ?? 0} so far)`);
 }
-async function requestFFC() {
-  const button = $("ffc-button");
+// POST one of the server's actions (stats.http.actions) from its button: the button is disabled
+// for a second, and the server's refusal (or a failed request) is shown in the element `stateId`.
+async function postAction(path, buttonId, stateId, failed) {
+  const button = $(buttonId);
   button.disabled = true;
   try {
-    const reply = await (await fetch("/ffc", { method: "POST", headers: { "X-Tir-Token": TOKEN } })).json();
-    if (reply.error) text("ffc-state", reply.error);
+    const reply = await (await fetch(path, { method: "POST", headers: { "X-Tir-Token": TOKEN } })).json();
+    if (reply.error) text(stateId, reply.error);
   } catch (err) {
-    text("ffc-state", "FFC request failed");
+    text(stateId, failed);
   } finally {
     setTimeout(() => { button.disabled = false; }, 1000);
   }
 }
-$("ffc-button").addEventListener("click", requestFFC);
+$("ffc-button").addEventListener("click", () => postAction("/ffc", "ffc-button", "ffc-state", "FFC request failed"));
 
 // Camera history (the Restorer's gates): how often the camera changed and why; the button says
 // the camera was swapped without a reconnect or a new frame size (POST /camera/new).
@@ -221,19 +223,8 @@ function renderHistory(stats) {
   const why = stats.model.camera_change;
   text("camera-change", Array.isArray(why) && why.length ? `last: ${why.join(", ")}` : "none since the start");
 }
-async function requestNewCamera() {
-  const button = $("new-camera-button");
-  button.disabled = true;
-  try {
-    const reply = await (await fetch("/camera/new", { method: "POST", headers: { "X-Tir-Token": TOKEN } })).json();
-    if (reply.error) text("camera-change", reply.error);
-  } catch (err) {
-    text("camera-change", "request failed");
-  } finally {
-    setTimeout(() => { button.disabled = false; }, 1000);
-  }
-}
-$("new-camera-button").addEventListener("click", requestNewCamera);
+$("new-camera-button").addEventListener("click",
+  () => postAction("/camera/new", "new-camera-button", "camera-change", "request failed"));
 
 async function poll() {
   try {
