@@ -77,7 +77,8 @@ def load_onnx(path) -> fx.GraphModule:
     Inputs in the ONNX graph's order (the student: ``input`` (N, 1, H, W), ``prompt`` (N, K)).
 
     Raises:
-        NotImplementedError: the graph has an op onnx2torch cannot convert.
+        NotImplementedError: raised by onnx2torch's ``convert`` for an ONNX op it has no
+            converter for (SpaceToDepth is registered here, :func:`_register_space_to_depth`).
     """
     import onnx
     from onnx2torch import convert
@@ -225,7 +226,7 @@ def prepare_qat(gm: fx.GraphModule, plan: QdqPlan, reduce_range: bool = True,
     in :class:`QatConv`. Changes ``gm`` in place and returns it."""
     acts = nn.ModuleDict()
     gm.add_module("qat_acts", acts)
-    graph_inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]   # torch.fx's op name for an input
+    graph_inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]   # torch.fx names a graph input's node op "placeholder"
     tensor_of = dict(zip(graph_inputs, input_names))
     for node in list(gm.graph.nodes):
         if node.op == "call_module":
