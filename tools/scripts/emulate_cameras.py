@@ -477,13 +477,21 @@ def hot_object(radiance: np.ndarray, rng: np.random.Generator, level: float = 15
     h, w = radiance.shape
     share = rng.uniform(0.005, 0.02)
     aspect = rng.uniform(0.6, 1.6)
+    mask = ellipse_mask((h, w), share, aspect, rng, blur=0.7)
+    return radiance * (1 - mask) + level * mask
+
+
+def ellipse_mask(shape, share: float, aspect: float, rng: np.random.Generator, blur: float) -> np.ndarray:
+    """(H, W) float64 mask of a filled ellipse covering ``share`` of the pixels, width/height
+    ``aspect``, centred at a place drawn from ``rng`` at least 4 px inside the edges, blurred by
+    the optics (Gaussian σ ``blur`` px); 1 inside, 0 outside."""
+    h, w = shape
     b = np.sqrt(share * h * w / (np.pi * aspect))
     a = aspect * b
     cx, cy = rng.uniform(a + 4, w - a - 4), rng.uniform(b + 4, h - b - 4)
     mask = np.zeros((h, w), np.float64)
     cv2.ellipse(mask, (int(round(cx)), int(round(cy))), (int(round(a)), int(round(b))), 0, 0, 360, 1.0, -1)
-    mask = cv2.GaussianBlur(mask, (0, 0), 0.7)
-    return radiance * (1 - mask) + level * mask
+    return cv2.GaussianBlur(mask, (0, 0), blur)
 
 
 def vignette(radiance: np.ndarray, corner: float = 0.6) -> np.ndarray:
@@ -917,12 +925,7 @@ def hot_entry(radiance: np.ndarray, rng: np.random.Generator, drop: float) -> np
     lo, hi = float(radiance.min()), float(radiance.max())
     level = lo + (hi - lo) / (1.0 - drop)
     share, aspect = rng.uniform(0.01, 0.03), rng.uniform(0.4, 0.8)
-    b = np.sqrt(share * h * w / (np.pi * aspect))
-    a = aspect * b
-    cx, cy = rng.uniform(a + 4, w - a - 4), rng.uniform(b + 4, h - b - 4)
-    mask = np.zeros((h, w), np.float64)
-    cv2.ellipse(mask, (int(round(cx)), int(round(cy))), (int(round(a)), int(round(b))), 0, 0, 360, 1.0, -1)
-    mask = cv2.GaussianBlur(mask, (0, 0), 1.0)
+    mask = ellipse_mask((h, w), share, aspect, rng, blur=1.0)
     return radiance * (1 - mask) + level * mask
 
 
