@@ -330,6 +330,52 @@ def test_round5_cameras(emu, root, tmp_path):
     assert np.abs(moved).max() > 10 and np.allclose(moved, emu.lens_drops(ramp + 50.0) - (ramp + 50.0))  # ... in place
 
 
+def test_round6_cameras(emu, root, tmp_path):
+    """Round 6 (``--round 6``, its own table): each camera's size and dtype, and the trait it was
+    built for: one field's lines doubled between black side bands, BT.601's limited range, a
+    radiometric Boson's K × 50, mirrored and flipped mounts, status bits above 14-bit counts, lost
+    VoSPI packets as repeated half lines, a warm-up's drift reset in part by the FFC, row offsets
+    drawn per frame."""
+    earlier = set(emu.CAMERAS) | set(emu.ROUND4) | set(emu.ROUND5)
+    assert not earlier & set(emu.ROUND6) and emu.ROUNDS["6"] is emu.ROUND6
+    assert emu.main([str(tmp_path), "--root", str(root), "--round", "6"]) == 0
+    want = {"ntsc_field_720x480": ((480, 720), np.uint8, 3), "studio_range_720x576": ((576, 720), np.uint8, 3),
+            "boson_tlinear_low_640x512": ((512, 640), np.uint16, 3), "dde_max_640x512": ((512, 640), np.uint8, 3),
+            "mirror_640x512": ((512, 640), np.uint8, 3), "vflip_640x512": ((512, 640), np.uint8, 3),
+            "status_bits_640x512": ((512, 640), np.uint16, 4), "vospi_loss_160x120": ((120, 160), np.uint8, 3),
+            "warmup_320x256": ((256, 320), np.uint16, 3), "row_flicker_640x512": ((512, 640), np.uint8, 3)}
+    assert set(want) == set(emu.ROUND6)
+    frames = {}
+    for cam, (shape, dtype, n) in want.items():
+        frames[cam] = _frames(tmp_path / cam, cv2.IMREAD_UNCHANGED)
+        assert len(frames[cam]) == n and all(f.shape == shape and f.dtype == dtype for f in frames[cam]), cam
+    for f in frames["ntsc_field_720x480"]:
+        assert np.array_equal(f[0::2], f[1::2]) and not f[:, :8].any() and not f[:, 712:].any()
+    assert all(f.min() >= 16 and f.max() <= 235 for f in frames["studio_range_720x576"])
+    assert all(285 * 50 <= np.median(f) <= 320 * 50 and 350 * 50 - 100 < f.max() <= 450 * 50 + 100
+               for f in frames["boson_tlinear_low_640x512"])   # a 285-320 K scene, a 350-450 K object
+    scene = _scene(512, 640, 0, 8)
+    upright = emu.camera((640, 512), 1.0, emu.linear_agc, 605)(0, scene)
+    assert np.array_equal(emu.ROUND6["mirror_640x512"][1](0, scene), upright[:, ::-1])
+    upright = emu.camera((640, 512), 1.0, emu.linear_agc, 606)(0, scene)
+    assert np.array_equal(emu.ROUND6["vflip_640x512"][1](0, scene), upright[::-1])
+    for i, f in enumerate(frames["status_bits_640x512"]):
+        assert np.all(f >> 14 == (i & 1) + 2 * (i in emu.FFC_DESIRED))
+    g = _scene(120, 160, 1, 8)
+    lost = emu.vospi_lost_packets(0, g)
+    halves = {(y, x // emu.VOSPI_PACKET_PX) for y, x in zip(*np.nonzero(lost != g))}
+    assert 1 <= len(halves) <= 4
+    for y, k in halves:                                   # each lost packet: the half line above it
+        half = slice(k * emu.VOSPI_PACKET_PX, (k + 1) * emu.VOSPI_PACKET_PX)
+        assert np.array_equal(lost[y, half], lost[y - 1, half])
+    warm = [emu.warmup_counts(i, scene).astype(float) for i in range(12)]
+    fpn = lambda i: np.std(warm[i] - emu.warmup_counts(i, scene, seed=1).astype(float))  # the pixel pattern's share
+    assert warm[11].mean() > warm[0].mean() and fpn(5) > fpn(1) and fpn(emu.WARMUP_FFC_AT) < fpn(5)
+    c = emu.to_counts(_scene(64, 96, 2, 8).astype(np.float64))
+    a, b = emu.row_flicker(c, np.random.default_rng(0)) - c, emu.row_flicker(c, np.random.default_rng(1)) - c
+    assert np.allclose(a, a[:, :1]) and np.std(a[:, 0]) > 0 and not np.allclose(a, b)
+
+
 def test_unknown_camera_and_missing_root(emu, tmp_path):
     with pytest.raises(KeyError, match="no emulated camera 'fisheye'"):
         emu.build(tmp_path, tmp_path, only=["fisheye"])

@@ -1,7 +1,7 @@
 """Emulated "new cameras" from the test splits: how the product behaves on a camera none of the
 data sets covers (issue 9, "checked from outside": run ``tir eval --data OUT/<camera>`` on each).
 
-Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]] [--round 1-3|4|5]
+Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]] [--round 1-3|4|5|6]
 
 Each camera is a folder ``OUT/<name>/`` of 12 frames of one size, built from the **test** split
 of a registered set (frames only used to measure, never to tune), read from the data root
@@ -167,6 +167,33 @@ not cover; [U] as in round 4:
 - ``lens_drops_640x512``: rain drops or dirt on the lens window, the same in every frame: water is
   nearly opaque at 8-14 µm [U], so each of 8-14 out-of-focus drops shows its own temperature (the
   scene's median) at 50-85 % opacity (RoadScene, noise 0.6, linear AGC).
+
+Round 6 (``--round 6``, table :data:`ROUND6`), camera pipelines of kinds rounds 1-5 do not cover;
+[U] as in round 4:
+
+- ``ntsc_field_720x480``: a Tau 2's analog NTSC video (its VIDEO_MODE command, thermal_io.md §2)
+  through a USB grabber that keeps one field and doubles its lines [U]: BT.601's 704 active samples
+  in a 720-sample line (8 black samples either side), every line shown twice (M3SVD, noise 0.6,
+  linear AGC);
+- ``studio_range_720x576``: a PAL grabber whose BT.601 limited-range luma (black 16, white 235) is
+  kept as it comes, not expanded to 0-255 [U that a given capture program leaves it] (RoadScene);
+- ``boson_tlinear_low_640x512``: a radiometric Boson in TLinear, low gain, Y16 = K × 50 (thermal_io.md
+  §1.6, a third-party design note): 8-20 K scenes at 285-300 K and a 350-450 K hot object;
+- ``dde_max_640x512``: DDE at its top setting (Tau 2.7's index −20..100, thermal_io.md §4.1 item 9;
+  the filter's 6-px scale and the 6× gain are ours): wide halos at every edge, the noise boosted;
+- ``mirror_640x512`` / ``vflip_640x512``: a Tau 2 set to orientation "revert" / "invert" (its
+  ORIENTATION command 0x11, thermal_io.md §2; which name flips which way is [U]): left-right mirrored,
+  top-bottom flipped (upside_down_640x512 is both);
+- ``status_bits_640x512``: a 14-bit core whose 16-bit words carry status above the counts [U]: bit 14
+  the frame's parity, bit 15 an "FFC desired" flag (thermal_io.md §5) on frames 4-8, so the stored
+  frame jumps by 16384 or 32768 counts from frame to frame;
+- ``vospi_loss_160x120``: a Lepton 3.5 read over VoSPI (a packet is half a line [U]) by a host that
+  loses 1-4 packets a frame and keeps the half line above in their place;
+- ``warmup_320x256``: a Boson 320's Y16 counts in the minutes after power-up (thermal_io.md §5): the
+  level rising, per-pixel offsets growing until the FFC that the FPA's temperature change triggers
+  (§1.6), the housing's radiation a growing dome the FFC does not remove [U];
+- ``row_flicker_640x512``: horizontal stripes (row offsets, thermal_io.md §5) drawn anew every frame
+  [U: that a core's row offsets change from frame to frame] (HIT-UAV, noise 0.6, linear AGC).
 
 Every random draw is seeded by the camera and the frame's index, so the folders are the same on
 every run. numpy + OpenCV only.
@@ -986,13 +1013,175 @@ ROUND5: Dict[str, Tuple[Callable, Callable, str]] = {
                            "RoadScene with 8-14 out-of-focus drops on the window (50-85 % opaque), noise 0.6, linear AGC"),
 }
 
-#: the rounds ``--round`` builds: 1-3 are :data:`CAMERAS` (the default), 4 is :data:`ROUND4`, 5 :data:`ROUND5`
-ROUNDS = {"1-3": CAMERAS, "4": ROUND4, "5": ROUND5}
+# --- round 6: cameras of kinds the 56 above do not cover -------------------------------------
+
+#: BT.601 digital video: 720 samples a line of which 704 are the active picture (8 blank each side),
+#: and the luma's limited ("studio") range, black at 16 and white at 235
+BT601_WIDTH, BT601_ACTIVE, BT601_BLACK, BT601_WHITE = 720, 704, 16, 235
+
+
+def ntsc_one_field(g: np.ndarray) -> np.ndarray:
+    """A Tau 2's analog NTSC video through a USB grabber that captures one field and doubles its lines
+    (``after`` for :func:`camera`): the 640×480 image resized (bilinear) to BT.601's 704 active
+    samples by 480 lines, the even lines kept (one 240-line field) and each shown twice, placed in a
+    720-sample line with 8 black (0) samples either side. uint8, 480×720."""
+    active = cv2.resize(g, (BT601_ACTIVE, 480), interpolation=cv2.INTER_LINEAR)
+    out = np.zeros((480, BT601_WIDTH), np.uint8)
+    pad = (BT601_WIDTH - BT601_ACTIVE) // 2
+    out[:, pad:pad + BT601_ACTIVE] = np.repeat(active[0::2], 2, axis=0)
+    return out
+
+
+def studio_range(g: np.ndarray, size: Tuple[int, int] = (720, 576)) -> np.ndarray:
+    """A PAL grabber's limited-range luma kept as it comes (``after`` for :func:`camera`): the image
+    resized (bilinear) to ``size`` = (width, height), then ``16 + g·219/255``: black at
+    :data:`BT601_BLACK`, white at :data:`BT601_WHITE` (ITU-R BT.601), not expanded to 0-255 by the
+    capture software. uint8, (height, width)."""
+    f = cv2.resize(g, tuple(size), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+    return to_u8(BT601_BLACK + f * (BT601_WHITE - BT601_BLACK) / 255.0)
+
+
+#: a radiometric Boson's TLinear Y16 in low gain: counts per kelvin (thermal_io.md §1.6: "K×100 in
+#: high gain (K×50 in low gain, per a third-party design note)")
+BOSON_LOW_GAIN_PER_K = 50.0
+
+
+def boson_tlinear_low(i: int, grey: np.ndarray) -> np.ndarray:
+    """A radiometric Boson 640 in TLinear, low gain: Y16 = kelvin × :data:`BOSON_LOW_GAIN_PER_K`
+    (0.02 K per count). The scene's 1st-99th percentiles span a drawn 8-20 K from a drawn
+    285-300 K, with a hot object (:func:`ellipse_mask`: 0.5-2 % of the pixels, an engine or an
+    exhaust at a drawn 350-450 K; low gain is the mode for such scenes), NETD σ 0.04 K, rounded.
+    uint16, same shape (values 14250-22500)."""
+    rng = np.random.default_rng([603, i])
+    span_k, base_k, hot_k = rng.uniform((8.0, 285.0, 350.0), (20.0, 300.0, 450.0))
+    g = grey.astype(np.float64)
+    p1, p99 = np.percentile(g, (1, 99))
+    kelvin = base_k + (g - p1) / max(p99 - p1, 1.0) * span_k
+    mask = ellipse_mask(g.shape, rng.uniform(0.005, 0.02), rng.uniform(0.6, 1.6), rng, blur=0.7)
+    kelvin = kelvin * (1 - mask) + hot_k * mask + rng.normal(0.0, 0.04, g.shape)
+    return np.clip(np.rint(kelvin * BOSON_LOW_GAIN_PER_K), 0, 65535).astype(np.uint16)
+
+
+#: status bits a 14-bit core's word carries above its counts in round 6's status_bits camera [U]:
+#: bit 14 the frame's parity, bit 15 "FFC desired" (thermal_io.md §5: the camera raises the flag)
+PARITY_BIT, FFC_DESIRED_BIT = 14, 15
+#: the frames of a 12-frame folder during which the FFC-desired flag is up
+FFC_DESIRED = range(4, 9)
+
+
+def status_bit_counts(i: int, grey: np.ndarray) -> np.ndarray:
+    """A 14-bit core whose 16-bit words carry status above the counts [U: the bit layout is ours; a
+    Camera Link / parallel tap that sends the status with every pixel]: the counts (the frame's
+    1st-99th percentiles spanning a drawn 2000-6000 counts from a drawn 4000-6000, white noise σ 3
+    counts, clipped to 14 bits) OR the frame's parity at :data:`PARITY_BIT` OR the FFC-desired
+    flag at :data:`FFC_DESIRED_BIT` on the frames in :data:`FFC_DESIRED`. uint16, same shape: the
+    whole frame jumps by 16384 or 32768 counts from one frame to the next."""
+    rng = np.random.default_rng([607, i])
+    span, base = rng.uniform((2000.0, 4000.0), (6000.0, 6000.0))
+    c = remap_span(grey, span, base).astype(np.float64) + rng.normal(0.0, 3.0, grey.shape)
+    c = np.clip(np.rint(c), 0, 16383).astype(np.uint16)
+    flags = ((i & 1) << PARITY_BIT) | ((1 << FFC_DESIRED_BIT) if i in FFC_DESIRED else 0)
+    return (c | np.uint16(flags)).astype(np.uint16)
+
+
+#: pixels per VoSPI packet of a Lepton 3.x (a packet carries half a 160-pixel line [U: Lepton
+#: engineering datasheet, VoSPI section])
+VOSPI_PACKET_PX = 80
+
+
+def vospi_lost_packets(i: int, g: np.ndarray, seed: int = 608) -> np.ndarray:
+    """A Lepton 3.5 read over VoSPI by a host that loses packets (an SPI clock too fast, a busy host
+    [U]) and keeps the last good packet of the same half line in its place: 1-4 packets drawn per
+    frame (not in the first line), each a half line of :data:`VOSPI_PACKET_PX` pixels replaced by the
+    half line above it. uint8, same shape (160×120: two packets a line)."""
+    rng = np.random.default_rng([seed, i])
+    out = g.copy()
+    h, w = g.shape
+    halves = w // VOSPI_PACKET_PX
+    for p in rng.choice(np.arange(halves, h * halves), int(rng.integers(1, 5)), replace=False):
+        y, x0 = divmod(int(p), halves)
+        x0 *= VOSPI_PACKET_PX
+        out[y, x0:x0 + VOSPI_PACKET_PX] = out[y - 1, x0:x0 + VOSPI_PACKET_PX]
+    return out
+
+
+#: round 6's warm-up camera: the FFC the FPA's temperature change triggers (before this frame)
+WARMUP_FFC_AT = 6
+
+
+def warmup_counts(i: int, grey: np.ndarray, seed: int = 609) -> np.ndarray:
+    """A Boson 320's Y16 pre-AGC counts over the first minutes after power-up (thermal_io.md §5: the
+    offsets drift with the FPA and housing temperature, the FFC recomputes the per-pixel offsets,
+    the lens and housing's own radiation shades the frame; §1.6: the FFC triggered by an FPA
+    temperature change): the scene at 320×256 as :func:`camera` counts it (noise 0.6 grey levels),
+    then the drift: (1) the whole frame's level rising by 1.5 grey levels a frame; (2) per-pixel
+    offsets (N(0, 1) per pixel, drawn once for the camera) × :func:`drift_since_ffc` (FFC before
+    frame :data:`WARMUP_FFC_AT`) at σ 2 grey levels at the largest change; (3) the housing's
+    radiation, a dome ``1 − r²`` (r = 1 at the corners) growing from 0 to 25 % of the scene's span
+    over the 12 frames (not removed by the FFC: the shutter sits behind the lens [U]). Uint16 counts
+    (14-bit range), 256×320."""
+    rng = np.random.default_rng([seed, i])
+    counts = to_counts(resample(grey.astype(np.float64), (320, 256)))
+    per_grey = float(counts.max() - counts.min()) / 255.0
+    counts = counts + rng.normal(0.0, noise_sigma(counts, 0.6), counts.shape)
+    h, w = counts.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    r2 = ((x - (w - 1) / 2) / ((w - 1) / 2)) ** 2 / 2 + ((y - (h - 1) / 2) / ((h - 1) / 2)) ** 2 / 2
+    pixel = np.random.default_rng(seed).normal(0.0, 1.0, (h, w))
+    counts = (counts + 1.5 * i * per_grey + drift_since_ffc(i, WARMUP_FFC_AT) * 2.0 * per_grey * pixel
+              + (i / (FRAMES - 1)) * 0.25 * 255.0 * per_grey * (1.0 - r2))
+    return np.clip(np.rint(counts), 0, COUNTS_MAX).astype(np.uint16)
+
+
+def row_flicker(counts: np.ndarray, rng: np.random.Generator, grey: float = 1.5) -> np.ndarray:
+    """Temporal row noise (``process`` for :func:`camera`): every row's offset drawn anew each frame,
+    σ ``grey`` grey levels of the frame's min-max AGC (thermal_io.md §5: row-wise bias and timing
+    effects show as horizontal stripes; that they change from frame to frame, a row's bias read
+    with its own noise, is [U]). Float counts, same shape."""
+    per_grey = float(counts.max() - counts.min()) / 255.0
+    return counts + rng.normal(0.0, grey * per_grey, counts.shape[0])[:, None]
+
+
+#: round 6: cameras of kinds the 56 of rounds 1-5 do not cover (``--round 6``), same layout
+ROUND6: Dict[str, Tuple[Callable, Callable, str]] = {
+    "ntsc_field_720x480": (_set("m3svd_magnity"), camera((640, 480), 0.6, linear_agc, 601, after=ntsc_one_field),
+                           "M3SVD, noise 0.6, linear AGC, Tau 2 NTSC through a grabber: one field line-doubled, "
+                           "704 active samples in 720 (8 black each side)"),
+    "studio_range_720x576": (_set("roadscene-ir"), camera((640, 512), 0.6, linear_agc, 602, after=studio_range),
+                             "RoadScene, noise 0.6, linear AGC, PAL grabber at 720x576, BT.601 limited range 16-235"),
+    "boson_tlinear_low_640x512": (_set("roadscene-ir"), boson_tlinear_low,
+                                  "RoadScene as a radiometric Boson in TLinear low gain: Y16 = K x 50, 8-20 K scenes "
+                                  "at 285-300 K, a 350-450 K hot object"),
+    "dde_max_640x512": (_set("roadscene-ir"), camera((640, 512), 0.6,
+                                                     lambda c: dde_agc(c, sigma=6.0, detail_gain=6.0), 604),
+                        "RoadScene, noise 0.6, DDE at its maximum: a 6-px detail layer at 6x (halos), plateau base"),
+    "mirror_640x512": (_set("roadscene-ir"), camera((640, 512), 1.0, linear_agc, 605, after=lambda g: cv2.flip(g, 1)),
+                       "RoadScene, noise 1.0, linear AGC, mirrored left-right (Tau 2 orientation 'revert')"),
+    "vflip_640x512": (_set("roadscene-ir"), camera((640, 512), 1.0, linear_agc, 606, after=lambda g: cv2.flip(g, 0)),
+                      "RoadScene, noise 1.0, linear AGC, flipped top-bottom (Tau 2 orientation 'invert')"),
+    "status_bits_640x512": (_raw, status_bit_counts,
+                            "T1030sc scenes as 14-bit counts (span 2000-6000 at 4000-6000) with bit 14 the frame "
+                            "parity and bit 15 an FFC-desired flag on frames 4-8"),
+    "vospi_loss_160x120": (_set("chips_lepton35"), lambda i, f: vospi_lost_packets(
+                               i, camera((160, 120), 0.35, linear_agc, 608)(i, f)),
+                           "Lepton 3.5, noise 0.35, min/max AGC, 1-4 lost VoSPI packets a frame (half lines "
+                           "repeated from the line above)"),
+    "warmup_320x256": (_set("hit_uav"), warmup_counts,
+                       "HIT-UAV as Boson 320 Y16 counts warming up: level +1.5 grey/frame, pixel offsets growing "
+                       "(FFC before frame 6), a housing dome growing to 25 % of the span"),
+    "row_flicker_640x512": (_set("hit_uav"), camera((640, 512), 0.6, linear_agc, 610, process=row_flicker),
+                            "HIT-UAV, noise 0.6, linear AGC, row offsets drawn anew every frame (sigma 1.5 grey levels)"),
+}
+
+
+#: the rounds ``--round`` builds: 1-3 are :data:`CAMERAS` (the default), 4 is :data:`ROUND4`, 5 :data:`ROUND5`,
+#: 6 :data:`ROUND6`
+ROUNDS = {"1-3": CAMERAS, "4": ROUND4, "5": ROUND5, "6": ROUND6}
 
 
 def build(out: Path, root=None, only=None, frames: int = FRAMES, cameras: Dict = None) -> Dict[str, int]:
-    """Write every camera of ``cameras`` (default :data:`CAMERAS`; :data:`ROUND4` / :data:`ROUND5` for
-    rounds 4 / 5), or
+    """Write every camera of ``cameras`` (default :data:`CAMERAS`; :data:`ROUND4` / :data:`ROUND5` / :data:`ROUND6`
+    for rounds 4 / 5 / 6), or
     those in ``only``, under ``out``; returns {camera: frames written}. PNG, 8-bit grey or 16-bit
     counts as the camera delivers them (``false_colour``: 8-bit BGR).
 
@@ -1027,7 +1216,7 @@ def main(argv=None) -> int:
     p.add_argument("--root", default=None, help="data root (default $TIR_DATA_ROOT or ../shared/data)")
     p.add_argument("--only", default=None, help="comma list of cameras (default: all of the round)")
     p.add_argument("--round", default="1-3", choices=sorted(ROUNDS),
-                   help="which cameras: 1-3 (the 34 of rounds 1-3, default), 4 (round 4) or 5 (round 5)")
+                   help="which cameras: 1-3 (the 34 of rounds 1-3, default), 4, 5 or 6 (one later round)")
     a = p.parse_args(argv)
     cameras = ROUNDS[a.round]
     try:
