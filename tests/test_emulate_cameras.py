@@ -343,7 +343,8 @@ def test_round6_cameras(emu, root, tmp_path):
             "boson_tlinear_low_640x512": ((512, 640), np.uint16, 3), "dde_max_640x512": ((512, 640), np.uint8, 3),
             "mirror_640x512": ((512, 640), np.uint8, 3), "vflip_640x512": ((512, 640), np.uint8, 3),
             "status_bits_640x512": ((512, 640), np.uint16, 4), "vospi_loss_160x120": ((120, 160), np.uint8, 3),
-            "warmup_320x256": ((256, 320), np.uint16, 3), "row_flicker_640x512": ((512, 640), np.uint8, 3)}
+            "warmup_320x256": ((256, 320), np.uint16, 3), "row_flicker_640x512": ((512, 640), np.uint8, 3),
+            "sky_target_640x512": ((512, 640), np.uint8, 3)}
     assert set(want) == set(emu.ROUND6)
     frames = {}
     for cam, (shape, dtype, n) in want.items():
@@ -361,6 +362,8 @@ def test_round6_cameras(emu, root, tmp_path):
     assert np.array_equal(emu.ROUND6["vflip_640x512"][1](0, scene), upright[::-1])
     for i, f in enumerate(frames["status_bits_640x512"]):
         assert np.all(f >> 14 == (i & 1) + 2 * (i in emu.FFC_DESIRED))
+    assert np.all(emu.status_bit_counts(40, scene, desired=range(32, 56)) >> 15 == 1)   # a live replay's flags
+    assert not np.any(emu.status_bit_counts(5, scene, desired=range(32, 56)) >> 15)
     g = _scene(120, 160, 1, 8)
     lost = emu.vospi_lost_packets(0, g)
     halves = {(y, x // emu.VOSPI_PACKET_PX) for y, x in zip(*np.nonzero(lost != g))}
@@ -371,6 +374,11 @@ def test_round6_cameras(emu, root, tmp_path):
     warm = [emu.warmup_counts(i, scene).astype(float) for i in range(12)]
     fpn = lambda i: np.std(warm[i] - emu.warmup_counts(i, scene, seed=1).astype(float))  # the pixel pattern's share
     assert warm[11].mean() > warm[0].mean() and fpn(5) > fpn(1) and fpn(emu.WARMUP_FFC_AT) < fpn(5)
+    long = lambda i, seed=609: emu.warmup_counts(i, scene, seed=seed, ffc_at=48, frames=96).astype(float)
+    assert np.allclose(long(95).mean() - long(0).mean(), warm[11].mean() - warm[0].mean(), rtol=0.05)  # same drift, 8x slower
+    assert np.std(long(47) - long(47, 1)) > np.std(long(48) - long(48, 1))                     # the FFC at 48
+    for f in frames["sky_target_640x512"]:                # the UAV takes the top of the 8 bits
+        assert f.max() == 255 and np.percentile(f, 99) - np.percentile(f, 1) < 255 / 2
     c = emu.to_counts(_scene(64, 96, 2, 8).astype(np.float64))
     a, b = emu.row_flicker(c, np.random.default_rng(0)) - c, emu.row_flicker(c, np.random.default_rng(1)) - c
     assert np.allclose(a, a[:, :1]) and np.std(a[:, 0]) > 0 and not np.allclose(a, b)

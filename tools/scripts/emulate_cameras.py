@@ -193,7 +193,11 @@ Round 6 (``--round 6``, table :data:`ROUND6`), camera pipelines of kinds rounds 
   level rising, per-pixel offsets growing until the FFC that the FPA's temperature change triggers
   (§1.6), the housing's radiation a growing dome the FFC does not remove [U];
 - ``row_flicker_640x512``: horizontal stripes (row offsets, thermal_io.md §5) drawn anew every frame
-  [U: that a core's row offsets change from frame to frame] (HIT-UAV, noise 0.6, linear AGC).
+  [U: that a core's row offsets change from frame to frame] (HIT-UAV, noise 0.6, linear AGC);
+- ``sky_target_640x512``: UAV tracking against a clear sky through a per-frame min/max AGC
+  (thermal_io.md §3.3, §4.2): a drone of ~100 px far hotter than the sky takes the top of the
+  8 bits, the sky's 1st-99th percentiles are squeezed into about a quarter of them (Anti-UAV scenes,
+  noise 1.0).
 
 Every random draw is seeded by the camera and the frame's index, so the folders are the same on
 every run. numpy + OpenCV only.
@@ -1069,18 +1073,18 @@ PARITY_BIT, FFC_DESIRED_BIT = 14, 15
 FFC_DESIRED = range(4, 9)
 
 
-def status_bit_counts(i: int, grey: np.ndarray) -> np.ndarray:
+def status_bit_counts(i: int, grey: np.ndarray, desired=FFC_DESIRED) -> np.ndarray:
     """A 14-bit core whose 16-bit words carry status above the counts [U: the bit layout is ours; a
     Camera Link / parallel tap that sends the status with every pixel]: the counts (the frame's
     1st-99th percentiles spanning a drawn 2000-6000 counts from a drawn 4000-6000, white noise σ 3
     counts, clipped to 14 bits) OR the frame's parity at :data:`PARITY_BIT` OR the FFC-desired
-    flag at :data:`FFC_DESIRED_BIT` on the frames in :data:`FFC_DESIRED`. uint16, same shape: the
+    flag at :data:`FFC_DESIRED_BIT` on the frames in ``desired`` (default :data:`FFC_DESIRED`). uint16, same shape: the
     whole frame jumps by 16384 or 32768 counts from one frame to the next."""
     rng = np.random.default_rng([607, i])
     span, base = rng.uniform((2000.0, 4000.0), (6000.0, 6000.0))
     c = remap_span(grey, span, base).astype(np.float64) + rng.normal(0.0, 3.0, grey.shape)
     c = np.clip(np.rint(c), 0, 16383).astype(np.uint16)
-    flags = ((i & 1) << PARITY_BIT) | ((1 << FFC_DESIRED_BIT) if i in FFC_DESIRED else 0)
+    flags = ((i & 1) << PARITY_BIT) | ((1 << FFC_DESIRED_BIT) if i in desired else 0)
     return (c | np.uint16(flags)).astype(np.uint16)
 
 
@@ -1109,16 +1113,16 @@ def vospi_lost_packets(i: int, g: np.ndarray, seed: int = 608) -> np.ndarray:
 WARMUP_FFC_AT = 6
 
 
-def warmup_counts(i: int, grey: np.ndarray, seed: int = 609) -> np.ndarray:
+def warmup_counts(i: int, grey: np.ndarray, seed: int = 609, ffc_at: int = WARMUP_FFC_AT, frames: int = FRAMES) -> np.ndarray:
     """A Boson 320's Y16 pre-AGC counts over the first minutes after power-up (thermal_io.md §5: the
     offsets drift with the FPA and housing temperature, the FFC recomputes the per-pixel offsets,
     the lens and housing's own radiation shades the frame; §1.6: the FFC triggered by an FPA
     temperature change): the scene at 320×256 as :func:`camera` counts it (noise 0.6 grey levels),
-    then the drift: (1) the whole frame's level rising by 1.5 grey levels a frame; (2) per-pixel
-    offsets (N(0, 1) per pixel, drawn once for the camera) × :func:`drift_since_ffc` (FFC before
-    frame :data:`WARMUP_FFC_AT`) at σ 2 grey levels at the largest change; (3) the housing's
-    radiation, a dome ``1 − r²`` (r = 1 at the corners) growing from 0 to 25 % of the scene's span
-    over the 12 frames (not removed by the FFC: the shutter sits behind the lens [U]). Uint16 counts
+    then the drift over ``frames`` frames: (1) the whole frame's level rising by 16.5 grey levels
+    (1.5 a frame in a 12-frame folder); (2) per-pixel offsets (N(0, 1) per pixel, drawn once for
+    the camera) × :func:`drift_since_ffc` (FFC before frame ``ffc_at``) at σ 2 grey levels at the
+    largest change; (3) the housing's radiation, a dome ``1 − r²`` (r = 1 at the corners) growing
+    from 0 to 25 % of the scene's span (not removed by the FFC: the shutter sits behind the lens [U]). Uint16 counts
     (14-bit range), 256×320."""
     rng = np.random.default_rng([seed, i])
     counts = to_counts(resample(grey.astype(np.float64), (320, 256)))
@@ -1128,8 +1132,9 @@ def warmup_counts(i: int, grey: np.ndarray, seed: int = 609) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
     r2 = ((x - (w - 1) / 2) / ((w - 1) / 2)) ** 2 / 2 + ((y - (h - 1) / 2) / ((h - 1) / 2)) ** 2 / 2
     pixel = np.random.default_rng(seed).normal(0.0, 1.0, (h, w))
-    counts = (counts + 1.5 * i * per_grey + drift_since_ffc(i, WARMUP_FFC_AT) * 2.0 * per_grey * pixel
-              + (i / (FRAMES - 1)) * 0.25 * 255.0 * per_grey * (1.0 - r2))
+    counts = (counts + 1.5 * i * (FRAMES - 1) / (frames - 1) * per_grey
+              + drift_since_ffc(i, ffc_at) * 2.0 * per_grey * pixel
+              + (i / (frames - 1)) * 0.25 * 255.0 * per_grey * (1.0 - r2))
     return np.clip(np.rint(counts), 0, COUNTS_MAX).astype(np.uint16)
 
 
@@ -1140,6 +1145,20 @@ def row_flicker(counts: np.ndarray, rng: np.random.Generator, grey: float = 1.5)
     with its own noise, is [U]). Float counts, same shape."""
     per_grey = float(counts.max() - counts.min()) / 255.0
     return counts + rng.normal(0.0, grey * per_grey, counts.shape[0])[:, None]
+
+
+def sky_target(radiance: np.ndarray, rng: np.random.Generator, share: float = 0.0003) -> np.ndarray:
+    """A small UAV against the sky (``scene_fn`` for :func:`camera`): a filled ellipse of ``share`` of
+    the pixels (about 100 px at 640×512: a drone a few hundred metres off) at a drawn place, its
+    motor and battery far hotter than the sky: at the sky's median plus a drawn 8-15 × the sky's
+    1st-99th percentile span (optics σ 0.7 px). The per-frame min/max AGC (GetThermal, BosonUSB,
+    thermal_io.md §3.3; §4.2: "a single hot pixel dominates") then spends most of the 8 bits on the
+    target and squeezes the sky's 1st-99th percentiles into about a quarter of them (65-73 grey
+    levels on the round's 12 frames: the sky's tails beyond them widen the span). float64, same shape."""
+    p1, p50, p99 = np.percentile(radiance, (1, 50, 99))
+    level = p50 + rng.uniform(8.0, 15.0) * max(p99 - p1, 1.0)
+    mask = ellipse_mask(radiance.shape, share, rng.uniform(0.8, 2.0), rng, blur=0.7)
+    return radiance * (1 - mask) + level * mask
 
 
 #: round 6: cameras of kinds the 56 of rounds 1-5 do not cover (``--round 6``), same layout
@@ -1171,6 +1190,9 @@ ROUND6: Dict[str, Tuple[Callable, Callable, str]] = {
                        "(FFC before frame 6), a housing dome growing to 25 % of the span"),
     "row_flicker_640x512": (_set("hit_uav"), camera((640, 512), 0.6, linear_agc, 610, process=row_flicker),
                             "HIT-UAV, noise 0.6, linear AGC, row offsets drawn anew every frame (sigma 1.5 grey levels)"),
+    "sky_target_640x512": (_set("anti_uav"), camera((640, 512), 1.0, linear_agc, 611, scene_fn=sky_target),
+                           "Anti-UAV sky with a small hot UAV (0.03 % of the pixels, 8-15 sky spans above it), "
+                           "noise 1.0, min/max AGC: the sky in about a quarter of the 8 bits"),
 }
 
 
