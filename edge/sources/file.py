@@ -51,7 +51,7 @@ import cv2
 import numpy as np
 
 from ..frame import Frame, FrameError, check_frame, now
-from ..logs import RateLimiter, quiet_opencv
+from ..logs import RateLimiter, opencv_silenced, quiet_opencv
 from ..registry import option
 from ..uri import URI
 from .base import EndOfStream, Source, SourceError  # EndOfStream re-exported for importers of .file
@@ -177,7 +177,8 @@ def read_image(path: str) -> np.ndarray:
     size = png_dimensions(data[:24].tobytes())
     if size is not None:
         check_frame_side(*size, path)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    with opencv_silenced():  # a damaged TIFF's libtiff errors: the drop below reports it, rate-limited
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise FrameError("corrupt", f"{path}: cannot be decoded")
     check_frame_side(image.shape[1], image.shape[0], path)
