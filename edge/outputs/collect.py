@@ -32,6 +32,7 @@ collector's own thread, never on the pipeline's.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -223,6 +224,7 @@ class Collector(Output):
         self._next_allowed = -1e18  # monotonic time the rate limit lets the next frame in
         self._index: Dict[str, Any] = {}
         self.thumbs: Deque[tuple] = deque(maxlen=THUMBS)  # (id, JPEG bytes)
+        self.last_error: Optional[str] = None  # why the last frame could not be stored
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Collector":
@@ -297,9 +299,11 @@ class Collector(Output):
                 return
             try:
                 self._store(*item)
-            except Exception as exc:  # one bad write is counted; collection goes on
+            except Exception as exc:  # one bad write is counted and said; collection goes on
                 with self._lock:
                     self._index["counts"]["write_errors"] += 1
+                    self.last_error = (f"{exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})"
+                                       if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}")
                 log.warning("collect: could not store a frame in %s: %s: %s", self.folder, type(exc).__name__, exc)
 
     def _store(self, raw: np.ndarray, verdict: dict, meta: dict, seq: int, t: float) -> None:
@@ -311,7 +315,15 @@ class Collector(Output):
         ok, buf = cv2.imencode(".png", raw16, [int(cv2.IMWRITE_PNG_COMPRESSION), 1])
         if not ok:
             raise OutputError("cv2.imencode could not write a 16-bit PNG")
-        (self.folder / name).write_bytes(buf.tobytes())
+        path = self.folder / name
+        try:
+            path.write_bytes(buf.tobytes())
+        except BaseException:  # a full disk: the cut file would stay, named by no entry, never evicted
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            raise
         embedding = verdict.get("embedding")
         entry = {"id": ident, "file": name, "time": round(t, 3), "seq": int(seq),
                  "verdict": verdict.get("task"), "nearest": verdict.get("nearest"),
@@ -349,13 +361,15 @@ class Collector(Output):
     # -- what the page shows ----------------------------------------------------------------
     def collect_stats(self) -> Dict[str, Any]:
         """Counters for the stats snapshot (``stats["collect"]``): the raw counts, the ring's
-        size (``frames``, ``mb``), its limits and the ids of the last thumbnails."""
+        size (``frames``, ``mb``), its limits, the ids of the last thumbnails and ``last_error``
+        (why the last frame that failed to be stored failed, e.g. ``No space left on device
+        (ENOSPC)``; None while every write succeeded)."""
         with self._lock:
             entries = self._index.get("entries", [])
             return {"folder": str(self.folder), **dict(self._index.get("counts", {})),
                     "frames": len(entries), "mb": round(sum(int(e.get("bytes", 0)) for e in entries) / 1e6, 3),
                     "max_frames": self.max_frames, "max_mb": self.max_bytes / 1e6, "rate": self.rate,
-                    "thumbs": [i for i, _ in self.thumbs]}
+                    "thumbs": [i for i, _ in self.thumbs], "last_error": self.last_error}
 
     def thumbnail(self, ident: int) -> Optional[bytes]:
         """The JPEG thumbnail of a recent entry, or None when it is not among the last few."""
