@@ -518,3 +518,21 @@ def test_mode_errors_are_one_line_on_stderr(tmp_path, capsys, argv, code, says):
     assert out == "" and err.count("\n") == 1, (out, err)
     assert err.startswith(f"tir {argv[0]}: error: {says.format(tmp=tmp_path)}"), err
     assert err.count("serial ports") <= 1   # the ports there are were listed twice
+
+
+@pytest.mark.parametrize("argv, unknown", [
+    (["run", "--frame", "3", "--source", "/nonexistent-f17"], "--frame"),   # ran as --frames 3
+    (["run", "--rec", "/tmp/nowhere-f17", "--source", "/nonexistent-f17"], "--rec"),   # recorded as --record
+    (["eval", "--max", "3", "--data", "/nonexistent-f17"], "--max"),         # read as --max-frames 3
+    (["bench", "--fr=3", "--mode", "model"], "--fr=3"),                      # read as --frames 3
+    (["camera", "info", "--po", "/dev/null"], "--po"),                       # a sub-command: read as --port
+])
+def test_an_abbreviated_option_is_unknown_not_read_as_the_option_it_begins(capsys, argv, unknown):
+    """Session 17: argparse's prefix matching took ``--frame 3`` for ``--frames 3`` (and any other
+    unambiguous start of a long option) without a word, so a mistyped option ran as another one,
+    and a script written against one version broke when a later one added an option with the same
+    start. Every mode (and ``tir camera``'s actions) takes whole option names only."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert f"unrecognized arguments: {unknown}" in capsys.readouterr().err

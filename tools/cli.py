@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level ``tir`` parser: ``--version``, ``-v/--verbose`` and one sub-command per mode
     of :data:`MODES` (each mode's own parser takes the rest of the line).
     """
-    parser = argparse.ArgumentParser(prog="tir", description="tir-edge: real-time thermal video restoration")
+    parser = argparse.ArgumentParser(prog="tir", description="tir-edge: real-time thermal video restoration",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"tir-edge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="mode", metavar="MODE")
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
                                      epilog=getattr(module, "EXIT_CODES_HELP", None))
     module.add_arguments(parser)
     refuse_repeated_options(parser)
+    refuse_abbreviations(parser)
     args = parser.parse_args(argv[mode_index + 1 :])
     vars(args).pop(GIVEN_OPTIONS, None)
     refuse_empty_values(parser, args)
@@ -181,14 +183,37 @@ def refuse_repeated_options(parser: argparse.ArgumentParser) -> None:
         SystemExit: (from ``parse_args``) argparse's error, status 2, naming the option and both
             values.
     """
-    for action in parser._actions:   # argparse keeps the option actions only here
+    for each in parsers_of(parser):
+        for action in each._actions:   # argparse keeps the option actions only here
+            if action.option_strings and type(action) in (argparse._StoreAction, argparse._StoreConstAction,
+                                                          argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                                          argparse.BooleanOptionalAction):
+                action.__class__ = type(f"Once{type(action).__name__}", (_OnceMixin, type(action)), {})
+
+
+def parsers_of(parser: argparse.ArgumentParser) -> list:
+    """``parser`` and the parsers of its sub-commands (``tir camera info``), each once."""
+    found = [parser]
+    for action in parser._actions:   # argparse keeps the sub-command parsers only here
         if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):   # aliases share one parser
-                refuse_repeated_options(sub)
-        elif action.option_strings and type(action) in (argparse._StoreAction, argparse._StoreConstAction,
-                                                         argparse._StoreTrueAction, argparse._StoreFalseAction,
-                                                         argparse.BooleanOptionalAction):
-            action.__class__ = type(f"Once{type(action).__name__}", (_OnceMixin, type(action)), {})
+                found += [p for p in parsers_of(sub) if p not in found]
+    return found
+
+
+def refuse_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` and its sub-commands take whole option names only: argparse's default
+    prefix matching (``allow_abbrev``) read ``tir run --frame 3`` as ``--frames 3``, ``tir eval --max
+    3`` as ``--max-frames 3`` and ``--rec DIR`` as ``--record DIR`` without a word, so a mistyped
+    option ran as another one, and a command written against one version changed meaning (or
+    became ambiguous) when a later one added an option with the same start. Call it before
+    ``parse_args``.
+
+    Raises:
+        SystemExit: (from ``parse_args``) argparse's "unrecognized arguments" error, status 2.
+    """
+    for each in parsers_of(parser):
+        each.allow_abbrev = False
 
 
 def refuse_empty_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
