@@ -536,3 +536,34 @@ def test_an_abbreviated_option_is_unknown_not_read_as_the_option_it_begins(capsy
         main(argv)
     assert exited.value.code == 2
     assert f"unrecognized arguments: {unknown}" in capsys.readouterr().err
+
+
+def test_json_into_a_device_pipe_or_symlink_is_written_through_it_not_replaced(tmp_path):
+    """Session 17: ``--json /dev/stdout`` (run as root) replaced the /dev/stdout symlink with a
+    regular file holding the report (the temporary file beside the path was renamed over it; for
+    every process of the machine, /dev/null would have gone the same way), and ``--json
+    latest.json`` where latest.json links to a run's file replaced the link. A path that is not a
+    regular file (a device, a pipe) is written into as it is; a symlink is written through to its
+    target, which is replaced whole."""
+    import stat
+    import threading
+
+    from tir.tools import cli
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+    reader.start()
+    assert cli.output_file(str(fifo)) == str(fifo)
+    cli.write_json(fifo, {"a": 1})
+    reader.join(10)
+    assert json.loads(got[0]) == {"a": 1} and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["pipe"]   # no temporary file left beside it
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "r1.json").write_text("old")
+    (tmp_path / "latest.json").symlink_to("runs/r1.json")
+    cli.write_json(tmp_path / "latest.json", {"b": 2})
+    assert (tmp_path / "latest.json").is_symlink()
+    assert json.loads((tmp_path / "runs" / "r1.json").read_text()) == {"b": 2}
+    assert sorted(os.listdir(tmp_path / "runs")) == ["r1.json"]

@@ -436,23 +436,40 @@ def output_file(text: str) -> str:
     Raises:
         argparse.ArgumentTypeError: naming the path and what to give instead.
     """
+    import stat
     from pathlib import Path
 
     path = Path(text)
     if not text or path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path such as "
                                          f"{(path / 'result.json').as_posix()}")
-    problem = folder_problem(path.parent)
+    kind = _existing_kind(path)
+    if kind is not None and not stat.S_ISREG(kind):   # /dev/stdout, a named pipe: written into as it is
+        if not os.access(path, os.W_OK):
+            raise argparse.ArgumentTypeError(f"{text}: not writable; give a path in a writable folder")
+        return text
+    problem = folder_problem(Path(os.path.realpath(path)).parent)   # a symlink: where its target is written
     if problem:
         raise argparse.ArgumentTypeError(f"{text}: {problem}; give a path in a writable folder")
     return text
+
+
+def _existing_kind(path) -> Optional[int]:
+    """``st_mode`` of what ``path`` names after its symlinks (None where nothing does)."""
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None
 
 
 def write_json(path, data, indent: int = 2, option: str = "--json") -> None:
     """Write ``data`` as JSON (UTF-8, ``indent``, a final newline) to ``path`` (an ``--json`` of
     :func:`output_file`), making its missing folders first. The text goes to a temporary file
     beside ``path`` that replaces it only when complete, so a failed write leaves no empty or
-    cut file (a full disk left a 0-byte ``--json`` file and a traceback in ``tir eval``).
+    cut file (a full disk left a 0-byte ``--json`` file and a traceback in ``tir eval``). A
+    symlink is written through (its target is replaced, the link stays); a path that exists and
+    is not a regular file (``/dev/stdout``, ``/dev/null``, a named pipe) is written into directly:
+    a rename would replace the device itself, for every process of the machine when run as root.
 
     Raises:
         OutputFailed: the write failed all the same (e.g. the disk filled since the parse-time
@@ -464,8 +481,19 @@ def write_json(path, data, indent: int = 2, option: str = "--json") -> None:
 
     from tir.edge.errors import OutputFailed
 
-    path = Path(path)
+    import stat
+
+    shown = path
     text = json.dumps(data, indent=indent) + "\n"
+    kind = _existing_kind(path)
+    if kind is not None and not stat.S_ISREG(kind):   # a device or pipe (/dev/stdout): renaming a file over
+        try:                                          # it would replace it for every process; written into
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise OutputFailed(f"{option} {shown}: not written ({exc.strerror or exc})") from exc
+        return
+    path = Path(os.path.realpath(path))   # a symlink is written through: its target is replaced, the link kept
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -478,7 +506,7 @@ def write_json(path, data, indent: int = 2, option: str = "--json") -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        raise OutputFailed(f"{option} {path}: not written ({exc.strerror or exc})") from exc
+        raise OutputFailed(f"{option} {shown}: not written ({exc.strerror or exc})") from exc
     finally:
         if tmp is not None:
             try:
