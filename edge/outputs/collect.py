@@ -35,6 +35,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -70,11 +71,17 @@ def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_entry(entry) -> None:
     """Refuse an index entry the collector did not write: its ``file`` must be
     ``frames/<digits>.png`` (the name :meth:`Collector._store` gives), its ``id`` and ``bytes``
-    whole numbers >= 0. The collector deletes an evicted entry's file and ``tir discover`` reads
-    it, so a tampered ``"file": "../x"`` would delete or read a file outside the folder.
+    whole numbers >= 0, its ``embedding`` null or a list of finite numbers. The collector deletes
+    an evicted entry's file and ``tir discover`` reads it, so a tampered ``"file": "../x"`` would
+    delete or read a file outside the folder; one NaN in an embedding made every statistic of
+    ``tir discover``'s tree NaN (and its report.json not JSON).
 
     Raises:
         ValueError: saying which field is wrong.
@@ -87,6 +94,10 @@ def check_entry(entry) -> None:
         raise ValueError(f"entry file {str(name)[:60]!r} is not {FRAMES}/<digits>.png inside the folder")
     if not _whole(entry.get("id")) or not _whole(entry.get("bytes", 0)):
         raise ValueError(f"entry {name}: id and bytes must be whole numbers >= 0")
+    embedding = entry.get("embedding")
+    if embedding is not None and not (isinstance(embedding, list) and all(_finite(v) for v in embedding)):
+        raise ValueError(f"entry {name}: embedding must be null or a list of finite numbers, got "
+                         f"{json.dumps(embedding)[:60]}")
 
 
 def read_index(folder) -> Dict[str, Any]:
