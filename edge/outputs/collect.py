@@ -48,6 +48,7 @@ from typing import Any, Deque, Dict, List, Optional
 import cv2
 import numpy as np
 
+from .. import jsontext
 from ..frame import Frame
 from ..registry import option
 from ..uri import URI
@@ -109,7 +110,7 @@ def read_index(folder) -> Dict[str, Any]:
     if not path.is_file():
         return {"format": FORMAT, "entries": [], "counts": {k: 0 for k in COUNT_KEYS}, "next_id": 0}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = jsontext.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a readable collection index ({exc}); move it away or "
                          "collect into another folder") from exc
