@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tir.edge.frame import check_frame
+from tir.edge.frame import FrameError, check_frame
 from tir.edge.sources import SourceError, open_source
 from tir.edge.sources.file import EndOfStream
 
@@ -485,3 +485,29 @@ def test_a_damaged_tiff_in_a_looped_folder_prints_nothing_from_libtiff(tmp_path,
     assert source.stats()["corrupt"] == 6 and source.stats()["corrupt_kinds"] == {"corrupt": 6}
     err = capfd.readouterr().err
     assert "TIFF" not in err and "imdecode" not in err, err
+
+
+@pytest.mark.faults
+def test_an_image_whose_header_opencv_refuses_is_dropped_not_the_end_of_the_run(tmp_path, synthetic_frames):
+    """Session 17: a BMP whose header claims a width of 2**30 px (one flipped header field) made
+    cv2.imdecode raise cv2.error instead of returning None; it escaped the file source and ended
+    ``tir run`` with "stage read failed", exit 1, after the frames before it. It is a damaged
+    frame like any other: dropped, counted as corrupt, the replay goes on."""
+    import struct
+
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.sources.file import read_image
+
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i, image in enumerate(synthetic_frames):
+        data = bytearray(cv2.imencode(".bmp", (image >> 6).astype(np.uint8))[1].tobytes())
+        if i == 2:
+            data[18:22] = struct.pack("<i", 2 ** 30)   # BITMAPINFOHEADER biWidth
+        (folder / f"f{i:03d}.bmp").write_bytes(bytes(data))
+    with pytest.raises(FrameError, match=r"f002\.bmp: cannot be decoded \(OpenCV: .*\)") as refused:
+        read_image(str(folder / "f002.bmp"))
+    assert refused.value.kind == "corrupt"
+    snap = Pipeline(open_source(f"file://{folder}?rate=max"), None, []).run()
+    assert snap["frames"] == 3 and snap["corrupt"] == {"corrupt": 1}
+    assert snap["errors"] == {} and snap["ended"] == "end of stream"
