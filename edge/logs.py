@@ -10,14 +10,18 @@ the interval says how many were held back.
   level, message template and ``kind``, so every other repeated line is limited the same way;
 - :func:`quiet_opencv` sets OpenCV's log level to errors, so its ``imread_(...): can't
   open/read file`` warnings no longer reach stderr (the project reads images with
-  ``np.fromfile`` + ``cv2.imdecode`` and counts the failures itself).
+  ``np.fromfile`` + ``cv2.imdecode`` and counts the failures itself);
+- :func:`opencv_silenced` silences OpenCV's log around one decode whose failure the caller
+  reports itself (libtiff's ``TIFF_Error`` lines are logged at OpenCV's error level, once per
+  read of a damaged TIFF, so a looped folder would print them at every pass).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Callable, Dict, Hashable, Optional, Tuple
+from contextlib import contextmanager
+from typing import Callable, Dict, Hashable, Iterator, Optional, Tuple
 
 DEFAULT_INTERVAL_S = 10.0
 
@@ -91,3 +95,40 @@ def quiet_opencv() -> None:
         utils_logging.setLogLevel(utils_logging.LOG_LEVEL_ERROR)
     elif hasattr(cv2, "setLogLevel"):  # builds without cv2.utils.logging
         cv2.setLogLevel(2)  # 2 = LOG_LEVEL_ERROR (OpenCV utils/logger.defines.hpp)
+
+
+_OPENCV_LEVEL = threading.Lock()
+
+
+@contextmanager
+def opencv_silenced() -> Iterator[None]:
+    """OpenCV logs nothing inside the block, then its level is put back.
+
+    For a decode whose failure the caller turns into its own rate-limited, counted report
+    (``cv2.imdecode`` returning None): libtiff's errors on a damaged TIFF (``TIFFFetchDirectory:
+    Seek error``, ``Using code not yet in table``) and OpenCV's ``imdecode_(...): can't read
+    data`` are printed at OpenCV's *error* level by its TIFF decoder (modules/imgcodecs
+    grfmt_tiff.cpp), which :func:`quiet_opencv` keeps. OpenCV's level is process-wide, so the
+    blocks are serialised by a lock; a message another thread's OpenCV call would log while a
+    block runs (a decode takes milliseconds) is lost with it.
+    """
+    import cv2
+
+    utils_logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    with _OPENCV_LEVEL:
+        if utils_logging is not None:
+            before = utils_logging.getLogLevel()
+            utils_logging.setLogLevel(utils_logging.LOG_LEVEL_SILENT)
+            try:
+                yield
+            finally:
+                utils_logging.setLogLevel(before)
+        elif hasattr(cv2, "setLogLevel"):  # builds without cv2.utils.logging (levels: 0 = SILENT)
+            before = cv2.getLogLevel()
+            cv2.setLogLevel(0)
+            try:
+                yield
+            finally:
+                cv2.setLogLevel(before)
+        else:
+            yield

@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
+from ..edge import jsontext
 from ..edge.errors import ModelError
 from .engine import DEFAULT_MULTIPLE
 
@@ -1064,7 +1065,7 @@ def set_deploy(bundle_dir: PathLike, deploy: str, margin_db: Optional[float] = N
     if deploy not in DEPLOY_CHOICES:
         raise BundleError(f"deploy {deploy!r} must be one of {', '.join(DEPLOY_CHOICES)}")
     bundle = load_bundle(bundle_dir)
-    manifest = json.loads((bundle.path / MANIFEST).read_text(encoding="utf-8"))
+    manifest = jsontext.loads((bundle.path / MANIFEST).read_text(encoding="utf-8"))
     if deploy != "routes" and manifest.get("student") is None:
         raise BundleError(f"bundle {bundle.name!r} has no student, so deploy {deploy!r} cannot run; distill one "
                           "with `tir distill`")
@@ -1156,7 +1157,7 @@ def load_bundle(path: PathLike) -> Bundle:
         raise BundleError(f"no {MANIFEST} in {root}{hint}; make one with `tir train`"
                           + (f" or use the shipped bundle {shipped}" if shipped else ""))
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = jsontext.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict):
@@ -1277,7 +1278,7 @@ def _add_student_to(out: Path, student_onnx: PathLike, info: Mapping, deploy: st
     _copy(student_onnx, out / name)
     entry = {k: v for k, v in dict(info).items() if k not in ("file", "sha256")}
     entry.update({"file": name, "sha256": sha256_file(out / name)})
-    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    manifest = jsontext.loads((out / MANIFEST).read_text(encoding="utf-8"))
     manifest["files"] = {k: v for k, v in manifest.get("files", {}).items() if k != name}
     manifest["student"] = entry
     manifest["deploy"] = deploy

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from ..edge import jsontext
 from ..edge.errors import ModelError
 from .bundle import sha256_file  # one implementation of the file hash for bundles and plans
 
@@ -253,7 +254,7 @@ class EngineCache:
             raise EngineCacheError(f"refusing TensorRT plan {plan}: it has no sidecar {side.name}, so "
                                    "nothing tells what it was built for; delete it and rebuild with `tir build`")
         try:
-            doc = json.loads(side.read_text(encoding="utf-8"))
+            doc = jsontext.loads(side.read_text(encoding="utf-8"))
             key = EngineKey.from_dict(doc["key"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise EngineCacheError(f"refusing TensorRT plan {plan}: unreadable sidecar {side.name} ({exc}); "

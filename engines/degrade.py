@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 
 from ..edge.errors import UsageError
+from ..edge.jsontext import loads as json_loads
 from ..edge.registry import OptionError, Registry, option
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
@@ -543,7 +544,7 @@ class DegradationSpec:
         JSON paths whose steps are composed in order). A spec holding both (as bundles store
         them) runs its ``steps``. Raises DegradationError for a spec with neither, a part that
         does not exist or a cycle of parts."""
-        data = json.loads(text) if isinstance(text, str) else dict(text)
+        data = json_loads(text) if isinstance(text, str) else dict(text)
         if "name" not in data or ("steps" not in data and "parts" not in data):
             raise DegradationError("a degradation spec needs 'name' and 'steps' (or 'parts')")
         name = str(data["name"])
@@ -582,7 +583,7 @@ def _catalogue() -> Dict[str, dict]:
         found = {}
         for path in sorted(SPEC_DIR.glob("*.json")):
             try:
-                found[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+                found[path.stem] = json_loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
                 raise DegradationError(f"{path}: not valid JSON ({exc})") from exc
         _CATALOGUE = found

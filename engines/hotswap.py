@@ -60,14 +60,14 @@ CARRIED = ("frames", "switches", "unknowns", "decisions", "uncertain", "skipped_
 def manifest_state(folder) -> tuple:
     """(sha256 of manifest.json's bytes, its ``version`` or None) of a bundle folder; (None, None)
     when it cannot be read (being replaced, missing)."""
-    import json
+    from ..edge import jsontext
 
     try:
         data = (Path(folder) / MANIFEST).read_bytes()
     except OSError:
         return None, None
     try:
-        version = json.loads(data).get("version", 1)
+        version = jsontext.loads(data).get("version", 1)
     except (ValueError, AttributeError):
         version = None
     return hashlib.sha256(data).hexdigest(), version

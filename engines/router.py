@@ -33,6 +33,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..edge import jsontext
 from . import degrade as _degrade
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ def load_router_entry(path) -> Tuple[Path, dict]:
     if not meta.is_file():
         raise FileNotFoundError(f"no router description {meta}; train_router writes {ROUTER_JSON} "
                                 "next to router.onnx")
-    entry = json.loads(meta.read_text())
+    entry = jsontext.loads(meta.read_text())
     onnx_path = meta.parent / entry["file"]
     if not onnx_path.is_file():
         raise FileNotFoundError(f"{meta} names {entry['file']}, which is not in {meta.parent}")

@@ -518,3 +518,52 @@ def test_mode_errors_are_one_line_on_stderr(tmp_path, capsys, argv, code, says):
     assert out == "" and err.count("\n") == 1, (out, err)
     assert err.startswith(f"tir {argv[0]}: error: {says.format(tmp=tmp_path)}"), err
     assert err.count("serial ports") <= 1   # the ports there are were listed twice
+
+
+@pytest.mark.parametrize("argv, unknown", [
+    (["run", "--frame", "3", "--source", "/nonexistent-f17"], "--frame"),   # ran as --frames 3
+    (["run", "--rec", "/tmp/nowhere-f17", "--source", "/nonexistent-f17"], "--rec"),   # recorded as --record
+    (["eval", "--max", "3", "--data", "/nonexistent-f17"], "--max"),         # read as --max-frames 3
+    (["bench", "--fr=3", "--mode", "model"], "--fr=3"),                      # read as --frames 3
+    (["camera", "info", "--po", "/dev/null"], "--po"),                       # a sub-command: read as --port
+])
+def test_an_abbreviated_option_is_unknown_not_read_as_the_option_it_begins(capsys, argv, unknown):
+    """Session 17: argparse's prefix matching took ``--frame 3`` for ``--frames 3`` (and any other
+    unambiguous start of a long option) without a word, so a mistyped option ran as another one,
+    and a script written against one version broke when a later one added an option with the same
+    start. Every mode (and ``tir camera``'s actions) takes whole option names only."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert f"unrecognized arguments: {unknown}" in capsys.readouterr().err
+
+
+def test_json_into_a_device_pipe_or_symlink_is_written_through_it_not_replaced(tmp_path):
+    """Session 17: ``--json /dev/stdout`` (run as root) replaced the /dev/stdout symlink with a
+    regular file holding the report (the temporary file beside the path was renamed over it; for
+    every process of the machine, /dev/null would have gone the same way), and ``--json
+    latest.json`` where latest.json links to a run's file replaced the link. A path that is not a
+    regular file (a device, a pipe) is written into as it is; a symlink is written through to its
+    target, which is replaced whole."""
+    import stat
+    import threading
+
+    from tir.tools import cli
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+    reader.start()
+    assert cli.output_file(str(fifo)) == str(fifo)
+    cli.write_json(fifo, {"a": 1})
+    reader.join(10)
+    assert json.loads(got[0]) == {"a": 1} and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["pipe"]   # no temporary file left beside it
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "r1.json").write_text("old")
+    (tmp_path / "latest.json").symlink_to("runs/r1.json")
+    cli.write_json(tmp_path / "latest.json", {"b": 2})
+    assert (tmp_path / "latest.json").is_symlink()
+    assert json.loads((tmp_path / "runs" / "r1.json").read_text()) == {"b": 2}
+    assert sorted(os.listdir(tmp_path / "runs")) == ["r1.json"]

@@ -210,3 +210,59 @@ def test_page_serves_collected_thumbnails(tmp_path):
         conn.close()
     finally:
         http_out.close()
+
+
+@pytest.mark.faults
+def test_a_full_disk_while_collecting_is_said_on_the_status_line_and_leaves_no_cut_file(tmp_path, monkeypatch):
+    """Session 17: ``tir run --collect DIR`` on a full disk counted ``write_errors`` in index.json
+    only: the status line went on saying ``collected 1 (unknown 3)``, the page showed no error, and
+    every failed write left a cut PNG in frames/ that no index entry names (never evicted)."""
+    import errno
+    import pathlib
+
+    from tir.tools.run import status_line
+
+    col = collector(tmp_path, rate=1000)
+    col.write(unknown_frame(1))
+    time.sleep(0.2)
+    real = pathlib.Path.write_bytes
+
+    def full(self, data):
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])  # what fitted before the disk filled up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    for seq in (2, 3):
+        col.write(unknown_frame(seq))
+        time.sleep(0.2)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", real)
+    stats = col.collect_stats()
+    col.close()
+    assert stats["write_errors"] == 2 and stats["frames"] == 1
+    assert "No space left on device" in stats["last_error"]
+    assert "collect write errors 2 (last: " in status_line({"collect": stats, "connected": True})
+    assert "No space left on device" in CollectStats(**stats).last_error
+    index = read_index(tmp_path / "c")
+    assert sorted(p.name for p in (tmp_path / "c" / "frames").iterdir()) == [
+        f"{e['id']:08d}.png" for e in index["entries"]]
+
+
+@pytest.mark.parametrize("embedding", [[float("nan"), 0.5], [float("inf"), 0.5], ["a", 0.5], [[1.0], 0.5], [True, 0.5],
+                                       "0.5,0.5", {"x": 1}])
+def test_an_index_entry_with_an_embedding_that_is_not_finite_numbers_is_refused(tmp_path, embedding):
+    """Session 17: one entry of index.json whose embedding held a NaN (a damaged or hand-edited
+    index) went into tir discover's clustering: exit 0, the whole tree's spread, radius and
+    similarity NaN, and a report.json with bare NaN (not JSON); text gave "could not convert
+    string to float: 'a'" naming no file. An embedding is null or a list of finite numbers."""
+    folder = tmp_path / "c"
+    (folder / "frames").mkdir(parents=True)
+    good = {"id": 0, "file": "frames/00000000.png", "bytes": 10, "embedding": [0.6, 0.8]}
+    bad = {"id": 1, "file": "frames/00000001.png", "bytes": 10, "embedding": embedding}
+    (folder / "index.json").write_text(json.dumps({"format": 1, "entries": [good, bad], "counts": {}, "next_id": 2}))
+    with pytest.raises(ValueError, match=r"index.json: entry frames/00000001.png: embedding must be null or a list "
+                                         r"of finite numbers"):
+        read_index(folder)
+    (folder / "index.json").write_text(json.dumps({"format": 1, "entries": [good, dict(bad, embedding=None)],
+                                                   "counts": {}, "next_id": 2}))
+    assert len(read_index(folder)["entries"]) == 2

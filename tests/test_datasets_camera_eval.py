@@ -659,7 +659,7 @@ def test_a_folder_frame_larger_than_any_camera_is_refused_from_its_header(tmp_pa
     folder = tmp_path / "cam"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.zeros((2, 9000), np.uint16))
-    monkeypatch.setattr(ds.cv2, "imdecode", lambda *a: pytest.fail("decoded"))
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: pytest.fail("decoded"))   # the one OpenCV module, whoever calls it
     with pytest.raises(ds.DatasetError, match="a 9000x2 frame is larger than any thermal camera's"):
         ds._decode(folder / "a.png")
 
@@ -768,3 +768,15 @@ def test_freeze_camera_keeps_the_histories_and_never_lets_a_pin_go():
     auto.freeze_camera(False)   # a pin (tir run --reference) is the user's: it stays
     assert auto.contrast_gate.pinned and auto.blur_gate.pinned and auto.fpn_gate.pinned
     auto.close()
+
+
+def test_a_frame_whose_header_opencv_refuses_is_a_dataset_error_not_a_traceback(tmp_path):
+    # session 17: a BMP claiming a width of 2**30 px made cv2.imdecode raise cv2.error: a traceback in tir eval --data DIR
+    import struct
+
+    (tmp_path / "cam").mkdir()
+    data = bytearray(cv2.imencode(".bmp", np.full((8, 8), 90, np.uint8))[1].tobytes())
+    data[18:22] = struct.pack("<i", 2 ** 30)   # BITMAPINFOHEADER biWidth
+    (tmp_path / "cam" / "b.bmp").write_bytes(bytes(data))
+    with pytest.raises(ds.DatasetError, match=r"cannot decode .*b\.bmp \(damaged or not an image\); remove or replace it"):
+        ds.read_counts(tmp_path / "cam" / "b.bmp", 8)

@@ -133,3 +133,34 @@ def test_bad_arguments_and_missing_camera(tmp_path):
     with pytest.raises(CameraNotFound, match="name the port: tir run --camera-port DEV"):
         open_camera_control(None, protocol="tau", sysfs_root=str(tmp_path / "sys"),
                             dev_root=str(tmp_path / "dev"))
+
+
+@pytest.mark.faults
+def test_a_serial_adapter_unplugged_and_plugged_back_is_counted_shown_and_reconnected(tmp_path):
+    """Session 17: with the camera's serial adapter unplugged mid-run (the pty's other end
+    closed: tcflush and read fail with EIO, as on a vanished /dev/ttyACM0), pyserial's
+    reset_input_buffer raised termios.error, which is no OSError: it escaped the client as is and
+    ended the FFC controller's thread (no error counted, the page kept showing the last FPA
+    temperature as current, FFC never ran again), and the port was never reopened when the
+    adapter came back at the same path (a /dev/serial/by-id link). Now the failure is a port
+    error, counted, the FPA temperature is unknown while the link is down, and the next command
+    opens the path again."""
+    import os
+
+    link = tmp_path / "ttyBoson"
+    first = BosonEmulator(ffc_duration_s=0.05).start()
+    os.symlink(first.port, link)
+    client = BosonClient(str(link), timeout=0.2, retries=0)
+    with FFCController(client, period_s=None, poll_s=0.05, settle_s=0.0) as ffc:
+        assert wait_until(lambda: ffc.stats()["fpa_temp_c"] is not None)
+        first.close()   # unplugged
+        assert wait_until(lambda: ffc.stats()["ffc_errors"] >= 1 and ffc.stats()["fpa_temp_c"] is None)
+        assert "BosonPortError" in ffc.stats()["ffc_last_error"]
+        with BosonEmulator(ffc_duration_s=0.05) as second:   # plugged back: the link names the new tty
+            os.unlink(link)
+            os.symlink(second.port, link)
+            assert wait_until(lambda: ffc.stats()["fpa_temp_c"] is not None)
+            ffc.request_ffc()
+            assert wait_until(lambda: second.ffc_count == 1)
+    assert client.counters["reopened"] >= 1
+    client.close()

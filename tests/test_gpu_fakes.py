@@ -276,3 +276,18 @@ def test_build_refuses_int8_without_a_calibration_report_on_stderr(fake, tmp_pat
     out, err = capsys.readouterr()
     assert err.startswith(f"tir build: error: no {bundle.path / 'int8' / 'calibration.json'}; run `tir calibrate")
     assert "calibration.json" not in out
+
+
+@pytest.mark.parametrize("text", ['{"routes": ', '{"a": ' + "[" * 200000 + "]" * 200000 + "}"])
+def test_build_refuses_a_damaged_calibration_report_in_one_line(fake, tmp_path, capsys, text):
+    # session 17: a cut calibration.json was a JSONDecodeError traceback (exit 1), a deeply nested one a RecursionError
+    from tiny_models import calibration_bundle
+    from tir.tools import cli
+
+    bundle = calibration_bundle(tmp_path / "b")
+    (bundle.path / "int8").mkdir(exist_ok=True)
+    (bundle.path / "int8" / "calibration.json").write_text(text)
+    assert cli.main(["build", "--bundle", str(bundle.path), "--precision", "int8", "--size", "32x24"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tir build: error: {bundle.path / 'int8' / 'calibration.json'} is not a tir calibrate "
+                          "report (") and "Traceback" not in err

@@ -646,3 +646,15 @@ def test_two_names_of_one_address_on_one_port_are_refused_before_any_opens(first
     with pytest.raises(OutputOptionError, match="both listen on port 8080"):
         check_outputs_apart([check_output(first), check_output(second)])
     check_outputs_apart([check_output(first), check_output(second.replace("8080", "8081"))])
+
+
+@pytest.mark.parametrize("token", ['aaaaaaaaaaaaaaaa%22%3E%3Cb%3Ex', 'aaaaaaaaaaaaaaaa<script>', 'ééééééééééééééééé',
+                                   'aaaaaaaa%20aaaaaaaaa', 'aaaaaaaaaaaaaaaa%0D%0AX-Evil:%201'])
+def test_a_fixed_token_the_page_cannot_carry_is_refused(token):
+    """Session 17: ``?token=`` took any text of 16 characters: a ``"`` or ``<`` wrote markup into
+    the page's ``<meta>`` (the page then sent a cut token and every POST was 403), and a non-ASCII
+    one cannot go in a fetch() header (the buttons failed with "request failed"). Only RFC 3986's
+    unreserved characters are taken, as secrets.token_urlsafe makes them."""
+    with pytest.raises(OutputError, match=r"A-Z a-z 0-9 - \. _ ~"):
+        HTTPOutput(parse_uri(f"http://127.0.0.1:0?token={token}"))
+    assert HTTPOutput(parse_uri("http://127.0.0.1:0?token=Ab9-._~0123456789")).token == "Ab9-._~0123456789"

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tir.edge.frame import check_frame
+from tir.edge.frame import FrameError, check_frame
 from tir.edge.sources import SourceError, open_source
 from tir.edge.sources.file import EndOfStream
 
@@ -461,3 +461,53 @@ def test_a_frame_larger_than_any_camera_is_dropped_as_size_before_it_is_decoded(
     np.save(tmp_path / "wide.npy", np.zeros((2, 1, 9000), np.uint16))
     with pytest.raises(SourceError, match=r"wide.npy: no readable frame in it \(2 unreadable\)"):
         open_source(f"file://{tmp_path / 'wide.npy'}?rate=max")
+
+
+@pytest.mark.faults
+def test_a_damaged_tiff_in_a_looped_folder_prints_nothing_from_libtiff(tmp_path, synthetic_frames, capfd):
+    """Session 17: a cut or bit-flipped 16-bit TIFF in a ``loop=1`` folder printed libtiff's two or
+    three ``[ERROR] TIFF_Error`` lines at every pass (160 lines in 8 s), past the rate-limited drop
+    line; the decode is silent, the frame dropped and counted as corrupt."""
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i, image in enumerate(synthetic_frames):
+        assert cv2.imwrite(str(folder / f"f{i:03d}.tiff"), image)
+    data = (folder / "f001.tiff").read_bytes()
+    (folder / "f001b.tiff").write_bytes(data[: len(data) // 2])  # cut short: the directory is gone
+    flipped = bytearray(data)
+    for k in range(200, len(data) // 2, 997):
+        flipped[k] ^= 0xFF  # damaged strip data
+    (folder / "f002b.tiff").write_bytes(bytes(flipped))
+    capfd.readouterr()
+    source = file_source(f"file://{folder}?rate=max&loop=1")
+    frames = [source.read() for _ in range(12)]
+    assert all(f is not None for f in frames)
+    assert source.stats()["corrupt"] == 6 and source.stats()["corrupt_kinds"] == {"corrupt": 6}
+    err = capfd.readouterr().err
+    assert "TIFF" not in err and "imdecode" not in err, err
+
+
+@pytest.mark.faults
+def test_an_image_whose_header_opencv_refuses_is_dropped_not_the_end_of_the_run(tmp_path, synthetic_frames):
+    """Session 17: a BMP whose header claims a width of 2**30 px (one flipped header field) made
+    cv2.imdecode raise cv2.error instead of returning None; it escaped the file source and ended
+    ``tir run`` with "stage read failed", exit 1, after the frames before it. It is a damaged
+    frame like any other: dropped, counted as corrupt, the replay goes on."""
+    import struct
+
+    from tir.edge.pipeline import Pipeline
+    from tir.edge.sources.file import read_image
+
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i, image in enumerate(synthetic_frames):
+        data = bytearray(cv2.imencode(".bmp", (image >> 6).astype(np.uint8))[1].tobytes())
+        if i == 2:
+            data[18:22] = struct.pack("<i", 2 ** 30)   # BITMAPINFOHEADER biWidth
+        (folder / f"f{i:03d}.bmp").write_bytes(bytes(data))
+    with pytest.raises(FrameError, match=r"f002\.bmp: cannot be decoded \(OpenCV: .*\)") as refused:
+        read_image(str(folder / "f002.bmp"))
+    assert refused.value.kind == "corrupt"
+    snap = Pipeline(open_source(f"file://{folder}?rate=max"), None, []).run()
+    assert snap["frames"] == 3 and snap["corrupt"] == {"corrupt": 1}
+    assert snap["errors"] == {} and snap["ended"] == "end of stream"

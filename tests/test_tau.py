@@ -215,3 +215,19 @@ def test_a_camera_not_found_names_the_option_of_each_mode():
 
     with pytest.raises(CameraNotFound, match="tir run --camera-port DEV, tir camera --port DEV"):
         find_control_port("tau")
+
+
+@pytest.mark.parametrize("client_class", ["boson", "tau"])
+def test_a_character_device_that_is_no_terminal_is_no_serial_port(client_class):
+    """Session 17: ``--camera-port /dev/video0`` (the camera's video device, not its serial port;
+    /dev/null here, a character device that is no terminal either) passed the check for a
+    character device and got pyserial's "Could not configure port: (25, 'Inappropriate ioctl for
+    device')"; it is named as no serial port, with the ports that exist."""
+    from tir.edge.camera.boson import BosonClient, BosonPortError
+
+    cls, error = (BosonClient, BosonPortError) if client_class == "boson" else (TauClient, tau.TauPortError)
+    with pytest.raises(error) as info:
+        cls("/dev/null")
+    text = str(info.value)
+    assert "/dev/null is not a serial port (a character device that is no terminal" in text, text
+    assert "serial ports" in text and "Inappropriate ioctl" not in text

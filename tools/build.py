@@ -15,11 +15,11 @@ A timing cache in the same folder is shared by all builds on this machine.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 
+from tir.edge import jsontext
 from tir.edge.machine import fast_int8  # noqa: F401  (tir.tools.build.fast_int8, as before)
 
 from .cli import PRECISIONS, add_bundle_argument, frame_size, precision_list  # noqa: F401
@@ -147,10 +147,14 @@ def _build_precision(args, precision_arg: str, bundle, sizes, platform, cache) -
     report = {}
     if precision_arg == "int8":
         try:
-            report = json.loads((calib / "calibration.json").read_text())
+            report = jsontext.loads((calib / "calibration.json").read_text(encoding="utf-8"))
         except OSError:
             print(f"tir build: error: no {calib / 'calibration.json'}; run `tir calibrate --bundle {bundle.path} "
                   f"--out {calib}` first", file=sys.stderr, flush=True)
+            return 2
+        except ValueError as exc:   # a damaged report (malformed JSON, not UTF-8) was a traceback
+            print(f"tir build: error: {calib / 'calibration.json'} is not a tir calibrate report ({exc}); run "
+                  f"`tir calibrate --bundle {bundle.path} --out {calib}` again", file=sys.stderr, flush=True)
             return 2
     routes = args.route or bundle.tasks
     targets = [(r, bundle.route_path(r)) for r in routes]

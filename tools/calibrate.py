@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tir.edge import jsontext
 from tir.edge.errors import ModelError, OutputFailed, UsageError
 
 from .cli import add_bundle_argument, add_source_argument, add_threads_argument, number, refusing
@@ -742,7 +743,7 @@ def earlier_report(out: Path, bundle, size) -> dict:
     if not path.is_file():
         return {}
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = jsontext.loads(path.read_text(encoding="utf-8"))
         routes = report["routes"]
         if not isinstance(routes, dict):
             raise TypeError("routes is not an object")

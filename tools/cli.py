@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level ``tir`` parser: ``--version``, ``-v/--verbose`` and one sub-command per mode
     of :data:`MODES` (each mode's own parser takes the rest of the line).
     """
-    parser = argparse.ArgumentParser(prog="tir", description="tir-edge: real-time thermal video restoration")
+    parser = argparse.ArgumentParser(prog="tir", description="tir-edge: real-time thermal video restoration",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"tir-edge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="mode", metavar="MODE")
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
                                      epilog=getattr(module, "EXIT_CODES_HELP", None))
     module.add_arguments(parser)
     refuse_repeated_options(parser)
+    refuse_abbreviations(parser)
     args = parser.parse_args(argv[mode_index + 1 :])
     vars(args).pop(GIVEN_OPTIONS, None)
     refuse_empty_values(parser, args)
@@ -181,14 +183,37 @@ def refuse_repeated_options(parser: argparse.ArgumentParser) -> None:
         SystemExit: (from ``parse_args``) argparse's error, status 2, naming the option and both
             values.
     """
-    for action in parser._actions:   # argparse keeps the option actions only here
+    for each in parsers_of(parser):
+        for action in each._actions:   # argparse keeps the option actions only here
+            if action.option_strings and type(action) in (argparse._StoreAction, argparse._StoreConstAction,
+                                                          argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                                          argparse.BooleanOptionalAction):
+                action.__class__ = type(f"Once{type(action).__name__}", (_OnceMixin, type(action)), {})
+
+
+def parsers_of(parser: argparse.ArgumentParser) -> list:
+    """``parser`` and the parsers of its sub-commands (``tir camera info``), each once."""
+    found = [parser]
+    for action in parser._actions:   # argparse keeps the sub-command parsers only here
         if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):   # aliases share one parser
-                refuse_repeated_options(sub)
-        elif action.option_strings and type(action) in (argparse._StoreAction, argparse._StoreConstAction,
-                                                         argparse._StoreTrueAction, argparse._StoreFalseAction,
-                                                         argparse.BooleanOptionalAction):
-            action.__class__ = type(f"Once{type(action).__name__}", (_OnceMixin, type(action)), {})
+                found += [p for p in parsers_of(sub) if p not in found]
+    return found
+
+
+def refuse_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` and its sub-commands take whole option names only: argparse's default
+    prefix matching (``allow_abbrev``) read ``tir run --frame 3`` as ``--frames 3``, ``tir eval --max
+    3`` as ``--max-frames 3`` and ``--rec DIR`` as ``--record DIR`` without a word, so a mistyped
+    option ran as another one, and a command written against one version changed meaning (or
+    became ambiguous) when a later one added an option with the same start. Call it before
+    ``parse_args``.
+
+    Raises:
+        SystemExit: (from ``parse_args``) argparse's "unrecognized arguments" error, status 2.
+    """
+    for each in parsers_of(parser):
+        each.allow_abbrev = False
 
 
 def refuse_empty_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -411,23 +436,40 @@ def output_file(text: str) -> str:
     Raises:
         argparse.ArgumentTypeError: naming the path and what to give instead.
     """
+    import stat
     from pathlib import Path
 
     path = Path(text)
     if not text or path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path such as "
                                          f"{(path / 'result.json').as_posix()}")
-    problem = folder_problem(path.parent)
+    kind = _existing_kind(path)
+    if kind is not None and not stat.S_ISREG(kind):   # /dev/stdout, a named pipe: written into as it is
+        if not os.access(path, os.W_OK):
+            raise argparse.ArgumentTypeError(f"{text}: not writable; give a path in a writable folder")
+        return text
+    problem = folder_problem(Path(os.path.realpath(path)).parent)   # a symlink: where its target is written
     if problem:
         raise argparse.ArgumentTypeError(f"{text}: {problem}; give a path in a writable folder")
     return text
+
+
+def _existing_kind(path) -> Optional[int]:
+    """``st_mode`` of what ``path`` names after its symlinks (None where nothing does)."""
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None
 
 
 def write_json(path, data, indent: int = 2, option: str = "--json") -> None:
     """Write ``data`` as JSON (UTF-8, ``indent``, a final newline) to ``path`` (an ``--json`` of
     :func:`output_file`), making its missing folders first. The text goes to a temporary file
     beside ``path`` that replaces it only when complete, so a failed write leaves no empty or
-    cut file (a full disk left a 0-byte ``--json`` file and a traceback in ``tir eval``).
+    cut file (a full disk left a 0-byte ``--json`` file and a traceback in ``tir eval``). A
+    symlink is written through (its target is replaced, the link stays); a path that exists and
+    is not a regular file (``/dev/stdout``, ``/dev/null``, a named pipe) is written into directly:
+    a rename would replace the device itself, for every process of the machine when run as root.
 
     Raises:
         OutputFailed: the write failed all the same (e.g. the disk filled since the parse-time
@@ -439,8 +481,19 @@ def write_json(path, data, indent: int = 2, option: str = "--json") -> None:
 
     from tir.edge.errors import OutputFailed
 
-    path = Path(path)
+    import stat
+
+    shown = path
     text = json.dumps(data, indent=indent) + "\n"
+    kind = _existing_kind(path)
+    if kind is not None and not stat.S_ISREG(kind):   # a device or pipe (/dev/stdout): renaming a file over
+        try:                                          # it would replace it for every process; written into
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise OutputFailed(f"{option} {shown}: not written ({exc.strerror or exc})") from exc
+        return
+    path = Path(os.path.realpath(path))   # a symlink is written through: its target is replaced, the link kept
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -453,7 +506,7 @@ def write_json(path, data, indent: int = 2, option: str = "--json") -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        raise OutputFailed(f"{option} {path}: not written ({exc.strerror or exc})") from exc
+        raise OutputFailed(f"{option} {shown}: not written ({exc.strerror or exc})") from exc
     finally:
         if tmp is not None:
             try:

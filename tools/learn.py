@@ -39,6 +39,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from tir.edge import jsontext
+
 from .cli import GROUP, PRUNE_P, PRUNE_SAMPLES, number, thread_count
 
 log = logging.getLogger("tir.learn")
@@ -103,7 +105,7 @@ def read_spec(text: str):
     path = Path(text)
     if path.suffix.lower() == ".json" and path.is_file():
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = jsontext.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise DegradationError(f"{path}: not valid JSON ({exc})") from exc
         if isinstance(doc, dict) and "steps" not in doc and "closest_steps" in doc:

@@ -133,6 +133,8 @@ def status_line(snap) -> str:
     collect = snap.get("collect")
     if collect and "frames" in collect:
         parts.append(f"collected {collect['frames']} (unknown {collect.get('unknown', 0)})")
+        if collect.get("write_errors"):
+            parts.append(f"collect write errors {collect['write_errors']} (last: {collect.get('last_error')})")
     parts.append("connected" if snap.get("connected") else "NO SIGNAL")
     for failure in (snap.get("output_failures") or {}).values():
         parts.append(f"FAILED: {failure.split(';')[0]}")  # the whole line is printed at exit

@@ -274,8 +274,12 @@ def check_serial_url(port: str) -> None:
 
 def not_a_serial_port(path: str):
     """Why ``path`` (which exists) cannot be a serial port, or None: a serial port (a tty, a
-    pty, a USB CDC-ACM or USB-serial adapter) is a character device; a folder, a regular file
-    or a FIFO is not."""
+    pty, a USB CDC-ACM or USB-serial adapter) is a character device that is a terminal; a folder,
+    a regular file or a FIFO is not, nor a character device that is no terminal (a camera's video
+    device /dev/videoN, /dev/null: pyserial said "Could not configure port: (25, 'Inappropriate
+    ioctl for device')"). A character device is opened for the check (read-only, non-blocking,
+    not as the controlling terminal) and closed at once; one that cannot be opened passes, for
+    pyserial to name why."""
     import stat
 
     try:
@@ -283,7 +287,15 @@ def not_a_serial_port(path: str):
     except OSError as exc:
         return exc.strerror or str(exc)
     if stat.S_ISCHR(st.st_mode):
-        return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        except OSError:
+            return None   # busy, no permission: pyserial's open says which
+        try:
+            return None if os.isatty(fd) else ("a character device that is no terminal, e.g. a video device: the "
+                                               "camera's serial port is a tty such as /dev/ttyACM0")
+        finally:
+            os.close(fd)
     return "a folder" if stat.S_ISDIR(st.st_mode) else "a regular file" if stat.S_ISREG(st.st_mode) \
         else "not a character device"
 

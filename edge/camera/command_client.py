@@ -16,6 +16,12 @@ import threading
 import time
 from typing import Callable, Dict, Optional, Tuple, Type, Union
 
+try:  # pyserial's POSIX port flushes and configures with termios, whose error is no OSError
+    import termios
+    PORT_FAILURES: Tuple[Type[BaseException], ...] = (OSError, termios.error)
+except ImportError:  # Windows: pyserial raises SerialException (an OSError) only
+    PORT_FAILURES = (OSError,)
+
 
 def parse_enum(cls: Type[enum.IntEnum], value) -> enum.IntEnum:
     """``value`` as a member of ``cls``: a member, its int, or its name (any case, '-' for '_').
@@ -88,9 +94,10 @@ class CommandClient:
         self.retries = int(retries)
         # reads must return often enough for the command deadlines to be checked
         read_timeout = min(poll_s, timeout)
+        self._open_port = lambda: open_port(self.port_name, baudrate, timeout=read_timeout)
         if isinstance(port_or_serial, (str, os.PathLike)):
             self.port_name = os.fspath(port_or_serial)
-            self._port = open_port(self.port_name, baudrate, timeout=read_timeout)
+            self._port = self._open_port()
             self._owns_port = True
         else:
             self._port = port_or_serial
@@ -99,12 +106,12 @@ class CommandClient:
             if hasattr(self._port, "timeout"):
                 self._port.timeout = read_timeout
         self._lock = threading.Lock()  # one command at a time
-        self.counters = {"commands": 0, "retries": 0, **{key: 0 for _, key in self.counted}}
+        self.counters = {"commands": 0, "retries": 0, "reopened": 0, **{key: 0 for _, key in self.counted}}
 
     # -- lifecycle
     def close(self) -> None:
         """Close the serial port if this client opened it (a port passed in stays open)."""
-        if self._owns_port:
+        if self._owns_port and self._port is not None:
             self._port.close()
 
     def __enter__(self):
@@ -156,8 +163,14 @@ class CommandClient:
         data, None to keep reading (not this request's reply), or raises. Input left over from
         an earlier command is dropped first.
 
+        A port this client opened from a path is closed when it fails (a USB adapter unplugged:
+        ``serial.SerialException``, or ``termios.error`` EIO from the flush) and opened again at
+        the next exchange (``counters["reopened"]``), so control resumes when the adapter comes
+        back at that path.
+
         Raises:
-            port_error: the port failed (an ``OSError``, e.g. ``serial.SerialException``).
+            port_error: the port failed (an ``OSError``, e.g. ``serial.SerialException``, or a
+                ``termios.error``), or could not be opened again after failing.
             truncated_error: ``deadline`` passed with a reply started but not complete.
             timeout_error: ``deadline`` passed with no reply; when bytes came back that formed no
                 packet (the reader's ``garbage_bytes``, and a started span that cannot be a frame:
@@ -166,6 +179,9 @@ class CommandClient:
         """
         self._reader.reset()
         garbage_before = getattr(self._reader, "garbage_bytes", 0)
+        if self._port is None:  # the port failed before: the adapter may be back at its path
+            self._port = self._open_port()   # port_error (one line) while it is not
+            self.counters["reopened"] += 1
         try:
             self._port.reset_input_buffer()
             self._port.write(request)
@@ -175,7 +191,13 @@ class CommandClient:
                     reply = check(received)
                     if reply is not None:
                         return reply
-        except OSError as exc:  # serial.SerialException is an OSError
+        except PORT_FAILURES as exc:  # serial.SerialException (an OSError); termios.error from a flush
+            if self._owns_port:     # a vanished device (unplugged): closed here, opened again by the next command
+                try:
+                    self._port.close()
+                except PORT_FAILURES:
+                    pass
+                self._port = None
             raise self.port_error(f"{name}: serial port {self.port_name} failed: {exc}") from exc
         where = f"within {self.timeout:g} s on {self.port_name}"
         garbage = getattr(self._reader, "garbage_bytes", 0) - garbage_before

@@ -240,7 +240,7 @@ class FFCController:
         """The controller's state for the stats page.
 
         Returns:
-            ``fpa_temp_c`` (°C, None when unknown), ``ffc_state``, ``last_ffc_age_s`` (seconds since
+            ``fpa_temp_c`` (°C, None when unknown or the last poll failed), ``ffc_state``, ``last_ffc_age_s`` (seconds since
             the last FFC ended, 0.0 during one, None before the first), ``ffc_count``,
             ``ffc_camera_initiated``, ``ffc_frames`` (frames marked), ``frames_seen``, ``ffc_errors``,
             ``ffc_last_error``, ``ffc_period_s`` and ``ffc_confirmed_by`` (the query that saw the FFC
@@ -353,6 +353,8 @@ class FFCController:
             busy = self._progress.busy()
         except CONTROL_ERRORS as exc:
             self._error(exc)
+            with self._lock:   # not the last reading shown as current while the link is down
+                self._fpa_temp_c = None
             return
         with self._lock:
             if temp is not None:

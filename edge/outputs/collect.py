@@ -32,8 +32,10 @@ collector's own thread, never on the pipeline's.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -46,6 +48,7 @@ from typing import Any, Deque, Dict, List, Optional
 import cv2
 import numpy as np
 
+from .. import jsontext
 from ..frame import Frame
 from ..registry import option
 from ..uri import URI
@@ -69,11 +72,17 @@ def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_entry(entry) -> None:
     """Refuse an index entry the collector did not write: its ``file`` must be
     ``frames/<digits>.png`` (the name :meth:`Collector._store` gives), its ``id`` and ``bytes``
-    whole numbers >= 0. The collector deletes an evicted entry's file and ``tir discover`` reads
-    it, so a tampered ``"file": "../x"`` would delete or read a file outside the folder.
+    whole numbers >= 0, its ``embedding`` null or a list of finite numbers. The collector deletes
+    an evicted entry's file and ``tir discover`` reads it, so a tampered ``"file": "../x"`` would
+    delete or read a file outside the folder; one NaN in an embedding made every statistic of
+    ``tir discover``'s tree NaN (and its report.json not JSON).
 
     Raises:
         ValueError: saying which field is wrong.
@@ -86,6 +95,10 @@ def check_entry(entry) -> None:
         raise ValueError(f"entry file {str(name)[:60]!r} is not {FRAMES}/<digits>.png inside the folder")
     if not _whole(entry.get("id")) or not _whole(entry.get("bytes", 0)):
         raise ValueError(f"entry {name}: id and bytes must be whole numbers >= 0")
+    embedding = entry.get("embedding")
+    if embedding is not None and not (isinstance(embedding, list) and all(_finite(v) for v in embedding)):
+        raise ValueError(f"entry {name}: embedding must be null or a list of finite numbers, got "
+                         f"{json.dumps(embedding)[:60]}")
 
 
 def read_index(folder) -> Dict[str, Any]:
@@ -97,7 +110,7 @@ def read_index(folder) -> Dict[str, Any]:
     if not path.is_file():
         return {"format": FORMAT, "entries": [], "counts": {k: 0 for k in COUNT_KEYS}, "next_id": 0}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = jsontext.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a readable collection index ({exc}); move it away or "
                          "collect into another folder") from exc
@@ -223,6 +236,7 @@ class Collector(Output):
         self._next_allowed = -1e18  # monotonic time the rate limit lets the next frame in
         self._index: Dict[str, Any] = {}
         self.thumbs: Deque[tuple] = deque(maxlen=THUMBS)  # (id, JPEG bytes)
+        self.last_error: Optional[str] = None  # why the last frame could not be stored
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Collector":
@@ -297,9 +311,11 @@ class Collector(Output):
                 return
             try:
                 self._store(*item)
-            except Exception as exc:  # one bad write is counted; collection goes on
+            except Exception as exc:  # one bad write is counted and said; collection goes on
                 with self._lock:
                     self._index["counts"]["write_errors"] += 1
+                    self.last_error = (f"{exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})"
+                                       if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}")
                 log.warning("collect: could not store a frame in %s: %s: %s", self.folder, type(exc).__name__, exc)
 
     def _store(self, raw: np.ndarray, verdict: dict, meta: dict, seq: int, t: float) -> None:
@@ -311,7 +327,15 @@ class Collector(Output):
         ok, buf = cv2.imencode(".png", raw16, [int(cv2.IMWRITE_PNG_COMPRESSION), 1])
         if not ok:
             raise OutputError("cv2.imencode could not write a 16-bit PNG")
-        (self.folder / name).write_bytes(buf.tobytes())
+        path = self.folder / name
+        try:
+            path.write_bytes(buf.tobytes())
+        except BaseException:  # a full disk: the cut file would stay, named by no entry, never evicted
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            raise
         embedding = verdict.get("embedding")
         entry = {"id": ident, "file": name, "time": round(t, 3), "seq": int(seq),
                  "verdict": verdict.get("task"), "nearest": verdict.get("nearest"),
@@ -349,13 +373,15 @@ class Collector(Output):
     # -- what the page shows ----------------------------------------------------------------
     def collect_stats(self) -> Dict[str, Any]:
         """Counters for the stats snapshot (``stats["collect"]``): the raw counts, the ring's
-        size (``frames``, ``mb``), its limits and the ids of the last thumbnails."""
+        size (``frames``, ``mb``), its limits, the ids of the last thumbnails and ``last_error``
+        (why the last frame that failed to be stored failed, e.g. ``No space left on device
+        (ENOSPC)``; None while every write succeeded)."""
         with self._lock:
             entries = self._index.get("entries", [])
             return {"folder": str(self.folder), **dict(self._index.get("counts", {})),
                     "frames": len(entries), "mb": round(sum(int(e.get("bytes", 0)) for e in entries) / 1e6, 3),
                     "max_frames": self.max_frames, "max_mb": self.max_bytes / 1e6, "rate": self.rate,
-                    "thumbs": [i for i, _ in self.thumbs]}
+                    "thumbs": [i for i, _ in self.thumbs], "last_error": self.last_error}
 
     def thumbnail(self, ident: int) -> Optional[bytes]:
         """The JPEG thumbnail of a recent entry, or None when it is not among the last few."""

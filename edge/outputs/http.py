@@ -36,7 +36,7 @@ Security (a page any web site can point a browser at must not drive the camera):
   requests get aiohttp's 400, and each view serves at most ``max_viewers`` streams (503).
 
 URI options: ``quality`` (JPEG, default 80, snapped), ``no_signal_after`` (seconds, default 2),
-``token`` (fixed token instead of a random one per run), ``max_viewers`` (streams per view,
+``token`` (fixed token instead of a random one per run: 16 or more of A-Z a-z 0-9 - . _ ~), ``max_viewers`` (streams per view,
 default 16), ``allow_host`` (extra comma-separated host names accepted in ``Host``, e.g. a
 reverse proxy's name).
 """
@@ -50,6 +50,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -305,7 +306,16 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+#: the characters a fixed ``token=`` may hold: RFC 3986 section 2.3's unreserved characters, the
+#: alphabet of secrets.token_urlsafe; they pass unchanged through a URL query, an HTTP header
+#: (the page's fetch() refuses non-Latin-1 header values) and the page's ``<meta>`` attribute
+TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")
+
+
 def _token_check(token: str) -> Optional[str]:
+    if not TOKEN_CHARACTERS.fullmatch(token):
+        return ("holds characters the page cannot carry in its X-Tir-Token header or its HTML; use only "
+                "A-Z a-z 0-9 - . _ ~ (or leave it out for a random one per run)")
     if len(token) >= 16:
         return None
     return f"is {len(token)} characters; use at least 16 (or leave it out for a random one per run)"

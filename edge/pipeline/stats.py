@@ -112,8 +112,8 @@ class CollectStats(_Record):
     """Open-world collection (``tir run --collect DIR``):
     :meth:`tir.edge.outputs.collect.Collector.collect_stats`. Counts of router verdicts
     (``seen``), unknown ones, kept, rate-limited, refused on a full queue, evicted (oldest
-    dropped), write errors; the ring's size (``frames``, ``mb``) and limits; ``thumbs``: ids
-    of the last thumbnails (``GET /collect/<id>.jpg``)."""
+    dropped), write errors and why the last one failed (``last_error``); the ring's size
+    (``frames``, ``mb``) and limits; ``thumbs``: ids of the last thumbnails (``GET /collect/<id>.jpg``)."""
     folder: Optional[str] = None
     seen: int = 0
     unknown: int = 0
@@ -128,6 +128,7 @@ class CollectStats(_Record):
     max_mb: Optional[float] = None
     rate: Optional[float] = None
     thumbs: List[int] = field(default_factory=list)
+    last_error: Optional[str] = None
     stats_error: Optional[str] = None
 
 

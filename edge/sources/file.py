@@ -51,7 +51,7 @@ import cv2
 import numpy as np
 
 from ..frame import Frame, FrameError, check_frame, now
-from ..logs import RateLimiter, quiet_opencv
+from ..logs import RateLimiter, opencv_silenced, quiet_opencv
 from ..registry import option
 from ..uri import URI
 from .base import EndOfStream, Source, SourceError  # EndOfStream re-exported for importers of .file
@@ -177,10 +177,37 @@ def read_image(path: str) -> np.ndarray:
     size = png_dimensions(data[:24].tobytes())
     if size is not None:
         check_frame_side(*size, path)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise FrameError("corrupt", f"{path}: cannot be decoded")
+    image = decode_image(data, path)
     check_frame_side(image.shape[1], image.shape[0], path)
+    return image
+
+
+def decode_image(data: np.ndarray, what: str) -> np.ndarray:
+    """``cv2.imdecode(data, IMREAD_UNCHANGED)`` of an encoded image's bytes, as stored.
+
+    OpenCV's log is silenced for the call (a damaged TIFF's libtiff errors would print at every
+    read; the caller's rate-limited drop line reports it instead), and a header OpenCV refuses
+    by raising (a BMP or TIFF claiming a side above OpenCV's limit: ``cv2.error``, where a damaged
+    body returns None) is a damaged frame like any other.
+
+    Args:
+        data: the file's bytes, a 1-D uint8 array.
+        what: the file (or frame) named in the error.
+
+    Returns:
+        The decoded array: (H, W) or (H, W, C), uint8 or uint16.
+
+    Raises:
+        FrameError: kind ``corrupt`` when it cannot be decoded.
+    """
+    try:
+        with opencv_silenced():
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        reason = next((line for line in str(exc).splitlines() if "error:" in line), str(exc)).strip()
+        raise FrameError("corrupt", f"{what}: cannot be decoded (OpenCV: {reason[-160:]})") from None
+    if image is None:
+        raise FrameError("corrupt", f"{what}: cannot be decoded")
     return image
 
 
@@ -388,9 +415,7 @@ class _VideoReader(_Reader):
         if not ok:
             return None
         if self.mode == "png16":
-            image = cv2.imdecode(np.ascontiguousarray(image).reshape(-1), cv2.IMREAD_UNCHANGED)
-            if image is None:
-                raise FrameError("corrupt", f"{self.path}: a PNG frame cannot be decoded")
+            image = decode_image(np.ascontiguousarray(image).reshape(-1), f"{self.path}: a PNG frame")
         elif self.mode == "raw16be":
             w, h = self.size
             if image.size != 2 * w * h:

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 
 from tir.edge.errors import InputError
 from tir.edge.frame import FrameError
-from tir.edge.sources.file import check_depth, check_frame_side, png_dimensions, to_grey
+from tir.edge.sources.file import check_depth, check_frame_side, decode_image, png_dimensions, to_grey
 
 SPLITS = ("train", "val", "test")
 ALL = "all"
@@ -196,7 +195,10 @@ def _decode(path: Path) -> np.ndarray:
             check_frame_side(*size, str(path))
     except FrameError as exc:
         raise DatasetError(f"{exc}; remove or replace it") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:  # tir run's decode: a header OpenCV refuses by raising (cv2.error) is a damaged file too
+        image = decode_image(data, str(path)) if data.size else None
+    except FrameError:
+        image = None
     if image is None:
         raise DatasetError(f"cannot decode {path} ({'empty file' if not data.size else 'damaged or not an image'}); "
                            "remove or replace it")

@@ -166,14 +166,17 @@ function renderBlur(stats) {
     (stats.blur.held ? ` · ${stats.blur.held} held before the reference` : ""));
 }
 
-// Open-world collection (tir run --collect DIR): kept count, raw counts, last thumbnails.
+// Open-world collection (tir run --collect DIR): kept count, raw counts, frames it could not
+// store (a full disk) with the last reason, in red, and the last thumbnails.
 function renderCollect(stats) {
   $("collect-card").classList.toggle("hidden", !stats.collect);
   if (!stats.collect) return;
   text("collect-count", `${stats.collect.frames} kept (${fmt(stats.collect.mb, 1)} MB)`);
   text("collect-detail", `router verdicts ${stats.collect.seen}, unknown ${stats.collect.unknown}, rate-limited ` +
     `${stats.collect.rate_limited}, queue full ${stats.collect.queue_full}, oldest dropped ` +
-    `${stats.collect.evicted} -> ${stats.collect.folder || ""}`);
+    `${stats.collect.evicted} -> ${stats.collect.folder || ""}` +
+    (stats.collect.write_errors ? `; NOT STORED ${stats.collect.write_errors} (last: ${stats.collect.last_error})` : ""));
+  $("collect-detail").classList.toggle("bad", !!stats.collect.write_errors);
   const box = $("collect-thumbs");
   const ids = stats.collect.thumbs.join(",");
   if (box.dataset.ids === ids) return;
