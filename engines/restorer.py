@@ -88,7 +88,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
-from .blur_gate import BlurGate
+from .blur_gate import BlurGate, blur_keeps_tone, blur_only_tasks
 from .bundle import TONE
 from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span, noise_free_verdicts
 from .fpn_gate import FPNGate, offsets_shown, repair_dead_columns, subtract_offsets
@@ -373,8 +373,12 @@ class Restorer:
         self.contrast_gate: Optional[ContrastGate] = None
         self.fpn_gate: Optional[FPNGate] = None
         self.blur_gate: Optional[BlurGate] = None
+        #: {task: the specs' largest blur σ} for the routed tasks that only undo a blur, whose output
+        #: must keep the frame's tone (:meth:`_keep_blur_tone`; never for a forced route)
+        self._blur_only: Dict[str, float] = {}
         if self.router_info is not None and not self.forced:   # a forced route is never gated
             specs = {t: (self.bundle.task_info(t).get("spec") or {}).get("steps") or [] for t in self.routes}
+            self._blur_only = blur_only_tasks(specs)
             if contrast_gate:
                 self.contrast_gate = ContrastGate.for_bundle(specs, self.router_info)
             if fpn_gate:
@@ -422,6 +426,9 @@ class Restorer:
         #: column offsets dropped because a frame no longer carried them (:meth:`_offsets_renewed`:
         #: a flat-field correction the stream did not mark renewed the FPA's offsets)
         self.offsets_renewed = 0
+        #: frames a blur-only route restored that were given back as they came in: the route moved
+        #: their tone by more than a blur can change them (:meth:`_keep_blur_tone`)
+        self.blur_tone_refused = 0
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
@@ -1279,7 +1286,37 @@ class Restorer:
             except ValueError:
                 ends = None
             return (engine, _unchanged) if ends is None else (engine, lambda y: gate.align(y, fallback=ends))
+        if self.tone_align and engine is not None and x is not None and task in self._blur_only:
+            return engine, functools.partial(self._keep_blur_tone, _as_batch(x), self._blur_only[task])
         return engine, _unchanged
+
+    def _keep_blur_tone(self, x: np.ndarray, sigma: float, y: np.ndarray) -> np.ndarray:
+        """Do no harm after a route that only undoes a blur (K17): each restored frame of ``y``
+        whose tone the route moved by more than the strongest blur of the specs (σ ``sigma``) can
+        change its input at all (engines/blur_gate.py :func:`~tir.engines.blur_gate.blur_keeps_tone`:
+        a blur keeps every region's mean, so undoing one keeps it too) is given back as its input,
+        counted in :attr:`blur_tone_refused`. Such a route is not restoring the frame: on a camera
+        whose frames span a dozen grey levels (a fixed gain set for a wider scene) a blur moves a
+        pixel by a fraction of a level and the route lifted their tone instead. With
+        ``tone_align`` only (the restorer's judgement of the output's tone).
+
+        Args:
+            x: (N, 1, H, W) float32 frames the route restored.
+            sigma: the specs' largest blur σ in px.
+            y: (N, 1, H, W) float32 route output.
+
+        Returns:
+            (N, 1, H, W) float32: ``y``, its refused frames replaced by ``x``'s.
+        """
+        y = np.asarray(y, dtype=np.float32)
+        refused = [n for n in range(min(len(x), len(y))) if not blur_keeps_tone(x[n, 0], y[n, 0], sigma)]
+        if not refused:
+            return y
+        out = y.copy()
+        for n in refused:
+            out[n] = x[n]
+        self.blur_tone_refused += len(refused)
+        return out
 
     def status(self) -> dict:
         """The routing state for the stats page: ``task`` (the route now), the last verdict
@@ -1287,7 +1324,8 @@ class Restorer:
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
         ``skipped_ffc``, ``skipped_scene_free``: those of them that held no scene, :func:`scene_free`,
         ``offsets_renewed``: column offsets dropped because a frame no longer carried them,
-        :meth:`_offsets_renewed`, ``dead_column_frames``: routed frames shown to the router with dead columns
+        :meth:`_offsets_renewed`, ``blur_tone_refused``: frames a blur-only route gave back as they came
+        in, its output having moved their tone, :meth:`_keep_blur_tone`, ``dead_column_frames``: routed frames shown to the router with dead columns
         replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`,
         ``observed``: frames routed off the schedule while the gates warmed up, their verdicts fed
         the gates but did not decide the route, :meth:`_warming`),
@@ -1313,7 +1351,8 @@ class Restorer:
                 "forced": self.forced, "frames": self.frames,
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "skipped_scene_free": self.skipped_scene_free,
-                "offsets_renewed": self.offsets_renewed, "dead_column_frames": self.dead_column_frames,
+                "offsets_renewed": self.offsets_renewed,
+                "blur_tone_refused": self.blur_tone_refused, "dead_column_frames": self.dead_column_frames,
                 "camera_changes": self.camera_changes, "camera_change": self.camera_change,
                 "observed": self.observed, "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),

@@ -194,6 +194,50 @@ def blur_bundle(tmp_path_factory):
     return _bundle(tmp_path_factory.mktemp("blurgate"), "blur")
 
 
+def posterised(x, levels=12, level=0.45):
+    """A fixed-gain camera set for a wider scene (K17): ``x``'s range mapped onto ``levels`` grey
+    levels of 8 bits around ``level``, rounded (posterised)."""
+    lo, hi = float(x.min()), float(x.max())
+    return (level + np.round((x - lo) / (hi - lo) * (levels - 1)) / 255.0).astype(np.float32)
+
+
+def test_blur_keeps_tone_tells_a_deblur_from_a_tone_lift():
+    """Undoing a blur keeps the frame's low-pass, on a rich scene and on a posterised one; a route
+    that lifts a posterised frame's tone by a few grey levels moves it by more than any blur
+    could change it: not a deblur."""
+    from tir.engines.blur_gate import blur_keeps_tone, blur_only_tasks, max_blur_sigma
+
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    assert max_blur_sigma(specs) == 2.0 and blur_only_tasks(specs) == {"blur": 2.0}
+    assert max_blur_sigma({"contrast": specs["contrast"]}) is None and blur_only_tasks({}) == {}
+    for seed in range(3):
+        sharp = scene(seed)
+        assert blur_keeps_tone(blurred(sharp, 2.0), sharp, 2.0)                 # the scene back
+        post = posterised(sharp)
+        soft = (np.round(blurred(post, 2.0) * 255.0) / 255.0).astype(np.float32)   # a blur, in 8 bits
+        assert blur_keeps_tone(soft, post, 2.0)                                  # its deblur, posterised
+        assert not blur_keeps_tone(soft, soft + 3.0 / 255.0, 2.0)                # lifted by 3 levels
+        assert not blur_keeps_tone(soft, (soft - 0.45) * 2.0 + 0.45, 2.0)        # stretched
+    assert blur_keeps_tone(np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32), 2.0)   # too small
+    with pytest.raises(ValueError):
+        blur_keeps_tone(scene(), scene()[:, :10], 2.0)
+
+
+def test_a_blur_route_that_moves_a_posterised_frames_tone_gives_it_back(blur_bundle):
+    """K17: on a fixed-gain camera's posterised frames (a dozen grey levels) the blur route lifted
+    the tone (−6.8 dB against the degraded frame): a blur-only route whose output moved the
+    frame's tone by more than a blur can change it gives the frame back as it came in. A forced
+    route and a restorer without tone alignment are not second-guessed."""
+    frame = (np.round(blurred(posterised(scene(4)), 2.0) * 255.0) / 255.0).astype(np.float32)[None, None]
+    r = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False)            # the router says blur
+    out = r.infer(frame)
+    assert r.status()["task"] == "blur" and r.status()["blur_tone_refused"] == 1
+    assert np.array_equal(out, frame)                                            # the route's ×3 refused
+    assert np.allclose(Restorer(blur_bundle, task="blur").infer(frame), frame * 3.0)
+    plain = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False, tone_align=False)
+    assert np.allclose(plain.infer(frame), frame * 3.0) and plain.status()["blur_tone_refused"] == 0
+
+
 def test_restorer_passes_a_sharp_frame_through_and_deblurs_a_soft_one(blur_bundle):
     r = Restorer(blur_bundle, every=1, hysteresis=1, contrast_gate=False)
     assert r.blur_gate.partners == {"blur": "clean", "CB": "contrast"}
@@ -232,7 +276,7 @@ def test_a_soft_frame_is_not_promoted_to_contrast(tmp_path):
 def test_gate_off_forced_task_and_student_prompt(blur_bundle, monkeypatch):
     frames = np.stack([scene(s) for s in range(12)])[:, None]
     x = scene(60)[None, None]
-    off = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False)
+    off = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False, tone_align=False)
     off.warm_camera(frames)
     assert off.blur_gate is None and off.status()["blur"] is None and np.allclose(off.infer(x), x * 3.0)
     forced = Restorer(blur_bundle, task="blur")

@@ -180,7 +180,7 @@ def test_unknown_verdict_with_column_fpn_goes_to_the_noise_route(tmp_path):
 
 def test_gate_off_and_forced_task(blur_bundle):
     striped = with_column_fpn(scene(), 0.025)[None, None]
-    off = scheduled(Restorer(blur_bundle, every=1, hysteresis=1, fpn_gate=False))
+    off = scheduled(Restorer(blur_bundle, every=1, hysteresis=1, fpn_gate=False, tone_align=False))
     assert off.fpn_gate is None and off.status()["fpn"] is None
     assert np.allclose(off.infer(striped), striped * 3.0)
     forced = Restorer(blur_bundle, task="blur")
