@@ -85,6 +85,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
@@ -150,6 +151,57 @@ def _norm_span(meta) -> Optional[float]:
     except (KeyError, TypeError, ValueError):
         return None
     return span if np.isfinite(span) and span > 0.0 else None
+
+
+def _count_quantum(meta) -> Optional[float]:
+    """The newest frame's count step in its [0, 1] model input: ``count_step`` (1 when absent) over
+    ``hi - lo`` of its ``meta["norm"]`` (edge/pipeline/stages.py ``Preprocess``); None without one."""
+    if isinstance(meta, (list, tuple)):
+        return _count_quantum(meta[-1]) if meta else None
+    span = _norm_span(meta)
+    if span is None:
+        return None
+    try:
+        step = float(meta["norm"].get("count_step", 1))
+    except (TypeError, ValueError):
+        return None
+    return step / span if np.isfinite(step) and step > 0.0 else None
+
+
+#: :func:`dequantised`: the finest count step the router and the gates know, in the [0, 1] model
+#: input: one grey level of an 8-bit camera (its full-scale map, edge/normalize.py), the coarsest
+#: quantisation of every frame the router was trained on
+KNOWN_QUANTUM = 1.0 / 255.0
+#: :func:`dequantised`: σ in px of the smoothing whose values are kept inside each pixel's count
+#: step
+DEQUANT_SIGMA = 2.0
+
+
+def dequantised(frame: np.ndarray, quantum: float, sigma: float = DEQUANT_SIGMA) -> np.ndarray:
+    """A frame whose counts are coarse for its span, as the router and the gates are shown it (K19):
+    each pixel moved toward its neighbourhood's Gaussian mean (σ ``sigma`` px) but kept inside its
+    own count step, ``clip(G(x), x − q/2, x + q/2)`` (one projection onto the set of frames that
+    round to the same counts, the consistency step of set-theoretic de-quantisation, e.g. Youla &
+    Webb, "Image restoration by the method of convex projections", IEEE TMI 1(2), 1982). On a
+    camera of 0.1 K per count whose scene spans a few dozen counts (an Optris-like Y16 camera
+    under a contrast loss), a step of 1/60 of the normalised span is a hard contour every few
+    pixels of a smooth slope, which the router, trained on frames quantised no coarser than one
+    8-bit grey level (:data:`KNOWN_QUANTUM`), read as sharp detail: blurred frames were called
+    clean. The frame itself is restored as it is; this is what the router and the gates see.
+
+    Args:
+        frame: (H, W) float32 model input in [0, 1].
+        quantum: the count step in the same units (> 0; :func:`_count_quantum`).
+        sigma: σ in px of the smoothing (> 0).
+
+    Returns:
+        (H, W) float32, every pixel within ``quantum``/2 of ``frame``'s.
+    """
+    x = np.asarray(frame, dtype=np.float32)
+    k = 2 * int(np.ceil(3 * sigma)) + 1
+    smooth = cv2.GaussianBlur(x, (k, k), float(sigma), borderType=cv2.BORDER_REFLECT)
+    half = np.float32(0.5 * quantum)
+    return np.clip(smooth, x - half, x + half).astype(np.float32)
 
 
 def _is_ffc(meta) -> bool:
@@ -426,6 +478,9 @@ class Restorer:
         #: column offsets dropped because a frame no longer carried them (:meth:`_offsets_renewed`:
         #: a flat-field correction the stream did not mark renewed the FPA's offsets)
         self.offsets_renewed = 0
+        #: frames shown to the router and the gates de-quantised: their count step was coarser for
+        #: their span than one 8-bit grey level (:func:`dequantised`)
+        self.dequantised = 0
         #: frames a blur-only route restored that were given back as they came in: the route moved
         #: their tone by more than a blur can change them (:meth:`_keep_blur_tone`)
         self.blur_tone_refused = 0
@@ -750,6 +805,12 @@ class Restorer:
         first = self.frames
         self.frames += len(x)
         self._span = _norm_span(meta)
+        quantum = _count_quantum(meta)
+        if quantum is not None and quantum > KNOWN_QUANTUM * (1.0 + 1e-6):
+            # counts coarser for this frame's span than any frame the router learned from: it and the
+            # gates see them de-quantised (:func:`dequantised`); the route restores the frame as it is
+            x = np.stack([dequantised(f[0], quantum)[None] for f in x])
+            self.dequantised += len(x)
         reasons = _camera_change(meta)
         if reasons is not None and "bits" in reasons and self._pinned_size is not None:
             depth = (meta or {}).get("source_bits") or (meta or {}).get("bits")
@@ -1325,7 +1386,9 @@ class Restorer:
         ``skipped_ffc``, ``skipped_scene_free``: those of them that held no scene, :func:`scene_free`,
         ``offsets_renewed``: column offsets dropped because a frame no longer carried them,
         :meth:`_offsets_renewed`, ``blur_tone_refused``: frames a blur-only route gave back as they came
-        in, its output having moved their tone, :meth:`_keep_blur_tone`, ``dead_column_frames``: routed frames shown to the router with dead columns
+        in, its output having moved their tone, :meth:`_keep_blur_tone`, ``dequantised``: frames the
+        router and the gates saw de-quantised, their count step coarse for their span,
+        :func:`dequantised`, ``dead_column_frames``: routed frames shown to the router with dead columns
         replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`,
         ``observed``: frames routed off the schedule while the gates warmed up, their verdicts fed
         the gates but did not decide the route, :meth:`_warming`),
@@ -1352,7 +1415,8 @@ class Restorer:
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "skipped_scene_free": self.skipped_scene_free,
                 "offsets_renewed": self.offsets_renewed,
-                "blur_tone_refused": self.blur_tone_refused, "dead_column_frames": self.dead_column_frames,
+                "blur_tone_refused": self.blur_tone_refused, "dequantised": self.dequantised,
+                "dead_column_frames": self.dead_column_frames,
                 "camera_changes": self.camera_changes, "camera_change": self.camera_change,
                 "observed": self.observed, "loaded_routes": self.loaded_routes,
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),

@@ -238,6 +238,49 @@ def test_a_blur_route_that_moves_a_posterised_frames_tone_gives_it_back(blur_bun
     assert np.allclose(plain.infer(frame), frame * 3.0) and plain.status()["blur_tone_refused"] == 0
 
 
+def test_dequantised_stays_in_each_count_step_and_takes_the_contours_away():
+    """K19: a blurred scene in 40 counts (a 0.1 K per count camera after a contrast loss) is a
+    staircase of hard contours, more fine detail than the smooth scene the counts were rounded
+    from; de-quantised, every pixel stays inside its count step and the contours' excess detail
+    is gone. A frame whose count step is fine is left as it is to within that step."""
+    from tir.engines.restorer import dequantised
+
+    def detail(a):   # RMS of the neighbour differences: the fine band the contours add to
+        return float(np.sqrt(np.mean(np.square(np.diff(a, axis=0)), dtype=np.float64)
+                             + np.mean(np.square(np.diff(a, axis=1)), dtype=np.float64)))
+
+    for seed in range(3):
+        soft = blurred(scene(seed), 2.0)
+        truth = (soft - soft.min()) / (soft.max() - soft.min())
+        x = (np.round(truth * 40) / 40).astype(np.float32)
+        d = dequantised(x, 1 / 40)
+        assert d.dtype == np.float32 and d.shape == x.shape
+        assert np.abs(d - x).max() <= 0.5 / 40 + 1e-6
+        assert detail(x) > detail(truth) > detail(d)
+        assert np.abs(dequantised(truth, 1 / 16320) - truth).max() <= 0.5 / 16320 + 1e-6
+
+
+def test_the_router_and_gates_see_coarse_counts_de_quantised_and_nothing_else(blur_bundle, monkeypatch):
+    """The router is shown a frame de-quantised only when its count step is coarser for its span
+    than one 8-bit grey level (a Y16 scene in 40 counts); an 8-bit camera's frame (count step 64
+    of 16320 counts) and a Y16 frame of 1000 counts are shown as they are; the route restores the
+    frame as it came in."""
+    r = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False, tone_align=False)
+    seen = []
+    classify = r.classify
+    monkeypatch.setattr(r, "classify", lambda x, *a: seen.append(np.array(x)) or classify(x, *a))
+    soft = blurred(scene(1), 2.0)
+    x = (np.round((soft - soft.min()) / (soft.max() - soft.min()) * 40) / 40).astype(np.float32)[None, None]
+    out = r.infer(x, meta={"norm": {"lo": 1200.0, "hi": 1240.0}})
+    assert np.allclose(out, x * 3.0)                                             # the frame as it came
+    assert not np.array_equal(seen[-1], x) and np.abs(seen[-1] - x).max() <= 0.5 / 40 + 1e-6
+    assert r.status()["dequantised"] == 1
+    for norm in ({"lo": 0.0, "hi": 16320.0, "count_step": 64}, {"lo": 1000.0, "hi": 2000.0}, None):
+        r.infer(x, meta={} if norm is None else {"norm": norm})
+        assert np.array_equal(seen[-1], x)
+    assert r.status()["dequantised"] == 1
+
+
 def test_restorer_passes_a_sharp_frame_through_and_deblurs_a_soft_one(blur_bundle):
     r = Restorer(blur_bundle, every=1, hysteresis=1, contrast_gate=False)
     assert r.blur_gate.partners == {"blur": "clean", "CB": "contrast"}
