@@ -38,6 +38,17 @@ Routing policy:
   gate (engines/blur_gate.py) takes the blur part of a noise-free verdict away when the frame is
   not soft for this camera, and sets the blur part of a noise-carrying one when its measure
   under noise is clear;
+- the router and the gates see a frame whose count step is coarser for its span than one 8-bit grey
+  level (a Y16 camera of 0.1 K per count whose scene spans a few dozen counts) de-quantised, each
+  pixel kept inside its own count step (:func:`dequantised`, K19: the contours of such counts read
+  as sharp detail, and blurred frames were called clean); the route restores the frame as it is;
+- column offsets removed between verdicts are dropped on the first frame that no longer carries
+  them, and that frame is routed at once (:meth:`Restorer._offsets_renewed`, K18: a flat-field
+  correction the stream did not mark renews an FPA's offsets);
+- a route that only undoes a blur gives a frame back as it came in when its output moved the
+  frame's tone by more than the strongest blur of the specs can change the frame
+  (:meth:`Restorer._keep_blur_tone`, K17: a blur keeps every region's mean; on a fixed-gain
+  camera's posterised frames the blur route lifted the tone instead);
 - after a contrast-carrying task the restored frame's extremes are mapped onto the camera's own
   (``tone_align``, :meth:`ContrastGate.align`); after a noise-carrying task without a contrast
   part (noise, BN) too, or onto the frame's own while the camera has no tone reference: noise has
@@ -805,12 +816,6 @@ class Restorer:
         first = self.frames
         self.frames += len(x)
         self._span = _norm_span(meta)
-        quantum = _count_quantum(meta)
-        if quantum is not None and quantum > KNOWN_QUANTUM * (1.0 + 1e-6):
-            # counts coarser for this frame's span than any frame the router learned from: it and the
-            # gates see them de-quantised (:func:`dequantised`); the route restores the frame as it is
-            x = np.stack([dequantised(f[0], quantum)[None] for f in x])
-            self.dequantised += len(x)
         reasons = _camera_change(meta)
         if reasons is not None and "bits" in reasons and self._pinned_size is not None:
             depth = (meta or {}).get("source_bits") or (meta or {}).get("bits")
@@ -854,7 +859,10 @@ class Restorer:
         observe_only = not on_turn and warming
         scheduled = on_turn or observe_only
         self._due = False
-        if self.adapter is not None and not self.adapter.done:
+        collecting = self.adapter is not None and not self.adapter.done
+        if scheduled or collecting:
+            x = self._router_view(x, meta)
+        if collecting:
             emb = self.embed(x)  # while collecting the router sees every frame
             self._collect(emb)
             if not scheduled:
@@ -875,6 +883,19 @@ class Restorer:
         # the open-world collector (edge/outputs/collect.py); ``decisions`` counts them
         self.last_decision = {**decision, "embedding": self.last_embeddings[-1].copy()}
         return decision
+
+    def _router_view(self, x: np.ndarray, meta) -> np.ndarray:
+        """The (N, 1, H, W) frames as the router and the gates are shown them: de-quantised
+        (:func:`dequantised`, counted in :attr:`dequantised`) when the newest frame's count step is
+        coarser for its span than one 8-bit grey level (:data:`KNOWN_QUANTUM`; a Y16 camera of
+        0.1 K per count whose scene spans a few dozen counts), else ``x`` itself (every 8-bit
+        camera, and a Y16 camera whose span holds 255 count steps or more). The route restores
+        the frames as they came in."""
+        quantum = _count_quantum(meta)
+        if quantum is None or not quantum > KNOWN_QUANTUM * (1.0 + 1e-6):
+            return x
+        self.dequantised += len(x)
+        return np.stack([dequantised(f[0], quantum)[None] for f in x])
 
     def _gate(self, decision: dict, frame: np.ndarray) -> dict:
         """The gates on one verdict, in this order (the noise part is measured first, then the
