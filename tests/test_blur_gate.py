@@ -278,6 +278,11 @@ def test_the_router_and_gates_see_coarse_counts_de_quantised_and_nothing_else(bl
     for norm in ({"lo": 0.0, "hi": 16320.0, "count_step": 64}, {"lo": 1000.0, "hi": 2000.0}, None):
         r.infer(x, meta={} if norm is None else {"norm": norm})
         assert np.array_equal(seen[-1], x)
+    # the same counts with the camera's noise of a count and a half: dithered, no contours to take away
+    noisy = soft + np.random.default_rng(0).normal(0.0, 1.5 / 40 * (soft.max() - soft.min()), soft.shape)
+    y = (np.round((noisy - soft.min()) / (soft.max() - soft.min()) * 40) / 40).astype(np.float32)[None, None]
+    r.infer(y, meta={"norm": {"lo": 1200.0, "hi": 1240.0}})
+    assert np.array_equal(seen[-1], y)
     assert r.status()["dequantised"] == 1
 
 
