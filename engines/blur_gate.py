@@ -328,6 +328,75 @@ def min_blur_sigma(specs: Mapping[str, Sequence[dict]]) -> float:
     return min(found) if found else DEFAULT_SIGMA_MIN
 
 
+
+def max_blur_sigma(specs: Mapping[str, Sequence[dict]]) -> Optional[float]:
+    """The largest blur σ (px) over the ``blur`` steps of ``specs`` (their ``sigma`` range's high
+    end, or a single value); None when no blur step states one."""
+    found = []
+    for steps in specs.values():
+        for s in steps:
+            sigma = s.get("sigma") if s.get("op") == BLUR_OP else None
+            values = sigma if isinstance(sigma, (list, tuple)) else [] if sigma is None else [sigma]
+            found += [float(v) for v in values if float(v) > 0]
+    return max(found) if found else None
+
+
+def blur_only_tasks(specs: Mapping[str, Sequence[dict]]) -> Dict[str, float]:
+    """{task: the largest blur σ of the specs (:func:`max_blur_sigma`)} for each task whose steps
+    are blurs alone (``blur``): its restoration only undoes a blur (a compound with contrast or
+    noise parts changes the frame's tone by design). Empty when no spec states a blur σ."""
+    sigma = max_blur_sigma(specs)
+    if sigma is None:
+        return {}
+    return {t: sigma for t, steps in specs.items() if steps and all(s.get("op") == BLUR_OP for s in steps)}
+
+
+#: :func:`blur_keeps_tone`: the low-pass the tone is compared on has σ this many times the specs'
+#: largest blur σ (a Gaussian of σ_b leaves a low-pass of σ 4·σ_b nearly as it was: √(16 + 1) σ_b)
+TONE_SCALE = 4.0
+#: :func:`blur_keeps_tone`: the move of the tone is measured on an area average over blocks of
+#: this side (enough for a low-pass of σ ≥ 4 px)
+TONE_STRIDE = 4
+
+
+def blur_keeps_tone(frame: np.ndarray, restored: np.ndarray, sigma: float) -> bool:
+    """Whether a blur restoration of ``frame`` kept its tone, as undoing a blur must: a Gaussian
+    blur of σ ≤ ``sigma`` (the specs' largest) keeps every region's mean, so the frame's low-pass
+    at σ :data:`TONE_SCALE` × ``sigma`` is the sharp scene's, and a deblur that restores the scene
+    leaves it where it is. The restoration is taken as a deblur while the RMS move of its low-pass,
+    ``rms(L(restored − frame))``, is at most the RMS change the strongest blur makes to the frame
+    at all, ``rms(frame − G_sigma(frame))`` (what a blur could have taken, so the most a deblur
+    may give back). Measured (docs: K17, the blur task's frames of ``tir eval``): the blur route
+    moves RoadScene's and anti-UAV's val frames' low-pass by 0.04-0.33 of that, a fixed-gain
+    camera's posterised frames' (8-20 grey levels, where a blur moves a pixel by a fraction of a
+    level) by 7-17: the route lifted their tone and they came out 6.8 dB further from the scene
+    than they went in.
+
+    Args:
+        frame: (H, W) float32 model input in [0, 1] (what the route restored).
+        restored: (H, W) float32 route output, the frame's shape.
+        sigma: the specs' largest blur σ in px (> 0).
+
+    Returns:
+        True when the tone was kept (and for a frame under :data:`TONE_STRIDE` pixels along a
+        side: too small to measure).
+
+    Raises:
+        ValueError: the two are not single 2-D images of one shape, or ``sigma`` ≤ 0.
+    """
+    x = np.asarray(one_frame(frame, "blur_keeps_tone"), dtype=np.float32)
+    y = np.asarray(one_frame(restored, "blur_keeps_tone"), dtype=np.float32)
+    if x.shape != y.shape or not float(sigma) > 0.0:
+        raise ValueError(f"blur_keeps_tone needs one shape and sigma > 0, got {x.shape}, {y.shape}, {sigma}")
+    h, w = x.shape
+    if min(h, w) < TONE_STRIDE:
+        return True
+    reach = float(np.sqrt(np.mean(np.square(x - _blur(x, float(sigma))), dtype=np.float64)))
+    d = cv2.resize(y - x, (w // TONE_STRIDE, h // TONE_STRIDE), interpolation=cv2.INTER_AREA)
+    move = float(np.sqrt(np.mean(np.square(_blur(d, TONE_SCALE * float(sigma) / TONE_STRIDE)), dtype=np.float64)))
+    return move <= reach
+
+
 class BlurGate:
     """The camera's reference drop and the demotion of blur verdicts on frames that are not soft
     for this camera (module docstring).

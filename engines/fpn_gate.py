@@ -373,6 +373,54 @@ def subtract_offsets(x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.clip(x - offsets, 0.0, 1.0).astype(np.float32)
 
 
+
+#: :func:`offsets_shown`: rows of a frame (at most) whose column means are compared with the offsets
+SHOWN_ROWS = 128
+
+
+def offsets_shown(frame: np.ndarray, offsets: np.ndarray, sigma: float = SIGMA) -> Optional[float]:
+    """How much of the column ``offsets`` being removed a frame itself still carries: the
+    least-squares gain ``g = <s, o> / <o, o>`` of the frame's column signature ``s`` (its column
+    means over at most :data:`SHOWN_ROWS` evenly spaced rows, high-passed along the row by the
+    Gaussian of σ ``sigma`` that :func:`column_pattern` uses) on the offsets ``o`` (high-passed the
+    same way), over the columns where ``s`` is an inlier (:func:`_inliers`: a pole or a hot object's
+    edge is scene). An FPA's offsets are fixed between flat-field corrections, so a frame of the
+    same FPA reads g ≈ 1 (more while they drift further, fewer as they settle); after an FFC that
+    renewed them it reads g ≈ 0. Subtracting ``o`` lowers the frame's column-signature energy
+    (``|s − o|² < |s|²``) exactly when g > 1/2: below that the offsets do more harm than good.
+
+    Args:
+        frame: (H, W) float32 model input in [0, 1] (any real dtype).
+        offsets: (W,) float32 column offsets in the frame's units (:attr:`FPNGate.offsets`).
+        sigma: σ in pixels of the row-wise high-pass (> 0).
+
+    Returns:
+        g (float), or None when it cannot be measured: another width than the offsets', fewer than
+        :data:`MIN_COLUMNS` columns, a value that is not finite, or offsets with no energy.
+    """
+    x = np.asarray(frame, dtype=np.float32)
+    o = np.asarray(offsets, dtype=np.float32).ravel()
+    if x.ndim != 2 or x.shape[1] != o.size or o.size < MIN_COLUMNS:
+        return None
+    step = max(1, x.shape[0] // SHOWN_ROWS)
+    s = x[::step].mean(axis=0, dtype=np.float64)
+    if not (np.isfinite(s).all() and np.isfinite(o).all()):
+        return None
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+
+    def high(v: np.ndarray) -> np.ndarray:
+        v = v.astype(np.float64)[None, :]
+        return (v - cv2.GaussianBlur(v, (k, 1), sigmaX=float(sigma), sigmaY=0,
+                                     borderType=cv2.BORDER_REFLECT))[0]
+
+    s, o = high(s), high(o)
+    keep = _inliers(s - o)   # the residual after removing the offsets: what is left is scene (and noise)
+    energy = float((o[keep] * o[keep]).sum())
+    if not energy > 1e-18:
+        return None
+    return float((s[keep] * o[keep]).sum()) / energy
+
+
 #: a dead column is flat along its height: its standard deviation below this share of its
 #: neighbours' (which carry the scene)
 DEAD_FLAT = 0.1

@@ -38,6 +38,17 @@ Routing policy:
   gate (engines/blur_gate.py) takes the blur part of a noise-free verdict away when the frame is
   not soft for this camera, and sets the blur part of a noise-carrying one when its measure
   under noise is clear;
+- the router and the gates see a frame whose count step is coarser for its span than one 8-bit grey
+  level (a Y16 camera of 0.1 K per count whose scene spans a few dozen counts) de-quantised, each
+  pixel kept inside its own count step (:func:`dequantised`, K19: the contours of such counts read
+  as sharp detail, and blurred frames were called clean); the route restores the frame as it is;
+- column offsets removed between verdicts are dropped on the first frame that no longer carries
+  them, and that frame is routed at once (:meth:`Restorer._offsets_renewed`, K18: a flat-field
+  correction the stream did not mark renews an FPA's offsets);
+- a route that only undoes a blur gives a frame back as it came in when its output moved the
+  frame's tone by more than the strongest blur of the specs can change the frame
+  (:meth:`Restorer._keep_blur_tone`, K17: a blur keeps every region's mean; on a fixed-gain
+  camera's posterised frames the blur route lifted the tone instead);
 - after a contrast-carrying task the restored frame's extremes are mapped onto the camera's own
   (``tone_align``, :meth:`ContrastGate.align`); after a noise-carrying task without a contrast
   part (noise, BN) too, or onto the frame's own while the camera has no tone reference: noise has
@@ -85,13 +96,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
-from .blur_gate import BlurGate
+from .blur_gate import BlurGate, blur_keeps_tone, blur_only_tasks
 from .bundle import TONE
 from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span, noise_free_verdicts
-from .fpn_gate import FPNGate, repair_dead_columns, subtract_offsets
+from .fpn_gate import FPNGate, noise_sigma, offsets_shown, repair_dead_columns, subtract_offsets
 from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
 
 log = logging.getLogger(__name__)
@@ -150,6 +162,63 @@ def _norm_span(meta) -> Optional[float]:
     except (KeyError, TypeError, ValueError):
         return None
     return span if np.isfinite(span) and span > 0.0 else None
+
+
+def _count_quantum(meta) -> Optional[float]:
+    """The newest frame's count step in its [0, 1] model input: ``count_step`` (1 when absent) over
+    ``hi - lo`` of its ``meta["norm"]`` (edge/pipeline/stages.py ``Preprocess``); None without one."""
+    if isinstance(meta, (list, tuple)):
+        return _count_quantum(meta[-1]) if meta else None
+    span = _norm_span(meta)
+    if span is None:
+        return None
+    try:
+        step = float(meta["norm"].get("count_step", 1))
+    except (TypeError, ValueError):
+        return None
+    return step / span if np.isfinite(step) and step > 0.0 else None
+
+
+#: :func:`dequantised`: the finest count step the router and the gates know, in the [0, 1] model
+#: input: one grey level of an 8-bit camera (its full-scale map, edge/normalize.py), the coarsest
+#: quantisation of every frame the router was trained on
+KNOWN_QUANTUM = 1.0 / 255.0
+#: :meth:`Restorer._router_view`: a frame whose white noise (:func:`~tir.engines.fpn_gate.noise_sigma`)
+#: is at least this share of its count step is dithered by it: rounding then adds a white error
+#: independent of the scene and draws no contours (Widrow, Kollár & Liu, "Statistical theory of
+#: quantization", IEEE Trans. Instrum. Meas. 45(2), 1996: Gaussian noise of σ ≥ q/2 makes the
+#: quantisation error practically uniform and uncorrelated with the signal), so it is shown as it is
+DITHER_SHARE = 0.5
+#: :func:`dequantised`: σ in px of the smoothing whose values are kept inside each pixel's count
+#: step
+DEQUANT_SIGMA = 2.0
+
+
+def dequantised(frame: np.ndarray, quantum: float, sigma: float = DEQUANT_SIGMA) -> np.ndarray:
+    """A frame whose counts are coarse for its span, as the router and the gates are shown it (K19):
+    each pixel moved toward its neighbourhood's Gaussian mean (σ ``sigma`` px) but kept inside its
+    own count step, ``clip(G(x), x − q/2, x + q/2)`` (one projection onto the set of frames that
+    round to the same counts, the consistency step of set-theoretic de-quantisation, e.g. Youla &
+    Webb, "Image restoration by the method of convex projections", IEEE TMI 1(2), 1982). On a
+    camera of 0.1 K per count whose scene spans a few dozen counts (an Optris-like Y16 camera
+    under a contrast loss), a step of 1/60 of the normalised span is a hard contour every few
+    pixels of a smooth slope, which the router, trained on frames quantised no coarser than one
+    8-bit grey level (:data:`KNOWN_QUANTUM`), read as sharp detail: blurred frames were called
+    clean. The frame itself is restored as it is; this is what the router and the gates see.
+
+    Args:
+        frame: (H, W) float32 model input in [0, 1].
+        quantum: the count step in the same units (> 0; :func:`_count_quantum`).
+        sigma: σ in px of the smoothing (> 0).
+
+    Returns:
+        (H, W) float32, every pixel within ``quantum``/2 of ``frame``'s.
+    """
+    x = np.asarray(frame, dtype=np.float32)
+    k = 2 * int(np.ceil(3 * sigma)) + 1
+    smooth = cv2.GaussianBlur(x, (k, k), float(sigma), borderType=cv2.BORDER_REFLECT)
+    half = np.float32(0.5 * quantum)
+    return np.clip(smooth, x - half, x + half).astype(np.float32)
 
 
 def _is_ffc(meta) -> bool:
@@ -373,8 +442,12 @@ class Restorer:
         self.contrast_gate: Optional[ContrastGate] = None
         self.fpn_gate: Optional[FPNGate] = None
         self.blur_gate: Optional[BlurGate] = None
+        #: {task: the specs' largest blur σ} for the routed tasks that only undo a blur, whose output
+        #: must keep the frame's tone (:meth:`_keep_blur_tone`; never for a forced route)
+        self._blur_only: Dict[str, float] = {}
         if self.router_info is not None and not self.forced:   # a forced route is never gated
             specs = {t: (self.bundle.task_info(t).get("spec") or {}).get("steps") or [] for t in self.routes}
+            self._blur_only = blur_only_tasks(specs)
             if contrast_gate:
                 self.contrast_gate = ContrastGate.for_bundle(specs, self.router_info)
             if fpn_gate:
@@ -419,6 +492,15 @@ class Restorer:
         #: frames not looked at because they held no scene (:func:`scene_free`: an FFC's flag that
         #: the stream did not mark), counted in ``skipped_ffc`` too
         self.skipped_scene_free = 0
+        #: column offsets dropped because a frame no longer carried them (:meth:`_offsets_renewed`:
+        #: a flat-field correction the stream did not mark renewed the FPA's offsets)
+        self.offsets_renewed = 0
+        #: frames shown to the router and the gates de-quantised: their count step was coarser for
+        #: their span than one 8-bit grey level (:func:`dequantised`)
+        self.dequantised = 0
+        #: frames a blur-only route restored that were given back as they came in: the route moved
+        #: their tone by more than a blur can change them (:meth:`_keep_blur_tone`)
+        self.blur_tone_refused = 0
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
@@ -574,6 +656,38 @@ class Restorer:
         if self.fpn_gate is not None:
             self.fpn_gate.offsets = None
 
+    def _offsets_renewed(self, frame: np.ndarray) -> bool:
+        """Drop the column offsets being removed when the newest frame no longer carries them
+        (K18): an FPA's offsets are fixed only between flat-field corrections, and a correction the
+        stream does not mark (no ``ffc`` meta; the shutter's flag frames may show, :func:`scene_free`,
+        or not at all) renews them at once, so offsets measured before it, subtracted until the next
+        scheduled verdict (up to ``every`` − 1 frames), put their negative into every frame after it.
+        Measured on every frame while offsets are removed (:func:`~tir.engines.fpn_gate.offsets_shown`,
+        the offsets rescaled to this frame's normaliser range as :meth:`plan` subtracts them): they
+        are dropped when removing them would not lower the frame's own column signature (gain
+        ≤ 1/2), counted in :attr:`offsets_renewed`. A frame of the same FPA, a uniform sky or a
+        flag frame of the correction itself included, still carries them (gain ≈ 1 or more while
+        they drift) and keeps them. About 0.1 ms at 640×512.
+
+        Args:
+            frame: (H, W) float32 model input in [0, 1].
+
+        Returns:
+            True when the offsets were dropped (the caller routes this frame to measure them again).
+        """
+        offsets = self.offsets
+        if offsets is None:
+            return False
+        if self._offsets_span is not None and self._span is not None and self._span != self._offsets_span:
+            offsets = offsets * np.float32(self._offsets_span / self._span)
+        gain = offsets_shown(frame, offsets)
+        if gain is None or gain > 0.5:
+            return False
+        log.info("column offsets dropped: the frame carries %.2f of them (a flat-field correction renewed them)", gain)
+        self._drop_offsets()
+        self.offsets_renewed += 1
+        return True
+
     def _load(self, path: Path, router: bool = False):
         from .backends import load_engine
 
@@ -718,6 +832,10 @@ class Restorer:
         if self.forced or self.router_info is None:
             return None
         self._check_reference(x.shape[-2:])
+        if self._offsets_renewed(x[-1, 0]):
+            # the offsets measured before an FFC the stream did not mark no longer hold: this frame
+            # is routed now, and the FPN gate measures the offsets it carries (none: none removed)
+            self._due = True
         # a frame with no scene (:func:`scene_free`) is an FFC the stream did not mark: as after an
         # FFC its verdict would be the flag's (a cold start that met the power-up FFC's flag first took
         # the contrast route for 24 frames, 19 dB from the scene after it, docs: round 5)
@@ -747,7 +865,10 @@ class Restorer:
         observe_only = not on_turn and warming
         scheduled = on_turn or observe_only
         self._due = False
-        if self.adapter is not None and not self.adapter.done:
+        collecting = self.adapter is not None and not self.adapter.done
+        if scheduled or collecting:
+            x = self._router_view(x, meta)
+        if collecting:
             emb = self.embed(x)  # while collecting the router sees every frame
             self._collect(emb)
             if not scheduled:
@@ -768,6 +889,24 @@ class Restorer:
         # the open-world collector (edge/outputs/collect.py); ``decisions`` counts them
         self.last_decision = {**decision, "embedding": self.last_embeddings[-1].copy()}
         return decision
+
+    def _router_view(self, x: np.ndarray, meta) -> np.ndarray:
+        """The (N, 1, H, W) frames as the router and the gates are shown them: de-quantised
+        (:func:`dequantised`, counted in :attr:`dequantised`) when the newest frame's count step is
+        coarser for its span than one 8-bit grey level (:data:`KNOWN_QUANTUM`; a Y16 camera of
+        0.1 K per count whose scene spans a few dozen counts) and the frame's white noise is under
+        :data:`DITHER_SHARE` of that step (a noise above it dithers the counts: no contours), else
+        ``x`` itself (every 8-bit camera, a Y16 camera whose span holds 255 count steps or more,
+        and a noisy one: an MSB-aligned 14-bit core of 1.5 counts' noise over 30-60 counts showed
+        a clean frame more to the router as blurred, p5 71 → 37 dB, when de-quantised). The
+        route restores the frames as they came in."""
+        quantum = _count_quantum(meta)
+        if quantum is None or not quantum > KNOWN_QUANTUM * (1.0 + 1e-6):
+            return x
+        if noise_sigma(x[-1, 0]) >= DITHER_SHARE * quantum:
+            return x   # the camera's own noise dithers its counts: no contours to take away
+        self.dequantised += len(x)
+        return np.stack([dequantised(f[0], quantum)[None] for f in x])
 
     def _gate(self, decision: dict, frame: np.ndarray) -> dict:
         """The gates on one verdict, in this order (the noise part is measured first, then the
@@ -1240,14 +1379,48 @@ class Restorer:
             except ValueError:
                 ends = None
             return (engine, _unchanged) if ends is None else (engine, lambda y: gate.align(y, fallback=ends))
+        if self.tone_align and engine is not None and x is not None and task in self._blur_only:
+            return engine, functools.partial(self._keep_blur_tone, _as_batch(x), self._blur_only[task])
         return engine, _unchanged
+
+    def _keep_blur_tone(self, x: np.ndarray, sigma: float, y: np.ndarray) -> np.ndarray:
+        """Do no harm after a route that only undoes a blur (K17): each restored frame of ``y``
+        whose tone the route moved by more than the strongest blur of the specs (σ ``sigma``) can
+        change its input at all (engines/blur_gate.py :func:`~tir.engines.blur_gate.blur_keeps_tone`:
+        a blur keeps every region's mean, so undoing one keeps it too) is given back as its input,
+        counted in :attr:`blur_tone_refused`. Such a route is not restoring the frame: on a camera
+        whose frames span a dozen grey levels (a fixed gain set for a wider scene) a blur moves a
+        pixel by a fraction of a level and the route lifted their tone instead. With
+        ``tone_align`` only (the restorer's judgement of the output's tone).
+
+        Args:
+            x: (N, 1, H, W) float32 frames the route restored.
+            sigma: the specs' largest blur σ in px.
+            y: (N, 1, H, W) float32 route output.
+
+        Returns:
+            (N, 1, H, W) float32: ``y``, its refused frames replaced by ``x``'s.
+        """
+        y = np.asarray(y, dtype=np.float32)
+        refused = [n for n in range(min(len(x), len(y))) if not blur_keeps_tone(x[n, 0], y[n, 0], sigma)]
+        if not refused:
+            return y
+        out = y.copy()
+        for n in refused:
+            out[n] = x[n]
+        self.blur_tone_refused += len(refused)
+        return out
 
     def status(self) -> dict:
         """The routing state for the stats page: ``task`` (the route now), the last verdict
         (``decision``, ``confidence``, ``unknown``, ``nearest``), ``router_ms`` (ms per frame),
         counters (``frames``, ``decisions``, ``switches``, ``unknowns``, ``uncertain``,
         ``skipped_ffc``, ``skipped_scene_free``: those of them that held no scene, :func:`scene_free`,
-        ``dead_column_frames``: routed frames shown to the router with dead columns
+        ``offsets_renewed``: column offsets dropped because a frame no longer carried them,
+        :meth:`_offsets_renewed`, ``blur_tone_refused``: frames a blur-only route gave back as they came
+        in, its output having moved their tone, :meth:`_keep_blur_tone`, ``dequantised``: frames the
+        router and the gates saw de-quantised, their count step coarse for their span,
+        :func:`dequantised`, ``dead_column_frames``: routed frames shown to the router with dead columns
         replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`,
         ``observed``: frames routed off the schedule while the gates warmed up, their verdicts fed
         the gates but did not decide the route, :meth:`_warming`),
@@ -1273,6 +1446,8 @@ class Restorer:
                 "forced": self.forced, "frames": self.frames,
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "skipped_scene_free": self.skipped_scene_free,
+                "offsets_renewed": self.offsets_renewed,
+                "blur_tone_refused": self.blur_tone_refused, "dequantised": self.dequantised,
                 "dead_column_frames": self.dead_column_frames,
                 "camera_changes": self.camera_changes, "camera_change": self.camera_change,
                 "observed": self.observed, "loaded_routes": self.loaded_routes,

@@ -194,6 +194,98 @@ def blur_bundle(tmp_path_factory):
     return _bundle(tmp_path_factory.mktemp("blurgate"), "blur")
 
 
+def posterised(x, levels=12, level=0.45):
+    """A fixed-gain camera set for a wider scene (K17): ``x``'s range mapped onto ``levels`` grey
+    levels of 8 bits around ``level``, rounded (posterised)."""
+    lo, hi = float(x.min()), float(x.max())
+    return (level + np.round((x - lo) / (hi - lo) * (levels - 1)) / 255.0).astype(np.float32)
+
+
+def test_blur_keeps_tone_tells_a_deblur_from_a_tone_lift():
+    """Undoing a blur keeps the frame's low-pass, on a rich scene and on a posterised one; a route
+    that lifts a posterised frame's tone by a few grey levels moves it by more than any blur
+    could change it: not a deblur."""
+    from tir.engines.blur_gate import blur_keeps_tone, blur_only_tasks, max_blur_sigma
+
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    assert max_blur_sigma(specs) == 2.0 and blur_only_tasks(specs) == {"blur": 2.0}
+    assert max_blur_sigma({"contrast": specs["contrast"]}) is None and blur_only_tasks({}) == {}
+    for seed in range(3):
+        sharp = scene(seed)
+        assert blur_keeps_tone(blurred(sharp, 2.0), sharp, 2.0)                 # the scene back
+        post = posterised(sharp)
+        soft = (np.round(blurred(post, 2.0) * 255.0) / 255.0).astype(np.float32)   # a blur, in 8 bits
+        assert blur_keeps_tone(soft, post, 2.0)                                  # its deblur, posterised
+        assert not blur_keeps_tone(soft, soft + 3.0 / 255.0, 2.0)                # lifted by 3 levels
+        assert not blur_keeps_tone(soft, (soft - 0.45) * 2.0 + 0.45, 2.0)        # stretched
+    assert blur_keeps_tone(np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32), 2.0)   # too small
+    with pytest.raises(ValueError):
+        blur_keeps_tone(scene(), scene()[:, :10], 2.0)
+
+
+def test_a_blur_route_that_moves_a_posterised_frames_tone_gives_it_back(blur_bundle):
+    """K17: on a fixed-gain camera's posterised frames (a dozen grey levels) the blur route lifted
+    the tone (−6.8 dB against the degraded frame): a blur-only route whose output moved the
+    frame's tone by more than a blur can change it gives the frame back as it came in. A forced
+    route and a restorer without tone alignment are not second-guessed."""
+    frame = (np.round(blurred(posterised(scene(4)), 2.0) * 255.0) / 255.0).astype(np.float32)[None, None]
+    r = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False)            # the router says blur
+    out = r.infer(frame)
+    assert r.status()["task"] == "blur" and r.status()["blur_tone_refused"] == 1
+    assert np.array_equal(out, frame)                                            # the route's ×3 refused
+    assert np.allclose(Restorer(blur_bundle, task="blur").infer(frame), frame * 3.0)
+    plain = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False, tone_align=False)
+    assert np.allclose(plain.infer(frame), frame * 3.0) and plain.status()["blur_tone_refused"] == 0
+
+
+def test_dequantised_stays_in_each_count_step_and_takes_the_contours_away():
+    """K19: a blurred scene in 40 counts (a 0.1 K per count camera after a contrast loss) is a
+    staircase of hard contours, more fine detail than the smooth scene the counts were rounded
+    from; de-quantised, every pixel stays inside its count step and the contours' excess detail
+    is gone. A frame whose count step is fine is left as it is to within that step."""
+    from tir.engines.restorer import dequantised
+
+    def detail(a):   # RMS of the neighbour differences: the fine band the contours add to
+        return float(np.sqrt(np.mean(np.square(np.diff(a, axis=0)), dtype=np.float64)
+                             + np.mean(np.square(np.diff(a, axis=1)), dtype=np.float64)))
+
+    for seed in range(3):
+        soft = blurred(scene(seed), 2.0)
+        truth = (soft - soft.min()) / (soft.max() - soft.min())
+        x = (np.round(truth * 40) / 40).astype(np.float32)
+        d = dequantised(x, 1 / 40)
+        assert d.dtype == np.float32 and d.shape == x.shape
+        assert np.abs(d - x).max() <= 0.5 / 40 + 1e-6
+        assert detail(x) > detail(truth) > detail(d)
+        assert np.abs(dequantised(truth, 1 / 16320) - truth).max() <= 0.5 / 16320 + 1e-6
+
+
+def test_the_router_and_gates_see_coarse_counts_de_quantised_and_nothing_else(blur_bundle, monkeypatch):
+    """The router is shown a frame de-quantised only when its count step is coarser for its span
+    than one 8-bit grey level (a Y16 scene in 40 counts); an 8-bit camera's frame (count step 64
+    of 16320 counts) and a Y16 frame of 1000 counts are shown as they are; the route restores the
+    frame as it came in."""
+    r = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False, tone_align=False)
+    seen = []
+    classify = r.classify
+    monkeypatch.setattr(r, "classify", lambda x, *a: seen.append(np.array(x)) or classify(x, *a))
+    soft = blurred(scene(1), 2.0)
+    x = (np.round((soft - soft.min()) / (soft.max() - soft.min()) * 40) / 40).astype(np.float32)[None, None]
+    out = r.infer(x, meta={"norm": {"lo": 1200.0, "hi": 1240.0}})
+    assert np.allclose(out, x * 3.0)                                             # the frame as it came
+    assert not np.array_equal(seen[-1], x) and np.abs(seen[-1] - x).max() <= 0.5 / 40 + 1e-6
+    assert r.status()["dequantised"] == 1
+    for norm in ({"lo": 0.0, "hi": 16320.0, "count_step": 64}, {"lo": 1000.0, "hi": 2000.0}, None):
+        r.infer(x, meta={} if norm is None else {"norm": norm})
+        assert np.array_equal(seen[-1], x)
+    # the same counts with the camera's noise of a count and a half: dithered, no contours to take away
+    noisy = soft + np.random.default_rng(0).normal(0.0, 1.5 / 40 * (soft.max() - soft.min()), soft.shape)
+    y = (np.round((noisy - soft.min()) / (soft.max() - soft.min()) * 40) / 40).astype(np.float32)[None, None]
+    r.infer(y, meta={"norm": {"lo": 1200.0, "hi": 1240.0}})
+    assert np.array_equal(seen[-1], y)
+    assert r.status()["dequantised"] == 1
+
+
 def test_restorer_passes_a_sharp_frame_through_and_deblurs_a_soft_one(blur_bundle):
     r = Restorer(blur_bundle, every=1, hysteresis=1, contrast_gate=False)
     assert r.blur_gate.partners == {"blur": "clean", "CB": "contrast"}
@@ -232,7 +324,7 @@ def test_a_soft_frame_is_not_promoted_to_contrast(tmp_path):
 def test_gate_off_forced_task_and_student_prompt(blur_bundle, monkeypatch):
     frames = np.stack([scene(s) for s in range(12)])[:, None]
     x = scene(60)[None, None]
-    off = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False)
+    off = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False, tone_align=False)
     off.warm_camera(frames)
     assert off.blur_gate is None and off.status()["blur"] is None and np.allclose(off.infer(x), x * 3.0)
     forced = Restorer(blur_bundle, task="blur")

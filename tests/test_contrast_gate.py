@@ -188,8 +188,10 @@ def test_restorer_maps_a_contrast_route_onto_the_camera_tone(gated_bundle):
     normal = ramp(0.6)[None, None]
     r2 = scheduled(Restorer(gated_bundle, every=1, hysteresis=1))
     r2.warm_camera(np.stack([ramp(0.6)] * 30))
-    assert np.allclose(r2.infer(normal), normal * 3.0)     # demoted to blur: no contrast route, no alignment
-    assert r2.status()["contrast"]["aligned"] == 0
+    # demoted to blur: no contrast route, no alignment; the blur route's ×3 moved the tone of a ramp no
+    # blur changes, so it is no deblur and the frame comes back as it went in (K17, engines/blur_gate.py)
+    assert np.allclose(r2.infer(normal), normal) and r2.status()["blur_tone_refused"] == 1
+    assert r2.status()["task"] == "blur" and r2.status()["contrast"]["aligned"] == 0
     cold = scheduled(Restorer(gated_bundle, every=1, hysteresis=1))   # no history yet: the route's output as it is
     assert np.allclose(cold.infer(flat), flat * 2.0) and cold.status()["contrast"]["tone_reference"] is None
 

@@ -180,7 +180,7 @@ def test_unknown_verdict_with_column_fpn_goes_to_the_noise_route(tmp_path):
 
 def test_gate_off_and_forced_task(blur_bundle):
     striped = with_column_fpn(scene(), 0.025)[None, None]
-    off = scheduled(Restorer(blur_bundle, every=1, hysteresis=1, fpn_gate=False))
+    off = scheduled(Restorer(blur_bundle, every=1, hysteresis=1, fpn_gate=False, tone_align=False))
     assert off.fpn_gate is None and off.status()["fpn"] is None
     assert np.allclose(off.infer(striped), striped * 3.0)
     forced = Restorer(blur_bundle, task="blur")
@@ -557,11 +557,13 @@ def test_column_fpn_alone_under_a_route_keeps_the_route_and_removes_the_offsets(
     assert offsets.shape == (W,) and np.allclose(offsets, column_offsets(_band_signatures(striped[0, 0], 4, 2.0)))
     assert np.allclose(out, np.clip(striped * 3.0 - offsets, 0, 1), atol=1e-6)
     assert np.allclose(remove_column_fpn(striped), subtract_offsets(striped, offsets), atol=1e-6)
-    later = scene(seed=9)[None, None] * 0.3                                   # not routed: the same offsets
+    # not routed: the same offsets (the same FPA's frame, another scene, carries them too)
+    later = np.clip(with_column_fpn(scene(seed=9), 0.025), 0, 1)[None, None] * 0.3
     assert np.allclose(r.infer(later), np.clip(later * 3.0 - offsets, 0, 1), atol=1e-6)
     assert r.status()["decisions"] == 1
     r.infer(later, meta={"ffc": True})                                        # an FFC renews the FPA's offsets
-    assert r.status()["runs"] == "route" and np.allclose(r.infer(later), later * 3.0, atol=1e-6)
+    plain = scene(seed=9)[None, None] * 0.3                                   # the frame after it: none left
+    assert r.status()["runs"] == "route" and np.allclose(r.infer(plain), plain * 3.0, atol=1e-6)
     wide = np.zeros((1, 1, H, W + 32), np.float32)
     assert np.array_equal(subtract_offsets(wide, offsets), wide)              # another size: left as it is
 
@@ -585,6 +587,54 @@ def test_a_frame_without_a_scene_keeps_the_measured_offsets_an_ffc_drops_them(bl
     assert np.allclose(out, np.clip(sky * 3.0 - offsets, 0, 1), atol=1e-6)     # destriped still
     r.infer(sky[None, None], meta={"ffc": True})
     assert r.fpn_gate.offsets is None
+
+
+def test_offsets_shown_reads_how_much_of_the_offsets_a_frame_carries():
+    """An FPA's frame reads gain ≈ 1 (≈ 2 when the offsets drifted twice as far), a frame after a
+    correction that renewed them ≈ 0, whatever the scene; what cannot be measured reads None."""
+    from tir.engines.fpn_gate import _band_signatures, column_offsets, offsets_shown
+
+    striped = np.clip(with_column_fpn(scene(), 0.025), 0, 1)
+    offsets = column_offsets(_band_signatures(striped, 4, 2.0))
+    for seed in (0, 5, 9):
+        assert 0.7 < offsets_shown(np.clip(with_column_fpn(scene(seed=seed), 0.025), 0, 1), offsets) < 1.3
+        assert 1.5 < offsets_shown(np.clip(with_column_fpn(scene(seed=seed), 0.05), 0, 1), offsets) < 2.5
+        assert abs(offsets_shown(scene(seed=seed), offsets)) < 0.3                         # renewed: none left
+        assert abs(offsets_shown(with_column_fpn(scene(seed=seed), 0.025, seed=7), offsets)) < 0.5   # new ones
+    assert offsets_shown(striped[:, :100], offsets) is None                                 # another width
+    assert offsets_shown(striped, np.zeros(W, np.float32)) is None                          # nothing to remove
+
+
+@pytest.mark.parametrize("renewed", ["none", "new", "flag"])
+def test_an_unmarked_ffc_drops_the_stale_offsets_at_once(tmp_path, renewed):
+    """K18: the camera corrects its FPA between two verdicts (every 8 frames) and the stream does not
+    say so; the frames after it carry no column offsets, other ones, or first the shutter's flag
+    (no scene, no offsets). The offsets measured before it would put their negative into every
+    frame up to the next turn: they are dropped on the first frame that does not carry them, and
+    that frame is routed at once, so new offsets are measured on it when it has any."""
+    from tir.engines.fpn_gate import remove_column_fpn
+    from tir.engines.restorer import scene_free
+
+    r = scheduled(Restorer(_bundle(tmp_path, "clean"), every=8, hysteresis=1, tone_align=False))
+    for i in range(3):                                                         # the FPA before the correction
+        striped = np.clip(with_column_fpn(scene(seed=i), 0.025), 0, 1)[None, None]
+        out = r.infer(striped)
+        assert r.status()["runs"] == "destripe" and offsets_left(out, scene(seed=i)) < 0.5 * offsets_left(striped, scene(seed=i))
+    assert r.status()["decisions"] == 1
+    if renewed == "flag":
+        flag = (0.5 + np.random.default_rng(4).normal(0.0, 0.01, (H, W))).astype(np.float32)
+        assert scene_free(flag)
+        r.infer(flag[None, None])
+        assert r.fpn_gate.offsets is None
+    after = scene(seed=5) if renewed != "new" else np.clip(with_column_fpn(scene(seed=5), 0.025, seed=7), 0, 1)
+    out = r.infer(after[None, None])[0, 0]
+    s = r.status()
+    assert s["decisions"] == 2                                                 # routed at once, not at frame 8
+    if renewed == "new":                                                       # the new offsets, measured on it, come off
+        assert s["runs"] == "destripe" and np.allclose(out, remove_column_fpn(after), atol=1e-6)
+    else:                                                                      # none: the frame as it is
+        assert s["runs"] == "passthrough" and r.passes_through and np.array_equal(out, after)
+    assert s["offsets_renewed"] == 1
 
 
 def test_fpn_only_threshold_follows_the_camera_floor():
