@@ -77,3 +77,57 @@ def test_qat_without_onnx2torch_says_what_to_install(bundles, tmp_path, capsys, 
     out = capsys.readouterr().err
     assert rc != 0 and "pip install -e '.[qat]'" in out
     assert not (tmp_path / "q" / "student.qat.onnx").exists()
+
+
+def test_student_frames_carry_the_gate_references(tmp_path):
+    """The student's calibration set gives each frame its clean reference (the pair the gate
+    judges with), so QAT can weigh each crop as the gate charges it; the input of a pair is
+    the calibration frame itself."""
+    import argparse
+
+    from tir.tools.calibrate import _student_frames
+
+    args = argparse.Namespace(frames=6, source="synthetic", seed=0, data=None)
+    frames, _ = _student_frames(args, (32, 24), PROMPTS)
+    assert frames.has_references
+    for i in range(len(frames)):
+        x, y = frames.pair(i)
+        np.testing.assert_array_equal(x, frames[i])
+        assert y.shape == x.shape and np.isfinite(y).all()
+
+
+@pytest.mark.skipif(QAT_SKIP is not None, reason=str(QAT_SKIP))
+def test_crop_loss_weighs_crops_by_the_teachers_own_error():
+    """With references the loss is log10(e_q + e_ref): the same INT8 error costs a crop the
+    teacher restores well (e_ref small: a clean frame under the clean prompt) far more gradient
+    than one it restores coarsely; without, log10(e_q) weighs both alike."""
+    import torch
+
+    from tir.engines.training import qat
+
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.uniform(0.2, 0.8, (2, 1, 16, 16)).astype(np.float32))
+    noise = torch.from_numpy(rng.normal(0, 0.003, (1, 1, 16, 16)).astype(np.float32))
+    ref = target.clone()
+    ref[0] += 0.002   # crop 0: the teacher is 54 dB from its reference
+    ref[1] += 0.05    # crop 1: 26 dB
+    grads = {}
+    for with_ref in (True, False):
+        out = (target + noise).requires_grad_(True)   # the same INT8 error on both crops
+        loss, e_q = qat.crop_loss(out, target, ref if with_ref else None)
+        loss.backward()
+        g = out.grad.abs().sum(dim=(1, 2, 3))
+        grads[with_ref] = float(g[0] / g[1])
+        assert torch.allclose(e_q, torch.mean(noise ** 2).expand(2), rtol=1e-4)
+    assert abs(grads[False] - 1.0) < 1e-3
+    assert grads[True] > 50.0, grads
+
+
+@pytest.mark.skipif(QAT_SKIP is not None, reason=str(QAT_SKIP))
+def test_finetune_takes_one_reference_per_frame(bundles):  # noqa: F811
+    from tir.engines.training import qat
+
+    gm = qat.load_onnx(bundles[1].student_path)
+    x = np.zeros((8, 8), np.float32)
+    with pytest.raises(ValueError):
+        qat.finetune(gm, gm, [x], [np.eye(K, dtype=np.float32)[0]], steps=1, references=[x, x], progress=False)

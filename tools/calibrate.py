@@ -222,11 +222,14 @@ def _student_frames(args, size, prompts):
     def frame(i):
         return sets[i % k][i // k]
 
+    def pair(i):
+        return sets[i % k].pair(i // k)
+
     def extra(first, batch):
         return {PROMPT_INPUT: eye[[(first + r) % k for r in range(len(batch))]]}
 
     name = f"{sets[0].name.split('(')[0]} x {k} prompts"
-    return CalibrationSet(name, args.frames, size, frame), extra
+    return CalibrationSet(name, args.frames, size, frame, pair if all(s.has_references for s in sets) else None), extra
 
 
 def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_inputs=(), tail: bool = False):
@@ -391,14 +394,18 @@ def _qat_source(fp32: str, ranges: dict, frames, eye, args, out: Path):
         raise CalibrationDataError(f"--qat-steps needs torch and onnx2torch with a torchvision that matches torch "
                                    f"({type(exc).__name__}: {exc}); pip install -e '.[qat]'") from None
     k = len(eye)
-    xs = [np.asarray(frames[i], np.float32) for i in range(len(frames))]
+    if frames.has_references:  # the gate's pairs: the loss weighs each crop as the gate charges it
+        pairs = [frames.pair(i) for i in range(len(frames))]
+        xs, refs = [np.asarray(x, np.float32) for x, _ in pairs], [np.asarray(y, np.float32) for _, y in pairs]
+    else:
+        xs, refs = [np.asarray(frames[i], np.float32) for i in range(len(frames))], None
     torch.set_num_threads(max(1, int(args.threads)))
     path = out / "student.qat.onnx"
     log.info("student: QAT for %d steps%s on %d frames", args.qat_steps,
              f" (at most {args.qat_minutes:g} min)" if args.qat_minutes else "", len(xs))
     result = qat.qat_student(fp32, ranges, xs, [eye[i % k] for i in range(len(xs))], path, args.qat_steps,
                              minutes=args.qat_minutes, reduce_range=args.reduce_range,
-                             float_inputs=(PROMPT_INPUT,), seed=args.seed)
+                             float_inputs=(PROMPT_INPUT,), seed=args.seed, references=refs)
     learned = {**ranges, **result["ranges"]}
     report = {"path": str(path), "steps": result["train"]["steps"], "seconds": result["train"]["seconds"],
               "first_mse": result["train"]["first_mse"], "last_mse": result["train"]["last_mse"],
