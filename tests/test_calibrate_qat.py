@@ -51,6 +51,8 @@ def test_calibrate_qat_steps_fine_tunes_a_copy_and_gates_it(bundles, tmp_path, c
     (["--routes", "student", "--qat-steps", "2", "--qat-minutes", "0"], None),
     (["--routes", "noise", "--qat-steps", "2"], "add --student"),
     (["--routes", "student", "--qat-minutes", "1"], "give --qat-steps"),
+    (["--routes", "student", "--qat-init", "."], "give --qat-steps"),
+    (["--routes", "student", "--qat-steps", "2", "--qat-init", "."], "no student.qat.onnx or student.ranges.json"),
 ])
 def test_qat_options_validate(bundles, tmp_path, capsys, argv, needle):  # noqa: F811
     args = ["calibrate", "--bundle", str(bundles[1].path), "--frames", "6", "--size", "32x24",
@@ -131,3 +133,28 @@ def test_finetune_takes_one_reference_per_frame(bundles):  # noqa: F811
     x = np.zeros((8, 8), np.float32)
     with pytest.raises(ValueError):
         qat.finetune(gm, gm, [x], [np.eye(K, dtype=np.float32)[0]], steps=1, references=[x, x], progress=False)
+
+
+@pytest.mark.skipif(QAT_SKIP is not None, reason=str(QAT_SKIP))
+def test_qat_init_goes_on_from_an_earlier_run(bundles, tmp_path, capsys):  # noqa: F811
+    """--qat-init DIR: the second run starts from DIR's fine-tuned weights (not the fp32 student's)
+    and learned ranges; the fp32 student stays the teacher and the gate's reference."""
+    fp32 = bundles[1].student_path
+    before = _sha(fp32)
+    common = ["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "6", "--holdout", "1",
+              "--size", "32x24", "--bench-runs", "0", "--threads", "1", "--float-tail", "off"]
+    first, second = tmp_path / "q1", tmp_path / "q2"
+    assert cli.main(common + ["--out", str(first), "--qat-steps", "3"]) == 0
+    assert cli.main(common + ["--out", str(second), "--qat-steps", "1", "--qat-init", str(first)]) == 0
+    capsys.readouterr()
+    s = json.loads((second / "calibration.json").read_text())["student"]
+    assert s["qat"]["init"] == str(first / "student.qat.onnx") and s["fp32_onnx"] == str(fp32)
+    assert _sha(fp32) == before
+    w = {name: [numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer if i.name == name][0]
+         for p in (fp32,) for name in [n.input[1] for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]}
+    one = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(first / "student.qat.onnx")).graph.initializer}
+    two = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(second / "student.qat.onnx")).graph.initializer}
+    # one step at lr ~2e-5 from the first run's weights: nearer to them than to the fp32 student's
+    moved = [n for n in w if not np.array_equal(one[n], w[n])]
+    assert moved
+    assert sum(np.abs(two[n] - one[n]).sum() for n in moved) < sum(np.abs(two[n] - w[n]).sum() for n in moved)

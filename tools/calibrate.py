@@ -125,6 +125,10 @@ def add_arguments(parser) -> None:
                              "Needs torch and onnx2torch (pip install -e '.[qat]')")
     parser.add_argument("--qat-minutes", type=number(float, 0, low_open=True, what="a number of minutes"), default=None,
                         metavar="M", help="with --qat-steps: stop the fine-tuning after M minutes at the latest")
+    parser.add_argument("--qat-init", metavar="DIR", default=None,
+                        help="with --qat-steps: go on fine-tuning an earlier run's student (DIR/student.qat.onnx, "
+                             "from its learned ranges DIR/student.ranges.json) instead of starting from the fp32 "
+                             "student, which stays the teacher and the gate's reference")
     parser.add_argument("--sensitivity", type=number(int, 0, what="a number of frames"), default=0, metavar="N",
                         help="diagnose the CPU (U8S8) model on N held-out frames (per prompt for the student): "
                              "per-node sensitivity (only this node INT8 / all but this node INT8) and per-tensor "
@@ -403,13 +407,22 @@ def _qat_source(fp32: str, ranges: dict, frames, eye, args, out: Path):
     path = out / "student.qat.onnx"
     log.info("student: QAT for %d steps%s on %d frames", args.qat_steps,
              f" (at most {args.qat_minutes:g} min)" if args.qat_minutes else "", len(xs))
+    init = getattr(args, "qat_init", None)
+    if init is not None:   # go on from an earlier run: its weights and its learned ranges
+        from tir.calibration.entropy import TensorRange
+
+        earlier = json.loads((Path(init) / "student.ranges.json").read_text())
+        ranges = {**ranges, **{name: TensorRange(**r) for name, r in earlier.items()}}
+        init = str(Path(init) / "student.qat.onnx")
+        if Path(init).resolve() == path.resolve():
+            raise CalibrationDataError(f"--qat-init {args.qat_init} is --out: write the new run elsewhere")
     result = qat.qat_student(fp32, ranges, xs, [eye[i % k] for i in range(len(xs))], path, args.qat_steps,
                              minutes=args.qat_minutes, reduce_range=args.reduce_range,
-                             float_inputs=(PROMPT_INPUT,), seed=args.seed, references=refs)
+                             float_inputs=(PROMPT_INPUT,), seed=args.seed, references=refs, init_path=init)
     learned = {**ranges, **result["ranges"]}
     report = {"path": str(path), "steps": result["train"]["steps"], "seconds": result["train"]["seconds"],
               "first_mse": result["train"]["first_mse"], "last_mse": result["train"]["last_mse"],
-              "written": len(result["written"]), **result["plan"]}
+              "written": len(result["written"]), "init": init, **result["plan"]}
     return str(path), learned, report
 
 
@@ -637,6 +650,13 @@ def main(args) -> int:
         raise UsageError("--qat-steps fine-tunes the distilled student; add --student (or --routes student)")
     if getattr(args, "qat_minutes", None) is not None and not getattr(args, "qat_steps", 0):
         raise UsageError("--qat-minutes bounds --qat-steps; give --qat-steps N (N >= 1) with it")
+    if getattr(args, "qat_init", None) is not None:
+        if not getattr(args, "qat_steps", 0):
+            raise UsageError("--qat-init goes on with an earlier QAT; give --qat-steps N (N >= 1) with it")
+        missing = [f for f in ("student.qat.onnx", "student.ranges.json") if not (Path(args.qat_init) / f).is_file()]
+        if missing:
+            raise UsageError(f"--qat-init {args.qat_init}: no {' or '.join(missing)} there (an earlier "
+                             "`tir calibrate --student --qat-steps N --out DIR` writes both)")
     if student and bundle.student is None:
         raise ModelError(f"bundle {bundle.name!r} ({bundle.path}) has no student (manifest key 'student'); "
                          "add one with `tir distill`, or calibrate its routes without --student")

@@ -449,7 +449,7 @@ def finetune(gm: fx.GraphModule, teacher: nn.Module, frames: List[np.ndarray], p
 def qat_student(fp32_path, ranges: Mapping, frames: List[np.ndarray], prompts: List[np.ndarray], out_path,
                 steps: int, minutes: Optional[float] = None, reduce_range: bool = True,
                 float_inputs: Iterable[str] = ("prompt",), quantize_options: Optional[dict] = None,
-                progress: bool = True, **train) -> dict:
+                progress: bool = True, init_path=None, **train) -> dict:
     """QAT of the student at ``fp32_path`` (ONNX), written as an fp32 ONNX to ``out_path``.
 
     1. :func:`tir.calibration.qdq.quantize_cpu` with ``ranges`` (the PTQ ranges,
@@ -457,6 +457,11 @@ def qat_student(fp32_path, ranges: Mapping, frames: List[np.ndarray], prompts: L
     2. the graph in torch (:func:`load_onnx`), fake-quantised there (:func:`prepare_qat`);
     3. :func:`finetune` against the unquantised graph (``train``: its keyword options);
     4. :func:`write_back` into a copy of ``fp32_path`` (same inputs, outputs, metadata).
+
+    ``init_path``: start the fake-quantised student from this ONNX instead (the same graph with
+    other weights: an earlier run's ``student.qat.onnx``, to go on fine-tuning it; ``ranges``
+    then its learned ranges); the teacher stays ``fp32_path`` and the weights are still written
+    into a copy of it.
 
     ``frames``: (H, W) float32 frames in [0, 1]; ``prompts``: one (K,) float32 weight row each.
     ``fp32_path`` is only read. Returns {"path", "written" (initialiser names), "ranges" (the
@@ -468,13 +473,14 @@ def qat_student(fp32_path, ranges: Mapping, frames: List[np.ndarray], prompts: L
 
     with tempfile.TemporaryDirectory(prefix="tir-qat-") as tmp:
         ptq = os.path.join(tmp, "ptq.onnx")
-        quantize_cpu(fp32_path, ranges, ptq, activation="uint8", reduce_range=reduce_range,
+        start = os.fspath(init_path) if init_path is not None else fp32_path
+        quantize_cpu(start, ranges, ptq, activation="uint8", reduce_range=reduce_range,
                      float_inputs=list(float_inputs), **(quantize_options or {}))
-        plan = qdq_plan(fp32_path, ptq)
+        plan = qdq_plan(start, ptq)
     teacher = load_onnx(fp32_path)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    gm = prepare_qat(load_onnx(fp32_path), plan, reduce_range=reduce_range)
+    gm = prepare_qat(load_onnx(start), plan, reduce_range=reduce_range)
     report = finetune(gm, teacher, frames, prompts, steps, minutes=minutes, progress=progress, **train)
     written = write_back(gm, fp32_path, out_path)
     return {"path": os.fspath(out_path), "written": written, "ranges": learned_ranges(gm),
