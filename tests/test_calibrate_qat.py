@@ -158,3 +158,19 @@ def test_qat_init_goes_on_from_an_earlier_run(bundles, tmp_path, capsys):  # noq
     moved = [n for n in w if not np.array_equal(one[n], w[n])]
     assert moved
     assert sum(np.abs(two[n] - one[n]).sum() for n in moved) < sum(np.abs(two[n] - w[n]).sum() for n in moved)
+
+
+@pytest.mark.skipif(QAT_SKIP is not None, reason=str(QAT_SKIP))
+def test_qat_trains_the_float_tail_model_when_it_is_asked_for(bundles, tmp_path, capsys):  # noqa: F811
+    """--float-tail on: QAT fake-quantises only what the gated model quantises (the image tail
+    float), so it trains that model; off: every tensor of the all-INT8 model."""
+    seen = {}
+    for mode in ("on", "off"):
+        out = tmp_path / mode
+        assert cli.main(["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "6",
+                         "--holdout", "1", "--size", "32x24", "--out", str(out), "--bench-runs", "0", "--threads", "1",
+                         "--qat-steps", "1", "--float-tail", mode, "--tail-blocks", "0"]) == 0
+        seen[mode] = json.loads((out / "calibration.json").read_text())["student"]["qat"]
+    capsys.readouterr()
+    assert seen["on"]["activations"] < seen["off"]["activations"]
+    assert seen["on"]["weights"] < seen["off"]["weights"]   # the tail conv keeps float weights

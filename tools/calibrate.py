@@ -418,7 +418,9 @@ def _qat_source(fp32: str, ranges: dict, frames, eye, args, out: Path):
             raise CalibrationDataError(f"--qat-init {args.qat_init} is --out: write the new run elsewhere")
     result = qat.qat_student(fp32, ranges, xs, [eye[i % k] for i in range(len(xs))], path, args.qat_steps,
                              minutes=args.qat_minutes, reduce_range=args.reduce_range,
-                             float_inputs=(PROMPT_INPUT,), seed=args.seed, references=refs, init_path=init)
+                             float_inputs=(PROMPT_INPUT,), seed=args.seed, references=refs, init_path=init,
+                             # --float-tail on: train the model that is gated, the tail float (auto: the all-INT8 first try)
+                             quantize_options=_tail_options(args, getattr(args, "float_tail", "auto") == "on"))
     learned = {**ranges, **result["ranges"]}
     report = {"path": str(path), "steps": result["train"]["steps"], "seconds": result["train"]["seconds"],
               "first_mse": result["train"]["first_mse"], "last_mse": result["train"]["last_mse"],
