@@ -376,6 +376,57 @@ def postprocess_nodes(model) -> List[str]:
     return _in_graph_order(model, float_regions(model).post)
 
 
+def image_skips(model, regions: Optional[FloatRegions] = None) -> List[str]:
+    """The image-level skip Adds (``input + correction``: an Add outside the preprocessing with
+    exactly one input an image tensor of :func:`float_regions` and no constant input), node
+    names in graph order. Their output is the whole restored frame (before any post-processing)."""
+    regions = regions or float_regions(model)
+    fixed = {i.name for i in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant"
+                                                         for o in n.output}
+    return [n.name for n in model.graph.node if n.op_type == "Add" and n.name not in regions.pre
+            and len(n.input) == 2 and len(set(n.input) & regions.image) == 1 and not set(n.input) & fixed]
+
+
+def read_float(path, nodes: Iterable[str]) -> List[str]:
+    """Rewire, in the QDQ model at ``path``, every input of the float ``nodes`` that is the
+    ``DequantizeLinear`` copy of a tensor produced by a float node (or a graph input) to that
+    tensor itself, so a node kept float reads the float value and not its 8-bit copy. A tensor
+    produced by a quantised node (one that reads a ``DequantizeLinear`` output) is left alone:
+    reading it directly would keep ONNX Runtime from fusing its producer into an integer kernel.
+    Saves the model in place; returns the rewired tensor names.
+
+    Why: ONNX Runtime's QDQ quantiser gives a tensor one Q/DQ pair shared by all its consumers, so
+    the image-level skip, kept float, still added the frame's 8-bit copy made for the stem
+    (docs/int8.md, "Session 17").
+    """
+    import onnx
+
+    model = onnx.load(os.fspath(path))
+    keep = set(nodes)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inputs = {i.name for i in model.graph.input}
+    done = []
+    for node in model.graph.node:
+        if node.name not in keep:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                continue
+            src = q.input[0]
+            made_by = producer.get(src)
+            if src in inputs or (made_by is not None and not any(
+                    producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in made_by.input)):
+                node.input[k] = src
+                done.append(src)
+    if done:
+        onnx.save(model, os.fspath(path))
+    return done
+
+
 def float_nodes(model, tail: bool = False, tail_blocks: int = 0) -> List[str]:
     """Everything kept out of INT8 by rule: before the stem, after the image-level skip and, with
     ``tail``, the skip itself with its linear correction tail and ``tail_blocks``
@@ -543,7 +594,7 @@ def _tensors_data(ranges: Mapping[str, TensorRange]):
 def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activation: str = "uint8",
                  per_channel: bool = True, reader=None, exclude_nodes: Sequence[str] = (),
                  reduce_range: bool = True, float_inputs: Sequence[str] = (), float_tail: bool = False,
-                 tail_blocks: int = 0, integer_form: bool = True) -> str:
+                 tail_blocks: int = 0, integer_form: bool = True, float_skip: bool = True) -> str:
     """ORT static QDQ quantisation from our ranges; ``activation`` "uint8" (U8S8) or "int8" (S8S8).
 
     ``float_inputs``: graph inputs kept float, with every node computed from them alone and
@@ -552,6 +603,13 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     it puts no QuantizeLinear on them. ``float_tail``: the image-level skip Add and its
     linear correction tail stay float (:func:`image_tail`, part of :func:`float_nodes`), with
     ``tail_blocks`` residual blocks above it.
+
+    ``float_skip`` (default on): the image-level skip Adds (:func:`image_skips`) stay float, as
+    in the TensorRT flavour (:func:`qdq_targets`), and read the float frame, not the 8-bit copy
+    made for the stem (:func:`read_float`): quantised, the skip put the restored frame itself
+    on a uint8 grid whose range other inputs set (the student: [−0.50, 1.42], step 0.0075,
+    error power 4.7e-6 alone, more than the clean prompt's whole 0.3 dB budget of 2.9e-6;
+    docs/int8.md, "Session 17").
 
     ``reduce_range`` (default on): 7-bit weights. On x86 without VNNI, ONNX Runtime's U8S8
     kernels multiply with AVX2 ``vpmaddubsw``, which adds each pair of u8×s8 products into a
@@ -589,7 +647,8 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     out_path = os.fspath(out_path)
     model = onnx.load(os.fspath(onnx_path))
     exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + float_nodes(model, tail=float_tail, tail_blocks=tail_blocks)
-                                       + (side_float_nodes(model, float_inputs) if float_inputs else [])))
+                                       + (side_float_nodes(model, float_inputs) if float_inputs else [])
+                                       + (image_skips(model) if float_skip else [])))
     if float_inputs:
         side = _side_tensors(model, float_inputs)
         ranges = {k: r for k, r in ranges.items() if k not in side}
@@ -631,6 +690,7 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
         from .integer_form import shapes_of_quantized
 
         shapes_of_quantized(out_path)
+    read_float(out_path, exclude_nodes)
     stamp_int8_cpu(out_path, activation, reduce_range,
                    integer_form=rewritten.to_dict() if rewritten is not None else None)
     return out_path

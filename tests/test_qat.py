@@ -128,3 +128,32 @@ def test_write_back_replaces_conv_weights_by_name_and_nothing_else(bundles, tmp_
         with torch.no_grad():
             ref = gm(torch.from_numpy(x), torch.from_numpy(w)).numpy()
         assert np.abs(sess.run(None, {"input": x, "prompt": w})[0] - ref).max() <= 1e-4
+
+
+def test_fake_quant_keeps_the_float_reads_of_the_qdq_model(tmp_path):
+    """A tensor ONNX Runtime quantises for one consumer (the stem) but that a float node reads
+    directly (the image-level skip, calibration.qdq.read_float): the torch graph gives that node
+    the float value too, so QAT trains the model that is deployed."""
+    from test_qdq import SharedFrame
+    from tir.engines.training.export import export_onnx
+
+    fp32 = tmp_path / "shared.onnx"
+    export_onnx(SharedFrame(), fp32, input_shape=(1, 1, 32, 32))
+    frames = calibration_set("synthetic", 6, (32, 32), seed=0)
+    ranges = collect_ranges(str(fp32), frames, threads=1).ranges("percentile", percentile=99.9)
+    ptq = tmp_path / "ptq.onnx"
+    quantize_cpu(str(fp32), ranges, ptq)
+    plan = qat.qdq_plan(fp32, ptq)
+    skip = next(n for n in onnx.load(str(fp32)).graph.node if n.op_type == "Add"
+                and any(i.startswith("/Add") for i in n.input) and any("Mul" in i for i in n.input))
+    frame = next(i for i in skip.input if i in plan.activations)
+    assert plan.float_reads[frame] == list(skip.output)
+    x = calibration_set("synthetic", 2, (32, 32), holdout=True, seed=0).array()
+    q = _ort(ptq).run(None, {"input": x})[0]
+    errs = {}
+    for honour in (True, False):
+        p = plan if honour else qat.QdqPlan(plan.activations, plan.weights, plan.unmatched)
+        gm = qat.prepare_qat(qat.load_onnx(fp32), p, reduce_range=True)
+        with torch.no_grad():
+            errs[honour] = float(np.sqrt(np.mean((gm(torch.from_numpy(x)).numpy() - q) ** 2)))
+    assert errs[True] < 0.5 * errs[False], errs

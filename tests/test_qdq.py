@@ -220,3 +220,59 @@ def test_image_tail_rule_keeps_the_linear_correction_float(calibrated, tmp_path)
     assert producers[block.input[0]].op_type == "DequantizeLinear"
     out = ort_session(path).run(None, {"input": held})[0]
     assert psnr(ref, out) > 30.0
+
+
+class SharedFrame(nn.Module):
+    """Student-like: a float preprocessing (an affine tone map of the unshuffled frame) feeds both
+    the stem and the image-level skip, as the distilled student's tone head does
+    (``/Add_5`` → ``/stem/Conv`` and ``/Add_10``)."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        torch.manual_seed(2)
+        self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+        self.stem = nn.Conv2d(4, c, 3, padding=1)
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+        self.recon = nn.Conv2d(c, 4, 3, padding=1)
+
+    def forward(self, x):
+        z = self.down(x) * 0.9 + 0.05
+        s = torch.relu(self.stem(z))
+        h = s + self.conv2(torch.relu(self.conv1(s)))
+        return self.up(z + 0.1 * self.recon(h))
+
+
+def test_cpu_model_keeps_the_image_skip_float_reading_the_float_frame(tmp_path):
+    """U8S8: the image-level skip Add stays float (as in the TensorRT flavour) and adds the float
+    preprocessed frame, not the 8-bit copy made for the stem; the frame then never passes an
+    8-bit grid, and the INT8 output is closer to fp32 than with the skip quantised."""
+    from tir.calibration.qdq import image_skips
+
+    fp32 = tmp_path / "shared.onnx"
+    export_onnx(SharedFrame(), fp32, input_shape=(1, 1, 32, 32))
+    graph = onnx.load(fp32)
+    skips = image_skips(graph)
+    assert len(skips) == 1
+    skip_src = next(n for n in graph.graph.node if n.name == skips[0])
+    frames = calibration_set("synthetic", 6, (48, 32))
+    ranges = collect_ranges(fp32, frames, progress=False).ranges("percentile")
+    held = calibration_set("synthetic", 2, (48, 32), holdout=True).array()
+    ref = ort_session(fp32).run(None, {"input": held})[0]
+    fid = {}
+    for float_skip in (True, False):
+        path = quantize_cpu(fp32, ranges, tmp_path / f"cpu-{float_skip}.onnx", float_skip=float_skip)
+        q = onnx.load(path)
+        producers = {o: n for n in q.graph.node for o in n.output}
+        consumers = [n for n in q.graph.node if skip_src.output[0] in n.input]
+        skip = next(n for n in q.graph.node if n.name == skips[0])
+        frame_in = producers[skip.input[0]]
+        if float_skip:
+            assert frame_in.op_type == "Add" and frame_in.output[0] == skip_src.input[0]   # the float frame
+            assert not any(n.op_type == "QuantizeLinear" for n in consumers)               # no 8-bit restored frame
+            stem = next(n for n in q.graph.node if n.name == "/stem/Conv")
+            assert producers[stem.input[0]].op_type == "DequantizeLinear"                   # the stem stays INT8
+        else:
+            assert frame_in.op_type == "DequantizeLinear"
+            assert any(n.op_type == "QuantizeLinear" for n in consumers)
+        fid[float_skip] = psnr(ref, ort_session(path).run(None, {"input": held})[0])
+    assert fid[True] > fid[False] + 1.0, fid

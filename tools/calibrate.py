@@ -126,6 +126,10 @@ def add_arguments(parser) -> None:
                              "Needs torch and onnx2torch (pip install -e '.[qat]')")
     parser.add_argument("--qat-minutes", type=number(float, 0, low_open=True, what="a number of minutes"), default=None,
                         metavar="M", help="with --qat-steps: stop the fine-tuning after M minutes at the latest")
+    parser.add_argument("--qat-init", metavar="DIR", default=None,
+                        help="with --qat-steps: go on fine-tuning an earlier run's student (DIR/student.qat.onnx, "
+                             "from its learned ranges DIR/student.ranges.json) instead of starting from the fp32 "
+                             "student, which stays the teacher and the gate's reference")
     parser.add_argument("--sensitivity", type=number(int, 0, what="a number of frames"), default=0, metavar="N",
                         help="diagnose the CPU (U8S8) model on N held-out frames (per prompt for the student): "
                              "per-node sensitivity (only this node INT8 / all but this node INT8) and per-tensor "
@@ -223,11 +227,14 @@ def _student_frames(args, size, prompts):
     def frame(i):
         return sets[i % k][i // k]
 
+    def pair(i):
+        return sets[i % k].pair(i // k)
+
     def extra(first, batch):
         return {PROMPT_INPUT: eye[[(first + r) % k for r in range(len(batch))]]}
 
     name = f"{sets[0].name.split('(')[0]} x {k} prompts"
-    return CalibrationSet(name, args.frames, size, frame), extra
+    return CalibrationSet(name, args.frames, size, frame, pair if all(s.has_references for s in sets) else None), extra
 
 
 def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_inputs=(), tail: bool = False):
@@ -392,18 +399,33 @@ def _qat_source(fp32: str, ranges: dict, frames, eye, args, out: Path):
         raise CalibrationDataError(f"--qat-steps needs torch and onnx2torch with a torchvision that matches torch "
                                    f"({type(exc).__name__}: {exc}); pip install -e '.[qat]'") from None
     k = len(eye)
-    xs = [np.asarray(frames[i], np.float32) for i in range(len(frames))]
+    if frames.has_references:  # the gate's pairs: the loss weighs each crop as the gate charges it
+        pairs = [frames.pair(i) for i in range(len(frames))]
+        xs, refs = [np.asarray(x, np.float32) for x, _ in pairs], [np.asarray(y, np.float32) for _, y in pairs]
+    else:
+        xs, refs = [np.asarray(frames[i], np.float32) for i in range(len(frames))], None
     torch.set_num_threads(max(1, int(args.threads)))
     path = out / "student.qat.onnx"
     log.info("student: QAT for %d steps%s on %d frames", args.qat_steps,
              f" (at most {args.qat_minutes:g} min)" if args.qat_minutes else "", len(xs))
+    init = getattr(args, "qat_init", None)
+    if init is not None:   # go on from an earlier run: its weights and its learned ranges
+        from tir.calibration.entropy import TensorRange
+
+        earlier = json.loads((Path(init) / "student.ranges.json").read_text())
+        ranges = {**ranges, **{name: TensorRange(**r) for name, r in earlier.items()}}
+        init = str(Path(init) / "student.qat.onnx")
+        if Path(init).resolve() == path.resolve():
+            raise CalibrationDataError(f"--qat-init {args.qat_init} is --out: write the new run elsewhere")
     result = qat.qat_student(fp32, ranges, xs, [eye[i % k] for i in range(len(xs))], path, args.qat_steps,
                              minutes=args.qat_minutes, reduce_range=args.reduce_range,
-                             float_inputs=(PROMPT_INPUT,), seed=args.seed)
+                             float_inputs=(PROMPT_INPUT,), seed=args.seed, references=refs, init_path=init,
+                             # --float-tail on: train the model that is gated, the tail float (auto: the all-INT8 first try)
+                             quantize_options=_tail_options(args, getattr(args, "float_tail", "auto") == "on"))
     learned = {**ranges, **result["ranges"]}
     report = {"path": str(path), "steps": result["train"]["steps"], "seconds": result["train"]["seconds"],
               "first_mse": result["train"]["first_mse"], "last_mse": result["train"]["last_mse"],
-              "written": len(result["written"]), **result["plan"]}
+              "written": len(result["written"]), "init": init, **result["plan"]}
     return str(path), learned, report
 
 
@@ -631,6 +653,13 @@ def main(args) -> int:
         raise UsageError("--qat-steps fine-tunes the distilled student; add --student (or --routes student)")
     if getattr(args, "qat_minutes", None) is not None and not getattr(args, "qat_steps", 0):
         raise UsageError("--qat-minutes bounds --qat-steps; give --qat-steps N (N >= 1) with it")
+    if getattr(args, "qat_init", None) is not None:
+        if not getattr(args, "qat_steps", 0):
+            raise UsageError("--qat-init goes on with an earlier QAT; give --qat-steps N (N >= 1) with it")
+        missing = [f for f in ("student.qat.onnx", "student.ranges.json") if not (Path(args.qat_init) / f).is_file()]
+        if missing:
+            raise UsageError(f"--qat-init {args.qat_init}: no {' or '.join(missing)} there (an earlier "
+                             "`tir calibrate --student --qat-steps N --out DIR` writes both)")
     if student and bundle.student is None:
         raise ModelError(f"bundle {bundle.name!r} ({bundle.path}) has no student (manifest key 'student'); "
                          "add one with `tir distill`, or calibrate its routes without --student")

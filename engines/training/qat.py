@@ -26,7 +26,7 @@ Training only (torch); nothing under edge/ or the engines' runtime imports this 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -101,10 +101,14 @@ class QdqPlan:
     ``activations``: float tensor name of the original graph → (scale, zero point) of its
     uint8 QuantizeLinear. ``weights``: initialiser names of the Conv / ConvTranspose weights
     it quantises. ``unmatched``: QuantizeLinear inputs that are not tensors of the original
-    graph (created by the integer-form rewrites; they permute a matched tensor)."""
+    graph (created by the integer-form rewrites; they permute a matched tensor). ``float_reads``:
+    quantised tensor name → the output tensor names of the nodes that read it directly, not
+    through its DequantizeLinear (float nodes given the float value,
+    :func:`tir.calibration.qdq.read_float`: the student's image-level skip)."""
     activations: Dict[str, Tuple[float, int]]
     weights: List[str]
     unmatched: List[str]
+    float_reads: Dict[str, List[str]] = field(default_factory=dict)
 
 
 def qdq_plan(fp32_path, qdq_path) -> QdqPlan:
@@ -145,7 +149,14 @@ def qdq_plan(fp32_path, qdq_path) -> QdqPlan:
                 base = node_src.input[1] if node_src is not None and node_src.op_type == "ConvTranspose" else base
             if base in weights_src:
                 wts.append(base)
-    return QdqPlan(acts, sorted(set(wts)), unmatched)
+    float_reads = {}
+    for node in q.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for x in node.input:
+            if x in acts:
+                float_reads.setdefault(x, []).extend(node.output)
+    return QdqPlan(acts, sorted(set(wts)), unmatched, float_reads)
 
 
 class ActFakeQuant(nn.Module):
@@ -222,8 +233,9 @@ def _mapping(module) -> Optional[object]:
 def prepare_qat(gm: fx.GraphModule, plan: QdqPlan, reduce_range: bool = True,
                 input_names: Iterable[str] = ("input",)) -> fx.GraphModule:
     """Insert :class:`ActFakeQuant` after every fx node (or graph input) whose ONNX tensor is in
-    ``plan.activations`` and wrap every Conv / ConvTranspose whose weight is in ``plan.weights``
-    in :class:`QatConv`. Changes ``gm`` in place and returns it."""
+    ``plan.activations`` (read by every consumer but those of ``plan.float_reads``, which keep the
+    float value as in the QDQ model) and wrap every Conv / ConvTranspose whose weight is in
+    ``plan.weights`` in :class:`QatConv`. Changes ``gm`` in place and returns it."""
     acts = nn.ModuleDict()
     gm.add_module("qat_acts", acts)
     graph_inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]   # torch.fx names a graph input's node op "placeholder"
@@ -249,7 +261,13 @@ def prepare_qat(gm: fx.GraphModule, plan: QdqPlan, reduce_range: bool = True,
         acts[key].tensor = name
         with gm.graph.inserting_after(node):
             fq = gm.graph.call_module(f"qat_acts.{key}", (node,))
-        node.replace_all_uses_with(fq, delete_user_cb=lambda user: user is not fq)
+        direct = set(plan.float_reads.get(name, ()))
+
+        def quantised_reader(user, fq=fq, direct=direct):
+            outs = set(getattr(_mapping(gm.get_submodule(user.target)), "outputs", ()) if user.op == "call_module" else ())
+            return user is not fq and not (outs & direct)
+
+        node.replace_all_uses_with(fq, delete_user_cb=quantised_reader)
     gm.graph.lint()
     gm.recompile()
     return gm
@@ -311,9 +329,31 @@ def _crop_size(crop: int, h: int, w: int, multiple: int) -> int:
     return max(multiple, side - side % multiple) if side >= multiple else side
 
 
+def crop_loss(output: torch.Tensor, target: torch.Tensor, reference: Optional[torch.Tensor] = None):
+    """The fine-tuning loss of :func:`finetune` for a batch of (N, 1, H, W) float32 crops:
+    ``(loss, e_q)``, loss the batch mean of log10 of each crop's error, e_q (N,) each crop's
+    mean squared difference of ``output`` (the fake-quantised student) and ``target`` (the
+    unquantised student, no gradient).
+
+    Without ``reference``: log10(e_q + 1e-10), −PSNR/10 per crop against the teacher. With
+    ``reference`` (the crops' clean targets, the gate's references): log10(e_q + e_ref), both
+    outputs clipped to [0, 1] as the gate clips them and e_ref the teacher's own squared error
+    to the reference; that is the gate's loss, 10·log10((e_ref + e_q) / e_ref), up to a
+    constant per crop, when the INT8 error is independent of the teacher's (docs/int8.md,
+    "Session 17")."""
+    if reference is None:
+        e_q = torch.mean((output - target) ** 2, dim=(1, 2, 3))
+        return torch.mean(torch.log10(e_q + 1e-10)), e_q
+    target = target.clamp(0.0, 1.0)
+    e_ref = torch.mean((target - reference) ** 2, dim=(1, 2, 3))
+    e_q = torch.mean((output.clamp(0.0, 1.0) - target) ** 2, dim=(1, 2, 3))
+    return torch.mean(torch.log10(e_q + e_ref + 1e-10)), e_q
+
+
 def finetune(gm: fx.GraphModule, teacher: nn.Module, frames: List[np.ndarray], prompts: List[np.ndarray],
              steps: int, minutes: Optional[float] = None, batch: int = 8, crop: int = 192, multiple: int = 32,
-             lr: float = 2e-5, range_lr: float = 2e-3, seed: int = 0, progress: bool = True) -> dict:
+             lr: float = 2e-5, range_lr: float = 2e-3, seed: int = 0, progress: bool = True,
+             references: Optional[List[np.ndarray]] = None) -> dict:
     """Self-distillation QAT: minimise the mean over the batch of log10 of each crop's mean squared
     difference between ``gm`` (fake-quantised, :func:`prepare_qat`) and ``teacher`` (the
     unquantised student), i.e. −PSNR/10 per crop: every crop counts in dB, as the gate judges each
@@ -322,6 +362,14 @@ def finetune(gm: fx.GraphModule, teacher: nn.Module, frames: List[np.ndarray], p
     pixels); on random ``crop``-pixel
     square crops (a multiple of ``multiple``, at most the frame) of ``frames``, frame i fed the
     (K,) float32 prompt weights ``prompts[i]``.
+
+    With ``references`` (one clean (H, W) float32 target per frame, as the gate's pairs), each
+    crop's loss is log10(e_q + e_ref) instead (:func:`crop_loss`), e_ref the teacher's own
+    squared error to the reference: this weights each crop by what the gate charges for it
+    (gradient 1/(e_ref + e_q)): a crop the teacher restores well (a clean frame
+    under the clean prompt, e_ref ≈ 4e-5) counts tens of times more than one it restores
+    coarsely (contrast, e_ref ≈ 3e-3), where log10(e_q) alone (gradient 1/e_q) weighed them
+    about alike (docs/int8.md, "Session 17").
 
     ``frames``: (H, W) float32 frames in [0, 1] (degraded inputs). Adam, the Conv weights and
     biases at ``lr`` and the activation range ends at ``range_lr``, cosine decay to 0 over
@@ -333,13 +381,15 @@ def finetune(gm: fx.GraphModule, teacher: nn.Module, frames: List[np.ndarray], p
         the first and the last 10 % of the steps (squared output units, output in [0, 1]).
 
     Raises:
-        ValueError: ``steps`` < 1, no frames, or ``frames`` and ``prompts`` differ in length.
+        ValueError: ``steps`` < 1, no frames, or ``frames`` and ``prompts`` (or ``references``)
+            differ in length.
     """
     import time
 
     from tqdm import tqdm
 
-    if steps < 1 or not len(frames) or len(frames) != len(prompts):
+    if steps < 1 or not len(frames) or len(frames) != len(prompts) or (
+            references is not None and len(references) != len(frames)):
         raise ValueError(f"finetune needs steps >= 1 and one prompt per frame (steps={steps}, "
                          f"{len(frames)} frames, {len(prompts)} prompts)")
     rng = np.random.default_rng(seed)
@@ -364,20 +414,22 @@ def finetune(gm: fx.GraphModule, teacher: nn.Module, frames: List[np.ndarray], p
             frac = max(step / steps, elapsed / budget if budget else 0.0)
             for g in opt.param_groups:
                 g["lr"] = g["base"] * 0.5 * (1.0 + np.cos(np.pi * min(frac, 1.0)))
-            xs, ps = [], []
+            xs, ps, rs = [], [], []
             for _ in range(batch):
                 i = int(rng.integers(len(frames)))
                 f = np.asarray(frames[i], np.float32)
                 c = _crop_size(crop, *f.shape, multiple)
                 y0, x0 = int(rng.integers(f.shape[0] - c + 1)), int(rng.integers(f.shape[1] - c + 1))
                 xs.append(f[y0:y0 + c, x0:x0 + c])
+                if references is not None:
+                    rs.append(np.asarray(references[i], np.float32)[y0:y0 + c, x0:x0 + c])
                 ps.append(np.asarray(prompts[i], np.float32))
             x = torch.from_numpy(np.stack(xs)[:, None].copy())
             p = torch.from_numpy(np.stack(ps))
             with torch.no_grad():
                 target = teacher(x, p)
-            mse = torch.mean((gm(x, p) - target) ** 2, dim=(1, 2, 3))
-            loss = torch.mean(torch.log10(mse + 1e-10))
+            ref = torch.from_numpy(np.stack(rs)[:, None].copy()) if references is not None else None
+            loss, mse = crop_loss(gm(x, p), target, ref)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -397,7 +449,7 @@ def finetune(gm: fx.GraphModule, teacher: nn.Module, frames: List[np.ndarray], p
 def qat_student(fp32_path, ranges: Mapping, frames: List[np.ndarray], prompts: List[np.ndarray], out_path,
                 steps: int, minutes: Optional[float] = None, reduce_range: bool = True,
                 float_inputs: Iterable[str] = ("prompt",), quantize_options: Optional[dict] = None,
-                progress: bool = True, **train) -> dict:
+                progress: bool = True, init_path=None, **train) -> dict:
     """QAT of the student at ``fp32_path`` (ONNX), written as an fp32 ONNX to ``out_path``.
 
     1. :func:`tir.calibration.qdq.quantize_cpu` with ``ranges`` (the PTQ ranges,
@@ -405,6 +457,11 @@ def qat_student(fp32_path, ranges: Mapping, frames: List[np.ndarray], prompts: L
     2. the graph in torch (:func:`load_onnx`), fake-quantised there (:func:`prepare_qat`);
     3. :func:`finetune` against the unquantised graph (``train``: its keyword options);
     4. :func:`write_back` into a copy of ``fp32_path`` (same inputs, outputs, metadata).
+
+    ``init_path``: start the fake-quantised student from this ONNX instead (the same graph with
+    other weights: an earlier run's ``student.qat.onnx``, to go on fine-tuning it; ``ranges``
+    then its learned ranges); the teacher stays ``fp32_path`` and the weights are still written
+    into a copy of it.
 
     ``frames``: (H, W) float32 frames in [0, 1]; ``prompts``: one (K,) float32 weight row each.
     ``fp32_path`` is only read. Returns {"path", "written" (initialiser names), "ranges" (the
@@ -416,13 +473,14 @@ def qat_student(fp32_path, ranges: Mapping, frames: List[np.ndarray], prompts: L
 
     with tempfile.TemporaryDirectory(prefix="tir-qat-") as tmp:
         ptq = os.path.join(tmp, "ptq.onnx")
-        quantize_cpu(fp32_path, ranges, ptq, activation="uint8", reduce_range=reduce_range,
+        start = os.fspath(init_path) if init_path is not None else fp32_path
+        quantize_cpu(start, ranges, ptq, activation="uint8", reduce_range=reduce_range,
                      float_inputs=list(float_inputs), **(quantize_options or {}))
-        plan = qdq_plan(fp32_path, ptq)
+        plan = qdq_plan(start, ptq)
     teacher = load_onnx(fp32_path)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    gm = prepare_qat(load_onnx(fp32_path), plan, reduce_range=reduce_range)
+    gm = prepare_qat(load_onnx(start), plan, reduce_range=reduce_range)
     report = finetune(gm, teacher, frames, prompts, steps, minutes=minutes, progress=progress, **train)
     written = write_back(gm, fp32_path, out_path)
     return {"path": os.fspath(out_path), "written": written, "ranges": learned_ranges(gm),
