@@ -52,6 +52,20 @@ def test_db_loss_counts_each_crop_by_its_error_in_db():
         l1(torch.cat([small, 10 * large])) - l1(torch.cat([small, large])))
 
 
+def test_db_loss_tiles_a_frame_and_weighs_each_tile_in_db():
+    target = torch.zeros(1, 1, 8, 12)
+    pred = torch.zeros(1, 1, 8, 12)
+    pred[..., :4, :4] = 1e-3          # one flat-ish tile with a small error, one with a large one
+    pred[..., 4:, 8:] = 1e-1
+    tiles = [1e-6, 0, 0, 0, 0, 1e-2]   # six 4x4 tiles, row by row
+    expected = np.mean([np.log10(m + 1e-10) for m in tiles])
+    assert float(st.db_loss(pred, target, tile=4)) == pytest.approx(expected, abs=1e-4)
+    # a rest narrower than the tile is left out; a tile larger than the frame is the whole frame
+    assert float(st.db_loss(pred[..., :10], target[..., :10], tile=4)) == pytest.approx(
+        np.mean([np.log10(m + 1e-10) for m in (1e-6, 0, 0, 0)]), abs=1e-4)
+    assert float(st.db_loss(pred, target, tile=64)) == pytest.approx(float(st.db_loss(pred, target)), abs=1e-6)
+
+
 class _Parts(nn.Module):
     """A student-like net: a stem, a tone head and a field head (module parameters) and a folded
     constant conv ``down_w`` (a buffer, exported as an initialiser without a dot)."""
@@ -101,7 +115,7 @@ def _initialisers(path):
 
 def test_tune_learns_from_the_routes_and_writes_a_verified_bundle(bundles, tmp_path):  # noqa: F811
     _, src = bundles
-    s = st.TuneSettings(bundle=str(src.path), steps=40, crop=32, batch=4, lr=3e-3, max_frames=4,
+    s = st.TuneSettings(bundle=str(src.path), steps=40, tile=16, batch=2, lr=3e-3, max_frames=4,
                         val_limit=2, val_every=20, refresh_every=10, threads=1, task_weights={"blur": 3})
     tuner = st.StudentTuner(s, tmp_path / "work", _frames(6), _frames(3, seed=1))
     assert tuner.guard == []    # the tiny bundle has no auto_deploy table: nothing runs the student
@@ -128,13 +142,13 @@ def test_tune_learns_from_the_routes_and_writes_a_verified_bundle(bundles, tmp_p
     json.dumps(b.manifest)
 
 
-def test_tune_refuses_unknown_guard_tasks_and_a_bad_crop(bundles, tmp_path):  # noqa: F811
+def test_tune_refuses_unknown_guard_tasks_and_a_bad_tile(bundles, tmp_path):  # noqa: F811
     _, src = bundles
     with pytest.raises(ValueError, match="guard"):
         st.StudentTuner(st.TuneSettings(bundle=str(src.path), guard_tasks=["CB"]), tmp_path / "w",
                         _frames(2), _frames(1))
-    with pytest.raises(ValueError, match="multiple"):
-        st.StudentTuner(st.TuneSettings(bundle=str(src.path), crop=48), tmp_path / "w", _frames(2), _frames(1))
+    with pytest.raises(ValueError, match="at least 1"):
+        st.StudentTuner(st.TuneSettings(bundle=str(src.path), tile=0), tmp_path / "w", _frames(2), _frames(1))
 
 
 def test_tir_distill_init_from_onnx(bundles, tmp_path, monkeypatch, capsys):  # noqa: F811
@@ -151,6 +165,8 @@ def test_tir_distill_init_from_onnx(bundles, tmp_path, monkeypatch, capsys):  # 
     assert "fine-tuned from its ONNX: 4 steps" in text
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["student"]["training"]["init_from"] == "onnx"
-    assert manifest["student"]["training"]["settings"]["lr"] == st.TuneSettings.lr   # the onnx default, not 2e-3
+    settings = manifest["student"]["training"]["settings"]
+    assert settings["lr"] == st.TuneSettings.lr   # the onnx default, not 2e-3
+    assert settings["batch"] == 2 and settings["tile"] == 32
     assert cli.main([*args[:4], str(tmp_path / "o2"), *args[5:], "--init-weights", "x.pt"]) == 2
     assert "--init-weights does not apply" in capsys.readouterr().err

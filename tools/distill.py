@@ -40,8 +40,9 @@ def add_arguments(parser) -> None:
                              "none: the --preset network from scratch, student: the teacher bundle's own "
                              "student (fine-tuning; needs --init-weights), or onnx: the teacher bundle's own "
                              "student.onnx fine-tuned as it is (no checkpoint needed) against the bundle's route "
-                             "ONNX on ONNX Runtime with a loss in dB per crop (engines/training/student_tune.py; "
-                             "uses --steps, --max-minutes, --crop, --batch, --lr (default 1e-4), --task-weights, "
+                             "ONNX on ONNX Runtime, on whole frames, with a loss in dB per --crop-px tile "
+                             "(engines/training/student_tune.py; uses --steps, --max-minutes, --crop (the tile), "
+                             "--batch (whole frames per step, default 2), --lr (default 1e-4), --task-weights, "
                              "--max-frames, --val-limit, --val-every, --data, --seed, --threads, --deploy, "
                              "--margin-db)")
     parser.add_argument("--init-weights", default=None, metavar="CKPT",
@@ -69,7 +70,8 @@ def add_arguments(parser) -> None:
                              "camera can deliver, upright half the steps, judged on val as stored and in portrait "
                              "(for cameras mounted in portrait or upside down; costs 0.1-1 dB upright)")
     parser.add_argument("--crop", type=number(int, 32, what="a crop side in px"), default=128, help="training crop size in pixels (a multiple of 32)")
-    parser.add_argument("--batch", type=number(int, 1, what="a batch size"), default=8)
+    parser.add_argument("--batch", type=number(int, 1, what="a batch size"), default=None,
+                        help="crops per step (default 8); with --init-from onnx whole frames per step (default 2)")
     parser.add_argument("--lr", type=number(float, 0, low_open=True, what="a learning rate"), default=None,
                         help="peak learning rate (AdamW, cosine; default 2e-3, with --init-from onnx Adam at 1e-4)")
     parser.add_argument("--max-frames", type=number(int, 1, what="a number of frames"), default=64, help="whole frames per task pool")
@@ -205,7 +207,7 @@ def main(args) -> int:
     settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from,
                                init_weights=args.init_weights, task_weights=args.task_weights, steps=args.steps,
                                field_steps=args.field_steps, field_orientations=args.field_orientations,
-                               crop=args.crop, batch=args.batch,
+                               crop=args.crop, batch=DistillSettings.batch if args.batch is None else args.batch,
                                lr=DistillSettings.lr if args.lr is None else args.lr,
                                seed=args.seed, threads=args.threads, max_minutes=args.max_minutes, data=args.data, max_frames=args.max_frames,
                                val_limit=args.val_limit, val_every=args.val_every, w_cpr=args.w_cpr,
@@ -240,7 +242,8 @@ def main(args) -> int:
 
 def _tune_onnx(args, work: Path) -> int:
     """``--init-from onnx``: fine-tune the teacher bundle's own ``student.onnx`` against its route
-    ONNX with the loss in dB per crop (tir.engines.training.student_tune), write ``--out`` and print
+    ONNX on whole frames with the loss in dB per ``--crop``-px tile (tir.engines.training.student_tune),
+    write ``--out`` and print
     the val table (every val frame, ONNX Runtime, dB).
 
     Raises:
@@ -255,7 +258,8 @@ def _tune_onnx(args, work: Path) -> int:
             raise UsageError(f"{option} does not apply to --init-from onnx (the student is fine-tuned from its "
                              "ONNX graph; no torch checkpoint, no later stages)")
     settings = TuneSettings(bundle=str(args.bundle), data=args.data, steps=args.steps, max_minutes=args.max_minutes,
-                            crop=args.crop, batch=args.batch, lr=TuneSettings.lr if args.lr is None else args.lr,
+                            tile=args.crop, batch=TuneSettings.batch if args.batch is None else args.batch,
+                            lr=TuneSettings.lr if args.lr is None else args.lr,
                             task_weights=args.task_weights, max_frames=args.max_frames, val_limit=args.val_limit,
                             val_every=args.val_every, seed=args.seed, threads=args.threads,
                             command=getattr(args, "command_line", ""))

@@ -1,13 +1,22 @@
 """Fine-tuning of a bundle's shipped student from its ONNX graph against the bundle's routes, with
-a loss in dB per crop (issue 11; ``tir distill --init-from onnx``).
+a loss in dB per tile (issue 11; ``tir distill --init-from onnx``).
 
 Why: the distillation loss (:meth:`tir.engines.training.distill.Distiller.loss_terms`) is L1 to the
 clean target and to the teacher, averaged over the batch. A blurred crop's residual (input −
 clean) is 10-30× smaller than a noisy one's, so in that average the blur task's gradient is
 negligible, and the shipped student's blur output is no better than its blurred input (docs/student.md,
 Session 9). The gate and the tables judge each task in dB (PSNR); the loss here is the mean over
-the crops of log10 of each crop's mean squared difference to its teacher's output (−PSNR/10 per
-crop, as :func:`tir.engines.training.qat.finetune` uses), so every task counts as it is judged.
+the tiles of log10 of each tile's mean squared difference to its teacher's output (−PSNR/10 per
+tile, as :func:`tir.engines.training.qat.finetune` uses per crop), so every task counts as it is
+judged.
+
+Why whole frames, not crops: the student's and the routes' ONNX graphs compute their tone head's
+and field head's statistics from the frame they are given (the torch distillation feeds each crop
+its whole frame's statistics; the ONNX graphs have no such input). On 128-px tiles of 6 val frames
+(docs/student.md, Session 17) the blur route scores 35.57 dB against 36.60 on the whole frame, the
+contrast route 15.32 against 35.42 and the student's blur prompt 25.14 against 35.20: a crop's
+output is not the whole frame's. Both networks therefore run on whole frames here, and the loss
+is taken per ``tile``-px tile of the whole-frame output.
 
 What it does:
 
@@ -19,14 +28,14 @@ What it does:
   the constants the export folded into convs (``down_w``, ``up_w``, ``tone_w``, ``field_pool_w``:
   no dot) and the prompt table (a MatMul initialiser). The trained convs are written back by name
   (:func:`tir.engines.training.qat.write_back`).
-- **Teachers:** each task's route ONNX of the bundle on ONNX Runtime, on the same crops (the
-  student's crop and the route's crop see the same input, so their tone and field heads see the
-  same statistics); ``clean``: the identity.
+- **Teachers:** each task's route ONNX of the bundle on ONNX Runtime, on the same whole frames,
+  computed once per pool frame (and again when it is re-degraded); ``clean``: the identity.
 - **Data:** per task a pool of whole train frames degraded with the task's spec (the bundle's
   recorded spec, else the built-in of that name), a quarter re-degraded every
-  ``refresh_every`` steps; each sample draws its slot (``clean`` with ``clean_prob``, else task T
-  with probability w_T / Σ w, :func:`tir.engines.training.distill.sampling_probabilities`), a frame and a
-  random ``crop``-px square (flipped at random).
+  ``refresh_every`` steps; each of a step's ``batch`` whole frames draws its slot (``clean``
+  with ``clean_prob``, else task T with probability w_T / Σ w,
+  :func:`tir.engines.training.distill.sampling_probabilities`) and a frame of that slot's pool
+  (upright as stored: the field head's correction depends on where the sky is).
 - **Schedule:** Adam at ``lr`` peak, 5 % warm-up then cosine to 1 %
   (:meth:`tir.engines.training.distill.Distiller.lr_factor`), until ``steps`` or ``max_minutes``.
 - **Choice (val, never test):** every ``val_every`` steps each task's seeded val set
@@ -72,8 +81,8 @@ class TuneSettings:
     data: Optional[str] = None               # registered sets (default: the student's training data)
     steps: int = 4000                        # optimiser steps
     max_minutes: Optional[float] = None      # wall-time budget of the training loop (minutes)
-    crop: int = 192                          # crop side (px, a multiple of the student's multiple)
-    batch: int = 8                           # crops per step
+    tile: int = 128                          # side of the loss's tiles (px)
+    batch: int = 2                           # whole frames per step
     lr: float = 1e-4                         # peak learning rate (Adam)
     task_weights: Optional[Dict[str, float]] = None   # relative draw weights (tasks not named: 1)
     clean_prob: float = 0.1                  # share of clean (identity) samples
@@ -89,19 +98,28 @@ class TuneSettings:
     command: str = ""
 
 
-def db_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """Mean over the crops of log10 of each crop's mean squared error: −PSNR/10 per crop (peak 1),
-    averaged, so a crop counts by its error in dB, not by its size.
+def db_loss(pred: torch.Tensor, target: torch.Tensor, tile: Optional[int] = None, eps: float = 1e-10) -> torch.Tensor:
+    """Mean over the tiles of log10 of each tile's mean squared error: −PSNR/10 per tile (peak 1),
+    averaged, so a tile counts by its error in dB, not by its size.
 
     Args:
         pred, target: (N, C, H, W) float32 tensors of the same shape (outputs in [0, 1] units).
-        eps: added to each crop's MSE (a perfect crop stays finite).
+        tile: tile side in px: each image is cut into ``tile``×``tile`` tiles from its top-left
+            corner (a rest narrower than ``tile`` at the bottom and right is left out; a side
+            shorter than ``tile`` is one tile); None: each image is one tile.
+        eps: added to each tile's MSE (a perfect tile stays finite).
 
     Returns:
-        0-d float32 tensor. Source: PSNR = 10·log10(1 / MSE); the same loss as
+        0-d float32 tensor. Source: PSNR = 10·log10(1 / MSE); per image, the same loss as
         :func:`tir.engines.training.qat.finetune`.
     """
-    mse = torch.mean((pred - target) ** 2, dim=tuple(range(1, pred.dim())))
+    err = (pred - target) ** 2
+    if tile is not None:
+        n, c, h, w = err.shape
+        th, tw = min(int(tile), h), min(int(tile), w)
+        err = err[:, :, : h - h % th, : w - w % tw]
+        err = err.reshape(n, c, h // th, th, w // tw, tw).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, th, tw)
+    mse = torch.mean(err, dim=tuple(range(1, err.dim())))
     return torch.mean(torch.log10(mse + eps))
 
 
@@ -139,44 +157,42 @@ def choose(history: List[dict], guard: Sequence[str], guard_db: float) -> dict:
 
 
 class _Pools:
-    """Per slot, whole train frames and their degraded copies (``clean``: the frames themselves)."""
+    """Per slot, whole train frames, their degraded copies (``clean``: the frames themselves) and
+    the teacher's output of each (``teach``: (n, 1, H, W) float32 in, (n, 1, H, W) float32 out)."""
 
-    def __init__(self, clean: np.ndarray, specs: Mapping[str, object], max_frames: int, seed: int):
+    def __init__(self, clean: np.ndarray, specs: Mapping[str, object], max_frames: int, seed: int, teach):
         self.rng = np.random.default_rng(seed)
         self.clean = np.asarray(clean, np.float32)
         self.specs = dict(specs)
+        self.teach = teach
         self.idx: Dict[str, np.ndarray] = {}
         self.degraded: Dict[str, np.ndarray] = {}
+        self.target: Dict[str, np.ndarray] = {}
         n = min(int(max_frames), len(self.clean))
         for slot in [*self.specs, CLEAN]:
             self.idx[slot] = np.sort(self.rng.choice(len(self.clean), n, replace=False))
             base = self.clean[self.idx[slot]]
             self.degraded[slot] = base if slot == CLEAN else deg.degrade(base, self.specs[slot], self.rng)
+            self.target[slot] = self._teach(slot, np.arange(n))
+
+    def _teach(self, slot: str, k: np.ndarray) -> np.ndarray:
+        """(len(k), H, W) float32: the teacher's output of frames ``k`` of ``slot``'s pool, one by one."""
+        return np.stack([self.teach(slot, self.degraded[slot][i][None, None].copy())[0, 0] for i in k])
 
     def refresh(self, fraction: float = 0.25) -> None:
-        """Re-degrade a random ``fraction`` of every task's pool (new parameters from the pool's rng)."""
+        """Re-degrade a random ``fraction`` of every task's pool (new parameters from the pool's rng)
+        and run the teacher on those frames again."""
         for slot, spec in self.specs.items():
             n = max(1, int(len(self.idx[slot]) * fraction))
             k = self.rng.choice(len(self.idx[slot]), n, replace=False)
             self.degraded[slot][k] = deg.degrade(self.clean[self.idx[slot][k]], spec, self.rng)
+            self.target[slot][k] = self._teach(slot, k)
 
-    def crops(self, slot: str, n: int, crop: int) -> np.ndarray:
-        """(n, 1, c, c) float32 degraded crops of ``slot``'s pool, c = min(crop, H, W), each from a
-        random frame and place, flipped left-right and up-down with probability 1/2 each."""
-        frames = self.degraded[slot]
-        _, h, w = frames.shape
-        c = min(int(crop), h, w)
-        out = np.empty((n, 1, c, c), np.float32)
-        for k in range(n):
-            f = frames[int(self.rng.integers(len(frames)))]
-            y, x = int(self.rng.integers(h - c + 1)), int(self.rng.integers(w - c + 1))
-            a = f[y:y + c, x:x + c]
-            if self.rng.random() < 0.5:
-                a = a[:, ::-1]
-            if self.rng.random() < 0.5:
-                a = a[::-1]
-            out[k, 0] = a
-        return out
+    def frames(self, slot: str, n: int):
+        """(degraded, teacher output): two (n, 1, H, W) float32 arrays of ``n`` random frames of
+        ``slot``'s pool."""
+        k = self.rng.integers(len(self.idx[slot]), size=n)
+        return self.degraded[slot][k][:, None].copy(), self.target[slot][k][:, None].copy()
 
 
 def _session(path, threads: int):
@@ -200,8 +216,8 @@ class StudentTuner:
 
     Raises:
         BundleError: the bundle cannot be loaded or has no student.
-        ValueError: a ``task_weights`` / ``guard_tasks`` name that is not a route, or a crop that is
-            not a multiple of the student's multiple.
+        ValueError: a ``task_weights`` / ``guard_tasks`` name that is not a route, or a ``tile``
+            or ``batch`` below 1.
     """
 
     def __init__(self, settings: TuneSettings, work_dir, train_clean: Optional[np.ndarray] = None,
@@ -225,8 +241,8 @@ class StudentTuner:
         if unknown:
             raise ValueError(f"guard tasks {unknown} are not routes of {self.bundle.path} ({', '.join(self.tasks)})")
         self.multiple = math.lcm(int(self.bundle.multiple), 32)
-        if settings.crop % self.multiple:
-            raise ValueError(f"crop {settings.crop} must be a multiple of {self.multiple}")
+        if settings.tile < 1 or settings.batch < 1:
+            raise ValueError(f"tile {settings.tile} and batch {settings.batch} must be at least 1")
         self.work = open_work_dir(work_dir, settings.threads, log, "tune.log")
         self.data = settings.data or ((self.bundle.student.get("training") or {}).get("data"))
         if train_clean is None:
@@ -275,26 +291,29 @@ class StudentTuner:
         return self.teachers[slot].run(None, {"input": x})[0]
 
     def draw(self, pools: _Pools, rng: np.random.Generator):
-        """One batch: (x (B, 1, c, c), prompt (B, K), teacher output (B, 1, c, c)), float32 tensors."""
+        """One batch: (x (B, 1, H, W), prompt (B, K), teacher output (B, 1, H, W)), float32 tensors
+        (B = ``batch`` whole frames)."""
         p = np.array([self.sampling[t] for t in self.tasks])
         p = p / p.sum()
         slots = [CLEAN if rng.random() < self.s.clean_prob else self.tasks[int(rng.choice(len(self.tasks), p=p))]
                  for _ in range(self.s.batch)]
         xs, ws, ts = [], [], []
         for slot in dict.fromkeys(slots):
-            x = pools.crops(slot, slots.count(slot), self.s.crop)
+            x, t = pools.frames(slot, slots.count(slot))
             xs.append(x)
             ws.append(self.prompt([slot] * len(x)))
-            ts.append(self.teacher(slot, x))
+            ts.append(t)
         return tuple(torch.from_numpy(np.concatenate(a)) for a in (xs, ws, ts))
 
     def val_set(self, task: str, clean: np.ndarray) -> np.ndarray:
-        """Seeded degraded copies of ``clean`` for ``task`` (degrade.make_eval_set with the seed)."""
+        """Seeded degraded copies of ``clean`` ((N, H, W) float32 in [0, 1]) for ``task``
+        (degrade.make_eval_set with the seed): (N, H, W) float32 in [0, 1]."""
         return deg.make_eval_set(clean, self.specs[task], seed=self.s.seed)
 
     def evaluate(self, clean: Optional[np.ndarray] = None) -> Dict[str, float]:
         """{task: mean per-frame PSNR (dB) of the student in torch, one-hot prompt, output clipped
-        to [0, 1]} on ``clean`` (default the checkpoint-choice val frames)."""
+        to [0, 1]} on ``clean`` ((N, H, W) float32 in [0, 1]; default the checkpoint-choice val
+        frames)."""
         clean = self.val_clean if clean is None else clean
         self.gm.eval()
         out = {}
@@ -338,7 +357,7 @@ class StudentTuner:
 
         torch.manual_seed(self.s.seed)
         rng = np.random.default_rng(self.s.seed + 1)
-        pools = _Pools(self.train_clean, self.specs, self.s.max_frames, self.s.seed + 2)
+        pools = _Pools(self.train_clean, self.specs, self.s.max_frames, self.s.seed + 2, self.teacher)
         opt = torch.optim.Adam(self.params, lr=self.s.lr)
         budget = None if self.s.max_minutes is None else 60.0 * float(self.s.max_minutes)
         self._validate(0)
@@ -356,7 +375,7 @@ class StudentTuner:
                     g["lr"] = self.s.lr * Distiller.lr_factor(min(frac, 1.0))
                 x, w, t = self.draw(pools, rng)
                 self.gm.train()
-                loss = db_loss(self.gm(x, w), t)
+                loss = db_loss(self.gm(x, w), t, self.s.tile)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
