@@ -37,8 +37,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init-from", default="auto",
                         help="single-degradation teacher route the student starts as (default auto: noise, "
                              "else the first single task; its pruned widths must stay within 1.2 GMAC), "
-                             "none: the --preset network from scratch, or student: the teacher bundle's own "
-                             "student (fine-tuning; needs --init-weights)")
+                             "none: the --preset network from scratch, student: the teacher bundle's own "
+                             "student (fine-tuning; needs --init-weights), or onnx: the teacher bundle's own "
+                             "student.onnx fine-tuned as it is (no checkpoint needed) against the bundle's route "
+                             "ONNX on ONNX Runtime, on whole frames, with a loss in dB per --crop-px tile "
+                             "(engines/training/student_tune.py; uses --steps, --max-minutes, --crop (the tile), "
+                             "--batch (whole frames per step, default 2), --lr (default 1e-4), --task-weights, "
+                             "--max-frames, --val-limit, --val-every, --data, --seed, --threads, --deploy, "
+                             "--margin-db)")
     parser.add_argument("--init-weights", default=None, metavar="CKPT",
                         help="with --init-from student: the torch checkpoint (student.pt of the tir distill work "
                              "dir) of the teacher bundle's student; the bundle holds the student only as ONNX, so "
@@ -64,8 +70,10 @@ def add_arguments(parser) -> None:
                              "camera can deliver, upright half the steps, judged on val as stored and in portrait "
                              "(for cameras mounted in portrait or upside down; costs 0.1-1 dB upright)")
     parser.add_argument("--crop", type=number(int, 32, what="a crop side in px"), default=128, help="training crop size in pixels (a multiple of 32)")
-    parser.add_argument("--batch", type=number(int, 1, what="a batch size"), default=8)
-    parser.add_argument("--lr", type=number(float, 0, low_open=True, what="a learning rate"), default=2e-3, help="peak learning rate (AdamW, cosine)")
+    parser.add_argument("--batch", type=number(int, 1, what="a batch size"), default=None,
+                        help="crops per step (default 8); with --init-from onnx whole frames per step (default 2)")
+    parser.add_argument("--lr", type=number(float, 0, low_open=True, what="a learning rate"), default=None,
+                        help="peak learning rate (AdamW, cosine; default 2e-3, with --init-from onnx Adam at 1e-4)")
     parser.add_argument("--max-frames", type=number(int, 1, what="a number of frames"), default=64, help="whole frames per task pool")
     parser.add_argument("--val-limit", type=number(int, 1, what="a number of frames"), default=16, help="val frames per task for the checkpoint choice")
     parser.add_argument("--val-every", type=number(int, 1, what="a number of steps"), default=500, help="steps between val evaluations")
@@ -142,7 +150,7 @@ def check_out(out, bundle_path) -> None:
 
 def check_names(args) -> None:
     """Refuse, before any data is loaded, a ``--preset`` that names no student preset, an
-    ``--init-from`` that is neither auto, none, student nor a route of ``--bundle``, and a
+    ``--init-from`` that is neither auto, none, student, onnx nor a route of ``--bundle``, and a
     ``--data`` or ``--real-data`` set that is not registered.
 
     Raises:
@@ -156,8 +164,8 @@ def check_names(args) -> None:
 
     get_student_config(args.preset)
     routes = load_bundle(args.bundle).tasks
-    if args.init_from not in ("auto", "none", "student", *routes):
-        raise ValueError(f"--init-from {args.init_from!r} is none of auto, none, student or a route of the "
+    if args.init_from not in ("auto", "none", "student", "onnx", *routes):
+        raise ValueError(f"--init-from {args.init_from!r} is none of auto, none, student, onnx or a route of the "
                          f"teachers ({', '.join(routes)})")
     for option, value in (("--data", args.data), ("--real-data", args.real_data)):
         for name in (value or "").split(","):
@@ -194,10 +202,13 @@ def main(args) -> int:
             check_out(args.out, args.bundle)
         check_names(args)
     work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")
+    if args.init_from == "onnx":
+        return _tune_onnx(args, work)
     settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from,
                                init_weights=args.init_weights, task_weights=args.task_weights, steps=args.steps,
                                field_steps=args.field_steps, field_orientations=args.field_orientations,
-                               crop=args.crop, batch=args.batch, lr=args.lr,
+                               crop=args.crop, batch=DistillSettings.batch if args.batch is None else args.batch,
+                               lr=DistillSettings.lr if args.lr is None else args.lr,
                                seed=args.seed, threads=args.threads, max_minutes=args.max_minutes, data=args.data, max_frames=args.max_frames,
                                val_limit=args.val_limit, val_every=args.val_every, w_cpr=args.w_cpr,
                                w_inst=args.w_inst, w_feat=args.w_feat, calibrate_steps=args.calibrate_steps,
@@ -225,5 +236,43 @@ def main(args) -> int:
     if auto is not None:
         chosen = ", ".join(f"{t}: {v}" for t, v in auto["tasks"].items())
         print(f"auto_deploy at {auto['margin_db']:g} dB: {chosen}")
+    print(f"bundle with the student: {bundle.path} (deploy: {bundle.deploy})")
+    return 0
+
+
+def _tune_onnx(args, work: Path) -> int:
+    """``--init-from onnx``: fine-tune the teacher bundle's own ``student.onnx`` against its route
+    ONNX on whole frames with the loss in dB per ``--crop``-px tile (tir.engines.training.student_tune),
+    write ``--out`` and print
+    the val table (every val frame, ONNX Runtime, dB).
+
+    Raises:
+        UsageError: (exit 2) ``--init-weights``, ``--eval-split`` or ``--calibrate-steps`` given
+            (they belong to the torch-checkpoint path), or a bad value of the tuner.
+    """
+    from tir.engines.training.student_tune import TuneSettings, StudentTuner
+
+    for option, given in (("--init-weights", args.init_weights), ("--eval-split", args.eval_split),
+                          ("--calibrate-steps", args.calibrate_steps)):
+        if given:
+            raise UsageError(f"{option} does not apply to --init-from onnx (the student is fine-tuned from its "
+                             "ONNX graph; no torch checkpoint, no later stages)")
+    settings = TuneSettings(bundle=str(args.bundle), data=args.data, steps=args.steps, max_minutes=args.max_minutes,
+                            tile=args.crop, batch=TuneSettings.batch if args.batch is None else args.batch,
+                            lr=TuneSettings.lr if args.lr is None else args.lr,
+                            task_weights=args.task_weights, max_frames=args.max_frames, val_limit=args.val_limit,
+                            val_every=args.val_every, seed=args.seed, threads=args.threads,
+                            command=getattr(args, "command_line", ""))
+    with _refused():
+        tuner = StudentTuner(settings, work)
+        state = tuner.train(progress=True)
+        bundle = tuner.write(args.out, deploy=args.deploy, margin_db=args.margin_db)
+    m = state["metrics"]
+    best = state["best"]
+    print(f"student fine-tuned from its ONNX: {state['steps']} steps, chose step {best['step']} "
+          f"(val mean {best['mean']:.2f} dB on {len(tuner.val_clean)} frames per task)")
+    print(f"{'task':<10} {'student':>8} {'teacher':>8}  (val PSNR dB, {m['val_frames']} frames)")
+    for task, value in m["val_psnr"].items():
+        print(f"{task:<10} {value:8.2f} {m['teacher_val_psnr'][task]:8.2f}")
     print(f"bundle with the student: {bundle.path} (deploy: {bundle.deploy})")
     return 0
