@@ -442,7 +442,7 @@ class Restorer:
         self.contrast_gate: Optional[ContrastGate] = None
         self.fpn_gate: Optional[FPNGate] = None
         self.blur_gate: Optional[BlurGate] = None
-        #: {task: the specs' largest blur σ} for the routed tasks that only undo a blur, whose output
+        #: {task: the strongest blur σ its own spec applies} for the routed tasks that only undo a blur, whose output
         #: must keep the frame's tone (:meth:`_keep_blur_tone`; never for a forced route)
         self._blur_only: Dict[str, float] = {}
         if self.router_info is not None and not self.forced:   # a forced route is never gated
@@ -1385,7 +1385,7 @@ class Restorer:
 
     def _keep_blur_tone(self, x: np.ndarray, sigma: float, y: np.ndarray) -> np.ndarray:
         """Do no harm after a route that only undoes a blur (K17): each restored frame of ``y``
-        whose tone the route moved by more than the strongest blur of the specs (σ ``sigma``) can
+        whose tone the route moved by more than the strongest blur its task undoes (σ ``sigma``) can
         change its input at all (engines/blur_gate.py :func:`~tir.engines.blur_gate.blur_keeps_tone`:
         a blur keeps every region's mean, so undoing one keeps it too) is given back as its input,
         counted in :attr:`blur_tone_refused`. Such a route is not restoring the frame: on a camera
@@ -1395,7 +1395,7 @@ class Restorer:
 
         Args:
             x: (N, 1, H, W) float32 frames the route restored.
-            sigma: the specs' largest blur σ in px.
+            sigma: the task's strongest blur σ in px (engines/blur_gate.py :func:`~tir.engines.blur_gate.blur_only_tasks`).
             y: (N, 1, H, W) float32 route output.
 
         Returns:

@@ -556,3 +556,28 @@ def test_a_held_blur_part_moves_the_student_prompt(blur_bundle, monkeypatch):
     w = np.array([0.1, 0.5, 0.3, 0.1], np.float32)
     r._soft, r._blur_held = True, True                     # unjudged (soft), the blur part held
     assert np.allclose(r._gate_prompt(w, "clean"), [0.4, 0.0, 0.0, 0.6])   # blur -> clean, CB -> contrast
+
+
+def test_each_blur_route_is_held_to_the_blur_it_undoes():
+    """K17: a learned blur task of σ up to 9 px (``tir learn``) must not loosen the shipped σ ≤ 2
+    route's tone bound: with the specs' largest σ for every task, a route that lifts a large
+    uniform area by two grey levels passed under σ 9 (the anti-UAV sky: refused frames fell from
+    12 to 1 of 12, those let through 3.5-8 dB worse than the blurred input). A task is held to its
+    own steps' blur (several blurs compose: √(Σ σ²)); a step that states no σ draws the op's
+    default (σ ≤ 2)."""
+    from tir.engines.blur_gate import blur_keeps_tone, blur_only_tasks
+
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    specs["wide_blur"] = [{"op": "blur", "kernel": [9, 41], "sigma": [4.0, 9.0]}]
+    specs["twice"] = [{"op": "blur", "sigma": [1.0, 2.0]}, {"op": "blur", "sigma": 2.0}]
+    specs["plain_blur"] = [{"op": "blur"}]
+    specs["no_blur"] = [{"op": "blur", "sigma": 0.0}]
+    only = blur_only_tasks(specs)
+    assert only == {"blur": 2.0, "wide_blur": 9.0, "twice": pytest.approx(np.sqrt(8.0)), "plain_blur": 2.0}
+    sky = scene(3)
+    sky[: int(0.9 * H)] = 0.3                                        # a uniform sky over a strip of scene
+    soft = blurred(sky, 2.0)
+    lifted = soft.copy()
+    lifted[: int(0.9 * H)] += 2.0 / 255.0                            # the route lifts the sky
+    assert not blur_keeps_tone(soft, lifted, only["blur"])           # refused for the σ ≤ 2 route
+    assert blur_keeps_tone(soft, lifted, only["wide_blur"])          # what the σ 9 bound would let through
