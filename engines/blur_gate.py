@@ -341,14 +341,45 @@ def max_blur_sigma(specs: Mapping[str, Sequence[dict]]) -> Optional[float]:
     return max(found) if found else None
 
 
+def _step_sigma(step: Mapping) -> float:
+    """The largest σ (px) one ``blur`` step applies: its ``sigma`` range's high end (or single
+    value), else the op's own default range's (engines/degrade.py ``BlurParams``: what the step
+    draws when it states none)."""
+    sigma = step.get("sigma")
+    values = sigma if isinstance(sigma, (list, tuple)) else [] if sigma is None else [sigma]
+    found = [float(v) for v in values if float(v) > 0]
+    if found:
+        return max(found)
+    if values:   # stated, and none of it blurs (σ 0)
+        return 0.0
+    from .degrade import BlurParams
+    return float(max(BlurParams.__dataclass_fields__["sigma"].default))
+
+
 def blur_only_tasks(specs: Mapping[str, Sequence[dict]]) -> Dict[str, float]:
-    """{task: the largest blur σ of the specs (:func:`max_blur_sigma`)} for each task whose steps
-    are blurs alone (``blur``): its restoration only undoes a blur (a compound with contrast or
-    noise parts changes the frame's tone by design). Empty when no spec states a blur σ."""
-    sigma = max_blur_sigma(specs)
-    if sigma is None:
-        return {}
-    return {t: sigma for t, steps in specs.items() if steps and all(s.get("op") == BLUR_OP for s in steps)}
+    """{task: the strongest blur σ (px) its own steps apply} for each task whose steps are blurs
+    alone (``blur``): its restoration only undoes a blur (a compound with contrast or noise parts
+    changes the frame's tone by design). Each task is held to the blur it was trained to undo, not
+    to another task's: a learned task (``tir learn``) of σ up to 9 px would otherwise loosen the
+    shipped σ ≤ 2 route's bound (:func:`blur_keeps_tone`) four-fold. Successive Gaussian blurs
+    compose into one of σ = √(Σ σᵢ²), so a task of several blur steps is held to that of their
+    strongest; a step that states no σ draws the op's default range (σ ≤ 2 px). A task whose
+    steps blur by nothing (σ 0) is left out.
+
+    Args:
+        specs: {task: its spec's steps (dicts with ``op`` and the op's parameters)}.
+
+    Returns:
+        {task: σ in px (> 0)}; empty when no task is blur-only.
+    """
+    out = {}
+    for task, steps in specs.items():
+        if not steps or not all(s.get("op") == BLUR_OP for s in steps):
+            continue
+        sigma = math.sqrt(sum(_step_sigma(s) ** 2 for s in steps))
+        if sigma > 0.0:
+            out[task] = sigma
+    return out
 
 
 #: :func:`blur_keeps_tone`: the low-pass the tone is compared on has σ this many times the specs'
@@ -361,7 +392,7 @@ TONE_STRIDE = 4
 
 def blur_keeps_tone(frame: np.ndarray, restored: np.ndarray, sigma: float) -> bool:
     """Whether a blur restoration of ``frame`` kept its tone, as undoing a blur must: a Gaussian
-    blur of σ ≤ ``sigma`` (the specs' largest) keeps every region's mean, so the frame's low-pass
+    blur of σ ≤ ``sigma`` (the strongest its task applies) keeps every region's mean, so the frame's low-pass
     at σ :data:`TONE_SCALE` × ``sigma`` is the sharp scene's, and a deblur that restores the scene
     leaves it where it is. The restoration is taken as a deblur while the RMS move of its low-pass,
     ``rms(L(restored − frame))``, is at most the RMS change the strongest blur makes to the frame
@@ -375,7 +406,7 @@ def blur_keeps_tone(frame: np.ndarray, restored: np.ndarray, sigma: float) -> bo
     Args:
         frame: (H, W) float32 model input in [0, 1] (what the route restored).
         restored: (H, W) float32 route output, the frame's shape.
-        sigma: the specs' largest blur σ in px (> 0).
+        sigma: the strongest blur σ in px the route undoes (> 0; :func:`blur_only_tasks`).
 
     Returns:
         True when the tone was kept (and for a frame under :data:`TONE_STRIDE` pixels along a

@@ -221,6 +221,48 @@ def dequantised(frame: np.ndarray, quantum: float, sigma: float = DEQUANT_SIGMA)
     return np.clip(smooth, x - half, x + half).astype(np.float32)
 
 
+#: :func:`on_count_grid`: how far (in [0, 1] model units) a value may lie off its count grid and
+#: still be on it: float32 rounding of ``(count − lo) / span`` is ~1e-7, and every step this is
+#: asked about is coarser than one 8-bit grey level (3.9e-3)
+GRID_TOL = 1e-5
+#: :func:`on_count_grid`: the least share of a frame's unclipped pixels on the grid: a step claimed
+#: k times the true one puts 1/k of them on it by chance (≤ 1/2), a right one all but the few a
+#: defect repair replaced
+GRID_SHARE = 0.9
+#: :func:`on_count_grid`: the most pixels it reads (a larger frame is subsampled evenly)
+GRID_SAMPLES = 1 << 16
+
+
+def on_count_grid(frame: np.ndarray, quantum: float) -> bool:
+    """Whether a frame's values lie on the grid of a count step ``quantum``: all differences
+    between its unclipped pixels (0 < x < 1) multiples of ``quantum`` to within :data:`GRID_TOL`,
+    for at least :data:`GRID_SHARE` of them (measured against their median pixel).
+    The counts a camera delivers are integers times its step and the normaliser maps them
+    linearly (edge/normalize.py), so a frame of the step its meta states is on that grid (every
+    frame of the emulated Y16 cameras: 100 %); a step that is not the frame's (a meta of another
+    scale, a step larger than the span, a frame resampled or filtered after it was counted) leaves
+    its pixels off it, and de-quantising by it (:func:`dequantised`) would move them by up to half
+    that step: a sharp frame claimed at 64 counts of a 255-count span was shown to the router
+    smoothed by up to 1/8 of its span.
+
+    Args:
+        frame: (H, W) float32 model input in [0, 1].
+        quantum: the claimed count step in the same units (> 0).
+
+    Returns:
+        True when the frame is on the grid; False for a frame with fewer than 2 unclipped pixels.
+    """
+    x = np.asarray(frame, dtype=np.float32)
+    stride = max(1, int(np.sqrt(x.size / GRID_SAMPLES)))
+    v = x[::stride, ::stride].ravel().astype(np.float64)
+    v = v[(v > 0.0) & (v < 1.0)]
+    if v.size < 2 or not quantum > 0.0:
+        return False
+    d = v - np.partition(v, v.size // 2)[v.size // 2]   # the median pixel: a value of the frame
+    off = np.abs(d - quantum * np.round(d / quantum))
+    return float(np.mean(off <= GRID_TOL)) >= GRID_SHARE
+
+
 def _is_ffc(meta) -> bool:
     """True when the newest frame's meta says a flat-field correction is in progress."""
     if meta is None:
@@ -442,7 +484,7 @@ class Restorer:
         self.contrast_gate: Optional[ContrastGate] = None
         self.fpn_gate: Optional[FPNGate] = None
         self.blur_gate: Optional[BlurGate] = None
-        #: {task: the specs' largest blur σ} for the routed tasks that only undo a blur, whose output
+        #: {task: the strongest blur σ its own spec applies} for the routed tasks that only undo a blur, whose output
         #: must keep the frame's tone (:meth:`_keep_blur_tone`; never for a forced route)
         self._blur_only: Dict[str, float] = {}
         if self.router_info is not None and not self.forced:   # a forced route is never gated
@@ -898,11 +940,15 @@ class Restorer:
         :data:`DITHER_SHARE` of that step (a noise above it dithers the counts: no contours), else
         ``x`` itself (every 8-bit camera, a Y16 camera whose span holds 255 count steps or more,
         and a noisy one: an MSB-aligned 14-bit core of 1.5 counts' noise over 30-60 counts showed
-        a clean frame more to the router as blurred, p5 71 → 37 dB, when de-quantised). The
-        route restores the frames as they came in."""
+        a clean frame more to the router as blurred, p5 71 → 37 dB, when de-quantised), and a
+        frame that is not on the grid of the step its meta states (:func:`on_count_grid`: the
+        step is not the frame's; smoothing by it would blur the view). The route restores the
+        frames as they came in."""
         quantum = _count_quantum(meta)
         if quantum is None or not quantum > KNOWN_QUANTUM * (1.0 + 1e-6):
             return x
+        if not on_count_grid(x[-1, 0], quantum):
+            return x   # the step is not this frame's (a wrong meta): de-quantising by it would blur the view
         if noise_sigma(x[-1, 0]) >= DITHER_SHARE * quantum:
             return x   # the camera's own noise dithers its counts: no contours to take away
         self.dequantised += len(x)
@@ -1385,7 +1431,7 @@ class Restorer:
 
     def _keep_blur_tone(self, x: np.ndarray, sigma: float, y: np.ndarray) -> np.ndarray:
         """Do no harm after a route that only undoes a blur (K17): each restored frame of ``y``
-        whose tone the route moved by more than the strongest blur of the specs (σ ``sigma``) can
+        whose tone the route moved by more than the strongest blur its task undoes (σ ``sigma``) can
         change its input at all (engines/blur_gate.py :func:`~tir.engines.blur_gate.blur_keeps_tone`:
         a blur keeps every region's mean, so undoing one keeps it too) is given back as its input,
         counted in :attr:`blur_tone_refused`. Such a route is not restoring the frame: on a camera
@@ -1395,7 +1441,7 @@ class Restorer:
 
         Args:
             x: (N, 1, H, W) float32 frames the route restored.
-            sigma: the specs' largest blur σ in px.
+            sigma: the task's strongest blur σ in px (engines/blur_gate.py :func:`~tir.engines.blur_gate.blur_only_tasks`).
             y: (N, 1, H, W) float32 route output.
 
         Returns:

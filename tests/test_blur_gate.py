@@ -556,3 +556,53 @@ def test_a_held_blur_part_moves_the_student_prompt(blur_bundle, monkeypatch):
     w = np.array([0.1, 0.5, 0.3, 0.1], np.float32)
     r._soft, r._blur_held = True, True                     # unjudged (soft), the blur part held
     assert np.allclose(r._gate_prompt(w, "clean"), [0.4, 0.0, 0.0, 0.6])   # blur -> clean, CB -> contrast
+
+
+def test_each_blur_route_is_held_to_the_blur_it_undoes():
+    """K17: a learned blur task of σ up to 9 px (``tir learn``) must not loosen the shipped σ ≤ 2
+    route's tone bound: with the specs' largest σ for every task, a route that lifts a large
+    uniform area by two grey levels passed under σ 9 (the anti-UAV sky: refused frames fell from
+    12 to 1 of 12, those let through 3.5-8 dB worse than the blurred input). A task is held to its
+    own steps' blur (several blurs compose: √(Σ σ²)); a step that states no σ draws the op's
+    default (σ ≤ 2)."""
+    from tir.engines.blur_gate import blur_keeps_tone, blur_only_tasks
+
+    specs = {t: deg.load_spec(t).steps for t in deg.TASKS}
+    specs["wide_blur"] = [{"op": "blur", "kernel": [9, 41], "sigma": [4.0, 9.0]}]
+    specs["twice"] = [{"op": "blur", "sigma": [1.0, 2.0]}, {"op": "blur", "sigma": 2.0}]
+    specs["plain_blur"] = [{"op": "blur"}]
+    specs["no_blur"] = [{"op": "blur", "sigma": 0.0}]
+    only = blur_only_tasks(specs)
+    assert only == {"blur": 2.0, "wide_blur": 9.0, "twice": pytest.approx(np.sqrt(8.0)), "plain_blur": 2.0}
+    sky = scene(3)
+    sky[: int(0.9 * H)] = 0.3                                        # a uniform sky over a strip of scene
+    soft = blurred(sky, 2.0)
+    lifted = soft.copy()
+    lifted[: int(0.9 * H)] += 2.0 / 255.0                            # the route lifts the sky
+    assert not blur_keeps_tone(soft, lifted, only["blur"])           # refused for the σ ≤ 2 route
+    assert blur_keeps_tone(soft, lifted, only["wide_blur"])          # what the σ 9 bound would let through
+
+
+def test_a_count_step_the_frame_is_not_on_is_not_used_to_de_quantise_it(blur_bundle, monkeypatch):
+    """K19 on a wrong meta: a sharp frame whose meta claims a count step it does not have (64
+    counts of a 255-count span, a step larger than its span, twice its true step) was shown to the
+    router smoothed by up to half that step (1/8 of its span: a sharp frame shown blurred); the
+    view is de-quantised only when the frame's values lie on the claimed step's grid."""
+    r = Restorer(blur_bundle, every=1, hysteresis=1, blur_gate=False, tone_align=False)
+    seen = []
+    classify = r.classify
+    monkeypatch.setattr(r, "classify", lambda x, *a: seen.append(np.array(x)) or classify(x, *a))
+    sharp = (np.round(scene(2) * 255.0) / 255.0).astype(np.float32)
+    forty = (np.round(blurred(scene(1), 2.0) * 40) / 40).astype(np.float32)
+    wrong = ((sharp, 255.0, 64), (sharp, 255.0, 1e6), (forty, 40.0, 2))
+    for frame, span, step in wrong:
+        r.infer(frame[None, None], meta={"norm": {"lo": 0.0, "hi": span, "count_step": step}})
+        assert np.array_equal(seen[-1][0, 0], frame)                             # shown as it is
+    assert r.status()["dequantised"] == 0
+    r.infer(forty[None, None], meta={"norm": {"lo": 0.0, "hi": 40.0}})           # its own step: de-quantised
+    assert r.status()["dequantised"] == 1 and not np.array_equal(seen[-1][0, 0], forty)
+
+    from tir.engines.restorer import on_count_grid
+    assert on_count_grid(sharp, 1 / 255) and on_count_grid(forty, 1 / 40)
+    assert not any(on_count_grid(frame, step / span) for frame, span, step in wrong)
+    assert not on_count_grid(np.zeros((8, 8), np.float32), 1 / 40)              # nothing unclipped to read
