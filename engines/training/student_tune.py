@@ -63,6 +63,7 @@ import torch
 from torch import nn
 
 from .. import degrade as deg
+from ..backends.onnxruntime import ort_session
 from ..metrics import psnr
 
 log = logging.getLogger("tir.student_tune")
@@ -195,15 +196,6 @@ class _Pools:
         return self.degraded[slot][k][:, None].copy(), self.target[slot][k][:, None].copy()
 
 
-def _session(path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
-
-
 class StudentTuner:
     """Loads the bundle, the student graph, the teachers and the data; :meth:`train` runs the
     fine-tuning, :meth:`write` the bundle. See the module docstring.
@@ -264,7 +256,7 @@ class StudentTuner:
         self.params = [p for c in self.convs for p in (c.weight, c.bias) if p is not None]
         for p in self.params:
             p.requires_grad_(True)
-        self.teachers = {t: _session(self.bundle.route_path(t), settings.threads) for t in self.tasks}
+        self.teachers = {t: ort_session(self.bundle.route_path(t), settings.threads) for t in self.tasks}
         self.eye = np.eye(len(self.prompts), dtype=np.float32)
         self.history: List[dict] = []
         self.best: Optional[Dict[int, torch.Tensor]] = None   # the chosen entry's trained values
@@ -420,7 +412,7 @@ class StudentTuner:
 
         path = self.work / STUDENT_FILE
         self.state["written"] = write_back(self.gm, self.source, path)
-        sess = _session(path, self.s.threads)
+        sess = ort_session(path, self.s.threads)
         rng = np.random.default_rng(self.s.seed + 3)
         x = rng.random((1, 1, 2 * self.multiple, 3 * self.multiple), dtype=np.float32)
         err = 0.0
@@ -440,7 +432,7 @@ class StudentTuner:
         """Student ONNX at ``path`` and every route on every val frame on ONNX Runtime:
         {"val_psnr": {task: dB}, "teacher_val_psnr": {task: dB}} (mean per-frame PSNR, outputs
         clipped to [0, 1]), the numbers the manifest records."""
-        student = _session(path, self.s.threads)
+        student = ort_session(path, self.s.threads)
         out: Dict[str, Dict[str, float]] = {"val_psnr": {}, "teacher_val_psnr": {}}
         for task in self.tasks:
             frames = self.val_set(task, self.val_all)
