@@ -97,7 +97,9 @@ DESTRIPE_SIGMA = 2.0
 NOISY_MARGIN = 0.25
 
 
-def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """``x`` ((H, W) float32) blurred by the isotropic Gaussian of σ ``sigma`` px (±3σ taps,
+    reflected at the borders), the same shape and dtype."""
     k = 2 * int(math.ceil(3 * float(sigma))) + 1   # ±3σ taps
     return cv2.GaussianBlur(x, (k, k), float(sigma), borderType=cv2.BORDER_REFLECT)
 
@@ -109,8 +111,8 @@ def _band_gains(pre_sigma: float = 0.0) -> Tuple[float, float]:
     d = np.zeros((8 * int(BAND_SIGMAS[-1] + pre_sigma + 1) + 1,) * 2, np.float32)
     d[d.shape[0] // 2, d.shape[1] // 2] = 1.0
     if pre_sigma > 0:
-        d = _blur(d, pre_sigma)
-    g = [_blur(d, s) for s in BAND_SIGMAS]
+        d = gaussian_blur(d, pre_sigma)
+    g = [gaussian_blur(d, s) for s in BAND_SIGMAS]
     return float(((g[0] - g[1]) ** 2).sum()), float(((g[1] - g[2]) ** 2).sum())
 
 
@@ -133,7 +135,7 @@ def _ratio(x: np.ndarray, noise_var: float, pre_sigma: float = 0.0) -> Optional[
     """The band ratio of ``x`` (already blurred by ``pre_sigma`` px when > 0), a white noise of
     variance ``noise_var`` in the original frame (through the same filters) taken out of each
     band."""
-    g = [_blur(x, s) for s in BAND_SIGMAS]
+    g = [gaussian_blur(x, s) for s in BAND_SIGMAS]
     fine, coarse = (float(cv2.meanStdDev(cv2.subtract(a, b))[1][0, 0]) ** 2 for a, b in ((g[0], g[1]), (g[1], g[2])))
     gain_fine, gain_coarse = _band_gains(float(pre_sigma))
     fine, coarse = fine - noise_var * gain_fine, coarse - noise_var * gain_coarse
@@ -183,7 +185,7 @@ def _ratios(x: np.ndarray, sigma: float, noise_var: float, n: int) -> list:
     out, y = [], x
     for k in range(n):
         if k:
-            y = _blur(y, sigma)
+            y = gaussian_blur(y, sigma)
         r = _ratio(y, noise_var, sigma * math.sqrt(k))
         if r is None:
             break
@@ -231,7 +233,7 @@ def destripe(x: np.ndarray) -> np.ndarray:
     if x.size == 0 or not np.isfinite(x).all():
         raise ValueError(f"destripe needs a non-empty frame of finite values, got shape {x.shape}"
                          f"{'' if x.size == 0 else ' with NaN or infinite values'}")
-    hp = cv2.subtract(x, _blur(x, DESTRIPE_SIGMA))
+    hp = cv2.subtract(x, gaussian_blur(x, DESTRIPE_SIGMA))
     col = np.median(hp, axis=0)[None, :]
     row = np.median(hp - col, axis=1)[:, None]
     return (x - col - row).astype(np.float32)
@@ -328,19 +330,6 @@ def min_blur_sigma(specs: Mapping[str, Sequence[dict]]) -> float:
     return min(found) if found else DEFAULT_SIGMA_MIN
 
 
-
-def max_blur_sigma(specs: Mapping[str, Sequence[dict]]) -> Optional[float]:
-    """The largest blur σ (px) over the ``blur`` steps of ``specs`` (their ``sigma`` range's high
-    end, or a single value); None when no blur step states one."""
-    found = []
-    for steps in specs.values():
-        for s in steps:
-            sigma = s.get("sigma") if s.get("op") == BLUR_OP else None
-            values = sigma if isinstance(sigma, (list, tuple)) else [] if sigma is None else [sigma]
-            found += [float(v) for v in values if float(v) > 0]
-    return max(found) if found else None
-
-
 def _step_sigma(step: Mapping) -> float:
     """The largest σ (px) one ``blur`` step applies: its ``sigma`` range's high end (or single
     value), else the op's own default range's (engines/degrade.py ``BlurParams``: what the step
@@ -422,9 +411,9 @@ def blur_keeps_tone(frame: np.ndarray, restored: np.ndarray, sigma: float) -> bo
     h, w = x.shape
     if min(h, w) < TONE_STRIDE:
         return True
-    reach = float(np.sqrt(np.mean(np.square(x - _blur(x, float(sigma))), dtype=np.float64)))
+    reach = float(np.sqrt(np.mean(np.square(x - gaussian_blur(x, float(sigma))), dtype=np.float64)))
     d = cv2.resize(y - x, (w // TONE_STRIDE, h // TONE_STRIDE), interpolation=cv2.INTER_AREA)
-    move = float(np.sqrt(np.mean(np.square(_blur(d, TONE_SCALE * float(sigma) / TONE_STRIDE)), dtype=np.float64)))
+    move = float(np.sqrt(np.mean(np.square(gaussian_blur(d, TONE_SCALE * float(sigma) / TONE_STRIDE)), dtype=np.float64)))
     return move <= reach
 
 

@@ -96,11 +96,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
-from .blur_gate import BlurGate, blur_keeps_tone, blur_only_tasks
+from .blur_gate import BlurGate, blur_keeps_tone, blur_only_tasks, gaussian_blur
 from .bundle import TONE
 from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span, noise_free_verdicts
 from .fpn_gate import FPNGate, noise_sigma, offsets_shown, repair_dead_columns, subtract_offsets
@@ -215,8 +214,7 @@ def dequantised(frame: np.ndarray, quantum: float, sigma: float = DEQUANT_SIGMA)
         (H, W) float32, every pixel within ``quantum``/2 of ``frame``'s.
     """
     x = np.asarray(frame, dtype=np.float32)
-    k = 2 * int(np.ceil(3 * sigma)) + 1
-    smooth = cv2.GaussianBlur(x, (k, k), float(sigma), borderType=cv2.BORDER_REFLECT)
+    smooth = gaussian_blur(x, sigma)
     half = np.float32(0.5 * quantum)
     return np.clip(smooth, x - half, x + half).astype(np.float32)
 
