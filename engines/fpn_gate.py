@@ -254,6 +254,21 @@ class ColumnPattern(NamedTuple):
 NO_PATTERN = ColumnPattern(0.0, 0.0, 0.0)
 
 
+def row_highpass(x: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
+    """The horizontal high-pass of :func:`column_pattern`: ``x − G_σ,x * x``, the 1-D Gaussian of σ
+    ``sigma`` px (±3σ taps) along each row, reflected at the borders.
+
+    Args:
+        x: (H, W) float32 or float64 array.
+        sigma: σ in pixels (> 0).
+
+    Returns:
+        (H, W) array of ``x``'s dtype.
+    """
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+    return x - cv2.GaussianBlur(x, (k, 1), sigmaX=float(sigma), sigmaY=0, borderType=cv2.BORDER_REFLECT)
+
+
 def column_pattern(frame: np.ndarray, bands: int = BANDS, sigma: float = SIGMA) -> ColumnPattern:
     """Measure the column fixed-pattern noise of one frame (module docstring).
 
@@ -309,8 +324,7 @@ def _band_signatures(x: np.ndarray, bands: int, sigma: float) -> Optional[list]:
     n_bands = min(int(bands), h // MIN_BAND_ROWS)
     if n_bands < 2 or w < MIN_COLUMNS or not np.isfinite(x).all():
         return None
-    k = 2 * int(math.ceil(3 * sigma)) + 1
-    high = x - cv2.GaussianBlur(x, (k, 1), sigmaX=float(sigma), sigmaY=0, borderType=cv2.BORDER_REFLECT)
+    high = row_highpass(x, sigma)
     return [np.median(b, axis=0) for b in np.array_split(high, n_bands, axis=0)]
 
 
@@ -406,14 +420,7 @@ def offsets_shown(frame: np.ndarray, offsets: np.ndarray, sigma: float = SIGMA) 
     s = x[::step].mean(axis=0, dtype=np.float64)
     if not (np.isfinite(s).all() and np.isfinite(o).all()):
         return None
-    k = 2 * int(math.ceil(3 * sigma)) + 1
-
-    def high(v: np.ndarray) -> np.ndarray:
-        v = v.astype(np.float64)[None, :]
-        return (v - cv2.GaussianBlur(v, (k, 1), sigmaX=float(sigma), sigmaY=0,
-                                     borderType=cv2.BORDER_REFLECT))[0]
-
-    s, o = high(s), high(o)
+    s, o = (row_highpass(v.astype(np.float64)[None, :], sigma)[0] for v in (s, o))
     keep = _inliers(s - o)   # the residual after removing the offsets: what is left is scene (and noise)
     energy = float((o[keep] * o[keep]).sum())
     if not energy > 1e-18:
