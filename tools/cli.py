@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import shlex
+import stat
 import sys
 from contextlib import contextmanager
 from typing import Optional
@@ -436,7 +437,6 @@ def output_file(text: str) -> str:
     Raises:
         argparse.ArgumentTypeError: naming the path and what to give instead.
     """
-    import stat
     from pathlib import Path
 
     path = Path(text)
@@ -480,8 +480,6 @@ def write_json(path, data, indent: int = 2, option: str = "--json") -> None:
     from pathlib import Path
 
     from tir.edge.errors import OutputFailed
-
-    import stat
 
     shown = path
     text = json.dumps(data, indent=indent) + "\n"
