@@ -323,6 +323,19 @@ def test_register_folder_reads_the_bit_depth_and_refuses_mixed_frames(tmp_path, 
         ds.register_folder(tmp_path / "nowhere")
 
 
+def _sixteen_bit_folder(tmp_path, monkeypatch):
+    """An identity bundle and a folder ``mix`` of three 16-bit frames a0-a2.png, registered sets
+    and the data root isolated for the test: (bundle, folder)."""
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
+    b = _identity_bundle(tmp_path)
+    mix = tmp_path / "mix"
+    mix.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(mix / f"a{i}.png"), (9000 + _scene(70, 90, i) * 2000).astype(np.uint16))
+    return b, mix
+
+
 def test_tir_eval_on_a_folder_of_mixed_bit_depths_drops_the_odd_frames_as_tir_run_does(tmp_path, capsys,
                                                                                         monkeypatch):
     # Before: "tir eval: error: ...b0.png: uint8 frame in a 16-bit set", exit 2, where tir run
@@ -332,13 +345,7 @@ def test_tir_eval_on_a_folder_of_mixed_bit_depths_drops_the_odd_frames_as_tir_ru
 
     from tir.tools import cli
 
-    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
-    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
-    b = _identity_bundle(tmp_path)
-    mix = tmp_path / "mix"
-    mix.mkdir()
-    for i in range(3):
-        cv2.imwrite(str(mix / f"a{i}.png"), (9000 + _scene(70, 90, i) * 2000).astype(np.uint16))
+    b, mix = _sixteen_bit_folder(tmp_path, monkeypatch)
     for i in range(2):  # a0 b0 a1 b1 a2 by name
         cv2.imwrite(str(mix / f"a{i}b.png"), np.rint(_scene(70, 90, i) * 255).astype(np.uint8))
     out = tmp_path / "mix.json"
@@ -365,13 +372,7 @@ def test_tir_eval_plot_on_a_folder_of_mixed_bit_depths_skips_the_odd_frames_as_t
     # after the table, where the scoring had dropped that frame and named it
     from tir.tools import cli
 
-    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
-    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
-    b = _identity_bundle(tmp_path)
-    mix = tmp_path / "mix"
-    mix.mkdir()
-    for i in range(3):
-        cv2.imwrite(str(mix / f"a{i}.png"), (9000 + _scene(70, 90, i) * 2000).astype(np.uint16))
+    b, mix = _sixteen_bit_folder(tmp_path, monkeypatch)
     cv2.imwrite(str(mix / "z.png"), np.rint(_scene(70, 90, 5) * 255).astype(np.uint8))   # the last frame: plotted
     plot = tmp_path / "plot" / "cams.png"
     assert cli.main(["eval", "--bundle", str(b.path), "--data", str(mix), "--no-reference", "--no-true-routes",
