@@ -165,17 +165,25 @@ def test_tone_and_field_heads_stay_in_higher_precision(tmp_path):
         assert producers[stem_q.input[0]].op_type == "DequantizeLinear", path
 
 
-class GlobalResidual(nn.Module):
+class _TinyRoute(nn.Module):
+    """Pixel-unshuffled stem, one residual block of two convs and a recon conv, seeded; the
+    subclasses' ``forward`` wires them."""
+
+    def __init__(self, seed, recon_bias, c=8):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+        self.stem = nn.Conv2d(4, c, 3, padding=1)
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+        self.recon = nn.Conv2d(c, 4, 3, padding=1, bias=recon_bias)
+
+
+class GlobalResidual(_TinyRoute):
     """Route-like: stem s, one residual block, then recon(features − s) added to the frame (the
     routes' global-residual difference, engines/training/models/ecmrnet.py)."""
 
     def __init__(self, c=8):
-        super().__init__()
-        torch.manual_seed(1)
-        self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
-        self.stem = nn.Conv2d(4, c, 3, padding=1)
-        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
-        self.recon = nn.Conv2d(c, 4, 3, padding=1, bias=False)
+        super().__init__(seed=1, recon_bias=False, c=c)
 
     def forward(self, x):
         s = torch.relu(self.stem(self.down(x)))
@@ -222,18 +230,13 @@ def test_image_tail_rule_keeps_the_linear_correction_float(calibrated, tmp_path)
     assert psnr(ref, out) > 30.0
 
 
-class SharedFrame(nn.Module):
+class SharedFrame(_TinyRoute):
     """Student-like: a float preprocessing (an affine tone map of the unshuffled frame) feeds both
     the stem and the image-level skip, as the distilled student's tone head does
     (``/Add_5`` → ``/stem/Conv`` and ``/Add_10``)."""
 
     def __init__(self, c=8):
-        super().__init__()
-        torch.manual_seed(2)
-        self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
-        self.stem = nn.Conv2d(4, c, 3, padding=1)
-        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
-        self.recon = nn.Conv2d(c, 4, 3, padding=1)
+        super().__init__(seed=2, recon_bias=True, c=c)
 
     def forward(self, x):
         z = self.down(x) * 0.9 + 0.05
