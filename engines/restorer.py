@@ -696,6 +696,15 @@ class Restorer:
         if self.fpn_gate is not None:
             self.fpn_gate.offsets = None
 
+    def _offsets_scaled(self) -> Optional[np.ndarray]:
+        """The column offsets being removed ((W,) float32), in the newest frame's [0, 1] units, or
+        None. They are fixed in counts: in a frame whose normaliser range grew (a hot object came
+        in) they are smaller by the ratio of the spans, else they would be over-subtracted."""
+        offsets = self.offsets
+        if offsets is None or self._offsets_span is None or self._span is None or self._span == self._offsets_span:
+            return offsets
+        return (offsets * np.float32(self._offsets_span / self._span)).astype(np.float32)
+
     def _offsets_renewed(self, frame: np.ndarray) -> bool:
         """Drop the column offsets being removed when the newest frame no longer carries them
         (K18): an FPA's offsets are fixed only between flat-field corrections, and a correction the
@@ -715,11 +724,9 @@ class Restorer:
         Returns:
             True when the offsets were dropped (the caller routes this frame to measure them again).
         """
-        offsets = self.offsets
+        offsets = self._offsets_scaled()
         if offsets is None:
             return False
-        if self._offsets_span is not None and self._span is not None and self._span != self._offsets_span:
-            offsets = offsets * np.float32(self._offsets_span / self._span)
         gain = offsets_shown(frame, offsets)
         if gain is None or gain > 0.5:
             return False
@@ -1389,10 +1396,7 @@ class Restorer:
             offsets = None
         if offsets is None:
             return engine, finish
-        if self._offsets_span is not None and self._span is not None and self._span != self._offsets_span:
-            # the offsets are fixed in counts: in the [0, 1] units of a frame whose normaliser range
-            # grew (a hot object came in) they are smaller, else they would be over-subtracted
-            offsets = (offsets * np.float32(self._offsets_span / self._span)).astype(np.float32)
+        offsets = self._offsets_scaled()
         # column FPN alone: its offsets (measured on the routed frame) come off what the frame comes out as
         return engine, lambda y: subtract_offsets(finish(y), offsets)
 
