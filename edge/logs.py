@@ -13,15 +13,22 @@ the interval says how many were held back.
   ``np.fromfile`` + ``cv2.imdecode`` and counts the failures itself);
 - :func:`opencv_silenced` silences OpenCV's log around one decode whose failure the caller
   reports itself (libtiff's ``TIFF_Error`` lines are logged at OpenCV's error level, once per
-  read of a damaged TIFF, so a looped folder would print them at every pass).
+  read of a damaged TIFF, so a looped folder would print them at every pass);
+- :func:`native_stderr_captured` takes what native code writes to file descriptor 2 during one
+  call (libjpeg's ``Corrupt JPEG data: …`` warnings are written by libjpeg itself with
+  ``fprintf(stderr)``, past OpenCV's log level and Python's logging), so the caller can count
+  the frame as damaged instead.
 """
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Dict, Hashable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Hashable, Iterator, List, Optional, Tuple
 
 DEFAULT_INTERVAL_S = 10.0
 
@@ -132,3 +139,89 @@ def opencv_silenced() -> Iterator[None]:
                 cv2.setLogLevel(before)
         else:
             yield
+
+
+_NATIVE_STDERR = threading.Lock()
+_capture_files: List[object] = []  # one temporary file, made at the first capture, reused
+
+
+@contextmanager
+def native_stderr_captured(claim: Callable[[str], bool]) -> Iterator[List[str]]:
+    """What native code writes to file descriptor 2 inside the block is taken: the lines
+    ``claim`` accepts are put in the yielded list (filled when the block ends), every other
+    line is written to the real stderr after the block, in its order.
+
+    For a C library that reports by ``fprintf(stderr, …)`` and has no hook Python can reach:
+    libjpeg's warnings (``Corrupt JPEG data: 6 extraneous bytes before marker 0xd9``,
+    ``Premature end of JPEG file``: libjpeg's default ``output_message``, jerror.c, which
+    OpenCV's JPEG decoder keeps) printed at every pass of a looped folder holding one damaged
+    JPEG. The descriptor is pointed at a temporary file (``os.dup2``; a file never blocks a
+    writer, a pipe would once full) and put back when the block ends, also on an exception.
+    File descriptors are process-wide: the blocks are serialised by a lock, and a line another
+    thread writes to stderr while a block runs (a decode takes milliseconds) is written out
+    after it, unless ``claim`` takes it. Where descriptor 2 is closed or no temporary file can
+    be made, nothing is captured (the list stays empty) and the block runs as is.
+
+    Args:
+        claim: whether a captured line (without its newline, decoded as UTF-8 with
+            replacement) belongs to the caller.
+
+    Yields:
+        The list of claimed lines, in the order written; complete once the block has ended.
+    """
+    claimed: List[str] = []
+    with _NATIVE_STDERR:
+        saved = None
+        try:
+            if not _capture_files:
+                _capture_files.append(tempfile.TemporaryFile())
+            capture = _capture_files[0].fileno()
+            os.ftruncate(capture, 0)
+            os.lseek(capture, 0, os.SEEK_SET)
+            saved = os.dup(2)
+        except OSError:
+            capture = None
+        if saved is None:
+            yield claimed
+            return
+        try:
+            _flush_python_stderr()
+            os.dup2(capture, 2)
+            try:
+                yield claimed
+            finally:
+                _flush_python_stderr()
+                os.dup2(saved, 2)
+                _sort_captured(capture, claim, claimed)
+        finally:
+            os.close(saved)
+
+
+def _sort_captured(capture: int, claim: Callable[[str], bool], claimed: List[str]) -> None:
+    """Split what descriptor ``capture`` holds into ``claimed`` lines and the rest, written to
+    descriptor 2 (see :func:`native_stderr_captured`)."""
+    size = os.lseek(capture, 0, os.SEEK_END)
+    data = os.pread(capture, size, 0) if size else b""
+    passed = []
+    for line in data.splitlines(keepends=True):
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if claim(text):
+            claimed.append(text)
+        else:
+            passed.append(line)
+    out = memoryview(b"".join(passed))
+    while out:
+        try:
+            out = out[os.write(2, out):]
+        except OSError:
+            return
+
+
+def _flush_python_stderr() -> None:
+    """Flush Python's ``sys.stderr`` (text buffered before or inside a capture goes where it was
+    meant to go); a closed or missing stream is skipped."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+    except (OSError, ValueError):
+        pass

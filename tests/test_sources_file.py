@@ -487,6 +487,73 @@ def test_a_damaged_tiff_in_a_looped_folder_prints_nothing_from_libtiff(tmp_path,
     assert "TIFF" not in err and "imdecode" not in err, err
 
 
+def _jpeg_with_garbage_in_its_scan(image: np.ndarray) -> bytes:
+    """``image`` as a JPEG with 32 bytes pushed into the middle of its entropy-coded scan (what a
+    flipped or inserted run of bytes on an SD card does): libjpeg loses step and warns."""
+    data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    sos = data.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+    middle = (start + len(data) - 2) // 2
+    return data[:middle] + bytes(range(1, 33)) + data[middle:]
+
+
+@pytest.mark.faults
+def test_a_damaged_jpeg_in_a_looped_folder_is_counted_not_printed_by_libjpeg(tmp_path, synthetic_frames, capfd):
+    """Session 18: libjpeg prints its own warnings with fprintf(stderr) (``Corrupt JPEG data: 3
+    extraneous bytes before marker 0xd9``), past OpenCV's log level: a looped folder holding one
+    damaged JPEG printed it at every pass (90 lines in 6 s of ``tir run``) while the frame, decoded
+    with guessed blocks, went on as a good one (``corrupt`` 0). Now the warning makes it a corrupt
+    frame, dropped and counted, nothing on stderr; a cut JPEG likewise; a good JPEG decodes to the
+    same bytes as ``cv2.imdecode``."""
+    from tir.edge.sources.file import read_image
+
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    images = [(frame >> 6).astype(np.uint8) for frame in synthetic_frames]
+    for i, image in enumerate(images[:3]):
+        assert cv2.imwrite(str(folder / f"f{i:03d}.jpg"), image)
+    (folder / "f001b.jpg").write_bytes(_jpeg_with_garbage_in_its_scan(images[3]))
+    good = (folder / "f000.jpg").read_bytes()
+    (folder / "f002b.jpg").write_bytes(good[: len(good) * 2 // 3])  # cut short: no EOI
+    capfd.readouterr()
+    with pytest.raises(FrameError, match=r"f001b\.jpg: damaged JPEG \(libjpeg: Corrupt JPEG data: ") as refused:
+        read_image(str(folder / "f001b.jpg"))
+    assert refused.value.kind == "corrupt"
+    decoded = []
+    for i in range(3):
+        path = str(folder / f"f{i:03d}.jpg")
+        expected = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+        decoded.append(read_image(path))
+        assert decoded[i].dtype == expected.dtype and decoded[i].tobytes() == expected.tobytes()
+    source = file_source(f"file://{folder}?rate=max&loop=1")
+    frames = [source.read() for _ in range(9)]  # three passes; the third ends before its f002b
+    assert all(f is not None for f in frames)
+    assert source.stats()["corrupt"] == 5 and source.stats()["corrupt_kinds"] == {"corrupt": 5}
+    assert [f.raw.tobytes() for f in frames[:3]] == [(im.astype(np.uint16) << 6).tobytes() for im in decoded]
+    err = capfd.readouterr().err
+    assert "JPEG" not in err and "extraneous" not in err, err
+
+
+def test_native_stderr_capture_keeps_what_it_claims_and_passes_the_rest_on(capfd):
+    """:func:`native_stderr_captured`: lines written to descriptor 2 inside the block that the claim
+    accepts are returned, the others reach stderr after the block, and descriptor 2 is back
+    afterwards, also when the block raises."""
+    from tir.edge.logs import native_stderr_captured
+
+    capfd.readouterr()
+    with native_stderr_captured(lambda line: line.startswith("Corrupt JPEG")) as said:
+        os.write(2, b"Corrupt JPEG data: 6 extraneous bytes before marker 0xd9\n")
+        os.write(2, b"someone else's line\n")
+    assert said == ["Corrupt JPEG data: 6 extraneous bytes before marker 0xd9"]
+    with pytest.raises(RuntimeError):
+        with native_stderr_captured(lambda line: True) as said:
+            os.write(2, b"taken\n")
+            raise RuntimeError("decode failed")
+    assert said == ["taken"]
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "someone else's line\nafter\n"
+
+
 @pytest.mark.faults
 def test_an_image_whose_header_opencv_refuses_is_dropped_not_the_end_of_the_run(tmp_path, synthetic_frames):
     """Session 17: a BMP whose header claims a width of 2**30 px (one flipped header field) made

@@ -17,7 +17,9 @@ too. Each frame's ``meta`` holds ``recorded_seq`` and ``t_recorded``.
 Options: ``loop=1`` (start again at the end), ``rate=native|max`` (native paces at the
 file's frame rate, or ``fps=``, default 30 for images; max reads as fast as possible),
 ``bits=14|16``. Images are read with ``np.fromfile`` + ``cv2.imdecode`` (PNG chunk CRCs
-checked first, so a damaged PNG is refused here rather than by libpng on stderr). A corrupt,
+checked first, so a damaged PNG is refused here rather than by libpng on stderr; a JPEG that
+libjpeg decodes with a ``Corrupt JPEG data`` warning is a damaged frame, its warning kept off
+stderr: :func:`decode_image`). A corrupt,
 vanished or unreadable image, or a frame whose shape or bit depth (8 vs 16) differs from the
 first one (the first frame fixes the normalisation: a fixed map for 8-bit, robust percentiles
 of counts for 16-bit), is dropped,
@@ -38,10 +40,12 @@ import difflib
 import logging
 import math
 import os
+import re
 import struct
 import time
 import zlib
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +55,7 @@ import cv2
 import numpy as np
 
 from ..frame import Frame, FrameError, check_frame, now
-from ..logs import RateLimiter, opencv_silenced, quiet_opencv
+from ..logs import RateLimiter, native_stderr_captured, opencv_silenced, quiet_opencv
 from ..registry import option
 from ..uri import URI
 from .base import EndOfStream, Source, SourceError  # EndOfStream re-exported for importers of .file
@@ -64,6 +68,24 @@ TIFF_EXTENSIONS = (".tif", ".tiff")
 DEFAULT_IMAGE_FPS = 30.0
 MAX_RECORDED_GAP_S = 5.0  # a longer pause in a recording replays as this long
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: a JPEG stream's start: SOI (FF D8) and the first segment's marker byte (ITU-T T.81 B.1.1.2)
+JPEG_START = b"\xff\xd8\xff"
+
+#: the warnings libjpeg (and libjpeg-turbo) print with ``fprintf(stderr)`` while decoding, by their
+#: text in jerror.h (JWRN_*): what :func:`decode_image` takes off stderr.
+LIBJPEG_WARNING = re.compile(r"(Corrupt JPEG data: |Premature end of JPEG file|Invalid SOS parameters for sequential "
+                             r"JPEG|Inconsistent progression sequence for component|Warning: unknown JFIF revision "
+                             r"number|Unknown Adobe color transform code|Application transferred too many scanlines)")
+#: those of them that say the image data itself is not what ITU-T T.81 allows (cut: JWRN_JPEG_EOF,
+#: JWRN_HIT_MARKER; a code no table holds: JWRN_HUFF_BAD_CODE, JWRN_ARITH_BAD_CODE; entropy-coded
+#: data left over after the last block, which T.81 F.1.2.3 pads to a byte at most:
+#: JWRN_EXTRANEOUS_DATA; a lost restart marker: JWRN_MUST_RESYNC; scans that do not form a picture:
+#: JWRN_NOT_SEQUENTIAL, JWRN_BOGUS_PROGRESSION): libjpeg then fills or guesses blocks and the
+#: decoded frame is not the camera's. A damaged ICC profile (libjpeg-turbo's JWRN_BOGUS_ICC), a JFIF
+#: version or an Adobe transform code it does not know leave the pixels as coded.
+LIBJPEG_DAMAGE = re.compile(r"(Corrupt JPEG data: (?!bad ICC marker)|Premature end of JPEG file|Invalid SOS parameters"
+                            r"|Inconsistent progression sequence)")
+_jpeg_notes = RateLimiter()  # libjpeg's warnings about a frame it decodes whole, at most one line per 10 s
 
 
 class SourceLost(SourceError):
@@ -188,7 +210,14 @@ def decode_image(data: np.ndarray, what: str) -> np.ndarray:
     OpenCV's log is silenced for the call (a damaged TIFF's libtiff errors would print at every
     read; the caller's rate-limited drop line reports it instead), and a header OpenCV refuses
     by raising (a BMP or TIFF claiming a side above OpenCV's limit: ``cv2.error``, where a damaged
-    body returns None) is a damaged frame like any other.
+    body returns None) is a damaged frame like any other. A JPEG (bytes starting
+    :data:`JPEG_START`) is decoded with file descriptor 2 captured
+    (:func:`tir.edge.logs.native_stderr_captured`): libjpeg prints its warnings itself, past
+    OpenCV's log, so one damaged JPEG in a looped folder printed ``Corrupt JPEG data: …`` at
+    every pass while the frame, decoded with guessed blocks, was restored and counted as good.
+    A warning of :data:`LIBJPEG_DAMAGE` makes the frame corrupt (its text is the reason); the
+    other libjpeg warnings are logged at most once per 10 s and the frame is kept. A JPEG
+    libjpeg decodes without a warning is the same array as before.
 
     Args:
         data: the file's bytes, a 1-D uint8 array.
@@ -198,14 +227,21 @@ def decode_image(data: np.ndarray, what: str) -> np.ndarray:
         The decoded array: (H, W) or (H, W, C), uint8 or uint16.
 
     Raises:
-        FrameError: kind ``corrupt`` when it cannot be decoded.
+        FrameError: kind ``corrupt`` when it cannot be decoded, or libjpeg said its data is damaged.
     """
+    jpeg = data[:len(JPEG_START)].tobytes() == JPEG_START
+    said: List[str] = []
     try:
-        with opencv_silenced():
+        with opencv_silenced(), (native_stderr_captured(LIBJPEG_WARNING.match) if jpeg else nullcontext(said)) as said:
             image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         reason = next((line for line in str(exc).splitlines() if "error:" in line), str(exc)).strip()
         raise FrameError("corrupt", f"{what}: cannot be decoded (OpenCV: {reason[-160:]})") from None
+    damage = [line for line in said if LIBJPEG_DAMAGE.match(line)]
+    if damage:
+        raise FrameError("corrupt", f"{what}: damaged JPEG (libjpeg: {damage[0][:160]})")
+    for line in said:
+        _jpeg_notes.log(log, logging.INFO, line.split(":")[0][:40], "%s: libjpeg: %s (decoded whole; kept)", what, line)
     if image is None:
         raise FrameError("corrupt", f"{what}: cannot be decoded")
     return image
