@@ -525,3 +525,36 @@ def test_a_long_reference_says_how_long_it_reads_and_keeps_no_frame(capsys, monk
     assert "tir run: reading the camera reference: 60 source frames, read as fast as they decode" in out
     assert "camera reference pinned to 60 frames of synthetic://" in out
     assert seen and seen[0] is not list            # pinned as read, not gathered first
+
+
+def test_output_none_runs_without_an_output_and_other_spellings_are_told_the_right_one(tmp_path, capsys, tiny_onnx,
+                                                                                       monkeypatch):
+    """Session 18: ``--output none`` (a user benchmarking, or recording only) recorded into a folder
+    named ``none`` in the current folder, and there was no way to run without the HTTP output.
+    Now it runs with no output of its own (``--record`` still records); ``null``/``off``/… name the
+    right spelling; ``none`` beside another output is refused; ``./none`` is still a folder."""
+    from tir.edge.outputs.recorder import read_recording
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "3", "--output", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "tir run: no output (--output none)" in out
+    assert not (tmp_path / "none").exists()
+    rec = tmp_path / "rec"
+    assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "3", "--output", "NONE",
+                 "--record", str(rec), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"tir run: output file://{rec}" in out and "http://" not in out
+    assert len(read_recording(rec)[1]) >= 3 and not (tmp_path / "NONE").exists()
+    for word in ("null", "off", "headless"):
+        assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "3", "--output", word]) == 2
+        err = capsys.readouterr().err
+        assert f"--output {word}: to run without an output write --output none" in err and f"./{word}" in err
+        assert not (tmp_path / word).exists()
+    assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "3", "--output", "none",
+                 "--output", "http://127.0.0.1:0"]) == 2
+    assert "--output none runs without an output, but --output http://127.0.0.1:0 is given too" in \
+        capsys.readouterr().err
+    assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "3", "--output", "./none",
+                 "--quiet"]) == 0
+    assert len(read_recording(tmp_path / "none")[1]) >= 3

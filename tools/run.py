@@ -53,6 +53,12 @@ from .cli import add_model_arguments, add_source_argument
 log = logging.getLogger("tir.run")
 
 DEFAULT_OUTPUT = "http://127.0.0.1:8080"
+#: ``--output none``: the run has no output of its own (no page, no port bound); ``--record`` and
+#: ``--collect`` still write, and the status line still counts (benchmarking, recording only)
+NO_OUTPUT = "none"
+#: other words a user types for "no output" (ffmpeg's ``-f null``, GStreamer's fakesink, a flag's
+#: off): each was taken as a bare path and recorded into a folder of that name, unasked
+NO_OUTPUT_SPELLINGS = ("null", "nul", "nothing", "off", "no", "false", "disable", "disabled", "headless", "fakesink")
 DEMO_SOURCE = "synthetic://?degrade=noise"
 AGC_CHOICES = ("percentile", "plateau", "clahe")
 
@@ -167,7 +173,8 @@ def add_arguments(parser) -> None:
                              "default none). Everything after the source sees the turned frames")
     add_model_arguments(parser)
     parser.add_argument("--output", action="append", default=None,
-                        help=f"output URI, repeatable (default {DEFAULT_OUTPUT}): {_uri_help(OUTPUTS)}")
+                        help=f"output URI, repeatable (default {DEFAULT_OUTPUT}; {NO_OUTPUT}: no output, e.g. "
+                             "to benchmark or only --record): " + _uri_help(OUTPUTS))
     parser.add_argument("--host", help="address the HTTP output listens on (default 127.0.0.1; "
                                        "0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, help="port of the HTTP output (default 8080; 0: any free port)")
@@ -268,6 +275,41 @@ def pin_camera_reference(model, args, source, reference=None) -> Optional[str]:
     finally:
         ref.close()
     return f"{pinned} frames of {uri}"
+
+
+def outputs_asked(given: Optional[List[str]]) -> List[str]:
+    """The output URIs of ``--output`` as given: the default (:data:`DEFAULT_OUTPUT`) when none
+    is given, none at all for ``--output none`` (:data:`NO_OUTPUT`, any case).
+
+    ``--output none`` recorded into a folder named ``none`` (a bare path is a ``file://``
+    recorder), and there was no way to run without the HTTP output; a folder of that name is
+    written ``./none``.
+
+    Args:
+        given: the ``--output`` values (None when the option is not given).
+
+    Returns:
+        The URIs to open, in order ([] for ``--output none``).
+
+    Raises:
+        UsageError: ``none`` beside another ``--output``; another word for no output
+            (:data:`NO_OUTPUT_SPELLINGS`), naming ``--output none`` and ``./WORD``.
+    """
+    if not given:
+        return [DEFAULT_OUTPUT]
+    words = [text.strip() for text in given]
+    for text in words:
+        if text.lower() in NO_OUTPUT_SPELLINGS:
+            raise UsageError(f"--output {text}: to run without an output write --output {NO_OUTPUT} (--record DIR and "
+                             f"--collect DIR still write); to record into a folder named {text!r} write ./{text}")
+    nothing = [text for text in words if text.lower() == NO_OUTPUT]
+    if not nothing:
+        return list(given)
+    if len(nothing) < len(words):
+        others = ", ".join(text for text in words if text.lower() != NO_OUTPUT)
+        raise UsageError(f"--output {NO_OUTPUT} runs without an output, but --output {others} is given too: drop one "
+                         f"(a folder named {NO_OUTPUT!r} is ./{NO_OUTPUT})")
+    return []
 
 
 def with_http_address(uris: List[str], host: Optional[str], port: Optional[int]) -> List[str]:
@@ -439,7 +481,7 @@ def _run(args) -> int:
         try:
             check_arguments(args)
             source_uri = args.source or default_source()
-            uris = with_http_address(list(args.output or [DEFAULT_OUTPUT]), args.host, args.port)
+            uris = with_http_address(outputs_asked(args.output), args.host, args.port)
             for record in args.record or []:  # repeatable: --record A --record B kept only B
                 uris.append(parse_uri(record).text if "://" in record
                             else "file://" + quote(str(Path(record).resolve())))  # '#', '?', '%' kept
@@ -499,6 +541,9 @@ def _run(args) -> int:
         raise UsageError(str(exc)) from exc
     try:
         try:
+            if not outputs:
+                print(f"tir run: no output (--output {NO_OUTPUT}): frames are restored and counted, nothing is "
+                      "shown or kept", flush=True)
             for output in outputs:
                 where = getattr(output, "url", None)
                 print(f"tir run: output {where if isinstance(where, str) else output.uri.text}", flush=True)
