@@ -319,6 +319,70 @@ def test_preview_near_the_file_size_limit_is_closed_playable_and_reported(tmp_pa
     assert decoded == 6 and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
 
 
+_RECORD_UNDER_ULIMIT = textwrap.dedent("""
+    import resource, sys
+    sys.path.insert(0, sys.argv[3])
+    from test_recorder import make_frame
+    from tir.edge.outputs import open_output
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+    with open_output(f"file://{sys.argv[1]}?preview=0") as rec:
+        for seq in range(int(sys.argv[4])):
+            rec.write(make_frame(seq))
+    print(rec.written, rec.segments, rec.lost, rec.failure)
+""")
+
+
+@pytest.mark.faults
+def test_a_stream_file_at_the_largest_file_allowed_rolls_to_a_new_segment_and_loses_nothing(tmp_path):
+    """Session 18: FAT32 (a USB stick) ends a file at 4 GiB; a write past it fails with EFBIG, and
+    the recording stopped there (about 3.6 min of 640x512 raw + restored at 30 fps), ``tir run``
+    exiting 3. Now the frame is cut off that file and written to a new one (``raw.<B>.u16``, B its
+    offset in the stream), said in a warning and counted in ``segments``; read_recording and a
+    replay read every frame bit-exact. Here ``ulimit -f`` (RLIMIT_FSIZE) stands for FAT32: the
+    write crossing it is cut short, then refused with EFBIG, as on a real limit."""
+    frame_bytes = H * W * 2
+    limit = 5 * frame_bytes + 1000  # five frames fit, the sixth is cut at 1000 bytes
+    result = subprocess.run([sys.executable, "-c", _RECORD_UNDER_ULIMIT, str(tmp_path / "rec"), str(limit),
+                             os.path.dirname(__file__), "23"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    written, segments, lost, failure = result.stdout.split(maxsplit=3)
+    assert (written, segments, lost, failure.strip()) == ("23", "8", "0", "None")  # five frames a file: four new files a stream
+    assert "raw.u16 reached the largest file allowed there at 15360 bytes" in result.stderr
+    assert "the recording goes on in raw.15360.u16" in result.stderr
+    folder = tmp_path / "rec"
+    assert sorted(p.name for p in folder.glob("raw*.u16")) == [
+        "raw.15360.u16", "raw.30720.u16", "raw.46080.u16", "raw.61440.u16", "raw.u16"]
+    assert all(p.stat().st_size <= limit for p in folder.glob("*.u16"))
+    sent = [make_frame(seq) for seq in range(23)]
+    raw, index = read_recording(folder, what="raw")
+    restored, _ = read_recording(folder, what="restored")
+    assert np.array_equal(raw, np.stack([f.raw for f in sent]))
+    assert np.array_equal(restored, np.stack([f.restored for f in sent]))
+    assert [int(row["raw"]) for row in index] == [i * frame_bytes for i in range(23)]  # offsets in the stream
+
+    from tir.edge.sources import open_source
+
+    for uri, kind in ((f"file://{folder}?rate=max", "raw"), (f"file://{folder}/restored.30720.u16?rate=max",
+                                                             "restored")):
+        source = open_source(uri)
+        replayed = [source.read().raw for _ in range(23)]
+        source.close()
+        assert np.array_equal(np.stack(replayed), np.stack([getattr(f, kind) for f in sent]))
+        assert source.stats()["corrupt"] == 0
+
+
+@pytest.mark.faults
+def test_a_frame_larger_than_the_largest_file_allowed_still_fails_the_recording(tmp_path):
+    """A new, empty segment that cannot hold one frame is no place to go on: the recorder stops as
+    on a full disk (EFBIG named), no loop of new files."""
+    result = subprocess.run([sys.executable, "-c", _RECORD_UNDER_ULIMIT, str(tmp_path / "rec"), str(H * W),
+                             os.path.dirname(__file__), "3"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    written, segments, lost, failure = result.stdout.split(maxsplit=3)
+    assert (written, segments, lost) == ("0", "0", "3") and "EFBIG" in failure
+    assert sorted(p.name for p in (tmp_path / "rec").glob("*.u16")) == ["raw.u16"]
+
+
 def test_file_size_limit_reads_ulimit(tmp_path):
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (123456, resource.RLIM_INFINITY)); "
             "from tir.edge.outputs.recorder import file_size_limit; print(file_size_limit(sys.argv[1]))")

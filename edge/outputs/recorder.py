@@ -9,6 +9,9 @@ Layout of a recording folder::
                      preview (raw/restored: byte offset into the stream, or PNG file name)
     raw.u16          format=u16 (default): the raw frames back to back, little-endian uint16
     restored.u16     ... and the restored ones (what=restored|both)
+    raw.<B>.u16      ... continued in a new file (segment) when the file reached the largest the
+                     disk or process allows (FAT32's 4 GiB, ``ulimit -f``: a write fails EFBIG);
+                     <B> is the stream's byte offset where the segment starts (see below)
     raw/*.png        format=png: one 16-bit grayscale PNG per frame instead (smaller, slower)
     preview.avi      8-bit MJPEG of the side-by-side display view (preview=0 to skip)
 
@@ -30,6 +33,14 @@ at once with exit status 3. OpenCV's
 VideoWriter reports no write error, so the preview is closed (finalised, playable) before it
 reaches the largest file allowed there (:func:`file_size_limit`: ``ulimit -f``, FAT32's 4 GiB);
 ``last_error`` says so and the 16-bit frames go on being recorded.
+
+A stream file that reaches the largest file allowed (a write fails with EFBIG: FAT32 on a USB
+stick stops a file at 4 GiB - 1 B, about 3.6 min of 640x512 raw + restored at 30 fps; also
+``ulimit -f``) does not end the recording: the frame's bytes are cut off that file and written
+to a new one, ``<kind>.<B>.u16``, which holds the stream from byte offset B on (the index keeps
+offsets into the whole stream, so a frame's place is unchanged in form; a reader finds its file
+with :func:`stream_segments` / :func:`segment_of`); a warning is logged and ``segments`` counts
+the new files. A frame larger than the limit itself is a failure as above.
 
 A recording folder is itself a source: ``file://REC`` replays it (see
 :mod:`tir.edge.sources.file`), with its recorded timing.
@@ -128,6 +139,8 @@ class Recorder(Output):
         self._thread: Optional[threading.Thread] = None
         self._index_file: Optional[io.FileIO] = None
         self._streams: Dict[str, io.FileIO] = {}
+        self._base: Dict[str, int] = {}  # kind -> stream offset where its current file (segment) starts
+        self.segments = 0  # stream files started because the previous one reached the largest file allowed
         self._good: Dict[str, int] = {}  # file name -> size after the last complete frame
         self._frame_pngs: List[Path] = []  # the PNGs of the frame being written (format=png)
         self._info: Dict[str, object] = {}  # recording.json
@@ -191,7 +204,8 @@ class Recorder(Output):
         for kind in ("raw", "restored"):
             for png in (self.path / kind).glob("*.png*"):
                 png.unlink()
-            (self.path / f"{kind}.u16").unlink(missing_ok=True)
+            for _, segment in stream_segments(self.path, kind):
+                segment.unlink(missing_ok=True)
         for name in (INDEX_NAME, INFO_NAME, PREVIEW_NAME):
             (self.path / name).unlink(missing_ok=True)
 
@@ -265,9 +279,10 @@ class Recorder(Output):
         self._index_file = None
 
     def stats(self) -> Dict[str, object]:
-        """written, dropped, lost, queued, preview_frames, preview_skipped, errors, last_error, failure, path.
+        """written, dropped, lost, queued, preview_frames, preview_skipped, errors, last_error, failure,
+        segments (stream files started at the largest file allowed), path.
         """
-        return {"written": self.written, "dropped": self.dropped, "lost": self.lost,
+        return {"written": self.written, "dropped": self.dropped, "lost": self.lost, "segments": self.segments,
                 "queued": self._queue.qsize(), "preview_frames": self.preview_frames,
                 "preview_skipped": self.preview_skipped, "errors": self.errors,
                 "last_error": self.last_error, "failure": self.failure, "path": str(self.path)}
@@ -351,14 +366,51 @@ class Recorder(Output):
             self._good[f"{kind}.u16"] = stream.tell()
 
     def _append(self, kind: str, counts: np.ndarray) -> int:
-        """Append the frame to ``<kind>.u16``; returns its byte offset."""
+        """Append the frame to ``kind``'s stream (``<kind>.u16``, then its segments); returns its
+        byte offset in the whole stream. A write refused for the file's size (EFBIG) is cut off
+        and made again in a new segment (:meth:`_next_segment`).
+
+        Raises:
+            OSError: the write failed otherwise, or the frame does not fit in a new, empty file.
+        """
         stream = self._streams.get(kind)
         if stream is None:
             stream = self._streams[kind] = open(self.path / f"{kind}.u16", "ab", buffering=0)
             self._good[f"{kind}.u16"] = stream.tell()
+            self._base[kind] = 0
+        data = np.ascontiguousarray(counts, dtype=STREAM_DTYPE).tobytes()
         offset = stream.tell()
-        _write_all(stream, np.ascontiguousarray(counts, dtype=STREAM_DTYPE).tobytes())
-        return offset
+        try:
+            _write_all(stream, data)
+        except OSError as exc:
+            if exc.errno != errno.EFBIG or offset == 0:  # an empty file that cannot hold one frame: fail
+                raise
+            stream = self._next_segment(kind, stream, offset)
+            offset = 0
+            _write_all(stream, data)
+        return self._base[kind] + offset
+
+    def _next_segment(self, kind: str, stream: io.FileIO, size: int) -> io.FileIO:
+        """``stream`` refused a write at ``size`` bytes for the file's size (EFBIG): cut the part
+        of the frame written off it, close it, and open ``<kind>.<B>.u16`` (B: the stream offset
+        where it starts), logged and counted in ``segments``.
+
+        Raises:
+            OSError: the cut or the new file failed (the recorder then stops: :meth:`_fail`).
+        """
+        os.ftruncate(stream.fileno(), size)
+        full = stream.name
+        stream.close()
+        start = self._base[kind] + size
+        name = f"{kind}.{start}.u16"
+        self._streams[kind] = stream = open(self.path / name, "xb", buffering=0)
+        self._base[kind] = start
+        self._good[f"{kind}.u16"] = 0
+        self.segments += 1
+        log.warning("%s reached the largest file allowed there at %d bytes (FAT32: 4 GiB; ulimit -f); the "
+                    "recording goes on in %s (a new file; replay and read_recording join them)",
+                    full, size, name)
+        return stream
 
     def _write_png(self, kind: str, seq: int, counts: np.ndarray) -> str:
         name = f"{kind}/{seq:09d}.png"
@@ -438,6 +490,53 @@ def file_size_limit(folder: Path) -> Optional[int]:
     if 0 < bits < 64:
         limits.append(2 ** bits - 1)
     return min(limits) if limits else None
+
+
+def stream_segments(folder: Path, kind: str) -> List[Tuple[int, Path]]:
+    """The files of one stream of a u16 recording, in order: ``(start, path)`` with ``start`` the
+    stream byte offset of the file's first byte: ``<kind>.u16`` (0, when it exists), then each
+    ``<kind>.<B>.u16`` segment (B decimal digits) the recorder started at the largest file allowed.
+
+    Args:
+        folder: the recording folder.
+        kind: ``raw`` or ``restored``.
+
+    Returns:
+        The files sorted by start (empty when the stream has none).
+    """
+    found = []
+    if (folder / f"{kind}.u16").is_file():
+        found.append((0, folder / f"{kind}.u16"))
+    prefix = f"{kind}."
+    for path in folder.glob(f"{kind}.*.u16"):
+        middle = path.name[len(prefix):-len(".u16")]
+        if middle.isdigit() and path.is_file():
+            found.append((int(middle), path))
+    return sorted(found)
+
+
+def segment_of(segments: List[Tuple[int, Path]], offset: int, kind: str, folder: Path) -> Tuple[Path, int]:
+    """The file of a stream that holds byte ``offset`` of it, and the offset in that file.
+
+    Args:
+        segments: :func:`stream_segments` of the stream.
+        offset: a byte offset into the whole stream (an index row's ``raw``/``restored``).
+        kind: the stream, for the message.
+        folder: the recording, for the message.
+
+    Returns:
+        (the file, the offset in it): the last file starting at or before ``offset``.
+
+    Raises:
+        FileNotFoundError: the stream has no file at or before ``offset``.
+    """
+    place = None
+    for start, path in segments:
+        if start <= offset:
+            place = (path, offset - start)
+    if place is None:
+        raise FileNotFoundError(f"{folder / (kind + '.u16')} does not exist (the recording's {kind} stream)")
+    return place
 
 
 def _csv_line(fields) -> bytes:
@@ -531,7 +630,7 @@ def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[
         what = "restored" if rows and all(r["restored"] for r in rows) else "raw"
     if what not in ("raw", "restored"):
         raise ValueError(f"what={what!r}: read 'raw', 'restored' or 'auto'")
-    stream = None
+    stream = segments = None
     try:
         for row in rows:
             where = row[what]
@@ -548,12 +647,17 @@ def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[
                     raise FileNotFoundError(
                         f"{png} is listed in {INDEX_NAME} but unreadable")
             else:
-                if stream is None:
-                    stream = open(path / f"{what}.u16", "rb")
-                stream.seek(offset)
+                if segments is None:
+                    segments = stream_segments(path, what)
+                name, local = segment_of(segments, offset, what, path)
+                if stream is None or stream.name != str(name):
+                    if stream is not None:
+                        stream.close()
+                    stream = open(name, "rb")
+                stream.seek(local)
                 data = stream.read(h * w * STREAM_DTYPE.itemsize)
                 if len(data) != h * w * STREAM_DTYPE.itemsize:
-                    raise ValueError(f"{path / (what + '.u16')} ends inside frame {row['seq']}")
+                    raise ValueError(f"{name} ends inside frame {row['seq']}")
                 counts = np.frombuffer(data, STREAM_DTYPE).reshape(h, w).astype(np.uint16)
             yield counts, row
     finally:

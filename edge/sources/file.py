@@ -528,7 +528,7 @@ class _RecordingReader(_Reader):
     """The frames of a recorder folder, one stream (raw or restored), with their timestamps."""
 
     def __init__(self, path: str, stream: str):
-        from ..outputs.recorder import INDEX_NAME, STREAM_DTYPE, _read_index
+        from ..outputs.recorder import INDEX_NAME, STREAM_DTYPE, _read_index, stream_segments
 
         if stream not in ("raw", "restored"):
             raise SourceError(f"stream={stream!r}: a recording holds stream=raw or stream=restored")
@@ -546,13 +546,14 @@ class _RecordingReader(_Reader):
         steps = [b - a for a, b in zip(self.times, self.times[1:]) if None not in (a, b) and b > a]
         self.fps = 1.0 / float(np.median(steps)) if steps else None
         self.index = 0
+        self.segments = stream_segments(Path(path), stream)  # the stream's files (one, unless rolled at 4 GiB)
 
     def next(self):
         if self.index >= self.count:
             return None
         row = self.rows[self.index]
         self.index += 1
-        from ..outputs.recorder import INDEX_NAME, frame_place
+        from ..outputs.recorder import INDEX_NAME, frame_place, segment_of
 
         where = row[self.stream]
         try:
@@ -562,13 +563,13 @@ class _RecordingReader(_Reader):
         if png is not None:
             image = read_image(str(png))
         else:
-            name = os.path.join(self.path, f"{self.stream}.u16")
             try:
+                name, offset = segment_of(self.segments, offset, self.stream, Path(self.path))
                 image = np.fromfile(name, dtype=self.dtype, count=h * w, offset=offset)
             except OSError as exc:
                 if not os.path.isdir(self.path):
                     raise SourceLost(f"{self.path}: the recording is gone") from exc
-                raise FrameError("missing", f"{name}: {exc.strerror or exc}") from exc
+                raise FrameError("missing", f"{exc.filename or self.path}: {exc.strerror or exc}") from exc
             if image.size != h * w:
                 raise FrameError("corrupt", f"{name} ends inside frame {row['seq']}")
             image = image.reshape(h, w).astype(np.uint16)
@@ -589,6 +590,9 @@ class _RecordingReader(_Reader):
         if not os.path.isdir(self.path):
             raise SourceLost(f"{self.path}: the recording is gone")
         self.index = 0
+        from ..outputs.recorder import stream_segments
+
+        self.segments = stream_segments(Path(self.path), self.stream)
 
 
 def _tiff_reader(path: str) -> _Reader:
@@ -629,7 +633,10 @@ def open_reader(path: str, stream: Optional[str] = None) -> _Reader:
                           "file or folder, or give a camera as v4l2:///dev/videoN")
     parent = os.path.dirname(os.path.abspath(path))
     if path.endswith(".u16") and os.path.isfile(path) and is_recording(parent):
-        return _RecordingReader(parent, stream or os.path.basename(path)[:-len(".u16")])
+        kind = os.path.basename(path)[:-len(".u16")]
+        if kind.partition(".")[2].isdigit():  # raw.<B>.u16: a segment of the raw stream is the stream
+            kind = kind.partition(".")[0]
+        return _RecordingReader(parent, stream or kind)
     if os.path.isdir(path):
         if is_recording(path):
             return _RecordingReader(path, stream or "raw")
