@@ -751,12 +751,17 @@ def counts_range(raw: np.ndarray, pad: float = 0.15) -> Tuple[float, float]:
 
 
 def roadscene_candidates(root: Optional[Union[str, Path]] = None) -> List[Path]:
-    """Where RoadScene infrared frames are looked for, in order."""
+    """Where RoadScene infrared frames are looked for, in order: ``root``; else ``$TIR_DATA`` (the
+    frames folder itself), ``$TIR_DATA_ROOT/roadscene-ir`` (the folder holding every set, as
+    engines/training/datasets.py ``data_root`` reads it: the one variable the README names), then
+    ``shared/data/roadscene-ir`` beside the repository and beside the current folder."""
     if root is not None:
         return [Path(root)]
     paths = []
     if os.environ.get("TIR_DATA"):
         paths.append(Path(os.environ["TIR_DATA"]))
+    if os.environ.get("TIR_DATA_ROOT"):  # was not read here: `tir calibrate --source roadscene` failed with it set
+        paths.append(Path(os.environ["TIR_DATA_ROOT"]) / "roadscene-ir")
     repo = Path(__file__).resolve().parents[1]
     paths.append((repo / ".." / "shared" / "data" / "roadscene-ir").resolve())
     paths.append((Path.cwd() / ".." / "shared" / "data" / "roadscene-ir").resolve())
@@ -802,7 +807,7 @@ def load_roadscene(split: str, root: Optional[Union[str, Path]] = None,
 
     Args:
         split: the split list's name, e.g. ``"train"``, ``"val"``, ``"test"``.
-        root: the frames folder (default: $TIR_DATA, then shared/data/roadscene-ir).
+        root: the frames folder (default: the first of :func:`roadscene_candidates` that exists).
         size: ``(w, h)`` in px to resize every frame to (cv2.INTER_AREA), or None.
 
     Returns:
@@ -818,7 +823,8 @@ def load_roadscene(split: str, root: Optional[Union[str, Path]] = None,
     if found is None:
         raise DegradationError(
             "RoadScene frames not found; tried " + ", ".join(str(p) for p in tried)
-            + ". Set $TIR_DATA or pass --data DIR")
+            + ". Set $TIR_DATA_ROOT to the folder holding the sets (or $TIR_DATA to the frames folder), "
+              "or pass --data DIR")
     list_file = found.parent / f"roadscene-ir-{split}.txt"
     if not list_file.is_file():
         existing = sorted(p.name for p in found.parent.glob("roadscene-ir-*.txt"))

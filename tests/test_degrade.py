@@ -235,6 +235,24 @@ def test_load_roadscene_from_layout_and_error(tmp_path, monkeypatch):
         D.load_roadscene("val", root=tmp_path / "nowhere")
 
 
+def test_roadscene_is_found_under_tir_data_root_as_the_readme_says(tmp_path, monkeypatch):
+    """Session 18: the README names ``$TIR_DATA_ROOT`` (the folder holding the sets, which ``tir
+    eval --data`` reads), but RoadScene's own lookup (``tir calibrate --source roadscene``,
+    ``tir eval`` without --data, training) read only ``$TIR_DATA``: from a clone not beside
+    shared/data it said "RoadScene frames not found … Set $TIR_DATA" with $TIR_DATA_ROOT set."""
+    root = tmp_path / "sets"
+    (root / "roadscene-ir").mkdir(parents=True)
+    for name in ("f1.png", "f2.png"):
+        cv2.imwrite(str(root / "roadscene-ir" / name), np.full((16, 20), 64, np.uint8))
+    (root / "roadscene-ir-val.txt").write_text("f1.png\nf2.png\n")
+    monkeypatch.delenv("TIR_DATA", raising=False)
+    monkeypatch.setenv("TIR_DATA_ROOT", str(root))
+    frames = D.load_roadscene("val")
+    assert frames.shape == (2, 16, 20) and np.allclose(frames, 64 / 255)
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
+    assert str(tmp_path / "nowhere" / "roadscene-ir") in map(str, D.roadscene_candidates())
+
+
 def test_camera_agc_stretches_after_the_noise_and_blends():
     rng = np.random.default_rng(0)
     flat = (0.4 + 0.2 * rng.random((2, 40, 56))).astype(np.float32)     # a low-contrast frame
