@@ -534,6 +534,53 @@ def test_a_damaged_jpeg_in_a_looped_folder_is_counted_not_printed_by_libjpeg(tmp
     assert "JPEG" not in err and "extraneous" not in err, err
 
 
+@pytest.mark.faults
+def test_a_damaged_mjpeg_video_in_a_loop_is_counted_not_printed_by_ffmpeg(tmp_path, synthetic_frames, capfd):
+    """Session 18: FFmpeg prints its decoder's errors itself (``[mjpeg @ 0x…] mjpeg_decode_dc: bad
+    vlc``, ``error count: …``): a looped MJPEG AVI with three damaged frames printed 48 lines in 5 s
+    of ``tir run`` and its concealed frames went on as good ones (``corrupt`` 0). Now each such
+    frame is dropped and counted, nothing on stderr; the intact video reads as before."""
+    images = [(frame >> 6).astype(np.uint8) for frame in synthetic_frames]
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (160, 120), False)
+    if not writer.isOpened():
+        pytest.skip("this OpenCV cannot write MJPEG AVI")
+    for i in range(8):
+        writer.write(images[i % 4])
+    writer.release()
+    data = bytearray(path.read_bytes())
+    scans = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]
+    assert len(scans) == 8
+    for start in scans[2:4]:  # frames 2 and 3: their entropy-coded data scrambled
+        for k in range(start + 60, start + 90):
+            data[k] ^= 0x5A
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    intact = cv2.VideoCapture(str(path))
+    expected = [intact.read()[1] for _ in range(8)]
+    intact.release()
+    capfd.readouterr()
+    source = file_source(f"file://{path}?rate=max&loop=1")
+    frames = [source.read() for _ in range(8)]
+    assert source.stats()["corrupt"] == 0
+    assert [f.raw.tobytes() for f in frames] == [file_source_counts(image) for image in expected]
+    source.close()
+    source = file_source(f"file://{damaged}?rate=max&loop=1")
+    frames = [source.read() for _ in range(12)]  # two passes: 6 + 6 frames
+    source.close()
+    assert all(f is not None for f in frames)
+    assert source.stats()["corrupt"] == 4 and source.stats()["corrupt_kinds"] == {"corrupt": 4}
+    err = capfd.readouterr().err
+    assert "mjpeg" not in err and "@ 0x" not in err, err
+
+
+def file_source_counts(image: np.ndarray) -> bytes:
+    """The counts the file source makes of an 8-bit BGR video frame: grey, << 6."""
+    from tir.edge.sources.file import to_counts
+
+    return to_counts(image, "frame").tobytes()
+
+
 def test_native_stderr_capture_keeps_what_it_claims_and_passes_the_rest_on(capfd):
     """:func:`native_stderr_captured`: lines written to descriptor 2 inside the block that the claim
     accepts are returned, the others reach stderr after the block, and descriptor 2 is back

@@ -85,6 +85,10 @@ LIBJPEG_WARNING = re.compile(r"(Corrupt JPEG data: |Premature end of JPEG file|I
 #: version or an Adobe transform code it does not know leave the pixels as coded.
 LIBJPEG_DAMAGE = re.compile(r"(Corrupt JPEG data: (?!bad ICC marker)|Premature end of JPEG file|Invalid SOS parameters"
                             r"|Inconsistent progression sequence)")
+#: a line FFmpeg's default log callback writes (``[<component> @ 0x<address>] <message>``): what a video
+#: read takes off stderr (OpenCV's FFmpeg backend logs errors only, cap_ffmpeg_impl.hpp)
+FFMPEG_LINE = re.compile(r"\[[\w ,./-]+ @ (0x)?[0-9a-fA-F]+\] ")
+_ffmpeg_notes = RateLimiter()  # a damaged video's end or seek, at most one line per 10 s
 _jpeg_notes = RateLimiter()  # libjpeg's warnings about a frame it decodes whole, at most one line per 10 s
 
 
@@ -401,10 +405,17 @@ class _VideoReader(_Reader):
     - ``deep``: another pixel format of more than 8 bits: CONVERT_RGB = 0; the frames must come
       back as uint16, else SourceError (with a lossless conversion command), never 8 bits.
     - ``8bit``: everything else, decoded to BGR as before (``to_counts`` shifts it << 6).
+
+    A frame FFmpeg's decoder reports errors on while it is read (``[mjpeg @ 0x…] error count``,
+    ``mjpeg_decode_dc: bad vlc``: FFmpeg prints to stderr itself; OpenCV keeps its level at errors)
+    was concealed, not decoded whole: it is dropped as ``corrupt`` with FFmpeg's first line, and
+    the lines are kept off stderr (:func:`tir.edge.logs.native_stderr_captured`); a looped damaged
+    video printed them at every pass while its damaged frames went on as good ones.
     """
 
     def __init__(self, path: str):
         self.path = path
+        self.position = 0  # frames read since the start (or the last rewind)
         probe = cv2.VideoCapture(path)
         if not probe.isOpened():
             raise SourceError(f"{path}: OpenCV cannot open this file as video or image sequence")
@@ -447,9 +458,17 @@ class _VideoReader(_Reader):
         return cap
 
     def next(self):
-        ok, image = self.cap.read()
+        with native_stderr_captured(FFMPEG_LINE.match) as said:
+            ok, image = self.cap.read()
+        self.position += 1
         if not ok:
+            if said:
+                _ffmpeg_notes.log(log, logging.WARNING, "end", "%s: the video ends damaged (FFmpeg: %s)", self.path,
+                                  said[-1][:160])
             return None
+        if said:  # FFmpeg logs errors only (OpenCV's level): the frame was concealed, not decoded whole
+            raise FrameError("corrupt", f"{self.path}: frame {self.position - 1} is damaged (FFmpeg: "
+                                        f"{said[0][:160]}" + (f"; {len(said) - 1} more lines)" if len(said) > 1 else ")"))
         if self.mode == "png16":
             image = decode_image(np.ascontiguousarray(image).reshape(-1), f"{self.path}: a PNG frame")
         elif self.mode == "raw16be":
@@ -465,9 +484,13 @@ class _VideoReader(_Reader):
         return to_counts(image, self.path)
 
     def rewind(self):
-        if not self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
-            self.cap.release()
-            self.cap = self._open()
+        self.position = 0
+        with native_stderr_captured(FFMPEG_LINE.match) as said:  # a damaged file's seek errors, each pass
+            if not self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+                self.cap.release()
+                self.cap = self._open()
+        if said:
+            _ffmpeg_notes.log(log, logging.WARNING, "rewind", "%s: FFmpeg on rewinding: %s", self.path, said[0][:160])
 
     def close(self):
         self.cap.release()
