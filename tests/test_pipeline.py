@@ -305,3 +305,38 @@ def test_a_frame_limit_delivers_exactly_that_many_frames():
         out = Collector()
         snap = Pipeline(open_source("synthetic://?size=160x120&realtime=0"), SlowModel(0.0), [out], frames=5).run()
         assert snap.frames == 5 and len(out.frames) == 5
+
+
+class _NotFiniteModel(SlowModel):
+    """Identity, but every second frame's output holds NaN and inf (a route whose weights are not
+    finite numbers)."""
+
+    def infer(self, batch):
+        out = super().infer(batch)
+        if self.calls % 2 == 0:
+            out[..., :3, :5] = np.nan
+            out[..., 5, 5] = np.inf
+        return out
+
+
+def test_a_model_output_with_nan_or_inf_passes_the_frame_through_and_is_counted(caplog):
+    """Session 18: a route ONNX whose weights were NaN (its sha256 matching a rewritten manifest)
+    restored every frame to 0..145 counts of a camera at 6482..9611, recorded and shown as
+    restored, exit 0, no word. A model output that is not finite is no restoration: the frame
+    goes out as it came (restored == raw), counted in errors["postprocess"] with the reason."""
+    source = open_source("synthetic://?size=160x120&realtime=0&frames=6")
+    frames = []
+
+    class Keep(Output):
+        def write(self, frame):
+            frames.append((frame.raw.copy(), frame.restored.copy()))
+
+    with caplog.at_level("WARNING", logger="tir.edge.pipeline.stages"):
+        snap = Pipeline(source, _NotFiniteModel(delay=0), [Keep(parse_uri("file:///unused"))], frames=6).run()
+    assert len(frames) == 6 and snap["errors"]["postprocess"] == 3
+    assert "holds 16 of 19200 values that are NaN or infinite" in snap["last_error"]
+    for i, (raw, restored) in enumerate(frames):
+        if i % 2 == 1:  # the second, fourth, sixth model call
+            assert np.array_equal(restored, raw)
+        assert restored.max() > 1000  # never a black frame
+    assert sum("NaN or infinite" in r.getMessage() for r in caplog.records) == 1  # once per 10 s

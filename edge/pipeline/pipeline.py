@@ -108,7 +108,8 @@ class Pipeline:
             infer = PipelinedInfer(model, self.infer_in_flight) if self.infer_in_flight > 1 else Infer(model)
             #: the stage that marks camera changes (``POST /camera/new`` asks it to mark one)
             self.preprocess: Optional[Preprocess] = Preprocess(normalizer)
-            work += [self.preprocess, infer, Postprocess(normalizer)]
+            postprocess = Postprocess(normalizer)
+            work += [self.preprocess, infer, postprocess]
         else:
             self.preprocess = None
         # display="auto": the AGC views are computed only while some output wants them
@@ -119,6 +120,8 @@ class Pipeline:
         self.stats = PipelineStats([CAPTURE, READ] + self.stage_names, window=stats_window,
                                    drop_points=self.stage_names)
         work.append(Deliver(self.outputs, self.stats))
+        if model is not None:
+            postprocess.stats = self.stats  # a model output that is not finite: counted, the frame passed through
         self.stats.source_uri = str(getattr(getattr(source, "uri", None), "text", "") or source)
         self.stats.source_stats = getattr(source, "stats", None)
         self.stats.in_flight = lambda: self._in_flight

@@ -24,6 +24,7 @@ import numpy as np
 from ..agc import DisplayMapper
 from ..defects import DefectMap
 from ..frame import Frame, FrameError, now
+from ..logs import RateLimiter
 from ..normalize import NormParams, Normalizer, status_rows
 from .slots import LatestWinsSlot
 from .stats import PipelineStats
@@ -432,12 +433,20 @@ class Postprocess:
     exceed the normaliser's ``max_count`` (the bit depth the first frame suggested: a 16-bit stream
     whose first frame fit in 14 bits, before a gain switch) widens it to 16 bits for good, so the
     restored counts are never clipped below what the camera delivers.
+
+    A model output holding NaN or ±inf (a route file whose weights are not finite numbers, a
+    numeric fault of the backend) has no counts to give: cast to uint16 it became a black or
+    garbage frame (0..145 counts for a camera's 6482..9611), recorded and shown as restored without
+    a word. Such a frame is passed through as above, counted in ``stats.errors["postprocess"]``
+    with the reason in ``last_error`` (``/stats.json``), and logged at most once per 10 s.
     """
 
     name = "postprocess"
 
-    def __init__(self, normalizer: Normalizer):
+    def __init__(self, normalizer: Normalizer, stats: Optional[PipelineStats] = None):
         self.normalizer = normalizer
+        self.stats = stats
+        self._limiter = RateLimiter()
 
     def __call__(self, frame: Frame) -> None:
         y = frame.meta.pop(_OUTPUT_KEY)
@@ -447,6 +456,10 @@ class Postprocess:
         raw = frame.raw if raw is None else raw
         if frame.meta.pop(_PASSTHROUGH_KEY, False):
             frame.restored = raw.copy()
+            return
+        # one float64 sum: NaN or inf anywhere makes it non-finite; finite float32 values cannot overflow it
+        if not np.isfinite(np.add.reduce(np.asarray(y), axis=None, dtype=np.float64)):
+            self._not_finite(frame, raw, np.asarray(y))
             return
         low, high = cv2.minMaxLoc(raw)[:2]
         bits = self.normalizer.max_count.bit_length()
@@ -472,6 +485,16 @@ class Postprocess:
             restored[:top] = frame.raw[:top]
             restored[h - bottom:] = frame.raw[h - bottom:]
         frame.restored = restored
+
+    def _not_finite(self, frame: Frame, raw: np.ndarray, y: np.ndarray) -> None:
+        """The model's output for ``frame`` holds NaN/inf: pass the frame through, count, log."""
+        bad = int(y.size - np.count_nonzero(np.isfinite(y)))
+        reason = (f"the model's output for frame {frame.seq} holds {bad} of {y.size} values that "
+                  "are NaN or infinite; the frame is passed through unrestored (a damaged or badly trained route?)")
+        frame.restored = raw.copy()
+        if self.stats is not None:
+            self.stats.error(self.name, ValueError(reason))
+        self._limiter.log(log, logging.WARNING, "not-finite", "%s", reason)
 
 
 class Display:
