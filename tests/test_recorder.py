@@ -295,10 +295,21 @@ def test_a_full_disk_in_png_format_removes_the_failed_frames_files(tmp_path, mon
     assert len(index) == 2 and np.array_equal(raw[1], make_frame(1).raw)
 
 
-def test_preview_near_the_file_size_limit_is_closed_playable_and_reported(tmp_path, monkeypatch):
+def _decoded_frames(path) -> int:
+    video = cv2.VideoCapture(str(path))
+    decoded = 0
+    while video.read()[0]:
+        decoded += 1
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == decoded
+    return decoded
+
+
+def test_preview_near_the_file_size_limit_is_closed_playable_and_goes_on_in_a_new_file(tmp_path, monkeypatch):
     """Under ulimit -f (or FAT32's 4 GiB) OpenCV's VideoWriter failed silently: preview_frames and
     the index went on counting frames that a cut, unfinalised preview.avi did not hold (187
-    counted, 26 decodable in a 200 KB run). Now the preview is closed before the limit, and says so."""
+    counted, 26 decodable in a 200 KB run). Then (session 17) the preview was closed before the
+    limit and stopped there; now (session 18) it goes on in ``preview.<P>.avi``, each file closed
+    playable before the limit, said and counted in ``segments``."""
     from tir.edge.outputs import recorder
 
     monkeypatch.setattr(recorder, "file_size_limit", lambda folder: recorder.PREVIEW_HEADROOM + 16 * 5)
@@ -306,17 +317,29 @@ def test_preview_near_the_file_size_limit_is_closed_playable_and_reported(tmp_pa
     with open_output(f"file://{tmp_path}/rec?fps=10") as rec:
         for frame in sent:
             rec.write(frame)
-    assert rec.written == 12 and rec.preview_frames == 6 and rec.errors == 1
-    assert rec.last_error.startswith(f"{tmp_path / 'rec' / PREVIEW_NAME} stopped after 6 frames at ")
-    assert "the 16-bit frames go on being recorded" in rec.last_error
+    assert rec.written == 12 and rec.preview_frames == 12 and rec.errors == 0 and rec.segments == 1
     raw, index = read_recording(tmp_path / "rec", what="raw")
     assert np.array_equal(raw, np.stack([f.raw for f in sent]))
-    assert [int(row["preview"]) for row in index] == [1] * 6 + [0] * 6
-    video = cv2.VideoCapture(str(tmp_path / "rec" / PREVIEW_NAME))
-    decoded = 0
-    while video.read()[0]:
-        decoded += 1
-    assert decoded == 6 and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    assert [int(row["preview"]) for row in index] == [1] * 12
+    assert sorted(p.name for p in (tmp_path / "rec").glob("preview*")) == ["preview.6.avi", PREVIEW_NAME]
+    assert _decoded_frames(tmp_path / "rec" / PREVIEW_NAME) == 6
+    assert _decoded_frames(tmp_path / "rec" / "preview.6.avi") == 6
+
+
+def test_a_preview_no_file_can_hold_stops_and_the_frames_go_on(tmp_path, monkeypatch):
+    """Where not one preview frame fits below the limit, the preview stops (no endless new files)
+    and says so; the 16-bit frames go on being recorded."""
+    from tir.edge.outputs import recorder
+
+    monkeypatch.setattr(recorder, "file_size_limit", lambda folder: 1)
+    sent = [make_frame(seq) for seq in range(4)]
+    with open_output(f"file://{tmp_path}/rec?fps=10") as rec:
+        for frame in sent:
+            rec.write(frame)
+    assert rec.written == 4 and rec.preview_frames == 1 and rec.errors == 1 and rec.segments == 0
+    assert rec.last_error.startswith(f"{tmp_path / 'rec' / PREVIEW_NAME} stopped after 1 frames at ")
+    assert "the 16-bit frames go on being recorded" in rec.last_error
+    assert len(read_recording(tmp_path / "rec", what="raw")[1]) == 4
 
 
 _RECORD_UNDER_ULIMIT = textwrap.dedent("""

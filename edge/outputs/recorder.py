@@ -13,7 +13,8 @@ Layout of a recording folder::
                      disk or process allows (FAT32's 4 GiB, ``ulimit -f``: a write fails EFBIG);
                      <B> is the stream's byte offset where the segment starts (see below)
     raw/*.png        format=png: one 16-bit grayscale PNG per frame instead (smaller, slower)
-    preview.avi      8-bit MJPEG of the side-by-side display view (preview=0 to skip)
+    preview.avi      8-bit MJPEG of the side-by-side display view (preview=0 to skip);
+                     preview.<P>.avi its continuation after the largest file allowed
 
 Crash-safe: a frame's bytes are written and flushed before its index line is appended
 (PNGs are written under a temporary name and renamed into place), so a recording cut by
@@ -31,8 +32,10 @@ every frame offered afterwards is counted in ``lost``. The pipeline reports ``fa
 the status line, the page and ``/stats.json`` at once (``Output.fail``), and ``tir run`` stops
 at once with exit status 3. OpenCV's
 VideoWriter reports no write error, so the preview is closed (finalised, playable) before it
-reaches the largest file allowed there (:func:`file_size_limit`: ``ulimit -f``, FAT32's 4 GiB);
-``last_error`` says so and the 16-bit frames go on being recorded.
+reaches the largest file allowed there (:func:`file_size_limit`: ``ulimit -f``, FAT32's 4 GiB)
+and goes on in ``preview.<P>.avi`` (P: the preview frames before it), logged and counted in
+``segments``; only where not one frame fits does it stop (``last_error`` says so) while the
+16-bit frames go on being recorded.
 
 A stream file that reaches the largest file allowed (a write fails with EFBIG: FAT32 on a USB
 stick stops a file at 4 GiB - 1 B, about 3.6 min of 640x512 raw + restored at 30 fps; also
@@ -140,13 +143,15 @@ class Recorder(Output):
         self._index_file: Optional[io.FileIO] = None
         self._streams: Dict[str, io.FileIO] = {}
         self._base: Dict[str, int] = {}  # kind -> stream offset where its current file (segment) starts
-        self.segments = 0  # stream files started because the previous one reached the largest file allowed
+        self.segments = 0  # stream or preview files started because the previous one reached the largest file allowed
         self._good: Dict[str, int] = {}  # file name -> size after the last complete frame
         self._frame_pngs: List[Path] = []  # the PNGs of the frame being written (format=png)
         self._info: Dict[str, object] = {}  # recording.json
         self._video: Optional[cv2.VideoWriter] = None
         self._video_size: Optional[Tuple[int, int]] = None
         self._preview_limit: Optional[int] = None  # largest file this process may write there (bytes)
+        self._preview_name = PREVIEW_NAME  # the preview file being written (preview.<P>.avi after a roll)
+        self._preview_start = 0  # preview frames written before that file
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------
@@ -208,6 +213,9 @@ class Recorder(Output):
                 segment.unlink(missing_ok=True)
         for name in (INDEX_NAME, INFO_NAME, PREVIEW_NAME):
             (self.path / name).unlink(missing_ok=True)
+        for video in self.path.glob(f"{Path(PREVIEW_NAME).stem}.*{Path(PREVIEW_NAME).suffix}"):
+            if video.name[len(Path(PREVIEW_NAME).stem) + 1:-len(Path(PREVIEW_NAME).suffix)].isdigit():
+                video.unlink()
 
     def wants_display(self) -> bool:
         """True only with the preview on (the side-by-side view feeds preview.avi)."""
@@ -266,7 +274,7 @@ class Recorder(Output):
         if self._video is not None:
             self._video.release()
             self._video = None
-            preview = self.path / PREVIEW_NAME
+            preview = self.path / self._preview_name
             if self.failure is not None and preview.exists() and preview.stat().st_size == 0:
                 preview.unlink()  # the disk was full before the first preview byte: no empty file
         for stream in list(self._streams.values()) + [self._index_file]:
@@ -280,7 +288,7 @@ class Recorder(Output):
 
     def stats(self) -> Dict[str, object]:
         """written, dropped, lost, queued, preview_frames, preview_skipped, errors, last_error, failure,
-        segments (stream files started at the largest file allowed), path.
+        segments (stream and preview files started at the largest file allowed), path.
         """
         return {"written": self.written, "dropped": self.dropped, "lost": self.lost, "segments": self.segments,
                 "queued": self._queue.qsize(), "preview_frames": self.preview_frames,
@@ -431,27 +439,48 @@ class Recorder(Output):
 
     def _write_preview(self, image: np.ndarray) -> bool:
         if self._video is not None and self._preview_limit is not None:
-            size = (self.path / PREVIEW_NAME).stat().st_size
-            if size + PREVIEW_HEADROOM + AVI_INDEX_BYTES * self.preview_frames > self._preview_limit:
-                self._stop_preview(size)
-                return False
+            size = (self.path / self._preview_name).stat().st_size
+            in_file = self.preview_frames - self._preview_start
+            if size + PREVIEW_HEADROOM + AVI_INDEX_BYTES * in_file > self._preview_limit:
+                if in_file <= 1:  # a new file at the limit after one frame: another would be too (no endless files)
+                    self._stop_preview(size)
+                    return False
+                self._next_preview(size)
         if self._video is None:
             h, w = image.shape[:2]
-            video = cv2.VideoWriter(str(self.path / PREVIEW_NAME),
+            if self._preview_start:
+                name = f"{Path(PREVIEW_NAME).stem}.{self._preview_start}{Path(PREVIEW_NAME).suffix}"
+            else:
+                name = PREVIEW_NAME
+            video = cv2.VideoWriter(str(self.path / name),
                                     cv2.VideoWriter_fourcc(*"MJPG"), self.fps, (w, h))
             if not video.isOpened():
                 self.preview = False
                 self.errors += 1
-                self.last_error = (f"cannot open {self.path / PREVIEW_NAME} for an MJPEG video; "
+                self.last_error = (f"cannot open {self.path / name} for an MJPEG video; "
                                    f"recording the 16-bit frames only")
                 return False
-            self._video, self._video_size = video, (w, h)
+            self._video, self._video_size, self._preview_name = video, (w, h), name
             self._preview_limit = file_size_limit(self.path)
         if (image.shape[1], image.shape[0]) != self._video_size:
             image = cv2.resize(image, self._video_size, interpolation=cv2.INTER_AREA)
         self._video.write(image)
         self.preview_frames += 1
         return True
+
+    def _next_preview(self, size: int) -> None:
+        """The preview file is near the largest file allowed: close it while the AVI can still be
+        finalised (its index written); the next frame opens ``preview.<P>.avi``, P the number of
+        preview frames before it (the index's ``preview`` column counts across the files in order).
+        Logged, and counted in ``segments``."""
+        self._video.release()
+        self._video = None
+        self.segments += 1
+        log.warning("%s closed after %d frames at %d bytes, near the largest file allowed there (%d bytes: "
+                    "FAT32 4 GiB, ulimit -f); the preview goes on in %s.%d%s", self.path / self._preview_name,
+                    self.preview_frames - self._preview_start, size, self._preview_limit, Path(PREVIEW_NAME).stem,
+                    self.preview_frames, Path(PREVIEW_NAME).suffix)
+        self._preview_start = self.preview_frames
 
     def _stop_preview(self, size: int) -> None:
         """The preview is near the largest file allowed: close it while the AVI can still be
@@ -461,7 +490,7 @@ class Recorder(Output):
         self._video = None
         self.preview = False
         self.errors += 1
-        self.last_error = (f"{self.path / PREVIEW_NAME} stopped after {self.preview_frames} frames at {size} bytes: "
+        self.last_error = (f"{self.path / self._preview_name} stopped after {self.preview_frames} frames at {size} bytes: "
                            f"the largest file allowed here is {self._preview_limit} bytes (ulimit -f, or the "
                            "filesystem's limit: FAT32 4 GiB); the 16-bit frames go on being recorded")
         log.warning("%s", self.last_error)

@@ -269,7 +269,7 @@ class BlurStatus(_Record):
 class RecordingStats(_Record):
     """A ``file://`` recorder output: :meth:`tir.edge.outputs.recorder.Recorder.stats` (frames
     written, dropped on a full queue, lost after a failure, queued now, preview frames and
-    skips, write errors, ``failure``: why it stopped for good, or None; ``segments``: stream files
+    skips, write errors, ``failure``: why it stopped for good, or None; ``segments``: stream and preview files
     started because the previous one reached the largest file allowed, FAT32's 4 GiB)."""
     written: int = 0
     dropped: int = 0
