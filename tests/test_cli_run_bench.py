@@ -220,6 +220,10 @@ def test_status_line_text():
                             "drops": {"infer": 2, "display": 1}, "task": "noise", "confidence": 0.9,
                             "connected": False})
     assert "fps  29.5" in line and "drops 3" in line and "task noise 0.90" in line and "NO SIGNAL" in line
+    assert "new files" not in line
+    # session 18: a recording that rolled to new files at FAT32's 4 GiB says so on the status line
+    line = run.status_line({"fps": 29.5, "frames": 100, "connected": True, "recording": {"written": 90, "segments": 2}})
+    assert "recording went on in 2 new files (file size limit)" in line
 
 
 def test_normalizer_follows_bundle_percentiles():

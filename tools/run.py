@@ -141,6 +141,9 @@ def status_line(snap) -> str:
         parts.append(f"collected {collect['frames']} (unknown {collect.get('unknown', 0)})")
         if collect.get("write_errors"):
             parts.append(f"collect write errors {collect['write_errors']} (last: {collect.get('last_error')})")
+    recording = snap.get("recording")
+    if recording and recording.get("segments"):  # files begun at the largest file allowed (FAT32's 4 GiB)
+        parts.append(f"recording went on in {recording['segments']} new files (file size limit)")
     parts.append("connected" if snap.get("connected") else "NO SIGNAL")
     for failure in (snap.get("output_failures") or {}).values():
         parts.append(f"FAILED: {failure.split(';')[0]}")  # the whole line is printed at exit
