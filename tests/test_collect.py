@@ -218,25 +218,27 @@ def test_a_full_disk_while_collecting_is_said_on_the_status_line_and_leaves_no_c
     only: the status line went on saying ``collected 1 (unknown 3)``, the page showed no error, and
     every failed write left a cut PNG in frames/ that no index entry names (never evicted)."""
     import errno
-    import pathlib
 
+    from tir.edge.outputs import collect as collect_module
     from tir.tools.run import status_line
 
     col = collector(tmp_path, rate=1000)
     col.write(unknown_frame(1))
     time.sleep(0.2)
-    real = pathlib.Path.write_bytes
+    real = collect_module._write_new_file
 
-    def full(self, data):
-        with open(self, "wb") as f:
+    def full(path, data):
+        if path.suffix != ".png":
+            return real(path, data)
+        with open(path, "wb") as f:
             f.write(data[: len(data) // 2])  # what fitted before the disk filled up
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    monkeypatch.setattr(collect_module, "_write_new_file", full)
     for seq in (2, 3):
         col.write(unknown_frame(seq))
         time.sleep(0.2)
-    monkeypatch.setattr(pathlib.Path, "write_bytes", real)
+    monkeypatch.setattr(collect_module, "_write_new_file", real)
     stats = col.collect_stats()
     col.close()
     assert stats["write_errors"] == 2 and stats["frames"] == 1
@@ -266,3 +268,29 @@ def test_an_index_entry_with_an_embedding_that_is_not_finite_numbers_is_refused(
     (folder / "index.json").write_text(json.dumps({"format": 1, "entries": [good, dict(bad, embedding=None)],
                                                    "counts": {}, "next_id": 2}))
     assert len(read_index(folder)["entries"]) == 2
+
+
+@pytest.mark.faults
+def test_a_collection_folder_with_links_is_refused_and_no_write_follows_a_link(tmp_path):
+    """Session 18: a collect folder made first by someone else (``--collect /tmp/unknown``) with
+    ``frames`` or ``.index.json.tmp`` a symbolic link had the collector write through it: the
+    index's temporary file (``write_text``) overwrote the file it names. A link among the names the
+    collector writes is refused at start; a frame's file or the index's temporary file that turns
+    into a link later is refused, not followed."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("victim")
+    for name in ("frames", "index.json", ".index.json.tmp"):
+        folder = tmp_path / f"c-{name.strip('.')}"
+        folder.mkdir()
+        (folder / name).symlink_to(victim)
+        with pytest.raises(OutputError, match=rf"{name} is a symbolic link \(to {victim}\): the collection writes "
+                                              "its files only inside"):
+            open_output(f"collect://{folder}?rate=1000").start()
+    col = collector(tmp_path, rate=1000)
+    (tmp_path / "c" / "frames" / "00000000.png").symlink_to(victim)   # the next frame's name, made after start
+    col.write(unknown_frame(1))
+    col.close()
+    assert victim.read_text() == "victim"
+    index = read_index(tmp_path / "c")
+    assert [e["seq"] for e in index["entries"]] == [1]   # its own file, in place of the link
+    assert not (tmp_path / "c" / "frames" / "00000000.png").is_symlink()

@@ -449,3 +449,36 @@ def test_a_pipeline_asked_to_stop_on_an_output_failure_is_done_when_it_fails(tmp
         pipeline.stop()
     assert pipeline.output_failed[0] == rec.uri.text and "No space left" in pipeline.output_failed[1]
     assert pipeline.snapshot()["output_failures"] == {rec.uri.text: rec.failure}
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("name", ["raw.u16", "frames.csv", "recording.json", "preview.avi", "raw"])
+def test_a_recording_folder_with_a_link_among_its_names_is_refused(tmp_path, name):
+    """Session 18: ``--record /tmp/rec`` into a folder made first by someone else, holding
+    ``raw.u16`` as a symbolic link to another file: the recording was appended to that file
+    (1.9 MB into a 12-byte text file); ``raw/000000000.png.part`` (format=png) as a link: the file
+    it named was overwritten with a PNG. A link among the names the recorder writes is refused at
+    start, naming it; nothing is written through it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("victim")
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    (folder / name).symlink_to(victim)
+    with pytest.raises(OutputError, match=rf"{name} is a symbolic link \(to {victim}\): a recording writes its "
+                                          "files only inside"):
+        open_output(f"file://{folder}?format={'png' if name == 'raw' else 'u16'}").start()
+    assert victim.read_text() == "victim"
+
+
+@pytest.mark.faults
+def test_a_png_frame_whose_temporary_name_is_a_link_is_written_as_a_file_of_its_own(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("victim")
+    folder = tmp_path / "rec"
+    (folder / "raw").mkdir(parents=True)
+    (folder / "raw" / "000000000.png.part").symlink_to(victim)   # a leftover name, or made after start
+    with open_output(f"file://{folder}?format=png&preview=0&what=raw") as rec:
+        rec.write(make_frame(0, with_restored=False))
+    assert victim.read_text() == "victim" and rec.written == 1
+    raw, _ = read_recording(folder, what="raw")
+    assert np.array_equal(raw[0], make_frame(0).raw)

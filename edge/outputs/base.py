@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import errno
+import io
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional
 
 from ..frame import Frame
 from ..errors import OutputUnavailable
@@ -22,6 +26,64 @@ class OutputError(RuntimeError, OutputUnavailable):
 
 class OutputOptionError(OutputError, OptionError):
     """An unknown output option or a bad value; the message names the URI and the option."""
+
+
+def create_file(path, append: bool = False, exclusive: bool = False) -> io.FileIO:
+    """Open a file an output writes in its own folder, never through a symbolic link: an
+    unbuffered binary file, created when missing (mode 0o666 less the umask).
+
+    An output's folder may already exist and be writable by someone else (``--record /tmp/rec``,
+    made first by another user): a ``raw.u16`` there linking to another file had the recording
+    appended to that file, a ``raw/000000000.png.part`` link had the file it names overwritten
+    with a PNG. ``O_NOFOLLOW`` refuses a link as the last part of the path (POSIX open(2));
+    ``exclusive`` (``O_EXCL``) also refuses any file already there, for a temporary name the
+    caller has just removed (a link put there since is refused, not followed).
+
+    Args:
+        path: the file (str or Path).
+        append: append to what is there (``O_APPEND``), else truncate it (``O_TRUNC``).
+        exclusive: the file must not exist.
+
+    Returns:
+        The file, opened ``"ab"`` or ``"wb"`` with ``buffering=0``; its ``name`` is ``path``.
+
+    Raises:
+        OSError: the open failed; a link: ELOOP, with a message saying the output writes only
+            inside its folder, never through a link.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= os.O_APPEND if append else os.O_TRUNC
+    if exclusive:
+        flags |= os.O_EXCL
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or (exclusive and exc.errno == errno.EEXIST and os.path.islink(path)):
+            raise OSError(errno.ELOOP, f"{path} is a symbolic link: an output writes its files only inside its "
+                                       "folder, never through a link", str(path)) from None
+        raise
+    file = open(fd, "ab" if append else "wb", buffering=0)
+    file.name = str(path)  # messages name the file, not its descriptor number
+    return file
+
+
+def refuse_links(folder: Path, names: Iterable[str], what: str) -> None:
+    """Refuse an output folder where one of the names the output writes (files or subfolders) is
+    a symbolic link: it would write through it, outside the folder (see :func:`create_file`).
+
+    Args:
+        folder: the output's folder.
+        names: the names inside it the output writes.
+        what: the output, for the message ("a recording", "the collection").
+
+    Raises:
+        OutputError: naming the link and where it points.
+    """
+    for name in names:
+        path = Path(folder) / name
+        if path.is_symlink():
+            raise OutputError(f"{path} is a symbolic link (to {os.readlink(path)}): {what} writes its files only "
+                              f"inside {folder}, never through a link; remove the link or pick a new folder")
 
 
 class Output(ABC):

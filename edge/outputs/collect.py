@@ -52,7 +52,7 @@ from .. import jsontext
 from ..frame import Frame
 from ..registry import option
 from ..uri import URI
-from .base import Output, OutputError
+from .base import Output, OutputError, create_file, refuse_links
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,17 @@ def read_index(folder) -> Dict[str, Any]:
     return data
 
 
+def _write_new_file(path: Path, data: bytes) -> None:
+    """Write ``data`` as a new file ``path``, never through a link: whatever is at the name (a
+    crashed run's leftover, or a link another user put there) is removed first, and the file is
+    created exclusively (:func:`tir.edge.outputs.base.create_file`). OSError propagates."""
+    path.unlink(missing_ok=True)
+    with create_file(path, exclusive=True) as f:
+        view = memoryview(data)
+        while view:
+            view = view[f.write(view):]
+
+
 def write_json_atomic(path: Path, data: Any, indent: int = 1) -> None:
     """Write JSON (``indent``, a final newline) to ``path`` through a temporary file beside it and
     ``os.replace`` (never half-written); a failed write removes the temporary file.
@@ -141,7 +152,7 @@ def write_json_atomic(path: Path, data: Any, indent: int = 1) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
+        _write_new_file(tmp, (json.dumps(data, indent=indent) + "\n").encode("utf-8"))
         os.replace(tmp, path)
     except OSError:
         try:
@@ -248,7 +259,9 @@ class Collector(Output):
         if self._thread is not None:
             return self
         try:
-            (self.folder / FRAMES).mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            refuse_links(self.folder, (FRAMES, INDEX, f".{INDEX}.tmp"), "the collection")
+            (self.folder / FRAMES).mkdir(exist_ok=True)
             self._index = read_index(self.folder)
         except OSError as exc:
             raise OutputError(f"collect folder {self.folder}: {exc.strerror or exc}; pass a writable folder") from exc
@@ -329,7 +342,7 @@ class Collector(Output):
             raise OutputError("cv2.imencode could not write a 16-bit PNG")
         path = self.folder / name
         try:
-            path.write_bytes(buf.tobytes())
+            _write_new_file(path, buf.tobytes())
         except BaseException:  # a full disk: the cut file would stay, named by no entry, never evicted
             try:
                 path.unlink()

@@ -45,6 +45,10 @@ offsets into the whole stream, so a frame's place is unchanged in form; a reader
 with :func:`stream_segments` / :func:`segment_of`); a warning is logged and ``segments`` counts
 the new files. A frame larger than the limit itself is a failure as above.
 
+The recording's files are written only inside its folder: a name the recorder writes that is a
+symbolic link there (a folder made first by another user) is refused at start, and every file is
+opened without following a link (:func:`tir.edge.outputs.base.create_file`).
+
 A recording folder is itself a source: ``file://REC`` replays it (see
 :mod:`tir.edge.sources.file`), with its recorded timing.
 
@@ -75,7 +79,7 @@ from ..frame import Frame
 from ..pipeline.stats import STATS_SCHEMA_VERSION
 from ..registry import option
 from ..uri import URI
-from .base import Output, OutputError
+from .base import Output, OutputError, create_file, refuse_links
 from .jpeg import side_by_side
 
 INDEX_NAME = "frames.csv"
@@ -171,6 +175,8 @@ class Recorder(Output):
                               f"recording is a folder of frames and an index); give a new folder's path")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            refuse_links(self.path, (INDEX_NAME, INFO_NAME, INFO_NAME + ".tmp", PREVIEW_NAME, "raw.u16", "restored.u16",
+                                     "raw", "restored"), "a recording")
             index_path = self.path / INDEX_NAME
             if index_path.exists() and not self.overwrite:
                 raise OutputError(
@@ -189,10 +195,10 @@ class Recorder(Output):
                 "stats_schema_version": STATS_SCHEMA_VERSION,
                 "stats": None,  # the run's final stats snapshot, written at close
             }
-            (self.path / INFO_NAME).write_text(json.dumps(self._info, indent=2))
+            _write_file(self.path / INFO_NAME, json.dumps(self._info, indent=2).encode())
             # unbuffered: what the OS accepted is on disk, nothing waits in a Python buffer that a
             # later flush could write after a truncation
-            self._index_file = open(index_path, "wb", buffering=0)
+            self._index_file = create_file(index_path)
             _write_all(self._index_file, _csv_line(INDEX_FIELDS))
             self._good[INDEX_NAME] = self._index_file.tell()
         except OSError as exc:
@@ -265,7 +271,8 @@ class Recorder(Output):
         try:
             self._info["stats"] = self.stats_provider().to_dict()
             temporary = target.with_name(INFO_NAME + ".tmp")
-            temporary.write_text(json.dumps(self._info, indent=2))
+            temporary.unlink(missing_ok=True)
+            _write_file(temporary, json.dumps(self._info, indent=2).encode(), exclusive=True)
             os.replace(temporary, target)
         except Exception as exc:  # close() must finish; the frames are already safe
             log.warning("could not add the final stats to %s: %s: %s", target, type(exc).__name__, exc)
@@ -383,7 +390,7 @@ class Recorder(Output):
         """
         stream = self._streams.get(kind)
         if stream is None:
-            stream = self._streams[kind] = open(self.path / f"{kind}.u16", "ab", buffering=0)
+            stream = self._streams[kind] = create_file(self.path / f"{kind}.u16", append=True)
             self._good[f"{kind}.u16"] = stream.tell()
             self._base[kind] = 0
         data = np.ascontiguousarray(counts, dtype=STREAM_DTYPE).tobytes()
@@ -411,7 +418,7 @@ class Recorder(Output):
         stream.close()
         start = self._base[kind] + size
         name = f"{kind}.{start}.u16"
-        self._streams[kind] = stream = open(self.path / name, "xb", buffering=0)
+        self._streams[kind] = stream = create_file(self.path / name, exclusive=True)
         self._base[kind] = start
         self._good[f"{kind}.u16"] = 0
         self.segments += 1
@@ -428,8 +435,9 @@ class Recorder(Output):
             raise ValueError(f"PNG encoding failed for {name}")
         partial = self.path / (name + ".part")
         try:
-            with open(partial, "wb") as f:
-                f.write(png.tobytes())
+            partial.unlink(missing_ok=True)  # a crashed run's; a link put there since is refused below
+            with create_file(partial, exclusive=True) as f:
+                _write_all(f, png.tobytes())
         except OSError:
             partial.unlink(missing_ok=True)
             raise
@@ -452,6 +460,8 @@ class Recorder(Output):
                 name = f"{Path(PREVIEW_NAME).stem}.{self._preview_start}{Path(PREVIEW_NAME).suffix}"
             else:
                 name = PREVIEW_NAME
+            if (self.path / name).is_symlink():  # VideoWriter opens by name and would follow it (create_file)
+                (self.path / name).unlink()
             video = cv2.VideoWriter(str(self.path / name),
                                     cv2.VideoWriter_fourcc(*"MJPG"), self.fps, (w, h))
             if not video.isOpened():
@@ -572,6 +582,15 @@ def _csv_line(fields) -> bytes:
     text = io.StringIO()
     csv.writer(text).writerow(fields)
     return text.getvalue().encode("utf-8")
+
+
+def _write_file(path: Path, data: bytes, exclusive: bool = False) -> None:
+    """Write ``data`` as the whole of ``path``, never through a link (:func:`create_file`; the
+    stream writes go through :func:`_write_all`). OSError propagates."""
+    with create_file(path, exclusive=exclusive) as f:
+        view = memoryview(data)
+        while view:
+            view = view[f.write(view):]
 
 
 def _write_all(stream: io.FileIO, data: bytes) -> None:
