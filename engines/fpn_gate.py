@@ -268,8 +268,10 @@ def flat_noise_sigmas(x: np.ndarray, share: float = FLAT_SHARE) -> Tuple[float, 
     every scale of an orthonormal transform, so σ₂/σ₁ is 1 for it; what a camera's own frames show
     as "noise" on their flattest blocks is often not white: a detail-enhancing (DDE) camera at its
     top setting amplifies the scene's fine texture with its noise, and that variance grows toward
-    coarser scales (the emulated ``dde_max_640x512``'s clean frames: σ₂/σ₁ 1.14-1.96, median 1.8;
-    the spec's noise on them 0.9-1.5). Added white noise pulls the ratio toward 1.
+    coarser scales (the emulated ``dde_max_640x512``'s clean frames: σ₂/σ₁ 1.14-1.96, median 1.8,
+    σ₁ nearly the same without its sensor noise; the specs' noise-carrying degradations of them
+    0.88-1.54). Added white noise pulls the ratio toward 1. One frame's ratio scatters: white noise
+    on 160×120 frames read 1.02 ± 0.10 (40 frames), on 640×512 0.96-1.03 (10 frames).
 
     Args:
         x: (H, W) float frame (≥ 6×6 px; smaller frames: (:func:`noise_sigma`, None)).
@@ -773,8 +775,8 @@ class FPNGate:
         Why (docs/cameras.md "Session 18", K21): a camera's own noise is not one number, and the
         floor is built from the frames the router calls clean, so it never holds the camera's
         noisiest scenes: those are the ones it calls noise. On a DDE camera at its top setting their
-        σ₁ (12.6-13.3 grey levels) lay above the own-noise threshold (11.1), and they were restored
-        20 dB away from themselves. Their noise has the camera's shape (σ₂/σ₁ 1.68-1.86 against its
+        σ₁ (12.6-13.3 grey levels) lay above the own-noise threshold (10.7-11.0 in ``tir eval``),
+        and they were restored 19-20 dB away from themselves. Their noise has the camera's shape (σ₂/σ₁ 1.68-1.86 against its
         clean frames' 1.51 at the tenth percentile), which white noise added downstream of the
         camera pulls toward 1 (the spec's noise on the same camera: 0.9-1.35 where σ₁ kept the
         noise task). Only frames whose σ₁ is at least half the specs' weakest noise give a shape:
