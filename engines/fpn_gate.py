@@ -73,6 +73,15 @@ called clean, its floor is the median σ of every routed frame (:meth:`FPNGate.f
 DDE camera's enhanced detail and an NETD-limited camera's own noise read as the spec's noise, and
 the noise task ran on every frame of ``tir run``; docs/cameras.md "Session 12").
 
+**The shape of the camera's own noise** (K21, docs/cameras.md "Session 18"). The floor is built
+from the frames called clean, so it never holds the camera's noisiest scenes, the ones the router
+calls noise. Where the camera's own noise is shaped (its noisier frames' σ₂/σ₁ at two Haar scales,
+:func:`flat_noise_sigmas`, at least √2 at their whitest: :meth:`FPNGate.own_shape`), a frame whose
+σ is above the thresholds but whose noise keeps that shape is the camera's own too (a noise verdict
+given back, an unknown one not made the noise task, column FPN destriped); white noise added
+downstream of the camera (the specs') pulls the ratio toward 1. A camera whose own noise is white
+is judged by σ alone, as before.
+
 numpy + OpenCV only (runtime).
 """
 from __future__ import annotations
@@ -96,6 +105,10 @@ FLOOR_WINDOW = 512
 #: percentile of the noise-free frames' σ the thresholds are measured above (:meth:`FPNGate.floor_high`):
 #: the noise nine in ten of the camera's own frames stay under
 FLOOR_HIGH_PERCENTILE = 90.0
+#: σ₂/σ₁ (:func:`flat_noise_sigmas`) the whitest tenth of the camera's own frames must still reach for
+#: its own noise to count as shaped (:meth:`FPNGate.own_shape`): √2, at least half of what they show at
+#: the coarser scale is not white (σ₂² ≥ 2σ₁², σ₂² − σ₁² ≥ σ₁²); white noise reads 1
+SHAPED_RATIO = math.sqrt(2.0)
 
 #: horizontal bands whose column signatures must agree
 BANDS = 4
@@ -206,24 +219,77 @@ def flat_noise_sigma(x: np.ndarray, share: float = FLAT_SHARE) -> float:
     Raises:
         ValueError: ``x`` is not one 2-D frame, has a side under 2 px, holds a non-finite value,
             or ``share`` is outside (0, 1]."""
-    if not 0.0 < float(share) <= 1.0:
-        raise ValueError(f"flat_noise_sigma share must be in (0, 1], got {share}")
-    x = one_frame(x, "flat_noise_sigma")
-    if min(x.shape) >= 2 and not np.isfinite(x).all():   # at every size, unused odd rows included
-        raise ValueError("flat_noise_sigma: the frame holds NaN or infinite values; pass finite frames")
+    x = _flat_input(x, share, "flat_noise_sigma")
     if min(x.shape) < 6:
         return noise_sigma(x)
+    return _flat_sigma(x, share)[0]
+
+
+def _flat_input(x: np.ndarray, share: float, name: str) -> np.ndarray:
+    """``x`` as one finite 2-D frame for :func:`flat_noise_sigma` / :func:`flat_noise_sigmas`;
+    ValueError (naming ``name``) for a ``share`` outside (0, 1] or a frame that is not one finite
+    2-D frame."""
+    if not 0.0 < float(share) <= 1.0:
+        raise ValueError(f"{name} share must be in (0, 1], got {share}")
+    x = one_frame(x, name)
+    if min(x.shape) >= 2 and not np.isfinite(x).all():   # at every size, unused odd rows included
+        raise ValueError(f"{name}: the frame holds NaN or infinite values; pass finite frames")
+    return x
+
+
+def _flat_sigma(x: np.ndarray, share: float) -> Tuple[float, np.ndarray, int]:
+    """:func:`flat_noise_sigma` of a finite (H, W) frame of at least 6×6 px: (σ, the orthonormal Haar
+    approximation LL/2 of its 2×2 blocks, (H//2, W//2), the number of flat blocks σ was read on,
+    0 when clipped blocks could not be set aside)."""
     ll, lh, hl, hh, clipped = _haar(x)   # each band ×2: the scale cancels in the ranking, HH halved below
     activity = np.abs(lh[1:-1, 1:-1]) + np.abs(hl[1:-1, 1:-1]) + 0.5 * (
         np.abs(ll[1:-1, 2:] - ll[1:-1, :-2]) + np.abs(ll[2:, 1:-1] - ll[:-2, 1:-1]))
     hh, keep = hh[1:-1, 1:-1], ~clipped[1:-1, 1:-1]
-    if int(keep.sum()) >= MIN_FLAT_BLOCKS:
+    kept = int(keep.sum()) >= MIN_FLAT_BLOCKS
+    if kept:
         activity, hh = activity[keep], hh[keep]
     else:
         activity, hh = activity.ravel(), hh.ravel()
     n = max(1, int(round(float(share) * activity.size)))
     flat = hh[np.argpartition(activity, n - 1)[:n]] if n < activity.size else hh
-    return float(np.median(np.abs(flat))) * 0.5 / 0.6745
+    return float(np.median(np.abs(flat))) * 0.5 / 0.6745, 0.5 * ll, n if kept else 0
+
+
+def flat_noise_sigmas(x: np.ndarray, share: float = FLAT_SHARE) -> Tuple[float, Optional[float]]:
+    """The frame's white-noise σ read at two scales on its least textured blocks: (σ₁, σ₂), σ₁
+    :func:`flat_noise_sigma` of the frame, σ₂ the same of its orthonormal Haar approximation (the
+    2×2 blocks' sums / 2: half the resolution, white noise of σ still σ), or None when that
+    approximation is under 6×6 px or has fewer than :data:`MIN_FLAT_BLOCKS` flat blocks (the
+    ``share`` of its unclipped blocks; an 80×60 frame has 58: its flattest 4×4-px blocks hold
+    scene).
+
+    Why (docs/cameras.md "Session 18", K21): white noise, which is what a degradation downstream
+    of the camera's processing adds (the specs' ``gaussian_noise``, a grabber's), has the same σ at
+    every scale of an orthonormal transform, so σ₂/σ₁ is 1 for it; what a camera's own frames show
+    as "noise" on their flattest blocks is often not white: a detail-enhancing (DDE) camera at its
+    top setting amplifies the scene's fine texture with its noise, and that variance grows toward
+    coarser scales (the emulated ``dde_max_640x512``'s clean frames: σ₂/σ₁ 1.14-1.96, median 1.8,
+    σ₁ nearly the same without its sensor noise; the specs' noise-carrying degradations of them
+    0.88-1.54). Added white noise pulls the ratio toward 1. One frame's ratio scatters: white noise
+    on 160×120 frames read 1.02 ± 0.10 (40 frames), on 640×512 0.96-1.03 (10 frames).
+
+    Args:
+        x: (H, W) float frame (≥ 6×6 px; smaller frames: (:func:`noise_sigma`, None)).
+        share: fraction of the blocks kept at each scale, in (0, 1].
+
+    Returns:
+        (σ₁, σ₂ or None) in the frame's units (≥ 0).
+
+    Raises:
+        ValueError: as :func:`flat_noise_sigma`."""
+    x = _flat_input(x, share, "flat_noise_sigmas")
+    if min(x.shape) < 6:
+        return noise_sigma(x), None
+    sigma, coarse, _ = _flat_sigma(x, share)
+    if min(coarse.shape) < 6:
+        return sigma, None
+    sigma2, _, used = _flat_sigma(coarse, share)
+    return sigma, (sigma2 if used >= MIN_FLAT_BLOCKS else None)
 
 
 #: the op whose σ range sets the white-noise threshold (engines/degrade.py; σ in grey levels of 255)
@@ -583,6 +649,9 @@ class FPNGate:
         self.white_sigma = None if white_sigma is None else float(white_sigma)
         self.noise_free = frozenset(noise_free)
         self.floor: deque = deque(maxlen=FLOOR_WINDOW)
+        #: (σ₁, σ₂/σ₁) (:func:`flat_noise_sigmas`) of the floor's frames whose σ₁ is at least half the
+        #: specs' weakest white noise: the shape of the camera's own noise (:meth:`own_shape`)
+        self.shapes: deque = deque(maxlen=FLOOR_WINDOW)
         #: the white-noise σ of every routed frame, whatever its verdict: the camera's floor while
         #: fewer than MIN_FLOOR_FRAMES frames were called noise-free (:meth:`floor_sigma`)
         self.seen: deque = deque(maxlen=FLOOR_WINDOW)
@@ -592,6 +661,10 @@ class FPNGate:
         #: noise-carrying verdicts on frames whose white noise is the camera's own (no column FPN)
         #: given back their partner without the noise part
         self.demoted_white = 0
+        #: of the verdicts given back or kept on the camera's own noise (demoted_white, destriped, unknown
+        #: verdicts not made the noise task), those whose σ₁ was above the camera's own but whose
+        #: noise had the camera's own shape (:meth:`own_shape`)
+        self.own_shaped = 0
         #: verdicts kept on frames whose column FPN came without white noise above the camera's
         #: own (:meth:`fpn_only_threshold`): the column offsets are removed instead
         #: (:func:`remove_column_fpn`), the frame is not given to the noise task
@@ -691,11 +764,59 @@ class FPNGate:
             return None
         return math.sqrt(high ** 2 + share * self.white_sigma ** 2)
 
-    def _sigma(self, frame: np.ndarray) -> Optional[float]:
+    def own_shape(self) -> Optional[float]:
+        """The σ₂/σ₁ (:func:`flat_noise_sigmas`) the camera's own noise keeps where it is strong, at
+        its whitest: the (100 − :data:`FLOOR_HIGH_PERCENTILE`)th percentile over the :attr:`shapes`
+        of the floor's frames whose σ₁ is at least the floor's median σ₁ (and half the specs'
+        weakest noise) once there are :data:`MIN_FLOOR_FRAMES` of them and it is at least
+        :data:`SHAPED_RATIO`; else None (the camera's own noise is white, too weak to read a shape
+        from, or not yet measured: the σ thresholds alone judge).
+
+        Why (docs/cameras.md "Session 18", K21): a camera's own noise is not one number, and the
+        floor is built from the frames the router calls clean, so it never holds the camera's
+        noisiest scenes: those are the ones it calls noise. On a DDE camera at its top setting their
+        σ₁ (12.6-13.3 grey levels) lay above the own-noise threshold (10.7-11.0 in ``tir eval``),
+        and they were restored 19-20 dB away from themselves. Their noise has the camera's shape (σ₂/σ₁ 1.68-1.86 against its
+        clean frames' 1.51 at the tenth percentile), which white noise added downstream of the
+        camera pulls toward 1 (the spec's noise on the same camera: 0.9-1.35 where σ₁ kept the
+        noise task). Only frames whose σ₁ is at least half the specs' weakest noise give a shape:
+        below that an 8-bit frame's MAD moves in steps of 0.74 grey levels and their ratio is the
+        quantisation's (1.0-2.5 on clean frames of 1-2 grey levels). Only the camera's noisier half
+        gives it: its quiet scenes show mostly its sensor's white noise, its noisy ones mostly the
+        texture its processing amplified (the DDE camera: σ₁ 5.2 at σ₂/σ₁ 1.14, σ₁ 8.9-10.4 at
+        1.75-1.96), and the frames judged by it are the ones above every σ threshold."""
+        if self.white_sigma is None or len(self.shapes) < MIN_FLOOR_FRAMES or len(self.floor) < MIN_FLOOR_FRAMES:
+            return None
+        middle = float(np.median(self.floor))
+        noisier = [ratio for sigma, ratio in self.shapes if sigma >= middle]
+        if len(noisier) < MIN_FLOOR_FRAMES:
+            return None
+        low = float(np.percentile(noisier, 100.0 - FLOOR_HIGH_PERCENTILE))
+        return low if low >= SHAPED_RATIO else None
+
+    def _own_shaped(self, sigmas: Optional[Tuple[float, Optional[float]]]) -> bool:
+        """Whether a frame of white-noise σ (σ₁, σ₂) (:meth:`_sigmas`) shows the camera's own noise
+        shape: σ₂/σ₁ at least :meth:`own_shape`."""
+        own = self.own_shape()
+        if own is None or sigmas is None or sigmas[1] is None or not sigmas[0] > 0.0:
+            return False
+        return sigmas[1] / sigmas[0] >= own
+
+    def _record(self, sigmas: Tuple[float, Optional[float]]) -> None:
+        """Add a frame of the camera's own look to its floor (σ₁) and, when its σ₁ is at least half
+        the specs' weakest noise and σ₂ was measured, its shape (σ₂/σ₁) to :attr:`shapes`."""
+        sigma, sigma2 = sigmas
+        self.floor.append(sigma)
+        if sigma2 is not None and self.white_sigma is not None and sigma >= 0.5 * self.white_sigma and sigma > 0.0:
+            self.shapes.append((sigma, sigma2 / sigma))
+
+    def _sigmas(self, frame: np.ndarray) -> Optional[Tuple[float, Optional[float]]]:
+        """(σ₁, σ₂ or None) of :func:`flat_noise_sigmas` on the frame's centre window; None for a
+        frame that is not finite or under 2 px."""
         x = one_frame(frame, "FPNGate")
         if min(x.shape) < 2 or not np.isfinite(x).all():
             return None
-        return flat_noise_sigma(centre_window(x))
+        return flat_noise_sigmas(centre_window(x))
 
     def add(self, frame: np.ndarray) -> Optional[float]:
         """Record a frame the camera delivered (unlabeled, taken as noise-free: e.g. the frames
@@ -709,10 +830,11 @@ class FPNGate:
             value that is not finite)."""
         if self.white_sigma is None:
             return None
-        sigma = self._sigma(frame)
-        if sigma is not None:
-            self.floor.append(sigma)
-        return sigma
+        sigmas = self._sigmas(frame)
+        if sigmas is None:
+            return None
+        self._record(sigmas)
+        return sigmas[0]
 
     def step(self, task: str, frame: np.ndarray) -> Tuple[str, bool]:
         """One routed frame: (``task`` with the noise part added when the frame carries column
@@ -739,21 +861,32 @@ class FPNGate:
         self.checked += 1
         self.last, sigs = _measure(frame)
         # every routed frame's white noise, judged against the camera's history before it joins it
-        sigma = None if self.white_sigma is None else self._sigma(frame)
-        verdict = self._judge(task, sigs, sigma)
-        if sigma is not None and not self.pinned:
-            self.seen.append(sigma)
+        sigmas = None if self.white_sigma is None else self._sigmas(frame)
+        verdict = self._judge(task, sigs, sigmas)
+        if sigmas is not None and not self.pinned:
+            self.seen.append(sigmas[0])
         return verdict
 
-    def _judge(self, task: str, sigs, sigma: Optional[float]) -> Tuple[str, bool, Optional[np.ndarray]]:
-        """:meth:`_step` after the measures: ``sigs`` the frame's band signatures, ``sigma`` its
-        white-noise σ (None: not measured)."""
+    def _own(self, sigmas: Tuple[float, Optional[float]], limit: float) -> bool:
+        """Whether a frame's white noise (σ₁, σ₂) is the camera's own: σ₁ at or under ``limit``, or
+        above it with the camera's own shape (:meth:`own_shape`; counted in :attr:`own_shaped`)."""
+        if sigmas[0] <= limit:
+            return True
+        if self._own_shaped(sigmas):
+            self.own_shaped += 1
+            return True
+        return False
+
+    def _judge(self, task: str, sigs, sigmas: Optional[Tuple[float, Optional[float]]]) -> Tuple[str, bool, Optional[np.ndarray]]:
+        """:meth:`_step` after the measures: ``sigs`` the frame's band signatures, ``sigmas`` its
+        white-noise (σ₁, σ₂) (:meth:`_sigmas`; None: not measured)."""
         self.last_sigma = None
+        sigma = None if sigmas is None else sigmas[0]
         fpn = carries_fpn(self.last, self.amplitude, self.consistency, self.periodicity)
         if fpn and (task in self.partners or task in self._without_noise):
             limit = self.fpn_only_threshold()
             self.last_sigma = None if limit is None else sigma
-            if self.last_sigma is not None and self.last_sigma <= limit:
+            if self.last_sigma is not None and self._own(sigmas, limit):
                 # column FPN without the white noise of the noise part: the offsets alone are removed,
                 # and a noise-carrying verdict loses its noise part (the router's or the gate's)
                 self.destriped += 1
@@ -767,16 +900,16 @@ class FPNGate:
         if task in self.noise_free:
             # the camera's floor (measured only, while it is pinned)
             self.last_sigma = sigma
-            if sigma is not None and not self.pinned:
-                self.floor.append(sigma)
+            if sigmas is not None and not self.pinned:
+                self._record(sigmas)
         elif limit is not None:
             self.last_sigma = sigma
         if limit is None or self.last_sigma is None:
             return task, fpn, None
-        if task == UNKNOWN and self.last_sigma > limit and task in self.partners:
+        if task == UNKNOWN and task in self.partners and not self._own(sigmas, limit):
             self.promoted_white += 1
             return self.partners[task], True, None
-        if task in self._without_noise and not fpn and self.last_sigma <= limit:
+        if task in self._without_noise and not fpn and self._own(sigmas, limit):
             # the frame's white noise is the camera's own and it carries no column FPN: nothing to remove
             self.demoted_white += 1
             return self._without_noise[task], False, None
@@ -814,6 +947,7 @@ class FPNGate:
         if self.pinned:
             return False
         self.floor.clear()
+        self.shapes.clear()
         self.seen.clear()
         self.offsets = None
         return True
@@ -825,9 +959,11 @@ class FPNGate:
         self.promoted += int(old.promoted)
         self.promoted_white += int(old.promoted_white)
         self.demoted_white += int(getattr(old, "demoted_white", 0))
+        self.own_shaped += int(getattr(old, "own_shaped", 0))
         self.destriped += int(getattr(old, "destriped", 0))
         self.held += int(getattr(old, "held", 0))
         self.floor.extend(old.floor)
+        self.shapes.extend(getattr(old, "shapes", ()))
         self.seen.extend(getattr(old, "seen", ()))
         # the FPA's column offsets measured on the old bundle's last verdict still hold (the camera is
         # the same); without them the frames up to the next verdict keep their stripes
@@ -845,7 +981,7 @@ class FPNGate:
         is the camera's own, without column FPN, given back their partner without noise) and
         ``held`` (noise-carrying verdicts given back their partner without noise before the camera
         had a floor, :meth:`hold_unmeasured`)."""
-        limit = self.white_threshold()
+        limit, own = self.white_threshold(), self.own_shape()
         return {"amplitude": round(self.last.amplitude, 5), "consistency": round(self.last.consistency, 3),
                 "periodicity": round(self.last.periodicity, 3),
                 "amplitude_threshold": round(self.amplitude, 5), "consistency_threshold": self.consistency,
@@ -854,4 +990,5 @@ class FPNGate:
                 "white_threshold": None if limit is None else round(limit, 5),
                 "white_floor_from": self.floor_sigma()[1],
                 "promoted_white": self.promoted_white, "demoted_white": self.demoted_white,
+                "own_shape": None if own is None else round(own, 3), "own_shaped": self.own_shaped,
                 "destriped": self.destriped, "destripe": self.offsets is not None, "held": self.held}

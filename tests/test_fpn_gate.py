@@ -923,6 +923,89 @@ def test_a_camera_whose_own_noise_varies_keeps_it_on_its_noisier_scenes():
     assert routed.floor_sigma()[1] == "routed" and routed.floor_high() == routed.floor_sigma()[0]
 
 
+def detail_camera(seed, gain, h=256, w=320):
+    """A clean frame of a detail-enhancing (DDE-like) camera: :func:`scene` plus its fine texture
+    (white noise through a Gaussian of σ 0.6 px, unit standard deviation) with 0.3 of it in white
+    sensor noise, amplified by the frame's detail ``gain`` (grey levels of 255): the camera's own
+    "noise" is mostly amplified texture, whose variance grows toward coarser scales."""
+    rng = np.random.default_rng(500 + seed)
+    t = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 0.6)
+    t = t / t.std() + 0.3 * rng.normal(0, 1, t.shape).astype(np.float32)
+    return np.clip(scene(h, w, seed=seed) + gain / 255 * t, 0, 1).astype(np.float32)
+
+
+def test_flat_noise_sigmas_read_white_noise_alike_at_both_scales():
+    """White noise has the same σ at every scale of an orthonormal transform: σ₂/σ₁ is 1 at any
+    size (one 160×120 frame scatters by about 0.1: its coarser scale has 266 flat blocks); amplified
+    fine texture reads above √2; a frame whose coarser scale has too few flat blocks (80×60) gives
+    no σ₂."""
+    from tir.engines.fpn_gate import SHAPED_RATIO, flat_noise_sigma, flat_noise_sigmas
+
+    rng = np.random.default_rng(4)
+    for h, w, n in ((120, 160, 8), (512, 640, 1)):
+        ratios = []
+        for _ in range(n):
+            x = (0.5 + rng.normal(0, 6 / 255, (h, w))).astype(np.float32)
+            s1, s2 = flat_noise_sigmas(x)
+            assert s1 == flat_noise_sigma(x)
+            ratios.append(s2 / s1)
+        assert np.mean(ratios) == pytest.approx(1.0, abs=0.06)
+    s1, s2 = flat_noise_sigmas(detail_camera(0, 6.0))
+    assert s2 / s1 > SHAPED_RATIO
+    small = (0.5 + rng.normal(0, 6 / 255, (60, 80))).astype(np.float32)
+    assert flat_noise_sigmas(small)[1] is None and flat_noise_sigmas(small)[0] == flat_noise_sigma(small)
+    assert flat_noise_sigmas(np.full((4, 4), 0.5, np.float32)) == (0.0, None)
+    with pytest.raises(ValueError, match="flat_noise_sigmas share"):
+        flat_noise_sigmas(x, share=1.5)
+    with pytest.raises(ValueError, match="finite"):
+        bad = x.copy(); bad[3, 3] = np.inf
+        flat_noise_sigmas(bad)
+
+
+def test_a_detail_enhancing_cameras_noisiest_scenes_keep_their_own_noise():
+    """K21: the floor is built from the frames called clean, so it never holds the camera's
+    noisiest scenes (the ones called noise). Their σ is above every σ threshold, but their noise
+    has the camera's own shape (σ₂/σ₁ of amplified texture); the specs' white noise on the
+    camera's frames pulls it toward 1 and keeps the noise task, from the weakest on its noisiest
+    frame to a strong one on its median frame. Without the shape the noisy scenes kept the noise
+    task (the emulated dde_max_640x512: clean p5 19.7 dB)."""
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise"}, white_sigma=5 / 255)
+    for i, g in enumerate(np.linspace(4.0, 8.0, 2 * MIN_FLOOR_FRAMES)):
+        gate.step(CLEAN, detail_camera(i, float(g)))
+    assert gate.floor_sigma()[1] == "clean" and gate.own_shape() is not None
+    for seed, g in ((30, 12.0), (31, 14.0)):
+        own = detail_camera(seed, g)                                   # the camera's noisiest scenes
+        assert gate._sigmas(own)[0] > gate.own_noise_threshold()      # σ alone: not the camera's own
+        assert gate.step("noise", own) == (CLEAN, False)
+        assert gate.step(UNKNOWN, own) == (UNKNOWN, False)            # nor made the noise task
+    assert gate.own_shaped == 4 and gate.demoted_white == 2
+    for seed, g, sigma in ((32, 8.0, 5.0), (33, 6.0, 8.0)):          # the specs' noise on its frames
+        assert gate.step("noise", white(detail_camera(seed, g), sigma, seed=seed)) == ("noise", False)
+    assert gate.step(UNKNOWN, white(detail_camera(34, 6.0), 8.0, seed=34)) == ("noise", True)
+    assert gate.status()["own_shape"] == pytest.approx(gate.own_shape(), abs=1e-3)
+    assert gate.status()["own_shaped"] == 4
+    new = FPNGate({CLEAN: "noise", UNKNOWN: "noise"}, white_sigma=5 / 255)
+    new.carry_from(gate)                                                # a bundle hot-swap: same camera
+    assert new.own_shape() == gate.own_shape() and new.own_shaped == 4
+    assert gate.restart() and len(gate.shapes) == 0 and gate.own_shape() is None
+
+
+def test_a_camera_whose_own_noise_is_white_has_no_own_shape():
+    """The shape judges only a camera whose own noise is shaped: white own noise (an NETD-limited
+    camera, or a per-frame AGC stretching it) reads σ₂/σ₁ near 1 like the specs' noise, and the σ
+    thresholds alone judge (test_a_camera_whose_own_noise_varies_keeps_it_on_its_noisier_scenes);
+    quiet frames give no shape (their σ is under half the specs' weakest noise)."""
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise"}, white_sigma=5 / 255)
+    for i, s in enumerate(np.linspace(2.5, 6.0, 2 * MIN_FLOOR_FRAMES)):
+        gate.step(CLEAN, white(scene(seed=i), float(s), seed=i))
+    assert len(gate.shapes) >= MIN_FLOOR_FRAMES and gate.own_shape() is None
+    assert gate.step("noise", white(scene(seed=40), 9.0, seed=40)) == ("noise", False)
+    quiet = FPNGate({CLEAN: "noise", UNKNOWN: "noise"}, white_sigma=5 / 255)
+    for i in range(2 * MIN_FLOOR_FRAMES):
+        quiet.step(CLEAN, detail_camera(i, 2.0))
+    assert len(quiet.shapes) == 0 and quiet.own_shape() is None
+
+
 def test_flat_noise_sigma_refuses_a_non_finite_value_at_every_size():
     """Its docstring: a frame holding a non-finite value is refused. A 7×7 frame with NaN in its
     unused odd last row was, a 5×5 one (the plain-MAD fallback, which reads only the 2×2 blocks)

@@ -213,6 +213,9 @@ class FPNStatus(_Record):
     ``promoted_white``: unknown verdicts the gate made the noise task;
     ``demoted_white``: noise-carrying verdicts on frames whose white noise is the camera's own (at
     or under ``white_threshold``, no column FPN), given back their partner without noise;
+    ``own_shape``: the σ₂/σ₁ (white noise read at two scales) the camera's own noise keeps at its
+    whitest when it is shaped (≥ √2), else None; ``own_shaped``: verdicts judged the camera's own
+    noise by that shape although their σ was above the camera's own (docs/cameras.md "Session 18");
     ``destriped``: verdicts kept on frames whose column FPN came without white noise above the
     camera's own, the column offsets removed instead of the noise task; ``destripe``: the last
     routed frame was such a frame (frames have their column offsets removed now); ``held``:
@@ -231,6 +234,8 @@ class FPNStatus(_Record):
     white_floor_from: Optional[str] = None
     promoted_white: int = 0
     demoted_white: int = 0
+    own_shape: Optional[float] = None
+    own_shaped: int = 0
     destriped: int = 0
     destripe: bool = False
     held: int = 0
