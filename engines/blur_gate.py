@@ -67,6 +67,7 @@ import numpy as np
 
 from .contrast_gate import MEASURE_WINDOW, centre_window, noise_free_tasks, one_frame
 from .fpn_gate import noise_sigma, steps_key
+from .resampling import enlargement
 from .router import CLEAN
 
 #: the degradation op the gate judges (engines/degrade.py)
@@ -458,6 +459,9 @@ class BlurGate:
         #: blur-carrying verdicts given back their partner without the blur before the camera had a
         #: sharpness reference, while the restorer warmed up (:meth:`hold_unmeasured`)
         self.held = 0
+        #: blur verdicts on frames soft for this camera that carry an enlargement's traces
+        #: (:func:`~tir.engines.resampling.enlargement`: a digital zoom), demoted as not soft
+        self.enlarged = 0
         self.last: Optional[float] = None
         self.last_noisy: Optional[float] = None
         #: the last judged noise-carrying frame: True blurred, False sharp, None not decided
@@ -557,7 +561,10 @@ class BlurGate:
         (and counts as soft), except a constant frame (one finite value, any size: a lens cap,
         a dead sensor): it holds no detail for a blur to have taken or a deblur to restore, so
         a blur verdict on it loses its blur part at once (the shipped router calls an
-        all-zero frame ``blur`` with confidence 0.97). The frame joins the camera's history only under a noise-free
+        all-zero frame ``blur`` with confidence 0.97), and a frame soft for this camera that is an
+        enlargement whose interpolation traces no blur erased since (a digital zoom step,
+        :func:`~tir.engines.resampling.enlargement`, counted in :attr:`enlarged` too): its softness
+        is the sensor's sampling, so a blur verdict on it loses its blur part. The frame joins the camera's history only under a noise-free
         verdict (``clean``, a blur task the gate judges or its partner): noise changes the
         bands, and a reference made of noisy frames is not the camera's.
 
@@ -577,6 +584,11 @@ class BlurGate:
         soft = limit is None or self.last is None or self.last > limit
         if self.last is None and task in self.partners and _constant(frame):
             soft = False   # no detail at all: nothing a blur took away, nothing a deblur can restore
+        elif soft and task in self.partners and enlargement(centre_window(one_frame(frame, "BlurGate"))) is not None:
+            # an enlargement (a digital zoom) whose interpolation traces no blur erased since: its
+            # softness is the sensor's sampling, not a blur (engines/resampling.py, K22)
+            soft = False
+            self.enlarged += 1
         if not soft and task in self.partners:
             self.demoted += 1
             return self.partners[task], False
@@ -655,15 +667,17 @@ class BlurGate:
         self.demoted += int(old.demoted)
         self.changed_noisy += int(old.changed_noisy)
         self.held += int(getattr(old, "held", 0))
+        self.enlarged += int(getattr(old, "enlarged", 0))
 
     def status(self) -> dict:
         """``drop`` of the last routed frame (None: not measurable), ``threshold`` (None before
         :attr:`min_frames`), ``frames`` in the history, ``demoted`` verdicts, ``held`` verdicts
-        (:meth:`hold_unmeasured`)."""
+        (:meth:`hold_unmeasured`), ``enlarged``: of the demoted, the frames soft for this camera that
+        are an enlargement (:func:`~tir.engines.resampling.enlargement`)."""
         limit, band = self.threshold(), self.noisy_band()
         return {"drop": None if self.last is None else round(self.last, 4),
                 "threshold": None if limit is None else round(limit, 4),
                 "frames": len(self.drops), "demoted": self.demoted,
                 "drop_noisy": None if self.last_noisy is None else round(self.last_noisy, 4),
                 "band_noisy": None if band is None else [round(band[0], 4), round(band[1], 4)],
-                "changed_noisy": self.changed_noisy, "held": self.held}
+                "changed_noisy": self.changed_noisy, "held": self.held, "enlarged": self.enlarged}

@@ -606,3 +606,26 @@ def test_a_count_step_the_frame_is_not_on_is_not_used_to_de_quantise_it(blur_bun
     assert on_count_grid(sharp, 1 / 255) and on_count_grid(forty, 1 / 40)
     assert not any(on_count_grid(frame, step / span) for frame, span, step in wrong)
     assert not on_count_grid(np.zeros((8, 8), np.float32), 1 / 40)              # nothing unclipped to read
+
+
+
+def test_a_digital_zoom_step_is_the_cameras_sampling_not_a_blur():
+    """K22: a camera whose digital zoom steps to 4× delivers its centre enlarged, softer than its own
+    unzoomed frames; a blur verdict on such a frame loses its blur part (counted in ``enlarged``),
+    while the same frame blurred after the enlargement (its traces erased) keeps it."""
+    from test_resampling import sensor, zoomed
+
+    def frame(seed, zoom=1, sigma=0.0):
+        x = sensor(256, 320, seed)
+        x = zoomed(x, zoom) if zoom > 1 else x
+        return eight_bit((blurred(x.astype(np.float32), sigma) if sigma else x) / 255.0)
+    gate = warmed([frame(s) for s in range(12)])
+    for seed in (41, 42, 43):
+        z = frame(seed, 4)
+        assert blur_drop(z) > gate.threshold()                    # soft for this camera, by the drop alone
+        assert gate.step("blur", z) == ("clean", False)
+        assert gate.step("CB", z) == ("contrast", False)          # its partner without the blur
+        for sigma in (2.5, 3.0):   # over half a sensor pixel at 4×: the traces are gone (at σ ≤ 2 px some stay)
+            assert gate.step("blur", frame(seed, 4, sigma)) == ("blur", True)
+    assert gate.enlarged == 6 and gate.status()["enlarged"] == 6
+    assert gate.step("blur", frame(44)) == ("clean", False) and gate.enlarged == 6   # a sharp frame: as before

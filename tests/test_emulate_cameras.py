@@ -384,6 +384,56 @@ def test_round6_cameras(emu, root, tmp_path):
     assert np.allclose(a, a[:, :1]) and np.std(a[:, 0]) > 0 and not np.allclose(a, b)
 
 
+def test_round7_cameras(emu, root, tmp_path):
+    """Round 7 (``--round 7``, its own table): each camera's size and dtype, and the trait it was
+    built for: an isotherm whose hottest band is darker than the grey half's top, eZoom steps,
+    a picture-in-picture window, a fire with the low gain's noise, a polarity switch, MSX edges with
+    parallax, a shutterless residue that changes every frame, an MPEG-4 P-frame, a max-gain AGC."""
+    earlier = set(emu.CAMERAS) | set(emu.ROUND4) | set(emu.ROUND5) | set(emu.ROUND6)
+    assert not earlier & set(emu.ROUND7) and emu.ROUNDS["7"] is emu.ROUND7
+    assert emu.main([str(tmp_path), "--root", str(root), "--round", "7"]) == 0
+    want = {"isotherm_grey_640x512": (512, 640), "ezoom_steps_640x512": (512, 640), "pip_zoom_640x512": (512, 640),
+            "gain_switch_fire_640x512": (512, 640), "polarity_switch_640x512": (512, 640),
+            "msx_edges_640x480": (480, 640), "shutterless_640x512": (512, 640), "mpeg4_a320_640x480": (480, 640),
+            "max_gain_facade_640x512": (512, 640)}
+    assert set(want) == set(emu.ROUND7)
+    frames = {}
+    for cam, shape in want.items():
+        frames[cam] = _frames(tmp_path / cam, cv2.IMREAD_UNCHANGED)
+        assert len(frames[cam]) == 3 and all(f.shape == shape and f.dtype == np.uint8 for f in frames[cam]), cam
+    ramp = np.arange(10000, dtype=np.float64).reshape(100, 100)
+    iso = emu.isotherm_grey(ramp).ravel()
+    assert iso[9690] >= 250 and 215 <= iso[9710] <= 230 and 165 <= iso[9850] <= 180 and iso[-1] <= 80
+    assert np.all(np.diff(iso[:9700].astype(int)) >= 0) and np.all(np.diff(iso[9701:].astype(int)) <= 0)
+    assert [emu.zoom_at(i) for i in (0, 3, 4, 8, 12)] == [1, 1, 2, 4, 1]
+    c = emu.to_counts(_scene(512, 640, 0, 8).astype(np.float64))
+    assert np.array_equal(emu.ezoom(c, 1), c)
+    assert np.allclose(emu.ezoom(c, 2), cv2.resize(c[128:384, 160:480], (640, 512), interpolation=cv2.INTER_LINEAR))
+    g = _scene(512, 640, 1, 8)
+    pip = emu.pip_inset(g)
+    assert np.array_equal(pip[2:258, 160:480], cv2.resize(g[192:320, 240:400], (320, 256), interpolation=cv2.INTER_LINEAR))
+    assert np.all(pip[0:2, 158:482] == 255) and np.array_equal(pip[300:], g[300:])
+    scene = _scene(512, 640, 2, 8)
+    hot = lambda i: np.mean(emu.gain_switch_counts(i, scene) == 255)
+    assert hot(0) < 0.01 and hot(6) > 0.05 and hot(11) > 0.05    # the fire saturates from frame 6
+    base = emu.camera((640, 512), 0.6, emu.linear_agc, 705)
+    pol = emu.polarity_camera()
+    assert np.array_equal(pol(5, scene), base(5, scene)) and np.array_equal(pol(6, scene), 255 - base(6, scene))
+    plain = emu.camera((160, 120), 1.0, emu.linear_agc, 706, after=emu.bilinear_up((640, 480)))(0, scene[16:496])
+    msx = emu.msx_camera(0, scene[16:496]).astype(float) - plain
+    assert np.std(msx) > 1.0 and np.array_equal(emu.msx_edges(scene[16:496], plain, gain=0.0), plain)
+    a = emu.shutterless_shading(c, np.random.default_rng(0), 0) - c
+    b = emu.shutterless_shading(c, np.random.default_rng(0), 1) - c
+    assert 0.05 < np.ptp(a) / np.ptp(c) < 0.45 and not np.allclose(a, b)
+    assert np.std(cv2.resize(a, (8, 8), interpolation=cv2.INTER_AREA)) > 0.3 * np.std(a)   # low frequency only
+    m = emu.mpeg4_stream(0, _scene(480, 640, 0, 8)).astype(float)
+    ref = emu.camera((320, 240), 0.6, emu.linear_agc, 708, after=emu.bilinear_up((640, 480)))(5, _scene(480, 640, 0, 8))
+    err = np.mean((m - ref) ** 2)
+    assert 0 < err < 255 ** 2 / 10 ** 2.5      # coded: not the frame, within 25 dB of it
+    for f in frames["max_gain_facade_640x512"]:
+        assert 40 <= np.percentile(f, 99) - np.percentile(f, 1) <= 170 and abs(np.median(f) - 128) < 40
+
+
 def test_unknown_camera_and_missing_root(emu, tmp_path):
     with pytest.raises(KeyError, match="no emulated camera 'fisheye'"):
         emu.build(tmp_path, tmp_path, only=["fisheye"])

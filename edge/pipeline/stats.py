@@ -258,7 +258,9 @@ class BlurStatus(_Record):
     stands (None until the camera has been seen for 8 frames); ``changed_noisy``: noise-carrying
     verdicts whose blur part the gate changed, either way; ``held``: blur-carrying verdicts given
     back their partner without the blur while the camera had no sharpness reference yet (the
-    first routed frames after the start or a camera change)."""
+    first routed frames after the start or a camera change); ``enlarged``: of the demoted, the frames
+    soft for this camera that are an enlargement whose traces no blur erased (a digital zoom step,
+    engines/resampling.py)."""
     drop: Optional[float] = None
     threshold: Optional[float] = None
     frames: int = 0
@@ -267,6 +269,7 @@ class BlurStatus(_Record):
     band_noisy: Optional[List[float]] = None
     changed_noisy: int = 0
     held: int = 0
+    enlarged: int = 0
     stats_error: Optional[str] = None
 
 

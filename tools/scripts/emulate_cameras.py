@@ -1,7 +1,7 @@
 """Emulated "new cameras" from the test splits: how the product behaves on a camera none of the
 data sets covers (issue 9, "checked from outside": run ``tir eval --data OUT/<camera>`` on each).
 
-Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]] [--round 1-3|4|5|6]
+Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]] [--round 1-3|4|5|6|7]
 
 Each camera is a folder ``OUT/<name>/`` of 12 frames of one size, built from the **test** split
 of a registered set (frames only used to measure, never to tune), read from the data root
@@ -1196,9 +1196,294 @@ ROUND6: Dict[str, Tuple[Callable, Callable, str]] = {
 }
 
 
+# --- round 7: cameras of kinds the 67 above do not cover -------------------------------------
+
+#: a Tau 2 isotherm palette's colour half as RGB control points at indices 128, 176, 224, 255: yellow,
+#: orange, red, red (102-PS242-40 §3.3.3.1: "the bottom half ... gray shades and the upper half ...
+#: colour shades (for example, yellow to orange to red)"; the RGB values are ours)
+ISOTHERM_RGB = ((128, (255, 255, 0)), (176, (255, 165, 0)), (224, (255, 0, 0)), (255, (255, 0, 0)))
+#: the isotherm's lower / middle / upper thresholds as percentiles of the frame's counts [ours: the user
+#: sets them in degrees; percentiles keep some of every scene above them]
+ISOTHERM_PCT = (97.0, 98.5, 99.5)
+
+
+def isotherm_grey(counts: np.ndarray) -> np.ndarray:
+    """A Tau 2 isotherm (FLIR Tau 2 Product Specification 102-PS242-40 §3.3.3.1) in colour video turned
+    back to grey by a user (BT.601 luma, as ``COLOR_BGR2GRAY``): below the lower threshold the linear
+    min-max AGC's grey shades (palette indices 0-127 spanning black to white); between the lower, middle
+    and upper thresholds (:data:`ISOTHERM_PCT`) indices 128-175, 176-223 and 224-255 of
+    :data:`ISOTHERM_RGB`, linear in the counts within each band. The isotherm's luma falls with heat
+    (yellow 226, orange 173, red 76): the hottest objects turn darker than the warm scene around them.
+    Float counts -> uint8, same shape."""
+    c = counts.astype(np.float64)
+    lo, hi = float(c.min()), float(c.max())
+    t = np.percentile(c, ISOTHERM_PCT).tolist() + [hi]
+    out = 255.0 * (c - lo) / max(t[0] - lo, 1e-9)          # the grey half: black to white below the lower threshold
+    idx, rgb = [p[0] for p in ISOTHERM_RGB], np.array([p[1] for p in ISOTHERM_RGB], np.float64)
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    for k in range(3):
+        band = (c > t[k]) & (c <= t[k + 1]) if k < 2 else c > t[k]
+        pos = idx[k] + (idx[k + 1] - 1 - idx[k]) * (c[band] - t[k]) / max(t[k + 1] - t[k], 1e-9)
+        out[band] = np.interp(pos, idx, luma)
+    return to_u8(out)
+
+
+#: round 7's eZoom steps in a 12-frame folder: frames 0-3 at 1×, 4-7 at 2×, 8-11 at 4× (the step lasts
+#: :data:`ZOOM_RUN` frames, then the cycle repeats)
+ZOOM_STEPS, ZOOM_RUN = (1, 2, 4), 4
+
+
+def ezoom(counts: np.ndarray, zoom: int) -> np.ndarray:
+    """A Tau 2's digital eZoom (102-PS242-40 §3.3.2.4 [S: eZoom named there; that the AGC follows the
+    zoomed field is U]): the centre 1/``zoom`` of the counts resized back to the full size by bilinear
+    interpolation (OpenCV INTER_LINEAR). Float counts, same shape; ``zoom`` 1 returns them as they are."""
+    if zoom == 1:
+        return counts
+    h, w = counts.shape
+    ch, cw = h // zoom, w // zoom
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    return cv2.resize(counts[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def zoom_at(i: int, run: int = ZOOM_RUN) -> int:
+    """The eZoom factor of frame ``i``: :data:`ZOOM_STEPS` in runs of ``run`` frames, cycled."""
+    return ZOOM_STEPS[(i // run) % len(ZOOM_STEPS)]
+
+
+def ezoom_camera(run: int = ZOOM_RUN) -> Callable:
+    """Round 7's eZoom camera as a per-frame map: RoadScene at 640×512, noise 0.6 grey levels, the zoom
+    of :func:`zoom_at` on the counts, linear AGC (seed 702)."""
+    return lambda i, f: camera((640, 512), 0.6, linear_agc, 702,
+                               process=lambda c, rng: ezoom(c, zoom_at(i, run)))(i, f)
+
+
+def pip_inset(g: np.ndarray, zoom: int = 2, border: int = 2) -> np.ndarray:
+    """A picture-in-picture window (``after`` for :func:`camera`; the PiP mode of thermal riflescopes
+    and monoculars [U: Pulsar-class manuals describe a magnified window at the top of the display]): the
+    centre 1/4 × 1/4 of the image magnified ``zoom``× (bilinear) into a window of half the width and
+    height, at the top centre, framed by a ``border``-px white (255) line. uint8, same shape."""
+    h, w = g.shape
+    ch, cw = h // (2 * zoom), w // (2 * zoom)
+    src = g[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+    win = cv2.resize(src, (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
+    out = g.copy()
+    x0, y0 = w // 4, border
+    out[y0 - border:y0 + h // 2 + border, x0 - border:x0 + w // 2 + border] = 255
+    out[y0:y0 + h // 2, x0:x0 + w // 2] = win
+    return out
+
+
+#: round 7's gain-switch camera: counts per grey level in low gain, a quarter of high gain's
+#: :data:`COUNTS_PER_GREY` [U: Boson low gain covers about 4× the temperature range], and the fire's
+#: level (grey levels of the scene's scale: far above either gain's 14-bit top)
+LOW_GAIN_PER_GREY, FIRE_LEVEL = COUNTS_PER_GREY / 4.0, 5000.0
+#: the frames of a 12-frame folder in which the fire burns and the camera is in low gain
+FIRE_FRAMES = range(6, 12)
+
+
+def fire_mask(shape, rng: np.random.Generator) -> np.ndarray:
+    """Flames: 3-6 ellipses rising from the bottom edge (their lower halves below it), sized so that
+    they would cover a drawn 8-20 % of the pixels without overlapping (overlaps make it less), optics
+    σ 1 px. (H, W) float64 in 0..1."""
+    h, w = shape
+    share = rng.uniform(0.08, 0.20)
+    mask = np.zeros((h, w), np.float64)
+    cx0 = rng.uniform(0.2, 0.8) * w
+    n = int(rng.integers(3, 7))
+    for _ in range(n):
+        b = np.sqrt(share * h * w / n / np.pi * 4.0)  # a/b 0.5 on average, half of each below the edge
+        a = b * rng.uniform(0.3, 0.7)
+        cx, cy = cx0 + rng.normal(0.0, 1.5 * a), h - b * rng.uniform(0.0, 0.3)
+        cv2.ellipse(mask, (int(cx), int(cy)), (int(a), int(b)), 0, 0, 360, 1.0, -1)
+    return cv2.GaussianBlur(mask, (0, 0), 1.0)
+
+
+def gain_switch_counts(i: int, grey: np.ndarray, fire=FIRE_FRAMES, seed: int = 704) -> np.ndarray:
+    """A Boson in gain mode AUTO (thermal_io.md §1.6: SetGainMode enum 2; the DJI thermal SDK's
+    ``ThermalGainMode.Auto``: "automatically select the optimal gain mode according to the temperature
+    range of the image") when a fire enters: on the frames in ``fire`` the flames (:func:`fire_mask`)
+    saturate the 14-bit read-out and the camera is in low gain (:data:`LOW_GAIN_PER_GREY` counts per
+    grey level: the scene in a quarter of the counts), the sensor's noise the same in counts (σ of
+    :func:`noise_sigma` at 0.6 grey levels in high gain): 4× the noise for the scene's contrast; the
+    other frames in high gain without the fire. Plateau AGC (:func:`plateau_agc`), uint8 640×512."""
+    rng = np.random.default_rng([seed, i])
+    rad = resample(grey.astype(np.float64), (640, 512))
+    sigma = noise_sigma(to_counts(rad), 0.6)
+    if i in fire:
+        m = fire_mask(rad.shape, rng)
+        counts = COUNTS_BASE + LOW_GAIN_PER_GREY * (rad * (1 - m) + FIRE_LEVEL * m)
+    else:
+        counts = to_counts(rad)
+    counts = np.clip(counts + rng.normal(0.0, sigma, counts.shape), 0.0, COUNTS_MAX)
+    return plateau_agc(counts)
+
+
+#: round 7's polarity switch in a 12-frame folder: white hot before this frame, black hot from it
+POLARITY_AT = 6
+
+
+def polarity_camera(switch_at: int = POLARITY_AT) -> Callable:
+    """A camera whose user switches white hot to black hot mid-stream (FLIR's rawBoson README:
+    ``cB0003 x0 x0 x0 x1`` "Change output to BlackHot"; the Tau 2's polarity/palette command 0x10,
+    thermal_io.md §2): RoadScene at 640×512, noise 0.6, linear AGC (seed 705), inverted (255 − g)
+    from frame ``switch_at`` on."""
+    base = camera((640, 512), 0.6, linear_agc, 705)
+    return lambda i, f: 255 - base(i, f) if i >= switch_at else base(i, f)
+
+
+def msx_edges(scene: np.ndarray, g: np.ndarray, shift: Tuple[int, int] = (6, 3), gain: float = 1.5) -> np.ndarray:
+    """FLIR MSX (Multi-Spectral Dynamic Imaging: the visual camera's edges inserted into the thermal
+    image, with "a noticeable parallax", thermalvision.ie's FLIR MSX review): the thermal image ``g``
+    (uint8, the sensor's image enlarged to the display) plus ``gain`` × the high-pass (σ 1.5 px) of the
+    full-resolution ``scene`` at the display size (the visual camera's detail [U: a visual image's
+    edges are not the thermal scene's; the scene's own edges stand in]) shifted by ``shift`` = (x, y) px
+    (the two cameras' parallax). uint8, ``g``'s shape."""
+    h, w = g.shape
+    vis = cv2.resize(scene.astype(np.float64), (w, h), interpolation=cv2.INTER_AREA)
+    edges = vis - cv2.GaussianBlur(vis, (0, 0), 1.5, borderType=cv2.BORDER_REFLECT)
+    m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+    edges = cv2.warpAffine(edges, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return to_u8(g.astype(np.float64) + gain * edges)
+
+
+def msx_camera(i: int, frame: np.ndarray) -> np.ndarray:
+    """Round 7's MSX camera: a FLIR ONE Pro-class 160×120 sensor (noise 1.0, linear AGC, seed 706)
+    enlarged bilinear to 640×480, with :func:`msx_edges` of the scene. uint8 480×640."""
+    g = camera((160, 120), 1.0, linear_agc, 706, after=bilinear_up((640, 480)))(i, frame)
+    return msx_edges(frame, g)
+
+
+def shutterless_shading(counts: np.ndarray, rng: np.random.Generator, i: int = 0) -> np.ndarray:
+    """A shutterless core's residual low-frequency non-uniformity (thermal_io.md §5: "residual
+    spatially-correlated low-frequency shading ... lens/housing self-radiation"; shutterless cores
+    correct without a flag, so the residue is never reset [U]), drawn anew every frame (``process`` for
+    :func:`camera`): a tilted plane whose direction turns with the frame index (40° a frame from a
+    drawn start) plus a drawn bowl ``±(r² − mean r²)``, together 10-20 % of the frame's min-max span
+    (drawn) from the centre to the corners. Float counts, same shape."""
+    h, w = counts.shape
+    span = float(counts.max() - counts.min())
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    xn, yn = (x - (w - 1) / 2) / ((w - 1) / 2), (y - (h - 1) / 2) / ((h - 1) / 2)
+    theta = np.deg2rad(rng.uniform(0.0, 360.0) + 40.0 * i)
+    plane = xn * np.cos(theta) + yn * np.sin(theta)
+    r2 = (xn ** 2 + yn ** 2) / 2
+    bowl = rng.choice((-1.0, 1.0)) * (r2 - r2.mean())
+    field = plane / max(np.abs(plane).max(), 1e-9) + rng.uniform(0.5, 1.0) * bowl / max(np.abs(bowl).max(), 1e-9)
+    return counts + rng.uniform(0.10, 0.20) * span * field / max(np.abs(field).max(), 1e-9)
+
+
+#: round 7's MPEG-4 camera: frames of the group of pictures before the kept one, and the pan
+#: per frame in sensor pixels
+MPEG4_GOP_BEFORE, MPEG4_PAN = 5, 1.0
+
+
+def mpeg4_stream(i: int, frame: np.ndarray, seed: int = 708) -> np.ndarray:
+    """A FLIR A320-class camera's MPEG-4 RTSP stream (the A320 manual's "Image Streaming": "MPEG4
+    compressed video in three sizes (640x480, 320x240, 160x128)"): the scene at the 320×240 sensor,
+    panning :data:`MPEG4_PAN` px a frame, noise 0.6 grey levels and a linear AGC per frame, enlarged
+    bilinear to 640×480 and encoded with OpenCV's MPEG-4 Part 2 encoder (``mp4v``, its default
+    quantiser [U: the camera's rate control]) as a group of :data:`MPEG4_GOP_BEFORE` + 1 frames
+    starting at an I-frame; the kept frame is the last, a P-frame, decoded. uint8 480×640.
+
+    Raises:
+        RuntimeError: OpenCV cannot write or read the MPEG-4 stream (a build without FFmpeg)."""
+    import tempfile
+    base = camera((320, 240), 0.6, linear_agc, seed, after=bilinear_up((640, 480)))
+    h, w = frame.shape
+    frames = []
+    for j in range(MPEG4_GOP_BEFORE + 1):
+        dx = MPEG4_PAN * (MPEG4_GOP_BEFORE - j) * w / 320.0
+        shifted = cv2.warpAffine(frame.astype(np.float64), np.float32([[1, 0, -dx], [0, 1, 0]]), (w, h),
+                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        frames.append(base(i * 16 + j, shifted))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "gop.mp4")
+        wr = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480), True)
+        if not wr.isOpened():
+            raise RuntimeError("OpenCV cannot write MPEG-4 (mp4v)")
+        for f in frames:
+            wr.write(cv2.cvtColor(f, cv2.COLOR_GRAY2BGR))
+        wr.release()
+        cap = cv2.VideoCapture(path)
+        out = None
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            out = img
+        cap.release()
+    if out is None:
+        raise RuntimeError("OpenCV cannot read the MPEG-4 stream back")
+    return cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
+
+
+#: round 7's facade camera: counts per kelvin [U: a 14-bit core's high gain, as a radiometric Boson's
+#: TLinear K × 100, thermal_io.md §1.6], the sensor's NETD in kelvin (the Tau 2's "< 50 mK" class), and
+#: the AGC's max gain in grey levels per count (ours)
+FACADE_COUNTS_PER_K, FACADE_NETD_K, FACADE_MAX_GAIN = 100.0, 0.05, 0.5
+
+
+def max_gain_agc(counts: np.ndarray, max_gain: float = FACADE_MAX_GAIN, itt: float = 128.0) -> np.ndarray:
+    """The linear AGC of a Tau 2/Quark with its max gain (FLIR app note 102-PS242-100-01, thermal_io.md
+    §4.1 items 4-5 and its "Linear-histogram mode"): gain ``m = min(255/(p99 − p1), max_gain)`` grey
+    levels per count (1 % tail rejection), the percentiles' mean mapped to the ITT midpoint ``itt``,
+    clipped to uint8 (same shape). A low-contrast scene is not stretched over the 8 bits: it keeps its
+    noise at ``max_gain`` × σ grey levels."""
+    c = counts.astype(np.float64)
+    p1, p99 = np.percentile(c, (1, 99))
+    m = min(255.0 / max(p99 - p1, 1e-9), max_gain)
+    return to_u8(itt + m * (c - (p1 + p99) / 2.0))
+
+
+def facade_counts(i: int, grey: np.ndarray, seed: int = 709) -> np.ndarray:
+    """A building facade at night on a 640×512 core (the scene's 1st-99th percentiles span a drawn
+    1.5-3 K, :data:`FACADE_COUNTS_PER_K`, white noise of :data:`FACADE_NETD_K`), through
+    :func:`max_gain_agc`: the scene in 75-150 grey levels around 128, its noise about 2.5 grey levels.
+    uint8 512×640."""
+    rng = np.random.default_rng([seed, i])
+    g = resample(grey.astype(np.float64), (640, 512))
+    p1, p99 = np.percentile(g, (1, 99))
+    kelvin = rng.uniform(1.5, 3.0) * (g - p1) / max(p99 - p1, 1e-9)
+    counts = 8000.0 + FACADE_COUNTS_PER_K * (kelvin + rng.normal(0.0, FACADE_NETD_K, g.shape))
+    return max_gain_agc(counts)
+
+
+#: round 7: cameras of kinds the 67 of rounds 1-6 do not cover (``--round 7``), same layout
+ROUND7: Dict[str, Tuple[Callable, Callable, str]] = {
+    "isotherm_grey_640x512": (_set("roadscene-ir"), camera((640, 512), 0.6, isotherm_grey, 701),
+                              "RoadScene, noise 0.6, Tau 2 isotherm (hottest 3 % as yellow-orange-red) turned "
+                              "to grey by BT.601 luma: the hottest objects darker than the warm ones"),
+    "ezoom_steps_640x512": (_set("roadscene-ir"), ezoom_camera(),
+                            "RoadScene, noise 0.6, linear AGC, Tau 2 eZoom 1x / 2x / 4x (bilinear) on frames "
+                            "0-3 / 4-7 / 8-11"),
+    "pip_zoom_640x512": (_set("hit_uav"), camera((640, 512), 0.6, linear_agc, 703, after=pip_inset),
+                         "HIT-UAV, noise 0.6, linear AGC, a 2x picture-in-picture window of the centre at the "
+                         "top (white frame)"),
+    "gain_switch_fire_640x512": (_set("m3svd_magnity"), gain_switch_counts,
+                                 "M3SVD at 640x512, Boson gain AUTO: frames 6-11 a fire (5-15 % of the pixels, "
+                                 "saturated) and low gain (4x the noise for the scene), plateau AGC"),
+    "polarity_switch_640x512": (_set("roadscene-ir"), polarity_camera(),
+                                "RoadScene, noise 0.6, linear AGC, white hot on frames 0-5, black hot from 6"),
+    "msx_edges_640x480": (_centre_4x3, msx_camera,
+                          "RoadScene 4:3 centre at 160x120 (noise 1.0, linear AGC) shown 640x480, FLIR MSX: "
+                          "the full-resolution edges added at 1.5x, 6/3 px of parallax"),
+    "shutterless_640x512": (_set("hit_uav"), lambda i, f: camera(
+                                (640, 512), 0.6, linear_agc, 707,
+                                process=lambda c, rng: shutterless_shading(c, rng, i))(i, f),
+                            "HIT-UAV, noise 0.6, linear AGC, a shutterless core's low-frequency residue "
+                            "(plane + bowl, 10-20 % of the span) changing every frame"),
+    "mpeg4_a320_640x480": (_set("m3svd_magnity"), mpeg4_stream,
+                           "M3SVD at 320x240 panning 1 px/frame, noise 0.6, linear AGC, shown 640x480 through "
+                           "OpenCV's MPEG-4 Part 2 encoder (a P-frame 5 after the I-frame): FLIR A320 RTSP"),
+    "max_gain_facade_640x512": (_set("m3svd_magnity"), facade_counts,
+                                "M3SVD as a night facade: 1.5-3 K of span, NETD 50 mK, Tau 2 linear AGC capped "
+                                "at max gain 0.5 grey/count: the scene in 75-150 grey levels, noise ~2.5"),
+}
+
+
 #: the rounds ``--round`` builds: 1-3 are :data:`CAMERAS` (the default), 4 is :data:`ROUND4`, 5 :data:`ROUND5`,
-#: 6 :data:`ROUND6`
-ROUNDS = {"1-3": CAMERAS, "4": ROUND4, "5": ROUND5, "6": ROUND6}
+#: 6 :data:`ROUND6`, 7 :data:`ROUND7`
+ROUNDS = {"1-3": CAMERAS, "4": ROUND4, "5": ROUND5, "6": ROUND6, "7": ROUND7}
 
 
 def build(out: Path, root=None, only=None, frames: int = FRAMES, cameras: Dict = None) -> Dict[str, int]:
@@ -1238,7 +1523,7 @@ def main(argv=None) -> int:
     p.add_argument("--root", default=None, help="data root (default $TIR_DATA_ROOT or ../shared/data)")
     p.add_argument("--only", default=None, help="comma list of cameras (default: all of the round)")
     p.add_argument("--round", default="1-3", choices=sorted(ROUNDS),
-                   help="which cameras: 1-3 (the 34 of rounds 1-3, default), 4, 5 or 6 (one later round)")
+                   help="which cameras: 1-3 (the 34 of rounds 1-3, default), 4, 5, 6 or 7 (one later round)")
     a = p.parse_args(argv)
     cameras = ROUNDS[a.round]
     try:
