@@ -237,21 +237,44 @@ def _recording_rows(directory: Path) -> List[dict]:
 
 
 def _read_recorded(directory: Path, row: dict) -> np.ndarray:
-    """One raw frame of a recording: a 16-bit PNG, or little-endian uint16 at a byte offset of raw.u16."""
+    """One raw frame of a ``tir run --record`` folder, read where the recorder put it.
+
+    The row is checked by the recorder's own :func:`~tir.edge.outputs.recorder.frame_place` (a
+    16-bit PNG must be ``raw/<seq>.png`` inside the recording: an index naming ``../x.png`` would
+    read any image on the machine as a frame), and a byte offset is looked up in the stream's
+    segments (:func:`~tir.edge.outputs.recorder.stream_segments`: ``raw.u16``, then each
+    ``raw.<B>.u16`` the recorder rolled to at the largest file allowed, e.g. FAT32's 4 GiB).
+
+    Returns:
+        (H, W) uint16 counts.
+
+    Raises:
+        CalibrationDataError: the row names its frame wrongly, the PNG is unreadable, the offset
+            lies in no segment, or the stream ends inside the frame.
+    """
     import cv2
 
-    where = row["raw"]
-    if where.endswith(".png"):
-        image = cv2.imread(str(directory / where), cv2.IMREAD_UNCHANGED)
+    from ..edge.outputs.recorder import frame_place, segment_of, stream_segments
+
+    index = directory / RECORDING_INDEX
+    try:
+        png, offset, h, w = frame_place(directory, row, "raw")
+    except ValueError as exc:
+        raise CalibrationDataError(f"frame {row.get('seq')} in {index}: {exc}") from None
+    if png is not None:
+        image = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
         if image is None:
-            raise CalibrationDataError(f"{directory / where} is listed in {RECORDING_INDEX} but unreadable")
+            raise CalibrationDataError(f"{png} is listed in {index} but unreadable")
         return image
-    h, w = int(row["height"]), int(row["width"])
-    with open(directory / "raw.u16", "rb") as f:
-        f.seek(int(where))
+    try:
+        name, local = segment_of(stream_segments(directory, "raw"), offset, "raw", directory)
+    except FileNotFoundError as exc:
+        raise CalibrationDataError(f"frame {row.get('seq')} in {index}: {exc}") from None
+    with open(name, "rb") as f:
+        f.seek(local)
         data = f.read(h * w * 2)
     if len(data) != h * w * 2:
-        raise CalibrationDataError(f"{directory / 'raw.u16'} ends inside frame {row['seq']}")
+        raise CalibrationDataError(f"{name} ends inside frame {row['seq']}")
     return np.frombuffer(data, "<u2").reshape(h, w).astype(np.uint16)
 
 

@@ -85,3 +85,53 @@ def test_unreadable_npy_in_a_folder_is_a_calibration_data_error(tmp_path, write)
     write(tmp_path / "bad.npy")
     with pytest.raises(CalibrationDataError, match=r"bad\.npy: not a readable \.npy array"):
         calibration_set(str(tmp_path), 4, (32, 24))
+
+
+def _recording(folder, n=6, shape=(24, 32)):
+    """A raw .u16 recording of ``n`` frames written by the recorder; returns the frames sent."""
+    from tir.edge.frame import Frame
+    from tir.edge.outputs.recorder import Recorder
+    from tir.edge.uri import parse_uri
+
+    rng = np.random.default_rng(3)
+    sent = [rng.integers(7000, 9000, shape, dtype=np.uint16) for _ in range(n)]
+    rec = Recorder(parse_uri(f"file://{folder}?what=raw&preview=0")).start()
+    for k, raw in enumerate(sent):
+        rec.write(Frame(raw=raw, seq=k, t_capture=float(k)))
+    rec.close()
+    return sent
+
+
+def test_a_recording_rolled_into_segments_is_read_whole(tmp_path):
+    """Session 18: at the largest file allowed (FAT32's 4 GiB) the recorder goes on in
+    ``raw.<B>.u16`` (B the stream offset of its first byte); the calibration reader opened only
+    ``raw.u16`` and failed with "ends inside frame" on every later frame."""
+    from tir.calibration.data import _read_recorded, _recording_rows
+
+    folder = tmp_path / "rec"
+    sent = _recording(folder)
+    stream = (folder / "raw.u16").read_bytes()
+    cut = 4 * sent[0].nbytes  # four frames stay in raw.u16, the rest in the segment, as the recorder rolls
+    (folder / "raw.u16").write_bytes(stream[:cut])
+    (folder / f"raw.{cut}.u16").write_bytes(stream[cut:])
+    rows = _recording_rows(folder)
+    got = [_read_recorded(folder, row) for row in rows]
+    assert len(got) == len(sent)
+    for a, b in zip(got, sent):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_recording_index_naming_an_image_outside_the_recording_is_refused(tmp_path):
+    """Session 18: frames.csv's PNG names were read unchecked, so a tampered index naming
+    ``../x.png`` read any image on the machine as a calibration frame."""
+    from tir.calibration.data import _read_recorded
+
+    folder = tmp_path / "rec"
+    _recording(folder, n=1)
+    cv2.imwrite(str(tmp_path / "x.png"), np.full((24, 32), 8000, np.uint16))
+    row = {"seq": "0", "raw": "../x.png", "height": "24", "width": "32", "restored": ""}
+    with pytest.raises(CalibrationDataError, match=r"not one the recorder writes"):
+        _read_recorded(folder, row)
+    row["raw"] = "-5"
+    with pytest.raises(CalibrationDataError, match=r"not a byte offset"):
+        _read_recorded(folder, row)
