@@ -102,7 +102,8 @@ def periodic_z(e: np.ndarray, k: int) -> float:
 
 
 def repeats_at_double(e: np.ndarray, k: int) -> bool:
-    """Whether the profile folded at 2k repeats itself with period k (:data:`PERIOD_AGREEMENT`)."""
+    """Whether the profile ``e`` ((L,) float64, :func:`difference_profile`) folded at 2k repeats
+    itself with period k (:data:`PERIOD_AGREEMENT`); False when it holds under 4 periods of 2k."""
     phases, m = _fold(e, 2 * k)
     if m < 4:
         return False

@@ -415,7 +415,7 @@ def test_round7_cameras(emu, root, tmp_path):
     assert np.all(pip[0:2, 158:482] == 255) and np.array_equal(pip[300:], g[300:])
     scene = _scene(512, 640, 2, 8)
     hot = lambda i: np.mean(emu.gain_switch_counts(i, scene) == 255)
-    assert hot(0) < 0.01 and hot(6) > 0.05 and hot(11) > 0.05    # the fire saturates from frame 6
+    assert hot(0) < 0.01 and hot(6) > 0.03 and hot(11) > 0.03    # the fire saturates from frame 6
     base = emu.camera((640, 512), 0.6, emu.linear_agc, 705)
     pol = emu.polarity_camera()
     assert np.array_equal(pol(5, scene), base(5, scene)) and np.array_equal(pol(6, scene), 255 - base(6, scene))
