@@ -237,8 +237,9 @@ class StudentTuner:
 
     Raises:
         BundleError: the bundle cannot be loaded or has no student.
-        ValueError: a ``task_weights`` / ``guard_tasks`` name that is not a route, or a ``tile``
-            or ``batch`` below 1.
+        ValueError: a ``task_weights`` / ``guard_tasks`` / ``anchor`` name that is not a route, an
+            ``anchor`` string other than ``"auto"``, ``anchor="auto"`` on a manifest without the
+            student's val metrics (:func:`anchor_tasks`), or a ``tile`` or ``batch`` below 1.
     """
 
     def __init__(self, settings: TuneSettings, work_dir, train_clean: Optional[np.ndarray] = None,
