@@ -227,4 +227,23 @@ def test_tir_distill_anchor_option(bundles, tmp_path, monkeypatch, capsys):  # n
     assert settings["anchor"] == ["noise"] and settings["val_limit"] == 24
     bad = ["distill", "--bundle", str(src.path), "--out", str(tmp_path / "o3"), "--init-from", "none", "--anchor", "noise"]
     assert cli.main(bad) == 2
-    assert "--anchor applies only" in capsys.readouterr().err
+    assert "--anchor and --train-heads apply only" in capsys.readouterr().err
+
+
+def test_tir_distill_train_heads_unfreezes_the_tone_and_field_parts(bundles, tmp_path, monkeypatch, capsys):  # noqa: F811
+    from tir.engines.training import train as train_mod
+
+    _, src = bundles
+    monkeypatch.setattr(train_mod, "load_split", lambda data, split: _frames(3, seed=2 if split == "val" else 3))
+    trained = {}
+    for name, extra in (("frozen", []), ("heads", ["--train-heads"])):
+        args = ["distill", "--bundle", str(src.path), "--out", str(tmp_path / name), "--work-dir",
+                str(tmp_path / f"{name}.work"), "--init-from", "onnx", "--steps", "2", "--val-every", "2", "--crop", "32",
+                "--max-frames", "2", "--val-limit", "2", "--threads", "1", *extra]
+        assert cli.main(args) == 0, capsys.readouterr()
+        training = json.loads((tmp_path / name / "manifest.json").read_text())["student"]["training"]
+        trained[name] = set(training["trained"])
+        assert training["settings"]["frozen"] == ([] if extra else list(st.FROZEN_PARTS))
+    # the tiny student has no tone or field head: the same convs either way (the _Parts test above
+    # checks that an empty ``frozen`` returns the heads' convs)
+    assert trained["frozen"] == trained["heads"]

@@ -44,7 +44,7 @@ def add_arguments(parser) -> None:
                              "(engines/training/student_tune.py; uses --steps, --max-minutes, --crop (the tile), "
                              "--batch (whole frames per step, default 2), --lr (default 1e-4), --task-weights, "
                              "--max-frames, --val-limit (default 24), --val-every, --data, --seed, --threads, --deploy, "
-                             "--margin-db, --anchor)")
+                             "--margin-db, --anchor, --train-heads)")
     parser.add_argument("--init-weights", default=None, metavar="CKPT",
                         help="with --init-from student: the torch checkpoint (student.pt of the tir distill work "
                              "dir) of the teacher bundle's student; the bundle holds the student only as ONNX, so "
@@ -78,6 +78,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--val-limit", type=number(int, 1, what="a number of frames"), default=None,
                         help="val frames per task for the checkpoint choice (default 16; with --init-from onnx 24: "
                              "12 frames missed a 0.24 dB CBN loss that 24 saw, docs/student.md Session 17)")
+    parser.add_argument("--train-heads", action="store_true",
+                        help="with --init-from onnx: train the student's tone and field heads too (default frozen). "
+                             "The fine-tuning runs on whole frames, so the heads see the whole-frame statistics they "
+                             "are built on; on flat (sky) frames the student's blur error is mostly low-frequency "
+                             "(docs/student.md)")
     parser.add_argument("--anchor", default="none", type=_anchor, metavar="auto|none|T[,T...]",
                         help="with --init-from onnx: tasks whose teacher is the shipped student's own output "
                              "(self-distillation) instead of the route, so that teaching other tasks cannot pull "
@@ -222,8 +227,8 @@ def main(args) -> int:
             check_out(args.out, args.bundle)
         check_names(args)
     work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")
-    if args.anchor and args.init_from != "onnx":
-        raise UsageError("--anchor applies only to --init-from onnx (the fine-tuning of the shipped student.onnx)")
+    if (args.anchor or args.train_heads) and args.init_from != "onnx":
+        raise UsageError("--anchor and --train-heads apply only to --init-from onnx (the fine-tuning of the shipped student.onnx)")
     if args.init_from == "onnx":
         return _tune_onnx(args, work)
     settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from,
@@ -286,6 +291,7 @@ def _tune_onnx(args, work: Path) -> int:
                             task_weights=args.task_weights, max_frames=args.max_frames,
                             val_limit=TuneSettings.val_limit if args.val_limit is None else args.val_limit,
                             val_every=args.val_every, seed=args.seed, threads=args.threads, anchor=args.anchor,
+                            frozen=() if args.train_heads else TuneSettings.frozen,
                             command=getattr(args, "command_line", ""))
     with _refused():
         tuner = StudentTuner(settings, work)
