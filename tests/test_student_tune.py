@@ -170,3 +170,80 @@ def test_tir_distill_init_from_onnx(bundles, tmp_path, monkeypatch, capsys):  # 
     assert settings["batch"] == 2 and settings["tile"] == 32
     assert cli.main([*args[:4], str(tmp_path / "o2"), *args[5:], "--init-weights", "x.pt"]) == 2
     assert "--init-weights does not apply" in capsys.readouterr().err
+
+
+def test_anchor_auto_is_the_tasks_where_the_student_beats_its_route():
+    student = {"metrics": {"val_psnr": {"noise": 25.6, "blur": 37.2, "CBN": 19.69},
+                           "teacher_val_psnr": {"noise": 25.4, "blur": 39.1, "CBN": 19.68}}}
+    assert st.anchor_tasks(student, ["blur", "noise", "CBN"]) == ["noise", "CBN"]
+    with pytest.raises(ValueError, match="anchor auto"):
+        st.anchor_tasks({"metrics": {}}, ["noise"])
+
+
+def test_anchored_task_learns_the_shipped_students_own_output(bundles, tmp_path):  # noqa: F811
+    """An anchored task's teacher is the source student (one-hot prompt): at step 0 its dB loss is
+    at the floor (torch vs ONNX Runtime of the same graph), while the route's target is not; so
+    teaching blur cannot pull noise towards the noise route, and noise moves less."""
+    _, src = bundles
+    frames, val = _frames(6), _frames(3, seed=1)
+    base = dict(bundle=str(src.path), steps=30, tile=16, batch=2, lr=3e-3, max_frames=4, val_limit=2,
+                val_every=30, refresh_every=10, threads=1, task_weights={"blur": 1, "noise": 1})
+    free = st.StudentTuner(st.TuneSettings(**base), tmp_path / "free", frames, val)
+    anchored = st.StudentTuner(st.TuneSettings(**base, anchor=["noise"]), tmp_path / "anch", frames, val)
+    assert anchored.anchor == ["noise"] and "noise" not in anchored.teachers
+    x = torch.from_numpy(frames[:1, None] * 0.9 + 0.05)
+    w = torch.from_numpy(anchored.prompt(["noise"]))
+    with torch.no_grad():
+        own = anchored.gm(x, w)
+    to_self = float(st.db_loss(own, torch.from_numpy(anchored.teacher("noise", x.numpy())), 16))
+    to_route = float(st.db_loss(own, torch.from_numpy(free.teacher("noise", x.numpy())), 16))
+    assert to_self < -8 and to_route > to_self + 2     # 1e-8 MSE floor vs the route's 20 dB+ away
+    assert anchored.teacher("blur", x.numpy()) == pytest.approx(free.teacher("blur", x.numpy()))
+    # trained the same way, the anchored noise output stays nearer the shipped one
+    s_free, s_anch = free.train(progress=False), anchored.train(progress=False)
+    assert s_anch["anchor"] == ["noise"] and s_free["anchor"] == []
+    with torch.no_grad():
+        drift_free = float(((free.gm(x, w) - own) ** 2).mean())
+        drift_anch = float(((anchored.gm(x, w) - own) ** 2).mean())
+    assert drift_anch < drift_free
+    # the val table still compares with the route, not with the anchor
+    table = anchored.val_table(tmp_path / "anch" / "student.onnx")
+    assert table["teacher_val_psnr"]["noise"] == pytest.approx(
+        free.val_table(tmp_path / "free" / "student.onnx")["teacher_val_psnr"]["noise"])
+    with pytest.raises(ValueError, match="anchor tasks"):
+        st.StudentTuner(st.TuneSettings(**{**base, "anchor": ["CB"]}), tmp_path / "w", frames, val)
+
+
+def test_tir_distill_anchor_option(bundles, tmp_path, monkeypatch, capsys):  # noqa: F811
+    from tir.engines.training import train as train_mod
+
+    _, src = bundles
+    monkeypatch.setattr(train_mod, "load_split", lambda data, split: _frames(3, seed=2 if split == "val" else 3))
+    args = ["distill", "--bundle", str(src.path), "--out", str(tmp_path / "o"), "--work-dir", str(tmp_path / "w"),
+            "--init-from", "onnx", "--steps", "2", "--val-every", "2", "--crop", "32", "--max-frames", "2",
+            "--threads", "1", "--anchor", "noise"]
+    assert cli.main(args) == 0, capsys.readouterr()
+    settings = json.loads((tmp_path / "o" / "manifest.json").read_text())["student"]["training"]["settings"]
+    assert settings["anchor"] == ["noise"] and settings["val_limit"] == 24
+    bad = ["distill", "--bundle", str(src.path), "--out", str(tmp_path / "o3"), "--init-from", "none", "--anchor", "noise"]
+    assert cli.main(bad) == 2
+    assert "--anchor and --train-heads apply only" in capsys.readouterr().err
+
+
+def test_tir_distill_train_heads_unfreezes_the_tone_and_field_parts(bundles, tmp_path, monkeypatch, capsys):  # noqa: F811
+    from tir.engines.training import train as train_mod
+
+    _, src = bundles
+    monkeypatch.setattr(train_mod, "load_split", lambda data, split: _frames(3, seed=2 if split == "val" else 3))
+    trained = {}
+    for name, extra in (("frozen", []), ("heads", ["--train-heads"])):
+        args = ["distill", "--bundle", str(src.path), "--out", str(tmp_path / name), "--work-dir",
+                str(tmp_path / f"{name}.work"), "--init-from", "onnx", "--steps", "2", "--val-every", "2", "--crop", "32",
+                "--max-frames", "2", "--val-limit", "2", "--threads", "1", *extra]
+        assert cli.main(args) == 0, capsys.readouterr()
+        training = json.loads((tmp_path / name / "manifest.json").read_text())["student"]["training"]
+        trained[name] = set(training["trained"])
+        assert training["settings"]["frozen"] == ([] if extra else list(st.FROZEN_PARTS))
+    # the tiny student has no tone or field head: the same convs either way (the _Parts test above
+    # checks that an empty ``frozen`` returns the heads' convs)
+    assert trained["frozen"] == trained["heads"]

@@ -43,8 +43,8 @@ def add_arguments(parser) -> None:
                              "ONNX on ONNX Runtime, on whole frames, with a loss in dB per --crop-px tile "
                              "(engines/training/student_tune.py; uses --steps, --max-minutes, --crop (the tile), "
                              "--batch (whole frames per step, default 2), --lr (default 1e-4), --task-weights, "
-                             "--max-frames, --val-limit, --val-every, --data, --seed, --threads, --deploy, "
-                             "--margin-db)")
+                             "--max-frames, --val-limit (default 24), --val-every, --data, --seed, --threads, --deploy, "
+                             "--margin-db, --anchor, --train-heads)")
     parser.add_argument("--init-weights", default=None, metavar="CKPT",
                         help="with --init-from student: the torch checkpoint (student.pt of the tir distill work "
                              "dir) of the teacher bundle's student; the bundle holds the student only as ONNX, so "
@@ -75,7 +75,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=number(float, 0, low_open=True, what="a learning rate"), default=None,
                         help="peak learning rate (AdamW, cosine; default 2e-3, with --init-from onnx Adam at 1e-4)")
     parser.add_argument("--max-frames", type=number(int, 1, what="a number of frames"), default=64, help="whole frames per task pool")
-    parser.add_argument("--val-limit", type=number(int, 1, what="a number of frames"), default=16, help="val frames per task for the checkpoint choice")
+    parser.add_argument("--val-limit", type=number(int, 1, what="a number of frames"), default=None,
+                        help="val frames per task for the checkpoint choice (default 16; with --init-from onnx 24: "
+                             "12 frames missed a 0.24 dB CBN loss that 24 saw, docs/student.md Session 17)")
+    parser.add_argument("--train-heads", action="store_true",
+                        help="with --init-from onnx: train the student's tone and field heads too (default frozen). "
+                             "The fine-tuning runs on whole frames, so the heads see the whole-frame statistics they "
+                             "are built on; on flat (sky) frames the student's blur error is mostly low-frequency "
+                             "(docs/student.md)")
+    parser.add_argument("--anchor", default="none", type=_anchor, metavar="auto|none|T[,T...]",
+                        help="with --init-from onnx: tasks whose teacher is the shipped student's own output "
+                             "(self-distillation) instead of the route, so that teaching other tasks cannot pull "
+                             "them away from it; auto: the tasks whose recorded student val PSNR is at least the "
+                             "route's (manifest student.metrics), none (default): every task learns its route")
     parser.add_argument("--val-every", type=number(int, 1, what="a number of steps"), default=500, help="steps between val evaluations")
     parser.add_argument("--w-cpr", type=number(float, 0, what="a loss weight"), default=0.05, help="contrastive prompt regularisation weight (0: off)")
     parser.add_argument("--w-inst", type=number(float, 0, what="a loss weight"), default=0.05, help="instance-grained contrastive weight")
@@ -97,6 +109,19 @@ def add_arguments(parser) -> None:
                              "and print the table; trains nothing, writes no bundle (test: once, at the end)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=thread_count, default=2, help="torch CPU threads")
+
+
+def _anchor(text: str):
+    """argparse type of ``--anchor``: "auto", [] for "none", else the list of task names."""
+    text = text.strip()
+    if text in ("auto", "none"):
+        return text if text == "auto" else []
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"--anchor {text!r}: auto, none or task names separated by commas")
+    return names
 
 
 def _task_weights(text: str):
@@ -202,6 +227,8 @@ def main(args) -> int:
             check_out(args.out, args.bundle)
         check_names(args)
     work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")
+    if (args.anchor or args.train_heads) and args.init_from != "onnx":
+        raise UsageError("--anchor and --train-heads apply only to --init-from onnx (the fine-tuning of the shipped student.onnx)")
     if args.init_from == "onnx":
         return _tune_onnx(args, work)
     settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from,
@@ -210,7 +237,8 @@ def main(args) -> int:
                                crop=args.crop, batch=DistillSettings.batch if args.batch is None else args.batch,
                                lr=DistillSettings.lr if args.lr is None else args.lr,
                                seed=args.seed, threads=args.threads, max_minutes=args.max_minutes, data=args.data, max_frames=args.max_frames,
-                               val_limit=args.val_limit, val_every=args.val_every, w_cpr=args.w_cpr,
+                               val_limit=DistillSettings.val_limit if args.val_limit is None else args.val_limit,
+                               val_every=args.val_every, w_cpr=args.w_cpr,
                                w_inst=args.w_inst, w_feat=args.w_feat, calibrate_steps=args.calibrate_steps,
                                real_data=args.real_data,
                                command=getattr(args, "command_line", ""))
@@ -260,8 +288,10 @@ def _tune_onnx(args, work: Path) -> int:
     settings = TuneSettings(bundle=str(args.bundle), data=args.data, steps=args.steps, max_minutes=args.max_minutes,
                             tile=args.crop, batch=TuneSettings.batch if args.batch is None else args.batch,
                             lr=TuneSettings.lr if args.lr is None else args.lr,
-                            task_weights=args.task_weights, max_frames=args.max_frames, val_limit=args.val_limit,
-                            val_every=args.val_every, seed=args.seed, threads=args.threads,
+                            task_weights=args.task_weights, max_frames=args.max_frames,
+                            val_limit=TuneSettings.val_limit if args.val_limit is None else args.val_limit,
+                            val_every=args.val_every, seed=args.seed, threads=args.threads, anchor=args.anchor,
+                            frozen=() if args.train_heads else TuneSettings.frozen,
                             command=getattr(args, "command_line", ""))
     with _refused():
         tuner = StudentTuner(settings, work)

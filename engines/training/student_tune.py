@@ -30,6 +30,15 @@ What it does:
   (:func:`tir.engines.training.qat.write_back`).
 - **Teachers:** each task's route ONNX of the bundle on ONNX Runtime, on the same whole frames,
   computed once per pool frame (and again when it is re-degraded); ``clean``: the identity.
+  **Anchored** tasks (``anchor``) take the source student's own output instead (its ONNX on ONNX
+  Runtime, that task's one-hot prompt): self-distillation. Why: on a task where the shipped
+  student is *better* than its route (docs/student.md, Session 17: BN +0.45, CBN +0.42 dB on every
+  val frame), the route as the target pulls the student down to the route, and the body shared by
+  every prompt moves while blur and contrast are taught (run 1 lost 0.24 dB on CBN). With the
+  student's own output as the target, the anchored tasks' loss is zero at step 0 and any drift
+  away from what shipped is a loss. ``anchor="auto"`` (:func:`anchor_tasks`): the tasks whose
+  recorded student val PSNR (manifest ``student.metrics.val_psnr``) is at least the route's
+  (``teacher_val_psnr``), the tasks where the student is the better target.
 - **Data:** per task a pool of whole train frames degraded with the task's spec (the bundle's
   recorded spec, else the built-in of that name), a quarter re-degraded every
   ``refresh_every`` steps; each of a step's ``batch`` whole frames draws its slot (``clean``
@@ -89,10 +98,13 @@ class TuneSettings:
     clean_prob: float = 0.1                  # share of clean (identity) samples
     max_frames: int = 32                     # whole train frames per task pool
     refresh_every: int = 200                 # steps between re-degrading a quarter of each pool
-    val_limit: int = 12                      # val frames per task for the checkpoint choice
+    val_limit: int = 24                      # val frames per task for the checkpoint choice (12 missed a
+                                             # 0.24 dB CBN loss that 24 saw: docs/student.md, Session 17)
     val_every: int = 500                     # steps between val evaluations
     guard_db: float = 0.1                    # a guarded task may lose at most this many dB (val)
     guard_tasks: Optional[List[str]] = None  # None: the tasks the source auto_deploy runs on the student
+    anchor: object = None                    # None / []: every task's teacher is its route; "auto" or
+                                             # [task, ...]: these tasks' teacher is the source student
     frozen: Sequence[str] = FROZEN_PARTS     # parameter-name parts not trained
     seed: int = 0
     threads: int = 1                         # torch and ONNX Runtime intra-op threads
@@ -140,6 +152,23 @@ def trainable_convs(gm: nn.Module, frozen: Sequence[str] = FROZEN_PARTS) -> List
             continue
         out.append(mod)
     return out
+
+
+def anchor_tasks(student: Mapping, tasks: Sequence[str]) -> List[str]:
+    """The tasks of ``tasks`` whose recorded student val PSNR is at least the route's: the bundle
+    manifest's ``student`` entry's ``metrics.val_psnr[T] >= metrics.teacher_val_psnr[T]`` (dB, the
+    same val frames, both on ONNX Runtime). On those the shipped student's output is closer to the
+    clean frame than the route's, so it is the better distillation target (``anchor="auto"``).
+
+    Raises:
+        ValueError: the entry records no ``val_psnr`` / ``teacher_val_psnr`` (name the tasks instead).
+    """
+    m = (student or {}).get("metrics") or {}
+    s, t = m.get("val_psnr") or {}, m.get("teacher_val_psnr") or {}
+    if not s or not t:
+        raise ValueError("anchor auto needs the student's metrics.val_psnr and teacher_val_psnr in the manifest; "
+                         "name the anchored tasks instead")
+    return [k for k in tasks if k in s and k in t and float(s[k]) >= float(t[k])]
 
 
 def choose(history: List[dict], guard: Sequence[str], guard_db: float) -> dict:
@@ -208,8 +237,9 @@ class StudentTuner:
 
     Raises:
         BundleError: the bundle cannot be loaded or has no student.
-        ValueError: a ``task_weights`` / ``guard_tasks`` name that is not a route, or a ``tile``
-            or ``batch`` below 1.
+        ValueError: a ``task_weights`` / ``guard_tasks`` / ``anchor`` name that is not a route, an
+            ``anchor`` string other than ``"auto"``, ``anchor="auto"`` on a manifest without the
+            student's val metrics (:func:`anchor_tasks`), or a ``tile`` or ``batch`` below 1.
     """
 
     def __init__(self, settings: TuneSettings, work_dir, train_clean: Optional[np.ndarray] = None,
@@ -232,6 +262,15 @@ class StudentTuner:
         unknown = [t for t in self.guard if t not in self.tasks]
         if unknown:
             raise ValueError(f"guard tasks {unknown} are not routes of {self.bundle.path} ({', '.join(self.tasks)})")
+        if settings.anchor == "auto":
+            self.anchor = anchor_tasks(self.bundle.student, self.tasks)
+        elif isinstance(settings.anchor, str):
+            raise ValueError(f"anchor {settings.anchor!r}: 'auto' or a list of tasks")
+        else:
+            self.anchor = list(settings.anchor or [])
+        unknown = [t for t in self.anchor if t not in self.tasks]
+        if unknown:
+            raise ValueError(f"anchor tasks {unknown} are not routes of {self.bundle.path} ({', '.join(self.tasks)})")
         self.multiple = math.lcm(int(self.bundle.multiple), 32)
         if settings.tile < 1 or settings.batch < 1:
             raise ValueError(f"tile {settings.tile} and batch {settings.batch} must be at least 1")
@@ -256,15 +295,18 @@ class StudentTuner:
         self.params = [p for c in self.convs for p in (c.weight, c.bias) if p is not None]
         for p in self.params:
             p.requires_grad_(True)
-        self.teachers = {t: ort_session(self.bundle.route_path(t), settings.threads) for t in self.tasks}
+        self.teachers = {t: ort_session(self.bundle.route_path(t), settings.threads) for t in self.tasks
+                         if t not in self.anchor}
+        self.anchor_session = ort_session(self.source, settings.threads) if self.anchor else None
         self.eye = np.eye(len(self.prompts), dtype=np.float32)
         self.history: List[dict] = []
         self.best: Optional[Dict[int, torch.Tensor]] = None   # the chosen entry's trained values
         self.state: dict = {"settings": asdict(settings), "source_sha256": self.bundle.student["sha256"],
                             "trained": [c.onnx_inputs[1] for c in self.convs], "guard": self.guard,
+                            "anchor": self.anchor,
                             "sampling": self.sampling, "data": self.data}
-        log.info("student %s: %d convs trained (%d parameters), guard %s", self.source, len(self.convs),
-                 sum(p.numel() for p in self.params), self.guard)
+        log.info("student %s: %d convs trained (%d parameters), guard %s, anchored to itself %s", self.source,
+                 len(self.convs), sum(p.numel() for p in self.params), self.guard, self.anchor)
 
     def spec(self, task: str):
         """``task``'s degradation spec: the bundle's recorded one, else the built-in of that name."""
@@ -277,9 +319,12 @@ class StudentTuner:
 
     def teacher(self, slot: str, x: np.ndarray) -> np.ndarray:
         """The teacher's output of ``x`` ((n, 1, h, w) float32): ``slot``'s route on ONNX Runtime,
+        for an anchored task the source student (ONNX Runtime, ``slot``'s one-hot prompt),
         ``clean``: ``x`` itself."""
         if slot == CLEAN:
             return x
+        if slot in self.anchor:
+            return self.anchor_session.run(None, {"input": x, "prompt": self.prompt([slot] * len(x))})[0]
         return self.teachers[slot].run(None, {"input": x})[0]
 
     def draw(self, pools: _Pools, rng: np.random.Generator):
@@ -428,6 +473,12 @@ class StudentTuner:
             raise RuntimeError(f"tuned student on ONNX Runtime differs from torch by {err:.2e} (> 1e-4)")
         return path
 
+    def _route(self, task: str):
+        """``task``'s route session (made on first use for an anchored task)."""
+        if task not in self.teachers:
+            self.teachers[task] = ort_session(self.bundle.route_path(task), self.s.threads)
+        return self.teachers[task]
+
     def val_table(self, path: Path) -> Dict[str, Dict[str, float]]:
         """Student ONNX at ``path`` and every route on every val frame on ONNX Runtime:
         {"val_psnr": {task: dB}, "teacher_val_psnr": {task: dB}} (mean per-frame PSNR, outputs
@@ -441,7 +492,7 @@ class StudentTuner:
             for f, c in zip(frames, self.val_all):
                 x = f[None, None].copy()
                 s_scores.append(psnr(np.clip(student.run(None, {"input": x, "prompt": w})[0][0, 0], 0, 1), c))
-                t_scores.append(psnr(np.clip(self.teacher(task, x)[0, 0], 0, 1), c))
+                t_scores.append(psnr(np.clip(self._route(task).run(None, {"input": x})[0][0, 0], 0, 1), c))
             out["val_psnr"][task] = round(float(np.mean(s_scores)), 4)
             out["teacher_val_psnr"][task] = round(float(np.mean(t_scores)), 4)
         return out
