@@ -61,6 +61,9 @@ class StudentEngine(Engine):
             raise EngineError(f"{path.name}: {problem}")
         self.prompts: List[str] = [p for p in self.metadata.get("tir.prompts", "").split(",") if p]
         self.weights = np.full(self.slots, 1.0 / self.slots, np.float32)
+        #: the model takes one frame per run (an INT8 student whose per-prompt output scale is folded
+        #: into its quantisation scales, calibration/prompt_scale.py ``fuse_cpu``): batches run frame by frame
+        self.one_frame = self.metadata.get("tir.int8.prompt_scale_fused") == "1"
 
     @property
     def provider(self) -> str:
@@ -77,7 +80,11 @@ class StudentEngine(Engine):
         return np.ascontiguousarray(w)
 
     def _run(self, batch: np.ndarray, weights=None) -> np.ndarray:
-        return self.session.run([self.output_name], {"input": batch, PROMPT_INPUT: self._prompt(len(batch), weights)})[0]
+        w = self._prompt(len(batch), weights)
+        if self.one_frame and len(batch) > 1:   # scales folded into the quantisation take one prompt per run
+            return np.concatenate([self.session.run([self.output_name], {"input": batch[i:i + 1], PROMPT_INPUT: w[i:i + 1]})[0]
+                                   for i in range(len(batch))])
+        return self.session.run([self.output_name], {"input": batch, PROMPT_INPUT: w})[0]
 
     def infer(self, batch, weights=None) -> np.ndarray:
         """Restore ``batch`` with prompt ``weights``.
