@@ -214,7 +214,7 @@ def main(args) -> int:
         psnr_set = psnr_frames(args.psnr_data, args.psnr_split, args.psnr_frames, args.task or degrade)
     deploys = list(dict.fromkeys(args.deploy or [None]))
     for deploy, (backend, precision) in [(d, bp) for d in deploys for bp in backend_precisions(backends, args.precision)]:
-        skipped = precision_skip_reason(backend, precision)
+        skipped = precision_skip_reason(backend, precision, bundle=Path(args.model or "").is_dir())
         if skipped:
             print(f"tir bench: {backend} {precision}: skipped: {skipped}", flush=True)
             results.append({"backend": backend, "precision": precision, "skipped": skipped})

@@ -581,7 +581,7 @@ def calibrate_student(bundle, args, size, out: Path):
     diagnosis = (_sensitivity(source, "student", ranges, cases, args, out, float_inputs=(PROMPT_INPUT,), tail=tail)
                  if cases else None)
     return {
-        "route": "student", "fp32_onnx": fp32, "qat": qat, "prompt_scale": scaled, "sensitivity": diagnosis, "float_tail": tail,
+        "route": "student", "fp32_onnx": fp32, "student_sha256": (bundle.student or {}).get("sha256"), "qat": qat, "prompt_scale": scaled, "sensitivity": diagnosis, "float_tail": tail,
         "percentile": getattr(args, "student_percentile", args.percentile) if args.method == "percentile" else None,
         "prompts": prompts, "files": files,
         "calibration_frames": len(frames), "holdout_frames": args.holdout, "calibration_source": frames.name,
