@@ -253,3 +253,10 @@ def test_qat_trains_and_writes_the_rewritten_graph(student, tmp_path):
     assert prompt_scale.recorded(model) is not None   # the graph trained is the graph written
     assert set(prompt_scale.scaled_tensors(model)) <= set(result["ranges"])   # the scaled path is fake-quantised
     np.testing.assert_allclose(_run(tmp_path / "qat.onnx", x, eye[2:3]), _run(student, x, eye[2:3]), atol=0.05)
+
+
+def test_prompt_scale_needs_the_student(tmp_path, capsys):
+    plain = calibration_bundle(tmp_path / "b")
+    rc = cli.main(["calibrate", "--bundle", str(plain.path), "--routes", "noise", "--prompt-scale", "--frames", "3",
+                   "--size", "32x24", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "--prompt-scale rewrites the distilled student" in capsys.readouterr().err

@@ -723,6 +723,8 @@ def main(args) -> int:
     unknown = [r for r in routes if r not in bundle.tasks]
     if unknown:
         raise UsageError(f"bundle {bundle.name!r} has no route(s) {unknown}; routes: {', '.join(bundle.tasks)}")
+    if getattr(args, "prompt_scale", False) and not student:
+        raise UsageError("--prompt-scale rewrites the distilled student's output path; add --student (or --routes student)")
     if getattr(args, "qat_steps", 0) and not student:
         raise UsageError("--qat-steps fine-tunes the distilled student; add --student (or --routes student)")
     if getattr(args, "qat_minutes", None) is not None and not getattr(args, "qat_steps", 0):
