@@ -80,3 +80,11 @@ def test_tir_run_precision_int8_runs_the_int8_student(calibrated, capsys):
                      "--backend", "onnxruntime", "--precision", "int8", "--deploy", "student", "--frames", "2",
                      "--output", "http://127.0.0.1:0", "--quiet", "--threads", "1"]) == 0
     assert f"CPU INT8 {calibrated / INT8_DIR / INT8_FILE}" in capsys.readouterr().out
+
+
+def test_bench_int8_on_a_bundle_that_runs_no_student_is_skipped(calibrated, capsys):
+    assert cli.main(["bench", "--mode", "model", "--model", str(calibrated), "--backend", "onnxruntime",
+                     "--precision", "fp32,int8", "--deploy", "routes", "--size", "32x24", "--frames", "2",
+                     "--warmup", "1", "--no-progress", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "int8: skipped:" in text and "runs no student" in text

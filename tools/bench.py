@@ -229,6 +229,13 @@ def main(args) -> int:
             print(f"tir bench: {label}: {exc}", file=sys.stderr, flush=True)
             results.append({"backend": backend, "precision": precision, "error": str(exc)})
             continue
+        if precision == "int8" and backend != "tensorrt" and not getattr(model, "uses_student", False):
+            # off TensorRT, int8 is the student's CPU INT8 model only: a bundle that runs no student runs fp32
+            skipped = precision_skip_reason(backend, precision) + "; this bundle's deploy runs no student"
+            getattr(model, "close", lambda: None)()
+            print(f"tir bench: {backend} {precision}: skipped: {skipped}", flush=True)
+            results.append({"backend": backend, "precision": precision, "skipped": skipped})
+            continue
         print(f"tir bench: {label}: {description}", flush=True)
         entry: Dict[str, Any] = {"backend": getattr(model, "backend", backend), "requested": backend,
                                  "model": description}
