@@ -30,6 +30,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .entropy import RangeCollector, TensorRange
+from . import prompt_scale
 
 INT8_MAX = 127.0
 WEIGHTED_OPS = ("Conv", "ConvTranspose")
@@ -501,6 +502,7 @@ def write_trt_qdq(onnx_path, ranges: Mapping[str, TensorRange], out_path,
     report = QdqReport(path=os.fspath(out_path), excluded=sorted(exclude))
     regions = float_regions(model, tail_blocks)
     exclude |= regions.pre | regions.post | set(side_float_nodes(model, float_inputs) if float_inputs else ())
+    exclude |= set(prompt_scale.float_nodes(model))
     if float_tail:
         exclude |= regions.tail
     inits = {i.name: i for i in model.graph.initializer}
@@ -594,7 +596,8 @@ def _tensors_data(ranges: Mapping[str, TensorRange]):
 def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activation: str = "uint8",
                  per_channel: bool = True, reader=None, exclude_nodes: Sequence[str] = (),
                  reduce_range: bool = True, float_inputs: Sequence[str] = (), float_tail: bool = False,
-                 tail_blocks: int = 0, integer_form: bool = True, float_skip: bool = True) -> str:
+                 tail_blocks: int = 0, integer_form: bool = True, float_skip: bool = True,
+                 fuse_prompt_scale: bool = True) -> str:
     """ORT static QDQ quantisation from our ranges; ``activation`` "uint8" (U8S8) or "int8" (S8S8).
 
     ``float_inputs``: graph inputs kept float, with every node computed from them alone and
@@ -623,6 +626,12 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     records both choices and the calibrating CPU in its metadata (:func:`stamp_int8_cpu`), and
     the ORT engines refuse full 8-bit U8S8 weights on a CPU without VNNI.
 
+    A student rewritten with a per-prompt output scale (:mod:`tir.calibration.prompt_scale`)
+    keeps its last residual merge float for the quantiser, then has the scale folded into the
+    merge's QLinearAdd and the correction's DequantizeLinear (``prompt_scale.fuse_cpu``: no
+    extra pass over the image; the model then takes one frame per run); ``fuse_prompt_scale=False``
+    leaves the Muls and the merge's Q/DQ as they are (QAT reads the quantisers from them).
+
     ``integer_form`` (default on): before quantising, the exact rewrites of
     :mod:`tir.calibration.integer_form` (ConvTranspose k=stride → 1×1 Conv + DepthToSpace,
     ``(a + b) − a`` → ``b``, spatial ReduceMean → GlobalAveragePool) are applied to every node
@@ -648,7 +657,8 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     model = onnx.load(os.fspath(onnx_path))
     exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + float_nodes(model, tail=float_tail, tail_blocks=tail_blocks)
                                        + (side_float_nodes(model, float_inputs) if float_inputs else [])
-                                       + (image_skips(model) if float_skip else [])))
+                                       + (image_skips(model) if float_skip else [])
+                                       + prompt_scale.float_nodes(model)))
     if float_inputs:
         side = _side_tensors(model, float_inputs)
         ranges = {k: r for k, r in ranges.items() if k not in side}
@@ -691,6 +701,8 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
 
         shapes_of_quantized(out_path)
     read_float(out_path, exclude_nodes)
+    if fuse_prompt_scale:   # a per-prompt output scale (student): folded into the quantisation scales
+        prompt_scale.fuse_cpu(out_path)
     stamp_int8_cpu(out_path, activation, reduce_range,
                    integer_form=rewritten.to_dict() if rewritten is not None else None)
     return out_path

@@ -319,10 +319,14 @@ def backend_precisions(backends: Sequence[str], precisions: Optional[Sequence[st
     return [(b, p) for b in backends for p in precisions]
 
 
-def precision_skip_reason(backend: str, precision: Optional[str]) -> Optional[str]:
+def precision_skip_reason(backend: str, precision: Optional[str], bundle: bool = False) -> Optional[str]:
     """Why a (backend, precision) pair is not run, or None. Only TensorRT has plans per precision;
-    the other backends run the fp32 ONNX/torch model."""
+    the other backends run the fp32 ONNX/torch model, except that a bundle (``bundle``) on ONNX
+    Runtime runs its student's gated CPU INT8 model with int8 (engines/backends/student.py
+    ``cpu_int8_student``; its routes stay fp32)."""
     if precision is None or precision == "fp32" or backend == "tensorrt":
+        return None
+    if bundle and precision == "int8" and backend in ("onnxruntime", "auto"):
         return None
     return (f"{backend} runs the fp32 model; {precision} is a TensorRT plan precision (`tir build`). "
             "The CPU INT8 (U8S8) model is timed by `tir calibrate --bench-runs`")

@@ -120,15 +120,17 @@ def load_model(spec: Optional[str], backend: str = "auto", task: Optional[str] =
 def describe_deploy(restorer) -> str:
     """The part of :func:`load_model`'s description that says what a Restorer runs besides its
     routes: "" for deploy=routes, ``, deploy: student (...)``, or for auto which tasks run the
-    student, which their routes and which the camera's tone (with the margin in dB)."""
+    student, which their routes and which the camera's tone (with the margin in dB); with
+    ``--precision int8`` it names the CPU INT8 student file the student runs."""
     if restorer.deploy == "routes":
         return ""
+    int8 = f", CPU INT8 {restorer.student_file()}" if restorer.uses_student and restorer.precision == "int8" else ""
     if restorer.deploy == "student":
-        return ", deploy: student (router scores as prompt mix)"
+        return f", deploy: student (router scores as prompt mix{int8})"
     on = {v: [t for t, w in restorer.deploy_tasks.items() if w == v] for v in ("student", "routes", "tone")}
     tone = f"; camera's tone: {', '.join(on['tone'])}" if on["tone"] else ""
     return (f", deploy: auto at {restorer.deploy_margin_db:g} dB (student: {', '.join(on['student']) or 'none'}; "
-            f"routes: {', '.join(on['routes']) or 'none'}{tone})")
+            f"routes: {', '.join(on['routes']) or 'none'}{tone}{int8})")
 
 
 def hot_swappable(model, watch: Optional[float] = None):

@@ -357,7 +357,8 @@ class Restorer:
         threads: intra-op threads of each engine.
         min_confidence: a verdict whose nearest class has a lower softmax probability is
             uncertain (a vote for pass-through), in [0, 1).
-        precision: which TensorRT plan runs (fp32/fp16/int8; None: the best built).
+        precision: which TensorRT plan runs (fp32/fp16/int8; None: the best built); ``int8`` also
+            runs the student's gated CPU INT8 model (:meth:`student_file`).
         adapt: fit the camera adaptation map on the first N non-FFC frames.
         adapt_save: write the adapted bundle to this folder once fitted.
         deploy: ``routes``, ``student`` or ``auto`` (per task, the bundle's ``auto_deploy`` table;
@@ -446,6 +447,15 @@ class Restorer:
         self.prompt_weights: Optional[np.ndarray] = None   # the student's current prompt mix (K floats)
         self.threads = threads
         self.precision = precision  # TensorRT plan precision (fp32/fp16/int8); None: the best one built
+        if self.uses_student and precision == "int8":   # the student's CPU INT8 model: refuse a missing one at start
+            from .engine import EngineError
+
+            try:
+                self.student_file()
+            except EngineError as exc:
+                raise ValueError(str(exc)) from None
+            if backend != "tensorrt":
+                log.info("--precision int8: the student runs its CPU INT8 model; routes run fp32 on %s", backend)
         self.every = int(every)
         if not 0.0 <= float(min_confidence) < 1.0:
             raise ValueError(f"min_confidence must be in [0, 1), got {min_confidence}")
@@ -641,6 +651,20 @@ class Restorer:
         emb = apply_adaptation(np.asarray(embedding, dtype=np.float32).reshape(1, -1), self._adaptation)
         return prompt_mix(emb[0], self._codebook, self._classes, self._temperature, self.prompts)
 
+    def student_file(self) -> Path:
+        """The student ONNX this restorer runs: ``student.onnx``, or with ``precision="int8"`` the
+        gated CPU INT8 student (:func:`~tir.engines.backends.student.cpu_int8_student`; the student
+        runs on ONNX Runtime, so ``--precision int8`` means its U8S8 model there).
+
+        Raises:
+            EngineError: ``precision="int8"`` and the bundle has no gated CPU INT8 student.
+        """
+        if self.precision == "int8":
+            from .backends.student import cpu_int8_student
+
+            return cpu_int8_student(self.bundle)
+        return self.bundle.student_path
+
     def student_engine(self):
         """The student engine (ONNX Runtime), loaded on first use.
 
@@ -653,10 +677,12 @@ class Restorer:
             from .backends.student import StudentEngine
             from .engine import EngineError
 
-            self.bundle.check_file(self.bundle.student_path)   # loaded lazily: refuse a replaced file
+            path = self.student_file()
+            if path == self.bundle.student_path:
+                self.bundle.check_file(path)   # loaded lazily: refuse a replaced file
 
             t0 = time.monotonic()
-            engine = StudentEngine(self.bundle.student_path, threads=self.threads)
+            engine = StudentEngine(path, threads=self.threads)
             if engine.slots != len(self.prompts):
                 raise EngineError(f"bundle {self.bundle.name!r}: student.onnx takes {engine.slots} prompt weights, "
                                   f"the manifest lists {len(self.prompts)} prompts; re-export it with `tir distill`")

@@ -214,7 +214,7 @@ def main(args) -> int:
         psnr_set = psnr_frames(args.psnr_data, args.psnr_split, args.psnr_frames, args.task or degrade)
     deploys = list(dict.fromkeys(args.deploy or [None]))
     for deploy, (backend, precision) in [(d, bp) for d in deploys for bp in backend_precisions(backends, args.precision)]:
-        skipped = precision_skip_reason(backend, precision)
+        skipped = precision_skip_reason(backend, precision, bundle=Path(args.model or "").is_dir())
         if skipped:
             print(f"tir bench: {backend} {precision}: skipped: {skipped}", flush=True)
             results.append({"backend": backend, "precision": precision, "skipped": skipped})
@@ -228,6 +228,13 @@ def main(args) -> int:
         except (TirError, ValueError, RuntimeError) as exc:  # reported in its row; the other backends still run
             print(f"tir bench: {label}: {exc}", file=sys.stderr, flush=True)
             results.append({"backend": backend, "precision": precision, "error": str(exc)})
+            continue
+        if precision == "int8" and backend != "tensorrt" and not getattr(model, "uses_student", False):
+            # off TensorRT, int8 is the student's CPU INT8 model only: a bundle that runs no student runs fp32
+            skipped = precision_skip_reason(backend, precision) + "; this bundle's deploy runs no student"
+            getattr(model, "close", lambda: None)()
+            print(f"tir bench: {backend} {precision}: skipped: {skipped}", flush=True)
+            results.append({"backend": backend, "precision": precision, "skipped": skipped})
             continue
         print(f"tir bench: {label}: {description}", flush=True)
         entry: Dict[str, Any] = {"backend": getattr(model, "backend", backend), "requested": backend,

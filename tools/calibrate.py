@@ -130,6 +130,12 @@ def add_arguments(parser) -> None:
                         help="with --qat-steps: go on fine-tuning an earlier run's student (DIR/student.qat.onnx, "
                              "from its learned ranges DIR/student.ranges.json) instead of starting from the fp32 "
                              "student, which stays the teacher and the gate's reference")
+    parser.add_argument("--prompt-scale", action="store_true",
+                        help="with --student: before quantising, rewrite the student's output path (last residual "
+                             "merge -> out conv -> reconstruction conv) to carry its correction divided by a "
+                             "per-prompt scale, multiplied back in float before the image-level skip (exact in fp32; "
+                             "calibration/prompt_scale.py), so each prompt's correction gets the whole uint8 range; "
+                             "written to <out>/student.pscale.onnx, which --qat-steps then fine-tunes")
     parser.add_argument("--sensitivity", type=number(int, 0, what="a number of frames"), default=0, metavar="N",
                         help="diagnose the CPU (U8S8) model on N held-out frames (per prompt for the student): "
                              "per-node sensitivity (only this node INT8 / all but this node INT8) and per-tensor "
@@ -373,11 +379,61 @@ def _route_case(held, n: int, threads: int):
     return [{"input": x} for x in xs], outputs
 
 
-def _qat_source(fp32: str, ranges: dict, frames, eye, args, out: Path):
+def _prompt_scaled(base: str, frames, extra, k: int, args, out: Path):
+    """``--prompt-scale``: the student at ``base`` rewritten with a per-prompt output scale
+    (:func:`tir.calibration.prompt_scale.scale_output_path`), s_k the ``--student-percentile`` of
+    |x| of its output path's merge tensor over the calibration frames of prompt slot k (frame i
+    fed slot i mod K, ``extra`` its prompt), measured on the rewritten graph (the merge then holds
+    the out conv's moved bias); a ``base`` rewritten already (``--qat-init`` of an earlier
+    ``--prompt-scale`` run) keeps its graph and scales. Writes ``<out>/student.pscale.onnx``.
+
+    Returns:
+        ``(path, report)``: the rewritten fp32 ONNX and {"scales", "path" (node names)}.
+    """
+    import tempfile
+    from dataclasses import asdict
+
+    import onnx
+
+    from tir.calibration import prompt_scale
+    from tir.engines.backends.onnxruntime import ort_session
+
+    model = onnx.load(base)
+    dst = out / "student.pscale.onnx"
+    done = prompt_scale.recorded(model)
+    if done is not None:   # --qat-init of an earlier --prompt-scale run: its graph and scales go on
+        onnx.save(model, str(dst))
+        log.info("student: per-prompt output scale of %s %s", base, np.round(done["scales"], 3).tolist())
+        return str(dst), {"scales": done["scales"], "path": {k_: v for k_, v in done.items() if k_ != "scales"},
+                          "file": str(dst)}
+    path = prompt_scale.scale_output_path(model, np.ones(k))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(path.tensor))
+    with tempfile.TemporaryDirectory(prefix="tir-pscale-") as tmp:
+        onnx.save(probe, os.path.join(tmp, "probe.onnx"))
+        sess = ort_session(os.path.join(tmp, "probe.onnx"), threads=args.threads)
+        name = next(i.name for i in sess.get_inputs() if i.name != "prompt")
+        values, slots = [], []
+        for i in range(len(frames)):
+            x = np.asarray(frames[i], np.float32)[None, None]
+            v = sess.run([path.tensor], {name: x, **extra(i, x)})[0]
+            values.append(v.ravel()[::7].copy())   # a 1/7 sample keeps 192 frames' tensors in memory
+            slots.append(i % k)
+    scales = prompt_scale.prompt_scales(values, slots, k, percentile=getattr(args, "student_percentile", 99.9))
+    prompt_scale.set_scales(model, scales)
+    onnx.save(model, str(dst))
+    log.info("student: per-prompt output scale %s", np.round(scales, 3).tolist())
+    return str(dst), {"scales": [float(s) for s in scales], "path": asdict(path), "file": str(dst)}
+
+
+def _qat_source(fp32: str, ranges: dict, frames, eye, args, out: Path, start: str = None):
     """``--qat-steps``: fine-tune the student at ``fp32`` quantisation-aware
     (:func:`tir.engines.training.qat.qat_student`) on the calibration ``frames`` (frame i with
     prompt row ``eye[i mod K]``, the slots :func:`_student_frames` gave it), starting from the
-    PTQ ``ranges``. Writes ``<out>/student.qat.onnx`` (``fp32`` is only read).
+    PTQ ``ranges``. Writes ``<out>/student.qat.onnx`` (``fp32`` is only read). ``start``: the
+    graph to fine-tune instead (``--prompt-scale``'s rewrite, of ``--qat-init``'s student when
+    given); ``--qat-init``'s learned ranges still apply to the tensors it shares.
 
     Returns:
         ``(path, ranges, report)``: the fine-tuned fp32 ONNX that the INT8 models are made
@@ -415,6 +471,9 @@ def _qat_source(fp32: str, ranges: dict, frames, eye, args, out: Path):
         earlier = json.loads((Path(init) / "student.ranges.json").read_text())
         ranges = {**ranges, **{name: TensorRange(**r) for name, r in earlier.items()}}
         init = str(Path(init) / "student.qat.onnx")
+    if start is not None:
+        init = start
+    if init is not None:
         if Path(init).resolve() == path.resolve():
             raise CalibrationDataError(f"--qat-init {args.qat_init} is --out: write the new run elsewhere")
     result = qat.qat_student(fp32, ranges, xs, [eye[i % k] for i in range(len(xs))], path, args.qat_steps,
@@ -472,14 +531,29 @@ def calibrate_student(bundle, args, size, out: Path):
     frames, extra = _student_frames(args, size, prompts)
     log.info("student: calibrating on %s (%d frames, %d prompts)", frames.name, len(frames), k)
     t0 = time.perf_counter()
-    collector = collect_ranges(fp32, frames, threads=args.threads, progress=True, extra_inputs=extra)
+    source, scaled = fp32, None
+    if getattr(args, "prompt_scale", False):   # the rewrite of the graph that is quantised (or fine-tuned)
+        init = getattr(args, "qat_init", None) if getattr(args, "qat_steps", 0) > 0 else None
+        source, scaled = _prompt_scaled(str(Path(init) / "student.qat.onnx") if init else fp32, frames, extra, k,
+                                        args, out)
+    collector = collect_ranges(source, frames, threads=args.threads, progress=True, extra_inputs=extra)
     ranges = collector.ranges(args.method, percentile=getattr(args, "student_percentile", args.percentile))
+    if scaled is not None and args.method == "percentile":
+        # every prompt's merge is divided by its own p-th percentile, so a p-th percentile over all prompts
+        # would clip each prompt's top (100 - p) %: the scaled path takes the routes' 99.99 instead
+        import onnx
+
+        from tir.calibration import prompt_scale
+
+        wide = collector.ranges(args.method, percentile=max(99.99, args.percentile))
+        ranges.update({t: wide[t] for t in prompt_scale.scaled_tensors(onnx.load(source)) if t in wide})
     t_collect = time.perf_counter() - t0
 
     eye = np.eye(k, dtype=np.float32)
-    source, qat = fp32, None
+    qat = None
     if getattr(args, "qat_steps", 0) > 0:
-        source, ranges, qat = _qat_source(fp32, ranges, frames, eye, args, out)
+        source, ranges, qat = _qat_source(fp32, ranges, frames, eye, args, out,
+                                          start=source if scaled is not None else None)
     fp32_runners = _prompted_runners(fp32, args.threads, eye)
     held_sets, held_names, cases, refs = [], {}, [], []
     for j, prompt in enumerate(prompts):
@@ -507,7 +581,7 @@ def calibrate_student(bundle, args, size, out: Path):
     diagnosis = (_sensitivity(source, "student", ranges, cases, args, out, float_inputs=(PROMPT_INPUT,), tail=tail)
                  if cases else None)
     return {
-        "route": "student", "fp32_onnx": fp32, "qat": qat, "sensitivity": diagnosis, "float_tail": tail,
+        "route": "student", "fp32_onnx": fp32, "student_sha256": (bundle.student or {}).get("sha256"), "qat": qat, "prompt_scale": scaled, "sensitivity": diagnosis, "float_tail": tail,
         "percentile": getattr(args, "student_percentile", args.percentile) if args.method == "percentile" else None,
         "prompts": prompts, "files": files,
         "calibration_frames": len(frames), "holdout_frames": args.holdout, "calibration_source": frames.name,
@@ -649,6 +723,8 @@ def main(args) -> int:
     unknown = [r for r in routes if r not in bundle.tasks]
     if unknown:
         raise UsageError(f"bundle {bundle.name!r} has no route(s) {unknown}; routes: {', '.join(bundle.tasks)}")
+    if getattr(args, "prompt_scale", False) and not student:
+        raise UsageError("--prompt-scale rewrites the distilled student's output path; add --student (or --routes student)")
     if getattr(args, "qat_steps", 0) and not student:
         raise UsageError("--qat-steps fine-tunes the distilled student; add --student (or --routes student)")
     if getattr(args, "qat_minutes", None) is not None and not getattr(args, "qat_steps", 0):

@@ -175,6 +175,11 @@ def add_arguments(parser) -> None:
                              "down or behind a mirror: " + ", ".join(FLIP_METHODS) + " (GStreamer videoflip's names; "
                              "default none). Everything after the source sees the turned frames")
     add_model_arguments(parser)
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                        help="on TensorRT: which plan `tir build` made the routes run (default: the best built); "
+                             "int8 also runs the bundle student's INT8 model, on the CPU its U8S8 model from "
+                             "`tir calibrate --bundle B --student --out B/int8`, only where that gate passed every "
+                             "prompt (engines/backends/student.py cpu_int8_student; routes stay fp32 on ONNX Runtime)")
     parser.add_argument("--output", action="append", default=None,
                         help=f"output URI, repeatable (default {DEFAULT_OUTPUT}; {NO_OUTPUT}: no output, e.g. "
                              "to benchmark or only --record): " + _uri_help(OUTPUTS))
@@ -501,7 +506,8 @@ def _run(args) -> int:
             model, description = load_model(args.model, args.backend, args.task, args.threads,
                                             adapt=getattr(args, "adapt", None),
                                             adapt_save=getattr(args, "adapt_save", None), source_uri=source_uri,
-                                            deploy=getattr(args, "deploy", None))
+                                            deploy=getattr(args, "deploy", None),
+                                            precision=getattr(args, "precision", None))
             model = hot_swappable(model, args)
             print(f"tir run: model {description}", flush=True)
             if args.collect:

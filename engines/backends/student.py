@@ -15,6 +15,47 @@ import numpy as np
 from ..engine import Engine, EngineError, read_multiple
 
 PROMPT_INPUT = "prompt"
+#: where ``tir calibrate --bundle B --student --out B/int8`` leaves the CPU INT8 student (``tir build``'s
+#: ``--calib`` default too) and its file name there
+INT8_DIR, INT8_FILE = "int8", "student.int8-cpu.onnx"
+
+
+def cpu_int8_student(bundle) -> Path:
+    """The bundle's CPU INT8 (U8S8) student, which ``--precision int8`` runs on ONNX Runtime:
+    ``<bundle>/int8/student.int8-cpu.onnx``, written by ``tir calibrate --bundle <bundle> --student
+    --out <bundle>/int8``, used only when that folder's ``calibration.json`` shows the student's
+    ``cpu-u8s8`` gate passed on every prompt slot of the manifest and names the manifest's
+    ``student.onnx`` (its sha256, ``student_sha256``) as the fp32 model it was gated against.
+
+    Raises:
+        EngineError: one line saying which of these is missing and the command that makes it.
+    """
+    from tir.edge import jsontext
+
+    calib = Path(bundle.path) / INT8_DIR
+    redo = f"run `tir calibrate --bundle {bundle.path} --student --routes student --out {calib}`"
+    path, report_path = calib / INT8_FILE, calib / "calibration.json"
+    if not path.is_file() or not report_path.is_file():
+        raise EngineError(f"--precision int8: bundle {bundle.name!r} has no CPU INT8 student ({path} with its "
+                          f"calibration.json); {redo}, or run the fp32 student (no --precision int8)")
+    try:
+        entry = jsontext.loads(report_path.read_text(encoding="utf-8"))["student"]
+        rows = [g for g in entry["gate"] if g["flavour"] == "cpu-u8s8"]
+        prompts, sha = list(entry["prompts"]), entry.get("student_sha256")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EngineError(f"--precision int8: {report_path} holds no student gate ({type(exc).__name__}: {exc}); "
+                          f"{redo}") from None
+    expected = list((bundle.student or {}).get("prompts", []))
+    if sha != (bundle.student or {}).get("sha256"):
+        raise EngineError(f"--precision int8: {report_path} was not made from this bundle's student.onnx "
+                          f"(sha256 {sha or 'not recorded'}); {redo}")
+    refused = [g["route"] for g in rows if not g.get("passed")]
+    gated = {g["route"].split("/", 1)[-1] for g in rows}
+    if prompts != expected or not gated >= set(expected) or refused:
+        why = f"refused for {', '.join(refused)}" if refused else f"gated prompts {sorted(gated)}, manifest {expected}"
+        raise EngineError(f"--precision int8: the CPU INT8 student in {calib} did not pass the accuracy gate "
+                          f"({why}); it stays fp32 (no --precision int8)")
+    return path
 
 
 class StudentEngine(Engine):
@@ -61,6 +102,9 @@ class StudentEngine(Engine):
             raise EngineError(f"{path.name}: {problem}")
         self.prompts: List[str] = [p for p in self.metadata.get("tir.prompts", "").split(",") if p]
         self.weights = np.full(self.slots, 1.0 / self.slots, np.float32)
+        #: the model takes one frame per run (an INT8 student whose per-prompt output scale is folded
+        #: into its quantisation scales, calibration/prompt_scale.py ``fuse_cpu``): batches run frame by frame
+        self.one_frame = self.metadata.get("tir.int8.prompt_scale_fused") == "1"
 
     @property
     def provider(self) -> str:
@@ -77,7 +121,11 @@ class StudentEngine(Engine):
         return np.ascontiguousarray(w)
 
     def _run(self, batch: np.ndarray, weights=None) -> np.ndarray:
-        return self.session.run([self.output_name], {"input": batch, PROMPT_INPUT: self._prompt(len(batch), weights)})[0]
+        w = self._prompt(len(batch), weights)
+        if self.one_frame and len(batch) > 1:   # scales folded into the quantisation take one prompt per run
+            return np.concatenate([self.session.run([self.output_name], {"input": batch[i:i + 1], PROMPT_INPUT: w[i:i + 1]})[0]
+                                   for i in range(len(batch))])
+        return self.session.run([self.output_name], {"input": batch, PROMPT_INPUT: w})[0]
 
     def infer(self, batch, weights=None) -> np.ndarray:
         """Restore ``batch`` with prompt ``weights``.

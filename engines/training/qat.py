@@ -456,12 +456,14 @@ def qat_student(fp32_path, ranges: Mapping, frames: List[np.ndarray], prompts: L
        {name: TensorRange}) into a temporary file, read back by :func:`qdq_plan`;
     2. the graph in torch (:func:`load_onnx`), fake-quantised there (:func:`prepare_qat`);
     3. :func:`finetune` against the unquantised graph (``train``: its keyword options);
-    4. :func:`write_back` into a copy of ``fp32_path`` (same inputs, outputs, metadata).
+    4. :func:`write_back` into a copy of the graph trained (``init_path`` or ``fp32_path``; same
+       inputs, outputs, metadata).
 
-    ``init_path``: start the fake-quantised student from this ONNX instead (the same graph with
-    other weights: an earlier run's ``student.qat.onnx``, to go on fine-tuning it; ``ranges``
-    then its learned ranges); the teacher stays ``fp32_path`` and the weights are still written
-    into a copy of it.
+    ``init_path``: start the fake-quantised student from this ONNX instead (an earlier run's
+    ``student.qat.onnx``, to go on fine-tuning it, ``ranges`` then its learned ranges; or the
+    student rewritten with a per-prompt output scale, :mod:`tir.calibration.prompt_scale`, which
+    computes the same function with another graph); the teacher stays ``fp32_path`` and the
+    weights are written into a copy of ``init_path`` (the graph that was trained).
 
     ``frames``: (H, W) float32 frames in [0, 1]; ``prompts``: one (K,) float32 weight row each.
     ``fp32_path`` is only read. Returns {"path", "written" (initialiser names), "ranges" (the
@@ -475,13 +477,13 @@ def qat_student(fp32_path, ranges: Mapping, frames: List[np.ndarray], prompts: L
         ptq = os.path.join(tmp, "ptq.onnx")
         start = os.fspath(init_path) if init_path is not None else fp32_path
         quantize_cpu(start, ranges, ptq, activation="uint8", reduce_range=reduce_range,
-                     float_inputs=list(float_inputs), **(quantize_options or {}))
+                     float_inputs=list(float_inputs), fuse_prompt_scale=False, **(quantize_options or {}))
         plan = qdq_plan(start, ptq)
     teacher = load_onnx(fp32_path)
     for p in teacher.parameters():
         p.requires_grad_(False)
     gm = prepare_qat(load_onnx(start), plan, reduce_range=reduce_range)
     report = finetune(gm, teacher, frames, prompts, steps, minutes=minutes, progress=progress, **train)
-    written = write_back(gm, fp32_path, out_path)
+    written = write_back(gm, start, out_path)
     return {"path": os.fspath(out_path), "written": written, "ranges": learned_ranges(gm),
             "plan": {"activations": len(plan.activations), "weights": len(plan.weights)}, "train": report}
