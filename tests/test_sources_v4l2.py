@@ -1,6 +1,7 @@
 """V4L2 capture path, driven by real numpy frames through a stand-in for cv2.VideoCapture
 (there is no camera on this machine). Device lookup uses a sysfs tree built in tmp_path."""
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -59,6 +60,21 @@ class FakeCapture:
 
     def release(self):
         self.released = True
+
+
+class PacedCapture(FakeCapture):
+    """A camera that keeps delivering at its frame rate (``fps``), as a plugged-in one does: a list of
+    frames read as fast as the grabber can would run out while the test's reader is starved of CPU
+    (a loaded machine), and the source would rightly call that an unplug."""
+
+    def __init__(self, shape, fps=120.0, **kw):
+        super().__init__([], **kw)
+        self.shape, self.period, self.k = shape, 1.0 / fps, 0
+
+    def read(self):
+        time.sleep(self.period)
+        self.k += 1
+        return True, y16(*self.shape, 10 + self.k)
 
 
 def y16(h, w, seed):
@@ -168,7 +184,7 @@ def test_started_source_reconnects_through_the_grabber(fake_sysfs):
     sysfs, dev = fake_sysfs
     generations = [FakeCapture([y16(120, 160, i) for i in range(3)], native=(160, 120)),
                    FakeCapture([], opened=False),  # still unplugged
-                   FakeCapture([y16(120, 160, 10 + i) for i in range(1000)], native=(160, 120))]
+                   PacedCapture((120, 160), native=(160, 120))]
     lock = threading.Lock()
 
     def factory(path, api):
