@@ -248,6 +248,18 @@ def test_unusable_frames_show_in_the_drops_card(browser):
         assert text("drops") == "0"
 
 
+def test_a_recording_split_at_the_file_size_limit_shows_on_the_page(browser):
+    # session 18: the status line said "recording went on in N new files", the page nothing
+    from tir.edge.pipeline.stats import RecordingStats
+
+    with live_page(browser) as (out, live, text):
+        assert "recording" not in text("drops-detail")
+        split = RecordingStats(written=40, segments=2, path="/media/usb/rec")
+        out.attach(lambda: dataclasses.replace(live.stats(), drops={"source": 0}, recording=split))
+        wait_for(lambda: text("drops-detail") == "recording went on in 2 new files (file size limit)",
+                 what="the recording's new files")
+
+
 def test_router_adaptation_state_shows_on_the_page(browser):
     from selenium.webdriver.common.by import By
 

@@ -48,6 +48,10 @@ function renderDrops(stats) {
     const kinds = Object.entries(stats.corrupt || {}).filter(([, n]) => n).map(([kind, n]) => `${kind} ${n}`);
     parts.push(`unusable frames ${stats.corrupt_total}` + (kinds.length ? ` (${kinds.join(", ")})` : ""));
   }
+  // a recording that reached the largest file allowed (FAT32's 4 GiB) and went on in new files: no
+  // frame lost, but the user should know the recording is split (as the status line says)
+  const segments = stats.recording && stats.recording.segments;
+  if (segments) parts.push(`recording went on in ${segments} new files (file size limit)`);
   text("drops-detail", parts.join(", "));
 }
 
