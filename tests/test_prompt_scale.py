@@ -135,7 +135,8 @@ def _ranges(path, x, eye):
     return {k: TensorRange(amax=max(-lo[k], hi[k]), min=lo[k], max=hi[k]) for k in lo}
 
 
-def test_int8_writers_keep_the_merge_float_and_the_clean_prompt_gains(student, tmp_path):
+def _scaled_student(student, tmp_path):
+    """The tiny student rewritten with s_k from one frame's merge (100th percentile)."""
     x = np.random.default_rng(2).random((1, 1, 24, 32), dtype=np.float32)
     eye = np.eye(K, dtype=np.float32)
     ones = tmp_path / "ones.onnx"
@@ -143,8 +144,14 @@ def test_int8_writers_keep_the_merge_float_and_the_clean_prompt_gains(student, t
     merged = [_tensor(ones, path.tensor, x, eye[j:j + 1]) for j in range(K)]
     model = onnx.load(str(ones))
     prompt_scale.set_scales(model, prompt_scale.prompt_scales(merged, list(range(K)), K, percentile=100))
-    scaled = tmp_path / "ps.onnx"
-    onnx.save(model, str(scaled))
+    onnx.save(model, str(tmp_path / "ps.onnx"))
+    return tmp_path / "ps.onnx", _ranges(tmp_path / "ps.onnx", x, eye), x, eye
+
+
+def test_int8_writers_keep_the_merge_float_and_the_clean_prompt_gains(student, tmp_path):
+    scaled, _, x, eye = _scaled_student(student, tmp_path)
+    path = prompt_scale.output_path(onnx.load(str(student)))   # the rewrite keeps the merge's names
+    model = onnx.load(str(scaled))
     errors = {}
     for name, src in (("plain", student), ("scaled", scaled)):
         q = quantize_cpu(src, _ranges(src, x, eye), tmp_path / f"{name}.int8.onnx", float_inputs=("prompt",))
@@ -194,19 +201,6 @@ def test_calibrate_student_prompt_scale(tmp_path, capsys):
     x = np.random.default_rng(3).random((1, 1, 24, 32), dtype=np.float32)
     w = np.eye(K, dtype=np.float32)[2:3]
     np.testing.assert_allclose(_run(out / "student.pscale.onnx", x, w), _run(bundle.student_path, x, w), atol=1e-5)
-
-
-def _scaled_student(student, tmp_path):
-    """The tiny student rewritten with s_k from one frame's merge (100th percentile)."""
-    x = np.random.default_rng(2).random((1, 1, 24, 32), dtype=np.float32)
-    eye = np.eye(K, dtype=np.float32)
-    ones = tmp_path / "ones.onnx"
-    path = _rewritten(student, ones, np.ones(K))
-    merged = [_tensor(ones, path.tensor, x, eye[j:j + 1]) for j in range(K)]
-    model = onnx.load(str(ones))
-    prompt_scale.set_scales(model, prompt_scale.prompt_scales(merged, list(range(K)), K, percentile=100))
-    onnx.save(model, str(tmp_path / "ps.onnx"))
-    return tmp_path / "ps.onnx", _ranges(tmp_path / "ps.onnx", x, eye), x, eye
 
 
 def test_cpu_model_folds_the_scale_into_its_quantisation(student, tmp_path):
