@@ -44,7 +44,7 @@ def _edit_report(path, change):
     path.write_text(json.dumps(report))
 
 
-@pytest.mark.parametrize("case", ["refused", "other student", "missing"])
+@pytest.mark.parametrize("case", ["refused", "other student", "missing", "int8 file changed", "int8 file not hashed"])
 def test_precision_int8_refuses_what_the_gate_does_not_vouch_for(calibrated, tmp_path, case):
     copy = tmp_path / "b"
     shutil.copytree(calibrated, copy)
@@ -55,6 +55,12 @@ def test_precision_int8_refuses_what_the_gate_does_not_vouch_for(calibrated, tmp
     elif case == "other student":
         _edit_report(report, lambda s: s.update(student_sha256="0" * 64))
         match = "not made from this bundle's student.onnx"
+    elif case == "int8 file changed":   # another model put in its place after the gate passed
+        (copy / INT8_DIR / INT8_FILE).write_bytes((copy / "student.onnx").read_bytes())
+        match = "is not the file the accuracy gate passed"
+    elif case == "int8 file not hashed":   # a report from before the INT8 file was hashed
+        _edit_report(report, lambda s: s.pop("file_sha256"))
+        match = "records no sha256 of student.int8-cpu.onnx"
     else:
         (copy / INT8_DIR / INT8_FILE).unlink()
         match = "has no CPU INT8 student"

@@ -268,6 +268,14 @@ def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_input
     return files, trt_report, qdq_options
 
 
+def _file_digests(files: dict) -> dict:
+    """{kind: sha256 hex} of the files :func:`_write_int8` wrote (the ones the gate judged), so that
+    a runtime using one of them can refuse a file changed after calibration."""
+    from tir.engines.bundle import sha256_file
+
+    return {kind: sha256_file(path) for kind, path in files.items() if Path(path).is_file()}
+
+
 def _sensitivity(fp32: str, stem: str, ranges: dict, cases, args, out: Path, float_inputs=(), tail: bool = False) -> dict:
     """``--sensitivity``: rank the U8S8 model's nodes and tensors by the INT8 error they cause
     (:mod:`tir.calibration.sensitivity`), print both tables and write ``<stem>.sensitivity.json``.
@@ -583,7 +591,7 @@ def calibrate_student(bundle, args, size, out: Path):
     return {
         "route": "student", "fp32_onnx": fp32, "student_sha256": (bundle.student or {}).get("sha256"), "qat": qat, "prompt_scale": scaled, "sensitivity": diagnosis, "float_tail": tail,
         "percentile": getattr(args, "student_percentile", args.percentile) if args.method == "percentile" else None,
-        "prompts": prompts, "files": files,
+        "prompts": prompts, "files": files, "file_sha256": _file_digests(files),
         "calibration_frames": len(frames), "holdout_frames": args.holdout, "calibration_source": frames.name,
         "holdout_source": held_names, "collect_s": round(t_collect, 1), "tensors": len(ranges),
         "trt_qdq": _qdq_summary(trt_report), "gate": [v.to_dict() for v in verdicts],
@@ -666,7 +674,8 @@ def calibrate_route(bundle, route: str, args, size, out: Path) -> dict:
     diagnosis = (_sensitivity(fp32, route, ranges, [_route_case(held, args.sensitivity, args.threads)], args, out,
                               tail=tail) if args.sensitivity > 0 else None)
     return {
-        "route": route, "fp32_onnx": fp32, "sensitivity": diagnosis, "float_tail": tail, "files": files, "calibration_frames": len(frames),
+        "route": route, "fp32_onnx": fp32, "sensitivity": diagnosis, "float_tail": tail, "files": files,
+        "file_sha256": _file_digests(files), "calibration_frames": len(frames),
         "holdout_frames": len(held), "calibration_source": frames.name, "holdout_source": held.name,
         "collect_s": round(t_collect, 1), "tensors": len(ranges), "trt_qdq": _qdq_summary(trt_report),
         "gate": [v.to_dict() for v in verdicts], "latency_ms": _int8_latency(fp32, files, size, args),

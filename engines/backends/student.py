@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..bundle import sha256_file
 from ..engine import Engine, EngineError, read_multiple
 
 PROMPT_INPUT = "prompt"
@@ -25,10 +26,12 @@ def cpu_int8_student(bundle) -> Path:
     ``<bundle>/int8/student.int8-cpu.onnx``, written by ``tir calibrate --bundle <bundle> --student
     --out <bundle>/int8``, used only when that folder's ``calibration.json`` shows the student's
     ``cpu-u8s8`` gate passed on every prompt slot of the manifest and names the manifest's
-    ``student.onnx`` (its sha256, ``student_sha256``) as the fp32 model it was gated against.
+    ``student.onnx`` (its sha256, ``student_sha256``) as the fp32 model it was gated against, and
+    records this very INT8 file's sha256 (``file_sha256["int8-cpu.onnx"]``): a file replaced or
+    edited after the gate passed is refused, as the manifest refuses a changed route.
 
     Raises:
-        EngineError: one line saying which of these is missing and the command that makes it.
+        EngineError: one line saying which of these is missing or wrong and the command that makes it.
     """
     from tir.edge import jsontext
 
@@ -42,6 +45,7 @@ def cpu_int8_student(bundle) -> Path:
         entry = jsontext.loads(report_path.read_text(encoding="utf-8"))["student"]
         rows = [g for g in entry["gate"] if g["flavour"] == "cpu-u8s8"]
         prompts, sha = list(entry["prompts"]), entry.get("student_sha256")
+        int8_sha = (entry.get("file_sha256") or {}).get("int8-cpu.onnx")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EngineError(f"--precision int8: {report_path} holds no student gate ({type(exc).__name__}: {exc}); "
                           f"{redo}") from None
@@ -49,6 +53,13 @@ def cpu_int8_student(bundle) -> Path:
     if sha != (bundle.student or {}).get("sha256"):
         raise EngineError(f"--precision int8: {report_path} was not made from this bundle's student.onnx "
                           f"(sha256 {sha or 'not recorded'}); {redo}")
+    if not int8_sha:
+        raise EngineError(f"--precision int8: {report_path} records no sha256 of {path.name} (written before "
+                          f"the INT8 file was hashed), so the file the gate passed cannot be told from another; {redo}")
+    actual = sha256_file(path)
+    if actual != int8_sha:
+        raise EngineError(f"--precision int8: {path} is not the file the accuracy gate passed (sha256 {actual[:12]}…, "
+                          f"{report_path.name} says {str(int8_sha)[:12]}…): it was changed after calibration; {redo}")
     refused = [g["route"] for g in rows if not g.get("passed")]
     gated = {g["route"].split("/", 1)[-1] for g in rows}
     if prompts != expected or not gated >= set(expected) or refused:
