@@ -371,6 +371,8 @@ class HotSwapRestorer:
         if getattr(new, "forced", False):
             route = new.current if new.current not in (None, "clean") else None
         tasks = [route] if route is not None and route in new.routes else []
+        if callable(getattr(new, "check_networks", None)):
+            new.check_networks()   # every network the new bundle may run loads and runs, or the swap is refused
         if callable(getattr(new, "preload", None)):
             new.preload(router=True, tasks=tasks, shape=shape)
         else:

@@ -823,6 +823,70 @@ class Restorer:
             else:
                 self.engine(net).infer(zeros[:1])
 
+    def check_networks(self) -> List[str]:
+        """Load every network this restorer may run (each route the router or a forced task can
+        pick, the router, the student where :attr:`deploy_tasks` runs it) and run each once on
+        a zero frame of (1, 1, 2m, 2m) px (m: the bundle's multiple), so a file ONNX Runtime (or
+        TensorRT) cannot load or run is found at start, naming the file and the reason, not when
+        the router first picks its route minutes into a stream ("stage infer failed").
+
+        The manifest's sha256 refuses a file changed since export; this finds one that matches
+        but cannot load or run here: cut short before its sha was recorded, a newer opset, a
+        custom operator, an input of another rank. The engines stay loaded (each would load on
+        first use anyway; measured on the shipped bundle: about 0.8 s for seven routes, the
+        router and the student, 1 thread, under load; `/work/runs/s19/f19/load_cost.py`).
+
+        Returns:
+            The names checked (route tasks, ``router``, ``student``), in order.
+
+        Raises:
+            EngineError: a network cannot be loaded or does not run on a zero frame; the
+                message names the bundle, the file and the reason.
+            BundleError: a file changed since the bundle was loaded (sha256).
+        """
+        from .engine import EngineError
+
+        side = 2 * max(1, int(self.bundle.multiple))
+        zeros = np.zeros((1, 1, side, side), dtype=np.float32)
+        if self.forced:
+            tasks = [] if self.current in (None, CLEAN) else [self.current]
+        else:
+            tasks = list(self.routes)
+        checked: List[str] = []
+
+        def attempt(name: str, path, run) -> None:
+            try:
+                out = run()
+                if out is not None and np.shape(out) != zeros.shape:
+                    raise EngineError(f"gives {tuple(np.shape(out))} for a {zeros.shape} input; a route gives back "
+                                      "the shape it is given")
+            except EngineError as exc:
+                text = str(exc)
+                where = "" if path is None or str(path) in text else f"{path}: "
+                raise EngineError(f"bundle {self.bundle.name!r}: {name} cannot run here: {where}{text}; re-export "
+                                  "it with this tir-edge (`tir export`), or run another bundle") from exc
+            except Exception as exc:   # ORT/TensorRT raise their own types when a loaded model cannot run
+                raise EngineError(f"bundle {self.bundle.name!r}: {name} ({path}) loads but fails on a "
+                                  f"{side}x{side} zero frame: {type(exc).__name__}: {exc}") from exc
+            checked.append(name)
+
+        for task in tasks:
+            if self.runs_student(task):
+                continue   # the student is checked once below
+            attempt(f"route {task}", self.bundle.route_path(task), lambda t=task: self.engine(t).infer(zeros))
+        if self.router_info is not None and not self.forced:
+            def run_router():
+                if self._router_engine is None:
+                    self._router_engine = self._load(self.bundle.router_path, router=True)
+                self._router_engine.infer(prepare_frames(zeros, self._input_size))
+            attempt("the router", self.bundle.router_path, run_router)
+        if self.uses_student and (not self.forced or self.runs_student(self.current)):
+            def run_student():
+                weights = self._one_hot(self.prompts[0]) if self.prompts else np.zeros(0, np.float32)
+                return self.student_engine().infer(zeros, weights)
+            attempt("the student", self.bundle.student_path if self.precision != "int8" else None, run_student)
+        return checked
+
     # --------------------------------------------------------------------------------------
     def embed(self, batch) -> np.ndarray:
         """The router's raw embeddings of a batch (before any adaptation).

@@ -329,7 +329,10 @@ def test_hot_swap_follows_the_new_manifests_deploy_unless_deploy_was_given(bundl
     assert hs.swaps == 1 and hs.bundle.deploy == "routes" and hs.deploy == "auto" and hs.runs == "student"
     assert np.array_equal(hs.prompt_weights, w)
     assert np.allclose(out, xa * float(w @ np.array(FACTORS)), atol=1e-5)
-    assert hs.active.loaded_routes == [] and hs.status()["student_loaded"]   # warmed: the student, no route
+    # warmed: the student, and checked (session 19) every route the new bundle may run by its route
+    new = hs.active
+    assert sorted(new.loaded_routes) == sorted(t for t in new.routes if not new.runs_student(t))
+    assert hs.status()["student_loaded"]
     hs.close()
 
 

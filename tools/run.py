@@ -508,6 +508,9 @@ def _run(args) -> int:
                                             adapt_save=getattr(args, "adapt_save", None), source_uri=source_uri,
                                             deploy=getattr(args, "deploy", None),
                                             precision=getattr(args, "precision", None))
+            check = getattr(model, "check_networks", None)
+            if callable(check):   # a route that cannot load or run is refused now, not when first picked
+                check()
             model = hot_swappable(model, args)
             print(f"tir run: model {description}", flush=True)
             if args.collect:
