@@ -240,7 +240,7 @@ def _read_recorded(directory: Path, row: dict) -> np.ndarray:
     """One raw frame of a ``tir run --record`` folder, read where the recorder put it.
 
     The row is checked by the recorder's own :func:`~tir.edge.outputs.recorder.frame_place` (a
-    16-bit PNG must be ``raw/<seq>.png`` inside the recording: an index naming ``../x.png`` would
+    16-bit PNG must be ``raw/<folder>/<seq>.png`` (or an older recording's ``raw/<seq>.png``) inside the recording: an index naming ``../x.png`` would
     read any image on the machine as a frame), and a byte offset is looked up in the stream's
     segments (:func:`~tir.edge.outputs.recorder.stream_segments`: ``raw.u16``, then each
     ``raw.<B>.u16`` the recorder rolled to at the largest file allowed, e.g. FAT32's 4 GiB).

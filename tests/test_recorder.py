@@ -289,7 +289,7 @@ def test_a_full_disk_in_png_format_removes_the_failed_frames_files(tmp_path, mon
         for seq in range(5):
             rec.write(make_frame(seq))
     assert rec.written == 2 and "frame 2" in rec.failure and rec.lost == 3
-    assert sorted(p.name for p in (tmp_path / "rec" / "raw").iterdir()) == ["000000000.png", "000000001.png"]
+    assert sorted(p.name for p in (tmp_path / "rec" / "raw" / "00000").iterdir()) == ["000000000.png", "000000001.png"]
     assert not list((tmp_path / "rec").glob("*/*.part"))
     raw, index = read_recording(tmp_path / "rec", what="raw")
     assert len(index) == 2 and np.array_equal(raw[1], make_frame(1).raw)
@@ -475,10 +475,119 @@ def test_a_png_frame_whose_temporary_name_is_a_link_is_written_as_a_file_of_its_
     victim = tmp_path / "victim.txt"
     victim.write_text("victim")
     folder = tmp_path / "rec"
-    (folder / "raw").mkdir(parents=True)
-    (folder / "raw" / "000000000.png.part").symlink_to(victim)   # a leftover name, or made after start
+    (folder / "raw" / "00000").mkdir(parents=True)
+    (folder / "raw" / "00000" / "000000000.png.part").symlink_to(victim)   # a leftover name, or made after start
     with open_output(f"file://{folder}?format=png&preview=0&what=raw") as rec:
         rec.write(make_frame(0, with_restored=False))
     assert victim.read_text() == "victim" and rec.written == 1
     raw, _ = read_recording(folder, what="raw")
     assert np.array_equal(raw[0], make_frame(0).raw)
+
+
+def test_png_frames_go_into_sub_folders_of_10000_and_every_reader_follows_them(tmp_path, monkeypatch):
+    # FAT32 holds at most 65,534 entries in a folder (a long name takes 2-3): one folder of PNGs
+    # ended a format=png recording with ENOSPC after about 21,000 frames (session 18). Frames now go
+    # into sub-folders of PNG_FOLDER_FRAMES (10 here), read back by replay, read_recording and the
+    # calibration reader.
+    from tir.calibration.data import _read_recorded, _recording_rows
+    from tir.edge.outputs import recorder as recorder_module
+    from tir.edge.sources.base import open_source
+
+    monkeypatch.setattr(recorder_module, "PNG_FOLDER_FRAMES", 10)
+    folder = tmp_path / "rec"
+    seqs = list(range(0, 25)) + [37]
+    with open_output(f"file://{folder}?format=png&preview=0") as rec:
+        for seq in seqs:
+            rec.write(make_frame(seq))
+    assert rec.written == len(seqs) and rec.failure is None
+    for kind in ("raw", "restored"):
+        held = {p.name: len(list(p.iterdir())) for p in (folder / kind).iterdir()}
+        assert held == {"00000": 10, "00001": 10, "00002": 5, "00003": 1}   # no loose PNG in raw/ itself
+    raw, index = read_recording(folder, what="raw")
+    restored, _ = read_recording(folder, what="restored")
+    assert [int(r["seq"]) for r in index] == seqs
+    for k, seq in enumerate(seqs):
+        assert np.array_equal(raw[k], make_frame(seq).raw) and np.array_equal(restored[k], make_frame(seq).restored)
+    rows = _recording_rows(folder)
+    assert np.array_equal(_read_recorded(folder, rows[-1]), make_frame(37).raw)
+    for uri in (f"file://{folder}?rate=max", f"file://{folder}/raw?rate=max"):   # replay, also of the stream's folder
+        with open_source(uri) as source:
+            got = [source.read() for _ in seqs]
+        assert all(np.array_equal(f.raw, make_frame(s).raw) for f, s in zip(got, seqs))
+    # an index naming a sub-folder that is not a number, or one level too deep, is refused
+    from tir.edge.outputs.recorder import frame_place
+
+    row = dict(index[0])
+    for bad in ("raw/../0.png", "raw/00000/00/0.png", "raw/x/000000000.png", "restored/00000/000000000.png"):
+        with pytest.raises(ValueError):
+            frame_place(folder, {**row, "raw": bad}, "raw")
+    assert frame_place(folder, {**row, "raw": "raw/000000000.png"}, "raw")[0] == folder / "raw" / "000000000.png"
+
+
+def test_overwrite_removes_a_png_recordings_sub_folders(tmp_path):
+    folder = tmp_path / "rec"
+    with open_output(f"file://{folder}?format=png&preview=0") as rec:
+        rec.write(make_frame(0))
+    (folder / "raw" / "notes").mkdir()   # not the recorder's: kept
+    with open_output(f"file://{folder}?format=png&preview=0&overwrite=1") as rec:
+        rec.write(make_frame(5))
+    raw, index = read_recording(folder, what="raw")
+    assert [r["seq"] for r in index] == ["5"] and not (folder / "raw" / "00000" / "000000000.png").exists()
+    assert (folder / "raw" / "notes").is_dir()
+
+
+@pytest.mark.faults
+def test_enospc_on_a_disk_with_room_says_the_folder_may_be_full(tmp_path, monkeypatch):
+    import errno
+
+    from tir.edge.outputs import recorder as recorder_module
+    from tir.edge.outputs.recorder import Recorder
+
+    class Room:
+        f_bavail, f_frsize = 1 << 20, 4096   # 4 GiB free
+
+    monkeypatch.setattr(recorder_module.os, "statvfs", lambda path: Room())
+    real = Recorder._write_png
+
+    def write_png(self, kind, seq, counts):
+        if seq == 2:   # vfat's answer when a folder has no free entry left
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, kind, seq, counts)
+
+    monkeypatch.setattr(Recorder, "_write_png", write_png)
+    with open_output(f"file://{tmp_path}/rec?format=png&preview=0") as rec:
+        for seq in range(4):
+            rec.write(make_frame(seq))
+    assert rec.written == 2 and "65,534" in rec.failure and "4096 MiB free" in rec.failure
+    raw, index = read_recording(tmp_path / "rec", what="raw")
+    assert len(index) == 2 and np.array_equal(raw[1], make_frame(1).raw)
+
+
+@pytest.mark.faults
+def test_a_png_sub_folder_replaced_by_a_link_stops_the_recording_and_writes_nothing_through_it(tmp_path, monkeypatch):
+    from tir.edge.outputs import recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "PNG_FOLDER_FRAMES", 2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folder = tmp_path / "rec"
+    with open_output(f"file://{folder}?format=png&preview=0&what=raw") as rec:
+        rec.write(make_frame(0, with_restored=False))
+        assert _wait(lambda: rec.written == 1)
+        (folder / "raw" / "00001").symlink_to(elsewhere)   # the next sub-folder, made by someone else
+        for seq in (1, 2, 3):
+            rec.write(make_frame(seq, with_restored=False))
+    assert list(elsewhere.iterdir()) == [] and rec.written == 2 and "not a folder the recorder made" in rec.failure
+    raw, index = read_recording(folder, what="raw")
+    assert [r["seq"] for r in index] == ["0", "1"]
+
+
+def _wait(condition, timeout=10.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()

@@ -12,7 +12,12 @@ Layout of a recording folder::
     raw.<B>.u16      ... continued in a new file (segment) when the file reached the largest the
                      disk or process allows (FAT32's 4 GiB, ``ulimit -f``: a write fails EFBIG);
                      <B> is the stream's byte offset where the segment starts (see below)
-    raw/*.png        format=png: one 16-bit grayscale PNG per frame instead (smaller, slower)
+    raw/<F>/*.png    format=png: one 16-bit grayscale PNG per frame instead (smaller, slower),
+                     :data:`PNG_FOLDER_FRAMES` (10,000) frames a sub-folder, F = seq // 10,000
+                     (5 digits): FAT32 holds at most 65,534 entries in a folder, and a name
+                     longer than 8.3 takes 2 or 3 of them, so about 21,000 frames in one folder
+                     ended the recording there with ENOSPC, 12 min at 30 fps (a recording of
+                     session 18 or before, ``raw/*.png``, still reads)
     preview.avi      8-bit MJPEG of the side-by-side display view (preview=0 to skip);
                      preview.<P>.avi its continuation after the largest file allowed
 
@@ -89,6 +94,10 @@ INDEX_FIELDS = ["seq", "t_capture", "t_wall", "width", "height", "raw", "restore
 WHAT_CHOICES = ("restored", "raw", "both")
 FORMATS = ("u16", "png")
 STREAM_DTYPE = np.dtype("<u2")
+#: PNG frames in one sub-folder of ``raw/`` / ``restored/`` (format=png): well under what FAT32
+#: allows in a folder (65,534 entries; a 13-character name with its ``.part`` temporary takes up to
+#: 3) and exFAT (2,796,202 files), ext4 (no limit with dir_nlink; 65,000 sub-folders without it)
+PNG_FOLDER_FRAMES = 10_000
 #: most frames the writer queue may hold (each a private copy: ~2.6 MB at 640x512 with the preview)
 MAX_QUEUE = 1024
 log = logging.getLogger(__name__)
@@ -215,6 +224,14 @@ class Recorder(Output):
         for kind in ("raw", "restored"):
             for png in (self.path / kind).glob("*.png*"):
                 png.unlink()
+            for folder in (self.path / kind).glob("*"):   # the PNG sub-folders (:data:`PNG_FOLDER_FRAMES`)
+                if folder.name.isdigit() and folder.is_dir() and not folder.is_symlink():
+                    for png in folder.glob("*.png*"):
+                        png.unlink()
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        pass   # something else is in it: left as it was
             for _, segment in stream_segments(self.path, kind):
                 segment.unlink(missing_ok=True)
         for name in (INDEX_NAME, INFO_NAME, PREVIEW_NAME):
@@ -331,14 +348,13 @@ class Recorder(Output):
             self._truncate(stream, self._good.get(f"{kind}.u16", 0))
         if self._index_file is not None:
             self._truncate(self._index_file, self._good[INDEX_NAME])
-        for partial in self.path.glob("*/*.png.part"):
-            partial.unlink(missing_ok=True)
+        for pattern in ("*/*.png.part", "*/*/*.png.part"):
+            for partial in self.path.glob(pattern):
+                partial.unlink(missing_ok=True)
         for png in self._frame_pngs:  # the failed frame's complete PNGs: not indexed
             png.unlink(missing_ok=True)
         line = (f"recording to {self.path} stopped at frame {frame.seq}: {reason}; "
-                f"frames kept, readable: {self.written}"
-                + ("; free space on that disk or record to another one"
-                   if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""))
+                f"frames kept, readable: {self.written}" + _advice(self.path, exc, self.format == "png"))
         log.error("%s", line)
         self.fail(line)  # failure set, the pipeline told at once (tir run stops and exits 3)
         self._close_files()
@@ -428,8 +444,18 @@ class Recorder(Output):
         return stream
 
     def _write_png(self, kind: str, seq: int, counts: np.ndarray) -> str:
-        name = f"{kind}/{seq:09d}.png"
-        (self.path / kind).mkdir(exist_ok=True)
+        """Write one frame's PNG as ``<kind>/<seq // PNG_FOLDER_FRAMES>/<seq>.png`` (a temporary
+        name renamed into place); returns that name. Raises OSError (the recorder stops: :meth:`_fail`)
+        or ValueError (the encoder refused the frame)."""
+        folder = f"{kind}/{seq // PNG_FOLDER_FRAMES:05d}"
+        name = f"{folder}/{seq:09d}.png"
+        for part in (self.path / kind, self.path / folder):
+            try:
+                part.mkdir()
+            except FileExistsError:
+                if part.is_symlink() or not part.is_dir():   # made by someone else since the start
+                    raise OSError(errno.EEXIST, f"{part} exists and is not a folder the recorder made "
+                                  "(a link or a file): no frame is written through it") from None
         ok, png = cv2.imencode(".png", counts, [cv2.IMWRITE_PNG_COMPRESSION, self.compression])
         if not ok:
             raise ValueError(f"PNG encoding failed for {name}")
@@ -510,6 +536,31 @@ class Recorder(Output):
 #: (256 KiB chunks observed) plus a frame and the AVI header, with margin
 PREVIEW_HEADROOM = 2 << 20
 AVI_INDEX_BYTES = 16  # one idx1 entry per frame, written when the AVI is closed (AVI RIFF spec)
+
+
+def _advice(folder: Path, exc: OSError, creates_files: bool = False) -> str:
+    """What the user can do about a write that failed with ``exc`` in ``folder`` ("" if nothing
+    is known). ENOSPC where the recorder creates a file per frame (``creates_files``: format=png)
+    while the disk still has room is most likely a full folder (vfat answers ENOSPC when a folder
+    has no free entry: FAT32 holds 65,534), said beside the full-disk advice; EMLINK: too many
+    links or sub-folders; EFBIG: the largest file allowed."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        text = "; free space on that disk or record to another one"
+        if exc.errno == errno.ENOSPC and creates_files:
+            try:
+                st = os.statvfs(folder)
+                free = st.f_bavail * st.f_frsize
+            except OSError:
+                free = 0
+            if free > (64 << 20):
+                text += (f" (the disk still has {free / 2**20:.0f} MiB free: the folder may hold as many entries as "
+                         "its filesystem allows, FAT32: 65,534 a folder, fewer with long names)")
+        return text
+    if exc.errno == errno.EMLINK:
+        return "; the folder holds as many sub-folders or links as its filesystem allows; record to another folder"
+    if exc.errno == errno.EFBIG:
+        return "; a file reached the largest size allowed there (ulimit -f, or the filesystem's)"
+    return ""
 
 
 def file_size_limit(folder: Path) -> Optional[int]:
@@ -640,7 +691,8 @@ def frame_place(folder: Path, row: Dict[str, str], stream: str) -> Tuple[Optiona
 
     Raises:
         ValueError: a width/height that is not a whole number in 1..:data:`MAX_SIDE`, an offset
-            that is not a whole number >= 0, or a PNG name other than ``<stream>/<digits>.png``.
+            that is not a whole number >= 0, or a PNG name other than ``<stream>/<digits>/<digits>.png``
+            (or, as written before session 19, ``<stream>/<digits>.png``).
     """
     sides = []
     for key in ("height", "width"):
@@ -651,11 +703,13 @@ def frame_place(folder: Path, row: Dict[str, str], stream: str) -> Tuple[Optiona
     h, w = sides
     where = (row.get(stream) or "").strip()
     if where.endswith(".png"):
-        kind, sep, name = where.partition("/")
-        if kind != stream or not sep or not name[:-4].isdigit():
-            raise ValueError(f"{stream} image {where[:60]!r} is not one the recorder writes ({stream}/<seq>.png "
-                             "inside the recording)")
-        return folder / kind / name, 0, h, w
+        parts = where.split("/")
+        # <stream>/<F>/<seq>.png, F = seq // PNG_FOLDER_FRAMES; <stream>/<seq>.png before session 19
+        if parts[0] != stream or len(parts) not in (2, 3) or not parts[-1][:-4].isdigit() \
+                or (len(parts) == 3 and not parts[1].isdigit()):
+            raise ValueError(f"{stream} image {where[:60]!r} is not one the recorder writes "
+                             f"({stream}/<folder>/<seq>.png inside the recording)")
+        return folder.joinpath(*parts), 0, h, w
     if not where.isdigit():
         raise ValueError(f"{stream} offset {where[:20]!r} is not a byte offset into {stream}.u16")
     return None, int(where), h, w

@@ -663,6 +663,9 @@ def open_reader(path: str, stream: Optional[str] = None) -> _Reader:
     if os.path.isdir(path):
         if is_recording(path):
             return _RecordingReader(path, stream or "raw")
+        if os.path.basename(os.path.normpath(path)) in ("raw", "restored") and is_recording(parent):
+            # a PNG recording's stream folder (its frames lie in sub-folders of 10,000): the stream
+            return _RecordingReader(parent, stream or os.path.basename(os.path.normpath(path)))
         files, names = _list_images(path)
         if not files:
             shown = ", ".join(names[:20]) or "(nothing)"
