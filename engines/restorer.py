@@ -826,7 +826,8 @@ class Restorer:
     def check_networks(self) -> List[str]:
         """Load every network this restorer may run (each route the router or a forced task can
         pick, the router, the student where :attr:`deploy_tasks` runs it) and run each once on
-        a zero frame of (1, 1, 2m, 2m) px (m: the bundle's multiple), so a file ONNX Runtime (or
+        a zero frame (1, 1, 2m, 2m) px (m: the bundle's multiple; a TensorRT plan's own shape when
+        it was built for one), so a file ONNX Runtime (or
         TensorRT) cannot load or run is found at start, naming the file and the reason, not when
         the router first picks its route minutes into a stream ("stage infer failed").
 
@@ -854,12 +855,28 @@ class Restorer:
             tasks = list(self.routes)
         checked: List[str] = []
 
+        def check_input(engine) -> np.ndarray:
+            """A zero frame the engine takes: its plan's own shape where it has one (a TensorRT plan
+            built static or with a profile, `tir build --size`), else the small one above."""
+            profile = getattr(engine, "profile", None)
+            if profile is not None:
+                return np.zeros((1,) + tuple(int(d) for d in profile[1][1:]), dtype=np.float32)
+            shape = tuple(getattr(engine, "input_shape", None) or ())
+            if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape):
+                return np.zeros((1,) + shape[1:], dtype=np.float32)
+            return zeros
+
+        def run_route(task):
+            engine = self.engine(task)
+            x = check_input(engine)
+            out = engine.infer(x)
+            if np.shape(out) != x.shape:
+                raise EngineError(f"gives {tuple(np.shape(out))} for a {x.shape} input; a route gives back "
+                                  "the shape it is given")
+
         def attempt(name: str, path, run) -> None:
             try:
-                out = run()
-                if out is not None and np.shape(out) != zeros.shape:
-                    raise EngineError(f"gives {tuple(np.shape(out))} for a {zeros.shape} input; a route gives back "
-                                      "the shape it is given")
+                run()
             except EngineError as exc:
                 text = str(exc)
                 where = "" if path is None or str(path) in text else f"{path}: "
@@ -873,7 +890,7 @@ class Restorer:
         for task in tasks:
             if self.runs_student(task):
                 continue   # the student is checked once below
-            attempt(f"route {task}", self.bundle.route_path(task), lambda t=task: self.engine(t).infer(zeros))
+            attempt(f"route {task}", self.bundle.route_path(task), lambda t=task: run_route(t))
         if self.router_info is not None and not self.forced:
             def run_router():
                 if self._router_engine is None:
@@ -883,7 +900,11 @@ class Restorer:
         if self.uses_student and (not self.forced or self.runs_student(self.current)):
             def run_student():
                 weights = self._one_hot(self.prompts[0]) if self.prompts else np.zeros(0, np.float32)
-                return self.student_engine().infer(zeros, weights)
+                engine = self.student_engine()
+                x = check_input(engine)
+                out = engine.infer(x, weights)
+                if np.shape(out) != x.shape:
+                    raise EngineError(f"gives {tuple(np.shape(out))} for a {x.shape} input")
             attempt("the student", self.bundle.student_path if self.precision != "int8" else None, run_student)
         return checked
 

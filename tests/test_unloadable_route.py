@@ -141,3 +141,32 @@ def test_a_hot_swap_to_a_bundle_with_an_unloadable_route_is_refused_and_the_old_
     assert swap.reload_state == "failed" and "route-noise.onnx" in swap.reload_error
     assert swap.active is old
     swap.close()
+
+
+def test_check_networks_runs_a_plan_of_a_fixed_size_at_that_size(tmp_path):
+    # a TensorRT plan built for one size (`tir build --size`) refuses any other: the check runs it
+    # at its own shape, not at the small frame it gives a dynamic ONNX model
+    bundle = one_hot_bundle(tmp_path, {"noise": 0.5, "blur": 2.0}, "clean", H, W)
+    restorer = Restorer(bundle, backend="onnxruntime", threads=1)
+    seen = []
+
+    class FixedPlan:
+        input_shape, multiple = (1, 1, 48, 64), 1
+
+        def infer(self, x):
+            seen.append(x.shape)
+            if x.shape != self.input_shape:
+                raise EngineError(f"plan is static {self.input_shape}, got {x.shape}")
+            return x
+
+    class ProfilePlan(FixedPlan):
+        input_shape, profile = (-1, 1, -1, -1), ((1, 1, 16, 16), (1, 1, 96, 128), (4, 1, 512, 640))
+
+        def infer(self, x):
+            seen.append(x.shape)
+            return x
+
+    restorer._engines = {"noise": FixedPlan(), "blur": ProfilePlan()}
+    assert restorer.check_networks()[:2] == ["route noise", "route blur"]
+    assert seen == [(1, 1, 48, 64), (1, 1, 96, 128)]
+    restorer.close = lambda: None
