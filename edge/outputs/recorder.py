@@ -15,8 +15,8 @@ Layout of a recording folder::
     raw/<F>/*.png    format=png: one 16-bit grayscale PNG per frame instead (smaller, slower),
                      :data:`PNG_FOLDER_FRAMES` (10,000) frames a sub-folder, F = seq // 10,000
                      (5 digits): FAT32 holds at most 65,534 entries in a folder, and a name
-                     longer than 8.3 takes 2 or 3 of them, so about 21,000 frames in one folder
-                     ended the recording there with ENOSPC, 12 min at 30 fps (a recording of
+                     longer than 8.3 takes 2 or 3 of them, so one folder filled after about
+                     21,000 files (session 18) and the recording ended with ENOSPC (a recording of
                      session 18 or before, ``raw/*.png``, still reads)
     preview.avi      8-bit MJPEG of the side-by-side display view (preview=0 to skip);
                      preview.<P>.avi its continuation after the largest file allowed
