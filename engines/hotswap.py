@@ -299,6 +299,7 @@ class HotSwapRestorer:
             log.info("bundle reload: %s unchanged (version %s already running)", self.path, old.bundle.version)
             return
         t0 = time.perf_counter()
+        new = None
         try:
             new = self._factory(self.path)
             try:
@@ -309,6 +310,11 @@ class HotSwapRestorer:
                 raise
             self._warm(new, old, self._shape)
         except Exception as exc:
+            if new is not None:   # its engines loaded so far (check_networks loads them all) are let go
+                try:
+                    new.close()
+                except Exception as close_exc:
+                    log.warning("closing the refused bundle: %s", close_exc)
             self._failed_fingerprint = fingerprint
             self.reload_error = (f"bundle reload failed, version {old.bundle.version} keeps running: "
                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}")

@@ -131,7 +131,15 @@ def test_a_hot_swap_to_a_bundle_with_an_unloadable_route_is_refused_and_the_old_
     good = one_hot_bundle(tmp_path / "a", {"noise": 0.5, "blur": 2.0}, "clean", H, W)
     bad = _bundle_with_broken_route(tmp_path / "b", "custom_op")
     old = Restorer(good, backend="onnxruntime", threads=1)
-    swap = HotSwapRestorer(old, lambda path: Restorer(path, backend="onnxruntime", threads=1), watch=False)
+    closed = []
+
+    def factory(path):
+        new = Restorer(path, backend="onnxruntime", threads=1)
+        real = new.close
+        new.close = lambda: closed.append(path) or real()
+        return new
+
+    swap = HotSwapRestorer(old, factory, watch=False)
     shutil.rmtree(good)
     shutil.copytree(bad, good)   # a new version published over the running one: its noise route holds a custom op
     assert swap.request_reload()
@@ -140,6 +148,7 @@ def test_a_hot_swap_to_a_bundle_with_an_unloadable_route_is_refused_and_the_old_
     # ("stage infer failed") when its router first picked noise
     assert swap.reload_state == "failed" and "route-noise.onnx" in swap.reload_error
     assert swap.active is old
+    assert closed == [good]   # the refused version's engines were closed, not kept
     swap.close()
 
 
