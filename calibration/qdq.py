@@ -672,6 +672,7 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
 
         rewritten = _integer_form(model, keep=exclude_nodes)
         ranges = ranges_for(ranges, rewritten)
+        exclude_nodes = list(dict.fromkeys(exclude_nodes + rewritten.float_nodes))
         op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry) | set(PERMUTATION_OPS))
     tensors = _tensors_data(ranges)
     kwargs = dict(quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8,
