@@ -35,6 +35,12 @@ INT8 deconvolution and needs none of them; the fp32 models keep their faster flo
 3. ``ReduceMean`` over the two spatial axes of a 4-D tensor with ``keepdims=1`` →
    ``GlobalAveragePool`` (same definition), which ONNX Runtime quantises
    (QLinearGlobalAveragePool).
+4. A bilinear ``Resize`` (linear, ``half_pixel``, integer scales on H and W) → two float
+   MatMuls with interpolation matrices built in the graph from the input's shape
+   (:func:`_rewrite_resize_matmul`; the student's field head up-samples its 16×20 field 32× to
+   the frame). It stays float (it is in the float tail) but costs a fraction of ONNX Runtime's
+   CPU Resize (docs/int8.md, "Session 19"); applied to float nodes too, its new nodes are
+   listed in ``IntegerFormReport.float_nodes`` so the quantiser leaves them float.
 
 Every rewrite is checked against the original graph in tests/test_integer_form.py.
 """
