@@ -1,4 +1,4 @@
-"""Paired, interleaved latency of the distilled student: fp32 against its CPU INT8 (U8S8) model(s).
+"""Paired, interleaved latency of the distilled student (or a route): fp32 against its CPU INT8 (U8S8) model(s).
 
 Why paired: on a shared machine the load moves between runs, so separate timings of two models
 compare two loads. Here every round runs each model once on the same frame and prompt (order
@@ -19,7 +19,8 @@ profile of each model (``enable_profiling``) over ``--profile-runs`` extra runs 
 time per op type and the ten slowest nodes (kernel time per run, ms).
 
 The input is a uniform random frame (the cost of these graphs does not depend on the values)
-and uniform prompt weights 1/K, one frame per run.
+and, for a student, uniform prompt weights 1/K, one frame per run; a route (one input) takes the
+frame alone.
 """
 from __future__ import annotations
 
@@ -70,11 +71,18 @@ def session(path: str, threads: int, level: str, profile: str = ""):
 
 
 def feeds(sess, size):
+    """Inputs for ``sess``: a uniform random N=1 frame for its image input and, for a student,
+    uniform prompt weights 1/K (a route, one input, takes the frame alone)."""
     w, h = size
-    k = int(sess.get_inputs()[[i.name for i in sess.get_inputs()].index("prompt")].shape[1])
     rng = np.random.default_rng(0)
-    return {"input": rng.random((1, 1, h, w), dtype=np.float32),
-            "prompt": np.full((1, k), 1.0 / k, np.float32)}
+    out = {}
+    for i in sess.get_inputs():
+        if i.name == "prompt":
+            k = int(i.shape[1])
+            out[i.name] = np.full((1, k), 1.0 / k, np.float32)
+        else:
+            out[i.name] = rng.random((1, 1, h, w), dtype=np.float32)
+    return out
 
 
 def profile_table(path: str, runs: int):
@@ -126,10 +134,10 @@ def main(argv=None) -> int:
             ap.error(f"{path} does not exist")
         models.append((name, path, level))
     sessions = [session(p, args.threads, lv) for _, p, lv in models]
-    inputs = feeds(sessions[0], size)
-    for s in sessions:
+    inputs = [feeds(s, size) for s in sessions]
+    for s, f in zip(sessions, inputs):
         for _ in range(args.warmup):
-            s.run(None, inputs)
+            s.run(None, f)
     if args.cpu_time and args.threads != 1:
         ap.error("--cpu-time needs --threads 1 (other threads' work is not on the calling thread's clock)")
     clock = time.thread_time if args.cpu_time else time.perf_counter
@@ -140,7 +148,7 @@ def main(argv=None) -> int:
         rot = order[r % len(order):] + order[:r % len(order)]
         for i in rot:
             t0 = clock()
-            sessions[i].run(None, inputs)
+            sessions[i].run(None, inputs[i])
             times[r, i] = (clock() - t0) * 1000.0
     load1 = _load()
     print(f"{args.rounds} rounds, {args.threads} thread(s), {size[0]}x{size[1]}, "
@@ -158,8 +166,9 @@ def main(argv=None) -> int:
         os.makedirs(args.profile, exist_ok=True)
         for name, path, level in models:
             s = session(path, args.threads, level, os.path.join(args.profile, name))
+            f = feeds(s, size)
             for _ in range(args.profile_runs + 1):
-                s.run(None, inputs)
+                s.run(None, f)
             prof = s.end_profiling()
             with open(prof) as f:
                 events = json.load(f)
