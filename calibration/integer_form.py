@@ -35,6 +35,12 @@ INT8 deconvolution and needs none of them; the fp32 models keep their faster flo
 3. ``ReduceMean`` over the two spatial axes of a 4-D tensor with ``keepdims=1`` →
    ``GlobalAveragePool`` (same definition), which ONNX Runtime quantises
    (QLinearGlobalAveragePool).
+4. A bilinear ``Resize`` (linear, ``half_pixel``, integer scales on H and W) → two float
+   MatMuls with interpolation matrices built in the graph from the input's shape
+   (:func:`_rewrite_resize_matmul`; the student's field head up-samples its 16×20 field 32× to
+   the frame). It stays float (it is in the float tail) but costs a fraction of ONNX Runtime's
+   CPU Resize (docs/int8.md, "Session 19"); applied to float nodes too, its new nodes are
+   listed in ``IntegerFormReport.float_nodes`` so the quantiser leaves them float.
 
 Every rewrite is checked against the original graph in tests/test_integer_form.py.
 """
@@ -59,18 +65,23 @@ class IntegerFormReport:
     folded_constant_channels: List[str] = field(default_factory=list)
     sub_of_add: List[str] = field(default_factory=list)
     reduce_mean: List[str] = field(default_factory=list)
+    resize_matmul: List[str] = field(default_factory=list)
     range_of: Dict[str, str] = field(default_factory=dict)
+    #: nodes the rewrites created that must stay float (they replace a float node):
+    #: :func:`tir.calibration.qdq.quantize_cpu` excludes them
+    float_nodes: List[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         """True when at least one rewrite applied."""
-        return bool(self.conv_transpose or self.sub_of_add or self.reduce_mean)
+        return bool(self.conv_transpose or self.sub_of_add or self.reduce_mean or self.resize_matmul)
 
     def to_dict(self) -> dict:
         """The report as JSON-ready lists of node names."""
         return {"conv_transpose": list(self.conv_transpose),
                 "folded_constant_channels": list(self.folded_constant_channels),
-                "sub_of_add": list(self.sub_of_add), "reduce_mean": list(self.reduce_mean)}
+                "sub_of_add": list(self.sub_of_add), "reduce_mean": list(self.reduce_mean),
+                "resize_matmul": list(self.resize_matmul)}
 
 
 def _attrs(node) -> dict:
@@ -288,6 +299,85 @@ def _rewrite_reduce_mean(model, report: IntegerFormReport, keep: set) -> None:
         report.reduce_mean.append(node.name)
     _prune(model)
 
+def _rewrite_resize_matmul(model, report: IntegerFormReport, keep: set) -> None:
+    """A bilinear ``Resize`` (mode linear, ``half_pixel``, scales 1 on N and C and an integer
+    s ≥ 2 on H and W) → ``A_H · X · A_Wᵀ``, two MatMuls with interpolation matrices built in the
+    graph from the input's shape (so any frame size works):
+
+    A[o, i] = max(0, 1 − |clip((o + ½)/s − ½, 0, n − 1) − i|),  o < s·n, i < n,
+
+    the ONNX Resize definition (linear mode, half_pixel coordinate transform, the source
+    coordinate clamped to the input as ONNX Runtime's upsample does at the borders): each output
+    is the two-tap interpolation of its neighbours, one matrix row per output row/column.
+    Equal up to float rounding (the weights sum to 1; |Δ| ~ 1e-7 of the values). Why: ONNX
+    Runtime's CPU Resize took 1.1 ms for the student's 32× up-sampling of its 16×20 field to
+    640×512 (docs/int8.md "Session 19"), the MatMuls (6.5 MMAC) a fraction of that. The new
+    nodes stay float (``report.float_nodes``).
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+              if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    for node in list(model.graph.node):
+        if node.op_type != "Resize" or len(node.input) < 3 or (len(node.input) > 3 and node.input[3]):
+            continue
+        a = _attrs(node)
+        mode, ctm = a.get("mode", b"nearest"), a.get("coordinate_transformation_mode", b"half_pixel")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
+        if mode != "linear" or ctm != "half_pixel" or a.get("antialias", 0) or a.get("axes") is not None:
+            continue
+        scales = inits.get(node.input[2], consts.get(node.input[2]))
+        if scales is None or scales.size != 4:
+            continue
+        scales = [float(v) for v in scales.reshape(-1)]
+        if scales[0] != 1 or scales[1] != 1 or any(v < 2 or v != int(v) for v in scales[2:]):
+            continue
+        x, out = node.input[0], node.output[0]
+        name = node.name
+        new, made = [], []
+
+        def const(base, values, dtype=np.float32):
+            t = _unique(model, f"{name}_{base}")
+            model.graph.initializer.append(numpy_helper.from_array(np.array(values, dtype), t))
+            return t
+
+        def add(op, inputs, base, **attrs):
+            t = _unique(model, f"{out}_{base}")
+            n = helper.make_node(op, inputs, [t], name=_unique(model, f"{name}_{base}"), **attrs)
+            new.append(n)
+            model.graph.node.insert(list(model.graph.node).index(node), n)
+            return t
+
+        shape = add("Shape", [x], "shape")
+        zero_f, one_f, half = const("zero", 0.0), const("one", 1.0), const("half", 0.5)
+        matrices = []
+        for axis, s in ((2, int(scales[2])), (3, int(scales[3]))):
+            tag = "h" if axis == 2 else "w"
+            n_i = add("Slice", [shape, const(f"{tag}_a", [axis], np.int64), const(f"{tag}_b", [axis + 1], np.int64)], f"{tag}_n")
+            n_f = add("Cast", [add("Squeeze", [n_i], f"{tag}_n0")], f"{tag}_nf", to=1)
+            n_out = add("Mul", [n_f, const(f"{tag}_s", float(s))], f"{tag}_no")
+            o = add("Range", [zero_f, n_out, one_f], f"{tag}_o")
+            src = add("Sub", [add("Div", [add("Add", [o, half], f"{tag}_o5"), const(f"{tag}_sd", float(s))], f"{tag}_od"),
+                              half], f"{tag}_src")
+            hi = add("Sub", [n_f, one_f], f"{tag}_hi")
+            src = add("Min", [add("Max", [src, zero_f], f"{tag}_lo"), hi], f"{tag}_clip")
+            i = add("Range", [zero_f, n_f, one_f], f"{tag}_i")
+            col = add("Unsqueeze", [src, const(f"{tag}_ax1", [1], np.int64)], f"{tag}_col")
+            dist = add("Abs", [add("Sub", [col, i], f"{tag}_d")], f"{tag}_ad")
+            matrices.append(add("Relu", [add("Sub", [one_f, dist], f"{tag}_1md")], f"{tag}_A"))
+        a_h, a_w = matrices
+        a_wt = add("Transpose", [a_w], "w_At", perm=[1, 0])
+        rows = add("MatMul", [x, a_wt], "xw")                      # N×C×h×(s·w)
+        model.graph.node.insert(list(model.graph.node).index(node),
+                                helper.make_node("MatMul", [a_h, rows], [out], name=_unique(model, f"{name}_hxw")))
+        new.append(model.graph.node[list(model.graph.node).index(node) - 1])
+        model.graph.node.remove(node)
+        report.resize_matmul.append(name)
+        report.float_nodes.extend(n.name for n in new)
+    _prune(model)
+
 
 def _prune(model) -> None:
     """Remove nodes (repeatedly) whose outputs nothing reads, and initialisers no node reads."""
@@ -305,7 +395,7 @@ def _prune(model) -> None:
 
 
 def integer_form(model, keep: Iterable[str] = ()) -> IntegerFormReport:
-    """Apply the module's three exact rewrites to ``model`` (an onnx ModelProto, changed in
+    """Apply the module's exact rewrites (see the module docstring) to ``model`` (an onnx ModelProto, changed in
     place); nodes named in ``keep`` (those that stay float anyway) are not rewritten.
 
     Returns:
@@ -322,6 +412,7 @@ def integer_form(model, keep: Iterable[str] = ()) -> IntegerFormReport:
     _rewrite_conv_transpose(model, report, keep)
     _rewrite_sub_of_add(model, report, keep)
     _rewrite_reduce_mean(model, report, keep)
+    _rewrite_resize_matmul(model, report, keep)
     onnx.checker.check_model(model)
     return report
 

@@ -635,7 +635,7 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     ``integer_form`` (default on): before quantising, the exact rewrites of
     :mod:`tir.calibration.integer_form` (ConvTranspose k=stride → 1×1 Conv + DepthToSpace,
     ``(a + b) − a`` → ``b``, spatial ReduceMean → GlobalAveragePool) are applied to every node
-    not kept float, so ONNX Runtime's integer kernels cover them instead of float islands
+    not kept float (and a bilinear Resize becomes two float MatMuls, kept float), so ONNX Runtime's integer kernels cover them instead of float islands
     between Q/DQ pairs (the module docstring there says why); the new tensors inherit the ranges of the
     tensors they permute, and DepthToSpace/SpaceToDepth are quantised with their input's
     range. The model records what was rewritten (:func:`stamp_int8_cpu`, key
@@ -672,6 +672,7 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
 
         rewritten = _integer_form(model, keep=exclude_nodes)
         ranges = ranges_for(ranges, rewritten)
+        exclude_nodes = list(dict.fromkeys(exclude_nodes + rewritten.float_nodes))
         op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry) | set(PERMUTATION_OPS))
     tensors = _tensors_data(ranges)
     kwargs = dict(quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8,

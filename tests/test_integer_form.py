@@ -179,3 +179,85 @@ def test_shape_reads_the_quantised_tensor(tmp_path):
     out = onnx.load(p)
     assert "DequantizeLinear" not in _ops(out) and [n.input[0] for n in out.graph.node if n.op_type == "Shape"] == ["q"]
     assert _run(out, np.zeros((1, 3, 5, 7), np.float32)).tolist() == [1, 3, 5, 7]
+
+
+def _resize_graph(scales, mode="linear", ctm="half_pixel", shape=(1, 3, 5, 7)):
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [None] * 4)
+    node = helper.make_node("Resize", ["input", "", "scales"], ["output"], name="/Resize", mode=mode,
+                            coordinate_transformation_mode=ctm)
+    graph = helper.make_graph([node], "g", [x], [y],
+                              [numpy_helper.from_array(np.array(scales, np.float32), "scales")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("scales,shape", [([1, 1, 4, 3], (1, 3, 5, 7)), ([1, 1, 32, 32], (2, 1, 4, 5)),
+                                          ([1, 1, 2, 2], (1, 2, 1, 1))])
+def test_bilinear_resize_as_two_matmuls_is_exact(scales, shape):
+    model = _resize_graph(scales, shape=shape)
+    x = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    ref = _run(model, x)
+    report = integer_form(model)
+    assert report.resize_matmul == ["/Resize"] and "Resize" not in _ops(model)
+    assert set(report.float_nodes) == {n.name for n in model.graph.node}     # all float, for quantize_cpu
+    y = _run(model, x)
+    assert y.shape == ref.shape == (shape[0], shape[1], shape[2] * scales[2], shape[3] * scales[3])
+    assert np.abs(y - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
+    # the torch definition the student's field head uses (F.interpolate, bilinear, align_corners=False)
+    t = F.interpolate(torch.from_numpy(x), scale_factor=(float(scales[2]), float(scales[3])), mode="bilinear",
+                      align_corners=False).numpy()
+    assert np.abs(y - t).max() <= 1e-5 * max(1.0, np.abs(t).max())
+
+
+@pytest.mark.parametrize("scales,mode,ctm", [([1, 1, 2.5, 2], "linear", "half_pixel"),
+                                             ([1, 1, 2, 2], "nearest", "half_pixel"),
+                                             ([1, 1, 2, 2], "linear", "align_corners"),
+                                             ([1, 2, 2, 2], "linear", "half_pixel"),
+                                             ([1, 1, 0.5, 0.5], "linear", "half_pixel")])
+def test_other_resizes_are_left_alone(scales, mode, ctm):
+    model = _resize_graph(scales, mode, ctm)
+    report = integer_form(model)
+    assert report.resize_matmul == [] and _ops(model) == ["Resize"]
+
+
+def test_tiny_student_field_head_resize_rewritten_exactly_and_left_float(tmp_path):
+    from tir.engines.training.distill import export_student
+    from tir.engines.training.models.student import create_student
+
+    slots = ["blur", "noise", "clean"]
+    torch.manual_seed(0)
+    net = create_student("tiny", slots)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    fp32 = tmp_path / "s.onnx"
+    export_student(net, fp32)
+    model = onnx.load(str(fp32))
+    assert "Resize" in _ops(model)
+    report = integer_form(model)
+    assert report.resize_matmul and "Resize" not in _ops(model)
+    o = ort.SessionOptions()
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    before = ort.InferenceSession(str(fp32), o, providers=["CPUExecutionProvider"])
+    after = ort.InferenceSession(model.SerializeToString(), o, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(4)
+    for hw in ((64, 96), (32, 32), (96, 64)):                 # any multiple of 32: matrices built from the shape
+        x = rng.random((2, 1, *hw), dtype=np.float32)
+        w = rng.dirichlet(np.ones(len(slots)), size=2).astype(np.float32)
+        ref = before.run(None, {"input": x, "prompt": w})[0]
+        assert np.abs(after.run(None, {"input": x, "prompt": w})[0] - ref).max() <= 1e-5
+    # in the CPU INT8 model the interpolation stays float: its MatMuls read and write float tensors
+    from test_prompt_scale import _ranges   # per-tensor min/max of the model on frames × one-hot prompts
+
+    eye = np.eye(len(slots), dtype=np.float32)
+    x = rng.random((1, 1, 64, 96), dtype=np.float32)
+    q = onnx.load(quantize_cpu(fp32, _ranges(fp32, x, eye), tmp_path / "s.int8.onnx", float_inputs=("prompt",)))
+    assert "Resize" not in _ops(q)
+    producer = {o_: n.op_type for n in q.graph.node for o_ in n.output}
+    matmuls = [n for n in q.graph.node if n.name.startswith("/Resize")]
+    assert matmuls and all(producer.get(i) != "DequantizeLinear" for n in matmuls for i in n.input)
+    meta = {p.key: p.value for p in q.metadata_props}
+    assert json.loads(meta["tir.int8.integer_form"])["resize_matmul"] == ["/Resize"]
+    ref = before.run(None, {"input": x, "prompt": eye[:1]})[0]
+    y = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x, "prompt": eye[:1]})[0]
+    assert psnr(np.clip(ref, 0, 1)[0, 0], np.clip(y, 0, 1)[0, 0]) > 30
