@@ -6,7 +6,7 @@ import pytest
 from tiny_models import one_hot_bundle
 
 from tir.engines import degrade as deg
-from tir.engines.blur_gate import (DEFAULT_SIGMA_MIN, MIN_FRAMES, MIN_SIDE, BlurGate, band_ratio, blur_drop,
+from tir.engines.blur_gate import (DEFAULT_SIGMA_MIN, DRIFT_MARGIN, MIN_FRAMES, MIN_SIDE, BlurGate, band_ratio, blur_drop,
                                    blur_partners, min_blur_sigma, quantum)
 from tir.engines.restorer import Restorer
 
@@ -116,6 +116,37 @@ def test_gate_is_silent_until_it_has_seen_the_camera():
         assert gate.step("blur", scene(i)) == ("blur", True)
     assert gate.threshold() is not None and gate.demoted == 0
     assert gate.step("blur", scene(99)) == ("clean", False) and gate.demoted == 1
+
+
+def test_the_reference_follows_a_camera_whose_sharpness_drifts_but_not_a_lasting_blur():
+    """A camera whose recent frames are softer than its history (its focus drifted by less than
+    the mildest blur) has them read sharp; a blur on them still reads soft, and a lasting blur does
+    not become the camera's look (the threshold stays below its blurred reference); sharper recent
+    frames never make the gate stricter."""
+    gate = warmed([scene(s) for s in range(48)])
+    long = gate.threshold()
+    drifted = [blurred(scene(200 + i), 0.8) for i in range(MIN_FRAMES + 1)]
+    x = drifted[-1]
+    assert blur_drop(x) > long                        # soft for the camera's long history
+    for f in drifted[:-1]:
+        gate.add(f)
+    gap = np.percentile(gate.blurred_drops, 25) - np.percentile(gate.drops, 25)
+    assert 0 < gate.drift() <= DRIFT_MARGIN * gap + 1e-9 and gate.threshold() == pytest.approx(long + gate.drift(), abs=0.02)
+    assert gate.step("CB", 0.4 * x + 0.15) == ("contrast", False)    # the drifted look: no blur
+    for sigma in (1.0, 1.5):
+        assert gate.step("CB", 0.4 * blurred(x, sigma) + 0.15) == ("CB", True)
+    assert gate.status()["drift"] == pytest.approx(round(gate.drift(), 4))
+    lasting = warmed([scene(s) for s in range(48)])
+    for i in range(40):
+        lasting.add(blurred(scene(400 + i), 1.0))
+    assert lasting.drift() > 0 and lasting.threshold() < np.percentile(lasting.blurred_drops, 25)
+    assert all(lasting.step("blur", blurred(scene(500 + i), 1.5)) == ("blur", True) for i in range(4))
+    assert sum(lasting.step("blur", blurred(scene(500 + i), 1.0)) == ("blur", True) for i in range(4)) >= 3
+    sharper = warmed([blurred(scene(s), 0.5) for s in range(48)])
+    before = sharper.threshold()
+    for i in range(MIN_FRAMES):
+        sharper.add(scene(600 + i))
+    assert sharper.drift() == 0.0 and sharper.threshold() <= before + 1e-9
 
 
 def test_blur_is_judged_against_the_camera():

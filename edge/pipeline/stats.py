@@ -249,7 +249,9 @@ class BlurStatus(_Record):
     fine-band over the coarse-band energy, difference-of-Gaussian bands σ 1-2 and 2-4 px; the
     closer to 0, the softer the frame; None when not measurable); ``threshold``: above it a frame
     is soft for this camera (half-way between the camera's median drop and that of its frames
-    with the mildest blur; None until the camera has been seen for 8 frames);
+    with the mildest blur, raised by ``drift``; None until the camera has been seen for 8 frames);
+    ``drift``: how far the reference follows the camera's last 8 frames when they are softer than
+    its history (at most a quarter of the interval to the blurred reference; 0 otherwise);
     ``frames``: routed frames in the camera's history; ``demoted``: blur verdicts without noise
     the gate turned into their partner without the blur (the frame was not soft).
     Under noise (BN/noise, CBN/CN): ``drop_noisy``: the last judged frame's drop at half
@@ -263,6 +265,7 @@ class BlurStatus(_Record):
     engines/resampling.py)."""
     drop: Optional[float] = None
     threshold: Optional[float] = None
+    drift: float = 0.0
     frames: int = 0
     demoted: int = 0
     drop_noisy: Optional[float] = None
