@@ -655,6 +655,15 @@ class FPNGate:
         #: the white-noise σ of every routed frame, whatever its verdict: the camera's floor while
         #: fewer than MIN_FLOOR_FRAMES frames were called noise-free (:meth:`floor_sigma`)
         self.seen: deque = deque(maxlen=FLOOR_WINDOW)
+        #: the floor's frames' white-noise σ in the camera's counts (σ₁ × the counts one frame unit
+        #: stood for, :meth:`step`'s ``scale``): Y16 (scene-referred) frames only (:meth:`counts_limit`)
+        self.floor_counts: deque = deque(maxlen=FLOOR_WINDOW)
+        #: the counts one frame unit stands for in the frame being judged (None: display-referred)
+        self.scale: Optional[float] = None
+        #: noise-carrying verdicts given back, or unknown ones not made the noise task, because the
+        #: frame's white noise in counts was the camera's own though it read above it in frame units
+        #: (a low-span scene stretched by the normaliser; :meth:`counts_limit`)
+        self.own_counts = 0
         self.checked = 0
         self.promoted = 0
         self.promoted_white = 0
@@ -764,6 +773,27 @@ class FPNGate:
             return None
         return math.sqrt(high ** 2 + share * self.white_sigma ** 2)
 
+    def counts_limit(self, share: float) -> Optional[float]:
+        """The same threshold as :meth:`_above_floor` with the camera's floor taken in its counts
+        (Y16 frames, session 19): √((high_c / scale)² + share·white_sigma²), high_c the
+        :data:`FLOOR_HIGH_PERCENTILE` th percentile of :attr:`floor_counts` and ``scale`` the counts
+        one frame unit of the frame being judged stands for; frame units. None for a
+        display-referred frame (no ``scale``), before :data:`MIN_FLOOR_FRAMES` floor frames in
+        counts, or without ``white_sigma``.
+
+        Why: a microbolometer's temporal noise is a property of the sensor in counts (its NETD over
+        its responsivity), whatever the scene; the live normaliser stretches each raw frame's
+        0.5-99.5 % range to [0, 1], so a low-span scene (or a contrast loss in counts) shows the
+        same sensor noise larger in frame units. On flir_raw16_mixed's val frames the clean frames
+        read 5-22 counts of white noise; a 382-count scene's 6.7 counts read 0.0175 of the frame,
+        above every other frame's, and the frame was given the noise task (docs/cameras.md
+        "Session 19"). The specs' noise is added to what the display shows, so its part
+        (``share``·white_sigma²) stays in frame units."""
+        if self.white_sigma is None or self.scale is None or len(self.floor_counts) < MIN_FLOOR_FRAMES:
+            return None
+        high = float(np.percentile(self.floor_counts, FLOOR_HIGH_PERCENTILE)) / self.scale
+        return math.sqrt(high ** 2 + share * self.white_sigma ** 2)
+
     def own_shape(self) -> Optional[float]:
         """The σ₂/σ₁ (:func:`flat_noise_sigmas`) the camera's own noise keeps where it is strong, at
         its whitest: the (100 − :data:`FLOOR_HIGH_PERCENTILE`)th percentile over the :attr:`shapes`
@@ -807,6 +837,8 @@ class FPNGate:
         the specs' weakest noise and σ₂ was measured, its shape (σ₂/σ₁) to :attr:`shapes`."""
         sigma, sigma2 = sigmas
         self.floor.append(sigma)
+        if self.scale is not None:
+            self.floor_counts.append(sigma * self.scale)
         if sigma2 is not None and self.white_sigma is not None and sigma >= 0.5 * self.white_sigma and sigma > 0.0:
             self.shapes.append((sigma, sigma2 / sigma))
 
@@ -818,12 +850,13 @@ class FPNGate:
             return None
         return flat_noise_sigmas(centre_window(x))
 
-    def add(self, frame: np.ndarray) -> Optional[float]:
+    def add(self, frame: np.ndarray, scale: Optional[float] = None) -> Optional[float]:
         """Record a frame the camera delivered (unlabeled, taken as noise-free: e.g. the frames
         shown before an evaluation) in its white-noise floor.
 
         Args:
             frame: (H, W) float32 model input in [0, 1].
+            scale: the counts one unit of ``frame`` stands for (Y16 frames; :meth:`step`), or None.
 
         Returns:
             Its white-noise σ (frame units), or None when not measured (no ``white_sigma``, or a
@@ -833,10 +866,11 @@ class FPNGate:
         sigmas = self._sigmas(frame)
         if sigmas is None:
             return None
+        self.scale = float(scale) if scale is not None and np.isfinite(scale) and scale > 0.0 else None
         self._record(sigmas)
         return sigmas[0]
 
-    def step(self, task: str, frame: np.ndarray) -> Tuple[str, bool]:
+    def step(self, task: str, frame: np.ndarray, scale: Optional[float] = None) -> Tuple[str, bool]:
         """One routed frame: (``task`` with the noise part added when the frame carries column
         FPN with white noise above :meth:`fpn_only_threshold` and ``task`` has a partner, counted
         in :attr:`promoted`; ``task`` itself (a noise-carrying ``task``: its partner without the
@@ -850,7 +884,12 @@ class FPNGate:
         Args:
             task: the verdict so far (a task, ``clean`` or ``unknown``).
             frame: (H, W) float32 model input in [0, 1] (:func:`column_pattern`).
+            scale: the counts (in the camera's count steps) one unit of ``frame`` stands for, for a
+                Y16 (scene-referred) frame: its normaliser's ``hi − lo`` over its count step; None
+                for a display-referred one (8-bit: the camera's AGC ran). With it the frame's white
+                noise is also judged against the camera's floor in counts (:meth:`counts_limit`).
         """
+        self.scale = float(scale) if scale is not None and np.isfinite(scale) and scale > 0.0 else None
         # one assignment once the frame is measured: a status read meanwhile (the stats thread)
         # sees the last verdict's offsets, not none
         task, fpn, self.offsets = self._step(task, frame)
@@ -867,10 +906,16 @@ class FPNGate:
             self.seen.append(sigmas[0])
         return verdict
 
-    def _own(self, sigmas: Tuple[float, Optional[float]], limit: float) -> bool:
-        """Whether a frame's white noise (σ₁, σ₂) is the camera's own: σ₁ at or under ``limit``, or
-        above it with the camera's own shape (:meth:`own_shape`; counted in :attr:`own_shaped`)."""
+    def _own(self, sigmas: Tuple[float, Optional[float]], limit: float, share: Optional[float] = None) -> bool:
+        """Whether a frame's white noise (σ₁, σ₂) is the camera's own: σ₁ at or under ``limit``, or,
+        for a Y16 frame, at or under the same threshold with the camera's floor in counts
+        (:meth:`counts_limit` at ``share``; counted in :attr:`own_counts`), or above both with the
+        camera's own shape (:meth:`own_shape`; counted in :attr:`own_shaped`)."""
         if sigmas[0] <= limit:
+            return True
+        counts = None if share is None else self.counts_limit(share)
+        if counts is not None and sigmas[0] <= counts:
+            self.own_counts += 1
             return True
         if self._own_shaped(sigmas):
             self.own_shaped += 1
@@ -886,7 +931,7 @@ class FPNGate:
         if fpn and (task in self.partners or task in self._without_noise):
             limit = self.fpn_only_threshold()
             self.last_sigma = None if limit is None else sigma
-            if self.last_sigma is not None and self._own(sigmas, limit):
+            if self.last_sigma is not None and self._own(sigmas, limit, 0.5):
                 # column FPN without the white noise of the noise part: the offsets alone are removed,
                 # and a noise-carrying verdict loses its noise part (the router's or the gate's)
                 self.destriped += 1
@@ -906,10 +951,10 @@ class FPNGate:
             self.last_sigma = sigma
         if limit is None or self.last_sigma is None:
             return task, fpn, None
-        if task == UNKNOWN and task in self.partners and not self._own(sigmas, limit):
+        if task == UNKNOWN and task in self.partners and not self._own(sigmas, limit, 0.25):
             self.promoted_white += 1
             return self.partners[task], True, None
-        if task in self._without_noise and not fpn and self._own(sigmas, limit):
+        if task in self._without_noise and not fpn and self._own(sigmas, limit, 0.5):
             # the frame's white noise is the camera's own and it carries no column FPN: nothing to remove
             self.demoted_white += 1
             return self._without_noise[task], False, None
@@ -947,6 +992,7 @@ class FPNGate:
         if self.pinned:
             return False
         self.floor.clear()
+        self.floor_counts.clear()
         self.shapes.clear()
         self.seen.clear()
         self.offsets = None
@@ -962,7 +1008,9 @@ class FPNGate:
         self.own_shaped += int(getattr(old, "own_shaped", 0))
         self.destriped += int(getattr(old, "destriped", 0))
         self.held += int(getattr(old, "held", 0))
+        self.own_counts += int(getattr(old, "own_counts", 0))
         self.floor.extend(old.floor)
+        self.floor_counts.extend(getattr(old, "floor_counts", ()))
         self.shapes.extend(getattr(old, "shapes", ()))
         self.seen.extend(getattr(old, "seen", ()))
         # the FPA's column offsets measured on the old bundle's last verdict still hold (the camera is
@@ -980,7 +1028,8 @@ class FPNGate:
         the noise task), ``demoted_white`` (noise-carrying verdicts on frames whose white noise
         is the camera's own, without column FPN, given back their partner without noise) and
         ``held`` (noise-carrying verdicts given back their partner without noise before the camera
-        had a floor, :meth:`hold_unmeasured`)."""
+        had a floor, :meth:`hold_unmeasured`) and ``own_counts`` (verdicts given back or kept on a
+        Y16 frame whose white noise was the camera's own in counts, :meth:`counts_limit`)."""
         limit, own = self.white_threshold(), self.own_shape()
         return {"amplitude": round(self.last.amplitude, 5), "consistency": round(self.last.consistency, 3),
                 "periodicity": round(self.last.periodicity, 3),
@@ -991,4 +1040,5 @@ class FPNGate:
                 "white_floor_from": self.floor_sigma()[1],
                 "promoted_white": self.promoted_white, "demoted_white": self.demoted_white,
                 "own_shape": None if own is None else round(own, 3), "own_shaped": self.own_shaped,
+                "own_counts": self.own_counts,
                 "destriped": self.destriped, "destripe": self.offsets is not None, "held": self.held}

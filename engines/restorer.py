@@ -163,6 +163,24 @@ def _norm_span(meta) -> Optional[float]:
     return span if np.isfinite(span) and span > 0.0 else None
 
 
+def _counts_scale(meta) -> Optional[float]:
+    """The camera's count steps one unit of the newest frame's [0, 1] model input stands for,
+    ``(hi - lo) / count_step`` of its ``meta["norm"]`` (edge/pipeline/stages.py ``Preprocess``), for
+    a Y16 (scene-referred) frame: its ``source_bits`` is not 8 (edge/pipeline/stages.py
+    ``display_referred_range``). None for a display-referred (8-bit) frame, whose map is fixed and
+    whose noise the camera's AGC already scaled, and without ``meta["norm"]``. The FPN gate judges a
+    Y16 frame's white noise against the camera's floor in these units too (engines/fpn_gate.py
+    ``FPNGate.counts_limit``)."""
+    if isinstance(meta, (list, tuple)):
+        return _counts_scale(meta[-1]) if meta else None
+    if not isinstance(meta, Mapping) or meta.get("source_bits") == 8:
+        return None
+    span, quantum = _norm_span(meta), _count_quantum(meta)
+    if span is None or quantum is None:
+        return None
+    return 1.0 / quantum
+
+
 def _count_quantum(meta) -> Optional[float]:
     """The newest frame's count step in its [0, 1] model input: ``count_step`` (1 when absent) over
     ``hi - lo`` of its ``meta["norm"]`` (edge/pipeline/stages.py ``Preprocess``); None without one."""
@@ -520,6 +538,8 @@ class Restorer:
         #: so :meth:`plan` rescales them when the normaliser's range moved since
         self._offsets_span: Optional[float] = None
         self._span: Optional[float] = None
+        #: the newest frame's counts per model-input unit when it is Y16 (scene-referred), else None
+        self._counts_scale: Optional[float] = None
         self._soft = True           # the last routed frame was soft for this camera (blur gate)
         self._blur_held = False     # the blur gate held the last verdict's blur part (no reference yet)
         self.adapter: Optional[OnlineAdapter] = None
@@ -980,6 +1000,7 @@ class Restorer:
         first = self.frames
         self.frames += len(x)
         self._span = _norm_span(meta)
+        self._counts_scale = _counts_scale(meta)
         reasons = _camera_change(meta)
         if reasons is not None and "bits" in reasons and self._pinned_size is not None:
             depth = (meta or {}).get("source_bits") or (meta or {}).get("bits")
@@ -1110,7 +1131,8 @@ class Restorer:
         if self.fpn_gate is not None:
             before = task
             floorless = self._warm_now and self.fpn_gate.floor_sigma()[0] is None
-            task, self._fpn = self.fpn_gate.step(task, frame)   # sets the gate's offsets in one assignment
+            # sets the gate's offsets in one assignment; a Y16 frame's noise is judged in counts too
+            task, self._fpn = self.fpn_gate.step(task, frame, scale=self._counts_scale)
             self._offsets_span = self._span
             # the gate took the noise part away (the camera's own noise, or column FPN alone)
             self._noise_taken = self.fpn_gate.without_noise.get(before) == task

@@ -625,12 +625,13 @@ def test_warm_up_builds_the_gates_history_as_tir_run_does(tmp_path, monkeypatch)
         def status(self):
             return {"contrast": {"demoted": self.n, "promoted": self.n // 3, "aligned": 1}, "blur": None,
                     "fpn": {"promoted": 0, "promoted_white": 0, "demoted_white": 2 * self.n, "destriped": 0,
-                            "own_shaped": self.n // 5}}
+                            "own_shaped": self.n // 5, "own_counts": self.n // 4}}
 
     after_warm = ce.gate_counts(Counting(12))
     assert ce.gate_counts(Counting(15), since=after_warm) == {
         "contrast": {"demoted": 3, "promoted": 1, "aligned": 0}, "blur": None,
-        "fpn": {"promoted": 0, "promoted_white": 0, "demoted_white": 6, "destriped": 0, "own_shaped": 1}}
+        "fpn": {"promoted": 0, "promoted_white": 0, "demoted_white": 6, "destriped": 0, "own_shaped": 1,
+                "own_counts": 0}}
 
 
 @pytest.mark.parametrize("limit", [0, -1, -3, 2.5, True])

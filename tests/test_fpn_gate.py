@@ -1017,3 +1017,48 @@ def test_flat_noise_sigma_refuses_a_non_finite_value_at_every_size():
         x[-1, -1] = np.nan
         with pytest.raises(ValueError, match="finite"):
             flat_noise_sigma(x)
+
+
+def y16_view(seed, scale, counts_noise, h=H, w=W):
+    """A Y16 frame as the live normaliser shows it: a smooth scene (:func:`scene` low-passed, its own
+    noise negligible) plus the sensor's white noise of ``counts_noise`` counts, the frame's range
+    standing for ``scale`` counts (a low-span scene: a small ``scale``, the same noise larger)."""
+    base = cv2.GaussianBlur(scene(h, w, seed=seed), (0, 0), 2.0)
+    return (base + np.random.default_rng(700 + seed).normal(0, counts_noise / scale, base.shape)).astype(np.float32)
+
+
+def test_a_y16_low_span_scene_keeps_the_sensors_own_noise_in_counts():
+    """Session 19: a microbolometer's temporal noise is fixed in counts; the normaliser stretches a
+    low-span Y16 scene (or a contrast loss in counts) and shows the same noise larger in frame units.
+    A frame at the camera's floor in counts, called noise, is given back (counted in own_counts);
+    the specs' noise added on the same frame keeps the task; without the frame's scale (a
+    display-referred frame: its camera's AGC ran) the frame-unit rule stands, and the frame keeps it."""
+    partners = {CLEAN: "noise", UNKNOWN: "noise", "contrast": "CN"}
+    gate, shown = FPNGate(partners, white_sigma=5 / 255), FPNGate(partners, white_sigma=5 / 255)
+    for i in range(MIN_FLOOR_FRAMES + 2):                        # the camera's scenes: 2,000 counts, 10 of noise
+        gate.step(CLEAN, y16_view(i, 2000.0, 10.0), scale=2000.0)
+        shown.step(CLEAN, y16_view(i, 2000.0, 10.0))
+    assert len(gate.floor_counts) == MIN_FLOOR_FRAMES + 2 and len(shown.floor_counts) == 0
+    low = y16_view(40, 300.0, 10.0)                              # a 300-count scene, the same sensor
+    from tir.engines.fpn_gate import flat_noise_sigma
+    assert flat_noise_sigma(low) > gate.own_noise_threshold() and shown.counts_limit(0.5) is None
+    assert shown.step("noise", low) == ("noise", False)          # frame units only: read as noisy
+    assert gate.step("noise", low, scale=300.0) == (CLEAN, False) and gate.own_counts == 1
+    assert gate.step("CN", low, scale=300.0) == ("contrast", False) and gate.own_counts == 2
+    noisy = white(low, 8.0, seed=41)                             # the specs' noise on the same scene
+    assert gate.step("noise", noisy, scale=300.0) == ("noise", False) and gate.own_counts == 2
+    assert gate.step(UNKNOWN, low, scale=300.0) == (UNKNOWN, False)   # not made the noise task
+    assert gate.step(UNKNOWN, noisy, scale=300.0) == ("noise", True)
+    gate.restart()
+    assert len(gate.floor_counts) == 0 and gate.counts_limit(0.5) is None
+
+
+def test_counts_scale_is_a_y16_frames_counts_per_model_unit():
+    from tir.engines.restorer import _counts_scale
+
+    assert _counts_scale({"bits": 16, "norm": {"lo": 1000.0, "hi": 1400.0}}) == pytest.approx(400.0)
+    assert _counts_scale({"bits": 16, "norm": {"lo": 0.0, "hi": 4000.0, "count_step": 4}}) == pytest.approx(1000.0)
+    assert _counts_scale({"bits": 14, "source_bits": 8, "norm": {"lo": 0.0, "hi": 16320.0}}) is None
+    assert _counts_scale({"bits": 16}) is None and _counts_scale(None) is None
+    assert _counts_scale([{"bits": 8, "source_bits": 8, "norm": {"lo": 0, "hi": 255}},
+                          {"bits": 16, "norm": {"lo": 10.0, "hi": 30.0}}]) == pytest.approx(20.0)

@@ -216,6 +216,9 @@ class FPNStatus(_Record):
     ``own_shape``: the σ₂/σ₁ (white noise read at two scales) the camera's own noise keeps at its
     whitest when it is shaped (≥ √2), else None; ``own_shaped``: verdicts judged the camera's own
     noise by that shape although their σ was above the camera's own (docs/cameras.md "Session 18");
+    ``own_counts``: verdicts judged the camera's own noise on a Y16 frame because its σ in counts
+    was at the camera's floor in counts although it read above it in frame units (a low-span scene
+    the normaliser stretched; docs/cameras.md "Session 19");
     ``destriped``: verdicts kept on frames whose column FPN came without white noise above the
     camera's own, the column offsets removed instead of the noise task; ``destripe``: the last
     routed frame was such a frame (frames have their column offsets removed now); ``held``:
@@ -236,6 +239,7 @@ class FPNStatus(_Record):
     demoted_white: int = 0
     own_shape: Optional[float] = None
     own_shaped: int = 0
+    own_counts: int = 0
     destriped: int = 0
     destripe: bool = False
     held: int = 0

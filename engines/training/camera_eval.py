@@ -269,7 +269,7 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng,
 
 #: the counters of each gate's status that say what it changed over a set
 GATE_COUNTERS = {"contrast": ("demoted", "promoted", "aligned"), "blur": ("demoted", "changed_noisy"),
-                 "fpn": ("promoted", "promoted_white", "demoted_white", "destriped", "own_shaped")}
+                 "fpn": ("promoted", "promoted_white", "demoted_white", "destriped", "own_shaped", "own_counts")}
 
 
 def gate_counts(auto, since: Optional[dict] = None) -> dict:
