@@ -227,7 +227,7 @@ def test_tir_distill_anchor_option(bundles, tmp_path, monkeypatch, capsys):  # n
     assert settings["anchor"] == ["noise"] and settings["val_limit"] == 24
     bad = ["distill", "--bundle", str(src.path), "--out", str(tmp_path / "o3"), "--init-from", "none", "--anchor", "noise"]
     assert cli.main(bad) == 2
-    assert "--anchor and --train-heads apply only" in capsys.readouterr().err
+    assert "--anchor, --train-heads, --train-prompts and --prompts-only apply only" in capsys.readouterr().err
 
 
 def test_tir_distill_train_heads_unfreezes_the_tone_and_field_parts(bundles, tmp_path, monkeypatch, capsys):  # noqa: F811
@@ -247,3 +247,63 @@ def test_tir_distill_train_heads_unfreezes_the_tone_and_field_parts(bundles, tmp
     # the tiny student has no tone or field head: the same convs either way (the _Parts test above
     # checks that an empty ``frozen`` returns the heads' convs)
     assert trained["frozen"] == trained["heads"]
+
+
+def test_prompt_rows_auto_are_the_tasks_not_anchored():
+    prompts = ["contrast", "blur", "noise", "CB", "clean"]
+    tasks = prompts[:-1]
+    assert st.prompt_rows("auto", prompts, ["noise"], tasks) == ["contrast", "blur", "CB"]
+    assert st.prompt_rows(None, prompts, [], tasks) == [] and st.prompt_rows([], prompts, [], tasks) == []
+    assert st.prompt_rows(["blur", "clean"], prompts, ["noise"], tasks) == ["blur", "clean"]
+    with pytest.raises(ValueError, match="not slots"):
+        st.prompt_rows(["BN"], prompts, [], tasks)
+    with pytest.raises(ValueError, match="anchored"):
+        st.prompt_rows(["noise"], prompts, ["noise"], tasks)
+    with pytest.raises(ValueError, match="'auto' or a list"):
+        st.prompt_rows("all", prompts, [], tasks)
+
+
+def test_trained_prompt_row_moves_only_its_own_slots_output(bundles, tmp_path):  # noqa: F811
+    """With only the blur row of the prompt table trained (no conv), steps on blur frames change
+    the blur prompt's output, while the written ONNX gives the noise prompt's output of the source
+    student exactly (ONNX Runtime, bit for bit): p = w·P, and the noise row did not move."""
+    import onnxruntime as ort
+
+    _, src = bundles
+    frames, val = _frames(6), _frames(3, seed=1)
+    settings = st.TuneSettings(bundle=str(src.path), steps=5, tile=16, batch=2, lr=5e-2, max_frames=4, val_limit=2,
+                               task_weights={"blur": 1, "noise": 1}, threads=1, prompt_slots=["blur"], convs=False)
+    tuner = st.StudentTuner(settings, tmp_path / "w", frames, val)
+    assert tuner.convs == [] and tuner.params == [tuner.table] and tuner.prompt_slots == ["blur"]
+    before = tuner.table.detach().clone()
+    pools = st._Pools(tuner.train_clean, tuner.specs, 4, 0, tuner.teacher)
+    opt = torch.optim.Adam(tuner.params, lr=5e-2)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        x, w, t = tuner.draw(pools, rng)
+        loss = st.db_loss(tuner.gm(x, w), t, 16)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moved = (tuner.table.detach() - before).abs().sum(1)
+    k = tuner.prompts.index("blur")
+    assert moved[k] > 0 and float(moved.sum() - moved[k]) == 0.0
+    path = tuner.export()
+    assert tuner.table_init in tuner.state["written"] and tuner.state["parity_max_abs_err"] <= 1e-4
+    table = [numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if i.name == tuner.table_init][0]
+    np.testing.assert_array_equal(table, tuner.table.detach().numpy())
+    new, old = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (path, tuner.source))
+    x = frames[:1, None].copy()
+    for slot, same in (("noise", True), ("blur", False)):
+        w = tuner.prompt([slot])
+        a, b = (s.run(None, {"input": x, "prompt": w})[0] for s in (new, old))
+        assert np.array_equal(a, b) == same, slot
+    with pytest.raises(ValueError, match="nothing to train"):
+        st.StudentTuner(st.TuneSettings(bundle=str(src.path), convs=False, threads=1), tmp_path / "w2", frames, val)
+
+
+def test_tir_distill_prompts_only_needs_train_prompts(bundles, tmp_path, capsys):  # noqa: F811
+    _, src = bundles
+    args = ["distill", "--bundle", str(src.path), "--out", str(tmp_path / "o"), "--init-from", "onnx", "--prompts-only"]
+    assert cli.main(args) == 2
+    assert "--prompts-only needs --train-prompts" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def add_arguments(parser) -> None:
                              "(engines/training/student_tune.py; uses --steps, --max-minutes, --crop (the tile), "
                              "--batch (whole frames per step, default 2), --lr (default 1e-4), --task-weights, "
                              "--max-frames, --val-limit (default 24), --val-every, --data, --seed, --threads, --deploy, "
-                             "--margin-db, --anchor, --train-heads)")
+                             "--margin-db, --anchor, --train-heads, --train-prompts, --prompts-only)")
     parser.add_argument("--init-weights", default=None, metavar="CKPT",
                         help="with --init-from student: the torch checkpoint (student.pt of the tir distill work "
                              "dir) of the teacher bundle's student; the bundle holds the student only as ONNX, so "
@@ -83,6 +83,14 @@ def add_arguments(parser) -> None:
                              "The fine-tuning runs on whole frames, so the heads see the whole-frame statistics they "
                              "are built on; on flat (sky) frames the student's blur error is mostly low-frequency "
                              "(docs/student.md)")
+    parser.add_argument("--train-prompts", default="none", type=_anchor, metavar="auto|none|T[,T...]",
+                        help="with --init-from onnx: train these slots' rows of the student's prompt table "
+                             "(auto: the tasks not anchored). The prompt is p = w·P, so a changed row moves the "
+                             "output only where that slot has weight; every other one-hot prompt gives the "
+                             "shipped output exactly, while the tone head, the field head and every FiLM are "
+                             "steered per task by the row (docs/student.md, Session 19)")
+    parser.add_argument("--prompts-only", action="store_true",
+                        help="with --train-prompts: train no conv, only the prompt rows")
     parser.add_argument("--anchor", default="none", type=_anchor, metavar="auto|none|T[,T...]",
                         help="with --init-from onnx: tasks whose teacher is the shipped student's own output "
                              "(self-distillation) instead of the route, so that teaching other tasks cannot pull "
@@ -227,8 +235,11 @@ def main(args) -> int:
             check_out(args.out, args.bundle)
         check_names(args)
     work = Path(args.work_dir) if args.work_dir else Path(str(args.out).rstrip("/") + ".work")
-    if (args.anchor or args.train_heads) and args.init_from != "onnx":
-        raise UsageError("--anchor and --train-heads apply only to --init-from onnx (the fine-tuning of the shipped student.onnx)")
+    if (args.anchor or args.train_heads or args.train_prompts or args.prompts_only) and args.init_from != "onnx":
+        raise UsageError("--anchor, --train-heads, --train-prompts and --prompts-only apply only to --init-from onnx "
+                         "(the fine-tuning of the shipped student.onnx)")
+    if args.prompts_only and not args.train_prompts:
+        raise UsageError("--prompts-only needs --train-prompts (otherwise nothing is trained)")
     if args.init_from == "onnx":
         return _tune_onnx(args, work)
     settings = DistillSettings(bundle=str(args.bundle), preset=args.preset, init_from=args.init_from,
@@ -292,6 +303,7 @@ def _tune_onnx(args, work: Path) -> int:
                             val_limit=TuneSettings.val_limit if args.val_limit is None else args.val_limit,
                             val_every=args.val_every, seed=args.seed, threads=args.threads, anchor=args.anchor,
                             frozen=() if args.train_heads else TuneSettings.frozen,
+                            prompt_slots=args.train_prompts, convs=not args.prompts_only,
                             command=getattr(args, "command_line", ""))
     with _refused():
         tuner = StudentTuner(settings, work)

@@ -324,6 +324,28 @@ def write_back(gm: nn.Module, src_path, out_path) -> List[str]:
     return written
 
 
+def write_initializer(path, name: str, value) -> str:
+    """Replace the initialiser ``name`` of the ONNX model at ``path`` (in place) with ``value``'s
+    float32 values (a tensor or array of the initialiser's shape); returns ``name``.
+
+    Raises:
+        ValueError: no initialiser ``name``, or ``value``'s shape differs from it.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(os.fspath(path))
+    init = next((i for i in model.graph.initializer if i.name == name), None)
+    if init is None:
+        raise ValueError(f"{path}: no initialiser {name!r}")
+    arr = (value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)).astype(np.float32)
+    if tuple(init.dims) != arr.shape:
+        raise ValueError(f"{name}: shape {arr.shape} != initialiser {tuple(init.dims)}")
+    init.CopyFrom(numpy_helper.from_array(arr, name))
+    onnx.save(model, os.fspath(path))
+    return name
+
+
 def _crop_size(crop: int, h: int, w: int, multiple: int) -> int:
     side = min(int(crop), h, w)
     return max(multiple, side - side % multiple) if side >= multiple else side

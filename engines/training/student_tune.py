@@ -82,6 +82,8 @@ CLEAN = "clean"
 FROZEN_PARTS = ("tone", "field")
 STATE_FILE = "state.json"
 STUDENT_FILE = "student.onnx"
+#: the student ONNX's prompt table initialiser ((K, D): one row per slot; StudentNet.prompt_table)
+PROMPT_TABLE = "net.prompt_table"
 
 
 @dataclass
@@ -106,6 +108,9 @@ class TuneSettings:
     anchor: object = None                    # None / []: every task's teacher is its route; "auto" or
                                              # [task, ...]: these tasks' teacher is the source student
     frozen: Sequence[str] = FROZEN_PARTS     # parameter-name parts not trained
+    prompt_slots: object = None              # None / []: the prompt table frozen; "auto" (the tasks not
+                                             # anchored) or [slot, ...]: these slots' rows of it trained
+    convs: bool = True                       # False: no conv trained (only the prompt rows)
     seed: int = 0
     threads: int = 1                         # torch and ONNX Runtime intra-op threads
     command: str = ""
@@ -169,6 +174,35 @@ def anchor_tasks(student: Mapping, tasks: Sequence[str]) -> List[str]:
         raise ValueError("anchor auto needs the student's metrics.val_psnr and teacher_val_psnr in the manifest; "
                          "name the anchored tasks instead")
     return [k for k in tasks if k in s and k in t and float(s[k]) >= float(t[k])]
+
+
+def prompt_rows(which: object, prompts: Sequence[str], anchor: Sequence[str], tasks: Sequence[str]) -> List[str]:
+    """The prompt slots whose rows of the student's prompt table are trained (``prompt_slots``):
+    ``which`` None or []: none; ``"auto"``: the tasks of ``tasks`` not in ``anchor`` (the tasks
+    whose target is their route); else the named slots. Why rows: the network forms its prompt as
+    p = w·P (w the (N, K) mixing weights, P the (K, D) table), so a change of row k moves the output
+    only where w_k ≠ 0; a one-hot prompt of any other slot gives the shipped output exactly, and
+    the tone head (its MLP reads p), the field head (its FiLM) and every block's FiLM are steered
+    per task by the trained row.
+
+    Raises:
+        ValueError: a name that is not a slot of ``prompts``, an anchored task named, or a string
+            other than ``"auto"``.
+    """
+    if not which:
+        return []
+    if isinstance(which, str):
+        if which != "auto":
+            raise ValueError(f"prompt slots {which!r}: 'auto' or a list of slots")
+        return [t for t in tasks if t not in anchor and t in prompts]
+    names = list(which)
+    unknown = [t for t in names if t not in prompts]
+    if unknown:
+        raise ValueError(f"prompt slots {unknown} are not slots of the student ({', '.join(prompts)})")
+    held = [t for t in names if t in anchor]
+    if held:
+        raise ValueError(f"prompt slots {held} are anchored: their rows stay as shipped")
+    return names
 
 
 def choose(history: List[dict], guard: Sequence[str], guard_db: float) -> dict:
@@ -291,8 +325,14 @@ class StudentTuner:
         self.gm = load_onnx(self.source)
         for p in self.gm.parameters():
             p.requires_grad_(False)
-        self.convs = trainable_convs(self.gm, settings.frozen)
+        self.convs = trainable_convs(self.gm, settings.frozen) if settings.convs else []
         self.params = [p for c in self.convs for p in (c.weight, c.bias) if p is not None]
+        self.prompt_slots = prompt_rows(settings.prompt_slots, self.prompts, self.anchor, self.tasks)
+        self.table = self._prompt_table() if self.prompt_slots else None
+        if self.table is not None:
+            self.params.append(self.table)
+        if not self.params:
+            raise ValueError("nothing to train: no conv (convs off) and no prompt row")
         for p in self.params:
             p.requires_grad_(True)
         self.teachers = {t: ort_session(self.bundle.route_path(t), settings.threads) for t in self.tasks
@@ -303,10 +343,48 @@ class StudentTuner:
         self.best: Optional[Dict[int, torch.Tensor]] = None   # the chosen entry's trained values
         self.state: dict = {"settings": asdict(settings), "source_sha256": self.bundle.student["sha256"],
                             "trained": [c.onnx_inputs[1] for c in self.convs], "guard": self.guard,
+                            "prompt_rows": self.prompt_slots,
                             "anchor": self.anchor,
                             "sampling": self.sampling, "data": self.data}
         log.info("student %s: %d convs trained (%d parameters), guard %s, anchored to itself %s", self.source,
                  len(self.convs), sum(p.numel() for p in self.params), self.guard, self.anchor)
+
+    def _prompt_table(self) -> nn.Parameter:
+        """The converted graph's prompt table (the initialiser that the MatMul with the ``prompt``
+        input reads: ``PROMPT_TABLE`` in a student exported by tir distill; its name is kept in
+        :attr:`table_init`), made a trainable (K, D) float32 parameter in place of its buffer,
+        with a gradient hook that zeroes every row outside :attr:`prompt_slots`.
+
+        Raises:
+            ValueError: the graph has no such MatMul or its table is not (K, D) with K the slots.
+        """
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load(os.fspath(self.source)).graph
+        inits = {i.name: i for i in graph.initializer}
+        node = next((n for n in graph.node if n.op_type == "MatMul" and list(n.input)[:1] == ["prompt"]
+                     and len(n.input) > 1 and n.input[1] in inits), None)
+        if node is None:
+            raise ValueError(f"{self.source}: no MatMul of the prompt with an initialiser (the prompt table)")
+        self.table_init = node.input[1]      # PROMPT_TABLE in a student exported by tir distill
+        ref = numpy_helper.to_array(inits[self.table_init])
+        if ref.ndim != 2 or ref.shape[0] != len(self.prompts):
+            raise ValueError(f"{self.table_init} of {self.source} is {ref.shape}, not one row per slot ({len(self.prompts)})")
+        holder = self.gm.initializers
+        name = next((n for n, b in holder.named_buffers(recurse=False)
+                     if tuple(b.shape) == ref.shape and np.array_equal(b.detach().numpy(), ref)), None)
+        if name is None:
+            raise ValueError(f"the converted graph holds no buffer equal to {self.table_init}")
+        value = getattr(holder, name)
+        delattr(holder, name)
+        table = nn.Parameter(value.detach().clone().float())
+        setattr(holder, name, table)
+        mask = torch.zeros(len(self.prompts), 1)
+        mask[[self.prompts.index(s) for s in self.prompt_slots]] = 1.0
+        table.register_hook(lambda g: g * mask)
+        self.table_name = name
+        return table
 
     def spec(self, task: str):
         """``task``'s degradation spec: the bundle's recorded one, else the built-in of that name."""
@@ -453,10 +531,12 @@ class StudentTuner:
         Raises:
             RuntimeError: ONNX Runtime and torch differ by more than 1e-4.
         """
-        from .qat import write_back
+        from .qat import write_back, write_initializer
 
         path = self.work / STUDENT_FILE
         self.state["written"] = write_back(self.gm, self.source, path)
+        if self.table is not None:
+            self.state["written"].append(write_initializer(path, self.table_init, self.table))
         sess = ort_session(path, self.s.threads)
         rng = np.random.default_rng(self.s.seed + 3)
         x = rng.random((1, 1, 2 * self.multiple, 3 * self.multiple), dtype=np.float32)
