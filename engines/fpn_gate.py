@@ -680,6 +680,9 @@ class FPNGate:
         #: the camera's white-noise floor is pinned: routed frames no longer join it (frames of its
         #: healthy look were shown with :meth:`add`; engines/restorer.py ``pin_camera``)
         self.pinned = False
+        #: (σ₁ of the last frame :meth:`step` measured, the camera's floor σ from its noise-free
+        #: frames before it joined), frame units; None when either was not measured
+        self.last_noise: Optional[Tuple[float, float]] = None
         self.last: ColumnPattern = NO_PATTERN
         self.last_sigma: Optional[float] = None
 
@@ -862,6 +865,10 @@ class FPNGate:
         self.last, sigs = _measure(frame)
         # every routed frame's white noise, judged against the camera's history before it joins it
         sigmas = None if self.white_sigma is None else self._sigmas(frame)
+        # the frame's σ₁ and the camera's floor from noise-free frames before the frame joins it: the
+        # contrast gate's noise test (engines/contrast_gate.py ``ContrastGate.noise_kept``, K23)
+        floor = self.floor_sigma()[0]
+        self.last_noise = None if sigmas is None or floor is None else (float(sigmas[0]), floor)
         verdict = self._judge(task, sigs, sigmas)
         if sigmas is not None and not self.pinned:
             self.seen.append(sigmas[0])
