@@ -568,14 +568,19 @@ class ContrastGate:
         ref = self.reference
         return ref is not None and float(span) < self.ratio * ref
 
-    def noise_kept(self, noise: Optional[Tuple[float, float]]) -> bool:
+    def noise_kept(self, noise: Optional[Sequence[float]]) -> bool:
         """Whether a frame under a noise-free verdict kept the camera's own noise amplitude, so that
         no contrast loss was applied to it (K23, docs/cameras.md "Session 19"): ``noise`` = (σ₁ of
-        the frame, the camera's white-noise floor σ from its noise-free frames; frame units,
-        engines/fpn_gate.py ``FPNGate.last_noise``), σ₁ at least ``ratio`` × the floor. False
-        without ``noise`` or when the floor is too low to read a loss from: (1 − ``promote_ratio``)
-        × floor under :data:`NOISE_STEP` (an 8-bit σ moves in steps of 0.74 grey level, so the
-        mildest loss must move the floor's σ by one step at least: a floor of 1.85 grey levels).
+        the frame, :func:`~tir.engines.fpn_gate.flat_noise_sigmas`; the camera's white-noise floor
+        σ before the frame, ``FPNGate.floor_sigma``; frame units, engines/fpn_gate.py
+        ``FPNGate.last_noise``), σ₁ at least ``ratio`` × the floor. False
+        without ``noise`` or when the mildest loss of the specs would not take a frame's σ₁ out of
+        what the camera's own frames show: (1 − ``promote_ratio``) × floor under :data:`NOISE_STEP`
+        (an 8-bit σ moves in steps of 0.74 grey level: a floor under 1.85 grey levels) or under
+        :data:`EXTENT_Z` × the robust σ of the camera's own σ₁ (``noise[2]``, the third element; 0
+        when absent), as K20 judges the extent beyond the camera's own scatter (a DDE camera's own
+        "noise" is the scene's amplified texture and moves with the scene: emulated
+        boson_dde_640x512's clean frames σ₁ 0.5-1.33 × its floor).
 
         Why: a contrast loss ``x·α + β`` after the camera scales everything the frame holds by α,
         the camera's own temporal noise too (σ → α·σ, α ≤ ``promote_ratio``), while a scene of small
@@ -585,14 +590,17 @@ class ContrastGate:
         span. So a frame whose noise is at the camera's floor was not contrast-compressed, however
         narrow its extent; the threshold is the veto's midpoint √α_max, as for the extent. Only for
         noise-free verdicts (the FPN gate found no noise above the camera's own): added noise
-        after a contrast loss lifts σ by itself. Measured (the session's probe): the emulated
+        after a contrast loss lifts σ by itself. Measured (tools/scripts/noise_vs_extent.py): the emulated
         max-gain camera's clean frames σ₁/floor 1.0 (all 12), its frames under the specs'
         ``contrast`` 0.33-0.67, under CB 0 (a blur removes the noise); the real 8-bit sets' floors
         (0-1.1 grey levels: JPEG, H.264) are under the resolution, so the test never acts there."""
         if noise is None or noise[0] is None or noise[1] is None:
             return False
         sigma, floor = float(noise[0]), float(noise[1])
-        if not (math.isfinite(sigma) and math.isfinite(floor)) or (1.0 - self.promote_ratio) * floor < NOISE_STEP:
+        scatter = float(noise[2]) if len(noise) > 2 and noise[2] is not None else 0.0
+        if not (math.isfinite(sigma) and math.isfinite(floor) and math.isfinite(scatter)):
+            return False
+        if (1.0 - self.promote_ratio) * floor < max(NOISE_STEP, EXTENT_Z * scatter):
             return False
         return sigma >= self.ratio * floor
 
@@ -632,14 +640,14 @@ class ContrastGate:
 
     def step(self, task: str, span: float, extent: Optional[float] = None,
              ends: Optional[Tuple[float, float]] = None,
-             noise: Optional[Tuple[float, float]] = None) -> Tuple[str, bool]:
+             noise: Optional[Sequence[float]] = None) -> Tuple[str, bool]:
         """One routed frame: (the verdict after the gate as :meth:`judge` gives it, whether the
         frame is low for this camera; a promoted frame is low), then its ``span`` (and ``extent``, or ``ends``: its
         :func:`lowpass_ends`, whose difference is the extent) join the history; the ends join the
         camera's ends (:attr:`end_lows`, :attr:`end_highs`) only when the frame is not low, and
         the tone history only when besides its verdict is in :attr:`tone_tasks` (the camera's own
         tone, not a contrast loss's nor a noise's), unless the references are :attr:`pinned`. The references are computed once.
-        With ``noise`` (the frame's σ₁ and the camera's floor, frame units; pass it only for a
+        With ``noise`` (the frame's σ₁, the camera's floor and its scatter, frame units; pass it only for a
         verdict the FPN gate left noise-free) a frame that kept the camera's noise
         (:meth:`noise_kept`) is neither low nor promoted."""
         if extent is None and ends is not None:
