@@ -573,7 +573,13 @@ class ContrastGate:
         no contrast loss was applied to it (K23, docs/cameras.md "Session 19"): ``noise`` = (σ₁ of
         the frame, :func:`~tir.engines.fpn_gate.flat_noise_sigmas`; the camera's white-noise floor
         σ before the frame, ``FPNGate.floor_sigma``; frame units, engines/fpn_gate.py
-        ``FPNGate.last_noise``), σ₁ at least ``ratio`` × the floor. False
+        ``FPNGate.last_noise``), σ₁ within ``ratio`` × the floor and the floor / ``ratio`` (above it
+        the frame carries more noise than the camera's, which a noise added after a loss gives:
+        on the emulated dde_max_640x512 CN frames the FPN gate took for the camera's own noise were
+        demoted without that bound, CN +2.44 → +1.28 dB) and only where the specs' weakest white
+        noise ``noise[3]`` added after the mildest loss lands above that band,
+        √((α_max·floor)² + σ_white²) > floor / ``ratio``: on a camera whose own noise is as strong
+        as the added one (dde_max) a CN frame reads as the camera's noise. False
         without ``noise`` or when the mildest loss of the specs would not take a frame's σ₁ out of
         what the camera's own frames show: (1 − ``promote_ratio``) × floor under :data:`NOISE_STEP`
         (an 8-bit σ moves in steps of 0.74 grey level: a floor under 1.85 grey levels) or under
@@ -602,7 +608,12 @@ class ContrastGate:
             return False
         if (1.0 - self.promote_ratio) * floor < max(NOISE_STEP, EXTENT_Z * scatter):
             return False
-        return sigma >= self.ratio * floor
+        added = float(noise[3]) if len(noise) > 3 and noise[3] is not None else None
+        if added is not None and math.hypot(self.promote_ratio * floor, added) <= floor / self.ratio:
+            return False   # the specs' weakest added noise after a loss lands inside the camera's own band
+        # at the camera's noise: neither compressed (under ratio × floor) nor added to (over floor /
+        # ratio: the FPN gate may take added noise for a noisy camera's own, emulated dde_max's CN)
+        return self.ratio * floor <= sigma <= floor / self.ratio
 
     def is_compressed(self, extent: float, ends: Optional[Tuple[float, float]] = None) -> bool:
         """True when the frame's contrast is clearly compressed for this camera, the promotion's

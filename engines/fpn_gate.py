@@ -681,9 +681,10 @@ class FPNGate:
         #: healthy look were shown with :meth:`add`; engines/restorer.py ``pin_camera``)
         self.pinned = False
         #: (σ₁ of the last frame :meth:`step` measured, the camera's :meth:`floor_sigma` before the
-        #: frame joined it, the robust σ of the σ₁ that floor is the median of), frame units; None
+        #: frame joined it, the robust σ of the σ₁ that floor is the median of, the specs' weakest
+        #: white noise :attr:`white_sigma`), frame units; None
         #: when the frame or the floor was not measured
-        self.last_noise: Optional[Tuple[float, float, float]] = None
+        self.last_noise: Optional[Tuple[float, float, float, float]] = None
         self.last: ColumnPattern = NO_PATTERN
         self.last_sigma: Optional[float] = None
 
@@ -870,7 +871,8 @@ class FPNGate:
         # contrast gate's noise test (engines/contrast_gate.py ``ContrastGate.noise_kept``, K23)
         floor, source = self.floor_sigma()
         self.last_noise = None if sigmas is None or floor is None else (
-            float(sigmas[0]), floor, iqr_sigma(self.floor if source == "clean" else self.seen))
+            float(sigmas[0]), floor, iqr_sigma(self.floor if source == "clean" else self.seen),
+            self.white_sigma)
         verdict = self._judge(task, sigs, sigmas)
         if sigmas is not None and not self.pinned:
             self.seen.append(sigmas[0])

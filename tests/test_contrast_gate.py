@@ -898,4 +898,18 @@ def test_a_max_gain_cameras_narrow_scene_keeps_its_noise_and_is_no_contrast_loss
     assert not gate.noise_kept((float("nan"), floor))
     # a camera whose own σ₁ scatters as much as a loss moves it (a DDE camera's texture): no test
     assert gate.noise_kept((floor, floor, 0.0)) and not gate.noise_kept((floor, floor, 0.2 * floor))
-    assert fpn.last_noise is not None and len(fpn.last_noise) == 3
+    assert fpn.last_noise is not None and len(fpn.last_noise) == 4
+
+
+def test_a_frame_noisier_than_the_camera_is_not_judged_by_its_noise():
+    """K23's noise test: σ₁ above the camera's floor / ratio carries noise the camera does not
+    show (added after a loss): it says nothing, the extent decides."""
+    gate = ContrastGate.for_bundle(shipped_specs(), None)
+    floor = 4.0 / 255
+    assert gate.noise_kept((floor, floor, 0.0))
+    assert not gate.noise_kept((2.5 * floor, floor, 0.0))
+    assert not gate.noise_kept((0.5 * floor, floor, 0.0))
+    # a camera whose own noise is as strong as the specs' weakest added noise (5 grey levels): a CN
+    # frame reads as its own noise, so the test says nothing there
+    assert gate.noise_kept((floor, floor, 0.0, 5.0 / 255))
+    assert not gate.noise_kept((13.0 / 255, 13.0 / 255, 0.0, 5.0 / 255))
