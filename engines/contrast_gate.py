@@ -141,6 +141,12 @@ IQR_PER_SIGMA = 1.349
 #: normal distribution (Φ⁻¹(0.99) = 2.326), so at most about 1 in 100 of the camera's own frames
 #: reads as a loss whatever the ratio says
 EXTENT_Z = 2.326
+#: the resolution of a white-noise σ read on an 8-bit frame (frame units): the diagonal Haar detail
+#: of 8-bit grey levels moves in steps of 0.5 grey level and the MAD estimator divides it by 0.6745
+#: (engines/fpn_gate.py ``noise_sigma``), so σ moves in steps of 0.74 grey level (0.0029)
+NOISE_STEP = 0.5 / 0.6745 / 255.0
+
+
 def iqr_sigma(values) -> float:
     """The robust σ of ``values`` (any iterable of floats): interquartile range /
     :data:`IQR_PER_SIGMA`."""
@@ -562,6 +568,53 @@ class ContrastGate:
         ref = self.reference
         return ref is not None and float(span) < self.ratio * ref
 
+    def noise_kept(self, noise: Optional[Sequence[float]]) -> bool:
+        """Whether a frame under a noise-free verdict kept the camera's own noise amplitude, so that
+        no contrast loss was applied to it (K23, docs/cameras.md "Session 19"): ``noise`` = (σ₁ of
+        the frame, :func:`~tir.engines.fpn_gate.flat_noise_sigmas`; the camera's white-noise floor
+        σ before the frame, ``FPNGate.floor_sigma``; frame units, engines/fpn_gate.py
+        ``FPNGate.last_noise``), σ₁ within ``ratio`` × the floor and the floor / ``ratio`` (above it
+        the frame carries more noise than the camera's, which a noise added after a loss gives:
+        on the emulated dde_max_640x512 CN frames the FPN gate took for the camera's own noise were
+        demoted without that bound, CN +2.44 → +1.28 dB) and only where the specs' weakest white
+        noise ``noise[3]`` added after the mildest loss lands above that band,
+        √((α_max·floor)² + σ_white²) > floor / ``ratio``: on a camera whose own noise is as strong
+        as the added one (dde_max) a CN frame reads as the camera's noise. False
+        without ``noise`` or when the mildest loss of the specs would not take a frame's σ₁ out of
+        what the camera's own frames show: (1 − ``promote_ratio``) × floor under :data:`NOISE_STEP`
+        (an 8-bit σ moves in steps of 0.74 grey level: a floor under 1.85 grey levels) or under
+        :data:`EXTENT_Z` × the robust σ of the camera's own σ₁ (``noise[2]``, the third element; 0
+        when absent), as K20 judges the extent beyond the camera's own scatter (a DDE camera's own
+        "noise" is the scene's amplified texture and moves with the scene: emulated
+        boson_dde_640x512's clean frames σ₁ 0.5-1.33 × its floor).
+
+        Why: a contrast loss ``x·α + β`` after the camera scales everything the frame holds by α,
+        the camera's own temporal noise too (σ → α·σ, α ≤ ``promote_ratio``), while a scene of small
+        span does not touch the noise: an AGC that stretches it stretches its noise with it (σ up),
+        a linear AGC at its maximum gain (Tau 2/Quark, FLIR app note 102-PS242-100-01, thermal_io.md
+        §4.1) shows it at the gain's fixed noise (σ the same) and its extent follows the scene's
+        span. So a frame whose noise is at the camera's floor was not contrast-compressed, however
+        narrow its extent; the threshold is the veto's midpoint √α_max, as for the extent. Only for
+        noise-free verdicts (the FPN gate found no noise above the camera's own): added noise
+        after a contrast loss lifts σ by itself. Measured (tools/scripts/noise_vs_extent.py): the emulated
+        max-gain camera's clean frames σ₁/floor 1.0 (all 12), its frames under the specs'
+        ``contrast`` 0.33-0.67, under CB 0 (a blur removes the noise); the real 8-bit sets' floors
+        (0-1.1 grey levels: JPEG, H.264) are under the resolution, so the test never acts there."""
+        if noise is None or noise[0] is None or noise[1] is None:
+            return False
+        sigma, floor = float(noise[0]), float(noise[1])
+        scatter = float(noise[2]) if len(noise) > 2 and noise[2] is not None else 0.0
+        if not (math.isfinite(sigma) and math.isfinite(floor) and math.isfinite(scatter)):
+            return False
+        if (1.0 - self.promote_ratio) * floor < max(NOISE_STEP, EXTENT_Z * scatter):
+            return False
+        added = float(noise[3]) if len(noise) > 3 and noise[3] is not None else None
+        if added is not None and math.hypot(self.promote_ratio * floor, added) <= floor / self.ratio:
+            return False   # the specs' weakest added noise after a loss lands inside the camera's own band
+        # at the camera's noise: neither compressed (under ratio × floor) nor added to (over floor /
+        # ratio: the FPN gate may take added noise for a noisy camera's own, emulated dde_max's CN)
+        return self.ratio * floor <= sigma <= floor / self.ratio
+
     def is_compressed(self, extent: float, ends: Optional[Tuple[float, float]] = None) -> bool:
         """True when the frame's contrast is clearly compressed for this camera, the promotion's
         test (module docstring): ``extent`` at most :attr:`promote_ratio` × the camera's extent
@@ -597,22 +650,29 @@ class ContrastGate:
         return self._promote(task, task in self.gains and extent is not None and self.is_compressed(extent, ends))
 
     def step(self, task: str, span: float, extent: Optional[float] = None,
-             ends: Optional[Tuple[float, float]] = None) -> Tuple[str, bool]:
+             ends: Optional[Tuple[float, float]] = None,
+             noise: Optional[Sequence[float]] = None) -> Tuple[str, bool]:
         """One routed frame: (the verdict after the gate as :meth:`judge` gives it, whether the
         frame is low for this camera; a promoted frame is low), then its ``span`` (and ``extent``, or ``ends``: its
         :func:`lowpass_ends`, whose difference is the extent) join the history; the ends join the
         camera's ends (:attr:`end_lows`, :attr:`end_highs`) only when the frame is not low, and
         the tone history only when besides its verdict is in :attr:`tone_tasks` (the camera's own
-        tone, not a contrast loss's nor a noise's), unless the references are :attr:`pinned`. The references are computed once."""
+        tone, not a contrast loss's nor a noise's), unless the references are :attr:`pinned`. The references are computed once.
+        With ``noise`` (the frame's σ₁, the camera's floor and its scatter, frame units; pass it only for a
+        verdict the FPN gate left noise-free) a frame that kept the camera's noise
+        (:meth:`noise_kept`) is neither low nor promoted."""
         if extent is None and ends is not None:
             extent = float(ends[1]) - float(ends[0])
-        low = self.is_low(span, extent)
-        tone = not low and (self.tone_tasks is None or task in self.tone_tasks)
+        # a frame whose noise the camera's floor still shows was not contrast-compressed (K23)
+        kept = self.noise_kept(noise)
+        narrow = self.is_low(span, extent)   # the history keeps judging by the extent alone
+        low = narrow and not kept
+        tone = not narrow and (self.tone_tasks is None or task in self.tone_tasks)
         # the promotion's test on this frame, before it joins the history (:meth:`promote_last`)
-        self.last_compressed = extent is not None and self.is_compressed(extent, ends)
+        self.last_compressed = extent is not None and not kept and self.is_compressed(extent, ends)
         task = self.promote_last(self._demote(task, low))
         if not self.pinned:
-            self.add(span, extent, None if low else ends, tone=tone)
+            self.add(span, extent, None if narrow else ends, tone=tone)
         return task, low
 
     def _demote(self, task: str, low: bool) -> str:

@@ -93,7 +93,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .contrast_gate import centre_window, one_frame
+from .contrast_gate import centre_window, iqr_sigma, one_frame
 from .router import CLEAN, UNKNOWN
 
 #: σ in pixels of the 1-D Gaussian (along each row) whose residual is the horizontal high-pass
@@ -689,6 +689,11 @@ class FPNGate:
         #: the camera's white-noise floor is pinned: routed frames no longer join it (frames of its
         #: healthy look were shown with :meth:`add`; engines/restorer.py ``pin_camera``)
         self.pinned = False
+        #: (σ₁ of the last frame :meth:`step` measured, the camera's :meth:`floor_sigma` before the
+        #: frame joined it, the robust σ of the σ₁ that floor is the median of, the specs' weakest
+        #: white noise :attr:`white_sigma`), frame units; None
+        #: when the frame or the floor was not measured
+        self.last_noise: Optional[Tuple[float, float, float, float]] = None
         self.last: ColumnPattern = NO_PATTERN
         self.last_sigma: Optional[float] = None
 
@@ -901,6 +906,12 @@ class FPNGate:
         self.last, sigs = _measure(frame)
         # every routed frame's white noise, judged against the camera's history before it joins it
         sigmas = None if self.white_sigma is None else self._sigmas(frame)
+        # the frame's σ₁ and the camera's floor before the frame joins it: the
+        # contrast gate's noise test (engines/contrast_gate.py ``ContrastGate.noise_kept``, K23)
+        floor, source = self.floor_sigma()
+        self.last_noise = None if sigmas is None or floor is None else (
+            float(sigmas[0]), floor, iqr_sigma(self.floor if source == "clean" else self.seen),
+            self.white_sigma)
         verdict = self._judge(task, sigs, sigmas)
         if sigmas is not None and not self.pinned:
             self.seen.append(sigmas[0])

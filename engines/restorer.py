@@ -530,6 +530,8 @@ class Restorer:
             t for t in self.routes if specs.get(t) and t not in noise_free_verdicts(specs)
             and t not in self.contrast_gate.partners)
         self._contrast_low = True   # the last routed frame's contrast was low for this camera
+        #: verdicts whose frame shows only the camera's own noise (the contrast gate's noise test)
+        self._noise_free = frozenset(noise_free_verdicts(specs)) | {UNKNOWN} if self.contrast_gate is not None else frozenset()
         self._contrast_promoted = False   # the contrast gate gave the last verdict the contrast part
         self._fpn = False           # the last routed frame carried column FPN (the FPN gate added noise)
         self._noise_taken = False   # the FPN gate took the last verdict's noise part away
@@ -1139,7 +1141,12 @@ class Restorer:
         self._contrast_promoted = False
         if self.contrast_gate is not None:
             before, promoted = task, self.contrast_gate.promoted
-            task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame))
+            # a noise-free verdict's frame shows the camera's own noise: at its floor it was not
+            # contrast-compressed (ContrastGate.noise_kept, K23)
+            noise = (self.fpn_gate.last_noise if self.fpn_gate is not None and task in self._noise_free
+                     else None)
+            task, self._contrast_low = self.contrast_gate.step(task, lowpass_span(frame), ends=lowpass_ends(frame),
+                                                               noise=noise)
             self._contrast_promoted = self.contrast_gate.promoted > promoted and task != before
         self._blur_held = False
         if self.blur_gate is not None:

@@ -850,3 +850,66 @@ def test_a_camera_whose_extent_scatters_keeps_the_frames_inside_its_scatter():
     assert gate.judge("contrast", lowpass_span(beyond), ends=lowpass_ends(beyond)) == "contrast"
     fresh = ContrastGate.for_bundle(specs, None)
     assert fresh.extent_spread() is None and fresh.beyond_scatter(0.5)   # nothing known: the ratio decides
+
+
+def _max_gain_frame(span_k, rng, gain=0.5 * 200 / 255, netd_counts=10.0, h=128, w=160):
+    """A linear AGC capped at its maximum gain (Tau 2/Quark, thermal_io.md §4.1): a scene ramp of
+    ``span_k`` K (200 counts/K) shown at ``gain`` grey/count (in frame units) around mid-grey, with
+    the sensor's white noise (``netd_counts``) at the same gain whatever the span, quantised to 8 bits."""
+    x = np.linspace(-0.5, 0.5, w)[None, :].repeat(h, axis=0) * span_k * 200.0
+    counts = x + rng.normal(0.0, netd_counts, (h, w))
+    return (np.clip(np.rint(128.0 + gain * counts * 255.0 / 200.0), 0, 255) / 255.0).astype(np.float32)
+
+
+def test_a_max_gain_cameras_narrow_scene_keeps_its_noise_and_is_no_contrast_loss():
+    """K23: a max-gain AGC's extent follows the scene's span but its noise stays the gain's; a
+    contrast loss x·α + β scales the noise by α. A frame whose noise is at the camera's floor is
+    neither low nor promoted; the same narrow frame compressed by the specs' contrast stays low;
+    a floor under the 8-bit σ's resolution decides nothing."""
+    from tir.engines.contrast_gate import NOISE_STEP
+    from tir.engines.fpn_gate import FPNGate, flat_noise_sigma
+
+    specs = shipped_specs()
+    rng = np.random.default_rng(5)
+    gate, fpn = ContrastGate.for_bundle(specs, None), FPNGate.for_bundle(specs)
+    for span in rng.uniform(1.9, 2.1, 30):        # the camera's usual scenes: nearly one span
+        f = _max_gain_frame(span, rng)
+        fpn.step(CLEAN, f)
+        gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f), noise=fpn.last_noise)
+    floor = fpn.floor_sigma()[0]
+    assert floor * 255 > 2.0 and (1 - gate.promote_ratio) * floor >= NOISE_STEP
+    ref = gate.extent_reference
+    narrow = _max_gain_frame(1.0, rng)                      # a night scene: half the span, the same noise
+    assert lowpass_extent(narrow) < gate.ratio * ref and gate.beyond_scatter(lowpass_extent(narrow))
+    own = (flat_noise_sigma(narrow), floor)
+    assert gate.noise_kept(own)
+    assert gate.judge("contrast", lowpass_span(narrow), ends=lowpass_ends(narrow)) == "contrast"   # extent alone
+    assert gate.step("contrast", lowpass_span(narrow), ends=lowpass_ends(narrow), noise=own) == (CLEAN, False)
+    assert gate.step("CB", lowpass_span(narrow), ends=lowpass_ends(narrow), noise=own) == ("blur", False)
+    # the usual scene under the specs' mildest contrast loss: extent and noise both × 0.6, re-quantised
+    usual = _max_gain_frame(2.0, rng)
+    lost = (np.rint((usual * 0.6 + 0.15) * 255.0) / 255.0).astype(np.float32)
+    compressed = (flat_noise_sigma(lost), floor)
+    assert not gate.noise_kept(compressed)
+    assert gate.step("contrast", lowpass_span(lost), ends=lowpass_ends(lost), noise=compressed) == ("contrast", True)
+    # no floor, or one the 8-bit σ cannot resolve a loss from (an AGC'd JPEG camera's ~1 grey level)
+    assert not gate.noise_kept(None)
+    assert not gate.noise_kept((1.0 / 255, 1.0 / 255))
+    assert not gate.noise_kept((float("nan"), floor))
+    # a camera whose own σ₁ scatters as much as a loss moves it (a DDE camera's texture): no test
+    assert gate.noise_kept((floor, floor, 0.0)) and not gate.noise_kept((floor, floor, 0.2 * floor))
+    assert fpn.last_noise is not None and len(fpn.last_noise) == 4
+
+
+def test_a_frame_noisier_than_the_camera_is_not_judged_by_its_noise():
+    """K23's noise test: σ₁ above the camera's floor / ratio carries noise the camera does not
+    show (added after a loss): it says nothing, the extent decides."""
+    gate = ContrastGate.for_bundle(shipped_specs(), None)
+    floor = 4.0 / 255
+    assert gate.noise_kept((floor, floor, 0.0))
+    assert not gate.noise_kept((2.5 * floor, floor, 0.0))
+    assert not gate.noise_kept((0.5 * floor, floor, 0.0))
+    # a camera whose own noise is as strong as the specs' weakest added noise (5 grey levels): a CN
+    # frame reads as its own noise, so the test says nothing there
+    assert gate.noise_kept((floor, floor, 0.0, 5.0 / 255))
+    assert not gate.noise_kept((13.0 / 255, 13.0 / 255, 0.0, 5.0 / 255))
