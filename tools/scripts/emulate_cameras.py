@@ -199,6 +199,30 @@ Round 6 (``--round 6``, table :data:`ROUND6`), camera pipelines of kinds rounds 
   8 bits, the sky's 1st-99th percentiles are squeezed into about a quarter of them (Anti-UAV scenes,
   noise 1.0).
 
+Round 8 (``--round 8``, table :data:`ROUND8`), camera pipelines of kinds rounds 1-7 do not cover;
+[U] as in round 4:
+
+- ``lepton25_y16_80x60``: a radiometric Lepton 2.5 in TLinear at 0.01 K (thermal_io.md §3.2, Y16 =
+  kelvin × 100): 80×60 Y16, 3-10 K scenes at 288-300 K, NETD 0.05 K [U];
+- ``tc001_stacked_256x384``: a TOPDON TC001 / InfiRay P2 Pro's whole 256×384 YUYV capture (thermal_io.md
+  §3.2: the AGC image on top, the raw 1/64 K words below) recorded by a generic program with the RGB
+  conversion on [U], turned to grey: the image half as tc001_256x192, the raw words' low byte below;
+- ``hikmicro_sr_640x512``: a 320×256 core with DDE shown through a "super resolution" mode [U: bicubic
+  2× and an unsharp mask of 1.0; the vendor does not publish it];
+- ``hd12_y16_1280x1024``: a 1280×1024 core with a 12-bit Y16 output [U]: span 600-1800 counts at
+  800-1400, noise σ 2 counts;
+- ``mains_bands_640x512``: 50 Hz interference in a 60 Hz camera [U]: a row sinusoid of 2.5 grey levels,
+  170-row period, rolling 2π·50/60 a frame;
+- ``barrel_wide_160x120``: a 95° lens (Lepton 3.1R class [U: its distortion is not in the notes]):
+  barrel distortion k1 = 0.25 with the corners kept, cos⁴ fall-off to 0.4 at the corners;
+- ``mwir_cooled_640x512``: a cooled MWIR look: noise 0.1 grey level, plateau AGC;
+- ``png16_8bit_640x512``: an 8-bit video exported as 16-bit PNG of 8 significant bits, ``v·257``
+  (the PNG specification's left bit replication);
+- ``pillarbox_1920x1080``: a 640×480 camera's HDMI output through a 1080p grabber [U]: 1440×1080
+  bilinear between 240-column black bars;
+- ``signed_cc_winter_640x512``: a radiometric core whose Y16 is 0.01 °C as int16 [U], recorded as
+  uint16: a −12…+12 °C winter scene, the pixels below 0 °C at 64300-65535.
+
 Every random draw is seeded by the camera and the frame's index, so the folders are the same on
 every run. numpy + OpenCV only.
 """
