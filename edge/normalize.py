@@ -137,6 +137,45 @@ def count_step(raw: np.ndarray, stride: int = 8) -> int:
     return step
 
 
+#: the share of a frame's pixels (subsampled as :func:`robust_range`) that :func:`signed_words` needs in
+#: each outer quarter of the 16-bit range, and the most it allows in the middle half: the normaliser's
+#: own tail (its 0.5 % percentile), so a side it would clip away anyway does not decide
+SIGNED_TAIL = 0.005
+#: the sign bit of a 16-bit word; ``word ^ SIGN_BIT`` turns two's complement into offset binary
+SIGN_BIT = 0x8000
+
+
+def signed_words(raw: np.ndarray, stride: int = 8) -> bool:
+    """Whether a 16-bit frame holds signed (two's complement) words read as unsigned: at least
+    :data:`SIGNED_TAIL` of its (subsampled) pixels in each outer quarter (0..16383 and
+    49152..65535) and at most that share in the middle half.
+
+    Why: a camera whose Y16 is a signed temperature (e.g. 0.01 °C as int16 [an assumption about such
+    modules]) stores the values just below zero as 65535, 65534, …: a winter scene across 0 °C
+    becomes two clusters at the ends of the unsigned range, its coldest pixels read as the hottest,
+    and a percentile AGC stretches over the whole 16 bits (the emulated signed_cc_winter_640x512,
+    tools/scripts/emulate_cameras.py --round 8). A scene's counts are one contiguous range (its
+    temperature range); the two's complement wrap is the only way a camera's range fills both ends
+    of the word with the middle empty (a 14-bit core ends at 16383; an offset camera's range sits in
+    one part; a few dead or saturated pixels stay under the tail). ``raw ^`` :data:`SIGN_BIT`
+    (offset binary: −32768 → 0, −1 → 32767, 0 → 32768) puts the values back in their order
+    (ITU-T/IEEE two's complement; the offset-binary identity is standard).
+
+    Args:
+        raw: (H, W) counts; anything but uint16 gives False.
+        stride: the subsampling step in pixels (finer on small frames, as :func:`robust_range`).
+
+    Returns:
+        bool; False for an empty frame.
+    """
+    if raw.dtype != np.uint16 or raw.size == 0:
+        return False
+    stride = max(1, min(stride, int((raw.size / MIN_SAMPLES) ** 0.5)))
+    sample = raw[::stride, ::stride] if stride > 1 else raw
+    quarter = np.bincount((sample >> 14).ravel(), minlength=4) / sample.size
+    return bool(quarter[0] >= SIGNED_TAIL and quarter[3] >= SIGNED_TAIL and quarter[1] + quarter[2] <= SIGNED_TAIL)
+
+
 def status_rows(raw: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5, stride: int = 8) -> Tuple[int, int]:
     """How many rows at the top and at the bottom of a raw frame are not image (status rows:
     telemetry or a header a camera appends to its Y16 frame, e.g. a Lepton's 2-3 telemetry rows,

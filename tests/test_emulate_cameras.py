@@ -434,6 +434,51 @@ def test_round7_cameras(emu, root, tmp_path):
         assert 40 <= np.percentile(f, 99) - np.percentile(f, 1) <= 170 and abs(np.median(f) - 128) < 40
 
 
+
+def test_round8_cameras(emu, root, tmp_path):
+    """Round 8 (``--round 8``, its own table): each camera's size and dtype, and the trait it was
+    built for: Lepton 2.5 TLinear centikelvin, a TC001's stacked halves (the raw words' low byte
+    below), DDE with a 2x enlargement, 12-bit HD counts, rolling mains bands, a barrel lens that keeps
+    its corners, a cooled camera's low noise, 16-bit PNG of 8 significant bits (v x 257), a 1080p
+    pillarbox, signed 0.01 degC words that wrap below 0 degC."""
+    earlier = set(emu.CAMERAS) | set(emu.ROUND4) | set(emu.ROUND5) | set(emu.ROUND6) | set(emu.ROUND7)
+    assert not earlier & set(emu.ROUND8) and emu.ROUNDS["8"] is emu.ROUND8
+    assert emu.main([str(tmp_path), "--root", str(root), "--round", "8"]) == 0
+    u8, u16 = np.uint8, np.uint16
+    want = {"lepton25_y16_80x60": ((60, 80), u16), "tc001_stacked_256x384": ((384, 256), u8),
+            "hikmicro_sr_640x512": ((512, 640), u8), "hd12_y16_1280x1024": ((1024, 1280), u16),
+            "mains_bands_640x512": ((512, 640), u8), "barrel_wide_160x120": ((120, 160), u8),
+            "mwir_cooled_640x512": ((512, 640), u8), "png16_8bit_640x512": ((512, 640), u16),
+            "pillarbox_1920x1080": ((1080, 1920), u8), "signed_cc_winter_640x512": ((512, 640), u16)}
+    assert set(want) == set(emu.ROUND8)
+    frames = {}
+    for cam, (shape, dtype) in want.items():
+        frames[cam] = _frames(tmp_path / cam, cv2.IMREAD_UNCHANGED)
+        n = 4 if cam in ("hd12_y16_1280x1024", "signed_cc_winter_640x512") else 3   # two crops of each raw frame
+        assert len(frames[cam]) == n and all(f.shape == shape and f.dtype == dtype for f in frames[cam]), cam
+    for f in frames["lepton25_y16_80x60"]:
+        assert 28700 <= f.min() and f.max() <= 31100          # 288-310 K in 0.01 K
+    scene = _scene(480, 640, 0, 8)
+    st = emu.tc001_stacked(0, scene)
+    assert np.array_equal(st[:192], emu.camera((256, 192), 1.5, emu.linear_agc, 802, process=lambda c, rng: cv2.GaussianBlur(
+        c, (0, 0), 0.8, borderType=cv2.BORDER_REFLECT))(0, scene))
+    assert np.abs(np.diff(st[192:].astype(int), axis=1)).max() > 128   # the low byte wraps
+    for f in frames["hd12_y16_1280x1024"]:
+        assert f.max() <= 4095
+    a = emu.mains_bands(0)(np.full((340, 2), 8000.0) + np.arange(2)[None] * 255, None)
+    b = emu.mains_bands(1)(np.full((340, 2), 8000.0) + np.arange(2)[None] * 255, None)
+    assert 4.5 < np.ptp(a[:, 0]) < 5.5 and not np.allclose(a, b)     # 2.5 grey levels either way, rolling
+    ramp = np.tile(np.arange(160, dtype=np.float64), (120, 1))
+    bent = emu.barrel(ramp, corner=1.0)
+    assert abs(bent[0, 0] - ramp[0, 0]) < 1 and abs(bent[-1, -1] - ramp[-1, -1]) < 1
+    assert abs(bent[60, 40] - 80) < abs(ramp[60, 40] - 80)           # the centre enlarged
+    assert all(np.all(f % 257 == 0) for f in frames["png16_8bit_640x512"])
+    for f in frames["pillarbox_1920x1080"]:
+        assert np.all(f[:, :240] == 0) and np.all(f[:, -240:] == 0) and f[:, 240:1680].std() > 5
+    cc = emu.signed_centicelsius(0, _scene(512, 640, 0, 16))
+    share_low, share_high = np.mean(cc < 16384), np.mean(cc >= 49152)
+    assert share_low > 0.05 and share_high > 0.05 and share_low + share_high == 1.0
+
 def test_unknown_camera_and_missing_root(emu, tmp_path):
     with pytest.raises(KeyError, match="no emulated camera 'fisheye'"):
         emu.build(tmp_path, tmp_path, only=["fisheye"])

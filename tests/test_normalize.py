@@ -351,3 +351,96 @@ def test_an_msb_aligned_cameras_restored_counts_stay_on_its_step():
     Postprocess(pre.normalizer)(frame)
     assert np.all(frame.restored % 4 == 0) and not np.array_equal(frame.restored, raw)
     assert frame.meta["norm"]["count_step"] == 4
+
+
+def _winter(celsius_lo: float, celsius_hi: float, shape=(96, 128), seed: int = 0) -> np.ndarray:
+    """A synthetic scene as int16 0.01 °C words stored as uint16 (two's complement): a left-right ramp
+    from ``celsius_lo`` to ``celsius_hi`` with 0.05 K of white noise."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(celsius_lo, celsius_hi, shape[1])[None, :] + rng.normal(0.0, 0.05, shape)
+    return (np.rint(ramp * 100.0).astype(np.int64) & 0xFFFF).astype(np.uint16)
+
+
+def test_signed_words_are_told_from_every_unsigned_camera():
+    """Two's complement read as unsigned (a winter scene across 0 °C: both ends of the 16 bits, the
+    middle empty) is signed; a 14-bit core, an offset camera with a clipped hot object, a few dead
+    pixels at 0 under a high offset, an 8-bit frame and status bits above 14-bit counts are not."""
+    from tir.edge.normalize import SIGN_BIT, signed_words
+
+    w = _winter(-8.0, 6.0)
+    assert w.min() < 700 and w.max() > 64700 and signed_words(w)
+    assert np.all(np.diff((w ^ np.uint16(SIGN_BIT)).astype(int)[:, ::8].mean(axis=0)) > 0)   # in order again
+    assert not signed_words(_winter(2.0, 12.0))          # above 0 °C only: one contiguous range
+    assert not signed_words(_winter(-12.0, -2.0))        # below 0 °C only: one contiguous range
+    rng = np.random.default_rng(1)
+    core14 = rng.integers(0, 16384, (96, 128)).astype(np.uint16)
+    assert not signed_words(core14)
+    offset = rng.integers(48000, 54000, (96, 128)).astype(np.uint16)
+    offset[40:50, 60:70] = 65535                        # a hot object clipped at the top
+    assert not signed_words(offset)
+    high = rng.integers(60000, 65000, (96, 128)).astype(np.uint16)
+    high.ravel()[rng.choice(high.size, 20, replace=False)] = 0   # 0.16 % dead pixels
+    assert not signed_words(high)
+    assert not signed_words(core14.astype(np.uint8)) and not signed_words(core14 | np.uint16(1 << 15))
+    assert not signed_words(np.zeros((0, 0), np.uint16))
+
+
+def test_a_signed_camera_is_restored_in_order_and_given_back_in_its_own_words():
+    """tir run reads a stream of signed words as offset binary (edge/pipeline/stages.py Preprocess):
+    the model sees the scene in its order (the coldest pixels dark, not the brightest), the restored
+    frame comes back in the camera's words (within one count of an identity model's; a pass-through
+    frame bit-exact), the display shows it in order; a frame that starts it mid-stream is a camera
+    change ("signed") and the stream stays signed through a frame wholly below 0 °C."""
+    from tir.edge.frame import Frame
+    from tir.edge.normalize import SIGN_BIT
+    from tir.edge.pipeline.stages import Display, Infer, Postprocess, Preprocess
+
+    class Identity:
+        def infer(self, x):
+            return x
+
+    class Passthrough:
+        route = "passthrough"
+
+        def infer(self, x):
+            return x * 0.0
+
+    pre = Preprocess()
+    post = Postprocess(pre.normalizer)
+    frames = []
+    for raw in (_winter(2.0, 12.0, seed=0), _winter(-8.0, 6.0, seed=1), _winter(-12.0, -2.0, seed=2)):
+        frame = Frame(raw=raw, seq=len(frames), t_capture=0.0, meta={"bits": 16})
+        pre(frame)
+        x = frame.meta["_model_input"].copy()
+        Infer(Identity())(frame)
+        post(frame)
+        assert np.abs((frame.restored ^ np.uint16(SIGN_BIT)).astype(int) - (raw ^ np.uint16(SIGN_BIT)).astype(int)).max() <= 1
+        frames.append((frame, x))
+    (above, x0), (across, x1), (below, x2) = frames
+    assert "signed_words" not in above.meta and "camera_change" not in above.meta
+    assert across.meta["signed_words"] and across.meta["camera_change"] == ["signed"]
+    assert below.meta["signed_words"] and "camera_change" not in below.meta
+    for x in (x0, x1, x2):   # the scene's ramp in order (the range smoothed over frames): cold left darker
+        assert x[:, -10:].mean() - x[:, :10].mean() > 0.3 and np.all(np.diff(x.mean(axis=0)[::16]) >= 0)
+    frame = Frame(raw=across.raw, seq=3, t_capture=0.0, meta={"bits": 16})
+    pre(frame)
+    Infer(Passthrough())(frame)
+    post(frame)
+    assert np.array_equal(frame.restored, across.raw)
+    Display()(frame)
+    shown = frame.display["raw"]
+    grey = shown if shown.ndim == 2 else shown[..., 0]
+    assert grey[:, :10].mean() < grey[:, -10:].mean()
+
+
+def test_the_evaluation_degrades_a_signed_camera_in_its_order():
+    """tir eval degrades a frame of signed words as offset binary and gives it back in the camera's
+    words (engines/training/camera_eval.py degrade_counts): a blur of the raw words smeared the pixels
+    on either side of 0 °C into the middle of the 16 bits (-327 °C to +327 °C)."""
+    from tir.engines.training.camera_eval import degrade_counts
+
+    w = _winter(-8.0, 6.0)
+    blurred, clean, meta, _ = degrade_counts(w, 16, "blur", np.random.default_rng(0))
+    assert np.array_equal(clean, w) and meta["source_bits"] == 16
+    middle = (blurred >= 16384) & (blurred < 49152)
+    assert not middle.any() and not np.array_equal(blurred, w)

@@ -25,7 +25,7 @@ from ..agc import DisplayMapper
 from ..defects import DefectMap
 from ..frame import Frame, FrameError, now
 from ..logs import RateLimiter
-from ..normalize import NormParams, Normalizer, status_rows
+from ..normalize import SIGN_BIT, NormParams, Normalizer, signed_words, status_rows
 from .slots import LatestWinsSlot
 from .stats import PipelineStats
 
@@ -91,6 +91,15 @@ class Preprocess:
     frame's ``raw`` stays as the camera sent it. ``meta["defects"]`` says how many pixels of the
     frame were replaced. ``defects=False``: no replacement; ``learn=False``: the map is used as it
     is, this frame adds no evidence (a second look at a frame the stream already counted).
+
+    A raw stream whose words are signed (two's complement read as unsigned,
+    edge/normalize.py :func:`~tir.edge.normalize.signed_words`: a winter scene across 0 °C at both
+    ends of the 16 bits) is read as offset binary (``raw ^ 0x8000``, the values in their order)
+    from its first such frame until the next camera change: the defect map, the normaliser, the
+    router and the routes see one contiguous range, ``meta["signed_words"]`` is True, and
+    :class:`Postprocess` gives the restored counts back in the camera's own words (so does
+    :class:`Display` show both views in order). The frame that starts it mid-stream is a camera
+    change with the reason ``"signed"`` (the counts' scale moved by half the word).
     """
 
     name = "preprocess"
@@ -109,6 +118,8 @@ class Preprocess:
         self._fixed_from_meta = False              # the fixed range is a display-referred source's
         self._requested: Optional[str] = None      # a reason to mark the next frame with
         self._request_lock = threading.Lock()
+        self._signed = False                       # this stream's words are two's complement
+        self._frames = 0                           # frames seen so far
 
     def request_camera_change(self, reason: str = "user") -> None:
         """Mark the next frame ``camera_change`` with ``reason`` (thread-safe; any thread, e.g.
@@ -147,7 +158,10 @@ class Preprocess:
             self._bits_seen = True
             self._depth = depth
         reasons = self._camera_change(frame, depth_changed)
-        counts = self._repair(frame, reasons)
+        raw = self._words(frame, reasons)
+        counts = self._repair(frame, reasons, raw)
+        if raw is not frame.raw and _REPAIRED_KEY not in frame.meta:
+            frame.meta[_REPAIRED_KEY] = counts   # Postprocess starts from the counts in order
         x, params = self.normalizer.forward(counts)
         frame.meta["norm"] = {"lo": params.lo, "hi": params.hi}
         if params.top or params.bottom:
@@ -181,14 +195,33 @@ class Preprocess:
             reasons.append(requested)
         return reasons
 
-    def _repair(self, frame: Frame, reasons: list) -> np.ndarray:
-        """The frame's counts with the camera's dead read-outs replaced (the class docstring):
-        the map drops the old camera's estimate on a camera change, takes the frame's evidence
-        (not an FFC frame's: the shutter, not the scene), then replaces; ``frame.raw`` itself when
-        nothing is replaced."""
+    def _words(self, frame: Frame, reasons: list) -> np.ndarray:
+        """The frame's counts in their order (the class docstring): ``frame.raw`` itself, or
+        ``frame.raw ^ 0x8000`` once the stream's words were found signed (appends ``"signed"`` to
+        ``reasons`` on the frame that finds it, but the stream's first)."""
+        if reasons:
+            self._signed = False   # a new camera state: its words are judged afresh
+        first, self._frames = self._frames == 0, self._frames + 1
+        if self.normalizer.fixed is not None or frame.raw.dtype != np.uint16:
+            return frame.raw
+        if not self._signed and signed_words(frame.raw, self.normalizer.stride):
+            self._signed = True
+            if not first and not reasons:
+                reasons.append("signed")
+        if not self._signed:
+            return frame.raw
+        frame.meta["signed_words"] = True
+        return frame.raw ^ np.uint16(SIGN_BIT)
+
+    def _repair(self, frame: Frame, reasons: list, raw: Optional[np.ndarray] = None) -> np.ndarray:
+        """The frame's counts (``raw``, default ``frame.raw``) with the camera's dead read-outs
+        replaced (the class docstring): the map drops the old camera's estimate on a camera
+        change, takes the frame's evidence (not an FFC frame's: the shutter, not the scene), then
+        replaces; ``raw`` itself when nothing is replaced."""
+        raw = frame.raw if raw is None else raw
         defects = self.defects
         if defects is None:
-            return frame.raw
+            return raw
         if reasons:
             defects.reset()
         known = None   # the frame repaired with the defects known before this frame's evidence
@@ -199,15 +232,15 @@ class Preprocess:
             rows = (0, 0)
             if self.normalizer.fixed is None:
                 norm = self.normalizer
-                known = defects.repair(frame.raw, count=False)
+                known = defects.repair(raw, count=False)
                 rows = status_rows(known[0], norm.low_pct, norm.high_pct, norm.stride)
-            if defects.update(frame.raw, rows):
+            if defects.update(raw, rows):
                 known = None   # the estimate may have changed: repair again
         if known is not None:
             counts, n = known
             defects.count_repaired(n)
         else:
-            counts, n = defects.repair(frame.raw, count=self.learn)
+            counts, n = defects.repair(raw, count=self.learn)
         if n:
             frame.meta[_REPAIRED_KEY] = counts
             frame.meta["defects"] = n
@@ -455,7 +488,7 @@ class Postprocess:
         raw = frame.meta.pop(_REPAIRED_KEY, None)
         raw = frame.raw if raw is None else raw
         if frame.meta.pop(_PASSTHROUGH_KEY, False):
-            frame.restored = raw.copy()
+            frame.restored = self._words(frame, raw.copy())
             return
         # one float64 sum: NaN or inf anywhere makes it non-finite; finite float32 values cannot overflow it
         if not np.isfinite(np.add.reduce(np.asarray(y), axis=None, dtype=np.float64)):
@@ -479,6 +512,7 @@ class Postprocess:
         if step > 1:
             # the camera's own count format: an MSB-aligned camera's restored counts stay on its steps
             restored = np.clip(np.rint(restored / step) * step, 0, self.normalizer.max_count).astype(np.uint16)
+        restored = self._words(frame, restored)
         top, bottom = norm.get("status_rows", (0, 0))
         if top or bottom:
             h = restored.shape[0]
@@ -486,12 +520,20 @@ class Postprocess:
             restored[h - bottom:] = frame.raw[h - bottom:]
         frame.restored = restored
 
+    @staticmethod
+    def _words(frame: Frame, counts: np.ndarray) -> np.ndarray:
+        """``counts`` (in their order) in the camera's own words: back to two's complement
+        (``^ 0x8000``) for a stream Preprocess read as signed (``meta["signed_words"]``)."""
+        if frame.meta.get("signed_words"):
+            return counts ^ np.uint16(SIGN_BIT)
+        return counts
+
     def _not_finite(self, frame: Frame, raw: np.ndarray, y: np.ndarray) -> None:
         """The model's output for ``frame`` holds NaN/inf: pass the frame through, count, log."""
         bad = int(y.size - np.count_nonzero(np.isfinite(y)))
         reason = (f"the model's output for frame {frame.seq} holds {bad} of {y.size} values that "
                   "are NaN or infinite; the frame is passed through unrestored (a damaged or badly trained route?)")
-        frame.restored = raw.copy()
+        frame.restored = self._words(frame, raw.copy())
         if self.stats is not None:
             self.stats.error(self.name, ValueError(reason))
         self._limiter.log(log, logging.WARNING, "not-finite", "%s", reason)
@@ -513,9 +555,11 @@ class Display:
         if self.wanted is not None and not self.wanted():
             self.skipped += 1
             return
-        frame.display["raw"] = self.raw(frame.raw)
+        # a stream of signed words (Preprocess, ``meta["signed_words"]``) is shown in its order
+        words = (lambda c: c ^ np.uint16(SIGN_BIT)) if frame.meta.get("signed_words") else (lambda c: c)
+        frame.display["raw"] = self.raw(words(frame.raw))
         if self.restored is not None and frame.restored is not None:
-            frame.display["restored"] = self.restored(frame.restored)
+            frame.display["restored"] = self.restored(words(frame.restored))
 
 
 class Deliver:

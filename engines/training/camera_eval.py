@@ -67,6 +67,7 @@ import cv2
 import numpy as np
 
 from tir.edge.defects import DefectMap, replace_defects
+from tir.edge.normalize import signed_words
 
 from . import datasets as dsets
 from .. import degrade as deg
@@ -197,6 +198,14 @@ def display_map(counts: np.ndarray) -> np.ndarray:
     return np.clip((counts.astype(np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
 
 
+def _in_order(counts: np.ndarray) -> np.ndarray:
+    """Signed (two's complement) 16-bit words as offset binary, their values in order (``^ 0x8000``,
+    :func:`tir.edge.normalize.signed_words`); same shape, uint16."""
+    from tir.edge.normalize import SIGN_BIT
+
+    return np.asarray(counts).astype(np.uint16) ^ np.uint16(SIGN_BIT)
+
+
 def stamp_defects(counts: np.ndarray, clean_counts: np.ndarray, defects: Optional[np.ndarray]) -> np.ndarray:
     """``counts`` (a degraded frame) with the sensor's dead read-outs stamped back: their pixels
     read what the clean frame's read (a dead or stuck read-out returns its value whatever the
@@ -234,7 +243,9 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng,
     the frame is degraded with them replaced (:func:`scene_view`: the scene as a camera's
     bad-pixel replacement estimates it; a blur must not smear a dead column into its neighbours)
     and they are stamped back afterwards as the sensor reads them (:func:`stamp_defects`); the
-    clean counts returned are the frame as stored, defects and all.
+    clean counts returned are the frame as stored, defects and all. A frame of signed words
+    (:func:`tir.edge.normalize.signed_words`) is degraded as offset binary (its values in order)
+    and returned in its own words.
     """
     if bits == 8:
         clean_counts = clean.astype(np.uint16) << 6
@@ -247,8 +258,15 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng,
         return stamp_defects(grey << 6, clean_counts, defects), clean_counts, meta, 255.0 * 64
     # a raw frame's status rows (a Lepton's telemetry, tir.edge.normalize.status_rows) are not
     # image: the degradation's range is the image rows' and only they are degraded
-    from tir.edge.normalize import count_step, status_rows
+    from tir.edge.normalize import SIGN_BIT, count_step, signed_words, status_rows
 
+    if signed_words(clean):
+        # a camera of signed words (two's complement read as unsigned: tir run reads them as offset
+        # binary, edge/pipeline/stages.py Preprocess): the scene is degraded in its order and given
+        # back in the camera's words
+        flip = np.uint16(SIGN_BIT)
+        counts, _, meta, peak = degrade_counts(clean ^ flip, bits, task, rng, defects)
+        return counts ^ flip, clean.astype(np.uint16), meta, peak
     top, bottom = status_rows(clean)
     image = slice(top, clean.shape[0] - bottom)
     clean_counts = clean.astype(np.uint16)
@@ -492,12 +510,14 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
     per = {c: {"degraded": [], "auto": [], "true": [], "verdicts": [], "widened": [],
                "d_degraded": [], "d_auto": [], "d_true": [], "s_degraded": [], "s_auto": []} for c in classes}
     for i, f in enumerate(tqdm(frames, desc=name, unit="frame", disable=not progress)):
+        # a camera of signed words is scored in their order (offset binary), as tir run reads and shows it
+        order = _in_order if ds.bits > 8 and signed_words(f) else (lambda x: x)
         for k, c in enumerate(classes):
             rng = np.random.default_rng([seed, i, k])
             counts, clean, meta, peak = degrade_counts(f, ds.bits, c, rng, defects=sensor)
             # the reference and the degraded input as a camera that replaces its dead read-outs
             # gives them: filling a dead column is no harm, leaving it no gain
-            clean, shown = scene_view(clean, sensor), scene_view(counts, sensor)
+            clean, shown = order(scene_view(clean, sensor)), order(scene_view(counts, sensor))
             # the gates' histories hold the camera's own frames, not the degradations evaluated on
             # them (K12): a degraded frame is judged against them without joining them
             auto.freeze_camera(c != CLEAN)
@@ -505,7 +525,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             if router_only:
                 user_route(auto, counts, meta, camera)
             else:
-                out = user_path(auto, counts, meta, camera)
+                out = order(user_path(auto, counts, meta, camera))
             status = auto.status()
             per[c]["verdicts"].append(status["decision"] if status["decision"] is not None else PASSTHROUGH)
             per[c]["widened"].append(scene_referred and span_widened(shown))
@@ -527,7 +547,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
             if true_routes:
                 # the true route: the same engine the automatic path loads (Restorer.engine caches it),
                 # on the same read-out (the stream's replacement; this frame is counted already)
-                true_out = user_path(auto.engine(c), counts, meta, camera, learn=False)
+                true_out = order(user_path(auto.engine(c), counts, meta, camera, learn=False))
                 per[c]["true"].append(psnr(true_out / peak, clean / peak))
                 if scene_referred:
                     per[c]["d_true"].append(psnr(display_map(true_out), d_clean))

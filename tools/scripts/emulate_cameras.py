@@ -1,7 +1,7 @@
 """Emulated "new cameras" from the test splits: how the product behaves on a camera none of the
 data sets covers (issue 9, "checked from outside": run ``tir eval --data OUT/<camera>`` on each).
 
-Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]] [--round 1-3|4|5|6|7]
+Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]] [--round 1-3|4|5|6|7|8]
 
 Each camera is a folder ``OUT/<name>/`` of 12 frames of one size, built from the **test** split
 of a registered set (frames only used to measure, never to tune), read from the data root
@@ -198,6 +198,30 @@ Round 6 (``--round 6``, table :data:`ROUND6`), camera pipelines of kinds rounds 
   (thermal_io.md §3.3, §4.2): a drone of ~100 px far hotter than the sky takes the top of the
   8 bits, the sky's 1st-99th percentiles are squeezed into about a quarter of them (Anti-UAV scenes,
   noise 1.0).
+
+Round 8 (``--round 8``, table :data:`ROUND8`), camera pipelines of kinds rounds 1-7 do not cover;
+[U] as in round 4:
+
+- ``lepton25_y16_80x60``: a radiometric Lepton 2.5 in TLinear at 0.01 K (thermal_io.md §3.2, Y16 =
+  kelvin × 100): 80×60 Y16, 3-10 K scenes at 288-300 K, NETD 0.05 K [U];
+- ``tc001_stacked_256x384``: a TOPDON TC001 / InfiRay P2 Pro's whole 256×384 YUYV capture (thermal_io.md
+  §3.2: the AGC image on top, the raw 1/64 K words below) recorded by a generic program with the RGB
+  conversion on [U], turned to grey: the image half as tc001_256x192, the raw words' low byte below;
+- ``hikmicro_sr_640x512``: a 320×256 core with DDE shown through a "super resolution" mode [U: bicubic
+  2× and an unsharp mask of 1.0; the vendor does not publish it];
+- ``hd12_y16_1280x1024``: a 1280×1024 core with a 12-bit Y16 output [U]: span 600-1800 counts at
+  800-1400, noise σ 2 counts;
+- ``mains_bands_640x512``: 50 Hz interference in a 60 Hz camera [U]: a row sinusoid of 2.5 grey levels,
+  170-row period, rolling 2π·50/60 a frame;
+- ``barrel_wide_160x120``: a 95° lens (Lepton 3.1R class [U: its distortion is not in the notes]):
+  barrel distortion k1 = 0.25 with the corners kept, cos⁴ fall-off to 0.4 at the corners;
+- ``mwir_cooled_640x512``: a cooled MWIR look: noise 0.1 grey level, plateau AGC;
+- ``png16_8bit_640x512``: an 8-bit video exported as 16-bit PNG of 8 significant bits, ``v·257``
+  (the PNG specification's left bit replication);
+- ``pillarbox_1920x1080``: a 640×480 camera's HDMI output through a 1080p grabber [U]: 1440×1080
+  bilinear between 240-column black bars;
+- ``signed_cc_winter_640x512``: a radiometric core whose Y16 is 0.01 °C as int16 [U], recorded as
+  uint16: a −12…+12 °C winter scene, the pixels below 0 °C at 64300-65535.
 
 Every random draw is seeded by the camera and the frame's index, so the folders are the same on
 every run. numpy + OpenCV only.
@@ -1481,9 +1505,176 @@ ROUND7: Dict[str, Tuple[Callable, Callable, str]] = {
 }
 
 
+# --- round 8: cameras of kinds the 76 above do not cover -------------------------------------
+
+#: a radiometric Lepton's TLinear Y16 at 0.01 K resolution: counts per kelvin (thermal_io.md §3.2:
+#: "°C = raw/100 − 273.15", ``ktoc(val) = (val − 27315)/100``)
+TLINEAR_PER_K = 100.0
+
+
+def lepton25_tlinear(i: int, grey: np.ndarray, seed: int = 801) -> np.ndarray:
+    """A radiometric Lepton 2.5 (80×60) in TLinear at 0.01 K (thermal_io.md §3.2, Y16 = kelvin ×
+    :data:`TLINEAR_PER_K`): the scene area-averaged to 80×60, its 1st-99th percentiles spanning a drawn
+    3-10 K from a drawn 288-300 K, NETD σ 0.05 K [U: the Lepton's "< 50 mK" class], rounded. uint16
+    60×80 (values about 28800-31000)."""
+    rng = np.random.default_rng([seed, i])
+    span_k, base_k = rng.uniform((3.0, 288.0), (10.0, 300.0))
+    g = resample(grey, (80, 60))
+    p1, p99 = np.percentile(g, (1, 99))
+    kelvin = base_k + (g - p1) / max(p99 - p1, 1e-9) * span_k + rng.normal(0.0, 0.05, g.shape)
+    return np.clip(np.rint(kelvin * TLINEAR_PER_K), 0, 65535).astype(np.uint16)
+
+
+#: the InfiRay module's raw temperature half: kelvin per count (thermal_io.md §3.2: °C = raw/64 − 273.15)
+TC001_PER_K = 64.0
+
+
+def tc001_stacked(i: int, grey: np.ndarray, seed: int = 802) -> np.ndarray:
+    """A TOPDON TC001 / InfiRay P2 Pro's whole 256×384 YUYV capture as a generic UVC program records it
+    with the conversion to RGB left on, turned to grey (thermal_io.md §3.2: the top 192 rows the vendor's
+    AGC image, the bottom 192 rows the raw temperature in 1/64 K, two bytes a pixel; [U] that a
+    recording of the converted stream keeps it): top half tc001_256x192's image (noise 1.5, smoothing
+    0.8 px, linear AGC); bottom half the luma the conversion makes of the raw words, their low byte
+    (the high byte goes to the chroma), so the 1/64-K counts of a 15-40 °C scene wrap every 4 K.
+    uint8 384×256."""
+    top = camera((256, 192), 1.5, linear_agc, seed,
+                 process=lambda c, rng: cv2.GaussianBlur(c, (0, 0), 0.8, borderType=cv2.BORDER_REFLECT))(i, grey)
+    rng = np.random.default_rng([seed + 1000, i])
+    span_k, base_k = rng.uniform((6.0, 288.0), (25.0, 300.0))
+    g = resample(grey, (256, 192))
+    p1, p99 = np.percentile(g, (1, 99))
+    raw = np.rint((base_k + (g - p1) / max(p99 - p1, 1e-9) * span_k + rng.normal(0.0, 0.06, g.shape))
+                  * TC001_PER_K).astype(np.int64)
+    return np.concatenate([top, (raw & 0xFF).astype(np.uint8)], axis=0)
+
+
+def super_resolution(g: np.ndarray, factor: int = 2, amount: float = 1.0) -> np.ndarray:
+    """A camera's "super resolution" display mode (``after`` for :func:`camera`; Hikmicro-class
+    handhelds [U: the vendor does not publish the method]): bicubic enlargement by ``factor``, then an
+    unsharp mask of ``amount`` (σ 1 px at the enlarged size). uint8 (H·factor, W·factor)."""
+    big = cv2.resize(g, (g.shape[1] * factor, g.shape[0] * factor), interpolation=cv2.INTER_CUBIC)
+    return unsharp(amount)(big)
+
+
+#: round 8's HD camera: its digital output's bits (a 12-bit Y16 video, [U] for the product)
+HD_BITS = 12
+
+
+def hd12_counts(i: int, counts: np.ndarray, seed: int = 804) -> np.ndarray:
+    """A 1280×1024 uncooled core with a 12-bit Y16 output (HD cores' digital video, [U] which ones):
+    960×768 T1030sc counts resized (bicubic) to 1280×1024, their 1st-99th percentiles spanning a drawn
+    600-1800 counts from a drawn 800-1400, white noise σ 2 counts, clipped to 0..4095. uint16 1024×1280."""
+    rng = np.random.default_rng([seed, i])
+    span, base = rng.uniform((600.0, 800.0), (1800.0, 1400.0))
+    c = cv2.resize(counts.astype(np.float32), (1280, 1024), interpolation=cv2.INTER_CUBIC).astype(np.float64)
+    c = remap_span(c, span, base).astype(np.float64) + rng.normal(0.0, 2.0, c.shape)
+    return np.clip(np.rint(c), 0, (1 << HD_BITS) - 1).astype(np.uint16)
+
+
+#: round 8's mains interference: the mains and frame frequencies (Hz) and the bands' period in rows
+MAINS_HZ, MAINS_FPS, MAINS_PERIOD_ROWS = 50.0, 60.0, 170.0
+
+
+def mains_bands(i: int) -> Callable:
+    """Rolling bands of mains interference (``process`` for :func:`camera`; [U] a 50 Hz supply coupled
+    into the read-out of a 60 Hz camera): a sinusoid along the rows of amplitude 2.5 grey levels of the
+    frame's min-max AGC and period :data:`MAINS_PERIOD_ROWS`, its phase advancing 2π·50/60 a frame so
+    the bands roll. Float counts, same shape."""
+    def fn(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        per_grey = float(counts.max() - counts.min()) / 255.0
+        rows = np.arange(counts.shape[0], dtype=np.float64)
+        phase = 2.0 * np.pi * (MAINS_HZ / MAINS_FPS) * i
+        return counts + 2.5 * per_grey * np.sin(2.0 * np.pi * rows / MAINS_PERIOD_ROWS + phase)[:, None]
+    return fn
+
+
+def barrel(radiance: np.ndarray, k1: float = 0.25, corner: float = 0.4) -> np.ndarray:
+    """A wide-FOV lens (``scene_fn`` for :func:`camera`; a Lepton 3.1R's 95° [U: the datasheet's
+    distortion is not in the notes]): barrel distortion, each output pixel at radius r (1 at the corners)
+    taken from the scene at ``r·(1 + k1·r²)/(1 + k1)`` (the corners stay, a positive ``k1`` enlarges the
+    centre by 1 + k1 and squeezes the edges: straight lines bow outwards; OpenCV remap, bilinear,
+    reflected borders),
+    times :func:`vignette` with the corners at ``corner``. float64, same shape."""
+    h, w = radiance.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    rn = np.hypot(cx, cy)
+    dx, dy = (x - cx) / rn, (y - cy) / rn
+    scale = (1.0 + k1 * (dx * dx + dy * dy)) / (1.0 + k1)  # r_src / r: 1 at the corners, 1/(1 + k1) at the centre
+    mx = (cx + dx * rn * scale).astype(np.float32)
+    my = (cy + dy * rn * scale).astype(np.float32)
+    out = cv2.remap(radiance.astype(np.float64), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return vignette(out, corner)
+
+
+def png16_x257(g: np.ndarray) -> np.ndarray:
+    """An 8-bit video exported as a 16-bit PNG with 8 significant bits (PNG spec §12.5 [S]: scale a
+    sample to a greater depth by left bit replication, ``v·257`` for 8 → 16 bits): uint16, same shape,
+    256 levels 0, 257, …, 65535."""
+    return (g.astype(np.uint16) * np.uint16(257)).astype(np.uint16)
+
+
+#: an HDMI grabber's frame (1920×1080) and the 4:3 picture it scales into it (1440×1080)
+HDMI_SIZE, HDMI_PICTURE = (1920, 1080), (1440, 1080)
+
+
+def pillarbox(g: np.ndarray) -> np.ndarray:
+    """A 640×480 camera's HDMI output through a 1080p grabber (``after`` for :func:`camera`; [U] the
+    scaler): the 4:3 picture resized (bilinear) to :data:`HDMI_PICTURE` and centred in a black
+    :data:`HDMI_SIZE` frame, 240 columns of 0 either side. uint8 1080×1920."""
+    out = np.zeros((HDMI_SIZE[1], HDMI_SIZE[0]), np.uint8)
+    pic = cv2.resize(g, HDMI_PICTURE, interpolation=cv2.INTER_LINEAR)
+    x0 = (HDMI_SIZE[0] - HDMI_PICTURE[0]) // 2
+    out[:, x0:x0 + HDMI_PICTURE[0]] = pic
+    return out
+
+
+def signed_centicelsius(i: int, grey: np.ndarray, seed: int = 810) -> np.ndarray:
+    """A radiometric core whose Y16 is the temperature in 0.01 °C as a signed 16-bit word [U: modules
+    that report int16 centi-degrees Celsius], recorded as uint16: a winter scene, its 1st-99th
+    percentiles spanning a drawn 8-16 K from a drawn −12…−4 °C, NETD σ 0.05 K, so the pixels below
+    0 °C wrap to 65536 + value (about 64300-65535) and the rest read 0-1200. uint16, same shape."""
+    rng = np.random.default_rng([seed, i])
+    span, base = rng.uniform((8.0, -12.0), (16.0, -4.0))
+    g = grey.astype(np.float64)
+    p1, p99 = np.percentile(g, (1, 99))
+    celsius = base + (g - p1) / max(p99 - p1, 1e-9) * span + rng.normal(0.0, 0.05, g.shape)
+    return (np.rint(celsius * 100.0).astype(np.int64) & 0xFFFF).astype(np.uint16)
+
+
+#: round 8: cameras of kinds the 76 of rounds 1-7 do not cover (``--round 8``), same layout
+ROUND8: Dict[str, Tuple[Callable, Callable, str]] = {
+    "lepton25_y16_80x60": (_set("hit_uav"), lepton25_tlinear,
+                           "HIT-UAV as a radiometric Lepton 2.5: 80x60 Y16 TLinear 0.01 K, 3-10 K at 288-300 K"),
+    "tc001_stacked_256x384": (_centre_4x3, tc001_stacked,
+                              "RoadScene 4:3 centre as a TC001's whole 256x384 capture turned to grey: the AGC "
+                              "image on top, the raw 1/64 K words' low byte below"),
+    "hikmicro_sr_640x512": (_set("hit_uav"), camera((320, 256), 0.6, dde_agc, 803, after=super_resolution),
+                            "HIT-UAV at 320x256, noise 0.6, DDE, 'super resolution' 2x bicubic + unsharp 1.0"),
+    "hd12_y16_1280x1024": (_raw_5x4, hd12_counts,
+                           "T1030sc scenes at 1280x1024 as 12-bit Y16: span 600-1800 at 800-1400, noise 2 counts"),
+    "mains_bands_640x512": (_set("roadscene-ir"), lambda i, f: camera((640, 512), 0.6, linear_agc, 805,
+                                                                      process=mains_bands(i))(i, f),
+                            "RoadScene, noise 0.6, linear AGC, 50 Hz bands (2.5 grey, 170 rows) rolling at 60 fps"),
+    "barrel_wide_160x120": (_set("m3svd_magnity"), camera((160, 120), 0.35, linear_agc, 806,
+                                                                  scene_fn=lambda r, rng: barrel(r)),
+                            "M3SVD through a 95-degree lens: barrel k1 0.25, corners at 0.4, 160x120, noise 0.35"),
+    "mwir_cooled_640x512": (_set("m3svd_magnity"), camera((640, 512), 0.1, plateau_agc, 807),
+                            "M3SVD as a cooled MWIR camera: noise 0.1 grey level, plateau AGC"),
+    "png16_8bit_640x512": (_set("roadscene-ir"), lambda i, f: png16_x257(camera((640, 512), 0.6, linear_agc, 808)(i, f)),
+                           "RoadScene, noise 0.6, linear AGC, exported as 16-bit PNG: v x 257 (8 significant bits)"),
+    "pillarbox_1920x1080": (_set("m3svd_magnity"), camera((640, 480), 0.6, linear_agc, 809, after=pillarbox),
+                            "M3SVD 640x480, noise 0.6, linear AGC, through a 1080p HDMI grabber: 1440x1080 "
+                            "with 240 black columns either side"),
+    "signed_cc_winter_640x512": (_raw, signed_centicelsius,
+                                 "T1030sc scenes as int16 0.01 degC, a -12..+12 degC winter scene: below 0 degC "
+                                 "wraps to 64300-65535"),
+}
+
+
 #: the rounds ``--round`` builds: 1-3 are :data:`CAMERAS` (the default), 4 is :data:`ROUND4`, 5 :data:`ROUND5`,
-#: 6 :data:`ROUND6`, 7 :data:`ROUND7`
-ROUNDS = {"1-3": CAMERAS, "4": ROUND4, "5": ROUND5, "6": ROUND6, "7": ROUND7}
+#: 6 :data:`ROUND6`, 7 :data:`ROUND7`, 8 :data:`ROUND8`
+ROUNDS = {"1-3": CAMERAS, "4": ROUND4, "5": ROUND5, "6": ROUND6, "7": ROUND7, "8": ROUND8}
 
 
 def build(out: Path, root=None, only=None, frames: int = FRAMES, cameras: Dict = None) -> Dict[str, int]:
@@ -1523,7 +1714,7 @@ def main(argv=None) -> int:
     p.add_argument("--root", default=None, help="data root (default $TIR_DATA_ROOT or ../shared/data)")
     p.add_argument("--only", default=None, help="comma list of cameras (default: all of the round)")
     p.add_argument("--round", default="1-3", choices=sorted(ROUNDS),
-                   help="which cameras: 1-3 (the 34 of rounds 1-3, default), 4, 5, 6 or 7 (one later round)")
+                   help="which cameras: 1-3 (the 34 of rounds 1-3, default), 4, 5, 6, 7 or 8 (one later round)")
     a = p.parse_args(argv)
     cameras = ROUNDS[a.round]
     try:
