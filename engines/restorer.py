@@ -857,7 +857,7 @@ class Restorer:
         but cannot load or run here: cut short before its sha was recorded, a newer opset, a
         custom operator, an input of another rank. The engines stay loaded (each would load on
         first use anyway; measured on the shipped bundle: about 0.8 s for seven routes, the
-        router and the student, 1 thread, under load; `/work/runs/s19/f19/load_cost.py`).
+        router and the student, 1 thread, under load; docs/reliability.md "Session 19").
 
         Returns:
             The names checked (route tasks, ``router``, ``student``), in order.
