@@ -336,7 +336,7 @@ def _rewrite_resize_matmul(model, report: IntegerFormReport, keep: set) -> None:
             continue
         x, out = node.input[0], node.output[0]
         name = node.name
-        new, made = [], []
+        new = []
 
         def const(base, values, dtype=np.float32):
             t = _unique(model, f"{name}_{base}")
@@ -370,9 +370,9 @@ def _rewrite_resize_matmul(model, report: IntegerFormReport, keep: set) -> None:
         a_h, a_w = matrices
         a_wt = add("Transpose", [a_w], "w_At", perm=[1, 0])
         rows = add("MatMul", [x, a_wt], "xw")                      # N×C×h×(s·w)
-        model.graph.node.insert(list(model.graph.node).index(node),
-                                helper.make_node("MatMul", [a_h, rows], [out], name=_unique(model, f"{name}_hxw")))
-        new.append(model.graph.node[list(model.graph.node).index(node) - 1])
+        last = helper.make_node("MatMul", [a_h, rows], [out], name=_unique(model, f"{name}_hxw"))
+        new.append(last)
+        model.graph.node.insert(list(model.graph.node).index(node), last)
         model.graph.node.remove(node)
         report.resize_matmul.append(name)
         report.float_nodes.extend(n.name for n in new)

@@ -176,6 +176,13 @@ def signed_words(raw: np.ndarray, stride: int = 8) -> bool:
     return bool(quarter[0] >= SIGNED_TAIL and quarter[3] >= SIGNED_TAIL and quarter[1] + quarter[2] <= SIGNED_TAIL)
 
 
+def offset_binary(words: np.ndarray) -> np.ndarray:
+    """``words ^`` :data:`SIGN_BIT` as uint16 (same shape): signed (two's complement) 16-bit words
+    read as unsigned put in their values' order (offset binary), and back, since the flip is its
+    own inverse (:func:`signed_words` says why)."""
+    return np.asarray(words).astype(np.uint16, copy=False) ^ np.uint16(SIGN_BIT)
+
+
 def status_rows(raw: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5, stride: int = 8) -> Tuple[int, int]:
     """How many rows at the top and at the bottom of a raw frame are not image (status rows:
     telemetry or a header a camera appends to its Y16 frame, e.g. a Lepton's 2-3 telemetry rows,

@@ -617,6 +617,12 @@ def noise_partners(specs: Mapping[str, Sequence[dict]]) -> Dict[str, str]:
     return out
 
 
+def _counts_per_unit(scale) -> Optional[float]:
+    """``scale`` (counts one frame unit stands for, :meth:`FPNGate.step`) as a float, or None when it
+    is absent, not finite or not positive (a display-referred frame)."""
+    return float(scale) if scale is not None and np.isfinite(scale) and scale > 0.0 else None
+
+
 class FPNGate:
     """Adds the noise part to verdicts on frames that carry column FPN, and the noise task to an
     unknown verdict on a frame whose white noise is clearly above the camera's floor.
@@ -871,7 +877,7 @@ class FPNGate:
         sigmas = self._sigmas(frame)
         if sigmas is None:
             return None
-        self.scale = float(scale) if scale is not None and np.isfinite(scale) and scale > 0.0 else None
+        self.scale = _counts_per_unit(scale)
         self._record(sigmas)
         return sigmas[0]
 
@@ -894,7 +900,7 @@ class FPNGate:
                 for a display-referred one (8-bit: the camera's AGC ran). With it the frame's white
                 noise is also judged against the camera's floor in counts (:meth:`counts_limit`).
         """
-        self.scale = float(scale) if scale is not None and np.isfinite(scale) and scale > 0.0 else None
+        self.scale = _counts_per_unit(scale)
         # one assignment once the frame is measured: a status read meanwhile (the stats thread)
         # sees the last verdict's offsets, not none
         task, fpn, self.offsets = self._step(task, frame)

@@ -888,10 +888,10 @@ class Restorer:
                 return np.zeros((1,) + shape[1:], dtype=np.float32)
             return zeros
 
-        def run_route(task):
-            engine = self.engine(task)
+        def run_same_shape(engine, *weights) -> None:
+            """Run ``engine`` on its zero frame; a route (or the student) gives back the shape it is given."""
             x = check_input(engine)
-            out = engine.infer(x)
+            out = engine.infer(x, *weights)
             if np.shape(out) != x.shape:
                 raise EngineError(f"gives {tuple(np.shape(out))} for a {x.shape} input; a route gives back "
                                   "the shape it is given")
@@ -912,7 +912,7 @@ class Restorer:
         for task in tasks:
             if self.runs_student(task):
                 continue   # the student is checked once below
-            attempt(f"route {task}", self.bundle.route_path(task), lambda t=task: run_route(t))
+            attempt(f"route {task}", self.bundle.route_path(task), lambda t=task: run_same_shape(self.engine(t)))
         if self.router_info is not None and not self.forced:
             def run_router():
                 if self._router_engine is None:
@@ -920,14 +920,9 @@ class Restorer:
                 self._router_engine.infer(prepare_frames(zeros, self._input_size))
             attempt("the router", self.bundle.router_path, run_router)
         if self.uses_student and (not self.forced or self.runs_student(self.current)):
-            def run_student():
-                weights = self._one_hot(self.prompts[0]) if self.prompts else np.zeros(0, np.float32)
-                engine = self.student_engine()
-                x = check_input(engine)
-                out = engine.infer(x, weights)
-                if np.shape(out) != x.shape:
-                    raise EngineError(f"gives {tuple(np.shape(out))} for a {x.shape} input")
-            attempt("the student", self.bundle.student_path if self.precision != "int8" else None, run_student)
+            weights = self._one_hot(self.prompts[0]) if self.prompts else np.zeros(0, np.float32)
+            attempt("the student", self.bundle.student_path if self.precision != "int8" else None,
+                    lambda: run_same_shape(self.student_engine(), weights))
         return checked
 
     # --------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from waiting import wait_until
+
 from tir.edge.frame import Frame, now
 from tir.edge.outputs import OutputError, open_output
 from tir.edge.outputs.recorder import INDEX_NAME, PREVIEW_NAME, read_recording
@@ -269,8 +271,9 @@ def test_a_failed_recorder_shows_in_the_pipeline_snapshot(tmp_path, monkeypatch)
     assert snap["recording"]["written"] == 0 and snap["recording"]["lost"] == 5
 
 
-@pytest.mark.faults
-def test_a_full_disk_in_png_format_removes_the_failed_frames_files(tmp_path, monkeypatch):
+def _png_write_fails(monkeypatch, when):
+    """Make the recorder's PNG writes fail with ENOSPC where ``when(n, seq)`` is true (n: the
+    1-based count of PNG writes so far, seq: the frame's), as a full disk or folder answers."""
     import errno
 
     from tir.edge.outputs.recorder import Recorder
@@ -280,11 +283,17 @@ def test_a_full_disk_in_png_format_removes_the_failed_frames_files(tmp_path, mon
 
     def write_png(self, kind, seq, counts):
         calls["n"] += 1
-        if calls["n"] == 6:  # frame 2's restored PNG: its raw PNG is already in place
+        if when(calls["n"], seq):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, kind, seq, counts)
 
     monkeypatch.setattr(Recorder, "_write_png", write_png)
+
+
+@pytest.mark.faults
+def test_a_full_disk_in_png_format_removes_the_failed_frames_files(tmp_path, monkeypatch):
+    # the 6th PNG, frame 2's restored one: its raw PNG is already in place
+    _png_write_fails(monkeypatch, lambda n, seq: n == 6)
     with open_output(f"file://{tmp_path}/rec?format=png&preview=0") as rec:
         for seq in range(5):
             rec.write(make_frame(seq))
@@ -538,23 +547,13 @@ def test_overwrite_removes_a_png_recordings_sub_folders(tmp_path):
 
 @pytest.mark.faults
 def test_enospc_on_a_disk_with_room_says_the_folder_may_be_full(tmp_path, monkeypatch):
-    import errno
-
     from tir.edge.outputs import recorder as recorder_module
-    from tir.edge.outputs.recorder import Recorder
 
     class Room:
         f_bavail, f_frsize = 1 << 20, 4096   # 4 GiB free
 
     monkeypatch.setattr(recorder_module.os, "statvfs", lambda path: Room())
-    real = Recorder._write_png
-
-    def write_png(self, kind, seq, counts):
-        if seq == 2:   # vfat's answer when a folder has no free entry left
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, kind, seq, counts)
-
-    monkeypatch.setattr(Recorder, "_write_png", write_png)
+    _png_write_fails(monkeypatch, lambda n, seq: seq == 2)   # vfat's answer when a folder has no free entry left
     with open_output(f"file://{tmp_path}/rec?format=png&preview=0") as rec:
         for seq in range(4):
             rec.write(make_frame(seq))
@@ -573,7 +572,7 @@ def test_a_png_sub_folder_replaced_by_a_link_stops_the_recording_and_writes_noth
     folder = tmp_path / "rec"
     with open_output(f"file://{folder}?format=png&preview=0&what=raw") as rec:
         rec.write(make_frame(0, with_restored=False))
-        assert _wait(lambda: rec.written == 1)
+        assert wait_until(lambda: rec.written == 1, limit_s=10.0)
         (folder / "raw" / "00001").symlink_to(elsewhere)   # the next sub-folder, made by someone else
         for seq in (1, 2, 3):
             rec.write(make_frame(seq, with_restored=False))
@@ -581,13 +580,3 @@ def test_a_png_sub_folder_replaced_by_a_link_stops_the_recording_and_writes_noth
     raw, index = read_recording(folder, what="raw")
     assert [r["seq"] for r in index] == ["0", "1"]
 
-
-def _wait(condition, timeout=10.0):
-    import time
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()

@@ -25,7 +25,7 @@ from ..agc import DisplayMapper
 from ..defects import DefectMap
 from ..frame import Frame, FrameError, now
 from ..logs import RateLimiter
-from ..normalize import SIGN_BIT, NormParams, Normalizer, signed_words, status_rows
+from ..normalize import NormParams, Normalizer, offset_binary, signed_words, status_rows
 from .slots import LatestWinsSlot
 from .stats import PipelineStats
 
@@ -211,7 +211,7 @@ class Preprocess:
         if not self._signed:
             return frame.raw
         frame.meta["signed_words"] = True
-        return frame.raw ^ np.uint16(SIGN_BIT)
+        return offset_binary(frame.raw)
 
     def _repair(self, frame: Frame, reasons: list, raw: Optional[np.ndarray] = None) -> np.ndarray:
         """The frame's counts (``raw``, default ``frame.raw``) with the camera's dead read-outs
@@ -450,6 +450,13 @@ class PipelinedInfer:
         self._pipes.clear()
 
 
+def _camera_words(frame: Frame, counts: np.ndarray) -> np.ndarray:
+    """``counts`` flipped between their order and the camera's own words (:func:`offset_binary`,
+    its own inverse) for a stream :class:`Preprocess` read as signed (``meta["signed_words"]``);
+    ``counts`` itself otherwise."""
+    return offset_binary(counts) if frame.meta.get("signed_words") else counts
+
+
 class Postprocess:
     """Model output -> uint16 counts in ``frame.restored`` (the inverse of Preprocess).
 
@@ -488,7 +495,7 @@ class Postprocess:
         raw = frame.meta.pop(_REPAIRED_KEY, None)
         raw = frame.raw if raw is None else raw
         if frame.meta.pop(_PASSTHROUGH_KEY, False):
-            frame.restored = self._words(frame, raw.copy())
+            frame.restored = _camera_words(frame, raw.copy())
             return
         # one float64 sum: NaN or inf anywhere makes it non-finite; finite float32 values cannot overflow it
         if not np.isfinite(np.add.reduce(np.asarray(y), axis=None, dtype=np.float64)):
@@ -512,7 +519,7 @@ class Postprocess:
         if step > 1:
             # the camera's own count format: an MSB-aligned camera's restored counts stay on its steps
             restored = np.clip(np.rint(restored / step) * step, 0, self.normalizer.max_count).astype(np.uint16)
-        restored = self._words(frame, restored)
+        restored = _camera_words(frame, restored)
         top, bottom = norm.get("status_rows", (0, 0))
         if top or bottom:
             h = restored.shape[0]
@@ -520,20 +527,12 @@ class Postprocess:
             restored[h - bottom:] = frame.raw[h - bottom:]
         frame.restored = restored
 
-    @staticmethod
-    def _words(frame: Frame, counts: np.ndarray) -> np.ndarray:
-        """``counts`` (in their order) in the camera's own words: back to two's complement
-        (``^ 0x8000``) for a stream Preprocess read as signed (``meta["signed_words"]``)."""
-        if frame.meta.get("signed_words"):
-            return counts ^ np.uint16(SIGN_BIT)
-        return counts
-
     def _not_finite(self, frame: Frame, raw: np.ndarray, y: np.ndarray) -> None:
         """The model's output for ``frame`` holds NaN/inf: pass the frame through, count, log."""
         bad = int(y.size - np.count_nonzero(np.isfinite(y)))
         reason = (f"the model's output for frame {frame.seq} holds {bad} of {y.size} values that "
                   "are NaN or infinite; the frame is passed through unrestored (a damaged or badly trained route?)")
-        frame.restored = self._words(frame, raw.copy())
+        frame.restored = _camera_words(frame, raw.copy())
         if self.stats is not None:
             self.stats.error(self.name, ValueError(reason))
         self._limiter.log(log, logging.WARNING, "not-finite", "%s", reason)
@@ -556,10 +555,9 @@ class Display:
             self.skipped += 1
             return
         # a stream of signed words (Preprocess, ``meta["signed_words"]``) is shown in its order
-        words = (lambda c: c ^ np.uint16(SIGN_BIT)) if frame.meta.get("signed_words") else (lambda c: c)
-        frame.display["raw"] = self.raw(words(frame.raw))
+        frame.display["raw"] = self.raw(_camera_words(frame, frame.raw))
         if self.restored is not None and frame.restored is not None:
-            frame.display["restored"] = self.restored(words(frame.restored))
+            frame.display["restored"] = self.restored(_camera_words(frame, frame.restored))
 
 
 class Deliver:

@@ -67,7 +67,7 @@ import cv2
 import numpy as np
 
 from tir.edge.defects import DefectMap, replace_defects
-from tir.edge.normalize import signed_words
+from tir.edge.normalize import offset_binary, signed_words
 
 from . import datasets as dsets
 from .. import degrade as deg
@@ -198,14 +198,6 @@ def display_map(counts: np.ndarray) -> np.ndarray:
     return np.clip((counts.astype(np.float64) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
 
 
-def _in_order(counts: np.ndarray) -> np.ndarray:
-    """Signed (two's complement) 16-bit words as offset binary, their values in order (``^ 0x8000``,
-    :func:`tir.edge.normalize.signed_words`); same shape, uint16."""
-    from tir.edge.normalize import SIGN_BIT
-
-    return np.asarray(counts).astype(np.uint16) ^ np.uint16(SIGN_BIT)
-
-
 def stamp_defects(counts: np.ndarray, clean_counts: np.ndarray, defects: Optional[np.ndarray]) -> np.ndarray:
     """``counts`` (a degraded frame) with the sensor's dead read-outs stamped back: their pixels
     read what the clean frame's read (a dead or stuck read-out returns its value whatever the
@@ -258,15 +250,14 @@ def degrade_counts(clean: np.ndarray, bits: int, task: str, rng,
         return stamp_defects(grey << 6, clean_counts, defects), clean_counts, meta, 255.0 * 64
     # a raw frame's status rows (a Lepton's telemetry, tir.edge.normalize.status_rows) are not
     # image: the degradation's range is the image rows' and only they are degraded
-    from tir.edge.normalize import SIGN_BIT, count_step, signed_words, status_rows
+    from tir.edge.normalize import count_step, status_rows
 
     if signed_words(clean):
         # a camera of signed words (two's complement read as unsigned: tir run reads them as offset
         # binary, edge/pipeline/stages.py Preprocess): the scene is degraded in its order and given
         # back in the camera's words
-        flip = np.uint16(SIGN_BIT)
-        counts, _, meta, peak = degrade_counts(clean ^ flip, bits, task, rng, defects)
-        return counts ^ flip, clean.astype(np.uint16), meta, peak
+        counts, _, meta, peak = degrade_counts(offset_binary(clean), bits, task, rng, defects)
+        return offset_binary(counts), clean.astype(np.uint16), meta, peak
     top, bottom = status_rows(clean)
     image = slice(top, clean.shape[0] - bottom)
     clean_counts = clean.astype(np.uint16)
@@ -511,7 +502,7 @@ def evaluate_set(bundle, name: str, split: str = "test", seed: int = 0, max_fram
                "d_degraded": [], "d_auto": [], "d_true": [], "s_degraded": [], "s_auto": []} for c in classes}
     for i, f in enumerate(tqdm(frames, desc=name, unit="frame", disable=not progress)):
         # a camera of signed words is scored in their order (offset binary), as tir run reads and shows it
-        order = _in_order if ds.bits > 8 and signed_words(f) else (lambda x: x)
+        order = offset_binary if ds.bits > 8 and signed_words(f) else (lambda x: x)
         for k, c in enumerate(classes):
             rng = np.random.default_rng([seed, i, k])
             counts, clean, meta, peak = degrade_counts(f, ds.bits, c, rng, defects=sensor)

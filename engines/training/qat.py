@@ -293,13 +293,15 @@ def learned_ranges(gm: nn.Module):
     return out
 
 
-def write_back(gm: nn.Module, src_path, out_path) -> List[str]:
+def write_back(gm: nn.Module, src_path, out_path, extra: Optional[Mapping[str, object]] = None) -> List[str]:
     """Copy ``src_path`` (ONNX) to ``out_path`` with every Conv / ConvTranspose weight and bias
-    initialiser replaced, by name, with the module's current float32 values (inputs, outputs,
+    initialiser replaced, by name, with the module's current float32 values, and each initialiser
+    named in ``extra`` ({name: tensor or array of its shape}) with those values (inputs, outputs,
     metadata and every other initialiser unchanged). Returns the initialiser names written.
 
     Raises:
-        ValueError: a written tensor's shape differs from the initialiser's.
+        ValueError: an ``extra`` name that is no initialiser, or a written tensor's shape that
+            differs from the initialiser's.
     """
     import onnx
     from onnx import numpy_helper
@@ -307,6 +309,15 @@ def write_back(gm: nn.Module, src_path, out_path) -> List[str]:
     model = onnx.load(os.fspath(src_path))
     by_name = {i.name: i for i in model.graph.initializer}
     written = []
+
+    def replace(name: str, value) -> None:
+        arr = (value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)).astype(np.float32)
+        old = by_name[name]
+        if tuple(old.dims) != arr.shape:
+            raise ValueError(f"{name}: shape {arr.shape} != initialiser {tuple(old.dims)}")
+        old.CopyFrom(numpy_helper.from_array(arr, name))
+        written.append(name)
+
     for conv in gm.modules():
         if not isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
             continue
@@ -314,36 +325,13 @@ def write_back(gm: nn.Module, src_path, out_path) -> List[str]:
         for name, value in zip(list(inputs)[1:3], (conv.weight, conv.bias)):
             if value is None or name not in by_name or name in written:
                 continue
-            old = by_name[name]
-            arr = value.detach().cpu().numpy().astype(np.float32)
-            if tuple(old.dims) != arr.shape:
-                raise ValueError(f"{name}: shape {arr.shape} != initialiser {tuple(old.dims)}")
-            old.CopyFrom(numpy_helper.from_array(arr, name))
-            written.append(name)
+            replace(name, value)
+    for name, value in (extra or {}).items():
+        if name not in by_name:
+            raise ValueError(f"{src_path}: no initialiser {name!r}")
+        replace(name, value)
     onnx.save(model, os.fspath(out_path))
     return written
-
-
-def write_initializer(path, name: str, value) -> str:
-    """Replace the initialiser ``name`` of the ONNX model at ``path`` (in place) with ``value``'s
-    float32 values (a tensor or array of the initialiser's shape); returns ``name``.
-
-    Raises:
-        ValueError: no initialiser ``name``, or ``value``'s shape differs from it.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(os.fspath(path))
-    init = next((i for i in model.graph.initializer if i.name == name), None)
-    if init is None:
-        raise ValueError(f"{path}: no initialiser {name!r}")
-    arr = (value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)).astype(np.float32)
-    if tuple(init.dims) != arr.shape:
-        raise ValueError(f"{name}: shape {arr.shape} != initialiser {tuple(init.dims)}")
-    init.CopyFrom(numpy_helper.from_array(arr, name))
-    onnx.save(model, os.fspath(path))
-    return name
 
 
 def _crop_size(crop: int, h: int, w: int, multiple: int) -> int:

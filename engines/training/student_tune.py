@@ -524,19 +524,18 @@ class StudentTuner:
         return self.state
 
     def export(self) -> Path:
-        """Write the trained convs back into a copy of the source ``student.onnx``
-        (``work/student.onnx``) and check it on ONNX Runtime against the torch graph (one random
+        """Write the trained convs (and the trained prompt table, :attr:`prompt_slots`) back into a
+        copy of the source ``student.onnx`` (``work/student.onnx``) and check it on ONNX Runtime against the torch graph (one random
         frame per prompt); the largest |Δ| is ``state["parity_max_abs_err"]``.
 
         Raises:
             RuntimeError: ONNX Runtime and torch differ by more than 1e-4.
         """
-        from .qat import write_back, write_initializer
+        from .qat import write_back
 
         path = self.work / STUDENT_FILE
-        self.state["written"] = write_back(self.gm, self.source, path)
-        if self.table is not None:
-            self.state["written"].append(write_initializer(path, self.table_init, self.table))
+        extra = {self.table_init: self.table} if self.table is not None else None
+        self.state["written"] = write_back(self.gm, self.source, path, extra=extra)
         sess = ort_session(path, self.s.threads)
         rng = np.random.default_rng(self.s.seed + 3)
         x = rng.random((1, 1, 2 * self.multiple, 3 * self.multiple), dtype=np.float32)
