@@ -487,6 +487,7 @@ def test_train_refuses_keep_thresholds_without_a_router_to_keep_them_of(tmp_path
     (["--size", "320x240"], "--size 320x240: the pipeline rows capture from the virtual camera, which renders"),
     (["--source", "EMPTY"], "--source: "),
     (["--source", "synthetic://?size=1x1"], "option size is not offered"),
+    (["--source", "v4l2:///dev/video99"], "--source: /dev/video99 does not exist"),
 ])
 def test_bench_checks_the_pipeline_source_before_the_model_runs(tmp_path, capsys, monkeypatch, argv, words):
     # a size the virtual camera does not render, or an empty folder, was an error row (exit 2)
@@ -567,3 +568,16 @@ def test_json_into_a_device_pipe_or_symlink_is_written_through_it_not_replaced(t
     assert (tmp_path / "latest.json").is_symlink()
     assert json.loads((tmp_path / "runs" / "r1.json").read_text()) == {"b": 2}
     assert sorted(os.listdir(tmp_path / "runs")) == ["r1.json"]
+
+
+@pytest.mark.parametrize("source, says", [
+    ("v4l2:///dev/video99", "/dev/video99 does not exist"),
+    ("{tmp}/no-such-recording.mp4", "no such file or folder"),
+])
+def test_run_names_a_missing_camera_or_file_before_the_model_loads(tmp_path, capsys, monkeypatch, source, says):
+    # the missing camera was named only after every route had loaded (about 10 s on 2 cores)
+    import tir.tools.run as run
+
+    monkeypatch.setattr(run, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    assert main(["run", "--source", source.format(tmp=tmp_path), "--frames", "1"]) == 2
+    assert says in capsys.readouterr().err

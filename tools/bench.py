@@ -150,10 +150,10 @@ def add_arguments(parser) -> None:
 
 def check_pipeline_source(source: str, size, given: bool) -> None:
     """Check the pipeline rows' source before any model loads or runs: its URI options
-    (:func:`tir.edge.sources.base.check_source`) and, for a file or folder, that it opens
-    (constructing a file source lists its frames; nothing is started). A --size the virtual
-    camera does not render, or an empty folder, was an error row after the whole model-only
-    benchmark had run.
+    (:func:`tir.edge.sources.base.check_source`) and that it opens (a file source lists its
+    frames, a camera's device is opened; nothing is started, and it is closed again). A --size the
+    virtual camera does not render, an empty folder or a missing camera was an error row after
+    the whole model-only benchmark had run.
 
     Args:
         source: the pipeline source URI (``--source``, or the virtual camera at ``size``).
@@ -161,7 +161,7 @@ def check_pipeline_source(source: str, size, given: bool) -> None:
         given: whether the user gave ``--source`` (else the message names ``--size``).
 
     Raises:
-        UsageError: the source's options are refused, or the file source cannot be opened.
+        UsageError: the source's options are refused, or the source cannot be opened.
     """
     from tir.edge.errors import UsageError
     from tir.edge.sources.base import SourceError, check_source, open_source
@@ -169,10 +169,9 @@ def check_pipeline_source(source: str, size, given: bool) -> None:
 
     try:
         uri = check_source(source)
-        if uri.scheme == "file":
-            close = getattr(open_source(uri), "close", None)
-            if callable(close):
-                close()
+        close = getattr(open_source(uri), "close", None)   # a missing camera or file is named now
+        if callable(close):
+            close()
     except SourceError as exc:  # its message names the URI or path
         if given:
             raise UsageError(f"--source: {exc}") from None

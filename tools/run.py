@@ -503,6 +503,9 @@ def _run(args) -> int:
             checked_outputs = [check_output(uri) for uri in uris]
             check_outputs_apart(checked_outputs)
             check_not_recording_over([checked_source, checked_reference], checked_outputs)
+            # the camera (or file) is opened before the models load: a missing one is named in a second,
+            # not after ten seconds of loading; it is not started (no frames are read) until the pipeline is
+            source = oriented(open_source(checked_source), getattr(args, "input_flip", "none"))
             model, description = load_model(args.model, args.backend, args.task, args.threads,
                                             adapt=getattr(args, "adapt", None),
                                             adapt_save=getattr(args, "adapt_save", None), source_uri=source_uri,
@@ -519,7 +522,6 @@ def _run(args) -> int:
                                      "router (give a bundle with a router and no --task)")
                 if getattr(model, "forced", False):
                     raise UsageError("--collect needs the router, and --task turns routing off; drop --task")
-            source = oriented(open_source(checked_source), getattr(args, "input_flip", "none"))
             pinned = pin_camera_reference(model, args, source, checked_reference)
             if pinned:
                 print(f"tir run: camera reference pinned to {pinned}", flush=True)
