@@ -69,6 +69,13 @@ def add_arguments(parser) -> None:
                         help="with --data: keep a contrast- or noise-carrying route's output as it is, without "
                              "mapping its extremes onto the camera's (engines/contrast_gate.py, engines/restorer.py "
                              "plan; on in tir run), to measure what it does")
+    parser.add_argument("--sequence", action="store_true",
+                        help="with --data: stream each camera's frames through tir run's schedule (router every 8 "
+                             "frames, hysteresis 3): clean, then each task followed by clean; per segment the share "
+                             "of frames the right route restored, how many frames it took, and the dB "
+                             "(engines/training/sequence_eval.py)")
+    parser.add_argument("--segment-frames", type=number(int, 1, what="a number of frames"), default=None,
+                        metavar="N", help="with --sequence: frames per segment (default 48)")
     parser.add_argument("--no-true-routes", action="store_true",
                         help="per-camera table: skip the forced true-route column (faster)")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
@@ -110,6 +117,11 @@ def main(args) -> int:
     bad = [b for b in baselines if b not in BASELINES]
     if bad:
         raise UsageError(f"unknown baselines {bad}; choose from {', '.join(BASELINES)}")
+    if args.segment_frames is not None and not args.sequence:
+        raise UsageError("--segment-frames sets the length of --sequence's segments: add --sequence")
+    if args.sequence and (not args.data or args.compare or args.leave_out or args.no_reference):
+        raise UsageError("--sequence streams the frames of --data SET[,SET] (sets or folders of clean frames); "
+                         "it does not combine with --compare, --leave-out or --no-reference")
     bundle = args.bundle
     if bundle is None:
         bundle = default_bundle_path()
@@ -183,6 +195,8 @@ def _cameras(args, bundle) -> int:
         raise UsageError("the per-camera table needs a bundle (--bundle DIR)")
     if args.router_only and args.plot:
         raise UsageError("--router-only restores nothing, so there is nothing to plot: drop --plot")
+    if args.sequence:
+        return _sequence(args, bundle)
     with refusing(ValueError):
         result = evaluate_cameras(bundle, args.data, split=args.split, seed=args.seed,
                                   max_frames=args.max_frames, backend=args.backend, threads=args.threads,
@@ -209,6 +223,33 @@ def _cameras(args, bundle) -> int:
                 if skipped:
                     print(f"{name}: the plot skipped {len(skipped)} frame(s) of another bit depth, as tir run "
                           f"skips them: {', '.join(Path(f).name for f, _ in skipped)}")
+    return 0
+
+
+def _sequence(args, bundle) -> int:
+    """``--data SET[,SET] --sequence``: each camera as one stream on tir run's schedule
+    (engines/training/sequence_eval.py)."""
+    from tir.engines.training.sequence_eval import (DEFAULT_SEGMENT, evaluate_sequences, format_sequence,
+                                                    plot_sequence)
+
+    if args.router_only or args.no_true_routes:
+        raise UsageError("--sequence restores every frame of the stream and has no true-route column: drop "
+                         f"{'--router-only' if args.router_only else '--no-true-routes'}")
+    with refusing(ValueError):
+        result = evaluate_sequences(bundle, args.data, split=args.split, seed=args.seed, max_frames=args.max_frames,
+                                    segment=args.segment_frames or DEFAULT_SEGMENT, backend=args.backend,
+                                    threads=args.threads, contrast_gate=not args.no_contrast_gate,
+                                    fpn_gate=not args.no_fpn_gate, blur_gate=not args.no_blur_gate,
+                                    tone_align=not args.no_tone_align)
+    result["command"] = _command()
+    if result["skipped"]:
+        print(f"skipped (no clean frames to score against): {', '.join(result['skipped'])}")
+    if not result["sets"]:
+        raise UsageError("--sequence: none of the sets holds clean frames")
+    print(format_sequence(result["sets"]))
+    _write_json(args, result)
+    if args.plot:
+        print(f"wrote {plot_sequence(result, _plot_path(args))}")
     return 0
 
 

@@ -1,0 +1,115 @@
+"""``tir eval --sequence``: a camera's frames as one stream on tir run's schedule
+(engines/training/sequence_eval.py), on synthetic frames in a temporary folder."""
+import inspect
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from tir.engines.training import datasets as ds
+from tir.engines.training.sequence_eval import evaluate_sequence, one_size, stream_plan
+
+
+def _scene(h, w, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    img = 0.5 + 0.3 * np.sin(6 * x + seed) * np.cos(4 * y) + 0.05 * rng.standard_normal((h, w))
+    return np.clip(cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.0), 0, 1)
+
+
+@pytest.fixture()
+def folder(tmp_path, monkeypatch):
+    """A folder camera of three 8-bit 96x64 frames, registered as tir eval --data DIR registers it."""
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path / "nowhere"))
+    d = tmp_path / "cam"
+    d.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(d / f"f{i}.png"), np.rint(_scene(64, 96, i) * 255).astype(np.uint8))
+    return d
+
+
+def _identity_bundle(tmp_path):
+    torch = pytest.importorskip("torch")
+    from tir.engines.bundle import write_bundle
+    from tir.engines.training.export import export_onnx
+
+    class Same(torch.nn.Module):
+        def forward(self, x):
+            return x * 1.0
+
+    path = tmp_path / "r.onnx"
+    export_onnx(Same(), path, input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
+    return write_bundle(tmp_path / "b", {"noise": path, "blur": path}, None, {"name": "t", "multiple": 2})
+
+
+def test_the_stream_starts_clean_and_comes_back_to_clean_after_every_task():
+    assert stream_plan(["noise", "CB"], 5) == [("clean", 5), ("noise", 5), ("clean", 5), ("CB", 5), ("clean", 5)]
+    with pytest.raises(ValueError, match="at least 1 frame"):
+        stream_plan(["noise"], 0)
+
+
+def test_a_set_of_several_sizes_streams_its_most_common_one():
+    frames = [np.zeros((60, 80)), np.zeros((120, 160)), np.ones((60, 80))]
+    kept, size = one_size(frames)
+    assert size == "80x60" and len(kept) == 2 and kept[1].max() == 1
+
+
+def test_without_a_router_every_frame_passes_through_and_is_scored_so(folder, tmp_path):
+    """No router: the clean segments are all right at once (recovery 0 frames), no degradation is
+    ever taken up (each named), and pass-through gains exactly nothing."""
+    name = ds.register_folder(str(folder))
+    r = evaluate_sequence(_identity_bundle(tmp_path).path, name, segment=6, hold=2, progress=False)
+    assert [s["task"] for s in r["segments"]] == ["clean", "noise", "clean", "blur", "clean"]
+    assert all(s["frames"] == 6 and sum(n for _, n in s["runs"]) == 6 for s in r["segments"])
+    assert all(s["runs"] == [["passthrough", 6]] for s in r["segments"])
+    clean = [s for s in r["segments"] if s["task"] == "clean"]
+    assert all(s["right"] == 1.0 and s["first_right"] == 0 and s["identity"]["p5"] == 99.0 for s in clean)
+    tasks = [s for s in r["segments"] if s["task"] != "clean"]
+    assert all(s["right"] == 0.0 and s["first_right"] is None and s["gain_db"] == 0.0 for s in tasks)
+    m = r["summary"]
+    assert m["never_right"] == ["noise", "blur"] and m["onset_frames"] is None
+    assert m["recovery_frames"] == 0.0 and m["never_recovered"] == [] and m["clean_passed"] == 1.0
+    assert r["size"] == "96x64" and r["frames"] == 3 and r["hold"] == 2
+
+
+def test_the_stream_runs_on_tir_runs_schedule_with_the_shipped_bundle(folder, tmp_path, capsys):
+    """The Restorer is built with tir run's defaults (router every 8 frames, hysteresis 3), and a
+    route, once taken, changes only on a router call (or in the start-up's every-frame routing)."""
+    from tir.engines.bundle import default_bundle_path
+    from tir.engines.restorer import Restorer
+    from tir.tools import cli
+
+    bundle = default_bundle_path()
+    if bundle is None:
+        pytest.skip("no shipped bundle in engines/bundles/edge")
+    out, pic = tmp_path / "seq.json", tmp_path / "seq.png"
+    assert cli.main(["eval", "--bundle", str(bundle), "--data", str(folder), "--sequence", "--segment-frames", "16",
+                     "--threads", "1", "--json", str(out), "--plot", str(pic)]) == 0
+    text = capsys.readouterr().out
+    assert "router every 8 frames, hysteresis 3" in text and "recovery" in text
+    r = json.loads(out.read_text())["sets"]["dir:cam"]
+    defaults = inspect.signature(Restorer).parameters
+    assert (r["every"], r["hysteresis"]) == (defaults["every"].default, defaults["hysteresis"].default)
+    assert [s["task"] for s in r["segments"]][:3] == ["clean", "contrast", "clean"] and len(r["segments"]) == 15
+    routes = [route for s in r["segments"] for route, n in s["runs"] for _ in range(n)]
+    assert len(routes) == 15 * 16
+    # after the start-up segment, a route change happens only on a frame the router ran on
+    changes = [k for k in range(16, len(routes)) if routes[k] != routes[k - 1]]
+    assert all(k % r["every"] == 0 for k in changes), changes
+    assert cv2.imread(str(pic)) is not None
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--data", "{d}", "--segment-frames", "8"], "--segment-frames sets the length of --sequence's segments"),
+    (["--sequence"], "--sequence streams the frames of --data"),
+    (["--data", "{d}", "--sequence", "--no-reference"], "does not combine with"),
+    (["--data", "{d}", "--sequence", "--router-only"], "drop --router-only"),
+])
+def test_sequence_options_that_cannot_act_are_refused(folder, tmp_path, capsys, argv, says):
+    from tir.tools import cli
+
+    b = _identity_bundle(tmp_path)
+    assert cli.main(["eval", "--bundle", str(b.path), *[a.format(d=folder) for a in argv]]) == 2
+    assert says in capsys.readouterr().err
