@@ -1582,7 +1582,8 @@ class Restorer:
         pixel by a fraction of a level and the route lifted their tone instead. Each frame whose
         counts the camera's own noise does not dither and which the strongest blur changes by less
         than half a count step (:meth:`_undithered_step`, engines/blur_gate.py
-        :func:`~tir.engines.blur_gate.blur_below_step`) is given back too, counted in
+        :func:`~tir.engines.blur_gate.blur_below_step`; on the grid of that step,
+        :func:`on_count_grid`: a step the frame is not on is not its own) is given back too, counted in
         :attr:`blur_step_refused`: rounding erased what such a blur took, and the route sharpened
         the rounding's contours (y16_fog: blur −2.11 dB, docs/cameras.md "Session 21"). With
         ``tone_align`` only (the restorer's judgement of the output's tone).
@@ -1600,7 +1601,8 @@ class Restorer:
         toned = [n for n in range(n_frames) if not blur_keeps_tone(x[n, 0], y[n, 0], sigma)]
         step = self._undithered_step()
         rounded = [] if step is None else \
-            [n for n in range(n_frames) if n not in toned and blur_below_step(x[n, 0], sigma, step)]
+            [n for n in range(n_frames) if n not in toned and on_count_grid(x[n, 0], step)
+             and blur_below_step(x[n, 0], sigma, step)]
         if not toned and not rounded:
             return y
         out = y.copy()

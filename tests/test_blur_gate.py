@@ -718,6 +718,7 @@ def gentle_bundle(tmp_path_factory):
     (1.5, Y16_FOG_META, False),                                  # a camera whose noise dithers its counts (y16_msb)
     (0.1, {"bits": 14, "source_bits": 8, "norm": {"lo": 0.0, "hi": 16320.0}}, False),   # 8-bit: display-referred
     (None, Y16_FOG_META, False),                                 # no floor in counts yet: not judged
+    (0.1, {"bits": 16, "source_bits": 16, "norm": {"lo": 28000.0, "hi": 28016.0}}, False),  # a step the frame is not on
 ])
 def test_a_blur_route_on_undithered_counts_below_one_step_gives_the_frame_back(gentle_bundle, floor, meta, refused):
     """Session 21 (y16_fog, blur −2.11 dB): on a Y16 camera whose own noise does not dither its
