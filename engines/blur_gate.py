@@ -425,6 +425,41 @@ def blur_keeps_tone(frame: np.ndarray, restored: np.ndarray, sigma: float) -> bo
     return move <= reach
 
 
+#: :func:`blur_below_step`: the share of the count step q the strongest blur's RMS change of a frame
+#: must reach for the change to survive rounding: a change of rms < q/2 leaves most pixels inside
+#: the step they were rounded to (half a step is where rounding starts to show a change)
+STEP_SHARE = 0.5
+
+
+def blur_below_step(frame: np.ndarray, sigma: float, quantum: float) -> bool:
+    """Whether the strongest blur a route undoes (σ ``sigma``) changes ``frame`` by less than its
+    counts resolve: ``rms(frame − G_sigma(frame)) < STEP_SHARE · quantum`` (the same reach as
+    :func:`blur_keeps_tone`'s). On counts that the camera's own noise does not dither (its noise
+    under half a step, engines/restorer.py ``DITHER_SHARE``: Widrow, Kollár & Liu, IEEE Trans.
+    Instrum. Meas. 45(2), 1996), rounding erased whatever such a blur took: the counts of the
+    sharp and of the blurred scene are the same but for the few pixels along the rounding's
+    contours, and what a deblur adds is the contours sharpened, not the scene. Measured (docs:
+    session 21): y16_fog's blur frames (a scene of 40 counts at a 64-count display span) reach
+    0.28-0.37 of a step and 10 of 11 came out 0.6-4.7 dB further from the scene.
+
+    Args:
+        frame: (H, W) float32 model input in [0, 1] (what the route restored).
+        sigma: the strongest blur σ in px the route undoes (> 0).
+        quantum: the frame's count step in the same units (> 0).
+
+    Returns:
+        True when the blur's reach is under :data:`STEP_SHARE` of the step.
+
+    Raises:
+        ValueError: ``frame`` is not one 2-D image, or ``sigma`` or ``quantum`` is not > 0.
+    """
+    x = np.asarray(one_frame(frame, "blur_below_step"), dtype=np.float32)
+    if not (float(sigma) > 0.0 and float(quantum) > 0.0):
+        raise ValueError(f"blur_below_step needs sigma > 0 and quantum > 0, got {sigma}, {quantum}")
+    reach = float(np.sqrt(np.mean(np.square(x - gaussian_blur(x, float(sigma))), dtype=np.float64)))
+    return reach < STEP_SHARE * float(quantum)
+
+
 class BlurGate:
     """The camera's reference drop and the demotion of blur verdicts on frames that are not soft
     for this camera (module docstring).

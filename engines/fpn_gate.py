@@ -759,6 +759,16 @@ class FPNGate:
             return float(np.median(self.seen)), "routed"
         return None, None
 
+    def floor_counts_sigma(self) -> Optional[float]:
+        """The camera's white-noise floor in its own count steps: the median of :attr:`floor_counts`
+        (σ₁ of the frames under noise-free verdicts, each times the count steps one frame unit stood
+        for, Y16 frames only) once there are :data:`MIN_FLOOR_FRAMES` of them; else None (a
+        display-referred camera, or too few frames). Whether the camera's own noise dithers its
+        counts (engines/restorer.py ``Restorer._keep_blur_tone``) is read against it."""
+        if len(self.floor_counts) < MIN_FLOOR_FRAMES:
+            return None
+        return float(np.median(self.floor_counts))
+
     def floor_high(self) -> Optional[float]:
         """The white noise the camera's own frames reach (frame units), what the thresholds are
         measured above: the :data:`FLOOR_HIGH_PERCENTILE` th percentile σ of the frames under

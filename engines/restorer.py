@@ -48,7 +48,9 @@ Routing policy:
 - a route that only undoes a blur gives a frame back as it came in when its output moved the
   frame's tone by more than the strongest blur of the specs can change the frame
   (:meth:`Restorer._keep_blur_tone`, K17: a blur keeps every region's mean; on a fixed-gain
-  camera's posterised frames the blur route lifted the tone instead);
+  camera's posterised frames the blur route lifted the tone instead), and, on a Y16 camera whose
+  own noise does not dither its counts, when the strongest blur changes the frame by less than
+  half a count step (rounding erased what it took; :meth:`Restorer._undithered_step`, session 21);
 - after a contrast-carrying task the restored frame's extremes are mapped onto the camera's own
   (``tone_align``, :meth:`ContrastGate.align`); after a noise-carrying task without a contrast
   part (noise, BN) too, or onto the frame's own while the camera has no tone reference: noise has
@@ -99,7 +101,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
-from .blur_gate import BlurGate, blur_keeps_tone, blur_only_tasks, gaussian_blur
+from .blur_gate import BlurGate, blur_below_step, blur_keeps_tone, blur_only_tasks, gaussian_blur
 from .bundle import TONE
 from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span, noise_free_verdicts
 from .fpn_gate import FPNGate, noise_sigma, offsets_shown, repair_dead_columns, subtract_offsets
@@ -573,6 +575,10 @@ class Restorer:
         #: frames a blur-only route restored that were given back as they came in: the route moved
         #: their tone by more than a blur can change them (:meth:`_keep_blur_tone`)
         self.blur_tone_refused = 0
+        #: frames a blur-only route restored that were given back as they came in: the strongest blur
+        #: changes them by less than their count step resolves on a camera whose noise does not
+        #: dither its counts (:meth:`_keep_blur_tone`, :func:`~tir.engines.blur_gate.blur_below_step`)
+        self.blur_step_refused = 0
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
@@ -1573,7 +1579,13 @@ class Restorer:
         a blur keeps every region's mean, so undoing one keeps it too) is given back as its input,
         counted in :attr:`blur_tone_refused`. Such a route is not restoring the frame: on a camera
         whose frames span a dozen grey levels (a fixed gain set for a wider scene) a blur moves a
-        pixel by a fraction of a level and the route lifted their tone instead. With
+        pixel by a fraction of a level and the route lifted their tone instead. Each frame whose
+        counts the camera's own noise does not dither and which the strongest blur changes by less
+        than half a count step (:meth:`_undithered_step`, engines/blur_gate.py
+        :func:`~tir.engines.blur_gate.blur_below_step`; on the grid of that step,
+        :func:`on_count_grid`: a step the frame is not on is not its own) is given back too, counted in
+        :attr:`blur_step_refused`: rounding erased what such a blur took, and the route sharpened
+        the rounding's contours (y16_fog: blur −2.11 dB, docs/cameras.md "Session 21"). With
         ``tone_align`` only (the restorer's judgement of the output's tone).
 
         Args:
@@ -1585,14 +1597,36 @@ class Restorer:
             (N, 1, H, W) float32: ``y``, its refused frames replaced by ``x``'s.
         """
         y = np.asarray(y, dtype=np.float32)
-        refused = [n for n in range(min(len(x), len(y))) if not blur_keeps_tone(x[n, 0], y[n, 0], sigma)]
-        if not refused:
+        n_frames = min(len(x), len(y))
+        toned = [n for n in range(n_frames) if not blur_keeps_tone(x[n, 0], y[n, 0], sigma)]
+        step = self._undithered_step()
+        rounded = [] if step is None else \
+            [n for n in range(n_frames) if n not in toned and on_count_grid(x[n, 0], step)
+             and blur_below_step(x[n, 0], sigma, step)]
+        if not toned and not rounded:
             return y
         out = y.copy()
-        for n in refused:
+        for n in toned + rounded:
             out[n] = x[n]
-        self.blur_tone_refused += len(refused)
+        self.blur_tone_refused += len(toned)
+        self.blur_step_refused += len(rounded)
         return out
+
+    def _undithered_step(self) -> Optional[float]:
+        """The newest frame's count step in model-input units when the camera's own white noise does
+        not dither its counts: a Y16 frame (:func:`_counts_scale`) of a camera whose white-noise floor
+        in count steps (engines/fpn_gate.py ``FPNGate.floor_counts_sigma``, measured on the frames
+        under noise-free verdicts) is under :data:`DITHER_SHARE` of a step. None otherwise: an 8-bit
+        (display-referred) frame, no FPN gate, too few floor frames, or a camera whose noise dithers
+        its counts (its counts then hold the scene below one step on average and a deblur can use
+        it: a sensor of 1.5 counts' noise as y16_msb_640x512's, whose blurred frames look to the
+        model as y16_fog's and gain +1.17 dB, docs/cameras.md "Session 21")."""
+        if self._counts_scale is None or self.fpn_gate is None:
+            return None
+        floor = self.fpn_gate.floor_counts_sigma()
+        if floor is None or floor >= DITHER_SHARE:
+            return None
+        return 1.0 / self._counts_scale
 
     def status(self) -> dict:
         """The routing state for the stats page: ``task`` (the route now), the last verdict
@@ -1601,7 +1635,9 @@ class Restorer:
         ``skipped_ffc``, ``skipped_scene_free``: those of them that held no scene, :func:`scene_free`,
         ``offsets_renewed``: column offsets dropped because a frame no longer carried them,
         :meth:`_offsets_renewed`, ``blur_tone_refused``: frames a blur-only route gave back as they came
-        in, its output having moved their tone, :meth:`_keep_blur_tone`, ``dequantised``: frames the
+        in, its output having moved their tone, :meth:`_keep_blur_tone`, ``blur_step_refused``: frames a
+        blur-only route gave back because the blur changes them by less than their undithered count
+        step resolves, :meth:`_keep_blur_tone`, ``dequantised``: frames the
         router and the gates saw de-quantised, their count step coarse for their span,
         :func:`dequantised`, ``dead_column_frames``: routed frames shown to the router with dead columns
         replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`,
@@ -1630,7 +1666,8 @@ class Restorer:
                 "decisions": self.decisions, "unknowns": self.unknowns, "uncertain": self.uncertain,
                 "skipped_ffc": self.skipped_ffc, "skipped_scene_free": self.skipped_scene_free,
                 "offsets_renewed": self.offsets_renewed,
-                "blur_tone_refused": self.blur_tone_refused, "dequantised": self.dequantised,
+                "blur_tone_refused": self.blur_tone_refused, "blur_step_refused": self.blur_step_refused,
+                "dequantised": self.dequantised,
                 "dead_column_frames": self.dead_column_frames,
                 "camera_changes": self.camera_changes, "camera_change": self.camera_change,
                 "observed": self.observed, "loaded_routes": self.loaded_routes,

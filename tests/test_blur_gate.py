@@ -660,3 +660,79 @@ def test_a_digital_zoom_step_is_the_cameras_sampling_not_a_blur():
             assert gate.step("blur", frame(seed, 4, sigma)) == ("blur", True)
     assert gate.enlarged == 6 and gate.status()["enlarged"] == 6
     assert gate.step("blur", frame(44)) == ("clean", False) and gate.enlarged == 6   # a sharp frame: as before
+
+
+# --- session 21: a blur below the count step of undithered counts ------------------------------
+
+def counted(x, span, full=64.0):
+    """``x`` ([0, 1]) as a Y16 camera counts it: ``span`` counts over its range, rounded to whole
+    counts, shown on a normaliser span of ``full`` counts (a flat scene under the 64-count minimum
+    span: one count is 1/64 of the model input)."""
+    return (np.round(x * span) / full).astype(np.float32)
+
+
+def fog(seed):
+    """A flat scene (fog, sea) of 40 counts, blurred by σ 2 px and counted: no noise dithers it."""
+    s = blurred(scene(seed), 4.0)
+    s = (s - s.min()) / (s.max() - s.min())
+    return counted(blurred(s, 2.0), 40.0)
+
+
+def test_blur_below_step_reads_the_blurs_reach_against_the_count_step():
+    """A σ 2 blur changes a 40-count flat scene by under half a count (rms: rounding erased what it
+    took); the same blur on a 2,000-count scene, or on an 8-bit scene, changes it by many steps."""
+    from tir.engines.blur_gate import blur_below_step
+
+    for seed in range(3):
+        assert blur_below_step(fog(seed), 2.0, 1.0 / 64.0)
+        assert not blur_below_step(counted(blurred(scene(seed), 2.0), 2000.0, 2000.0), 2.0, 1.0 / 2000.0)
+        assert not blur_below_step(eight_bit(blurred(scene(seed), 2.0)), 2.0, 1.0 / 255.0)
+    for sigma, step in ((0.0, 1.0 / 64.0), (2.0, 0.0), (2.0, -1.0)):
+        with pytest.raises(ValueError):
+            blur_below_step(fog(0), sigma, step)
+
+
+def test_floor_counts_sigma_is_the_median_of_the_floor_in_counts():
+    from tir.engines.fpn_gate import MIN_FLOOR_FRAMES, FPNGate
+
+    gate = FPNGate({"clean": "noise"}, white_sigma=5 / 255)
+    gate.floor_counts.extend([0.1] * (MIN_FLOOR_FRAMES - 1))
+    assert gate.floor_counts_sigma() is None                          # too few frames
+    gate.floor_counts.extend([0.3, 2.0, 2.0])
+    assert gate.floor_counts_sigma() == pytest.approx(0.1)
+
+
+Y16_FOG_META = {"bits": 16, "source_bits": 16, "norm": {"lo": 28000.0, "hi": 28064.0}}
+
+
+@pytest.fixture(scope="module")
+def gentle_bundle(tmp_path_factory):
+    """A blur route that moves a frame by 0.5 % (a deblur's few-pixel move keeps the tone: K17 lets
+    it through) in a bundle with the noise task (so the FPN gate, which holds the camera's floor,
+    is on); the router always says blur."""
+    return one_hot_bundle(tmp_path_factory.mktemp("gentle"), {"noise": 2.0, "blur": 1.005, "CB": 4.0}, "blur", H, W)
+
+
+@pytest.mark.parametrize("floor, meta, refused", [
+    (0.1, Y16_FOG_META, True),                                   # undithered counts: the route's move is rounding
+    (1.5, Y16_FOG_META, False),                                  # a camera whose noise dithers its counts (y16_msb)
+    (0.1, {"bits": 14, "source_bits": 8, "norm": {"lo": 0.0, "hi": 16320.0}}, False),   # 8-bit: display-referred
+    (None, Y16_FOG_META, False),                                 # no floor in counts yet: not judged
+    (0.1, {"bits": 16, "source_bits": 16, "norm": {"lo": 28000.0, "hi": 28016.0}}, False),  # a step the frame is not on
+])
+def test_a_blur_route_on_undithered_counts_below_one_step_gives_the_frame_back(gentle_bundle, floor, meta, refused):
+    """Session 21 (y16_fog, blur −2.11 dB): on a Y16 camera whose own noise does not dither its
+    counts, a blur that changes the frame by less than half a count step was rounded away; the blur
+    route's output is then given back as the frame came in (``blur_step_refused``). A camera whose
+    noise dithers its counts, a display-referred frame and a camera without a floor keep the route."""
+    from tir.engines.fpn_gate import MIN_FLOOR_FRAMES
+
+    frame = fog(5)[None, None]
+    r = Restorer(gentle_bundle, every=1, hysteresis=1, blur_gate=False)
+    assert r.fpn_gate is not None
+    if floor is not None:
+        r.fpn_gate.floor_counts.extend([floor] * (2 * MIN_FLOOR_FRAMES))
+    out = r.infer(frame, meta)
+    assert r.status()["task"] == "blur" and r.status()["blur_tone_refused"] == 0   # K17 lets the move through
+    assert r.status()["blur_step_refused"] == int(refused)
+    assert np.array_equal(out, frame) if refused else np.allclose(out, frame * 1.005)
