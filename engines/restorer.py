@@ -17,7 +17,11 @@ Routing policy:
   frames' content restarts them, so a sustained degradation on an unchanged camera stays restored;
 - the route is left only after ``hysteresis`` verdicts in a row disagree with it (no flicker
   between routes on borderline frames), for the task a strict majority of them names, else for
-  pass-through (the router named no one task: do no harm); at start-up, with no route yet, the
+  pass-through (the router named no one task: do no harm); a verdict against the route brings the
+  others sooner, every ``ceil(every / (hysteresis - 1))`` frames, so a switch is decided within
+  ``every`` frames of the first verdict against the route (``tir eval --sequence``, docs/eval.md:
+  with the next verdicts on the schedule a degradation was taken up, and a route left, 16 frames
+  late at every=8, hysteresis=3; now 8); at start-up, with no route yet, the
   first confident decision is taken at once. Requiring the *same* new task every time (before)
   kept a route none of the verdicts named for as long as they alternated: a column-FPN camera whose
   first verdict was BN ran BN (−3.9 dB) while the router went on naming CN, noise and clean, and
@@ -601,6 +605,8 @@ class Restorer:
         #: verdicts in a row against the current route (:meth:`_decide`)
         self._votes: List[str] = []
         self._due = False           # route the next frame (the last one was an FFC frame, :meth:`observe`)
+        #: the frame index from which a pending switch's next verdict is due (:meth:`observe`), or None
+        self._confirm_at: Optional[int] = None
         self._last: dict = {"task": None, "confidence": None, "unknown": False, "nearest": None}
         self.router_ms: Optional[float] = None
         self.last_embeddings: Optional[np.ndarray] = None
@@ -985,8 +991,9 @@ class Restorer:
         return classify(emb, self._codebook, self._classes, self._threshold, self._temperature, self._added)
 
     def observe(self, batch, meta=None) -> Optional[dict]:
-        """Count frames and, every ``every`` frames and on the first frame after an FFC frame,
-        route on the newest one.
+        """Count frames and, every ``every`` frames, on the first frame after an FFC frame and,
+        while a switch is pending, every ``ceil(every / (hysteresis - 1))`` frames, route on the
+        newest one.
 
         Args:
             batch: (H, W), (N, H, W) or (N, 1, H, W) float32 frames in [0, 1].
@@ -1041,7 +1048,8 @@ class Restorer:
         # between are routed too, but only to give the gates their references: the verdicts that
         # decide the route keep the schedule's cadence, so the hysteresis means what it means on
         # the schedule (verdicts on consecutive frames of a panning camera are not independent)
-        on_turn = self._due or -(-first // self.every) * self.every < self.frames
+        on_turn = self._due or -(-first // self.every) * self.every < self.frames \
+            or (self._confirm_at is not None and self._votes and self.frames > self._confirm_at)
         # counts the warm-up's frames down, on the schedule's turns too; the holds (:meth:`_gate`) act while it lasts
         warming = self._warm_now = self._warming(len(x))
         observe_only = not on_turn and warming
@@ -1461,6 +1469,10 @@ class Restorer:
         if len(self._votes) >= self.hysteresis:
             best, n = Counter(self._votes).most_common(1)[0]
             self._switch(best if 2 * n > len(self._votes) else CLEAN)
+        else:
+            # a pending switch is confirmed or dropped within one interval: its other verdicts come
+            # every ceil(every / (hysteresis - 1)) frames
+            self._confirm_at = self.frames - 1 + -(-self.every // max(self.hysteresis - 1, 1))
 
     def _switch(self, task: str) -> None:
         if (PASSTHROUGH if task == CLEAN else task) == self.route:  # e.g. none yet -> clean: no switch

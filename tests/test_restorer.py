@@ -154,6 +154,26 @@ def test_router_runs_every_k_frames_and_skips_ffc(bundle_dir):
     assert r3.status()["task"] == "a"
 
 
+def test_a_pending_switch_is_confirmed_within_one_interval(bundle_dir):
+    """A verdict against the route brings the next ones sooner: the hysteresis' other verdicts come
+    every ceil(every / (hysteresis - 1)) frames, so a switch is decided within `every` frames of the
+    first verdict against the route, not 2 x `every` (tir eval --sequence: a degradation was taken
+    up, and a route left, 16 frames late on every camera at every=8, hysteresis=3)."""
+    r = Restorer(bundle_dir / "bundle", every=8, hysteresis=3)
+    routes = []
+    for k in range(32):
+        r.infer(frame("a" if k < 8 else "b"))
+        routes.append(r.status()["task"])
+    assert routes[:16] == ["a"] * 16 and routes[16] == "b"      # verdicts on frames 8, 12, 16
+    assert r.status()["decisions"] == 5                         # 0; 8, 12, 16; then the schedule: 24
+    # a single verdict against the route that the next one does not repeat: back on the schedule
+    before = r.status()["decisions"]
+    for k in range(32, 48):
+        r.infer(frame("a" if k == 32 else "b"))
+    assert r.status()["task"] == "b"
+    assert r.status()["decisions"] - before == 3                # 32 (a), 36 (b: dropped), 40
+
+
 def _scene(mean, seed, noise=0.0):
     """A frame with structure over many pixels (a smooth pattern of amplitude 0.05 about ``mean``)
     plus white noise of σ ``noise``: (1, 1, H, W) float32."""
