@@ -454,6 +454,35 @@ def output_file(text: str) -> str:
     return text
 
 
+def plot_file(text: str) -> str:
+    """argparse type of a picture option (``tir eval --plot PATH``): :func:`output_file`'s checks,
+    and a file type matplotlib writes (``savefig`` picks the format from the suffix: an unknown one
+    failed with a traceback after the whole evaluation had run, a missing one wrote ``PATH.png``
+    while ``PATH`` was printed).
+
+    Returns:
+        ``text`` unchanged.
+
+    Raises:
+        argparse.ArgumentTypeError: a refused path (:func:`output_file`), no suffix, a suffix
+            matplotlib does not write (listing the ones it does), or matplotlib not installed.
+    """
+    from pathlib import Path
+
+    output_file(text)
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise argparse.ArgumentTypeError("pictures need matplotlib: pip install matplotlib") from None
+    kinds = sorted(Figure().canvas.get_supported_filetypes())
+    suffix = Path(text).suffix.lower().lstrip(".")
+    if suffix not in kinds:
+        said = f"its suffix .{suffix} is not" if suffix else "it has no suffix, which names"
+        raise argparse.ArgumentTypeError(f"{text}: {said} a picture type matplotlib writes; end it in one of "
+                                         f"{', '.join('.' + k for k in kinds)} (e.g. .png)")
+    return text
+
+
 def _existing_kind(path) -> Optional[int]:
     """``st_mode`` of what ``path`` names after its symlinks (None where nothing does)."""
     try:

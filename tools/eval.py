@@ -12,7 +12,7 @@ import sys
 
 from tir.edge.errors import ModelError, UsageError
 
-from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_threads_argument, number, output_file,
+from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_threads_argument, number, plot_file,
                   refusing, write_json)
 
 log = logging.getLogger("tir.eval")
@@ -90,7 +90,8 @@ def add_arguments(parser) -> None:
     add_backend_argument(parser, "engine backend (auto, onnxruntime, torch, tensorrt)")
     add_threads_argument(parser, help="intra-op threads per engine")
     add_json_argument(parser, "write the results as JSON")
-    parser.add_argument("--plot", default=None, metavar="PATH", type=output_file, help="write a PNG bar chart")
+    parser.add_argument("--plot", default=None, metavar="PATH", type=plot_file,
+                        help="write a picture: the bar chart (with --sequence: the timeline); .png, .svg, .pdf ...")
 
 
 def _split(text):
@@ -235,6 +236,12 @@ def _sequence(args, bundle) -> int:
     if args.router_only or args.no_true_routes:
         raise UsageError("--sequence restores every frame of the stream and has no true-route column: drop "
                          f"{'--router-only' if args.router_only else '--no-true-routes'}")
+    from tir.engines.bundle import load_bundle
+
+    with refusing():
+        routed = load_bundle(bundle).router is not None
+    if not routed:
+        raise UsageError(f"--sequence measures automatic routing, and the bundle {bundle} has no router")
     with refusing(ValueError):
         result = evaluate_sequences(bundle, args.data, split=args.split, seed=args.seed, max_frames=args.max_frames,
                                     segment=args.segment_frames or DEFAULT_SEGMENT, backend=args.backend,

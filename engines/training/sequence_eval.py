@@ -114,8 +114,10 @@ def evaluate_sequence(bundle, name: str, split: str = "test", seed: int = 0, max
         docstring), ``summary`` (``startup`` clean segment's row; ``onset_frames`` median of the
         task segments' ``first_right`` over those that get right, ``never_right`` the tasks whose
         segment never does; ``recovery_frames`` and ``never_recovered`` the same for the clean
-        segments after a task (named by that task); ``clean_passed`` share of frames passed
-        through in those clean segments; ``min_gain_db``), ``seconds``.
+        segments after a task whose route was taken (named by that task); ``clean_passed`` share of
+        frames passed through in those clean segments; ``min_gain_db``), ``short`` (True when a
+        segment is shorter than ``2 * every`` frames, what a switch may take: then no segment may
+        ever change the route and the table says so), ``seconds``.
 
     Raises:
         DatasetError: an unknown set, a set without clean frames, or no frame in the split.
@@ -186,18 +188,20 @@ def evaluate_sequence(bundle, name: str, split: str = "test", seed: int = 0, max
         return float(np.median(values)) if values else None
 
     tasks_rows = [s for s in segments if s["task"] != CLEAN]
-    after = segments[2::2]   # the clean segments that follow a task
+    # the clean segments that follow a task whose route was taken: there is a route to leave
+    after = [segments[i] for i in range(2, len(segments), 2) if segments[i - 1]["first_right"] is not None]
     summary = {"startup": segments[0],
                "onset_frames": median_or_none([s["first_right"] for s in tasks_rows]),
                "never_right": [s["task"] for s in tasks_rows if s["first_right"] is None],
                "recovery_frames": median_or_none([s["first_right"] for s in after]),
                "never_recovered": [segments[i - 1]["task"] for i in range(2, len(segments), 2)
-                                   if segments[i]["first_right"] is None],
+                                   if segments[i]["first_right"] is None and segments[i - 1]["first_right"] is not None],
                "clean_passed": float(np.mean([s["right"] for s in after])) if after else None,
                "min_gain_db": min((s.get("gain_display_db", s["gain_db"]) for s in tasks_rows), default=None)}
     return {"set": name, "camera": ds.camera, "bits": ds.bits, "split": split, "size": size,
             "frames": len(stored), "segment": int(segment), "hold": int(hold), "seed": seed,
             "every": auto.every, "hysteresis": auto.hysteresis, "segments": segments, "summary": summary,
+            "short": int(segment) < 2 * auto.every,
             "seconds": round(time.monotonic() - t0, 1)}
 
 
@@ -208,6 +212,10 @@ def format_sequence(result: Dict[str, dict]) -> str:
     for name, r in result.items():
         lines.append(f"\n{name} ({r['size']}, {r['frames']} stored frames, each shown {r['hold']}x; "
                      f"router every {r['every']} frames, hysteresis {r['hysteresis']}; {r['seconds']} s)")
+        if r.get("short"):
+            lines.append(f"note: segments of {r['segment']} frames are shorter than a switch may take (up to "
+                         f"{2 * r['every'] - 1} frames: the first verdict against the route and the others within "
+                         f"{r['every']}); give --segment-frames {2 * r['every']} or more")
         lines.append(f"{'segment':<8} {'right':>6} {'first right':>11}  {'dB':>14}  routes")
         for s in r["segments"]:
             first = "never" if s["first_right"] is None else f"frame {s['first_right']}"
@@ -227,8 +235,8 @@ def format_sequence(result: Dict[str, dict]) -> str:
         passed = "-" if m["clean_passed"] is None else f"{100 * m['clean_passed']:.1f} %"
         worst = "-" if m["min_gain_db"] is None else f"{m['min_gain_db']:+.2f} dB"
         lines.append(f"onset (median first right frame of a degradation): {onset}; recovery (median first "
-                     f"pass-through after one): {recovery}; clean frames passed through after a degradation: "
-                     f"{passed}; worst degradation's gain {worst}")
+                     f"pass-through after one whose route was taken): {recovery}; clean frames passed through "
+                     f"after those: {passed}; worst degradation's gain {worst}")
     lines.append("(dB: a degradation's mean gain over the shown input; clean: the output's median/p5 dB from the "
                  "frame itself; Y16 sets display-referred)")
     return "\n".join(lines)
