@@ -581,3 +581,21 @@ def test_run_names_a_missing_camera_or_file_before_the_model_loads(tmp_path, cap
     monkeypatch.setattr(run, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
     assert main(["run", "--source", source.format(tmp=tmp_path), "--frames", "1"]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_run_says_a_port_in_use_before_the_model_loads(capsys, monkeypatch):
+    # the port in use was said only when the pipeline started, after every route had loaded
+    import socket
+
+    import tir.tools.run as run
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    monkeypatch.setattr(run, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    try:
+        assert main(["run", "--source", "synthetic://?size=320x256", "--port", str(port), "--frames", "1"]) == 2
+    finally:
+        busy.close()
+    assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err

@@ -402,6 +402,31 @@ class HTTPOutput(Output):
         self.latest.on_put = self._frame_arrived
         return self
 
+    def check_listen(self) -> None:
+        """Check, binding nothing for longer than the check, that :meth:`start` can listen on the
+        output's host and port: each address the host resolves to is bound and let go at once, with
+        the options the server binds with (SO_REUSEADDR, as asyncio's ``create_server`` sets it on
+        Unix; IPv6 only on an IPv6 socket). ``tir run`` calls it before the models load, so a port in
+        use is said in a second, not after every route has loaded. Port 0 (any free port) is not
+        checked.
+
+        Raises:
+            OutputError: as :meth:`start` would (:meth:`_listen_error`: the port is in use, the
+                address is not this machine's or cannot be resolved, the port needs root).
+        """
+        if self.port == 0:
+            return
+        try:
+            infos = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, address in {(i[0], i[1], i[2], None, i[4]) for i in infos}:
+                with socket.socket(family, kind, proto) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if family == socket.AF_INET6:
+                        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    probe.bind(address)
+        except OSError as exc:
+            raise self._listen_error(exc) from None
+
     def _listen_error(self, exc: BaseException) -> BaseException:
         """The OutputError (one line, what to do) for an exception raised while binding."""
         where = netloc(self.host, self.port)
