@@ -307,7 +307,8 @@ def test_tir_adapt_errors_are_one_line(adapt_bundle, tmp_path, capsys):
 
 def test_restorer_status_during_online_adaptation(adapt_bundle, tmp_path):
     save = tmp_path / "online"
-    r = Restorer(adapt_bundle / "bundle", every=8, adapt=40, adapt_save=save, source_uri=SOURCE_URI)
+    # hysteresis 1: no switch is ever pending, whose confirming verdicts come between the schedule's turns
+    r = Restorer(adapt_bundle / "bundle", every=8, hysteresis=1, adapt=40, adapt_save=save, source_uri=SOURCE_URI)
     assert r.status()["adapt"] == {"state": "collecting 0/40", "frames": 40, "saved": None}
     x = A.collect_frames(SOURCE_URI, 60, progress=False)
     for i in range(39):
