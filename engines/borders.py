@@ -152,6 +152,8 @@ class BorderTracker:
     def restart(self) -> None:
         self.box: Optional[Box] = None
         self.shape: Optional[Tuple[int, int]] = None
+        #: the newest added frame that showed the box's bars ((H, W) float32): what the grabber draws
+        self.drawn: Optional[np.ndarray] = None
         self._seen: Deque[Tuple[Tuple[int, int], Box]] = deque(maxlen=self.agree)
 
     def add(self, frame: np.ndarray, force: bool = False) -> bool:
@@ -162,6 +164,8 @@ class BorderTracker:
             return False
         f = np.asarray(frame)
         self._seen.append((tuple(int(v) for v in f.shape[-2:]), flat_borders(f)))
+        if self._seen[-1] == (self.shape, self.box):
+            self.drawn = np.array(f, dtype=np.float32)   # the bars as the grabber draws them now
         if len(self._seen) < self.agree or any(s != self._seen[0] for s in self._seen):
             return False
         shape, box = self._seen[0]
@@ -169,8 +173,32 @@ class BorderTracker:
         if new == self.box and (new is None or shape == self.shape):
             return False
         self.box, self.shape = new, (shape if new is not None else None)
+        self.drawn = None if new is None else np.array(f, dtype=np.float32)
         self.changes += 1
         return True
+
+    def bars(self, x: np.ndarray) -> np.ndarray:
+        """Frames ``x`` (N, 1, H, W) of :attr:`box`'s size with the bars they come out with: their
+        own where each frame's bars are the grabber's (within :data:`FLAT_TOL` of :attr:`drawn`'s:
+        a live stream's frames, bit-exact), else :attr:`drawn`'s (the bars a frame carries
+        otherwise were changed with the picture: the whole signal degraded after the grabber,
+        and the grabber's bars are known). ``x`` itself when nothing was changed; else a copy.
+
+        Raises:
+            ValueError: no box, or ``x`` not of its size."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.box is None or self.drawn is None or tuple(x.shape[-2:]) != self.shape:
+            raise ValueError(f"bars() needs frames of the box's size {self.shape}, got {x.shape}")
+        mask = np.ones(self.shape, bool)
+        inner(mask, self.box)[...] = False
+        off = [float(np.abs(f[0][mask] - self.drawn[mask]).max()) > FLAT_TOL for f in x.reshape(-1, 1, *self.shape)]
+        if not any(off):
+            return x
+        out = x.copy().reshape(-1, 1, *self.shape)
+        for n, o in enumerate(off):
+            if o:
+                out[n, 0][mask] = self.drawn[mask]
+        return out.reshape(x.shape)
 
     def box_for(self, shape) -> Optional[Box]:
         """The box for frames of ``shape`` (..., H, W): :attr:`box` when they are of its size, else None."""

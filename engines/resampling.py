@@ -42,8 +42,8 @@ Popescu & Farid (2005, §III) look for it too. The fold at an integer k cannot h
 into 9 phases, each weak: z 13-14 on the pillarbox frames and the fold at 18 does not repeat), the
 spectrum does: the line stands 50-220 times above the profile's median power on those frames,
 native frames of the emulated cameras reach 19. The same blur erases it. A line at a multiple of
-1/8 (a block codec's 8×8 grid and its harmonics) is not looked at, nor below
-:data:`MIN_FREQUENCY` (the scene's own slow variation); both axes must show the line at the same
+1/16 (a block codec's 8×8 blocks and 16×16 macroblocks) is not looked at, nor below
+:data:`MIN_FREQUENCY` (a line there survives a blur, and the scene's slow variation is there); both axes must show the line at the same
 frequency (the picture enlarged by one factor: a grabber keeping the aspect ratio, a digital zoom).
 
 numpy only (runtime).
@@ -78,11 +78,19 @@ MIN_SIDE = 16 * 2 * FACTORS[-1]
 #: median / ln 2) both axes must reach: the pillarbox frames' 2.25× line 50-220, the emulated cameras'
 #: native frames' highest line at or above :data:`MIN_FREQUENCY` up to 19 (soft_2x, hikmicro_sr, row_fpn)
 LINE_MIN = 30.0
-#: lines below this frequency (cycles/px) are not looked at: the scene's slow variation, left by
-#: the detrending, reaches 20-80 there; an enlargement of up to 1/0.15 = 6.7× has its line above
-MIN_FREQUENCY = 0.15
-#: a line within this many frequency bins of a multiple of 1/8 is a block codec's, not looked at
+#: lines below this frequency (cycles/px) are not looked at: only a line that any blur of σ ≥ 1 px
+#: erases (its power × exp(−4π²σ²f²) ≤ 0.03 of what it was) tells that no blur came after the
+#: enlargement (K22's principle); a lower one survives a blur (a 20× nearest-neighbour enlargement's
+#: line at 0.15 stood 1360 times above its neighbours after the evaluation's blur). Factors whose
+#: line lies at or above it: 2.25 (0.444), 2.5 (0.4), 1.5 and 3 (0.333), 1.875 (0.467)
+MIN_FREQUENCY = 0.3
+#: a line within this many frequency bins of a multiple of 1/16 is a block codec's (8×8 blocks,
+#: 16×16 macroblocks: emulated cameras built from video show lines at 5/16), not looked at
 BLOCK_BINS = 3.0
+#: the codec block period whose multiples of 1/period are left out, px
+BLOCK_PERIOD = 16
+#: a bin's power is compared with the median of this many bins either side of it (its own ±2 left out)
+LINE_NEIGHBOURS = 12
 #: the profile's slow variation taken out before the spectrum: a Gaussian of this σ in px
 DETREND_SIGMA = 6.0
 
@@ -139,9 +147,10 @@ def repeats_at_double(e: np.ndarray, k: int) -> bool:
 
 def line_spectrum(e: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """The spectrum of a profile ``e`` ((L,) float64, :func:`difference_profile`) where lines are
-    looked for: (frequencies in cycles/px, power over the spectrum's median power / ln 2), both
+    looked for: (frequencies in cycles/px, power over its neighbours' median power / ln 2
+    (:data:`LINE_NEIGHBOURS`)), both
     (F,) float64, only the frequencies at or above :data:`MIN_FREQUENCY` and away from the
-    multiples of 1/8 (:data:`BLOCK_BINS`). The profile's slow variation (a Gaussian of σ
+    multiples of 1/16 (:data:`BLOCK_PERIOD`, :data:`BLOCK_BINS`). The profile's slow variation (a Gaussian of σ
     :data:`DETREND_SIGMA`) is taken out and a Hann window applied first. Empty for a profile
     under 64 long or flat."""
     e = np.asarray(e, dtype=np.float64)
@@ -154,12 +163,18 @@ def line_spectrum(e: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     slow = np.convolve(np.pad(e, r, mode="reflect"), g / g.sum(), mode="valid")
     power = np.abs(np.fft.rfft((e - slow) * np.hanning(n))) ** 2
     freq = np.fft.rfftfreq(n)
-    band = freq >= MIN_FREQUENCY
-    ref = float(np.median(power[band])) / math.log(2.0)
-    looked = band & (np.abs(freq[:, None] - np.arange(5)[None, :] / 8.0).min(axis=1) > BLOCK_BINS / n)
-    if ref <= 0.0:
-        return empty
-    return freq[looked], power[looked] / ref
+    # each bin's reference: the median power of its neighbours (±LINE_NEIGHBOURS bins, the line's
+    # own ±2 left out, the spectrum's ends reflected): a line stands above its neighbourhood; a
+    # blurred frame's steep spectrum, whose low end stands above the band's median, does not
+    w = LINE_NEIGHBOURS
+    padded = np.pad(power, w, mode="reflect")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * w + 1)
+    keep = np.ones(2 * w + 1, bool)
+    keep[w - 2:w + 3] = False
+    ref = np.median(windows[:, keep], axis=1) / math.log(2.0)
+    looked = (freq >= MIN_FREQUENCY) & (ref > 0.0) \
+        & (np.abs(freq[:, None] - np.arange(BLOCK_PERIOD // 2 + 1)[None, :] / BLOCK_PERIOD).min(axis=1) > BLOCK_BINS / n)
+    return freq[looked], power[looked] / ref[looked]
 
 
 def spectral_line(e: np.ndarray) -> Tuple[float, float]:

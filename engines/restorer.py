@@ -377,7 +377,7 @@ class _Inside:
 
 
 def _paste_finish(finish: Callable[[np.ndarray], np.ndarray], box, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``finish`` on the picture inside ``box`` of ``y`` (N, 1, H, W), the bars ``x``'s as they came in."""
+    """``finish`` on the picture inside ``box`` of ``y`` (N, 1, H, W), the bars ``x``'s."""
     return pasted(x, finish(np.ascontiguousarray(inner(np.asarray(y, np.float32), box))), box)
 
 
@@ -1560,8 +1560,9 @@ class Restorer:
         Frames ``x`` with the camera's bars (:attr:`borders`, engines/borders.py: a grabber's
         pillarbox or letterbox) are planned on the picture inside them: ``engine`` restores that
         picture and gives the whole frame back with the bars as they came in, ``finish`` runs on the
-        picture and pastes the bars of ``x`` back (an engine without ``pipeline()``: the TensorRT
-        stage runs it at submit).
+        picture and pastes the bars back: those of ``x`` when they are the grabber's, else the
+        grabber's own (``BorderTracker.bars``: a frame whose bars changed with its picture was
+        degraded as a whole); an engine without ``pipeline()``: the TensorRT stage runs it at submit.
         :meth:`infer` is ``finish(engine.infer(x))``; the TensorRT stage that keeps several
         frames in flight (edge/pipeline/stages.py ``PipelinedInfer``) runs the two parts apart.
 
@@ -1575,7 +1576,8 @@ class Restorer:
         # as a frame of its own, the bars pasted back as they came in
         whole = _as_batch(x)
         engine, finish = self._plan_picture(np.ascontiguousarray(inner(whole, box)))
-        return (None if engine is None else _Inside(engine, box)), functools.partial(_paste_finish, finish, box, whole)
+        return (None if engine is None else _Inside(engine, box)), \
+            functools.partial(_paste_finish, finish, box, self.borders.bars(whole))
 
     def _plan_picture(self, x: Optional[np.ndarray]) -> Tuple[Optional[object], Callable[[np.ndarray], np.ndarray]]:
         """:meth:`plan` on the camera's picture ``x`` (the frames inside their bars)."""

@@ -71,3 +71,18 @@ def test_inner_and_pasted_round_trip():
     assert inner(f, box).shape == (1, 1, 40, 60)
     out = pasted(f, inner(f, box) * 2.0, box)
     assert np.array_equal(out[..., :, :10], f[..., :, :10]) and np.allclose(inner(out, box), inner(f, box) * 2.0)
+
+
+def test_bars_changed_with_the_picture_come_out_as_the_grabber_draws_them():
+    t = BorderTracker()
+    frames = [boxed(scene(60, 80, s), l=20, r=20) for s in range(AGREE_FRAMES)]
+    for f in frames:
+        t.add(f)
+    live = frames[-1][None, None]
+    assert t.bars(live) is not None and np.array_equal(t.bars(live), live)     # a live frame: its own, exactly
+    degraded = (0.1 + 0.8 * live + np.random.default_rng(3).normal(0, 0.02, live.shape)).astype(np.float32)
+    out = t.bars(degraded)
+    assert np.array_equal(out[..., :20], live[..., :20]) and np.array_equal(out[..., -20:], live[..., -20:])
+    assert np.array_equal(inner(out, t.box), inner(degraded, t.box))          # the picture is left to the routes
+    with pytest.raises(ValueError, match="box's size"):
+        t.bars(np.zeros((1, 1, 60, 80), np.float32))
