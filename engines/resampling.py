@@ -89,6 +89,14 @@ MIN_FREQUENCY = 0.3
 BLOCK_BINS = 3.0
 #: the codec block period whose multiples of 1/period are left out, px
 BLOCK_PERIOD = 16
+#: a pattern whose strongest line has a period of this many px or more (an enlargement by 10× or
+#: more, nearest-neighbour blocks) keeps its steps, and so its harmonics above
+#: :data:`MIN_FREQUENCY`, through a blur of 1-2 px (a 20× nearest-neighbour camera's blurred frames:
+#: lines at 0.05 and 0.1 standing 1160-3300 above their neighbours, at 0.3 36): its lines do not tell
+#: that no blur came after it
+MAX_PERIOD = 10.0
+#: the lowest frequency (cycles/px) looked at for such a long-period line (periods up to 25 px)
+LONG_LOWEST = 0.04
 #: a bin's power is compared with the median of this many bins either side of it (its own ±2 left out)
 LINE_NEIGHBOURS = 12
 #: the profile's slow variation taken out before the spectrum: a Gaussian of this σ in px
@@ -145,11 +153,11 @@ def repeats_at_double(e: np.ndarray, k: int) -> bool:
     return dev > 0.0 and float(np.sum(np.abs(phases[:k] - phases[k:]))) <= PERIOD_AGREEMENT * dev
 
 
-def line_spectrum(e: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def line_spectrum(e: np.ndarray, lowest: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
     """The spectrum of a profile ``e`` ((L,) float64, :func:`difference_profile`) where lines are
     looked for: (frequencies in cycles/px, power over its neighbours' median power / ln 2
     (:data:`LINE_NEIGHBOURS`)), both
-    (F,) float64, only the frequencies at or above :data:`MIN_FREQUENCY` and away from the
+    (F,) float64, only the frequencies at or above ``lowest`` (default :data:`MIN_FREQUENCY`) and away from the
     multiples of 1/16 (:data:`BLOCK_PERIOD`, :data:`BLOCK_BINS`). The profile's slow variation (a Gaussian of σ
     :data:`DETREND_SIGMA`) is taken out and a Hann window applied first. Empty for a profile
     under 64 long or flat."""
@@ -172,7 +180,7 @@ def line_spectrum(e: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     keep = np.ones(2 * w + 1, bool)
     keep[w - 2:w + 3] = False
     ref = np.median(windows[:, keep], axis=1) / math.log(2.0)
-    looked = (freq >= MIN_FREQUENCY) & (ref > 0.0) \
+    looked = (freq >= (MIN_FREQUENCY if lowest is None else lowest)) & (ref > 0.0) \
         & (np.abs(freq[:, None] - np.arange(BLOCK_PERIOD // 2 + 1)[None, :] / BLOCK_PERIOD).min(axis=1) > BLOCK_BINS / n)
     return freq[looked], power[looked] / ref[looked]
 
@@ -205,18 +213,25 @@ def spectral_period(frame: np.ndarray) -> Optional[float]:
 
 
 def _line_period(cols: np.ndarray, rows: np.ndarray) -> Optional[float]:
-    """1/f of the strongest line f both profiles hold (≥ :data:`LINE_MIN` on each, within 1.5 bins of
-    the other's), or None."""
-    (fc, rc), (fr, rr) = line_spectrum(cols), line_spectrum(rows)
+    """1/f of the strongest line f ≥ :data:`MIN_FREQUENCY` both profiles hold (≥ :data:`LINE_MIN` on
+    each, within 1.5 bins of the other's), or None; None too when both hold a stronger line of a
+    period of :data:`MAX_PERIOD` px or longer (a long-period pattern, which a blur keeps)."""
+    (fc, rc), (fr, rr) = line_spectrum(cols, LONG_LOWEST), line_spectrum(rows, LONG_LOWEST)
     if len(rc) == 0 or len(rr) == 0:
         return None
-    best, period = LINE_MIN, None
     tol = 1.5 / min(len(cols), len(rows))
-    for f, r in zip(fc[rc >= LINE_MIN], rc[rc >= LINE_MIN]):
+    lines = []   # (strength on the weaker axis, frequency) of every line both axes hold
+    for f, r in zip(fc, rc):
         near = np.abs(fr - f) <= tol
-        if near.any() and min(r, float(rr[near].max())) >= best:
-            best, period = min(r, float(rr[near].max())), 1.0 / float(f)
-    return period
+        if near.any():
+            lines.append((min(float(r), float(rr[near].max())), float(f)))
+    found = [(r, f) for r, f in lines if f >= MIN_FREQUENCY and r >= LINE_MIN]
+    if not found:
+        return None
+    strength, best = max(found)
+    if any(f <= 1.0 / MAX_PERIOD and r >= strength for r, f in lines):
+        return None   # the pattern's own period is long: its steps, and its lines, survive a blur
+    return 1.0 / best
 
 
 def enlargement(frame: np.ndarray) -> Optional[float]:

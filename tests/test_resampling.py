@@ -107,3 +107,15 @@ def test_a_block_codec_and_one_axis_lines_are_not_a_non_integer_enlargement():
     assert spectral_period(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float64)) is None
     wide = np.rint(cv2.resize(sensor(512, 284, 14, noise=0.6), (640, 512), interpolation=cv2.INTER_LINEAR))
     assert spectral_period(wide) is None                  # 2.25× across the columns only (anamorphic)
+
+
+def test_a_long_period_pattern_kept_through_a_blur_is_not_taken_for_no_blur():
+    """A 20× nearest-neighbour camera (a 32×24 array shown at 640×480, as mlx90640_nn): its blocks'
+    steps keep harmonics above MIN_FREQUENCY through a σ 1 px blur; the pattern's own line, at 1/20,
+    is stronger, so the blurred frame is not called an enlargement that no blur came after."""
+    for seed in (1, 3):
+        rng = np.random.default_rng(seed)
+        tiny = cv2.resize(sensor(480, 640, seed), (32, 24), interpolation=cv2.INTER_AREA)
+        big = cv2.resize(tiny + rng.normal(0, 2.0, tiny.shape), (640, 480), interpolation=cv2.INTER_NEAREST)
+        big = np.rint(big + rng.normal(0, 0.5, big.shape))
+        assert spectral_period(np.rint(cv2.GaussianBlur(big, (0, 0), 1.0))) is None
