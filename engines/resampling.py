@@ -40,8 +40,9 @@ period is k px, not an integer: the profile's periodic part is a line in its spe
 frequency 1/k cycles/px (aliased into [0, 1/2]: 1/2.25 = 0.444; 1/1.5 = 2/3 reads 1/3), where
 Popescu & Farid (2005, §III) look for it too. The fold at an integer k cannot hold it (2.25× folds
 into 9 phases, each weak: z 13-14 on the pillarbox frames and the fold at 18 does not repeat), the
-spectrum does: the line stands 50-220 times above the profile's median power on those frames,
-native frames of the emulated cameras reach 19. The same blur erases it. A line at a multiple of
+spectrum does: the line stands 59-286 times above its neighbours' median power on those frames,
+where the clean frames of the other emulated cameras reach 28 (a 20× nearest-neighbour camera's harmonic) at
+most. The same blur erases it. A line at a multiple of
 1/16 (a block codec's 8×8 blocks and 16×16 macroblocks) is not looked at, nor below
 :data:`MIN_FREQUENCY` (a line there survives a blur, and the scene's slow variation is there); both axes must show the line at the same
 frequency (the picture enlarged by one factor: a grabber keeping the aspect ratio, a digital zoom).
@@ -74,9 +75,11 @@ EDGE_CAP_PERCENTILE = 90.0
 MIN_SIDE = 16 * 2 * FACTORS[-1]
 
 
-#: the spectral line's power over the profile's median power (as an exponential variable's mean,
-#: median / ln 2) both axes must reach: the pillarbox frames' 2.25× line 50-220, the emulated cameras'
-#: native frames' highest line at or above :data:`MIN_FREQUENCY` up to 19 (soft_2x, hikmicro_sr, row_fpn)
+#: the spectral line's power over its neighbours' median power (:data:`LINE_NEIGHBOURS`; as an
+#: exponential variable's mean, median / ln 2) both axes must reach at one frequency: the pillarbox
+#: frames' 2.25× line 59-286; the other emulated cameras' clean frames' highest common line at or above
+#: :data:`MIN_FREQUENCY` 28 (mlx90640_nn), 18.6 (pal_384x288), 12 or less elsewhere; their blurred
+#: frames (the evaluation's blur and CB) 10 or less but mlx90640_nn's (:data:`MAX_PERIOD`)
 LINE_MIN = 30.0
 #: lines below this frequency (cycles/px) are not looked at: only a line that any blur of σ ≥ 1 px
 #: erases (its power × exp(−4π²σ²f²) ≤ 0.03 of what it was) tells that no blur came after the
