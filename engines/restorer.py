@@ -106,6 +106,7 @@ import numpy as np
 
 from .adapt import ADAPTATION_KEY, OnlineAdapter, apply_adaptation
 from .blur_gate import BlurGate, blur_below_step, blur_keeps_tone, blur_only_tasks, gaussian_blur
+from .borders import BorderTracker, inner, pasted
 from .bundle import TONE
 from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span, noise_free_verdicts
 from .fpn_gate import FPNGate, noise_sigma, offsets_shown, repair_dead_columns, subtract_offsets
@@ -368,6 +369,24 @@ def _camera_change(meta) -> Optional[List[str]]:
     return [str(r) for r in reasons] if reasons else None
 
 
+class _Inside:
+    """An engine run on the picture inside a frame's bars (engines/borders.py): ``infer`` gives the
+    whole batch back with the picture restored and the bars as they came in."""
+
+    def __init__(self, engine, box):
+        self.engine, self.box = engine, box
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        x = np.asarray(batch, dtype=np.float32)
+        return pasted(x, np.asarray(self.engine.infer(np.ascontiguousarray(inner(x, self.box))), np.float32),
+                      self.box)
+
+
+def _paste_finish(finish: Callable[[np.ndarray], np.ndarray], box, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``finish`` on the picture inside ``box`` of ``y`` (N, 1, H, W), the bars ``x``'s."""
+    return pasted(x, finish(np.ascontiguousarray(inner(np.asarray(y, np.float32), box))), box)
+
+
 class Restorer:
     """Bundle + router as one engine-like object; see the module docstring for the policy.
 
@@ -586,6 +605,10 @@ class Restorer:
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
+        #: the constant bars around the camera's picture (a grabber's pillarbox or letterbox,
+        #: engines/borders.py): the router and the gates see the picture inside them, the routes
+        #: restore it, the bars come out as they went in
+        self.borders = BorderTracker()
         #: frames left of the warm-up, in which every frame is routed while the FPN or blur gate has
         #: no reference yet and the router's unchecked noise and blur parts are held (:meth:`_warming`,
         #: :meth:`_gate`): from the start, as after a camera change (:meth:`new_camera`): a camera
@@ -1018,9 +1041,15 @@ class Restorer:
                                    "its look at the previous depth, the gates learn this camera afresh", reasons)
         elif reasons is not None:
             self.new_camera(reasons)
+        size = x.shape[-2:]
+        if not _is_ffc(meta) and self.borders.add(x[-1, 0]):
+            self._borders_changed()
+        box = self.borders.box_for(x.shape)
+        if box is not None:
+            x = np.ascontiguousarray(inner(x, box))   # the camera's picture, without the grabber's bars
         if self.forced or self.router_info is None:
             return None
-        self._check_reference(x.shape[-2:])
+        self._check_reference(size)
         if self._offsets_renewed(x[-1, 0]):
             # the offsets measured before an FFC the stream did not mark no longer hold: this frame
             # is routed now, and the FPN gate measures the offsets it carries (none: none removed)
@@ -1255,14 +1284,17 @@ class Restorer:
         """
         x = _as_batch(batch)
         x = x[[not scene_free(f[0]) for f in x]] if len(x) else x   # an FFC's flag is not the camera's look
-        if self.contrast_gate is not None:
-            for frame in x:
+        for f in x:
+            # the camera's bars first (engines/borders.py): the gates learn the picture inside them
+            if self.borders.add(f[0], force=True):
+                self._restart_gates()
+            box = self.borders.box_for(f.shape)
+            frame = f if box is None else np.ascontiguousarray(inner(f, box))
+            if self.contrast_gate is not None:
                 self.contrast_gate.add(lowpass_span(frame), ends=lowpass_ends(frame))
-        if self.blur_gate is not None:
-            for frame in x:
+            if self.blur_gate is not None:
                 self.blur_gate.add(frame)
-        if self.fpn_gate is not None:
-            for frame in x:
+            if self.fpn_gate is not None:
                 self.fpn_gate.add(frame)
 
     def pin_camera(self, batch) -> int:
@@ -1284,7 +1316,7 @@ class Restorer:
         if len(x) == 0:
             raise ValueError("pin_camera needs at least one frame of the camera's healthy look")
         self.warm_camera(x)
-        for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
+        for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate, self.borders):
             if gate is not None:
                 gate.pinned = True
         self.pinned_frames += len(x)
@@ -1305,7 +1337,7 @@ class Restorer:
         is never let go here."""
         if not frozen and self.pinned_frames:
             return
-        for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
+        for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate, self.borders):
             if gate is not None:
                 gate.pinned = bool(frozen)
 
@@ -1330,7 +1362,7 @@ class Restorer:
         another bit depth, a camera change marked ``bits``: an 8-bit AGC output and 14-bit counts
         normalise to different noise floors and sharpness)."""
         log.warning("camera reference dropped: %s", why)
-        for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate):
+        for gate in (self.contrast_gate, self.blur_gate, self.fpn_gate, self.borders):
             if gate is not None:
                 gate.pinned = False
         self.pinned_frames, self._pinned_size, self.reference_dropped = 0, None, why
@@ -1357,6 +1389,19 @@ class Restorer:
         saying so (it was kept: the old camera's map moved the new camera's embeddings)."""
         self.camera_changes += 1
         self.camera_change = list(reasons)
+        self.borders.restart()
+        self._restart_gates(reasons)
+
+    def _borders_changed(self) -> None:
+        """The camera's bars changed (:attr:`borders`): the picture the router and the gates are
+        shown is another from this frame on (its size, its statistics), so the gates' histories,
+        measured on the old one, restart as on a camera change (:meth:`new_camera`, not counted as
+        one) and the next frame is routed."""
+        log.info("the camera's picture is %s from now on", self.borders.status() or "the whole frame")
+        self._restart_gates(["borders"])
+
+    def _restart_gates(self, reasons: Sequence[str] = ("borders",)) -> None:
+        """:meth:`new_camera` without counting it and without forgetting the camera's bars."""
         if self.adapter is not None:   # --adapt N: one camera's frames only, fitted again once fitted
             self.adapter.restart(reasons)
             self._adaptation = self._bundle_adaptation   # the dropped online map no longer applies
@@ -1530,12 +1575,30 @@ class Restorer:
         ``meta["norm"]`` gave one, as counts are what they are fixed in), on pass-through too; frames ``x`` of another
         width than the offsets' (the source changed size) drop them: nothing is subtracted and
         :attr:`passes_through` and :attr:`runs` say so, until the next verdict.
+        Frames ``x`` with the camera's bars (:attr:`borders`, engines/borders.py: a grabber's
+        pillarbox or letterbox) are planned on the picture inside them: ``engine`` restores that
+        picture and gives the whole frame back with the bars as they came in, ``finish`` runs on the
+        picture and pastes the bars back: those of ``x`` when they are the grabber's, else the
+        grabber's own (``BorderTracker.bars``: a frame whose bars changed with its picture was
+        degraded as a whole); an engine without ``pipeline()``: the TensorRT stage runs it at submit.
         :meth:`infer` is ``finish(engine.infer(x))``; the TensorRT stage that keeps several
         frames in flight (edge/pipeline/stages.py ``PipelinedInfer``) runs the two parts apart.
 
         Raises:
             EngineError: the route or the student cannot be loaded.
         """
+        box = None if x is None else self.borders.box_for(np.shape(x))
+        if box is None:
+            return self._plan_picture(x)
+        # the camera's picture inside the grabber's bars (engines/borders.py): restored and finished
+        # as a frame of its own, the bars pasted back as they came in
+        whole = _as_batch(x)
+        engine, finish = self._plan_picture(np.ascontiguousarray(inner(whole, box)))
+        return (None if engine is None else _Inside(engine, box)), \
+            functools.partial(_paste_finish, finish, box, self.borders.bars(whole))
+
+    def _plan_picture(self, x: Optional[np.ndarray]) -> Tuple[Optional[object], Callable[[np.ndarray], np.ndarray]]:
+        """:meth:`plan` on the camera's picture ``x`` (the frames inside their bars)."""
         engine, finish = self._plan(x)
         offsets = self.offsets
         width = None if offsets is None or x is None else np.shape(x)[-1]
@@ -1682,7 +1745,7 @@ class Restorer:
                 "dequantised": self.dequantised,
                 "dead_column_frames": self.dead_column_frames,
                 "camera_changes": self.camera_changes, "camera_change": self.camera_change,
-                "observed": self.observed, "loaded_routes": self.loaded_routes,
+                "observed": self.observed, "loaded_routes": self.loaded_routes, "borders": self.borders.status(),
                 "adapt": self.adapt_status(), "deploy": self.deploy, "deploy_tasks": dict(self.deploy_tasks),
                 "deploy_margin_db": self.deploy_margin_db, "runs": self.runs, "destripe": self.offsets is not None,
                 "student_loaded": self._student is not None,

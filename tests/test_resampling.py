@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tir.engines.resampling import FACTORS, MIN_SIDE, difference_profile, enlargement, periodic_z
+from tir.engines.resampling import FACTORS, MIN_SIDE, difference_profile, enlargement, periodic_z, spectral_period
 
 
 def sensor(h, w, seed, noise=3.0):
@@ -71,3 +71,51 @@ def test_what_cannot_be_measured():
         enlargement(np.zeros((2, 64, 64)))
     with pytest.raises(ValueError, match="2-D frame and axis"):
         difference_profile(np.zeros((64, 64)), 2)
+
+
+def enlarged(frame, k, size=(640, 512)):
+    """A sensor frame shown ``k`` times larger (a grabber's or viewer's scaler, bilinear), the centred
+    ``size`` (width, height) of it, rounded: the window the blur gate measures."""
+    h, w = frame.shape
+    big = cv2.resize(frame, (int(round(w * k)), int(round(h * k))), interpolation=cv2.INTER_LINEAR)
+    bh, bw = big.shape
+    top, left = (bh - size[1]) // 2, (bw - size[0]) // 2
+    return np.rint(big[top:top + size[1], left:left + size[0]])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_non_integer_enlargements_are_found_and_the_native_frame_is_not(seed):
+    f = sensor(480, 640, 10 + seed, noise=0.6)            # a 640×480 camera, 8-bit, its own noise
+    assert enlargement(f) is None and spectral_period(f) is None
+    p = enlargement(enlarged(f, 2.25))                    # 640 → 1440: a 1080p grabber's 4:3 picture
+    assert p is not None and p == pytest.approx(2.25, abs=0.05)
+    assert enlargement(enlarged(f, 1.5)) is not None      # 640 → 960
+    assert enlargement(enlarged(f, 2.0)) == 2             # the integer fold still names 2
+    assert enlargement((enlarged(f, 2.25) / 255.0).astype(np.float32)) is not None
+
+
+def test_a_blur_after_a_non_integer_enlargement_erases_its_line():
+    z = enlarged(sensor(480, 640, 12, noise=0.6), 2.25)
+    assert spectral_period(z) is not None
+    assert spectral_period(np.rint(cv2.GaussianBlur(z, (0, 0), 1.5))) is None
+    assert enlargement(np.rint(cv2.GaussianBlur(z, (0, 0), 1.5))) is None
+
+
+def test_a_block_codec_and_one_axis_lines_are_not_a_non_integer_enlargement():
+    f = sensor(512, 640, 13)
+    ok, buf = cv2.imencode(".jpg", f.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 75])
+    assert spectral_period(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float64)) is None
+    wide = np.rint(cv2.resize(sensor(512, 284, 14, noise=0.6), (640, 512), interpolation=cv2.INTER_LINEAR))
+    assert spectral_period(wide) is None                  # 2.25× across the columns only (anamorphic)
+
+
+def test_a_long_period_pattern_kept_through_a_blur_is_not_taken_for_no_blur():
+    """A 20× nearest-neighbour camera (a 32×24 array shown at 640×480, as mlx90640_nn): its blocks'
+    steps keep harmonics above MIN_FREQUENCY through a σ 1 px blur; the pattern's own line, at 1/20,
+    is stronger, so the blurred frame is not called an enlargement that no blur came after."""
+    for seed in (1, 3):
+        rng = np.random.default_rng(seed)
+        tiny = cv2.resize(sensor(480, 640, seed), (32, 24), interpolation=cv2.INTER_AREA)
+        big = cv2.resize(tiny + rng.normal(0, 2.0, tiny.shape), (640, 480), interpolation=cv2.INTER_NEAREST)
+        big = np.rint(big + rng.normal(0, 0.5, big.shape))
+        assert spectral_period(np.rint(cv2.GaussianBlur(big, (0, 0), 1.0))) is None

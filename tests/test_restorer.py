@@ -229,3 +229,28 @@ def test_classify_reports_each_frame(bundle_dir):
     assert r.status()["decisions"] == 0  # classify does not change state
     with pytest.raises(ValueError, match="N×1×H×W"):
         r.infer(np.zeros((1, 2, H, W), np.float32))
+
+
+def test_the_picture_inside_a_grabbers_bars_is_routed_and_restored_and_the_bars_pass(bundle_dir):
+    """A picture (mean 0.5: route b, ×3) between white bars (1.0) a quarter of the frame each side:
+    once the camera's frames agree on the bars (engines/borders.py) the picture is routed and
+    restored and the bars come out as they went in (the route on the whole frame made them 3.0)."""
+    from tir.engines.borders import AGREE_FRAMES
+
+    yy, xx = np.mgrid[0:H, 0:H].astype(np.float32)
+    frames = []
+    for n in range(AGREE_FRAMES + 1):
+        f = np.ones((1, 1, H, 2 * H), np.float32)
+        f[..., H // 2:H // 2 + H] = 0.5 + 0.05 * np.sin(xx / 3.0 + n) * np.cos(yy / 4.0)   # a scene, not noise
+        frames.append(f)
+    r = Restorer(bundle_dir / "bundle", every=1, hysteresis=1)
+    for f in frames[:AGREE_FRAMES - 1]:
+        r.infer(f)                                        # the whole frame (the bars not yet the camera's)
+        assert r.status()["borders"] is None
+    for f in frames[AGREE_FRAMES - 1:]:
+        out = r.infer(f)
+        assert r.route == "b" and r.status()["borders"]["left"] == H // 2
+        assert np.array_equal(out[..., :H // 2], f[..., :H // 2]) and np.array_equal(out[..., -(H // 2):], f[..., -(H // 2):])
+        assert np.allclose(out[..., H // 2:H // 2 + H], f[..., H // 2:H // 2 + H] * 3.0)
+        engine, finish = r.plan(f)                          # the TensorRT stage's two parts: the same
+        assert np.allclose(finish(engine.infer(f)), out)
