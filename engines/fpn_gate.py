@@ -60,7 +60,9 @@ the floor: on an emulated camera with white noise of 3.5 grey levels in its clea
 frames it delivered were then taken for noisier than its own; docs/cameras.md "Session 11").
 An ``unknown`` verdict on a frame whose white noise is clearly above what the camera's own frames
 reach (the 90th percentile of those σ, :meth:`FPNGate.floor_high`: the camera's noise varies with
-its AGC's gain on each scene, session 13), σ² > high² + (σ_min/2)² with σ_min the weakest white noise of the bundle's specs (5 grey levels
+its AGC's gain on each scene, session 13; at least the median routed frame as far as that is the
+camera's own by the clean frames' measure, session 21: the router calls a small sensor's most
+textured own frames noisy, so they never join the floor), σ² > high² + (σ_min/2)² with σ_min the weakest white noise of the bundle's specs (5 grey levels
 for the shipped ``gaussian_noise`` step, ecmrnet.md §1.3), becomes the noise task: half-way
 between "as the camera delivers it" and the mildest noise the routes restore. Measured on val
 (docs/cameras.md, "Session 9"): noisy frames read σ ≥ 5.2 grey levels (5th percentile), clean
@@ -781,10 +783,38 @@ class FPNGate:
         camera's enhancement varies with the scene: on the emulated 80×60 Lepton, the DDE camera
         and a Y16 indoor camera the clean frames' σ spread 1.5-5.2 grey levels about a median of
         3-3.7, so the clean frames of the noisier scenes read above the midpoint to the spec's
-        weakest noise and kept the noise task."""
+        weakest noise and kept the noise task.
+
+        Once it comes from the noise-free frames it is at least the median σ of every routed frame
+        (the camera's look on half of what it shows, K8's principle), as far as that median is
+        itself the camera's own by the noise-free frames' measure (at most √(p90² + white_sigma²/2),
+        the own-noise threshold they set; :meth:`routed_reach`). Why (session 21): the floor holds
+        only the frames the router calls clean, and the router calls a camera's most textured own
+        frames noise, the very ones the σ reads highest: on the emulated radiometric 80×60 Lepton
+        (``lepton25_y16_80x60``) the clean frames read 1.9-6.2 grey levels on their flattest blocks
+        (an 80×60 frame's flattest quarter still holds scene), the four the router called clean
+        1.9-3.9 (90th percentile 3.35, threshold 4.87), and two called noise (5.6, 6.2) were given the
+        noise task, 24-26 dB from themselves; the median of every routed frame was 4.5."""
         if len(self.floor) >= MIN_FLOOR_FRAMES:   # floor_sigma's "clean" case
-            return float(np.percentile(self.floor, FLOOR_HIGH_PERCENTILE))
+            high = float(np.percentile(self.floor, FLOOR_HIGH_PERCENTILE))
+            routed = self.routed_reach(high)
+            return high if routed is None else max(high, routed)
         return self.floor_sigma()[0]
+
+    def routed_reach(self, high: float) -> Optional[float]:
+        """The median σ of every routed frame (:attr:`seen`, frame units), capped at
+        √(high² + white_sigma²/2) (the own-noise threshold the noise-free frames' ``high`` sets: a
+        median above it is not the camera's own by their measure, and a raise past it would let each
+        raise lift the next); None before :data:`MIN_FLOOR_FRAMES` routed frames or without
+        ``white_sigma``.
+
+        The cap bounds what routed frames can do to the thresholds: white noise at least the specs'
+        weakest on a frame at the noise-free frames' ``high`` (σ² ≥ high² + white_sigma²) stays
+        above :meth:`own_noise_threshold` (√(cap² + white_sigma²/2) = the same), however long a
+        degradation lasts in the window of :data:`FLOOR_WINDOW` routed frames."""
+        if self.white_sigma is None or len(self.seen) < MIN_FLOOR_FRAMES:
+            return None
+        return min(float(np.median(self.seen)), math.sqrt(high ** 2 + 0.5 * self.white_sigma ** 2))
 
     def _above_floor(self, share: float) -> Optional[float]:
         """√(high² + share·white_sigma²), high :meth:`floor_high`; None before it exists or

@@ -895,6 +895,61 @@ def test_a_small_sensor_clean_frame_called_noisy_is_given_back():
     assert gate.step("noise", small_sensor_scene(1, 5.0)) == ("noise", False)
 
 
+def small_sensor_camera(gate, loops=2):
+    """Route a small sensor's own frames through ``gate`` as a router that calls its most textured
+    scenes noisy would: twelve 80×60 scenes whose own noise reads 2-8 grey levels (texture and a
+    per-frame AGC), the four quietest called clean, the rest ``noise``."""
+    levels = (2.0, 2.5, 3.0, 3.5, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5, 8.0)
+    frames = [small_sensor_scene(i, level) for i, level in enumerate(levels)]
+    for _ in range(loops):
+        for level, frame in zip(levels, frames):
+            gate.step(CLEAN if level < 4.0 else "noise", frame)
+
+
+def test_a_small_sensors_textured_own_frames_the_router_calls_noisy_are_given_back():
+    """Session 21: the floor holds only the frames the router calls clean, and the router calls a
+    small sensor's most textured own frames noisy, so the floor's reach (90th percentile) stops at
+    its quiet scenes. The thresholds are measured above at least the median routed frame (as far as
+    the clean frames' own-noise threshold): an own scene at 5.6 grey levels (above the clean frames'
+    threshold, 5.05) called noise is given back; the spec's weakest noise on the camera's median
+    scene keeps the noise task, under noise, BN or unknown verdicts."""
+    from tir.engines.fpn_gate import FLOOR_HIGH_PERCENTILE, flat_noise_sigma
+
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}, white_sigma=5 / 255)
+    small_sensor_camera(gate)
+    assert gate.floor_sigma()[1] == "clean" and len(gate.floor) >= MIN_FLOOR_FRAMES
+    clean_high = float(np.percentile(gate.floor, FLOOR_HIGH_PERCENTILE))
+    assert gate.floor_high() > clean_high
+    own = small_sensor_scene(20, 5.5)
+    assert flat_noise_sigma(own) > np.hypot(clean_high, 5 / 255 / np.sqrt(2))   # above the clean frames' threshold
+    demoted = gate.demoted_white
+    assert gate.step("noise", own) == (CLEAN, False) and gate.demoted_white == demoted + 1
+    for seed in (24, 25, 26):
+        noisy = small_sensor_scene(seed, float(np.hypot(5.0, 5.0)))   # the median scene plus the weakest noise
+        assert gate.step("noise", noisy) == ("noise", False)
+        assert gate.step("BN", noisy) == ("BN", False)
+        assert gate.step(UNKNOWN, noisy) == ("noise", True)
+
+
+def test_routed_frames_lift_the_cameras_reach_one_step_at_most():
+    """However long a degradation lasts, the median routed frame raises the thresholds no further than
+    the clean frames' own-noise threshold: the spec's weakest noise on a scene at the clean frames'
+    reach keeps the noise task after 600 noisy routed frames (the whole window)."""
+    from tir.engines.fpn_gate import FLOOR_HIGH_PERCENTILE, FLOOR_WINDOW
+
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise"}, white_sigma=5 / 255)
+    for i in range(MIN_FLOOR_FRAMES):
+        gate.step(CLEAN, white(scene(seed=i), 2.0, seed=i))
+    clean_high = float(np.percentile(gate.floor, FLOOR_HIGH_PERCENTILE))
+    assert gate.floor_high() == pytest.approx(clean_high)     # the routed median is the clean frames'
+    noisy = white(scene(seed=50), 12.0, seed=50)
+    for _ in range(FLOOR_WINDOW + 88):
+        gate.step("noise", noisy)
+    cap = float(np.hypot(clean_high, 5 / 255 / np.sqrt(2)))
+    assert float(np.median(gate.seen)) > cap and gate.floor_high() == pytest.approx(cap)
+    assert gate.step("noise", white(scene(seed=51), float(np.hypot(2.0, 5.0)) + 0.3, seed=51)) == ("noise", False)
+
+
 def test_flat_noise_sigma_of_values_near_the_float32_limit_is_finite():
     from tir.engines.fpn_gate import flat_noise_sigma
 
