@@ -107,7 +107,16 @@ def flat_borders(frame: np.ndarray, tol: float = FLAT_TOL) -> Box:
 
 def flat_borders_without(f: np.ndarray, keep, tol: float) -> Box:
     """:func:`flat_borders` with the sides not in ``keep`` (0) dropped: the picture's extremes
-    are taken again without them (a side that was not a bar is picture)."""
+    are taken again without them (a side that was not a bar is picture).
+
+    Args:
+        f: (H, W) float32 frame (model input, nominally [0, 1]).
+        keep: (top, bottom, left, right) bar widths in px, 0 for a side that is not a bar.
+        tol: the spread in frame units under which the picture counts as flat (no picture).
+
+    Returns:
+        ``keep`` as a tuple of ints, or :data:`NONE` when no side is kept or the rest is flat.
+    """
     h, w = f.shape
     t, b, l, r = keep
     if not (t or b or l or r):
@@ -118,7 +127,8 @@ def flat_borders_without(f: np.ndarray, keep, tol: float) -> Box:
 
 
 def inner(x: np.ndarray, box: Box) -> np.ndarray:
-    """The picture inside ``box`` of frames ``x`` (..., H, W): a view."""
+    """The picture inside ``box`` ((top, bottom, left, right) px) of frames ``x`` (..., H, W), any
+    dtype: a view of shape (..., H - top - bottom, W - left - right) and ``x``'s dtype."""
     t, b, l, r = box
     h, w = x.shape[-2:]
     return x[..., t:h - b, l:w - r]
@@ -150,6 +160,8 @@ class BorderTracker:
         self.restart()
 
     def restart(self) -> None:
+        """Forget the bars and the frames that agreed on them (a camera change, engines/restorer.py
+        ``Restorer.new_camera``): the next frames find them afresh. The change count stays."""
         self.box: Optional[Box] = None
         self.shape: Optional[Tuple[int, int]] = None
         #: the newest added frame that showed the box's bars ((H, W) float32): what the grabber draws
@@ -207,6 +219,9 @@ class BorderTracker:
         return self.box
 
     def status(self) -> Optional[dict]:
+        """The bars for the stats page: ``{"top", "bottom", "left", "right"}`` in px, ``"size"``
+        [H, W] px of the frames they were found on, ``"changes"`` (times the box changed); None
+        while no bars are found."""
         if self.box is None:
             return None
         t, b, l, r = self.box

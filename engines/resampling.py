@@ -189,7 +189,8 @@ def line_spectrum(e: np.ndarray, lowest: Optional[float] = None) -> Tuple[np.nda
 
 
 def spectral_line(e: np.ndarray) -> Tuple[float, float]:
-    """The strongest line of :func:`line_spectrum`: (frequency in cycles/px, its power ratio);
+    """The strongest line of :func:`line_spectrum` of ``e``, an (L,) float64 profile
+    (:func:`difference_profile`): (frequency in cycles/px, its power over its neighbours');
     (0.0, 0.0) when there is none."""
     freq, ratio = line_spectrum(e)
     if len(ratio) == 0:
