@@ -109,6 +109,8 @@ def test_the_stream_runs_on_tir_runs_schedule_with_the_shipped_bundle(folder, tm
     (["--data", "{d}", "--sequence", "--no-reference"], "does not combine with"),
     (["--data", "{d}", "--sequence", "--router-only"], "drop --router-only"),
     (["--data", "{d}", "--sequence"], "has no router"),
+    (["--data", "{d}", "--sequence", "--router", "{d}"], "--router replaces the router of the RoadScene"),
+    (["--data", "{d}", "--router", "{d}"], "--router replaces the router of the RoadScene"),
 ])
 def test_sequence_options_that_cannot_act_are_refused(folder, tmp_path, capsys, argv, says):
     from tir.tools import cli

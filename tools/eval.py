@@ -194,6 +194,9 @@ def _cameras(args, bundle) -> int:
 
     if bundle is None:
         raise UsageError("the per-camera table needs a bundle (--bundle DIR)")
+    if args.router:   # the table and --sequence route with the bundle's own router: the option did nothing
+        raise UsageError("--router replaces the router of the RoadScene methods comparison only; the per-camera "
+                         "table routes with the bundle's own: give a bundle with that router (--bundle DIR)")
     if args.router_only and args.plot:
         raise UsageError("--router-only restores nothing, so there is nothing to plot: drop --plot")
     if args.sequence:
