@@ -72,7 +72,7 @@ def test_without_a_router_every_frame_passes_through_and_is_scored_so(folder, tm
     assert m["never_right"] == ["noise", "blur"] and m["onset_frames"] is None
     # no route was taken, so there is no recovery to measure (a 0 here read as a perfect one)
     assert m["recovery_frames"] is None and m["never_recovered"] == [] and m["clean_passed"] is None
-    assert r["size"] == "96x64" and r["frames"] == 3 and r["hold"] == 2
+    assert r["size"] == "96x64" and r["frames"] == 3 and r["hold"] == 2 and r["other_sizes"] == 0
     assert r["short"] is True   # 6-frame segments: shorter than a switch may take at every=8
 
 
@@ -105,7 +105,8 @@ def test_the_stream_runs_on_tir_runs_schedule_with_the_shipped_bundle(folder, tm
 
 @pytest.mark.parametrize("argv, says", [
     (["--data", "{d}", "--segment-frames", "8"], "--segment-frames sets the length of --sequence's segments"),
-    (["--sequence"], "--sequence streams the frames of --data"),
+    (["--sequence"], "--sequence streams a camera's frames: give them with --data"),
+    (["--data", "{d}", "--sequence", "--compare"], "does not combine with"),
     (["--data", "{d}", "--sequence", "--no-reference"], "does not combine with"),
     (["--data", "{d}", "--sequence", "--router-only"], "drop --router-only"),
     (["--data", "{d}", "--sequence"], "has no router"),
@@ -130,3 +131,13 @@ def test_a_plot_matplotlib_cannot_write_is_refused_before_any_work(folder, tmp_p
         cli.main(["eval", "--data", str(folder), "--sequence", "--plot", str(tmp_path / plot)])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "argument --plot: " in err and says in err
+
+
+def test_frames_of_another_size_are_left_out_and_said(folder, tmp_path):
+    from tir.engines.training.sequence_eval import format_sequence
+
+    cv2.imwrite(str(folder / "f9.png"), np.rint(_scene(48, 64, 9) * 255).astype(np.uint8))
+    name = ds.register_folder(str(folder))
+    r = evaluate_sequence(_identity_bundle(tmp_path).path, name, segment=4, hold=1, progress=False)
+    assert r["frames"] == 3 and r["other_sizes"] == 1 and r["size"] == "96x64"
+    assert "3 stored frames, 1 of other sizes left out" in format_sequence({name: r})

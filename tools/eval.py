@@ -120,7 +120,9 @@ def main(args) -> int:
         raise UsageError(f"unknown baselines {bad}; choose from {', '.join(BASELINES)}")
     if args.segment_frames is not None and not args.sequence:
         raise UsageError("--segment-frames sets the length of --sequence's segments: add --sequence")
-    if args.sequence and (not args.data or args.compare or args.leave_out or args.no_reference):
+    if args.sequence and not args.data:
+        raise UsageError("--sequence streams a camera's frames: give them with --data SET[,SET] or --data DIR")
+    if args.sequence and (args.compare or args.leave_out or args.no_reference):
         raise UsageError("--sequence streams the frames of --data SET[,SET] (sets or folders of clean frames); "
                          "it does not combine with --compare, --leave-out or --no-reference")
     bundle = args.bundle

@@ -110,6 +110,7 @@ def evaluate_sequence(bundle, name: str, split: str = "test", seed: int = 0, max
 
     Returns:
         JSON-ready dict: ``set``, ``size`` ("WxH" streamed), ``frames`` (stored frames used),
+        ``other_sizes`` (stored frames of other sizes, left out),
         ``every``/``hysteresis`` (the schedule), ``segments`` (list of per-segment dicts, module
         docstring), ``summary`` (``startup`` clean segment's row; ``onset_frames`` median of the
         task segments' ``first_right`` over those that get right, ``never_right`` the tasks whose
@@ -142,7 +143,9 @@ def evaluate_sequence(bundle, name: str, split: str = "test", seed: int = 0, max
     stored = dsets.load_counts(name, split, root, max_frames, dropped=[])
     if not stored:
         raise dsets.DatasetError(f"{name}: no frame of the set's {ds.bits}-bit depth in {split}")
-    stored, size = one_size(stored)
+    kept, size = one_size(stored)
+    other_sizes = len(stored) - len(kept)   # one camera per size: the others are not this stream's
+    stored = kept
     auto = Restorer(bundle, backend=backend, threads=threads, contrast_gate=contrast_gate, fpn_gate=fpn_gate,
                     blur_gate=blur_gate, tone_align=tone_align)
     plan = stream_plan(list(auto.routes), segment)
@@ -199,7 +202,7 @@ def evaluate_sequence(bundle, name: str, split: str = "test", seed: int = 0, max
                "clean_passed": float(np.mean([s["right"] for s in after])) if after else None,
                "min_gain_db": min((s.get("gain_display_db", s["gain_db"]) for s in tasks_rows), default=None)}
     return {"set": name, "camera": ds.camera, "bits": ds.bits, "split": split, "size": size,
-            "frames": len(stored), "segment": int(segment), "hold": int(hold), "seed": seed,
+            "frames": len(stored), "other_sizes": other_sizes, "segment": int(segment), "hold": int(hold), "seed": seed,
             "every": auto.every, "hysteresis": auto.hysteresis, "segments": segments, "summary": summary,
             "short": int(segment) < 2 * auto.every,
             "seconds": round(time.monotonic() - t0, 1)}
@@ -210,7 +213,8 @@ def format_sequence(result: Dict[str, dict]) -> str:
     segment (task, share of frames right, first right frame, dB gained or clean identity)."""
     lines = []
     for name, r in result.items():
-        lines.append(f"\n{name} ({r['size']}, {r['frames']} stored frames, each shown {r['hold']}x; "
+        left = f", {r['other_sizes']} of other sizes left out" if r.get("other_sizes") else ""
+        lines.append(f"\n{name} ({r['size']}, {r['frames']} stored frames{left}, each shown {r['hold']}x; "
                      f"router every {r['every']} frames, hysteresis {r['hysteresis']}; {r['seconds']} s)")
         if r.get("short"):
             lines.append(f"note: segments of {r['segment']} frames are shorter than a switch may take (up to "
