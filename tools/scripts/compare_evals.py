@@ -41,8 +41,10 @@ def main(argv=None) -> int:
             if isinstance(vb, tuple):
                 if any(u is not None and w is not None and abs(u - w) > a.tol for u, w in zip(vb, va)):
                     diffs.append(f"{k} {vb[0]:.1f}/{vb[1]:.1f} -> {va[0]:.1f}/{va[1]:.1f}")
-            elif vb is not None and va is not None and abs(vb - va) > a.tol:
-                diffs.append(f"{k} {vb:+.2f} -> {va:+.2f}")
+            elif k == "router" and vb is not None and va is not None and abs(vb - va) > a.tol / 100:
+                diffs.append(f"router {100 * vb:.1f} % -> {100 * va:.1f} %")
+            elif k != "router" and vb is not None and va is not None and abs(vb - va) > a.tol:
+                diffs.append(f"{k} {vb:+.2f} -> {va:+.2f} dB")
         if diffs:
             moved += 1
             print(f"{fb.stem}: " + "; ".join(diffs))
