@@ -164,7 +164,10 @@ class BorderTracker:
         ``Restorer.new_camera``): the next frames find them afresh. The change count stays."""
         self.box: Optional[Box] = None
         self.shape: Optional[Tuple[int, int]] = None
-        #: the newest added frame that showed the box's bars ((H, W) float32): what the grabber draws
+        #: (H, W) bool, True on the box's bars (set with the box: every frame's bars are read through it)
+        self._mask: Optional[np.ndarray] = None
+        #: the bars' pixels ((B,) float32, :attr:`_mask` order) of the newest added frame that showed
+        #: the box's bars: what the grabber draws
         self.drawn: Optional[np.ndarray] = None
         self._seen: Deque[Tuple[Tuple[int, int], Box]] = deque(maxlen=self.agree)
 
@@ -177,7 +180,7 @@ class BorderTracker:
         f = np.asarray(frame)
         self._seen.append((tuple(int(v) for v in f.shape[-2:]), flat_borders(f)))
         if self._seen[-1] == (self.shape, self.box):
-            self.drawn = np.array(f, dtype=np.float32)   # the bars as the grabber draws them now
+            self.drawn = f[self._mask].astype(np.float32)   # the bars as the grabber draws them now
         if len(self._seen) < self.agree or any(s != self._seen[0] for s in self._seen):
             return False
         shape, box = self._seen[0]
@@ -185,7 +188,8 @@ class BorderTracker:
         if new == self.box and (new is None or shape == self.shape):
             return False
         self.box, self.shape = new, (shape if new is not None else None)
-        self.drawn = None if new is None else np.array(f, dtype=np.float32)
+        self._mask = None if new is None else self._bars_mask(shape, new)
+        self.drawn = None if new is None else f[self._mask].astype(np.float32)
         self.changes += 1
         return True
 
@@ -201,16 +205,22 @@ class BorderTracker:
         x = np.asarray(x, dtype=np.float32)
         if self.box is None or self.drawn is None or tuple(x.shape[-2:]) != self.shape:
             raise ValueError(f"bars() needs frames of the box's size {self.shape}, got {x.shape}")
-        mask = np.ones(self.shape, bool)
-        inner(mask, self.box)[...] = False
-        off = [float(np.abs(f[0][mask] - self.drawn[mask]).max()) > FLAT_TOL for f in x.reshape(-1, 1, *self.shape)]
+        mask = self._mask
+        off = [float(np.abs(f[0][mask] - self.drawn).max()) > FLAT_TOL for f in x.reshape(-1, 1, *self.shape)]
         if not any(off):
             return x
         out = x.copy().reshape(-1, 1, *self.shape)
         for n, o in enumerate(off):
             if o:
-                out[n, 0][mask] = self.drawn[mask]
+                out[n, 0][mask] = self.drawn
         return out.reshape(x.shape)
+
+    @staticmethod
+    def _bars_mask(shape: Tuple[int, int], box: Box) -> np.ndarray:
+        """(H, W) bool of ``shape``, True on the bars of ``box``."""
+        mask = np.ones(shape, bool)
+        inner(mask, box)[...] = False
+        return mask
 
     def box_for(self, shape) -> Optional[Box]:
         """The box for frames of ``shape`` (..., H, W): :attr:`box` when they are of its size, else None."""
