@@ -188,17 +188,6 @@ def line_spectrum(e: np.ndarray, lowest: Optional[float] = None) -> Tuple[np.nda
     return freq[looked], power[looked] / ref[looked]
 
 
-def spectral_line(e: np.ndarray) -> Tuple[float, float]:
-    """The strongest line of :func:`line_spectrum` of ``e``, an (L,) float64 profile
-    (:func:`difference_profile`): (frequency in cycles/px, its power over its neighbours');
-    (0.0, 0.0) when there is none."""
-    freq, ratio = line_spectrum(e)
-    if len(ratio) == 0:
-        return 0.0, 0.0
-    i = int(np.argmax(ratio))
-    return float(freq[i]), float(ratio[i])
-
-
 def spectral_period(frame: np.ndarray) -> Optional[float]:
     """The period 1/f px of an enlargement's interpolation pattern when both axes' difference
     profiles show a spectral line (:func:`line_spectrum`, ≥ :data:`LINE_MIN`) at the same
@@ -208,12 +197,19 @@ def spectral_period(frame: np.ndarray) -> Optional[float]:
 
     Raises:
         ValueError: ``frame`` is not 2-D."""
+    profiles = _profiles(frame, "spectral_period")
+    return None if profiles is None else _line_period(*profiles)
+
+
+def _profiles(frame: np.ndarray, who: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The (columns, rows) difference profiles (:func:`difference_profile`) of an (H, W) ``frame``,
+    or None under :data:`MIN_SIDE` px on a side. Raises ValueError (naming ``who``) for another shape."""
     f = np.asarray(frame)
     if f.ndim != 2:
-        raise ValueError(f"spectral_period needs a 2-D frame, got shape {f.shape}")
+        raise ValueError(f"{who} needs a 2-D frame, got shape {f.shape}")
     if min(f.shape) < MIN_SIDE:
         return None
-    return _line_period(difference_profile(f, 1), difference_profile(f, 0))
+    return difference_profile(f, 1), difference_profile(f, 0)
 
 
 def _line_period(cols: np.ndarray, rows: np.ndarray) -> Optional[float]:
@@ -251,12 +247,10 @@ def enlargement(frame: np.ndarray) -> Optional[float]:
 
     Raises:
         ValueError: ``frame`` is not 2-D."""
-    f = np.asarray(frame)
-    if f.ndim != 2:
-        raise ValueError(f"enlargement needs a 2-D frame, got shape {f.shape}")
-    if min(f.shape) < MIN_SIDE:
+    profiles = _profiles(frame, "enlargement")
+    if profiles is None:
         return None
-    cols, rows = difference_profile(f, 1), difference_profile(f, 0)
+    cols, rows = profiles
     for k in FACTORS:
         if all(periodic_z(e, k) >= Z_MIN and repeats_at_double(e, k) for e in (cols, rows)):
             return k
