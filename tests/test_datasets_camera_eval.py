@@ -254,7 +254,8 @@ def test_tir_eval_data_sets_prints_the_per_camera_table(data_root, tmp_path, cap
     assert cli.main(["eval", "--bundle", str(b.path), "--data", "cam8,nosuch"]) == 2  # a folder that is not there
 
 
-def _identity_bundle(tmp_path):
+def _identity_bundle(tmp_path, tasks=("noise",)):
+    """A bundle without a router whose routes (one per task of ``tasks``) give the frame back."""
     torch = pytest.importorskip("torch")
     from tir.engines.bundle import write_bundle
     from tir.engines.training.export import export_onnx
@@ -265,7 +266,7 @@ def _identity_bundle(tmp_path):
 
     path = tmp_path / "r.onnx"
     export_onnx(Same(), path, input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
-    return write_bundle(tmp_path / "b", {"noise": path}, None, {"name": "t", "multiple": 2})
+    return write_bundle(tmp_path / "b", {t: path for t in tasks}, None, {"name": "t", "multiple": 2})
 
 
 def test_tir_eval_data_folder_is_a_camera_on_the_users_path(tmp_path, capsys, monkeypatch):

@@ -7,15 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
+from test_datasets_camera_eval import _identity_bundle as _two_routes, _scene
 from tir.engines.training import datasets as ds
 from tir.engines.training.sequence_eval import evaluate_sequence, one_size, stream_plan
-
-
-def _scene(h, w, seed):
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w] / max(h, w)
-    img = 0.5 + 0.3 * np.sin(6 * x + seed) * np.cos(4 * y) + 0.05 * rng.standard_normal((h, w))
-    return np.clip(cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.0), 0, 1)
 
 
 @pytest.fixture()
@@ -31,17 +25,7 @@ def folder(tmp_path, monkeypatch):
 
 
 def _identity_bundle(tmp_path):
-    torch = pytest.importorskip("torch")
-    from tir.engines.bundle import write_bundle
-    from tir.engines.training.export import export_onnx
-
-    class Same(torch.nn.Module):
-        def forward(self, x):
-            return x * 1.0
-
-    path = tmp_path / "r.onnx"
-    export_onnx(Same(), path, input_shape=(1, 1, 16, 16), metadata={"tir.multiple": 2})
-    return write_bundle(tmp_path / "b", {"noise": path, "blur": path}, None, {"name": "t", "multiple": 2})
+    return _two_routes(tmp_path, tasks=("noise", "blur"))
 
 
 def test_the_stream_starts_clean_and_comes_back_to_clean_after_every_task():
