@@ -244,11 +244,11 @@ def _sequence(args, bundle) -> int:
     from tir.engines.bundle import load_bundle
 
     with refusing():
-        routed = load_bundle(bundle).router is not None
-    if not routed:
+        loaded = load_bundle(bundle)   # loaded (and checked) once: every set's Restorer takes it
+    if loaded.router is None:
         raise UsageError(f"--sequence measures automatic routing, and the bundle {bundle} has no router")
     with refusing(ValueError):
-        result = evaluate_sequences(bundle, args.data, split=args.split, seed=args.seed, max_frames=args.max_frames,
+        result = evaluate_sequences(loaded, args.data, split=args.split, seed=args.seed, max_frames=args.max_frames,
                                     segment=args.segment_frames or DEFAULT_SEGMENT, backend=args.backend,
                                     threads=args.threads, contrast_gate=not args.no_contrast_gate,
                                     fpn_gate=not args.no_fpn_gate, blur_gate=not args.no_blur_gate,

@@ -248,10 +248,10 @@ def format_sequence(result: Dict[str, dict]) -> str:
 
 def evaluate_sequences(bundle, sets, **kw) -> dict:
     """:func:`evaluate_sequence` for every set of ``sets`` (names, ``"all"`` or a comma string;
-    engines/training/datasets.py ``parse_sets``) that holds clean frames; keyword arguments as
-    there. Returns ``{"bundle": str, "sets": {name: result}, "skipped": [names without clean
+    engines/training/datasets.py ``parse_sets``) that holds clean frames; ``bundle`` a folder or a
+    loaded ``Bundle`` (loaded once for every set); keyword arguments as there. Returns ``{"bundle": str, "sets": {name: result}, "skipped": [names without clean
     frames]}``."""
-    out = {"bundle": str(bundle), "sets": {}, "skipped": []}
+    out = {"bundle": str(getattr(bundle, "path", bundle)), "sets": {}, "skipped": []}
     for name in dsets.parse_sets(sets):
         if not dsets.dataset(name).clean:
             out["skipped"].append(name)
