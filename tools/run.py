@@ -477,7 +477,7 @@ def main(args) -> int:
 
 
 def _run(args) -> int:
-    from tir.edge.outputs.base import OUTPUTS, check_output, check_outputs_apart, open_output
+    from tir.edge.outputs.base import check_output, check_outputs_apart, open_output
     from tir.edge.pipeline import Pipeline
     from tir.edge.sources.base import check_source, open_source
     from tir.edge.sources.orient import oriented
@@ -503,9 +503,12 @@ def _run(args) -> int:
             checked_outputs = [check_output(uri) for uri in uris]
             check_outputs_apart(checked_outputs)
             check_not_recording_over([checked_source, checked_reference], checked_outputs)
-            for uri in checked_outputs:   # a port in use is said now, not after the models have loaded
-                if callable(getattr(OUTPUTS.load(uri.scheme), "check_listen", None)):
-                    open_output(uri).check_listen()   # creating an HTTP output binds nothing
+            for uri in checked_outputs:   # created, not started: nothing is bound or written yet
+                outputs.append(open_output(uri))
+            for output in outputs:   # a port in use is said now, not after the models have loaded
+                check_listen = getattr(output, "check_listen", None)
+                if callable(check_listen):
+                    check_listen()
             # the camera (or file) is opened before the models load: a missing one is named in a second,
             # not after ten seconds of loading; it is not started (no capture thread runs; a file source
             # has read its first frame to know its size) until the pipeline is
@@ -530,8 +533,6 @@ def _run(args) -> int:
             if pinned:
                 print(f"tir run: camera reference pinned to {pinned}", flush=True)
             ffc, client = open_ffc(args, source)
-            for uri in checked_outputs:
-                outputs.append(open_output(uri))
             collectors = [o for o in outputs if callable(getattr(o, "collect_stats", None))]
             for output in outputs:  # the page shows the collector's thumbnails
                 if collectors and hasattr(output, "collector"):

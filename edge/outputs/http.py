@@ -418,7 +418,7 @@ class HTTPOutput(Output):
             return
         try:
             infos = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            for family, kind, proto, _, address in {(i[0], i[1], i[2], None, i[4]) for i in infos}:
+            for family, kind, proto, address in {(i[0], i[1], i[2], i[4]) for i in infos}:
                 with socket.socket(family, kind, proto) as probe:
                     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     if family == socket.AF_INET6:
