@@ -387,6 +387,13 @@ TONE_SCALE = 4.0
 TONE_STRIDE = 4
 
 
+def blur_reach(x: np.ndarray, sigma: float) -> float:
+    """The RMS change the strongest blur makes to a frame, ``rms(x − G_sigma(x))``: what a blur of
+    σ ≤ ``sigma`` px could take from ``x`` ((H, W) float32, frame units), so the most a deblur may
+    give back (:func:`blur_keeps_tone`, :func:`blur_below_step`). Float, ``x``'s units."""
+    return float(np.sqrt(np.mean(np.square(x - gaussian_blur(x, float(sigma))), dtype=np.float64)))
+
+
 def blur_keeps_tone(frame: np.ndarray, restored: np.ndarray, sigma: float) -> bool:
     """Whether a blur restoration of ``frame`` kept its tone, as undoing a blur must: a Gaussian
     blur of σ ≤ ``sigma`` (the strongest its task applies) keeps every region's mean, so the frame's low-pass
@@ -419,7 +426,7 @@ def blur_keeps_tone(frame: np.ndarray, restored: np.ndarray, sigma: float) -> bo
     h, w = x.shape
     if min(h, w) < TONE_STRIDE:
         return True
-    reach = float(np.sqrt(np.mean(np.square(x - gaussian_blur(x, float(sigma))), dtype=np.float64)))
+    reach = blur_reach(x, sigma)
     d = cv2.resize(y - x, (w // TONE_STRIDE, h // TONE_STRIDE), interpolation=cv2.INTER_AREA)
     move = float(np.sqrt(np.mean(np.square(gaussian_blur(d, TONE_SCALE * float(sigma) / TONE_STRIDE)), dtype=np.float64)))
     return move <= reach
@@ -456,8 +463,7 @@ def blur_below_step(frame: np.ndarray, sigma: float, quantum: float) -> bool:
     x = np.asarray(one_frame(frame, "blur_below_step"), dtype=np.float32)
     if not (float(sigma) > 0.0 and float(quantum) > 0.0):
         raise ValueError(f"blur_below_step needs sigma > 0 and quantum > 0, got {sigma}, {quantum}")
-    reach = float(np.sqrt(np.mean(np.square(x - gaussian_blur(x, float(sigma))), dtype=np.float64)))
-    return reach < STEP_SHARE * float(quantum)
+    return blur_reach(x, sigma) < STEP_SHARE * float(quantum)
 
 
 class BlurGate:
