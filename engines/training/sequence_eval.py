@@ -170,7 +170,7 @@ def evaluate_sequence(bundle, name: str, split: str = "test", seed: int = 0, max
                 routes.append(auto.route)
                 out = order(frame.restored)
                 # the reference and the input as the stream's own defect replacement gives them
-                mask = pre.defects.mask if getattr(pre, "defects", None) is not None else None
+                mask = None if pre.defects is None else pre.defects.mask
                 ref, shown = order(scene_view(clean, mask)), order(scene_view(counts, mask))
                 if task == CLEAN:
                     identity.append(_db(out / peak, ref / peak))
