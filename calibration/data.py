@@ -27,6 +27,8 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..edge.errors import InputError
+from ..edge.frame import FrameError
+from ..edge.sources.file import imread_unchanged, open_regular
 
 DEFAULT_FRAMES = 500
 DEFAULT_SIZE = (640, 512)  # (w, h)
@@ -262,7 +264,7 @@ def _read_recorded(directory: Path, row: dict) -> np.ndarray:
     except ValueError as exc:
         raise CalibrationDataError(f"frame {row.get('seq')} in {index}: {exc}") from None
     if png is not None:
-        image = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+        image = imread_unchanged(png)   # never blocks on a FIFO
         if image is None:
             raise CalibrationDataError(f"{png} is listed in {index} but unreadable")
         return image
@@ -270,7 +272,11 @@ def _read_recorded(directory: Path, row: dict) -> np.ndarray:
         name, local = segment_of(stream_segments(directory, "raw"), offset, "raw", directory)
     except FileNotFoundError as exc:
         raise CalibrationDataError(f"frame {row.get('seq')} in {index}: {exc}") from None
-    with open(name, "rb") as f:
+    try:
+        f = open_regular(str(name))   # a FIFO in its place: an error, never a hang
+    except FrameError as exc:
+        raise CalibrationDataError(f"frame {row.get('seq')} in {index}: {exc}") from None
+    with f:
         f.seek(local)
         data = f.read(h * w * 2)
     if len(data) != h * w * 2:
@@ -352,7 +358,7 @@ def folder_set(directory, n: int = DEFAULT_FRAMES, size=DEFAULT_SIZE, part: str 
         if isinstance(index, dict):
             image = _read_recorded(path, index)
         elif index is None and path.suffix.lower() != ".npy":
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            image = imread_unchanged(path)   # never blocks on a FIFO
             if image is None:
                 raise CalibrationDataError(f"cannot read image {path}")
         else:

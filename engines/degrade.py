@@ -50,6 +50,7 @@ import numpy as np
 from ..edge.errors import UsageError
 from ..edge.jsontext import loads as json_loads
 from ..edge.registry import OptionError, Registry, option
+from ..edge.sources.file import imread_unchanged
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 GREY = 255.0  # the recipe's grey-level scale (8-bit)
@@ -784,7 +785,7 @@ def to_unit_float(image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.
 def _read_frames(paths: Sequence[Path], size: Optional[Tuple[int, int]]) -> np.ndarray:
     frames = []
     for path in paths:
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        raw = imread_unchanged(path)   # never blocks on a FIFO named like a frame
         if raw is None:
             raise DegradationError(f"cannot read image {path}")
         frame = to_unit_float(raw)

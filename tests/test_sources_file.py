@@ -422,6 +422,74 @@ def test_a_fifo_or_device_is_refused_at_once_instead_of_blocking(tmp_path):
             open_source(f"file://{path}")
 
 
+def _within(seconds, call):
+    """``call()``'s result, or AssertionError when it has not returned within ``seconds`` (it
+    blocked: the thread is left behind, a daemon)."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["value"] = call()
+        except BaseException as exc:  # handed to the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"blocked for more than {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _unblock(fifo):
+    """Give a reader blocked on ``fifo`` its end of file (a writer that opens and closes)."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass   # no reader waiting: nothing to unblock
+
+
+def test_a_fifo_named_like_a_frame_in_a_folder_is_skipped_and_counted_not_read(tmp_path, caplog):
+    """A FIFO named b.png among a folder's frames blocked the replay for good (np.fromfile
+    waited for a writer): it is skipped with kind not_file, the other frames play."""
+    frame = np.full((12, 16), 3000, np.uint16)
+    cv2.imwrite(str(tmp_path / "a.png"), frame)
+    os.mkfifo(tmp_path / "b.png")
+    cv2.imwrite(str(tmp_path / "c.png"), frame)
+    try:
+        source = open_source(f"file://{tmp_path}/?rate=max")
+        with caplog.at_level(logging.WARNING):
+            frames = _within(10, lambda: read_all(source))
+    finally:
+        _unblock(tmp_path / "b.png")
+    assert len(frames) == 2
+    assert source.stats()["corrupt_kinds"] == {"not_file": 1}
+    assert "b.png: a FIFO (named pipe), not a regular file; skipped" in caplog.text
+    source.close()
+
+
+def test_every_frame_reader_refuses_a_fifo_without_blocking(tmp_path):
+    """The kind, not the one reader: tir run's image read, the cv2.imread stand-in (recorder
+    read-back, collect, degradation specs, calibration) and tir eval's set reader."""
+    from tir.edge.sources.file import imread_unchanged, read_image
+    from tir.engines.training.datasets import DatasetError, read_counts
+
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    try:
+        with pytest.raises(FrameError, match="a FIFO") as caught:
+            _within(10, lambda: read_image(str(fifo)))
+        assert caught.value.kind == "not_file"
+        assert _within(10, lambda: imread_unchanged(fifo)) is None
+        with pytest.raises(DatasetError, match="a FIFO"):
+            _within(10, lambda: read_counts(fifo, 16))
+    finally:
+        _unblock(fifo)
+
+
 def test_a_false_colour_frame_is_skipped_grey_in_colour_is_read(tmp_path, caplog):
     """A palette rendering (its brightness is not the scene's temperature order) is dropped with
     kind 'colour' and a reason; grey stored in three channels is read as grey."""

@@ -167,7 +167,9 @@ def load_frame(folder, entry: Dict[str, Any]) -> np.ndarray:
     or unreadable, or the entry is not one the collector writes (:func:`check_entry`)."""
     check_entry(entry)
     path = Path(folder) / entry["file"]
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    from ..sources.file import imread_unchanged
+
+    image = imread_unchanged(path)   # never blocks on a FIFO
     if image is None:
         raise ValueError(f"{path}: collected frame missing or unreadable; the index lists it "
                          "(re-run the collection or delete the entry)")

@@ -744,7 +744,9 @@ def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[
             except ValueError as exc:
                 raise ValueError(f"frame {row['seq']} in {path / INDEX_NAME}: {exc}") from None
             if png is not None:
-                counts = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+                from ..sources.file import imread_unchanged
+
+                counts = imread_unchanged(png)   # never blocks on a FIFO
                 if counts is None:
                     raise FileNotFoundError(
                         f"{png} is listed in {INDEX_NAME} but unreadable")
@@ -755,7 +757,9 @@ def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[
                 if stream is None or stream.name != str(name):
                     if stream is not None:
                         stream.close()
-                    stream = open(name, "rb")
+                    from ..sources.file import open_regular
+
+                    stream = open_regular(str(name))   # a FIFO in its place: an error, never a hang
                 stream.seek(local)
                 data = stream.read(h * w * STREAM_DTYPE.itemsize)
                 if len(data) != h * w * STREAM_DTYPE.itemsize:

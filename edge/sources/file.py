@@ -17,7 +17,9 @@ too. Each frame's ``meta`` holds ``recorded_seq`` and ``t_recorded``.
 Options: ``loop=1`` (start again at the end), ``rate=native|max`` (native paces at the
 file's frame rate, or ``fps=``, default 30 for images; max reads as fast as possible),
 ``bits=14|16``. Images are read with ``np.fromfile`` + ``cv2.imdecode`` (PNG chunk CRCs
-checked first, so a damaged PNG is refused here rather than by libpng on stderr; a JPEG that
+checked first, so a damaged PNG is refused here rather than by libpng on stderr; only a regular
+file is read, a FIFO, device or socket named like a frame is dropped as ``not_file`` without
+blocking: :func:`open_regular`; a JPEG that
 libjpeg decodes with a ``Corrupt JPEG data`` warning is a damaged frame, its warning kept off
 stderr: :func:`decode_image`). A corrupt,
 vanished or unreadable image, or a frame whose shape or bit depth (8 vs 16) differs from the
@@ -41,6 +43,7 @@ import logging
 import math
 import os
 import re
+import stat
 import struct
 import time
 import zlib
@@ -179,6 +182,78 @@ def check_depth(bits: int, expected: int, what: str = "replay") -> None:
                                   "bit depth, as a camera does (keep 8-bit and 16-bit files in separate folders)")
 
 
+def _file_kind(mode: int) -> str:
+    """What a ``st_mode`` that is not a regular file is, in words."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str):
+    """Open ``path`` for binary reading only when it is a regular file, without ever blocking.
+
+    The file is opened with ``O_NONBLOCK`` and checked with ``fstat`` on the open descriptor (no
+    window between the check and the read): a FIFO named like a frame (``x.png``) blocked
+    ``np.fromfile`` / ``cv2.imread`` until a writer appeared, so a replay, ``tir eval --data DIR``
+    or a recording's read-back hung forever; a device node (``/dev/zero``) would be read without
+    end. ``O_NONBLOCK`` changes nothing for a regular file's reads.
+
+    Returns:
+        An open binary file object (use it as a context manager).
+
+    Raises:
+        FrameError: kind ``not_file`` naming what ``path`` is (FIFO, socket, device, folder) and
+            that it is skipped.
+        OSError: ``path`` cannot be opened (missing, no permission).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        try:   # a socket cannot be opened at all (ENXIO): say what it is
+            mode = os.stat(path).st_mode
+        except OSError:
+            raise exc from None
+        if stat.S_ISREG(mode):
+            raise
+        raise FrameError("not_file", f"{path}: {_file_kind(mode)}, not a regular file; skipped "
+                                     "(frames are read from regular files only)") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise FrameError("not_file", f"{path}: {_file_kind(mode)}, not a regular file; skipped (frames are "
+                                         "read from regular files only: a FIFO would block the read until a "
+                                         "writer appears)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def imread_unchanged(path) -> Optional[np.ndarray]:
+    """``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` that never blocks: None (as cv2.imread) for a
+    missing, unreadable or undecodable file, and for anything that is not a regular file (a FIFO
+    named ``x.png`` blocked cv2.imread forever). OpenCV's log is silenced for the decode.
+
+    Returns:
+        The decoded array, (H, W) or (H, W, C), uint8 or uint16 as stored; or None.
+    """
+    try:
+        with open_regular(str(path)) as f:
+            data = np.fromfile(f, dtype=np.uint8)
+    except (OSError, FrameError):
+        return None
+    if data.size == 0:
+        return None
+    try:
+        with opencv_silenced():
+            return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+
+
 def read_image(path: str) -> np.ndarray:
     """Decode an image file as stored (``cv2.IMREAD_UNCHANGED``); a PNG is measured from its
     header first, so one with a side above :data:`MAX_FRAME_SIDE` is never decoded.
@@ -187,11 +262,13 @@ def read_image(path: str) -> np.ndarray:
         The decoded array: (H, W) or (H, W, C), uint8 or uint16 as the file holds it.
 
     Raises:
-        FrameError: kind ``missing`` (gone or unreadable), ``corrupt`` (empty, damaged PNG,
-            not decodable) or ``size`` (a side above :data:`MAX_FRAME_SIDE`).
+        FrameError: kind ``missing`` (gone or unreadable), ``not_file`` (a FIFO, device or
+            socket: never read), ``corrupt`` (empty, damaged PNG, not decodable) or ``size`` (a
+            side above :data:`MAX_FRAME_SIDE`).
     """
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        with open_regular(path) as f:   # FrameError not_file: a FIFO, device or socket is never read
+            data = np.fromfile(f, dtype=np.uint8)
     except OSError as exc:
         raise FrameError("missing", f"{path}: {exc.strerror or exc}") from exc
     if data.size == 0:
@@ -588,7 +665,8 @@ class _RecordingReader(_Reader):
         else:
             try:
                 name, offset = segment_of(self.segments, offset, self.stream, Path(self.path))
-                image = np.fromfile(name, dtype=self.dtype, count=h * w, offset=offset)
+                with open_regular(str(name)) as f:   # a FIFO in its place: dropped, never a hang
+                    image = np.fromfile(f, dtype=self.dtype, count=h * w, offset=offset)
             except OSError as exc:
                 if not os.path.isdir(self.path):
                     raise SourceLost(f"{self.path}: the recording is gone") from exc

@@ -23,7 +23,8 @@ import numpy as np
 
 from tir.edge.errors import InputError
 from tir.edge.frame import FrameError
-from tir.edge.sources.file import check_depth, check_frame_side, decode_image, png_dimensions, to_grey
+from tir.edge.sources.file import (check_depth, check_frame_side, decode_image, open_regular, png_dimensions,
+                                   to_grey)
 
 SPLITS = ("train", "val", "test")
 ALL = "all"
@@ -188,7 +189,11 @@ def _decode(path: Path) -> np.ndarray:
     from tir.edge.logs import quiet_opencv
 
     quiet_opencv()
-    data = np.fromfile(str(path), dtype=np.uint8)
+    try:   # a FIFO named like a frame blocked np.fromfile forever: refused, never read
+        with open_regular(str(path)) as f:
+            data = np.fromfile(f, dtype=np.uint8)
+    except FrameError as exc:
+        raise DatasetError(f"{exc}; remove it from the folder") from None
     try:  # a PNG larger than any camera (a decompression bomb) is refused from its header, undecoded
         size = png_dimensions(data[:24].tobytes())
         if size is not None:
