@@ -175,7 +175,7 @@ def file_source(uri):
 def test_a_lost_folder_is_no_signal_and_replay_resumes_when_it_returns(tmp_path, synthetic_frames, caplog):
     folder, away = tmp_path / "seq", tmp_path / "away"
     write_pngs(folder, synthetic_frames)
-    source = file_source(f"file://{folder}?loop=1&rate=max")
+    source = file_source(f"file://{folder}?loop=1&rate=max&retries=100000")
     assert [source.read().seq for _ in range(3)] == [0, 1, 2]
     folder.rename(away)
     with caplog.at_level(logging.WARNING):
@@ -207,7 +207,7 @@ def test_a_lost_source_shows_no_signal_in_the_pipeline(tmp_path, synthetic_frame
 
     folder = tmp_path / "seq"
     write_pngs(folder, synthetic_frames)
-    pipeline = Pipeline(file_source(f"file://{folder}?loop=1&fps=50"), None, [], read_timeout=0.05)
+    pipeline = Pipeline(file_source(f"file://{folder}?loop=1&fps=50&retries=100000"), None, [], read_timeout=0.05)
     with pipeline:
         deadline = time.monotonic() + 10
         while pipeline.snapshot()["frames"] < 3 and time.monotonic() < deadline:
@@ -227,6 +227,54 @@ def test_a_lost_source_shows_no_signal_in_the_pipeline(tmp_path, synthetic_frame
             time.sleep(0.02)
         snap = pipeline.snapshot()
     assert snap["frames"] > before + 2 and snap["source"]["reconnects"] == 1
+
+
+@pytest.mark.faults
+def test_a_lost_folder_that_does_not_return_ends_the_replay_after_its_retries(tmp_path, synthetic_frames):
+    """A replay folder deleted during the run was retried for ever (tir run --frames 20 never
+    ended): after retries= reopenings the source raises SourceError naming the folder."""
+    folder = tmp_path / "seq"
+    write_pngs(folder, synthetic_frames)
+    source = file_source(f"file://{folder}?loop=1&rate=max&retries=3")
+    assert source.read().seq == 0
+    import shutil
+
+    shutil.rmtree(folder)
+    with pytest.raises(SourceError) as caught:
+        for _ in range(2000):   # 3 retries 0.01-0.02 s apart: well within this
+            source.read(timeout=0.01)
+    assert str(folder) in str(caught.value) and "not back after 3 retries" in str(caught.value)
+    assert "retries=N" in str(caught.value)
+    write_pngs(tmp_path / "other", synthetic_frames)
+    gone = file_source(f"file://{tmp_path / 'other'}?loop=1&rate=max&retries=0")
+    gone.read()
+    shutil.rmtree(tmp_path / "other")
+    with pytest.raises(SourceError, match="not back after 0 retries"):   # retries=0: at the loss
+        for _ in range(100):
+            gone.read(timeout=0.01)
+
+
+@pytest.mark.faults
+def test_a_lost_folder_that_does_not_return_stops_the_pipeline_with_an_error(tmp_path, synthetic_frames):
+    import shutil
+    import time
+
+    from tir.edge.pipeline import Pipeline
+
+    folder = tmp_path / "seq"
+    write_pngs(folder, synthetic_frames)
+    pipeline = Pipeline(file_source(f"file://{folder}?loop=1&fps=50&retries=3"), None, [], read_timeout=0.05)
+    with pipeline:
+        deadline = time.monotonic() + 10
+        while pipeline.snapshot()["frames"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        shutil.rmtree(folder)
+        deadline = time.monotonic() + 20
+        while pipeline.running and pipeline.error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        error = pipeline.error
+    assert isinstance(error, SourceError) and str(folder) in str(error)
+    assert "not back after 3 retries" in pipeline.snapshot()["ended"]
 
 
 def test_drops_of_one_kind_are_logged_at_most_once_per_interval():

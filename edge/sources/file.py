@@ -29,9 +29,11 @@ counted in ``stats()["corrupt"]`` (by kind in ``stats()["corrupt_kinds"]``; the 
 counters include them) and logged at most once per kind every 10 s.
 
 Loss: when the file or folder itself disappears (an unmounted disk, a deleted folder) the
-source does not end: ``read`` returns None (the pipeline shows NO SIGNAL,
+source does not end at once: ``read`` returns None (the pipeline shows NO SIGNAL,
 ``stats()["connected"]`` is False) and the path is reopened after 0.5, 1, 2, 4, 5, 5 ... s
-(as a camera is); when it is back, replay starts again from its first frame and
+(as a camera is), at most ``retries=`` times (default :data:`DEFAULT_RETRIES`, about 40 s): then
+``read`` raises :class:`SourceError` naming the path (a replay folder deleted during a run
+retried for ever, and ``tir run --frames N`` never ended); when it is back in time, replay starts again from its first frame and
 ``stats()["reconnects"]`` counts it; each frame's ``meta["connection"]`` is that count (what was
 put there may be another recording: edge/pipeline/stages.py ``Preprocess`` marks the first frame
 after it ``camera_change``). Only a real end of file (without ``loop=1``) ends the run.
@@ -763,6 +765,15 @@ def _positive_fps(fps: float) -> Optional[str]:
     return None if fps > 0 else "must be > 0"
 
 
+def _retries(retries: int) -> Optional[str]:
+    return None if retries >= 0 else "must be >= 0"
+
+
+#: how many times a vanished file or folder is reopened before the source gives up (0.5, 1, 2, 4,
+#: then every 5 s: about 40 s in all)
+DEFAULT_RETRIES = 10
+
+
 def _bits(bits: int) -> Optional[str]:
     return None if 1 <= bits <= 16 else "must be 1..16"
 
@@ -780,6 +791,8 @@ class FileOptions:
                                   check=_positive_fps)
     bits: Optional[int] = option(None, "significant bits of the counts (default: 14 if the first frame "
                                        "stays below 16384, else 16)", check=_bits)
+    retries: int = option(DEFAULT_RETRIES, "reopen a vanished file or folder at most N times (0.5, 1, 2, 4, "
+                                           "then every 5 s), then end with an error (0: at once)", check=_retries)
 
 
 class FileSource(Source):
@@ -805,6 +818,8 @@ class FileSource(Source):
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self._delays: Optional[Iterator[float]] = None
         self._t_retry = 0.0
+        self._failed_retries = 0   # reopenings that failed since the loss
+        self._t_lost = 0.0
         self._seq = 0
         self._t_next: Optional[float] = None
         self._pending = self._first_frame()
@@ -841,14 +856,35 @@ class FileSource(Source):
         self.last_error = str(exc)
         self._delays = backoff_delays(self.backoff_initial, self.backoff_max)
         self._t_retry = now() + next(self._delays)
+        self._failed_retries = 0
+        self._t_lost = now()
+        if self.options.retries == 0:
+            self._give_up()
         self._limiter.log(log, logging.WARNING, "lost", "%s lost (%s); retrying", self.uri.text, exc)
 
+    def _give_up(self) -> None:
+        """End the replay: the lost path did not come back within ``retries=``.
+
+        Raises:
+            SourceError: naming the path, how long it was retried and the last error.
+        """
+        retries = self.options.retries
+        raise SourceError(f"{self.path}: gone, and not back after {retries} retries over {now() - self._t_lost:.0f} s "
+                          f"({self.last_error}); replay ended (add retries=N to the file:// URI to wait longer)")
+
     def _retry(self) -> bool:
-        """Try to reopen the lost path; True when it is back."""
+        """Try to reopen the lost path; True when it is back.
+
+        Raises:
+            SourceError: the ``retries=``-th reopening failed too (:meth:`_give_up`).
+        """
         try:
             reader = open_reader(self.path, self.stream)
         except SourceError as exc:
             self.last_error = str(exc)
+            self._failed_retries += 1
+            if self._failed_retries >= self.options.retries:
+                self._give_up()
             self._t_retry = now() + next(self._delays)
             return False
         self.reader.close()
@@ -902,7 +938,12 @@ class FileSource(Source):
 
     def read(self, timeout: float = 1.0) -> Optional[Frame]:
         """The next frame, or None within ``timeout`` when it is not due yet (paced) or the
-        path is lost (then it is retried); EndOfStream at the end without ``loop=1``."""
+        path is lost (then it is retried); EndOfStream at the end without ``loop=1``.
+
+        Raises:
+            EndOfStream: the end of the file or folder, without ``loop=1``.
+            SourceError: the lost path was not back after ``retries=`` reopenings.
+        """
         if not self.connected:
             wait = self._t_retry - now()
             if wait > 0:
