@@ -33,6 +33,8 @@ code    kind                         raised for
 3       :class:`MissingDependency`   a needed runtime is not installed (``tir build`` without
                                      TensorRT); the message says what to install
 130     (interrupted)                Ctrl-C outside ``tir run``'s own clean stop
+130     :class:`Interrupted`         Ctrl-C in a mode that keeps what it measured so far (``tir
+                                     eval --json``: the partial results, marked so)
 ======  ===========================  =========================================================
 """
 from __future__ import annotations
@@ -100,6 +102,13 @@ class MissingDependency(TirError):
     """A runtime the mode needs is not installed; the message says what to install (exit 3)."""
 
     exit_code = EXIT_OUTPUT_LOST
+
+
+class Interrupted(TirError):
+    """Ctrl-C (SIGINT) stopped a mode that kept what it had done so far; the message says where
+    (e.g. ``tir eval --json``: the sets measured before it, written marked partial)."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 def error_line(mode: str, exc: TirError) -> str:

@@ -125,3 +125,56 @@ def test_cli_rejects_bad_input(setup, capsys):
     assert "unknown baselines" in capsys.readouterr().err
     assert cli.main(["eval", "--bundle", str(setup["tmp"] / "nowhere"), "--data", str(setup["data"])]) == 2
     assert "manifest.json" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_the_methods_scored_so_far_in_the_json_marked_partial(setup, capsys, monkeypatch):
+    """Ctrl-C during tir eval --json lost every number measured before it: the methods scored so
+    far are written, marked partial, with a message and exit 130."""
+    from tir.engines.training import baselines
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(baselines, "classical_chain", interrupted)
+    out = setup["tmp"] / "partial.json"
+    rc = cli.main(["eval", "--bundle", "none", "--data", str(setup["data"]), "--compare", "--max-frames", "2",
+                   "--baselines", "classical", "--json", str(out)])
+    assert rc == 130
+    res = json.loads(out.read_text())
+    assert res["partial"] is True and res["interrupted"] is True and res["done"] == ["degraded"]
+    assert set(res["methods"]) == {"degraded"} and res["frames"] == 2
+    err = capsys.readouterr().err
+    assert f"interrupted (Ctrl-C): wrote the methods measured before it (degraded) to {out}" in err
+
+
+def test_ctrl_c_in_the_per_camera_table_keeps_the_sets_measured_so_far(setup, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from tir.engines.training import camera_eval
+    from tir.engines.training import datasets as ds
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    first, second = tmp_path / "cam_a", tmp_path / "cam_b"
+    shutil.copytree(setup["data"], first)
+    shutil.copytree(setup["data"], second)
+    calls = []
+
+    def one_set(bundle, name, *args, **kwargs):
+        calls.append(name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {"set": name, "frames": 3}
+
+    monkeypatch.setattr(camera_eval, "evaluate_set", one_set)
+    out = tmp_path / "cams.json"
+    rc = cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", f"{first},{second}", "--json", str(out)])
+    assert rc == 130
+    res = json.loads(out.read_text())
+    assert res["partial"] is True and res["done"] == ["dir:cam_a"] and res["not_done"] == ["dir:cam_b"]
+    assert res["sets"] == {"dir:cam_a": {"set": "dir:cam_a", "frames": 3}}
+    err = capsys.readouterr().err
+    assert "marked \"partial\": true; not measured: dir:cam_b" in err
+    # without --json: nothing to keep, said so, still 130
+    calls.clear()
+    assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", f"{first},{second}"]) == 130
+    assert "nothing written (give --json PATH" in capsys.readouterr().err

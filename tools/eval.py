@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 
-from tir.edge.errors import ModelError, UsageError
+from tir.edge.errors import Interrupted, ModelError, TirError, UsageError
 
 from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_threads_argument, number, plot_file,
                   refusing, write_json)
@@ -110,6 +111,8 @@ def main(args) -> int:
         UsageError: an unknown baseline, or a library ValueError / FileNotFoundError.
         ModelError: no ``--bundle`` and no installed bundle.
         DatasetError: ``--data`` names neither a folder nor registered sets.
+        Interrupted: Ctrl-C (exit 130); with ``--json`` what was measured before it is written
+            there first, marked ``"partial": true`` (:func:`_keeping`).
     """
     from tir.engines.bundle import default_bundle_path
     from tir.engines.training.evaluate import evaluate, format_report, plot_report
@@ -151,12 +154,13 @@ def main(args) -> int:
             raise DatasetError(f"{exc} (or give a folder of clean frames)") from exc
     if args.data and _is_sets(args.data):
         return _cameras(args, bundle)
-    with refusing():  # BundleError, DegradationError, EngineError are TirErrors; a missing folder too
+    partial: dict = {}
+    with refusing(), _keeping(args, partial, "methods"):  # BundleError, DegradationError, EngineError: TirErrors
         result = evaluate(bundle=bundle, data=args.data, split=args.split, seed=args.seed,
                           baselines=baselines, sequential=args.sequential, joint=args.joint,
                           router=args.router, max_frames=args.max_frames, backend=args.backend,
                           threads=args.threads, tasks=_split(args.tasks) or None,
-                          unseen=_split(args.unseen))
+                          unseen=_split(args.unseen), out=partial)
     result["command"] = _command()
     print(format_report(result))
     _write_json(args, result)
@@ -203,12 +207,13 @@ def _cameras(args, bundle) -> int:
         raise UsageError("--router-only restores nothing, so there is nothing to plot: drop --plot")
     if args.sequence:
         return _sequence(args, bundle)
-    with refusing(ValueError):
+    partial: dict = {}
+    with refusing(ValueError), _keeping(args, partial, "sets", _set_names(args.data)):
         result = evaluate_cameras(bundle, args.data, split=args.split, seed=args.seed,
                                   max_frames=args.max_frames, backend=args.backend, threads=args.threads,
                                   true_routes=not args.no_true_routes, router_only=args.router_only,
                                   contrast_gate=not args.no_contrast_gate, fpn_gate=not args.no_fpn_gate,
-                                  blur_gate=not args.no_blur_gate, tone_align=not args.no_tone_align)
+                                  blur_gate=not args.no_blur_gate, tone_align=not args.no_tone_align, out=partial)
     result["command"] = _command()
     print(format_cameras(result))
     _write_json(args, result)
@@ -247,12 +252,13 @@ def _sequence(args, bundle) -> int:
         loaded = load_bundle(bundle)   # loaded (and checked) once: every set's Restorer takes it
     if loaded.router is None:
         raise UsageError(f"--sequence measures automatic routing, and the bundle {bundle} has no router")
-    with refusing(ValueError):
+    partial: dict = {}
+    with refusing(ValueError), _keeping(args, partial, "sets", _set_names(args.data)):
         result = evaluate_sequences(loaded, args.data, split=args.split, seed=args.seed, max_frames=args.max_frames,
                                     segment=args.segment_frames or DEFAULT_SEGMENT, backend=args.backend,
                                     threads=args.threads, contrast_gate=not args.no_contrast_gate,
                                     fpn_gate=not args.no_fpn_gate, blur_gate=not args.no_blur_gate,
-                                    tone_align=not args.no_tone_align)
+                                    tone_align=not args.no_tone_align, out=partial)
     result["command"] = _command()
     if result["skipped"]:
         print(f"skipped (no clean frames to score against): {', '.join(result['skipped'])}")
@@ -271,14 +277,59 @@ def _leave_out(args, bundle) -> int:
     if bundle is None or not args.work_dir:
         raise UsageError("--leave-out needs a bundle and --work-dir DIR")
     command = _command()
-    with refusing(ValueError):
+    partial: dict = {}
+    only = [n.strip() for n in args.leave_out_only.split(",")] if args.leave_out_only else None
+    with refusing(ValueError), _keeping(args, partial, "sets", only or _set_names(args.leave_out)):
         result = leave_one_out(bundle, args.leave_out, args.work_dir, steps=args.router_steps, seed=args.seed,
                                threads=args.threads or 2, max_frames=args.max_frames, command=command,
                                draws=args.router_draws, quantize=args.router_quantize, balance=args.router_balance,
-                               only=[n.strip() for n in args.leave_out_only.split(",")] if args.leave_out_only else None)
+                               only=only, out=partial)
     print(format_leave_out(result))
     _write_json(args, result)
     return 0
+
+
+def _set_names(text: str) -> list:
+    """The set names ``--data`` / ``--leave-out`` stand for (``all`` expanded), for the list of
+    what an interrupted run did not measure; empty where they do not parse (the run says why)."""
+    from tir.engines.training.datasets import DatasetError, parse_sets
+
+    try:
+        return list(parse_sets(text))
+    except (DatasetError, ValueError):
+        return []
+
+
+@contextmanager
+def _keeping(args, partial: dict, key: str, todo=()):
+    """Turn Ctrl-C (KeyboardInterrupt) inside the block into :class:`~tir.edge.errors.Interrupted`
+    (exit 130) after writing what was measured so far to ``--json``: ``partial`` (the result dict the
+    library fills as it goes) marked ``"partial": true, "interrupted": true``, with ``"done"`` (the
+    entries of ``partial[key]``: sets or methods finished) and ``"not_done"`` (the names of ``todo``
+    not finished). Ctrl-C lost every set measured before it.
+
+    Raises:
+        Interrupted: the message says what was measured and where it was written (or that
+            nothing was, without --json).
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        done = list(partial.get(key) or {})
+        skipped = set(partial.get("skipped") or ())
+        not_done = [n for n in todo if n not in done and n not in skipped]
+        what = f"the {key} measured before it ({', '.join(done) or 'none'})"
+        if not args.json:
+            raise Interrupted(f"interrupted (Ctrl-C), {what}: nothing written (give --json PATH to keep "
+                              "what is measured)") from None
+        partial.update({"partial": True, "interrupted": True, "done": done, "not_done": not_done,
+                        "command": _command()})
+        try:
+            write_json(args.json, partial, indent=1)
+        except TirError as exc:
+            raise Interrupted(f"interrupted (Ctrl-C), {what}: writing them to {args.json} failed: {exc}") from None
+        raise Interrupted(f"interrupted (Ctrl-C): wrote {what} to {args.json}, marked \"partial\": true"
+                          + (f"; not measured: {', '.join(not_done)}" if not_done else "")) from None
 
 
 def _command() -> str:

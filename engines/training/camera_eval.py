@@ -597,11 +597,16 @@ def evaluate_cameras(bundle, sets: Sequence[str], split: str = "test", seed: int
                      threads: Optional[int] = None, true_routes: bool = True, root=None,
                      router_only: bool = False, contrast_gate: bool = True, fpn_gate: bool = True,
                      blur_gate: bool = True, tone_align: bool = True, deploy: Union[str, Mapping[str, str], None] = None,
-                     progress: bool = True) -> dict:
-    """:func:`evaluate_set` for every set in ``sets``; returns {"sets": {name: result}, ...}."""
+                     progress: bool = True, out: Optional[dict] = None) -> dict:
+    """:func:`evaluate_set` for every set in ``sets``; returns {"sets": {name: result}, ...}.
+
+    ``out``: the dict the result is built in (filled set by set, so a caller interrupted by
+    Ctrl-C still holds the sets measured before it: ``tir eval --json`` writes them marked
+    partial); default a new one."""
     names = dsets.parse_sets(sets)
-    out = {"split": split, "seed": seed, "bundle": str(bundle), "contrast_gate": bool(contrast_gate),
-           "fpn_gate": bool(fpn_gate), "blur_gate": bool(blur_gate), "tone_align": bool(tone_align), "sets": {}}
+    out = {} if out is None else out
+    out.update({"split": split, "seed": seed, "bundle": str(bundle), "contrast_gate": bool(contrast_gate),
+           "fpn_gate": bool(fpn_gate), "blur_gate": bool(blur_gate), "tone_align": bool(tone_align), "sets": {}})
     for name in names:
         out["sets"][name] = evaluate_set(bundle, name, split, seed, max_frames, backend, threads,
                                          true_routes, root, progress=progress, router_only=router_only,

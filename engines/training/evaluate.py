@@ -180,8 +180,11 @@ def evaluate(bundle=None, data: Optional[str] = None, split: str = "test", seed:
              baselines: Sequence[str] = ("classical",), sequential: Optional[str] = None,
              joint: Optional[str] = None, router: Optional[str] = None,
              max_frames: Optional[int] = None, backend: str = "auto", threads: Optional[int] = None,
-             tasks: Optional[Sequence[str]] = None, unseen: Sequence[str] = ("jpeg",)) -> dict:
-    """Run the whole evaluation; returns a JSON-ready dict (see :func:`format_report`).
+             tasks: Optional[Sequence[str]] = None, unseen: Sequence[str] = ("jpeg",),
+             out: Optional[dict] = None) -> dict:
+    """Run the whole evaluation; returns a JSON-ready dict (see :func:`format_report`), built in
+    ``out`` when given (method by method, so a caller interrupted by Ctrl-C still holds the
+    methods scored before it: ``tir eval --json`` writes them marked partial).
 
     Raises:
         ValueError: the ``joint`` baseline without ``joint``, or the ``sequential`` one without
@@ -201,9 +204,10 @@ def evaluate(bundle=None, data: Optional[str] = None, split: str = "test", seed:
         tasks = b.tasks if b is not None else list(deg.TASKS)
     tasks = list(tasks)
     kw = {} if threads is None else {"threads": threads}
-    result = {"data": source, "frames": int(len(clean)), "frame_size": list(clean.shape[1:][::-1]),
-              "seed": seed, "tasks": tasks, "methods": {}, "continual": {}, "routes": {},
-              "router": None, "bundle": str(b.path) if b is not None else None}
+    result = {} if out is None else out
+    result.update({"data": source, "frames": int(len(clean)), "frame_size": list(clean.shape[1:][::-1]),
+                   "seed": seed, "tasks": tasks, "methods": {}, "continual": {}, "routes": {},
+                   "router": None, "bundle": str(b.path) if b is not None else None})
 
     degraded = {t: deg.make_eval_set(clean, t, seed) for t in tqdm(tasks, desc="degrading", unit="task")}
     unseen_sets = {u: deg.make_eval_set(clean, u, seed) for u in unseen}

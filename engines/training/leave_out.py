@@ -22,7 +22,7 @@ from . import datasets as dsets
 def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draws: int = 2,
                   seed: int = 0, threads: int = 2, max_frames: Optional[int] = None,
                   adapt_frames: int = 200, command: str = "", only: Optional[Sequence[str]] = None,
-                  quantize: float = 0.0, balance: int = 1) -> dict:
+                  quantize: float = 0.0, balance: int = 1, out: Optional[dict] = None) -> dict:
     """Run the protocol above for every set; returns (and writes ``work_dir/leave_out.json``)
     {"sets": {k: {"trained_on", "camera", "router_live" (live path, engines/training/camera_eval.py),
     "router_before_adapt" / "router_after_adapt" (both in tir adapt --measure's protocol),
@@ -31,7 +31,9 @@ def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draw
     unknown set or one without clean frames, ValueError for fewer than two sets. ``only``: leave
     out just these sets (each still trained on all the others), e.g. to spread the work. A virtual
     set (the virtual camera) trains every router and is never left out. ``quantize``, ``balance``
-    and ``draws``: the router recipe (:func:`tir.engines.training.train.train_router_for_bundle`)."""
+    and ``draws``: the router recipe (:func:`tir.engines.training.train.train_router_for_bundle`).
+    ``out``: the dict the result is built in (set by set, so a caller interrupted by Ctrl-C still
+    holds the sets finished before it)."""
     from .adapt_measure import measure_adaptation
     from .camera_eval import evaluate_set
     from .train import train_router_for_bundle
@@ -47,8 +49,9 @@ def leave_one_out(bundle, sets: Sequence[str], work_dir, steps: int = 1500, draw
         raise ValueError("leave-one-out needs at least one camera set to leave out (virtual sets only train)")
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    out = {"bundle": str(bundle), "steps": steps, "draws": draws, "quantize": quantize, "balance": balance,
-           "seed": seed, "command": command, "sets": {}}
+    out = {} if out is None else out
+    out.update({"bundle": str(bundle), "steps": steps, "draws": draws, "quantize": quantize, "balance": balance,
+                "seed": seed, "command": command, "sets": {}})
     targets = cameras if not only else [k for k in cameras if k in set(only)]
     if only and len(targets) != len(set(only)):
         raise ValueError(f"--leave-out-only {list(only)} must name sets of --leave-out {names}")

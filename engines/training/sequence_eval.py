@@ -246,12 +246,14 @@ def format_sequence(result: Dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_sequences(bundle, sets, **kw) -> dict:
+def evaluate_sequences(bundle, sets, out: Optional[dict] = None, **kw) -> dict:
     """:func:`evaluate_sequence` for every set of ``sets`` (names, ``"all"`` or a comma string;
     engines/training/datasets.py ``parse_sets``) that holds clean frames; ``bundle`` a folder or a
     loaded ``Bundle`` (loaded once for every set); keyword arguments as there. Returns ``{"bundle": str, "sets": {name: result}, "skipped": [names without clean
-    frames]}``."""
-    out = {"bundle": str(getattr(bundle, "path", bundle)), "sets": {}, "skipped": []}
+    frames]}``, built in ``out`` when given (filled set by set, so a caller interrupted by Ctrl-C
+    still holds the sets measured before it)."""
+    out = {} if out is None else out
+    out.update({"bundle": str(getattr(bundle, "path", bundle)), "sets": {}, "skipped": []})
     for name in dsets.parse_sets(sets):
         if not dsets.dataset(name).clean:
             out["skipped"].append(name)
