@@ -562,3 +562,45 @@ def test_output_none_runs_without_an_output_and_other_spellings_are_told_the_rig
     assert main(["run", "--source", SOURCE, "--model", str(tiny_onnx), "--frames", "3", "--output", "./none",
                  "--quiet"]) == 0
     assert len(read_recording(tmp_path / "none")[1]) >= 3
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--mode", "model", "--source", "synthetic://?size=160x120"],
+     "--source does nothing in tir bench --mode model: it acts in the pipeline rows"),
+    (["--mode", "pipeline", "--warmup", "5"], "--warmup does nothing in tir bench --mode pipeline"),
+    (["--mode", "pipeline", "--source", SOURCE, "--size", "320x256"],
+     "--size does nothing in tir bench --mode pipeline with --source"),
+    (["--mode", "pipeline", "--source", SOURCE, "--degrade", "blur"],
+     "--degrade does nothing in tir bench --mode pipeline with --source"),
+    (["--mode", "pipeline", "--duration", "2", "--frames", "9"],
+     "--frames does nothing in tir bench --mode pipeline with --duration"),
+    (["--mode", "model", "--duration", "2"], "--duration does nothing in tir bench --mode model"),
+    (["--mode", "model", "--agc", "clahe"], "--agc does nothing in tir bench --mode model"),
+    (["--mode", "model", "--in-flight", "3"], "--in-flight does nothing in tir bench --mode model: it acts in "
+                                              "--trt-style"),
+    (["--mode", "pipeline", "--trt-style"], "--trt-style does nothing in tir bench --mode pipeline"),
+    (["--psnr-frames", "4"], "--psnr-frames does nothing in tir bench --mode both: it acts in --psnr-data"),
+    (["--rounds", "3"], "--rounds does nothing in tir bench --mode both: it acts in --roofline"),
+    (["--roofline", "--backend", "onnxruntime", "--frames", "9"], "--backend does nothing in tir bench --roofline"),
+    (["--roofline", "--mode", "model"], "--mode does nothing in tir bench --roofline"),
+])
+def test_bench_refuses_an_option_its_run_does_not_read(capsys, args, says):
+    """tir bench --mode model --source DIR timed synthetic frames without a word about DIR; every
+    option a run ignores is refused the same way, before any model loads (exit 2)."""
+    assert main(["bench", *args, "--no-progress"]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_bench_option_table_names_every_option_and_accepts_what_each_run_reads(tiny_onnx):
+    import argparse
+
+    from tir.tools.cli import option_defaults
+
+    assert set(option_defaults(bench.add_arguments)) == set(bench.BENCH_READS)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    for argv in (["--mode", "both", "--source", SOURCE, "--size", "160x120", "--degrade", "blur", "--warmup", "1"],
+                 ["--mode", "model", "--trt-style", "--in-flight", "3", "--psnr-data", "x", "--psnr-frames", "2"],
+                 ["--mode", "pipeline", "--duration", "2", "--sample-every", "1", "--agc", "clahe"],
+                 ["--roofline", "160x120", "--rounds", "2", "--int8", "d", "--size", "320x256", "--threads", "1"]):
+        bench.refuse_ignored(parser.parse_args(argv))   # read by that run: no error

@@ -32,8 +32,8 @@ from tir.engines.benchmarks import (backend_of, backend_precisions, bench_model,
                                     trt_style_summary)
 from tir.engines.loading import load_model
 
-from .cli import (MAX_SIDE, add_json_argument, add_model_arguments, add_source_argument,  # noqa: F401
-                  frame_size, number, precision_list, write_json)
+from .cli import (EVERY_RUN, MAX_SIDE, add_json_argument, add_model_arguments, add_source_argument,  # noqa: F401
+                  frame_size, number, precision_list, refuse_ignored_options, write_json)
 
 def _pipeline_model(args, model, entry, backend, precision, deploy):
     """The model the pipeline row runs: ``model`` itself, unless the model-only row pinned its gates
@@ -148,6 +148,69 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
 
 
+#: where the options of :data:`BENCH_READS` act, by tag (the words of a refusal)
+BENCH_ACTS_IN = {
+    "model": "the model-only rows (--mode model or both)",
+    "pipeline": "the pipeline rows (--mode pipeline or both)",
+    "pipeline-frames": "the pipeline rows without --duration",
+    "virtual-camera": "the pipeline rows' virtual camera (without --source: a source has its own size and frames)",
+    "trt-style": "--trt-style",
+    "psnr": "--psnr-data",
+    "roofline": "--roofline",
+}
+_M, _P = "model", "pipeline"
+#: ``tir bench`` option -> the kinds of run that read it (:func:`bench_run`'s tags); every option of
+#: :func:`add_arguments` is here (tests/test_cli_run_bench.py checks), and one given to a run that
+#: does not read it is refused (:func:`tir.tools.cli.refuse_ignored_options`)
+BENCH_READS = {
+    "mode": {_M, _P}, "model": EVERY_RUN, "backend": {_M, _P}, "task": EVERY_RUN, "deploy": {_M, _P},
+    "threads": EVERY_RUN, "size": {_M, "virtual-camera", "roofline"}, "frames": {_M, "pipeline-frames"},
+    "warmup": {_M}, "duration": {_P}, "sample_every": {_P}, "source": {_P},
+    "degrade": {_M, "virtual-camera", "roofline"}, "max_in_flight": {_P}, "agc": {_P}, "display": {_P},
+    "repeat": {_M, _P}, "psnr_data": {_M}, "psnr_split": {"psnr"}, "psnr_frames": {"psnr"},
+    "precision": {_M, _P}, "trt_style": {_M}, "in_flight": {"trt-style"}, "roofline": EVERY_RUN,
+    "int8": {"roofline"}, "rounds": {"roofline"}, "json": EVERY_RUN, "no_progress": {_M, _P},
+}
+
+
+def bench_run(args):
+    """The tags of this ``tir bench`` run (which options it reads: :data:`BENCH_READS`) and the run
+    in words: ``--roofline``; else the rows of ``--mode`` (``model``, ``pipeline``), the pipeline
+    rows' virtual camera (no ``--source``) and frame count (no ``--duration``), ``--trt-style`` and
+    ``--psnr-data`` where model-only rows run."""
+    if getattr(args, "roofline", None) is not None:
+        return {"roofline"}, "tir bench --roofline"
+    mode = getattr(args, "mode", "both")
+    tags = {t for t in (_M, _P) if mode in (t, "both")}
+    run = f"tir bench --mode {mode}"
+    if _P in tags:
+        if getattr(args, "source", None):
+            run += " with --source"
+        else:
+            tags.add("virtual-camera")
+        if getattr(args, "duration", None):
+            run += " with --duration"
+        else:
+            tags.add("pipeline-frames")
+    if _M in tags and getattr(args, "trt_style", False):
+        tags.add("trt-style")
+    if _M in tags and getattr(args, "psnr_data", None):
+        tags.add("psnr")
+    return tags, run
+
+
+def refuse_ignored(args) -> None:
+    """Refuse the options this run of ``tir bench`` does not read (:data:`BENCH_READS`):
+    ``--mode model --source DIR`` timed synthetic frames and never opened DIR, ``--roofline
+    --backend tensorrt`` measured ONNX Runtime, ``--mode pipeline --warmup 50`` warmed nothing.
+
+    Raises:
+        UsageError: one line per such option, naming it and where it acts.
+    """
+    tags, run = bench_run(args)
+    refuse_ignored_options(args, add_arguments, BENCH_READS, tags, run, BENCH_ACTS_IN)
+
+
 def check_pipeline_source(source: str, size, given: bool) -> None:
     """Check the pipeline rows' source before any model loads or runs: its URI options
     (:func:`tir.edge.sources.base.check_source`) and that it opens (a file source lists its
@@ -192,10 +255,12 @@ def main(args) -> int:
         0 when at least one backend produced a result, else 2 (every row an error or skipped).
 
     Raises:
-        UsageError: ``--size`` is not WIDTHxHEIGHT; ``--psnr-data`` without a degradation; the
-            pipeline source is refused (:func:`check_pipeline_source`).
+        UsageError: an option this run does not read (:func:`refuse_ignored`); ``--size`` is not
+            WIDTHxHEIGHT; ``--psnr-data`` without a degradation; the pipeline source is refused
+            (:func:`check_pipeline_source`).
         DatasetError: the ``--psnr-data`` sets do not load.
     """
+    refuse_ignored(args)   # an option this run would not read: --mode model --source DIR, --roofline --frames 9
     size = bench_size(args.size)  # UsageError: tir bench: error: size 'big' is not WIDTHxHEIGHT ...
     if getattr(args, "roofline", None) is not None:
         return roofline_main(args, size)

@@ -269,6 +269,53 @@ def refusing(*types, kind=UsageError, prefix: str = ""):
         raise kind(f"{prefix}{exc}") from exc
 
 
+#: in an option table of :func:`refuse_ignored_options`: the option is read in every run of the mode
+EVERY_RUN = frozenset({"*"})
+
+
+def option_defaults(add_arguments) -> dict:
+    """``{dest: (default, "--option")}`` of every option ``add_arguments(parser)`` adds (a mode's
+    ``add_arguments``), from a fresh parser: what an option is when the command line leaves it out."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return {a.dest: (a.default, next((o for o in a.option_strings if o.startswith("--")), a.option_strings[0]))
+            for a in parser._actions if a.option_strings}
+
+
+def refuse_ignored_options(args, add_arguments, reads, active, run: str, acts_in, hints=None) -> None:
+    """Refuse every option that this run of a mode would ignore: one check, from one table per
+    mode, instead of a line per combination someone happened to try (``tir eval --sequence
+    --baselines none``, ``tir bench --mode model --source DIR`` ran without a word, the option
+    doing nothing).
+
+    An option counts as given when its value differs from its default (:func:`option_defaults`).
+
+    Args:
+        args: the parsed options (argparse.Namespace).
+        add_arguments: the mode's ``add_arguments(parser)`` (for each option's default and name).
+        reads: ``{dest: frozenset of tags}``: the kinds of run that read the option
+            (:data:`EVERY_RUN`: every run). An option missing from it counts as read everywhere (the
+            modes' tests check that their table names every option).
+        active: the tags of this run (e.g. ``{"model", "pipeline"}`` for ``tir bench --mode both``).
+        run: this run in words, for the message (``"--mode model"``).
+        acts_in: ``{tag: words}``: where an option of that tag acts, for the message.
+        hints: ``{dest: text}`` added to that option's line (what to do instead).
+
+    Raises:
+        UsageError: one line per ignored option, naming it, this run and where it acts.
+    """
+    lines = []
+    for dest, (default, name) in option_defaults(add_arguments).items():
+        tags = reads.get(dest, EVERY_RUN)
+        if tags is EVERY_RUN or tags & set(active) or getattr(args, dest, default) == default:
+            continue
+        where = " or ".join([acts_in[t] for t in acts_in if t in tags] + sorted(t for t in tags if t not in acts_in))
+        lines.append(f"{name} does nothing in {run}: it acts in {where}; drop it"
+                     + (f" ({hints[dest]})" if hints and dest in hints else ""))
+    if lines:
+        raise UsageError("\n".join(lines))
+
+
 # ---------------------------------------------------------------------------------------------
 # argument groups shared by several modes (defined once; a mode calls the ones it takes)
 # ---------------------------------------------------------------------------------------------
