@@ -566,23 +566,23 @@ def test_output_none_runs_without_an_output_and_other_spellings_are_told_the_rig
 
 @pytest.mark.parametrize("args, says", [
     (["--mode", "model", "--source", "synthetic://?size=160x120"],
-     "--source does nothing in tir bench --mode model: it acts in the pipeline rows"),
-    (["--mode", "pipeline", "--warmup", "5"], "--warmup does nothing in tir bench --mode pipeline"),
+     "--source does nothing here (tir bench --mode model): it acts in the pipeline rows"),
+    (["--mode", "pipeline", "--warmup", "5"], "--warmup does nothing here (tir bench --mode pipeline)"),
     (["--mode", "pipeline", "--source", SOURCE, "--size", "320x256"],
-     "--size does nothing in tir bench --mode pipeline with --source"),
+     "--size does nothing here (tir bench --mode pipeline with --source)"),
     (["--mode", "pipeline", "--source", SOURCE, "--degrade", "blur"],
-     "--degrade does nothing in tir bench --mode pipeline with --source"),
+     "--degrade does nothing here (tir bench --mode pipeline with --source)"),
     (["--mode", "pipeline", "--duration", "2", "--frames", "9"],
-     "--frames does nothing in tir bench --mode pipeline with --duration"),
-    (["--mode", "model", "--duration", "2"], "--duration does nothing in tir bench --mode model"),
-    (["--mode", "model", "--agc", "clahe"], "--agc does nothing in tir bench --mode model"),
-    (["--mode", "model", "--in-flight", "3"], "--in-flight does nothing in tir bench --mode model: it acts in "
+     "--frames does nothing here (tir bench --mode pipeline with --duration)"),
+    (["--mode", "model", "--duration", "2"], "--duration does nothing here (tir bench --mode model)"),
+    (["--mode", "model", "--agc", "clahe"], "--agc does nothing here (tir bench --mode model)"),
+    (["--mode", "model", "--in-flight", "3"], "--in-flight does nothing here (tir bench --mode model): it acts in "
                                               "--trt-style"),
-    (["--mode", "pipeline", "--trt-style"], "--trt-style does nothing in tir bench --mode pipeline"),
-    (["--psnr-frames", "4"], "--psnr-frames does nothing in tir bench --mode both: it acts in --psnr-data"),
-    (["--rounds", "3"], "--rounds does nothing in tir bench --mode both: it acts in --roofline"),
-    (["--roofline", "--backend", "onnxruntime", "--frames", "9"], "--backend does nothing in tir bench --roofline"),
-    (["--roofline", "--mode", "model"], "--mode does nothing in tir bench --roofline"),
+    (["--mode", "pipeline", "--trt-style"], "--trt-style does nothing here (tir bench --mode pipeline)"),
+    (["--psnr-frames", "4"], "--psnr-frames does nothing here (tir bench --mode both): it acts in --psnr-data"),
+    (["--rounds", "3"], "--rounds does nothing here (tir bench --mode both): it acts in --roofline"),
+    (["--roofline", "--backend", "onnxruntime", "--frames", "9"], "--backend does nothing here (tir bench --roofline)"),
+    (["--roofline", "--mode", "model"], "--mode does nothing here (tir bench --roofline)"),
 ])
 def test_bench_refuses_an_option_its_run_does_not_read(capsys, args, says):
     """tir bench --mode model --source DIR timed synthetic frames without a word about DIR; every

@@ -310,7 +310,7 @@ def refuse_ignored_options(args, add_arguments, reads, active, run: str, acts_in
         if tags is EVERY_RUN or tags & set(active) or getattr(args, dest, default) == default:
             continue
         where = " or ".join([acts_in[t] for t in acts_in if t in tags] + sorted(t for t in tags if t not in acts_in))
-        lines.append(f"{name} does nothing in {run}: it acts in {where}; drop it"
+        lines.append(f"{name} does nothing here ({run}): it acts in {where}; drop it"
                      + (f" ({hints[dest]})" if hints and dest in hints else ""))
     if lines:
         raise UsageError("\n".join(lines))
