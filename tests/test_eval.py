@@ -178,3 +178,66 @@ def test_ctrl_c_in_the_per_camera_table_keeps_the_sets_measured_so_far(setup, tm
     calls.clear()
     assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", f"{first},{second}"]) == 130
     assert "nothing written (give --json PATH" in capsys.readouterr().err
+
+
+def test_eval_option_table_names_every_option():
+    from tir.tools import eval as eval_mode
+    from tir.tools.cli import option_defaults
+
+    assert set(option_defaults(eval_mode.add_arguments)) == set(eval_mode.EVAL_READS)
+
+
+def _never_runs(*args, **kwargs):
+    raise AssertionError("the evaluation ran: the ignored option was not refused")
+
+
+@pytest.fixture
+def own_folder(setup, tmp_path, monkeypatch):
+    """A folder of the user's frames, registered (on the fly) in a copy of the set registry."""
+    import shutil
+
+    from tir.engines.training import datasets as ds
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    folder = tmp_path / "cam"
+    shutil.copytree(setup["data"], folder)
+    return folder
+
+
+def test_sequence_refuses_every_option_it_does_not_read(setup, own_folder, capsys, monkeypatch):
+    """tir eval --sequence ran with --baselines, --unseen, --leave-out-only (and the other
+    methods-comparison and leave-out options) doing nothing; each is named, exit 2."""
+    from tir.engines.training import sequence_eval
+
+    monkeypatch.setattr(sequence_eval, "evaluate_sequences", _never_runs)
+    assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", str(own_folder), "--sequence",
+                     "--baselines", "none", "--unseen", "blur", "--leave-out-only", "a,b", "--tasks", "noise",
+                     "--router-steps", "5", "--work-dir", str(own_folder)]) == 2
+    err = capsys.readouterr().err
+    for option in ("--baselines", "--unseen", "--leave-out-only", "--tasks", "--router-steps", "--work-dir"):
+        assert f"tir eval: error: {option} does nothing here (tir eval --sequence" in err
+    assert "--baselines does nothing here (tir eval --sequence): it acts in the methods comparison" in err
+
+
+def test_each_eval_run_accepts_the_options_it_reads_and_refuses_the_others(own_folder):
+    import argparse
+
+    from tir.edge.errors import UsageError
+    from tir.tools import eval as eval_mode
+
+    parser = argparse.ArgumentParser()
+    eval_mode.add_arguments(parser)
+
+    def check(argv, run):
+        eval_mode.refuse_ignored(parser.parse_args(argv), run)
+
+    check(["--data", "hit_uav,anti_uav", "--split", "val", "--no-fpn-gate", "--router-only"], "cameras")
+    check(["--split", "val", "--baselines", "none", "--unseen", "blur", "--tasks", "noise"], "compare")
+    check(["--data", "hit_uav", "--sequence", "--segment-frames", "8", "--split", "train"], "sequence")
+    check(["--leave-out", "a,b", "--leave-out-only", "a", "--work-dir", "w", "--router-steps", "5"], "leave-out")
+    for argv, run, option in ((["--data", "hit_uav", "--compare"], "cameras", "--compare"),
+                              (["--data", "hit_uav", "--baselines", "none"], "cameras", "--baselines"),
+                              (["--leave-out", "a,b", "--plot", "x.png"], "leave-out", "--plot"),
+                              (["--no-tone-align"], "compare", "--no-tone-align")):
+        with pytest.raises(UsageError, match=f"{option} does nothing here"):
+            check(argv, run)

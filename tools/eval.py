@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 from tir.edge.errors import Interrupted, ModelError, TirError, UsageError
 
-from .cli import (add_backend_argument, add_bundle_argument, add_json_argument, add_threads_argument, number, plot_file,
-                  refusing, write_json)
+from .cli import (EVERY_RUN, add_backend_argument, add_bundle_argument, add_json_argument, add_threads_argument, number,
+                  plot_file, refuse_ignored_options, refusing, write_json)
 
 log = logging.getLogger("tir.eval")
 
@@ -95,6 +95,47 @@ def add_arguments(parser) -> None:
                         help="write a picture: the bar chart (with --sequence: the timeline); .png, .svg, .pdf ...")
 
 
+#: where the options of :data:`EVAL_READS` act, by tag (the words of a refusal)
+EVAL_ACTS_IN = {
+    "compare": "the methods comparison (no --data, or --data DIR --compare)",
+    "cameras": "the per-camera table (--data SET[,SET] or --data DIR)",
+    "sequence": "--sequence",
+    "leave-out": "--leave-out",
+}
+_RUNS = ("compare", "cameras", "sequence")
+#: ``tir eval`` option -> the kinds of run that read it (tags of :data:`EVAL_ACTS_IN`); every option
+#: of :func:`add_arguments` is here (tests/test_eval.py checks), and one given to a run that does not
+#: read it is refused (:func:`tir.tools.cli.refuse_ignored_options`): ``--sequence --baselines none``,
+#: ``--data DIR --split val`` ran without a word, the option doing nothing
+EVAL_READS = {
+    "bundle": EVERY_RUN, "router": {"compare"}, "data": set(_RUNS), "compare": {"compare"},
+    "no_reference": {"cameras"}, "split": EVERY_RUN, "leave_out": {"leave-out"},
+    "leave_out_only": {"leave-out"}, "work_dir": {"leave-out"}, "router_steps": {"leave-out"},
+    "router_draws": {"leave-out"}, "router_quantize": {"leave-out"}, "router_balance": {"leave-out"},
+    "router_only": {"cameras"}, "no_contrast_gate": {"cameras", "sequence"}, "no_fpn_gate": {"cameras", "sequence"},
+    "no_blur_gate": {"cameras", "sequence"}, "no_tone_align": {"cameras", "sequence"}, "sequence": {"sequence"},
+    "segment_frames": {"sequence"}, "no_true_routes": {"cameras"}, "seed": EVERY_RUN, "baselines": {"compare"},
+    "sequential": {"compare"}, "joint": {"compare"}, "tasks": {"compare"}, "unseen": {"compare"},
+    "max_frames": EVERY_RUN, "backend": set(_RUNS), "threads": EVERY_RUN, "json": EVERY_RUN, "plot": set(_RUNS),
+}
+def refuse_ignored(args, run: str) -> None:
+    """Refuse the options this run of ``tir eval`` does not read (:data:`EVAL_READS`).
+
+    Args:
+        args: the parsed options; ``args.data`` already the registered set names where ``run`` is
+            ``cameras`` or ``sequence``.
+        run: ``compare`` (the methods comparison), ``cameras`` (the per-camera table),
+            ``sequence`` or ``leave-out``.
+
+    Raises:
+        UsageError: one line per such option, naming it and where it acts.
+    """
+    tags = {run}
+    said = {"compare": "tir eval: the methods comparison", "cameras": "tir eval: the per-camera table",
+            "sequence": "tir eval --sequence", "leave-out": "tir eval --leave-out"}[run]
+    refuse_ignored_options(args, add_arguments, EVAL_READS, tags, said, EVAL_ACTS_IN)
+
+
 def _split(text):
     return [] if not text or text == "none" else [t.strip() for t in text.split(",") if t.strip()]
 
@@ -155,6 +196,7 @@ def main(args) -> int:
     if args.data and _is_sets(args.data):
         return _cameras(args, bundle)
     partial: dict = {}
+    refuse_ignored(args, "compare")
     with refusing(), _keeping(args, partial, "methods"):  # BundleError, DegradationError, EngineError: TirErrors
         result = evaluate(bundle=bundle, data=args.data, split=args.split, seed=args.seed,
                           baselines=baselines, sequential=args.sequential, joint=args.joint,
@@ -207,6 +249,7 @@ def _cameras(args, bundle) -> int:
         raise UsageError("--router-only restores nothing, so there is nothing to plot: drop --plot")
     if args.sequence:
         return _sequence(args, bundle)
+    refuse_ignored(args, "cameras")
     partial: dict = {}
     with refusing(ValueError), _keeping(args, partial, "sets", _set_names(args.data)):
         result = evaluate_cameras(bundle, args.data, split=args.split, seed=args.seed,
@@ -246,6 +289,7 @@ def _sequence(args, bundle) -> int:
     if args.router_only or args.no_true_routes:
         raise UsageError("--sequence restores every frame of the stream and has no true-route column: drop "
                          f"{'--router-only' if args.router_only else '--no-true-routes'}")
+    refuse_ignored(args, "sequence")
     from tir.engines.bundle import load_bundle
 
     with refusing():
@@ -276,6 +320,7 @@ def _leave_out(args, bundle) -> int:
 
     if bundle is None or not args.work_dir:
         raise UsageError("--leave-out needs a bundle and --work-dir DIR")
+    refuse_ignored(args, "leave-out")
     command = _command()
     partial: dict = {}
     only = [n.strip() for n in args.leave_out_only.split(",")] if args.leave_out_only else None
