@@ -204,6 +204,20 @@ def own_folder(setup, tmp_path, monkeypatch):
     return folder
 
 
+@pytest.mark.parametrize("extra", [[], ["--compare"], ["--sequence"]])
+def test_split_on_a_folder_is_refused_a_folder_has_no_splits(setup, own_folder, capsys, monkeypatch, extra):
+    """tir eval --data DIR --split val scored every frame of DIR and printed 'val split'."""
+    from tir.engines.training import camera_eval, evaluate, sequence_eval
+
+    for module, name in ((camera_eval, "evaluate_cameras"), (evaluate, "evaluate"),
+                         (sequence_eval, "evaluate_sequences")):
+        monkeypatch.setattr(module, name, _never_runs)
+    bundle = "none" if extra == ["--compare"] else str(setup["bundle"])
+    assert cli.main(["eval", "--bundle", bundle, "--data", str(own_folder), "--split", "val", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "--split does nothing here" in err and "a folder of frames has no train/val/test split lists" in err
+
+
 def test_sequence_refuses_every_option_it_does_not_read(setup, own_folder, capsys, monkeypatch):
     """tir eval --sequence ran with --baselines, --unseen, --leave-out-only (and the other
     methods-comparison and leave-out options) doing nothing; each is named, exit 2."""
@@ -216,7 +230,8 @@ def test_sequence_refuses_every_option_it_does_not_read(setup, own_folder, capsy
     err = capsys.readouterr().err
     for option in ("--baselines", "--unseen", "--leave-out-only", "--tasks", "--router-steps", "--work-dir"):
         assert f"tir eval: error: {option} does nothing here (tir eval --sequence" in err
-    assert "--baselines does nothing here (tir eval --sequence): it acts in the methods comparison" in err
+    assert "--baselines does nothing here (tir eval --sequence of folders without split lists): it acts in the " \
+           "methods comparison" in err
 
 
 def test_each_eval_run_accepts_the_options_it_reads_and_refuses_the_others(own_folder):
@@ -232,12 +247,35 @@ def test_each_eval_run_accepts_the_options_it_reads_and_refuses_the_others(own_f
         eval_mode.refuse_ignored(parser.parse_args(argv), run)
 
     check(["--data", "hit_uav,anti_uav", "--split", "val", "--no-fpn-gate", "--router-only"], "cameras")
+    from tir.engines.training.datasets import register_folder
+
+    mine = register_folder(own_folder)   # as tir eval registers it: a set without splits
+    check(["--data", f"hit_uav,{mine}", "--split", "val"], "cameras")   # read for the set with splits
+    with pytest.raises(UsageError, match="--split does nothing here"):
+        check(["--data", mine, "--split", "val"], "cameras")
     check(["--split", "val", "--baselines", "none", "--unseen", "blur", "--tasks", "noise"], "compare")
     check(["--data", "hit_uav", "--sequence", "--segment-frames", "8", "--split", "train"], "sequence")
     check(["--leave-out", "a,b", "--leave-out-only", "a", "--work-dir", "w", "--router-steps", "5"], "leave-out")
     for argv, run, option in ((["--data", "hit_uav", "--compare"], "cameras", "--compare"),
                               (["--data", "hit_uav", "--baselines", "none"], "cameras", "--baselines"),
                               (["--leave-out", "a,b", "--plot", "x.png"], "leave-out", "--plot"),
+                              (["--leave-out", "a,b", "--split", "val"], "leave-out", "--split"),
                               (["--no-tone-align"], "compare", "--no-tone-align")):
         with pytest.raises(UsageError, match=f"{option} does nothing here"):
             check(argv, run)
+
+
+def test_split_on_the_folder_of_a_registered_set_names_the_set(setup, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from tir.engines.training import camera_eval
+    from tir.engines.training import datasets as ds
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    monkeypatch.setenv("TIR_DATA_ROOT", str(tmp_path))
+    monkeypatch.setattr(camera_eval, "evaluate_cameras", _never_runs)
+    shutil.copytree(setup["data"], tmp_path / "hit_uav")
+    assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", str(tmp_path / "hit_uav"),
+                     "--split", "val"]) == 2
+    assert f"{tmp_path / 'hit_uav'} is the folder of the registered set hit_uav: --data hit_uav --split val" \
+        in capsys.readouterr().err

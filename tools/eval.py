@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 from tir.edge.errors import Interrupted, ModelError, TirError, UsageError
 
@@ -42,8 +43,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-reference", action="store_true",
                         help="with --data DIR: the folder holds real degraded frames without a clean target (e.g. a "
                              "sensor without NUC): report where they are routed and the column FPN before/after")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
-                        help="split of the sets (default: test)")
+    parser.add_argument("--split", default=None, choices=("train", "val", "test"),
+                        help="split of the registered sets (default: test); a folder has none (all its frames)")
     parser.add_argument("--leave-out", default=None, metavar="SET[,SET]",
                         help="leave-one-camera-out: per set, train a router on the other sets, measure this "
                              "one before/after tir adapt (engines/training/leave_out.py); needs --work-dir")
@@ -98,7 +99,9 @@ def add_arguments(parser) -> None:
 #: where the options of :data:`EVAL_READS` act, by tag (the words of a refusal)
 EVAL_ACTS_IN = {
     "compare": "the methods comparison (no --data, or --data DIR --compare)",
+    "roadscene": "the methods comparison on the RoadScene split (no --data)",
     "cameras": "the per-camera table (--data SET[,SET] or --data DIR)",
+    "split-sets": "registered sets with train/val/test split lists (--data NAME)",
     "sequence": "--sequence",
     "leave-out": "--leave-out",
 }
@@ -109,7 +112,7 @@ _RUNS = ("compare", "cameras", "sequence")
 #: ``--data DIR --split val`` ran without a word, the option doing nothing
 EVAL_READS = {
     "bundle": EVERY_RUN, "router": {"compare"}, "data": set(_RUNS), "compare": {"compare"},
-    "no_reference": {"cameras"}, "split": EVERY_RUN, "leave_out": {"leave-out"},
+    "no_reference": {"cameras"}, "split": {"roadscene", "split-sets"}, "leave_out": {"leave-out"},
     "leave_out_only": {"leave-out"}, "work_dir": {"leave-out"}, "router_steps": {"leave-out"},
     "router_draws": {"leave-out"}, "router_quantize": {"leave-out"}, "router_balance": {"leave-out"},
     "router_only": {"cameras"}, "no_contrast_gate": {"cameras", "sequence"}, "no_fpn_gate": {"cameras", "sequence"},
@@ -118,6 +121,10 @@ EVAL_READS = {
     "sequential": {"compare"}, "joint": {"compare"}, "tasks": {"compare"}, "unseen": {"compare"},
     "max_frames": EVERY_RUN, "backend": set(_RUNS), "threads": EVERY_RUN, "json": EVERY_RUN, "plot": set(_RUNS),
 }
+_HINTS = {"split": "a folder of frames has no train/val/test split lists, all its frames are scored; give a "
+                   "registered set by name, --data NAME, to score one split"}
+
+
 def refuse_ignored(args, run: str) -> None:
     """Refuse the options this run of ``tir eval`` does not read (:data:`EVAL_READS`).
 
@@ -131,9 +138,48 @@ def refuse_ignored(args, run: str) -> None:
         UsageError: one line per such option, naming it and where it acts.
     """
     tags = {run}
+    if run == "compare" and not args.data:
+        tags.add("roadscene")
+    if run in ("cameras", "sequence"):
+        from tir.engines.training.datasets import DatasetError, dataset, parse_sets
+
+        try:
+            if any(dataset(n).splits for n in parse_sets(args.data)):
+                tags.add("split-sets")
+        except DatasetError:
+            tags.add("split-sets")   # the run itself says what is wrong with --data
+    hints = dict(_HINTS)
+    if "split-sets" not in tags and "roadscene" not in tags and args.split and args.data:
+        same = _registered_twin(args.data)
+        if same:
+            hints["split"] += f"; {same[0]} is the folder of the registered set {same[1]}: --data {same[1]} --split " \
+                              f"{args.split}"
     said = {"compare": "tir eval: the methods comparison", "cameras": "tir eval: the per-camera table",
             "sequence": "tir eval --sequence", "leave-out": "tir eval --leave-out"}[run]
-    refuse_ignored_options(args, add_arguments, EVAL_READS, tags, said, EVAL_ACTS_IN)
+    if "split-sets" not in tags and run in ("cameras", "sequence"):
+        said += " of folders without split lists"
+    elif run == "compare" and args.data:
+        said += " on a folder"
+    refuse_ignored_options(args, add_arguments, EVAL_READS, tags, said, EVAL_ACTS_IN, hints)
+
+
+def _registered_twin(data: str):
+    """(folder, set name) where a folder of ``--data`` (a path, or the ``dir:`` name it was registered
+    under) is the folder of a registered set with split lists (``--data /data/hit_uav`` for
+    ``hit_uav``), else None."""
+    from tir.engines.training.datasets import DATASETS, DatasetError, data_root
+
+    try:
+        root = data_root()
+    except DatasetError:
+        return None
+    folders = [DATASETS[t].folder if t in DATASETS else t for t in (x.strip() for x in data.split(",")) if t]
+    for folder in folders:
+        here = Path(folder).expanduser().resolve()
+        for ds in DATASETS.values():
+            if ds.splits and here == (root / ds.folder).resolve():
+                return str(folder), ds.name
+    return None
 
 
 def _split(text):
@@ -198,7 +244,7 @@ def main(args) -> int:
     partial: dict = {}
     refuse_ignored(args, "compare")
     with refusing(), _keeping(args, partial, "methods"):  # BundleError, DegradationError, EngineError: TirErrors
-        result = evaluate(bundle=bundle, data=args.data, split=args.split, seed=args.seed,
+        result = evaluate(bundle=bundle, data=args.data, split=args.split or "test", seed=args.seed,
                           baselines=baselines, sequential=args.sequential, joint=args.joint,
                           router=args.router, max_frames=args.max_frames, backend=args.backend,
                           threads=args.threads, tasks=_split(args.tasks) or None,
@@ -252,7 +298,7 @@ def _cameras(args, bundle) -> int:
     refuse_ignored(args, "cameras")
     partial: dict = {}
     with refusing(ValueError), _keeping(args, partial, "sets", _set_names(args.data)):
-        result = evaluate_cameras(bundle, args.data, split=args.split, seed=args.seed,
+        result = evaluate_cameras(bundle, args.data, split=args.split or "test", seed=args.seed,
                                   max_frames=args.max_frames, backend=args.backend, threads=args.threads,
                                   true_routes=not args.no_true_routes, router_only=args.router_only,
                                   contrast_gate=not args.no_contrast_gate, fpn_gate=not args.no_fpn_gate,
@@ -298,7 +344,7 @@ def _sequence(args, bundle) -> int:
         raise UsageError(f"--sequence measures automatic routing, and the bundle {bundle} has no router")
     partial: dict = {}
     with refusing(ValueError), _keeping(args, partial, "sets", _set_names(args.data)):
-        result = evaluate_sequences(loaded, args.data, split=args.split, seed=args.seed, max_frames=args.max_frames,
+        result = evaluate_sequences(loaded, args.data, split=args.split or "test", seed=args.seed, max_frames=args.max_frames,
                                     segment=args.segment_frames or DEFAULT_SEGMENT, backend=args.backend,
                                     threads=args.threads, contrast_gate=not args.no_contrast_gate,
                                     fpn_gate=not args.no_fpn_gate, blur_gate=not args.no_blur_gate,
