@@ -279,3 +279,29 @@ def test_split_on_the_folder_of_a_registered_set_names_the_set(setup, tmp_path, 
                      "--split", "val"]) == 2
     assert f"{tmp_path / 'hit_uav'} is the folder of the registered set hit_uav: --data hit_uav --split val" \
         in capsys.readouterr().err
+
+
+def test_ctrl_c_in_sequence_keeps_the_sets_streamed_so_far(setup, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from tir.engines.training import datasets as ds
+    from tir.engines.training import sequence_eval
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    for name in ("cam_a", "cam_b", "cam_c"):
+        shutil.copytree(setup["data"], tmp_path / name)
+    calls = []
+
+    def one_set(bundle, name, **kwargs):
+        calls.append(name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {"set": name, "segments": []}
+
+    monkeypatch.setattr(sequence_eval, "evaluate_sequence", one_set)
+    out = tmp_path / "seq.json"
+    data = ",".join(str(tmp_path / n) for n in ("cam_a", "cam_b", "cam_c"))
+    assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", data, "--sequence", "--json", str(out)]) == 130
+    res = json.loads(out.read_text())
+    assert res["partial"] is True and res["done"] == ["dir:cam_a"] and res["not_done"] == ["dir:cam_b", "dir:cam_c"]
+    assert "not measured: dir:cam_b, dir:cam_c" in capsys.readouterr().err
