@@ -425,6 +425,12 @@ class ContrastGate:
         self.prior_frames = int(prior_frames)
         self.spans: deque = deque(maxlen=int(window))
         self.extents: deque = deque(maxlen=int(window))
+        #: per entry of :attr:`extents`: the frame was found low for this camera when it came
+        #: (:meth:`step`): held out of the camera's extent reference and scatter (:meth:`own_extents`)
+        self.extent_low: deque = deque(maxlen=int(window))
+        #: times the held-out low frames became most of the history and were taken as the camera's
+        #: look (:meth:`add`)
+        self.adopted = 0
         self.lows: deque = deque(maxlen=int(window))
         self.highs: deque = deque(maxlen=int(window))
         #: block lows and highs of every frame the gate did not find low, whatever its verdict: the
@@ -487,7 +493,7 @@ class ContrastGate:
     def extent_reference(self) -> Optional[float]:
         """The camera's reference extent (:func:`lowpass_extent`): the median of the recent
         extents; None before ``prior_frames`` of them (there is no training prior for it)."""
-        extents = [e for e in self.extents if e > 0]
+        extents = self.own_extents()
         if len(extents) < max(self.prior_frames, 1):
             return None
         return float(np.median(extents))
@@ -501,12 +507,10 @@ class ContrastGate:
         its clean frames at extent 0.34-0.61, half at 0.79-0.84); the median absolute deviation
         sees only the central half (σ 0.05-0.07 in ``tir eval``'s history) and keeps calling the
         camera's own narrow scenes a contrast loss, the lower quartile reaches them (σ 0.2). The
-        cost: when more than a quarter of a camera's recent frames are contrast-compressed
-        against its median, its scatter widens and the veto keeps fewer of them; the camera
-        shows them that often, so they are its look (the median itself, the reference, breaks
-        at a half). Only the frames the gate did not find low would be circular (a narrow frame
-        found low before a spread exists would never count)."""
-        extents = [e for e in self.extents if e > 0]
+        quartiles break at a quarter: over every routed frame, a contrast loss that set in on a
+        running camera widened the scatter once it was a quarter of the history, so the frames
+        found low are held out of it until they are most of the history (:meth:`own_extents`)."""
+        extents = self.own_extents()
         if len(extents) < max(self.prior_frames, 1):
             return None
         return iqr_sigma(extents)
@@ -657,7 +661,9 @@ class ContrastGate:
         :func:`lowpass_ends`, whose difference is the extent) join the history; the ends join the
         camera's ends (:attr:`end_lows`, :attr:`end_highs`) only when the frame is not low, and
         the tone history only when besides its verdict is in :attr:`tone_tasks` (the camera's own
-        tone, not a contrast loss's nor a noise's), unless the references are :attr:`pinned`. The references are computed once.
+        tone, not a contrast loss's nor a noise's), and its extent is held out of the camera's
+        reference and scatter when it was found low against them (:meth:`own_extents`), unless the
+        references are :attr:`pinned`. The references are computed once.
         With ``noise`` (the frame's σ₁, the camera's floor and its scatter, frame units; pass it only for a
         verdict the FPN gate left noise-free) a frame that kept the camera's noise
         (:meth:`noise_kept`) is neither low nor promoted."""
@@ -666,13 +672,15 @@ class ContrastGate:
         # a frame whose noise the camera's floor still shows was not contrast-compressed (K23)
         kept = self.noise_kept(noise)
         narrow = self.is_low(span, extent)   # the history keeps judging by the extent alone
+        # judged against the camera's extents (not the start-up's span prior): held out of them
+        held = narrow and self.extent_reference is not None
         low = narrow and not kept
         tone = not narrow and (self.tone_tasks is None or task in self.tone_tasks)
         # the promotion's test on this frame, before it joins the history (:meth:`promote_last`)
         self.last_compressed = extent is not None and not kept and self.is_compressed(extent, ends)
         task = self.promote_last(self._demote(task, low))
         if not self.pinned:
-            self.add(span, extent, None if narrow else ends, tone=tone)
+            self.add(span, extent, None if narrow else ends, tone=tone, low=held)
         return task, low
 
     def _demote(self, task: str, low: bool) -> str:
@@ -705,15 +713,23 @@ class ContrastGate:
         return task
 
     def add(self, span: float, extent: Optional[float] = None,
-            ends: Optional[Tuple[float, float]] = None, tone: bool = True) -> None:
+            ends: Optional[Tuple[float, float]] = None, tone: bool = True, low: bool = False) -> None:
         """Record one routed frame's low-pass span (and extent, or its :func:`lowpass_ends`) in the
         camera's history; its ends join the camera's ends (:attr:`end_lows`, :attr:`end_highs`)
-        and, with ``tone``, its tone history."""
+        and, with ``tone``, its tone history. With ``low`` (the frame was found low for this camera,
+        :meth:`step`) its extent is held out of the camera's reference and scatter
+        (:meth:`own_extents`) until such frames are most of the history: then every one of them is
+        taken as the camera's look (counted in :attr:`adopted`)."""
         self.spans.append(float(span))
         if extent is None and ends is not None:
             extent = float(ends[1]) - float(ends[0])
         if extent is not None:
             self.extents.append(float(extent))
+            self.extent_low.append(bool(low))
+            if low and 2 * sum(self.extent_low) > len(self.extent_low):
+                # most of what the camera showed lately is this look: it is the camera's now
+                self.extent_low = deque([False] * len(self.extents), maxlen=self.extents.maxlen)
+                self.adopted += 1
         if ends is not None:
             self.end_lows.append(float(ends[0]))
             self.end_highs.append(float(ends[1]))
@@ -721,6 +737,23 @@ class ContrastGate:
             self.lows.append(float(ends[0]))
             self.highs.append(float(ends[1]))
             self._tone_added += 1
+
+    def own_extents(self) -> list:
+        """The extents (frame units, > 0) of :attr:`extents` that show the camera's own look: every
+        one but those of frames found low for this camera when they came (:attr:`extent_low`).
+
+        Why (docs/cameras.md "Session 22"): the reference and the scatter (:meth:`extent_spread`,
+        the interquartile range) judge whether a frame is low; taken over every routed frame, a
+        contrast loss that set in on a running camera joined them, and once its frames were a
+        quarter of the history the quartiles reached them: the loss was the camera's scatter, its
+        frames passed through after about a dozen verdicts (3 s at 30 fps, router every 8 frames;
+        chips_lepton35, 192-frame segments: the contrast route on 88 of 192 frames), and the widened
+        scatter kept the gate from calling any frame low for the whole window after (the next CN
+        segment: never CN). Held out, such frames weigh in only when they are most of the history
+        (:meth:`add`): the median itself breaks at a half, so a camera that shows a look that long
+        has it (a camera whose own look changed, a small sensor whose extent follows its scenes: about
+        a minute of it once a full window of the old look is held, at 30 fps)."""
+        return [e for e, low in zip(self.extents, self.extent_low) if e > 0 and not low]
 
     def tone_reference(self) -> Optional[Tuple[float, float]]:
         """The camera's own extremes: the :data:`TONE_PERCENTILES` (medians) of its tone history of
@@ -873,7 +906,8 @@ class ContrastGate:
             True when the history was forgotten, False when it is pinned."""
         if self.pinned:
             return False
-        for history in (self.spans, self.extents, self.lows, self.highs, self.end_lows, self.end_highs):
+        for history in (self.spans, self.extents, self.extent_low, self.lows, self.highs, self.end_lows,
+                        self.end_highs):
             history.clear()
         self._tone_cache = None
         self._spread_cache = None
@@ -888,6 +922,8 @@ class ContrastGate:
         this bundle's."""
         self.spans.extend(old.spans)
         self.extents.extend(old.extents)
+        flags = list(getattr(old, "extent_low", ()))
+        self.extent_low.extend(flags if len(flags) == len(old.extents) else [False] * len(old.extents))
         self.lows.extend(old.lows)
         for dev in getattr(old, "own_devs", ()):
             self._add_own(dev)
@@ -898,12 +934,15 @@ class ContrastGate:
         self.aligned += int(old.aligned)
         self.demoted += int(old.demoted)
         self.promoted += int(getattr(old, "promoted", 0))
+        self.adopted += int(getattr(old, "adopted", 0))
         self.pinned = self.pinned or bool(getattr(old, "pinned", False))
 
     def status(self) -> dict:
         """``reference`` (span, or None), ``extent_reference`` (or None), ``frames`` in the
         history, ``ratio``, ``demoted``, ``promoted`` (verdicts given the contrast part) and
-        ``promote_ratio``; ``tone_reference`` ([low, high], or None), ``aligned``
+        ``promote_ratio``; ``held`` (frames of the history found low, held out of the camera's
+        extent reference: :meth:`own_extents`) and ``adopted`` (times such frames became the
+        camera's look); ``tone_reference`` ([low, high], or None), ``aligned``
         (restored frames whose tone was mapped to the camera's) and ``tone_scale`` (the last
         alignment's scale, or None)."""
         ref, ref_extent, tone = self.reference, self.extent_reference, self.tone_reference()
@@ -911,6 +950,7 @@ class ContrastGate:
                 "extent_reference": None if ref_extent is None else round(ref_extent, 4),
                 "frames": len(self.spans), "ratio": round(self.ratio, 4), "demoted": self.demoted,
                 "promoted": self.promoted, "promote_ratio": round(self.promote_ratio, 4),
+                "held": int(sum(self.extent_low)), "adopted": self.adopted,
                 "tone_reference": None if tone is None else [round(tone[0], 4), round(tone[1], 4)],
                 "aligned": self.aligned,
                 "tone_scale": None if self.last_scale is None else round(self.last_scale, 4)}

@@ -913,3 +913,40 @@ def test_a_frame_noisier_than_the_camera_is_not_judged_by_its_noise():
     # frame reads as its own noise, so the test says nothing there
     assert gate.noise_kept((floor, floor, 0.0, 5.0 / 255))
     assert not gate.noise_kept((13.0 / 255, 13.0 / 255, 0.0, 5.0 / 255))
+
+
+def test_a_sustained_contrast_loss_stays_low_until_it_is_most_of_the_history():
+    """A contrast loss that sets in on a running camera (docs/cameras.md "Session 22"): its frames are
+    held out of the camera's extent reference and scatter, so a loss lasting far longer than a quarter
+    of the history is still found low (over every routed frame the quartiles took it in after a
+    quarter: chips_lepton35 passed a sustained loss through after about a dozen verdicts, and the
+    widened scatter then kept any later loss from being found); once such frames are most of the
+    history they are the camera's look (adopted)."""
+    specs = shipped_specs()
+    gate = ContrastGate(contrast_partners(specs), None, math.sqrt(max_contrast_factor(specs.values())),
+                        window=64, gains=contrast_gains(specs))
+    rng = np.random.default_rng(5)
+    for a in rng.uniform(0.9, 0.95, 40):                 # the camera's look: extent ~0.92, ends pinned
+        f = ramp(a)
+        gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f))
+    spread = gate.extent_spread()
+    lows = []
+    for a in rng.uniform(0.3, 0.5, 24):                  # a contrast loss x·α + β, both ends inward
+        f = ramp(a)
+        task, low = gate.step("contrast", lowpass_span(f), ends=lowpass_ends(f))
+        lows.append(low and task == "contrast")
+    assert all(lows)                                     # 24 of 64: past a quarter, still the loss
+    assert gate.extent_spread() == pytest.approx(spread) and gate.adopted == 0
+    f = ramp(0.92)                                       # the loss stops: the camera's look again
+    assert gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f)) == (CLEAN, False)
+    f = ramp(0.4)                                        # and the next loss is found at once
+    assert gate.step("CN", lowpass_span(f), ends=lowpass_ends(f)) == ("CN", True)
+    adopted = []
+    for a in rng.uniform(0.3, 0.5, 40):                  # the loss lasts: most of the history
+        f = ramp(a)
+        adopted.append(gate.step("contrast", lowpass_span(f), ends=lowpass_ends(f))[1])
+    assert gate.adopted == 1 and adopted[0] and not adopted[-1]
+    assert gate.extent_reference < 0.6                   # the camera's look now
+    gate.restart()
+    assert len(gate.extent_low) == 0 and gate.extent_reference is None
+
