@@ -950,3 +950,25 @@ def test_a_sustained_contrast_loss_stays_low_until_it_is_most_of_the_history():
     gate.restart()
     assert len(gate.extent_low) == 0 and gate.extent_reference is None
 
+
+def test_the_contrast_route_passes_through_a_frame_of_the_cameras_contrast_between_verdicts(tmp_path):
+    """A contrast loss that stops (docs/cameras.md "Session 22"): the route waits for the router's
+    verdicts (every 8 frames, hysteresis 3), but a frame whose contrast is not low for this camera
+    is passed through by the contrast route at once (the contrast route stretched such frames onto
+    the camera's tone, 18.6 dB from themselves); a compound route (CN) keeps its frames, the frames
+    found low keep the route."""
+    bundle = one_hot_bundle(tmp_path, {"contrast": 2.0, "CN": 3.0, "noise": 4.0}, "contrast", H, W)
+    r = scheduled(Restorer(bundle, every=8, hysteresis=3, tone_align=False))
+    r.warm_camera(np.stack([ramp(0.6)] * 30))          # the camera's look: 0.2 .. 0.8
+    flat, normal = ramp(0.15)[None, None], ramp(0.6)[None, None]
+    assert np.allclose(r.infer(flat), flat * 2.0) and r.route == "contrast"   # the loss: the route
+    for _ in range(3):                                  # the loss stops; no verdict yet
+        assert np.allclose(r.infer(normal), normal) and r.route == "contrast"
+    assert r.status()["contrast_released"] == 3
+    assert np.allclose(r.infer(flat), flat * 2.0)       # low again: the route again
+    cn = scheduled(Restorer(tmp_path / "bundle", every=8, hysteresis=3, tone_align=False, task="CN"))
+    cn.warm_camera(np.stack([ramp(0.6)] * 30))
+    assert np.allclose(cn.infer(normal), normal * 3.0) and cn.status()["contrast_released"] == 0
+    forced = Restorer(tmp_path / "bundle", tone_align=False, task="contrast")   # the user's choice: not gated
+    forced.warm_camera(np.stack([ramp(0.6)] * 30))
+    assert np.allclose(forced.infer(normal), normal * 2.0) and forced.status()["contrast_released"] == 0
