@@ -157,6 +157,11 @@ def iqr_sigma(values) -> float:
 DEFAULT_WINDOW = 512
 #: weight of the training prior, in frames, when the reference is shrunk towards it
 DEFAULT_PRIOR_FRAMES = 8
+#: a run of routed frames found low that ends before this many (:meth:`ContrastGate.add`) was the
+#: camera's own scenes, not a loss that set in: its frames join the camera's extents. Twice the
+#: Restorer's hysteresis (3 verdicts, engines/restorer.py): a shorter run can give a route no more
+#: than it takes to be taken and left
+DEFAULT_LOSS_FRAMES = 6
 #: percentile of the camera's tone-history lows a frame's low end must exceed, and 100 minus it of
 #: the highs its high end must stay under, for a promotion (:meth:`ContrastGate.is_compressed`):
 #: both ends outside the range nine in ten of the camera's own frames reach
@@ -394,16 +399,19 @@ class ContrastGate:
             restores, applied to the flattest frame not low for this camera; a flatter frame is
             no such loss), in [0, ``promote_ratio``); None: :data:`DEFAULT_MIN_FACTOR` ×
             ``ratio``, or 0 when that is not below ``promote_ratio``.
+        loss_frames: a run of routed frames found low that ends shorter than this joins the
+            camera's extents (:meth:`add`; ≥ 1; :data:`DEFAULT_LOSS_FRAMES`).
 
     Raises:
-        ValueError: ``ratio`` outside (0, 1), ``window`` < 1, ``prior_frames`` < 0, a prior ≤ 0 or
+        ValueError: ``ratio`` outside (0, 1), ``window`` or ``loss_frames`` < 1, ``prior_frames`` < 0, a prior ≤ 0 or
             ``promote_ratio`` outside (0, ``ratio``] or ``promote_floor`` outside [0, ``promote_ratio``).
     """
 
     def __init__(self, partners: Mapping[str, str], prior: Optional[float], ratio: float,
                  window: int = DEFAULT_WINDOW, prior_frames: int = DEFAULT_PRIOR_FRAMES,
                  tone_tasks: Optional[Iterable[str]] = None, gains: Optional[Mapping[str, str]] = None,
-                 promote_ratio: Optional[float] = None, promote_floor: Optional[float] = None):
+                 promote_ratio: Optional[float] = None, promote_floor: Optional[float] = None,
+                 loss_frames: int = DEFAULT_LOSS_FRAMES):
         if not 0.0 < float(ratio) < 1.0:
             raise ValueError(f"contrast gate ratio must be in (0, 1), got {ratio}")
         promote_ratio = float(ratio) ** 2 if promote_ratio is None else float(promote_ratio)
@@ -415,8 +423,9 @@ class ContrastGate:
         if not 0.0 <= float(promote_floor) < promote_ratio:
             raise ValueError(f"contrast gate promote_floor must be in [0, promote_ratio={promote_ratio}), "
                              f"got {promote_floor}")
-        if int(window) < 1 or int(prior_frames) < 0:
-            raise ValueError(f"contrast gate window must be ≥ 1 and prior_frames ≥ 0, got {window}, {prior_frames}")
+        if int(window) < 1 or int(prior_frames) < 0 or int(loss_frames) < 1:
+            raise ValueError(f"contrast gate window and loss_frames must be ≥ 1 and prior_frames ≥ 0, got {window}, "
+                             f"{loss_frames}, {prior_frames}")
         if prior is not None and not float(prior) > 0.0:
             raise ValueError(f"contrast gate prior span must be > 0, got {prior}")
         self.partners = dict(partners)
@@ -425,6 +434,16 @@ class ContrastGate:
         self.prior_frames = int(prior_frames)
         self.spans: deque = deque(maxlen=int(window))
         self.extents: deque = deque(maxlen=int(window))
+        #: per entry of :attr:`extents`: the frame was found low for this camera when it came
+        #: (:meth:`step`): held out of the camera's extent reference and scatter (:meth:`own_extents`)
+        self.extent_low: deque = deque(maxlen=int(window))
+        #: times the held-out low frames became most of the history and were taken as the camera's
+        #: look (:meth:`add`)
+        self.adopted = 0
+        #: a run of held frames that ends shorter than this joins the camera's extents (:meth:`add`)
+        self.loss_frames = int(loss_frames)
+        self._run = 0   # held frames in a row at the end of the history
+        self._pending: list = []   # their ((low, high), tone) until the run ends (add)
         self.lows: deque = deque(maxlen=int(window))
         self.highs: deque = deque(maxlen=int(window))
         #: block lows and highs of every frame the gate did not find low, whatever its verdict: the
@@ -487,7 +506,7 @@ class ContrastGate:
     def extent_reference(self) -> Optional[float]:
         """The camera's reference extent (:func:`lowpass_extent`): the median of the recent
         extents; None before ``prior_frames`` of them (there is no training prior for it)."""
-        extents = [e for e in self.extents if e > 0]
+        extents = self.own_extents()
         if len(extents) < max(self.prior_frames, 1):
             return None
         return float(np.median(extents))
@@ -501,12 +520,10 @@ class ContrastGate:
         its clean frames at extent 0.34-0.61, half at 0.79-0.84); the median absolute deviation
         sees only the central half (σ 0.05-0.07 in ``tir eval``'s history) and keeps calling the
         camera's own narrow scenes a contrast loss, the lower quartile reaches them (σ 0.2). The
-        cost: when more than a quarter of a camera's recent frames are contrast-compressed
-        against its median, its scatter widens and the veto keeps fewer of them; the camera
-        shows them that often, so they are its look (the median itself, the reference, breaks
-        at a half). Only the frames the gate did not find low would be circular (a narrow frame
-        found low before a spread exists would never count)."""
-        extents = [e for e in self.extents if e > 0]
+        quartiles break at a quarter: over every routed frame, a contrast loss that set in on a
+        running camera widened the scatter once it was a quarter of the history, so the frames
+        found low are held out of it until they are most of the history (:meth:`own_extents`)."""
+        extents = self.own_extents()
         if len(extents) < max(self.prior_frames, 1):
             return None
         return iqr_sigma(extents)
@@ -657,7 +674,9 @@ class ContrastGate:
         :func:`lowpass_ends`, whose difference is the extent) join the history; the ends join the
         camera's ends (:attr:`end_lows`, :attr:`end_highs`) only when the frame is not low, and
         the tone history only when besides its verdict is in :attr:`tone_tasks` (the camera's own
-        tone, not a contrast loss's nor a noise's), unless the references are :attr:`pinned`. The references are computed once.
+        tone, not a contrast loss's nor a noise's), and its extent is held out of the camera's
+        reference and scatter when it was found low against them (:meth:`own_extents`), unless the
+        references are :attr:`pinned`. The references are computed once.
         With ``noise`` (the frame's σ₁, the camera's floor and its scatter, frame units; pass it only for a
         verdict the FPN gate left noise-free) a frame that kept the camera's noise
         (:meth:`noise_kept`) is neither low nor promoted."""
@@ -666,13 +685,17 @@ class ContrastGate:
         # a frame whose noise the camera's floor still shows was not contrast-compressed (K23)
         kept = self.noise_kept(noise)
         narrow = self.is_low(span, extent)   # the history keeps judging by the extent alone
+        # judged against the camera's extents (not the start-up's span prior): held out of them
+        held = narrow and self.extent_reference is not None
         low = narrow and not kept
         tone = not narrow and (self.tone_tasks is None or task in self.tone_tasks)
         # the promotion's test on this frame, before it joins the history (:meth:`promote_last`)
         self.last_compressed = extent is not None and not kept and self.is_compressed(extent, ends)
         task = self.promote_last(self._demote(task, low))
         if not self.pinned:
-            self.add(span, extent, None if narrow else ends, tone=tone)
+            # a held frame's ends wait for its run's end: a short run's join the camera's (add)
+            pending = (ends, self.tone_tasks is None or task in self.tone_tasks) if held and ends is not None else None
+            self.add(span, extent, None if narrow else ends, tone=tone, low=held, pending=pending)
         return task, low
 
     def _demote(self, task: str, low: bool) -> str:
@@ -705,15 +728,42 @@ class ContrastGate:
         return task
 
     def add(self, span: float, extent: Optional[float] = None,
-            ends: Optional[Tuple[float, float]] = None, tone: bool = True) -> None:
+            ends: Optional[Tuple[float, float]] = None, tone: bool = True, low: bool = False,
+            pending: Optional[Tuple[Tuple[float, float], bool]] = None) -> None:
         """Record one routed frame's low-pass span (and extent, or its :func:`lowpass_ends`) in the
         camera's history; its ends join the camera's ends (:attr:`end_lows`, :attr:`end_highs`)
-        and, with ``tone``, its tone history."""
+        and, with ``tone``, its tone history. With ``low`` (the frame was found low for this camera,
+        :meth:`step`) its extent is held out of the camera's reference and scatter
+        (:meth:`own_extents`) until such frames are most of the history: then every one of them is
+        taken as the camera's look (counted in :attr:`adopted`); a run of such frames that ends
+        (a frame not ``low``) shorter than :attr:`loss_frames` joins them at once: a small sensor
+        whose extent follows its scenes shows a narrow one now and then (seek_206x156: runs of 1-3
+        routed frames), a loss that set in lasts. ``pending`` (a held frame's (ends, tone)) waits
+        with its run: its ends join the camera's ends (and, with tone, its tone history) when the
+        run ends short or is adopted, and are dropped when the run reaches :attr:`loss_frames`.
+        """
         self.spans.append(float(span))
         if extent is None and ends is not None:
             extent = float(ends[1]) - float(ends[0])
         if extent is not None:
+            if not low and 0 < self._run < self.loss_frames:
+                # a short run of low frames ended: the camera's own scenes, not a loss that set in
+                for i in range(len(self.extent_low) - min(self._run, len(self.extent_low)), len(self.extent_low)):
+                    self.extent_low[i] = False
+                self._flush_pending()
+            self._run = self._run + 1 if low else 0
+            if low and pending is not None:
+                self._pending.append(pending)
+            if self._run >= self.loss_frames:
+                self._pending = []   # a loss that set in: its ends are not the camera's
             self.extents.append(float(extent))
+            self.extent_low.append(bool(low))
+            if low and 2 * sum(self.extent_low) > len(self.extent_low):
+                # most of what the camera showed lately is this look: it is the camera's now
+                self.extent_low = deque([False] * len(self.extents), maxlen=self.extents.maxlen)
+                self._run = 0
+                self._flush_pending()
+                self.adopted += 1
         if ends is not None:
             self.end_lows.append(float(ends[0]))
             self.end_highs.append(float(ends[1]))
@@ -721,6 +771,36 @@ class ContrastGate:
             self.lows.append(float(ends[0]))
             self.highs.append(float(ends[1]))
             self._tone_added += 1
+
+    def _flush_pending(self) -> None:
+        """The held frames' ends waiting with their run (:meth:`add`) join the camera's ends, and those
+        of tone verdicts its tone history."""
+        for (lo, hi), tone in self._pending:
+            self.end_lows.append(float(lo))
+            self.end_highs.append(float(hi))
+            if tone:
+                self.lows.append(float(lo))
+                self.highs.append(float(hi))
+                self._tone_added += 1
+        self._pending = []
+
+    def own_extents(self) -> list:
+        """The extents (frame units, > 0) of :attr:`extents` that show the camera's own look: every
+        one but those of frames found low for this camera when they came (:attr:`extent_low`).
+
+        Why (docs/cameras.md "Session 22"): the reference and the scatter (:meth:`extent_spread`,
+        the interquartile range) judge whether a frame is low; taken over every routed frame, a
+        contrast loss that set in on a running camera joined them, and once its frames were a
+        quarter of the history the quartiles reached them: the loss was the camera's scatter, its
+        frames passed through after about a dozen verdicts (3 s at 30 fps, router every 8 frames;
+        chips_lepton35, 192-frame segments: the contrast route on 88 of 192 frames), and the widened
+        scatter kept the gate from calling any frame low for the whole window after (the next CN
+        segment: never CN). Held out, such frames weigh in only when they are most of the history
+        (:meth:`add`): the median itself breaks at a half, so a camera that shows a look that long
+        has it (a camera whose own look changed: about a minute of it once a full window of the old
+        look is held, at 30 fps), and a run of them shorter than :attr:`loss_frames` joins them when
+        it ends (a small sensor whose extent follows its scenes)."""
+        return [e for e, low in zip(self.extents, self.extent_low) if e > 0 and not low]
 
     def tone_reference(self) -> Optional[Tuple[float, float]]:
         """The camera's own extremes: the :data:`TONE_PERCENTILES` (medians) of its tone history of
@@ -873,10 +953,13 @@ class ContrastGate:
             True when the history was forgotten, False when it is pinned."""
         if self.pinned:
             return False
-        for history in (self.spans, self.extents, self.lows, self.highs, self.end_lows, self.end_highs):
+        for history in (self.spans, self.extents, self.extent_low, self.lows, self.highs, self.end_lows,
+                        self.end_highs):
             history.clear()
         self._tone_cache = None
         self._spread_cache = None
+        self._run = 0
+        self._pending = []
         self.own_devs.clear()
         self._own_sq = [0.0, 0.0]
         return True
@@ -888,6 +971,9 @@ class ContrastGate:
         this bundle's."""
         self.spans.extend(old.spans)
         self.extents.extend(old.extents)
+        flags = list(getattr(old, "extent_low", ()))
+        self.extent_low.extend(flags if len(flags) == len(old.extents) else [False] * len(old.extents))
+        self._run = int(getattr(old, "_run", 0)) if len(flags) == len(old.extents) else 0
         self.lows.extend(old.lows)
         for dev in getattr(old, "own_devs", ()):
             self._add_own(dev)
@@ -898,12 +984,15 @@ class ContrastGate:
         self.aligned += int(old.aligned)
         self.demoted += int(old.demoted)
         self.promoted += int(getattr(old, "promoted", 0))
+        self.adopted += int(getattr(old, "adopted", 0))
         self.pinned = self.pinned or bool(getattr(old, "pinned", False))
 
     def status(self) -> dict:
         """``reference`` (span, or None), ``extent_reference`` (or None), ``frames`` in the
         history, ``ratio``, ``demoted``, ``promoted`` (verdicts given the contrast part) and
-        ``promote_ratio``; ``tone_reference`` ([low, high], or None), ``aligned``
+        ``promote_ratio``; ``held`` (frames of the history found low, held out of the camera's
+        extent reference: :meth:`own_extents`) and ``adopted`` (times such frames became the
+        camera's look); ``tone_reference`` ([low, high], or None), ``aligned``
         (restored frames whose tone was mapped to the camera's) and ``tone_scale`` (the last
         alignment's scale, or None)."""
         ref, ref_extent, tone = self.reference, self.extent_reference, self.tone_reference()
@@ -911,6 +1000,7 @@ class ContrastGate:
                 "extent_reference": None if ref_extent is None else round(ref_extent, 4),
                 "frames": len(self.spans), "ratio": round(self.ratio, 4), "demoted": self.demoted,
                 "promoted": self.promoted, "promote_ratio": round(self.promote_ratio, 4),
+                "held": int(sum(self.extent_low)), "adopted": self.adopted,
                 "tone_reference": None if tone is None else [round(tone[0], 4), round(tone[1], 4)],
                 "aligned": self.aligned,
                 "tone_scale": None if self.last_scale is None else round(self.last_scale, 4)}

@@ -602,6 +602,9 @@ class Restorer:
         #: changes them by less than their count step resolves on a camera whose noise does not
         #: dither its counts (:meth:`_keep_blur_tone`, :func:`~tir.engines.blur_gate.blur_below_step`)
         self.blur_step_refused = 0
+        #: frames the contrast route passed through, their contrast not low for this camera
+        #: (:meth:`_released`)
+        self.contrast_released = 0
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
@@ -1616,14 +1619,47 @@ class Restorer:
         # column FPN alone: its offsets (measured on the routed frame) come off what the frame comes out as
         return engine, lambda y: subtract_offsets(finish(y), offsets)
 
+    def _released(self, x: Optional[np.ndarray]) -> str:
+        """The task that restores frames ``x`` under the current route: the route's task, or
+        ``clean`` (pass-through) when the route's only part is the contrast part (its partner
+        without it is ``clean``) and the newest frame's contrast is not low for this camera
+        (:meth:`~tir.engines.contrast_gate.ContrastGate.is_low` on its :func:`lowpass_ends`, against
+        the camera's extent reference; counted in :attr:`contrast_released`).
+
+        Why (docs/cameras.md "Session 22"): the route follows the router's verdicts, every ``every``
+        frames and after ``hysteresis`` of them, so a contrast loss that stops is restored for up
+        to ``every`` frames more: the contrast route stretches a frame of normal contrast onto the
+        camera's tone, 18.6-41 dB from itself (``tir eval --sequence``, the clean segments after
+        contrast). The gate's measure costs a frame ~1 ms, the router's verdict 14 ms: so the
+        contrast part is checked on every frame it would restore, and only taken away (a frame
+        found low between verdicts keeps waiting for the router: do no harm). Only where nothing
+        else is left: a compound route's other parts are not measured per frame, and on clean
+        frames the compound route with the camera's tone came out closer to them than its partner
+        did (m3svd_magnity, the clean segment after CN: p5 37.7 dB on the CN route, 28.7 dB on the
+        noise route). A forced task (``--task``) is run as it is, as its frames are not gated."""
+        task = self.current
+        gate = self.contrast_gate
+        if x is None or gate is None or self.forced or gate.partners.get(task) != CLEAN \
+                or gate.extent_reference is None:
+            return task   # a forced task (--task) is the user's: no gate judges its frames
+        try:
+            lo, hi = lowpass_ends(_as_batch(x)[-1, 0])
+        except ValueError:
+            return task
+        if gate.is_low(0.0, hi - lo):
+            return task
+        self.contrast_released += len(_as_batch(x))
+        return CLEAN
+
     def _plan(self, x: Optional[np.ndarray]) -> Tuple[Optional[object], Callable[[np.ndarray], np.ndarray]]:
         """:meth:`plan` before the column offsets are removed."""
         if self.route == PASSTHROUGH:
             return None, _unchanged
-        task = self.runner(self.current)   # the partner when the camera's tone restores the contrast part
+        current = self._released(x)   # the route's task, less a contrast part this frame does not show
+        task = self.runner(current)   # the partner when the camera's tone restores the contrast part
         if task == CLEAN:
             engine = None
-        elif self.runs_student(self.current):
+        elif self.runs_student(current):
             # no mix yet (a route carried over a bundle swap before the router ran): the task's one-hot;
             # under tone the partner's one-hot (the mix carries the contrast part the tone restores)
             weights = self.prompt_weights if self.prompt_weights is not None and task == self.current \
@@ -1631,9 +1667,9 @@ class Restorer:
             engine = _PromptedStudent(self.student_engine(), weights)
         else:
             engine = self.engine(task)
-        if self.tone_align and self.current in self.contrast_gate.partners:
+        if self.tone_align and current in self.contrast_gate.partners:
             return engine, self.contrast_gate.align
-        if self.tone_align and self.current in self._keeps_tone:
+        if self.tone_align and current in self._keeps_tone:
             # noise has no tone of its own: the camera's, or before it is known the frame's own
             gate = self.contrast_gate
             if gate.tone_reference() is not None:
@@ -1712,7 +1748,8 @@ class Restorer:
         :meth:`_offsets_renewed`, ``blur_tone_refused``: frames a blur-only route gave back as they came
         in, its output having moved their tone, :meth:`_keep_blur_tone`, ``blur_step_refused``: frames a
         blur-only route gave back because the blur changes them by less than their undithered count
-        step resolves, :meth:`_keep_blur_tone`, ``dequantised``: frames the
+        step resolves, :meth:`_keep_blur_tone`, ``contrast_released``: frames the contrast route
+        passed through, their contrast not low for this camera, :meth:`_released`, ``dequantised``: frames the
         router and the gates saw de-quantised, their count step coarse for their span,
         :func:`dequantised`, ``dead_column_frames``: routed frames shown to the router with dead columns
         replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`,
@@ -1742,6 +1779,7 @@ class Restorer:
                 "skipped_ffc": self.skipped_ffc, "skipped_scene_free": self.skipped_scene_free,
                 "offsets_renewed": self.offsets_renewed,
                 "blur_tone_refused": self.blur_tone_refused, "blur_step_refused": self.blur_step_refused,
+                "contrast_released": self.contrast_released,
                 "dequantised": self.dequantised,
                 "dead_column_frames": self.dead_column_frames,
                 "camera_changes": self.camera_changes, "camera_change": self.camera_change,

@@ -93,7 +93,8 @@ def test_gate_keeps_contrast_only_when_low_for_this_camera():
     assert gate.judge("blur", 0.4) == "blur"             # no gains given: never promotes, never touches the rest
     assert gate.demoted == 3
     assert gate.status() == {"reference": 0.4, "extent_reference": None, "frames": 20, "ratio": 0.775,
-                             "demoted": 3, "promoted": 0, "promote_ratio": 0.6006, "tone_reference": None,
+                             "demoted": 3, "promoted": 0, "promote_ratio": 0.6006, "held": 0, "adopted": 0,
+                             "tone_reference": None,
                              "aligned": 0, "tone_scale": None}
 
 
@@ -199,13 +200,14 @@ def test_restorer_maps_a_contrast_route_onto_the_camera_tone(gated_bundle):
 def test_tone_reference_is_the_camera_own_frames_and_align_keeps_what_it_cannot_map():
     from tir.engines.contrast_gate import MIN_TONE_EXTENT, lowpass_ends
 
+    # loss_frames=1: every run of frames found low is a loss that set in (a run shorter than
+    # loss_frames would be the camera's own scenes and join its tone, test_a_short_run_...)
     gate = ContrastGate({"contrast": CLEAN, "CN": "noise"}, prior=None, ratio=0.775,
-                        tone_tasks=(CLEAN, "contrast"))
+                        tone_tasks=(CLEAN, "contrast"), loss_frames=1)
     for _ in range(8):
         gate.add(0.6, ends=(0.1, 0.9))                      # the camera's own frames
     assert gate.tone_reference() == pytest.approx((0.1, 0.9))
-    # one contrast-degraded frame in five: under a quarter of the history, the share beyond
-    # which the camera's extent scatter (ContrastGate.extent_spread) counts them as its look
+    # one contrast-degraded frame in five, each found low: held out of the camera's extents
     for _ in range(20):
         gate.step("contrast", 0.2, ends=(0.45, 0.55))       # contrast-degraded: low, not its tone
         for task in ("noise", "CN", "noise", "CN"):
@@ -913,3 +915,98 @@ def test_a_frame_noisier_than_the_camera_is_not_judged_by_its_noise():
     # frame reads as its own noise, so the test says nothing there
     assert gate.noise_kept((floor, floor, 0.0, 5.0 / 255))
     assert not gate.noise_kept((13.0 / 255, 13.0 / 255, 0.0, 5.0 / 255))
+
+
+def test_a_sustained_contrast_loss_stays_low_until_it_is_most_of_the_history():
+    """A contrast loss that sets in on a running camera (docs/cameras.md "Session 22"): its frames are
+    held out of the camera's extent reference and scatter, so a loss lasting far longer than a quarter
+    of the history is still found low (over every routed frame the quartiles took it in after a
+    quarter: chips_lepton35 passed a sustained loss through after about a dozen verdicts, and the
+    widened scatter then kept any later loss from being found); once such frames are most of the
+    history they are the camera's look (adopted)."""
+    specs = shipped_specs()
+    gate = ContrastGate(contrast_partners(specs), None, math.sqrt(max_contrast_factor(specs.values())),
+                        window=64, gains=contrast_gains(specs))
+    rng = np.random.default_rng(5)
+    for a in rng.uniform(0.9, 0.95, 40):                 # the camera's look: extent ~0.92, ends pinned
+        f = ramp(a)
+        gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f))
+    spread = gate.extent_spread()
+    lows = []
+    for a in rng.uniform(0.3, 0.5, 24):                  # a contrast loss x·α + β, both ends inward
+        f = ramp(a)
+        task, low = gate.step("contrast", lowpass_span(f), ends=lowpass_ends(f))
+        lows.append(low and task == "contrast")
+    assert all(lows)                                     # 24 of 64: past a quarter, still the loss
+    assert gate.extent_spread() == pytest.approx(spread) and gate.adopted == 0
+    f = ramp(0.92)                                       # the loss stops: the camera's look again
+    assert gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f)) == (CLEAN, False)
+    f = ramp(0.4)                                        # and the next loss is found at once
+    assert gate.step("CN", lowpass_span(f), ends=lowpass_ends(f)) == ("CN", True)
+    adopted = []
+    for a in rng.uniform(0.3, 0.5, 40):                  # the loss lasts: most of the history
+        f = ramp(a)
+        adopted.append(gate.step("contrast", lowpass_span(f), ends=lowpass_ends(f))[1])
+    assert gate.adopted == 1 and adopted[0] and not adopted[-1]
+    assert gate.extent_reference < 0.6                   # the camera's look now
+    gate.restart()
+    assert len(gate.extent_low) == 0 and gate.extent_reference is None
+
+
+def test_the_contrast_route_passes_through_a_frame_of_the_cameras_contrast_between_verdicts(tmp_path):
+    """A contrast loss that stops (docs/cameras.md "Session 22"): the route waits for the router's
+    verdicts (every 8 frames, hysteresis 3), but a frame whose contrast is not low for this camera
+    is passed through by the contrast route at once (the contrast route stretched such frames onto
+    the camera's tone, 18.6 dB from themselves); a compound route (CN) keeps its frames, the frames
+    found low keep the route."""
+    bundle = one_hot_bundle(tmp_path, {"contrast": 2.0, "CN": 3.0, "noise": 4.0}, "contrast", H, W)
+    r = scheduled(Restorer(bundle, every=8, hysteresis=3, tone_align=False))
+    r.warm_camera(np.stack([ramp(0.6)] * 30))          # the camera's look: 0.2 .. 0.8
+    flat, normal = ramp(0.15)[None, None], ramp(0.6)[None, None]
+    assert np.allclose(r.infer(flat), flat * 2.0) and r.route == "contrast"   # the loss: the route
+    for _ in range(3):                                  # the loss stops; no verdict yet
+        assert np.allclose(r.infer(normal), normal) and r.route == "contrast"
+    assert r.status()["contrast_released"] == 3
+    assert np.allclose(r.infer(flat), flat * 2.0)       # low again: the route again
+    cn = scheduled(Restorer(tmp_path / "bundle", every=8, hysteresis=3, tone_align=False, task="CN"))
+    cn.warm_camera(np.stack([ramp(0.6)] * 30))
+    assert np.allclose(cn.infer(normal), normal * 3.0) and cn.status()["contrast_released"] == 0
+    forced = Restorer(tmp_path / "bundle", tone_align=False, task="contrast")   # the user's choice: not gated
+    forced.warm_camera(np.stack([ramp(0.6)] * 30))
+    assert np.allclose(forced.infer(normal), normal * 2.0) and forced.status()["contrast_released"] == 0
+
+
+def test_a_short_run_of_narrow_frames_is_the_cameras_own_scenes():
+    """A small sensor whose extent follows its scenes (seek_206x156: a narrow scene now and then, runs
+    of 1-3 routed frames): a run of frames found low that ends before ``loss_frames`` joins the
+    camera's extents, so its scatter learns them (K20) and its narrow scenes stop being found low; a
+    run that lasts stays held."""
+    specs = shipped_specs()
+    gate = ContrastGate(contrast_partners(specs), None, math.sqrt(max_contrast_factor(specs.values())),
+                        window=128, gains=contrast_gains(specs), loss_frames=4)
+    rng = np.random.default_rng(7)
+    wide = lambda: ramp(rng.uniform(0.85, 0.95))
+    narrow = lambda: ramp(rng.uniform(0.35, 0.5))
+    for _ in range(20):
+        f = wide()
+        gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f))
+    found = []
+    for _ in range(12):                                   # the camera's scenes: 3 wide, then 2 narrow
+        for f in (wide(), wide(), wide(), narrow(), narrow()):
+            found.append(gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f))[1])
+    assert any(found[:5]) and not any(found[-10:])       # learned: its narrow scenes are its own
+    assert sum(gate.extent_low) == 0 and gate.adopted == 0 and gate.extent_spread() > 0.1
+    assert len(gate.lows) == len(gate.end_lows) == 80    # the short runs' ends joined its ends and tone
+    long_run = ContrastGate(contrast_partners(specs), None, gate.ratio, window=128, loss_frames=4)
+    for _ in range(20):
+        f = wide()
+        long_run.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f))
+    for _ in range(4):
+        f = narrow()
+        long_run.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f))
+    f = wide()
+    long_run.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f))
+    assert sum(long_run.extent_low) == 4                 # a run of loss_frames: a loss, held
+    assert len(long_run.lows) == len(long_run.end_lows) == 21   # its ends are not the camera's
+    with pytest.raises(ValueError, match="loss_frames"):
+        ContrastGate({}, None, 0.7, loss_frames=0)
