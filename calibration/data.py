@@ -28,7 +28,7 @@ import numpy as np
 
 from ..edge.errors import InputError
 from ..edge.frame import FrameError
-from ..edge.sources.file import imread_unchanged, open_regular
+from ..edge.regular import imread_unchanged, open_regular
 
 DEFAULT_FRAMES = 500
 DEFAULT_SIZE = (640, 512)  # (w, h)

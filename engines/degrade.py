@@ -50,7 +50,7 @@ import numpy as np
 from ..edge.errors import UsageError
 from ..edge.jsontext import loads as json_loads
 from ..edge.registry import OptionError, Registry, option
-from ..edge.sources.file import imread_unchanged
+from ..edge.regular import imread_unchanged
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 GREY = 255.0  # the recipe's grey-level scale (8-bit)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAINING = "tir.engines.training"
 LEAF = "tir.engines.degrade"
 #: the leaf's only tir imports: the registry helpers its op table is built with, its errors, the JSON reader
-LEAF_MAY_IMPORT = {"tir.edge.registry", "tir.edge.errors", "tir.edge.jsontext"}  # all stdlib-only
+LEAF_MAY_IMPORT = {"tir.edge.registry", "tir.edge.errors", "tir.edge.jsontext", "tir.edge.regular"}  # stdlib, numpy, OpenCV
 #: runtime modules that may import torch, only inside a function: the torch backend (.pt files,
 #: chosen by file type or --backend torch), and the TensorRT engine cache / CUDA stream pipeline,
 #: which fall back to torch.cuda to query the device or run a torch stage on the stream

@@ -45,7 +45,6 @@ import logging
 import math
 import os
 import re
-import stat
 import struct
 import time
 import zlib
@@ -61,6 +60,7 @@ import numpy as np
 
 from ..frame import Frame, FrameError, check_frame, now
 from ..logs import RateLimiter, native_stderr_captured, opencv_silenced, quiet_opencv
+from ..regular import imread_unchanged, open_regular  # noqa: F401 (re-exported: the frame readers' own)
 from ..registry import option
 from ..uri import URI
 from .base import EndOfStream, Source, SourceError  # EndOfStream re-exported for importers of .file
@@ -182,78 +182,6 @@ def check_depth(bits: int, expected: int, what: str = "replay") -> None:
     if bits != expected:
         raise FrameError("depth", f"an {bits}-bit frame in a {expected}-bit {what} is skipped: a source keeps one "
                                   "bit depth, as a camera does (keep 8-bit and 16-bit files in separate folders)")
-
-
-def _file_kind(mode: int) -> str:
-    """What a ``st_mode`` that is not a regular file is, in words."""
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISDIR, "a folder")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def open_regular(path: str):
-    """Open ``path`` for binary reading only when it is a regular file, without ever blocking.
-
-    The file is opened with ``O_NONBLOCK`` and checked with ``fstat`` on the open descriptor (no
-    window between the check and the read): a FIFO named like a frame (``x.png``) blocked
-    ``np.fromfile`` / ``cv2.imread`` until a writer appeared, so a replay, ``tir eval --data DIR``
-    or a recording's read-back hung forever; a device node (``/dev/zero``) would be read without
-    end. ``O_NONBLOCK`` changes nothing for a regular file's reads.
-
-    Returns:
-        An open binary file object (use it as a context manager).
-
-    Raises:
-        FrameError: kind ``not_file`` naming what ``path`` is (FIFO, socket, device, folder) and
-            that it is skipped.
-        OSError: ``path`` cannot be opened (missing, no permission).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError as exc:
-        try:   # a socket cannot be opened at all (ENXIO): say what it is
-            mode = os.stat(path).st_mode
-        except OSError:
-            raise exc from None
-        if stat.S_ISREG(mode):
-            raise
-        raise FrameError("not_file", f"{path}: {_file_kind(mode)}, not a regular file; skipped "
-                                     "(frames are read from regular files only)") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise FrameError("not_file", f"{path}: {_file_kind(mode)}, not a regular file; skipped (frames are "
-                                         "read from regular files only: a FIFO would block the read until a "
-                                         "writer appears)")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def imread_unchanged(path) -> Optional[np.ndarray]:
-    """``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` that never blocks: None (as cv2.imread) for a
-    missing, unreadable or undecodable file, and for anything that is not a regular file (a FIFO
-    named ``x.png`` blocked cv2.imread forever). OpenCV's log is silenced for the decode.
-
-    Returns:
-        The decoded array, (H, W) or (H, W, C), uint8 or uint16 as stored; or None.
-    """
-    try:
-        with open_regular(str(path)) as f:
-            data = np.fromfile(f, dtype=np.uint8)
-    except (OSError, FrameError):
-        return None
-    if data.size == 0:
-        return None
-    try:
-        with opencv_silenced():
-            return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        return None
 
 
 def read_image(path: str) -> np.ndarray:
