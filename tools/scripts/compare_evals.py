@@ -1,7 +1,8 @@
-"""Compare two folders of per-camera `tir eval --json` files (tools/scripts/camera_gates.sh):
-router accuracy, clean-frame identity (median / p5 dB) and each task's automatic-routing gain.
+"""Compare two per-camera `tir eval --json` results: two folders of one-camera files
+(tools/scripts/camera_gates.sh), or two files of one or more sets each: router accuracy, clean-frame
+identity (median / p5 dB) and each task's automatic-routing gain.
 
-Usage: python3 tools/scripts/compare_evals.py BEFORE_DIR AFTER_DIR [--tol 0.01]
+Usage: python3 tools/scripts/compare_evals.py BEFORE AFTER [--tol 0.01]   (both folders or both files)
 Prints one line per camera whose numbers moved by more than --tol, then a count.
 """
 import argparse
@@ -10,10 +11,8 @@ import sys
 from pathlib import Path
 
 
-def summary(path: Path) -> dict:
-    """{'router': %, 'clean': (median, p5), task: gain_auto dB} of one file's single set."""
-    sets = json.loads(path.read_text())["sets"]
-    (s,) = sets.values() if isinstance(sets, dict) else sets
+def summary(s: dict) -> dict:
+    """{'router': %, 'clean': (median, p5), task: gain_auto dB} of one set's result."""
     out = {"router": s.get("router", {}).get("accuracy_tasks")}
     ci = s.get("clean_identity", {})
     out["clean"] = (ci.get("median"), ci.get("p5"))
@@ -22,19 +21,41 @@ def summary(path: Path) -> dict:
     return out
 
 
+def cameras(path: Path) -> dict:
+    """{camera: summary}: a folder's files (one set each, named by the file), or a file's sets (by set)."""
+    if path.is_dir():
+        out = {}
+        for f in sorted(path.glob("*.json")):
+            sets = json.loads(f.read_text())["sets"]
+            (s,) = sets.values() if isinstance(sets, dict) else sets
+            out[f.stem] = summary(s)
+        return out
+    sets = json.loads(path.read_text())["sets"]
+    items = sets.items() if isinstance(sets, dict) else ((s.get("set", str(i)), s) for i, s in enumerate(sets))
+    return {name: summary(s) for name, s in items}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("before")
     p.add_argument("after")
     p.add_argument("--tol", type=float, default=0.01)
     a = p.parse_args(argv)
+    before, after = Path(a.before), Path(a.after)
+    for path in (before, after):
+        if not path.exists():
+            p.error(f"{path} does not exist")
+    if before.is_dir() != after.is_dir():
+        p.error("give two folders of per-camera JSON files or two JSON files, not one of each")
+    cb, ca = cameras(before), cameras(after)
+    if not cb:
+        p.error(f"{before}: no camera results in it")
     moved = 0
-    for fb in sorted(Path(a.before).glob("*.json")):
-        fa = Path(a.after) / fb.name
-        if not fa.exists():
-            print(f"{fb.stem}: missing in {a.after}")
+    for name, b in cb.items():
+        if name not in ca:
+            print(f"{name}: missing in {after}")
             continue
-        b, x = summary(fb), summary(fa)
+        x = ca[name]
         diffs = []
         for k in b:
             vb, va = b[k], x.get(k)
@@ -47,7 +68,7 @@ def main(argv=None) -> int:
                 diffs.append(f"{k} {vb:+.2f} -> {va:+.2f} dB")
         if diffs:
             moved += 1
-            print(f"{fb.stem}: " + "; ".join(diffs))
+            print(f"{name}: " + "; ".join(diffs))
     print(f"{moved} camera(s) moved")
     return 0
 
