@@ -734,8 +734,9 @@ class ContrastGate:
         camera's history; its ends join the camera's ends (:attr:`end_lows`, :attr:`end_highs`)
         and, with ``tone``, its tone history. With ``low`` (the frame was found low for this camera,
         :meth:`step`) its extent is held out of the camera's reference and scatter
-        (:meth:`own_extents`) until such frames are most of the history: then every one of them is
-        taken as the camera's look (counted in :attr:`adopted`); a run of such frames that ends
+        (:meth:`own_extents`) until such frames are most of a full history window (more than
+        ``window`` / 2 of them): then every one of them is taken as the camera's look (counted in
+        :attr:`adopted`); a run of such frames that ends
         (a frame not ``low``) shorter than :attr:`loss_frames` joins them at once: a small sensor
         whose extent follows its scenes shows a narrow one now and then (seek_206x156: runs of 1-3
         routed frames), a loss that set in lasts. ``pending`` (a held frame's (ends, tone)) waits
@@ -758,8 +759,9 @@ class ContrastGate:
                 self._pending = []   # a loss that set in: its ends are not the camera's
             self.extents.append(float(extent))
             self.extent_low.append(bool(low))
-            if low and 2 * sum(self.extent_low) > len(self.extent_low):
-                # most of what the camera showed lately is this look: it is the camera's now
+            if low and 2 * sum(self.extent_low) > self.extent_low.maxlen:
+                # most of a full window is this look: it is the camera's now (not most of a short
+                # history: a loss that set in 10 s after the start was adopted 10 s later)
                 self.extent_low = deque([False] * len(self.extents), maxlen=self.extents.maxlen)
                 self._run = 0
                 self._flush_pending()
@@ -795,11 +797,13 @@ class ContrastGate:
         frames passed through after about a dozen verdicts (3 s at 30 fps, router every 8 frames;
         chips_lepton35, 192-frame segments: the contrast route on 88 of 192 frames), and the widened
         scatter kept the gate from calling any frame low for the whole window after (the next CN
-        segment: never CN). Held out, such frames weigh in only when they are most of the history
-        (:meth:`add`): the median itself breaks at a half, so a camera that shows a look that long
-        has it (a camera whose own look changed: about a minute of it once a full window of the old
-        look is held, at 30 fps), and a run of them shorter than :attr:`loss_frames` joins them when
-        it ends (a small sensor whose extent follows its scenes)."""
+        segment: never CN). Held out, such frames weigh in only when they are most of a full
+        window (:meth:`add`): the median itself breaks at a half, so a camera that shows a look
+        that long has it (a camera whose own look changed: about a minute of it at 30 fps, router
+        every 8 frames, window 512; counted against the window, not the history so far, since a
+        loss that set in 10 s after a start was otherwise adopted 10 s later), and a run of them
+        shorter than :attr:`loss_frames` joins them when it ends (a small sensor whose extent
+        follows its scenes)."""
         return [e for e, low in zip(self.extents, self.extent_low) if e > 0 and not low]
 
     def tone_reference(self) -> Optional[Tuple[float, float]]:

@@ -1010,3 +1010,21 @@ def test_a_short_run_of_narrow_frames_is_the_cameras_own_scenes():
     assert len(long_run.lows) == len(long_run.end_lows) == 21   # its ends are not the camera's
     with pytest.raises(ValueError, match="loss_frames"):
         ContrastGate({}, None, 0.7, loss_frames=0)
+
+
+def test_a_loss_soon_after_the_start_is_not_adopted_before_most_of_a_window():
+    """A contrast loss that sets in a few seconds after the start (session 22's break-test: 300 clean
+    frames, then the loss): the history is short, and "most of the history" adopted the loss as the
+    camera's look after as long as the camera had been clean; most of a full window it takes."""
+    specs = shipped_specs()
+    gate = ContrastGate(contrast_partners(specs), None, math.sqrt(max_contrast_factor(specs.values())),
+                        window=64, gains=contrast_gains(specs))
+    rng = np.random.default_rng(9)
+    for a in rng.uniform(0.9, 0.95, 10):                 # ten routed frames of the camera's look
+        f = ramp(a)
+        gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f))
+    found = []
+    for a in rng.uniform(0.3, 0.5, 40):
+        f = ramp(a)
+        found.append(gate.step("contrast", lowpass_span(f), ends=lowpass_ends(f))[1])
+    assert all(found[:32]) and gate.adopted == 1 and not found[-1]   # adopted at 33 of a 64-frame window
