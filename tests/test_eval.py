@@ -305,3 +305,28 @@ def test_ctrl_c_in_sequence_keeps_the_sets_streamed_so_far(setup, tmp_path, caps
     res = json.loads(out.read_text())
     assert res["partial"] is True and res["done"] == ["dir:cam_a"] and res["not_done"] == ["dir:cam_b", "dir:cam_c"]
     assert "not measured: dir:cam_b, dir:cam_c" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["--router-only"], ["--sequence"], ["--no-contrast-gate"], ["--no-reference"],
+                                   ["--compare"]])
+def test_a_data_folder_that_is_not_there_is_named_before_any_option_is_judged(setup, own_folder, capsys, monkeypatch,
+                                                                              extra):
+    """tir eval --data /path/typo --router-only said '--router-only does nothing here (the methods
+    comparison on a folder) ... drop it' (and --sequence 'does nothing here: it acts in --sequence'):
+    a mistyped or missing folder was read as a methods comparison, and a valid option refused."""
+    import os
+
+    from tir.engines.training import camera_eval, evaluate, sequence_eval
+
+    for module, name in ((camera_eval, "evaluate_cameras"), (evaluate, "evaluate"),
+                         (sequence_eval, "evaluate_sequences")):
+        monkeypatch.setattr(module, name, _never_runs)
+    typo = own_folder.parent / "cma"
+    assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", str(typo), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"no such file or folder: {typo}; did you mean {own_folder}" in err and "does nothing here" not in err
+    fifo = own_folder.parent / "frames.png"
+    os.mkfifo(fifo)
+    assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", str(fifo), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"{fifo} is a FIFO (named pipe), not a folder" in err and "does nothing here" not in err

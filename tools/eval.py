@@ -225,6 +225,8 @@ def main(args) -> int:
         bundle = None
     if args.leave_out:
         return _leave_out(args, bundle)
+    if args.data:
+        _check_data_items(args.data)   # a missing folder is named before any option is judged by the run it implies
     if args.data and not args.compare:
         names = _camera_sets(args.data, args.no_reference)
         if names is not None:
@@ -232,13 +234,6 @@ def main(args) -> int:
             return _cameras(args, bundle)
     if args.no_reference:
         raise UsageError("--no-reference applies to the per-camera table (--data DIR without --compare)")
-    if args.data and not os.path.exists(args.data) and os.sep not in args.data and not _is_sets(args.data):
-        from tir.engines.training.datasets import DatasetError, parse_sets
-
-        try:  # a name, not a folder: say which sets exist
-            parse_sets(args.data)
-        except DatasetError as exc:
-            raise DatasetError(f"{exc} (or give a folder of clean frames)") from exc
     if args.data and _is_sets(args.data):
         return _cameras(args, bundle)
     partial: dict = {}
@@ -255,6 +250,48 @@ def main(args) -> int:
     if args.plot:
         print(f"wrote {plot_report(result, _plot_path(args))}")
     return 0
+
+
+def _check_data_items(text: str) -> None:
+    """Refuse a ``--data`` item that is neither a registered set nor a folder, naming what it is.
+
+    Why: such an item was taken for the methods comparison's folder, so the options of the
+    per-camera table were judged against that run first: ``--data /path/typo --router-only`` said
+    "--router-only does nothing here (... the methods comparison on a folder) ... drop it", and
+    ``--sequence`` "does nothing here: it acts in --sequence".
+
+    Raises:
+        DatasetError: an unknown set name (the known ones listed), a path that does not exist
+            (close names suggested, edge/sources/file.py ``describe_missing``), or a file, FIFO,
+            device or socket where a folder is needed.
+    """
+    import stat
+
+    from tir.edge.sources.file import describe_missing
+    from tir.engines.training.datasets import ALL, DATASETS, DatasetError, parse_sets
+
+    if os.path.isdir(text):
+        return   # one folder, whatever its name holds (a comma too)
+    for item in [t.strip() for t in text.split(",") if t.strip()]:
+        if item in DATASETS or item == ALL or os.path.isdir(item):
+            continue
+        if os.path.lexists(item):
+            try:
+                mode = os.stat(item).st_mode
+            except OSError as exc:   # a link to nothing, or a loop
+                raise DatasetError(f"{item} is a link that leads to no folder ({exc.strerror}): give the folder "
+                                   "that holds the camera's frames") from None
+            kind = ("a file" if stat.S_ISREG(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "not a folder")
+            raise DatasetError(f"{item} is {kind}{'' if kind == 'a file' else ', not a folder'}: give the folder "
+                               "that holds the camera's frames")
+        if os.sep not in item and not item.startswith("~"):
+            try:   # a name, not a path: say which sets exist
+                parse_sets(item)
+            except DatasetError as exc:
+                raise DatasetError(f"{exc} (or give a folder of clean frames)") from exc
+        raise DatasetError(f"--data: {describe_missing(item)}")
 
 
 def _camera_sets(text: str, no_reference: bool = False):
