@@ -330,3 +330,35 @@ def test_a_data_folder_that_is_not_there_is_named_before_any_option_is_judged(se
     assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", str(fifo), *extra]) == 2
     err = capsys.readouterr().err
     assert f"{fifo} is a FIFO (named pipe), not a folder" in err and "does nothing here" not in err
+
+
+def test_no_reference_on_a_registered_set_of_clean_frames_is_refused(setup, own_folder, capsys, monkeypatch):
+    """tir eval --data hit_uav --no-reference printed the ordinary table (router accuracy against
+    hit_uav's clean frames), exit 0: --no-reference acts on folders only, and did nothing."""
+    from tir.engines.training import camera_eval, sequence_eval
+
+    monkeypatch.setattr(camera_eval, "evaluate_cameras", _never_runs)
+    monkeypatch.setattr(sequence_eval, "evaluate_sequences", _never_runs)
+    assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", f"{own_folder},hit_uav", "--no-reference",
+                     "--router-only"]) == 2
+    err = capsys.readouterr().err
+    assert "tir eval: error: --no-reference does nothing for hit_uav" in err and "drop --no-reference" in err
+
+
+def test_router_only_refuses_the_options_of_restoration():
+    """tir eval --data SET --router-only --no-tone-align (or --no-true-routes) ran, exit 0: the
+    router-only table restores nothing, so neither option did anything."""
+    import argparse
+
+    from tir.edge.errors import UsageError
+    from tir.tools import eval as eval_mode
+
+    parser = argparse.ArgumentParser()
+    eval_mode.add_arguments(parser)
+    for option in ("--no-tone-align", "--no-true-routes"):
+        with pytest.raises(UsageError, match=f"{option} does nothing here \\(tir eval: the per-camera table with "
+                                             "--router-only\\): it acts in the per-camera table \\(--data SET\\[,SET\\] or --data DIR\\) without --router-only"):
+            eval_mode.refuse_ignored(parser.parse_args(["--data", "hit_uav", "--router-only", option]), "cameras")
+        eval_mode.refuse_ignored(parser.parse_args(["--data", "hit_uav", option]), "cameras")
+    eval_mode.refuse_ignored(parser.parse_args(["--data", "hit_uav", "--sequence", "--no-tone-align"]), "sequence")
+    eval_mode.refuse_ignored(parser.parse_args(["--data", "hit_uav", "--router-only", "--no-blur-gate"]), "cameras")

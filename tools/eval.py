@@ -101,6 +101,7 @@ EVAL_ACTS_IN = {
     "compare": "the methods comparison (no --data, or --data DIR --compare)",
     "roadscene": "the methods comparison on the RoadScene split (no --data)",
     "cameras": "the per-camera table (--data SET[,SET] or --data DIR)",
+    "restores": "the per-camera table (--data SET[,SET] or --data DIR) without --router-only (which restores nothing)",
     "split-sets": "registered sets with train/val/test split lists (--data NAME)",
     "sequence": "--sequence",
     "leave-out": "--leave-out",
@@ -116,8 +117,8 @@ EVAL_READS = {
     "leave_out_only": {"leave-out"}, "work_dir": {"leave-out"}, "router_steps": {"leave-out"},
     "router_draws": {"leave-out"}, "router_quantize": {"leave-out"}, "router_balance": {"leave-out"},
     "router_only": {"cameras"}, "no_contrast_gate": {"cameras", "sequence"}, "no_fpn_gate": {"cameras", "sequence"},
-    "no_blur_gate": {"cameras", "sequence"}, "no_tone_align": {"cameras", "sequence"}, "sequence": {"sequence"},
-    "segment_frames": {"sequence"}, "no_true_routes": {"cameras"}, "seed": EVERY_RUN, "baselines": {"compare"},
+    "no_blur_gate": {"cameras", "sequence"}, "no_tone_align": {"restores", "sequence"}, "sequence": {"sequence"},
+    "segment_frames": {"sequence"}, "no_true_routes": {"restores"}, "seed": EVERY_RUN, "baselines": {"compare"},
     "sequential": {"compare"}, "joint": {"compare"}, "tasks": {"compare"}, "unseen": {"compare"},
     "max_frames": EVERY_RUN, "backend": set(_RUNS), "threads": EVERY_RUN, "json": EVERY_RUN, "plot": set(_RUNS),
 }
@@ -138,6 +139,8 @@ def refuse_ignored(args, run: str) -> None:
         UsageError: one line per such option, naming it and where it acts.
     """
     tags = {run}
+    if run == "cameras" and not args.router_only:
+        tags.add("restores")   # --router-only restores nothing: no tone alignment, no true-route column
     if run == "compare" and not args.data:
         tags.add("roadscene")
     if run in ("cameras", "sequence"):
@@ -158,6 +161,8 @@ def refuse_ignored(args, run: str) -> None:
             "sequence": "tir eval --sequence", "leave-out": "tir eval --leave-out"}[run]
     if "split-sets" not in tags and run in ("cameras", "sequence"):
         said += " of folders without split lists"
+    if run == "cameras" and args.router_only:
+        said += " with --router-only"
     elif run == "compare" and args.data:
         said += " on a folder"
     refuse_ignored_options(args, add_arguments, EVAL_READS, tags, said, EVAL_ACTS_IN, hints)
@@ -297,7 +302,13 @@ def _check_data_items(text: str) -> None:
 def _camera_sets(text: str, no_reference: bool = False):
     """``--data`` as camera sets: each item a registered name or a folder (registered on the fly,
     engines/training/datasets.py ``register_folder``); None when an item is neither (the caller
-    then says what exists)."""
+    then says what exists).
+
+    Raises:
+        DatasetError: an item is a file.
+        UsageError: ``no_reference`` with a registered set of clean frames (or ``all``): the option
+            acts on folders only (``--data hit_uav --no-reference`` printed the ordinary table).
+    """
     from tir.engines.training.datasets import DATASETS, register_folder
 
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -308,6 +319,12 @@ def _camera_sets(text: str, no_reference: bool = False):
         raise DatasetError(f"{files[0]} is a file: give the folder that holds the camera's frames")
     if not items or not all(t in DATASETS or t == "all" or os.path.isdir(t) for t in items):
         return None
+    clean_sets = [t for t in items if no_reference and (t == "all" or (t in DATASETS and DATASETS[t].clean))]
+    if clean_sets:   # scored against their own clean frames whatever --no-reference says
+        raise UsageError(f"--no-reference does nothing for {', '.join(clean_sets)}: a registered set of clean frames is "
+                         "scored against them (lynred_nonuc, real degraded frames, is scored without a reference "
+                         "already); --no-reference is for a folder of real degraded frames (--data DIR): drop "
+                         "--no-reference, or give only such folders")
     return [register_folder(t, clean=not no_reference) if os.path.isdir(t) and t not in DATASETS else t
             for t in items]
 
