@@ -362,3 +362,20 @@ def test_router_only_refuses_the_options_of_restoration():
         eval_mode.refuse_ignored(parser.parse_args(["--data", "hit_uav", option]), "cameras")
     eval_mode.refuse_ignored(parser.parse_args(["--data", "hit_uav", "--sequence", "--no-tone-align"]), "sequence")
     eval_mode.refuse_ignored(parser.parse_args(["--data", "hit_uav", "--router-only", "--no-blur-gate"]), "cameras")
+
+
+def test_split_with_leave_out_is_refused_without_the_folder_hint():
+    """tir eval --leave-out SETS --split val was told 'a folder of frames has no train/val/test split
+    lists ... give a registered set by name, --data NAME': the sets are registered; leave-out measures
+    each left-out set's test split whatever --split says."""
+    import argparse
+
+    from tir.edge.errors import UsageError
+    from tir.tools import eval as eval_mode
+
+    parser = argparse.ArgumentParser()
+    eval_mode.add_arguments(parser)
+    with pytest.raises(UsageError) as info:
+        eval_mode.refuse_ignored(parser.parse_args(["--leave-out", "hit_uav,anti_uav", "--split", "val"]), "leave-out")
+    assert "--split does nothing here (tir eval --leave-out)" in str(info.value)
+    assert "a folder of frames" not in str(info.value) and "--data NAME" not in str(info.value).split("; drop it")[1]

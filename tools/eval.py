@@ -151,7 +151,9 @@ def refuse_ignored(args, run: str) -> None:
                 tags.add("split-sets")
         except DatasetError:
             tags.add("split-sets")   # the run itself says what is wrong with --data
-    hints = dict(_HINTS)
+    # the folder hint only where the run is on folders: --leave-out's sets are registered ones
+    hints = {"split": "--leave-out trains on the other sets' train splits and measures each left-out set's test "
+                      "split"} if run == "leave-out" else dict(_HINTS)
     if "split-sets" not in tags and "roadscene" not in tags and args.split and args.data:
         same = _registered_twin(args.data)
         if same:
