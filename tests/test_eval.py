@@ -379,3 +379,22 @@ def test_split_with_leave_out_is_refused_without_the_folder_hint():
         eval_mode.refuse_ignored(parser.parse_args(["--leave-out", "hit_uav,anti_uav", "--split", "val"]), "leave-out")
     assert "--split does nothing here (tir eval --leave-out)" in str(info.value)
     assert "a folder of frames" not in str(info.value) and "--data NAME" not in str(info.value).split("; drop it")[1]
+
+
+def test_ctrl_c_in_the_methods_comparison_lists_what_was_not_measured(setup, capsys, monkeypatch):
+    """Ctrl-C in tir eval's methods comparison wrote "not_done": [] with the bundle's routes and
+    router not measured (router: null): a reader of the partial JSON saw nothing missing."""
+    from tir.engines.training import evaluate as evaluate_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "run_engine", interrupted)   # the first route of ours
+    out = setup["tmp"] / "partial-methods.json"
+    rc = cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", str(setup["data"]), "--compare",
+                   "--max-frames", "2", "--baselines", "classical", "--json", str(out)])
+    assert rc == 130
+    res = json.loads(out.read_text())
+    assert res["done"] == ["degraded", "classical"] and "planned" not in res
+    assert res["not_done"][0] == "ours" and "router" in res["not_done"] and "ours (auto route)" in res["not_done"]
+    assert "not measured: ours" in capsys.readouterr().err

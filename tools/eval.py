@@ -463,6 +463,10 @@ def _keeping(args, partial: dict, key: str, todo=()):
         yield
     except KeyboardInterrupt:
         done = list(partial.get(key) or {})
+        if key == "methods":   # the methods comparison says what it planned (engines/training/evaluate.py)
+            todo = partial.pop("planned", None) or todo
+            if partial.get("router") is not None:
+                done.append("router")
         skipped = set(partial.get("skipped") or ())
         not_done = [n for n in todo if n not in done and n not in skipped]
         what = f"the {key} measured before it ({', '.join(done) or 'none'})"
