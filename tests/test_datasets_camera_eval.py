@@ -324,6 +324,19 @@ def test_register_folder_reads_the_bit_depth_and_refuses_mixed_frames(tmp_path, 
         ds.register_folder(tmp_path / "nowhere")
 
 
+def test_a_folder_reads_every_image_kind_a_replay_reads(tmp_path, monkeypatch):
+    """tir eval --data DIR takes the frames tir run --source DIR replays: a folder of .pgm frames
+    (a camera's SDK dump) was refused as holding no frames while tir run played it."""
+    from tir.edge.sources.file import IMAGE_EXTENSIONS
+
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    for i, ext in enumerate(IMAGE_EXTENSIONS):
+        (tmp_path / ext[1:]).mkdir()
+        cv2.imwrite(str(tmp_path / ext[1:] / f"f0{ext}"), (_scene(16, 16, i) * 255).astype(np.uint8))
+        name = ds.register_folder(tmp_path / ext[1:])
+        assert len(ds.load_counts(name, ds.ALL)) == 1, ext
+
+
 def _sixteen_bit_folder(tmp_path, monkeypatch):
     """An identity bundle and a folder ``mix`` of three 16-bit frames a0-a2.png, registered sets
     and the data root isolated for the test: (bundle, folder)."""

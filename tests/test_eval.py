@@ -305,3 +305,96 @@ def test_ctrl_c_in_sequence_keeps_the_sets_streamed_so_far(setup, tmp_path, caps
     res = json.loads(out.read_text())
     assert res["partial"] is True and res["done"] == ["dir:cam_a"] and res["not_done"] == ["dir:cam_b", "dir:cam_c"]
     assert "not measured: dir:cam_b, dir:cam_c" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["--router-only"], ["--sequence"], ["--no-contrast-gate"], ["--no-reference"],
+                                   ["--compare"]])
+def test_a_data_folder_that_is_not_there_is_named_before_any_option_is_judged(setup, own_folder, capsys, monkeypatch,
+                                                                              extra):
+    """tir eval --data /path/typo --router-only said '--router-only does nothing here (the methods
+    comparison on a folder) ... drop it' (and --sequence 'does nothing here: it acts in --sequence'):
+    a mistyped or missing folder was read as a methods comparison, and a valid option refused."""
+    import os
+
+    from tir.engines.training import camera_eval, evaluate, sequence_eval
+
+    for module, name in ((camera_eval, "evaluate_cameras"), (evaluate, "evaluate"),
+                         (sequence_eval, "evaluate_sequences")):
+        monkeypatch.setattr(module, name, _never_runs)
+    typo = own_folder.parent / "cma"
+    assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", str(typo), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"no such file or folder: {typo}; did you mean {own_folder}" in err and "does nothing here" not in err
+    fifo = own_folder.parent / "frames.png"
+    os.mkfifo(fifo)
+    assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", str(fifo), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"{fifo} is a FIFO (named pipe), not a folder" in err and "does nothing here" not in err
+
+
+def test_no_reference_on_a_registered_set_of_clean_frames_is_refused(setup, own_folder, capsys, monkeypatch):
+    """tir eval --data hit_uav --no-reference printed the ordinary table (router accuracy against
+    hit_uav's clean frames), exit 0: --no-reference acts on folders only, and did nothing."""
+    from tir.engines.training import camera_eval, sequence_eval
+
+    monkeypatch.setattr(camera_eval, "evaluate_cameras", _never_runs)
+    monkeypatch.setattr(sequence_eval, "evaluate_sequences", _never_runs)
+    assert cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", f"{own_folder},hit_uav", "--no-reference",
+                     "--router-only"]) == 2
+    err = capsys.readouterr().err
+    assert "tir eval: error: --no-reference does nothing for hit_uav" in err and "drop --no-reference" in err
+
+
+def test_router_only_refuses_the_options_of_restoration():
+    """tir eval --data SET --router-only --no-tone-align (or --no-true-routes) ran, exit 0: the
+    router-only table restores nothing, so neither option did anything."""
+    import argparse
+
+    from tir.edge.errors import UsageError
+    from tir.tools import eval as eval_mode
+
+    parser = argparse.ArgumentParser()
+    eval_mode.add_arguments(parser)
+    for option in ("--no-tone-align", "--no-true-routes"):
+        with pytest.raises(UsageError, match=f"{option} does nothing here \\(tir eval: the per-camera table with "
+                                             "--router-only\\): it acts in the per-camera table \\(--data SET\\[,SET\\] or --data DIR\\) without --router-only"):
+            eval_mode.refuse_ignored(parser.parse_args(["--data", "hit_uav", "--router-only", option]), "cameras")
+        eval_mode.refuse_ignored(parser.parse_args(["--data", "hit_uav", option]), "cameras")
+    eval_mode.refuse_ignored(parser.parse_args(["--data", "hit_uav", "--sequence", "--no-tone-align"]), "sequence")
+    eval_mode.refuse_ignored(parser.parse_args(["--data", "hit_uav", "--router-only", "--no-blur-gate"]), "cameras")
+
+
+def test_split_with_leave_out_is_refused_without_the_folder_hint():
+    """tir eval --leave-out SETS --split val was told 'a folder of frames has no train/val/test split
+    lists ... give a registered set by name, --data NAME': the sets are registered; leave-out measures
+    each left-out set's test split whatever --split says."""
+    import argparse
+
+    from tir.edge.errors import UsageError
+    from tir.tools import eval as eval_mode
+
+    parser = argparse.ArgumentParser()
+    eval_mode.add_arguments(parser)
+    with pytest.raises(UsageError) as info:
+        eval_mode.refuse_ignored(parser.parse_args(["--leave-out", "hit_uav,anti_uav", "--split", "val"]), "leave-out")
+    assert "--split does nothing here (tir eval --leave-out)" in str(info.value)
+    assert "a folder of frames" not in str(info.value) and "--data NAME" not in str(info.value).split("; drop it")[1]
+
+
+def test_ctrl_c_in_the_methods_comparison_lists_what_was_not_measured(setup, capsys, monkeypatch):
+    """Ctrl-C in tir eval's methods comparison wrote "not_done": [] with the bundle's routes and
+    router not measured (router: null): a reader of the partial JSON saw nothing missing."""
+    from tir.engines.training import evaluate as evaluate_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "run_engine", interrupted)   # the first route of ours
+    out = setup["tmp"] / "partial-methods.json"
+    rc = cli.main(["eval", "--bundle", str(setup["bundle"]), "--data", str(setup["data"]), "--compare",
+                   "--max-frames", "2", "--baselines", "classical", "--json", str(out)])
+    assert rc == 130
+    res = json.loads(out.read_text())
+    assert res["done"] == ["degraded", "classical"] and "planned" not in res
+    assert res["not_done"][0] == "ours" and "router" in res["not_done"] and "ours (auto route)" in res["not_done"]
+    assert "not measured: ours" in capsys.readouterr().err

@@ -114,6 +114,23 @@ def test_missing_path_names_what_exists(tmp_path):
         open_source(f"file://{tmp_path}/frames")
 
 
+def test_a_link_to_nothing_is_named_as_a_link_not_suggested_as_itself(tmp_path):
+    """--source loop.png (a link to itself) said 'no such file or folder: loop.png; did you mean
+    loop.png, ...?': the link is in its folder's listing, so it was suggested as its own fix."""
+    os.symlink("loop.png", tmp_path / "loop.png")
+    os.symlink(tmp_path / "gone.png", tmp_path / "dangling.png")
+    (tmp_path / "loop2.png").write_bytes(b"")
+    with pytest.raises(SourceError) as info:
+        open_source(str(tmp_path / "loop.png"))
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path}/loop.png is a symbolic link that leads to no file (")
+    assert f"did you mean {tmp_path}/loop.png" not in message and f"{tmp_path}/loop.png," not in message
+    with pytest.raises(SourceError) as info:
+        open_source(f"file://{tmp_path}/dangling.png")
+    assert str(info.value).startswith(f"{tmp_path}/dangling.png is a symbolic link that leads to no file "
+                                      f"(its target {tmp_path}/gone.png: No such file or directory)")
+
+
 def test_end_of_stream_without_loop_and_fps_option(tmp_path, synthetic_frames):
     np.save(tmp_path / "s.npy", synthetic_frames[:2])
     source = open_source(f"file://{tmp_path}/s.npy?fps=50")

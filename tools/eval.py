@@ -101,6 +101,7 @@ EVAL_ACTS_IN = {
     "compare": "the methods comparison (no --data, or --data DIR --compare)",
     "roadscene": "the methods comparison on the RoadScene split (no --data)",
     "cameras": "the per-camera table (--data SET[,SET] or --data DIR)",
+    "restores": "the per-camera table (--data SET[,SET] or --data DIR) without --router-only (which restores nothing)",
     "split-sets": "registered sets with train/val/test split lists (--data NAME)",
     "sequence": "--sequence",
     "leave-out": "--leave-out",
@@ -116,8 +117,8 @@ EVAL_READS = {
     "leave_out_only": {"leave-out"}, "work_dir": {"leave-out"}, "router_steps": {"leave-out"},
     "router_draws": {"leave-out"}, "router_quantize": {"leave-out"}, "router_balance": {"leave-out"},
     "router_only": {"cameras"}, "no_contrast_gate": {"cameras", "sequence"}, "no_fpn_gate": {"cameras", "sequence"},
-    "no_blur_gate": {"cameras", "sequence"}, "no_tone_align": {"cameras", "sequence"}, "sequence": {"sequence"},
-    "segment_frames": {"sequence"}, "no_true_routes": {"cameras"}, "seed": EVERY_RUN, "baselines": {"compare"},
+    "no_blur_gate": {"cameras", "sequence"}, "no_tone_align": {"restores", "sequence"}, "sequence": {"sequence"},
+    "segment_frames": {"sequence"}, "no_true_routes": {"restores"}, "seed": EVERY_RUN, "baselines": {"compare"},
     "sequential": {"compare"}, "joint": {"compare"}, "tasks": {"compare"}, "unseen": {"compare"},
     "max_frames": EVERY_RUN, "backend": set(_RUNS), "threads": EVERY_RUN, "json": EVERY_RUN, "plot": set(_RUNS),
 }
@@ -138,6 +139,8 @@ def refuse_ignored(args, run: str) -> None:
         UsageError: one line per such option, naming it and where it acts.
     """
     tags = {run}
+    if run == "cameras" and not args.router_only:
+        tags.add("restores")   # --router-only restores nothing: no tone alignment, no true-route column
     if run == "compare" and not args.data:
         tags.add("roadscene")
     if run in ("cameras", "sequence"):
@@ -148,7 +151,9 @@ def refuse_ignored(args, run: str) -> None:
                 tags.add("split-sets")
         except DatasetError:
             tags.add("split-sets")   # the run itself says what is wrong with --data
-    hints = dict(_HINTS)
+    # the folder hint only where the run is on folders: --leave-out's sets are registered ones
+    hints = {"split": "--leave-out trains on the other sets' train splits and measures each left-out set's test "
+                      "split"} if run == "leave-out" else dict(_HINTS)
     if "split-sets" not in tags and "roadscene" not in tags and args.split and args.data:
         same = _registered_twin(args.data)
         if same:
@@ -158,6 +163,8 @@ def refuse_ignored(args, run: str) -> None:
             "sequence": "tir eval --sequence", "leave-out": "tir eval --leave-out"}[run]
     if "split-sets" not in tags and run in ("cameras", "sequence"):
         said += " of folders without split lists"
+    if run == "cameras" and args.router_only:
+        said += " with --router-only"
     elif run == "compare" and args.data:
         said += " on a folder"
     refuse_ignored_options(args, add_arguments, EVAL_READS, tags, said, EVAL_ACTS_IN, hints)
@@ -225,6 +232,8 @@ def main(args) -> int:
         bundle = None
     if args.leave_out:
         return _leave_out(args, bundle)
+    if args.data:
+        _check_data_items(args.data)   # a missing folder is named before any option is judged by the run it implies
     if args.data and not args.compare:
         names = _camera_sets(args.data, args.no_reference)
         if names is not None:
@@ -232,13 +241,6 @@ def main(args) -> int:
             return _cameras(args, bundle)
     if args.no_reference:
         raise UsageError("--no-reference applies to the per-camera table (--data DIR without --compare)")
-    if args.data and not os.path.exists(args.data) and os.sep not in args.data and not _is_sets(args.data):
-        from tir.engines.training.datasets import DatasetError, parse_sets
-
-        try:  # a name, not a folder: say which sets exist
-            parse_sets(args.data)
-        except DatasetError as exc:
-            raise DatasetError(f"{exc} (or give a folder of clean frames)") from exc
     if args.data and _is_sets(args.data):
         return _cameras(args, bundle)
     partial: dict = {}
@@ -257,10 +259,58 @@ def main(args) -> int:
     return 0
 
 
+def _check_data_items(text: str) -> None:
+    """Refuse a ``--data`` item that is neither a registered set nor a folder, naming what it is.
+
+    Why: such an item was taken for the methods comparison's folder, so the options of the
+    per-camera table were judged against that run first: ``--data /path/typo --router-only`` said
+    "--router-only does nothing here (... the methods comparison on a folder) ... drop it", and
+    ``--sequence`` "does nothing here: it acts in --sequence".
+
+    Raises:
+        DatasetError: an unknown set name (the known ones listed), a path that does not exist
+            (close names suggested, edge/sources/file.py ``describe_missing``), or a file, FIFO,
+            device or socket where a folder is needed.
+    """
+    import stat
+
+    from tir.edge.sources.file import describe_missing
+    from tir.engines.training.datasets import ALL, DATASETS, DatasetError, parse_sets
+
+    if os.path.isdir(text):
+        return   # one folder, whatever its name holds (a comma too)
+    for item in [t.strip() for t in text.split(",") if t.strip()]:
+        if item in DATASETS or item == ALL or os.path.isdir(item):
+            continue
+        if os.path.lexists(item):
+            try:
+                mode = os.stat(item).st_mode
+            except OSError as exc:   # a link to nothing, or a loop
+                raise DatasetError(f"{item} is a link that leads to no folder ({exc.strerror}): give the folder "
+                                   "that holds the camera's frames") from None
+            kind = ("a file" if stat.S_ISREG(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "not a folder")
+            raise DatasetError(f"{item} is {kind}{'' if kind == 'a file' else ', not a folder'}: give the folder "
+                               "that holds the camera's frames")
+        if os.sep not in item and not item.startswith("~"):
+            try:   # a name, not a path: say which sets exist
+                parse_sets(item)
+            except DatasetError as exc:
+                raise DatasetError(f"{exc} (or give a folder of clean frames)") from exc
+        raise DatasetError(f"--data: {describe_missing(item)}")
+
+
 def _camera_sets(text: str, no_reference: bool = False):
     """``--data`` as camera sets: each item a registered name or a folder (registered on the fly,
     engines/training/datasets.py ``register_folder``); None when an item is neither (the caller
-    then says what exists)."""
+    then says what exists).
+
+    Raises:
+        DatasetError: an item is a file.
+        UsageError: ``no_reference`` with a registered set of clean frames (or ``all``): the option
+            acts on folders only (``--data hit_uav --no-reference`` printed the ordinary table).
+    """
     from tir.engines.training.datasets import DATASETS, register_folder
 
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -271,6 +321,12 @@ def _camera_sets(text: str, no_reference: bool = False):
         raise DatasetError(f"{files[0]} is a file: give the folder that holds the camera's frames")
     if not items or not all(t in DATASETS or t == "all" or os.path.isdir(t) for t in items):
         return None
+    clean_sets = [t for t in items if no_reference and (t == "all" or (t in DATASETS and DATASETS[t].clean))]
+    if clean_sets:   # scored against their own clean frames whatever --no-reference says
+        raise UsageError(f"--no-reference does nothing for {', '.join(clean_sets)}: a registered set of clean frames is "
+                         "scored against them (lynred_nonuc, real degraded frames, is scored without a reference "
+                         "already); --no-reference is for a folder of real degraded frames (--data DIR): drop "
+                         "--no-reference, or give only such folders")
     return [register_folder(t, clean=not no_reference) if os.path.isdir(t) and t not in DATASETS else t
             for t in items]
 
@@ -407,6 +463,10 @@ def _keeping(args, partial: dict, key: str, todo=()):
         yield
     except KeyboardInterrupt:
         done = list(partial.get(key) or {})
+        if key == "methods":   # the methods comparison says what it planned (engines/training/evaluate.py)
+            todo = partial.pop("planned", None) or todo
+            if partial.get("router") is not None:
+                done.append("router")
         skipped = set(partial.get("skipped") or ())
         not_done = [n for n in todo if n not in done and n not in skipped]
         what = f"the {key} measured before it ({', '.join(done) or 'none'})"

@@ -41,6 +41,7 @@ after it ``camera_change``). Only a real end of file (without ``loop=1``) ends t
 from __future__ import annotations
 
 import difflib
+import errno
 import logging
 import math
 import os
@@ -103,7 +104,20 @@ class SourceLost(SourceError):
 
 def describe_missing(path: str) -> str:
     """Error text for a path that does not exist, naming the entries of its folder whose names
-    are close to it (at most 5), or saying the folder is missing too."""
+    are close to it (at most 5), or saying the folder is missing too; a symbolic link that leads
+    nowhere (a loop, or a target that is gone) is named as one (it is in its folder's listing, so it
+    was suggested as its own fix: ``no such file or folder: loop.png; did you mean loop.png?``)."""
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+            reason = "it cannot be followed"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                reason = f"{exc.strerror}: its links lead back to themselves"
+            else:
+                target = os.path.join(os.path.dirname(path), os.readlink(path))
+                reason = f"its target {target}: {exc.strerror}"
+        return f"{path} is a symbolic link that leads to no file ({reason}); give the file or folder itself"
     folder = os.path.dirname(os.path.abspath(path)) or "."
     text = f"no such file or folder: {path}"
     if os.path.isdir(folder):

@@ -23,8 +23,8 @@ import numpy as np
 
 from tir.edge.errors import InputError
 from tir.edge.frame import FrameError
-from tir.edge.sources.file import (check_depth, check_frame_side, decode_image, open_regular, png_dimensions,
-                                   to_grey)
+from tir.edge.sources.file import (IMAGE_EXTENSIONS, check_depth, check_frame_side, decode_image, open_regular,
+                                   png_dimensions, to_grey)
 
 SPLITS = ("train", "val", "test")
 ALL = "all"
@@ -171,8 +171,10 @@ def split_files(name: str, split: str, root: Optional[Union[str, Path]] = None) 
     return paths
 
 
-#: image files a folder of frames may hold (8-bit grey/colour, or 16-bit PNG/TIFF counts)
-FRAME_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+#: image files a folder of frames may hold (8-bit grey/colour, or 16-bit PNG/TIFF counts): the ones
+#: ``tir run --source DIR`` replays (edge/sources/file.py), so ``tir eval --data DIR`` takes the same
+#: folders (a folder of .pgm frames was refused as holding none)
+FRAME_SUFFIXES = IMAGE_EXTENSIONS
 #: prefix of the name a folder registered by :func:`register_folder` gets
 FOLDER_PREFIX = "dir:"
 

@@ -184,7 +184,9 @@ def evaluate(bundle=None, data: Optional[str] = None, split: str = "test", seed:
              out: Optional[dict] = None) -> dict:
     """Run the whole evaluation; returns a JSON-ready dict (see :func:`format_report`), built in
     ``out`` when given (method by method, so a caller interrupted by Ctrl-C still holds the
-    methods scored before it: ``tir eval --json`` writes them marked partial).
+    methods scored before it: ``tir eval --json`` writes them marked partial; while the run goes on
+    ``out["planned"]`` lists what it will measure, the method names and ``router``, so the caller can
+    say what was not; it is removed when the run completes).
 
     Raises:
         ValueError: the ``joint`` baseline without ``joint``, or the ``sequential`` one without
@@ -208,6 +210,14 @@ def evaluate(bundle=None, data: Optional[str] = None, split: str = "test", seed:
     result.update({"data": source, "frames": int(len(clean)), "frame_size": list(clean.shape[1:][::-1]),
                    "seed": seed, "tasks": tasks, "methods": {}, "continual": {}, "routes": {},
                    "router": None, "bundle": str(b.path) if b is not None else None})
+
+    has_router = router is not None or (b is not None and b.router is not None)
+    # what this run will measure, in order, for a caller interrupted on the way (tir eval's partial
+    # JSON lists what was not measured); removed when the run completes
+    result["planned"] = (["degraded"] + [m for m in ("classical", "joint", "sequential") if m in baselines]
+                         + ([OURS] if b is not None else []) + ([STUDENT] if b is not None and b.student is not None else [])
+                         + (["router"] if has_router else []) + ([OURS_AUTO] if has_router and b is not None else [])
+                         + ([STUDENT_AUTO] if has_router and b is not None and b.student is not None else []))
 
     degraded = {t: deg.make_eval_set(clean, t, seed) for t in tqdm(tasks, desc="degrading", unit="task")}
     unseen_sets = {u: deg.make_eval_set(clean, u, seed) for u in unseen}
@@ -269,6 +279,7 @@ def evaluate(bundle=None, data: Optional[str] = None, split: str = "test", seed:
             methods[OURS_AUTO] = _auto_routed(b, runner, degraded, clean, backend, kw)
             if b.student is not None:
                 methods[STUDENT_AUTO] = _student_mixed(b, runner, degraded, clean, kw)
+    del result["planned"]
     return result
 
 
