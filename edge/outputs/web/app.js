@@ -143,7 +143,8 @@ function renderContrast(stats) {
   $("contrast-fact").classList.toggle("hidden", !stats.contrast);
   if (!stats.contrast) return;
   const promoted = stats.contrast.promoted ? ` · ${stats.contrast.promoted} promoted` : "";
-  const held = stats.contrast.held ? ` · ${stats.contrast.held} held as a loss` : "";
+  const held = (stats.contrast.held ? ` · ${stats.contrast.held} held as a loss` : "") +
+    (stats.contrast.adopted ? ` · a loss taken as its look ${stats.contrast.adopted}×` : "");
   text("contrast", `ref ${fmt(stats.contrast.reference, 2)} · ${stats.contrast.demoted} demoted` +
     promoted + held + ` · ${stats.contrast.aligned || 0} tone-aligned`);
 }
