@@ -578,6 +578,8 @@ def test_output_none_runs_without_an_output_and_other_spellings_are_told_the_rig
     (["--mode", "model", "--agc", "clahe"], "--agc does nothing here (tir bench --mode model)"),
     (["--mode", "model", "--in-flight", "3"], "--in-flight does nothing here (tir bench --mode model): it acts in "
                                               "--trt-style"),
+    # its default written out is given too (only values were compared: --in-flight 2 ran)
+    (["--mode", "model", "--in-flight", "2"], "--in-flight does nothing here (tir bench --mode model)"),
     (["--mode", "pipeline", "--trt-style"], "--trt-style does nothing here (tir bench --mode pipeline)"),
     (["--psnr-frames", "4"], "--psnr-frames does nothing here (tir bench --mode both): it acts in --psnr-data"),
     (["--rounds", "3"], "--rounds does nothing here (tir bench --mode both): it acts in --roofline"),

@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     refuse_repeated_options(parser)
     refuse_abbreviations(parser)
     args = parser.parse_args(argv[mode_index + 1 :])
-    vars(args).pop(GIVEN_OPTIONS, None)
+    # the options the command line gave (single-value ones and flags; refuse_ignored_options)
+    args.given_options = sorted(vars(args).pop(GIVEN_OPTIONS, None) or ())   # a list: reports write vars(args)
     refuse_empty_values(parser, args)
     args.command_line = f"tir {mode} " + " ".join(shlex.quote(a) for a in argv[mode_index + 1:])
     from tir.edge.logs import RateLimitFilter
@@ -288,7 +289,11 @@ def refuse_ignored_options(args, add_arguments, reads, active, run: str, acts_in
     --baselines none``, ``tir bench --mode model --source DIR`` ran without a word, the option
     doing nothing).
 
-    An option counts as given when its value differs from its default (:func:`option_defaults`).
+    An option counts as given when the command line gave it (``args.given_options``, set by
+    :func:`main` from :func:`refuse_repeated_options`' notes: ``--in-flight 2`` in model mode, its
+    default written out, ran without a word when only values were compared), or when its value
+    differs from its default (:func:`option_defaults`; a Namespace built without :func:`main`, and
+    the options meant to repeat).
 
     Args:
         args: the parsed options (argparse.Namespace).
@@ -305,9 +310,12 @@ def refuse_ignored_options(args, add_arguments, reads, active, run: str, acts_in
         UsageError: one line per ignored option, naming it, this run and where it acts.
     """
     lines = []
+    given = getattr(args, "given_options", None) or frozenset()
     for dest, (default, name) in option_defaults(add_arguments).items():
         tags = reads.get(dest, EVERY_RUN)
-        if tags is EVERY_RUN or tags & set(active) or getattr(args, dest, default) == default:
+        if tags is EVERY_RUN or tags & set(active):
+            continue
+        if dest not in given and getattr(args, dest, default) == default:
             continue
         where = " or ".join([acts_in[t] for t in acts_in if t in tags] + sorted(t for t in tags if t not in acts_in))
         lines.append(f"{name} does nothing here ({run}): it acts in {where}; drop it"
