@@ -131,6 +131,42 @@ def test_uncertain_verdict_falls_back_to_passthrough(bundle_dir):
         Restorer(bundle_dir / "bundle", min_confidence=1.5)
 
 
+def test_an_uncertain_choice_between_classes_that_share_the_routed_part_is_sure_of_it(tmp_path):
+    """Session 22: a verdict is judged by the router's probability of the parts of the gated task it
+    named, not of its nearest class alone. hit_uav's BN segment voted CN p=0.50 -> noise, CBN 0.78,
+    CN 0.44 -> noise: read by the nearest class, two votes for pass-through and the noisy stream
+    passed through; every verdict says noise, so noise is the route. A router split between clean
+    and classes that share no part is still uncertain: a vote for pass-through (do no harm)."""
+    from tiny_models import one_hot_bundle
+
+    bundle = one_hot_bundle(tmp_path, {"contrast": 2.0, "noise": 3.0, "BN": 4.0, "CN": 5.0, "CBN": 6.0},
+                            "BN", H, W)
+    r = Restorer(bundle, every=1, hysteresis=3, contrast_gate=False, fpn_gate=False, blur_gate=False)
+    r.infer(frame("clean"))
+    assert r.status()["task"] == "BN"
+
+    def verdict(task, nearest, **probs):
+        rest = (1.0 - sum(probs.values())) / 2
+        probs = {"contrast": rest, "clean": rest, **probs}
+        return {"task": task, "nearest": nearest, "confidence": probs[nearest], "unknown": False,
+                "probabilities": probs, **({"gated_from": nearest} if task != nearest else {})}
+
+    for d in (verdict("noise", "CN", CN=0.44, noise=0.30, BN=0.10, CBN=0.10),
+              verdict("CBN", "CBN", CBN=0.78, CN=0.10, noise=0.04, BN=0.04),
+              verdict("noise", "CN", CN=0.45, noise=0.35, BN=0.10, CBN=0.06)):
+        r._decide(d)
+    s = r.status()
+    assert s["task"] == "noise" and s["uncertain"] == 0
+    # genuinely uncertain: noise against clean and contrast (no shared part): pass-through votes
+    for _ in range(3):
+        r._decide(verdict("BN", "BN", BN=0.30, noise=0.10, CN=0.0, CBN=0.0))
+    assert r.status()["task"] == PASSTHROUGH and r.status()["uncertain"] == 3
+    # the parts of the gated task the router did not name were measured by a gate: the router's part counts
+    for _ in range(3):
+        r._decide(verdict("BN", "noise", noise=0.40, CN=0.10, BN=0.05, CBN=0.05))
+    assert r.status()["task"] == "BN" and r.status()["uncertain"] == 3
+
+
 def test_clean_routes_to_passthrough(bundle_dir):
     r = Restorer(bundle_dir / "bundle", every=1, hysteresis=1)
     r.infer(frame("a"))
