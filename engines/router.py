@@ -153,7 +153,8 @@ def classify(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str
     Returns one dict per frame: ``task`` (class name, or "unknown"), ``nearest`` (the nearest
     class even when unknown), ``confidence`` (softmax probability of the nearest entry over
     cosine/temperature), ``probabilities`` ({class: softmax probability}, the distribution
-    ``confidence`` is read from, summing to 1; what :func:`parts_confidence` sums),
+    ``confidence`` is read from, summing to 1, without the added rows when the verdict is the
+    codebook's without them; what :func:`parts_confidence` sums),
     ``similarity`` (its cosine) and ``unknown`` (similarity below the threshold: one float, or
     one per class).
 
@@ -183,7 +184,7 @@ def classify(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str
         if base_probs is not None and not (k in added and sims[i, k] >= thr[k]):
             j = int(np.argmax(sims[i, base]))   # not claimed by an added row: the old verdict
             k, conf = base[j], float(base_probs[i, j])
-            dist = {classes[b]: 0.0 for b in added} | {classes[b]: float(base_probs[i, n]) for n, b in enumerate(base)}
+            dist = {classes[b]: float(base_probs[i, n]) for n, b in enumerate(base)}
         else:
             conf = float(probs[i, k])
             dist = {c: float(probs[i, n]) for n, c in enumerate(classes)}
