@@ -1533,13 +1533,19 @@ class Restorer:
         measured, and all-measured is 1.0). The nearest class's ``confidence`` for ``clean`` (no
         parts: pass-through either way) and for a verdict without ``probabilities``.
 
-        Why (session 22): an uncertain choice between classes that agree on a part is not
-        uncertainty about that part. Reading the nearest class's probability alone, hit_uav's BN
-        segment (``tir eval --sequence --segment-frames 192``) voted CN p=0.50 -> noise, CBN 0.78,
-        CN 0.44 -> noise: two votes for pass-through although every verdict said the frame carries
-        noise, and the route fell from BN to pass-through for 48 of its 192 frames. A router that
-        cannot tell whether there is any degradation (its probability spread over clean and
-        classes that share no part) still votes for pass-through: do no harm."""
+        Why (session 22, docs/cameras.md): an uncertain choice between classes that agree on a part
+        is not uncertainty about that part. Reading the nearest class's probability alone, hit_uav's
+        BN segment (``tir eval --data hit_uav --sequence --segment-frames 192 --max-frames 12``, test,
+        with the contrast gate's session-22 changes) voted CN p=0.50 -> noise, CBN 0.78, CN 0.44 ->
+        noise: two votes for pass-through although every verdict said the frame carries noise, and
+        the route fell from BN to pass-through for 40 of its 192 frames after the onset (+2.21 dB;
+        judged by its parts: pass-through on the onset's 8 frames only, the noise route on 32 of the
+        40, +2.99 dB). On val (``tir eval --data
+        roadscene,hit_uav,m3svd_magnity,anti_uav,chips_lepton35 --split val --max-frames 12``):
+        hit_uav BN +2.21 -> +2.76 dB, anti_uav BN +3.21 -> +3.78, roadscene CBN +4.66 -> +4.87,
+        router % and clean frames (99 / 99 dB) unchanged. A router that cannot tell whether there
+        is any degradation (its probability spread over clean and classes that share no part)
+        still votes for pass-through: do no harm."""
         probabilities = decision.get("probabilities")
         if task == CLEAN or not probabilities:
             return decision.get("confidence")

@@ -210,10 +210,11 @@ def parts_confidence(probabilities: Mapping[str, float], parts) -> float:
     :func:`task_parts` include every one of them (no parts: 1.0).
 
     Why (session 22): the nearest class's probability alone read a router split between classes
-    that agree on a part as unsure of it. On hit_uav's BN segment (``tir eval --sequence``) verdicts
-    CN p=0.50 and CN p=0.44, both gated to noise, were votes for pass-through although nearly all
-    the router's probability lay on noise-carrying classes, and the route fell from BN to
-    pass-through for 48 of 192 frames of a noisy stream."""
+    that agree on a part as unsure of it. On hit_uav's BN segment (``tir eval --sequence
+    --segment-frames 192``) verdicts CN p=0.50 and CN p=0.44, both gated to noise, were votes for
+    pass-through although most of the router's probability lay on noise-carrying classes, and the
+    route fell from BN to pass-through for 40 of 192 frames of a noisy stream after its onset. The
+    restorer's uncertainty rule (engines/restorer.py ``Restorer._route_confidence``) sums this."""
     want = frozenset(parts)
     return float(sum(p for c, p in probabilities.items() if want <= task_parts(c)))
 

@@ -167,6 +167,36 @@ def test_an_uncertain_choice_between_classes_that_share_the_routed_part_is_sure_
     assert r.status()["task"] == "BN" and r.status()["uncertain"] == 3
 
 
+@pytest.mark.parametrize("near, route", [(("BN", "CN"), "noise"), (("clean", "contrast"), PASSTHROUGH)])
+def test_the_routers_probability_of_the_parts_reaches_the_decision(tmp_path, near, route):
+    """Through classify -> gates -> decision: a router whose nearest class (noise, p=0.45) has two
+    classes close behind is sure of the noise part when both carry it (BN, CN: the noise route at
+    once), and uncertain when they do not (clean, contrast: pass-through). Before session 22 both
+    were uncertain (the nearest class's probability alone)."""
+    from tiny_models import OneHotRouter, export
+
+    from tir.engines import degrade as deg
+
+    classes = ["contrast", "noise", "BN", "CN", "clean"]
+    factors = {"contrast": 2.0, "noise": 3.0, "BN": 4.0, "CN": 5.0}
+    routes = {t: export(Scale(f), tmp_path / f"{t}.onnx", H, W) for t, f in factors.items()}
+    k = classes.index("noise")
+    router = export(OneHotRouter(k, len(classes)), tmp_path / "router.onnx", H, W)
+    book = np.eye(len(classes))
+    for c in near:   # cosine 0.95 with the router's embedding: softmax (T=0.1) noise 0.45, each 0.27
+        book[classes.index(c)] = 0.95 * np.eye(len(classes))[k] + np.sqrt(1 - 0.95 ** 2) * book[classes.index(c)]
+    meta = {"name": "split", "tasks": [{"name": t, "spec": {"name": t, "steps": deg.load_spec(t).steps}} for t in factors],
+            "router": {"codebook": book.tolist(), "tasks": classes, "threshold": 0.5, "temperature": 0.1,
+                       "input_size": [W, H]}}
+    write_bundle(tmp_path / "bundle", routes, router, meta)
+    r = Restorer(tmp_path / "bundle", every=1, hysteresis=3, contrast_gate=False, fpn_gate=False, blur_gate=False)
+    out = r.infer(frame("clean"))
+    s = r.status()
+    assert s["decision"] == "noise" and 0.4 < s["confidence"] < 0.5
+    assert s["task"] == route and s["uncertain"] == int(route == PASSTHROUGH)
+    assert np.allclose(out, frame("clean") * (3.0 if route == "noise" else 1.0))
+
+
 def test_clean_routes_to_passthrough(bundle_dir):
     r = Restorer(bundle_dir / "bundle", every=1, hysteresis=1)
     r.infer(frame("a"))
