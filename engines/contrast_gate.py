@@ -103,6 +103,7 @@ numpy + OpenCV only (runtime).
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
@@ -111,6 +112,8 @@ import cv2
 import numpy as np
 
 from .router import CLEAN, UNKNOWN
+
+log = logging.getLogger(__name__)
 
 #: the router entry's key of the training prior (:func:`contrast_prior`)
 CONTRAST_SPAN_KEY = "contrast_span"
@@ -762,10 +765,14 @@ class ContrastGate:
             if low and 2 * sum(self.extent_low) > self.extent_low.maxlen:
                 # most of a full window is this look: it is the camera's now (not most of a short
                 # history: a loss that set in 10 s after the start was adopted 10 s later)
+                held = sum(self.extent_low)
                 self.extent_low = deque([False] * len(self.extents), maxlen=self.extents.maxlen)
                 self._run = 0
                 self._flush_pending()
                 self.adopted += 1
+                log.info("contrast gate: %d routed frames held as a contrast loss are most of the camera's "
+                         "window: taken as its look from now on (extent reference %.3f)", held,
+                         self.extent_reference or 0.0)
         if ends is not None:
             self.end_lows.append(float(ends[0]))
             self.end_highs.append(float(ends[1]))
@@ -995,8 +1002,9 @@ class ContrastGate:
         """``reference`` (span, or None), ``extent_reference`` (or None), ``frames`` in the
         history, ``ratio``, ``demoted``, ``promoted`` (verdicts given the contrast part) and
         ``promote_ratio``; ``held`` (frames of the history found low, held out of the camera's
-        extent reference: :meth:`own_extents`) and ``adopted`` (times such frames became the
-        camera's look); ``tone_reference`` ([low, high], or None), ``aligned``
+        extent reference: :meth:`own_extents`; they stay counted until they leave the window),
+        ``holding`` (the routed frames in a row found low up to now: a loss going on; 0 once a frame
+        is not) and ``adopted`` (times such frames became the camera's look); ``tone_reference`` ([low, high], or None), ``aligned``
         (restored frames whose tone was mapped to the camera's) and ``tone_scale`` (the last
         alignment's scale, or None)."""
         ref, ref_extent, tone = self.reference, self.extent_reference, self.tone_reference()
@@ -1004,7 +1012,7 @@ class ContrastGate:
                 "extent_reference": None if ref_extent is None else round(ref_extent, 4),
                 "frames": len(self.spans), "ratio": round(self.ratio, 4), "demoted": self.demoted,
                 "promoted": self.promoted, "promote_ratio": round(self.promote_ratio, 4),
-                "held": int(sum(self.extent_low)), "adopted": self.adopted,
+                "held": int(sum(self.extent_low)), "holding": self._run, "adopted": self.adopted,
                 "tone_reference": None if tone is None else [round(tone[0], 4), round(tone[1], 4)],
                 "aligned": self.aligned,
                 "tone_scale": None if self.last_scale is None else round(self.last_scale, 4)}

@@ -28,9 +28,13 @@ Routing policy:
   noisy sky frames called BN and noise in turn were never restored;
 - ``clean`` routes to pass-through (the frame is returned unchanged);
 - do no harm: ``unknown`` (best codebook similarity below the calibrated threshold) and an
-  uncertain verdict (probability of the nearest class below ``min_confidence``) are votes for
-  pass-through, with the same hysteresis as any switch (never "keep the last route": a clean
-  scene after a degraded one must not stay on that route); both are counted in :meth:`status`;
+  uncertain verdict are votes for pass-through, with the same hysteresis as any switch (never
+  "keep the last route": a clean scene after a degraded one must not stay on that route); both are
+  counted in :meth:`status`. Uncertain: the router's probability that the frame carries the parts
+  of the gated verdict it named (the sum over every class carrying at least them,
+  :meth:`Restorer._route_confidence`) is below ``min_confidence``, and no gate measured a part; a
+  choice between classes that agree on a part (CN or noise) is not uncertainty about that part
+  (session 22: before, the nearest class's probability alone);
 - three gates then check the verdict against what the frame itself shows (:meth:`_gate`), in
   this order: the FPN gate (engines/fpn_gate.py) adds the noise part when the frame carries the
   column FPN of an uncalibrated FPA, and makes an unknown verdict the noise task when the frame's
@@ -110,14 +114,15 @@ from .borders import BorderTracker, inner, pasted
 from .bundle import TONE
 from .contrast_gate import ContrastGate, lowpass_ends, lowpass_span, noise_free_verdicts
 from .fpn_gate import FPNGate, noise_sigma, offsets_shown, repair_dead_columns, subtract_offsets
-from .router import CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, prepare_frames
+from .router import (CLEAN, DEFAULT_TEMPERATURE, UNKNOWN, added_rows, classify, parts_confidence, prepare_frames,
+                     task_parts)
 
 log = logging.getLogger(__name__)
 
 PASSTHROUGH = "passthrough"
 #: what :attr:`Restorer.runs` names the removal of column offsets (engines/fpn_gate.py)
 DESTRIPE = "destripe"
-#: below this softmax probability of the nearest class a verdict counts as uncertain
+#: below this softmax probability of its parts (:meth:`Restorer._route_confidence`) a verdict counts as uncertain
 DEFAULT_MIN_CONFIDENCE = 0.5
 #: rms error (frame units) of a noise task's restored frame's own block extremes as an estimate of
 #: the clean frame's, the weight of the frame's own ends against the camera's in the tone
@@ -398,8 +403,9 @@ class Restorer:
         hysteresis: this many verdicts in a row against the route switch it (to the task a strict
             majority of them names, else to pass-through).
         threads: intra-op threads of each engine.
-        min_confidence: a verdict whose nearest class has a lower softmax probability is
-            uncertain (a vote for pass-through), in [0, 1).
+        min_confidence: a verdict whose parts (those of the gated task the router named) have a
+            lower total softmax probability is uncertain (a vote for pass-through), in [0, 1)
+            (:meth:`_route_confidence`).
         precision: which TensorRT plan runs (fp32/fp16/int8; None: the best built); ``int8`` also
             runs the student's gated CPU INT8 model (:meth:`student_file`).
         adapt: fit the camera adaptation map on the first N non-FFC frames.
@@ -1490,9 +1496,9 @@ class Restorer:
             log.warning("router named %s, which this bundle has no route for; treated as unknown", task)
             task = UNKNOWN
             self._last["unknown"] = True
-        unsure = task != UNKNOWN and decision.get("confidence") is not None \
-            and decision["confidence"] < self.min_confidence and not decision.get("fpn") \
-            and not decision.get("contrast_promoted")
+        confidence = self._route_confidence(decision, task)
+        unsure = task != UNKNOWN and confidence is not None and confidence < self.min_confidence \
+            and not decision.get("fpn") and not decision.get("contrast_promoted")
         if task == UNKNOWN or unsure:
             # do no harm: pass-through is the candidate (same hysteresis as any switch), never
             # "keep whatever route the last confident verdict chose"
@@ -1521,6 +1527,33 @@ class Restorer:
             # a pending switch is confirmed or dropped within one interval: its other verdicts come
             # every ceil(every / (hysteresis - 1)) frames
             self._confirm_at = self.frames - 1 + -(-self.every // max(self.hysteresis - 1, 1))
+
+    def _route_confidence(self, decision: dict, task: str) -> Optional[float]:
+        """How sure the router is of what the gated verdict ``task`` would do, compared with
+        ``min_confidence`` in :meth:`_decide`: its probability that the frame carries at least the
+        parts of ``task`` the router itself named (:func:`~tir.engines.router.parts_confidence` of
+        the parts ``task`` shares with the router's ``nearest`` class; parts a gate added were
+        measured, and all-measured is 1.0). The nearest class's ``confidence`` for ``clean`` (no
+        parts: pass-through either way) and for a verdict without ``probabilities``.
+
+        Why (session 22, docs/cameras.md): an uncertain choice between classes that agree on a part
+        is not uncertainty about that part. Reading the nearest class's probability alone, hit_uav's
+        BN segment (``tir eval --data hit_uav --sequence --segment-frames 192 --max-frames 12``, test,
+        with the contrast gate's session-22 changes) voted CN p=0.50 -> noise, CBN 0.78, CN 0.44 ->
+        noise: two votes for pass-through although every verdict said the frame carries noise, and
+        the route fell from BN to pass-through for 40 of its 192 frames after the onset (+2.21 dB;
+        judged by its parts: pass-through on the onset's 8 frames only, the noise route on 32 of the
+        40, +2.99 dB). On val (``tir eval --data
+        roadscene,hit_uav,m3svd_magnity,anti_uav,chips_lepton35 --split val --max-frames 12``):
+        hit_uav BN +2.21 -> +2.76 dB, anti_uav BN +3.21 -> +3.78, roadscene CBN +4.66 -> +4.87,
+        router % and clean frames (99 / 99 dB) unchanged. A router that cannot tell whether there
+        is any degradation (its probability spread over clean and classes that share no part)
+        still votes for pass-through: do no harm."""
+        probabilities = decision.get("probabilities")
+        if task == CLEAN or not probabilities:
+            return decision.get("confidence")
+        named = task_parts(task) & task_parts(decision.get("nearest") or task)
+        return parts_confidence(probabilities, named)
 
     def _switch(self, task: str) -> None:
         if (PASSTHROUGH if task == CLEAN else task) == self.route:  # e.g. none yet -> clean: no switch

@@ -29,7 +29,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -152,8 +152,11 @@ def classify(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str
 
     Returns one dict per frame: ``task`` (class name, or "unknown"), ``nearest`` (the nearest
     class even when unknown), ``confidence`` (softmax probability of the nearest entry over
-    cosine/temperature), ``similarity`` (its cosine) and ``unknown`` (similarity below the
-    threshold: one float, or one per class).
+    cosine/temperature), ``probabilities`` ({class: softmax probability}, the distribution
+    ``confidence`` is read from, summing to 1, without the added rows when the verdict is the
+    codebook's without them; what :func:`parts_confidence` sums),
+    ``similarity`` (its cosine) and ``unknown`` (similarity below the threshold: one float, or
+    one per class).
 
     ``added``: indices of rows added after training (:func:`add_router_class`, the router
     entry's ``added`` reports). Such a row only claims the frames nearest to it that reach its
@@ -181,13 +184,39 @@ def classify(embeddings: np.ndarray, codebook: np.ndarray, classes: Sequence[str
         if base_probs is not None and not (k in added and sims[i, k] >= thr[k]):
             j = int(np.argmax(sims[i, base]))   # not claimed by an added row: the old verdict
             k, conf = base[j], float(base_probs[i, j])
+            dist = {classes[b]: float(base_probs[i, n]) for n, b in enumerate(base)}
         else:
             conf = float(probs[i, k])
+            dist = {c: float(probs[i, n]) for n, c in enumerate(classes)}
         unknown = bool(sims[i, k] < thr[k])
         out.append({"task": UNKNOWN if unknown else classes[k], "nearest": classes[k],
-                    "confidence": conf, "similarity": float(sims[i, k]),
+                    "confidence": conf, "probabilities": dist, "similarity": float(sims[i, k]),
                     "unknown": unknown})
     return out
+
+
+def task_parts(task: str) -> frozenset:
+    """The degradation parts a class carries: a compound task's parts (engines/degrade.py
+    ``COMPOUND_PARTS``: CBN -> contrast, blur, noise), a single task itself, ``clean`` and
+    ``unknown`` none."""
+    if task in (CLEAN, UNKNOWN):
+        return frozenset()
+    return frozenset(_degrade.COMPOUND_PARTS.get(task) or (task,))
+
+
+def parts_confidence(probabilities: Mapping[str, float], parts) -> float:
+    """The router's probability that a frame carries at least ``parts``: the sum of the
+    ``probabilities`` ({class: softmax probability}, :func:`classify`) of the classes whose
+    :func:`task_parts` include every one of them (no parts: 1.0).
+
+    Why (session 22): the nearest class's probability alone read a router split between classes
+    that agree on a part as unsure of it. On hit_uav's BN segment (``tir eval --sequence
+    --segment-frames 192``) verdicts CN p=0.50 and CN p=0.44, both gated to noise, were votes for
+    pass-through although most of the router's probability lay on noise-carrying classes, and the
+    route fell from BN to pass-through for 40 of 192 frames of a noisy stream after its onset. The
+    restorer's uncertainty rule (engines/restorer.py ``Restorer._route_confidence``) sums this."""
+    want = frozenset(parts)
+    return float(sum(p for c, p in probabilities.items() if want <= task_parts(c)))
 
 
 def added_rows(entry: Optional[dict]) -> List[int]:

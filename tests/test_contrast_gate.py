@@ -93,7 +93,8 @@ def test_gate_keeps_contrast_only_when_low_for_this_camera():
     assert gate.judge("blur", 0.4) == "blur"             # no gains given: never promotes, never touches the rest
     assert gate.demoted == 3
     assert gate.status() == {"reference": 0.4, "extent_reference": None, "frames": 20, "ratio": 0.775,
-                             "demoted": 3, "promoted": 0, "promote_ratio": 0.6006, "held": 0, "adopted": 0,
+                             "demoted": 3, "promoted": 0, "promote_ratio": 0.6006, "held": 0, "holding": 0,
+                             "adopted": 0,
                              "tone_reference": None,
                              "aligned": 0, "tone_scale": None}
 
@@ -938,9 +939,11 @@ def test_a_sustained_contrast_loss_stays_low_until_it_is_most_of_the_history():
         task, low = gate.step("contrast", lowpass_span(f), ends=lowpass_ends(f))
         lows.append(low and task == "contrast")
     assert all(lows)                                     # 24 of 64: past a quarter, still the loss
+    assert gate.status()["holding"] == 24 and gate.status()["held"] == 24
     assert gate.extent_spread() == pytest.approx(spread) and gate.adopted == 0
     f = ramp(0.92)                                       # the loss stops: the camera's look again
     assert gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f)) == (CLEAN, False)
+    assert gate.status()["holding"] == 0 and gate.status()["held"] == 24   # over; its frames still held out
     f = ramp(0.4)                                        # and the next loss is found at once
     assert gate.step("CN", lowpass_span(f), ends=lowpass_ends(f)) == ("CN", True)
     adopted = []
@@ -1012,7 +1015,7 @@ def test_a_short_run_of_narrow_frames_is_the_cameras_own_scenes():
         ContrastGate({}, None, 0.7, loss_frames=0)
 
 
-def test_a_loss_soon_after_the_start_is_not_adopted_before_most_of_a_window():
+def test_a_loss_soon_after_the_start_is_not_adopted_before_most_of_a_window(caplog):
     """A contrast loss that sets in a few seconds after the start (session 22's break-test: 300 clean
     frames, then the loss): the history is short, and "most of the history" adopted the loss as the
     camera's look after as long as the camera had been clean; most of a full window it takes."""
@@ -1024,7 +1027,9 @@ def test_a_loss_soon_after_the_start_is_not_adopted_before_most_of_a_window():
         f = ramp(a)
         gate.step(CLEAN, lowpass_span(f), ends=lowpass_ends(f))
     found = []
-    for a in rng.uniform(0.3, 0.5, 40):
-        f = ramp(a)
-        found.append(gate.step("contrast", lowpass_span(f), ends=lowpass_ends(f))[1])
+    with caplog.at_level("INFO", logger="tir.engines.contrast_gate"):
+        for a in rng.uniform(0.3, 0.5, 40):
+            f = ramp(a)
+            found.append(gate.step("contrast", lowpass_span(f), ends=lowpass_ends(f))[1])
     assert all(found[:32]) and gate.adopted == 1 and not found[-1]   # adopted at 33 of a 64-frame window
+    assert "taken as its look" in caplog.text                         # said where people look

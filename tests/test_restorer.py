@@ -131,6 +131,72 @@ def test_uncertain_verdict_falls_back_to_passthrough(bundle_dir):
         Restorer(bundle_dir / "bundle", min_confidence=1.5)
 
 
+def test_an_uncertain_choice_between_classes_that_share_the_routed_part_is_sure_of_it(tmp_path):
+    """Session 22: a verdict is judged by the router's probability of the parts of the gated task it
+    named, not of its nearest class alone. hit_uav's BN segment voted CN p=0.50 -> noise, CBN 0.78,
+    CN 0.44 -> noise: read by the nearest class, two votes for pass-through and the noisy stream
+    passed through; every verdict says noise, so noise is the route. A router split between clean
+    and classes that share no part is still uncertain: a vote for pass-through (do no harm)."""
+    from tiny_models import one_hot_bundle
+
+    bundle = one_hot_bundle(tmp_path, {"contrast": 2.0, "noise": 3.0, "BN": 4.0, "CN": 5.0, "CBN": 6.0},
+                            "BN", H, W)
+    r = Restorer(bundle, every=1, hysteresis=3, contrast_gate=False, fpn_gate=False, blur_gate=False)
+    r.infer(frame("clean"))
+    assert r.status()["task"] == "BN"
+
+    def verdict(task, nearest, **probs):
+        rest = (1.0 - sum(probs.values())) / 2
+        probs = {"contrast": rest, "clean": rest, **probs}
+        return {"task": task, "nearest": nearest, "confidence": probs[nearest], "unknown": False,
+                "probabilities": probs, **({"gated_from": nearest} if task != nearest else {})}
+
+    for d in (verdict("noise", "CN", CN=0.44, noise=0.30, BN=0.10, CBN=0.10),
+              verdict("CBN", "CBN", CBN=0.78, CN=0.10, noise=0.04, BN=0.04),
+              verdict("noise", "CN", CN=0.45, noise=0.35, BN=0.10, CBN=0.06)):
+        r._decide(d)
+    s = r.status()
+    assert s["task"] == "noise" and s["uncertain"] == 0
+    # genuinely uncertain: noise against clean and contrast (no shared part): pass-through votes
+    for _ in range(3):
+        r._decide(verdict("BN", "BN", BN=0.30, noise=0.10, CN=0.0, CBN=0.0))
+    assert r.status()["task"] == PASSTHROUGH and r.status()["uncertain"] == 3
+    # the parts of the gated task the router did not name were measured by a gate: the router's part counts
+    for _ in range(3):
+        r._decide(verdict("BN", "noise", noise=0.40, CN=0.10, BN=0.05, CBN=0.05))
+    assert r.status()["task"] == "BN" and r.status()["uncertain"] == 3
+
+
+@pytest.mark.parametrize("near, route", [(("BN", "CN"), "noise"), (("clean", "contrast"), PASSTHROUGH)])
+def test_the_routers_probability_of_the_parts_reaches_the_decision(tmp_path, near, route):
+    """Through classify -> gates -> decision: a router whose nearest class (noise, p=0.45) has two
+    classes close behind is sure of the noise part when both carry it (BN, CN: the noise route at
+    once), and uncertain when they do not (clean, contrast: pass-through). Before session 22 both
+    were uncertain (the nearest class's probability alone)."""
+    from tiny_models import OneHotRouter, export
+
+    from tir.engines import degrade as deg
+
+    classes = ["contrast", "noise", "BN", "CN", "clean"]
+    factors = {"contrast": 2.0, "noise": 3.0, "BN": 4.0, "CN": 5.0}
+    routes = {t: export(Scale(f), tmp_path / f"{t}.onnx", H, W) for t, f in factors.items()}
+    k = classes.index("noise")
+    router = export(OneHotRouter(k, len(classes)), tmp_path / "router.onnx", H, W)
+    book = np.eye(len(classes))
+    for c in near:   # cosine 0.95 with the router's embedding: softmax (T=0.1) noise 0.45, each 0.27
+        book[classes.index(c)] = 0.95 * np.eye(len(classes))[k] + np.sqrt(1 - 0.95 ** 2) * book[classes.index(c)]
+    meta = {"name": "split", "tasks": [{"name": t, "spec": {"name": t, "steps": deg.load_spec(t).steps}} for t in factors],
+            "router": {"codebook": book.tolist(), "tasks": classes, "threshold": 0.5, "temperature": 0.1,
+                       "input_size": [W, H]}}
+    write_bundle(tmp_path / "bundle", routes, router, meta)
+    r = Restorer(tmp_path / "bundle", every=1, hysteresis=3, contrast_gate=False, fpn_gate=False, blur_gate=False)
+    out = r.infer(frame("clean"))
+    s = r.status()
+    assert s["decision"] == "noise" and 0.4 < s["confidence"] < 0.5
+    assert s["task"] == route and s["uncertain"] == int(route == PASSTHROUGH)
+    assert np.allclose(out, frame("clean") * (3.0 if route == "noise" else 1.0))
+
+
 def test_clean_routes_to_passthrough(bundle_dir):
     r = Restorer(bundle_dir / "bundle", every=1, hysteresis=1)
     r.infer(frame("a"))

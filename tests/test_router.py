@@ -55,6 +55,29 @@ def test_classify_nearest_confidence_and_unknown():
         router.classify(emb, book, ["a", "b"], threshold=0.5)
 
 
+def test_classify_gives_the_distribution_and_parts_confidence_sums_the_classes_carrying_the_parts():
+    """Each verdict carries the softmax distribution its confidence is read from (the restorer
+    judges a gated verdict by the probability of its parts, session 22), and
+    :func:`router.parts_confidence` sums the classes that carry at least the parts asked for."""
+    classes = ["noise", "CN", "BN", "CBN", "contrast", "clean"]
+    book = np.eye(len(classes))
+    emb = np.array([[0.5, 0.6, 0.1, 0.4, 0.0, 0.2]])
+    d = router.classify(emb, book, classes, threshold=0.1, temperature=0.3)[0]
+    probs = d["probabilities"]
+    assert list(probs) == classes and sum(probs.values()) == pytest.approx(1.0)
+    assert d["nearest"] == "CN" and d["confidence"] == pytest.approx(probs["CN"]) and d["confidence"] < 0.5
+    noisy = probs["noise"] + probs["CN"] + probs["BN"] + probs["CBN"]
+    assert router.parts_confidence(probs, {"noise"}) == pytest.approx(noisy) and noisy > 0.8
+    assert router.parts_confidence(probs, {"contrast", "noise"}) == pytest.approx(probs["CN"] + probs["CBN"])
+    assert router.parts_confidence(probs, ()) == pytest.approx(1.0)
+    assert router.task_parts("CBN") == {"contrast", "blur", "noise"} and router.task_parts("clean") == frozenset()
+    assert router.task_parts("a") == {"a"}
+    # an added row that does not claim the frame: the distribution is the old codebook's
+    d = router.classify(emb, np.vstack([book, emb]), classes + ["new"], threshold=[0.1] * 6 + [1.1],
+                        temperature=0.3, added=[6])[0]
+    assert d["probabilities"] == pytest.approx(probs)
+
+
 def test_confusion_counts_unknown_column():
     table = router.confusion(["a", "a", "jpeg"], ["a", "unknown", "a"], ["a", "b"])
     assert table["a"] == {"a": 1, "b": 0, "unknown": 1}

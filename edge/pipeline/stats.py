@@ -179,7 +179,9 @@ class ContrastStatus(_Record):
     verdicts the blur gate made clean) the gate turned into their partner with it (the frame's extent at most ``promote_ratio`` × ``extent_reference``
     and both its ends inside the camera's own); ``promote_ratio``: the largest contrast factor of
     the bundle's specs; ``held``: frames of the history found low when they came, held out of the
-    camera's extent reference and scatter (a contrast loss that set in); ``adopted``: times such
+    camera's extent reference and scatter (a contrast loss that set in; counted until they leave the
+    window); ``holding``: the routed frames in a row found low up to now (a loss going on, 0 once a
+    frame is not); ``adopted``: times such
     frames became most of the history and were taken as the camera's look; ``tone_reference``: [low, high], the camera's own extremes (medians of the block lows
     and highs of its frames that are neither low in contrast nor noisy), None before 8 frames; ``aligned``: restored frames of a
     contrast-carrying route whose extremes were mapped onto them; ``tone_scale``: the last such
@@ -192,6 +194,7 @@ class ContrastStatus(_Record):
     promoted: int = 0
     promote_ratio: Optional[float] = None
     held: int = 0
+    holding: int = 0
     adopted: int = 0
     tone_reference: Optional[List[float]] = None
     aligned: int = 0

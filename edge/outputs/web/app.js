@@ -137,13 +137,13 @@ function renderAdapt(stats) {
 
 // Contrast gate (engines/contrast_gate.py): the camera's reference low-pass span (0..1 of full
 // scale), the contrast verdicts it demoted and the verdicts it gave the contrast part (shown once
-// there is one), the recent frames it holds as a contrast loss (not the camera's look; shown while
-// there are any); hidden when the gate is off or there is no router.
+// there is one), how many verdicts in a row a contrast loss has lasted (shown while it lasts) and
+// how often a loss was taken as the camera's look; hidden when the gate is off or there is no router.
 function renderContrast(stats) {
   $("contrast-fact").classList.toggle("hidden", !stats.contrast);
   if (!stats.contrast) return;
   const promoted = stats.contrast.promoted ? ` · ${stats.contrast.promoted} promoted` : "";
-  const held = (stats.contrast.held ? ` · ${stats.contrast.held} held as a loss` : "") +
+  const held = (stats.contrast.holding ? ` · a loss for ${stats.contrast.holding} verdicts` : "") +
     (stats.contrast.adopted ? ` · a loss taken as its look ${stats.contrast.adopted}×` : "");
   text("contrast", `ref ${fmt(stats.contrast.reference, 2)} · ${stats.contrast.demoted} demoted` +
     promoted + held + ` · ${stats.contrast.aligned || 0} tone-aligned`);
