@@ -68,8 +68,13 @@ def test_bundle_items_count_routes_from_the_checkpoint(tmp_path):
     assert all(r["ms"] > 0 for r in rows) and all(0 < r["share"] for r in rows)
 
 
-def test_bench_roofline_cli(tmp_path, capsys):
+def test_bench_roofline_cli(tmp_path, capsys, monkeypatch):
     import json
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))   # where the reference models are written
 
     from tir.tools.cli import main
     from test_fast_route import _model, _old_bundle
@@ -83,6 +88,7 @@ def test_bench_roofline_cli(tmp_path, capsys):
     doc = json.loads((tmp_path / "r.json").read_text())
     assert [r["size"] for r in doc["roofline"]] == ["96x64", "64x48"]
     assert [row["model"] for row in doc["roofline"][0]["rows"]][1:] == ["noise"]
+    assert not list(scratch.glob("tir-roofline-*"))      # the reference models are gone after the run
     assert main(["bench", "--roofline", "--model", str(bundle), "--int8", str(tmp_path / "nope")]) == 2
 
 

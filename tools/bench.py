@@ -19,6 +19,7 @@ the options, calls them and prints the tables (:func:`format_table`, :func:`rend
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -437,10 +438,13 @@ def roofline_main(args, size) -> int:
         m = bundle.multiple
         wh = (-(-w // m) * m, -(-h // m) * m)
         x = synthetic_batches(wh, count=1, degrade=None if args.degrade in ("", "none") else args.degrade)[0]
-        items = roofline.reference_items(wh, int8=bool(args.int8))
-        items += roofline.bundle_items(bundle, wh, routes, args.int8, np.ascontiguousarray(x, np.float32))
-        load_before = roofline.load_average()
-        roofline.measure(items, rounds=max(1, args.rounds), threads=threads)
+        # the dense-conv reference models live only while they are timed (a folder per size was
+        # left in the temp folder by every run)
+        with tempfile.TemporaryDirectory(prefix="tir-roofline-") as work:
+            items = roofline.reference_items(wh, int8=bool(args.int8), work_dir=work)
+            items += roofline.bundle_items(bundle, wh, routes, args.int8, np.ascontiguousarray(x, np.float32))
+            load_before = roofline.load_average()
+            roofline.measure(items, rounds=max(1, args.rounds), threads=threads)
         rows = roofline.shares(items)
         print(roofline.format_rows(rows, wh), flush=True)
         reports.append({"size": f"{wh[0]}x{wh[1]}", "rows": rows, "rounds": args.rounds, "threads": threads,
