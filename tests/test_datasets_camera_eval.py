@@ -420,6 +420,30 @@ def test_an_undecodable_frame_in_a_folder_names_the_file_and_what_to_do(tmp_path
     assert "WARN" not in capfd.readouterr().err  # OpenCV's decoder warning does not leak
 
 
+def test_tir_eval_drops_and_names_undecodable_frames_as_tir_run_does(tmp_path, monkeypatch):
+    """Session 22's break-test: ``tir eval --data DIR`` refused a whole folder for one zero-byte PNG
+    that ``tir run --source DIR`` drops and counts; a damaged first file decided nothing either."""
+    monkeypatch.setattr(ds, "DATASETS", dict(ds.DATASETS))
+    (tmp_path / "cam").mkdir()
+    good = tmp_path / "cam" / "b.png"
+    for i in (1, 3):
+        cv2.imwrite(str(tmp_path / "cam" / f"{chr(97 + i)}.png"), np.full((8, 8), 9000 + i, np.uint16))
+    (tmp_path / "cam" / "a.png").write_bytes(b"")                           # the first by name: empty
+    (tmp_path / "cam" / "c.png").write_bytes(good.read_bytes()[:60])          # cut short
+    name = ds.register_folder(tmp_path / "cam")
+    assert ds.dataset(name).bits == 16                                       # from the first that decodes
+    dropped = []
+    frames = ds.load_counts(name, ds.ALL, dropped=dropped)
+    assert [int(f[0, 0]) for f in frames] == [9001, 9003]
+    assert [(Path(f).name, why) for f, why in dropped] == [
+        ("a.png", f"cannot decode {tmp_path / 'cam' / 'a.png'} (empty file)"),
+        ("c.png", f"cannot decode {tmp_path / 'cam' / 'c.png'} (damaged or not an image)")]
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "x.png").write_bytes(b"")
+    with pytest.raises(ds.DatasetError, match=r"no frame in it decodes \(1 tried; the first: cannot decode"):
+        ds.register_folder(tmp_path / "none")
+
+
 def test_virtual_camera_is_a_set():
     frames = ds.load_counts("synthetic", "test", max_frames=3)
     assert [f.shape for f in frames] == [(512, 640), (256, 320), (120, 160)]

@@ -235,12 +235,25 @@ def register_folder(path: Union[str, Path], clean: bool = True) -> str:
     for ds in DATASETS.values():
         if ds.folder == str(folder) and ds.clean == bool(clean):
             return ds.name
-    first = _decode(files[0])
+    first = _first_readable(files, folder)
     name, n = f"{FOLDER_PREFIX}{folder.name}", 2
     while name in DATASETS:
         name, n = f"{FOLDER_PREFIX}{folder.name}-{n}", n + 1
     return register_dataset(DataSet(name, str(folder), f"frames in {folder}", 16 if first.dtype == np.uint16 else 8,
                                     "the user's", False, clean=clean, splits=False)).name
+
+
+def _first_readable(files: Sequence[Path], folder: Path) -> np.ndarray:
+    """The first of ``files`` that decodes (its depth is the folder's: a damaged first file is
+    dropped as the others are, :func:`read_counts_kept`); DatasetError naming the first file's
+    fault when none decodes."""
+    first_error = None
+    for path in files:
+        try:
+            return _decode(path)
+        except DatasetError as exc:
+            first_error = first_error or exc
+    raise DatasetError(f"{folder}: no frame in it decodes ({len(files)} tried; the first: {first_error})")
 
 
 def _grey(image: np.ndarray, path: Path) -> np.ndarray:
@@ -337,10 +350,19 @@ def read_counts_kept(path: Path, bits: int, dropped: List[Tuple[str, str]]) -> O
     skipped by the file source's own rule (edge/sources/file.py :func:`check_depth`),
     ``(path, reason)`` appended to ``dropped`` and None returned.
 
+    A file that cannot be decoded (empty, cut short, not an image) is dropped the same way, as
+    ``tir run``'s replay drops and counts it (session 22: ``tir eval --data DIR`` refused a whole
+    folder for one zero-byte PNG that ``tir run --source DIR`` skipped).
+
     Raises:
-        DatasetError: an unreadable file or a false-colour frame (as :func:`read_counts`).
+        DatasetError: a false-colour frame (as :func:`read_counts`).
     """
-    image = _grey(_decode(path), path)
+    try:
+        decoded = _decode(path)
+    except DatasetError as exc:
+        dropped.append((str(path), str(exc).replace("; remove or replace it", "").replace("; remove it from the folder", "")))
+        return None
+    image = _grey(decoded, path)
     try:
         check_depth(8 if image.dtype == np.uint8 else 16, bits, "set")
     except FrameError as exc:
