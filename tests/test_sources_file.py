@@ -474,7 +474,9 @@ def test_a_frame_of_another_bit_depth_is_skipped_with_a_clear_reason(tmp_path, c
     assert len(frames) == 2 and all(f.meta["source_bits"] == first_bits for f in frames)
     assert source.stats()["corrupt_kinds"] == {"depth": 1} and source.stats()["corrupt"] == 1
     other_bits = 24 - first_bits
-    assert f"an {other_bits}-bit frame in a {first_bits}-bit replay is skipped" in caplog.text
+    article = {8: "an 8-bit", 16: "a 16-bit"}
+    # the file named, and "a 16-bit frame", not "an 16-bit" (session 22's break-test)
+    assert f"b.png: {article[other_bits]} frame in {article[first_bits]} replay is skipped" in caplog.text
     source.close()
 
 

@@ -179,7 +179,12 @@ def check_frame_side(width: int, height: int, what: str) -> None:
                                  f"{MAX_FRAME_SIDE} px a side, the capture limit); not read")
 
 
-def check_depth(bits: int, expected: int, what: str = "replay") -> None:
+def _a(bits: int) -> str:
+    """"an 8-bit", "a 16-bit": the article of a bit depth read aloud."""
+    return f"{'an' if str(bits).startswith('8') or bits in (11, 18) else 'a'} {bits}-bit"
+
+
+def check_depth(bits: int, expected: int, what: str = "replay", name: Optional[str] = None) -> None:
     """Refuse a frame whose bit depth differs from its source's (the first frame's): a source
     keeps one bit depth, as a camera does. The one rule of ``tir run``'s file source and of
     ``tir eval --data DIR`` (engines/training/datasets.py ``load_counts`` with ``dropped``):
@@ -189,13 +194,15 @@ def check_depth(bits: int, expected: int, what: str = "replay") -> None:
         bits: the frame's depth as stored, 8 (uint8) or 16 (uint16).
         expected: the source's depth, 8 or 16.
         what: what the frames make up, for the message ("replay", "set").
+        name: the frame's file, named first in the message (None: not named).
 
     Raises:
         FrameError: kind ``depth``, saying the frame is skipped and why.
     """
     if bits != expected:
-        raise FrameError("depth", f"an {bits}-bit frame in a {expected}-bit {what} is skipped: a source keeps one "
-                                  "bit depth, as a camera does (keep 8-bit and 16-bit files in separate folders)")
+        raise FrameError("depth", f"{name + ': ' if name else ''}{_a(bits)} frame in {_a(expected)} {what} is "
+                                  "skipped: a source keeps one bit depth, as a camera does (keep 8-bit and 16-bit "
+                                  "files in separate folders)")
 
 
 def read_image(path: str) -> np.ndarray:
@@ -343,6 +350,7 @@ class _Reader(ABC):
     count: Optional[int] = None  # number of frames if known
     fps: Optional[float] = None
     source_bits: int = 16
+    what: Optional[str] = None  # the frame just returned, in words (its file), where the reader knows it
 
     @abstractmethod
     def next(self) -> Optional[np.ndarray]:
@@ -376,6 +384,7 @@ class _ListReader(_Reader):
             return None
         i, self.index = self.index, self.index + 1
         image, what = self.load(i)
+        self.what = what   # the frame just read, for a message that skips it
         if image is not None:
             self.source_bits = 8 if image.dtype == np.uint8 else 16
         return to_counts(image, what)
@@ -873,7 +882,7 @@ class FileSource(Source):
                     raise FrameError("size", f"a {image.shape[1]}x{image.shape[0]} frame in a "
                                      f"{self._shape[1]}x{self._shape[0]} replay is skipped: a source keeps "
                                      "one frame size, as a camera does (replay one size per folder)")
-                check_depth(self.reader.source_bits, self._source_bits)
+                check_depth(self.reader.source_bits, self._source_bits, name=getattr(self.reader, "what", None))
                 return check_frame(image, self._shape)
             except FrameError as exc:
                 self._drop(exc)
