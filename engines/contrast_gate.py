@@ -447,6 +447,8 @@ class ContrastGate:
         self.loss_frames = int(loss_frames)
         self._run = 0   # held frames in a row at the end of the history
         self._pending: list = []   # their ((low, high), tone) until the run ends (add)
+        self._changes = 0   # the histories' changes so far (add, restart, carry_from): _extent_stats' key
+        self._extent_cache: Optional[tuple] = None
         self.lows: deque = deque(maxlen=int(window))
         self.highs: deque = deque(maxlen=int(window))
         #: block lows and highs of every frame the gate did not find low, whatever its verdict: the
@@ -505,14 +507,28 @@ class ContrastGate:
         n, w0 = len(spans), self.prior_frames
         return float(math.exp((w0 * math.log(self.prior) + n * math.log(own)) / (w0 + n)))
 
+    def _extent_stats(self) -> Tuple[Optional[float], Optional[float], bool]:
+        """(:attr:`extent_reference`, :meth:`extent_spread`, :meth:`ends_wander`), computed once per
+        change of the histories: the Restorer asks them on every frame the contrast route restores
+        (``Restorer._released``), ~0.35 ms a frame over a full window when taken afresh."""
+        if self._extent_cache is not None and self._extent_cache[0] == self._changes:
+            return self._extent_cache[1]
+        extents = self.own_extents()
+        enough = len(extents) >= max(self.prior_frames, 1)
+        ref = float(np.median(extents)) if enough else None
+        spread = iqr_sigma(extents) if enough else None
+        wander = False
+        if ref is not None and len(self.end_lows) >= max(self.prior_frames, 1):
+            margin = (1.0 - self.ratio) * ref
+            wander = iqr_sigma(self.end_lows) > margin and iqr_sigma(self.end_highs) > margin
+        self._extent_cache = (self._changes, (ref, spread, wander))
+        return ref, spread, wander
+
     @property
     def extent_reference(self) -> Optional[float]:
         """The camera's reference extent (:func:`lowpass_extent`): the median of the recent
         extents; None before ``prior_frames`` of them (there is no training prior for it)."""
-        extents = self.own_extents()
-        if len(extents) < max(self.prior_frames, 1):
-            return None
-        return float(np.median(extents))
+        return self._extent_stats()[0]
 
     def extent_spread(self) -> Optional[float]:
         """The robust σ of the camera's recent extents: their interquartile range /
@@ -526,10 +542,7 @@ class ContrastGate:
         quartiles break at a quarter: over every routed frame, a contrast loss that set in on a
         running camera widened the scatter once it was a quarter of the history, so the frames
         found low are held out of it until they are most of the history (:meth:`own_extents`)."""
-        extents = self.own_extents()
-        if len(extents) < max(self.prior_frames, 1):
-            return None
-        return iqr_sigma(extents)
+        return self._extent_stats()[1]
 
     def beyond_scatter(self, extent: float) -> bool:
         """Whether ``extent`` lies more than :data:`EXTENT_Z` robust σ (:meth:`extent_spread`)
@@ -569,11 +582,7 @@ class ContrastGate:
         extent near 0.9: docs/cameras.md "Session 15"); when both ends wander by more than the
         margin the veto judges a frame's extent with, that extent tells a contrast loss from the
         scene no better than chance, and do no harm says keep the frame as the camera gives it."""
-        ref_extent = self.extent_reference
-        if ref_extent is None or len(self.end_lows) < max(self.prior_frames, 1):
-            return False
-        margin = (1.0 - self.ratio) * ref_extent
-        return iqr_sigma(self.end_lows) > margin and iqr_sigma(self.end_highs) > margin
+        return self._extent_stats()[2]
 
     def is_low(self, span: float, extent: Optional[float] = None) -> bool:
         """True when the frame's contrast is low for this camera: ``extent`` below ``ratio`` × the
@@ -770,13 +779,19 @@ class ContrastGate:
                 self._run = 0
                 self._flush_pending()
                 self.adopted += 1
+                self._changes += 1   # the reference said below is the adopted look's
                 log.info("contrast gate: %d routed frames held as a contrast loss are most of the camera's "
                          "window: taken as its look from now on (extent reference %.3f)", held,
                          self.extent_reference or 0.0)
         if ends is not None:
-            self.end_lows.append(float(ends[0]))
-            self.end_highs.append(float(ends[1]))
-        if ends is not None and tone:
+            self._add_ends(ends, tone)
+        self._changes += 1
+
+    def _add_ends(self, ends: Tuple[float, float], tone: bool) -> None:
+        """One frame's block (low, high) joins the camera's ends and, with ``tone``, its tone history."""
+        self.end_lows.append(float(ends[0]))
+        self.end_highs.append(float(ends[1]))
+        if tone:
             self.lows.append(float(ends[0]))
             self.highs.append(float(ends[1]))
             self._tone_added += 1
@@ -784,13 +799,8 @@ class ContrastGate:
     def _flush_pending(self) -> None:
         """The held frames' ends waiting with their run (:meth:`add`) join the camera's ends, and those
         of tone verdicts its tone history."""
-        for (lo, hi), tone in self._pending:
-            self.end_lows.append(float(lo))
-            self.end_highs.append(float(hi))
-            if tone:
-                self.lows.append(float(lo))
-                self.highs.append(float(hi))
-                self._tone_added += 1
+        for ends, tone in self._pending:
+            self._add_ends(ends, tone)
         self._pending = []
 
     def own_extents(self) -> list:
@@ -971,6 +981,7 @@ class ContrastGate:
         self._spread_cache = None
         self._run = 0
         self._pending = []
+        self._changes += 1
         self.own_devs.clear()
         self._own_sq = [0.0, 0.0]
         return True
@@ -997,6 +1008,7 @@ class ContrastGate:
         self.promoted += int(getattr(old, "promoted", 0))
         self.adopted += int(getattr(old, "adopted", 0))
         self.pinned = self.pinned or bool(getattr(old, "pinned", False))
+        self._changes += 1
 
     def status(self) -> dict:
         """``reference`` (span, or None), ``extent_reference`` (or None), ``frames`` in the
