@@ -1675,13 +1675,14 @@ class Restorer:
         if x is None or gate is None or self.forced or gate.partners.get(task) != CLEAN \
                 or gate.extent_reference is None:
             return task   # a forced task (--task) is the user's: no gate judges its frames
+        batch = _as_batch(x)
         try:
-            lo, hi = lowpass_ends(_as_batch(x)[-1, 0])
+            lo, hi = lowpass_ends(batch[-1, 0])
         except ValueError:
             return task
         if gate.is_low(0.0, hi - lo):
             return task
-        self.contrast_released += len(_as_batch(x))
+        self.contrast_released += len(batch)
         return CLEAN
 
     def _plan(self, x: Optional[np.ndarray]) -> Tuple[Optional[object], Callable[[np.ndarray], np.ndarray]]:
