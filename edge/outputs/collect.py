@@ -167,7 +167,7 @@ def load_frame(folder, entry: Dict[str, Any]) -> np.ndarray:
     or unreadable, or the entry is not one the collector writes (:func:`check_entry`)."""
     check_entry(entry)
     path = Path(folder) / entry["file"]
-    from ..sources.file import imread_unchanged
+    from ..regular import imread_unchanged
 
     image = imread_unchanged(path)   # never blocks on a FIFO
     if image is None:

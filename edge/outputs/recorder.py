@@ -744,7 +744,7 @@ def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[
             except ValueError as exc:
                 raise ValueError(f"frame {row['seq']} in {path / INDEX_NAME}: {exc}") from None
             if png is not None:
-                from ..sources.file import imread_unchanged
+                from ..regular import imread_unchanged
 
                 counts = imread_unchanged(png)   # never blocks on a FIFO
                 if counts is None:
@@ -757,7 +757,7 @@ def iter_recording(path, what: str = "auto") -> Iterator[Tuple[np.ndarray, Dict[
                 if stream is None or stream.name != str(name):
                     if stream is not None:
                         stream.close()
-                    from ..sources.file import open_regular
+                    from ..regular import open_regular
 
                     stream = open_regular(str(name))   # a FIFO in its place: an error, never a hang
                 stream.seek(local)
