@@ -21,8 +21,10 @@ from .frame import FrameError
 from .logs import opencv_silenced
 
 
-def _file_kind(mode: int) -> str:
-    """What a ``st_mode`` that is not a regular file is, in words."""
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` (``os.stat(path).st_mode``) that is not a regular file is, in words ("a FIFO
+    (named pipe)", "a socket", "a character device", "a block device", "a folder"); "not a regular
+    file" for anything else."""
     for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISDIR, "a folder")):
@@ -57,12 +59,12 @@ def open_regular(path: str):
             raise exc from None
         if stat.S_ISREG(mode):
             raise
-        raise FrameError("not_file", f"{path}: {_file_kind(mode)}, not a regular file; skipped "
+        raise FrameError("not_file", f"{path}: {file_kind(mode)}, not a regular file; skipped "
                                      "(frames are read from regular files only)") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise FrameError("not_file", f"{path}: {_file_kind(mode)}, not a regular file; skipped (frames are "
+            raise FrameError("not_file", f"{path}: {file_kind(mode)}, not a regular file; skipped (frames are "
                                          "read from regular files only: a FIFO would block the read until a "
                                          "writer appears)")
         return os.fdopen(fd, "rb")

@@ -274,6 +274,7 @@ def _check_data_items(text: str) -> None:
     """
     import stat
 
+    from tir.edge.regular import file_kind
     from tir.edge.sources.file import describe_missing
     from tir.engines.training.datasets import ALL, DATASETS, DatasetError, parse_sets
 
@@ -288,9 +289,7 @@ def _check_data_items(text: str) -> None:
             except OSError as exc:   # a link to nothing, or a loop
                 raise DatasetError(f"{item} is a link that leads to no folder ({exc.strerror}): give the folder "
                                    "that holds the camera's frames") from None
-            kind = ("a file" if stat.S_ISREG(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-                    else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                    else "not a folder")
+            kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
             raise DatasetError(f"{item} is {kind}{'' if kind == 'a file' else ', not a folder'}: give the folder "
                                "that holds the camera's frames")
         if os.sep not in item and not item.startswith("~"):
