@@ -1,5 +1,7 @@
+import contextlib
 import logging
 import os
+import time
 
 import cv2
 import numpy as np
@@ -215,21 +217,28 @@ def test_a_lost_folder_is_no_signal_and_replay_resumes_when_it_returns(tmp_path,
     assert stats["connected"] is True and stats["reconnects"] == 1
 
 
-@pytest.mark.faults
-def test_a_lost_source_shows_no_signal_in_the_pipeline(tmp_path, synthetic_frames):
+@contextlib.contextmanager
+def _pipeline_losing_its_folder(tmp_path, frames, retries: int, shown: int):
+    """A pipeline replaying a folder of ``frames`` (``retries=``) whose folder is deleted once it
+    has shown ``shown`` frames; yields (pipeline, folder) inside the running pipeline."""
     import shutil
-    import time
 
     from tir.edge.pipeline import Pipeline
 
     folder = tmp_path / "seq"
-    write_pngs(folder, synthetic_frames)
-    pipeline = Pipeline(file_source(f"file://{folder}?loop=1&fps=50&retries=100000"), None, [], read_timeout=0.05)
+    write_pngs(folder, frames)
+    pipeline = Pipeline(file_source(f"file://{folder}?loop=1&fps=50&retries={retries}"), None, [], read_timeout=0.05)
     with pipeline:
         deadline = time.monotonic() + 10
-        while pipeline.snapshot()["frames"] < 3 and time.monotonic() < deadline:
+        while pipeline.snapshot()["frames"] < shown and time.monotonic() < deadline:
             time.sleep(0.02)
         shutil.rmtree(folder)
+        yield pipeline, folder
+
+
+@pytest.mark.faults
+def test_a_lost_source_shows_no_signal_in_the_pipeline(tmp_path, synthetic_frames):
+    with _pipeline_losing_its_folder(tmp_path, synthetic_frames, retries=100000, shown=3) as (pipeline, folder):
         time.sleep(0.6)
         snap = pipeline.snapshot()
         assert snap["connected"] is False and snap["ended"] is None and pipeline.running
@@ -273,19 +282,7 @@ def test_a_lost_folder_that_does_not_return_ends_the_replay_after_its_retries(tm
 
 @pytest.mark.faults
 def test_a_lost_folder_that_does_not_return_stops_the_pipeline_with_an_error(tmp_path, synthetic_frames):
-    import shutil
-    import time
-
-    from tir.edge.pipeline import Pipeline
-
-    folder = tmp_path / "seq"
-    write_pngs(folder, synthetic_frames)
-    pipeline = Pipeline(file_source(f"file://{folder}?loop=1&fps=50&retries=3"), None, [], read_timeout=0.05)
-    with pipeline:
-        deadline = time.monotonic() + 10
-        while pipeline.snapshot()["frames"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        shutil.rmtree(folder)
+    with _pipeline_losing_its_folder(tmp_path, synthetic_frames, retries=3, shown=2) as (pipeline, folder):
         deadline = time.monotonic() + 20
         while pipeline.running and pipeline.error is None and time.monotonic() < deadline:
             time.sleep(0.05)
