@@ -963,6 +963,43 @@ class FPNGate:
             self.seen.append(sigmas[0])
         return verdict
 
+    def shows_own_noise(self, frame: np.ndarray, scale: Optional[float] = None) -> Optional[bool]:
+        """Whether a frame between verdicts shows no more white noise than the camera's own
+        frames reach: σ₁ (:func:`flat_noise_sigmas` on its centre window, as :meth:`step` measures)
+        at or under :meth:`floor_high`, or, for a Y16 frame (``scale``: the counts one unit of
+        ``frame`` stands for, :meth:`step`), at or under the same reach in counts
+        (:meth:`counts_limit` with no share of the specs' noise). Nothing is recorded or counted:
+        the camera's history learns from routed frames only.
+
+        Stricter than the verdicts' own-noise rule (:meth:`own_noise_threshold`, the midpoint in
+        variance to the specs' weakest noise): a frame carrying the specs' weakest white noise
+        ``white_sigma`` on top of its own reads σ₁ ≥ ``white_sigma``, so above the reach wherever
+        the camera's own noise reaches less than that, and a frame on the border between a
+        degradation and the camera's look keeps the route rather than flicker between the two.
+
+        Args:
+            frame: (H, W) float32 model input in [0, 1].
+            scale: counts per frame unit (Y16), or None (display-referred).
+
+        Returns:
+            True or False; None when it cannot be judged: no ``white_sigma``, no floor yet
+            (:data:`MIN_FLOOR_FRAMES`), the last routed frame carried column FPN (its noise part is
+            the FPA's, fixed over frames: the verdicts judge it), or the frame is not finite.
+        """
+        high = self.floor_high()
+        if self.white_sigma is None or high is None or carries_fpn(
+                self.last, self.amplitude, self.consistency, self.periodicity):
+            return None
+        sigmas = self._sigmas(frame)
+        if sigmas is None:
+            return None
+        if sigmas[0] <= high:
+            return True
+        per_unit = _counts_per_unit(scale)
+        if per_unit is None or len(self.floor_counts) < MIN_FLOOR_FRAMES:
+            return False
+        return bool(sigmas[0] <= float(np.percentile(self.floor_counts, FLOOR_HIGH_PERCENTILE)) / per_unit)
+
     def _own(self, sigmas: Tuple[float, Optional[float]], limit: float, share: Optional[float] = None) -> bool:
         """Whether a frame's white noise (σ₁, σ₂) is the camera's own: σ₁ at or under ``limit``, or,
         for a Y16 frame, at or under the same threshold with the camera's floor in counts

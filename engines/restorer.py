@@ -573,6 +573,10 @@ class Restorer:
         self._span: Optional[float] = None
         #: the newest frame's counts per model-input unit when it is Y16 (scene-referred), else None
         self._counts_scale: Optional[float] = None
+        #: the newest frame's count step is coarser for its span than one 8-bit grey level: the
+        #: router and the gates may see it de-quantised (:meth:`_router_view`), so its noise is not
+        #: judged between verdicts (:meth:`_released`)
+        self._coarse = False
         self._soft = True           # the last routed frame was soft for this camera (blur gate)
         self._blur_held = False     # the blur gate held the last verdict's blur part (no reference yet)
         self.adapter: Optional[OnlineAdapter] = None
@@ -611,6 +615,9 @@ class Restorer:
         #: frames the contrast route passed through, their contrast not low for this camera
         #: (:meth:`_released`)
         self.contrast_released = 0
+        #: frames a noise-carrying route (noise; CN with the contrast part gone too) passed through,
+        #: their white noise no more than the camera's own frames reach (:meth:`_released`)
+        self.noise_released = 0
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
@@ -1043,6 +1050,8 @@ class Restorer:
         self.frames += len(x)
         self._span = _norm_span(meta)
         self._counts_scale = _counts_scale(meta)
+        quantum = _count_quantum(meta)
+        self._coarse = quantum is not None and quantum > KNOWN_QUANTUM * (1.0 + 1e-6)
         reasons = _camera_change(meta)
         if reasons is not None and "bits" in reasons and self._pinned_size is not None:
             depth = (meta or {}).get("source_bits") or (meta or {}).get("bits")
@@ -1654,35 +1663,57 @@ class Restorer:
 
     def _released(self, x: Optional[np.ndarray]) -> str:
         """The task that restores frames ``x`` under the current route: the route's task, or
-        ``clean`` (pass-through) when the route's only part is the contrast part (its partner
-        without it is ``clean``) and the newest frame's contrast is not low for this camera
-        (:meth:`~tir.engines.contrast_gate.ContrastGate.is_low` on its :func:`lowpass_ends`, against
-        the camera's extent reference; counted in :attr:`contrast_released`).
+        ``clean`` (pass-through) when every part of it is a part the newest frame can be checked
+        for at once and shows none of:
 
-        Why (docs/cameras.md "Session 22"): the route follows the router's verdicts, every ``every``
-        frames and after ``hysteresis`` of them, so a contrast loss that stops is restored for up
-        to ``every`` frames more: the contrast route stretches a frame of normal contrast onto the
-        camera's tone, 18.6-41 dB from itself (``tir eval --sequence``, the clean segments after
-        contrast). The gate's measure costs a frame ~1 ms, the router's verdict 14 ms: so the
-        contrast part is checked on every frame it would restore, and only taken away (a frame
-        found low between verdicts keeps waiting for the router: do no harm). Only where nothing
-        else is left: a compound route's other parts are not measured per frame, and on clean
-        frames the compound route with the camera's tone came out closer to them than its partner
-        did (m3svd_magnity, the clean segment after CN: p5 37.7 dB on the CN route, 28.7 dB on the
-        noise route). A forced task (``--task``) is run as it is, as its frames are not gated."""
+        - the contrast part: the frame's contrast is not low for this camera
+          (:meth:`~tir.engines.contrast_gate.ContrastGate.is_low` on its :func:`lowpass_ends`, against
+          the camera's extent reference, ~1 ms);
+        - the noise part: its white noise is no more than the camera's own frames reach
+          (:meth:`~tir.engines.fpn_gate.FPNGate.shows_own_noise`, ~2 ms; not on frames whose count
+          step is coarse for their span, which the gates see de-quantised, nor while the last routed
+          frame carried column FPN).
+
+        So the contrast route, the noise route and the CN route (both parts gone) pass such a frame
+        through; counted in :attr:`contrast_released` and :attr:`noise_released` (a CN frame in both).
+
+        Why (docs/cameras.md "Session 22", "Session 23"): the route follows the router's verdicts,
+        every ``every`` frames and after ``hysteresis`` of them, so a degradation that stops is
+        restored for up to ``every`` frames more: the contrast route stretched a frame of normal
+        contrast onto the camera's tone, 18.6-41 dB from itself, the noise route smoothed the clean
+        frames after a noise segment (``tir eval --sequence``). The checks cost a frame 1-3 ms,
+        the router's verdict 14 ms and a route 20-40 ms. A part is only ever taken away (a frame
+        found degraded between verdicts keeps waiting for the router: do no harm), and only where
+        nothing else is left: a blur part is not checked per frame (its measure costs ~20 ms), and
+        on clean frames the CN route with the camera's tone came out closer to them than its
+        partner without the contrast part did (m3svd_magnity, the clean segment after CN: p5
+        37.7 dB on the CN route, 28.7 dB on the noise route). A forced task (``--task``) is run as
+        it is, as its frames are not gated."""
         task = self.current
-        gate = self.contrast_gate
-        if x is None or gate is None or self.forced or gate.partners.get(task) != CLEAN \
-                or gate.extent_reference is None:
+        if x is None or self.forced:
             return task   # a forced task (--task) is the user's: no gate judges its frames
         batch = _as_batch(x)
-        try:
-            lo, hi = lowpass_ends(batch[-1, 0])
-        except ValueError:
+        left, frame = task, batch[-1, 0]
+        gate = self.contrast_gate
+        contrast = gate is not None and gate.partners.get(left) is not None and gate.extent_reference is not None
+        if contrast:
+            try:
+                lo, hi = lowpass_ends(frame)
+            except ValueError:
+                return task
+            if gate.is_low(0.0, hi - lo):
+                return task
+            left = gate.partners[left]
+        fpn = self.fpn_gate
+        noise = fpn is not None and left in fpn.without_noise and not self._coarse
+        if noise:
+            if not fpn.shows_own_noise(frame, scale=self._counts_scale):
+                return task
+            left = fpn.without_noise[left]
+        if left != CLEAN:
             return task
-        if gate.is_low(0.0, hi - lo):
-            return task
-        self.contrast_released += len(batch)
+        self.contrast_released += len(batch) * int(contrast)
+        self.noise_released += len(batch) * int(noise)
         return CLEAN
 
     def _plan(self, x: Optional[np.ndarray]) -> Tuple[Optional[object], Callable[[np.ndarray], np.ndarray]]:
@@ -1782,8 +1813,9 @@ class Restorer:
         :meth:`_offsets_renewed`, ``blur_tone_refused``: frames a blur-only route gave back as they came
         in, its output having moved their tone, :meth:`_keep_blur_tone`, ``blur_step_refused``: frames a
         blur-only route gave back because the blur changes them by less than their undithered count
-        step resolves, :meth:`_keep_blur_tone`, ``contrast_released``: frames the contrast route
-        passed through, their contrast not low for this camera, :meth:`_released`, ``dequantised``: frames the
+        step resolves, :meth:`_keep_blur_tone`, ``contrast_released``: frames the contrast route (or
+        CN) passed through, their contrast not low for this camera, ``noise_released``: frames the
+        noise route (or CN) passed through, their white noise the camera's own, :meth:`_released`, ``dequantised``: frames the
         router and the gates saw de-quantised, their count step coarse for their span,
         :func:`dequantised`, ``dead_column_frames``: routed frames shown to the router with dead columns
         replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`,
@@ -1813,7 +1845,7 @@ class Restorer:
                 "skipped_ffc": self.skipped_ffc, "skipped_scene_free": self.skipped_scene_free,
                 "offsets_renewed": self.offsets_renewed,
                 "blur_tone_refused": self.blur_tone_refused, "blur_step_refused": self.blur_step_refused,
-                "contrast_released": self.contrast_released,
+                "contrast_released": self.contrast_released, "noise_released": self.noise_released,
                 "dequantised": self.dequantised,
                 "dead_column_frames": self.dead_column_frames,
                 "camera_changes": self.camera_changes, "camera_change": self.camera_change,

@@ -1119,3 +1119,53 @@ def test_counts_scale_is_a_y16_frames_counts_per_model_unit():
     assert _counts_scale({"bits": 16}) is None and _counts_scale(None) is None
     assert _counts_scale([{"bits": 8, "source_bits": 8, "norm": {"lo": 0, "hi": 255}},
                           {"bits": 16, "norm": {"lo": 10.0, "hi": 30.0}}]) == pytest.approx(20.0)
+
+
+def test_a_frame_between_verdicts_is_judged_against_what_the_cameras_own_frames_reach():
+    """``shows_own_noise`` (the noise route's per-frame check, engines/restorer.py ``_released``):
+    a frame at the camera's own white noise shows no more than the camera reaches, the spec's
+    weakest noise on top of it does not; nothing is judged before the floor exists or while the
+    last routed frame carried column FPN, and nothing is recorded."""
+    gate = FPNGate({CLEAN: "noise", UNKNOWN: "noise", "blur": "BN"}, white_sigma=5 / 255,
+                   noise_free=(CLEAN, "blur"))
+    own = lambda i: white(scene(seed=i), 3.5, seed=i)   # noqa: E731
+    assert gate.shows_own_noise(own(0)) is None                       # no floor yet
+    for i in range(12):
+        gate.step(CLEAN, own(i))
+    floor, seen, checked = list(gate.floor), list(gate.seen), gate.checked
+    assert gate.shows_own_noise(own(30)) is True
+    assert gate.shows_own_noise(white(own(31), 5.0, seed=99)) is False   # the spec's weakest noise on top
+    assert gate.shows_own_noise(white(own(32), 2.0, seed=98)) is False   # even weaker: above the reach
+    assert list(gate.floor) == floor and list(gate.seen) == seen and gate.checked == checked
+    nan = own(33)
+    nan[3, 3] = np.nan
+    assert gate.shows_own_noise(nan) is None
+    gate.step("noise", with_column_fpn(own(34), 0.025))                   # the FPA's column FPN: verdicts judge it
+    assert gate.shows_own_noise(own(35)) is None
+    none = FPNGate({CLEAN: "noise"}, white_sigma=None)
+    assert none.shows_own_noise(own(0)) is None
+
+
+def test_the_noise_route_passes_through_a_frame_of_the_cameras_own_noise_between_verdicts(tmp_path):
+    """A noise segment that stops (docs/cameras.md "Session 23"): the route waits for the router's
+    verdicts (every 8 frames, hysteresis 3), but a frame whose white noise is no more than the
+    camera's own frames reach is passed through by the noise route at once; a noisy frame keeps the
+    route; a forced task is run as it is; the BN route (a blur part, not checked per frame) keeps
+    its frames."""
+    bundle = one_hot_bundle(tmp_path, {"noise": 2.0, "BN": 3.0, "blur": 4.0}, "noise", H, W)
+    r = scheduled(Restorer(bundle, every=8, hysteresis=3, tone_align=False))
+    r.warm_camera(np.stack([white(scene(seed=s), 1.0, seed=s) for s in range(16)])[:, None])
+    noisy = white(scene(seed=40), 8.0, seed=40)[None, None]
+    assert np.allclose(r.infer(noisy), noisy * 2.0) and r.route == "noise"       # the router's verdict
+    clean = white(scene(seed=41), 1.0, seed=41)[None, None]
+    for _ in range(3):                                                  # the noise stops; no verdict yet
+        assert np.allclose(r.infer(clean), clean) and r.route == "noise"
+    assert r.status()["noise_released"] == 3 and r.status()["contrast_released"] == 0
+    assert np.allclose(r.infer(noisy), noisy * 2.0)                     # noisy again: the route again
+    forced = Restorer(bundle, tone_align=False, task="noise")            # the user's choice: not gated
+    forced.warm_camera(np.stack([white(scene(seed=s), 1.0, seed=s) for s in range(16)])[:, None])
+    assert np.allclose(forced.infer(clean), clean * 2.0) and forced.status()["noise_released"] == 0
+    bn = scheduled(Restorer(tmp_path / "bundle", every=8, hysteresis=3, tone_align=False, task=None))
+    bn.warm_camera(np.stack([white(scene(seed=s), 1.0, seed=s) for s in range(16)])[:, None])
+    bn.current = "BN"
+    assert bn._released(clean) == "BN" and bn.noise_released == 0
