@@ -618,6 +618,9 @@ class Restorer:
         #: frames a noise-carrying route (noise; CN with the contrast part gone too) passed through,
         #: their white noise no more than the camera's own frames reach (:meth:`_released`)
         self.noise_released = 0
+        #: frames a blur-carrying route (blur; CB, BN, CBN with their other parts gone too) passed
+        #: through, clearly sharp for this camera (:meth:`_released`)
+        self.blur_released = 0
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
@@ -1663,8 +1666,8 @@ class Restorer:
 
     def _released(self, x: Optional[np.ndarray]) -> str:
         """The task that restores frames ``x`` under the current route: the route's task, or
-        ``clean`` (pass-through) when every part of it is a part the newest frame can be checked
-        for at once and shows none of:
+        ``clean`` (pass-through) when the newest frame shows none of the route's parts, each
+        checked in turn and the next only when it is absent:
 
         - the contrast part: the frame's contrast is not low for this camera
           (:meth:`~tir.engines.contrast_gate.ContrastGate.is_low` on its :func:`lowpass_ends`, against
@@ -1672,21 +1675,23 @@ class Restorer:
         - the noise part: its white noise is no more than the camera's own frames reach
           (:meth:`~tir.engines.fpn_gate.FPNGate.shows_own_noise`, ~2 ms; not on frames whose count
           step is coarse for their span, which the gates see de-quantised, nor while the last routed
-          frame carried column FPN).
+          frame carried column FPN);
+        - the blur part: the frame is clearly sharp for this camera by the blur gate's measure under
+          noise (:meth:`~tir.engines.blur_gate.BlurGate.shows_sharp`, ~5 ms at 640×512).
 
-        So the contrast route, the noise route and the CN route (both parts gone) pass such a frame
-        through; counted in :attr:`contrast_released` and :attr:`noise_released` (a CN frame in both).
+        Counted in :attr:`contrast_released`, :attr:`noise_released` and :attr:`blur_released` (a
+        compound's frame in each of its parts).
 
         Why (docs/cameras.md "Session 22", "Session 23"): the route follows the router's verdicts,
         every ``every`` frames and after ``hysteresis`` of them, so a degradation that stops is
         restored for up to ``every`` frames more: the contrast route stretched a frame of normal
-        contrast onto the camera's tone, 18.6-41 dB from itself, the noise route smoothed the clean
-        frames after a noise segment (``tir eval --sequence``). The checks cost a frame 1-3 ms,
-        the router's verdict 14 ms and a route 20-40 ms. A part is only ever taken away (a frame
-        found degraded between verdicts keeps waiting for the router: do no harm), and only where
-        nothing else is left: a blur part is not checked per frame (its measure costs ~20 ms), and
-        on clean frames the CN route with the camera's tone came out closer to them than its
-        partner without the contrast part did (m3svd_magnity, the clean segment after CN: p5
+        contrast onto the camera's tone, 18.6-41 dB from itself, the noise and blur routes changed
+        the clean frames after their segments (p5 21.6-39.3 dB, ``tir eval --sequence``). The
+        checks cost a frame 1-8 ms, the router's verdict 14 ms and a route 20-40 ms. A part is
+        only ever taken away (a frame found degraded between verdicts keeps waiting for the router:
+        do no harm), and only where nothing is left: a frame that still shows one part keeps the
+        whole route (on clean frames the CN route with the camera's tone came out closer to them
+        than its partner without the contrast part: m3svd_magnity, the clean segment after CN, p5
         37.7 dB on the CN route, 28.7 dB on the noise route). A forced task (``--task``) is run as
         it is, as its frames are not gated."""
         task = self.current
@@ -1710,10 +1715,17 @@ class Restorer:
             if not fpn.shows_own_noise(frame, scale=self._counts_scale):
                 return task
             left = fpn.without_noise[left]
+        blur = self.blur_gate
+        blurred = blur is not None and blur.partners.get(left) == CLEAN
+        if blurred:
+            if not blur.shows_sharp(frame):
+                return task
+            left = CLEAN
         if left != CLEAN:
             return task
         self.contrast_released += len(batch) * int(contrast)
         self.noise_released += len(batch) * int(noise)
+        self.blur_released += len(batch) * int(blurred)
         return CLEAN
 
     def _plan(self, x: Optional[np.ndarray]) -> Tuple[Optional[object], Callable[[np.ndarray], np.ndarray]]:
@@ -1815,7 +1827,8 @@ class Restorer:
         blur-only route gave back because the blur changes them by less than their undithered count
         step resolves, :meth:`_keep_blur_tone`, ``contrast_released``: frames the contrast route (or
         CN) passed through, their contrast not low for this camera, ``noise_released``: frames the
-        noise route (or CN) passed through, their white noise the camera's own, :meth:`_released`, ``dequantised``: frames the
+        noise route (or CN) passed through, their white noise the camera's own, ``blur_released``: frames
+        a blur-carrying route passed through, clearly sharp for this camera, :meth:`_released`, ``dequantised``: frames the
         router and the gates saw de-quantised, their count step coarse for their span,
         :func:`dequantised`, ``dead_column_frames``: routed frames shown to the router with dead columns
         replaced, ``camera_changes``: frames whose meta said the camera changed, :meth:`new_camera`,
@@ -1846,6 +1859,7 @@ class Restorer:
                 "offsets_renewed": self.offsets_renewed,
                 "blur_tone_refused": self.blur_tone_refused, "blur_step_refused": self.blur_step_refused,
                 "contrast_released": self.contrast_released, "noise_released": self.noise_released,
+                "blur_released": self.blur_released,
                 "dequantised": self.dequantised,
                 "dead_column_frames": self.dead_column_frames,
                 "camera_changes": self.camera_changes, "camera_change": self.camera_change,

@@ -736,3 +736,45 @@ def test_a_blur_route_on_undithered_counts_below_one_step_gives_the_frame_back(g
     assert r.status()["task"] == "blur" and r.status()["blur_tone_refused"] == 0   # K17 lets the move through
     assert r.status()["blur_step_refused"] == int(refused)
     assert np.array_equal(out, frame) if refused else np.allclose(out, frame * 1.005)
+
+
+def test_a_frame_between_verdicts_is_judged_clearly_sharp_only_below_the_band():
+    """``shows_sharp`` (the blur-carrying routes' per-frame check, engines/restorer.py ``_released``):
+    a sharp frame of the camera is clearly sharp, a blurred one is not; nothing before the band
+    exists or without a noise-carrying blur pair; nothing is recorded."""
+    gate = BlurGate({"blur": "clean"}, noisy_partners=NOISY)
+    assert gate.shows_sharp(big_scene(0)) is None                 # no band yet
+    for s in range(12):
+        gate.step("clean", big_scene(s))
+    drops, noisy = list(gate.drops), list(gate.noisy_drops)
+    assert gate.shows_sharp(big_scene(41)) is True
+    assert gate.shows_sharp(blurred(big_scene(41), 1.5)) is False
+    assert gate.shows_sharp(blurred(big_scene(42), 1.0)) is False   # the mildest blur of the specs
+    assert list(gate.drops) == drops and list(gate.noisy_drops) == noisy
+    assert gate.shows_sharp(np.full((8, 8), 0.5, np.float32)) is None   # too small to measure
+    plain = BlurGate({"blur": "clean"})
+    for s in range(12):
+        plain.step("clean", big_scene(s))
+    assert plain.shows_sharp(big_scene(41)) is None
+
+
+def test_the_blur_route_passes_through_a_clearly_sharp_frame_between_verdicts(tmp_path):
+    """A blur that stops (docs/cameras.md "Session 23"): the route waits for the router's verdicts
+    (every 8 frames, hysteresis 3), but a frame clearly sharp for this camera is passed through by
+    the blur route at once; a soft frame keeps the route; a forced task is run as it is."""
+    from tiny_models import scheduled
+
+    h, w = big_scene(0).shape
+    bundle = one_hot_bundle(tmp_path, {"blur": 3.0, "noise": 2.0, "BN": 4.0}, "blur", h, w)
+    r = scheduled(Restorer(bundle, every=8, hysteresis=3, tone_align=False, contrast_gate=False))
+    r.warm_camera(np.stack([big_scene(s) for s in range(12)])[:, None])
+    soft = blurred(big_scene(50), 2.0)[None, None]
+    assert np.allclose(r.infer(soft), soft * 3.0) and r.route == "blur"      # the router's verdict
+    sharp = big_scene(51)[None, None]
+    for _ in range(3):                                                  # the blur stops; no verdict yet
+        assert np.allclose(r.infer(sharp), sharp) and r.route == "blur"
+    assert r.status()["blur_released"] == 3 and r.status()["noise_released"] == 0
+    assert np.allclose(r.infer(soft), soft * 3.0)                       # soft again: the route again
+    forced = Restorer(bundle, tone_align=False, task="blur")             # the user's choice: not gated
+    forced.warm_camera(np.stack([big_scene(s) for s in range(12)])[:, None])
+    assert np.allclose(forced.infer(sharp), sharp * 3.0) and forced.status()["blur_released"] == 0
