@@ -211,6 +211,11 @@ def _count_quantum(meta) -> Optional[float]:
 #: :func:`dequantised`: the finest count step the router and the gates know, in the [0, 1] model
 #: input: one grey level of an 8-bit camera (its full-scale map, edge/normalize.py), the coarsest
 #: quantisation of every frame the router was trained on
+#: :meth:`Restorer._released`: a blur-carrying route passes frames through once this many frames in
+#: a row under it read clearly sharp (:meth:`~tir.engines.blur_gate.BlurGate.shows_sharp`): one such
+#: read alone let 5 of 40 frames of a lasting blur through on the 160×120 Lepton set (docs/cameras.md
+#: "Session 23")
+SHARP_RUN = 2
 KNOWN_QUANTUM = 1.0 / 255.0
 #: :meth:`Restorer._router_view`: a frame whose white noise (:func:`~tir.engines.fpn_gate.noise_sigma`)
 #: is at least this share of its count step is dithered by it: rounding then adds a white error
@@ -621,6 +626,8 @@ class Restorer:
         #: frames a blur-carrying route (blur; CB, BN, CBN with their other parts gone too) passed
         #: through, clearly sharp for this camera (:meth:`_released`)
         self.blur_released = 0
+        #: frames in a row under the current route that the blur gate read clearly sharp (:meth:`_released`)
+        self._sharp_run = 0
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
@@ -1576,6 +1583,7 @@ class Restorer:
         self.current = task
         self.switches += 1
         self._votes = []
+        self._sharp_run = 0
 
     # --------------------------------------------------------------------------------------
     def infer(self, batch, meta=None) -> np.ndarray:
@@ -1718,7 +1726,10 @@ class Restorer:
         blur = self.blur_gate
         blurred = blur is not None and blur.partners.get(left) == CLEAN
         if blurred:
-            if not blur.shows_sharp(frame):
+            # clearly sharp on this frame and the one before it under this route: a frame of a
+            # lasting blur that reads sharp now and then keeps the route (docs/cameras.md "Session 23")
+            self._sharp_run = self._sharp_run + 1 if blur.shows_sharp(frame) else 0
+            if self._sharp_run < SHARP_RUN:
                 return task
             left = CLEAN
         if left != CLEAN:
