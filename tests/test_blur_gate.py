@@ -760,8 +760,9 @@ def test_a_frame_between_verdicts_is_judged_clearly_sharp_only_below_the_band():
 
 def test_the_blur_route_passes_through_a_clearly_sharp_frame_between_verdicts(tmp_path):
     """A blur that stops (docs/cameras.md "Session 23"): the route waits for the router's verdicts
-    (every 8 frames, hysteresis 3), but a frame clearly sharp for this camera is passed through by
-    the blur route at once; a soft frame keeps the route; a forced task is run as it is."""
+    (every 8 frames, hysteresis 3), but once two frames in a row read clearly sharp for this camera
+    the blur route passes them through; one sharp read between soft frames, or a soft frame, keeps
+    the route; a forced task is run as it is."""
     from tiny_models import scheduled
 
     h, w = big_scene(0).shape
@@ -771,10 +772,14 @@ def test_the_blur_route_passes_through_a_clearly_sharp_frame_between_verdicts(tm
     soft = blurred(big_scene(50), 2.0)[None, None]
     assert np.allclose(r.infer(soft), soft * 3.0) and r.route == "blur"      # the router's verdict
     sharp = big_scene(51)[None, None]
+    assert np.allclose(r.infer(sharp), sharp * 3.0)                     # one sharp read: still the route
+    assert np.allclose(r.infer(soft), soft * 3.0)
+    assert np.allclose(r.infer(sharp), sharp * 3.0) and r.status()["blur_released"] == 0
     for _ in range(3):                                                  # the blur stops; no verdict yet
         assert np.allclose(r.infer(sharp), sharp) and r.route == "blur"
     assert r.status()["blur_released"] == 3 and r.status()["noise_released"] == 0
     assert np.allclose(r.infer(soft), soft * 3.0)                       # soft again: the route again
+    assert np.allclose(r.infer(sharp), sharp * 3.0)                     # and a new run of sharp reads
     forced = Restorer(bundle, tone_align=False, task="blur")             # the user's choice: not gated
     forced.warm_camera(np.stack([big_scene(s) for s in range(12)])[:, None])
     assert np.allclose(forced.infer(sharp), sharp * 3.0) and forced.status()["blur_released"] == 0
