@@ -191,9 +191,12 @@ def film_nodes(model, inputs: Iterable[str]) -> List[str]:
 
     ``quantize_cpu(film="int8")`` quantises these (QLinearMul / QLinearAdd, their side inputs on
     uint8 grids of the calibrated ranges of 1 + γ and β); with ``film="float"`` they stay float
-    (part of :func:`side_float_nodes`)."""
+    (part of :func:`side_float_nodes`). Not the per-prompt output scale's Muls of a student
+    rewritten by :mod:`tir.calibration.prompt_scale` (named ``prompt_scale.PREFIX/...``): they read
+    the prompt branch too, but ``prompt_scale.fuse_cpu`` folds them into the quantisation scales."""
     inputs = list(inputs)
-    side = set(side_input_nodes(model, inputs))
+    side = set(side_input_nodes(model, inputs)) | {n.name for n in model.graph.node
+                                                   if n.name.startswith(f"{prompt_scale.PREFIX}/")}
     tensors = _side_tensors(model, inputs)
     regions = float_regions(model)
     return [n.name for n in model.graph.node

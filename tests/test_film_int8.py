@@ -172,3 +172,24 @@ def test_qat_fake_quantises_the_film_as_the_int8_model_does(bundles, tmp_path): 
         with torch.no_grad():
             fq = gm(torch.from_numpy(x), torch.from_numpy(w)).numpy()
         assert np.sqrt(np.mean((fq - q) ** 2)) < 0.3 * np.sqrt(np.mean((ref - q) ** 2))
+
+
+def test_film_int8_leaves_the_prompt_scale_to_its_fold(tmp_path):
+    """A student rewritten with the per-prompt output scale (calibration/prompt_scale.py): its two
+    scale Muls also read the prompt branch, but they are no FiLM: ``prompt_scale.fuse_cpu`` folds
+    them into the quantisation scales with ``film="int8"`` as without it."""
+    from tir.calibration import prompt_scale
+
+    from test_prompt_scale import _export, _scaled_student
+
+    src, ranges, x, eye = _scaled_student(_export(tmp_path / "s.onnx"), tmp_path)
+    model = onnx.load(str(src))
+    film = film_nodes(model, ["prompt"])
+    assert film and not [n for n in film if n.startswith(f"{prompt_scale.PREFIX}/")]
+    out = quantize_cpu(src, ranges, tmp_path / "film.onnx", float_inputs=("prompt",), film="int8")
+    q = onnx.load(out)
+    ops = {n.name: n.op_type for n in q.graph.node}
+    assert ops[f"{prompt_scale.PREFIX}/QLinearAdd"] == "QLinearAdd"
+    assert f"{prompt_scale.PREFIX}/Mul_in" not in ops and f"{prompt_scale.PREFIX}/Mul_out" not in ops
+    prod = _producers(q)
+    assert all(prod[i].op_type == "DequantizeLinear" for n in q.graph.node if n.name in film for i in n.input)
