@@ -193,3 +193,28 @@ def test_film_int8_leaves_the_prompt_scale_to_its_fold(tmp_path):
     assert f"{prompt_scale.PREFIX}/Mul_in" not in ops and f"{prompt_scale.PREFIX}/Mul_out" not in ops
     prod = _producers(q)
     assert all(prod[i].op_type == "DequantizeLinear" for n in q.graph.node if n.name in film for i in n.input)
+
+
+def test_calibrate_qat_with_film_int8_trains_the_film_quantisers(bundles, tmp_path, capsys):  # noqa: F811
+    """``--qat-steps`` with ``--film int8`` fake-quantises what the written CPU model quantises: the
+    FiLM's 1 + γ, β and Mul output get learned ranges (with ``--film float`` they get none)."""
+    try:   # the `qat` extra
+        import onnx2torch  # noqa: F401
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"needs onnx2torch (pip install -e '.[qat]'): {exc}")
+    fp32 = onnx.load(str(bundles[1].student_path))
+    nodes = {n.name: n for n in fp32.graph.node}
+    film = film_nodes(fp32, ["prompt"])
+    mul = next(nodes[n] for n in film if nodes[n].op_type == "Mul")
+    add = next(nodes[n] for n in film if nodes[n].op_type == "Add")
+    film_only = {mul.input[1], mul.output[0], next(i for i in add.input if i != mul.output[0])}   # 1 + γ, h·(1 + γ), β
+    counts = {}
+    for mode in FILM_MODES:
+        out = tmp_path / mode
+        rc = cli.main(["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "6",
+                       "--holdout", "1", "--size", "32x24", "--out", str(out), "--bench-runs", "0", "--threads", "1",
+                       "--qat-steps", "2", "--float-tail", "off", "--film", mode])
+        assert rc == 0, capsys.readouterr().out
+        s = json.loads((out / "calibration.json").read_text())["student"]
+        counts[mode] = s["qat"]["activations"]
+    assert counts["int8"] - counts["float"] == len(film_only)
