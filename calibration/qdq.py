@@ -176,6 +176,34 @@ def side_float_nodes(model, inputs: Iterable[str]) -> List[str]:
     return [n.name for n in model.graph.node if n.name in side or set(n.input) & tensors]
 
 
+#: what ``quantize_cpu(film=...)`` does with the student's FiLM multiply/add (:func:`film_nodes`)
+FILM_MODES = ("float", "int8")
+#: the ops where the prompt branch meets the image features in a FiLM block, h·(1 + γ) + β
+FILM_OPS = ("Mul", "Add")
+
+
+def film_nodes(model, inputs: Iterable[str]) -> List[str]:
+    """The FiLM multiply/add of the block path, node names in graph order: the Mul and Add nodes
+    that read a tensor of the side branch of ``inputs`` (:func:`side_input_nodes`; for the student
+    ``inputs=["prompt"]``: its 1 + γ(p) and β(p), (N, C, 1, 1)) together with an image feature
+    (``conv1(x)·(1 + γ) + β``, engines/training/models/student.py), outside the pre- and
+    post-processing that stays float by rule (:func:`float_regions`: the field head's FiLM).
+
+    ``quantize_cpu(film="int8")`` quantises these (QLinearMul / QLinearAdd, their side inputs on
+    uint8 grids of the calibrated ranges of 1 + γ and β); with ``film="float"`` they stay float
+    (part of :func:`side_float_nodes`). Not the per-prompt output scale's Muls of a student
+    rewritten by :mod:`tir.calibration.prompt_scale` (named ``prompt_scale.PREFIX/...``): they read
+    the prompt branch too, but ``prompt_scale.fuse_cpu`` folds them into the quantisation scales."""
+    inputs = list(inputs)
+    side = set(side_input_nodes(model, inputs)) | {n.name for n in model.graph.node
+                                                   if n.name.startswith(f"{prompt_scale.PREFIX}/")}
+    tensors = _side_tensors(model, inputs)
+    regions = float_regions(model)
+    return [n.name for n in model.graph.node
+            if n.op_type in FILM_OPS and n.name not in side and n.name not in regions.pre | regions.post
+            and set(n.input) & tensors]
+
+
 def _side_tensors(model, inputs: Iterable[str]) -> set:
     """The graph inputs ``inputs`` and every tensor computed from them alone
     (:func:`side_input_nodes`'s outputs)."""
@@ -597,7 +625,7 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
                  per_channel: bool = True, reader=None, exclude_nodes: Sequence[str] = (),
                  reduce_range: bool = True, float_inputs: Sequence[str] = (), float_tail: bool = False,
                  tail_blocks: int = 0, integer_form: bool = True, float_skip: bool = True,
-                 fuse_prompt_scale: bool = True) -> str:
+                 fuse_prompt_scale: bool = True, film: str = "float") -> str:
     """ORT static QDQ quantisation from our ranges; ``activation`` "uint8" (U8S8) or "int8" (S8S8).
 
     ``float_inputs``: graph inputs kept float, with every node computed from them alone and
@@ -606,6 +634,15 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     it puts no QuantizeLinear on them. ``float_tail``: the image-level skip Add and its
     linear correction tail stay float (:func:`image_tail`, part of :func:`float_nodes`), with
     ``tail_blocks`` residual blocks above it.
+
+    ``film`` (with ``float_inputs``): ``"float"`` (default) keeps the FiLM multiply/add where the
+    side branch meets the image features (:func:`film_nodes`) float with the branch; ``"int8"``
+    leaves them to the quantiser (QLinearMul / QLinearAdd on ONNX Runtime's integer kernels, so
+    no dequantise, float NCHW transpose and requantise around each block: docs/int8.md,
+    "Session 19" and "Session 23"), the branch's tensors they read (1 + γ, β) quantised on their
+    calibrated ranges (uint8, per tensor), the branch itself still float. This changes the
+    numerics: QAT with the same option (``engines/training/qat.py`` reads the quantisers back
+    from this model) and the gate decide whether a model made so may ship.
 
     ``float_skip`` (default on): the image-level skip Adds (:func:`image_skips`) stay float, as
     in the TensorRT flavour (:func:`qdq_targets`), and read the float frame, not the 8-bit copy
@@ -646,21 +683,28 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
 
     Raises:
         KeyError: ``activation`` is neither "uint8" nor "int8".
-        ValueError: this onnxruntime lacks ``calibration_cache_path`` and no ``reader`` was given.
+        ValueError: this onnxruntime lacks ``calibration_cache_path`` and no ``reader`` was given;
+            ``film`` is not one of :data:`FILM_MODES`.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     import onnx
 
+    if film not in FILM_MODES:
+        raise ValueError(f"film={film!r}: the FiLM multiply/add is one of {', '.join(FILM_MODES)}")
     act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
     out_path = os.fspath(out_path)
     model = onnx.load(os.fspath(onnx_path))
+    film_int8 = set(film_nodes(model, float_inputs)) if float_inputs and film == "int8" else set()
+    side_float = [n for n in (side_float_nodes(model, float_inputs) if float_inputs else []) if n not in film_int8]
     exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + float_nodes(model, tail=float_tail, tail_blocks=tail_blocks)
-                                       + (side_float_nodes(model, float_inputs) if float_inputs else [])
+                                       + side_float
                                        + (image_skips(model) if float_skip else [])
                                        + prompt_scale.float_nodes(model)))
     if float_inputs:
         side = _side_tensors(model, float_inputs)
+        if film_int8:   # the FiLM's own side inputs (1 + γ, β) keep their ranges: the quantised FiLM reads them
+            side -= {i for n in model.graph.node if n.name in film_int8 for i in n.input}
         ranges = {k: r for k, r in ranges.items() if k not in side}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     op_types = None

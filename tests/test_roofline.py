@@ -9,10 +9,11 @@ from tir.engines.backends.onnxruntime import ONNXRuntimeEngine, is_quantized, op
 
 
 def _int8_level():
-    """INT8 QDQ models' level on this CPU: ALL with VNNI, EXTENDED without (tests/test_int8_cpu.py)."""
+    """INT8 QDQ models' level on this CPU: ALL with VNNI or AVX2, EXTENDED without (tests/test_int8_cpu.py)."""
     from tir.edge.machine import int8_cpu_features
 
-    return (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if int8_cpu_features().vnni
+    cpu = int8_cpu_features()
+    return (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if cpu.vnni or "avx2" in cpu.flags
             else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
 
 

@@ -136,6 +136,12 @@ def add_arguments(parser) -> None:
                              "per-prompt scale, multiplied back in float before the image-level skip (exact in fp32; "
                              "calibration/prompt_scale.py), so each prompt's correction gets the whole uint8 range; "
                              "written to <out>/student.pscale.onnx, which --qat-steps then fine-tunes")
+    parser.add_argument("--film", default="float", choices=("float", "int8"),
+                        help="with --student: the FiLM multiply/add of the student's blocks (conv1(x)*(1 + gamma(p)) "
+                             "+ beta(p)) in the CPU (U8S8) model: float (default; dequantised around each block) or "
+                             "int8 (QLinearMul/QLinearAdd, gamma and beta on uint8 grids of their calibrated ranges; "
+                             "faster, changes the numerics, so --qat-steps trains the same quantisers; "
+                             "calibration.qdq.film_nodes, docs/int8.md 'Session 23'). The TensorRT flavour keeps it float")
     parser.add_argument("--sensitivity", type=number(int, 0, what="a number of frames"), default=0, metavar="N",
                         help="diagnose the CPU (U8S8) model on N held-out frames (per prompt for the student): "
                              "per-node sensitivity (only this node INT8 / all but this node INT8) and per-tensor "
@@ -262,7 +268,7 @@ def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_input
                    **_tail_options(args, tail)}
     trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"], float_inputs=list(float_inputs), **qdq_options)
     quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8", reduce_range=args.reduce_range,
-                 float_inputs=list(float_inputs), **_tail_options(args, tail))
+                 float_inputs=list(float_inputs), **_tail_options(args, tail), **_film_options(args, float_inputs))
     trt_cache_from_ranges({k: r for k, r in ranges.items() if k not in float_inputs}, files["calib.cache"],
                           version=args.trt_version)
     return files, trt_report, qdq_options
@@ -332,6 +338,12 @@ def _remove_partial(out: Path, stem) -> None:
 def _tail_options(args, tail: bool) -> dict:
     """The image-tail rule (``tail``, ``--tail-blocks``) as keyword arguments of the Q/DQ writers."""
     return {"float_tail": bool(tail), "tail_blocks": int(getattr(args, "tail_blocks", 1))}
+
+
+def _film_options(args, float_inputs) -> dict:
+    """``--film`` as a keyword argument of :func:`tir.calibration.qdq.quantize_cpu`: only where a
+    side input (the student's prompt) is kept float; the routes have no FiLM."""
+    return {"film": getattr(args, "film", "float")} if float_inputs else {}
 
 
 def _tail_tries(args) -> list:
@@ -488,7 +500,8 @@ def _qat_source(fp32: str, ranges: dict, frames, eye, args, out: Path, start: st
                              minutes=args.qat_minutes, reduce_range=args.reduce_range,
                              float_inputs=(PROMPT_INPUT,), seed=args.seed, references=refs, init_path=init,
                              # --float-tail on: train the model that is gated, the tail float (auto: the all-INT8 first try)
-                             quantize_options=_tail_options(args, getattr(args, "float_tail", "auto") == "on"))
+                             quantize_options={**_tail_options(args, getattr(args, "float_tail", "auto") == "on"),
+                                               **_film_options(args, (PROMPT_INPUT,))})
     learned = {**ranges, **result["ranges"]}
     report = {"path": str(path), "steps": result["train"]["steps"], "seconds": result["train"]["seconds"],
               "first_mse": result["train"]["first_mse"], "last_mse": result["train"]["last_mse"],
@@ -590,6 +603,7 @@ def calibrate_student(bundle, args, size, out: Path):
                  if cases else None)
     return {
         "route": "student", "fp32_onnx": fp32, "student_sha256": (bundle.student or {}).get("sha256"), "qat": qat, "prompt_scale": scaled, "sensitivity": diagnosis, "float_tail": tail,
+        "film": getattr(args, "film", "float"),
         "percentile": getattr(args, "student_percentile", args.percentile) if args.method == "percentile" else None,
         "prompts": prompts, "files": files, "file_sha256": _file_digests(files),
         "calibration_frames": len(frames), "holdout_frames": args.holdout, "calibration_source": frames.name,
@@ -734,6 +748,8 @@ def main(args) -> int:
         raise UsageError(f"bundle {bundle.name!r} has no route(s) {unknown}; routes: {', '.join(bundle.tasks)}")
     if getattr(args, "prompt_scale", False) and not student:
         raise UsageError("--prompt-scale rewrites the distilled student's output path; add --student (or --routes student)")
+    if getattr(args, "film", "float") != "float" and not student:
+        raise UsageError("--film quantises the distilled student's FiLM blocks; add --student (or --routes student)")
     if getattr(args, "qat_steps", 0) and not student:
         raise UsageError("--qat-steps fine-tunes the distilled student; add --student (or --routes student)")
     if getattr(args, "qat_minutes", None) is not None and not getattr(args, "qat_steps", 0):

@@ -112,12 +112,14 @@ def int8_cpu_problem(metadata, cpu=None) -> Optional[str]:
 def optimization_level(path, quantized: Optional[bool] = None, cpu=None):
     """The ORT graph optimisation level for the model at ``path``, chosen per precision and CPU
     by measurement: fp32 models get ``ORT_ENABLE_ALL`` (its NCHWc layout transform is what makes
-    the dense convs fast, docs/BENCHMARKS.md "Roofline"); INT8 QDQ models ``ORT_ENABLE_ALL`` on a
-    CPU with VNNI (``cpu.vnni``, :func:`tir.edge.machine.int8_cpu_features`, default this CPU:
-    there ALL was 0-5 % faster than EXTENDED on the U8S8 routes and the dense-conv reference,
-    docs/int8.md "VNNI") and ``ORT_ENABLE_EXTENDED`` elsewhere: on the AVX2 EPYC the layout
-    optimiser added reorders around the integer convs and the U8S8 routes ran 18-19 % slower at
-    ALL (issue 11)."""
+    the dense convs fast, docs/BENCHMARKS.md "Roofline"); INT8 QDQ models ``ORT_ENABLE_ALL`` on an
+    x86 CPU with VNNI or AVX2 (``cpu.vnni``, ``cpu.flags``, :func:`tir.edge.machine.int8_cpu_features`,
+    default this CPU) and ``ORT_ENABLE_EXTENDED`` elsewhere (not measured). With VNNI, ALL was 0-5 %
+    faster than EXTENDED on the U8S8 routes and the dense-conv reference (docs/int8.md "VNNI"). On
+    the AVX2 EPYC (Zen 3) ALL was 18-19 % slower on the graphs of issue 11 (the layout optimiser
+    added reorders around the integer convs); on today's integer-form graphs with ONNX Runtime 1.32
+    it is 13-15 % faster there (the U8S8 student and four routes, fp32/INT8 ratios at 1 and 2
+    threads, docs/int8.md "Session 23")."""
     import onnxruntime as ort
 
     if quantized is None:
@@ -128,7 +130,8 @@ def optimization_level(path, quantized: Optional[bool] = None, cpu=None):
         from ...edge.machine import int8_cpu_features
 
         cpu = int8_cpu_features()
-    return ort.GraphOptimizationLevel.ORT_ENABLE_ALL if cpu.vnni else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    measured = cpu.vnni or "avx2" in cpu.flags
+    return ort.GraphOptimizationLevel.ORT_ENABLE_ALL if measured else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
 
 
 def session_options(path, threads: Optional[int] = None, spinning: bool = False):
