@@ -75,14 +75,17 @@ def _db(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _segment_summary(task: str, routes: List[str], gains: List[float], dgains: List[float],
-                     identity: List[float], passthrough: str) -> dict:
+                     identity: List[float], passthrough: str, released: Sequence[int] = ()) -> dict:
     want = passthrough if task == CLEAN else task
     right = [r == want for r in routes]
     row = {"task": task, "frames": len(routes), "right": float(np.mean(right)),
            "first_right": next((i for i, r in enumerate(right) if r), None),
            "routes": dict(sorted(Counter(routes).items())),
            # the routes frame by frame, run-length coded: [[route, frames], ...]
-           "runs": [[r, len(list(g))] for r, g in itertools.groupby(routes)]}
+           "runs": [[r, len(list(g))] for r, g in itertools.groupby(routes)],
+           # the frames (indices in the segment) the route passed through between verdicts, as they
+           # showed none of its parts (Restorer._released): "passthrough" in runs, the route unchanged
+           "released": [int(i) for i in released]}
     if task == CLEAN:
         row["identity"] = {"median": float(np.median(identity)), "p5": float(np.percentile(identity, 5))}
     else:
@@ -158,7 +161,7 @@ def evaluate_sequence(bundle, name: str, split: str = "test", seed: int = 0, max
     bar = tqdm(total=sum(n for _, n in plan), desc=f"{name} sequence", unit="frame", disable=not progress)
     try:
         for task, n in plan:
-            routes, gains, dgains, identity = [], [], [], []
+            routes, gains, dgains, identity, released_at = [], [], [], [], []
             for _ in range(n):
                 f = stored[(k // int(hold)) % len(stored)]
                 order = offset_binary if scene_referred and signed_words(f) else (lambda x: x)
@@ -171,6 +174,8 @@ def evaluate_sequence(bundle, name: str, split: str = "test", seed: int = 0, max
                 # what restored the frame: the route, or nothing when the frame showed none of the
                 # route's parts and the route passed it through (Restorer._released)
                 now = auto.contrast_released + auto.noise_released + auto.blur_released
+                if now > released:
+                    released_at.append(len(routes))
                 routes.append(PASSTHROUGH if now > released else auto.route)
                 out = order(frame.restored)
                 # the reference and the input as the stream's own defect replacement gives them
@@ -185,7 +190,7 @@ def evaluate_sequence(bundle, name: str, split: str = "test", seed: int = 0, max
                         dgains.append(_db(display_map(out), d_ref) - _db(display_map(shown), d_ref))
                 k += 1
                 bar.update(1)
-            segments.append(_segment_summary(task, routes, gains, dgains, identity, PASSTHROUGH))
+            segments.append(_segment_summary(task, routes, gains, dgains, identity, PASSTHROUGH, released_at))
     finally:
         bar.close()
         auto.close()
