@@ -1674,8 +1674,9 @@ class Restorer:
 
     def _released(self, x: Optional[np.ndarray]) -> str:
         """The task that restores frames ``x`` under the current route: the route's task, or
-        ``clean`` (pass-through) when the newest frame shows none of the route's parts, each
-        checked in turn and the next only when it is absent:
+        ``clean`` (pass-through) when no frame of ``x`` shows any of the route's parts (each frame
+        oldest first, :meth:`_parts_gone`: the batch is planned as one), each part checked in turn
+        and the next only when it is absent:
 
         - the contrast part: the frame's contrast is not low for this camera
           (:meth:`~tir.engines.contrast_gate.ContrastGate.is_low` on its :func:`lowpass_ends`, against
@@ -1685,7 +1686,9 @@ class Restorer:
           step is coarse for their span, which the gates see de-quantised, nor while the last routed
           frame carried column FPN);
         - the blur part: the frame is clearly sharp for this camera by the blur gate's measure under
-          noise (:meth:`~tir.engines.blur_gate.BlurGate.shows_sharp`, ~5 ms at 640×512).
+          noise (:meth:`~tir.engines.blur_gate.BlurGate.shows_sharp`, ~5 ms at 640×512), on
+          :data:`SHARP_RUN` frames in a row (a frame the check does not read, as one that still shows
+          noise under BN, ends the run).
 
         Counted in :attr:`contrast_released`, :attr:`noise_released` and :attr:`blur_released` (a
         compound's frame in each of its parts).
@@ -1706,38 +1709,53 @@ class Restorer:
         if x is None or self.forced:
             return task   # a forced task (--task) is the user's: no gate judges its frames
         batch = _as_batch(x)
-        left, frame = task, batch[-1, 0]
+        # every frame of the batch, oldest first: the batch is planned as one, so it passes through
+        # only when none of its frames shows a part (a blurred frame before a sharp one was let go)
+        for frame in batch[:, 0]:
+            parts = self._parts_gone(task, frame)
+            if parts is None:
+                return task
+        contrast, noise, blurred = parts
+        self.contrast_released += len(batch) * int(contrast)
+        self.noise_released += len(batch) * int(noise)
+        self.blur_released += len(batch) * int(blurred)
+        return CLEAN
+
+    def _parts_gone(self, task: str, frame: np.ndarray) -> Optional[Tuple[bool, bool, bool]]:
+        """:meth:`_released` on one (H, W) frame: None when it shows a part of ``task`` (or one
+        cannot be judged), else which parts were checked gone (contrast, noise, blur). Moves the
+        run of clearly sharp reads: a frame the blur check does not read ends it (a frame that
+        still shows the noise part is not sharp in a row)."""
+        run, self._sharp_run = self._sharp_run, 0
+        left = task
         gate = self.contrast_gate
         contrast = gate is not None and gate.partners.get(left) is not None and gate.extent_reference is not None
         if contrast:
             try:
                 lo, hi = lowpass_ends(frame)
             except ValueError:
-                return task
+                return None
             if gate.is_low(0.0, hi - lo):
-                return task
+                return None
             left = gate.partners[left]
         fpn = self.fpn_gate
         noise = fpn is not None and left in fpn.without_noise and not self._coarse
         if noise:
             if not fpn.shows_own_noise(frame, scale=self._counts_scale):
-                return task
+                return None
             left = fpn.without_noise[left]
         blur = self.blur_gate
         blurred = blur is not None and blur.partners.get(left) == CLEAN
         if blurred:
             # clearly sharp on this frame and the one before it under this route: a frame of a
             # lasting blur that reads sharp now and then keeps the route (docs/cameras.md "Session 23")
-            self._sharp_run = self._sharp_run + 1 if blur.shows_sharp(frame) else 0
+            self._sharp_run = run + 1 if blur.shows_sharp(frame) else 0
             if self._sharp_run < SHARP_RUN:
-                return task
+                return None
             left = CLEAN
         if left != CLEAN:
-            return task
-        self.contrast_released += len(batch) * int(contrast)
-        self.noise_released += len(batch) * int(noise)
-        self.blur_released += len(batch) * int(blurred)
-        return CLEAN
+            return None
+        return contrast, noise, blurred
 
     def _plan(self, x: Optional[np.ndarray]) -> Tuple[Optional[object], Callable[[np.ndarray], np.ndarray]]:
         """:meth:`plan` before the column offsets are removed."""

@@ -783,3 +783,56 @@ def test_the_blur_route_passes_through_a_clearly_sharp_frame_between_verdicts(tm
     forced = Restorer(bundle, tone_align=False, task="blur")             # the user's choice: not gated
     forced.warm_camera(np.stack([big_scene(s) for s in range(12)])[:, None])
     assert np.allclose(forced.infer(sharp), sharp * 3.0) and forced.status()["blur_released"] == 0
+
+
+def _bn_route(tmp_path, say="BN"):
+    """A restorer on the ``say`` route (the router always says it), past start-up, its gates fed
+    12 sharp frames of the camera."""
+    from tiny_models import scheduled
+
+    h, w = big_scene(0).shape
+    bundle = one_hot_bundle(tmp_path, {"blur": 3.0, "noise": 2.0, "BN": 4.0}, say, h, w)
+    r = scheduled(Restorer(bundle, every=8, hysteresis=3, tone_align=False, contrast_gate=False))
+    r.warm_camera(np.stack([big_scene(s) for s in range(12)])[:, None])
+    soft = blurred(big_scene(50), 2.0)
+    if say == "BN":
+        soft = soft + np.random.default_rng(1).normal(0, 10 / 255, (h, w))
+    r.infer(soft.astype(np.float32)[None, None])           # the router's verdict
+    assert r.route == say
+    return r
+
+
+def test_a_noisy_frame_between_two_sharp_reads_breaks_the_run_under_a_compound_route(tmp_path):
+    """``SHARP_RUN`` counts frames *in a row* that read clearly sharp (engines/restorer.py
+    ``_released``): under BN a frame that still shows the noise part is never read for blur, and
+    it must end the run, not leave it standing (branch s23: sharp, noisy, sharp released the
+    third frame after a single sharp read next to it)."""
+    r = _bn_route(tmp_path)
+    assert r.fpn_gate.shows_own_noise(big_scene(52)) and r.fpn_gate.shows_own_noise(big_scene(53))
+    sharp, other = big_scene(52)[None, None], big_scene(53)[None, None]
+    noisy = sensor_noise(big_scene(54), 2, stripes=0.0)[None, None]
+    assert np.allclose(r.infer(sharp), sharp * 4.0)       # one sharp read: the route
+    assert np.allclose(r.infer(noisy), noisy * 4.0)       # noise: the route, the run ends
+    assert np.allclose(r.infer(other), other * 4.0)       # one sharp read again: still the route
+    assert r.status()["blur_released"] == 0
+    assert np.allclose(r.infer(sharp), sharp)             # the second in a row: released
+    assert r.status()["blur_released"] == 1 and r.status()["noise_released"] == 1
+
+
+def test_a_batch_is_released_only_when_every_frame_in_it_shows_none_of_the_route_parts(tmp_path):
+    """``infer`` takes (N, 1, H, W) batches; the whole batch is planned at once, so it may pass
+    through only when each of its frames shows none of the route's parts (branch s23 judged the
+    newest alone: a blurred frame before a sharp one passed through unrestored, counted as sharp)."""
+    r = _bn_route(tmp_path, "blur")
+    sharp = big_scene(52)[None, None]
+    r.infer(sharp)
+    r.infer(sharp)
+    assert r.status()["blur_released"] == 1
+    soft = blurred(big_scene(60), 2.0)[None, None]
+    batch = np.concatenate([soft, sharp])
+    assert np.allclose(r.infer(batch), batch * 3.0)       # one blurred frame: the whole batch routed
+    assert r.status()["blur_released"] == 1
+    two = np.concatenate([sharp, big_scene(53)[None, None]])
+    assert np.allclose(r.infer(two), two * 3.0)           # after a soft frame: the run starts again
+    assert np.allclose(r.infer(two), two)                 # every frame sharp, two in a row: released
+    assert r.status()["blur_released"] == 3
