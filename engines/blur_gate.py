@@ -578,11 +578,14 @@ class BlurGate:
             return None
         return ref + NOISY_MARGIN * gap, ref + (1.0 - NOISY_MARGIN) * gap
 
-    def shows_sharp(self, frame: np.ndarray) -> Optional[bool]:
+    def shows_sharp(self, frame: np.ndarray, latched: bool = False) -> Optional[bool]:
         """Whether a frame between verdicts is clearly sharp for this camera: its measure under
         noise (:func:`noisy_blur_drop`, half resolution, ~5 ms at 640×512 against ~20 ms for the
         full-resolution measure) below the low end of :meth:`noisy_band`, the bound under which
         the gate takes a noise-carrying verdict's blur part away. Nothing is recorded.
+        ``latched`` (the frames before it were let go, engines/restorer.py ``Restorer._released``):
+        True unless it is clearly blurred, above the band's high end (a Schmitt trigger on the
+        band: a frame in the middle keeps the state the frames before it set).
 
         Args:
             frame: (H, W) float32 model input in [0, 1].
@@ -599,7 +602,9 @@ class BlurGate:
         if band is None:
             return None
         drop = self._measure_noisy(frame, record=False)
-        return None if drop is None else bool(drop < band[0])
+        if drop is None:
+            return None
+        return bool(drop <= band[1]) if latched else bool(drop < band[0])
 
     def _measure_noisy(self, frame: np.ndarray, record: bool, step: Optional[float] = None) -> Optional[float]:
         """The frame's :func:`noisy_blur_drop`; with ``record`` (a noise-free frame) it joins the

@@ -963,13 +963,19 @@ class FPNGate:
             self.seen.append(sigmas[0])
         return verdict
 
-    def shows_own_noise(self, frame: np.ndarray, scale: Optional[float] = None) -> Optional[bool]:
+    def shows_own_noise(self, frame: np.ndarray, scale: Optional[float] = None,
+                        latched: bool = False) -> Optional[bool]:
         """Whether a frame between verdicts shows no more white noise than the camera's own
         frames reach: σ₁ (:func:`flat_noise_sigmas` on its centre window, as :meth:`step` measures)
         at or under :meth:`floor_high`, or, for a Y16 frame (``scale``: the counts one unit of
         ``frame`` stands for, :meth:`step`), at or under the same reach in counts
         (:meth:`counts_limit` with no share of the specs' noise). Nothing is recorded or counted:
         the camera's history learns from routed frames only.
+
+        ``latched`` (the frames before it were let go, engines/restorer.py ``Restorer._released``):
+        the verdicts' own bound instead, :meth:`own_noise_threshold` (and :meth:`counts_limit` at
+        the same share): a Schmitt trigger, so a stream whose noise hovers about the reach is not
+        restored and let go on alternate frames.
 
         Stricter than the verdicts' own-noise rule (:meth:`own_noise_threshold`, the midpoint in
         variance to the specs' weakest noise): a frame carrying the specs' weakest white noise
@@ -993,12 +999,14 @@ class FPNGate:
         sigmas = self._sigmas(frame)
         if sigmas is None:
             return None
-        if sigmas[0] <= high:
+        share = 0.5 if latched else 0.0
+        if sigmas[0] <= self._above_floor(share):
             return True
         per_unit = _counts_per_unit(scale)
         if per_unit is None or len(self.floor_counts) < MIN_FLOOR_FRAMES:
             return False
-        return bool(sigmas[0] <= float(np.percentile(self.floor_counts, FLOOR_HIGH_PERCENTILE)) / per_unit)
+        counts = float(np.percentile(self.floor_counts, FLOOR_HIGH_PERCENTILE)) / per_unit
+        return bool(sigmas[0] <= math.sqrt(counts ** 2 + share * self.white_sigma ** 2))
 
     def _own(self, sigmas: Tuple[float, Optional[float]], limit: float, share: Optional[float] = None) -> bool:
         """Whether a frame's white noise (σ₁, σ₂) is the camera's own: σ₁ at or under ``limit``, or,

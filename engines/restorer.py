@@ -628,6 +628,10 @@ class Restorer:
         self.blur_released = 0
         #: frames in a row under the current route that the blur gate read clearly sharp (:meth:`_released`)
         self._sharp_run = 0
+        #: the frames before this one under the current route were let go (:meth:`_released`): the
+        #: noise and blur checks then hold that state until a frame crosses the verdicts' own bound
+        #: (a Schmitt trigger); reset on a switch and on every verdict
+        self._latched = False
         #: frames whose meta said the camera changed (:meth:`new_camera`), and the last one's reasons
         self.camera_changes = 0
         self.camera_change: Optional[List[str]] = None
@@ -1130,6 +1134,7 @@ class Restorer:
             self.observed += 1
             return None
         self._decide(decision)
+        self._latched = False   # a verdict on the route: its frames are judged afresh (_released)
         if self.uses_student and self.last_embeddings is not None:
             self.prompt_weights = self._gate_prompt(self.prompt_mix(self.last_embeddings[-1]), decision["task"])
         # the verdict on this batch's newest frame with its router embedding (D floats), for
@@ -1584,6 +1589,7 @@ class Restorer:
         self.switches += 1
         self._votes = []
         self._sharp_run = 0
+        self._latched = False
 
     # --------------------------------------------------------------------------------------
     def infer(self, batch, meta=None) -> np.ndarray:
@@ -1714,7 +1720,9 @@ class Restorer:
         for frame in batch[:, 0]:
             parts = self._parts_gone(task, frame)
             if parts is None:
+                self._latched = False
                 return task
+        self._latched = True
         contrast, noise, blurred = parts
         self.contrast_released += len(batch) * int(contrast)
         self.noise_released += len(batch) * int(noise)
@@ -1741,7 +1749,7 @@ class Restorer:
         fpn = self.fpn_gate
         noise = fpn is not None and left in fpn.without_noise and not self._coarse
         if noise:
-            if not fpn.shows_own_noise(frame, scale=self._counts_scale):
+            if not fpn.shows_own_noise(frame, scale=self._counts_scale, latched=self._latched):
                 return None
             left = fpn.without_noise[left]
         blur = self.blur_gate
@@ -1749,8 +1757,9 @@ class Restorer:
         if blurred:
             # clearly sharp on this frame and the one before it under this route: a frame of a
             # lasting blur that reads sharp now and then keeps the route (docs/cameras.md "Session 23")
-            self._sharp_run = run + 1 if blur.shows_sharp(frame) else 0
-            if self._sharp_run < SHARP_RUN:
+            sharp = blur.shows_sharp(frame, latched=self._latched)
+            self._sharp_run = run + 1 if sharp else 0
+            if not sharp or (self._sharp_run < SHARP_RUN and not self._latched):
                 return None
             left = CLEAN
         if left != CLEAN:

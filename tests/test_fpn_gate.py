@@ -1169,3 +1169,30 @@ def test_the_noise_route_passes_through_a_frame_of_the_cameras_own_noise_between
     bn.warm_camera(np.stack([white(scene(seed=s), 1.0, seed=s) for s in range(16)])[:, None])
     bn.current = "BN"
     assert bn._released(clean) == "BN" and bn.noise_released == 0
+
+
+def test_the_noise_route_lets_go_and_takes_back_on_two_bounds(tmp_path):
+    """A Schmitt trigger (docs/cameras.md "Session 23"): under the noise route a frame is let go when
+    its white noise is within what the camera's own frames reach; once let go, the frames after it
+    are let go until one reads above the verdicts' own-noise bound (a frame in between keeps the
+    state the frames before it set, so a stream about the reach does not flicker); a verdict, or a
+    noisy frame, ends the state."""
+    bundle = one_hot_bundle(tmp_path, {"noise": 2.0, "BN": 3.0, "blur": 4.0}, "noise", H, W)
+    r = scheduled(Restorer(bundle, every=8, hysteresis=3, tone_align=False))
+    r.warm_camera(np.stack([white(scene(seed=s), 1.0, seed=s) for s in range(16)])[:, None])
+    gate = r.fpn_gate
+    noisy = white(scene(seed=40), 8.0, seed=40)[None, None]
+    clean = white(scene(seed=41), 1.0, seed=41)[None, None]
+    mid = white(scene(seed=42), 2.5, seed=42)
+    sigma = gate._sigmas(mid)[0]
+    assert gate.floor_high() < sigma < gate.own_noise_threshold()       # between the two bounds
+    mid = mid[None, None]
+    assert np.allclose(r.infer(noisy), noisy * 2.0) and r.route == "noise"    # frame 0: the verdict
+    assert np.allclose(r.infer(mid), mid * 2.0)                         # in between, not let go: routed
+    assert np.allclose(r.infer(clean), clean)                           # the camera's own: let go
+    assert np.allclose(r.infer(mid), mid)                               # in between, let go: stays let go
+    assert np.allclose(r.infer(noisy), noisy * 2.0)                     # above the verdicts' bound: routed
+    assert np.allclose(r.infer(mid), mid * 2.0)                         # in between again: routed
+    assert np.allclose(r.infer(clean), clean) and np.allclose(r.infer(mid), mid)    # frames 6, 7
+    assert np.allclose(r.infer(mid), mid * 2.0)                         # frame 8: a verdict ends the state
+    assert r.status()["noise_released"] == 4
