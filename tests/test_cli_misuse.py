@@ -470,11 +470,26 @@ def test_run_adapt_save_to_an_unwritable_place_is_refused_at_start(tmp_path, cap
     (["--router-quantize", "0.3", "--router-balance", "4"], "--router-quantize, --router-balance"),
     (["--router-draws", "2"], "--router-draws"),
     (["--bundle", "x"], "--bundle"),
+    (["--router-extras", "optics"], "--router-extras"),
 ])
 def test_train_refuses_router_only_options_it_would_ignore(tmp_path, capsys, more, named):
     assert main(["train", "--preset", "tiny", "--work-dir", str(tmp_path / "w"), *more]) == 2
     assert capsys.readouterr().err == (f"tir train: error: {named} only act with --router-only (a new router for an "
                                        "existing bundle); this run would ignore them: drop them, or add --router-only\n")
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("more, message", [
+    (["--router-extras", "optics,lens"], "--router-extras: unknown domain randomisation extra(s) lens; known: "
+                                         "optics, shading, floor"),
+    (["--router-extras", "optics", "--no-randomize"], "--router-extras adds to the domain randomisation, which "
+                                                      "--no-randomize turns off; drop one"),
+])
+def test_train_refuses_router_extras_it_cannot_apply(tmp_path, capsys, more, message):
+    """An unknown randomisation extra, or extras with the randomisation off, fail before any training."""
+    assert main(["train", "--router-only", "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "b"),
+                 *more]) == 2
+    assert capsys.readouterr().err == f"tir train: error: {message}\n"
     assert not (tmp_path / "w").exists()
 
 

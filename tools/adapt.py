@@ -178,8 +178,9 @@ def _source_stats(bundle, args) -> dict:
 
         frames, _ = router_train_frames(names, int(router_training.get("balance", 1)))
         where = ",".join(names) + " (train)"
-        if router_training.get("domain_randomisation"):
-            from tir.engines.training.domain import randomize as augment
+        from tir.engines.training.domain import router_augment
+
+        augment = router_augment(router_training)
         if router_training.get("sensor_variants"):
             from tir.engines.router import SENSOR_VARIANTS as variants
     else:

@@ -289,8 +289,9 @@ def add_router_row(bundle, name: str, spec, val_clean, draws: int, seed: int, th
     input_name = sess.get_inputs()[0].name
     training = entry.get("training") or {}
     augment = variants = None
-    if training.get("domain_randomisation"):
-        from tir.engines.training.domain import randomize as augment
+    from tir.engines.training.domain import router_augment
+
+    augment = router_augment(training)
     if training.get("sensor_variants"):
         variants = SENSOR_VARIANTS
     adaptation = entry.get(ADAPTATION_KEY)

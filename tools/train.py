@@ -84,6 +84,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--router-balance", type=number(int, 1, what="a repeat count"), default=1, metavar="K",
                         help="with --router-only: repeat a smaller set's train frames up to K times towards the "
                              "largest set's count (each repeat randomised anew; default 1: no repeats)")
+    parser.add_argument("--router-extras", default=None, metavar="EXTRA[,EXTRA]",
+                        help="with --router-only: what else the clean frames' domain randomisation varies "
+                             "(engines/training/domain.py EXTRAS: optics = lens softness or camera sharpening, "
+                             "shading = a smooth radiometric field, floor = row/column and correlated sensor floor; "
+                             "default none)")
     parser.add_argument("--randomize", action="store_true",
                         help="full training: domain-randomise the clean pool of every route (engines/training/domain.py)")
     parser.add_argument("--no-randomize", action="store_true",
@@ -148,17 +153,26 @@ def main(args) -> int:
 #: baseline ignored them, silently (``tir train --max-frames 4`` still trained on every frame)
 ROUTER_ONLY_OPTIONS = (("bundle", None, "--bundle"), ("max_frames", None, "--max-frames"),
                        ("router_quantize", 0.0, "--router-quantize"), ("router_balance", 1, "--router-balance"),
-                       ("router_draws", 3, "--router-draws"))
+                       ("router_draws", 3, "--router-draws"), ("router_extras", None, "--router-extras"))
 
 
 def check_options(args) -> None:
     """Refuse options the chosen kind of run would ignore.
 
     Raises:
-        UsageError: a :data:`ROUTER_ONLY_OPTIONS` option without ``--router-only``, or
-            ``--router-keep-thresholds`` without ``--router-from``.
+        UsageError: a :data:`ROUTER_ONLY_OPTIONS` option without ``--router-only``,
+            ``--router-keep-thresholds`` without ``--router-from``, an unknown ``--router-extras``
+            name, or ``--router-extras`` with ``--no-randomize``.
     """
     from tir.edge.errors import UsageError
+    from tir.engines.training.domain import check_extras
+
+    try:
+        extras = check_extras(router_extras(args))
+    except ValueError as exc:
+        raise UsageError(f"--router-extras: {exc}") from None
+    if extras and getattr(args, "no_randomize", False):
+        raise UsageError("--router-extras adds to the domain randomisation, which --no-randomize turns off; drop one")
 
     if not args.router_only:
         given = [flag for attr, default, flag in ROUTER_ONLY_OPTIONS if getattr(args, attr, default) != default]
@@ -168,6 +182,11 @@ def check_options(args) -> None:
     if getattr(args, "router_keep_thresholds", False) and not args.router_from:
         raise UsageError("--router-keep-thresholds keeps the thresholds of the router --router-from names; give "
                          "--router-from DIR too, or drop it")
+
+
+def router_extras(args) -> tuple:
+    """``--router-extras`` as a tuple of names (unchecked)."""
+    return tuple(e.strip() for e in (getattr(args, "router_extras", "") or "").split(",") if e.strip())
 
 
 def _train_router_only(args) -> int:
@@ -183,7 +202,7 @@ def _train_router_only(args) -> int:
                                       steps=args.router_steps, seed=args.seed, threads=args.threads,
                                       draws=args.router_draws, randomize=not args.no_randomize,
                                       max_frames=args.max_frames, quantize=args.router_quantize,
-                                      balance=args.router_balance,
+                                      balance=args.router_balance, extras=router_extras(args),
                                       command=args.command_line)
     import json
 

@@ -846,7 +846,7 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
                             max_frames: Optional[int] = None, command: str = "",
                             cache_size=(320, 256), crop=(56, 72), calibration_draws: int = 4,
                             sensor_variants: bool = True, quantize: float = 0.0,
-                            balance: int = 1) -> Path:
+                            balance: int = 1, extras: Sequence[str] = ()) -> Path:
     """Train a new router for an existing bundle on several cameras' frames and write a copy of
     the bundle with it (routes, checkpoint and their hashes unchanged; the original untouched).
 
@@ -856,18 +856,25 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     re-quantises that share of the degraded frames to 8 bits (router.degraded_batches);
     ``balance`` > 1 repeats the train frames of a set smaller than the largest one up to that
     many times (each repeat is randomised anew), so a camera with few frames is not drowned
-    by one with many (:func:`balanced_repeats`). The new
+    by one with many (:func:`balanced_repeats`). ``extras``: what else the randomisation varies
+    (:data:`tir.engines.training.domain.EXTRAS`; recorded as ``randomisation_extras``, which
+    :func:`tir.engines.training.domain.router_augment` reads back). The new
     manifest records the sets (``training.router_data``). Returns the new bundle's folder.
-    Raises DatasetError / BundleError with the reason.
+    Raises DatasetError / BundleError with the reason, ValueError for an unknown extra or
+    extras without ``randomize``.
     """
     from . import datasets as dsets
     from ..bundle import load_bundle
-    from .domain import randomize as randomize_fn
+    from .domain import check_extras, router_augment
     from ..router import ROUTER_INPUT_SIZE, SENSOR_VARIANTS
     from .router_train import train_router
 
     if not 0.0 <= float(quantize) <= 1.0:
         raise ValueError(f"router quantize share must be in [0, 1], got {quantize}")
+    extras = check_extras(extras)
+    if extras and not randomize:
+        raise ValueError("randomisation extras need the domain randomisation (randomize=True)")
+    augment = router_augment({"domain_randomisation": bool(randomize), "randomisation_extras": list(extras)})
 
     src = load_bundle(bundle_dir)
     names = dsets.parse_sets(sets)
@@ -878,12 +885,13 @@ def train_router_for_bundle(bundle_dir, out_dir, sets, work_dir, steps: int = 15
     work = Path(work_dir)
     train_router(train, list(src.tasks), out_dir=work / "router", steps=steps, seed=seed,
                  threads=threads, val_images=val, draws=draws, outliers=(),
-                 augment=randomize_fn if randomize else None, cache_size=cache_size,
+                 augment=augment, cache_size=cache_size,
                  crop=crop, calibration_draws=calibration_draws,
                  variants=SENSOR_VARIANTS if sensor_variants else None, quantize=quantize)
     training = {"sets": dsets.describe(names), "steps": steps, "seed": seed, "draws": draws,
                 "cache_size": list(cache_size), "crop": list(crop), "sensor_variants": bool(sensor_variants),
                 "calibration_draws": calibration_draws, "domain_randomisation": bool(randomize),
+                **({"randomisation_extras": list(extras)} if extras else {}),
                 "quantize": float(quantize), "balance": int(balance),
                 "command": command, "date": now_iso()}
     return bundle_with_router(src.path, work / "router", out_dir, names, training, train, threads)
@@ -902,7 +910,7 @@ def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, t
         BundleError: the source bundle does not load or the copy does not verify.
     """
     from ..bundle import copy_listed_files, load_bundle, write_bundle
-    from .domain import randomize as randomize_fn
+    from .domain import router_augment
     from ..router import SENSOR_VARIANTS, load_router_entry
 
     src = load_bundle(bundle_dir)
@@ -924,7 +932,7 @@ def bundle_with_router(bundle_dir, router_dir, out_dir, names, training: dict, t
     from ..adapt import add_source_stats
 
     add_source_stats(out, train_frames, ",".join(names) + " (train)", threads=threads,
-                     augment=randomize_fn if training.get("domain_randomisation") else None,
+                     augment=router_augment(training),
                      variants=SENSOR_VARIANTS if training.get("sensor_variants") else None,
                      quantize=float(training.get("quantize", 0.0)))
     return bundle.path
