@@ -1696,8 +1696,11 @@ class Restorer:
           :data:`SHARP_RUN` frames in a row (a frame the check does not read, as one that still shows
           noise under BN, ends the run).
 
-        Counted in :attr:`contrast_released`, :attr:`noise_released` and :attr:`blur_released` (a
-        compound's frame in each of its parts).
+        Once frames were let go (:attr:`_latched`), the noise and blur parts are taken as absent until
+        a frame reads above the verdicts' own bound (``latched`` of the two checks: a Schmitt
+        trigger, so a stream about the strict bound does not flicker between restored and let go);
+        the state ends on a switch and on every verdict. Counted in :attr:`contrast_released`,
+        :attr:`noise_released` and :attr:`blur_released` (a compound's frame in each of its parts).
 
         Why (docs/cameras.md "Session 22", "Session 23"): the route follows the router's verdicts,
         every ``every`` frames and after ``hysteresis`` of them, so a degradation that stops is
