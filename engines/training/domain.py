@@ -91,7 +91,11 @@ def plateau_equalise(x: np.ndarray, plateau: float, bins: int = 256) -> np.ndarr
 
 
 def check_extras(extras) -> tuple:
-    """The extras as a tuple of names in :data:`EXTRAS`; raises ValueError for an unknown one."""
+    """The extras as a tuple of names in :data:`EXTRAS` (empty names dropped; None: none).
+
+    Raises:
+        ValueError: a name that is not in :data:`EXTRAS` (the message lists the known ones).
+    """
     extras = tuple(e for e in (extras or ()) if e)
     unknown = [e for e in extras if e not in EXTRAS]
     if unknown:
