@@ -1,5 +1,4 @@
 """tir calibrate --student --qat-steps N [--qat-minutes M]: QAT of the student before INT8 (engines/training/qat.py)."""
-import hashlib
 import json
 
 import numpy as np
@@ -15,26 +14,20 @@ except Exception as exc:  # noqa: BLE001
 
 from tir.tools import cli  # noqa: E402
 
-from test_calibrate_student import PROMPTS, bundles  # noqa: E402,F401  (the tiny student bundle fixture)
+from test_calibrate_student import PROMPTS, bundles, calibrate_student, sha256_of  # noqa: E402,F401  (the tiny student bundle fixture)
 
 K = len(PROMPTS)
-
-
-def _sha(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.skipif(QAT_SKIP is not None, reason=str(QAT_SKIP))
 def test_calibrate_qat_steps_fine_tunes_a_copy_and_gates_it(bundles, tmp_path, capsys):  # noqa: F811
     fp32 = bundles[1].student_path
-    before = _sha(fp32)
+    before = sha256_of(fp32)
     out = tmp_path / "qat"
-    rc = cli.main(["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "6",
-                   "--holdout", "1", "--size", "32x24", "--out", str(out), "--bench-runs", "0", "--threads", "1",
-                   "--qat-steps", "3", "--float-tail", "off"])
+    rc = calibrate_student(bundles[1], out, "--qat-steps", "3")
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert _sha(fp32) == before  # the fp32 student is only read
+    assert sha256_of(fp32) == before  # the fp32 student is only read
     s = json.loads((out / "calibration.json").read_text())["student"]
     assert s["fp32_onnx"] == str(fp32) and s["qat"]["steps"] == 3 and s["qat"]["written"] >= 2
     tuned = out / "student.qat.onnx"
@@ -140,7 +133,7 @@ def test_qat_init_goes_on_from_an_earlier_run(bundles, tmp_path, capsys):  # noq
     """--qat-init DIR: the second run starts from DIR's fine-tuned weights (not the fp32 student's)
     and learned ranges; the fp32 student stays the teacher and the gate's reference."""
     fp32 = bundles[1].student_path
-    before = _sha(fp32)
+    before = sha256_of(fp32)
     common = ["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "6", "--holdout", "1",
               "--size", "32x24", "--bench-runs", "0", "--threads", "1", "--float-tail", "off"]
     first, second = tmp_path / "q1", tmp_path / "q2"
@@ -149,7 +142,7 @@ def test_qat_init_goes_on_from_an_earlier_run(bundles, tmp_path, capsys):  # noq
     capsys.readouterr()
     s = json.loads((second / "calibration.json").read_text())["student"]
     assert s["qat"]["init"] == str(first / "student.qat.onnx") and s["fp32_onnx"] == str(fp32)
-    assert _sha(fp32) == before
+    assert sha256_of(fp32) == before
     w = {name: [numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer if i.name == name][0]
          for p in (fp32,) for name in [n.input[1] for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]}
     one = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(first / "student.qat.onnx")).graph.initializer}

@@ -1,4 +1,5 @@
 """tir calibrate --student: INT8 for the distilled student (two inputs, the prompt kept float)."""
+import hashlib
 import json
 
 import numpy as np
@@ -46,6 +47,20 @@ def bundles(tmp_path_factory):
     student = add_student(plain.path, d / "student", _export_student(d / "s.onnx", len(PROMPTS)),
                           {"prompts": PROMPTS, "gmac_640x512": 0.1})
     return plain, student
+
+
+def sha256_of(path):
+    """The sha256 hex digest of the file at ``path`` (a file only read must keep it)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def calibrate_student(bundle, out, *extra):
+    """``tir calibrate`` of the tiny student bundle's student on 6 frames (1 held out) at 32×24, one
+    thread, no speed runs, the image tail quantised, written to ``out``; ``extra``: more options.
+    Returns the exit code."""
+    return cli.main(["calibrate", "--bundle", str(bundle.path), "--routes", "student", "--frames", "6",
+                     "--holdout", "1", "--size", "32x24", "--out", str(out), "--bench-runs", "0", "--threads", "1",
+                     "--float-tail", "off", *extra])
 
 
 def _prompt_tensors(model):

@@ -1,7 +1,6 @@
 """The student's FiLM multiply/add on ONNX Runtime's integer kernels (``quantize_cpu(film="int8")``,
 ``tir calibrate --student --film int8``) and the QAT fake quantisers that match it
 (docs/int8.md, "Session 23")."""
-import hashlib
 import json
 
 import numpy as np
@@ -13,7 +12,7 @@ from tir.calibration.data import calibration_set
 from tir.calibration.qdq import FILM_MODES, collect_ranges, film_nodes, quantize_cpu
 from tir.tools import cli
 
-from test_calibrate_student import PROMPTS, bundles  # noqa: F401  (the tiny student bundle fixture)
+from test_calibrate_student import PROMPTS, bundles, calibrate_student, sha256_of  # noqa: F401  (the tiny student bundle fixture)
 
 K = len(PROMPTS)
 
@@ -98,19 +97,13 @@ def test_film_float_is_the_default_and_unknown_modes_are_refused(bundles, tmp_pa
         quantize_cpu(str(path), ranges, tmp_path / "x.onnx", float_inputs=["prompt"], film="int4")
 
 
-def _sha(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_calibrate_film_int8_leaves_the_fp32_student_and_records_the_mode(bundles, tmp_path, capsys):  # noqa: F811
     fp32 = bundles[1].student_path
-    before = _sha(fp32)
+    before = sha256_of(fp32)
     out = tmp_path / "film"
-    rc = cli.main(["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "6",
-                   "--holdout", "1", "--size", "32x24", "--out", str(out), "--bench-runs", "0", "--threads", "1",
-                   "--float-tail", "off", "--film", "int8"])
+    rc = calibrate_student(bundles[1], out, "--film", "int8")
     assert rc == 0, capsys.readouterr().out
-    assert _sha(fp32) == before
+    assert sha256_of(fp32) == before
     s = json.loads((out / "calibration.json").read_text())["student"]
     assert s["film"] == "int8"
     q = onnx.load(str(out / "student.int8-cpu.onnx"))
@@ -211,9 +204,7 @@ def test_calibrate_qat_with_film_int8_trains_the_film_quantisers(bundles, tmp_pa
     counts = {}
     for mode in FILM_MODES:
         out = tmp_path / mode
-        rc = cli.main(["calibrate", "--bundle", str(bundles[1].path), "--routes", "student", "--frames", "6",
-                       "--holdout", "1", "--size", "32x24", "--out", str(out), "--bench-runs", "0", "--threads", "1",
-                       "--qat-steps", "2", "--float-tail", "off", "--film", mode])
+        rc = calibrate_student(bundles[1], out, "--qat-steps", "2", "--film", mode)
         assert rc == 0, capsys.readouterr().out
         s = json.loads((out / "calibration.json").read_text())["student"]
         counts[mode] = s["qat"]["activations"]
