@@ -824,12 +824,13 @@ class FPNGate:
             return None
         return math.sqrt(high ** 2 + share * self.white_sigma ** 2)
 
-    def counts_limit(self, share: float) -> Optional[float]:
+    def counts_limit(self, share: float, scale: Optional[float] = None) -> Optional[float]:
         """The same threshold as :meth:`_above_floor` with the camera's floor taken in its counts
         (Y16 frames, session 19): √((high_c / scale)² + share·white_sigma²), high_c the
         :data:`FLOOR_HIGH_PERCENTILE` th percentile of :attr:`floor_counts` and ``scale`` the counts
-        one frame unit of the frame being judged stands for; frame units. None for a
-        display-referred frame (no ``scale``), before :data:`MIN_FLOOR_FRAMES` floor frames in
+        one frame unit of the frame being judged stands for (``scale``: a frame's own, as
+        :meth:`step` takes it; None: the last routed frame's, :attr:`scale`); frame units. None for a
+        display-referred frame (no scale), before :data:`MIN_FLOOR_FRAMES` floor frames in
         counts, or without ``white_sigma``.
 
         Why: a microbolometer's temporal noise is a property of the sensor in counts (its NETD over
@@ -840,9 +841,10 @@ class FPNGate:
         above every other frame's, and the frame was given the noise task (docs/cameras.md
         "Session 19"). The specs' noise is added to what the display shows, so its part
         (``share``·white_sigma²) stays in frame units."""
-        if self.white_sigma is None or self.scale is None or len(self.floor_counts) < MIN_FLOOR_FRAMES:
+        per_unit = self.scale if scale is None else _counts_per_unit(scale)
+        if self.white_sigma is None or per_unit is None or len(self.floor_counts) < MIN_FLOOR_FRAMES:
             return None
-        high = float(np.percentile(self.floor_counts, FLOOR_HIGH_PERCENTILE)) / self.scale
+        high = float(np.percentile(self.floor_counts, FLOOR_HIGH_PERCENTILE)) / per_unit
         return math.sqrt(high ** 2 + share * self.white_sigma ** 2)
 
     def own_shape(self) -> Optional[float]:
@@ -893,13 +895,18 @@ class FPNGate:
         if sigma2 is not None and self.white_sigma is not None and sigma >= 0.5 * self.white_sigma and sigma > 0.0:
             self.shapes.append((sigma, sigma2 / sigma))
 
+    @staticmethod
+    def _measurable(frame: np.ndarray) -> Optional[np.ndarray]:
+        """The (H, W) frame when its white noise can be measured; None when it is not finite or
+        under 2 px on a side."""
+        x = one_frame(frame, "FPNGate")
+        return None if min(x.shape) < 2 or not np.isfinite(x).all() else x
+
     def _sigmas(self, frame: np.ndarray) -> Optional[Tuple[float, Optional[float]]]:
         """(σ₁, σ₂ or None) of :func:`flat_noise_sigmas` on the frame's centre window; None for a
         frame that is not finite or under 2 px."""
-        x = one_frame(frame, "FPNGate")
-        if min(x.shape) < 2 or not np.isfinite(x).all():
-            return None
-        return flat_noise_sigmas(centre_window(x))
+        x = self._measurable(frame)
+        return None if x is None else flat_noise_sigmas(centre_window(x))
 
     def add(self, frame: np.ndarray, scale: Optional[float] = None) -> Optional[float]:
         """Record a frame the camera delivered (unlabeled, taken as noise-free: e.g. the frames
@@ -992,12 +999,12 @@ class FPNGate:
             (:data:`MIN_FLOOR_FRAMES`), the last routed frame carried column FPN (its noise part is
             the FPA's, fixed over frames: the verdicts judge it), or the frame is not finite.
         """
-        high = self.floor_high()
-        if self.white_sigma is None or high is None or carries_fpn(
-                self.last, self.amplitude, self.consistency, self.periodicity):
+        share = 0.5 if latched else 0.0
+        limit = self._above_floor(share)   # None without white_sigma or before the floor exists
+        if limit is None or carries_fpn(self.last, self.amplitude, self.consistency, self.periodicity):
             return None
-        x = one_frame(frame, "FPNGate")
-        if min(x.shape) < 2 or not np.isfinite(x).all():
+        x = self._measurable(frame)
+        if x is None:
             return None
         # σ₁ alone on the centre quarter of the measured window: the same per-pixel statistic on
         # a quarter of the blocks (~1 ms at 640×512 against ~4 ms for both σ on the whole window,
@@ -1005,15 +1012,11 @@ class FPNGate:
         # "Session 23"); a crop's flattest blocks are no flatter, so it reads no lower
         window = centre_window(x)
         sigma = flat_noise_sigma(centre_window(window, (max(window.shape[1] // 2, 2), max(window.shape[0] // 2, 2))))
-        sigmas = (sigma, None)
-        share = 0.5 if latched else 0.0
-        if sigmas[0] <= self._above_floor(share):
+        if sigma <= limit:
             return True
-        per_unit = _counts_per_unit(scale)
-        if per_unit is None or len(self.floor_counts) < MIN_FLOOR_FRAMES:
-            return False
-        counts = float(np.percentile(self.floor_counts, FLOOR_HIGH_PERCENTILE)) / per_unit
-        return bool(sigmas[0] <= math.sqrt(counts ** 2 + share * self.white_sigma ** 2))
+        # a display-referred frame (no scale) has no counts to judge in
+        counts = None if _counts_per_unit(scale) is None else self.counts_limit(share, scale=scale)
+        return counts is not None and bool(sigma <= counts)
 
     def _own(self, sigmas: Tuple[float, Optional[float]], limit: float, share: Optional[float] = None) -> bool:
         """Whether a frame's white noise (σ₁, σ₂) is the camera's own: σ₁ at or under ``limit``, or,

@@ -208,14 +208,14 @@ def _count_quantum(meta) -> Optional[float]:
     return step / span if np.isfinite(step) and step > 0.0 else None
 
 
-#: :func:`dequantised`: the finest count step the router and the gates know, in the [0, 1] model
-#: input: one grey level of an 8-bit camera (its full-scale map, edge/normalize.py), the coarsest
-#: quantisation of every frame the router was trained on
 #: :meth:`Restorer._released`: a blur-carrying route passes frames through once this many frames in
 #: a row under it read clearly sharp (:meth:`~tir.engines.blur_gate.BlurGate.shows_sharp`): one such
 #: read alone let 5 of 40 frames of a lasting blur through on the 160×120 Lepton set (docs/cameras.md
 #: "Session 23")
 SHARP_RUN = 2
+#: :func:`dequantised`: the finest count step the router and the gates know, in the [0, 1] model
+#: input: one grey level of an 8-bit camera (its full-scale map, edge/normalize.py), the coarsest
+#: quantisation of every frame the router was trained on
 KNOWN_QUANTUM = 1.0 / 255.0
 #: :meth:`Restorer._router_view`: a frame whose white noise (:func:`~tir.engines.fpn_gate.noise_sigma`)
 #: is at least this share of its count step is dithered by it: rounding then adds a white error
@@ -226,6 +226,13 @@ DITHER_SHARE = 0.5
 #: :func:`dequantised`: σ in px of the smoothing whose values are kept inside each pixel's count
 #: step
 DEQUANT_SIGMA = 2.0
+
+
+def _coarse(quantum: Optional[float]) -> bool:
+    """Whether a count step (:func:`_count_quantum`) is coarser than one 8-bit grey level
+    (:data:`KNOWN_QUANTUM`): the frames the router and the gates may see de-quantised
+    (:meth:`Restorer._router_view`)."""
+    return quantum is not None and quantum > KNOWN_QUANTUM * (1.0 + 1e-6)
 
 
 def dequantised(frame: np.ndarray, quantum: float, sigma: float = DEQUANT_SIGMA) -> np.ndarray:
@@ -626,6 +633,7 @@ class Restorer:
         #: frames a blur-carrying route (blur; CB, BN, CBN with their other parts gone too) passed
         #: through, clearly sharp for this camera (:meth:`_released`)
         self.blur_released = 0
+        self._released_frames = 0   # each released frame once (:attr:`released`)
         #: frames in a row under the current route that the blur gate read clearly sharp (:meth:`_released`)
         self._sharp_run = 0
         #: the frames before this one under the current route were let go (:meth:`_released`): the
@@ -1064,8 +1072,7 @@ class Restorer:
         self.frames += len(x)
         self._span = _norm_span(meta)
         self._counts_scale = _counts_scale(meta)
-        quantum = _count_quantum(meta)
-        self._coarse = quantum is not None and quantum > KNOWN_QUANTUM * (1.0 + 1e-6)
+        self._coarse = _coarse(_count_quantum(meta))
         reasons = _camera_change(meta)
         if reasons is not None and "bits" in reasons and self._pinned_size is not None:
             depth = (meta or {}).get("source_bits") or (meta or {}).get("bits")
@@ -1155,7 +1162,7 @@ class Restorer:
         step is not the frame's; smoothing by it would blur the view). The route restores the
         frames as they came in."""
         quantum = _count_quantum(meta)
-        if quantum is None or not quantum > KNOWN_QUANTUM * (1.0 + 1e-6):
+        if not _coarse(quantum):
             return x
         if not on_count_grid(x[-1, 0], quantum):
             return x   # the step is not this frame's (a wrong meta): de-quantising by it would blur the view
@@ -1688,7 +1695,7 @@ class Restorer:
           (:meth:`~tir.engines.contrast_gate.ContrastGate.is_low` on its :func:`lowpass_ends`, against
           the camera's extent reference, ~1 ms);
         - the noise part: its white noise is no more than the camera's own frames reach
-          (:meth:`~tir.engines.fpn_gate.FPNGate.shows_own_noise`, ~2 ms; not on frames whose count
+          (:meth:`~tir.engines.fpn_gate.FPNGate.shows_own_noise`, ~1 ms; not on frames whose count
           step is coarse for their span, which the gates see de-quantised, nor while the last routed
           frame carried column FPN);
         - the blur part: the frame is clearly sharp for this camera by the blur gate's measure under
@@ -1727,10 +1734,18 @@ class Restorer:
                 return task
         self._latched = True
         contrast, noise, blurred = parts
+        self._released_frames += len(batch)
         self.contrast_released += len(batch) * int(contrast)
         self.noise_released += len(batch) * int(noise)
         self.blur_released += len(batch) * int(blurred)
         return CLEAN
+
+    @property
+    def released(self) -> int:
+        """Frames a route passed through between verdicts, every part checked gone (:meth:`_released`):
+        those counted in :attr:`contrast_released`, :attr:`noise_released` or :attr:`blur_released`,
+        each once."""
+        return self._released_frames
 
     def _parts_gone(self, task: str, frame: np.ndarray) -> Optional[Tuple[bool, bool, bool]]:
         """:meth:`_released` on one (H, W) frame: None when it shows a part of ``task`` (or one

@@ -167,16 +167,16 @@ def evaluate_sequence(bundle, name: str, split: str = "test", seed: int = 0, max
                 order = offset_binary if scene_referred and signed_words(f) else (lambda x: x)
                 counts, clean, meta, peak = degrade_counts(f, ds.bits, task, np.random.default_rng([seed, k]))
                 frame = Frame(raw=counts, seq=k, t_capture=time.monotonic(), meta=dict(meta))
-                released = auto.contrast_released + auto.noise_released + auto.blur_released
+                released = auto.released
                 pre(frame)
                 infer(frame)
                 post(frame)
                 # what restored the frame: the route, or nothing when the frame showed none of the
                 # route's parts and the route passed it through (Restorer._released)
-                now = auto.contrast_released + auto.noise_released + auto.blur_released
-                if now > released:
+                let_go = auto.released > released
+                if let_go:
                     released_at.append(len(routes))
-                routes.append(PASSTHROUGH if now > released else auto.route)
+                routes.append(PASSTHROUGH if let_go else auto.route)
                 out = order(frame.restored)
                 # the reference and the input as the stream's own defect replacement gives them
                 mask = None if pre.defects is None else pre.defects.mask
