@@ -18,7 +18,9 @@ quantiser wrote (its bias scale is σ_x σ_w),
 so ``QLinearConv(q_x, σ_x, z_x, q_w, σ_w ⊙ g, z_w, σ_y, z_y, q_b)`` with σ_y, z_y the grid of the
 Mul's output computes Q(conv1(x) · (1 + γ)) directly: the same int8 weights and int32 bias, the
 weight scales computed in the graph from the prompt branch's float 1 + γ (a Reshape and a Mul
-per block, on C numbers). The int32 bias needs no change because it scales with σ_w. A negative
+per block, on C numbers). The int32 bias needs no change because it scales with σ_w: read with
+the new weight scale it is the bias b·g of the folded convolution, quantised as the ONNX
+QLinearConv specification asks (bias scale = x_scale · w_scale, zero point 0). A negative
 or zero g_c is allowed: the sign of 1 + γ changes with the prompt on some channels of the shipped
 student, and ONNX Runtime's requantisation multiplies by σ_x σ_w,c g_c / σ_y as a float (checked
 below on the model itself). Against the unfolded INT8 model this drops two roundings (conv1's
