@@ -96,10 +96,6 @@ def foldable(model, film: Sequence[str]) -> List[str]:
     return muls
 
 
-def _const(init, name) -> Optional[np.ndarray]:
-    return init.get(name)
-
-
 def _match(mul, producer, readers, init):
     """The QDQ nodes around one FiLM Mul, or a reason string."""
     def only(tensor, reader):
@@ -138,7 +134,7 @@ def _match(mul, producer, readers, init):
         consts = [dq_x.input[1], dq_x.input[2], *dq_w.input, outs[0].input[1], outs[0].input[2]]
         if dq_b is not None:
             consts += list(dq_b.input)
-        if any(_const(init, c) is None for c in consts):
+        if any(c not in init for c in consts):
             return f"{mul.name}: a weight, bias, scale or zero point of {conv.name} is not a constant"
         return dict(mul=mul, conv=conv, q_h=q_h, dq_h=dq_h, q_g=q_g, dq_g=dq_g, q_y=outs[0],
                     dq_x=dq_x, dq_w=dq_w, dq_b=dq_b)
@@ -173,12 +169,15 @@ def fold_model(model, muls: Sequence[str]):
 
     Raises:
         ValueError: a Mul is missing or not in the pattern of the module docstring, the bias scale
-            is not σ_x σ_w, or the model is folded already.
+            is not σ_x σ_w, the weight scales are not per output channel, the model is folded
+            already or its opset is below 10.
     """
     from onnx import helper, numpy_helper
 
     if any(p.key == FOLD_KEY for p in model.metadata_props):
         raise ValueError("film fold: this model is folded already")
+    if not any(o.domain in ("", "ai.onnx") and o.version >= 10 for o in model.opset_import):
+        raise ValueError("film fold: QLinearConv needs opset 10 or later")
     nodes, producer, readers = _graph_maps(model)
     by = {n.name: n for n in nodes}
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -247,8 +246,6 @@ def fold_model(model, muls: Sequence[str]):
     produced = {o for n in model.graph.node for o in n.output}
     for vi in [vi for vi in model.graph.value_info if vi.name not in produced]:
         model.graph.value_info.remove(vi)
-    if not any(o.domain in ("", "ai.onnx") and o.version >= 10 for o in model.opset_import):
-        raise ValueError("film fold: QLinearConv needs opset 10 or later")
     helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, FOLD_KEY: json.dumps(list(muls))})
     return checks
 
