@@ -178,6 +178,9 @@ def side_float_nodes(model, inputs: Iterable[str]) -> List[str]:
 
 #: what ``quantize_cpu(film=...)`` does with the student's FiLM multiply/add (:func:`film_nodes`)
 FILM_MODES = ("float", "int8")
+#: the modes of ``quantize_cpu(film=...)``: :data:`FILM_MODES`, and ``"fold"``: ``"int8"`` with the FiLM
+#: scale 1 + γ folded into the block convolution's weight scales (calibration/film_fold.py)
+CPU_FILM_MODES = FILM_MODES + ("fold",)
 #: the ops where the prompt branch meets the image features in a FiLM block, h·(1 + γ) + β
 FILM_OPS = ("Mul", "Add")
 
@@ -642,7 +645,12 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     "Session 19" and "Session 23"), the branch's tensors they read (1 + γ, β) quantised on their
     calibrated ranges (uint8, per tensor), the branch itself still float. This changes the
     numerics: QAT with the same option (``engines/training/qat.py`` reads the quantisers back
-    from this model) and the gate decide whether a model made so may ship.
+    from this model) and the gate decide whether a model made so may ship. ``"fold"``: as
+    ``"int8"``, then the FiLM scale 1 + γ(p) folded into the weight scales of the convolution it
+    multiplies (calibration/film_fold.py: one QLinearMul per block fewer, the int8 weights and
+    int32 bias unchanged; the model then takes one frame per run), checked against the unfolded
+    model on ONNX Runtime before it is saved; only with ``fuse_prompt_scale`` (the model QAT reads
+    back, ``fuse_prompt_scale=False``, is the ``"int8"`` one).
 
     ``float_skip`` (default on): the image-level skip Adds (:func:`image_skips`) stay float, as
     in the TensorRT flavour (:func:`qdq_targets`), and read the float frame, not the 8-bit copy
@@ -684,18 +692,25 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     Raises:
         KeyError: ``activation`` is neither "uint8" nor "int8".
         ValueError: this onnxruntime lacks ``calibration_cache_path`` and no ``reader`` was given;
-            ``film`` is not one of :data:`FILM_MODES`.
+            ``film`` is not one of :data:`CPU_FILM_MODES`; ``film="fold"`` on a student whose FiLM
+            does not read a convolution's output, or whose folded model does not reproduce the
+            unfolded one (``film_fold.foldable``, ``film_fold.fold_cpu``; nothing is written then).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     import onnx
 
-    if film not in FILM_MODES:
-        raise ValueError(f"film={film!r}: the FiLM multiply/add is one of {', '.join(FILM_MODES)}")
+    if film not in CPU_FILM_MODES:
+        raise ValueError(f"film={film!r}: the FiLM multiply/add is one of {', '.join(CPU_FILM_MODES)}")
     act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
     out_path = os.fspath(out_path)
     model = onnx.load(os.fspath(onnx_path))
-    film_int8 = set(film_nodes(model, float_inputs)) if float_inputs and film == "int8" else set()
+    film_int8 = set(film_nodes(model, float_inputs)) if float_inputs and film in ("int8", "fold") else set()
+    fold = []
+    if film == "fold":   # refused before anything is written
+        from .film_fold import foldable
+
+        fold = foldable(model, film_nodes(model, float_inputs) if float_inputs else [])
     side_float = [n for n in (side_float_nodes(model, float_inputs) if float_inputs else []) if n not in film_int8]
     exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + float_nodes(model, tail=float_tail, tail_blocks=tail_blocks)
                                        + side_float
@@ -748,6 +763,14 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     read_float(out_path, exclude_nodes)
     if fuse_prompt_scale:   # a per-prompt output scale (student): folded into the quantisation scales
         prompt_scale.fuse_cpu(out_path)
+        if fold:   # the FiLM scale into the block convolutions' weight scales
+            from .film_fold import fold_cpu
+
+            try:
+                fold_cpu(out_path, fold)
+            except ValueError:
+                os.remove(out_path)
+                raise
     stamp_int8_cpu(out_path, activation, reduce_range,
                    integer_form=rewritten.to_dict() if rewritten is not None else None)
     return out_path

@@ -33,6 +33,7 @@ device, re-check with ``tir bench --backend tensorrt``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 import json
 import logging
@@ -136,12 +137,15 @@ def add_arguments(parser) -> None:
                              "per-prompt scale, multiplied back in float before the image-level skip (exact in fp32; "
                              "calibration/prompt_scale.py), so each prompt's correction gets the whole uint8 range; "
                              "written to <out>/student.pscale.onnx, which --qat-steps then fine-tunes")
-    parser.add_argument("--film", default="float", choices=("float", "int8"),
+    parser.add_argument("--film", default="float", choices=("float", "int8", "fold"),
                         help="with --student: the FiLM multiply/add of the student's blocks (conv1(x)*(1 + gamma(p)) "
                              "+ beta(p)) in the CPU (U8S8) model: float (default; dequantised around each block) or "
                              "int8 (QLinearMul/QLinearAdd, gamma and beta on uint8 grids of their calibrated ranges; "
                              "faster, changes the numerics, so --qat-steps trains the same quantisers; "
-                             "calibration.qdq.film_nodes, docs/int8.md 'Session 23'). The TensorRT flavour keeps it float")
+                             "calibration.qdq.film_nodes, docs/int8.md 'Session 23'), or fold (int8 with 1 + gamma folded into "
+                             "the weight scales of the convolution it multiplies: one QLinearMul per block fewer, "
+                             "one frame per run; refused where the FiLM does not read a convolution's output; "
+                             "calibration/film_fold.py, docs/int8.md 'Session 24'). The TensorRT flavour keeps it float")
     parser.add_argument("--sensitivity", type=number(int, 0, what="a number of frames"), default=0, metavar="N",
                         help="diagnose the CPU (U8S8) model on N held-out frames (per prompt for the student): "
                              "per-node sensitivity (only this node INT8 / all but this node INT8) and per-tensor "
@@ -267,8 +271,11 @@ def _write_int8(fp32: str, stem: str, ranges: dict, args, out: Path, float_input
     qdq_options = {"quantize_adds": args.trt_adds != "none", "global_skip": args.trt_adds == "all",
                    **_tail_options(args, tail)}
     trt_report = write_trt_qdq(fp32, ranges, files["int8-trt.onnx"], float_inputs=list(float_inputs), **qdq_options)
-    quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8", reduce_range=args.reduce_range,
-                 float_inputs=list(float_inputs), **_tail_options(args, tail), **_film_options(args, float_inputs))
+    # --film fold refuses a student whose FiLM it cannot fold (calibration/film_fold.py): a refused model
+    fold = getattr(args, "film", "float") == "fold"
+    with refusing(ValueError, kind=ModelError) if fold else contextlib.nullcontext():
+        quantize_cpu(fp32, ranges, files["int8-cpu.onnx"], activation="uint8", reduce_range=args.reduce_range,
+                     float_inputs=list(float_inputs), **_tail_options(args, tail), **_film_options(args, float_inputs))
     trt_cache_from_ranges({k: r for k, r in ranges.items() if k not in float_inputs}, files["calib.cache"],
                           version=args.trt_version)
     return files, trt_report, qdq_options

@@ -114,8 +114,10 @@ class StudentEngine(Engine):
         self.prompts: List[str] = [p for p in self.metadata.get("tir.prompts", "").split(",") if p]
         self.weights = np.full(self.slots, 1.0 / self.slots, np.float32)
         #: the model takes one frame per run (an INT8 student whose per-prompt output scale is folded
-        #: into its quantisation scales, calibration/prompt_scale.py ``fuse_cpu``): batches run frame by frame
-        self.one_frame = self.metadata.get("tir.int8.prompt_scale_fused") == "1"
+        #: into its quantisation scales, calibration/prompt_scale.py ``fuse_cpu``, or whose FiLM scale is
+        #: folded into its convolutions' weight scales, calibration/film_fold.py): batches run frame by frame
+        self.one_frame = self.metadata.get("tir.int8.prompt_scale_fused") == "1" or \
+            bool(self.metadata.get("tir.int8.film_fold"))
 
     @property
     def provider(self) -> str:
