@@ -599,7 +599,7 @@ class BlurGate:
         after a blur segment the clean frames of such scenes kept the blur route until the next
         verdict (``tir eval --sequence``, clean p5 28.4-33.8 dB). At full resolution the two do not
         meet: σ 1 px frames read 0.68 or more of the way, the clean frames under the mid-point but
-        for 0-30 %. The read costs ~9-20 ms at 640×512, only on frames the measure under noise
+        for 0-30 %. The read costs ~4-9 ms at 640×512 (timed under load), only on frames the measure under noise
         leaves undecided.
 
         Args:

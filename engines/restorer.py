@@ -1700,7 +1700,7 @@ class Restorer:
           frame carried column FPN);
         - the blur part: the frame is clearly sharp for this camera by the blur gate's measure under
           noise (:meth:`~tir.engines.blur_gate.BlurGate.shows_sharp`, ~5 ms at 640×512; a frame that
-          measure leaves undecided by the gate's full-resolution measure, ~9-20 ms more), on
+          measure leaves undecided by the gate's full-resolution measure, ~4-9 ms more), on
           :data:`SHARP_RUN` frames in a row (a frame the check does not read, as one that still shows
           noise under BN, ends the run).
 
