@@ -17,7 +17,8 @@ Routing policy:
   frames' content restarts them, so a sustained degradation on an unchanged camera stays restored;
 - the route is left only after ``hysteresis`` verdicts in a row disagree with it (no flicker
   between routes on borderline frames), for the task a strict majority of them names, else for
-  pass-through (the router named no one task: do no harm); a verdict against the route brings the
+  pass-through (the router named no one task: do no harm), but never for a route on a verdict that
+  says the frames are clean (the oldest vote drops out and the next verdicts decide); a verdict against the route brings the
   others sooner, every ``ceil(every / (hysteresis - 1))`` frames, so a switch is decided within
   ``every`` frames of the first verdict against the route (``tir eval --sequence``, docs/eval.md:
   with the next verdicts on the schedule a degradation was taken up, and a route left, 16 frames
@@ -413,7 +414,7 @@ class Restorer:
         task: force one route (or ``clean``/``passthrough``); the router never runs.
         every: run the router every this many frames.
         hysteresis: this many verdicts in a row against the route switch it (to the task a strict
-            majority of them names, else to pass-through).
+            majority of them names, else to pass-through; not to a route on a verdict that says clean).
         threads: intra-op threads of each engine.
         min_confidence: a verdict whose parts (those of the gated task the router named) have a
             lower total softmax probability is uncertain (a vote for pass-through), in [0, 1)
@@ -1553,7 +1554,14 @@ class Restorer:
         self._votes.append(task)
         if len(self._votes) >= self.hysteresis:
             best, n = Counter(self._votes).most_common(1)[0]
-            self._switch(best if 2 * n > len(self._votes) else CLEAN)
+            best = best if 2 * n > len(self._votes) else CLEAN
+            if task == CLEAN and best != CLEAN:
+                # the newest verdict says the frames are clean: no route is started on it (do no harm;
+                # docs/cameras.md "Round 9"); the oldest vote drops out and the next verdicts decide
+                self._votes.pop(0)
+                self._confirm_at = self.frames - 1 + -(-self.every // max(self.hysteresis - 1, 1))
+            else:
+                self._switch(best)
         else:
             # a pending switch is confirmed or dropped within one interval: its other verdicts come
             # every ceil(every / (hysteresis - 1)) frames
@@ -1699,7 +1707,8 @@ class Restorer:
           step is coarse for their span, which the gates see de-quantised, nor while the last routed
           frame carried column FPN);
         - the blur part: the frame is clearly sharp for this camera by the blur gate's measure under
-          noise (:meth:`~tir.engines.blur_gate.BlurGate.shows_sharp`, ~5 ms at 640×512), on
+          noise (:meth:`~tir.engines.blur_gate.BlurGate.shows_sharp`, ~5 ms at 640×512; a frame that
+          measure leaves undecided by the gate's full-resolution measure, ~4-9 ms more), on
           :data:`SHARP_RUN` frames in a row (a frame the check does not read, as one that still shows
           noise under BN, ends the run).
 

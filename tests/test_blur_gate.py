@@ -7,7 +7,8 @@ from tiny_models import one_hot_bundle
 
 from tir.engines import degrade as deg
 from tir.engines.blur_gate import (DEFAULT_SIGMA_MIN, DRIFT_MARGIN, MIN_FRAMES, MIN_SIDE, BlurGate, band_ratio, blur_drop,
-                                   blur_partners, min_blur_sigma, quantum)
+                                   blur_partners, min_blur_sigma, noisy_blur_drop, quantum)
+from tir.engines.contrast_gate import centre_window
 from tir.engines.restorer import Restorer
 
 H, W = 120, 160
@@ -756,6 +757,30 @@ def test_a_frame_between_verdicts_is_judged_clearly_sharp_only_below_the_band():
     for s in range(12):
         plain.step("clean", big_scene(s))
     assert plain.shows_sharp(big_scene(41)) is None
+
+
+
+def test_a_frame_the_measure_under_noise_leaves_undecided_is_read_at_full_resolution():
+    """``shows_sharp`` on a frame whose half-resolution measure sits in the band's undecided middle
+    (docs/cameras.md "Round 9": a camera's own clean frames after a blur segment read there, and the
+    blur route kept restoring them until the next verdict): the gate's full-resolution measure
+    decides against its own threshold, the bound at which it demotes a blur verdict; a frame with the
+    specs' mildest blur (σ 1 px) is never read sharp that way; nothing is recorded."""
+    gate = BlurGate({"blur": "clean"}, noisy_partners=NOISY)
+    for s in range(12):
+        gate.step("clean", big_scene(s))
+    lo, hi = gate.noisy_band()
+    drops, noisy = list(gate.drops), list(gate.noisy_drops)
+    undecided = [s for s in range(40, 120) if lo <= noisy_blur_drop(big_scene(s)) <= hi]
+    assert len(undecided) >= 5                       # the camera's own frames that read in the middle
+    for s in undecided:
+        sharp = blur_drop(centre_window(big_scene(s))) <= gate.threshold()
+        assert gate.shows_sharp(big_scene(s)) is sharp, s
+    assert sum(gate.shows_sharp(big_scene(s)) for s in undecided) >= 5
+    for s in range(40, 120):                         # the mildest blur: read sharp only below the band
+        soft = blurred(big_scene(s), 1.0)
+        assert gate.shows_sharp(soft) is bool(noisy_blur_drop(soft) < lo), s
+    assert list(gate.drops) == drops and list(gate.noisy_drops) == noisy
 
 
 def test_the_blur_route_passes_through_a_clearly_sharp_frame_between_verdicts(tmp_path):

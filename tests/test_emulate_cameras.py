@@ -479,6 +479,56 @@ def test_round8_cameras(emu, root, tmp_path):
     share_low, share_high = np.mean(cc < 16384), np.mean(cc >= 49152)
     assert share_low > 0.05 and share_high > 0.05 and share_low + share_high == 1.0
 
+def test_round9_cameras(emu, root, tmp_path):
+    """Round 9 (``--round 9``, its own table): each camera's size and dtype, and the trait it was
+    built for: a narcissus disc colder at the centre, a smudge that blurs one place only, 10-bit Y10
+    words, a TNR ghost trail, per-line jitter, a point-symmetric lens ghost, a turned picture with
+    black corners, a scene-based NUC's negative burn-in, decimation without a filter, veiling glare."""
+    earlier = (set(emu.CAMERAS) | set(emu.ROUND4) | set(emu.ROUND5) | set(emu.ROUND6) | set(emu.ROUND7)
+               | set(emu.ROUND8))
+    assert not earlier & set(emu.ROUND9) and emu.ROUNDS["9"] is emu.ROUND9
+    assert emu.main([str(tmp_path), "--root", str(root), "--round", "9"]) == 0
+    u8, u16 = np.uint8, np.uint16
+    want = {"narcissus_640x480": ((480, 640), u8), "smudge_blur_640x512": ((512, 640), u8),
+            "y10_640x512": ((512, 640), u16), "tnr_ghost_640x512": ((512, 640), u8),
+            "line_jitter_720x576": ((576, 720), u8), "lens_ghost_640x512": ((512, 640), u8),
+            "horizon_level_640x512": ((512, 640), u8), "snuc_ghost_640x512": ((512, 640), u8),
+            "decimated_320x256": ((256, 320), u8), "veiling_glare_640x480": ((480, 640), u8)}
+    assert set(want) == set(emu.ROUND9)
+    frames = {}
+    for cam, (shape, dtype) in want.items():
+        frames[cam] = _frames(tmp_path / cam, cv2.IMREAD_UNCHANGED)
+        n = 4 if cam == "y10_640x512" else 3                 # two crops of each raw frame
+        assert len(frames[cam]) == n and all(f.shape == shape and f.dtype == dtype for f in frames[cam]), cam
+    flat = np.full((480, 640), 9000.0)
+    flat[0, 0] = 10000.0                                     # a span of 1000 counts
+    nar = emu.narcissus(flat)
+    assert 9000 - nar[240, 320] > 100 and abs(nar[5, 5] - 9000) < 1      # the centre colder, the corners not
+    scene = _scene(512, 640, 0, 8).astype(np.float64)
+    sm = emu.smudge_blur(scene) - scene
+    mask = emu.ellipse_mask(scene.shape, emu.SMUDGE_SHARE, 1.4, np.random.default_rng(emu.SMUDGE_SEED), blur=0.5)
+    assert np.abs(sm[mask > 0.5]).mean() > 5 * np.abs(sm[mask < 0.01]).mean()   # blurred under the smudge only
+    for f in frames["y10_640x512"]:
+        assert f.max() <= 1023 and np.ptp(f) > 200
+    still = emu.camera((640, 512), 0.0, emu.linear_agc, 904, noise=False)(0, scene)
+    assert np.abs(emu.tnr_ghost(0, scene).astype(float) - still).max() > 100   # the object and its trail
+    g = _scene(480, 640, 1, 8)
+    a, b = emu.line_jitter(0)(g).astype(float), cv2.resize(g, (720, 576), interpolation=cv2.INTER_LINEAR)
+    assert a.shape == (576, 720) and 0 < np.abs(a - b).mean() < 10 and not np.array_equal(a, emu.line_jitter(1)(g))
+    spot = np.zeros((100, 100))
+    spot[10, 20] = 1000.0
+    gh = emu.lens_ghost(spot)
+    assert gh[89, 79] > 0.3 > 100 * gh[50, 50] and gh[10, 20] >= 1000.0          # the copy at the point-symmetric place
+    for f in frames["horizon_level_640x512"]:
+        assert f[0, 0] == 0 and f[-1, -1] == 0 and f[256, 320] > 0
+    c = emu.to_counts(scene)
+    burn = emu.snuc_ghost(c, np.random.default_rng(0)) - c
+    assert 0 < np.std(burn) < np.std(c) and abs(np.mean(burn)) < 1
+    assert np.array_equal(emu.decimate2(g), g[::2, ::2])
+    v = emu.veiling_glare(scene)
+    assert np.std(v) < 0.8 * np.std(scene) and abs(v.mean() - scene.mean()) < 1
+
+
 def test_unknown_camera_and_missing_root(emu, tmp_path):
     with pytest.raises(KeyError, match="no emulated camera 'fisheye'"):
         emu.build(tmp_path, tmp_path, only=["fisheye"])

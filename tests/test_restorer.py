@@ -74,6 +74,28 @@ def test_hysteresis_needs_same_decision_in_a_row(bundle_dir):
     assert r.status()["task"] == PASSTHROUGH and r.status()["switches"] == 3
 
 
+
+def test_a_route_is_not_started_on_a_verdict_that_says_the_frame_is_clean(bundle_dir):
+    """The verdict that completes ``hysteresis`` votes against the route says ``clean`` while most of
+    them named another route (docs/cameras.md "Round 9": y10_640x512's CBN segment ran the noise route,
+    its last two verdicts said BN, and the first verdict of the clean segment after it switched the
+    route to BN: 9 clean frames restored, p5 28.2 dB): no route is started on a verdict that says
+    the frames are clean (do no harm); the oldest vote drops out, and the next verdicts decide."""
+    r = Restorer(bundle_dir / "bundle", every=1, hysteresis=3)
+    r.infer(frame("a"))
+    for kind in ("b", "b"):
+        r.infer(frame(kind))
+    assert np.allclose(r.infer(frame("clean")), frame("clean") * 2.0)   # still route a, not b
+    assert r.status()["task"] == "a" and r.status()["switches"] == 1
+    assert np.allclose(r.infer(frame("clean")), frame("clean"))          # b, clean, clean: pass-through
+    assert r.status()["task"] == PASSTHROUGH and r.status()["switches"] == 2
+    for kind in ("a", "a", "a", "b", "b", "clean"):
+        r.infer(frame(kind))
+    assert r.status()["task"] == "a"
+    r.infer(frame("b"))                                                 # b, clean, b: b
+    assert r.status()["task"] == "b"
+
+
 def test_verdicts_that_agree_on_nothing_but_leaving_the_route_leave_it(bundle_dir):
     """A route none of the verdicts names is left after `hysteresis` verdicts against it: for the task
     a strict majority of them names, else for pass-through (do no harm). Requiring the same new task

@@ -1,7 +1,7 @@
 """Emulated "new cameras" from the test splits: how the product behaves on a camera none of the
 data sets covers (issue 9, "checked from outside": run ``tir eval --data OUT/<camera>`` on each).
 
-Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]] [--round 1-3|4|5|6|7|8]
+Usage: python3 tools/scripts/emulate_cameras.py OUT [--root DATA_ROOT] [--only NAME[,NAME]] [--round 1-3|4|5|6|7|8|9]
 
 Each camera is a folder ``OUT/<name>/`` of 12 frames of one size, built from the **test** split
 of a registered set (frames only used to measure, never to tune), read from the data root
@@ -222,6 +222,32 @@ Round 8 (``--round 8``, table :data:`ROUND8`), camera pipelines of kinds rounds 
   bilinear between 240-column black bars;
 - ``signed_cc_winter_640x512``: a radiometric core whose Y16 is 0.01 °C as int16 [U], recorded as
   uint16: a −12…+12 °C winter scene, the pixels below 0 °C at 64300-65535.
+
+Round 9 (``--round 9``, table :data:`ROUND9`), camera pipelines of kinds rounds 1-8 do not cover;
+[U] as in round 4. No H.264 camera: this OpenCV build's FFmpeg has no H.264 encoder (``avc1``,
+``H264``, ``X264`` do not open; round 7's ``mpeg4_a320_640x480`` is the coded-video camera):
+
+- ``narcissus_640x480``: a cooled camera (noise 0.1, plateau AGC) with narcissus [U]: a central cold
+  disc, radius 0.3 of the height, 12 % of the span, its edge soft (σ 25 px), the same in every frame;
+- ``smudge_blur_640x512``: a smudge or water film on the lens window [U]: an ellipse of a quarter of
+  the frame blurred (σ 4 px), the same place in every frame, the rest sharp (RoadScene, noise 0.6);
+- ``y10_640x512``: a 10-bit core's Y10 video in 16-bit PNG [U]: 250-700 counts of span at 60-250,
+  noise 0.8 count, values 0-1023 (T1030sc scenes);
+- ``tnr_ghost_640x512``: a recursive temporal noise filter (α 0.25 over 8 sensor frames, noise 2.0)
+  on a still scene crossed by a hot object moving 8 px a sensor frame: fading ghost copies behind
+  it, the scene's noise cut (HIT-UAV, linear AGC);
+- ``line_jitter_720x576``: an analog capture without time-base correction [U]: each line of the
+  720×576 picture shifted by its own σ 0.6 px, drawn per frame (M3SVD, noise 0.6);
+- ``lens_ghost_640x512``: a double reflection between lens surfaces [U]: the scene turned 180°,
+  defocused (σ 6 px), added at 10 % (RoadScene, noise 0.6);
+- ``horizon_level_640x512``: electronic horizon levelling [U]: the picture turned 4-12° either way,
+  drawn per frame, its corners black (HIT-UAV, noise 0.6);
+- ``snuc_ghost_640x512``: a scene-based NUC's burn-in (thermal_io.md §5, the LMS NUC "causes
+  ghosting on static scenes"): 30-50 % of the detail of the view 40-120 px away, negated (RoadScene);
+- ``decimated_320x256``: a 640×512 core's half-size video made by skipping rows and columns with no
+  anti-alias filter [U]: aliasing, jagged edges (RoadScene, noise 0.6);
+- ``veiling_glare_640x480``: a dirty window's veiling glare [U]: 35 % of the radiance scattered
+  (σ 60 px), the AGC stretching the rest (M3SVD, noise 0.6).
 
 Every random draw is seeded by the camera and the frame's index, so the folders are the same on
 every run. numpy + OpenCV only.
@@ -1672,14 +1698,217 @@ ROUND8: Dict[str, Tuple[Callable, Callable, str]] = {
 }
 
 
+# --- round 9: cameras of kinds the 86 above do not cover -------------------------------------
+
+#: round 9's narcissus: the cold disc's depth as a share of the scene's min-max span, its radius as a
+#: share of the frame's height, and its soft edge (Gaussian σ px) [U: a cooled camera's narcissus is
+#: the detector seeing its own cold reflection in the lens; its size and depth are ours]
+NARCISSUS_DEPTH, NARCISSUS_RADIUS, NARCISSUS_EDGE = 0.12, 0.30, 25.0
+
+
+def narcissus(counts: np.ndarray, rng: np.random.Generator = None, depth: float = NARCISSUS_DEPTH,
+              radius: float = NARCISSUS_RADIUS, edge: float = NARCISSUS_EDGE) -> np.ndarray:
+    """A cooled camera's narcissus (``process`` for :func:`camera`; [U] the cold FPA's reflection off a
+    lens surface back onto itself): a disc of ``radius`` × the height at the centre, its edge blurred
+    (Gaussian σ ``edge`` px), ``depth`` × the frame's min-max span colder than the scene; the same in
+    every frame (it follows the optics, not the scene). Float counts, same shape."""
+    h, w = counts.shape
+    disc = np.zeros((h, w), np.float64)
+    cv2.circle(disc, (w // 2, h // 2), int(round(radius * h)), 1.0, -1)
+    disc = cv2.GaussianBlur(disc, (0, 0), edge)
+    return counts - depth * float(counts.max() - counts.min()) * disc
+
+
+#: round 9's smudge: share of the frame it covers, the optics' blur under it (σ px at the sensor), its
+#: soft edge (σ px), and the seed of its place (the same on every frame)
+SMUDGE_SHARE, SMUDGE_SIGMA, SMUDGE_EDGE, SMUDGE_SEED = 0.25, 4.0, 20.0, 902
+
+
+def smudge_blur(radiance: np.ndarray, rng: np.random.Generator = None, share: float = SMUDGE_SHARE,
+                sigma: float = SMUDGE_SIGMA, edge: float = SMUDGE_EDGE, seed: int = SMUDGE_SEED) -> np.ndarray:
+    """A smudge or a film of water on the lens window (``scene_fn`` for :func:`camera`; [U] a
+    transparent film defocuses rather than hides: the blur and its size are ours): inside an ellipse of
+    ``share`` of the pixels (aspect 1.4, placed by ``seed``, the same in every frame; its edge blurred
+    σ ``edge`` px) the scene blurred by a Gaussian of σ ``sigma`` px, outside it sharp; blended by the
+    soft mask. float64, same shape."""
+    r = radiance.astype(np.float64)
+    mask = ellipse_mask(r.shape, share, 1.4, np.random.default_rng(seed), blur=edge)
+    soft = cv2.GaussianBlur(r, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return r * (1.0 - mask) + soft * mask
+
+
+#: round 9's 10-bit core: bits of its Y10 output
+Y10_BITS = 10
+
+
+def y10_counts(i: int, counts: np.ndarray, seed: int = 903) -> np.ndarray:
+    """A 10-bit core's Y10 video stored in 16-bit PNGs (V4L2's ``Y10`` format: 10 significant bits in
+    the low bits of each 16-bit word, the top 6 zero [U: V4L2's pixel-format list, not in the notes]; a
+    10-bit thermal core is [U]):
+    T1030sc counts whose 1st-99th percentiles span a drawn 250-700 counts from a drawn 60-250, white
+    noise σ 0.8 count, clipped to 0..1023. uint16, same shape."""
+    rng = np.random.default_rng([seed, i])
+    span, base = rng.uniform((250.0, 60.0), (700.0, 250.0))
+    c = remap_span(counts, span, base).astype(np.float64) + rng.normal(0.0, 0.8, counts.shape)
+    return np.clip(np.rint(c), 0, (1 << Y10_BITS) - 1).astype(np.uint16)
+
+
+#: round 9's TNR ghost: sensor frames filtered, the filter's weight, the hot object's speed (px per
+#: sensor frame) and its level above the scene's top (share of the scene's min-max span)
+TNR_STEPS, TNR_ALPHA, TNR_SPEED, TNR_HOT = 8, 0.25, 8.0, 0.5
+
+
+def tnr_ghost(i: int, grey: np.ndarray, seed: int = 904, size: Tuple[int, int] = (640, 512)) -> np.ndarray:
+    """A camera with a recursive temporal noise filter (TNR, ``y += α·(x − y)``; [U] the vendor's
+    filter) on a still scene crossed by a hot object: :data:`TNR_STEPS` sensor frames at noise 2.0 grey
+    levels (:func:`noise_sigma`), the object (an ellipse of 0.3-0.8 % of the pixels, optics σ 0.7 px,
+    :data:`TNR_HOT` × the span above the scene's top) moving :data:`TNR_SPEED` px a sensor frame in a
+    drawn direction, filtered with α = :data:`TNR_ALPHA`: the still scene's noise cut to ~0.38 of a
+    frame's, the object leaving a fading ghost trail of copies behind it. Linear AGC. uint8
+    (height, width) of ``size``."""
+    rng = np.random.default_rng([seed, i])
+    counts = to_counts(resample(grey, size))
+    sigma = noise_sigma(counts, 2.0)
+    span = float(counts.max() - counts.min())
+    mask = ellipse_mask(counts.shape, rng.uniform(0.003, 0.008), rng.uniform(0.6, 1.6), rng, blur=0.7)
+    theta = rng.uniform(0.0, 2.0 * np.pi)
+    h, w = counts.shape
+    y = None
+    for j in range(TNR_STEPS):
+        back = TNR_SPEED * (TNR_STEPS - 1 - j)      # where the object was j sensor frames ago
+        m = np.float32([[1, 0, -back * np.cos(theta)], [0, 1, -back * np.sin(theta)]])
+        mj = cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)
+        x = counts * (1 - mj) + (counts.max() + TNR_HOT * span) * mj + rng.normal(0.0, sigma, counts.shape)
+        y = x if y is None else y + TNR_ALPHA * (x - y)
+    return linear_agc(np.clip(y, 0.0, COUNTS_MAX))
+
+
+def line_jitter(i: int, seed: int = 905, sigma: float = 0.6, size: Tuple[int, int] = (720, 576)) -> Callable:
+    """An analog camera through a capture card without time-base correction (``after`` for
+    :func:`camera`; [U] the jitter's size): the image resized (bilinear) to ``size`` and every line
+    shifted along itself by its own sub-pixel offset (white, σ ``sigma`` px, drawn per frame from
+    ``[seed, i]``; bilinear, edge pixels repeated): ragged vertical edges. uint8, (height, width)."""
+    def fn(g: np.ndarray) -> np.ndarray:
+        f = cv2.resize(g, tuple(size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        rng = np.random.default_rng([seed, i])
+        h, w = f.shape
+        shift = rng.normal(0.0, sigma, h).astype(np.float32)
+        mx = np.arange(w, dtype=np.float32)[None, :] - shift[:, None]
+        my = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
+        return to_u8(cv2.remap(f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    return fn
+
+
+#: round 9's lens ghost: the reflected image's weight and its defocus (σ px at the scene's size)
+GHOST_WEIGHT, GHOST_SIGMA = 0.10, 6.0
+
+
+def lens_ghost(radiance: np.ndarray, rng: np.random.Generator = None, weight: float = GHOST_WEIGHT,
+               sigma: float = GHOST_SIGMA) -> np.ndarray:
+    """A ghost image from a double reflection between lens surfaces (``scene_fn`` for :func:`camera`;
+    [U] its weight and defocus; a germanium lens's AR coating leaves a few % per surface): the scene
+    plus ``weight`` × its copy turned 180° about the optical axis (the centre) and defocused (Gaussian
+    σ ``sigma`` px): warm objects reappear faintly at the point-symmetric place. float64, same shape."""
+    r = radiance.astype(np.float64)
+    ghost = cv2.GaussianBlur(r[::-1, ::-1].copy(), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return r + weight * ghost
+
+
+def horizon_level(i: int, seed: int = 907, lo: float = 4.0, hi: float = 12.0) -> Callable:
+    """A gimbal's or a helmet camera's electronic horizon levelling (``after`` for :func:`camera`; [U]
+    that a product turns the picture rather than crops it): the image turned about its centre by a
+    drawn ±``lo``-``hi`` degrees (from ``[seed, i]``; bilinear), the corners the sensor did not see
+    black (0). uint8, same shape."""
+    def fn(g: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng([seed, i])
+        angle = rng.uniform(lo, hi) * rng.choice((-1.0, 1.0))
+        h, w = g.shape
+        m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, 1.0)
+        return cv2.warpAffine(g, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return fn
+
+
+def snuc_ghost(counts: np.ndarray, rng: np.random.Generator, lo: float = 0.3, hi: float = 0.5) -> np.ndarray:
+    """A scene-based NUC's burn-in (``process`` for :func:`camera`; thermal_io.md §5: the Scribner LMS
+    NUC drives each pixel toward its neighbours' mean, "causes ghosting on static scenes"): after the
+    camera stared at one view its offsets hold a drawn ``lo``-``hi`` of that view's local detail with
+    the sign turned; then the camera turned by a drawn 40-120 px (either way, along both axes). The
+    frame's counts minus that share of the high-pass (Gaussian σ 1 minus σ 8 px) of the counts shifted
+    by the turn: a faint negative of the scene beside itself. Float counts, same shape."""
+    h, w = counts.shape
+    dx, dy = rng.uniform(40.0, 120.0, 2) * rng.choice((-1.0, 1.0), 2)
+    m = np.float32([[1, 0, dx], [0, 1, dy * 0.5]])
+    old = cv2.warpAffine(counts, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    detail = cv2.GaussianBlur(old, (0, 0), 1.0) - cv2.GaussianBlur(old, (0, 0), 8.0)
+    return counts - rng.uniform(lo, hi) * detail
+
+
+def decimate2(g: np.ndarray) -> np.ndarray:
+    """A 640×512 core's half-size video made by skipping every other row and column with no
+    anti-alias filter (``after`` for :func:`camera`; [U] which products do): ``g[::2, ::2]``, aliased
+    fine detail and jagged edges. uint8 (H/2, W/2)."""
+    return np.ascontiguousarray(g[::2, ::2])
+
+
+#: round 9's veiling glare: the share of the scene scattered and the scatter's width (σ px)
+VEIL_SHARE, VEIL_SIGMA = 0.35, 60.0
+
+
+def veiling_glare(radiance: np.ndarray, rng: np.random.Generator = None, share: float = VEIL_SHARE,
+                  sigma: float = VEIL_SIGMA) -> np.ndarray:
+    """A dirty or scratched lens window's veiling glare (``scene_fn`` for :func:`camera`; [U] the scatter's
+    share and width): ``share`` of every point's radiance spread by a wide Gaussian (σ ``sigma`` px),
+    the rest kept: local contrast cut by about that share, a soft glow over warm areas; the camera's
+    AGC stretches the rest again. float64, same shape."""
+    r = radiance.astype(np.float64)
+    return (1.0 - share) * r + share * cv2.GaussianBlur(r, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+#: round 9: cameras of kinds the 86 of rounds 1-8 do not cover (``--round 9``), same layout
+ROUND9: Dict[str, Tuple[Callable, Callable, str]] = {
+    "narcissus_640x480": (_set("m3svd_magnity"), camera((640, 480), 0.1, plateau_agc, 901, process=narcissus),
+                          "M3SVD as a cooled camera (noise 0.1, plateau AGC) with narcissus: a central cold disc "
+                          "(radius 0.3 of the height, 12 % of the span, soft edge)"),
+    "smudge_blur_640x512": (_set("roadscene-ir"), camera((640, 512), 0.6, linear_agc, 902, scene_fn=smudge_blur),
+                            "RoadScene, noise 0.6, linear AGC, a smudge on the lens: a quarter of the frame "
+                            "blurred (sigma 4 px), the same place every frame"),
+    "y10_640x512": (_raw, y10_counts, "T1030sc scenes as 10-bit Y10 in 16-bit PNG: span 250-700 at 60-250, "
+                                      "noise 0.8 count"),
+    "tnr_ghost_640x512": (_set("hit_uav"), tnr_ghost,
+                          "HIT-UAV still, a hot object moving 8 px/sensor frame, recursive TNR (8 frames, "
+                          "alpha 0.25, noise 2.0): fading ghost trails, linear AGC"),
+    "line_jitter_720x576": (_set("m3svd_magnity"), lambda i, f: camera((640, 480), 0.6, linear_agc, 905,
+                                                                       after=line_jitter(i))(i, f),
+                            "M3SVD, noise 0.6, linear AGC, analog capture at 720x576 without time-base "
+                            "correction: every line shifted by its own sigma 0.6 px"),
+    "lens_ghost_640x512": (_set("roadscene-ir"), camera((640, 512), 0.6, linear_agc, 906, scene_fn=lens_ghost),
+                           "RoadScene, noise 0.6, linear AGC, a lens ghost: the scene turned 180 degrees, "
+                           "defocused (sigma 6 px), at 10 %"),
+    "horizon_level_640x512": (_set("hit_uav"), lambda i, f: camera((640, 512), 0.6, linear_agc, 907,
+                                                                   after=horizon_level(i))(i, f),
+                              "HIT-UAV, noise 0.6, linear AGC, turned 4-12 degrees either way (electronic "
+                              "horizon levelling), black corners"),
+    "snuc_ghost_640x512": (_set("roadscene-ir"), camera((640, 512), 0.6, linear_agc, 908, process=snuc_ghost),
+                           "RoadScene, noise 0.6, linear AGC, a scene-based NUC's burn-in: 30-50 % of a "
+                           "40-120 px shifted view's detail, negated"),
+    "decimated_320x256": (_set("roadscene-ir"), camera((640, 512), 0.6, linear_agc, 909, after=decimate2),
+                          "RoadScene, noise 0.6, linear AGC, half size by skipping every other row and "
+                          "column (no anti-alias filter)"),
+    "veiling_glare_640x480": (_set("m3svd_magnity"), camera((640, 480), 0.6, linear_agc, 910,
+                                                           scene_fn=veiling_glare),
+                              "M3SVD, noise 0.6, linear AGC, a dirty window's veiling glare: 35 % of the "
+                              "radiance scattered (sigma 60 px)"),
+}
+
+
 #: the rounds ``--round`` builds: 1-3 are :data:`CAMERAS` (the default), 4 is :data:`ROUND4`, 5 :data:`ROUND5`,
-#: 6 :data:`ROUND6`, 7 :data:`ROUND7`, 8 :data:`ROUND8`
-ROUNDS = {"1-3": CAMERAS, "4": ROUND4, "5": ROUND5, "6": ROUND6, "7": ROUND7, "8": ROUND8}
+#: 6 :data:`ROUND6`, 7 :data:`ROUND7`, 8 :data:`ROUND8`, 9 :data:`ROUND9`
+ROUNDS = {"1-3": CAMERAS, "4": ROUND4, "5": ROUND5, "6": ROUND6, "7": ROUND7, "8": ROUND8, "9": ROUND9}
 
 
 def build(out: Path, root=None, only=None, frames: int = FRAMES, cameras: Dict = None) -> Dict[str, int]:
-    """Write every camera of ``cameras`` (default :data:`CAMERAS`; :data:`ROUND4` / :data:`ROUND5` / :data:`ROUND6`
-    for rounds 4 / 5 / 6), or
+    """Write every camera of ``cameras`` (default :data:`CAMERAS`; :data:`ROUND4` … :data:`ROUND9` for rounds
+    4 … 9), or
     those in ``only``, under ``out``; returns {camera: frames written}. PNG, 8-bit grey or 16-bit
     counts as the camera delivers them (``false_colour``: 8-bit BGR).
 
@@ -1714,7 +1943,7 @@ def main(argv=None) -> int:
     p.add_argument("--root", default=None, help="data root (default $TIR_DATA_ROOT or ../shared/data)")
     p.add_argument("--only", default=None, help="comma list of cameras (default: all of the round)")
     p.add_argument("--round", default="1-3", choices=sorted(ROUNDS),
-                   help="which cameras: 1-3 (the 34 of rounds 1-3, default), 4, 5, 6, 7 or 8 (one later round)")
+                   help="which cameras: 1-3 (the 34 of rounds 1-3, default), 4, 5, 6, 7, 8 or 9 (one later round)")
     a = p.parse_args(argv)
     cameras = ROUNDS[a.round]
     try:
