@@ -499,6 +499,11 @@ class BlurGate:
         self.noisy_drops: deque = deque(maxlen=int(window))
         self.noisy_blurred_drops: deque = deque(maxlen=max(int(window) // DROP_EVERY, 1))
         self.demoted = 0
+        #: the lowest measure under noise of a frame :meth:`shows_sharp` read blurred at full resolution
+        #: since :meth:`forget_reads` (engines/restorer.py calls it on every verdict and route switch)
+        self.read_blurred: Optional[float] = None
+        #: full-resolution reads :meth:`shows_sharp` made (each ~4 ms at 640×512)
+        self.full_reads = 0
         #: the camera's references are pinned: routed frames no longer join the history (frames
         #: of its healthy look were shown with :meth:`add`; engines/restorer.py ``pin_camera``)
         self.pinned = False
@@ -600,7 +605,10 @@ class BlurGate:
         verdict (``tir eval --sequence``, clean p5 28.4-33.8 dB). At full resolution the two do not
         meet: σ 1 px frames read 0.68 or more of the way, the clean frames under the mid-point but
         for 0-30 %. The read costs ~4-9 ms at 640×512 (timed under load), only on frames the measure under noise
-        leaves undecided.
+        leaves undecided, and not on a frame that reads no sharper under noise than one the full read
+        found blurred since the last :meth:`forget_reads` (:attr:`read_blurred`): a lasting blur's frames,
+        most of them undecided, were read at full resolution one after another (371 of 400 frames of the
+        virtual camera's blur) and now about once per verdict (docs/BENCHMARKS.md "Session 24").
 
         Args:
             frame: (H, W) float32 model input in [0, 1].
@@ -623,9 +631,21 @@ class BlurGate:
             return bool(drop <= band[1])
         if drop < band[0] or drop > band[1]:
             return bool(drop < band[0])
+        if self.read_blurred is not None and drop >= self.read_blurred:
+            return False   # no sharper under noise than a frame the full read found blurred since the verdict
         limit = self.threshold()
         full = None if limit is None else self._measure(frame, record=False)
-        return full is not None and bool(full <= limit)
+        if full is None:
+            return False
+        self.full_reads += 1
+        if full > limit:
+            self.read_blurred = drop if self.read_blurred is None else min(self.read_blurred, drop)
+            return False
+        return True
+
+    def forget_reads(self) -> None:
+        """Forget :attr:`read_blurred`: the route's frames are judged afresh (a verdict, a switch)."""
+        self.read_blurred = None
 
     def _measure_noisy(self, frame: np.ndarray, record: bool, step: Optional[float] = None) -> Optional[float]:
         """The frame's :func:`noisy_blur_drop`; with ``record`` (a noise-free frame) it joins the
@@ -764,6 +784,7 @@ class BlurGate:
             return False
         for history in (self.drops, self.blurred_drops, self.noisy_drops, self.noisy_blurred_drops):
             history.clear()
+        self.read_blurred = None
         return True
 
     def hold_unmeasured(self, task: str) -> str:

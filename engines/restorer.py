@@ -1143,6 +1143,8 @@ class Restorer:
             return None
         self._decide(decision)
         self._latched = False   # a verdict on the route: its frames are judged afresh (_released)
+        if self.blur_gate is not None:
+            self.blur_gate.forget_reads()
         if self.uses_student and self.last_embeddings is not None:
             self.prompt_weights = self._gate_prompt(self.prompt_mix(self.last_embeddings[-1]), decision["task"])
         # the verdict on this batch's newest frame with its router embedding (D floats), for
@@ -1605,6 +1607,8 @@ class Restorer:
         self._votes = []
         self._sharp_run = 0
         self._latched = False
+        if self.blur_gate is not None:
+            self.blur_gate.forget_reads()
 
     # --------------------------------------------------------------------------------------
     def infer(self, batch, meta=None) -> np.ndarray:

@@ -783,6 +783,37 @@ def test_a_frame_the_measure_under_noise_leaves_undecided_is_read_at_full_resolu
     assert list(gate.drops) == drops and list(gate.noisy_drops) == noisy
 
 
+def test_a_frame_no_sharper_than_one_read_blurred_is_not_read_at_full_resolution_again():
+    """A lasting blur's frames mostly read in the band's undecided middle, and each was read at full
+    resolution (371 of 400 frames of the virtual camera's blur, ~4 ms each; docs/BENCHMARKS.md
+    "Session 24"): once the full read found a frame blurred, a frame that reads no sharper under
+    noise is blurred without a second read, a sharper one is still read (and let go when sharp), and
+    after ``forget_reads`` (a verdict, a switch) the next undecided frame is read again."""
+    gate = BlurGate({"blur": "clean"}, noisy_partners=NOISY)
+    for s in range(12):
+        gate.step("clean", big_scene(s))
+    lo, hi = gate.noisy_band()
+    limit = gate.threshold()
+    soft = [blurred(big_scene(s), 1.0) for s in range(40, 120)]
+    soft = [f for f in soft if lo <= noisy_blur_drop(f) <= hi and blur_drop(centre_window(f)) > limit]
+    assert len(soft) >= 3                             # undecided under noise, blurred at full resolution
+    soft.sort(key=noisy_blur_drop)
+    first = soft[0]
+    assert gate.shows_sharp(first) is False and gate.full_reads == 1
+    assert gate.read_blurred == noisy_blur_drop(first)
+    for f in soft[1:]:                                # no sharper under noise: no second read
+        assert gate.shows_sharp(f) is False
+    assert gate.full_reads == 1
+    sharp = [big_scene(s) for s in range(40, 120)]
+    sharp = [f for f in sharp if lo <= noisy_blur_drop(f) < gate.read_blurred
+             and blur_drop(centre_window(f)) <= limit]
+    assert sharp                                      # a sharper frame is still read, and let go
+    assert gate.shows_sharp(sharp[0]) is True and gate.full_reads == 2
+    gate.forget_reads()
+    assert gate.read_blurred is None
+    assert gate.shows_sharp(soft[-1]) is False and gate.full_reads == 3
+
+
 def test_the_blur_route_passes_through_a_clearly_sharp_frame_between_verdicts(tmp_path):
     """A blur that stops (docs/cameras.md "Session 23"): the route waits for the router's verdicts
     (every 8 frames, hysteresis 3), but once two frames in a row read clearly sharp for this camera
@@ -808,6 +839,26 @@ def test_the_blur_route_passes_through_a_clearly_sharp_frame_between_verdicts(tm
     forced = Restorer(bundle, tone_align=False, task="blur")             # the user's choice: not gated
     forced.warm_camera(np.stack([big_scene(s) for s in range(12)])[:, None])
     assert np.allclose(forced.infer(sharp), sharp * 3.0) and forced.status()["blur_released"] == 0
+
+
+def test_a_verdict_makes_the_blur_route_read_its_frames_afresh(tmp_path):
+    """The restorer forgets the blur gate's ``read_blurred`` on every verdict (and switch), so a
+    frame read blurred once does not hold the route past the router's next verdict."""
+    from tiny_models import scheduled
+
+    h, w = big_scene(0).shape
+    bundle = one_hot_bundle(tmp_path, {"blur": 3.0, "noise": 2.0, "BN": 4.0}, "blur", h, w)
+    r = scheduled(Restorer(bundle, every=8, hysteresis=3, tone_align=False, contrast_gate=False))
+    r.warm_camera(np.stack([big_scene(s) for s in range(12)])[:, None])
+    soft = blurred(big_scene(50), 2.0)[None, None]
+    r.infer(soft)                                           # the router's verdict: blur
+    assert r.route == "blur"
+    r.blur_gate.read_blurred = -1.0                         # as if a full read had found a frame blurred
+    for _ in range(7):                                      # between verdicts it stays
+        r.infer(soft)
+    assert r.blur_gate.read_blurred == -1.0
+    r.infer(soft)                                           # the 9th frame: the next verdict
+    assert r.blur_gate.read_blurred is None or r.blur_gate.read_blurred != -1.0
 
 
 def _bn_route(tmp_path, say="BN"):
