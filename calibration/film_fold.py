@@ -49,6 +49,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .integer_form import _prune
+
 #: metadata key of a CPU QDQ student whose FiLM scales are folded (:func:`fold_cpu`): the Mul names, JSON
 FOLD_KEY = "tir.int8.film_fold"
 #: prefix of every node and tensor the fold adds
@@ -228,21 +230,10 @@ def fold_model(model, muls: Sequence[str]):
             order.append(n)
     available = {i.name for i in model.graph.initializer} | {i.name for i in model.graph.input} | \
         {i.name for i in new_inits}
-    order = _toposort(order, available)
-    # the Q/DQ pairs of 1 + γ and the weights' and biases' DQ are read by nothing now
-    while True:
-        used = {i for n in order for i in n.input} | {o.name for o in model.graph.output}
-        dead = [n for n in order if n.op_type in ("QuantizeLinear", "DequantizeLinear") and
-                not any(o in used for o in n.output)]
-        if not dead:
-            break
-        order = [n for n in order if n not in dead]
     del model.graph.node[:]
-    model.graph.node.extend(order)
+    model.graph.node.extend(_toposort(order, available))
     model.graph.initializer.extend(new_inits)
-    used = {i for n in model.graph.node for i in n.input}
-    for t in [t for t in model.graph.initializer if t.name not in used]:
-        model.graph.initializer.remove(t)
+    _prune(model)   # the Q/DQ pairs of 1 + γ and the weights' and biases' DQ are read by nothing now
     produced = {o for n in model.graph.node for o in n.output}
     for vi in [vi for vi in model.graph.value_info if vi.name not in produced]:
         model.graph.value_info.remove(vi)

@@ -705,12 +705,13 @@ def quantize_cpu(onnx_path, ranges: Mapping[str, TensorRange], out_path, activat
     act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation]
     out_path = os.fspath(out_path)
     model = onnx.load(os.fspath(onnx_path))
-    film_int8 = set(film_nodes(model, float_inputs)) if float_inputs and film in ("int8", "fold") else set()
+    films = film_nodes(model, float_inputs) if float_inputs and film in ("int8", "fold") else []
+    film_int8 = set(films)
     fold = []
     if film == "fold":   # refused before anything is written
         from .film_fold import foldable
 
-        fold = foldable(model, film_nodes(model, float_inputs) if float_inputs else [])
+        fold = foldable(model, films)
     side_float = [n for n in (side_float_nodes(model, float_inputs) if float_inputs else []) if n not in film_int8]
     exclude_nodes = list(dict.fromkeys(list(exclude_nodes) + float_nodes(model, tail=float_tail, tail_blocks=tail_blocks)
                                        + side_float

@@ -590,7 +590,7 @@ class BlurGate:
         the gate takes a noise-carrying verdict's blur part away. A frame in the band's undecided
         middle is read at full resolution (the gate's own measure, :meth:`step`'s): sharp when that
         is at or under :meth:`threshold`, the bound under which the gate demotes a blur verdict.
-        Nothing is recorded.
+        No history is recorded (only :attr:`read_blurred`).
         ``latched`` (the frames before it were let go, engines/restorer.py ``Restorer._released``):
         True unless it is clearly blurred, above the band's high end (a Schmitt trigger on the
         band: a frame in the middle keeps the state the frames before it set).
@@ -639,7 +639,7 @@ class BlurGate:
             return False
         self.full_reads += 1
         if full > limit:
-            self.read_blurred = drop if self.read_blurred is None else min(self.read_blurred, drop)
+            self.read_blurred = drop   # lower than any before it: a higher one was not read
             return False
         return True
 

@@ -1142,9 +1142,7 @@ class Restorer:
             self.observed += 1
             return None
         self._decide(decision)
-        self._latched = False   # a verdict on the route: its frames are judged afresh (_released)
-        if self.blur_gate is not None:
-            self.blur_gate.forget_reads()
+        self._judge_afresh()   # a verdict on the route
         if self.uses_student and self.last_embeddings is not None:
             self.prompt_weights = self._gate_prompt(self.prompt_mix(self.last_embeddings[-1]), decision["task"])
         # the verdict on this batch's newest frame with its router embedding (D floats), for
@@ -1557,17 +1555,15 @@ class Restorer:
         if len(self._votes) >= self.hysteresis:
             best, n = Counter(self._votes).most_common(1)[0]
             best = best if 2 * n > len(self._votes) else CLEAN
-            if task == CLEAN and best != CLEAN:
-                # the newest verdict says the frames are clean: no route is started on it (do no harm;
-                # docs/cameras.md "Round 9"); the oldest vote drops out and the next verdicts decide
-                self._votes.pop(0)
-                self._confirm_at = self.frames - 1 + -(-self.every // max(self.hysteresis - 1, 1))
-            else:
+            if task != CLEAN or best == CLEAN:
                 self._switch(best)
-        else:
-            # a pending switch is confirmed or dropped within one interval: its other verdicts come
-            # every ceil(every / (hysteresis - 1)) frames
-            self._confirm_at = self.frames - 1 + -(-self.every // max(self.hysteresis - 1, 1))
+                return
+            # the newest verdict says the frames are clean: no route is started on it (do no harm;
+            # docs/cameras.md "Round 9"); the oldest vote drops out and the next verdicts decide
+            self._votes.pop(0)
+        # a pending switch is confirmed or dropped within one interval: its other verdicts come
+        # every ceil(every / (hysteresis - 1)) frames
+        self._confirm_at = self.frames - 1 + -(-self.every // max(self.hysteresis - 1, 1))
 
     def _route_confidence(self, decision: dict, task: str) -> Optional[float]:
         """How sure the router is of what the gated verdict ``task`` would do, compared with
@@ -1606,6 +1602,12 @@ class Restorer:
         self.switches += 1
         self._votes = []
         self._sharp_run = 0
+        self._judge_afresh()
+
+    def _judge_afresh(self) -> None:
+        """The route's frames are judged afresh (:meth:`_released`), after a verdict or a switch: the
+        frames let go before no longer latch the release, and the blur gate's bound from its
+        full-resolution reads is forgotten."""
         self._latched = False
         if self.blur_gate is not None:
             self.blur_gate.forget_reads()

@@ -435,27 +435,40 @@ def test_round7_cameras(emu, root, tmp_path):
 
 
 
+def _built_round(emu, root, tmp_path, number, table, want, raw):
+    """Build round ``number`` (its camera table ``table``) under ``tmp_path`` with ``tir``'s script and
+    read every camera's frames back: no camera of the round is in an earlier one, the round's
+    cameras are ``want``'s (name -> ((H, W), dtype)), each folder holds 3 frames of that shape and dtype,
+    4 for the cameras in ``raw`` (two crops of each raw frame). Returns {camera: frames}."""
+    earlier = set()
+    for key, cameras in emu.ROUNDS.items():   # the rounds before it, in order
+        if key == number:
+            break
+        earlier |= set(cameras)
+    assert not earlier & set(table) and emu.ROUNDS[number] is table
+    assert emu.main([str(tmp_path), "--root", str(root), "--round", number]) == 0
+    assert set(want) == set(table)
+    frames = {}
+    for cam, (shape, dtype) in want.items():
+        frames[cam] = _frames(tmp_path / cam, cv2.IMREAD_UNCHANGED)
+        n = 4 if cam in raw else 3
+        assert len(frames[cam]) == n and all(f.shape == shape and f.dtype == dtype for f in frames[cam]), cam
+    return frames
+
+
 def test_round8_cameras(emu, root, tmp_path):
     """Round 8 (``--round 8``, its own table): each camera's size and dtype, and the trait it was
     built for: Lepton 2.5 TLinear centikelvin, a TC001's stacked halves (the raw words' low byte
     below), DDE with a 2x enlargement, 12-bit HD counts, rolling mains bands, a barrel lens that keeps
     its corners, a cooled camera's low noise, 16-bit PNG of 8 significant bits (v x 257), a 1080p
     pillarbox, signed 0.01 degC words that wrap below 0 degC."""
-    earlier = set(emu.CAMERAS) | set(emu.ROUND4) | set(emu.ROUND5) | set(emu.ROUND6) | set(emu.ROUND7)
-    assert not earlier & set(emu.ROUND8) and emu.ROUNDS["8"] is emu.ROUND8
-    assert emu.main([str(tmp_path), "--root", str(root), "--round", "8"]) == 0
     u8, u16 = np.uint8, np.uint16
     want = {"lepton25_y16_80x60": ((60, 80), u16), "tc001_stacked_256x384": ((384, 256), u8),
             "hikmicro_sr_640x512": ((512, 640), u8), "hd12_y16_1280x1024": ((1024, 1280), u16),
             "mains_bands_640x512": ((512, 640), u8), "barrel_wide_160x120": ((120, 160), u8),
             "mwir_cooled_640x512": ((512, 640), u8), "png16_8bit_640x512": ((512, 640), u16),
             "pillarbox_1920x1080": ((1080, 1920), u8), "signed_cc_winter_640x512": ((512, 640), u16)}
-    assert set(want) == set(emu.ROUND8)
-    frames = {}
-    for cam, (shape, dtype) in want.items():
-        frames[cam] = _frames(tmp_path / cam, cv2.IMREAD_UNCHANGED)
-        n = 4 if cam in ("hd12_y16_1280x1024", "signed_cc_winter_640x512") else 3   # two crops of each raw frame
-        assert len(frames[cam]) == n and all(f.shape == shape and f.dtype == dtype for f in frames[cam]), cam
+    frames = _built_round(emu, root, tmp_path, "8", emu.ROUND8, want, ("hd12_y16_1280x1024", "signed_cc_winter_640x512"))
     for f in frames["lepton25_y16_80x60"]:
         assert 28700 <= f.min() and f.max() <= 31100          # 288-310 K in 0.01 K
     scene = _scene(480, 640, 0, 8)
@@ -479,27 +492,19 @@ def test_round8_cameras(emu, root, tmp_path):
     share_low, share_high = np.mean(cc < 16384), np.mean(cc >= 49152)
     assert share_low > 0.05 and share_high > 0.05 and share_low + share_high == 1.0
 
+
 def test_round9_cameras(emu, root, tmp_path):
     """Round 9 (``--round 9``, its own table): each camera's size and dtype, and the trait it was
     built for: a narcissus disc colder at the centre, a smudge that blurs one place only, 10-bit Y10
     words, a TNR ghost trail, per-line jitter, a point-symmetric lens ghost, a turned picture with
     black corners, a scene-based NUC's negative burn-in, decimation without a filter, veiling glare."""
-    earlier = (set(emu.CAMERAS) | set(emu.ROUND4) | set(emu.ROUND5) | set(emu.ROUND6) | set(emu.ROUND7)
-               | set(emu.ROUND8))
-    assert not earlier & set(emu.ROUND9) and emu.ROUNDS["9"] is emu.ROUND9
-    assert emu.main([str(tmp_path), "--root", str(root), "--round", "9"]) == 0
     u8, u16 = np.uint8, np.uint16
     want = {"narcissus_640x480": ((480, 640), u8), "smudge_blur_640x512": ((512, 640), u8),
             "y10_640x512": ((512, 640), u16), "tnr_ghost_640x512": ((512, 640), u8),
             "line_jitter_720x576": ((576, 720), u8), "lens_ghost_640x512": ((512, 640), u8),
             "horizon_level_640x512": ((512, 640), u8), "snuc_ghost_640x512": ((512, 640), u8),
             "decimated_320x256": ((256, 320), u8), "veiling_glare_640x480": ((480, 640), u8)}
-    assert set(want) == set(emu.ROUND9)
-    frames = {}
-    for cam, (shape, dtype) in want.items():
-        frames[cam] = _frames(tmp_path / cam, cv2.IMREAD_UNCHANGED)
-        n = 4 if cam == "y10_640x512" else 3                 # two crops of each raw frame
-        assert len(frames[cam]) == n and all(f.shape == shape and f.dtype == dtype for f in frames[cam]), cam
+    frames = _built_round(emu, root, tmp_path, "9", emu.ROUND9, want, ("y10_640x512",))
     flat = np.full((480, 640), 9000.0)
     flat[0, 0] = 10000.0                                     # a span of 1000 counts
     nar = emu.narcissus(flat)

@@ -15,6 +15,8 @@ from tir.calibration.qdq import collect_ranges, film_nodes, quantize_cpu
 from tir.engines.training.models.student import PRESETS, StudentNet
 
 from test_calibrate_student import PROMPTS, bundles, calibrate_student  # noqa: F401  (the tiny student bundle fixture)
+from test_film_int8 import _optimised_ops
+from test_film_int8 import _ranges as film_ranges
 
 K = len(PROMPTS)
 SIZE = (32, 24)   # W, H: the tiny student without a field head takes multiples of 8
@@ -42,19 +44,7 @@ def _student(path):
 
 
 def _ranges(path):
-    eye = np.eye(K, dtype=np.float32)
-    frames = calibration_set("synthetic", 6, SIZE[::-1], seed=0)
-    col = collect_ranges(str(path), frames, threads=1, progress=False, extra_inputs=lambda first, batch: {
-        "prompt": eye[[(first + r) % K for r in range(len(batch))]]})
-    return col.ranges("percentile", percentile=99.99)
-
-
-def _optimised_ops(path, tmp_path):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.optimized_model_filepath = str(tmp_path / "optimised.onnx")
-    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return [n.op_type for n in onnx.load(str(tmp_path / "optimised.onnx")).graph.node]
+    return film_ranges(path, SIZE[::-1], percentile=99.99)
 
 
 @pytest.fixture(scope="module")

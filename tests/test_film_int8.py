@@ -17,12 +17,13 @@ from test_calibrate_student import PROMPTS, bundles, calibrate_student, sha256_o
 K = len(PROMPTS)
 
 
-def _ranges(path):
+def _ranges(path, size=(32, 24), percentile=99.9):
+    """Percentile ranges of the student at ``path`` on 6 synthetic frames of ``size``, one-hot prompts in turn."""
     eye = np.eye(K, dtype=np.float32)
-    frames = calibration_set("synthetic", 6, (32, 24), seed=0)
+    frames = calibration_set("synthetic", 6, size, seed=0)
     col = collect_ranges(str(path), frames, threads=1, progress=False, extra_inputs=lambda first, batch: {
         "prompt": eye[[(first + r) % K for r in range(len(batch))]]})
-    return col.ranges("percentile", percentile=99.9)
+    return col.ranges("percentile", percentile=percentile)
 
 
 def _optimised_ops(path, tmp_path):
